@@ -1,0 +1,212 @@
+use std::net::IpAddr;
+
+use super::*;
+use crate::cost::NameLists;
+use crate::interface::{Address, Flags, LinkFacts, LinkType, Route, Scope};
+
+pub(crate) fn iface(index: u32, name: &str, kind: InterfaceType) -> Interface {
+    let loopback = kind == InterfaceType::Loopback;
+    Interface {
+        name: name.into(),
+        index,
+        kind,
+        link_type: if loopback { LinkType::Loopback } else { LinkType::Ethernet },
+        flags: Flags { up: true, running: true, lower_up: true, loopback, ..Flags::default() },
+        carrier: true,
+        mtu: 1500,
+        hardware_address: None,
+        addresses: Vec::new(),
+        facts: LinkFacts::default(),
+    }
+}
+
+pub(crate) fn with_addr(mut i: Interface, ip: &str, prefix_len: u8) -> Interface {
+    let ip: IpAddr = ip.parse().unwrap();
+    let scope = if ip.is_loopback() { Scope::Host } else { Scope::Global };
+    i.addresses.push(Address {
+        ip,
+        prefix_len,
+        scope,
+        broadcast: None,
+        peer: None,
+        tentative: false,
+    });
+    i
+}
+
+pub(crate) fn default_route(gateway: &str, interface: u32, metric: u32) -> Route {
+    let gateway: IpAddr = gateway.parse().unwrap();
+    let destination = if gateway.is_ipv4() { "0.0.0.0" } else { "::" }.parse().unwrap();
+    Route { destination, prefix_len: 0, gateway: Some(gateway), interface, metric }
+}
+
+/// lo + eth0 (wired, 192.0.2.10/24, default via 192.0.2.1) + wwan0 (cellular, default via
+/// 198.51.100.1 at a higher metric).
+pub(crate) fn two_paths() -> Snapshot {
+    Snapshot {
+        interfaces: vec![
+            with_addr(iface(1, "lo", InterfaceType::Loopback), "127.0.0.1", 8),
+            with_addr(iface(2, "eth0", InterfaceType::Wired), "192.0.2.10", 24),
+            with_addr(iface(3, "wwan0", InterfaceType::Cellular), "198.51.100.10", 24),
+        ],
+        routes: vec![default_route("192.0.2.1", 2, 100), default_route("198.51.100.1", 3, 700)],
+        dns_servers: vec!["192.0.2.53".parse().unwrap()],
+    }
+}
+
+fn eval(s: &Snapshot) -> Path {
+    evaluate(s, &Conditions::default(), &CostReadings::default())
+}
+
+#[test]
+fn satisfied_with_default_route_prefers_cheap_wired() {
+    let p = eval(&two_paths());
+    assert_eq!((p.status, p.reason), (Status::Satisfied, None));
+    let names: Vec<_> = p.interfaces.iter().map(|i| i.interface.name.as_str()).collect();
+    assert_eq!(names, ["eth0", "wwan0"]);
+    assert_eq!(
+        p.gateways,
+        ["192.0.2.1".parse::<IpAddr>().unwrap(), "198.51.100.1".parse().unwrap()]
+    );
+    assert!(p.supports_ipv4 && !p.supports_ipv6 && p.supports_dns);
+    assert_eq!(p.expensive, None, "wired with no metered source is unknown, not guessed");
+}
+
+#[test]
+fn loopback_alone_never_satisfies() {
+    let mut s = two_paths();
+    s.interfaces.truncate(1);
+    s.routes.push(Route {
+        destination: "0.0.0.0".parse().unwrap(),
+        prefix_len: 0,
+        gateway: None,
+        interface: 1,
+        metric: 0,
+    });
+    let p = eval(&s);
+    assert_eq!((p.status, p.reason), (Status::Unsatisfied, Some(Reason::NoInterfaceUp)));
+    assert!(p.interfaces.is_empty() && !p.supports_dns);
+}
+
+#[test]
+fn reasons_follow_the_first_missing_layer() {
+    let mut s = two_paths();
+    for i in &mut s.interfaces[1..] {
+        i.carrier = false;
+    }
+    assert_eq!(eval(&s).reason, Some(Reason::NoCarrier));
+
+    let mut s = two_paths();
+    s.interfaces[1].flags.dormant = true;
+    s.interfaces[2].flags.dormant = true;
+    let p = eval(&s);
+    assert_eq!(
+        (p.status, p.reason),
+        (Status::RequiresConnection, Some(Reason::ConnectionRequired))
+    );
+
+    let mut s = two_paths();
+    s.routes.clear();
+    assert_eq!(eval(&s).reason, Some(Reason::LocalNetworkOnly));
+
+    let mut s = two_paths();
+    for i in &mut s.interfaces[1..] {
+        i.addresses.clear();
+    }
+    assert_eq!(eval(&s).reason, Some(Reason::NoRoute));
+
+    let mut s = two_paths();
+    for i in &mut s.interfaces[1..] {
+        i.flags.up = false;
+    }
+    assert_eq!(eval(&s).reason, Some(Reason::NoInterfaceUp));
+}
+
+#[test]
+fn a_default_route_needs_an_address_of_its_family() {
+    let mut s = two_paths();
+    s.routes = vec![default_route("2001:db8::1", 2, 100)];
+    let p = eval(&s);
+    assert_eq!(p.reason, Some(Reason::LocalNetworkOnly));
+    s.interfaces[1] = with_addr(s.interfaces[1].clone(), "2001:db8::10", 64);
+    let p = eval(&s);
+    assert!(p.status == Status::Satisfied && p.supports_ipv6 && !p.supports_ipv4);
+    assert!(!p.supports_dns, "an IPv4-only name server is unreachable over IPv6");
+}
+
+#[test]
+fn conditions_name_what_they_excluded() {
+    let s = two_paths();
+    let costs = CostReadings::default();
+    let only_wifi =
+        Conditions { required_type: Some(InterfaceType::Wifi), ..Conditions::default() };
+    assert_eq!(evaluate(&s, &only_wifi, &costs).reason, Some(Reason::RequiredInterfaceUnavailable));
+
+    let no_wired =
+        Conditions { prohibited_types: vec![InterfaceType::Wired], ..Conditions::default() };
+    let p = evaluate(&s, &no_wired, &costs);
+    assert_eq!(p.status, Status::Satisfied, "cellular still carries the path");
+    assert_eq!(p.primary().unwrap().interface.name, "wwan0");
+    assert_eq!(p.expensive, Some(true));
+
+    let no_expensive = Conditions {
+        prohibited_types: vec![InterfaceType::Wired],
+        prohibit_expensive: true,
+        ..Conditions::default()
+    };
+    let p = evaluate(&s, &no_expensive, &costs);
+    assert_eq!((p.status, p.reason), (Status::Unsatisfied, Some(Reason::InterfaceTypeProhibited)));
+
+    let mut s = two_paths();
+    s.interfaces.remove(1);
+    let p = evaluate(&s, &Conditions { prohibit_expensive: true, ..Conditions::default() }, &costs);
+    assert_eq!(p.reason, Some(Reason::ExpensiveProhibited));
+
+    let costs = CostReadings {
+        environment: NameLists { constrained: Some(vec!["wwan0".into()]), expensive: None },
+        ..CostReadings::default()
+    };
+    let p =
+        evaluate(&s, &Conditions { prohibit_constrained: true, ..Conditions::default() }, &costs);
+    assert_eq!(p.reason, Some(Reason::ConstrainedProhibited));
+}
+
+#[test]
+fn required_interface_by_name() {
+    let s = two_paths();
+    let c = Conditions { required_interface: Some("wwan0".into()), ..Conditions::default() };
+    let p = evaluate(&s, &c, &CostReadings::default());
+    assert_eq!(p.status, Status::Satisfied);
+    assert_eq!(p.interfaces.len(), 1);
+    let c = Conditions { required_interface: Some("nope0".into()), ..Conditions::default() };
+    assert_eq!(
+        evaluate(&s, &c, &CostReadings::default()).reason,
+        Some(Reason::RequiredInterfaceUnavailable)
+    );
+}
+
+#[test]
+fn expensive_interfaces_sort_after_cheap_ones_whatever_the_metric() {
+    let mut s = two_paths();
+    s.routes = vec![default_route("192.0.2.1", 2, 900), default_route("198.51.100.1", 3, 10)];
+    let p = eval(&s);
+    assert_eq!(p.primary().unwrap().interface.name, "eth0");
+    let costs = CostReadings {
+        environment: NameLists { expensive: Some(vec!["eth0".into()]), constrained: None },
+        ..CostReadings::default()
+    };
+    let p = evaluate(&s, &Conditions::default(), &costs);
+    assert_eq!(p.primary().unwrap().interface.name, "wwan0", "both expensive: metric decides");
+}
+
+#[test]
+fn tentative_and_link_local_addresses_do_not_count() {
+    let mut s = two_paths();
+    s.interfaces.truncate(2);
+    s.routes.truncate(1);
+    s.interfaces[1].addresses[0].tentative = true;
+    assert_eq!(eval(&s).reason, Some(Reason::NoRoute));
+    s.interfaces[1].addresses[0].tentative = false;
+    s.interfaces[1].addresses[0].scope = Scope::Link;
+    assert_eq!(eval(&s).reason, Some(Reason::NoRoute));
+}

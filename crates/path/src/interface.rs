@@ -1,0 +1,207 @@
+//! The interface snapshot: what the kernel says about every interface, taken fresh each time.
+//!
+//! A [`Snapshot`] is plain data. The Linux `sys` layer fills it from one rtnetlink dump of
+//! links, addresses and routes; tests build it by hand. Nothing here caches or reads the OS.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// What an interface does, decided from what the kernel says it is, never from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterfaceType {
+    /// Ethernet hardware (a device behind a bus, speaking Ethernet).
+    Wired,
+    /// 802.11: the kernel shows a wireless extension or a `wlan` device type.
+    Wifi,
+    /// A WWAN modem (`wwan` device type or link kind).
+    Cellular,
+    /// Everything virtual or unrecognised: tun, veth, bridge, wireguard, dummy, …
+    Other,
+    /// The loopback interface.
+    Loopback,
+}
+
+impl InterfaceType {
+    /// Every type, in the order paths prefer them.
+    pub const ALL: [Self; 5] =
+        [Self::Wired, Self::Wifi, Self::Cellular, Self::Other, Self::Loopback];
+
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wired => "wired",
+            Self::Wifi => "wifi",
+            Self::Cellular => "cellular",
+            Self::Other => "other",
+            Self::Loopback => "loopback",
+        }
+    }
+}
+
+impl std::str::FromStr for InterfaceType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            format!("unknown interface type {s:?}; expected one of wired, wifi, cellular, other, loopback")
+        })
+    }
+}
+
+impl std::fmt::Display for InterfaceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The legacy link-layer type (ARPHRD), kept apart from the functional type: many interfaces
+/// "look like" Ethernet at this layer (veth, bridge, tap) without being wired hardware.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkType {
+    Ethernet,
+    Loopback,
+    /// No link-layer header (tun, wireguard, raw-IP modems).
+    None,
+    PointToPoint,
+    Ieee80211,
+    /// Any other ARPHRD value, by number.
+    Other(u16),
+}
+
+/// Administrative and operational flags we expose (a subset of `IFF_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Flags {
+    pub up: bool,
+    pub running: bool,
+    pub lower_up: bool,
+    pub dormant: bool,
+    pub loopback: bool,
+    pub point_to_point: bool,
+    pub broadcast: bool,
+    pub multicast: bool,
+    pub no_arp: bool,
+}
+
+/// Address scope as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Global,
+    Site,
+    Link,
+    Host,
+    Other,
+}
+
+/// One address on an interface.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Address {
+    pub ip: IpAddr,
+    pub prefix_len: u8,
+    pub scope: Scope,
+    /// The broadcast address (IPv4, broadcast-capable links).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<IpAddr>,
+    /// The peer address of a point-to-point link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<IpAddr>,
+    /// IPv6 duplicate address detection has not finished (or failed): not usable yet.
+    pub tentative: bool,
+}
+
+impl Address {
+    /// Whether the address can carry traffic beyond this host and link.
+    pub fn is_routable(&self) -> bool {
+        matches!(self.scope, Scope::Global | Scope::Site) && !self.tentative
+    }
+}
+
+/// Facts about an interface's link that classification uses, straight from the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct LinkFacts {
+    /// `IFLA_INFO_KIND` of a virtual link (`veth`, `tun`, `bridge`, `wireguard`, …).
+    pub kind: Option<String>,
+    /// The ARPHRD link-layer type number.
+    pub arphrd: u16,
+    /// `/sys/class/net/X/wireless` or `phy80211` exists.
+    pub wireless: bool,
+    /// `DEVTYPE=` from `/sys/class/net/X/uevent` (`wlan`, `wwan`, `bridge`, …).
+    pub devtype: Option<String>,
+    /// The interface sits on a bus device (`/sys/class/net/X/device` exists): hardware.
+    pub has_device: bool,
+}
+
+/// One interface with all of its addresses, IPv4 and IPv6 under the one name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Interface {
+    pub name: String,
+    /// The kernel's interface index; always greater than 0.
+    pub index: u32,
+    #[serde(rename = "type")]
+    pub kind: InterfaceType,
+    pub link_type: LinkType,
+    pub flags: Flags,
+    /// The link has a carrier (`IFF_LOWER_UP`): a cable, an association, a peer.
+    pub carrier: bool,
+    pub mtu: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hardware_address: Option<String>,
+    pub addresses: Vec<Address>,
+    #[serde(skip)]
+    pub facts: LinkFacts,
+}
+
+/// A route the path cares about (main table, unicast).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Route {
+    pub destination: IpAddr,
+    pub prefix_len: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    /// Output interface index (0 when the route has none, e.g. a multipath route).
+    pub interface: u32,
+    pub metric: u32,
+}
+
+impl Route {
+    /// A default route (`0.0.0.0/0` or `::/0`).
+    pub fn is_default(&self) -> bool {
+        self.prefix_len == 0
+    }
+}
+
+/// Everything the path is computed from, as one consistent reading.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub interfaces: Vec<Interface>,
+    pub routes: Vec<Route>,
+    /// Name servers from the resolver configuration.
+    pub dns_servers: Vec<IpAddr>,
+}
+
+impl Snapshot {
+    /// The interface with this index.
+    pub fn interface(&self, index: u32) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.index == index)
+    }
+
+    /// The interface with this name.
+    pub fn interface_named(&self, name: &str) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.name == name)
+    }
+}
+
+/// Formats a hardware address as `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn format_mac(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}

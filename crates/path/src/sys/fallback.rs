@@ -1,0 +1,31 @@
+//! Other targets: everything reports `Unsupported` until a backend exists (PF_ROUTE next).
+
+use crate::cost::CostReadings;
+use crate::{PathError, Snapshot};
+
+pub(crate) fn snapshot() -> Result<Snapshot, PathError> {
+    Err(PathError::Unsupported)
+}
+
+pub(crate) fn cost_readings(_snapshot: &Snapshot) -> Result<CostReadings, PathError> {
+    Err(PathError::Unsupported)
+}
+
+#[derive(Debug)]
+pub(crate) struct Subscription;
+
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    pub(crate) changes: usize,
+    pub(crate) overflowed: bool,
+}
+
+impl Subscription {
+    pub(crate) fn open() -> Result<Self, PathError> {
+        Err(PathError::Unsupported)
+    }
+
+    pub(crate) async fn next(&mut self) -> Result<Drained, PathError> {
+        Err(PathError::Unsupported)
+    }
+}

@@ -1,0 +1,40 @@
+//! Linux: rtnetlink for links, addresses and routes; sysfs for what a link is; the resolver
+//! configuration for name servers; NetworkManager, the environment and a config file for cost.
+
+mod netlink;
+mod sysfs;
+
+pub(crate) use netlink::Subscription;
+
+use crate::cost::{CostReadings, NameLists};
+use crate::{PathError, Snapshot};
+
+/// Where the config file lives.
+pub(crate) const CONFIG_FILE: &str = "/etc/nwkit/path.toml";
+
+/// One full reading, links and addresses and routes, plus the resolver's name servers.
+pub(crate) fn snapshot() -> Result<Snapshot, PathError> {
+    let mut snap = netlink::dump()?;
+    for iface in &mut snap.interfaces {
+        sysfs::fill_facts(&iface.name, &mut iface.facts);
+        iface.kind = crate::classify::classify(&iface.facts, &iface.flags);
+    }
+    snap.dns_servers = sysfs::name_servers(std::path::Path::new("/etc/resolv.conf"));
+    Ok(snap)
+}
+
+/// Cost readings from every source. A config file that cannot be parsed is an error: ignoring
+/// it would silently report the wrong cost.
+pub(crate) fn cost_readings(snapshot: &Snapshot) -> Result<CostReadings, PathError> {
+    let var = |name: &str| std::env::var(name).ok().map(|v| NameLists::parse_list(&v));
+    let environment =
+        NameLists { expensive: var("NW_EXPENSIVE"), constrained: var("NW_CONSTRAINED") };
+    let config_file = match std::fs::read_to_string(CONFIG_FILE) {
+        Ok(text) => NameLists::from_toml(&text)
+            .map_err(|why| PathError::Config { path: CONFIG_FILE.into(), why })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => NameLists::default(),
+        Err(e) => return Err(PathError::Config { path: CONFIG_FILE.into(), why: e.to_string() }),
+    };
+    let networkmanager = sysfs::networkmanager_metered(snapshot);
+    Ok(CostReadings { networkmanager, environment, config_file })
+}

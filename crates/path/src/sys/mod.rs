@@ -1,0 +1,21 @@
+//! The operating-system seam.
+//!
+//! Contract, whatever the platform:
+//! - [`snapshot`] returns one full, consistent [`Snapshot`](crate::Snapshot) read now, with
+//!   nothing cached from earlier calls.
+//! - [`Subscription`] delivers "something changed" for links, addresses and routes, and says
+//!   when notifications were lost so the caller can resynchronise.
+//! - [`cost_readings`] gathers the expensive/constrained sources (see [`crate::cost`]).
+//!
+//! Linux implements all of it over rtnetlink and sysfs; other targets compile against a
+//! fallback that reports [`PathError::Unsupported`](crate::PathError::Unsupported).
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{Subscription, cost_readings, snapshot};
+
+#[cfg(not(target_os = "linux"))]
+mod fallback;
+#[cfg(not(target_os = "linux"))]
+pub(crate) use fallback::{Subscription, cost_readings, snapshot};
