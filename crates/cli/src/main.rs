@@ -1,1 +1,67 @@
-fn main() {}
+//! `nw`: one binary, one subcommand per capability, `--json` on each.
+//!
+//! Exit statuses (the same for every subcommand; README "Exit status"):
+//! 0 success, 1 a negative result, 2 a usage error, 3 the environment lacks something.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod doctor;
+mod output;
+mod path;
+
+/// nwkit's networking tool: check, watch and debug the network from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "nw", version, about, propagate_version = true)]
+struct Cli {
+    /// Print logs on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// End-to-end self-check: the path and interfaces now, more with each capability.
+    Doctor(doctor::Args),
+    /// The network path: satisfied or not, why, over which interfaces.
+    Path(path::Args),
+}
+
+/// How a subcommand ended, mapped to the one exit-status table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// 0: success (path satisfied, checks passed).
+    Success,
+    /// 1: a negative result (path unsatisfied, a check failed).
+    Negative,
+}
+
+/// 3: the environment is missing something (netlink, root, a tool, a free port).
+pub(crate) const EXIT_ENVIRONMENT: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return output::fail_environment(&anyhow::anyhow!(
+                "could not start the async runtime: {e}"
+            ));
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Doctor(args) => doctor::run(args).await,
+            Command::Path(args) => path::run(args).await,
+        }
+    });
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Negative) => ExitCode::from(1),
+        Err(e) => output::fail_environment(&e),
+    }
+}

@@ -1,0 +1,42 @@
+//! Output rules: payload on stdout, logs and reports on stderr, errors that say what to try.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+pub(crate) fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Prints an error chain on stderr and returns exit status 3.
+pub(crate) fn fail_environment(e: &anyhow::Error) -> ExitCode {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "nw: {e:#}");
+    ExitCode::from(crate::EXIT_ENVIRONMENT)
+}
+
+/// Writes one line of payload to stdout. A closed pipe (`nw path --watch | head -1`) is not an
+/// error worth a panic: the caller stops.
+pub(crate) fn line(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
+}
+
+/// RFC 3339 UTC timestamp with milliseconds, for reports.
+#[allow(clippy::disallowed_methods, reason = "front end: stamps reports with wall time")]
+pub(crate) fn timestamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&format).unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
