@@ -27,6 +27,9 @@ pub(crate) struct Args {
     /// Debounce window for --watch, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 250)]
     debounce_ms: u64,
+    /// With --watch: the netlink receive buffer in bytes (default 1 MiB).
+    #[arg(long, value_name = "BYTES", requires = "watch")]
+    netlink_rcvbuf: Option<usize>,
     #[command(flatten)]
     conditions: ConditionArgs,
 }
@@ -83,8 +86,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         window: std::time::Duration::from_millis(args.debounce_ms),
         ..Default::default()
     };
-    let mut monitor = PathMonitor::start(MonitorOptions { conditions, debounce })
-        .context("starting the path monitor")?;
+    let mut monitor = PathMonitor::start(MonitorOptions {
+        conditions,
+        debounce,
+        receive_buffer: args.netlink_rcvbuf,
+    })
+    .context("starting the path monitor")?;
     let mut printed = 0;
     let mut last = Outcome::Negative;
     loop {

@@ -16,6 +16,9 @@ use crate::{PathError, debounce, sys};
 pub struct MonitorOptions {
     pub conditions: Conditions,
     pub debounce: debounce::Config,
+    /// The netlink socket's receive buffer in bytes (default 1 MiB). Past it the kernel drops
+    /// notifications and the monitor resynchronises from a full dump.
+    pub receive_buffer: Option<usize>,
 }
 
 /// A running path monitor. The first update is the current path; later ones follow changes.
@@ -30,7 +33,7 @@ impl PathMonitor {
     /// Starts monitoring. Must be called inside a tokio runtime.
     pub fn start(options: MonitorOptions) -> Result<Self, PathError> {
         // Subscribe before the first snapshot, so nothing between the two is missed.
-        let subscription = sys::Subscription::open()?;
+        let subscription = sys::Subscription::open(options.receive_buffer)?;
         let (tx, rx) = mpsc::channel(16);
         let machine = Monitor::new(options.conditions, options.debounce);
         let task = tokio::spawn(run(machine, subscription, tx));
@@ -72,6 +75,13 @@ async fn run(
             let reading = sys::snapshot().and_then(|s| Ok((sys::cost_readings(&s)?, s)));
             match reading {
                 Ok((costs, snap)) => m.handle_snapshot(&snap, &costs),
+                Err(PathError::Unstable { attempts }) => {
+                    tracing::debug!(
+                        attempts,
+                        "dumps kept being interrupted; retrying after the burst"
+                    );
+                    m.handle_snapshot_failed(Instant::now());
+                }
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
                     return;

@@ -302,11 +302,13 @@ fn default_metric(snapshot: &Snapshot, index: u32) -> Option<u32> {
         .min()
 }
 
-/// Cheaper first (not expensive, then not constrained), then a default route with the lowest
-/// metric (what the kernel itself would use), then the type order, then the index.
-fn preference(p: &PathInterface) -> (bool, bool, u32, usize, u32) {
+/// Interfaces with a default route first; among those, cheaper first (not expensive, then not
+/// constrained); then the lowest default-route metric (what the kernel itself would use); then
+/// the type order, then the index.
+fn preference(p: &PathInterface) -> (bool, bool, bool, u32, usize, u32) {
     let rank = InterfaceType::ALL.iter().position(|t| *t == p.interface.kind).unwrap_or(usize::MAX);
     (
+        p.default_route_metric.is_none(),
         p.expensive == Some(true),
         p.constrained == Some(true),
         p.default_route_metric.unwrap_or(u32::MAX),

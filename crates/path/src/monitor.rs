@@ -49,7 +49,10 @@ pub struct Monitor {
     conditions: Conditions,
     debounce: Debounce,
     last: Option<Path>,
+    /// Why the next snapshot is wanted (the latest emit's cause).
     pending: Option<Cause>,
+    /// A `TakeSnapshot` was issued and not yet answered.
+    outstanding: bool,
     actions: VecDeque<Action>,
     updates: VecDeque<Update>,
     overflows: u64,
@@ -62,6 +65,7 @@ impl Monitor {
             debounce: Debounce::new(debounce),
             last: None,
             pending: Some(Cause::Initial),
+            outstanding: true,
             actions: VecDeque::from([Action::TakeSnapshot]),
             updates: VecDeque::new(),
             overflows: 0,
@@ -87,6 +91,7 @@ impl Monitor {
 
     /// A snapshot the machine asked for.
     pub fn handle_snapshot(&mut self, snapshot: &Snapshot, costs: &CostReadings) {
+        self.outstanding = false;
         let Some(cause) = self.pending.take() else { return };
         let mut path = evaluate(snapshot, &self.conditions, costs);
         if let Some(last) = &self.last {
@@ -99,6 +104,14 @@ impl Monitor {
         }
         self.last = Some(path.clone());
         self.updates.push_back(Update { path, cause });
+    }
+
+    /// The snapshot could not be read consistently (the kernel kept changing it). That is
+    /// itself a change: the machine asks again once the burst has settled.
+    pub fn handle_snapshot_failed(&mut self, now: Instant) {
+        self.outstanding = false;
+        self.debounce.handle_change(now);
+        self.pump();
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -129,7 +142,12 @@ impl Monitor {
                 Emit::Leading => Cause::Change,
                 Emit::Trailing => Cause::Settled,
             };
-            if self.pending.replace(cause).is_none() {
+            // The initial report stays "initial" even if it had to be retried.
+            if self.pending != Some(Cause::Initial) {
+                self.pending = Some(cause);
+            }
+            if !self.outstanding {
+                self.outstanding = true;
                 self.actions.push_back(Action::TakeSnapshot);
             }
         }
@@ -303,6 +321,23 @@ mod tests {
         let u = &strict.log.last().unwrap().1;
         assert_eq!((u.path.status, u.cause), (Status::Satisfied, Cause::Change));
         assert_eq!(u.path.interfaces.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_snapshot_is_retried_after_the_burst() {
+        let mut h = Harness::new(two_paths(), Conditions::default());
+        h.advance(1_000);
+        h.m.handle_change(h.now);
+        assert_eq!(h.m.poll_action(), Some(Action::TakeSnapshot));
+        h.m.handle_snapshot_failed(h.now); // interrupted dump
+        assert_eq!(h.m.poll_action(), None, "no retry inside the burst");
+        h.world.interfaces[1].carrier = false;
+        h.advance(1_300);
+        let (at, u) = h.log.last().unwrap();
+        assert_eq!(
+            (*at, u.cause, u.path.primary().unwrap().interface.name.as_str()),
+            (1_250, Cause::Settled, "wwan0")
+        );
     }
 
     #[test]

@@ -210,3 +210,12 @@ fn tentative_and_link_local_addresses_do_not_count() {
     s.interfaces[1].addresses[0].scope = Scope::Link;
     assert_eq!(eval(&s).reason, Some(Reason::NoRoute));
 }
+
+#[test]
+fn a_cheap_interface_without_default_route_does_not_become_primary() {
+    let mut s = two_paths();
+    s.routes.remove(0); // eth0 keeps its address but loses its default route
+    let p = eval(&s);
+    assert_eq!(p.primary().unwrap().interface.name, "wwan0");
+    assert_eq!(p.expensive, Some(true));
+}

@@ -21,7 +21,7 @@ pub(crate) struct Drained {
 }
 
 impl Subscription {
-    pub(crate) fn open() -> Result<Self, PathError> {
+    pub(crate) fn open(_receive_buffer: Option<usize>) -> Result<Self, PathError> {
         Err(PathError::Unsupported)
     }
 

@@ -293,7 +293,7 @@ pub(crate) struct Subscription {
 
 impl Subscription {
     /// Must be called inside a tokio runtime.
-    pub(crate) fn open() -> Result<Self, PathError> {
+    pub(crate) fn open(receive_buffer: Option<usize>) -> Result<Self, PathError> {
         let groups: u32 = (libc::RTMGRP_LINK
             | libc::RTMGRP_IPV4_IFADDR
             | libc::RTMGRP_IPV6_IFADDR
@@ -304,7 +304,7 @@ impl Subscription {
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(PathError::Netlink)?;
         socket.bind(&SocketAddr::new(0, groups)).map_err(PathError::Netlink)?;
         socket.set_non_blocking(true).map_err(PathError::Netlink)?;
-        if let Err(e) = socket.set_rx_buf_sz(SUBSCRIPTION_RCVBUF) {
+        if let Err(e) = socket.set_rx_buf_sz(receive_buffer.unwrap_or(SUBSCRIPTION_RCVBUF)) {
             tracing::debug!("could not enlarge the rtnetlink receive buffer: {e}");
         }
         // SAFETY: the Socket owns its descriptor, keeps it open until it is dropped with the

@@ -1,0 +1,10 @@
+//! The `nw` binary, exercised for real: inside lab namespaces (root) and on this host.
+//!
+//! Tests under `netns::` need root and iproute2; without them they fail with the lab's message
+//! rather than pass by skipping. They run serialized (see `.config/nextest.toml`).
+
+#![allow(clippy::disallowed_methods, reason = "integration tests time real kernel events")]
+
+mod cli;
+mod netns;
+mod watch;

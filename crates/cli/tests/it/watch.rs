@@ -1,0 +1,160 @@
+//! `nw path --watch --json` as a child process, its lines timestamped as they arrive.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nw_lab::{Child, Namespace};
+use serde_json::Value;
+
+pub(crate) const NW: &str = env!("CARGO_BIN_EXE_nw");
+
+pub(crate) struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<(Instant, Value)>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    /// Starts `nw path --watch --json ARGS` inside `ns` with extra environment variables, and
+    /// waits for its initial line.
+    pub(crate) fn start(ns: &Namespace, args: &[&str], env: &[(&str, &str)]) -> (Self, Value) {
+        let mut cmd = ns.command(NW);
+        cmd.args(["path", "--watch", "--json"]).args(args);
+        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = ns.spawn(cmd).expect("start nw path --watch");
+        let out = child.stdout().expect("stdout piped");
+        let err = child.stderr().expect("stderr piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let at = Instant::now();
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                if tx.send((at, value)).is_err() {
+                    return;
+                }
+            }
+        });
+        let (etx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = etx.send(line);
+            }
+        });
+        let mut w = Self { child, lines, stderr };
+        let (_, first) = w.next(Duration::from_secs(5)).expect("an initial line within 5 s");
+        assert_eq!(first["cause"], "initial", "{first}");
+        (w, first)
+    }
+
+    pub(crate) fn next(&mut self, limit: Duration) -> Option<(Instant, Value)> {
+        self.lines.recv_timeout(limit).ok()
+    }
+
+    /// Every line that arrives within `limit`.
+    pub(crate) fn collect(&mut self, limit: Duration) -> Vec<(Instant, Value)> {
+        let end = Instant::now() + limit;
+        let mut out = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Waits for a line that satisfies `pred`, returning it and the lines before it.
+    pub(crate) fn wait_for(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (Instant, Value) {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok((at, v)) if pred(&v) => return (at, v),
+                Ok((_, v)) => seen.push(v),
+                Err(_) => break,
+            }
+        }
+        panic!("no matching line within {limit:?}; saw {seen:#?}\nstderr: {}", self.stderr_text());
+    }
+
+    pub(crate) fn stderr_text(&mut self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// CPU time (user + system) the monitor process has used, in clock ticks.
+    pub(crate) fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
+        // Fields after the command name in parentheses; utime and stime are 14th and 15th.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+}
+
+pub(crate) fn status(v: &Value) -> (&str, &str) {
+    (v["status"].as_str().unwrap_or("?"), v["reason"].as_str().unwrap_or(""))
+}
+
+pub(crate) fn interface<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v["interfaces"].as_array()?.iter().find(|i| i["name"] == name)
+}
+
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `ip monitor link` in a namespace, its lines timestamped as they arrive: the kernel's own
+/// notification time, to compare ours with in the same run.
+pub(crate) struct IpMonitor {
+    _child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl IpMonitor {
+    pub(crate) fn start(ns: &Namespace) -> Self {
+        let mut cmd = ns.command("ip");
+        cmd.args(["monitor", "link"]).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = ns.spawn(cmd).expect("start ip monitor");
+        let out = child.stdout().expect("stdout piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        // Give it a moment to subscribe.
+        std::thread::sleep(Duration::from_millis(200));
+        Self { _child: child, lines }
+    }
+
+    pub(crate) fn drain(&mut self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+
+    pub(crate) fn wait_for(&mut self, limit: Duration, needle: &str) -> Instant {
+        let end = Instant::now() + limit;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok((at, l)) if l.contains(needle) => return at,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("ip monitor showed no {needle:?} within {limit:?}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Namespaces, veth links and addresses, each torn down by its guard.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::process::{self, Child};
+use crate::{LabError, TcpCounters, addr};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The lab: a source of uniquely named namespaces. Cheap; holds nothing itself.
+#[derive(Debug)]
+pub struct Lab {
+    id: String,
+}
+
+impl Lab {
+    /// Checks for root and iproute2, and fails saying which is missing.
+    pub fn new() -> Result<Self, LabError> {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(LabError::NeedsRoot);
+        }
+        require_tool("ip", "iproute2")?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Ok(Self { id: format!("nwl{}x{n}", std::process::id()) })
+    }
+
+    /// A new namespace with loopback up. `role` is a short label that ends its name.
+    pub fn namespace(&self, role: &str) -> Result<Namespace, LabError> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}-{n}-{role}", self.id);
+        process::output(cmd("ip", ["netns", "add", &name]))?;
+        let ns = Namespace { name };
+        ns.ip(["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Joins two namespaces with a veth pair (`a_dev` in `a`, `b_dev` in `b`), both up.
+    /// The pair is created directly inside the namespaces, so names never collide in the host.
+    pub fn veth(
+        &self,
+        a: &Namespace,
+        a_dev: &str,
+        b: &Namespace,
+        b_dev: &str,
+    ) -> Result<Veth, LabError> {
+        process::output(cmd(
+            "ip",
+            [
+                "link", "add", a_dev, "netns", &a.name, "type", "veth", "peer", "name", b_dev,
+                "netns", &b.name,
+            ],
+        ))?;
+        a.set_link(a_dev, true)?;
+        b.set_link(b_dev, true)?;
+        Ok(Veth { a_dev: a_dev.into(), b_dev: b_dev.into() })
+    }
+
+    /// Two hosts, "cli" and "srv", joined by a veth (`eth0` on each), dual-stack from the
+    /// documentation prefixes, the client's default routes pointing at the server.
+    pub fn pair(&self) -> Result<Pair, LabError> {
+        let cli = self.namespace("cli")?;
+        let srv = self.namespace("srv")?;
+        self.veth(&cli, "eth0", &srv, "eth0")?;
+        cli.add_address("eth0", addr::CLI_V4.into(), 24)?;
+        srv.add_address("eth0", addr::SRV_V4.into(), 24)?;
+        cli.add_address("eth0", addr::CLI_V6.into(), 64)?;
+        srv.add_address("eth0", addr::SRV_V6.into(), 64)?;
+        cli.ip(["route", "add", "default", "via", &addr::SRV_V4.to_string()])?;
+        cli.ip(["-6", "route", "add", "default", "via", &addr::SRV_V6.to_string()])?;
+        Ok(Pair { cli, srv, cli_dev: "eth0".into(), srv_dev: "eth0".into() })
+    }
+}
+
+/// Two namespaces joined by a veth; see [`Lab::pair`]. Fields drop in order: the client first.
+#[derive(Debug)]
+pub struct Pair {
+    pub cli: Namespace,
+    pub srv: Namespace,
+    pub cli_dev: String,
+    pub srv_dev: String,
+}
+
+/// The two ends of a veth link. It disappears with either namespace.
+#[derive(Debug, Clone)]
+pub struct Veth {
+    pub a_dev: String,
+    pub b_dev: String,
+}
+
+/// A network namespace; dropping it kills what runs inside and deletes it.
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program` inside this namespace (through `ip netns exec`, so it also
+    /// sees this namespace's sysfs, hosts and resolv.conf).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs a command inside the namespace to completion and returns its stdout.
+    pub fn run<I, S>(&self, argv: I) -> Result<String, LabError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut argv = argv.into_iter();
+        let program = argv
+            .next()
+            .ok_or_else(|| LabError::Parse { command: "run".into(), why: "empty argv".into() })?;
+        let mut c = self.command(program);
+        c.args(argv);
+        process::output(c)
+    }
+
+    /// Starts a command inside the namespace; the returned guard kills it on drop.
+    pub fn spawn(&self, cmd: Command) -> Result<Child, LabError> {
+        Child::spawn(cmd)
+    }
+
+    /// `ip -n NAME …`.
+    pub fn ip<I, S>(&self, args: I) -> Result<String, LabError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut c = Command::new("ip");
+        c.args(["-n", &self.name]).args(args);
+        process::output(c)
+    }
+
+    /// Adds an address (IPv6 without duplicate address detection, so it is usable at once).
+    pub fn add_address(&self, dev: &str, ip: IpAddr, prefix_len: u8) -> Result<(), LabError> {
+        let cidr = format!("{ip}/{prefix_len}");
+        let mut args = vec!["addr", "add", &cidr, "dev", dev];
+        if ip.is_ipv6() {
+            args.push("nodad");
+        }
+        self.ip(args).map(drop)
+    }
+
+    /// Sets a link administratively up or down. Setting one end of a veth down takes the
+    /// carrier away from the other end.
+    pub fn set_link(&self, dev: &str, up: bool) -> Result<(), LabError> {
+        self.ip(["link", "set", dev, if up { "up" } else { "down" }]).map(drop)
+    }
+
+    /// Writes `/etc/netns/NAME/hosts`, which `ip netns exec` mounts over `/etc/hosts`.
+    pub fn set_hosts(&self, text: &str) -> Result<(), LabError> {
+        self.write_etc("hosts", text)
+    }
+
+    /// Writes `/etc/netns/NAME/resolv.conf`, which `ip netns exec` mounts over the real one.
+    pub fn set_resolv_conf(&self, text: &str) -> Result<(), LabError> {
+        self.write_etc("resolv.conf", text)
+    }
+
+    /// Loads an nftables ruleset inside the namespace (`nft -f`).
+    /// Example fault: `table inet lab { chain out { type filter hook output priority 0;
+    /// ip6 daddr 2001:db8:1::2 tcp dport 8080 drop } }`.
+    pub fn nft(&self, ruleset: &str) -> Result<(), LabError> {
+        require_tool("nft", "nftables")?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let file = std::env::temp_dir().join(format!("{}-{n}.nft", self.name));
+        std::fs::write(&file, ruleset)?;
+        let result = self.run(["nft", "-f", &file.to_string_lossy()]).map(drop);
+        let _ = std::fs::remove_file(&file);
+        result
+    }
+
+    /// The `Tcp:` counters of `/proc/net/snmp` inside this namespace.
+    pub fn tcp_counters(&self) -> Result<TcpCounters, LabError> {
+        TcpCounters::read(self)
+    }
+
+    fn etc_dir(&self) -> PathBuf {
+        PathBuf::from("/etc/netns").join(&self.name)
+    }
+
+    fn write_etc(&self, file: &str, text: &str) -> Result<(), LabError> {
+        let dir = self.etc_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(file), text)?;
+        Ok(())
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if let Ok(pids) = process::output(cmd("ip", ["netns", "pids", &self.name])) {
+            for pid in pids.split_whitespace().filter_map(|p| p.parse::<libc::pid_t>().ok()) {
+                // SAFETY: kill(2) touches no memory; a stale pid at worst gets ESRCH.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Err(e) = process::output(cmd("ip", ["netns", "del", &self.name])) {
+            tracing::warn!("could not delete namespace {}: {e}", self.name);
+        }
+        let _ = std::fs::remove_dir_all(self.etc_dir());
+    }
+}
+
+fn cmd<const N: usize>(program: &str, args: [&str; N]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+/// Fails with the package to install when a tool is not on PATH.
+pub(crate) fn require_tool(tool: &'static str, package: &'static str) -> Result<(), LabError> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if found { Ok(()) } else { Err(LabError::MissingTool { tool, package }) }
+}

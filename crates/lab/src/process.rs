@@ -1,0 +1,109 @@
+//! Child processes that cannot outlive their test.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::LabError;
+
+/// A running child process; dropping it kills it and reaps it.
+#[derive(Debug)]
+pub struct Child {
+    inner: std::process::Child,
+    command: String,
+}
+
+impl Child {
+    pub(crate) fn spawn(mut cmd: std::process::Command) -> Result<Self, LabError> {
+        let command = describe(&cmd);
+        cmd.stdin(Stdio::null());
+        let inner =
+            cmd.spawn().map_err(|source| LabError::Spawn { command: command.clone(), source })?;
+        Ok(Self { inner, command })
+    }
+
+    /// The child's standard output, if it was piped and not yet taken.
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.inner.stdout.take()
+    }
+
+    /// The child's standard error, if it was piped and not yet taken.
+    pub fn stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.inner.stderr.take()
+    }
+
+    pub fn id(&self) -> u32 {
+        self.inner.id()
+    }
+
+    /// Waits for the child to exit, at most `limit`; past it, kills it and says so.
+    #[allow(clippy::disallowed_methods, reason = "lab: bounded wait on a child process")]
+    pub fn wait_for(&mut self, limit: Duration) -> Result<ExitStatus, LabError> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.inner.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > limit {
+                self.kill();
+                return Err(LabError::Timeout {
+                    what: format!("exit of `{}`", self.command),
+                    ms: limit.as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends SIGTERM, waits briefly, then SIGKILL.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.inner.try_wait() {
+            return Some(status);
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.inner.id()) {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory involved.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        self.wait_for(Duration::from_secs(2)).ok()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.inner.kill();
+        let _ = self.inner.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.terminate().is_none() {
+            self.kill();
+        }
+    }
+}
+
+pub(crate) fn describe(cmd: &std::process::Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion (bounded), returning stdout; a non-zero exit is an error that
+/// carries stderr.
+#[allow(clippy::disallowed_methods, reason = "lab: bounded wait on a child process")]
+pub(crate) fn output(mut cmd: std::process::Command) -> Result<String, LabError> {
+    let command = describe(&cmd);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child =
+        cmd.spawn().map_err(|source| LabError::Spawn { command: command.clone(), source })?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
