@@ -9,7 +9,12 @@
 //! Run: `cargo bench -p nw --bench path_monitor` (as root). `NW_BENCH_SMOKE=1` does 3 rounds.
 
 #![allow(clippy::disallowed_methods, reason = "benchmark: measures wall-clock latency")]
-#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used, reason = "benchmark program")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    reason = "benchmark program"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -48,10 +53,16 @@ fn main() {
         ours.push(ms(nw_at - t0));
     }
     let (k, o) = (median(&kernel), median(&ours));
-    println!("path monitor: kernel change → update, {rounds} rounds (address add/del, quiet 400 ms between)");
+    println!(
+        "path monitor: kernel change → update, {rounds} rounds (address add/del, quiet 400 ms between)"
+    );
     println!("  ip monitor address (peer)   median {k:7.2} ms   max {:7.2} ms", max(&kernel));
     println!("  nw path --watch --json      median {o:7.2} ms   max {:7.2} ms", max(&ours));
-    println!("  ratio nw / ip monitor       {:.2}   (nw adds {:.2} ms: a full dump, evaluation, JSON)", o / k, o - k);
+    println!(
+        "  ratio nw / ip monitor       {:.2}   (nw adds {:.2} ms: a full dump, evaluation, JSON)",
+        o / k,
+        o - k
+    );
 }
 
 fn stamped(ns: &Namespace, mut cmd: std::process::Command) -> (Child, mpsc::Receiver<Instant>) {

@@ -4,7 +4,11 @@
 //! rather than pass by skipping. They run serialized (see `.config/nextest.toml`).
 
 #![allow(clippy::disallowed_methods, reason = "integration tests time real kernel events")]
-#![allow(clippy::unwrap_used, clippy::print_stderr, reason = "test helpers: a panic is the failure report, stderr the figures")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "test helpers: a panic is the failure report, stderr the figures"
+)]
 
 mod cli;
 mod netns;
