@@ -17,18 +17,20 @@
 //! let lab = nw_lab::Lab::new()?;
 //! let pair = lab.pair()?; // "cli" and "srv", 198.51.100.1/.2 and 2001:db8:1::1/::2
 //! pair.cli.run(["ip", "addr"])?;
-//! pair.srv.set_carrier(&pair.srv_dev, false)?; // the client's link loses its carrier
+//! pair.srv.set_link(&pair.srv_dev, false)?; // the client's link loses its carrier
 //! # Ok(()) }
 //! ```
 
 mod counters;
+pub mod dns;
 mod error;
 mod netns;
+pub mod nfqueue;
 mod process;
 
 pub use counters::TcpCounters;
 pub use error::LabError;
-pub use netns::{Lab, Namespace, Pair, Veth};
+pub use netns::{Fault, Lab, Namespace, Pair, Proto, Veth, in_namespace};
 pub use process::Child;
 
 /// Documentation prefixes the lab uses (RFC 5737, RFC 3849). Nothing routes them anywhere.

@@ -91,6 +91,24 @@ pub struct Veth {
     pub b_dev: String,
 }
 
+/// A transport protocol, for faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// What a fault does to matching packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Silently discard: a blackhole; the sender waits for its timeout.
+    Drop,
+    /// Answer with a TCP reset: the sender fails at once (TCP only).
+    Reset,
+    /// Answer with ICMP host / ICMPv6 address unreachable: the sender fails at once.
+    Unreachable,
+}
+
 /// A network namespace; dropping it kills what runs inside and deletes it.
 #[derive(Debug)]
 pub struct Namespace {
@@ -167,9 +185,8 @@ impl Namespace {
         self.write_etc("resolv.conf", text)
     }
 
-    /// Loads an nftables ruleset inside the namespace (`nft -f`).
-    /// Example fault: `table inet lab { chain out { type filter hook output priority 0;
-    /// ip6 daddr 2001:db8:1::2 tcp dport 8080 drop } }`.
+    /// Loads an nftables ruleset inside the namespace (`nft -f`). nft 1.0.6 wants a newline or
+    /// `;` after each closing brace inside a table; [`Namespace::fault`] writes correct rules.
     pub fn nft(&self, ruleset: &str) -> Result<(), LabError> {
         require_tool("nft", "nftables")?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -178,6 +195,42 @@ impl Namespace {
         let result = self.run(["nft", "-f", &file.to_string_lossy()]).map(drop);
         let _ = std::fs::remove_file(&file);
         result
+    }
+
+    /// Adds a fault on this namespace's output path: traffic to `daddr` (and `dport`, when
+    /// given) over `proto` meets `action`. Faults stack; [`Namespace::clear_faults`] removes
+    /// them all.
+    pub fn fault(
+        &self,
+        daddr: IpAddr,
+        proto: Proto,
+        dport: Option<u16>,
+        action: Fault,
+    ) -> Result<(), LabError> {
+        let family = if daddr.is_ipv4() { "ip" } else { "ip6" };
+        let proto_name = match proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        let port = dport
+            .map(|p| format!(" {proto_name} dport {p}"))
+            .unwrap_or_else(|| format!(" meta l4proto {proto_name}"));
+        let verdict = match (action, daddr.is_ipv4()) {
+            (Fault::Drop, _) => "drop",
+            (Fault::Reset, _) => "reject with tcp reset",
+            (Fault::Unreachable, true) => "reject with icmp type host-unreachable",
+            (Fault::Unreachable, false) => "reject with icmpv6 type addr-unreachable",
+        };
+        self.nft(&format!(
+            "add table inet nwlab\n\
+             add chain inet nwlab out {{ type filter hook output priority 0; }}\n\
+             add rule inet nwlab out {family} daddr {daddr}{port} {verdict}\n"
+        ))
+    }
+
+    /// Removes every fault added with [`Namespace::fault`].
+    pub fn clear_faults(&self) -> Result<(), LabError> {
+        self.nft("add table inet nwlab\ndelete table inet nwlab\n")
     }
 
     /// The `Tcp:` counters of `/proc/net/snmp` inside this namespace.
@@ -223,4 +276,30 @@ pub(crate) fn require_tool(tool: &'static str, package: &'static str) -> Result<
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
     if found { Ok(()) } else { Err(LabError::MissingTool { tool, package }) }
+}
+
+/// Runs `f` on a fresh thread that has entered `ns`'s network namespace, and returns what it
+/// returns. Sockets created there stay in that namespace wherever they are used afterwards
+/// (`setns` is per thread; the caller's threads are untouched).
+pub fn in_namespace<T, F>(ns: &Namespace, f: F) -> Result<T, LabError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(PathBuf::from("/run/netns").join(&ns.name))?;
+    let thread = std::thread::Builder::new().name(format!("in-{}", ns.name)).spawn(move || {
+        // SAFETY: setns(2) on an open namespace file descriptor, on this thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(f())
+    })?;
+    match thread.join() {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(LabError::Io(std::io::Error::other(
+            "the function run inside the namespace panicked",
+        ))),
+    }
 }
