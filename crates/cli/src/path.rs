@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use nw_path::monitor::Cause;
-use nw_path::{Conditions, InterfaceType, MonitorOptions, Path, PathMonitor, Status};
+use nw_path::{Conditions, InterfaceType, MonitorOptions, Path, PathMonitor, Reason, Status};
 use serde::Serialize;
 
 use crate::Outcome;
@@ -187,6 +187,29 @@ fn details(path: &Path) -> Vec<String> {
         let addrs: Vec<String> =
             p.interface.addresses.iter().map(|a| format!("{}/{}", a.ip, a.prefix_len)).collect();
         out.push(format!("{} ({}): {}", p.interface.name, p.interface.kind, addrs.join(" ")));
+    }
+    for u in &path.unavailable {
+        let why = match u.why {
+            nw_path::Unusable::Down => "down".to_owned(),
+            nw_path::Unusable::NoCarrier => "no carrier".to_owned(),
+            nw_path::Unusable::Dormant => "dormant".to_owned(),
+            nw_path::Unusable::Excluded => match u.excluded_by {
+                Some(Reason::RequiredInterfaceUnavailable) => {
+                    "not the required interface or type".to_owned()
+                }
+                Some(Reason::InterfaceTypeProhibited) => {
+                    format!("{} interfaces are prohibited", u.kind)
+                }
+                Some(Reason::ExpensiveProhibited) => {
+                    "expensive, and expensive interfaces are prohibited".to_owned()
+                }
+                Some(Reason::ConstrainedProhibited) => {
+                    "constrained, and constrained interfaces are prohibited".to_owned()
+                }
+                _ => "excluded by the conditions".to_owned(),
+            },
+        };
+        out.push(format!("{} ({}): not used — {why}", u.name, u.kind));
     }
     out
 }

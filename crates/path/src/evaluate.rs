@@ -105,6 +105,33 @@ pub struct PathInterface {
     pub default_route_metric: Option<u32>,
 }
 
+/// Why an interface is not part of the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unusable {
+    /// Administratively down.
+    Down,
+    /// Up, without a carrier.
+    NoCarrier,
+    /// Carrier, but dormant (waiting for authentication or a supplicant).
+    Dormant,
+    /// The caller's conditions exclude it (see `excluded_by`).
+    Excluded,
+}
+
+/// An interface the path cannot use, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnavailableInterface {
+    pub name: String,
+    pub index: u32,
+    #[serde(rename = "type")]
+    pub kind: InterfaceType,
+    pub why: Unusable,
+    /// With [`Unusable::Excluded`]: which condition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded_by: Option<Reason>,
+}
+
 /// The evaluated path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Path {
@@ -115,6 +142,8 @@ pub struct Path {
     pub constrained: Option<bool>,
     /// Usable interfaces, most preferred first.
     pub interfaces: Vec<PathInterface>,
+    /// Every other interface but loopback, with the reason it is not usable.
+    pub unavailable: Vec<UnavailableInterface>,
     /// Default gateways through usable interfaces, lowest metric first.
     pub gateways: Vec<IpAddr>,
     pub supports_ipv4: bool,
@@ -194,6 +223,31 @@ pub fn evaluate(snapshot: &Snapshot, conditions: &Conditions, costs: &CostReadin
         }
     }
 
+    let unavailable = snapshot
+        .interfaces
+        .iter()
+        .filter(|i| i.kind != InterfaceType::Loopback)
+        .filter_map(|i| {
+            let (why, excluded_by) = if !i.flags.up {
+                (Unusable::Down, None)
+            } else if !i.carrier {
+                (Unusable::NoCarrier, None)
+            } else if i.flags.dormant {
+                (Unusable::Dormant, None)
+            } else {
+                let reason = exclusions.iter().find(|(index, _)| *index == i.index)?.1;
+                (Unusable::Excluded, Some(reason))
+            };
+            Some(UnavailableInterface {
+                name: i.name.clone(),
+                index: i.index,
+                kind: i.kind,
+                why,
+                excluded_by,
+            })
+        })
+        .collect();
+
     let supports_dns = snapshot
         .dns_servers
         .iter()
@@ -210,6 +264,7 @@ pub fn evaluate(snapshot: &Snapshot, conditions: &Conditions, costs: &CostReadin
         supports_dns: supports_dns && status == Status::Satisfied,
         better_path_available: false,
         interfaces,
+        unavailable,
     }
 }
 

@@ -46,7 +46,9 @@ pub mod monitor;
 mod sys;
 
 pub use driver::{MonitorOptions, PathMonitor, current, snapshot};
-pub use evaluate::{Conditions, Path, PathInterface, Reason, Status, evaluate};
+pub use evaluate::{
+    Conditions, Path, PathInterface, Reason, Status, UnavailableInterface, Unusable, evaluate,
+};
 pub use interface::{Address, Interface, InterfaceType, LinkType, Route, Snapshot};
 
 /// Why the path could not be read or watched.

@@ -219,3 +219,24 @@ fn a_cheap_interface_without_default_route_does_not_become_primary() {
     assert_eq!(p.primary().unwrap().interface.name, "wwan0");
     assert_eq!(p.expensive, Some(true));
 }
+
+#[test]
+fn unavailable_interfaces_say_why() {
+    let mut s = two_paths();
+    s.interfaces[2].carrier = false;
+    s.interfaces.push(iface(9, "wlan0", InterfaceType::Wifi));
+    s.interfaces[3].flags.up = false;
+    let c = Conditions { prohibited_types: vec![InterfaceType::Wired], ..Conditions::default() };
+    let p = evaluate(&s, &c, &CostReadings::default());
+    let why: Vec<_> =
+        p.unavailable.iter().map(|u| (u.name.as_str(), u.why, u.excluded_by)).collect();
+    assert_eq!(
+        why,
+        [
+            ("eth0", Unusable::Excluded, Some(Reason::InterfaceTypeProhibited)),
+            ("wwan0", Unusable::NoCarrier, None),
+            ("wlan0", Unusable::Down, None)
+        ]
+    );
+    assert_eq!(p.reason, Some(Reason::InterfaceTypeProhibited));
+}

@@ -338,3 +338,72 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator, so failures reproduce.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    fn real_dump_message() -> Vec<u8> {
+        let mut m = LinkMessage::default();
+        m.header.index = 3;
+        m.attributes.push(LinkAttribute::IfName("eth0".into()));
+        m.attributes.push(LinkAttribute::Mtu(1500));
+        let mut msg = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::from(RouteNetlinkMessage::NewLink(m)),
+        );
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_real_message_round_trips_into_an_interface() {
+        let buf = real_dump_message();
+        let msgs: Vec<_> = messages(&buf).collect::<Result<_, _>>().unwrap();
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = msgs[0].payload.clone()
+        else {
+            panic!("{msgs:?}")
+        };
+        let iface = interface(l).unwrap();
+        assert_eq!((iface.name.as_str(), iface.index, iface.mtu), ("eth0", 3, 1500));
+    }
+
+    #[test]
+    fn random_and_truncated_input_never_panics() {
+        let good = real_dump_message();
+        let mut state = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..20_000 {
+            let mut buf = good.clone();
+            buf.extend_from_slice(&good);
+            match round % 3 {
+                0 => buf.truncate(usize::try_from(xorshift(&mut state)).unwrap_or(0) % buf.len()),
+                1 => {
+                    for _ in 0..4 {
+                        let i = usize::try_from(xorshift(&mut state)).unwrap_or(0) % buf.len();
+                        buf[i] = xorshift(&mut state).to_le_bytes()[0];
+                    }
+                }
+                _ => {
+                    buf = (0..(xorshift(&mut state) % 200))
+                        .map(|_| xorshift(&mut state).to_le_bytes()[0])
+                        .collect()
+                }
+            }
+            for m in messages(&buf).flatten() {
+                if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = m.payload {
+                    let _ = interface(l);
+                }
+            }
+        }
+    }
+}
