@@ -3,8 +3,8 @@
 //! 1. NetworkManager's per-device `metered` value, when NetworkManager manages the interface.
 //! 2. The overrides `NW_EXPENSIVE` / `NW_CONSTRAINED`: comma-separated interface names. Once a
 //!    variable is set, every interface it does not name is known *not* to be so.
-//! 3. The config file `/etc/nwkit/path.toml` with `expensive = [..]` / `constrained = [..]`,
-//!    with the same rule.
+//! 3. The config file `/etc/nwkit/path.toml` (or `NW_PATH_CONFIG`) with `expensive = [..]` /
+//!    `constrained = [..]`, with the same rule.
 //! 4. Cellular interfaces are expensive (as on Apple platforms).
 //! 5. Otherwise the answer is "unknown", and we say so rather than guess.
 //!

@@ -5,7 +5,11 @@ use std::process::Command;
 use crate::watch::NW;
 
 fn nw(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(NW).args(args).output().expect("run nw");
+    nw_env(args, &[])
+}
+
+fn nw_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(NW).args(args).envs(env.iter().copied()).output().expect("run nw");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
@@ -55,4 +59,19 @@ fn doctor_reaches_a_listening_loopback_target() {
     let (code, out, err) = nw(&["doctor", &target]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("TCP connected"), "{out}");
+}
+
+#[test]
+fn a_bad_cost_config_file_is_an_error_that_names_it() {
+    let dir = std::env::temp_dir().join(format!("nw-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "expensiv = [\"eth0\"]\n").unwrap();
+    let (code, _, err) = nw_env(&["path"], &[("NW_PATH_CONFIG", bad.to_str().unwrap())]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("expensiv") && err.contains("fix the file"),
+        "{err}"
+    );
 }

@@ -288,3 +288,20 @@ fn doctor_in_a_namespace_warns_without_failing() {
     assert_eq!(get("monitor")["status"], "ok", "{v}");
     assert_eq!(get("interfaces")["status"], "ok");
 }
+
+/// The cost config file: listed interfaces are expensive/constrained, the others known not to be.
+#[test]
+fn cost_comes_from_the_config_file() {
+    let p = pair();
+    let file = std::env::temp_dir().join(format!("{}-path.toml", p.cli.name()));
+    std::fs::write(&file, "expensive = [\"eth0\"]\nconstrained = []\n").unwrap();
+    let env = [("NW_PATH_CONFIG", file.to_str().unwrap())];
+    let (_w, first) = Watcher::start(&p.cli, &[], &env);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(status(&first).0, "satisfied", "{first}");
+    assert_eq!(
+        (&first["expensive"], &first["constrained"]),
+        (&Value::Bool(true), &Value::Bool(false)),
+        "{first}"
+    );
+}

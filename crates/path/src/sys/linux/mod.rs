@@ -9,7 +9,7 @@ pub(crate) use netlink::Subscription;
 use crate::cost::{CostReadings, NameLists};
 use crate::{PathError, Snapshot};
 
-/// Where the config file lives.
+/// Where the config file lives, unless `NW_PATH_CONFIG` names another.
 pub(crate) const CONFIG_FILE: &str = "/etc/nwkit/path.toml";
 
 /// One full reading, links and addresses and routes, plus the resolver's name servers.
@@ -29,11 +29,11 @@ pub(crate) fn cost_readings(snapshot: &Snapshot) -> Result<CostReadings, PathErr
     let var = |name: &str| std::env::var(name).ok().map(|v| NameLists::parse_list(&v));
     let environment =
         NameLists { expensive: var("NW_EXPENSIVE"), constrained: var("NW_CONSTRAINED") };
-    let config_file = match std::fs::read_to_string(CONFIG_FILE) {
-        Ok(text) => NameLists::from_toml(&text)
-            .map_err(|why| PathError::Config { path: CONFIG_FILE.into(), why })?,
+    let path = std::env::var("NW_PATH_CONFIG").unwrap_or_else(|_| CONFIG_FILE.to_owned());
+    let config_file = match std::fs::read_to_string(&path) {
+        Ok(text) => NameLists::from_toml(&text).map_err(|why| PathError::Config { path, why })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => NameLists::default(),
-        Err(e) => return Err(PathError::Config { path: CONFIG_FILE.into(), why: e.to_string() }),
+        Err(e) => return Err(PathError::Config { path, why: e.to_string() }),
     };
     let networkmanager = sysfs::networkmanager_metered(snapshot);
     Ok(CostReadings { networkmanager, environment, config_file })
