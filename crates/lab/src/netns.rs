@@ -35,6 +35,15 @@ impl Lab {
         process::output(cmd("ip", ["netns", "add", &name]))?;
         let ns = Namespace { name };
         ns.ip(["link", "set", "lo", "up"])?;
+        // No duplicate address detection: link-local addresses appear usable at once instead of
+        // turning from tentative to valid 1–2 s after every carrier-up, which would be an
+        // address event no test asked for.
+        in_namespace(&ns, || {
+            for conf in ["all", "default"] {
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/accept_dad"), "0")?;
+            }
+            Ok::<(), std::io::Error>(())
+        })??;
         Ok(ns)
     }
 

@@ -34,6 +34,7 @@ impl PathMonitor {
     pub fn start(options: MonitorOptions) -> Result<Self, PathError> {
         // Subscribe before the first snapshot, so nothing between the two is missed.
         let subscription = sys::Subscription::open(options.receive_buffer)?;
+        tracing::debug!(?options, "path monitor subscribed to link, address and route events");
         let (tx, rx) = mpsc::channel(16);
         let machine = Monitor::new(options.conditions, options.debounce);
         let task = tokio::spawn(run(machine, subscription, tx));
@@ -89,6 +90,13 @@ async fn run(
             }
         }
         while let Some(update) = m.poll_update() {
+            tracing::info!(
+                cause = ?update.cause,
+                status = ?update.path.status,
+                reason = ?update.path.reason,
+                primary = update.path.primary().map(|p| p.interface.name.as_str()),
+                "path update"
+            );
             if tx.send(Ok(update)).await.is_err() {
                 return;
             }
