@@ -9,4 +9,5 @@
 //! arrive in later steps.
 
 pub mod addrsel;
+pub mod happy_eyeballs;
 pub mod id;

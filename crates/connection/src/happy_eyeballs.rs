@@ -1,0 +1,593 @@
+//! The Happy Eyeballs race (RFC 8305) as a pure machine.
+//!
+//! The machine decides; a driver resolves names, opens sockets and runs TLS. An attempt is
+//! "ready" only when the driver has the whole stack up (TCP, TLS, the trust decision), so a
+//! path that accepts TCP but never speaks TLS loses to one that does.
+//!
+//! # Call order
+//!
+//! 1. Create with [`Race::new`]; drain [`Race::poll_action`]: it asks for the AAAA query
+//!    first, then A (RFC 8305 §3), as the family preference allows.
+//! 2. Feed answers to [`Race::handle_answer`], attempt outcomes to
+//!    [`Race::handle_attempt_ready`] / [`Race::handle_attempt_failed`], and call
+//!    [`Race::handle_timeout`] once [`Race::poll_timeout`] has passed.
+//! 3. After every call drain [`Race::poll_action`] (start or cancel attempts) and
+//!    [`Race::poll_event`] (the trace), and check [`Race::outcome`].
+//!
+//! Inputs for unknown attempts, or after the race ended, are ignored: a late reply can never
+//! reopen a decided race.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::id::{AttemptId, ConnectionId};
+
+/// Race settings. Defaults follow RFC 8305.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// How long an A answer waits for a pending AAAA (RFC 8305 §3: 50 ms recommended).
+    pub resolution_delay: Duration,
+    /// The stagger between attempts (RFC 8305 §5: 250 ms recommended).
+    pub attempt_delay: Duration,
+    /// A measured RTT to the destination, if known: the stagger becomes twice it, clamped.
+    pub rtt: Option<Duration>,
+    /// A single attempt gives up after this long, separately from the stagger.
+    pub attempt_timeout: Duration,
+    /// The whole race gives up after this long.
+    pub timeout: Duration,
+    /// At most this many attempts in flight at once.
+    pub max_concurrent: usize,
+    /// How many addresses of the preferred family go first (RFC 8305 §4 "First Address
+    /// Family Count", 1 by default).
+    pub first_family_count: usize,
+    pub family: FamilyPreference,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            resolution_delay: Duration::from_millis(50),
+            attempt_delay: Duration::from_millis(250),
+            rtt: None,
+            attempt_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            max_concurrent: 4,
+            first_family_count: 1,
+            family: FamilyPreference::Ipv6,
+        }
+    }
+}
+
+/// RFC 8305 §8: the attempt delay should stay within [100 ms, 2 s].
+pub const MIN_ATTEMPT_DELAY: Duration = Duration::from_millis(100);
+pub const MAX_ATTEMPT_DELAY: Duration = Duration::from_secs(2);
+
+impl Config {
+    /// The stagger actually used: twice the measured RTT when there is one (enough for a
+    /// handshake to finish with some margin), else the configured delay; always clamped.
+    pub fn effective_attempt_delay(&self) -> Duration {
+        self.rtt
+            .map_or(self.attempt_delay, |rtt| rtt * 2)
+            .clamp(MIN_ATTEMPT_DELAY, MAX_ATTEMPT_DELAY)
+    }
+}
+
+/// Which address families to use, and which goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FamilyPreference {
+    Ipv6,
+    Ipv4,
+    Ipv6Only,
+    Ipv4Only,
+}
+
+impl FamilyPreference {
+    fn allows(self, ip: IpAddr) -> bool {
+        match self {
+            Self::Ipv6Only => ip.is_ipv6(),
+            Self::Ipv4Only => ip.is_ipv4(),
+            _ => true,
+        }
+    }
+
+    fn prefers_v6(self) -> bool {
+        matches!(self, Self::Ipv6 | Self::Ipv6Only)
+    }
+}
+
+/// A DNS query the race wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Query {
+    Aaaa,
+    A,
+}
+
+/// Why a query gave no addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryError {
+    NoSuchName,
+    ServerFailure(String),
+    TimedOut,
+}
+
+/// Why an attempt failed, as the driver saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum AttemptError {
+    Refused,
+    Reset,
+    HostUnreachable,
+    NetworkUnreachable,
+    /// The attempt ran out its own timeout.
+    TimedOut,
+    Tls(String),
+    Other(String),
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Resolve(Query),
+    StartAttempt {
+        id: AttemptId,
+        addr: SocketAddr,
+    },
+    /// Close this attempt's socket now (an also-ran or a timed-out attempt).
+    CancelAttempt {
+        id: AttemptId,
+    },
+}
+
+/// The race's trace; reports and logs are views of it. `at` is the time since the start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    Answer { query: Query, at: Duration, addresses: Vec<IpAddr> },
+    AnswerFailed { query: Query, at: Duration, error: QueryError },
+    AttemptStarted { id: AttemptId, addr: SocketAddr, at: Duration },
+    AttemptFailed { id: AttemptId, at: Duration, error: AttemptError },
+    AttemptCancelled { id: AttemptId, at: Duration },
+    Won { id: AttemptId, addr: SocketAddr, at: Duration },
+    Failed { at: Duration, error: RaceError },
+}
+
+/// How a race ended without a winner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RaceError {
+    #[error("the name has no addresses the path can use (A: {a:?}, AAAA: {aaaa:?})")]
+    NoAddresses { a: Option<QueryError>, aaaa: Option<QueryError> },
+    #[error("every attempt failed: {}", summary(.attempts))]
+    AllAttemptsFailed { attempts: Vec<(AttemptId, SocketAddr, AttemptError)> },
+    #[error("no attempt was ready within {0:?}")]
+    TimedOut(Duration),
+}
+
+fn summary(attempts: &[(AttemptId, SocketAddr, AttemptError)]) -> String {
+    attempts
+        .iter()
+        .map(|(id, addr, e)| format!("{id} {addr}: {e:?}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How the race ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Won { id: AttemptId, addr: SocketAddr },
+    Failed(RaceError),
+}
+
+/// The machine's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// The A answer has waited long enough for AAAA.
+    ResolutionDelay,
+    /// Time for the next staggered attempt.
+    NextAttempt,
+    /// The whole race is out of time.
+    Overall,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Pending,
+    Got,
+    Failed(QueryError),
+    NotAsked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptState {
+    Running { deadline: Instant },
+    Failed,
+    Cancelled,
+    Won,
+}
+
+#[derive(Debug, Clone)]
+struct Attempt {
+    id: AttemptId,
+    addr: SocketAddr,
+    state: AttemptState,
+    error: Option<AttemptError>,
+}
+
+/// The race.
+#[derive(Debug)]
+pub struct Race {
+    id: ConnectionId,
+    port: u16,
+    config: Config,
+    start: Instant,
+    aaaa: Answer,
+    a: Answer,
+    /// Not yet attempted, per family, in the order they arrived (already RFC 6724-sorted by
+    /// the resolver front).
+    v6: VecDeque<IpAddr>,
+    v4: VecDeque<IpAddr>,
+    attempts: Vec<Attempt>,
+    /// When the latest attempt started: the stagger counts from here.
+    last_start: Option<Instant>,
+    timers: [Option<Instant>; 3],
+    outcome: Option<Outcome>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+}
+
+impl Race {
+    /// A race to a name: asks for AAAA, then A.
+    pub fn new(id: ConnectionId, port: u16, config: Config, now: Instant) -> Self {
+        let mut race = Self::empty(id, port, config, now);
+        // RFC 8305 §3: the AAAA query goes first — or A, when IPv4 is the preferred family.
+        let order = if config.family.prefers_v6() {
+            [Query::Aaaa, Query::A]
+        } else {
+            [Query::A, Query::Aaaa]
+        };
+        for query in order {
+            let allowed = match query {
+                Query::Aaaa => config.family != FamilyPreference::Ipv4Only,
+                Query::A => config.family != FamilyPreference::Ipv6Only,
+            };
+            let slot = race.answer_mut(query);
+            *slot = if allowed { Answer::Pending } else { Answer::NotAsked };
+            if allowed {
+                race.actions.push_back(Action::Resolve(query));
+            }
+        }
+        race
+    }
+
+    /// A race to known addresses (an IP literal, a cached answer): no queries.
+    pub fn with_addresses(
+        id: ConnectionId,
+        port: u16,
+        addrs: &[IpAddr],
+        config: Config,
+        now: Instant,
+    ) -> Self {
+        let mut race = Self::empty(id, port, config, now);
+        race.add(addrs);
+        race.step(now);
+        race
+    }
+
+    fn empty(id: ConnectionId, port: u16, config: Config, now: Instant) -> Self {
+        let mut timers = [None; 3];
+        timers[Timer::Overall as usize] = Some(now + config.timeout);
+        Self {
+            id,
+            port,
+            config,
+            start: now,
+            aaaa: Answer::NotAsked,
+            a: Answer::NotAsked,
+            v6: VecDeque::new(),
+            v4: VecDeque::new(),
+            attempts: Vec::new(),
+            last_start: None,
+            timers,
+            outcome: None,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// An answer (or a failure) for one query.
+    pub fn handle_answer(
+        &mut self,
+        query: Query,
+        answer: Result<Vec<IpAddr>, QueryError>,
+        now: Instant,
+    ) {
+        if self.outcome.is_some() || *self.answer_mut(query) != Answer::Pending {
+            return;
+        }
+        let at = now - self.start;
+        match answer {
+            Ok(addrs) => {
+                *self.answer_mut(query) = Answer::Got;
+                self.events.push_back(Event::Answer { query, at, addresses: addrs.clone() });
+                let preferred = self.preferred();
+                let had_preferred_attempt =
+                    self.attempts.iter().any(|a| a.addr.is_ipv6() == (preferred == Query::Aaaa));
+                self.add(&addrs);
+                if let (Some(last), None) =
+                    (self.last_start, self.timers[Timer::NextAttempt as usize])
+                {
+                    // New addresses while attempts run: they join the stagger.
+                    let at = (last + self.config.effective_attempt_delay()).max(now);
+                    self.timers[Timer::NextAttempt as usize] = Some(at);
+                }
+                if query != preferred
+                    && *self.answer_mut(preferred) == Answer::Pending
+                    && self.attempts.is_empty()
+                {
+                    // RFC 8305 §3: give the preferred family's answer a short head start.
+                    self.timers[Timer::ResolutionDelay as usize]
+                        .get_or_insert(now + self.config.resolution_delay);
+                }
+                if query == preferred
+                    && !self.attempts.is_empty()
+                    && !had_preferred_attempt
+                    && !self.preferred_queue().is_empty()
+                {
+                    // A late answer for the preferred family while only the other has been
+                    // tried: start it now rather than after the stagger (RFC 8305 §3 merges
+                    // late answers; waiting another attempt delay would only lose time).
+                    self.timers[Timer::NextAttempt as usize] = Some(now);
+                }
+            }
+            Err(error) => {
+                self.events.push_back(Event::AnswerFailed { query, at, error: error.clone() });
+                *self.answer_mut(query) = Answer::Failed(error);
+            }
+        }
+        self.step(now);
+    }
+
+    /// The attempt has the whole stack up: it wins, unless the race is already decided.
+    pub fn handle_attempt_ready(&mut self, id: AttemptId, now: Instant) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let Some(attempt) = self.running_mut(id) else { return };
+        attempt.state = AttemptState::Won;
+        let addr = attempt.addr;
+        self.events.push_back(Event::Won { id, addr, at: now - self.start });
+        self.outcome = Some(Outcome::Won { id, addr });
+        self.cancel_all_running(now);
+        self.timers = [None; 3];
+    }
+
+    /// The attempt failed; the next one starts at once (RFC 8305 §5: no need to wait out the
+    /// attempt delay once the current attempt has failed).
+    pub fn handle_attempt_failed(&mut self, id: AttemptId, error: AttemptError, now: Instant) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let Some(attempt) = self.running_mut(id) else { return };
+        attempt.state = AttemptState::Failed;
+        attempt.error = Some(error.clone());
+        self.events.push_back(Event::AttemptFailed { id, at: now - self.start, error });
+        self.timers[Timer::NextAttempt as usize] = Some(now);
+        self.step(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.outcome.is_some() {
+            return;
+        }
+        if self.timers[Timer::Overall as usize].is_some_and(|t| t <= now) {
+            self.finish(now, RaceError::TimedOut(self.config.timeout));
+            return;
+        }
+        let expired: Vec<AttemptId> = self
+            .attempts
+            .iter()
+            .filter(|a| matches!(a.state, AttemptState::Running { deadline } if deadline <= now))
+            .map(|a| a.id)
+            .collect();
+        for id in expired {
+            self.actions.push_back(Action::CancelAttempt { id });
+            self.handle_attempt_failed(id, AttemptError::TimedOut, now);
+        }
+        self.step(now);
+    }
+
+    /// The earliest deadline: a timer or a running attempt's timeout.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        let attempts = self.attempts.iter().filter_map(|a| match a.state {
+            AttemptState::Running { deadline } => Some(deadline),
+            _ => None,
+        });
+        self.timers.iter().flatten().copied().chain(attempts).min()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Attempts started so far.
+    pub fn attempts_started(&self) -> usize {
+        self.attempts.len()
+    }
+
+    // --- internals -------------------------------------------------------------------------
+
+    fn answer_mut(&mut self, query: Query) -> &mut Answer {
+        match query {
+            Query::Aaaa => &mut self.aaaa,
+            Query::A => &mut self.a,
+        }
+    }
+
+    /// The query of the preferred family.
+    fn preferred(&self) -> Query {
+        if self.config.family.prefers_v6() { Query::Aaaa } else { Query::A }
+    }
+
+    fn preferred_queue(&self) -> &VecDeque<IpAddr> {
+        if self.config.family.prefers_v6() { &self.v6 } else { &self.v4 }
+    }
+
+    fn running_mut(&mut self, id: AttemptId) -> Option<&mut Attempt> {
+        self.attempts
+            .iter_mut()
+            .find(|a| a.id == id && matches!(a.state, AttemptState::Running { .. }))
+    }
+
+    fn running(&self) -> usize {
+        self.attempts.iter().filter(|a| matches!(a.state, AttemptState::Running { .. })).count()
+    }
+
+    fn add(&mut self, addrs: &[IpAddr]) {
+        for ip in addrs.iter().copied().filter(|ip| self.config.family.allows(*ip)) {
+            let ip = canonical(ip);
+            let seen = self.attempts.iter().any(|a| a.addr.ip() == ip)
+                || self.v6.contains(&ip)
+                || self.v4.contains(&ip);
+            if !seen {
+                if ip.is_ipv6() { self.v6.push_back(ip) } else { self.v4.push_back(ip) }
+            }
+        }
+    }
+
+    /// Starts what is due, then checks whether the race is lost.
+    fn step(&mut self, now: Instant) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let resolution_wait = self.timers[Timer::ResolutionDelay as usize];
+        let preferred = self.preferred();
+        let waiting_for_preferred = self.attempts.is_empty()
+            && *self.answer_mut(preferred) == Answer::Pending
+            && self.preferred_queue().is_empty()
+            && resolution_wait.is_none_or(|t| t > now);
+        if !waiting_for_preferred {
+            self.timers[Timer::ResolutionDelay as usize] = None;
+            let due = self.attempts.is_empty()
+                || self.timers[Timer::NextAttempt as usize].is_some_and(|t| t <= now);
+            if due {
+                let slot = self.running() < self.config.max_concurrent.max(1);
+                let next = if slot { self.next_address() } else { None };
+                match next {
+                    Some(ip) => self.start_attempt(ip, now),
+                    // Nothing to start, or no free slot: a failure or a new answer re-arms.
+                    None => self.timers[Timer::NextAttempt as usize] = None,
+                }
+            }
+        }
+        self.check_lost(now);
+    }
+
+    fn start_attempt(&mut self, ip: IpAddr, now: Instant) {
+        let n = u32::try_from(self.attempts.len() + 1).unwrap_or(u32::MAX);
+        let id = self.id.attempt(n);
+        let addr = SocketAddr::new(ip, self.port);
+        let deadline = now + self.config.attempt_timeout;
+        self.attempts.push(Attempt {
+            id,
+            addr,
+            state: AttemptState::Running { deadline },
+            error: None,
+        });
+        self.actions.push_back(Action::StartAttempt { id, addr });
+        self.events.push_back(Event::AttemptStarted { id, addr, at: now - self.start });
+        self.last_start = Some(now);
+        self.timers[Timer::NextAttempt as usize] =
+            Some(now + self.config.effective_attempt_delay());
+    }
+
+    /// RFC 8305 §4: the preferred family first (`first_family_count` of it), then alternate,
+    /// falling back to whichever family still has addresses.
+    fn next_address(&mut self) -> Option<IpAddr> {
+        let prefer_v6 = self.config.family.prefers_v6();
+        let want_v6 = match self.attempts.last() {
+            None => prefer_v6,
+            Some(_) if self.attempts.len() < self.config.first_family_count => prefer_v6,
+            Some(last) => !last.addr.is_ipv6(),
+        };
+        let (first, second) =
+            if want_v6 { (&mut self.v6, &mut self.v4) } else { (&mut self.v4, &mut self.v6) };
+        first.pop_front().or_else(|| second.pop_front())
+    }
+
+    fn check_lost(&mut self, now: Instant) {
+        let resolving = self.aaaa == Answer::Pending || self.a == Answer::Pending;
+        if resolving || self.running() > 0 || !self.v6.is_empty() || !self.v4.is_empty() {
+            return;
+        }
+        let error = if self.attempts.is_empty() {
+            let err = |a: &Answer| match a {
+                Answer::Failed(e) => Some(e.clone()),
+                _ => None,
+            };
+            RaceError::NoAddresses { a: err(&self.a), aaaa: err(&self.aaaa) }
+        } else {
+            let attempts = self
+                .attempts
+                .iter()
+                .map(|a| {
+                    (
+                        a.id,
+                        a.addr,
+                        a.error.clone().unwrap_or(AttemptError::Other("cancelled".into())),
+                    )
+                })
+                .collect();
+            RaceError::AllAttemptsFailed { attempts }
+        };
+        self.finish(now, error);
+    }
+
+    fn finish(&mut self, now: Instant, error: RaceError) {
+        self.cancel_all_running(now);
+        self.events.push_back(Event::Failed { at: now - self.start, error: error.clone() });
+        self.outcome = Some(Outcome::Failed(error));
+        self.timers = [None; 3];
+    }
+
+    fn cancel_all_running(&mut self, now: Instant) {
+        for a in &mut self.attempts {
+            if matches!(a.state, AttemptState::Running { .. }) {
+                a.state = AttemptState::Cancelled;
+                self.actions.push_back(Action::CancelAttempt { id: a.id });
+                self.events.push_back(Event::AttemptCancelled { id: a.id, at: now - self.start });
+            }
+        }
+    }
+}
+
+/// v4-mapped IPv6 addresses are IPv4 addresses (CONN-6).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests;
