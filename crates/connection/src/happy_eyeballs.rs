@@ -100,7 +100,7 @@ impl FamilyPreference {
 }
 
 /// A DNS query the race wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Query {
     Aaaa,
@@ -148,13 +148,51 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {
-    Answer { query: Query, at: Duration, addresses: Vec<IpAddr> },
-    AnswerFailed { query: Query, at: Duration, error: QueryError },
-    AttemptStarted { id: AttemptId, addr: SocketAddr, at: Duration },
-    AttemptFailed { id: AttemptId, at: Duration, error: AttemptError },
-    AttemptCancelled { id: AttemptId, at: Duration },
-    Won { id: AttemptId, addr: SocketAddr, at: Duration },
-    Failed { at: Duration, error: RaceError },
+    Answer {
+        query: Query,
+        #[serde(serialize_with = "millis")]
+        at: Duration,
+        addresses: Vec<IpAddr>,
+    },
+    AnswerFailed {
+        query: Query,
+        #[serde(serialize_with = "millis")]
+        at: Duration,
+        error: QueryError,
+    },
+    AttemptStarted {
+        id: AttemptId,
+        addr: SocketAddr,
+        #[serde(serialize_with = "millis")]
+        at: Duration,
+    },
+    AttemptFailed {
+        id: AttemptId,
+        #[serde(serialize_with = "millis")]
+        at: Duration,
+        error: AttemptError,
+    },
+    AttemptCancelled {
+        id: AttemptId,
+        #[serde(serialize_with = "millis")]
+        at: Duration,
+    },
+    Won {
+        id: AttemptId,
+        addr: SocketAddr,
+        #[serde(serialize_with = "millis")]
+        at: Duration,
+    },
+    Failed {
+        #[serde(serialize_with = "millis")]
+        at: Duration,
+        error: RaceError,
+    },
+}
+
+/// Durations in reports are milliseconds.
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
 /// How a race ended without a winner.

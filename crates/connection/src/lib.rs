@@ -44,3 +44,4 @@ pub mod addrsel;
 pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
+pub mod resolve;

@@ -1,0 +1,236 @@
+//! The resolver front: explicit A and AAAA queries, sent separately so the race can start on
+//! whichever answers first — never `getaddrinfo`, which waits for both.
+//!
+//! Pure parts live here (hosts and resolv.conf parsing, reply extraction, the TTL cache); the
+//! UDP exchange is in [`crate::driver`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::happy_eyeballs::{Query, QueryError};
+
+/// What the system's resolver configuration says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemConfig {
+    /// Name servers, in order (port 53).
+    pub servers: Vec<SocketAddr>,
+    /// Per-try timeout (`options timeout:N`, default 5 s as glibc).
+    pub timeout: Duration,
+    /// Tries per server (`options attempts:N`, default 2 as glibc).
+    pub attempts: u32,
+    /// `/etc/hosts` entries: lower-case name → addresses in file order.
+    pub hosts: HashMap<String, Vec<IpAddr>>,
+}
+
+impl SystemConfig {
+    /// Parses resolv.conf and hosts text. Unknown lines are ignored, as the C library does.
+    pub fn parse(resolv_conf: &str, hosts: &str) -> Self {
+        let mut config = Self {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+            hosts: parse_hosts(hosts),
+        };
+        for line in resolv_conf.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => {
+                    if let Some(ip) =
+                        words.next().and_then(|a| a.split('%').next()?.parse::<IpAddr>().ok())
+                    {
+                        config.servers.push(SocketAddr::new(ip, 53));
+                    }
+                }
+                Some("options") => {
+                    for opt in words {
+                        if let Some(n) =
+                            opt.strip_prefix("timeout:").and_then(|n| n.parse::<u64>().ok())
+                        {
+                            config.timeout = Duration::from_secs(n.clamp(1, 30));
+                        } else if let Some(n) =
+                            opt.strip_prefix("attempts:").and_then(|n| n.parse::<u32>().ok())
+                        {
+                            config.attempts = n.clamp(1, 5);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if config.servers.is_empty() {
+            // resolv.conf(5): with no nameserver line, the local machine is asked.
+            config.servers.push(SocketAddr::from(([127, 0, 0, 1], 53)));
+        }
+        config
+    }
+
+    /// Reads `/etc/resolv.conf` and `/etc/hosts` now (inside `ip netns exec`, the
+    /// namespace's own).
+    pub fn from_system() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        Self::parse(&read("/etc/resolv.conf"), &read("/etc/hosts"))
+    }
+
+    /// The hosts-file answer for a query, if the name is listed there. A listed name with no
+    /// address of the asked family answers empty: the file is authoritative for it.
+    pub fn from_hosts(&self, name: &str, query: Query) -> Option<Vec<IpAddr>> {
+        let addrs = self.hosts.get(&normalise(name))?;
+        Some(addrs.iter().copied().filter(|ip| ip.is_ipv6() == (query == Query::Aaaa)).collect())
+    }
+}
+
+fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
+    let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut words = line.split_whitespace();
+        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else { continue };
+        for name in words {
+            let entry = map.entry(normalise(name)).or_default();
+            if !entry.contains(&ip) {
+                entry.push(ip);
+            }
+        }
+    }
+    map
+}
+
+/// Lower case, without the trailing dot.
+pub fn normalise(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The record type of a query.
+pub fn record_type(query: Query) -> RecordType {
+    match query {
+        Query::A => RecordType::A,
+        Query::Aaaa => RecordType::AAAA,
+    }
+}
+
+/// The addresses and the smallest TTL in a reply, or why there are none to be had.
+pub fn extract(reply: &Message, query: Query) -> Result<(Vec<IpAddr>, Duration), QueryError> {
+    match reply.metadata.response_code {
+        ResponseCode::NoError => {}
+        ResponseCode::NXDomain => return Err(QueryError::NoSuchName),
+        code => return Err(QueryError::ServerFailure(code.to_string())),
+    }
+    let mut ttl = u32::MAX;
+    let addrs: Vec<IpAddr> = reply
+        .answers
+        .iter()
+        .filter_map(|r| {
+            let ip = match (&r.data, query) {
+                (RData::A(a), Query::A) => IpAddr::V4(a.0),
+                (RData::AAAA(a), Query::Aaaa) => IpAddr::V6(a.0),
+                _ => return None,
+            };
+            ttl = ttl.min(r.ttl);
+            Some(ip)
+        })
+        .collect();
+    // An empty answer (NODATA) is cached briefly; RFC 2308 would use the SOA minimum.
+    let ttl = if addrs.is_empty() { 30 } else { ttl };
+    Ok((addrs, Duration::from_secs(u64::from(ttl))))
+}
+
+/// Answers by name and query, until their TTL runs out.
+#[derive(Debug, Default)]
+pub struct Cache {
+    entries: HashMap<(String, Query), (Instant, Vec<IpAddr>)>,
+}
+
+impl Cache {
+    pub fn get(&self, name: &str, query: Query, now: Instant) -> Option<Vec<IpAddr>> {
+        let (expires, addrs) = self.entries.get(&(normalise(name), query))?;
+        (now < *expires).then(|| addrs.clone())
+    }
+
+    pub fn put(
+        &mut self,
+        name: &str,
+        query: Query,
+        addrs: Vec<IpAddr>,
+        ttl: Duration,
+        now: Instant,
+    ) {
+        // Bound the cache: drop what has expired before growing past a few thousand names.
+        if self.entries.len() > 4096 {
+            self.entries.retain(|_, (expires, _)| *expires > now);
+        }
+        self.entries.insert((normalise(name), query), (now + ttl, addrs));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::OpCode;
+    use hickory_proto::rr::rdata::{A, AAAA};
+    use hickory_proto::rr::{Name, Record};
+
+    #[test]
+    fn resolv_conf_and_hosts() {
+        let c = SystemConfig::parse(
+            "# x\nnameserver 198.51.100.2\nnameserver fe80::1%eth0\noptions timeout:1 attempts:3 ndots:2\n",
+            "127.0.0.1 localhost\n203.0.113.7 Pinned.Test pin # comment\n2001:db8::7 pinned.test\nbogus line\n",
+        );
+        assert_eq!(
+            c.servers,
+            ["198.51.100.2:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]
+        );
+        assert_eq!((c.timeout, c.attempts), (Duration::from_secs(1), 3));
+        assert_eq!(
+            c.from_hosts("pinned.test.", Query::A),
+            Some(vec!["203.0.113.7".parse().unwrap()])
+        );
+        assert_eq!(c.from_hosts("PIN", Query::Aaaa), Some(vec![]));
+        assert_eq!(
+            c.from_hosts("pinned.test", Query::Aaaa),
+            Some(vec!["2001:db8::7".parse().unwrap()])
+        );
+        assert_eq!(c.from_hosts("other.test", Query::A), None);
+        let empty = SystemConfig::parse("", "");
+        assert_eq!(empty.servers, ["127.0.0.1:53".parse().unwrap()]);
+    }
+
+    #[test]
+    fn extract_takes_the_asked_type_and_the_smallest_ttl() {
+        let name = Name::from_ascii("www.test.").unwrap();
+        let mut m = Message::response(1, OpCode::Query);
+        m.add_answer(Record::from_rdata(name.clone(), 300, RData::A(A::new(192, 0, 2, 1))));
+        m.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A::new(192, 0, 2, 2))));
+        m.add_answer(Record::from_rdata(
+            name,
+            10,
+            RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        ));
+        let (addrs, ttl) = extract(&m, Query::A).unwrap();
+        assert_eq!((addrs.len(), ttl), (2, Duration::from_secs(60)));
+        m.metadata.response_code = ResponseCode::NXDomain;
+        assert_eq!(extract(&m, Query::A), Err(QueryError::NoSuchName));
+        m.metadata.response_code = ResponseCode::ServFail;
+        assert!(matches!(extract(&m, Query::A), Err(QueryError::ServerFailure(_))));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "a virtual-time origin")]
+    fn cache_expires_by_ttl() {
+        let t0 = Instant::now();
+        let mut c = Cache::default();
+        c.put(
+            "WWW.test.",
+            Query::A,
+            vec!["192.0.2.1".parse().unwrap()],
+            Duration::from_secs(5),
+            t0,
+        );
+        assert!(c.get("www.test", Query::A, t0 + Duration::from_secs(4)).is_some());
+        assert!(c.get("www.test", Query::Aaaa, t0).is_none());
+        assert!(c.get("www.test", Query::A, t0 + Duration::from_secs(5)).is_none());
+    }
+}
