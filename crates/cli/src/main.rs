@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cat;
 mod doctor;
 mod output;
 mod path;
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Connect and copy bytes both ways (netcat): Happy Eyeballs over every address.
+    Cat(cat::Args),
     /// End-to-end self-check: the path and interfaces now, more with each capability.
     Doctor(doctor::Args),
     /// The network path: satisfied or not, why, over which interfaces.
@@ -55,10 +58,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Cat(args) => cat::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Path(args) => path::run(args).await,
         }
     });
+    // stdin is read on a blocking thread that may never return; do not wait for it.
+    runtime.shutdown_background();
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Negative) => ExitCode::from(1),

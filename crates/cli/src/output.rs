@@ -40,3 +40,9 @@ pub(crate) fn timestamp() -> String {
     );
     now.format(&format).unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
+
+/// One line on stderr (reports, errors). A closed stderr is not worth failing over.
+pub(crate) fn error_line(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}

@@ -360,8 +360,13 @@ impl Race {
                 if let (Some(last), None) =
                     (self.last_start, self.timers[Timer::NextAttempt as usize])
                 {
-                    // New addresses while attempts run: they join the stagger.
-                    let at = (last + self.config.effective_attempt_delay()).max(now);
+                    // New addresses after the queue ran dry: they join the stagger while an
+                    // attempt is in flight, and start at once when every attempt has failed.
+                    let at = if self.running() == 0 {
+                        now
+                    } else {
+                        (last + self.config.effective_attempt_delay()).max(now)
+                    };
                     self.timers[Timer::NextAttempt as usize] = Some(at);
                 }
                 if query != preferred

@@ -41,6 +41,7 @@
 //! ```
 
 pub mod addrsel;
+pub mod driver;
 pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;

@@ -12,4 +12,5 @@
 
 mod cli;
 mod netns;
+mod netns_connect;
 mod watch;

@@ -344,6 +344,20 @@ fn addresses_arriving_after_the_queue_ran_dry_join_the_stagger() {
 }
 
 #[test]
+fn addresses_arriving_after_every_attempt_failed_start_at_once() {
+    // Found in the namespace S1b test: AAAA answered first, its address refused at 1 ms, and
+    // the A answer (5 ms) must not wait out a stagger with nothing in flight.
+    let world = World::default()
+        .answer(Query::Aaaa, 0, &["2001:db8:1::2"])
+        .answer(Query::A, 5, &["198.51.100.2"])
+        .host("2001:db8:1::2", Host::Fails(1, AttemptError::Refused))
+        .host("198.51.100.2", Host::Ready(RTT));
+    let sim = Sim::run(&world, Config::default());
+    assert_eq!(sim.start_times(), [(0, ip("2001:db8:1::2")), (5, ip("198.51.100.2"))]);
+    assert_eq!(sim.won(), (5 + RTT, ip("198.51.100.2")));
+}
+
+#[test]
 fn attempt_delay_adapts_to_rtt_within_rfc8305_bounds() {
     let with = |rtt: Option<u64>, delay: u64| {
         Config {

@@ -1,0 +1,271 @@
+//! The tokio driver: runs the [`Race`] with real DNS queries and TCP sockets.
+//!
+//! It owns one task per query and per attempt and one timer, and does what the machine asks.
+//! Cancelling an attempt aborts its task, which drops the connect future and so closes the
+//! socket: no also-ran stays half-open.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query as DnsQuery};
+use hickory_proto::rr::Name;
+use serde::Serialize;
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::happy_eyeballs::{
+    Action, AttemptError, Config, Event, Outcome, Query, QueryError, Race, RaceError,
+};
+use crate::id::{AttemptId, ConnectionId};
+use crate::resolve::{self, Cache, SystemConfig};
+
+/// Explicit A and AAAA queries over UDP to the configured name servers, with the hosts file
+/// first and a TTL cache.
+#[derive(Debug)]
+pub struct Resolver {
+    config: SystemConfig,
+    cache: Mutex<Cache>,
+}
+
+impl Resolver {
+    pub fn new(config: SystemConfig) -> Self {
+        Self { config, cache: Mutex::new(Cache::default()) }
+    }
+
+    /// The system's configuration, read now.
+    pub fn from_system() -> Self {
+        Self::new(SystemConfig::from_system())
+    }
+
+    /// One query: hosts file, cache, then each server in turn, `attempts` rounds.
+    #[allow(clippy::disallowed_methods, reason = "driver: stamps cache entries")]
+    pub async fn query(&self, name: &str, query: Query) -> Result<Vec<IpAddr>, QueryError> {
+        if let Some(addrs) = self.config.from_hosts(name, query) {
+            return Ok(addrs);
+        }
+        if let Some(addrs) = self.cache().get(name, query, Instant::now()) {
+            return Ok(addrs);
+        }
+        let mut last = QueryError::TimedOut;
+        for _ in 0..self.config.attempts {
+            for server in &self.config.servers {
+                match exchange(*server, name, query, self.config.timeout).await {
+                    Ok(reply) => match resolve::extract(&reply, query) {
+                        Ok((addrs, ttl)) => {
+                            self.cache().put(name, query, addrs.clone(), ttl, Instant::now());
+                            return Ok(addrs);
+                        }
+                        Err(QueryError::NoSuchName) => return Err(QueryError::NoSuchName),
+                        Err(e) => last = e,
+                    },
+                    Err(e) => {
+                        tracing::debug!(%server, ?query, "query failed: {e}");
+                        last = if e.kind() == io::ErrorKind::TimedOut {
+                            QueryError::TimedOut
+                        } else {
+                            QueryError::ServerFailure(e.to_string())
+                        };
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Sends one query and waits for the matching reply (same id and question).
+async fn exchange(
+    server: SocketAddr,
+    name: &str,
+    query: Query,
+    limit: Duration,
+) -> io::Result<Message> {
+    let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
+    let qname = Name::from_ascii(&fqdn)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut msg = Message::query();
+    msg.add_query(DnsQuery::query(qname.clone(), resolve::record_type(query)));
+    msg.metadata.recursion_desired = true;
+    let bytes = msg.to_vec().map_err(|e| io::Error::other(e.to_string()))?;
+    let bind: SocketAddr =
+        if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = UdpSocket::bind(bind).await?;
+    socket.connect(server).await?;
+    socket.send(&bytes).await?;
+    let id = msg.metadata.id;
+    let wait = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.recv(&mut buf).await?;
+            // Anything that is not our reply (wrong id, wrong question, garbage) is ignored.
+            let Ok(reply) = Message::from_vec(&buf[..n]) else { continue };
+            let same_question = reply.queries.first().is_some_and(|q| q.name() == &qname);
+            if reply.metadata.id == id && same_question {
+                return Ok(reply);
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
+
+/// What happened while connecting: the race's trace, as reports and logs show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub connection: ConnectionId,
+    pub host: String,
+    pub port: u16,
+    pub events: Vec<Event>,
+    /// The winning attempt, if any.
+    pub winner: Option<AttemptId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected: Option<SocketAddr>,
+}
+
+/// A connected TCP stream and how it was reached.
+#[derive(Debug)]
+pub struct Connected {
+    pub stream: TcpStream,
+    pub report: Report,
+}
+
+/// Why a connection could not be established.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("could not connect to {}:{}: {error}", .report.host, .report.port)]
+    Race { error: RaceError, report: Box<Report> },
+}
+
+enum Input {
+    Answer(Query, Result<Vec<IpAddr>, QueryError>),
+    Connected(AttemptId, TcpStream),
+    Failed(AttemptId, AttemptError),
+}
+
+/// Connects over TCP to `host` (a name or an IP literal) and `port`, racing every address.
+#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
+pub async fn connect_tcp(
+    host: &str,
+    port: u16,
+    config: Config,
+    resolver: Arc<Resolver>,
+) -> Result<Connected, ConnectError> {
+    let id = ConnectionId::next();
+    let start = Instant::now();
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    let mut race = match literal {
+        Some(ip) => Race::with_addresses(id, port, &[ip], config, start),
+        None => Race::new(id, port, config, start),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks: HashMap<Option<AttemptId>, Vec<JoinHandle<()>>> = HashMap::new();
+    let mut streams: HashMap<AttemptId, TcpStream> = HashMap::new();
+    let mut report = Report {
+        connection: id,
+        host: host.to_owned(),
+        port,
+        events: Vec::new(),
+        winner: None,
+        connected: None,
+    };
+    let span = tracing::info_span!("connect", id = %id, host, port);
+    let _guard = span.enter();
+
+    let result = loop {
+        while let Some(action) = race.poll_action() {
+            match action {
+                Action::Resolve(query) => {
+                    let (tx, resolver, name) = (tx.clone(), resolver.clone(), host.to_owned());
+                    let task = tokio::spawn(async move {
+                        let _ = tx.send(Input::Answer(query, resolver.query(&name, query).await));
+                    });
+                    tasks.entry(None).or_default().push(task);
+                }
+                Action::StartAttempt { id, addr } => {
+                    tracing::debug!(attempt = %id, %addr, "attempt started");
+                    let tx = tx.clone();
+                    let task = tokio::spawn(async move {
+                        let _ = tx.send(match tcp_attempt(addr).await {
+                            Ok(stream) => Input::Connected(id, stream),
+                            Err(e) => Input::Failed(id, attempt_error(&e)),
+                        });
+                    });
+                    tasks.entry(Some(id)).or_default().push(task);
+                }
+                Action::CancelAttempt { id } => {
+                    tracing::debug!(attempt = %id, "attempt cancelled");
+                    for t in tasks.remove(&Some(id)).unwrap_or_default() {
+                        t.abort();
+                    }
+                    streams.remove(&id);
+                }
+            }
+        }
+        while let Some(event) = race.poll_event() {
+            report.events.push(event);
+        }
+        match race.outcome() {
+            Some(Outcome::Won { id, addr }) => {
+                report.winner = Some(*id);
+                report.connected = Some(*addr);
+                tracing::info!(attempt = %id, %addr, "connected");
+                break streams.remove(id).ok_or(RaceError::TimedOut(Duration::ZERO));
+            }
+            Some(Outcome::Failed(e)) => break Err(e.clone()),
+            None => {}
+        }
+        let deadline = race.poll_timeout();
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(Input::Answer(q, r)) => race.handle_answer(q, r, Instant::now()),
+                Some(Input::Connected(id, stream)) => {
+                    streams.insert(id, stream);
+                    race.handle_attempt_ready(id, Instant::now());
+                }
+                Some(Input::Failed(id, e)) => race.handle_attempt_failed(id, e, Instant::now()),
+                None => {}
+            },
+            () = sleep_until(deadline) => race.handle_timeout(Instant::now()),
+        }
+    };
+    // Whatever still runs (late queries, attempts) is stopped; their sockets close.
+    for t in tasks.into_values().flatten() {
+        t.abort();
+    }
+    match result {
+        Ok(stream) => Ok(Connected { stream, report }),
+        Err(error) => Err(ConnectError::Race { error, report: Box::new(report) }),
+    }
+}
+
+async fn tcp_attempt(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_nodelay(true)?;
+    socket.connect(addr).await
+}
+
+fn attempt_error(e: &io::Error) -> AttemptError {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => AttemptError::Refused,
+        io::ErrorKind::ConnectionReset => AttemptError::Reset,
+        io::ErrorKind::HostUnreachable => AttemptError::HostUnreachable,
+        io::ErrorKind::NetworkUnreachable => AttemptError::NetworkUnreachable,
+        io::ErrorKind::TimedOut => AttemptError::TimedOut,
+        _ => AttemptError::Other(e.to_string()),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
