@@ -37,10 +37,34 @@ const AF_UNSPEC: u8 = 0;
 #[allow(clippy::cast_possible_truncation, reason = "size_of::<c_int>() is 4")]
 const SOCKLEN_INT: libc::socklen_t = size_of::<libc::c_int>() as libc::socklen_t;
 
+/// Which packet families a delayer's rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    /// `iptables` only.
+    Ipv4,
+    /// `ip6tables` only.
+    Ipv6,
+    /// Both, feeding the same queue.
+    Both,
+}
+
+impl Tables {
+    fn commands(self) -> &'static [&'static str] {
+        match self {
+            Self::Ipv4 => &["iptables"],
+            Self::Ipv6 => &["ip6tables"],
+            Self::Both => &["iptables", "ip6tables"],
+        }
+    }
+}
+
 /// A running delayer; dropping it removes its rule and releases every held packet.
 #[derive(Debug)]
 pub struct Delayer {
     ns_name: String,
+    tables: Tables,
+    /// How many of `tables.commands()` have their rule installed.
+    installed: usize,
     rule: Vec<String>,
     stop: Arc<AtomicBool>,
     delayed: Arc<AtomicU64>,
@@ -49,15 +73,18 @@ pub struct Delayer {
 
 impl Delayer {
     /// Binds queue `queue` in `ns`, then installs `iptables -t mangle -A <rule…> -j NFQUEUE
-    /// --queue-num <queue>` there. `rule` is the chain and match, e.g.
-    /// `["OUTPUT", "-p", "tcp", "--dport", "8080"]`.
+    /// --queue-num <queue>` there (and/or `ip6tables`, per `tables`). `rule` is the chain and
+    /// match, e.g. `["OUTPUT", "-p", "tcp", "--dport", "8080"]`.
     pub fn start(
         ns: &Namespace,
         queue: u16,
         delay: Duration,
+        tables: Tables,
         rule: &[&str],
     ) -> Result<Self, LabError> {
-        crate::netns::require_tool("iptables", "iptables")?;
+        for tool in tables.commands() {
+            crate::netns::require_tool(tool, "iptables")?;
+        }
         let fd = crate::in_namespace(ns, move || bind(queue))??;
         let stop = Arc::new(AtomicBool::new(false));
         let delayed = Arc::new(AtomicU64::new(0));
@@ -68,11 +95,18 @@ impl Delayer {
         let mut rule: Vec<String> = rule.iter().map(|s| (*s).to_owned()).collect();
         rule.extend(["-j", "NFQUEUE", "--queue-num"].map(str::to_owned));
         rule.push(queue.to_string());
-        let mut me =
-            Self { ns_name: ns.name().to_owned(), rule, stop, delayed, thread: Some(thread) };
-        if let Err(e) = me.iptables("-A") {
-            me.rule.clear(); // nothing to delete
-            return Err(e);
+        let mut me = Self {
+            ns_name: ns.name().to_owned(),
+            tables,
+            installed: 0,
+            rule,
+            stop,
+            delayed,
+            thread: Some(thread),
+        };
+        for tool in tables.commands() {
+            me.iptables(tool, "-A")?; // on error, drop removes what was installed
+            me.installed += 1;
         }
         Ok(me)
     }
@@ -82,17 +116,17 @@ impl Delayer {
         self.delayed.load(Ordering::Relaxed)
     }
 
-    fn iptables(&self, op: &str) -> Result<(), LabError> {
+    fn iptables(&self, tool: &str, op: &str) -> Result<(), LabError> {
         let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", &self.ns_name, "iptables", "-t", "mangle", op]).args(&self.rule);
+        c.args(["netns", "exec", &self.ns_name, tool, "-t", "mangle", op]).args(&self.rule);
         crate::process::output(c).map(drop)
     }
 }
 
 impl Drop for Delayer {
     fn drop(&mut self) {
-        if !self.rule.is_empty() {
-            let _ = self.iptables("-D");
+        for tool in &self.tables.commands()[..self.installed] {
+            let _ = self.iptables(tool, "-D");
         }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

@@ -1,4 +1,4 @@
-//! Connection scenarios (LAB.md S1, S1b, S2, S4) for `nw cat`, in lab namespaces: the lab's
+//! Connection scenarios (LAB.md S1, S1b, S2, S3, S4, S5, S6) for `nw cat`, in lab namespaces: the lab's
 //! DNS server answers `*.test`, nftables faults break one path, and the report says when and
 //! how the connection was made. Thresholds: the configured delays plus slack.
 
@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nw_lab::dns::{DnsServer, Records, Script};
+use nw_lab::nfqueue::{Delayer, Tables};
 use nw_lab::{Fault, Lab, Pair, Proto, addr, in_namespace};
 use serde_json::Value;
 
@@ -153,4 +154,79 @@ fn s4_first_of_two_ipv4_addresses_blackholed() {
         "S4 first A record blackholed: connected to the second at {times:.1?} ms (median {m:.1}); curl 7.88 took 134.9 s"
     );
     assert!((250.0..=300.0).contains(&m), "want 250 ms + RTT + slack, got {m:.1}");
+}
+
+/// Holds the server's SYN-ACKs from port 8080 for `delay` (IPv4, IPv6 or both): a slow path.
+fn slow_syn_ack(s: &Scene, tables: Tables, delay: Duration) -> Delayer {
+    let rule = ["OUTPUT", "-p", "tcp", "--sport", "8080", "--tcp-flags", "SYN,ACK", "SYN,ACK"];
+    Delayer::start(&s.p.srv, 9, delay, tables, &rule).unwrap_or_else(|e| panic!("delayer: {e}"))
+}
+
+#[test]
+fn s3_both_families_slow_few_attempts() {
+    let s = scene();
+    let _slow = slow_syn_ack(&s, Tables::Both, Duration::from_millis(400));
+    let before = s.p.cli.tcp_counters().unwrap();
+    let times = runs(&s, 3, addr::SRV_V6.into());
+    let syns = s.p.cli.tcp_counters().unwrap().active_opens - before.active_opens;
+    let m = median(times.clone());
+    eprintln!(
+        "S3 both families 400 ms slow: connected over IPv6 at {times:.1?} ms (median {m:.1}), {syns} connection attempts in 3 runs"
+    );
+    assert!((400.0..=450.0).contains(&m), "want 400 ms + slack, got {m:.1}");
+    assert!(syns <= 6, "at most two attempts a run (IPv6 at 0, IPv4 at 250): {syns}");
+}
+
+#[test]
+fn s5_four_plus_four_slow_addresses_few_syns_nothing_left_over() {
+    let s = scene();
+    let v4: Vec<std::net::Ipv4Addr> =
+        (2..=5).map(|i| std::net::Ipv4Addr::new(198, 51, 100, i)).collect();
+    let v6: Vec<std::net::Ipv6Addr> =
+        (2..=5).map(|i| std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i)).collect();
+    for ip in &v4[2..] {
+        s.p.srv.add_address("eth0", (*ip).into(), 24).unwrap();
+    }
+    for ip in &v6[1..] {
+        s.p.srv.add_address("eth0", (*ip).into(), 64).unwrap();
+    }
+    s.dns.script().records.insert("*.test".into(), Records { a: v4, aaaa: v6, https_alpn: vec![] });
+    let _slow = slow_syn_ack(&s, Tables::Both, Duration::from_millis(600));
+    let before = s.p.cli.tcp_counters().unwrap();
+    let (at, ip, report) = connect(&s);
+    let syns = s.p.cli.tcp_counters().unwrap().active_opens - before.active_opens;
+    eprintln!(
+        "S5 4+4 addresses, all 600 ms slow: connected to {ip} at {at:.1} ms with {syns} SYNs"
+    );
+    assert!((600.0..=650.0).contains(&at), "{report}");
+    assert!(syns <= 4, "{syns} SYNs: {report}");
+
+    // Nothing but the winner left 10 ms after the win, while nw cat stays connected.
+    let mut cmd = s.p.cli.command(NW);
+    cmd.args(["cat", "--json", "www.test", &PORT.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = s.p.cli.spawn(cmd).unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("\"won\""), "{line}");
+    std::thread::sleep(Duration::from_millis(10));
+    let ours = format!("pid={},", child.id());
+    let sockets = s.p.cli.run(["ss", "-Htanp"]).unwrap();
+    let mine: Vec<&str> = sockets.lines().filter(|l| l.contains(&ours)).collect();
+    assert_eq!(mine.len(), 1, "only the winner's socket: {sockets}");
+    assert!(!mine[0].starts_with("SYN-SENT"), "{sockets}");
+}
+
+#[test]
+fn s6_late_aaaa_joins_a_slow_ipv4_race() {
+    let s = scene();
+    s.dns.script().delays.aaaa = Duration::from_millis(120);
+    let _slow = slow_syn_ack(&s, Tables::Ipv4, Duration::from_millis(600));
+    let times = runs(&s, 3, addr::SRV_V6.into());
+    let m = median(times.clone());
+    eprintln!(
+        "S6 AAAA 120 ms late, IPv4 slow: connected over IPv6 at {times:.1?} ms (median {m:.1})"
+    );
+    assert!((120.0..=170.0).contains(&m), "want 120 ms + RTT + slack, got {m:.1}");
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use nw_lab::dns::{self, DnsServer, Script};
-use nw_lab::nfqueue::Delayer;
+use nw_lab::nfqueue::{Delayer, Tables};
 use nw_lab::{Fault, Lab, Namespace, Pair, Proto, addr, in_namespace};
 
 fn pair() -> (Lab, Pair) {
@@ -96,7 +96,8 @@ fn nfqueue_delayer_holds_matching_packets_and_cleans_up() {
     r.unwrap();
 
     let rule = ["OUTPUT", "-p", "tcp", "-d", "198.51.100.2", "--dport", "8080"];
-    let delayer = Delayer::start(&p.cli, 7, Duration::from_millis(100), &rule).unwrap();
+    let delayer =
+        Delayer::start(&p.cli, 7, Duration::from_millis(100), Tables::Ipv4, &rule).unwrap();
     let mut delayed = Vec::new();
     for _ in 0..3 {
         let (r, took) = connect(&p.cli, to, Duration::from_secs(2));
