@@ -41,8 +41,10 @@
 //! ```
 
 pub mod addrsel;
+pub mod crypto;
 pub mod driver;
 pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
 pub mod resolve;
+pub mod tls;
