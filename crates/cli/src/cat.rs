@@ -6,8 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::driver::{ConnectError, Report, Resolver, connect_tcp};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use nw_connection::driver::{ConnectError, Params, Report, Resolver, connect};
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference};
+use nw_connection::tls;
 use tokio::io::AsyncWriteExt;
 
 use crate::Outcome;
@@ -42,6 +46,24 @@ pub(crate) struct Args {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
+    /// Speak TLS over the connection (the system's anchors plus any --anchor).
+    #[arg(long)]
+    tls: bool,
+    /// ALPN protocols to offer, most preferred first (e.g. h2,http/1.1).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "tls")]
+    alpn: Vec<String>,
+    /// Also trust the certificates in this PEM file (repeatable).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    anchor: Vec<PathBuf>,
+    /// The name to send (SNI) and check the certificate for; the host by default.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    sni: Option<String>,
+    /// A client certificate chain (PEM) to present when the server asks.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -57,7 +79,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ..Config::default()
     };
     let resolver = Arc::new(Resolver::from_system());
-    let connected = match connect_tcp(&args.host, args.port, config, resolver).await {
+    let tls = tls_config(&args).map_err(|e| crate::UsageError(format!("{e:#}")))?;
+    let params = Params { race: config, tls, server_name: args.sni.clone() };
+    let connected = match connect(&args.host, args.port, &params, resolver).await {
         Ok(c) => c,
         Err(ConnectError::Race { error, report }) => {
             if args.report || args.json {
@@ -77,7 +101,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     if args.zero {
         return Ok(Outcome::Success);
     }
-    let (mut from_peer, mut to_peer) = connected.stream.into_split();
+    let (mut from_peer, mut to_peer) = tokio::io::split(connected.stream);
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let _ = tokio::io::copy(&mut stdin, &mut to_peer).await;
@@ -96,6 +120,32 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 }
 
+/// The TLS client configuration the flags ask for. Bad files are usage errors that name them.
+fn tls_config(args: &Args) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if !args.tls {
+        return Ok(None);
+    }
+    let mut extra_anchors = Vec::new();
+    for path in &args.anchor {
+        extra_anchors.extend(tls::load_certs(path).context("--anchor")?);
+    }
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let chain = tls::load_certs(cert).context("--cert")?;
+            Some((chain, Arc::new(tls::load_key(key).context("--key")?)))
+        }
+        _ => None,
+    };
+    let options = tls::ClientOptions {
+        system_anchors: true,
+        extra_anchors,
+        alpn: args.alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        identity,
+        ..tls::ClientOptions::default()
+    };
+    Ok(Some(options.config()?))
+}
+
 fn print_report(report: &Report, json: bool) {
     if json {
         if let Ok(text) = serde_json::to_string(report) {
@@ -111,6 +161,13 @@ fn print_report(report: &Report, json: bool) {
         "{} {}:{} — {outcome}",
         report.connection, report.host, report.port
     ));
+    if let Some(t) = &report.tls {
+        let alpn = t.alpn.as_deref().unwrap_or("none");
+        crate::output::error_line(&format!(
+            "  TLS {} {}, ALPN {alpn}, certificate valid for {}",
+            t.version, t.cipher, t.server_name
+        ));
+    }
     for e in &report.events {
         let (at, text) = match e {
             Event::Answer { query, at, addresses } => {
@@ -123,11 +180,9 @@ fn print_report(report: &Report, json: bool) {
                     ),
                 )
             }
-            Event::AnswerFailed { query, at, error } => {
-                (at, format!("{query:?} failed: {error:?}"))
-            }
+            Event::AnswerFailed { query, at, error } => (at, format!("{query:?} failed: {error}")),
             Event::AttemptStarted { id, addr, at } => (at, format!("{id} connecting to {addr}")),
-            Event::AttemptFailed { id, at, error } => (at, format!("{id} failed: {error:?}")),
+            Event::AttemptFailed { id, at, error } => (at, format!("{id} failed: {error}")),
             Event::AttemptCancelled { id, at } => (at, format!("{id} closed (also-ran)")),
             Event::Won { id, addr, at } => (at, format!("{id} ready: {addr}")),
             Event::Failed { at, error } => (at, format!("failed: {error}")),

@@ -45,6 +45,12 @@ pub(crate) enum Outcome {
 /// 3: the environment is missing something (netlink, root, a tool, a free port).
 pub(crate) const EXIT_ENVIRONMENT: u8 = 3;
 
+/// A usage error found after parsing (a file named on the command line that cannot be used):
+/// exit status 2, like clap's own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.verbose);
@@ -68,6 +74,10 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Negative) => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            output::error_line(&format!("nw: {e:#}"));
+            ExitCode::from(2)
+        }
         Err(e) => output::fail_environment(&e),
     }
 }

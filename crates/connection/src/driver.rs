@@ -1,8 +1,9 @@
-//! The tokio driver: runs the [`Race`] with real DNS queries and TCP sockets.
+//! The tokio driver: runs the [`Race`] with real DNS queries, TCP sockets and TLS.
 //!
 //! It owns one task per query and per attempt and one timer, and does what the machine asks.
 //! Cancelling an attempt aborts its task, which drops the connect future and so closes the
-//! socket: no also-ran stays half-open.
+//! socket: no also-ran stays half-open. With TLS, an attempt is ready only when the handshake
+//! (and so the certificate check) is done: a path that accepts TCP but never speaks TLS loses.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query as DnsQuery};
 use hickory_proto::rr::Name;
+use rustls::ClientConfig;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -22,6 +25,22 @@ use crate::happy_eyeballs::{
 };
 use crate::id::{AttemptId, ConnectionId};
 use crate::resolve::{self, Cache, SystemConfig};
+use crate::tls::{self, Negotiated, TlsError};
+
+/// A connected byte stream: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+
+/// What to connect with.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pub race: Config,
+    /// TLS over the TCP connection, when set.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// The name for SNI and the certificate check; the host by default.
+    pub server_name: Option<String>,
+}
 
 /// Explicit A and AAAA queries over UDP to the configured name servers, with the hosts file
 /// first and a TTL cache.
@@ -127,12 +146,15 @@ pub struct Report {
     pub winner: Option<AttemptId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connected: Option<SocketAddr>,
+    /// What TLS negotiated, for a TLS connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Negotiated>,
 }
 
-/// A connected TCP stream and how it was reached.
+/// A connected stream and how it was reached.
 #[derive(Debug)]
 pub struct Connected {
-    pub stream: TcpStream,
+    pub stream: Box<dyn Io>,
     pub report: Report,
 }
 
@@ -142,22 +164,32 @@ pub struct Connected {
 pub enum ConnectError {
     #[error("could not connect to {}:{}: {error}", .report.host, .report.port)]
     Race { error: RaceError, report: Box<Report> },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 enum Input {
     Answer(Query, Result<Vec<IpAddr>, QueryError>),
-    Connected(AttemptId, TcpStream),
+    Connected(AttemptId, Box<dyn Io>, Option<Negotiated>),
     Failed(AttemptId, AttemptError),
 }
 
-/// Connects over TCP to `host` (a name or an IP literal) and `port`, racing every address.
+/// Connects to `host` (a name or an IP literal) and `port`, racing every address; over TLS when
+/// `params.tls` is set.
 #[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
-pub async fn connect_tcp(
+pub async fn connect(
     host: &str,
     port: u16,
-    config: Config,
+    params: &Params,
     resolver: Arc<Resolver>,
 ) -> Result<Connected, ConnectError> {
+    let config = params.race;
+    let tls = match &params.tls {
+        Some(c) => {
+            Some((c.clone(), tls::server_name(params.server_name.as_deref().unwrap_or(host))?))
+        }
+        None => None,
+    };
     let id = ConnectionId::next();
     let start = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
@@ -167,7 +199,7 @@ pub async fn connect_tcp(
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut tasks: HashMap<Option<AttemptId>, Vec<JoinHandle<()>>> = HashMap::new();
-    let mut streams: HashMap<AttemptId, TcpStream> = HashMap::new();
+    let mut streams: HashMap<AttemptId, (Box<dyn Io>, Option<Negotiated>)> = HashMap::new();
     let mut report = Report {
         connection: id,
         host: host.to_owned(),
@@ -175,6 +207,7 @@ pub async fn connect_tcp(
         events: Vec::new(),
         winner: None,
         connected: None,
+        tls: None,
     };
     let span = tracing::info_span!("connect", id = %id, host, port);
     let _guard = span.enter();
@@ -191,11 +224,11 @@ pub async fn connect_tcp(
                 }
                 Action::StartAttempt { id, addr } => {
                     tracing::debug!(attempt = %id, %addr, "attempt started");
-                    let tx = tx.clone();
+                    let (tx, tls) = (tx.clone(), tls.clone());
                     let task = tokio::spawn(async move {
-                        let _ = tx.send(match tcp_attempt(addr).await {
-                            Ok(stream) => Input::Connected(id, stream),
-                            Err(e) => Input::Failed(id, attempt_error(&e)),
+                        let _ = tx.send(match attempt(addr, tls).await {
+                            Ok((stream, negotiated)) => Input::Connected(id, stream, negotiated),
+                            Err(e) => Input::Failed(id, e),
                         });
                     });
                     tasks.entry(Some(id)).or_default().push(task);
@@ -217,7 +250,14 @@ pub async fn connect_tcp(
                 report.winner = Some(*id);
                 report.connected = Some(*addr);
                 tracing::info!(attempt = %id, %addr, "connected");
-                break streams.remove(id).ok_or(RaceError::TimedOut(Duration::ZERO));
+                // The winner's stream was stored just before it was declared ready.
+                match streams.remove(id) {
+                    Some((stream, negotiated)) => {
+                        report.tls = negotiated;
+                        break Ok(stream);
+                    }
+                    None => break Err(RaceError::TimedOut(Duration::ZERO)),
+                }
             }
             Some(Outcome::Failed(e)) => break Err(e.clone()),
             None => {}
@@ -226,8 +266,8 @@ pub async fn connect_tcp(
         tokio::select! {
             input = rx.recv() => match input {
                 Some(Input::Answer(q, r)) => race.handle_answer(q, r, Instant::now()),
-                Some(Input::Connected(id, stream)) => {
-                    streams.insert(id, stream);
+                Some(Input::Connected(id, stream, negotiated)) => {
+                    streams.insert(id, (stream, negotiated));
                     race.handle_attempt_ready(id, Instant::now());
                 }
                 Some(Input::Failed(id, e)) => race.handle_attempt_failed(id, e, Instant::now()),
@@ -244,6 +284,30 @@ pub async fn connect_tcp(
         Ok(stream) => Ok(Connected { stream, report }),
         Err(error) => Err(ConnectError::Race { error, report: Box::new(report) }),
     }
+}
+
+/// One attempt: TCP, then TLS when asked. Ready means the whole stack is up.
+async fn attempt(
+    addr: SocketAddr,
+    tls: Option<(Arc<ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+) -> Result<(Box<dyn Io>, Option<Negotiated>), AttemptError> {
+    let tcp = tcp_attempt(addr).await.map_err(|e| attempt_error(&e))?;
+    let Some((config, name)) = tls else { return Ok((Box::new(tcp), None)) };
+    let shown = name.to_str().into_owned();
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| AttemptError::Tls(e.to_string()))?;
+    let (_, conn) = stream.get_ref();
+    let negotiated = Negotiated {
+        version: conn.protocol_version().map_or_else(|| "unknown".into(), |v| format!("{v:?}")),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map_or_else(|| "unknown".into(), |c| format!("{:?}", c.suite())),
+        alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+        server_name: shown,
+    };
+    Ok((Box::new(stream), Some(negotiated)))
 }
 
 async fn tcp_attempt(addr: SocketAddr) -> io::Result<TcpStream> {

@@ -108,25 +108,35 @@ pub enum Query {
 }
 
 /// Why a query gave no addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
 pub enum QueryError {
+    #[error("no such name")]
     NoSuchName,
+    #[error("the name server failed: {0}")]
     ServerFailure(String),
+    #[error("no answer from the name servers")]
     TimedOut,
 }
 
 /// Why an attempt failed, as the driver saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
 pub enum AttemptError {
+    #[error("connection refused")]
     Refused,
+    #[error("connection reset")]
     Reset,
+    #[error("host unreachable")]
     HostUnreachable,
+    #[error("network unreachable")]
     NetworkUnreachable,
     /// The attempt ran out its own timeout.
+    #[error("no answer within the attempt timeout")]
     TimedOut,
+    #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -199,7 +209,7 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum RaceError {
-    #[error("the name has no addresses the path can use (A: {a:?}, AAAA: {aaaa:?})")]
+    #[error("the name has no usable addresses (A: {}, AAAA: {})", answer(.a), answer(.aaaa))]
     NoAddresses { a: Option<QueryError>, aaaa: Option<QueryError> },
     #[error("every attempt failed: {}", summary(.attempts))]
     AllAttemptsFailed { attempts: Vec<(AttemptId, SocketAddr, AttemptError)> },
@@ -207,12 +217,12 @@ pub enum RaceError {
     TimedOut(Duration),
 }
 
+fn answer(e: &Option<QueryError>) -> String {
+    e.as_ref().map_or_else(|| "no records".to_owned(), ToString::to_string)
+}
+
 fn summary(attempts: &[(AttemptId, SocketAddr, AttemptError)]) -> String {
-    attempts
-        .iter()
-        .map(|(id, addr, e)| format!("{id} {addr}: {e:?}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+    attempts.iter().map(|(id, addr, e)| format!("{id} {addr}: {e}")).collect::<Vec<_>>().join("; ")
 }
 
 /// How the race ended.

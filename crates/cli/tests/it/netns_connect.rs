@@ -1,4 +1,4 @@
-//! Connection scenarios (LAB.md S1, S1b, S2, S3, S4, S5, S6) for `nw cat`, in lab namespaces: the lab's
+//! Connection scenarios (LAB.md S1, S1b, S2, S3, S4, S5, S6, S7) and TLS interop for `nw cat`, in lab namespaces: the lab's
 //! DNS server answers `*.test`, nftables faults break one path, and the report says when and
 //! how the connection was made. Thresholds: the configured delays plus slack.
 
@@ -229,4 +229,127 @@ fn s6_late_aaaa_joins_a_slow_ipv4_race() {
         "S6 AAAA 120 ms late, IPv4 slow: connected over IPv6 at {times:.1?} ms (median {m:.1})"
     );
     assert!((120.0..=170.0).contains(&m), "want 120 ms + RTT + slack, got {m:.1}");
+}
+
+/// A TLS server: `openssl s_server -www` in the server namespace on 198.51.100.2:4433, with a
+/// certificate for www.test from a throwaway test CA. Returns the guard and the root's path.
+fn openssl_server(
+    s: &Scene,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (nw_lab::Child, std::path::PathBuf) {
+    let ca = nw_connection::tls::TestCa::new("nwkit test CA").unwrap();
+    let issued = ca.issue_server(&["www.test"]).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key, root) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("root.pem"));
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    let mut cmd = s.p.srv.command("openssl");
+    cmd.args(["s_server", "-quiet", "-www", "-accept", "198.51.100.2:4433"]);
+    cmd.arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = s.p.srv.spawn(cmd).unwrap();
+    // Wait (bounded) until it listens.
+    let to: SocketAddr = "198.51.100.2:4433".parse().unwrap();
+    let ready = (0..100).any(|_| {
+        let ok = in_namespace(&s.p.srv, move || {
+            std::net::TcpStream::connect_timeout(&to, Duration::from_millis(50)).is_ok()
+        })
+        .unwrap();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ok
+    });
+    assert!(ready, "openssl s_server did not start listening within 2 s");
+    (child, root)
+}
+
+#[test]
+fn s7_a_path_that_never_speaks_tls_loses_to_one_that_does() {
+    let s = scene();
+    let dir = std::env::temp_dir().join(format!("{}-s7", s.p.cli.name()));
+    let (_server, root) = openssl_server(&s, &dir, &[]);
+    // IPv6 accepts TCP on 4433 and then says nothing.
+    let _mute =
+        in_namespace(&s.p.srv, || TcpListener::bind("[2001:db8:1::2]:4433")).unwrap().unwrap();
+    s.p.cli
+        .set_hosts("127.0.0.1 localhost\n2001:db8:1::2 www.test\n198.51.100.2 www.test\n")
+        .unwrap();
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let out =
+            s.p.cli
+                .command(NW)
+                .args(["cat", "--tls", "-z", "--json", "--anchor"])
+                .arg(&root)
+                .args(["www.test", "4433"])
+                .output()
+                .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let report: Value = serde_json::from_str(stderr.lines().next().unwrap()).unwrap();
+        let won = report["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"] == "won")
+            .unwrap()
+            .clone();
+        assert_eq!(won["addr"], "198.51.100.2:4433", "{report}");
+        assert_eq!(report["tls"]["version"], "TLSv1_3", "{report}");
+        times.push(won["at"].as_f64().unwrap());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = median(times.clone());
+    eprintln!(
+        "S7 IPv6 accepts TCP but never speaks TLS: TLS-ready over IPv4 at {times:.1?} ms (median {m:.1})"
+    );
+    assert!((250.0..=330.0).contains(&m), "want 250 ms + a TLS handshake + slack, got {m:.1}");
+}
+
+#[test]
+fn tls_interop_with_openssl_s_server() {
+    let s = scene();
+    let dir = std::env::temp_dir().join(format!("{}-tls", s.p.cli.name()));
+    let (_server, root) = openssl_server(&s, &dir, &["-alpn", "h2,http/1.1"]);
+    s.p.cli.set_hosts("127.0.0.1 localhost\n198.51.100.2 www.test other.test\n").unwrap();
+
+    let mut cmd = s.p.cli.command(NW);
+    cmd.args(["cat", "--tls", "--report", "--alpn", "http/1.1", "--anchor"])
+        .arg(&root)
+        .args(["www.test", "4433"]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("HTTP/1.0 200 ok"), "payload on stdout: {stdout}");
+    assert!(
+        stderr.contains("TLS TLSv1_3") && stderr.contains("ALPN http/1.1"),
+        "report on stderr: {stderr}"
+    );
+    assert!(!stdout.contains("TLSv1_3 TLS13"), "the report never mixes into the payload");
+
+    // The certificate names www.test only: another name fails, saying why, with status 1.
+    let out =
+        s.p.cli
+            .command(NW)
+            .args(["cat", "--tls", "-z", "--anchor"])
+            .arg(&root)
+            .args(["other.test", "4433"])
+            .output()
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not valid for name \"other.test\""), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
