@@ -46,5 +46,6 @@ pub mod driver;
 pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
+pub mod listener;
 pub mod resolve;
 pub mod tls;

@@ -1,0 +1,203 @@
+//! Listeners for TCP and TLS: an accept loop that hands each connection to a handler.
+//!
+//! Built for the field's advice that a server "must be resilient" to connections that open and
+//! close at once — also-rans from clients' Happy Eyeballs races, port scans, crashed clients:
+//! - those end as counted, quiet outcomes (a failed or timed-out TLS handshake, an early EOF),
+//!   never as errors or log noise above debug;
+//! - at most `max_connections` run at once; at the limit the listener stops accepting, so the
+//!   kernel's backlog, not this process, absorbs a flood;
+//! - running out of descriptors (EMFILE/ENFILE) backs off instead of spinning;
+//! - [`Listener::shutdown`] stops accepting, gives running handlers a grace period, then
+//!   cancels what is left.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::driver::Io;
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Connections handled at once.
+    pub max_connections: usize,
+    /// TLS on every accepted connection, when set.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// A TLS client that has not finished its handshake by then is dropped.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { max_connections: 512, tls: None, handshake_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Counters, readable while the listener runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    accepted: AtomicU64,
+    handshake_failed: AtomicU64,
+    served: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub accepted: u64,
+    /// TLS handshakes that failed or timed out (scans, plain-text clients, also-rans).
+    pub handshake_failed: u64,
+    /// Connections handed to the handler.
+    pub served: u64,
+    pub accept_errors: u64,
+}
+
+impl Stats {
+    pub fn counts(&self) -> Counts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counts {
+            accepted: get(&self.accepted),
+            handshake_failed: get(&self.handshake_failed),
+            served: get(&self.served),
+            accept_errors: get(&self.accept_errors),
+        }
+    }
+}
+
+/// A connection handler: gets the stream (TLS already done) and the peer's address.
+pub type Handler =
+    Arc<dyn Fn(Box<dyn Io>, SocketAddr) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A running listener.
+#[derive(Debug)]
+pub struct Listener {
+    local: SocketAddr,
+    stats: Arc<Stats>,
+    stop: watch::Sender<Option<Duration>>,
+    task: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Binds `addr` and starts accepting. `[::]:PORT` accepts IPv4 too (dual-stack).
+    pub async fn bind(addr: SocketAddr, config: Config, handler: Handler) -> std::io::Result<Self> {
+        let socket = TcpListener::bind(addr).await?;
+        let local = socket.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let (stop, stopped) = watch::channel(None);
+        let task = tokio::spawn(accept_loop(socket, config, handler, stats.clone(), stopped));
+        Ok(Self { local, stats, stop, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn stats(&self) -> Counts {
+        self.stats.counts()
+    }
+
+    /// Stops accepting (the socket closes at once), lets running handlers finish for up to
+    /// `grace`, then cancels the rest.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(Some(grace));
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    config: Config,
+    handler: Handler,
+    stats: Arc<Stats>,
+    mut stopped: watch::Receiver<Option<Duration>>,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut running = JoinSet::new();
+    let grace = loop {
+        // Wait for a free slot before accepting: at the limit, new clients wait in the backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Duration::ZERO },
+            _ = stopped.changed() => break stopped.borrow().unwrap_or_default(),
+        };
+        let accepted = tokio::select! {
+            a = socket.accept() => a,
+            _ = stopped.changed() => break stopped.borrow().unwrap_or_default(),
+        };
+        while running.try_join_next().is_some() {}
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                // EMFILE/ENFILE: out of descriptors. Back off rather than spin; other errors
+                // (ECONNABORTED: the client left before accept) just move on.
+                if matches!(e.raw_os_error(), Some(code) if code == 24 || code == 23) {
+                    tracing::warn!("accept: {e}; backing off 100 ms");
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(
+                        std_now() + Duration::from_millis(100),
+                    ))
+                    .await;
+                } else {
+                    tracing::debug!("accept: {e}");
+                }
+                continue;
+            }
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let _ = tcp.set_nodelay(true);
+        let (handler, stats, tls, limit) =
+            (handler.clone(), stats.clone(), config.tls.clone(), config.handshake_timeout);
+        running.spawn(async move {
+            let _permit = permit;
+            let stream: Box<dyn Io> = match tls {
+                None => Box::new(tcp),
+                Some(tls) => match tokio::time::timeout(
+                    limit,
+                    tokio_rustls::TlsAcceptor::from(tls).accept(tcp),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            stats.served.fetch_add(1, Ordering::Relaxed);
+            handler(stream, peer).await;
+        });
+    };
+    drop(socket);
+    let drain = async { while running.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::debug!(left = running.len(), "grace period over; cancelling handlers");
+        running.shutdown().await;
+    }
+}
+
+#[allow(clippy::disallowed_methods, reason = "driver: a back-off deadline")]
+fn std_now() -> std::time::Instant {
+    std::time::Instant::now()
+}

@@ -1,0 +1,160 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nw_connection::driver::Io;
+use nw_connection::listener::{Config, Handler, Listener};
+use nw_connection::tls::{self, ClientOptions, TestCa};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::Notify;
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Echoes one line back, then closes.
+fn echo() -> Handler {
+    Arc::new(|stream: Box<dyn Io>, _peer: SocketAddr| {
+        Box::pin(async move {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.is_ok() {
+                let mut stream = reader.into_inner();
+                let _ = stream.write_all(line.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        })
+    })
+}
+
+/// A11: "simply connections that open and then immediately close" — the real client is served
+/// while hundreds of those, plain-text clients and a port scan hit the same TLS port; nothing
+/// leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_client_is_served_through_a_flood_and_nothing_leaks() {
+    let ca = TestCa::new("nwkit test CA").unwrap();
+    let issued = ca.issue_server(&["localhost"]).unwrap();
+    let server = tls::server_config(issued.chain, issued.key, &[]).unwrap();
+    let baseline = open_fds();
+    let config = Config {
+        tls: Some(server),
+        handshake_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), config, echo()).await.unwrap();
+    let at = listener.local_addr();
+
+    let flood = tokio::task::spawn_blocking(move || {
+        for i in 0..350 {
+            match std::net::TcpStream::connect(at) {
+                // Every seventh speaks plain text to the TLS port; the rest just leave.
+                Ok(mut s) if i % 7 == 0 => {
+                    drop(std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\n\r\n"))
+                }
+                Ok(s) => drop(s),
+                Err(e) => panic!("connect {i}: {e}"),
+            }
+        }
+        // A connect scan across neighbouring ports, this one included.
+        for port in at.port().saturating_sub(5)..=at.port().saturating_add(5) {
+            let _ = std::net::TcpStream::connect_timeout(
+                &SocketAddr::new(at.ip(), port),
+                Duration::from_millis(100),
+            );
+        }
+    });
+
+    let client = ClientOptions { extra_anchors: vec![ca.root()], ..ClientOptions::default() }
+        .config()
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(at).await.unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(client)
+        .connect(tls::server_name("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    s.write_all(b"ping\n").await.unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    assert_eq!(reply, "ping\n");
+    drop(s);
+    flood.await.unwrap();
+
+    // Let the handshakes of the last flood clients fail, then shut down.
+    let start = Instant::now();
+    while listener.stats().handshake_failed < 351 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counts = listener.stats();
+    eprintln!("flood: {counts:?}");
+    assert!(counts.accepted >= 352 && counts.handshake_failed >= 351, "{counts:?}");
+    assert_eq!(counts.served, 1, "{counts:?}");
+    listener.shutdown(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    while open_fds() > baseline && start.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open_fds(), baseline, "descriptors leaked");
+}
+
+/// At the connection limit, new clients wait in the backlog and are served as slots free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_leaves_excess_clients_in_the_backlog() {
+    let release = Arc::new(Notify::new());
+    let r = release.clone();
+    let handler: Handler = Arc::new(move |mut stream: Box<dyn Io>, _| {
+        let r = r.clone();
+        Box::pin(async move {
+            r.notified().await;
+            let _ = stream.write_all(b"served\n").await;
+        })
+    });
+    let config = Config { max_connections: 2, ..Config::default() };
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), config, handler).await.unwrap();
+    let at = listener.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(tokio::net::TcpStream::connect(at).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(listener.stats().accepted, 2, "the third waits in the backlog");
+    release.notify_one();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(listener.stats().accepted, 3, "a freed slot admits it");
+    release.notify_waiters();
+    release.notify_one();
+    listener.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Shutdown lets running handlers finish within the grace period, then cancels the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_handlers_then_cancels() {
+    let handler: Handler = Arc::new(|mut stream: Box<dyn Io>, _| {
+        Box::pin(async move {
+            let mut first = [0u8; 1];
+            let _ = stream.read_exact(&mut first).await;
+            let (delay, text) =
+                if first[0] == b's' { (200, "done\n") } else { (60_000, "never\n") };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let _ = stream.write_all(text.as_bytes()).await;
+        })
+    });
+    let listener =
+        Listener::bind("127.0.0.1:0".parse().unwrap(), Config::default(), handler).await.unwrap();
+    let at = listener.local_addr();
+    let mut quick = tokio::net::TcpStream::connect(at).await.unwrap();
+    let mut stuck = tokio::net::TcpStream::connect(at).await.unwrap();
+    quick.write_all(b"s").await.unwrap();
+    stuck.write_all(b"x").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = Instant::now();
+    listener.shutdown(Duration::from_millis(400)).await;
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(2), "{took:?}");
+    let mut got = String::new();
+    quick.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "done\n", "a handler inside the grace period finishes");
+    let mut got = String::new();
+    let _ = stuck.read_to_string(&mut got).await;
+    assert_eq!(got, "", "a handler past it is cancelled and its connection closed");
+    assert!(tokio::net::TcpStream::connect(at).await.is_err(), "no longer accepting");
+}
