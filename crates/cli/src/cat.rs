@@ -21,10 +21,13 @@ use crate::Outcome;
     after_help = "Exit status: 0 connected (and the peer closed), 1 could not connect, 2 usage, 3 environment."
 )]
 pub(crate) struct Args {
-    /// A name, or an IPv4/IPv6 literal.
-    host: String,
-    /// TCP port.
-    port: u16,
+    /// HOST PORT to connect to; with -l, [ADDR] PORT to listen on (ADDR defaults to [::],
+    /// which accepts IPv4 too; PORT 0 picks a free one).
+    #[arg(num_args = 1..=2, value_names = ["HOST", "PORT"], required = true)]
+    target: Vec<String>,
+    /// Listen for one client instead of connecting.
+    #[arg(short = 'l', long)]
+    listen: bool,
     /// Connect, report, and close without sending or reading data (netcat's -z).
     #[arg(short = 'z', long)]
     zero: bool,
@@ -58,15 +61,34 @@ pub(crate) struct Args {
     /// The name to send (SNI) and check the certificate for; the host by default.
     #[arg(long, value_name = "NAME", requires = "tls")]
     sni: Option<String>,
-    /// A client certificate chain (PEM) to present when the server asks.
+    /// A certificate chain (PEM): the client's identity, or with -l the server's.
     #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
     cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
+    /// The certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let usage = |why: String| anyhow::Error::new(crate::UsageError(why));
+    let port = |text: &str| {
+        text.parse::<u16>().map_err(|_| usage(format!("{text:?} is not a port (0–65535)")))
+    };
+    if args.listen {
+        let (addr, port) = match args.target.as_slice() {
+            [p] => ("::".to_owned(), port(p)?),
+            [a, p] => (a.trim_start_matches('[').trim_end_matches(']').to_owned(), port(p)?),
+            _ => return Err(usage("give [ADDR] PORT to listen on".into())),
+        };
+        let ip: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| usage(format!("{addr:?} is not an IP address to listen on")))?;
+        return listen(&args, std::net::SocketAddr::new(ip, port)).await;
+    }
+    let [host, p] = args.target.as_slice() else {
+        return Err(usage("give HOST PORT to connect to (or -l [ADDR] PORT to listen)".into()));
+    };
+    let (host, port) = (host.clone(), port(p)?);
     let family = match (args.ipv4, args.ipv6) {
         (true, _) => FamilyPreference::Ipv4Only,
         (_, true) => FamilyPreference::Ipv6Only,
@@ -81,7 +103,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let resolver = Arc::new(Resolver::from_system());
     let tls = tls_config(&args).map_err(|e| crate::UsageError(format!("{e:#}")))?;
     let params = Params { race: config, tls, server_name: args.sni.clone() };
-    let connected = match connect(&args.host, args.port, &params, resolver).await {
+    let connected = match connect(&host, port, &params, resolver).await {
         Ok(c) => c,
         Err(ConnectError::Race { error, report }) => {
             if args.report || args.json {
@@ -101,7 +123,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     if args.zero {
         return Ok(Outcome::Success);
     }
-    let (mut from_peer, mut to_peer) = tokio::io::split(connected.stream);
+    Ok(relay(connected.stream).await)
+}
+
+/// Copies stdin to the peer and the peer to stdout; half-closes on stdin EOF; ends when the
+/// peer closes.
+async fn relay(stream: Box<dyn nw_connection::driver::Io>) -> Outcome {
+    let (mut from_peer, mut to_peer) = tokio::io::split(stream);
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let _ = tokio::io::copy(&mut stdin, &mut to_peer).await;
@@ -112,12 +140,78 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let _ = stdout.flush().await;
     upload.abort();
     match copied {
-        Ok(_) => Ok(Outcome::Success),
+        Ok(_) => Outcome::Success,
         Err(e) => {
             crate::output::error_line(&format!("nw cat: the connection failed: {e}"));
-            Ok(Outcome::Negative)
+            Outcome::Negative
         }
     }
+}
+
+/// Listens, serves the first client whose connection (and TLS handshake) completes, and exits
+/// when it closes. Clients that open and close, or fail the handshake, are skipped quietly.
+async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
+    use nw_connection::listener::{Config, Handler, Listener};
+    let tls = match (args.tls, &args.cert, &args.key) {
+        (false, ..) => None,
+        (true, Some(cert), Some(key)) => {
+            let chain =
+                tls::load_certs(cert).map_err(|e| crate::UsageError(format!("--cert: {e}")))?;
+            let key = tls::load_key(key).map_err(|e| crate::UsageError(format!("--key: {e}")))?;
+            Some(tls::server_config(chain, key, &alpn(args))?)
+        }
+        (true, ..) => Some(throwaway_identity(args, at)?),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let handler: Handler = Arc::new(move |stream, peer| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let _ = tx.send((stream, peer)).await;
+        })
+    });
+    let config = Config { tls, max_connections: 1, ..Config::default() };
+    let listener = Listener::bind(at, config, handler).await.with_context(|| {
+        format!("cannot listen on {at}; is the port free, and the address this host's?")
+    })?;
+    // With port 0 the caller cannot know the port unless we say it.
+    if args.report || args.json || at.port() == 0 {
+        crate::output::error_line(&format!("nw cat: listening on {}", listener.local_addr()));
+    }
+    let Some((stream, peer)) = rx.recv().await else { return Ok(Outcome::Negative) };
+    if args.report || args.json {
+        crate::output::error_line(&format!("nw cat: connection from {peer}"));
+    }
+    listener.shutdown(Duration::ZERO).await;
+    Ok(relay(stream).await)
+}
+
+/// A server identity from a throwaway test CA, for `-l --tls` without --cert: names
+/// localhost, the loopback addresses and the listening address. Its root goes to a file whose
+/// path is printed, for clients' --anchor.
+fn throwaway_identity(
+    args: &Args,
+    at: std::net::SocketAddr,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let ca = tls::TestCa::new("nw cat throwaway test CA")?;
+    let listen_ip = at.ip().to_string();
+    let mut names = vec!["localhost", "127.0.0.1", "::1"];
+    if !at.ip().is_unspecified() {
+        names.push(&listen_ip);
+    }
+    let issued = ca.issue_server(&names)?;
+    let dir = std::env::temp_dir().join(format!("nw-cat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let root = dir.join("root.pem");
+    std::fs::write(&root, ca.root_pem()).with_context(|| format!("writing {}", root.display()))?;
+    crate::output::error_line(&format!(
+        "nw cat: TLS with a throwaway test CA; clients can trust it with --anchor {}",
+        root.display()
+    ));
+    Ok(tls::server_config(issued.chain, issued.key, &alpn(args))?)
+}
+
+fn alpn(args: &Args) -> Vec<Vec<u8>> {
+    args.alpn.iter().map(|a| a.as_bytes().to_vec()).collect()
 }
 
 /// The TLS client configuration the flags ask for. Bad files are usage errors that name them.
@@ -139,7 +233,7 @@ fn tls_config(args: &Args) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> 
     let options = tls::ClientOptions {
         system_anchors: true,
         extra_anchors,
-        alpn: args.alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        alpn: alpn(args),
         identity,
         ..tls::ClientOptions::default()
     };

@@ -75,3 +75,126 @@ fn a_bad_cost_config_file_is_an_error_that_names_it() {
         "{err}"
     );
 }
+
+/// `nw cat -l --tls 127.0.0.1 0` with `stdin` as its input; returns the child, its port and
+/// the throwaway root's path (both read from its stderr).
+fn tls_listener(stdin: &'static [u8]) -> (std::process::Child, u16, String) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let mut child = Command::new(NW)
+        .args(["cat", "-l", "--tls", "127.0.0.1", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let _ = input.write_all(stdin);
+    });
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let (mut port, mut root) = (None, None);
+    for _ in 0..4 {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(p) = line.trim().strip_prefix("nw cat: listening on 127.0.0.1:") {
+            port = p.parse().ok();
+        }
+        if let Some(r) = line.trim().split("--anchor ").nth(1) {
+            root = Some(r.to_owned());
+        }
+        if port.is_some() && root.is_some() {
+            break;
+        }
+    }
+    let (Some(port), Some(root)) = (port, root) else {
+        panic!("nw cat -l did not say where it listens")
+    };
+    (child, port, root)
+}
+
+fn finish(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn nw_cat_tls_both_ends_bytes_flow_both_ways() {
+    let (server, port, root) = tls_listener(b"from-server\n");
+    let out = Command::new(NW)
+        .args(["cat", "--tls", "--anchor", &root, "localhost", &port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .output();
+    let client = out.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout),
+        "from-server\n",
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let (code, got) = finish(server);
+    assert_eq!((code, got.as_str()), (0, ""), "the client sent nothing and closed");
+}
+
+#[test]
+fn openssl_s_client_and_curl_against_nw_cat_listen_tls() {
+    let (server, port, root) = tls_listener(b"from-server\n");
+    let mut s_client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-CAfile",
+            &root,
+            "-servername",
+            "localhost",
+        ])
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is needed (apt-get install openssl)");
+    std::io::Write::write_all(&mut s_client.stdin.take().unwrap(), b"from-openssl\n").unwrap();
+    let out = s_client.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("from-server"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, got) = finish(server);
+    assert_eq!((code, got.as_str()), (0, "from-openssl\n"));
+
+    let (server, port, root) = tls_listener(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert", &root])
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .expect("curl is needed (apt-get install curl)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, request) = finish(server);
+    assert!(request.starts_with("GET / HTTP/1.1\r\n"), "{request}");
+}
+
+#[test]
+fn nw_cat_usage_errors_exit_2() {
+    for args in [
+        &["cat", "onlyhost"][..],
+        &["cat", "-l", "127.0.0.1", "99999"],
+        &["cat", "-l", "nope", "80"],
+    ] {
+        let (code, _, err) = nw(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    let (code, _, err) = nw(&["cat", "--tls", "--anchor", "/nonexistent.pem", "localhost", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent.pem"), "{err}");
+}
