@@ -127,20 +127,34 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 /// Copies stdin to the peer and the peer to stdout; half-closes on stdin EOF; ends when the
-/// peer closes.
+/// peer closes, after sending what stdin still holds (up to 500 ms) and closing our side
+/// cleanly (TLS close_notify) rather than just vanishing.
 async fn relay(stream: Box<dyn nw_connection::driver::Io>) -> Outcome {
     let (mut from_peer, mut to_peer) = tokio::io::split(stream);
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
-        let _ = tokio::io::copy(&mut stdin, &mut to_peer).await;
+        tokio::select! {
+            _ = tokio::io::copy(&mut stdin, &mut to_peer) => {}
+            _ = &mut stopped => {}
+        }
         let _ = to_peer.shutdown().await; // half-close: the peer sees EOF, can still answer
     });
     let mut stdout = tokio::io::stdout();
     let copied = tokio::io::copy(&mut from_peer, &mut stdout).await;
     let _ = stdout.flush().await;
-    upload.abort();
+    // The peer's EOF may be only a half-close: what stdin already holds still goes out, for at
+    // most half a second (an idle terminal must not keep us after the peer is gone); then our
+    // side closes cleanly.
+    let mut upload = upload;
+    if tokio::time::timeout(Duration::from_millis(500), &mut upload).await.is_err() {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(1), upload).await;
+    }
     match copied {
         Ok(_) => Outcome::Success,
+        // A peer that closes without TLS close_notify (curl, browsers) has still closed.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Outcome::Success,
         Err(e) => {
             crate::output::error_line(&format!("nw cat: the connection failed: {e}"));
             Outcome::Negative
