@@ -166,6 +166,7 @@ async fn relay(stream: Box<dyn nw_connection::driver::Io>) -> Outcome {
 /// when it closes. Clients that open and close, or fail the handshake, are skipped quietly.
 async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
     use nw_connection::listener::{Config, Handler, Listener};
+    let mut throwaway = None;
     let tls = match (args.tls, &args.cert, &args.key) {
         (false, ..) => None,
         (true, Some(cert), Some(key)) => {
@@ -174,7 +175,11 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
             let key = tls::load_key(key).map_err(|e| crate::UsageError(format!("--key: {e}")))?;
             Some(tls::server_config(chain, key, &alpn(args))?)
         }
-        (true, ..) => Some(throwaway_identity(args, at)?),
+        (true, ..) => {
+            let (config, dir) = throwaway_identity(args, at)?;
+            throwaway = Some(RemoveOnDrop(dir));
+            Some(config)
+        }
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let handler: Handler = Arc::new(move |stream, peer| {
@@ -196,7 +201,18 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
         crate::output::error_line(&format!("nw cat: connection from {peer}"));
     }
     listener.shutdown(Duration::ZERO).await;
-    Ok(relay(stream).await)
+    let outcome = relay(stream).await;
+    drop(throwaway);
+    Ok(outcome)
+}
+
+/// The throwaway CA's root is useless once this process is gone: its directory goes with it.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A server identity from a throwaway test CA, for `-l --tls` without --cert: names
@@ -205,7 +221,7 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
 fn throwaway_identity(
     args: &Args,
     at: std::net::SocketAddr,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, PathBuf)> {
     let ca = tls::TestCa::new("nw cat throwaway test CA")?;
     let listen_ip = at.ip().to_string();
     let mut names = vec!["localhost", "127.0.0.1", "::1"];
@@ -221,7 +237,7 @@ fn throwaway_identity(
         "nw cat: TLS with a throwaway test CA; clients can trust it with --anchor {}",
         root.display()
     ));
-    Ok(tls::server_config(issued.chain, issued.key, &alpn(args))?)
+    Ok((tls::server_config(issued.chain, issued.key, &alpn(args))?, dir))
 }
 
 fn alpn(args: &Args) -> Vec<Vec<u8>> {

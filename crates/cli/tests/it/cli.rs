@@ -136,6 +136,7 @@ fn nw_cat_tls_both_ends_bytes_flow_both_ways() {
     );
     let (code, got) = finish(server);
     assert_eq!((code, got.as_str()), (0, ""), "the client sent nothing and closed");
+    assert!(!std::path::Path::new(&root).exists(), "the throwaway root outlived its server");
 }
 
 #[test]
