@@ -1,14 +1,17 @@
 //! The tokio driver: runs the [`Race`] with real DNS queries, TCP sockets and TLS.
 //!
-//! It owns one task per query and per attempt and one timer, and does what the machine asks.
-//! Cancelling an attempt aborts its task, which drops the connect future and so closes the
-//! socket: no also-ran stays half-open. With TLS, an attempt is ready only when the handshake
+//! It owns one future per query and per attempt (polled in place: no spawned tasks, no
+//! cross-thread wake-ups) and one timer, and does what the machine asks. Cancelling an attempt
+//! drops its future, which closes the socket: no also-ran stays half-open. With TLS, an attempt is ready only when the handshake
 //! (and so the certificate check) is done: a path that accepts TCP but never speaks TLS loses.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query as DnsQuery};
@@ -17,8 +20,6 @@ use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::happy_eyeballs::{
     Action, AttemptError, Config, Event, Outcome, Query, QueryError, Race, RaceError,
@@ -168,6 +169,28 @@ pub enum ConnectError {
     Tls(#[from] TlsError),
 }
 
+/// What an in-flight future is for, so it can be cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Query(Query),
+    Attempt(AttemptId),
+}
+
+type InFlight = Vec<(Key, Pin<Box<dyn Future<Output = Input> + Send>>)>;
+
+/// The next finished future, polling each (there are only a handful at a time).
+fn next_done(in_flight: &mut InFlight) -> impl Future<Output = Input> + '_ {
+    std::future::poll_fn(move |cx| {
+        for i in 0..in_flight.len() {
+            if let Poll::Ready(out) = in_flight[i].1.as_mut().poll(cx) {
+                drop(in_flight.swap_remove(i));
+                return Poll::Ready(out);
+            }
+        }
+        Poll::Pending
+    })
+}
+
 enum Input {
     Answer(Query, Result<Vec<IpAddr>, QueryError>),
     Connected(AttemptId, Box<dyn Io>, Option<Negotiated>),
@@ -197,8 +220,7 @@ pub async fn connect(
         Some(ip) => Race::with_addresses(id, port, &[ip], config, start),
         None => Race::new(id, port, config, start),
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut tasks: HashMap<Option<AttemptId>, Vec<JoinHandle<()>>> = HashMap::new();
+    let mut in_flight: InFlight = Vec::new();
     let mut streams: HashMap<AttemptId, (Box<dyn Io>, Option<Negotiated>)> = HashMap::new();
     let mut report = Report {
         connection: id,
@@ -216,28 +238,25 @@ pub async fn connect(
         while let Some(action) = race.poll_action() {
             match action {
                 Action::Resolve(query) => {
-                    let (tx, resolver, name) = (tx.clone(), resolver.clone(), host.to_owned());
-                    let task = tokio::spawn(async move {
-                        let _ = tx.send(Input::Answer(query, resolver.query(&name, query).await));
-                    });
-                    tasks.entry(None).or_default().push(task);
+                    let (resolver, name) = (resolver.clone(), host.to_owned());
+                    let fut =
+                        async move { Input::Answer(query, resolver.query(&name, query).await) };
+                    in_flight.push((Key::Query(query), Box::pin(fut)));
                 }
                 Action::StartAttempt { id, addr } => {
                     tracing::debug!(attempt = %id, %addr, "attempt started");
-                    let (tx, tls) = (tx.clone(), tls.clone());
-                    let task = tokio::spawn(async move {
-                        let _ = tx.send(match attempt(addr, tls).await {
+                    let tls = tls.clone();
+                    let fut = async move {
+                        match attempt(addr, tls).await {
                             Ok((stream, negotiated)) => Input::Connected(id, stream, negotiated),
                             Err(e) => Input::Failed(id, e),
-                        });
-                    });
-                    tasks.entry(Some(id)).or_default().push(task);
+                        }
+                    };
+                    in_flight.push((Key::Attempt(id), Box::pin(fut)));
                 }
                 Action::CancelAttempt { id } => {
                     tracing::debug!(attempt = %id, "attempt cancelled");
-                    for t in tasks.remove(&Some(id)).unwrap_or_default() {
-                        t.abort();
-                    }
+                    in_flight.retain(|(key, _)| *key != Key::Attempt(id));
                     streams.remove(&id);
                 }
             }
@@ -264,22 +283,19 @@ pub async fn connect(
         }
         let deadline = race.poll_timeout();
         tokio::select! {
-            input = rx.recv() => match input {
-                Some(Input::Answer(q, r)) => race.handle_answer(q, r, Instant::now()),
-                Some(Input::Connected(id, stream, negotiated)) => {
+            input = next_done(&mut in_flight) => match input {
+                Input::Answer(q, r) => race.handle_answer(q, r, Instant::now()),
+                Input::Connected(id, stream, negotiated) => {
                     streams.insert(id, (stream, negotiated));
                     race.handle_attempt_ready(id, Instant::now());
                 }
-                Some(Input::Failed(id, e)) => race.handle_attempt_failed(id, e, Instant::now()),
-                None => {}
+                Input::Failed(id, e) => race.handle_attempt_failed(id, e, Instant::now()),
             },
             () = sleep_until(deadline) => race.handle_timeout(Instant::now()),
         }
     };
-    // Whatever still runs (late queries, attempts) is stopped; their sockets close.
-    for t in tasks.into_values().flatten() {
-        t.abort();
-    }
+    // Whatever is still in flight (late queries, attempts) is dropped; their sockets close.
+    drop(in_flight);
     match result {
         Ok(stream) => Ok(Connected { stream, report }),
         Err(error) => Err(ConnectError::Race { error, report: Box::new(report) }),
