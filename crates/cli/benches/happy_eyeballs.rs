@@ -34,7 +34,7 @@ fn main() {
     let lab = Lab::new().unwrap_or_else(|e| panic!("the benchmark needs the lab: {e}"));
     println!("time to connected, ms (median of {runs}; tools alternate; curl gives up at {cap} s)");
     println!(
-        "{:<34} {:>7} {:>9} {:>11} {:>13}   nw vs curl, asyncio",
+        "{:<34} {:>7} {:>9} {:>11} {:>13}   peer/nw: curl, asyncio (>1: nw faster)",
         "scenario", "theory", "nw cat", "curl 7.88", "asyncio (HE)"
     );
     for (name, theory) in [
