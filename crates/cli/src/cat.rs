@@ -67,6 +67,12 @@ pub(crate) struct Args {
     /// The certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
+    /// Race at once even when the path is not satisfied (by default nw cat waits for a usable
+    /// path, within --timeout, and says why it waits).
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    conditions: crate::path::ConditionArgs,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -102,7 +108,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let resolver = Arc::new(Resolver::from_system());
     let tls = tls_config(&args).map_err(|e| crate::UsageError(format!("{e:#}")))?;
-    let params = Params { race: config, tls, server_name: args.sni.clone() };
+    let conditions = args.conditions.conditions();
+    if !args.no_wait
+        && let Ok(path) = nw_path::current(&conditions)
+        && path.status != nw_path::Status::Satisfied
+    {
+        let why = path.reason.map_or("the path is not satisfied", |r| r.explain());
+        crate::output::error_line(&format!(
+            "nw cat: waiting for a usable path (up to {} s): {why}",
+            args.timeout
+        ));
+    }
+    let path = (!args.no_wait).then_some(conditions);
+    let params = Params { race: config, tls, server_name: args.sni.clone(), path };
     let connected = match connect(&host, port, &params, resolver).await {
         Ok(c) => c,
         Err(ConnectError::Race { error, report }) => {
@@ -110,6 +128,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 print_report(&report, args.json);
             }
             crate::output::error_line(&format!("nw cat: {error}"));
+            return Ok(Outcome::Negative);
+        }
+        Err(ConnectError::NoPath { report, .. }) if args.report || args.json => {
+            print_report(&report, args.json);
+            crate::output::error_line("nw cat: no usable path before --timeout");
             return Ok(Outcome::Negative);
         }
         Err(other) => {
@@ -290,6 +313,19 @@ fn print_report(report: &Report, json: bool) {
         crate::output::error_line(&format!(
             "  TLS {} {}, ALPN {alpn}, certificate valid for {}",
             t.version, t.cipher, t.server_name
+        ));
+    }
+    for step in &report.path {
+        let what = match step.reason {
+            Some(r) => format!("waiting: {}", r.explain()),
+            None => format!("path {:?}", step.status).to_lowercase(),
+        };
+        crate::output::error_line(&format!("{:>9.1} ms  {what}", step.at.as_secs_f64() * 1e3));
+    }
+    if !report.path.is_empty() {
+        crate::output::error_line(&format!(
+            "  (race times below count from the end of the wait, {:.1} ms)",
+            report.waited.as_secs_f64() * 1e3
         ));
     }
     for e in &report.events {

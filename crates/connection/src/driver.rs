@@ -37,6 +37,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     pub race: Config,
+    /// Consult the network path first: while it is not satisfied under these conditions, the
+    /// connection waits (with the reason) instead of failing, and starts when it is. `None`
+    /// races at once whatever the path says.
+    pub path: Option<nw_path::Conditions>,
     /// TLS over the TCP connection, when set.
     pub tls: Option<Arc<ClientConfig>>,
     /// The name for SNI and the certificate check; the host by default.
@@ -150,6 +154,26 @@ pub struct Report {
     /// What TLS negotiated, for a TLS connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Negotiated>,
+    /// The path as the connection saw it before racing: each status while waiting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<PathStep>,
+    /// Time spent waiting for a usable path before the race started (ms).
+    #[serde(serialize_with = "millis")]
+    pub waited: Duration,
+}
+
+/// The connection's view of the path at one moment: `waiting` with a reason, or `satisfied`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathStep {
+    #[serde(serialize_with = "millis")]
+    pub at: Duration,
+    pub status: nw_path::Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<nw_path::Reason>,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
 /// A connected stream and how it was reached.
@@ -167,6 +191,8 @@ pub enum ConnectError {
     Race { error: RaceError, report: Box<Report> },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", .report.host, .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
+    NoPath { reason: Option<nw_path::Reason>, waited: Duration, report: Box<Report> },
 }
 
 /// What an in-flight future is for, so it can be cancelled.
@@ -214,14 +240,6 @@ pub async fn connect(
         None => None,
     };
     let id = ConnectionId::next();
-    let start = Instant::now();
-    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
-    let mut race = match literal {
-        Some(ip) => Race::with_addresses(id, port, &[ip], config, start),
-        None => Race::new(id, port, config, start),
-    };
-    let mut in_flight: InFlight = Vec::new();
-    let mut streams: HashMap<AttemptId, (Box<dyn Io>, Option<Negotiated>)> = HashMap::new();
     let mut report = Report {
         connection: id,
         host: host.to_owned(),
@@ -230,7 +248,22 @@ pub async fn connect(
         winner: None,
         connected: None,
         tls: None,
+        path: Vec::new(),
+        waited: Duration::ZERO,
     };
+    if let Some(conditions) = &params.path {
+        wait_for_path(conditions, config.timeout, &mut report).await?;
+    }
+    let config = Config { timeout: config.timeout.saturating_sub(report.waited), ..config };
+    let start = Instant::now();
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    let mut race = match literal {
+        Some(ip) => Race::with_addresses(id, port, &[ip], config, start),
+        None => Race::new(id, port, config, start),
+    };
+    let mut in_flight: InFlight = Vec::new();
+    let mut streams: HashMap<AttemptId, (Box<dyn Io>, Option<Negotiated>)> = HashMap::new();
+
     let span = tracing::info_span!("connect", id = %id, host, port);
     let _guard = span.enter();
 
@@ -299,6 +332,78 @@ pub async fn connect(
     match result {
         Ok(stream) => Ok(Connected { stream, report }),
         Err(error) => Err(ConnectError::Race { error, report: Box::new(report) }),
+    }
+}
+
+/// Waits until the path is satisfied under `conditions`, or `limit` has passed. Waiting watches
+/// the path monitor's events (no polling). A path that cannot be read is not a reason to
+/// refuse: the race goes ahead and its attempts say what is wrong.
+#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
+async fn wait_for_path(
+    conditions: &nw_path::Conditions,
+    limit: Duration,
+    report: &mut Report,
+) -> Result<(), ConnectError> {
+    let start = Instant::now();
+    let path = match nw_path::current(conditions) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!("path unknown ({e}); connecting anyway");
+            return Ok(());
+        }
+    };
+    let step =
+        |p: &nw_path::Path, at: Duration| PathStep { at, status: p.status, reason: p.reason };
+    if path.status == nw_path::Status::Satisfied {
+        return Ok(());
+    }
+    tracing::info!(reason = ?path.reason, "waiting for a usable path");
+    report.path.push(step(&path, Duration::ZERO));
+    let options = nw_path::MonitorOptions { conditions: conditions.clone(), ..Default::default() };
+    let mut monitor = match nw_path::PathMonitor::start(options) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!("cannot watch the path ({e}); connecting anyway");
+            return Ok(());
+        }
+    };
+    let mut reason = path.reason;
+    let deadline = tokio::time::Instant::from_std(start + limit);
+    loop {
+        match tokio::time::timeout_at(deadline, monitor.next()).await {
+            Ok(Some(Ok(update))) => {
+                let at = start.elapsed();
+                let last = report.path.last().map(|l| (l.status, l.reason));
+                if last != Some((update.path.status, update.path.reason)) {
+                    report.path.push(step(&update.path, at));
+                }
+                if update.path.status == nw_path::Status::Satisfied {
+                    report.waited = at;
+                    tracing::info!(waited = ?at, "path satisfied; connecting");
+                    return Ok(());
+                }
+                reason = update.path.reason;
+            }
+            Ok(Some(Err(e))) => {
+                // The monitor broke mid-wait: let the race find out what works.
+                tracing::debug!("path monitor failed ({e}); connecting anyway");
+                report.waited = start.elapsed();
+                return Ok(());
+            }
+            Ok(None) => {
+                report.waited = start.elapsed();
+                return Ok(());
+            }
+            Err(_elapsed) => {
+                let waited = start.elapsed();
+                report.waited = waited;
+                return Err(ConnectError::NoPath {
+                    reason,
+                    waited,
+                    report: Box::new(report.clone()),
+                });
+            }
+        }
     }
 }
 

@@ -37,10 +37,13 @@ impl Lab {
         ns.ip(["link", "set", "lo", "up"])?;
         // No duplicate address detection: link-local addresses appear usable at once instead of
         // turning from tentative to valid 1–2 s after every carrier-up, which would be an
-        // address event no test asked for.
+        // address event no test asked for. And IPv6 addresses are kept across link down/up.
         in_namespace(&ns, || {
             for conf in ["all", "default"] {
                 std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/accept_dad"), "0")?;
+                // Static IPv6 addresses survive a link going down and up, as a real host's
+                // configuration would (the kernel's default flushes them).
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/keep_addr_on_down"), "1")?;
             }
             Ok::<(), std::io::Error>(())
         })??;

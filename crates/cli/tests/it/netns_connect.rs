@@ -353,3 +353,84 @@ fn tls_interop_with_openssl_s_server() {
     assert!(stderr.contains("not valid for name \"other.test\""), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// S9 for connections: with no usable path a connection waits, saying why, without busy
+/// polling, and is ready as soon as the path returns; with a short --timeout it gives up,
+/// saying no path came.
+#[test]
+fn s9_connection_waits_for_a_path_then_connects() {
+    let s = scene();
+    // Names from the hosts file: DNS is unreachable while the link is down.
+    s.p.cli
+        .set_hosts("127.0.0.1 localhost\n2001:db8:1::2 www.test\n198.51.100.2 www.test\n")
+        .unwrap();
+    s.p.srv.set_link(&s.p.srv_dev, false).unwrap();
+    // Carrier loss reaches the kernel's view within linkwatch's second.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let v: Value =
+            serde_json::from_str(&s.p.cli.run([NW, "path", "--json"]).unwrap_or_default())
+                .unwrap_or_default();
+        if v["reason"] == "no_carrier" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Gives up after --timeout, saying why.
+    let t = std::time::Instant::now();
+    let out =
+        s.p.cli
+            .command(NW)
+            .args(["cat", "-z", "--timeout", "1", "www.test", "8080"])
+            .output()
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("waiting for a usable path") && stderr.contains("carrier"), "{stderr}");
+    assert!(stderr.contains("still waiting for a usable path"), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(3), "gave up in {:?}", t.elapsed());
+
+    // Waits, then connects once the carrier is back.
+    let mut cmd = s.p.cli.command(NW);
+    cmd.args(["cat", "-z", "--json", "--timeout", "20", "www.test", "8080"]).stderr(Stdio::piped());
+    let mut child = s.p.cli.spawn(cmd).unwrap();
+    let mut err = BufReader::new(child.stderr().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.contains("waiting for a usable path"), "{first}");
+    let cpu_ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit(')').next().unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(child.id()) - before;
+    assert!(used <= 5, "{used} ticks of CPU while waiting: busy polling?");
+    let restored = std::time::Instant::now();
+    s.p.srv.set_link(&s.p.srv_dev, true).unwrap();
+    let status = child.wait_for(Duration::from_secs(10)).unwrap();
+    let took = restored.elapsed();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    let report: Value = serde_json::from_str(rest.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {rest}"));
+    let steps = report["path"].as_array().unwrap();
+    assert_eq!(steps[0]["reason"], "no_carrier", "{report}");
+    assert_eq!(steps.len(), 2, "one step per change: {report}");
+    assert_eq!(steps.last().unwrap()["status"], "satisfied", "{report}");
+    assert!(report["events"].as_array().unwrap().iter().any(|e| e["event"] == "won"), "{report}");
+    eprintln!(
+        "S9 connection: waited {:.0} ms, connected {took:?} after the carrier returned ({used} CPU ticks while waiting)",
+        report["waited"].as_f64().unwrap()
+    );
+    // The kernel may hold the carrier-up event up to a second (linkwatch); then the race, whose
+    // first attempt (IPv6, kept across the outage) should win.
+    assert!(took < Duration::from_millis(1_500), "connected {took:?} after the path returned");
+    let won = report["events"].as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
+    assert_eq!(won["addr"], "[2001:db8:1::2]:8080", "{report}");
+}
