@@ -100,6 +100,12 @@ impl Resolver {
         Err(last)
     }
 
+    /// The network's NAT64 prefix (RFC 7050: the AAAA answer for `ipv4only.arpa`), if any.
+    pub async fn nat64_prefix(&self) -> Option<std::net::Ipv6Addr> {
+        let answer = self.query("ipv4only.arpa", Query::Aaaa).await.ok()?;
+        resolve::nat64_prefix(&answer)
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -157,6 +163,9 @@ pub struct Report {
     /// The path as the connection saw it before racing: each status while waiting.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<PathStep>,
+    /// The NAT64 prefix used to reach IPv4 destinations from an IPv6-only path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat64: Option<std::net::Ipv6Addr>,
     /// Time spent waiting for a usable path before the race started (ms).
     #[serde(serialize_with = "millis")]
     pub waited: Duration,
@@ -249,16 +258,30 @@ pub async fn connect(
         connected: None,
         tls: None,
         path: Vec::new(),
+        nat64: None,
         waited: Duration::ZERO,
     };
     if let Some(conditions) = &params.path {
         wait_for_path(conditions, config.timeout, &mut report).await?;
+        // RFC 8305 §7: on an IPv6-only path, reach IPv4 destinations through the network's
+        // NAT64 prefix, for IPv4 literals and A-only names alike.
+        if let Ok(p) = nw_path::current(conditions)
+            && p.supports_ipv6
+            && !p.supports_ipv4
+        {
+            report.nat64 = resolver.nat64_prefix().await;
+        }
     }
+    let nat64 = report.nat64;
+    let via_nat64 = |ip: IpAddr| match (ip, nat64) {
+        (IpAddr::V4(v4), Some(prefix)) => IpAddr::V6(resolve::synthesize(prefix, v4)),
+        _ => ip,
+    };
     let config = Config { timeout: config.timeout.saturating_sub(report.waited), ..config };
     let start = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
     let mut race = match literal {
-        Some(ip) => Race::with_addresses(id, port, &[ip], config, start),
+        Some(ip) => Race::with_addresses(id, port, &[via_nat64(ip)], config, start),
         None => Race::new(id, port, config, start),
     };
     let mut in_flight: InFlight = Vec::new();
@@ -317,7 +340,10 @@ pub async fn connect(
         let deadline = race.poll_timeout();
         tokio::select! {
             input = next_done(&mut in_flight) => match input {
-                Input::Answer(q, r) => race.handle_answer(q, r, Instant::now()),
+                Input::Answer(q, r) => {
+                    let r = r.map(|addrs| addrs.into_iter().map(via_nat64).collect());
+                    race.handle_answer(q, r, Instant::now());
+                }
                 Input::Connected(id, stream, negotiated) => {
                     streams.insert(id, (stream, negotiated));
                     race.handle_attempt_ready(id, Instant::now());

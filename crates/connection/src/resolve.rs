@@ -138,6 +138,29 @@ pub fn extract(reply: &Message, query: Query) -> Result<(Vec<IpAddr>, Duration),
     Ok((addrs, Duration::from_secs(u64::from(ttl))))
 }
 
+/// RFC 7050 §3: the NAT64 prefix from the AAAA answer for `ipv4only.arpa`: an address whose
+/// last 32 bits are one of the well-known 192.0.0.170 / 192.0.0.171 gives a /96 prefix (RFC
+/// 6052 §2.2). Other prefix lengths are not recognised yet.
+pub fn nat64_prefix(answer: &[IpAddr]) -> Option<std::net::Ipv6Addr> {
+    const WELL_KNOWN: [[u8; 4]; 2] = [[192, 0, 0, 170], [192, 0, 0, 171]];
+    answer.iter().find_map(|ip| {
+        let IpAddr::V6(v6) = ip else { return None };
+        let o = v6.octets();
+        WELL_KNOWN.iter().any(|w| o[12..] == w[..]).then(|| {
+            let mut p = o;
+            p[12..].fill(0);
+            std::net::Ipv6Addr::from(p)
+        })
+    })
+}
+
+/// An IPv4 address inside a /96 NAT64 prefix (RFC 6052 §2.2).
+pub fn synthesize(prefix: std::net::Ipv6Addr, v4: std::net::Ipv4Addr) -> std::net::Ipv6Addr {
+    let mut o = prefix.octets();
+    o[12..].copy_from_slice(&v4.octets());
+    std::net::Ipv6Addr::from(o)
+}
+
 /// Answers by name and query, until their TTL runs out.
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -215,6 +238,24 @@ mod tests {
         assert_eq!(extract(&m, Query::A), Err(QueryError::NoSuchName));
         m.metadata.response_code = ResponseCode::ServFail;
         assert!(matches!(extract(&m, Query::A), Err(QueryError::ServerFailure(_))));
+    }
+
+    #[test]
+    fn nat64_prefix_discovery_and_synthesis() {
+        let answer: Vec<IpAddr> =
+            vec!["64:ff9b::c000:aa".parse().unwrap(), "64:ff9b::c000:ab".parse().unwrap()];
+        let prefix = nat64_prefix(&answer).unwrap();
+        assert_eq!(prefix, "64:ff9b::".parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(
+            synthesize(prefix, "198.51.100.2".parse().unwrap()),
+            "64:ff9b::c633:6402".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            nat64_prefix(&["2001:db8::1".parse().unwrap(), "192.0.0.170".parse().unwrap()]),
+            None
+        );
+        let local: Vec<IpAddr> = vec!["2001:db8:64::c000:ab".parse().unwrap()];
+        assert_eq!(nat64_prefix(&local), Some("2001:db8:64::".parse().unwrap()));
     }
 
     #[test]

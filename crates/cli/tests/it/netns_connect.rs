@@ -434,3 +434,41 @@ fn s9_connection_waits_for_a_path_then_connects() {
     let won = report["events"].as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
     assert_eq!(won["addr"], "[2001:db8:1::2]:8080", "{report}");
 }
+
+/// S12: an IPv6-only client behind NAT64 (64:ff9b::/96) reaches an A-only name and an IPv4
+/// literal through the synthesized address. No translator: the server holds the synthesized
+/// address itself (LAB.md).
+#[test]
+fn s12_ipv6_only_with_nat64_reaches_ipv4_names_and_literals() {
+    let lab = Lab::new().unwrap_or_else(|e| panic!("lab setup failed: {e}"));
+    let p = lab.pair().unwrap_or_else(|e| panic!("lab setup failed: {e}"));
+    p.cli.ip(["addr", "del", "198.51.100.1/24", "dev", "eth0"]).unwrap(); // IPv6-only now
+    p.srv.add_address("eth0", "64:ff9b::c633:6402".parse().unwrap(), 128).unwrap();
+    let mut script =
+        Script { ttl: 30, nat64_prefix: Some("64:ff9b::".parse().unwrap()), ..Script::default() };
+    script.records.insert(
+        "v4only.test".into(),
+        Records { a: vec![addr::SRV_V4], aaaa: vec![], https_alpn: vec![] },
+    );
+    let _dns = DnsServer::start(&p.srv, SocketAddr::new(addr::SRV_V6.into(), 53), script).unwrap();
+    p.cli.set_resolv_conf("nameserver 2001:db8:1::2\noptions timeout:2 attempts:1\n").unwrap();
+    p.cli.set_hosts("127.0.0.1 localhost\n").unwrap();
+    let _listener = in_namespace(&p.srv, || TcpListener::bind(("::", PORT))).unwrap().unwrap();
+
+    let path: Value = serde_json::from_str(&p.cli.run([NW, "path", "--json"]).unwrap()).unwrap();
+    assert_eq!(
+        (&path["supports_ipv4"], &path["supports_ipv6"]),
+        (&Value::Bool(false), &Value::Bool(true)),
+        "{path}"
+    );
+    for target in ["v4only.test", "198.51.100.2"] {
+        let out = p.cli.command(NW).args(["cat", "-z", "--json", target, "8080"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{target}: {stderr}");
+        let report: Value =
+            serde_json::from_str(stderr.lines().next().unwrap_or_default()).unwrap();
+        assert_eq!(report["nat64"], "64:ff9b::", "{report}");
+        assert_eq!(report["connected"], "[64:ff9b::c633:6402]:8080", "{target}: {report}");
+        eprintln!("S12 {target}: connected via {} ", report["connected"]);
+    }
+}
