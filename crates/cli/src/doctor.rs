@@ -4,7 +4,14 @@
 //! Findings about the host (no default route, cost unknown) are warnings. The exit status is 1
 //! only when one of doctor's own checks fails, or the TARGET the caller named cannot be reached.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use nw_connection::driver::{ConnectError, Params, Resolver, connect};
+use nw_connection::happy_eyeballs::{Config as RaceConfig, RaceError};
+use nw_connection::testserver::TestServer;
+use nw_connection::tls::ClientOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use nw_path::{Path, PathMonitor, Snapshot, Status};
 use serde::Serialize;
@@ -71,6 +78,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             json!({"error": e.to_string()}),
         )),
     }
+    sections.push(connectivity().await);
     if let Some(target) = &args.target {
         sections.push(target_section(target).await);
     }
@@ -194,6 +202,8 @@ async fn monitor(oneshot: &Path) -> Section {
 struct Target {
     host: String,
     port: u16,
+    /// https:// and wss:// targets are checked with TLS (the system's anchors).
+    tls: bool,
 }
 
 fn parse_target(text: &str) -> Result<Target, String> {
@@ -232,12 +242,100 @@ fn parse_target(text: &str) -> Result<Target, String> {
     if port == 0 {
         return Err(format!("{text:?}: port 0 cannot be connected to; {hint}"));
     }
-    Ok(Target { host: host.to_owned(), port })
+    let tls = matches!(scheme.as_deref(), Some("https" | "wss"));
+    Ok(Target { host: host.to_owned(), port, tls })
 }
 
-/// Resolves the target and opens one TCP connection (each address in turn, 3 s apiece).
-/// Connection racing arrives with nw-connection; this is a plain reachability check.
-#[allow(clippy::disallowed_methods, reason = "front end: times its own check")]
+/// Doctor's own check: a TLS race to `localhost` against the embedded test server on loopback
+/// (the resolver, the race, TLS and trust, end to end), echoing a line back.
+async fn connectivity() -> Section {
+    let server = match TestServer::start(([127, 0, 0, 1], 0).into()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Section::new(
+                "connectivity",
+                Level::Fail,
+                format!("cannot start the embedded server: {e}"),
+                Value::Null,
+            );
+        }
+    };
+    let port = server.local_addr().port();
+    let options = ClientOptions {
+        extra_anchors: vec![server.root()],
+        alpn: vec![b"nwkit-echo".to_vec()],
+        ..ClientOptions::default()
+    };
+    let config = match options.config() {
+        Ok(c) => c,
+        Err(e) => return Section::new("connectivity", Level::Fail, e.to_string(), Value::Null),
+    };
+    let params = Params {
+        race: RaceConfig { timeout: Duration::from_secs(5), ..RaceConfig::default() },
+        tls: Some(config),
+        server_name: Some("localhost".into()),
+        path: None,
+    };
+    let resolver = Arc::new(Resolver::from_system());
+    let mut level = Level::Ok;
+    let mut note = String::new();
+    let mut result = connect("localhost", port, &params, resolver.clone()).await;
+    if let Err(ConnectError::Race { error: RaceError::NoAddresses { .. }, .. }) = &result {
+        level = Level::Warn;
+        note = " (localhost does not resolve: check /etc/hosts)".into();
+        result = connect("127.0.0.1", port, &params, resolver).await;
+    }
+    let section = match result {
+        Ok(mut c) => {
+            let echoed = async {
+                c.stream.write_all(b"nw doctor\n").await?;
+                c.stream.shutdown().await?;
+                let mut back = Vec::new();
+                c.stream.read_to_end(&mut back).await?;
+                Ok::<_, std::io::Error>(back)
+            };
+            let back = tokio::time::timeout(Duration::from_secs(3), echoed).await;
+            let details = serde_json::to_value(&c.report).unwrap_or(Value::Null);
+            let won = c.report.events.iter().find_map(|e| match e {
+                nw_connection::happy_eyeballs::Event::Won { at, .. } => {
+                    Some(at.as_secs_f64() * 1e3)
+                }
+                _ => None,
+            });
+            let version = c.report.tls.as_ref().map_or("no TLS", |t| t.version.as_str());
+            match back {
+                Ok(Ok(b)) if b == b"nw doctor\n" => Section::new(
+                    "connectivity",
+                    level,
+                    format!(
+                        "race to the embedded server: {} by {} in {:.1} ms, {version}, echo ok{note}",
+                        c.report.connected.map_or_else(String::new, |a| a.to_string()),
+                        c.report.winner.map_or_else(String::new, |w| w.to_string()),
+                        won.unwrap_or_default()
+                    ),
+                    details,
+                ),
+                _ => Section::new(
+                    "connectivity",
+                    Level::Fail,
+                    "connected, but the embedded server's echo did not come back",
+                    details,
+                ),
+            }
+        }
+        Err(e) => Section::new(
+            "connectivity",
+            Level::Fail,
+            format!("cannot reach the embedded server: {e}"),
+            Value::Null,
+        ),
+    };
+    server.shutdown().await;
+    section
+}
+
+/// Races to the target the caller named (TCP; TLS with the system's anchors for https:// and
+/// wss://), and reports how.
 async fn target_section(text: &str) -> Section {
     let target = match parse_target(text) {
         Ok(t) => t,
@@ -250,49 +348,65 @@ async fn target_section(text: &str) -> Section {
             );
         }
     };
-    let started = std::time::Instant::now();
-    let addrs: Vec<std::net::SocketAddr> =
-        match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
-            Ok(a) => a.collect(),
+    let tls = if target.tls {
+        match (ClientOptions { system_anchors: true, ..ClientOptions::default() }).config() {
+            Ok(c) => Some(c),
             Err(e) => {
-                let why = format!(
-                    "could not resolve {}: {e}; check the name and `nw path` (supports DNS?)",
-                    target.host
-                );
-                return Section::new(
-                    "target",
-                    Level::Fail,
-                    why.clone(),
-                    json!({"target": text, "error": why}),
-                );
+                return Section::new("target", Level::Fail, e.to_string(), json!({"target": text}));
             }
-        };
-    let mut errors = Vec::new();
-    for addr in &addrs {
-        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
-            .await
-        {
-            Ok(Ok(_)) => {
-                let ms = started.elapsed().as_secs_f64() * 1e3;
-                return Section::new(
-                    "target",
-                    Level::Ok,
-                    format!("TCP connected to {addr} in {ms:.1} ms"),
-                    json!({"target": text, "addresses": addrs, "connected": addr, "ms": ms}),
-                );
-            }
-            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
-            Err(_) => errors.push(format!("{addr}: no answer within 3 s")),
+        }
+    } else {
+        None
+    };
+    let params = Params {
+        race: RaceConfig { timeout: Duration::from_secs(10), ..RaceConfig::default() },
+        tls,
+        server_name: None,
+        path: None,
+    };
+    match connect(&target.host, target.port, &params, Arc::new(Resolver::from_system())).await {
+        Ok(c) => {
+            let won = c.report.events.iter().find_map(|e| match e {
+                nw_connection::happy_eyeballs::Event::Won { at, .. } => {
+                    Some(at.as_secs_f64() * 1e3)
+                }
+                _ => None,
+            });
+            let how = c
+                .report
+                .tls
+                .as_ref()
+                .map_or_else(|| "TCP".to_owned(), |t| format!("TLS {}", t.version));
+            let summary = format!(
+                "{how} connected to {} in {:.1} ms ({} attempt(s))",
+                c.report.connected.map_or_else(String::new, |a| a.to_string()),
+                won.unwrap_or_default(),
+                c.report
+                    .events
+                    .iter()
+                    .filter(|e| matches!(
+                        e,
+                        nw_connection::happy_eyeballs::Event::AttemptStarted { .. }
+                    ))
+                    .count()
+            );
+            Section::new(
+                "target",
+                Level::Ok,
+                summary,
+                serde_json::to_value(&c.report).unwrap_or(Value::Null),
+            )
+        }
+        Err(e) => {
+            let details = match &e {
+                ConnectError::Race { report, .. } => {
+                    serde_json::to_value(report).unwrap_or(Value::Null)
+                }
+                _ => json!({"target": text}),
+            };
+            Section::new("target", Level::Fail, e.to_string(), details)
         }
     }
-    let why =
-        format!("could not connect to {}:{} ({})", target.host, target.port, errors.join("; "));
-    Section::new(
-        "target",
-        Level::Fail,
-        why,
-        json!({"target": text, "addresses": addrs, "errors": errors}),
-    )
 }
 
 #[cfg(test)]
@@ -300,12 +414,15 @@ mod tests {
     use super::*;
 
     fn t(host: &str, port: u16) -> Target {
-        Target { host: host.into(), port }
+        Target { host: host.into(), port, tls: false }
     }
 
     #[test]
     fn targets_parse_or_say_what_to_try() {
-        assert_eq!(parse_target("https://example.test/x?y").unwrap(), t("example.test", 443));
+        assert_eq!(
+            parse_target("https://example.test/x?y").unwrap(),
+            Target { tls: true, ..t("example.test", 443) }
+        );
         assert_eq!(parse_target("http://u:p@example.test:8080").unwrap(), t("example.test", 8080));
         assert_eq!(parse_target("127.0.0.1:22").unwrap(), t("127.0.0.1", 22));
         assert_eq!(parse_target("[2001:db8::1]:443").unwrap(), t("2001:db8::1", 443));

@@ -48,4 +48,5 @@ pub mod happy_eyeballs;
 pub mod id;
 pub mod listener;
 pub mod resolve;
+pub mod testserver;
 pub mod tls;

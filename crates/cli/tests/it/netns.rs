@@ -318,6 +318,7 @@ fn doctor_in_a_namespace_warns_without_failing() {
     assert_eq!(get("path")["status"], "warn");
     assert_eq!(get("path")["details"]["reason"], "local_network_only");
     assert_eq!(get("monitor")["status"], "ok", "{v}");
+    assert_eq!(get("connectivity")["status"], "ok", "the embedded race works offline: {v}");
     assert_eq!(get("interfaces")["status"], "ok");
 }
 

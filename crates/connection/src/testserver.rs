@@ -1,0 +1,67 @@
+//! The embedded test server's connection part: a TLS echo service on loopback with a
+//! throwaway test CA, for `nw doctor`, tests and examples. (Its HTTP part will live with the
+//! transfer engine; there is one test server, not several.)
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::AsyncWriteExt;
+
+use crate::listener::{self, Handler, Listener};
+use crate::tls::{self, TestCa, TlsError};
+
+/// A running test server; dropping it stops it.
+#[derive(Debug)]
+pub struct TestServer {
+    listener: Listener,
+    root: CertificateDer<'static>,
+}
+
+impl TestServer {
+    /// Starts a TLS echo server on `addr` (use a loopback address and port 0). Its certificate
+    /// names `localhost`, 127.0.0.1 and ::1, issued by a CA made for this server alone.
+    pub async fn start(addr: SocketAddr) -> Result<Self, TestServerError> {
+        let ca = TestCa::new("nwkit embedded test server CA")?;
+        let issued = ca.issue_server(&["localhost", "127.0.0.1", "::1"])?;
+        let config = tls::server_config(issued.chain, issued.key, &[b"nwkit-echo".to_vec()])?;
+        let echo: Handler = Arc::new(|stream, _peer| {
+            Box::pin(async move {
+                let (mut rd, mut wr) = tokio::io::split(stream);
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                let _ = wr.shutdown().await;
+            })
+        });
+        let settings = listener::Config {
+            tls: Some(config),
+            max_connections: 64,
+            handshake_timeout: Duration::from_secs(5),
+        };
+        let listener = Listener::bind(addr, settings, echo).await.map_err(TestServerError::Bind)?;
+        Ok(Self { listener, root: ca.root() })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// The only anchor that trusts this server.
+    pub fn root(&self) -> CertificateDer<'static> {
+        self.root.clone()
+    }
+
+    pub async fn shutdown(self) {
+        self.listener.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
+/// Why the test server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestServerError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on loopback: {0}")]
+    Bind(#[source] std::io::Error),
+}
