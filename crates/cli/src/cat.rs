@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use nw_connection::driver::{ConnectError, Params, Report, Resolver, connect};
+use nw_connection::driver::{ConnectError, Params, Report, Resolver, Transport, connect};
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference};
 use nw_connection::tls;
 use tokio::io::AsyncWriteExt;
@@ -50,19 +50,23 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
     /// Speak TLS over the connection (the system's anchors plus any --anchor).
-    #[arg(long)]
+    #[arg(long, group = "secure")]
     tls: bool,
+    /// Connect over QUIC (TLS 1.3 built in; needs --alpn): one bidirectional stream carries
+    /// the bytes.
+    #[arg(long, group = "secure", requires = "alpn", conflicts_with = "listen")]
+    quic: bool,
     /// ALPN protocols to offer, most preferred first (e.g. h2,http/1.1).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "tls")]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "secure")]
     alpn: Vec<String>,
     /// Also trust the certificates in this PEM file (repeatable).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "secure")]
     anchor: Vec<PathBuf>,
     /// The name to send (SNI) and check the certificate for; the host by default.
-    #[arg(long, value_name = "NAME", requires = "tls")]
+    #[arg(long, value_name = "NAME", requires = "secure")]
     sni: Option<String>,
     /// A certificate chain (PEM): the client's identity, or with -l the server's.
-    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    #[arg(long, value_name = "FILE", requires_all = ["secure", "key"])]
     cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
@@ -120,7 +124,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ));
     }
     let path = (!args.no_wait).then_some(conditions);
-    let params = Params { race: config, tls, server_name: args.sni.clone(), path };
+    let transport = if args.quic { Transport::Quic } else { Transport::Tcp };
+    let params = Params { race: config, transport, tls, server_name: args.sni.clone(), path };
     let connected = match connect(&host, port, &params, resolver).await {
         Ok(c) => c,
         Err(ConnectError::Race { error, report }) => {
@@ -269,7 +274,7 @@ fn alpn(args: &Args) -> Vec<Vec<u8>> {
 
 /// The TLS client configuration the flags ask for. Bad files are usage errors that name them.
 fn tls_config(args: &Args) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
-    if !args.tls {
+    if !args.tls && !args.quic {
         return Ok(None);
     }
     let mut extra_anchors = Vec::new();

@@ -274,7 +274,7 @@ async fn connectivity() -> Section {
         race: RaceConfig { timeout: Duration::from_secs(5), ..RaceConfig::default() },
         tls: Some(config),
         server_name: Some("localhost".into()),
-        path: None,
+        ..Params::default()
     };
     let resolver = Arc::new(Resolver::from_system());
     let mut level = Level::Ok;
@@ -361,8 +361,7 @@ async fn target_section(text: &str) -> Section {
     let params = Params {
         race: RaceConfig { timeout: Duration::from_secs(10), ..RaceConfig::default() },
         tls,
-        server_name: None,
-        path: None,
+        ..Params::default()
     };
     match connect(&target.host, target.port, &params, Arc::new(Resolver::from_system())).await {
         Ok(c) => {

@@ -81,3 +81,15 @@ fn main() -> ExitCode {
         Err(e) => output::fail_environment(&e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks a command's definition only when it is built: do it here, not in front of
+    /// a user.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

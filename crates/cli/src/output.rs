@@ -6,12 +6,15 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 pub(crate) fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+    // -v raises nwkit's own crates; dependencies stay one level quieter, so their chatter
+    // (quinn-udp warning about every refused datagram) does not drown ours.
+    let (ours, theirs) = match verbose {
+        0 => ("warn", "error"),
+        1 => ("info", "warn"),
+        2 => ("debug", "info"),
+        _ => ("trace", "debug"),
     };
+    let default = format!("{theirs},nw={ours},nw_path={ours},nw_connection={ours},nw_lab={ours}");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

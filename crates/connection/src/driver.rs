@@ -33,10 +33,22 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
 
+/// The transport each attempt uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// TCP, with TLS on top when `Params::tls` is set.
+    #[default]
+    Tcp,
+    /// QUIC (which always carries TLS 1.3: `Params::tls` is required, with ALPN).
+    Quic,
+}
+
 /// What to connect with.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     pub race: Config,
+    pub transport: Transport,
     /// Consult the network path first: while it is not satisfied under these conditions, the
     /// connection waits (with the reason) instead of failing, and starts when it is. `None`
     /// races at once whatever the path says.
@@ -200,6 +212,8 @@ pub enum ConnectError {
     Race { error: RaceError, report: Box<Report> },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("QUIC needs TLS settings with at least one ALPN protocol (e.g. --alpn h3)")]
+    QuicNeedsTls,
     #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", .report.host, .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
     NoPath { reason: Option<nw_path::Reason>, waited: Duration, report: Box<Report> },
 }
@@ -242,6 +256,12 @@ pub async fn connect(
     resolver: Arc<Resolver>,
 ) -> Result<Connected, ConnectError> {
     let config = params.race;
+    if params.transport == Transport::Quic
+        && params.tls.as_ref().is_none_or(|t| t.alpn_protocols.is_empty())
+    {
+        return Err(ConnectError::QuicNeedsTls);
+    }
+    let transport = params.transport;
     let tls = match &params.tls {
         Some(c) => {
             Some((c.clone(), tls::server_name(params.server_name.as_deref().unwrap_or(host))?))
@@ -303,7 +323,13 @@ pub async fn connect(
                     tracing::debug!(attempt = %id, %addr, "attempt started");
                     let tls = tls.clone();
                     let fut = async move {
-                        match attempt(addr, tls).await {
+                        let result = match (transport, tls) {
+                            (Transport::Quic, Some((config, name))) => {
+                                crate::quic::attempt(addr, config, name.to_str().into_owned()).await
+                            }
+                            (_, tls) => attempt(addr, tls).await,
+                        };
+                        match result {
                             Ok((stream, negotiated)) => Input::Connected(id, stream, negotiated),
                             Err(e) => Input::Failed(id, e),
                         }

@@ -47,6 +47,7 @@ pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
 pub mod listener;
+mod quic;
 pub mod resolve;
 pub mod testserver;
 pub mod tls;

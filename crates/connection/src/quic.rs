@@ -1,0 +1,99 @@
+//! QUIC attempts (quinn, aws-lc-rs): the whole stack — QUIC and its TLS 1.3 handshake with the
+//! certificate check — is up before an attempt counts as ready. The connection then carries
+//! one bidirectional stream, which is what `nw cat --quic` relays.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use quinn::crypto::rustls::{HandshakeData, QuicClientConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::driver::Io;
+use crate::happy_eyeballs::AttemptError;
+use crate::tls::Negotiated;
+
+/// One QUIC attempt to `addr`, authenticating `server_name`.
+pub(crate) async fn attempt(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: String,
+) -> Result<(Box<dyn Io>, Option<Negotiated>), AttemptError> {
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|e| AttemptError::Tls(format!("this TLS configuration cannot carry QUIC: {e}")))?;
+    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let bind: SocketAddr =
+        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let endpoint = quinn::Endpoint::client(bind)
+        .map_err(|e| AttemptError::Other(format!("QUIC socket: {e}")))?;
+    let connecting = endpoint
+        .connect_with(config, addr, &server_name)
+        .map_err(|e| AttemptError::Other(format!("QUIC: {e}")))?;
+    let conn = connecting.await.map_err(|e| error(&e))?;
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .map(|p| String::from_utf8_lossy(&p).into_owned());
+    let (send, recv) = conn.open_bi().await.map_err(|e| error(&e))?;
+    let negotiated = Negotiated {
+        version: "QUICv1 (TLSv1_3)".into(),
+        cipher: "TLS13".into(),
+        alpn,
+        server_name,
+    };
+    Ok((Box::new(QuicStream { send, recv, _conn: conn, _endpoint: endpoint }), Some(negotiated)))
+}
+
+fn error(e: &quinn::ConnectionError) -> AttemptError {
+    match e {
+        quinn::ConnectionError::TimedOut => AttemptError::TimedOut,
+        quinn::ConnectionError::TransportError(t) => {
+            AttemptError::Tls(format!("QUIC handshake: {t}"))
+        }
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            AttemptError::Other(format!("QUIC: the peer closed: {c}"))
+        }
+        other => AttemptError::Other(format!("QUIC: {other}")),
+    }
+}
+
+/// A QUIC connection's one bidirectional stream, as a byte stream. Holds the connection and
+/// its endpoint, so both live as long as the stream.
+#[derive(Debug)]
+pub(crate) struct QuicStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    _conn: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.send).poll_write(cx, buf).map_err(std::io::Error::from)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.send).poll_flush(cx)
+    }
+
+    /// Finishes the stream: the peer reads EOF (a half-close).
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.send).poll_shutdown(cx)
+    }
+}
