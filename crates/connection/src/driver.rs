@@ -5,7 +5,6 @@
 //! drops its future, which closes the socket: no also-ran stays half-open. With TLS, an attempt is ready only when the handshake
 //! (and so the certificate check) is done: a path that accepts TCP but never speaks TLS loses.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -282,13 +281,10 @@ pub async fn connect(
         waited: Duration::ZERO,
     };
     if let Some(conditions) = &params.path {
-        wait_for_path(conditions, config.timeout, &mut report).await?;
+        let path = wait_for_path(conditions, config.timeout, &mut report).await?;
         // RFC 8305 §7: on an IPv6-only path, reach IPv4 destinations through the network's
         // NAT64 prefix, for IPv4 literals and A-only names alike.
-        if let Ok(p) = nw_path::current(conditions)
-            && p.supports_ipv6
-            && !p.supports_ipv4
-        {
+        if path.is_some_and(|p| p.supports_ipv6 && !p.supports_ipv4) {
             report.nat64 = resolver.nat64_prefix().await;
         }
     }
@@ -305,7 +301,9 @@ pub async fn connect(
         None => Race::new(id, port, config, start),
     };
     let mut in_flight: InFlight = Vec::new();
-    let mut streams: HashMap<AttemptId, (Box<dyn Io>, Option<Negotiated>)> = HashMap::new();
+    // Only the `Connected` input that has just arrived can win the race, so its stream is kept
+    // then; every other connected stream drops (closes) where it arrives.
+    let mut won: Option<(Box<dyn Io>, Option<Negotiated>)> = None;
 
     let span = tracing::info_span!("connect", id = %id, host, port);
     let _guard = span.enter();
@@ -339,29 +337,23 @@ pub async fn connect(
                 Action::CancelAttempt { id } => {
                     tracing::debug!(attempt = %id, "attempt cancelled");
                     in_flight.retain(|(key, _)| *key != Key::Attempt(id));
-                    streams.remove(&id);
                 }
             }
         }
         while let Some(event) = race.poll_event() {
             report.events.push(event);
         }
-        match race.outcome() {
-            Some(Outcome::Won { id, addr }) => {
-                report.winner = Some(*id);
-                report.connected = Some(*addr);
-                tracing::info!(attempt = %id, %addr, "connected");
-                // The winner's stream was stored just before it was declared ready.
-                match streams.remove(id) {
-                    Some((stream, negotiated)) => {
-                        report.tls = negotiated;
-                        break Ok(stream);
-                    }
-                    None => break Err(RaceError::TimedOut(Duration::ZERO)),
-                }
-            }
-            Some(Outcome::Failed(e)) => break Err(e.clone()),
-            None => {}
+        if let (Some((stream, negotiated)), Some(Outcome::Won { id, addr })) =
+            (won.take(), race.outcome())
+        {
+            report.winner = Some(*id);
+            report.connected = Some(*addr);
+            report.tls = negotiated;
+            tracing::info!(attempt = %id, %addr, "connected");
+            break Ok(stream);
+        }
+        if let Some(Outcome::Failed(e)) = race.outcome() {
+            break Err(e.clone());
         }
         let deadline = race.poll_timeout();
         tokio::select! {
@@ -371,8 +363,10 @@ pub async fn connect(
                     race.handle_answer(q, r, Instant::now());
                 }
                 Input::Connected(id, stream, negotiated) => {
-                    streams.insert(id, (stream, negotiated));
                     race.handle_attempt_ready(id, Instant::now());
+                    if matches!(race.outcome(), Some(Outcome::Won { id: w, .. }) if *w == id) {
+                        won = Some((stream, negotiated));
+                    }
                 }
                 Input::Failed(id, e) => race.handle_attempt_failed(id, e, Instant::now()),
             },
@@ -387,27 +381,28 @@ pub async fn connect(
     }
 }
 
-/// Waits until the path is satisfied under `conditions`, or `limit` has passed. Waiting watches
-/// the path monitor's events (no polling). A path that cannot be read is not a reason to
-/// refuse: the race goes ahead and its attempts say what is wrong.
+/// Waits until the path is satisfied under `conditions`, or `limit` has passed, and returns the
+/// satisfied path. Waiting watches the path monitor's events (no polling). A path that cannot
+/// be read or watched is not a reason to refuse: the race goes ahead (`None`) and its attempts
+/// say what is wrong.
 #[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
 async fn wait_for_path(
     conditions: &nw_path::Conditions,
     limit: Duration,
     report: &mut Report,
-) -> Result<(), ConnectError> {
+) -> Result<Option<nw_path::Path>, ConnectError> {
     let start = Instant::now();
     let path = match nw_path::current(conditions) {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!("path unknown ({e}); connecting anyway");
-            return Ok(());
+            return Ok(None);
         }
     };
     let step =
         |p: &nw_path::Path, at: Duration| PathStep { at, status: p.status, reason: p.reason };
     if path.status == nw_path::Status::Satisfied {
-        return Ok(());
+        return Ok(Some(path));
     }
     tracing::info!(reason = ?path.reason, "waiting for a usable path");
     report.path.push(step(&path, Duration::ZERO));
@@ -416,10 +411,9 @@ async fn wait_for_path(
         Ok(m) => m,
         Err(e) => {
             tracing::debug!("cannot watch the path ({e}); connecting anyway");
-            return Ok(());
+            return Ok(None);
         }
     };
-    let mut reason = path.reason;
     let deadline = tokio::time::Instant::from_std(start + limit);
     loop {
         match tokio::time::timeout_at(deadline, monitor.next()).await {
@@ -432,23 +426,21 @@ async fn wait_for_path(
                 if update.path.status == nw_path::Status::Satisfied {
                     report.waited = at;
                     tracing::info!(waited = ?at, "path satisfied; connecting");
-                    return Ok(());
+                    return Ok(Some(update.path));
                 }
-                reason = update.path.reason;
             }
-            Ok(Some(Err(e))) => {
-                // The monitor broke mid-wait: let the race find out what works.
-                tracing::debug!("path monitor failed ({e}); connecting anyway");
+            Ok(ended) => {
+                // The monitor broke or stopped mid-wait: let the race find out what works.
+                if let Some(Err(e)) = ended {
+                    tracing::debug!("path monitor failed ({e}); connecting anyway");
+                }
                 report.waited = start.elapsed();
-                return Ok(());
-            }
-            Ok(None) => {
-                report.waited = start.elapsed();
-                return Ok(());
+                return Ok(None);
             }
             Err(_elapsed) => {
                 let waited = start.elapsed();
                 report.waited = waited;
+                let reason = report.path.last().and_then(|step| step.reason);
                 return Err(ConnectError::NoPath {
                     reason,
                     waited,
