@@ -296,12 +296,7 @@ async fn connectivity() -> Section {
             };
             let back = tokio::time::timeout(Duration::from_secs(3), echoed).await;
             let details = serde_json::to_value(&c.report).unwrap_or(Value::Null);
-            let won = c.report.events.iter().find_map(|e| match e {
-                nw_connection::happy_eyeballs::Event::Won { at, .. } => {
-                    Some(at.as_secs_f64() * 1e3)
-                }
-                _ => None,
-            });
+            let won = c.report.ready_after().map(|d| d.as_secs_f64() * 1e3);
             let version = c.report.tls.as_ref().map_or("no TLS", |t| t.version.as_str());
             match back {
                 Ok(Ok(b)) if b == b"nw doctor\n" => Section::new(
@@ -365,12 +360,7 @@ async fn target_section(text: &str) -> Section {
     };
     match connect(&target.host, target.port, &params, Arc::new(Resolver::from_system())).await {
         Ok(c) => {
-            let won = c.report.events.iter().find_map(|e| match e {
-                nw_connection::happy_eyeballs::Event::Won { at, .. } => {
-                    Some(at.as_secs_f64() * 1e3)
-                }
-                _ => None,
-            });
+            let won = c.report.ready_after().map(|d| d.as_secs_f64() * 1e3);
             let how = c
                 .report
                 .tls
@@ -380,14 +370,7 @@ async fn target_section(text: &str) -> Section {
                 "{how} connected to {} in {:.1} ms ({} attempt(s))",
                 c.report.connected.map_or_else(String::new, |a| a.to_string()),
                 won.unwrap_or_default(),
-                c.report
-                    .events
-                    .iter()
-                    .filter(|e| matches!(
-                        e,
-                        nw_connection::happy_eyeballs::Event::AttemptStarted { .. }
-                    ))
-                    .count()
+                c.report.attempts()
             );
             Section::new(
                 "target",

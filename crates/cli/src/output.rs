@@ -21,8 +21,7 @@ pub(crate) fn init_logging(verbose: u8) {
 
 /// Prints an error chain on stderr and returns exit status 3.
 pub(crate) fn fail_environment(e: &anyhow::Error) -> ExitCode {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "nw: {e:#}");
+    error_line(&format!("nw: {e:#}"));
     ExitCode::from(crate::EXIT_ENVIRONMENT)
 }
 

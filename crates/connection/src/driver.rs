@@ -178,22 +178,33 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nat64: Option<std::net::Ipv6Addr>,
     /// Time spent waiting for a usable path before the race started (ms).
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::happy_eyeballs::millis")]
     pub waited: Duration,
+}
+
+impl Report {
+    /// How long after the race started the winner was ready.
+    pub fn ready_after(&self) -> Option<Duration> {
+        self.events.iter().find_map(|e| match e {
+            Event::Won { at, .. } => Some(*at),
+            _ => None,
+        })
+    }
+
+    /// How many attempts the race started.
+    pub fn attempts(&self) -> usize {
+        self.events.iter().filter(|e| matches!(e, Event::AttemptStarted { .. })).count()
+    }
 }
 
 /// The connection's view of the path at one moment: `waiting` with a reason, or `satisfied`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathStep {
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::happy_eyeballs::millis")]
     pub at: Duration,
     pub status: nw_path::Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<nw_path::Reason>,
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
 /// A connected stream and how it was reached.

@@ -148,10 +148,7 @@ async fn accept_loop(
                 // (ECONNABORTED: the client left before accept) just move on.
                 if matches!(e.raw_os_error(), Some(code) if code == 24 || code == 23) {
                     tracing::warn!("accept: {e}; backing off 100 ms");
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(
-                        std_now() + Duration::from_millis(100),
-                    ))
-                    .await;
+                    back_off().await;
                 } else {
                     tracing::debug!("accept: {e}");
                 }
@@ -197,7 +194,7 @@ async fn accept_loop(
     }
 }
 
-#[allow(clippy::disallowed_methods, reason = "driver: a back-off deadline")]
-fn std_now() -> std::time::Instant {
-    std::time::Instant::now()
+#[allow(clippy::disallowed_methods, reason = "driver: waiting out descriptor exhaustion")]
+async fn back_off() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
