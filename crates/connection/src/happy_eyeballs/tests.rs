@@ -479,6 +479,10 @@ fn the_trace_names_attempts_hierarchically_and_serialises() {
     let sim = Sim::run(&dual(Host::Blackhole, Host::Ready(RTT)), Config::default());
     let ids: Vec<String> = sim.started.iter().map(|s| s.1.to_string()).collect();
     assert_eq!(ids, ["C7.1", "C7.2"]);
-    let json: Vec<String> = sim.events.iter().map(|e| format!("{e:?}")).collect();
-    assert!(json.iter().any(|e| e.starts_with("Won")), "{json:?}");
+    let json = serde_json::to_value(&sim.events).unwrap();
+    let won = json.as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
+    assert_eq!((&won["id"], &won["addr"]), (&"C7.2".into(), &"198.51.100.2:443".into()), "{json}");
+    assert_eq!(won["at"], 260.0, "times are milliseconds: {json}");
+    let failed = serde_json::to_value(AttemptError::Tls("bad".into())).unwrap();
+    assert_eq!(failed, serde_json::json!({"kind": "tls", "detail": "bad"}));
 }
