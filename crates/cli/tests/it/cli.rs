@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::watch::NW;
+use crate::support::{NW, event, section};
 
 fn nw(args: &[&str]) -> (i32, String, String) {
     nw_env(args, &[])
@@ -30,12 +30,8 @@ fn doctor_json_has_the_sections_shape() {
     let (code, out, err) = nw(&["doctor", "--json"]);
     assert_eq!(code, 0, "doctor failed on this host: {out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let sections = v["sections"].as_array().unwrap();
     for name in ["interfaces", "path", "cost", "monitor", "connectivity"] {
-        let s = sections
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} section: {v}"));
+        let s = section(&v, name);
         assert!(["ok", "warn", "fail"].contains(&s["status"].as_str().unwrap()), "{s}");
         assert!(s["details"].is_object(), "{s}");
     }
@@ -46,16 +42,10 @@ fn doctor_races_tls_to_its_embedded_server() {
     let (code, out, err) = nw(&["doctor", "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let c = v["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "connectivity")
-        .unwrap()
-        .clone();
+    let c = section(&v, "connectivity");
     assert_ne!(c["status"], "fail", "{c}");
     assert_eq!(c["details"]["tls"]["version"], "TLSv1_3", "{c}");
-    assert!(c["details"]["events"].as_array().unwrap().iter().any(|e| e["event"] == "won"), "{c}");
+    event(&c["details"], "won");
 }
 
 #[test]

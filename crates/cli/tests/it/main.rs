@@ -13,4 +13,4 @@
 mod cli;
 mod netns;
 mod netns_connect;
-mod watch;
+mod support;

@@ -12,7 +12,7 @@ use nw_lab::nfqueue::{Delayer, Tables};
 use nw_lab::{Fault, Lab, Pair, Proto, addr, in_namespace};
 use serde_json::Value;
 
-use crate::watch::{NW, median};
+use crate::support::{NW, cpu_ticks, event, median, nw_report};
 
 const PORT: u16 = 8080;
 const SRV_V4_B: &str = "198.51.100.3";
@@ -41,22 +41,8 @@ fn scene() -> Scene {
 
 /// Runs `nw cat -z --json www.test 8080` in the client; returns (won at ms, address).
 fn connect(s: &Scene) -> (f64, IpAddr, Value) {
-    let out =
-        s.p.cli
-            .command(NW)
-            .args(["cat", "-z", "--json", "www.test", &PORT.to_string()])
-            .output()
-            .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "nw cat failed: {stderr}");
-    let report: Value = serde_json::from_str(stderr.lines().next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("no JSON report ({e}): {stderr}"));
-    let won = report["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["event"] == "won")
-        .unwrap_or_else(|| panic!("{report}"));
+    let report = nw_report(&s.p.cli, &["cat", "-z", "--json", "www.test", &PORT.to_string()]);
+    let won = event(&report, "won");
     let addr: SocketAddr = won["addr"].as_str().unwrap().parse().unwrap();
     (won["at"].as_f64().unwrap(), addr.ip(), report)
 }
@@ -114,13 +100,7 @@ fn s1b_ipv6_rejected_fails_over_on_the_error_not_the_timer() {
     eprintln!("S1b IPv6 rejected: connected over IPv4 at {times:.1?} ms (median {m:.1})");
     assert!(m <= 40.0, "want < 10 ms + slack, got {m:.1}");
     let (_, _, report) = connect(&s);
-    let failed = report["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["event"] == "attempt_failed")
-        .unwrap();
-    assert_eq!(failed["error"]["kind"], "refused", "{report}");
+    assert_eq!(event(&report, "attempt_failed")["error"]["kind"], "refused", "{report}");
 }
 
 #[test]
@@ -273,24 +253,12 @@ fn s7_a_path_that_never_speaks_tls_loses_to_one_that_does() {
         .unwrap();
     let mut times = Vec::new();
     for _ in 0..3 {
-        let out =
-            s.p.cli
-                .command(NW)
-                .args(["cat", "--tls", "-z", "--json", "--anchor"])
-                .arg(&root)
-                .args(["www.test", "4433"])
-                .output()
-                .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        let report: Value = serde_json::from_str(stderr.lines().next().unwrap()).unwrap();
-        let won = report["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["event"] == "won")
-            .unwrap()
-            .clone();
+        let root = root.to_str().unwrap();
+        let report = nw_report(
+            &s.p.cli,
+            &["cat", "--tls", "-z", "--json", "--anchor", root, "www.test", "4433"],
+        );
+        let won = event(&report, "won");
         assert_eq!(won["addr"], "198.51.100.2:4433", "{report}");
         assert_eq!(report["tls"]["version"], "TLSv1_3", "{report}");
         times.push(won["at"].as_f64().unwrap());
@@ -388,13 +356,6 @@ fn s9_connection_waits_for_a_path_then_connects() {
     let mut first = String::new();
     err.read_line(&mut first).unwrap();
     assert!(first.contains("waiting for a usable path"), "{first}");
-    let cpu_ticks = |pid: u32| -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let rest = stat.rsplit(')').next().unwrap_or_default();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-    };
     let before = cpu_ticks(child.id());
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(child.id()) - before;
@@ -420,8 +381,7 @@ fn s9_connection_waits_for_a_path_then_connects() {
     // The kernel may hold the carrier-up event up to a second (linkwatch); then the race, whose
     // first attempt (IPv6, kept across the outage) should win.
     assert!(took < Duration::from_millis(1_500), "connected {took:?} after the path returned");
-    let won = report["events"].as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
-    assert_eq!(won["addr"], "[2001:db8:1::2]:8080", "{report}");
+    assert_eq!(event(&report, "won")["addr"], "[2001:db8:1::2]:8080", "{report}");
 }
 
 /// S12: an IPv6-only client behind NAT64 (64:ff9b::/96) reaches an A-only name and an IPv4
@@ -451,11 +411,7 @@ fn s12_ipv6_only_with_nat64_reaches_ipv4_names_and_literals() {
         "{path}"
     );
     for target in ["v4only.test", "198.51.100.2"] {
-        let out = p.cli.command(NW).args(["cat", "-z", "--json", target, "8080"]).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{target}: {stderr}");
-        let report: Value =
-            serde_json::from_str(stderr.lines().next().unwrap_or_default()).unwrap();
+        let report = nw_report(&p.cli, &["cat", "-z", "--json", target, "8080"]);
         assert_eq!(report["nat64"], "64:ff9b::", "{report}");
         assert_eq!(report["connected"], "[64:ff9b::c633:6402]:8080", "{target}: {report}");
         eprintln!("S12 {target}: connected via {} ", report["connected"]);
@@ -488,25 +444,16 @@ fn quic_handshake_with_ngtcp2_and_the_race_over_quic() {
     s.p.cli
         .set_hosts("127.0.0.1 localhost\n2001:db8:1::2 www.test\n198.51.100.2 www.test\n")
         .unwrap();
+    let anchor = root.to_str().unwrap();
     let quic = |expect: &str| -> f64 {
-        let out =
-            s.p.cli
-                .command(NW)
-                .args(["cat", "--quic", "--alpn", "h3", "-z", "--json", "--anchor"])
-                .arg(&root)
-                .args(["www.test", "4443"])
-                .output()
-                .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        let report: Value = serde_json::from_str(stderr.lines().next().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        let args = [
+            "cat", "--quic", "--alpn", "h3", "-z", "--json", "--anchor", anchor, "www.test", "4443",
+        ];
+        let report = nw_report(&s.p.cli, &args);
         assert_eq!(report["tls"]["alpn"], "h3", "{report}");
         assert_eq!(report["tls"]["version"], "QUICv1 (TLSv1_3)", "{report}");
         assert_eq!(report["connected"], expect, "{report}");
-        let won =
-            report["events"].as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
-        won["at"].as_f64().unwrap()
+        event(&report, "won")["at"].as_f64().unwrap()
     };
     let direct = quic("[2001:db8:1::2]:4443");
     s.p.cli.fault(addr::SRV_V6.into(), Proto::Udp, Some(4443), Fault::Drop).unwrap();

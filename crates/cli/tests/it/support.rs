@@ -1,4 +1,5 @@
-//! `nw path --watch --json` as a child process, its lines timestamped as they arrive.
+//! What the integration tests share: `nw path --watch --json` and `ip monitor` as child
+//! processes with their lines timestamped as they arrive, and small readers of `nw`'s JSON.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -157,4 +158,40 @@ impl IpMonitor {
         }
         panic!("ip monitor showed no {needle:?} within {limit:?}");
     }
+}
+
+/// CPU time (user + system) a process has used, in clock ticks (0 once it has gone).
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name in parentheses; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Runs `nw ARGS` inside `ns`; it must succeed, and its first stderr line must be the JSON
+/// report that `--json` asks for.
+pub(crate) fn nw_report(ns: &Namespace, args: &[&str]) -> Value {
+    let out = ns.command(NW).args(args).output().expect("run nw");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nw {args:?} failed: {stderr}");
+    serde_json::from_str(stderr.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {stderr}"))
+}
+
+/// The first event of this kind in a connection report.
+pub(crate) fn event<'a>(report: &'a Value, kind: &str) -> &'a Value {
+    report["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["event"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} event: {report}"))
+}
+
+/// The section of `nw doctor --json` output with this name.
+pub(crate) fn section<'a>(doctor: &'a Value, name: &str) -> &'a Value {
+    doctor["sections"]
+        .as_array()
+        .and_then(|sections| sections.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} section: {doctor}"))
 }
