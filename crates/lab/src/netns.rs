@@ -133,10 +133,11 @@ impl Namespace {
     }
 
     /// A command that runs `program` inside this namespace (through `ip netns exec`, so it also
-    /// sees this namespace's sysfs, hosts and resolv.conf).
+    /// sees this namespace's sysfs, hosts and resolv.conf). Its stdin is /dev/null unless the
+    /// caller sets another: a test's own stdin is never handed to a child.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
+        c.args(["netns", "exec", &self.name]).arg(program).stdin(std::process::Stdio::null());
         c
     }
 

@@ -15,10 +15,14 @@ pub struct Child {
 impl Child {
     pub(crate) fn spawn(mut cmd: std::process::Command) -> Result<Self, LabError> {
         let command = describe(&cmd);
-        cmd.stdin(Stdio::null());
         let inner =
             cmd.spawn().map_err(|source| LabError::Spawn { command: command.clone(), source })?;
         Ok(Self { inner, command })
+    }
+
+    /// The child's standard input, if it was piped and not yet taken.
+    pub fn stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.inner.stdin.take()
     }
 
     /// The child's standard output, if it was piped and not yet taken.

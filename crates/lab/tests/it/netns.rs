@@ -169,3 +169,19 @@ fn guards_remove_namespaces_files_and_processes() {
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(state.is_empty() || state.contains(") Z"), "process {pid} still running: {state}");
 }
+
+#[test]
+fn spawn_honours_the_callers_stdio() {
+    use std::io::{Read, Write};
+    let lab = Lab::new().unwrap_or_else(|e| panic!("lab setup failed: {e}"));
+    let ns = lab.namespace("cat").unwrap();
+    let mut cmd = ns.command("cat");
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = ns.spawn(cmd).unwrap();
+    let mut input = child.stdin().unwrap();
+    input.write_all(b"through the namespace\n").unwrap();
+    drop(input);
+    let mut out = String::new();
+    child.stdout().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(out, "through the namespace\n");
+}
