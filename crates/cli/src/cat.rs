@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use nw_connection::driver::{ConnectError, Params, Report, Resolver, Transport, connect};
-use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference};
+use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
 use nw_connection::tls;
 use tokio::io::AsyncWriteExt;
 
@@ -56,7 +56,9 @@ pub(crate) struct Args {
     /// the bytes.
     #[arg(long, group = "secure", requires = "alpn", conflicts_with = "listen")]
     quic: bool,
-    /// ALPN protocols to offer, most preferred first (e.g. h2,http/1.1).
+    /// ALPN protocols to offer, most preferred first (e.g. h2,http/1.1). With --tls, listing
+    /// h3 also asks for the name's HTTPS record and, when it advertises h3, races QUIC (offering
+    /// the h3 ids) ahead of TCP (offering the rest).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "secure")]
     alpn: Vec<String>,
     /// Also trust the certificates in this PEM file (repeatable).
@@ -124,7 +126,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ));
     }
     let path = (!args.no_wait).then_some(conditions);
-    let transport = if args.quic { Transport::Quic } else { Transport::Tcp };
+    let transport = if args.quic {
+        Transport::Quic
+    } else if args.tls && args.alpn.iter().any(|a| a.starts_with("h3")) {
+        Transport::Auto
+    } else {
+        Transport::Tcp
+    };
     let params = Params { race: config, transport, tls, server_name: args.sni.clone(), path };
     let connected = match connect(&host, port, &params, resolver).await {
         Ok(c) => c,
@@ -306,7 +314,7 @@ fn print_report(report: &Report, json: bool) {
         return;
     }
     let outcome = match (report.winner, report.connected) {
-        (Some(w), Some(addr)) => format!("connected to {addr} by {w}"),
+        (Some(w), Some(addr)) => format!("connected to {addr}{} by {w}", over(report.protocol)),
         _ => "not connected".to_owned(),
     };
     crate::output::error_line(&format!(
@@ -346,12 +354,33 @@ fn print_report(report: &Report, json: bool) {
                 )
             }
             Event::AnswerFailed { query, at, error } => (at, format!("{query:?} failed: {error}")),
-            Event::AttemptStarted { id, addr, at } => (at, format!("{id} connecting to {addr}")),
+            Event::Services { at, records, quic_port } => {
+                let alpn: Vec<&str> =
+                    records.iter().flat_map(|r| r.alpn.iter().map(String::as_str)).collect();
+                let quic =
+                    quic_port.map_or_else(|| "no QUIC".to_owned(), |p| format!("QUIC on port {p}"));
+                let what = if records.is_empty() {
+                    "no records".to_owned()
+                } else {
+                    format!("{} record(s), ALPN {}", records.len(), alpn.join(","))
+                };
+                (at, format!("HTTPS answer: {what}; {quic}"))
+            }
+            Event::AttemptStarted { id, addr, protocol, at } => {
+                (at, format!("{id} connecting to {addr}{}", over(Some(*protocol))))
+            }
             Event::AttemptFailed { id, at, error } => (at, format!("{id} failed: {error}")),
             Event::AttemptCancelled { id, at } => (at, format!("{id} closed (also-ran)")),
-            Event::Won { id, addr, at } => (at, format!("{id} ready: {addr}")),
+            Event::Won { id, addr, protocol, at } => {
+                (at, format!("{id} ready: {addr}{}", over(Some(*protocol))))
+            }
             Event::Failed { at, error } => (at, format!("failed: {error}")),
         };
         crate::output::error_line(&format!("{:>9.1} ms  {text}", at.as_secs_f64() * 1e3));
     }
+}
+
+/// " over QUIC" for QUIC; TCP is the default and goes unsaid.
+fn over(protocol: Option<Protocol>) -> &'static str {
+    if protocol == Some(Protocol::Quic) { " over QUIC" } else { "" }
 }

@@ -21,7 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use crate::happy_eyeballs::{
-    Action, AttemptError, Config, Event, Outcome, Query, QueryError, Race, RaceError,
+    Action, AttemptError, Config, Event, Outcome, Protocol, Query, QueryError, Race, RaceError,
+    Service,
 };
 use crate::id::{AttemptId, ConnectionId};
 use crate::resolve::{self, Cache, SystemConfig};
@@ -41,6 +42,10 @@ pub enum Transport {
     Tcp,
     /// QUIC (which always carries TLS 1.3: `Params::tls` is required, with ALPN).
     Quic,
+    /// TLS over TCP, raced against QUIC when the name's HTTPS record advertises `h3`
+    /// (`Params::tls` is required). QUIC offers the `h3` entries of the ALPN list (`h3` when it
+    /// has none); TCP offers the rest.
+    Auto,
 }
 
 /// What to connect with.
@@ -58,17 +63,18 @@ pub struct Params {
     pub server_name: Option<String>,
 }
 
-/// Explicit A and AAAA queries over UDP to the configured name servers, with the hosts file
-/// first and a TTL cache.
+/// Explicit A, AAAA and HTTPS queries over UDP to the configured name servers, with the hosts
+/// file first and a TTL cache.
 #[derive(Debug)]
 pub struct Resolver {
     config: SystemConfig,
     cache: Mutex<Cache>,
+    services: Mutex<Cache<Vec<Service>>>,
 }
 
 impl Resolver {
     pub fn new(config: SystemConfig) -> Self {
-        Self { config, cache: Mutex::new(Cache::default()) }
+        Self { config, cache: Mutex::default(), services: Mutex::default() }
     }
 
     /// The system's configuration, read now.
@@ -76,24 +82,48 @@ impl Resolver {
         Self::new(SystemConfig::from_system())
     }
 
-    /// One query: hosts file, cache, then each server in turn, `attempts` rounds.
+    /// One address query (A or AAAA): hosts file, cache, then each server in turn, `attempts`
+    /// rounds.
     #[allow(clippy::disallowed_methods, reason = "driver: stamps cache entries")]
     pub async fn query(&self, name: &str, query: Query) -> Result<Vec<IpAddr>, QueryError> {
         if let Some(addrs) = self.config.from_hosts(name, query) {
             return Ok(addrs);
         }
-        if let Some(addrs) = self.cache().get(name, query, Instant::now()) {
+        if let Some(addrs) = lock(&self.cache).get(name, query, Instant::now()) {
             return Ok(addrs);
         }
+        let (addrs, ttl) = self.ask(name, query, |m| resolve::extract(m, query)).await?;
+        lock(&self.cache).put(name, query, addrs.clone(), ttl, Instant::now());
+        Ok(addrs)
+    }
+
+    /// The name's HTTPS records: none for a name the hosts file lists (it is authoritative).
+    #[allow(clippy::disallowed_methods, reason = "driver: stamps cache entries")]
+    pub async fn services(&self, name: &str) -> Result<Vec<Service>, QueryError> {
+        if self.config.from_hosts(name, Query::Https).is_some() {
+            return Ok(Vec::new());
+        }
+        if let Some(found) = lock(&self.services).get(name, Query::Https, Instant::now()) {
+            return Ok(found);
+        }
+        let (found, ttl) = self.ask(name, Query::Https, resolve::extract_services).await?;
+        lock(&self.services).put(name, Query::Https, found.clone(), ttl, Instant::now());
+        Ok(found)
+    }
+
+    /// Each server in turn, `attempts` rounds, until one gives an answer `extract` accepts.
+    async fn ask<T>(
+        &self,
+        name: &str,
+        query: Query,
+        extract: impl Fn(&Message) -> Result<(T, Duration), QueryError>,
+    ) -> Result<(T, Duration), QueryError> {
         let mut last = QueryError::TimedOut;
         for _ in 0..self.config.attempts {
             for server in &self.config.servers {
                 match exchange(*server, name, query, self.config.timeout).await {
-                    Ok(reply) => match resolve::extract(&reply, query) {
-                        Ok((addrs, ttl)) => {
-                            self.cache().put(name, query, addrs.clone(), ttl, Instant::now());
-                            return Ok(addrs);
-                        }
+                    Ok(reply) => match extract(&reply) {
+                        Ok(found) => return Ok(found),
                         Err(QueryError::NoSuchName) => return Err(QueryError::NoSuchName),
                         Err(e) => last = e,
                     },
@@ -116,10 +146,10 @@ impl Resolver {
         let answer = self.query("ipv4only.arpa", Query::Aaaa).await.ok()?;
         resolve::nat64_prefix(&answer)
     }
+}
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Sends one query and waits for the matching reply (same id and question).
@@ -168,6 +198,9 @@ pub struct Report {
     pub winner: Option<AttemptId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connected: Option<SocketAddr>,
+    /// The winner's transport.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
     /// What TLS negotiated, for a TLS connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Negotiated>,
@@ -224,6 +257,8 @@ pub enum ConnectError {
     Tls(#[from] TlsError),
     #[error("QUIC needs TLS settings with at least one ALPN protocol (e.g. --alpn h3)")]
     QuicNeedsTls,
+    #[error("racing QUIC against TCP needs TLS settings")]
+    AutoNeedsTls,
     #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", .report.host, .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
     NoPath { reason: Option<nw_path::Reason>, waited: Duration, report: Box<Report> },
 }
@@ -252,6 +287,7 @@ fn next_done(in_flight: &mut InFlight) -> impl Future<Output = Input> + '_ {
 
 enum Input {
     Answer(Query, Result<Vec<IpAddr>, QueryError>),
+    Services(Result<Vec<Service>, QueryError>),
     Connected(AttemptId, Box<dyn Io>, Option<Negotiated>),
     Failed(AttemptId, AttemptError),
 }
@@ -265,19 +301,35 @@ pub async fn connect(
     params: &Params,
     resolver: Arc<Resolver>,
 ) -> Result<Connected, ConnectError> {
-    let config = params.race;
-    if params.transport == Transport::Quic
-        && params.tls.as_ref().is_none_or(|t| t.alpn_protocols.is_empty())
-    {
-        return Err(ConnectError::QuicNeedsTls);
-    }
-    let transport = params.transport;
-    let tls = match &params.tls {
-        Some(c) => {
-            Some((c.clone(), tls::server_name(params.server_name.as_deref().unwrap_or(host))?))
+    let mut config = params.race;
+    match params.transport {
+        Transport::Tcp => config.protocol = Protocol::Tcp,
+        Transport::Quic => {
+            if params.tls.as_ref().is_none_or(|t| t.alpn_protocols.is_empty()) {
+                return Err(ConnectError::QuicNeedsTls);
+            }
+            config.protocol = Protocol::Quic;
         }
+        Transport::Auto => {
+            if params.tls.is_none() {
+                return Err(ConnectError::AutoNeedsTls);
+            }
+            config.protocol = Protocol::Tcp;
+            config.discover_quic = true;
+        }
+    }
+    let name = match &params.tls {
+        Some(_) => Some(tls::server_name(params.server_name.as_deref().unwrap_or(host))?),
         None => None,
     };
+    // Each transport's TLS settings: with Auto, QUIC takes the h3 ALPN ids, TCP the others.
+    let (tcp_tls, quic_tls) = match (&params.tls, params.transport) {
+        (Some(c), Transport::Auto) => split_alpn(c),
+        (Some(c), _) => (Some(c.clone()), Some(c.clone())),
+        (None, _) => (None, None),
+    };
+    let tcp_tls = tcp_tls.zip(name.clone());
+    let quic_tls = quic_tls.zip(name);
     let id = ConnectionId::next();
     let mut report = Report {
         connection: id,
@@ -286,6 +338,7 @@ pub async fn connect(
         events: Vec::new(),
         winner: None,
         connected: None,
+        protocol: None,
         tls: None,
         path: Vec::new(),
         nat64: None,
@@ -322,21 +375,29 @@ pub async fn connect(
     let result = loop {
         while let Some(action) = race.poll_action() {
             match action {
+                Action::Resolve(Query::Https) => {
+                    let (resolver, name) = (resolver.clone(), host.to_owned());
+                    let fut = async move { Input::Services(resolver.services(&name).await) };
+                    in_flight.push((Key::Query(Query::Https), Box::pin(fut)));
+                }
                 Action::Resolve(query) => {
                     let (resolver, name) = (resolver.clone(), host.to_owned());
                     let fut =
                         async move { Input::Answer(query, resolver.query(&name, query).await) };
                     in_flight.push((Key::Query(query), Box::pin(fut)));
                 }
-                Action::StartAttempt { id, addr } => {
-                    tracing::debug!(attempt = %id, %addr, "attempt started");
-                    let tls = tls.clone();
+                Action::StartAttempt { id, addr, protocol } => {
+                    tracing::debug!(attempt = %id, %addr, ?protocol, "attempt started");
+                    let (tcp_tls, quic_tls) = (tcp_tls.clone(), quic_tls.clone());
                     let fut = async move {
-                        let result = match (transport, tls) {
-                            (Transport::Quic, Some((config, name))) => {
+                        let result = match (protocol, quic_tls) {
+                            (Protocol::Quic, Some((config, name))) => {
                                 crate::quic::attempt(addr, config, name.to_str().into_owned()).await
                             }
-                            (_, tls) => attempt(addr, tls).await,
+                            (Protocol::Quic, None) => {
+                                Err(AttemptError::Other("QUIC needs TLS settings".into()))
+                            }
+                            (Protocol::Tcp, _) => attempt(addr, tcp_tls).await,
                         };
                         match result {
                             Ok((stream, negotiated)) => Input::Connected(id, stream, negotiated),
@@ -354,13 +415,14 @@ pub async fn connect(
         while let Some(event) = race.poll_event() {
             report.events.push(event);
         }
-        if let (Some((stream, negotiated)), Some(Outcome::Won { id, addr })) =
+        if let (Some((stream, negotiated)), Some(Outcome::Won { id, addr, protocol })) =
             (won.take(), race.outcome())
         {
             report.winner = Some(*id);
             report.connected = Some(*addr);
+            report.protocol = Some(*protocol);
             report.tls = negotiated;
-            tracing::info!(attempt = %id, %addr, "connected");
+            tracing::info!(attempt = %id, %addr, ?protocol, "connected");
             break Ok(stream);
         }
         if let Some(Outcome::Failed(e)) = race.outcome() {
@@ -373,6 +435,7 @@ pub async fn connect(
                     let r = r.map(|addrs| addrs.into_iter().map(via_nat64).collect());
                     race.handle_answer(q, r, Instant::now());
                 }
+                Input::Services(r) => race.handle_services(r, Instant::now()),
                 Input::Connected(id, stream, negotiated) => {
                     race.handle_attempt_ready(id, Instant::now());
                     if matches!(race.outcome(), Some(Outcome::Won { id: w, .. }) if *w == id) {
@@ -460,6 +523,21 @@ async fn wait_for_path(
             }
         }
     }
+}
+
+type ClientTls = Option<Arc<ClientConfig>>;
+
+/// For a TCP-or-QUIC race: QUIC offers the list's h3 ids (or `h3`), TCP the rest.
+fn split_alpn(config: &Arc<ClientConfig>) -> (ClientTls, ClientTls) {
+    let (h3, other): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+        config.alpn_protocols.iter().cloned().partition(|p| p.starts_with(b"h3"));
+    let with = |alpn: Vec<Vec<u8>>| {
+        let mut c = ClientConfig::clone(config);
+        c.alpn_protocols = alpn;
+        Some(Arc::new(c))
+    };
+    let h3 = if h3.is_empty() { vec![b"h3".to_vec()] } else { h3 };
+    (with(other), with(h3))
 }
 
 /// One attempt: TCP, then TLS when asked. Ready means the whole stack is up.

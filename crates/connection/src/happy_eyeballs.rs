@@ -6,9 +6,11 @@
 //!
 //! # Call order
 //!
-//! 1. Create with [`Race::new`]; drain [`Race::poll_action`]: it asks for the AAAA query
-//!    first, then A (RFC 8305 §3), as the family preference allows.
-//! 2. Feed answers to [`Race::handle_answer`], attempt outcomes to
+//! 1. Create with [`Race::new`]; drain [`Race::poll_action`]: it asks for the HTTPS record
+//!    when [`Config::discover_quic`] is on, then AAAA, then A (RFC 8305 §3 and
+//!    draft-ietf-happy-happyeyeballs-v3 §4.1 give that order), as the family preference allows.
+//! 2. Feed address answers to [`Race::handle_answer`], the HTTPS answer to
+//!    [`Race::handle_services`], attempt outcomes to
 //!    [`Race::handle_attempt_ready`] / [`Race::handle_attempt_failed`], and call
 //!    [`Race::handle_timeout`] once [`Race::poll_timeout`] has passed.
 //! 3. After every call drain [`Race::poll_action`] (start or cancel attempts) and
@@ -16,6 +18,15 @@
 //!
 //! Inputs for unknown attempts, or after the race ended, are ignored: a late reply can never
 //! reopen a decided race.
+//!
+//! # QUIC beside TCP
+//!
+//! With [`Config::discover_quic`], a service whose HTTPS record (RFC 9460) advertises `h3` gets
+//! a QUIC attempt to each address, followed one attempt delay later by a TCP attempt to the same
+//! address, before the race moves on to the next address (families still interleave by
+//! address). So a network that drops UDP costs one attempt delay, and one that drops TCP costs
+//! nothing. Before the first attempt the race waits for the HTTPS answer as it waits for AAAA:
+//! at most the resolution delay after the first address answer (happyeyeballs-v3 §4.2).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +55,11 @@ pub struct Config {
     /// Family Count", 1 by default).
     pub first_family_count: usize,
     pub family: FamilyPreference,
+    /// The protocol of every attempt, unless QUIC is discovered.
+    pub protocol: Protocol,
+    /// Ask for the HTTPS record and race QUIC ahead of TCP to each address when it advertises
+    /// `h3`. Only for TCP races to a name.
+    pub discover_quic: bool,
 }
 
 impl Default for Config {
@@ -57,6 +73,8 @@ impl Default for Config {
             max_concurrent: 4,
             first_family_count: 1,
             family: FamilyPreference::Ipv6,
+            protocol: Protocol::Tcp,
+            discover_quic: false,
         }
     }
 }
@@ -105,6 +123,55 @@ impl FamilyPreference {
 pub enum Query {
     Aaaa,
     A,
+    /// The HTTPS record (RFC 9460): which protocols the service speaks.
+    Https,
+}
+
+/// The transport of one attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP (with TLS on top when the connection asks for it).
+    #[default]
+    Tcp,
+    /// QUIC, with its TLS 1.3 handshake.
+    Quic,
+}
+
+/// One HTTPS record as the race reads it (RFC 9460 §2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// 0 is AliasMode; ServiceMode records rank by ascending priority (§2.4.1).
+    pub priority: u16,
+    /// The target name; `None` for "." — in ServiceMode, the queried name itself (§2.5.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The `alpn` SvcParam.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<String>,
+    /// `no-default-alpn`: the service does not speak the scheme's default (http/1.1).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_default_alpn: bool,
+    /// The `port` SvcParam: where this endpoint listens instead of the authority's port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl Service {
+    /// The QUIC port when these records advertise HTTP/3 at the queried name itself: the
+    /// best-ranked ServiceMode record whose target is "." and whose ALPN set has `h3`. An
+    /// RRset with an AliasMode record has its ServiceMode records ignored (§2.4.1); aliases
+    /// and other target names are not followed.
+    pub fn quic_port(records: &[Self], authority_port: u16) -> Option<u16> {
+        if records.iter().any(|r| r.priority == 0) {
+            return None;
+        }
+        records
+            .iter()
+            .filter(|r| r.target.is_none() && r.alpn.iter().any(|a| a == "h3"))
+            .min_by_key(|r| r.priority)
+            .map(|r| r.port.unwrap_or(authority_port))
+    }
 }
 
 /// Why a query gave no addresses.
@@ -147,6 +214,7 @@ pub enum Action {
     StartAttempt {
         id: AttemptId,
         addr: SocketAddr,
+        protocol: Protocol,
     },
     /// Close this attempt's socket now (an also-ran or a timed-out attempt).
     CancelAttempt {
@@ -170,9 +238,18 @@ pub enum Event {
         at: Duration,
         error: QueryError,
     },
+    /// The HTTPS answer, and the QUIC port it advertises (if any).
+    Services {
+        #[serde(serialize_with = "millis")]
+        at: Duration,
+        records: Vec<Service>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quic_port: Option<u16>,
+    },
     AttemptStarted {
         id: AttemptId,
         addr: SocketAddr,
+        protocol: Protocol,
         #[serde(serialize_with = "millis")]
         at: Duration,
     },
@@ -190,6 +267,7 @@ pub enum Event {
     Won {
         id: AttemptId,
         addr: SocketAddr,
+        protocol: Protocol,
         #[serde(serialize_with = "millis")]
         at: Duration,
     },
@@ -212,7 +290,7 @@ pub enum RaceError {
     #[error("the name has no usable addresses (A: {}, AAAA: {})", answer(.a), answer(.aaaa))]
     NoAddresses { a: Option<QueryError>, aaaa: Option<QueryError> },
     #[error("every attempt failed: {}", summary(.attempts))]
-    AllAttemptsFailed { attempts: Vec<(AttemptId, SocketAddr, AttemptError)> },
+    AllAttemptsFailed { attempts: Vec<Tried> },
     #[error("no attempt was ready within {0:?}")]
     TimedOut(Duration),
 }
@@ -221,14 +299,27 @@ fn answer(e: &Option<QueryError>) -> String {
     e.as_ref().map_or_else(|| "no records".to_owned(), ToString::to_string)
 }
 
-fn summary(attempts: &[(AttemptId, SocketAddr, AttemptError)]) -> String {
-    attempts.iter().map(|(id, addr, e)| format!("{id} {addr}: {e}")).collect::<Vec<_>>().join("; ")
+/// One failed attempt, in a lost race's error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tried {
+    pub id: AttemptId,
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub error: AttemptError,
+}
+
+fn summary(attempts: &[Tried]) -> String {
+    let one = |t: &Tried| {
+        let over = if t.protocol == Protocol::Quic { " over QUIC" } else { "" };
+        format!("{} {}{over}: {}", t.id, t.addr, t.error)
+    };
+    attempts.iter().map(one).collect::<Vec<_>>().join("; ")
 }
 
 /// How the race ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Won { id: AttemptId, addr: SocketAddr },
+    Won { id: AttemptId, addr: SocketAddr, protocol: Protocol },
     Failed(RaceError),
 }
 
@@ -263,6 +354,7 @@ enum AttemptState {
 struct Attempt {
     id: AttemptId,
     addr: SocketAddr,
+    protocol: Protocol,
     state: AttemptState,
     error: Option<AttemptError>,
 }
@@ -276,6 +368,12 @@ pub struct Race {
     start: Instant,
     aaaa: Answer,
     a: Answer,
+    https: Answer,
+    /// Where QUIC attempts go, once the HTTPS record has advertised h3.
+    quic_port: Option<u16>,
+    /// Attempts that go before the next address: TCP after QUIC to the same address, QUIC to
+    /// addresses already tried over TCP when h3 is discovered late.
+    companions: VecDeque<(IpAddr, Protocol)>,
     /// Not yet attempted, per family, in the order they arrived (already RFC 6724-sorted by
     /// the resolver front).
     v6: VecDeque<IpAddr>,
@@ -290,9 +388,13 @@ pub struct Race {
 }
 
 impl Race {
-    /// A race to a name: asks for AAAA, then A.
+    /// A race to a name: asks for HTTPS (when discovering QUIC), AAAA, then A.
     pub fn new(id: ConnectionId, port: u16, config: Config, now: Instant) -> Self {
         let mut race = Self::empty(id, port, config, now);
+        if config.discover_quic && config.protocol == Protocol::Tcp {
+            race.https = Answer::Pending;
+            race.actions.push_back(Action::Resolve(Query::Https));
+        }
         // RFC 8305 §3: the AAAA query goes first — or A, when IPv4 is the preferred family.
         let order = if config.family.prefers_v6() {
             [Query::Aaaa, Query::A]
@@ -302,7 +404,7 @@ impl Race {
         for query in order {
             let allowed = match query {
                 Query::Aaaa => config.family != FamilyPreference::Ipv4Only,
-                Query::A => config.family != FamilyPreference::Ipv6Only,
+                Query::A | Query::Https => config.family != FamilyPreference::Ipv6Only,
             };
             let slot = race.answer_mut(query);
             *slot = if allowed { Answer::Pending } else { Answer::NotAsked };
@@ -337,6 +439,9 @@ impl Race {
             start: now,
             aaaa: Answer::NotAsked,
             a: Answer::NotAsked,
+            https: Answer::NotAsked,
+            quic_port: None,
+            companions: VecDeque::new(),
             v6: VecDeque::new(),
             v4: VecDeque::new(),
             attempts: Vec::new(),
@@ -355,7 +460,11 @@ impl Race {
         answer: Result<Vec<IpAddr>, QueryError>,
         now: Instant,
     ) {
-        if self.outcome.is_some() || *self.answer_mut(query) != Answer::Pending {
+        // HTTPS answers carry records, not addresses: see `handle_services`.
+        if self.outcome.is_some()
+            || query == Query::Https
+            || *self.answer_mut(query) != Answer::Pending
+        {
             return;
         }
         let at = now - self.start;
@@ -367,23 +476,13 @@ impl Race {
                 let had_preferred_attempt =
                     self.attempts.iter().any(|a| a.addr.is_ipv6() == (preferred == Query::Aaaa));
                 self.add(&addrs);
-                if let (Some(last), None) =
-                    (self.last_start, self.timers[Timer::NextAttempt as usize])
+                self.candidates_added(now);
+                let preferred_pending =
+                    query != preferred && *self.answer_mut(preferred) == Answer::Pending;
+                if self.attempts.is_empty() && (preferred_pending || self.https == Answer::Pending)
                 {
-                    // New addresses after the queue ran dry: they join the stagger while an
-                    // attempt is in flight, and start at once when every attempt has failed.
-                    let at = if self.running() == 0 {
-                        now
-                    } else {
-                        (last + self.config.effective_attempt_delay()).max(now)
-                    };
-                    self.timers[Timer::NextAttempt as usize] = Some(at);
-                }
-                if query != preferred
-                    && *self.answer_mut(preferred) == Answer::Pending
-                    && self.attempts.is_empty()
-                {
-                    // RFC 8305 §3: give the preferred family's answer a short head start.
+                    // RFC 8305 §3: give the preferred family's answer a short head start;
+                    // happyeyeballs-v3 §4.2 gives the HTTPS answer the same.
                     self.timers[Timer::ResolutionDelay as usize]
                         .get_or_insert(now + self.config.resolution_delay);
                 }
@@ -406,6 +505,52 @@ impl Race {
         self.step(now);
     }
 
+    /// The HTTPS answer (or its failure, which only means no QUIC).
+    pub fn handle_services(&mut self, answer: Result<Vec<Service>, QueryError>, now: Instant) {
+        if self.outcome.is_some() || self.https != Answer::Pending {
+            return;
+        }
+        let at = now - self.start;
+        match answer {
+            Ok(records) => {
+                self.https = Answer::Got;
+                let quic_port = Service::quic_port(&records, self.port);
+                self.events.push_back(Event::Services { at, records, quic_port });
+                if let Some(port) = quic_port {
+                    self.quic_port = Some(port);
+                    // Discovered late: the addresses already tried over TCP get their QUIC
+                    // attempts next; the ones still queued get QUIC first as usual.
+                    let mut tried: Vec<IpAddr> = Vec::new();
+                    for a in &self.attempts {
+                        if !tried.contains(&a.addr.ip()) {
+                            tried.push(a.addr.ip());
+                        }
+                    }
+                    self.companions.extend(tried.into_iter().map(|ip| (ip, Protocol::Quic)));
+                    self.candidates_added(now);
+                }
+            }
+            Err(error) => {
+                self.https = Answer::Failed(error.clone());
+                self.events.push_back(Event::AnswerFailed { query: Query::Https, at, error });
+            }
+        }
+        self.step(now);
+    }
+
+    /// New candidates after the queue ran dry join the stagger while an attempt is in flight,
+    /// and start at once when every attempt has failed.
+    fn candidates_added(&mut self, now: Instant) {
+        if let (Some(last), None) = (self.last_start, self.timers[Timer::NextAttempt as usize]) {
+            let at = if self.running() == 0 {
+                now
+            } else {
+                (last + self.config.effective_attempt_delay()).max(now)
+            };
+            self.timers[Timer::NextAttempt as usize] = Some(at);
+        }
+    }
+
     /// The attempt has the whole stack up: it wins, unless the race is already decided.
     pub fn handle_attempt_ready(&mut self, id: AttemptId, now: Instant) {
         if self.outcome.is_some() {
@@ -413,9 +558,9 @@ impl Race {
         }
         let Some(attempt) = self.running_mut(id) else { return };
         attempt.state = AttemptState::Won;
-        let addr = attempt.addr;
-        self.events.push_back(Event::Won { id, addr, at: now - self.start });
-        self.outcome = Some(Outcome::Won { id, addr });
+        let (addr, protocol) = (attempt.addr, attempt.protocol);
+        self.events.push_back(Event::Won { id, addr, protocol, at: now - self.start });
+        self.outcome = Some(Outcome::Won { id, addr, protocol });
         self.cancel_all_running(now);
         self.timers = [None; 3];
     }
@@ -494,6 +639,7 @@ impl Race {
         match query {
             Query::Aaaa => &mut self.aaaa,
             Query::A => &mut self.a,
+            Query::Https => &mut self.https,
         }
     }
 
@@ -535,19 +681,20 @@ impl Race {
         }
         let resolution_wait = self.timers[Timer::ResolutionDelay as usize];
         let preferred = self.preferred();
-        let waiting_for_preferred = self.attempts.is_empty()
-            && *self.answer_mut(preferred) == Answer::Pending
-            && self.preferred_queue().is_empty()
+        let preferred_missing =
+            *self.answer_mut(preferred) == Answer::Pending && self.preferred_queue().is_empty();
+        let waiting = self.attempts.is_empty()
+            && (preferred_missing || self.https == Answer::Pending)
             && resolution_wait.is_none_or(|t| t > now);
-        if !waiting_for_preferred {
+        if !waiting {
             self.timers[Timer::ResolutionDelay as usize] = None;
             let due = self.attempts.is_empty()
                 || self.timers[Timer::NextAttempt as usize].is_some_and(|t| t <= now);
             if due {
                 let slot = self.running() < self.config.max_concurrent.max(1);
-                let next = if slot { self.next_address() } else { None };
+                let next = if slot { self.next_candidate() } else { None };
                 match next {
-                    Some(ip) => self.start_attempt(ip, now),
+                    Some((ip, protocol)) => self.start_attempt(ip, protocol, now),
                     // Nothing to start, or no free slot: a failure or a new answer re-arms.
                     None => self.timers[Timer::NextAttempt as usize] = None,
                 }
@@ -556,31 +703,52 @@ impl Race {
         self.check_lost(now);
     }
 
-    fn start_attempt(&mut self, ip: IpAddr, now: Instant) {
+    fn start_attempt(&mut self, ip: IpAddr, protocol: Protocol, now: Instant) {
         let n = u32::try_from(self.attempts.len() + 1).unwrap_or(u32::MAX);
         let id = self.id.attempt(n);
-        let addr = SocketAddr::new(ip, self.port);
+        let port = match protocol {
+            Protocol::Quic => self.quic_port.unwrap_or(self.port),
+            Protocol::Tcp => self.port,
+        };
+        let addr = SocketAddr::new(ip, port);
         let deadline = now + self.config.attempt_timeout;
         self.attempts.push(Attempt {
             id,
             addr,
+            protocol,
             state: AttemptState::Running { deadline },
             error: None,
         });
-        self.actions.push_back(Action::StartAttempt { id, addr });
-        self.events.push_back(Event::AttemptStarted { id, addr, at: now - self.start });
+        self.actions.push_back(Action::StartAttempt { id, addr, protocol });
+        self.events.push_back(Event::AttemptStarted { id, addr, protocol, at: now - self.start });
         self.last_start = Some(now);
         self.timers[Timer::NextAttempt as usize] =
             Some(now + self.config.effective_attempt_delay());
     }
 
-    /// RFC 8305 §4: the preferred family first (`first_family_count` of it), then alternate,
-    /// falling back to whichever family still has addresses.
+    /// The next attempt: a companion (TCP after QUIC to the same address) first, else the
+    /// next address — over QUIC first when the service advertised h3.
+    fn next_candidate(&mut self) -> Option<(IpAddr, Protocol)> {
+        if let Some(c) = self.companions.pop_front() {
+            return Some(c);
+        }
+        let ip = self.next_address()?;
+        if self.quic_port.is_some() && self.config.protocol == Protocol::Tcp {
+            self.companions.push_front((ip, Protocol::Tcp));
+            return Some((ip, Protocol::Quic));
+        }
+        Some((ip, self.config.protocol))
+    }
+
+    /// RFC 8305 §4: the preferred family first (`first_family_count` addresses of it), then
+    /// alternate, falling back to whichever family still has addresses.
     fn next_address(&mut self) -> Option<IpAddr> {
         let prefer_v6 = self.config.family.prefers_v6();
+        let mut tried: Vec<IpAddr> = self.attempts.iter().map(|a| a.addr.ip()).collect();
+        tried.dedup();
         let want_v6 = match self.attempts.last() {
             None => prefer_v6,
-            Some(_) if self.attempts.len() < self.config.first_family_count => prefer_v6,
+            Some(_) if tried.len() < self.config.first_family_count => prefer_v6,
             Some(last) => !last.addr.is_ipv6(),
         };
         let (first, second) =
@@ -590,7 +758,8 @@ impl Race {
 
     fn check_lost(&mut self, now: Instant) {
         let resolving = self.aaaa == Answer::Pending || self.a == Answer::Pending;
-        if resolving || self.running() > 0 || !self.v6.is_empty() || !self.v4.is_empty() {
+        let queued = !self.v6.is_empty() || !self.v4.is_empty() || !self.companions.is_empty();
+        if resolving || self.running() > 0 || queued {
             return;
         }
         let error = if self.attempts.is_empty() {
@@ -603,12 +772,11 @@ impl Race {
             let attempts = self
                 .attempts
                 .iter()
-                .map(|a| {
-                    (
-                        a.id,
-                        a.addr,
-                        a.error.clone().unwrap_or(AttemptError::Other("cancelled".into())),
-                    )
+                .map(|a| Tried {
+                    id: a.id,
+                    addr: a.addr,
+                    protocol: a.protocol,
+                    error: a.error.clone().unwrap_or(AttemptError::Other("cancelled".into())),
                 })
                 .collect();
             RaceError::AllAttemptsFailed { attempts }

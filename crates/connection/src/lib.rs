@@ -25,7 +25,7 @@
 //! let mut race = Race::with_addresses(ConnectionId::next(), 443, &addrs, Config::default(), now);
 //! while race.outcome().is_none() {
 //!     while let Some(action) = race.poll_action() {
-//!         if let Action::StartAttempt { id, addr } = action {
+//!         if let Action::StartAttempt { id, addr, .. } = action {
 //!             if reachable(addr.ip()) {
 //!                 race.handle_attempt_ready(id, now + Duration::from_millis(10));
 //!             }

@@ -1,5 +1,5 @@
-//! The resolver front: explicit A and AAAA queries, sent separately so the race can start on
-//! whichever answers first — never `getaddrinfo`, which waits for both.
+//! The resolver front: explicit A, AAAA and HTTPS queries, sent separately so the race can
+//! start on whichever answers first — never `getaddrinfo`, which waits for both.
 //!
 //! Pure parts live here (hosts and resolv.conf parsing, reply extraction, the TTL cache); the
 //! UDP exchange is in [`crate::driver`].
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::happy_eyeballs::{Query, QueryError};
+use crate::happy_eyeballs::{Query, QueryError, Service};
 
 /// What the system's resolver configuration says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +75,17 @@ impl SystemConfig {
         Self::parse(&read("/etc/resolv.conf"), &read("/etc/hosts"))
     }
 
-    /// The hosts-file answer for a query, if the name is listed there. A listed name with no
-    /// address of the asked family answers empty: the file is authoritative for it.
+    /// The hosts-file answer for an address query, if the name is listed there. A listed name
+    /// with no address of the asked family answers empty: the file is authoritative for it (and
+    /// so has no HTTPS record either).
     pub fn from_hosts(&self, name: &str, query: Query) -> Option<Vec<IpAddr>> {
         let addrs = self.hosts.get(&normalise(name))?;
-        Some(addrs.iter().copied().filter(|ip| ip.is_ipv6() == (query == Query::Aaaa)).collect())
+        let family = |ip: &&IpAddr| match query {
+            Query::Aaaa => ip.is_ipv6(),
+            Query::A => ip.is_ipv4(),
+            Query::Https => false,
+        };
+        Some(addrs.iter().filter(family).copied().collect())
     }
 }
 
@@ -109,33 +115,66 @@ pub fn record_type(query: Query) -> RecordType {
     match query {
         Query::A => RecordType::A,
         Query::Aaaa => RecordType::AAAA,
+        Query::Https => RecordType::HTTPS,
     }
 }
 
 /// The addresses and the smallest TTL in a reply, or why there are none to be had.
 pub fn extract(reply: &Message, query: Query) -> Result<(Vec<IpAddr>, Duration), QueryError> {
+    collect(reply, |data| match (data, query) {
+        (RData::A(a), Query::A) => Some(IpAddr::V4(a.0)),
+        (RData::AAAA(a), Query::Aaaa) => Some(IpAddr::V6(a.0)),
+        _ => None,
+    })
+}
+
+/// The HTTPS records in a reply (RFC 9460), as the race reads them, and the smallest TTL.
+/// Parameters the race does not use (hints, ECH, mandatory) are left out.
+pub fn extract_services(reply: &Message) -> Result<(Vec<Service>, Duration), QueryError> {
+    use hickory_proto::rr::rdata::svcb::SvcParamValue;
+    collect(reply, |data| {
+        let RData::HTTPS(https) = data else { return None };
+        let mut service = Service {
+            priority: https.svc_priority,
+            target: (!https.target_name.is_root())
+                .then(|| normalise(&https.target_name.to_ascii())),
+            ..Service::default()
+        };
+        for (_, value) in &https.svc_params {
+            match value {
+                SvcParamValue::Alpn(alpn) => service.alpn.clone_from(&alpn.0),
+                SvcParamValue::NoDefaultAlpn => service.no_default_alpn = true,
+                SvcParamValue::Port(port) => service.port = Some(*port),
+                _ => {}
+            }
+        }
+        Some(service)
+    })
+}
+
+/// The records a reply's answers give, with the smallest TTL; NXDOMAIN and server failures
+/// are errors. An empty answer (NODATA) is cached briefly; RFC 2308 would use the SOA minimum.
+fn collect<T>(
+    reply: &Message,
+    mut pick: impl FnMut(&RData) -> Option<T>,
+) -> Result<(Vec<T>, Duration), QueryError> {
     match reply.metadata.response_code {
         ResponseCode::NoError => {}
         ResponseCode::NXDomain => return Err(QueryError::NoSuchName),
         code => return Err(QueryError::ServerFailure(code.to_string())),
     }
     let mut ttl = u32::MAX;
-    let addrs: Vec<IpAddr> = reply
+    let found: Vec<T> = reply
         .answers
         .iter()
         .filter_map(|r| {
-            let ip = match (&r.data, query) {
-                (RData::A(a), Query::A) => IpAddr::V4(a.0),
-                (RData::AAAA(a), Query::Aaaa) => IpAddr::V6(a.0),
-                _ => return None,
-            };
+            let item = pick(&r.data)?;
             ttl = ttl.min(r.ttl);
-            Some(ip)
+            Some(item)
         })
         .collect();
-    // An empty answer (NODATA) is cached briefly; RFC 2308 would use the SOA minimum.
-    let ttl = if addrs.is_empty() { 30 } else { ttl };
-    Ok((addrs, Duration::from_secs(u64::from(ttl))))
+    let ttl = if found.is_empty() { 30 } else { ttl };
+    Ok((found, Duration::from_secs(u64::from(ttl))))
 }
 
 /// RFC 7050 §3: the NAT64 prefix from the AAAA answer for `ipv4only.arpa`: an address whose
@@ -161,31 +200,30 @@ pub fn synthesize(prefix: std::net::Ipv6Addr, v4: std::net::Ipv4Addr) -> std::ne
     std::net::Ipv6Addr::from(o)
 }
 
-/// Answers by name and query, until their TTL runs out.
-#[derive(Debug, Default)]
-pub struct Cache {
-    entries: HashMap<(String, Query), (Instant, Vec<IpAddr>)>,
+/// Answers by name and query, until their TTL runs out: addresses, or HTTPS records.
+#[derive(Debug)]
+pub struct Cache<T = Vec<IpAddr>> {
+    entries: HashMap<(String, Query), (Instant, T)>,
 }
 
-impl Cache {
-    pub fn get(&self, name: &str, query: Query, now: Instant) -> Option<Vec<IpAddr>> {
-        let (expires, addrs) = self.entries.get(&(normalise(name), query))?;
-        (now < *expires).then(|| addrs.clone())
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Self { entries: HashMap::new() }
+    }
+}
+
+impl<T: Clone> Cache<T> {
+    pub fn get(&self, name: &str, query: Query, now: Instant) -> Option<T> {
+        let (expires, found) = self.entries.get(&(normalise(name), query))?;
+        (now < *expires).then(|| found.clone())
     }
 
-    pub fn put(
-        &mut self,
-        name: &str,
-        query: Query,
-        addrs: Vec<IpAddr>,
-        ttl: Duration,
-        now: Instant,
-    ) {
+    pub fn put(&mut self, name: &str, query: Query, found: T, ttl: Duration, now: Instant) {
         // Bound the cache: drop what has expired before growing past a few thousand names.
         if self.entries.len() > 4096 {
             self.entries.retain(|_, (expires, _)| *expires > now);
         }
-        self.entries.insert((normalise(name), query), (now + ttl, addrs));
+        self.entries.insert((normalise(name), query), (now + ttl, found));
     }
 }
 
@@ -241,6 +279,40 @@ mod tests {
     }
 
     #[test]
+    fn extract_services_reads_alpn_port_and_target() {
+        use hickory_proto::rr::rdata::HTTPS;
+        use hickory_proto::rr::rdata::svcb::{Alpn, SVCB, SvcParamKey, SvcParamValue};
+        let name = Name::from_ascii("svc.test.").unwrap();
+        let mut m = Message::response(1, OpCode::Query);
+        let params = vec![
+            (SvcParamKey::Alpn, SvcParamValue::Alpn(Alpn(vec!["h3".into(), "h2".into()]))),
+            (SvcParamKey::Port, SvcParamValue::Port(8443)),
+            (SvcParamKey::NoDefaultAlpn, SvcParamValue::NoDefaultAlpn),
+        ];
+        let own = SVCB::new(1, Name::root(), params);
+        let other = SVCB::new(2, Name::from_ascii("Pool.Test.").unwrap(), vec![]);
+        m.add_answer(Record::from_rdata(name.clone(), 120, RData::HTTPS(HTTPS(own))));
+        m.add_answer(Record::from_rdata(name.clone(), 60, RData::HTTPS(HTTPS(other))));
+        m.add_answer(Record::from_rdata(name, 5, RData::A(A::new(192, 0, 2, 1))));
+        let (services, ttl) = extract_services(&m).unwrap();
+        assert_eq!(ttl, Duration::from_secs(60), "the A record's TTL is not the services'");
+        assert_eq!(
+            services,
+            [
+                Service {
+                    priority: 1,
+                    target: None,
+                    alpn: vec!["h3".into(), "h2".into()],
+                    no_default_alpn: true,
+                    port: Some(8443),
+                },
+                Service { priority: 2, target: Some("pool.test".into()), ..Service::default() },
+            ]
+        );
+        assert_eq!(Service::quic_port(&services, 443), Some(8443));
+    }
+
+    #[test]
     fn nat64_prefix_discovery_and_synthesis() {
         let answer: Vec<IpAddr> =
             vec!["64:ff9b::c000:aa".parse().unwrap(), "64:ff9b::c000:ab".parse().unwrap()];
@@ -262,7 +334,7 @@ mod tests {
     #[allow(clippy::disallowed_methods, reason = "a virtual-time origin")]
     fn cache_expires_by_ttl() {
         let t0 = Instant::now();
-        let mut c = Cache::default();
+        let mut c: Cache = Cache::default();
         c.put(
             "WWW.test.",
             Query::A,

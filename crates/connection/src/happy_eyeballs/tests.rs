@@ -21,7 +21,10 @@ enum Host {
 struct World {
     aaaa: Option<(u64, Result<Vec<IpAddr>, QueryError>)>,
     a: Option<(u64, Result<Vec<IpAddr>, QueryError>)>,
+    https: Option<(u64, Result<Vec<Service>, QueryError>)>,
+    /// How each address answers TCP; QUIC is blackholed unless listed in `quic`.
     hosts: BTreeMap<IpAddr, Host>,
+    quic: BTreeMap<IpAddr, Host>,
 }
 
 impl World {
@@ -30,6 +33,7 @@ impl World {
         match q {
             Query::Aaaa => self.aaaa = v,
             Query::A => self.a = v,
+            Query::Https => unreachable!("use services()"),
         }
         self
     }
@@ -38,13 +42,33 @@ impl World {
         match q {
             Query::Aaaa => self.aaaa = Some((at, Err(e))),
             Query::A => self.a = Some((at, Err(e))),
+            Query::Https => self.https = Some((at, Err(e))),
         }
+        self
+    }
+
+    fn services(mut self, at: u64, records: Vec<Service>) -> Self {
+        self.https = Some((at, Ok(records)));
         self
     }
 
     fn host(mut self, addr: &str, h: Host) -> Self {
         self.hosts.insert(ip(addr), h);
         self
+    }
+
+    fn quic(mut self, addr: &str, h: Host) -> Self {
+        self.quic.insert(ip(addr), h);
+        self
+    }
+}
+
+/// An HTTPS record for the queried name with this ALPN set.
+fn alpn(ids: &[&str]) -> Service {
+    Service {
+        priority: 1,
+        alpn: ids.iter().map(|s| (*s).to_owned()).collect(),
+        ..Service::default()
     }
 }
 
@@ -55,6 +79,7 @@ fn ip(s: &str) -> IpAddr {
 #[derive(Debug, Clone)]
 enum Input {
     Answer(Query, Result<Vec<IpAddr>, QueryError>),
+    Services(Result<Vec<Service>, QueryError>),
     Ready(AttemptId),
     Fail(AttemptId, AttemptError),
 }
@@ -66,7 +91,7 @@ struct Sim {
     now: Instant,
     pending: Vec<(Instant, Input)>,
     queries: Vec<(u64, Query)>,
-    started: Vec<(u64, AttemptId, SocketAddr)>,
+    started: Vec<(u64, AttemptId, SocketAddr, Protocol)>,
     cancelled: BTreeSet<AttemptId>,
     finished: BTreeSet<AttemptId>,
     max_running: usize,
@@ -122,6 +147,7 @@ impl Sim {
                 let (_, input) = sim.pending.remove(i);
                 match input {
                     Input::Answer(q, r) => sim.race.handle_answer(q, r, sim.now),
+                    Input::Services(r) => sim.race.handle_services(r, sim.now),
                     Input::Ready(id) => {
                         sim.finished.insert(id);
                         sim.race.handle_attempt_ready(id, sim.now);
@@ -154,19 +180,28 @@ impl Sim {
                     let answer = match q {
                         Query::Aaaa => world.aaaa.clone(),
                         Query::A => world.a.clone(),
+                        Query::Https => {
+                            if let Some((at, r)) = world.https.clone() {
+                                self.pending.push((self.at(at), Input::Services(r)));
+                            }
+                            None
+                        }
                     };
                     if let Some((at, r)) = answer {
                         self.pending.push((self.at(at), Input::Answer(q, r)));
                     }
                 }
-                Action::StartAttempt { id, addr } => {
-                    self.started.push((self.ms(), id, addr));
-                    let input =
-                        match world.hosts.get(&addr.ip()).cloned().unwrap_or(Host::Blackhole) {
-                            Host::Ready(after) => Some((after, Input::Ready(id))),
-                            Host::Fails(after, e) => Some((after, Input::Fail(id, e))),
-                            Host::Blackhole => None,
-                        };
+                Action::StartAttempt { id, addr, protocol } => {
+                    self.started.push((self.ms(), id, addr, protocol));
+                    let hosts = match protocol {
+                        Protocol::Tcp => &world.hosts,
+                        Protocol::Quic => &world.quic,
+                    };
+                    let input = match hosts.get(&addr.ip()).cloned().unwrap_or(Host::Blackhole) {
+                        Host::Ready(after) => Some((after, Input::Ready(id))),
+                        Host::Fails(after, e) => Some((after, Input::Fail(id, e))),
+                        Host::Blackhole => None,
+                    };
                     if let Some((after, input)) = input {
                         self.pending.push((self.now + Duration::from_millis(after), input));
                     }
@@ -215,7 +250,7 @@ impl Sim {
 
     /// A08: once ready, no other attempt of the connection stays open.
     fn assert_no_also_rans_left(&self) {
-        for (_, id, _) in &self.started {
+        for (_, id, _, _) in &self.started {
             let winner = matches!(self.race.outcome(), Some(Outcome::Won { id: w, .. }) if w == id);
             assert!(
                 winner || self.cancelled.contains(id) || self.finished.contains(id),
@@ -416,9 +451,10 @@ fn every_attempt_failing_reports_each_reason() {
     let (at, err) = sim.failed();
     assert_eq!(at, 5, "both failures are immediate failovers");
     let RaceError::AllAttemptsFailed { attempts } = err else { panic!("{err:?}") };
-    let reasons: Vec<String> = attempts.iter().map(|a| format!("{} {}", a.0, a.1.ip())).collect();
+    let reasons: Vec<String> =
+        attempts.iter().map(|a| format!("{} {}", a.id, a.addr.ip())).collect();
     assert_eq!(reasons, ["C7.1 2001:db8:1::2", "C7.2 198.51.100.2"]);
-    assert_eq!(attempts[1].2, AttemptError::HostUnreachable);
+    assert_eq!(attempts[1].error, AttemptError::HostUnreachable);
 }
 
 #[test]
@@ -485,4 +521,158 @@ fn the_trace_names_attempts_hierarchically_and_serialises() {
     assert_eq!(won["at"], 260.0, "times are milliseconds: {json}");
     let failed = serde_json::to_value(AttemptError::Tls("bad".into())).unwrap();
     assert_eq!(failed, serde_json::json!({"kind": "tls", "detail": "bad"}));
+}
+
+// --- QUIC beside TCP (HTTPS records, happyeyeballs-v3) -----------------------------------------
+
+fn discover() -> Config {
+    Config { discover_quic: true, ..Config::default() }
+}
+
+/// Both families answer both protocols, the HTTPS record advertises h3 at once.
+fn h3_world(tcp: Host, quic: Host) -> World {
+    dual(tcp.clone(), tcp)
+        .services(0, vec![alpn(&["h3", "h2"])])
+        .quic("2001:db8:1::2", quic.clone())
+        .quic("198.51.100.2", quic)
+}
+
+impl Sim {
+    /// (ms, protocol, address) of every attempt started.
+    fn plan(&self) -> Vec<(u64, Protocol, IpAddr)> {
+        self.started.iter().map(|s| (s.0, s.3, s.2.ip())).collect()
+    }
+
+    fn won_protocol(&self) -> Protocol {
+        match self.race.outcome() {
+            Some(Outcome::Won { protocol, .. }) => *protocol,
+            other => panic!("no winner: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn asks_https_then_aaaa_then_a_only_when_discovering() {
+    let sim = Sim::run(&h3_world(Host::Ready(RTT), Host::Ready(RTT)), discover());
+    assert_eq!(sim.queries, [(0, Query::Https), (0, Query::Aaaa), (0, Query::A)]);
+    let sim = Sim::run(&h3_world(Host::Ready(RTT), Host::Ready(RTT)), Config::default());
+    assert_eq!(sim.queries, [(0, Query::Aaaa), (0, Query::A)]);
+    assert!(sim.plan().iter().all(|p| p.1 == Protocol::Tcp), "no HTTPS query, no QUIC");
+}
+
+#[test]
+fn h3_advertised_quic_goes_first_and_wins() {
+    let sim = Sim::run(&h3_world(Host::Ready(RTT), Host::Ready(RTT)), discover());
+    assert_eq!(sim.won(), (RTT, ip("2001:db8:1::2")));
+    assert_eq!(sim.won_protocol(), Protocol::Quic);
+    assert_eq!(sim.plan(), [(0, Protocol::Quic, ip("2001:db8:1::2"))]);
+}
+
+#[test]
+fn tcp_dropped_quic_wins_without_waiting() {
+    let sim = Sim::run(&h3_world(Host::Blackhole, Host::Ready(RTT)), discover());
+    assert_eq!((sim.won(), sim.won_protocol()), ((RTT, ip("2001:db8:1::2")), Protocol::Quic));
+}
+
+#[test]
+fn udp_dropped_tcp_to_the_same_address_wins_one_attempt_delay_later() {
+    let sim = Sim::run(&h3_world(Host::Ready(RTT), Host::Blackhole), discover());
+    assert_eq!(sim.won(), (250 + RTT, ip("2001:db8:1::2")));
+    assert_eq!(sim.won_protocol(), Protocol::Tcp);
+    assert_eq!(
+        sim.plan(),
+        [(0, Protocol::Quic, ip("2001:db8:1::2")), (250, Protocol::Tcp, ip("2001:db8:1::2"))]
+    );
+    sim.assert_no_also_rans_left();
+}
+
+#[test]
+fn families_still_interleave_by_address_with_quic() {
+    // IPv6 dead for both protocols: QUIC and TCP to it, then QUIC to IPv4.
+    let world = h3_world(Host::Ready(RTT), Host::Ready(RTT))
+        .host("2001:db8:1::2", Host::Blackhole)
+        .quic("2001:db8:1::2", Host::Blackhole);
+    let sim = Sim::run(&world, discover());
+    assert_eq!(
+        sim.plan(),
+        [
+            (0, Protocol::Quic, ip("2001:db8:1::2")),
+            (250, Protocol::Tcp, ip("2001:db8:1::2")),
+            (500, Protocol::Quic, ip("198.51.100.2")),
+        ]
+    );
+    assert_eq!((sim.won(), sim.won_protocol()), ((500 + RTT, ip("198.51.100.2")), Protocol::Quic));
+}
+
+#[test]
+fn no_h3_in_the_record_or_no_record_means_tcp_only() {
+    for world in [
+        dual(Host::Ready(RTT), Host::Ready(RTT)).services(0, vec![alpn(&["h2", "http/1.1"])]),
+        dual(Host::Ready(RTT), Host::Ready(RTT)).services(0, vec![]),
+        dual(Host::Ready(RTT), Host::Ready(RTT)).fail(Query::Https, 0, QueryError::NoSuchName),
+    ] {
+        let sim = Sim::run(&world.quic("2001:db8:1::2", Host::Ready(1)), discover());
+        assert_eq!(sim.plan(), [(0, Protocol::Tcp, ip("2001:db8:1::2"))]);
+    }
+}
+
+#[test]
+fn the_https_answer_gets_the_resolution_delay_and_no_more() {
+    // Within the delay: waited for, so QUIC goes first.
+    let world = h3_world(Host::Ready(RTT), Host::Ready(RTT)).services(30, vec![alpn(&["h3"])]);
+    let sim = Sim::run(&world, discover());
+    assert_eq!(sim.plan(), [(30, Protocol::Quic, ip("2001:db8:1::2"))]);
+    // Silent: TCP starts when the resolution delay after the addresses runs out.
+    let mut silent = h3_world(Host::Ready(RTT), Host::Ready(RTT));
+    silent.https = None;
+    let sim = Sim::run(&silent, discover());
+    assert_eq!(sim.plan(), [(50, Protocol::Tcp, ip("2001:db8:1::2"))]);
+    assert_eq!(sim.won(), (50 + RTT, ip("2001:db8:1::2")));
+}
+
+#[test]
+fn h3_discovered_late_joins_the_stagger_for_addresses_already_tried() {
+    // TCP is dropped; the HTTPS answer comes at 100 ms, after TCP to IPv6 started at 50.
+    let world = h3_world(Host::Blackhole, Host::Ready(RTT)).services(100, vec![alpn(&["h3"])]);
+    let sim = Sim::run(&world, discover());
+    assert_eq!(
+        sim.plan(),
+        [(50, Protocol::Tcp, ip("2001:db8:1::2")), (300, Protocol::Quic, ip("2001:db8:1::2"))]
+    );
+    assert_eq!((sim.won(), sim.won_protocol()), ((300 + RTT, ip("2001:db8:1::2")), Protocol::Quic));
+}
+
+#[test]
+fn quic_goes_to_the_port_the_record_names() {
+    let record = Service { port: Some(8443), ..alpn(&["h3"]) };
+    let world = h3_world(Host::Blackhole, Host::Ready(RTT)).services(0, vec![record]);
+    let sim = Sim::run(&world, discover());
+    assert_eq!(sim.started[0].2, "[2001:db8:1::2]:8443".parse().unwrap());
+}
+
+#[test]
+fn a_quic_race_is_quic_throughout_and_asks_no_https() {
+    let config = Config { protocol: Protocol::Quic, discover_quic: true, ..Config::default() };
+    let sim = Sim::run(&h3_world(Host::Ready(RTT), Host::Blackhole), config);
+    assert_eq!(sim.queries, [(0, Query::Aaaa), (0, Query::A)]);
+    assert!(sim.plan().iter().all(|p| p.1 == Protocol::Quic));
+    let (_, err) = sim.failed();
+    let RaceError::AllAttemptsFailed { attempts } = &err else { panic!("{err:?}") };
+    assert_eq!(attempts.len(), 2);
+    assert!(err.to_string().contains("over QUIC"), "{err}");
+}
+
+#[test]
+fn which_records_advertise_quic() {
+    let h3 = alpn(&["h2", "h3"]);
+    assert_eq!(Service::quic_port(std::slice::from_ref(&h3), 443), Some(443));
+    let ported = Service { priority: 2, port: Some(8443), ..h3.clone() };
+    let best = Service { priority: 1, ..alpn(&["h3"]) };
+    assert_eq!(Service::quic_port(&[ported.clone(), best], 443), Some(443), "lowest priority");
+    assert_eq!(Service::quic_port(&[ported], 443), Some(8443));
+    let alias = Service { priority: 0, target: Some("cdn.test".into()), ..Service::default() };
+    assert_eq!(Service::quic_port(&[alias, h3.clone()], 443), None, "AliasMode wins (RFC 9460)");
+    let elsewhere = Service { target: Some("svc.test".into()), ..h3 };
+    assert_eq!(Service::quic_port(&[elsewhere], 443), None, "other targets are not followed");
+    assert_eq!(Service::quic_port(&[alpn(&["h3-29"])], 443), None, "h3 drafts are not h3");
 }
