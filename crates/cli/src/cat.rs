@@ -52,9 +52,10 @@ pub(crate) struct Args {
     /// Speak TLS over the connection (the system's anchors plus any --anchor).
     #[arg(long, group = "secure")]
     tls: bool,
-    /// Connect over QUIC (TLS 1.3 built in; needs --alpn): one bidirectional stream carries
-    /// the bytes.
-    #[arg(long, group = "secure", requires = "alpn", conflicts_with = "listen")]
+    /// QUIC (TLS 1.3 built in; needs --alpn): one bidirectional stream carries the bytes.
+    /// With -l, listens on UDP and serves the first stream a client opens (a QUIC client's
+    /// stream appears when it first sends).
+    #[arg(long, group = "secure", requires = "alpn")]
     quic: bool,
     /// ALPN protocols to offer, most preferred first (e.g. h2,http/1.1). With --tls, listing
     /// h3 also asks for the name's HTTPS record and, when it advertises h3, races QUIC (offering
@@ -203,7 +204,8 @@ async fn relay(stream: Box<dyn nw_connection::driver::Io>) -> Outcome {
 async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
     use nw_connection::listener::{Config, Handler, Listener};
     let mut throwaway = None;
-    let tls = match (args.tls, &args.cert, &args.key) {
+    let secure = args.tls || args.quic;
+    let tls = match (secure, &args.cert, &args.key) {
         (false, ..) => None,
         (true, Some(cert), Some(key)) => {
             let chain =
@@ -225,7 +227,12 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
         })
     });
     let config = Config { tls, max_connections: 1, ..Config::default() };
-    let listener = Listener::bind(at, config, handler).await.with_context(|| {
+    let bound = if args.quic {
+        Listener::bind_quic(at, config, handler).await
+    } else {
+        Listener::bind(at, config, handler).await
+    };
+    let listener = bound.with_context(|| {
         format!("cannot listen on {at}; is the port free, and the address this host's?")
     })?;
     // With port 0 the caller cannot know the port unless we say it.

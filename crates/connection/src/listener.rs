@@ -1,4 +1,4 @@
-//! Listeners for TCP and TLS: an accept loop that hands each connection to a handler.
+//! Listeners for TCP, TLS and QUIC: an accept loop that hands each connection to a handler.
 //!
 //! Built for the field's advice that a server "must be resilient" to connections that open and
 //! close at once — also-rans from clients' Happy Eyeballs races, port scans, crashed clients:
@@ -9,6 +9,12 @@
 //! - running out of descriptors (EMFILE/ENFILE) backs off instead of spinning;
 //! - [`Listener::shutdown`] stops accepting, gives running handlers a grace period, then
 //!   cancels what is left.
+//!
+//! A QUIC listener ([`Listener::bind_quic`]) hands the handler each connection's first
+//! bidirectional stream (the client's side of `nw cat --quic`). At the limit it refuses new
+//! connections at once (a QUIC CONNECTION_REFUSED, so a racing client fails over) instead of
+//! leaving them to time out; a client that completes the handshake but opens no stream within
+//! the handshake timeout counts as a failed handshake.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +55,7 @@ pub struct Stats {
     handshake_failed: AtomicU64,
     served: AtomicU64,
     accept_errors: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -60,6 +67,8 @@ pub struct Counts {
     /// Connections handed to the handler.
     pub served: u64,
     pub accept_errors: u64,
+    /// QUIC connections refused because `max_connections` were running.
+    pub refused: u64,
 }
 
 impl Stats {
@@ -70,6 +79,7 @@ impl Stats {
             handshake_failed: get(&self.handshake_failed),
             served: get(&self.served),
             accept_errors: get(&self.accept_errors),
+            refused: get(&self.refused),
         }
     }
 }
@@ -95,6 +105,27 @@ impl Listener {
         let stats = Arc::new(Stats::default());
         let (stop, stopped) = watch::channel(None);
         let task = tokio::spawn(accept_loop(socket, config, handler, stats.clone(), stopped));
+        Ok(Self { local, stats, stop, task })
+    }
+
+    /// Binds `addr` (UDP) and accepts QUIC connections; `config.tls` is required and must
+    /// allow TLS 1.3 with ALPN. `[::]:PORT` accepts IPv4 too.
+    pub async fn bind_quic(
+        addr: SocketAddr,
+        config: Config,
+        handler: Handler,
+    ) -> std::io::Result<Self> {
+        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+        let tls = config.tls.clone().ok_or_else(|| invalid("QUIC needs TLS settings".into()))?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| invalid(format!("this TLS configuration cannot carry QUIC: {e}")))?;
+        let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let local = endpoint.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let (stop, stopped) = watch::channel(None);
+        let task =
+            tokio::spawn(quic_accept_loop(endpoint, config, handler, stats.clone(), stopped));
         Ok(Self { local, stats, stop, task })
     }
 
@@ -192,6 +223,69 @@ async fn accept_loop(
         tracing::debug!(left = running.len(), "grace period over; cancelling handlers");
         running.shutdown().await;
     }
+}
+
+async fn quic_accept_loop(
+    endpoint: quinn::Endpoint,
+    config: Config,
+    handler: Handler,
+    stats: Arc<Stats>,
+    mut stopped: watch::Receiver<Option<Duration>>,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut running = JoinSet::new();
+    let grace = loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break Duration::ZERO },
+            _ = stopped.changed() => break stopped.borrow().unwrap_or_default(),
+        };
+        while running.try_join_next().is_some() {}
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let peer = incoming.remote_address();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "at the connection limit; refusing");
+            incoming.refuse();
+            continue;
+        };
+        let (handler, stats, limit, endpoint) =
+            (handler.clone(), stats.clone(), config.handshake_timeout, endpoint.clone());
+        running.spawn(async move {
+            let _permit = permit;
+            let ready = tokio::time::timeout(limit, async {
+                let conn = incoming.await?;
+                let (send, recv) = conn.accept_bi().await?;
+                Ok::<_, quinn::ConnectionError>((conn, send, recv))
+            })
+            .await;
+            let (conn, send, recv) = match ready {
+                Ok(Ok(parts)) => parts,
+                Ok(Err(e)) => {
+                    stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "QUIC connection failed before its first stream: {e}");
+                    return;
+                }
+                Err(_) => {
+                    stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "QUIC: no stream within the handshake timeout");
+                    return;
+                }
+            };
+            stats.served.fetch_add(1, Ordering::Relaxed);
+            let stream = crate::quic::QuicStream::new(send, recv, conn, endpoint);
+            handler(Box::new(stream), peer).await;
+        });
+    };
+    // Stop accepting: new handshakes are refused from now on.
+    endpoint.set_server_config(None);
+    let drain = async { while running.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::debug!(left = running.len(), "grace period over; cancelling handlers");
+        running.shutdown().await;
+    }
+    // No `endpoint.close()`: that would also close connections a handler passed on (nw cat
+    // hands its one client out of the handler). Cancelled handlers dropped theirs, which
+    // closes them; the socket goes with the last connection.
 }
 
 #[allow(clippy::disallowed_methods, reason = "driver: waiting out descriptor exhaustion")]

@@ -1,7 +1,9 @@
 //! QUIC attempts (quinn, aws-lc-rs): the whole stack — QUIC and its TLS 1.3 handshake with the
 //! certificate check — is up before an attempt counts as ready. The connection then carries
-//! one bidirectional stream, which is what `nw cat --quic` relays.
+//! one bidirectional stream, which is what `nw cat --quic` relays; listeners serve a QUIC
+//! connection through the first bidirectional stream its client opens.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,7 +45,7 @@ pub(crate) async fn attempt(
         alpn,
         server_name,
     };
-    Ok((Box::new(QuicStream { send, recv, _conn: conn, _endpoint: endpoint }), Some(negotiated)))
+    Ok((Box::new(QuicStream::new(send, recv, conn, endpoint)), Some(negotiated)))
 }
 
 fn error(e: &quinn::ConnectionError) -> AttemptError {
@@ -52,6 +54,12 @@ fn error(e: &quinn::ConnectionError) -> AttemptError {
         quinn::ConnectionError::TransportError(t) => {
             AttemptError::Tls(format!("QUIC handshake: {t}"))
         }
+        // RFC 9000 §20.1: the server refused (at its limit, or shutting down).
+        quinn::ConnectionError::ConnectionClosed(c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            AttemptError::Refused
+        }
         quinn::ConnectionError::ConnectionClosed(c) => {
             AttemptError::Other(format!("QUIC: the peer closed: {c}"))
         }
@@ -59,14 +67,39 @@ fn error(e: &quinn::ConnectionError) -> AttemptError {
     }
 }
 
+type Finishing =
+    Pin<Box<dyn Future<Output = Result<Option<quinn::VarInt>, quinn::StoppedError>> + Send + Sync>>;
+
 /// A QUIC connection's one bidirectional stream, as a byte stream. Holds the connection and
 /// its endpoint, so both live as long as the stream.
-#[derive(Debug)]
 pub(crate) struct QuicStream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
+    /// After a shutdown: resolves once the peer has acknowledged everything we sent, so
+    /// dropping the connection afterwards cannot lose the tail of the data.
+    finishing: Option<Finishing>,
     _conn: quinn::Connection,
     _endpoint: quinn::Endpoint,
+}
+
+impl QuicStream {
+    pub(crate) fn new(
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        conn: quinn::Connection,
+        endpoint: quinn::Endpoint,
+    ) -> Self {
+        Self { send, recv, finishing: None, _conn: conn, _endpoint: endpoint }
+    }
+}
+
+impl std::fmt::Debug for QuicStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicStream")
+            .field("send", &self.send.id())
+            .field("finishing", &self.finishing.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AsyncRead for QuicStream {
@@ -92,8 +125,20 @@ impl AsyncWrite for QuicStream {
         Pin::new(&mut self.send).poll_flush(cx)
     }
 
-    /// Finishes the stream: the peer reads EOF (a half-close).
+    /// Finishes the stream (the peer reads EOF: a half-close) and completes once the peer has
+    /// acknowledged all of it.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.send).poll_shutdown(cx)
+        if self.finishing.is_none() {
+            if let Err(e) = self.send.finish() {
+                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::NotConnected, e)));
+            }
+            let acked = self.send.stopped();
+            self.finishing = Some(Box::pin(acked));
+        }
+        let Some(finishing) = self.finishing.as_mut() else { return Poll::Ready(Ok(())) };
+        finishing.as_mut().poll(cx).map(|r| match r {
+            Ok(_) => Ok(()),
+            Err(e) => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e)),
+        })
     }
 }

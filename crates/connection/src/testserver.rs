@@ -1,6 +1,6 @@
-//! The embedded test server's connection part: a TLS echo service on loopback with a
-//! throwaway test CA, for `nw doctor`, tests and examples. (Its HTTP part will live with the
-//! transfer engine; there is one test server, not several.)
+//! The embedded test server's connection part: an echo service over TLS (TCP) and QUIC on the
+//! same loopback port, with a throwaway test CA, for `nw doctor`, tests and examples. (Its HTTP
+//! part will live with the transfer engine; there is one test server, not several.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +16,13 @@ use crate::tls::{self, TestCa, TlsError};
 #[derive(Debug)]
 pub struct TestServer {
     listener: Listener,
+    quic: Listener,
     root: CertificateDer<'static>,
 }
 
 impl TestServer {
-    /// Starts a TLS echo server on `addr` (use a loopback address and port 0). Its certificate
+    /// Starts an echo server on `addr` (use a loopback address and port 0): TLS over TCP, and
+    /// QUIC on the same port number over UDP, both with ALPN `nwkit-echo`. Its certificate
     /// names `localhost`, 127.0.0.1 and ::1, issued by a CA made for this server alone.
     pub async fn start(addr: SocketAddr) -> Result<Self, TestServerError> {
         let ca = TestCa::new("nwkit embedded test server CA")?;
@@ -38,10 +40,16 @@ impl TestServer {
             max_connections: 64,
             handshake_timeout: Duration::from_secs(5),
         };
-        let listener = Listener::bind(addr, settings, echo).await.map_err(TestServerError::Bind)?;
-        Ok(Self { listener, root: ca.root() })
+        let listener = Listener::bind(addr, settings.clone(), echo.clone())
+            .await
+            .map_err(TestServerError::Bind)?;
+        let quic = Listener::bind_quic(listener.local_addr(), settings, echo)
+            .await
+            .map_err(TestServerError::Bind)?;
+        Ok(Self { listener, quic, root: ca.root() })
     }
 
+    /// The TCP address; QUIC listens on the same address and port over UDP.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
     }
@@ -52,7 +60,8 @@ impl TestServer {
     }
 
     pub async fn shutdown(self) {
-        self.listener.shutdown(Duration::from_millis(200)).await;
+        let grace = Duration::from_millis(200);
+        tokio::join!(self.listener.shutdown(grace), self.quic.shutdown(grace));
     }
 }
 

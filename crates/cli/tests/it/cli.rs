@@ -86,10 +86,17 @@ fn a_bad_cost_config_file_is_an_error_that_names_it() {
 /// `nw cat -l --tls 127.0.0.1 0` with `stdin` as its input; returns the child, its port and
 /// the throwaway root's path (both read from its stderr).
 fn tls_listener(stdin: &'static [u8]) -> (std::process::Child, u16, String) {
+    listener(&["--tls"], stdin)
+}
+
+/// `nw cat -l SECURE… 127.0.0.1 0`, as [`tls_listener`].
+fn listener(secure: &[&str], stdin: &'static [u8]) -> (std::process::Child, u16, String) {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
     let mut child = Command::new(NW)
-        .args(["cat", "-l", "--tls", "127.0.0.1", "0"])
+        .args(["cat", "-l"])
+        .args(secure)
+        .args(["127.0.0.1", "0"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -144,6 +151,28 @@ fn nw_cat_tls_both_ends_bytes_flow_both_ways() {
     let (code, got) = finish(server);
     assert_eq!((code, got.as_str()), (0, ""), "the client sent nothing and closed");
     assert!(!std::path::Path::new(&root).exists(), "the throwaway root outlived its server");
+}
+
+#[test]
+fn nw_cat_quic_both_ends_bytes_flow_both_ways() {
+    use std::io::Write;
+    let (server, port, root) = listener(&["--quic", "--alpn", "nwkit-test"], b"from-server\n");
+    let mut client = Command::new(NW)
+        .args(["cat", "--quic", "--alpn", "nwkit-test", "--anchor", &root, "--report"])
+        .args(["localhost", &port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A QUIC client's stream reaches the server with its first bytes.
+    client.stdin.take().unwrap().write_all(b"from-client\n").unwrap();
+    let out = client.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-server\n", "{err}");
+    assert!(err.contains("over QUIC") && err.contains("ALPN nwkit-test"), "{err}");
+    let (code, got) = finish(server);
+    assert_eq!((code, got.as_str()), (0, "from-client\n"));
 }
 
 #[test]

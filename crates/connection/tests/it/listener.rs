@@ -158,3 +158,94 @@ async fn shutdown_waits_for_handlers_then_cancels() {
     assert_eq!(got, "", "a handler past it is cancelled and its connection closed");
     assert!(tokio::net::TcpStream::connect(at).await.is_err(), "no longer accepting");
 }
+
+/// QUIC through the race and the embedded test server: echo over the first bidirectional
+/// stream, every byte back before the close (a shutdown waits for the peer's acknowledgement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_echo_through_the_race_against_the_test_server() {
+    use nw_connection::driver::{Params, Resolver, Transport, connect};
+    use nw_connection::happy_eyeballs::Protocol;
+    use nw_connection::resolve::SystemConfig;
+    use nw_connection::testserver::TestServer;
+    let server = TestServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = ClientOptions {
+        extra_anchors: vec![server.root()],
+        alpn: vec![b"nwkit-echo".to_vec()],
+        ..ClientOptions::default()
+    }
+    .config()
+    .unwrap();
+    let params = Params {
+        transport: Transport::Quic,
+        tls: Some(client),
+        server_name: Some("localhost".into()),
+        ..Params::default()
+    };
+    let resolver = Arc::new(Resolver::new(SystemConfig::parse("", "")));
+    let port = server.local_addr().port();
+    let mut c = connect("127.0.0.1", port, &params, resolver).await.unwrap();
+    assert_eq!(c.report.protocol, Some(Protocol::Quic), "{:?}", c.report);
+    assert_eq!(c.report.tls.as_ref().and_then(|t| t.alpn.as_deref()), Some("nwkit-echo"));
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    c.stream.write_all(&payload).await.unwrap();
+    c.stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    c.stream.read_to_end(&mut back).await.unwrap();
+    assert!(back == payload, "echoed {} of {} bytes", back.len(), payload.len());
+    server.shutdown().await;
+}
+
+/// At its limit a QUIC listener refuses at once (the client fails over instead of timing out);
+/// shutdown cancels what outlives the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
+    use nw_connection::driver::{ConnectError, Params, Resolver, Transport, connect};
+    use nw_connection::resolve::SystemConfig;
+    let ca = TestCa::new("nwkit test CA").unwrap();
+    let issued = ca.issue_server(&["localhost"]).unwrap();
+    let server = tls::server_config(issued.chain, issued.key, &[b"t".to_vec()]).unwrap();
+    let hold: Handler = Arc::new(|stream: Box<dyn Io>, _| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(stream);
+        })
+    });
+    let config = Config { tls: Some(server), max_connections: 1, ..Config::default() };
+    let listener = Listener::bind_quic("127.0.0.1:0".parse().unwrap(), config, hold).await.unwrap();
+    let port = listener.local_addr().port();
+    let client = ClientOptions {
+        extra_anchors: vec![ca.root()],
+        alpn: vec![b"t".to_vec()],
+        ..ClientOptions::default()
+    }
+    .config()
+    .unwrap();
+    let params = Params {
+        transport: Transport::Quic,
+        tls: Some(client),
+        server_name: Some("localhost".into()),
+        ..Params::default()
+    };
+    let resolver = Arc::new(Resolver::new(SystemConfig::parse("", "")));
+    let mut first = connect("127.0.0.1", port, &params, resolver.clone()).await.unwrap();
+    first.stream.write_all(b"x").await.unwrap(); // opens the stream on the server's side
+    let start = Instant::now();
+    let second = connect("127.0.0.1", port, &params, resolver).await;
+    let took = start.elapsed();
+    let Err(ConnectError::Race { error, .. }) = second else { panic!("second: {second:?}") };
+    eprintln!("refused in {took:?}: {error}");
+    assert!(took < Duration::from_secs(2), "refused at once, not timed out: {took:?}");
+    let start = Instant::now();
+    while listener.stats().served < 1 && start.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let counts = listener.stats();
+    assert_eq!((counts.served, counts.refused), (1, 1), "{counts:?}");
+    let start = Instant::now();
+    listener.shutdown(Duration::from_millis(300)).await;
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), first.stream.read_to_end(&mut rest));
+    assert!(read.await.is_ok(), "the cancelled connection is closed, not left hanging");
+}
