@@ -465,3 +465,110 @@ fn quic_handshake_with_ngtcp2_and_the_race_over_quic() {
     );
     assert!((250.0..=330.0).contains(&m), "want 250 ms + a QUIC handshake + slack, got {m:.1}");
 }
+
+/// The QUIC race for real: the name's HTTPS record advertises h3, ngtcp2's `gtlsserver`
+/// answers QUIC and `openssl s_server` TLS over TCP on the same port. QUIC goes first and
+/// wins; with TCP dropped QUIC still wins at once; with UDP dropped TCP wins one attempt delay
+/// later; a record without h3 means TCP alone.
+#[test]
+fn quic_raced_against_tcp_when_the_https_record_advertises_h3() {
+    let s = scene();
+    let dir = std::env::temp_dir().join(format!("{}-h3race", s.p.cli.name()));
+    let (_tcp, root) = openssl_server(&s, &dir, &["-alpn", "http/1.1"]);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut cmd = s.p.srv.command("gtlsserver");
+    cmd.args(["-q", "198.51.100.2", "4433"])
+        .arg(&key)
+        .arg(&cert)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _quic = s.p.srv.spawn(cmd).expect("gtlsserver (apt-get install ngtcp2-server)");
+    std::thread::sleep(Duration::from_millis(300));
+    let set_alpn = |alpn: &[&str]| {
+        let mut script = s.dns.script();
+        let records = script.records.get_mut("*.test").unwrap();
+        records.https_alpn = alpn.iter().map(|a| (*a).to_owned()).collect();
+    };
+    set_alpn(&["h3", "h2"]);
+    let anchor = root.to_str().unwrap().to_owned();
+    // IPv4 only: both servers listen on 198.51.100.2.
+    let race = |label: &str| -> (f64, String, Value) {
+        let args = [
+            "cat",
+            "-4",
+            "--tls",
+            "--alpn",
+            "h3,http/1.1",
+            "-z",
+            "--json",
+            "--anchor",
+            &anchor,
+            "www.test",
+            "4433",
+        ];
+        let report = nw_report(&s.p.cli, &args);
+        let won = event(&report, "won");
+        let protocol = won["protocol"].as_str().unwrap_or_default().to_owned();
+        let alpn = report["tls"]["alpn"].as_str().unwrap_or_default();
+        let want = if protocol == "quic" { "h3" } else { "http/1.1" };
+        assert_eq!(alpn, want, "{label}: each transport offers its own ALPN ids: {report}");
+        assert!(
+            report["events"].as_array().unwrap().iter().any(|e| e["event"] == "services"),
+            "{label}: the HTTPS answer is in the report: {report}"
+        );
+        (won["at"].as_f64().unwrap(), protocol, report)
+    };
+
+    let open: Vec<(f64, String, Value)> = (0..3).map(|_| race("open")).collect();
+    for (_, protocol, report) in &open {
+        assert_eq!(protocol, "quic", "h3 advertised: QUIC goes first and wins: {report}");
+    }
+    let open_m = median(open.iter().map(|o| o.0).collect());
+
+    s.p.cli.fault(addr::SRV_V4.into(), Proto::Tcp, Some(4433), Fault::Drop).unwrap();
+    let no_tcp: Vec<f64> = (0..3)
+        .map(|_| {
+            let (at, protocol, report) = race("TCP dropped");
+            assert_eq!(protocol, "quic", "{report}");
+            at
+        })
+        .collect();
+    let no_tcp_m = median(no_tcp.clone());
+    s.p.cli.clear_faults().unwrap();
+
+    s.p.cli.fault(addr::SRV_V4.into(), Proto::Udp, Some(4433), Fault::Drop).unwrap();
+    let no_udp: Vec<f64> = (0..3)
+        .map(|_| {
+            let (at, protocol, report) = race("UDP dropped");
+            assert_eq!(protocol, "tcp", "{report}");
+            let first = event(&report, "attempt_started");
+            assert_eq!(first["protocol"], "quic", "QUIC was tried first: {report}");
+            at
+        })
+        .collect();
+    let no_udp_m = median(no_udp.clone());
+    s.p.cli.clear_faults().unwrap();
+
+    set_alpn(&["h2"]);
+    let (_, protocol, report) = race("no h3");
+    assert_eq!(protocol, "tcp", "{report}");
+    let quic_tried = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "attempt_started" && e["protocol"] == "quic");
+    assert!(!quic_tried, "no h3 advertised, no QUIC attempt: {report}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    eprintln!(
+        "QUIC race (HTTPS alpn=h3,h2): open: QUIC at {:.1?} ms; TCP dropped: QUIC at {no_tcp:.1?} ms (median {no_tcp_m:.1}); UDP dropped: TCP at {no_udp:.1?} ms (median {no_udp_m:.1})",
+        open.iter().map(|o| o.0).collect::<Vec<_>>()
+    );
+    assert!(open_m < 200.0, "QUIC wins before TCP even starts, got {open_m:.1}");
+    assert!(no_tcp_m < 200.0, "a dropped TCP costs nothing, got {no_tcp_m:.1}");
+    assert!(
+        (250.0..=330.0).contains(&no_udp_m),
+        "want 250 ms attempt delay + a TLS handshake + slack, got {no_udp_m:.1}"
+    );
+}
