@@ -207,6 +207,10 @@ pub struct Report {
     /// The path as the connection saw it before racing: each status while waiting.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<PathStep>,
+    /// The interface every attempt was bound to (`SO_BINDTODEVICE`): the path's preferred
+    /// one, when the conditions excluded others the kernel might otherwise have routed over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// The NAT64 prefix used to reach IPv4 destinations from an IPv6-only path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nat64: Option<std::net::Ipv6Addr>,
@@ -341,6 +345,7 @@ pub async fn connect(
         protocol: None,
         tls: None,
         path: Vec::new(),
+        interface: None,
         nat64: None,
         waited: Duration::ZERO,
     };
@@ -348,10 +353,19 @@ pub async fn connect(
         let path = wait_for_path(conditions, config.timeout, &mut report).await?;
         // RFC 8305 §7: on an IPv6-only path, reach IPv4 destinations through the network's
         // NAT64 prefix, for IPv4 literals and A-only names alike.
-        if path.is_some_and(|p| p.supports_ipv6 && !p.supports_ipv4) {
+        if path.as_ref().is_some_and(|p| p.supports_ipv6 && !p.supports_ipv4) {
             report.nat64 = resolver.nat64_prefix().await;
         }
+        // The kernel routes by destination alone; when the conditions ruled an interface out
+        // (expensive, a prohibited type, not the required one), the attempts are held to the
+        // path's preferred interface so the routing table cannot pick the excluded one.
+        if let Some(path) = &path
+            && path.unavailable.iter().any(|u| u.excluded_by.is_some())
+        {
+            report.interface = path.primary().map(|i| i.interface.name.clone());
+        }
     }
+    let device = report.interface.clone();
     let nat64 = report.nat64;
     let via_nat64 = |ip: IpAddr| match (ip, nat64) {
         (IpAddr::V4(v4), Some(prefix)) => IpAddr::V6(resolve::synthesize(prefix, v4)),
@@ -389,15 +403,18 @@ pub async fn connect(
                 Action::StartAttempt { id, addr, protocol } => {
                     tracing::debug!(attempt = %id, %addr, ?protocol, "attempt started");
                     let (tcp_tls, quic_tls) = (tcp_tls.clone(), quic_tls.clone());
+                    let device = device.clone();
                     let fut = async move {
+                        let device = device.as_deref();
                         let result = match (protocol, quic_tls) {
                             (Protocol::Quic, Some((config, name))) => {
-                                crate::quic::attempt(addr, config, name.to_str().into_owned()).await
+                                let name = name.to_str().into_owned();
+                                crate::quic::attempt(addr, config, name, device).await
                             }
                             (Protocol::Quic, None) => {
                                 Err(AttemptError::Other("QUIC needs TLS settings".into()))
                             }
-                            (Protocol::Tcp, _) => attempt(addr, tcp_tls).await,
+                            (Protocol::Tcp, _) => attempt(addr, tcp_tls, device).await,
                         };
                         match result {
                             Ok((stream, negotiated)) => Input::Connected(id, stream, negotiated),
@@ -544,8 +561,9 @@ fn split_alpn(config: &Arc<ClientConfig>) -> (ClientTls, ClientTls) {
 async fn attempt(
     addr: SocketAddr,
     tls: Option<(Arc<ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    device: Option<&str>,
 ) -> Result<(Box<dyn Io>, Option<Negotiated>), AttemptError> {
-    let tcp = tcp_attempt(addr).await.map_err(|e| attempt_error(&e))?;
+    let tcp = tcp_attempt(addr, device).await.map_err(|e| attempt_error(&e))?;
     let Some((config, name)) = tls else { return Ok((Box::new(tcp), None)) };
     let shown = name.to_str().into_owned();
     let stream = tokio_rustls::TlsConnector::from(config)
@@ -564,9 +582,12 @@ async fn attempt(
     Ok((Box::new(stream), Some(negotiated)))
 }
 
-async fn tcp_attempt(addr: SocketAddr) -> io::Result<TcpStream> {
+async fn tcp_attempt(addr: SocketAddr, device: Option<&str>) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_nodelay(true)?;
+    if let Some(device) = device {
+        socket.bind_device(Some(device.as_bytes()))?;
+    }
     socket.connect(addr).await
 }
 

@@ -16,19 +16,28 @@ use crate::driver::Io;
 use crate::happy_eyeballs::AttemptError;
 use crate::tls::Negotiated;
 
-/// One QUIC attempt to `addr`, authenticating `server_name`.
+/// One QUIC attempt to `addr`, authenticating `server_name`; its socket bound to `device` when
+/// given.
 pub(crate) async fn attempt(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     server_name: String,
+    device: Option<&str>,
 ) -> Result<(Box<dyn Io>, Option<Negotiated>), AttemptError> {
     let crypto = QuicClientConfig::try_from(tls)
         .map_err(|e| AttemptError::Tls(format!("this TLS configuration cannot carry QUIC: {e}")))?;
     let config = quinn::ClientConfig::new(Arc::new(crypto));
     let bind: SocketAddr =
         if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let endpoint = quinn::Endpoint::client(bind)
-        .map_err(|e| AttemptError::Other(format!("QUIC socket: {e}")))?;
+    let socket_error = |e: std::io::Error| AttemptError::Other(format!("QUIC socket: {e}"));
+    let socket = tokio::net::UdpSocket::bind(bind).await.map_err(socket_error)?;
+    if let Some(device) = device {
+        socket.bind_device(Some(device.as_bytes())).map_err(socket_error)?;
+    }
+    let socket = socket.into_std().map_err(socket_error)?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(socket_error)?;
     let connecting = endpoint
         .connect_with(config, addr, &server_name)
         .map_err(|e| AttemptError::Other(format!("QUIC: {e}")))?;

@@ -1,6 +1,7 @@
-//! Connection scenarios (LAB.md S1, S1b, S2, S3, S4, S5, S6, S7) and TLS interop for `nw cat`, in lab namespaces: the lab's
-//! DNS server answers `*.test`, nftables faults break one path, and the report says when and
-//! how the connection was made. Thresholds: the configured delays plus slack.
+//! Connection scenarios (LAB.md S1, S1b, S2, S2b, S3, S4, S5, S6, S7, S9, S11, S12), the QUIC
+//! race, and TLS and QUIC interop for `nw cat`, in lab namespaces: the lab's DNS server answers
+//! `*.test`, nftables faults break one path, and the report says when and how the connection
+//! was made. Thresholds: the configured delays plus slack.
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -18,10 +19,10 @@ const PORT: u16 = 8080;
 const SRV_V4_B: &str = "198.51.100.3";
 
 struct Scene {
-    _lab: Lab,
+    lab: Lab,
     p: Pair,
     dns: DnsServer,
-    _listener: TcpListener,
+    listener: TcpListener,
 }
 
 /// A client and a server; the server answers DNS for `*.test` (A 198.51.100.2, AAAA
@@ -36,7 +37,7 @@ fn scene() -> Scene {
     p.cli.set_resolv_conf("nameserver 198.51.100.2\noptions timeout:5 attempts:1\n").unwrap();
     p.cli.set_hosts("127.0.0.1 localhost\n").unwrap();
     let listener = in_namespace(&p.srv, || TcpListener::bind(("::", PORT))).unwrap().unwrap();
-    Scene { _lab: lab, p, dns, _listener: listener }
+    Scene { lab, p, dns, listener }
 }
 
 /// Runs `nw cat -z --json www.test 8080` in the client; returns (won at ms, address).
@@ -113,6 +114,16 @@ fn s2_late_aaaa_answer_costs_only_the_resolution_delay() {
         "S2 AAAA 2 s late: connected over IPv4 at {times:.1?} ms (median {m:.1}); getaddrinfo clients wait 2 s"
     );
     assert!((50.0..=100.0).contains(&m), "want 50 ms resolution delay + RTT + slack, got {m:.1}");
+}
+
+#[test]
+fn s2b_slow_a_answer_does_not_hold_up_ipv6() {
+    let s = scene();
+    s.dns.script().delays.a = Duration::from_secs(2);
+    let times = runs(&s, 3, addr::SRV_V6.into());
+    let m = median(times.clone());
+    eprintln!("S2b A 2 s late: connected over IPv6 at {times:.1?} ms (median {m:.1})");
+    assert!(m <= 30.0, "want about one RTT, got {m:.1}");
 }
 
 #[test]
@@ -382,6 +393,54 @@ fn s9_connection_waits_for_a_path_then_connects() {
     // first attempt (IPv6, kept across the outage) should win.
     assert!(took < Duration::from_millis(1_500), "connected {took:?} after the path returned");
     assert_eq!(event(&report, "won")["addr"], "[2001:db8:1::2]:8080", "{report}");
+}
+
+/// S11 for connections: with expensive paths prohibited and only an expensive one up, the
+/// connection waits, saying why; a cheaper default appears and it connects — held to the cheap
+/// interface, even to an address the expensive one reaches directly.
+#[test]
+fn s11_prohibited_expensive_connection_waits_then_uses_the_cheaper_path() {
+    let s = scene();
+    s.p.cli.set_hosts("127.0.0.1 localhost\n198.51.100.2 www.test\n").unwrap();
+    let mut cmd = s.p.cli.command(NW);
+    cmd.env("NW_EXPENSIVE", "eth0")
+        .args(["cat", "-z", "--json", "--prohibit-expensive", "--timeout", "20", "www.test"])
+        .arg(PORT.to_string())
+        .stderr(Stdio::piped());
+    let mut child = s.p.cli.spawn(cmd).unwrap();
+    let mut err = BufReader::new(child.stderr().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.contains("waiting for a usable path") && first.contains("expensive"), "{first}");
+
+    let t0 = std::time::Instant::now();
+    s.lab.veth(&s.p.cli, "eth1", &s.p.srv, "eth1").unwrap();
+    s.p.cli.add_address("eth1", "203.0.113.1".parse().unwrap(), 24).unwrap();
+    s.p.srv.add_address("eth1", "203.0.113.2".parse().unwrap(), 24).unwrap();
+    s.p.cli.ip(["route", "add", "default", "via", "203.0.113.2", "metric", "10"]).unwrap();
+    let status = child.wait_for(Duration::from_secs(10)).unwrap();
+    let took = t0.elapsed();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    let report: Value = serde_json::from_str(rest.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {rest}"));
+    let steps = report["path"].as_array().unwrap();
+    assert_eq!(steps[0]["reason"], "expensive_prohibited", "{report}");
+    assert_eq!(steps.last().unwrap()["status"], "satisfied", "{report}");
+    assert_eq!(report["interface"], "eth1", "attempts held to the cheap interface: {report}");
+    // The server saw the connection arrive from the cheap interface's address, although
+    // 198.51.100.2 is on the expensive interface's own subnet.
+    let (_, peer) = s.listener.accept().unwrap();
+    let from = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    assert_eq!(from, "203.0.113.1".parse::<IpAddr>().unwrap(), "{report}");
+    eprintln!(
+        "S11 connection: waited, then connected over eth1 {took:?} after the cheap path began"
+    );
+    assert!(took < Duration::from_secs(2), "ready {took:?} after the cheaper path appeared");
 }
 
 /// S12: an IPv6-only client behind NAT64 (64:ff9b::/96) reaches an A-only name and an IPv4
