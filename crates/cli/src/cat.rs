@@ -9,7 +9,9 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use nw_connection::driver::{ConnectError, Params, Report, Resolver, Transport, connect};
+use nw_connection::driver::{
+    ConnectError, Params, Report, Resolver, Transport, connect, connect_udp,
+};
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
 use nw_connection::tls;
 use tokio::io::AsyncWriteExt;
@@ -57,6 +59,13 @@ pub(crate) struct Args {
     /// stream appears when it first sends).
     #[arg(long, group = "secure", requires = "alpn")]
     quic: bool,
+    /// UDP instead of TCP: each read from stdin goes out as one datagram, each datagram
+    /// received goes to stdout. With -l, the first datagram's sender becomes the peer.
+    #[arg(short = 'u', long, conflicts_with_all = ["tls", "quic"])]
+    udp: bool,
+    /// With --udp: after stdin ends, exit once nothing has arrived for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, requires = "udp")]
+    idle: f64,
     /// ALPN protocols to offer, most preferred first (e.g. h2,http/1.1). With --tls, listing
     /// h3 also asks for the name's HTTPS record and, when it advertises h3, races QUIC (offering
     /// the h3 ids) ahead of TCP (offering the rest).
@@ -96,7 +105,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         let ip: std::net::IpAddr = addr
             .parse()
             .map_err(|_| usage(format!("{addr:?} is not an IP address to listen on")))?;
-        return listen(&args, std::net::SocketAddr::new(ip, port)).await;
+        let at = std::net::SocketAddr::new(ip, port);
+        return if args.udp { listen_udp(&args, at).await } else { listen(&args, at).await };
     }
     let [host, p] = args.target.as_slice() else {
         return Err(usage("give HOST PORT to connect to (or -l [ADDR] PORT to listen)".into()));
@@ -135,24 +145,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Transport::Tcp
     };
     let params = Params { race: config, transport, tls, server_name: args.sni.clone(), path };
+    if args.udp {
+        return match connect_udp(&host, port, &params, resolver).await {
+            Ok(c) => {
+                if args.report || args.json {
+                    print_report(&c.report, args.json);
+                }
+                if args.zero {
+                    return Ok(Outcome::Success);
+                }
+                Ok(relay_udp(c.socket, idle(&args)?).await)
+            }
+            Err(e) => Ok(not_connected(&args, e)),
+        };
+    }
     let connected = match connect(&host, port, &params, resolver).await {
         Ok(c) => c,
-        Err(ConnectError::Race { error, report }) => {
-            if args.report || args.json {
-                print_report(&report, args.json);
-            }
-            crate::output::error_line(&format!("nw cat: {error}"));
-            return Ok(Outcome::Negative);
-        }
-        Err(ConnectError::NoPath { report, .. }) if args.report || args.json => {
-            print_report(&report, args.json);
-            crate::output::error_line("nw cat: no usable path before --timeout");
-            return Ok(Outcome::Negative);
-        }
-        Err(other) => {
-            crate::output::error_line(&format!("nw cat: {other}"));
-            return Ok(Outcome::Negative);
-        }
+        Err(e) => return Ok(not_connected(&args, e)),
     };
     if args.report || args.json {
         print_report(&connected.report, args.json);
@@ -161,6 +170,122 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     Ok(relay(connected.stream).await)
+}
+
+/// Says why the connection could not be made (with the report when asked for).
+fn not_connected(args: &Args, error: ConnectError) -> Outcome {
+    match error {
+        ConnectError::Race { error, report } => {
+            if args.report || args.json {
+                print_report(&report, args.json);
+            }
+            crate::output::error_line(&format!("nw cat: {error}"));
+        }
+        ConnectError::NoPath { report, .. } if args.report || args.json => {
+            print_report(&report, args.json);
+            crate::output::error_line("nw cat: no usable path before --timeout");
+        }
+        other => crate::output::error_line(&format!("nw cat: {other}")),
+    }
+    Outcome::Negative
+}
+
+fn idle(args: &Args) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(args.idle).map_err(|_| {
+        anyhow::Error::new(crate::UsageError(format!(
+            "--idle {} is not a duration in seconds",
+            args.idle
+        )))
+    })
+}
+
+/// UDP's relay: each stdin read is one datagram, each datagram received goes to stdout. There
+/// is no EOF in UDP: after stdin ends, it exits once nothing has arrived for `idle`. An ICMP
+/// port unreachable from the peer ends it with status 1, saying so.
+async fn relay_udp(socket: tokio::net::UdpSocket, idle: Duration) -> Outcome {
+    use tokio::io::AsyncReadExt;
+    let socket = Arc::new(socket);
+    let sender = socket.clone();
+    let (done, mut stdin_done) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+    let upload = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 65_507]; // the largest UDP payload over IPv4
+        let result = async {
+            loop {
+                let n = stdin.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                sender.send(&buf[..n]).await?;
+            }
+        }
+        .await;
+        let _ = done.send(result);
+    });
+    let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; 65_535];
+    let mut ended = false;
+    let outcome = loop {
+        let received = if ended {
+            match tokio::time::timeout(idle, socket.recv(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => break Outcome::Success,
+            }
+        } else {
+            tokio::select! {
+                r = socket.recv(&mut buf) => r,
+                sent = &mut stdin_done => {
+                    ended = true;
+                    match sent {
+                        Ok(Err(e)) => break udp_failed(&e),
+                        _ => continue,
+                    }
+                }
+            }
+        };
+        match received {
+            Ok(n) => {
+                if stdout.write_all(&buf[..n]).await.and(stdout.flush().await).is_err() {
+                    break Outcome::Negative;
+                }
+            }
+            Err(e) => break udp_failed(&e),
+        }
+    };
+    upload.abort();
+    outcome
+}
+
+fn udp_failed(e: &std::io::Error) -> Outcome {
+    let why = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        "nothing listens on the peer's port (ICMP port unreachable)".to_owned()
+    } else {
+        format!("the UDP socket failed: {e}")
+    };
+    crate::output::error_line(&format!("nw cat: {why}"));
+    Outcome::Negative
+}
+
+/// `-l --udp`: binds, takes the first datagram's sender as the peer, then relays as a client.
+async fn listen_udp(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
+    let idle = idle(args)?;
+    let socket = tokio::net::UdpSocket::bind(at).await.with_context(|| {
+        format!("cannot listen on {at} (UDP); is the port free, and the address this host's?")
+    })?;
+    if args.report || args.json || at.port() == 0 {
+        let local = socket.local_addr()?;
+        crate::output::error_line(&format!("nw cat: listening on {local} (UDP)"));
+    }
+    let mut buf = vec![0u8; 65_535];
+    let (n, peer) = socket.recv_from(&mut buf).await?;
+    if args.report || args.json {
+        crate::output::error_line(&format!("nw cat: datagrams from {peer}"));
+    }
+    socket.connect(peer).await?;
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(&buf[..n]).await?;
+    stdout.flush().await?;
+    Ok(relay_udp(socket, idle).await)
 }
 
 /// Copies stdin to the peer and the peer to stdout; half-closes on stdin EOF; ends when the
@@ -322,6 +447,7 @@ fn print_report(report: &Report, json: bool) {
     }
     let outcome = match (report.winner, report.connected) {
         (Some(w), Some(addr)) => format!("connected to {addr}{} by {w}", over(report.protocol)),
+        (None, Some(addr)) => format!("sending to {addr}{}", over(report.protocol)),
         _ => "not connected".to_owned(),
     };
     crate::output::error_line(&format!(
@@ -387,7 +513,11 @@ fn print_report(report: &Report, json: bool) {
     }
 }
 
-/// " over QUIC" for QUIC; TCP is the default and goes unsaid.
+/// " over QUIC" / " over UDP"; TCP is the default and goes unsaid.
 fn over(protocol: Option<Protocol>) -> &'static str {
-    if protocol == Some(Protocol::Quic) { " over QUIC" } else { "" }
+    match protocol {
+        Some(Protocol::Quic) => " over QUIC",
+        Some(Protocol::Udp) => " over UDP",
+        _ => "",
+    }
 }

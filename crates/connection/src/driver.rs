@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
+use crate::addrsel;
 use crate::happy_eyeballs::{
     Action, AttemptError, Config, Event, Outcome, Protocol, Query, QueryError, Race, RaceError,
     Service,
@@ -415,6 +416,9 @@ pub async fn connect(
                                 Err(AttemptError::Other("QUIC needs TLS settings".into()))
                             }
                             (Protocol::Tcp, _) => attempt(addr, tcp_tls, device).await,
+                            (Protocol::Udp, _) => Err(AttemptError::Other(
+                                "UDP has no handshake to race (use connect_udp)".into(),
+                            )),
                         };
                         match result {
                             Ok((stream, negotiated)) => Input::Connected(id, stream, negotiated),
@@ -449,7 +453,7 @@ pub async fn connect(
         tokio::select! {
             input = next_done(&mut in_flight) => match input {
                 Input::Answer(q, r) => {
-                    let r = r.map(|addrs| addrs.into_iter().map(via_nat64).collect());
+                    let r = r.map(|addrs| rfc6724_order(addrs.into_iter().map(via_nat64)));
                     race.handle_answer(q, r, Instant::now());
                 }
                 Input::Services(r) => race.handle_services(r, Instant::now()),
@@ -470,6 +474,149 @@ pub async fn connect(
         Ok(stream) => Ok(Connected { stream, report }),
         Err(error) => Err(ConnectError::Race { error, report: Box::new(report) }),
     }
+}
+
+/// A UDP socket connected to the chosen address, and how it was chosen.
+#[derive(Debug)]
+pub struct UdpConnected {
+    pub socket: UdpSocket,
+    pub report: Report,
+}
+
+/// "Connects" UDP to `host` and `port`: there is no handshake to race, so the best address by
+/// RFC 6724 of the first useful answer wins (AAAA and A are asked at once; an A answer waits
+/// the resolution delay for AAAA, as in the race). Waits for the path as [`connect`] does.
+#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
+pub async fn connect_udp(
+    host: &str,
+    port: u16,
+    params: &Params,
+    resolver: Arc<Resolver>,
+) -> Result<UdpConnected, ConnectError> {
+    let config = params.race;
+    let mut report = Report {
+        connection: ConnectionId::next(),
+        host: host.to_owned(),
+        port,
+        events: Vec::new(),
+        winner: None,
+        connected: None,
+        protocol: None,
+        tls: None,
+        path: Vec::new(),
+        interface: None,
+        nat64: None,
+        waited: Duration::ZERO,
+    };
+    if let Some(conditions) = &params.path {
+        wait_for_path(conditions, config.timeout, &mut report).await?;
+    }
+    let start = Instant::now();
+    let fail =
+        |error: RaceError, report: Report| ConnectError::Race { error, report: Box::new(report) };
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    let chosen = match literal {
+        Some(ip) => ip,
+        None => {
+            let ordered = resolve_for_udp(host, config, &resolver, start, &mut report).await;
+            match ordered {
+                Ok(ordered) => ordered[0],
+                Err(error) => return Err(fail(error, report)),
+            }
+        }
+    };
+    let addr = SocketAddr::new(chosen, port);
+    let bind: SocketAddr =
+        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let connected = async {
+        let socket = UdpSocket::bind(bind).await?;
+        socket.connect(addr).await?;
+        Ok::<_, io::Error>(socket)
+    };
+    match connected.await {
+        Ok(socket) => {
+            report.connected = Some(addr);
+            report.protocol = Some(Protocol::Udp);
+            Ok(UdpConnected { socket, report })
+        }
+        Err(e) => {
+            let id = report.connection.attempt(1);
+            let tried = crate::happy_eyeballs::Tried {
+                id,
+                addr,
+                protocol: Protocol::Udp,
+                error: attempt_error(&e),
+            };
+            Err(fail(RaceError::AllAttemptsFailed { attempts: vec![tried] }, report))
+        }
+    }
+}
+
+/// AAAA and A at once; the first answer with addresses decides, except that an A answer
+/// gives a pending AAAA the resolution delay (RFC 8305 §3). Returns the addresses in RFC 6724
+/// order, the preferred family first.
+#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
+async fn resolve_for_udp(
+    host: &str,
+    config: Config,
+    resolver: &Resolver,
+    start: Instant,
+    report: &mut Report,
+) -> Result<Vec<IpAddr>, RaceError> {
+    use crate::happy_eyeballs::FamilyPreference as F;
+    let mut pending: Vec<(Query, Pin<Box<dyn Future<Output = _> + Send + '_>>)> = Vec::new();
+    for query in [Query::Aaaa, Query::A] {
+        let wanted = match query {
+            Query::Aaaa => config.family != F::Ipv4Only,
+            _ => config.family != F::Ipv6Only,
+        };
+        if wanted {
+            pending.push((query, Box::pin(resolver.query(host, query))));
+        }
+    }
+    let (mut a, mut aaaa, mut found) = (None, None, Vec::<IpAddr>::new());
+    let mut deadline: Option<Instant> = None;
+    while !pending.is_empty() {
+        let next = std::future::poll_fn(|cx| {
+            for i in 0..pending.len() {
+                if let Poll::Ready(out) = pending[i].1.as_mut().poll(cx) {
+                    let (query, _) = pending.swap_remove(i);
+                    return Poll::Ready((query, out));
+                }
+            }
+            Poll::Pending
+        });
+        let (query, answer) = tokio::select! {
+            done = next => done,
+            () = sleep_until(deadline) => break,
+        };
+        let at = start.elapsed();
+        match answer {
+            Ok(addrs) => {
+                report.events.push(Event::Answer { query, at, addresses: addrs.clone() });
+                let got = !addrs.is_empty();
+                found.extend(addrs);
+                let v6_pending = pending.iter().any(|(q, _)| *q == Query::Aaaa);
+                if got && v6_pending && config.family.prefers_v6() {
+                    deadline.get_or_insert(Instant::now() + config.resolution_delay);
+                } else if got {
+                    break;
+                }
+            }
+            Err(e) => {
+                report.events.push(Event::AnswerFailed { query, at, error: e.clone() });
+                if query == Query::A { a = Some(e) } else { aaaa = Some(e) }
+            }
+        }
+    }
+    let mut ordered = rfc6724_order(found);
+    if ordered.is_empty() {
+        return Err(RaceError::NoAddresses { a, aaaa });
+    }
+    let v6_first = config.family.prefers_v6();
+    // Stable: RFC 6724 order within each family.
+    ordered.sort_by_key(|ip| ip.is_ipv6() != v6_first);
+    Ok(ordered)
 }
 
 /// Waits until the path is satisfied under `conditions`, or `limit` has passed, and returns the
@@ -542,6 +689,24 @@ async fn wait_for_path(
     }
 }
 
+/// The addresses in RFC 6724 §6 order, each judged with the source address the kernel would
+/// pick for it (a connected UDP socket's local address: a route lookup, no packet sent).
+/// Destinations without a route go last rather than vanish: their attempts fail fast and say
+/// why.
+fn rfc6724_order(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let source = |ip: IpAddr| {
+        let bind: SocketAddr =
+            if ip.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+        let socket = std::net::UdpSocket::bind(bind).ok()?;
+        socket.connect((ip, 9)).ok()?;
+        socket.local_addr().ok().map(|a| a.ip())
+    };
+    let mut candidates: Vec<addrsel::Candidate> =
+        addrs.into_iter().map(|ip| addrsel::Candidate::new(ip, source(ip))).collect();
+    addrsel::sort(&mut candidates);
+    candidates.into_iter().map(|c| c.destination).collect()
+}
+
 type ClientTls = Option<Arc<ClientConfig>>;
 
 /// For a TCP-or-QUIC race: QUIC offers the list's h3 ids (or `h3`), TCP the rest.
@@ -606,5 +771,19 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_sorted_by_rfc6724_with_the_kernels_source_addresses() {
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        // Rule 6: ::1 (precedence 50) before IPv4 (::ffff:0:0/96, precedence 35).
+        assert_eq!(rfc6724_order([v4, v6]), [v6, v4]);
+        assert_eq!(rfc6724_order([v6, v4]), [v6, v4]);
     }
 }

@@ -112,7 +112,8 @@ impl FamilyPreference {
         }
     }
 
-    fn prefers_v6(self) -> bool {
+    /// Whether IPv6 goes first.
+    pub fn prefers_v6(self) -> bool {
         matches!(self, Self::Ipv6 | Self::Ipv6Only)
     }
 }
@@ -136,6 +137,8 @@ pub enum Protocol {
     Tcp,
     /// QUIC, with its TLS 1.3 handshake.
     Quic,
+    /// UDP: nothing to race (no handshake); reported by `driver::connect_udp`.
+    Udp,
 }
 
 /// One HTTPS record as the race reads it (RFC 9460 §2).
@@ -374,8 +377,8 @@ pub struct Race {
     /// Attempts that go before the next address: TCP after QUIC to the same address, QUIC to
     /// addresses already tried over TCP when h3 is discovered late.
     companions: VecDeque<(IpAddr, Protocol)>,
-    /// Not yet attempted, per family, in the order they arrived (already RFC 6724-sorted by
-    /// the resolver front).
+    /// Not yet attempted, per family, in the order they arrived (the driver sorts each answer
+    /// by RFC 6724 before handing it over).
     v6: VecDeque<IpAddr>,
     v4: VecDeque<IpAddr>,
     attempts: Vec<Attempt>,
@@ -708,7 +711,7 @@ impl Race {
         let id = self.id.attempt(n);
         let port = match protocol {
             Protocol::Quic => self.quic_port.unwrap_or(self.port),
-            Protocol::Tcp => self.port,
+            Protocol::Tcp | Protocol::Udp => self.port,
         };
         let addr = SocketAddr::new(ip, port);
         let deadline = now + self.config.attempt_timeout;

@@ -176,6 +176,65 @@ fn nw_cat_quic_both_ends_bytes_flow_both_ways() {
 }
 
 #[test]
+fn nw_cat_udp_both_ends_and_a_closed_port() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let mut server = Command::new(NW)
+        .args(["cat", "-l", "--udp", "--idle", "0.5", "127.0.0.1", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("nw cat: listening on 127.0.0.1:")
+        .and_then(|p| p.strip_suffix(" (UDP)"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    // The server's stdin is read once a peer is known.
+    server.stdin.take().unwrap().write_all(b"pong\n").unwrap();
+    let mut client = Command::new(NW)
+        .args(["cat", "--udp", "--idle", "0.5", "--report", "127.0.0.1", &port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client.stdin.take().unwrap().write_all(b"ping\n").unwrap();
+    let out = client.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()),
+        (Some(0), "pong\n"),
+        "{err}"
+    );
+    assert!(err.contains("over UDP"), "{err}");
+    let (code, got) = finish(server);
+    assert_eq!((code, got.as_str()), (0, "ping\n"));
+
+    // Nothing listens: the ICMP port unreachable ends it with status 1, saying so.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let mut client = Command::new(NW)
+        .args(["cat", "-u", "127.0.0.1", &port])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = client.stdin.take().unwrap();
+    input.write_all(b"anyone?\n").unwrap();
+    let out = client.wait_with_output().unwrap();
+    drop(input);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("port unreachable"), "{err}");
+}
+
+#[test]
 fn openssl_s_client_and_curl_against_nw_cat_listen_tls() {
     let (server, port, root) = tls_listener(b"from-server\n");
     let mut s_client = Command::new("openssl")

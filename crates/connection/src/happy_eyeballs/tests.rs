@@ -194,7 +194,7 @@ impl Sim {
                 Action::StartAttempt { id, addr, protocol } => {
                     self.started.push((self.ms(), id, addr, protocol));
                     let hosts = match protocol {
-                        Protocol::Tcp => &world.hosts,
+                        Protocol::Tcp | Protocol::Udp => &world.hosts,
                         Protocol::Quic => &world.quic,
                     };
                     let input = match hosts.get(&addr.ip()).cloned().unwrap_or(Host::Blackhole) {
