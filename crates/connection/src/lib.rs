@@ -3,7 +3,8 @@
 //! - [`id`]: `C7` / `C7.2` identifiers, sequential per process.
 //! - [`addrsel`]: RFC 6724 destination sorting.
 //! - [`happy_eyeballs`]: the RFC 8305 race as a machine in virtual time.
-//! - [`framer`]: length-prefixed and delimited message codecs for stream connections.
+//! - [`framer`]: length-prefixed and delimited message codecs for stream connections, and
+//!   [`framed`]: the same on a live stream.
 //!
 //! Sockets, the resolver front, TLS and QUIC will drive these machines from a tokio driver.
 //!
@@ -43,6 +44,7 @@
 pub mod addrsel;
 pub mod crypto;
 pub mod driver;
+pub mod framed;
 pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
