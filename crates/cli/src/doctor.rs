@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::driver::{ConnectError, Params, Resolver, connect};
+use nw_connection::driver::{ConnectError, Params, Resolver, Transport, connect};
 use nw_connection::happy_eyeballs::{Config as RaceConfig, RaceError};
 use nw_connection::testserver::TestServer;
 use nw_connection::tls::ClientOptions;
@@ -285,25 +285,45 @@ async fn connectivity() -> Section {
         note = " (localhost does not resolve: check /etc/hosts)".into();
         result = connect("127.0.0.1", port, &params, resolver).await;
     }
+    // The same server over QUIC (it listens on the same port over UDP).
+    let quic_params = Params { transport: Transport::Quic, ..params.clone() };
+    let quic =
+        match connect("127.0.0.1", port, &quic_params, Arc::new(Resolver::from_system())).await {
+            Ok(mut c) => match echo(&mut c.stream).await {
+                true => Ok(c.report),
+                false => Err("connected, but the echo did not come back".to_owned()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
     let section = match result {
         Ok(mut c) => {
-            let echoed = async {
-                c.stream.write_all(b"nw doctor\n").await?;
-                c.stream.shutdown().await?;
-                let mut back = Vec::new();
-                c.stream.read_to_end(&mut back).await?;
-                Ok::<_, std::io::Error>(back)
-            };
-            let back = tokio::time::timeout(Duration::from_secs(3), echoed).await;
-            let details = serde_json::to_value(&c.report).unwrap_or(Value::Null);
+            let echoed = echo(&mut c.stream).await;
+            let mut details = serde_json::to_value(&c.report).unwrap_or(Value::Null);
             let won = c.report.ready_after().map(|d| d.as_secs_f64() * 1e3);
             let version = c.report.tls.as_ref().map_or("no TLS", |t| t.version.as_str());
-            match back {
-                Ok(Ok(b)) if b == b"nw doctor\n" => Section::new(
+            let quic_note = match &quic {
+                Ok(r) => format!(
+                    "; QUIC ready in {:.1} ms, echo ok",
+                    r.ready_after().unwrap_or_default().as_secs_f64() * 1e3
+                ),
+                Err(e) => {
+                    level = Level::Warn;
+                    format!("; QUIC failed: {e} (is UDP on loopback filtered?)")
+                }
+            };
+            if let Value::Object(map) = &mut details {
+                let quic = match &quic {
+                    Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
+                map.insert("quic".into(), quic);
+            }
+            match echoed {
+                true => Section::new(
                     "connectivity",
                     level,
                     format!(
-                        "race to the embedded server: {} by {} in {:.1} ms, {version}, echo ok{note}",
+                        "race to the embedded server: {} by {} in {:.1} ms, {version}, echo ok{quic_note}{note}",
                         c.report.connected.map_or_else(String::new, |a| a.to_string()),
                         c.report.winner.map_or_else(String::new, |w| w.to_string()),
                         won.unwrap_or_default()
@@ -327,6 +347,18 @@ async fn connectivity() -> Section {
     };
     server.shutdown().await;
     section
+}
+
+/// Sends a line through the embedded echo server and checks it comes back (3 s at most).
+async fn echo(stream: &mut Box<dyn nw_connection::driver::Io>) -> bool {
+    let echoed = async {
+        stream.write_all(b"nw doctor\n").await?;
+        stream.shutdown().await?;
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).await?;
+        Ok::<_, std::io::Error>(back)
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(3), echoed).await, Ok(Ok(b)) if b == b"nw doctor\n")
 }
 
 /// Races to the target the caller named (TCP; TLS with the system's anchors for https:// and
