@@ -221,6 +221,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report for a new connection (a fresh id).
+    fn new(host: &str, port: u16) -> Self {
+        Self {
+            connection: ConnectionId::next(),
+            host: host.to_owned(),
+            port,
+            events: Vec::new(),
+            winner: None,
+            connected: None,
+            protocol: None,
+            tls: None,
+            path: Vec::new(),
+            interface: None,
+            nat64: None,
+            waited: Duration::ZERO,
+        }
+    }
+
     /// How long after the race started the winner was ready.
     pub fn ready_after(&self) -> Option<Duration> {
         self.events.iter().find_map(|e| match e {
@@ -335,21 +353,8 @@ pub async fn connect(
     };
     let tcp_tls = tcp_tls.zip(name.clone());
     let quic_tls = quic_tls.zip(name);
-    let id = ConnectionId::next();
-    let mut report = Report {
-        connection: id,
-        host: host.to_owned(),
-        port,
-        events: Vec::new(),
-        winner: None,
-        connected: None,
-        protocol: None,
-        tls: None,
-        path: Vec::new(),
-        interface: None,
-        nat64: None,
-        waited: Duration::ZERO,
-    };
+    let mut report = Report::new(host, port);
+    let id = report.connection;
     if let Some(conditions) = &params.path {
         let path = wait_for_path(conditions, config.timeout, &mut report).await?;
         // RFC 8305 §7: on an IPv6-only path, reach IPv4 destinations through the network's
@@ -494,20 +499,7 @@ pub async fn connect_udp(
     resolver: Arc<Resolver>,
 ) -> Result<UdpConnected, ConnectError> {
     let config = params.race;
-    let mut report = Report {
-        connection: ConnectionId::next(),
-        host: host.to_owned(),
-        port,
-        events: Vec::new(),
-        winner: None,
-        connected: None,
-        protocol: None,
-        tls: None,
-        path: Vec::new(),
-        interface: None,
-        nat64: None,
-        waited: Duration::ZERO,
-    };
+    let mut report = Report::new(host, port);
     if let Some(conditions) = &params.path {
         wait_for_path(conditions, config.timeout, &mut report).await?;
     }

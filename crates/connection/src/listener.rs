@@ -194,30 +194,43 @@ async fn accept_loop(
             let _permit = permit;
             let stream: Box<dyn Io> = match tls {
                 None => Box::new(tcp),
-                Some(tls) => match tokio::time::timeout(
-                    limit,
-                    tokio_rustls::TlsAcceptor::from(tls).accept(tcp),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => Box::new(s),
-                    Ok(Err(e)) => {
-                        stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
+                Some(tls) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(tcp);
+                    let ready = tokio::time::timeout(limit, accept).await;
+                    match settled(ready, &stats, peer, "TLS handshake") {
+                        Some(s) => Box::new(s),
+                        None => return,
                     }
-                    Err(_) => {
-                        stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
+                }
             };
             stats.served.fetch_add(1, Ordering::Relaxed);
             handler(stream, peer).await;
         });
     };
     drop(socket);
+    wind_down(running, grace).await;
+}
+
+/// A handshake's result: what it produced, or a failure that is counted and logged quietly
+/// (scans, plain-text clients and also-rans are not news).
+fn settled<T, E: std::fmt::Display>(
+    ready: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    stats: &Stats,
+    peer: SocketAddr,
+    what: &str,
+) -> Option<T> {
+    let why = match ready {
+        Ok(Ok(done)) => return Some(done),
+        Ok(Err(e)) => format!("{what} failed: {e}"),
+        Err(_) => format!("{what} timed out"),
+    };
+    stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, "{why}");
+    None
+}
+
+/// Lets running handlers finish within `grace`, then cancels the rest.
+async fn wind_down(mut running: JoinSet<()>, grace: Duration) {
     let drain = async { while running.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, drain).await.is_err() {
         tracing::debug!(left = running.len(), "grace period over; cancelling handlers");
@@ -258,18 +271,10 @@ async fn quic_accept_loop(
                 Ok::<_, quinn::ConnectionError>((conn, send, recv))
             })
             .await;
-            let (conn, send, recv) = match ready {
-                Ok(Ok(parts)) => parts,
-                Ok(Err(e)) => {
-                    stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "QUIC connection failed before its first stream: {e}");
-                    return;
-                }
-                Err(_) => {
-                    stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "QUIC: no stream within the handshake timeout");
-                    return;
-                }
+            let Some((conn, send, recv)) =
+                settled(ready, &stats, peer, "QUIC handshake and first stream")
+            else {
+                return;
             };
             stats.served.fetch_add(1, Ordering::Relaxed);
             let stream = crate::quic::QuicStream::new(send, recv, conn, endpoint);
@@ -278,11 +283,7 @@ async fn quic_accept_loop(
     };
     // Stop accepting: new handshakes are refused from now on.
     endpoint.set_server_config(None);
-    let drain = async { while running.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, drain).await.is_err() {
-        tracing::debug!(left = running.len(), "grace period over; cancelling handlers");
-        running.shutdown().await;
-    }
+    wind_down(running, grace).await;
     // No `endpoint.close()`: that would also close connections a handler passed on (nw cat
     // hands its one client out of the handler). Cancelled handlers dropped theirs, which
     // closes them; the socket goes with the last connection.

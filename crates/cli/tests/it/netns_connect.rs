@@ -322,6 +322,17 @@ fn tls_interop_with_openssl_s_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Waits (up to 10 s) for a `nw cat -z --json` that was waiting for a path to connect and
+/// exit 0, and returns its report (the first line of the rest of its stderr).
+fn finish_waiting(mut child: nw_lab::Child, mut err: impl std::io::Read) -> Value {
+    let status = child.wait_for(Duration::from_secs(10)).unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    serde_json::from_str(rest.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {rest}"))
+}
+
 /// S9 for connections: with no usable path a connection waits, saying why, without busy
 /// polling, and is ready as soon as the path returns; with a short --timeout it gives up,
 /// saying no path came.
@@ -373,13 +384,8 @@ fn s9_connection_waits_for_a_path_then_connects() {
     assert!(used <= 5, "{used} ticks of CPU while waiting: busy polling?");
     let restored = std::time::Instant::now();
     s.p.srv.set_link(&s.p.srv_dev, true).unwrap();
-    let status = child.wait_for(Duration::from_secs(10)).unwrap();
+    let report = finish_waiting(child, err);
     let took = restored.elapsed();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(status.success(), "{rest}");
-    let report: Value = serde_json::from_str(rest.lines().next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {rest}"));
     let steps = report["path"].as_array().unwrap();
     assert_eq!(steps[0]["reason"], "no_carrier", "{report}");
     assert_eq!(steps.len(), 2, "one step per change: {report}");
@@ -418,13 +424,8 @@ fn s11_prohibited_expensive_connection_waits_then_uses_the_cheaper_path() {
     s.p.cli.add_address("eth1", "203.0.113.1".parse().unwrap(), 24).unwrap();
     s.p.srv.add_address("eth1", "203.0.113.2".parse().unwrap(), 24).unwrap();
     s.p.cli.ip(["route", "add", "default", "via", "203.0.113.2", "metric", "10"]).unwrap();
-    let status = child.wait_for(Duration::from_secs(10)).unwrap();
+    let report = finish_waiting(child, err);
     let took = t0.elapsed();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(status.success(), "{rest}");
-    let report: Value = serde_json::from_str(rest.lines().next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {rest}"));
     let steps = report["path"].as_array().unwrap();
     assert_eq!(steps[0]["reason"], "expensive_prohibited", "{report}");
     assert_eq!(steps.last().unwrap()["status"], "satisfied", "{report}");

@@ -159,28 +159,36 @@ async fn shutdown_waits_for_handlers_then_cancels() {
     assert!(tokio::net::TcpStream::connect(at).await.is_err(), "no longer accepting");
 }
 
-/// QUIC through the race and the embedded test server: echo over the first bidirectional
-/// stream, every byte back before the close (a shutdown waits for the peer's acknowledgement).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quic_echo_through_the_race_against_the_test_server() {
-    use nw_connection::driver::{Params, Resolver, Transport, connect};
-    use nw_connection::happy_eyeballs::Protocol;
-    use nw_connection::resolve::SystemConfig;
-    use nw_connection::testserver::TestServer;
-    let server = TestServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+/// QUIC to `localhost`, trusting `root`, offering `alpn`.
+fn quic_params(
+    root: rustls::pki_types::CertificateDer<'static>,
+    alpn: &[u8],
+) -> nw_connection::driver::Params {
     let client = ClientOptions {
-        extra_anchors: vec![server.root()],
-        alpn: vec![b"nwkit-echo".to_vec()],
+        extra_anchors: vec![root],
+        alpn: vec![alpn.to_vec()],
         ..ClientOptions::default()
     }
     .config()
     .unwrap();
-    let params = Params {
-        transport: Transport::Quic,
+    nw_connection::driver::Params {
+        transport: nw_connection::driver::Transport::Quic,
         tls: Some(client),
         server_name: Some("localhost".into()),
-        ..Params::default()
-    };
+        ..Default::default()
+    }
+}
+
+/// QUIC through the race and the embedded test server: echo over the first bidirectional
+/// stream, every byte back before the close (a shutdown waits for the peer's acknowledgement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_echo_through_the_race_against_the_test_server() {
+    use nw_connection::driver::{Resolver, connect};
+    use nw_connection::happy_eyeballs::Protocol;
+    use nw_connection::resolve::SystemConfig;
+    use nw_connection::testserver::TestServer;
+    let server = TestServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let params = quic_params(server.root(), b"nwkit-echo");
     let resolver = Arc::new(Resolver::new(SystemConfig::parse("", "")));
     let port = server.local_addr().port();
     let mut c = connect("127.0.0.1", port, &params, resolver).await.unwrap();
@@ -199,7 +207,7 @@ async fn quic_echo_through_the_race_against_the_test_server() {
 /// shutdown cancels what outlives the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
-    use nw_connection::driver::{ConnectError, Params, Resolver, Transport, connect};
+    use nw_connection::driver::{ConnectError, Resolver, connect};
     use nw_connection::resolve::SystemConfig;
     let ca = TestCa::new("nwkit test CA").unwrap();
     let issued = ca.issue_server(&["localhost"]).unwrap();
@@ -213,19 +221,7 @@ async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
     let config = Config { tls: Some(server), max_connections: 1, ..Config::default() };
     let listener = Listener::bind_quic("127.0.0.1:0".parse().unwrap(), config, hold).await.unwrap();
     let port = listener.local_addr().port();
-    let client = ClientOptions {
-        extra_anchors: vec![ca.root()],
-        alpn: vec![b"t".to_vec()],
-        ..ClientOptions::default()
-    }
-    .config()
-    .unwrap();
-    let params = Params {
-        transport: Transport::Quic,
-        tls: Some(client),
-        server_name: Some("localhost".into()),
-        ..Params::default()
-    };
+    let params = quic_params(ca.root(), b"t");
     let resolver = Arc::new(Resolver::new(SystemConfig::parse("", "")));
     let mut first = connect("127.0.0.1", port, &params, resolver.clone()).await.unwrap();
     first.stream.write_all(b"x").await.unwrap(); // opens the stream on the server's side
