@@ -447,7 +447,6 @@ fn print_report(report: &Report, json: bool) {
     }
     let outcome = match (report.winner, report.connected) {
         (Some(w), Some(addr)) => format!("connected to {addr}{} by {w}", over(report.protocol)),
-        (None, Some(addr)) => format!("sending to {addr}{}", over(report.protocol)),
         _ => "not connected".to_owned(),
     };
     crate::output::error_line(&format!(

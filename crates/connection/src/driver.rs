@@ -293,10 +293,10 @@ enum Key {
     Attempt(AttemptId),
 }
 
-type InFlight = Vec<(Key, Pin<Box<dyn Future<Output = Input> + Send>>)>;
+type InFlight<T> = Vec<(Key, Pin<Box<dyn Future<Output = Input<T>> + Send>>)>;
 
 /// The next finished future, polling each (there are only a handful at a time).
-fn next_done(in_flight: &mut InFlight) -> impl Future<Output = Input> + '_ {
+fn next_done<T>(in_flight: &mut InFlight<T>) -> impl Future<Output = Input<T>> + '_ {
     std::future::poll_fn(move |cx| {
         for i in 0..in_flight.len() {
             if let Poll::Ready(out) = in_flight[i].1.as_mut().poll(cx) {
@@ -308,16 +308,20 @@ fn next_done(in_flight: &mut InFlight) -> impl Future<Output = Input> + '_ {
     })
 }
 
-enum Input {
+/// What finished: `T` is what a successful attempt yields (a stream, a UDP socket).
+enum Input<T> {
     Answer(Query, Result<Vec<IpAddr>, QueryError>),
     Services(Result<Vec<Service>, QueryError>),
-    Connected(AttemptId, Box<dyn Io>, Option<Negotiated>),
+    Connected(AttemptId, T, Option<Negotiated>),
     Failed(AttemptId, AttemptError),
 }
 
+/// One attempt to an address over a protocol, its socket bound to the device if given.
+type AttemptFuture<T> =
+    Pin<Box<dyn Future<Output = Result<(T, Option<Negotiated>), AttemptError>> + Send>>;
+
 /// Connects to `host` (a name or an IP literal) and `port`, racing every address; over TLS when
 /// `params.tls` is set.
-#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
 pub async fn connect(
     host: &str,
     port: u16,
@@ -353,6 +357,39 @@ pub async fn connect(
     };
     let tcp_tls = tcp_tls.zip(name.clone());
     let quic_tls = quic_tls.zip(name);
+    let start_attempt = move |addr: SocketAddr, protocol: Protocol, device: Option<String>| {
+        let (tcp_tls, quic_tls) = (tcp_tls.clone(), quic_tls.clone());
+        let fut: AttemptFuture<Box<dyn Io>> = Box::pin(async move {
+            let device = device.as_deref();
+            match (protocol, quic_tls) {
+                (Protocol::Quic, Some((config, name))) => {
+                    let name = name.to_str().into_owned();
+                    crate::quic::attempt(addr, config, name, device).await
+                }
+                (Protocol::Quic, None) => {
+                    Err(AttemptError::Other("QUIC needs TLS settings".into()))
+                }
+                // The race asks for the configured protocol (TCP here) or QUIC, never UDP.
+                (Protocol::Tcp | Protocol::Udp, _) => attempt(addr, tcp_tls, device).await,
+            }
+        });
+        fut
+    };
+    let (stream, report) = establish(host, port, params, config, resolver, start_attempt).await?;
+    Ok(Connected { stream, report })
+}
+
+/// Waits for the path (when asked), then runs the race: queries, attempts made by
+/// `start_attempt`, the timer; returns what the winning attempt yielded.
+#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
+async fn establish<T: Send + 'static>(
+    host: &str,
+    port: u16,
+    params: &Params,
+    config: Config,
+    resolver: Arc<Resolver>,
+    start_attempt: impl Fn(SocketAddr, Protocol, Option<String>) -> AttemptFuture<T>,
+) -> Result<(T, Report), ConnectError> {
     let mut report = Report::new(host, port);
     let id = report.connection;
     if let Some(conditions) = &params.path {
@@ -384,10 +421,10 @@ pub async fn connect(
         Some(ip) => Race::with_addresses(id, port, &[via_nat64(ip)], config, start),
         None => Race::new(id, port, config, start),
     };
-    let mut in_flight: InFlight = Vec::new();
+    let mut in_flight: InFlight<T> = Vec::new();
     // Only the `Connected` input that has just arrived can win the race, so its stream is kept
     // then; every other connected stream drops (closes) where it arrives.
-    let mut won: Option<(Box<dyn Io>, Option<Negotiated>)> = None;
+    let mut won: Option<(T, Option<Negotiated>)> = None;
 
     let span = tracing::info_span!("connect", id = %id, host, port);
     let _guard = span.enter();
@@ -408,24 +445,9 @@ pub async fn connect(
                 }
                 Action::StartAttempt { id, addr, protocol } => {
                     tracing::debug!(attempt = %id, %addr, ?protocol, "attempt started");
-                    let (tcp_tls, quic_tls) = (tcp_tls.clone(), quic_tls.clone());
-                    let device = device.clone();
+                    let attempt = start_attempt(addr, protocol, device.clone());
                     let fut = async move {
-                        let device = device.as_deref();
-                        let result = match (protocol, quic_tls) {
-                            (Protocol::Quic, Some((config, name))) => {
-                                let name = name.to_str().into_owned();
-                                crate::quic::attempt(addr, config, name, device).await
-                            }
-                            (Protocol::Quic, None) => {
-                                Err(AttemptError::Other("QUIC needs TLS settings".into()))
-                            }
-                            (Protocol::Tcp, _) => attempt(addr, tcp_tls, device).await,
-                            (Protocol::Udp, _) => Err(AttemptError::Other(
-                                "UDP has no handshake to race (use connect_udp)".into(),
-                            )),
-                        };
-                        match result {
+                        match attempt.await {
                             Ok((stream, negotiated)) => Input::Connected(id, stream, negotiated),
                             Err(e) => Input::Failed(id, e),
                         }
@@ -476,7 +498,7 @@ pub async fn connect(
     // Whatever is still in flight (late queries, attempts) is dropped; their sockets close.
     drop(in_flight);
     match result {
-        Ok(stream) => Ok(Connected { stream, report }),
+        Ok(won) => Ok((won, report)),
         Err(error) => Err(ConnectError::Race { error, report: Box::new(report) }),
     }
 }
@@ -488,127 +510,39 @@ pub struct UdpConnected {
     pub report: Report,
 }
 
-/// "Connects" UDP to `host` and `port`: there is no handshake to race, so the best address by
-/// RFC 6724 of the first useful answer wins (AAAA and A are asked at once; an A answer waits
-/// the resolution delay for AAAA, as in the race). Waits for the path as [`connect`] does.
-#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
+/// "Connects" UDP to `host` and `port`: the same race as [`connect`] (path wait, NAT64,
+/// interface binding, RFC 6724 order, the resolution delay), but an attempt is ready as soon as
+/// its socket is connected — there is no handshake — so the first address that takes a socket
+/// wins, and one without a route fails over at once.
 pub async fn connect_udp(
     host: &str,
     port: u16,
     params: &Params,
     resolver: Arc<Resolver>,
 ) -> Result<UdpConnected, ConnectError> {
-    let config = params.race;
-    let mut report = Report::new(host, port);
-    if let Some(conditions) = &params.path {
-        wait_for_path(conditions, config.timeout, &mut report).await?;
-    }
-    let start = Instant::now();
-    let fail =
-        |error: RaceError, report: Report| ConnectError::Race { error, report: Box::new(report) };
-    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
-    let chosen = match literal {
-        Some(ip) => ip,
-        None => {
-            let ordered = resolve_for_udp(host, config, &resolver, start, &mut report).await;
-            match ordered {
-                Ok(ordered) => ordered[0],
-                Err(error) => return Err(fail(error, report)),
-            }
-        }
+    let config = Config { protocol: Protocol::Udp, discover_quic: false, ..params.race };
+    let start_attempt = |addr: SocketAddr, _: Protocol, device: Option<String>| {
+        let fut: AttemptFuture<UdpSocket> = Box::pin(async move {
+            udp_attempt(addr, device.as_deref())
+                .await
+                .map(|s| (s, None))
+                .map_err(|e| attempt_error(&e))
+        });
+        fut
     };
-    let addr = SocketAddr::new(chosen, port);
-    let bind: SocketAddr =
-        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let connected = async {
-        let socket = UdpSocket::bind(bind).await?;
-        socket.connect(addr).await?;
-        Ok::<_, io::Error>(socket)
-    };
-    match connected.await {
-        Ok(socket) => {
-            report.connected = Some(addr);
-            report.protocol = Some(Protocol::Udp);
-            Ok(UdpConnected { socket, report })
-        }
-        Err(e) => {
-            let id = report.connection.attempt(1);
-            let tried = crate::happy_eyeballs::Tried {
-                id,
-                addr,
-                protocol: Protocol::Udp,
-                error: attempt_error(&e),
-            };
-            Err(fail(RaceError::AllAttemptsFailed { attempts: vec![tried] }, report))
-        }
-    }
+    let (socket, report) = establish(host, port, params, config, resolver, start_attempt).await?;
+    Ok(UdpConnected { socket, report })
 }
 
-/// AAAA and A at once; the first answer with addresses decides, except that an A answer
-/// gives a pending AAAA the resolution delay (RFC 8305 §3). Returns the addresses in RFC 6724
-/// order, the preferred family first.
-#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
-async fn resolve_for_udp(
-    host: &str,
-    config: Config,
-    resolver: &Resolver,
-    start: Instant,
-    report: &mut Report,
-) -> Result<Vec<IpAddr>, RaceError> {
-    use crate::happy_eyeballs::FamilyPreference as F;
-    let mut pending: Vec<(Query, Pin<Box<dyn Future<Output = _> + Send + '_>>)> = Vec::new();
-    for query in [Query::Aaaa, Query::A] {
-        let wanted = match query {
-            Query::Aaaa => config.family != F::Ipv4Only,
-            _ => config.family != F::Ipv6Only,
-        };
-        if wanted {
-            pending.push((query, Box::pin(resolver.query(host, query))));
-        }
+async fn udp_attempt(addr: SocketAddr, device: Option<&str>) -> io::Result<UdpSocket> {
+    let bind: SocketAddr =
+        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = UdpSocket::bind(bind).await?;
+    if let Some(device) = device {
+        socket.bind_device(Some(device.as_bytes()))?;
     }
-    let (mut a, mut aaaa, mut found) = (None, None, Vec::<IpAddr>::new());
-    let mut deadline: Option<Instant> = None;
-    while !pending.is_empty() {
-        let next = std::future::poll_fn(|cx| {
-            for i in 0..pending.len() {
-                if let Poll::Ready(out) = pending[i].1.as_mut().poll(cx) {
-                    let (query, _) = pending.swap_remove(i);
-                    return Poll::Ready((query, out));
-                }
-            }
-            Poll::Pending
-        });
-        let (query, answer) = tokio::select! {
-            done = next => done,
-            () = sleep_until(deadline) => break,
-        };
-        let at = start.elapsed();
-        match answer {
-            Ok(addrs) => {
-                report.events.push(Event::Answer { query, at, addresses: addrs.clone() });
-                let got = !addrs.is_empty();
-                found.extend(addrs);
-                let v6_pending = pending.iter().any(|(q, _)| *q == Query::Aaaa);
-                if got && v6_pending && config.family.prefers_v6() {
-                    deadline.get_or_insert(Instant::now() + config.resolution_delay);
-                } else if got {
-                    break;
-                }
-            }
-            Err(e) => {
-                report.events.push(Event::AnswerFailed { query, at, error: e.clone() });
-                if query == Query::A { a = Some(e) } else { aaaa = Some(e) }
-            }
-        }
-    }
-    let mut ordered = rfc6724_order(found);
-    if ordered.is_empty() {
-        return Err(RaceError::NoAddresses { a, aaaa });
-    }
-    let v6_first = config.family.prefers_v6();
-    // Stable: RFC 6724 order within each family.
-    ordered.sort_by_key(|ip| ip.is_ipv6() != v6_first);
-    Ok(ordered)
+    socket.connect(addr).await?;
+    Ok(socket)
 }
 
 /// Waits until the path is satisfied under `conditions`, or `limit` has passed, and returns the
