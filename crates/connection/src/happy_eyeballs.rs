@@ -523,12 +523,7 @@ impl Race {
                     self.quic_port = Some(port);
                     // Discovered late: the addresses already tried over TCP get their QUIC
                     // attempts next; the ones still queued get QUIC first as usual.
-                    let mut tried: Vec<IpAddr> = Vec::new();
-                    for a in &self.attempts {
-                        if !tried.contains(&a.addr.ip()) {
-                            tried.push(a.addr.ip());
-                        }
-                    }
+                    let tried = self.tried_addresses();
                     self.companions.extend(tried.into_iter().map(|ip| (ip, Protocol::Quic)));
                     self.candidates_added(now);
                 }
@@ -729,6 +724,17 @@ impl Race {
             Some(now + self.config.effective_attempt_delay());
     }
 
+    /// Each address attempted so far, once, in the order first tried.
+    fn tried_addresses(&self) -> Vec<IpAddr> {
+        let mut tried: Vec<IpAddr> = Vec::new();
+        for ip in self.attempts.iter().map(|a| a.addr.ip()) {
+            if !tried.contains(&ip) {
+                tried.push(ip);
+            }
+        }
+        tried
+    }
+
     /// The next attempt: a companion (TCP after QUIC to the same address) first, else the
     /// next address — over QUIC first when the service advertised h3.
     fn next_candidate(&mut self) -> Option<(IpAddr, Protocol)> {
@@ -747,8 +753,7 @@ impl Race {
     /// alternate, falling back to whichever family still has addresses.
     fn next_address(&mut self) -> Option<IpAddr> {
         let prefer_v6 = self.config.family.prefers_v6();
-        let mut tried: Vec<IpAddr> = self.attempts.iter().map(|a| a.addr.ip()).collect();
-        tried.dedup();
+        let tried = self.tried_addresses();
         let want_v6 = match self.attempts.last() {
             None => prefer_v6,
             Some(_) if tried.len() < self.config.first_family_count => prefer_v6,
