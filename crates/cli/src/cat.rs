@@ -146,6 +146,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let params = Params { race: config, transport, tls, server_name: args.sni.clone(), path };
     if args.udp {
+        let idle = idle(&args)?; // a bad --idle is a usage error before any traffic
         return match connect_udp(&host, port, &params, resolver).await {
             Ok(c) => {
                 if args.report || args.json {
@@ -154,7 +155,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 if args.zero {
                     return Ok(Outcome::Success);
                 }
-                Ok(relay_udp(c.socket, idle(&args)?).await)
+                Ok(relay_udp(c.socket, idle).await)
             }
             Err(e) => Ok(not_connected(&args, e)),
         };

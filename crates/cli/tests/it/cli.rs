@@ -286,6 +286,7 @@ fn nw_cat_usage_errors_exit_2() {
         &["cat", "onlyhost"][..],
         &["cat", "-l", "127.0.0.1", "99999"],
         &["cat", "-l", "nope", "80"],
+        &["cat", "-u", "--idle=-1", "192.0.2.1", "9"],
     ] {
         let (code, _, err) = nw(args);
         assert_eq!(code, 2, "{args:?}: {err}");
