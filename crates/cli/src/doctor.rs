@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nw_connection::driver::{ConnectError, Params, Resolver, Transport, connect};
+use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config as RaceConfig, RaceError};
 use nw_connection::testserver::TestServer;
 use nw_connection::tls::ClientOptions;
@@ -197,55 +198,6 @@ async fn monitor(oneshot: &Path) -> Section {
     }
 }
 
-/// A host and port from a URL or HOST:PORT.
-#[derive(Debug, PartialEq, Eq)]
-struct Target {
-    host: String,
-    port: u16,
-    /// https:// and wss:// targets are checked with TLS (the system's anchors).
-    tls: bool,
-}
-
-fn parse_target(text: &str) -> Result<Target, String> {
-    let hint =
-        "give a URL (https://example.test/) or HOST:PORT (example.test:443, [2001:db8::1]:443)";
-    let (scheme, rest) = match text.split_once("://") {
-        Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
-        None => (None, text),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) =
-            v6.split_once(']').ok_or(format!("{text:?}: unclosed '[' in the address; {hint}"))?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            _ => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("{text:?} has no host; {hint}"));
-    }
-    let port = match (port, scheme.as_deref()) {
-        (Some(p), _) => p
-            .parse()
-            .map_err(|_| format!("{text:?}: port {p:?} is not a number from 1 to 65535; {hint}"))?,
-        (None, Some("https" | "wss")) => 443,
-        (None, Some("http" | "ws")) => 80,
-        (None, Some(s)) => {
-            return Err(format!("{text:?}: no default port for scheme {s:?}; add one ({hint})"));
-        }
-        (None, None) => return Err(format!("{text:?} has no port; {hint}")),
-    };
-    if port == 0 {
-        return Err(format!("{text:?}: port 0 cannot be connected to; {hint}"));
-    }
-    let tls = matches!(scheme.as_deref(), Some("https" | "wss"));
-    Ok(Target { host: host.to_owned(), port, tls })
-}
-
 /// Doctor's own check: a TLS race to `localhost` against the embedded test server on loopback
 /// (the resolver, the race, TLS and trust, end to end), echoing a line back.
 async fn connectivity() -> Section {
@@ -364,9 +316,10 @@ async fn echo(stream: &mut Box<dyn nw_connection::driver::Io>) -> bool {
 /// Races to the target the caller named (TCP; TLS with the system's anchors for https:// and
 /// wss://), and reports how.
 async fn target_section(text: &str) -> Section {
-    let target = match parse_target(text) {
+    let target = match Endpoint::parse(text) {
         Ok(t) => t,
-        Err(why) => {
+        Err(e) => {
+            let why = e.to_string();
             return Section::new(
                 "target",
                 Level::Fail,
@@ -375,7 +328,7 @@ async fn target_section(text: &str) -> Section {
             );
         }
     };
-    let tls = if target.tls {
+    let tls = if target.wants_tls() {
         match (ClientOptions { system_anchors: true, ..ClientOptions::default() }).config() {
             Ok(c) => Some(c),
             Err(e) => {
@@ -390,7 +343,7 @@ async fn target_section(text: &str) -> Section {
         tls,
         ..Params::default()
     };
-    match connect(&target.host, target.port, &params, Arc::new(Resolver::from_system())).await {
+    match connect(&target.host(), target.port(), &params, Arc::new(Resolver::from_system())).await {
         Ok(c) => {
             let won = c.report.ready_after().map(|d| d.as_secs_f64() * 1e3);
             let how = c
@@ -420,30 +373,5 @@ async fn target_section(text: &str) -> Section {
             };
             Section::new("target", Level::Fail, e.to_string(), details)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(host: &str, port: u16) -> Target {
-        Target { host: host.into(), port, tls: false }
-    }
-
-    #[test]
-    fn targets_parse_or_say_what_to_try() {
-        assert_eq!(
-            parse_target("https://example.test/x?y").unwrap(),
-            Target { tls: true, ..t("example.test", 443) }
-        );
-        assert_eq!(parse_target("http://u:p@example.test:8080").unwrap(), t("example.test", 8080));
-        assert_eq!(parse_target("127.0.0.1:22").unwrap(), t("127.0.0.1", 22));
-        assert_eq!(parse_target("[2001:db8::1]:443").unwrap(), t("2001:db8::1", 443));
-        assert!(parse_target("example.test").unwrap_err().contains("no port"));
-        assert!(parse_target("host:99999").unwrap_err().contains("1 to 65535"));
-        assert!(parse_target("gopher://x").unwrap_err().contains("no default port"));
-        assert!(parse_target("[::1:80").unwrap_err().contains("unclosed"));
-        assert!(parse_target("https://").unwrap_err().contains("no host"));
     }
 }

@@ -1,6 +1,7 @@
 //! `nw-connection`: the pure core of nwkit's connections.
 //!
 //! - [`id`]: `C7` / `C7.2` identifiers, sequential per process.
+//! - [`endpoint`]: what to connect to — host and port, address and port, or a URL.
 //! - [`addrsel`]: RFC 6724 destination sorting.
 //! - [`happy_eyeballs`]: the RFC 8305 race as a machine in virtual time.
 //! - [`framer`]: length-prefixed and delimited message codecs for stream connections, and
@@ -44,6 +45,7 @@
 pub mod addrsel;
 pub mod crypto;
 pub mod driver;
+pub mod endpoint;
 pub mod framed;
 pub mod framer;
 pub mod happy_eyeballs;

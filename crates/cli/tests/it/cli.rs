@@ -56,7 +56,7 @@ fn doctor_with_an_unreachable_target_exits_1_and_explains() {
     assert!(out.contains("FAIL") && out.contains("could not connect to 127.0.0.1:1"), "{out}");
     let (code, out, _) = nw(&["doctor", "--json", "no-port-here"]);
     assert_eq!(code, 1);
-    assert!(out.contains("has no port"), "{out}");
+    assert!(out.contains("there is no port"), "{out}");
 }
 
 #[test]
