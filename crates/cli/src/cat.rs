@@ -13,6 +13,7 @@ use nw_connection::driver::{
     ConnectError, Params, Report, Resolver, Transport, connect, connect_udp,
 };
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
+use nw_connection::socket::{Keepalive, Mptcp, TcpOptions};
 use nw_connection::tls;
 use tokio::io::AsyncWriteExt;
 
@@ -51,6 +52,20 @@ pub(crate) struct Args {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
+    /// Connect from this local address (only destinations of its family are tried).
+    #[arg(short = 's', long = "source", value_name = "ADDR", conflicts_with = "listen")]
+    source: Option<std::net::IpAddr>,
+    /// TCP keepalive: probe after this many idle seconds, then every third of it; the
+    /// connection fails after 3 unanswered probes.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=32767))]
+    keepalive: Option<u32>,
+    /// Multipath TCP when the kernel has it (plain TCP when it or the peer does not; --report
+    /// says which).
+    #[arg(long, conflicts_with_all = ["udp", "quic"])]
+    mptcp: bool,
+    /// Coalesce small writes (Nagle's algorithm); by default each write goes out at once.
+    #[arg(long, conflicts_with_all = ["udp", "quic"])]
+    nagle: bool,
     /// Speak TLS over the connection (the system's anchors plus any --anchor).
     #[arg(long, group = "secure")]
     tls: bool,
@@ -144,7 +159,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     } else {
         Transport::Tcp
     };
-    let params = Params { race: config, transport, tls, server_name: args.sni.clone(), path };
+    let tcp = TcpOptions {
+        nodelay: !args.nagle,
+        keepalive: args.keepalive.map(|s| Keepalive::after(Duration::from_secs(s.into()))),
+        mptcp: args.mptcp,
+    };
+    let params = Params {
+        race: config,
+        transport,
+        tls,
+        server_name: args.sni.clone(),
+        path,
+        tcp,
+        local: args.source,
+    };
     if args.udp {
         let idle = idle(&args)?; // a bad --idle is a usage error before any traffic
         return match connect_udp(&host, port, &params, resolver).await {
@@ -454,6 +482,18 @@ fn print_report(report: &Report, json: bool) {
         "{} {}:{} — {outcome}",
         report.connection, report.host, report.port
     ));
+    match report.mptcp {
+        Some(Mptcp::Negotiated) => crate::output::error_line("  Multipath TCP in use"),
+        Some(Mptcp::FellBack) => {
+            crate::output::error_line(
+                "  Multipath TCP asked for; the peer answered with plain TCP",
+            );
+        }
+        Some(Mptcp::Unavailable) => {
+            crate::output::error_line("  Multipath TCP asked for; this kernel has none: plain TCP");
+        }
+        None => {}
+    }
     if let Some(t) = &report.tls {
         let alpn = t.alpn.as_deref().unwrap_or("none");
         crate::output::error_line(&format!(

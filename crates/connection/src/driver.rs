@@ -18,15 +18,16 @@ use hickory_proto::rr::Name;
 use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 
 use crate::addrsel;
 use crate::happy_eyeballs::{
-    Action, AttemptError, Config, Event, Outcome, Protocol, Query, QueryError, Race, RaceError,
-    Service,
+    Action, AttemptError, Config, Event, FamilyPreference, Outcome, Protocol, Query, QueryError,
+    Race, RaceError, Service,
 };
 use crate::id::{AttemptId, ConnectionId};
 use crate::resolve::{self, Cache, SystemConfig};
+use crate::socket::{Bind, Mptcp, TcpOptions, tcp_connect, udp_socket};
 use crate::tls::{self, Negotiated, TlsError};
 
 /// A connected byte stream: TCP, or TLS over TCP.
@@ -62,6 +63,10 @@ pub struct Params {
     pub tls: Option<Arc<ClientConfig>>,
     /// The name for SNI and the certificate check; the host by default.
     pub server_name: Option<String>,
+    /// Socket options of every TCP attempt.
+    pub tcp: TcpOptions,
+    /// Bind every attempt to this local address; only destinations of its family are raced.
+    pub local: Option<IpAddr>,
 }
 
 /// Explicit A, AAAA and HTTPS queries over UDP to the configured name servers, with the hosts
@@ -205,6 +210,9 @@ pub struct Report {
     /// What TLS negotiated, for a TLS connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Negotiated>,
+    /// What became of Multipath TCP, when it was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mptcp: Option<Mptcp>,
     /// The path as the connection saw it before racing: each status while waiting.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<PathStep>,
@@ -232,6 +240,7 @@ impl Report {
             connected: None,
             protocol: None,
             tls: None,
+            mptcp: None,
             path: Vec::new(),
             interface: None,
             nat64: None,
@@ -312,13 +321,19 @@ fn next_done<T>(in_flight: &mut InFlight<T>) -> impl Future<Output = Input<T>> +
 enum Input<T> {
     Answer(Query, Result<Vec<IpAddr>, QueryError>),
     Services(Result<Vec<Service>, QueryError>),
-    Connected(AttemptId, T, Option<Negotiated>),
+    Connected(AttemptId, T, Stack),
     Failed(AttemptId, AttemptError),
 }
 
-/// One attempt to an address over a protocol, its socket bound to the device if given.
-type AttemptFuture<T> =
-    Pin<Box<dyn Future<Output = Result<(T, Option<Negotiated>), AttemptError>> + Send>>;
+/// What a ready attempt's layers above IP negotiated.
+#[derive(Debug, Default)]
+pub(crate) struct Stack {
+    pub(crate) tls: Option<Negotiated>,
+    pub(crate) mptcp: Option<Mptcp>,
+}
+
+/// One attempt to an address over a protocol, its socket bound as `Bind` says.
+type AttemptFuture<T> = Pin<Box<dyn Future<Output = Result<(T, Stack), AttemptError>> + Send>>;
 
 /// Connects to `host` (a name or an IP literal) and `port`, racing every address; over TLS when
 /// `params.tls` is set.
@@ -357,20 +372,20 @@ pub async fn connect(
     };
     let tcp_tls = tcp_tls.zip(name.clone());
     let quic_tls = quic_tls.zip(name);
-    let start_attempt = move |addr: SocketAddr, protocol: Protocol, device: Option<String>| {
+    let options = params.tcp;
+    let start_attempt = move |addr: SocketAddr, protocol: Protocol, bind: Bind| {
         let (tcp_tls, quic_tls) = (tcp_tls.clone(), quic_tls.clone());
         let fut: AttemptFuture<Box<dyn Io>> = Box::pin(async move {
-            let device = device.as_deref();
             match (protocol, quic_tls) {
                 (Protocol::Quic, Some((config, name))) => {
                     let name = name.to_str().into_owned();
-                    crate::quic::attempt(addr, config, name, device).await
+                    crate::quic::attempt(addr, config, name, &bind).await
                 }
                 (Protocol::Quic, None) => {
                     Err(AttemptError::Other("QUIC needs TLS settings".into()))
                 }
                 // The race asks for the configured protocol (TCP here) or QUIC, never UDP.
-                (Protocol::Tcp | Protocol::Udp, _) => attempt(addr, tcp_tls, device).await,
+                (Protocol::Tcp | Protocol::Udp, _) => attempt(addr, tcp_tls, &bind, &options).await,
             }
         });
         fut
@@ -388,7 +403,7 @@ async fn establish<T: Send + 'static>(
     params: &Params,
     config: Config,
     resolver: Arc<Resolver>,
-    start_attempt: impl Fn(SocketAddr, Protocol, Option<String>) -> AttemptFuture<T>,
+    start_attempt: impl Fn(SocketAddr, Protocol, Bind) -> AttemptFuture<T>,
 ) -> Result<(T, Report), ConnectError> {
     let mut report = Report::new(host, port);
     let id = report.connection;
@@ -408,13 +423,20 @@ async fn establish<T: Send + 'static>(
             report.interface = path.primary().map(|i| i.interface.name.clone());
         }
     }
-    let device = report.interface.clone();
+    let bind = Bind { device: report.interface.clone(), local: params.local };
     let nat64 = report.nat64;
     let via_nat64 = |ip: IpAddr| match (ip, nat64) {
         (IpAddr::V4(v4), Some(prefix)) => IpAddr::V6(resolve::synthesize(prefix, v4)),
         _ => ip,
     };
-    let config = Config { timeout: config.timeout.saturating_sub(report.waited), ..config };
+    let mut config = Config { timeout: config.timeout.saturating_sub(report.waited), ..config };
+    // A local address decides the family: the other family's destinations cannot be reached
+    // from it.
+    match params.local {
+        Some(IpAddr::V4(_)) => config.family = FamilyPreference::Ipv4Only,
+        Some(IpAddr::V6(_)) => config.family = FamilyPreference::Ipv6Only,
+        None => {}
+    }
     let start = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
     let mut race = match literal {
@@ -424,7 +446,7 @@ async fn establish<T: Send + 'static>(
     let mut in_flight: InFlight<T> = Vec::new();
     // Only the `Connected` input that has just arrived can win the race, so its stream is kept
     // then; every other connected stream drops (closes) where it arrives.
-    let mut won: Option<(T, Option<Negotiated>)> = None;
+    let mut won: Option<(T, Stack)> = None;
 
     let span = tracing::info_span!("connect", id = %id, host, port);
     let _guard = span.enter();
@@ -445,10 +467,10 @@ async fn establish<T: Send + 'static>(
                 }
                 Action::StartAttempt { id, addr, protocol } => {
                     tracing::debug!(attempt = %id, %addr, ?protocol, "attempt started");
-                    let attempt = start_attempt(addr, protocol, device.clone());
+                    let attempt = start_attempt(addr, protocol, bind.clone());
                     let fut = async move {
                         match attempt.await {
-                            Ok((stream, negotiated)) => Input::Connected(id, stream, negotiated),
+                            Ok((stream, stack)) => Input::Connected(id, stream, stack),
                             Err(e) => Input::Failed(id, e),
                         }
                     };
@@ -463,13 +485,14 @@ async fn establish<T: Send + 'static>(
         while let Some(event) = race.poll_event() {
             report.events.push(event);
         }
-        if let (Some((stream, negotiated)), Some(Outcome::Won { id, addr, protocol })) =
+        if let (Some((stream, stack)), Some(Outcome::Won { id, addr, protocol })) =
             (won.take(), race.outcome())
         {
             report.winner = Some(*id);
             report.connected = Some(*addr);
             report.protocol = Some(*protocol);
-            report.tls = negotiated;
+            report.tls = stack.tls;
+            report.mptcp = stack.mptcp;
             tracing::info!(attempt = %id, %addr, ?protocol, "connected");
             break Ok(stream);
         }
@@ -484,10 +507,10 @@ async fn establish<T: Send + 'static>(
                     race.handle_answer(q, r, Instant::now());
                 }
                 Input::Services(r) => race.handle_services(r, Instant::now()),
-                Input::Connected(id, stream, negotiated) => {
+                Input::Connected(id, stream, stack) => {
                     race.handle_attempt_ready(id, Instant::now());
                     if matches!(race.outcome(), Some(Outcome::Won { id: w, .. }) if *w == id) {
-                        won = Some((stream, negotiated));
+                        won = Some((stream, stack));
                     }
                 }
                 Input::Failed(id, e) => race.handle_attempt_failed(id, e, Instant::now()),
@@ -521,11 +544,11 @@ pub async fn connect_udp(
     resolver: Arc<Resolver>,
 ) -> Result<UdpConnected, ConnectError> {
     let config = Config { protocol: Protocol::Udp, discover_quic: false, ..params.race };
-    let start_attempt = |addr: SocketAddr, _: Protocol, device: Option<String>| {
+    let start_attempt = |addr: SocketAddr, _: Protocol, bind: Bind| {
         let fut: AttemptFuture<UdpSocket> = Box::pin(async move {
-            udp_attempt(addr, device.as_deref())
+            udp_attempt(addr, &bind)
                 .await
-                .map(|s| (s, None))
+                .map(|s| (s, Stack::default()))
                 .map_err(|e| attempt_error(&e))
         });
         fut
@@ -534,13 +557,8 @@ pub async fn connect_udp(
     Ok(UdpConnected { socket, report })
 }
 
-async fn udp_attempt(addr: SocketAddr, device: Option<&str>) -> io::Result<UdpSocket> {
-    let bind: SocketAddr =
-        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let socket = UdpSocket::bind(bind).await?;
-    if let Some(device) = device {
-        socket.bind_device(Some(device.as_bytes()))?;
-    }
+async fn udp_attempt(addr: SocketAddr, bind: &Bind) -> io::Result<UdpSocket> {
+    let socket = udp_socket(addr, bind)?;
     socket.connect(addr).await?;
     Ok(socket)
 }
@@ -652,10 +670,11 @@ fn split_alpn(config: &Arc<ClientConfig>) -> (ClientTls, ClientTls) {
 async fn attempt(
     addr: SocketAddr,
     tls: Option<(Arc<ClientConfig>, rustls::pki_types::ServerName<'static>)>,
-    device: Option<&str>,
-) -> Result<(Box<dyn Io>, Option<Negotiated>), AttemptError> {
-    let tcp = tcp_attempt(addr, device).await.map_err(|e| attempt_error(&e))?;
-    let Some((config, name)) = tls else { return Ok((Box::new(tcp), None)) };
+    bind: &Bind,
+    options: &TcpOptions,
+) -> Result<(Box<dyn Io>, Stack), AttemptError> {
+    let (tcp, mptcp) = tcp_connect(addr, bind, options).await.map_err(|e| attempt_error(&e))?;
+    let Some((config, name)) = tls else { return Ok((Box::new(tcp), Stack { tls: None, mptcp })) };
     let shown = name.to_str().into_owned();
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
@@ -670,16 +689,7 @@ async fn attempt(
         alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
         server_name: shown,
     };
-    Ok((Box::new(stream), Some(negotiated)))
-}
-
-async fn tcp_attempt(addr: SocketAddr, device: Option<&str>) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_nodelay(true)?;
-    if let Some(device) = device {
-        socket.bind_device(Some(device.as_bytes()))?;
-    }
-    socket.connect(addr).await
+    Ok((Box::new(stream), Stack { tls: Some(negotiated), mptcp }))
 }
 
 fn attempt_error(e: &io::Error) -> AttemptError {

@@ -104,6 +104,16 @@ pub enum FamilyPreference {
 }
 
 impl FamilyPreference {
+    /// What it permits, in words.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::Ipv6 => "IPv6 first",
+            Self::Ipv4 => "IPv4 first",
+            Self::Ipv6Only => "IPv6 only: -6, or an IPv6 local address",
+            Self::Ipv4Only => "IPv4 only: -4, or an IPv4 local address",
+        }
+    }
+
     fn allows(self, ip: IpAddr) -> bool {
         match self {
             Self::Ipv6Only => ip.is_ipv6(),
@@ -292,10 +302,19 @@ pub(crate) fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, 
 pub enum RaceError {
     #[error("the name has no usable addresses (A: {}, AAAA: {})", answer(.a), answer(.aaaa))]
     NoAddresses { a: Option<QueryError>, aaaa: Option<QueryError> },
+    #[error(
+        "every address found ({}) is of a family this connection may not use ({})",
+        list(.found), .family.explain()
+    )]
+    FamilyExcluded { family: FamilyPreference, found: Vec<IpAddr> },
     #[error("every attempt failed: {}", summary(.attempts))]
     AllAttemptsFailed { attempts: Vec<Tried> },
     #[error("no attempt was ready within {0:?}")]
     TimedOut(Duration),
+}
+
+fn list(found: &[IpAddr]) -> String {
+    found.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn answer(e: &Option<QueryError>) -> String {
@@ -381,6 +400,8 @@ pub struct Race {
     /// by RFC 6724 before handing it over).
     v6: VecDeque<IpAddr>,
     v4: VecDeque<IpAddr>,
+    /// Addresses the family preference ruled out, so a race that has nothing else can say so.
+    excluded: Vec<IpAddr>,
     attempts: Vec<Attempt>,
     /// When the latest attempt started: the stagger counts from here.
     last_start: Option<Instant>,
@@ -447,6 +468,7 @@ impl Race {
             companions: VecDeque::new(),
             v6: VecDeque::new(),
             v4: VecDeque::new(),
+            excluded: Vec::new(),
             attempts: Vec::new(),
             last_start: None,
             timers,
@@ -661,8 +683,14 @@ impl Race {
     }
 
     fn add(&mut self, addrs: &[IpAddr]) {
-        for ip in addrs.iter().copied().filter(|ip| self.config.family.allows(*ip)) {
+        for ip in addrs.iter().copied() {
             let ip = canonical(ip);
+            if !self.config.family.allows(ip) {
+                if !self.excluded.contains(&ip) {
+                    self.excluded.push(ip);
+                }
+                continue;
+            }
             let seen = self.attempts.iter().any(|a| a.addr.ip() == ip)
                 || self.v6.contains(&ip)
                 || self.v4.contains(&ip);
@@ -770,7 +798,9 @@ impl Race {
         if resolving || self.running() > 0 || queued {
             return;
         }
-        let error = if self.attempts.is_empty() {
+        let error = if self.attempts.is_empty() && !self.excluded.is_empty() {
+            RaceError::FamilyExcluded { family: self.config.family, found: self.excluded.clone() }
+        } else if self.attempts.is_empty() {
             let err = |a: &Answer| match a {
                 Answer::Failed(e) => Some(e.clone()),
                 _ => None,

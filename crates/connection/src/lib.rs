@@ -53,5 +53,6 @@ pub mod id;
 pub mod listener;
 mod quic;
 pub mod resolve;
+pub mod socket;
 pub mod testserver;
 pub mod tls;

@@ -12,28 +12,23 @@ use std::task::{Context, Poll};
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::driver::Io;
+use crate::driver::{Io, Stack};
 use crate::happy_eyeballs::AttemptError;
+use crate::socket::{Bind, udp_socket};
 use crate::tls::Negotiated;
 
-/// One QUIC attempt to `addr`, authenticating `server_name`; its socket bound to `device` when
-/// given.
+/// One QUIC attempt to `addr`, authenticating `server_name`; its socket bound as `bind` says.
 pub(crate) async fn attempt(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     server_name: String,
-    device: Option<&str>,
-) -> Result<(Box<dyn Io>, Option<Negotiated>), AttemptError> {
+    bind: &Bind,
+) -> Result<(Box<dyn Io>, Stack), AttemptError> {
     let crypto = QuicClientConfig::try_from(tls)
         .map_err(|e| AttemptError::Tls(format!("this TLS configuration cannot carry QUIC: {e}")))?;
     let config = quinn::ClientConfig::new(Arc::new(crypto));
-    let bind: SocketAddr =
-        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let socket_error = |e: std::io::Error| AttemptError::Other(format!("QUIC socket: {e}"));
-    let socket = tokio::net::UdpSocket::bind(bind).await.map_err(socket_error)?;
-    if let Some(device) = device {
-        socket.bind_device(Some(device.as_bytes())).map_err(socket_error)?;
-    }
+    let socket = udp_socket(addr, bind).map_err(socket_error)?;
     let socket = socket.into_std().map_err(socket_error)?;
     let runtime = Arc::new(quinn::TokioRuntime);
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
@@ -54,7 +49,10 @@ pub(crate) async fn attempt(
         alpn,
         server_name,
     };
-    Ok((Box::new(QuicStream::new(send, recv, conn, endpoint)), Some(negotiated)))
+    Ok((
+        Box::new(QuicStream::new(send, recv, conn, endpoint)),
+        Stack { tls: Some(negotiated), mptcp: None },
+    ))
 }
 
 fn error(e: &quinn::ConnectionError) -> AttemptError {

@@ -287,6 +287,9 @@ fn nw_cat_usage_errors_exit_2() {
         &["cat", "-l", "127.0.0.1", "99999"],
         &["cat", "-l", "nope", "80"],
         &["cat", "-u", "--idle=-1", "192.0.2.1", "9"],
+        &["cat", "--keepalive", "0", "192.0.2.1", "9"],
+        &["cat", "-s", "not-an-address", "192.0.2.1", "9"],
+        &["cat", "--mptcp", "--quic", "--alpn", "x", "192.0.2.1", "9"],
     ] {
         let (code, _, err) = nw(args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -294,4 +297,87 @@ fn nw_cat_usage_errors_exit_2() {
     let (code, _, err) = nw(&["cat", "--tls", "--anchor", "/nonexistent.pem", "localhost", "1"]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.pem"), "{err}");
+}
+
+/// The first line of stderr, a `--json` report.
+fn json_report(err: &str) -> serde_json::Value {
+    let line = err.lines().next().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON report ({e}): {err}"))
+}
+
+/// TCP options for real on loopback: the server sees the local address given with -s; a local
+/// address of the other family is refused with the reason; Multipath TCP is negotiated with an
+/// MPTCP listener and falls back with a plain one; keepalive shows in the kernel's timers.
+#[test]
+fn nw_cat_tcp_options_local_address_mptcp_keepalive() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port().to_string();
+
+    let (code, _, err) = nw(&["cat", "-z", "-s", "127.0.0.2", "127.0.0.1", &port]);
+    assert_eq!(code, 0, "{err}");
+    let (_, peer) = plain.accept().unwrap();
+    assert_eq!(peer.ip().to_string(), "127.0.0.2", "the local address the server saw");
+
+    let (code, _, err) = nw(&["cat", "-z", "-s", "::1", "127.0.0.1", &port]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("127.0.0.1") && err.contains("IPv6 only"), "{err}");
+
+    let (code, _, err) = nw(&["cat", "-z", "--json", "--mptcp", "127.0.0.1", &port]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_report(&err)["mptcp"], "fell_back", "a plain TCP peer: {err}");
+    drop(plain.accept().unwrap());
+
+    let mptcp = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::MPTCP),
+    )
+    .expect("an MPTCP listener: this test needs a kernel with MPTCP (sysctl net.mptcp.enabled=1)");
+    mptcp.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    mptcp.listen(8).unwrap();
+    let mptcp = TcpListener::from(mptcp);
+    let mport = mptcp.local_addr().unwrap().port().to_string();
+    let (code, _, err) = nw(&["cat", "-z", "--json", "--mptcp", "127.0.0.1", &mport]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_report(&err)["mptcp"], "negotiated", "{err}");
+    let (code, _, err) = nw(&["cat", "-z", "--report", "--mptcp", "127.0.0.1", &mport]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Multipath TCP in use"), "{err}");
+
+    // Keepalive: the client's socket carries the kernel's keepalive timer (ss -o).
+    let mut child = Command::new(NW)
+        .args(["cat", "--keepalive", "45", "127.0.0.1", &port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut conn, client) = plain.accept().unwrap();
+    let ss = Command::new("ss")
+        .args(["-tnoH", "state", "established", "src", &client.to_string()])
+        .output()
+        .expect("ss (iproute2) is needed to read socket timers");
+    let ss = String::from_utf8_lossy(&ss.stdout).into_owned();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert!(ss.contains("timer:(keepalive,"), "no keepalive timer on {client}: {ss:?}");
+    // Without --keepalive there is none.
+    let mut child = Command::new(NW)
+        .args(["cat", "127.0.0.1", &port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_conn, client) = plain.accept().unwrap();
+    let ss = Command::new("ss")
+        .args(["-tnoH", "state", "established", "src", &client.to_string()])
+        .output()
+        .unwrap();
+    let ss = String::from_utf8_lossy(&ss.stdout).into_owned();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ss.contains(&client.to_string()) && !ss.contains("keepalive"), "{ss:?}");
 }

@@ -676,3 +676,20 @@ fn which_records_advertise_quic() {
     assert_eq!(Service::quic_port(&[elsewhere], 443), None, "other targets are not followed");
     assert_eq!(Service::quic_port(&[alpn(&["h3-29"])], 443), None, "h3 drafts are not h3");
 }
+
+#[test]
+fn a_literal_of_an_excluded_family_says_so() {
+    let t0 = Instant::now();
+    let config = Config { family: FamilyPreference::Ipv6Only, ..Config::default() };
+    let mut race = Race::with_addresses(ConnectionId::next(), 80, &[ip("127.0.0.1")], config, t0);
+    assert_eq!(race.poll_action(), None, "nothing to attempt");
+    let Some(Outcome::Failed(e)) = race.outcome() else { panic!("{:?}", race.outcome()) };
+    assert_eq!(
+        *e,
+        RaceError::FamilyExcluded {
+            family: FamilyPreference::Ipv6Only,
+            found: vec![ip("127.0.0.1")]
+        }
+    );
+    assert!(e.to_string().contains("127.0.0.1") && e.to_string().contains("IPv6 only"), "{e}");
+}
