@@ -679,17 +679,18 @@ fn which_records_advertise_quic() {
 
 #[test]
 fn a_literal_of_an_excluded_family_says_so() {
-    let t0 = Instant::now();
     let config = Config { family: FamilyPreference::Ipv6Only, ..Config::default() };
-    let mut race = Race::with_addresses(ConnectionId::next(), 80, &[ip("127.0.0.1")], config, t0);
-    assert_eq!(race.poll_action(), None, "nothing to attempt");
-    let Some(Outcome::Failed(e)) = race.outcome() else { panic!("{:?}", race.outcome()) };
+    let sim = Sim::literal(&["127.0.0.1"], &World::default(), config);
+    let (at, e) = sim.failed();
     assert_eq!(
-        *e,
-        RaceError::FamilyExcluded {
-            family: FamilyPreference::Ipv6Only,
-            found: vec![ip("127.0.0.1")]
-        }
+        (at, &e),
+        (
+            0,
+            &RaceError::FamilyExcluded {
+                family: FamilyPreference::Ipv6Only,
+                found: vec![ip("127.0.0.1")]
+            }
+        )
     );
     assert!(e.to_string().contains("127.0.0.1") && e.to_string().contains("IPv6 only"), "{e}");
 }
