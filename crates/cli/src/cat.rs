@@ -9,9 +9,9 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use nw_connection::driver::{
-    ConnectError, Params, Report, Resolver, Transport, connect, connect_udp,
-};
+use nw_connection::connection::{Connection, State, Update};
+use nw_connection::driver::{ConnectError, Params, Report, Resolver, Transport, connect_udp};
+use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
 use nw_connection::socket::{Keepalive, Mptcp, TcpOptions};
 use nw_connection::tls;
@@ -127,6 +127,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         return Err(usage("give HOST PORT to connect to (or -l [ADDR] PORT to listen)".into()));
     };
     let (host, port) = (host.clone(), port(p)?);
+    let endpoint = Endpoint::new(&host, port).map_err(|e| usage(e.to_string()))?;
     let family = match (args.ipv4, args.ipv6) {
         (true, _) => FamilyPreference::Ipv4Only,
         (_, true) => FamilyPreference::Ipv6Only,
@@ -141,16 +142,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let resolver = Arc::new(Resolver::from_system());
     let tls = tls_config(&args).map_err(|e| crate::UsageError(format!("{e:#}")))?;
     let conditions = args.conditions.conditions();
-    if !args.no_wait
-        && let Ok(path) = nw_path::current(&conditions)
-        && path.status != nw_path::Status::Satisfied
-    {
-        let why = path.reason.map_or("the path is not satisfied", |r| r.explain());
+    let waiting = |reason: Option<nw_path::Reason>| {
+        let why = reason.map_or("the path is not satisfied", |r| r.explain());
         crate::output::error_line(&format!(
             "nw cat: waiting for a usable path (up to {} s): {why}",
             args.timeout
         ));
-    }
+    };
     let path = (!args.no_wait).then_some(conditions);
     let transport = if args.quic {
         Transport::Quic
@@ -175,6 +173,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     if args.udp {
         let idle = idle(&args)?; // a bad --idle is a usage error before any traffic
+        if let Some(conditions) = &params.path
+            && let Ok(path) = nw_path::current(conditions)
+            && path.status != nw_path::Status::Satisfied
+        {
+            waiting(path.reason);
+        }
         return match connect_udp(&host, port, &params, resolver).await {
             Ok(c) => {
                 if args.report || args.json {
@@ -188,7 +192,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             Err(e) => Ok(not_connected(&args, e)),
         };
     }
-    let connected = match connect(&host, port, &params, resolver).await {
+    let mut conn = Connection::new(endpoint, params, resolver);
+    conn.start();
+    while let Some(Update::State(state)) = conn.next_update().await {
+        match state {
+            State::Waiting { reason } => waiting(reason),
+            State::Ready | State::Failed { .. } => break,
+            _ => {}
+        }
+    }
+    let connected = match conn.ready().await {
         Ok(c) => c,
         Err(e) => return Ok(not_connected(&args, e)),
     };
@@ -198,7 +211,44 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     if args.zero {
         return Ok(Outcome::Success);
     }
-    Ok(relay(connected.stream).await)
+    if !(args.report || args.json) {
+        return Ok(relay(connected.stream).await);
+    }
+    tokio::select! {
+        outcome = relay(connected.stream) => Ok(outcome),
+        () = print_viability(&mut conn, args.json) => unreachable!("it never returns"),
+    }
+}
+
+/// With --report or --json, while the connection is up: each change of its viability and of
+/// a better path, as it happens (a JSON line each with --json).
+#[allow(clippy::disallowed_methods, reason = "stamps what it prints")]
+async fn print_viability(conn: &mut Connection, json: bool) {
+    let since = std::time::Instant::now();
+    while let Some(update) = conn.next_update().await {
+        let Update::Viability(v) = update else { continue };
+        if json {
+            let line = serde_json::json!({
+                "update": "viability",
+                "connection": conn.id(),
+                "at": since.elapsed().as_secs_f64() * 1e3,
+                "viable": v.viable,
+                "why_not": v.why_not,
+                "better_path": v.better_path,
+            });
+            crate::output::error_line(&line.to_string());
+            continue;
+        }
+        let mut text = match v.why_not {
+            Some(why) => format!("nw cat: {} is not viable: {}", conn.id(), why.explain()),
+            None => format!("nw cat: {} is viable", conn.id()),
+        };
+        if let Some(better) = &v.better_path {
+            text.push_str(&format!("; a better path is available via {better}"));
+        }
+        crate::output::error_line(&text);
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Says why the connection could not be made (with the report when asked for).

@@ -21,13 +21,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UdpSocket;
 
 use crate::addrsel;
+use crate::connection::State;
 use crate::happy_eyeballs::{
     Action, AttemptError, Config, Event, FamilyPreference, Outcome, Protocol, Query, QueryError,
     Race, RaceError, Service,
 };
 use crate::id::{AttemptId, ConnectionId};
 use crate::resolve::{self, Cache, SystemConfig};
-use crate::socket::{Bind, Mptcp, TcpOptions, tcp_connect, udp_socket};
+use crate::socket::{Bind, Mptcp, TcpOptions, kernel_source, tcp_connect, udp_socket};
 use crate::tls::{self, Negotiated, TlsError};
 
 /// A connected byte stream: TCP, or TLS over TCP.
@@ -229,10 +230,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// An empty report for a new connection (a fresh id).
-    fn new(host: &str, port: u16) -> Self {
+    /// An empty report for connection `id`.
+    fn new(id: ConnectionId, host: &str, port: u16) -> Self {
         Self {
-            connection: ConnectionId::next(),
+            connection: id,
             host: host.to_owned(),
             port,
             events: Vec::new(),
@@ -291,9 +292,16 @@ pub enum ConnectError {
     QuicNeedsTls,
     #[error("racing QUIC against TCP needs TLS settings")]
     AutoNeedsTls,
+    #[error("the connection was cancelled")]
+    Cancelled,
+    #[error("the connection's stream was already handed over by an earlier ready()")]
+    Taken,
     #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", .report.host, .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
     NoPath { reason: Option<nw_path::Reason>, waited: Duration, report: Box<Report> },
 }
+
+/// Told each state a connection passes through while it is being established.
+pub(crate) type Observer<'a> = dyn Fn(State) + Send + Sync + 'a;
 
 /// What an in-flight future is for, so it can be cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,6 +351,19 @@ pub async fn connect(
     params: &Params,
     resolver: Arc<Resolver>,
 ) -> Result<Connected, ConnectError> {
+    connect_observed(host, port, params, resolver, ConnectionId::next(), &|_| {}).await
+}
+
+/// [`connect`] as connection `id`, telling `observe` each state before ready (preparing,
+/// waiting with the reason).
+pub(crate) async fn connect_observed(
+    host: &str,
+    port: u16,
+    params: &Params,
+    resolver: Arc<Resolver>,
+    id: ConnectionId,
+    observe: &Observer<'_>,
+) -> Result<Connected, ConnectError> {
     let mut config = params.race;
     match params.transport {
         Transport::Tcp => config.protocol = Protocol::Tcp,
@@ -390,7 +411,8 @@ pub async fn connect(
         });
         fut
     };
-    let (stream, report) = establish(host, port, params, config, resolver, start_attempt).await?;
+    let (stream, report) =
+        establish(host, port, params, config, resolver, (id, observe), start_attempt).await?;
     Ok(Connected { stream, report })
 }
 
@@ -403,12 +425,16 @@ async fn establish<T: Send + 'static>(
     params: &Params,
     config: Config,
     resolver: Arc<Resolver>,
+    (id, observe): (ConnectionId, &Observer<'_>),
     start_attempt: impl Fn(SocketAddr, Protocol, Bind) -> AttemptFuture<T>,
 ) -> Result<(T, Report), ConnectError> {
-    let mut report = Report::new(host, port);
-    let id = report.connection;
+    let mut report = Report::new(id, host, port);
+    observe(State::Preparing);
     if let Some(conditions) = &params.path {
-        let path = wait_for_path(conditions, config.timeout, &mut report).await?;
+        let path = wait_for_path(conditions, config.timeout, &mut report, observe).await?;
+        if !report.path.is_empty() {
+            observe(State::Preparing); // the wait is over
+        }
         // RFC 8305 §7: on an IPv6-only path, reach IPv4 destinations through the network's
         // NAT64 prefix, for IPv4 literals and A-only names alike.
         if path.as_ref().is_some_and(|p| p.supports_ipv6 && !p.supports_ipv4) {
@@ -503,7 +529,7 @@ async fn establish<T: Send + 'static>(
         tokio::select! {
             input = next_done(&mut in_flight) => match input {
                 Input::Answer(q, r) => {
-                    let r = r.map(|addrs| rfc6724_order(addrs.into_iter().map(via_nat64)));
+                    let r = r.map(|addrs| rfc6724_order(addrs.into_iter().map(via_nat64), &bind));
                     race.handle_answer(q, r, Instant::now());
                 }
                 Input::Services(r) => race.handle_services(r, Instant::now()),
@@ -553,7 +579,9 @@ pub async fn connect_udp(
         });
         fut
     };
-    let (socket, report) = establish(host, port, params, config, resolver, start_attempt).await?;
+    let observed: (ConnectionId, &Observer<'_>) = (ConnectionId::next(), &|_| {});
+    let (socket, report) =
+        establish(host, port, params, config, resolver, observed, start_attempt).await?;
     Ok(UdpConnected { socket, report })
 }
 
@@ -572,6 +600,7 @@ async fn wait_for_path(
     conditions: &nw_path::Conditions,
     limit: Duration,
     report: &mut Report,
+    observe: &Observer<'_>,
 ) -> Result<Option<nw_path::Path>, ConnectError> {
     let start = Instant::now();
     let path = match nw_path::current(conditions) {
@@ -588,6 +617,7 @@ async fn wait_for_path(
     }
     tracing::info!(reason = ?path.reason, "waiting for a usable path");
     report.path.push(step(&path, Duration::ZERO));
+    observe(State::Waiting { reason: path.reason });
     let options = nw_path::MonitorOptions { conditions: conditions.clone(), ..Default::default() };
     let mut monitor = match nw_path::PathMonitor::start(options) {
         Ok(m) => m,
@@ -604,6 +634,9 @@ async fn wait_for_path(
                 let last = report.path.last().map(|l| (l.status, l.reason));
                 if last != Some((update.path.status, update.path.reason)) {
                     report.path.push(step(&update.path, at));
+                    if update.path.status != nw_path::Status::Satisfied {
+                        observe(State::Waiting { reason: update.path.reason });
+                    }
                 }
                 if update.path.status == nw_path::Status::Satisfied {
                     report.waited = at;
@@ -637,16 +670,9 @@ async fn wait_for_path(
 /// pick for it (a connected UDP socket's local address: a route lookup, no packet sent).
 /// Destinations without a route go last rather than vanish: their attempts fail fast and say
 /// why.
-fn rfc6724_order(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
-    let source = |ip: IpAddr| {
-        let bind: SocketAddr =
-            if ip.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-        let socket = std::net::UdpSocket::bind(bind).ok()?;
-        socket.connect((ip, 9)).ok()?;
-        socket.local_addr().ok().map(|a| a.ip())
-    };
+fn rfc6724_order(addrs: impl IntoIterator<Item = IpAddr>, bind: &Bind) -> Vec<IpAddr> {
     let mut candidates: Vec<addrsel::Candidate> =
-        addrs.into_iter().map(|ip| addrsel::Candidate::new(ip, source(ip))).collect();
+        addrs.into_iter().map(|ip| addrsel::Candidate::new(ip, kernel_source(ip, bind))).collect();
     addrsel::sort(&mut candidates);
     candidates.into_iter().map(|c| c.destination).collect()
 }
@@ -719,7 +745,7 @@ mod tests {
         let v4: IpAddr = "127.0.0.1".parse().unwrap();
         let v6: IpAddr = "::1".parse().unwrap();
         // Rule 6: ::1 (precedence 50) before IPv4 (::ffff:0:0/96, precedence 35).
-        assert_eq!(rfc6724_order([v4, v6]), [v6, v4]);
-        assert_eq!(rfc6724_order([v6, v4]), [v6, v4]);
+        assert_eq!(rfc6724_order([v4, v6], &Bind::default()), [v6, v4]);
+        assert_eq!(rfc6724_order([v6, v4], &Bind::default()), [v6, v4]);
     }
 }

@@ -1,6 +1,8 @@
 //! `nw-connection`: the pure core of nwkit's connections.
 //!
 //! - [`id`]: `C7` / `C7.2` identifiers, sequential per process.
+//! - [`connection`]: the connection object (states, viability, better path) over [`driver`].
+//! - [`viability`]: judging a ready connection's path.
 //! - [`endpoint`]: what to connect to — host and port, address and port, or a URL.
 //! - [`addrsel`]: RFC 6724 destination sorting.
 //! - [`happy_eyeballs`]: the RFC 8305 race as a machine in virtual time.
@@ -43,6 +45,7 @@
 //! ```
 
 pub mod addrsel;
+pub mod connection;
 pub mod crypto;
 pub mod driver;
 pub mod endpoint;
@@ -56,3 +59,4 @@ pub mod resolve;
 pub mod socket;
 pub mod testserver;
 pub mod tls;
+pub mod viability;

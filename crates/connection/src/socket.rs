@@ -153,3 +153,13 @@ pub(crate) fn udp_socket(addr: SocketAddr, bind: &Bind) -> io::Result<UdpSocket>
     }
     UdpSocket::from_std(std::net::UdpSocket::from(OwnedFd::from(socket)))
 }
+
+/// The source address the kernel would use to reach `dest` from a socket bound as `bind` says:
+/// a connected UDP socket's local address (a route lookup; no packet is sent).
+pub(crate) fn kernel_source(dest: IpAddr, bind: &Bind) -> Option<IpAddr> {
+    let socket =
+        Socket::new(Domain::for_address(SocketAddr::new(dest, 9)), Type::DGRAM, None).ok()?;
+    bind.apply(&socket).ok()?;
+    socket.connect(&SocketAddr::new(dest, 9).into()).ok()?;
+    socket.local_addr().ok()?.as_socket().map(|a| a.ip())
+}

@@ -39,6 +39,11 @@ impl Child {
         self.inner.id()
     }
 
+    /// The exit status if the child has exited, without waiting.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, LabError> {
+        Ok(self.inner.try_wait()?)
+    }
+
     /// Waits for the child to exit, at most `limit`; past it, kills it and says so.
     #[allow(clippy::disallowed_methods, reason = "lab: bounded wait on a child process")]
     pub fn wait_for(&mut self, limit: Duration) -> Result<ExitStatus, LabError> {

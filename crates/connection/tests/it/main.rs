@@ -7,5 +7,6 @@
     reason = "tests: a panic is the failure report"
 )]
 
+mod connection;
 mod framed;
 mod listener;
