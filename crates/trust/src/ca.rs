@@ -1,0 +1,245 @@
+//! A test certificate authority (rcgen): a private root, optional intermediates, and server
+//! and client certificates issued from them — so tests and test servers never need
+//! self-signed certificates. Keys are ECDSA P-256 unless a profile says RSA.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+use crate::TrustError;
+
+/// A CA that can issue: a root, or an intermediate under one.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    cert_der: CertificateDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+    /// The certificates above this CA, up to and including the root.
+    above: Vec<CertificateDer<'static>>,
+    above_pem: String,
+    /// When this CA's validity starts (Unix seconds).
+    not_before: i64,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+/// The key a certificate gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyKind {
+    #[default]
+    EcP256,
+    EcP384,
+    Rsa2048,
+    Ed25519,
+}
+
+/// How to issue a leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Valid from (Unix seconds); an hour ago by default, for clocks that lag.
+    pub not_before: Option<i64>,
+    /// Days of validity (90 by default: within every anchor class's limit).
+    pub days: i64,
+    pub server_auth: bool,
+    pub client_auth: bool,
+    pub key: KeyKind,
+    /// The subject's common name; the first name by default.
+    pub common_name: Option<String>,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self {
+            not_before: None,
+            days: 90,
+            server_auth: true,
+            client_auth: false,
+            key: KeyKind::EcP256,
+            common_name: None,
+        }
+    }
+}
+
+/// An issued certificate: the chain to present (leaf first, then intermediates and the root),
+/// PEM forms and the key.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The chain, PEM.
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl TestCa {
+    /// A new root valid for ten years from an hour ago.
+    pub fn new(name: &str) -> Result<Self, TrustError> {
+        Self::root(name, now() - 3600, 3650)
+    }
+
+    /// A new root valid for `days` from `not_before`.
+    pub fn root(name: &str, not_before: i64, days: i64) -> Result<Self, TrustError> {
+        let params = ca_params(name, not_before, days)?;
+        let key = KeyPair::generate().map_err(issue)?;
+        let cert = params.self_signed(&key).map_err(issue)?;
+        let key_pem = key.serialize_pem();
+        let issuer = Issuer::new(params, key);
+        Ok(Self {
+            issuer,
+            cert_der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_pem,
+            above: Vec::new(),
+            above_pem: String::new(),
+            not_before,
+        })
+    }
+
+    /// Loads a CA written earlier (`nw cert ca`): its certificate and key, PEM.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TrustError> {
+        let key = KeyPair::from_pem(key_pem).map_err(issue)?;
+        let der = crate::anchors::parse_pem_certs(cert_pem.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| TrustError::Issue("the CA file holds no certificate".into()))?;
+        let facts = crate::cert::Facts::parse(0, &der)?;
+        if !facts.is_ca {
+            return Err(TrustError::Issue(
+                "that certificate is not a CA (no basicConstraints CA:TRUE)".into(),
+            ));
+        }
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(issue)?;
+        Ok(Self {
+            issuer,
+            cert_der: der,
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            above: Vec::new(),
+            above_pem: String::new(),
+            not_before: facts.not_before,
+        })
+    }
+
+    /// An intermediate CA under this one, valid from this one's start for five years.
+    pub fn intermediate(&self, name: &str) -> Result<Self, TrustError> {
+        let params = ca_params(name, self.not_before, 1825)?;
+        let key = KeyPair::generate().map_err(issue)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
+        let key_pem = key.serialize_pem();
+        let mut above = vec![self.cert_der()];
+        above.extend(self.above.iter().cloned());
+        let above_pem = format!("{}{}", self.cert_pem, self.above_pem);
+        Ok(Self {
+            issuer: Issuer::new(params, key),
+            cert_der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_pem,
+            above,
+            above_pem,
+            not_before: self.not_before,
+        })
+    }
+
+    /// This CA's certificate.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.cert_der.clone()
+    }
+
+    /// The root at the top (this CA, for a root): what relying parties add as an anchor.
+    pub fn root_der(&self) -> CertificateDer<'static> {
+        self.above.last().cloned().unwrap_or_else(|| self.cert_der())
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A TLS server certificate for `names` (DNS names or IP literals, all in the SAN).
+    pub fn server(&self, names: &[&str]) -> Result<Issued, TrustError> {
+        self.issue(names, &Profile::default())
+    }
+
+    /// A TLS client certificate (mutual TLS) for `name`.
+    pub fn client(&self, name: &str) -> Result<Issued, TrustError> {
+        self.issue(
+            &[name],
+            &Profile { server_auth: false, client_auth: true, ..Profile::default() },
+        )
+    }
+
+    /// A leaf for `names` as `profile` says. The chain holds the leaf and every CA above it,
+    /// the root included.
+    pub fn issue(&self, names: &[&str], profile: &Profile) -> Result<Issued, TrustError> {
+        let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).map_err(issue)?;
+        if let Some(cn) = profile.common_name.as_deref().or(names.first().copied()) {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        let not_before = profile.not_before.unwrap_or_else(|| now() - 3600);
+        let not_after = not_before + profile.days * 86_400;
+        params.not_before = at(not_before)?;
+        params.not_after = at(not_after)?;
+        params.extended_key_usages = [
+            (profile.server_auth, ExtendedKeyUsagePurpose::ServerAuth),
+            (profile.client_auth, ExtendedKeyUsagePurpose::ClientAuth),
+        ]
+        .into_iter()
+        .filter_map(|(on, eku)| on.then_some(eku))
+        .collect();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = match profile.key {
+            KeyKind::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyKind::EcP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            KeyKind::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+            KeyKind::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+        }
+        .map_err(issue)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
+        let mut chain = vec![cert.der().clone(), self.cert_der()];
+        chain.extend(self.above.iter().cloned());
+        Ok(Issued {
+            chain,
+            chain_pem: format!("{}{}{}", cert.pem(), self.cert_pem, self.above_pem),
+            key_pem: key.serialize_pem(),
+            not_before,
+            not_after,
+        })
+    }
+}
+
+fn ca_params(name: &str, not_before: i64, days: i64) -> Result<CertificateParams, TrustError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(issue)?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = at(not_before)?;
+    params.not_after = at(not_before + days * 86_400)?;
+    Ok(params)
+}
+
+fn at(secs: i64) -> Result<OffsetDateTime, TrustError> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|e| TrustError::Issue(format!("date: {e}")))
+}
+
+fn issue(e: rcgen::Error) -> TrustError {
+    TrustError::Issue(e.to_string())
+}
+
+#[allow(clippy::disallowed_methods, reason = "issuing reads the clock, as openssl does")]
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}

@@ -1,0 +1,439 @@
+//! The evaluator: webpki builds and verifies the path (signatures, basic constraints, name
+//! constraints); the policy layer then applies the rules of the chain's anchor class to every
+//! certificate and says, per certificate, what failed.
+
+use std::net::IpAddr;
+
+use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use serde::Serialize;
+use webpki::{EndEntityCert, KeyPurposeIdIter};
+
+use crate::TrustError;
+use crate::cert::{Facts, Key, Signature, hex, sha256};
+use crate::problem::{CertificateReport, Problem, Verdict};
+
+/// Where an anchor comes from; the rules differ by class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnchorClass {
+    /// The operating system's store (ca-certificates on Linux).
+    System,
+    /// Supplied by the application for this evaluation.
+    Custom,
+    /// Added by the user or an administrator to the machine; follows the custom rules.
+    UserAdded,
+}
+
+/// A trust anchor and its class.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    pub der: CertificateDer<'static>,
+    pub class: AnchorClass,
+}
+
+/// Which certificate is being judged: a TLS server's or a TLS client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    Server,
+    Client,
+}
+
+/// When Certificate Transparency is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CtRequirement {
+    /// Never.
+    Off,
+    /// For chains that end in a system anchor (the default, as on Apple platforms).
+    #[default]
+    SystemAnchored,
+    /// For every chain.
+    Always,
+}
+
+/// SPKI pins for a host: one of the chain's keys must be among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub host: String,
+    pub include_subdomains: bool,
+    /// SHA-256 of SubjectPublicKeyInfo, hex.
+    pub spki_sha256: Vec<String>,
+}
+
+/// What to evaluate against.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub policy: Policy,
+    /// Anchors: system, custom and user-added together (see [`crate::anchors`]).
+    pub anchors: Vec<Anchor>,
+    pub ct: CtRequirement,
+    pub pins: Vec<Pin>,
+    /// Leaves (SHA-256 of the DER, hex) whose recoverable failures are accepted.
+    pub exceptions: Vec<String>,
+}
+
+/// The outcome: the verdict, then every certificate with what failed on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub verdict: Verdict,
+    /// The class of the anchor the chain ends in, when it ends in one.
+    pub anchor_class: Option<AnchorClass>,
+    /// Leaf first, then the issuers in chain order (anchor last, when found).
+    pub certificates: Vec<CertificateReport>,
+    /// The verify time (Unix seconds).
+    pub at: i64,
+    /// An exception for this exact leaf accepted recoverable failures.
+    pub excepted: bool,
+}
+
+impl Evaluation {
+    /// One line per certificate with problems (`Certificate 0 “api.example” has errors: …;`).
+    pub fn failure_lines(&self) -> Vec<String> {
+        self.certificates
+            .iter()
+            .filter(|c| !c.problems.is_empty())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    pub fn trusted(&self) -> bool {
+        self.verdict == Verdict::Proceed
+    }
+}
+
+/// Evaluates `chain` (leaf first, then what the peer presented) for `host` at `at` (Unix
+/// seconds). `host` is a DNS name or an IP literal; `None` skips the name check (client
+/// certificates).
+pub fn evaluate(
+    chain: &[CertificateDer<'_>],
+    host: Option<&str>,
+    at: i64,
+    options: &Options,
+) -> Result<Evaluation, TrustError> {
+    let Some(leaf_der) = chain.first() else { return Err(TrustError::EmptyChain) };
+    let presented: Vec<Facts> =
+        chain.iter().enumerate().map(|(i, c)| Facts::parse(i, c)).collect::<Result<_, _>>()?;
+    let anchors: Vec<(TrustAnchor<'_>, &Anchor)> = options
+        .anchors
+        .iter()
+        .filter_map(|a| webpki::anchor_from_trusted_cert(&a.der).ok().map(|t| (t, a)))
+        .collect();
+    let trust_anchors: Vec<TrustAnchor<'_>> = anchors.iter().map(|(t, _)| t.clone()).collect();
+    let leaf = EndEntityCert::try_from(leaf_der)
+        .map_err(|e| TrustError::BadCertificate { index: 0, why: format!("{e:?}") })?;
+    let intermediates = &chain[1..];
+    let verify = |t: i64| {
+        leaf.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &trust_anchors,
+            intermediates,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.max(0).unsigned_abs())),
+            AnyUsage,
+            None,
+            None,
+        )
+        .map(|path| {
+            let via: Vec<usize> = path
+                .intermediate_certificates()
+                .filter_map(|c| chain.iter().position(|p| p.as_ref() == c.der().as_ref()))
+                .collect();
+            let anchor = anchors.iter().position(|(t, _)| same_anchor(t, path.anchor()));
+            (via, anchor)
+        })
+    };
+    // A date problem is ours to report, certificate by certificate: if webpki refuses only on
+    // time, build the path again at an instant inside every presented certificate's validity.
+    let mut structural: Option<webpki::Error> = None;
+    let built = match verify(at) {
+        Ok(p) => Some(p),
+        Err(e) if is_temporal(&e) => {
+            let inside = presented.iter().map(|f| f.not_before).max().unwrap_or(at);
+            match verify(inside) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    structural = Some(e);
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            structural = Some(e);
+            None
+        }
+    };
+    // The chain as reported: the verified path, or the presented certificates in issuer order.
+    let (order, anchor_idx) = match &built {
+        Some((via, anchor)) => {
+            let mut order = vec![0];
+            order.extend(via.iter().copied());
+            (order, *anchor)
+        }
+        None => issuer_order(&presented, &options.anchors),
+    };
+    let mut certificates: Vec<CertificateReport> = order
+        .iter()
+        .map(|&i| CertificateReport {
+            index: 0,
+            facts: presented[i].clone(),
+            presented: true,
+            anchor: false,
+            problems: Vec::new(),
+        })
+        .collect();
+    let anchor = anchor_idx.map(|i| &options.anchors[i]);
+    if let Some(a) = anchor {
+        let facts = Facts::parse(certificates.len(), &a.der)?;
+        // A presented root that is the anchor itself is shown once, as the anchor.
+        if certificates.last().is_some_and(|c| {
+            c.facts.spki_sha256 == facts.spki_sha256 && c.facts.subject_der == facts.subject_der
+        }) && certificates.len() > 1
+        {
+            certificates.pop();
+        }
+        certificates.push(CertificateReport {
+            index: 0,
+            facts,
+            presented: false,
+            anchor: true,
+            problems: Vec::new(),
+        });
+    }
+    for (i, c) in certificates.iter_mut().enumerate() {
+        c.index = i;
+    }
+    let class = anchor.map(|a| a.class);
+    apply_policy(&mut certificates, class, at, options);
+    if let Some(e) = structural {
+        attribute(&mut certificates, &e);
+    }
+    if let Some(host) = host {
+        check_name(&leaf, &presented[0], host, &mut certificates[0].problems);
+    }
+    if let Some(host) = host
+        && let Some(problem) = check_pins(host, &certificates, &options.pins)
+    {
+        certificates[0].problems.push(problem);
+    }
+    let problems = || certificates.iter().flat_map(|c| c.problems.iter());
+    let excepted =
+        options.exceptions.iter().any(|e| e.eq_ignore_ascii_case(&hex(&sha256(leaf_der.as_ref()))))
+            && problems().all(Problem::recoverable)
+            && problems().next().is_some();
+    let verdict = if excepted || problems().next().is_none() {
+        Verdict::Proceed
+    } else if problems().all(Problem::recoverable) {
+        Verdict::RecoverableFailure
+    } else {
+        Verdict::FatalFailure
+    };
+    Ok(Evaluation { verdict, anchor_class: class, certificates, at, excepted })
+}
+
+/// The rules every certificate is held to, by the anchor class of the chain.
+fn apply_policy(
+    certs: &mut [CertificateReport],
+    class: Option<AnchorClass>,
+    at: i64,
+    options: &Options,
+) {
+    for (i, c) in certs.iter_mut().enumerate() {
+        let f = &c.facts;
+        let p = &mut c.problems;
+        if at < f.not_before {
+            p.push(Problem::NotYetValid { not_before: f.not_before });
+        } else if at > f.not_after {
+            p.push(Problem::Expired { not_after: f.not_after });
+        }
+        match f.key {
+            Key::Rsa { bits } if bits < 2048 => p.push(Problem::WeakKey { kind: "RSA", bits }),
+            Key::Ec { bits } if bits < 256 => p.push(Problem::WeakKey { kind: "EC", bits }),
+            _ => {}
+        }
+        // The anchor's own signature proves nothing; everything below it must be SHA-2 or better.
+        if !c.anchor && f.signature == Signature::Broken {
+            p.push(Problem::BrokenSignatureAlgorithm);
+        }
+        let needed = match options.policy {
+            Policy::Server => "serverAuth",
+            Policy::Client => "clientAuth",
+        };
+        let allows = |e: &crate::cert::Eku| {
+            e.any
+                || (options.policy == Policy::Server && e.server_auth)
+                || (options.policy == Policy::Client && e.client_auth)
+        };
+        if i == 0 {
+            // Apple's rule for TLS server leaves: the EKU must be present and list serverAuth.
+            let ok = match (options.policy, f.eku) {
+                (Policy::Server, Some(e)) => e.server_auth,
+                (Policy::Server, None) => false,
+                (Policy::Client, e) => e.is_none_or(|e| allows(&e)),
+            };
+            if !ok {
+                p.push(Problem::ExtendedKeyUsage { needed });
+            }
+            if options.policy == Policy::Server
+                && let Some(max) = max_validity(class, f.not_before)
+                && f.validity_days() > max
+            {
+                p.push(Problem::ValidityTooLong { days: f.validity_days(), max });
+            }
+        } else if !c.anchor && f.eku.is_some_and(|e| !allows(&e)) {
+            // Intermediates: an EKU, when present, must not exclude the usage (the CA/Browser
+            // Forum's reading; webpki's "required if present").
+            p.push(Problem::ExtendedKeyUsage { needed });
+        }
+    }
+    let ct_needed = match options.ct {
+        CtRequirement::Off => false,
+        CtRequirement::SystemAnchored => class == Some(AnchorClass::System),
+        CtRequirement::Always => true,
+    };
+    if ct_needed {
+        certs[0].problems.push(Problem::LogListUnavailable);
+    }
+}
+
+/// Maximum leaf validity by anchor class: 398 days under system anchors for leaves issued
+/// from 2020-09-01 (Apple, "About upcoming limits on trusted certificates", 2020); 825 days
+/// under custom and user-added anchors for leaves issued from 2019-07-01 (Apple, "Requirements
+/// for trusted certificates in iOS 13 and macOS 10.15", HT210176).
+fn max_validity(class: Option<AnchorClass>, not_before: i64) -> Option<i64> {
+    const SEPT_2020: i64 = 1_598_918_400; // 2020-09-01T00:00:00Z
+    const JULY_2019: i64 = 1_561_939_200; // 2019-07-01T00:00:00Z
+    match class? {
+        AnchorClass::System if not_before >= SEPT_2020 => Some(398),
+        AnchorClass::Custom | AnchorClass::UserAdded if not_before >= JULY_2019 => Some(825),
+        _ => None,
+    }
+}
+
+/// The host against the leaf's SAN only (webpki never reads the Common Name), plus the
+/// wildcard rule webpki leaves to us: `*.` directly above a single label (`*.com`, `*.test`)
+/// matches nothing.
+fn check_name(leaf: &EndEntityCert<'_>, facts: &Facts, host: &str, problems: &mut Vec<Problem>) {
+    let mismatch = || Problem::HostnameMismatch { host: host.to_owned() };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = match bare.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => match ServerName::try_from(bare.to_owned()) {
+            Ok(n) => n,
+            Err(_) => return problems.push(mismatch()),
+        },
+    };
+    if leaf.verify_is_valid_for_subject_name(&name).is_err() {
+        return problems.push(mismatch());
+    }
+    if let ServerName::DnsName(dns) = &name {
+        let wanted = dns.as_ref().trim_end_matches('.').to_ascii_lowercase();
+        let exact =
+            facts.dns_names.iter().any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(&wanted));
+        let wildcard_ok = facts.dns_names.iter().any(|n| {
+            n.strip_prefix("*.").is_some_and(|base| {
+                base.contains('.')
+                    && wanted.split_once('.').is_some_and(|(_, rest)| {
+                        rest.eq_ignore_ascii_case(base.trim_end_matches('.'))
+                    })
+            })
+        });
+        if !exact && !wildcard_ok {
+            problems.push(mismatch());
+        }
+    }
+}
+
+fn check_pins(host: &str, certs: &[CertificateReport], pins: &[Pin]) -> Option<Problem> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let applies = |p: &Pin| {
+        let pinned = p.host.trim_end_matches('.').to_ascii_lowercase();
+        host == pinned || (p.include_subdomains && host.ends_with(&format!(".{pinned}")))
+    };
+    for pin in pins.iter().filter(|p| applies(p)) {
+        let any = certs
+            .iter()
+            .any(|c| pin.spki_sha256.iter().any(|s| s.eq_ignore_ascii_case(&c.facts.spki_sha256)));
+        if !any {
+            return Some(Problem::PinMismatch);
+        }
+    }
+    None
+}
+
+/// Puts webpki's refusal on the certificate it concerns.
+fn attribute(certs: &mut [CertificateReport], e: &webpki::Error) {
+    use webpki::Error as E;
+    let last = certs.len() - 1;
+    match e {
+        E::UnknownIssuer => {
+            let top = &certs[last].facts;
+            let problem = if top.self_issued {
+                Problem::UntrustedRoot
+            } else {
+                Problem::MissingIssuer { issuer: top.issuer.clone() }
+            };
+            certs[last].problems.push(problem);
+        }
+        E::CertExpired { .. } | E::CertNotValidYet { .. } => {} // ours, per certificate
+        E::RequiredEkuNotFoundContext(_) => {}                  // ours
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+            if certs.iter().any(|c| !c.problems.is_empty()) => {} // a broken algorithm or weak key, said already
+        other => {
+            let why = format!("{other:?}");
+            let at = if matches!(other, E::CaUsedAsEndEntity | E::BadDer | E::BadDerTime) {
+                0
+            } else {
+                last.min(1)
+            };
+            certs[at].problems.push(Problem::Invalid { why });
+        }
+    }
+}
+
+/// Leaf first, then each certificate's issuer among the presented ones (by name), then the
+/// matching anchor, if any.
+fn issuer_order(presented: &[Facts], anchors: &[Anchor]) -> (Vec<usize>, Option<usize>) {
+    let mut order = vec![0];
+    loop {
+        let current = &presented[*order.last().unwrap_or(&0)];
+        if current.self_issued {
+            break;
+        }
+        match presented
+            .iter()
+            .enumerate()
+            .position(|(i, f)| !order.contains(&i) && f.subject_der == current.issuer_der)
+        {
+            Some(next) => order.push(next),
+            None => break,
+        }
+    }
+    let top = &presented[*order.last().unwrap_or(&0)];
+    let anchor = anchors.iter().position(|a| {
+        Facts::parse(0, &a.der).is_ok_and(|f| {
+            f.subject_der == top.issuer_der
+                && !(top.self_issued && f.spki_sha256 != top.spki_sha256)
+        })
+    });
+    (order, anchor)
+}
+
+fn same_anchor(a: &TrustAnchor<'_>, b: &TrustAnchor<'_>) -> bool {
+    a.subject.as_ref() == b.subject.as_ref()
+        && a.subject_public_key_info.as_ref() == b.subject_public_key_info.as_ref()
+}
+
+fn is_temporal(e: &webpki::Error) -> bool {
+    matches!(e, webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. })
+}
+
+/// EKU is the policy layer's to judge (per certificate, by policy), so webpki accepts any.
+struct AnyUsage;
+
+impl webpki::ExtendedKeyUsageValidator for AnyUsage {
+    fn validate(&self, _: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        Ok(())
+    }
+}

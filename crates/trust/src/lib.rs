@@ -1,0 +1,61 @@
+//! `nw-trust`: X.509 trust evaluation whose failures explain themselves, certificate by
+//! certificate, and a test certificate authority.
+//!
+//! # The model
+//!
+//! - [`evaluate`](evaluate::evaluate) takes the chain a peer presented (leaf first), the host
+//!   it should be for, a verify time and [`Options`]: the policy (TLS server or client
+//!   certificate), the anchors with their [`AnchorClass`], the CT requirement, pins and
+//!   exceptions.
+//! - rustls-webpki builds and verifies the path: signatures, basic constraints, name
+//!   constraints. Then the policy layer applies the rules of the chain's anchor class to each
+//!   certificate — dates (anchors included), key sizes, SHA-1, EKU, maximum validity — and
+//!   checks the host against the Subject Alternative Name only.
+//! - The [`Evaluation`] has a [`Verdict`] (proceed, recoverable or fatal failure) and, per
+//!   certificate, every failed check as a [`Problem`] with a stable code, the sentence the
+//!   field reads, and a detail that says what to try.
+//! - [`verifier`] plugs the evaluator into rustls on both sides; [`ca`] issues test
+//!   certificates.
+//!
+//! ```
+//! use nw_trust::{Anchor, AnchorClass, Options, ca::TestCa, evaluate::evaluate};
+//!
+//! let ca = TestCa::new("Test Root").unwrap();
+//! let leaf = ca.server(&["api.example"]).unwrap();
+//! let options = Options {
+//!     anchors: vec![Anchor { der: ca.root_der(), class: AnchorClass::Custom }],
+//!     ..Options::default()
+//! };
+//! let now = leaf.not_before + 60;
+//! let ok = evaluate(&leaf.chain, Some("api.example"), now, &options).unwrap();
+//! assert!(ok.trusted());
+//! let wrong = evaluate(&leaf.chain, Some("www.example"), now, &options).unwrap();
+//! assert_eq!(wrong.failure_lines(), ["Certificate 0 “api.example” has errors: Hostname mismatch;"]);
+//! ```
+
+pub mod anchors;
+pub mod ca;
+pub mod cert;
+pub mod evaluate;
+pub mod problem;
+pub mod time;
+pub mod verifier;
+
+pub use evaluate::{Anchor, AnchorClass, CtRequirement, Evaluation, Options, Pin, Policy};
+pub use problem::{CertificateReport, Problem, Verdict};
+
+/// Why an evaluation could not even start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    #[error("no certificates were presented")]
+    EmptyChain,
+    #[error("certificate {index} cannot be parsed: {why}")]
+    BadCertificate { index: usize, why: String },
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    #[error("the system's anchors could not be loaded: {0}")]
+    SystemAnchors(String),
+    #[error("cannot make the certificate: {0}")]
+    Issue(String),
+}

@@ -1,0 +1,168 @@
+//! What can be wrong with a certificate, with a stable code, the sentence the field expects,
+//! and how bad it is — and the verdict and report that collect them.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::cert::Facts;
+
+/// One failed check on one certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum Problem {
+    /// The host name is in no dNSName (or, for an IP, no iPAddress) SAN entry. The Common
+    /// Name is never consulted.
+    HostnameMismatch {
+        host: String,
+    },
+    Expired {
+        not_after: i64,
+    },
+    NotYetValid {
+        not_before: i64,
+    },
+    /// A leaf valid for longer than its anchor class allows.
+    ValidityTooLong {
+        days: i64,
+        max: i64,
+    },
+    /// The leaf lacks the usage the policy needs (serverAuth or clientAuth), or an
+    /// intermediate's EKU excludes it.
+    ExtendedKeyUsage {
+        needed: &'static str,
+    },
+    /// RSA below 2048 bits or EC below 256.
+    WeakKey {
+        kind: &'static str,
+        bits: usize,
+    },
+    /// Signed with SHA-1 or MD5 (below the anchor).
+    BrokenSignatureAlgorithm,
+    /// The chain ends in a self-signed certificate that is not an anchor.
+    UntrustedRoot,
+    /// No presented certificate or anchor issued this one.
+    MissingIssuer {
+        issuer: String,
+    },
+    /// A signature does not verify, or a structure is invalid: no exception can accept it.
+    Invalid {
+        why: String,
+    },
+    /// A system-anchored chain needs Certificate Transparency and there is no log list.
+    LogListUnavailable,
+    /// None of the chain's keys matches a pin configured for the host.
+    PinMismatch,
+}
+
+/// How bad a failed evaluation is (SecTrustResultType's three outcomes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Proceed,
+    /// Failed, for a reason a user or an exception may accept (a name, a date, an anchor).
+    RecoverableFailure,
+    /// Failed in a way nothing should accept (a bad signature, a broken pin).
+    FatalFailure,
+}
+
+impl Problem {
+    /// The stable code (`hostname_mismatch`), as in JSON.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::HostnameMismatch { .. } => "hostname_mismatch",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::ValidityTooLong { .. } => "validity_too_long",
+            Self::ExtendedKeyUsage { .. } => "extended_key_usage",
+            Self::WeakKey { .. } => "weak_key",
+            Self::BrokenSignatureAlgorithm => "broken_signature_algorithm",
+            Self::UntrustedRoot => "untrusted_root",
+            Self::MissingIssuer { .. } => "missing_issuer",
+            Self::Invalid { .. } => "invalid",
+            Self::LogListUnavailable => "log_list_unavailable",
+            Self::PinMismatch => "pin_mismatch",
+        }
+    }
+
+    /// The sentence a trust report uses, worded as Apple's trust failure descriptions are
+    /// where one exists (`Hostname mismatch`, `Root is not trusted`, …).
+    pub fn sentence(&self) -> &'static str {
+        match self {
+            Self::HostnameMismatch { .. } => "Hostname mismatch",
+            Self::Expired { .. } => "Certificate has expired",
+            Self::NotYetValid { .. } => "Certificate is not yet valid",
+            Self::ValidityTooLong { .. } => "Certificate is not standards compliant",
+            Self::ExtendedKeyUsage { .. } => "Extended key usage does not match certificate usage",
+            Self::WeakKey { .. } => "Key size is not permitted for this use",
+            Self::BrokenSignatureAlgorithm => "Certificate is using a broken signature algorithm",
+            Self::UntrustedRoot => "Root is not trusted",
+            Self::MissingIssuer { .. } => "Missing issuer",
+            Self::Invalid { .. } => "Certificate is invalid",
+            Self::LogListUnavailable => "Certificate Transparency log list unavailable",
+            Self::PinMismatch => "Public key pin mismatch",
+        }
+    }
+
+    /// What exactly, and what to try.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::HostnameMismatch { host } => format!(
+                "{host:?} is not among the certificate's Subject Alternative Names (the Common Name does not count)"
+            ),
+            Self::Expired { not_after } => format!("valid until {}", crate::time::rfc3339(*not_after)),
+            Self::NotYetValid { not_before } => {
+                format!("valid from {}", crate::time::rfc3339(*not_before))
+            }
+            Self::ValidityTooLong { days, max } => {
+                format!("valid for {days} days; this anchor class allows at most {max}")
+            }
+            Self::ExtendedKeyUsage { needed } => format!("needs the {needed} extended key usage"),
+            Self::WeakKey { kind, bits } => format!(
+                "{kind} {bits}-bit key; at least {} bits are needed",
+                if *kind == "RSA" { 2048 } else { 256 }
+            ),
+            Self::BrokenSignatureAlgorithm => "signed with SHA-1 or MD5; reissue it with SHA-256".into(),
+            Self::UntrustedRoot => {
+                "its root is not an anchor; add it with --anchor if you trust it".into()
+            }
+            Self::MissingIssuer { issuer } => format!(
+                "no presented certificate or anchor is {issuer:?}; the server must send its intermediates"
+            ),
+            Self::Invalid { why } => why.clone(),
+            Self::LogListUnavailable => "a system-anchored chain needs Certificate Transparency, and no log list is configured".into(),
+            Self::PinMismatch => "no key in the chain matches the host's pins".into(),
+        }
+    }
+
+    /// Whether an exception or a user may accept it.
+    pub fn recoverable(&self) -> bool {
+        !matches!(self, Self::Invalid { .. } | Self::PinMismatch)
+    }
+}
+
+/// One certificate of the evaluated chain, with what failed on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateReport {
+    pub index: usize,
+    pub facts: Facts,
+    /// Presented by the peer, or taken from the anchors.
+    pub presented: bool,
+    pub anchor: bool,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for CertificateReport {
+    /// `Certificate 0 “api.example” has errors: Hostname mismatch;`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Certificate {} “{}”", self.index, self.facts.name)?;
+        if self.problems.is_empty() {
+            return f.write_str(" has no errors");
+        }
+        f.write_str(" has errors:")?;
+        for p in &self.problems {
+            write!(f, " {};", p.sentence())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! The evaluator as rustls verifiers: [`TrustVerifier`] judges a server's chain (for clients,
+//! through nw-connection's `Arc<dyn ServerCertVerifier>` seam) and a client's chain (for
+//! servers asking for mutual TLS). The last evaluation is kept, so a caller can show the chain
+//! and the verdict whether or not the handshake went on.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::evaluate::{Evaluation, Options, Policy, evaluate};
+
+/// A rustls verifier backed by [`evaluate`].
+pub struct TrustVerifier {
+    options: Options,
+    provider: Arc<CryptoProvider>,
+    /// Evaluate at this time instead of the handshake's (Unix seconds).
+    at: Option<i64>,
+    /// Servers only: refuse clients without a certificate.
+    mandatory: bool,
+    last: Mutex<Option<Evaluation>>,
+}
+
+impl fmt::Debug for TrustVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustVerifier")
+            .field("policy", &self.options.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handshake failed because the chain is not trusted; carries the evaluation.
+#[derive(Debug, Clone)]
+pub struct Untrusted(pub Evaluation);
+
+impl fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.failure_lines().join(" "))
+    }
+}
+
+impl std::error::Error for Untrusted {}
+
+impl TrustVerifier {
+    /// Signatures in the handshake are checked with `provider`'s algorithms.
+    pub fn new(options: Options, provider: Arc<CryptoProvider>) -> Self {
+        Self { options, provider, at: None, mandatory: true, last: Mutex::new(None) }
+    }
+
+    /// Evaluates at `at` (Unix seconds) instead of the handshake's time.
+    pub fn at(mut self, at: Option<i64>) -> Self {
+        self.at = at;
+        self
+    }
+
+    /// For servers: whether a client must present a certificate (default yes).
+    pub fn client_certificate_mandatory(mut self, mandatory: bool) -> Self {
+        self.mandatory = mandatory;
+        self
+    }
+
+    /// The most recent evaluation, trusted or not.
+    pub fn last(&self) -> Option<Evaluation> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn judge(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        host: Option<&str>,
+        now: UnixTime,
+        options: &Options,
+    ) -> Result<(), rustls::Error> {
+        let mut chain = vec![end_entity.clone().into_owned()];
+        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        let at = self.at.unwrap_or_else(|| i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
+        let evaluation = evaluate(&chain, host, at, options)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(evaluation.clone());
+        if evaluation.trusted() {
+            return Ok(());
+        }
+        let failure = OtherError(Arc::new(Untrusted(evaluation)));
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(failure)))
+    }
+}
+
+impl ServerCertVerifier for TrustVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let host = match server_name {
+            ServerName::DnsName(d) => d.as_ref().to_owned(),
+            ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
+            _ => return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName)),
+        };
+        let options = Options { policy: Policy::Server, ..self.options.clone() };
+        self.judge(end_entity, intermediates, Some(&host), now, &options)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for TrustVerifier {
+    /// The subjects of the custom and user-added anchors: the acceptable CAs a client selects
+    /// its identity by.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let options = Options { policy: Policy::Client, ..self.options.clone() };
+        self.judge(end_entity, intermediates, None, now, &options)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

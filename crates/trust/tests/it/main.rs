@@ -1,0 +1,10 @@
+//! nw-trust against certificates made at test time (rcgen, and openssl for what rcgen will not
+//! make: RSA-1024, SHA-1), evaluated at fixed times.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "tests: a panic is the failure report"
+)]
+
+mod rules;
