@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cat;
+mod cert;
 mod doctor;
 mod output;
 mod path;
+mod trust;
 
 /// nwkit's networking tool: check, watch and debug the network from the command line.
 #[derive(Debug, Parser)]
@@ -27,10 +29,14 @@ struct Cli {
 enum Command {
     /// Connect and copy bytes both ways (netcat): Happy Eyeballs over every address.
     Cat(cat::Args),
+    /// Make a test CA and the server and client certificates it issues.
+    Cert(cert::Args),
     /// End-to-end self-check: the path and interfaces now, more with each capability.
     Doctor(doctor::Args),
     /// The network path: satisfied or not, why, over which interfaces.
     Path(path::Args),
+    /// Evaluate a certificate chain (a server's, or one in a file) and say what fails.
+    Trust(trust::Args),
 }
 
 /// How a subcommand ended, mapped to the one exit-status table.
@@ -67,6 +73,8 @@ fn main() -> ExitCode {
             Command::Cat(args) => cat::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Path(args) => path::run(args).await,
+            Command::Cert(args) => cert::run(args),
+            Command::Trust(args) => trust::run(args).await,
         }
     });
     // stdin is read on a blocking thread that may never return; do not wait for it.

@@ -48,6 +48,17 @@ pub enum Key {
     Other,
 }
 
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rsa { bits } => write!(f, "RSA {bits}-bit"),
+            Self::Ec { bits } => write!(f, "EC {bits}-bit"),
+            Self::Ed25519 => f.write_str("Ed25519"),
+            Self::Other => f.write_str("other key type"),
+        }
+    }
+}
+
 /// The signature's hash, as far as the policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

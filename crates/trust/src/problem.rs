@@ -127,7 +127,7 @@ impl Problem {
                 "its root is not an anchor; add it with --anchor if you trust it".into()
             }
             Self::MissingIssuer { issuer } => format!(
-                "no presented certificate or anchor is {issuer:?}; the server must send its intermediates"
+                "no presented certificate or anchor is {issuer:?}: the peer must send its intermediates, and its root must be an anchor"
             ),
             Self::Invalid { why } => why.clone(),
             Self::LogListUnavailable => "a system-anchored chain needs Certificate Transparency, and no log list is configured".into(),

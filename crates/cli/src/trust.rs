@@ -1,0 +1,177 @@
+//! `nw trust`: evaluates a certificate chain — a server's, by connecting, or one in a file —
+//! and prints the chain and every failed check, certificate by certificate. Exit 0 only when
+//! the chain is trusted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nw_connection::driver::{Params, Resolver, connect};
+use nw_connection::endpoint::Endpoint;
+use nw_connection::happy_eyeballs::Config as RaceConfig;
+use nw_connection::{crypto, tls};
+use nw_trust::evaluate::evaluate;
+use nw_trust::verifier::TrustVerifier;
+use nw_trust::{Anchor, AnchorClass, CtRequirement, Evaluation, Options, Policy, Verdict};
+
+use crate::{Outcome, UsageError};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 trusted, 1 not trusted (or not reached), 2 usage, 3 environment."
+)]
+pub(crate) struct Args {
+    /// HOST:PORT or a URL to connect to and evaluate (omit with --chain).
+    #[arg(required_unless_present = "chain", conflicts_with = "chain")]
+    target: Option<String>,
+    /// Evaluate the chain in this PEM file instead (leaf first, then what was presented).
+    #[arg(long, value_name = "FILE", requires = "host")]
+    chain: Option<PathBuf>,
+    /// The name (or IP literal) the certificate must be for; with a target, the target's host.
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+    /// Evaluate at this time instead of now (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Custom anchors (PEM, repeatable): the application's own, in place of the system store.
+    #[arg(long, value_name = "FILE")]
+    anchor: Vec<PathBuf>,
+    /// Judge a client certificate (TLS client policy; no host name check).
+    #[arg(long, conflicts_with = "target")]
+    client: bool,
+    /// Do not require Certificate Transparency for system-anchored chains (by default it is
+    /// required, and without a log list such chains fail, recoverably, saying so).
+    #[arg(long)]
+    no_ct: bool,
+    /// Print the evaluation as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let at = match &args.at {
+        Some(text) => Some(
+            nw_trust::time::parse_rfc3339(text).map_err(|e| UsageError(format!("--at: {e}")))?,
+        ),
+        None => None,
+    };
+    let options = options(&args.anchor, !args.no_ct)?;
+    let evaluation = match (&args.chain, &args.target) {
+        (Some(file), _) => {
+            let chain = nw_trust::anchors::load_pem(file)
+                .map_err(|e| UsageError(format!("--chain: {e}")))?;
+            let policy = if args.client { Policy::Client } else { Policy::Server };
+            let host = if args.client { None } else { args.host.as_deref() };
+            let options = Options { policy, ..options };
+            evaluate(&chain, host, at.unwrap_or_else(now), &options)
+                .map_err(|e| UsageError(format!("--chain: {e}")))?
+        }
+        (None, Some(target)) => match online(target, &args, options, at).await? {
+            Some(e) => e,
+            None => return Ok(Outcome::Negative),
+        },
+        (None, None) => {
+            return Err(UsageError("give HOST:PORT, or --chain FILE --host NAME".into()).into());
+        }
+    };
+    print(&evaluation, args.json);
+    Ok(if evaluation.trusted() { Outcome::Success } else { Outcome::Negative })
+}
+
+/// The anchors (custom files, or else the system store) and the CT requirement.
+pub(crate) fn options(anchor_files: &[PathBuf], ct: bool) -> anyhow::Result<Options> {
+    let mut anchors = Vec::new();
+    for file in anchor_files {
+        let certs =
+            nw_trust::anchors::load_pem(file).map_err(|e| UsageError(format!("--anchor: {e}")))?;
+        anchors.extend(certs.into_iter().map(|der| Anchor { der, class: AnchorClass::Custom }));
+    }
+    if anchors.is_empty() {
+        anchors = nw_trust::anchors::system()?;
+    }
+    let ct = if ct { CtRequirement::SystemAnchored } else { CtRequirement::Off };
+    Ok(Options { anchors, ct, ..Options::default() })
+}
+
+/// Connects with the evaluator as the TLS verifier and returns its evaluation, trusted or not.
+async fn online(
+    target: &str,
+    args: &Args,
+    options: Options,
+    at: Option<i64>,
+) -> anyhow::Result<Option<Evaluation>> {
+    let endpoint = Endpoint::parse(target).map_err(|e| UsageError(e.to_string()))?;
+    let verifier = Arc::new(TrustVerifier::new(options, crypto::provider()).at(at));
+    let tls =
+        tls::ClientOptions { verifier: Some(verifier.clone()), ..tls::ClientOptions::default() }
+            .config()?;
+    let params = Params {
+        race: RaceConfig { timeout: Duration::from_secs(15), ..RaceConfig::default() },
+        tls: Some(tls),
+        server_name: args.host.clone(),
+        ..Params::default()
+    };
+    let result =
+        connect(&endpoint.host(), endpoint.port(), &params, Arc::new(Resolver::from_system()))
+            .await;
+    match (verifier.last(), result) {
+        (Some(evaluation), _) => Ok(Some(evaluation)),
+        (None, Ok(_)) => Ok(None), // cannot happen: a TLS connection was verified
+        (None, Err(e)) => {
+            crate::output::error_line(&format!("nw trust: {e}"));
+            Ok(None)
+        }
+    }
+}
+
+fn print(e: &Evaluation, json: bool) {
+    if json {
+        if let Ok(text) = serde_json::to_string(e) {
+            let _ = crate::output::line(&text);
+        }
+        return;
+    }
+    let _ = crate::output::line(&format!("Chain (verify time {}):", nw_trust::time::rfc3339(e.at)));
+    for c in &e.certificates {
+        let f = &c.facts;
+        let role = match (c.anchor, e.anchor_class) {
+            (true, Some(class)) => format!(" — anchor ({})", format!("{class:?}").to_lowercase()),
+            _ => String::new(),
+        };
+        let sans: Vec<String> = f
+            .dns_names
+            .iter()
+            .cloned()
+            .chain(f.ip_addresses.iter().map(ToString::to_string))
+            .collect();
+        let _ = crate::output::line(&format!("  {} “{}”{role}", c.index, f.name));
+        let _ = crate::output::line(&format!(
+            "      issued by {} · valid {} → {} · {}{}",
+            f.issuer,
+            &nw_trust::time::rfc3339(f.not_before)[..10],
+            &nw_trust::time::rfc3339(f.not_after)[..10],
+            f.key,
+            if sans.is_empty() { String::new() } else { format!(" · SAN {}", sans.join(", ")) }
+        ));
+    }
+    let verdict = match e.verdict {
+        Verdict::Proceed if e.excepted => {
+            "proceed (an exception for this leaf accepts its failures)"
+        }
+        Verdict::Proceed => "proceed",
+        Verdict::RecoverableFailure => "recoverable failure",
+        Verdict::FatalFailure => "fatal failure",
+    };
+    let _ = crate::output::line(&format!("Verdict: {verdict}"));
+    for c in e.certificates.iter().filter(|c| !c.problems.is_empty()) {
+        let _ = crate::output::line(&c.to_string());
+        for p in &c.problems {
+            let _ = crate::output::line(&format!("    {}: {}", p.sentence(), p.detail()));
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods, reason = "the verify time defaults to now")]
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
