@@ -15,6 +15,7 @@ use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
 use nw_connection::socket::{Keepalive, Mptcp, TcpOptions};
 use nw_connection::tls;
+use nw_trust::verifier::TrustVerifier;
 use tokio::io::AsyncWriteExt;
 
 use crate::Outcome;
@@ -98,6 +99,14 @@ pub(crate) struct Args {
     /// The certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
+    /// With -l: require a client certificate issued under this CA (PEM; mutual TLS). Clients
+    /// are told its name as an acceptable CA.
+    #[arg(long, value_name = "FILE", requires_all = ["listen", "secure"])]
+    client_ca: Vec<PathBuf>,
+    /// Do not require Certificate Transparency for chains that end in a system anchor (nwkit
+    /// requires it by default; without a configured log list such chains fail, saying so).
+    #[arg(long, requires = "secure")]
+    no_ct: bool,
     /// Race at once even when the path is not satisfied (by default nw cat waits for a usable
     /// path, within --timeout, and says why it waits).
     #[arg(long)]
@@ -415,7 +424,7 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
             let chain =
                 tls::load_certs(cert).map_err(|e| crate::UsageError(format!("--cert: {e}")))?;
             let key = tls::load_key(key).map_err(|e| crate::UsageError(format!("--key: {e}")))?;
-            Some(tls::server_config(chain, key, &alpn(args))?)
+            Some(tls::server_config_verifying(chain, key, &alpn(args), client_verifier(args)?)?)
         }
         (true, ..) => {
             let (config, dir) = throwaway_identity(args, at)?;
@@ -469,22 +478,29 @@ fn throwaway_identity(
     args: &Args,
     at: std::net::SocketAddr,
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, PathBuf)> {
-    let ca = tls::TestCa::new("nw cat throwaway test CA")?;
+    let ca = nw_trust::ca::TestCa::new("nw cat throwaway test CA")?;
     let listen_ip = at.ip().to_string();
     let mut names = vec!["localhost", "127.0.0.1", "::1"];
     if !at.ip().is_unspecified() {
         names.push(&listen_ip);
     }
-    let issued = ca.issue_server(&names)?;
+    let issued = ca.server(&names)?;
+    let key = {
+        use rustls::pki_types::pem::PemObject as _;
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("the throwaway key: {e}"))?
+    };
     let dir = std::env::temp_dir().join(format!("nw-cat-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let root = dir.join("root.pem");
-    std::fs::write(&root, ca.root_pem()).with_context(|| format!("writing {}", root.display()))?;
+    std::fs::write(&root, ca.cert_pem()).with_context(|| format!("writing {}", root.display()))?;
     crate::output::error_line(&format!(
         "nw cat: TLS with a throwaway test CA; clients can trust it with --anchor {}",
         root.display()
     ));
-    Ok((tls::server_config(issued.chain, issued.key, &alpn(args))?, dir))
+    let config =
+        tls::server_config_verifying(issued.chain, key, &alpn(args), client_verifier(args)?)?;
+    Ok((config, dir))
 }
 
 fn alpn(args: &Args) -> Vec<Vec<u8>> {
@@ -496,10 +512,6 @@ fn tls_config(args: &Args) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> 
     if !args.tls && !args.quic {
         return Ok(None);
     }
-    let mut extra_anchors = Vec::new();
-    for path in &args.anchor {
-        extra_anchors.extend(tls::load_certs(path).context("--anchor")?);
-    }
     let identity = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => {
             let chain = tls::load_certs(cert).context("--cert")?;
@@ -507,14 +519,41 @@ fn tls_config(args: &Args) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> 
         }
         _ => None,
     };
+    let trust = crate::trust::options(&args.anchor, !args.no_ct, true)?;
+    let verifier = TrustVerifier::new(trust, nw_connection::crypto::provider());
     let options = tls::ClientOptions {
-        system_anchors: true,
-        extra_anchors,
+        verifier: Some(Arc::new(verifier)),
         alpn: alpn(args),
         identity,
         ..tls::ClientOptions::default()
     };
     Ok(Some(options.config()?))
+}
+
+/// With --client-ca: nw-trust judges each client's certificate under the TLS client policy.
+fn client_verifier(
+    args: &Args,
+) -> anyhow::Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>> {
+    if args.client_ca.is_empty() {
+        return Ok(None);
+    }
+    let mut anchors = Vec::new();
+    for path in &args.client_ca {
+        let certs = nw_trust::anchors::load_pem(path)
+            .map_err(|e| crate::UsageError(format!("--client-ca: {e}")))?;
+        anchors.extend(
+            certs
+                .into_iter()
+                .map(|der| nw_trust::Anchor { der, class: nw_trust::AnchorClass::Custom }),
+        );
+    }
+    let options = nw_trust::Options {
+        policy: nw_trust::Policy::Client,
+        anchors,
+        ct: nw_trust::CtRequirement::Off,
+        ..nw_trust::Options::default()
+    };
+    Ok(Some(Arc::new(TrustVerifier::new(options, nw_connection::crypto::provider()))))
 }
 
 fn print_report(report: &Report, json: bool) {

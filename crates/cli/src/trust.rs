@@ -55,7 +55,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ),
         None => None,
     };
-    let options = options(&args.anchor, !args.no_ct)?;
+    let options = options(&args.anchor, !args.no_ct, false)?;
     let evaluation = match (&args.chain, &args.target) {
         (Some(file), _) => {
             let chain = nw_trust::anchors::load_pem(file)
@@ -78,16 +78,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     Ok(if evaluation.trusted() { Outcome::Success } else { Outcome::Negative })
 }
 
-/// The anchors (custom files, or else the system store) and the CT requirement.
-pub(crate) fn options(anchor_files: &[PathBuf], ct: bool) -> anyhow::Result<Options> {
+/// The anchors — custom files, and the system store when there are none or `with_system` —
+/// and the CT requirement.
+pub(crate) fn options(
+    anchor_files: &[PathBuf],
+    ct: bool,
+    with_system: bool,
+) -> anyhow::Result<Options> {
     let mut anchors = Vec::new();
     for file in anchor_files {
         let certs =
             nw_trust::anchors::load_pem(file).map_err(|e| UsageError(format!("--anchor: {e}")))?;
         anchors.extend(certs.into_iter().map(|der| Anchor { der, class: AnchorClass::Custom }));
     }
-    if anchors.is_empty() {
-        anchors = nw_trust::anchors::system()?;
+    if anchors.is_empty() || with_system {
+        match nw_trust::anchors::system() {
+            Ok(system) => anchors.extend(system),
+            // Custom anchors alone still work; with none at all, say what is missing.
+            Err(e) if anchors.is_empty() => return Err(e.into()),
+            Err(e) => tracing::debug!("{e}"),
+        }
     }
     let ct = if ct { CtRequirement::SystemAnchored } else { CtRequirement::Off };
     Ok(Options { anchors, ct, ..Options::default() })

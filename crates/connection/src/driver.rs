@@ -705,7 +705,7 @@ async fn attempt(
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| AttemptError::Tls(e.to_string()))?;
+        .map_err(|e| AttemptError::Tls(tls_failure(&e)))?;
     let (_, conn) = stream.get_ref();
     let negotiated = Negotiated {
         version: conn.protocol_version().map_or_else(|| "unknown".into(), |v| format!("{v:?}")),
@@ -716,6 +716,18 @@ async fn attempt(
         server_name: shown,
     };
     Ok((Box::new(stream), Stack { tls: Some(negotiated), mptcp }))
+}
+
+/// A TLS handshake failure in words. A verifier's own error (nw-trust's per-certificate
+/// report) is shown as it renders itself, not as rustls's debug form.
+fn tls_failure(e: &io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::Other(other))) => {
+            format!("the certificate is not trusted: {}", other.0)
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn attempt_error(e: &io::Error) -> AttemptError {

@@ -15,7 +15,8 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::evaluate::{Evaluation, Options, Policy, evaluate};
+use crate::cert::Facts;
+use crate::evaluate::{AnchorClass, Evaluation, Options, Policy, evaluate};
 
 /// A rustls verifier backed by [`evaluate`].
 pub struct TrustVerifier {
@@ -25,6 +26,8 @@ pub struct TrustVerifier {
     at: Option<i64>,
     /// Servers only: refuse clients without a certificate.
     mandatory: bool,
+    /// The subjects of the custom and user-added anchors, sent to clients as acceptable CAs.
+    hints: Vec<DistinguishedName>,
     last: Mutex<Option<Evaluation>>,
 }
 
@@ -36,9 +39,16 @@ impl fmt::Debug for TrustVerifier {
     }
 }
 
-/// The handshake failed because the chain is not trusted; carries the evaluation.
-#[derive(Debug, Clone)]
+/// The handshake failed because the chain is not trusted; carries the evaluation. Its debug
+/// form is its report too: rustls and quinn show a verifier's error with `{:?}`.
+#[derive(Clone)]
 pub struct Untrusted(pub Evaluation);
+
+impl fmt::Debug for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 impl fmt::Display for Untrusted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,7 +61,14 @@ impl std::error::Error for Untrusted {}
 impl TrustVerifier {
     /// Signatures in the handshake are checked with `provider`'s algorithms.
     pub fn new(options: Options, provider: Arc<CryptoProvider>) -> Self {
-        Self { options, provider, at: None, mandatory: true, last: Mutex::new(None) }
+        let hints = options
+            .anchors
+            .iter()
+            .filter(|a| a.class != AnchorClass::System)
+            .filter_map(|a| Facts::parse(0, &a.der).ok())
+            .map(|f| DistinguishedName::from(f.subject_der))
+            .collect();
+        Self { options, provider, at: None, mandatory: true, hints, last: Mutex::new(None) }
     }
 
     /// Evaluates at `at` (Unix seconds) instead of the handshake's time.
@@ -139,7 +156,7 @@ impl ClientCertVerifier for TrustVerifier {
     /// The subjects of the custom and user-added anchors: the acceptable CAs a client selects
     /// its identity by.
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
+        &self.hints
     }
 
     fn client_auth_mandatory(&self) -> bool {
