@@ -14,3 +14,4 @@ mod cli;
 mod netns;
 mod netns_connect;
 mod support;
+mod trust;

@@ -1,0 +1,473 @@
+//! `nw cert` and `nw trust` on this host, and trust interop on loopback: chains made by
+//! `nw cert` and by openssl, served by `openssl s_server`; mutual TLS in both directions.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::NW;
+
+/// A scratch directory removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nw-trust-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.0.join(file).display().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nw(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(NW).args(args).output().expect("run nw");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// `nw cert ca`, `server localhost 127.0.0.1` and `client alice` in `dir`.
+fn make_pki(dir: &Dir) {
+    let d = dir.0.to_str().unwrap();
+    for args in [
+        &["cert", "--dir", d, "ca"][..],
+        &["cert", "--dir", d, "server", "localhost", "127.0.0.1"],
+        &["cert", "--dir", d, "client", "alice"],
+    ] {
+        let (code, _, err) = nw(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is needed (scripts/test installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A child killed and reaped on drop, whatever path the test takes.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `openssl s_server` on a free loopback port; returns it and the port.
+fn s_server(args: &[&str]) -> (Reaped, u16) {
+    let mut child = Reaped(
+        Command::new("openssl")
+            .args(["s_server", "-accept", "127.0.0.1:0", "-naccept", "1"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl is needed (scripts/test installs it)"),
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        if let Some(port) = line.trim().strip_prefix("ACCEPT 127.0.0.1:") {
+            let port = port.parse().unwrap();
+            // Keep draining what it prints so it never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while out.read_line(&mut sink).unwrap_or(0) > 0 {}
+            });
+            return (child, port);
+        }
+        line.clear();
+    }
+    panic!("openssl s_server printed no ACCEPT line");
+}
+
+#[test]
+fn nw_cert_then_nw_trust_offline_with_exact_reports() {
+    let dir = Dir::new("offline");
+    make_pki(&dir);
+    let (leaf, ca, alice) = (dir.path("localhost.pem"), dir.path("ca.pem"), dir.path("alice.pem"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path("ca-key.pem")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "keys are the owner's only");
+    let (code, _, err) = nw(&["cert", "--dir", dir.0.to_str().unwrap(), "ca"]);
+    assert_eq!(code, 2, "nothing is overwritten without --force");
+    assert!(err.contains("exists; pass --force"), "{err}");
+
+    let trust = |extra: &[&str]| {
+        let mut args = vec!["trust", "--chain", &leaf, "--anchor", &ca];
+        args.extend_from_slice(extra);
+        nw(&args)
+    };
+    let (code, out, _) = trust(&["--host", "localhost"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Verdict: proceed") && out.contains("1 “nwkit test CA” — anchor (custom)"),
+        "{out}"
+    );
+    assert_eq!(trust(&["--host", "127.0.0.1"]).0, 0, "an IP in an iPAddress entry");
+    let (code, out, _) = trust(&["--host", "www.example"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("\nCertificate 0 “localhost” has errors: Hostname mismatch;\n"), "{out}");
+    assert!(out.contains("Verdict: recoverable failure"), "{out}");
+    let (code, out, _) = trust(&["--host", "127.0.0.2"]);
+    assert_eq!(code, 1, "{out}");
+    let (code, out, _) = trust(&["--host", "localhost", "--at", "2040-01-01T00:00:00Z"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("Certificate 0 “localhost” has errors: Certificate has expired;"),
+        "{out}"
+    );
+    assert!(out.contains("verify time 2040-01-01T00:00:00Z"), "{out}");
+    let (code, _, err) = trust(&["--host", "localhost", "--at", "tomorrow"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("RFC 3339"), "{err}");
+    let (code, out, _) = trust(&["--host", "localhost", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((&v["verdict"], &v["anchor_class"]), (&"proceed".into(), &"custom".into()), "{v}");
+
+    // A client identity is trusted under the client policy, and is no server certificate.
+    let (code, out, _) =
+        nw(&["trust", "--chain", &alice, "--client", "--anchor", &ca, "--host", "x"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = nw(&["trust", "--chain", &alice, "--anchor", &ca, "--host", "alice"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(
+            "Certificate 0 “alice” has errors: Extended key usage does not match certificate usage;"
+        ),
+        "{out}"
+    );
+
+    // Without --anchor, the system store: our private root is in it nowhere.
+    let (code, out, err) = nw(&["trust", "--chain", &leaf, "--host", "localhost"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("Certificate 0 “localhost” has errors: Missing issuer;"), "{out}");
+
+    let (code, _, err) = nw(&["trust", "--chain", "/nonexistent.pem", "--host", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent.pem"), "{err}");
+    let (code, _, err) = nw(&["trust", "--chain", &dir.path("ca-key.pem"), "--host", "x"]);
+    assert_eq!(code, 2, "a key is not a chain");
+    assert!(err.contains("no PEM certificate"), "{err}");
+}
+
+#[test]
+fn nw_trust_against_openssl_s_server_with_nw_cert_and_openssl_chains() {
+    let dir = Dir::new("online");
+    make_pki(&dir);
+    let (server, port) =
+        s_server(&["-cert", &dir.path("localhost.pem"), "-key", &dir.path("localhost-key.pem")]);
+    let target = format!("127.0.0.1:{port}");
+    let (code, out, err) =
+        nw(&["trust", &target, "--host", "localhost", "--anchor", &dir.path("ca.pem")]);
+    drop(server);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 “localhost”") && out.contains("Verdict: proceed"), "{out}");
+
+    // A chain openssl made: root, intermediate, leaf; the server presents leaf + intermediate.
+    let d = &dir.0;
+    std::fs::write(
+        d.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("leaf.ext"),
+        "subjectAltName=DNS:api.example\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.pem",
+            "-subj",
+            "/CN=OpenSSL Root",
+            "-days",
+            "30",
+            "-sha256",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "int.key",
+            "-out",
+            "int.csr",
+            "-subj",
+            "/CN=OpenSSL Intermediate",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "int.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-out",
+            "int.pem",
+            "-days",
+            "20",
+            "-sha256",
+            "-extfile",
+            "ca.ext",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=api.example",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "int.pem",
+            "-CAkey",
+            "int.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "10",
+            "-sha256",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    let (server, port) = s_server(&[
+        "-cert",
+        &dir.path("leaf.pem"),
+        "-key",
+        &dir.path("leaf.key"),
+        "-cert_chain",
+        &dir.path("int.pem"),
+    ]);
+    let target = format!("127.0.0.1:{port}");
+    let (code, out, err) =
+        nw(&["trust", &target, "--host", "api.example", "--anchor", &dir.path("root.pem")]);
+    drop(server);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("1 “OpenSSL Intermediate”") && out.contains("2 “OpenSSL Root” — anchor"),
+        "{out}"
+    );
+    assert!(out.contains("RSA 2048-bit"), "{out}");
+
+    let (server, port) = s_server(&["-cert", &dir.path("leaf.pem"), "-key", &dir.path("leaf.key")]);
+    let target = format!("127.0.0.1:{port}");
+    let (code, out, _) =
+        nw(&["trust", &target, "--host", "api.example", "--anchor", &dir.path("root.pem")]);
+    drop(server);
+    assert_eq!(code, 1, "without its intermediate: {out}");
+    assert!(out.contains("Certificate 0 “api.example” has errors: Missing issuer;"), "{out}");
+}
+
+#[test]
+fn mutual_tls_both_directions() {
+    let dir = Dir::new("mtls");
+    make_pki(&dir);
+    let (ca, leaf, leaf_key) =
+        (dir.path("ca.pem"), dir.path("localhost.pem"), dir.path("localhost-key.pem"));
+    let (alice, alice_key) = (dir.path("alice.pem"), dir.path("alice-key.pem"));
+
+    // nw cat presents its identity to openssl s_server, which requires one.
+    let (mut server, port) = s_server(&[
+        "-cert",
+        &leaf,
+        "-key",
+        &leaf_key,
+        "-CAfile",
+        &ca,
+        "-Verify",
+        "1",
+        "-verify_return_error",
+    ]);
+    let port_s = port.to_string();
+    let mut client = Command::new(NW)
+        .args([
+            "cat",
+            "--tls",
+            "--anchor",
+            &ca,
+            "--cert",
+            &alice,
+            "--key",
+            &alice_key,
+            "localhost",
+            &port_s,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client.stdin.take().unwrap().write_all(b"hello from alice\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = server.kill();
+    let server_err = {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut s);
+        s
+    };
+    let out = client.wait_with_output().unwrap();
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(server_err.contains("depth=0 CN = alice"), "openssl verified alice: {server_err}");
+
+    // Without an identity the server refuses.
+    let (mut server, port) = s_server(&[
+        "-cert",
+        &leaf,
+        "-key",
+        &leaf_key,
+        "-CAfile",
+        &ca,
+        "-Verify",
+        "1",
+        "-verify_return_error",
+    ]);
+    let out = Command::new(NW)
+        .args(["cat", "--tls", "--anchor", &ca, "localhost", &port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(!out.status.success(), "no client certificate, no connection");
+
+    // nw cat -l requires one from openssl s_client, and names its CA as acceptable.
+    let mut listener = Reaped(
+        Command::new(NW)
+            .args([
+                "cat",
+                "-l",
+                "--tls",
+                "--cert",
+                &leaf,
+                "--key",
+                &leaf_key,
+                "--client-ca",
+                &ca,
+                "127.0.0.1",
+                "0",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(listener.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_owned();
+    let s_client = |identity: bool| {
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+        ]);
+        if identity {
+            cmd.args(["-cert", &alice, "-key", &alice_key]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"hello from openssl\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // First a client without an identity: refused, the listener keeps waiting.
+    let refused = s_client(false);
+    let refused_out = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(
+        refused_out.contains("Acceptable client certificate CA names")
+            && refused_out.contains("CN = nwkit test CA"),
+        "{refused_out}"
+    );
+    let accepted = s_client(true);
+    let mut got = String::new();
+    BufReader::new(listener.stdout.take().unwrap()).read_line(&mut got).unwrap();
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert_eq!(
+        got,
+        "hello from openssl\n",
+        "s_client: {}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}
