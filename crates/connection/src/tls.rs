@@ -211,6 +211,7 @@ impl TestCa {
             params.distinguished_name.push(rcgen::DnType::CommonName, *first);
         }
         params.extended_key_usages = vec![usage];
+        params.use_authority_key_identifier_extension = true; // RFC 5280 §4.2.1.1
         let key = rcgen::KeyPair::generate().map_err(err)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(err)?;
         let key_der = PrivateKeyDer::try_from(key.serialize_der())

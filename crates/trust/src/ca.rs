@@ -199,6 +199,7 @@ impl TestCa {
         .filter_map(|(on, eku)| on.then_some(eku))
         .collect();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true; // RFC 5280 §4.2.1.1
         let key = match profile.key {
             KeyKind::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
             KeyKind::EcP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
@@ -228,6 +229,8 @@ fn ca_params(name: &str, not_before: i64, days: i64) -> Result<CertificateParams
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = at(not_before)?;
     params.not_after = at(not_before + days * 86_400)?;
+    // An intermediate names its issuer's key (RFC 5280 §4.2.1.1); a root's is its own.
+    params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
 

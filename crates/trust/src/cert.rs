@@ -34,6 +34,9 @@ pub struct Facts {
     pub eku: Option<Eku>,
     pub is_ca: bool,
     pub self_issued: bool,
+    /// The serial number's content octets.
+    #[serde(skip)]
+    pub serial: Vec<u8>,
     /// SHA-256 of the SubjectPublicKeyInfo (for pins), hex.
     pub spki_sha256: String,
 }
@@ -111,7 +114,7 @@ impl Facts {
             .or_else(|| ip_addresses.first().map(ToString::to_string))
             .unwrap_or_else(|| subject.clone());
         let key = match cert.public_key().parsed() {
-            Ok(PublicKey::RSA(rsa)) => Key::Rsa { bits: rsa.key_size() },
+            Ok(PublicKey::RSA(rsa)) => Key::Rsa { bits: modulus_bits(rsa.modulus) },
             Ok(PublicKey::EC(point)) => Key::Ec { bits: ec_bits(&cert, point.key_size()) },
             _ if cert.public_key().algorithm.algorithm.to_id_string() == "1.3.101.112" => {
                 Key::Ed25519
@@ -138,6 +141,7 @@ impl Facts {
             signature: signature(&cert.signature_algorithm.algorithm.to_id_string()),
             eku,
             is_ca: cert.is_ca(),
+            serial: cert.raw_serial().to_vec(),
             self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
             spki_sha256: hex(&sha256(spki)),
         })
@@ -146,6 +150,15 @@ impl Facts {
     /// Validity period in whole days (rounded up).
     pub fn validity_days(&self) -> i64 {
         (self.not_after - self.not_before + 86_399) / 86_400
+    }
+}
+
+/// The exact size of an RSA modulus in bits (leading zero bytes and bits do not count).
+pub(crate) fn modulus_bits(modulus: &[u8]) -> usize {
+    let significant: Vec<u8> = modulus.iter().copied().skip_while(|b| *b == 0).collect();
+    match significant.first() {
+        Some(first) => (significant.len() - 1) * 8 + (8 - first.leading_zeros() as usize),
+        None => 0,
     }
 }
 

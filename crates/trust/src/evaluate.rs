@@ -11,6 +11,7 @@ use webpki::{EndEntityCert, KeyPurposeIdIter};
 use crate::TrustError;
 use crate::cert::{Facts, Key, Signature, hex, sha256};
 use crate::problem::{CertificateReport, Problem, Verdict};
+use crate::profile::{self, Role};
 
 /// Where an anchor comes from; the rules differ by class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,6 +73,11 @@ pub struct Options {
     pub pins: Vec<Pin>,
     /// Leaves (SHA-256 of the DER, hex) whose recoverable failures are accepted.
     pub exceptions: Vec<String>,
+    /// At most this many intermediates between the leaf and the anchor.
+    pub max_intermediates: Option<usize>,
+    /// Certificate revocation lists (DER) to check every certificate of the chain against
+    /// (signature and issuer checked by webpki). A certificate no list covers passes: soft fail.
+    pub crls: Vec<Vec<u8>>,
 }
 
 /// The outcome: the verdict, then every certificate with what failed on it.
@@ -124,6 +130,25 @@ pub fn evaluate(
     let leaf = EndEntityCert::try_from(leaf_der)
         .map_err(|e| TrustError::BadCertificate { index: 0, why: format!("{e:?}") })?;
     let intermediates = &chain[1..];
+    let crls: Vec<webpki::CertRevocationList<'_>> = options
+        .crls
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            webpki::BorrowedCertRevocationList::from_der(der).map(Into::into).map_err(|e| {
+                TrustError::BadCertificate {
+                    index: i,
+                    why: format!("CRL {i} cannot be parsed: {e:?}"),
+                }
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+    let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+        b.with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+            .build()
+    });
     let verify = |t: i64| {
         leaf.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -131,7 +156,7 @@ pub fn evaluate(
             intermediates,
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.max(0).unsigned_abs())),
             AnyUsage,
-            None,
+            revocation,
             None,
         )
         .map(|path| {
@@ -205,8 +230,47 @@ pub fn evaluate(
     }
     let class = anchor.map(|a| a.class);
     apply_policy(&mut certificates, class, at, options);
+    // The structure rules, on the same certificates (the anchor's DER from the anchors).
+    let ders: Vec<&[u8]> =
+        order.iter().map(|&i| chain[i].as_ref()).chain(anchor.map(|a| a.der.as_ref())).collect();
+    for c in &mut certificates {
+        let role = if c.anchor {
+            Role::Anchor
+        } else if c.index == 0 {
+            Role::Leaf
+        } else {
+            Role::Intermediate
+        };
+        let der = ders.get(c.index).copied().unwrap_or_default();
+        c.problems.extend(profile::check(der, role, class));
+    }
+    // CRLs that break the rules make the certificates they would cover fail.
+    for (issuer, why) in profile::check_crls(&options.crls, &ders) {
+        for c in certificates.iter_mut().filter(|c| c.facts.issuer_der == issuer && !c.anchor) {
+            c.problems.push(Problem::Invalid { why: why.clone() });
+        }
+    }
+    // RFC 5280 §6.1.4 (l): self-issued intermediates do not count toward the path length.
+    let intermediates =
+        certificates.iter().filter(|c| c.index > 0 && !c.anchor && !c.facts.self_issued).count();
+    if let Some(max) = options.max_intermediates
+        && intermediates > max
+    {
+        certificates[0].problems.push(Problem::ChainTooLong { intermediates, max });
+    }
     if let Some(e) = structural {
-        attribute(&mut certificates, &e);
+        if matches!(e, webpki::Error::CertRevoked) {
+            // Which one: the certificate whose issuer's CRL lists its serial.
+            let revoked = certificates.iter().position(|c| {
+                crls.iter().any(|crl| {
+                    crl.issuer() == strip_sequence(&c.facts.issuer_der)
+                        && crl.find_serial(&c.facts.serial).ok().flatten().is_some()
+                })
+            });
+            certificates[revoked.unwrap_or(0)].problems.push(Problem::Revoked);
+        } else {
+            attribute(&mut certificates, &e);
+        }
     }
     if let Some(host) = host {
         check_name(&leaf, &presented[0], host, &mut certificates[0].problems);
@@ -418,6 +482,16 @@ fn issuer_order(presented: &[Facts], anchors: &[Anchor]) -> (Vec<usize>, Option<
         })
     });
     (order, anchor)
+}
+
+/// A Name's content without its SEQUENCE header (webpki compares names that way).
+fn strip_sequence(der: &[u8]) -> &[u8] {
+    match der {
+        [0x30, len, rest @ ..] if *len < 0x80 => rest,
+        [0x30, 0x81, _, rest @ ..] => rest,
+        [0x30, 0x82, _, _, rest @ ..] => rest,
+        other => other,
+    }
 }
 
 fn same_anchor(a: &TrustAnchor<'_>, b: &TrustAnchor<'_>) -> bool {

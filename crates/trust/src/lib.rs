@@ -38,6 +38,7 @@ pub mod ca;
 pub mod cert;
 pub mod evaluate;
 pub mod problem;
+mod profile;
 pub mod time;
 pub mod verifier;
 

@@ -53,6 +53,18 @@ pub enum Problem {
     LogListUnavailable,
     /// None of the chain's keys matches a pin configured for the host.
     PinMismatch,
+    /// A field or extension breaks RFC 5280 (or, for system-anchored chains, the CA/Browser
+    /// Forum's Baseline Requirements).
+    NotCompliant {
+        rule: String,
+    },
+    /// The chain has more intermediates than allowed.
+    ChainTooLong {
+        intermediates: usize,
+        max: usize,
+    },
+    /// A CRL from its issuer lists it.
+    Revoked,
 }
 
 /// How bad a failed evaluation is (SecTrustResultType's three outcomes).
@@ -82,6 +94,9 @@ impl Problem {
             Self::Invalid { .. } => "invalid",
             Self::LogListUnavailable => "log_list_unavailable",
             Self::PinMismatch => "pin_mismatch",
+            Self::NotCompliant { .. } => "not_compliant",
+            Self::ChainTooLong { .. } => "chain_too_long",
+            Self::Revoked => "revoked",
         }
     }
 
@@ -101,6 +116,9 @@ impl Problem {
             Self::Invalid { .. } => "Certificate is invalid",
             Self::LogListUnavailable => "Certificate Transparency log list unavailable",
             Self::PinMismatch => "Public key pin mismatch",
+            Self::NotCompliant { .. } => "Certificate is not standards compliant",
+            Self::ChainTooLong { .. } => "Certificate chain is too long",
+            Self::Revoked => "Certificate is revoked",
         }
     }
 
@@ -132,12 +150,17 @@ impl Problem {
             Self::Invalid { why } => why.clone(),
             Self::LogListUnavailable => "a system-anchored chain needs Certificate Transparency, and no log list is configured".into(),
             Self::PinMismatch => "no key in the chain matches the host's pins".into(),
+            Self::NotCompliant { rule } => rule.clone(),
+            Self::ChainTooLong { intermediates, max } => {
+                format!("{intermediates} intermediates; at most {max} are allowed")
+            }
+            Self::Revoked => "its issuer's certificate revocation list lists its serial number".into(),
         }
     }
 
     /// Whether an exception or a user may accept it.
     pub fn recoverable(&self) -> bool {
-        !matches!(self, Self::Invalid { .. } | Self::PinMismatch)
+        !matches!(self, Self::Invalid { .. } | Self::PinMismatch | Self::Revoked)
     }
 }
 

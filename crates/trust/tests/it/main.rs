@@ -7,4 +7,5 @@
     reason = "tests: a panic is the failure report"
 )]
 
+mod limbo;
 mod rules;

@@ -430,3 +430,49 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(e, TrustError::BadCertificate { index: 1, .. }), "{e}");
     let _ = KeyKind::Rsa2048;
 }
+
+#[test]
+fn baseline_requirements_bind_system_anchored_chains_only() {
+    let ca = root();
+    let at = t0() + DAY;
+    let display_cn = leaf(
+        &ca,
+        &["api.example"],
+        Profile { common_name: Some("My Service".into()), ..Profile::default() },
+    );
+    assert!(
+        judge(&display_cn.chain, "api.example", at, &custom(&ca)).trusted(),
+        "private PKIs may"
+    );
+    let system = Options {
+        anchors: vec![Anchor { der: ca.root_der(), class: AnchorClass::System }],
+        ct: CtRequirement::Off,
+        ..Options::default()
+    };
+    let e = judge(&display_cn.chain, "api.example", at, &system);
+    assert_eq!(
+        e.failure_lines(),
+        ["Certificate 0 “My Service” has errors: Certificate is not standards compliant;"]
+    );
+    assert!(
+        e.certificates[0].problems[0].detail().contains("BR §7.1.4.3"),
+        "{}",
+        e.certificates[0].problems[0].detail()
+    );
+}
+
+#[test]
+fn our_own_test_ca_is_standards_compliant_everywhere() {
+    let ca = root();
+    let inter = ca.intermediate("Test Intermediate").unwrap();
+    let issued = inter
+        .issue(&["api.example"], &Profile { not_before: Some(t0() + DAY), ..Profile::default() })
+        .unwrap();
+    let system = Options {
+        anchors: vec![Anchor { der: ca.root_der(), class: AnchorClass::System }],
+        ct: CtRequirement::Off,
+        ..Options::default()
+    };
+    let e = judge(&issued.chain, "api.example", t0() + 2 * DAY, &system);
+    assert!(e.trusted(), "{:?}", e.failure_lines());
+}
