@@ -80,6 +80,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         )),
     }
     sections.push(connectivity().await);
+    sections.push(trust().await);
     if let Some(target) = &args.target {
         sections.push(target_section(target).await);
     }
@@ -311,6 +312,75 @@ async fn echo(stream: &mut Box<dyn nw_connection::driver::Io>) -> bool {
         Ok::<_, std::io::Error>(back)
     };
     matches!(tokio::time::timeout(Duration::from_secs(3), echoed).await, Ok(Ok(b)) if b == b"nw doctor\n")
+}
+
+/// Doctor's TLS trust check: nw-trust judges the embedded server's chain (its throwaway CA
+/// as a custom anchor) — it must proceed — and the same chain for a name it lacks, which must
+/// fail with the per-certificate report. Also says whether the system store has anchors.
+async fn trust() -> Section {
+    use nw_trust::verifier::TrustVerifier;
+    let server = match TestServer::start(([127, 0, 0, 1], 0).into()).await {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("cannot start the embedded server: {e}");
+            return Section::new("trust", Level::Fail, why, Value::Null);
+        }
+    };
+    let anchors =
+        vec![nw_trust::Anchor { der: server.root(), class: nw_trust::AnchorClass::Custom }];
+    let judge = |name: &'static str| {
+        let options =
+            nw_trust::Options { anchors: anchors.clone(), ..nw_trust::Options::default() };
+        let verifier = Arc::new(TrustVerifier::new(options, nw_connection::crypto::provider()));
+        let port = server.local_addr().port();
+        async move {
+            let tls = ClientOptions {
+                verifier: Some(verifier.clone()),
+                alpn: vec![b"nwkit-echo".to_vec()],
+                ..ClientOptions::default()
+            }
+            .config()
+            .ok()?;
+            let params = Params {
+                race: RaceConfig { timeout: Duration::from_secs(5), ..RaceConfig::default() },
+                tls: Some(tls),
+                server_name: Some(name.into()),
+                ..Params::default()
+            };
+            let _ = connect("127.0.0.1", port, &params, Arc::new(Resolver::from_system())).await;
+            verifier.last()
+        }
+    };
+    let (good, wrong) = (judge("localhost").await, judge("wrong-name.nwkit.invalid").await);
+    server.shutdown().await;
+    let system = nw_trust::anchors::system().map(|a| a.len());
+    let details = json!({
+        "embedded": good,
+        "wrong_name": wrong.as_ref().map(nw_trust::Evaluation::failure_lines),
+        "system_anchors": system.as_ref().ok(),
+    });
+    let refused = wrong.as_ref().map(nw_trust::Evaluation::failure_lines).unwrap_or_default();
+    let expected = "Certificate 0 “localhost” has errors: Hostname mismatch;";
+    match (&good, refused.first()) {
+        (Some(g), Some(line)) if g.trusted() && line == expected => {
+            let chain: Vec<&str> = g.certificates.iter().map(|c| c.facts.name.as_str()).collect();
+            let (level, store) = match system {
+                Ok(n) => (Level::Ok, format!("{n} system anchors")),
+                Err(e) => (Level::Warn, e.to_string()),
+            };
+            let summary = format!(
+                "embedded server's chain ({}) proceeds; a wrong name is refused: {line} · {store}",
+                chain.join(" ← ")
+            );
+            Section::new("trust", level, summary, details)
+        }
+        _ => Section::new(
+            "trust",
+            Level::Fail,
+            "the trust engine did not judge the embedded server's chain as expected",
+            details,
+        ),
+    }
 }
 
 /// Races to the target the caller named (TCP; TLS with the system's anchors for https:// and

@@ -30,7 +30,7 @@ fn doctor_json_has_the_sections_shape() {
     let (code, out, err) = nw(&["doctor", "--json"]);
     assert_eq!(code, 0, "doctor failed on this host: {out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for name in ["interfaces", "path", "cost", "monitor", "connectivity"] {
+    for name in ["interfaces", "path", "cost", "monitor", "connectivity", "trust"] {
         let s = section(&v, name);
         assert!(["ok", "warn", "fail"].contains(&s["status"].as_str().unwrap()), "{s}");
         assert!(s["details"].is_object(), "{s}");
@@ -46,6 +46,14 @@ fn doctor_races_tls_to_its_embedded_server() {
     assert_ne!(c["status"], "fail", "{c}");
     assert_eq!(c["details"]["tls"]["version"], "TLSv1_3", "{c}");
     event(&c["details"], "won");
+    // The trust section: the embedded chain proceeds, a wrong name is refused with the report.
+    let t = section(&v, "trust");
+    assert_eq!(t["status"], "ok", "{t}");
+    assert_eq!(t["details"]["embedded"]["verdict"], "proceed", "{t}");
+    assert_eq!(
+        t["details"]["wrong_name"][0], "Certificate 0 “localhost” has errors: Hostname mismatch;",
+        "{t}"
+    );
 }
 
 #[test]
