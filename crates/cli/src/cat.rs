@@ -15,6 +15,7 @@ use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
 use nw_connection::socket::{Keepalive, Mptcp, TcpOptions};
 use nw_connection::tls;
+use nw_trust::identity::Identities;
 use nw_trust::verifier::TrustVerifier;
 use tokio::io::AsyncWriteExt;
 
@@ -149,7 +150,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ..Config::default()
     };
     let resolver = Arc::new(Resolver::from_system());
-    let tls = tls_config(&args).map_err(|e| crate::UsageError(format!("{e:#}")))?;
+    let (tls, identities) = tls_config(&args).map_err(|e| crate::UsageError(format!("{e:#}")))?;
     let conditions = args.conditions.conditions();
     let waiting = |reason: Option<nw_path::Reason>| {
         let why = reason.map_or("the path is not satisfied", |r| r.explain());
@@ -216,6 +217,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     if args.report || args.json {
         print_report(&connected.report, args.json);
+        print_client_auth(identities.as_ref(), args.json);
     }
     if args.zero {
         return Ok(Outcome::Success);
@@ -508,14 +510,24 @@ fn alpn(args: &Args) -> Vec<Vec<u8>> {
 }
 
 /// The TLS client configuration the flags ask for. Bad files are usage errors that name them.
-fn tls_config(args: &Args) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+/// The identities nw cat offers, when --cert/--key gave one.
+type ClientIdentities = Option<Arc<Identities>>;
+
+/// The client's TLS settings: nw-trust as the verifier, and the identity (if any) offered
+/// through nw-trust's resolver, which also records what the server asked for.
+fn tls_config(
+    args: &Args,
+) -> anyhow::Result<(Option<Arc<rustls::ClientConfig>>, ClientIdentities)> {
     if !args.tls && !args.quic {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let identity = match (&args.cert, &args.key) {
+    let identities = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => {
             let chain = tls::load_certs(cert).context("--cert")?;
-            Some((chain, Arc::new(tls::load_key(key).context("--key")?)))
+            let key = tls::load_key(key).context("--key")?;
+            let mut ids = Identities::new();
+            ids.add(chain, key, &nw_connection::crypto::provider()).context("--cert/--key")?;
+            Some(Arc::new(ids))
         }
         _ => None,
     };
@@ -524,10 +536,32 @@ fn tls_config(args: &Args) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> 
     let options = tls::ClientOptions {
         verifier: Some(Arc::new(verifier)),
         alpn: alpn(args),
-        identity,
+        identities: identities.clone().map(|i| i as Arc<dyn rustls::client::ResolvesClientCert>),
         ..tls::ClientOptions::default()
     };
-    Ok(Some(options.config()?))
+    Ok((Some(options.config()?), identities))
+}
+
+/// With --report: whether the server asked for a client certificate, which CAs it accepts,
+/// and what was sent.
+fn print_client_auth(identities: Option<&Arc<Identities>>, json: bool) {
+    let Some(request) = identities.and_then(|i| i.last_request()) else { return };
+    if json {
+        let line = serde_json::json!({ "client_certificate": request });
+        crate::output::error_line(&line.to_string());
+        return;
+    }
+    let cas = if request.acceptable_cas.is_empty() {
+        "any CA".to_owned()
+    } else {
+        request.acceptable_cas.join("; ")
+    };
+    let sent = request
+        .sent
+        .map_or_else(|| "none of ours fits, none sent".to_owned(), |n| format!("sent “{n}”"));
+    crate::output::error_line(&format!(
+        "  the server asked for a client certificate (accepts {cas}): {sent}"
+    ));
 }
 
 /// With --client-ca: nw-trust judges each client's certificate under the TLS client policy.

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -41,6 +42,9 @@ pub struct ClientOptions {
     pub alpn: Vec<Vec<u8>>,
     /// A client identity: chain (leaf first, intermediates after) and key.
     pub identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    /// Chooses the identity per handshake instead (from the server's acceptable CAs); takes
+    /// precedence over `identity`.
+    pub identities: Option<Arc<dyn ResolvesClientCert>>,
 }
 
 impl ClientOptions {
@@ -53,11 +57,12 @@ impl ClientOptions {
             Some(v) => builder.dangerous().with_custom_certificate_verifier(v.clone()),
             None => builder.with_root_certificates(self.anchors()),
         };
-        let mut config = match &self.identity {
-            Some((chain, key)) => builder
+        let mut config = match (&self.identities, &self.identity) {
+            (Some(resolver), _) => builder.with_client_cert_resolver(resolver.clone()),
+            (None, Some((chain, key))) => builder
                 .with_client_auth_cert(chain.clone(), key.clone_key())
                 .map_err(|e| TlsError::Config(format!("client identity: {e}")))?,
-            None => builder.with_no_client_auth(),
+            (None, None) => builder.with_no_client_auth(),
         };
         config.alpn_protocols.clone_from(&self.alpn);
         Ok(Arc::new(config))

@@ -37,6 +37,7 @@ pub mod anchors;
 pub mod ca;
 pub mod cert;
 pub mod evaluate;
+pub mod identity;
 pub mod problem;
 mod profile;
 pub mod time;

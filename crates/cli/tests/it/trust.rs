@@ -355,6 +355,7 @@ fn mutual_tls_both_directions() {
         .args([
             "cat",
             "--tls",
+            "--report",
             "--anchor",
             &ca,
             "--cert",
@@ -381,6 +382,13 @@ fn mutual_tls_both_directions() {
     let _ = server.wait();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(server_err.contains("depth=0 CN = alice"), "openssl verified alice: {server_err}");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        report.contains(
+            "the server asked for a client certificate (accepts CN=nwkit test CA): sent “alice”"
+        ),
+        "the acceptable CAs the server named, and what was sent: {report}"
+    );
 
     // Without an identity the server refuses.
     let (mut server, port) = s_server(&[

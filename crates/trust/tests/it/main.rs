@@ -8,4 +8,5 @@
 )]
 
 mod limbo;
+mod mtls;
 mod rules;
