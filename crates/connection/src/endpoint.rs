@@ -171,6 +171,18 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// The fuzz target's body (`fuzz/`), also replayed over its corpus by the tests: any text
+/// either fails to parse or parses to an endpoint that prints and parses back to itself.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(endpoint) = Endpoint::parse(text)
+    {
+        let again = Endpoint::parse(&endpoint.to_string());
+        assert_eq!(again.as_ref(), Ok(&endpoint), "{text:?} printed as {endpoint}");
+    }
+}
+
 /// Default ports of the schemes a connection is commonly named by (IANA service names).
 fn default_port(scheme: &str) -> Option<u16> {
     Some(match scheme {

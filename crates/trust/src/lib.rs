@@ -37,6 +37,8 @@ pub mod anchors;
 pub mod ca;
 pub mod cert;
 pub mod evaluate;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod problem;
 mod profile;

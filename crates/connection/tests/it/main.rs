@@ -9,4 +9,5 @@
 
 mod connection;
 mod framed;
+mod fuzz_corpus;
 mod listener;

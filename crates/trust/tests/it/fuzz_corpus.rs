@@ -1,0 +1,34 @@
+//! The fuzz corpora (`fuzz/corpus/*`, grown by `cargo fuzz run`) replayed through the same
+//! entry points the fuzz targets call: every input must return without a panic.
+
+use std::path::PathBuf;
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let files: Vec<_> = entries
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    assert!(!files.is_empty(), "{} is empty: nothing would be replayed", dir.display());
+    files
+}
+
+#[test]
+fn fuzz_corpora_replay_without_panics() {
+    let targets: [(&str, fn(&[u8])); 4] = [
+        ("certificate", nw_trust::fuzz::certificate),
+        ("pem", nw_trust::fuzz::pem),
+        ("time", nw_trust::fuzz::time),
+        ("crl", nw_trust::fuzz::crl),
+    ];
+    for (name, run) in targets {
+        for (path, bytes) in corpus(name) {
+            let outcome = std::panic::catch_unwind(|| run(&bytes));
+            assert!(outcome.is_ok(), "{name}: {} panicked", path.display());
+        }
+    }
+}
