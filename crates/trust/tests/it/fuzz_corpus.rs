@@ -19,7 +19,8 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn fuzz_corpora_replay_without_panics() {
-    let targets: [(&str, fn(&[u8])); 4] = [
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 4] = [
         ("certificate", nw_trust::fuzz::certificate),
         ("pem", nw_trust::fuzz::pem),
         ("time", nw_trust::fuzz::time),
