@@ -2,7 +2,8 @@
 //! WebPKI verifier over the system's anchors plus extra ones), SNI, ALPN, a client identity;
 //! PEM loading; a throwaway test CA for test servers and `nw cat -l --tls`.
 //!
-//! The test CA lives here until nw-trust exists; it then moves there.
+//! The minimal test CA here serves the embedded test server; nw-trust (which this crate does
+//! not depend on) has the full one and the real verifier, which front ends plug in.
 
 use std::path::Path;
 use std::sync::Arc;
