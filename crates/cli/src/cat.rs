@@ -104,10 +104,8 @@ pub(crate) struct Args {
     /// are told its name as an acceptable CA.
     #[arg(long, value_name = "FILE", requires_all = ["listen", "secure"])]
     client_ca: Vec<PathBuf>,
-    /// Do not require Certificate Transparency for chains that end in a system anchor (nwkit
-    /// requires it by default; without a configured log list such chains fail, saying so).
-    #[arg(long, requires = "secure")]
-    no_ct: bool,
+    #[command(flatten)]
+    ct: crate::trust::CtArgs,
     /// Race at once even when the path is not satisfied (by default nw cat waits for a usable
     /// path, within --timeout, and says why it waits).
     #[arg(long)]
@@ -531,7 +529,7 @@ fn tls_config(
         }
         _ => None,
     };
-    let trust = crate::trust::options(&args.anchor, !args.no_ct, true)?;
+    let trust = crate::trust::options(&args.anchor, &args.ct, true)?;
     let verifier = TrustVerifier::new(trust, nw_connection::crypto::provider());
     let options = tls::ClientOptions {
         verifier: Some(Arc::new(verifier)),

@@ -39,10 +39,8 @@ pub(crate) struct Args {
     /// Judge a client certificate (TLS client policy; no host name check).
     #[arg(long, conflicts_with = "target")]
     client: bool,
-    /// Do not require Certificate Transparency for system-anchored chains (by default it is
-    /// required, and without a log list such chains fail, recoverably, saying so).
-    #[arg(long)]
-    no_ct: bool,
+    #[command(flatten)]
+    ct: CtArgs,
     /// Print the evaluation as one JSON object.
     #[arg(long)]
     json: bool,
@@ -55,7 +53,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ),
         None => None,
     };
-    let options = options(&args.anchor, !args.no_ct, false)?;
+    let options = options(&args.anchor, &args.ct, false)?;
     let evaluation = match (&args.chain, &args.target) {
         (Some(file), _) => {
             let chain = nw_trust::anchors::load_pem(file)
@@ -80,9 +78,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
 
 /// The anchors — custom files, and the system store when there are none or `with_system` —
 /// and the CT requirement.
+/// Certificate Transparency settings, shared by `nw trust` and `nw cat`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CtArgs {
+    /// The CT log list (v3 JSON, as published at www.gstatic.com/ct/log_list/v3/log_list.json)
+    /// that SCTs of system-anchored chains are checked against. Without one such chains fail,
+    /// recoverably, with "log list unavailable"; a list more than 70 days old is reported stale.
+    #[arg(long, value_name = "FILE", env = "NW_CT_LOG_LIST")]
+    ct_log_list: Option<PathBuf>,
+    /// Do not require Certificate Transparency for system-anchored chains.
+    #[arg(long, conflicts_with = "ct_log_list")]
+    no_ct: bool,
+}
+
 pub(crate) fn options(
     anchor_files: &[PathBuf],
-    ct: bool,
+    ct_args: &CtArgs,
     with_system: bool,
 ) -> anyhow::Result<Options> {
     let mut anchors = Vec::new();
@@ -99,8 +110,19 @@ pub(crate) fn options(
             Err(e) => tracing::debug!("{e}"),
         }
     }
-    let ct = if ct { CtRequirement::SystemAnchored } else { CtRequirement::Off };
-    Ok(Options { anchors, ct, ..Options::default() })
+    let ct = if ct_args.no_ct { CtRequirement::Off } else { CtRequirement::SystemAnchored };
+    let log_list = match &ct_args.ct_log_list {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                UsageError(format!("--ct-log-list {}: cannot read it: {e}", path.display()))
+            })?;
+            let list = nw_trust::ct::LogList::from_json(&bytes)
+                .map_err(|e| UsageError(format!("--ct-log-list {}: {e}", path.display())))?;
+            Some(Arc::new(list))
+        }
+        None => None,
+    };
+    Ok(Options { anchors, ct, log_list, ..Options::default() })
 }
 
 /// Connects with the evaluator as the TLS verifier and returns its evaluation, trusted or not.

@@ -182,44 +182,179 @@ impl TestCa {
     /// A leaf for `names` as `profile` says. The chain holds the leaf and every CA above it,
     /// the root included.
     pub fn issue(&self, names: &[&str], profile: &Profile) -> Result<Issued, TrustError> {
-        let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).map_err(issue)?;
-        if let Some(cn) = profile.common_name.as_deref().or(names.first().copied()) {
-            params.distinguished_name.push(DnType::CommonName, cn);
-        }
-        let not_before = profile.not_before.unwrap_or_else(|| now() - 3600);
-        let not_after = not_before + profile.days * 86_400;
-        params.not_before = at(not_before)?;
-        params.not_after = at(not_after)?;
-        params.extended_key_usages = [
-            (profile.server_auth, ExtendedKeyUsagePurpose::ServerAuth),
-            (profile.client_auth, ExtendedKeyUsagePurpose::ClientAuth),
-        ]
-        .into_iter()
-        .filter_map(|(on, eku)| on.then_some(eku))
-        .collect();
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true; // RFC 5280 §4.2.1.1
-        let key = match profile.key {
-            KeyKind::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-            KeyKind::EcP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
-            KeyKind::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
-            KeyKind::Rsa2048 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-            }
-        }
-        .map_err(issue)?;
+        let (params, not_before, not_after) = leaf_params(names, profile)?;
+        let key = key_for(profile.key)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
+        Ok(self.issued(&cert, &key, not_before, not_after))
+    }
+
+    /// A leaf with SCTs embedded from `logs`, issued at `sct_at` (Unix seconds): signed once
+    /// as the precertificate the logs sign (RFC 6962 §3.1), then again with the SCT list.
+    pub fn issue_logged(
+        &self,
+        names: &[&str],
+        profile: &Profile,
+        logs: &[&TestLog],
+        sct_at: i64,
+    ) -> Result<Issued, TrustError> {
+        let (mut params, not_before, not_after) = leaf_params(names, profile)?;
+        // The same serial in both signings: the precertificate's TBS must be the final one's.
+        let mut serial = crate::cert::sha256(format!("{names:?}{not_before}").as_bytes());
+        serial.truncate(16);
+        serial[0] &= 0x7f;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let key = key_for(profile.key)?;
+        let pre = params.signed_by(&key, &self.issuer).map_err(issue)?;
+        let tbs =
+            crate::ct::precert_tbs(pre.der()).map_err(|e| TrustError::Issue(e.to_string()))?;
+        let issuer_spki = crate::cert::spki(&self.cert_der)?;
+        let issuer_key_hash: [u8; 32] = crate::cert::sha256(&issuer_spki)
+            .try_into()
+            .map_err(|_| TrustError::Issue("hash".into()))?;
+        let entry = crate::ct::Entry::Precert { issuer_key_hash, tbs: &tbs };
+        let timestamp = u64::try_from(sct_at).unwrap_or(0) * 1000;
+        let scts = logs.iter().map(|l| l.sign(entry, timestamp)).collect::<Result<Vec<_>, _>>()?;
+        let list = crate::ct::encode_sct_list(&scts);
+        params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
+            crate::ct::der(0x04, &list),
+        ));
+        let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
+        Ok(self.issued(&cert, &key, not_before, not_after))
+    }
+
+    fn issued(
+        &self,
+        cert: &rcgen::Certificate,
+        key: &KeyPair,
+        not_before: i64,
+        not_after: i64,
+    ) -> Issued {
         let mut chain = vec![cert.der().clone(), self.cert_der()];
         chain.extend(self.above.iter().cloned());
-        Ok(Issued {
+        Issued {
             chain,
             chain_pem: format!("{}{}{}", cert.pem(), self.cert_pem, self.above_pem),
             key_pem: key.serialize_pem(),
             not_before,
             not_after,
+        }
+    }
+}
+
+/// A Certificate Transparency log for tests: an operator, a name and an ECDSA P-256 key.
+pub struct TestLog {
+    pub operator: String,
+    pub description: String,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for TestLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestLog").field("description", &self.description).finish_non_exhaustive()
+    }
+}
+
+impl TestLog {
+    pub fn new(operator: &str, description: &str) -> Result<Self, TrustError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(issue)?;
+        Ok(Self { operator: operator.into(), description: description.into(), key })
+    }
+
+    /// Its SubjectPublicKeyInfo, DER.
+    pub fn spki(&self) -> Vec<u8> {
+        use rcgen::PublicKeyData as _;
+        self.key.subject_public_key_info()
+    }
+
+    /// An SCT for `entry` at `timestamp` (milliseconds since the epoch).
+    pub fn sign(
+        &self,
+        entry: crate::ct::Entry<'_>,
+        timestamp: u64,
+    ) -> Result<crate::ct::Sct, TrustError> {
+        use rcgen::SigningKey as _;
+        let signature =
+            self.key.sign(&crate::ct::signed_data(entry, timestamp, &[])).map_err(issue)?;
+        let log_id: [u8; 32] = crate::cert::sha256(&self.spki())
+            .try_into()
+            .map_err(|_| TrustError::Issue("hash".into()))?;
+        Ok(crate::ct::Sct {
+            log_id,
+            timestamp,
+            extensions: Vec::new(),
+            hash: 4,
+            signature_alg: 3,
+            signature,
         })
     }
+}
+
+/// A v3 log list (JSON) naming `logs`, each in `state` (`usable`, `retired`, …) since `since`,
+/// made at `timestamp` (Unix seconds).
+pub fn log_list_json(logs: &[&TestLog], timestamp: i64, state: &str, since: i64) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let operators: Vec<serde_json::Value> = logs
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "name": l.operator,
+                "email": [],
+                "logs": [{
+                    "description": l.description,
+                    "log_id": b64(&crate::cert::sha256(&l.spki())),
+                    "key": b64(&l.spki()),
+                    "url": "https://ct.invalid/",
+                    "mmd": 86400,
+                    "state": { state: { "timestamp": crate::time::rfc3339(since) } },
+                }],
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "3.0",
+        "log_list_timestamp": crate::time::rfc3339(timestamp),
+        "operators": operators,
+    })
+    .to_string()
+}
+
+fn leaf_params(
+    names: &[&str],
+    profile: &Profile,
+) -> Result<(CertificateParams, i64, i64), TrustError> {
+    let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = CertificateParams::new(sans).map_err(issue)?;
+    if let Some(cn) = profile.common_name.as_deref().or(names.first().copied()) {
+        params.distinguished_name.push(DnType::CommonName, cn);
+    }
+    let not_before = profile.not_before.unwrap_or_else(|| now() - 3600);
+    let not_after = not_before + profile.days * 86_400;
+    params.not_before = at(not_before)?;
+    params.not_after = at(not_after)?;
+    params.extended_key_usages = [
+        (profile.server_auth, ExtendedKeyUsagePurpose::ServerAuth),
+        (profile.client_auth, ExtendedKeyUsagePurpose::ClientAuth),
+    ]
+    .into_iter()
+    .filter_map(|(on, eku)| on.then_some(eku))
+    .collect();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true; // RFC 5280 §4.2.1.1
+    Ok((params, not_before, not_after))
+}
+
+fn key_for(kind: KeyKind) -> Result<KeyPair, TrustError> {
+    match kind {
+        KeyKind::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        KeyKind::EcP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+        KeyKind::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+        KeyKind::Rsa2048 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        }
+    }
+    .map_err(issue)
 }
 
 fn ca_params(name: &str, not_before: i64, days: i64) -> Result<CertificateParams, TrustError> {

@@ -153,6 +153,13 @@ impl Facts {
     }
 }
 
+/// A certificate's SubjectPublicKeyInfo, DER.
+pub(crate) fn spki(der: &[u8]) -> Result<Vec<u8>, TrustError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| TrustError::BadCertificate { index: 0, why: e.to_string() })?;
+    Ok(cert.public_key().raw.to_vec())
+}
+
 /// The exact size of an RSA modulus in bits (leading zero bytes and bits do not count).
 pub(crate) fn modulus_bits(modulus: &[u8]) -> usize {
     let significant: Vec<u8> = modulus.iter().copied().skip_while(|b| *b == 0).collect();

@@ -78,6 +78,11 @@ pub struct Options {
     /// Certificate revocation lists (DER) to check every certificate of the chain against
     /// (signature and issuer checked by webpki). A certificate no list covers passes: soft fail.
     pub crls: Vec<Vec<u8>>,
+    /// The CT log list (see [`crate::ct`]); without one, a chain that needs CT fails with
+    /// "log list unavailable".
+    pub log_list: Option<std::sync::Arc<crate::ct::LogList>>,
+    /// SCTs that came with the connection (TLS extension, stapled OCSP), beside the embedded ones.
+    pub extra_scts: Vec<crate::ct::Sct>,
 }
 
 /// The outcome: the verdict, then every certificate with what failed on it.
@@ -244,6 +249,30 @@ pub fn evaluate(
         let der = ders.get(c.index).copied().unwrap_or_default();
         c.problems.extend(profile::check(der, role, class));
     }
+    // Certificate Transparency, with a log list: the leaf's SCTs, its issuer's key.
+    let ct_needed = match options.ct {
+        CtRequirement::Off => false,
+        CtRequirement::SystemAnchored => class == Some(AnchorClass::System),
+        CtRequirement::Always => true,
+    };
+    if ct_needed && let Some(list) = &options.log_list {
+        if list.age_days(at) > crate::ct::STALE_AFTER_DAYS {
+            certificates[0].problems.push(Problem::LogListStale { age_days: list.age_days(at) });
+        } else {
+            let issuer_spki =
+                ders.get(1).and_then(|d| crate::cert::spki(d).ok()).unwrap_or_default();
+            let lifetime = certificates[0].facts.validity_days();
+            let outcome =
+                crate::ct::check(ders[0], &issuer_spki, &options.extra_scts, list, at, lifetime);
+            if !outcome.satisfied() {
+                certificates[0].problems.push(Problem::CtRequired {
+                    valid: outcome.valid,
+                    required: outcome.required,
+                    operators: outcome.operators,
+                });
+            }
+        }
+    }
     // CRLs that break the rules make the certificates they would cover fail.
     for (issuer, why) in profile::check_crls(&options.crls, &ders) {
         for c in certificates.iter_mut().filter(|c| c.facts.issuer_der == issuer && !c.anchor) {
@@ -355,7 +384,7 @@ fn apply_policy(
         CtRequirement::SystemAnchored => class == Some(AnchorClass::System),
         CtRequirement::Always => true,
     };
-    if ct_needed {
+    if ct_needed && options.log_list.is_none() {
         certs[0].problems.push(Problem::LogListUnavailable);
     }
 }

@@ -65,3 +65,20 @@ fn fixed_chain() -> Option<(Vec<CertificateDer<'static>>, CertificateDer<'static
         })
         .clone()
 }
+
+/// Arbitrary bytes as a TLS-encoded SCT list; what parses re-encodes to the same bytes.
+pub fn sct_list(data: &[u8]) {
+    if let Ok(scts) = crate::ct::parse_sct_list(data) {
+        let again = crate::ct::parse_sct_list(&crate::ct::encode_sct_list(&scts));
+        assert_eq!(again.as_ref(), Ok(&scts), "an SCT list that does not round-trip");
+    }
+    let _ = crate::ct::embedded(data);
+    let _ = crate::ct::precert_tbs(data);
+}
+
+/// Arbitrary bytes as log-list JSON.
+pub fn log_list(data: &[u8]) {
+    if let Ok(list) = crate::ct::LogList::from_json(data) {
+        let _ = list.age_days(0);
+    }
+}

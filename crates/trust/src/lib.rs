@@ -36,6 +36,7 @@
 pub mod anchors;
 pub mod ca;
 pub mod cert;
+pub mod ct;
 pub mod evaluate;
 #[doc(hidden)]
 pub mod fuzz;

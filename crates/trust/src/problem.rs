@@ -65,6 +65,16 @@ pub enum Problem {
     },
     /// A CRL from its issuer lists it.
     Revoked,
+    /// Too few valid SCTs (or from too few operators) for the certificate's lifetime.
+    CtRequired {
+        valid: usize,
+        required: usize,
+        operators: usize,
+    },
+    /// The log list is older than the staleness limit.
+    LogListStale {
+        age_days: i64,
+    },
 }
 
 /// How bad a failed evaluation is (SecTrustResultType's three outcomes).
@@ -97,6 +107,8 @@ impl Problem {
             Self::NotCompliant { .. } => "not_compliant",
             Self::ChainTooLong { .. } => "chain_too_long",
             Self::Revoked => "revoked",
+            Self::CtRequired { .. } => "ct_required",
+            Self::LogListStale { .. } => "log_list_stale",
         }
     }
 
@@ -119,6 +131,8 @@ impl Problem {
             Self::NotCompliant { .. } => "Certificate is not standards compliant",
             Self::ChainTooLong { .. } => "Certificate chain is too long",
             Self::Revoked => "Certificate is revoked",
+            Self::CtRequired { .. } => "Certificate Transparency validation required for this use",
+            Self::LogListStale { .. } => "Certificate Transparency log list is stale",
         }
     }
 
@@ -155,6 +169,13 @@ impl Problem {
                 format!("{intermediates} intermediates; at most {max} are allowed")
             }
             Self::Revoked => "its issuer's certificate revocation list lists its serial number".into(),
+            Self::CtRequired { valid, required, operators } => format!(
+                "{valid} valid SCTs from {operators} operators; {required} from at least 2 operators are needed"
+            ),
+            Self::LogListStale { age_days } => format!(
+                "the log list is {age_days} days old (more than {}); supply a newer one",
+                crate::ct::STALE_AFTER_DAYS
+            ),
         }
     }
 

@@ -174,6 +174,14 @@ fn nw_cert_then_nw_trust_offline_with_exact_reports() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("Certificate 0 “localhost” has errors: Missing issuer;"), "{out}");
 
+    // A log list that is not one is a usage error that says so.
+    let (code, _, err) = trust(&["--host", "localhost", "--ct-log-list", &ca]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not valid v3 log-list JSON"), "{err}");
+    let (code, _, err) = trust(&["--host", "localhost", "--ct-log-list", "/nonexistent.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent.json"), "{err}");
+
     let (code, _, err) = nw(&["trust", "--chain", "/nonexistent.pem", "--host", "x"]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.pem"), "{err}");
