@@ -11,6 +11,7 @@ use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::Config as RaceConfig;
 use nw_connection::{crypto, tls};
 use nw_trust::evaluate::evaluate;
+use nw_trust::revocation::{Mode, Revocation};
 use nw_trust::verifier::TrustVerifier;
 use nw_trust::{Anchor, AnchorClass, CtRequirement, Evaluation, Options, Policy, Verdict};
 
@@ -41,6 +42,10 @@ pub(crate) struct Args {
     client: bool,
     #[command(flatten)]
     ct: CtArgs,
+    /// Revocation: fetch the CRLs the chain's distribution points name (http://, cached until
+    /// their nextUpdate); `soft` lets an unreachable list pass, `hard` fails it.
+    #[arg(long, value_enum, default_value_t = RevocationArg::Soft)]
+    revocation: RevocationArg,
     /// Print the evaluation as one JSON object.
     #[arg(long)]
     json: bool,
@@ -53,7 +58,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ),
         None => None,
     };
-    let options = options(&args.anchor, &args.ct, false)?;
+    let mut options = options(&args.anchor, &args.ct, false)?;
+    options.revocation = match args.revocation {
+        RevocationArg::Off => None,
+        RevocationArg::Soft => Some(Revocation::http()),
+        RevocationArg::Hard => Some(Revocation { mode: Mode::HardFail, ..Revocation::http() }),
+    };
     let evaluation = match (&args.chain, &args.target) {
         (Some(file), _) => {
             let chain = nw_trust::anchors::load_pem(file)
@@ -78,6 +88,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
 
 /// The anchors — custom files, and the system store when there are none or `with_system` —
 /// and the CT requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RevocationArg {
+    Off,
+    Soft,
+    Hard,
+}
+
 /// Certificate Transparency settings, shared by `nw trust` and `nw cat`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CtArgs {

@@ -52,6 +52,8 @@ pub struct Profile {
     pub key: KeyKind,
     /// The subject's common name; the first name by default.
     pub common_name: Option<String>,
+    /// A CRL distribution point (an http:// URL).
+    pub crl_url: Option<String>,
 }
 
 impl Default for Profile {
@@ -63,6 +65,7 @@ impl Default for Profile {
             client_auth: false,
             key: KeyKind::EcP256,
             common_name: None,
+            crl_url: None,
         }
     }
 }
@@ -223,6 +226,38 @@ impl TestCa {
         Ok(self.issued(&cert, &key, not_before, not_after))
     }
 
+    /// A CRL from this CA listing `revoked`, current from `this_update` for `days`, with CRL
+    /// number `number`.
+    pub fn crl(
+        &self,
+        revoked: &[&Issued],
+        this_update: i64,
+        days: i64,
+        number: u64,
+    ) -> Result<Vec<u8>, TrustError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| {
+                let facts = crate::cert::Facts::parse(0, &r.chain[0])?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(&facts.serial),
+                    revocation_time: at(this_update)?,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, TrustError>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: at(this_update)?,
+            next_update: at(this_update + days * 86_400)?,
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer).map_err(issue)?.der().to_vec())
+    }
+
     fn issued(
         &self,
         cert: &rcgen::Certificate,
@@ -342,6 +377,10 @@ fn leaf_params(
     .collect();
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true; // RFC 5280 §4.2.1.1
+    if let Some(url) = &profile.crl_url {
+        params.crl_distribution_points =
+            vec![rcgen::CrlDistributionPoint { uris: vec![url.clone()] }];
+    }
     Ok((params, not_before, not_after))
 }
 

@@ -12,6 +12,7 @@ use crate::TrustError;
 use crate::cert::{Facts, Key, Signature, hex, sha256};
 use crate::problem::{CertificateReport, Problem, Verdict};
 use crate::profile::{self, Role};
+use crate::revocation::Mode;
 
 /// Where an anchor comes from; the rules differ by class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +84,8 @@ pub struct Options {
     pub log_list: Option<std::sync::Arc<crate::ct::LogList>>,
     /// SCTs that came with the connection (TLS extension, stapled OCSP), beside the embedded ones.
     pub extra_scts: Vec<crate::ct::Sct>,
+    /// Fetch CRLs from the chain's distribution points (see [`crate::revocation`]).
+    pub revocation: Option<crate::revocation::Revocation>,
 }
 
 /// The outcome: the verdict, then every certificate with what failed on it.
@@ -135,7 +138,13 @@ pub fn evaluate(
     let leaf = EndEntityCert::try_from(leaf_der)
         .map_err(|e| TrustError::BadCertificate { index: 0, why: format!("{e:?}") })?;
     let intermediates = &chain[1..];
-    let crls: Vec<webpki::CertRevocationList<'_>> = options
+    // The CRLs: those given, and those fetched from the chain's distribution points.
+    let hard = options.revocation.as_ref().is_some_and(|r| r.mode == Mode::HardFail);
+    let (fetched, mut unknown) = match &options.revocation {
+        Some(r) => r.lists_for(&chain.iter().map(AsRef::as_ref).collect::<Vec<&[u8]>>(), at),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut crls: Vec<webpki::CertRevocationList<'_>> = options
         .crls
         .iter()
         .enumerate()
@@ -148,11 +157,21 @@ pub fn evaluate(
             })
         })
         .collect::<Result<_, _>>()?;
+    for der in &fetched {
+        match webpki::BorrowedCertRevocationList::from_der(der) {
+            Ok(crl) => crls.push(crl.into()),
+            Err(e) => unknown.push(format!("a fetched CRL cannot be used: {e:?}")),
+        }
+    }
+    let all_crls: Vec<Vec<u8>> = options.crls.iter().chain(&fetched).cloned().collect();
     let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+    if hard && crl_refs.is_empty() && unknown.is_empty() {
+        unknown.push("the chain names no CRL distribution point and no CRL was given".into());
+    }
+    let status =
+        if hard { webpki::UnknownStatusPolicy::Deny } else { webpki::UnknownStatusPolicy::Allow };
     let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
-        b.with_depth(webpki::RevocationCheckDepth::Chain)
-            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
-            .build()
+        b.with_depth(webpki::RevocationCheckDepth::Chain).with_status_policy(status).build()
     });
     let verify = |t: i64| {
         leaf.verify_for_usage(
@@ -274,7 +293,10 @@ pub fn evaluate(
         }
     }
     // CRLs that break the rules make the certificates they would cover fail.
-    for (issuer, why) in profile::check_crls(&options.crls, &ders) {
+    if hard && !unknown.is_empty() {
+        certificates[0].problems.push(Problem::RevocationUnknown { why: unknown.join("; ") });
+    }
+    for (issuer, why) in profile::check_crls(&all_crls, &ders) {
         for c in certificates.iter_mut().filter(|c| c.facts.issuer_der == issuer && !c.anchor) {
             c.problems.push(Problem::Invalid { why: why.clone() });
         }
@@ -469,7 +491,10 @@ fn attribute(certs: &mut [CertificateReport], e: &webpki::Error) {
             certs[last].problems.push(problem);
         }
         E::CertExpired { .. } | E::CertNotValidYet { .. } => {} // ours, per certificate
-        E::RequiredEkuNotFoundContext(_) => {}                  // ours
+        E::UnknownRevocationStatus => certs[0].problems.push(Problem::RevocationUnknown {
+            why: "no CRL covers a certificate of the chain, and revocation is hard-fail".into(),
+        }),
+        E::RequiredEkuNotFoundContext(_) => {} // ours
         E::UnsupportedSignatureAlgorithmContext(_)
         | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
             if certs.iter().any(|c| !c.problems.is_empty()) => {} // a broken algorithm or weak key, said already

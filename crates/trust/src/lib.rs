@@ -43,6 +43,7 @@ pub mod fuzz;
 pub mod identity;
 pub mod problem;
 mod profile;
+pub mod revocation;
 pub mod time;
 pub mod verifier;
 

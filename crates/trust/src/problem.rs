@@ -75,6 +75,10 @@ pub enum Problem {
     LogListStale {
         age_days: i64,
     },
+    /// With hard-fail revocation: a CRL could not be had.
+    RevocationUnknown {
+        why: String,
+    },
 }
 
 /// How bad a failed evaluation is (SecTrustResultType's three outcomes).
@@ -109,6 +113,7 @@ impl Problem {
             Self::Revoked => "revoked",
             Self::CtRequired { .. } => "ct_required",
             Self::LogListStale { .. } => "log_list_stale",
+            Self::RevocationUnknown { .. } => "revocation_unknown",
         }
     }
 
@@ -133,6 +138,7 @@ impl Problem {
             Self::Revoked => "Certificate is revoked",
             Self::CtRequired { .. } => "Certificate Transparency validation required for this use",
             Self::LogListStale { .. } => "Certificate Transparency log list is stale",
+            Self::RevocationUnknown { .. } => "Revocation status unknown",
         }
     }
 
@@ -172,6 +178,7 @@ impl Problem {
             Self::CtRequired { valid, required, operators } => format!(
                 "{valid} valid SCTs from {operators} operators; {required} from at least 2 operators are needed"
             ),
+            Self::RevocationUnknown { why } => why.clone(),
             Self::LogListStale { age_days } => format!(
                 "the log list is {age_days} days old (more than {}); supply a newer one",
                 crate::ct::STALE_AFTER_DAYS

@@ -174,6 +174,15 @@ fn nw_cert_then_nw_trust_offline_with_exact_reports() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("Certificate 0 “localhost” has errors: Missing issuer;"), "{out}");
 
+    // Hard-fail revocation with no way to check: recoverable, saying why.
+    let (code, out, _) = trust(&["--host", "localhost", "--revocation", "hard"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Certificate 0 “localhost” has errors: Revocation status unknown;"),
+        "{out}"
+    );
+    assert!(out.contains("names no CRL distribution point"), "{out}");
+
     // A log list that is not one is a usage error that says so.
     let (code, _, err) = trust(&["--host", "localhost", "--ct-log-list", &ca]);
     assert_eq!(code, 2, "{err}");

@@ -11,4 +11,5 @@ mod ct;
 mod fuzz_corpus;
 mod limbo;
 mod mtls;
+mod revocation;
 mod rules;
