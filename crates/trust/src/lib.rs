@@ -34,6 +34,7 @@
 //! ```
 
 pub mod anchors;
+pub mod ats;
 pub mod ca;
 pub mod cert;
 pub mod ct;

@@ -7,6 +7,7 @@
     reason = "tests: a panic is the failure report"
 )]
 
+mod ats;
 mod ct;
 mod fuzz_corpus;
 mod limbo;
