@@ -220,7 +220,7 @@ impl TestCa {
         let list = crate::ct::encode_sct_list(&scts);
         params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
             &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
-            crate::ct::der(0x04, &list),
+            crate::der::der(0x04, &list),
         ));
         let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
         Ok(self.issued(&cert, &key, not_before, not_after))

@@ -20,6 +20,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::cert::sha256;
+use crate::der::{der, tlv};
 
 /// The SCT list extension (RFC 6962 §3.3): 1.3.6.1.4.1.11129.2.4.2, DER-encoded OID.
 const SCT_EXTENSION_OID: &[u8] =
@@ -411,38 +412,6 @@ fn push24(out: &mut Vec<u8>, data: &[u8]) {
     let len = u32::try_from(data.len()).unwrap_or(0).min(0x00ff_ffff);
     out.extend_from_slice(&len.to_be_bytes()[1..]);
     out.extend_from_slice(&data[..len as usize]);
-}
-
-/// One DER TLV: (tag, content, what follows). Single-byte tags; definite lengths only.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-/// Encodes a TLV with a definite length.
-pub(crate) fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(u8::try_from(len).unwrap_or(0));
-    } else {
-        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
-        out.push(0x80 | u8::try_from(bytes.len()).unwrap_or(0));
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 fn base64(text: &str) -> Option<Vec<u8>> {

@@ -86,6 +86,8 @@ pub struct Options {
     pub extra_scts: Vec<crate::ct::Sct>,
     /// Fetch CRLs from the chain's distribution points (see [`crate::revocation`]).
     pub revocation: Option<crate::revocation::Revocation>,
+    /// The OCSP response the server stapled, if any (see [`crate::ocsp`]).
+    pub stapled_ocsp: Option<Vec<u8>>,
 }
 
 /// The outcome: the verdict, then every certificate with what failed on it.
@@ -293,6 +295,17 @@ pub fn evaluate(
         }
     }
     // CRLs that break the rules make the certificates they would cover fail.
+    // A stapled OCSP response: a revocation is fatal; one that cannot be used only matters
+    // under hard fail.
+    if let (Some(response), [leaf, issuer, ..]) = (&options.stapled_ocsp, ders.as_slice()) {
+        match crate::ocsp::check(response, leaf, issuer, at) {
+            Ok(crate::ocsp::Status::Revoked { .. }) => {
+                certificates[0].problems.push(Problem::Revoked { by: "the stapled OCSP response" })
+            }
+            Ok(_) => {}
+            Err(e) => unknown.push(format!("the stapled OCSP response: {e}")),
+        }
+    }
     if hard && !unknown.is_empty() {
         certificates[0].problems.push(Problem::RevocationUnknown { why: unknown.join("; ") });
     }
@@ -318,7 +331,9 @@ pub fn evaluate(
                         && crl.find_serial(&c.facts.serial).ok().flatten().is_some()
                 })
             });
-            certificates[revoked.unwrap_or(0)].problems.push(Problem::Revoked);
+            certificates[revoked.unwrap_or(0)]
+                .problems
+                .push(Problem::Revoked { by: "its issuer's certificate revocation list" });
         } else {
             attribute(&mut certificates, &e);
         }

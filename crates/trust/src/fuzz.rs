@@ -82,3 +82,9 @@ pub fn log_list(data: &[u8]) {
         let _ = list.age_days(0);
     }
 }
+
+/// Arbitrary bytes as a stapled OCSP response about a fixed, valid leaf.
+pub fn ocsp(data: &[u8]) {
+    let Some((chain, anchor)) = fixed_chain() else { return };
+    let _ = crate::ocsp::check(data, chain[0].as_ref(), anchor.as_ref(), 1_800_000_000);
+}

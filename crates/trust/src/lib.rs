@@ -38,10 +38,12 @@ pub mod ats;
 pub mod ca;
 pub mod cert;
 pub mod ct;
+mod der;
 pub mod evaluate;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod identity;
+pub mod ocsp;
 pub mod problem;
 mod profile;
 pub mod revocation;

@@ -63,8 +63,10 @@ pub enum Problem {
         intermediates: usize,
         max: usize,
     },
-    /// A CRL from its issuer lists it.
-    Revoked,
+    /// Its issuer's CRL, or a stapled OCSP response, says it is revoked (`by` says which).
+    Revoked {
+        by: &'static str,
+    },
     /// Too few valid SCTs (or from too few operators) for the certificate's lifetime.
     CtRequired {
         valid: usize,
@@ -110,7 +112,7 @@ impl Problem {
             Self::PinMismatch => "pin_mismatch",
             Self::NotCompliant { .. } => "not_compliant",
             Self::ChainTooLong { .. } => "chain_too_long",
-            Self::Revoked => "revoked",
+            Self::Revoked { .. } => "revoked",
             Self::CtRequired { .. } => "ct_required",
             Self::LogListStale { .. } => "log_list_stale",
             Self::RevocationUnknown { .. } => "revocation_unknown",
@@ -135,7 +137,7 @@ impl Problem {
             Self::PinMismatch => "Public key pin mismatch",
             Self::NotCompliant { .. } => "Certificate is not standards compliant",
             Self::ChainTooLong { .. } => "Certificate chain is too long",
-            Self::Revoked => "Certificate is revoked",
+            Self::Revoked { .. } => "Certificate is revoked",
             Self::CtRequired { .. } => "Certificate Transparency validation required for this use",
             Self::LogListStale { .. } => "Certificate Transparency log list is stale",
             Self::RevocationUnknown { .. } => "Revocation status unknown",
@@ -174,7 +176,7 @@ impl Problem {
             Self::ChainTooLong { intermediates, max } => {
                 format!("{intermediates} intermediates; at most {max} are allowed")
             }
-            Self::Revoked => "its issuer's certificate revocation list lists its serial number".into(),
+            Self::Revoked { by } => format!("{by} says its serial number is revoked"),
             Self::CtRequired { valid, required, operators } => format!(
                 "{valid} valid SCTs from {operators} operators; {required} from at least 2 operators are needed"
             ),
@@ -188,7 +190,7 @@ impl Problem {
 
     /// Whether an exception or a user may accept it.
     pub fn recoverable(&self) -> bool {
-        !matches!(self, Self::Invalid { .. } | Self::PinMismatch | Self::Revoked)
+        !matches!(self, Self::Invalid { .. } | Self::PinMismatch | Self::Revoked { .. })
     }
 }
 

@@ -116,7 +116,7 @@ impl ServerCertVerifier for TrustVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let host = match server_name {
@@ -124,7 +124,8 @@ impl ServerCertVerifier for TrustVerifier {
             ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
             _ => return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName)),
         };
-        let options = Options { policy: Policy::Server, ..self.options.clone() };
+        let stapled_ocsp = (!ocsp_response.is_empty()).then(|| ocsp_response.to_vec());
+        let options = Options { policy: Policy::Server, stapled_ocsp, ..self.options.clone() };
         self.judge(end_entity, intermediates, Some(&host), now, &options)?;
         Ok(ServerCertVerified::assertion())
     }

@@ -20,13 +20,14 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn fuzz_corpora_replay_without_panics() {
     type Target = (&'static str, fn(&[u8]));
-    let targets: [Target; 6] = [
+    let targets: [Target; 7] = [
         ("certificate", nw_trust::fuzz::certificate),
         ("pem", nw_trust::fuzz::pem),
         ("time", nw_trust::fuzz::time),
         ("crl", nw_trust::fuzz::crl),
         ("sct_list", nw_trust::fuzz::sct_list),
         ("log_list", nw_trust::fuzz::log_list),
+        ("ocsp", nw_trust::fuzz::ocsp),
     ];
     for (name, run) in targets {
         for (path, bytes) in corpus(name) {

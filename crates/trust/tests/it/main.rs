@@ -12,5 +12,6 @@ mod ct;
 mod fuzz_corpus;
 mod limbo;
 mod mtls;
+mod ocsp;
 mod revocation;
 mod rules;
