@@ -33,7 +33,7 @@ impl Lab {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{n}-{role}", self.id);
         process::output(cmd("ip", ["netns", "add", &name]))?;
-        let ns = Namespace { name };
+        let ns = Namespace { name, spawned: std::sync::Mutex::new(Vec::new()) };
         ns.ip(["link", "set", "lo", "up"])?;
         // No duplicate address detection: link-local addresses appear usable at once instead of
         // turning from tentative to valid 1–2 s after every carrier-up, which would be an
@@ -125,6 +125,10 @@ pub enum Fault {
 #[derive(Debug)]
 pub struct Namespace {
     name: String,
+    /// What `spawn` started, as (pid, start time in clock ticks): killed on drop even if it
+    /// had not yet entered the namespace when `ip netns pids` looked, and never a later
+    /// process that reused the pid.
+    spawned: std::sync::Mutex<Vec<(libc::pid_t, u64)>>,
 }
 
 impl Namespace {
@@ -158,7 +162,16 @@ impl Namespace {
 
     /// Starts a command inside the namespace; the returned guard kills it on drop.
     pub fn spawn(&self, cmd: Command) -> Result<Child, LabError> {
-        Child::spawn(cmd)
+        let child = Child::spawn(cmd)?;
+        if let Ok(pid) = libc::pid_t::try_from(child.id())
+            && let Some(start) = start_time(pid)
+        {
+            self.spawned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((pid, start));
+        }
+        Ok(child)
     }
 
     /// `ip -n NAME …`.
@@ -263,8 +276,25 @@ impl Namespace {
     }
 }
 
+/// A process's start time (field 22 of `/proc/PID/stat`), which tells it from a later
+/// process with the same pid.
+fn start_time(pid: libc::pid_t) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = stat.get(stat.rfind(')')? + 2..)?;
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
+        let spawned = std::mem::take(
+            self.spawned.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (pid, start) in spawned {
+            if start_time(pid) == Some(start) {
+                // SAFETY: kill(2) touches no memory; the start time shows the pid is still ours.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         if let Ok(pids) = process::output(cmd("ip", ["netns", "pids", &self.name])) {
             for pid in pids.split_whitespace().filter_map(|p| p.parse::<libc::pid_t>().ok()) {
                 // SAFETY: kill(2) touches no memory; a stale pid at worst gets ESRCH.
