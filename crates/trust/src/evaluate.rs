@@ -441,8 +441,8 @@ fn max_validity(class: Option<AnchorClass>, not_before: i64) -> Option<i64> {
 }
 
 /// The host against the leaf's SAN only (webpki never reads the Common Name), plus the
-/// wildcard rule webpki leaves to us: `*.` directly above a single label (`*.com`, `*.test`)
-/// matches nothing.
+/// wildcard rule webpki leaves to us: `*.` directly above a public suffix (`*.com`,
+/// `*.co.uk`) or a single label (`*.test`) matches nothing.
 fn check_name(leaf: &EndEntityCert<'_>, facts: &Facts, host: &str, problems: &mut Vec<Problem>) {
     let mismatch = || Problem::HostnameMismatch { host: host.to_owned() };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -463,6 +463,7 @@ fn check_name(leaf: &EndEntityCert<'_>, facts: &Facts, host: &str, problems: &mu
         let wildcard_ok = facts.dns_names.iter().any(|n| {
             n.strip_prefix("*.").is_some_and(|base| {
                 base.contains('.')
+                    && !public_suffix(base)
                     && wanted.split_once('.').is_some_and(|(_, rest)| {
                         rest.eq_ignore_ascii_case(base.trim_end_matches('.'))
                     })
@@ -472,6 +473,13 @@ fn check_name(leaf: &EndEntityCert<'_>, facts: &Facts, host: &str, problems: &mu
             problems.push(mismatch());
         }
     }
+}
+
+/// Whether `name` is itself a public suffix (`com`, `co.uk`, `github.io`: the ICANN and
+/// private sections of the Public Suffix List as the `psl` crate's version carries it).
+fn public_suffix(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known() && s.as_bytes().len() == name.len())
 }
 
 fn check_pins(host: &str, certs: &[CertificateReport], pins: &[Pin]) -> Option<Problem> {

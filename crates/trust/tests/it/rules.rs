@@ -111,6 +111,14 @@ fn wildcards_cover_one_whole_left_label_never_directly_under_a_suffix() {
     assert!(judge(&star.chain, "a.example.com", at, &custom(&ca)).trusted());
     assert!(!judge(&star.chain, "a.b.example.com", at, &custom(&ca)).trusted(), "one label only");
     assert!(!judge(&star.chain, "example.com", at, &custom(&ca)).trusted(), "not the base");
+    for suffix in ["*.co.uk", "*.github.io"] {
+        let star = leaf(&ca, &[suffix], Profile::default());
+        let host = suffix.replace('*', "victim");
+        assert!(
+            !judge(&star.chain, &host, at, &custom(&ca)).trusted(),
+            "{suffix} is a public suffix"
+        );
+    }
     let tld = leaf(&ca, &["*.test"], Profile::default());
     let e = judge(&tld.chain, "a.test", at, &custom(&ca));
     assert_eq!(e.failure_lines(), ["Certificate 0 “*.test” has errors: Hostname mismatch;"]);
