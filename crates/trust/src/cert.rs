@@ -84,12 +84,12 @@ pub struct Eku {
 impl Facts {
     /// Parses a DER certificate. A certificate x509-parser cannot read is `TrustError::BadCertificate`.
     pub fn parse(index: usize, der: &CertificateDer<'_>) -> Result<Self, TrustError> {
+        Self::from_cert(index, &parse_x509(index, der.as_ref())?)
+    }
+
+    /// The facts of a certificate parsed already (certificate `index` of a chain).
+    pub(crate) fn from_cert(index: usize, cert: &X509Certificate<'_>) -> Result<Self, TrustError> {
         let bad = |why: String| TrustError::BadCertificate { index, why };
-        let (rest, cert) =
-            X509Certificate::from_der(der.as_ref()).map_err(|e| bad(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(bad(format!("{} bytes follow the certificate", rest.len())));
-        }
         let mut dns_names = Vec::new();
         let mut ip_addresses = Vec::new();
         let san = cert.subject_alternative_name().map_err(|e| bad(format!("SAN: {e}")))?;
@@ -115,7 +115,7 @@ impl Facts {
             .unwrap_or_else(|| subject.clone());
         let key = match cert.public_key().parsed() {
             Ok(PublicKey::RSA(rsa)) => Key::Rsa { bits: modulus_bits(rsa.modulus) },
-            Ok(PublicKey::EC(point)) => Key::Ec { bits: ec_bits(&cert, point.key_size()) },
+            Ok(PublicKey::EC(point)) => Key::Ec { bits: ec_bits(cert, point.key_size()) },
             _ if cert.public_key().algorithm.algorithm.to_id_string() == "1.3.101.112" => {
                 Key::Ed25519
             }
@@ -151,6 +151,16 @@ impl Facts {
     pub fn validity_days(&self) -> i64 {
         (self.not_after - self.not_before + 86_399) / 86_400
     }
+}
+
+/// Parses certificate `index` of a chain, refusing trailing bytes.
+pub(crate) fn parse_x509(index: usize, der: &[u8]) -> Result<X509Certificate<'_>, TrustError> {
+    let bad = |why: String| TrustError::BadCertificate { index, why };
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes follow the certificate", rest.len())));
+    }
+    Ok(cert)
 }
 
 /// A certificate's SubjectPublicKeyInfo, DER.

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use serde::Serialize;
 use webpki::{EndEntityCert, KeyPurposeIdIter};
+use x509_parser::certificate::X509Certificate;
 
 use crate::TrustError;
 use crate::cert::{Facts, Key, Signature, hex, sha256};
@@ -129,8 +130,14 @@ pub fn evaluate(
     options: &Options,
 ) -> Result<Evaluation, TrustError> {
     let Some(leaf_der) = chain.first() else { return Err(TrustError::EmptyChain) };
+    // Each certificate is parsed once here, for its facts and for the structure rules.
+    let parsed: Vec<X509Certificate<'_>> = chain
+        .iter()
+        .enumerate()
+        .map(|(i, c)| crate::cert::parse_x509(i, c.as_ref()))
+        .collect::<Result<_, _>>()?;
     let presented: Vec<Facts> =
-        chain.iter().enumerate().map(|(i, c)| Facts::parse(i, c)).collect::<Result<_, _>>()?;
+        parsed.iter().enumerate().map(|(i, c)| Facts::from_cert(i, c)).collect::<Result<_, _>>()?;
     let anchors: Vec<(TrustAnchor<'_>, &Anchor)> = options
         .anchors
         .iter()
@@ -234,8 +241,10 @@ pub fn evaluate(
         })
         .collect();
     let anchor = anchor_idx.map(|i| &options.anchors[i]);
-    if let Some(a) = anchor {
-        let facts = Facts::parse(certificates.len(), &a.der)?;
+    let anchor_parsed =
+        anchor.map(|a| crate::cert::parse_x509(certificates.len(), a.der.as_ref())).transpose()?;
+    if let Some(parsed_anchor) = &anchor_parsed {
+        let facts = Facts::from_cert(certificates.len(), parsed_anchor)?;
         // A presented root that is the anchor itself is shown once, as the anchor.
         if certificates.last().is_some_and(|c| {
             c.facts.spki_sha256 == facts.spki_sha256 && c.facts.subject_der == facts.subject_der
@@ -267,8 +276,11 @@ pub fn evaluate(
         } else {
             Role::Intermediate
         };
-        let der = ders.get(c.index).copied().unwrap_or_default();
-        c.problems.extend(profile::check(der, role, class));
+        let cert =
+            if c.anchor { anchor_parsed.as_ref() } else { order.get(c.index).map(|&i| &parsed[i]) };
+        if let Some(cert) = cert {
+            c.problems.extend(profile::check(cert, role, class));
+        }
     }
     // Certificate Transparency, with a log list: the leaf's SCTs, its issuer's key.
     let ct_needed = match options.ct {

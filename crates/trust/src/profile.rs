@@ -34,8 +34,11 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Every structure rule that `der` breaks in `role`, under an anchor of `class`.
-pub(crate) fn check(der: &[u8], role: Role, class: Option<AnchorClass>) -> Vec<Problem> {
-    let Ok((_, cert)) = X509Certificate::from_der(der) else { return Vec::new() };
+pub(crate) fn check(
+    cert: &X509Certificate<'_>,
+    role: Role,
+    class: Option<AnchorClass>,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut bad = |rule: &str| out.push(Problem::NotCompliant { rule: rule.to_owned() });
     let public = class == Some(AnchorClass::System);
@@ -204,7 +207,7 @@ pub(crate) fn check(der: &[u8], role: Role, class: Option<AnchorClass>) -> Vec<P
         }
     }
     if public {
-        cabf(&cert, role, has_eku, eku_critical, &mut bad);
+        cabf(cert, role, has_eku, eku_critical, &mut bad);
     }
     out
 }
