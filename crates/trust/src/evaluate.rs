@@ -295,8 +295,12 @@ pub fn evaluate(
             let issuer_spki =
                 ders.get(1).and_then(|d| crate::cert::spki(d).ok()).unwrap_or_default();
             let lifetime = certificates[0].facts.validity_days();
-            let outcome =
-                crate::ct::check(ders[0], &issuer_spki, &options.extra_scts, list, at, lifetime);
+            // SCTs: embedded (read by `ct::check`), given, and stapled in the OCSP response.
+            let mut extra = options.extra_scts.clone();
+            if let Some(staple) = &options.stapled_ocsp {
+                extra.extend(crate::ocsp::scts(staple));
+            }
+            let outcome = crate::ct::check(ders[0], &issuer_spki, &extra, list, at, lifetime);
             if !outcome.satisfied() {
                 certificates[0].problems.push(Problem::CtRequired {
                     valid: outcome.valid,

@@ -207,3 +207,99 @@ fn generalized(b: &[u8]) -> Option<i64> {
     );
     crate::time::parse_rfc3339(&text).ok()
 }
+
+/// The SCT list (RFC 6962 §3.3: extension 1.3.6.1.4.1.11129.2.4.5) in any single response of a
+/// stapled response. Not verified here: each SCT is a log's signature over the leaf, checked
+/// against the log list like any other.
+pub fn scts(response: &[u8]) -> Vec<crate::ct::Sct> {
+    const SCT_OID: &[u8] =
+        &[0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0xd6, 0x79, 0x02, 0x04, 0x05];
+    let walk = || -> Option<Vec<crate::ct::Sct>> {
+        let (_, outer, _) = tlv(response)?;
+        let (_, _, rest) = tlv(outer)?; // responseStatus
+        let (_, bytes, _) = tlv(rest)?;
+        let (_, bytes, _) = tlv(bytes)?;
+        let (_, basic, _) = tlv(bytes.strip_prefix(BASIC)?)?;
+        let (_, basic, _) = tlv(basic)?;
+        let (_, tbs, _) = tlv(basic)?;
+        let mut fields = tbs;
+        let mut responses = None;
+        while let Some((tag, content, rest)) = tlv(fields) {
+            if tag == 0x30 {
+                responses = Some(content);
+            }
+            fields = rest;
+        }
+        let mut responses = responses?;
+        let mut found = Vec::new();
+        while let Some((_, single, rest)) = tlv(responses) {
+            responses = rest;
+            // certID, certStatus, thisUpdate, [0] nextUpdate?, [1] singleExtensions?
+            let mut items = single;
+            while let Some((tag, content, rest)) = tlv(items) {
+                items = rest;
+                if tag != 0xa1 {
+                    continue;
+                }
+                let (_, mut exts, _) = tlv(content)?;
+                while let Some((_, ext, rest)) = tlv(exts) {
+                    exts = rest;
+                    if let Some(after_oid) = ext.strip_prefix(SCT_OID) {
+                        // [critical BOOLEAN] then extnValue OCTET STRING { OCTET STRING { list } }
+                        let mut v = after_oid;
+                        while let Some((tag, content, rest)) = tlv(v) {
+                            v = rest;
+                            if tag == 0x04 {
+                                let (_, list, _) = tlv(content)?;
+                                found.extend(crate::ct::parse_sct_list(list).ok()?);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(found)
+    };
+    walk().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::der::der;
+
+    /// A response shaped like a responder's, with SCTs in a single response's extensions.
+    #[test]
+    fn scts_are_read_from_single_response_extensions() {
+        let sct = crate::ct::Sct {
+            log_id: [7; 32],
+            timestamp: 1_000,
+            extensions: Vec::new(),
+            hash: 4,
+            signature_alg: 3,
+            signature: vec![1, 2, 3],
+        };
+        let list = crate::ct::encode_sct_list(std::slice::from_ref(&sct));
+        let oid = [0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0xd6, 0x79, 0x02, 0x04, 0x05];
+        let ext = der(0x30, &[&oid[..], &der(0x04, &der(0x04, &list))].concat());
+        let single = der(
+            0x30,
+            &[
+                der(0x30, b"certid").as_slice(),
+                &[0x80, 0x00],
+                &der(0x18, b"20260101000000Z"),
+                &der(0xa1, &der(0x30, &ext)),
+            ]
+            .concat(),
+        );
+        let tbs = der(
+            0x30,
+            &[der(0xa2, b"id").as_slice(), &der(0x18, b"20260101000000Z"), &der(0x30, &single)]
+                .concat(),
+        );
+        let basic = der(0x30, &[tbs.as_slice(), &der(0x30, b"alg"), &der(0x03, &[0, 1])].concat());
+        let bytes = der(0x30, &[super::BASIC, &der(0x04, &basic)].concat());
+        let response = der(0x30, &[der(0x0a, &[0]).as_slice(), &der(0xa0, &bytes)].concat());
+        assert_eq!(super::scts(&response), [sct]);
+        assert!(super::scts(&response[..response.len() / 2]).is_empty());
+    }
+}

@@ -265,3 +265,17 @@ fn sct_lists_and_log_lists_reject_bad_input_with_typed_errors() {
     let json = log_list_json(&[log], t0(), "usable", t0()).replace("\"usable\"", "\"sleeping\"");
     assert!(LogList::from_json(json.as_bytes()).unwrap_err().to_string().contains("state"));
 }
+
+#[test]
+fn scts_over_the_certificate_itself_count_when_they_come_with_the_connection() {
+    let w = world();
+    let leaf =
+        w.ca.issue(&["api.example"], &Profile { not_before: Some(t0()), ..Profile::default() })
+            .unwrap();
+    let entry = ct::Entry::X509(leaf.chain[0].as_ref());
+    let ms = u64::try_from(t0()).unwrap() * 1000;
+    let scts = vec![w.logs[0].sign(entry, ms).unwrap(), w.logs[1].sign(entry, ms).unwrap()];
+    let options = Options { extra_scts: scts, ..system(&w, Some(list(&w, 0, "usable"))) };
+    let e = evaluate(&leaf.chain, Some("api.example"), t0() + DAY, &options).unwrap();
+    assert!(e.trusted(), "{:?}", e.failure_lines());
+}
