@@ -184,7 +184,9 @@ fn print(e: &Evaluation, json: bool) {
     for c in &e.certificates {
         let f = &c.facts;
         let role = match (c.anchor, e.anchor_class) {
-            (true, Some(class)) => format!(" — anchor ({})", format!("{class:?}").to_lowercase()),
+            (true, Some(AnchorClass::System)) => " — anchor (system)".to_owned(),
+            (true, Some(AnchorClass::Custom)) => " — anchor (custom)".to_owned(),
+            (true, Some(AnchorClass::UserAdded)) => " — anchor (user-added)".to_owned(),
             _ => String::new(),
         };
         let sans: Vec<String> = f

@@ -8,8 +8,13 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::{Anchor, AnchorClass, TrustError};
 
-/// The operating system's anchors, as [`AnchorClass::System`]. Unreadable entries are
-/// skipped; a store with none at all is an error.
+/// Where Debian-family systems keep the certificates an administrator added
+/// (`update-ca-certificates` merges them into the system bundle).
+pub const USER_ADDED_DIR: &str = "/usr/local/share/ca-certificates";
+
+/// The operating system's anchors: [`AnchorClass::System`], except those an administrator
+/// added (found in [`USER_ADDED_DIR`]), which are [`AnchorClass::UserAdded`] and follow the
+/// custom rules. Unreadable entries are skipped; a store with none at all is an error.
 pub fn system() -> Result<Vec<Anchor>, TrustError> {
     let found = rustls_native_certs::load_native_certs();
     if found.certs.is_empty() {
@@ -21,7 +26,42 @@ pub fn system() -> Result<Vec<Anchor>, TrustError> {
             "{why}; install ca-certificates, or give anchors explicitly"
         )));
     }
-    Ok(found.certs.into_iter().map(|der| Anchor { der, class: AnchorClass::System }).collect())
+    Ok(classify(found.certs, &user_added(Path::new(USER_ADDED_DIR))))
+}
+
+/// The system store's certificates, each marked user-added when it is one of `user_added`.
+pub fn classify(
+    system: Vec<CertificateDer<'static>>,
+    user_added: &[CertificateDer<'static>],
+) -> Vec<Anchor> {
+    system
+        .into_iter()
+        .map(|der| {
+            let class = if user_added.contains(&der) {
+                AnchorClass::UserAdded
+            } else {
+                AnchorClass::System
+            };
+            Anchor { der, class }
+        })
+        .collect()
+}
+
+/// Every certificate in `*.crt` files under `dir` (recursively); none when it is unreadable.
+fn user_added(dir: &Path) -> Vec<CertificateDer<'static>> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.is_dir() {
+            out.extend(user_added(&path));
+        } else if path.extension().is_some_and(|x| x == "crt")
+            && let Ok(bytes) = std::fs::read(&path)
+            && let Ok(certs) = parse_pem_certs(&bytes)
+        {
+            out.extend(certs);
+        }
+    }
+    out
 }
 
 /// Every certificate in a PEM file, in file order.

@@ -484,3 +484,22 @@ fn our_own_test_ca_is_standards_compliant_everywhere() {
     let e = judge(&issued.chain, "api.example", t0() + 2 * DAY, &system);
     assert!(e.trusted(), "{:?}", e.failure_lines());
 }
+
+#[test]
+fn administrator_added_anchors_follow_the_custom_rules() {
+    let (public, added) = (root(), TestCa::root("Added By Admin", t0(), 3650).unwrap());
+    let anchors =
+        nw_trust::anchors::classify(vec![public.root_der(), added.root_der()], &[added.root_der()]);
+    assert_eq!(
+        anchors.iter().map(|a| a.class).collect::<Vec<_>>(),
+        [AnchorClass::System, AnchorClass::UserAdded]
+    );
+    // 500 days: too long under a system anchor, fine under one an administrator added.
+    let long =
+        |ca: &TestCa| leaf(ca, &["api.example"], Profile { days: 500, ..Profile::default() });
+    let options = Options { anchors, ct: CtRequirement::Off, ..Options::default() };
+    assert!(!judge(&long(&public).chain, "api.example", t0() + DAY, &options).trusted());
+    let e = judge(&long(&added).chain, "api.example", t0() + DAY, &options);
+    assert!(e.trusted(), "{:?}", e.failure_lines());
+    assert_eq!(e.anchor_class, Some(AnchorClass::UserAdded));
+}
