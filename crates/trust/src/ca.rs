@@ -133,7 +133,18 @@ impl TestCa {
 
     /// An intermediate CA under this one, valid from this one's start for five years.
     pub fn intermediate(&self, name: &str) -> Result<Self, TrustError> {
-        let params = ca_params(name, self.not_before, 1825)?;
+        self.intermediate_for(name, &[])
+    }
+
+    /// An intermediate whose EKU extension lists only `usages` (`ServerAuth`, `ClientAuth`);
+    /// none means no EKU extension.
+    pub fn intermediate_for(
+        &self,
+        name: &str,
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> Result<Self, TrustError> {
+        let mut params = ca_params(name, self.not_before, 1825)?;
+        params.extended_key_usages = usages.to_vec();
         let key = KeyPair::generate().map_err(issue)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
         let key_pem = key.serialize_pem();

@@ -52,6 +52,8 @@ pub mod verifier;
 
 pub use evaluate::{Anchor, AnchorClass, CtRequirement, Evaluation, Options, Pin, Policy};
 pub use problem::{CertificateReport, Problem, Verdict};
+/// The EKU purposes test CAs are restricted with.
+pub use rcgen::ExtendedKeyUsagePurpose;
 
 /// Why an evaluation could not even start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

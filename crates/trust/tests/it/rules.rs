@@ -399,7 +399,40 @@ fn weak_keys_and_sha1_signatures_made_by_openssl() {
         "-extfile",
         "ext",
     ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime192v1",
+        "-nodes",
+        "-keyout",
+        "p192.key",
+        "-out",
+        "p192.csr",
+        "-subj",
+        "/CN=weak.example",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "p192.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "p192.pem",
+        "-days",
+        "10",
+        "-sha256",
+        "-extfile",
+        "ext",
+    ]);
     let chain = nw_trust::anchors::load_pem(&dir.join("l.pem")).unwrap();
+    let p192 = nw_trust::anchors::load_pem(&dir.join("p192.pem")).unwrap();
     let anchor = nw_trust::anchors::load_pem(&dir.join("ca.pem")).unwrap().remove(0);
     let options = Options {
         anchors: vec![Anchor { der: anchor, class: AnchorClass::Custom }],
@@ -407,7 +440,16 @@ fn weak_keys_and_sha1_signatures_made_by_openssl() {
     };
     let at = nw_trust::cert::Facts::parse(0, &chain[0]).unwrap().not_before + 60;
     let e = judge(&chain, "weak.example", at, &options);
+    let small_curve = judge(&p192, "weak.example", at, &options);
     let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        small_curve.failure_lines(),
+        ["Certificate 0 “weak.example” has errors: Key size is not permitted for this use;"]
+    );
+    assert_eq!(
+        small_curve.certificates[0].problems[0].detail(),
+        "EC 192-bit key; at least 256 bits are needed"
+    );
     assert_eq!(
         e.failure_lines(),
         [
@@ -502,4 +544,29 @@ fn administrator_added_anchors_follow_the_custom_rules() {
     let e = judge(&long(&added).chain, "api.example", t0() + DAY, &options);
     assert!(e.trusted(), "{:?}", e.failure_lines());
     assert_eq!(e.anchor_class, Some(AnchorClass::UserAdded));
+}
+
+#[test]
+fn an_intermediate_whose_eku_excludes_the_usage_breaks_the_chain() {
+    let ca = root();
+    let clients_only = ca
+        .intermediate_for("Clients Only CA", &[nw_trust::ExtendedKeyUsagePurpose::ClientAuth])
+        .unwrap();
+    let issued = clients_only
+        .issue(&["api.example"], &Profile { not_before: Some(t0() + DAY), ..Profile::default() })
+        .unwrap();
+    let e = judge(&presented(&issued), "api.example", t0() + 2 * DAY, &custom(&ca));
+    assert_eq!(
+        e.failure_lines(),
+        [
+            "Certificate 1 “Clients Only CA” has errors: Extended key usage does not match certificate usage;"
+        ]
+    );
+    let servers = ca
+        .intermediate_for("Servers CA", &[nw_trust::ExtendedKeyUsagePurpose::ServerAuth])
+        .unwrap();
+    let issued = servers
+        .issue(&["api.example"], &Profile { not_before: Some(t0() + DAY), ..Profile::default() })
+        .unwrap();
+    assert!(judge(&presented(&issued), "api.example", t0() + 2 * DAY, &custom(&ca)).trusted());
 }
