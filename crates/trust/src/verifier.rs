@@ -88,6 +88,22 @@ impl TrustVerifier {
         self.last.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// A handshake signature (TLS 1.2 or 1.3), by the provider's algorithms.
+    fn signature(
+        &self,
+        version: u8,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        if version == 12 {
+            verify_tls12_signature(message, cert, dss, algorithms)
+        } else {
+            verify_tls13_signature(message, cert, dss, algorithms)
+        }
+    }
+
     fn judge(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -136,7 +152,7 @@ impl ServerCertVerifier for TrustVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signature(12, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -145,7 +161,7 @@ impl ServerCertVerifier for TrustVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signature(13, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -181,7 +197,7 @@ impl ClientCertVerifier for TrustVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signature(12, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -190,7 +206,7 @@ impl ClientCertVerifier for TrustVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signature(13, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -47,6 +47,13 @@ fn system(w: &World, list: Option<Arc<LogList>>) -> Options {
     }
 }
 
+/// A 90-day leaf for api.example from t0 with SCTs from the logs at `logs`, issued at t0.
+fn logged(w: &World, logs: &[usize]) -> nw_trust::ca::Issued {
+    let logs: Vec<&TestLog> = logs.iter().map(|&i| &w.logs[i]).collect();
+    let profile = Profile { not_before: Some(t0()), ..Profile::default() };
+    w.ca.issue_logged(&["api.example"], &profile, &logs, t0()).unwrap()
+}
+
 fn problems(e: &nw_trust::Evaluation) -> &[Problem] {
     &e.certificates[0].problems
 }
@@ -54,15 +61,7 @@ fn problems(e: &nw_trust::Evaluation) -> &[Problem] {
 #[test]
 fn two_scts_from_two_operators_satisfy_a_short_lived_certificate() {
     let w = world();
-    let logs = [&w.logs[0], &w.logs[1]];
-    let leaf =
-        w.ca.issue_logged(
-            &["api.example"],
-            &Profile { not_before: Some(t0()), ..Profile::default() },
-            &logs,
-            t0(),
-        )
-        .unwrap();
+    let leaf = logged(&w, &[0, 1]);
     // The precertificate TBS is the final TBS without the SCT list.
     assert!(ct::embedded(&leaf.chain[0]).unwrap().is_some_and(|s| s.len() == 2));
     let e = evaluate(
@@ -153,8 +152,7 @@ fn scts_after_the_verify_time_and_from_logs_that_did_not_count_are_ignored() {
     )
     .unwrap();
     assert_eq!(problems(&e), [Problem::CtRequired { valid: 0, required: 2, operators: 0 }]);
-    let leaf =
-        w.ca.issue_logged(&["api.example"], &profile, &[&w.logs[0], &w.logs[1]], t0()).unwrap();
+    let leaf = logged(&w, &[0, 1]);
     for state in ["pending", "rejected"] {
         let e = evaluate(
             &leaf.chain,
@@ -201,14 +199,7 @@ fn scts_after_the_verify_time_and_from_logs_that_did_not_count_are_ignored() {
 #[test]
 fn a_stale_or_missing_list_is_reported_not_trusted() {
     let w = world();
-    let leaf =
-        w.ca.issue_logged(
-            &["api.example"],
-            &Profile { not_before: Some(t0()), ..Profile::default() },
-            &[&w.logs[0], &w.logs[1]],
-            t0(),
-        )
-        .unwrap();
+    let leaf = logged(&w, &[0, 1]);
     let e = evaluate(
         &leaf.chain,
         Some("api.example"),
@@ -231,14 +222,7 @@ fn a_stale_or_missing_list_is_reported_not_trusted() {
 #[test]
 fn a_tampered_sct_does_not_verify() {
     let w = world();
-    let leaf =
-        w.ca.issue_logged(
-            &["api.example"],
-            &Profile { not_before: Some(t0()), ..Profile::default() },
-            &[&w.logs[0], &w.logs[1]],
-            t0(),
-        )
-        .unwrap();
+    let leaf = logged(&w, &[0, 1]);
     let mut scts = ct::embedded(&leaf.chain[0]).unwrap().unwrap();
     let list = list(&w, 0, "usable");
     let entry = ct::Entry::X509(leaf.chain[0].as_ref());
