@@ -1,0 +1,29 @@
+//! `nw-conditioner`: nwkit's link conditioner, because this kernel has no netem.
+//!
+//! - [`link::Link`]: one direction as a machine in virtual time — drop-tail queue (packets or
+//!   bytes), rate serializer, delay with jitter (and extra delay for DNS only), random loss
+//!   (uniform or Gilbert–Elliott) from a seeded generator, counters, conditions changed
+//!   mid-run.
+//! - [`classify`]: tells DNS packets from the rest.
+//!
+//! The TUN link between namespaces, the timerfd thread that drives two `Link`s, the control
+//! socket, the loopback proxy mode and `nw condition` come next; they only move packets and
+//! read the clock.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use nw_conditioner::link::{Link, Profile};
+//!
+//! let profile = Profile { delay: Duration::from_millis(50), ..Profile::default() };
+//! let mut link = Link::new(profile, 7);
+//! let t0 = Instant::now();
+//! link.handle_packet(t0, vec![0u8; 100]);
+//! assert_eq!(link.poll_packet(), None);
+//! let due = link.poll_timeout().unwrap();
+//! assert_eq!(due - t0, Duration::from_millis(50));
+//! link.handle_timeout(due);
+//! assert_eq!(link.poll_packet().map(|p| p.len()), Some(100));
+//! ```
+
+pub mod classify;
+pub mod link;
