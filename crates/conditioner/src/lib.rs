@@ -6,9 +6,10 @@
 //!   mid-run.
 //! - [`classify`]: tells DNS packets from the rest.
 //!
-//! The TUN link between namespaces, the timerfd thread that drives two `Link`s, the control
-//! socket, the loopback proxy mode and `nw condition` come next; they only move packets and
-//! read the clock.
+//! - [`tun::ConditionedLink`]: two namespaces joined by a TUN device in each, one thread moving
+//!   packets through a `Link` per direction, woken by the devices, a timerfd and an eventfd.
+//!
+//! The loopback proxy mode, presets and `nw condition` come next.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -27,3 +28,4 @@
 
 pub mod classify;
 pub mod link;
+pub mod tun;
