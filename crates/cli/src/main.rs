@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod cat;
 mod cert;
+mod condition;
 mod doctor;
 mod output;
 mod path;
@@ -31,6 +32,8 @@ enum Command {
     Cat(cat::Args),
     /// Make a test CA and the server and client certificates it issues.
     Cert(cert::Args),
+    /// Run a command across a conditioned link (delay, jitter, rate, loss, queue) to a server.
+    Condition(condition::Args),
     /// End-to-end self-check: the path and interfaces now, more with each capability.
     Doctor(doctor::Args),
     /// The network path: satisfied or not, why, over which interfaces.
@@ -46,6 +49,8 @@ pub(crate) enum Outcome {
     Success,
     /// 1: a negative result (path unsatisfied, a check failed).
     Negative,
+    /// Another command's status, passed through (`nw condition`).
+    Exit(u8),
 }
 
 /// 3: the environment is missing something (netlink, root, a tool, a free port).
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Path(args) => path::run(args).await,
             Command::Cert(args) => cert::run(args),
+            Command::Condition(args) => condition::run(args).await,
             Command::Trust(args) => trust::run(args).await,
         }
     });
@@ -82,6 +88,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Negative) => ExitCode::from(1),
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
             output::error_line(&format!("nw: {e:#}"));
             ExitCode::from(2)

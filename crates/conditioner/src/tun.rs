@@ -5,7 +5,8 @@
 //! for control; conditions change mid-run through [`ConditionedLink::set`].
 //!
 //! Addresses: the near end is 192.0.2.1/24 and 2001:db8:c0::1/64, the far end .2 and ::2
-//! (documentation prefixes, RFC 5737 and RFC 3849), on `tun0` in each namespace.
+//! (documentation prefixes, RFC 5737 and RFC 3849), on `tun0` in each namespace, with the
+//! default routes over it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -156,7 +157,11 @@ fn configure(ns: &Namespace, v4: &str, v6: &str) -> io::Result<()> {
     let ip = |args: &[&str]| ns.ip(args).map(|_| ()).map_err(|e| io::Error::other(e.to_string()));
     ip(&["addr", "add", &format!("{v4}/24"), "dev", "tun0"])?;
     ip(&["addr", "add", &format!("{v6}/64"), "dev", "tun0", "nodad"])?;
-    ip(&["link", "set", "tun0", "up"])
+    ip(&["link", "set", "tun0", "up"])?;
+    // The link is each side's whole network: a default route over it, so a path monitor sees
+    // a usable path and every destination crosses the conditioner.
+    ip(&["route", "add", "default", "dev", "tun0"])?;
+    ip(&["-6", "route", "add", "default", "dev", "tun0"])
 }
 
 /// The thread: poll, feed, deliver, repeat, until told to stop.

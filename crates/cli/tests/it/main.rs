@@ -12,6 +12,7 @@
 
 mod cli;
 mod netns;
+mod netns_condition;
 mod netns_connect;
 mod support;
 mod trust;

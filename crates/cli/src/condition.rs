@@ -1,0 +1,262 @@
+//! `nw condition`: runs a client command across a conditioned link (nw-conditioner) to an
+//! optional server command, then tears everything down.
+//!
+//! Two lab namespaces are joined by the link; the server command (through `sh -c`) runs in
+//! the far one, the client command in the near one, each with `NW_SELF` (its own address) and
+//! `NW_PEER` (the other side's). Every setting applies to each direction unless an `--up-*` or
+//! `--down-*` form says otherwise. When the client exits, the link's counters go to stderr and
+//! nw exits with the client's status — or 125 when nw itself failed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nw_conditioner::link::{Loss, Profile, QueueLimit};
+use nw_conditioner::tun::{ConditionedLink, FAR_V4, NEAR_V4};
+
+use crate::{Outcome, UsageError};
+
+/// nw's own failure, as `env`, `nice` and `timeout` report theirs.
+const EXIT_NW_FAILED: u8 = 125;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Units: durations 50ms, 1.5s, 200us; rates 10mbit, 256kbit, 1gbit, 9600bit; loss 1% or 0.5%; queue 100 (packets) or 64kb (bytes, 1 kb = 1024).\nExit status: the client's; 125 when nw failed (no root, no TUN); 2 for usage."
+)]
+pub(crate) struct Args {
+    /// One-way delay, each direction (so 50ms gives a 100 ms round trip).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    delay: Option<Duration>,
+    /// Delay variation: each packet's delay varies uniformly within ± this.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    jitter: Option<Duration>,
+    /// Rate limit.
+    #[arg(long, value_name = "RATE", value_parser = rate)]
+    rate: Option<u64>,
+    /// Random loss (uniform).
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    loss: Option<f64>,
+    /// Queue in front of the rate limit: packets, or bytes with a unit.
+    #[arg(long, value_name = "SIZE", value_parser = queue)]
+    queue: Option<QueueLimit>,
+    /// Extra delay for DNS packets only (port 53).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    dns_delay: Option<Duration>,
+    /// Near → far only: overrides --delay.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    up_delay: Option<Duration>,
+    /// Far → near only: overrides --delay.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    down_delay: Option<Duration>,
+    /// Near → far only: overrides --rate.
+    #[arg(long, value_name = "RATE", value_parser = rate)]
+    up_rate: Option<u64>,
+    /// Far → near only: overrides --rate.
+    #[arg(long, value_name = "RATE", value_parser = rate)]
+    down_rate: Option<u64>,
+    /// Near → far only: overrides --loss.
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    up_loss: Option<f64>,
+    /// Far → near only: overrides --loss.
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    down_loss: Option<f64>,
+    /// Seed of the loss and jitter draws (the same seed, the same run).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A server to run in the far namespace (through sh -c), for as long as the client runs.
+    #[arg(long, value_name = "CMD")]
+    server: Option<String>,
+    /// Print the counters as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The client command, run in the near namespace.
+    #[arg(last = true, required = true, value_name = "CLIENT_CMD")]
+    client: Vec<String>,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let (up, down) = profiles(&args);
+    match condition(&args, up, down).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            crate::output::error_line(&format!("nw condition: {e:#}"));
+            Ok(Outcome::Exit(EXIT_NW_FAILED))
+        }
+    }
+}
+
+/// Each direction's profile: the shared settings, then that direction's overrides.
+fn profiles(args: &Args) -> (Profile, Profile) {
+    let one = |delay: Option<Duration>, rate: Option<u64>, loss: Option<f64>| Profile {
+        rate_bps: rate.or(args.rate),
+        delay: delay.or(args.delay).unwrap_or_default(),
+        jitter: args.jitter.unwrap_or_default(),
+        dns_delay: args.dns_delay.unwrap_or_default(),
+        loss: loss.or(args.loss).map_or(Loss::None, |p| Loss::Uniform { p }),
+        queue: args.queue.unwrap_or(QueueLimit::Packets(1000)),
+    };
+    (
+        one(args.up_delay, args.up_rate, args.up_loss),
+        one(args.down_delay, args.down_rate, args.down_loss),
+    )
+}
+
+async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Outcome> {
+    let lab = nw_lab::Lab::new()?;
+    let near = lab.namespace("near")?;
+    let far = lab.namespace("far")?;
+    let link = ConditionedLink::start(&near, &far, up, down, args.seed).map_err(|e| {
+        anyhow::anyhow!("cannot build the conditioned link: {e} (is /dev/net/tun there?)")
+    })?;
+    // The server runs until the client is done; its guard (and the namespace's) ends it.
+    let _server = match &args.server {
+        Some(server) => {
+            let mut cmd = far.command("sh");
+            cmd.args(["-c", server]).env("NW_SELF", FAR_V4).env("NW_PEER", NEAR_V4);
+            cmd.stdout(Stdio::null());
+            Some(far.spawn(cmd)?)
+        }
+        None => None,
+    };
+    let (program, rest) = args
+        .client
+        .split_first()
+        .ok_or_else(|| UsageError("give a client command after --".into()))?;
+    let mut cmd = tokio::process::Command::from(near.command(program));
+    cmd.args(rest).env("NW_SELF", NEAR_V4).env("NW_PEER", FAR_V4).stdin(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start {program:?}: {e}"))?;
+    // Ctrl-C and SIGTERM go to the client; nw stays to tear down.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {
+                if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+                    // SAFETY: kill(2) on our own child's pid; no memory involved.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
+        }
+    };
+    let counters = link.counters();
+    drop(link);
+    drop((near, far));
+    if args.json {
+        crate::output::error_line(&serde_json::to_string(&counters)?);
+    } else {
+        for (name, c) in [("up (near → far)", counters.up), ("down (far → near)", counters.down)]
+        {
+            crate::output::error_line(&format!(
+                "nw condition: {name}: {} enqueued, {} dropped by the queue, {} dropped by loss, {} delivered; queue peak {} packets, {} bytes",
+                c.enqueued,
+                c.dropped_queue,
+                c.dropped_loss,
+                c.delivered,
+                c.max_queue_packets,
+                c.max_queue_bytes
+            ));
+        }
+    }
+    let code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        (None, None) => 1,
+    };
+    Ok(Outcome::Exit(code))
+}
+
+fn split_unit(text: &str) -> (&str, &str) {
+    let at = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    text.split_at(at)
+}
+
+fn number(text: &str, what: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("{text:?} is not a {what}"))
+}
+
+/// `50ms`, `1.5s`, `200us`.
+fn duration(text: &str) -> Result<Duration, String> {
+    let (n, unit) = split_unit(text.trim());
+    let n = number(n, "duration")?;
+    let secs = match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        _ => return Err(format!("{text:?}: give a duration with a unit: 50ms, 1.5s, 200us")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// `10mbit`, `256kbit`, `1gbit`, `9600bit` (bits per second, 1 kbit = 1000 bit).
+fn rate(text: &str) -> Result<u64, String> {
+    let (n, unit) = split_unit(text.trim());
+    let n = number(n, "rate")?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        _ => return Err(format!("{text:?}: give a rate with a unit: 10mbit, 256kbit, 1gbit")),
+    };
+    let bps = n * scale;
+    if !(1.0..=1e12).contains(&bps) {
+        return Err(format!("{text:?} is out of range (1 bit/s to 1 Tbit/s)"));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked range")]
+    Ok(bps as u64)
+}
+
+/// `1%`, `0.5%` (a percentage from 0 to 100).
+fn percent(text: &str) -> Result<f64, String> {
+    let n =
+        text.trim().strip_suffix('%').ok_or_else(|| format!("{text:?}: give a percentage: 1%"))?;
+    let n = number(n, "percentage")?;
+    if n > 100.0 {
+        return Err(format!("{text:?} is more than 100%"));
+    }
+    Ok(n / 100.0)
+}
+
+/// `100` packets, or bytes: `64kb`, `1mb`, `1500b`.
+fn queue(text: &str) -> Result<QueueLimit, String> {
+    let (n, unit) = split_unit(text.trim());
+    let count =
+        n.parse::<usize>().map_err(|_| format!("{text:?}: give packets (100) or bytes (64kb)"))?;
+    let bytes = |scale: usize| count.checked_mul(scale).map(QueueLimit::Bytes);
+    let limit = match unit.to_ascii_lowercase().as_str() {
+        "" => Some(QueueLimit::Packets(count)),
+        "b" => bytes(1),
+        "kb" => bytes(1024),
+        "mb" => bytes(1024 * 1024),
+        _ => None,
+    };
+    limit.ok_or_else(|| format!("{text:?}: give packets (100) or bytes (64kb, 1mb)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_parse_or_say_what_to_write() {
+        assert_eq!(duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("200us"), Ok(Duration::from_micros(200)));
+        assert!(duration("50").unwrap_err().contains("unit"));
+        assert!(duration("-5ms").is_err());
+        assert_eq!(rate("10mbit"), Ok(10_000_000));
+        assert_eq!(rate("256kbit"), Ok(256_000));
+        assert!(rate("10mbps").unwrap_err().contains("10mbit"));
+        assert!(rate("0bit").is_err());
+        assert_eq!(percent("1%"), Ok(0.01));
+        assert!(percent("150%").unwrap_err().contains("100%"));
+        assert!(percent("1").unwrap_err().contains("percentage"));
+        assert_eq!(queue("100"), Ok(QueueLimit::Packets(100)));
+        assert_eq!(queue("64kb"), Ok(QueueLimit::Bytes(65_536)));
+        assert!(queue("64 kb").is_err() && queue("many").is_err());
+    }
+}

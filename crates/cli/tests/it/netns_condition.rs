@@ -1,0 +1,50 @@
+//! `nw condition` for real: a client across a conditioned link to a server, the client's exit
+//! status passed through, NW_SELF/NW_PEER, counters on stderr, nothing left behind.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::NW;
+
+fn namespaces() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn netns_condition_connects_across_a_100ms_link_and_reports_the_counters() {
+    let before = namespaces();
+    let out = Command::new(NW)
+        .args(["condition", "--json", "--delay", "50ms", "--server"])
+        .arg(format!("{NW} cat -l $NW_SELF 7000"))
+        .args(["--", "sh", "-c"])
+        .arg(format!("sleep 0.5; echo hi | {NW} cat --json $NW_PEER 7000"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines: Vec<Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let report = lines.iter().find(|v| v["connection"].is_string()).expect("nw cat's report");
+    let won = report["events"].as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
+    let at = won["at"].as_f64().unwrap();
+    eprintln!("nw condition --delay 50ms: nw cat connected in {at:.1} ms");
+    assert!((98.0..=150.0).contains(&at), "one round trip of 100 ms: {at:.1}");
+    let counters = lines.last().unwrap();
+    assert!(counters["up"]["delivered"].as_u64().unwrap() >= 3, "{counters}");
+    assert!(counters["down"]["delivered"].as_u64().unwrap() >= 2, "{counters}");
+    assert_eq!(namespaces(), before, "no namespace left behind");
+}
+
+#[test]
+fn netns_condition_passes_the_clients_status_and_addresses_through() {
+    let run = |script: &str| {
+        Command::new(NW).args(["condition", "--", "sh", "-c", script]).status().unwrap().code()
+    };
+    assert_eq!(run("exit 7"), Some(7));
+    assert_eq!(run(r#"test "$NW_SELF" = 192.0.2.1 && test "$NW_PEER" = 192.0.2.2"#), Some(0));
+    let out =
+        Command::new(NW).args(["condition", "--loss", "150%", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than 100%"));
+}
