@@ -23,6 +23,10 @@ const EXIT_NW_FAILED: u8 = 125;
     after_help = "Units: durations 50ms, 1.5s, 200us; rates 10mbit, 256kbit, 1gbit, 9600bit; loss 1% or 0.5%; queue 100 (packets) or 64kb (bytes, 1 kb = 1024).\nExit status: the client's; 125 when nw failed (no root, no TUN); 2 for usage."
 )]
 pub(crate) struct Args {
+    /// Start from a named preset (3g, 3g-slow, edge, 2g, lte, dsl, cable, fios, wifi,
+    /// very-bad-network, 100-loss, high-latency-dns); the flags below override it.
+    #[arg(long, value_name = "NAME", value_parser = preset)]
+    preset: Option<nw_conditioner::presets::Preset>,
     /// One-way delay, each direction (so 50ms gives a 100 ms round trip).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     delay: Option<Duration>,
@@ -84,20 +88,45 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 }
 
-/// Each direction's profile: the shared settings, then that direction's overrides.
+/// Each direction's profile: the preset (or nothing), then the shared settings, then that
+/// direction's overrides.
 fn profiles(args: &Args) -> (Profile, Profile) {
-    let one = |delay: Option<Duration>, rate: Option<u64>, loss: Option<f64>| Profile {
-        rate_bps: rate.or(args.rate),
-        delay: delay.or(args.delay).unwrap_or_default(),
-        jitter: args.jitter.unwrap_or_default(),
-        dns_delay: args.dns_delay.unwrap_or_default(),
-        loss: loss.or(args.loss).map_or(Loss::None, |p| Loss::Uniform { p }),
-        queue: args.queue.unwrap_or(QueueLimit::Packets(1000)),
+    let base = |up: bool| {
+        let default = Profile { queue: QueueLimit::Packets(1000), ..Profile::default() };
+        args.preset.as_ref().map_or(default, |p| if up { p.up.clone() } else { p.down.clone() })
+    };
+    let one = |mut p: Profile, delay: Option<Duration>, rate: Option<u64>, loss: Option<f64>| {
+        if let Some(r) = rate.or(args.rate) {
+            p.rate_bps = Some(r);
+        }
+        if let Some(d) = delay.or(args.delay) {
+            p.delay = d;
+        }
+        if let Some(j) = args.jitter {
+            p.jitter = j;
+        }
+        if let Some(d) = args.dns_delay {
+            p.dns_delay = d;
+        }
+        if let Some(l) = loss.or(args.loss) {
+            p.loss = Loss::Uniform { p: l };
+        }
+        if let Some(q) = args.queue {
+            p.queue = q;
+        }
+        p
     };
     (
-        one(args.up_delay, args.up_rate, args.up_loss),
-        one(args.down_delay, args.down_rate, args.down_loss),
+        one(base(true), args.up_delay, args.up_rate, args.up_loss),
+        one(base(false), args.down_delay, args.down_rate, args.down_loss),
     )
+}
+
+fn preset(name: &str) -> Result<nw_conditioner::presets::Preset, String> {
+    nw_conditioner::presets::named(name).ok_or_else(|| {
+        let names: Vec<&str> = nw_conditioner::presets::all().iter().map(|p| p.name).collect();
+        format!("no preset {name:?}; there are {}", names.join(", "))
+    })
 }
 
 async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Outcome> {

@@ -33,7 +33,7 @@ enum Command {
     /// Make a test CA and the server and client certificates it issues.
     Cert(cert::Args),
     /// Run a command across a conditioned link (delay, jitter, rate, loss, queue) to a server.
-    Condition(condition::Args),
+    Condition(Box<condition::Args>),
     /// End-to-end self-check: the path and interfaces now, more with each capability.
     Doctor(doctor::Args),
     /// The network path: satisfied or not, why, over which interfaces.
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Path(args) => path::run(args).await,
             Command::Cert(args) => cert::run(args),
-            Command::Condition(args) => condition::run(args).await,
+            Command::Condition(args) => condition::run(*args).await,
             Command::Trust(args) => trust::run(args).await,
         }
     });

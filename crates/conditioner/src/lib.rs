@@ -28,4 +28,5 @@
 
 pub mod classify;
 pub mod link;
+pub mod presets;
 pub mod tun;

@@ -48,3 +48,28 @@ fn netns_condition_passes_the_clients_status_and_addresses_through() {
     assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than 100%"));
 }
+
+#[test]
+fn netns_condition_presets_carry_their_numbers() {
+    // Edge (WebPageTest): 240/200 kbit/s, 840 ms round trip.
+    let out = Command::new(NW)
+        .args(["condition", "--preset", "edge", "--server"])
+        .arg(format!("{NW} cat -l $NW_SELF 7000"))
+        .args(["--", "sh", "-c"])
+        .arg(format!("sleep 0.5; echo hi | {NW} cat --json $NW_PEER 7000"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: Value = err.lines().find_map(|l| serde_json::from_str(l).ok()).expect("a report");
+    let won = report["events"].as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
+    let at = won["at"].as_f64().unwrap();
+    eprintln!("nw condition --preset edge: nw cat connected in {at:.1} ms");
+    assert!((838.0..=950.0).contains(&at), "one 840 ms round trip: {at:.1}");
+    let out = Command::new(NW)
+        .args(["condition", "--preset", "5g-dreams", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there are 3g"), "names the presets");
+}
