@@ -193,7 +193,8 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
 /// GeneralizedTime `YYYYMMDDHHMMSSZ` (RFC 5280 §4.1.2.5.2) to Unix seconds.
 fn generalized(b: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(b).ok()?;
-    if s.len() != 15 || !s.ends_with('Z') {
+    // All ASCII digits then 'Z': slicing by byte offsets below cannot split a character.
+    if s.len() != 15 || !s.ends_with('Z') || !s.bytes().take(14).all(|c| c.is_ascii_digit()) {
         return None;
     }
     let text = format!(
@@ -268,6 +269,14 @@ mod tests {
     use crate::der::der;
 
     /// A response shaped like a responder's, with SCTs in a single response's extensions.
+    #[test]
+    fn generalized_times_parse_and_odd_bytes_do_not_panic() {
+        assert_eq!(super::generalized(b"20260101000000Z"), Some(1_767_225_600));
+        assert_eq!(super::generalized("2026010100000éZ".as_bytes()), None);
+        assert_eq!(super::generalized("éé26010100000Z".as_bytes()), None);
+        assert_eq!(super::generalized(b"2026010100000Z"), None);
+    }
+
     #[test]
     fn scts_are_read_from_single_response_extensions() {
         let sct = crate::ct::Sct {
