@@ -58,8 +58,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ),
         None => None,
     };
-    let mut options = options(&args.anchor, &args.ct, false)?;
-    options.revocation = match args.revocation {
+    let options = options(&args.anchor, &args.ct, false)?;
+    let revocation = match args.revocation {
         RevocationArg::Off => None,
         RevocationArg::Soft => Some(Revocation::http()),
         RevocationArg::Hard => Some(Revocation { mode: Mode::HardFail, ..Revocation::http() }),
@@ -70,11 +70,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 .map_err(|e| UsageError(format!("--chain: {e}")))?;
             let policy = if args.client { Policy::Client } else { Policy::Server };
             let host = if args.client { None } else { args.host.as_deref() };
+            let at = at.unwrap_or_else(now);
             let options = Options { policy, ..options };
-            evaluate(&chain, host, at.unwrap_or_else(now), &options)
-                .map_err(|e| UsageError(format!("--chain: {e}")))?
+            let options = match &revocation {
+                Some(r) => r.prepare(&chain, at, &options),
+                None => options,
+            };
+            evaluate(&chain, host, at, &options).map_err(|e| UsageError(format!("--chain: {e}")))?
         }
-        (None, Some(target)) => match online(target, &args, options, at).await? {
+        (None, Some(target)) => match online(target, &args, options, at, revocation).await? {
             Some(e) => e,
             None => return Ok(Outcome::Negative),
         },
@@ -148,9 +152,14 @@ async fn online(
     args: &Args,
     options: Options,
     at: Option<i64>,
+    revocation: Option<Revocation>,
 ) -> anyhow::Result<Option<Evaluation>> {
     let endpoint = Endpoint::parse(target).map_err(|e| UsageError(e.to_string()))?;
-    let verifier = Arc::new(TrustVerifier::new(options, crypto::provider()).at(at));
+    let mut verifier = TrustVerifier::new(options, crypto::provider()).at(at);
+    if let Some(r) = revocation {
+        verifier = verifier.with_revocation(r);
+    }
+    let verifier = Arc::new(verifier);
     let tls =
         tls::ClientOptions { verifier: Some(verifier.clone()), ..tls::ClientOptions::default() }
             .config()?;

@@ -85,8 +85,11 @@ pub struct Options {
     pub log_list: Option<std::sync::Arc<crate::ct::LogList>>,
     /// SCTs that came with the connection (TLS extension, stapled OCSP), beside the embedded ones.
     pub extra_scts: Vec<crate::ct::Sct>,
-    /// Fetch CRLs from the chain's distribution points (see [`crate::revocation`]).
-    pub revocation: Option<crate::revocation::Revocation>,
+    /// CRLs the chain names that could not be had, each with why ([`crate::revocation`]
+    /// fetches them before an evaluation: the evaluation itself does no I/O).
+    pub crls_unavailable: Vec<String>,
+    /// What an unknown revocation status means: it passes (soft fail, the default) or fails.
+    pub revocation: Mode,
     /// The OCSP response the server stapled, if any (see [`crate::ocsp`]).
     pub stapled_ocsp: Option<Vec<u8>>,
 }
@@ -147,13 +150,10 @@ pub fn evaluate(
     let leaf = EndEntityCert::try_from(leaf_der)
         .map_err(|e| TrustError::BadCertificate { index: 0, why: format!("{e:?}") })?;
     let intermediates = &chain[1..];
-    // The CRLs: those given, and those fetched from the chain's distribution points.
-    let hard = options.revocation.as_ref().is_some_and(|r| r.mode == Mode::HardFail);
-    let (fetched, mut unknown) = match &options.revocation {
-        Some(r) => r.lists_for(&chain.iter().map(AsRef::as_ref).collect::<Vec<&[u8]>>(), at),
-        None => (Vec::new(), Vec::new()),
-    };
-    let mut crls: Vec<webpki::CertRevocationList<'_>> = options
+    // The CRLs given (fetched ones included, see `revocation::Revocation::prepare`).
+    let hard = options.revocation == Mode::HardFail;
+    let mut unknown = options.crls_unavailable.clone();
+    let crls: Vec<webpki::CertRevocationList<'_>> = options
         .crls
         .iter()
         .enumerate()
@@ -166,13 +166,6 @@ pub fn evaluate(
             })
         })
         .collect::<Result<_, _>>()?;
-    for der in &fetched {
-        match webpki::BorrowedCertRevocationList::from_der(der) {
-            Ok(crl) => crls.push(crl.into()),
-            Err(e) => unknown.push(format!("a fetched CRL cannot be used: {e:?}")),
-        }
-    }
-    let all_crls: Vec<Vec<u8>> = options.crls.iter().chain(&fetched).cloned().collect();
     let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
     if hard && crl_refs.is_empty() && unknown.is_empty() {
         unknown.push("the chain names no CRL distribution point and no CRL was given".into());
@@ -325,7 +318,7 @@ pub fn evaluate(
     if hard && !unknown.is_empty() {
         certificates[0].problems.push(Problem::RevocationUnknown { why: unknown.join("; ") });
     }
-    for (issuer, why) in profile::check_crls(&all_crls, &ders) {
+    for (issuer, why) in profile::check_crls(&options.crls, &ders) {
         for c in certificates.iter_mut().filter(|c| c.facts.issuer_der == issuer && !c.anchor) {
             c.problems.push(Problem::Invalid { why: why.clone() });
         }

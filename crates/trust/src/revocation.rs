@@ -4,7 +4,9 @@
 //! list that cannot be fetched leaves the certificate's status unknown and the chain passes;
 //! hard fail makes an unknown status a failure.
 //!
-//! The fetcher is called synchronously from the evaluation; the cache makes it rare.
+//! [`Revocation::prepare`] does the fetching before an evaluation and puts the lists into its
+//! [`Options`]: `evaluate` itself does no I/O. The fetcher is synchronous; the cache makes it
+//! rare.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,9 +15,12 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::Options;
 
 /// Gets a CRL's DER from a URL.
 pub trait CrlFetcher: Send + Sync + fmt::Debug {
@@ -51,9 +56,29 @@ impl Revocation {
         }
     }
 
+    /// `options` ready for an evaluation of `chain` at `at`: the CRLs its distribution points
+    /// name added (from the cache while current, else fetched), those that could not be had
+    /// listed with why, and this mode set. The I/O happens here, so `evaluate` stays pure.
+    pub fn prepare(&self, chain: &[CertificateDer<'_>], at: i64, options: &Options) -> Options {
+        let certs: Vec<&[u8]> = chain.iter().map(AsRef::as_ref).collect();
+        let (lists, failures) = self.lists_for(&certs, at);
+        let mut prepared = Options { revocation: self.mode, ..options.clone() };
+        prepared.crls_unavailable.extend(failures);
+        for der in lists {
+            // A list webpki cannot read is "unavailable", not bad input from the caller.
+            match webpki::BorrowedCertRevocationList::from_der(&der) {
+                Ok(_) => prepared.crls.push(der),
+                Err(e) => {
+                    prepared.crls_unavailable.push(format!("a fetched CRL cannot be used: {e:?}"))
+                }
+            }
+        }
+        prepared
+    }
+
     /// The CRLs for `certs` (DER): each distribution point's list, from the cache while its
     /// nextUpdate is after `at`, else fetched. Returns the lists and, per failure, why.
-    pub(crate) fn lists_for(&self, certs: &[&[u8]], at: i64) -> (Vec<Vec<u8>>, Vec<String>) {
+    fn lists_for(&self, certs: &[&[u8]], at: i64) -> (Vec<Vec<u8>>, Vec<String>) {
         let (mut lists, mut failures) = (Vec::new(), Vec::new());
         let mut seen = Vec::new();
         for url in certs.iter().flat_map(|c| distribution_points(c)) {

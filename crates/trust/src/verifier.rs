@@ -17,6 +17,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::cert::Facts;
 use crate::evaluate::{AnchorClass, Evaluation, Options, Policy, evaluate};
+use crate::revocation::Revocation;
 
 /// A rustls verifier backed by [`evaluate`].
 pub struct TrustVerifier {
@@ -28,6 +29,8 @@ pub struct TrustVerifier {
     mandatory: bool,
     /// The subjects of the custom and user-added anchors, sent to clients as acceptable CAs.
     hints: Vec<DistinguishedName>,
+    /// Fetches the CRLs a chain names before each evaluation, when set.
+    revocation: Option<Revocation>,
     last: Mutex<Option<Evaluation>>,
 }
 
@@ -68,12 +71,27 @@ impl TrustVerifier {
             .filter_map(|a| Facts::parse(0, &a.der).ok())
             .map(|f| DistinguishedName::from(f.subject_der))
             .collect();
-        Self { options, provider, at: None, mandatory: true, hints, last: Mutex::new(None) }
+        Self {
+            options,
+            provider,
+            at: None,
+            mandatory: true,
+            hints,
+            revocation: None,
+            last: Mutex::new(None),
+        }
     }
 
     /// Evaluates at `at` (Unix seconds) instead of the handshake's time.
     pub fn at(mut self, at: Option<i64>) -> Self {
         self.at = at;
+        self
+    }
+
+    /// Fetches (and caches) the CRLs each chain names before judging it, with `revocation`'s
+    /// mode.
+    pub fn with_revocation(mut self, revocation: Revocation) -> Self {
+        self.revocation = Some(revocation);
         self
     }
 
@@ -115,7 +133,8 @@ impl TrustVerifier {
         let mut chain = vec![end_entity.clone().into_owned()];
         chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
         let at = self.at.unwrap_or_else(|| i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
-        let evaluation = evaluate(&chain, host, at, options)
+        let prepared = self.revocation.as_ref().map(|r| r.prepare(&chain, at, options));
+        let evaluation = evaluate(&chain, host, at, prepared.as_ref().unwrap_or(options))
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(evaluation.clone());
         if evaluation.trusted() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nw_trust::anchors::load_pem;
 use nw_trust::evaluate::evaluate;
 use nw_trust::ocsp::{OcspError, Status, check};
-use nw_trust::revocation::{CrlCache, Mode, Revocation};
+use nw_trust::revocation::Mode;
 use nw_trust::{Anchor, AnchorClass, Options, Problem, Verdict};
 
 /// A CA, a leaf (serial 0x1234) and a delegated responder, made with openssl in a scratch dir.
@@ -186,11 +186,7 @@ fn a_stapled_revocation_is_fatal_and_a_bad_staple_matters_only_under_hard_fail()
     let at = now();
     let with = |staple: Vec<u8>, mode: Option<Mode>| Options {
         stapled_ocsp: Some(staple),
-        revocation: mode.map(|mode| Revocation {
-            mode,
-            cache: std::sync::Arc::new(CrlCache::default()),
-            ..Revocation::http()
-        }),
+        revocation: mode.unwrap_or_default(),
         ..base.clone()
     };
     let e = evaluate(&chain, Some("ok.example"), at, &with(pki.response("r", true, "ca"), None))

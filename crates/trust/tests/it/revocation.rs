@@ -11,6 +11,7 @@ use nw_trust::evaluate::evaluate;
 use nw_trust::revocation::{Mode, Revocation};
 use nw_trust::time::parse_rfc3339;
 use nw_trust::{Anchor, AnchorClass, Options, Problem, Verdict};
+use rustls_pki_types::CertificateDer;
 
 const DAY: i64 = 86_400;
 
@@ -56,12 +57,19 @@ impl CrlServer {
     }
 }
 
-fn options(ca: &TestCa, revocation: Revocation) -> Options {
-    Options {
+/// Evaluates `chain` under `ca`'s root after `revocation` has fetched what the chain names.
+fn judge(
+    ca: &TestCa,
+    revocation: &Revocation,
+    chain: &[CertificateDer<'static>],
+    host: &str,
+    at: i64,
+) -> nw_trust::Evaluation {
+    let options = Options {
         anchors: vec![Anchor { der: ca.root_der(), class: AnchorClass::Custom }],
-        revocation: Some(revocation),
         ..Options::default()
-    }
+    };
+    evaluate(chain, Some(host), at, &revocation.prepare(chain, at, &options)).unwrap()
 }
 
 #[test]
@@ -74,21 +82,18 @@ fn a_revoked_leaf_fails_fatally_and_the_list_is_cached_until_next_update() {
     let fine = ca.issue(&["good.example"], &profile).unwrap();
     *server.body.lock().unwrap() = ca.crl(&[&revoked], t0(), 7, 1).unwrap();
     let revocation = Revocation::http();
-    let opts = options(&ca, revocation.clone());
 
-    let e = evaluate(&revoked.chain[..1], Some("bad.example"), t0() + DAY, &opts).unwrap();
+    let e = judge(&ca, &revocation, &revoked.chain[..1], "bad.example", t0() + DAY);
     assert_eq!(e.verdict, Verdict::FatalFailure);
     assert_eq!(
         e.failure_lines(),
         ["Certificate 0 “bad.example” has errors: Certificate is revoked;"]
     );
-    assert!(evaluate(&fine.chain[..1], Some("good.example"), t0() + DAY, &opts).unwrap().trusted());
+    assert!(judge(&ca, &revocation, &fine.chain[..1], "good.example", t0() + DAY).trusted());
     assert_eq!(server.hits.load(Ordering::SeqCst), 1, "the second evaluation used the cache");
     assert_eq!(revocation.cache.len(), 1);
     // After nextUpdate the list is fetched again.
-    assert!(
-        evaluate(&fine.chain[..1], Some("good.example"), t0() + 8 * DAY, &opts).unwrap().trusted()
-    );
+    assert!(judge(&ca, &revocation, &fine.chain[..1], "good.example", t0() + 8 * DAY).trusted());
     assert_eq!(server.hits.load(Ordering::SeqCst), 2);
 }
 
@@ -101,13 +106,7 @@ fn a_list_signed_by_someone_else_does_not_revoke() {
         Profile { not_before: Some(t0()), crl_url: Some(server.url.clone()), ..Profile::default() };
     let leaf = ca.issue(&["api.example"], &profile).unwrap();
     *server.body.lock().unwrap() = impostor.crl(&[&leaf], t0(), 7, 1).unwrap();
-    let e = evaluate(
-        &leaf.chain[..1],
-        Some("api.example"),
-        t0() + DAY,
-        &options(&ca, Revocation::http()),
-    )
-    .unwrap();
+    let e = judge(&ca, &Revocation::http(), &leaf.chain[..1], "api.example", t0() + DAY);
     assert!(
         !e.certificates[0].problems.iter().any(|p| matches!(p, Problem::Revoked { .. })),
         "{:?}",
@@ -122,19 +121,9 @@ fn an_unreachable_list_passes_soft_and_fails_hard() {
     let profile =
         Profile { not_before: Some(t0()), crl_url: Some(server.url.clone()), ..Profile::default() };
     let leaf = ca.issue(&["api.example"], &profile).unwrap();
-    assert!(
-        evaluate(
-            &leaf.chain[..1],
-            Some("api.example"),
-            t0() + DAY,
-            &options(&ca, Revocation::http())
-        )
-        .unwrap()
-        .trusted()
-    );
+    assert!(judge(&ca, &Revocation::http(), &leaf.chain[..1], "api.example", t0() + DAY).trusted());
     let hard = Revocation { mode: Mode::HardFail, ..Revocation::http() };
-    let e =
-        evaluate(&leaf.chain[..1], Some("api.example"), t0() + DAY, &options(&ca, hard)).unwrap();
+    let e = judge(&ca, &hard, &leaf.chain[..1], "api.example", t0() + DAY);
     assert_eq!(e.verdict, Verdict::RecoverableFailure);
     assert_eq!(
         e.failure_lines(),
