@@ -49,8 +49,21 @@ pub enum OcspError {
     Stale,
 }
 
-/// Checks a stapled response about `leaf` (DER), issued by `issuer` (DER), at `at`.
-pub fn check(response: &[u8], leaf: &[u8], issuer: &[u8], at: i64) -> Result<Status, OcspError> {
+/// A successful basic response taken apart: what it signs, how, and its single responses.
+struct Basic<'a> {
+    /// tbsResponseData, whole (the signed bytes).
+    tbs: &'a [u8],
+    /// The SEQUENCE OF SingleResponse, content.
+    responses: &'a [u8],
+    /// signatureAlgorithm, content.
+    alg: &'a [u8],
+    signature: &'a [u8],
+    /// The certificates that came with it (a delegated responder's), concatenated.
+    certs: &'a [u8],
+}
+
+/// Walks an OCSPResponse down to its BasicOCSPResponse (RFC 6960 §4.2.1).
+fn basic(response: &[u8]) -> Result<Basic<'_>, OcspError> {
     let malformed = OcspError::Malformed;
     let (_, outer, _) = tlv(response).ok_or(malformed("no OCSPResponse"))?;
     let (tag, status, rest) = tlv(outer).ok_or(malformed("no responseStatus"))?;
@@ -76,6 +89,23 @@ pub fn check(response: &[u8], leaf: &[u8], issuer: &[u8], at: i64) -> Result<Sta
         Some((0xa0, certs, _)) => tlv(certs).map(|(_, c, _)| c).unwrap_or_default(),
         _ => &[],
     };
+    // ResponseData: [0] version?, responderID, producedAt, responses, [1] extensions?
+    let mut fields = tbs_content;
+    let mut responses = None;
+    while let Some((tag, content, rest)) = tlv(fields) {
+        if tag == 0x30 {
+            responses = Some(content);
+        }
+        fields = rest;
+    }
+    let responses = responses.ok_or(malformed("no responses"))?;
+    Ok(Basic { tbs, responses, alg, signature, certs })
+}
+
+/// Checks a stapled response about `leaf` (DER), issued by `issuer` (DER), at `at`.
+pub fn check(response: &[u8], leaf: &[u8], issuer: &[u8], at: i64) -> Result<Status, OcspError> {
+    let malformed = OcspError::Malformed;
+    let Basic { tbs, mut responses, alg, signature, certs } = basic(response)?;
 
     let (_, issuer_cert) =
         X509Certificate::from_der(issuer).map_err(|_| malformed("the issuer"))?;
@@ -87,16 +117,6 @@ pub fn check(response: &[u8], leaf: &[u8], issuer: &[u8], at: i64) -> Result<Sta
     let (_, leaf_cert) = X509Certificate::from_der(leaf).map_err(|_| malformed("the leaf"))?;
     let serial = strip_zeros(leaf_cert.raw_serial());
     let issuer_key_hash = sha256(&issuer_cert.public_key().subject_public_key.data);
-    // ResponseData: [0] version?, responderID, producedAt, responses, [1] extensions?
-    let mut fields = tbs_content;
-    let mut responses = None;
-    while let Some((tag, content, rest)) = tlv(fields) {
-        if tag == 0x30 {
-            responses = Some(content);
-        }
-        fields = rest;
-    }
-    let mut responses = responses.ok_or(malformed("no responses"))?;
     while let Some((_, single, rest)) = tlv(responses) {
         responses = rest;
         let (_, cert_id, after_id) = tlv(single).ok_or(malformed("no CertID"))?;
@@ -216,22 +236,7 @@ pub fn scts(response: &[u8]) -> Vec<crate::ct::Sct> {
     const SCT_OID: &[u8] =
         &[0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0xd6, 0x79, 0x02, 0x04, 0x05];
     let walk = || -> Option<Vec<crate::ct::Sct>> {
-        let (_, outer, _) = tlv(response)?;
-        let (_, _, rest) = tlv(outer)?; // responseStatus
-        let (_, bytes, _) = tlv(rest)?;
-        let (_, bytes, _) = tlv(bytes)?;
-        let (_, basic, _) = tlv(bytes.strip_prefix(BASIC)?)?;
-        let (_, basic, _) = tlv(basic)?;
-        let (_, tbs, _) = tlv(basic)?;
-        let mut fields = tbs;
-        let mut responses = None;
-        while let Some((tag, content, rest)) = tlv(fields) {
-            if tag == 0x30 {
-                responses = Some(content);
-            }
-            fields = rest;
-        }
-        let mut responses = responses?;
+        let mut responses = basic(response).ok()?.responses;
         let mut found = Vec::new();
         while let Some((_, single, rest)) = tlv(responses) {
             responses = rest;
