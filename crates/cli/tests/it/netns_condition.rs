@@ -5,18 +5,16 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::NW;
+use crate::support::{NW, event};
 
-fn namespaces() -> String {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip (iproute2)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[test]
-fn netns_condition_connects_across_a_100ms_link_and_reports_the_counters() {
-    let before = namespaces();
+/// Runs `nw condition CONDITIONS` with `nw cat -l` as the server and `nw cat --json` as the
+/// client; returns stderr's JSON lines (the client's report first) and when the client's race
+/// was won (ms).
+fn cat_across(conditions: &[&str]) -> (Vec<Value>, f64) {
     let out = Command::new(NW)
-        .args(["condition", "--json", "--delay", "50ms", "--server"])
+        .arg("condition")
+        .args(conditions)
+        .arg("--server")
         .arg(format!("{NW} cat -l $NW_SELF 7000"))
         .args(["--", "sh", "-c"])
         .arg(format!("sleep 0.5; echo hi | {NW} cat --json $NW_PEER 7000"))
@@ -26,8 +24,19 @@ fn netns_condition_connects_across_a_100ms_link_and_reports_the_counters() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     let lines: Vec<Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let report = lines.iter().find(|v| v["connection"].is_string()).expect("nw cat's report");
-    let won = report["events"].as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
-    let at = won["at"].as_f64().unwrap();
+    let at = event(report, "won")["at"].as_f64().unwrap();
+    (lines, at)
+}
+
+fn namespaces() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn netns_condition_connects_across_a_100ms_link_and_reports_the_counters() {
+    let before = namespaces();
+    let (lines, at) = cat_across(&["--json", "--delay", "50ms"]);
     eprintln!("nw condition --delay 50ms: nw cat connected in {at:.1} ms");
     assert!((98.0..=150.0).contains(&at), "one round trip of 100 ms: {at:.1}");
     let counters = lines.last().unwrap();
@@ -52,18 +61,7 @@ fn netns_condition_passes_the_clients_status_and_addresses_through() {
 #[test]
 fn netns_condition_presets_carry_their_numbers() {
     // Edge (WebPageTest): 240/200 kbit/s, 840 ms round trip.
-    let out = Command::new(NW)
-        .args(["condition", "--preset", "edge", "--server"])
-        .arg(format!("{NW} cat -l $NW_SELF 7000"))
-        .args(["--", "sh", "-c"])
-        .arg(format!("sleep 0.5; echo hi | {NW} cat --json $NW_PEER 7000"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let report: Value = err.lines().find_map(|l| serde_json::from_str(l).ok()).expect("a report");
-    let won = report["events"].as_array().unwrap().iter().find(|e| e["event"] == "won").unwrap();
-    let at = won["at"].as_f64().unwrap();
+    let (_, at) = cat_across(&["--preset", "edge"]);
     eprintln!("nw condition --preset edge: nw cat connected in {at:.1} ms");
     assert!((838.0..=950.0).contains(&at), "one 840 ms round trip: {at:.1}");
     let out = Command::new(NW)

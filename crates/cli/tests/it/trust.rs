@@ -355,18 +355,12 @@ fn mutual_tls_both_directions() {
         (dir.path("ca.pem"), dir.path("localhost.pem"), dir.path("localhost-key.pem"));
     let (alice, alice_key) = (dir.path("alice.pem"), dir.path("alice-key.pem"));
 
+    // openssl s_server with our certificate, requiring a client identity under our CA.
+    let requiring_identity =
+        ["-cert", &leaf, "-key", &leaf_key, "-CAfile", &ca, "-Verify", "1", "-verify_return_error"];
+
     // nw cat presents its identity to openssl s_server, which requires one.
-    let (mut server, port) = s_server(&[
-        "-cert",
-        &leaf,
-        "-key",
-        &leaf_key,
-        "-CAfile",
-        &ca,
-        "-Verify",
-        "1",
-        "-verify_return_error",
-    ]);
+    let (mut server, port) = s_server(&requiring_identity);
     let port_s = port.to_string();
     let mut client = Command::new(NW)
         .args([
@@ -408,17 +402,7 @@ fn mutual_tls_both_directions() {
     );
 
     // Without an identity the server refuses.
-    let (mut server, port) = s_server(&[
-        "-cert",
-        &leaf,
-        "-key",
-        &leaf_key,
-        "-CAfile",
-        &ca,
-        "-Verify",
-        "1",
-        "-verify_return_error",
-    ]);
+    let (mut server, port) = s_server(&requiring_identity);
     let out = Command::new(NW)
         .args(["cat", "--tls", "--anchor", &ca, "localhost", &port.to_string()])
         .stdin(Stdio::null())

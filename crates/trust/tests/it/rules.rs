@@ -1,6 +1,6 @@
 //! Every rule of the policy layer, with the exact report strings.
 
-use nw_trust::ca::{Issued, KeyKind, Profile, TestCa};
+use nw_trust::ca::{Issued, Profile, TestCa};
 use nw_trust::evaluate::evaluate;
 use nw_trust::time::parse_rfc3339;
 use nw_trust::{
@@ -35,6 +35,13 @@ fn judge(chain: &[CertificateDer<'static>], host: &str, at: i64, options: &Optio
     evaluate(chain, Some(host), at, options).unwrap()
 }
 
+/// A leaf for `names` issued from t0 + 1 day by an intermediate "Test Intermediate" under
+/// `ca`; its chain is leaf, intermediate, root.
+fn via_intermediate(ca: &TestCa, names: &[&str]) -> Issued {
+    let inter = ca.intermediate("Test Intermediate").unwrap();
+    inter.issue(names, &Profile { not_before: Some(t0() + DAY), ..Profile::default() }).unwrap()
+}
+
 /// The leaf alone (what servers that omit the root present, with the intermediates).
 fn presented(issued: &Issued) -> Vec<CertificateDer<'static>> {
     issued.chain[..issued.chain.len() - 1].to_vec()
@@ -43,10 +50,7 @@ fn presented(issued: &Issued) -> Vec<CertificateDer<'static>> {
 #[test]
 fn a_good_chain_proceeds_with_or_without_the_root_presented() {
     let ca = root();
-    let inter = ca.intermediate("Test Intermediate").unwrap();
-    let issued = inter
-        .issue(&["api.example"], &Profile { not_before: Some(t0() + DAY), ..Profile::default() })
-        .unwrap();
+    let issued = via_intermediate(&ca, &["api.example"]);
     let at = t0() + 2 * DAY;
     for chain in [issued.chain.clone(), presented(&issued)] {
         let e = judge(&chain, "api.example", at, &custom(&ca));
@@ -252,10 +256,7 @@ fn an_unknown_root_and_a_missing_intermediate_are_named() {
     assert_eq!(e.failure_lines(), ["Certificate 1 “Test Root” has errors: Root is not trusted;"]);
     let e = judge(&presented(&issued), "api.example", t0() + DAY, &custom(&other));
     assert_eq!(e.failure_lines(), ["Certificate 0 “api.example” has errors: Missing issuer;"]);
-    let inter = ca.intermediate("Test Intermediate").unwrap();
-    let issued = inter
-        .issue(&["api.example"], &Profile { not_before: Some(t0() + DAY), ..Profile::default() })
-        .unwrap();
+    let issued = via_intermediate(&ca, &["api.example"]);
     let e = judge(&issued.chain[..1], "api.example", t0() + 2 * DAY, &custom(&ca));
     assert_eq!(e.failure_lines(), ["Certificate 0 “api.example” has errors: Missing issuer;"]);
     assert!(
@@ -478,7 +479,6 @@ fn bad_input_is_a_typed_error() {
     )
     .unwrap_err();
     assert!(matches!(e, TrustError::BadCertificate { index: 1, .. }), "{e}");
-    let _ = KeyKind::Rsa2048;
 }
 
 #[test]
@@ -514,10 +514,7 @@ fn baseline_requirements_bind_system_anchored_chains_only() {
 #[test]
 fn our_own_test_ca_is_standards_compliant_everywhere() {
     let ca = root();
-    let inter = ca.intermediate("Test Intermediate").unwrap();
-    let issued = inter
-        .issue(&["api.example"], &Profile { not_before: Some(t0() + DAY), ..Profile::default() })
-        .unwrap();
+    let issued = via_intermediate(&ca, &["api.example"]);
     let system = Options {
         anchors: vec![Anchor { der: ca.root_der(), class: AnchorClass::System }],
         ct: CtRequirement::Off,
