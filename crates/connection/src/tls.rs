@@ -195,28 +195,16 @@ impl TestCa {
         self.root.pem()
     }
 
-    /// A server certificate for these names (DNS names or IP literals go in the SAN).
+    /// A server certificate for these names (DNS names or IP literals go in the SAN). Client
+    /// identities and anything more come from nw-trust's `ca`.
     pub fn issue_server(&self, names: &[&str]) -> Result<Issued, TlsError> {
-        self.issue(names, rcgen::ExtendedKeyUsagePurpose::ServerAuth)
-    }
-
-    /// A client certificate (for mutual TLS).
-    pub fn issue_client(&self, name: &str) -> Result<Issued, TlsError> {
-        self.issue(&[name], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
-    }
-
-    fn issue(
-        &self,
-        names: &[&str],
-        usage: rcgen::ExtendedKeyUsagePurpose,
-    ) -> Result<Issued, TlsError> {
         let err = |e: rcgen::Error| TlsError::Config(format!("test certificate: {e}"));
         let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = rcgen::CertificateParams::new(sans).map_err(err)?;
         if let Some(first) = names.first() {
             params.distinguished_name.push(rcgen::DnType::CommonName, *first);
         }
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true; // RFC 5280 §4.2.1.1
         let key = rcgen::KeyPair::generate().map_err(err)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(err)?;
