@@ -64,7 +64,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let written = match &args.what {
         What::Ca { name, days } => {
-            let ca = TestCa::root(name, now() - 3600, *days)?;
+            let ca = TestCa::root(name, crate::trust::now() - 3600, *days)?;
             vec![
                 write(&dir.join("ca.pem"), ca.cert_pem(), false, args.force)?,
                 write(&dir.join("ca-key.pem"), ca.key_pem(), true, args.force)?,
@@ -156,11 +156,6 @@ fn write(path: &Path, text: &str, secret: bool, force: bool) -> anyhow::Result<P
     })?;
     file.write_all(text.as_bytes())?;
     Ok(path.to_owned())
-}
-
-#[allow(clippy::disallowed_methods, reason = "certificates start now")]
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 #[cfg(test)]

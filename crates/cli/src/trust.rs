@@ -231,7 +231,8 @@ fn print(e: &Evaluation, json: bool) {
     }
 }
 
-#[allow(clippy::disallowed_methods, reason = "the verify time defaults to now")]
-fn now() -> i64 {
+/// Now, in Unix seconds: the default verify time, and when `nw cert` certificates start.
+#[allow(clippy::disallowed_methods, reason = "the front end is where the clock is read")]
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
