@@ -276,12 +276,9 @@ pub fn evaluate(
         }
     }
     // Certificate Transparency, with a log list: the leaf's SCTs, its issuer's key.
-    let ct_needed = match options.ct {
-        CtRequirement::Off => false,
-        CtRequirement::SystemAnchored => class == Some(AnchorClass::System),
-        CtRequirement::Always => true,
-    };
-    if ct_needed && let Some(list) = &options.log_list {
+    if ct_required(options.ct, class)
+        && let Some(list) = &options.log_list
+    {
         if list.age_days(at) > crate::ct::STALE_AFTER_DAYS {
             certificates[0].problems.push(Problem::LogListStale { age_days: list.age_days(at) });
         } else {
@@ -425,13 +422,17 @@ fn apply_policy(
             p.push(Problem::ExtendedKeyUsage { needed });
         }
     }
-    let ct_needed = match options.ct {
+    if ct_required(options.ct, class) && options.log_list.is_none() {
+        certs[0].problems.push(Problem::LogListUnavailable);
+    }
+}
+
+/// Whether a chain ending in an anchor of `class` needs Certificate Transparency.
+fn ct_required(requirement: CtRequirement, class: Option<AnchorClass>) -> bool {
+    match requirement {
         CtRequirement::Off => false,
         CtRequirement::SystemAnchored => class == Some(AnchorClass::System),
         CtRequirement::Always => true,
-    };
-    if ct_needed && options.log_list.is_none() {
-        certs[0].problems.push(Problem::LogListUnavailable);
     }
 }
 
