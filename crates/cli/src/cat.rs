@@ -569,19 +569,9 @@ fn client_verifier(
     if args.client_ca.is_empty() {
         return Ok(None);
     }
-    let mut anchors = Vec::new();
-    for path in &args.client_ca {
-        let certs = nw_trust::anchors::load_pem(path)
-            .map_err(|e| crate::UsageError(format!("--client-ca: {e}")))?;
-        anchors.extend(
-            certs
-                .into_iter()
-                .map(|der| nw_trust::Anchor { der, class: nw_trust::AnchorClass::Custom }),
-        );
-    }
     let options = nw_trust::Options {
         policy: nw_trust::Policy::Client,
-        anchors,
+        anchors: crate::trust::custom_anchors(&args.client_ca, "--client-ca")?,
         ct: nw_trust::CtRequirement::Off,
         ..nw_trust::Options::default()
     };

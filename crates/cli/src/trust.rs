@@ -112,17 +112,24 @@ pub(crate) struct CtArgs {
     no_ct: bool,
 }
 
+/// Every certificate in `files` (PEM) as a custom anchor; a bad file is a usage error naming
+/// `flag`.
+pub(crate) fn custom_anchors(files: &[PathBuf], flag: &str) -> anyhow::Result<Vec<Anchor>> {
+    let mut anchors = Vec::new();
+    for file in files {
+        let certs =
+            nw_trust::anchors::load_pem(file).map_err(|e| UsageError(format!("{flag}: {e}")))?;
+        anchors.extend(certs.into_iter().map(|der| Anchor { der, class: AnchorClass::Custom }));
+    }
+    Ok(anchors)
+}
+
 pub(crate) fn options(
     anchor_files: &[PathBuf],
     ct_args: &CtArgs,
     with_system: bool,
 ) -> anyhow::Result<Options> {
-    let mut anchors = Vec::new();
-    for file in anchor_files {
-        let certs =
-            nw_trust::anchors::load_pem(file).map_err(|e| UsageError(format!("--anchor: {e}")))?;
-        anchors.extend(certs.into_iter().map(|der| Anchor { der, class: AnchorClass::Custom }));
-    }
+    let mut anchors = custom_anchors(anchor_files, "--anchor")?;
     if anchors.is_empty() || with_system {
         match nw_trust::anchors::system() {
             Ok(system) => anchors.extend(system),
