@@ -11,6 +11,7 @@ mod cat;
 mod cert;
 mod condition;
 mod doctor;
+mod get;
 mod output;
 mod path;
 mod trust;
@@ -36,6 +37,8 @@ enum Command {
     Condition(Box<condition::Args>),
     /// End-to-end self-check: the path and interfaces now, more with each capability.
     Doctor(doctor::Args),
+    /// Download files: resumable, checkpointed, never half-written.
+    Get(Box<get::Args>),
     /// The network path: satisfied or not, why, over which interfaces.
     Path(path::Args),
     /// Evaluate a certificate chain (a server's, or one in a file) and say what fails.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Cat(args) => cat::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Get(args) => get::run(*args).await,
             Command::Path(args) => path::run(args).await,
             Command::Cert(args) => cert::run(args),
             Command::Condition(args) => condition::run(*args).await,

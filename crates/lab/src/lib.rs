@@ -26,6 +26,7 @@ pub mod dns;
 mod error;
 mod netns;
 pub mod nfqueue;
+pub mod nginx;
 mod process;
 
 pub use counters::TcpCounters;

@@ -1,0 +1,300 @@
+//! `nw get`: downloads that resume where they stopped and never leave a half-written file.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nw_transfer::download::{self, Download};
+use nw_transfer::{Configuration, Event, Session, TransferError};
+
+use crate::trust::CtArgs;
+use crate::{Outcome, UsageError};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// What to download (http:// or https://).
+    #[arg(required = true, value_name = "URL")]
+    urls: Vec<String>,
+    /// Where to save it (one URL only); by default the URL's last path segment, here.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Continue an interrupted download of the same file from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Replace an existing file, or discard an interrupted download of it and start over.
+    #[arg(long)]
+    force: bool,
+    /// The expected SHA-256 (64 hex digits; one URL only): the file is put in place only if
+    /// it matches.
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// Allow plain HTTP to any host (local names and IP literals are always allowed).
+    #[arg(long)]
+    allow_http: bool,
+    /// Extra trust anchors (PEM) for HTTPS. Under the transport-security policy a public name
+    /// must also pass the default trust; local names and IP literals need only these.
+    #[arg(long, value_name = "FILE")]
+    anchor: Vec<PathBuf>,
+    #[command(flatten)]
+    ct: CtArgs,
+    /// Offer only HTTP/1.1 over TLS (no HTTP/2).
+    #[arg(long)]
+    http1: bool,
+    /// Checkpoint without fsync: survives the process being killed, not a power loss.
+    #[arg(long)]
+    no_fsync: bool,
+    /// Give up when no data arrives for this long (seconds).
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    timeout: u64,
+    /// The transfer store (SQLite).
+    #[arg(long, value_name = "FILE", env = "NW_STORE")]
+    store: Option<PathBuf>,
+    /// Progress and results as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    if args.urls.len() > 1 && (args.output.is_some() || args.sha256.is_some()) {
+        return Err(UsageError(
+            "-o and --sha256 apply to one URL; give them once per nw get".into(),
+        )
+        .into());
+    }
+    let sha256 = match &args.sha256 {
+        Some(text) => {
+            Some(download::parse_sha256(text).map_err(|e| UsageError(format!("--sha256: {e}")))?)
+        }
+        None => None,
+    };
+    let mut jobs = Vec::new();
+    for url in &args.urls {
+        let dest = match &args.output {
+            Some(p) => p.clone(),
+            None => PathBuf::from(file_name(url).map_err(UsageError)?),
+        };
+        jobs.push(Download {
+            url: url.clone(),
+            dest,
+            sha256,
+            resume: args.resume,
+            force: args.force,
+        });
+    }
+    let mut config = Configuration {
+        allow_http: args.allow_http,
+        http2: !args.http1,
+        durable: !args.no_fsync,
+        request_timeout: Duration::from_secs(args.timeout.max(1)),
+        ..Configuration::default()
+    };
+    if args.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("https:")) {
+        config.trust = crate::trust::options(&args.anchor, &args.ct, true)?;
+        config.default_trust = crate::trust::options(&[], &args.ct, true)?;
+    }
+    let store = args.store.clone().unwrap_or_else(nw_transfer::store::Store::default_path);
+    let session = Session::new(config, &store)?;
+    let tty = !args.json && std::io::stderr().is_terminal();
+    let mut outcome = Outcome::Success;
+    for job in &jobs {
+        let mut bar = Bar::new(tty);
+        let json = args.json;
+        let url = job.url.clone();
+        let mut on = |event: Event| {
+            if json {
+                let mut value = serde_json::to_value(&event).unwrap_or_default();
+                value["url"] = serde_json::Value::String(url.clone());
+                let _ = crate::output::line(&value.to_string());
+            } else {
+                bar.event(&event);
+            }
+        };
+        let result = session.download(job, &mut on).await;
+        bar.finish();
+        match result {
+            Ok(done) => {
+                if args.json {
+                    let mut value = serde_json::to_value(&done).unwrap_or_default();
+                    value["event"] = "done".into();
+                    crate::output::line(&value.to_string())?;
+                } else {
+                    let rate =
+                        done.metrics.received as f64 / (done.metrics.transfer_ms / 1e3).max(1e-3);
+                    let resumed = match done.resumed_from {
+                        0 => String::new(),
+                        n => format!(", resumed after {}", size(n)),
+                    };
+                    crate::output::error_line(&format!(
+                        "saved {} ({}, {}/s over {}{resumed})",
+                        done.dest.display(),
+                        size(done.bytes),
+                        size(rate),
+                        serde_json::to_value(done.metrics.protocol)
+                            .unwrap_or_default()
+                            .as_str()
+                            .unwrap_or("?"),
+                    ));
+                    if let Some(reason) = &done.restarted {
+                        crate::output::error_line(&format!(
+                            "  restarted from zero: {}",
+                            reason.explain()
+                        ));
+                    }
+                }
+            }
+            Err(e @ (TransferError::Usage(_) | TransferError::Refused(_))) => {
+                return Err(UsageError(e.to_string()).into());
+            }
+            Err(TransferError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                if args.json {
+                    let line = serde_json::json!({"event": "failed", "url": job.url, "error": e.to_string(), "transient": e.transient()});
+                    crate::output::line(&line.to_string())?;
+                } else {
+                    crate::output::error_line(&format!("nw: {}: {e}", job.url));
+                }
+                outcome = Outcome::Negative;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// The file name a URL saves to: its last path segment, percent-decoded.
+fn file_name(url: &str) -> Result<String, String> {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let segment =
+        path.split_once('/').map_or("", |(_, p)| p).rsplit('/').next().unwrap_or_default();
+    let name = percent_decode(segment);
+    match name.as_deref() {
+        Some(n) if !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\0']) => {
+            Ok(n.to_owned())
+        }
+        _ => Err(format!("{url}: the URL names no file to save to; give -o FILE")),
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A byte count for people (binary units).
+fn size(n: impl Into<Size>) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let Size(mut value) = n.into();
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{value:.0} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// A byte count or rate, for [`size`].
+struct Size(f64);
+
+impl From<u64> for Size {
+    fn from(n: u64) -> Self {
+        Self(n as f64)
+    }
+}
+
+impl From<f64> for Size {
+    fn from(n: f64) -> Self {
+        Self(n)
+    }
+}
+
+/// The progress bar on a terminal: percentage, bytes, rate and ETA, redrawn in place.
+struct Bar {
+    tty: bool,
+    drawn: bool,
+}
+
+impl Bar {
+    fn new(tty: bool) -> Self {
+        Self { tty, drawn: false }
+    }
+
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Started { restarted: Some(reason), .. } => {
+                crate::output::error_line(&format!(
+                    "nw: restarting from zero: {}",
+                    reason.explain()
+                ));
+            }
+            Event::Started { not_resumable: Some(why), .. } => {
+                crate::output::error_line(&format!(
+                    "nw: this download cannot be resumed if interrupted: {why}"
+                ));
+            }
+            Event::Started { .. } => {}
+            Event::Progress { written, total, rate } if self.tty => {
+                let (percent, eta) = match total {
+                    Some(t) if *t > 0 => {
+                        let left = t.saturating_sub(*written) as f64 / rate.max(1.0);
+                        (
+                            format!("{:3.0}%", *written as f64 * 100.0 / *t as f64),
+                            format!("  ETA {}", eta(left)),
+                        )
+                    }
+                    _ => ("   ?".to_owned(), String::new()),
+                };
+                let of = total.map_or_else(String::new, |t| format!(" of {}", size(t)));
+                let mut err = std::io::stderr().lock();
+                let _ =
+                    write!(err, "\r\x1b[K{percent} {}{of}  {}/s{eta}", size(*written), size(*rate));
+                let _ = err.flush();
+                self.drawn = true;
+            }
+            Event::Progress { .. } => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            crate::output::error_line("");
+            self.drawn = false;
+        }
+    }
+}
+
+#[allow(clippy::cast_possible_truncation, reason = "a display value: the cast saturates")]
+fn eta(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{}:{:02}", s / 60, s % 60),
+        _ => format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name;
+
+    #[test]
+    fn the_file_name_is_the_last_path_segment_decoded() {
+        assert_eq!(file_name("http://h/a/b/big%20file.iso?x=1#f").unwrap(), "big file.iso");
+        assert!(file_name("http://h/").unwrap_err().contains("give -o FILE"));
+        assert!(file_name("http://h").is_err());
+        assert!(file_name("http://h/a/%2e%2e").is_err());
+        assert!(file_name("http://h/a%2fb").is_err());
+        assert!(file_name("http://h/%zz").is_err());
+    }
+}

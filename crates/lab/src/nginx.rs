@@ -1,0 +1,129 @@
+//! A real nginx on loopback, started for a test or a benchmark and stopped by its guard.
+//!
+//! It serves a directory at `/`, the same directory rate-limited at `/slow/`, and with byte
+//! ranges switched off (`max_ranges 0`: every request gets the whole file, as from a server
+//! that ignores `Range`) at `/norange/`. Plain HTTP always; HTTPS (HTTP/1.1 and HTTP/2) on a
+//! second port when given a certificate.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Child, LabError};
+
+/// How nginx is set up.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// nginx's `limit_rate` for `/slow/` (`"50m"`: 50 MB/s); 1 MB/s when unset.
+    pub slow_rate: Option<String>,
+    /// A certificate chain and key (PEM files) for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// The running server; dropping it stops it and removes its scratch directory.
+#[derive(Debug)]
+pub struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    http: u16,
+    https: Option<u16>,
+}
+
+/// A port free at the moment (nginx binds it right after; a collision fails the start).
+fn free_port() -> Result<u16, LabError> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+impl Nginx {
+    /// Serves `root` on 127.0.0.1.
+    pub fn start(root: &Path, options: &Options) -> Result<Self, LabError> {
+        let exe = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or(LabError::MissingTool { tool: "nginx", package: "nginx-light" })?;
+        let dir =
+            std::env::temp_dir().join(format!("nw-nginx-{}-{}", std::process::id(), free_port()?));
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        let http = free_port()?;
+        let https = options.tls.as_ref().map(|_| free_port()).transpose()?;
+        let root = root.canonicalize()?;
+        let rate = options.slow_rate.as_deref().unwrap_or("1m");
+        let tls_server = match (&options.tls, https) {
+            (Some((cert, key)), Some(port)) => format!(
+                "server {{ listen 127.0.0.1:{port} ssl; http2 on; root {root};
+                   ssl_certificate {cert}; ssl_certificate_key {key};
+                   location /slow/ {{ alias {root}/; limit_rate {rate}; }}
+                   location /norange/ {{ alias {root}/; max_ranges 0; }} }}",
+                root = root.display(),
+                cert = cert.canonicalize()?.display(),
+                key = key.canonicalize()?.display(),
+            ),
+            _ => String::new(),
+        };
+        let d = dir.display();
+        let config = format!(
+            "daemon off; master_process off; worker_processes 1;
+             error_log {d}/error.log; pid {d}/nginx.pid;
+             events {{ worker_connections 256; }}
+             http {{
+               access_log off; sendfile on; tcp_nopush on;
+               client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+               uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+               default_type application/octet-stream;
+               server {{ listen 127.0.0.1:{http}; root {root};
+                 location /slow/ {{ alias {root}/; limit_rate {rate}; }}
+                 location /norange/ {{ alias {root}/; max_ranges 0; }} }}
+               {tls_server}
+             }}",
+            root = root.display(),
+        );
+        std::fs::write(dir.join("nginx.conf"), config)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf"));
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = Child::spawn(cmd)?;
+        let server = Self { child, dir, http, https };
+        server.wait_listening(http)?;
+        if let Some(port) = https {
+            server.wait_listening(port)?;
+        }
+        Ok(server)
+    }
+
+    #[allow(clippy::disallowed_methods, reason = "lab: bounded wait for a server to listen")]
+    fn wait_listening(&self, port: u16) -> Result<(), LabError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        Err(LabError::Timeout {
+            what: format!("nginx listening on {addr} (error.log: {})", log.trim()),
+            ms: 10_000,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// `https://127.0.0.1:PORT{path}`, when started with TLS.
+    pub fn https_url(&self, path: &str) -> Option<String> {
+        self.https.map(|port| format!("https://127.0.0.1:{port}{path}"))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.child.terminate();
+        // A leftover scratch directory is harmless: removal is best-effort.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,681 @@
+//! Downloads to a file that lose nothing: `FILE.part` is written with large writes by a thread
+//! of its own, checkpointed into the store from the first byte (data made durable before the
+//! offset that claims it), resumed with `If-Range`, and renamed to `FILE` only once its length
+//! (and digest, when given) checks out.
+//!
+//! Memory is constant whatever the size: the body moves in 1 MiB chunks through bounded
+//! channels. The optional SHA-256 runs on a thread of its own, off the receive path.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the download driver reads the clock for its timings and progress"
+)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use nw_connection::endpoint::{Endpoint, Url};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::resume::{self, Decision, Partial, Plan, RestartReason};
+use crate::store::{State, Store};
+use crate::{Session, TransferError, http};
+
+/// Body bytes are written in chunks of this size.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight to the writer and to the hasher.
+const WRITE_QUEUE: usize = 8;
+const HASH_QUEUE: usize = 16;
+/// How often progress is reported.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// One download.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub url: String,
+    pub dest: PathBuf,
+    /// The expected SHA-256 of the whole file.
+    pub sha256: Option<[u8; 32]>,
+    /// Continue an interrupted download of `dest` from its checkpoint.
+    pub resume: bool,
+    /// Replace an existing `dest`, or discard an interrupted download of it.
+    pub force: bool,
+}
+
+/// What a download reports while it runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// The response arrived: the body is written from `from`; `total` is the file's length.
+    Started {
+        from: u64,
+        total: Option<u64>,
+        protocol: http::Protocol,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restarted: Option<RestartReason>,
+        /// Why this download could not be resumed later, when the server gave no usable
+        /// validator.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        not_resumable: Option<String>,
+    },
+    /// Bytes of the file written so far (including those resumed from).
+    Progress { written: u64, total: Option<u64>, rate: f64 },
+}
+
+/// A finished download.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finished {
+    pub url: String,
+    pub dest: PathBuf,
+    /// The file's length.
+    pub bytes: u64,
+    /// Where this run started writing (0 unless resumed).
+    pub resumed_from: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted: Option<RestartReason>,
+    /// The file's SHA-256, when one was expected (and matched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub metrics: Metrics,
+}
+
+/// Checkpoint bookkeeping shared by the writer and the syncer.
+#[derive(Debug, Default)]
+struct Ledger {
+    written: u64,
+    committed: u64,
+    done: bool,
+    failed: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    ledger: Mutex<Ledger>,
+    changed: Condvar,
+    written: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Session {
+    /// Downloads `job.url` to `job.dest`, telling `on` each event.
+    pub async fn download(
+        &self,
+        job: &Download,
+        on: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Finished, TransferError> {
+        let started = Instant::now();
+        let url = match Endpoint::parse(&job.url) {
+            Ok(Endpoint::Url(u)) => u,
+            Ok(_) => {
+                return Err(TransferError::Usage(format!(
+                    "{}: not a URL; give http(s)://HOST/PATH",
+                    job.url
+                )));
+            }
+            Err(e) => return Err(TransferError::Usage(e.to_string())),
+        };
+        let security =
+            crate::policy::check(&url, &job.url, self.config.ats, self.config.allow_http)?;
+        let dest = &job.dest;
+        let part = part_path(dest);
+        if dest.exists() && !job.force {
+            return Err(TransferError::Usage(format!(
+                "{} exists; pass --force to replace it",
+                dest.display()
+            )));
+        }
+        let store = &self.store;
+        let record = store.find(dest)?;
+        let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
+        let mut partial = Partial::default();
+        let mut restart: Option<RestartReason> = None;
+        match (&record, part_len) {
+            (Some(r), Some(_)) if r.url != job.url && !job.force => {
+                return Err(TransferError::Usage(format!(
+                    "{} holds part of another download ({}); pass --force to discard it, or choose another -o",
+                    part.display(),
+                    r.url
+                )));
+            }
+            (Some(r), Some(len))
+                if r.state != State::Done && r.offset > 0 && !job.resume && !job.force =>
+            {
+                return Err(TransferError::Usage(format!(
+                    "{} holds {} checkpointed bytes of an interrupted download of {}; add --resume to continue it, or --force to start over",
+                    part.display(),
+                    r.offset.min(len),
+                    r.url
+                )));
+            }
+            (Some(r), Some(len)) if job.resume && r.url == job.url && r.state != State::Done => {
+                if len >= r.offset {
+                    partial = r.partial();
+                } else {
+                    restart = Some(RestartReason::NoRecord);
+                }
+            }
+            (None, Some(len)) if len > 0 && job.resume => restart = Some(RestartReason::NoRecord),
+            (None, Some(len)) if len > 0 && !job.force => {
+                return Err(TransferError::Usage(format!(
+                    "{} exists with no record of what it holds; pass --force to discard it",
+                    part.display()
+                )));
+            }
+            _ => {}
+        }
+        let file = lock_part(&part)?;
+        let resuming = partial.offset > 0;
+        let id = if resuming {
+            record.as_ref().map_or(0, |r| r.id)
+        } else {
+            let hex = job.sha256.map(|d| hex(&d));
+            store.begin(&job.url, dest, hex.as_deref(), false, State::Running)?
+        };
+        if resuming {
+            store.set_state(id, State::Running, None, false)?;
+        }
+
+        let result =
+            self.fetch(job, &url, security, id, partial, restart, (&part, file), started, on).await;
+        match &result {
+            Ok(_) => store.set_state(id, State::Done, None, true)?,
+            Err(e) => {
+                let state = if e.transient() { State::Interrupted } else { State::Failed };
+                store.set_state(id, state, Some(&e.to_string()), true)?;
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of one download")]
+    async fn fetch(
+        &self,
+        job: &Download,
+        url: &Url,
+        security: crate::policy::Security,
+        id: i64,
+        mut partial: Partial,
+        restart: Option<RestartReason>,
+        (part, file): (&Path, File),
+        started: Instant,
+        on: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Finished, TransferError> {
+        let params = self.params(url, security)?;
+        let mut conn = http::connect(url, &params, self.resolver.clone()).await?;
+        let connected_at = started.elapsed();
+        let mut plan = match restart {
+            Some(reason) => Plan::Restart(reason),
+            None => resume::plan(&partial),
+        };
+        // At most two requests: the planned one, and a clean restart if its answer says so.
+        let mut request_at;
+        let (response, decision) = loop {
+            let headers: Vec<(&str, String)> = match &plan {
+                Plan::From { from, if_range } => vec![
+                    ("range", format!("bytes={from}-")),
+                    ("if-range", if_range.header().to_owned()),
+                ],
+                Plan::Whole | Plan::Restart(_) => Vec::new(),
+            };
+            request_at = started.elapsed();
+            let response = conn.get(url, &headers).await?;
+            let h = |name: hyper::header::HeaderName| {
+                response.headers().get(name).and_then(|v| v.to_str().ok())
+            };
+            let view = resume::Response {
+                status: response.status().as_u16(),
+                etag: h(hyper::header::ETAG),
+                last_modified: h(hyper::header::LAST_MODIFIED),
+                date: h(hyper::header::DATE),
+                content_length: h(hyper::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+                content_range: h(hyper::header::CONTENT_RANGE),
+            };
+            let decision = resume::decide(&plan, &partial, &view);
+            match decision {
+                Decision::Retry(reason) if !matches!(plan, Plan::Restart(_)) => {
+                    tracing::debug!("{}: {}", job.url, reason.explain());
+                    drop(response);
+                    plan = Plan::Restart(reason);
+                    // The unread body makes the connection unusable for HTTP/1.1; start afresh.
+                    conn = http::connect(url, &params, self.resolver.clone()).await?;
+                }
+                d => break (response, d),
+            }
+        };
+        let first_byte_at = started.elapsed();
+        let complete = matches!(decision, Decision::Complete);
+        let (from, total, restarted, not_resumable) = match decision {
+            Decision::Fresh { total, validator, restarted } => {
+                let (validator, not_resumable) = match validator {
+                    Ok(v) => (Some(v), None),
+                    Err(why) => (None, Some(why.explain())),
+                };
+                partial = Partial { offset: 0, validator, total };
+                (0, total, restarted, not_resumable)
+            }
+            Decision::Append { from, total } => {
+                partial.total = total.or(partial.total);
+                (from, partial.total, None, None)
+            }
+            Decision::Complete => (partial.offset, partial.total, None, None),
+            Decision::Retry(reason) => {
+                return Err(TransferError::Http(format!(
+                    "{}: {} even when asked for the whole file",
+                    job.url,
+                    reason.explain()
+                )));
+            }
+            Decision::Status(status) => {
+                return Err(TransferError::Status { url: job.url.clone(), status });
+            }
+        };
+        self.store.response(id, partial.validator.as_ref(), total, from)?;
+        on(Event::Started {
+            from,
+            total,
+            protocol: conn.protocol,
+            restarted: restarted.clone(),
+            not_resumable,
+        });
+
+        file.set_len(from).map_err(|e| TransferError::io(part, "cannot truncate it", e))?;
+        let body_start = Instant::now();
+        let received = if complete {
+            Ok((0, None))
+        } else {
+            self.receive(
+                response.into_body(),
+                file,
+                part,
+                id,
+                from,
+                total,
+                job.sha256.is_some(),
+                on,
+            )
+            .await
+        };
+        let (received, digest) = received.map_err(|e| e.with_saved(part))?;
+        let transfer_time = body_start.elapsed();
+        let bytes = from + received;
+        if let Some(t) = total
+            && bytes != t
+        {
+            return Err(TransferError::Incomplete {
+                part: part.to_owned(),
+                got: bytes,
+                expected: t,
+            });
+        }
+        let digest = match (job.sha256, digest) {
+            (Some(expected), Some(got)) if got != expected => {
+                return Err(TransferError::Digest {
+                    part: part.to_owned(),
+                    expected: hex(&expected),
+                    got: hex(&got),
+                });
+            }
+            (Some(_), Some(got)) => Some(hex(&got)),
+            (Some(expected), None) => {
+                // Nothing was received this run (already complete): hash the file.
+                let got = hash_file(part, u64::MAX)?;
+                if got != expected {
+                    return Err(TransferError::Digest {
+                        part: part.to_owned(),
+                        expected: hex(&expected),
+                        got: hex(&got),
+                    });
+                }
+                Some(hex(&got))
+            }
+            (None, _) => None,
+        };
+        std::fs::rename(part, &job.dest).map_err(|e| {
+            TransferError::io(&job.dest, "cannot rename the finished .part to it", e)
+        })?;
+        sync_dir(&job.dest);
+        let metrics = Metrics::new(
+            &conn,
+            connected_at,
+            request_at,
+            first_byte_at,
+            transfer_time,
+            received,
+            from,
+        );
+        Ok(Finished {
+            url: job.url.clone(),
+            dest: job.dest.clone(),
+            bytes,
+            resumed_from: from,
+            restarted,
+            sha256: digest,
+            metrics,
+        })
+    }
+
+    /// Streams `body` into `file` from `from`; returns the bytes received and, when asked, the
+    /// SHA-256 of the whole file.
+    #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of one body")]
+    async fn receive(
+        &self,
+        mut body: hyper::body::Incoming,
+        mut file: File,
+        part: &Path,
+        id: i64,
+        from: u64,
+        total: Option<u64>,
+        hash: bool,
+        on: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<(u64, Option<[u8; 32]>), TransferError> {
+        file.seek(SeekFrom::Start(from)).map_err(|e| TransferError::io(part, "cannot seek", e))?;
+        let shared = Arc::new(Shared::default());
+        {
+            let mut l = shared.lock();
+            l.written = from;
+            l.committed = from;
+        }
+        shared.written.store(from, Ordering::Relaxed);
+        let interval = self.config.checkpoint_bytes.max(CHUNK as u64);
+        let durable = self.config.durable;
+        let sync_file = file
+            .try_clone()
+            .map_err(|e| TransferError::io(part, "cannot duplicate its descriptor", e))?;
+        let store = self.store.clone();
+        let syncer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("nw-checkpoint".into())
+                .spawn(move || checkpoints(&shared, &sync_file, &store, id, interval, durable))
+                .map_err(|e| TransferError::io(part, "cannot start the checkpoint thread", e))?
+        };
+        // However receiving ends (dropped mid-way included), the checkpoint thread is told, and
+        // makes a last checkpoint of what the writer wrote.
+        let _finish = Finish(shared.clone());
+        let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("nw-write".into())
+                .spawn(move || -> std::io::Result<()> {
+                    while let Some(chunk) = rx.blocking_recv() {
+                        file.write_all(&chunk)?;
+                        let mut l = shared.lock();
+                        l.written += chunk.len() as u64;
+                        shared.written.store(l.written, Ordering::Relaxed);
+                        shared.changed.notify_all();
+                        // Never run more than one checkpoint interval ahead of the store.
+                        while l.written - l.committed >= interval && l.failed.is_none() {
+                            l = shared
+                                .changed
+                                .wait(l)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| TransferError::io(part, "cannot start the writer thread", e))?
+        };
+        let (hash_tx, hasher) = if hash {
+            let (htx, mut hrx) = mpsc::channel::<Bytes>(HASH_QUEUE);
+            let prefix = part.to_owned();
+            let handle = std::thread::Builder::new()
+                .name("nw-sha256".into())
+                .spawn(move || -> std::io::Result<Option<[u8; 32]>> {
+                    let Some(mut ctx) = nw_connection::crypto::sha256() else { return Ok(None) };
+                    if from > 0 {
+                        feed_file(&prefix, from, &mut *ctx)?;
+                    }
+                    while let Some(chunk) = hrx.blocking_recv() {
+                        ctx.update(&chunk);
+                    }
+                    Ok(ctx.finish().as_ref().try_into().ok())
+                })
+                .map_err(|e| TransferError::io(part, "cannot start the hashing thread", e))?;
+            (Some(htx), Some(handle))
+        } else {
+            (None, None)
+        };
+
+        let started = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut received: u64 = 0;
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let idle = self.config.request_timeout;
+        let outcome: Result<(), TransferError> = async {
+            loop {
+                let frame = match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => {
+                        return Err(TransferError::Timeout(format!(
+                            "no data for {} s",
+                            idle.as_secs()
+                        )));
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(TransferError::Lost(e.to_string())),
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                let Ok(data) = frame.into_data() else { continue };
+                received += data.len() as u64;
+                let chunk = if buf.is_empty() && data.len() >= CHUNK / 2 {
+                    Some(data)
+                } else {
+                    buf.extend_from_slice(&data);
+                    (buf.len() >= CHUNK).then(|| buf.split().freeze())
+                };
+                if let Some(chunk) = chunk {
+                    send(&tx, hash_tx.as_ref(), chunk).await?;
+                    if buf.capacity() < CHUNK {
+                        buf.reserve(CHUNK);
+                    }
+                }
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    let written = shared.written.load(Ordering::Relaxed);
+                    let rate = (written - from) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    on(Event::Progress { written, total, rate });
+                }
+            }
+            if !buf.is_empty() {
+                send(&tx, hash_tx.as_ref(), buf.split().freeze()).await?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        drop(hash_tx);
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
+        drop(_finish);
+        let synced = syncer.join().unwrap_or_else(|_| Err("the checkpoint thread panicked".into()));
+        let digest = match hasher.map(std::thread::JoinHandle::join) {
+            Some(Ok(Ok(d))) => d,
+            Some(Ok(Err(e))) => {
+                return Err(TransferError::io(part, "cannot read it back to hash it", e));
+            }
+            Some(Err(_)) => return Err(TransferError::Http("the hashing thread panicked".into())),
+            None => None,
+        };
+        wrote.map_err(|e| TransferError::io(part, "cannot write it", e))?;
+        synced.map_err(TransferError::Checkpoint)?;
+        outcome?;
+        let written = shared.written.load(Ordering::Relaxed);
+        let rate = (written - from) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        on(Event::Progress { written, total, rate });
+        Ok((received, digest))
+    }
+}
+
+/// Tells the checkpoint thread that no more data is coming.
+struct Finish(Arc<Shared>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.0.lock().done = true;
+        self.0.changed.notify_all();
+    }
+}
+
+/// Opens `FILE.part` (creating it) and takes an exclusive lock on it, so two processes never
+/// write one download.
+fn lock_part(part: &Path) -> Result<File, TransferError> {
+    use std::os::fd::AsRawFd as _;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(part)
+        .map_err(|e| TransferError::io(part, "cannot open it for writing", e))?;
+    // SAFETY: flock(2) on a descriptor we own; no memory involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(TransferError::Usage(format!(
+            "{} is locked: another nw is downloading to it; wait for it, or stop it first",
+            part.display()
+        )));
+    }
+    Ok(file)
+}
+
+async fn send(
+    tx: &mpsc::Sender<Bytes>,
+    hash: Option<&mpsc::Sender<Bytes>>,
+    chunk: Bytes,
+) -> Result<(), TransferError> {
+    if let Some(h) = hash {
+        h.send(chunk.clone())
+            .await
+            .map_err(|_| TransferError::Http("the hashing thread stopped".into()))?;
+    }
+    tx.send(chunk)
+        .await
+        .map_err(|_| TransferError::Http("the writer thread stopped (see the write error)".into()))
+}
+
+/// The checkpoint thread: every half interval written (or every second), makes the data durable
+/// and then records its offset; once more at the end.
+fn checkpoints(
+    shared: &Shared,
+    file: &File,
+    store: &Store,
+    id: i64,
+    interval: u64,
+    durable: bool,
+) -> Result<(), String> {
+    let mut l = shared.lock();
+    loop {
+        let due = l.written - l.committed >= interval / 2;
+        if !due && !l.done {
+            let (next, _) = shared
+                .changed
+                .wait_timeout(l, Duration::from_secs(1))
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            l = next;
+            if l.written == l.committed && !l.done {
+                continue;
+            }
+        }
+        let target = l.written;
+        let done = l.done;
+        if target > l.committed {
+            drop(l);
+            let result = (if durable {
+                file.sync_data().map_err(|e| format!("fsync: {e}"))
+            } else {
+                Ok(())
+            })
+            .and_then(|()| store.checkpoint(id, target).map_err(|e| e.to_string()));
+            l = shared.lock();
+            match result {
+                Ok(()) => l.committed = target,
+                Err(e) => {
+                    l.failed = Some(e.clone());
+                    shared.changed.notify_all();
+                    return Err(e);
+                }
+            }
+            shared.changed.notify_all();
+        }
+        if done && l.committed == l.written {
+            return Ok(());
+        }
+    }
+}
+
+fn feed_file(
+    path: &Path,
+    len: u64,
+    ctx: &mut dyn rustls::crypto::hash::Context,
+) -> std::io::Result<()> {
+    let mut file = File::open(path)?.take(len);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        ctx.update(&buf[..n]);
+    }
+}
+
+fn hash_file(path: &Path, len: u64) -> Result<[u8; 32], TransferError> {
+    let mut ctx = nw_connection::crypto::sha256()
+        .ok_or_else(|| TransferError::Http("SHA-256 is unavailable".into()))?;
+    feed_file(path, len, &mut *ctx)
+        .map_err(|e| TransferError::io(path, "cannot read it to hash it", e))?;
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .map_err(|_| TransferError::Http("SHA-256 gave the wrong length".into()))
+}
+
+/// `FILE.part`.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+/// Makes a rename durable.
+fn sync_dir(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a 64-digit hex SHA-256.
+pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{text:?} is not a SHA-256: give 64 hex digits"));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,211 @@
+//! `nw-transfer`: sessions and downloads that never lose a completed byte.
+//!
+//! - [`Session`]: an immutable [`Configuration`] (timeouts, connectivity waits, the
+//!   transport-security policy, trust, durability) and the persistent [`store::Store`].
+//! - [`download`]: downloads to `FILE.part`, checkpointed, resumed with `If-Range`, renamed to
+//!   `FILE` only when complete.
+//! - [`resume`]: what to ask for and what a response means, as pure logic.
+//! - [`scheduler`]: the background scheduler as a machine in virtual time (the resume-rate
+//!   limiter, batches, discretionary waits, retries), each wait with its reason.
+//! - [`policy`]: the ATS-like policy for HTTP loads.
+//! - [`metrics`]: per-task timings and facts.
+//!
+//! HTTP/1.1 and HTTP/2 run over hyper on connections from nw-connection (the Happy Eyeballs
+//! race, TLS through nw-trust).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nw_connection::driver::{Params, Resolver};
+use nw_connection::endpoint::Url;
+use nw_connection::tls;
+
+pub mod download;
+mod http;
+pub mod metrics;
+pub mod policy;
+pub mod resume;
+pub mod scheduler;
+pub mod store;
+
+pub use download::{Download, Event, Finished};
+pub use http::Protocol;
+
+/// A session's settings, fixed when the session is made.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    /// The longest wait for the next bytes of a response (and for a connection).
+    pub request_timeout: Duration,
+    /// While no path satisfies the conditions, wait for one instead of failing.
+    pub waits_for_connectivity: bool,
+    /// Use paths nw-path marks expensive (cellular, hotspots).
+    pub allows_expensive: bool,
+    /// Use paths nw-path marks constrained (low-data mode).
+    pub allows_constrained: bool,
+    /// The transport-security policy (HTTPS required, default trust must pass). On by default.
+    pub ats: bool,
+    /// The per-load exemption: allow plain HTTP to any host.
+    pub allow_http: bool,
+    /// Offer HTTP/2 in ALPN.
+    pub http2: bool,
+    /// The caller's trust settings.
+    pub trust: nw_trust::Options,
+    /// The unloosened default trust ATS also requires (system anchors, CT as by default).
+    pub default_trust: nw_trust::Options,
+    /// Make data durable (fsync) before a checkpoint claims it. Without, a checkpoint survives
+    /// the process being killed but not the machine losing power.
+    pub durable: bool,
+    /// The most a download runs ahead of its last checkpoint: what a `kill -9` can cost.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for Configuration {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(60),
+            waits_for_connectivity: false,
+            allows_expensive: true,
+            allows_constrained: true,
+            ats: true,
+            allow_http: false,
+            http2: true,
+            trust: nw_trust::Options::default(),
+            default_trust: nw_trust::Options::default(),
+            durable: true,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A session: its configuration, a resolver, and the store.
+#[derive(Debug)]
+pub struct Session {
+    config: Configuration,
+    resolver: Arc<Resolver>,
+    store: Arc<store::Store>,
+}
+
+impl Session {
+    /// A session over the store at `store_path`.
+    pub fn new(config: Configuration, store_path: &Path) -> Result<Self, TransferError> {
+        let store = Arc::new(store::Store::open(store_path)?);
+        Ok(Self { config, resolver: Arc::new(Resolver::from_system()), store })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Configuration {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &store::Store {
+        &self.store
+    }
+
+    /// Connection parameters for `url`, secured as the policy said.
+    fn params(&self, url: &Url, security: policy::Security) -> Result<Params, TransferError> {
+        let mut params = Params::default();
+        if self.config.waits_for_connectivity {
+            params.path = Some(nw_path::Conditions {
+                prohibit_expensive: !self.config.allows_expensive,
+                prohibit_constrained: !self.config.allows_constrained,
+                ..nw_path::Conditions::default()
+            });
+        }
+        params.race.timeout = self.config.request_timeout;
+        if url.scheme == "https" {
+            let provider = nw_connection::crypto::provider();
+            let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match security {
+                policy::Security::Ats => Arc::new(nw_trust::ats::AtsVerifier::new(
+                    self.config.trust.clone(),
+                    self.config.default_trust.clone(),
+                    provider,
+                )),
+                policy::Security::Exempt(_) => Arc::new(nw_trust::verifier::TrustVerifier::new(
+                    self.config.trust.clone(),
+                    provider,
+                )),
+            };
+            let mut alpn = Vec::new();
+            if self.config.http2 {
+                alpn.push(b"h2".to_vec());
+            }
+            alpn.push(b"http/1.1".to_vec());
+            let options = tls::ClientOptions {
+                verifier: Some(verifier),
+                alpn,
+                ..tls::ClientOptions::default()
+            };
+            params.tls = Some(options.config().map_err(|e| TransferError::Http(e.to_string()))?);
+        }
+        Ok(params)
+    }
+}
+
+/// Why a transfer failed. Each message says what happened and what to try.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Refused(#[from] policy::Refused),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Connect(Box<nw_connection::driver::ConnectError>),
+    #[error("{0}")]
+    Http(String),
+    #[error("{url}: the server answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("the connection was lost: {0}")]
+    Lost(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{}: {what}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpointing failed: {0}")]
+    Checkpoint(String),
+    #[error("{}: got {got} bytes where the server announced {expected}; run again with --resume to fetch the rest", part.display())]
+    Incomplete { part: PathBuf, got: u64, expected: u64 },
+    #[error("{}: SHA-256 is {got}, not the expected {expected}; the file was not put in place", part.display())]
+    Digest { part: PathBuf, expected: String, got: String },
+    #[error("{source}; {} holds what was received and checkpointed; run again with --resume to continue", part.display())]
+    Saved {
+        part: PathBuf,
+        #[source]
+        source: Box<TransferError>,
+    },
+}
+
+impl TransferError {
+    fn io(path: &Path, what: &'static str, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), what, source }
+    }
+
+    /// Whether trying again later may succeed (the transfer stays resumable).
+    pub fn transient(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Lost(_) | Self::Timeout(_) | Self::Incomplete { .. } => true,
+            Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            Self::Saved { source, .. } => source.transient(),
+            _ => false,
+        }
+    }
+
+    /// Says that what was received is kept in `part` (when the body had started).
+    fn with_saved(self, part: &Path) -> Self {
+        match self {
+            e @ (Self::Lost(_) | Self::Timeout(_)) => {
+                Self::Saved { part: part.to_owned(), source: Box::new(e) }
+            }
+            e => e,
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Task metrics, the URLSessionTaskMetrics analogue: where the time went and what was used.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::http::{Connection, Protocol};
+
+/// One request's timings (milliseconds from the task's start) and facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metrics {
+    /// The first address answer (absent for an IP literal or a cached name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_ms: Option<f64>,
+    /// The connection was ready: TCP, and TLS when there is TLS.
+    pub connected_ms: f64,
+    /// The request went out.
+    pub request_ms: f64,
+    /// The response head arrived.
+    pub first_byte_ms: f64,
+    /// Receiving the body took this long.
+    pub transfer_ms: f64,
+    pub protocol: Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<SocketAddr>,
+    /// Whether the connection had carried an earlier request.
+    pub reused: bool,
+    /// Body bytes received in this run.
+    pub received: u64,
+    /// Bytes already on disk that this run resumed after.
+    pub resumed_from: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl Metrics {
+    pub(crate) fn new(
+        conn: &Connection,
+        connected: Duration,
+        request: Duration,
+        first_byte: Duration,
+        transfer: Duration,
+        received: u64,
+        resumed_from: u64,
+    ) -> Self {
+        let report = &conn.report;
+        let race_start = connected.saturating_sub(report.ready_after().unwrap_or_default());
+        let dns = report.events.iter().find_map(|e| match e {
+            nw_connection::happy_eyeballs::Event::Answer { at, .. } => Some(*at),
+            _ => None,
+        });
+        Self {
+            dns_ms: dns.map(|d| ms(race_start + d)),
+            connected_ms: ms(connected),
+            request_ms: ms(request),
+            first_byte_ms: ms(first_byte),
+            transfer_ms: ms(transfer),
+            protocol: conn.protocol,
+            tls: report.tls.as_ref().map(|t| format!("{} {}", t.version, t.cipher)),
+            remote: report.connected,
+            reused: false,
+            received,
+            resumed_from,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The transport-security policy for HTTP loads (the ATS analogue, HTTP-9), applied here and
+//! only here: a raw TCP or TLS connection is unaffected (A19).
+//!
+//! With the policy on, a load must be HTTPS, and the server's chain must pass both the
+//! caller's trust settings and the default ones (A20, through `nw_trust::ats::AtsVerifier`).
+//! Exempt, as local networking is: IP literals, `localhost` (and names under it), unqualified
+//! names (no dot) and `.local` names. For those, plain HTTP is allowed and the caller's trust
+//! settings alone decide. `allow_http` is the per-load exemption for arbitrary HTTP loads.
+
+use nw_connection::endpoint::Url;
+
+/// How a load is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// HTTPS under the full policy.
+    Ats,
+    /// A local-networking exemption (the reason), or an allowed HTTP load.
+    Exempt(&'static str),
+}
+
+/// Why a URL cannot be loaded under the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "insecure load blocked: {url} is plain HTTP and {host} is not a local name; use https://, or pass --allow-http to load it anyway"
+    )]
+    InsecureLoad { url: String, host: String },
+    #[error(
+        "{url}: FTP is not supported; download it another way and check it against a published digest"
+    )]
+    Ftp { url: String },
+    #[error("{url}: only http:// and https:// URLs can be loaded")]
+    Scheme { url: String },
+}
+
+/// Whether `url` may be loaded, and how it is secured.
+pub fn check(url: &Url, text: &str, ats: bool, allow_http: bool) -> Result<Security, Refused> {
+    let exempt = local_exemption(&url.host);
+    match url.scheme.as_str() {
+        "https" if !ats => Ok(Security::Exempt("the transport-security policy is off")),
+        "https" => Ok(exempt.map_or(Security::Ats, Security::Exempt)),
+        "http" => match exempt {
+            Some(why) => Ok(Security::Exempt(why)),
+            None if allow_http || !ats => Ok(Security::Exempt("HTTP loads were allowed")),
+            None => Err(Refused::InsecureLoad { url: text.to_owned(), host: url.host.clone() }),
+        },
+        "ftp" | "ftps" => Err(Refused::Ftp { url: text.to_owned() }),
+        _ => Err(Refused::Scheme { url: text.to_owned() }),
+    }
+}
+
+/// The local-networking exemption that covers `host`, if any.
+pub fn local_exemption(host: &str) -> Option<&'static str> {
+    let host = host.trim_end_matches('.');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        Some("an IP literal")
+    } else if host == "localhost" || host.ends_with(".localhost") {
+        Some("localhost")
+    } else if !host.contains('.') {
+        Some("an unqualified name")
+    } else if host.ends_with(".local") {
+        Some("a .local name")
+    } else {
+        None
+    }
+}

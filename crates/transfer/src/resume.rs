@@ -1,0 +1,298 @@
+//! Resume decisions, as pure logic: what to ask for given what is already on disk, and what a
+//! response means for the bytes already there.
+//!
+//! The rule that keeps a resumed file correct: every ranged request carries `If-Range` with a
+//! strong validator, so a server whose file changed answers with the whole new file (200)
+//! instead of a range of it (RFC 9110 §13.1.5). A weak ETag may not be used there, and a
+//! Last-Modified date only when it is strong — at least a second older than the response's
+//! `Date` (RFC 9110 §8.8.2.2). Without a usable validator nothing is resumed: the download
+//! restarts from zero and says so.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// What identifies one version of the resource, as the server gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Validator {
+    /// A strong entity tag, quotes included (`"5f1-64a"`).
+    Etag(String),
+    /// A Last-Modified date that is strong (an HTTP-date, as sent).
+    LastModified(String),
+}
+
+impl Validator {
+    /// The strong validator a response offers, if any: its ETag unless weak, else its
+    /// Last-Modified when that is at least a second before its Date.
+    pub fn from_response(
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+        date: Option<&str>,
+    ) -> Result<Self, Unusable> {
+        if let Some(tag) = etag.map(str::trim) {
+            if tag.starts_with("W/") {
+                return Err(Unusable::WeakEtag(tag.to_owned()));
+            }
+            if tag.len() >= 2 && tag.starts_with('"') && tag.ends_with('"') {
+                return Ok(Self::Etag(tag.to_owned()));
+            }
+        }
+        let Some(modified) = last_modified.map(str::trim) else { return Err(Unusable::None) };
+        let parsed = httpdate::parse_http_date(modified);
+        let date = date.and_then(|d| httpdate::parse_http_date(d.trim()).ok());
+        match (parsed, date) {
+            (Ok(m), Some(d))
+                if d.duration_since(m).unwrap_or_default() >= Duration::from_secs(1) =>
+            {
+                Ok(Self::LastModified(modified.to_owned()))
+            }
+            (Ok(_), _) => Err(Unusable::RecentDate(modified.to_owned())),
+            (Err(_), _) => Err(Unusable::None),
+        }
+    }
+
+    /// The value for `If-Range`.
+    pub fn header(&self) -> &str {
+        match self {
+            Self::Etag(v) | Self::LastModified(v) => v,
+        }
+    }
+
+    /// Whether a response's headers name this same version (strong comparison).
+    pub fn matches(&self, etag: Option<&str>, last_modified: Option<&str>) -> bool {
+        match self {
+            Self::Etag(v) => etag.is_some_and(|e| e.trim() == v),
+            Self::LastModified(v) => {
+                let ours = httpdate::parse_http_date(v).ok();
+                let theirs = last_modified.and_then(|m| httpdate::parse_http_date(m.trim()).ok());
+                ours.is_some() && ours == theirs
+            }
+        }
+    }
+}
+
+/// Why a response offers no validator a resume could rely on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// Neither an ETag nor a Last-Modified date.
+    None,
+    /// Only a weak ETag, which If-Range may not carry.
+    WeakEtag(String),
+    /// A Last-Modified date less than a second before the response's Date, or no Date: the
+    /// file may change again within the same second.
+    RecentDate(String),
+}
+
+impl Unusable {
+    /// A sentence for the user.
+    pub fn explain(&self) -> String {
+        match self {
+            Self::None => "the server sent neither an ETag nor a Last-Modified date".into(),
+            Self::WeakEtag(t) => {
+                format!("the server's ETag {t} is weak, and a range needs a strong one")
+            }
+            Self::RecentDate(d) => {
+                format!("the Last-Modified date {d} is too recent to tell versions apart")
+            }
+        }
+    }
+}
+
+/// What was already downloaded, as the store recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Partial {
+    /// Bytes on disk, durable, that the checkpoint vouches for.
+    pub offset: u64,
+    /// The version they belong to, if a strong validator was recorded.
+    pub validator: Option<Validator>,
+    /// The full length, when known.
+    pub total: Option<u64>,
+}
+
+/// What to ask the server for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The whole resource.
+    Whole,
+    /// The whole resource again, discarding the bytes on disk, and why.
+    Restart(RestartReason),
+    /// `Range: bytes=from-` with `If-Range: validator`.
+    From { from: u64, if_range: Validator },
+}
+
+/// Why bytes already downloaded were given up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartReason {
+    /// No strong validator was recorded, so nothing says the bytes on disk are of the current
+    /// version.
+    NoValidator,
+    /// A partial file was found with no record of what it holds.
+    NoRecord,
+    /// The server's version changed since the bytes on disk were fetched.
+    Changed,
+    /// The server ignored the Range header and sent the whole resource.
+    RangeIgnored,
+    /// The server answered a range other than the one asked for.
+    WrongRange,
+    /// The server refused the range (416) and the recorded length does not say the file is
+    /// complete.
+    RangeRefused,
+}
+
+impl RestartReason {
+    /// A sentence for the user.
+    pub fn explain(&self) -> &'static str {
+        match self {
+            Self::NoValidator => {
+                "no validator was recorded for the partial file, so it cannot be trusted to match the server's current version"
+            }
+            Self::NoRecord => "a partial file exists but the store has no record of what it holds",
+            Self::Changed => {
+                "the file changed on the server since the partial download (its validator differs)"
+            }
+            Self::RangeIgnored => "the server ignored the range request and sent the whole file",
+            Self::WrongRange => "the server sent a different range from the one asked for",
+            Self::RangeRefused => "the server refused the range (416)",
+        }
+    }
+}
+
+/// The request to make for `partial`.
+pub fn plan(partial: &Partial) -> Plan {
+    match (&partial.validator, partial.offset) {
+        (_, 0) => Plan::Whole,
+        (None, _) => Plan::Restart(RestartReason::NoValidator),
+        (Some(v), from) => Plan::From { from, if_range: v.clone() },
+    }
+}
+
+/// The parts of a response a decision needs.
+#[derive(Debug, Clone, Default)]
+pub struct Response<'a> {
+    pub status: u16,
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+    pub date: Option<&'a str>,
+    pub content_length: Option<u64>,
+    pub content_range: Option<&'a str>,
+}
+
+/// What to do with the body of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Write the body from offset 0 (truncating what is there). `total` is the full length
+    /// when the server gave it; `validator` is what to record (or why there is none);
+    /// `restarted` says why earlier bytes were dropped, if there were any.
+    Fresh {
+        total: Option<u64>,
+        validator: Result<Validator, Unusable>,
+        restarted: Option<RestartReason>,
+    },
+    /// Append the body at `from`; the full length is `total`.
+    Append { from: u64, total: Option<u64> },
+    /// Nothing to fetch: the bytes on disk are the whole file.
+    Complete,
+    /// Ask again for the whole resource, without a range, for this reason.
+    Retry(RestartReason),
+    /// The server failed the request.
+    Status(u16),
+}
+
+/// What `response` means after asking as `plan` said.
+pub fn decide(plan: &Plan, partial: &Partial, response: &Response<'_>) -> Decision {
+    let validator =
+        || Validator::from_response(response.etag, response.last_modified, response.date);
+    let asked_from = match plan {
+        Plan::From { from, .. } => Some(*from),
+        Plan::Whole | Plan::Restart(_) => None,
+    };
+    match response.status {
+        200 => Decision::Fresh {
+            total: response.content_length,
+            validator: validator(),
+            restarted: match (plan, asked_from) {
+                (Plan::Restart(reason), _) => Some(reason.clone()),
+                (Plan::From { if_range, .. }, Some(_)) => {
+                    Some(if if_range.matches(response.etag, response.last_modified) {
+                        RestartReason::RangeIgnored
+                    } else {
+                        RestartReason::Changed
+                    })
+                }
+                _ => None,
+            },
+        },
+        206 => {
+            let Some(from) = asked_from else { return Decision::Retry(RestartReason::WrongRange) };
+            let Some(range) = response.content_range.and_then(ContentRange::parse) else {
+                return Decision::Retry(RestartReason::WrongRange);
+            };
+            let same = match plan {
+                Plan::From { if_range, .. } => {
+                    if_range.matches(response.etag, response.last_modified)
+                }
+                _ => false,
+            };
+            if !same {
+                // If-Range should have prevented this; the bytes on disk may be of another version.
+                return Decision::Retry(RestartReason::Changed);
+            }
+            match range {
+                ContentRange::Bytes { first, last, total } if first == from && last >= first => {
+                    Decision::Append { from, total }
+                }
+                _ => Decision::Retry(RestartReason::WrongRange),
+            }
+        }
+        416 => {
+            let total =
+                response.content_range.and_then(ContentRange::parse).and_then(|r| match r {
+                    ContentRange::Unsatisfied { total } => Some(total),
+                    ContentRange::Bytes { .. } => None,
+                });
+            match (asked_from, total, partial.total) {
+                (Some(from), Some(t), Some(recorded)) if t == from && recorded == from => {
+                    Decision::Complete
+                }
+                _ => Decision::Retry(RestartReason::RangeRefused),
+            }
+        }
+        s => Decision::Status(s),
+    }
+}
+
+/// A `Content-Range` header (RFC 9110 §14.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentRange {
+    /// `bytes FIRST-LAST/TOTAL` (`TOTAL` may be `*`).
+    Bytes { first: u64, last: u64, total: Option<u64> },
+    /// `bytes */TOTAL`, with 416.
+    Unsatisfied { total: u64 },
+}
+
+impl ContentRange {
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.trim().strip_prefix("bytes ")?.trim_start();
+        let (range, total) = rest.split_once('/')?;
+        let total = match total.trim() {
+            "*" => None,
+            t => Some(t.parse().ok()?),
+        };
+        if range == "*" {
+            return Some(Self::Unsatisfied { total: total? });
+        }
+        let (first, last) = range.split_once('-')?;
+        let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+        if last < first || total.is_some_and(|t| last >= t) {
+            return None;
+        }
+        Some(Self::Bytes { first, last, total })
+    }
+}
+
+/// An HTTP-date for `Date`-like headers in tests and servers.
+pub fn http_date(at: SystemTime) -> String {
+    httpdate::fmt_http_date(at)
+}

@@ -1,0 +1,325 @@
+//! The persistent store of transfers: one SQLite file in WAL mode, embedded (rusqlite with the
+//! bundled SQLite).
+//!
+//! A row per destination file: its URL, state, the recorded validator and length, and the
+//! checkpointed offset — the number of bytes of `FILE.part` that were made durable before the
+//! row claimed them. `synchronous = FULL`, so a committed checkpoint survives power loss too.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::resume::{Partial, Validator};
+
+/// The schema, versioned through `user_version`.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS transfers (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL,
+    dest TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    validator TEXT,
+    total INTEGER,
+    offset INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    discretionary INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+/// Where a transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting for `nw transfers run`.
+    Queued,
+    /// A process is (or was, until it died) downloading it.
+    Running,
+    /// Stopped with an error; resumable from the checkpoint.
+    Interrupted,
+    /// Failed in a way a retry will not fix.
+    Failed,
+    /// Complete: the file is in place.
+    Done,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+            Self::Failed => "failed",
+            Self::Done => "done",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "failed" => Self::Failed,
+            "done" => Self::Done,
+            _ => Self::Interrupted,
+        }
+    }
+}
+
+/// One transfer, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Record {
+    pub id: i64,
+    pub url: String,
+    pub dest: PathBuf,
+    pub state: State,
+    pub validator: Option<Validator>,
+    pub total: Option<u64>,
+    pub offset: u64,
+    pub sha256: Option<String>,
+    pub discretionary: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+impl Record {
+    /// What is on disk, as far as the checkpoint vouches for it.
+    pub fn partial(&self) -> Partial {
+        Partial { offset: self.offset, validator: self.validator.clone(), total: self.total }
+    }
+}
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("transfer store {path}: {what}: {source}; {hint}")]
+pub struct StoreError {
+    pub path: PathBuf,
+    pub what: &'static str,
+    pub hint: &'static str,
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// The store. Cheap to share between threads (one connection behind a mutex).
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+#[allow(clippy::disallowed_methods, reason = "rows are stamped with wall time")]
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
+}
+
+impl Store {
+    /// `$NW_STORE`, else `$XDG_STATE_HOME/nwkit/transfers.db`, else
+    /// `~/.local/state/nwkit/transfers.db`.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("NW_STORE") {
+            return PathBuf::from(p);
+        }
+        let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            let home =
+                std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+            home.join(".local/state")
+        });
+        base.join("nwkit/transfers.db")
+    }
+
+    /// Opens (creating when needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let err =
+            |what, hint| move |source| StoreError { path: path.to_owned(), what, hint, source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A failure shows up, with its reason, when SQLite tries to open the file.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(err(
+            "cannot open it",
+            "check that its directory is writable, or set NW_STORE",
+        ))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(err("cannot configure it", "is it an SQLite file?"))?;
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(err(
+                "cannot switch it to WAL mode",
+                "is it an SQLite file? move it aside to start a new store",
+            ))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!("{}: journal mode is {mode}, not WAL", path.display());
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(err("cannot configure it", "is it an SQLite file?"))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err(
+            "cannot read its schema version",
+            "is it an SQLite file? move it aside to start a new store",
+        ))?;
+        if version > 1 {
+            return Err(StoreError {
+                path: path.to_owned(),
+                what: "it was written by a newer nw",
+                hint: "use that nw, or set NW_STORE to another file",
+                source: rusqlite::Error::InvalidQuery,
+            });
+        }
+        conn.execute_batch(SCHEMA)
+            .map_err(err("cannot create its tables", "move it aside to start a new store"))?;
+        Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&conn).map_err(|source| StoreError {
+            path: self.path.clone(),
+            what,
+            hint: "check the disk, or move the store aside (its downloads then restart from zero)",
+            source,
+        })
+    }
+
+    /// The transfer writing `dest`, if any.
+    pub fn find(&self, dest: &Path) -> Result<Option<Record>, StoreError> {
+        let dest = dest.to_string_lossy().into_owned();
+        self.with("cannot read a transfer", |c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM transfers WHERE dest = ?1"), [dest], row)
+                .optional()
+        })
+    }
+
+    /// Every transfer, oldest first.
+    pub fn list(&self) -> Result<Vec<Record>, StoreError> {
+        self.with("cannot list transfers", |c| {
+            let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM transfers ORDER BY id"))?;
+            stmt.query_map([], row)?.collect()
+        })
+    }
+
+    /// Starts (or starts over) the transfer of `url` to `dest`: state `state`, nothing recorded
+    /// yet. Returns its id.
+    pub fn begin(
+        &self,
+        url: &str,
+        dest: &Path,
+        sha256: Option<&str>,
+        discretionary: bool,
+        state: State,
+    ) -> Result<i64, StoreError> {
+        let dest = dest.to_string_lossy().into_owned();
+        let t = now();
+        self.with("cannot record a transfer", |c| {
+            c.query_row(
+                "INSERT INTO transfers (url, dest, state, sha256, discretionary, created, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT(dest) DO UPDATE SET url = ?1, state = ?3, sha256 = ?4,
+                   discretionary = ?5, validator = NULL, total = NULL, offset = 0, attempts = 0,
+                   error = NULL, updated = ?6
+                 RETURNING id",
+                params![url, dest, state.as_str(), sha256, discretionary, t],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Records what the server said the file is: its validator and length, and the offset the
+    /// body will be written from (0 on a fresh start). Written before the first byte.
+    pub fn response(
+        &self,
+        id: i64,
+        validator: Option<&Validator>,
+        total: Option<u64>,
+        offset: u64,
+    ) -> Result<(), StoreError> {
+        let validator = validator.and_then(|v| serde_json::to_string(v).ok());
+        self.with("cannot record a response", |c| {
+            c.execute(
+                "UPDATE transfers SET validator = ?2, total = ?3, offset = ?4, state = 'running',
+                   updated = ?5 WHERE id = ?1",
+                params![id, validator, total.map(u64_sql), u64_sql(offset), now()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Claims the first `offset` bytes of the partial file (already durable).
+    pub fn checkpoint(&self, id: i64, offset: u64) -> Result<(), StoreError> {
+        self.with("cannot checkpoint", |c| {
+            c.execute(
+                "UPDATE transfers SET offset = ?2, updated = ?3 WHERE id = ?1",
+                params![id, u64_sql(offset), now()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Sets the state, with the error that caused it (if any), counting an attempt when asked.
+    pub fn set_state(
+        &self,
+        id: i64,
+        state: State,
+        error: Option<&str>,
+        count_attempt: bool,
+    ) -> Result<(), StoreError> {
+        self.with("cannot update a transfer", |c| {
+            c.execute(
+                "UPDATE transfers SET state = ?2, error = ?3, attempts = attempts + ?4,
+                   updated = ?5 WHERE id = ?1",
+                params![id, state.as_str(), error, i64::from(count_attempt), now()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Forgets a transfer.
+    pub fn remove(&self, id: i64) -> Result<(), StoreError> {
+        self.with("cannot remove a transfer", |c| {
+            c.execute("DELETE FROM transfers WHERE id = ?1", [id]).map(drop)
+        })
+    }
+}
+
+const COLUMNS: &str =
+    "id, url, dest, state, validator, total, offset, sha256, discretionary, attempts, error";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    let validator: Option<String> = r.get(4)?;
+    let state: String = r.get(3)?;
+    let dest: String = r.get(2)?;
+    Ok(Record {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        dest: PathBuf::from(dest),
+        state: State::parse(&state),
+        validator: validator.and_then(|v| serde_json::from_str(&v).ok()),
+        total: r.get::<_, Option<i64>>(5)?.map(sql_u64),
+        offset: sql_u64(r.get(6)?),
+        sha256: r.get(7)?,
+        discretionary: r.get(8)?,
+        attempts: u32::try_from(r.get::<_, i64>(9)?).unwrap_or(u32::MAX),
+        error: r.get(10)?,
+    })
+}
+
+/// SQLite integers are i64; lengths beyond 8 EiB do not occur.
+fn u64_sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn sql_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

@@ -1,0 +1,181 @@
+//! Resume decisions: validator kept, changed, missing; 206 against 200; 416.
+
+use nw_transfer::resume::{
+    ContentRange, Decision, Partial, Plan, Response, RestartReason, Unusable, Validator, decide,
+    plan,
+};
+
+const DATE: &str = "Sat, 21 Nov 2026 10:00:00 GMT";
+const EARLIER: &str = "Fri, 20 Nov 2026 09:00:00 GMT";
+
+fn etag(v: &str) -> Validator {
+    Validator::Etag(v.to_owned())
+}
+
+fn partial(offset: u64, validator: Option<Validator>) -> Partial {
+    Partial { offset, validator, total: Some(1000) }
+}
+
+#[test]
+fn a_strong_etag_is_preferred_and_a_weak_one_is_refused() {
+    assert_eq!(
+        Validator::from_response(Some("\"abc\""), Some(EARLIER), Some(DATE)),
+        Ok(etag("\"abc\""))
+    );
+    // A weak ETag may not go in If-Range; a strong Last-Modified can stand in for it.
+    assert_eq!(
+        Validator::from_response(Some("W/\"abc\""), Some(EARLIER), Some(DATE)),
+        Err(Unusable::WeakEtag("W/\"abc\"".into()))
+    );
+    assert_eq!(
+        Validator::from_response(None, Some(EARLIER), Some(DATE)),
+        Ok(Validator::LastModified(EARLIER.into()))
+    );
+    // Modified in the same second as the response: not strong (RFC 9110 §8.8.2.2).
+    assert_eq!(
+        Validator::from_response(None, Some(DATE), Some(DATE)),
+        Err(Unusable::RecentDate(DATE.into()))
+    );
+    assert_eq!(Validator::from_response(None, None, Some(DATE)), Err(Unusable::None));
+    assert!(Unusable::None.explain().contains("neither an ETag nor a Last-Modified"));
+}
+
+#[test]
+fn a_partial_file_with_a_validator_is_resumed_with_if_range() {
+    assert_eq!(plan(&partial(0, None)), Plan::Whole);
+    assert_eq!(
+        plan(&partial(400, Some(etag("\"v1\"")))),
+        Plan::From { from: 400, if_range: etag("\"v1\"") }
+    );
+    // Without a validator nothing says the bytes are of the current version.
+    assert_eq!(plan(&partial(400, None)), Plan::Restart(RestartReason::NoValidator));
+}
+
+#[test]
+fn a_206_for_the_asked_range_of_the_same_version_appends() {
+    let p = partial(400, Some(etag("\"v1\"")));
+    let asked = plan(&p);
+    let response = Response {
+        status: 206,
+        etag: Some("\"v1\""),
+        content_range: Some("bytes 400-999/1000"),
+        content_length: Some(600),
+        ..Response::default()
+    };
+    assert_eq!(decide(&asked, &p, &response), Decision::Append { from: 400, total: Some(1000) });
+    // Another start, or a 206 with no Content-Range, is not what was asked: start over.
+    let wrong = Response { content_range: Some("bytes 0-999/1000"), ..response.clone() };
+    assert_eq!(decide(&asked, &p, &wrong), Decision::Retry(RestartReason::WrongRange));
+    let none = Response { content_range: None, ..response.clone() };
+    assert_eq!(decide(&asked, &p, &none), Decision::Retry(RestartReason::WrongRange));
+    // A 206 of another version (a server that ignores If-Range) never appends.
+    let other = Response { etag: Some("\"v2\""), ..response };
+    assert_eq!(decide(&asked, &p, &other), Decision::Retry(RestartReason::Changed));
+}
+
+#[test]
+fn a_200_restarts_and_says_whether_the_file_changed_or_the_range_was_ignored() {
+    let p = partial(400, Some(etag("\"v1\"")));
+    let asked = plan(&p);
+    let changed = Response {
+        status: 200,
+        etag: Some("\"v2\""),
+        content_length: Some(1200),
+        ..Response::default()
+    };
+    assert_eq!(
+        decide(&asked, &p, &changed),
+        Decision::Fresh {
+            total: Some(1200),
+            validator: Ok(etag("\"v2\"")),
+            restarted: Some(RestartReason::Changed)
+        }
+    );
+    let ignored = Response {
+        status: 200,
+        etag: Some("\"v1\""),
+        content_length: Some(1000),
+        ..Response::default()
+    };
+    assert_eq!(
+        decide(&asked, &p, &ignored),
+        Decision::Fresh {
+            total: Some(1000),
+            validator: Ok(etag("\"v1\"")),
+            restarted: Some(RestartReason::RangeIgnored)
+        }
+    );
+    // Last-Modified validators compare as dates.
+    let lm = partial(400, Some(Validator::LastModified(EARLIER.into())));
+    let same_date = Response {
+        status: 206,
+        last_modified: Some("Fri, 20 Nov 2026 09:00:00 GMT"),
+        content_range: Some("bytes 400-999/1000"),
+        ..Response::default()
+    };
+    assert_eq!(
+        decide(&plan(&lm), &lm, &same_date),
+        Decision::Append { from: 400, total: Some(1000) }
+    );
+}
+
+#[test]
+fn a_first_download_records_its_validator_or_why_there_is_none() {
+    let p = Partial::default();
+    let weak = Response {
+        status: 200,
+        etag: Some("W/\"x\""),
+        content_length: Some(5),
+        ..Response::default()
+    };
+    assert_eq!(
+        decide(&plan(&p), &p, &weak),
+        Decision::Fresh {
+            total: Some(5),
+            validator: Err(Unusable::WeakEtag("W/\"x\"".into())),
+            restarted: None
+        }
+    );
+    let restart = Plan::Restart(RestartReason::NoValidator);
+    let ok = Response { status: 200, etag: Some("\"x\""), ..Response::default() };
+    assert!(matches!(
+        decide(&restart, &partial(400, None), &ok),
+        Decision::Fresh { restarted: Some(RestartReason::NoValidator), .. }
+    ));
+}
+
+#[test]
+fn a_416_means_complete_only_when_the_recorded_length_says_so() {
+    let done = Partial { offset: 1000, validator: Some(etag("\"v1\"")), total: Some(1000) };
+    let refused =
+        Response { status: 416, content_range: Some("bytes */1000"), ..Response::default() };
+    assert_eq!(decide(&plan(&done), &done, &refused), Decision::Complete);
+    let grew = Response { status: 416, content_range: Some("bytes */900"), ..Response::default() };
+    assert_eq!(decide(&plan(&done), &done, &grew), Decision::Retry(RestartReason::RangeRefused));
+    let status = Response { status: 404, ..Response::default() };
+    assert_eq!(decide(&plan(&done), &done, &status), Decision::Status(404));
+}
+
+#[test]
+fn content_range_parsing_is_strict() {
+    assert_eq!(
+        ContentRange::parse("bytes 0-9/10"),
+        Some(ContentRange::Bytes { first: 0, last: 9, total: Some(10) })
+    );
+    assert_eq!(
+        ContentRange::parse("bytes 5-9/*"),
+        Some(ContentRange::Bytes { first: 5, last: 9, total: None })
+    );
+    assert_eq!(ContentRange::parse("bytes */10"), Some(ContentRange::Unsatisfied { total: 10 }));
+    for bad in [
+        "bytes 9-5/10",
+        "bytes 0-10/10",
+        "items 0-9/10",
+        "bytes 0-9",
+        "bytes -1-9/10",
+        "bytes */*",
+        "",
+    ] {
+        assert_eq!(ContentRange::parse(bad), None, "{bad:?}");
+    }
+}
