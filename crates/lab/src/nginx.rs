@@ -1,8 +1,8 @@
 //! A real nginx on loopback, started for a test or a benchmark and stopped by its guard.
 //!
-//! It serves a directory at `/`, the same directory rate-limited at `/slow/`, and with byte
-//! ranges switched off (`max_ranges 0`: every request gets the whole file, as from a server
-//! that ignores `Range`) at `/norange/`. Plain HTTP always; HTTPS (HTTP/1.1 and HTTP/2) on a
+//! It serves a directory at `/`, the same directory rate-limited at `/slow/`, and rate-limited
+//! with byte ranges switched off (`max_ranges 0`: every request gets the whole file, as from a
+//! server that ignores `Range`) at `/norange/`. Plain HTTP always; HTTPS (HTTP/1.1 and HTTP/2) on a
 //! second port when given a certificate.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -15,7 +15,7 @@ use crate::{Child, LabError};
 /// How nginx is set up.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// nginx's `limit_rate` for `/slow/` (`"50m"`: 50 MB/s); 1 MB/s when unset.
+    /// nginx's `limit_rate` for `/slow/` and `/norange/` (`"50m"`: 50 MB/s); 1 MB/s when unset.
     pub slow_rate: Option<String>,
     /// A certificate chain and key (PEM files) for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -52,10 +52,10 @@ impl Nginx {
         let rate = options.slow_rate.as_deref().unwrap_or("1m");
         let tls_server = match (&options.tls, https) {
             (Some((cert, key)), Some(port)) => format!(
-                "server {{ listen 127.0.0.1:{port} ssl; http2 on; root {root};
+                "server {{ listen 127.0.0.1:{port} ssl http2; root {root};
                    ssl_certificate {cert}; ssl_certificate_key {key};
                    location /slow/ {{ alias {root}/; limit_rate {rate}; }}
-                   location /norange/ {{ alias {root}/; max_ranges 0; }} }}",
+                   location /norange/ {{ alias {root}/; max_ranges 0; limit_rate {rate}; }} }}",
                 root = root.display(),
                 cert = cert.canonicalize()?.display(),
                 key = key.canonicalize()?.display(),
@@ -74,7 +74,7 @@ impl Nginx {
                default_type application/octet-stream;
                server {{ listen 127.0.0.1:{http}; root {root};
                  location /slow/ {{ alias {root}/; limit_rate {rate}; }}
-                 location /norange/ {{ alias {root}/; max_ranges 0; }} }}
+                 location /norange/ {{ alias {root}/; max_ranges 0; limit_rate {rate}; }} }}
                {tls_server}
              }}",
             root = root.display(),
@@ -82,7 +82,9 @@ impl Nginx {
         std::fs::write(dir.join("nginx.conf"), config)?;
         let mut cmd = Command::new(exe);
         cmd.arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf"));
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // Configuration errors go to stderr before error_log is open: keep them for the report.
+        let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let child = Child::spawn(cmd)?;
         let server = Self { child, dir, http, https };
         server.wait_listening(http)?;

@@ -541,7 +541,18 @@ fn lock_part(part: &Path) -> Result<File, TransferError> {
         .write(true)
         .open(part)
         .map_err(|e| TransferError::io(part, "cannot open it for writing", e))?;
-    // SAFETY: flock(2) on a descriptor we own; no memory involved.
+    // A download just cancelled in this process may hold the lock until its checkpoint thread
+    // has made its last checkpoint: give that a moment before calling the file busy.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        // SAFETY: flock(2) on a descriptor we own; no memory involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         return Err(TransferError::Usage(format!(

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use nw_connection::driver::{self, Params, Report, Resolver};
 use nw_connection::endpoint::Url;
 
@@ -63,6 +63,7 @@ pub(crate) async fn connect(
     let handshake_error = |e: hyper::Error| TransferError::Http(format!("HTTP handshake: {e}"));
     let (sender, protocol) = if h2 {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
             .initial_stream_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .keep_alive_interval(Duration::from_secs(20))

@@ -7,5 +7,6 @@
     reason = "tests: a panic is the failure report, stderr the figures"
 )]
 
+mod nginx;
 mod resume;
 mod scheduler;
