@@ -389,7 +389,8 @@ impl Session {
             l.committed = from;
         }
         shared.written.store(from, Ordering::Relaxed);
-        let interval = self.config.checkpoint_bytes.max(CHUNK as u64);
+        // At least a few chunks, so the writer never waits on a checkpoint of nothing.
+        let interval = self.config.checkpoint_bytes.max(4 * CHUNK as u64);
         let durable = self.config.durable;
         let sync_file = file
             .try_clone()
@@ -412,18 +413,26 @@ impl Session {
                 .name("nw-write".into())
                 .spawn(move || -> std::io::Result<()> {
                     while let Some(chunk) = rx.blocking_recv() {
+                        let len = chunk.len() as u64;
+                        {
+                            // Never write more than one checkpoint interval past the store's
+                            // checkpoint: that bounds what a kill -9 can cost.
+                            let mut l = shared.lock();
+                            while l.written > l.committed
+                                && l.written + len - l.committed > interval
+                                && l.failed.is_none()
+                            {
+                                l = shared
+                                    .changed
+                                    .wait(l)
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            }
+                        }
                         file.write_all(&chunk)?;
                         let mut l = shared.lock();
-                        l.written += chunk.len() as u64;
+                        l.written += len;
                         shared.written.store(l.written, Ordering::Relaxed);
                         shared.changed.notify_all();
-                        // Never run more than one checkpoint interval ahead of the store.
-                        while l.written - l.committed >= interval && l.failed.is_none() {
-                            l = shared
-                                .changed
-                                .wait(l)
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        }
                     }
                     Ok(())
                 })

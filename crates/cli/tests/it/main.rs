@@ -11,6 +11,7 @@
 )]
 
 mod cli;
+mod get;
 mod netns;
 mod netns_condition;
 mod netns_connect;

@@ -1,0 +1,172 @@
+//! `nw get` for real, against nginx on loopback: `kill -9` at random moments of a 1 GiB
+//! download, each followed by `--resume`, ends with the right SHA-256 and never re-downloads
+//! more than one checkpoint interval.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nw_lab::nginx::{Nginx, Options};
+use serde_json::Value;
+
+/// nw get's default checkpoint interval: the most a `kill -9` may cost.
+const CHECKPOINT: u64 = 64 << 20;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nw-get-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nw_get(scratch: &Scratch, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nw"));
+    cmd.arg("get").args(args).current_dir(&scratch.0).env("NW_STORE", scratch.0.join("store.db"));
+    cmd
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum (coreutils) runs");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// A small deterministic generator for the kill times.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    *state >> 33
+}
+
+#[test]
+fn get_kill_9_at_random_points_then_resume_ends_with_the_right_sha256() {
+    let scratch = Scratch::new("kill9");
+    let source = scratch.0.join("www/big.bin");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c 1073741824 /dev/urandom > '{}'", source.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "could not write the 1 GiB source file");
+    let expected = sha256sum(&source);
+    // 128 MB/s: about eight seconds for the whole file, so kills land mid-transfer.
+    let server = Nginx::start(
+        &scratch.0.join("www"),
+        &Options { slow_rate: Some("128m".into()), ..Options::default() },
+    )
+    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let url = server.url("/slow/big.bin");
+    let dest = scratch.0.join("big.bin");
+    let mut seed = u64::from(std::process::id());
+    // Bytes in FILE.part when the last run was killed: what a resume may give up at most one
+    // checkpoint interval of.
+    let mut on_disk: Option<u64> = None;
+    let mut kills = 0;
+    for round in 0..8 {
+        let mut child = nw_get(&scratch, &["--json", "--resume", &url, "-o", "big.bin"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(300 + next(&mut seed) % 1200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let lines = reader.join().unwrap();
+        let started = lines.iter().find(|v| v["event"] == "started");
+        if let (Some(started), Some(before)) = (started, on_disk) {
+            let from = started["from"].as_u64().unwrap();
+            assert!(
+                from + CHECKPOINT >= before,
+                "round {round}: resumed from {from} with {before} bytes on disk: more than one checkpoint interval lost"
+            );
+            assert!(
+                from <= before,
+                "round {round}: resumed from {from}, beyond the {before} bytes on disk"
+            );
+            eprintln!(
+                "round {round}: {before} bytes on disk after the kill, resumed from {from} ({} given up)",
+                before - from
+            );
+        }
+        if lines.iter().any(|v| v["event"] == "done") || dest.exists() {
+            break;
+        }
+        kills += 1;
+        on_disk = std::fs::metadata(scratch.0.join("big.bin.part")).map(|m| m.len()).ok();
+    }
+    assert!(kills >= 5, "only {kills} kills landed mid-download");
+    if !dest.exists() {
+        let out =
+            nw_get(&scratch, &["--json", "--resume", "--sha256", &expected, &url, "-o", "big.bin"])
+                .output()
+                .unwrap();
+        assert!(
+            out.status.success(),
+            "the last resume failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(sha256sum(&dest), expected, "the file is byte-exact after {kills} kills");
+    assert!(!scratch.0.join("big.bin.part").exists());
+    eprintln!("{kills} kill -9s, then a resume: SHA-256 matches");
+}
+
+#[test]
+fn get_saves_to_the_urls_last_segment_and_reports_json() {
+    let scratch = Scratch::new("json");
+    std::fs::write(scratch.0.join("www/data.bin"), vec![7u8; 300_000]).unwrap();
+    let server = Nginx::start(&scratch.0.join("www"), &Options::default())
+        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let out = nw_get(&scratch, &["--json", &server.url("/data.bin")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let done: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "done")
+        .expect("a done line");
+    assert_eq!(done["bytes"], 300_000);
+    assert_eq!(done["metrics"]["protocol"], "http/1.1");
+    assert_eq!(std::fs::read(scratch.0.join("data.bin")).unwrap().len(), 300_000);
+    // Again: the file exists, so nw get refuses (exit 2) and says how to replace it.
+    let again = nw_get(&scratch, &[&server.url("/data.bin")]).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // A 404 is a negative result (exit 1) that names the status.
+    let missing = nw_get(&scratch, &[&server.url("/nope.bin")]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
+
+#[test]
+fn get_blocks_plain_http_to_a_public_name_and_names_the_way_out() {
+    let scratch = Scratch::new("ats");
+    let out = nw_get(&scratch, &["http://example.test/file.bin"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("insecure load blocked") && stderr.contains("--allow-http"),
+        "{stderr}"
+    );
+    assert!(!scratch.0.join("file.bin.part").exists(), "nothing was written");
+}
