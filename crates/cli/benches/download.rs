@@ -1,0 +1,201 @@
+//! Benchmark: downloading one large file from nginx on loopback with `nw get`, curl and
+//! aria2c (1 and 8 connections), to a file, in alternating runs; plus this machine's limits
+//! measured in the same run (loopback HTTP into /dev/null, and writing a file with dd, with and
+//! without fdatasync). Prints medians of throughput, CPU seconds per GB and peak RSS.
+//!
+//! Run: `cargo bench -p nw --bench download` (1 GiB, 3 runs). `NW_BENCH_SMOKE=1`: 64 MiB, one
+//! run. `NW_BENCH_SIZE_MB=10240` for the 10 GB flat-memory check (free disk is checked first).
+
+#![allow(clippy::disallowed_methods, reason = "benchmark: measures wall-clock time")]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    reason = "benchmark program"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use nw_lab::nginx::{Nginx, Options};
+
+/// One run of a command: wall seconds, CPU seconds (user + system), peak RSS in MiB.
+#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4, which also gives its rusage")]
+fn measure(mut cmd: Command) -> (f64, f64, f64) {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, with pointers to live locals.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed().as_secs_f64();
+    assert!(
+        rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed (status {status})"
+    );
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (wall, tv(usage.ru_utime) + tv(usage.ru_stime), usage.ru_maxrss as f64 / 1024.0)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn free_mb(dir: &Path) -> u64 {
+    let out = Command::new("df").arg("-Pm").arg(dir).output().expect("df runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let smoke = std::env::var_os("NW_BENCH_SMOKE").is_some();
+    let size_mb: u64 = std::env::var("NW_BENCH_SIZE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 64 } else { 1024 });
+    let runs = if smoke { 1 } else { 3 };
+    let dir = PathBuf::from(format!("/var/tmp/nw-bench-download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let free = free_mb(&dir);
+    assert!(
+        free > size_mb * 3 + 1024,
+        "needs {} MB free in /var/tmp, has {free}",
+        size_mb * 3 + 1024
+    );
+    let source = dir.join("www/big.bin");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {}M /dev/urandom > {}", size_mb, source.display()))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ca = nw_trust::ca::TestCa::new("nw bench CA").unwrap();
+    let issued = ca.server(&["127.0.0.1"]).unwrap();
+    let (cert, key, anchor) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"));
+    std::fs::write(&cert, &issued.chain_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    std::fs::write(&anchor, ca.cert_pem()).unwrap();
+    let server =
+        Nginx::start(&dir.join("www"), &Options { tls: Some((cert, key)), ..Options::default() })
+            .unwrap_or_else(|e| panic!("the benchmark needs nginx: {e}"));
+    let (url, https) = (server.url("/big.bin"), server.https_url("/big.bin").unwrap());
+    let out = dir.join("out.bin");
+    let nw = env!("CARGO_BIN_EXE_nw");
+    let store = dir.join("store.db");
+    let nw_get = |url: &str, extra: &[&str]| {
+        let mut c = Command::new(nw);
+        c.args(["get", "--force", "-o"]).arg(&out).args(extra).arg(url).env("NW_STORE", &store);
+        c
+    };
+    let curl = |url: &str, to: &Path| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-f", "--cacert"]).arg(&anchor).arg("-o").arg(to).arg(url);
+        c
+    };
+    let aria2 = |n: &str| {
+        let mut c = Command::new("aria2c");
+        c.args([
+            "-q",
+            "--allow-overwrite=true",
+            "--file-allocation=none",
+            "--auto-file-renaming=false",
+            "-x",
+            n,
+            "-s",
+            n,
+            "-k",
+            "1M",
+            "-d",
+        ])
+        .arg(&dir)
+        .args(["-o", "out.bin", &url]);
+        c
+    };
+    let dd = |sync: bool| {
+        let mut c = Command::new("dd");
+        c.arg("if=/dev/zero")
+            .arg(format!("of={}", out.display()))
+            .arg("bs=1M")
+            .arg(format!("count={size_mb}"));
+        if sync {
+            c.arg("conv=fdatasync");
+        }
+        c
+    };
+    type Make<'a> = Box<dyn Fn() -> Command + 'a>;
+    let tools: Vec<(&str, Make<'_>)> = vec![
+        (
+            "limit: loopback HTTP, curl to /dev/null",
+            Box::new(|| curl(&url, Path::new("/dev/null"))),
+        ),
+        ("limit: dd 1 MiB writes", Box::new(|| dd(false))),
+        ("limit: dd 1 MiB writes + fdatasync", Box::new(|| dd(true))),
+        ("nw get (durable checkpoints)", Box::new(|| nw_get(&url, &[]))),
+        ("nw get --no-fsync", Box::new(|| nw_get(&url, &["--no-fsync"]))),
+        ("curl", Box::new(|| curl(&url, &out))),
+        ("aria2c -x1", Box::new(|| aria2("1"))),
+        ("aria2c -x8", Box::new(|| aria2("8"))),
+        ("nw get https (h2)", Box::new(|| nw_get(&https, &["--anchor", anchor.to_str().unwrap()]))),
+        (
+            "nw get https --http1",
+            Box::new(|| nw_get(&https, &["--http1", "--anchor", anchor.to_str().unwrap()])),
+        ),
+        ("curl https (http/1.1)", Box::new(|| curl(&https, &out))),
+    ];
+    let mut results: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+        vec![(Vec::new(), Vec::new(), Vec::new()); tools.len()];
+    for _ in 0..runs {
+        for (i, (_, make)) in tools.iter().enumerate() {
+            let _ = std::fs::remove_file(&out);
+            let (wall, cpu, rss) = measure(make());
+            if !tools[i].0.starts_with("limit: loopback") && !tools[i].0.starts_with("limit: dd") {
+                assert_eq!(
+                    std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0),
+                    size_mb << 20,
+                    "{} wrote the whole file",
+                    tools[i].0
+                );
+            }
+            results[i].0.push(size_mb as f64 * 1.048_576 / 1e3 / wall);
+            results[i].1.push(cpu / (size_mb as f64 * 1.048_576 / 1e3));
+            results[i].2.push(rss);
+        }
+    }
+    let gbps: Vec<f64> = results.iter().map(|r| median(r.0.clone())).collect();
+    let find =
+        |name: &str| tools.iter().position(|(n, _)| *n == name).map_or(f64::NAN, |i| gbps[i]);
+    println!(
+        "{size_mb} MiB from nginx on loopback into a file; medians of {runs} alternating runs"
+    );
+    println!("{:<42} {:>8} {:>12} {:>10}", "tool", "GB/s", "CPU s/GB", "peak MiB");
+    for (i, (name, _)) in tools.iter().enumerate() {
+        println!(
+            "{name:<42} {:>8.2} {:>12.2} {:>10.0}",
+            gbps[i],
+            median(results[i].1.clone()),
+            median(results[i].2.clone())
+        );
+    }
+    let nw_plain = find("nw get (durable checkpoints)");
+    println!(
+        "ratios: nw/curl {:.2}, nw/aria2c-x1 {:.2}, nw/aria2c-x8 {:.2}, nw-https/curl-https {:.2}, durable/no-fsync {:.2}",
+        nw_plain / find("curl"),
+        nw_plain / find("aria2c -x1"),
+        nw_plain / find("aria2c -x8"),
+        find("nw get https (h2)").max(find("nw get https --http1")) / find("curl https (http/1.1)"),
+        nw_plain / find("nw get --no-fsync"),
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
