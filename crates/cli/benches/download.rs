@@ -22,7 +22,10 @@ use std::time::Instant;
 use nw_lab::nginx::{Nginx, Options};
 
 /// One run of a command: wall seconds, CPU seconds (user + system), peak RSS in MiB.
-#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4, which also gives its rusage")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also gives its rusage"
+)]
 fn measure(mut cmd: Command) -> (f64, f64, f64) {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let start = Instant::now();
