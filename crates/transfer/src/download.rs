@@ -129,7 +129,10 @@ impl Session {
         };
         let security =
             crate::policy::check(&url, &job.url, self.config.ats, self.config.allow_http)?;
-        let dest = &job.dest;
+        // The store knows a download by its absolute destination: `-o big.bin` in two
+        // directories are two downloads.
+        let dest = &std::path::absolute(&job.dest)
+            .map_err(|e| TransferError::io(&job.dest, "cannot make the path absolute", e))?;
         let part = part_path(dest);
         if dest.exists() && !job.force {
             return Err(TransferError::Usage(format!(
