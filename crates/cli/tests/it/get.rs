@@ -3,35 +3,27 @@
 //! more than one checkpoint interval.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nw_lab::nginx::{Nginx, Options};
 use serde_json::Value;
 
+use crate::support::{Dir, NW};
+
 /// nw get's default checkpoint interval: the most a `kill -9` may cost.
 const CHECKPOINT: u64 = 64 << 20;
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nw-get-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("www")).unwrap();
-        Self(dir)
-    }
+/// A scratch directory with `www/` for nginx to serve.
+fn scratch(tag: &str) -> Dir {
+    let dir = Dir::new(&format!("get-{tag}"));
+    std::fs::create_dir_all(dir.0.join("www")).unwrap();
+    dir
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn nw_get(scratch: &Scratch, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nw"));
+fn nw_get(scratch: &Dir, args: &[&str]) -> Command {
+    let mut cmd = Command::new(NW);
     cmd.arg("get").args(args).current_dir(&scratch.0).env("NW_STORE", scratch.0.join("store.db"));
     cmd
 }
@@ -49,7 +41,7 @@ fn next(state: &mut u64) -> u64 {
 
 #[test]
 fn get_kill_9_at_random_points_then_resume_ends_with_the_right_sha256() {
-    let scratch = Scratch::new("kill9");
+    let scratch = scratch("kill9");
     let source = scratch.0.join("www/big.bin");
     let status = Command::new("sh")
         .arg("-c")
@@ -130,7 +122,7 @@ fn get_kill_9_at_random_points_then_resume_ends_with_the_right_sha256() {
 
 #[test]
 fn get_saves_to_the_urls_last_segment_and_reports_json() {
-    let scratch = Scratch::new("json");
+    let scratch = scratch("json");
     std::fs::write(scratch.0.join("www/data.bin"), vec![7u8; 300_000]).unwrap();
     let server = Nginx::start(&scratch.0.join("www"), &Options::default())
         .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
@@ -160,7 +152,7 @@ fn get_saves_to_the_urls_last_segment_and_reports_json() {
 
 #[test]
 fn get_blocks_plain_http_to_a_public_name_and_names_the_way_out() {
-    let scratch = Scratch::new("ats");
+    let scratch = scratch("ats");
     let out = nw_get(&scratch, &["http://example.test/file.bin"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);

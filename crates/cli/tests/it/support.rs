@@ -2,6 +2,7 @@
 //! processes with their lines timestamped as they arrive, and small readers of `nw`'s JSON.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,29 @@ use nw_lab::{Child, Namespace};
 use serde_json::Value;
 
 pub(crate) const NW: &str = env!("CARGO_BIN_EXE_nw");
+
+/// A scratch directory, unique to this process and `tag`, removed on drop.
+pub(crate) struct Dir(pub(crate) PathBuf);
+
+impl Dir {
+    pub(crate) fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nw-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// A file in it, as a string for a command line.
+    pub(crate) fn path(&self, file: &str) -> String {
+        self.0.join(file).display().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 pub(crate) struct Watcher {
     child: Child,

@@ -2,33 +2,11 @@
 //! `nw cert` and by openssl, served by `openssl s_server`; mutual TLS in both directions.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::NW;
-
-/// A scratch directory removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nw-trust-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.0.join(file).display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::{Dir, NW};
 
 fn nw(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(NW).args(args).output().expect("run nw");
@@ -112,7 +90,7 @@ fn s_server(args: &[&str]) -> (Reaped, u16) {
 
 #[test]
 fn nw_cert_then_nw_trust_offline_with_exact_reports() {
-    let dir = Dir::new("offline");
+    let dir = Dir::new("trust-offline");
     make_pki(&dir);
     let (leaf, ca, alice) = (dir.path("localhost.pem"), dir.path("ca.pem"), dir.path("alice.pem"));
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -201,7 +179,7 @@ fn nw_cert_then_nw_trust_offline_with_exact_reports() {
 
 #[test]
 fn nw_trust_against_openssl_s_server_with_nw_cert_and_openssl_chains() {
-    let dir = Dir::new("online");
+    let dir = Dir::new("trust-online");
     make_pki(&dir);
     let (server, port) =
         s_server(&["-cert", &dir.path("localhost.pem"), "-key", &dir.path("localhost-key.pem")]);
@@ -349,7 +327,7 @@ fn nw_trust_against_openssl_s_server_with_nw_cert_and_openssl_chains() {
 
 #[test]
 fn mutual_tls_both_directions() {
-    let dir = Dir::new("mtls");
+    let dir = Dir::new("trust-mtls");
     make_pki(&dir);
     let (ca, leaf, leaf_key) =
         (dir.path("ca.pem"), dir.path("localhost.pem"), dir.path("localhost-key.pem"));
@@ -486,7 +464,7 @@ fn mutual_tls_both_directions() {
 /// good one.
 #[test]
 fn nw_trust_reads_the_ocsp_response_openssl_s_server_staples() {
-    let dir = Dir::new("ocsp");
+    let dir = Dir::new("trust-ocsp");
     let d = &dir.0;
     std::fs::write(
         d.join("leaf.ext"),
