@@ -14,7 +14,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,7 +99,6 @@ struct Ledger {
 struct Shared {
     ledger: Mutex<Ledger>,
     changed: Condvar,
-    written: AtomicU64,
 }
 
 impl Shared {
@@ -323,18 +321,13 @@ impl Session {
                 expected: t,
             });
         }
-        let digest = match (job.sha256, digest) {
-            (Some(expected), Some(got)) if got != expected => {
-                return Err(TransferError::Digest {
-                    part: part.to_owned(),
-                    expected: hex(&expected),
-                    got: hex(&got),
-                });
-            }
-            (Some(_), Some(got)) => Some(hex(&got)),
-            (Some(expected), None) => {
-                // Nothing was received this run (already complete): hash the file.
-                let got = hash_file(part, u64::MAX)?;
+        let digest = match job.sha256 {
+            Some(expected) => {
+                // Nothing received this run (already complete) means nothing was hashed yet.
+                let got = match digest {
+                    Some(got) => got,
+                    None => hash_file(part, u64::MAX)?,
+                };
                 if got != expected {
                     return Err(TransferError::Digest {
                         part: part.to_owned(),
@@ -344,7 +337,7 @@ impl Session {
                 }
                 Some(hex(&got))
             }
-            (None, _) => None,
+            None => None,
         };
         std::fs::rename(part, &job.dest).map_err(|e| {
             TransferError::io(&job.dest, "cannot rename the finished .part to it", e)
@@ -391,7 +384,6 @@ impl Session {
             l.written = from;
             l.committed = from;
         }
-        shared.written.store(from, Ordering::Relaxed);
         // At least a few chunks, so the writer never waits on a checkpoint of nothing.
         let interval = self.config.checkpoint_bytes.max(4 * CHUNK as u64);
         let durable = self.config.durable;
@@ -434,7 +426,6 @@ impl Session {
                         file.write_all(&chunk)?;
                         let mut l = shared.lock();
                         l.written += len;
-                        shared.written.store(l.written, Ordering::Relaxed);
                         shared.changed.notify_all();
                     }
                     Ok(())
@@ -496,7 +487,7 @@ impl Session {
                 }
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
-                    let written = shared.written.load(Ordering::Relaxed);
+                    let written = shared.lock().written;
                     let rate = (written - from) as f64 / started.elapsed().as_secs_f64().max(1e-3);
                     on(Event::Progress { written, total, rate });
                 }
@@ -525,7 +516,7 @@ impl Session {
         wrote.map_err(|e| TransferError::io(part, "cannot write it", e))?;
         synced.map_err(TransferError::Checkpoint)?;
         outcome?;
-        let written = shared.written.load(Ordering::Relaxed);
+        let written = shared.lock().written;
         let rate = (written - from) as f64 / started.elapsed().as_secs_f64().max(1e-3);
         on(Event::Progress { written, total, rate });
         Ok((received, digest))
@@ -556,21 +547,15 @@ fn lock_part(part: &Path) -> Result<File, TransferError> {
     // A download just cancelled in this process may hold the lock until its checkpoint thread
     // has made its last checkpoint: give that a moment before calling the file busy.
     let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        // SAFETY: flock(2) on a descriptor we own; no memory involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 || Instant::now() >= deadline {
-            break;
+    // SAFETY: flock(2) on a descriptor we own; no memory involved.
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if Instant::now() >= deadline {
+            return Err(TransferError::Usage(format!(
+                "{} is locked: another nw is downloading to it; wait for it, or stop it first",
+                part.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: as above.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(TransferError::Usage(format!(
-            "{} is locked: another nw is downloading to it; wait for it, or stop it first",
-            part.display()
-        )));
     }
     Ok(file)
 }
