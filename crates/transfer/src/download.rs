@@ -183,7 +183,7 @@ impl Session {
             record.as_ref().map_or(0, |r| r.id)
         } else {
             let hex = job.sha256.map(|d| hex(&d));
-            store.begin(&job.url, dest, hex.as_deref(), false, State::Running)?
+            store.begin(&job.url, dest, hex.as_deref())?
         };
         if resuming {
             store.set_state(id, State::Running, None, false)?;

@@ -8,7 +8,7 @@
 //! `Date` (RFC 9110 §8.8.2.2). Without a usable validator nothing is resumed: the download
 //! restarts from zero and says so.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -290,9 +290,4 @@ impl ContentRange {
         }
         Some(Self::Bytes { first, last, total })
     }
-}
-
-/// An HTTP-date for `Date`-like headers in tests and servers.
-pub fn http_date(at: SystemTime) -> String {
-    httpdate::fmt_http_date(at)
 }

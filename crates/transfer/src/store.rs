@@ -38,8 +38,6 @@ PRAGMA user_version = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
-    /// Waiting for `nw transfers run`.
-    Queued,
     /// A process is (or was, until it died) downloading it.
     Running,
     /// Stopped with an error; resumable from the checkpoint.
@@ -53,7 +51,6 @@ pub enum State {
 impl State {
     fn as_str(self) -> &'static str {
         match self {
-            Self::Queued => "queued",
             Self::Running => "running",
             Self::Interrupted => "interrupted",
             Self::Failed => "failed",
@@ -63,7 +60,6 @@ impl State {
 
     fn parse(text: &str) -> Self {
         match text {
-            "queued" => Self::Queued,
             "running" => Self::Running,
             "failed" => Self::Failed,
             "done" => Self::Done,
@@ -174,11 +170,6 @@ impl Store {
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn with<T>(
         &self,
         what: &'static str,
@@ -202,35 +193,20 @@ impl Store {
         })
     }
 
-    /// Every transfer, oldest first.
-    pub fn list(&self) -> Result<Vec<Record>, StoreError> {
-        self.with("cannot list transfers", |c| {
-            let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM transfers ORDER BY id"))?;
-            stmt.query_map([], row)?.collect()
-        })
-    }
-
-    /// Starts (or starts over) the transfer of `url` to `dest`: state `state`, nothing recorded
-    /// yet. Returns its id.
-    pub fn begin(
-        &self,
-        url: &str,
-        dest: &Path,
-        sha256: Option<&str>,
-        discretionary: bool,
-        state: State,
-    ) -> Result<i64, StoreError> {
+    /// Starts (or starts over) the transfer of `url` to `dest`, running, nothing recorded yet.
+    /// Returns its id.
+    pub fn begin(&self, url: &str, dest: &Path, sha256: Option<&str>) -> Result<i64, StoreError> {
         let dest = dest.to_string_lossy().into_owned();
         let t = now();
         self.with("cannot record a transfer", |c| {
             c.query_row(
-                "INSERT INTO transfers (url, dest, state, sha256, discretionary, created, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                 ON CONFLICT(dest) DO UPDATE SET url = ?1, state = ?3, sha256 = ?4,
-                   discretionary = ?5, validator = NULL, total = NULL, offset = 0, attempts = 0,
-                   error = NULL, updated = ?6
+                "INSERT INTO transfers (url, dest, state, sha256, created, updated)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?4)
+                 ON CONFLICT(dest) DO UPDATE SET url = ?1, state = 'running', sha256 = ?3,
+                   discretionary = 0, validator = NULL, total = NULL, offset = 0, attempts = 0,
+                   error = NULL, updated = ?4
                  RETURNING id",
-                params![url, dest, state.as_str(), sha256, discretionary, t],
+                params![url, dest, sha256, t],
                 |r| r.get(0),
             )
         })
@@ -282,13 +258,6 @@ impl Store {
                 params![id, state.as_str(), error, i64::from(count_attempt), now()],
             )
             .map(drop)
-        })
-    }
-
-    /// Forgets a transfer.
-    pub fn remove(&self, id: i64) -> Result<(), StoreError> {
-        self.with("cannot remove a transfer", |c| {
-            c.execute("DELETE FROM transfers WHERE id = ?1", [id]).map(drop)
         })
     }
 }
