@@ -552,6 +552,41 @@ async fn establish<T: Send + 'static>(
     }
 }
 
+/// A QUIC connection (no stream opened yet) and how it was reached.
+#[derive(Debug)]
+pub struct QuicConnected {
+    pub quic: crate::quic::QuicConnection,
+    pub report: Report,
+}
+
+/// Connects over QUIC alone to `host` and `port`: the same race as [`connect`] (path wait,
+/// NAT64, RFC 6724 order, Happy Eyeballs between addresses), each attempt a QUIC handshake with
+/// `params.tls` (which needs ALPN). The connection is handed over with no stream opened, for a
+/// protocol that runs many streams (HTTP/3).
+pub async fn connect_quic(
+    host: &str,
+    port: u16,
+    params: &Params,
+    resolver: Arc<Resolver>,
+) -> Result<QuicConnected, ConnectError> {
+    let Some(tls) = params.tls.clone().filter(|t| !t.alpn_protocols.is_empty()) else {
+        return Err(ConnectError::QuicNeedsTls);
+    };
+    let name = tls::server_name(params.server_name.as_deref().unwrap_or(host))?;
+    let name = name.to_str().into_owned();
+    let config = Config { protocol: Protocol::Quic, discover_quic: false, ..params.race };
+    let start_attempt = move |addr: SocketAddr, _: Protocol, bind: Bind| {
+        let (tls, name) = (tls.clone(), name.clone());
+        let fut: AttemptFuture<crate::quic::QuicConnection> =
+            Box::pin(async move { crate::quic::handshake(addr, tls, name, &bind).await });
+        fut
+    };
+    let observed: (ConnectionId, &Observer<'_>) = (ConnectionId::next(), &|_| {});
+    let (quic, report) =
+        establish(host, port, params, config, resolver, observed, start_attempt).await?;
+    Ok(QuicConnected { quic, report })
+}
+
 /// A UDP socket connected to the chosen address, and how it was chosen.
 #[derive(Debug)]
 pub struct UdpConnected {

@@ -54,7 +54,7 @@ pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
 pub mod listener;
-mod quic;
+pub mod quic;
 pub mod resolve;
 pub mod socket;
 pub mod testserver;

@@ -1,7 +1,8 @@
 //! QUIC attempts (quinn, aws-lc-rs): the whole stack — QUIC and its TLS 1.3 handshake with the
-//! certificate check — is up before an attempt counts as ready. The connection then carries
-//! one bidirectional stream, which is what `nw cat --quic` relays; listeners serve a QUIC
-//! connection through the first bidirectional stream its client opens.
+//! certificate check — is up before an attempt counts as ready. A connection made by
+//! `driver::connect` then carries one bidirectional stream, which is what `nw cat --quic`
+//! relays (listeners serve a QUIC connection through the first bidirectional stream its client
+//! opens); one made by `driver::connect_quic` is handed over whole, for HTTP/3.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,13 +18,21 @@ use crate::happy_eyeballs::AttemptError;
 use crate::socket::{Bind, udp_socket};
 use crate::tls::Negotiated;
 
-/// One QUIC attempt to `addr`, authenticating `server_name`; its socket bound as `bind` says.
-pub(crate) async fn attempt(
+/// An established QUIC connection with its endpoint (which must outlive it): what HTTP/3 runs
+/// on.
+#[derive(Debug)]
+pub struct QuicConnection {
+    pub connection: quinn::Connection,
+    pub endpoint: quinn::Endpoint,
+}
+
+/// One QUIC handshake with `addr`, authenticating `server_name`; its socket bound as `bind` says.
+pub(crate) async fn handshake(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     server_name: String,
     bind: &Bind,
-) -> Result<(Box<dyn Io>, Stack), AttemptError> {
+) -> Result<(QuicConnection, Stack), AttemptError> {
     let crypto = QuicClientConfig::try_from(tls)
         .map_err(|e| AttemptError::Tls(format!("this TLS configuration cannot carry QUIC: {e}")))?;
     let config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -36,23 +45,31 @@ pub(crate) async fn attempt(
     let connecting = endpoint
         .connect_with(config, addr, &server_name)
         .map_err(|e| AttemptError::Other(format!("QUIC: {e}")))?;
-    let conn = connecting.await.map_err(|e| error(&e))?;
-    let alpn = conn
+    let connection = connecting.await.map_err(|e| error(&e))?;
+    let alpn = connection
         .handshake_data()
         .and_then(|d| d.downcast::<HandshakeData>().ok())
         .and_then(|d| d.protocol)
         .map(|p| String::from_utf8_lossy(&p).into_owned());
-    let (send, recv) = conn.open_bi().await.map_err(|e| error(&e))?;
     let negotiated = Negotiated {
         version: "QUICv1 (TLSv1_3)".into(),
         cipher: "TLS13".into(),
         alpn,
         server_name,
     };
-    Ok((
-        Box::new(QuicStream::new(send, recv, conn, endpoint)),
-        Stack { tls: Some(negotiated), mptcp: None },
-    ))
+    Ok((QuicConnection { connection, endpoint }, Stack { tls: Some(negotiated), mptcp: None }))
+}
+
+/// One QUIC attempt: the handshake, then the one bidirectional stream the connection carries.
+pub(crate) async fn attempt(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: String,
+    bind: &Bind,
+) -> Result<(Box<dyn Io>, Stack), AttemptError> {
+    let (quic, stack) = handshake(addr, tls, server_name, bind).await?;
+    let (send, recv) = quic.connection.open_bi().await.map_err(|e| error(&e))?;
+    Ok((Box::new(QuicStream::new(send, recv, quic.connection, quic.endpoint)), stack))
 }
 
 fn error(e: &quinn::ConnectionError) -> AttemptError {
