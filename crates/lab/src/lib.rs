@@ -27,6 +27,7 @@ mod error;
 mod netns;
 pub mod nfqueue;
 pub mod nginx;
+pub mod ngtcp2;
 mod process;
 
 pub use counters::TcpCounters;

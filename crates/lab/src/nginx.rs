@@ -19,6 +19,9 @@ pub struct Options {
     pub slow_rate: Option<String>,
     /// A certificate chain and key (PEM files) for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// An `Alt-Svc` header for every HTTPS response (`h3=":4433"`), advertising an HTTP/3
+    /// server that something else runs.
+    pub alt_svc: Option<String>,
 }
 
 /// The running server; dropping it stops it and removes its scratch directory.
@@ -53,12 +56,17 @@ impl Nginx {
         let tls_server = match (&options.tls, https) {
             (Some((cert, key)), Some(port)) => format!(
                 "server {{ listen 127.0.0.1:{port} ssl http2; root {root};
-                   ssl_certificate {cert}; ssl_certificate_key {key};
+                   ssl_certificate {cert}; ssl_certificate_key {key}; {alt_svc}
                    location /slow/ {{ alias {root}/; limit_rate {rate}; }}
                    location /norange/ {{ alias {root}/; max_ranges 0; limit_rate {rate}; }} }}",
                 root = root.display(),
                 cert = cert.canonicalize()?.display(),
                 key = key.canonicalize()?.display(),
+                alt_svc = options
+                    .alt_svc
+                    .as_ref()
+                    .map(|v| format!("add_header Alt-Svc '{v}' always;"))
+                    .unwrap_or_default(),
             ),
             _ => String::new(),
         };

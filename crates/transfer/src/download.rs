@@ -18,7 +18,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
 use nw_connection::endpoint::{Endpoint, Url};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -214,8 +213,8 @@ impl Session {
         started: Instant,
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Finished, TransferError> {
-        let params = self.params(url, security)?;
-        let mut conn = http::connect(url, &params, self.resolver.clone()).await?;
+        let routes = self.routes(url, security)?;
+        let mut conn = self.connect(url, &routes).await?;
         let connected_at = started.elapsed();
         let mut plan = match restart {
             Some(reason) => Plan::Restart(reason),
@@ -233,11 +232,10 @@ impl Session {
             };
             request_at = started.elapsed();
             let response = conn.get(url, &headers).await?;
-            let h = |name: hyper::header::HeaderName| {
-                response.headers().get(name).and_then(|v| v.to_str().ok())
-            };
+            let h = |name: hyper::header::HeaderName| response.header(name);
+            self.learn(url, conn.protocol, h(hyper::header::ALT_SVC));
             let view = resume::Response {
-                status: response.status().as_u16(),
+                status: response.status,
                 etag: h(hyper::header::ETAG),
                 last_modified: h(hyper::header::LAST_MODIFIED),
                 date: h(hyper::header::DATE),
@@ -250,8 +248,11 @@ impl Session {
                     tracing::debug!("{}: {}", job.url, reason.explain());
                     drop(response);
                     plan = Plan::Restart(reason);
-                    // The unread body makes the connection unusable for HTTP/1.1; start afresh.
-                    conn = http::connect(url, &params, self.resolver.clone()).await?;
+                    // The unread body makes an HTTP/1.1 connection unusable; start afresh. (HTTP/2
+                    // and HTTP/3 reset the stream and go on.)
+                    if conn.protocol == http::Protocol::Http11 {
+                        conn = self.connect(url, &routes).await?;
+                    }
                 }
                 d => break (response, d),
             }
@@ -297,17 +298,7 @@ impl Session {
         let received = if complete {
             Ok((0, None))
         } else {
-            self.receive(
-                response.into_body(),
-                file,
-                part,
-                id,
-                from,
-                total,
-                job.sha256.is_some(),
-                on,
-            )
-            .await
+            self.receive(response.body, file, part, id, from, total, job.sha256.is_some(), on).await
         };
         let (received, digest) = received.map_err(|e| e.with_saved(part))?;
         let transfer_time = body_start.elapsed();
@@ -368,7 +359,7 @@ impl Session {
     #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of one body")]
     async fn receive(
         &self,
-        mut body: hyper::body::Incoming,
+        mut body: http::Body,
         mut file: File,
         part: &Path,
         id: i64,
@@ -460,7 +451,7 @@ impl Session {
         let idle = self.config.request_timeout;
         let outcome: Result<(), TransferError> = async {
             loop {
-                let frame = match tokio::time::timeout(idle, body.frame()).await {
+                let data = match tokio::time::timeout(idle, body.data()).await {
                     Err(_) => {
                         return Err(TransferError::Timeout(format!(
                             "no data for {} s",
@@ -468,10 +459,9 @@ impl Session {
                         )));
                     }
                     Ok(None) => break,
-                    Ok(Some(Err(e))) => return Err(TransferError::Lost(e.to_string())),
-                    Ok(Some(Ok(frame))) => frame,
+                    Ok(Some(Err(e))) => return Err(TransferError::Lost(e)),
+                    Ok(Some(Ok(data))) => data,
                 };
-                let Ok(data) = frame.into_data() else { continue };
                 received += data.len() as u64;
                 let chunk = if buf.is_empty() && data.len() >= CHUNK / 2 {
                     Some(data)

@@ -1,11 +1,13 @@
 //! One HTTP connection: established by nw-connection (the Happy Eyeballs race, TLS through the
-//! trust seam), then HTTP/2 when ALPN chose `h2` and HTTP/1.1 otherwise, over hyper.
+//! trust seam), then HTTP/2 when ALPN chose `h2` and HTTP/1.1 otherwise, over hyper; or HTTP/3
+//! over quinn and h3, raced against TCP so that a network that drops UDP costs a head start,
+//! never a hang.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,11 +30,19 @@ pub enum Protocol {
     Http11,
     #[serde(rename = "h2")]
     H2,
+    #[serde(rename = "h3")]
+    H3,
 }
+
+/// How long HTTP/3 runs alone before TCP joins the race. A QUIC handshake on a working path
+/// takes one round trip; this is generous for that while keeping a path that drops UDP from
+/// costing more than a fraction of a second.
+pub(crate) const H3_HEAD_START: Duration = Duration::from_millis(300);
 
 enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
+    H3(h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>),
 }
 
 /// An established HTTP connection.
@@ -40,6 +50,63 @@ pub(crate) struct Connection {
     sender: Sender,
     pub(crate) protocol: Protocol,
     pub(crate) report: Report,
+    /// Why HTTP/3 was tried and not used (it failed, or TCP was ready first).
+    pub(crate) h3_fallback: Option<String>,
+    /// A QUIC connection's endpoint, which must outlive it.
+    _endpoint: Option<quinn::Endpoint>,
+}
+
+/// Where and how HTTP/3 is tried.
+#[derive(Debug, Clone)]
+pub(crate) struct H3Route {
+    /// Parameters whose TLS offers ALPN `h3`.
+    pub(crate) params: Params,
+    /// The UDP port.
+    pub(crate) port: u16,
+    /// No TCP fallback.
+    pub(crate) only: bool,
+}
+
+/// A response head and its body.
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: hyper::HeaderMap,
+    pub(crate) body: Body,
+}
+
+impl Response {
+    pub(crate) fn header(&self, name: hyper::header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A response body, whichever HTTP version carries it.
+pub(crate) enum Body {
+    Hyper(Incoming),
+    H3(Box<h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>>),
+}
+
+impl Body {
+    /// The next bytes of the body; `None` at its end.
+    pub(crate) async fn data(&mut self) -> Option<Result<Bytes, String>> {
+        match self {
+            Self::Hyper(body) => loop {
+                match body.frame().await? {
+                    Err(e) => return Some(Err(e.to_string())),
+                    Ok(frame) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some(Ok(data));
+                        }
+                    }
+                }
+            },
+            Self::H3(stream) => match stream.recv_data().await {
+                Ok(None) => None,
+                Ok(Some(mut buf)) => Some(Ok(buf.copy_to_bytes(buf.remaining()))),
+                Err(e) => Some(Err(e.to_string())),
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -48,8 +115,83 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Connects to `url`'s host and speaks HTTP over it.
+/// Connects to `url`'s host and speaks HTTP over it: over TCP with `tcp`, or, given an HTTP/3
+/// route, over QUIC first with TCP joining after [`H3_HEAD_START`] (at once when QUIC fails).
+/// The first connection ready wins; the other is dropped.
+#[allow(clippy::disallowed_methods, reason = "the connection driver times the head start")]
 pub(crate) async fn connect(
+    url: &Url,
+    tcp: &Params,
+    h3: Option<&H3Route>,
+    resolver: Arc<Resolver>,
+) -> Result<Connection, TransferError> {
+    let Some(h3) = h3 else { return connect_tcp(url, tcp, resolver).await };
+    let quic = connect_h3(url, h3, resolver.clone());
+    if h3.only {
+        return quic.await;
+    }
+    tokio::pin!(quic);
+    let failed = tokio::select! {
+        r = &mut quic => match r {
+            Ok(c) => return Ok(c),
+            Err(e) => Some(e),
+        },
+        () = tokio::time::sleep(H3_HEAD_START) => None,
+    };
+    let fallback = |mut c: Connection, why: String| {
+        tracing::debug!("{}: {why}", url.host);
+        c.h3_fallback = Some(why);
+        c
+    };
+    let tcp = connect_tcp(url, tcp, resolver);
+    if let Some(e) = failed {
+        return Ok(fallback(tcp.await?, format!("HTTP/3 failed: {e}")));
+    }
+    tokio::pin!(tcp);
+    tokio::select! {
+        r = &mut quic => match r {
+            Ok(c) => Ok(c),
+            Err(e) => Ok(fallback(tcp.await?, format!("HTTP/3 failed: {e}"))),
+        },
+        r = &mut tcp => match r {
+            Ok(c) => Ok(fallback(c, format!(
+                "HTTP/3 was not ready within {} ms; TCP was ready first",
+                H3_HEAD_START.as_millis()
+            ))),
+            // TCP failed too: HTTP/3 is the last chance.
+            Err(tcp_error) => quic.await.map_err(|_| tcp_error),
+        },
+    }
+}
+
+/// HTTP/3 on a QUIC connection to `url`'s host at the route's port.
+async fn connect_h3(
+    url: &Url,
+    route: &H3Route,
+    resolver: Arc<Resolver>,
+) -> Result<Connection, TransferError> {
+    let connected = driver::connect_quic(&url.host, route.port, &route.params, resolver)
+        .await
+        .map_err(|e| TransferError::Connect(Box::new(e)))?;
+    let quic = connected.quic;
+    let (mut conn, sender) = h3::client::new(h3_quinn::Connection::new(quic.connection))
+        .await
+        .map_err(|e| TransferError::Http(format!("HTTP/3 handshake: {e}")))?;
+    tokio::spawn(async move {
+        let e = std::future::poll_fn(|cx| conn.poll_close(cx)).await;
+        tracing::debug!("HTTP/3 connection ended: {e}");
+    });
+    Ok(Connection {
+        sender: Sender::H3(sender),
+        protocol: Protocol::H3,
+        report: connected.report,
+        h3_fallback: None,
+        _endpoint: Some(quic.endpoint),
+    })
+}
+
+/// HTTP/2 or HTTP/1.1 over TCP (and TLS when `params` has it).
+async fn connect_tcp(
     url: &Url,
     params: &Params,
     resolver: Arc<Resolver>,
@@ -89,7 +231,7 @@ pub(crate) async fn connect(
         });
         (Sender::H1(sender), Protocol::Http11)
     };
-    Ok(Connection { sender, protocol, report })
+    Ok(Connection { sender, protocol, report, h3_fallback: None, _endpoint: None })
 }
 
 impl Connection {
@@ -98,13 +240,13 @@ impl Connection {
         &mut self,
         url: &Url,
         headers: &[(&str, String)],
-    ) -> Result<hyper::Response<Incoming>, TransferError> {
+    ) -> Result<Response, TransferError> {
         let authority = authority(url);
         let uri = match self.sender {
-            // HTTP/1.1 sends the origin form with a Host header; HTTP/2 the absolute form
-            // (hyper turns it into :scheme, :authority and :path).
+            // HTTP/1.1 sends the origin form with a Host header; HTTP/2 and HTTP/3 the absolute
+            // form (turned into :scheme, :authority and :path).
             Sender::H1(_) => url.path.clone(),
-            Sender::H2(_) => format!("{}://{authority}{}", url.scheme, url.path),
+            Sender::H2(_) | Sender::H3(_) => format!("{}://{authority}{}", url.scheme, url.path),
         };
         let mut request = hyper::Request::get(uri.as_str());
         if matches!(self.sender, Sender::H1(_)) {
@@ -115,14 +257,35 @@ impl Connection {
         for (name, value) in headers {
             request = request.header(*name, value.as_str());
         }
-        let request = request.body(Empty::<Bytes>::new()).map_err(|e| {
+        let failed =
+            |e: &dyn std::fmt::Display| TransferError::Http(format!("request failed: {e}"));
+        let formed = |e: hyper::http::Error| {
             TransferError::Http(format!("{}: cannot form a request for it: {e}", url.path))
-        })?;
-        let response = match &mut self.sender {
-            Sender::H1(s) => s.send_request(request).await,
-            Sender::H2(s) => s.send_request(request).await,
         };
-        response.map_err(|e| TransferError::Http(format!("request failed: {e}")))
+        let response = match &mut self.sender {
+            Sender::H1(s) => s.send_request(request.body(Empty::new()).map_err(formed)?).await,
+            Sender::H2(s) => s.send_request(request.body(Empty::new()).map_err(formed)?).await,
+            Sender::H3(s) => {
+                let mut stream = s
+                    .send_request(request.body(()).map_err(formed)?)
+                    .await
+                    .map_err(|e| failed(&e))?;
+                stream.finish().await.map_err(|e| failed(&e))?;
+                let head = stream.recv_response().await.map_err(|e| failed(&e))?;
+                let (head, ()) = head.into_parts();
+                return Ok(Response {
+                    status: head.status.as_u16(),
+                    headers: head.headers,
+                    body: Body::H3(Box::new(stream)),
+                });
+            }
+        };
+        let (head, body) = response.map_err(|e| failed(&e))?.into_parts();
+        Ok(Response {
+            status: head.status.as_u16(),
+            headers: head.headers,
+            body: Body::Hyper(body),
+        })
     }
 }
 

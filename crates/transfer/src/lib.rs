@@ -11,7 +11,8 @@
 //! - [`metrics`]: per-task timings and facts.
 //!
 //! HTTP/1.1 and HTTP/2 run over hyper on connections from nw-connection (the Happy Eyeballs
-//! race, TLS through nw-trust).
+//! race, TLS through nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc`
+//! ([`altsvc`]) or assumed, raced against TCP and falling back to it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,12 +22,14 @@ use nw_connection::driver::{Params, Resolver};
 use nw_connection::endpoint::Url;
 use nw_connection::tls;
 
+pub mod altsvc;
 pub mod download;
 mod http;
 pub mod metrics;
 pub mod policy;
 pub mod resume;
 pub mod scheduler;
+pub mod server;
 pub mod store;
 
 pub use download::{Download, Event, Finished};
@@ -49,6 +52,8 @@ pub struct Configuration {
     pub allow_http: bool,
     /// Offer HTTP/2 in ALPN.
     pub http2: bool,
+    /// When to use HTTP/3.
+    pub http3: Http3,
     /// The caller's trust settings.
     pub trust: nw_trust::Options,
     /// The unloosened default trust ATS also requires (system anchors, CT as by default).
@@ -70,6 +75,7 @@ impl Default for Configuration {
             ats: true,
             allow_http: false,
             http2: true,
+            http3: Http3::Discover,
             trust: nw_trust::Options::default(),
             default_trust: nw_trust::Options::default(),
             durable: true,
@@ -78,19 +84,39 @@ impl Default for Configuration {
     }
 }
 
-/// A session: its configuration, a resolver, and the store.
+/// When a session uses HTTP/3 (HTTPS only; plain HTTP has no HTTP/3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Http3 {
+    /// Never.
+    Off,
+    /// Once a response has advertised it (`Alt-Svc: h3=":PORT"`), racing TCP.
+    #[default]
+    Discover,
+    /// From the first connection, on the URL's port, racing TCP.
+    Assume,
+    /// HTTP/3 alone: a QUIC failure is the transfer's failure.
+    Only,
+}
+
+/// A session: its configuration, a resolver, the store, and the HTTP/3 alternatives learned.
 #[derive(Debug)]
 pub struct Session {
     config: Configuration,
     resolver: Arc<Resolver>,
     store: Arc<store::Store>,
+    alt_svc: altsvc::Cache,
 }
 
 impl Session {
     /// A session over the store at `store_path`.
     pub fn new(config: Configuration, store_path: &Path) -> Result<Self, TransferError> {
         let store = Arc::new(store::Store::open(store_path)?);
-        Ok(Self { config, resolver: Arc::new(Resolver::from_system()), store })
+        Ok(Self {
+            config,
+            resolver: Arc::new(Resolver::from_system()),
+            store,
+            alt_svc: altsvc::Cache::default(),
+        })
     }
 
     /// The configuration.
@@ -103,8 +129,14 @@ impl Session {
         &self.store
     }
 
-    /// Connection parameters for `url`, secured as the policy said.
-    fn params(&self, url: &Url, security: policy::Security) -> Result<Params, TransferError> {
+    /// Connection parameters for `url` over TCP, secured as the policy said, and the HTTP/3
+    /// route to race them with, when there is one.
+    #[allow(clippy::disallowed_methods, reason = "Alt-Svc freshness is read at connect time")]
+    fn routes(
+        &self,
+        url: &Url,
+        security: policy::Security,
+    ) -> Result<(Params, Option<http::H3Route>), TransferError> {
         let mut params = Params::default();
         if self.config.waits_for_connectivity {
             params.path = Some(nw_path::Conditions {
@@ -114,33 +146,79 @@ impl Session {
             });
         }
         params.race.timeout = self.config.request_timeout;
-        if url.scheme == "https" {
-            let provider = nw_connection::crypto::provider();
-            let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match security {
-                policy::Security::Ats => Arc::new(nw_trust::ats::AtsVerifier::new(
-                    self.config.trust.clone(),
-                    self.config.default_trust.clone(),
-                    provider,
-                )),
-                policy::Security::Exempt(_) => Arc::new(nw_trust::verifier::TrustVerifier::new(
-                    self.config.trust.clone(),
-                    provider,
-                )),
-            };
-            let mut alpn = Vec::new();
-            if self.config.http2 {
-                alpn.push(b"h2".to_vec());
-            }
-            alpn.push(b"http/1.1".to_vec());
-            let options = tls::ClientOptions {
-                verifier: Some(verifier),
-                alpn,
-                ..tls::ClientOptions::default()
-            };
-            params.tls = Some(options.config().map_err(|e| TransferError::Http(e.to_string()))?);
+        if url.scheme != "https" {
+            return Ok((params, None));
         }
-        Ok(params)
+        let mut alpn = Vec::new();
+        if self.config.http2 {
+            alpn.push(b"h2".to_vec());
+        }
+        alpn.push(b"http/1.1".to_vec());
+        let tcp = Params { tls: Some(self.tls(security, alpn)?), ..params.clone() };
+        let port = match self.config.http3 {
+            Http3::Off => None,
+            Http3::Discover => self.alt_svc.h3_port(&origin(url), std::time::Instant::now()),
+            Http3::Assume | Http3::Only => Some(url.port),
+        };
+        let h3 = match port {
+            Some(port) => Some(http::H3Route {
+                params: Params { tls: Some(self.tls(security, vec![b"h3".to_vec()])?), ..params },
+                port,
+                only: self.config.http3 == Http3::Only,
+            }),
+            None => None,
+        };
+        Ok((tcp, h3))
     }
+
+    /// TLS settings offering `alpn`, with the verifier the policy calls for.
+    fn tls(
+        &self,
+        security: policy::Security,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Arc<rustls::ClientConfig>, TransferError> {
+        let provider = nw_connection::crypto::provider();
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match security {
+            policy::Security::Ats => Arc::new(nw_trust::ats::AtsVerifier::new(
+                self.config.trust.clone(),
+                self.config.default_trust.clone(),
+                provider,
+            )),
+            policy::Security::Exempt(_) => Arc::new(nw_trust::verifier::TrustVerifier::new(
+                self.config.trust.clone(),
+                provider,
+            )),
+        };
+        let options =
+            tls::ClientOptions { verifier: Some(verifier), alpn, ..tls::ClientOptions::default() };
+        options.config().map_err(|e| TransferError::Http(e.to_string()))
+    }
+
+    /// Connects for `url` over the routes given; an HTTP/3 alternative that was not used is
+    /// not tried again in this session.
+    async fn connect(
+        &self,
+        url: &Url,
+        (tcp, h3): &(Params, Option<http::H3Route>),
+    ) -> Result<http::Connection, TransferError> {
+        let conn = http::connect(url, tcp, h3.as_ref(), self.resolver.clone()).await?;
+        if conn.h3_fallback.is_some() {
+            self.alt_svc.broken(&origin(url));
+        }
+        Ok(conn)
+    }
+
+    /// Learns what a response over TCP says about HTTP/3.
+    #[allow(clippy::disallowed_methods, reason = "Alt-Svc freshness starts at the response")]
+    fn learn(&self, url: &Url, protocol: Protocol, alt_svc: Option<&str>) {
+        if let (Some(value), true) = (alt_svc, protocol != Protocol::H3 && url.scheme == "https") {
+            self.alt_svc.learn(&origin(url), value, std::time::Instant::now());
+        }
+    }
+}
+
+fn origin(url: &Url) -> altsvc::Origin {
+    (url.scheme.clone(), url.host.to_ascii_lowercase(), url.port)
 }
 
 /// Why a transfer failed. Each message says what happened and what to try.

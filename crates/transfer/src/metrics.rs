@@ -22,6 +22,9 @@ pub struct Metrics {
     /// Receiving the body took this long.
     pub transfer_ms: f64,
     pub protocol: Protocol,
+    /// Why HTTP/3 was tried and not used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h3_fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,6 +64,7 @@ impl Metrics {
             first_byte_ms: ms(first_byte),
             transfer_ms: ms(transfer),
             protocol: conn.protocol,
+            h3_fallback: conn.h3_fallback.clone(),
             tls: report.tls.as_ref().map(|t| format!("{} {}", t.version, t.cipher)),
             remote: report.connected,
             reused: false,

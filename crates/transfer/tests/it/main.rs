@@ -1,5 +1,5 @@
-//! nw-transfer's tests: the pure machines in virtual time, and downloads from a real nginx on
-//! loopback.
+//! nw-transfer's tests: the pure machines in virtual time, downloads from a real nginx on
+//! loopback, and HTTP/3 against ngtcp2's server and our own.
 
 #![allow(
     clippy::unwrap_used,
@@ -7,6 +7,8 @@
     reason = "tests: a panic is the failure report, stderr the figures"
 )]
 
+mod h3;
 mod nginx;
 mod resume;
 mod scheduler;
+mod support;

@@ -1,80 +1,16 @@
 //! Downloads from a real nginx on loopback: byte-exact, resumed after an interruption, and
 //! restarted cleanly when the file changed or the server ignores ranges.
 
-use std::path::{Path, PathBuf};
-
 use nw_lab::nginx::{Nginx, Options as NginxOptions};
-use nw_transfer::download::{Download, Event, part_path};
+use nw_transfer::download::{Event, part_path};
 use nw_transfer::resume::RestartReason;
 use nw_transfer::store::State;
-use nw_transfer::{Configuration, Protocol, Session, TransferError};
+use nw_transfer::{Configuration, Protocol, TransferError};
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nw-transfer-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("www")).unwrap();
-        Self(dir)
-    }
-
-    fn www(&self) -> PathBuf {
-        self.0.join("www")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Deterministic, incompressible-looking bytes (SplitMix64).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use crate::support::{Scratch, Tls, interrupt, job, pattern, runtime, session};
 
 fn nginx(scratch: &Scratch, options: &NginxOptions) -> Nginx {
     Nginx::start(&scratch.www(), options).unwrap_or_else(|e| panic!("nginx could not start: {e}"))
-}
-
-fn session(scratch: &Scratch, config: Configuration) -> Session {
-    Session::new(config, &scratch.0.join("store.db")).unwrap()
-}
-
-fn job(url: String, dest: &Path, resume: bool) -> Download {
-    Download { url, dest: dest.to_owned(), sha256: None, resume, force: false }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// Starts `job` and drops it once `at_least` bytes are written: an interruption mid-body.
-async fn interrupt(session: &Session, job: &Download, at_least: u64) {
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let mut on = move |e: Event| {
-        if let Event::Progress { written, .. } = e {
-            let _ = tx.send(written);
-        }
-    };
-    let download = session.download(job, &mut on);
-    tokio::select! {
-        r = download => panic!("the download ended before it could be interrupted: {r:?}"),
-        _ = rx.wait_for(|w| *w >= at_least) => {}
-    }
 }
 
 #[test]
@@ -211,20 +147,12 @@ fn nginx_https_over_http2_and_http1_with_a_private_anchor() {
     let scratch = Scratch::new("https");
     let data = pattern(8 << 20, 7);
     std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
-    let ca = nw_trust::ca::TestCa::new("nw-transfer test CA").unwrap();
-    let issued = ca.server(&["127.0.0.1"]).unwrap();
-    let (cert, key) = (scratch.0.join("cert.pem"), scratch.0.join("key.pem"));
-    std::fs::write(&cert, &issued.chain_pem).unwrap();
-    std::fs::write(&key, &issued.key_pem).unwrap();
-    let server =
-        nginx(&scratch, &NginxOptions { tls: Some((cert, key)), ..NginxOptions::default() });
-    let trust = nw_trust::Options {
-        anchors: vec![nw_trust::Anchor {
-            der: ca.cert_der(),
-            class: nw_trust::AnchorClass::Custom,
-        }],
-        ..nw_trust::Options::default()
-    };
+    let tls = Tls::new(&scratch);
+    let server = nginx(
+        &scratch,
+        &NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() },
+    );
+    let trust = tls.trust;
     let url = server.https_url("/file.bin").unwrap();
     for (http2, protocol) in [(true, Protocol::H2), (false, Protocol::Http11)] {
         let session = session(

@@ -1,0 +1,108 @@
+//! What the transfer tests share: scratch directories, test data, sessions and jobs.
+
+use std::path::{Path, PathBuf};
+
+use nw_transfer::download::{Download, Event};
+use nw_transfer::{Configuration, Session};
+
+/// A scratch directory removed on drop.
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Scratch {
+    pub(crate) fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nw-transfer-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        Self(dir)
+    }
+
+    pub(crate) fn www(&self) -> PathBuf {
+        self.0.join("www")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic, incompressible-looking bytes (SplitMix64).
+pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub(crate) fn session(scratch: &Scratch, config: Configuration) -> Session {
+    Session::new(config, &scratch.0.join("store.db")).unwrap()
+}
+
+pub(crate) fn job(url: String, dest: &Path, resume: bool) -> Download {
+    Download { url, dest: dest.to_owned(), sha256: None, resume, force: false }
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Starts `job` and drops it once `at_least` bytes are written: an interruption mid-body.
+pub(crate) async fn interrupt(session: &Session, job: &Download, at_least: u64) {
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let mut on = move |e: Event| {
+        if let Event::Progress { written, .. } = e {
+            let _ = tx.send(written);
+        }
+    };
+    let download = session.download(job, &mut on);
+    tokio::select! {
+        r = download => panic!("the download ended before it could be interrupted: {r:?}"),
+        _ = rx.wait_for(|w| *w >= at_least) => {}
+    }
+}
+
+/// A server certificate for 127.0.0.1 from a private CA, as PEM files in the scratch directory
+/// and as DER, and the trust settings that anchor it.
+pub(crate) struct Tls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    issued: nw_trust::ca::Issued,
+    pub(crate) trust: nw_trust::Options,
+}
+
+impl Tls {
+    pub(crate) fn new(scratch: &Scratch) -> Self {
+        let ca = nw_trust::ca::TestCa::new("nw-transfer test CA").unwrap();
+        let issued = ca.server(&["127.0.0.1"]).unwrap();
+        let (cert, key) = (scratch.0.join("cert.pem"), scratch.0.join("key.pem"));
+        std::fs::write(&cert, &issued.chain_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
+        let trust = nw_trust::Options {
+            anchors: vec![nw_trust::Anchor {
+                der: ca.cert_der(),
+                class: nw_trust::AnchorClass::Custom,
+            }],
+            ..nw_trust::Options::default()
+        };
+        Self { cert, key, issued, trust }
+    }
+
+    /// The chain and key, for a server in this process.
+    pub(crate) fn der(
+        &self,
+    ) -> (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)
+    {
+        use rustls::pki_types::pem::PemObject;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.issued.key_pem.as_bytes())
+            .unwrap();
+        (self.issued.chain.clone(), key)
+    }
+}
