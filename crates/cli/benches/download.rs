@@ -1,7 +1,9 @@
 //! Benchmark: downloading one large file from nginx on loopback with `nw get`, curl and
 //! aria2c (1 and 8 connections), to a file, in alternating runs; plus this machine's limits
 //! measured in the same run (loopback HTTP into /dev/null, and writing a file with dd, with and
-//! without fdatasync). Prints medians of throughput, CPU seconds per GB and peak RSS.
+//! without fdatasync). HTTPS rows compare HTTP/1.1 and HTTP/2 from nginx with HTTP/3 from
+//! ngtcp2's gtlsserver and from our own h3 server (nginx and curl here have no HTTP/3). Prints
+//! medians of throughput, CPU seconds per GB (of the client) and peak RSS.
 //!
 //! Run: `cargo bench -p nw --bench download` (1 GiB, 3 runs). `NW_BENCH_SMOKE=1`: 64 MiB, one
 //! run. `NW_BENCH_SIZE_MB=10240` for the 10 GB flat-memory check (free disk is checked first).
@@ -20,6 +22,26 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use nw_lab::nginx::{Nginx, Options};
+use nw_lab::ngtcp2::Gtlsserver;
+
+/// Our own HTTP/3 server on loopback, on a thread of its own for the benchmark's life.
+fn own_h3_server(root: PathBuf, issued: &nw_trust::ca::Issued) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+    let tls = (issued.chain.clone(), key);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let options = nw_transfer::server::Options::default();
+            let server = nw_transfer::server::H3Server::start(addr, &root, tls, &options).unwrap();
+            tx.send(server.url("/big.bin")).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
 
 /// One run of a command: wall seconds, CPU seconds (user + system), peak RSS in MiB.
 #[allow(
@@ -89,9 +111,15 @@ fn main() {
     std::fs::write(&cert, &issued.chain_pem).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
     std::fs::write(&anchor, ca.cert_pem()).unwrap();
-    let server =
-        Nginx::start(&dir.join("www"), &Options { tls: Some((cert, key)), ..Options::default() })
-            .unwrap_or_else(|e| panic!("the benchmark needs nginx: {e}"));
+    let server = Nginx::start(
+        &dir.join("www"),
+        &Options { tls: Some((cert.clone(), key.clone())), ..Options::default() },
+    )
+    .unwrap_or_else(|e| panic!("the benchmark needs nginx: {e}"));
+    let ngtcp2 = Gtlsserver::start(&dir.join("www"), &cert, &key)
+        .unwrap_or_else(|e| panic!("the benchmark needs gtlsserver: {e}"));
+    let (ngtcp2_url, own_h3_url) =
+        (ngtcp2.url("/big.bin"), own_h3_server(dir.join("www"), &issued));
     let (url, https) = (server.url("/big.bin"), server.https_url("/big.bin").unwrap());
     let out = dir.join("out.bin");
     let nw = env!("CARGO_BIN_EXE_nw");
@@ -155,6 +183,18 @@ fn main() {
             Box::new(|| nw_get(&https, &["--http1", "--anchor", anchor.to_str().unwrap()])),
         ),
         ("curl https (http/1.1)", Box::new(|| curl(&https, &out))),
+        (
+            "nw get h3 (ngtcp2 gtlsserver)",
+            Box::new(|| {
+                nw_get(&ngtcp2_url, &["--http3-only", "--anchor", anchor.to_str().unwrap()])
+            }),
+        ),
+        (
+            "nw get h3 (own h3 server)",
+            Box::new(|| {
+                nw_get(&own_h3_url, &["--http3-only", "--anchor", anchor.to_str().unwrap()])
+            }),
+        ),
     ];
     let mut results: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
         vec![(Vec::new(), Vec::new(), Vec::new()); tools.len()];
@@ -199,6 +239,11 @@ fn main() {
         find("nw get https (h2)").max(find("nw get https --http1")) / find("curl https (http/1.1)"),
         nw_plain / find("nw get --no-fsync"),
     );
-    drop(server);
+    println!(
+        "HTTP/3 next to HTTP/2: own server/nginx h2 {:.2}, gtlsserver/nginx h2 {:.2}",
+        find("nw get h3 (own h3 server)") / find("nw get https (h2)"),
+        find("nw get h3 (ngtcp2 gtlsserver)") / find("nw get https (h2)"),
+    );
+    drop((server, ngtcp2));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nw_transfer::download::{self, Download};
-use nw_transfer::{Configuration, Event, Session, TransferError};
+use nw_transfer::{Configuration, Event, Http3, Session, TransferError};
 
 use crate::trust::CtArgs;
 use crate::{Outcome, UsageError};
@@ -37,9 +37,17 @@ pub(crate) struct Args {
     anchor: Vec<PathBuf>,
     #[command(flatten)]
     ct: CtArgs,
-    /// Offer only HTTP/1.1 over TLS (no HTTP/2).
-    #[arg(long)]
+    /// Offer only HTTP/1.1 over TLS (no HTTP/2, no HTTP/3).
+    #[arg(long, conflicts_with_all = ["http3", "http3_only"])]
     http1: bool,
+    /// Try HTTP/3 from the first connection, racing TCP (which joins after 300 ms) and
+    /// falling back to it. Without this flag HTTP/3 is used once a server advertises it
+    /// (Alt-Svc).
+    #[arg(long, conflicts_with = "http3_only")]
+    http3: bool,
+    /// HTTP/3 alone, no fallback: a QUIC failure fails the download.
+    #[arg(long)]
+    http3_only: bool,
     /// Checkpoint without fsync: survives the process being killed, not a power loss.
     #[arg(long)]
     no_fsync: bool,
@@ -84,6 +92,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut config = Configuration {
         allow_http: args.allow_http,
         http2: !args.http1,
+        http3: match (args.http1, args.http3, args.http3_only) {
+            (true, _, _) => Http3::Off,
+            (_, _, true) => Http3::Only,
+            (_, true, _) => Http3::Assume,
+            _ => Http3::Discover,
+        },
         durable: !args.no_fsync,
         request_timeout: Duration::from_secs(args.timeout.max(1)),
         ..Configuration::default()
@@ -139,6 +153,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                             "  restarted from zero: {}",
                             reason.explain()
                         ));
+                    }
+                    if let Some(why) = &done.metrics.h3_fallback {
+                        crate::output::error_line(&format!("  not over HTTP/3: {why}"));
                     }
                 }
             }

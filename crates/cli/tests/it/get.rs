@@ -162,3 +162,32 @@ fn get_blocks_plain_http_to_a_public_name_and_names_the_way_out() {
     );
     assert!(!scratch.0.join("file.bin.part").exists(), "nothing was written");
 }
+
+#[test]
+fn get_http3_only_from_ngtcp2_with_an_anchor_reports_h3() {
+    let scratch = scratch("h3");
+    std::fs::write(scratch.0.join("www/data.bin"), vec![9u8; 2_000_000]).unwrap();
+    let ca = nw_trust::ca::TestCa::new("nw get h3 test CA").unwrap();
+    let issued = ca.server(&["127.0.0.1"]).unwrap();
+    let (cert, key, anchor) =
+        (scratch.0.join("cert.pem"), scratch.0.join("key.pem"), scratch.0.join("ca.pem"));
+    std::fs::write(&cert, &issued.chain_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    std::fs::write(&anchor, ca.cert_pem()).unwrap();
+    let server = nw_lab::ngtcp2::Gtlsserver::start(&scratch.0.join("www"), &cert, &key)
+        .unwrap_or_else(|e| panic!("gtlsserver could not start: {e}"));
+    let anchor = anchor.to_string_lossy().into_owned();
+    let args = ["--json", "--http3-only", "--anchor", &anchor, &server.url("/data.bin")];
+    let out = nw_get(&scratch, &args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let done: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "done")
+        .expect("a done line");
+    assert_eq!(done["metrics"]["protocol"], "h3");
+    assert_eq!(std::fs::read(scratch.0.join("data.bin")).unwrap(), vec![9u8; 2_000_000]);
+    // --http1 rules HTTP/3 out, so asking for both is a usage error.
+    let both = nw_get(&scratch, &["--http1", "--http3", &server.url("/data.bin")]).output();
+    assert_eq!(both.unwrap().status.code(), Some(2));
+}

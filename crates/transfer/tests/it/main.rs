@@ -7,6 +7,7 @@
     reason = "tests: a panic is the failure report, stderr the figures"
 )]
 
+mod altsvc;
 mod h3;
 mod nginx;
 mod resume;
