@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::resume::{self, Decision, Partial, Plan, RestartReason};
-use crate::store::{State, Store};
+use crate::store::{Record, State, Store};
 use crate::{Session, TransferError, http};
 
 /// Body bytes are written in chunks of this size.
@@ -106,6 +106,16 @@ impl Shared {
     }
 }
 
+/// What a download starts from, once admitted.
+pub(crate) struct Admission {
+    /// The destination, absolute: the store's key.
+    pub(crate) dest: PathBuf,
+    pub(crate) part: PathBuf,
+    pub(crate) record: Option<Record>,
+    pub(crate) partial: Partial,
+    pub(crate) restart: Option<RestartReason>,
+}
+
 impl Session {
     /// Downloads `job.url` to `job.dest`, telling `on` each event.
     pub async fn download(
@@ -114,6 +124,38 @@ impl Session {
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Finished, TransferError> {
         let started = Instant::now();
+        let (url, security) = self.check(job)?;
+        let Admission { dest, part, record, partial, restart } = self.admit(job)?;
+        let (dest, store) = (&dest, &self.store);
+        let file = lock_part(&part)?;
+        let resuming = partial.offset > 0;
+        let id = if resuming {
+            record.as_ref().map_or(0, |r| r.id)
+        } else {
+            let hex = job.sha256.map(|d| hex(&d));
+            store.begin(&job.url, dest, hex.as_deref())?
+        };
+        if resuming {
+            store.set_state(id, State::Running, None, false)?;
+        }
+
+        let result =
+            self.fetch(job, &url, security, id, partial, restart, (&part, file), started, on).await;
+        match &result {
+            Ok(_) => store.set_state(id, State::Done, None, true)?,
+            Err(e) => {
+                let state = if e.transient() { State::Interrupted } else { State::Failed };
+                store.set_state(id, state, Some(&e.to_string()), true)?;
+            }
+        }
+        result
+    }
+
+    /// `job`'s URL, and how the transport-security policy lets it load.
+    pub(crate) fn check(
+        &self,
+        job: &Download,
+    ) -> Result<(Url, crate::policy::Security), TransferError> {
         let url = match Endpoint::parse(&job.url) {
             Ok(Endpoint::Url(u)) => u,
             Ok(_) => {
@@ -126,19 +168,25 @@ impl Session {
         };
         let security =
             crate::policy::check(&url, &job.url, self.config.ats, self.config.allow_http)?;
+        Ok((url, security))
+    }
+
+    /// Whether `job` may run given what is on disk and in the store, and what it starts from.
+    /// Refuses (with the way out) to replace a file, to mix two downloads in one `.part`, or to
+    /// throw away checkpointed bytes, unless the job says `force`.
+    pub(crate) fn admit(&self, job: &Download) -> Result<Admission, TransferError> {
         // The store knows a download by its absolute destination: `-o big.bin` in two
         // directories are two downloads.
-        let dest = &std::path::absolute(&job.dest)
+        let dest = std::path::absolute(&job.dest)
             .map_err(|e| TransferError::io(&job.dest, "cannot make the path absolute", e))?;
-        let part = part_path(dest);
+        let part = part_path(&dest);
         if dest.exists() && !job.force {
             return Err(TransferError::Usage(format!(
                 "{} exists; pass --force to replace it",
                 dest.display()
             )));
         }
-        let store = &self.store;
-        let record = store.find(dest)?;
+        let record = self.store.find(&dest)?;
         let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
         let mut partial = Partial::default();
         let mut restart: Option<RestartReason> = None;
@@ -176,28 +224,7 @@ impl Session {
             }
             _ => {}
         }
-        let file = lock_part(&part)?;
-        let resuming = partial.offset > 0;
-        let id = if resuming {
-            record.as_ref().map_or(0, |r| r.id)
-        } else {
-            let hex = job.sha256.map(|d| hex(&d));
-            store.begin(&job.url, dest, hex.as_deref())?
-        };
-        if resuming {
-            store.set_state(id, State::Running, None, false)?;
-        }
-
-        let result =
-            self.fetch(job, &url, security, id, partial, restart, (&part, file), started, on).await;
-        match &result {
-            Ok(_) => store.set_state(id, State::Done, None, true)?,
-            Err(e) => {
-                let state = if e.transient() { State::Interrupted } else { State::Failed };
-                store.set_state(id, state, Some(&e.to_string()), true)?;
-            }
-        }
-        result
+        Ok(Admission { dest, part, record, partial, restart })
     }
 
     #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of one download")]

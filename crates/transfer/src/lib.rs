@@ -27,6 +27,7 @@ pub mod download;
 mod http;
 pub mod metrics;
 pub mod policy;
+pub mod queue;
 pub mod resume;
 pub mod scheduler;
 pub mod server;

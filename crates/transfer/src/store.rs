@@ -38,6 +38,8 @@ PRAGMA user_version = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
+    /// Waiting in the queue for `nw transfers run`.
+    Queued,
     /// A process is (or was, until it died) downloading it.
     Running,
     /// Stopped with an error; resumable from the checkpoint.
@@ -51,6 +53,7 @@ pub enum State {
 impl State {
     fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
             Self::Running => "running",
             Self::Interrupted => "interrupted",
             Self::Failed => "failed",
@@ -60,6 +63,7 @@ impl State {
 
     fn parse(text: &str) -> Self {
         match text {
+            "queued" => Self::Queued,
             "running" => Self::Running,
             "failed" => Self::Failed,
             "done" => Self::Done,
@@ -209,6 +213,61 @@ impl Store {
                 params![url, dest, sha256, t],
                 |r| r.get(0),
             )
+        })
+    }
+
+    /// Queues the transfer of `url` to `dest`. A queued transfer of the same URL that was
+    /// interrupted keeps its checkpoint (it resumes); another URL starts over.
+    pub fn enqueue(
+        &self,
+        url: &str,
+        dest: &Path,
+        sha256: Option<&str>,
+        discretionary: bool,
+    ) -> Result<i64, StoreError> {
+        let dest = dest.to_string_lossy().into_owned();
+        let t = now();
+        // In DO UPDATE, bare column names are the row as it was; `excluded` the new values.
+        self.with("cannot queue a transfer", |c| {
+            c.query_row(
+                "INSERT INTO transfers (url, dest, state, sha256, discretionary, created, updated)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?5)
+                 ON CONFLICT(dest) DO UPDATE SET
+                   validator = CASE WHEN url = excluded.url THEN validator END,
+                   total = CASE WHEN url = excluded.url THEN total END,
+                   offset = CASE WHEN url = excluded.url THEN offset ELSE 0 END,
+                   url = excluded.url, state = 'queued', sha256 = excluded.sha256,
+                   discretionary = excluded.discretionary, attempts = 0, error = NULL,
+                   updated = excluded.updated
+                 RETURNING id",
+                params![url, dest, sha256, discretionary, t],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Every transfer, oldest first.
+    pub fn list(&self) -> Result<Vec<Record>, StoreError> {
+        self.with("cannot list transfers", |c| {
+            let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM transfers ORDER BY id"))?;
+            stmt.query_map([], row)?.collect()
+        })
+    }
+
+    /// Transfers `nw transfers run` takes on: queued, interrupted, and running ones whose
+    /// process is gone (killed; their `.part` lock tells a live one apart), oldest first.
+    pub fn unfinished(&self) -> Result<Vec<Record>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| matches!(r.state, State::Queued | State::Interrupted | State::Running))
+            .collect())
+    }
+
+    /// Forgets the finished transfers (done or failed); returns how many.
+    pub fn clear_finished(&self) -> Result<usize, StoreError> {
+        self.with("cannot clear transfers", |c| {
+            c.execute("DELETE FROM transfers WHERE state IN ('done', 'failed')", [])
         })
     }
 
