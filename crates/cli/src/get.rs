@@ -28,6 +28,22 @@ pub(crate) struct Args {
     /// it matches.
     #[arg(long, value_name = "HEX")]
     sha256: Option<String>,
+    /// Record the downloads in the store instead, for `nw transfers run` to do.
+    #[arg(long)]
+    queue: bool,
+    /// With --queue: wait for an unmetered path and mains power before starting.
+    #[arg(long, requires = "queue")]
+    discretionary: bool,
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Progress and results as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How downloads are made: the session's settings, shared by `nw get` and `nw transfers run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SessionArgs {
     /// Allow plain HTTP to any host (local names and IP literals are always allowed).
     #[arg(long)]
     allow_http: bool,
@@ -57,9 +73,35 @@ pub(crate) struct Args {
     /// The transfer store (SQLite).
     #[arg(long, value_name = "FILE", env = "NW_STORE")]
     store: Option<PathBuf>,
-    /// Progress and results as JSON lines on stdout.
-    #[arg(long)]
-    json: bool,
+}
+
+impl SessionArgs {
+    /// The session these settings describe; `https`: some URL needs trust settings.
+    pub(crate) fn session(&self, https: bool) -> anyhow::Result<Session> {
+        let mut config = Configuration {
+            allow_http: self.allow_http,
+            http2: !self.http1,
+            http3: match (self.http1, self.http3, self.http3_only) {
+                (true, _, _) => Http3::Off,
+                (_, _, true) => Http3::Only,
+                (_, true, _) => Http3::Assume,
+                _ => Http3::Discover,
+            },
+            durable: !self.no_fsync,
+            request_timeout: Duration::from_secs(self.timeout.max(1)),
+            ..Configuration::default()
+        };
+        if https {
+            config.trust = crate::trust::options(&self.anchor, &self.ct, true)?;
+            config.default_trust = crate::trust::options(&[], &self.ct, true)?;
+        }
+        Ok(Session::new(config, &self.store_path())?)
+    }
+
+    /// The store: `--store`, `NW_STORE`, or the default place.
+    pub(crate) fn store_path(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(nw_transfer::store::Store::default_path)
+    }
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -89,25 +131,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             force: args.force,
         });
     }
-    let mut config = Configuration {
-        allow_http: args.allow_http,
-        http2: !args.http1,
-        http3: match (args.http1, args.http3, args.http3_only) {
-            (true, _, _) => Http3::Off,
-            (_, _, true) => Http3::Only,
-            (_, true, _) => Http3::Assume,
-            _ => Http3::Discover,
-        },
-        durable: !args.no_fsync,
-        request_timeout: Duration::from_secs(args.timeout.max(1)),
-        ..Configuration::default()
-    };
-    if args.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("https:")) {
-        config.trust = crate::trust::options(&args.anchor, &args.ct, true)?;
-        config.default_trust = crate::trust::options(&[], &args.ct, true)?;
+    let https = args.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("https:"));
+    let session = args.session.session(https)?;
+    if args.queue {
+        return queue(&session, &jobs, args.discretionary, args.json);
     }
-    let store = args.store.clone().unwrap_or_else(nw_transfer::store::Store::default_path);
-    let session = Session::new(config, &store)?;
     let tty = !args.json && std::io::stderr().is_terminal();
     let mut outcome = Outcome::Success;
     for job in &jobs {
@@ -177,6 +205,36 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
+/// `nw get --queue`: records each job in the store, or refuses it with the reason.
+fn queue(
+    session: &Session,
+    jobs: &[Download],
+    discretionary: bool,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    for job in jobs {
+        match session.enqueue(job, discretionary) {
+            Ok(record) if json => {
+                let line = serde_json::json!({"event": "queued", "id": record.id, "url": record.url, "dest": record.dest, "from": record.offset});
+                crate::output::line(&line.to_string())?;
+            }
+            Ok(record) => {
+                crate::output::error_line(&format!(
+                    "queued #{} {} -> {}; `nw transfers run` downloads it",
+                    record.id,
+                    record.url,
+                    record.dest.display()
+                ));
+            }
+            Err(e @ (TransferError::Usage(_) | TransferError::Refused(_))) => {
+                return Err(UsageError(format!("{}: {e}", job.url)).into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Outcome::Success)
+}
+
 /// The file name a URL saves to: its last path segment, percent-decoded.
 fn file_name(url: &str) -> Result<String, String> {
     let path = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -210,7 +268,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// A byte count for people (binary units).
-fn size(n: impl Into<Size>) -> String {
+pub(crate) fn size(n: impl Into<Size>) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let Size(mut value) = n.into();
     let mut unit = 0;
@@ -222,7 +280,7 @@ fn size(n: impl Into<Size>) -> String {
 }
 
 /// A byte count or rate, for [`size`].
-struct Size(f64);
+pub(crate) struct Size(f64);
 
 impl From<u64> for Size {
     fn from(n: u64) -> Self {
@@ -237,17 +295,17 @@ impl From<f64> for Size {
 }
 
 /// The progress bar on a terminal: percentage, bytes, rate and ETA, redrawn in place.
-struct Bar {
+pub(crate) struct Bar {
     tty: bool,
     drawn: bool,
 }
 
 impl Bar {
-    fn new(tty: bool) -> Self {
+    pub(crate) fn new(tty: bool) -> Self {
         Self { tty, drawn: false }
     }
 
-    fn event(&mut self, event: &Event) {
+    pub(crate) fn event(&mut self, event: &Event) {
         match event {
             Event::Started { restarted: Some(reason), .. } => {
                 crate::output::error_line(&format!(
@@ -283,7 +341,7 @@ impl Bar {
         }
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if self.drawn {
             crate::output::error_line("");
             self.drawn = false;

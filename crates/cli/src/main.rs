@@ -14,6 +14,7 @@ mod doctor;
 mod get;
 mod output;
 mod path;
+mod transfers;
 mod trust;
 
 /// nwkit's networking tool: check, watch and debug the network from the command line.
@@ -41,6 +42,8 @@ enum Command {
     Get(Box<get::Args>),
     /// The network path: satisfied or not, why, over which interfaces.
     Path(path::Args),
+    /// The transfer queue (`nw get --queue`): list it, run it, clear finished transfers.
+    Transfers(transfers::Args),
     /// Evaluate a certificate chain (a server's, or one in a file) and say what fails.
     Trust(trust::Args),
 }
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
             Command::Path(args) => path::run(args).await,
             Command::Cert(args) => cert::run(args),
             Command::Condition(args) => condition::run(*args).await,
+            Command::Transfers(args) => transfers::run(args).await,
             Command::Trust(args) => trust::run(args).await,
         }
     });

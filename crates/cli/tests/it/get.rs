@@ -191,3 +191,123 @@ fn get_http3_only_from_ngtcp2_with_an_anchor_reports_h3() {
     let both = nw_get(&scratch, &["--http1", "--http3", &server.url("/data.bin")]).output();
     assert_eq!(both.unwrap().status.code(), Some(2));
 }
+
+fn nw(scratch: &Dir, args: &[&str]) -> Command {
+    let mut cmd = Command::new(NW);
+    cmd.args(args).current_dir(&scratch.0).env("NW_STORE", scratch.0.join("store.db"));
+    cmd
+}
+
+fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[test]
+fn get_queue_then_transfers_run_picks_up_after_kill_9() {
+    let scratch = scratch("queue");
+    let names = ["a.bin", "b.bin", "c.bin"];
+    for (i, name) in names.iter().enumerate() {
+        let fill = format!("head -c {} /dev/urandom > 'www/{name}'", (40 + 4 * i) << 20);
+        assert!(
+            Command::new("sh")
+                .arg("-c")
+                .arg(fill)
+                .current_dir(&scratch.0)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let sums: Vec<String> =
+        names.iter().map(|n| sha256sum(&scratch.0.join("www").join(n))).collect();
+    // 16 MB/s per connection: about three seconds a file, so the kill lands mid-transfer.
+    let server = Nginx::start(
+        &scratch.0.join("www"),
+        &Options { slow_rate: Some("16m".into()), ..Options::default() },
+    )
+    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    for (name, sum) in names.iter().zip(&sums) {
+        let url = server.url(&format!("/slow/{name}"));
+        let out = nw_get(&scratch, &["--queue", "--sha256", sum, &url]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let listed = json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout);
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|r| r["state"] == "queued"), "{listed:?}");
+    assert!(!scratch.0.join("a.bin.part").exists(), "queueing downloads nothing");
+
+    // The first run is killed once every download has a checkpoint behind it.
+    let mut child = nw(&scratch, &["transfers", "run", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut written = std::collections::BTreeMap::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+        if v["event"] == "progress" {
+            written.insert(v["id"].as_i64().unwrap(), v["written"].as_u64().unwrap());
+        }
+        if written.len() == 3 && written.values().all(|w| *w >= 24 << 20) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(written.len(), 3, "three downloads ran side by side: {written:?}");
+    let listed = json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout);
+    assert!(
+        listed.iter().all(|r| r["state"] == "running" && r["offset"].as_u64().unwrap() > 0),
+        "{listed:?}"
+    );
+
+    // The second run picks each up from its checkpoint and finishes.
+    let out = nw(&scratch, &["transfers", "run", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    let resumed: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["event"] == "started")
+        .map(|v| v["from"].as_u64().unwrap())
+        .collect();
+    assert_eq!(resumed.len(), 3);
+    assert!(resumed.iter().all(|from| *from > 0), "each resumed from its checkpoint: {resumed:?}");
+    let summary = lines.iter().find(|v| v["event"] == "summary").unwrap();
+    assert_eq!((summary["done"].as_u64(), summary["failed"].as_u64()), (Some(3), Some(0)));
+    for (name, sum) in names.iter().zip(&sums) {
+        assert_eq!(&sha256sum(&scratch.0.join(name)), sum, "{name} is byte-exact");
+    }
+
+    // Nothing is left to run; finished transfers can be cleared.
+    let again = json_lines(&nw(&scratch, &["transfers", "run", "--json"]).output().unwrap().stdout);
+    assert_eq!(again.last().unwrap()["done"], 0);
+    assert!(nw(&scratch, &["transfers", "clear"]).status().unwrap().success());
+    assert!(
+        json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout).is_empty()
+    );
+}
+
+#[test]
+fn get_queue_refuses_up_front_and_a_failed_transfer_is_recorded() {
+    let scratch = scratch("queue-fail");
+    let server = Nginx::start(&scratch.0.join("www"), &Options::default())
+        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    // Refusals come at queueing time, with exit 2: a blocked insecure load, --force.
+    let blocked = nw_get(&scratch, &["--queue", "http://example.test/x.bin"]).output().unwrap();
+    assert_eq!(blocked.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&blocked.stderr).contains("--allow-http"));
+    let forced = nw_get(&scratch, &["--queue", "--force", &server.url("/x.bin")]).output().unwrap();
+    assert_eq!(forced.status.code(), Some(2));
+    // A 404 fails for good: no retries, exit 1, and the list says why.
+    let queued = nw_get(&scratch, &["--queue", &server.url("/missing.bin")]).output().unwrap();
+    assert!(queued.status.success());
+    let out = nw(&scratch, &["transfers", "run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("404") && stderr.contains("0 done, 1 failed"), "{stderr}");
+    assert!(!stderr.contains("attempt 2"), "a 404 is not retried: {stderr}");
+    let listed = json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout);
+    assert_eq!(listed[0]["state"], "failed");
+    assert!(listed[0]["error"].as_str().unwrap().contains("404"));
+}

@@ -1,0 +1,213 @@
+//! `nw transfers`: the persistent queue that `nw get --queue` fills — list it, run it, clear
+//! what is finished.
+
+use std::path::PathBuf;
+
+use nw_transfer::queue::{Step, Summary};
+use nw_transfer::scheduler;
+use nw_transfer::store::{Record, State, Store};
+use nw_transfer::{Event, TransferError};
+use serde_json::json;
+
+use crate::Outcome;
+use crate::get::{SessionArgs, size};
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    list: ListArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// List every transfer in the store (what `nw transfers` alone does).
+    List(ListArgs),
+    /// Download every unfinished transfer (queued, interrupted, or left running by a process
+    /// that died), each from its last checkpoint, under the scheduler: a few at a time,
+    /// transient failures retried with backoff, discretionary ones waiting for an unmetered
+    /// path and power. Ends when each is done, failed, or out of retries.
+    Run(Box<RunArgs>),
+    /// Forget finished transfers (done and failed). Their files are not touched.
+    Clear(StoreArg),
+}
+
+#[derive(Debug, clap::Args)]
+struct StoreArg {
+    /// The transfer store (SQLite).
+    #[arg(long, value_name = "FILE", env = "NW_STORE")]
+    store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    fn open(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.store.clone().unwrap_or_else(Store::default_path))?)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    /// One JSON object per transfer, on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The most downloads at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    max_running: usize,
+    /// How many times a transient failure is tried in all (with backoff from 1 s, doubling).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    attempts: u32,
+    /// Events as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    match args.command {
+        None => list(&args.list),
+        Some(Sub::List(list_args)) => list(&list_args),
+        Some(Sub::Clear(store)) => {
+            let cleared = store.open()?.clear_finished()?;
+            crate::output::error_line(&format!("cleared {cleared} finished transfers"));
+            Ok(Outcome::Success)
+        }
+        Some(Sub::Run(run_args)) => run_queue(*run_args).await,
+    }
+}
+
+fn state(s: State) -> &'static str {
+    match s {
+        State::Queued => "queued",
+        State::Running => "running",
+        State::Interrupted => "interrupted",
+        State::Failed => "failed",
+        State::Done => "done",
+    }
+}
+
+fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
+    let records = args.store.open()?.list()?;
+    if args.json {
+        for r in &records {
+            crate::output::line(&serde_json::to_string(r)?)?;
+        }
+        return Ok(Outcome::Success);
+    }
+    if records.is_empty() {
+        crate::output::error_line("no transfers; `nw get --queue URL` adds one");
+    }
+    for r in &records {
+        let progress = match r.total {
+            Some(t) if t > 0 => format!(
+                "{} of {} ({:.0}%)",
+                size(r.offset),
+                size(t),
+                r.offset as f64 * 100.0 / t as f64
+            ),
+            _ => size(r.offset),
+        };
+        let error = r.error.as_deref().map(|e| format!("\n      {e}")).unwrap_or_default();
+        crate::output::line(&format!(
+            "#{:<4} {:<11} {:<28} {} -> {}{error}",
+            r.id,
+            state(r.state),
+            progress,
+            r.url,
+            r.dest.display()
+        ))?;
+    }
+    Ok(Outcome::Success)
+}
+
+async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
+    let store = args.session.store_path();
+    let https = Store::open(&store)?
+        .unfinished()?
+        .iter()
+        .any(|r| r.url.to_ascii_lowercase().starts_with("https:"));
+    let session = args.session.session(https)?;
+    let config = scheduler::Config {
+        max_running: args.max_running.max(1),
+        max_attempts: args.attempts.max(1),
+        ..scheduler::Config::default()
+    };
+    let json = args.json;
+    let on = |record: &Record, step: Step<'_>| {
+        if json {
+            if let Some(line) = json_line(record, &step) {
+                let _ = crate::output::line(&line.to_string());
+            }
+        } else if let Some(text) = human_line(&step) {
+            crate::output::error_line(&format!("#{} {text}", record.id));
+        }
+    };
+    let summary = session.run_queue(config, &on).await?;
+    let Summary { done, failed, interrupted } = summary;
+    if json {
+        crate::output::line(&json!({"event": "summary", "done": done, "failed": failed, "interrupted": interrupted}).to_string())?;
+    } else {
+        crate::output::error_line(&format!(
+            "{done} done, {failed} failed, {interrupted} interrupted{}",
+            if interrupted > 0 { " (a later `nw transfers run` resumes them)" } else { "" }
+        ));
+    }
+    Ok(if failed + interrupted == 0 { Outcome::Success } else { Outcome::Negative })
+}
+
+fn json_line(record: &Record, step: &Step<'_>) -> Option<serde_json::Value> {
+    let mut value = match step {
+        Step::Attempt(n) => json!({"event": "attempt", "attempt": n}),
+        Step::Event(e) => serde_json::to_value(e).ok()?,
+        Step::Waiting(reason) => json!({"event": "waiting", "reason": reason}),
+        Step::Done(done) => {
+            let mut v = serde_json::to_value(done).ok()?;
+            v["event"] = "done".into();
+            v
+        }
+        Step::Failed { error, retry_in } => json!({
+            "event": "failed",
+            "error": error.to_string(),
+            "transient": error.transient(),
+            "retry_in_s": retry_in.map(|d| d.as_secs_f64()),
+        }),
+    };
+    value["id"] = record.id.into();
+    value["url"] = record.url.clone().into();
+    Some(value)
+}
+
+fn human_line(step: &Step<'_>) -> Option<String> {
+    match step {
+        Step::Attempt(1) => Some("starting".into()),
+        Step::Attempt(n) => Some(format!("attempt {n}")),
+        Step::Event(Event::Started { from, restarted, .. }) => match (from, restarted) {
+            (_, Some(reason)) => Some(format!("restarting from zero: {}", reason.explain())),
+            (0, None) => None,
+            (from, None) => Some(format!("resuming after {}", size(*from))),
+        },
+        Step::Event(Event::Progress { .. }) => None,
+        Step::Waiting(reason) => Some(format!("waiting: {reason}")),
+        Step::Done(done) => Some(format!("saved {} ({})", done.dest.display(), size(done.bytes))),
+        Step::Failed { error, retry_in: Some(d) } => {
+            Some(format!("{error}; retrying in {:.0} s", d.as_secs_f64()))
+        }
+        Step::Failed { error, retry_in: None } => Some(failure(error)),
+    }
+}
+
+fn failure(error: &TransferError) -> String {
+    if error.transient() {
+        format!("{error}; out of retries, left interrupted")
+    } else {
+        format!("failed: {error}")
+    }
+}
