@@ -241,7 +241,13 @@ impl Session {
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Finished, TransferError> {
         let routes = self.routes(url, security)?;
-        let mut conn = self.connect(url, &routes).await?;
+        let origin = crate::origin(url);
+        let path = crate::pool::path_fingerprint();
+        let mut conn = match self.pool.take(&origin, path, Instant::now()) {
+            // A pooled TCP connection gives way to an HTTP/3 alternative learned since.
+            Some(conn) if routes.1.is_none() || conn.protocol == http::Protocol::H3 => conn,
+            _ => self.connect(url, &routes).await?,
+        };
         let connected_at = started.elapsed();
         let mut plan = match restart {
             Some(reason) => Plan::Restart(reason),
@@ -258,7 +264,19 @@ impl Session {
                 Plan::Whole | Plan::Restart(_) => Vec::new(),
             };
             request_at = started.elapsed();
-            let response = conn.get(url, &headers).await?;
+            let response = match conn.get(url, &headers).await {
+                // The peer may have closed a pooled connection while it sat idle: a GET is
+                // idempotent, so it is sent once more, on a fresh connection.
+                Err(e) if conn.reused => {
+                    tracing::debug!(
+                        "{}: a reused connection failed ({e}); once more on a fresh one",
+                        job.url
+                    );
+                    conn = self.connect(url, &routes).await?;
+                    conn.get(url, &headers).await?
+                }
+                result => result?,
+            };
             let h = |name: hyper::header::HeaderName| response.header(name);
             self.learn(url, conn.protocol, h(hyper::header::ALT_SVC));
             let view = resume::Response {
@@ -370,6 +388,8 @@ impl Session {
             received,
             from,
         );
+        // Its response read to the end, the connection can carry the next request.
+        self.pool.put(origin, conn, path, Instant::now());
         Ok(Finished {
             url: job.url.clone(),
             dest: job.dest.clone(),

@@ -52,8 +52,24 @@ pub(crate) struct Connection {
     pub(crate) report: Report,
     /// Why HTTP/3 was tried and not used (it failed, or TCP was ready first).
     pub(crate) h3_fallback: Option<String>,
-    /// A QUIC connection's endpoint, which must outlive it.
-    _endpoint: Option<quinn::Endpoint>,
+    /// It carried an earlier request (it came from the pool).
+    pub(crate) reused: bool,
+    /// A QUIC connection and its endpoint, which must outlive it.
+    quic: Option<(quinn::Connection, quinn::Endpoint)>,
+}
+
+impl crate::pool::Pooled for Connection {
+    fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+            Sender::H3(_) => self.quic.as_ref().is_none_or(|(c, _)| c.close_reason().is_some()),
+        }
+    }
+
+    fn reuse(&mut self) {
+        self.reused = true;
+    }
 }
 
 /// Where and how HTTP/3 is tried.
@@ -174,7 +190,7 @@ async fn connect_h3(
         .await
         .map_err(|e| TransferError::Connect(Box::new(e)))?;
     let quic = connected.quic;
-    let (mut conn, sender) = h3::client::new(h3_quinn::Connection::new(quic.connection))
+    let (mut conn, sender) = h3::client::new(h3_quinn::Connection::new(quic.connection.clone()))
         .await
         .map_err(|e| TransferError::Http(format!("HTTP/3 handshake: {e}")))?;
     tokio::spawn(async move {
@@ -186,7 +202,8 @@ async fn connect_h3(
         protocol: Protocol::H3,
         report: connected.report,
         h3_fallback: None,
-        _endpoint: Some(quic.endpoint),
+        reused: false,
+        quic: Some((quic.connection, quic.endpoint)),
     })
 }
 
@@ -231,7 +248,7 @@ async fn connect_tcp(
         });
         (Sender::H1(sender), Protocol::Http11)
     };
-    Ok(Connection { sender, protocol, report, h3_fallback: None, _endpoint: None })
+    Ok(Connection { sender, protocol, report, h3_fallback: None, reused: false, quic: None })
 }
 
 impl Connection {

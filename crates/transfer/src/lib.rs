@@ -27,6 +27,7 @@ pub mod download;
 mod http;
 pub mod metrics;
 pub mod policy;
+pub mod pool;
 pub mod queue;
 pub mod resume;
 pub mod scheduler;
@@ -106,6 +107,7 @@ pub struct Session {
     resolver: Arc<Resolver>,
     store: Arc<store::Store>,
     alt_svc: altsvc::Cache,
+    pool: pool::Pool<http::Connection>,
 }
 
 impl Session {
@@ -117,6 +119,7 @@ impl Session {
             resolver: Arc::new(Resolver::from_system()),
             store,
             alt_svc: altsvc::Cache::default(),
+            pool: pool::Pool::default(),
         })
     }
 
@@ -218,7 +221,7 @@ impl Session {
     }
 }
 
-fn origin(url: &Url) -> altsvc::Origin {
+pub(crate) fn origin(url: &Url) -> altsvc::Origin {
     (url.scheme.clone(), url.host.to_ascii_lowercase(), url.port)
 }
 

@@ -58,7 +58,8 @@ impl Metrics {
             _ => None,
         });
         Self {
-            dns_ms: dns.map(|d| ms(race_start + d)),
+            // A pooled connection's race happened for an earlier request.
+            dns_ms: dns.filter(|_| !conn.reused).map(|d| ms(race_start + d)),
             connected_ms: ms(connected),
             request_ms: ms(request),
             first_byte_ms: ms(first_byte),
@@ -67,7 +68,7 @@ impl Metrics {
             h3_fallback: conn.h3_fallback.clone(),
             tls: report.tls.as_ref().map(|t| format!("{} {}", t.version, t.cipher)),
             remote: report.connected,
-            reused: false,
+            reused: conn.reused,
             received,
             resumed_from,
         }

@@ -10,6 +10,7 @@
 mod altsvc;
 mod h3;
 mod nginx;
+mod pool;
 mod resume;
 mod scheduler;
 mod support;

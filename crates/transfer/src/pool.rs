@@ -1,0 +1,124 @@
+//! Idle connections kept for the next request to the same origin, as logic over an injected
+//! clock and path fingerprint.
+//!
+//! A connection goes back to the pool only after its response was read to the end. Taking one
+//! skips connections the peer has closed and ones idle too long, and the whole pool is flushed
+//! when the network path changed since they were made: a connection bound to an address the
+//! host no longer has, or routed over an interface that went away, would only time out. A
+//! request on a reused connection that fails before any response is retried once on a fresh
+//! connection (see `download::fetch`): the peer may have closed it while it sat idle.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::altsvc::Origin;
+
+/// How long a connection may sit idle before it is not offered again. Servers commonly close
+/// idle connections after 5 s (Apache) to 75 s (nginx's default keepalive_timeout); a
+/// connection past that is likely gone.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// Idle connections kept per origin.
+const PER_ORIGIN: usize = 6;
+
+/// What the pool needs of a connection.
+pub trait Pooled {
+    /// The peer closed it (or it failed).
+    fn is_closed(&self) -> bool;
+    /// It is handed out again.
+    fn reuse(&mut self);
+}
+
+struct Idle<C> {
+    conn: C,
+    since: Instant,
+}
+
+/// The pool.
+pub struct Pool<C> {
+    inner: Mutex<Inner<C>>,
+}
+
+struct Inner<C> {
+    /// The path the idle connections were made on.
+    path: Option<u64>,
+    idle: HashMap<Origin, Vec<Idle<C>>>,
+}
+
+impl<C> Default for Pool<C> {
+    fn default() -> Self {
+        Self { inner: Mutex::new(Inner { path: None, idle: HashMap::new() }) }
+    }
+}
+
+impl<C> std::fmt::Debug for Pool<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.debug_struct("Pool")
+            .field("idle", &inner.idle.values().map(Vec::len).sum::<usize>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Pooled> Pool<C> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<C>> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle, open connection to `origin`, if there is one; `path` is the network path's
+    /// fingerprint now. Flushes everything when the path is not the one the pool was filled on.
+    pub fn take(&self, origin: &Origin, path: Option<u64>, now: Instant) -> Option<C> {
+        let mut inner = self.lock();
+        if inner.path != path {
+            if !inner.idle.is_empty() {
+                tracing::debug!(
+                    "the network path changed: {} idle connections dropped",
+                    inner.idle.len()
+                );
+            }
+            inner.idle.clear();
+            inner.path = path;
+            return None;
+        }
+        let idle = inner.idle.get_mut(origin)?;
+        while let Some(Idle { mut conn, since }) = idle.pop() {
+            if now.saturating_duration_since(since) < IDLE_LIMIT && !conn.is_closed() {
+                conn.reuse();
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` (its last response read to the end) for the next request to `origin`.
+    pub fn put(&self, origin: Origin, conn: C, path: Option<u64>, now: Instant) {
+        let mut inner = self.lock();
+        if inner.path != path {
+            inner.idle.clear();
+            inner.path = path;
+        }
+        let idle = inner.idle.entry(origin).or_default();
+        if idle.len() < PER_ORIGIN {
+            idle.push(Idle { conn, since: now });
+        }
+    }
+
+    /// Idle connections held.
+    pub fn idle(&self) -> usize {
+        self.lock().idle.values().map(Vec::len).sum()
+    }
+}
+
+/// A fingerprint of the network path (usable interfaces, their addresses, gateways): when it
+/// changes, pooled connections are dropped. `None` when the path cannot be read.
+pub(crate) fn path_fingerprint() -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let path = nw_path::current(&nw_path::Conditions::default()).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", path.status).hash(&mut h);
+    for i in &path.interfaces {
+        (i.interface.index, &i.interface.name, format!("{:?}", i.interface.addresses)).hash(&mut h);
+    }
+    path.gateways.hash(&mut h);
+    Some(h.finish())
+}

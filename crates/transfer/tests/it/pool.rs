@@ -1,0 +1,149 @@
+//! The connection pool: its rules in virtual time, reuse against nginx, and the one retry on a
+//! fresh connection when a pooled one turns out dead.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use nw_lab::nginx::{Nginx, Options as NginxOptions};
+use nw_transfer::Configuration;
+use nw_transfer::pool::{IDLE_LIMIT, Pool, Pooled};
+
+use crate::support::{Scratch, job, pattern, runtime, session};
+
+#[derive(Debug, PartialEq)]
+struct Fake {
+    name: &'static str,
+    closed: bool,
+    reused: bool,
+}
+
+impl Pooled for Fake {
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+    fn reuse(&mut self) {
+        self.reused = true;
+    }
+}
+
+fn fake(name: &'static str, closed: bool) -> Fake {
+    Fake { name, closed, reused: false }
+}
+
+#[test]
+fn pool_hands_out_open_fresh_connections_of_the_origin_on_the_same_path() {
+    let a = ("https".to_owned(), "a.example".to_owned(), 443);
+    let b = ("https".to_owned(), "b.example".to_owned(), 443);
+    let pool = Pool::default();
+    #[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
+    let t0 = Instant::now();
+    let path = Some(1);
+    assert_eq!(pool.take(&a, path, t0), None);
+    pool.put(a.clone(), fake("a1", false), path, t0);
+    assert_eq!(pool.take(&b, path, t0), None, "another origin's connection is not offered");
+    let got = pool.take(&a, path, t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!((got.name, got.reused), ("a1", true));
+    // Closed by the peer, or idle too long: skipped and dropped.
+    pool.put(a.clone(), fake("closed", true), path, t0);
+    assert_eq!(pool.take(&a, path, t0), None);
+    pool.put(a.clone(), fake("old", false), path, t0);
+    assert_eq!(pool.take(&a, path, t0 + IDLE_LIMIT), None);
+    assert_eq!(pool.idle(), 0);
+    // A changed path flushes every origin.
+    pool.put(a.clone(), fake("a2", false), path, t0);
+    pool.put(b.clone(), fake("b1", false), path, t0);
+    assert_eq!(pool.idle(), 2);
+    assert_eq!(pool.take(&b, Some(2), t0), None, "the path changed");
+    assert_eq!(pool.idle(), 0);
+    pool.put(b.clone(), fake("b2", false), Some(2), t0);
+    assert_eq!(pool.take(&b, Some(2), t0).map(|c| c.name), Some("b2"));
+}
+
+#[test]
+fn pool_reuses_a_connection_to_nginx_for_the_next_download() {
+    let scratch = Scratch::new("pool-reuse");
+    let data = pattern(1 << 20, 41);
+    std::fs::write(scratch.www().join("one.bin"), &data).unwrap();
+    std::fs::write(scratch.www().join("two.bin"), &data).unwrap();
+    let server = Nginx::start(&scratch.www(), &NginxOptions::default())
+        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let session = session(&scratch, Configuration::default());
+    let rt = runtime();
+    let mut reused = Vec::new();
+    for name in ["one.bin", "two.bin"] {
+        let dest = scratch.0.join(name);
+        let url = server.url(&format!("/{name}"));
+        let done = rt.block_on(session.download(&job(url, &dest, false), &mut |_| {})).unwrap();
+        assert!(std::fs::read(&dest).unwrap() == data);
+        reused.push(done.metrics.reused);
+    }
+    assert_eq!(reused, [false, true]);
+}
+
+/// Reads one request head; false when the peer closed first.
+fn read_head(reader: &mut BufReader<std::net::TcpStream>) -> bool {
+    let mut line = String::new();
+    let mut any = false;
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) if line == "\r\n" => return any,
+            Ok(_) => any = true,
+        }
+    }
+}
+
+#[test]
+fn pool_retries_once_on_a_fresh_connection_when_the_pooled_one_is_dead() {
+    let scratch = Scratch::new("pool-stale");
+    let session = session(&scratch, Configuration::default());
+    // A server that answers one request per connection with keep-alive, then closes the
+    // connection when the next request arrives, unanswered: what a server's idle timeout
+    // racing a client's request looks like.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = pattern(100_000, 42);
+    let served = body.clone();
+    let server = std::thread::spawn(move || {
+        let mut connections = 0;
+        for stream in listener.incoming().take(2) {
+            let stream = stream.unwrap();
+            connections += 1;
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if !read_head(&mut reader) {
+                continue;
+            }
+            let mut out = stream;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"v1\"\r\n\r\n",
+                served.len()
+            );
+            out.write_all(head.as_bytes()).unwrap();
+            out.write_all(&served).unwrap();
+            if connections == 1 {
+                // The next request on this connection is read, then the connection closed.
+                let _ = read_head(&mut reader);
+            }
+        }
+        connections
+    });
+    let rt = runtime();
+    let url = |n: &str| format!("http://127.0.0.1:{port}/{n}");
+    let first = rt
+        .block_on(
+            session.download(&job(url("a.bin"), &scratch.0.join("a.bin"), false), &mut |_| {}),
+        )
+        .unwrap();
+    assert!(!first.metrics.reused);
+    let second = rt
+        .block_on(
+            session.download(&job(url("b.bin"), &scratch.0.join("b.bin"), false), &mut |_| {}),
+        )
+        .unwrap_or_else(|e| panic!("the retry on a fresh connection should have saved this: {e}"));
+    assert!(!second.metrics.reused, "served by the fresh connection");
+    assert!(std::fs::read(scratch.0.join("b.bin")).unwrap() == body);
+    assert_eq!(server.join().unwrap(), 2, "one dead pooled connection, one fresh");
+}
