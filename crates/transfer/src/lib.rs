@@ -7,8 +7,11 @@
 //! - [`resume`]: what to ask for and what a response means, as pure logic.
 //! - [`scheduler`]: the background scheduler as a machine in virtual time (the resume-rate
 //!   limiter, batches, discretionary waits, retries), each wait with its reason.
+//! - [`queue`]: transfers recorded now and run later under the scheduler, from the store.
+//! - [`pool`]: idle connections per origin, flushed when the path changes.
 //! - [`policy`]: the ATS-like policy for HTTP loads.
 //! - [`metrics`]: per-task timings and facts.
+//! - [`server`]: the embedded test server's HTTP/3 part.
 //!
 //! HTTP/1.1 and HTTP/2 run over hyper on connections from nw-connection (the Happy Eyeballs
 //! race, TLS through nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc`
