@@ -128,11 +128,8 @@ fn get_saves_to_the_urls_last_segment_and_reports_json() {
         .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
     let out = nw_get(&scratch, &["--json", &server.url("/data.bin")]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let done: Value = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "done")
-        .expect("a done line");
+    let done = json_lines(&out.stdout).into_iter().find(|v| v["event"] == "done");
+    let done = done.expect("a done line");
     assert_eq!(done["bytes"], 300_000);
     assert_eq!(done["metrics"]["protocol"], "http/1.1");
     assert_eq!(std::fs::read(scratch.0.join("data.bin")).unwrap().len(), 300_000);
@@ -180,11 +177,8 @@ fn get_http3_only_from_ngtcp2_with_an_anchor_reports_h3() {
     let args = ["--json", "--http3-only", "--anchor", &anchor, &server.url("/data.bin")];
     let out = nw_get(&scratch, &args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let done: Value = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "done")
-        .expect("a done line");
+    let done = json_lines(&out.stdout).into_iter().find(|v| v["event"] == "done");
+    let done = done.expect("a done line");
     assert_eq!(done["metrics"]["protocol"], "h3");
     assert_eq!(std::fs::read(scratch.0.join("data.bin")).unwrap(), vec![9u8; 2_000_000]);
     // --http1 rules HTTP/3 out, so asking for both is a usage error.
