@@ -187,7 +187,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            Err(e @ (TransferError::Usage(_) | TransferError::Refused(_))) => {
+            Err(
+                e @ (TransferError::Usage(_) | TransferError::Refused(_) | TransferError::Busy(_)),
+            ) => {
                 return Err(UsageError(e.to_string()).into());
             }
             Err(TransferError::Store(e)) => return Err(e.into()),
@@ -226,7 +228,9 @@ fn queue(
                     record.dest.display()
                 ));
             }
-            Err(e @ (TransferError::Usage(_) | TransferError::Refused(_))) => {
+            Err(
+                e @ (TransferError::Usage(_) | TransferError::Refused(_) | TransferError::Busy(_)),
+            ) => {
                 return Err(UsageError(format!("{}: {e}", job.url)).into());
             }
             Err(e) => return Err(e.into()),

@@ -587,10 +587,7 @@ fn lock_part(part: &Path) -> Result<File, TransferError> {
     // SAFETY: flock(2) on a descriptor we own; no memory involved.
     while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         if Instant::now() >= deadline {
-            return Err(TransferError::Usage(format!(
-                "{} is locked: another nw is downloading to it; wait for it, or stop it first",
-                part.display()
-            )));
+            return Err(TransferError::Busy(part.to_owned()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

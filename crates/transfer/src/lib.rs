@@ -234,6 +234,8 @@ pub(crate) fn origin(url: &Url) -> altsvc::Origin {
 pub enum TransferError {
     #[error("{0}")]
     Usage(String),
+    #[error("{} is locked: another nw is downloading to it; wait for it, or stop it first", .0.display())]
+    Busy(PathBuf),
     #[error(transparent)]
     Refused(#[from] policy::Refused),
     #[error(transparent)]

@@ -202,6 +202,7 @@ impl Session {
                                     summary.failed += 1;
                                     // Refusals come before the download touches the store:
                                     // record them, so the next run does not try again blindly.
+                                    // (A busy one is another live process's to record.)
                                     if matches!(error, TransferError::Usage(_) | TransferError::Refused(_)) {
                                         let text = error.to_string();
                                         self.store.set_state(record.id, State::Failed, Some(&text), true)?;
