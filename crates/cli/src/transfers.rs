@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use nw_transfer::queue::{Step, Summary};
 use nw_transfer::scheduler;
-use nw_transfer::store::{Record, State, Store};
+use nw_transfer::store::{Record, Store};
 use nw_transfer::{Event, TransferError};
 use serde_json::json;
 
@@ -84,16 +84,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 }
 
-fn state(s: State) -> &'static str {
-    match s {
-        State::Queued => "queued",
-        State::Running => "running",
-        State::Interrupted => "interrupted",
-        State::Failed => "failed",
-        State::Done => "done",
-    }
-}
-
 fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
     let records = args.store.open()?.list()?;
     if args.json {
@@ -119,7 +109,7 @@ fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
         crate::output::line(&format!(
             "#{:<4} {:<11} {:<28} {} -> {}{error}",
             r.id,
-            state(r.state),
+            r.state.as_str(),
             progress,
             r.url,
             r.dest.display()
