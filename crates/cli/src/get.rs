@@ -41,6 +41,25 @@ pub(crate) struct Args {
     json: bool,
 }
 
+/// Which transfer store: shared by `nw get` and `nw transfers`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StoreArg {
+    /// The transfer store (SQLite).
+    #[arg(long, value_name = "FILE", env = "NW_STORE")]
+    store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    /// `--store`, `NW_STORE`, or the default place.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(nw_transfer::store::Store::default_path)
+    }
+
+    pub(crate) fn open(&self) -> anyhow::Result<nw_transfer::store::Store> {
+        Ok(nw_transfer::store::Store::open(&self.path())?)
+    }
+}
+
 /// How downloads are made: the session's settings, shared by `nw get` and `nw transfers run`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SessionArgs {
@@ -70,9 +89,8 @@ pub(crate) struct SessionArgs {
     /// Give up when no data arrives for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     timeout: u64,
-    /// The transfer store (SQLite).
-    #[arg(long, value_name = "FILE", env = "NW_STORE")]
-    store: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
 }
 
 impl SessionArgs {
@@ -95,12 +113,7 @@ impl SessionArgs {
             config.trust = crate::trust::options(&self.anchor, &self.ct, true)?;
             config.default_trust = crate::trust::options(&[], &self.ct, true)?;
         }
-        Ok(Session::new(config, &self.store_path())?)
-    }
-
-    /// The store: `--store`, `NW_STORE`, or the default place.
-    pub(crate) fn store_path(&self) -> PathBuf {
-        self.store.clone().unwrap_or_else(nw_transfer::store::Store::default_path)
+        Ok(Session::new(config, &self.store.path())?)
     }
 }
 

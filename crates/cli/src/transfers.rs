@@ -1,16 +1,13 @@
 //! `nw transfers`: the persistent queue that `nw get --queue` fills — list it, run it, clear
 //! what is finished.
-
-use std::path::PathBuf;
-
 use nw_transfer::queue::{Step, Summary};
 use nw_transfer::scheduler;
-use nw_transfer::store::{Record, Store};
+use nw_transfer::store::Record;
 use nw_transfer::{Event, TransferError};
 use serde_json::json;
 
 use crate::Outcome;
-use crate::get::{SessionArgs, size};
+use crate::get::{SessionArgs, StoreArg, size};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -32,19 +29,6 @@ enum Sub {
     Run(Box<RunArgs>),
     /// Forget finished transfers (done and failed). Their files are not touched.
     Clear(StoreArg),
-}
-
-#[derive(Debug, clap::Args)]
-struct StoreArg {
-    /// The transfer store (SQLite).
-    #[arg(long, value_name = "FILE", env = "NW_STORE")]
-    store: Option<PathBuf>,
-}
-
-impl StoreArg {
-    fn open(&self) -> anyhow::Result<Store> {
-        Ok(Store::open(&self.store.clone().unwrap_or_else(Store::default_path))?)
-    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,8 +103,10 @@ fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
-    let store = args.session.store_path();
-    let https = Store::open(&store)?
+    let https = args
+        .session
+        .store
+        .open()?
         .unfinished()?
         .iter()
         .any(|r| r.url.to_ascii_lowercase().starts_with("https:"));
