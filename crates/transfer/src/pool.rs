@@ -45,6 +45,20 @@ struct Inner<C> {
     idle: HashMap<Origin, Vec<Idle<C>>>,
 }
 
+impl<C> Inner<C> {
+    /// The path is now `path`: if it is not the one the idle connections were made on, they
+    /// are all dropped.
+    fn on_path(&mut self, path: Option<u64>) {
+        if self.path != path {
+            if !self.idle.is_empty() {
+                tracing::debug!("the network path changed: idle connections dropped");
+            }
+            self.idle.clear();
+            self.path = path;
+        }
+    }
+}
+
 impl<C> Default for Pool<C> {
     fn default() -> Self {
         Self { inner: Mutex::new(Inner { path: None, idle: HashMap::new() }) }
@@ -69,17 +83,7 @@ impl<C: Pooled> Pool<C> {
     /// fingerprint now. Flushes everything when the path is not the one the pool was filled on.
     pub fn take(&self, origin: &Origin, path: Option<u64>, now: Instant) -> Option<C> {
         let mut inner = self.lock();
-        if inner.path != path {
-            if !inner.idle.is_empty() {
-                tracing::debug!(
-                    "the network path changed: {} idle connections dropped",
-                    inner.idle.len()
-                );
-            }
-            inner.idle.clear();
-            inner.path = path;
-            return None;
-        }
+        inner.on_path(path);
         let idle = inner.idle.get_mut(origin)?;
         while let Some(Idle { mut conn, since }) = idle.pop() {
             if now.saturating_duration_since(since) < IDLE_LIMIT && !conn.is_closed() {
@@ -93,10 +97,7 @@ impl<C: Pooled> Pool<C> {
     /// Keeps `conn` (its last response read to the end) for the next request to `origin`.
     pub fn put(&self, origin: Origin, conn: C, path: Option<u64>, now: Instant) {
         let mut inner = self.lock();
-        if inner.path != path {
-            inner.idle.clear();
-            inner.path = path;
-        }
+        inner.on_path(path);
         let idle = inner.idle.entry(origin).or_default();
         if idle.len() < PER_ORIGIN {
             idle.push(Idle { conn, since: now });
