@@ -4,11 +4,11 @@
 //! path and power, each wait with its reason. The queue lives in the store, so a run killed
 //! at any moment is picked up by the next one, each download from its last checkpoint.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 
 use crate::download::{Download, Event, Finished, hex, parse_sha256};
 use crate::scheduler::{self, Action, Conditions, Outcome, Scheduler, TaskId, Wait};
@@ -43,24 +43,6 @@ pub struct Summary {
     pub failed: usize,
     /// Still failing after the last retry; resumable by a later run.
     pub interrupted: usize,
-}
-
-type Running<'a> =
-    Vec<Pin<Box<dyn Future<Output = (TaskId, Result<Finished, TransferError>)> + 'a>>>;
-
-/// The next download to end.
-fn next_done<'r, 'a>(
-    running: &'r mut Running<'a>,
-) -> impl Future<Output = (TaskId, Result<Finished, TransferError>)> + 'r {
-    std::future::poll_fn(move |cx| {
-        for i in 0..running.len() {
-            if let Poll::Ready(out) = running[i].as_mut().poll(cx) {
-                drop(running.swap_remove(i));
-                return Poll::Ready(out);
-            }
-        }
-        Poll::Pending
-    })
 }
 
 /// The path's cost and the power supply, as the scheduler's conditions.
@@ -134,7 +116,7 @@ impl Session {
         }
         let mut attempts = std::collections::BTreeMap::<TaskId, u32>::new();
         let mut reported = std::collections::BTreeMap::new();
-        let mut running: Running<'_> = Vec::new();
+        let mut running = FuturesUnordered::new();
         let mut summary = Summary::default();
         loop {
             let now = origin.elapsed();
@@ -153,10 +135,10 @@ impl Session {
                     resume: true,
                     force: false,
                 };
-                running.push(Box::pin(async move {
+                running.push(async move {
                     let mut events = |e: Event| on(record, Step::Event(e));
                     (task, self.download(&job, &mut events).await)
-                }));
+                });
             }
             let mut conditions_wait = false;
             for (task, record) in &tasks {
@@ -175,7 +157,7 @@ impl Session {
             }
             let sleep = sleep.unwrap_or(Duration::from_secs(3600));
             tokio::select! {
-                (task, result) = next_done(&mut running), if !running.is_empty() => {
+                Some((task, result)) = running.next(), if !running.is_empty() => {
                     let now = origin.elapsed();
                     let Some(record) = tasks.get(&task) else { continue };
                     let outcome = match &result {
