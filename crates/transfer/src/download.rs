@@ -243,10 +243,12 @@ impl Session {
         let routes = self.routes(url, security)?;
         let origin = crate::origin(url);
         let path = crate::pool::path_fingerprint();
-        let mut conn = match self.pool.take(&origin, path, Instant::now()) {
-            // A pooled TCP connection gives way to an HTTP/3 alternative learned since.
-            Some(conn) if routes.1.is_none() || conn.protocol == http::Protocol::H3 => conn,
-            _ => self.connect(url, &routes).await?,
+        // With an HTTP/3 alternative on offer, only an HTTP/3 connection fits: a pooled TCP one
+        // gives way to it (and stays pooled).
+        let fits = |c: &http::Connection| routes.1.is_none() || c.protocol == http::Protocol::H3;
+        let mut conn = match self.pool.take(&origin, path, Instant::now(), fits) {
+            Some(conn) => conn,
+            None => self.connect(url, &routes).await?,
         };
         let connected_at = started.elapsed();
         let mut plan = match restart {

@@ -79,19 +79,25 @@ impl<C: Pooled> Pool<C> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An idle, open connection to `origin`, if there is one; `path` is the network path's
-    /// fingerprint now. Flushes everything when the path is not the one the pool was filled on.
-    pub fn take(&self, origin: &Origin, path: Option<u64>, now: Instant) -> Option<C> {
+    /// An idle, open connection to `origin` that `fits`, if there is one (the most recently
+    /// used first); `path` is the network path's fingerprint now. Flushes everything when the
+    /// path is not the one the pool was filled on; closed and stale connections are dropped,
+    /// ones that do not fit stay.
+    pub fn take(
+        &self,
+        origin: &Origin,
+        path: Option<u64>,
+        now: Instant,
+        fits: impl Fn(&C) -> bool,
+    ) -> Option<C> {
         let mut inner = self.lock();
         inner.on_path(path);
         let idle = inner.idle.get_mut(origin)?;
-        while let Some(Idle { mut conn, since }) = idle.pop() {
-            if now.saturating_duration_since(since) < IDLE_LIMIT && !conn.is_closed() {
-                conn.reuse();
-                return Some(conn);
-            }
-        }
-        None
+        idle.retain(|i| now.saturating_duration_since(i.since) < IDLE_LIMIT && !i.conn.is_closed());
+        let at = idle.iter().rposition(|i| fits(&i.conn))?;
+        let mut conn = idle.remove(at).conn;
+        conn.reuse();
+        Some(conn)
     }
 
     /// Keeps `conn` (its last response read to the end) for the next request to `origin`.

@@ -27,6 +27,10 @@ impl Pooled for Fake {
     }
 }
 
+fn any(_: &Fake) -> bool {
+    true
+}
+
 fn fake(name: &'static str, closed: bool) -> Fake {
     Fake { name, closed, reused: false }
 }
@@ -39,25 +43,25 @@ fn pool_hands_out_open_fresh_connections_of_the_origin_on_the_same_path() {
     #[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
     let t0 = Instant::now();
     let path = Some(1);
-    assert_eq!(pool.take(&a, path, t0), None);
+    assert_eq!(pool.take(&a, path, t0, any), None);
     pool.put(a.clone(), fake("a1", false), path, t0);
-    assert_eq!(pool.take(&b, path, t0), None, "another origin's connection is not offered");
-    let got = pool.take(&a, path, t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(pool.take(&b, path, t0, any), None, "another origin's connection is not offered");
+    let got = pool.take(&a, path, t0 + Duration::from_secs(1), any).unwrap();
     assert_eq!((got.name, got.reused), ("a1", true));
     // Closed by the peer, or idle too long: skipped and dropped.
     pool.put(a.clone(), fake("closed", true), path, t0);
-    assert_eq!(pool.take(&a, path, t0), None);
+    assert_eq!(pool.take(&a, path, t0, any), None);
     pool.put(a.clone(), fake("old", false), path, t0);
-    assert_eq!(pool.take(&a, path, t0 + IDLE_LIMIT), None);
+    assert_eq!(pool.take(&a, path, t0 + IDLE_LIMIT, any), None);
     assert_eq!(pool.idle(), 0);
     // A changed path flushes every origin.
     pool.put(a.clone(), fake("a2", false), path, t0);
     pool.put(b.clone(), fake("b1", false), path, t0);
     assert_eq!(pool.idle(), 2);
-    assert_eq!(pool.take(&b, Some(2), t0), None, "the path changed");
+    assert_eq!(pool.take(&b, Some(2), t0, any), None, "the path changed");
     assert_eq!(pool.idle(), 0);
     pool.put(b.clone(), fake("b2", false), Some(2), t0);
-    assert_eq!(pool.take(&b, Some(2), t0).map(|c| c.name), Some("b2"));
+    assert_eq!(pool.take(&b, Some(2), t0, any).map(|c| c.name), Some("b2"));
 }
 
 #[test]
