@@ -174,6 +174,7 @@ fn main() {
         ("limit: dd 1 MiB writes + fdatasync", Box::new(|| dd(true))),
         ("nw get (durable checkpoints)", Box::new(|| nw_get(&url, &[]))),
         ("nw get --no-fsync", Box::new(|| nw_get(&url, &["--no-fsync"]))),
+        ("nw get --segments 4", Box::new(|| nw_get(&url, &["--segments", "4"]))),
         ("curl", Box::new(|| curl(&url, &out))),
         ("aria2c -x1", Box::new(|| aria2("1"))),
         ("aria2c -x8", Box::new(|| aria2("8"))),
@@ -181,6 +182,10 @@ fn main() {
         (
             "nw get https --http1",
             Box::new(|| nw_get(&https, &["--http1", "--anchor", anchor.to_str().unwrap()])),
+        ),
+        (
+            "nw get https --segments 4 (h2)",
+            Box::new(|| nw_get(&https, &["--segments", "4", "--anchor", anchor.to_str().unwrap()])),
         ),
         ("curl https (http/1.1)", Box::new(|| curl(&https, &out))),
         (
@@ -236,7 +241,10 @@ fn main() {
         nw_plain / find("curl"),
         nw_plain / find("aria2c -x1"),
         nw_plain / find("aria2c -x8"),
-        find("nw get https (h2)").max(find("nw get https --http1")) / find("curl https (http/1.1)"),
+        find("nw get https (h2)")
+            .max(find("nw get https --http1"))
+            .max(find("nw get https --segments 4 (h2)"))
+            / find("curl https (http/1.1)"),
         nw_plain / find("nw get --no-fsync"),
     );
     println!(

@@ -28,6 +28,11 @@ pub(crate) struct Args {
     /// it matches.
     #[arg(long, value_name = "HEX")]
     sha256: Option<String>,
+    /// Fetch each file as N ranges side by side, on N connections, when the server accepts
+    /// ranges and the file has at least 4 MiB per range (1-16).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    segments: u8,
     /// Record the downloads in the store instead, for `nw transfers run` to do.
     #[arg(long)]
     queue: bool,
@@ -142,6 +147,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             sha256,
             resume: args.resume,
             force: args.force,
+            segments: usize::from(args.segments),
         });
     }
     let https = args.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("https:"));
@@ -179,8 +185,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                         0 => String::new(),
                         n => format!(", resumed after {}", size(n)),
                     };
+                    let segments = match done.segments {
+                        1 => String::new(),
+                        n => format!(" in {n} segments"),
+                    };
                     crate::output::error_line(&format!(
-                        "saved {} ({}, {}/s over {}{resumed})",
+                        "saved {} ({}, {}/s over {}{segments}{resumed})",
                         done.dest.display(),
                         size(done.bytes),
                         size(rate),
@@ -324,18 +334,22 @@ impl Bar {
 
     pub(crate) fn event(&mut self, event: &Event) {
         match event {
-            Event::Started { restarted: Some(reason), .. } => {
-                crate::output::error_line(&format!(
-                    "nw: restarting from zero: {}",
-                    reason.explain()
-                ));
+            Event::Started { restarted, not_resumable, not_segmented, .. } => {
+                if let Some(reason) = restarted {
+                    crate::output::error_line(&format!(
+                        "nw: restarting from zero: {}",
+                        reason.explain()
+                    ));
+                }
+                if let Some(why) = not_resumable {
+                    crate::output::error_line(&format!(
+                        "nw: this download cannot be resumed if interrupted: {why}"
+                    ));
+                }
+                if let Some(why) = not_segmented {
+                    crate::output::error_line(&format!("nw: one connection, not segments: {why}"));
+                }
             }
-            Event::Started { not_resumable: Some(why), .. } => {
-                crate::output::error_line(&format!(
-                    "nw: this download cannot be resumed if interrupted: {why}"
-                ));
-            }
-            Event::Started { .. } => {}
             Event::Progress { written, total, rate } if self.tty => {
                 let (percent, eta) = match total {
                     Some(t) if *t > 0 => {

@@ -12,18 +12,20 @@
 )]
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use nw_connection::endpoint::{Endpoint, Url};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::resume::{self, Decision, Partial, Plan, RestartReason};
+use crate::resume::{self, Decision, Partial, Plan, RestartReason, Segment};
 use crate::store::{Record, State, Store};
 use crate::{Session, TransferError, http};
 
@@ -46,6 +48,10 @@ pub struct Download {
     pub resume: bool,
     /// Replace an existing `dest`, or discard an interrupted download of it.
     pub force: bool,
+    /// Fetch the file as this many ranges side by side, each on a connection of its own, when
+    /// the server allows ranges and the file is large enough (1: front to back). A download
+    /// that was interrupted in segments resumes in them whatever this says.
+    pub segments: usize,
 }
 
 /// What a download reports while it runs.
@@ -57,12 +63,17 @@ pub enum Event {
         from: u64,
         total: Option<u64>,
         protocol: http::Protocol,
+        /// Ranges fetched side by side (1: front to back).
+        segments: usize,
         #[serde(skip_serializing_if = "Option::is_none")]
         restarted: Option<RestartReason>,
         /// Why this download could not be resumed later, when the server gave no usable
         /// validator.
         #[serde(skip_serializing_if = "Option::is_none")]
         not_resumable: Option<String>,
+        /// Why more than one segment was asked for and not used.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        not_segmented: Option<String>,
     },
     /// Bytes of the file written so far (including those resumed from).
     Progress { written: u64, total: Option<u64>, rate: f64 },
@@ -79,6 +90,8 @@ pub struct Finished {
     pub resumed_from: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restarted: Option<RestartReason>,
+    /// Ranges fetched side by side.
+    pub segments: usize,
     /// The file's SHA-256, when one was expected (and matched).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -88,10 +101,57 @@ pub struct Finished {
 /// Checkpoint bookkeeping shared by the writer and the syncer.
 #[derive(Debug, Default)]
 struct Ledger {
-    written: u64,
-    committed: u64,
+    /// Per stream: where it writes, and how much is written and checkpointed.
+    segs: Vec<Progress>,
+    /// Written in segments: checkpoints record each segment.
+    segmented: bool,
+    /// Segmented: the bytes on disk outside the segments.
+    already: u64,
+    total: Option<u64>,
     done: bool,
     failed: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    start: u64,
+    end: Option<u64>,
+    written: u64,
+    committed: u64,
+}
+
+impl Ledger {
+    /// Written and not yet checkpointed.
+    fn uncommitted(&self) -> u64 {
+        self.segs.iter().map(|s| s.written - s.committed).sum()
+    }
+
+    /// Bytes of the file on disk, kept and written.
+    fn written(&self) -> u64 {
+        if self.segmented {
+            self.already + self.segs.iter().map(|s| s.written).sum::<u64>()
+        } else {
+            self.segs.first().map_or(0, |s| s.start + s.written)
+        }
+    }
+
+    /// What a checkpoint of `written` (per stream) records: the durable prefix, and the
+    /// segments when segmented.
+    fn record(&self, written: &[u64]) -> (u64, Option<Vec<Segment>>) {
+        if !self.segmented {
+            return (
+                self.segs.first().map_or(0, |s| s.start) + written.first().unwrap_or(&0),
+                None,
+            );
+        }
+        let segments: Vec<Segment> = self
+            .segs
+            .iter()
+            .zip(written)
+            .map(|(s, &done)| Segment { start: s.start, end: s.end.unwrap_or(s.start), done })
+            .collect();
+        (resume::durable_prefix(&segments, self.total.unwrap_or(0)), Some(segments))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -255,71 +315,130 @@ impl Session {
             Some(reason) => Plan::Restart(reason),
             None => resume::plan(&partial),
         };
-        // At most two requests: the planned one, and a clean restart if its answer says so.
+        let mut want = job.segments.max(1);
+        let mut not_segmented = None;
         let mut request_at;
-        let (response, decision) = loop {
-            let headers: Vec<(&str, String)> = match &plan {
-                Plan::From { from, if_range } => vec![
-                    ("range", format!("bytes={from}-")),
-                    ("if-range", if_range.header().to_owned()),
-                ],
-                Plan::Whole | Plan::Restart(_) => Vec::new(),
-            };
-            request_at = started.elapsed();
-            let response = match conn.get(url, &headers).await {
-                // The peer may have closed a pooled connection while it sat idle: a GET is
-                // idempotent, so it is sent once more, on a fresh connection.
-                Err(e) if conn.reused => {
-                    tracing::debug!(
-                        "{}: a reused connection failed ({e}); once more on a fresh one",
-                        job.url
-                    );
-                    conn = self.connect(url, &routes).await?;
-                    conn.get(url, &headers).await?
+        // The planned request, and a clean restart if its answer (or a segment's) says so.
+        let (response, decision, ranges, extra) = 'attempt: loop {
+            let (response, decision) = loop {
+                let headers = plan.headers();
+                request_at = started.elapsed();
+                let response = match conn.get(url, &headers).await {
+                    // The peer may have closed a pooled connection while it sat idle: a GET is
+                    // idempotent, so it is sent once more, on a fresh connection.
+                    Err(e) if conn.reused => {
+                        tracing::debug!(
+                            "{}: a reused connection failed ({e}); once more on a fresh one",
+                            job.url
+                        );
+                        conn = self.connect(url, &routes).await?;
+                        conn.get(url, &headers).await?
+                    }
+                    result => result?,
+                };
+                let h = |name: hyper::header::HeaderName| response.header(name);
+                self.learn(url, conn.protocol, h(hyper::header::ALT_SVC));
+                let decision = resume::decide(&plan, &partial, &view(&response));
+                match decision {
+                    Decision::Retry(reason) if !matches!(plan, Plan::Restart(_)) => {
+                        tracing::debug!("{}: {}", job.url, reason.explain());
+                        drop(response);
+                        plan = Plan::Restart(reason);
+                        partial.segments.clear();
+                        // The unread body makes an HTTP/1.1 connection unusable; start afresh.
+                        // (HTTP/2 and HTTP/3 reset the stream and go on.)
+                        if conn.protocol == http::Protocol::Http11 {
+                            conn = self.connect(url, &routes).await?;
+                        }
+                    }
+                    d => break (response, d),
                 }
-                result => result?,
             };
-            let h = |name: hyper::header::HeaderName| response.header(name);
-            self.learn(url, conn.protocol, h(hyper::header::ALT_SVC));
-            let view = resume::Response {
-                status: response.status,
-                etag: h(hyper::header::ETAG),
-                last_modified: h(hyper::header::LAST_MODIFIED),
-                date: h(hyper::header::DATE),
-                content_length: h(hyper::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
-                content_range: h(hyper::header::CONTENT_RANGE),
+            if let Decision::Fresh { total, validator, .. } = &decision {
+                partial = Partial {
+                    offset: 0,
+                    validator: validator.as_ref().ok().cloned(),
+                    total: *total,
+                    segments: Vec::new(),
+                };
+            }
+            // The ranges still to fetch when the file is fetched in segments, the first carried
+            // by this response; none when it is written front to back.
+            let ranges = match (&decision, partial.total, &partial.validator) {
+                (Decision::Append { .. }, _, _) if !partial.segments.is_empty() => {
+                    resume::remaining(&partial.segments)
+                }
+                (Decision::Append { .. }, Some(total), Some(_))
+                | (Decision::Fresh { .. }, Some(total), Some(_))
+                    if want > 1 =>
+                {
+                    let from = match decision {
+                        Decision::Append { from, .. } => from,
+                        _ => 0,
+                    };
+                    let accepts = response.status == 206
+                        || response
+                            .header(hyper::header::ACCEPT_RANGES)
+                            .is_some_and(|v| v.trim().eq_ignore_ascii_case("bytes"));
+                    let ranges = resume::split(from, total, want);
+                    if !accepts {
+                        not_segmented = Some("the server does not accept ranges".to_owned());
+                        Vec::new()
+                    } else if ranges.len() < 2 {
+                        not_segmented = Some(format!(
+                            "{} MiB left is too little to split (segments are at least {} MiB)",
+                            (total - from) >> 20,
+                            resume::MIN_SEGMENT >> 20
+                        ));
+                        Vec::new()
+                    } else {
+                        ranges
+                    }
+                }
+                (Decision::Fresh { validator: Err(why), .. }, _, _) if want > 1 => {
+                    not_segmented = Some(format!("{} to request ranges with", why.explain()));
+                    Vec::new()
+                }
+                (Decision::Fresh { total: None, .. }, _, _) if want > 1 => {
+                    not_segmented = Some("the server did not give the length".to_owned());
+                    Vec::new()
+                }
+                _ => Vec::new(),
             };
-            let decision = resume::decide(&plan, &partial, &view);
-            match decision {
-                Decision::Retry(reason) if !matches!(plan, Plan::Restart(_)) => {
-                    tracing::debug!("{}: {}", job.url, reason.explain());
+            let (Some(total), Some(validator)) = (partial.total, &partial.validator) else {
+                break (response, decision, Vec::new(), Vec::new());
+            };
+            if ranges.len() < 2 {
+                break (response, decision, ranges, Vec::new());
+            }
+            let rest = &ranges[1..];
+            match self.open_segments((url, &job.url), &routes, rest, validator, total).await {
+                Ok(extra) => break 'attempt (response, decision, ranges, extra),
+                Err(Opened::Failed(e)) => return Err(e),
+                Err(Opened::Restart(reason)) => {
+                    tracing::debug!("{}: a segment: {}", job.url, reason.explain());
                     drop(response);
-                    plan = Plan::Restart(reason);
-                    // The unread body makes an HTTP/1.1 connection unusable; start afresh. (HTTP/2
-                    // and HTTP/3 reset the stream and go on.)
+                    plan = Plan::Restart(reason.clone());
+                    partial.segments.clear();
+                    want = 1;
+                    not_segmented = Some(format!("a segment's answer: {}", reason.explain()));
                     if conn.protocol == http::Protocol::Http11 {
                         conn = self.connect(url, &routes).await?;
                     }
                 }
-                d => break (response, d),
             }
         };
         let first_byte_at = started.elapsed();
         let complete = matches!(decision, Decision::Complete);
-        let (from, total, restarted, not_resumable) = match decision {
-            Decision::Fresh { total, validator, restarted } => {
-                let (validator, not_resumable) = match validator {
-                    Ok(v) => (Some(v), None),
-                    Err(why) => (None, Some(why.explain())),
-                };
-                partial = Partial { offset: 0, validator, total };
-                (0, total, restarted, not_resumable)
+        let (from, restarted, not_resumable) = match decision {
+            Decision::Fresh { validator, restarted, .. } => {
+                (0, restarted, validator.err().map(|why| why.explain()))
             }
             Decision::Append { from, total } => {
                 partial.total = total.or(partial.total);
-                (from, partial.total, None, None)
+                (from, None, None)
             }
-            Decision::Complete => (partial.offset, partial.total, None, None),
+            Decision::Complete => (partial.offset, None, None),
             Decision::Retry(reason) => {
                 return Err(TransferError::Http(format!(
                     "{}: {} even when asked for the whole file",
@@ -331,27 +450,64 @@ impl Session {
                 return Err(TransferError::Status { url: job.url.clone(), status });
             }
         };
+        let total = partial.total;
+        // Bytes on disk this run keeps: everything outside the ranges still to fetch.
+        let already = match (ranges.is_empty(), total) {
+            (false, Some(t)) => t - ranges.iter().map(|s| s.end - s.start).sum::<u64>(),
+            _ => from,
+        };
         self.store.response(id, partial.validator.as_ref(), total, from)?;
+        if !ranges.is_empty() {
+            // Recorded before the first byte, so a kill from here on resumes segment by segment.
+            self.store.checkpoint(id, from, Some(&ranges))?;
+        }
         on(Event::Started {
-            from,
+            from: already,
             total,
             protocol: conn.protocol,
+            segments: ranges.len().max(1),
             restarted: restarted.clone(),
             not_resumable,
+            not_segmented: not_segmented.clone(),
         });
 
-        file.set_len(from).map_err(|e| TransferError::io(part, "cannot truncate it", e))?;
+        // A resumed segmented download has durable bytes past `from`; otherwise everything
+        // past it is stale.
+        if partial.segments.is_empty() {
+            file.set_len(from).map_err(|e| TransferError::io(part, "cannot truncate it", e))?;
+        }
         let body_start = Instant::now();
+        let mut conns = vec![conn];
+        let mut streams = Vec::new();
+        if !complete {
+            let first = match ranges.first() {
+                Some(s) => Stream {
+                    start: s.start,
+                    end: Some(s.end),
+                    // A 206 carries exactly its range; a 200 (the whole file) is cut short.
+                    exact: response.status == 206 && matches!(plan, Plan::From { to: Some(_), .. }),
+                    body: response.body,
+                },
+                None => Stream { start: from, end: None, exact: false, body: response.body },
+            };
+            streams.push(first);
+            for ((c, body), s) in extra.into_iter().zip(ranges.iter().skip(1)) {
+                conns.push(c);
+                streams.push(Stream { start: s.start, end: Some(s.end), exact: true, body });
+            }
+        }
+        let hash = job.sha256.is_some() && ranges.is_empty();
         let received = if complete {
-            Ok((0, None))
+            Ok(Received::default())
         } else {
-            self.receive(response.body, file, part, id, from, total, job.sha256.is_some(), on).await
+            self.receive(streams, file, part, id, (already, total), hash, on).await
         };
-        let (received, digest) = received.map_err(|e| e.with_saved(part))?;
+        let received = received.map_err(|e| e.with_saved(part))?;
         let transfer_time = body_start.elapsed();
-        let bytes = from + received;
+        let bytes = if complete { partial.offset } else { received.written };
         if let Some(t) = total
-            && bytes != t
+            && !complete
+            && (bytes != t || received.short)
         {
             return Err(TransferError::Incomplete {
                 part: part.to_owned(),
@@ -361,8 +517,9 @@ impl Session {
         }
         let digest = match job.sha256 {
             Some(expected) => {
-                // Nothing received this run (already complete) means nothing was hashed yet.
-                let got = match digest {
+                // Nothing hashed on the way (already complete, or written in segments): read the
+                // file back.
+                let got = match received.digest {
                     Some(got) => got,
                     None => hash_file(part, u64::MAX)?,
                 };
@@ -382,47 +539,89 @@ impl Session {
         })?;
         sync_dir(&job.dest);
         let metrics = Metrics::new(
-            &conn,
+            &conns[0],
             connected_at,
             request_at,
             first_byte_at,
             transfer_time,
-            received,
-            from,
+            received.received,
+            already,
         );
-        // Its response read to the end, the connection can carry the next request.
-        self.pool.put(origin, conn, path, Instant::now());
+        // A connection whose response was read to the end can carry the next request.
+        for (i, conn) in conns.into_iter().enumerate() {
+            if complete || received.ended.get(i).copied().unwrap_or(false) {
+                self.pool.put(origin.clone(), conn, path, Instant::now());
+            }
+        }
         Ok(Finished {
             url: job.url.clone(),
             dest: job.dest.clone(),
             bytes,
-            resumed_from: from,
+            resumed_from: already,
             restarted,
+            segments: ranges.len().max(1),
             sha256: digest,
             metrics,
         })
     }
 
-    /// Streams `body` into `file` from `from`; returns the bytes received and, when asked, the
-    /// SHA-256 of the whole file.
+    /// Asks for each of `ranges` on a connection of its own, all at once. Every answer must be
+    /// that exact range of the same version (`If-Range` with `validator`).
+    async fn open_segments(
+        &self,
+        (url, text): (&Url, &str),
+        routes: &(nw_connection::driver::Params, Option<http::H3Route>),
+        ranges: &[Segment],
+        validator: &resume::Validator,
+        total: u64,
+    ) -> Result<Vec<(http::Connection, http::Body)>, Opened> {
+        let open = |s: Segment| async move {
+            let plan = Plan::From { from: s.start, to: Some(s.end), if_range: validator.clone() };
+            let mut conn = self.connect(url, routes).await.map_err(Opened::Failed)?;
+            let response = conn.get(url, &plan.headers()).await.map_err(Opened::Failed)?;
+            match resume::decide(&plan, &Partial::default(), &view(&response)) {
+                Decision::Append { total: Some(t), .. } if t == total => Ok((conn, response.body)),
+                Decision::Append { .. } | Decision::Complete => {
+                    Err(Opened::Restart(RestartReason::WrongRange))
+                }
+                Decision::Fresh { restarted, .. } => {
+                    Err(Opened::Restart(restarted.unwrap_or(RestartReason::RangeIgnored)))
+                }
+                Decision::Retry(reason) => Err(Opened::Restart(reason)),
+                Decision::Status(status) => {
+                    Err(Opened::Failed(TransferError::Status { url: text.to_owned(), status }))
+                }
+            }
+        };
+        let opened = futures_util::future::join_all(ranges.iter().map(|s| open(*s))).await;
+        opened.into_iter().collect()
+    }
+
+    /// Streams each body into `file` at its range; returns what was written. `already`: the
+    /// bytes of the file on disk outside the streams' ranges; `hash`: compute the SHA-256 of
+    /// the whole file on the way (one stream only).
     #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of one body")]
     async fn receive(
         &self,
-        mut body: http::Body,
-        mut file: File,
+        streams: Vec<Stream>,
+        file: File,
         part: &Path,
         id: i64,
-        from: u64,
-        total: Option<u64>,
+        (already, total): (u64, Option<u64>),
         hash: bool,
         on: &mut (dyn FnMut(Event) + Send),
-    ) -> Result<(u64, Option<[u8; 32]>), TransferError> {
-        file.seek(SeekFrom::Start(from)).map_err(|e| TransferError::io(part, "cannot seek", e))?;
+    ) -> Result<Received, TransferError> {
+        let segmented = streams.iter().all(|s| s.end.is_some());
         let shared = Arc::new(Shared::default());
         {
             let mut l = shared.lock();
-            l.written = from;
-            l.committed = from;
+            l.already = if segmented { already } else { 0 };
+            l.total = total;
+            l.segmented = segmented;
+            l.segs = streams
+                .iter()
+                .map(|s| Progress { start: s.start, end: s.end, written: 0, committed: 0 })
+                .collect();
         }
         // At least a few chunks, so the writer never waits on a checkpoint of nothing.
         let interval = self.config.checkpoint_bytes.max(4 * CHUNK as u64);
@@ -441,20 +640,21 @@ impl Session {
         // However receiving ends (dropped mid-way included), the checkpoint thread is told, and
         // makes a last checkpoint of what the writer wrote.
         let _finish = Finish(shared.clone());
-        let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(usize, Bytes)>(WRITE_QUEUE);
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("nw-write".into())
                 .spawn(move || -> std::io::Result<()> {
-                    while let Some(chunk) = rx.blocking_recv() {
+                    use std::os::unix::fs::FileExt as _;
+                    while let Some((i, chunk)) = rx.blocking_recv() {
                         let len = chunk.len() as u64;
-                        {
+                        let at = {
                             // Never write more than one checkpoint interval past the store's
                             // checkpoint: that bounds what a kill -9 can cost.
                             let mut l = shared.lock();
-                            while l.written > l.committed
-                                && l.written + len - l.committed > interval
+                            while l.uncommitted() > 0
+                                && l.uncommitted() + len > interval
                                 && l.failed.is_none()
                             {
                                 l = shared
@@ -462,25 +662,27 @@ impl Session {
                                     .wait(l)
                                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                             }
-                        }
-                        file.write_all(&chunk)?;
+                            l.segs[i].start + l.segs[i].written
+                        };
+                        file.write_all_at(&chunk, at)?;
                         let mut l = shared.lock();
-                        l.written += len;
+                        l.segs[i].written += len;
                         shared.changed.notify_all();
                     }
                     Ok(())
                 })
                 .map_err(|e| TransferError::io(part, "cannot start the writer thread", e))?
         };
-        let (hash_tx, hasher) = if hash {
+        let first_start = streams.first().map_or(0, |s| s.start);
+        let (hash_tx, hasher) = if hash && streams.len() == 1 {
             let (htx, mut hrx) = mpsc::channel::<Bytes>(HASH_QUEUE);
             let prefix = part.to_owned();
             let handle = std::thread::Builder::new()
                 .name("nw-sha256".into())
                 .spawn(move || -> std::io::Result<Option<[u8; 32]>> {
                     let Some(mut ctx) = nw_connection::crypto::sha256() else { return Ok(None) };
-                    if from > 0 {
-                        feed_file(&prefix, from, &mut *ctx)?;
+                    if first_start > 0 {
+                        feed_file(&prefix, first_start, &mut *ctx)?;
                     }
                     while let Some(chunk) = hrx.blocking_recv() {
                         ctx.update(&chunk);
@@ -494,51 +696,44 @@ impl Session {
         };
 
         let started = Instant::now();
-        let mut last_progress = Instant::now();
-        let mut received: u64 = 0;
-        let mut buf = BytesMut::with_capacity(CHUNK);
         let idle = self.config.request_timeout;
-        let outcome: Result<(), TransferError> = async {
-            loop {
-                let data = match tokio::time::timeout(idle, body.data()).await {
-                    Err(_) => {
-                        return Err(TransferError::Timeout(format!(
-                            "no data for {} s",
-                            idle.as_secs()
-                        )));
-                    }
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => return Err(TransferError::Lost(e)),
-                    Ok(Some(Ok(data))) => data,
-                };
-                received += data.len() as u64;
-                let chunk = if buf.is_empty() && data.len() >= CHUNK / 2 {
-                    Some(data)
-                } else {
-                    buf.extend_from_slice(&data);
-                    (buf.len() >= CHUNK).then(|| buf.split().freeze())
-                };
-                if let Some(chunk) = chunk {
-                    send(&tx, hash_tx.as_ref(), chunk).await?;
-                    if buf.capacity() < CHUNK {
-                        buf.reserve(CHUNK);
-                    }
-                }
-                if last_progress.elapsed() >= PROGRESS_EVERY {
-                    last_progress = Instant::now();
-                    let written = shared.lock().written;
-                    let rate = (written - from) as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                    on(Event::Progress { written, total, rate });
-                }
-            }
-            if !buf.is_empty() {
-                send(&tx, hash_tx.as_ref(), buf.split().freeze()).await?;
-            }
-            Ok(())
-        }
-        .await;
+        let count = streams.len();
+        let mut readers: FuturesUnordered<_> = streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| read(i, s, tx.clone(), hash_tx.clone(), idle))
+            .collect();
         drop(tx);
         drop(hash_tx);
+        let progress = |shared: &Shared| {
+            let l = shared.lock();
+            let written = l.written();
+            let base = l.already + if l.segmented { 0 } else { first_start };
+            let rate = (written - base) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            Event::Progress { written, total, rate }
+        };
+        let mut received: u64 = 0;
+        let mut ended = vec![false; count];
+        let outcome: Result<(), TransferError> = async {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    next = readers.next() => match next {
+                        None => return Ok(()),
+                        Some(Err(e)) => return Err(e),
+                        Some(Ok((i, got, end))) => {
+                            received += got;
+                            ended[i] = end;
+                        }
+                    },
+                    _ = tick.tick() => on(progress(&shared)),
+                }
+            }
+        }
+        .await;
+        // Stops the other streams (after an error); their senders go with them.
+        drop(readers);
         let wrote = writer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
@@ -555,11 +750,109 @@ impl Session {
         wrote.map_err(|e| TransferError::io(part, "cannot write it", e))?;
         synced.map_err(TransferError::Checkpoint)?;
         outcome?;
-        let written = shared.lock().written;
-        let rate = (written - from) as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        on(Event::Progress { written, total, rate });
-        Ok((received, digest))
+        on(progress(&shared));
+        let l = shared.lock();
+        let short = l.segs.iter().any(|s| s.end.is_some_and(|end| s.start + s.written < end));
+        Ok(Received { written: l.written(), received, digest, ended, short })
     }
+}
+
+/// What the receiving of a download's bodies came to.
+#[derive(Debug, Default)]
+struct Received {
+    /// Bytes of the file on disk now, as far as this run knows (kept and written).
+    written: u64,
+    /// Body bytes received.
+    received: u64,
+    digest: Option<[u8; 32]>,
+    /// Per stream: whether its response was read to the end (its connection can be reused).
+    ended: Vec<bool>,
+    /// Some range ended before its end.
+    short: bool,
+}
+
+/// One body and the range of the file it fills: from `start`, up to `end` when given. `exact`:
+/// the body is exactly that range (a 206), so anything past it is an error; otherwise it is
+/// cut at `end`.
+struct Stream {
+    body: http::Body,
+    start: u64,
+    end: Option<u64>,
+    exact: bool,
+}
+
+/// Why a segment could not be opened.
+enum Opened {
+    /// Its answer says the segments cannot go on (the file changed, ranges ignored): start over.
+    Restart(RestartReason),
+    Failed(TransferError),
+}
+
+/// What a decision needs of `response`.
+fn view(response: &http::Response) -> resume::Response<'_> {
+    let h = |name: hyper::header::HeaderName| response.header(name);
+    resume::Response {
+        status: response.status,
+        etag: h(hyper::header::ETAG),
+        last_modified: h(hyper::header::LAST_MODIFIED),
+        date: h(hyper::header::DATE),
+        content_length: h(hyper::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+        content_range: h(hyper::header::CONTENT_RANGE),
+    }
+}
+
+/// Reads stream `i` to its end (or to the end of its range), sending 1 MiB chunks to the writer
+/// and, when hashing, to the hasher. Returns the bytes received and whether the body ended.
+async fn read(
+    i: usize,
+    mut stream: Stream,
+    tx: mpsc::Sender<(usize, Bytes)>,
+    hash: Option<mpsc::Sender<Bytes>>,
+    idle: Duration,
+) -> Result<(usize, u64, bool), TransferError> {
+    let limit = stream.end.map(|end| end - stream.start);
+    let mut got: u64 = 0;
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    let ended = loop {
+        if limit == Some(got) && !stream.exact {
+            break false;
+        }
+        let mut data = match tokio::time::timeout(idle, stream.body.data()).await {
+            Err(_) => {
+                return Err(TransferError::Timeout(format!("no data for {} s", idle.as_secs())));
+            }
+            Ok(None) => break true,
+            Ok(Some(Err(e))) => return Err(TransferError::Lost(e)),
+            Ok(Some(Ok(data))) => data,
+        };
+        if let Some(limit) = limit
+            && data.len() as u64 > limit - got
+        {
+            if stream.exact {
+                return Err(TransferError::Http(format!(
+                    "the server sent more than the {limit} bytes of the range asked for"
+                )));
+            }
+            data.truncate(usize::try_from(limit - got).unwrap_or(usize::MAX));
+        }
+        got += data.len() as u64;
+        let chunk = if buf.is_empty() && data.len() >= CHUNK / 2 {
+            Some(data)
+        } else {
+            buf.extend_from_slice(&data);
+            (buf.len() >= CHUNK).then(|| buf.split().freeze())
+        };
+        if let Some(chunk) = chunk {
+            send(i, &tx, hash.as_ref(), chunk).await?;
+            if buf.capacity() < CHUNK {
+                buf.reserve(CHUNK);
+            }
+        }
+    };
+    if !buf.is_empty() {
+        send(i, &tx, hash.as_ref(), buf.split().freeze()).await?;
+    }
+    Ok((i, got, ended))
 }
 
 /// Tells the checkpoint thread that no more data is coming.
@@ -597,7 +890,8 @@ fn lock_part(part: &Path) -> Result<File, TransferError> {
 }
 
 async fn send(
-    tx: &mpsc::Sender<Bytes>,
+    i: usize,
+    tx: &mpsc::Sender<(usize, Bytes)>,
     hash: Option<&mpsc::Sender<Bytes>>,
     chunk: Bytes,
 ) -> Result<(), TransferError> {
@@ -606,7 +900,7 @@ async fn send(
             .await
             .map_err(|_| TransferError::Http("the hashing thread stopped".into()))?;
     }
-    tx.send(chunk)
+    tx.send((i, chunk))
         .await
         .map_err(|_| TransferError::Http("the writer thread stopped (see the write error)".into()))
 }
@@ -623,30 +917,37 @@ fn checkpoints(
 ) -> Result<(), String> {
     let mut l = shared.lock();
     loop {
-        let due = l.written - l.committed >= interval / 2;
+        let due = l.uncommitted() >= interval / 2;
         if !due && !l.done {
             let (next, _) = shared
                 .changed
                 .wait_timeout(l, Duration::from_secs(1))
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             l = next;
-            if l.written == l.committed && !l.done {
+            if l.uncommitted() == 0 && !l.done {
                 continue;
             }
         }
-        let target = l.written;
+        let target: Vec<u64> = l.segs.iter().map(|s| s.written).collect();
         let done = l.done;
-        if target > l.committed {
+        if l.uncommitted() > 0 {
+            let (offset, segments) = l.record(&target);
             drop(l);
             let result = (if durable {
                 file.sync_data().map_err(|e| format!("fsync: {e}"))
             } else {
                 Ok(())
             })
-            .and_then(|()| store.checkpoint(id, target).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                store.checkpoint(id, offset, segments.as_deref()).map_err(|e| e.to_string())
+            });
             l = shared.lock();
             match result {
-                Ok(()) => l.committed = target,
+                Ok(()) => {
+                    for (s, t) in l.segs.iter_mut().zip(&target) {
+                        s.committed = *t;
+                    }
+                }
                 Err(e) => {
                     l.failed = Some(e.clone());
                     shared.changed.notify_all();
@@ -655,7 +956,7 @@ fn checkpoints(
             }
             shared.changed.notify_all();
         }
-        if done && l.committed == l.written {
+        if done && l.uncommitted() == 0 {
             return Ok(());
         }
     }

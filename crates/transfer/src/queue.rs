@@ -89,7 +89,13 @@ impl Session {
         self.check(&job)?;
         let admitted = self.admit(&job)?;
         let sha256 = job.sha256.map(|d| hex(&d));
-        self.store.enqueue(&job.url, &admitted.dest, sha256.as_deref(), discretionary)?;
+        self.store.enqueue(
+            &job.url,
+            &admitted.dest,
+            sha256.as_deref(),
+            discretionary,
+            job.segments.max(1),
+        )?;
         self.store.find(&admitted.dest)?.ok_or_else(|| {
             TransferError::Usage(format!("{}: queued, then not found", admitted.dest.display()))
         })
@@ -134,6 +140,8 @@ impl Session {
                     sha256,
                     resume: true,
                     force: false,
+                    // A transfer interrupted in segments resumes in them whatever this says.
+                    segments: record.want_segments,
                 };
                 running.push(async move {
                     let mut events = |e: Event| on(record, Step::Event(e));

@@ -108,6 +108,61 @@ pub struct Partial {
     pub validator: Option<Validator>,
     /// The full length, when known.
     pub total: Option<u64>,
+    /// A segmented download's ranges and how much of each is durable (empty when the file was
+    /// written front to back). `offset` is then the durable prefix.
+    pub segments: Vec<Segment>,
+}
+
+/// One byte range `[start, end)` of a segmented download, of which the first `done` bytes are
+/// durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub start: u64,
+    pub end: u64,
+    pub done: u64,
+}
+
+impl Segment {
+    /// Whether every byte of it is durable.
+    pub fn complete(&self) -> bool {
+        self.start + self.done >= self.end
+    }
+}
+
+/// Segments under this length are not worth a connection of their own.
+pub const MIN_SEGMENT: u64 = 4 << 20;
+
+/// Splits `[from, total)` into at most `n` segments of at least [`MIN_SEGMENT`] bytes, their
+/// boundaries on MiB multiples. One segment (or none, when nothing is left) means the range
+/// is not worth splitting.
+pub fn split(from: u64, total: u64, n: usize) -> Vec<Segment> {
+    const ALIGN: u64 = 1 << 20;
+    let left = total.saturating_sub(from);
+    let n = (n as u64).min(left / MIN_SEGMENT).max(1);
+    let step = (left / n).div_ceil(ALIGN) * ALIGN;
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < total {
+        let end = if out.len() as u64 + 1 == n { total } else { (start + step).min(total) };
+        out.push(Segment { start, end, done: 0 });
+        start = end;
+    }
+    out
+}
+
+/// The parts of `segments` still to fetch, as fresh segments.
+pub fn remaining(segments: &[Segment]) -> Vec<Segment> {
+    segments
+        .iter()
+        .filter(|s| !s.complete())
+        .map(|s| Segment { start: s.start + s.done, end: s.end, done: 0 })
+        .collect()
+}
+
+/// How many bytes from the start of the file are durable, when `segments` are the ranges not
+/// yet durable at the start of the run (everything outside them is) and `total` the length.
+pub fn durable_prefix(segments: &[Segment], total: u64) -> u64 {
+    segments.iter().filter(|s| !s.complete()).map(|s| s.start + s.done).min().unwrap_or(total)
 }
 
 /// What to ask the server for.
@@ -117,8 +172,9 @@ pub enum Plan {
     Whole,
     /// The whole resource again, discarding the bytes on disk, and why.
     Restart(RestartReason),
-    /// `Range: bytes=from-` with `If-Range: validator`.
-    From { from: u64, if_range: Validator },
+    /// `Range: bytes=from-` (or `from-(to - 1)` when `to` is given) with
+    /// `If-Range: validator`.
+    From { from: u64, to: Option<u64>, if_range: Validator },
 }
 
 /// Why bytes already downloaded were given up.
@@ -159,12 +215,36 @@ impl RestartReason {
     }
 }
 
-/// The request to make for `partial`.
+/// The request to make for `partial`: the rest of the file, or the first unfinished segment of
+/// a segmented download.
 pub fn plan(partial: &Partial) -> Plan {
-    match (&partial.validator, partial.offset) {
-        (_, 0) => Plan::Whole,
-        (None, _) => Plan::Restart(RestartReason::NoValidator),
-        (Some(v), from) => Plan::From { from, if_range: v.clone() },
+    let segment = partial.segments.iter().find(|s| !s.complete());
+    match (&partial.validator, partial.offset, segment) {
+        (Some(v), _, Some(s)) => {
+            Plan::From { from: s.start + s.done, to: Some(s.end), if_range: v.clone() }
+        }
+        (_, 0, None) => Plan::Whole,
+        (None, _, _) => Plan::Restart(RestartReason::NoValidator),
+        (Some(v), from, None) => Plan::From { from, to: None, if_range: v.clone() },
+    }
+}
+
+impl Plan {
+    /// The request headers that ask for it.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::From { from, to, if_range } => vec![
+                (
+                    "range",
+                    match to {
+                        Some(to) => format!("bytes={from}-{}", to.saturating_sub(1)),
+                        None => format!("bytes={from}-"),
+                    },
+                ),
+                ("if-range", if_range.header().to_owned()),
+            ],
+            Self::Whole | Self::Restart(_) => Vec::new(),
+        }
     }
 }
 
@@ -204,9 +284,9 @@ pub enum Decision {
 pub fn decide(plan: &Plan, partial: &Partial, response: &Response<'_>) -> Decision {
     let validator =
         || Validator::from_response(response.etag, response.last_modified, response.date);
-    let asked_from = match plan {
-        Plan::From { from, .. } => Some(*from),
-        Plan::Whole | Plan::Restart(_) => None,
+    let (asked_from, asked_to) = match plan {
+        Plan::From { from, to, .. } => (Some(*from), *to),
+        Plan::Whole | Plan::Restart(_) => (None, None),
     };
     match response.status {
         200 => Decision::Fresh {
@@ -240,7 +320,9 @@ pub fn decide(plan: &Plan, partial: &Partial, response: &Response<'_>) -> Decisi
                 return Decision::Retry(RestartReason::Changed);
             }
             match range {
-                ContentRange::Bytes { first, last, total } if first == from && last >= first => {
+                ContentRange::Bytes { first, last, total }
+                    if first == from && asked_to.is_none_or(|to| last + 1 == to) =>
+                {
                     Decision::Append { from, total }
                 }
                 _ => Decision::Retry(RestartReason::WrongRange),

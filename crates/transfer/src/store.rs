@@ -3,7 +3,9 @@
 //!
 //! A row per destination file: its URL, state, the recorded validator and length, and the
 //! checkpointed offset — the number of bytes of `FILE.part` that were made durable before the
-//! row claimed them. `synchronous = FULL`, so a committed checkpoint survives power loss too.
+//! row claimed them. A segmented download also records each range and how much of it is durable;
+//! its offset is then the durable prefix. `synchronous = FULL`, so a committed checkpoint
+//! survives power loss too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -12,9 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::resume::{Partial, Validator};
+use crate::resume::{Partial, Segment, Validator};
 
-/// The schema, versioned through `user_version`.
+/// The schema, versioned through `user_version`: 1 had no `segments` or `want_segments`.
+const VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS transfers (
     id INTEGER PRIMARY KEY,
@@ -29,9 +32,17 @@ CREATE TABLE IF NOT EXISTS transfers (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    segments TEXT,
+    want_segments INTEGER NOT NULL DEFAULT 1
 );
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
+";
+/// From version 1.
+const MIGRATE_1: &str = "
+ALTER TABLE transfers ADD COLUMN segments TEXT;
+ALTER TABLE transfers ADD COLUMN want_segments INTEGER NOT NULL DEFAULT 1;
+PRAGMA user_version = 2;
 ";
 
 /// Where a transfer stands.
@@ -87,12 +98,22 @@ pub struct Record {
     pub discretionary: bool,
     pub attempts: u32,
     pub error: Option<String>,
+    /// A segmented download's ranges (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+    /// The segments a queued download asks for.
+    pub want_segments: usize,
 }
 
 impl Record {
     /// What is on disk, as far as the checkpoint vouches for it.
     pub fn partial(&self) -> Partial {
-        Partial { offset: self.offset, validator: self.validator.clone(), total: self.total }
+        Partial {
+            offset: self.offset,
+            validator: self.validator.clone(),
+            total: self.total,
+            segments: self.segments.clone(),
+        }
     }
 }
 
@@ -162,7 +183,7 @@ impl Store {
             "cannot read its schema version",
             "is it an SQLite file? move it aside to start a new store",
         ))?;
-        if version > 1 {
+        if version > VERSION {
             return Err(StoreError {
                 path: path.to_owned(),
                 what: "it was written by a newer nw",
@@ -170,7 +191,8 @@ impl Store {
                 source: rusqlite::Error::InvalidQuery,
             });
         }
-        conn.execute_batch(SCHEMA)
+        let schema = if version == 1 { MIGRATE_1 } else { SCHEMA };
+        conn.execute_batch(schema)
             .map_err(err("cannot create its tables", "move it aside to start a new store"))?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
@@ -209,7 +231,7 @@ impl Store {
                  VALUES (?1, ?2, 'running', ?3, ?4, ?4)
                  ON CONFLICT(dest) DO UPDATE SET url = ?1, state = 'running', sha256 = ?3,
                    discretionary = 0, validator = NULL, total = NULL, offset = 0, attempts = 0,
-                   error = NULL, updated = ?4
+                   error = NULL, segments = NULL, want_segments = 1, updated = ?4
                  RETURNING id",
                 params![url, dest, sha256, t],
                 |r| r.get(0),
@@ -225,23 +247,27 @@ impl Store {
         dest: &Path,
         sha256: Option<&str>,
         discretionary: bool,
+        want_segments: usize,
     ) -> Result<i64, StoreError> {
         let dest = dest.to_string_lossy().into_owned();
         let t = now();
         // In DO UPDATE, bare column names are the row as it was; `excluded` the new values.
         self.with("cannot queue a transfer", |c| {
             c.query_row(
-                "INSERT INTO transfers (url, dest, state, sha256, discretionary, created, updated)
-                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?5)
+                "INSERT INTO transfers (url, dest, state, sha256, discretionary, want_segments,
+                   created, updated)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?6, ?5, ?5)
                  ON CONFLICT(dest) DO UPDATE SET
                    validator = CASE WHEN url = excluded.url THEN validator END,
                    total = CASE WHEN url = excluded.url THEN total END,
                    offset = CASE WHEN url = excluded.url THEN offset ELSE 0 END,
+                   segments = CASE WHEN url = excluded.url THEN segments END,
                    url = excluded.url, state = 'queued', sha256 = excluded.sha256,
                    discretionary = excluded.discretionary, attempts = 0, error = NULL,
+                   want_segments = excluded.want_segments,
                    updated = excluded.updated
                  RETURNING id",
-                params![url, dest, sha256, discretionary, t],
+                params![url, dest, sha256, discretionary, t, u64_sql(want_segments as u64)],
                 |r| r.get(0),
             )
         })
@@ -273,7 +299,8 @@ impl Store {
     }
 
     /// Records what the server said the file is: its validator and length, and the offset the
-    /// body will be written from (0 on a fresh start). Written before the first byte.
+    /// body will be written from (0 on a fresh start), forgetting any segments. Written before
+    /// the first byte.
     pub fn response(
         &self,
         id: i64,
@@ -285,19 +312,26 @@ impl Store {
         self.with("cannot record a response", |c| {
             c.execute(
                 "UPDATE transfers SET validator = ?2, total = ?3, offset = ?4, state = 'running',
-                   updated = ?5 WHERE id = ?1",
+                   segments = NULL, updated = ?5 WHERE id = ?1",
                 params![id, validator, total.map(u64_sql), u64_sql(offset), now()],
             )
             .map(drop)
         })
     }
 
-    /// Claims the first `offset` bytes of the partial file (already durable).
-    pub fn checkpoint(&self, id: i64, offset: u64) -> Result<(), StoreError> {
+    /// Claims the first `offset` bytes of the partial file (already durable), and for a
+    /// segmented download the durable part of each segment.
+    pub fn checkpoint(
+        &self,
+        id: i64,
+        offset: u64,
+        segments: Option<&[Segment]>,
+    ) -> Result<(), StoreError> {
+        let segments = segments.and_then(|s| serde_json::to_string(s).ok());
         self.with("cannot checkpoint", |c| {
             c.execute(
-                "UPDATE transfers SET offset = ?2, updated = ?3 WHERE id = ?1",
-                params![id, u64_sql(offset), now()],
+                "UPDATE transfers SET offset = ?2, segments = ?3, updated = ?4 WHERE id = ?1",
+                params![id, u64_sql(offset), segments, now()],
             )
             .map(drop)
         })
@@ -322,8 +356,8 @@ impl Store {
     }
 }
 
-const COLUMNS: &str =
-    "id, url, dest, state, validator, total, offset, sha256, discretionary, attempts, error";
+const COLUMNS: &str = "id, url, dest, state, validator, total, offset, sha256, discretionary, \
+     attempts, error, segments, want_segments";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     let validator: Option<String> = r.get(4)?;
@@ -341,6 +375,11 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         discretionary: r.get(8)?,
         attempts: u32::try_from(r.get::<_, i64>(9)?).unwrap_or(u32::MAX),
         error: r.get(10)?,
+        segments: r
+            .get::<_, Option<String>>(11)?
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default(),
+        want_segments: usize::try_from(r.get::<_, i64>(12)?).unwrap_or(1).max(1),
     })
 }
 

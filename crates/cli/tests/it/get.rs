@@ -305,3 +305,47 @@ fn get_queue_refuses_up_front_and_a_failed_transfer_is_recorded() {
     assert_eq!(listed[0]["state"], "failed");
     assert!(listed[0]["error"].as_str().unwrap().contains("404"));
 }
+
+#[test]
+fn get_segments_fetches_ranges_side_by_side_checks_the_digest_and_queues_them() {
+    let scratch = scratch("segments");
+    let data: Vec<u8> =
+        (0..32u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0]).collect();
+    std::fs::write(scratch.0.join("www/big.bin"), &data).unwrap();
+    let server = Nginx::start(&scratch.0.join("www"), &Options::default())
+        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let digest = sha256sum(&scratch.0.join("www/big.bin"));
+    let url = server.url("/big.bin");
+    let out = nw_get(&scratch, &["--json", "--segments", "4", "--sha256", &digest, &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    let started = lines.iter().find(|v| v["event"] == "started").expect("a started line");
+    assert_eq!(started["segments"], 4, "{started}");
+    let done = lines.iter().find(|v| v["event"] == "done").expect("a done line");
+    assert_eq!((done["segments"].as_u64(), done["sha256"].as_str()), (Some(4), Some(&*digest)));
+    assert_eq!(sha256sum(&scratch.0.join("big.bin")), digest);
+    // A wrong digest keeps the file out of place, segments or not.
+    let wrong = "0".repeat(64);
+    let out = nw_get(&scratch, &["--segments", "4", "--sha256", &wrong, "-o", "bad.bin", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !scratch.0.join("bad.bin").exists(),
+        "a file whose digest is wrong is not put in place"
+    );
+    for bad in ["0", "17", "many"] {
+        let out = nw_get(&scratch, &["--segments", bad, "-o", "x.bin", &url]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--segments {bad}");
+    }
+    // Queued with segments: the store keeps the setting for `nw transfers run`.
+    let out = nw_get(&scratch, &["--queue", "--segments", "3", "-o", "q.bin", &url]).output();
+    assert!(out.unwrap().status.success());
+    let out = nw(&scratch, &["transfers", "run", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let done = json_lines(&out.stdout).into_iter().find(|v| v["event"] == "done");
+    assert_eq!(done.expect("a done line")["segments"], 3);
+    assert_eq!(sha256sum(&scratch.0.join("q.bin")), digest);
+}

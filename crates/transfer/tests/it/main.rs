@@ -13,4 +13,5 @@ mod nginx;
 mod pool;
 mod resume;
 mod scheduler;
+mod segments;
 mod support;

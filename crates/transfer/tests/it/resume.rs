@@ -1,8 +1,8 @@
 //! Resume decisions: validator kept, changed, missing; 206 against 200; 416.
 
 use nw_transfer::resume::{
-    ContentRange, Decision, Partial, Plan, Response, RestartReason, Unusable, Validator, decide,
-    plan,
+    ContentRange, Decision, MIN_SEGMENT, Partial, Plan, Response, RestartReason, Segment, Unusable,
+    Validator, decide, durable_prefix, plan, remaining, split,
 };
 
 const DATE: &str = "Sat, 21 Nov 2026 10:00:00 GMT";
@@ -13,7 +13,7 @@ fn etag(v: &str) -> Validator {
 }
 
 fn partial(offset: u64, validator: Option<Validator>) -> Partial {
-    Partial { offset, validator, total: Some(1000) }
+    Partial { offset, validator, total: Some(1000), segments: Vec::new() }
 }
 
 #[test]
@@ -45,7 +45,7 @@ fn a_partial_file_with_a_validator_is_resumed_with_if_range() {
     assert_eq!(plan(&partial(0, None)), Plan::Whole);
     assert_eq!(
         plan(&partial(400, Some(etag("\"v1\"")))),
-        Plan::From { from: 400, if_range: etag("\"v1\"") }
+        Plan::From { from: 400, to: None, if_range: etag("\"v1\"") }
     );
     // Without a validator nothing says the bytes are of the current version.
     assert_eq!(plan(&partial(400, None)), Plan::Restart(RestartReason::NoValidator));
@@ -146,7 +146,12 @@ fn a_first_download_records_its_validator_or_why_there_is_none() {
 
 #[test]
 fn a_416_means_complete_only_when_the_recorded_length_says_so() {
-    let done = Partial { offset: 1000, validator: Some(etag("\"v1\"")), total: Some(1000) };
+    let done = Partial {
+        offset: 1000,
+        validator: Some(etag("\"v1\"")),
+        total: Some(1000),
+        segments: Vec::new(),
+    };
     let refused =
         Response { status: 416, content_range: Some("bytes */1000"), ..Response::default() };
     assert_eq!(decide(&plan(&done), &done, &refused), Decision::Complete);
@@ -178,4 +183,77 @@ fn content_range_parsing_is_strict() {
     ] {
         assert_eq!(ContentRange::parse(bad), None, "{bad:?}");
     }
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn a_file_is_split_into_mib_aligned_segments_of_at_least_the_minimum() {
+    let total = 40 * MIB + 123;
+    let segs = split(0, total, 4);
+    assert_eq!(segs.len(), 4);
+    assert_eq!((segs[0].start, segs[3].end), (0, total), "the segments cover the file");
+    for pair in segs.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "no gap, no overlap");
+        assert_eq!(pair[0].end % MIB, 0, "boundaries on MiB multiples");
+    }
+    // Resumed at 10 MiB: only the rest is split.
+    let rest = split(10 * MIB, total, 4);
+    assert_eq!(rest[0].start, 10 * MIB);
+    assert_eq!(rest.last().unwrap().end, total);
+    // Never below the minimum: 9 MiB makes two segments, 6 MiB one.
+    assert_eq!(split(0, 9 * MIB, 16).len(), 2);
+    assert_eq!(split(0, 6 * MIB, 4).len(), 1);
+    assert!(split(0, 2 * MIN_SEGMENT, 8).iter().all(|s| s.end - s.start >= MIN_SEGMENT));
+    assert!(split(5, 5, 4).is_empty(), "nothing left, nothing to split");
+}
+
+#[test]
+fn a_segmented_partial_resumes_the_first_unfinished_segment_within_its_bounds() {
+    let segs = vec![
+        Segment { start: 0, end: 100, done: 100 },
+        Segment { start: 100, end: 200, done: 30 },
+        Segment { start: 200, end: 300, done: 0 },
+        Segment { start: 300, end: 400, done: 90 },
+    ];
+    // Bytes 0..130 are durable from the start; the rest is in pieces.
+    assert_eq!(durable_prefix(&segs, 400), 130);
+    assert_eq!(
+        remaining(&segs),
+        vec![
+            Segment { start: 130, end: 200, done: 0 },
+            Segment { start: 200, end: 300, done: 0 },
+            Segment { start: 390, end: 400, done: 0 },
+        ]
+    );
+    let p = Partial {
+        offset: 130,
+        validator: Some(etag("\"v1\"")),
+        total: Some(400),
+        segments: segs.clone(),
+    };
+    let asked = plan(&p);
+    assert_eq!(asked, Plan::From { from: 130, to: Some(200), if_range: etag("\"v1\"") });
+    assert_eq!(asked.headers()[0], ("range", "bytes=130-199".to_owned()));
+    // The exact range of the same version appends; any other range is not taken.
+    let response = |content_range| Response {
+        status: 206,
+        etag: Some("\"v1\""),
+        content_range: Some(content_range),
+        ..Response::default()
+    };
+    assert_eq!(
+        decide(&asked, &p, &response("bytes 130-199/400")),
+        Decision::Append { from: 130, total: Some(400) }
+    );
+    assert_eq!(
+        decide(&asked, &p, &response("bytes 130-399/400")),
+        Decision::Retry(RestartReason::WrongRange)
+    );
+    // Every segment complete: the plan falls back to the prefix, which is the whole file.
+    let all: Vec<Segment> = segs.iter().map(|s| Segment { done: s.end - s.start, ..*s }).collect();
+    assert_eq!(durable_prefix(&all, 400), 400);
+    assert!(remaining(&all).is_empty());
+    let whole = Partial { offset: 400, segments: all, ..p };
+    assert_eq!(plan(&whole), Plan::From { from: 400, to: None, if_range: etag("\"v1\"") });
 }
