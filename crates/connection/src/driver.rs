@@ -257,6 +257,27 @@ impl Report {
         })
     }
 
+    /// One round trip, as the winning attempt's handshake measured it: its time from start to
+    /// ready divided by the round trips that handshake takes (TCP 1, TLS 1.3 on top 1 more,
+    /// TLS 1.2 2 more; QUIC 1). An estimate for link-quality monitors, not a precise RTT: it
+    /// includes the server's handshake work.
+    pub fn round_trip(&self) -> Option<Duration> {
+        let (id, won, protocol) = self.events.iter().find_map(|e| match e {
+            Event::Won { id, at, protocol, .. } => Some((*id, *at, *protocol)),
+            _ => None,
+        })?;
+        let started = self.events.iter().find_map(|e| match e {
+            Event::AttemptStarted { id: a, at, .. } if *a == id => Some(*at),
+            _ => None,
+        })?;
+        let trips = match (protocol, self.tls.as_ref().map(|t| t.version.as_str())) {
+            (Protocol::Tcp, Some("TLSv1_3")) => 2,
+            (Protocol::Tcp, Some(_)) => 3,
+            _ => 1,
+        };
+        Some(won.saturating_sub(started) / trips)
+    }
+
     /// How many attempts the race started.
     pub fn attempts(&self) -> usize {
         self.events.iter().filter(|e| matches!(e, Event::AttemptStarted { .. })).count()

@@ -34,6 +34,8 @@ const CHUNK: usize = 1 << 20;
 /// Chunks in flight to the writer and to the hasher.
 const WRITE_QUEUE: usize = 8;
 const HASH_QUEUE: usize = 16;
+/// The least a throughput sample for the quality monitor covers.
+const SAMPLE_BYTES: u64 = 256 << 10;
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -96,6 +98,8 @@ pub struct Finished {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub metrics: Metrics,
+    /// What the session's transfers, this one included, have shown of the link.
+    pub link: nw_quality::Snapshot,
 }
 
 /// Checkpoint bookkeeping shared by the writer and the syncer.
@@ -562,6 +566,7 @@ impl Session {
             segments: ranges.len().max(1),
             sha256: digest,
             metrics,
+            link: self.link(),
         })
     }
 
@@ -712,6 +717,18 @@ impl Session {
             let rate = (written - base) as f64 / started.elapsed().as_secs_f64().max(1e-3);
             Event::Progress { written, total, rate }
         };
+        // The quality monitor gets a sample per 256 KiB or more moved, and what is left at the
+        // end.
+        let mut sampled = (shared.lock().written(), Instant::now());
+        let mut sample = |shared: &Shared, last: bool| {
+            let written = shared.lock().written();
+            let bytes = written.saturating_sub(sampled.0);
+            if bytes >= SAMPLE_BYTES || (last && bytes >= nw_quality::estimate::MIN_SAMPLE_BYTES) {
+                let duration = sampled.1.elapsed();
+                self.observe(|m, at| m.transfer(nw_quality::Sample { at, bytes, duration }));
+                sampled = (written, Instant::now());
+            }
+        };
         let mut received: u64 = 0;
         let mut ended = vec![false; count];
         let outcome: Result<(), TransferError> = async {
@@ -727,7 +744,10 @@ impl Session {
                             ended[i] = end;
                         }
                     },
-                    _ = tick.tick() => on(progress(&shared)),
+                    _ = tick.tick() => {
+                        on(progress(&shared));
+                        sample(&shared, false);
+                    }
                 }
             }
         }
@@ -751,6 +771,7 @@ impl Session {
         synced.map_err(TransferError::Checkpoint)?;
         outcome?;
         on(progress(&shared));
+        sample(&shared, true);
         let l = shared.lock();
         let short = l.segs.iter().any(|s| s.end.is_some_and(|end| s.start + s.written < end));
         Ok(Received { written: l.written(), received, digest, ended, short })

@@ -18,8 +18,8 @@
 //! ([`altsvc`]) or assumed, raced against TCP and falling back to it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nw_connection::driver::{Params, Resolver};
 use nw_connection::endpoint::Url;
@@ -111,10 +111,15 @@ pub struct Session {
     store: Arc<store::Store>,
     alt_svc: altsvc::Cache,
     pool: pool::Pool<http::Connection>,
+    /// What the transfers have shown of the link: throughput, RTT, failures.
+    quality: Mutex<nw_quality::Monitor>,
+    /// The quality monitor's clock starts here.
+    born: Instant,
 }
 
 impl Session {
     /// A session over the store at `store_path`.
+    #[allow(clippy::disallowed_methods, reason = "the quality monitor's clock starts here")]
     pub fn new(config: Configuration, store_path: &Path) -> Result<Self, TransferError> {
         let store = Arc::new(store::Store::open(store_path)?);
         Ok(Self {
@@ -123,6 +128,8 @@ impl Session {
             store,
             alt_svc: altsvc::Cache::default(),
             pool: pool::Pool::default(),
+            quality: Mutex::new(nw_quality::Monitor::default()),
+            born: Instant::now(),
         })
     }
 
@@ -134,6 +141,19 @@ impl Session {
     /// The store.
     pub fn store(&self) -> &store::Store {
         &self.store
+    }
+
+    /// What this session's transfers have shown of the link so far: the throughput and RTT
+    /// estimates, the failure ratio and the coarse level.
+    pub fn link(&self) -> nw_quality::Snapshot {
+        self.observe(|m, now| m.snapshot(now))
+    }
+
+    /// Runs `f` on the quality monitor with the session's clock.
+    #[allow(clippy::disallowed_methods, reason = "observations are stamped on the session clock")]
+    fn observe<T>(&self, f: impl FnOnce(&mut nw_quality::Monitor, Duration) -> T) -> T {
+        let mut monitor = self.quality.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut monitor, self.born.elapsed())
     }
 
     /// Connection parameters for `url` over TCP, secured as the policy said, and the HTTP/3
@@ -164,7 +184,7 @@ impl Session {
         let tcp = Params { tls: Some(self.tls(security, alpn)?), ..params.clone() };
         let port = match self.config.http3 {
             Http3::Off => None,
-            Http3::Discover => self.alt_svc.h3_port(&origin(url), std::time::Instant::now()),
+            Http3::Discover => self.alt_svc.h3_port(&origin(url), Instant::now()),
             Http3::Assume | Http3::Only => Some(url.port),
         };
         let h3 = match port {
@@ -208,7 +228,14 @@ impl Session {
         url: &Url,
         (tcp, h3): &(Params, Option<http::H3Route>),
     ) -> Result<http::Connection, TransferError> {
-        let conn = http::connect(url, tcp, h3.as_ref(), self.resolver.clone()).await?;
+        let conn = http::connect(url, tcp, h3.as_ref(), self.resolver.clone()).await;
+        self.observe(|m, now| {
+            m.attempt(now, conn.is_ok());
+            if let Some(rtt) = conn.as_ref().ok().and_then(|c| c.report.round_trip()) {
+                m.rtt(now, rtt);
+            }
+        });
+        let conn = conn?;
         if conn.h3_fallback.is_some() {
             self.alt_svc.broken(&origin(url));
         }
@@ -219,7 +246,7 @@ impl Session {
     #[allow(clippy::disallowed_methods, reason = "Alt-Svc freshness starts at the response")]
     fn learn(&self, url: &Url, protocol: Protocol, alt_svc: Option<&str>) {
         if let (Some(value), true) = (alt_svc, protocol != Protocol::H3 && url.scheme == "https") {
-            self.alt_svc.learn(&origin(url), value, std::time::Instant::now());
+            self.alt_svc.learn(&origin(url), value, Instant::now());
         }
     }
 }

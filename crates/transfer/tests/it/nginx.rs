@@ -32,6 +32,11 @@ fn nginx_a_download_is_byte_exact_and_recorded_done() {
     );
     let record = session.store().find(&dest).unwrap().unwrap();
     assert_eq!((record.state, record.offset), (State::Done, data.len() as u64));
+    // The transfer fed the session's link-quality monitor: a loopback link is good.
+    let link = &done.link;
+    assert!(link.throughput.is_some_and(|t| t > 100e6), "{link:?}");
+    assert!(link.rtt_ms.is_some_and(|r| r < 50.0) && link.failure_ratio == 0.0, "{link:?}");
+    assert_eq!(link.level, nw_quality::LinkQuality::Good, "{link:?}");
     // A second download to the same file refuses to clobber it.
     let again = runtime()
         .block_on(session.download(&job(server.url("/file.bin"), &dest, false), &mut |_| {}));

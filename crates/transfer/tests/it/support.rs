@@ -55,6 +55,7 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Starts `job` and drops it once `at_least` bytes are written: an interruption mid-body.
+#[allow(clippy::disallowed_methods, reason = "a test polls for the lock to be let go")]
 pub(crate) async fn interrupt(session: &Session, job: &Download, at_least: u64) {
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
     let mut on = move |e: Event| {
@@ -67,6 +68,17 @@ pub(crate) async fn interrupt(session: &Session, job: &Download, at_least: u64) 
         r = download => panic!("the download ended before it could be interrupted: {r:?}"),
         _ = rx.wait_for(|w| *w >= at_least) => {}
     }
+    // The writer and checkpoint threads finish on their own (as they would after a crash of
+    // the caller): the last checkpoint is made when they let go of the `.part` lock.
+    let part = nw_transfer::download::part_path(&std::path::absolute(&job.dest).unwrap());
+    let file = std::fs::File::open(&part).unwrap();
+    for _ in 0..500 {
+        if file.try_lock().is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{} is still locked 5 s after the download was dropped", part.display());
 }
 
 /// A server certificate for 127.0.0.1 from a private CA, as PEM files in the scratch directory
