@@ -11,9 +11,12 @@
 //! - [`level`]: coarse link-quality levels from throughput, RTT and failures, with hysteresis,
 //!   meant to tune initial values (a first bitrate, a segment count), never to gate a
 //!   connection.
+//! - [`rpm`]: the responsiveness test (draft-ietf-ippm-responsiveness) as a machine: when to
+//!   add load and send probes, saturation detection, and the RPM figure.
 
 pub mod estimate;
 pub mod level;
+pub mod rpm;
 pub mod rtt;
 
 pub use estimate::{DecayedMedian, DualEwma, Estimator, Sample, SlidingPercentile};

@@ -9,3 +9,4 @@
 
 mod estimate;
 mod level;
+mod rpm;
