@@ -312,7 +312,7 @@ impl Session {
         let fits = |c: &http::Connection| routes.1.is_none() || c.protocol == http::Protocol::H3;
         let mut conn = match self.pool.take(&origin, path, Instant::now(), fits) {
             Some(conn) => conn,
-            None => self.connect(url, &routes).await?,
+            None => self.connect(url, &routes, job.segments.max(1)).await?,
         };
         let connected_at = started.elapsed();
         let mut plan = match restart {
@@ -335,7 +335,7 @@ impl Session {
                             "{}: a reused connection failed ({e}); once more on a fresh one",
                             job.url
                         );
-                        conn = self.connect(url, &routes).await?;
+                        conn = self.connect(url, &routes, want).await?;
                         conn.get(url, &headers).await?
                     }
                     result => result?,
@@ -352,7 +352,7 @@ impl Session {
                         // The unread body makes an HTTP/1.1 connection unusable; start afresh.
                         // (HTTP/2 and HTTP/3 reset the stream and go on.)
                         if conn.protocol == http::Protocol::Http11 {
-                            conn = self.connect(url, &routes).await?;
+                            conn = self.connect(url, &routes, want).await?;
                         }
                     }
                     d => break (response, d),
@@ -427,7 +427,7 @@ impl Session {
                     want = 1;
                     not_segmented = Some(format!("a segment's answer: {}", reason.explain()));
                     if conn.protocol == http::Protocol::Http11 {
-                        conn = self.connect(url, &routes).await?;
+                        conn = self.connect(url, &routes, want).await?;
                     }
                 }
             }
@@ -582,7 +582,8 @@ impl Session {
     ) -> Result<Vec<(http::Connection, http::Body)>, Opened> {
         let open = |s: Segment| async move {
             let plan = Plan::From { from: s.start, to: Some(s.end), if_range: validator.clone() };
-            let mut conn = self.connect(url, routes).await.map_err(Opened::Failed)?;
+            let share = ranges.len() + 1;
+            let mut conn = self.connect(url, routes, share).await.map_err(Opened::Failed)?;
             let response = conn.get(url, &plan.headers()).await.map_err(Opened::Failed)?;
             match resume::decide(&plan, &Partial::default(), &view(&response)) {
                 Decision::Append { total: Some(t), .. } if t == total => Ok((conn, response.body)),

@@ -19,7 +19,8 @@ use crate::TransferError;
 /// hyper's read buffer for HTTP/1.1: large reads keep the syscall count down.
 const H1_READ_BUFFER: usize = 1 << 20;
 /// HTTP/2 flow-control windows: large enough that a loopback or long fat path is not
-/// window-limited (hyper's default stream window is 64 KiB).
+/// window-limited (hyper's default stream window is 64 KiB). A download in N segments gives
+/// each connection 1/N of them, so what the peers may have in flight stays the same.
 const H2_STREAM_WINDOW: u32 = 16 << 20;
 const H2_CONNECTION_WINDOW: u32 = 32 << 20;
 
@@ -140,8 +141,9 @@ pub(crate) async fn connect(
     tcp: &Params,
     h3: Option<&H3Route>,
     resolver: Arc<Resolver>,
+    share: u32,
 ) -> Result<Connection, TransferError> {
-    let Some(h3) = h3 else { return connect_tcp(url, tcp, resolver).await };
+    let Some(h3) = h3 else { return connect_tcp(url, tcp, resolver, share).await };
     let quic = connect_h3(url, h3, resolver.clone());
     if h3.only {
         return quic.await;
@@ -159,7 +161,7 @@ pub(crate) async fn connect(
         c.h3_fallback = Some(why);
         c
     };
-    let tcp = connect_tcp(url, tcp, resolver);
+    let tcp = connect_tcp(url, tcp, resolver, share);
     if let Some(e) = failed {
         return Ok(fallback(tcp.await?, format!("HTTP/3 failed: {e}")));
     }
@@ -212,6 +214,7 @@ async fn connect_tcp(
     url: &Url,
     params: &Params,
     resolver: Arc<Resolver>,
+    share: u32,
 ) -> Result<Connection, TransferError> {
     let connected = driver::connect(&url.host, url.port, params, resolver)
         .await
@@ -223,8 +226,8 @@ async fn connect_tcp(
     let (sender, protocol) = if h2 {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .initial_stream_window_size(H2_STREAM_WINDOW / share.max(1))
+            .initial_connection_window_size(H2_CONNECTION_WINDOW / share.max(1))
             .keep_alive_interval(Duration::from_secs(20))
             .handshake(io)
             .await

@@ -222,13 +222,16 @@ impl Session {
     }
 
     /// Connects for `url` over the routes given; an HTTP/3 alternative that was not used is
-    /// not tried again in this session.
+    /// not tried again in this session. `share`: the connection is one of this many carrying
+    /// one download (its HTTP/2 windows are as much smaller).
     async fn connect(
         &self,
         url: &Url,
         (tcp, h3): &(Params, Option<http::H3Route>),
+        share: usize,
     ) -> Result<http::Connection, TransferError> {
-        let conn = http::connect(url, tcp, h3.as_ref(), self.resolver.clone()).await;
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
+        let conn = http::connect(url, tcp, h3.as_ref(), self.resolver.clone(), share).await;
         self.observe(|m, now| {
             m.attempt(now, conn.is_ok());
             if let Some(rtt) = conn.as_ref().ok().and_then(|c| c.report.round_trip()) {
