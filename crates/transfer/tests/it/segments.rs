@@ -23,6 +23,24 @@ fn segmented(url: String, dest: &std::path::Path, resume: bool, segments: usize)
     Download { segments, ..job(url, dest, resume) }
 }
 
+/// Serves `data` at `/slow/file.bin` (8 MB/s a connection) and interrupts a download of it in
+/// four segments once `at` bytes are written; returns the server, the session (4 MiB
+/// checkpoints), the destination and the URL.
+fn interrupted(
+    scratch: &Scratch,
+    data: &[u8],
+    at: u64,
+) -> (Nginx, nw_transfer::Session, std::path::PathBuf, String) {
+    std::fs::write(scratch.www().join("file.bin"), data).unwrap();
+    let server = nginx(scratch, &slow("8m"));
+    let config = Configuration { checkpoint_bytes: 4 << 20, ..Configuration::default() };
+    let session = session(scratch, config);
+    let dest = scratch.0.join("file.bin");
+    let url = server.url("/slow/file.bin");
+    runtime().block_on(interrupt(&session, &segmented(url.clone(), &dest, false, 4), at));
+    (server, session, dest, url)
+}
+
 /// What `Started` said: (from, segments, restarted, not_segmented).
 type Started = (u64, usize, Option<RestartReason>, Option<String>);
 
@@ -75,14 +93,8 @@ fn segments_four_ranges_side_by_side_are_byte_exact_over_http1_and_http2() {
 fn segments_an_interrupted_segmented_download_resumes_every_segment_where_it_stopped() {
     let scratch = Scratch::new("seg-resume");
     let data = pattern(48 << 20, 12);
-    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
-    let server = nginx(&scratch, &slow("8m"));
-    let config = Configuration { checkpoint_bytes: 4 << 20, ..Configuration::default() };
-    let session = session(&scratch, config);
-    let dest = scratch.0.join("file.bin");
-    let url = server.url("/slow/file.bin");
+    let (_server, session, dest, url) = interrupted(&scratch, &data, 16 << 20);
     let rt = runtime();
-    rt.block_on(interrupt(&session, &segmented(url.clone(), &dest, false, 4), 16 << 20));
     let record = session.store().find(&dest).unwrap().unwrap();
     assert_eq!(record.segments.len(), 4, "{:?}", record.segments);
     let kept: u64 = record.segments.iter().map(|s| s.done).sum();
@@ -113,17 +125,10 @@ fn segments_an_interrupted_segmented_download_resumes_every_segment_where_it_sto
 #[test]
 fn segments_a_file_changed_between_runs_restarts_cleanly() {
     let scratch = Scratch::new("seg-changed");
-    let old = pattern(40 << 20, 13);
     let new = pattern(24 << 20, 14);
+    let (_server, session, dest, url) = interrupted(&scratch, &pattern(40 << 20, 13), 12 << 20);
     let served = scratch.www().join("file.bin");
-    std::fs::write(&served, &old).unwrap();
-    let server = nginx(&scratch, &slow("8m"));
-    let config = Configuration { checkpoint_bytes: 4 << 20, ..Configuration::default() };
-    let session = session(&scratch, config);
-    let dest = scratch.0.join("file.bin");
-    let url = server.url("/slow/file.bin");
     let rt = runtime();
-    rt.block_on(interrupt(&session, &segmented(url.clone(), &dest, false, 4), 12 << 20));
     let staged = scratch.www().join("file.bin.new");
     std::fs::write(&staged, &new).unwrap();
     std::fs::rename(&staged, &served).unwrap();
