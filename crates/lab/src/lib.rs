@@ -28,6 +28,7 @@ mod netns;
 pub mod nfqueue;
 pub mod nginx;
 pub mod ngtcp2;
+pub mod ocsp;
 mod process;
 
 pub use counters::TcpCounters;

@@ -465,81 +465,10 @@ fn mutual_tls_both_directions() {
 #[test]
 fn nw_trust_reads_the_ocsp_response_openssl_s_server_staples() {
     let dir = Dir::new("trust-ocsp");
-    let d = &dir.0;
-    std::fs::write(
-        d.join("leaf.ext"),
-        "subjectAltName=DNS:ok.example\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    let mut root = vec!["req", "-x509"];
-    root.extend(ec);
-    root.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=OCSP Root",
-        "-days",
-        "30",
-        "-sha256",
-    ]);
-    openssl(d, &root);
-    let mut req = vec!["req"];
-    req.extend(ec);
-    req.extend(["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=ok.example"]);
-    openssl(d, &req);
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "0x1234",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "10",
-            "-sha256",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-    for (name, line) in [
-        ("revoked", "R\t351231235959Z\t260101000000Z\t1234\tunknown\t/CN=ok.example\n"),
-        ("good", "V\t351231235959Z\t\t1234\tunknown\t/CN=ok.example\n"),
-    ] {
-        std::fs::write(d.join("index.txt"), line).unwrap();
-        let out = format!("{name}.der");
-        openssl(
-            d,
-            &[
-                "ocsp",
-                "-index",
-                "index.txt",
-                "-rsigner",
-                "ca.pem",
-                "-rkey",
-                "ca.key",
-                "-CA",
-                "ca.pem",
-                "-issuer",
-                "ca.pem",
-                "-cert",
-                "leaf.pem",
-                "-respout",
-                &out,
-                "-ndays",
-                "1",
-            ],
-        );
+    let pki = nw_lab::ocsp::Pki::new(&dir.0, "ok.example")
+        .unwrap_or_else(|e| panic!("the OCSP test PKI: {e}"));
+    for (name, revoked) in [("revoked", true), ("good", false)] {
+        pki.response(name, revoked, "ca").unwrap();
     }
     for (staple, want) in [("revoked.der", 1), ("good.der", 0)] {
         let (server, port) = s_server(&[

@@ -2,7 +2,7 @@
 //! tampered, signed by a delegated responder, signed by someone else; and evaluations that
 //! carry them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nw_trust::anchors::load_pem;
 use nw_trust::evaluate::evaluate;
@@ -10,9 +10,11 @@ use nw_trust::ocsp::{OcspError, Status, check};
 use nw_trust::revocation::Mode;
 use nw_trust::{Anchor, AnchorClass, Options, Problem, Verdict};
 
-/// A CA, a leaf (serial 0x1234) and a delegated responder, made with openssl in a scratch dir.
+/// nw-lab's openssl PKI (a CA, a leaf with serial 0x1234, a delegated responder and a sibling)
+/// in a scratch directory removed on drop.
 struct Pki {
     dir: PathBuf,
+    lab: nw_lab::ocsp::Pki,
 }
 
 impl Drop for Pki {
@@ -21,117 +23,19 @@ impl Drop for Pki {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is needed (scripts/test installs it)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 impl Pki {
     fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("nw-ocsp-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let d = dir.as_path();
-        std::fs::write(d.join("ca.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n").unwrap();
-        std::fs::write(d.join("leaf.ext"), "subjectAltName=DNS:ok.example\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n").unwrap();
-        std::fs::write(
-            d.join("resp.ext"),
-            "extendedKeyUsage=OCSPSigning\nauthorityKeyIdentifier=keyid\n",
-        )
-        .unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        let mut root = vec!["req", "-x509"];
-        root.extend(ec);
-        root.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=OCSP Root",
-            "-days",
-            "30",
-            "-sha256",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(d, &root);
-        for (name, serial, ext) in [
-            ("leaf", "0x1234", "leaf.ext"),
-            ("resp", "0x99", "resp.ext"),
-            ("other", "0x98", "leaf.ext"),
-        ] {
-            let mut req = vec!["req"];
-            req.extend(ec);
-            let (key, csr, pem) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-            let subj = format!("/CN={name}.example");
-            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-            openssl(d, &req);
-            openssl(
-                d,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-set_serial",
-                    serial,
-                    "-out",
-                    &pem,
-                    "-days",
-                    "10",
-                    "-sha256",
-                    "-extfile",
-                    ext,
-                ],
-            );
-        }
-        Self { dir }
+        let lab = nw_lab::ocsp::Pki::new(&dir, "leaf.example")
+            .unwrap_or_else(|e| panic!("the OCSP test PKI: {e}"));
+        Self { dir, lab }
     }
 
-    /// A response about the leaf from `index` (one `openssl ca` index line), signed by `signer`.
+    /// A response about the leaf, signed by `signer`.
     fn response(&self, name: &str, revoked: bool, signer: &str) -> Vec<u8> {
-        let d = self.dir.as_path();
-        let line = if revoked {
-            "R\t351231235959Z\t260101000000Z\t1234\tunknown\t/CN=leaf.example\n"
-        } else {
-            "V\t351231235959Z\t\t1234\tunknown\t/CN=leaf.example\n"
-        };
-        std::fs::write(d.join("index.txt"), line).unwrap();
-        let out = format!("{name}.der");
-        let (cert, key) = (format!("{signer}.pem"), format!("{signer}.key"));
-        openssl(
-            d,
-            &[
-                "ocsp",
-                "-index",
-                "index.txt",
-                "-rsigner",
-                &cert,
-                "-rkey",
-                &key,
-                "-CA",
-                "ca.pem",
-                "-issuer",
-                "ca.pem",
-                "-cert",
-                "leaf.pem",
-                "-respout",
-                &out,
-                "-ndays",
-                "1",
-            ],
-        );
-        std::fs::read(d.join(out)).unwrap()
+        std::fs::read(self.lab.response(name, revoked, signer).unwrap()).unwrap()
     }
 
     fn der(&self, name: &str) -> Vec<u8> {
