@@ -60,6 +60,16 @@ impl Drop for Reaped {
 }
 
 /// `openssl s_server` on a free loopback port; returns it and the port.
+/// `nw trust 127.0.0.1:PORT ARGS…` against an `openssl s_server SERVER…` started for it and
+/// stopped after.
+fn trust_s_server(server: &[&str], args: &[&str]) -> (i32, String, String) {
+    let (server, port) = s_server(server);
+    let target = format!("127.0.0.1:{port}");
+    let result = nw(&[&["trust", target.as_str()], args].concat());
+    drop(server);
+    result
+}
+
 fn s_server(args: &[&str]) -> (Reaped, u16) {
     let mut child = Reaped(
         Command::new("openssl")
@@ -181,12 +191,10 @@ fn nw_cert_then_nw_trust_offline_with_exact_reports() {
 fn nw_trust_against_openssl_s_server_with_nw_cert_and_openssl_chains() {
     let dir = Dir::new("trust-online");
     make_pki(&dir);
-    let (server, port) =
-        s_server(&["-cert", &dir.path("localhost.pem"), "-key", &dir.path("localhost-key.pem")]);
-    let target = format!("127.0.0.1:{port}");
-    let (code, out, err) =
-        nw(&["trust", &target, "--host", "localhost", "--anchor", &dir.path("ca.pem")]);
-    drop(server);
+    let (code, out, err) = trust_s_server(
+        &["-cert", &dir.path("localhost.pem"), "-key", &dir.path("localhost-key.pem")],
+        &["--host", "localhost", "--anchor", &dir.path("ca.pem")],
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("0 “localhost”") && out.contains("Verdict: proceed"), "{out}");
 
@@ -297,18 +305,12 @@ fn nw_trust_against_openssl_s_server_with_nw_cert_and_openssl_chains() {
             "leaf.ext",
         ],
     );
-    let (server, port) = s_server(&[
-        "-cert",
-        &dir.path("leaf.pem"),
-        "-key",
-        &dir.path("leaf.key"),
-        "-cert_chain",
-        &dir.path("int.pem"),
-    ]);
-    let target = format!("127.0.0.1:{port}");
-    let (code, out, err) =
-        nw(&["trust", &target, "--host", "api.example", "--anchor", &dir.path("root.pem")]);
-    drop(server);
+    let (leaf, key) = (dir.path("leaf.pem"), dir.path("leaf.key"));
+    let anchored = ["--host", "api.example", "--anchor", &dir.path("root.pem")];
+    let (code, out, err) = trust_s_server(
+        &["-cert", &leaf, "-key", &key, "-cert_chain", &dir.path("int.pem")],
+        &anchored,
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("1 “OpenSSL Intermediate”") && out.contains("2 “OpenSSL Root” — anchor"),
@@ -316,11 +318,7 @@ fn nw_trust_against_openssl_s_server_with_nw_cert_and_openssl_chains() {
     );
     assert!(out.contains("RSA 2048-bit"), "{out}");
 
-    let (server, port) = s_server(&["-cert", &dir.path("leaf.pem"), "-key", &dir.path("leaf.key")]);
-    let target = format!("127.0.0.1:{port}");
-    let (code, out, _) =
-        nw(&["trust", &target, "--host", "api.example", "--anchor", &dir.path("root.pem")]);
-    drop(server);
+    let (code, out, _) = trust_s_server(&["-cert", &leaf, "-key", &key], &anchored);
     assert_eq!(code, 1, "without its intermediate: {out}");
     assert!(out.contains("Certificate 0 “api.example” has errors: Missing issuer;"), "{out}");
 }
@@ -471,26 +469,17 @@ fn nw_trust_reads_the_ocsp_response_openssl_s_server_staples() {
         pki.response(name, revoked, "ca").unwrap();
     }
     for (staple, want) in [("revoked.der", 1), ("good.der", 0)] {
-        let (server, port) = s_server(&[
-            "-cert",
-            &dir.path("leaf.pem"),
-            "-key",
-            &dir.path("leaf.key"),
-            "-status_file",
-            &dir.path(staple),
-        ]);
-        let target = format!("127.0.0.1:{port}");
-        let (code, out, err) = nw(&[
-            "trust",
-            &target,
-            "--host",
-            "ok.example",
-            "--anchor",
-            &dir.path("ca.pem"),
-            "--revocation",
-            "off",
-        ]);
-        drop(server);
+        let (code, out, err) = trust_s_server(
+            &[
+                "-cert",
+                &dir.path("leaf.pem"),
+                "-key",
+                &dir.path("leaf.key"),
+                "-status_file",
+                &dir.path(staple),
+            ],
+            &["--host", "ok.example", "--anchor", &dir.path("ca.pem"), "--revocation", "off"],
+        );
         assert_eq!(code, want, "{staple}: {out}{err}");
         if want == 1 {
             assert!(
