@@ -227,6 +227,13 @@ pub struct Report {
     /// Time spent waiting for a usable path before the race started (ms).
     #[serde(serialize_with = "crate::happy_eyeballs::millis")]
     pub waited: Duration,
+    /// How long the winner's TLS handshake took, over TCP (ms); the rest of its time from
+    /// start to ready was the TCP handshake.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::happy_eyeballs::millis_opt"
+    )]
+    pub tls_handshake: Option<Duration>,
 }
 
 impl Report {
@@ -246,6 +253,7 @@ impl Report {
             interface: None,
             nat64: None,
             waited: Duration::ZERO,
+            tls_handshake: None,
         }
     }
 
@@ -276,6 +284,21 @@ impl Report {
             _ => 1,
         };
         Some(won.saturating_sub(started) / trips)
+    }
+
+    /// The winner's handshakes: the transport's (TCP; QUIC with its TLS inside) and, over
+    /// TCP, TLS's on top of it.
+    pub fn handshakes(&self) -> Option<(Duration, Option<Duration>)> {
+        let (id, won) = self.events.iter().find_map(|e| match e {
+            Event::Won { id, at, .. } => Some((*id, *at)),
+            _ => None,
+        })?;
+        let started = self.events.iter().find_map(|e| match e {
+            Event::AttemptStarted { id: a, at, .. } if *a == id => Some(*at),
+            _ => None,
+        })?;
+        let total = won.saturating_sub(started);
+        Some((total.saturating_sub(self.tls_handshake.unwrap_or_default()), self.tls_handshake))
     }
 
     /// How many attempts the race started.
@@ -359,6 +382,8 @@ enum Input<T> {
 pub(crate) struct Stack {
     pub(crate) tls: Option<Negotiated>,
     pub(crate) mptcp: Option<Mptcp>,
+    /// The TLS handshake's time, over TCP.
+    pub(crate) tls_handshake: Option<Duration>,
 }
 
 /// One attempt to an address over a protocol, its socket bound as `Bind` says.
@@ -540,6 +565,7 @@ async fn establish<T: Send + 'static>(
             report.protocol = Some(*protocol);
             report.tls = stack.tls;
             report.mptcp = stack.mptcp;
+            report.tls_handshake = stack.tls_handshake;
             tracing::info!(attempt = %id, %addr, ?protocol, "connected");
             break Ok(stream);
         }
@@ -749,6 +775,7 @@ fn split_alpn(config: &Arc<ClientConfig>) -> (ClientTls, ClientTls) {
 }
 
 /// One attempt: TCP, then TLS when asked. Ready means the whole stack is up.
+#[allow(clippy::disallowed_methods, reason = "the driver times the TLS handshake")]
 async fn attempt(
     addr: SocketAddr,
     tls: Option<(Arc<ClientConfig>, rustls::pki_types::ServerName<'static>)>,
@@ -756,8 +783,11 @@ async fn attempt(
     options: &TcpOptions,
 ) -> Result<(Box<dyn Io>, Stack), AttemptError> {
     let (tcp, mptcp) = tcp_connect(addr, bind, options).await.map_err(|e| attempt_error(&e))?;
-    let Some((config, name)) = tls else { return Ok((Box::new(tcp), Stack { tls: None, mptcp })) };
+    let Some((config, name)) = tls else {
+        return Ok((Box::new(tcp), Stack { mptcp, ..Stack::default() }));
+    };
     let shown = name.to_str().into_owned();
+    let started = Instant::now();
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
@@ -771,7 +801,8 @@ async fn attempt(
         alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
         server_name: shown,
     };
-    Ok((Box::new(stream), Stack { tls: Some(negotiated), mptcp }))
+    let tls_handshake = Some(started.elapsed());
+    Ok((Box::new(stream), Stack { tls: Some(negotiated), mptcp, tls_handshake }))
 }
 
 /// A TLS handshake failure in words. A verifier's own error (nw-trust's per-certificate

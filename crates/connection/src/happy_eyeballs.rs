@@ -296,6 +296,18 @@ pub(crate) fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, 
     s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
+/// [`millis`] for an optional duration (skipped when absent).
+#[allow(clippy::ref_option, reason = "serde's serialize_with passes &Option")]
+pub(crate) fn millis_opt<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => millis(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// How a race ended without a winner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case", tag = "kind")]

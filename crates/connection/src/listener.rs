@@ -40,11 +40,21 @@ pub struct Config {
     pub tls: Option<Arc<ServerConfig>>,
     /// A TLS client that has not finished its handshake by then is dropped.
     pub handshake_timeout: Duration,
+    /// Keep at most this many not-yet-sent bytes in each connection's kernel send buffer
+    /// (`TCP_NOTSENT_LOWAT`). A server streaming bulk data then answers the next request on
+    /// the same connection behind this much, not behind megabytes of autotuned buffer: what
+    /// a responsiveness test's self probes measure.
+    pub notsent_lowat: Option<u32>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { max_connections: 512, tls: None, handshake_timeout: Duration::from_secs(10) }
+        Self {
+            max_connections: 512,
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
+            notsent_lowat: None,
+        }
     }
 }
 
@@ -188,6 +198,11 @@ async fn accept_loop(
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
+        if let Some(lowat) = config.notsent_lowat
+            && let Err(e) = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(lowat)
+        {
+            tracing::debug!(%peer, "TCP_NOTSENT_LOWAT: {e}");
+        }
         let (handler, stats, tls, limit) =
             (handler.clone(), stats.clone(), config.tls.clone(), config.handshake_timeout);
         running.spawn(async move {

@@ -57,7 +57,10 @@ pub(crate) async fn handshake(
         alpn,
         server_name,
     };
-    Ok((QuicConnection { connection, endpoint }, Stack { tls: Some(negotiated), mptcp: None }))
+    Ok((
+        QuicConnection { connection, endpoint },
+        Stack { tls: Some(negotiated), ..Stack::default() },
+    ))
 }
 
 /// One QUIC attempt: the handshake, then the one bidirectional stream the connection carries.

@@ -39,6 +39,7 @@ impl TestServer {
             tls: Some(config),
             max_connections: 64,
             handshake_timeout: Duration::from_secs(5),
+            notsent_lowat: None,
         };
         let listener = Listener::bind(addr, settings.clone(), echo.clone())
             .await
