@@ -127,6 +127,12 @@ pub struct Outcome {
     pub ul_saturated: bool,
     /// Probes that came back.
     pub probes: usize,
+    /// What the responsiveness is made of (trimmed means over the probes it counts, in ms):
+    /// foreign probes' TCP handshake, TLS handshake and request, and self probes' request.
+    pub foreign_tcp_ms: f64,
+    pub foreign_tls_ms: f64,
+    pub foreign_http_ms: f64,
+    pub self_http_ms: f64,
 }
 
 #[derive(Debug)]
@@ -219,6 +225,8 @@ pub struct Rpm {
     params: Params,
     phase: Phase,
     next_interval: Duration,
+    /// When the current interval began.
+    interval_start: Duration,
     next_probe: Duration,
     next_id: u64,
     outstanding: std::collections::BTreeMap<u64, (ProbeKind, usize)>,
@@ -237,6 +245,7 @@ impl Rpm {
             params,
             phase: Phase::Idle,
             next_interval: Duration::ZERO,
+            interval_start: Duration::ZERO,
             next_probe: Duration::ZERO,
             next_id: 0,
             outstanding: Default::default(),
@@ -268,11 +277,14 @@ impl Rpm {
             }
             Phase::Load { index, deadline } => {
                 let dir = self.params.directions[index];
-                while now >= self.next_interval && matches!(self.phase, Phase::Load { .. }) {
-                    self.next_interval += self.params.interval;
+                if now >= self.next_interval {
+                    // The interval is what really elapsed: a driver that wakes late must not
+                    // make the bytes of a longer span look like a faster link.
+                    let secs = now.saturating_sub(self.interval_start).as_secs_f64();
+                    self.interval_start = now;
+                    self.next_interval = now + self.params.interval;
                     let leg = &mut self.legs[index];
-                    let secs = self.params.interval.as_secs_f64();
-                    leg.instantaneous.push_back(leg.bytes as f64 * 8.0 / secs);
+                    leg.instantaneous.push_back(leg.bytes as f64 * 8.0 / secs.max(1e-3));
                     leg.bytes = 0;
                     let mad = self.params.mad;
                     let recent = leg.instantaneous.iter().rev().take(mad);
@@ -342,6 +354,7 @@ impl Rpm {
         let deadline = now + end.saturating_sub(now) / legs_left.max(1);
         self.phase = Phase::Load { index, deadline };
         self.next_interval = now + self.params.interval;
+        self.interval_start = now;
         self.next_probe = now;
         self.legs[index].flows = 1;
         let mut actions = vec![Action::OpenFlow(self.params.directions[index])];
@@ -412,7 +425,12 @@ impl Rpm {
         for p in &self.finals {
             all.extend(p);
         }
+        let tm = |v: &[f64]| trimmed_mean(v, trim).unwrap_or(0.0);
         let mut out = Outcome {
+            foreign_tcp_ms: tm(&all.tcp),
+            foreign_tls_ms: tm(&all.tls),
+            foreign_http_ms: tm(&all.http_f),
+            self_http_ms: tm(&all.http_s),
             responsiveness: all.rpm(trim).unwrap_or(0.0),
             base_rtt: median(&self.idle).unwrap_or(0.0),
             probes: self.probes,

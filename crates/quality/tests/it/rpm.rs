@@ -143,3 +143,27 @@ fn rpm_formula_and_trimmed_mean_are_the_drafts() {
     assert!((run.outcome.responsiveness - 6000.0).abs() < 1.0, "{:?}", run.outcome);
     assert_eq!(run.outcome.ul_flows, 0, "no upload asked for");
 }
+
+#[test]
+fn rpm_goodput_is_bytes_over_the_time_that_really_passed() {
+    // A driver that wakes every 1.5 s instead of every 1 s: each interval holds 1.5 s of bytes,
+    // which must read as the link's 10 Mbit/s, not as 15.
+    let params = Params {
+        directions: vec![Direction::Download],
+        idle_probes: 0,
+        max_time: Duration::from_secs(12),
+        ..Params::default()
+    };
+    let mut rpm = Rpm::new(params);
+    let step = Duration::from_millis(1500);
+    let mut now = Duration::ZERO;
+    rpm.poll(now);
+    while now < Duration::from_secs(9) {
+        now += step;
+        #[allow(clippy::cast_possible_truncation, reason = "a simulated byte count")]
+        rpm.bytes(Direction::Download, (10e6 * step.as_secs_f64() / 8.0) as u64);
+        rpm.poll(now);
+    }
+    let goodput = rpm.outcome().dl_throughput;
+    assert!((goodput - 10e6).abs() < 1e5, "10 Mbit/s, read {goodput}");
+}
