@@ -220,18 +220,24 @@ impl Session {
         &self,
         job: &Download,
     ) -> Result<(Url, crate::policy::Security), TransferError> {
-        let url = match Endpoint::parse(&job.url) {
+        self.allowed(&job.url)
+    }
+
+    /// The URL `text` names, and how the transport-security policy lets it load.
+    pub(crate) fn allowed(
+        &self,
+        text: &str,
+    ) -> Result<(Url, crate::policy::Security), TransferError> {
+        let url = match Endpoint::parse(text) {
             Ok(Endpoint::Url(u)) => u,
             Ok(_) => {
                 return Err(TransferError::Usage(format!(
-                    "{}: not a URL; give http(s)://HOST/PATH",
-                    job.url
+                    "{text}: not a URL; give http(s)://HOST/PATH"
                 )));
             }
             Err(e) => return Err(TransferError::Usage(e.to_string())),
         };
-        let security =
-            crate::policy::check(&url, &job.url, self.config.ats, self.config.allow_http)?;
+        let security = crate::policy::check(&url, text, self.config.ats, self.config.allow_http)?;
         Ok((url, security))
     }
 

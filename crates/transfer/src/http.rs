@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -21,8 +22,8 @@ const H1_READ_BUFFER: usize = 1 << 20;
 /// HTTP/2 flow-control windows: large enough that a loopback or long fat path is not
 /// window-limited (hyper's default stream window is 64 KiB). A download in N segments gives
 /// each connection 1/N of them, so what the peers may have in flight stays the same.
-const H2_STREAM_WINDOW: u32 = 16 << 20;
-const H2_CONNECTION_WINDOW: u32 = 32 << 20;
+pub(crate) const H2_STREAM_WINDOW: u32 = 16 << 20;
+pub(crate) const H2_CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// The negotiated HTTP version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -40,9 +41,17 @@ pub enum Protocol {
 /// costing more than a fraction of a second.
 pub(crate) const H3_HEAD_START: Duration = Duration::from_millis(300);
 
+/// A request body: what an upload sends (empty for a GET).
+pub(crate) type RequestBody = BoxBody<Bytes, std::io::Error>;
+
+/// An empty request body.
+pub(crate) fn empty() -> RequestBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
 enum Sender {
-    H1(http1::SendRequest<Empty<Bytes>>),
-    H2(http2::SendRequest<Empty<Bytes>>),
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
     H3(h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>),
 }
 
@@ -255,11 +264,40 @@ async fn connect_tcp(
 }
 
 impl Connection {
+    /// Another handle on this connection for requests alongside the current ones, where the
+    /// protocol multiplexes (HTTP/2, HTTP/3); `None` for HTTP/1.1.
+    pub(crate) fn multiplexed(&self) -> Option<Self> {
+        let sender = match &self.sender {
+            Sender::H1(_) => return None,
+            Sender::H2(s) => Sender::H2(s.clone()),
+            Sender::H3(s) => Sender::H3(s.clone()),
+        };
+        Some(Self {
+            sender,
+            protocol: self.protocol,
+            report: self.report.clone(),
+            h3_fallback: self.h3_fallback.clone(),
+            reused: true,
+            quic: self.quic.clone(),
+        })
+    }
+
     /// Sends a GET for `url` with `headers`.
     pub(crate) async fn get(
         &mut self,
         url: &Url,
         headers: &[(&str, String)],
+    ) -> Result<Response, TransferError> {
+        self.request(hyper::Method::GET, url, headers, None).await
+    }
+
+    /// Sends `method` for `url` with `headers` and, when given, `body`.
+    pub(crate) async fn request(
+        &mut self,
+        method: hyper::Method,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: Option<RequestBody>,
     ) -> Result<Response, TransferError> {
         let authority = authority(url);
         let uri = match self.sender {
@@ -268,7 +306,7 @@ impl Connection {
             Sender::H1(_) => url.path.clone(),
             Sender::H2(_) | Sender::H3(_) => format!("{}://{authority}{}", url.scheme, url.path),
         };
-        let mut request = hyper::Request::get(uri.as_str());
+        let mut request = hyper::Request::builder().method(method).uri(uri.as_str());
         if matches!(self.sender, Sender::H1(_)) {
             request = request.header(hyper::header::HOST, authority.as_str());
         }
@@ -283,13 +321,27 @@ impl Connection {
             TransferError::Http(format!("{}: cannot form a request for it: {e}", url.path))
         };
         let response = match &mut self.sender {
-            Sender::H1(s) => s.send_request(request.body(Empty::new()).map_err(formed)?).await,
-            Sender::H2(s) => s.send_request(request.body(Empty::new()).map_err(formed)?).await,
+            Sender::H1(s) => {
+                let body = body.unwrap_or_else(empty);
+                s.send_request(request.body(body).map_err(formed)?).await
+            }
+            Sender::H2(s) => {
+                let body = body.unwrap_or_else(empty);
+                s.send_request(request.body(body).map_err(formed)?).await
+            }
             Sender::H3(s) => {
                 let mut stream = s
                     .send_request(request.body(()).map_err(formed)?)
                     .await
                     .map_err(|e| failed(&e))?;
+                if let Some(mut body) = body {
+                    while let Some(frame) = body.frame().await {
+                        let frame = frame.map_err(|e| failed(&e))?;
+                        if let Ok(data) = frame.into_data() {
+                            stream.send_data(data).await.map_err(|e| failed(&e))?;
+                        }
+                    }
+                }
                 stream.finish().await.map_err(|e| failed(&e))?;
                 let head = stream.recv_response().await.map_err(|e| failed(&e))?;
                 let (head, ()) = head.into_parts();

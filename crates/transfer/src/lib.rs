@@ -11,7 +11,9 @@
 //! - [`pool`]: idle connections per origin, flushed when the path changes.
 //! - [`policy`]: the ATS-like policy for HTTP loads.
 //! - [`metrics`]: per-task timings and facts.
-//! - [`server`]: the embedded test server's HTTP/3 part.
+//! - [`server`]: the embedded test server's HTTP part (HTTP/1.1 and HTTP/2 over hyper,
+//!   HTTP/3 over h3): files with validators and ranges, the responsiveness endpoints.
+//! - [`responsiveness`]: the responsiveness test's HTTP driving (nw-quality's machine decides).
 //!
 //! HTTP/1.1 and HTTP/2 run over hyper on connections from nw-connection (the Happy Eyeballs
 //! race, TLS through nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc`
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod queue;
+pub mod responsiveness;
 pub mod resume;
 pub mod scheduler;
 pub mod server;
@@ -131,6 +134,12 @@ impl Session {
             quality: Mutex::new(nw_quality::Monitor::default()),
             born: Instant::now(),
         })
+    }
+
+    /// A session that records nothing: its store lives in memory and goes with it (for
+    /// measurements such as the responsiveness test).
+    pub fn ephemeral(config: Configuration) -> Result<Self, TransferError> {
+        Self::new(config, Path::new(store::IN_MEMORY))
     }
 
     /// The configuration.

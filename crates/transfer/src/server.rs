@@ -1,25 +1,56 @@
-//! The HTTP part of the embedded test server: a directory served over HTTP/3 (quinn and h3),
-//! with the validators and byte ranges resumable downloads need — a strong `ETag`,
-//! `Last-Modified`, `Accept-Ranges`, single ranges (`bytes=A-`, `A-B`, `-N`) honouring
-//! `If-Range`, and 416 for a range past the end. Multiple ranges get the whole file (a 200),
-//! which RFC 9110 §14.2 allows.
+//! The HTTP part of the embedded test server: [`HttpServer`] (HTTP/1.1 and HTTP/2 over TLS or
+//! plain TCP, on nw-connection's listener; the version is read from the connection's first
+//! bytes) and [`H3Server`] (HTTP/3 over quinn and h3) serve the same site, and [`Embedded`]
+//! runs both on one loopback port with a throwaway CA, for `nw doctor` and `nw quality`.
+//!
+//! The site:
+//! - Files under a root, with the validators and byte ranges resumable downloads need — a
+//!   strong `ETag`, `Last-Modified`, `Accept-Ranges`, single ranges (`bytes=A-`, `A-B`, `-N`)
+//!   honouring `If-Range`, and 416 for a range past the end. Multiple ranges get the whole
+//!   file (a 200), which RFC 9110 §14.2 allows.
+//! - The responsiveness test's endpoints (draft-ietf-ippm-responsiveness, "Responsiveness under
+//!   Working Conditions"): `/config` and `/.well-known/nq` (the configuration, naming the three
+//!   others with the scheme and host the client used), `/small` (one byte), `/large` (8 GiB of
+//!   zeros, generated, never read from disk), `/slurp` (POST or PUT: the body is read and
+//!   discarded, and the answer says how many bytes came). These paths are reserved: a file of
+//!   the same name under the root is not served.
 //!
 //! It is for tests, benchmarks and offline measurements on loopback: it serves any readable file
 //! under its root to anyone who connects.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, StatusCode};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nw_connection::listener::{self, Handler, Listener};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-/// What each read of a served file takes.
+use crate::http::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, RequestBody};
+
+/// What each read of a served file (or each piece of `/large`) holds.
 const CHUNK: usize = 256 << 10;
+/// Unsent bytes the kernel may hold per connection (`TCP_NOTSENT_LOWAT`): enough to keep a
+/// fast link busy between wake-ups, little enough that an answer on a loaded connection is
+/// not queued behind seconds of a slow link's data. The responsiveness draft's server
+/// guidance asks for this; 128 KiB is our choice.
+const NOTSENT_LOWAT: u32 = 16 << 10;
+/// `/large`'s length: the draft asks for a download that outlasts the test.
+pub const LARGE: u64 = 8 << 30;
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+/// A piece of zeros, as `/large` sends them (and the responsiveness test uploads them).
+pub(crate) fn zeros() -> Bytes {
+    Bytes::from_static(&ZEROS)
+}
 
 /// How the server behaves.
 #[derive(Debug, Clone, Default)]
@@ -27,23 +58,24 @@ pub struct Options {
     /// Pace every response body to at most this many bytes per second (for tests that need a
     /// transfer still running when they act).
     pub rate: Option<u64>,
-}
-
-/// A running HTTP/3 server; dropping it closes its endpoint.
-#[derive(Debug)]
-pub struct H3Server {
-    endpoint: quinn::Endpoint,
-    addr: SocketAddr,
+    /// Advertise HTTP/3 on this UDP port (`Alt-Svc: h3=":PORT"`) in answers over TCP.
+    pub alt_svc: Option<u16>,
 }
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    #[error("the certificate or key cannot serve HTTP/3: {0}")]
+    #[error("the certificate or key cannot serve HTTP: {0}")]
     Tls(String),
     #[error("cannot listen on {addr} (UDP): {source}")]
     Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} (TCP): {source}")]
+    Listen {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -56,79 +88,229 @@ pub enum ServerError {
     },
 }
 
-impl H3Server {
-    /// Serves `root` over HTTP/3 on `addr` (UDP) with `chain` and `key`.
-    pub fn start(
-        addr: SocketAddr,
-        root: &Path,
-        (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+/// What the server serves, whichever HTTP version asks.
+#[derive(Debug)]
+struct Site {
+    root: Option<PathBuf>,
+    options: Options,
+    scheme: &'static str,
+}
+
+impl Site {
+    fn new(
+        root: Option<&Path>,
         options: &Options,
+        scheme: &'static str,
     ) -> Result<Self, ServerError> {
         let root = root
-            .canonicalize()
-            .map_err(|source| ServerError::Root { root: root.to_owned(), source })?;
-        let tls = nw_connection::tls::server_config(chain, key, &[b"h3".to_vec()])
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
-        let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let endpoint = quinn::Endpoint::server(server, addr)
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        let addr = endpoint.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-        let root = Arc::new(root);
-        let rate = options.rate;
-        let accepting = endpoint.clone();
-        tokio::spawn(async move {
-            while let Some(incoming) = accepting.accept().await {
-                let root = root.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = connection(incoming, root, rate).await {
-                        tracing::debug!("HTTP/3 test server connection: {e}");
-                    }
-                });
-            }
-        });
-        Ok(Self { endpoint, addr })
+            .map(|r| {
+                r.canonicalize().map_err(|source| ServerError::Root { root: r.to_owned(), source })
+            })
+            .transpose()?;
+        Ok(Self { root, options: options.clone(), scheme })
     }
 
-    /// The UDP address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `https://127.0.0.1:PORT/path` for `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
+    /// How long to wait after sending `n` bytes, when paced.
+    fn pace(&self, n: usize) -> Option<Duration> {
+        self.options.rate.map(|r| Duration::from_secs_f64(n as f64 / r.max(1) as f64))
     }
 }
 
-impl Drop for H3Server {
-    fn drop(&mut self) {
-        self.endpoint.close(0u32.into(), b"server stopped");
+/// A response body's source.
+#[derive(Debug)]
+enum Source {
+    Empty,
+    Bytes(Bytes),
+    File { file: tokio::fs::File, left: u64 },
+    Zeros { left: u64 },
+}
+
+impl Source {
+    /// The next piece; `None` at the end.
+    async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
+        let take = |left: u64| usize::try_from(left).unwrap_or(usize::MAX).min(CHUNK);
+        match self {
+            Self::Empty => Ok(None),
+            Self::Bytes(b) => Ok((!b.is_empty()).then(|| std::mem::take(b))),
+            Self::Zeros { left } => {
+                let n = take(*left);
+                *left -= n as u64;
+                Ok((n > 0).then(|| Bytes::from_static(&ZEROS[..n])))
+            }
+            Self::File { file, left } => {
+                if *left == 0 {
+                    return Ok(None);
+                }
+                let mut buf = BytesMut::with_capacity(CHUNK);
+                if file.read_buf(&mut buf).await? == 0 {
+                    let eof = std::io::ErrorKind::UnexpectedEof;
+                    return Err(std::io::Error::new(eof, "the file is shorter than it was"));
+                }
+                buf.truncate(take(*left));
+                *left -= buf.len() as u64;
+                Ok(Some(buf.freeze()))
+            }
+        }
     }
 }
 
-type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+/// What a request gets.
+#[allow(clippy::large_enum_variant, reason = "one per request, moved once, never stored")]
+enum Answer {
+    Reply(hyper::Response<Source>),
+    /// Read the request body, then answer with [`slurped`].
+    Slurp,
+}
 
-async fn connection(
-    incoming: quinn::Incoming,
-    root: Arc<PathBuf>,
-    rate: Option<u64>,
-) -> Result<(), String> {
-    let conn = incoming.await.map_err(|e| e.to_string())?;
-    let mut h3 = h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn))
-        .await
-        .map_err(|e| e.to_string())?;
-    while let Some(resolver) = h3.accept().await.map_err(|e| e.to_string())? {
-        let root = root.clone();
-        tokio::spawn(async move {
-            let Ok((request, mut stream)) = resolver.resolve_request().await else { return };
-            if let Err(e) = respond(&request, &mut stream, &root, rate).await {
-                tracing::debug!("HTTP/3 test server: {} {}: {e}", request.method(), request.uri());
-            }
-        });
+/// A response from `builder`, or a bare 500 should the builder hold something invalid.
+fn finish(builder: hyper::http::response::Builder, body: Source) -> hyper::Response<Source> {
+    #[allow(clippy::disallowed_methods, reason = "a server is a driver: the Date header")]
+    let now = std::time::SystemTime::now();
+    let builder = builder
+        .header(header::SERVER, concat!("nw-testserver/", env!("CARGO_PKG_VERSION")))
+        .header(header::DATE, httpdate::fmt_http_date(now));
+    builder.body(body).unwrap_or_else(|_| {
+        let mut r = hyper::Response::new(Source::Empty);
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+fn status(code: StatusCode) -> hyper::http::response::Builder {
+    hyper::Response::builder().status(code)
+}
+
+/// The answer to a slurped upload of `n` bytes.
+fn slurped(n: u64) -> hyper::Response<Source> {
+    let body = Bytes::from(format!("{{\"received\":{n}}}\n"));
+    finish(
+        status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len()),
+        Source::Bytes(body),
+    )
+}
+
+/// Answers a request's head.
+async fn answer(site: &Site, method: &Method, uri: &Uri, headers: &HeaderMap) -> Answer {
+    let path = uri.path();
+    let reply = |builder, body| Answer::Reply(finish(builder, body));
+    let alt_svc = |b: hyper::http::response::Builder| match site.options.alt_svc {
+        Some(port) => b.header(header::ALT_SVC, format!("h3=\":{port}\"; ma=3600")),
+        None => b,
+    };
+    let get_or_head = *method == Method::GET || *method == Method::HEAD;
+    match path {
+        "/slurp" if *method == Method::POST || *method == Method::PUT => return Answer::Slurp,
+        "/slurp" => {
+            let b = status(StatusCode::METHOD_NOT_ALLOWED).header(header::ALLOW, "POST, PUT");
+            return reply(b, Source::Empty);
+        }
+        "/config" | "/.well-known/nq" | "/small" | "/large" | "/" if !get_or_head => {
+            let b = status(StatusCode::METHOD_NOT_ALLOWED).header(header::ALLOW, "GET, HEAD");
+            return reply(b, Source::Empty);
+        }
+        "/config" | "/.well-known/nq" => {
+            let authority = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+                headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
+            });
+            let Some(authority) = authority else {
+                let body = Bytes::from_static(b"the request names no host (Host or :authority)\n");
+                return reply(status(StatusCode::BAD_REQUEST), Source::Bytes(body));
+            };
+            let base = format!("{}://{authority}", site.scheme);
+            let config = serde_json::json!({
+                "version": 1,
+                "urls": {
+                    "small_https_download_url": format!("{base}/small"),
+                    "large_https_download_url": format!("{base}/large"),
+                    "https_upload_url": format!("{base}/slurp"),
+                },
+            });
+            let body = Bytes::from(config.to_string());
+            let b = alt_svc(status(StatusCode::OK))
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CACHE_CONTROL, "no-store")
+                .header(header::CONTENT_LENGTH, body.len());
+            return reply(
+                b,
+                if *method == Method::GET { Source::Bytes(body) } else { Source::Empty },
+            );
+        }
+        "/small" | "/large" => {
+            let len = if path == "/small" { 1 } else { LARGE };
+            let b = alt_svc(status(StatusCode::OK))
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CACHE_CONTROL, "no-store")
+                .header(header::CONTENT_LENGTH, len);
+            let body =
+                if *method == Method::GET { Source::Zeros { left: len } } else { Source::Empty };
+            return reply(b, body);
+        }
+        _ => {}
     }
-    Ok(())
+    if !get_or_head {
+        let b = status(StatusCode::METHOD_NOT_ALLOWED).header(header::ALLOW, "GET, HEAD");
+        return reply(b, Source::Empty);
+    }
+    let Some(file) = site.root.as_deref().and_then(|root| resolve(root, path)) else {
+        return reply(status(StatusCode::NOT_FOUND), Source::Empty);
+    };
+    match file_answer(&file, method, headers).await {
+        Ok((b, body)) => reply(alt_svc(b), body),
+        Err(e) => {
+            tracing::debug!("test server: {}: {e}", file.display());
+            reply(status(StatusCode::INTERNAL_SERVER_ERROR), Source::Empty)
+        }
+    }
+}
+
+/// A file's answer: the whole of it, or the range asked for while the validator holds.
+async fn file_answer(
+    path: &Path,
+    method: &Method,
+    headers: &HeaderMap,
+) -> std::io::Result<(hyper::http::response::Builder, Source)> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let meta = file.metadata().await?;
+    let len = meta.len();
+    let modified = meta.modified().ok();
+    let since_epoch = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
+    let tag = etag(len, since_epoch);
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // If-Range (RFC 9110 §13.1.5): the range holds only while the validator still matches.
+    let range_asked = match header(header::IF_RANGE) {
+        Some(v) if v != tag => None,
+        _ => header(header::RANGE),
+    };
+    let mut b = status(StatusCode::OK)
+        .header(header::ETAG, tag.as_str())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(m) = modified {
+        b = b.header(header::LAST_MODIFIED, httpdate::fmt_http_date(m));
+    }
+    let (start, end) = match range(range_asked, len) {
+        Err(()) => {
+            let b = b
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"));
+            return Ok((b, Source::Empty));
+        }
+        Ok(Some((start, end))) => {
+            b = b
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+            (start, end + 1)
+        }
+        Ok(None) => (0, len),
+    };
+    let b = b.header(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if *method != Method::GET || end == start {
+        return Ok((b, Source::Empty));
+    }
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    Ok((b, Source::File { file, left: end - start }))
 }
 
 /// The file under `root` that `path` names, refusing anything that climbs out of it.
@@ -168,86 +350,287 @@ pub fn range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
     if start >= len { Err(()) } else { Ok(Some((start, end))) }
 }
 
-#[allow(clippy::disallowed_methods, reason = "a server is a driver: the Date header, pacing")]
-async fn respond(
+/// A running HTTP/1.1 and HTTP/2 server; dropping it stops it.
+#[derive(Debug)]
+pub struct HttpServer {
+    listener: Listener,
+    scheme: &'static str,
+}
+
+impl HttpServer {
+    /// Serves the site (files under `root`, when given, and the responsiveness endpoints) on
+    /// `addr` (TCP): over TLS with ALPN `h2` and `http/1.1` when `tls` holds a chain and key,
+    /// plain HTTP/1.1 (or HTTP/2 with prior knowledge) otherwise.
+    pub async fn start(
+        addr: SocketAddr,
+        root: Option<&Path>,
+        tls: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+        options: &Options,
+    ) -> Result<Self, ServerError> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let site = Arc::new(Site::new(root, options, scheme)?);
+        let alpn = [b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = tls
+            .map(|(chain, key)| nw_connection::tls::server_config(chain, key, &alpn))
+            .transpose()
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+        let handler: Handler = Arc::new(move |stream, peer| {
+            let site = site.clone();
+            Box::pin(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let site = site.clone();
+                    async move { Ok::<_, Infallible>(serve_hyper(&site, request).await) }
+                });
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().max_buf_size(1 << 20);
+                builder
+                    .http2()
+                    .initial_stream_window_size(H2_STREAM_WINDOW)
+                    .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                    .max_frame_size(1 << 20);
+                if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                    tracing::debug!("test server: connection from {peer}: {e}");
+                }
+            })
+        });
+        let config = listener::Config {
+            tls,
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            notsent_lowat: Some(NOTSENT_LOWAT),
+        };
+        let listener = Listener::bind(addr, config, handler)
+            .await
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        Ok(Self { listener, scheme })
+    }
+
+    /// The TCP address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// `SCHEME://ADDR:PORT/path` for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.local_addr())
+    }
+
+    /// Stops accepting, lets running requests finish for up to `grace`, then stops them.
+    pub async fn shutdown(self, grace: Duration) {
+        self.listener.shutdown(grace).await;
+    }
+}
+
+/// One request over HTTP/1.1 or HTTP/2.
+async fn serve_hyper(
+    site: &Site,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<RequestBody> {
+    let (head, mut incoming) = request.into_parts();
+    let response = match answer(site, &head.method, &head.uri, &head.headers).await {
+        Answer::Reply(r) => r,
+        Answer::Slurp => {
+            let mut n = 0u64;
+            while let Some(Ok(frame)) = incoming.frame().await {
+                n += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            slurped(n)
+        }
+    };
+    let pace = site.options.rate;
+    response.map(|source| {
+        let pieces = futures_util::stream::unfold(Some(source), move |source| async move {
+            let mut source = source?;
+            match source.next().await {
+                Ok(Some(piece)) => {
+                    if let Some(r) = pace {
+                        let wait = Duration::from_secs_f64(piece.len() as f64 / r.max(1) as f64);
+                        #[allow(
+                            clippy::disallowed_methods,
+                            reason = "a server is a driver: pacing"
+                        )]
+                        tokio::time::sleep(wait).await;
+                    }
+                    Some((Ok(Frame::data(piece)), Some(source)))
+                }
+                Ok(None) => None,
+                // Once: hyper then resets the stream (or closes the connection).
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        StreamBody::new(pieces).boxed()
+    })
+}
+
+/// A running HTTP/3 server; dropping it closes its endpoint.
+#[derive(Debug)]
+pub struct H3Server {
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+}
+
+impl H3Server {
+    /// Serves the site (files under `root`, when given, and the responsiveness endpoints) over
+    /// HTTP/3 on `addr` (UDP) with `chain` and `key`.
+    pub fn start(
+        addr: SocketAddr,
+        root: Option<&Path>,
+        (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+        options: &Options,
+    ) -> Result<Self, ServerError> {
+        let site =
+            Arc::new(Site::new(root, &Options { alt_svc: None, ..options.clone() }, "https")?);
+        let tls = nw_connection::tls::server_config(chain, key, &[b"h3".to_vec()])
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+        let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let addr = endpoint.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let accepting = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                let site = site.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(incoming, site).await {
+                        tracing::debug!("HTTP/3 test server connection: {e}");
+                    }
+                });
+            }
+        });
+        Ok(Self { endpoint, addr })
+    }
+
+    /// The UDP address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:PORT/path` for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+}
+
+impl Drop for H3Server {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"server stopped");
+    }
+}
+
+type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+async fn connection(incoming: quinn::Incoming, site: Arc<Site>) -> Result<(), String> {
+    let conn = incoming.await.map_err(|e| e.to_string())?;
+    let mut h3 = h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn))
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(resolver) = h3.accept().await.map_err(|e| e.to_string())? {
+        let site = site.clone();
+        tokio::spawn(async move {
+            let Ok((request, mut stream)) = resolver.resolve_request().await else { return };
+            if let Err(e) = serve_h3(&site, &request, &mut stream).await {
+                tracing::debug!("HTTP/3 test server: {} {}: {e}", request.method(), request.uri());
+            }
+        });
+    }
+    Ok(())
+}
+
+/// One request over HTTP/3.
+async fn serve_h3(
+    site: &Site,
     request: &hyper::Request<()>,
     stream: &mut Stream,
-    root: &Path,
-    rate: Option<u64>,
 ) -> Result<(), String> {
-    let head = |status: StatusCode| hyper::Response::builder().status(status);
-    let send_head = async |stream: &mut Stream, response: hyper::http::response::Builder| {
-        let response = response
-            .header(header::SERVER, concat!("nw-testserver/", env!("CARGO_PKG_VERSION")))
-            .header(header::DATE, httpdate::fmt_http_date(std::time::SystemTime::now()))
-            .body(())
-            .map_err(|e| e.to_string())?;
-        stream.send_response(response).await.map_err(|e| e.to_string())
-    };
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        send_head(stream, head(StatusCode::METHOD_NOT_ALLOWED).header(header::ALLOW, "GET, HEAD"))
-            .await?;
-        return stream.finish().await.map_err(|e| e.to_string());
-    }
-    let Some(path) = resolve(root, request.uri().path()) else {
-        send_head(stream, head(StatusCode::NOT_FOUND)).await?;
-        return stream.finish().await.map_err(|e| e.to_string());
-    };
-    let mut file = tokio::fs::File::open(&path).await.map_err(|e| e.to_string())?;
-    let meta = file.metadata().await.map_err(|e| e.to_string())?;
-    let len = meta.len();
-    let modified = meta.modified().ok();
-    let since_epoch = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
-    let tag = etag(len, since_epoch);
-    let header =
-        |name: header::HeaderName| request.headers().get(name).and_then(|v| v.to_str().ok());
-    // If-Range (RFC 9110 §13.1.5): the range holds only while the validator still matches.
-    let range_asked = match header(header::IF_RANGE) {
-        Some(v) if v != tag => None,
-        _ => header(header::RANGE),
-    };
-    let mut response = head(StatusCode::OK)
-        .header(header::ETAG, tag.as_str())
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_TYPE, "application/octet-stream");
-    if let Some(m) = modified {
-        response = response.header(header::LAST_MODIFIED, httpdate::fmt_http_date(m));
-    }
-    let (start, end) = match range(range_asked, len) {
-        Err(()) => {
-            let response = response
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{len}"));
-            send_head(stream, response).await?;
-            return stream.finish().await.map_err(|e| e.to_string());
-        }
-        Ok(Some((start, end))) => {
-            response = response
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
-            (start, end + 1)
-        }
-        Ok(None) => (0, len),
-    };
-    let response = response.header(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    send_head(stream, response).await?;
-    if request.method() == Method::GET && end > start {
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| e.to_string())?;
-        let mut left = end - start;
-        let pace = rate.map(|r| Duration::from_secs_f64(CHUNK as f64 / r.max(1) as f64));
-        while left > 0 {
-            let mut buf = BytesMut::with_capacity(CHUNK);
-            let n = file.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err(format!("{} ended early", path.display()));
+    let response = match answer(site, request.method(), request.uri(), request.headers()).await {
+        Answer::Reply(r) => r,
+        Answer::Slurp => {
+            let mut n = 0u64;
+            while let Some(piece) = stream.recv_data().await.map_err(|e| e.to_string())? {
+                n += piece.remaining() as u64;
             }
-            buf.truncate(usize::try_from(left).unwrap_or(usize::MAX).min(n));
-            left -= buf.len() as u64;
-            stream.send_data(buf.freeze()).await.map_err(|e| e.to_string())?;
-            if let Some(pace) = pace {
-                tokio::time::sleep(pace).await;
-            }
+            slurped(n)
+        }
+    };
+    let (head, mut source) = response.into_parts();
+    stream.send_response(hyper::Response::from_parts(head, ())).await.map_err(|e| e.to_string())?;
+    while let Some(piece) = source.next().await.map_err(|e| e.to_string())? {
+        let wait = site.pace(piece.len());
+        stream.send_data(piece).await.map_err(|e| e.to_string())?;
+        if let Some(wait) = wait {
+            #[allow(clippy::disallowed_methods, reason = "a server is a driver: pacing")]
+            tokio::time::sleep(wait).await;
         }
     }
     stream.finish().await.map_err(|e| e.to_string())
+}
+
+/// The embedded test server as `nw doctor` and `nw quality` run it: HTTP/1.1 and HTTP/2 over
+/// TLS and HTTP/3 on the same port (TCP and UDP), the TCP side advertising the UDP one in
+/// `Alt-Svc`, with a certificate from a CA made for this server alone (nw-trust's test CA).
+#[derive(Debug)]
+pub struct Embedded {
+    pub http: HttpServer,
+    pub h3: H3Server,
+    ca: nw_trust::ca::TestCa,
+}
+
+impl Embedded {
+    /// Starts it on `addr`; the certificate names `localhost`, 127.0.0.1, ::1 and `addr`'s
+    /// address. Port 0 picks a free UDP port and takes the same number for TCP (another pair
+    /// when that one is taken).
+    pub async fn start(
+        addr: SocketAddr,
+        root: Option<&Path>,
+        options: &Options,
+    ) -> Result<Self, ServerError> {
+        use rustls::pki_types::pem::PemObject as _;
+        let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+        let ca = nw_trust::ca::TestCa::new("nwkit embedded test server CA").map_err(|e| tls(&e))?;
+        let ip = addr.ip().to_string();
+        let mut names = vec!["localhost", "127.0.0.1", "::1"];
+        if !addr.ip().is_unspecified() && !names.contains(&ip.as_str()) {
+            names.push(&ip);
+        }
+        let issued = ca.server(&names).map_err(|e| tls(&e))?;
+        let key = || PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).map_err(|e| tls(&e));
+        let mut tries = 0;
+        loop {
+            // UDP first: its port then names the TCP one.
+            let h3 = H3Server::start(addr, root, (issued.chain.clone(), key()?), options)?;
+            let port = h3.local_addr().port();
+            let tcp = SocketAddr::new(addr.ip(), port);
+            let options = Options { alt_svc: Some(port), ..options.clone() };
+            match HttpServer::start(tcp, root, Some((issued.chain.clone(), key()?)), &options).await
+            {
+                Ok(http) => return Ok(Self { http, h3, ca }),
+                Err(ServerError::Listen { .. }) if addr.port() == 0 && tries < 8 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Trust settings whose only anchor is this server's CA.
+    pub fn trust(&self) -> nw_trust::Options {
+        nw_trust::Options {
+            anchors: vec![nw_trust::Anchor {
+                der: self.ca.cert_der(),
+                class: nw_trust::AnchorClass::Custom,
+            }],
+            ..nw_trust::Options::default()
+        }
+    }
+
+    /// The CA's certificate (PEM), for clients in other processes (`--anchor FILE`).
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// `https://ADDR:PORT/path` for `path`.
+    pub fn url(&self, path: &str) -> String {
+        self.http.url(path)
+    }
 }

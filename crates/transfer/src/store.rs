@@ -117,6 +117,9 @@ impl Record {
     }
 }
 
+/// The path that names a store in memory (SQLite's `:memory:`), gone with the process.
+pub const IN_MEMORY: &str = ":memory:";
+
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("transfer store {path}: {what}: {source}; {hint}")]
@@ -155,7 +158,7 @@ impl Store {
         base.join("nwkit/transfers.db")
     }
 
-    /// Opens (creating when needed) the store at `path`.
+    /// Opens (or creates) the store at `path`; [`IN_MEMORY`] for one that lives in memory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let err =
             |what, hint| move |source| StoreError { path: path.to_owned(), what, hint, source };
@@ -174,7 +177,7 @@ impl Store {
                 "cannot switch it to WAL mode",
                 "is it an SQLite file? move it aside to start a new store",
             ))?;
-        if !mode.eq_ignore_ascii_case("wal") {
+        if !mode.eq_ignore_ascii_case("wal") && path != Path::new(IN_MEMORY) {
             tracing::warn!("{}: journal mode is {mode}, not WAL", path.display());
         }
         conn.execute_batch("PRAGMA synchronous = FULL;")

@@ -48,8 +48,8 @@ fn h3_own_server_resumes_byte_exact_with_if_range() {
     let tls = Tls::new(&scratch);
     let rt = runtime();
     let _enter = rt.enter();
-    let options = server::Options { rate: Some(16 << 20) };
-    let server = H3Server::start(loopback(), &scratch.www(), tls.der(), &options).unwrap();
+    let options = server::Options { rate: Some(16 << 20), ..server::Options::default() };
+    let server = H3Server::start(loopback(), Some(&scratch.www()), tls.der(), &options).unwrap();
     let config = Configuration { checkpoint_bytes: 2 << 20, ..h3_config(&tls, Http3::Only) };
     let session = session(&scratch, config);
     let dest = scratch.0.join("file.bin");
@@ -91,8 +91,9 @@ fn h3_alt_svc_from_nginx_moves_the_next_download_to_http3() {
     let tls = Tls::new(&scratch);
     let rt = runtime();
     let _enter = rt.enter();
-    let h3 = H3Server::start(loopback(), &scratch.www(), tls.der(), &server::Options::default())
-        .unwrap();
+    let h3 =
+        H3Server::start(loopback(), Some(&scratch.www()), tls.der(), &server::Options::default())
+            .unwrap();
     let nginx = Nginx::start(
         &scratch.www(),
         &NginxOptions {

@@ -14,4 +14,5 @@ mod pool;
 mod resume;
 mod scheduler;
 mod segments;
+mod server;
 mod support;

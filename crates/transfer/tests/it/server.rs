@@ -1,0 +1,126 @@
+//! The embedded test server's HTTP part: downloads over HTTP/1.1 and HTTP/2 from it (whole,
+//! and resumed with If-Range), its responsiveness endpoints, and the responsiveness test
+//! driven against it on loopback.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use nw_quality::rpm;
+use nw_transfer::download::Event;
+use nw_transfer::server::{self, Embedded, HttpServer};
+use nw_transfer::{Configuration, Http3, Protocol, TransferError};
+
+use crate::support::{Scratch, Tls, interrupt, job, pattern, runtime, session};
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+#[test]
+fn server_h1_and_h2_downloads_are_byte_exact_and_resume_with_if_range() {
+    let scratch = Scratch::new("server-h1h2");
+    let data = pattern(24 << 20, 41);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let tls = Tls::new(&scratch);
+    let rt = runtime();
+    let options = server::Options { rate: Some(32 << 20), ..server::Options::default() };
+    let server = rt
+        .block_on(HttpServer::start(loopback(), Some(&scratch.www()), Some(tls.der()), &options))
+        .unwrap();
+    let plain =
+        rt.block_on(HttpServer::start(loopback(), Some(&scratch.www()), None, &options)).unwrap();
+    let base = Configuration {
+        trust: tls.trust.clone(),
+        http3: Http3::Off,
+        checkpoint_bytes: 2 << 20,
+        ..Configuration::default()
+    };
+    let cases = [
+        ("h2", server.url("/file.bin"), base.clone(), Protocol::H2),
+        (
+            "h1",
+            server.url("/file.bin"),
+            Configuration { http2: false, ..base.clone() },
+            Protocol::Http11,
+        ),
+        (
+            "plain",
+            plain.url("/file.bin"),
+            Configuration { allow_http: true, ..base },
+            Protocol::Http11,
+        ),
+    ];
+    for (name, url, config, protocol) in cases {
+        let session = session(&scratch, config);
+        let dest = scratch.0.join(format!("{name}.bin"));
+        rt.block_on(interrupt(&session, &job(url.clone(), &dest, false), 6 << 20));
+        let record = session.store().find(&dest).unwrap().unwrap();
+        assert!(record.offset >= 2 << 20, "{name}: checkpointed {} bytes", record.offset);
+        let mut started = None;
+        let done = rt
+            .block_on(session.download(&job(url, &dest, true), &mut |e| {
+                if let Event::Started { from, protocol, restarted, .. } = e {
+                    started = Some((from, protocol, restarted));
+                }
+            }))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(started, Some((record.offset, protocol, None)), "{name}: a range, resumed");
+        assert_eq!(done.metrics.received, data.len() as u64 - record.offset, "{name}");
+        assert!(std::fs::read(&dest).unwrap() == data, "{name}: the resumed file is byte-exact");
+    }
+}
+
+#[test]
+fn server_config_names_its_endpoints_and_bad_configurations_are_explained() {
+    let scratch = Scratch::new("server-config");
+    std::fs::write(scratch.www().join("not-json"), "hello").unwrap();
+    let rt = runtime();
+    let embedded = rt
+        .block_on(Embedded::start(loopback(), Some(&scratch.www()), &server::Options::default()))
+        .unwrap();
+    let config = Configuration { trust: embedded.trust(), ..Configuration::default() };
+    let session = session(&scratch, config);
+    for path in ["/config", "/.well-known/nq"] {
+        let endpoints = rt.block_on(session.rpm_config(&embedded.url(path))).unwrap();
+        assert_eq!(endpoints.small, embedded.url("/small"), "{path}");
+        assert_eq!(endpoints.large, embedded.url("/large"));
+        assert_eq!(endpoints.upload, embedded.url("/slurp"));
+    }
+    let e = rt.block_on(session.rpm_config(&embedded.url("/not-json"))).unwrap_err();
+    assert!(e.to_string().contains("not a responsiveness configuration"), "{e}");
+    let e = rt.block_on(session.rpm_config(&embedded.url("/missing"))).unwrap_err();
+    assert!(matches!(e, TransferError::Status { status: 404, .. }), "{e}");
+    // The CA is this server's alone: default trust refuses it.
+    let stranger =
+        nw_transfer::Session::new(Configuration::default(), &scratch.0.join("s.db")).unwrap();
+    let e = rt.block_on(stranger.rpm_config(&embedded.url("/config"))).unwrap_err();
+    assert!(e.to_string().contains("not trusted"), "{e}");
+}
+
+#[test]
+fn server_responsiveness_on_loopback_loads_both_directions_and_ends_in_time() {
+    let scratch = Scratch::new("server-rpm");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let embedded =
+        rt.block_on(Embedded::start(loopback(), None, &server::Options::default())).unwrap();
+    let config = Configuration { trust: embedded.trust(), ..Configuration::default() };
+    let session = session(&scratch, config);
+    let endpoints = rt.block_on(session.rpm_config(&embedded.url("/config"))).unwrap();
+    let max_time = Duration::from_secs(6);
+    let params = rpm::Params { max_time, ..rpm::Params::default() };
+    #[allow(clippy::disallowed_methods, reason = "the test times the run")]
+    let started = Instant::now();
+    let mut ticks = 0;
+    let outcome = rt.block_on(session.responsiveness(&endpoints, params, |_| ticks += 1)).unwrap();
+    let took = started.elapsed();
+    eprintln!("loopback responsiveness in {took:.1?}: {outcome:?}");
+    assert!(took < max_time + Duration::from_secs(3), "ends within max_time: {took:?}");
+    assert!(ticks >= 3, "progress once per interval: {ticks}");
+    assert!(outcome.dl_throughput > 1e8, "over 100 Mbit/s down on loopback: {outcome:?}");
+    assert!(outcome.ul_throughput > 1e8, "over 100 Mbit/s up on loopback: {outcome:?}");
+    assert!(outcome.dl_flows >= 1 && outcome.ul_flows >= 1, "{outcome:?}");
+    assert!(outcome.base_rtt > 0.0 && outcome.base_rtt < 100.0, "{outcome:?}");
+    assert!(outcome.responsiveness > 0.0, "self and foreign probes came back: {outcome:?}");
+    assert!(outcome.probes >= 10, "{outcome:?}");
+}
