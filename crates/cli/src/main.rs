@@ -14,6 +14,7 @@ mod doctor;
 mod get;
 mod output;
 mod path;
+mod quality;
 mod transfers;
 mod trust;
 
@@ -42,6 +43,8 @@ enum Command {
     Get(Box<get::Args>),
     /// The network path: satisfied or not, why, over which interfaces.
     Path(path::Args),
+    /// Measure the link under load: goodput down and up, idle latency, responsiveness (RPM).
+    Quality(Box<quality::Args>),
     /// The transfer queue (`nw get --queue`): list it, run it, clear finished transfers.
     Transfers(transfers::Args),
     /// Evaluate a certificate chain (a server's, or one in a file) and say what fails.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Get(args) => get::run(*args).await,
             Command::Path(args) => path::run(args).await,
+            Command::Quality(args) => quality::run(*args).await,
             Command::Cert(args) => cert::run(args),
             Command::Condition(args) => condition::run(*args).await,
             Command::Transfers(args) => transfers::run(args).await,

@@ -389,3 +389,35 @@ fn nw_cat_tcp_options_local_address_mptcp_keepalive() {
     child.wait().unwrap();
     assert!(ss.contains(&client.to_string()) && !ss.contains("keepalive"), "{ss:?}");
 }
+
+#[test]
+fn quality_measures_offline_against_the_embedded_server_with_networkqualitys_keys() {
+    let started = std::time::Instant::now();
+    let (code, out, err) = nw(&["quality", "--json", "--max-time", "5"]);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(took < std::time::Duration::from_secs(9), "--max-time 5 ended in {took:?}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    eprintln!("nw quality on loopback: {v}");
+    for key in ["dl_throughput", "ul_throughput", "responsiveness", "base_rtt"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    for key in ["dl_flows", "ul_flows"] {
+        assert!(v[key].as_u64().is_some_and(|n| (1..=16).contains(&n)), "{key}: {v}");
+    }
+    assert!(v["start_date"].is_string() && v["end_date"].is_string(), "{v}");
+    assert!(v["config_url"].as_str().unwrap().starts_with("https://127.0.0.1:"), "{v}");
+}
+
+#[test]
+fn quality_says_why_it_could_not_measure() {
+    let (code, out, err) = nw(&["quality", "https://127.0.0.1:1/config", "--json"]);
+    assert_eq!(code, 1, "a negative result: {out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("connection refused"), "{v}");
+    assert!(err.contains("nw quality: https://127.0.0.1:1/config: could not connect"), "{err}");
+    let (code, _, err) = nw(&["quality", "--max-time", "1"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = nw(&["quality", "--ca-out", "/tmp/x.pem"]);
+    assert_eq!(code, 2, "--ca-out needs --serve: {err}");
+}

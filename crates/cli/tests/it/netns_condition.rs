@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{NW, event};
+use crate::support::{Dir, NW, event, median};
 
 /// Runs `nw condition CONDITIONS` with `nw cat -l` as the server and `nw cat --json` as the
 /// client; returns stderr's JSON lines (the client's report first) and when the client's race
@@ -70,4 +70,49 @@ fn netns_condition_presets_carry_their_numbers() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("there are 3g"), "names the presets");
+}
+
+/// `nw quality` (download only) across a 20 Mbit/s link with a 20 ms round trip and a queue of
+/// `queue` packets, served by `nw quality --serve` in the far namespace; both namespaces use
+/// Reno, a loss-based congestion control that fills the queue it is given (this host's default
+/// may be BBR, which keeps a queue short by itself and so would hide the bloat).
+fn rpm_across(dir: &Dir, queue: &str) -> Value {
+    let ca = dir.path(&format!("ca-{queue}.pem"));
+    let reno = "sysctl -qw net.ipv4.tcp_congestion_control=reno";
+    let out = Command::new(NW)
+        .args(["condition", "--rate", "20mbit", "--delay", "10ms", "--queue", queue])
+        .arg("--server")
+        .arg(format!("{reno} && {NW} quality --serve $NW_SELF:8443 --ca-out {ca}"))
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "{reno} || exit 9; for i in $(seq 100); do [ -s {ca} ] && break; sleep 0.1; done; \
+             {NW} quality https://$NW_PEER:8443/config --anchor {ca} --json --max-time 8 --direction download"
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let _ = std::fs::remove_file(&ca);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {err}"))
+}
+
+#[test]
+fn netns_condition_rpm_falls_with_a_bloated_queue_and_repeats() {
+    let dir = Dir::new("rpm");
+    let rpm = |v: &Value| v["responsiveness"].as_f64().unwrap();
+    let small = rpm_across(&dir, "50");
+    let bloated: Vec<Value> = (0..3).map(|_| rpm_across(&dir, "1000")).collect();
+    let figures: Vec<f64> = bloated.iter().map(rpm).collect();
+    eprintln!(
+        "RPM through nw condition (20 Mbit/s, 20 ms): queue 50: {small}\nqueue 1000: {figures:?}"
+    );
+    let mid = median(figures.clone());
+    assert!(mid <= rpm(&small) / 2.0, "bloated {mid:.0} RPM, small {:.0}", rpm(&small));
+    for f in &figures {
+        assert!((f / mid - 1.0).abs() <= 0.25, "three runs within ±25%: {figures:?}");
+    }
+    for v in bloated.iter().chain([&small]) {
+        let goodput = v["dl_throughput"].as_f64().unwrap();
+        assert!((14e6..=24e6).contains(&goodput), "the link's 20 Mbit/s is used: {v}");
+    }
 }
