@@ -81,6 +81,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     sections.push(connectivity().await);
     sections.push(trust().await);
+    sections.push(transfer().await);
     if let Some(target) = &args.target {
         sections.push(target_section(target).await);
     }
@@ -380,6 +381,105 @@ async fn trust() -> Section {
             "the trust engine did not judge the embedded server's chain as expected",
             details,
         ),
+    }
+}
+
+/// Doctor's transfer check: the same 4 MiB file downloaded from the embedded server over
+/// HTTP/2, HTTP/1.1 and HTTP/3 (its throwaway CA the only anchor), each byte-exact. HTTP/3
+/// failing is a warning (UDP may be filtered); the others failing is a failure.
+async fn transfer() -> Section {
+    const SIZE: usize = 4 << 20;
+    let dir = Scratch(std::env::temp_dir().join(format!("nw-doctor-{}", std::process::id())));
+    let www = dir.0.join("www");
+    let mut data = vec![0u8; SIZE];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for chunk in data.chunks_mut(8) {
+        // xorshift64: bytes that no layer can compress away.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    if let Err(e) =
+        std::fs::create_dir_all(&www).and_then(|()| std::fs::write(www.join("doctor.bin"), &data))
+    {
+        let why = format!("cannot write a test file under {}: {e}", dir.0.display());
+        return Section::new("transfer", Level::Fail, why, Value::Null);
+    }
+    let options = nw_transfer::server::Options::default();
+    let server = match nw_transfer::server::Embedded::start(
+        ([127, 0, 0, 1], 0).into(),
+        Some(&www),
+        &options,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("cannot start the embedded server: {e}");
+            return Section::new("transfer", Level::Fail, why, Value::Null);
+        }
+    };
+    let url = server.url("/doctor.bin");
+    let mut results = Vec::new();
+    let mut level = Level::Ok;
+    let mut notes = Vec::new();
+    for (name, http2, http3) in [
+        ("h2", true, nw_transfer::Http3::Off),
+        ("http/1.1", false, nw_transfer::Http3::Off),
+        ("h3", true, nw_transfer::Http3::Only),
+    ] {
+        let config = nw_transfer::Configuration {
+            trust: server.trust(),
+            http2,
+            http3,
+            durable: false,
+            request_timeout: Duration::from_secs(5),
+            ..nw_transfer::Configuration::default()
+        };
+        let dest = dir.0.join(format!("{}.bin", name.replace('/', "")));
+        let job = nw_transfer::Download {
+            url: url.clone(),
+            dest: dest.clone(),
+            sha256: None,
+            resume: false,
+            force: true,
+            segments: 1,
+        };
+        let outcome = match nw_transfer::Session::ephemeral(config) {
+            Ok(session) => session.download(&job, &mut |_| {}).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let exact = outcome.is_ok() && std::fs::read(&dest).is_ok_and(|d| d == data);
+        match (&outcome, exact) {
+            (Ok(done), true) => {
+                let rate = done.bytes as f64 / (done.metrics.transfer_ms / 1e3).max(1e-3) / 1e6;
+                notes.push(format!("{name} {rate:.0} MB/s"));
+                results.push(json!({ "protocol": name, "ok": true, "metrics": done.metrics }));
+            }
+            (Ok(_), false) => {
+                level = Level::Fail;
+                notes.push(format!("{name} NOT byte-exact"));
+                results.push(json!({ "protocol": name, "ok": false, "error": "not byte-exact" }));
+            }
+            (Err(e), _) => {
+                level = level.max(if name == "h3" { Level::Warn } else { Level::Fail });
+                notes.push(format!("{name} failed: {e}"));
+                results.push(json!({ "protocol": name, "ok": false, "error": e }));
+            }
+        }
+    }
+    drop(server);
+    let summary = format!("4 MiB from the embedded server, byte-exact: {}", notes.join(", "));
+    Section::new("transfer", level, summary, json!({ "url": url, "downloads": results }))
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

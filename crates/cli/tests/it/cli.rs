@@ -30,11 +30,22 @@ fn doctor_json_has_the_sections_shape() {
     let (code, out, err) = nw(&["doctor", "--json"]);
     assert_eq!(code, 0, "doctor failed on this host: {out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for name in ["interfaces", "path", "cost", "monitor", "connectivity", "trust"] {
+    for name in ["interfaces", "path", "cost", "monitor", "connectivity", "trust", "transfer"] {
         let s = section(&v, name);
         assert!(["ok", "warn", "fail"].contains(&s["status"].as_str().unwrap()), "{s}");
         assert!(s["details"].is_object(), "{s}");
     }
+    // The transfer section's downloads from the embedded server, one per HTTP version.
+    let transfer = section(&v, "transfer");
+    assert_eq!(transfer["status"], "ok", "{transfer}");
+    let protocols: Vec<&str> = transfer["details"]["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["ok"] == true)
+        .map(|d| d["metrics"]["protocol"].as_str().unwrap())
+        .collect();
+    assert_eq!(protocols, ["h2", "http/1.1", "h3"], "{transfer}");
 }
 
 #[test]
