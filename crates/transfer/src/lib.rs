@@ -7,6 +7,7 @@
 //! - [`resume`]: what to ask for and what a response means, as pure logic.
 //! - [`scheduler`]: the background scheduler as a machine in virtual time (the resume-rate
 //!   limiter, batches, discretionary waits, retries), each wait with its reason.
+//! - [`tasks`]: data tasks (a response into memory, bounded) and uploads (a file as the body).
 //! - [`queue`]: transfers recorded now and run later under the scheduler, from the store.
 //! - [`pool`]: idle connections per origin, flushed when the path changes.
 //! - [`policy`]: the ATS-like policy for HTTP loads.
@@ -39,6 +40,7 @@ pub mod resume;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod tasks;
 
 pub use download::{Download, Event, Finished};
 pub use http::Protocol;

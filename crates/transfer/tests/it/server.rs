@@ -124,3 +124,66 @@ fn server_responsiveness_on_loopback_loads_both_directions_and_ends_in_time() {
     assert!(outcome.responsiveness > 0.0, "self and foreign probes came back: {outcome:?}");
     assert!(outcome.probes >= 10, "{outcome:?}");
 }
+
+#[test]
+fn server_uploads_a_file_over_every_http_version_and_data_tasks_are_bounded() {
+    let scratch = Scratch::new("server-upload");
+    let data = pattern(20 << 20, 43);
+    let source = scratch.0.join("up.bin");
+    std::fs::write(&source, &data).unwrap();
+    let rt = runtime();
+    let embedded =
+        rt.block_on(Embedded::start(loopback(), None, &server::Options::default())).unwrap();
+    for (http2, http3, protocol) in [
+        (true, Http3::Off, Protocol::H2),
+        (false, Http3::Off, Protocol::Http11),
+        (true, Http3::Only, Protocol::H3),
+    ] {
+        let config =
+            Configuration { trust: embedded.trust(), http2, http3, ..Configuration::default() };
+        let session = nw_transfer::Session::ephemeral(config).unwrap();
+        for method in [hyper::Method::PUT, hyper::Method::POST] {
+            let job = nw_transfer::tasks::Upload {
+                url: embedded.url("/slurp"),
+                source: source.clone(),
+                method,
+                content_type: "application/octet-stream".into(),
+            };
+            let done =
+                rt.block_on(session.upload(&job)).unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
+            assert_eq!(done.metrics.protocol, protocol);
+            assert_eq!(done.sent, data.len() as u64);
+            let answer: serde_json::Value = serde_json::from_slice(&done.response).unwrap();
+            assert_eq!(
+                answer["received"],
+                data.len() as u64,
+                "{protocol:?}: the server got it all"
+            );
+        }
+        // A data task: any status is an answer; a body over the limit is refused.
+        let config_json = rt.block_on(session.data(&embedded.url("/config"), 4096)).unwrap();
+        assert_eq!(config_json.status, 200);
+        assert!(
+            config_json.headers.iter().any(|(k, v)| k == "content-type" && v == "application/json")
+        );
+        assert!(serde_json::from_slice::<serde_json::Value>(&config_json.body).is_ok());
+        let missing = rt.block_on(session.data(&embedded.url("/missing"), 4096)).unwrap();
+        assert_eq!(missing.status, 404, "a 404 is an answer, not an error");
+        let e = rt.block_on(session.data(&embedded.url("/config"), 10)).unwrap_err();
+        assert!(e.to_string().contains("longer than 10 bytes"), "{e}");
+    }
+    // A file that is not there is named.
+    let session = nw_transfer::Session::ephemeral(Configuration {
+        trust: embedded.trust(),
+        ..Configuration::default()
+    })
+    .unwrap();
+    let job = nw_transfer::tasks::Upload {
+        url: embedded.url("/slurp"),
+        source: scratch.0.join("absent.bin"),
+        method: hyper::Method::PUT,
+        content_type: "application/octet-stream".into(),
+    };
+    let e = rt.block_on(session.upload(&job)).unwrap_err();
+    assert!(e.to_string().contains("absent.bin: cannot open it to upload"), "{e}");
+}

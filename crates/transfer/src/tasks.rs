@@ -1,0 +1,183 @@
+//! The tasks that are not downloads to a file: data tasks (a response into memory, bounded)
+//! and upload tasks (a file as a request body, streamed, never read whole).
+//!
+//! Both make the same policy and trust decisions as downloads and use the session's pool. A
+//! data task (a GET) that fails on a reused connection before any answer is sent once more on
+//! a fresh one; an upload is not retried (a POST may not be idempotent), and it always gets a
+//! connection of its own, since a pooled one may have died while idle.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::Frame;
+use tokio::io::AsyncReadExt as _;
+
+use crate::http::{Connection, Response};
+use crate::metrics::Metrics;
+use crate::{Session, TransferError};
+
+/// What an upload reads at a time.
+const CHUNK: usize = 256 << 10;
+/// The most of an upload's response kept.
+pub const UPLOAD_RESPONSE_LIMIT: usize = 1 << 20;
+
+/// A response held in memory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Data {
+    pub status: u16,
+    /// The response's headers, in order (values that are not text are left out).
+    pub headers: Vec<(String, String)>,
+    #[serde(skip)]
+    pub body: Bytes,
+    pub metrics: Metrics,
+}
+
+/// An upload: the file at `source` as the body of one request to `url`.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub url: String,
+    pub source: PathBuf,
+    /// PUT or POST.
+    pub method: hyper::Method,
+    /// The body's `Content-Type`.
+    pub content_type: String,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Uploaded {
+    pub status: u16,
+    /// Body bytes sent.
+    pub sent: u64,
+    /// The response's body (its first [`UPLOAD_RESPONSE_LIMIT`] bytes).
+    #[serde(skip)]
+    pub response: Bytes,
+    pub metrics: Metrics,
+}
+
+impl Session {
+    /// GETs `url` into memory: any status is an answer (the caller reads `status`); a body
+    /// longer than `limit` bytes is an error, as is anything the transport or policy refuses.
+    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
+    pub async fn data(&self, url: &str, limit: usize) -> Result<Data, TransferError> {
+        let started = Instant::now();
+        let (parsed, security) = self.allowed(url)?;
+        let routes = self.routes(&parsed, security)?;
+        let origin = crate::origin(&parsed);
+        let path = crate::pool::path_fingerprint();
+        let mut conn = match self.pool.take(&origin, path, Instant::now(), |_| true) {
+            Some(c) => c,
+            None => self.connect(&parsed, &routes, 1).await?,
+        };
+        let connected = started.elapsed();
+        let asked = started.elapsed();
+        let mut response = match conn.get(&parsed, &[]).await {
+            Err(e) if conn.reused => {
+                tracing::debug!(
+                    "{url}: a reused connection failed ({e}); once more on a fresh one"
+                );
+                conn = self.connect(&parsed, &routes, 1).await?;
+                conn.get(&parsed, &[]).await?
+            }
+            result => result?,
+        };
+        self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
+        let first_byte = started.elapsed();
+        let body = read_body(&mut response, limit, url).await?;
+        let metrics = Metrics::new(
+            &conn,
+            connected,
+            asked,
+            first_byte,
+            started.elapsed().saturating_sub(first_byte),
+            body.len() as u64,
+            0,
+        );
+        self.pool.put(origin, conn, path, Instant::now());
+        Ok(Data { status: response.status, headers: headers(&response), body, metrics })
+    }
+
+    /// Sends the file `job.source` to `job.url` as the body of a PUT or POST, with its length
+    /// in `Content-Length`. A status other than 2xx is an error.
+    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
+    pub async fn upload(&self, job: &Upload) -> Result<Uploaded, TransferError> {
+        let started = Instant::now();
+        let (parsed, security) = self.allowed(&job.url)?;
+        let routes = self.routes(&parsed, security)?;
+        let file = tokio::fs::File::open(&job.source)
+            .await
+            .map_err(|e| TransferError::io(&job.source, "cannot open it to upload", e))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| TransferError::io(&job.source, "cannot read its length", e))?
+            .len();
+        let mut conn: Connection = self.connect(&parsed, &routes, 1).await?;
+        let connected = started.elapsed();
+        let source = job.source.clone();
+        let pieces = futures_util::stream::unfold(Some(file), move |file| {
+            let source = source.clone();
+            async move {
+                let mut file = file?;
+                let mut buf = BytesMut::with_capacity(CHUNK);
+                match file.read_buf(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(_) => Some((Ok(Frame::data(buf.freeze())), Some(file))),
+                    Err(e) => {
+                        let e = std::io::Error::new(e.kind(), format!("{}: {e}", source.display()));
+                        Some((Err(e), None))
+                    }
+                }
+            }
+        });
+        let headers =
+            [("content-type", job.content_type.clone()), ("content-length", len.to_string())];
+        let asked = started.elapsed();
+        let body = StreamBody::new(pieces).boxed();
+        let mut response = conn.request(job.method.clone(), &parsed, &headers, Some(body)).await?;
+        let first_byte = started.elapsed();
+        if !(200..300).contains(&response.status) {
+            return Err(TransferError::Status { url: job.url.clone(), status: response.status });
+        }
+        let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &job.url).await?;
+        let metrics = Metrics::new(
+            &conn,
+            connected,
+            asked,
+            first_byte,
+            first_byte.saturating_sub(asked),
+            answer.len() as u64,
+            0,
+        );
+        Ok(Uploaded { status: response.status, sent: len, response: answer, metrics })
+    }
+}
+
+/// The body of `response`, refusing one over `limit` bytes.
+async fn read_body(
+    response: &mut Response,
+    limit: usize,
+    url: &str,
+) -> Result<Bytes, TransferError> {
+    let mut body = BytesMut::new();
+    while let Some(piece) = response.body.data().await {
+        let piece = piece.map_err(TransferError::Lost)?;
+        if body.len() + piece.len() > limit {
+            return Err(TransferError::Http(format!(
+                "{url}: the response is longer than {limit} bytes; download it to a file instead"
+            )));
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(body.freeze())
+}
+
+fn headers(response: &Response) -> Vec<(String, String)> {
+    response
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
