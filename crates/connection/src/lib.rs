@@ -54,6 +54,7 @@ pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
 pub mod listener;
+pub mod qlog;
 pub mod quic;
 pub mod resolve;
 pub mod socket;

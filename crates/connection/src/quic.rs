@@ -24,6 +24,8 @@ use crate::tls::Negotiated;
 pub struct QuicConnection {
     pub connection: quinn::Connection,
     pub endpoint: quinn::Endpoint,
+    /// The connection's qlog, when `QLOGDIR` is set: layers above add their events to it.
+    pub qlog: Option<crate::qlog::Qlog>,
 }
 
 /// One QUIC handshake with `addr`, authenticating `server_name`; its socket bound as `bind` says.
@@ -35,7 +37,14 @@ pub(crate) async fn handshake(
 ) -> Result<(QuicConnection, Stack), AttemptError> {
     let crypto = QuicClientConfig::try_from(tls)
         .map_err(|e| AttemptError::Tls(format!("this TLS configuration cannot carry QUIC: {e}")))?;
-    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let qlog =
+        crate::qlog::Qlog::from_env("client", &format!("nw: QUIC to {server_name} at {addr}"));
+    if let Some((_, stream)) = &qlog {
+        let mut transport = quinn::TransportConfig::default();
+        transport.qlog_stream(Some(stream.clone()));
+        config.transport_config(Arc::new(transport));
+    }
     let socket_error = |e: std::io::Error| AttemptError::Other(format!("QUIC socket: {e}"));
     let socket = udp_socket(addr, bind).map_err(socket_error)?;
     let socket = socket.into_std().map_err(socket_error)?;
@@ -57,8 +66,9 @@ pub(crate) async fn handshake(
         alpn,
         server_name,
     };
+    let qlog = qlog.map(|(q, _)| q);
     Ok((
-        QuicConnection { connection, endpoint },
+        QuicConnection { connection, endpoint, qlog },
         Stack { tls: Some(negotiated), ..Stack::default() },
     ))
 }
