@@ -23,7 +23,7 @@ use crate::{Outcome, UsageError};
 pub(crate) struct Args {
     /// The server's configuration URL (networkQuality's format, e.g. https://HOST/.well-known/nq).
     /// Without one, nw measures against its embedded server on loopback.
-    #[arg(value_name = "CONFIG_URL", conflicts_with_all = ["serve", "ca_out"])]
+    #[arg(value_name = "CONFIG_URL", conflicts_with_all = ["serve", "ca_out", "root"])]
     config: Option<String>,
     /// Print one JSON object (networkQuality's keys) instead of the summary.
     #[arg(long, conflicts_with = "serve")]
@@ -50,6 +50,9 @@ pub(crate) struct Args {
     /// With --serve: write the server's CA certificate (PEM) here once it listens.
     #[arg(long, value_name = "FILE", requires = "serve")]
     ca_out: Option<PathBuf>,
+    /// With --serve: also serve the files under DIR (validators, byte ranges), for `nw get`.
+    #[arg(long, value_name = "DIR", requires = "serve")]
+    root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,7 +64,7 @@ enum Directions {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     if let Some(addr) = args.serve {
-        return serve(addr, args.ca_out.as_deref()).await;
+        return serve(addr, args.ca_out.as_deref(), args.root.as_deref()).await;
     }
     let mut embedded = None;
     let (config_url, trust) = match &args.config {
@@ -204,8 +207,12 @@ fn eprint_progress(p: &nw_transfer::responsiveness::Progress) {
 }
 
 /// `--serve`: the embedded server on `addr` until SIGINT or SIGTERM.
-async fn serve(addr: SocketAddr, ca_out: Option<&std::path::Path>) -> anyhow::Result<Outcome> {
-    let server = Embedded::start(addr, None, &server::Options::default())
+async fn serve(
+    addr: SocketAddr,
+    ca_out: Option<&std::path::Path>,
+    root: Option<&std::path::Path>,
+) -> anyhow::Result<Outcome> {
+    let server = Embedded::start(addr, root, &server::Options::default())
         .await
         .map_err(|e| UsageError(format!("--serve {addr}: {e}")))?;
     if let Some(path) = ca_out {

@@ -66,6 +66,8 @@ pub(crate) struct Connection {
     pub(crate) reused: bool,
     /// A QUIC connection and its endpoint, which must outlive it.
     quic: Option<(quinn::Connection, quinn::Endpoint)>,
+    /// The QUIC connection's qlog (`QLOGDIR`), which gets the HTTP/3 events.
+    qlog: Option<nw_connection::qlog::Qlog>,
 }
 
 impl crate::pool::Pooled for Connection {
@@ -215,6 +217,7 @@ async fn connect_h3(
         h3_fallback: None,
         reused: false,
         quic: Some((quic.connection, quic.endpoint)),
+        qlog: quic.qlog,
     })
 }
 
@@ -260,7 +263,15 @@ async fn connect_tcp(
         });
         (Sender::H1(sender), Protocol::Http11)
     };
-    Ok(Connection { sender, protocol, report, h3_fallback: None, reused: false, quic: None })
+    Ok(Connection {
+        sender,
+        protocol,
+        report,
+        h3_fallback: None,
+        reused: false,
+        quic: None,
+        qlog: None,
+    })
 }
 
 impl Connection {
@@ -279,6 +290,7 @@ impl Connection {
             h3_fallback: self.h3_fallback.clone(),
             reused: true,
             quic: self.quic.clone(),
+            qlog: self.qlog.clone(),
         })
     }
 
@@ -330,10 +342,16 @@ impl Connection {
                 s.send_request(request.body(body).map_err(formed)?).await
             }
             Sender::H3(s) => {
-                let mut stream = s
-                    .send_request(request.body(()).map_err(formed)?)
-                    .await
-                    .map_err(|e| failed(&e))?;
+                let request = request.body(()).map_err(formed)?;
+                let sent = qlog_headers(&request);
+                let mut stream = s.send_request(request).await.map_err(|e| failed(&e))?;
+                // A client-initiated bidirectional stream's ID is 4 × its index (RFC 9000 §2.1).
+                let stream_id = stream.id().index() * 4;
+                if let Some(qlog) = &self.qlog {
+                    let frame = serde_json::json!({ "frame_type": "headers", "headers": sent });
+                    let data = serde_json::json!({ "stream_id": stream_id, "frame": frame });
+                    qlog.event("http3:frame_created", data);
+                }
                 if let Some(mut body) = body {
                     while let Some(frame) = body.frame().await {
                         let frame = frame.map_err(|e| failed(&e))?;
@@ -344,6 +362,16 @@ impl Connection {
                 }
                 stream.finish().await.map_err(|e| failed(&e))?;
                 let head = stream.recv_response().await.map_err(|e| failed(&e))?;
+                if let Some(qlog) = &self.qlog {
+                    let mut headers = vec![serde_json::json!({
+                        "name": ":status",
+                        "value": head.status().as_str(),
+                    })];
+                    headers.extend(qlog_fields(head.headers()));
+                    let frame = serde_json::json!({ "frame_type": "headers", "headers": headers });
+                    let data = serde_json::json!({ "stream_id": stream_id, "frame": frame });
+                    qlog.event("http3:frame_parsed", data);
+                }
                 let (head, ()) = head.into_parts();
                 return Ok(Response {
                     status: head.status.as_u16(),
@@ -359,6 +387,31 @@ impl Connection {
             body: Body::Hyper(body),
         })
     }
+}
+
+/// A request's header list as qlog's HTTP/3 schema writes it, pseudo-headers first.
+fn qlog_headers(request: &hyper::Request<()>) -> Vec<serde_json::Value> {
+    let uri = request.uri();
+    let mut fields = vec![
+        serde_json::json!({ "name": ":method", "value": request.method().as_str() }),
+        serde_json::json!({ "name": ":scheme", "value": uri.scheme_str().unwrap_or("https") }),
+        serde_json::json!({
+            "name": ":authority",
+            "value": uri.authority().map_or("", |a| a.as_str()),
+        }),
+        serde_json::json!({
+            "name": ":path",
+            "value": uri.path_and_query().map_or("/", |p| p.as_str()),
+        }),
+    ];
+    fields.extend(qlog_fields(request.headers()));
+    fields
+}
+
+fn qlog_fields(headers: &hyper::HeaderMap) -> impl Iterator<Item = serde_json::Value> + '_ {
+    headers.iter().map(|(name, value)| {
+        serde_json::json!({ "name": name.as_str(), "value": String::from_utf8_lossy(value.as_bytes()) })
+    })
 }
 
 /// `host[:port]`, the port only when it is not the scheme's default; IPv6 in brackets.

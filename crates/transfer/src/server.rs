@@ -486,15 +486,25 @@ impl H3Server {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| ServerError::Tls(e.to_string()))?;
         let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let endpoint = quinn::Endpoint::server(server, addr)
+        let endpoint = quinn::Endpoint::server(server.clone(), addr)
             .map_err(|source| ServerError::Bind { addr, source })?;
         let addr = endpoint.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
         let accepting = endpoint.clone();
         tokio::spawn(async move {
             while let Some(incoming) = accepting.accept().await {
                 let site = site.clone();
+                // With QLOGDIR set, each connection gets a configuration of its own that
+                // streams its qlog.
+                let title = format!("nw test server: HTTP/3 from {}", incoming.remote_address());
+                let config = nw_connection::qlog::Qlog::from_env("server", &title).map(|(_, q)| {
+                    let mut transport = quinn::TransportConfig::default();
+                    transport.qlog_stream(Some(q));
+                    let mut config = server.clone();
+                    config.transport_config(Arc::new(transport));
+                    Arc::new(config)
+                });
                 tokio::spawn(async move {
-                    if let Err(e) = connection(incoming, site).await {
+                    if let Err(e) = connection(incoming, config, site).await {
                         tracing::debug!("HTTP/3 test server connection: {e}");
                     }
                 });
@@ -522,8 +532,16 @@ impl Drop for H3Server {
 
 type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-async fn connection(incoming: quinn::Incoming, site: Arc<Site>) -> Result<(), String> {
-    let conn = incoming.await.map_err(|e| e.to_string())?;
+async fn connection(
+    incoming: quinn::Incoming,
+    config: Option<Arc<quinn::ServerConfig>>,
+    site: Arc<Site>,
+) -> Result<(), String> {
+    let conn = match config {
+        Some(config) => incoming.accept_with(config).map_err(|e| e.to_string())?.await,
+        None => incoming.await,
+    };
+    let conn = conn.map_err(|e| e.to_string())?;
     let mut h3 = h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn))
         .await
         .map_err(|e| e.to_string())?;

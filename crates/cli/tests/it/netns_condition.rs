@@ -116,3 +116,87 @@ fn netns_condition_rpm_falls_with_a_bloated_queue_and_repeats() {
         assert!((14e6..=24e6).contains(&goodput), "the link's 20 Mbit/s is used: {v}");
     }
 }
+
+/// Every record of a JSON-SEQ file (RFC 7464): RS, one JSON text, LF. The last may be cut
+/// short when its writer was killed mid-record.
+fn json_seq(path: &std::path::Path) -> Vec<Value> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(bytes.first(), Some(&0x1e), "{} starts with RS", path.display());
+    let records: Vec<&[u8]> = bytes[1..].split(|b| *b == 0x1e).collect();
+    let last = records.len() - 1;
+    records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match serde_json::from_slice::<Value>(r) {
+            Ok(v) => {
+                assert_eq!(r.last(), Some(&b'\n'), "{}: record {i} ends with LF", path.display());
+                Some(v)
+            }
+            Err(e) if i == last => {
+                eprintln!("{}: last record cut short ({e})", path.display());
+                None
+            }
+            Err(e) => panic!("{}: record {i} is not JSON: {e}", path.display()),
+        })
+        .collect()
+}
+
+fn qlogs(dir: &std::path::Path) -> Vec<(String, Vec<Value>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), json_seq(p)))
+        .collect()
+}
+
+fn count(events: &[Value], name: &str) -> usize {
+    events.iter().filter(|e| e["name"] == name).count()
+}
+
+#[test]
+fn netns_condition_qlog_shows_the_packets_lost_on_a_lossy_link() {
+    let dir = Dir::new("qlog");
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let data: Vec<u8> =
+        (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(www.join("f.bin"), &data).unwrap();
+    let (ca, out) = (dir.path("ca.pem"), dir.path("out.bin"));
+    let (server_q, client_q) = (dir.path("server"), dir.path("client"));
+    let status = Command::new(NW)
+        .args(["condition", "--loss", "5%", "--delay", "5ms", "--seed", "7"])
+        .arg("--server")
+        .arg(format!(
+            "QLOGDIR={server_q} {NW} quality --serve $NW_SELF:8443 --ca-out {ca} --root {}",
+            www.display()
+        ))
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "for i in $(seq 100); do [ -s {ca} ] && break; sleep 0.1; done; \
+             QLOGDIR={client_q} {NW} get --http3-only --anchor {ca} --timeout 20 https://$NW_PEER:8443/f.bin -o {out}"
+        ))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "nw get over HTTP/3 across 5% loss");
+    assert!(std::fs::read(&out).unwrap() == data, "byte-exact");
+    let server = qlogs(std::path::Path::new(&server_q));
+    let client = qlogs(std::path::Path::new(&client_q));
+    for (name, records) in server.iter().chain(&client) {
+        assert_eq!(records[0]["qlog_format"], "JSON-SEQ", "{name}: the header first");
+        let group = name.split('_').next().unwrap();
+        assert!(records[1..].iter().all(|e| e["group_id"] == group), "{name}: named by its ODCID");
+    }
+    let (name, events) =
+        client.iter().find(|(n, _)| n.ends_with("_client.sqlog")).expect("a client qlog");
+    assert!(count(events, "transport:packet_received") > 1000, "{name}");
+    assert_eq!(count(events, "http3:frame_created"), 1, "{name}: the request's HEADERS");
+    assert_eq!(count(events, "http3:frame_parsed"), 1, "{name}: the response's HEADERS");
+    let lost: usize = server.iter().map(|(_, e)| count(e, "recovery:packet_lost")).sum();
+    let sent: usize = server.iter().map(|(_, e)| count(e, "transport:packet_sent")).sum();
+    eprintln!("qlog across 5% loss: the server sent {sent} packets and logged {lost} lost");
+    assert!(lost * 100 >= sent * 2 && lost * 100 <= sent * 10, "about 5% of {sent} lost: {lost}");
+}
