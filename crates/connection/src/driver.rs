@@ -270,6 +270,17 @@ impl Report {
     /// TLS 1.2 2 more; QUIC 1). An estimate for link-quality monitors, not a precise RTT: it
     /// includes the server's handshake work.
     pub fn round_trip(&self) -> Option<Duration> {
+        let (protocol, took) = self.winning_attempt()?;
+        let trips = match (protocol, self.tls.as_ref().map(|t| t.version.as_str())) {
+            (Protocol::Tcp, Some("TLSv1_3")) => 2,
+            (Protocol::Tcp, Some(_)) => 3,
+            _ => 1,
+        };
+        Some(took / trips)
+    }
+
+    /// The winning attempt's transport and its time from start to ready.
+    fn winning_attempt(&self) -> Option<(Protocol, Duration)> {
         let (id, won, protocol) = self.events.iter().find_map(|e| match e {
             Event::Won { id, at, protocol, .. } => Some((*id, *at, *protocol)),
             _ => None,
@@ -278,26 +289,13 @@ impl Report {
             Event::AttemptStarted { id: a, at, .. } if *a == id => Some(*at),
             _ => None,
         })?;
-        let trips = match (protocol, self.tls.as_ref().map(|t| t.version.as_str())) {
-            (Protocol::Tcp, Some("TLSv1_3")) => 2,
-            (Protocol::Tcp, Some(_)) => 3,
-            _ => 1,
-        };
-        Some(won.saturating_sub(started) / trips)
+        Some((protocol, won.saturating_sub(started)))
     }
 
     /// The winner's handshakes: the transport's (TCP; QUIC with its TLS inside) and, over
     /// TCP, TLS's on top of it.
     pub fn handshakes(&self) -> Option<(Duration, Option<Duration>)> {
-        let (id, won) = self.events.iter().find_map(|e| match e {
-            Event::Won { id, at, .. } => Some((*id, *at)),
-            _ => None,
-        })?;
-        let started = self.events.iter().find_map(|e| match e {
-            Event::AttemptStarted { id: a, at, .. } if *a == id => Some(*at),
-            _ => None,
-        })?;
-        let total = won.saturating_sub(started);
+        let (_, total) = self.winning_attempt()?;
         Some((total.saturating_sub(self.tls_handshake.unwrap_or_default()), self.tls_handshake))
     }
 

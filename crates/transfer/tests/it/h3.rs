@@ -2,7 +2,7 @@
 //! discovery through Alt-Svc from a real nginx, and the fall back to TCP when UDP goes
 //! unanswered.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use nw_lab::nginx::{Nginx, Options as NginxOptions};
@@ -11,14 +11,10 @@ use nw_transfer::download::Event;
 use nw_transfer::server::{self, H3Server};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
-use crate::support::{Scratch, Tls, interrupt, job, pattern, runtime, session};
+use crate::support::{Scratch, Tls, interrupt, job, loopback, pattern, runtime, session};
 
 fn h3_config(tls: &Tls, http3: Http3) -> Configuration {
     Configuration { trust: tls.trust.clone(), http3, ..Configuration::default() }
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! and resumed with If-Range), its responsiveness endpoints, and the responsiveness test
 //! driven against it on loopback.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use nw_quality::rpm;
@@ -10,11 +9,7 @@ use nw_transfer::download::Event;
 use nw_transfer::server::{self, Embedded, HttpServer};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
-use crate::support::{Scratch, Tls, interrupt, job, pattern, runtime, session};
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
+use crate::support::{Scratch, Tls, interrupt, job, loopback, pattern, runtime, session};
 
 #[test]
 fn server_h1_and_h2_downloads_are_byte_exact_and_resume_with_if_range() {

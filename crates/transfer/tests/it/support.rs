@@ -118,3 +118,8 @@ impl Tls {
         (self.issued.chain.clone(), key)
     }
 }
+
+/// 127.0.0.1 with port 0: a server picks a free port.
+pub(crate) fn loopback() -> std::net::SocketAddr {
+    std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+}
