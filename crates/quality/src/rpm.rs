@@ -163,20 +163,23 @@ impl Probes {
         self.http_s.extend(&other.http_s);
     }
 
-    /// RPM from these probes, when there are both foreign and self ones.
+    /// RPM from these probes, when there are foreign ones. Without self probes (loaded
+    /// connections over HTTP/1.1 cannot carry them) the foreign ones stand for the whole.
     fn rpm(&self, trim: f64) -> Option<f64> {
         let foreign = [&self.tcp, &self.tls, &self.http_f]
             .iter()
             .filter_map(|v| trimmed_mean(v, trim))
             .collect::<Vec<_>>();
-        let own = trimmed_mean(&self.http_s, trim)?;
         if foreign.is_empty() {
             return None;
         }
         // The draft's 1/6 per foreign component is 1/2 shared over three; with TLS absent the
         // half is shared over the two there are.
         let foreign = foreign.iter().sum::<f64>() / foreign.len() as f64;
-        let ms = 0.5 * foreign + 0.5 * own;
+        let ms = match trimmed_mean(&self.http_s, trim) {
+            Some(own) => 0.5 * foreign + 0.5 * own,
+            None => foreign,
+        };
         (ms > 0.0).then(|| 60_000.0 / ms)
     }
 }

@@ -166,6 +166,8 @@ impl Session {
         let mut next_self = 0usize;
         loop {
             let now = started.elapsed();
+            // Finished probes and flows: let go of them.
+            while tasks.try_join_next().is_some() {}
             for d in [Direction::Download, Direction::Upload] {
                 rpm.bytes(d, shared.counter(d).swap(0, Ordering::Relaxed));
             }

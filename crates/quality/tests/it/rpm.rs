@@ -167,3 +167,35 @@ fn rpm_goodput_is_bytes_over_the_time_that_really_passed() {
     let goodput = rpm.outcome().dl_throughput;
     assert!((goodput - 10e6).abs() < 1e5, "10 Mbit/s, read {goodput}");
 }
+
+#[test]
+fn rpm_without_self_probes_comes_from_the_foreign_ones() {
+    // Loaded connections that cannot carry a probe (HTTP/1.1): every self probe fails, and the
+    // foreign probes' 20 + 30 + 50 ms (a mean component of 33.3 ms) give the figure alone.
+    let params = Params {
+        directions: vec![Direction::Download],
+        idle_probes: 0,
+        max_time: Duration::from_secs(6),
+        ..Params::default()
+    };
+    let mut rpm = Rpm::new(params);
+    let ms = Duration::from_millis;
+    let mut now = Duration::ZERO;
+    while !rpm.done() {
+        for action in rpm.poll(now) {
+            if let Action::Probe { id, kind } = action {
+                let timing = match kind {
+                    ProbeKind::OnLoad => None,
+                    _ => Some(Timing::Foreign { tcp: ms(20), tls: Some(ms(30)), http: ms(50) }),
+                };
+                rpm.probe(id, timing);
+            }
+        }
+        rpm.bytes(Direction::Download, 125_000);
+        now += ms(100);
+        assert!(now < Duration::from_secs(10), "the test never finished");
+    }
+    let outcome = rpm.outcome();
+    assert!((outcome.responsiveness - 1800.0).abs() < 1.0, "60000 / 33.3 ms: {outcome:?}");
+    assert!(outcome.self_http_ms == 0.0, "{outcome:?}");
+}
