@@ -109,10 +109,13 @@ impl Site {
             .transpose()?;
         Ok(Self { root, options: options.clone(), scheme })
     }
+}
 
-    /// How long to wait after sending `n` bytes, when paced.
-    fn pace(&self, n: usize) -> Option<Duration> {
-        self.options.rate.map(|r| Duration::from_secs_f64(n as f64 / r.max(1) as f64))
+/// Waits as long as `n` bytes take at `rate` bytes a second (not at all without a rate).
+#[allow(clippy::disallowed_methods, reason = "a server is a driver: pacing")]
+async fn pace(rate: Option<u64>, n: usize) {
+    if let Some(r) = rate {
+        tokio::time::sleep(Duration::from_secs_f64(n as f64 / r.max(1) as f64)).await;
     }
 }
 
@@ -438,20 +441,13 @@ async fn serve_hyper(
             slurped(n)
         }
     };
-    let pace = site.options.rate;
+    let rate = site.options.rate;
     response.map(|source| {
         let pieces = futures_util::stream::unfold(Some(source), move |source| async move {
             let mut source = source?;
             match source.next().await {
                 Ok(Some(piece)) => {
-                    if let Some(r) = pace {
-                        let wait = Duration::from_secs_f64(piece.len() as f64 / r.max(1) as f64);
-                        #[allow(
-                            clippy::disallowed_methods,
-                            reason = "a server is a driver: pacing"
-                        )]
-                        tokio::time::sleep(wait).await;
-                    }
+                    pace(rate, piece.len()).await;
                     Some((Ok(Frame::data(piece)), Some(source)))
                 }
                 Ok(None) => None,
@@ -576,12 +572,9 @@ async fn serve_h3(
     let (head, mut source) = response.into_parts();
     stream.send_response(hyper::Response::from_parts(head, ())).await.map_err(|e| e.to_string())?;
     while let Some(piece) = source.next().await.map_err(|e| e.to_string())? {
-        let wait = site.pace(piece.len());
+        let n = piece.len();
         stream.send_data(piece).await.map_err(|e| e.to_string())?;
-        if let Some(wait) = wait {
-            #[allow(clippy::disallowed_methods, reason = "a server is a driver: pacing")]
-            tokio::time::sleep(wait).await;
-        }
+        pace(site.options.rate, n).await;
     }
     stream.finish().await.map_err(|e| e.to_string())
 }
