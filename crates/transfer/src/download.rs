@@ -333,19 +333,7 @@ impl Session {
             let (response, decision) = loop {
                 let headers = plan.headers();
                 request_at = started.elapsed();
-                let response = match conn.get(url, &headers).await {
-                    // The peer may have closed a pooled connection while it sat idle: a GET is
-                    // idempotent, so it is sent once more, on a fresh connection.
-                    Err(e) if conn.reused => {
-                        tracing::debug!(
-                            "{}: a reused connection failed ({e}); once more on a fresh one",
-                            job.url
-                        );
-                        conn = self.connect(url, &routes, want).await?;
-                        conn.get(url, &headers).await?
-                    }
-                    result => result?,
-                };
+                let response = self.get(&mut conn, url, &headers, &routes, want).await?;
                 let h = |name: hyper::header::HeaderName| response.header(name);
                 self.learn(url, conn.protocol, h(hyper::header::ALT_SVC));
                 let decision = resume::decide(&plan, &partial, &view(&response));

@@ -256,6 +256,31 @@ impl Session {
         Ok(conn)
     }
 
+    /// Sends a GET for `url` on `conn`. The peer may have closed a pooled connection while it
+    /// sat idle: when a reused `conn` fails before any answer, the GET (idempotent) is sent once
+    /// more on a fresh connection over `routes` (one of `share`), which replaces `conn`.
+    async fn get(
+        &self,
+        conn: &mut http::Connection,
+        url: &Url,
+        headers: &[(&str, String)],
+        routes: &(Params, Option<http::H3Route>),
+        share: usize,
+    ) -> Result<http::Response, TransferError> {
+        match conn.get(url, headers).await {
+            Err(e) if conn.reused => {
+                tracing::debug!(
+                    "{}{}: a reused connection failed ({e}); once more on a fresh one",
+                    url.host,
+                    url.path
+                );
+                *conn = self.connect(url, routes, share).await?;
+                conn.get(url, headers).await
+            }
+            result => result,
+        }
+    }
+
     /// Learns what a response over TCP says about HTTP/3.
     #[allow(clippy::disallowed_methods, reason = "Alt-Svc freshness starts at the response")]
     fn learn(&self, url: &Url, protocol: Protocol, alt_svc: Option<&str>) {

@@ -73,16 +73,7 @@ impl Session {
         };
         let connected = started.elapsed();
         let asked = started.elapsed();
-        let mut response = match conn.get(&parsed, &[]).await {
-            Err(e) if conn.reused => {
-                tracing::debug!(
-                    "{url}: a reused connection failed ({e}); once more on a fresh one"
-                );
-                conn = self.connect(&parsed, &routes, 1).await?;
-                conn.get(&parsed, &[]).await?
-            }
-            result => result?,
-        };
+        let mut response = self.get(&mut conn, &parsed, &[], &routes, 1).await?;
         self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
         let first_byte = started.elapsed();
         let body = read_body(&mut response, limit, url).await?;
