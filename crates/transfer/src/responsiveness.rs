@@ -103,24 +103,11 @@ impl Session {
     /// Reads the responsiveness configuration at `url` (networkQuality's format: `urls` with
     /// `small_https_download_url`, `large_https_download_url` and `https_upload_url`).
     pub async fn rpm_config(&self, url: &str) -> Result<Endpoints, TransferError> {
-        let target = self.target(url)?;
-        let mut conn =
-            http::connect(&target.url, &target.params, None, self.resolver.clone(), 1).await?;
-        let mut response = conn.get(&target.url, &[]).await?;
-        if response.status != 200 {
-            return Err(TransferError::Status { url: url.to_owned(), status: response.status });
+        let data = self.data(url, CONFIG_LIMIT).await?;
+        if data.status != 200 {
+            return Err(TransferError::Status { url: url.to_owned(), status: data.status });
         }
-        let mut body = Vec::new();
-        while let Some(piece) = response.body.data().await {
-            body.extend_from_slice(&piece.map_err(TransferError::Lost)?);
-            if body.len() > CONFIG_LIMIT {
-                return Err(TransferError::Http(format!(
-                    "{url}: more than {} KiB: not a responsiveness configuration",
-                    CONFIG_LIMIT >> 10
-                )));
-            }
-        }
-        let config: Config = serde_json::from_slice(&body).map_err(|e| {
+        let config: Config = serde_json::from_slice(&data.body).map_err(|e| {
             TransferError::Http(format!(
                 "{url}: not a responsiveness configuration ({e}); it should be JSON with urls.small_https_download_url, urls.large_https_download_url and urls.https_upload_url"
             ))
