@@ -188,7 +188,7 @@ impl Session {
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Finished, TransferError> {
         let started = Instant::now();
-        let (url, security) = self.check(job)?;
+        let (url, security) = self.allowed(&job.url)?;
         let Admission { dest, part, record, partial, restart } = self.admit(job)?;
         let (dest, store) = (&dest, &self.store);
         let file = lock_part(&part)?;
@@ -213,14 +213,6 @@ impl Session {
             }
         }
         result
-    }
-
-    /// `job`'s URL, and how the transport-security policy lets it load.
-    pub(crate) fn check(
-        &self,
-        job: &Download,
-    ) -> Result<(Url, crate::policy::Security), TransferError> {
-        self.allowed(&job.url)
     }
 
     /// The URL `text` names, and how the transport-security policy lets it load.

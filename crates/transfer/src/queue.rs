@@ -86,7 +86,7 @@ impl Session {
             ));
         }
         let job = Download { resume: true, ..job.clone() };
-        self.check(&job)?;
+        self.allowed(&job.url)?;
         let admitted = self.admit(&job)?;
         let sha256 = job.sha256.map(|d| hex(&d));
         self.store.enqueue(
