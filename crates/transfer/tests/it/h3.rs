@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use nw_lab::nginx::{Nginx, Options as NginxOptions};
 use nw_lab::ngtcp2::Gtlsserver;
-use nw_transfer::download::Event;
 use nw_transfer::server::{self, H3Server};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
-use crate::support::{Scratch, Tls, interrupt, job, loopback, pattern, runtime, session};
+use crate::support::{
+    Scratch, Tls, interrupt_and_resume, job, loopback, pattern, runtime, session,
+};
 
 fn h3_config(tls: &Tls, http3: Http3) -> Configuration {
     Configuration { trust: tls.trust.clone(), http3, ..Configuration::default() }
@@ -50,19 +51,11 @@ fn h3_own_server_resumes_byte_exact_with_if_range() {
     let session = session(&scratch, config);
     let dest = scratch.0.join("file.bin");
     let url = server.url("/file.bin");
-    rt.block_on(interrupt(&session, &job(url.clone(), &dest, false), 6 << 20));
-    let record = session.store().find(&dest).unwrap().unwrap();
-    assert!(record.offset >= 2 << 20, "checkpointed {} bytes", record.offset);
-    let mut started = None;
-    let done = rt
-        .block_on(session.download(&job(url, &dest, true), &mut |e| {
-            if let Event::Started { from, protocol, restarted, .. } = e {
-                started = Some((from, protocol, restarted));
-            }
-        }))
-        .unwrap();
-    assert_eq!(started, Some((record.offset, Protocol::H3, None)), "a range over HTTP/3");
-    assert_eq!(done.metrics.received, data.len() as u64 - record.offset);
+    let (offset, started, done) = interrupt_and_resume(&rt, &session, &url, &dest, 6 << 20);
+    assert!(offset >= 2 << 20, "checkpointed {offset} bytes");
+    let done = done.unwrap();
+    assert_eq!(started, Some((offset, Protocol::H3, None)), "a range over HTTP/3");
+    assert_eq!(done.metrics.received, data.len() as u64 - offset);
     assert!(std::fs::read(&dest).unwrap() == data, "the resumed file is byte-exact");
 }
 

@@ -5,11 +5,10 @@
 use std::time::{Duration, Instant};
 
 use nw_quality::rpm;
-use nw_transfer::download::Event;
 use nw_transfer::server::{self, Embedded, HttpServer};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
-use crate::support::{Scratch, Tls, interrupt, job, loopback, pattern, runtime, session};
+use crate::support::{Scratch, Tls, interrupt_and_resume, loopback, pattern, runtime, session};
 
 #[test]
 fn server_h1_and_h2_downloads_are_byte_exact_and_resume_with_if_range() {
@@ -48,19 +47,11 @@ fn server_h1_and_h2_downloads_are_byte_exact_and_resume_with_if_range() {
     for (name, url, config, protocol) in cases {
         let session = session(&scratch, config);
         let dest = scratch.0.join(format!("{name}.bin"));
-        rt.block_on(interrupt(&session, &job(url.clone(), &dest, false), 6 << 20));
-        let record = session.store().find(&dest).unwrap().unwrap();
-        assert!(record.offset >= 2 << 20, "{name}: checkpointed {} bytes", record.offset);
-        let mut started = None;
-        let done = rt
-            .block_on(session.download(&job(url, &dest, true), &mut |e| {
-                if let Event::Started { from, protocol, restarted, .. } = e {
-                    started = Some((from, protocol, restarted));
-                }
-            }))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(started, Some((record.offset, protocol, None)), "{name}: a range, resumed");
-        assert_eq!(done.metrics.received, data.len() as u64 - record.offset, "{name}");
+        let (offset, started, done) = interrupt_and_resume(&rt, &session, &url, &dest, 6 << 20);
+        assert!(offset >= 2 << 20, "{name}: checkpointed {offset} bytes");
+        let done = done.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(started, Some((offset, protocol, None)), "{name}: a range, resumed");
+        assert_eq!(done.metrics.received, data.len() as u64 - offset, "{name}");
         assert!(std::fs::read(&dest).unwrap() == data, "{name}: the resumed file is byte-exact");
     }
 }

@@ -123,3 +123,27 @@ impl Tls {
 pub(crate) fn loopback() -> std::net::SocketAddr {
     std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
 }
+
+/// What `started` says of a download: where it starts, over what, and why it restarted.
+pub(crate) type Started = (u64, nw_transfer::Protocol, Option<nw_transfer::resume::RestartReason>);
+
+/// Downloads `url` to `dest`, interrupted once `at` bytes are written, then resumed: the
+/// offset the store had checkpointed in between, what the resumed run's `started` said, and
+/// how it ended.
+pub(crate) fn interrupt_and_resume(
+    rt: &tokio::runtime::Runtime,
+    session: &Session,
+    url: &str,
+    dest: &Path,
+    at: u64,
+) -> (u64, Option<Started>, Result<nw_transfer::Finished, nw_transfer::TransferError>) {
+    rt.block_on(interrupt(session, &job(url.to_owned(), dest, false), at));
+    let checkpoint = session.store().find(dest).unwrap().unwrap().offset;
+    let mut started = None;
+    let done = rt.block_on(session.download(&job(url.to_owned(), dest, true), &mut |e| {
+        if let Event::Started { from, protocol, restarted, .. } = e {
+            started = Some((from, protocol, restarted));
+        }
+    }));
+    (checkpoint, started, done)
+}
