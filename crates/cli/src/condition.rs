@@ -10,8 +10,11 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use nw_conditioner::link::{Loss, Profile, QueueLimit};
-use nw_conditioner::tun::{ConditionedLink, FAR_V4, NEAR_V4};
+use std::path::{Path, PathBuf};
+
+use nw_conditioner::control::{self, Patch, Request};
+use nw_conditioner::link::{Profile, QueueLimit};
+use nw_conditioner::tun::{ConditionedLink, FAR_V4, LinkCounters, NEAR_V4};
 
 use crate::{Outcome, UsageError};
 
@@ -20,9 +23,63 @@ const EXIT_NW_FAILED: u8 = 125;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Units: durations 50ms, 1.5s, 200us; rates 10mbit, 256kbit, 1gbit, 9600bit; loss 1% or 0.5%; queue 100 (packets) or 64kb (bytes, 1 kb = 1024).\nExit status: the client's; 125 when nw failed (no root, no TUN); 2 for usage."
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Units: durations 50ms, 1.5s, 200us; rates 10mbit, 256kbit, 1gbit, 9600bit; loss 1% or 0.5%; queue 100 (packets) or 64kb (bytes, 1 kb = 1024).\nWhile it runs, `nw condition set --delay 200ms` (from the client, the server or any shell given NW_CONDITION) changes the link from the next packet on, and `nw condition show` prints its state.\nExit status: the client's; 125 when nw failed (no root, no TUN); 2 for usage."
 )]
 pub(crate) struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
+    #[command(flatten)]
+    settings: Settings,
+    /// Seed of the loss and jitter draws (the same seed, the same run).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A server to run in the far namespace (through sh -c), for as long as the client runs.
+    #[arg(long, value_name = "CMD")]
+    server: Option<String>,
+    /// Where to put the control socket (default: a new directory under $TMPDIR); both
+    /// commands get its path in NW_CONDITION.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Print the counters as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The client command, run in the near namespace.
+    #[arg(last = true, required = true, value_name = "CLIENT_CMD")]
+    client: Vec<String>,
+}
+
+/// Talking to a running `nw condition`.
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Change a running link's conditions from the next packet on; what is not given stays.
+    Set(Box<SetArgs>),
+    /// Print a running link's conditions and counters.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SetArgs {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(flatten)]
+    show: ShowArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ShowArgs {
+    /// The running link's control socket.
+    #[arg(long, env = "NW_CONDITION", value_name = "PATH")]
+    control: PathBuf,
+    /// Print the state as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The link's conditions, as flags.
+#[derive(Debug, clap::Args)]
+struct Settings {
     /// Start from a named preset (3g, 3g-slow, edge, 2g, lte, dsl, cable, fios, wifi,
     /// very-bad-network, 100-loss, high-latency-dns); the flags below override it.
     #[arg(long, value_name = "NAME", value_parser = preset)]
@@ -33,7 +90,7 @@ pub(crate) struct Args {
     /// Delay variation: each packet's delay varies uniformly within ± this.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     jitter: Option<Duration>,
-    /// Rate limit.
+    /// Rate limit (`unlimited` removes it).
     #[arg(long, value_name = "RATE", value_parser = rate)]
     rate: Option<u64>,
     /// Random loss (uniform).
@@ -63,22 +120,64 @@ pub(crate) struct Args {
     /// Far → near only: overrides --loss.
     #[arg(long, value_name = "PERCENT", value_parser = percent)]
     down_loss: Option<f64>,
-    /// Seed of the loss and jitter draws (the same seed, the same run).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// A server to run in the far namespace (through sh -c), for as long as the client runs.
-    #[arg(long, value_name = "CMD")]
-    server: Option<String>,
-    /// Print the counters as one JSON object.
-    #[arg(long)]
-    json: bool,
-    /// The client command, run in the near namespace.
-    #[arg(last = true, required = true, value_name = "CLIENT_CMD")]
-    client: Vec<String>,
+}
+
+impl Settings {
+    /// Each direction's change: the preset's whole profile (when one is named), then the
+    /// shared settings, then that direction's overrides.
+    fn patches(&self) -> (Patch, Patch) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let one = |base: Option<&Profile>,
+                   delay: Option<Duration>,
+                   rate: Option<u64>,
+                   loss: Option<f64>| {
+            let (queue_packets, queue_bytes) = match self.queue {
+                Some(QueueLimit::Packets(n)) => (Some(n), None),
+                Some(QueueLimit::Bytes(n)) => (None, Some(n)),
+                None => (None, None),
+            };
+            let given = Patch {
+                rate_bps: rate.or(self.rate),
+                delay_us: delay.or(self.delay).map(us),
+                jitter_us: self.jitter.map(us),
+                dns_delay_us: self.dns_delay.map(us),
+                loss: loss.or(self.loss),
+                queue_packets,
+                queue_bytes,
+            };
+            base.map_or_else(Patch::default, Patch::of).then(&given)
+        };
+        let preset = self.preset.as_ref();
+        (
+            one(preset.map(|p| &p.up), self.up_delay, self.up_rate, self.up_loss),
+            one(preset.map(|p| &p.down), self.down_delay, self.down_rate, self.down_loss),
+        )
+    }
+
+    /// Each direction's profile for a new link: the defaults with [`Self::patches`] applied.
+    fn profiles(&self) -> Result<(Profile, Profile), UsageError> {
+        let (up, down) = self.patches();
+        let apply = |p: Patch| p.apply(&Profile::default()).map_err(UsageError);
+        Ok((apply(up)?, apply(down)?))
+    }
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
-    let (up, down) = profiles(&args);
+    match &args.action {
+        Some(Action::Set(set)) => {
+            let (up, down) = set.settings.patches();
+            if up.is_empty() && down.is_empty() {
+                return Err(UsageError(
+                    "nothing to set: give --delay, --rate, --loss, --queue, a preset or a per-direction form".into(),
+                )
+                .into());
+            }
+            return show(&set.show, &Request::Set { up, down });
+        }
+        Some(Action::Show(args)) => return show(args, &Request::Show {}),
+        None => {}
+    }
+    let (up, down) = args.settings.profiles()?;
     match condition(&args, up, down).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => {
@@ -88,38 +187,68 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 }
 
-/// Each direction's profile: the preset (or nothing), then the shared settings, then that
-/// direction's overrides.
-fn profiles(args: &Args) -> (Profile, Profile) {
-    let base = |up: bool| {
-        let default = Profile { queue: QueueLimit::Packets(1000), ..Profile::default() };
-        args.preset.as_ref().map_or(default, |p| if up { p.up.clone() } else { p.down.clone() })
+/// Sends `request` to a running link and prints its state after it.
+fn show(args: &ShowArgs, request: &Request) -> anyhow::Result<Outcome> {
+    let state = control::request(&args.control, request).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            anyhow::Error::new(UsageError(e.to_string()))
+        } else {
+            anyhow::Error::new(e)
+        }
+    })?;
+    if args.json {
+        crate::output::line(&serde_json::to_string(&state)?)?;
+    } else {
+        for (name, p) in [("up (near → far)", &state.up), ("down (far → near)", &state.down)] {
+            crate::output::line(&format!("{name}: {}", describe(p)))?;
+        }
+        for line in counter_lines(&state.counters) {
+            crate::output::line(&line)?;
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+/// One direction's conditions, in words.
+fn describe(p: &Patch) -> String {
+    let ms = |us: Option<u64>| {
+        #[allow(clippy::cast_precision_loss, reason = "display")]
+        let ms = us.unwrap_or(0) as f64 / 1e3;
+        format!("{ms} ms")
     };
-    let one = |mut p: Profile, delay: Option<Duration>, rate: Option<u64>, loss: Option<f64>| {
-        if let Some(r) = rate.or(args.rate) {
-            p.rate_bps = Some(r);
-        }
-        if let Some(d) = delay.or(args.delay) {
-            p.delay = d;
-        }
-        if let Some(j) = args.jitter {
-            p.jitter = j;
-        }
-        if let Some(d) = args.dns_delay {
-            p.dns_delay = d;
-        }
-        if let Some(l) = loss.or(args.loss) {
-            p.loss = Loss::Uniform { p: l };
-        }
-        if let Some(q) = args.queue {
-            p.queue = q;
-        }
-        p
+    let rate = match p.rate_bps {
+        None | Some(0) => "unlimited".to_owned(),
+        #[allow(clippy::cast_precision_loss, reason = "display")]
+        Some(bps) => format!("{} Mbit/s", bps as f64 / 1e6),
     };
-    (
-        one(base(true), args.up_delay, args.up_rate, args.up_loss),
-        one(base(false), args.down_delay, args.down_rate, args.down_loss),
+    let queue = match (p.queue_packets, p.queue_bytes) {
+        (_, Some(bytes)) => format!("{bytes} bytes"),
+        (packets, None) => format!("{} packets", packets.unwrap_or(0)),
+    };
+    format!(
+        "delay {}, jitter {}, DNS delay {}, rate {rate}, loss {}%, queue {queue}",
+        ms(p.delay_us),
+        ms(p.jitter_us),
+        ms(p.dns_delay_us),
+        p.loss.unwrap_or(0.0) * 100.0
     )
+}
+
+fn counter_lines(counters: &LinkCounters) -> Vec<String> {
+    [("up (near → far)", counters.up), ("down (far → near)", counters.down)]
+        .into_iter()
+        .map(|(name, c)| {
+            format!(
+                "{name}: {} enqueued, {} dropped by the queue, {} dropped by loss, {} delivered; queue peak {} packets, {} bytes",
+                c.enqueued,
+                c.dropped_queue,
+                c.dropped_loss,
+                c.delivered,
+                c.max_queue_packets,
+                c.max_queue_bytes
+            )
+        })
+        .collect()
 }
 
 fn preset(name: &str) -> Result<nw_conditioner::presets::Preset, String> {
@@ -136,11 +265,14 @@ async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Ou
     let link = ConditionedLink::start(&near, &far, up, down, args.seed).map_err(|e| {
         anyhow::anyhow!("cannot build the conditioned link: {e} (is /dev/net/tun there?)")
     })?;
+    let socket = ControlSocket::new(args.control.as_deref())?;
+    let _control = link.control(&socket.path)?;
     // The server runs until the client is done; its guard (and the namespace's) ends it.
     let _server = match &args.server {
         Some(server) => {
             let mut cmd = far.command("sh");
             cmd.args(["-c", server]).env("NW_SELF", FAR_V4).env("NW_PEER", NEAR_V4);
+            cmd.env("NW_CONDITION", &socket.path);
             cmd.stdout(Stdio::null());
             Some(far.spawn(cmd)?)
         }
@@ -152,6 +284,7 @@ async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Ou
         .ok_or_else(|| UsageError("give a client command after --".into()))?;
     let mut cmd = tokio::process::Command::from(near.command(program));
     cmd.args(rest).env("NW_SELF", NEAR_V4).env("NW_PEER", FAR_V4).stdin(Stdio::inherit());
+    cmd.env("NW_CONDITION", &socket.path);
     let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start {program:?}: {e}"))?;
     // Ctrl-C and SIGTERM go to the client; nw stays to tear down.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -174,17 +307,8 @@ async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Ou
     if args.json {
         crate::output::error_line(&serde_json::to_string(&counters)?);
     } else {
-        for (name, c) in [("up (near → far)", counters.up), ("down (far → near)", counters.down)]
-        {
-            crate::output::error_line(&format!(
-                "nw condition: {name}: {} enqueued, {} dropped by the queue, {} dropped by loss, {} delivered; queue peak {} packets, {} bytes",
-                c.enqueued,
-                c.dropped_queue,
-                c.dropped_loss,
-                c.delivered,
-                c.max_queue_packets,
-                c.max_queue_bytes
-            ));
+        for line in counter_lines(&counters) {
+            crate::output::error_line(&format!("nw condition: {line}"));
         }
     }
     let code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
@@ -193,6 +317,35 @@ async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Ou
         (None, None) => 1,
     };
     Ok(Outcome::Exit(code))
+}
+
+/// Where the control socket lives; a directory nw made for it is removed on drop.
+struct ControlSocket {
+    path: PathBuf,
+    made: Option<PathBuf>,
+}
+
+impl ControlSocket {
+    fn new(given: Option<&Path>) -> anyhow::Result<Self> {
+        if let Some(path) = given {
+            return Ok(Self { path: path.to_owned(), made: None });
+        }
+        let dir = std::env::temp_dir().join(format!("nw-condition-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", dir.display()))?;
+        let path = dir.join("control.sock");
+        // A socket left by an earlier nw with this pid (after a kill -9) is stale.
+        let _ = std::fs::remove_file(&path);
+        Ok(Self { path, made: Some(dir) })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.made {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn split_unit(text: &str) -> (&str, &str) {
@@ -220,8 +373,12 @@ fn duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range"))
 }
 
-/// `10mbit`, `256kbit`, `1gbit`, `9600bit` (bits per second, 1 kbit = 1000 bit).
+/// `10mbit`, `256kbit`, `1gbit`, `9600bit` (bits per second, 1 kbit = 1000 bit);
+/// `unlimited` is 0.
 fn rate(text: &str) -> Result<u64, String> {
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(0);
+    }
     let (n, unit) = split_unit(text.trim());
     let n = number(n, "rate")?;
     let scale = match unit.to_ascii_lowercase().as_str() {
@@ -281,6 +438,7 @@ mod tests {
         assert_eq!(rate("256kbit"), Ok(256_000));
         assert!(rate("10mbps").unwrap_err().contains("10mbit"));
         assert!(rate("0bit").is_err());
+        assert_eq!(rate("unlimited"), Ok(0));
         assert_eq!(percent("1%"), Ok(0.01));
         assert!(percent("150%").unwrap_err().contains("100%"));
         assert!(percent("1").unwrap_err().contains("percentage"));

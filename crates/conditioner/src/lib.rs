@@ -9,7 +9,11 @@
 //! - [`tun::ConditionedLink`]: two namespaces joined by a TUN device in each, one thread moving
 //!   packets through a `Link` per direction, woken by the devices, a timerfd and an eventfd.
 //!
-//! The loopback proxy mode, presets and `nw condition` come next.
+//! - [`control`]: a Unix socket through which another process changes a running link's
+//!   conditions and reads its counters.
+//! - [`presets`]: named conditions as data, with their sources.
+//!
+//! The loopback proxy mode comes next.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -27,6 +31,7 @@
 //! ```
 
 pub mod classify;
+pub mod control;
 pub mod link;
 pub mod presets;
 pub mod tun;

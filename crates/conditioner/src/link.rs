@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How one direction behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +69,7 @@ pub enum QueueLimit {
 }
 
 /// What happened in this direction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub enqueued: u64,
     pub dropped_queue: u64,

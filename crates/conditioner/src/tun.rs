@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use nw_lab::{Namespace, in_namespace};
 
+use crate::control::{self, Conditioned};
 use crate::link::{Counters, Link, Profile};
 
 /// The near end's addresses.
@@ -26,7 +27,7 @@ pub const FAR_V4: &str = "192.0.2.2";
 pub const FAR_V6: &str = "2001:db8:c0::2";
 
 /// Both directions' counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkCounters {
     /// Near to far.
     pub up: Counters,
@@ -36,17 +37,51 @@ pub struct LinkCounters {
 
 #[derive(Debug, Default)]
 struct Shared {
+    /// The latest profiles, as the control socket reads them.
+    profiles: (Profile, Profile),
+    /// Changes the thread has not picked up yet.
     up: Option<Profile>,
     down: Option<Profile>,
     stop: bool,
     counters: LinkCounters,
 }
 
+/// What the thread and its controllers share.
+#[derive(Debug, Clone)]
+struct Handle {
+    shared: Arc<Mutex<Shared>>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Conditioned for Handle {
+    fn profiles(&self) -> (Profile, Profile) {
+        lock(&self.shared).profiles.clone()
+    }
+
+    fn set(&self, up: Option<Profile>, down: Option<Profile>) {
+        {
+            let mut shared = lock(&self.shared);
+            if let Some(p) = &up {
+                shared.profiles.0 = p.clone();
+            }
+            if let Some(p) = &down {
+                shared.profiles.1 = p.clone();
+            }
+            shared.up = up.or(shared.up.take());
+            shared.down = down.or(shared.down.take());
+        }
+        poke(&self.wake);
+    }
+
+    fn counters(&self) -> LinkCounters {
+        lock(&self.shared).counters
+    }
+}
+
 /// A running conditioned link; dropping it stops the thread and removes both TUN devices.
 #[derive(Debug)]
 pub struct ConditionedLink {
-    shared: Arc<Mutex<Shared>>,
-    wake: Arc<OwnedFd>,
+    handle: Handle,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -72,36 +107,45 @@ impl ConditionedLink {
             libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
         };
         let timer = owned(timer)?;
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            profiles: (up.clone(), down.clone()),
+            ..Shared::default()
+        }));
         let (s, w) = (shared.clone(), wake.clone());
         let thread =
             std::thread::Builder::new().name("nw-conditioner".into()).spawn(move || {
                 let links = [Link::new(up, seed), Link::new(down, seed ^ 0x5eed)];
                 run(&near_fd, &far_fd, &timer, &w, &s, links);
             })?;
-        Ok(Self { shared, wake, thread: Some(thread) })
+        Ok(Self { handle: Handle { shared, wake }, thread: Some(thread) })
     }
 
     /// New conditions for either direction (`None` keeps it), from the next packet on.
     pub fn set(&self, up: Option<Profile>, down: Option<Profile>) {
-        {
-            let mut shared = lock(&self.shared);
-            shared.up = up.or(shared.up.take());
-            shared.down = down.or(shared.down.take());
-        }
-        poke(&self.wake);
+        self.handle.set(up, down);
+    }
+
+    /// The current (up, down) profiles.
+    pub fn profiles(&self) -> (Profile, Profile) {
+        self.handle.profiles()
     }
 
     /// What has happened so far.
     pub fn counters(&self) -> LinkCounters {
-        lock(&self.shared).counters
+        self.handle.counters()
+    }
+
+    /// Serves a control socket at `path` for this link (see [`crate::control`]); it stops
+    /// when the returned server is dropped.
+    pub fn control(&self, path: &std::path::Path) -> io::Result<control::Server> {
+        control::Server::start(path, Arc::new(self.handle.clone()))
     }
 }
 
 impl Drop for ConditionedLink {
     fn drop(&mut self) {
-        lock(&self.shared).stop = true;
-        poke(&self.wake);
+        lock(&self.handle.shared).stop = true;
+        poke(&self.handle.wake);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

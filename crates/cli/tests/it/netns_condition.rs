@@ -8,16 +8,16 @@ use serde_json::Value;
 use crate::support::{Dir, NW, event, median};
 
 /// Runs `nw condition CONDITIONS` with `nw cat -l` as the server and `nw cat --json` as the
-/// client; returns stderr's JSON lines (the client's report first) and when the client's race
-/// was won (ms).
-fn cat_across(conditions: &[&str]) -> (Vec<Value>, f64) {
+/// client, after the shell commands `before`; returns stderr's JSON lines (the client's report
+/// first) and when the client's race was won (ms).
+fn cat_across(conditions: &[&str], before: &str) -> (Vec<Value>, f64) {
     let out = Command::new(NW)
         .arg("condition")
         .args(conditions)
         .arg("--server")
         .arg(format!("{NW} cat -l $NW_SELF 7000"))
         .args(["--", "sh", "-c"])
-        .arg(format!("sleep 0.5; echo hi | {NW} cat --json $NW_PEER 7000"))
+        .arg(format!("sleep 0.5; {before} echo hi | {NW} cat --json $NW_PEER 7000"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -36,13 +36,35 @@ fn namespaces() -> String {
 #[test]
 fn netns_condition_connects_across_a_100ms_link_and_reports_the_counters() {
     let before = namespaces();
-    let (lines, at) = cat_across(&["--json", "--delay", "50ms"]);
+    let (lines, at) = cat_across(&["--json", "--delay", "50ms"], "");
     eprintln!("nw condition --delay 50ms: nw cat connected in {at:.1} ms");
     assert!((98.0..=150.0).contains(&at), "one round trip of 100 ms: {at:.1}");
     let counters = lines.last().unwrap();
     assert!(counters["up"]["delivered"].as_u64().unwrap() >= 3, "{counters}");
     assert!(counters["down"]["delivered"].as_u64().unwrap() >= 2, "{counters}");
     assert_eq!(namespaces(), before, "no namespace left behind");
+}
+
+#[test]
+fn netns_condition_set_changes_the_running_link_from_the_next_packet() {
+    // 2 × 5 ms at the start; the client makes it 100 ms up, 5 ms down, then connects.
+    let set = format!(
+        "{NW} condition set --up-delay 100ms --loss 0% --json > /dev/null || exit 9; {NW} condition show --json >&2;"
+    );
+    let (lines, at) = cat_across(&["--json", "--delay", "5ms"], &set);
+    eprintln!("nw condition set --up-delay 100ms: nw cat connected in {at:.1} ms");
+    assert!((104.0..=150.0).contains(&at), "one round trip of 105 ms: {at:.1}");
+    let shown = lines.iter().find(|v| v["up"]["delay_us"].is_u64()).expect("nw condition show");
+    assert_eq!(shown["up"]["delay_us"], 100_000, "{shown}");
+    assert_eq!(shown["down"]["delay_us"], 5_000, "{shown}");
+    // Outside a running link, it says how to find one.
+    let out = Command::new(NW)
+        .args(["condition", "show"])
+        .env("NW_CONDITION", "/nonexistent/control.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `nw condition` running?"));
 }
 
 #[test]
@@ -61,7 +83,7 @@ fn netns_condition_passes_the_clients_status_and_addresses_through() {
 #[test]
 fn netns_condition_presets_carry_their_numbers() {
     // Edge (WebPageTest): 240/200 kbit/s, 840 ms round trip.
-    let (_, at) = cat_across(&["--preset", "edge"]);
+    let (_, at) = cat_across(&["--preset", "edge"], "");
     eprintln!("nw condition --preset edge: nw cat connected in {at:.1} ms");
     assert!((838.0..=950.0).contains(&at), "one 840 ms round trip: {at:.1}");
     let out = Command::new(NW)

@@ -1,11 +1,12 @@
 //! Conditioner scenarios (issue 6's done-means): 2 × 50 ms is a 100 ms round trip; 10 % loss
-//! measures 10 %; 10 Mbit/s gives 9–10 Mbit/s of goodput; a change of conditions takes effect
-//! from the next packet; teardown leaves no device behind.
+//! measures 10 %; 10 Mbit/s gives 9–10 Mbit/s of goodput; a change of conditions through the
+//! control socket takes effect from the next packet; teardown leaves no device behind.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use nw_conditioner::control::{self, Patch, Request};
 use nw_conditioner::link::{Loss, Profile, QueueLimit};
 use nw_conditioner::tun::{ConditionedLink, FAR_V4};
 use nw_lab::{Lab, Namespace, in_namespace};
@@ -154,16 +155,33 @@ fn netns_ten_megabits_give_nine_to_ten_megabits_of_goodput() {
 }
 
 #[test]
-fn netns_a_change_of_conditions_takes_effect_from_the_next_packet() {
+fn netns_a_change_through_the_control_socket_takes_effect_from_the_next_packet() {
     let s = scene();
     let link = ConditionedLink::start(&s.near, &s.far, delay(0), delay(0), 1).unwrap();
+    let dir = std::env::temp_dir().join(format!("nw-it-control-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("control.sock");
+    let _ = std::fs::remove_file(&path);
+    let server = link.control(&path).unwrap();
     udp_echo(&s);
     let before = median(pings(&s, 5));
-    link.set(Some(delay(100)), None);
+    let ms = |n: u64| Patch { delay_us: Some(n * 1000), ..Patch::default() };
+    let set = |up: Patch, down: Patch| control::request(&path, &Request::Set { up, down });
+    let state = set(ms(60), ms(40)).unwrap();
+    assert_eq!((state.up.delay_us, state.down.delay_us), (Some(60_000), Some(40_000)));
     let after = pings(&s, 1)[0];
     eprintln!("conditioner change: RTT {before:.2} ms, then {after:.2} ms on the very next probe");
     assert!(before < 5.0, "{before}");
     assert!((100.0..=110.0).contains(&after), "the first probe after the change: {after:.2}");
+    // All loss on the way up from now: the next probe is the first packet lost.
+    let lost_before = link.counters().up.dropped_loss;
+    set(Patch { loss: Some(1.0), ..Patch::default() }, Patch::default()).unwrap();
+    assert!(pings(&s, 1).is_empty(), "the probe after 100 % loss answered");
+    let shown = control::request(&path, &Request::Show {}).unwrap();
+    assert_eq!(shown.up.delay_us, Some(60_000), "a patch keeps what it does not name");
+    assert!(shown.counters.up.dropped_loss > lost_before, "{:?}", shown.counters);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
