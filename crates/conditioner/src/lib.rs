@@ -12,8 +12,8 @@
 //! - [`control`]: a Unix socket through which another process changes a running link's
 //!   conditions and reads its counters.
 //! - [`presets`]: named conditions as data, with their sources.
-//!
-//! The loopback proxy mode comes next.
+//! - [`proxy::Proxy`]: the mode without root — a TCP or UDP proxy on loopback with the same
+//!   link in each direction, and TCP faults (reset, stall, slow close).
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -34,4 +34,5 @@ pub mod classify;
 pub mod control;
 pub mod link;
 pub mod presets;
+pub mod proxy;
 pub mod tun;

@@ -98,6 +98,8 @@ pub struct Link {
     /// Serialized, kept, waiting out their delay: (release time, packet), in release order.
     delayed: VecDeque<(Instant, Packet)>,
     ready: VecDeque<Vec<u8>>,
+    /// Bytes accepted and not yet handed out or lost.
+    held_bytes: usize,
     counters: Counters,
 }
 
@@ -113,6 +115,7 @@ impl Link {
             serializing: None,
             delayed: VecDeque::new(),
             ready: VecDeque::new(),
+            held_bytes: 0,
             counters: Counters::default(),
         }
     }
@@ -122,7 +125,7 @@ impl Link {
         self.advance(now);
         let full = match self.profile.queue {
             QueueLimit::Packets(n) => self.queue.len() >= n,
-            QueueLimit::Bytes(n) => self.queued_bytes + data.len() > n,
+            QueueLimit::Bytes(n) => self.queued_bytes.saturating_add(data.len()) > n,
         };
         // An idle serializer takes the packet at once; it never waits in the queue.
         if full && self.serializing.is_some() {
@@ -130,6 +133,7 @@ impl Link {
             return;
         }
         self.counters.enqueued += 1;
+        self.held_bytes += data.len();
         let dns = crate::classify::is_dns(&data);
         self.queued_bytes += data.len();
         self.queue.push_back(Packet { data, dns });
@@ -155,7 +159,15 @@ impl Link {
 
     /// The next packet to deliver, if one is due.
     pub fn poll_packet(&mut self) -> Option<Vec<u8>> {
-        self.ready.pop_front()
+        let packet = self.ready.pop_front()?;
+        self.held_bytes -= packet.len();
+        Some(packet)
+    }
+
+    /// Bytes inside the link: queued, serializing, waiting out their delay or due; what a
+    /// stream proxy counts to push back on its sender instead of dropping.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// New conditions, from `now` on: they apply to every packet that enters the serializer
@@ -223,6 +235,7 @@ impl Link {
     fn after_serializer(&mut self, at: Instant, packet: Packet) {
         if self.lost() {
             self.counters.dropped_loss += 1;
+            self.held_bytes -= packet.data.len();
             return;
         }
         let mut delay = self.profile.delay;

@@ -70,7 +70,9 @@ fn the_rate_serializes_back_to_back_packets() {
     for id in 0..10 {
         link.handle_packet(t, packet(id, 1250));
     }
+    assert_eq!(link.held_bytes(), 12_500, "everything is inside the link");
     let out = drain(&mut link, t);
+    assert_eq!(link.held_bytes(), 0, "and all of it has left");
     let times: Vec<Duration> = out.iter().map(|(_, at)| *at).collect();
     let want: Vec<Duration> = (1..=10).map(|k| 20 * MS + k * MS).collect();
     assert_eq!(times, want);
@@ -166,6 +168,9 @@ fn uniform_loss_matches_its_rate_and_a_seed_repeats_it() {
     assert!((0.095..0.105).contains(&rate), "{rate}");
     assert_eq!(c.dropped_loss + c.delivered, 100_000);
     assert_eq!(run(9).1, kept, "the same seed loses the same packets");
+    let mut link = Link::new(Profile { loss: Loss::Uniform { p: 1.0 }, ..Profile::default() }, 1);
+    link.handle_packet(t, vec![0; 100]);
+    assert_eq!(link.held_bytes(), 0, "a lost packet is no longer held");
     assert_ne!(run(10).1, kept);
 }
 

@@ -1,5 +1,6 @@
-//! The conditioner for real: two lab namespaces joined by a conditioned TUN link. Needs root
-//! (it fails, saying so, without); runs serialized with the other namespace tests.
+//! The conditioner for real: two lab namespaces joined by a conditioned TUN link (needs root,
+//! and fails, saying so, without), and the loopback proxy (no root). Both run serialized with
+//! the other timed scenarios.
 
 #![allow(clippy::disallowed_methods, reason = "tests time real packets")]
 #![allow(
@@ -9,3 +10,4 @@
 )]
 
 mod netns;
+mod proxy;
