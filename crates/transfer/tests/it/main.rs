@@ -11,6 +11,7 @@ mod altsvc;
 mod h3;
 mod nginx;
 mod pool;
+mod proxy;
 mod resume;
 mod scheduler;
 mod segments;

@@ -1,0 +1,70 @@
+//! Downloads through the conditioner's loopback proxy (no root): a connection reset in the
+//! middle of the body fails the download with its checkpoint kept, and the resume is
+//! byte-exact; a connection that stalls fails after the request timeout instead of hanging.
+
+use std::time::{Duration, Instant};
+
+use nw_conditioner::link::Profile;
+use nw_conditioner::proxy::{Config, Faults, Proxy};
+use nw_transfer::server::{self, HttpServer};
+use nw_transfer::{Configuration, Http3};
+
+use crate::support::{Scratch, job, loopback, pattern, runtime, session};
+
+#[test]
+fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
+    let scratch = Scratch::new("proxy-faults");
+    let data = pattern(16 << 20, 51);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let rt = runtime();
+    let origin = rt
+        .block_on(HttpServer::start(
+            loopback(),
+            Some(&scratch.www()),
+            None,
+            &server::Options::default(),
+        ))
+        .unwrap();
+    let faults = Faults { reset_after: Some(5 << 20), ..Faults::default() };
+    let config = Config { faults, ..Config::new(Profile::default(), Profile::default()) };
+    let proxy = Proxy::tcp(origin.local_addr(), config).unwrap();
+    let url = format!("http://{}/file.bin", proxy.local_addr());
+    let config = Configuration {
+        allow_http: true,
+        http3: Http3::Off,
+        checkpoint_bytes: 1 << 20,
+        request_timeout: Duration::from_secs(2),
+        ..Configuration::default()
+    };
+    let first = session(&scratch, config.clone());
+
+    // Reset after 5 MiB (headers included): the download fails, and says why.
+    let dest = scratch.0.join("reset.bin");
+    let e = rt.block_on(first.download(&job(url.clone(), &dest, false), &mut |_| {}));
+    let e = e.unwrap_err();
+    eprintln!("through a reset after 5 MiB: {e}");
+    assert!(e.transient(), "a reset is worth retrying: {e:?}");
+    let offset = first.store().find(&dest).unwrap().unwrap().offset;
+    assert!((3 << 20..=5 << 20).contains(&offset), "checkpointed {offset} bytes");
+    assert!(!dest.exists(), "never a half-written file");
+
+    // The fault gone, the resume fetches the rest and the file is byte-exact.
+    proxy.set_faults(Faults::default());
+    let done = rt.block_on(first.download(&job(url.clone(), &dest, true), &mut |_| {})).unwrap();
+    assert_eq!(done.metrics.received, data.len() as u64 - offset);
+    assert!(std::fs::read(&dest).unwrap() == data, "the resumed file is byte-exact");
+
+    // A stall after 3 MiB: the download fails once no byte came for the request timeout.
+    // Faults apply to new connections, so a new session, with a pool of its own.
+    proxy.set_faults(Faults { stall_after: Some(3 << 20), ..Faults::default() });
+    let session = session(&scratch, config);
+    let dest = scratch.0.join("stall.bin");
+    #[allow(clippy::disallowed_methods, reason = "the test times the failure")]
+    let started = Instant::now();
+    let e = rt.block_on(session.download(&job(url, &dest, false), &mut |_| {})).unwrap_err();
+    let took = started.elapsed();
+    eprintln!("through a stall after 3 MiB: failed after {took:?}: {e}");
+    assert!(e.to_string().starts_with("timed out"), "{e:?}");
+    assert!(e.to_string().contains("run again with --resume"), "{e}");
+    assert!(took < Duration::from_secs(8), "the 2 s timeout fired, no hang: {took:?}");
+}
