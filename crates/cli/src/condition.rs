@@ -10,16 +10,21 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use nw_conditioner::control::{self, Patch, Request};
 use nw_conditioner::link::{Profile, QueueLimit};
+use nw_conditioner::proxy::{Config, Faults, Proxy};
 use nw_conditioner::tun::{ConditionedLink, FAR_V4, LinkCounters, NEAR_V4};
 
 use crate::{Outcome, UsageError};
 
 /// nw's own failure, as `env`, `nice` and `timeout` report theirs.
 const EXIT_NW_FAILED: u8 = 125;
+
+const UP: &str = "up (client → server)";
+const DOWN: &str = "down (server → client)";
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -45,6 +50,28 @@ pub(crate) struct Args {
     /// Print the counters as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Without namespaces or root: a proxy on loopback to this address conditions TCP (or
+    /// UDP, with --udp); the client connects to NW_PROXY instead, and the server command, if
+    /// any, runs on this host.
+    #[arg(long, value_name = "HOST:PORT")]
+    proxy: Option<SocketAddr>,
+    /// Where the proxy listens (default 127.0.0.1 on a free port).
+    #[arg(long, value_name = "ADDR:PORT", requires = "proxy")]
+    listen: Option<SocketAddr>,
+    /// Proxy UDP datagrams instead of TCP connections (loss applies to UDP only).
+    #[arg(long, requires = "proxy")]
+    udp: bool,
+    /// Proxy fault: reset each TCP connection once this many bytes went to the client (0: at
+    /// once).
+    #[arg(long, value_name = "BYTES", requires = "proxy", value_parser = bytes)]
+    reset_after: Option<u64>,
+    /// Proxy fault: stop passing anything, either way, once this many bytes went to the
+    /// client, and hold the connection open (0: accept and never answer).
+    #[arg(long, value_name = "BYTES", requires = "proxy", value_parser = bytes)]
+    stall_after: Option<u64>,
+    /// Proxy fault: hold each close (FIN) this long before passing it on.
+    #[arg(long, value_name = "DURATION", requires = "proxy", value_parser = duration)]
+    slow_close: Option<Duration>,
     /// The client command, run in the near namespace.
     #[arg(last = true, required = true, value_name = "CLIENT_CMD")]
     client: Vec<String>,
@@ -178,8 +205,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         None => {}
     }
     let (up, down) = args.settings.profiles()?;
-    match condition(&args, up, down).await {
+    let outcome = match args.proxy {
+        Some(target) => through_proxy(&args, target, up, down).await,
+        None => condition(&args, up, down).await,
+    };
+    match outcome {
         Ok(outcome) => Ok(outcome),
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => Err(e),
         Err(e) => {
             crate::output::error_line(&format!("nw condition: {e:#}"));
             Ok(Outcome::Exit(EXIT_NW_FAILED))
@@ -199,7 +231,7 @@ fn show(args: &ShowArgs, request: &Request) -> anyhow::Result<Outcome> {
     if args.json {
         crate::output::line(&serde_json::to_string(&state)?)?;
     } else {
-        for (name, p) in [("up (near → far)", &state.up), ("down (far → near)", &state.down)] {
+        for (name, p) in [(UP, &state.up), (DOWN, &state.down)] {
             crate::output::line(&format!("{name}: {}", describe(p)))?;
         }
         for line in counter_lines(&state.counters) {
@@ -235,7 +267,7 @@ fn describe(p: &Patch) -> String {
 }
 
 fn counter_lines(counters: &LinkCounters) -> Vec<String> {
-    [("up (near → far)", counters.up), ("down (far → near)", counters.down)]
+    [(UP, counters.up), (DOWN, counters.down)]
         .into_iter()
         .map(|(name, c)| {
             format!(
@@ -278,20 +310,88 @@ async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Ou
         }
         None => None,
     };
-    let (program, rest) = args
-        .client
-        .split_first()
-        .ok_or_else(|| UsageError("give a client command after --".into()))?;
+    let (program, rest) = client(args)?;
     let mut cmd = tokio::process::Command::from(near.command(program));
-    cmd.args(rest).env("NW_SELF", NEAR_V4).env("NW_PEER", FAR_V4).stdin(Stdio::inherit());
+    cmd.args(rest).env("NW_SELF", NEAR_V4).env("NW_PEER", FAR_V4);
     cmd.env("NW_CONDITION", &socket.path);
+    let status = run_client(cmd, program).await?;
+    let counters = link.counters();
+    drop(link);
+    drop((near, far));
+    finish(args, &counters, &status)
+}
+
+/// The mode without root: a proxy on loopback to `target`, the server (if any) and the
+/// client on this host.
+async fn through_proxy(
+    args: &Args,
+    target: SocketAddr,
+    up: Profile,
+    down: Profile,
+) -> anyhow::Result<Outcome> {
+    let lossy = |p: &Profile| p.loss != nw_conditioner::link::Loss::None;
+    if !args.udp && (lossy(&up) || lossy(&down)) {
+        return Err(UsageError(
+            "the TCP proxy cannot lose bytes of a stream: loss applies with --udp, or in the namespace mode (without --proxy)".into(),
+        )
+        .into());
+    }
+    let faulty = args.reset_after.is_some() || args.stall_after.is_some();
+    if args.udp && (faulty || args.slow_close.is_some()) {
+        return Err(UsageError(
+            "--reset-after, --stall-after and --slow-close are TCP faults; drop --udp".into(),
+        )
+        .into());
+    }
+    let faults = Faults {
+        reset_after: args.reset_after,
+        stall_after: args.stall_after,
+        stall_close: None,
+        slow_close: args.slow_close.unwrap_or_default(),
+    };
+    let mut config = Config { faults, seed: args.seed, ..Config::new(up, down) };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let proxy = if args.udp { Proxy::udp(target, config) } else { Proxy::tcp(target, config) }?;
+    let socket = ControlSocket::new(args.control.as_deref())?;
+    let _control = proxy.control(&socket.path)?;
+    let local = proxy.local_addr().to_string();
+    let _server = match &args.server {
+        Some(server) => {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.args(["-c", server]).env("NW_SELF", target.to_string());
+            cmd.env("NW_CONDITION", &socket.path).stdout(Stdio::null());
+            Some(LocalServer::spawn(cmd)?)
+        }
+        None => None,
+    };
+    let (program, rest) = client(args)?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(rest).env("NW_PROXY", &local).env("NW_PEER", target.to_string());
+    cmd.env("NW_CONDITION", &socket.path);
+    let status = run_client(cmd, program).await?;
+    let counters = proxy.counters();
+    drop(proxy);
+    finish(args, &counters, &status)
+}
+
+fn client(args: &Args) -> Result<(&String, &[String]), UsageError> {
+    args.client.split_first().ok_or_else(|| UsageError("give a client command after --".into()))
+}
+
+/// Runs the client to its end; Ctrl-C and SIGTERM go to it while nw stays to tear down.
+async fn run_client(
+    mut cmd: tokio::process::Command,
+    program: &str,
+) -> anyhow::Result<std::process::ExitStatus> {
+    cmd.stdin(Stdio::inherit());
     let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start {program:?}: {e}"))?;
-    // Ctrl-C and SIGTERM go to the client; nw stays to tear down.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let status = loop {
+    loop {
         tokio::select! {
-            status = child.wait() => break status?,
+            status = child.wait() => return Ok(status?),
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {
                 if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
@@ -300,23 +400,50 @@ async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Ou
                 }
             }
         }
-    };
-    let counters = link.counters();
-    drop(link);
-    drop((near, far));
+    }
+}
+
+/// Prints the counters on stderr and passes the client's status on.
+fn finish(
+    args: &Args,
+    counters: &LinkCounters,
+    status: &std::process::ExitStatus,
+) -> anyhow::Result<Outcome> {
     if args.json {
-        crate::output::error_line(&serde_json::to_string(&counters)?);
+        crate::output::error_line(&serde_json::to_string(counters)?);
     } else {
-        for line in counter_lines(&counters) {
+        for line in counter_lines(counters) {
             crate::output::error_line(&format!("nw condition: {line}"));
         }
     }
-    let code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+    let code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(status)) {
         (Some(code), _) => u8::try_from(code).unwrap_or(1),
         (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
         (None, None) => 1,
     };
     Ok(Outcome::Exit(code))
+}
+
+/// A server command on this host, in a process group of its own so that all of it ends with
+/// the run.
+struct LocalServer(std::process::Child);
+
+impl LocalServer {
+    fn spawn(mut cmd: std::process::Command) -> anyhow::Result<Self> {
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start the server: {e}"))?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.0.id()) {
+            // SAFETY: kill(2) on the process group our own child leads; no memory involved.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// Where the control socket lives; a directory nw made for it is removed on drop.
@@ -409,18 +536,26 @@ fn percent(text: &str) -> Result<f64, String> {
 
 /// `100` packets, or bytes: `64kb`, `1mb`, `1500b`.
 fn queue(text: &str) -> Result<QueueLimit, String> {
+    if let Ok(count) = text.trim().parse::<usize>() {
+        return Ok(QueueLimit::Packets(count));
+    }
+    let n =
+        bytes(text).map_err(|_| format!("{text:?}: give packets (100) or bytes (64kb, 1mb)"))?;
+    usize::try_from(n).map(QueueLimit::Bytes).map_err(|_| format!("{text:?} is too large"))
+}
+
+/// Bytes: `100000`, `1500b`, `64kb`, `5mb`, `1gb` (1 kb = 1024).
+fn bytes(text: &str) -> Result<u64, String> {
     let (n, unit) = split_unit(text.trim());
-    let count =
-        n.parse::<usize>().map_err(|_| format!("{text:?}: give packets (100) or bytes (64kb)"))?;
-    let bytes = |scale: usize| count.checked_mul(scale).map(QueueLimit::Bytes);
-    let limit = match unit.to_ascii_lowercase().as_str() {
-        "" => Some(QueueLimit::Packets(count)),
-        "b" => bytes(1),
-        "kb" => bytes(1024),
-        "mb" => bytes(1024 * 1024),
-        _ => None,
+    let count = n.parse::<u64>().map_err(|_| format!("{text:?}: give bytes: 100000, 64kb, 5mb"))?;
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1 << 10,
+        "mb" => 1 << 20,
+        "gb" => 1 << 30,
+        _ => return Err(format!("{text:?}: give bytes: 100000, 64kb, 5mb")),
     };
-    limit.ok_or_else(|| format!("{text:?}: give packets (100) or bytes (64kb, 1mb)"))
+    count.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[cfg(test)]
@@ -445,5 +580,8 @@ mod tests {
         assert_eq!(queue("100"), Ok(QueueLimit::Packets(100)));
         assert_eq!(queue("64kb"), Ok(QueueLimit::Bytes(65_536)));
         assert!(queue("64 kb").is_err() && queue("many").is_err());
+        assert_eq!(bytes("5mb"), Ok(5 << 20));
+        assert_eq!(bytes("100000"), Ok(100_000));
+        assert!(bytes("5 parsecs").unwrap_err().contains("give bytes"));
     }
 }

@@ -222,3 +222,65 @@ fn netns_condition_qlog_shows_the_packets_lost_on_a_lossy_link() {
     eprintln!("qlog across 5% loss: the server sent {sent} packets and logged {lost} lost");
     assert!(lost * 100 >= sent * 2 && lost * 100 <= sent * 10, "about 5% of {sent} lost: {lost}");
 }
+
+/// A TCP echo server on 127.0.0.1: each connection gets its bytes back and a close after the
+/// client's.
+fn echo_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+// No namespace here, but timed: it runs with the namespace scenarios (the `netns` prefix).
+#[test]
+fn netns_condition_proxy_mode_needs_no_root_delays_and_resets() {
+    let echo = echo_server().to_string();
+    let client = format!("echo hi | {NW} cat ${{NW_PROXY%:*}} ${{NW_PROXY##*:}}");
+    let run = |flags: &[&str]| {
+        #[allow(clippy::disallowed_methods, reason = "the test times the run")]
+        let started = std::time::Instant::now();
+        let out = Command::new(NW)
+            .args(["condition", "--json", "--proxy", &echo])
+            .args(flags)
+            .args(["--", "sh", "-c", &client])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err,
+            started.elapsed(),
+        )
+    };
+    // 2 × 50 ms: "hi" and the client's FIN go up together, the echo and the server's FIN
+    // come back a round trip later.
+    let (code, out, err, took) = run(&["--delay", "50ms"]);
+    eprintln!("nw condition --proxy --delay 50ms: echo in {took:?}");
+    assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
+    assert!(took >= std::time::Duration::from_millis(100), "a 100 ms round trip: {took:?}");
+    let counters: Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    assert!(counters["down"]["delivered"].as_u64().unwrap() >= 1, "{counters}");
+    // A reset at once: the client fails, and says so.
+    let (code, out, err, _) = run(&["--reset-after", "0"]);
+    assert_ne!(code, Some(0), "{err}");
+    assert_eq!(out, "");
+    assert!(err.to_lowercase().contains("reset"), "{err}");
+    // A stream cannot lose bytes: asked to, it says what to do instead.
+    let (code, _, err, _) = run(&["--loss", "1%"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--udp"), "{err}");
+}
