@@ -268,30 +268,13 @@ fn file_name(url: &str) -> Result<String, String> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let segment =
         path.split_once('/').map_or("", |(_, p)| p).rsplit('/').next().unwrap_or_default();
-    let name = percent_decode(segment);
+    let name = nw_connection::endpoint::percent_decode(segment);
     match name.as_deref() {
         Some(n) if !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\0']) => {
             Ok(n.to_owned())
         }
         _ => Err(format!("{url}: the URL names no file to save to; give -o FILE")),
     }
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A byte count for people (binary units).

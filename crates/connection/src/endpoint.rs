@@ -171,6 +171,25 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// `text` with each `%XX` replaced by the byte it stands for (RFC 3986, 2.1), or `None` when
+/// an escape is malformed or the result is not UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The fuzz target's body (`fuzz/`), also replayed over its corpus by the tests: any text
 /// either fails to parse or parses to an endpoint that prints and parses back to itself.
 #[doc(hidden)]

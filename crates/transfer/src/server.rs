@@ -316,10 +316,12 @@ async fn file_answer(
     Ok((b, Source::File { file, left: end - start }))
 }
 
-/// The file under `root` that `path` names, refusing anything that climbs out of it.
+/// The file under `root` that `path` names (percent-decoded), refusing anything that climbs
+/// out of it.
 fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
-    let relative = Path::new(path.split('?').next()?.trim_start_matches('/'));
-    if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+    let decoded = nw_connection::endpoint::percent_decode(path.split('?').next()?)?;
+    let relative = Path::new(decoded.trim_start_matches('/'));
+    if decoded.contains('\0') || relative.components().any(|c| !matches!(c, Component::Normal(_))) {
         return None;
     }
     let file = root.join(relative);
@@ -643,5 +645,33 @@ impl Embedded {
     /// `https://ADDR:PORT/path` for `path`.
     pub fn url(&self, path: &str) -> String {
         self.http.url(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_percent_decoded_and_never_climb_out_of_the_root() {
+        let root = std::env::temp_dir().join(format!("nw-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("my file.bin"), b"x").unwrap();
+        std::fs::write(root.join("sub/ü.bin"), b"x").unwrap();
+        assert_eq!(resolve(&root, "/my%20file.bin?x=1"), Some(root.join("my file.bin")));
+        assert_eq!(resolve(&root, "/sub/%C3%BC.bin"), Some(root.join("sub/ü.bin")));
+        assert_eq!(resolve(&root, "/sub%2F%C3%BC.bin"), Some(root.join("sub/ü.bin")));
+        for bad in [
+            "/%2e%2e/etc/passwd",
+            "/../etc/passwd",
+            "/sub/..%2F..%2Fetc",
+            "/a%ZZ",
+            "/%",
+            "/x%00",
+            "/%FF",
+        ] {
+            assert_eq!(resolve(&root, bad), None, "{bad}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
