@@ -242,13 +242,16 @@ impl Session {
         let dest = std::path::absolute(&job.dest)
             .map_err(|e| TransferError::io(&job.dest, "cannot make the path absolute", e))?;
         let part = part_path(&dest);
-        if dest.exists() && !job.force {
+        let record = self.store.find(&dest)?;
+        if dest.exists()
+            && !job.force
+            && !(job.resume && self.unrecorded_finish(&dest, &part, record.as_ref(), &job.url)?)
+        {
             return Err(TransferError::Usage(format!(
                 "{} exists; pass --force to replace it",
                 dest.display()
             )));
         }
-        let record = self.store.find(&dest)?;
         let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
         let mut partial = Partial::default();
         let mut restart: Option<RestartReason> = None;
@@ -287,6 +290,33 @@ impl Session {
             _ => {}
         }
         Ok(Admission { dest, part, record, partial, restart })
+    }
+
+    /// A run stopped between renaming `FILE.part` to `FILE` and recording the download done
+    /// leaves `FILE` complete, no `.part`, and a record that is not done. Then `FILE` goes
+    /// back to being the `.part` (and `true` is returned), so that the resume checks it with
+    /// the server (If-Range: still the same file?) and records it — instead of refusing to
+    /// touch `FILE` and leaving `--force`, a download from zero, as the only way on.
+    fn unrecorded_finish(
+        &self,
+        dest: &Path,
+        part: &Path,
+        record: Option<&Record>,
+        url: &str,
+    ) -> Result<bool, TransferError> {
+        let Some(r) = record.filter(|r| r.url == url && r.state != State::Done) else {
+            return Ok(false);
+        };
+        let len = std::fs::metadata(dest).map(|m| m.len()).ok();
+        if part.exists() || r.total.is_none() || len != r.total {
+            return Ok(false);
+        }
+        std::fs::rename(dest, part).map_err(|e| {
+            TransferError::io(dest, "cannot take the finished file back to check it", e)
+        })?;
+        sync_dir(dest);
+        tracing::info!(dest = %dest.display(), "finished before it was recorded; checking it again");
+        Ok(true)
     }
 
     #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of one download")]

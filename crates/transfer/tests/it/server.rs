@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use nw_quality::rpm;
 use nw_transfer::server::{self, Embedded, HttpServer};
+use nw_transfer::store::State;
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
-use crate::support::{Scratch, Tls, interrupt_and_resume, loopback, pattern, runtime, session};
+use crate::support::{
+    Scratch, Tls, interrupt_and_resume, job, loopback, pattern, runtime, session,
+};
 
 #[test]
 fn server_h1_and_h2_downloads_are_byte_exact_and_resume_with_if_range() {
@@ -54,6 +57,40 @@ fn server_h1_and_h2_downloads_are_byte_exact_and_resume_with_if_range() {
         assert_eq!(done.metrics.received, data.len() as u64 - offset, "{name}");
         assert!(std::fs::read(&dest).unwrap() == data, "{name}: the resumed file is byte-exact");
     }
+}
+
+#[test]
+fn server_a_run_stopped_between_the_rename_and_the_record_resumes_to_done() {
+    let scratch = Scratch::new("server-unrecorded");
+    let data = pattern(3 << 20, 45);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let rt = runtime();
+    let server = rt
+        .block_on(HttpServer::start(
+            loopback(),
+            Some(&scratch.www()),
+            None,
+            &server::Options::default(),
+        ))
+        .unwrap();
+    let config = Configuration { allow_http: true, http3: Http3::Off, ..Configuration::default() };
+    let session = session(&scratch, config);
+    let url = server.url("/file.bin");
+    let dest = scratch.0.join("file.bin");
+    rt.block_on(session.download(&job(url.clone(), &dest, false), &mut |_| {})).unwrap();
+    // What a kill between the rename and the record leaves: the whole file, a record that
+    // is not done.
+    let id = session.store().find(&dest).unwrap().unwrap().id;
+    session.store().set_state(id, State::Running, None, true).unwrap();
+    // Without --resume the file is still not touched.
+    let e = rt.block_on(session.download(&job(url.clone(), &dest, false), &mut |_| {}));
+    assert!(e.unwrap_err().to_string().contains("exists; pass --force"));
+    // With it, the file is checked with the server and recorded, not fetched again.
+    let done = rt.block_on(session.download(&job(url, &dest, true), &mut |_| {})).unwrap();
+    assert_eq!((done.metrics.received, done.resumed_from), (0, data.len() as u64));
+    assert!(std::fs::read(&dest).unwrap() == data, "the file is as it was");
+    assert_eq!(session.store().find(&dest).unwrap().unwrap().state, State::Done);
+    assert!(!scratch.0.join("file.bin.part").exists());
 }
 
 #[test]
