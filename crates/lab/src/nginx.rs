@@ -2,7 +2,8 @@
 //!
 //! It serves a directory at `/`, the same directory rate-limited at `/slow/`, and rate-limited
 //! with byte ranges switched off (`max_ranges 0`: every request gets the whole file, as from a
-//! server that ignores `Range`) at `/norange/`. Plain HTTP always; HTTPS (HTTP/1.1 and HTTP/2) on a
+//! server that ignores `Range`) at `/norange/`, and rate-limited to one request at a time (a
+//! second concurrent one gets 503, `limit_conn`) at `/one/`. Plain HTTP always; HTTPS (HTTP/1.1 and HTTP/2) on a
 //! second port when given a certificate.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -15,7 +16,8 @@ use crate::{Child, LabError};
 /// How nginx is set up.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// nginx's `limit_rate` for `/slow/` and `/norange/` (`"50m"`: 50 MB/s); 1 MB/s when unset.
+    /// nginx's `limit_rate` for `/slow/`, `/norange/` and `/one/` (`"50m"`: 50 MB/s); 1 MB/s
+    /// when unset.
     pub slow_rate: Option<String>,
     /// A certificate chain and key (PEM files) for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -80,8 +82,10 @@ impl Nginx {
                client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
                uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
                default_type application/octet-stream;
+               limit_conn_zone $binary_remote_addr zone=one:1m;
                server {{ listen 127.0.0.1:{http}; root {root};
                  location /slow/ {{ alias {root}/; limit_rate {rate}; }}
+                 location /one/ {{ alias {root}/; limit_conn one 1; limit_rate {rate}; }}
                  location /norange/ {{ alias {root}/; max_ranges 0; limit_rate {rate}; }} }}
                {tls_server}
              }}",

@@ -432,8 +432,18 @@ impl Session {
                 break (response, decision, ranges, Vec::new());
             }
             let rest = &ranges[1..];
+            // The first answer holds everything from `from` on unless it was asked for its
+            // range alone (a segmented download resuming).
+            let whole_rest = !matches!(plan, Plan::From { to: Some(_), .. });
             match self.open_segments((url, &job.url), &routes, rest, validator, total).await {
                 Ok(extra) => break 'attempt (response, decision, ranges, extra),
+                Err(Opened::Failed(e)) if whole_rest => {
+                    // The first connection works: it fetches the rest alone rather than the
+                    // download failing for want of a second.
+                    tracing::debug!("{}: a segment could not start: {e}", job.url);
+                    not_segmented = Some(format!("another connection failed ({e})"));
+                    break 'attempt (response, decision, Vec::new(), Vec::new());
+                }
                 Err(Opened::Failed(e)) => return Err(e),
                 Err(Opened::Restart(reason)) => {
                     tracing::debug!("{}: a segment: {}", job.url, reason.explain());

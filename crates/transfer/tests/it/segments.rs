@@ -1,6 +1,6 @@
 //! Segmented downloads from a real nginx: several ranges side by side, byte-exact, resumed
 //! segment by segment, restarted cleanly when the file changed, and one connection (with the
-//! reason) where ranges are refused. nginx's rate limit applies per connection, so the
+//! reason) where ranges or a second connection are refused. nginx's rate limit applies per connection, so the
 //! segments are also what makes these downloads faster.
 
 use nw_lab::nginx::{Nginx, Options as NginxOptions};
@@ -145,7 +145,7 @@ fn segments_a_file_changed_between_runs_restarts_cleanly() {
 }
 
 #[test]
-fn segments_a_server_refusing_ranges_or_a_small_file_gets_one_connection_and_says_why() {
+fn segments_refused_ranges_a_refused_connection_or_a_small_file_mean_one_connection() {
     let scratch = Scratch::new("seg-refused");
     let data = pattern(24 << 20, 15);
     std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
@@ -156,6 +156,8 @@ fn segments_a_server_refusing_ranges_or_a_small_file_gets_one_connection_and_say
     let cases = [
         ("/norange/file.bin", &data[..], "does not accept ranges"),
         ("/small.bin", &data[..6 << 20], "too little to split"),
+        // One request at a time: the others get 503, the first fetches everything.
+        ("/one/file.bin", &data[..], "another connection failed"),
     ];
     for (i, (path, expected, why)) in cases.into_iter().enumerate() {
         let dest = scratch.0.join(format!("{i}.bin"));
