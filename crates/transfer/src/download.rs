@@ -191,7 +191,7 @@ impl Session {
         let (url, security) = self.allowed(&job.url)?;
         let Admission { dest, part, record, partial, restart } = self.admit(job)?;
         let (dest, store) = (&dest, &self.store);
-        let file = lock_part(&part)?;
+        let file = lock_part(&part).await?;
         let resuming = partial.offset > 0;
         let id = if resuming {
             record.as_ref().map_or(0, |r| r.id)
@@ -334,7 +334,7 @@ impl Session {
     ) -> Result<Finished, TransferError> {
         let routes = self.routes(url, security)?;
         let origin = crate::origin(url);
-        let path = crate::pool::path_fingerprint();
+        let path = crate::pool::path_fingerprint().await;
         // With an HTTP/3 alternative on offer, only an HTTP/3 connection fits: a pooled TCP one
         // gives way to it (and stays pooled).
         let fits = |c: &http::Connection| routes.1.is_none() || c.protocol == http::Protocol::H3;
@@ -915,7 +915,7 @@ impl Drop for Finish {
 
 /// Opens `FILE.part` (creating it) and takes an exclusive lock on it, so two processes never
 /// write one download.
-fn lock_part(part: &Path) -> Result<File, TransferError> {
+async fn lock_part(part: &Path) -> Result<File, TransferError> {
     use std::os::fd::AsRawFd as _;
     let file = OpenOptions::new()
         .create(true)
@@ -932,7 +932,8 @@ fn lock_part(part: &Path) -> Result<File, TransferError> {
         if Instant::now() >= deadline {
             return Err(TransferError::Busy(part.to_owned()));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Not a thread sleep: other transfers on this runtime go on meanwhile.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(file)
 }

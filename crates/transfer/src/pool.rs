@@ -117,8 +117,13 @@ impl<C: Pooled> Pool<C> {
 }
 
 /// A fingerprint of the network path (usable interfaces, their addresses, gateways): when it
-/// changes, pooled connections are dropped. `None` when the path cannot be read.
-pub(crate) fn path_fingerprint() -> Option<u64> {
+/// changes, pooled connections are dropped. `None` when the path cannot be read. The netlink
+/// dump behind it blocks, so it runs on tokio's blocking pool.
+pub(crate) async fn path_fingerprint() -> Option<u64> {
+    tokio::task::spawn_blocking(fingerprint).await.ok().flatten()
+}
+
+fn fingerprint() -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let path = nw_path::current(&nw_path::Conditions::default()).ok()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -66,7 +66,7 @@ impl Session {
         let (parsed, security) = self.allowed(url)?;
         let routes = self.routes(&parsed, security)?;
         let origin = crate::origin(&parsed);
-        let path = crate::pool::path_fingerprint();
+        let path = crate::pool::path_fingerprint().await;
         let mut conn = match self.pool.take(&origin, path, Instant::now(), |_| true) {
             Some(c) => c,
             None => self.connect(&parsed, &routes, 1).await?,
