@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use nw_conditioner::link::Profile;
 use nw_conditioner::proxy::{Config, Faults, Proxy};
-use nw_transfer::server::{self, HttpServer};
 use nw_transfer::{Configuration, Http3};
 
-use crate::support::{Scratch, job, loopback, pattern, runtime, session};
+use crate::support::{Scratch, job, pattern, plain_server, runtime, session};
 
 #[test]
 fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
@@ -17,14 +16,7 @@ fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
     let data = pattern(16 << 20, 51);
     std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
     let rt = runtime();
-    let origin = rt
-        .block_on(HttpServer::start(
-            loopback(),
-            Some(&scratch.www()),
-            None,
-            &server::Options::default(),
-        ))
-        .unwrap();
+    let origin = plain_server(&rt, &scratch);
     let faults = Faults { reset_after: Some(5 << 20), ..Faults::default() };
     let config = Config { faults, ..Config::new(Profile::default(), Profile::default()) };
     let proxy = Proxy::tcp(origin.local_addr(), config).unwrap();

@@ -10,7 +10,7 @@ use nw_transfer::store::State;
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
 use crate::support::{
-    Scratch, Tls, interrupt_and_resume, job, loopback, pattern, runtime, session,
+    Scratch, Tls, interrupt_and_resume, job, loopback, pattern, plain_server, runtime, session,
 };
 
 #[test]
@@ -65,14 +65,7 @@ fn server_a_run_stopped_between_the_rename_and_the_record_resumes_to_done() {
     let data = pattern(3 << 20, 45);
     std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
     let rt = runtime();
-    let server = rt
-        .block_on(HttpServer::start(
-            loopback(),
-            Some(&scratch.www()),
-            None,
-            &server::Options::default(),
-        ))
-        .unwrap();
+    let server = plain_server(&rt, &scratch);
     let config = Configuration { allow_http: true, http3: Http3::Off, ..Configuration::default() };
     let session = session(&scratch, config);
     let url = server.url("/file.bin");

@@ -119,6 +119,21 @@ impl Tls {
     }
 }
 
+/// The embedded HTTP server, plain (no TLS), serving the scratch's `www` on loopback.
+pub(crate) fn plain_server(
+    rt: &tokio::runtime::Runtime,
+    scratch: &Scratch,
+) -> nw_transfer::server::HttpServer {
+    let options = nw_transfer::server::Options::default();
+    rt.block_on(nw_transfer::server::HttpServer::start(
+        loopback(),
+        Some(&scratch.www()),
+        None,
+        &options,
+    ))
+    .unwrap()
+}
+
 /// 127.0.0.1 with port 0: a server picks a free port.
 pub(crate) fn loopback() -> std::net::SocketAddr {
     std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
