@@ -37,11 +37,10 @@ pub struct LinkCounters {
 
 #[derive(Debug, Default)]
 struct Shared {
-    /// The latest profiles, as the control socket reads them.
+    /// The latest profiles: what the thread applies, and what the control socket reads.
     profiles: (Profile, Profile),
-    /// Changes the thread has not picked up yet.
-    up: Option<Profile>,
-    down: Option<Profile>,
+    /// Set since the thread last applied `profiles`.
+    changed: bool,
     stop: bool,
     counters: LinkCounters,
 }
@@ -61,14 +60,13 @@ impl Conditioned for Handle {
     fn set(&self, up: Option<Profile>, down: Option<Profile>) {
         {
             let mut shared = lock(&self.shared);
-            if let Some(p) = &up {
-                shared.profiles.0 = p.clone();
+            if let Some(p) = up {
+                shared.profiles.0 = p;
             }
-            if let Some(p) = &down {
-                shared.profiles.1 = p.clone();
+            if let Some(p) = down {
+                shared.profiles.1 = p;
             }
-            shared.up = up.or(shared.up.take());
-            shared.down = down.or(shared.down.take());
+            shared.changed = true;
         }
         poke(&self.wake);
     }
@@ -238,11 +236,10 @@ fn run(
             if s.stop {
                 return;
             }
-            if let Some(p) = s.up.take() {
-                links[0].set_profile(now, p);
-            }
-            if let Some(p) = s.down.take() {
-                links[1].set_profile(now, p);
+            if std::mem::take(&mut s.changed) {
+                // The direction that did not change gets its own profile again: no effect.
+                links[0].set_profile(now, s.profiles.0.clone());
+                links[1].set_profile(now, s.profiles.1.clone());
             }
         }
         if fds[2].revents != 0 {
