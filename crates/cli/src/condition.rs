@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use nw_conditioner::control::{self, Patch, Request};
-use nw_conditioner::link::{Profile, QueueLimit};
+use nw_conditioner::link::{LinkCounters, Profile, QueueLimit};
 use nw_conditioner::proxy::{Config, Faults, Proxy};
-use nw_conditioner::tun::{ConditionedLink, FAR_V4, LinkCounters, NEAR_V4};
+use nw_conditioner::tun::{ConditionedLink, FAR_V4, NEAR_V4};
 
 use crate::{Outcome, UsageError};
 

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::link::{Loss, Profile, QueueLimit};
-use crate::tun::LinkCounters;
+use crate::link::{LinkCounters, Loss, Profile, QueueLimit};
 
 /// A change to one direction's conditions: each field that is set replaces that setting;
 /// the rest stay as they are.

@@ -79,6 +79,15 @@ pub struct Counters {
     pub max_queue_bytes: usize,
 }
 
+/// Both directions' counters: a TUN link's, or a proxy's summed over its connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkCounters {
+    /// Client to server (near to far).
+    pub up: Counters,
+    /// Server to client (far to near).
+    pub down: Counters,
+}
+
 #[derive(Debug)]
 struct Packet {
     data: Vec<u8>,

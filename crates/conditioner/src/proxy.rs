@@ -31,8 +31,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{self, Conditioned};
-use crate::link::{Counters, Link, Loss, Profile, QueueLimit};
-use crate::tun::LinkCounters;
+use crate::link::{Counters, Link, LinkCounters, Loss, Profile, QueueLimit};
 
 /// TCP faults, counted per connection. "Toward the client" is the down direction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::time::Instant;
 use nw_lab::{Namespace, in_namespace};
 
 use crate::control::{self, Conditioned};
-use crate::link::{Counters, Link, Profile};
+use crate::link::{Link, LinkCounters, Profile};
 
 /// The near end's addresses.
 pub const NEAR_V4: &str = "192.0.2.1";
@@ -25,15 +25,6 @@ pub const NEAR_V6: &str = "2001:db8:c0::1";
 /// The far end's addresses.
 pub const FAR_V4: &str = "192.0.2.2";
 pub const FAR_V6: &str = "2001:db8:c0::2";
-
-/// Both directions' counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LinkCounters {
-    /// Near to far.
-    pub up: Counters,
-    /// Far to near.
-    pub down: Counters,
-}
 
 #[derive(Debug, Default)]
 struct Shared {
