@@ -153,25 +153,19 @@ impl Settings {
     /// Each direction's change: the preset's whole profile (when one is named), then the
     /// shared settings, then that direction's overrides.
     fn patches(&self) -> (Patch, Patch) {
-        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let one = |base: Option<&Profile>,
                    delay: Option<Duration>,
                    rate: Option<u64>,
                    loss: Option<f64>| {
-            let (queue_packets, queue_bytes) = match self.queue {
-                Some(QueueLimit::Packets(n)) => (Some(n), None),
-                Some(QueueLimit::Bytes(n)) => (None, Some(n)),
-                None => (None, None),
-            };
             let given = Patch {
                 rate_bps: rate.or(self.rate),
-                delay_us: delay.or(self.delay).map(us),
-                jitter_us: self.jitter.map(us),
-                dns_delay_us: self.dns_delay.map(us),
+                delay_us: delay.or(self.delay).map(control::micros),
+                jitter_us: self.jitter.map(control::micros),
+                dns_delay_us: self.dns_delay.map(control::micros),
                 loss: loss.or(self.loss),
-                queue_packets,
-                queue_bytes,
-            };
+                ..Patch::default()
+            }
+            .with_queue(self.queue);
             base.map_or_else(Patch::default, Patch::of).then(&given)
         };
         let preset = self.preset.as_ref();

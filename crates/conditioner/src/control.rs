@@ -50,20 +50,29 @@ pub struct Patch {
 impl Patch {
     /// Every field of `profile` (a Gilbert–Elliott loss shows as its mean).
     pub fn of(profile: &Profile) -> Self {
-        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let (queue_packets, queue_bytes) = match profile.queue {
-            QueueLimit::Packets(n) => (Some(n), None),
-            QueueLimit::Bytes(n) => (None, Some(n)),
-        };
         Self {
             rate_bps: Some(profile.rate_bps.unwrap_or(0)),
-            delay_us: Some(us(profile.delay)),
-            jitter_us: Some(us(profile.jitter)),
-            dns_delay_us: Some(us(profile.dns_delay)),
+            delay_us: Some(micros(profile.delay)),
+            jitter_us: Some(micros(profile.jitter)),
+            dns_delay_us: Some(micros(profile.dns_delay)),
             loss: Some(mean_loss(profile.loss)),
-            queue_packets,
-            queue_bytes,
+            ..Self::default()
         }
+        .with_queue(Some(profile.queue))
+    }
+
+    /// This patch with the queue set to `limit` in the field its unit names (the other one
+    /// cleared); `None` leaves the queue as it is.
+    #[must_use]
+    pub fn with_queue(mut self, limit: Option<QueueLimit>) -> Self {
+        match limit {
+            Some(QueueLimit::Packets(n)) => {
+                (self.queue_packets, self.queue_bytes) = (Some(n), None)
+            }
+            Some(QueueLimit::Bytes(n)) => (self.queue_packets, self.queue_bytes) = (None, Some(n)),
+            None => {}
+        }
+        self
     }
 
     /// Whether it changes nothing.
@@ -118,6 +127,11 @@ impl Patch {
         }
         p
     }
+}
+
+/// `d` in whole microseconds, the unit of a patch's durations.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn mean_loss(loss: Loss) -> f64 {
