@@ -356,7 +356,8 @@ async fn through_proxy(
             let mut cmd = std::process::Command::new("sh");
             cmd.args(["-c", server]).env("NW_SELF", target.to_string());
             cmd.env("NW_CONDITION", &socket.path).stdout(Stdio::null());
-            Some(LocalServer::spawn(cmd)?)
+            // Its own process group: the server and all it started end with the run.
+            Some(nw_lab::Child::spawn_group(cmd)?)
         }
         None => None,
     };
@@ -416,28 +417,6 @@ fn finish(
         (None, None) => 1,
     };
     Ok(Outcome::Exit(code))
-}
-
-/// A server command on this host, in a process group of its own so that all of it ends with
-/// the run.
-struct LocalServer(std::process::Child);
-
-impl LocalServer {
-    fn spawn(mut cmd: std::process::Command) -> anyhow::Result<Self> {
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start the server: {e}"))?;
-        Ok(Self(child))
-    }
-}
-
-impl Drop for LocalServer {
-    fn drop(&mut self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.0.id()) {
-            // SAFETY: kill(2) on the process group our own child leads; no memory involved.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-        }
-        let _ = self.0.wait();
-    }
 }
 
 /// Where the control socket lives; a directory nw made for it is removed on drop.

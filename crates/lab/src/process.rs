@@ -10,6 +10,8 @@ use crate::LabError;
 pub struct Child {
     inner: std::process::Child,
     command: String,
+    /// It leads a process group of its own, and signals go to the whole group.
+    group: bool,
 }
 
 impl Child {
@@ -17,7 +19,26 @@ impl Child {
         let command = describe(&cmd);
         let inner =
             cmd.spawn().map_err(|source| LabError::Spawn { command: command.clone(), source })?;
-        Ok(Self { inner, command })
+        Ok(Self { inner, command, group: false })
+    }
+
+    /// Starts `cmd` as the leader of a new process group, so that ending it ends what it
+    /// started too (a `sh -c` and its commands).
+    pub fn spawn_group(mut cmd: std::process::Command) -> Result<Self, LabError> {
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = Self::spawn(cmd)?;
+        child.group = true;
+        Ok(child)
+    }
+
+    /// Sends `signal` to the child, or to its group.
+    fn signal(&self, signal: libc::c_int) {
+        if let Ok(pid) = libc::pid_t::try_from(self.inner.id()) {
+            let target = if self.group { -pid } else { pid };
+            // SAFETY: kill(2) on a pid (or the group it leads) we spawned and have not reaped;
+            // no memory involved.
+            unsafe { libc::kill(target, signal) };
+        }
     }
 
     /// The child's standard input, if it was piped and not yet taken.
@@ -68,14 +89,14 @@ impl Child {
         if let Ok(Some(status)) = self.inner.try_wait() {
             return Some(status);
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.inner.id()) {
-            // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory involved.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+        self.signal(libc::SIGTERM);
         self.wait_for(Duration::from_secs(2)).ok()
     }
 
     fn kill(&mut self) {
+        if self.group {
+            self.signal(libc::SIGKILL);
+        }
         let _ = self.inner.kill();
         let _ = self.inner.wait();
     }

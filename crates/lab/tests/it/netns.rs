@@ -185,3 +185,20 @@ fn spawn_honours_the_callers_stdio() {
     child.stdout().unwrap().read_to_string(&mut out).unwrap();
     assert_eq!(out, "through the namespace\n");
 }
+
+#[test]
+fn a_group_child_takes_what_it_started_with_it() {
+    // The sleep is the shell's child, not the shell itself (the `; true` keeps sh from
+    // exec'ing it): only a signal to the group reaches it.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "sleep 30 & echo $!; wait; true"]).stdout(std::process::Stdio::piped());
+    let mut child = nw_lab::Child::spawn_group(cmd).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout().unwrap()), &mut line)
+        .unwrap();
+    let grandchild: u32 = line.trim().parse().unwrap();
+    drop(child);
+    std::thread::sleep(Duration::from_millis(100));
+    let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+    assert!(state.is_empty() || state.contains(") Z"), "{grandchild} still running: {state}");
+}
