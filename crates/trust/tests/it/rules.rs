@@ -370,68 +370,43 @@ fn weak_keys_and_sha1_signatures_made_by_openssl() {
         "30",
         "-sha256",
     ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:1024",
-        "-nodes",
-        "-keyout",
-        "l.key",
-        "-out",
-        "l.csr",
-        "-subj",
-        "/CN=weak.example",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "l.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "l.pem",
-        "-days",
-        "10",
-        "-sha1",
-        "-extfile",
-        "ext",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime192v1",
-        "-nodes",
-        "-keyout",
-        "p192.key",
-        "-out",
-        "p192.csr",
-        "-subj",
-        "/CN=weak.example",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "p192.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "p192.pem",
-        "-days",
-        "10",
-        "-sha256",
-        "-extfile",
-        "ext",
-    ]);
+    // A leaf for weak.example under that root: `name`.key/.csr/.pem, its key made by
+    // `newkey`, signed with `digest`.
+    let leaf = |name: &str, newkey: &[&str], digest: &str| {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        let mut req = vec!["req"];
+        req.extend_from_slice(newkey);
+        req.extend_from_slice(&[
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=weak.example",
+        ]);
+        run(&req);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "10",
+            digest,
+            "-extfile",
+            "ext",
+        ]);
+    };
+    leaf("l", &["-newkey", "rsa:1024"], "-sha1");
+    leaf("p192", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime192v1"], "-sha256");
     let chain = nw_trust::anchors::load_pem(&dir.join("l.pem")).unwrap();
     let p192 = nw_trust::anchors::load_pem(&dir.join("p192.pem")).unwrap();
     let anchor = nw_trust::anchors::load_pem(&dir.join("ca.pem")).unwrap().remove(0);
