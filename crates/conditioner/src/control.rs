@@ -236,10 +236,6 @@ impl Server {
             })?;
         Ok(Self { path: path.to_owned(), stop, thread: Some(thread) })
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for Server {

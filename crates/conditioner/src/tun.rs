@@ -114,11 +114,6 @@ impl ConditionedLink {
         self.handle.set(up, down);
     }
 
-    /// The current (up, down) profiles.
-    pub fn profiles(&self) -> (Profile, Profile) {
-        self.handle.profiles()
-    }
-
     /// What has happened so far.
     pub fn counters(&self) -> LinkCounters {
         self.handle.counters()
