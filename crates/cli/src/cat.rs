@@ -20,6 +20,7 @@ use nw_trust::verifier::TrustVerifier;
 use tokio::io::AsyncWriteExt;
 
 use crate::Outcome;
+use crate::scratch::Scratch;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -428,7 +429,7 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
         }
         (true, ..) => {
             let (config, dir) = throwaway_identity(args, at)?;
-            throwaway = Some(RemoveOnDrop(dir));
+            throwaway = Some(dir);
             Some(config)
         }
     };
@@ -462,22 +463,13 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
     Ok(outcome)
 }
 
-/// The throwaway CA's root is useless once this process is gone: its directory goes with it.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A server identity from a throwaway test CA, for `-l --tls` without --cert: names
 /// localhost, the loopback addresses and the listening address. Its root goes to a file whose
 /// path is printed, for clients' --anchor.
 fn throwaway_identity(
     args: &Args,
     at: std::net::SocketAddr,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, PathBuf)> {
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Scratch)> {
     let ca = nw_trust::ca::TestCa::new("nw cat throwaway test CA")?;
     let listen_ip = at.ip().to_string();
     let mut names = vec!["localhost", "127.0.0.1", "::1"];
@@ -490,9 +482,9 @@ fn throwaway_identity(
         rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
             .map_err(|e| anyhow::anyhow!("the throwaway key: {e}"))?
     };
-    let dir = std::env::temp_dir().join(format!("nw-cat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let root = dir.join("root.pem");
+    // The throwaway CA's root is useless once this process is gone: its directory goes with it.
+    let dir = Scratch::new("cat")?;
+    let root = dir.path().join("root.pem");
     std::fs::write(&root, ca.cert_pem()).with_context(|| format!("writing {}", root.display()))?;
     crate::output::error_line(&format!(
         "nw cat: TLS with a throwaway test CA; clients can trust it with --anchor {}",

@@ -18,6 +18,7 @@ use nw_conditioner::link::{LinkCounters, Profile, QueueLimit};
 use nw_conditioner::proxy::{Config, Faults, Proxy};
 use nw_conditioner::tun::{ConditionedLink, FAR_V4, NEAR_V4};
 
+use crate::scratch::Scratch;
 use crate::{Outcome, UsageError};
 
 /// nw's own failure, as `env`, `nice` and `timeout` report theirs.
@@ -419,32 +420,22 @@ fn finish(
     Ok(Outcome::Exit(code))
 }
 
-/// Where the control socket lives; a directory nw made for it is removed on drop.
+/// Where the control socket lives, and the directory nw made for it (removed on drop).
 struct ControlSocket {
     path: PathBuf,
-    made: Option<PathBuf>,
+    _dir: Option<Scratch>,
 }
 
 impl ControlSocket {
     fn new(given: Option<&Path>) -> anyhow::Result<Self> {
         if let Some(path) = given {
-            return Ok(Self { path: path.to_owned(), made: None });
+            return Ok(Self { path: path.to_owned(), _dir: None });
         }
-        let dir = std::env::temp_dir().join(format!("nw-condition-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", dir.display()))?;
-        let path = dir.join("control.sock");
+        let dir = Scratch::new("condition")?;
+        let path = dir.path().join("control.sock");
         // A socket left by an earlier nw with this pid (after a kill -9) is stale.
         let _ = std::fs::remove_file(&path);
-        Ok(Self { path, made: Some(dir) })
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.made {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        Ok(Self { path, _dir: Some(dir) })
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::Outcome;
 use crate::output;
+use crate::scratch::Scratch;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -389,8 +390,11 @@ async fn trust() -> Section {
 /// failing is a warning (UDP may be filtered); the others failing is a failure.
 async fn transfer() -> Section {
     const SIZE: usize = 4 << 20;
-    let dir = Scratch(std::env::temp_dir().join(format!("nw-doctor-{}", std::process::id())));
-    let www = dir.0.join("www");
+    let dir = match Scratch::new("doctor") {
+        Ok(dir) => dir,
+        Err(e) => return Section::new("transfer", Level::Fail, format!("{e:#}"), Value::Null),
+    };
+    let www = dir.path().join("www");
     let mut data = vec![0u8; SIZE];
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     for chunk in data.chunks_mut(8) {
@@ -403,7 +407,7 @@ async fn transfer() -> Section {
     if let Err(e) =
         std::fs::create_dir_all(&www).and_then(|()| std::fs::write(www.join("doctor.bin"), &data))
     {
-        let why = format!("cannot write a test file under {}: {e}", dir.0.display());
+        let why = format!("cannot write a test file under {}: {e}", dir.path().display());
         return Section::new("transfer", Level::Fail, why, Value::Null);
     }
     let options = nw_transfer::server::Options::default();
@@ -437,7 +441,7 @@ async fn transfer() -> Section {
             request_timeout: Duration::from_secs(5),
             ..nw_transfer::Configuration::default()
         };
-        let dest = dir.0.join(format!("{}.bin", name.replace('/', "")));
+        let dest = dir.path().join(format!("{}.bin", name.replace('/', "")));
         let job = nw_transfer::Download {
             url: url.clone(),
             dest: dest.clone(),
@@ -475,14 +479,6 @@ async fn transfer() -> Section {
 }
 
 /// A scratch directory removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Races to the target the caller named (TCP; TLS with the system's anchors for https:// and
 /// wss://), and reports how.
 async fn target_section(text: &str) -> Section {

@@ -15,6 +15,7 @@ mod get;
 mod output;
 mod path;
 mod quality;
+mod scratch;
 mod transfers;
 mod trust;
 
