@@ -6,7 +6,8 @@
 //! medians of throughput, CPU seconds per GB (of the client) and peak RSS.
 //!
 //! Run: `cargo bench -p nw --bench download` (1 GiB, 3 runs). `NW_BENCH_SMOKE=1`: 64 MiB, one
-//! run. `NW_BENCH_SIZE_MB=10240` for the 10 GB flat-memory check (free disk is checked first).
+//! run. `NW_BENCH_SIZE_MB=10240` for the 10 GB flat-memory check (free disk is checked first),
+//! with `NW_BENCH_ONLY=nw,curl` (rows whose names contain one of these) to keep it short.
 
 #![allow(clippy::disallowed_methods, reason = "benchmark: measures wall-clock time")]
 #![allow(
@@ -175,6 +176,7 @@ fn main() {
         ("limit: dd 1 MiB writes + fdatasync", Box::new(|| dd(true))),
         ("nw get (durable checkpoints)", Box::new(|| nw_get(&url, &[]))),
         ("nw get --no-fsync", Box::new(|| nw_get(&url, &["--no-fsync"]))),
+        ("nw get --buffered (page cache)", Box::new(|| nw_get(&url, &["--buffered"]))),
         ("nw get --segments 4", Box::new(|| nw_get(&url, &["--segments", "4"]))),
         ("curl", Box::new(|| curl(&url, &out))),
         ("aria2c -x1", Box::new(|| aria2("1"))),
@@ -202,6 +204,12 @@ fn main() {
             }),
         ),
     ];
+    // NW_BENCH_ONLY=a,b: only the rows whose names contain one of these (the 10 GB run).
+    let only = std::env::var("NW_BENCH_ONLY").ok();
+    let tools: Vec<_> = tools
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| o.split(',').any(|p| name.contains(p))))
+        .collect();
     let mut results: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
         vec![(Vec::new(), Vec::new(), Vec::new()); tools.len()];
     for _ in 0..runs {

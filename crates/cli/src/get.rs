@@ -91,6 +91,10 @@ pub(crate) struct SessionArgs {
     /// Checkpoint without fsync: survives the process being killed, not a power loss.
     #[arg(long)]
     no_fsync: bool,
+    /// Write through the page cache even for large files (from 64 MiB they are written around
+    /// it with O_DIRECT, which saves a copy of every byte).
+    #[arg(long)]
+    buffered: bool,
     /// Give up when no data arrives for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     timeout: u64,
@@ -111,6 +115,7 @@ impl SessionArgs {
                 _ => Http3::Discover,
             },
             durable: !self.no_fsync,
+            direct_from: if self.buffered { None } else { Configuration::default().direct_from },
             request_timeout: Duration::from_secs(self.timeout.max(1)),
             ..Configuration::default()
         };

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use nw_connection::endpoint::{Endpoint, Url};
@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::resume::{self, Decision, Partial, Plan, RestartReason, Segment};
+use crate::sink::{Gather, Pool, Sink};
 use crate::store::{Record, State, Store};
 use crate::{Session, TransferError, http};
 
@@ -673,12 +674,13 @@ impl Session {
         // makes a last checkpoint of what the writer wrote.
         let _finish = Finish(shared.clone());
         let (tx, mut rx) = mpsc::channel::<(usize, Bytes)>(WRITE_QUEUE);
+        let direct = self.config.direct_from.zip(total).is_some_and(|(from, t)| t >= from);
+        let mut sink = Sink::new(file, part, direct);
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("nw-write".into())
                 .spawn(move || -> std::io::Result<()> {
-                    use std::os::unix::fs::FileExt as _;
                     while let Some((i, chunk)) = rx.blocking_recv() {
                         let len = chunk.len() as u64;
                         let at = {
@@ -696,7 +698,7 @@ impl Session {
                             }
                             l.segs[i].start + l.segs[i].written
                         };
-                        file.write_all_at(&chunk, at)?;
+                        sink.write_at(&chunk, at)?;
                         let mut l = shared.lock();
                         l.segs[i].written += len;
                         shared.changed.notify_all();
@@ -730,10 +732,11 @@ impl Session {
         let started = Instant::now();
         let idle = self.config.request_timeout;
         let count = streams.len();
+        let pool = Pool::new(CHUNK);
         let mut readers: FuturesUnordered<_> = streams
             .into_iter()
             .enumerate()
-            .map(|(i, s)| read(i, s, tx.clone(), hash_tx.clone(), idle))
+            .map(|(i, s)| read(i, s, &pool, tx.clone(), hash_tx.clone(), idle))
             .collect();
         drop(tx);
         drop(hash_tx);
@@ -849,18 +852,20 @@ fn view(response: &http::Response) -> resume::Response<'_> {
     }
 }
 
-/// Reads stream `i` to its end (or to the end of its range), sending 1 MiB chunks to the writer
-/// and, when hashing, to the hasher. Returns the bytes received and whether the body ended.
+/// Reads stream `i` to its end (or to the end of its range), sending chunks of up to 1 MiB
+/// (gathered at their file alignment, see [`sink`]) to the writer and, when hashing, to the
+/// hasher. Returns the bytes received and whether the body ended.
 async fn read(
     i: usize,
     mut stream: Stream,
+    pool: &Pool,
     tx: mpsc::Sender<(usize, Bytes)>,
     hash: Option<mpsc::Sender<Bytes>>,
     idle: Duration,
 ) -> Result<(usize, u64, bool), TransferError> {
     let limit = stream.end.map(|end| end - stream.start);
     let mut got: u64 = 0;
-    let mut buf = BytesMut::with_capacity(CHUNK);
+    let mut gather = Gather::new(pool.clone(), stream.start);
     let ended = loop {
         if limit == Some(got) && !stream.exact {
             break false;
@@ -884,21 +889,15 @@ async fn read(
             data.truncate(usize::try_from(limit - got).unwrap_or(usize::MAX));
         }
         got += data.len() as u64;
-        let chunk = if buf.is_empty() && data.len() >= CHUNK / 2 {
-            Some(data)
-        } else {
-            buf.extend_from_slice(&data);
-            (buf.len() >= CHUNK).then(|| buf.split().freeze())
-        };
-        if let Some(chunk) = chunk {
-            send(i, &tx, hash.as_ref(), chunk).await?;
-            if buf.capacity() < CHUNK {
-                buf.reserve(CHUNK);
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            if let Some(chunk) = gather.take(&mut rest) {
+                send(i, &tx, hash.as_ref(), chunk).await?;
             }
         }
     };
-    if !buf.is_empty() {
-        send(i, &tx, hash.as_ref(), buf.split().freeze()).await?;
+    if let Some(chunk) = gather.close() {
+        send(i, &tx, hash.as_ref(), chunk).await?;
     }
     Ok((i, got, ended))
 }

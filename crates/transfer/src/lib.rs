@@ -39,6 +39,7 @@ pub mod responsiveness;
 pub mod resume;
 pub mod scheduler;
 pub mod server;
+mod sink;
 pub mod store;
 pub mod tasks;
 
@@ -73,6 +74,9 @@ pub struct Configuration {
     pub durable: bool,
     /// The most a download runs ahead of its last checkpoint: what a `kill -9` can cost.
     pub checkpoint_bytes: u64,
+    /// Write files of this size and more around the page cache (`O_DIRECT`), which saves a
+    /// copy of every byte (64 MiB by default; `None`: always through the page cache).
+    pub direct_from: Option<u64>,
 }
 
 impl Default for Configuration {
@@ -90,6 +94,7 @@ impl Default for Configuration {
             default_trust: nw_trust::Options::default(),
             durable: true,
             checkpoint_bytes: 64 << 20,
+            direct_from: Some(64 << 20),
         }
     }
 }

@@ -33,7 +33,13 @@ fn interrupted(
 ) -> (Nginx, nw_transfer::Session, std::path::PathBuf, String) {
     std::fs::write(scratch.www().join("file.bin"), data).unwrap();
     let server = nginx(scratch, &slow("8m"));
-    let config = Configuration { checkpoint_bytes: 4 << 20, ..Configuration::default() };
+    // Written around the page cache whatever the size, so resumes at unaligned checkpoints
+    // and segment boundaries go through the direct writer.
+    let config = Configuration {
+        checkpoint_bytes: 4 << 20,
+        direct_from: Some(0),
+        ..Configuration::default()
+    };
     let session = session(scratch, config);
     let dest = scratch.0.join("file.bin");
     let url = server.url("/slow/file.bin");
@@ -60,7 +66,13 @@ fn segments_four_ranges_side_by_side_are_byte_exact_over_http1_and_http2() {
         &scratch,
         &NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() },
     );
-    let config = Configuration { trust: tls.trust.clone(), ..Configuration::default() };
+    // Around the page cache (as files from 64 MiB are), with segment boundaries off the
+    // 4 KiB blocks.
+    let config = Configuration {
+        trust: tls.trust.clone(),
+        direct_from: Some(0),
+        ..Configuration::default()
+    };
     let session = session(&scratch, config);
     let rt = runtime();
     for (url, protocol) in [
