@@ -38,7 +38,7 @@ const HASH_QUEUE: usize = 16;
 /// The least a throughput sample for the quality monitor covers.
 const SAMPLE_BYTES: u64 = 256 << 10;
 /// How often progress is reported.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// One download.
 #[derive(Debug, Clone)]

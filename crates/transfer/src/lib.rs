@@ -28,6 +28,9 @@ use nw_connection::driver::{Params, Resolver};
 use nw_connection::endpoint::Url;
 use nw_connection::tls;
 
+/// HTTP methods, as [`tasks::Upload`] takes them.
+pub use hyper::Method;
+
 pub mod altsvc;
 pub mod download;
 mod http;

@@ -4,16 +4,20 @@
 //! Both make the same policy and trust decisions as downloads and use the session's pool. A
 //! data task (a GET) that fails on a reused connection before any answer is sent once more on
 //! a fresh one; an upload is not retried (a POST may not be idempotent), and it always gets a
-//! connection of its own, since a pooled one may have died while idle.
+//! connection of its own, since a pooled one may have died while idle. An upload reports its
+//! progress, and fails instead of hanging when the peer stops reading.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use tokio::io::AsyncReadExt as _;
 
+use crate::download::{Event, PROGRESS_EVERY};
 use crate::http::{Connection, Response};
 use crate::metrics::Metrics;
 use crate::{Session, TransferError};
@@ -92,8 +96,20 @@ impl Session {
 
     /// Sends the file `job.source` to `job.url` as the body of a PUT or POST, with its length
     /// in `Content-Length`. A status other than 2xx is an error.
-    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
     pub async fn upload(&self, job: &Upload) -> Result<Uploaded, TransferError> {
+        self.upload_observed(job, &mut |_| {}).await
+    }
+
+    /// [`upload`](Self::upload), telling `on` how much of the body has gone (as
+    /// [`Event::Progress`], `written` counting bytes sent) four times a second. When neither a
+    /// body byte goes nor the answer comes for the request timeout (a peer that stopped
+    /// reading), the upload fails instead of hanging.
+    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
+    pub async fn upload_observed(
+        &self,
+        job: &Upload,
+        on: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Uploaded, TransferError> {
         let started = Instant::now();
         let (parsed, security) = self.allowed(&job.url)?;
         let routes = self.routes(&parsed, security)?;
@@ -108,14 +124,21 @@ impl Session {
         let mut conn: Connection = self.connect(&parsed, &routes, 1).await?;
         let connected = started.elapsed();
         let source = job.source.clone();
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
         let pieces = futures_util::stream::unfold(Some(file), move |file| {
-            let source = source.clone();
+            let (source, counter) = (source.clone(), counter.clone());
             async move {
                 let mut file = file?;
                 let mut buf = BytesMut::with_capacity(CHUNK);
                 match file.read_buf(&mut buf).await {
                     Ok(0) => None,
-                    Ok(_) => Some((Ok(Frame::data(buf.freeze())), Some(file))),
+                    Ok(n) => {
+                        // Counted as it is handed over: hyper writes a piece before asking
+                        // for the next, so this runs at most one piece ahead of the socket.
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                        Some((Ok(Frame::data(buf.freeze())), Some(file)))
+                    }
                     Err(e) => {
                         let e = std::io::Error::new(e.kind(), format!("{}: {e}", source.display()));
                         Some((Err(e), None))
@@ -127,7 +150,8 @@ impl Session {
             [("content-type", job.content_type.clone()), ("content-length", len.to_string())];
         let asked = started.elapsed();
         let body = StreamBody::new(pieces).boxed();
-        let mut response = conn.request(job.method.clone(), &parsed, &headers, Some(body)).await?;
+        let request = conn.request(job.method.clone(), &parsed, &headers, Some(body));
+        let mut response = watch(request, &sent, len, self.config.request_timeout, on).await?;
         let first_byte = started.elapsed();
         if !(200..300).contains(&response.status) {
             return Err(TransferError::Status { url: job.url.clone(), status: response.status });
@@ -143,6 +167,49 @@ impl Session {
             0,
         );
         Ok(Uploaded { status: response.status, sent: len, response: answer, metrics })
+    }
+}
+
+/// Awaits `request`, reporting the bytes `sent` of `len` every [`PROGRESS_EVERY`], and failing
+/// once nothing has moved for `idle`.
+#[allow(clippy::disallowed_methods, reason = "progress rates and the idle limit read the clock")]
+async fn watch<T>(
+    request: impl Future<Output = Result<T, TransferError>>,
+    sent: &AtomicU64,
+    len: u64,
+    idle: Duration,
+    on: &mut (dyn FnMut(Event) + Send),
+) -> Result<T, TransferError> {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.tick().await;
+    let (mut last, mut moved) = (0, Instant::now());
+    let progress = |n: u64| Event::Progress {
+        written: n,
+        total: Some(len),
+        rate: n as f64 / started.elapsed().as_secs_f64().max(1e-3),
+    };
+    let mut request = std::pin::pin!(request);
+    loop {
+        tokio::select! {
+            result = &mut request => {
+                on(progress(sent.load(Ordering::Relaxed)));
+                return result;
+            }
+            _ = tick.tick() => {
+                let now = sent.load(Ordering::Relaxed);
+                if now != last {
+                    (last, moved) = (now, Instant::now());
+                } else if moved.elapsed() >= idle {
+                    return Err(TransferError::Timeout(format!(
+                        "the upload made no progress for {} s ({} of {len} bytes sent, no answer)",
+                        idle.as_secs(),
+                        now
+                    )));
+                }
+                on(progress(now));
+            }
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! Downloads through the conditioner's loopback proxy (no root): a connection reset in the
 //! middle of the body fails the download with its checkpoint kept, and the resume is
-//! byte-exact; a connection that stalls fails after the request timeout instead of hanging.
+//! byte-exact; a connection that stalls fails after the request timeout instead of hanging, for
+//! a download and for an upload alike.
 
 use std::time::{Duration, Instant};
 
 use nw_conditioner::link::Profile;
 use nw_conditioner::proxy::{Config, Faults, Proxy};
-use nw_transfer::{Configuration, Http3};
+use nw_transfer::tasks::Upload;
+use nw_transfer::{Configuration, Event, Http3, Method};
 
 use crate::support::{Scratch, job, pattern, plain_server, runtime, session};
 
@@ -59,4 +61,46 @@ fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
     assert!(e.to_string().starts_with("timed out"), "{e:?}");
     assert!(e.to_string().contains("run again with --resume"), "{e}");
     assert!(took < Duration::from_secs(8), "the 2 s timeout fired, no hang: {took:?}");
+}
+
+#[test]
+fn proxy_an_upload_to_a_peer_that_stops_reading_times_out_instead_of_hanging() {
+    let scratch = Scratch::new("proxy-upload-stall");
+    let source = scratch.0.join("up.bin");
+    std::fs::write(&source, pattern(32 << 20, 52)).unwrap();
+    let rt = runtime();
+    let origin = plain_server(&rt, &scratch);
+    // Accepted, then never read from nor answered.
+    let faults = Faults { stall_after: Some(0), ..Faults::default() };
+    let config = Config { faults, ..Config::new(Profile::default(), Profile::default()) };
+    let proxy = Proxy::tcp(origin.local_addr(), config).unwrap();
+    let config = Configuration {
+        allow_http: true,
+        http3: Http3::Off,
+        request_timeout: Duration::from_secs(2),
+        ..Configuration::default()
+    };
+    let session = session(&scratch, config);
+    let job = Upload {
+        url: format!("http://{}/slurp", proxy.local_addr()),
+        source,
+        method: Method::PUT,
+        content_type: "application/octet-stream".into(),
+    };
+    let mut last = 0;
+    #[allow(clippy::disallowed_methods, reason = "the test times the failure")]
+    let started = Instant::now();
+    let e = rt
+        .block_on(session.upload_observed(&job, &mut |e| {
+            if let Event::Progress { written, .. } = e {
+                last = written;
+            }
+        }))
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("an upload into a stall: failed after {took:?} with {last} bytes handed over: {e}");
+    assert!(e.to_string().starts_with("timed out") && e.transient(), "{e:?}");
+    assert!(e.to_string().contains("no progress for 2 s"), "{e}");
+    assert!(last < 32 << 20, "the stalled peer took at most the socket buffers: {last}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
 }
