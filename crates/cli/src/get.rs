@@ -226,13 +226,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     let line = serde_json::json!({"event": "failed", "url": job.url, "error": e.to_string(), "transient": e.transient()});
                     crate::output::line(&line.to_string())?;
                 } else {
-                    crate::output::error_line(&format!("nw: {}: {e}", job.url));
+                    crate::output::error_line(&format!("nw: {}", with_url(&job.url, &e)));
                 }
                 outcome = Outcome::Negative;
             }
         }
     }
     Ok(outcome)
+}
+
+/// `URL: ERROR`, unless the error names the URL itself.
+pub(crate) fn with_url(url: &str, e: &TransferError) -> String {
+    if matches!(e, TransferError::Status { .. }) { e.to_string() } else { format!("{url}: {e}") }
 }
 
 /// `nw get --queue`: records each job in the store, or refuses it with the reason.

@@ -14,6 +14,7 @@ mod doctor;
 mod get;
 mod output;
 mod path;
+mod put;
 mod quality;
 mod scratch;
 mod transfers;
@@ -44,6 +45,8 @@ enum Command {
     Get(Box<get::Args>),
     /// The network path: satisfied or not, why, over which interfaces.
     Path(path::Args),
+    /// Upload a file (PUT, or POST), streamed, with progress; the answer goes to stdout.
+    Put(Box<put::Args>),
     /// Measure the link under load: goodput down and up, idle latency, responsiveness (RPM).
     Quality(Box<quality::Args>),
     /// The transfer queue (`nw get --queue`): list it, run it, clear finished transfers.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             Command::Cat(args) => cat::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Get(args) => get::run(*args).await,
+            Command::Put(args) => put::run(*args).await,
             Command::Path(args) => path::run(args).await,
             Command::Quality(args) => quality::run(*args).await,
             Command::Cert(args) => cert::run(args),

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::{Child, LabError};
 
-/// How nginx is set up.
+/// How nginx is set up. Besides the root, it serves `/slow/`, `/one/` (one connection per
+/// client) and `/norange/` with `slow_rate`, and takes uploads: `PUT /put/NAME` writes
+/// `ROOT/put/NAME`.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// nginx's `limit_rate` for `/slow/`, `/norange/` and `/one/` (`"50m"`: 50 MB/s); 1 MB/s
@@ -55,12 +57,20 @@ impl Nginx {
         let https = options.tls.as_ref().map(|_| free_port()).transpose()?;
         let root = root.canonicalize()?;
         let rate = options.slow_rate.as_deref().unwrap_or("1m");
+        // Uploads: PUT /put/NAME stores the body as ROOT/put/NAME (WebDAV's PUT, any size).
+        std::fs::create_dir_all(root.join("put"))?;
+        let put = format!(
+            "location /put/ {{ alias {}/put/; dav_methods PUT; create_full_put_path on;
+               client_max_body_size 0; }}",
+            root.display()
+        );
         let tls_server = match (&options.tls, https) {
             (Some((cert, key)), Some(port)) => format!(
                 "server {{ listen 127.0.0.1:{port} ssl http2; root {root};
                    ssl_certificate {cert}; ssl_certificate_key {key}; {alt_svc}
                    location /slow/ {{ alias {root}/; limit_rate {rate}; }}
-                   location /norange/ {{ alias {root}/; max_ranges 0; limit_rate {rate}; }} }}",
+                   location /norange/ {{ alias {root}/; max_ranges 0; limit_rate {rate}; }}
+                   {put} }}",
                 root = root.display(),
                 cert = cert.canonicalize()?.display(),
                 key = key.canonicalize()?.display(),
@@ -86,7 +96,8 @@ impl Nginx {
                server {{ listen 127.0.0.1:{http}; root {root};
                  location /slow/ {{ alias {root}/; limit_rate {rate}; }}
                  location /one/ {{ alias {root}/; limit_conn one 1; limit_rate {rate}; }}
-                 location /norange/ {{ alias {root}/; max_ranges 0; limit_rate {rate}; }} }}
+                 location /norange/ {{ alias {root}/; max_ranges 0; limit_rate {rate}; }}
+                 {put} }}
                {tls_server}
              }}",
             root = root.display(),

@@ -349,3 +349,57 @@ fn get_segments_fetches_ranges_side_by_side_checks_the_digest_and_queues_them() 
     assert_eq!(done.expect("a done line")["segments"], 3);
     assert_eq!(sha256sum(&scratch.0.join("q.bin")), digest);
 }
+
+#[test]
+fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
+    let scratch = scratch("put");
+    let data: Vec<u8> =
+        (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11).to_le_bytes()[0]).collect();
+    let source = scratch.0.join("source.bin");
+    std::fs::write(&source, &data).unwrap();
+    let ca = nw_trust::ca::TestCa::new("nw put test CA").unwrap();
+    let issued = ca.server(&["127.0.0.1"]).unwrap();
+    let (cert, key, anchor) =
+        (scratch.0.join("cert.pem"), scratch.0.join("key.pem"), scratch.0.join("ca.pem"));
+    std::fs::write(&cert, &issued.chain_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    std::fs::write(&anchor, ca.cert_pem()).unwrap();
+    let server = Nginx::start(
+        &scratch.0.join("www"),
+        &Options { tls: Some((cert, key)), ..Options::default() },
+    )
+    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let anchor = anchor.to_string_lossy().into_owned();
+    let put = |args: &[&str]| nw(&scratch, &[&["put"], args].concat()).output().unwrap();
+
+    // Plain HTTP (a loopback literal needs no --allow-http), JSON progress and result.
+    let out = put(&["--json", "source.bin", &server.url("/put/a.bin")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    let done = lines.iter().find(|v| v["event"] == "done").expect("a done line");
+    assert_eq!((done["status"].as_u64(), done["sent"].as_u64()), (Some(201), Some(24 << 20)));
+    assert_eq!(done["metrics"]["protocol"], "http/1.1");
+    let last = lines.iter().rfind(|v| v["event"] == "progress").expect("progress lines");
+    assert_eq!(last["written"].as_u64(), Some(24 << 20), "{last}");
+    assert!(std::fs::read(scratch.0.join("www/put/a.bin")).unwrap() == data, "byte-exact");
+
+    // HTTPS with a private anchor: HTTP/2, and the summary on stderr.
+    let out = put(&["--anchor", &anchor, "source.bin", &server.https_url("/put/b.bin").unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("over h2") && stderr.contains(": 201"), "{stderr}");
+    assert!(std::fs::read(scratch.0.join("www/put/b.bin")).unwrap() == data, "byte-exact");
+
+    // The server refuses a POST to a file: a negative result that names the status once.
+    let out = put(&["--post", "source.bin", &server.url("/put/a.bin")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("answered 405"), "{stderr}");
+    assert_eq!(stderr.matches("/put/a.bin").count(), 1, "the URL once: {stderr}");
+    // A file that is not there: a usage error that names it, before any connection.
+    let out = put(&["absent.bin", &server.url("/put/d.bin")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("absent.bin"), "{stderr}");
+    assert!(!scratch.0.join("www/put/d.bin").exists());
+}
