@@ -3,7 +3,8 @@
 //! measured in the same run (loopback HTTP into /dev/null, and writing a file with dd, with and
 //! without fdatasync). HTTPS rows compare HTTP/1.1 and HTTP/2 from nginx with HTTP/3 from
 //! ngtcp2's gtlsserver and from our own h3 server (nginx and curl here have no HTTP/3). Prints
-//! medians of throughput, CPU seconds per GB (of the client) and peak RSS.
+//! medians of throughput, CPU seconds per GB (of the client) and peak RSS. Two rows upload the
+//! same file to nginx (WebDAV PUT) with `nw put` and `curl -T`.
 //!
 //! Run: `cargo bench -p nw --bench download` (1 GiB, 3 runs). `NW_BENCH_SMOKE=1`: 64 MiB, one
 //! run. `NW_BENCH_SIZE_MB=10240` for the 10 GB flat-memory check (free disk is checked first),
@@ -166,6 +167,8 @@ fn main() {
         }
         c
     };
+    let uploaded = dir.join("www/put/up.bin");
+    let up_url = server.url("/put/up.bin");
     type Make<'a> = Box<dyn Fn() -> Command + 'a>;
     let tools: Vec<(&str, Make<'_>)> = vec![
         (
@@ -203,6 +206,22 @@ fn main() {
                 nw_get(&own_h3_url, &["--http3-only", "--anchor", anchor.to_str().unwrap()])
             }),
         ),
+        (
+            "upload: nw put (PUT to nginx)",
+            Box::new(|| {
+                let mut c = Command::new(nw);
+                c.arg("put").arg(&source).arg(&up_url).env("NW_STORE", &store);
+                c
+            }),
+        ),
+        (
+            "upload: curl -T (PUT to nginx)",
+            Box::new(|| {
+                let mut c = Command::new("curl");
+                c.args(["-sS", "-f", "-o", "/dev/null", "-T"]).arg(&source).arg(&up_url);
+                c
+            }),
+        ),
     ];
     // NW_BENCH_ONLY=a,b: only the rows whose names contain one of these (the 10 GB run).
     let only = std::env::var("NW_BENCH_ONLY").ok();
@@ -214,11 +233,12 @@ fn main() {
         vec![(Vec::new(), Vec::new(), Vec::new()); tools.len()];
     for _ in 0..runs {
         for (i, (_, make)) in tools.iter().enumerate() {
-            let _ = std::fs::remove_file(&out);
+            let _ = (std::fs::remove_file(&out), std::fs::remove_file(&uploaded));
             let (wall, cpu, rss) = measure(make());
             if !tools[i].0.starts_with("limit: loopback") && !tools[i].0.starts_with("limit: dd") {
+                let written = if tools[i].0.starts_with("upload:") { &uploaded } else { &out };
                 assert_eq!(
-                    std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0),
+                    std::fs::metadata(written).map(|m| m.len()).unwrap_or(0),
                     size_mb << 20,
                     "{} wrote the whole file",
                     tools[i].0
@@ -255,6 +275,10 @@ fn main() {
             .max(find("nw get https --segments 4 (h2)"))
             / find("curl https (http/1.1)"),
         nw_plain / find("nw get --no-fsync"),
+    );
+    println!(
+        "uploads (nginx writes each to its disk): nw put/curl -T {:.2}",
+        find("upload: nw put (PUT to nginx)") / find("upload: curl -T (PUT to nginx)")
     );
     println!(
         "HTTP/3 next to HTTP/2: own server/nginx h2 {:.2}, gtlsserver/nginx h2 {:.2}",

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::{Session, TransferError};
 
 /// What an upload reads at a time.
-const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 1 << 20;
 /// The most of an upload's response kept.
 pub const UPLOAD_RESPONSE_LIMIT: usize = 1 << 20;
 
