@@ -3,7 +3,7 @@
 //! more than one checkpoint interval.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -26,6 +26,18 @@ fn nw_get(scratch: &Dir, args: &[&str]) -> Command {
     let mut cmd = Command::new(NW);
     cmd.arg("get").args(args).current_dir(&scratch.0).env("NW_STORE", scratch.0.join("store.db"));
     cmd
+}
+
+/// A throwaway CA's server certificate for 127.0.0.1 in `scratch`: (chain, key, anchor) PEMs.
+fn tls_files(scratch: &Dir) -> (PathBuf, PathBuf, PathBuf) {
+    let ca = nw_trust::ca::TestCa::new("nw get test CA").unwrap();
+    let issued = ca.server(&["127.0.0.1"]).unwrap();
+    let (cert, key, anchor) =
+        (scratch.0.join("cert.pem"), scratch.0.join("key.pem"), scratch.0.join("ca.pem"));
+    std::fs::write(&cert, &issued.chain_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    std::fs::write(&anchor, ca.cert_pem()).unwrap();
+    (cert, key, anchor)
 }
 
 fn sha256sum(path: &Path) -> String {
@@ -164,13 +176,7 @@ fn get_blocks_plain_http_to_a_public_name_and_names_the_way_out() {
 fn get_http3_only_from_ngtcp2_with_an_anchor_reports_h3() {
     let scratch = scratch("h3");
     std::fs::write(scratch.0.join("www/data.bin"), vec![9u8; 2_000_000]).unwrap();
-    let ca = nw_trust::ca::TestCa::new("nw get h3 test CA").unwrap();
-    let issued = ca.server(&["127.0.0.1"]).unwrap();
-    let (cert, key, anchor) =
-        (scratch.0.join("cert.pem"), scratch.0.join("key.pem"), scratch.0.join("ca.pem"));
-    std::fs::write(&cert, &issued.chain_pem).unwrap();
-    std::fs::write(&key, &issued.key_pem).unwrap();
-    std::fs::write(&anchor, ca.cert_pem()).unwrap();
+    let (cert, key, anchor) = tls_files(&scratch);
     let server = nw_lab::ngtcp2::Gtlsserver::start(&scratch.0.join("www"), &cert, &key)
         .unwrap_or_else(|e| panic!("gtlsserver could not start: {e}"));
     let anchor = anchor.to_string_lossy().into_owned();
@@ -357,13 +363,7 @@ fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
         (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11).to_le_bytes()[0]).collect();
     let source = scratch.0.join("source.bin");
     std::fs::write(&source, &data).unwrap();
-    let ca = nw_trust::ca::TestCa::new("nw put test CA").unwrap();
-    let issued = ca.server(&["127.0.0.1"]).unwrap();
-    let (cert, key, anchor) =
-        (scratch.0.join("cert.pem"), scratch.0.join("key.pem"), scratch.0.join("ca.pem"));
-    std::fs::write(&cert, &issued.chain_pem).unwrap();
-    std::fs::write(&key, &issued.key_pem).unwrap();
-    std::fs::write(&anchor, ca.cert_pem()).unwrap();
+    let (cert, key, anchor) = tls_files(&scratch);
     let server = Nginx::start(
         &scratch.0.join("www"),
         &Options { tls: Some((cert, key)), ..Options::default() },
