@@ -80,7 +80,7 @@ impl Session {
         let mut response = self.get(&mut conn, &parsed, &[], &routes, 1).await?;
         self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
         let first_byte = started.elapsed();
-        let body = read_body(&mut response, limit, url).await?;
+        let body = read_body(&mut response, limit, url, self.config.request_timeout).await?;
         let metrics = Metrics::new(
             &conn,
             connected,
@@ -156,7 +156,8 @@ impl Session {
         if !(200..300).contains(&response.status) {
             return Err(TransferError::Status { url: job.url.clone(), status: response.status });
         }
-        let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &job.url).await?;
+        let idle = self.config.request_timeout;
+        let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &job.url, idle).await?;
         let metrics = Metrics::new(
             &conn,
             connected,
@@ -213,14 +214,24 @@ async fn watch<T>(
     }
 }
 
-/// The body of `response`, refusing one over `limit` bytes.
+/// The body of `response`, refusing one over `limit` bytes, and failing when no byte of it
+/// comes for `idle`.
 async fn read_body(
     response: &mut Response,
     limit: usize,
     url: &str,
+    idle: Duration,
 ) -> Result<Bytes, TransferError> {
     let mut body = BytesMut::new();
-    while let Some(piece) = response.body.data().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(idle, response.body.data()).await else {
+            return Err(TransferError::Timeout(format!(
+                "{url}: no data for {} s after {} bytes of the answer",
+                idle.as_secs(),
+                body.len()
+            )));
+        };
+        let Some(piece) = next else { break };
         let piece = piece.map_err(TransferError::Lost)?;
         if body.len() + piece.len() > limit {
             return Err(TransferError::Http(format!(

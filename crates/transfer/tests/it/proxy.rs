@@ -64,7 +64,7 @@ fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
 }
 
 #[test]
-fn proxy_an_upload_to_a_peer_that_stops_reading_times_out_instead_of_hanging() {
+fn proxy_an_upload_or_a_data_task_into_a_stall_times_out_instead_of_hanging() {
     let scratch = Scratch::new("proxy-upload-stall");
     let source = scratch.0.join("up.bin");
     std::fs::write(&source, pattern(32 << 20, 52)).unwrap();
@@ -102,5 +102,17 @@ fn proxy_an_upload_to_a_peer_that_stops_reading_times_out_instead_of_hanging() {
     assert!(e.to_string().starts_with("timed out") && e.transient(), "{e:?}");
     assert!(e.to_string().contains("no progress for 2 s"), "{e}");
     assert!(last < 32 << 20, "the stalled peer took at most the socket buffers: {last}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
+
+    // A data task whose answer stalls after its headers and 100 kB of body: a timeout too.
+    std::fs::write(scratch.www().join("small.bin"), pattern(1 << 20, 53)).unwrap();
+    proxy.set_faults(Faults { stall_after: Some(100_000), ..Faults::default() });
+    let url = format!("http://{}/small.bin", proxy.local_addr());
+    #[allow(clippy::disallowed_methods, reason = "the test times the failure")]
+    let started = Instant::now();
+    let e = rt.block_on(session.data(&url, 2 << 20)).unwrap_err();
+    let took = started.elapsed();
+    eprintln!("a data task into a stall: failed after {took:?}: {e}");
+    assert!(e.to_string().starts_with("timed out") && e.to_string().contains("of the answer"));
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
 }
