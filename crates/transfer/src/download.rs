@@ -870,14 +870,7 @@ async fn read(
         if limit == Some(got) && !stream.exact {
             break false;
         }
-        let mut data = match tokio::time::timeout(idle, stream.body.data()).await {
-            Err(_) => {
-                return Err(TransferError::Timeout(format!("no data for {} s", idle.as_secs())));
-            }
-            Ok(None) => break true,
-            Ok(Some(Err(e))) => return Err(TransferError::Lost(e)),
-            Ok(Some(Ok(data))) => data,
-        };
+        let Some(mut data) = stream.body.data_within(idle, got).await? else { break true };
         if let Some(limit) = limit
             && data.len() as u64 > limit - got
         {

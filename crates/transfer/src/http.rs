@@ -135,6 +135,23 @@ impl Body {
             },
         }
     }
+
+    /// [`data`](Self::data) as a transfer's reader wants it: `None` at the end, a lost
+    /// connection as [`TransferError::Lost`], and a timeout when nothing comes for `idle`
+    /// (`got`: the bytes of this body read so far, for the message).
+    pub(crate) async fn data_within(
+        &mut self,
+        idle: Duration,
+        got: u64,
+    ) -> Result<Option<Bytes>, TransferError> {
+        match tokio::time::timeout(idle, self.data()).await {
+            Err(_) => Err(TransferError::Timeout(format!(
+                "no data for {} s after {got} bytes of the answer",
+                idle.as_secs()
+            ))),
+            Ok(next) => next.transpose().map_err(TransferError::Lost),
+        }
+    }
 }
 
 impl std::fmt::Debug for Connection {

@@ -223,16 +223,7 @@ async fn read_body(
     idle: Duration,
 ) -> Result<Bytes, TransferError> {
     let mut body = BytesMut::new();
-    loop {
-        let Ok(next) = tokio::time::timeout(idle, response.body.data()).await else {
-            return Err(TransferError::Timeout(format!(
-                "{url}: no data for {} s after {} bytes of the answer",
-                idle.as_secs(),
-                body.len()
-            )));
-        };
-        let Some(piece) = next else { break };
-        let piece = piece.map_err(TransferError::Lost)?;
+    while let Some(piece) = response.body.data_within(idle, body.len() as u64).await? {
         if body.len() + piece.len() > limit {
             return Err(TransferError::Http(format!(
                 "{url}: the response is longer than {limit} bytes; download it to a file instead"
