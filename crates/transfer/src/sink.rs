@@ -80,15 +80,13 @@ pub(crate) struct Gather {
     pool: Pool,
     /// The file offset of the next byte.
     pos: u64,
-    /// The buffer being filled, where its aligned base is, and how far it is filled.
+    /// The buffer being filled, where its first byte is, and how far it is filled.
     open: Option<(Vec<u8>, usize, usize)>,
-    /// The file offset of the open buffer's first byte.
-    first: u64,
 }
 
 impl Gather {
     pub(crate) fn new(pool: Pool, pos: u64) -> Self {
-        Self { pool, pos, open: None, first: pos }
+        Self { pool, pos, open: None }
     }
 
     /// Takes bytes from the front of `data` until a chunk is complete (and returns it) or
@@ -97,11 +95,9 @@ impl Gather {
         let chunk = self.pool.chunk as u64;
         let (mem, _, filled) = self.open.get_or_insert_with(|| {
             let mem = self.pool.get();
-            let base = mem.as_ptr().align_offset(ALIGN);
-            self.first = self.pos;
-            // The first byte sits at the file offset's place within a block.
-            let at = base + offset_in(self.pos, ALIGN);
-            (mem, base, at)
+            // The first byte sits at the file offset's place within an aligned block.
+            let start = mem.as_ptr().align_offset(ALIGN) + offset_in(self.pos, ALIGN);
+            (mem, start, start)
         });
         let room = usize::try_from(chunk - self.pos % chunk).unwrap_or(usize::MAX);
         let n = room.min(data.len());
@@ -114,8 +110,7 @@ impl Gather {
 
     /// What is gathered and not yet returned, as a chunk.
     pub(crate) fn close(&mut self) -> Option<Bytes> {
-        let (mem, base, filled) = self.open.take()?;
-        let start = base + offset_in(self.first, ALIGN);
+        let (mem, start, filled) = self.open.take()?;
         if filled == start {
             self.pool.put(mem);
             return None;
