@@ -160,29 +160,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     if args.queue {
         return queue(&session, &jobs, args.discretionary, args.json);
     }
-    let tty = !args.json && std::io::stderr().is_terminal();
     let mut outcome = Outcome::Success;
     for job in &jobs {
-        let mut bar = Bar::new(tty);
-        let json = args.json;
-        let url = job.url.clone();
-        let mut on = |event: Event| {
-            if json {
-                let mut value = serde_json::to_value(&event).unwrap_or_default();
-                value["url"] = serde_json::Value::String(url.clone());
-                let _ = crate::output::line(&value.to_string());
-            } else {
-                bar.event(&event);
-            }
-        };
-        let result = session.download(job, &mut on).await;
-        bar.finish();
+        let mut report = Report::new(args.json, &job.url);
+        let result = session.download(job, &mut |event| report.event(&event)).await;
+        report.finish();
         match result {
             Ok(done) => {
                 if args.json {
-                    let mut value = serde_json::to_value(&done).unwrap_or_default();
-                    value["event"] = "done".into();
-                    crate::output::line(&value.to_string())?;
+                    report.done(&done)?;
                 } else {
                     let rate =
                         done.metrics.received as f64 / (done.metrics.transfer_ms / 1e3).max(1e-3);
@@ -199,10 +185,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                         done.dest.display(),
                         size(done.bytes),
                         size(rate),
-                        serde_json::to_value(done.metrics.protocol)
-                            .unwrap_or_default()
-                            .as_str()
-                            .unwrap_or("?"),
+                        done.metrics.protocol.as_str(),
                     ));
                     if let Some(reason) = &done.restarted {
                         crate::output::error_line(&format!(
@@ -222,12 +205,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             Err(TransferError::Store(e)) => return Err(e.into()),
             Err(e) => {
-                if args.json {
-                    let line = serde_json::json!({"event": "failed", "url": job.url, "error": e.to_string(), "transient": e.transient()});
-                    crate::output::line(&line.to_string())?;
-                } else {
-                    crate::output::error_line(&format!("nw: {}", with_url(&job.url, &e)));
-                }
+                report.failed(&e, "")?;
                 outcome = Outcome::Negative;
             }
         }
@@ -235,9 +213,58 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-/// `URL: ERROR`, unless the error names the URL itself.
-pub(crate) fn with_url(url: &str, e: &TransferError) -> String {
-    if matches!(e, TransferError::Status { .. }) { e.to_string() } else { format!("{url}: {e}") }
+/// How one transfer is shown, for `nw get` and `nw put` alike: with `--json`, its events and
+/// its end as JSON lines (each with the URL) on stdout; otherwise the progress bar, and a
+/// failure as one line on stderr.
+pub(crate) struct Report {
+    json: bool,
+    url: String,
+    bar: Bar,
+}
+
+impl Report {
+    pub(crate) fn new(json: bool, url: &str) -> Self {
+        let tty = !json && std::io::stderr().is_terminal();
+        Self { json, url: url.to_owned(), bar: Bar::new(tty) }
+    }
+
+    pub(crate) fn event(&mut self, event: &Event) {
+        if self.json {
+            let mut value = serde_json::to_value(event).unwrap_or_default();
+            value["url"] = self.url.clone().into();
+            let _ = crate::output::line(&value.to_string());
+        } else {
+            self.bar.event(event);
+        }
+    }
+
+    /// Ends the bar's line, when one was drawn.
+    pub(crate) fn finish(&mut self) {
+        self.bar.finish();
+    }
+
+    /// The `done` line (JSON only): `what` with the event's name and the URL.
+    pub(crate) fn done(&self, what: &impl serde::Serialize) -> anyhow::Result<()> {
+        let mut value = serde_json::to_value(what)?;
+        value["event"] = "done".into();
+        value["url"] = self.url.clone().into();
+        crate::output::line(&value.to_string())?;
+        Ok(())
+    }
+
+    /// The `failed` line; on stderr `nw: URL: ERROR` (the URL once, though a status error
+    /// names it too) followed by `hint`.
+    pub(crate) fn failed(&self, e: &TransferError, hint: &str) -> anyhow::Result<()> {
+        if self.json {
+            let line = serde_json::json!({"event": "failed", "url": self.url, "error": e.to_string(), "transient": e.transient()});
+            crate::output::line(&line.to_string())?;
+        } else if matches!(e, TransferError::Status { .. }) {
+            crate::output::error_line(&format!("nw: {e}{hint}"));
+        } else {
+            crate::output::error_line(&format!("nw: {}: {e}{hint}", self.url));
+        }
+        Ok(())
+    }
 }
 
 /// `nw get --queue`: records each job in the store, or refuses it with the reason.
@@ -315,7 +342,7 @@ impl From<f64> for Size {
 }
 
 /// The progress bar on a terminal: percentage, bytes, rate and ETA, redrawn in place.
-pub(crate) struct Bar {
+struct Bar {
     tty: bool,
     drawn: bool,
 }

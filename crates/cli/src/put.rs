@@ -1,13 +1,13 @@
 //! `nw put`: send a file as a request body (PUT, or POST), streamed, with progress; the
 //! server's answer goes to stdout.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use nw_transfer::tasks::Upload;
 use nw_transfer::{Method, TransferError};
 
-use crate::get::{Bar, SessionArgs, size, with_url};
+use crate::get::{Report, SessionArgs, size};
 use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
@@ -48,28 +48,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         method: if args.post { Method::POST } else { Method::PUT },
         content_type: args.content_type.clone(),
     };
-    let tty = !args.json && std::io::stderr().is_terminal();
-    let mut bar = Bar::new(tty);
-    let json = args.json;
-    let result = session
-        .upload_observed(&job, &mut |event| {
-            if json {
-                let mut value = serde_json::to_value(&event).unwrap_or_default();
-                value["url"] = serde_json::Value::String(job.url.clone());
-                let _ = crate::output::line(&value.to_string());
-            } else {
-                bar.event(&event);
-            }
-        })
-        .await;
-    bar.finish();
+    let mut report = Report::new(args.json, &job.url);
+    let result = session.upload_observed(&job, &mut |event| report.event(&event)).await;
+    report.finish();
     match result {
         Ok(done) => {
-            if json {
-                let mut value = serde_json::to_value(&done).unwrap_or_default();
-                value["event"] = "done".into();
-                value["url"] = job.url.clone().into();
-                crate::output::line(&value.to_string())?;
+            if args.json {
+                report.done(&done)?;
             } else {
                 let m = &done.metrics;
                 let seconds = (m.first_byte_ms - m.request_ms).max(1.0) / 1e3;
@@ -78,7 +63,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     args.file.display(),
                     size(done.sent),
                     size(done.sent as f64 / seconds),
-                    serde_json::to_value(m.protocol).unwrap_or_default().as_str().unwrap_or("?"),
+                    m.protocol.as_str(),
                     done.status,
                 ));
                 let mut out = std::io::stdout().lock();
@@ -91,17 +76,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             Err(UsageError(e.to_string()).into())
         }
         Err(e) => {
-            if json {
-                let line = serde_json::json!({"event": "failed", "url": job.url, "error": e.to_string(), "transient": e.transient()});
-                crate::output::line(&line.to_string())?;
-            } else {
-                let again = if e.transient() && !args.post {
-                    " (a PUT can simply be sent again)"
-                } else {
-                    ""
-                };
-                crate::output::error_line(&format!("nw: {}{again}", with_url(&job.url, &e)));
-            }
+            let again = e.transient() && !args.post;
+            report.failed(&e, if again { " (a PUT can simply be sent again)" } else { "" })?;
             Ok(Outcome::Negative)
         }
     }

@@ -36,6 +36,17 @@ pub enum Protocol {
     H3,
 }
 
+impl Protocol {
+    /// Its ALPN name, as shown and serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http11 => "http/1.1",
+            Self::H2 => "h2",
+            Self::H3 => "h3",
+        }
+    }
+}
+
 /// How long HTTP/3 runs alone before TCP joins the race. A QUIC handshake on a working path
 /// takes one round trip; this is generous for that while keeping a path that drops UDP from
 /// costing more than a fraction of a second.
