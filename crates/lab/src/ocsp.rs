@@ -26,6 +26,30 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Result<(), LabError> {
     crate::process::output(cmd).map(drop)
 }
 
+/// Issues `NAME.pem` (its key in `NAME.key`, through `NAME.csr`) for `subject` from the CA in
+/// `dir` (`ca.pem`, `ca.key`): the key made by `newkey` (openssl req's key options), signed
+/// with `digest` (`-sha256`), with serial `serial` and the extensions in the file `ext`.
+pub fn issue(
+    dir: &Path,
+    name: &str,
+    newkey: &[&str],
+    subject: &str,
+    serial: &str,
+    digest: &str,
+    ext: &str,
+) -> Result<(), LabError> {
+    let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+    let mut req = vec!["req"];
+    req.extend(newkey);
+    req.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", subject]);
+    openssl(dir, &req)?;
+    let sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", serial, "-out", &pem];
+    let mut x509 = vec!["x509", "-req", "-in", &csr];
+    x509.extend(sign);
+    x509.extend(["-days", "10", digest, "-extfile", ext]);
+    openssl(dir, &x509)
+}
+
 fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_string_lossy()
@@ -34,7 +58,7 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-const EC: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
 
 impl Pki {
     /// Makes the CA and its three certificates in `dir` (which must exist); the leaf's subject
@@ -54,7 +78,7 @@ impl Pki {
         for (name, text) in files {
             std::fs::write(dir.join(name), text)?;
         }
-        let mut root = vec!["req", "-x509"];
+        let mut root = vec!["req", "-x509", "-nodes"];
         root.extend(EC);
         root.extend(["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=OCSP Root"]);
         root.extend(["-days", "30", "-sha256", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
@@ -65,34 +89,7 @@ impl Pki {
             ("resp", "0x99", "resp.ext", "/CN=resp.example".to_owned()),
             ("other", "0x98", "leaf.ext", "/CN=other.example".to_owned()),
         ] {
-            let (key, csr, pem) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-            let mut req = vec!["req"];
-            req.extend(EC);
-            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-            openssl(dir, &req)?;
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-set_serial",
-                    serial,
-                    "-out",
-                    &pem,
-                    "-days",
-                    "10",
-                    "-sha256",
-                    "-extfile",
-                    ext,
-                ],
-            )?;
+            issue(dir, name, &EC, &subject, serial, "-sha256", ext)?;
         }
         Ok(Self { dir: dir.to_owned() })
     }

@@ -342,12 +342,7 @@ fn weak_keys_and_sha1_signatures_made_by_openssl() {
     let dir = std::env::temp_dir().join(format!("nw-trust-weak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("openssl is needed (scripts/test installs it)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        nw_lab::ocsp::openssl(&dir, args).unwrap_or_else(|e| panic!("openssl {args:?}: {e}"));
     };
     std::fs::write(
         dir.join("ext"),
@@ -370,43 +365,14 @@ fn weak_keys_and_sha1_signatures_made_by_openssl() {
         "30",
         "-sha256",
     ]);
-    // A leaf for weak.example under that root: `name`.key/.csr/.pem, its key made by
-    // `newkey`, signed with `digest`.
-    let leaf = |name: &str, newkey: &[&str], digest: &str| {
-        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-        let mut req = vec!["req"];
-        req.extend_from_slice(newkey);
-        req.extend_from_slice(&[
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=weak.example",
-        ]);
-        run(&req);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "10",
-            digest,
-            "-extfile",
-            "ext",
-        ]);
+    // A leaf for weak.example under that root: `name`.key/.pem, its key made by `newkey`,
+    // signed with `digest`.
+    let leaf = |name: &str, serial: &str, newkey: &[&str], digest: &str| {
+        nw_lab::ocsp::issue(&dir, name, newkey, "/CN=weak.example", serial, digest, "ext")
+            .unwrap_or_else(|e| panic!("issuing {name}: {e}"));
     };
-    leaf("l", &["-newkey", "rsa:1024"], "-sha1");
-    leaf("p192", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime192v1"], "-sha256");
+    leaf("l", "0x10", &["-newkey", "rsa:1024"], "-sha1");
+    leaf("p192", "0x11", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime192v1"], "-sha256");
     let chain = nw_trust::anchors::load_pem(&dir.join("l.pem")).unwrap();
     let p192 = nw_trust::anchors::load_pem(&dir.join("p192.pem")).unwrap();
     let anchor = nw_trust::anchors::load_pem(&dir.join("ca.pem")).unwrap().remove(0);
