@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    // The directory at run time (cargo and nextest set it): a test binary built in another
+    // clone that shares the target directory is reused here, with that clone's path built in.
+    let crate_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let dir = PathBuf::from(crate_dir).join("../../fuzz/corpus").join(target);
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let files: Vec<_> = entries
         .map(|e| e.unwrap().path())
