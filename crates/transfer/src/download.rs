@@ -870,23 +870,28 @@ async fn read(
         if limit == Some(got) && !stream.exact {
             break false;
         }
-        let Some(mut data) = stream.body.data_within(idle, got).await? else { break true };
-        if let Some(limit) = limit
-            && data.len() as u64 > limit - got
-        {
-            if stream.exact {
-                return Err(TransferError::Http(format!(
-                    "the server sent more than the {limit} bytes of the range asked for"
-                )));
-            }
-            data.truncate(usize::try_from(limit - got).unwrap_or(usize::MAX));
+        let room = gather.room();
+        // Up to the end of the range; for an exact range past it, one byte: anything there is
+        // an error.
+        let want = match limit {
+            Some(limit) => usize::try_from(limit - got).unwrap_or(usize::MAX).max(1),
+            None => usize::MAX,
+        };
+        let take = want.min(room.len());
+        let n = stream.body.read_within(idle, got, &mut room[..take]).await?;
+        if n == 0 {
+            break true;
         }
-        got += data.len() as u64;
-        let mut rest = &data[..];
-        while !rest.is_empty() {
-            if let Some(chunk) = gather.take(&mut rest) {
-                send(i, &tx, hash.as_ref(), chunk).await?;
-            }
+        got += n as u64;
+        if let Some(limit) = limit
+            && got > limit
+        {
+            return Err(TransferError::Http(format!(
+                "the server sent more than the {limit} bytes of the range asked for"
+            )));
+        }
+        if let Some(chunk) = gather.filled(n) {
+            send(i, &tx, hash.as_ref(), chunk).await?;
         }
     };
     if let Some(chunk) = gather.close() {

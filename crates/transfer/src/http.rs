@@ -1,7 +1,7 @@
 //! One HTTP connection: established by nw-connection (the Happy Eyeballs race, TLS through the
-//! trust seam), then HTTP/2 when ALPN chose `h2` and HTTP/1.1 otherwise, over hyper; or HTTP/3
-//! over quinn and h3, raced against TCP so that a network that drops UDP costs a head start,
-//! never a hang.
+//! trust seam), then HTTP/2 over hyper when ALPN chose `h2` and HTTP/1.1 ([`crate::h1`], which
+//! reads bodies straight into the caller's buffers) otherwise; or HTTP/3 over quinn and h3,
+//! raced against TCP so that a network that drops UDP costs a head start, never a hang.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +10,13 @@ use bytes::{Buf, Bytes};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use nw_connection::driver::{self, Params, Report, Resolver};
 use nw_connection::endpoint::Url;
 
 use crate::TransferError;
 
-/// hyper's read buffer for HTTP/1.1: large reads keep the syscall count down.
-const H1_READ_BUFFER: usize = 1 << 20;
 /// HTTP/2 flow-control windows: large enough that a loopback or long fat path is not
 /// window-limited (hyper's default stream window is 64 KiB). A download in N segments gives
 /// each connection 1/N of them, so what the peers may have in flight stays the same.
@@ -61,7 +59,7 @@ pub(crate) fn empty() -> RequestBody {
 }
 
 enum Sender {
-    H1(http1::SendRequest<RequestBody>),
+    H1(crate::h1::Connection),
     H2(http2::SendRequest<RequestBody>),
     H3(h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>),
 }
@@ -84,7 +82,7 @@ pub(crate) struct Connection {
 impl crate::pool::Pooled for Connection {
     fn is_closed(&self) -> bool {
         match &self.sender {
-            Sender::H1(s) => s.is_closed(),
+            Sender::H1(c) => c.is_closed(),
             Sender::H2(s) => s.is_closed(),
             Sender::H3(_) => self.quic.as_ref().is_none_or(|(c, _)| c.close_reason().is_some()),
         }
@@ -120,16 +118,31 @@ impl Response {
 }
 
 /// A response body, whichever HTTP version carries it.
-pub(crate) enum Body {
+pub(crate) struct Body {
+    kind: Kind,
+    /// What [`read_within`](Self::read_within) took of the last piece and did not use.
+    rest: Bytes,
+}
+
+enum Kind {
+    H1(Box<crate::h1::Body>),
     Hyper(Incoming),
     H3(Box<h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>>),
 }
 
 impl Body {
+    fn new(kind: Kind) -> Self {
+        Self { kind, rest: Bytes::new() }
+    }
+
     /// The next bytes of the body; `None` at its end.
     pub(crate) async fn data(&mut self) -> Option<Result<Bytes, String>> {
-        match self {
-            Self::Hyper(body) => loop {
+        if !self.rest.is_empty() {
+            return Some(Ok(std::mem::take(&mut self.rest)));
+        }
+        match &mut self.kind {
+            Kind::H1(body) => body.data().await,
+            Kind::Hyper(body) => loop {
                 match body.frame().await? {
                     Err(e) => return Some(Err(e.to_string())),
                     Ok(frame) => {
@@ -139,7 +152,7 @@ impl Body {
                     }
                 }
             },
-            Self::H3(stream) => match stream.recv_data().await {
+            Kind::H3(stream) => match stream.recv_data().await {
                 Ok(None) => None,
                 Ok(Some(mut buf)) => Some(Ok(buf.copy_to_bytes(buf.remaining()))),
                 Err(e) => Some(Err(e.to_string())),
@@ -156,13 +169,46 @@ impl Body {
         got: u64,
     ) -> Result<Option<Bytes>, TransferError> {
         match tokio::time::timeout(idle, self.data()).await {
-            Err(_) => Err(TransferError::Timeout(format!(
-                "no data for {} s after {got} bytes of the answer",
-                idle.as_secs()
-            ))),
+            Err(_) => Err(stalled(idle, got)),
             Ok(next) => next.transpose().map_err(TransferError::Lost),
         }
     }
+
+    /// Fills the front of `out` with the next bytes of the body, as [`data_within`]
+    /// (Self::data_within) would give them; 0 at its end. Over HTTP/1.1 they come straight
+    /// from the connection; other versions deliver pieces, which are copied.
+    pub(crate) async fn read_within(
+        &mut self,
+        idle: Duration,
+        got: u64,
+        mut out: &mut [u8],
+    ) -> Result<usize, TransferError> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        if self.rest.is_empty() {
+            if let Kind::H1(body) = &mut self.kind {
+                return match tokio::time::timeout(idle, body.read(&mut out)).await {
+                    Err(_) => Err(stalled(idle, got)),
+                    Ok(read) => read,
+                };
+            }
+            match self.data_within(idle, got).await? {
+                Some(piece) => self.rest = piece,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.rest.len());
+        out[..n].copy_from_slice(&self.rest.split_to(n));
+        Ok(n)
+    }
+}
+
+fn stalled(idle: Duration, got: u64) -> TransferError {
+    TransferError::Timeout(format!(
+        "no data for {} s after {got} bytes of the answer",
+        idle.as_secs()
+    ))
 }
 
 impl std::fmt::Debug for Connection {
@@ -260,7 +306,6 @@ async fn connect_tcp(
         .await
         .map_err(|e| TransferError::Connect(Box::new(e)))?;
     let report = connected.report;
-    let io = TokioIo::new(connected.stream);
     let h2 = report.tls.as_ref().and_then(|t| t.alpn.as_deref()) == Some("h2");
     let handshake_error = |e: hyper::Error| TransferError::Http(format!("HTTP handshake: {e}"));
     let (sender, protocol) = if h2 {
@@ -269,7 +314,7 @@ async fn connect_tcp(
             .initial_stream_window_size(H2_STREAM_WINDOW / share.max(1))
             .initial_connection_window_size(H2_CONNECTION_WINDOW / share.max(1))
             .keep_alive_interval(Duration::from_secs(20))
-            .handshake(io)
+            .handshake(TokioIo::new(connected.stream))
             .await
             .map_err(handshake_error)?;
         tokio::spawn(async move {
@@ -279,17 +324,7 @@ async fn connect_tcp(
         });
         (Sender::H2(sender), Protocol::H2)
     } else {
-        let (sender, conn) = http1::Builder::new()
-            .read_buf_exact_size(Some(H1_READ_BUFFER))
-            .handshake(io)
-            .await
-            .map_err(handshake_error)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("HTTP/1.1 connection ended: {e}");
-            }
-        });
-        (Sender::H1(sender), Protocol::Http11)
+        (Sender::H1(crate::h1::Connection::new(connected.stream)), Protocol::Http11)
     };
     Ok(Connection {
         sender,
@@ -340,16 +375,25 @@ impl Connection {
         body: Option<RequestBody>,
     ) -> Result<Response, TransferError> {
         let authority = authority(url);
-        let uri = match self.sender {
-            // HTTP/1.1 sends the origin form with a Host header; HTTP/2 and HTTP/3 the absolute
-            // form (turned into :scheme, :authority and :path).
-            Sender::H1(_) => url.path.clone(),
-            Sender::H2(_) | Sender::H3(_) => format!("{}://{authority}{}", url.scheme, url.path),
-        };
-        let mut request = hyper::Request::builder().method(method).uri(uri.as_str());
-        if matches!(self.sender, Sender::H1(_)) {
-            request = request.header(hyper::header::HOST, authority.as_str());
+        if let Sender::H1(c) = &self.sender {
+            // The origin form, with a Host field.
+            let request = crate::h1::Request {
+                method: &method,
+                target: &url.path,
+                authority: &authority,
+                headers,
+                body,
+            };
+            let answer = c.send(request).await?;
+            return Ok(Response {
+                status: answer.status,
+                headers: answer.headers,
+                body: Body::new(Kind::H1(Box::new(answer.body))),
+            });
         }
+        // HTTP/2 and HTTP/3 send the absolute form (turned into :scheme, :authority, :path).
+        let uri = format!("{}://{authority}{}", url.scheme, url.path);
+        let mut request = hyper::Request::builder().method(method).uri(uri.as_str());
         request =
             request.header(hyper::header::USER_AGENT, concat!("nw/", env!("CARGO_PKG_VERSION")));
         for (name, value) in headers {
@@ -361,10 +405,8 @@ impl Connection {
             TransferError::Http(format!("{}: cannot form a request for it: {e}", url.path))
         };
         let response = match &mut self.sender {
-            Sender::H1(s) => {
-                let body = body.unwrap_or_else(empty);
-                s.send_request(request.body(body).map_err(formed)?).await
-            }
+            // Sent above.
+            Sender::H1(_) => return Err(failed(&"HTTP/1.1 took another path")),
             Sender::H2(s) => {
                 let body = body.unwrap_or_else(empty);
                 s.send_request(request.body(body).map_err(formed)?).await
@@ -404,7 +446,7 @@ impl Connection {
                 return Ok(Response {
                     status: head.status.as_u16(),
                     headers: head.headers,
-                    body: Body::H3(Box::new(stream)),
+                    body: Body::new(Kind::H3(Box::new(stream))),
                 });
             }
         };
@@ -412,7 +454,7 @@ impl Connection {
         Ok(Response {
             status: head.status.as_u16(),
             headers: head.headers,
-            body: Body::Hyper(body),
+            body: Body::new(Kind::Hyper(body)),
         })
     }
 }

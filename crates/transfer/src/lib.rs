@@ -16,9 +16,10 @@
 //!   HTTP/3 over h3): files with validators and ranges, the responsiveness endpoints.
 //! - [`responsiveness`]: the responsiveness test's HTTP driving (nw-quality's machine decides).
 //!
-//! HTTP/1.1 and HTTP/2 run over hyper on connections from nw-connection (the Happy Eyeballs
-//! race, TLS through nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc`
-//! ([`altsvc`]) or assumed, raced against TCP and falling back to it.
+//! HTTP/1.1 (our own client, which reads bodies straight into the file's buffers) and HTTP/2
+//! (hyper) run on connections from nw-connection (the Happy Eyeballs race, TLS through
+//! nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc` ([`altsvc`]) or assumed,
+//! raced against TCP and falling back to it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,7 @@ pub use hyper::Method;
 
 pub mod altsvc;
 pub mod download;
+mod h1;
 mod http;
 pub mod metrics;
 pub mod policy;

@@ -89,9 +89,9 @@ impl Gather {
         Self { pool, pos, open: None }
     }
 
-    /// Takes bytes from the front of `data` until a chunk is complete (and returns it) or
-    /// `data` is used up.
-    pub(crate) fn take(&mut self, data: &mut &[u8]) -> Option<Bytes> {
+    /// Where the next bytes go: the open buffer's room up to the end of the file's chunk
+    /// (never empty). The body reader reads into it; [`filled`](Self::filled) says how much.
+    pub(crate) fn room(&mut self) -> &mut [u8] {
         let chunk = self.pool.chunk as u64;
         let (mem, _, filled) = self.open.get_or_insert_with(|| {
             let mem = self.pool.get();
@@ -100,12 +100,16 @@ impl Gather {
             (mem, start, start)
         });
         let room = usize::try_from(chunk - self.pos % chunk).unwrap_or(usize::MAX);
-        let n = room.min(data.len());
-        mem[*filled..*filled + n].copy_from_slice(&data[..n]);
+        &mut mem[*filled..*filled + room]
+    }
+
+    /// The first `n` bytes of [`room`](Self::room) now hold data; returns the chunk when that
+    /// completes it.
+    pub(crate) fn filled(&mut self, n: usize) -> Option<Bytes> {
+        let (_, _, filled) = self.open.as_mut()?;
         *filled += n;
-        *data = &data[n..];
         self.pos += n as u64;
-        if self.pos.is_multiple_of(chunk) { self.close() } else { None }
+        if self.pos.is_multiple_of(self.pool.chunk as u64) { self.close() } else { None }
     }
 
     /// What is gathered and not yet returned, as a chunk.
@@ -193,7 +197,11 @@ mod tests {
         let (mut out, mut at) = (Vec::new(), pos);
         for mut p in data.chunks(piece) {
             while !p.is_empty() {
-                if let Some(c) = g.take(&mut p) {
+                let room = g.room();
+                let n = room.len().min(p.len());
+                room[..n].copy_from_slice(&p[..n]);
+                p = &p[n..];
+                if let Some(c) = g.filled(n) {
                     at += c.len() as u64;
                     out.push((at - c.len() as u64, c));
                 }
@@ -234,7 +242,8 @@ mod tests {
     fn nothing_gathered_closes_to_nothing() {
         let mut g = Gather::new(Pool::new(ALIGN * 4), 10);
         assert!(g.close().is_none());
-        assert!(g.take(&mut &[][..]).is_none());
+        assert!(!g.room().is_empty(), "there is always room");
+        assert!(g.filled(0).is_none());
         assert!(g.close().is_none());
     }
 

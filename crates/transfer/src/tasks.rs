@@ -134,7 +134,7 @@ impl Session {
                 match file.read_buf(&mut buf).await {
                     Ok(0) => None,
                     Ok(n) => {
-                        // Counted as it is handed over: hyper writes a piece before asking
+                        // Counted as it is handed over: a piece is written before asking
                         // for the next, so this runs at most one piece ahead of the socket.
                         counter.fetch_add(n as u64, Ordering::Relaxed);
                         Some((Ok(Frame::data(buf.freeze())), Some(file)))
