@@ -41,6 +41,8 @@ pub(crate) struct Args {
     discretionary: bool,
     #[command(flatten)]
     session: SessionArgs,
+    #[command(flatten)]
+    disk: DiskArgs,
     /// Progress and results as JSON lines on stdout.
     #[arg(long)]
     json: bool,
@@ -65,7 +67,8 @@ impl StoreArg {
     }
 }
 
-/// How downloads are made: the session's settings, shared by `nw get` and `nw transfers run`.
+/// How transfers are made: the session's settings, shared by `nw get`, `nw put` and
+/// `nw transfers run`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SessionArgs {
     /// Allow plain HTTP to any host (local names and IP literals are always allowed).
@@ -88,13 +91,6 @@ pub(crate) struct SessionArgs {
     /// HTTP/3 alone, no fallback: a QUIC failure fails the download.
     #[arg(long)]
     http3_only: bool,
-    /// Checkpoint without fsync: survives the process being killed, not a power loss.
-    #[arg(long)]
-    no_fsync: bool,
-    /// Write through the page cache even for large files (from 64 MiB they are written around
-    /// it with O_DIRECT, which saves a copy of every byte).
-    #[arg(long)]
-    buffered: bool,
     /// Give up when no data arrives for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     timeout: u64,
@@ -102,9 +98,22 @@ pub(crate) struct SessionArgs {
     pub(crate) store: StoreArg,
 }
 
+/// How downloads are written to disk: `nw get` and `nw transfers run` (not `nw put`).
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct DiskArgs {
+    /// Checkpoint without fsync: survives the process being killed, not a power loss.
+    #[arg(long)]
+    no_fsync: bool,
+    /// Write through the page cache even for large files (from 64 MiB they are written around
+    /// it with O_DIRECT, which saves a copy of every byte).
+    #[arg(long)]
+    buffered: bool,
+}
+
 impl SessionArgs {
-    /// The session these settings describe; `https`: some URL needs trust settings.
-    pub(crate) fn session(&self, https: bool) -> anyhow::Result<Session> {
+    /// The session these settings describe, writing downloads as `disk` says; `https`: some
+    /// URL needs trust settings.
+    pub(crate) fn session(&self, https: bool, disk: &DiskArgs) -> anyhow::Result<Session> {
         let mut config = Configuration {
             allow_http: self.allow_http,
             http2: !self.http1,
@@ -114,8 +123,8 @@ impl SessionArgs {
                 (_, true, _) => Http3::Assume,
                 _ => Http3::Discover,
             },
-            durable: !self.no_fsync,
-            direct_from: if self.buffered { None } else { Configuration::default().direct_from },
+            durable: !disk.no_fsync,
+            direct_from: if disk.buffered { None } else { Configuration::default().direct_from },
             request_timeout: Duration::from_secs(self.timeout.max(1)),
             ..Configuration::default()
         };
@@ -156,7 +165,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         });
     }
     let https = args.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("https:"));
-    let session = args.session.session(https)?;
+    let session = args.session.session(https, &args.disk)?;
     if args.queue {
         return queue(&session, &jobs, args.discretionary, args.json);
     }

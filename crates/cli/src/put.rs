@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use nw_transfer::tasks::Upload;
 use nw_transfer::{Method, TransferError};
 
-use crate::get::{Report, SessionArgs, size};
+use crate::get::{DiskArgs, Report, SessionArgs, size};
 use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +41,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Err(e) => return Err(UsageError(format!("{}: {e}", args.file.display())).into()),
     }
     let https = args.url.to_ascii_lowercase().starts_with("https:");
-    let session = args.session.session(https)?;
+    let session = args.session.session(https, &DiskArgs::default())?;
     let job = Upload {
         url: args.url.clone(),
         source: args.file.clone(),

@@ -7,7 +7,7 @@ use nw_transfer::{Event, TransferError};
 use serde_json::json;
 
 use crate::Outcome;
-use crate::get::{SessionArgs, StoreArg, size};
+use crate::get::{DiskArgs, SessionArgs, StoreArg, size};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -53,6 +53,8 @@ struct RunArgs {
     json: bool,
     #[command(flatten)]
     session: SessionArgs,
+    #[command(flatten)]
+    disk: DiskArgs,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -110,7 +112,7 @@ async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
         .unfinished()?
         .iter()
         .any(|r| r.url.to_ascii_lowercase().starts_with("https:"));
-    let session = args.session.session(https)?;
+    let session = args.session.session(https, &args.disk)?;
     let config = scheduler::Config {
         max_running: args.max_running.max(1),
         max_attempts: args.attempts.max(1),

@@ -402,4 +402,7 @@ fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("absent.bin"), "{stderr}");
     assert!(!scratch.0.join("www/put/d.bin").exists());
+    // How downloads are written means nothing to an upload: not offered.
+    let out = put(&["--no-fsync", "source.bin", &server.url("/put/d.bin")]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
