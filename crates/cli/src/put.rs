@@ -25,6 +25,13 @@ pub(crate) struct Args {
     /// The body's Content-Type.
     #[arg(long, value_name = "TYPE", default_value = "application/octet-stream")]
     content_type: String,
+    /// Record the upload in the store instead, for `nw transfers run` to send (a PUT that fails
+    /// transiently is sent again there; a POST only when it could not connect).
+    #[arg(long)]
+    queue: bool,
+    /// With --queue: wait for an unmetered path and mains power before starting.
+    #[arg(long, requires = "queue")]
+    discretionary: bool,
     #[command(flatten)]
     session: SessionArgs,
     /// Progress and the result as JSON lines on stdout (the answer's body is left out).
@@ -48,6 +55,30 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         method: if args.post { Method::POST } else { Method::PUT },
         content_type: args.content_type.clone(),
     };
+    if args.queue {
+        return match session.enqueue_upload(&job, args.discretionary) {
+            Ok(record) if args.json => {
+                let mut line = serde_json::to_value(&record)?;
+                line["event"] = "queued".into();
+                crate::output::line(&line.to_string())?;
+                Ok(Outcome::Success)
+            }
+            Ok(record) => {
+                crate::output::error_line(&format!(
+                    "queued #u{} {} {} -> {}; `nw transfers run` sends it",
+                    record.id,
+                    record.method,
+                    record.source.display(),
+                    record.url,
+                ));
+                Ok(Outcome::Success)
+            }
+            Err(e @ (TransferError::Usage(_) | TransferError::Refused(_))) => {
+                Err(UsageError(e.to_string()).into())
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     let mut report = Report::new(args.json, &job.url);
     let result = session.upload_observed(&job, &mut |event| report.event(&event)).await;
     report.finish();

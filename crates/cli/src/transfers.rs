@@ -1,9 +1,8 @@
-//! `nw transfers`: the persistent queue that `nw get --queue` fills — list it, run it, clear
-//! what is finished.
-use nw_transfer::queue::{Step, Summary};
+//! `nw transfers`: the persistent queue that `nw get --queue` and `nw put --queue` fill — list
+//! it, run it, clear what is finished.
+use nw_transfer::Event;
+use nw_transfer::queue::{Queued, Step, Summary};
 use nw_transfer::scheduler;
-use nw_transfer::store::Record;
-use nw_transfer::{Event, TransferError};
 use serde_json::json;
 
 use crate::Outcome;
@@ -20,12 +19,14 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Sub {
-    /// List every transfer in the store (what `nw transfers` alone does).
+    /// List every transfer in the store (what `nw transfers` alone does): downloads as #N,
+    /// uploads as #uN.
     List(ListArgs),
-    /// Download every unfinished transfer (queued, interrupted, or left running by a process
-    /// that died), each from its last checkpoint, under the scheduler: a few at a time,
-    /// transient failures retried with backoff, discretionary ones waiting for an unmetered
-    /// path and power. Ends when each is done, failed, or out of retries.
+    /// Run every unfinished transfer (queued, interrupted, or left running by a process that
+    /// died), each download from its last checkpoint and each upload whole, under the
+    /// scheduler: a few at a time, transient failures retried with backoff (a POST only when it
+    /// could not connect), discretionary ones waiting for an unmetered path and power. Ends
+    /// when each is done, failed, or out of retries.
     Run(Box<RunArgs>),
     /// Forget finished transfers (done and failed). Their files are not touched.
     Clear(StoreArg),
@@ -62,7 +63,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         None => list(&args.list),
         Some(Sub::List(list_args)) => list(&list_args),
         Some(Sub::Clear(store)) => {
-            let cleared = store.open()?.clear_finished()?;
+            let store = store.open()?;
+            let cleared = store.clear_finished()? + store.clear_finished_uploads()?;
             crate::output::error_line(&format!("cleared {cleared} finished transfers"));
             Ok(Outcome::Success)
         }
@@ -71,15 +73,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
-    let records = args.store.open()?.list()?;
+    let store = args.store.open()?;
+    let (records, uploads) = (store.list()?, store.uploads()?);
     if args.json {
-        for r in &records {
-            crate::output::line(&serde_json::to_string(r)?)?;
+        let all = records
+            .into_iter()
+            .map(Queued::Download)
+            .chain(uploads.into_iter().map(Queued::Upload));
+        for queued in all {
+            crate::output::line(&serde_json::to_string(&queued)?)?;
         }
         return Ok(Outcome::Success);
     }
-    if records.is_empty() {
-        crate::output::error_line("no transfers; `nw get --queue URL` adds one");
+    if records.is_empty() && uploads.is_empty() {
+        crate::output::error_line(
+            "no transfers; `nw get --queue URL` or `nw put --queue FILE URL` adds one",
+        );
     }
     for r in &records {
         let progress = match r.total {
@@ -101,17 +110,33 @@ fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
             r.dest.display()
         ))?;
     }
+    for u in &uploads {
+        let what = match u.status {
+            Some(status) if u.state == nw_transfer::store::State::Done => {
+                format!("{} {} sent: {status}", u.method, size(u.sent))
+            }
+            Some(status) => format!("{} answered {status}", u.method),
+            None => u.method.clone(),
+        };
+        let error = u.error.as_deref().map(|e| format!("\n      {e}")).unwrap_or_default();
+        crate::output::line(&format!(
+            "#u{:<3} {:<11} {:<28} {} -> {}{error}",
+            u.id,
+            u.state.as_str(),
+            what,
+            u.source.display(),
+            u.url,
+        ))?;
+    }
     Ok(Outcome::Success)
 }
 
 async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
-    let https = args
-        .session
-        .store
-        .open()?
-        .unfinished()?
-        .iter()
-        .any(|r| r.url.to_ascii_lowercase().starts_with("https:"));
+    let store = args.session.store.open()?;
+    let downloads = store.unfinished()?.into_iter().map(|r| r.url);
+    let uploads = store.unfinished_uploads()?.into_iter().map(|u| u.url);
+    let https = downloads.chain(uploads).any(|url| url.to_ascii_lowercase().starts_with("https:"));
+    drop(store);
     let session = args.session.session(https, &args.disk)?;
     let config = scheduler::Config {
         max_running: args.max_running.max(1),
@@ -119,13 +144,13 @@ async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
         ..scheduler::Config::default()
     };
     let json = args.json;
-    let on = |record: &Record, step: Step<'_>| {
+    let on = |record: &Queued, step: Step<'_>| {
         if json {
             if let Some(line) = json_line(record, &step) {
                 let _ = crate::output::line(&line.to_string());
             }
         } else if let Some(text) = human_line(&step) {
-            crate::output::error_line(&format!("#{} {text}", record.id));
+            crate::output::error_line(&format!("{} {text}", record.label()));
         }
     };
     let summary = session.run_queue(config, &on).await?;
@@ -135,13 +160,13 @@ async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
     } else {
         crate::output::error_line(&format!(
             "{done} done, {failed} failed, {interrupted} interrupted{}",
-            if interrupted > 0 { " (a later `nw transfers run` resumes them)" } else { "" }
+            if interrupted > 0 { " (a later `nw transfers run` takes them up again)" } else { "" }
         ));
     }
     Ok(if failed + interrupted == 0 { Outcome::Success } else { Outcome::Negative })
 }
 
-fn json_line(record: &Record, step: &Step<'_>) -> Option<serde_json::Value> {
+fn json_line(record: &Queued, step: &Step<'_>) -> Option<serde_json::Value> {
     let mut value = match step {
         Step::Attempt(n) => json!({"event": "attempt", "attempt": n}),
         Step::Event(e) => serde_json::to_value(e).ok()?,
@@ -151,15 +176,25 @@ fn json_line(record: &Record, step: &Step<'_>) -> Option<serde_json::Value> {
             v["event"] = "done".into();
             v
         }
-        Step::Failed { error, retry_in } => json!({
+        Step::Uploaded(done) => {
+            let mut v = serde_json::to_value(done).ok()?;
+            v["event"] = "done".into();
+            v
+        }
+        Step::Failed { error, retry_in, transient } => json!({
             "event": "failed",
             "error": error.to_string(),
-            "transient": error.transient(),
+            "transient": transient,
             "retry_in_s": retry_in.map(|d| d.as_secs_f64()),
         }),
     };
-    value["id"] = record.id.into();
-    value["url"] = record.url.clone().into();
+    let (kind, id) = match record {
+        Queued::Download(r) => ("download", r.id),
+        Queued::Upload(u) => ("upload", u.id),
+    };
+    value["kind"] = kind.into();
+    value["id"] = id.into();
+    value["url"] = record.url().into();
     Some(value)
 }
 
@@ -175,17 +210,22 @@ fn human_line(step: &Step<'_>) -> Option<String> {
         Step::Event(Event::Progress { .. }) => None,
         Step::Waiting(reason) => Some(format!("waiting: {reason}")),
         Step::Done(done) => Some(format!("saved {} ({})", done.dest.display(), size(done.bytes))),
-        Step::Failed { error, retry_in: Some(d) } => {
+        Step::Uploaded(done) => Some(format!("sent {}: {}", size(done.sent), done.status)),
+        Step::Failed { error, retry_in: Some(d), .. } => {
             Some(format!("{error}; retrying in {:.0} s", d.as_secs_f64()))
         }
-        Step::Failed { error, retry_in: None } => Some(failure(error)),
-    }
-}
-
-fn failure(error: &TransferError) -> String {
-    if error.transient() {
-        format!("{error}; out of retries, left interrupted")
-    } else {
-        format!("failed: {error}")
+        Step::Failed { error, retry_in: None, transient: true } => {
+            Some(format!("{error}; out of retries, left interrupted"))
+        }
+        // Transient in itself, yet not tried again: a POST that may have reached the server.
+        Step::Failed { error, retry_in: None, transient: false } if error.transient() => {
+            Some(format!(
+                "failed: {error} (a POST that may have reached the server is not sent again; \
+                 queue it again if the server did not act on it)"
+            ))
+        }
+        Step::Failed { error, retry_in: None, transient: false } => {
+            Some(format!("failed: {error}"))
+        }
     }
 }

@@ -312,6 +312,8 @@ pub enum TransferError {
     Usage(String),
     #[error("{} is locked: another nw is downloading to it; wait for it, or stop it first", .0.display())]
     Busy(PathBuf),
+    #[error("{0} is being sent by another nw; wait for it, or stop it first")]
+    Taken(String),
     #[error(transparent)]
     Refused(#[from] policy::Refused),
     #[error(transparent)]

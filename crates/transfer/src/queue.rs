@@ -3,6 +3,10 @@
 //! concurrency cap, retries with backoff, and discretionary tasks that wait for an unmetered
 //! path and power, each wait with its reason. The queue lives in the store, so a run killed
 //! at any moment is picked up by the next one, each download from its last checkpoint.
+//!
+//! Uploads queue too ([`Session::enqueue_upload`]). An upload is sent whole each attempt. A
+//! PUT that fails transiently is retried like a download; a POST is retried only when it
+//! failed to connect (nothing was sent), since a server may act on a POST it did not answer.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,8 +16,66 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::download::{Download, Event, Finished, hex, parse_sha256};
 use crate::scheduler::{self, Action, Conditions, Outcome, Scheduler, TaskId, Wait};
-use crate::store::{Record, State};
-use crate::{Session, TransferError};
+use crate::store::{Record, State, UploadRecord};
+use crate::tasks::{Upload, Uploaded};
+use crate::{Method, Session, TransferError};
+
+/// A transfer in the queue.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Queued {
+    Download(Record),
+    Upload(UploadRecord),
+}
+
+impl Queued {
+    /// How it is named: `#3` for a download, `#u3` for an upload (they are numbered apart).
+    pub fn label(&self) -> String {
+        match self {
+            Self::Download(r) => format!("#{}", r.id),
+            Self::Upload(u) => format!("#u{}", u.id),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Download(r) => &r.url,
+            Self::Upload(u) => &u.url,
+        }
+    }
+
+    fn discretionary(&self) -> bool {
+        match self {
+            Self::Download(r) => r.discretionary,
+            Self::Upload(u) => u.discretionary,
+        }
+    }
+
+    /// Whether `error` may be tried again: a transient failure, except for a POST that got
+    /// as far as sending.
+    fn retryable(&self, error: &TransferError) -> bool {
+        match self {
+            Self::Upload(u) => upload_retryable(&u.method, error),
+            Self::Download(_) => error.transient(),
+        }
+    }
+}
+
+/// Whether an upload with `method` that failed with `error` may be sent again.
+fn upload_retryable(method: &str, error: &TransferError) -> bool {
+    if method.eq_ignore_ascii_case("POST") {
+        matches!(error, TransferError::Connect(_))
+    } else {
+        error.transient()
+    }
+}
+
+/// How a queued transfer ended well.
+#[derive(Debug)]
+enum Ended {
+    Downloaded(Finished),
+    Uploaded(Uploaded),
+}
 
 /// How often waits on the path and power are looked at again.
 const CONDITIONS_EVERY: Duration = Duration::from_secs(2);
@@ -23,15 +85,18 @@ const CONDITIONS_EVERY: Duration = Duration::from_secs(2);
 pub enum Step<'a> {
     /// An attempt starts (1 for the first).
     Attempt(u32),
-    /// The running download's own events.
+    /// The running transfer's own events (an upload's are its progress).
     Event(Event),
     /// It is not running, and why.
     Waiting(String),
     Done(&'a Finished),
-    /// This attempt failed; `retry_in` when the scheduler will try again.
+    Uploaded(&'a Uploaded),
+    /// This attempt failed; `retry_in` when the scheduler will try again. `transient`: a
+    /// later run may still succeed (it is left interrupted, not failed).
     Failed {
         error: &'a TransferError,
         retry_in: Option<Duration>,
+        transient: bool,
     },
 }
 
@@ -101,22 +166,104 @@ impl Session {
         })
     }
 
+    /// Records `job` in the store to send later, after the checks an upload makes now (the
+    /// URL, the transport-security policy, the file there). The file is named by its absolute
+    /// path and read when the upload runs. `discretionary`: wait for an unmetered path and
+    /// power.
+    pub fn enqueue_upload(
+        &self,
+        job: &Upload,
+        discretionary: bool,
+    ) -> Result<UploadRecord, TransferError> {
+        self.allowed(&job.url)?;
+        let source = std::fs::canonicalize(&job.source)
+            .map_err(|e| TransferError::io(&job.source, "cannot find it to upload", e))?;
+        if !source.is_file() {
+            return Err(TransferError::Usage(format!("{}: not a regular file", source.display())));
+        }
+        let method = job.method.as_str();
+        Ok(self.store.enqueue_upload(
+            &job.url,
+            &source,
+            method,
+            &job.content_type,
+            discretionary,
+        )?)
+    }
+
+    /// One attempt at a queued upload, recorded in the store as it starts and ends.
+    async fn run_upload(
+        &self,
+        record: &UploadRecord,
+        on: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Uploaded, TransferError> {
+        if !self.store.claim_upload(record.id)? {
+            return Err(TransferError::Taken(format!(
+                "upload #u{} of {}",
+                record.id,
+                record.source.display()
+            )));
+        }
+        let method = Method::from_bytes(record.method.as_bytes()).map_err(|_| {
+            TransferError::Usage(format!("{:?} is not an HTTP method", record.method))
+        });
+        let result = match method {
+            Ok(method) => {
+                let job = Upload {
+                    url: record.url.clone(),
+                    source: record.source.clone(),
+                    method,
+                    content_type: record.content_type.clone(),
+                };
+                self.upload_observed(&job, on).await
+            }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(done) => self.store.upload_ended(
+                record.id,
+                State::Done,
+                None,
+                done.sent,
+                Some(done.status),
+            )?,
+            Err(e) => {
+                // Interrupted: a later run sends it again.
+                let state = if upload_retryable(&record.method, e) {
+                    State::Interrupted
+                } else {
+                    State::Failed
+                };
+                let status =
+                    if let TransferError::Status { status, .. } = e { Some(*status) } else { None };
+                let mut text = e.to_string();
+                if state == State::Failed && e.transient() {
+                    text.push_str(" (a POST that may have reached the server is not sent again)");
+                }
+                self.store.upload_ended(record.id, state, Some(&text), 0, status)?;
+            }
+        }
+        result
+    }
+
     /// Runs every unfinished transfer in the store until each is done, failed, or out of
-    /// retries, telling `on` what happens to each. Downloads run side by side, up to the
+    /// retries, telling `on` what happens to each. Transfers run side by side, up to the
     /// scheduler's `max_running`.
     #[allow(clippy::disallowed_methods, reason = "the queue's driver reads the clock and sleeps")]
     pub async fn run_queue(
         &self,
         config: scheduler::Config,
-        on: &(dyn Fn(&Record, Step<'_>) + Sync),
+        on: &(dyn Fn(&Queued, Step<'_>) + Sync),
     ) -> Result<Summary, TransferError> {
         let origin = Instant::now();
         let mut machine = Scheduler::new(config);
         let mut tasks = std::collections::BTreeMap::new();
-        for record in self.store.unfinished()? {
-            tasks.insert(machine.add(Duration::ZERO, record.discretionary), record);
+        let downloads = self.store.unfinished()?.into_iter().map(Queued::Download);
+        let uploads = self.store.unfinished_uploads()?.into_iter().map(Queued::Upload);
+        for queued in downloads.chain(uploads) {
+            tasks.insert(machine.add(Duration::ZERO, queued.discretionary()), queued);
         }
-        let needs_conditions = tasks.values().any(|r| r.discretionary);
+        let needs_conditions = tasks.values().any(Queued::discretionary);
         if needs_conditions {
             machine.set_conditions(conditions());
         }
@@ -133,19 +280,27 @@ impl Session {
                 *attempt += 1;
                 on(record, Step::Attempt(*attempt));
                 reported.remove(&task);
-                let sha256 = record.sha256.as_deref().and_then(|h| parse_sha256(h).ok());
-                let job = Download {
-                    url: record.url.clone(),
-                    dest: record.dest.clone(),
-                    sha256,
-                    resume: true,
-                    force: false,
-                    // A transfer interrupted in segments resumes in them whatever this says.
-                    segments: record.want_segments,
-                };
                 running.push(async move {
                     let mut events = |e: Event| on(record, Step::Event(e));
-                    (task, self.download(&job, &mut events).await)
+                    let result = match record {
+                        Queued::Download(r) => {
+                            let sha256 = r.sha256.as_deref().and_then(|h| parse_sha256(h).ok());
+                            let job = Download {
+                                url: r.url.clone(),
+                                dest: r.dest.clone(),
+                                sha256,
+                                resume: true,
+                                force: false,
+                                // Interrupted in segments: it resumes in them whatever this says.
+                                segments: r.want_segments,
+                            };
+                            self.download(&job, &mut events).await.map(Ended::Downloaded)
+                        }
+                        Queued::Upload(u) => {
+                            self.run_upload(u, &mut events).await.map(Ended::Uploaded)
+                        }
+                    };
+                    (task, result)
                 });
             }
             let mut conditions_wait = false;
@@ -170,7 +325,7 @@ impl Session {
                     let Some(record) = tasks.get(&task) else { continue };
                     let outcome = match &result {
                         Ok(_) => Outcome::Done,
-                        Err(e) if e.transient() => Outcome::Transient(e.to_string()),
+                        Err(e) if record.retryable(e) => Outcome::Transient(e.to_string()),
                         Err(e) => Outcome::Failed(e.to_string()),
                     };
                     machine.finished(now, task, outcome.clone());
@@ -178,13 +333,17 @@ impl Session {
                         Some(Wait::Backoff { until, .. }) => Some(until.saturating_sub(now)),
                         _ => None,
                     };
+                    let transient = matches!(outcome, Outcome::Transient(_));
                     match &result {
-                        Ok(done) => {
+                        Ok(ended) => {
                             summary.done += 1;
-                            on(record, Step::Done(done));
+                            on(record, match ended {
+                                Ended::Downloaded(done) => Step::Done(done),
+                                Ended::Uploaded(done) => Step::Uploaded(done),
+                            });
                         }
                         Err(error) => {
-                            on(record, Step::Failed { error, retry_in });
+                            on(record, Step::Failed { error, retry_in, transient });
                             match (&outcome, retry_in) {
                                 (_, Some(_)) => {}
                                 (Outcome::Transient(_), None) => summary.interrupted += 1,
@@ -193,9 +352,11 @@ impl Session {
                                     // Refusals come before the download touches the store:
                                     // record them, so the next run does not try again blindly.
                                     // (A busy one is another live process's to record.)
-                                    if matches!(error, TransferError::Usage(_) | TransferError::Refused(_)) {
+                                    if let Queued::Download(r) = record
+                                        && matches!(error, TransferError::Usage(_) | TransferError::Refused(_))
+                                    {
                                         let text = error.to_string();
-                                        self.store.set_state(record.id, State::Failed, Some(&text), true)?;
+                                        self.store.set_state(r.id, State::Failed, Some(&text), true)?;
                                     }
                                 }
                             }

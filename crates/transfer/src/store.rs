@@ -6,6 +6,11 @@
 //! row claimed them. A segmented download also records each range and how much of it is durable;
 //! its offset is then the durable prefix. `synchronous = FULL`, so a committed checkpoint
 //! survives power loss too.
+//!
+//! Queued uploads have a table of their own: the file, the URL, the method, and how the last
+//! attempt went. An upload is not resumable (HTTP has no standard way to continue one), so it
+//! is sent whole each time; the process running it is recorded, so that two runs of the queue
+//! never send it side by side and a run that was killed leaves it for the next.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,8 +21,9 @@ use serde::Serialize;
 
 use crate::resume::{Partial, Segment, Validator};
 
-/// The schema, versioned through `user_version`: 1 had no `segments` or `want_segments`.
-const VERSION: i64 = 2;
+/// The schema, versioned through `user_version`: 1 had no `segments` or `want_segments`, 2 no
+/// `uploads`.
+const VERSION: i64 = 3;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS transfers (
     id INTEGER PRIMARY KEY,
@@ -36,9 +42,25 @@ CREATE TABLE IF NOT EXISTS transfers (
     segments TEXT,
     want_segments INTEGER NOT NULL DEFAULT 1
 );
-PRAGMA user_version = 2;
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL,
+    source TEXT NOT NULL,
+    method TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    sent INTEGER NOT NULL DEFAULT 0,
+    status INTEGER,
+    discretionary INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+PRAGMA user_version = 3;
 ";
-/// From version 1.
+/// From version 1 to 2 ([`SCHEMA`] then adds what 3 has).
 const MIGRATE_1: &str = "
 ALTER TABLE transfers ADD COLUMN segments TEXT;
 ALTER TABLE transfers ADD COLUMN want_segments INTEGER NOT NULL DEFAULT 1;
@@ -194,8 +216,11 @@ impl Store {
                 source: rusqlite::Error::InvalidQuery,
             });
         }
-        let schema = if version == 1 { MIGRATE_1 } else { SCHEMA };
-        conn.execute_batch(schema)
+        if version == 1 {
+            conn.execute_batch(MIGRATE_1)
+                .map_err(err("cannot migrate its tables", "move it aside to start a new store"))?;
+        }
+        conn.execute_batch(SCHEMA)
             .map_err(err("cannot create its tables", "move it aside to start a new store"))?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
@@ -359,6 +384,161 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Queues the upload of `source` to `url` with `method`.
+    pub fn enqueue_upload(
+        &self,
+        url: &str,
+        source: &Path,
+        method: &str,
+        content_type: &str,
+        discretionary: bool,
+    ) -> Result<UploadRecord, StoreError> {
+        let source = source.to_string_lossy().into_owned();
+        self.with("cannot queue an upload", |c| {
+            c.query_row(
+                &format!(
+                    "INSERT INTO uploads (url, source, method, content_type, state, discretionary,
+                       created, updated)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?6)
+                     RETURNING {UPLOAD_COLUMNS}"
+                ),
+                params![url, source, method, content_type, discretionary, now()],
+                upload_row,
+            )
+        })
+    }
+
+    /// Every queued upload, oldest first.
+    pub fn uploads(&self) -> Result<Vec<UploadRecord>, StoreError> {
+        self.with("cannot list uploads", |c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads ORDER BY id"))?;
+            stmt.query_map([], upload_row)?.collect()
+        })
+    }
+
+    /// Uploads `nw transfers run` takes on: queued, interrupted, and running ones whose
+    /// process is gone.
+    pub fn unfinished_uploads(&self) -> Result<Vec<UploadRecord>, StoreError> {
+        Ok(self
+            .uploads()?
+            .into_iter()
+            .filter(|u| match u.state {
+                State::Queued | State::Interrupted => true,
+                State::Running => !u.pid.is_some_and(alive),
+                State::Failed | State::Done => false,
+            })
+            .collect())
+    }
+
+    /// Marks upload `id` running in this process and counts an attempt, unless another live
+    /// process is sending it or it has finished; says whether it did.
+    pub fn claim_upload(&self, id: i64) -> Result<bool, StoreError> {
+        let me = i64::from(std::process::id());
+        self.with("cannot claim an upload", |c| {
+            let tx = c.unchecked_transaction()?;
+            let (state, pid): (String, Option<i64>) =
+                tx.query_row("SELECT state, pid FROM uploads WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            let taken = match State::parse(&state) {
+                State::Done | State::Failed => true,
+                State::Running => pid.is_some_and(|p| p != me && alive(p)),
+                State::Queued | State::Interrupted => false,
+            };
+            if !taken {
+                tx.execute(
+                    "UPDATE uploads SET state = 'running', pid = ?2, attempts = attempts + 1,
+                       updated = ?3 WHERE id = ?1",
+                    params![id, me, now()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(!taken)
+        })
+    }
+
+    /// Records how an attempt at upload `id` ended: its state, the error (if any), the bytes
+    /// sent and the server's status.
+    pub fn upload_ended(
+        &self,
+        id: i64,
+        state: State,
+        error: Option<&str>,
+        sent: u64,
+        status: Option<u16>,
+    ) -> Result<(), StoreError> {
+        self.with("cannot update an upload", |c| {
+            c.execute(
+                "UPDATE uploads SET state = ?2, error = ?3, sent = ?4, status = ?5, pid = NULL,
+                   updated = ?6 WHERE id = ?1",
+                params![id, state.as_str(), error, u64_sql(sent), status, now()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Forgets the finished uploads (done or failed); returns how many.
+    pub fn clear_finished_uploads(&self) -> Result<usize, StoreError> {
+        self.with("cannot clear uploads", |c| {
+            c.execute("DELETE FROM uploads WHERE state IN ('done', 'failed')", [])
+        })
+    }
+}
+
+/// Process `pid` is alive (or exists under another user).
+fn alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// One queued upload, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadRecord {
+    pub id: i64,
+    pub url: String,
+    pub source: PathBuf,
+    /// PUT or POST.
+    pub method: String,
+    pub content_type: String,
+    pub state: State,
+    /// The process sending it, while it runs.
+    #[serde(skip)]
+    pub pid: Option<i64>,
+    /// Body bytes the last attempt sent.
+    pub sent: u64,
+    /// The server's answer to the last attempt.
+    pub status: Option<u16>,
+    pub discretionary: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+const UPLOAD_COLUMNS: &str = "id, url, source, method, content_type, state, pid, sent, status, discretionary, attempts, error";
+
+fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
+    let source: String = r.get(2)?;
+    let state: String = r.get(5)?;
+    Ok(UploadRecord {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        source: PathBuf::from(source),
+        method: r.get(3)?,
+        content_type: r.get(4)?,
+        state: State::parse(&state),
+        pid: r.get(6)?,
+        sent: sql_u64(r.get(7)?),
+        status: r.get(8)?,
+        discretionary: r.get(9)?,
+        attempts: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(u32::MAX),
+        error: r.get(11)?,
+    })
+}
+
 const COLUMNS: &str = "id, url, dest, state, validator, total, offset, sha256, discretionary, \
      attempts, error, segments, want_segments";
 
@@ -393,4 +573,38 @@ fn u64_sql(v: u64) -> i64 {
 
 fn sql_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_is_claimed_by_one_live_process_and_left_to_the_next_when_that_one_died() {
+        let store = Store::open(Path::new(IN_MEMORY)).unwrap();
+        let u = store.enqueue_upload("http://h/x", Path::new("/x"), "PUT", "a/b", false).unwrap();
+        assert_eq!((u.state, u.attempts), (State::Queued, 0));
+        assert!(store.claim_upload(u.id).unwrap());
+        assert_eq!(store.uploads().unwrap()[0].state, State::Running);
+        // Running in this (live) process: not offered to another run.
+        assert!(store.unfinished_uploads().unwrap().is_empty());
+        // Another process, alive: it keeps its claim.
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let set_pid = |pid: i64| {
+            store.with("test", |c| c.execute("UPDATE uploads SET pid = ?1", [pid])).unwrap();
+        };
+        set_pid(i64::from(child.id()));
+        assert!(store.unfinished_uploads().unwrap().is_empty());
+        assert!(!store.claim_upload(u.id).unwrap(), "a live process's upload is not taken");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // That process died (killed): the upload is the next run's.
+        assert_eq!(store.unfinished_uploads().unwrap().len(), 1);
+        assert!(store.claim_upload(u.id).unwrap());
+        assert_eq!(store.uploads().unwrap()[0].attempts, 2);
+        store.upload_ended(u.id, State::Done, None, 5, Some(201)).unwrap();
+        assert!(!store.claim_upload(u.id).unwrap(), "a finished upload is not sent again");
+        assert_eq!(store.clear_finished_uploads().unwrap(), 1);
+    }
 }

@@ -406,3 +406,75 @@ fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
     let out = put(&["--no-fsync", "source.bin", &server.url("/put/d.bin")]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn put_queue_then_transfers_run_sends_puts_retries_only_what_is_safe_and_lists_uploads() {
+    let scratch = scratch("put-queue");
+    let data: Vec<u8> =
+        (0..3u32 << 20).map(|i| (i.wrapping_mul(40_503) >> 7).to_le_bytes()[0]).collect();
+    std::fs::write(scratch.0.join("source.bin"), &data).unwrap();
+    let server = Nginx::start(&scratch.0.join("www"), &Options::default())
+        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    std::fs::create_dir_all(scratch.0.join("www/put")).unwrap();
+    std::fs::write(scratch.0.join("www/put/taken.bin"), b"x").unwrap();
+    // A port nobody listens on: connecting fails, so nothing is sent.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let put = |args: &[&str]| nw(&scratch, &[&["put", "--queue"], args].concat()).output().unwrap();
+    let (q, taken) = (server.url("/put/q.bin"), server.url("/put/taken.bin"));
+    let never = format!("http://{closed}/put/never.bin");
+    let cases = [
+        vec!["source.bin", q.as_str()],
+        // nginx refuses a POST to a file (405): failed for good, not retried.
+        vec!["--post", "source.bin", taken.as_str()],
+        // A PUT that cannot connect is retried, then left interrupted.
+        vec!["source.bin", never.as_str()],
+    ];
+    for args in &cases {
+        let out = put(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("queued #u"), "{args:?}");
+    }
+    // Refused when queued: a file that is not there (exit 2), nothing recorded.
+    assert_eq!(put(&["absent.bin", &server.url("/put/z.bin")]).status.code(), Some(2));
+    let listed = json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|v| v["kind"] == "upload" && v["state"] == "queued"), "{listed:?}");
+    let source = scratch.0.join("source.bin").canonicalize().unwrap();
+    assert_eq!(listed[0]["source"], source.to_str().unwrap(), "recorded by its absolute path");
+
+    // Run from elsewhere: the queue names the file absolutely.
+    let mut run = nw(&scratch, &["transfers", "run", "--json", "--attempts", "2"]);
+    let out = run.current_dir("/").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = json_lines(&out.stdout);
+    let of = |id: u64, event: &str| {
+        events.iter().filter(|v| v["id"] == id && v["event"] == event).cloned().collect::<Vec<_>>()
+    };
+    let done = of(1, "done");
+    assert_eq!((done[0]["status"].as_u64(), done[0]["sent"].as_u64()), (Some(201), Some(3 << 20)));
+    assert!(std::fs::read(scratch.0.join("www/put/q.bin")).unwrap() == data, "byte-exact");
+    assert_eq!(of(2, "attempt").len(), 1, "a refused POST is not sent again");
+    assert_eq!(of(2, "failed")[0]["transient"], false);
+    assert_eq!(of(3, "attempt").len(), 2, "a PUT that could not connect is tried again");
+    let summary = events.iter().find(|v| v["event"] == "summary").expect("a summary");
+    assert_eq!((summary["done"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(summary["interrupted"], 1);
+
+    let out = nw(&scratch, &["transfers"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("#u1") && text.contains("done") && text.contains("201"), "{text}");
+    assert!(text.contains("#u2") && text.contains("failed") && text.contains("405"), "{text}");
+    assert!(text.contains("#u3") && text.contains("interrupted"), "{text}");
+    // A later run takes on only the interrupted PUT.
+    let out = nw(&scratch, &["transfers", "run", "--json", "--attempts", "1"]).output().unwrap();
+    let ids: Vec<_> = json_lines(&out.stdout)
+        .into_iter()
+        .filter(|v| v["event"] == "attempt")
+        .map(|v| v["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [Some(3)]);
+    // Clearing forgets the finished ones.
+    assert!(nw(&scratch, &["transfers", "clear"]).output().unwrap().status.success());
+    let listed = json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
