@@ -525,6 +525,13 @@ mod tests {
         String::from_utf8(got).unwrap()
     }
 
+    /// Serves one exchange: reads the request head and sends `wire`; returns the head.
+    async fn serve(server: &mut DuplexStream, wire: &[u8]) -> String {
+        let head = request_head(server).await;
+        server.write_all(wire).await.unwrap();
+        head
+    }
+
     /// The whole body through [`Body::read`] into buffers of `size`.
     async fn read_all(body: &mut Body, size: usize) -> Result<Vec<u8>, TransferError> {
         let mut all = Vec::new();
@@ -548,16 +555,13 @@ mod tests {
             let (conn, mut server) = pair();
             let headers = [("range", "bytes=5-".to_owned())];
             let sent = conn.send(get("/a?b=1", &headers));
-            let serve = async {
-                let head = request_head(&mut server).await;
-                server
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123")
-                    .await
-                    .unwrap();
+            let served = async {
+                let head =
+                    serve(&mut server, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123").await;
                 server.write_all(b"456789").await.unwrap();
                 head
             };
-            let (answer, head) = tokio::join!(sent, serve);
+            let (answer, head) = tokio::join!(sent, served);
             assert!(
                 head.starts_with("GET /a?b=1 HTTP/1.1\r\nhost: h:1\r\nuser-agent: nw/"),
                 "{head}"
@@ -569,12 +573,8 @@ mod tests {
             assert_eq!(read_all(&mut answer.body, 3).await.unwrap(), b"0123456789");
             assert!(!conn.is_closed(), "back to idle once the body was read to its end");
             let sent = conn.send(get("/next", &[]));
-            let serve = async {
-                let head = request_head(&mut server).await;
-                server.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
-                head
-            };
-            let (answer, head) = tokio::join!(sent, serve);
+            let served = serve(&mut server, b"HTTP/1.1 204 No Content\r\n\r\n");
+            let (answer, head) = tokio::join!(sent, served);
             assert!(head.starts_with("GET /next "), "{head}");
             let mut answer = answer.unwrap();
             assert_eq!(answer.status, 204);
@@ -625,13 +625,9 @@ mod tests {
         for (wire, want) in cases {
             run(async {
                 let (conn, mut server) = pair();
-                let sent = conn.send(get("/", &[]));
-                let serve = async {
-                    request_head(&mut server).await;
-                    server.write_all(wire).await.unwrap();
-                    drop(server);
-                };
-                let (answer, ()) = tokio::join!(sent, serve);
+                // The server closes once it has sent the case's bytes.
+                let closing = async move { serve(&mut server, wire).await };
+                let (answer, _) = tokio::join!(conn.send(get("/", &[])), closing);
                 let error = match answer {
                     Err(e) => e.to_string(),
                     Ok(mut a) => read_all(&mut a.body, 64).await.unwrap_err().to_string(),
@@ -647,13 +643,7 @@ mod tests {
         ] {
             run(async {
                 let (conn, mut server) = pair();
-                let sent = conn.send(get("/", &[]));
-                let serve = async {
-                    request_head(&mut server).await;
-                    server.write_all(wire).await.unwrap();
-                    server
-                };
-                let (answer, server) = tokio::join!(sent, serve);
+                let (answer, _) = tokio::join!(conn.send(get("/", &[])), serve(&mut server, wire));
                 drop(server);
                 let mut answer = answer.unwrap();
                 assert_eq!(read_all(&mut answer.body, 4).await.unwrap(), b"until the end");
@@ -691,16 +681,8 @@ mod tests {
                 headers: &[],
                 body: Some(body),
             };
-            let sent = conn.send(request);
-            let serve = async {
-                let head = request_head(&mut server).await;
-                server
-                    .write_all(b"HTTP/1.1 413 Too Large\r\nContent-Length: 4\r\n\r\nbig!")
-                    .await
-                    .unwrap();
-                (head, server)
-            };
-            let (answer, (head, _server)) = tokio::join!(sent, serve);
+            let wire = b"HTTP/1.1 413 Too Large\r\nContent-Length: 4\r\n\r\nbig!";
+            let (answer, head) = tokio::join!(conn.send(request), serve(&mut server, wire));
             assert!(head.contains("transfer-encoding: chunked\r\n"), "no declared length: {head}");
             let mut answer = answer.unwrap();
             assert_eq!(answer.status, 413);
