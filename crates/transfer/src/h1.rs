@@ -24,7 +24,7 @@ use nw_connection::driver::Io;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use crate::TransferError;
-use crate::http::RequestBody;
+use crate::http::{RequestBody, USER_AGENT, failed};
 
 /// The largest response head accepted (status line and fields).
 const MAX_HEAD: usize = 64 << 10;
@@ -156,10 +156,6 @@ impl Connection {
     }
 }
 
-fn failed(e: &dyn std::fmt::Display) -> TransferError {
-    TransferError::Http(format!("request failed: {e}"))
-}
-
 /// The request line and fields.
 fn head(request: &Request<'_>) -> Result<Vec<u8>, TransferError> {
     let refused = |what: String| {
@@ -171,8 +167,7 @@ fn head(request: &Request<'_>) -> Result<Vec<u8>, TransferError> {
     let mut head = Vec::with_capacity(256);
     let line = format!("{} {} HTTP/1.1\r\n", request.method, request.target);
     head.extend_from_slice(line.as_bytes());
-    let fixed =
-        [("host", request.authority), ("user-agent", concat!("nw/", env!("CARGO_PKG_VERSION")))];
+    let fixed = [("host", request.authority), ("user-agent", USER_AGENT)];
     let given = request.headers.iter().map(|(n, v)| (*n, v.as_str()));
     for (name, value) in fixed.into_iter().chain(given) {
         let name = HeaderName::from_bytes(name.as_bytes())

@@ -53,6 +53,14 @@ pub(crate) const H3_HEAD_START: Duration = Duration::from_millis(300);
 /// A request body: what an upload sends (empty for a GET).
 pub(crate) type RequestBody = BoxBody<Bytes, std::io::Error>;
 
+/// What every request says it comes from.
+pub(crate) const USER_AGENT: &str = concat!("nw/", env!("CARGO_PKG_VERSION"));
+
+/// A request that went wrong before its answer's head was read.
+pub(crate) fn failed(e: &dyn std::fmt::Display) -> TransferError {
+    TransferError::Http(format!("request failed: {e}"))
+}
+
 /// An empty request body.
 pub(crate) fn empty() -> RequestBody {
     Empty::new().map_err(|never| match never {}).boxed()
@@ -375,44 +383,43 @@ impl Connection {
         body: Option<RequestBody>,
     ) -> Result<Response, TransferError> {
         let authority = authority(url);
-        if let Sender::H1(c) = &self.sender {
-            // The origin form, with a Host field.
-            let request = crate::h1::Request {
-                method: &method,
-                target: &url.path,
-                authority: &authority,
-                headers,
-                body,
-            };
-            let answer = c.send(request).await?;
-            return Ok(Response {
-                status: answer.status,
-                headers: answer.headers,
-                body: Body::new(Kind::H1(Box::new(answer.body))),
-            });
-        }
         // HTTP/2 and HTTP/3 send the absolute form (turned into :scheme, :authority, :path).
-        let uri = format!("{}://{authority}{}", url.scheme, url.path);
-        let mut request = hyper::Request::builder().method(method).uri(uri.as_str());
-        request =
-            request.header(hyper::header::USER_AGENT, concat!("nw/", env!("CARGO_PKG_VERSION")));
-        for (name, value) in headers {
-            request = request.header(*name, value.as_str());
-        }
-        let failed =
-            |e: &dyn std::fmt::Display| TransferError::Http(format!("request failed: {e}"));
+        let hyper_request = || {
+            let uri = format!("{}://{authority}{}", url.scheme, url.path);
+            let mut request = hyper::Request::builder().method(method.clone()).uri(uri.as_str());
+            request = request.header(hyper::header::USER_AGENT, USER_AGENT);
+            for (name, value) in headers {
+                request = request.header(*name, value.as_str());
+            }
+            request
+        };
         let formed = |e: hyper::http::Error| {
             TransferError::Http(format!("{}: cannot form a request for it: {e}", url.path))
         };
         let response = match &mut self.sender {
-            // Sent above.
-            Sender::H1(_) => return Err(failed(&"HTTP/1.1 took another path")),
+            Sender::H1(c) => {
+                // The origin form, with a Host field.
+                let request = crate::h1::Request {
+                    method: &method,
+                    target: &url.path,
+                    authority: &authority,
+                    headers,
+                    body,
+                };
+                let answer = c.send(request).await?;
+                return Ok(Response {
+                    status: answer.status,
+                    headers: answer.headers,
+                    body: Body::new(Kind::H1(Box::new(answer.body))),
+                });
+            }
             Sender::H2(s) => {
+                let request = hyper_request();
                 let body = body.unwrap_or_else(empty);
                 s.send_request(request.body(body).map_err(formed)?).await
             }
             Sender::H3(s) => {
-                let request = request.body(()).map_err(formed)?;
+                let request = hyper_request().body(()).map_err(formed)?;
                 let sent = qlog_headers(&request);
                 let mut stream = s.send_request(request).await.map_err(|e| failed(&e))?;
                 // A client-initiated bidirectional stream's ID is 4 × its index (RFC 9000 §2.1).
