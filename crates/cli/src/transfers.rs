@@ -181,10 +181,10 @@ fn json_line(record: &Queued, step: &Step<'_>) -> Option<serde_json::Value> {
             v["event"] = "done".into();
             v
         }
-        Step::Failed { error, retry_in, transient } => json!({
+        Step::Failed { error, retry_in } => json!({
             "event": "failed",
             "error": error.to_string(),
-            "transient": transient,
+            "transient": error.transient(),
             "retry_in_s": retry_in.map(|d| d.as_secs_f64()),
         }),
     };
@@ -211,21 +211,12 @@ fn human_line(step: &Step<'_>) -> Option<String> {
         Step::Waiting(reason) => Some(format!("waiting: {reason}")),
         Step::Done(done) => Some(format!("saved {} ({})", done.dest.display(), size(done.bytes))),
         Step::Uploaded(done) => Some(format!("sent {}: {}", size(done.sent), done.status)),
-        Step::Failed { error, retry_in: Some(d), .. } => {
+        Step::Failed { error, retry_in: Some(d) } => {
             Some(format!("{error}; retrying in {:.0} s", d.as_secs_f64()))
         }
-        Step::Failed { error, retry_in: None, transient: true } => {
+        Step::Failed { error, retry_in: None } if error.transient() => {
             Some(format!("{error}; out of retries, left interrupted"))
         }
-        // Transient in itself, yet not tried again: a POST that may have reached the server.
-        Step::Failed { error, retry_in: None, transient: false } if error.transient() => {
-            Some(format!(
-                "failed: {error} (a POST that may have reached the server is not sent again; \
-                 queue it again if the server did not act on it)"
-            ))
-        }
-        Step::Failed { error, retry_in: None, transient: false } => {
-            Some(format!("failed: {error}"))
-        }
+        Step::Failed { error, retry_in: None } => Some(format!("failed: {error}")),
     }
 }

@@ -314,6 +314,13 @@ pub enum TransferError {
     Busy(PathBuf),
     #[error("{0} is being sent by another nw; wait for it, or stop it first")]
     Taken(String),
+    /// A transient failure of a request that is not sent twice (a POST that may have reached
+    /// the server): not transient itself.
+    #[error(
+        "{0} (a POST that may have reached the server is not sent again; queue it again if the \
+         server did not act on it)"
+    )]
+    NotResent(Box<TransferError>),
     #[error(transparent)]
     Refused(#[from] policy::Refused),
     #[error(transparent)]

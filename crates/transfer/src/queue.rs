@@ -50,23 +50,16 @@ impl Queued {
             Self::Upload(u) => u.discretionary,
         }
     }
-
-    /// Whether `error` may be tried again: a transient failure, except for a POST that got
-    /// as far as sending.
-    fn retryable(&self, error: &TransferError) -> bool {
-        match self {
-            Self::Upload(u) => upload_retryable(&u.method, error),
-            Self::Download(_) => error.transient(),
-        }
-    }
 }
 
-/// Whether an upload with `method` that failed with `error` may be sent again.
-fn upload_retryable(method: &str, error: &TransferError) -> bool {
-    if method.eq_ignore_ascii_case("POST") {
-        matches!(error, TransferError::Connect(_))
+/// `error` from an upload with `method`, as the queue treats it: a POST's transient failure
+/// becomes [`TransferError::NotResent`] unless it could not connect (nothing was sent).
+fn upload_failure(method: &str, error: TransferError) -> TransferError {
+    let sent = !matches!(error, TransferError::Connect(_));
+    if method.eq_ignore_ascii_case("POST") && sent && error.transient() {
+        TransferError::NotResent(Box::new(error))
     } else {
-        error.transient()
+        error
     }
 }
 
@@ -91,12 +84,10 @@ pub enum Step<'a> {
     Waiting(String),
     Done(&'a Finished),
     Uploaded(&'a Uploaded),
-    /// This attempt failed; `retry_in` when the scheduler will try again. `transient`: a
-    /// later run may still succeed (it is left interrupted, not failed).
+    /// This attempt failed; `retry_in` when the scheduler will try again.
     Failed {
         error: &'a TransferError,
         retry_in: Option<Duration>,
-        transient: bool,
     },
 }
 
@@ -218,7 +209,8 @@ impl Session {
                 self.upload_observed(&job, on).await
             }
             Err(e) => Err(e),
-        };
+        }
+        .map_err(|e| upload_failure(&record.method, e));
         match &result {
             Ok(done) => self.store.upload_ended(
                 record.id,
@@ -229,18 +221,16 @@ impl Session {
             )?,
             Err(e) => {
                 // Interrupted: a later run sends it again.
-                let state = if upload_retryable(&record.method, e) {
-                    State::Interrupted
-                } else {
-                    State::Failed
+                let state = if e.transient() { State::Interrupted } else { State::Failed };
+                let status = match e {
+                    TransferError::Status { status, .. } => Some(*status),
+                    TransferError::NotResent(inner) => match **inner {
+                        TransferError::Status { status, .. } => Some(status),
+                        _ => None,
+                    },
+                    _ => None,
                 };
-                let status =
-                    if let TransferError::Status { status, .. } = e { Some(*status) } else { None };
-                let mut text = e.to_string();
-                if state == State::Failed && e.transient() {
-                    text.push_str(" (a POST that may have reached the server is not sent again)");
-                }
-                self.store.upload_ended(record.id, state, Some(&text), 0, status)?;
+                self.store.upload_ended(record.id, state, Some(&e.to_string()), 0, status)?;
             }
         }
         result
@@ -325,7 +315,7 @@ impl Session {
                     let Some(record) = tasks.get(&task) else { continue };
                     let outcome = match &result {
                         Ok(_) => Outcome::Done,
-                        Err(e) if record.retryable(e) => Outcome::Transient(e.to_string()),
+                        Err(e) if e.transient() => Outcome::Transient(e.to_string()),
                         Err(e) => Outcome::Failed(e.to_string()),
                     };
                     machine.finished(now, task, outcome.clone());
@@ -333,7 +323,6 @@ impl Session {
                         Some(Wait::Backoff { until, .. }) => Some(until.saturating_sub(now)),
                         _ => None,
                     };
-                    let transient = matches!(outcome, Outcome::Transient(_));
                     match &result {
                         Ok(ended) => {
                             summary.done += 1;
@@ -343,7 +332,7 @@ impl Session {
                             });
                         }
                         Err(error) => {
-                            on(record, Step::Failed { error, retry_in, transient });
+                            on(record, Step::Failed { error, retry_in });
                             match (&outcome, retry_in) {
                                 (_, Some(_)) => {}
                                 (Outcome::Transient(_), None) => summary.interrupted += 1,
@@ -375,7 +364,21 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::on_power;
+    use super::{TransferError, on_power, upload_failure};
+
+    #[test]
+    fn a_post_that_may_have_been_sent_is_not_sent_again_and_says_so() {
+        let lost = || TransferError::Lost("reset".into());
+        let e = upload_failure("POST", lost());
+        assert!(!e.transient(), "{e}");
+        assert!(e.to_string().contains("not sent again"), "{e}");
+        assert!(upload_failure("PUT", lost()).transient(), "a PUT is sent again");
+        let refused = TransferError::Status { url: "u".into(), status: 405 };
+        assert!(matches!(upload_failure("POST", refused), TransferError::Status { .. }));
+        let unreachable =
+            TransferError::Connect(Box::new(nw_connection::driver::ConnectError::Cancelled));
+        assert!(upload_failure("POST", unreachable).transient(), "nothing was sent");
+    }
 
     #[test]
     fn power_is_read_from_the_supplies_batteries() {
