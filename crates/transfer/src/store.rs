@@ -421,15 +421,7 @@ impl Store {
     /// Uploads `nw transfers run` takes on: queued, interrupted, and running ones whose
     /// process is gone.
     pub fn unfinished_uploads(&self) -> Result<Vec<UploadRecord>, StoreError> {
-        Ok(self
-            .uploads()?
-            .into_iter()
-            .filter(|u| match u.state {
-                State::Queued | State::Interrupted => true,
-                State::Running => !u.pid.is_some_and(alive),
-                State::Failed | State::Done => false,
-            })
-            .collect())
+        Ok(self.uploads()?.into_iter().filter(|u| takeable(u.state, u.pid, None)).collect())
     }
 
     /// Marks upload `id` running in this process and counts an attempt, unless another live
@@ -442,12 +434,8 @@ impl Store {
                 tx.query_row("SELECT state, pid FROM uploads WHERE id = ?1", [id], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?;
-            let taken = match State::parse(&state) {
-                State::Done | State::Failed => true,
-                State::Running => pid.is_some_and(|p| p != me && alive(p)),
-                State::Queued | State::Interrupted => false,
-            };
-            if !taken {
+            let free = takeable(State::parse(&state), pid, Some(me));
+            if free {
                 tx.execute(
                     "UPDATE uploads SET state = 'running', pid = ?2, attempts = attempts + 1,
                        updated = ?3 WHERE id = ?1",
@@ -455,7 +443,7 @@ impl Store {
                 )?;
             }
             tx.commit()?;
-            Ok(!taken)
+            Ok(free)
         })
     }
 
@@ -487,6 +475,16 @@ impl Store {
     }
 }
 
+/// An upload in `state`, claimed by process `pid`, may be sent by process `me`: it is waiting,
+/// or it was running in a process that is gone (or in `me` itself).
+fn takeable(state: State, pid: Option<i64>, me: Option<i64>) -> bool {
+    match state {
+        State::Queued | State::Interrupted => true,
+        State::Running => !pid.is_some_and(|p| Some(p) != me && alive(p)),
+        State::Failed | State::Done => false,
+    }
+}
+
 /// Process `pid` is alive (or exists under another user).
 fn alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
@@ -509,7 +507,7 @@ pub struct UploadRecord {
     /// The process sending it, while it runs.
     #[serde(skip)]
     pub pid: Option<i64>,
-    /// Body bytes the last attempt sent.
+    /// Body bytes sent by the attempt that succeeded (0 until one does).
     pub sent: u64,
     /// The server's answer to the last attempt.
     pub status: Option<u16>,
