@@ -33,12 +33,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     segments: u8,
-    /// Record the downloads in the store instead, for `nw transfers run` to do.
-    #[arg(long)]
-    queue: bool,
-    /// With --queue: wait for an unmetered path and mains power before starting.
-    #[arg(long, requires = "queue")]
-    discretionary: bool,
+    #[command(flatten)]
+    queue: QueueArgs,
     #[command(flatten)]
     session: SessionArgs,
     #[command(flatten)]
@@ -65,6 +61,17 @@ impl StoreArg {
     pub(crate) fn open(&self) -> anyhow::Result<nw_transfer::store::Store> {
         Ok(nw_transfer::store::Store::open(&self.path())?)
     }
+}
+
+/// Queueing instead of transferring now: shared by `nw get` and `nw put`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct QueueArgs {
+    /// Record the transfer in the store instead, for `nw transfers run` to do.
+    #[arg(long)]
+    pub(crate) queue: bool,
+    /// With --queue: wait for an unmetered path and mains power before starting.
+    #[arg(long, requires = "queue")]
+    pub(crate) discretionary: bool,
 }
 
 /// How transfers are made: the session's settings, shared by `nw get`, `nw put` and
@@ -166,8 +173,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let https = args.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("https:"));
     let session = args.session.session(https, &args.disk)?;
-    if args.queue {
-        return queue(&session, &jobs, args.discretionary, args.json);
+    if args.queue.queue {
+        return queue(&session, &jobs, args.queue.discretionary, args.json);
     }
     let mut outcome = Outcome::Success;
     for job in &jobs {

@@ -45,7 +45,9 @@ enum Command {
     Get(Box<get::Args>),
     /// The network path: satisfied or not, why, over which interfaces.
     Path(path::Args),
-    /// Upload a file (PUT, or POST), streamed, with progress; the answer goes to stdout.
+    /// Upload a file (PUT, or POST), streamed, with progress; the answer goes to stdout. Queued
+    /// (`--queue`), a PUT that fails transiently is sent again by `nw transfers run`; a POST
+    /// only when it could not connect.
     Put(Box<put::Args>),
     /// Measure the link under load: goodput down and up, idle latency, responsiveness (RPM).
     Quality(Box<quality::Args>),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use nw_transfer::tasks::Upload;
 use nw_transfer::{Method, TransferError};
 
-use crate::get::{DiskArgs, Report, SessionArgs, size};
+use crate::get::{DiskArgs, QueueArgs, Report, SessionArgs, size};
 use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
@@ -18,20 +18,15 @@ pub(crate) struct Args {
     /// Where to send it (http:// or https://).
     #[arg(value_name = "URL")]
     url: String,
-    /// POST instead of PUT. A PUT replaces what is at URL and may be sent again; a POST is
-    /// never repeated.
+    /// POST instead of PUT. A PUT replaces what is at URL and may be sent again; a POST that
+    /// may have reached the server is never repeated.
     #[arg(long)]
     post: bool,
     /// The body's Content-Type.
     #[arg(long, value_name = "TYPE", default_value = "application/octet-stream")]
     content_type: String,
-    /// Record the upload in the store instead, for `nw transfers run` to send (a PUT that fails
-    /// transiently is sent again there; a POST only when it could not connect).
-    #[arg(long)]
-    queue: bool,
-    /// With --queue: wait for an unmetered path and mains power before starting.
-    #[arg(long, requires = "queue")]
-    discretionary: bool,
+    #[command(flatten)]
+    queue: QueueArgs,
     #[command(flatten)]
     session: SessionArgs,
     /// Progress and the result as JSON lines on stdout (the answer's body is left out).
@@ -55,8 +50,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         method: if args.post { Method::POST } else { Method::PUT },
         content_type: args.content_type.clone(),
     };
-    if args.queue {
-        return match session.enqueue_upload(&job, args.discretionary) {
+    if args.queue.queue {
+        return match session.enqueue_upload(&job, args.queue.discretionary) {
             Ok(record) if args.json => {
                 let mut line = serde_json::to_value(&record)?;
                 line["event"] = "queued".into();
