@@ -1,7 +1,8 @@
 //! Benchmark: downloading one large file from nginx on loopback with `nw get`, curl and
 //! aria2c (1 and 8 connections), to a file, in alternating runs; plus this machine's limits
-//! measured in the same run (loopback HTTP into /dev/null, and writing a file with dd, with and
-//! without fdatasync). HTTPS rows compare HTTP/1.1 and HTTP/2 from nginx with HTTP/3 from
+//! measured in the same run (loopback HTTP into /dev/null with curl, and into a 1 MiB buffer
+//! that keeps nothing, which is the CPU floor of receiving; and writing a file with dd, with and
+//! without fdatasync, and around the page cache). HTTPS rows compare HTTP/1.1 and HTTP/2 from nginx with HTTP/3 from
 //! ngtcp2's gtlsserver and from our own h3 server (nginx and curl here have no HTTP/3). Prints
 //! medians of throughput, CPU seconds per GB (of the client) and peak RSS. Two rows upload the
 //! same file to nginx (WebDAV PUT) with `nw put` and `curl -T`.
@@ -85,7 +86,33 @@ fn free_mb(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The floor of receiving over loopback TCP on this machine: the benchmark run again as a child
+/// with `NW_BENCH_RECV=URL` GETs the plain-HTTP `URL` and reads the answer into one 1 MiB
+/// buffer, keeping nothing. What a download costs beyond this row is its own doing.
+fn recv_floor(url: &str) {
+    use std::io::{Read as _, Write as _};
+    let rest = url.strip_prefix("http://").expect("a plain-HTTP URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    assert!(got > 0, "nothing came from {url}");
+}
+
 fn main() {
+    if let Ok(url) = std::env::var("NW_BENCH_RECV") {
+        recv_floor(&url);
+        return;
+    }
     let smoke = std::env::var_os("NW_BENCH_SMOKE").is_some();
     let size_mb: u64 = std::env::var("NW_BENCH_SIZE_MB")
         .ok()
@@ -156,15 +183,13 @@ fn main() {
         .args(["-o", "out.bin", &url]);
         c
     };
-    let dd = |sync: bool| {
+    let dd = |flags: &[&str]| {
         let mut c = Command::new("dd");
         c.arg("if=/dev/zero")
             .arg(format!("of={}", out.display()))
             .arg("bs=1M")
-            .arg(format!("count={size_mb}"));
-        if sync {
-            c.arg("conv=fdatasync");
-        }
+            .arg(format!("count={size_mb}"))
+            .args(flags);
         c
     };
     let uploaded = dir.join("www/put/up.bin");
@@ -175,8 +200,20 @@ fn main() {
             "limit: loopback HTTP, curl to /dev/null",
             Box::new(|| curl(&url, Path::new("/dev/null"))),
         ),
-        ("limit: dd 1 MiB writes", Box::new(|| dd(false))),
-        ("limit: dd 1 MiB writes + fdatasync", Box::new(|| dd(true))),
+        (
+            "limit: loopback HTTP, recv 1 MiB, discarded",
+            Box::new(|| {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.env("NW_BENCH_RECV", &url);
+                c
+            }),
+        ),
+        ("limit: dd 1 MiB writes", Box::new(|| dd(&[]))),
+        ("limit: dd 1 MiB writes + fdatasync", Box::new(|| dd(&["conv=fdatasync"]))),
+        (
+            "limit: dd 1 MiB O_DIRECT + fdatasync",
+            Box::new(|| dd(&["oflag=direct", "conv=fdatasync"])),
+        ),
         ("nw get (durable checkpoints)", Box::new(|| nw_get(&url, &[]))),
         ("nw get --no-fsync", Box::new(|| nw_get(&url, &["--no-fsync"]))),
         ("nw get --buffered (page cache)", Box::new(|| nw_get(&url, &["--buffered"]))),
@@ -250,8 +287,11 @@ fn main() {
         }
     }
     let gbps: Vec<f64> = results.iter().map(|r| median(r.0.clone())).collect();
-    let find =
-        |name: &str| tools.iter().position(|(n, _)| *n == name).map_or(f64::NAN, |i| gbps[i]);
+    let cpus: Vec<f64> = results.iter().map(|r| median(r.1.clone())).collect();
+    let at = |name: &str, of: &[f64]| {
+        tools.iter().position(|(n, _)| *n == name).map_or(f64::NAN, |i| of[i])
+    };
+    let find = |name: &str| at(name, &gbps);
     println!(
         "{size_mb} MiB from nginx on loopback into a file; medians of {runs} alternating runs"
     );
@@ -260,7 +300,7 @@ fn main() {
         println!(
             "{name:<42} {:>8.2} {:>12.2} {:>10.0}",
             gbps[i],
-            median(results[i].1.clone()),
+            cpus[i],
             median(results[i].2.clone())
         );
     }
@@ -275,6 +315,18 @@ fn main() {
             .max(find("nw get https --segments 4 (h2)"))
             / find("curl https (http/1.1)"),
         nw_plain / find("nw get --no-fsync"),
+    );
+    // What receiving and writing cost on their own: the floor of a download to a file (dd's
+    // figure also pays for reading /dev/zero, so the sum is a little high).
+    let (receive, write) = (
+        at("limit: loopback HTTP, recv 1 MiB, discarded", &cpus),
+        at("limit: dd 1 MiB O_DIRECT + fdatasync", &cpus),
+    );
+    println!(
+        "CPU s/GB: receive {receive:.2} + direct write {write:.2} = floor {:.2}; nw get durable {:.2}, --no-fsync {:.2}",
+        receive + write,
+        at("nw get (durable checkpoints)", &cpus),
+        at("nw get --no-fsync", &cpus),
     );
     println!(
         "uploads (nginx writes each to its disk): nw put/curl -T {:.2}",
