@@ -1,8 +1,9 @@
 //! Benchmark: downloading one large file from nginx on loopback with `nw get`, curl and
 //! aria2c (1 and 8 connections), to a file, in alternating runs; plus this machine's limits
 //! measured in the same run (loopback HTTP into /dev/null with curl, and into a 1 MiB buffer
-//! that keeps nothing, which is the CPU floor of receiving; and writing a file with dd, with and
-//! without fdatasync, and around the page cache). HTTPS rows compare HTTP/1.1 and HTTP/2 from nginx with HTTP/3 from
+//! that keeps nothing, which is the CPU floor of receiving; writing a file with dd, with and
+//! without fdatasync, and around the page cache; and the least download to a file, blocking reads
+//! handed to an `O_DIRECT` writer thread). HTTPS rows compare HTTP/1.1 and HTTP/2 from nginx with HTTP/3 from
 //! ngtcp2's gtlsserver and from our own h3 server (nginx and curl here have no HTTP/3). Prints
 //! medians of throughput, CPU seconds per GB (of the client) and peak RSS. Two rows upload the
 //! same file to nginx (WebDAV PUT) with `nw put` and `curl -T`.
@@ -86,31 +87,91 @@ fn free_mb(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The floor of receiving over loopback TCP on this machine: the benchmark run again as a child
-/// with `NW_BENCH_RECV=URL` GETs the plain-HTTP `URL` and reads the answer into one 1 MiB
-/// buffer, keeping nothing. What a download costs beyond this row is its own doing.
-fn recv_floor(url: &str) {
+/// The floors of a download on this machine, as the benchmark run again as a child with
+/// `NW_BENCH_RECV=URL` (plain HTTP): the answer read into one 1 MiB buffer, keeping nothing
+/// (the cost of receiving); and with `NW_BENCH_TO=FILE` too, the least a download to a file can
+/// be: blocking reads into four aligned 1 MiB buffers and a second thread writing them with
+/// `O_DIRECT`, fdatasync at the end, no store, no checkpoints, no checks.
+fn floor(url: &str, to: Option<&Path>) {
     use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+    const CHUNK: usize = 1 << 20;
+    #[repr(align(4096))]
+    struct Aligned([u8; CHUNK]);
     let rest = url.strip_prefix("http://").expect("a plain-HTTP URL");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let mut stream = std::net::TcpStream::connect(authority).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut got = 0u64;
+    let Some(to) = to else {
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0u64;
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        assert!(got > 0, "nothing came from {url}");
+        return;
+    };
+    // The head, a byte at a time (a few hundred reads, nothing next to the body).
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(to)
+        .unwrap();
+    let (full, filled_rx) = std::sync::mpsc::sync_channel::<(Box<Aligned>, usize, u64)>(4);
+    let (empty, empty_rx) = std::sync::mpsc::channel::<Box<Aligned>>();
+    let writer = std::thread::spawn(move || {
+        let mut end = 0;
+        for (buf, len, at) in filled_rx {
+            // Direct writes are whole blocks: the last one is padded, then cut back.
+            file.write_all_at(&buf.0[..len.next_multiple_of(4096)], at).unwrap();
+            end = at + len as u64;
+            let _ = empty.send(buf);
+        }
+        file.set_len(end).unwrap();
+        file.sync_data().unwrap();
+    });
+    let mut at = 0u64;
     loop {
-        let n = stream.read(&mut buf).unwrap();
-        if n == 0 {
+        let mut buf = empty_rx.try_recv().unwrap_or_else(|_| {
+            // SAFETY: zeroed bytes are a valid Aligned; allocated straight on the heap.
+            unsafe { Box::new_zeroed().assume_init() }
+        });
+        let mut len = 0;
+        while len < CHUNK {
+            let n = stream.read(&mut buf.0[len..]).unwrap();
+            if n == 0 {
+                break;
+            }
+            len += n;
+        }
+        if len > 0 {
+            full.send((buf, len, at)).unwrap();
+            at += len as u64;
+        }
+        if len < CHUNK {
             break;
         }
-        got += n as u64;
     }
-    assert!(got > 0, "nothing came from {url}");
+    drop(full);
+    writer.join().unwrap();
 }
 
 fn main() {
     if let Ok(url) = std::env::var("NW_BENCH_RECV") {
-        recv_floor(&url);
+        floor(&url, std::env::var_os("NW_BENCH_TO").as_deref().map(Path::new));
         return;
     }
     let smoke = std::env::var_os("NW_BENCH_SMOKE").is_some();
@@ -205,6 +266,14 @@ fn main() {
             Box::new(|| {
                 let mut c = Command::new(std::env::current_exe().unwrap());
                 c.env("NW_BENCH_RECV", &url);
+                c
+            }),
+        ),
+        (
+            "limit: recv + O_DIRECT writer thread",
+            Box::new(|| {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.env("NW_BENCH_RECV", &url).env("NW_BENCH_TO", &out);
                 c
             }),
         ),
@@ -323,8 +392,9 @@ fn main() {
         at("limit: dd 1 MiB O_DIRECT + fdatasync", &cpus),
     );
     println!(
-        "CPU s/GB: receive {receive:.2} + direct write {write:.2} = floor {:.2}; nw get durable {:.2}, --no-fsync {:.2}",
+        "CPU s/GB: receive {receive:.2} + direct write {write:.2} = {:.2}; least pipeline {:.2}; nw get durable {:.2}, --no-fsync {:.2}",
         receive + write,
+        at("limit: recv + O_DIRECT writer thread", &cpus),
         at("nw get (durable checkpoints)", &cpus),
         at("nw get --no-fsync", &cpus),
     );
