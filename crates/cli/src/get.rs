@@ -1,7 +1,7 @@
 //! `nw get`: downloads that resume where they stopped and never leave a half-written file.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nw_transfer::download::{self, Download};
@@ -118,9 +118,69 @@ pub(crate) struct DiskArgs {
 }
 
 impl SessionArgs {
-    /// The session these settings describe, writing downloads as `disk` says; `https`: some
-    /// URL needs trust settings.
+    /// What these flags say, with file names made absolute; `https`: some URL needs trust
+    /// settings.
+    pub(crate) fn settings(&self, https: bool) -> Settings {
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        Settings {
+            allow_http: self.allow_http,
+            anchor: self.anchor.iter().map(absolute).collect(),
+            ct_log_list: self.ct.ct_log_list.as_ref().map(absolute),
+            no_ct: self.ct.no_ct,
+            http1: self.http1,
+            http3: self.http3,
+            http3_only: self.http3_only,
+            timeout: self.timeout,
+            https,
+        }
+    }
+
+    /// The session these flags describe, writing downloads as `disk` says; `https`: some URL
+    /// needs trust settings.
     pub(crate) fn session(&self, https: bool, disk: &DiskArgs) -> anyhow::Result<Session> {
+        self.settings(https).session(disk, &self.store.path())
+    }
+}
+
+/// A session's settings as a queued transfer keeps them: serialized, they are the session's
+/// identifier in the store, so `nw transfers run` makes each transfer the way it was asked for
+/// (its anchors, `--allow-http`, protocol, timeout).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Settings {
+    allow_http: bool,
+    anchor: Vec<PathBuf>,
+    ct_log_list: Option<PathBuf>,
+    no_ct: bool,
+    http1: bool,
+    http3: bool,
+    http3_only: bool,
+    timeout: u64,
+    /// Some URL needs trust settings.
+    https: bool,
+}
+
+impl Settings {
+    /// A queued transfer's settings with what `nw transfers run` was given added: its
+    /// anchors, its `--allow-http` and `--no-ct`, and its `--ct-log-list` where the transfer
+    /// has none. Protocol and timeout stay the transfer's own.
+    pub(crate) fn with(mut self, run: &Self) -> Self {
+        for anchor in &run.anchor {
+            if !self.anchor.contains(anchor) {
+                self.anchor.push(anchor.clone());
+            }
+        }
+        self.allow_http |= run.allow_http;
+        if run.no_ct {
+            (self.no_ct, self.ct_log_list) = (true, None);
+        } else if !self.no_ct && self.ct_log_list.is_none() {
+            self.ct_log_list.clone_from(&run.ct_log_list);
+        }
+        self
+    }
+
+    /// The session these settings describe, writing downloads as `disk` says, with its
+    /// transfers in the store at `store`.
+    pub(crate) fn session(&self, disk: &DiskArgs, store: &Path) -> anyhow::Result<Session> {
         let mut config = Configuration {
             allow_http: self.allow_http,
             http2: !self.http1,
@@ -133,13 +193,15 @@ impl SessionArgs {
             durable: !disk.no_fsync,
             direct_from: if disk.buffered { None } else { Configuration::default().direct_from },
             request_timeout: Duration::from_secs(self.timeout.max(1)),
+            identifier: Some(serde_json::to_string(self)?),
             ..Configuration::default()
         };
-        if https {
-            config.trust = crate::trust::options(&self.anchor, &self.ct, true)?;
-            config.default_trust = crate::trust::options(&[], &self.ct, true)?;
+        if self.https {
+            let ct = CtArgs { ct_log_list: self.ct_log_list.clone(), no_ct: self.no_ct };
+            config.trust = crate::trust::options(&self.anchor, &ct, true)?;
+            config.default_trust = crate::trust::options(&[], &ct, true)?;
         }
-        Ok(Session::new(config, &self.store.path())?)
+        Ok(Session::new(config, store)?)
     }
 }
 

@@ -1,12 +1,12 @@
 //! `nw transfers`: the persistent queue that `nw get --queue` and `nw put --queue` fill — list
 //! it, run it, clear what is finished.
-use nw_transfer::Event;
 use nw_transfer::queue::{Queued, Step, Summary};
 use nw_transfer::scheduler;
+use nw_transfer::{Event, Session, TransferError};
 use serde_json::json;
 
 use crate::Outcome;
-use crate::get::{DiskArgs, SessionArgs, StoreArg, size};
+use crate::get::{DiskArgs, SessionArgs, Settings, StoreArg, size};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -26,7 +26,9 @@ enum Sub {
     /// died), each download from its last checkpoint and each upload whole, under the
     /// scheduler: a few at a time, transient failures retried with backoff (a POST only when it
     /// could not connect), discretionary ones waiting for an unmetered path and power. Ends
-    /// when each is done, failed, or out of retries.
+    /// when each is done, failed, or out of retries. Each runs with the session flags it was
+    /// queued with; the ones given here add to them (anchors, --allow-http, --no-ct, a
+    /// --ct-log-list where it had none).
     Run(Box<RunArgs>),
     /// Forget finished transfers (done and failed). Their files are not touched.
     Clear(StoreArg),
@@ -137,7 +139,20 @@ async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
     let uploads = store.unfinished_uploads()?.into_iter().map(|u| u.url);
     let https = downloads.chain(uploads).any(|url| url.to_ascii_lowercase().starts_with("https:"));
     drop(store);
-    let session = args.session.session(https, &args.disk)?;
+    let (settings, store) = (args.session.settings(https), args.session.store.path());
+    let session = settings.session(&args.disk, &store)?;
+    // Each transfer runs with the settings it was queued with, plus what this run was given.
+    let sessions = |id: &str| -> Result<Session, TransferError> {
+        let queued: Settings = serde_json::from_str(id).map_err(|e| {
+            TransferError::Usage(format!(
+                "its settings in the store are not understood ({e}); queue it again"
+            ))
+        })?;
+        queued
+            .with(&settings)
+            .session(&args.disk, &store)
+            .map_err(|e| TransferError::Usage(format!("{e:#}")))
+    };
     let config = scheduler::Config {
         max_running: args.max_running.max(1),
         max_attempts: args.attempts.max(1),
@@ -153,7 +168,7 @@ async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
             crate::output::error_line(&format!("{} {text}", record.label()));
         }
     };
-    let summary = session.run_queue(config, &on).await?;
+    let summary = session.run_queue(config, &sessions, &on).await?;
     let Summary { done, failed, interrupted } = summary;
     if json {
         crate::output::line(&json!({"event": "summary", "done": done, "failed": failed, "interrupted": interrupted}).to_string())?;

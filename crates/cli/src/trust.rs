@@ -106,10 +106,10 @@ pub(crate) struct CtArgs {
     /// that SCTs of system-anchored chains are checked against. Without one such chains fail,
     /// recoverably, with "log list unavailable"; a list more than 70 days old is reported stale.
     #[arg(long, value_name = "FILE", env = "NW_CT_LOG_LIST")]
-    ct_log_list: Option<PathBuf>,
+    pub(crate) ct_log_list: Option<PathBuf>,
     /// Do not require Certificate Transparency for system-anchored chains.
     #[arg(long, conflicts_with = "ct_log_list")]
-    no_ct: bool,
+    pub(crate) no_ct: bool,
 }
 
 /// Every certificate in `files` (PEM) as a custom anchor; a bad file is a usage error naming

@@ -82,6 +82,11 @@ pub struct Configuration {
     /// Write files of this size and more around the page cache (`O_DIRECT`), which saves a
     /// copy of every byte (64 MiB by default; `None`: always through the page cache).
     pub direct_from: Option<u64>,
+    /// The session's name in the store, like a background session's identifier: transfers it
+    /// queues keep it, and [`Session::run_queue`] asks for a session by it to run them, so a
+    /// queued transfer runs with the settings it was queued with. `None`: they run in whatever
+    /// session runs the queue.
+    pub identifier: Option<String>,
 }
 
 impl Default for Configuration {
@@ -100,6 +105,7 @@ impl Default for Configuration {
             durable: true,
             checkpoint_bytes: 64 << 20,
             direct_from: Some(64 << 20),
+            identifier: None,
         }
     }
 }

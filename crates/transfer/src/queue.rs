@@ -50,7 +50,19 @@ impl Queued {
             Self::Upload(u) => u.discretionary,
         }
     }
+
+    /// The identifier of the session that queued it.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            Self::Download(r) => r.session.as_deref(),
+            Self::Upload(u) => u.session.as_deref(),
+        }
+    }
 }
+
+/// A session that runs queued transfers, made from the identifier they were queued with
+/// ([`crate::Configuration::identifier`]); an error fails those transfers, with its message.
+pub type Sessions<'a> = dyn Fn(&str) -> Result<Session, TransferError> + Sync + 'a;
 
 /// `error` from an upload with `method`, as the queue treats it: a POST's transient failure
 /// becomes [`TransferError::NotResent`] unless it could not connect (nothing was sent).
@@ -151,6 +163,7 @@ impl Session {
             sha256.as_deref(),
             discretionary,
             job.segments.max(1),
+            self.config.identifier.as_deref(),
         )?;
         self.store.find(&admitted.dest)?.ok_or_else(|| {
             TransferError::Usage(format!("{}: queued, then not found", admitted.dest.display()))
@@ -179,6 +192,7 @@ impl Session {
             method,
             &job.content_type,
             discretionary,
+            self.config.identifier.as_deref(),
         )?)
     }
 
@@ -238,11 +252,13 @@ impl Session {
 
     /// Runs every unfinished transfer in the store until each is done, failed, or out of
     /// retries, telling `on` what happens to each. Transfers run side by side, up to the
-    /// scheduler's `max_running`.
+    /// scheduler's `max_running`. Each runs in the session `sessions` makes from the identifier
+    /// it was queued with (one per identifier), or in this one when it has none or this one's.
     #[allow(clippy::disallowed_methods, reason = "the queue's driver reads the clock and sleeps")]
     pub async fn run_queue(
         &self,
         config: scheduler::Config,
+        sessions: &Sessions<'_>,
         on: &(dyn Fn(&Queued, Step<'_>) + Sync),
     ) -> Result<Summary, TransferError> {
         let origin = Instant::now();
@@ -253,6 +269,20 @@ impl Session {
         for queued in downloads.chain(uploads) {
             tasks.insert(machine.add(Duration::ZERO, queued.discretionary()), queued);
         }
+        // The other sessions the transfers were queued with, each made once.
+        let mut others = std::collections::BTreeMap::new();
+        for id in tasks.values().filter_map(Queued::session) {
+            if Some(id) != self.config.identifier.as_deref() && !others.contains_key(id) {
+                others.insert(id.to_owned(), sessions(id).map_err(|e| e.to_string()));
+            }
+        }
+        let session_for = |queued: &Queued| match queued.session().and_then(|id| others.get(id)) {
+            None => Ok(self),
+            Some(Ok(session)) => Ok(session),
+            Some(Err(e)) => Err(TransferError::Usage(format!(
+                "cannot make the session it was queued with: {e}"
+            ))),
+        };
         let needs_conditions = tasks.values().any(Queued::discretionary);
         if needs_conditions {
             machine.set_conditions(conditions());
@@ -270,10 +300,20 @@ impl Session {
                 *attempt += 1;
                 on(record, Step::Attempt(*attempt));
                 reported.remove(&task);
+                let session = session_for(record);
                 running.push(async move {
                     let mut events = |e: Event| on(record, Step::Event(e));
-                    let result = match record {
-                        Queued::Download(r) => {
+                    let result = match (record, session) {
+                        (Queued::Upload(u), Err(e)) => {
+                            // Recorded here: the upload never reached its own bookkeeping.
+                            let text = e.to_string();
+                            self.store
+                                .upload_ended(u.id, State::Failed, Some(&text), 0, None)
+                                .map_err(TransferError::from)
+                                .and(Err(e))
+                        }
+                        (_, Err(e)) => Err(e),
+                        (Queued::Download(r), Ok(session)) => {
                             let sha256 = r.sha256.as_deref().and_then(|h| parse_sha256(h).ok());
                             let job = Download {
                                 url: r.url.clone(),
@@ -284,10 +324,10 @@ impl Session {
                                 // Interrupted in segments: it resumes in them whatever this says.
                                 segments: r.want_segments,
                             };
-                            self.download(&job, &mut events).await.map(Ended::Downloaded)
+                            session.download(&job, &mut events).await.map(Ended::Downloaded)
                         }
-                        Queued::Upload(u) => {
-                            self.run_upload(u, &mut events).await.map(Ended::Uploaded)
+                        (Queued::Upload(u), Ok(session)) => {
+                            session.run_upload(u, &mut events).await.map(Ended::Uploaded)
                         }
                     };
                     (task, result)

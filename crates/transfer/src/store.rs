@@ -22,8 +22,8 @@ use serde::Serialize;
 use crate::resume::{Partial, Segment, Validator};
 
 /// The schema, versioned through `user_version`: 1 had no `segments` or `want_segments`, 2 no
-/// `uploads`.
-const VERSION: i64 = 3;
+/// `uploads`, 3 no `session`.
+const VERSION: i64 = 4;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS transfers (
     id INTEGER PRIMARY KEY,
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     segments TEXT,
-    want_segments INTEGER NOT NULL DEFAULT 1
+    want_segments INTEGER NOT NULL DEFAULT 1,
+    session TEXT
 );
 CREATE TABLE IF NOT EXISTS uploads (
     id INTEGER PRIMARY KEY,
@@ -56,16 +57,22 @@ CREATE TABLE IF NOT EXISTS uploads (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    session TEXT
 );
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 ";
-/// From version 1 to 2 ([`SCHEMA`] then adds what 3 has).
+/// From version 1 to 2.
 const MIGRATE_1: &str = "
 ALTER TABLE transfers ADD COLUMN segments TEXT;
 ALTER TABLE transfers ADD COLUMN want_segments INTEGER NOT NULL DEFAULT 1;
 PRAGMA user_version = 2;
 ";
+/// From versions 1 to 3 (after [`MIGRATE_1`]), the downloads' `session`; [`SCHEMA`] then
+/// creates `uploads` for versions before 3.
+const MIGRATE_TRANSFERS_SESSION: &str = "ALTER TABLE transfers ADD COLUMN session TEXT;";
+/// From version 3, the uploads' `session`.
+const MIGRATE_UPLOADS_SESSION: &str = "ALTER TABLE uploads ADD COLUMN session TEXT;";
 
 /// Where a transfer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,6 +132,9 @@ pub struct Record {
     pub segments: Vec<Segment>,
     /// The segments a queued download asks for.
     pub want_segments: usize,
+    /// The identifier of the session that queued it ([`crate::Configuration::identifier`]).
+    #[serde(skip)]
+    pub session: Option<String>,
 }
 
 impl Record {
@@ -216,8 +226,13 @@ impl Store {
                 source: rusqlite::Error::InvalidQuery,
             });
         }
-        if version == 1 {
-            conn.execute_batch(MIGRATE_1)
+        let migrations = [
+            (version == 1, MIGRATE_1),
+            ((1..=3).contains(&version), MIGRATE_TRANSFERS_SESSION),
+            (version == 3, MIGRATE_UPLOADS_SESSION),
+        ];
+        for (_, migration) in migrations.iter().filter(|(due, _)| *due) {
+            conn.execute_batch(migration)
                 .map_err(err("cannot migrate its tables", "move it aside to start a new store"))?;
         }
         conn.execute_batch(SCHEMA)
@@ -276,6 +291,7 @@ impl Store {
         sha256: Option<&str>,
         discretionary: bool,
         want_segments: usize,
+        session: Option<&str>,
     ) -> Result<i64, StoreError> {
         let dest = dest.to_string_lossy().into_owned();
         let t = now();
@@ -283,8 +299,8 @@ impl Store {
         self.with("cannot queue a transfer", |c| {
             c.query_row(
                 "INSERT INTO transfers (url, dest, state, sha256, discretionary, want_segments,
-                   created, updated)
-                 VALUES (?1, ?2, 'queued', ?3, ?4, ?6, ?5, ?5)
+                   created, updated, session)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?6, ?5, ?5, ?7)
                  ON CONFLICT(dest) DO UPDATE SET
                    validator = CASE WHEN url = excluded.url THEN validator END,
                    total = CASE WHEN url = excluded.url THEN total END,
@@ -292,10 +308,18 @@ impl Store {
                    segments = CASE WHEN url = excluded.url THEN segments END,
                    url = excluded.url, state = 'queued', sha256 = excluded.sha256,
                    discretionary = excluded.discretionary, attempts = 0, error = NULL,
-                   want_segments = excluded.want_segments,
+                   want_segments = excluded.want_segments, session = excluded.session,
                    updated = excluded.updated
                  RETURNING id",
-                params![url, dest, sha256, discretionary, t, u64_sql(want_segments as u64)],
+                params![
+                    url,
+                    dest,
+                    sha256,
+                    discretionary,
+                    t,
+                    u64_sql(want_segments as u64),
+                    session
+                ],
                 |r| r.get(0),
             )
         })
@@ -393,17 +417,18 @@ impl Store {
         method: &str,
         content_type: &str,
         discretionary: bool,
+        session: Option<&str>,
     ) -> Result<UploadRecord, StoreError> {
         let source = source.to_string_lossy().into_owned();
         self.with("cannot queue an upload", |c| {
             c.query_row(
                 &format!(
                     "INSERT INTO uploads (url, source, method, content_type, state, discretionary,
-                       created, updated)
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?6)
+                       created, updated, session)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?6, ?7)
                      RETURNING {UPLOAD_COLUMNS}"
                 ),
-                params![url, source, method, content_type, discretionary, now()],
+                params![url, source, method, content_type, discretionary, now(), session],
                 upload_row,
             )
         })
@@ -514,9 +539,12 @@ pub struct UploadRecord {
     pub discretionary: bool,
     pub attempts: u32,
     pub error: Option<String>,
+    /// The identifier of the session that queued it ([`crate::Configuration::identifier`]).
+    #[serde(skip)]
+    pub session: Option<String>,
 }
 
-const UPLOAD_COLUMNS: &str = "id, url, source, method, content_type, state, pid, sent, status, discretionary, attempts, error";
+const UPLOAD_COLUMNS: &str = "id, url, source, method, content_type, state, pid, sent, status, discretionary, attempts, error, session";
 
 fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
     let source: String = r.get(2)?;
@@ -534,11 +562,12 @@ fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
         discretionary: r.get(9)?,
         attempts: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(u32::MAX),
         error: r.get(11)?,
+        session: r.get(12)?,
     })
 }
 
 const COLUMNS: &str = "id, url, dest, state, validator, total, offset, sha256, discretionary, \
-     attempts, error, segments, want_segments";
+     attempts, error, segments, want_segments, session";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     let validator: Option<String> = r.get(4)?;
@@ -561,6 +590,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
             .and_then(|v| serde_json::from_str(&v).ok())
             .unwrap_or_default(),
         want_segments: usize::try_from(r.get::<_, i64>(12)?).unwrap_or(1).max(1),
+        session: r.get(13)?,
     })
 }
 
@@ -581,7 +611,8 @@ mod tests {
     #[test]
     fn an_upload_is_claimed_by_one_live_process_and_left_to_the_next_when_that_one_died() {
         let store = Store::open(Path::new(IN_MEMORY)).unwrap();
-        let u = store.enqueue_upload("http://h/x", Path::new("/x"), "PUT", "a/b", false).unwrap();
+        let u =
+            store.enqueue_upload("http://h/x", Path::new("/x"), "PUT", "a/b", false, None).unwrap();
         assert_eq!((u.state, u.attempts), (State::Queued, 0));
         assert!(store.claim_upload(u.id).unwrap());
         assert_eq!(store.uploads().unwrap()[0].state, State::Running);

@@ -478,3 +478,57 @@ fn put_queue_then_transfers_run_sends_puts_retries_only_what_is_safe_and_lists_u
     let listed = json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout);
     assert_eq!(listed.len(), 1, "{listed:?}");
 }
+
+#[test]
+fn queued_transfers_run_with_the_flags_they_were_queued_with() {
+    let scratch = scratch("queue-settings");
+    let data: Vec<u8> =
+        (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 9).to_le_bytes()[0]).collect();
+    std::fs::write(scratch.0.join("www/a.bin"), &data).unwrap();
+    let (cert, key, anchor) = tls_files(&scratch);
+    let server = Nginx::start(
+        &scratch.0.join("www"),
+        &Options { tls: Some((cert, key)), ..Options::default() },
+    )
+    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let url = server.https_url("/a.bin").unwrap();
+    let anchor = anchor.to_string_lossy().into_owned();
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    // Queued with a private anchor (a download and an upload), run without one: each runs
+    // with the anchor it was queued with.
+    ok(nw_get(&scratch, &["--queue", "--anchor", &anchor, "-o", "a.bin", &url]).output().unwrap());
+    let up = server.https_url("/put/up.bin").unwrap();
+    ok(nw(&scratch, &["put", "--queue", "--anchor", &anchor, "www/a.bin", &up]).output().unwrap());
+    ok(nw(&scratch, &["transfers", "run"]).output().unwrap());
+    assert!(std::fs::read(scratch.0.join("a.bin")).unwrap() == data, "downloaded byte-exact");
+    assert!(std::fs::read(scratch.0.join("www/put/up.bin")).unwrap() == data, "sent byte-exact");
+
+    // Queued without one, run with one: the run's anchors are added.
+    ok(nw_get(&scratch, &["--queue", "-o", "c.bin", &url]).output().unwrap());
+    ok(nw(&scratch, &["transfers", "run", "--anchor", &anchor]).output().unwrap());
+    assert!(std::fs::read(scratch.0.join("c.bin")).unwrap() == data, "downloaded byte-exact");
+
+    // Queued with an anchor that is gone by the time it runs: it fails for good, saying which
+    // file and why, and the list keeps the reason.
+    let gone = scratch.0.join("gone.pem");
+    std::fs::copy(&anchor, &gone).unwrap();
+    let gone_arg = gone.to_string_lossy().into_owned();
+    ok(nw_get(&scratch, &["--queue", "--anchor", &gone_arg, "-o", "d.bin", &url])
+        .output()
+        .unwrap());
+    std::fs::remove_file(&gone).unwrap();
+    let out = nw(&scratch, &["transfers", "run"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("queued with") && stderr.contains("gone.pem"), "{stderr}");
+    assert!(stderr.contains("0 done, 1 failed"), "not retried: {stderr}");
+    let listed = json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout);
+    let d = listed.iter().find(|v| v["dest"].as_str().is_some_and(|d| d.ends_with("d.bin")));
+    let d = d.expect("d.bin is listed");
+    assert_eq!(d["state"], "failed", "{d}");
+    assert!(d["error"].as_str().unwrap_or_default().contains("gone.pem"), "{d}");
+    assert!(!scratch.0.join("d.bin").exists());
+}

@@ -216,3 +216,54 @@ fn segments_a_version_1_store_is_migrated_in_place_keeping_its_transfers() {
     let reopened = Store::open(&path).unwrap();
     assert_eq!(reopened.list().unwrap()[0].segments, segments, "kept across a reopen");
 }
+
+#[test]
+fn store_a_version_3_store_gains_sessions_keeping_its_transfers() {
+    let scratch = Scratch::new("store-v3");
+    let path = scratch.0.join("v3.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE transfers (id INTEGER PRIMARY KEY, url TEXT NOT NULL,
+               dest TEXT NOT NULL UNIQUE, state TEXT NOT NULL, validator TEXT, total INTEGER,
+               offset INTEGER NOT NULL DEFAULT 0, sha256 TEXT,
+               discretionary INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+               error TEXT, created REAL NOT NULL, updated REAL NOT NULL, segments TEXT,
+               want_segments INTEGER NOT NULL DEFAULT 1);
+             CREATE TABLE uploads (id INTEGER PRIMARY KEY, url TEXT NOT NULL,
+               source TEXT NOT NULL, method TEXT NOT NULL, content_type TEXT NOT NULL,
+               state TEXT NOT NULL, pid INTEGER, sent INTEGER NOT NULL DEFAULT 0, status INTEGER,
+               discretionary INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+               error TEXT, created REAL NOT NULL, updated REAL NOT NULL);
+             INSERT INTO transfers (url, dest, state, offset, created, updated)
+               VALUES ('http://127.0.0.1/a', '/tmp/a', 'interrupted', 77, 0, 0);
+             INSERT INTO uploads (url, source, method, content_type, state, created, updated)
+               VALUES ('http://127.0.0.1/u', '/tmp/u', 'PUT', 'a/b', 'queued', 0, 0);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let (records, uploads) = (store.list().unwrap(), store.uploads().unwrap());
+    assert_eq!((records.len(), records[0].offset, records[0].session.as_deref()), (1, 77, None));
+    assert_eq!((uploads.len(), uploads[0].session.as_deref()), (1, None));
+    // Queued from now on, a transfer keeps its session's identifier.
+    store
+        .enqueue("http://127.0.0.1/b", std::path::Path::new("/tmp/b"), None, false, 1, Some("s"))
+        .unwrap();
+    let up = store
+        .enqueue_upload(
+            "http://127.0.0.1/v",
+            std::path::Path::new("/tmp/v"),
+            "PUT",
+            "a/b",
+            false,
+            Some("s"),
+        )
+        .unwrap();
+    assert_eq!(up.session.as_deref(), Some("s"));
+    drop(store);
+    let reopened = Store::open(&path).unwrap();
+    let b = reopened.find(std::path::Path::new("/tmp/b")).unwrap().expect("queued");
+    assert_eq!(b.session.as_deref(), Some("s"), "kept across a reopen");
+}
