@@ -342,6 +342,15 @@ pub enum ConnectError {
     NoPath { reason: Option<nw_path::Reason>, waited: Duration, report: Box<Report> },
 }
 
+impl ConnectError {
+    /// Some attempt failed on trust (the server's certificate, or ours refused): trying again
+    /// will not help until that changes.
+    pub fn untrusted(&self) -> bool {
+        matches!(self, Self::Race { error: RaceError::AllAttemptsFailed { attempts }, .. }
+            if attempts.iter().any(|t| matches!(t.error, AttemptError::Untrusted(_))))
+    }
+}
+
 /// Told each state a connection passes through while it is being established.
 pub(crate) type Observer<'a> = dyn Fn(State) + Send + Sync + 'a;
 
@@ -789,7 +798,7 @@ async fn attempt(
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| AttemptError::Tls(tls_failure(&e)))?;
+        .map_err(|e| tls_failure(&e))?;
     let (_, conn) = stream.get_ref();
     let negotiated = Negotiated {
         version: conn.protocol_version().map_or_else(|| "unknown".into(), |v| format!("{v:?}")),
@@ -805,13 +814,26 @@ async fn attempt(
 
 /// A TLS handshake failure in words. A verifier's own error (nw-trust's per-certificate
 /// report) is shown as it renders itself, not as rustls's debug form.
-fn tls_failure(e: &io::Error) -> String {
-    use rustls::{CertificateError, Error};
+fn tls_failure(e: &io::Error) -> AttemptError {
+    use rustls::{AlertDescription as Alert, CertificateError, Error};
     match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
         Some(Error::InvalidCertificate(CertificateError::Other(other))) => {
-            format!("the certificate is not trusted: {}", other.0)
+            AttemptError::Untrusted(format!("the certificate is not trusted: {}", other.0))
         }
-        _ => e.to_string(),
+        Some(Error::InvalidCertificate(_)) => {
+            AttemptError::Untrusted(format!("the certificate is not trusted: {e}"))
+        }
+        // The server's word on our certificate (RFC 8446 §6.2): refused, or required and absent.
+        Some(Error::AlertReceived(
+            Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::CertificateRequired,
+        )) => AttemptError::Untrusted(format!("the server refused our certificate: {e}")),
+        _ => AttemptError::Tls(e.to_string()),
     }
 }
 
@@ -844,5 +866,20 @@ mod tests {
         // Rule 6: ::1 (precedence 50) before IPv4 (::ffff:0:0/96, precedence 35).
         assert_eq!(rfc6724_order([v4, v6], &Bind::default()), [v6, v4]);
         assert_eq!(rfc6724_order([v6, v4], &Bind::default()), [v6, v4]);
+    }
+
+    #[test]
+    fn handshakes_that_fail_on_trust_are_told_apart_from_other_tls_failures() {
+        use rustls::{AlertDescription as Alert, CertificateError, Error};
+        let failed = |e: Error| tls_failure(&io::Error::new(io::ErrorKind::InvalidData, e));
+        let unknown = failed(Error::InvalidCertificate(CertificateError::UnknownIssuer));
+        assert!(matches!(&unknown, AttemptError::Untrusted(m) if m.contains("UnknownIssuer")));
+        assert!(unknown.to_string().starts_with("TLS: the certificate is not trusted"));
+        let refused = failed(Error::AlertReceived(Alert::CertificateRequired));
+        assert!(matches!(refused, AttemptError::Untrusted(_)), "{refused}");
+        let other = failed(Error::AlertReceived(Alert::HandshakeFailure));
+        assert!(matches!(other, AttemptError::Tls(_)), "{other}");
+        let reset = tls_failure(&io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(matches!(reset, AttemptError::Tls(_)), "{reset}");
     }
 }

@@ -216,6 +216,10 @@ pub enum AttemptError {
     TimedOut,
     #[error("TLS: {0}")]
     Tls(String),
+    /// The handshake failed on trust: the server's certificate was not trusted, or the server
+    /// refused ours. Trying again will not change that.
+    #[error("TLS: {0}")]
+    Untrusted(String),
     #[error("{0}")]
     Other(String),
 }

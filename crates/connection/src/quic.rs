@@ -85,11 +85,26 @@ pub(crate) async fn attempt(
     Ok((Box::new(QuicStream::new(send, recv, quic.connection, quic.endpoint)), stack))
 }
 
+/// A TLS alert about a certificate, as QUIC carries it: CRYPTO_ERROR 0x0100 + the alert
+/// (RFC 9001 §4.8), for bad_certificate (42) to unknown_ca (48) and certificate_required (116)
+/// (RFC 8446 §6.2).
+fn certificate_alert(code: quinn::TransportErrorCode) -> bool {
+    [42, 43, 44, 45, 46, 48, 116].into_iter().any(|a| code == quinn::TransportErrorCode::crypto(a))
+}
+
 fn error(e: &quinn::ConnectionError) -> AttemptError {
     match e {
         quinn::ConnectionError::TimedOut => AttemptError::TimedOut,
+        // Our side refused the server's certificate.
+        quinn::ConnectionError::TransportError(t) if certificate_alert(t.code) => {
+            AttemptError::Untrusted(format!("the certificate is not trusted (QUIC): {t}"))
+        }
         quinn::ConnectionError::TransportError(t) => {
             AttemptError::Tls(format!("QUIC handshake: {t}"))
+        }
+        // The server refused ours.
+        quinn::ConnectionError::ConnectionClosed(c) if certificate_alert(c.error_code) => {
+            AttemptError::Untrusted(format!("the server refused our certificate (QUIC): {c}"))
         }
         // RFC 9000 §20.1: the server refused (at its limit, or shutting down).
         quinn::ConnectionError::ConnectionClosed(c)

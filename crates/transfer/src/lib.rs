@@ -370,7 +370,9 @@ impl TransferError {
     /// Whether trying again later may succeed (the transfer stays resumable).
     pub fn transient(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::Lost(_) | Self::Timeout(_) | Self::Incomplete { .. } => true,
+            // A certificate that was not trusted stays so: not retried.
+            Self::Connect(e) => !e.untrusted(),
+            Self::Lost(_) | Self::Timeout(_) | Self::Incomplete { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             Self::Saved { source, .. } => source.transient(),
             _ => false,

@@ -506,8 +506,17 @@ fn queued_transfers_run_with_the_flags_they_were_queued_with() {
     assert!(std::fs::read(scratch.0.join("a.bin")).unwrap() == data, "downloaded byte-exact");
     assert!(std::fs::read(scratch.0.join("www/put/up.bin")).unwrap() == data, "sent byte-exact");
 
-    // Queued without one, run with one: the run's anchors are added.
-    ok(nw_get(&scratch, &["--queue", "-o", "c.bin", &url]).output().unwrap());
+    // Queued without one and run without one: the certificate is not trusted, which a retry
+    // will not change, so it fails once, for good.
+    let queue_c = || nw_get(&scratch, &["--queue", "-o", "c.bin", &url]).output().unwrap();
+    ok(queue_c());
+    let out = nw(&scratch, &["transfers", "run"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not trusted") && stderr.contains("0 done, 1 failed"), "{stderr}");
+    assert!(!stderr.contains("attempt 2"), "not retried: {stderr}");
+    // Queued again and run with one: the run's anchors are added.
+    ok(queue_c());
     ok(nw(&scratch, &["transfers", "run", "--anchor", &anchor]).output().unwrap());
     assert!(std::fs::read(scratch.0.join("c.bin")).unwrap() == data, "downloaded byte-exact");
 
