@@ -108,7 +108,9 @@ fn proxy_tcp_rate_paces_the_stream_and_keeps_every_byte_in_order() {
     assert_eq!(end, None, "a clean close");
     assert_eq!(got.len(), BULK);
     assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)), "the bytes arrive intact");
-    assert!((9.0..=10.2).contains(&mbps), "want 9–10 Mbit/s, got {mbps:.2}");
+    // Below the rate by at most 15%, as for the TUN link: the proxy's thread shares two cores
+    // with the rest of the suite.
+    assert!((8.5..=10.2).contains(&mbps), "want 8.5–10 Mbit/s, got {mbps:.2}");
     let c = proxy.counters().down;
     assert_eq!((c.dropped_queue, c.dropped_loss), (0, 0), "a stream drops nothing: {c:?}");
     assert!(c.max_queue_bytes <= 50 * 1460, "the queue pushes back instead of growing: {c:?}");
