@@ -214,6 +214,11 @@ impl Store {
         }
         conn.execute_batch("PRAGMA synchronous = FULL;")
             .map_err(err("cannot configure it", "is it an SQLite file?"))?;
+        // Migrating is one transaction, taken before the version is read: a crash mid-way
+        // leaves the old version whole, and two processes opening an old store at once
+        // migrate it once (the second waits, then reads the new version).
+        conn.execute_batch("BEGIN IMMEDIATE;")
+            .map_err(err("cannot lock it to check its schema", "is another process stuck?"))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err(
             "cannot read its schema version",
             "is it an SQLite file? move it aside to start a new store",
@@ -237,6 +242,8 @@ impl Store {
         }
         conn.execute_batch(SCHEMA)
             .map_err(err("cannot create its tables", "move it aside to start a new store"))?;
+        conn.execute_batch("COMMIT;")
+            .map_err(err("cannot commit its tables", "check the disk and try again"))?;
         Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
     }
 

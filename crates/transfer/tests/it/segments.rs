@@ -243,7 +243,14 @@ fn store_a_version_3_store_gains_sessions_keeping_its_transfers() {
         )
         .unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    // Four processes' worth of opens at once: one migrates, the others find it done.
+    let opened: Vec<_> = std::thread::scope(|scope| {
+        let opens: Vec<_> = (0..4).map(|_| scope.spawn(|| Store::open(&path))).collect();
+        opens.into_iter().map(|open| open.join().unwrap()).collect()
+    });
+    let mut opened = opened.into_iter().map(|store| store.unwrap());
+    let store = opened.next().unwrap();
+    drop(opened);
     let (records, uploads) = (store.list().unwrap(), store.uploads().unwrap());
     assert_eq!((records.len(), records[0].offset, records[0].session.as_deref()), (1, 77, None));
     assert_eq!((uploads.len(), uploads[0].session.as_deref()), (1, None));
