@@ -182,6 +182,8 @@ fn main() {
     let runs = if smoke { 1 } else { 3 };
     let dir = PathBuf::from(format!("/var/tmp/nw-bench-download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    // Removed however the run ends (a failed peer panics, and a full run leaves 3 GB).
+    let _cleanup = Cleanup(dir.clone());
     std::fs::create_dir_all(dir.join("www")).unwrap();
     let free = free_mb(&dir);
     assert!(
@@ -408,5 +410,13 @@ fn main() {
         find("nw get h3 (ngtcp2 gtlsserver)") / find("nw get https (h2)"),
     );
     drop((server, ngtcp2));
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removes its directory when dropped.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
