@@ -71,11 +71,18 @@ fn netns_two_times_50ms_is_a_100ms_round_trip() {
     let s = scene();
     let link = ConditionedLink::start(&s.near, &s.far, delay(50), delay(50), 1).unwrap();
     udp_echo(&s);
-    let rtts = pings(&s, 15);
-    let m = median(rtts.clone());
-    eprintln!("conditioner 2 × 50 ms: RTT median {m:.2} ms over {} probes", rtts.len());
-    assert_eq!(rtts.len(), 15, "no probe lost");
-    assert!((95.0..=105.0).contains(&m), "want 100 ± 5 ms, got {m:.2}");
+    let measured = crate::one_of_three(
+        || {
+            let rtts = pings(&s, 15);
+            let m = median(rtts.clone());
+            eprintln!("conditioner 2 × 50 ms: RTT median {m:.2} ms over {} probes", rtts.len());
+            (rtts.len(), m)
+        },
+        |&(n, m)| n == 15 && (95.0..=105.0).contains(&m),
+    );
+    if let Err(missed) = measured {
+        panic!("want 15 probes at 100 ± 5 ms, got (probes, median) {missed:.2?}");
+    }
     // The kernel's own IPv6 chatter (router and listener solicitations) crosses the link too.
     let c = link.counters();
     assert!(c.up.delivered >= 15 && c.down.delivered >= 15, "{c:?}");
@@ -123,38 +130,44 @@ fn netns_ten_megabits_give_nine_to_ten_megabits_of_goodput() {
         ..Profile::default()
     };
     let _link = ConditionedLink::start(&s.near, &s.far, up, delay(5), 3).unwrap();
-    let listener = in_namespace(&s.far, || TcpListener::bind(far(5001))).unwrap().unwrap();
-    let sink = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let (mut total, mut buf) = (0usize, vec![0u8; 65_536]);
-        let mut first = None;
-        loop {
-            let n = conn.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
+    let mut port = 5000;
+    let goodput = || {
+        port += 1;
+        let here = port;
+        let listener = in_namespace(&s.far, move || TcpListener::bind(far(here))).unwrap().unwrap();
+        let sink = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let (mut total, mut buf) = (0usize, vec![0u8; 65_536]);
+            let mut first = None;
+            loop {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                first.get_or_insert_with(Instant::now);
+                total += n;
             }
-            first.get_or_insert_with(Instant::now);
-            total += n;
+            (total, first.unwrap().elapsed())
+        });
+        let bytes = 6_000_000usize;
+        let mut conn =
+            in_namespace(&s.near, move || TcpStream::connect(far(here))).unwrap().unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < bytes {
+            conn.write_all(&chunk).unwrap();
+            sent += chunk.len();
         }
-        (total, first.unwrap().elapsed())
-    });
-    let bytes = 6_000_000usize;
-    let mut conn = in_namespace(&s.near, || TcpStream::connect(far(5001))).unwrap().unwrap();
-    let chunk = vec![7u8; 64 * 1024];
-    let mut sent = 0;
-    while sent < bytes {
-        conn.write_all(&chunk).unwrap();
-        sent += chunk.len();
+        drop(conn);
+        let (total, took) = sink.join().unwrap();
+        #[allow(clippy::cast_precision_loss, reason = "test arithmetic")]
+        let mbps = total as f64 * 8.0 / took.as_secs_f64() / 1e6;
+        eprintln!("conditioner 10 Mbit/s: {total} bytes in {took:?}: goodput {mbps:.2} Mbit/s");
+        mbps
+    };
+    if let Err(missed) = crate::one_of_three(goodput, |m| (9.0..=10.0).contains(m)) {
+        panic!("want 9–10 Mbit/s, got {missed:.2?}");
     }
-    drop(conn);
-    let (total, took) = sink.join().unwrap();
-    #[allow(clippy::cast_precision_loss, reason = "test arithmetic")]
-    let mbps = total as f64 * 8.0 / took.as_secs_f64() / 1e6;
-    eprintln!("conditioner 10 Mbit/s: {total} bytes in {took:?}: goodput {mbps:.2} Mbit/s");
-    // Never above the rate; below it by at most 15%: TCP's own overhead and slow start take
-    // about a tenth, and the link's thread shares two cores with the rest of the suite (8.91
-    // was seen under a full CI run).
-    assert!((8.5..=10.0).contains(&mbps), "want 8.5–10 Mbit/s, got {mbps:.2}");
 }
 
 #[test]

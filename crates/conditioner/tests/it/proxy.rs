@@ -79,10 +79,14 @@ fn round_trip(conn: &mut TcpStream) -> f64 {
 fn proxy_tcp_delay_adds_a_round_trip_to_each_exchange() {
     let proxy = Proxy::tcp(tcp_server(echo), Config::new(delay(25), delay(25))).unwrap();
     let mut conn = connect(&proxy);
-    let rtts: Vec<f64> = (0..5).map(|_| round_trip(&mut conn)).collect();
-    eprintln!("proxy 2 × 25 ms: round trips {rtts:.1?} ms");
-    for rtt in &rtts {
-        assert!((50.0..=60.0).contains(rtt), "want 50 ms (+ timer slack), got {rtt:.1}");
+    let rtts = || {
+        let rtts: Vec<f64> = (0..5).map(|_| round_trip(&mut conn)).collect();
+        eprintln!("proxy 2 × 25 ms: round trips {rtts:.1?} ms");
+        rtts
+    };
+    let each_in_band = |rtts: &Vec<f64>| rtts.iter().all(|rtt| (50.0..=60.0).contains(rtt));
+    if let Err(missed) = crate::one_of_three(rtts, each_in_band) {
+        panic!("want 50 ms (+ timer slack) each time, got {missed:.1?}");
     }
     let c = proxy.counters();
     assert!(c.up.delivered >= 5 && c.down.delivered >= 5, "{c:?}");
@@ -98,19 +102,22 @@ fn proxy_tcp_rate_paces_the_stream_and_keeps_every_byte_in_order() {
         ..Profile::default()
     };
     let proxy = Proxy::tcp(tcp_server(bulk), Config::new(delay(5), down)).unwrap();
-    let mut conn = connect(&proxy);
-    let t = Instant::now();
-    let (got, end) = read_all(&mut conn);
-    let took = t.elapsed();
-    #[allow(clippy::cast_precision_loss, reason = "test arithmetic")]
-    let mbps = got.len() as f64 * 8.0 / took.as_secs_f64() / 1e6;
-    eprintln!("proxy 10 Mbit/s: {} bytes in {took:?}: {mbps:.2} Mbit/s", got.len());
-    assert_eq!(end, None, "a clean close");
-    assert_eq!(got.len(), BULK);
-    assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)), "the bytes arrive intact");
-    // Below the rate by at most 15%, as for the TUN link: the proxy's thread shares two cores
-    // with the rest of the suite.
-    assert!((8.5..=10.2).contains(&mbps), "want 8.5–10 Mbit/s, got {mbps:.2}");
+    let rate = || {
+        let mut conn = connect(&proxy);
+        let t = Instant::now();
+        let (got, end) = read_all(&mut conn);
+        let took = t.elapsed();
+        #[allow(clippy::cast_precision_loss, reason = "test arithmetic")]
+        let mbps = got.len() as f64 * 8.0 / took.as_secs_f64() / 1e6;
+        eprintln!("proxy 10 Mbit/s: {} bytes in {took:?}: {mbps:.2} Mbit/s", got.len());
+        assert_eq!(end, None, "a clean close");
+        assert_eq!(got.len(), BULK);
+        assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)), "the bytes arrive intact");
+        mbps
+    };
+    if let Err(missed) = crate::one_of_three(rate, |m| (9.0..=10.2).contains(m)) {
+        panic!("want 9–10 Mbit/s, got {missed:.2?}");
+    }
     let c = proxy.counters().down;
     assert_eq!((c.dropped_queue, c.dropped_loss), (0, 0), "a stream drops nothing: {c:?}");
     assert!(c.max_queue_bytes <= 50 * 1460, "the queue pushes back instead of growing: {c:?}");
@@ -256,13 +263,23 @@ fn proxy_conditions_change_through_the_control_socket_from_the_next_exchange() {
     let _ = std::fs::remove_file(&path);
     let server = proxy.control(&path).unwrap();
     let mut conn = connect(&proxy);
-    let before = round_trip(&mut conn);
-    let patch = Patch { delay_us: Some(30_000), ..Patch::default() };
-    control::request(&path, &Request::Set { up: patch.clone(), down: patch }).unwrap();
-    let after = round_trip(&mut conn);
-    eprintln!("proxy change through the control socket: {before:.2} ms, then {after:.2} ms");
-    assert!(before < 10.0, "{before:.2}");
-    assert!((60.0..=70.0).contains(&after), "the next exchange: {after:.2}");
+    let set = |delay_us| {
+        let patch = Patch { delay_us: Some(delay_us), ..Patch::default() };
+        control::request(&path, &Request::Set { up: patch.clone(), down: patch }).unwrap();
+    };
+    let change = || {
+        set(0);
+        let before = round_trip(&mut conn);
+        set(30_000);
+        let after = round_trip(&mut conn);
+        eprintln!("proxy change through the control socket: {before:.2} ms, then {after:.2} ms");
+        (before, after)
+    };
+    let from_the_next =
+        |&(before, after): &(f64, f64)| before < 10.0 && (60.0..=70.0).contains(&after);
+    if let Err(missed) = crate::one_of_three(change, from_the_next) {
+        panic!("want under 10 ms, then 60–70 ms from the next exchange; got {missed:.2?}");
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
