@@ -180,10 +180,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if smoke { 64 } else { 1024 });
     let runs = if smoke { 1 } else { 3 };
-    let dir = PathBuf::from(format!("/var/tmp/nw-bench-download-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    // Removed however the run ends (a failed peer panics, and a full run leaves 3 GB).
-    let _cleanup = Cleanup(dir.clone());
+    // On disk (O_DIRECT), and removed however the run ends (a failed peer panics, and a full
+    // run leaves 3 GB).
+    let scratch = nw_lab::Scratch::under(Path::new("/var/tmp"), "bench-download").unwrap();
+    let dir = scratch.path().to_owned();
     std::fs::create_dir_all(dir.join("www")).unwrap();
     let free = free_mb(&dir);
     assert!(
@@ -409,14 +409,5 @@ fn main() {
         find("nw get h3 (own h3 server)") / find("nw get https (h2)"),
         find("nw get h3 (ngtcp2 gtlsserver)") / find("nw get https (h2)"),
     );
-    drop((server, ngtcp2));
-}
-
-/// Removes its directory when dropped.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    drop((server, ngtcp2, scratch));
 }

@@ -20,7 +20,6 @@ use nw_trust::verifier::TrustVerifier;
 use tokio::io::AsyncWriteExt;
 
 use crate::Outcome;
-use crate::scratch::Scratch;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -469,7 +468,7 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
 fn throwaway_identity(
     args: &Args,
     at: std::net::SocketAddr,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, Scratch)> {
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, nw_lab::Scratch)> {
     let ca = nw_trust::ca::TestCa::new("nw cat throwaway test CA")?;
     let listen_ip = at.ip().to_string();
     let mut names = vec!["localhost", "127.0.0.1", "::1"];
@@ -483,7 +482,7 @@ fn throwaway_identity(
             .map_err(|e| anyhow::anyhow!("the throwaway key: {e}"))?
     };
     // The throwaway CA's root is useless once this process is gone: its directory goes with it.
-    let dir = Scratch::new("cat")?;
+    let dir = nw_lab::Scratch::new("cat")?;
     let root = dir.path().join("root.pem");
     std::fs::write(&root, ca.cert_pem()).with_context(|| format!("writing {}", root.display()))?;
     crate::output::error_line(&format!(

@@ -18,7 +18,6 @@ use nw_conditioner::link::{LinkCounters, Profile, QueueLimit};
 use nw_conditioner::proxy::{Config, Faults, Proxy};
 use nw_conditioner::tun::{ConditionedLink, FAR_V4, NEAR_V4};
 
-use crate::scratch::Scratch;
 use crate::{Outcome, UsageError};
 
 /// nw's own failure, as `env`, `nice` and `timeout` report theirs.
@@ -423,7 +422,7 @@ fn finish(
 /// Where the control socket lives, and the directory nw made for it (removed on drop).
 struct ControlSocket {
     path: PathBuf,
-    _dir: Option<Scratch>,
+    _dir: Option<nw_lab::Scratch>,
 }
 
 impl ControlSocket {
@@ -431,7 +430,7 @@ impl ControlSocket {
         if let Some(path) = given {
             return Ok(Self { path: path.to_owned(), _dir: None });
         }
-        let dir = Scratch::new("condition")?;
+        let dir = nw_lab::Scratch::new("condition")?;
         let path = dir.path().join("control.sock");
         // A socket left by an earlier nw with this pid (after a kill -9) is stale.
         let _ = std::fs::remove_file(&path);

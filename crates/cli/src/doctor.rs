@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 
 use crate::Outcome;
 use crate::output;
-use crate::scratch::Scratch;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -390,7 +389,7 @@ async fn trust() -> Section {
 /// failing is a warning (UDP may be filtered); the others failing is a failure.
 async fn transfer() -> Section {
     const SIZE: usize = 4 << 20;
-    let dir = match Scratch::new("doctor") {
+    let dir = match nw_lab::Scratch::new("doctor") {
         Ok(dir) => dir,
         Err(e) => return Section::new("transfer", Level::Fail, format!("{e:#}"), Value::Null),
     };
@@ -478,7 +477,6 @@ async fn transfer() -> Section {
     Section::new("transfer", level, summary, json!({ "url": url, "downloads": results }))
 }
 
-/// A scratch directory removed when dropped.
 /// Races to the target the caller named (TCP; TLS with the system's anchors for https:// and
 /// wss://), and reports how.
 async fn target_section(text: &str) -> Section {

@@ -16,7 +16,6 @@ mod output;
 mod path;
 mod put;
 mod quality;
-mod scratch;
 mod transfers;
 mod trust;
 
