@@ -276,11 +276,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            Err(
-                e @ (TransferError::Usage(_) | TransferError::Refused(_) | TransferError::Busy(_)),
-            ) => {
-                return Err(UsageError(e.to_string()).into());
-            }
+            Err(e) if not_as_asked(&e) => return Err(UsageError(e.to_string()).into()),
             Err(TransferError::Store(e)) => return Err(e.into()),
             Err(e) => {
                 report.failed(&e, "")?;
@@ -366,15 +362,19 @@ fn queue(
                     record.dest.display()
                 ));
             }
-            Err(
-                e @ (TransferError::Usage(_) | TransferError::Refused(_) | TransferError::Busy(_)),
-            ) => {
+            Err(e) if not_as_asked(&e) => {
                 return Err(UsageError(format!("{}: {e}", job.url)).into());
             }
             Err(e) => return Err(e.into()),
         }
     }
     Ok(Outcome::Success)
+}
+
+/// A transfer that cannot be made as asked, which nw reports as a usage error (exit 2): a
+/// usage mistake, a load the transport-security policy refuses, a file another nw holds.
+pub(crate) fn not_as_asked(e: &TransferError) -> bool {
+    matches!(e, TransferError::Usage(_) | TransferError::Refused(_) | TransferError::Busy(_))
 }
 
 /// The file name a URL saves to: its last path segment, percent-decoded.

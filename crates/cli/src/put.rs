@@ -4,10 +4,10 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
+use nw_transfer::Method;
 use nw_transfer::tasks::Upload;
-use nw_transfer::{Method, TransferError};
 
-use crate::get::{DiskArgs, QueueArgs, Report, SessionArgs, size};
+use crate::get::{DiskArgs, QueueArgs, Report, SessionArgs, not_as_asked, size};
 use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
@@ -68,9 +68,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 ));
                 Ok(Outcome::Success)
             }
-            Err(e @ (TransferError::Usage(_) | TransferError::Refused(_))) => {
-                Err(UsageError(e.to_string()).into())
-            }
+            Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
             Err(e) => Err(e.into()),
         };
     }
@@ -98,9 +96,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
-        Err(e @ (TransferError::Usage(_) | TransferError::Refused(_))) => {
-            Err(UsageError(e.to_string()).into())
-        }
+        Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
         Err(e) => {
             let again = e.transient() && !args.post;
             report.failed(&e, if again { " (a PUT can simply be sent again)" } else { "" })?;
