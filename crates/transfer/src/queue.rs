@@ -304,14 +304,6 @@ impl Session {
                 running.push(async move {
                     let mut events = |e: Event| on(record, Step::Event(e));
                     let result = match (record, session) {
-                        (Queued::Upload(u), Err(e)) => {
-                            // Recorded here: the upload never reached its own bookkeeping.
-                            let text = e.to_string();
-                            self.store
-                                .upload_ended(u.id, State::Failed, Some(&text), 0, None)
-                                .map_err(TransferError::from)
-                                .and(Err(e))
-                        }
                         (_, Err(e)) => Err(e),
                         (Queued::Download(r), Ok(session)) => {
                             let sha256 = r.sha256.as_deref().and_then(|h| parse_sha256(h).ok());
@@ -378,14 +370,24 @@ impl Session {
                                 (Outcome::Transient(_), None) => summary.interrupted += 1,
                                 _ => {
                                     summary.failed += 1;
-                                    // Refusals come before the download touches the store:
-                                    // record them, so the next run does not try again blindly.
-                                    // (A busy one is another live process's to record.)
-                                    if let Queued::Download(r) = record
-                                        && matches!(error, TransferError::Usage(_) | TransferError::Refused(_))
-                                    {
-                                        let text = error.to_string();
-                                        self.store.set_state(r.id, State::Failed, Some(&text), true)?;
+                                    // Refusals (a session that cannot be made included)
+                                    // come before the transfer touches the store: record
+                                    // them, so the next run does not try again blindly. (A
+                                    // busy one is another live process's to record.)
+                                    let refused = matches!(
+                                        error,
+                                        TransferError::Usage(_) | TransferError::Refused(_)
+                                    );
+                                    let text = error.to_string();
+                                    let (failed, text) = (State::Failed, Some(text.as_str()));
+                                    match record {
+                                        Queued::Download(r) if refused => {
+                                            self.store.set_state(r.id, failed, text, true)?;
+                                        }
+                                        Queued::Upload(u) if refused => {
+                                            self.store.upload_ended(u.id, failed, text, 0, None)?;
+                                        }
+                                        _ => {}
                                     }
                                 }
                             }

@@ -528,16 +528,24 @@ fn queued_transfers_run_with_the_flags_they_were_queued_with() {
     ok(nw_get(&scratch, &["--queue", "--anchor", &gone_arg, "-o", "d.bin", &url])
         .output()
         .unwrap());
+    let gone_up = server.https_url("/put/gone.bin").unwrap();
+    let put = ["put", "--queue", "--anchor", &gone_arg, "www/a.bin", &gone_up];
+    ok(nw(&scratch, &put).output().unwrap());
     std::fs::remove_file(&gone).unwrap();
     let out = nw(&scratch, &["transfers", "run"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("queued with") && stderr.contains("gone.pem"), "{stderr}");
-    assert!(stderr.contains("0 done, 1 failed"), "not retried: {stderr}");
+    assert!(stderr.contains("0 done, 2 failed"), "not retried: {stderr}");
     let listed = json_lines(&nw(&scratch, &["transfers", "--json"]).output().unwrap().stdout);
     let d = listed.iter().find(|v| v["dest"].as_str().is_some_and(|d| d.ends_with("d.bin")));
     let d = d.expect("d.bin is listed");
     assert_eq!(d["state"], "failed", "{d}");
     assert!(d["error"].as_str().unwrap_or_default().contains("gone.pem"), "{d}");
     assert!(!scratch.0.join("d.bin").exists());
+    let u = listed.iter().find(|v| v["kind"] == "upload" && v["url"] == gone_up.as_str());
+    let u = u.expect("the upload is listed");
+    assert_eq!(u["state"], "failed", "{u}");
+    assert!(u["error"].as_str().unwrap_or_default().contains("gone.pem"), "{u}");
+    assert!(!scratch.0.join("www/put/gone.bin").exists());
 }
