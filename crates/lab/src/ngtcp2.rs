@@ -29,8 +29,8 @@ impl Gtlsserver {
             .find(|p| p.exists())
             .ok_or(LabError::MissingTool { tool: "gtlsserver", package: "ngtcp2-server" })?;
         let (root, cert, key) = (root.canonicalize()?, cert.canonicalize()?, key.canonicalize()?);
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
             let log = std::env::temp_dir()
                 .join(format!("nw-gtlsserver-{}-{port}.log", std::process::id()));
@@ -47,16 +47,17 @@ impl Gtlsserver {
                 .arg(&cert);
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log)?);
             let mut child = Child::spawn(cmd)?;
-            match wait_bound(&mut child, port, &log) {
+            let error = match wait_bound(&mut child, port, &log) {
                 Ok(()) => return Ok(Self { _child: child, port, log }),
-                Err(e) => {
-                    drop(child);
-                    let _ = std::fs::remove_file(&log);
-                    last = Some(e);
-                }
+                Err(e) => e,
+            };
+            drop(child);
+            let _ = std::fs::remove_file(&log);
+            if attempt == ATTEMPTS {
+                return Err(error);
             }
+            attempt += 1;
         }
-        Err(last.unwrap_or(LabError::Timeout { what: "gtlsserver start".into(), ms: 0 }))
     }
 
     /// `https://127.0.0.1:PORT{path}`.
