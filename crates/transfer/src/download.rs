@@ -1075,8 +1075,8 @@ pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
 mod tests {
     use super::*;
 
-    /// A writer as fast as it can go: checkpoints come every half interval (not after every
-    /// chunk), it never runs more than one interval ahead of the checkpoint, and the last
+    /// A writer as fast as a disk (a millisecond a chunk): checkpoints come every half
+    /// interval (not after every chunk), it never runs more than one interval ahead of the checkpoint, and the last
     /// checkpoint covers everything.
     #[test]
     #[allow(
