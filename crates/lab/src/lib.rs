@@ -31,12 +31,14 @@ pub mod ngtcp2;
 pub mod ocsp;
 mod process;
 mod scratch;
+mod timing;
 
 pub use counters::TcpCounters;
 pub use error::LabError;
 pub use netns::{Fault, Lab, Namespace, Pair, Proto, Veth, in_namespace};
 pub use process::Child;
 pub use scratch::Scratch;
+pub use timing::one_of_three;
 
 /// Documentation prefixes the lab uses (RFC 5737, RFC 3849). Nothing routes them anywhere.
 pub mod addr {

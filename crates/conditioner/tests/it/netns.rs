@@ -71,7 +71,7 @@ fn netns_two_times_50ms_is_a_100ms_round_trip() {
     let s = scene();
     let link = ConditionedLink::start(&s.near, &s.far, delay(50), delay(50), 1).unwrap();
     udp_echo(&s);
-    let measured = crate::one_of_three(
+    let measured = nw_lab::one_of_three(
         || {
             let rtts = pings(&s, 15);
             let m = median(rtts.clone());
@@ -165,7 +165,7 @@ fn netns_ten_megabits_give_nine_to_ten_megabits_of_goodput() {
         eprintln!("conditioner 10 Mbit/s: {total} bytes in {took:?}: goodput {mbps:.2} Mbit/s");
         mbps
     };
-    if let Err(missed) = crate::one_of_three(goodput, |m| (9.0..=10.0).contains(m)) {
+    if let Err(missed) = nw_lab::one_of_three(goodput, |m| (9.0..=10.0).contains(m)) {
         panic!("want 9–10 Mbit/s, got {missed:.2?}");
     }
 }

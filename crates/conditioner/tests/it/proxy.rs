@@ -85,7 +85,7 @@ fn proxy_tcp_delay_adds_a_round_trip_to_each_exchange() {
         rtts
     };
     let each_in_band = |rtts: &Vec<f64>| rtts.iter().all(|rtt| (50.0..=60.0).contains(rtt));
-    if let Err(missed) = crate::one_of_three(rtts, each_in_band) {
+    if let Err(missed) = nw_lab::one_of_three(rtts, each_in_band) {
         panic!("want 50 ms (+ timer slack) each time, got {missed:.1?}");
     }
     let c = proxy.counters();
@@ -115,7 +115,7 @@ fn proxy_tcp_rate_paces_the_stream_and_keeps_every_byte_in_order() {
         assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)), "the bytes arrive intact");
         mbps
     };
-    if let Err(missed) = crate::one_of_three(rate, |m| (9.0..=10.2).contains(m)) {
+    if let Err(missed) = nw_lab::one_of_three(rate, |m| (9.0..=10.2).contains(m)) {
         panic!("want 9–10 Mbit/s, got {missed:.2?}");
     }
     let c = proxy.counters().down;
@@ -277,7 +277,7 @@ fn proxy_conditions_change_through_the_control_socket_from_the_next_exchange() {
     };
     let from_the_next =
         |&(before, after): &(f64, f64)| before < 10.0 && (60.0..=70.0).contains(&after);
-    if let Err(missed) = crate::one_of_three(change, from_the_next) {
+    if let Err(missed) = nw_lab::one_of_three(change, from_the_next) {
         panic!("want under 10 ms, then 60–70 ms from the next exchange; got {missed:.2?}");
     }
     drop(server);

@@ -36,7 +36,7 @@ fn connect(ns: &Namespace, to: SocketAddr, limit: Duration) -> (std::io::Result<
 fn dns_server_answers_by_script_with_delays_and_glibc_uses_it() {
     let (_lab, p) = pair();
     let mut script = Script::wildcard(&[addr::SRV_V4], &[addr::SRV_V6]);
-    script.delays.aaaa = Duration::from_millis(300);
+    script.delays.aaaa = Duration::from_millis(500);
     script.records.get_mut("*.test").unwrap().https_alpn = vec!["h3".into(), "h2".into()];
     script.nxdomain.insert("gone.test".into());
     script.silent.insert("mute.test".into());
@@ -54,10 +54,11 @@ fn dns_server_answers_by_script_with_delays_and_glibc_uses_it() {
     assert_eq!(a.unwrap().answers[0].data, RData::A(hickory_proto::rr::rdata::A(addr::SRV_V4)));
     let (aaaa, took_aaaa) = ask("www.test", RecordType::AAAA);
     assert_eq!(aaaa.unwrap().answers.len(), 1);
-    eprintln!("A in {:.1} ms, AAAA (300 ms delay) in {:.1} ms", ms(took_a), ms(took_aaaa));
-    assert!(took_a < Duration::from_millis(50), "{took_a:?}");
+    eprintln!("A in {:.1} ms, AAAA (500 ms delay) in {:.1} ms", ms(took_a), ms(took_aaaa));
+    // Bounds with room for a stalled VM: A well under AAAA's delay, AAAA not delayed twice.
+    assert!(took_a < Duration::from_millis(250), "A is not delayed: {took_a:?}");
     assert!(
-        took_aaaa >= Duration::from_millis(300) && took_aaaa < Duration::from_millis(400),
+        took_aaaa >= Duration::from_millis(500) && took_aaaa < Duration::from_millis(900),
         "{took_aaaa:?}"
     );
 
@@ -107,15 +108,23 @@ fn nfqueue_delayer_holds_matching_packets_and_cleans_up() {
     delayed.sort_by(f64::total_cmp);
     let median = delayed[1];
     eprintln!("connect: {:.2} ms direct, {delayed:.1?} ms through a 100 ms delayer", ms(baseline));
-    assert!((100.0..160.0).contains(&median), "SYN held {median:.1} ms, want 100 ms + slack");
+    // Under 190 ms: held once, not twice (and no SYN retransmission, which takes a second).
+    assert!((100.0..190.0).contains(&median), "SYN held {median:.1} ms, want 100 ms + slack");
     assert!(delayer.delayed() >= 3);
     drop(delayer);
 
     let rules = p.cli.run(["iptables", "-t", "mangle", "-S"]).unwrap();
     assert!(!rules.contains("NFQUEUE"), "rule left behind: {rules}");
-    let (r, took) = connect(&p.cli, to, Duration::from_secs(2));
-    r.unwrap();
-    assert!(took < Duration::from_millis(50), "still delayed after drop: {took:?}");
+    // Held, every connect would take at least 100 ms; the quickest of three says it is not.
+    let quickest = (0..3)
+        .map(|_| {
+            let (r, took) = connect(&p.cli, to, Duration::from_secs(2));
+            r.unwrap();
+            took
+        })
+        .min()
+        .unwrap();
+    assert!(quickest < Duration::from_millis(100), "still delayed after drop: {quickest:?}");
 }
 
 #[test]
@@ -128,7 +137,8 @@ fn nft_faults_reject_fast_or_blackhole_and_counters_see_attempts() {
     p.cli.fault(addr::SRV_V6.into(), Proto::Tcp, Some(8443), Fault::Reset).unwrap();
     let (r, took) = connect(&p.cli, to6, Duration::from_secs(2));
     assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
-    assert!(took < Duration::from_millis(50), "reject should fail at once: {took:?}");
+    // At once: well under the one-second SYN retransmission a dropped SYN would wait for.
+    assert!(took < Duration::from_millis(500), "reject should fail at once: {took:?}");
 
     p.cli.clear_faults().unwrap();
     p.cli.fault(addr::SRV_V6.into(), Proto::Tcp, Some(8443), Fault::Drop).unwrap();
@@ -147,7 +157,7 @@ fn nft_faults_reject_fast_or_blackhole_and_counters_see_attempts() {
     let _l4 = listen(&p.srv, to4);
     p.cli.fault(addr::SRV_V4.into(), Proto::Tcp, None, Fault::Unreachable).unwrap();
     let (r, took) = connect(&p.cli, to4, Duration::from_secs(2));
-    assert!(r.is_err() && took < Duration::from_millis(50), "{r:?} after {took:?}");
+    assert!(r.is_err() && took < Duration::from_millis(500), "{r:?} after {took:?}");
 }
 
 #[test]
