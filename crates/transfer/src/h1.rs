@@ -115,7 +115,7 @@ impl Connection {
                 let chunked = !declares_length(request.headers);
                 let (mut r, mut w) = tokio::io::split(io);
                 let sending = async {
-                    w.write_all(&head).await?;
+                    w.write_all(&head).await.map_err(Unsent::Write)?;
                     send_body(&mut w, body, chunked).await
                 };
                 let answer = {
@@ -127,7 +127,12 @@ impl Connection {
                             Ok(()) => (reading.await?, true),
                             // The peer may have answered and stopped reading: its answer
                             // explains more than the broken pipe does.
-                            Err(e) => (reading.await.map_err(|_| failed(&e))?, false),
+                            Err(Unsent::Write(e)) => {
+                                (reading.await.map_err(|_| failed(&e))?, false)
+                            }
+                            // The body itself failed (a file that could not be read): the peer
+                            // still waits for the rest, so there is no answer to wait for.
+                            Err(Unsent::Body(e)) => return Err(failed(&e)),
                         },
                         // An answer before the whole body went: the rest is not sent, so
                         // the connection cannot carry another request.
@@ -190,29 +195,40 @@ fn declares_length(headers: &[(&str, String)]) -> bool {
     headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
 }
 
+/// Why a request body did not all go.
+enum Unsent {
+    /// Writing failed: the peer may have answered and stopped reading.
+    Write(std::io::Error),
+    /// The body itself failed, say a file that could not be read.
+    Body(std::io::Error),
+}
+
 /// Writes `body`, in chunks when its length was not declared, and flushes.
 async fn send_body(
     w: &mut (impl AsyncWrite + Unpin),
     mut body: RequestBody,
     chunked: bool,
-) -> std::io::Result<()> {
+) -> Result<(), Unsent> {
+    async fn write(w: &mut (impl AsyncWrite + Unpin), data: &[u8]) -> Result<(), Unsent> {
+        w.write_all(data).await.map_err(Unsent::Write)
+    }
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else { continue };
+        let Ok(data) = frame.map_err(Unsent::Body)?.into_data() else { continue };
         if data.is_empty() {
             continue;
         }
         if chunked {
-            w.write_all(format!("{:x}\r\n", data.len()).as_bytes()).await?;
-            w.write_all(&data).await?;
-            w.write_all(b"\r\n").await?;
+            write(w, format!("{:x}\r\n", data.len()).as_bytes()).await?;
+            write(w, &data).await?;
+            write(w, b"\r\n").await?;
         } else {
-            w.write_all(&data).await?;
+            write(w, &data).await?;
         }
     }
     if chunked {
-        w.write_all(b"0\r\n\r\n").await?;
+        write(w, b"0\r\n\r\n").await?;
     }
-    w.flush().await
+    w.flush().await.map_err(Unsent::Write)
 }
 
 /// How an answer's body ends.

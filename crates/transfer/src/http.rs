@@ -61,6 +61,21 @@ pub(crate) fn failed(e: &dyn std::fmt::Display) -> TransferError {
     TransferError::Http(format!("request failed: {e}"))
 }
 
+/// An error with its sources, "a: b: c": hyper's own text leaves the cause out ("error from
+/// user's Body stream" says nothing of the file that could not be read).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// An empty request body.
 pub(crate) fn empty() -> RequestBody {
     Empty::new().map_err(|never| match never {}).boxed()
@@ -457,7 +472,7 @@ impl Connection {
                 });
             }
         };
-        let (head, body) = response.map_err(|e| failed(&e))?.into_parts();
+        let (head, body) = response.map_err(|e| failed(&with_sources(&e)))?.into_parts();
         Ok(Response {
             status: head.status.as_u16(),
             headers: head.headers,

@@ -10,7 +10,7 @@ use nw_conditioner::proxy::{Config, Faults, Proxy};
 use nw_transfer::tasks::Upload;
 use nw_transfer::{Configuration, Event, Http3, Method};
 
-use crate::support::{Scratch, job, pattern, plain_server, runtime, session};
+use crate::support::{Scratch, job, loopback, pattern, plain_server, runtime, session};
 
 #[test]
 fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
@@ -115,4 +115,59 @@ fn proxy_an_upload_or_a_data_task_into_a_stall_times_out_instead_of_hanging() {
     eprintln!("a data task into a stall: failed after {took:?}: {e}");
     assert!(e.to_string().starts_with("timed out") && e.to_string().contains("of the answer"));
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
+}
+
+/// A file that shrinks while it is being uploaded fails the upload at once, naming the file and
+/// what happened, over HTTP/1.1 and HTTP/2, instead of waiting for an answer the server never
+/// sends (it still waits for the length it was promised) until the request timeout.
+#[test]
+fn proxy_an_upload_whose_file_shrinks_fails_at_once_saying_so() {
+    let scratch = Scratch::new("proxy-upload-shrinks");
+    let rt = runtime();
+    let options = nw_transfer::server::Options::default();
+    let embedded =
+        rt.block_on(nw_transfer::server::Embedded::start(loopback(), None, &options)).unwrap();
+    // 40 Mbit/s toward the server: the 32 MiB would take about 7 s.
+    let up = Profile { rate_bps: Some(40_000_000), ..Profile::default() };
+    let proxy = Proxy::tcp(embedded.http.local_addr(), Config::new(up, Profile::default()));
+    let proxy = proxy.unwrap();
+    for (http2, protocol) in [(false, "HTTP/1.1"), (true, "HTTP/2")] {
+        let source = scratch.0.join(format!("up-{}.bin", u8::from(http2)));
+        std::fs::write(&source, pattern(32 << 20, 54)).unwrap();
+        let config = Configuration {
+            trust: embedded.trust(),
+            http2,
+            http3: Http3::Off,
+            request_timeout: Duration::from_secs(30),
+            ..Configuration::default()
+        };
+        let session = nw_transfer::Session::ephemeral(config).unwrap();
+        let job = Upload {
+            url: format!("https://{}/slurp", proxy.local_addr()),
+            source: source.clone(),
+            method: Method::PUT,
+            content_type: "application/octet-stream".into(),
+        };
+        let mut cut = None;
+        #[allow(clippy::disallowed_methods, reason = "the test times the failure")]
+        let started = Instant::now();
+        let e = rt
+            .block_on(session.upload_observed(&job, &mut |e| {
+                // At the first progress report, the file is emptied.
+                if let Event::Progress { written, .. } = e
+                    && cut.is_none()
+                {
+                    let file = std::fs::OpenOptions::new().write(true).open(&source).unwrap();
+                    file.set_len(0).unwrap();
+                    cut = Some(written);
+                }
+            }))
+            .unwrap_err();
+        let took = started.elapsed();
+        eprintln!("{protocol}: emptied after {cut:?} bytes; failed after {took:?}: {e}");
+        assert!(cut.is_some_and(|n| n < 32 << 20), "{protocol}: emptied mid-upload: {cut:?}");
+        let text = e.to_string();
+        assert!(text.contains("up-") && text.contains("changed mid-upload"), "{protocol}: {e}");
+        assert!(took < Duration::from_secs(10), "{protocol}: not the 30 s timeout: {took:?}");
+    }
 }
