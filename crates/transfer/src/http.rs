@@ -61,8 +61,10 @@ pub(crate) fn failed(e: &dyn std::fmt::Display) -> TransferError {
     TransferError::Http(format!("request failed: {e}"))
 }
 
-/// An error with its sources, "a: b: c": hyper's own text leaves the cause out ("error from
-/// user's Body stream" says nothing of the file that could not be read).
+/// An error with its sources, "a: b: c": hyper's own text leaves the cause out ("connection
+/// error", without the reset or the refusal that ended the connection). (A failed upload body
+/// is not among these: hyper's HTTP/2 resets the stream and drops the body's error, so the
+/// upload keeps it itself.)
 fn with_sources(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
