@@ -379,6 +379,16 @@ impl TransferError {
         }
     }
 
+    /// The server's status when the server answered with a failure, through the wrappers that
+    /// say what became of the transfer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::NotResent(inner) | Self::Saved { source: inner, .. } => inner.status(),
+            _ => None,
+        }
+    }
+
     /// Says that what was received is kept in `part` (when the body had started).
     fn with_saved(self, part: &Path) -> Self {
         match self {

@@ -236,15 +236,7 @@ impl Session {
             Err(e) => {
                 // Interrupted: a later run sends it again.
                 let state = if e.transient() { State::Interrupted } else { State::Failed };
-                let status = match e {
-                    TransferError::Status { status, .. } => Some(*status),
-                    TransferError::NotResent(inner) => match **inner {
-                        TransferError::Status { status, .. } => Some(status),
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                self.store.upload_ended(record.id, state, Some(&e.to_string()), 0, status)?;
+                self.store.upload_ended(record.id, state, Some(&e.to_string()), 0, e.status())?;
             }
         }
         result
@@ -417,6 +409,10 @@ mod tests {
         assert!(upload_failure("PUT", lost()).transient(), "a PUT is sent again");
         let refused = TransferError::Status { url: "u".into(), status: 405 };
         assert!(matches!(upload_failure("POST", refused), TransferError::Status { .. }));
+        // The server's answer is still recorded when the POST is not sent again.
+        let busy = TransferError::Status { url: "u".into(), status: 503 };
+        let e = upload_failure("POST", busy);
+        assert!(matches!(e, TransferError::NotResent(_)) && e.status() == Some(503), "{e:?}");
         let unreachable =
             TransferError::Connect(Box::new(nw_connection::driver::ConnectError::Cancelled));
         assert!(upload_failure("POST", unreachable).transient(), "nothing was sent");
