@@ -186,16 +186,8 @@ fn json_line(record: &Queued, step: &Step<'_>) -> Option<serde_json::Value> {
         Step::Attempt(n) => json!({"event": "attempt", "attempt": n}),
         Step::Event(e) => serde_json::to_value(e).ok()?,
         Step::Waiting(reason) => json!({"event": "waiting", "reason": reason}),
-        Step::Done(done) => {
-            let mut v = serde_json::to_value(done).ok()?;
-            v["event"] = "done".into();
-            v
-        }
-        Step::Uploaded(done) => {
-            let mut v = serde_json::to_value(done).ok()?;
-            v["event"] = "done".into();
-            v
-        }
+        Step::Done(done) => serde_json::to_value(done).ok()?,
+        Step::Uploaded(done) => serde_json::to_value(done).ok()?,
         Step::Failed { error, retry_in } => json!({
             "event": "failed",
             "error": error.to_string(),
@@ -203,6 +195,9 @@ fn json_line(record: &Queued, step: &Step<'_>) -> Option<serde_json::Value> {
             "retry_in_s": retry_in.map(|d| d.as_secs_f64()),
         }),
     };
+    if matches!(step, Step::Done(_) | Step::Uploaded(_)) {
+        value["event"] = "done".into();
+    }
     let (kind, id) = match record {
         Queued::Download(r) => ("download", r.id),
         Queued::Upload(u) => ("upload", u.id),
