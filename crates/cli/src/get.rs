@@ -233,7 +233,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             segments: usize::from(args.segments),
         });
     }
-    let https = args.urls.iter().any(|u| u.to_ascii_lowercase().starts_with("https:"));
+    let https = needs_trust(&args.urls);
     let session = args.session.session(https, &args.disk)?;
     if args.queue.queue {
         return queue(&session, &jobs, args.queue.discretionary, args.json);
@@ -369,6 +369,12 @@ fn queue(
         }
     }
     Ok(Outcome::Success)
+}
+
+/// Whether some of `urls` is HTTPS, so the session needs its trust settings (loading them reads
+/// the system's anchors and the CT log list).
+pub(crate) fn needs_trust(urls: &[impl AsRef<str>]) -> bool {
+    urls.iter().any(|u| u.as_ref().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:")))
 }
 
 /// A transfer that cannot be made as asked, which nw reports as a usage error (exit 2): a

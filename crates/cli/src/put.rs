@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use nw_transfer::Method;
 use nw_transfer::tasks::Upload;
 
-use crate::get::{DiskArgs, QueueArgs, Report, SessionArgs, not_as_asked, size};
+use crate::get::{DiskArgs, QueueArgs, Report, SessionArgs, needs_trust, not_as_asked, size};
 use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +42,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         Err(e) => return Err(UsageError(format!("{}: {e}", args.file.display())).into()),
     }
-    let https = args.url.to_ascii_lowercase().starts_with("https:");
+    let https = needs_trust(&[&args.url]);
     let session = args.session.session(https, &DiskArgs::default())?;
     let job = Upload {
         url: args.url.clone(),

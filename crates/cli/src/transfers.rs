@@ -6,7 +6,7 @@ use nw_transfer::{Event, Session, TransferError};
 use serde_json::json;
 
 use crate::Outcome;
-use crate::get::{DiskArgs, SessionArgs, Settings, StoreArg, size};
+use crate::get::{DiskArgs, SessionArgs, Settings, StoreArg, needs_trust, size};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -137,7 +137,7 @@ async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
     let store = args.session.store.open()?;
     let downloads = store.unfinished()?.into_iter().map(|r| r.url);
     let uploads = store.unfinished_uploads()?.into_iter().map(|u| u.url);
-    let https = downloads.chain(uploads).any(|url| url.to_ascii_lowercase().starts_with("https:"));
+    let https = needs_trust(&downloads.chain(uploads).collect::<Vec<_>>());
     drop(store);
     let (settings, store) = (args.session.settings(https), args.session.store.path());
     let session = settings.session(&args.disk, &store)?;
