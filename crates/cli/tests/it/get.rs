@@ -45,6 +45,17 @@ fn sha256sum(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
 }
 
+/// nginx serving the scratch's `www/`.
+fn nginx(scratch: &Dir, options: &Options) -> Nginx {
+    Nginx::start(&scratch.0.join("www"), options)
+        .unwrap_or_else(|e| panic!("nginx could not start: {e}"))
+}
+
+/// `len` bytes that differ with `seed` (a shift), so no two files of a test are alike.
+fn pattern(len: u32, seed: u32) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> seed).to_le_bytes()[0]).collect()
+}
+
 /// A small deterministic generator for the kill times.
 fn next(state: &mut u64) -> u64 {
     *state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -63,11 +74,7 @@ fn get_kill_9_at_random_points_then_resume_ends_with_the_right_sha256() {
     assert!(status.success(), "could not write the 1 GiB source file");
     let expected = sha256sum(&source);
     // 128 MB/s: about eight seconds for the whole file, so kills land mid-transfer.
-    let server = Nginx::start(
-        &scratch.0.join("www"),
-        &Options { slow_rate: Some("128m".into()), ..Options::default() },
-    )
-    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &Options { slow_rate: Some("128m".into()), ..Options::default() });
     let url = server.url("/slow/big.bin");
     let dest = scratch.0.join("big.bin");
     let mut seed = u64::from(std::process::id());
@@ -136,8 +143,7 @@ fn get_kill_9_at_random_points_then_resume_ends_with_the_right_sha256() {
 fn get_saves_to_the_urls_last_segment_and_reports_json() {
     let scratch = scratch("json");
     std::fs::write(scratch.0.join("www/data.bin"), vec![7u8; 300_000]).unwrap();
-    let server = Nginx::start(&scratch.0.join("www"), &Options::default())
-        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &Options::default());
     let out = nw_get(&scratch, &["--json", &server.url("/data.bin")]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let done = json_lines(&out.stdout).into_iter().find(|v| v["event"] == "done");
@@ -221,11 +227,7 @@ fn get_queue_then_transfers_run_picks_up_after_kill_9() {
     let sums: Vec<String> =
         names.iter().map(|n| sha256sum(&scratch.0.join("www").join(n))).collect();
     // 16 MB/s per connection: about three seconds a file, so the kill lands mid-transfer.
-    let server = Nginx::start(
-        &scratch.0.join("www"),
-        &Options { slow_rate: Some("16m".into()), ..Options::default() },
-    )
-    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &Options { slow_rate: Some("16m".into()), ..Options::default() });
     for (name, sum) in names.iter().zip(&sums) {
         let url = server.url(&format!("/slow/{name}"));
         let out = nw_get(&scratch, &["--queue", "--sha256", sum, &url]).output().unwrap();
@@ -291,8 +293,7 @@ fn get_queue_then_transfers_run_picks_up_after_kill_9() {
 #[test]
 fn get_queue_refuses_up_front_and_a_failed_transfer_is_recorded() {
     let scratch = scratch("queue-fail");
-    let server = Nginx::start(&scratch.0.join("www"), &Options::default())
-        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &Options::default());
     // Refusals come at queueing time, with exit 2: a blocked insecure load, --force.
     let blocked = nw_get(&scratch, &["--queue", "http://example.test/x.bin"]).output().unwrap();
     assert_eq!(blocked.status.code(), Some(2));
@@ -315,11 +316,9 @@ fn get_queue_refuses_up_front_and_a_failed_transfer_is_recorded() {
 #[test]
 fn get_segments_fetches_ranges_side_by_side_checks_the_digest_and_queues_them() {
     let scratch = scratch("segments");
-    let data: Vec<u8> =
-        (0..32u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0]).collect();
+    let data = pattern(32 << 20, 13);
     std::fs::write(scratch.0.join("www/big.bin"), &data).unwrap();
-    let server = Nginx::start(&scratch.0.join("www"), &Options::default())
-        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &Options::default());
     let digest = sha256sum(&scratch.0.join("www/big.bin"));
     let url = server.url("/big.bin");
     let out = nw_get(&scratch, &["--json", "--segments", "4", "--sha256", &digest, &url])
@@ -359,16 +358,11 @@ fn get_segments_fetches_ranges_side_by_side_checks_the_digest_and_queues_them() 
 #[test]
 fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
     let scratch = scratch("put");
-    let data: Vec<u8> =
-        (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11).to_le_bytes()[0]).collect();
+    let data = pattern(24 << 20, 11);
     let source = scratch.0.join("source.bin");
     std::fs::write(&source, &data).unwrap();
     let (cert, key, anchor) = tls_files(&scratch);
-    let server = Nginx::start(
-        &scratch.0.join("www"),
-        &Options { tls: Some((cert, key)), ..Options::default() },
-    )
-    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &Options { tls: Some((cert, key)), ..Options::default() });
     let anchor = anchor.to_string_lossy().into_owned();
     let put = |args: &[&str]| nw(&scratch, &[&["put"], args].concat()).output().unwrap();
 
@@ -410,11 +404,9 @@ fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
 #[test]
 fn put_queue_then_transfers_run_sends_puts_retries_only_what_is_safe_and_lists_uploads() {
     let scratch = scratch("put-queue");
-    let data: Vec<u8> =
-        (0..3u32 << 20).map(|i| (i.wrapping_mul(40_503) >> 7).to_le_bytes()[0]).collect();
+    let data = pattern(3 << 20, 7);
     std::fs::write(scratch.0.join("source.bin"), &data).unwrap();
-    let server = Nginx::start(&scratch.0.join("www"), &Options::default())
-        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &Options::default());
     std::fs::create_dir_all(scratch.0.join("www/put")).unwrap();
     std::fs::write(scratch.0.join("www/put/taken.bin"), b"x").unwrap();
     // A port nobody listens on: connecting fails, so nothing is sent.
@@ -482,15 +474,10 @@ fn put_queue_then_transfers_run_sends_puts_retries_only_what_is_safe_and_lists_u
 #[test]
 fn queued_transfers_run_with_the_flags_they_were_queued_with() {
     let scratch = scratch("queue-settings");
-    let data: Vec<u8> =
-        (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 9).to_le_bytes()[0]).collect();
+    let data = pattern(3 << 20, 9);
     std::fs::write(scratch.0.join("www/a.bin"), &data).unwrap();
     let (cert, key, anchor) = tls_files(&scratch);
-    let server = Nginx::start(
-        &scratch.0.join("www"),
-        &Options { tls: Some((cert, key)), ..Options::default() },
-    )
-    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &Options { tls: Some((cert, key)), ..Options::default() });
     let url = server.https_url("/a.bin").unwrap();
     let anchor = anchor.to_string_lossy().into_owned();
     let ok = |out: std::process::Output| {
