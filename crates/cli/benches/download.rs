@@ -2,9 +2,10 @@
 //! aria2c (1 and 8 connections), to a file, in alternating runs; plus this machine's limits
 //! measured in the same run (loopback HTTP into /dev/null with curl, and into a 1 MiB buffer
 //! that keeps nothing, which is the CPU floor of receiving; writing a file with dd, with and
-//! without fdatasync, and around the page cache; and the least download to a file, blocking reads
-//! handed to an `O_DIRECT` writer thread). HTTPS rows compare HTTP/1.1 and HTTP/2 from nginx with HTTP/3 from
-//! ngtcp2's gtlsserver and from our own h3 server (nginx and curl here have no HTTP/3). Prints
+//! without fdatasync, and around the page cache; and the least download to a file, blocking
+//! reads handed to an `O_DIRECT` writer thread). HTTPS rows compare HTTP/1.1 and HTTP/2 from
+//! nginx with HTTP/3 from ngtcp2's gtlsserver and from our own h3 server (nginx and curl here
+//! have no HTTP/3). Prints
 //! medians of throughput, CPU seconds per GB (of the client) and peak RSS. Two rows upload the
 //! same file to nginx (WebDAV PUT) with `nw put` and `curl -T`.
 //!

@@ -1076,8 +1076,8 @@ mod tests {
     use super::*;
 
     /// A writer as fast as a disk (a millisecond a chunk): checkpoints come every half
-    /// interval (not after every chunk), it never runs more than one interval ahead of the checkpoint, and the last
-    /// checkpoint covers everything.
+    /// interval (not after every chunk), it never runs more than one interval ahead of the
+    /// checkpoint, and the last checkpoint covers everything.
     #[test]
     #[allow(
         clippy::disallowed_methods,

@@ -551,7 +551,8 @@ pub struct UploadRecord {
     pub session: Option<String>,
 }
 
-const UPLOAD_COLUMNS: &str = "id, url, source, method, content_type, state, pid, sent, status, discretionary, attempts, error, session";
+const UPLOAD_COLUMNS: &str = "id, url, source, method, content_type, state, pid, sent, status, \
+     discretionary, attempts, error, session";
 
 fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
     let source: String = r.get(2)?;
