@@ -182,10 +182,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     if args.udp {
         let idle = idle(&args)?; // a bad --idle is a usage error before any traffic
         if let Some(conditions) = &params.path
-            && let Ok(path) = nw_path::current(conditions)
-            && path.status != nw_path::Status::Satisfied
+            && let Ok(service) = nw_path::PathService::shared()
+            && let Ok(reading) = service.reading().await
         {
-            waiting(path.reason);
+            let path = match host.trim_start_matches('[').trim_end_matches(']').parse() {
+                Ok(ip) => reading.path_for(ip, conditions),
+                Err(_) => reading.path(conditions),
+            };
+            // A name on a network without a default route may still be on-link: the
+            // connection finds out; only a path that is down for every destination is said.
+            if path.status != nw_path::Status::Satisfied
+                && path.reason != Some(nw_path::Reason::LocalNetworkOnly)
+            {
+                waiting(path.reason);
+            }
         }
         return match connect_udp(&host, port, &params, resolver).await {
             Ok(c) => {

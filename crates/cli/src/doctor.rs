@@ -55,25 +55,21 @@ impl Section {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut sections = Vec::new();
-    match nw_path::snapshot() {
-        Ok(snap) => {
-            sections.push(interfaces(&snap));
-            match nw_path::current(&nw_path::Conditions::default()) {
-                Ok(path) => {
-                    sections.push(path_section(&path));
-                    sections.push(cost(&path));
-                    sections.push(monitor(&path).await);
-                }
-                Err(e) => sections.push(Section::new(
-                    "path",
-                    Level::Fail,
-                    format!("{e}"),
-                    json!({"error": e.to_string()}),
-                )),
-            }
+    let reading = match nw_path::PathService::shared() {
+        Ok(service) => service.reading().await,
+        Err(e) => Err(e),
+    };
+    match reading {
+        Ok(reading) => {
+            let path = reading.path(&nw_path::Conditions::default());
+            sections.push(interfaces(&reading.snapshot));
+            sections.push(path_section(&path));
+            sections.push(cost(&path));
+            sections.push(monitor(&path).await);
         }
+        // The snapshot, or a cost source such as a configuration file that does not parse.
         Err(e) => sections.push(Section::new(
-            "interfaces",
+            "path",
             Level::Fail,
             format!("{e}"),
             json!({"error": e.to_string()}),
@@ -165,8 +161,11 @@ fn word(v: Option<bool>) -> &'static str {
 #[allow(clippy::disallowed_methods, reason = "front end: times its own check")]
 async fn monitor(oneshot: &Path) -> Section {
     let started = std::time::Instant::now();
-    let first =
-        async { PathMonitor::start(nw_path::MonitorOptions::default())?.next().await.transpose() };
+    // A service of its own: a fresh subscription and dump, checked against the shared one's.
+    let first = async {
+        let service = nw_path::PathService::start(nw_path::ServiceOptions::default())?;
+        PathMonitor::on(&service, nw_path::Conditions::default()).next().await.transpose()
+    };
     match tokio::time::timeout(Duration::from_secs(3), first).await {
         Ok(Ok(Some(update))) => {
             let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -78,7 +78,8 @@ pub(crate) struct Report<'a> {
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let conditions = args.conditions.conditions();
     if !args.watch {
-        let path = nw_path::current(&conditions).context("reading the path")?;
+        let service = nw_path::PathService::shared().context("reading the path")?;
+        let path = service.path(&conditions).await.context("reading the path")?;
         print(&path, Cause::Initial, args.json, false)?;
         return Ok(outcome(&path));
     }

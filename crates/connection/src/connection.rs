@@ -139,7 +139,7 @@ impl Connection {
             let via = match &result {
                 Ok(connected) => {
                     publish(State::Ready);
-                    via_of(&connected.report, params.local)
+                    via_of(&connected.report, params.local).await
                 }
                 Err(e) => {
                     publish(State::Failed { error: e.to_string() });
@@ -212,24 +212,28 @@ impl Drop for Connection {
 }
 
 /// Where the winner runs: its local address (given, or the kernel's choice for the peer) and
-/// the interface that holds it.
-fn via_of(report: &Report, local: Option<std::net::IpAddr>) -> Option<Via> {
+/// the interface that holds it (from the path service's reading: nothing blocks here).
+async fn via_of(report: &Report, local: Option<std::net::IpAddr>) -> Option<Via> {
     let remote = report.connected?.ip();
     let bind = Bind { device: report.interface.clone(), local };
     let local = local.or_else(|| kernel_source(remote, &bind))?;
-    let interface = report.interface.clone().or_else(|| {
-        let snapshot = nw_path::snapshot().ok()?;
-        let holder = snapshot.interfaces.iter().find(|i| i.addresses.iter().any(|a| a.ip == local));
-        holder.map(|i| i.name.clone())
-    });
+    let interface = match report.interface.clone() {
+        Some(name) => Some(name),
+        None => {
+            let reading = nw_path::PathService::shared().ok()?.reading().await.ok()?;
+            let snapshot = &reading.snapshot;
+            let holder =
+                snapshot.interfaces.iter().find(|i| i.addresses.iter().any(|a| a.ip == local));
+            holder.map(|i| i.name.clone())
+        }
+    };
     Some(Via { interface, local })
 }
 
 /// Follows the path and sends each change of the verdict, until the receiver is gone.
 async fn watch(via: Via, conditions: nw_path::Conditions, tx: &mpsc::UnboundedSender<Update>) {
-    let options = nw_path::MonitorOptions { conditions, ..Default::default() };
-    let mut monitor = match nw_path::PathMonitor::start(options) {
-        Ok(m) => m,
+    let mut monitor = match nw_path::PathService::shared() {
+        Ok(service) => nw_path::PathMonitor::on(&service, conditions),
         Err(e) => {
             tracing::debug!("cannot watch the path ({e}); no viability updates");
             return;

@@ -484,7 +484,8 @@ async fn establish<T: Send + 'static>(
     let mut report = Report::new(id, host, port);
     observe(State::Preparing);
     if let Some(conditions) = &params.path {
-        let path = wait_for_path(conditions, config.timeout, &mut report, observe).await?;
+        let path = wait_for_path(host, conditions, config.timeout, &resolver, &mut report, observe)
+            .await?;
         if !report.path.is_empty() {
             observe(State::Preparing); // the wait is over
         }
@@ -680,65 +681,41 @@ async fn udp_attempt(addr: SocketAddr, bind: &Bind) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Waits until the path is satisfied under `conditions`, or `limit` has passed, and returns the
-/// satisfied path. Waiting watches the path monitor's events (no polling). A path that cannot
-/// be read or watched is not a reason to refuse: the race goes ahead (`None`) and its attempts
-/// say what is wrong.
+/// Waits until the path to `host` is satisfied under `conditions`, or `limit` has passed, and
+/// returns that path. The path is the process's [`PathService`](nw_path::PathService) reading
+/// evaluated for the destination: an IP literal's own route, so an on-link host is reachable
+/// with no default route; for a name, the general path, or — when only local networks are
+/// reachable — the route to the first of its addresses (hosts file, cache, DNS) that has one.
+/// Waiting follows the service's readings (no polling). A path that cannot be read is not a
+/// reason to refuse: the race goes ahead (`None`) and its attempts say what is wrong.
 #[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
 async fn wait_for_path(
+    host: &str,
     conditions: &nw_path::Conditions,
     limit: Duration,
+    resolver: &Resolver,
     report: &mut Report,
     observe: &Observer<'_>,
 ) -> Result<Option<nw_path::Path>, ConnectError> {
     let start = Instant::now();
-    let path = match nw_path::current(conditions) {
-        Ok(p) => p,
+    let mut readings = match nw_path::PathService::shared() {
+        Ok(service) => service.subscribe(),
         Err(e) => {
             tracing::debug!("path unknown ({e}); connecting anyway");
             return Ok(None);
         }
     };
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    let deadline = tokio::time::Instant::from_std(start.checked_add(limit).unwrap_or(start + FAR));
     let step =
         |p: &nw_path::Path, at: Duration| PathStep { at, status: p.status, reason: p.reason };
-    if path.status == nw_path::Status::Satisfied {
-        return Ok(Some(path));
-    }
-    tracing::info!(reason = ?path.reason, "waiting for a usable path");
-    report.path.push(step(&path, Duration::ZERO));
-    observe(State::Waiting { reason: path.reason });
-    let options = nw_path::MonitorOptions { conditions: conditions.clone(), ..Default::default() };
-    let mut monitor = match nw_path::PathMonitor::start(options) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::debug!("cannot watch the path ({e}); connecting anyway");
-            return Ok(None);
-        }
-    };
-    let deadline = tokio::time::Instant::from_std(start + limit);
     loop {
-        match tokio::time::timeout_at(deadline, monitor.next()).await {
-            Ok(Some(Ok(update))) => {
-                let at = start.elapsed();
-                let last = report.path.last().map(|l| (l.status, l.reason));
-                if last != Some((update.path.status, update.path.reason)) {
-                    report.path.push(step(&update.path, at));
-                    if update.path.status != nw_path::Status::Satisfied {
-                        observe(State::Waiting { reason: update.path.reason });
-                    }
-                }
-                if update.path.status == nw_path::Status::Satisfied {
-                    report.waited = at;
-                    tracing::info!(waited = ?at, "path satisfied; connecting");
-                    return Ok(Some(update.path));
-                }
-            }
-            Ok(ended) => {
-                // The monitor broke or stopped mid-wait: let the race find out what works.
-                if let Some(Err(e)) = ended {
-                    tracing::debug!("path monitor failed ({e}); connecting anyway");
-                }
-                report.waited = start.elapsed();
+        let reading = match tokio::time::timeout_at(deadline, readings.next()).await {
+            Ok(Ok(reading)) => reading,
+            Ok(Err(e)) => {
+                tracing::debug!("path unknown ({e}); connecting anyway");
+                report.waited =
+                    if report.path.is_empty() { Duration::ZERO } else { start.elapsed() };
                 return Ok(None);
             }
             Err(_elapsed) => {
@@ -751,8 +728,62 @@ async fn wait_for_path(
                     report: Box::new(report.clone()),
                 });
             }
+        };
+        let path = match literal {
+            Some(ip) => reading.path_for(ip, conditions),
+            None => path_for_name(host, &reading, conditions, resolver, deadline).await,
+        };
+        let at = start.elapsed();
+        if path.status == nw_path::Status::Satisfied {
+            if !report.path.is_empty() {
+                report.path.push(step(&path, at));
+                report.waited = at;
+                tracing::info!(waited = ?at, "path satisfied; connecting");
+            }
+            return Ok(Some(path));
+        }
+        let last = report.path.last().map(|l| (l.status, l.reason));
+        if last != Some((path.status, path.reason)) {
+            if report.path.is_empty() {
+                tracing::info!(reason = ?path.reason, "waiting for a usable path");
+            }
+            report.path.push(step(&path, if report.path.is_empty() { Duration::ZERO } else { at }));
+            observe(State::Waiting { reason: path.reason });
         }
     }
+}
+
+/// Far enough to mean "no limit" where an `Instant` must be had.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// The path for a name: the general one when it is satisfied or something other than a missing
+/// default route stands in the way; otherwise the path to the first of the name's addresses
+/// that has a route (an accessory's own network: no default route, the host on-link).
+async fn path_for_name(
+    host: &str,
+    reading: &nw_path::Reading,
+    conditions: &nw_path::Conditions,
+    resolver: &Resolver,
+    deadline: tokio::time::Instant,
+) -> nw_path::Path {
+    let general = reading.path(conditions);
+    if general.status == nw_path::Status::Satisfied
+        || !matches!(general.reason, Some(nw_path::Reason::LocalNetworkOnly))
+    {
+        return general;
+    }
+    // The answers land in the resolver's cache, so the race asks nothing twice.
+    let lookup = async {
+        let (v6, v4) =
+            tokio::join!(resolver.query(host, Query::Aaaa), resolver.query(host, Query::A));
+        v6.unwrap_or_default().into_iter().chain(v4.unwrap_or_default()).collect::<Vec<_>>()
+    };
+    let addresses = tokio::time::timeout_at(deadline, lookup).await.unwrap_or_default();
+    addresses
+        .into_iter()
+        .map(|ip| reading.path_for(ip, conditions))
+        .find(|p| p.status == nw_path::Status::Satisfied)
+        .unwrap_or(general)
 }
 
 /// The addresses in RFC 6724 §6 order, each judged with the source address the kernel would

@@ -1,23 +1,27 @@
-//! The tokio driver: owns the netlink subscription and one timer, feeds the [`Monitor`]
-//! machine, and carries out its snapshot requests. Nothing clever happens here.
-
-use std::time::Instant;
+//! The path monitor on tokio: a subscription to a [`PathService`] whose readings are evaluated
+//! under the caller's conditions, deduplicated and flagged for better paths. Nothing clever
+//! happens here, and nothing blocks: the readings are taken on the service's own thread.
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::evaluate::{Conditions, Path};
 use crate::interface::Snapshot;
-use crate::monitor::{Action, Monitor, Update};
+use crate::monitor::{Cause, Update, follow};
+use crate::service::{PathService, ServiceOptions};
 use crate::{PathError, debounce, sys};
 
 /// How to monitor.
 #[derive(Debug, Clone, Default)]
 pub struct MonitorOptions {
+    /// What the caller needs from the path.
     pub conditions: Conditions,
+    /// How kernel notifications are merged; a value other than the default runs a service of
+    /// the monitor's own instead of the process's shared one.
     pub debounce: debounce::Config,
-    /// The netlink socket's receive buffer in bytes (default 1 MiB). Past it the kernel drops
-    /// notifications and the monitor resynchronises from a full dump.
+    /// The netlink socket's receive buffer in bytes (default 1 MiB; setting it also runs a
+    /// service of the monitor's own). Past it the kernel drops notifications and the monitor
+    /// resynchronises from a full dump.
     pub receive_buffer: Option<usize>,
 }
 
@@ -30,15 +34,25 @@ pub struct PathMonitor {
 }
 
 impl PathMonitor {
-    /// Starts monitoring. Must be called inside a tokio runtime.
+    /// Starts monitoring, on the process's shared [`PathService`] unless the options ask for a
+    /// debounce or receive buffer of their own. Must be called inside a tokio runtime.
     pub fn start(options: MonitorOptions) -> Result<Self, PathError> {
-        // Subscribe before the first snapshot, so nothing between the two is missed.
-        let subscription = sys::Subscription::open(options.receive_buffer)?;
-        tracing::debug!(?options, "path monitor subscribed to link, address and route events");
+        let own =
+            ServiceOptions { debounce: options.debounce, receive_buffer: options.receive_buffer };
+        let service = if own == ServiceOptions::default() {
+            PathService::shared()?
+        } else {
+            PathService::start(own)?
+        };
+        Ok(Self::on(&service, options.conditions))
+    }
+
+    /// Monitors the path under `conditions` as `service` reads it. Must be called inside a
+    /// tokio runtime.
+    pub fn on(service: &PathService, conditions: Conditions) -> Self {
         let (tx, rx) = mpsc::channel(16);
-        let machine = Monitor::new(options.conditions, options.debounce);
-        let task = tokio::spawn(run(machine, subscription, tx));
-        Ok(Self { rx, task })
+        let task = tokio::spawn(run(service.clone(), conditions, tx));
+        Self { rx, task }
     }
 
     /// The next update; `None` once the monitor has stopped after reporting an error.
@@ -53,43 +67,38 @@ impl Drop for PathMonitor {
     }
 }
 
-/// Reads a snapshot now, with nothing cached.
+/// Reads a snapshot now, with nothing cached. It blocks (a netlink dump): call it from a
+/// blocking thread, or read [`PathService`] instead.
 pub fn snapshot() -> Result<Snapshot, PathError> {
     sys::snapshot()
 }
 
-/// Evaluates the path once, now.
+/// Evaluates the path once, now. It blocks (a netlink dump and the cost sources, `nmcli`
+/// included): call it from a blocking thread, or ask [`PathService::path`] instead.
 pub fn current(conditions: &Conditions) -> Result<Path, PathError> {
     let snap = sys::snapshot()?;
     let costs = sys::cost_readings(&snap)?;
     Ok(crate::evaluate(&snap, conditions, &costs))
 }
 
-#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
 async fn run(
-    mut m: Monitor,
-    mut sub: sys::Subscription,
+    service: PathService,
+    conditions: Conditions,
     tx: mpsc::Sender<Result<Update, PathError>>,
 ) {
+    let mut readings = service.subscribe();
+    let mut last = None;
     loop {
-        while let Some(Action::TakeSnapshot) = m.poll_action() {
-            let reading = sys::snapshot().and_then(|s| Ok((sys::cost_readings(&s)?, s)));
-            match reading {
-                Ok((costs, snap)) => m.handle_snapshot(&snap, &costs),
-                Err(PathError::Unstable { attempts }) => {
-                    tracing::debug!(
-                        attempts,
-                        "dumps kept being interrupted; retrying after the burst"
-                    );
-                    m.handle_snapshot_failed(Instant::now());
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
+        let reading = match readings.next().await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
             }
-        }
-        while let Some(update) = m.poll_update() {
+        };
+        // A monitor's first update is its initial one, whatever led to the service's reading.
+        let cause = if last.is_none() { Cause::Initial } else { reading.cause };
+        if let Some(update) = follow(&mut last, reading.path(&conditions), cause) {
             tracing::info!(
                 cause = ?update.cause,
                 status = ?update.path.status,
@@ -101,30 +110,5 @@ async fn run(
                 return;
             }
         }
-        let deadline = m.poll_timeout();
-        tokio::select! {
-            drained = sub.next() => match drained {
-                Ok(d) if d.overflowed => {
-                    tracing::warn!("netlink notifications overflowed (ENOBUFS); resynchronising from a full dump");
-                    m.handle_overflow(Instant::now());
-                }
-                Ok(d) => {
-                    tracing::trace!(changes = d.changes, "netlink notifications");
-                    m.handle_change(Instant::now());
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            },
-            () = sleep_until(deadline) => m.handle_timeout(Instant::now()),
-        }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -26,7 +26,7 @@ pub struct Conditions {
 }
 
 /// Whether the path can be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Satisfied,
@@ -59,6 +59,9 @@ pub enum Reason {
     ConstrainedProhibited,
     /// An interface is dormant: it needs a connection step before it carries traffic.
     ConnectionRequired,
+    /// The destination is on no attached network and no route (a default one included)
+    /// covers it: it cannot be reached from here now.
+    NoRouteToDestination,
 }
 
 impl Reason {
@@ -89,6 +92,9 @@ impl Reason {
             }
             Self::ConnectionRequired => {
                 "an interface is dormant and needs a connection step (authentication, a supplicant)"
+            }
+            Self::NoRouteToDestination => {
+                "no route leads to this destination: it is on no attached network and no default route covers it; check the gateway or the address"
             }
         }
     }
@@ -266,6 +272,117 @@ pub fn evaluate(snapshot: &Snapshot, conditions: &Conditions, costs: &CostReadin
         interfaces,
         unavailable,
     }
+}
+
+/// Evaluates the path to one destination, as Network framework does for each connection: the
+/// route the main table would pick for it among the interfaces the conditions allow (longest
+/// prefix, then lowest metric). An on-link or directly routed destination is satisfied with no
+/// default route at all; a destination nothing routes to is unsatisfied with
+/// [`Reason::NoRouteToDestination`], or with the condition that excluded the interface that
+/// would have reached it. The chosen interface comes first in `interfaces`, and `gateways`
+/// holds the route's gateway, if any. The host's own addresses and loopback are always
+/// reachable.
+///
+/// Policy routing rules and tables other than main are not read: the answer is the main
+/// table's.
+pub fn evaluate_for(
+    snapshot: &Snapshot,
+    conditions: &Conditions,
+    costs: &CostReadings,
+    destination: IpAddr,
+) -> Path {
+    let destination = destination.to_canonical();
+    let mut path = evaluate(snapshot, conditions, costs);
+    let own = snapshot.interfaces.iter().any(|i| i.addresses.iter().any(|a| a.ip == destination));
+    if destination.is_loopback() || own {
+        path.status = Status::Satisfied;
+        path.reason = None;
+        return path;
+    }
+    let allowed: Vec<u32> = path.interfaces.iter().map(|i| i.interface.index).collect();
+    if let Some(route) = best_route(snapshot, destination, &allowed) {
+        path.interfaces.sort_by_key(|i| i.interface.index != route.interface);
+        let primary = path.interfaces.first();
+        path.expensive = primary.and_then(|p| p.expensive);
+        path.constrained = primary.and_then(|p| p.constrained);
+        path.status = Status::Satisfied;
+        path.reason = None;
+        path.gateways = route.gateway.into_iter().collect();
+        path.supports_ipv4 = destination.is_ipv4();
+        path.supports_ipv6 = destination.is_ipv6();
+        return path;
+    }
+    // Would an interface the conditions excluded have reached it? Then that condition is why.
+    let excluded: Vec<u32> =
+        path.unavailable.iter().filter(|u| u.why == Unusable::Excluded).map(|u| u.index).collect();
+    let blocked = best_route(snapshot, destination, &excluded).and_then(|r| {
+        path.unavailable.iter().find(|u| u.index == r.interface).and_then(|u| u.excluded_by)
+    });
+    let reason = match (blocked, path.reason) {
+        (Some(condition), _) => condition,
+        (None, None | Some(Reason::LocalNetworkOnly | Reason::NoRoute)) => {
+            Reason::NoRouteToDestination
+        }
+        (None, Some(other)) => other,
+    };
+    path.status = if reason == Reason::ConnectionRequired {
+        Status::RequiresConnection
+    } else {
+        Status::Unsatisfied
+    };
+    path.reason = Some(reason);
+    path.gateways.clear();
+    path.supports_ipv4 = false;
+    path.supports_ipv6 = false;
+    path.supports_dns = false;
+    path.expensive = None;
+    path.constrained = None;
+    path
+}
+
+/// The main table's route to `destination` through one of `through` (interface indexes) that
+/// has an address of the destination's family to send from: the longest prefix, then the
+/// lowest metric. A link-local destination needs only a link-local source.
+fn best_route<'s>(
+    snapshot: &'s Snapshot,
+    destination: IpAddr,
+    through: &[u32],
+) -> Option<&'s crate::interface::Route> {
+    let link_local = match destination {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    let can_send = |index: u32| {
+        snapshot.interface(index).is_some_and(|i| {
+            i.addresses.iter().any(|a| {
+                a.ip.is_ipv4() == destination.is_ipv4()
+                    && !a.tentative
+                    && (link_local || a.is_routable())
+            })
+        })
+    };
+    snapshot
+        .routes
+        .iter()
+        .filter(|r| r.destination.is_ipv4() == destination.is_ipv4())
+        .filter(|r| through.contains(&r.interface) && can_send(r.interface))
+        .filter(|r| covers(r.destination, r.prefix_len, destination))
+        .min_by_key(|r| (std::cmp::Reverse(r.prefix_len), r.metric))
+}
+
+/// Whether `prefix/len` contains `ip` (both of one family).
+fn covers(prefix: IpAddr, len: u8, ip: IpAddr) -> bool {
+    let (prefix, ip, bits) = match (prefix, ip) {
+        (IpAddr::V4(p), IpAddr::V4(a)) => (u128::from(p.to_bits()), u128::from(a.to_bits()), 32),
+        (IpAddr::V6(p), IpAddr::V6(a)) => (p.to_bits(), a.to_bits(), 128),
+        _ => return false,
+    };
+    let len = u32::from(len).min(bits);
+    if len == 0 {
+        return true;
+    }
+    let shift = bits - len;
+    (prefix >> shift) == (ip >> shift)
 }
 
 /// Which families reach beyond the link through a set of interfaces.

@@ -14,7 +14,13 @@
 //! - The [`Monitor`](monitor::Monitor) machine debounces kernel notifications
 //!   ([`debounce`]): the first change after a quiet period is reported at once, a burst merges
 //!   into one trailing update that carries the final state, and an overflow resynchronises.
-//! - [`PathMonitor`] runs that machine on tokio over an rtnetlink subscription.
+//! - [`evaluate_for`] is the path to one destination: the route the main table picks for it
+//!   among the allowed interfaces, so an on-link destination is reachable with no default
+//!   route, and one nothing routes to is unsatisfied with [`Reason::NoRouteToDestination`].
+//! - [`PathService`] is the process's one rtnetlink subscription, read on a thread of its own
+//!   (dumps, sysfs and `nmcli` never run on an async runtime): a cloneable handle whose
+//!   [`Reading`]s everyone subscribes to and evaluates for their own conditions and
+//!   destinations. [`PathMonitor`] is a subscription that reports path updates.
 //!
 //! The machines are pure (`now` is an argument) and tested in virtual time; the driver and
 //! the `sys` layer are tested in network namespaces.
@@ -43,13 +49,16 @@ mod driver;
 pub mod evaluate;
 pub mod interface;
 pub mod monitor;
+mod service;
 mod sys;
 
 pub use driver::{MonitorOptions, PathMonitor, current, snapshot};
 pub use evaluate::{
     Conditions, Path, PathInterface, Reason, Status, UnavailableInterface, Unusable, evaluate,
+    evaluate_for,
 };
 pub use interface::{Address, Interface, InterfaceType, LinkType, Route, Snapshot};
+pub use service::{PathService, Reading, Readings, ServiceOptions};
 
 /// Why the path could not be read or watched.
 #[derive(Debug, thiserror::Error)]

@@ -93,17 +93,10 @@ impl Monitor {
     pub fn handle_snapshot(&mut self, snapshot: &Snapshot, costs: &CostReadings) {
         self.outstanding = false;
         let Some(cause) = self.pending.take() else { return };
-        let mut path = evaluate(snapshot, &self.conditions, costs);
-        if let Some(last) = &self.last {
-            let mut same = path.clone();
-            same.better_path_available = last.better_path_available;
-            if same == *last {
-                return;
-            }
-            path.better_path_available = cheaper_took_over(last, &path);
+        let path = evaluate(snapshot, &self.conditions, costs);
+        if let Some(update) = follow(&mut self.last, path, cause) {
+            self.updates.push_back(update);
         }
-        self.last = Some(path.clone());
-        self.updates.push_back(Update { path, cause });
     }
 
     /// The snapshot could not be read consistently (the kernel kept changing it). That is
@@ -152,6 +145,21 @@ impl Monitor {
             }
         }
     }
+}
+
+/// The update `path` makes after `last` (which it becomes), or `None` when nothing changed;
+/// flags a cheaper interface taking over as a better path.
+pub(crate) fn follow(last: &mut Option<Path>, mut path: Path, cause: Cause) -> Option<Update> {
+    if let Some(last) = last.as_ref() {
+        let mut same = path.clone();
+        same.better_path_available = last.better_path_available;
+        if same == *last {
+            return None;
+        }
+        path.better_path_available = cheaper_took_over(last, &path);
+    }
+    *last = Some(path.clone());
+    Some(Update { path, cause })
 }
 
 /// A cheaper interface is now primary where an expensive or constrained one was.

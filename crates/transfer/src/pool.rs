@@ -117,20 +117,9 @@ impl<C: Pooled> Pool<C> {
 }
 
 /// A fingerprint of the network path (usable interfaces, their addresses, gateways): when it
-/// changes, pooled connections are dropped. `None` when the path cannot be read. The netlink
-/// dump behind it blocks, so it runs on tokio's blocking pool.
+/// changes, pooled connections are dropped. `None` when the path cannot be read. It reads the
+/// process's path service (no kernel dump per request).
 pub(crate) async fn path_fingerprint() -> Option<u64> {
-    tokio::task::spawn_blocking(fingerprint).await.ok().flatten()
-}
-
-fn fingerprint() -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let path = nw_path::current(&nw_path::Conditions::default()).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{:?}", path.status).hash(&mut h);
-    for i in &path.interfaces {
-        (i.interface.index, &i.interface.name, format!("{:?}", i.interface.addresses)).hash(&mut h);
-    }
-    path.gateways.hash(&mut h);
-    Some(h.finish())
+    let service = nw_path::PathService::shared().ok()?;
+    Some(service.reading().await.ok()?.fingerprint())
 }

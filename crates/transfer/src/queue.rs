@@ -113,9 +113,14 @@ pub struct Summary {
     pub interrupted: usize,
 }
 
-/// The path's cost and the power supply, as the scheduler's conditions.
-fn conditions() -> Conditions {
-    let unmetered = nw_path::current(&nw_path::Conditions::default()).is_ok_and(|p| {
+/// The path's cost (from the process's path service) and the power supply, as the
+/// scheduler's conditions.
+async fn conditions() -> Conditions {
+    let path = match nw_path::PathService::shared() {
+        Ok(service) => service.path(&nw_path::Conditions::default()).await.ok(),
+        Err(_) => None,
+    };
+    let unmetered = path.is_some_and(|p| {
         p.status == nw_path::Status::Satisfied
             && p.expensive != Some(true)
             && p.constrained != Some(true)
@@ -277,7 +282,7 @@ impl Session {
         };
         let needs_conditions = tasks.values().any(Queued::discretionary);
         if needs_conditions {
-            machine.set_conditions(conditions());
+            machine.set_conditions(conditions().await);
         }
         let mut attempts = std::collections::BTreeMap::<TaskId, u32>::new();
         let mut reported = std::collections::BTreeMap::new();
@@ -388,7 +393,7 @@ impl Session {
                 }
                 () = tokio::time::sleep(sleep) => {
                     if needs_conditions {
-                        machine.set_conditions(conditions());
+                        machine.set_conditions(conditions().await);
                     }
                 }
             }

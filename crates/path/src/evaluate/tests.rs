@@ -240,3 +240,135 @@ fn unavailable_interfaces_say_why() {
     );
     assert_eq!(p.reason, Some(Reason::InterfaceTypeProhibited));
 }
+
+fn on_link(prefix: &str, len: u8, interface: u32) -> Route {
+    Route {
+        destination: prefix.parse().unwrap(),
+        prefix_len: len,
+        gateway: None,
+        interface,
+        metric: 0,
+    }
+}
+
+/// An accessory's own network: eth0 with 198.51.100.1/24 and its on-link route, a second
+/// subnet routed through a host on it, and no default route anywhere.
+fn isolated_lan() -> Snapshot {
+    let mut eth0 = with_addr(iface(2, "eth0", InterfaceType::Wired), "198.51.100.1", 24);
+    eth0 = with_addr(eth0, "2001:db8:1::1", 64);
+    Snapshot {
+        interfaces: vec![with_addr(iface(1, "lo", InterfaceType::Loopback), "127.0.0.1", 8), eth0],
+        routes: vec![
+            on_link("198.51.100.0", 24, 2),
+            on_link("2001:db8:1::", 64, 2),
+            Route {
+                destination: "203.0.113.0".parse().unwrap(),
+                prefix_len: 24,
+                gateway: Some("198.51.100.254".parse().unwrap()),
+                interface: 2,
+                metric: 0,
+            },
+        ],
+        dns_servers: Vec::new(),
+    }
+}
+
+fn eval_for(s: &Snapshot, c: &Conditions, costs: &CostReadings, to: &str) -> Path {
+    evaluate_for(s, c, costs, to.parse().unwrap())
+}
+
+#[test]
+fn a_destination_on_link_is_satisfied_without_a_default_route() {
+    let s = isolated_lan();
+    let general = eval(&s);
+    assert_eq!(general.reason, Some(Reason::LocalNetworkOnly));
+    let none = CostReadings::default();
+    for to in ["198.51.100.2", "2001:db8:1::2", "::ffff:198.51.100.2"] {
+        let p = eval_for(&s, &Conditions::default(), &none, to);
+        assert_eq!((p.status, p.reason), (Status::Satisfied, None), "{to}");
+        assert_eq!(p.primary().unwrap().interface.name, "eth0");
+        assert!(p.gateways.is_empty(), "on-link: no gateway, {to}");
+    }
+    let routed = eval_for(&s, &Conditions::default(), &none, "203.0.113.9");
+    assert_eq!(routed.status, Status::Satisfied);
+    assert_eq!(routed.gateways, ["198.51.100.254".parse::<IpAddr>().unwrap()]);
+}
+
+#[test]
+fn an_off_link_destination_with_no_route_says_so() {
+    let s = isolated_lan();
+    let none = CostReadings::default();
+    let p = eval_for(&s, &Conditions::default(), &none, "192.0.2.7");
+    assert_eq!((p.status, p.reason), (Status::Unsatisfied, Some(Reason::NoRouteToDestination)));
+    assert!(p.reason.unwrap().explain().contains("no route"));
+    assert!(!p.supports_ipv4 && p.gateways.is_empty());
+    // IPv6 with only an IPv4 default route: the family has no route either.
+    let v6 = eval_for(&two_paths(), &Conditions::default(), &none, "2001:db8:9::1");
+    assert_eq!(v6.reason, Some(Reason::NoRouteToDestination));
+}
+
+#[test]
+fn the_longest_prefix_wins_then_the_lowest_metric() {
+    let s = two_paths();
+    let none = CostReadings::default();
+    // wwan0's on-link subnet beats eth0's default route, whatever the metrics.
+    let mut s2 = s.clone();
+    s2.routes.push(on_link("198.51.100.0", 24, 3));
+    let p = eval_for(&s2, &Conditions::default(), &none, "198.51.100.77");
+    assert_eq!(p.primary().unwrap().interface.name, "wwan0");
+    // Two defaults: the lower metric (eth0, 100) wins.
+    let p = eval_for(&s, &Conditions::default(), &none, "203.0.113.1");
+    assert_eq!(p.primary().unwrap().interface.name, "eth0");
+    assert_eq!(p.gateways, ["192.0.2.1".parse::<IpAddr>().unwrap()]);
+}
+
+#[test]
+fn a_destination_only_an_excluded_interface_reaches_names_the_condition() {
+    let mut s = isolated_lan();
+    s.interfaces[1].kind = InterfaceType::Cellular;
+    let costs = CostReadings::default();
+    let c = Conditions { prohibit_expensive: true, ..Conditions::default() };
+    let p = eval_for(&s, &c, &costs, "198.51.100.2");
+    assert_eq!((p.status, p.reason), (Status::Unsatisfied, Some(Reason::ExpensiveProhibited)));
+    // With a cheaper default elsewhere, even an address on the expensive link goes that way.
+    let mut s = two_paths();
+    s.routes.push(on_link("198.51.100.0", 24, 3));
+    let p = eval_for(&s, &c, &costs, "198.51.100.2");
+    assert_eq!(p.status, Status::Satisfied);
+    assert_eq!(p.primary().unwrap().interface.name, "eth0");
+}
+
+#[test]
+fn loopback_and_own_addresses_are_always_reachable_and_link_down_is_still_said() {
+    let s = isolated_lan();
+    let none = CostReadings::default();
+    for to in ["127.0.0.1", "::1", "198.51.100.1"] {
+        assert_eq!(eval_for(&s, &Conditions::default(), &none, to).status, Status::Satisfied);
+    }
+    let mut down = isolated_lan();
+    down.interfaces[1].carrier = false;
+    let p = eval_for(&down, &Conditions::default(), &none, "198.51.100.2");
+    assert_eq!((p.status, p.reason), (Status::Unsatisfied, Some(Reason::NoCarrier)));
+}
+
+#[test]
+fn link_local_destinations_need_only_a_link_local_source() {
+    let mut s = isolated_lan();
+    let eth0 = &mut s.interfaces[1];
+    eth0.addresses.retain(|a| a.ip.is_ipv4());
+    eth0.addresses.push(Address {
+        ip: "fe80::1".parse().unwrap(),
+        prefix_len: 64,
+        scope: Scope::Link,
+        broadcast: None,
+        peer: None,
+        tentative: false,
+    });
+    s.routes.push(on_link("fe80::", 64, 2));
+    let none = CostReadings::default();
+    let p = eval_for(&s, &Conditions::default(), &none, "fe80::2");
+    assert_eq!(p.status, Status::Satisfied);
+    // … but a global IPv6 destination on that link needs a global source.
+    let p = eval_for(&s, &Conditions::default(), &none, "2001:db8:1::2");
+    assert_eq!(p.reason, Some(Reason::NoRouteToDestination));
+}

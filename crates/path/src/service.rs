@@ -1,0 +1,318 @@
+//! The path service: one netlink subscription per process, read on a thread of its own, that
+//! every user of the path subscribes to.
+//!
+//! The service thread owns the rtnetlink subscription and the [`Debounce`] machine; on each
+//! emit it takes a snapshot and the cost readings (a netlink dump, sysfs, and possibly `nmcli`,
+//! bounded to a second) and publishes them as a [`Reading`] when they differ from the last
+//! one. None of that runs on a caller's async runtime: a reading is a cheap clone of an
+//! `Arc`, and evaluating it ([`Reading::path`], [`Reading::path_for`]) is pure.
+//!
+//! [`PathService::shared`] is the process's service, started on first use and kept for the
+//! life of the process (an idle thread blocked on one socket). Its namespace is the one of the
+//! thread that first asked for it. [`PathService::start`] makes a separate one with its own
+//! debounce and receive buffer (a `nw path --watch --debounce-ms` of its own, tests).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::cost::CostReadings;
+use crate::debounce::{self, Debounce, Emit};
+use crate::evaluate::{Conditions, Path, evaluate, evaluate_for};
+use crate::interface::Snapshot;
+use crate::monitor::Cause;
+use crate::{PathError, sys};
+
+/// How a service watches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceOptions {
+    /// How kernel notifications are merged before a new reading is taken.
+    pub debounce: debounce::Config,
+    /// The netlink socket's receive buffer in bytes (default 1 MiB). Past it the kernel drops
+    /// notifications and the service resynchronises from a full dump.
+    pub receive_buffer: Option<usize>,
+}
+
+/// One reading of the kernel's network configuration and of the cost sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// Interfaces, main-table routes, name servers.
+    pub snapshot: Snapshot,
+    /// Expensive and constrained, from every source.
+    pub costs: CostReadings,
+    /// Counts readings from 1: a larger one is newer.
+    pub generation: u64,
+    /// What led to it: the first reading, the first change after quiet, or a settled burst.
+    pub cause: Cause,
+    /// How many times kernel notifications overflowed (ENOBUFS) and were resynchronised.
+    pub overflows: u64,
+}
+
+impl Reading {
+    /// The path under `conditions` (Network framework's path monitor's view).
+    pub fn path(&self, conditions: &Conditions) -> Path {
+        evaluate(&self.snapshot, conditions, &self.costs)
+    }
+
+    /// The path to `destination` under `conditions` (see [`evaluate_for`]).
+    pub fn path_for(&self, destination: std::net::IpAddr, conditions: &Conditions) -> Path {
+        evaluate_for(&self.snapshot, conditions, &self.costs, destination)
+    }
+
+    /// A fingerprint of what connections depend on — the usable interfaces, their addresses
+    /// and the gateways: when it changes, pooled connections may be on a path that is gone.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let path = self.path(&Conditions::default());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        path.status.hash(&mut h);
+        for i in &path.interfaces {
+            (i.interface.index, &i.interface.name, &i.interface.addresses).hash(&mut h);
+        }
+        path.gateways.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// What the service publishes.
+#[derive(Debug, Clone)]
+enum State {
+    Starting,
+    Read(Arc<Reading>),
+    /// The last attempt to read failed; the service goes on watching (a fixed configuration
+    /// file is read at the next change) unless the subscription itself broke.
+    Failed {
+        error: Arc<PathError>,
+        generation: u64,
+    },
+}
+
+impl State {
+    fn generation(&self) -> u64 {
+        match self {
+            Self::Starting => 0,
+            Self::Read(r) => r.generation,
+            Self::Failed { generation, .. } => *generation,
+        }
+    }
+}
+
+/// A handle on a path service; clones share it. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct PathService {
+    rx: watch::Receiver<State>,
+}
+
+static SHARED: OnceLock<Result<PathService, String>> = OnceLock::new();
+
+impl PathService {
+    /// The process's path service, started on first use. Callable from anywhere, with or
+    /// without a tokio runtime; never blocks.
+    pub fn shared() -> Result<Self, PathError> {
+        SHARED
+            .get_or_init(|| Self::start(ServiceOptions::default()).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|why| PathError::Netlink(std::io::Error::other(why)))
+    }
+
+    /// Starts a service of its own on a new thread. It stops when the last handle is dropped
+    /// and the kernel next reports a change.
+    pub fn start(options: ServiceOptions) -> Result<Self, PathError> {
+        let (tx, rx) = watch::channel(State::Starting);
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("nw-path".into())
+            .spawn(move || serve(options, tx, opened_tx))
+            .map_err(PathError::Netlink)?;
+        match opened_rx.recv() {
+            Ok(Ok(())) => Ok(Self { rx }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                Err(PathError::Netlink(std::io::Error::other("the path service thread died")))
+            }
+        }
+    }
+
+    /// The latest reading, if one has been taken (`None` for a moment after start, or when
+    /// the last attempt failed).
+    pub fn latest(&self) -> Option<Arc<Reading>> {
+        match &*self.rx.borrow() {
+            State::Read(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// The latest reading, waiting for the first one.
+    pub async fn reading(&self) -> Result<Arc<Reading>, PathError> {
+        self.subscribe().next().await
+    }
+
+    /// The path under `conditions`, now.
+    pub async fn path(&self, conditions: &Conditions) -> Result<Path, PathError> {
+        Ok(self.reading().await?.path(conditions))
+    }
+
+    /// The path to `destination` under `conditions`, now.
+    pub async fn path_for(
+        &self,
+        destination: std::net::IpAddr,
+        conditions: &Conditions,
+    ) -> Result<Path, PathError> {
+        Ok(self.reading().await?.path_for(destination, conditions))
+    }
+
+    /// Readings from now on: the current one first, then each newer one. A subscriber that
+    /// falls behind skips to the newest (readings are whole states, not deltas).
+    pub fn subscribe(&self) -> Readings {
+        Readings { rx: self.rx.clone(), seen: 0 }
+    }
+}
+
+/// A subscription to a [`PathService`]'s readings.
+#[derive(Debug)]
+pub struct Readings {
+    rx: watch::Receiver<State>,
+    seen: u64,
+}
+
+impl Readings {
+    /// The next reading newer than the last one returned (the current one, the first time).
+    /// Cancel-safe. An error is a reading that failed; the next call waits for a newer one.
+    pub async fn next(&mut self) -> Result<Arc<Reading>, PathError> {
+        loop {
+            let state = self.rx.borrow_and_update().clone();
+            if state.generation() > self.seen {
+                self.seen = state.generation();
+                match state {
+                    State::Read(r) => return Ok(r),
+                    State::Failed { error, .. } => return Err(duplicate(&error)),
+                    State::Starting => {}
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(PathError::Netlink(std::io::Error::other("the path service stopped")));
+            }
+        }
+    }
+}
+
+/// A copy of a published error for one more caller (`io::Error` is not `Clone`).
+fn duplicate(e: &PathError) -> PathError {
+    match e {
+        PathError::Netlink(io) => {
+            PathError::Netlink(std::io::Error::new(io.kind(), io.to_string()))
+        }
+        PathError::Unstable { attempts } => PathError::Unstable { attempts: *attempts },
+        PathError::Config { path, why } => {
+            PathError::Config { path: path.clone(), why: why.clone() }
+        }
+        PathError::Unsupported => PathError::Unsupported,
+    }
+}
+
+/// The service thread: its own single-threaded runtime, so the blocking readings stall no one
+/// else's.
+fn serve(
+    options: ServiceOptions,
+    tx: watch::Sender<State>,
+    opened: std::sync::mpsc::Sender<Result<(), PathError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = opened.send(Err(PathError::Netlink(e)));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        // Subscribe before the first snapshot, so nothing between the two is missed.
+        let subscription = match sys::Subscription::open(options.receive_buffer) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = opened.send(Err(e));
+                return;
+            }
+        };
+        let _ = opened.send(Ok(()));
+        run(options.debounce, subscription, tx).await;
+    });
+}
+
+#[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
+async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::Sender<State>) {
+    let mut debounce = Debounce::new(debounce);
+    let mut want = Some(Cause::Initial);
+    let mut generation = 0;
+    let mut overflows = 0;
+    let mut last: Option<Arc<Reading>> = None;
+    loop {
+        if let Some(cause) = want.take() {
+            let taken = sys::snapshot().and_then(|s| Ok((sys::cost_readings(&s)?, s)));
+            match taken {
+                Ok((costs, snapshot)) => {
+                    let same = last.as_ref().is_some_and(|l| {
+                        l.snapshot == snapshot && l.costs == costs && l.overflows == overflows
+                    });
+                    if !same {
+                        generation += 1;
+                        let reading =
+                            Arc::new(Reading { snapshot, costs, generation, cause, overflows });
+                        tracing::debug!(generation, ?cause, "path reading");
+                        last = Some(reading.clone());
+                        tx.send_replace(State::Read(reading));
+                    }
+                }
+                Err(PathError::Unstable { attempts }) => {
+                    tracing::debug!(
+                        attempts,
+                        "dumps kept being interrupted; retrying after the burst"
+                    );
+                    debounce.handle_change(Instant::now());
+                }
+                Err(e) => {
+                    tracing::debug!("path reading failed: {e}");
+                    generation += 1;
+                    last = None;
+                    tx.send_replace(State::Failed { error: Arc::new(e), generation });
+                }
+            }
+        }
+        if let Some(emit) = debounce.poll_emit() {
+            want = Some(match (last.is_none() && generation == 0, emit) {
+                (true, _) => Cause::Initial,
+                (false, Emit::Leading) => Cause::Change,
+                (false, Emit::Trailing) => Cause::Settled,
+            });
+            continue;
+        }
+        let deadline = debounce.poll_timeout();
+        tokio::select! {
+            drained = sub.next() => match drained {
+                Ok(d) => {
+                    if d.overflowed {
+                        tracing::warn!("netlink notifications overflowed (ENOBUFS); resynchronising from a full dump");
+                        overflows += 1;
+                    }
+                    if tx.is_closed() {
+                        return; // every handle is gone
+                    }
+                    debounce.handle_change(Instant::now());
+                }
+                Err(e) => {
+                    generation += 1;
+                    tx.send_replace(State::Failed { error: Arc::new(e), generation });
+                    return;
+                }
+            },
+            () = sleep_until(deadline) => debounce.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
