@@ -717,3 +717,80 @@ fn netns_connection_viability_and_better_path_after_ready() {
     assert!(lost < Duration::from_millis(500) && back < Duration::from_millis(500));
     assert!(offered < Duration::from_secs(1));
 }
+
+/// An accessory's own network: the client has no default route at all. A destination on the
+/// link connects at once — an IP literal over TCP, a name from the hosts file, TLS, and QUIC —
+/// because the path is judged for the destination, not for the internet; an off-link one
+/// waits, saying no route leads to it, and connects as soon as a route appears.
+#[test]
+fn on_link_destinations_connect_without_a_default_route_and_off_link_ones_wait_for_a_route() {
+    let s = scene();
+    let dir = std::env::temp_dir().join(format!("{}-onlink", s.p.cli.name()));
+    let (_tls, root) = openssl_server(&s, &dir, &[]);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut cmd = s.p.srv.command("gtlsserver");
+    cmd.args(["-q", "198.51.100.2", "4433"])
+        .arg(&key)
+        .arg(&cert)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _quic = s.p.srv.spawn(cmd).expect("gtlsserver (apt-get install ngtcp2-server)");
+    std::thread::sleep(Duration::from_millis(300));
+    s.p.cli.set_hosts("127.0.0.1 localhost\n198.51.100.2 www.test\n").unwrap();
+    s.p.cli.ip(["route", "del", "default"]).unwrap();
+    s.p.cli.ip(["-6", "route", "del", "default"]).unwrap();
+    let out = s.p.cli.command(NW).args(["path", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "no default route: unsatisfied");
+    let general: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(general["reason"], "local_network_only", "{general}");
+
+    let anchor = root.to_str().unwrap();
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("TCP to a literal", vec!["cat", "-z", "--json", "198.51.100.2", "8080"]),
+        ("TCP to a name", vec!["cat", "-z", "--json", "www.test", "8080"]),
+        (
+            "TLS to a literal",
+            vec!["cat", "--tls", "--sni", "www.test", "-z", "--json", "--anchor", anchor],
+        ),
+        (
+            "QUIC to a name",
+            vec!["cat", "--quic", "--alpn", "h3", "-z", "--json", "--anchor", anchor, "www.test"],
+        ),
+    ];
+    for (label, mut args) in cases {
+        match label {
+            "TLS to a literal" => args.extend(["198.51.100.2", "4433"]),
+            "QUIC to a name" => args.push("4433"),
+            _ => {}
+        }
+        let t = Instant::now();
+        let report = nw_report(&s.p.cli, &args);
+        let took = t.elapsed();
+        eprintln!("no default route, {label}: connected in {took:?} (process start included)");
+        assert!(report.get("path").is_none(), "{label}: it waited for a path: {report}");
+        assert!(took < Duration::from_millis(800), "{label}: took {took:?}: {report}");
+    }
+
+    // Off-link: nothing routes to 203.0.113.5 until the route is added.
+    let mut cmd = s.p.cli.command(NW);
+    cmd.args(["cat", "-z", "--json", "--timeout", "20", "203.0.113.5", "8080"])
+        .stderr(Stdio::piped());
+    let mut child = s.p.cli.spawn(cmd).unwrap();
+    let mut err = BufReader::new(child.stderr().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.contains("waiting for a usable path") && first.contains("no route"), "{first}");
+    std::thread::sleep(Duration::from_millis(500));
+    s.p.srv.add_address(&s.p.srv_dev, "203.0.113.5".parse().unwrap(), 32).unwrap();
+    let routed = Instant::now();
+    s.p.cli.ip(["route", "add", "203.0.113.0/24", "via", "198.51.100.2"]).unwrap();
+    let report = finish_waiting(child, err);
+    let took = routed.elapsed();
+    let steps = report["path"].as_array().unwrap();
+    assert_eq!(steps[0]["reason"], "no_route_to_destination", "{report}");
+    assert_eq!(steps.last().unwrap()["status"], "satisfied", "{report}");
+    eprintln!("off-link destination: connected {took:?} after its route appeared");
+    assert!(took < Duration::from_millis(1_000), "connected {took:?} after the route appeared");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -86,3 +86,57 @@ async fn waiting_for_a_path_it_cannot_have_then_cancelled() {
     assert_eq!(conn.next_update().await, None);
     assert!(matches!(conn.ready().await, Err(ConnectError::Cancelled)));
 }
+
+/// Nothing blocks the caller's runtime: on a current-thread runtime, the path service's first
+/// reading (with an `nmcli` stand-in on PATH that sleeps 5 s, which the cost reading waits a
+/// second for), a connection that consults the path, a path monitor and a second service all
+/// run while a 10 ms timer ticks, and no tick is late by more than 50 ms. Reading the path on
+/// the runtime would hold every tick for the whole second.
+#[test]
+fn the_path_service_and_a_connection_never_stall_a_current_thread_runtime() {
+    let dir = std::env::temp_dir().join(format!("nw-nmcli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nmcli = dir.join("nmcli");
+    std::fs::write(&nmcli, "#!/bin/sh\nsleep 5\n").unwrap();
+    std::fs::set_permissions(&nmcli, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    // SAFETY: nextest runs this test alone in its process, and no thread of ours that reads
+    // the environment has started yet.
+    unsafe { std::env::set_var("PATH", path) };
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (worst, ticks, read_in) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let ticker = tokio::spawn(async {
+            let (mut worst, mut ticks) = (Duration::ZERO, 0);
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(2_500) {
+                let before = std::time::Instant::now();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                worst = worst.max(before.elapsed().saturating_sub(Duration::from_millis(10)));
+                ticks += 1;
+            }
+            (worst, ticks)
+        });
+        let started = std::time::Instant::now();
+        let service = nw_path::PathService::shared().unwrap();
+        let params = Params { path: Some(nw_path::Conditions::default()), ..Params::default() };
+        let mut conn = Connection::new(Endpoint::Addr(to), params, resolver());
+        let (accepted, connected) = tokio::join!(listener.accept(), conn.ready());
+        accepted.unwrap();
+        connected.unwrap();
+        service.reading().await.unwrap();
+        let read_in = started.elapsed();
+        let mut monitor = nw_path::PathMonitor::start(nw_path::MonitorOptions::default()).unwrap();
+        monitor.next().await.unwrap().unwrap();
+        let own = nw_path::PathService::start(nw_path::ServiceOptions::default()).unwrap();
+        own.reading().await.unwrap();
+        let (worst, ticks) = ticker.await.unwrap();
+        (worst, ticks, read_in)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("first reading and connection in {read_in:?}; {ticks} ticks, the latest {worst:?} late");
+    assert!(read_in >= Duration::from_millis(900), "the nmcli stand-in was not waited for");
+    assert!(worst < Duration::from_millis(50), "a 10 ms tick was held {worst:?}");
+}
