@@ -491,7 +491,11 @@ async fn establish<T: Send + 'static>(
         }
         // RFC 8305 §7: on an IPv6-only path, reach IPv4 destinations through the network's
         // NAT64 prefix, for IPv4 literals and A-only names alike.
-        if path.as_ref().is_some_and(|p| p.supports_ipv6 && !p.supports_ipv4) {
+        // (Only where a gateway leads beyond the link: a host on-link needs no translator.)
+        if path
+            .as_ref()
+            .is_some_and(|p| p.supports_ipv6 && !p.supports_ipv4 && !p.gateways.is_empty())
+        {
             report.nat64 = resolver.nat64_prefix().await;
         }
         // The kernel routes by destination alone; when the conditions ruled an interface out
@@ -730,7 +734,7 @@ async fn wait_for_path(
             }
         };
         let path = match literal {
-            Some(ip) => reading.path_for(ip, conditions),
+            Some(ip) => path_for_literal(ip, &reading, conditions),
             None => path_for_name(host, &reading, conditions, resolver, deadline).await,
         };
         let at = start.elapsed();
@@ -751,6 +755,22 @@ async fn wait_for_path(
             observe(State::Waiting { reason: path.reason });
         }
     }
+}
+
+/// The path for an IP literal: its own route; or, for an IPv4 address on an IPv6-only path,
+/// the general path, since NAT64 (RFC 8305 §7) may reach it through a synthesized address.
+fn path_for_literal(
+    ip: IpAddr,
+    reading: &nw_path::Reading,
+    conditions: &nw_path::Conditions,
+) -> nw_path::Path {
+    let own = reading.path_for(ip, conditions);
+    if own.status == nw_path::Status::Satisfied || !ip.to_canonical().is_ipv4() {
+        return own;
+    }
+    let general = reading.path(conditions);
+    let ipv6_only = general.supports_ipv6 && !general.supports_ipv4;
+    if general.status == nw_path::Status::Satisfied && ipv6_only { general } else { own }
 }
 
 /// Far enough to mean "no limit" where an `Instant` must be had.

@@ -293,10 +293,22 @@ pub fn evaluate_for(
 ) -> Path {
     let destination = destination.to_canonical();
     let mut path = evaluate(snapshot, conditions, costs);
-    let own = snapshot.interfaces.iter().any(|i| i.addresses.iter().any(|a| a.ip == destination));
-    if destination.is_loopback() || own {
-        path.status = Status::Satisfied;
-        path.reason = None;
+    // The host itself is reachable whatever the routes say — through the interface that holds
+    // the address (loopback for 127/8 and ::1), so a required interface or type still counts.
+    let holder = snapshot.interfaces.iter().find(|i| {
+        i.addresses.iter().any(|a| a.ip == destination)
+            || (destination.is_loopback() && i.kind == InterfaceType::Loopback)
+    });
+    if let Some(holder) = holder {
+        let required = conditions.required_interface.as_ref().is_some_and(|n| *n != holder.name)
+            || conditions.required_type.is_some_and(|t| t != holder.kind);
+        if required {
+            path.status = Status::Unsatisfied;
+            path.reason = Some(Reason::RequiredInterfaceUnavailable);
+        } else {
+            path.status = Status::Satisfied;
+            path.reason = None;
+        }
         return path;
     }
     let allowed: Vec<u32> = path.interfaces.iter().map(|i| i.interface.index).collect();
@@ -308,8 +320,10 @@ pub fn evaluate_for(
         path.status = Status::Satisfied;
         path.reason = None;
         path.gateways = route.gateway.into_iter().collect();
-        path.supports_ipv4 = destination.is_ipv4();
-        path.supports_ipv6 = destination.is_ipv6();
+        // The families the host reaches beyond the link stay as they are; the destination's
+        // own family is reachable, to this destination at least.
+        path.supports_ipv4 |= destination.is_ipv4();
+        path.supports_ipv6 |= destination.is_ipv6();
         return path;
     }
     // Would an interface the conditions excluded have reached it? Then that condition is why.

@@ -136,7 +136,9 @@ fn the_path_service_and_a_connection_never_stall_a_current_thread_runtime() {
         (worst, ticks, read_in)
     });
     let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("first reading and connection in {read_in:?}; {ticks} ticks, the latest {worst:?} late");
+    eprintln!(
+        "first reading and connection in {read_in:?}; {ticks} ticks, the latest {worst:?} late"
+    );
     assert!(read_in >= Duration::from_millis(900), "the nmcli stand-in was not waited for");
     assert!(worst < Duration::from_millis(50), "a 10 ms tick was held {worst:?}");
 }

@@ -345,6 +345,13 @@ fn loopback_and_own_addresses_are_always_reachable_and_link_down_is_still_said()
     for to in ["127.0.0.1", "::1", "198.51.100.1"] {
         assert_eq!(eval_for(&s, &Conditions::default(), &none, to).status, Status::Satisfied);
     }
+    // … unless the conditions require another interface or type.
+    let cellular =
+        Conditions { required_type: Some(InterfaceType::Cellular), ..Conditions::default() };
+    let p = eval_for(&s, &cellular, &none, "127.0.0.1");
+    assert_eq!(p.reason, Some(Reason::RequiredInterfaceUnavailable));
+    let wired = Conditions { required_type: Some(InterfaceType::Wired), ..Conditions::default() };
+    assert_eq!(eval_for(&s, &wired, &none, "198.51.100.1").status, Status::Satisfied);
     let mut down = isolated_lan();
     down.interfaces[1].carrier = false;
     let p = eval_for(&down, &Conditions::default(), &none, "198.51.100.2");
