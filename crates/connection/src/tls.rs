@@ -99,11 +99,29 @@ pub struct Negotiated {
     pub server_name: String,
 }
 
+/// The most a PEM file of certificates or a key may hold: a long chain is a few dozen KiB.
+pub const PEM_FILE_LIMIT: u64 = 1 << 20;
+
+/// A PEM file's bytes, refusing one larger than [`PEM_FILE_LIMIT`] (`/dev/zero` included)
+/// rather than reading it without bound.
+pub fn read_pem_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(PEM_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > PEM_FILE_LIMIT {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} KiB, which no PEM certificate or key file is; is it the right file?",
+            PEM_FILE_LIMIT / 1024
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Certificates from a PEM file (leaf first).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file = |why: String| TlsError::File { path: path.display().to_string(), why };
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file(format!("cannot read certificates: {e}")))?
+    let bytes = read_pem_file(path).map_err(|e| file(format!("cannot read certificates: {e}")))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| file(format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {
@@ -114,10 +132,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// A private key from a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
-        path: path.display().to_string(),
-        why: format!("no usable private key ({e}); give a PEM PRIVATE KEY"),
-    })
+    let file = |why: String| TlsError::File { path: path.display().to_string(), why };
+    let bytes = read_pem_file(path).map_err(|e| file(format!("cannot read the key: {e}")))?;
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| file(format!("no usable private key ({e}); give a PEM PRIVATE KEY")))
 }
 
 /// A server configuration from a chain and key (for listeners and tests).

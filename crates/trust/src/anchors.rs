@@ -64,13 +64,35 @@ fn user_added(dir: &Path) -> Vec<CertificateDer<'static>> {
     out
 }
 
-/// Every certificate in a PEM file, in file order.
+/// The most a PEM file of certificates may hold: a long chain is a few dozen KiB.
+pub const PEM_FILE_LIMIT: u64 = 1 << 20;
+
+/// Every certificate in a PEM file, in file order. A file larger than [`PEM_FILE_LIMIT`]
+/// (`/dev/zero` included) is refused rather than read without bound, and so is a block that
+/// is not an X.509 certificate, so an anchor that could never match is not silently kept.
 pub fn load_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    use std::io::Read as _;
     let file = |why: String| TrustError::File { path: path.display().to_string(), why };
-    let bytes = std::fs::read(path).map_err(|e| file(format!("cannot read it: {e}")))?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(PEM_FILE_LIMIT + 1).read_to_end(&mut bytes))
+        .map_err(|e| file(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > PEM_FILE_LIMIT {
+        return Err(file(format!(
+            "it is larger than {} KiB, which no PEM certificate file is; is it the right file?",
+            PEM_FILE_LIMIT / 1024
+        )));
+    }
     let certs = parse_pem_certs(&bytes).map_err(|e| file(e.to_string()))?;
     if certs.is_empty() {
         return Err(file("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+    }
+    for (index, der) in certs.iter().enumerate() {
+        if let Err(e) = x509_parser::parse_x509_certificate(der) {
+            return Err(file(format!(
+                "certificate {index} (in file order) is not an X.509 certificate: {e}"
+            )));
+        }
     }
     Ok(certs)
 }

@@ -490,3 +490,41 @@ fn nw_trust_reads_the_ocsp_response_openssl_s_server_staples() {
         }
     }
 }
+
+/// Certificate files are bounded and checked: `--chain /dev/zero` is refused at once instead
+/// of read without end, and an `--anchor` whose block is not a certificate is refused, naming
+/// the file, exactly as `--chain` refuses it — never silently dropped.
+#[test]
+fn unusable_certificate_files_are_refused_naming_them() {
+    let dir = Dir::new("trust-bad-files");
+    make_pki(&dir);
+    let (leaf, ca) = (dir.path("localhost.pem"), dir.path("ca.pem"));
+    let started = std::time::Instant::now();
+    let (code, _, err) = nw(&["trust", "--chain", "/dev/zero", "--host", "localhost"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/dev/zero") && err.contains("larger than"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let (code, _, err) =
+        nw(&["trust", "--chain", &leaf, "--anchor", "/dev/zero", "--host", "localhost"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--anchor") && err.contains("larger than"), "{err}");
+
+    // Valid PEM armour around bytes that are no certificate.
+    let garbage = dir.path("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for flag in ["--anchor", "--chain"] {
+        let (chain, anchor) = if flag == "--chain" { (&garbage, &ca) } else { (&leaf, &garbage) };
+        let (code, _, err) =
+            nw(&["trust", "--chain", chain, "--anchor", anchor, "--host", "localhost"]);
+        assert_eq!(code, 2, "{flag}: {err}");
+        assert!(err.contains(flag) && err.contains("garbage.pem"), "{flag}: {err}");
+    }
+    // The same through nw cat's and nw get's --anchor.
+    let (code, _, err) = nw(&["cat", "--tls", "-z", "--anchor", &garbage, "127.0.0.1", "9"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("garbage.pem") && err.contains("not an X.509 certificate"), "{err}");
+}
