@@ -62,6 +62,26 @@ pub struct Config {
     pub discover_quic: bool,
 }
 
+/// The longest any of the race's durations counts for: a year is "no limit" in practice, and
+/// every deadline `now + duration` stays representable (a caller's `u64::MAX` seconds would
+/// overflow an `Instant`).
+pub const LONGEST: Duration = Duration::from_secs(365 * 86_400);
+
+impl Config {
+    /// This configuration with every duration saturated at [`LONGEST`].
+    pub fn bounded(self) -> Self {
+        let cap = |d: Duration| d.min(LONGEST);
+        Self {
+            resolution_delay: cap(self.resolution_delay),
+            attempt_delay: cap(self.attempt_delay),
+            rtt: self.rtt.map(cap),
+            attempt_timeout: cap(self.attempt_timeout),
+            timeout: cap(self.timeout),
+            ..self
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -470,6 +490,7 @@ impl Race {
     }
 
     fn empty(id: ConnectionId, port: u16, config: Config, now: Instant) -> Self {
+        let config = config.bounded();
         let mut timers = [None; 3];
         timers[Timer::Overall as usize] = Some(now + config.timeout);
         Self {

@@ -444,6 +444,26 @@ fn overall_timeout_ends_the_race_and_closes_everything() {
 }
 
 #[test]
+fn durations_past_any_instant_saturate_instead_of_overflowing() {
+    let forever = Duration::from_secs(u64::MAX);
+    let config = Config {
+        timeout: forever,
+        attempt_timeout: forever,
+        attempt_delay: forever,
+        resolution_delay: forever,
+        rtt: Some(forever),
+        ..Config::default()
+    };
+    let t0 = Instant::now();
+    let mut race = Race::with_addresses(ConnectionId(7), 443, &[ip("192.0.2.1")], config, t0);
+    assert!(matches!(race.poll_action(), Some(Action::StartAttempt { .. })));
+    let at = race.poll_timeout().expect("a deadline, a year or less away");
+    assert!(at > t0 && at - t0 <= LONGEST, "{:?}", at - t0);
+    race.handle_timeout(t0 + LONGEST);
+    assert!(matches!(race.outcome(), Some(Outcome::Failed(_))), "{:?}", race.outcome());
+}
+
+#[test]
 fn every_attempt_failing_reports_each_reason() {
     let world =
         dual(Host::Fails(2, AttemptError::Refused), Host::Fails(3, AttemptError::HostUnreachable));
