@@ -125,9 +125,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             [a, p] => (a.trim_start_matches('[').trim_end_matches(']').to_owned(), port(p)?),
             _ => return Err(usage("give [ADDR] PORT to listen on".into())),
         };
-        let ip: std::net::IpAddr = addr
-            .parse()
-            .map_err(|_| usage(format!("{addr:?} is not an IP address to listen on")))?;
+        let ip = match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => listen_address(&addr).await.map_err(usage)?,
+        };
         let at = std::net::SocketAddr::new(ip, port);
         return if args.udp { listen_udp(&args, at).await } else { listen(&args, at).await };
     }
@@ -203,6 +204,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     print_report(&c.report, args.json);
                 }
                 if args.zero {
+                    say_connected(&args, &c.report);
                     return Ok(Outcome::Success);
                 }
                 Ok(relay_udp(c.socket, idle).await)
@@ -228,6 +230,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         print_client_auth(identities.as_ref(), args.json);
     }
     if args.zero {
+        say_connected(&args, &connected.report);
         return Ok(Outcome::Success);
     }
     if !(args.report || args.json) {
@@ -268,6 +271,47 @@ async fn print_viability(conn: &mut Connection, json: bool) {
         crate::output::error_line(&text);
     }
     std::future::pending::<()>().await;
+}
+
+/// The address a name to listen on stands for (`localhost`, a name in the hosts file or DNS):
+/// its first IPv4 address, else its first IPv6 one.
+async fn listen_address(name: &str) -> Result<std::net::IpAddr, String> {
+    use nw_connection::happy_eyeballs::Query;
+    let resolver = Resolver::from_system();
+    let (v4, v6) = tokio::join!(resolver.query(name, Query::A), resolver.query(name, Query::Aaaa));
+    let found = v4.iter().chain(v6.iter()).flatten().next().copied();
+    found.ok_or_else(|| {
+        let why = v4.err().or(v6.err()).map_or_else(|| "no address".into(), |e| e.to_string());
+        format!(
+            "{name:?} is not an address to listen on ({why}); give an IP address or a name with one"
+        )
+    })
+}
+
+/// `-z` without a report: one line on stderr saying what was reached, the way `nc -zv` does
+/// ("nw cat: connected to www.test (198.51.100.2) port 8080 over TCP+TLS in 3.1 ms").
+fn say_connected(args: &Args, report: &Report) {
+    if args.report || args.json {
+        return; // the report already says it
+    }
+    let Some(addr) = report.connected else { return };
+    let over = match (report.protocol, &report.tls) {
+        (Some(Protocol::Quic), _) => "QUIC",
+        (Some(Protocol::Udp), _) => "UDP",
+        (_, Some(_)) => "TCP+TLS",
+        _ => "TCP",
+    };
+    let name = if report.host.trim_matches(['[', ']']) == addr.ip().to_string() {
+        addr.ip().to_string()
+    } else {
+        format!("{} ({})", report.host, addr.ip())
+    };
+    let took = report.ready_after().map(|d| format!(" in {:.1} ms", d.as_secs_f64() * 1e3));
+    crate::output::error_line(&format!(
+        "nw cat: connected to {name} port {} over {over}{}",
+        addr.port(),
+        took.unwrap_or_default()
+    ));
 }
 
 /// Says why the connection could not be made (with the report when asked for).

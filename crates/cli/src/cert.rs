@@ -37,6 +37,8 @@ enum What {
     /// A TLS server certificate for NAME… (DNS names or IP addresses, all in the SAN), issued
     /// by DIR's CA: DIR/NAME.pem and DIR/NAME-key.pem.
     Server {
+        /// The names it is for: DNS names (`www.example.test`, `*.example.test`) and IP
+        /// addresses, all in its subject alternative names; the first also names the files.
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         /// Days of validity (90: within every anchor class's limit).
@@ -48,10 +50,13 @@ enum What {
     },
     /// A TLS client certificate (mutual TLS) for NAME, issued by DIR's CA.
     Client {
+        /// The client's name (its common name, and the files' name).
         #[arg(value_name = "NAME")]
         name: String,
+        /// Days of validity (90: within every anchor class's limit).
         #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i64).range(1..=3650))]
         days: i64,
+        /// An RSA 2048 key instead of ECDSA P-256.
         #[arg(long)]
         rsa: bool,
     },

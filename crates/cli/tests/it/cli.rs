@@ -432,3 +432,34 @@ fn quality_says_why_it_could_not_measure() {
     let (code, _, err) = nw(&["quality", "--ca-out", "/tmp/x.pem"]);
     assert_eq!(code, 2, "--ca-out needs --serve: {err}");
 }
+
+/// `nw cat -l localhost 0` listens on the name's address, and `nw cat -z` says what it reached,
+/// the way `nc -zv` does.
+#[test]
+fn nw_cat_listens_on_a_name_and_z_says_what_it_reached() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(NW)
+        .args(["cat", "-l", "localhost", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().strip_prefix("nw cat: listening on 127.0.0.1:").map(str::to_owned);
+    let (code, _, err) = match &port {
+        Some(port) => nw(&["cat", "-z", "localhost", port]),
+        None => (-1, String::new(), String::new()),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let port = port.unwrap_or_else(|| panic!("not listening on localhost's address: {line}"));
+    assert_eq!(code, 0, "{err}");
+    let said = format!("nw cat: connected to localhost (127.0.0.1) port {port} over TCP in ");
+    assert!(err.starts_with(&said), "{err}");
+    let (code, _, err) = nw(&["cat", "-l", "nosuch.invalid", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not an address to listen on"), "{err}");
+}
