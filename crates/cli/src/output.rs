@@ -14,9 +14,22 @@ pub(crate) fn init_logging(verbose: u8) {
         2 => ("debug", "info"),
         _ => ("trace", "debug"),
     };
-    let default = format!("{theirs},nw={ours},nw_path={ours},nw_connection={ours},nw_lab={ours}");
+    let ours_all: String = ["nw", "nw_path", "nw_connection", "nw_trust", "nw_transfer"]
+        .into_iter()
+        .chain(["nw_quality", "nw_conditioner", "nw_lab"])
+        .map(|krate| format!(",{krate}={ours}"))
+        .collect();
+    let default = format!("{theirs}{ours_all}");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only for a person at a terminal (and never with NO_COLOR): a log file or a pipe
+    // gets plain text, not escape codes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .init();
 }
 
 /// Prints an error chain on stderr and returns exit status 3.

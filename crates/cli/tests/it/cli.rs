@@ -463,3 +463,12 @@ fn nw_cat_listens_on_a_name_and_z_says_what_it_reached() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not an address to listen on"), "{err}");
 }
+
+/// Logs written to a pipe or a file carry no colour codes.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let (code, _, err) = nw(&["-vv", "cat", "-z", "127.0.0.1", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("attempt started"), "debug logs were asked for: {err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in logs to a pipe: {err:?}");
+}
