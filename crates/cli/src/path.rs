@@ -95,6 +95,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     .context("starting the path monitor")?;
     let mut printed = 0;
     let mut last = Outcome::Negative;
+    let mut previous: Option<Path> = None;
     loop {
         let update = tokio::select! {
             u = monitor.next() => u,
@@ -102,9 +103,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         };
         let Some(update) = update else { return Ok(last) };
         let update = update.context("watching the path")?;
-        if print(&update.path, update.cause, args.json, true).is_err() {
+        let written = if args.json {
+            print(&update.path, update.cause, true, true)
+        } else {
+            let mut text = format!("{} {}", output::timestamp(), summary(&update.path));
+            if let Some(before) = &previous {
+                text.push_str(" — ");
+                text.push_str(&changes(before, &update.path).join("; "));
+            }
+            output::line(&text)
+        };
+        if written.is_err() {
             return Ok(last); // stdout closed
         }
+        previous = Some(update.path.clone());
         last = outcome(&update.path);
         printed += 1;
         if args.count.is_some_and(|n| printed >= n) {
@@ -168,6 +180,70 @@ pub(crate) fn summary(path: &Path) -> String {
     }
 }
 
+/// What changed from one path to the next, in words: interfaces that appeared, went or
+/// changed state, addresses added (+) and removed (−), gateways, the primary, the cost.
+pub(crate) fn changes(old: &Path, new: &Path) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let state = |p: &Path| -> BTreeMap<String, String> {
+        let usable = p.interfaces.iter().map(|i| (i.interface.name.clone(), "usable".to_owned()));
+        let not = p.unavailable.iter().map(|u| (u.name.clone(), unusable(u)));
+        usable.chain(not).collect()
+    };
+    let addresses = |p: &Path| -> BTreeMap<String, Vec<String>> {
+        let list = |i: &nw_path::Interface| {
+            i.addresses.iter().map(|a| format!("{}/{}", a.ip, a.prefix_len)).collect()
+        };
+        p.interfaces.iter().map(|i| (i.interface.name.clone(), list(&i.interface))).collect()
+    };
+    let mut out = Vec::new();
+    let (was, now) = (state(old), state(new));
+    for (name, s) in &now {
+        match was.get(name) {
+            None => out.push(format!("{name} appeared ({s})")),
+            Some(before) if before != s => out.push(format!("{name}: {before} → {s}")),
+            Some(_) => {}
+        }
+    }
+    out.extend(was.keys().filter(|n| !now.contains_key(*n)).map(|n| format!("{n} gone")));
+    let (was, now) = (addresses(old), addresses(new));
+    for (name, list) in &now {
+        let before = was.get(name).cloned().unwrap_or_default();
+        let added = list.iter().filter(|a| !before.contains(a)).map(|a| format!("+{a}"));
+        let removed = before.iter().filter(|a| !list.contains(a)).map(|a| format!("−{a}"));
+        let moved: Vec<String> = added.chain(removed).collect();
+        if !moved.is_empty() && was.contains_key(name) {
+            out.push(format!("{name} {}", moved.join(" ")));
+        }
+    }
+    if old.gateways != new.gateways {
+        let list = |g: &[std::net::IpAddr]| {
+            if g.is_empty() {
+                "none".to_owned()
+            } else {
+                g.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            }
+        };
+        out.push(format!("gateways {} → {}", list(&old.gateways), list(&new.gateways)));
+    }
+    let primary = |p: &Path| p.primary().map(|i| i.interface.name.clone());
+    if primary(old) != primary(new) && old.status == new.status {
+        let name = |n: Option<String>| n.unwrap_or_else(|| "none".into());
+        out.push(format!("primary {} → {}", name(primary(old)), name(primary(new))));
+    }
+    for (what, before, after) in [
+        ("expensive", old.expensive, new.expensive),
+        ("constrained", old.constrained, new.constrained),
+    ] {
+        if before != after {
+            out.push(format!("{what} {} → {}", tri(before), tri(after)));
+        }
+    }
+    if out.is_empty() {
+        out.push("interface details changed (flags, MTU or hardware address)".into());
+    }
+    out
+}
+
 fn details(path: &Path) -> Vec<String> {
     let mut out = Vec::new();
     if path.status == Status::Satisfied {
@@ -190,29 +266,34 @@ fn details(path: &Path) -> Vec<String> {
         out.push(format!("{} ({}): {}", p.interface.name, p.interface.kind, addrs.join(" ")));
     }
     for u in &path.unavailable {
-        let why = match u.why {
-            nw_path::Unusable::Down => "down".to_owned(),
-            nw_path::Unusable::NoCarrier => "no carrier".to_owned(),
-            nw_path::Unusable::Dormant => "dormant".to_owned(),
-            nw_path::Unusable::Excluded => match u.excluded_by {
-                Some(Reason::RequiredInterfaceUnavailable) => {
-                    "not the required interface or type".to_owned()
-                }
-                Some(Reason::InterfaceTypeProhibited) => {
-                    format!("{} interfaces are prohibited", u.kind)
-                }
-                Some(Reason::ExpensiveProhibited) => {
-                    "expensive, and expensive interfaces are prohibited".to_owned()
-                }
-                Some(Reason::ConstrainedProhibited) => {
-                    "constrained, and constrained interfaces are prohibited".to_owned()
-                }
-                _ => "excluded by the conditions".to_owned(),
-            },
-        };
+        let why = unusable(u);
         out.push(format!("{} ({}): not used — {why}", u.name, u.kind));
     }
     out
+}
+
+/// Why an interface is not used, in words.
+fn unusable(u: &nw_path::UnavailableInterface) -> String {
+    match u.why {
+        nw_path::Unusable::Down => "down".to_owned(),
+        nw_path::Unusable::NoCarrier => "no carrier".to_owned(),
+        nw_path::Unusable::Dormant => "dormant".to_owned(),
+        nw_path::Unusable::Excluded => match u.excluded_by {
+            Some(Reason::RequiredInterfaceUnavailable) => {
+                "not the required interface or type".to_owned()
+            }
+            Some(Reason::InterfaceTypeProhibited) => {
+                format!("{} interfaces are prohibited", u.kind)
+            }
+            Some(Reason::ExpensiveProhibited) => {
+                "expensive, and expensive interfaces are prohibited".to_owned()
+            }
+            Some(Reason::ConstrainedProhibited) => {
+                "constrained, and constrained interfaces are prohibited".to_owned()
+            }
+            _ => "excluded by the conditions".to_owned(),
+        },
+    }
 }
 
 fn tri(v: Option<bool>) -> &'static str {
@@ -220,5 +301,77 @@ fn tri(v: Option<bool>) -> &'static str {
         Some(true) => "yes",
         Some(false) => "no",
         None => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nw_path::cost::CostReadings;
+    use nw_path::interface::{Address, Flags, LinkFacts, LinkType, Scope};
+    use nw_path::{Conditions, Interface, InterfaceType, Route, Snapshot};
+
+    use super::changes;
+
+    fn eth(name: &str, index: u32, ips: &[&str]) -> Interface {
+        Interface {
+            name: name.into(),
+            index,
+            kind: InterfaceType::Wired,
+            link_type: LinkType::Ethernet,
+            flags: Flags { up: true, running: true, lower_up: true, ..Flags::default() },
+            carrier: true,
+            mtu: 1500,
+            hardware_address: None,
+            addresses: ips
+                .iter()
+                .map(|ip| Address {
+                    ip: ip.parse().unwrap(),
+                    prefix_len: 24,
+                    scope: Scope::Global,
+                    broadcast: None,
+                    peer: None,
+                    tentative: false,
+                })
+                .collect(),
+            facts: LinkFacts::default(),
+        }
+    }
+
+    fn path(interfaces: Vec<Interface>, gateway: &str) -> nw_path::Path {
+        let routes = vec![Route {
+            destination: "0.0.0.0".parse().unwrap(),
+            prefix_len: 0,
+            gateway: Some(gateway.parse().unwrap()),
+            interface: 2,
+            metric: 100,
+        }];
+        let snapshot = Snapshot { interfaces, routes, dns_servers: Vec::new() };
+        nw_path::evaluate(&snapshot, &Conditions::default(), &CostReadings::default())
+    }
+
+    #[test]
+    fn a_watch_line_says_what_changed() {
+        let before = path(vec![eth("eth0", 2, &["192.0.2.10"])], "192.0.2.1");
+        let mut eth1 = eth("eth1", 3, &[]);
+        eth1.carrier = false;
+        let after = path(vec![eth("eth0", 2, &["192.0.2.11"]), eth1.clone()], "192.0.2.254");
+        assert_eq!(
+            changes(&before, &after),
+            [
+                "eth1 appeared (no carrier)",
+                "eth0 +192.0.2.11/24 −192.0.2.10/24",
+                "gateways 192.0.2.1 → 192.0.2.254"
+            ]
+        );
+        let mut down = eth("eth0", 2, &["192.0.2.11"]);
+        down.carrier = false;
+        let gone = path(vec![down], "192.0.2.254");
+        assert_eq!(
+            changes(&after, &gone),
+            ["eth0: usable → no carrier", "eth1 gone", "gateways 192.0.2.254 → none"]
+        );
+        let mut mtu = eth("eth0", 2, &["192.0.2.10"]);
+        mtu.mtu = 1400;
+        assert_eq!(changes(&before, &path(vec![mtu], "192.0.2.1")).len(), 1);
     }
 }
