@@ -472,3 +472,29 @@ fn logs_to_a_pipe_are_plain_text() {
     assert!(err.contains("attempt started"), "debug logs were asked for: {err}");
     assert!(!err.contains('\u{1b}'), "escape codes in logs to a pipe: {err:?}");
 }
+
+/// A QUIC attempt answered by an ICMP port unreachable fails at once, as a refused TCP one
+/// does, instead of waiting out its timeout (quinn alone ignores the ICMP error); so does
+/// `nw get --http3-only`.
+#[test]
+fn quic_to_a_closed_udp_port_is_refused_at_once() {
+    let dir = crate::support::Dir::new("quic-refused");
+    let (code, _, err) = nw(&["cert", "--dir", dir.0.to_str().unwrap(), "ca"]);
+    assert_eq!(code, 0, "{err}");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (ca, port) = (dir.path("ca.pem"), port.to_string());
+    let started = std::time::Instant::now();
+    let args = ["cat", "--quic", "--alpn", "h3", "-z", "--timeout", "10", "--anchor", &ca];
+    let (code, _, err) = nw(&[&args[..], &["127.0.0.1", &port]].concat());
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("over QUIC: connection refused"), "{err}");
+    assert!(took < std::time::Duration::from_secs(2), "refused after {took:?}");
+    let url = format!("https://localhost:{port}/x");
+    let out = dir.path("x");
+    let started = std::time::Instant::now();
+    let (code, _, err) = nw(&["get", "--http3-only", "--anchor", &ca, &url, "-o", &out]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+}
