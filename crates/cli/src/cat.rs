@@ -470,6 +470,8 @@ async fn relay(stream: Box<dyn nw_connection::driver::Io>) -> Outcome {
 /// when it closes. Clients that open and close, or fail the handshake, are skipped quietly.
 async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
     use nw_connection::listener::{Config, Handler, Listener};
+    // Before anything is written to disk, so a signal at any point still cleans up.
+    let interrupted = crate::output::interrupted();
     let mut throwaway = None;
     let secure = args.tls || args.quic;
     let tls = match (secure, &args.cert, &args.key) {
@@ -486,14 +488,16 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
             Some(config)
         }
     };
+    // Handshakes run side by side (up to `HANDSHAKES`), so clients that connect and say
+    // nothing cannot hold up a real one; the first to complete is served and any other is
+    // closed.
+    const HANDSHAKES: usize = 16;
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let handler: Handler = Arc::new(move |stream, peer| {
-        let tx = tx.clone();
-        Box::pin(async move {
-            let _ = tx.send((stream, peer)).await;
-        })
+        let _ = tx.try_send((stream, peer));
+        Box::pin(async {})
     });
-    let config = Config { tls, max_connections: 1, ..Config::default() };
+    let config = Config { tls, max_connections: HANDSHAKES, ..Config::default() };
     let bound = if args.quic {
         Listener::bind_quic(at, config, handler).await
     } else {
@@ -506,12 +510,20 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
     if args.report || args.json || at.port() == 0 {
         crate::output::error_line(&format!("nw cat: listening on {}", listener.local_addr()));
     }
-    let Some((stream, peer)) = rx.recv().await else { return Ok(Outcome::Negative) };
-    if args.report || args.json {
-        crate::output::error_line(&format!("nw cat: connection from {peer}"));
-    }
-    listener.shutdown(Duration::ZERO).await;
-    let outcome = relay(stream).await;
+    let serve = async {
+        let Some((stream, peer)) = rx.recv().await else { return Outcome::Negative };
+        if args.report || args.json {
+            crate::output::error_line(&format!("nw cat: connection from {peer}"));
+        }
+        listener.shutdown(Duration::ZERO).await;
+        drop(rx); // any other client that completed a handshake is closed
+        relay(stream).await
+    };
+    // A signal ends it too, and the throwaway CA's directory still goes.
+    let outcome = tokio::select! {
+        outcome = serve => outcome,
+        signal = interrupted => Outcome::Exit(signal),
+    };
     drop(throwaway);
     Ok(outcome)
 }

@@ -61,3 +61,31 @@ pub(crate) fn error_line(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{text}");
 }
+
+/// A future that resolves when the process is asked to stop (SIGINT, SIGTERM or SIGHUP), with
+/// the exit status a shell expects for it (128 + the signal's number). The handlers are
+/// installed when this is called, so from then on those signals no longer kill the process
+/// outright and what waits on the future can clean up.
+pub(crate) fn interrupted() -> impl Future<Output = u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let kinds = [
+        (SignalKind::interrupt(), 130),
+        (SignalKind::terminate(), 143),
+        (SignalKind::hangup(), 129),
+    ];
+    let mut streams = Vec::new();
+    for (kind, status) in kinds {
+        match signal(kind) {
+            Ok(s) => streams.push((s, status)),
+            Err(e) => tracing::debug!("cannot watch {kind:?}: {e}"),
+        }
+    }
+    std::future::poll_fn(move |cx| {
+        for (stream, status) in &mut streams {
+            if stream.poll_recv(cx).is_ready() {
+                return std::task::Poll::Ready(*status);
+            }
+        }
+        std::task::Poll::Pending
+    })
+}

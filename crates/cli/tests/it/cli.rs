@@ -498,3 +498,45 @@ fn quic_to_a_closed_udp_port_is_refused_at_once() {
     assert!(err.contains("refused"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+/// `nw cat -l --tls` runs handshakes side by side: three clients that connect and say nothing
+/// do not keep a real one waiting (before, each held the only slot for the 10 s handshake
+/// timeout). The real client is served, and the throwaway CA's directory goes at exit.
+#[test]
+fn nw_cat_tls_listener_serves_a_real_client_past_idle_connections() {
+    let (server, port, root) = tls_listener(b"");
+    let idle: Vec<std::net::TcpStream> =
+        (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200)); // all three accepted
+    let started = std::time::Instant::now();
+    let out = Command::new(NW)
+        .args(["cat", "--tls", "--timeout", "5", "--anchor", &root, "localhost"])
+        .arg(port.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < std::time::Duration::from_secs(2), "the real client waited {took:?}");
+    let (code, _) = finish(server);
+    assert_eq!(code, 0);
+    drop(idle);
+    assert!(!std::path::Path::new(&root).exists(), "the throwaway root outlived its server");
+}
+
+/// SIGTERM (or Ctrl-C) while `nw cat -l --tls` waits still removes the throwaway CA's
+/// directory, and the exit status says which signal ended it.
+#[test]
+fn nw_cat_tls_listener_cleans_up_when_terminated() {
+    for (signal, status) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let (mut server, _, root) = tls_listener(b"");
+        assert!(std::path::Path::new(&root).exists());
+        // SAFETY: kill(2) with our own child's pid and a signal number.
+        let sent = unsafe { libc::kill(i32::try_from(server.id()).unwrap(), signal) };
+        assert_eq!(sent, 0);
+        let code = server.wait().unwrap().code();
+        assert_eq!(code, Some(status), "signal {signal}");
+        let dir = std::path::Path::new(&root).parent().unwrap();
+        assert!(!dir.exists(), "{} outlived signal {signal}", dir.display());
+    }
+}
