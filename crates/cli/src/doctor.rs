@@ -25,6 +25,12 @@ use crate::output;
 pub(crate) struct Args {
     /// Also check this destination: a URL (https://host[:port]/…) or HOST:PORT.
     target: Option<String>,
+    /// For an https:// TARGET: a custom anchor (PEM, repeatable), trusted beside the system's;
+    /// the chain is judged by nw-trust, as `nw trust` and `nw cat --tls` judge it.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    anchor: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    ct: crate::trust::CtArgs,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -79,7 +85,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     sections.push(trust().await);
     sections.push(transfer().await);
     if let Some(target) = &args.target {
-        sections.push(target_section(target).await);
+        let trust = crate::trust::options(&args.anchor, &args.ct, true)?;
+        sections.push(target_section(target, trust).await);
     }
 
     if args.json {
@@ -476,9 +483,9 @@ async fn transfer() -> Section {
     Section::new("transfer", level, summary, json!({ "url": url, "downloads": results }))
 }
 
-/// Races to the target the caller named (TCP; TLS with the system's anchors for https:// and
-/// wss://), and reports how.
-async fn target_section(text: &str) -> Section {
+/// Races to the target the caller named (TCP; for https:// and wss://, TLS whose chain
+/// nw-trust judges under `trust`: the system's anchors plus any --anchor), and reports how.
+async fn target_section(text: &str, trust: nw_trust::Options) -> Section {
     let target = match Endpoint::parse(text) {
         Ok(t) => t,
         Err(e) => {
@@ -492,7 +499,11 @@ async fn target_section(text: &str) -> Section {
         }
     };
     let tls = if target.wants_tls() {
-        match (ClientOptions { system_anchors: true, ..ClientOptions::default() }).config() {
+        let verifier =
+            nw_trust::verifier::TrustVerifier::new(trust, nw_connection::crypto::provider());
+        let options =
+            ClientOptions { verifier: Some(Arc::new(verifier)), ..ClientOptions::default() };
+        match options.config() {
             Ok(c) => Some(c),
             Err(e) => {
                 return Section::new("target", Level::Fail, e.to_string(), json!({"target": text}));

@@ -540,3 +540,25 @@ fn nw_cat_tls_listener_cleans_up_when_terminated() {
         assert!(!dir.exists(), "{} outlived signal {signal}", dir.display());
     }
 }
+
+/// `nw doctor https://…` judges the target's chain with nw-trust: trusted with `--anchor`, and
+/// refused without it with the per-certificate report.
+#[test]
+fn nw_doctor_target_trusts_through_nw_trust_and_takes_anchor() {
+    let (mut server, port, root) = tls_listener(b"");
+    let url = format!("https://localhost:{port}/");
+    let (code, out, err) = nw(&["doctor", "--json", &url]);
+    let doctor: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let refused = section(&doctor, "target").clone();
+    let (code2, out2, err2) = nw(&["doctor", "--json", "--anchor", &root, &url]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(refused["status"], "fail", "{refused}");
+    let why = refused["details"].to_string();
+    assert!(why.contains("“nw cat throwaway test CA” has errors: Root is not trusted;"), "{why}");
+    let doctor: serde_json::Value = serde_json::from_str(&out2).unwrap_or_default();
+    let trusted = section(&doctor, "target");
+    assert_eq!(trusted["status"], "ok", "{trusted} {err2}");
+    assert!(code2 == 0 || code2 == 1, "{err2}"); // other sections may warn about this host
+}
