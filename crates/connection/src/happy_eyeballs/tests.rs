@@ -444,6 +444,7 @@ fn overall_timeout_ends_the_race_and_closes_everything() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods, reason = "a virtual-time origin")]
 fn durations_past_any_instant_saturate_instead_of_overflowing() {
     let forever = Duration::from_secs(u64::MAX);
     let config = Config {
