@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{ConnectError, Params, Report, Resolver, Transport, connect_udp};
+use nw_connection::driver::{ConnectError, Params, Report, SystemResolver, Transport, connect_udp};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
 use nw_connection::socket::{Keepalive, Mptcp, TcpOptions};
@@ -148,7 +148,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         timeout: Duration::from_secs(args.timeout.max(1)),
         ..Config::default()
     };
-    let resolver = Arc::new(Resolver::from_system());
+    let resolver = Arc::new(SystemResolver::from_system());
     let (tls, identities) = tls_config(&args).map_err(|e| crate::UsageError(format!("{e:#}")))?;
     let conditions = args.conditions.conditions();
     let waiting = |reason: Option<nw_path::Reason>| {
@@ -277,7 +277,7 @@ async fn print_viability(conn: &mut Connection, json: bool) {
 /// its first IPv4 address, else its first IPv6 one.
 async fn listen_address(name: &str) -> Result<std::net::IpAddr, String> {
     use nw_connection::happy_eyeballs::Query;
-    let resolver = Resolver::from_system();
+    let resolver = SystemResolver::from_system();
     let (v4, v6) = tokio::join!(resolver.query(name, Query::A), resolver.query(name, Query::Aaaa));
     let found = v4.iter().chain(v6.iter()).flatten().next().copied();
     found.ok_or_else(|| {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::driver::{ConnectError, Params, Resolver, Transport, connect};
+use nw_connection::driver::{ConnectError, Params, SystemResolver, Transport, connect};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config as RaceConfig, RaceError};
 use nw_connection::testserver::TestServer;
@@ -236,7 +236,7 @@ async fn connectivity() -> Section {
         server_name: Some("localhost".into()),
         ..Params::default()
     };
-    let resolver = Arc::new(Resolver::from_system());
+    let resolver = Arc::new(SystemResolver::from_system());
     let mut level = Level::Ok;
     let mut note = String::new();
     let mut result = connect("localhost", port, &params, resolver.clone()).await;
@@ -248,7 +248,9 @@ async fn connectivity() -> Section {
     // The same server over QUIC (it listens on the same port over UDP).
     let quic_params = Params { transport: Transport::Quic, ..params.clone() };
     let quic =
-        match connect("127.0.0.1", port, &quic_params, Arc::new(Resolver::from_system())).await {
+        match connect("127.0.0.1", port, &quic_params, Arc::new(SystemResolver::from_system()))
+            .await
+        {
             Ok(mut c) => match echo(&mut c.stream).await {
                 true => Ok(c.report),
                 false => Err("connected, but the echo did not come back".to_owned()),
@@ -354,7 +356,8 @@ async fn trust() -> Section {
                 server_name: Some(name.into()),
                 ..Params::default()
             };
-            let _ = connect("127.0.0.1", port, &params, Arc::new(Resolver::from_system())).await;
+            let _ =
+                connect("127.0.0.1", port, &params, Arc::new(SystemResolver::from_system())).await;
             verifier.last()
         }
     };
@@ -517,7 +520,9 @@ async fn target_section(text: &str, trust: nw_trust::Options) -> Section {
         tls,
         ..Params::default()
     };
-    match connect(&target.host(), target.port(), &params, Arc::new(Resolver::from_system())).await {
+    match connect(&target.host(), target.port(), &params, Arc::new(SystemResolver::from_system()))
+        .await
+    {
         Ok(c) => {
             let won = c.report.ready_after().map(|d| d.as_secs_f64() * 1e3);
             let how = c

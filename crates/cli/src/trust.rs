@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::driver::{Params, Resolver, connect};
+use nw_connection::driver::{Params, SystemResolver, connect};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::Config as RaceConfig;
 use nw_connection::{crypto, tls};
@@ -192,9 +192,13 @@ async fn online(
         server_name: args.host.clone(),
         ..Params::default()
     };
-    let result =
-        connect(&endpoint.host(), endpoint.port(), &params, Arc::new(Resolver::from_system()))
-            .await;
+    let result = connect(
+        &endpoint.host(),
+        endpoint.port(),
+        &params,
+        Arc::new(SystemResolver::from_system()),
+    )
+    .await;
     match (verifier.last(), result) {
         (Some(evaluation), _) => Ok(Some(evaluation)),
         (None, Ok(_)) => Ok(None), // cannot happen: a TLS connection was verified

@@ -9,12 +9,10 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query as DnsQuery};
-use hickory_proto::rr::Name;
 use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,7 +25,8 @@ use crate::happy_eyeballs::{
     Race, RaceError, Service,
 };
 use crate::id::{AttemptId, ConnectionId};
-use crate::resolve::{self, Cache, SystemConfig};
+use crate::resolve;
+pub use crate::resolver::{MemoryResolver, Resolve, SystemResolver};
 use crate::socket::{Bind, Mptcp, TcpOptions, kernel_source, tcp_connect, udp_socket};
 use crate::tls::{self, Negotiated, TlsError};
 
@@ -68,130 +67,6 @@ pub struct Params {
     pub tcp: TcpOptions,
     /// Bind every attempt to this local address; only destinations of its family are raced.
     pub local: Option<IpAddr>,
-}
-
-/// Explicit A, AAAA and HTTPS queries over UDP to the configured name servers, with the hosts
-/// file first and a TTL cache.
-#[derive(Debug)]
-pub struct Resolver {
-    config: SystemConfig,
-    cache: Mutex<Cache>,
-    services: Mutex<Cache<Vec<Service>>>,
-}
-
-impl Resolver {
-    pub fn new(config: SystemConfig) -> Self {
-        Self { config, cache: Mutex::default(), services: Mutex::default() }
-    }
-
-    /// The system's configuration, read now.
-    pub fn from_system() -> Self {
-        Self::new(SystemConfig::from_system())
-    }
-
-    /// One address query (A or AAAA): hosts file, cache, then each server in turn, `attempts`
-    /// rounds.
-    #[allow(clippy::disallowed_methods, reason = "driver: stamps cache entries")]
-    pub async fn query(&self, name: &str, query: Query) -> Result<Vec<IpAddr>, QueryError> {
-        if let Some(addrs) = self.config.from_hosts(name, query) {
-            return Ok(addrs);
-        }
-        if let Some(addrs) = lock(&self.cache).get(name, query, Instant::now()) {
-            return Ok(addrs);
-        }
-        let (addrs, ttl) = self.ask(name, query, |m| resolve::extract(m, query)).await?;
-        lock(&self.cache).put(name, query, addrs.clone(), ttl, Instant::now());
-        Ok(addrs)
-    }
-
-    /// The name's HTTPS records: none for a name the hosts file lists (it is authoritative).
-    #[allow(clippy::disallowed_methods, reason = "driver: stamps cache entries")]
-    pub async fn services(&self, name: &str) -> Result<Vec<Service>, QueryError> {
-        if self.config.from_hosts(name, Query::Https).is_some() {
-            return Ok(Vec::new());
-        }
-        if let Some(found) = lock(&self.services).get(name, Query::Https, Instant::now()) {
-            return Ok(found);
-        }
-        let (found, ttl) = self.ask(name, Query::Https, resolve::extract_services).await?;
-        lock(&self.services).put(name, Query::Https, found.clone(), ttl, Instant::now());
-        Ok(found)
-    }
-
-    /// Each server in turn, `attempts` rounds, until one gives an answer `extract` accepts.
-    async fn ask<T>(
-        &self,
-        name: &str,
-        query: Query,
-        extract: impl Fn(&Message) -> Result<(T, Duration), QueryError>,
-    ) -> Result<(T, Duration), QueryError> {
-        let mut last = QueryError::TimedOut;
-        for _ in 0..self.config.attempts {
-            for server in &self.config.servers {
-                match exchange(*server, name, query, self.config.timeout).await {
-                    Ok(reply) => match extract(&reply) {
-                        Ok(found) => return Ok(found),
-                        Err(QueryError::NoSuchName) => return Err(QueryError::NoSuchName),
-                        Err(e) => last = e,
-                    },
-                    Err(e) => {
-                        tracing::debug!(%server, ?query, "query failed: {e}");
-                        last = if e.kind() == io::ErrorKind::TimedOut {
-                            QueryError::TimedOut
-                        } else {
-                            QueryError::ServerFailure(e.to_string())
-                        };
-                    }
-                }
-            }
-        }
-        Err(last)
-    }
-
-    /// The network's NAT64 prefix (RFC 7050: the AAAA answer for `ipv4only.arpa`), if any.
-    pub async fn nat64_prefix(&self) -> Option<std::net::Ipv6Addr> {
-        let answer = self.query("ipv4only.arpa", Query::Aaaa).await.ok()?;
-        resolve::nat64_prefix(&answer)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Sends one query and waits for the matching reply (same id and question).
-async fn exchange(
-    server: SocketAddr,
-    name: &str,
-    query: Query,
-    limit: Duration,
-) -> io::Result<Message> {
-    let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
-    let qname = Name::from_ascii(&fqdn)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let mut msg = Message::query();
-    msg.add_query(DnsQuery::query(qname.clone(), resolve::record_type(query)));
-    msg.metadata.recursion_desired = true;
-    let bytes = msg.to_vec().map_err(|e| io::Error::other(e.to_string()))?;
-    let bind: SocketAddr =
-        if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let socket = UdpSocket::bind(bind).await?;
-    socket.connect(server).await?;
-    socket.send(&bytes).await?;
-    let id = msg.metadata.id;
-    let wait = async {
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = socket.recv(&mut buf).await?;
-            // Anything that is not our reply (wrong id, wrong question, garbage) is ignored.
-            let Ok(reply) = Message::from_vec(&buf[..n]) else { continue };
-            let same_question = reply.queries.first().is_some_and(|q| q.name() == &qname);
-            if reply.metadata.id == id && same_question {
-                return Ok(reply);
-            }
-        }
-    };
-    tokio::time::timeout(limit, wait).await.map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
 /// What happened while connecting: the race's trace, as reports and logs show it.
@@ -402,7 +277,7 @@ pub async fn connect(
     host: &str,
     port: u16,
     params: &Params,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
 ) -> Result<Connected, ConnectError> {
     connect_observed(host, port, params, resolver, ConnectionId::next(), &|_| {}).await
 }
@@ -413,7 +288,7 @@ pub(crate) async fn connect_observed(
     host: &str,
     port: u16,
     params: &Params,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
     id: ConnectionId,
     observe: &Observer<'_>,
 ) -> Result<Connected, ConnectError> {
@@ -477,15 +352,16 @@ async fn establish<T: Send + 'static>(
     port: u16,
     params: &Params,
     config: Config,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
     (id, observe): (ConnectionId, &Observer<'_>),
     start_attempt: impl Fn(SocketAddr, Protocol, Bind) -> AttemptFuture<T>,
 ) -> Result<(T, Report), ConnectError> {
     let mut report = Report::new(id, host, port);
     observe(State::Preparing);
     if let Some(conditions) = &params.path {
-        let path = wait_for_path(host, conditions, config.timeout, &resolver, &mut report, observe)
-            .await?;
+        let path =
+            wait_for_path(host, conditions, config.timeout, &*resolver, &mut report, observe)
+                .await?;
         if !report.path.is_empty() {
             observe(State::Preparing); // the wait is over
         }
@@ -626,7 +502,7 @@ pub async fn connect_quic(
     host: &str,
     port: u16,
     params: &Params,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
 ) -> Result<QuicConnected, ConnectError> {
     let Some(tls) = params.tls.clone().filter(|t| !t.alpn_protocols.is_empty()) else {
         return Err(ConnectError::QuicNeedsTls);
@@ -661,7 +537,7 @@ pub async fn connect_udp(
     host: &str,
     port: u16,
     params: &Params,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
 ) -> Result<UdpConnected, ConnectError> {
     let config = Config { protocol: Protocol::Udp, discover_quic: false, ..params.race };
     let start_attempt = |addr: SocketAddr, _: Protocol, bind: Bind| {
@@ -697,7 +573,7 @@ async fn wait_for_path(
     host: &str,
     conditions: &nw_path::Conditions,
     limit: Duration,
-    resolver: &Resolver,
+    resolver: &dyn Resolve,
     report: &mut Report,
     observe: &Observer<'_>,
 ) -> Result<Option<nw_path::Path>, ConnectError> {
@@ -783,7 +659,7 @@ async fn path_for_name(
     host: &str,
     reading: &nw_path::Reading,
     conditions: &nw_path::Conditions,
-    resolver: &Resolver,
+    resolver: &dyn Resolve,
     deadline: tokio::time::Instant,
 ) -> nw_path::Path {
     let general = reading.path(conditions);

@@ -57,6 +57,7 @@ pub mod listener;
 pub mod qlog;
 pub mod quic;
 pub mod resolve;
+pub mod resolver;
 pub mod socket;
 pub mod testserver;
 pub mod tls;

@@ -36,24 +36,30 @@ fn main() {
         // Warm up: the connection, the path service's first reading.
         session.data(&url, 4096).await.unwrap();
         for _ in 0..rounds {
-            now.push(round(per_round, async || {
-                let got = session.data(&url, 4096).await.unwrap();
-                assert_eq!((got.status, got.body.len()), (200, 1024));
-            })
-            .await);
-            before.push(round(per_round, async || {
-                let dump = tokio::task::spawn_blocking(|| {
-                    nw_path::current(&nw_path::Conditions::default()).ok()
-                });
-                assert!(dump.await.unwrap().is_some(), "the path could not be read");
-                let got = session.data(&url, 4096).await.unwrap();
-                assert_eq!((got.status, got.body.len()), (200, 1024));
-            })
-            .await);
+            now.push(
+                round(per_round, async || {
+                    let got = session.data(&url, 4096).await.unwrap();
+                    assert_eq!((got.status, got.body.len()), (200, 1024));
+                })
+                .await,
+            );
+            before.push(
+                round(per_round, async || {
+                    let dump = tokio::task::spawn_blocking(|| {
+                        nw_path::current(&nw_path::Conditions::default()).ok()
+                    });
+                    assert!(dump.await.unwrap().is_some(), "the path could not be read");
+                    let got = session.data(&url, 4096).await.unwrap();
+                    assert_eq!((got.status, got.body.len()), (200, 1024));
+                })
+                .await,
+            );
         }
     });
     let (n, b) = (median(&now), median(&before));
-    println!("{per_round} sequential 1 KiB GETs over HTTP/1.1 keep-alive to nginx, {rounds} alternating rounds");
+    println!(
+        "{per_round} sequential 1 KiB GETs over HTTP/1.1 keep-alive to nginx, {rounds} alternating rounds"
+    );
     println!(
         "  with a kernel dump per request (before)   median CPU {:7.1} µs/request, wall {:6.1} µs/request",
         b.0, b.1

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use nw_connection::driver::{self, Params, Report, Resolver};
+use nw_connection::driver::{self, Params, Report, Resolve};
 use nw_connection::endpoint::Url;
 
 use crate::TransferError;
@@ -250,7 +250,7 @@ pub(crate) async fn connect(
     url: &Url,
     tcp: &Params,
     h3: Option<&H3Route>,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
     share: u32,
 ) -> Result<Connection, TransferError> {
     let Some(h3) = h3 else { return connect_tcp(url, tcp, resolver, share).await };
@@ -296,7 +296,7 @@ pub(crate) async fn connect(
 async fn connect_h3(
     url: &Url,
     route: &H3Route,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
 ) -> Result<Connection, TransferError> {
     let connected = driver::connect_quic(&url.host, route.port, &route.params, resolver)
         .await
@@ -324,7 +324,7 @@ async fn connect_h3(
 async fn connect_tcp(
     url: &Url,
     params: &Params,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
     share: u32,
 ) -> Result<Connection, TransferError> {
     let connected = driver::connect(&url.host, url.port, params, resolver)

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nw_connection::driver::{Params, Resolver};
+use nw_connection::driver::{Params, Resolve, SystemResolver};
 use nw_connection::endpoint::Url;
 use nw_connection::tls;
 
@@ -128,7 +128,7 @@ pub enum Http3 {
 #[derive(Debug)]
 pub struct Session {
     config: Configuration,
-    resolver: Arc<Resolver>,
+    resolver: Arc<dyn Resolve>,
     store: Arc<store::Store>,
     alt_svc: altsvc::Cache,
     pool: pool::Pool<http::Connection>,
@@ -145,7 +145,7 @@ impl Session {
         let store = Arc::new(store::Store::open(store_path)?);
         Ok(Self {
             config,
-            resolver: Arc::new(Resolver::from_system()),
+            resolver: Arc::new(SystemResolver::from_system()),
             store,
             alt_svc: altsvc::Cache::default(),
             pool: pool::Pool::default(),

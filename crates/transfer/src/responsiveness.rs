@@ -240,7 +240,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn load(
     target: Target,
     direction: Direction,
-    resolver: Arc<nw_connection::driver::Resolver>,
+    resolver: Arc<dyn nw_connection::driver::Resolve>,
     shared: Arc<Shared>,
 ) {
     let flow = async {
@@ -288,7 +288,7 @@ async fn load(
 async fn probe(
     target: Target,
     conn: Option<Connection>,
-    resolver: Arc<nw_connection::driver::Resolver>,
+    resolver: Arc<dyn nw_connection::driver::Resolve>,
 ) -> Result<Timing, TransferError> {
     let (mut conn, handshakes) = match conn {
         Some(c) => (c, None),

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{ConnectError, Params, Resolver};
+use nw_connection::driver::{ConnectError, Params, Resolve, SystemResolver};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::resolve::SystemConfig;
 
-fn resolver() -> Arc<Resolver> {
-    Arc::new(Resolver::new(SystemConfig::parse("", "")))
+fn resolver() -> Arc<dyn Resolve> {
+    Arc::new(SystemResolver::new(SystemConfig::parse("", "")))
 }
 
 /// Every state update until ready, failed or cancelled (or 5 s).
@@ -141,4 +141,27 @@ fn the_path_service_and_a_connection_never_stall_a_current_thread_runtime() {
     );
     assert!(read_in >= Duration::from_millis(900), "the nmcli stand-in was not waited for");
     assert!(worst < Duration::from_millis(50), "a 10 ms tick was held {worst:?}");
+}
+
+/// The resolver is a seam: an in-memory one answers the race's queries, and a name it does not
+/// hold fails as a name that does not exist.
+#[tokio::test]
+async fn an_in_memory_resolver_answers_the_race() {
+    use nw_connection::driver::{MemoryResolver, connect};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let resolver =
+        Arc::new(MemoryResolver::new().with("peer.test", &["127.0.0.1".parse().unwrap()]));
+    let connected =
+        connect("Peer.Test.", port, &Params::default(), resolver.clone()).await.unwrap();
+    assert_eq!(connected.report.connected, Some(listener.local_addr().unwrap()));
+    let Err(ConnectError::Race { error, .. }) =
+        connect("other.test", port, &Params::default(), resolver).await
+    else {
+        panic!("an unknown name connected")
+    };
+    assert!(
+        error.to_string().contains("does not exist") || format!("{error:?}").contains("NoSuchName"),
+        "{error}"
+    );
 }

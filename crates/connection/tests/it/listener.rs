@@ -197,13 +197,13 @@ fn quic_params(
 /// stream, every byte back before the close (a shutdown waits for the peer's acknowledgement).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_echo_through_the_race_against_the_test_server() {
-    use nw_connection::driver::{Resolver, connect};
+    use nw_connection::driver::{SystemResolver, connect};
     use nw_connection::happy_eyeballs::Protocol;
     use nw_connection::resolve::SystemConfig;
     use nw_connection::testserver::TestServer;
     let server = TestServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let params = quic_params(server.root(), b"nwkit-echo");
-    let resolver = Arc::new(Resolver::new(SystemConfig::parse("", "")));
+    let resolver = Arc::new(SystemResolver::new(SystemConfig::parse("", "")));
     let port = server.local_addr().port();
     let mut c = connect("127.0.0.1", port, &params, resolver).await.unwrap();
     assert_eq!(c.report.protocol, Some(Protocol::Quic), "{:?}", c.report);
@@ -221,7 +221,7 @@ async fn quic_echo_through_the_race_against_the_test_server() {
 /// shutdown cancels what outlives the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
-    use nw_connection::driver::{ConnectError, Resolver, connect};
+    use nw_connection::driver::{ConnectError, SystemResolver, connect};
     use nw_connection::resolve::SystemConfig;
     let ca = TestCa::new("nwkit test CA").unwrap();
     let issued = ca.issue_server(&["localhost"]).unwrap();
@@ -236,7 +236,7 @@ async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
     let listener = Listener::bind_quic("127.0.0.1:0".parse().unwrap(), config, hold).await.unwrap();
     let port = listener.local_addr().port();
     let params = quic_params(ca.root(), b"t");
-    let resolver = Arc::new(Resolver::new(SystemConfig::parse("", "")));
+    let resolver = Arc::new(SystemResolver::new(SystemConfig::parse("", "")));
     let mut first = connect("127.0.0.1", port, &params, resolver.clone()).await.unwrap();
     first.stream.write_all(b"x").await.unwrap(); // opens the stream on the server's side
     let start = Instant::now();
