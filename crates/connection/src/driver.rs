@@ -20,9 +20,10 @@ use tokio::net::UdpSocket;
 
 use crate::addrsel;
 use crate::connection::State;
+use crate::establish::{self, Establish};
 use crate::happy_eyeballs::{
-    Action, AttemptError, Config, Event, FamilyPreference, Outcome, Protocol, Query, QueryError,
-    Race, RaceError, Service,
+    Action, AttemptError, Config, Event, Outcome, Protocol, Query, QueryError, Race, RaceError,
+    Service,
 };
 use crate::id::{AttemptId, ConnectionId};
 use crate::resolve;
@@ -181,7 +182,7 @@ impl Report {
 }
 
 /// The connection's view of the path at one moment: `waiting` with a reason, or `satisfied`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathStep {
     #[serde(serialize_with = "crate::happy_eyeballs::millis")]
     pub at: Duration,
@@ -358,31 +359,28 @@ async fn establish<T: Send + 'static>(
 ) -> Result<(T, Report), ConnectError> {
     let mut report = Report::new(id, host, port);
     observe(State::Preparing);
-    if let Some(conditions) = &params.path {
-        let path =
-            wait_for_path(host, conditions, config.timeout, &*resolver, &mut report, observe)
-                .await?;
-        if !report.path.is_empty() {
-            observe(State::Preparing); // the wait is over
+    let options = establish::Options {
+        wait: params.path.is_some(),
+        limit: config.timeout,
+        local: params.local,
+    };
+    let mut machine = Establish::new(options, Instant::now());
+    let conditions = params.path.clone().unwrap_or_default();
+    let plan = match prepare(&mut machine, host, &conditions, &*resolver, observe).await {
+        Ok(plan) => plan,
+        Err((reason, waited, steps)) => {
+            report.path = steps;
+            report.waited = waited;
+            return Err(ConnectError::NoPath { reason, waited, report: Box::new(report) });
         }
-        // RFC 8305 §7: on an IPv6-only path, reach IPv4 destinations through the network's
-        // NAT64 prefix, for IPv4 literals and A-only names alike.
-        // (Only where a gateway leads beyond the link: a host on-link needs no translator.)
-        if path
-            .as_ref()
-            .is_some_and(|p| p.supports_ipv6 && !p.supports_ipv4 && !p.gateways.is_empty())
-        {
-            report.nat64 = resolver.nat64_prefix().await;
-        }
-        // The kernel routes by destination alone; when the conditions ruled an interface out
-        // (expensive, a prohibited type, not the required one), the attempts are held to the
-        // path's preferred interface so the routing table cannot pick the excluded one.
-        if let Some(path) = &path
-            && path.unavailable.iter().any(|u| u.excluded_by.is_some())
-        {
-            report.interface = path.primary().map(|i| i.interface.name.clone());
-        }
+    };
+    if !plan.steps.is_empty() {
+        observe(State::Preparing); // the wait is over
     }
+    report.path = plan.steps;
+    report.waited = plan.waited;
+    report.interface = plan.interface;
+    report.nat64 = plan.nat64;
     let bind = Bind { device: report.interface.clone(), local: params.local };
     let nat64 = report.nat64;
     let via_nat64 = |ip: IpAddr| match (ip, nat64) {
@@ -390,12 +388,8 @@ async fn establish<T: Send + 'static>(
         _ => ip,
     };
     let mut config = Config { timeout: config.timeout.saturating_sub(report.waited), ..config };
-    // A local address decides the family: the other family's destinations cannot be reached
-    // from it.
-    match params.local {
-        Some(IpAddr::V4(_)) => config.family = FamilyPreference::Ipv4Only,
-        Some(IpAddr::V6(_)) => config.family = FamilyPreference::Ipv6Only,
-        None => {}
+    if let Some(family) = plan.family {
+        config.family = family;
     }
     let start = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
@@ -561,74 +555,71 @@ async fn udp_attempt(addr: SocketAddr, bind: &Bind) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Waits until the path to `host` is satisfied under `conditions`, or `limit` has passed, and
-/// returns that path. The path is the process's [`PathService`](nw_path::PathService) reading
-/// evaluated for the destination: an IP literal's own route, so an on-link host is reachable
-/// with no default route; for a name, the general path, or — when only local networks are
-/// reachable — the route to the first of its addresses (hosts file, cache, DNS) that has one.
-/// Waiting follows the service's readings (no polling). A path that cannot be read is not a
-/// reason to refuse: the race goes ahead (`None`) and its attempts say what is wrong.
+/// Carries out the establishment machine: reads the path to `host` from the process's
+/// [`PathService`](nw_path::PathService) (no polling) — an IP literal's own route; a name's
+/// general path or, when only local networks are reachable, the route of the first of its
+/// addresses that has one — feeds it in on every reading, looks up the NAT64 prefix when asked,
+/// and returns the plan, or why no path came (reason, time waited, the steps seen).
 #[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
-async fn wait_for_path(
+async fn prepare(
+    machine: &mut Establish,
     host: &str,
     conditions: &nw_path::Conditions,
-    limit: Duration,
     resolver: &dyn Resolve,
-    report: &mut Report,
     observe: &Observer<'_>,
-) -> Result<Option<nw_path::Path>, ConnectError> {
-    let start = Instant::now();
-    let mut readings = match nw_path::PathService::shared() {
-        Ok(service) => service.subscribe(),
-        Err(e) => {
-            tracing::debug!("path unknown ({e}); connecting anyway");
-            return Ok(None);
-        }
-    };
+) -> Result<establish::Plan, (Option<nw_path::Reason>, Duration, Vec<PathStep>)> {
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
-    let deadline = tokio::time::Instant::from_std(start.checked_add(limit).unwrap_or(start + FAR));
-    let step =
-        |p: &nw_path::Path, at: Duration| PathStep { at, status: p.status, reason: p.reason };
+    let mut readings = None;
     loop {
-        let reading = match tokio::time::timeout_at(deadline, readings.next()).await {
-            Ok(Ok(reading)) => reading,
-            Ok(Err(e)) => {
-                tracing::debug!("path unknown ({e}); connecting anyway");
-                report.waited =
-                    if report.path.is_empty() { Duration::ZERO } else { start.elapsed() };
-                return Ok(None);
+        while let Some(action) = machine.poll_action() {
+            match action {
+                establish::Action::Wait { reason } => {
+                    tracing::info!(?reason, "waiting for a usable path");
+                    observe(State::Waiting { reason });
+                }
+                establish::Action::DiscoverNat64 => {
+                    let prefix = resolver.nat64_prefix().await;
+                    machine.handle_nat64(prefix, Instant::now());
+                }
+                establish::Action::Race(plan) => return Ok(plan),
+                establish::Action::Fail { reason, waited, steps } => {
+                    return Err((reason, waited, steps));
+                }
             }
-            Err(_elapsed) => {
-                let waited = start.elapsed();
-                report.waited = waited;
-                let reason = report.path.last().and_then(|step| step.reason);
-                return Err(ConnectError::NoPath {
-                    reason,
-                    waited,
-                    report: Box::new(report.clone()),
-                });
-            }
-        };
-        let path = match literal {
-            Some(ip) => path_for_literal(ip, &reading, conditions),
-            None => path_for_name(host, &reading, conditions, resolver, deadline).await,
-        };
-        let at = start.elapsed();
-        if path.status == nw_path::Status::Satisfied {
-            if !report.path.is_empty() {
-                report.path.push(step(&path, at));
-                report.waited = at;
-                tracing::info!(waited = ?at, "path satisfied; connecting");
-            }
-            return Ok(Some(path));
         }
-        let last = report.path.last().map(|l| (l.status, l.reason));
-        if last != Some((path.status, path.reason)) {
-            if report.path.is_empty() {
-                tracing::info!(reason = ?path.reason, "waiting for a usable path");
-            }
-            report.path.push(step(&path, if report.path.is_empty() { Duration::ZERO } else { at }));
-            observe(State::Waiting { reason: path.reason });
+        let subscription = match &mut readings {
+            Some(r) => r,
+            None => match nw_path::PathService::shared() {
+                Ok(service) => readings.insert(service.subscribe()),
+                Err(e) => {
+                    tracing::debug!("path unknown ({e}); connecting anyway");
+                    machine.handle_path(None, Instant::now());
+                    continue;
+                }
+            },
+        };
+        let deadline = machine.poll_timeout();
+        tokio::select! {
+            reading = subscription.next() => match reading {
+                Ok(reading) => {
+                    let path = match literal {
+                        Some(ip) => path_for_literal(ip, &reading, conditions),
+                        None => {
+                            let by = deadline.map_or_else(
+                                || tokio::time::Instant::now() + FAR,
+                                tokio::time::Instant::from_std,
+                            );
+                            path_for_name(host, &reading, conditions, resolver, by).await
+                        }
+                    };
+                    machine.handle_path(Some(&path), Instant::now());
+                }
+                Err(e) => {
+                    tracing::debug!("path unknown ({e}); connecting anyway");
+                    machine.handle_path(None, Instant::now());
+                }
+            },
+            () = sleep_until(deadline) => machine.handle_timeout(Instant::now()),
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod connection;
 pub mod crypto;
 pub mod driver;
 pub mod endpoint;
+pub mod establish;
 pub mod framed;
 pub mod framer;
 pub mod happy_eyeballs;
