@@ -252,6 +252,21 @@ fn openssl_server(
     (child, root)
 }
 
+/// ngtcp2's `gtlsserver` on UDP 198.51.100.2:4433, beside `openssl_server`'s TCP one, with the
+/// same certificate (from `dir`).
+fn gtlsserver_beside(s: &Scene, dir: &std::path::Path) -> nw_lab::Child {
+    let mut cmd = s.p.srv.command("gtlsserver");
+    cmd.args(["-q", "198.51.100.2", "4433"])
+        .arg(dir.join("key.pem"))
+        .arg(dir.join("cert.pem"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = s.p.srv.spawn(cmd).expect("gtlsserver (apt-get install ngtcp2-server)");
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
 #[test]
 fn s7_a_path_that_never_speaks_tls_loses_to_one_that_does() {
     let s = scene();
@@ -539,16 +554,7 @@ fn quic_raced_against_tcp_when_the_https_record_advertises_h3() {
     let s = scene();
     let dir = std::env::temp_dir().join(format!("{}-h3race", s.p.cli.name()));
     let (_tcp, root) = openssl_server(&s, &dir, &["-alpn", "http/1.1"]);
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let mut cmd = s.p.srv.command("gtlsserver");
-    cmd.args(["-q", "198.51.100.2", "4433"])
-        .arg(&key)
-        .arg(&cert)
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _quic = s.p.srv.spawn(cmd).expect("gtlsserver (apt-get install ngtcp2-server)");
-    std::thread::sleep(Duration::from_millis(300));
+    let _quic = gtlsserver_beside(&s, &dir);
     let set_alpn = |alpn: &[&str]| {
         let mut script = s.dns.script();
         let records = script.records.get_mut("*.test").unwrap();
@@ -727,16 +733,7 @@ fn on_link_destinations_connect_without_a_default_route_and_off_link_ones_wait_f
     let s = scene();
     let dir = std::env::temp_dir().join(format!("{}-onlink", s.p.cli.name()));
     let (_tls, root) = openssl_server(&s, &dir, &[]);
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let mut cmd = s.p.srv.command("gtlsserver");
-    cmd.args(["-q", "198.51.100.2", "4433"])
-        .arg(&key)
-        .arg(&cert)
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _quic = s.p.srv.spawn(cmd).expect("gtlsserver (apt-get install ngtcp2-server)");
-    std::thread::sleep(Duration::from_millis(300));
+    let _quic = gtlsserver_beside(&s, &dir);
     s.p.cli.set_hosts("127.0.0.1 localhost\n198.51.100.2 www.test\n").unwrap();
     s.p.cli.ip(["route", "del", "default"]).unwrap();
     s.p.cli.ip(["-6", "route", "del", "default"]).unwrap();
