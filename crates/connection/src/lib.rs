@@ -1,15 +1,21 @@
-//! `nw-connection`: the pure core of nwkit's connections.
+//! `nw-connection`: nwkit's connections — what to connect to, how the attempt is made, and the
+//! machines that decide.
 //!
-//! - [`id`]: `C7` / `C7.2` identifiers, sequential per process.
-//! - [`connection`]: the connection object (states, viability, better path) over [`driver`].
-//! - [`viability`]: judging a ready connection's path.
 //! - [`endpoint`]: what to connect to — host and port, address and port, or a URL.
-//! - [`addrsel`]: RFC 6724 destination sorting.
-//! - [`happy_eyeballs`]: the RFC 8305 race as a machine in virtual time.
-//! - [`framer`]: length-prefixed and delimited message codecs for stream connections, and
-//!   [`framed`]: the same on a live stream.
+//! - [`connection`]: the connection object (setup, preparing, waiting with a reason, ready,
+//!   failed, cancelled; viability and better path once ready) over [`driver`], which runs the
+//!   [`establish`] machine (waiting for the path to the destination, NAT64, interface binding)
+//!   and then the [`happy_eyeballs`] race over TCP, TLS, QUIC or UDP.
+//! - [`resolver`]: the `Resolve` seam — the system resolver (explicit queries, hosts, cache)
+//!   and an in-memory one.
+//! - [`listener`]: TCP, TLS and QUIC listeners that shrug off floods.
+//! - [`framer`] and [`framed`]: length-prefixed and delimited messages, as codecs and on live
+//!   streams.
+//! - [`viability`], [`addrsel`] (RFC 6724), [`resolve`] (parsing and NAT64), [`id`] (`C7`,
+//!   `C7.2`): the rest of the pure core.
 //!
-//! Sockets, the resolver front, TLS and QUIC will drive these machines from a tokio driver.
+//! The `examples/` directory shows the common jobs end to end: `nwcat` (connect and listen,
+//! TLS) and `framed_echo`.
 //!
 //! # Driving the race
 //!
