@@ -43,31 +43,33 @@ pub struct Update {
     pub cause: Cause,
 }
 
-/// The monitor machine.
+/// When to read the kernel: the debounce machine over change notifications, turned into
+/// snapshot requests that each carry their cause. This is what the path service's thread
+/// runs; [`Monitor`] adds the evaluation under conditions.
+///
+/// Call order: drain [`Sampler::poll_action`] and read a snapshot for each
+/// [`Action::TakeSnapshot`]; hand a successful one to [`Sampler::handle_snapshot`], which says
+/// why it was wanted, or report [`Sampler::handle_snapshot_failed`]; feed notifications,
+/// overflows and timeouts as for [`Monitor`].
 #[derive(Debug)]
-pub struct Monitor {
-    conditions: Conditions,
+pub struct Sampler {
     debounce: Debounce,
-    last: Option<Path>,
     /// Why the next snapshot is wanted (the latest emit's cause).
     pending: Option<Cause>,
     /// A `TakeSnapshot` was issued and not yet answered.
     outstanding: bool,
     actions: VecDeque<Action>,
-    updates: VecDeque<Update>,
     overflows: u64,
 }
 
-impl Monitor {
-    pub fn new(conditions: Conditions, debounce: debounce::Config) -> Self {
+impl Sampler {
+    /// A sampler that asks for its initial snapshot at once.
+    pub fn new(debounce: debounce::Config) -> Self {
         Self {
-            conditions,
             debounce: Debounce::new(debounce),
-            last: None,
             pending: Some(Cause::Initial),
             outstanding: true,
             actions: VecDeque::from([Action::TakeSnapshot]),
-            updates: VecDeque::new(),
             overflows: 0,
         }
     }
@@ -84,49 +86,40 @@ impl Monitor {
         self.handle_change(now);
     }
 
+    /// Time has reached [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.debounce.handle_timeout(now);
         self.pump();
     }
 
-    /// A snapshot the machine asked for.
-    pub fn handle_snapshot(&mut self, snapshot: &Snapshot, costs: &CostReadings) {
+    /// A snapshot the sampler asked for was read: why it was wanted (`None` when it no longer
+    /// is).
+    pub fn handle_snapshot(&mut self) -> Option<Cause> {
         self.outstanding = false;
-        let Some(cause) = self.pending.take() else { return };
-        let path = evaluate(snapshot, &self.conditions, costs);
-        if let Some(update) = follow(&mut self.last, path, cause) {
-            self.updates.push_back(update);
-        }
+        self.pending.take()
     }
 
     /// The snapshot could not be read consistently (the kernel kept changing it). That is
-    /// itself a change: the machine asks again once the burst has settled.
+    /// itself a change: the sampler asks again once the burst has settled.
     pub fn handle_snapshot_failed(&mut self, now: Instant) {
         self.outstanding = false;
         self.debounce.handle_change(now);
         self.pump();
     }
 
+    /// When to call [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.debounce.poll_timeout()
     }
 
+    /// The next thing to do.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
-    }
-
-    pub fn poll_update(&mut self) -> Option<Update> {
-        self.updates.pop_front()
     }
 
     /// How many times notifications overflowed and were resynchronised.
     pub fn overflows(&self) -> u64 {
         self.overflows
-    }
-
-    /// The last path reported.
-    pub fn path(&self) -> Option<&Path> {
-        self.last.as_ref()
     }
 
     fn pump(&mut self) {
@@ -144,6 +137,73 @@ impl Monitor {
                 self.actions.push_back(Action::TakeSnapshot);
             }
         }
+    }
+}
+
+/// The monitor machine: a [`Sampler`] whose snapshots are evaluated under conditions and
+/// reported as deduplicated path updates.
+#[derive(Debug)]
+pub struct Monitor {
+    sampler: Sampler,
+    conditions: Conditions,
+    last: Option<Path>,
+    updates: VecDeque<Update>,
+}
+
+impl Monitor {
+    pub fn new(conditions: Conditions, debounce: debounce::Config) -> Self {
+        Self { sampler: Sampler::new(debounce), conditions, last: None, updates: VecDeque::new() }
+    }
+
+    /// The kernel said something changed.
+    pub fn handle_change(&mut self, now: Instant) {
+        self.sampler.handle_change(now);
+    }
+
+    /// Notifications were lost: the next snapshot resynchronises everything.
+    pub fn handle_overflow(&mut self, now: Instant) {
+        self.sampler.handle_overflow(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.sampler.handle_timeout(now);
+    }
+
+    /// A snapshot the machine asked for.
+    pub fn handle_snapshot(&mut self, snapshot: &Snapshot, costs: &CostReadings) {
+        let Some(cause) = self.sampler.handle_snapshot() else { return };
+        let path = evaluate(snapshot, &self.conditions, costs);
+        if let Some(update) = follow(&mut self.last, path, cause) {
+            self.updates.push_back(update);
+        }
+    }
+
+    /// The snapshot could not be read consistently (the kernel kept changing it). That is
+    /// itself a change: the machine asks again once the burst has settled.
+    pub fn handle_snapshot_failed(&mut self, now: Instant) {
+        self.sampler.handle_snapshot_failed(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sampler.poll_timeout()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.sampler.poll_action()
+    }
+
+    pub fn poll_update(&mut self) -> Option<Update> {
+        self.updates.pop_front()
+    }
+
+    /// How many times notifications overflowed and were resynchronised.
+    pub fn overflows(&self) -> u64 {
+        self.sampler.overflows()
+    }
+
+    /// The last path reported.
+    pub fn path(&self) -> Option<&Path> {
+        self.last.as_ref()
     }
 }
 
@@ -238,6 +298,30 @@ mod tests {
             self.m.handle_change(self.now);
             self.pump();
         }
+    }
+
+    /// The sampler alone, as the path service's thread runs it: each snapshot it asks for
+    /// carries its cause, and a change while nothing is due asks for one snapshot, not two.
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "a virtual-time origin")]
+    fn the_sampler_asks_for_snapshots_with_their_causes() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = Sampler::new(debounce::Config::default());
+        assert_eq!(s.poll_action(), Some(Action::TakeSnapshot));
+        assert_eq!(s.handle_snapshot(), Some(Cause::Initial));
+        assert_eq!(s.handle_snapshot(), None, "no snapshot is wanted now");
+        s.handle_change(ms(5_000));
+        assert_eq!(s.poll_action(), Some(Action::TakeSnapshot));
+        assert_eq!(s.handle_snapshot(), Some(Cause::Change));
+        s.handle_change(ms(5_050));
+        s.handle_overflow(ms(5_100));
+        assert_eq!(s.poll_action(), None, "merged into the trailing emit");
+        let due = s.poll_timeout().unwrap();
+        s.handle_timeout(due);
+        assert_eq!(s.poll_action(), Some(Action::TakeSnapshot));
+        assert_eq!(s.poll_action(), None);
+        assert_eq!((s.handle_snapshot(), s.overflows()), (Some(Cause::Settled), 1));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The path service: one netlink subscription per process, read on a thread of its own, that
 //! every user of the path subscribes to.
 //!
-//! The service thread owns the rtnetlink subscription and the [`Debounce`] machine; on each
-//! emit it takes a snapshot and the cost readings (a netlink dump, sysfs, and possibly `nmcli`,
+//! The service thread owns the rtnetlink subscription and the [`Sampler`] machine (the
+//! debounce, turned into snapshot requests with their causes); on each request it takes a snapshot and the cost readings (a netlink dump, sysfs, and possibly `nmcli`,
 //! bounded to a second) and publishes them as a [`Reading`] when they differ from the last
 //! one. None of that runs on a caller's async runtime: a reading is a cheap clone of an
 //! `Arc`, and evaluating it ([`Reading::path`], [`Reading::path_for`]) is pure.
@@ -18,10 +18,10 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::cost::CostReadings;
-use crate::debounce::{self, Debounce, Emit};
+use crate::debounce;
 use crate::evaluate::{Conditions, Path, evaluate, evaluate_for};
 use crate::interface::Snapshot;
-use crate::monitor::Cause;
+use crate::monitor::{Action, Cause, Sampler};
 use crate::{PathError, sys};
 
 /// How a service watches.
@@ -134,15 +134,6 @@ impl PathService {
         }
     }
 
-    /// The latest reading, if one has been taken (`None` for a moment after start, or when
-    /// the last attempt failed).
-    pub fn latest(&self) -> Option<Arc<Reading>> {
-        match &*self.rx.borrow() {
-            State::Read(r) => Some(r.clone()),
-            _ => None,
-        }
-    }
-
     /// The latest reading, waiting for the first one.
     pub async fn reading(&self) -> Result<Arc<Reading>, PathError> {
         self.subscribe().next().await
@@ -239,18 +230,19 @@ fn serve(
     });
 }
 
+/// Runs the [`Sampler`] machine: reads the kernel when it asks, publishes each reading that
+/// differs from the last, and feeds it notifications and timeouts. Nothing is decided here.
 #[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
 async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::Sender<State>) {
-    let mut debounce = Debounce::new(debounce);
-    let mut want = Some(Cause::Initial);
+    let mut sampler = Sampler::new(debounce);
     let mut generation = 0;
-    let mut overflows = 0;
     let mut last: Option<Arc<Reading>> = None;
     loop {
-        if let Some(cause) = want.take() {
-            let taken = sys::snapshot().and_then(|s| Ok((sys::cost_readings(&s)?, s)));
-            match taken {
+        while let Some(Action::TakeSnapshot) = sampler.poll_action() {
+            match sys::snapshot().and_then(|s| Ok((sys::cost_readings(&s)?, s))) {
                 Ok((costs, snapshot)) => {
+                    let Some(cause) = sampler.handle_snapshot() else { continue };
+                    let overflows = sampler.overflows();
                     let same = last.as_ref().is_some_and(|l| {
                         l.snapshot == snapshot && l.costs == costs && l.overflows == overflows
                     });
@@ -268,36 +260,30 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
                         attempts,
                         "dumps kept being interrupted; retrying after the burst"
                     );
-                    debounce.handle_change(Instant::now());
+                    sampler.handle_snapshot_failed(Instant::now());
                 }
                 Err(e) => {
+                    // Published; the next change is read again (a configuration file fixed).
                     tracing::debug!("path reading failed: {e}");
+                    sampler.handle_snapshot();
                     generation += 1;
                     last = None;
                     tx.send_replace(State::Failed { error: Arc::new(e), generation });
                 }
             }
         }
-        if let Some(emit) = debounce.poll_emit() {
-            want = Some(match (last.is_none() && generation == 0, emit) {
-                (true, _) => Cause::Initial,
-                (false, Emit::Leading) => Cause::Change,
-                (false, Emit::Trailing) => Cause::Settled,
-            });
-            continue;
-        }
-        let deadline = debounce.poll_timeout();
         tokio::select! {
             drained = sub.next() => match drained {
                 Ok(d) => {
-                    if d.overflowed {
-                        tracing::warn!("netlink notifications overflowed (ENOBUFS); resynchronising from a full dump");
-                        overflows += 1;
-                    }
                     if tx.is_closed() {
                         return; // every handle is gone
                     }
-                    debounce.handle_change(Instant::now());
+                    if d.overflowed {
+                        tracing::warn!("netlink notifications overflowed (ENOBUFS); resynchronising from a full dump");
+                        sampler.handle_overflow(Instant::now());
+                    } else {
+                        sampler.handle_change(Instant::now());
+                    }
                 }
                 Err(e) => {
                     generation += 1;
@@ -305,7 +291,7 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
                     return;
                 }
             },
-            () = sleep_until(deadline) => debounce.handle_timeout(Instant::now()),
+            () = sleep_until(sampler.poll_timeout()) => sampler.handle_timeout(Instant::now()),
         }
     }
 }
