@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{ConnectError, Params, Report, SystemResolver, Transport, connect_udp};
+use nw_connection::driver::{ConnectError, Params, Report, SystemResolver, Transport, connect_udp_observed};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
 use nw_connection::socket::{Keepalive, Mptcp, TcpOptions};
@@ -182,23 +182,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     if args.udp {
         let idle = idle(&args)?; // a bad --idle is a usage error before any traffic
-        if let Some(conditions) = &params.path
-            && let Ok(service) = nw_path::PathService::shared()
-            && let Ok(reading) = service.reading().await
-        {
-            let path = match host.trim_start_matches('[').trim_end_matches(']').parse() {
-                Ok(ip) => reading.path_for(ip, conditions),
-                Err(_) => reading.path(conditions),
-            };
-            // A name on a network without a default route may still be on-link: the
-            // connection finds out; only a path that is down for every destination is said.
-            if path.status != nw_path::Status::Satisfied
-                && path.reason != Some(nw_path::Reason::LocalNetworkOnly)
-            {
-                waiting(path.reason);
+        // The same establishment as a connection's: its waiting states say why, once each.
+        let observe = |state: State| {
+            if let State::Waiting { reason } = state {
+                waiting(reason);
             }
-        }
-        return match connect_udp(&host, port, &params, resolver).await {
+        };
+        return match connect_udp_observed(&host, port, &params, resolver, &observe).await {
             Ok(c) => {
                 if args.report || args.json {
                     print_report(&c.report, args.json);

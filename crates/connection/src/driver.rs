@@ -533,6 +533,18 @@ pub async fn connect_udp(
     params: &Params,
     resolver: Arc<dyn Resolve>,
 ) -> Result<UdpConnected, ConnectError> {
+    connect_udp_observed(host, port, params, resolver, &|_| {}).await
+}
+
+/// [`connect_udp`], telling `observe` each state before ready (preparing, waiting with the
+/// reason), as a [`Connection`](crate::connection::Connection) publishes them.
+pub async fn connect_udp_observed(
+    host: &str,
+    port: u16,
+    params: &Params,
+    resolver: Arc<dyn Resolve>,
+    observe: &(dyn Fn(State) + Send + Sync),
+) -> Result<UdpConnected, ConnectError> {
     let config = Config { protocol: Protocol::Udp, discover_quic: false, ..params.race };
     let start_attempt = |addr: SocketAddr, _: Protocol, bind: Bind| {
         let fut: AttemptFuture<UdpSocket> = Box::pin(async move {
@@ -543,7 +555,7 @@ pub async fn connect_udp(
         });
         fut
     };
-    let observed: (ConnectionId, &Observer<'_>) = (ConnectionId::next(), &|_| {});
+    let observed: (ConnectionId, &Observer<'_>) = (ConnectionId::next(), observe);
     let (socket, report) =
         establish(host, port, params, config, resolver, observed, start_attempt).await?;
     Ok(UdpConnected { socket, report })
