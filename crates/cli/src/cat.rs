@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{ConnectError, Params, Report, SystemResolver, Transport, connect_udp_observed};
+use nw_connection::driver::{
+    ConnectError, Params, Report, SystemResolver, Transport, connect_udp_observed,
+};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
 use nw_connection::socket::{Keepalive, Mptcp, TcpOptions};

@@ -141,27 +141,8 @@ pub(crate) fn options(
     let ct = if ct_args.no_ct { CtRequirement::Off } else { CtRequirement::SystemAnchored };
     let log_list = match &ct_args.ct_log_list {
         Some(path) => {
-            // The published list is about 100 KiB; anything past 16 MiB is not one.
-            let mut bytes = Vec::new();
-            let read = std::fs::File::open(path).and_then(|f| {
-                std::io::Read::read_to_end(&mut std::io::Read::take(f, 16 << 20), &mut bytes)
-            });
-            if let Err(e) = read {
-                return Err(UsageError(format!(
-                    "--ct-log-list {}: cannot read it: {e}",
-                    path.display()
-                ))
-                .into());
-            }
-            if bytes.len() >= 16 << 20 {
-                return Err(UsageError(format!(
-                    "--ct-log-list {}: it is 16 MiB or more, which no log list is; is it the right file?",
-                    path.display()
-                ))
-                .into());
-            }
-            let list = nw_trust::ct::LogList::from_json(&bytes)
-                .map_err(|e| UsageError(format!("--ct-log-list {}: {e}", path.display())))?;
+            let list = nw_trust::ct::LogList::from_file(path)
+                .map_err(|e| UsageError(format!("--ct-log-list {e}")))?;
             Some(Arc::new(list))
         }
         None => None,

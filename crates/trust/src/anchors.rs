@@ -71,18 +71,8 @@ pub const PEM_FILE_LIMIT: u64 = 1 << 20;
 /// (`/dev/zero` included) is refused rather than read without bound, and so is a block that
 /// is not an X.509 certificate, so an anchor that could never match is not silently kept.
 pub fn load_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
-    use std::io::Read as _;
     let file = |why: String| TrustError::File { path: path.display().to_string(), why };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(PEM_FILE_LIMIT + 1).read_to_end(&mut bytes))
-        .map_err(|e| file(format!("cannot read it: {e}")))?;
-    if bytes.len() as u64 > PEM_FILE_LIMIT {
-        return Err(file(format!(
-            "it is larger than {} KiB, which no PEM certificate file is; is it the right file?",
-            PEM_FILE_LIMIT / 1024
-        )));
-    }
+    let bytes = read_limited(path, PEM_FILE_LIMIT, "PEM certificate file").map_err(file)?;
     let certs = parse_pem_certs(&bytes).map_err(|e| file(e.to_string()))?;
     if certs.is_empty() {
         return Err(file("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
@@ -102,4 +92,21 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Trust
     CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TrustError::BadCertificate { index: 0, why: format!("bad PEM: {e}") })
+}
+
+/// A file's bytes, refusing one larger than `limit` (a device such as `/dev/zero` included)
+/// instead of reading it without bound. `what` names what the file should be, for the error.
+pub(crate) fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "it is larger than {} KiB, which no {what} is; is it the right file?",
+            limit / 1024
+        ));
+    }
+    Ok(bytes)
 }

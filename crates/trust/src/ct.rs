@@ -76,7 +76,19 @@ pub struct LogList {
     pub logs: Vec<Log>,
 }
 
+/// The most a log-list file may hold: the published list is about 100 KiB.
+pub const LOG_LIST_FILE_LIMIT: u64 = 16 << 20;
+
 impl LogList {
+    /// Reads and parses a v3 log-list file, refusing one larger than
+    /// [`LOG_LIST_FILE_LIMIT`].
+    pub fn from_file(path: &std::path::Path) -> Result<Self, crate::TrustError> {
+        let file = |why: String| crate::TrustError::File { path: path.display().to_string(), why };
+        let bytes =
+            crate::anchors::read_limited(path, LOG_LIST_FILE_LIMIT, "CT log list").map_err(file)?;
+        Self::from_json(&bytes).map_err(|e| file(e.to_string()))
+    }
+
     /// Parses the v3 JSON (`version`, `log_list_timestamp`, `operators[].logs[]` with
     /// `log_id`, `key` (base64 SPKI), `state`).
     pub fn from_json(text: &[u8]) -> Result<Self, CtError> {
