@@ -618,7 +618,7 @@ async fn prepare(
                         Some(ip) => path_for_literal(ip, &reading, conditions),
                         None => {
                             let by = deadline.map_or_else(
-                                || tokio::time::Instant::now() + FAR,
+                                || tokio::time::Instant::now() + crate::happy_eyeballs::LONGEST,
                                 tokio::time::Instant::from_std,
                             );
                             path_for_name(host, &reading, conditions, resolver, by).await
@@ -651,9 +651,6 @@ fn path_for_literal(
     let ipv6_only = general.supports_ipv6 && !general.supports_ipv4;
     if general.status == nw_path::Status::Satisfied && ipv6_only { general } else { own }
 }
-
-/// Far enough to mean "no limit" where an `Instant` must be had.
-const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 /// The path for a name: the general one when it is satisfied or something other than a missing
 /// default route stands in the way; otherwise the path to the first of the name's addresses

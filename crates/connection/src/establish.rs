@@ -175,11 +175,6 @@ impl Establish {
         self.actions.pop_front()
     }
 
-    /// How much of the connection's time is left at `now`, for the race.
-    pub fn remaining(&self, limit: Duration, now: Instant) -> Duration {
-        limit.saturating_sub(now.saturating_duration_since(self.start))
-    }
-
     fn race(&mut self, mut plan: Plan, now: Instant) {
         self.phase = Phase::Done;
         plan.family = family_for(self.options.local);
