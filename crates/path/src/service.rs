@@ -117,21 +117,17 @@ impl PathService {
     }
 
     /// Starts a service of its own on a new thread. It stops when the last handle is dropped
-    /// and the kernel next reports a change.
+    /// and the kernel next reports a change. Its socket is opened here, so an error is known at
+    /// once, and nothing here waits for the thread.
     pub fn start(options: ServiceOptions) -> Result<Self, PathError> {
+        // Subscribe before the first snapshot, so nothing between the two is missed.
+        let bound = sys::Subscription::bind(options.receive_buffer)?;
         let (tx, rx) = watch::channel(State::Starting);
-        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("nw-path".into())
-            .spawn(move || serve(options, tx, opened_tx))
+            .spawn(move || serve(options.debounce, bound, tx))
             .map_err(PathError::Netlink)?;
-        match opened_rx.recv() {
-            Ok(Ok(())) => Ok(Self { rx }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                Err(PathError::Netlink(std::io::Error::other("the path service thread died")))
-            }
-        }
+        Ok(Self { rx })
     }
 
     /// The latest reading, waiting for the first one.
@@ -203,30 +199,20 @@ fn duplicate(e: &PathError) -> PathError {
 }
 
 /// The service thread: its own single-threaded runtime, so the blocking readings stall no one
-/// else's.
-fn serve(
-    options: ServiceOptions,
-    tx: watch::Sender<State>,
-    opened: std::sync::mpsc::Sender<Result<(), PathError>>,
-) {
+/// else's. A runtime or registration that fails is published as the service's error.
+fn serve(debounce: debounce::Config, bound: sys::Bound, tx: watch::Sender<State>) {
+    let failed = |tx: &watch::Sender<State>, e: PathError| {
+        tx.send_replace(State::Failed { error: Arc::new(e), generation: 1 });
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => {
-            let _ = opened.send(Err(PathError::Netlink(e)));
-            return;
-        }
+        Err(e) => return failed(&tx, PathError::Netlink(e)),
     };
     runtime.block_on(async move {
-        // Subscribe before the first snapshot, so nothing between the two is missed.
-        let subscription = match sys::Subscription::open(options.receive_buffer) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = opened.send(Err(e));
-                return;
-            }
-        };
-        let _ = opened.send(Ok(()));
-        run(options.debounce, subscription, tx).await;
+        match bound.register() {
+            Ok(subscription) => run(debounce, subscription, tx).await,
+            Err(e) => failed(&tx, e),
+        }
     });
 }
 

@@ -20,8 +20,17 @@ pub(crate) struct Drained {
     pub(crate) overflowed: bool,
 }
 
+#[derive(Debug)]
+pub(crate) struct Bound;
+
+impl Bound {
+    pub(crate) fn register(self) -> Result<Subscription, PathError> {
+        Err(PathError::Unsupported)
+    }
+}
+
 impl Subscription {
-    pub(crate) fn open(_receive_buffer: Option<usize>) -> Result<Self, PathError> {
+    pub(crate) fn bind(_receive_buffer: Option<usize>) -> Result<Bound, PathError> {
         Err(PathError::Unsupported)
     }
 

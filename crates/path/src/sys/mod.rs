@@ -13,9 +13,9 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{Subscription, cost_readings, snapshot};
+pub(crate) use linux::{Bound, Subscription, cost_readings, snapshot};
 
 #[cfg(not(target_os = "linux"))]
 mod fallback;
 #[cfg(not(target_os = "linux"))]
-pub(crate) use fallback::{Subscription, cost_readings, snapshot};
+pub(crate) use fallback::{Bound, Subscription, cost_readings, snapshot};

@@ -4,7 +4,7 @@
 mod netlink;
 mod sysfs;
 
-pub(crate) use netlink::Subscription;
+pub(crate) use netlink::{Bound, Subscription};
 
 use crate::cost::{CostReadings, NameLists};
 use crate::{PathError, Snapshot};

@@ -291,9 +291,14 @@ pub(crate) struct Subscription {
     buf: Vec<u8>,
 }
 
+/// A subscription socket bound to its groups, not yet registered with a runtime: made (and
+/// its errors known) on the caller's thread, then registered on the thread that reads it.
+#[derive(Debug)]
+pub(crate) struct Bound(Socket);
+
 impl Subscription {
-    /// Must be called inside a tokio runtime.
-    pub(crate) fn open(receive_buffer: Option<usize>) -> Result<Self, PathError> {
+    /// Opens and binds the socket; no runtime needed, nothing waited for.
+    pub(crate) fn bind(receive_buffer: Option<usize>) -> Result<Bound, PathError> {
         let groups: u32 = (libc::RTMGRP_LINK
             | libc::RTMGRP_IPV4_IFADDR
             | libc::RTMGRP_IPV6_IFADDR
@@ -307,13 +312,22 @@ impl Subscription {
         if let Err(e) = socket.set_rx_buf_sz(receive_buffer.unwrap_or(SUBSCRIPTION_RCVBUF)) {
             tracing::debug!("could not enlarge the rtnetlink receive buffer: {e}");
         }
+        Ok(Bound(socket))
+    }
+}
+
+impl Bound {
+    /// Registers the socket with the current tokio runtime. Must be called inside one.
+    pub(crate) fn register(self) -> Result<Subscription, PathError> {
         // SAFETY: the Socket owns its descriptor, keeps it open until it is dropped with the
         // AsyncFd, and always returns the same one from as_raw_fd.
-        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+        let fd = unsafe { AsyncFd::register_with_interest(self.0, Interest::READABLE) }
             .map_err(|e| PathError::Netlink(e.into()))?;
-        Ok(Self { fd, buf: vec![0; RECV_BUF] })
+        Ok(Subscription { fd, buf: vec![0; RECV_BUF] })
     }
+}
 
+impl Subscription {
     /// Waits for notifications and reads every one that is queued.
     pub(crate) async fn next(&mut self) -> Result<Drained, PathError> {
         loop {
