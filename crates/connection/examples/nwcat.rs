@@ -1,12 +1,14 @@
 //! A netcat in the manner of Apple's nwcat sample: connect to HOST PORT (racing every address
 //! with Happy Eyeballs, waiting for a usable path to it), or listen with `-l PORT`, and copy
 //! stdin to the connection and the connection to stdout. `--tls` speaks TLS, trusting the
-//! system's anchors when connecting; listening with `--tls` makes a throwaway certificate for
-//! `localhost`.
+//! system's anchors when connecting, and `--anchor FILE` too; listening with `--tls` makes a
+//! throwaway certificate for `localhost` and writes its root where clients can pass it.
 //!
 //! ```sh
 //! cargo run -p nw-connection --example nwcat -- -l 7000          # one shell
 //! cargo run -p nw-connection --example nwcat -- localhost 7000   # another
+//! cargo run -p nw-connection --example nwcat -- --tls -l 7001    # says where its root is
+//! cargo run -p nw-connection --example nwcat -- --tls --anchor ROOT localhost 7001
 //! ```
 
 #![allow(clippy::print_stderr, reason = "an example says what it does on stderr")]
@@ -21,15 +23,24 @@ use nw_connection::tls::{self, ClientOptions};
 
 type Error = Box<dyn std::error::Error>;
 
+const USAGE: &str = "usage: nwcat [--tls [--anchor FILE]] HOST PORT | nwcat [--tls] -l PORT";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let tls = args.iter().any(|a| a == "--tls");
-    let rest: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--tls").collect();
+    let mut args = std::env::args().skip(1).peekable();
+    let (mut tls, mut anchor, mut rest) = (false, None, Vec::new());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--tls" => tls = true,
+            "--anchor" => anchor = Some(args.next().ok_or("--anchor needs a file")?),
+            _ => rest.push(arg),
+        }
+    }
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let stream = match rest.as_slice() {
         ["-l", port] => accept(port.parse()?, tls).await?,
-        [host, port] => connect(host, port.parse()?, tls).await?,
-        _ => return Err("usage: nwcat [--tls] HOST PORT | nwcat [--tls] -l PORT".into()),
+        [host, port] => connect(host, port.parse()?, tls, anchor.as_deref()).await?,
+        _ => return Err(USAGE.into()),
     };
     let (mut from, mut to) = tokio::io::split(stream);
     let (mut stdin, mut stdout) = (tokio::io::stdin(), tokio::io::stdout());
@@ -45,10 +56,18 @@ async fn main() -> Result<(), Error> {
 
 /// A connection through nw-connection's `Connection`: it waits while the path to the
 /// destination is unusable (saying why), then races every address.
-async fn connect(host: &str, port: u16, tls: bool) -> Result<Box<dyn Io>, Error> {
-    let tls = tls
-        .then(|| ClientOptions { system_anchors: true, ..ClientOptions::default() }.config())
-        .transpose()?;
+async fn connect(
+    host: &str,
+    port: u16,
+    tls: bool,
+    anchor: Option<&str>,
+) -> Result<Box<dyn Io>, Error> {
+    let extra_anchors = match anchor {
+        Some(file) => tls::load_certs(std::path::Path::new(file))?,
+        None => Vec::new(),
+    };
+    let options = ClientOptions { system_anchors: true, extra_anchors, ..ClientOptions::default() };
+    let tls = tls.then(|| options.config()).transpose()?;
     let params = Params { tls, path: Some(nw_path::Conditions::default()), ..Params::default() };
     let mut conn = Connection::new(
         Endpoint::new(host, port)?,
@@ -69,10 +88,12 @@ async fn connect(host: &str, port: u16, tls: bool) -> Result<Box<dyn Io>, Error>
 
 /// The first client to connect (and finish its TLS handshake, with `--tls`).
 async fn accept(port: u16, tls: bool) -> Result<Box<dyn Io>, Error> {
+    let root = std::env::temp_dir().join(format!("nwcat-root-{}.pem", std::process::id()));
     let tls = if tls {
         let ca = tls::TestCa::new("nwcat throwaway CA")?;
         let issued = ca.issue_server(&["localhost", "127.0.0.1", "::1"])?;
-        eprintln!("nwcat: clients can trust this root:\n{}", ca.root_pem());
+        std::fs::write(&root, ca.root_pem())?;
+        eprintln!("nwcat: clients can trust it with --anchor {}", root.display());
         Some(tls::server_config(issued.chain, issued.key, &[])?)
     } else {
         None
@@ -88,5 +109,7 @@ async fn accept(port: u16, tls: bool) -> Result<Box<dyn Io>, Error> {
     eprintln!("nwcat: listening on {}", listener.local_addr());
     let stream = rx.recv().await.ok_or("the listener stopped")?;
     listener.shutdown(std::time::Duration::ZERO).await;
+    // The client read the root before it connected; nobody needs it now.
+    let _ = std::fs::remove_file(&root);
     Ok(stream)
 }
