@@ -19,9 +19,13 @@ use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit status: 0 trusted, 1 not trusted (or not reached), 2 usage, 3 environment."
+    after_help = "Exit status: 0 trusted, 1 not trusted (or not reached), 2 usage, 3 environment.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Option<TrustCommand>,
     /// HOST:PORT or a URL to connect to and evaluate (omit with --chain).
     #[arg(required_unless_present = "chain", conflicts_with = "chain")]
     target: Option<String>,
@@ -51,7 +55,116 @@ pub(crate) struct Args {
     json: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum TrustCommand {
+    /// Fetch the Certificate Transparency log list Chrome uses, check its signature, and keep
+    /// it where every nw command finds it (CT is enforced while it is at most 70 days old).
+    UpdateLogList(UpdateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UpdateArgs {
+    /// Where the list is published (v3 JSON); its signature is looked for beside it, with the
+    /// extension `.sig`. Plain http:// is fine: the signature is what is trusted.
+    #[arg(long, value_name = "URL", default_value = nw_trust::ct::GOOGLE_LOG_LIST_URL)]
+    from: String,
+    /// The signature's URL, when it is not the list's with `.sig`.
+    #[arg(long, value_name = "URL")]
+    signature: Option<String>,
+    /// The key the list is signed with (PEM public key); Google's published key by default.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Write the list here instead of the state directory ($XDG_STATE_HOME/nwkit/ct/).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// The most a published list may weigh (it is about 100 KiB), and its signature.
+const LIST_LIMIT: usize = 16 << 20;
+const SIGNATURE_LIMIT: usize = 4096;
+
+async fn update_log_list(args: UpdateArgs) -> anyhow::Result<Outcome> {
+    let key = match &args.key {
+        Some(path) => {
+            let bytes = nw_trust::anchors::read_limited(path, 64 << 10, "key")
+                .map_err(|e| UsageError(format!("--key {}: {e}", path.display())))?;
+            String::from_utf8(bytes)
+                .map_err(|_| UsageError(format!("--key {}: not a PEM file", path.display())))?
+        }
+        None => nw_trust::ct::GOOGLE_LOG_LIST_KEY.to_owned(),
+    };
+    let signature_url = match &args.signature {
+        Some(url) => url.clone(),
+        None => match args.from.strip_suffix(".json") {
+            Some(stem) => format!("{stem}.sig"),
+            None => {
+                return Err(UsageError(format!(
+                    "--from {}: cannot tell where its signature is (it does not end in .json); give --signature URL",
+                    args.from
+                ))
+                .into());
+            }
+        },
+    };
+    // The signature is what is trusted, so plain HTTP mirrors work.
+    let config = nw_transfer::Configuration {
+        allow_http: true,
+        request_timeout: Duration::from_secs(30),
+        ..nw_transfer::Configuration::default()
+    };
+    let session = nw_transfer::Session::ephemeral(config)?;
+    let fetch = |url: String, limit: usize| {
+        let session = &session;
+        async move {
+            let data =
+                session.data(&url, limit).await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            if data.status != 200 {
+                anyhow::bail!("{url}: the server answered {}", data.status);
+            }
+            Ok(data.body)
+        }
+    };
+    let fetched = async {
+        let list = fetch(args.from.clone(), LIST_LIMIT).await?;
+        let signature = fetch(signature_url.clone(), SIGNATURE_LIMIT).await?;
+        nw_trust::ct::verify_signature(&list, &signature, &key)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.from))?;
+        nw_trust::ct::LogList::from_json(&list)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.from))?;
+        anyhow::Ok((list, signature))
+    };
+    let (list, signature) = match fetched.await {
+        Ok(fetched) => fetched,
+        Err(e) => {
+            crate::output::error_line(&format!(
+                "nw trust: {e}; nothing was saved{}",
+                if nw_trust::ct::installed().is_some() { ", the list in place stays" } else { "" }
+            ));
+            return Ok(Outcome::Negative);
+        }
+    };
+    let path = args.output.clone().unwrap_or_else(nw_trust::ct::saved_path);
+    let saved = nw_trust::ct::save(&list, &signature, &key, &path)?;
+    let usable = saved.logs.iter().filter(|l| l.state == nw_trust::ct::LogState::Usable).count();
+    crate::output::line(&format!(
+        "Saved the CT log list of {} ({} logs, {usable} usable; signature checked) to {}",
+        nw_trust::time::rfc3339(saved.timestamp),
+        saved.logs.len(),
+        path.display()
+    ))?;
+    let age = saved.age_days(now());
+    if age > nw_trust::ct::STALE_AFTER_DAYS {
+        crate::output::error_line(&format!(
+            "nw trust: that list is already {age} days old, so CT stays unenforced; is the mirror current?"
+        ));
+    }
+    Ok(Outcome::Success)
+}
+
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    if let Some(TrustCommand::UpdateLogList(update)) = args.command {
+        return update_log_list(update).await;
+    }
     let at = match &args.at {
         Some(text) => Some(
             nw_trust::time::parse_rfc3339(text).map_err(|e| UsageError(format!("--at: {e}")))?,
@@ -103,8 +216,9 @@ enum RevocationArg {
 #[derive(Debug, clap::Args)]
 pub(crate) struct CtArgs {
     /// The CT log list (v3 JSON, as published at www.gstatic.com/ct/log_list/v3/log_list.json)
-    /// that SCTs of system-anchored chains are checked against. Without one such chains fail,
-    /// recoverably, with "log list unavailable"; a list more than 70 days old is reported stale.
+    /// that SCTs of system-anchored chains are checked against; by default the one `nw trust
+    /// update-log-list` saved. With none, or one more than 70 days old, CT is not enforced and
+    /// `nw trust` says so.
     #[arg(long, value_name = "FILE", env = "NW_CT_LOG_LIST")]
     pub(crate) ct_log_list: Option<PathBuf>,
     /// Do not require Certificate Transparency for system-anchored chains.
@@ -145,9 +259,27 @@ pub(crate) fn options(
                 .map_err(|e| UsageError(format!("--ct-log-list {e}")))?;
             Some(Arc::new(list))
         }
-        None => None,
+        None if ct_args.no_ct => None,
+        None => installed_log_list(),
     };
     Ok(Options { anchors, ct, log_list, ..Options::default() })
+}
+
+/// The log list `nw trust update-log-list` saved (or a packaged one), read once per process.
+/// One that cannot be read is said once and left out: CT then goes unenforced, as with none.
+fn installed_log_list() -> Option<Arc<nw_trust::ct::LogList>> {
+    static LIST: std::sync::OnceLock<Option<Arc<nw_trust::ct::LogList>>> =
+        std::sync::OnceLock::new();
+    LIST.get_or_init(|| match nw_trust::ct::installed()? {
+        (_, Ok(list)) => Some(Arc::new(list)),
+        (_, Err(e)) => {
+            crate::output::error_line(&format!(
+                "nw: ignoring the installed CT log list, {e}; `nw trust update-log-list` fetches a good one"
+            ));
+            None
+        }
+    })
+    .clone()
 }
 
 /// Connects with the evaluator as the TLS verifier and returns its evaluation, trusted or not.
@@ -231,6 +363,11 @@ fn print(e: &Evaluation, json: bool) {
         Verdict::FatalFailure => "fatal failure",
     };
     let _ = crate::output::line(&format!("Verdict: {verdict}"));
+    for note in &e.notes {
+        let _ = crate::output::line(&format!(
+            "Note: {note}; `nw trust update-log-list` fetches the current list"
+        ));
+    }
     for c in e.certificates.iter().filter(|c| !c.problems.is_empty()) {
         let _ = crate::output::line(&c.to_string());
         for p in &c.problems {

@@ -96,7 +96,7 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Trust
 
 /// A file's bytes, refusing one larger than `limit` (a device such as `/dev/zero` included)
 /// instead of reading it without bound. `what` names what the file should be, for the error.
-pub(crate) fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
+pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     std::fs::File::open(path)

@@ -6,7 +6,11 @@
 //! needs 2 SCTs, a longer one 3, from logs of at least 2 distinct operators, each from a log
 //! that was usable (or read-only, or retired after the SCT was issued) when it was issued, and
 //! issued no later than the verify time. A list older than 70 days (Chrome's staleness
-//! threshold) is stale and reported as such, never silently trusted.
+//! threshold) is stale: CT is then not enforced (see [`crate::CtRequirement`]) and the
+//! evaluation says so in a [`crate::Note`], never silently.
+//!
+//! Where a list comes from: [`installed`] finds the one [`save`] wrote (after checking its
+//! signature with [`verify_signature`] against [`GOOGLE_LOG_LIST_KEY`]), or a packaged one.
 //!
 //! SCTs come from the leaf's embedded extension (precertificate SCTs, verified against the TBS
 //! with the SCT extension taken out and the issuer's key hash), and from the TLS extension or
@@ -29,12 +33,123 @@ const SCT_EXTENSION_OID: &[u8] =
 /// Days after which a log list is stale.
 pub const STALE_AFTER_DAYS: i64 = 70;
 
+/// The key Google signs its published log lists with (`log_list.sig`, RSA PKCS#1 v1.5 over
+/// SHA-256), as published at <https://www.gstatic.com/ct/log_list/v3/log_list_pubkey.pem>.
+/// Checked against a signed v3 list in the tests' data.
+pub const GOOGLE_LOG_LIST_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAsu0BHGnQ++W2CTdyZyxv
+HHRALOZPlnu/VMVgo2m+JZ8MNbAOH2cgXb8mvOj8flsX/qPMuKIaauO+PwROMjiq
+fUpcFm80Kl7i97ZQyBDYKm3MkEYYpGN+skAR2OebX9G2DfDqFY8+jUpOOWtBNr3L
+rmVcwx+FcFdMjGDlrZ5JRmoJ/SeGKiORkbbu9eY1Wd0uVhz/xI5bQb0OgII7hEj+
+i/IPbJqOHgB8xQ5zWAJJ0DmG+FM6o7gk403v6W3S8qRYiR84c50KppGwe4YqSMkF
+bLDleGQWLoaDSpEWtESisb4JiLaY4H+Kk0EyAhPSb+49JfUozYl+lf7iFN3qRq/S
+IXXTh6z0S7Qa8EYDhKGCrpI03/+qprwy+my6fpWHi6aUIk4holUCmWvFxZDfixox
+K0RlqbFDl2JXMBquwlQpm8u5wrsic1ksIv9z8x9zh4PJqNpCah0ciemI3YGRQqSe
+/mRRXBiSn9YQBUPcaeqCYan+snGADFwHuXCd9xIAdFBolw9R9HTedHGUfVXPJDiF
+4VusfX6BRR/qaadB+bqEArF/TzuDUr6FvOR4o8lUUxgLuZ/7HO+bHnaPFKYHHSm+
++z1lVDhhYuSZ8ax3T0C3FZpb7HMjZtpEorSV5ElKJEJwrhrBCMOD8L01EoSPrGlS
+1w22i9uGHMn/uGQKo28u7AsCAwEAAQ==
+-----END PUBLIC KEY-----
+";
+
+/// Where Google publishes the list Chrome uses, and its signature.
+pub const GOOGLE_LOG_LIST_URL: &str = "https://www.gstatic.com/ct/log_list/v3/log_list.json";
+/// The signature of [`GOOGLE_LOG_LIST_URL`].
+pub const GOOGLE_LOG_LIST_SIGNATURE_URL: &str =
+    "https://www.gstatic.com/ct/log_list/v3/log_list.sig";
+
+/// Checks `signature` over `list` (the file's exact bytes) with the RSA key in `key_pem` (a
+/// PEM `PUBLIC KEY`, i.e. SubjectPublicKeyInfo), as Google signs its lists.
+pub fn verify_signature(list: &[u8], signature: &[u8], key_pem: &str) -> Result<(), CtError> {
+    let bad = |why: &str| CtError::Signature(why.to_owned());
+    let body: String = key_pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    let spki = base64(&body).ok_or_else(|| bad("the key is not a PEM public key"))?;
+    let (_, spki) = SubjectPublicKeyInfo::from_der(&spki)
+        .map_err(|_| bad("the key is not a SubjectPublicKeyInfo"))?;
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256
+        .verify_signature(&spki.subject_public_key.data, list, signature)
+        .map_err(|_| bad("the signature does not verify with the log-list key"))
+}
+
+/// The places a log list is looked for, in order: `$NW_CT_LOG_LIST` alone when it is set;
+/// otherwise the one [`save`] writes ([`saved_path`]), then a packaged
+/// `/usr/share/nwkit/ct/log_list.json`.
+pub fn locations() -> Vec<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("NW_CT_LOG_LIST").filter(|p| !p.is_empty()) {
+        return vec![p.into()];
+    }
+    vec![saved_path(), "/usr/share/nwkit/ct/log_list.json".into()]
+}
+
+/// Where [`save`] keeps the list: `$XDG_STATE_HOME/nwkit/ct/log_list.json`, else
+/// `~/.local/state/nwkit/ct/log_list.json` (as the transfer store).
+pub fn saved_path() -> std::path::PathBuf {
+    let base =
+        std::env::var_os("XDG_STATE_HOME").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map_or_else(|| std::path::PathBuf::from("/tmp"), std::path::PathBuf::from);
+            home.join(".local/state")
+        });
+    base.join("nwkit/ct/log_list.json")
+}
+
+/// The first list among [`locations`] that exists, read: `None` when there is none. A file
+/// that exists but cannot be read or parsed is returned as its error, for the caller to say so.
+pub fn installed() -> Option<(std::path::PathBuf, Result<LogList, crate::TrustError>)> {
+    let path = locations().into_iter().find(|p| p.exists())?;
+    let list = LogList::from_file(&path);
+    Some((path, list))
+}
+
+/// Checks `list` (signed by `key_pem`) and writes it to `path` atomically (a temporary file
+/// beside it, renamed over it), creating the directory. Returns the parsed list.
+pub fn save(
+    list: &[u8],
+    signature: &[u8],
+    key_pem: &str,
+    path: &std::path::Path,
+) -> Result<LogList, crate::TrustError> {
+    let file = |why: String| crate::TrustError::File { path: path.display().to_string(), why };
+    verify_signature(list, signature, key_pem).map_err(|e| file(e.to_string()))?;
+    let parsed = LogList::from_json(list).map_err(|e| file(e.to_string()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| file(format!("cannot create its directory: {e}")))?;
+    }
+    let temporary = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    let written = (|| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // A fresh file, never through a link someone planted at the temporary name.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temporary)?;
+        f.write_all(list)?;
+        f.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(file(format!("cannot write it: {e}")));
+    }
+    Ok(parsed)
+}
+
 /// Why CT input could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CtError {
     #[error("the log list is not valid v3 log-list JSON: {0}")]
     LogList(String),
+    #[error("the log list's signature is refused: {0}")]
+    Signature(String),
     #[error("the SCT list is malformed: {0}")]
     SctList(String),
     #[error("the certificate's DER cannot be taken apart: {0}")]
@@ -100,9 +215,11 @@ impl LogList {
             .ok_or_else(|| bad("no log_list_timestamp"))
             .and_then(|t| crate::time::parse_rfc3339(t).map_err(CtError::LogList))?;
         let mut logs = Vec::new();
+        let mut seen = 0;
         for op in v["operators"].as_array().ok_or_else(|| bad("no operators array"))? {
             let operator = op["name"].as_str().unwrap_or("(unnamed operator)").to_owned();
             for log in op["logs"].as_array().into_iter().flatten() {
+                seen += 1;
                 let key = base64(log["key"].as_str().ok_or_else(|| bad("a log has no key"))?)
                     .ok_or_else(|| bad("a log's key is not base64"))?;
                 let id = base64(log["log_id"].as_str().ok_or_else(|| bad("a log has no log_id"))?)
@@ -111,8 +228,10 @@ impl LogList {
                 if sha256(&key) != id {
                     return Err(bad("a log_id is not the SHA-256 of its key"));
                 }
-                let (state, since) =
-                    state(&log["state"]).ok_or_else(|| bad("a log has no known state"))?;
+                // The schema makes `state` optional (Google's all_logs_list has logs that never
+                // applied to Chrome): a log without a known state is left out, so SCTs from it
+                // never count.
+                let Some((state, since)) = state(&log["state"]) else { continue };
                 logs.push(Log {
                     operator: operator.clone(),
                     description: log["description"].as_str().unwrap_or_default().to_owned(),
@@ -122,6 +241,11 @@ impl LogList {
                     since,
                 });
             }
+        }
+        if logs.is_empty() && seen > 0 {
+            return Err(bad(
+                "no log has a known state (pending, qualified, usable, readonly, retired, rejected)",
+            ));
         }
         Ok(Self { timestamp, logs })
     }

@@ -11,7 +11,7 @@ use x509_parser::certificate::X509Certificate;
 
 use crate::TrustError;
 use crate::cert::{Facts, Key, Signature, hex, sha256};
-use crate::problem::{CertificateReport, Problem, Verdict};
+use crate::problem::{CertificateReport, Note, Problem, Verdict};
 use crate::profile::{self, Role};
 use crate::revocation::Mode;
 
@@ -43,7 +43,10 @@ pub enum Policy {
     Client,
 }
 
-/// When Certificate Transparency is required.
+/// When Certificate Transparency is required. A required check needs a log list no older than
+/// [`crate::ct::STALE_AFTER_DAYS`]: under `SystemAnchored` a missing or stale list means CT is
+/// not enforced and the evaluation carries a [`Note`] saying so (Chrome's rule; Apple ships
+/// its list with the OS); under `Always`, the caller's explicit demand, it is a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CtRequirement {
@@ -80,8 +83,7 @@ pub struct Options {
     /// Certificate revocation lists (DER) to check every certificate of the chain against
     /// (signature and issuer checked by webpki). A certificate no list covers passes: soft fail.
     pub crls: Vec<Vec<u8>>,
-    /// The CT log list (see [`crate::ct`]); without one, a chain that needs CT fails with
-    /// "log list unavailable".
+    /// The CT log list (see [`crate::ct`]); without a fresh one, see [`CtRequirement`].
     pub log_list: Option<std::sync::Arc<crate::ct::LogList>>,
     /// SCTs that came with the connection (TLS extension, stapled OCSP), beside the embedded ones.
     pub extra_scts: Vec<crate::ct::Sct>,
@@ -106,6 +108,8 @@ pub struct Evaluation {
     pub at: i64,
     /// An exception for this exact leaf accepted recoverable failures.
     pub excepted: bool,
+    /// What was not checked, and why (a missing or stale CT log list).
+    pub notes: Vec<Note>,
 }
 
 impl Evaluation {
@@ -276,27 +280,37 @@ pub fn evaluate(
         }
     }
     // Certificate Transparency, with a log list: the leaf's SCTs, its issuer's key.
-    if ct_required(options.ct, class)
-        && let Some(list) = &options.log_list
-    {
-        if list.age_days(at) > crate::ct::STALE_AFTER_DAYS {
-            certificates[0].problems.push(Problem::LogListStale { age_days: list.age_days(at) });
-        } else {
-            let issuer_spki =
-                ders.get(1).and_then(|d| crate::cert::spki(d).ok()).unwrap_or_default();
-            let lifetime = certificates[0].facts.validity_days();
-            // SCTs: embedded (read by `ct::check`), given, and stapled in the OCSP response.
-            let mut extra = options.extra_scts.clone();
-            if let Some(staple) = &options.stapled_ocsp {
-                extra.extend(crate::ocsp::scts(staple));
+    let mut notes = Vec::new();
+    if ct_required(options.ct, class) {
+        let explicit = options.ct == CtRequirement::Always;
+        match &options.log_list {
+            None if explicit => certificates[0].problems.push(Problem::LogListUnavailable),
+            None => notes.push(Note::CtNotEnforcedNoLogList),
+            Some(list) if list.age_days(at) > crate::ct::STALE_AFTER_DAYS => {
+                let age_days = list.age_days(at);
+                if explicit {
+                    certificates[0].problems.push(Problem::LogListStale { age_days });
+                } else {
+                    notes.push(Note::CtNotEnforcedStaleLogList { age_days });
+                }
             }
-            let outcome = crate::ct::check(ders[0], &issuer_spki, &extra, list, at, lifetime);
-            if !outcome.satisfied() {
-                certificates[0].problems.push(Problem::CtRequired {
-                    valid: outcome.valid,
-                    required: outcome.required,
-                    operators: outcome.operators,
-                });
+            Some(list) => {
+                let issuer_spki =
+                    ders.get(1).and_then(|d| crate::cert::spki(d).ok()).unwrap_or_default();
+                let lifetime = certificates[0].facts.validity_days();
+                // SCTs: embedded (read by `ct::check`), given, and stapled in the OCSP response.
+                let mut extra = options.extra_scts.clone();
+                if let Some(staple) = &options.stapled_ocsp {
+                    extra.extend(crate::ocsp::scts(staple));
+                }
+                let outcome = crate::ct::check(ders[0], &issuer_spki, &extra, list, at, lifetime);
+                if !outcome.satisfied() {
+                    certificates[0].problems.push(Problem::CtRequired {
+                        valid: outcome.valid,
+                        required: outcome.required,
+                        operators: outcome.operators,
+                    });
+                }
             }
         }
     }
@@ -364,7 +378,7 @@ pub fn evaluate(
     } else {
         Verdict::FatalFailure
     };
-    Ok(Evaluation { verdict, anchor_class: class, certificates, at, excepted })
+    Ok(Evaluation { verdict, anchor_class: class, certificates, at, excepted, notes })
 }
 
 /// The rules every certificate is held to, by the anchor class of the chain.
@@ -421,9 +435,6 @@ fn apply_policy(
             // Forum's reading; webpki's "required if present").
             p.push(Problem::ExtendedKeyUsage { needed });
         }
-    }
-    if ct_required(options.ct, class) && options.log_list.is_none() {
-        certs[0].problems.push(Problem::LogListUnavailable);
     }
 }
 

@@ -51,7 +51,7 @@ pub mod time;
 pub mod verifier;
 
 pub use evaluate::{Anchor, AnchorClass, CtRequirement, Evaluation, Options, Pin, Policy};
-pub use problem::{CertificateReport, Problem, Verdict};
+pub use problem::{CertificateReport, Note, Problem, Verdict};
 /// The EKU purposes test CAs are restricted with.
 pub use rcgen::ExtendedKeyUsagePurpose;
 

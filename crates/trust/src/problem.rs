@@ -194,6 +194,45 @@ impl Problem {
     }
 }
 
+/// Something an evaluation did not check, and why: it does not fail the chain, and a report
+/// shows it so nobody mistakes "not checked" for "checked".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Note {
+    /// Certificate Transparency was not enforced: no log list is configured.
+    CtNotEnforcedNoLogList,
+    /// Certificate Transparency was not enforced: the log list is older than
+    /// [`crate::ct::STALE_AFTER_DAYS`] (Chrome stops enforcing then too, rather than refusing
+    /// every logged certificate issued after its list was made).
+    CtNotEnforcedStaleLogList { age_days: i64 },
+}
+
+impl Note {
+    /// The stable code (`ct_not_enforced_no_log_list`), as in JSON.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::CtNotEnforcedNoLogList => "ct_not_enforced_no_log_list",
+            Self::CtNotEnforcedStaleLogList { .. } => "ct_not_enforced_stale_log_list",
+        }
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CtNotEnforcedNoLogList => {
+                f.write_str("Certificate Transparency not checked: no log list is configured")
+            }
+            Self::CtNotEnforcedStaleLogList { age_days } => write!(
+                f,
+                "Certificate Transparency not checked: the log list is {age_days} days old (more than {})",
+                crate::ct::STALE_AFTER_DAYS
+            ),
+        }
+    }
+}
+
 /// One certificate of the evaluated chain, with what failed on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CertificateReport {

@@ -528,3 +528,80 @@ fn unusable_certificate_files_are_refused_naming_them() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("garbage.pem") && err.contains("not an X.509 certificate"), "{err}");
 }
+
+/// `nw trust` with a state directory of its own.
+fn nw_in(state: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(NW)
+        .args(args)
+        .env("XDG_STATE_HOME", state)
+        .env_remove("NW_CT_LOG_LIST")
+        .output()
+        .expect("run nw");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn update_log_list_saves_only_a_signed_list_and_public_chains_say_ct_was_not_checked() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trust/tests/data/real-world");
+    let scratch = Dir::new("ct-update");
+    let www = scratch.0.join("www/v3");
+    std::fs::create_dir_all(&www).unwrap();
+    let list = std::fs::read(data.join("google_all_logs_list_2023-05-31.json")).unwrap();
+    let sig = std::fs::read(data.join("google_all_logs_list_2023-05-31.sig")).unwrap();
+    std::fs::write(www.join("log_list.json"), &list).unwrap();
+    std::fs::write(www.join("log_list.sig"), &sig).unwrap();
+    let mut tampered = list.clone();
+    let i = tampered.iter().position(|&b| b == b'G').unwrap();
+    tampered[i] = b'H';
+    std::fs::write(www.join("tampered.json"), &tampered).unwrap();
+    std::fs::write(www.join("tampered.sig"), &sig).unwrap();
+    let server = nw_lab::nginx::Nginx::start(&scratch.0.join("www"), &Default::default())
+        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let state = scratch.0.join("state");
+    let saved = state.join("nwkit/ct/log_list.json");
+    let chain = data.join("letsencrypt_org.pem");
+    let judge = |state: &Path| {
+        nw_in(
+            state,
+            &[
+                "trust",
+                "--chain",
+                chain.to_str().unwrap(),
+                "--host",
+                "letsencrypt.org",
+                "--at",
+                "2026-04-01T00:00:00Z",
+                "--revocation",
+                "off",
+            ],
+        )
+    };
+    // A fresh machine: no list, the public chain proceeds, and the report says CT was not
+    // checked.
+    let (code, out, err) = judge(&state);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Verdict: proceed"), "{out}");
+    assert!(out.contains("Note: Certificate Transparency not checked: no log list"), "{out}");
+    // A list whose signature does not verify is refused and nothing is written.
+    let (code, _, err) =
+        nw_in(&state, &["trust", "update-log-list", "--from", &server.url("/v3/tampered.json")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("signature is refused") && err.contains("nothing was saved"), "{err}");
+    assert!(!saved.exists());
+    // The signed one is saved, and read by the next evaluation: three years old at the verify
+    // time, so still not enforced, and the note says how old.
+    let (code, out, err) =
+        nw_in(&state, &["trust", "update-log-list", "--from", &server.url("/v3/log_list.json")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("signature checked"), "{out}");
+    assert_eq!(std::fs::read(&saved).unwrap(), list);
+    let (code, out, err) = judge(&state);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("the log list is 1035 days old"), "{out}");
+    // A corrupt installed list is said, and left out.
+    std::fs::write(&saved, b"garbage").unwrap();
+    let (code, out, err) = judge(&state);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("ignoring the installed CT log list"), "{err}");
+}

@@ -8,7 +8,7 @@ use nw_trust::ca::{Profile, TestCa, TestLog, log_list_json};
 use nw_trust::ct::{self, LogList};
 use nw_trust::evaluate::evaluate;
 use nw_trust::time::parse_rfc3339;
-use nw_trust::{Anchor, AnchorClass, Options, Problem, Verdict};
+use nw_trust::{Anchor, AnchorClass, Note, Options, Problem, Verdict};
 
 const DAY: i64 = 86_400;
 
@@ -197,26 +197,29 @@ fn scts_after_the_verify_time_and_from_logs_that_did_not_count_are_ignored() {
 }
 
 #[test]
-fn a_stale_or_missing_list_is_reported_not_trusted() {
+fn a_stale_or_missing_list_is_not_enforced_and_says_so_unless_ct_is_always_required() {
     let w = world();
-    let leaf = logged(&w, &[0, 1]);
-    let e = evaluate(
-        &leaf.chain,
-        Some("api.example"),
-        t0() + 80 * DAY,
-        &system(&w, Some(list(&w, 0, "usable"))),
-    )
-    .unwrap();
+    // SCTs from logs a fresh list does not know: refused.
+    let bare = logged(&w, &[0, 1]);
+    let fresh = system(&w, Some(list(&world(), 0, "usable")));
+    assert!(!evaluate(&bare.chain, Some("api.example"), t0() + DAY, &fresh).unwrap().trusted());
+    // The same list 80 days later is stale: CT is not enforced, and a note says why.
+    let e = evaluate(&bare.chain, Some("api.example"), t0() + 80 * DAY, &fresh).unwrap();
+    assert!(e.trusted(), "{:?}", e.failure_lines());
+    assert_eq!(e.notes, [Note::CtNotEnforcedStaleLogList { age_days: 80 }]);
+    assert!(e.notes[0].to_string().contains("80 days old"), "{}", e.notes[0]);
+    // No list at all: the same.
+    let e = evaluate(&bare.chain, Some("api.example"), t0() + DAY, &system(&w, None)).unwrap();
+    assert!(e.trusted());
+    assert_eq!(e.notes, [Note::CtNotEnforcedNoLogList]);
+    // Required always, by the caller's own choice: a stale list is a failure.
+    let always = Options { ct: nw_trust::CtRequirement::Always, ..fresh };
+    let e = evaluate(&bare.chain, Some("api.example"), t0() + 80 * DAY, &always).unwrap();
     assert_eq!(
         e.failure_lines(),
         ["Certificate 0 “api.example” has errors: Certificate Transparency log list is stale;"]
     );
     assert_eq!(problems(&e), [Problem::LogListStale { age_days: 80 }]);
-    let e = evaluate(&leaf.chain, Some("api.example"), t0() + DAY, &system(&w, None)).unwrap();
-    assert_eq!(
-        e.failure_lines(),
-        ["Certificate 0 “api.example” has errors: Certificate Transparency log list unavailable;"]
-    );
 }
 
 #[test]

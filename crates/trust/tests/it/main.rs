@@ -13,5 +13,6 @@ mod fuzz_corpus;
 mod limbo;
 mod mtls;
 mod ocsp;
+mod real_world;
 mod revocation;
 mod rules;

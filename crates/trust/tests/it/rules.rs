@@ -225,7 +225,7 @@ fn the_leaf_needs_the_policys_extended_key_usage() {
 }
 
 #[test]
-fn certificate_transparency_without_a_log_list_is_a_recoverable_failure_for_system_chains() {
+fn without_a_log_list_system_chains_proceed_with_a_note_and_always_still_fails() {
     let ca = root();
     let issued = leaf(&ca, &["api.example"], Profile::default());
     let system = Options {
@@ -233,17 +233,18 @@ fn certificate_transparency_without_a_log_list_is_a_recoverable_failure_for_syst
         ..Options::default()
     };
     let e = judge(&issued.chain, "api.example", t0() + DAY, &system);
+    assert_eq!(e.verdict, Verdict::Proceed, "{:?}", e.failure_lines());
+    assert_eq!(e.notes, [nw_trust::Note::CtNotEnforcedNoLogList]);
+    assert!(e.notes[0].to_string().contains("not checked: no log list"), "{}", e.notes[0]);
+    let e = judge(&issued.chain, "api.example", t0() + DAY, &custom(&ca));
+    assert!(e.trusted() && e.notes.is_empty(), "custom chains: CT off by default, no note");
+    let always = Options { ct: CtRequirement::Always, ..custom(&ca) };
+    let e = judge(&issued.chain, "api.example", t0() + DAY, &always);
     assert_eq!(e.verdict, Verdict::RecoverableFailure);
     assert_eq!(
         e.failure_lines(),
         ["Certificate 0 “api.example” has errors: Certificate Transparency log list unavailable;"]
     );
-    assert!(
-        judge(&issued.chain, "api.example", t0() + DAY, &custom(&ca)).trusted(),
-        "custom chains: off by default"
-    );
-    let always = Options { ct: CtRequirement::Always, ..custom(&ca) };
-    assert!(!judge(&issued.chain, "api.example", t0() + DAY, &always).trusted());
 }
 
 #[test]
