@@ -98,6 +98,9 @@ pub(crate) struct SessionArgs {
     /// HTTP/3 alone, no fallback: a QUIC failure fails the download.
     #[arg(long)]
     http3_only: bool,
+    /// Follow at most N redirects (0: follow none, and a redirect fails the transfer).
+    #[arg(long, value_name = "N", default_value_t = nw_transfer::DEFAULT_MAX_REDIRECTS)]
+    max_redirs: usize,
     /// Give up when no data arrives for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     timeout: u64,
@@ -131,6 +134,7 @@ impl SessionArgs {
             http3: self.http3,
             http3_only: self.http3_only,
             timeout: self.timeout,
+            max_redirs: self.max_redirs,
             https,
         }
     }
@@ -155,8 +159,15 @@ pub(crate) struct Settings {
     http3: bool,
     http3_only: bool,
     timeout: u64,
+    /// Absent in transfers queued before it existed: the default then.
+    #[serde(default = "default_max_redirs")]
+    max_redirs: usize,
     /// Some URL needs trust settings.
     https: bool,
+}
+
+fn default_max_redirs() -> usize {
+    nw_transfer::DEFAULT_MAX_REDIRECTS
 }
 
 impl Settings {
@@ -193,6 +204,7 @@ impl Settings {
             durable: !disk.no_fsync,
             direct_from: if disk.buffered { None } else { Configuration::default().direct_from },
             request_timeout: Duration::from_secs(self.timeout.max(1)),
+            max_redirects: self.max_redirs,
             identifier: Some(serde_json::to_string(self)?),
             ..Configuration::default()
         };

@@ -26,6 +26,9 @@ pub struct Options {
     /// An `Alt-Svc` header for every HTTPS response (`h3=":4433"`), advertising an HTTP/3
     /// server that something else runs.
     pub alt_svc: Option<String>,
+    /// Redirects on both servers: `(path, status, location)` answers a GET of exactly `path`
+    /// with `status` and `Location: location` (relative or absolute, as given).
+    pub redirects: Vec<(String, u16, String)>,
 }
 
 /// The running server; dropping it stops it and removes its scratch directory.
@@ -64,6 +67,12 @@ impl Nginx {
                client_max_body_size 0; }}",
             root.display()
         );
+        let redirects: String = options
+            .redirects
+            .iter()
+            .map(|(path, status, to)| format!("location = {path} {{ return {status} {to}; }}\n"))
+            .collect();
+        let put = format!("{put}\n{redirects}");
         let tls_server = match (&options.tls, https) {
             (Some((cert, key)), Some(port)) => format!(
                 "server {{ listen 127.0.0.1:{port} ssl http2; root {root};

@@ -232,9 +232,34 @@ impl Session {
             Err(e) => {
                 let state = if e.transient() { State::Interrupted } else { State::Failed };
                 store.set_state(id, state, Some(&e.to_string()), true)?;
+                // A `.part` that holds nothing (a 404, a refused connection, a TLS failure)
+                // is not left behind; one whose bytes failed the digest goes too, so the next
+                // run starts clean instead of being refused.
+                let empty = std::fs::symlink_metadata(&part).is_ok_and(|m| m.len() == 0);
+                if empty || matches!(e, TransferError::Digest { .. }) {
+                    let _ = std::fs::remove_file(&part);
+                    store.checkpoint(id, 0, None)?;
+                }
             }
         }
         result
+    }
+
+    /// A connection for `url`: an idle one from the pool when one fits (with an HTTP/3
+    /// alternative on offer, only an HTTP/3 one does: a pooled TCP one gives way to it and
+    /// stays pooled), else a new one.
+    pub(crate) async fn connection_for(
+        &self,
+        url: &Url,
+        routes: &(nw_connection::driver::Params, Option<http::H3Route>),
+        path: Option<u64>,
+        share: usize,
+    ) -> Result<http::Connection, TransferError> {
+        let fits = |c: &http::Connection| routes.1.is_none() || c.protocol == http::Protocol::H3;
+        match self.pool.take(&crate::origin(url), path, Instant::now(), fits) {
+            Some(conn) => Ok(conn),
+            None => self.connect(url, routes, share).await,
+        }
     }
 
     /// The URL `text` names, and how the transport-security policy lets it load.
@@ -264,6 +289,8 @@ impl Session {
         let dest = std::path::absolute(&job.dest)
             .map_err(|e| TransferError::io(&job.dest, "cannot make the path absolute", e))?;
         let part = part_path(&dest);
+        refuse_unless_regular(&dest, "the destination")?;
+        refuse_unless_regular(&part, "the .part file")?;
         let record = self.store.find(&dest)?;
         if dest.exists()
             && !job.force
@@ -354,16 +381,12 @@ impl Session {
         started: Instant,
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Finished, TransferError> {
-        let routes = self.routes(url, security)?;
-        let origin = crate::origin(url);
+        // The URL asked, which redirects change; its routes and connection with it.
+        let mut current = url.clone();
+        let mut routes = self.routes(url, security)?;
         let path = crate::pool::path_fingerprint().await;
-        // With an HTTP/3 alternative on offer, only an HTTP/3 connection fits: a pooled TCP one
-        // gives way to it (and stays pooled).
-        let fits = |c: &http::Connection| routes.1.is_none() || c.protocol == http::Protocol::H3;
-        let mut conn = match self.pool.take(&origin, path, Instant::now(), fits) {
-            Some(conn) => conn,
-            None => self.connect(url, &routes, job.segments.max(1)).await?,
-        };
+        let mut conn = self.connection_for(&current, &routes, path, job.segments.max(1)).await?;
+        let mut chain = crate::redirect::Chain::new(&job.url, self.config.max_redirects);
         let connected_at = started.elapsed();
         let mut plan = match restart {
             Some(reason) => Plan::Restart(reason),
@@ -377,9 +400,21 @@ impl Session {
             let (response, decision) = loop {
                 let headers = plan.headers();
                 request_at = started.elapsed();
-                let response = self.get(&mut conn, url, &headers, &routes, want).await?;
+                let response = self.get(&mut conn, &current, &headers, &routes, want).await?;
                 let h = |name: hyper::header::HeaderName| response.header(name);
-                self.learn(url, conn.protocol, h(hyper::header::ALT_SVC));
+                self.learn(&current, conn.protocol, h(hyper::header::ALT_SVC));
+                if let Some((next, security)) = self.redirected(&mut chain, &response)? {
+                    // The body of a redirect is not read: an HTTP/1.1 connection with it
+                    // unread cannot carry another request, so it is dropped, not pooled.
+                    drop(response);
+                    if conn.protocol != http::Protocol::Http11 {
+                        self.pool.put(crate::origin(&current), conn, path, Instant::now());
+                    }
+                    routes = self.routes(&next, security)?;
+                    current = next;
+                    conn = self.connection_for(&current, &routes, path, want).await?;
+                    continue;
+                }
                 let decision = resume::decide(&plan, &partial, &view(&response));
                 match decision {
                     Decision::Retry(reason) if !matches!(plan, Plan::Restart(_)) => {
@@ -390,7 +425,7 @@ impl Session {
                         // The unread body makes an HTTP/1.1 connection unusable; start afresh.
                         // (HTTP/2 and HTTP/3 reset the stream and go on.)
                         if conn.protocol == http::Protocol::Http11 {
-                            conn = self.connect(url, &routes, want).await?;
+                            conn = self.connect(&current, &routes, want).await?;
                         }
                     }
                     d => break (response, d),
@@ -457,7 +492,7 @@ impl Session {
             // The first answer holds everything from `from` on unless it was asked for its
             // range alone (a segmented download resuming).
             let whole_rest = !matches!(plan, Plan::From { to: Some(_), .. });
-            match self.open_segments((url, &job.url), &routes, rest, validator, total).await {
+            match self.open_segments((&current, &job.url), &routes, rest, validator, total).await {
                 Ok(extra) => break 'attempt (response, decision, ranges, extra),
                 Err(Opened::Failed(e)) if whole_rest => {
                     // The first connection works: it fetches the rest alone rather than the
@@ -475,7 +510,7 @@ impl Session {
                     want = 1;
                     not_segmented = Some(format!("a segment's answer: {}", reason.explain()));
                     if conn.protocol == http::Protocol::Http11 {
-                        conn = self.connect(url, &routes, want).await?;
+                        conn = self.connect(&current, &routes, want).await?;
                     }
                 }
             }
@@ -586,6 +621,8 @@ impl Session {
             }
             None => None,
         };
+        // Checked again: something may have been put where the file goes since admission.
+        refuse_unless_regular(&job.dest, "the destination")?;
         std::fs::rename(part, &job.dest).map_err(|e| {
             TransferError::io(&job.dest, "cannot rename the finished .part to it", e)
         })?;
@@ -602,7 +639,7 @@ impl Session {
         // A connection whose response was read to the end can carry the next request.
         for (i, conn) in conns.into_iter().enumerate() {
             if complete || received.ended.get(i).copied().unwrap_or(false) {
-                self.pool.put(origin.clone(), conn, path, Instant::now());
+                self.pool.put(crate::origin(&current), conn, path, Instant::now());
             }
         }
         Ok(Finished {
@@ -632,7 +669,10 @@ impl Session {
             let plan = Plan::From { from: s.start, to: Some(s.end), if_range: validator.clone() };
             let share = ranges.len() + 1;
             let mut conn = self.connect(url, routes, share).await.map_err(Opened::Failed)?;
-            let response = conn.get(url, &plan.headers()).await.map_err(Opened::Failed)?;
+            let response = conn
+                .get_within(url, &plan.headers(), self.config.request_timeout)
+                .await
+                .map_err(Opened::Failed)?;
             match resume::decide(&plan, &Partial::default(), &view(&response)) {
                 Decision::Append { total: Some(t), .. } if t == total => Ok((conn, response.body)),
                 Decision::Append { .. } | Decision::Complete => {
@@ -703,7 +743,7 @@ impl Session {
         let _finish = Finish(shared.clone());
         let (tx, mut rx) = mpsc::channel::<(usize, Bytes)>(WRITE_QUEUE);
         let direct = self.config.direct_from.zip(total).is_some_and(|(from, t)| t >= from);
-        let mut sink = Sink::new(file, part, direct);
+        let mut sink = Sink::new(file, direct);
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -922,17 +962,64 @@ impl Drop for Finish {
     }
 }
 
-/// Opens `FILE.part` (creating it) and takes an exclusive lock on it, so two processes never
+/// Refuses `path` when something other than a regular file is there (a symbolic link, a
+/// device, a directory, a FIFO): a download replaces or writes only regular files.
+fn refuse_unless_regular(path: &Path, what: &str) -> Result<(), TransferError> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    let kind = meta.file_type();
+    let why = if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_file() {
+        return Ok(());
+    } else {
+        "a device, FIFO or socket"
+    };
+    Err(TransferError::NotAFile {
+        path: path.to_owned(),
+        why: format!("{what} is {why}, not a regular file; remove it or choose another -o"),
+    })
+}
+
+/// Opens `FILE.part` (creating it) without following a symbolic link, checks that it is a
+/// regular file of this user's, and takes an exclusive lock on it, so two processes never
 /// write one download.
 async fn lock_part(part: &Path) -> Result<File, TransferError> {
     use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(part)
-        .map_err(|e| TransferError::io(part, "cannot open it for writing", e))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => TransferError::NotAFile {
+                path: part.to_owned(),
+                why: "the .part file is a symbolic link, not a regular file; remove it".into(),
+            },
+            _ => TransferError::io(part, "cannot open it for writing", e),
+        })?;
+    let meta = file.metadata().map_err(|e| TransferError::io(part, "cannot inspect it", e))?;
+    if !meta.file_type().is_file() {
+        return Err(TransferError::NotAFile {
+            path: part.to_owned(),
+            why: "the .part file is not a regular file; remove it".into(),
+        });
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(TransferError::NotAFile {
+            path: part.to_owned(),
+            why: format!(
+                "the .part file belongs to user {}, not to this one ({me}); remove it or choose another -o",
+                meta.uid()
+            ),
+        });
+    }
     // A download just cancelled in this process may hold the lock until its checkpoint thread
     // has made its last checkpoint: give that a moment before calling the file busy.
     let deadline = Instant::now() + Duration::from_secs(2);

@@ -391,6 +391,24 @@ impl Connection {
         self.request(hyper::Method::GET, url, headers, None).await
     }
 
+    /// [`get`](Self::get), failing with [`TransferError::Timeout`] when the response's head has
+    /// not come within `wait` of sending: a server that accepts and never answers must not
+    /// hold a transfer forever.
+    pub(crate) async fn get_within(
+        &mut self,
+        url: &Url,
+        headers: &[(&str, String)],
+        wait: Duration,
+    ) -> Result<Response, TransferError> {
+        match tokio::time::timeout(wait, self.get(url, headers)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransferError::Timeout(format!(
+                "no response within {} s of asking",
+                wait.as_secs_f64()
+            ))),
+        }
+    }
+
     /// Sends `method` for `url` with `headers` and, when given, `body`.
     pub(crate) async fn request(
         &mut self,

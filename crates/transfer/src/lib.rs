@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod queue;
+mod redirect;
 pub mod responsiveness;
 pub mod resume;
 pub mod scheduler;
@@ -50,6 +51,9 @@ pub mod tasks;
 
 pub use download::{Download, Event, Finished};
 pub use http::Protocol;
+/// How many redirects a load follows unless its configuration says otherwise (20, as Chrome
+/// and Firefox).
+pub use redirect::DEFAULT_LIMIT as DEFAULT_MAX_REDIRECTS;
 
 /// A session's settings, fixed when the session is made.
 #[derive(Debug, Clone)]
@@ -62,6 +66,9 @@ pub struct Configuration {
     pub allows_expensive: bool,
     /// Use paths nw-path marks constrained (low-data mode).
     pub allows_constrained: bool,
+    /// Follow at most this many redirects in one load (0: follow none; a redirect is then the
+    /// answer, and fails a download as any status but 2xx does).
+    pub max_redirects: usize,
     /// The transport-security policy (HTTPS required, default trust must pass). On by default.
     pub ats: bool,
     /// The per-load exemption: allow plain HTTP to any host.
@@ -94,6 +101,7 @@ impl Default for Configuration {
         Self {
             request_timeout: Duration::from_secs(60),
             waits_for_connectivity: false,
+            max_redirects: redirect::DEFAULT_LIMIT,
             allows_expensive: true,
             allows_constrained: true,
             ats: true,
@@ -283,7 +291,8 @@ impl Session {
         routes: &(Params, Option<http::H3Route>),
         share: usize,
     ) -> Result<http::Response, TransferError> {
-        match conn.get(url, headers).await {
+        let wait = self.config.request_timeout;
+        match conn.get_within(url, headers, wait).await {
             Err(e) if conn.reused => {
                 tracing::debug!(
                     "{}{}: a reused connection failed ({e}); once more on a fresh one",
@@ -291,10 +300,43 @@ impl Session {
                     url.path
                 );
                 *conn = self.connect(url, routes, share).await?;
-                conn.get(url, headers).await
+                conn.get_within(url, headers, wait).await
             }
             result => result,
         }
+    }
+
+    /// When `response` (to a GET of the last URL `chain` asked) redirects: the next URL, how
+    /// the policy lets it load, and its routes — refused like any load the policy refuses
+    /// (an https:// page redirecting to http:// included).
+    pub(crate) fn redirected(
+        &self,
+        chain: &mut redirect::Chain,
+        response: &http::Response,
+    ) -> Result<Option<(Url, policy::Security)>, TransferError> {
+        let location = response.header(hyper::header::LOCATION);
+        let Some(hop) = chain.next(&Method::GET, response.status, location)? else {
+            return Ok(None);
+        };
+        let from = chain.asked().iter().rev().nth(1).cloned().unwrap_or_default();
+        if from.starts_with("https:") && hop.to.starts_with("http:") && !self.config.allow_http {
+            return Err(TransferError::Redirect(format!(
+                "{from} redirects to {}: from HTTPS to plain HTTP, a downgrade, which is refused unless HTTP loads are allowed",
+                hop.to
+            )));
+        }
+        let (url, security) = self.allowed(&hop.to).map_err(|e| match e {
+            TransferError::Usage(why) => {
+                TransferError::Redirect(format!("{from} redirects to {}: {why}", hop.to))
+            }
+            TransferError::Refused(why) => TransferError::Redirect(format!(
+                "{from} redirects to {}, which is refused: {why}",
+                hop.to
+            )),
+            e => e,
+        })?;
+        tracing::debug!(to = %hop.to, status = response.status, "following a redirect");
+        Ok(Some((url, security)))
     }
 
     /// Learns what a response over TCP says about HTTP/3.
@@ -339,6 +381,9 @@ pub enum TransferError {
     Status { url: String, status: u16 },
     #[error("the connection was lost: {0}")]
     Lost(String),
+    /// A redirect that cannot be followed: a loop, too many, a `Location` that is no URL.
+    #[error("{0}")]
+    Redirect(String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("{}: {what}: {source}", path.display())]
@@ -352,8 +397,12 @@ pub enum TransferError {
     Checkpoint(String),
     #[error("{}: got {got} bytes where the server announced {expected}; run again with --resume to fetch the rest", part.display())]
     Incomplete { part: PathBuf, got: u64, expected: u64 },
-    #[error("{}: SHA-256 is {got}, not the expected {expected}; the file was not put in place", part.display())]
+    #[error("{}: SHA-256 is {got}, not the expected {expected}; the bytes were discarded and nothing was put in place", part.display())]
     Digest { part: PathBuf, expected: String, got: String },
+    /// Something other than a regular file is where the download would write (a device, a
+    /// directory, a symbolic link), or a `.part` belongs to another user: never written to.
+    #[error("{}: {why}; nothing was written", path.display())]
+    NotAFile { path: PathBuf, why: String },
     #[error("{source}; {} holds what was received and checkpointed; run again with --resume to continue", part.display())]
     Saved {
         part: PathBuf,

@@ -15,7 +15,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -139,9 +138,13 @@ pub(crate) struct Sink {
 impl Sink {
     /// Writes through `file`, and around the page cache when `direct` and the file system
     /// allows it.
-    pub(crate) fn new(file: File, path: &Path, direct: bool) -> Self {
+    pub(crate) fn new(file: File, direct: bool) -> Self {
+        use std::os::fd::AsRawFd as _;
+        // The same open file again, through its descriptor: never the name, which someone may
+        // have replaced (with a link) since it was opened.
+        let own = format!("/proc/self/fd/{}", file.as_raw_fd());
         let direct = direct
-            .then(|| OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok())
+            .then(|| OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&own).ok())
             .flatten();
         Self { file, direct }
     }
@@ -254,7 +257,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f.part");
         let file = OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
-        let mut sink = Sink::new(file, &path, true);
+        let mut sink = Sink::new(file, true);
         assert!(sink.is_direct(), "/var/tmp takes O_DIRECT on this machine's file system");
         let chunk = 64 << 10;
         // Two streams, as segments: one from 0, one from an unaligned offset.

@@ -32,6 +32,8 @@ pub const UPLOAD_RESPONSE_LIMIT: usize = 1 << 20;
 /// A response held in memory.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Data {
+    /// The URL that answered: the one asked, or where its redirects led.
+    pub url: String,
     pub status: u16,
     /// The response's headers, in order (values that are not text are left out).
     pub headers: Vec<(String, String)>,
@@ -69,18 +71,29 @@ impl Session {
     #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
     pub async fn data(&self, url: &str, limit: usize) -> Result<Data, TransferError> {
         let started = Instant::now();
-        let (parsed, security) = self.allowed(url)?;
-        let routes = self.routes(&parsed, security)?;
-        let origin = crate::origin(&parsed);
+        let (mut parsed, security) = self.allowed(url)?;
+        let mut routes = self.routes(&parsed, security)?;
         let path = crate::pool::path_fingerprint().await;
-        let mut conn = match self.pool.take(&origin, path, Instant::now(), |_| true) {
-            Some(c) => c,
-            None => self.connect(&parsed, &routes, 1).await?,
-        };
+        let mut chain = crate::redirect::Chain::new(url, self.config.max_redirects);
+        let mut conn = self.connection_for(&parsed, &routes, path, 1).await?;
         let connected = started.elapsed();
-        let asked = started.elapsed();
-        let mut response = self.get(&mut conn, &parsed, &[], &routes, 1).await?;
-        self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
+        let mut asked;
+        let mut response = loop {
+            asked = started.elapsed();
+            let response = self.get(&mut conn, &parsed, &[], &routes, 1).await?;
+            self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
+            let Some((next, security)) = self.redirected(&mut chain, &response)? else {
+                break response;
+            };
+            drop(response);
+            if conn.protocol != crate::Protocol::Http11 {
+                self.pool.put(crate::origin(&parsed), conn, path, Instant::now());
+            }
+            routes = self.routes(&next, security)?;
+            parsed = next;
+            conn = self.connection_for(&parsed, &routes, path, 1).await?;
+        };
+        let origin = crate::origin(&parsed);
         let first_byte = started.elapsed();
         let body = read_body(&mut response, limit, url, self.config.request_timeout).await?;
         let metrics = Metrics::new(
@@ -93,7 +106,8 @@ impl Session {
             0,
         );
         self.pool.put(origin, conn, path, Instant::now());
-        Ok(Data { status: response.status, headers: headers(&response), body, metrics })
+        let url = chain.asked().last().cloned().unwrap_or_default();
+        Ok(Data { url, status: response.status, headers: headers(&response), body, metrics })
     }
 
     /// Sends the file `job.source` to `job.url` as the body of a PUT or POST, with its length

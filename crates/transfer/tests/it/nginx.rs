@@ -140,11 +140,16 @@ fn nginx_a_wrong_digest_leaves_no_file_in_place() {
     bad.sha256 = Some([0u8; 32]);
     let result = runtime().block_on(session.download(&bad, &mut |_| {}));
     assert!(
-        matches!(&result, Err(e @ TransferError::Digest { .. }) if e.to_string().contains("not put in place")),
+        matches!(&result, Err(e @ TransferError::Digest { .. }) if e.to_string().contains("discarded")),
         "{result:?}"
     );
     assert!(!dest.exists());
+    assert!(!part_path(&dest).exists(), "the bad bytes are discarded");
     assert_eq!(session.store().find(&dest).unwrap().unwrap().state, State::Failed);
+    // So the next run starts clean instead of being refused over a .part it cannot use.
+    let good = job(server.url("/file.bin"), &dest, false);
+    runtime().block_on(session.download(&good, &mut |_| {})).unwrap();
+    assert!(dest.exists());
 }
 
 #[test]
@@ -197,4 +202,109 @@ fn plain_http_to_a_public_name_is_blocked_before_connecting() {
     let ftp = runtime()
         .block_on(session.download(&job("ftp://example.test/x".into(), &dest, false), &mut |_| {}));
     assert!(matches!(&ftp, Err(e) if e.to_string().contains("FTP is not supported")), "{ftp:?}");
+}
+
+#[test]
+fn nginx_redirects_are_followed_across_origins_and_loops_limits_and_downgrades_stop() {
+    let scratch = Scratch::new("redirects");
+    let data = pattern(300_000, 11);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    // The far origin serves the file; the near one redirects to it, relatively and not, over
+    // HTTP and HTTPS.
+    let far = nginx(&scratch, &NginxOptions::default());
+    let tls = Tls::new(&scratch);
+    let redirects = vec![
+        ("/moved".to_owned(), 301, "/hop".to_owned()),
+        ("/hop".to_owned(), 302, far.url("/file.bin")),
+        ("/see".to_owned(), 303, far.url("/file.bin")),
+        ("/loop-a".to_owned(), 307, "/loop-b".to_owned()),
+        ("/loop-b".to_owned(), 308, "/loop-a".to_owned()),
+        ("/gone".to_owned(), 302, far.url("/missing.bin")),
+        ("/down".to_owned(), 302, far.url("/file.bin")),
+    ];
+    let near = nginx(
+        &scratch,
+        &NginxOptions {
+            tls: Some((tls.cert.clone(), tls.key.clone())),
+            redirects,
+            ..NginxOptions::default()
+        },
+    );
+    let config = Configuration { trust: tls.trust.clone(), ..Configuration::default() };
+    let session = session(&scratch, config.clone());
+    let get = |session: &nw_transfer::Session, url: String, name: &str| {
+        let dest = scratch.0.join(name);
+        let result = runtime().block_on(session.download(&job(url, &dest, false), &mut |_| {}));
+        (result, dest)
+    };
+    // Two hops, the second to another origin: the file, byte-exact, recorded under the URL
+    // asked.
+    let (result, dest) = get(&session, near.url("/moved"), "moved.bin");
+    result.unwrap();
+    assert!(std::fs::read(&dest).unwrap() == data);
+    assert_eq!(session.store().find(&dest).unwrap().unwrap().url, near.url("/moved"));
+    let (result, dest) = get(&session, near.url("/see"), "see.bin");
+    result.unwrap();
+    assert!(std::fs::read(&dest).unwrap() == data);
+    // A loop is named, hop by hop, and leaves no .part.
+    let (result, dest) = get(&session, near.url("/loop-a"), "loop.bin");
+    let e = result.unwrap_err().to_string();
+    assert!(e.starts_with("a redirect loop: ") && e.matches("/loop-").count() == 3, "{e}");
+    assert!(!dest.exists() && !part_path(&dest).exists());
+    // A redirect to a 404 is the 404's failure.
+    let (result, dest) = get(&session, near.url("/gone"), "gone.bin");
+    assert_eq!(result.unwrap_err().status(), Some(404));
+    assert!(!part_path(&dest).exists(), "an empty .part is not left behind");
+    // HTTPS to plain HTTP is a downgrade: refused, even to a local name.
+    let (result, _) = get(&session, near.https_url("/down").unwrap(), "down.bin");
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("from HTTPS to plain HTTP"), "{e}");
+    // With redirects off, the first answer is the answer.
+    let off = session_with(&scratch, Configuration { max_redirects: 0, ..config.clone() });
+    let (result, _) = get(&off, near.url("/moved"), "off.bin");
+    assert_eq!(result.unwrap_err().status(), Some(301));
+    // And with a limit of one, two hops are too many.
+    let one = session_with(&scratch, Configuration { max_redirects: 1, ..config });
+    let (result, _) = get(&one, near.url("/moved"), "one.bin");
+    let e = result.unwrap_err().to_string();
+    assert!(e.starts_with("more than 1 redirects"), "{e}");
+}
+
+fn session_with(scratch: &Scratch, config: Configuration) -> nw_transfer::Session {
+    session(scratch, config)
+}
+
+#[test]
+fn a_server_that_never_answers_fails_within_the_timeout_and_leaves_nothing() {
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::new("silent");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts, reads until the client gives up, and never answers (a second connection
+    // would wait in the backlog, accepted by the kernel and as silent).
+    let held = std::thread::spawn(move || {
+        use std::io::Read as _;
+        if let Some(Ok(mut stream)) = listener.incoming().next() {
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+    });
+    let session = session(
+        &scratch,
+        Configuration { request_timeout: Duration::from_secs(2), ..Configuration::default() },
+    );
+    let dest = scratch.0.join("never.bin");
+    #[allow(clippy::disallowed_methods, reason = "the test measures how long the failure took")]
+    let started = Instant::now();
+    let result =
+        runtime().block_on(session.download(
+            &job(format!("http://127.0.0.1:{port}/never.bin"), &dest, false),
+            &mut |_| {},
+        ));
+    let took = started.elapsed();
+    assert!(matches!(&result, Err(TransferError::Timeout(_))), "{result:?}");
+    assert!(result.unwrap_err().to_string().contains("no response within 2 s"));
+    assert!(took < Duration::from_secs(10), "failed after {took:?}, not within its timeout");
+    assert!(!dest.exists() && !part_path(&dest).exists(), "nothing left behind");
+    assert_eq!(session.store().find(&dest).unwrap().unwrap().state, State::Interrupted);
+    drop(held);
 }

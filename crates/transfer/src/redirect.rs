@@ -1,0 +1,146 @@
+//! Redirects (RFC 9110 §15.4): which answers redirect, where to (`Location` resolved against
+//! the URL asked, RFC 3986 §5), what the next request's method is, and when to stop — at a
+//! limit, or on coming back to a URL already asked in this chain.
+
+use hyper::Method;
+
+use crate::TransferError;
+
+/// How many redirects a load follows by default: Chrome and Firefox both stop at 20.
+pub const DEFAULT_LIMIT: usize = 20;
+
+/// A redirect to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hop {
+    /// The absolute URL to ask next.
+    pub(crate) to: String,
+    /// The method of the next request.
+    pub(crate) method: Method,
+}
+
+/// One load's chain of redirects.
+#[derive(Debug)]
+pub(crate) struct Chain {
+    limit: usize,
+    /// Every URL asked so far, the first included.
+    asked: Vec<String>,
+}
+
+impl Chain {
+    pub(crate) fn new(first: &str, limit: usize) -> Self {
+        Self { limit, asked: vec![first.to_owned()] }
+    }
+
+    /// The URLs asked so far, in order.
+    pub(crate) fn asked(&self) -> &[String] {
+        &self.asked
+    }
+
+    /// What an answer with `status` and `location` to `method` on the last URL asked means:
+    /// `None` when it is not a redirect to follow (any other status, or a 3xx without a
+    /// usable `Location`, which the caller reports as the answer it is).
+    pub(crate) fn next(
+        &mut self,
+        method: &Method,
+        status: u16,
+        location: Option<&str>,
+    ) -> Result<Option<Hop>, TransferError> {
+        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            return Ok(None);
+        }
+        let Some(location) = location.map(str::trim).filter(|l| !l.is_empty()) else {
+            return Ok(None);
+        };
+        let from = self.asked.last().cloned().unwrap_or_default();
+        let base = url::Url::parse(&from).map_err(|e| {
+            TransferError::Redirect(format!("{from}: cannot resolve a redirect against it: {e}"))
+        })?;
+        let mut to = base.join(location).map_err(|e| {
+            TransferError::Redirect(format!(
+                "{from} redirects to {location:?}, which is not a URL: {e}"
+            ))
+        })?;
+        // The fragment is the client's (RFC 9110 §10.2.2: the original one carries over when
+        // the new one has none); it is never sent, so it plays no part here.
+        to.set_fragment(None);
+        let to = to.to_string();
+        if self.limit == 0 {
+            return Ok(None);
+        }
+        if self.asked.len() > self.limit {
+            return Err(TransferError::Redirect(format!(
+                "more than {} redirects ({} → … → {to}); the limit can be raised",
+                self.limit, self.asked[0]
+            )));
+        }
+        if self.asked.contains(&to) {
+            let mut chain = self.asked.join(" → ");
+            chain.push_str(" → ");
+            chain.push_str(&to);
+            return Err(TransferError::Redirect(format!("a redirect loop: {chain}")));
+        }
+        self.asked.push(to.clone());
+        // 303 makes anything but HEAD a GET; 301 and 302 turn POST into GET, as every browser
+        // does (RFC 9110 §15.4.2, §15.4.3); 307 and 308 keep the method and body.
+        let method = match status {
+            303 if *method != Method::HEAD => Method::GET,
+            301 | 302 if *method == Method::POST => Method::GET,
+            _ => method.clone(),
+        };
+        Ok(Some(Hop { to, method }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_url_asked_and_methods_follow_rfc_9110() {
+        let mut c = Chain::new("http://a.example/dir/file?x=1", 20);
+        let hop = c.next(&Method::GET, 302, Some("other")).unwrap().unwrap();
+        assert_eq!(hop.to, "http://a.example/dir/other");
+        let hop = c.next(&Method::GET, 301, Some("/top#frag")).unwrap().unwrap();
+        assert_eq!(hop.to, "http://a.example/top");
+        let hop = c.next(&Method::GET, 308, Some("//b.example:8080/x")).unwrap().unwrap();
+        assert_eq!(hop.to, "http://b.example:8080/x");
+        let hop = c.next(&Method::POST, 303, Some("https://c.example/")).unwrap().unwrap();
+        assert_eq!((hop.to.as_str(), hop.method), ("https://c.example/", Method::GET));
+        let mut c = Chain::new("http://a.example/", 20);
+        assert_eq!(c.next(&Method::POST, 302, Some("/b")).unwrap().unwrap().method, Method::GET);
+        assert_eq!(c.next(&Method::POST, 307, Some("/c")).unwrap().unwrap().method, Method::POST);
+        assert_eq!(c.next(&Method::PUT, 301, Some("/d")).unwrap().unwrap().method, Method::PUT);
+        assert_eq!(c.next(&Method::HEAD, 303, Some("/e")).unwrap().unwrap().method, Method::HEAD);
+    }
+
+    #[test]
+    fn non_redirects_and_missing_locations_are_answers() {
+        let mut c = Chain::new("http://a.example/", 20);
+        for status in [200, 206, 300, 304, 305, 404] {
+            assert_eq!(c.next(&Method::GET, status, Some("/x")).unwrap(), None, "{status}");
+        }
+        assert_eq!(c.next(&Method::GET, 302, None).unwrap(), None);
+        assert_eq!(c.next(&Method::GET, 302, Some("  ")).unwrap(), None);
+        assert!(c.next(&Method::GET, 302, Some("http://[::1")).is_err());
+        let mut off = Chain::new("http://a.example/", 0);
+        assert_eq!(off.next(&Method::GET, 302, Some("/x")).unwrap(), None);
+    }
+
+    #[test]
+    fn loops_and_long_chains_stop() {
+        let mut c = Chain::new("http://a.example/1", 20);
+        c.next(&Method::GET, 302, Some("/2")).unwrap().unwrap();
+        let e = c.next(&Method::GET, 302, Some("/1")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "a redirect loop: http://a.example/1 → http://a.example/2 → http://a.example/1"
+        );
+        let mut c = Chain::new("http://a.example/0", 3);
+        for i in 1..=3 {
+            c.next(&Method::GET, 302, Some(&format!("/{i}"))).unwrap().unwrap();
+        }
+        let e = c.next(&Method::GET, 302, Some("/4")).unwrap_err().to_string();
+        assert!(e.starts_with("more than 3 redirects (http://a.example/0 → … → "), "{e}");
+        assert_eq!(c.asked().len(), 4);
+    }
+}
