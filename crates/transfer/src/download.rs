@@ -262,6 +262,38 @@ impl Session {
         }
     }
 
+    /// Reads `check` bytes of `body`, which start at `from` in the file, and says whether
+    /// they are the bytes `file` holds there.
+    async fn overlap_matches(
+        &self,
+        body: &mut http::Body,
+        file: &File,
+        part: &Path,
+        from: u64,
+        check: u64,
+    ) -> Result<bool, TransferError> {
+        use std::os::unix::fs::FileExt as _;
+        let len = usize::try_from(check).unwrap_or(usize::MAX);
+        let mut theirs = vec![0; len];
+        let mut got = 0;
+        while got < len {
+            let n = body
+                .read_within(self.config.request_timeout, got as u64, &mut theirs[got..])
+                .await?;
+            if n == 0 {
+                return Err(TransferError::Lost(format!(
+                    "the answer ended after {got} of the {len} bytes asked again to compare"
+                )));
+            }
+            got += n;
+        }
+        let mut ours = vec![0; len];
+        file.read_exact_at(&mut ours, from).map_err(|e| {
+            TransferError::io(part, "cannot read back the bytes before the checkpoint", e)
+        })?;
+        Ok(ours == theirs)
+    }
+
     /// The URL `text` names, and how the transport-security policy lets it load.
     pub(crate) fn allowed(
         &self,
@@ -390,7 +422,7 @@ impl Session {
         let connected_at = started.elapsed();
         let mut plan = match restart {
             Some(reason) => Plan::Restart(reason),
-            None => resume::plan(&partial),
+            None => resume::plan(&partial).overlapped(&partial),
         };
         let mut want = job.segments.max(1);
         let mut not_segmented = None;
@@ -400,7 +432,7 @@ impl Session {
             let (response, decision) = loop {
                 let headers = plan.headers();
                 request_at = started.elapsed();
-                let response = self.get(&mut conn, &current, &headers, &routes, want).await?;
+                let mut response = self.get(&mut conn, &current, &headers, &routes, want).await?;
                 let h = |name: hyper::header::HeaderName| response.header(name);
                 self.learn(&current, conn.protocol, h(hyper::header::ALT_SVC));
                 if let Some((next, security)) = self.redirected(&mut chain, &response)? {
@@ -415,7 +447,21 @@ impl Session {
                     conn = self.connection_for(&current, &routes, path, want).await?;
                     continue;
                 }
-                let decision = resume::decide(&plan, &partial, &view(&response));
+                let decision = match resume::decide(&plan, &partial, &view(&response)) {
+                    // The bytes asked again before the checkpoint must be the ones on disk.
+                    Decision::Append { from, total } if plan.check() > 0 => {
+                        let check = plan.check();
+                        if self
+                            .overlap_matches(&mut response.body, &file, part, from, check)
+                            .await?
+                        {
+                            Decision::Append { from: from + check, total }
+                        } else {
+                            Decision::Retry(RestartReason::ContentChanged)
+                        }
+                    }
+                    d => d,
+                };
                 match decision {
                     Decision::Retry(reason) if !matches!(plan, Plan::Restart(_)) => {
                         tracing::debug!("{}: {}", job.url, reason.explain());
@@ -666,7 +712,12 @@ impl Session {
         total: u64,
     ) -> Result<Vec<(http::Connection, http::Body)>, Opened> {
         let open = |s: Segment| async move {
-            let plan = Plan::From { from: s.start, to: Some(s.end), if_range: validator.clone() };
+            let plan = Plan::From {
+                from: s.start,
+                to: Some(s.end),
+                if_range: validator.clone(),
+                check: 0,
+            };
             let share = ranges.len() + 1;
             let mut conn = self.connect(url, routes, share).await.map_err(Opened::Failed)?;
             let response = conn

@@ -7,6 +7,15 @@
 //! Last-Modified date only when it is strong — at least a second older than the response's
 //! `Date` (RFC 9110 §8.8.2.2). Without a usable validator nothing is resumed: the download
 //! restarts from zero and says so.
+//!
+//! A validator can stay the same while the bytes change (nginx's ETag is the mtime and size,
+//! so a file rewritten within the same second at the same length keeps it). So a resume also
+//! asks again for up to [`OVERLAP`] bytes before its checkpoint and compares them with the
+//! bytes on disk; a difference restarts the download ([`RestartReason::ContentChanged`]). And
+//! a range whose total differs from the recorded length restarts it too.
+
+/// How many bytes before a checkpoint a resume fetches again to compare with the disk.
+pub const OVERLAP: u64 = 64 << 10;
 
 use std::time::Duration;
 
@@ -173,8 +182,9 @@ pub enum Plan {
     /// The whole resource again, discarding the bytes on disk, and why.
     Restart(RestartReason),
     /// `Range: bytes=from-` (or `from-(to - 1)` when `to` is given) with
-    /// `If-Range: validator`.
-    From { from: u64, to: Option<u64>, if_range: Validator },
+    /// `If-Range: validator`; the first `check` bytes of the answer are already on disk and
+    /// must match them.
+    From { from: u64, to: Option<u64>, if_range: Validator, check: u64 },
 }
 
 /// Why bytes already downloaded were given up.
@@ -195,6 +205,11 @@ pub enum RestartReason {
     /// The server refused the range (416) and the recorded length does not say the file is
     /// complete.
     RangeRefused,
+    /// The bytes before the checkpoint, fetched again, differ from the ones on disk: the file
+    /// changed behind an unchanged validator.
+    ContentChanged,
+    /// The server's range names a total length other than the one recorded.
+    TotalChanged,
 }
 
 impl RestartReason {
@@ -211,6 +226,10 @@ impl RestartReason {
             Self::RangeIgnored => "the server ignored the range request and sent the whole file",
             Self::WrongRange => "the server sent a different range from the one asked for",
             Self::RangeRefused => "the server refused the range (416)",
+            Self::ContentChanged => {
+                "the bytes before the checkpoint differ from the server's: the file changed behind an unchanged validator"
+            }
+            Self::TotalChanged => "the server's file is no longer the length recorded",
         }
     }
 }
@@ -221,19 +240,45 @@ pub fn plan(partial: &Partial) -> Plan {
     let segment = partial.segments.iter().find(|s| !s.complete());
     match (&partial.validator, partial.offset, segment) {
         (Some(v), _, Some(s)) => {
-            Plan::From { from: s.start + s.done, to: Some(s.end), if_range: v.clone() }
+            Plan::From { from: s.start + s.done, to: Some(s.end), if_range: v.clone(), check: 0 }
         }
         (_, 0, None) => Plan::Whole,
         (None, _, _) => Plan::Restart(RestartReason::NoValidator),
-        (Some(v), from, None) => Plan::From { from, to: None, if_range: v.clone() },
+        (Some(v), from, None) => Plan::From { from, to: None, if_range: v.clone(), check: 0 },
     }
 }
 
 impl Plan {
+    /// The same request, asking again for up to [`OVERLAP`] bytes before its start that
+    /// `partial` holds (within the segment it resumes), to compare with the disk.
+    #[must_use]
+    pub fn overlapped(self, partial: &Partial) -> Self {
+        match self {
+            Self::From { from, to, if_range, check: 0 } => {
+                let floor = partial
+                    .segments
+                    .iter()
+                    .find(|s| s.start + s.done == from && s.start < from)
+                    .map_or(0, |s| s.start);
+                let check = (from - floor.min(from)).min(OVERLAP);
+                Self::From { from: from - check, to, if_range, check }
+            }
+            other => other,
+        }
+    }
+
+    /// How many bytes at the start of the answer are already on disk, to compare.
+    pub fn check(&self) -> u64 {
+        match self {
+            Self::From { check, .. } => *check,
+            Self::Whole | Self::Restart(_) => 0,
+        }
+    }
+
     /// The request headers that ask for it.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            Self::From { from, to, if_range } => vec![
+            Self::From { from, to, if_range, .. } => vec![
                 (
                     "range",
                     match to {
@@ -320,6 +365,11 @@ pub fn decide(plan: &Plan, partial: &Partial, response: &Response<'_>) -> Decisi
                 return Decision::Retry(RestartReason::Changed);
             }
             match range {
+                ContentRange::Bytes { total: Some(t), .. }
+                    if partial.total.is_some_and(|recorded| recorded != t) =>
+                {
+                    Decision::Retry(RestartReason::TotalChanged)
+                }
                 ContentRange::Bytes { first, last, total }
                     if first == from && asked_to.is_none_or(|to| last + 1 == to) =>
                 {

@@ -308,3 +308,49 @@ fn a_server_that_never_answers_fails_within_the_timeout_and_leaves_nothing() {
     assert_eq!(session.store().find(&dest).unwrap().unwrap().state, State::Interrupted);
     drop(held);
 }
+
+#[test]
+fn nginx_a_file_changed_behind_an_unchanged_etag_is_caught_by_the_overlap() {
+    let scratch = Scratch::new("same-etag");
+    let old = pattern(24 << 20, 5);
+    let new = pattern(24 << 20, 6);
+    let served = scratch.www().join("file.bin");
+    std::fs::write(&served, &old).unwrap();
+    let server =
+        nginx(&scratch, &NginxOptions { slow_rate: Some("20m".into()), ..NginxOptions::default() });
+    let session =
+        session(&scratch, Configuration { checkpoint_bytes: 2 << 20, ..Configuration::default() });
+    let dest = scratch.0.join("file.bin");
+    let url = server.url("/slow/file.bin");
+    let rt = runtime();
+    rt.block_on(interrupt(&session, &job(url.clone(), &dest, false), 6 << 20));
+    let record = session.store().find(&dest).unwrap().unwrap();
+    assert!(record.offset > 0, "a checkpoint to resume from");
+    // The same length and the same mtime: nginx's ETag ("mtime-size") and Last-Modified do not
+    // change, so If-Range alone would splice the new bytes onto the old ones.
+    let mtime = std::fs::metadata(&served).unwrap().modified().unwrap();
+    let etag = |session: &nw_transfer::Session| {
+        rt.block_on(session.data(&server.url("/file.bin"), 64 << 20))
+            .unwrap()
+            .headers
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
+            .unwrap()
+            .1
+    };
+    let before = etag(&session);
+    std::fs::write(&served, &new).unwrap();
+    std::fs::File::options().write(true).open(&served).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(etag(&session), before, "the validator did not change");
+    let mut restarted = None;
+    let done = rt
+        .block_on(session.download(&job(url, &dest, true), &mut |e| {
+            if let Event::Started { restarted: r, .. } = e {
+                restarted = r;
+            }
+        }))
+        .unwrap();
+    assert_eq!(restarted, Some(RestartReason::ContentChanged));
+    assert_eq!(done.restarted, Some(RestartReason::ContentChanged));
+    assert!(std::fs::read(&dest).unwrap() == new, "the new version, whole, never spliced");
+}

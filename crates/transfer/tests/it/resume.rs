@@ -1,8 +1,8 @@
 //! Resume decisions: validator kept, changed, missing; 206 against 200; 416.
 
 use nw_transfer::resume::{
-    ContentRange, Decision, MIN_SEGMENT, Partial, Plan, Response, RestartReason, Segment, Unusable,
-    Validator, decide, durable_prefix, plan, remaining, split,
+    ContentRange, Decision, MIN_SEGMENT, OVERLAP, Partial, Plan, Response, RestartReason, Segment,
+    Unusable, Validator, decide, durable_prefix, plan, remaining, split,
 };
 
 const DATE: &str = "Sat, 21 Nov 2026 10:00:00 GMT";
@@ -45,10 +45,48 @@ fn a_partial_file_with_a_validator_is_resumed_with_if_range() {
     assert_eq!(plan(&partial(0, None)), Plan::Whole);
     assert_eq!(
         plan(&partial(400, Some(etag("\"v1\"")))),
-        Plan::From { from: 400, to: None, if_range: etag("\"v1\"") }
+        Plan::From { from: 400, to: None, if_range: etag("\"v1\""), check: 0 }
     );
     // Without a validator nothing says the bytes are of the current version.
     assert_eq!(plan(&partial(400, None)), Plan::Restart(RestartReason::NoValidator));
+    // Overlapped: the bytes before the checkpoint are asked again to compare, at most OVERLAP.
+    let v1 = || etag("\"v1\"");
+    assert_eq!(
+        plan(&partial(400, Some(v1()))).overlapped(&partial(400, Some(v1()))),
+        Plan::From { from: 0, to: None, if_range: v1(), check: 400 }
+    );
+    let big = partial(1 << 20, Some(v1()));
+    let asked = plan(&big).overlapped(&big);
+    assert_eq!(
+        asked,
+        Plan::From { from: (1 << 20) - OVERLAP, to: None, if_range: v1(), check: OVERLAP }
+    );
+    assert_eq!(asked.headers()[0], ("range", format!("bytes={}-", (1 << 20) - OVERLAP)));
+    assert_eq!(Plan::Whole.overlapped(&big), Plan::Whole);
+}
+
+#[test]
+fn a_206_whose_total_differs_from_the_recorded_one_restarts() {
+    let p = Partial { total: Some(1000), ..partial(400, Some(etag("\"v1\""))) };
+    let response = |range| Response {
+        status: 206,
+        etag: Some("\"v1\""),
+        content_range: Some(range),
+        ..Response::default()
+    };
+    let asked = plan(&p);
+    assert_eq!(
+        decide(&asked, &p, &response("bytes 400-1199/1200")),
+        Decision::Retry(RestartReason::TotalChanged)
+    );
+    assert_eq!(
+        decide(&asked, &p, &response("bytes 400-999/1000")),
+        Decision::Append { from: 400, total: Some(1000) }
+    );
+    assert_eq!(
+        decide(&asked, &p, &response("bytes 400-999/*")),
+        Decision::Append { from: 400, total: None }
+    );
 }
 
 #[test]
@@ -233,8 +271,13 @@ fn a_segmented_partial_resumes_the_first_unfinished_segment_within_its_bounds() 
         segments: segs.clone(),
     };
     let asked = plan(&p);
-    assert_eq!(asked, Plan::From { from: 130, to: Some(200), if_range: etag("\"v1\"") });
+    assert_eq!(asked, Plan::From { from: 130, to: Some(200), if_range: etag("\"v1\""), check: 0 });
     assert_eq!(asked.headers()[0], ("range", "bytes=130-199".to_owned()));
+    // Overlapped, it asks again for the segment's own 30 durable bytes, never its neighbour's.
+    assert_eq!(
+        asked.clone().overlapped(&p),
+        Plan::From { from: 100, to: Some(200), if_range: etag("\"v1\""), check: 30 }
+    );
     // The exact range of the same version appends; any other range is not taken.
     let response = |content_range| Response {
         status: 206,
@@ -255,5 +298,8 @@ fn a_segmented_partial_resumes_the_first_unfinished_segment_within_its_bounds() 
     assert_eq!(durable_prefix(&all, 400), 400);
     assert!(remaining(&all).is_empty());
     let whole = Partial { offset: 400, segments: all, ..p };
-    assert_eq!(plan(&whole), Plan::From { from: 400, to: None, if_range: etag("\"v1\"") });
+    assert_eq!(
+        plan(&whole),
+        Plan::From { from: 400, to: None, if_range: etag("\"v1\""), check: 0 }
+    );
 }
