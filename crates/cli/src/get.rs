@@ -33,6 +33,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     segments: u8,
+    /// When the connection drops mid-body, resume from the checkpoint up to N times (waiting
+    /// 1, 2, 4 … 16 s between tries); 0: fail at once, leaving the download to --resume.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    retry: u32,
     #[command(flatten)]
     queue: QueueArgs,
     #[command(flatten)]
@@ -251,9 +255,62 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         return queue(&session, &jobs, args.queue.discretionary, args.json);
     }
     let mut outcome = Outcome::Success;
+    // Installed once: from here a signal stops the download in hand, cleanly.
+    let mut stop = std::pin::pin!(crate::output::interrupted());
     for job in &jobs {
         let mut report = Report::new(args.json, &job.url);
-        let result = session.download(job, &mut |event| report.event(&event)).await;
+        let mut job = job.clone();
+        let mut retries = args.retry;
+        let result = loop {
+            let ended = {
+                let mut on = |event| report.event(&event);
+                tokio::select! {
+                    result = session.download(&job, &mut on) => Ok(result),
+                    code = &mut stop => Err(code),
+                }
+            };
+            let result = match ended {
+                Ok(result) => result,
+                Err(code) => {
+                    report.finish();
+                    interrupted(&session, &job.dest);
+                    return Ok(Outcome::Exit(code));
+                }
+            };
+            // A connection dropped mid-body left checkpointed bytes: resume them, as wget does.
+            match result {
+                Err(ref e @ (TransferError::Saved { .. } | TransferError::Incomplete { .. }))
+                    if retries > 0 =>
+                {
+                    let wait = Duration::from_secs(1 << (args.retry - retries).min(4));
+                    report.finish();
+                    let cause = match e {
+                        TransferError::Saved { source, .. } => source.to_string(),
+                        TransferError::Incomplete { got, expected, .. } => {
+                            format!("the body ended after {got} of {expected} bytes")
+                        }
+                        e => e.to_string(),
+                    };
+                    crate::output::error_line(&format!(
+                        "nw: {}: {cause}; resuming from the checkpoint in {} s ({retries} {} left)",
+                        job.url,
+                        wait.as_secs(),
+                        if retries == 1 { "retry" } else { "retries" }
+                    ));
+                    retries -= 1;
+                    job.resume = true;
+                    job.force = false;
+                    tokio::select! {
+                        () = backoff(wait) => {}
+                        code = &mut stop => {
+                            interrupted(&session, &job.dest);
+                            return Ok(Outcome::Exit(code));
+                        }
+                    }
+                }
+                result => break result,
+            }
+        };
         report.finish();
         match result {
             Ok(done) => {
@@ -297,6 +354,36 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     Ok(outcome)
+}
+
+/// Waits out a retry's backoff (the front end is where waiting between tries belongs).
+#[allow(clippy::disallowed_methods, reason = "the front end waits between tries")]
+async fn backoff(wait: Duration) {
+    tokio::time::sleep(wait).await;
+}
+
+/// After a signal stopped the download to `dest`: its record says interrupted (not running),
+/// so `nw transfers` and the next `nw get --resume` see it for what it is.
+fn interrupted(session: &Session, dest: &Path) {
+    let Ok(dest) = std::path::absolute(dest) else { return };
+    let part = download::part_path(&dest);
+    if std::fs::symlink_metadata(&part).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        let _ = std::fs::remove_file(&part);
+    }
+    if let Ok(Some(record)) = session.store().find(&dest) {
+        let _ = session.store().set_state(
+            record.id,
+            nw_transfer::store::State::Interrupted,
+            Some("stopped by a signal; run again with --resume to continue"),
+            false,
+        );
+        if part.exists() {
+            crate::output::error_line(&format!(
+                "nw: stopped; {} keeps what was checkpointed; run again with --resume to continue",
+                part.display()
+            ));
+        }
+    }
 }
 
 /// How one transfer is shown, for `nw get` and `nw put` alike: with `--json`, its events and
@@ -392,7 +479,13 @@ pub(crate) fn needs_trust(urls: &[impl AsRef<str>]) -> bool {
 /// A transfer that cannot be made as asked, which nw reports as a usage error (exit 2): a
 /// usage mistake, a load the transport-security policy refuses, a file another nw holds.
 pub(crate) fn not_as_asked(e: &TransferError) -> bool {
-    matches!(e, TransferError::Usage(_) | TransferError::Refused(_) | TransferError::Busy(_))
+    matches!(
+        e,
+        TransferError::Usage(_)
+            | TransferError::Refused(_)
+            | TransferError::Busy(_)
+            | TransferError::NotAFile { .. }
+    )
 }
 
 /// The file name a URL saves to: its last path segment, percent-decoded.

@@ -981,7 +981,17 @@ async fn read(
             None => usize::MAX,
         };
         let take = want.min(room.len());
-        let n = stream.body.read_within(idle, got, &mut room[..take]).await?;
+        let n = match stream.body.read_within(idle, got, &mut room[..take]).await {
+            Ok(n) => n,
+            Err(e) => {
+                // What arrived before the connection dropped is written and checkpointed, not
+                // thrown away with the unfilled chunk: a resume starts after it.
+                if let Some(chunk) = gather.close() {
+                    send(i, &tx, hash.as_ref(), chunk).await?;
+                }
+                return Err(e);
+            }
+        };
         if n == 0 {
             break true;
         }

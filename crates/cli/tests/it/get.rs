@@ -536,3 +536,84 @@ fn queued_transfers_run_with_the_flags_they_were_queued_with() {
     assert!(u["error"].as_str().unwrap_or_default().contains("gone.pem"), "{u}");
     assert!(!scratch.0.join("www/put/gone.bin").exists());
 }
+
+/// A server on loopback that answers each connection with `answer(n, request head)` (n counts
+/// from 1), then closes it.
+fn raw_server(
+    answer: impl Fn(usize, &str) -> Vec<u8> + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let reply = answer(n + 1, &String::from_utf8_lossy(&head));
+            if reply.is_empty() {
+                return;
+            }
+            let _ = stream.write_all(&reply);
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_it_interrupted() {
+    let scratch = scratch("retry");
+    let data = pattern(300_000, 3);
+    let served = data.clone();
+    // The first two answers stop after 100,000 bytes of the body; the third is whole.
+    let (port, _server) = raw_server(move |n, head| {
+        let from: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_owned))
+            .and_then(|r| r.trim_end_matches('-').parse().ok())
+            .unwrap_or(0);
+        let body = &served[from..];
+        let status = if from > 0 {
+            format!("206 Partial Content\r\nContent-Range: bytes {from}-299999/300000")
+        } else {
+            "200 OK".to_owned()
+        };
+        let mut reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(if n <= 2 { &body[..100_000] } else { body });
+        reply
+    });
+    let url = format!("http://127.0.0.1:{port}/file.bin");
+    let out = nw_get(&scratch, &[&url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("resuming from the checkpoint").count(), 2, "{err}");
+    assert!(std::fs::read(scratch.0.join("file.bin")).unwrap() == data, "byte-exact");
+
+    // A server that never answers, and Ctrl-C: exit 130, no empty .part, the record
+    // interrupted rather than running.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/never.bin", silent.local_addr().unwrap().port());
+    let child = nw_get(&scratch, &[&url]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!scratch.0.join("never.bin.part").exists());
+    let list = Command::new(NW)
+        .args(["transfers", "list"])
+        .env("NW_STORE", scratch.0.join("store.db"))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let line = list.lines().find(|l| l.contains("never.bin")).unwrap_or_default();
+    assert!(line.contains("interrupted"), "{list}");
+    drop(silent);
+}
