@@ -15,6 +15,11 @@
 //!   discarded, and the answer says how many bytes came). These paths are reserved: a file of
 //!   the same name under the root is not served.
 //!
+//! Over TCP it keeps at most 256 connections, closes one with no request in flight after 10 s
+//! (before its first request, while its head trickles in, or between requests), and when a
+//! new client needs a place closes the connection idle the longest: idle or trickling clients
+//! cannot lock a real one out.
+//!
 //! It is for tests, benchmarks and offline measurements on loopback: it serves any readable file
 //! under its root to anyone who connects.
 
@@ -86,6 +91,109 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Connections the TCP server holds at most; past it, the connection idle the longest is
+/// closed to make room, so idle or trickling clients cannot lock a real one out.
+const MAX_CONNECTIONS: usize = 256;
+/// A connection with no request in flight (before its first one, while its head trickles
+/// in, or between requests) is closed after this long.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// The server's TCP connections and whether each is idle: what lets it close idle ones.
+#[derive(Debug, Default)]
+struct Connections {
+    next: u64,
+    /// Per connection: idle since (`None` while a request is in flight), and how to close it.
+    open: std::collections::HashMap<u64, Tracked>,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    idle_since: Option<tokio::time::Instant>,
+    in_flight: usize,
+    close: Arc<tokio::sync::Notify>,
+}
+
+type Registry = Arc<std::sync::Mutex<Connections>>;
+
+fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, Connections> {
+    registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One connection's place in the registry; leaving it on drop.
+struct Slot {
+    registry: Registry,
+    id: u64,
+    close: Arc<tokio::sync::Notify>,
+}
+
+impl Slot {
+    /// Registers a new connection, idle until its first request, and when the server is full
+    /// asks the connection idle the longest to close.
+    #[allow(clippy::disallowed_methods, reason = "the server times its connections as they run")]
+    fn join(registry: &Registry) -> Self {
+        let close = Arc::new(tokio::sync::Notify::new());
+        let mut c = lock(registry);
+        let id = c.next;
+        c.next += 1;
+        let now = tokio::time::Instant::now();
+        c.open.insert(id, Tracked { idle_since: Some(now), in_flight: 0, close: close.clone() });
+        if c.open.len() > MAX_CONNECTIONS
+            && let Some(oldest) = c
+                .open
+                .iter()
+                .filter(|(other, _)| **other != id)
+                .filter_map(|(_, t)| t.idle_since.map(|since| (since, t)))
+                .min_by_key(|(since, _)| *since)
+        {
+            oldest.1.close.notify_one();
+        }
+        Self { registry: registry.clone(), id, close }
+    }
+
+    /// A request starts: the connection is busy until the guard it returns is dropped (when
+    /// the response's body ends).
+    fn busy(registry: &Registry, id: u64) -> Busy {
+        if let Some(t) = lock(registry).open.get_mut(&id) {
+            t.in_flight += 1;
+            t.idle_since = None;
+        }
+        Busy { registry: registry.clone(), id }
+    }
+
+    /// How long it has been idle (zero while busy).
+    fn idle_for(&self) -> Duration {
+        lock(&self.registry)
+            .open
+            .get(&self.id)
+            .and_then(|t| t.idle_since)
+            .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.registry).open.remove(&self.id);
+    }
+}
+
+/// A request in flight on a connection.
+struct Busy {
+    registry: Registry,
+    id: u64,
+}
+
+impl Drop for Busy {
+    #[allow(clippy::disallowed_methods, reason = "the server times its connections as they run")]
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.registry).open.get_mut(&self.id) {
+            t.in_flight = t.in_flight.saturating_sub(1);
+            if t.in_flight == 0 {
+                t.idle_since = Some(tokio::time::Instant::now());
+            }
+        }
+    }
 }
 
 /// What the server serves, whichever HTTP version asks.
@@ -379,12 +487,17 @@ impl HttpServer {
             .map(|(chain, key)| nw_connection::tls::server_config(chain, key, &alpn))
             .transpose()
             .map_err(|e| ServerError::Tls(e.to_string()))?;
+        let registry = Registry::default();
         let handler: Handler = Arc::new(move |stream, peer| {
             let site = site.clone();
+            let registry = registry.clone();
             Box::pin(async move {
+                let slot = Slot::join(&registry);
+                let id = slot.id;
                 let service = hyper::service::service_fn(move |request| {
                     let site = site.clone();
-                    async move { Ok::<_, Infallible>(serve_hyper(&site, request).await) }
+                    let busy = Slot::busy(&registry, id);
+                    async move { Ok::<_, Infallible>(serve_hyper(&site, request, busy).await) }
                 });
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -394,14 +507,35 @@ impl HttpServer {
                     .initial_stream_window_size(H2_STREAM_WINDOW)
                     .initial_connection_window_size(H2_CONNECTION_WINDOW)
                     .max_frame_size(1 << 20);
-                if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                // Closed when idle too long, or when a new client needs its place.
+                let mut check = tokio::time::interval(Duration::from_secs(1));
+                let result = loop {
+                    tokio::select! {
+                        result = conn.as_mut() => break result,
+                        () = slot.close.notified() => {
+                            tracing::debug!("test server: closing idle {peer} to make room");
+                            conn.as_mut().graceful_shutdown();
+                            break closing(conn).await;
+                        }
+                        _ = check.tick() => if slot.idle_for() >= IDLE {
+                            tracing::debug!("test server: closing {peer}, idle for {IDLE:?}");
+                            conn.as_mut().graceful_shutdown();
+                            break closing(conn).await;
+                        }
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!("test server: connection from {peer}: {e}");
                 }
             })
         });
         let config = listener::Config {
             tls,
-            max_connections: 256,
+            // Above the server's own limit: the listener does not make new clients wait
+            // while idle ones hold every place; the server closes those instead.
+            max_connections: MAX_CONNECTIONS * 2,
             handshake_timeout: Duration::from_secs(10),
             notsent_lowat: Some(NOTSENT_LOWAT),
         };
@@ -427,10 +561,16 @@ impl HttpServer {
     }
 }
 
+/// A connection asked to shut down gracefully, given [`IDLE`] to finish (then dropped).
+async fn closing<F: Future<Output = Result<(), E>>, E>(conn: F) -> Result<(), E> {
+    tokio::time::timeout(IDLE, conn).await.unwrap_or(Ok(()))
+}
+
 /// One request over HTTP/1.1 or HTTP/2.
 async fn serve_hyper(
     site: &Site,
     request: hyper::Request<hyper::body::Incoming>,
+    busy: Busy,
 ) -> hyper::Response<RequestBody> {
     let (head, mut incoming) = request.into_parts();
     let response = match answer(site, &head.method, &head.uri, &head.headers).await {
@@ -445,12 +585,13 @@ async fn serve_hyper(
     };
     let rate = site.options.rate;
     response.map(|source| {
-        let pieces = futures_util::stream::unfold(Some(source), move |source| async move {
-            let mut source = source?;
+        // The connection stays busy until the body has gone (or is dropped).
+        let pieces = futures_util::stream::unfold(Some((source, busy)), move |source| async move {
+            let (mut source, busy) = source?;
             match source.next().await {
                 Ok(Some(piece)) => {
                     pace(rate, piece.len()).await;
-                    Some((Ok(Frame::data(piece)), Some(source)))
+                    Some((Ok(Frame::data(piece)), Some((source, busy))))
                 }
                 Ok(None) => None,
                 // Once: hyper then resets the stream (or closes the connection).

@@ -203,3 +203,47 @@ fn server_uploads_a_file_over_every_http_version_and_data_tasks_are_bounded() {
     let e = rt.block_on(session.upload(&job)).unwrap_err();
     assert!(e.to_string().contains("absent.bin: cannot open it to upload"), "{e}");
 }
+
+#[test]
+fn server_idle_and_trickling_clients_cannot_lock_a_real_one_out() {
+    let scratch = Scratch::new("server-lockout");
+    std::fs::write(scratch.www().join("f.txt"), b"hello").unwrap();
+    let rt = runtime();
+    let server = rt
+        .block_on(HttpServer::start(
+            loopback(),
+            Some(&scratch.www()),
+            None,
+            &server::Options::default(),
+        ))
+        .unwrap();
+    let addr = server.local_addr();
+    // 300 connections, more than the server keeps: half silent, half trickling a head that
+    // never ends. (Before, 256 idle connections locked every later client out.)
+    // (Connected on the runtime the server runs on, so it accepts them meanwhile.)
+    let held = rt.block_on(async {
+        use tokio::io::AsyncWriteExt as _;
+        let mut held = Vec::new();
+        for i in 0..300 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if i % 2 == 1 {
+                c.write_all(b"GET /f.txt HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+            }
+            held.push(c);
+        }
+        // Let the server take them all in.
+        tokio::task::yield_now().await;
+        held
+    });
+    let session = session(
+        &scratch,
+        Configuration { request_timeout: Duration::from_secs(30), ..Configuration::default() },
+    );
+    #[allow(clippy::disallowed_methods, reason = "the test measures how long the request took")]
+    let started = Instant::now();
+    let data = rt.block_on(session.data(&server.url("/f.txt"), 1024)).unwrap();
+    assert_eq!((data.status, &data.body[..]), (200, &b"hello"[..]));
+    // Well inside the idle limit (10 s): an idle connection was closed to make room.
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    drop(held);
+}
