@@ -265,21 +265,22 @@ pub(crate) fn options(
     Ok(Options { anchors, ct, log_list, ..Options::default() })
 }
 
-/// The log list `nw trust update-log-list` saved (or a packaged one), read once per process.
-/// One that cannot be read is said once and left out: CT then goes unenforced, as with none.
+/// The log list `nw trust update-log-list` saved (or a packaged one), read once per process
+/// (the one default trust uses everywhere). One that cannot be read is said, and left out: CT
+/// then goes unenforced, as with none.
 fn installed_log_list() -> Option<Arc<nw_trust::ct::LogList>> {
-    static LIST: std::sync::OnceLock<Option<Arc<nw_trust::ct::LogList>>> =
-        std::sync::OnceLock::new();
-    LIST.get_or_init(|| match nw_trust::ct::installed()? {
-        (_, Ok(list)) => Some(Arc::new(list)),
-        (_, Err(e)) => {
+    let list = nw_trust::ct::shared();
+    if list.is_none()
+        && let Some((_, Err(e))) = nw_trust::ct::installed()
+    {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
             crate::output::error_line(&format!(
                 "nw: ignoring the installed CT log list, {e}; `nw trust update-log-list` fetches a good one"
             ));
-            None
-        }
-    })
-    .clone()
+        });
+    }
+    list
 }
 
 /// Connects with the evaluator as the TLS verifier and returns its evaluation, trusted or not.

@@ -90,11 +90,11 @@ async fn connect(
 async fn accept(port: u16, tls: bool) -> Result<Box<dyn Io>, Error> {
     let root = std::env::temp_dir().join(format!("nwcat-root-{}.pem", std::process::id()));
     let tls = if tls {
-        let ca = tls::TestCa::new("nwcat throwaway CA")?;
-        let issued = ca.issue_server(&["localhost", "127.0.0.1", "::1"])?;
-        std::fs::write(&root, ca.root_pem())?;
+        let ca = nw_trust::ca::TestCa::new("nwcat throwaway CA")?;
+        let issued = ca.server(&["localhost", "127.0.0.1", "::1"])?;
+        std::fs::write(&root, ca.cert_pem())?;
         eprintln!("nwcat: clients can trust it with --anchor {}", root.display());
-        Some(tls::server_config(issued.chain, issued.key, &[])?)
+        Some(tls::server_config(issued.chain.clone(), issued.key()?, &[])?)
     } else {
         None
     };

@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
 
 use crate::listener::{self, Handler, Listener};
-use crate::tls::{self, TestCa, TlsError};
+use crate::tls::{self, TlsError};
 
 /// A running test server; dropping it stops it.
 #[derive(Debug)]
@@ -25,9 +25,11 @@ impl TestServer {
     /// QUIC on the same port number over UDP, both with ALPN `nwkit-echo`. Its certificate
     /// names `localhost`, 127.0.0.1 and ::1, issued by a CA made for this server alone.
     pub async fn start(addr: SocketAddr) -> Result<Self, TestServerError> {
-        let ca = TestCa::new("nwkit embedded test server CA")?;
-        let issued = ca.issue_server(&["localhost", "127.0.0.1", "::1"])?;
-        let config = tls::server_config(issued.chain, issued.key, &[b"nwkit-echo".to_vec()])?;
+        let trust = |e: nw_trust::TrustError| TlsError::Config(format!("test CA: {e}"));
+        let ca = nw_trust::ca::TestCa::new("nwkit embedded test server CA").map_err(trust)?;
+        let issued = ca.server(&["localhost", "127.0.0.1", "::1"]).map_err(trust)?;
+        let key = issued.key().map_err(trust)?;
+        let config = tls::server_config(issued.chain, key, &[b"nwkit-echo".to_vec()])?;
         let echo: Handler = Arc::new(|stream, _peer| {
             Box::pin(async move {
                 let (mut rd, mut wr) = tokio::io::split(stream);
@@ -47,7 +49,7 @@ impl TestServer {
         let quic = Listener::bind_quic(listener.local_addr(), settings, echo)
             .await
             .map_err(TestServerError::Bind)?;
-        Ok(Self { listener, quic, root: ca.root() })
+        Ok(Self { listener, quic, root: ca.root_der() })
     }
 
     /// The TCP address; QUIC listens on the same address and port over UDP.

@@ -1,9 +1,8 @@
-//! TLS options for connections: trust (any rustls `ServerCertVerifier`, by default rustls's
-//! WebPKI verifier over the system's anchors plus extra ones), SNI, ALPN, a client identity;
-//! PEM loading; a throwaway test CA for test servers and `nw cat -l --tls`.
-//!
-//! The minimal test CA here serves the embedded test server; nw-trust (which this crate does
-//! not depend on) has the full one and the real verifier, which front ends plug in.
+//! TLS options for connections: trust (any rustls `ServerCertVerifier`; by default nw-trust's
+//! evaluation over the system's anchors plus extra ones, the same trust HTTP loads get: host
+//! names from the SAN only, the anchor class's rules, Certificate Transparency with the
+//! installed log list), SNI, ALPN, a client identity; PEM loading. Test certificates come
+//! from nw-trust's `ca`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use serde::Serialize;
 
 use crate::crypto;
@@ -33,7 +32,8 @@ pub enum TlsError {
 /// How a client connection does TLS.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
-    /// Checks the server's certificate. `None`: rustls's WebPKI verifier over the anchors below.
+    /// Checks the server's certificate. `None`: nw-trust's evaluation over the anchors below
+    /// (system anchors by their class, extra ones as custom), CT as by default.
     pub verifier: Option<Arc<dyn ServerCertVerifier>>,
     /// Trust the operating system's anchors (`/etc/ssl/certs`).
     pub system_anchors: bool,
@@ -54,10 +54,14 @@ impl ClientOptions {
         let builder = ClientConfig::builder_with_provider(crypto::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        let builder = match &self.verifier {
-            Some(v) => builder.dangerous().with_custom_certificate_verifier(v.clone()),
-            None => builder.with_root_certificates(self.anchors()),
+        let verifier = match &self.verifier {
+            Some(v) => v.clone(),
+            None => Arc::new(nw_trust::verifier::TrustVerifier::new(
+                self.trust_options(),
+                crypto::provider(),
+            )),
         };
+        let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
         let mut config = match (&self.identities, &self.identity) {
             (Some(resolver), _) => builder.with_client_cert_resolver(resolver.clone()),
             (None, Some((chain, key))) => builder
@@ -69,17 +73,24 @@ impl ClientOptions {
         Ok(Arc::new(config))
     }
 
-    fn anchors(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
+    /// What the default verifier evaluates against.
+    pub fn trust_options(&self) -> nw_trust::Options {
+        let mut anchors = Vec::new();
         if self.system_anchors {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::debug!("system anchors: {e}");
+            match nw_trust::anchors::system() {
+                Ok(system) => anchors = system,
+                Err(e) => tracing::debug!("system anchors: {e}"),
             }
-            roots.add_parsable_certificates(found.certs);
         }
-        roots.add_parsable_certificates(self.extra_anchors.iter().cloned());
-        roots
+        anchors.extend(self.extra_anchors.iter().map(|der| nw_trust::Anchor {
+            der: der.clone(),
+            class: nw_trust::AnchorClass::Custom,
+        }));
+        nw_trust::Options {
+            anchors,
+            log_list: nw_trust::ct::shared(),
+            ..nw_trust::Options::default()
+        }
     }
 }
 
@@ -166,75 +177,6 @@ pub fn server_config_verifying(
         .map_err(|e| TlsError::Config(format!("server certificate: {e}")))?;
     config.alpn_protocols = alpn.to_vec();
     Ok(Arc::new(config))
-}
-
-/// A throwaway certificate authority for test servers. Never trusted by anything but the
-/// clients that are handed its root explicitly.
-pub struct TestCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    root: rcgen::Certificate,
-}
-
-impl std::fmt::Debug for TestCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCa").finish_non_exhaustive()
-    }
-}
-
-/// A certificate chain and its key, as issued by a [`TestCa`].
-#[derive(Debug)]
-pub struct Issued {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl TestCa {
-    pub fn new(common_name: &str) -> Result<Self, TlsError> {
-        let err = |e: rcgen::Error| TlsError::Config(format!("test CA: {e}"));
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages =
-            vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-        let key = rcgen::KeyPair::generate().map_err(err)?;
-        let root = params.self_signed(&key).map_err(err)?;
-        let issuer = rcgen::Issuer::new(params, key);
-        Ok(Self { issuer, root })
-    }
-
-    /// The root certificate, to hand to clients as an anchor.
-    pub fn root(&self) -> CertificateDer<'static> {
-        self.root.der().clone()
-    }
-
-    pub fn root_pem(&self) -> String {
-        self.root.pem()
-    }
-
-    /// A server certificate for these names (DNS names or IP literals go in the SAN). Client
-    /// identities and anything more come from nw-trust's `ca`.
-    pub fn issue_server(&self, names: &[&str]) -> Result<Issued, TlsError> {
-        let err = |e: rcgen::Error| TlsError::Config(format!("test certificate: {e}"));
-        let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = rcgen::CertificateParams::new(sans).map_err(err)?;
-        if let Some(first) = names.first() {
-            params.distinguished_name.push(rcgen::DnType::CommonName, *first);
-        }
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true; // RFC 5280 §4.2.1.1
-        let key = rcgen::KeyPair::generate().map_err(err)?;
-        let cert = params.signed_by(&key, &self.issuer).map_err(err)?;
-        let key_der = PrivateKeyDer::try_from(key.serialize_der())
-            .map_err(|e| TlsError::Config(e.to_owned()))?;
-        Ok(Issued {
-            chain: vec![cert.der().clone(), self.root()],
-            key: key_der,
-            cert_pem: format!("{}{}", cert.pem(), self.root.pem()),
-            key_pem: key.serialize_pem(),
-        })
-    }
 }
 
 #[cfg(test)]

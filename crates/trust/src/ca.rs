@@ -82,6 +82,15 @@ pub struct Issued {
     pub not_after: i64,
 }
 
+impl Issued {
+    /// The private key, DER, for a TLS server or client configuration.
+    pub fn key(&self) -> Result<rustls_pki_types::PrivateKeyDer<'static>, TrustError> {
+        use rustls_pki_types::pem::PemObject as _;
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| TrustError::Issue(format!("its key: {e}")))
+    }
+}
+
 impl TestCa {
     /// A new root valid for ten years from an hour ago.
     pub fn new(name: &str) -> Result<Self, TrustError> {

@@ -105,6 +105,21 @@ pub fn installed() -> Option<(std::path::PathBuf, Result<LogList, crate::TrustEr
     Some((path, list))
 }
 
+/// The [`installed`] list, read once per process and shared: what default trust checks SCTs
+/// against. `None` when there is none, or when the one there cannot be read (the reason is
+/// logged once; CT then goes unenforced, with a note on each evaluation).
+pub fn shared() -> Option<std::sync::Arc<LogList>> {
+    static LIST: std::sync::OnceLock<Option<std::sync::Arc<LogList>>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| match installed()? {
+        (_, Ok(list)) => Some(std::sync::Arc::new(list)),
+        (_, Err(e)) => {
+            tracing::warn!("ignoring the installed CT log list: {e}");
+            None
+        }
+    })
+    .clone()
+}
+
 /// Checks `list` (signed by `key_pem`) and writes it to `path` atomically (a temporary file
 /// beside it, renamed over it), creating the directory. Returns the parsed list.
 pub fn save(

@@ -219,13 +219,13 @@ fn openssl_server(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> (nw_lab::Child, std::path::PathBuf) {
-    let ca = nw_connection::tls::TestCa::new("nwkit test CA").unwrap();
-    let issued = ca.issue_server(&["www.test"]).unwrap();
+    let ca = nw_trust::ca::TestCa::new("nwkit test CA").unwrap();
+    let issued = ca.server(&["www.test"]).unwrap();
     std::fs::create_dir_all(dir).unwrap();
     let (cert, key, root) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("root.pem"));
-    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&cert, &issued.chain_pem).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
-    std::fs::write(&root, ca.root_pem()).unwrap();
+    std::fs::write(&root, ca.cert_pem()).unwrap();
     let mut cmd = s.p.srv.command("openssl");
     cmd.args(["s_server", "-quiet", "-www", "-accept", "198.51.100.2:4433"]);
     cmd.arg("-cert")
@@ -505,12 +505,12 @@ fn quic_handshake_with_ngtcp2_and_the_race_over_quic() {
     let s = scene();
     let dir = std::env::temp_dir().join(format!("{}-quic", s.p.cli.name()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ca = nw_connection::tls::TestCa::new("nwkit test CA").unwrap();
-    let issued = ca.issue_server(&["www.test"]).unwrap();
+    let ca = nw_trust::ca::TestCa::new("nwkit test CA").unwrap();
+    let issued = ca.server(&["www.test"]).unwrap();
     let (cert, key, root) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("root.pem"));
-    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&cert, &issued.chain_pem).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
-    std::fs::write(&root, ca.root_pem()).unwrap();
+    std::fs::write(&root, ca.cert_pem()).unwrap();
     let mut cmd = s.p.srv.command("gtlsserver");
     cmd.args(["-q", "*", "4443"])
         .arg(&key)

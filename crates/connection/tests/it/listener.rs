@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use nw_connection::driver::Io;
 use nw_connection::listener::{Config, Handler, Listener};
-use nw_connection::tls::{self, ClientOptions, TestCa};
+use nw_connection::tls::{self, ClientOptions};
+use nw_trust::ca::TestCa;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Notify;
 
@@ -33,8 +34,8 @@ fn echo() -> Handler {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_client_is_served_through_a_flood_and_nothing_leaks() {
     let ca = TestCa::new("nwkit test CA").unwrap();
-    let issued = ca.issue_server(&["localhost"]).unwrap();
-    let server = tls::server_config(issued.chain, issued.key, &[]).unwrap();
+    let issued = ca.server(&["localhost"]).unwrap();
+    let server = tls::server_config(issued.chain.clone(), issued.key().unwrap(), &[]).unwrap();
     let baseline = open_fds();
     let config = Config {
         tls: Some(server),
@@ -67,7 +68,7 @@ async fn a_real_client_is_served_through_a_flood_and_nothing_leaks() {
         }
     });
 
-    let client = ClientOptions { extra_anchors: vec![ca.root()], ..ClientOptions::default() }
+    let client = ClientOptions { extra_anchors: vec![ca.root_der()], ..ClientOptions::default() }
         .config()
         .unwrap();
     let tcp = tokio::net::TcpStream::connect(at).await.expect("the real client's connect");
@@ -224,8 +225,9 @@ async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
     use nw_connection::driver::{ConnectError, SystemResolver, connect};
     use nw_connection::resolve::SystemConfig;
     let ca = TestCa::new("nwkit test CA").unwrap();
-    let issued = ca.issue_server(&["localhost"]).unwrap();
-    let server = tls::server_config(issued.chain, issued.key, &[b"t".to_vec()]).unwrap();
+    let issued = ca.server(&["localhost"]).unwrap();
+    let server =
+        tls::server_config(issued.chain.clone(), issued.key().unwrap(), &[b"t".to_vec()]).unwrap();
     let hold: Handler = Arc::new(|stream: Box<dyn Io>, _| {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs(60)).await;
@@ -235,7 +237,7 @@ async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
     let config = Config { tls: Some(server), max_connections: 1, ..Config::default() };
     let listener = Listener::bind_quic("127.0.0.1:0".parse().unwrap(), config, hold).await.unwrap();
     let port = listener.local_addr().port();
-    let params = quic_params(ca.root(), b"t");
+    let params = quic_params(ca.root_der(), b"t");
     let resolver = Arc::new(SystemResolver::new(SystemConfig::parse("", "")));
     let mut first = connect("127.0.0.1", port, &params, resolver.clone()).await.unwrap();
     first.stream.write_all(b"x").await.unwrap(); // opens the stream on the server's side
