@@ -54,8 +54,21 @@ impl fmt::Debug for Untrusted {
 }
 
 impl fmt::Display for Untrusted {
+    /// The per-certificate lines, then what exactly failed and what to try, as `nw trust`
+    /// says it: `Certificate 1 “CA” has errors: Root is not trusted; — its root is not an
+    /// anchor; …`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.failure_lines().join(" "))
+        f.write_str(&self.0.failure_lines().join(" "))?;
+        let details: Vec<String> = self
+            .0
+            .certificates
+            .iter()
+            .flat_map(|c| c.problems.iter().map(crate::Problem::detail))
+            .collect();
+        if !details.is_empty() {
+            write!(f, " — {}", details.join("; "))?;
+        }
+        Ok(())
     }
 }
 
