@@ -409,8 +409,11 @@ fn put_queue_then_transfers_run_sends_puts_retries_only_what_is_safe_and_lists_u
     let server = nginx(&scratch, &Options::default());
     std::fs::create_dir_all(scratch.0.join("www/put")).unwrap();
     std::fs::write(scratch.0.join("www/put/taken.bin"), b"x").unwrap();
-    // A port nobody listens on: connecting fails, so nothing is sent.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A port bound and never listened on: connecting is refused, so nothing is sent, and no
+    // other test's server can take the port meanwhile (a dropped listener's port could be).
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    holder.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let closed = holder.local_addr().unwrap().as_socket().unwrap();
     let put = |args: &[&str]| nw(&scratch, &[&["put", "--queue"], args].concat()).output().unwrap();
     let (q, taken) = (server.url("/put/q.bin"), server.url("/put/taken.bin"));
     let never = format!("http://{closed}/put/never.bin");
