@@ -457,6 +457,7 @@ async fn transfer() -> Section {
             resume: false,
             force: true,
             segments: 1,
+            headers: Vec::new(),
         };
         let outcome = match nw_transfer::Session::ephemeral(config) {
             Ok(session) => session.download(&job, &mut |_| {}).await.map_err(|e| e.to_string()),

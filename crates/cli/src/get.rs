@@ -33,6 +33,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     segments: u8,
+    /// An extra request header, `-H 'Name: value'` (repeatable). Credentials (Authorization,
+    /// Cookie) go only to the URL's own origin, never to one a redirect leads to.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// HTTP Basic authentication as USER:PASSWORD (only over HTTPS or to a local name, and
+    /// only to the URL's own origin).
+    #[arg(long, short = 'u', value_name = "USER:PASSWORD")]
+    user: Option<String>,
     /// When the connection drops mid-body, resume from the checkpoint up to N times (waiting
     /// 1, 2, 4 … 16 s between tries); 0: fail at once, leaving the download to --resume.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -234,6 +242,28 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
+    let headers = request_headers(&args.headers, args.user.as_deref())?;
+    if args.queue.queue && !headers.is_empty() {
+        return Err(UsageError(
+            "-H and --user are not kept for queued transfers (credentials stay out of the store); download without --queue"
+                .into(),
+        )
+        .into());
+    }
+    if args.user.is_some() {
+        for url in &args.urls {
+            if let Ok(nw_connection::endpoint::Endpoint::Url(u)) =
+                nw_connection::endpoint::Endpoint::parse(url)
+                && u.scheme == "http"
+                && nw_transfer::policy::local_exemption(&u.host).is_none()
+            {
+                return Err(UsageError(format!(
+                    "--user with {url} would send the password in the clear; use https://"
+                ))
+                .into());
+            }
+        }
+    }
     let mut jobs = Vec::new();
     for url in &args.urls {
         let dest = match &args.output {
@@ -247,6 +277,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             resume: args.resume,
             force: args.force,
             segments: usize::from(args.segments),
+            headers: headers.clone(),
         });
     }
     let https = needs_trust(&args.urls);
@@ -354,6 +385,29 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     Ok(outcome)
+}
+
+/// `-H` values as fields, and `--user` as an `Authorization: Basic` field (RFC 7617).
+fn request_headers(given: &[String], user: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    for h in given {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(UsageError(format!("-H {h:?}: give it as 'Name: value'")).into());
+        };
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    if let Some(user) = user {
+        if !user.contains(':') {
+            return Err(UsageError(
+                "--user: give USER:PASSWORD (nw does not prompt for a password)".into(),
+            )
+            .into());
+        }
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(user);
+        headers.push(("Authorization".to_owned(), format!("Basic {token}")));
+    }
+    Ok(headers)
 }
 
 /// Waits out a retry's backoff (the front end is where waiting between tries belongs).

@@ -55,6 +55,60 @@ pub struct Download {
     /// the server allows ranges and the file is large enough (1: front to back). A download
     /// that was interrupted in segments resumes in them whatever this says.
     pub segments: usize,
+    /// Request header fields to send besides the ones the download sets itself (`Range`,
+    /// `If-Range`, `Host`, …, which cannot be given). `Authorization`, `Cookie` and
+    /// `Proxy-Authorization` go only to the URL's own origin, never to one a redirect leads to.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Fields a download sets itself, or that frame the message: never taken from the caller.
+const OWN_FIELDS: [&str; 8] = [
+    "host",
+    "range",
+    "if-range",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+];
+
+/// Fields that carry credentials: sent only to the origin they were given for.
+const CREDENTIALS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+impl Download {
+    /// Refuses header fields the download sets itself, and names that are not tokens or values
+    /// with line breaks (which would smuggle a field or a request).
+    pub fn check_headers(&self) -> Result<(), TransferError> {
+        for (name, value) in &self.headers {
+            let lower = name.to_ascii_lowercase();
+            if OWN_FIELDS.contains(&lower.as_str()) {
+                return Err(TransferError::Usage(format!(
+                    "the {name} field is the download's own to set; leave it out"
+                )));
+            }
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || hyper::header::HeaderValue::from_str(value).is_err()
+                || value.contains(['\r', '\n'])
+            {
+                return Err(TransferError::Usage(format!(
+                    "{name:?}: {value:?} is not a header field (a name, and a value on one line)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The caller's fields for a request to `url`: all of them at the download's own origin,
+    /// and none that carry credentials anywhere else.
+    fn headers_for(&self, first: &crate::altsvc::Origin, url: &Url) -> Vec<(&str, String)> {
+        let same = crate::origin(url) == *first;
+        self.headers
+            .iter()
+            .filter(|(n, _)| same || !CREDENTIALS.contains(&n.to_ascii_lowercase().as_str()))
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect()
+    }
 }
 
 /// What a download reports while it runs.
@@ -210,6 +264,7 @@ impl Session {
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Finished, TransferError> {
         let started = Instant::now();
+        job.check_headers()?;
         let (url, security) = self.allowed(&job.url)?;
         let Admission { dest, part, record, partial, restart } = self.admit(job)?;
         let (dest, store) = (&dest, &self.store);
@@ -430,7 +485,8 @@ impl Session {
         // The planned request, and a clean restart if its answer (or a segment's) says so.
         let (response, decision, ranges, extra) = 'attempt: loop {
             let (response, decision) = loop {
-                let headers = plan.headers();
+                let mut headers = plan.headers();
+                headers.extend(job.headers_for(&crate::origin(url), &current));
                 request_at = started.elapsed();
                 let mut response = self.get(&mut conn, &current, &headers, &routes, want).await?;
                 let h = |name: hyper::header::HeaderName| response.header(name);
@@ -538,7 +594,11 @@ impl Session {
             // The first answer holds everything from `from` on unless it was asked for its
             // range alone (a segmented download resuming).
             let whole_rest = !matches!(plan, Plan::From { to: Some(_), .. });
-            match self.open_segments((&current, &job.url), &routes, rest, validator, total).await {
+            let extra = job.headers_for(&crate::origin(url), &current);
+            match self
+                .open_segments((&current, &job.url, &extra), &routes, rest, validator, total)
+                .await
+            {
                 Ok(extra) => break 'attempt (response, decision, ranges, extra),
                 Err(Opened::Failed(e)) if whole_rest => {
                     // The first connection works: it fetches the rest alone rather than the
@@ -705,7 +765,7 @@ impl Session {
     /// that exact range of the same version (`If-Range` with `validator`).
     async fn open_segments(
         &self,
-        (url, text): (&Url, &str),
+        (url, text, extra): (&Url, &str, &[(&str, String)]),
         routes: &(nw_connection::driver::Params, Option<http::H3Route>),
         ranges: &[Segment],
         validator: &resume::Validator,
@@ -721,7 +781,11 @@ impl Session {
             let share = ranges.len() + 1;
             let mut conn = self.connect(url, routes, share).await.map_err(Opened::Failed)?;
             let response = conn
-                .get_within(url, &plan.headers(), self.config.request_timeout)
+                .get_within(
+                    url,
+                    &[plan.headers(), extra.to_vec()].concat(),
+                    self.config.request_timeout,
+                )
                 .await
                 .map_err(Opened::Failed)?;
             match resume::decide(&plan, &Partial::default(), &view(&response)) {

@@ -312,6 +312,8 @@ impl Session {
                                 force: false,
                                 // Interrupted in segments: it resumes in them whatever this says.
                                 segments: r.want_segments,
+                                // Never stored: credentials stay out of the store.
+                                headers: Vec::new(),
                             };
                             session.download(&job, &mut events).await.map(Ended::Downloaded)
                         }

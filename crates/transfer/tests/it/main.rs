@@ -9,6 +9,7 @@
 
 mod altsvc;
 mod h3;
+mod headers;
 mod nginx;
 mod pool;
 mod proxy;

@@ -47,7 +47,15 @@ pub(crate) fn session(scratch: &Scratch, config: Configuration) -> Session {
 }
 
 pub(crate) fn job(url: String, dest: &Path, resume: bool) -> Download {
-    Download { url, dest: dest.to_owned(), sha256: None, resume, force: false, segments: 1 }
+    Download {
+        url,
+        dest: dest.to_owned(),
+        sha256: None,
+        resume,
+        force: false,
+        segments: 1,
+        headers: Vec::new(),
+    }
 }
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
