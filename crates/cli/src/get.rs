@@ -15,7 +15,8 @@ pub(crate) struct Args {
     /// What to download (http:// or https://).
     #[arg(required = true, value_name = "URL")]
     urls: Vec<String>,
-    /// Where to save it (one URL only); by default the URL's last path segment, here.
+    /// Where to save it (one URL only); by default the URL's last path segment, here. `-`:
+    /// to stdout, as it comes (nothing kept to resume).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Continue an interrupted download of the same file from its last checkpoint.
@@ -282,6 +283,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let https = needs_trust(&args.urls);
     let session = args.session.session(https, &args.disk)?;
+    if args.output.as_deref() == Some(Path::new("-")) {
+        return to_stdout(&args, &session, &headers).await;
+    }
     if args.queue.queue {
         return queue(&session, &jobs, args.queue.discretionary, args.json);
     }
@@ -385,6 +389,44 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     Ok(outcome)
+}
+
+/// `-o -`: the one URL's body to stdout as it comes; no `.part`, no record, nothing to resume.
+async fn to_stdout(
+    args: &Args,
+    session: &Session,
+    headers: &[(String, String)],
+) -> anyhow::Result<Outcome> {
+    let refused = match () {
+        () if args.urls.len() > 1 => Some("one URL"),
+        () if args.queue.queue => Some("no --queue"),
+        () if args.resume || args.force => Some("no --resume or --force"),
+        () if args.sha256.is_some() => Some("no --sha256 (pipe it to sha256sum)"),
+        () if args.segments > 1 => Some("no --segments"),
+        () => None,
+    };
+    if let Some(what) = refused {
+        return Err(UsageError(format!("-o - (to stdout) takes {what}")).into());
+    }
+    let url = &args.urls[0];
+    let mut out = tokio::io::stdout();
+    let mut stop = std::pin::pin!(crate::output::interrupted());
+    let result = tokio::select! {
+        result = session.data_to(url, headers, &mut out) => result,
+        code = &mut stop => return Ok(Outcome::Exit(code)),
+    };
+    match result {
+        Ok(_) => Ok(Outcome::Success),
+        Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
+        Err(e) => {
+            let text = e.to_string();
+            match text.starts_with(url.as_str()) {
+                true => crate::output::error_line(&format!("nw: {text}")),
+                false => crate::output::error_line(&format!("nw: {url}: {text}")),
+            }
+            Ok(Outcome::Negative)
+        }
+    }
 }
 
 /// `-H` values as fields, and `--user` as an `Authorization: Basic` field (RFC 7617).

@@ -101,7 +101,11 @@ impl Download {
 
     /// The caller's fields for a request to `url`: all of them at the download's own origin,
     /// and none that carry credentials anywhere else.
-    fn headers_for(&self, first: &crate::altsvc::Origin, url: &Url) -> Vec<(&str, String)> {
+    pub(crate) fn headers_for(
+        &self,
+        first: &crate::altsvc::Origin,
+        url: &Url,
+    ) -> Vec<(&str, String)> {
         let same = crate::origin(url) == *first;
         self.headers
             .iter()

@@ -68,19 +68,74 @@ pub struct Uploaded {
 impl Session {
     /// GETs `url` into memory: any status is an answer (the caller reads `status`); a body
     /// longer than `limit` bytes is an error, as is anything the transport or policy refuses.
-    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
     pub async fn data(&self, url: &str, limit: usize) -> Result<Data, TransferError> {
+        let mut opened = self.open(url, &[]).await?;
+        let first_byte = opened.started.elapsed();
+        let body = read_body(&mut opened.response, limit, url, self.config.request_timeout).await?;
+        let (status, headers) = (opened.response.status, headers(&opened.response));
+        let (url, metrics) = self.close(opened, first_byte, body.len() as u64);
+        Ok(Data { url, status, headers, body, metrics })
+    }
+
+    /// GETs `url` with the caller's `fields` (credentials only to its own origin, as a
+    /// download's) and streams its body into `out` as it comes, bounded in memory: for
+    /// `nw get -o -`. A status other than 2xx is an error, and nothing is written then.
+    pub async fn data_to(
+        &self,
+        url: &str,
+        fields: &[(String, String)],
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<Data, TransferError> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut opened = self.open(url, fields).await?;
+        let status = opened.response.status;
+        if !(200..300).contains(&status) {
+            return Err(TransferError::Status { url: url.to_owned(), status });
+        }
+        let first_byte = opened.started.elapsed();
+        let idle = self.config.request_timeout;
+        let mut sent = 0u64;
+        while let Some(piece) = opened.response.body.data_within(idle, sent).await? {
+            out.write_all(&piece).await.map_err(|e| {
+                TransferError::Http(format!("cannot write the body out after {sent} bytes: {e}"))
+            })?;
+            sent += piece.len() as u64;
+        }
+        out.flush()
+            .await
+            .map_err(|e| TransferError::Http(format!("cannot write the body out: {e}")))?;
+        let headers = headers(&opened.response);
+        let (url, metrics) = self.close(opened, first_byte, sent);
+        Ok(Data { url, status, headers, body: Bytes::new(), metrics })
+    }
+
+    /// Asks for `url` with `fields`, following redirects (credentials only to the first
+    /// origin), up to the response's head.
+    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
+    async fn open(&self, url: &str, fields: &[(String, String)]) -> Result<Opened, TransferError> {
         let started = Instant::now();
+        let probe = crate::Download {
+            url: url.to_owned(),
+            dest: PathBuf::new(),
+            sha256: None,
+            resume: false,
+            force: false,
+            segments: 1,
+            headers: fields.to_vec(),
+        };
+        probe.check_headers()?;
         let (mut parsed, security) = self.allowed(url)?;
+        let first = crate::origin(&parsed);
         let mut routes = self.routes(&parsed, security)?;
         let path = crate::pool::path_fingerprint().await;
         let mut chain = crate::redirect::Chain::new(url, self.config.max_redirects);
         let mut conn = self.connection_for(&parsed, &routes, path, 1).await?;
         let connected = started.elapsed();
         let mut asked;
-        let mut response = loop {
+        let response = loop {
             asked = started.elapsed();
-            let response = self.get(&mut conn, &parsed, &[], &routes, 1).await?;
+            let fields = probe.headers_for(&first, &parsed);
+            let response = self.get(&mut conn, &parsed, &fields, &routes, 1).await?;
             self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
             let Some((next, security)) = self.redirected(&mut chain, &response)? else {
                 break response;
@@ -93,21 +148,24 @@ impl Session {
             parsed = next;
             conn = self.connection_for(&parsed, &routes, path, 1).await?;
         };
-        let origin = crate::origin(&parsed);
-        let first_byte = started.elapsed();
-        let body = read_body(&mut response, limit, url, self.config.request_timeout).await?;
+        Ok(Opened { started, parsed, chain, conn, path, connected, asked, response })
+    }
+
+    /// Puts an answered request's connection back in the pool; the URL that answered and the
+    /// transaction's metrics.
+    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
+    fn close(&self, opened: Opened, first_byte: Duration, bytes: u64) -> (String, Metrics) {
         let metrics = Metrics::new(
-            &conn,
-            connected,
-            asked,
+            &opened.conn,
+            opened.connected,
+            opened.asked,
             first_byte,
-            started.elapsed().saturating_sub(first_byte),
-            body.len() as u64,
+            opened.started.elapsed().saturating_sub(first_byte),
+            bytes,
             0,
         );
-        self.pool.put(origin, conn, path, Instant::now());
-        let url = chain.asked().last().cloned().unwrap_or_default();
-        Ok(Data { url, status: response.status, headers: headers(&response), body, metrics })
+        self.pool.put(crate::origin(&opened.parsed), opened.conn, opened.path, Instant::now());
+        (opened.chain.asked().last().cloned().unwrap_or_default(), metrics)
     }
 
     /// Sends the file `job.source` to `job.url` as the body of a PUT or POST, with its length
@@ -302,6 +360,18 @@ async fn read_body(
         body.extend_from_slice(&piece);
     }
     Ok(body.freeze())
+}
+
+/// A request answered up to its head, with what its metrics need.
+struct Opened {
+    started: Instant,
+    parsed: nw_connection::endpoint::Url,
+    chain: crate::redirect::Chain,
+    conn: Connection,
+    path: Option<u64>,
+    connected: Duration,
+    asked: Duration,
+    response: Response,
 }
 
 fn headers(response: &Response) -> Vec<(String, String)> {

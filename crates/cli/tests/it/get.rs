@@ -620,3 +620,43 @@ fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_
     assert!(line.contains("interrupted"), "{list}");
     drop(silent);
 }
+
+#[test]
+fn get_to_stdout_streams_the_body_after_redirects_and_keeps_nothing() {
+    let scratch = scratch("stdout");
+    let data = pattern(2 << 20, 5);
+    let served = data.clone();
+    let (port, _server) = raw_server(move |_, head| {
+        if head.starts_with("GET /moved ") {
+            return b"HTTP/1.1 302 Found\r\nLocation: /file\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+        }
+        if !head.starts_with("GET /file ") {
+            return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        }
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            served.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(&served);
+        reply
+    });
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let out = nw_get(&scratch, &["-o", "-", &url("/moved")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == data, "the body, byte-exact, on stdout");
+    let left: Vec<_> =
+        std::fs::read_dir(&scratch.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(
+        left.iter().all(|n| n == "www" || n.to_string_lossy().starts_with("store.db")),
+        "{left:?}"
+    );
+    // A failure writes nothing to stdout and says so.
+    let out = nw_get(&scratch, &["-o", "-", &url("/missing")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answered 404"));
+    let out = nw_get(&scratch, &["-o", "-", &url("/a"), &url("/b")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "one URL to stdout");
+}
