@@ -294,9 +294,7 @@ impl Session {
                 // A `.part` that holds nothing (a 404, a refused connection, a TLS failure)
                 // is not left behind; one whose bytes failed the digest goes too, so the next
                 // run starts clean instead of being refused.
-                let empty = std::fs::symlink_metadata(&part).is_ok_and(|m| m.len() == 0);
-                if empty || matches!(e, TransferError::Digest { .. }) {
-                    let _ = std::fs::remove_file(&part);
+                if discard_part(&part, matches!(e, TransferError::Digest { .. })) {
                     store.checkpoint(id, 0, None)?;
                 }
             }
@@ -1089,6 +1087,23 @@ impl Drop for Finish {
         self.0.lock().done = true;
         self.0.changed.notify_all();
     }
+}
+
+/// Removes `part` when it holds nothing, or always when `bad`, but only while holding its
+/// lock: a `.part` another process has just taken up is never pulled from under it. Whether
+/// it was removed.
+fn discard_part(part: &Path, bad: bool) -> bool {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(part) else {
+        return false;
+    };
+    // SAFETY: flock(2) on a descriptor we own; no memory involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    let empty = file.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+    (empty || bad) && std::fs::remove_file(part).is_ok()
 }
 
 /// Refuses `path` when something other than a regular file is there (a symbolic link, a
