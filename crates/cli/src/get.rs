@@ -383,7 +383,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             Err(e) if not_as_asked(&e) => return Err(UsageError(e.to_string()).into()),
             Err(TransferError::Store(e)) => return Err(e.into()),
             Err(e) => {
-                report.failed(&e, "")?;
+                // The library says what happened; the flag to change it is the CLI's to name.
+                let hint = match &e {
+                    TransferError::Redirect(why) if why.starts_with("more than") => {
+                        " (--max-redirs N raises it)"
+                    }
+                    TransferError::Redirect(why) if why.contains("from HTTPS to plain HTTP") => {
+                        " (--allow-http follows it)"
+                    }
+                    TransferError::Timeout(_) => " (--timeout S waits longer)",
+                    _ => "",
+                };
+                report.failed(&e, hint)?;
                 outcome = Outcome::Negative;
             }
         }

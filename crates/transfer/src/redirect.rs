@@ -69,7 +69,7 @@ impl Chain {
         }
         if self.asked.len() > self.limit {
             return Err(TransferError::Redirect(format!(
-                "more than {} redirects ({} → … → {to}); the limit can be raised",
+                "more than {} redirects ({} → … → {to})",
                 self.limit, self.asked[0]
             )));
         }
