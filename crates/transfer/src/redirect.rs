@@ -69,8 +69,10 @@ impl Chain {
         }
         if self.asked.len() > self.limit {
             return Err(TransferError::Redirect(format!(
-                "more than {} redirects ({} → … → {to})",
-                self.limit, self.asked[0]
+                "more than {} redirect{} ({} → … → {to})",
+                self.limit,
+                if self.limit == 1 { "" } else { "s" },
+                self.asked[0]
             )));
         }
         if self.asked.contains(&to) {

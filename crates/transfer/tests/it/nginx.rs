@@ -267,7 +267,7 @@ fn nginx_redirects_are_followed_across_origins_and_loops_limits_and_downgrades_s
     let one = session_with(&scratch, Configuration { max_redirects: 1, ..config });
     let (result, _) = get(&one, near.url("/moved"), "one.bin");
     let e = result.unwrap_err().to_string();
-    assert!(e.starts_with("more than 1 redirects"), "{e}");
+    assert!(e.starts_with("more than 1 redirect ("), "{e}");
 }
 
 fn session_with(scratch: &Scratch, config: Configuration) -> nw_transfer::Session {
