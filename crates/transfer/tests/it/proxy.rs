@@ -39,7 +39,11 @@ fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
     eprintln!("through a reset after 5 MiB: {e}");
     assert!(e.transient(), "a reset is worth retrying: {e:?}");
     let offset = first.store().find(&dest).unwrap().unwrap().offset;
-    assert!((3 << 20..=5 << 20).contains(&offset), "checkpointed {offset} bytes");
+    // How much arrives before the reset depends on how far the reader got (a reset discards
+    // what the kernel still held), but every byte that arrived is checkpointed, the last
+    // partial chunk included.
+    assert!(offset > 0 && offset <= 5 << 20, "checkpointed {offset} bytes");
+    assert!(e.to_string().contains(&format!("after {offset} bytes of the body")), "{offset}: {e}");
     assert!(!dest.exists(), "never a half-written file");
 
     // The fault gone, the resume fetches the rest and the file is byte-exact.
