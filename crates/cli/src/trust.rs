@@ -269,10 +269,7 @@ pub(crate) fn options(
 /// (the one default trust uses everywhere). One that cannot be read is said, and left out: CT
 /// then goes unenforced, as with none.
 fn installed_log_list() -> Option<Arc<nw_trust::ct::LogList>> {
-    let list = nw_trust::ct::shared();
-    if list.is_none()
-        && let Some((_, Err(e))) = nw_trust::ct::installed()
-    {
+    if let Some(e) = nw_trust::ct::shared_problem() {
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {
             crate::output::error_line(&format!(
@@ -280,7 +277,7 @@ fn installed_log_list() -> Option<Arc<nw_trust::ct::LogList>> {
             ));
         });
     }
-    list
+    nw_trust::ct::shared()
 }
 
 /// Connects with the evaluator as the TLS verifier and returns its evaluation, trusted or not.

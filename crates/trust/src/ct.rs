@@ -52,11 +52,8 @@ K0RlqbFDl2JXMBquwlQpm8u5wrsic1ksIv9z8x9zh4PJqNpCah0ciemI3YGRQqSe
 -----END PUBLIC KEY-----
 ";
 
-/// Where Google publishes the list Chrome uses, and its signature.
+/// Where Google publishes the list Chrome uses; its signature is beside it, `log_list.sig`.
 pub const GOOGLE_LOG_LIST_URL: &str = "https://www.gstatic.com/ct/log_list/v3/log_list.json";
-/// The signature of [`GOOGLE_LOG_LIST_URL`].
-pub const GOOGLE_LOG_LIST_SIGNATURE_URL: &str =
-    "https://www.gstatic.com/ct/log_list/v3/log_list.sig";
 
 /// Checks `signature` over `list` (the file's exact bytes) with the RSA key in `key_pem` (a
 /// PEM `PUBLIC KEY`, i.e. SubjectPublicKeyInfo), as Google signs its lists.
@@ -105,19 +102,24 @@ pub fn installed() -> Option<(std::path::PathBuf, Result<LogList, crate::TrustEr
     Some((path, list))
 }
 
+/// The [`installed`] list, read once per process: `None` when there is none, or an error
+/// saying why the one there cannot be used.
+fn read_once() -> &'static Option<Result<std::sync::Arc<LogList>, crate::TrustError>> {
+    static LIST: std::sync::OnceLock<Option<Result<std::sync::Arc<LogList>, crate::TrustError>>> =
+        std::sync::OnceLock::new();
+    LIST.get_or_init(|| installed().map(|(_, list)| list.map(std::sync::Arc::new)))
+}
+
 /// The [`installed`] list, read once per process and shared: what default trust checks SCTs
-/// against. `None` when there is none, or when the one there cannot be read (the reason is
-/// logged once; CT then goes unenforced, with a note on each evaluation).
+/// against. `None` when there is none or it cannot be used ([`shared_problem`] says why); CT
+/// then goes unenforced, with a note on each evaluation.
 pub fn shared() -> Option<std::sync::Arc<LogList>> {
-    static LIST: std::sync::OnceLock<Option<std::sync::Arc<LogList>>> = std::sync::OnceLock::new();
-    LIST.get_or_init(|| match installed()? {
-        (_, Ok(list)) => Some(std::sync::Arc::new(list)),
-        (_, Err(e)) => {
-            tracing::warn!("ignoring the installed CT log list: {e}");
-            None
-        }
-    })
-    .clone()
+    read_once().as_ref()?.as_ref().ok().cloned()
+}
+
+/// Why the installed list is not used, when one is there but cannot be read or parsed.
+pub fn shared_problem() -> Option<&'static crate::TrustError> {
+    read_once().as_ref()?.as_ref().err()
 }
 
 /// Checks `list` (signed by `key_pem`) and writes it to `path` atomically (a temporary file
