@@ -472,24 +472,13 @@ async fn backoff(wait: Duration) {
 /// After a signal stopped the download to `dest`: its record says interrupted (not running),
 /// so `nw transfers` and the next `nw get --resume` see it for what it is.
 fn interrupted(session: &Session, dest: &Path) {
-    let Ok(dest) = std::path::absolute(dest) else { return };
-    let part = download::part_path(&dest);
-    if std::fs::symlink_metadata(&part).is_ok_and(|m| m.is_file() && m.len() == 0) {
-        let _ = std::fs::remove_file(&part);
-    }
-    if let Ok(Some(record)) = session.store().find(&dest) {
-        let _ = session.store().set_state(
-            record.id,
-            nw_transfer::store::State::Interrupted,
-            Some("stopped by a signal; run again with --resume to continue"),
-            false,
-        );
-        if part.exists() {
-            crate::output::error_line(&format!(
-                "nw: stopped; {} keeps what was checkpointed; run again with --resume to continue",
-                part.display()
-            ));
-        }
+    match session.stopped(dest, "stopped by a signal; run again with --resume to continue") {
+        Ok(Some(part)) => crate::output::error_line(&format!(
+            "nw: stopped; {} keeps what was checkpointed; run again with --resume to continue",
+            part.display()
+        )),
+        Ok(None) => {}
+        Err(e) => crate::output::error_line(&format!("nw: stopped; {e}")),
     }
 }
 

@@ -302,6 +302,24 @@ impl Session {
         result
     }
 
+    /// After the download to `dest` was stopped from outside — its future dropped by a signal
+    /// or a cancel, which leaves its record `running` — records it interrupted with `why`,
+    /// and removes its `.part` when that holds nothing (under its lock, as after a failure).
+    /// The `.part` left to resume, if any.
+    pub fn stopped(&self, dest: &Path, why: &str) -> Result<Option<PathBuf>, TransferError> {
+        let dest = std::path::absolute(dest)
+            .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
+        let part = part_path(&dest);
+        let Some(record) = self.store.find(&dest)? else { return Ok(None) };
+        if record.state == State::Running {
+            self.store.set_state(record.id, State::Interrupted, Some(why), false)?;
+        }
+        if discard_part(&part, false) {
+            self.store.checkpoint(record.id, 0, None)?;
+        }
+        Ok(part.exists().then_some(part))
+    }
+
     /// A connection for `url`: an idle one from the pool when one fits (with an HTTP/3
     /// alternative on offer, only an HTTP/3 one does: a pooled TCP one gives way to it and
     /// stays pooled), else a new one.
