@@ -76,43 +76,41 @@ const OWN_FIELDS: [&str; 8] = [
 /// Fields that carry credentials: sent only to the origin they were given for.
 const CREDENTIALS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
-impl Download {
-    /// Refuses header fields the download sets itself, and names that are not tokens or values
-    /// with line breaks (which would smuggle a field or a request).
-    pub fn check_headers(&self) -> Result<(), TransferError> {
-        for (name, value) in &self.headers {
-            let lower = name.to_ascii_lowercase();
-            if OWN_FIELDS.contains(&lower.as_str()) {
-                return Err(TransferError::Usage(format!(
-                    "the {name} field is the download's own to set; leave it out"
-                )));
-            }
-            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || hyper::header::HeaderValue::from_str(value).is_err()
-                || value.contains(['\r', '\n'])
-            {
-                return Err(TransferError::Usage(format!(
-                    "{name:?}: {value:?} is not a header field (a name, and a value on one line)"
-                )));
-            }
+/// Refuses request fields a load sets itself, and names that are not tokens or values with
+/// line breaks (which would smuggle a field or a request).
+pub fn check_fields(fields: &[(String, String)]) -> Result<(), TransferError> {
+    for (name, value) in fields {
+        let lower = name.to_ascii_lowercase();
+        if OWN_FIELDS.contains(&lower.as_str()) {
+            return Err(TransferError::Usage(format!(
+                "the {name} field is the download's own to set; leave it out"
+            )));
         }
-        Ok(())
+        if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || hyper::header::HeaderValue::from_str(value).is_err()
+            || value.contains(['\r', '\n'])
+        {
+            return Err(TransferError::Usage(format!(
+                "{name:?}: {value:?} is not a header field (a name, and a value on one line)"
+            )));
+        }
     }
+    Ok(())
+}
 
-    /// The caller's fields for a request to `url`: all of them at the download's own origin,
-    /// and none that carry credentials anywhere else.
-    pub(crate) fn headers_for(
-        &self,
-        first: &crate::altsvc::Origin,
-        url: &Url,
-    ) -> Vec<(&str, String)> {
-        let same = crate::origin(url) == *first;
-        self.headers
-            .iter()
-            .filter(|(n, _)| same || !CREDENTIALS.contains(&n.to_ascii_lowercase().as_str()))
-            .map(|(n, v)| (n.as_str(), v.clone()))
-            .collect()
-    }
+/// The caller's `fields` for a request to `url` in a load that began at `first`: all of them
+/// at that origin, and none that carry credentials anywhere else.
+pub(crate) fn fields_for<'a>(
+    fields: &'a [(String, String)],
+    first: &crate::altsvc::Origin,
+    url: &Url,
+) -> Vec<(&'a str, String)> {
+    let same = crate::origin(url) == *first;
+    fields
+        .iter()
+        .filter(|(n, _)| same || !CREDENTIALS.contains(&n.to_ascii_lowercase().as_str()))
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect()
 }
 
 /// What a download reports while it runs.
@@ -268,7 +266,7 @@ impl Session {
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Finished, TransferError> {
         let started = Instant::now();
-        job.check_headers()?;
+        check_fields(&job.headers)?;
         let (url, security) = self.allowed(&job.url)?;
         let Admission { dest, part, record, partial, restart } = self.admit(job)?;
         let (dest, store) = (&dest, &self.store);
@@ -506,23 +504,24 @@ impl Session {
         let (response, decision, ranges, extra) = 'attempt: loop {
             let (response, decision) = loop {
                 let mut headers = plan.headers();
-                headers.extend(job.headers_for(&crate::origin(url), &current));
+                headers.extend(fields_for(&job.headers, &crate::origin(url), &current));
                 request_at = started.elapsed();
-                let mut response = self.get(&mut conn, &current, &headers, &routes, want).await?;
+                let response = self.get(&mut conn, &current, &headers, &routes, want).await?;
                 let h = |name: hyper::header::HeaderName| response.header(name);
                 self.learn(&current, conn.protocol, h(hyper::header::ALT_SVC));
-                if let Some((next, security)) = self.redirected(&mut chain, &response)? {
-                    // The body of a redirect is not read: an HTTP/1.1 connection with it
-                    // unread cannot carry another request, so it is dropped, not pooled.
-                    drop(response);
-                    if conn.protocol != http::Protocol::Http11 {
-                        self.pool.put(crate::origin(&current), conn, path, Instant::now());
+                let step = self
+                    .follow(&mut chain, response, conn, &mut current, &mut routes, path, want)
+                    .await?;
+                let mut response = match step {
+                    crate::Followed::Hop(next) => {
+                        conn = next;
+                        continue;
                     }
-                    routes = self.routes(&next, security)?;
-                    current = next;
-                    conn = self.connection_for(&current, &routes, path, want).await?;
-                    continue;
-                }
+                    crate::Followed::Answer(response, same) => {
+                        conn = same;
+                        response
+                    }
+                };
                 let decision = match resume::decide(&plan, &partial, &view(&response)) {
                     // The bytes asked again before the checkpoint must be the ones on disk.
                     Decision::Append { from, total } if plan.check() > 0 => {
@@ -614,7 +613,7 @@ impl Session {
             // The first answer holds everything from `from` on unless it was asked for its
             // range alone (a segmented download resuming).
             let whole_rest = !matches!(plan, Plan::From { to: Some(_), .. });
-            let extra = job.headers_for(&crate::origin(url), &current);
+            let extra = fields_for(&job.headers, &crate::origin(url), &current);
             match self
                 .open_segments((&current, &job.url, &extra), &routes, rest, validator, total)
                 .await

@@ -306,10 +306,38 @@ impl Session {
         }
     }
 
+    /// What `response`, to a GET of `current` (the last URL `chain` asked) over `conn`, means
+    /// for the load: the answer, or a redirect followed — the response dropped unread, the
+    /// connection handed back (pooled, unless HTTP/1.1, which an unread redirect body makes
+    /// unusable), `current` and `routes` moved to the next URL, and a connection for it.
+    #[allow(clippy::too_many_arguments, reason = "the pieces of one load that a hop moves on")]
+    #[allow(clippy::disallowed_methods, reason = "the pool is stamped with the session's clock")]
+    pub(crate) async fn follow(
+        &self,
+        chain: &mut redirect::Chain,
+        response: http::Response,
+        conn: http::Connection,
+        current: &mut Url,
+        routes: &mut (Params, Option<http::H3Route>),
+        path: Option<u64>,
+        share: usize,
+    ) -> Result<Followed, TransferError> {
+        let Some((next, security)) = self.redirected(chain, &response)? else {
+            return Ok(Followed::Answer(response, conn));
+        };
+        drop(response);
+        if conn.protocol != Protocol::Http11 {
+            self.pool.put(origin(current), conn, path, Instant::now());
+        }
+        *routes = self.routes(&next, security)?;
+        *current = next;
+        Ok(Followed::Hop(self.connection_for(current, routes, path, share).await?))
+    }
+
     /// When `response` (to a GET of the last URL `chain` asked) redirects: the next URL, how
     /// the policy lets it load, and its routes — refused like any load the policy refuses
     /// (an https:// page redirecting to http:// included).
-    pub(crate) fn redirected(
+    fn redirected(
         &self,
         chain: &mut redirect::Chain,
         response: &http::Response,
@@ -346,6 +374,13 @@ impl Session {
             self.alt_svc.learn(&origin(url), value, Instant::now());
         }
     }
+}
+
+/// A response after [`Session::follow`]: the answer on its connection, or the connection for
+/// the next URL of a redirect.
+pub(crate) enum Followed {
+    Answer(http::Response, http::Connection),
+    Hop(http::Connection),
 }
 
 pub(crate) fn origin(url: &Url) -> altsvc::Origin {

@@ -114,16 +114,7 @@ impl Session {
     #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
     async fn open(&self, url: &str, fields: &[(String, String)]) -> Result<Opened, TransferError> {
         let started = Instant::now();
-        let probe = crate::Download {
-            url: url.to_owned(),
-            dest: PathBuf::new(),
-            sha256: None,
-            resume: false,
-            force: false,
-            segments: 1,
-            headers: fields.to_vec(),
-        };
-        probe.check_headers()?;
+        crate::download::check_fields(fields)?;
         let (mut parsed, security) = self.allowed(url)?;
         let first = crate::origin(&parsed);
         let mut routes = self.routes(&parsed, security)?;
@@ -134,19 +125,17 @@ impl Session {
         let mut asked;
         let response = loop {
             asked = started.elapsed();
-            let fields = probe.headers_for(&first, &parsed);
+            let fields = crate::download::fields_for(fields, &first, &parsed);
             let response = self.get(&mut conn, &parsed, &fields, &routes, 1).await?;
             self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
-            let Some((next, security)) = self.redirected(&mut chain, &response)? else {
-                break response;
-            };
-            drop(response);
-            if conn.protocol != crate::Protocol::Http11 {
-                self.pool.put(crate::origin(&parsed), conn, path, Instant::now());
+            match self.follow(&mut chain, response, conn, &mut parsed, &mut routes, path, 1).await?
+            {
+                crate::Followed::Hop(next) => conn = next,
+                crate::Followed::Answer(response, same) => {
+                    conn = same;
+                    break response;
+                }
             }
-            routes = self.routes(&next, security)?;
-            parsed = next;
-            conn = self.connection_for(&parsed, &routes, path, 1).await?;
         };
         Ok(Opened { started, parsed, chain, conn, path, connected, asked, response })
     }
