@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nw_transfer::download::{self, Download};
+use nw_transfer::redirect::Refusal;
 use nw_transfer::{Configuration, Event, Http3, Session, TransferError};
 
 use crate::trust::CtArgs;
@@ -385,10 +386,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             Err(e) => {
                 // The library says what happened; the flag to change it is the CLI's to name.
                 let hint = match &e {
-                    TransferError::Redirect(why) if why.starts_with("more than") => {
+                    TransferError::Redirect { kind: Refusal::TooMany, .. } => {
                         " (--max-redirs N raises it)"
                     }
-                    TransferError::Redirect(why) if why.contains("from HTTPS to plain HTTP") => {
+                    TransferError::Redirect { kind: Refusal::Downgrade, .. } => {
                         " (--allow-http follows it)"
                     }
                     TransferError::Timeout(_) => " (--timeout S waits longer)",

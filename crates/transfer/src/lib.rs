@@ -40,7 +40,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod queue;
-mod redirect;
+pub mod redirect;
 pub mod responsiveness;
 pub mod resume;
 pub mod scheduler;
@@ -348,19 +348,23 @@ impl Session {
         };
         let from = chain.asked().iter().rev().nth(1).cloned().unwrap_or_default();
         if from.starts_with("https:") && hop.to.starts_with("http:") && !self.config.allow_http {
-            return Err(TransferError::Redirect(format!(
-                "{from} redirects to {}: from HTTPS to plain HTTP, a downgrade, which is refused unless HTTP loads are allowed",
-                hop.to
-            )));
+            return Err(TransferError::Redirect {
+                kind: redirect::Refusal::Downgrade,
+                why: format!(
+                    "{from} redirects to {}: from HTTPS to plain HTTP, a downgrade, which is refused unless HTTP loads are allowed",
+                    hop.to
+                ),
+            });
         }
         let (url, security) = self.allowed(&hop.to).map_err(|e| match e {
-            TransferError::Usage(why) => {
-                TransferError::Redirect(format!("{from} redirects to {}: {why}", hop.to))
-            }
-            TransferError::Refused(why) => TransferError::Redirect(format!(
-                "{from} redirects to {}, which is refused: {why}",
-                hop.to
-            )),
+            TransferError::Usage(why) => TransferError::Redirect {
+                kind: redirect::Refusal::BadLocation,
+                why: format!("{from} redirects to {}: {why}", hop.to),
+            },
+            TransferError::Refused(why) => TransferError::Redirect {
+                kind: redirect::Refusal::Policy,
+                why: format!("{from} redirects to {}, which is refused: {why}", hop.to),
+            },
             e => e,
         })?;
         tracing::debug!(to = %hop.to, status = response.status, "following a redirect");
@@ -416,9 +420,9 @@ pub enum TransferError {
     Status { url: String, status: u16 },
     #[error("the connection was lost: {0}")]
     Lost(String),
-    /// A redirect that cannot be followed: a loop, too many, a `Location` that is no URL.
-    #[error("{0}")]
-    Redirect(String),
+    /// A redirect that cannot be followed, which kind, and in words.
+    #[error("{why}")]
+    Redirect { kind: redirect::Refusal, why: String },
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("{}: {what}: {source}", path.display())]

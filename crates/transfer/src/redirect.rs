@@ -9,6 +9,27 @@ use crate::TransferError;
 /// How many redirects a load follows by default: Chrome and Firefox both stop at 20.
 pub const DEFAULT_LIMIT: usize = 20;
 
+/// Why a redirect was not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Refusal {
+    /// More than the limit.
+    TooMany,
+    /// Back to a URL already asked in the chain.
+    Loop,
+    /// From HTTPS to plain HTTP, with HTTP loads not allowed.
+    Downgrade,
+    /// To a URL the transport-security policy refuses (a scheme, a plain-HTTP public host).
+    Policy,
+    /// A `Location` that is no URL.
+    BadLocation,
+}
+
+fn refused(kind: Refusal, why: String) -> TransferError {
+    TransferError::Redirect { kind, why }
+}
+
 /// A redirect to follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hop {
@@ -53,12 +74,16 @@ impl Chain {
         };
         let from = self.asked.last().cloned().unwrap_or_default();
         let base = url::Url::parse(&from).map_err(|e| {
-            TransferError::Redirect(format!("{from}: cannot resolve a redirect against it: {e}"))
+            refused(
+                Refusal::BadLocation,
+                format!("{from}: cannot resolve a redirect against it: {e}"),
+            )
         })?;
         let mut to = base.join(location).map_err(|e| {
-            TransferError::Redirect(format!(
-                "{from} redirects to {location:?}, which is not a URL: {e}"
-            ))
+            refused(
+                Refusal::BadLocation,
+                format!("{from} redirects to {location:?}, which is not a URL: {e}"),
+            )
         })?;
         // The fragment is the client's (RFC 9110 §10.2.2: the original one carries over when
         // the new one has none); it is never sent, so it plays no part here.
@@ -68,18 +93,21 @@ impl Chain {
             return Ok(None);
         }
         if self.asked.len() > self.limit {
-            return Err(TransferError::Redirect(format!(
-                "more than {} redirect{} ({} → … → {to})",
-                self.limit,
-                if self.limit == 1 { "" } else { "s" },
-                self.asked[0]
-            )));
+            return Err(refused(
+                Refusal::TooMany,
+                format!(
+                    "more than {} redirect{} ({} → … → {to})",
+                    self.limit,
+                    if self.limit == 1 { "" } else { "s" },
+                    self.asked[0]
+                ),
+            ));
         }
         if self.asked.contains(&to) {
             let mut chain = self.asked.join(" → ");
             chain.push_str(" → ");
             chain.push_str(&to);
-            return Err(TransferError::Redirect(format!("a redirect loop: {chain}")));
+            return Err(refused(Refusal::Loop, format!("a redirect loop: {chain}")));
         }
         self.asked.push(to.clone());
         // 303 makes anything but HEAD a GET; 301 and 302 turn POST into GET, as every browser
