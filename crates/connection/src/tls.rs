@@ -77,8 +77,8 @@ impl ClientOptions {
     pub fn trust_options(&self) -> nw_trust::Options {
         let mut anchors = Vec::new();
         if self.system_anchors {
-            match nw_trust::anchors::system() {
-                Ok(system) => anchors = system,
+            match nw_trust::anchors::system_shared() {
+                Ok(system) => anchors = system.to_vec(),
                 Err(e) => tracing::debug!("system anchors: {e}"),
             }
         }

@@ -29,6 +29,16 @@ pub fn system() -> Result<Vec<Anchor>, TrustError> {
     Ok(classify(found.certs, &user_added(Path::new(USER_ADDED_DIR))))
 }
 
+/// [`system`], read once per process and shared: for default trust, which would otherwise
+/// read and parse every file under `/etc/ssl/certs` for each connection, on the caller's
+/// thread — an async runtime's, as often as not. Later changes to the store need a new
+/// process.
+pub fn system_shared() -> Result<&'static [Anchor], &'static TrustError> {
+    static SYSTEM: std::sync::OnceLock<Result<Vec<Anchor>, TrustError>> =
+        std::sync::OnceLock::new();
+    SYSTEM.get_or_init(system).as_ref().map(Vec::as_slice)
+}
+
 /// The system store's certificates, each marked user-added when it is one of `user_added`.
 pub fn classify(
     system: Vec<CertificateDer<'static>>,
