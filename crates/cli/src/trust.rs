@@ -146,10 +146,9 @@ async fn update_log_list(args: UpdateArgs) -> anyhow::Result<Outcome> {
     let path = args.output.clone().unwrap_or_else(nw_trust::ct::saved_path);
     // Written and fsynced off the runtime.
     let target = path.clone();
-    let saved = tokio::task::spawn_blocking(move || {
-        nw_trust::ct::save(&list, &signature, &key, &target)
-    })
-    .await??;
+    let saved =
+        tokio::task::spawn_blocking(move || nw_trust::ct::save(&list, &signature, &key, &target))
+            .await??;
     let usable = saved.logs.iter().filter(|l| l.state == nw_trust::ct::LogState::Usable).count();
     crate::output::line(&format!(
         "Saved the CT log list of {} ({} logs, {usable} usable; signature checked) to {}",
