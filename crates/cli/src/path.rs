@@ -307,34 +307,15 @@ fn tri(v: Option<bool>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use nw_path::cost::CostReadings;
-    use nw_path::interface::{Address, Flags, LinkFacts, LinkType, Scope};
+
     use nw_path::{Conditions, Interface, InterfaceType, Route, Snapshot};
 
     use super::changes;
 
     fn eth(name: &str, index: u32, ips: &[&str]) -> Interface {
-        Interface {
-            name: name.into(),
-            index,
-            kind: InterfaceType::Wired,
-            link_type: LinkType::Ethernet,
-            flags: Flags { up: true, running: true, lower_up: true, ..Flags::default() },
-            carrier: true,
-            mtu: 1500,
-            hardware_address: None,
-            addresses: ips
-                .iter()
-                .map(|ip| Address {
-                    ip: ip.parse().unwrap(),
-                    prefix_len: 24,
-                    scope: Scope::Global,
-                    broadcast: None,
-                    peer: None,
-                    tentative: false,
-                })
-                .collect(),
-            facts: LinkFacts::default(),
-        }
+        ips.iter().fold(Interface::up(index, name, InterfaceType::Wired), |i, ip| {
+            i.with_address(ip.parse().unwrap(), 24)
+        })
     }
 
     fn path(interfaces: Vec<Interface>, gateway: &str) -> nw_path::Path {

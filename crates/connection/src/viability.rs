@@ -114,35 +114,14 @@ pub fn assess(path: &Path, via: &Via) -> Viability {
 
 #[cfg(test)]
 mod tests {
-    use nw_path::{
-        Address, Interface, InterfaceType, LinkType, PathInterface, Reason, Status,
-        UnavailableInterface,
-        interface::{Flags, LinkFacts, Scope},
-    };
+    use nw_path::{Interface, InterfaceType, PathInterface, Reason, Status, UnavailableInterface};
 
     use super::*;
 
     fn iface(name: &str, ip: &str, expensive: Option<bool>) -> PathInterface {
         PathInterface {
-            interface: Interface {
-                name: name.into(),
-                index: 2,
-                kind: InterfaceType::Wired,
-                link_type: LinkType::Ethernet,
-                flags: Flags::default(),
-                carrier: true,
-                mtu: 1500,
-                hardware_address: None,
-                addresses: vec![Address {
-                    ip: ip.parse().unwrap(),
-                    prefix_len: 24,
-                    scope: Scope::Global,
-                    broadcast: None,
-                    peer: None,
-                    tentative: false,
-                }],
-                facts: LinkFacts::default(),
-            },
+            interface: Interface::up(2, name, InterfaceType::Wired)
+                .with_address(ip.parse().unwrap(), 24),
             expensive,
             constrained: None,
             default_route_metric: Some(100),

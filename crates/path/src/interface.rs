@@ -166,7 +166,52 @@ pub struct Route {
     pub metric: u32,
 }
 
+impl Interface {
+    /// An interface that is up and running with a carrier, MTU 1500 and no addresses yet: the
+    /// start of a hand-made [`Snapshot`] (tests, simulations, a path evaluated for an
+    /// imagined network). A loopback one when `kind` is [`InterfaceType::Loopback`].
+    pub fn up(index: u32, name: &str, kind: InterfaceType) -> Self {
+        let loopback = kind == InterfaceType::Loopback;
+        Self {
+            name: name.into(),
+            index,
+            kind,
+            link_type: if loopback { LinkType::Loopback } else { LinkType::Ethernet },
+            flags: Flags { up: true, running: true, lower_up: true, loopback, ..Flags::default() },
+            carrier: true,
+            mtu: 1500,
+            hardware_address: None,
+            addresses: Vec::new(),
+            facts: LinkFacts::default(),
+        }
+    }
+
+    /// The same interface with one more address: host scope for a loopback address, global
+    /// otherwise.
+    #[must_use]
+    pub fn with_address(mut self, ip: IpAddr, prefix_len: u8) -> Self {
+        let scope = if ip.is_loopback() { Scope::Host } else { Scope::Global };
+        self.addresses.push(Address {
+            ip,
+            prefix_len,
+            scope,
+            broadcast: None,
+            peer: None,
+            tentative: false,
+        });
+        self
+    }
+}
+
 impl Route {
+    /// A default route (`0.0.0.0/0`, or `::/0` for an IPv6 gateway) via `gateway` out of the
+    /// interface with index `interface`.
+    pub fn default_via(gateway: IpAddr, interface: u32, metric: u32) -> Self {
+        let destination =
+            if gateway.is_ipv4() { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u16; 8]) };
+        Self { destination, prefix_len: 0, gateway: Some(gateway), interface, metric }
+    }
+
     /// A default route (`0.0.0.0/0` or `::/0`).
     pub fn is_default(&self) -> bool {
         self.prefix_len == 0

@@ -1,43 +1,19 @@
 //! The establishment rules in virtual time, over paths evaluated from hand-made snapshots.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use nw_path::cost::CostReadings;
-use nw_path::interface::{Address, Flags, LinkFacts, LinkType, Scope};
 use nw_path::{Conditions, Interface, InterfaceType, Path, Reason, Route, Snapshot, Status};
 
 use super::*;
 
 fn iface(index: u32, name: &str, kind: InterfaceType, ips: &[&str]) -> Interface {
-    Interface {
-        name: name.into(),
-        index,
-        kind,
-        link_type: LinkType::Ethernet,
-        flags: Flags { up: true, running: true, lower_up: true, ..Flags::default() },
-        carrier: true,
-        mtu: 1500,
-        hardware_address: None,
-        addresses: ips
-            .iter()
-            .map(|ip| Address {
-                ip: ip.parse().unwrap(),
-                prefix_len: 64,
-                scope: Scope::Global,
-                broadcast: None,
-                peer: None,
-                tentative: false,
-            })
-            .collect(),
-        facts: LinkFacts::default(),
-    }
+    ips.iter()
+        .fold(Interface::up(index, name, kind), |i, ip| i.with_address(ip.parse().unwrap(), 64))
 }
 
 fn default_via(gateway: &str, interface: u32, metric: u32) -> Route {
-    let gateway: IpAddr = gateway.parse().unwrap();
-    let destination = if gateway.is_ipv4() { "0.0.0.0" } else { "::" }.parse().unwrap();
-    Route { destination, prefix_len: 0, gateway: Some(gateway), interface, metric }
+    Route::default_via(gateway.parse().unwrap(), interface, metric)
 }
 
 fn path(snapshot: &Snapshot, conditions: &Conditions) -> Path {

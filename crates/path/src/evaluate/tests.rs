@@ -2,42 +2,18 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::cost::NameLists;
-use crate::interface::{Address, Flags, LinkFacts, LinkType, Route, Scope};
+use crate::interface::{Address, Route, Scope};
 
 pub(crate) fn iface(index: u32, name: &str, kind: InterfaceType) -> Interface {
-    let loopback = kind == InterfaceType::Loopback;
-    Interface {
-        name: name.into(),
-        index,
-        kind,
-        link_type: if loopback { LinkType::Loopback } else { LinkType::Ethernet },
-        flags: Flags { up: true, running: true, lower_up: true, loopback, ..Flags::default() },
-        carrier: true,
-        mtu: 1500,
-        hardware_address: None,
-        addresses: Vec::new(),
-        facts: LinkFacts::default(),
-    }
+    Interface::up(index, name, kind)
 }
 
-pub(crate) fn with_addr(mut i: Interface, ip: &str, prefix_len: u8) -> Interface {
-    let ip: IpAddr = ip.parse().unwrap();
-    let scope = if ip.is_loopback() { Scope::Host } else { Scope::Global };
-    i.addresses.push(Address {
-        ip,
-        prefix_len,
-        scope,
-        broadcast: None,
-        peer: None,
-        tentative: false,
-    });
-    i
+pub(crate) fn with_addr(i: Interface, ip: &str, prefix_len: u8) -> Interface {
+    i.with_address(ip.parse().unwrap(), prefix_len)
 }
 
 pub(crate) fn default_route(gateway: &str, interface: u32, metric: u32) -> Route {
-    let gateway: IpAddr = gateway.parse().unwrap();
-    let destination = if gateway.is_ipv4() { "0.0.0.0" } else { "::" }.parse().unwrap();
-    Route { destination, prefix_len: 0, gateway: Some(gateway), interface, metric }
+    Route::default_via(gateway.parse().unwrap(), interface, metric)
 }
 
 /// lo + eth0 (wired, 192.0.2.10/24, default via 192.0.2.1) + wwan0 (cellular, default via
