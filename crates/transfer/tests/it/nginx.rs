@@ -9,6 +9,25 @@ use nw_transfer::{Configuration, Protocol, TransferError};
 
 use crate::support::{Scratch, Tls, interrupt, job, pattern, runtime, session};
 
+/// Resumes the download of `url` to `dest`, and says why it restarted, as its `Started` event
+/// told it.
+fn resume_reporting_restart(
+    rt: &tokio::runtime::Runtime,
+    session: &nw_transfer::Session,
+    url: String,
+    dest: &std::path::Path,
+) -> (nw_transfer::Finished, Option<RestartReason>) {
+    let mut restarted = None;
+    let done = rt
+        .block_on(session.download(&job(url, dest, true), &mut |e| {
+            if let Event::Started { restarted: r, .. } = e {
+                restarted = r;
+            }
+        }))
+        .unwrap();
+    (done, restarted)
+}
+
 fn nginx(scratch: &Scratch, options: &NginxOptions) -> Nginx {
     Nginx::start(&scratch.www(), options).unwrap_or_else(|e| panic!("nginx could not start: {e}"))
 }
@@ -97,14 +116,7 @@ fn nginx_a_file_changed_on_the_server_restarts_cleanly() {
     let staged = scratch.www().join("file.bin.new");
     std::fs::write(&staged, &new).unwrap();
     std::fs::rename(&staged, &served).unwrap();
-    let mut restarted = None;
-    let done = rt
-        .block_on(session.download(&job(url, &dest, true), &mut |e| {
-            if let Event::Started { restarted: r, .. } = e {
-                restarted = r;
-            }
-        }))
-        .unwrap();
+    let (done, restarted) = resume_reporting_restart(&rt, &session, url, &dest);
     assert_eq!(restarted, Some(RestartReason::Changed));
     assert_eq!(done.restarted, Some(RestartReason::Changed));
     assert!(std::fs::read(&dest).unwrap() == new, "the file is the new version, whole");
@@ -342,14 +354,7 @@ fn nginx_a_file_changed_behind_an_unchanged_etag_is_caught_by_the_overlap() {
     std::fs::write(&served, &new).unwrap();
     std::fs::File::options().write(true).open(&served).unwrap().set_modified(mtime).unwrap();
     assert_eq!(etag(&session), before, "the validator did not change");
-    let mut restarted = None;
-    let done = rt
-        .block_on(session.download(&job(url, &dest, true), &mut |e| {
-            if let Event::Started { restarted: r, .. } = e {
-                restarted = r;
-            }
-        }))
-        .unwrap();
+    let (done, restarted) = resume_reporting_restart(&rt, &session, url, &dest);
     assert_eq!(restarted, Some(RestartReason::ContentChanged));
     assert_eq!(done.restarted, Some(RestartReason::ContentChanged));
     assert!(std::fs::read(&dest).unwrap() == new, "the new version, whole, never spliced");
