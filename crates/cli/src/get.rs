@@ -429,6 +429,11 @@ async fn to_stdout(
     };
     match result {
         Ok(_) => Ok(Outcome::Success),
+        // The reader went away (`nw get -o - URL | head`): stop quietly, as `cat` does, with the
+        // status a SIGPIPE gives (128 + 13).
+        Err(TransferError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(Outcome::Exit(141))
+        }
         Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
         Err(e) => {
             let text = e.to_string();

@@ -432,6 +432,10 @@ pub enum TransferError {
         #[source]
         source: std::io::Error,
     },
+    /// What a body was streamed into ([`Session::data_to`]) refused it: a closed pipe
+    /// (`ErrorKind::BrokenPipe`), a full disk.
+    #[error("cannot write the body out: {0}")]
+    Output(#[source] std::io::Error),
     #[error("checkpointing failed: {0}")]
     Checkpoint(String),
     #[error("{}: got {got} bytes where the server announced {expected}; run again with --resume to fetch the rest", part.display())]

@@ -96,14 +96,10 @@ impl Session {
         let idle = self.config.request_timeout;
         let mut sent = 0u64;
         while let Some(piece) = opened.response.body.data_within(idle, sent).await? {
-            out.write_all(&piece).await.map_err(|e| {
-                TransferError::Http(format!("cannot write the body out after {sent} bytes: {e}"))
-            })?;
+            out.write_all(&piece).await.map_err(TransferError::Output)?;
             sent += piece.len() as u64;
         }
-        out.flush()
-            .await
-            .map_err(|e| TransferError::Http(format!("cannot write the body out: {e}")))?;
+        out.flush().await.map_err(TransferError::Output)?;
         let headers = headers(&opened.response);
         let (url, metrics) = self.close(opened, first_byte, sent);
         Ok(Data { url, status, headers, body: Bytes::new(), metrics })

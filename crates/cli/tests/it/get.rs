@@ -652,6 +652,18 @@ fn get_to_stdout_streams_the_body_after_redirects_and_keeps_nothing() {
         left.iter().all(|n| n == "www" || n.to_string_lossy().starts_with("store.db")),
         "{left:?}"
     );
+    // A reader that goes away early (`| head`) ends it quietly, with SIGPIPE's status.
+    let mut child = nw_get(&scratch, &["-o", "-", &url("/file")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     // A failure writes nothing to stdout and says so.
     let out = nw_get(&scratch, &["-o", "-", &url("/missing")]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
