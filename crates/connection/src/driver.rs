@@ -68,6 +68,9 @@ pub struct Params {
     pub tcp: TcpOptions,
     /// Bind every attempt to this local address; only destinations of its family are raced.
     pub local: Option<IpAddr>,
+    /// Go through this proxy: the race reaches the proxy, which opens a tunnel to the
+    /// destination (TCP only; TLS, when set, runs end to end through the tunnel).
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// What happened while connecting: the race's trace, as reports and logs show it.
@@ -110,6 +113,10 @@ pub struct Report {
         serialize_with = "crate::happy_eyeballs::millis_opt"
     )]
     pub tls_handshake: Option<Duration>,
+    /// The proxy the connection went through (its URL without credentials); `connected` is
+    /// then the proxy's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 impl Report {
@@ -130,6 +137,7 @@ impl Report {
             nat64: None,
             waited: Duration::ZERO,
             tls_handshake: None,
+            proxy: None,
         }
     }
 
@@ -214,6 +222,10 @@ pub enum ConnectError {
     Cancelled,
     #[error("the connection's stream was already handed over by an earlier ready()")]
     Taken,
+    /// The proxy could not be reached, or did not open the tunnel, or TLS through the tunnel
+    /// failed (`report`: the race to the proxy).
+    #[error("could not connect to {host}:{port} through the proxy {proxy}: {error}")]
+    Proxy { host: String, port: u16, proxy: String, error: ProxyFailure, report: Box<Report> },
     #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", .report.host, .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
     NoPath { reason: Option<nw_path::Reason>, waited: Duration, report: Box<Report> },
 }
@@ -222,9 +234,42 @@ impl ConnectError {
     /// Some attempt failed on trust (the server's certificate, or ours refused): trying again
     /// will not help until that changes.
     pub fn untrusted(&self) -> bool {
-        matches!(self, Self::Race { error: RaceError::AllAttemptsFailed { attempts }, .. }
-            if attempts.iter().any(|t| matches!(t.error, AttemptError::Untrusted(_))))
+        match self {
+            Self::Race { error: RaceError::AllAttemptsFailed { attempts }, .. } => {
+                attempts.iter().any(|t| matches!(t.error, AttemptError::Untrusted(_)))
+            }
+            Self::Proxy { error: ProxyFailure::Tls(AttemptError::Untrusted(_)), .. } => true,
+            _ => false,
+        }
     }
+
+    /// The report of what happened, when there is one.
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            Self::Race { report, .. }
+            | Self::NoPath { report, .. }
+            | Self::Proxy { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong with a proxy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyFailure {
+    /// The proxy itself could not be reached.
+    #[error("the proxy could not be reached: {0}")]
+    Unreachable(Box<ConnectError>),
+    /// It did not open the tunnel.
+    #[error(transparent)]
+    Tunnel(#[from] crate::proxy::TunnelError),
+    /// TLS with the destination, through the tunnel, failed.
+    #[error("{0}")]
+    Tls(AttemptError),
+    /// QUIC and UDP cannot go through an HTTP or SOCKS5 tunnel.
+    #[error("only TCP goes through a proxy, not QUIC")]
+    NotTcp,
 }
 
 /// Told each state a connection passes through while it is being established.
@@ -286,6 +331,21 @@ pub async fn connect(
 /// [`connect`] as connection `id`, telling `observe` each state before ready (preparing,
 /// waiting with the reason).
 pub(crate) async fn connect_observed(
+    host: &str,
+    port: u16,
+    params: &Params,
+    resolver: Arc<dyn Resolve>,
+    id: ConnectionId,
+    observe: &Observer<'_>,
+) -> Result<Connected, ConnectError> {
+    match &params.proxy {
+        Some(proxy) => connect_through(proxy, host, port, params, resolver, (id, observe)).await,
+        None => connect_direct(host, port, params, resolver, id, observe).await,
+    }
+}
+
+/// [`connect_observed`] without a proxy.
+async fn connect_direct(
     host: &str,
     port: u16,
     params: &Params,
@@ -720,10 +780,21 @@ async fn attempt(
     let Some((config, name)) = tls else {
         return Ok((Box::new(tcp), Stack { mptcp, ..Stack::default() }));
     };
+    let (stream, negotiated, took) = tls_client(tcp, config, name).await?;
+    Ok((stream, Stack { tls: Some(negotiated), mptcp, tls_handshake: Some(took) }))
+}
+
+/// A TLS client handshake over `stream`: the TLS stream, what was negotiated, how long it took.
+#[allow(clippy::disallowed_methods, reason = "the driver times the handshake")]
+async fn tls_client<S: Io + 'static>(
+    stream: S,
+    config: Arc<ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+) -> Result<(Box<dyn Io>, Negotiated, Duration), AttemptError> {
     let shown = name.to_str().into_owned();
     let started = Instant::now();
     let stream = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+        .connect(name, stream)
         .await
         .map_err(|e| tls_failure(&e))?;
     let (_, conn) = stream.get_ref();
@@ -735,8 +806,131 @@ async fn attempt(
         alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
         server_name: shown,
     };
-    let tls_handshake = Some(started.elapsed());
-    Ok((Box::new(stream), Stack { tls: Some(negotiated), mptcp, tls_handshake }))
+    Ok((Box::new(stream), negotiated, started.elapsed()))
+}
+
+/// [`connect_observed`] through `proxy`: the race to the proxy (under the same path
+/// conditions, binding and timeout), the tunnel to `host:port`, then TLS with `host` through
+/// it when `params.tls` is set — all within the race's timeout.
+#[allow(clippy::disallowed_methods, reason = "the driver keeps the connection's time limit")]
+async fn connect_through(
+    proxy: &crate::proxy::Proxy,
+    host: &str,
+    port: u16,
+    params: &Params,
+    resolver: Arc<dyn Resolve>,
+    (id, observe): (ConnectionId, &Observer<'_>),
+) -> Result<Connected, ConnectError> {
+    use crate::proxy::{Kind, SocksTarget, TunnelError};
+    let started = Instant::now();
+    let failed = |error: ProxyFailure, report: Report| ConnectError::Proxy {
+        host: host.to_owned(),
+        port,
+        proxy: proxy.shown(),
+        error,
+        report: Box::new(report),
+    };
+    let tls = match (&params.tls, params.transport) {
+        (_, Transport::Quic) => {
+            return Err(failed(ProxyFailure::NotTcp, Report::new(id, host, port)));
+        }
+        (Some(c), Transport::Auto) => split_alpn(c).0,
+        (tls, _) => tls.clone(),
+    };
+    let name = match &tls {
+        Some(_) => Some(tls::server_name(params.server_name.as_deref().unwrap_or(host))?),
+        None => None,
+    };
+    let to_proxy = Params {
+        transport: Transport::Tcp,
+        tls: None,
+        server_name: None,
+        proxy: None,
+        ..params.clone()
+    };
+    let reached =
+        connect_direct(&proxy.host, proxy.port, &to_proxy, resolver.clone(), id, observe).await;
+    let Connected { mut stream, mut report } = match reached {
+        Ok(c) => c,
+        Err(e) => {
+            let report = e.report().cloned().unwrap_or_else(|| Report::new(id, host, port));
+            return Err(failed(ProxyFailure::Unreachable(Box::new(e)), report));
+        }
+    };
+    report.proxy = Some(proxy.shown());
+    let limit = params.race.timeout.saturating_sub(started.elapsed());
+    let credentials = proxy.credentials.as_ref();
+    let tunnel = async {
+        match proxy.kind {
+            Kind::Http => crate::proxy::http_connect(&mut stream, host, port, credentials).await,
+            Kind::Socks5 { remote_names } => {
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let target = match bare.parse::<IpAddr>() {
+                    Ok(ip) => SocksTarget::Address(ip),
+                    Err(_) if remote_names => SocksTarget::Name(host.to_owned()),
+                    Err(_) => SocksTarget::Address(resolve_one(host, &*resolver).await?),
+                };
+                crate::proxy::socks5_connect(&mut stream, &target, port, credentials).await?;
+                Ok(Vec::new())
+            }
+        }
+    };
+    let opened = match tokio::time::timeout(limit, tunnel).await {
+        Ok(opened) => opened,
+        Err(_) => Err(TunnelError::TimedOut(params.race.timeout)),
+    };
+    let early = match opened {
+        Ok(early) => early,
+        Err(e) => return Err(failed(ProxyFailure::Tunnel(e), report)),
+    };
+    // The destination's first words, when it spoke first, stay in front of the stream.
+    let stream: Box<dyn Io> = if early.is_empty() {
+        stream
+    } else {
+        Box::new(crate::proxy::Prefixed::new(early, stream))
+    };
+    tracing::info!(proxy = %proxy, host, port, "tunnel open");
+    report.host = host.to_owned();
+    report.port = port;
+    let (Some(config), Some(name)) = (tls, name) else {
+        return Ok(Connected { stream, report });
+    };
+    let limit = params.race.timeout.saturating_sub(started.elapsed());
+    let secured = match tokio::time::timeout(limit, tls_client(stream, config, name)).await {
+        Ok(secured) => secured,
+        Err(_) => Err(AttemptError::Tls(format!(
+            "the TLS handshake through the tunnel did not finish within {:?}",
+            params.race.timeout
+        ))),
+    };
+    match secured {
+        Ok((stream, negotiated, took)) => {
+            report.tls = Some(negotiated);
+            report.tls_handshake = Some(took);
+            Ok(Connected { stream, report })
+        }
+        Err(e) => Err(failed(ProxyFailure::Tls(e), report)),
+    }
+}
+
+/// One address for `host` (IPv6 first, as RFC 6724 prefers it by default), for a SOCKS5 proxy
+/// that is sent addresses, not names (`socks5://`): there is one tunnel, so no race.
+async fn resolve_one(
+    host: &str,
+    resolver: &dyn Resolve,
+) -> Result<IpAddr, crate::proxy::TunnelError> {
+    let mut why = Vec::new();
+    for query in [Query::Aaaa, Query::A] {
+        match resolver.query(host, query).await {
+            Ok(addrs) if !addrs.is_empty() => return Ok(addrs[0]),
+            Ok(_) => {}
+            Err(e) => why.push(e.to_string()),
+        }
+    }
+    let why = if why.is_empty() { "no addresses".to_owned() } else { why.join("; ") };
+    Err(crate::proxy::TunnelError::Resolve(format!(
+        "{host} could not be resolved here to send its address to the SOCKS5 proxy ({why}); use socks5h:// to let the proxy resolve it"
+    )))
 }
 
 /// A TLS handshake failure in words. A verifier's own error (nw-trust's per-certificate

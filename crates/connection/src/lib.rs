@@ -61,6 +61,7 @@ pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
 pub mod listener;
+pub mod proxy;
 pub mod qlog;
 pub mod quic;
 pub mod resolve;

@@ -1,0 +1,643 @@
+//! Proxies a connection can go through, as Network framework's proxy configurations: an HTTP
+//! proxy's `CONNECT` tunnel (RFC 9110 §9.3.6) and SOCKS5 (RFC 1928, with RFC 1929's
+//! username and password). Set [`driver::Params::proxy`](crate::driver::Params::proxy) and
+//! [`driver::connect`](crate::driver::connect) reaches the proxy with the usual race, opens
+//! the tunnel to the destination, and runs TLS (when asked) through it, end to end with the
+//! destination.
+//!
+//! The tunnel handshakes are written over any byte stream, so they are tested against
+//! in-memory peers as well as the real proxies Debian ships (tinyproxy, microsocks).
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// What kind of proxy, and how it is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An HTTP proxy: `CONNECT host:port` opens a tunnel (and plain-HTTP loads may instead be
+    /// forwarded to it in the absolute form: that is the HTTP layer's choice).
+    Http,
+    /// A SOCKS5 proxy. `remote_names`: the destination's name is sent for the proxy to resolve
+    /// (`socks5h://`); otherwise it is resolved here and its address sent (`socks5://`).
+    Socks5 { remote_names: bool },
+}
+
+/// A username and password for a proxy. Its `Debug` form hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The `Proxy-Authorization` value for Basic authentication (RFC 7617).
+    pub fn basic(&self) -> String {
+        let raw = format!("{}:{}", self.user, self.password);
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    }
+}
+
+/// A proxy: its kind, where it listens, and the credentials it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    pub kind: Kind,
+    /// A name, or an IP literal without brackets.
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<Credentials>,
+}
+
+/// The port of a proxy URL that names none. curl assumes 1080 for every kind of proxy (its
+/// manual, `--proxy`); so do we, so that the same variables mean the same proxy.
+pub const DEFAULT_PORT: u16 = 1080;
+
+/// Why a text is not a proxy this library can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{text:?} is not a usable proxy: {why}; give http://[USER:PASSWORD@]HOST[:PORT], socks5://… or socks5h://…"
+)]
+pub struct ParseError {
+    /// The text, its password replaced by `***`.
+    pub text: String,
+    pub why: String,
+}
+
+impl Proxy {
+    /// Parses a proxy as curl's `--proxy` and proxy variables take it: `[SCHEME://][USER[:
+    /// PASSWORD]@]HOST[:PORT]`, where SCHEME is `http` (the default), `socks5` or `socks5h`,
+    /// the user and password percent-encoded, and PORT 1080 when absent.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let fail = |why: &str| ParseError { text: redacted(text), why: why.to_owned() };
+        let trimmed = text.trim();
+        let (scheme, rest) = match trimmed.split_once("://") {
+            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+            None => ("http".to_owned(), trimmed),
+        };
+        let kind = match scheme.as_str() {
+            "http" => Kind::Http,
+            "socks5" => Kind::Socks5 { remote_names: false },
+            "socks5h" => Kind::Socks5 { remote_names: true },
+            "https" => return Err(fail("TLS to the proxy itself (https://) is not supported")),
+            "socks4" | "socks4a" => return Err(fail("SOCKS4 is not supported; use socks5h://")),
+            _ => return Err(fail(&format!("unknown scheme {scheme:?}"))),
+        };
+        // Whatever follows the authority (a path "/", as in "http://proxy:3128/") is ignored.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let credentials = match userinfo {
+            None => None,
+            Some(info) => {
+                let (user, password) = info.split_once(':').unwrap_or((info, ""));
+                let user = percent_decode(user).ok_or_else(|| fail("bad %-escape in the user"))?;
+                let password =
+                    percent_decode(password).ok_or_else(|| fail("bad %-escape in the password"))?;
+                Some(Credentials { user, password })
+            }
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| fail("unclosed '['"))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| fail("junk after ']'"))?),
+            };
+            (host, port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(fail("no host"));
+        }
+        let port = match port {
+            None | Some("") => DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(fail(&format!("bad port {p:?}"))),
+                Ok(port) => port,
+            },
+        };
+        if kind == (Kind::Socks5 { remote_names: true }) && host.len() > 255 {
+            return Err(fail("the host is longer than SOCKS5's 255 bytes"));
+        }
+        Ok(Self { kind, host: host.to_ascii_lowercase(), port, credentials })
+    }
+
+    /// The proxy as shown in reports and errors: its URL without the credentials.
+    pub fn shown(&self) -> String {
+        let scheme = match self.kind {
+            Kind::Http => "http",
+            Kind::Socks5 { remote_names: false } => "socks5",
+            Kind::Socks5 { remote_names: true } => "socks5h",
+        };
+        let host =
+            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{scheme}://{host}:{}", self.port)
+    }
+}
+
+impl fmt::Display for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+/// `text` with a password in its user part replaced by `***`, for messages.
+fn redacted(text: &str) -> String {
+    let (prefix, rest) = match text.find("://") {
+        Some(i) => text.split_at(i + 3),
+        None => ("", text),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{prefix}{user}:***{}", &rest[at..])
+        }
+        None => text.to_owned(),
+    }
+}
+
+/// `%XX` escapes decoded; `None` for a malformed one or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Why a tunnel through a proxy could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TunnelError {
+    /// The proxy refused the tunnel with an HTTP status.
+    #[error("the proxy answered CONNECT with {status} {reason}")]
+    Refused { status: u16, reason: String },
+    /// The proxy wants credentials (407), or refused the ones given.
+    #[error("{}", if *.sent {
+        "the proxy refused the credentials given (407 Proxy Authentication Required); check the user and password in the proxy URL"
+    } else {
+        "the proxy requires authentication (407 Proxy Authentication Required); put USER:PASSWORD@ in the proxy URL"
+    })]
+    AuthenticationRequired { sent: bool },
+    /// A SOCKS5 proxy refused the request (RFC 1928 §6's reply codes).
+    #[error("the SOCKS5 proxy refused the connection: {}", socks_reply(*.0))]
+    Socks(u8),
+    /// A SOCKS5 proxy accepts none of the methods offered (no authentication, and username and
+    /// password only when credentials were given).
+    #[error("{}", if *.offered_password {
+        "the SOCKS5 proxy accepts none of the authentication methods offered (none, username and password)"
+    } else {
+        "the SOCKS5 proxy requires authentication; put USER:PASSWORD@ in the proxy URL"
+    })]
+    NoMethod { offered_password: bool },
+    /// A SOCKS5 proxy refused the username and password.
+    #[error("the SOCKS5 proxy refused the username and password")]
+    AuthenticationFailed,
+    /// The destination's name is not sent (`socks5://`) and could not be resolved here.
+    #[error("{0}")]
+    Resolve(String),
+    /// The proxy's answer is not what the protocol allows.
+    #[error("the proxy's answer is malformed: {0}")]
+    Protocol(String),
+    /// The connection to the proxy failed during the handshake.
+    #[error("the connection to the proxy failed during the handshake: {0}")]
+    Io(#[from] std::io::Error),
+    /// The handshake did not finish in time.
+    #[error("the proxy did not open the tunnel within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// RFC 1928 §6's reply field in words.
+fn socks_reply(code: u8) -> String {
+    let what = match code {
+        1 => "general SOCKS server failure",
+        2 => "connection not allowed by ruleset",
+        3 => "network unreachable",
+        4 => "host unreachable",
+        5 => "connection refused",
+        6 => "TTL expired",
+        7 => "command not supported",
+        8 => "address type not supported",
+        _ => "an unassigned reply code",
+    };
+    format!("{what} (reply {code})")
+}
+
+/// The largest answer head to `CONNECT` read (a real one is a few hundred bytes).
+const MAX_HEAD: usize = 16 << 10;
+
+/// `host:port` as a request target: IPv6 literals in brackets.
+pub(crate) fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// Asks an HTTP proxy, over `stream`, for a tunnel to `host:port`, and reads its answer: a
+/// 2xx opens it. Returns the bytes read past the answer's head: the destination's first words
+/// when it speaks first (SSH, SMTP), which belong in front of the tunnel (see [`Prefixed`]).
+pub async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    port: u16,
+    credentials: Option<&Credentials>,
+) -> Result<Vec<u8>, TunnelError> {
+    let target = authority(host, port);
+    let mut request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: nw/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(c) = credentials {
+        request.push_str(&format!("Proxy-Authorization: {}\r\n", c.basic()));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let end = loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(TunnelError::Protocol(if head.is_empty() {
+                "it closed the connection without answering CONNECT".into()
+            } else {
+                "it closed the connection in the middle of its answer".into()
+            }));
+        }
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        if let Some(i) = head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            break from + i + 4;
+        }
+        if head.len() > MAX_HEAD {
+            return Err(TunnelError::Protocol(format!(
+                "its answer's head is longer than {MAX_HEAD} bytes"
+            )));
+        }
+    };
+    let status_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let status_line = String::from_utf8_lossy(status_line).trim_end().to_owned();
+    let mut parts = status_line.splitn(3, ' ');
+    let (version, code, reason) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+    let status = match (version, code.and_then(|c| c.parse::<u16>().ok())) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") && (100..600).contains(&code) => code,
+        _ => return Err(TunnelError::Protocol(format!("status line {status_line:?}"))),
+    };
+    if status == 407 {
+        return Err(TunnelError::AuthenticationRequired { sent: credentials.is_some() });
+    }
+    if !(200..300).contains(&status) {
+        return Err(TunnelError::Refused { status, reason: reason.to_owned() });
+    }
+    Ok(head.split_off(end))
+}
+
+/// A stream with bytes already read from it put back in front.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `inner`, whose reads give `prefix` first.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Self { prefix, at: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.at);
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// What a SOCKS5 request names: the destination's name for the proxy to resolve, or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocksTarget {
+    Name(String),
+    Address(std::net::IpAddr),
+}
+
+/// Opens a SOCKS5 tunnel (RFC 1928) over `stream` to `target` and `port`, authenticating with
+/// username and password (RFC 1929) when `credentials` are given and the proxy asks.
+pub async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: &SocksTarget,
+    port: u16,
+    credentials: Option<&Credentials>,
+) -> Result<(), TunnelError> {
+    // Greeting: version 5, the methods offered: 0 (none), and 2 (username/password).
+    let greeting: &[u8] = if credentials.is_some() { &[5, 2, 0, 2] } else { &[5, 1, 0] };
+    stream.write_all(greeting).await?;
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice).await?;
+    if choice[0] != 5 {
+        return Err(TunnelError::Protocol(format!(
+            "version {} in its method choice, not SOCKS5 (is it a SOCKS proxy?)",
+            choice[0]
+        )));
+    }
+    match (choice[1], credentials) {
+        (0, _) => {}
+        (2, Some(c)) => {
+            let (user, password) = (c.user.as_bytes(), c.password.as_bytes());
+            let (Ok(ulen), Ok(plen)) = (u8::try_from(user.len()), u8::try_from(password.len()))
+            else {
+                return Err(TunnelError::Protocol(
+                    "SOCKS5 takes a user and password of at most 255 bytes each".into(),
+                ));
+            };
+            let mut auth = vec![1, ulen];
+            auth.extend_from_slice(user);
+            auth.push(plen);
+            auth.extend_from_slice(password);
+            stream.write_all(&auth).await?;
+            let mut status = [0u8; 2];
+            stream.read_exact(&mut status).await?;
+            if status[1] != 0 {
+                return Err(TunnelError::AuthenticationFailed);
+            }
+        }
+        (0xff, _) => {
+            return Err(TunnelError::NoMethod { offered_password: credentials.is_some() });
+        }
+        (other, _) => {
+            return Err(TunnelError::Protocol(format!("it chose method {other}, not one offered")));
+        }
+    }
+    let mut request = vec![5, 1, 0];
+    match target {
+        SocksTarget::Address(std::net::IpAddr::V4(ip)) => {
+            request.push(1);
+            request.extend_from_slice(&ip.octets());
+        }
+        SocksTarget::Address(std::net::IpAddr::V6(ip)) => {
+            request.push(4);
+            request.extend_from_slice(&ip.octets());
+        }
+        SocksTarget::Name(name) => {
+            let Ok(len) = u8::try_from(name.len()) else {
+                return Err(TunnelError::Protocol(format!(
+                    "{name:?} is longer than SOCKS5's 255 bytes"
+                )));
+            };
+            request.extend_from_slice(&[3, len]);
+            request.extend_from_slice(name.as_bytes());
+        }
+    }
+    request.extend_from_slice(&port.to_be_bytes());
+    stream.write_all(&request).await?;
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).await?;
+    if reply[0] != 5 {
+        return Err(TunnelError::Protocol(format!("version {} in its reply", reply[0])));
+    }
+    if reply[1] != 0 {
+        return Err(TunnelError::Socks(reply[1]));
+    }
+    // The bound address, which we do not use, then its port.
+    let rest = match reply[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).await?;
+            usize::from(len[0]) + 2
+        }
+        other => return Err(TunnelError::Protocol(format!("address type {other} in its reply"))),
+    };
+    let mut bound = vec![0u8; rest];
+    stream.read_exact(&mut bound).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proxy_urls_as_curl_does() {
+        let p = Proxy::parse("proxy.corp:3128").unwrap();
+        assert_eq!((p.kind, p.host.as_str(), p.port), (Kind::Http, "proxy.corp", 3128));
+        assert_eq!(Proxy::parse("http://Proxy.Corp").unwrap().port, DEFAULT_PORT);
+        assert_eq!(Proxy::parse("http://proxy:8080/").unwrap().port, 8080);
+        let p = Proxy::parse("socks5h://u%40x:p%3Ass@[2001:db8::1]:1081").unwrap();
+        assert_eq!(p.kind, Kind::Socks5 { remote_names: true });
+        assert_eq!((p.host.as_str(), p.port), ("2001:db8::1", 1081));
+        let c = p.credentials.as_ref().unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("u@x", "p:ss"));
+        assert_eq!(p.shown(), "socks5h://[2001:db8::1]:1081");
+        assert!(!format!("{p:?}").contains("p:ss"), "Debug hides the password");
+        assert_eq!(Proxy::parse("socks5://h").unwrap().kind, Kind::Socks5 { remote_names: false });
+        assert_eq!(Proxy::parse("http://user@h:1").unwrap().credentials.unwrap().password, "");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_use_and_hides_the_password() {
+        for (text, why) in [
+            ("https://proxy:443", "TLS to the proxy"),
+            ("socks4://proxy", "SOCKS4"),
+            ("ftp://proxy", "unknown scheme"),
+            ("http://:3128", "no host"),
+            ("http://proxy:0", "bad port"),
+            ("http://proxy:99999", "bad port"),
+            ("http://[::1", "unclosed"),
+            ("http://u:p%zz@proxy", "%-escape"),
+        ] {
+            let e = Proxy::parse(text).unwrap_err();
+            assert!(e.why.contains(why), "{text}: {e}");
+        }
+        let e = Proxy::parse("gopher://alice:secret@proxy").unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(e.to_string().contains("alice:***@proxy"), "{e}");
+    }
+
+    /// Runs `client` against a scripted peer: what it must receive, then what it answers.
+    async fn scripted<T>(
+        script: Vec<(Vec<u8>, Vec<u8>)>,
+        client: impl AsyncFnOnce(&mut tokio::io::DuplexStream) -> T,
+    ) -> T {
+        let (mut ours, mut theirs) = tokio::io::duplex(64 << 10);
+        let peer = tokio::spawn(async move {
+            for (expect, answer) in script {
+                let mut got = vec![0u8; expect.len()];
+                theirs.read_exact(&mut got).await.unwrap();
+                assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expect));
+                theirs.write_all(&answer).await.unwrap();
+            }
+            // Dropped: the client then reads what was sent, then the end.
+        });
+        let out = client(&mut ours).await;
+        peer.await.unwrap();
+        out
+    }
+
+    fn connect_request(auth: Option<&str>) -> Vec<u8> {
+        let mut r = format!(
+            "CONNECT [2001:db8::2]:443 HTTP/1.1\r\nHost: [2001:db8::2]:443\r\nUser-Agent: nw/{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(a) = auth {
+            r.push_str(&format!("Proxy-Authorization: {a}\r\n"));
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    }
+
+    #[tokio::test]
+    async fn http_connect_opens_on_2xx_and_says_why_not_otherwise() {
+        let creds = Credentials { user: "aladdin".into(), password: "opensesame".into() };
+        let ok = scripted(
+            vec![(
+                connect_request(Some("Basic YWxhZGRpbjpvcGVuc2VzYW1l")),
+                b"HTTP/1.1 200 Connection established\r\nVia: x\r\n\r\n".to_vec(),
+            )],
+            async |s| http_connect(s, "2001:db8::2", 443, Some(&creds)).await,
+        )
+        .await;
+        assert_eq!(ok.unwrap(), b"");
+
+        // A destination that speaks first: its words are handed back, not lost or refused.
+        let early = scripted(
+            vec![(connect_request(None), b"HTTP/1.1 200 OK\r\n\r\nSSH-2.0-x\r\n".to_vec())],
+            async |s| {
+                let rest = http_connect(s, "2001:db8::2", 443, None).await.unwrap();
+                let mut tunnel = Prefixed::new(rest, s);
+                let mut got = [0u8; 11];
+                tunnel.read_exact(&mut got).await.unwrap();
+                got
+            },
+        )
+        .await;
+        assert_eq!(&early, b"SSH-2.0-x\r\n");
+
+        let cases: [(&[u8], &str); 4] = [
+            (b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", "requires authentication"),
+            (b"HTTP/1.1 403 Forbidden\r\n\r\n", "answered CONNECT with 403 Forbidden"),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", "malformed"),
+            (b"HTTP/1.1 200 OK\r\n", "closed the connection in the middle"),
+        ];
+        for (answer, says) in cases {
+            let e = scripted(vec![(connect_request(None), answer.to_vec())], async |s| {
+                http_connect(s, "2001:db8::2", 443, None).await
+            })
+            .await
+            .unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn socks5_sends_the_name_and_authenticates_when_asked() {
+        let creds = Credentials { user: "u".into(), password: "pw".into() };
+        let mut request = vec![5, 1, 0, 3, 9];
+        request.extend_from_slice(b"host.test");
+        request.extend_from_slice(&443u16.to_be_bytes());
+        let ok = scripted(
+            vec![
+                (vec![5, 2, 0, 2], vec![5, 2]),
+                (vec![1, 1, b'u', 2, b'p', b'w'], vec![1, 0]),
+                (request.clone(), vec![5, 0, 0, 3, 2, b'h', b'x', 0, 80]),
+            ],
+            async |s| {
+                socks5_connect(s, &SocksTarget::Name("host.test".into()), 443, Some(&creds)).await
+            },
+        )
+        .await;
+        assert!(ok.is_ok(), "{ok:?}");
+
+        let target = SocksTarget::Address("192.0.2.7".parse().unwrap());
+        let refused = scripted(
+            vec![
+                (vec![5, 1, 0], vec![5, 0]),
+                (vec![5, 1, 0, 1, 192, 0, 2, 7, 0, 80], vec![5, 5, 0, 1, 0, 0, 0, 0, 0, 0]),
+            ],
+            async |s| socks5_connect(s, &target, 80, None).await,
+        )
+        .await
+        .unwrap_err();
+        assert!(refused.to_string().contains("connection refused (reply 5)"), "{refused}");
+
+        let wants_auth = scripted(vec![(vec![5, 1, 0], vec![5, 0xff])], async |s| {
+            socks5_connect(s, &target, 80, None).await
+        })
+        .await
+        .unwrap_err();
+        assert!(wants_auth.to_string().contains("requires authentication"), "{wants_auth}");
+    }
+}
