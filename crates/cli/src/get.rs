@@ -118,6 +118,17 @@ pub(crate) struct SessionArgs {
     /// Give up when no data arrives for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     timeout: u64,
+    /// Go through this proxy for every URL: http://[USER:PASSWORD@]HOST[:PORT] (CONNECT for
+    /// HTTPS, the absolute form for plain HTTP), socks5://… (names resolved here) or
+    /// socks5h://… (by the proxy); port 1080 when absent. Without it, the proxies of the
+    /// environment are used as curl uses them (http_proxy, https_proxy, all_proxy, no_proxy),
+    /// loopback excepted. HTTP/3 does not go through a proxy.
+    #[arg(short = 'x', long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Hosts reached directly, not through a proxy (instead of no_proxy): names (with their
+    /// subdomains), addresses, CIDR ranges, comma-separated; '*' for all.
+    #[arg(long, value_name = "LIST")]
+    noproxy: Option<String>,
     #[command(flatten)]
     pub(crate) store: StoreArg,
 }
@@ -149,8 +160,23 @@ impl SessionArgs {
             http3_only: self.http3_only,
             timeout: self.timeout,
             max_redirs: self.max_redirs,
+            proxy: self.proxy.clone(),
+            noproxy: self.noproxy.clone(),
             https,
         }
+    }
+
+    /// Refuses to queue a transfer whose `--proxy` carries a password: the settings are
+    /// kept in the store, and credentials stay out of it.
+    pub(crate) fn check_queueable(&self) -> anyhow::Result<()> {
+        if self.settings(false).proxy_has_credentials() {
+            return Err(UsageError(
+                "--proxy with USER:PASSWORD is not kept for queued transfers (credentials stay out of the store); set https_proxy or http_proxy for `nw transfers run` instead, or transfer without --queue"
+                    .into(),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// The session these flags describe, writing downloads as `disk` says; `https`: some URL
@@ -176,8 +202,39 @@ pub(crate) struct Settings {
     /// Absent in transfers queued before it existed: the default then.
     #[serde(default = "default_max_redirs")]
     max_redirs: usize,
+    /// `--proxy` (absent: the environment's when the transfer runs).
+    #[serde(default)]
+    proxy: Option<String>,
+    #[serde(default)]
+    noproxy: Option<String>,
     /// Some URL needs trust settings.
     https: bool,
+}
+
+impl Settings {
+    /// The proxies `--proxy` and `--noproxy` say, or the environment's.
+    fn proxies(&self) -> anyhow::Result<nw_transfer::proxy::Proxies> {
+        use nw_transfer::proxy::{Proxies, Proxy};
+        let env_no_proxy = || ["no_proxy", "NO_PROXY"].iter().find_map(|n| std::env::var(n).ok());
+        Ok(match &self.proxy {
+            Some(text) => {
+                let proxy = Proxy::parse(text).map_err(|e| UsageError(format!("--proxy: {e}")))?;
+                Proxies::every(proxy, self.noproxy.clone().or_else(env_no_proxy).as_deref())
+            }
+            None => Proxies::from_vars(|name| match name {
+                "no_proxy" | "NO_PROXY" if self.noproxy.is_some() => self.noproxy.clone(),
+                _ => std::env::var(name).ok(),
+            }),
+        })
+    }
+
+    /// Whether `--proxy` carries credentials (which stay out of the store).
+    pub(crate) fn proxy_has_credentials(&self) -> bool {
+        self.proxy
+            .as_deref()
+            .and_then(|t| nw_transfer::proxy::Proxy::parse(t).ok())
+            .is_some_and(|p| p.credentials.is_some())
+    }
 }
 
 fn default_max_redirs() -> usize {
@@ -220,6 +277,7 @@ impl Settings {
             request_timeout: Duration::from_secs(self.timeout.max(1)),
             max_redirects: self.max_redirs,
             identifier: Some(serde_json::to_string(self)?),
+            proxies: self.proxies()?,
             ..Configuration::default()
         };
         if self.https {
@@ -288,6 +346,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         return to_stdout(&args, &session, &headers).await;
     }
     if args.queue.queue {
+        args.session.check_queueable()?;
         return queue(&session, &jobs, args.queue.discretionary, args.json);
     }
     let mut outcome = Outcome::Success;
@@ -363,8 +422,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                         1 => String::new(),
                         n => format!(" in {n} segments"),
                     };
+                    let proxy = match &done.metrics.proxy {
+                        Some(p) => format!(" through {p}"),
+                        None => String::new(),
+                    };
                     crate::output::error_line(&format!(
-                        "saved {} ({}, {}/s over {}{segments}{resumed})",
+                        "saved {} ({}, {}/s over {}{proxy}{segments}{resumed})",
                         done.dest.display(),
                         size(done.bytes),
                         size(rate),

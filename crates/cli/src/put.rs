@@ -51,6 +51,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         content_type: args.content_type.clone(),
     };
     if args.queue.queue {
+        args.session.check_queueable()?;
         return match session.enqueue_upload(&job, args.queue.discretionary) {
             Ok(record) if args.json => {
                 let mut line = serde_json::to_value(&record)?;

@@ -120,6 +120,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report for a new connection to `host` and `port` (for a layer above that
+    /// fails before the race has one).
+    pub fn empty(host: &str, port: u16) -> Self {
+        Self::new(ConnectionId::next(), host, port)
+    }
+
     /// An empty report for connection `id`.
     fn new(id: ConnectionId, host: &str, port: u16) -> Self {
         Self {

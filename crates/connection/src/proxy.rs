@@ -197,11 +197,11 @@ pub enum TunnelError {
     Refused { status: u16, reason: String },
     /// The proxy wants credentials (407), or refused the ones given.
     #[error("{}", if *.sent {
-        "the proxy refused the credentials given (407 Proxy Authentication Required); check the user and password in the proxy URL"
+        format!("the proxy refused the credentials given ({status}); check the user and password in the proxy URL")
     } else {
-        "the proxy requires authentication (407 Proxy Authentication Required); put USER:PASSWORD@ in the proxy URL"
+        format!("the proxy requires authentication ({status}); put USER:PASSWORD@ in the proxy URL")
     })]
-    AuthenticationRequired { sent: bool },
+    AuthenticationRequired { status: u16, sent: bool },
     /// A SOCKS5 proxy refused the request (RFC 1928 §6's reply codes).
     #[error("the SOCKS5 proxy refused the connection: {}", socks_reply(*.0))]
     Socks(u8),
@@ -305,8 +305,10 @@ pub async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
         (Some(v), Some(code)) if v.starts_with("HTTP/1.") && (100..600).contains(&code) => code,
         _ => return Err(TunnelError::Protocol(format!("status line {status_line:?}"))),
     };
-    if status == 407 {
-        return Err(TunnelError::AuthenticationRequired { sent: credentials.is_some() });
+    // 407 is the status for this (RFC 9110 §15.5.8); tinyproxy 1.11 answers a CONNECT with
+    // wrong credentials with 401, and only the proxy can answer a CONNECT, so 401 means the same.
+    if status == 407 || status == 401 {
+        return Err(TunnelError::AuthenticationRequired { status, sent: credentials.is_some() });
     }
     if !(200..300).contains(&status) {
         return Err(TunnelError::Refused { status, reason: reason.to_owned() });
@@ -586,8 +588,9 @@ mod tests {
         .await;
         assert_eq!(&early, b"SSH-2.0-x\r\n");
 
-        let cases: [(&[u8], &str); 4] = [
+        let cases: [(&[u8], &str); 5] = [
             (b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", "requires authentication"),
+            (b"HTTP/1.1 401 Unauthorized\r\n\r\n", "requires authentication"),
             (b"HTTP/1.1 403 Forbidden\r\n\r\n", "answered CONNECT with 403 Forbidden"),
             (b"SSH-2.0-OpenSSH\r\n\r\n", "malformed"),
             (b"HTTP/1.1 200 OK\r\n", "closed the connection in the middle"),

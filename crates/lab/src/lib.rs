@@ -30,6 +30,7 @@ pub mod nginx;
 pub mod ngtcp2;
 pub mod ocsp;
 mod process;
+pub mod proxies;
 mod scratch;
 mod timing;
 

@@ -40,9 +40,27 @@ pub struct Nginx {
     https: Option<u16>,
 }
 
-/// A port free at the moment (nginx binds it right after; a collision fails the start).
-fn free_port() -> Result<u16, LabError> {
+/// A port free at the moment (the server binds it right after; a collision fails the start).
+pub(crate) fn free_port() -> Result<u16, LabError> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// Waits (10 s at most) until something listens on 127.0.0.1:`port`; `log` says why not.
+#[allow(clippy::disallowed_methods, reason = "lab: bounded wait for a server to listen")]
+pub(crate) fn wait_listening(
+    port: u16,
+    server: &str,
+    log: impl Fn() -> String,
+) -> Result<(), LabError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(LabError::Timeout { what: format!("{server} listening on {addr} ({})", log()), ms: 10_000 })
 }
 
 impl Nginx {
@@ -126,20 +144,10 @@ impl Nginx {
         Ok(server)
     }
 
-    #[allow(clippy::disallowed_methods, reason = "lab: bounded wait for a server to listen")]
     fn wait_listening(&self, port: u16) -> Result<(), LabError> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
-        Err(LabError::Timeout {
-            what: format!("nginx listening on {addr} (error.log: {})", log.trim()),
-            ms: 10_000,
+        wait_listening(port, "nginx", || {
+            let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+            format!("error.log: {}", log.trim())
         })
     }
 

@@ -102,6 +102,9 @@ pub(crate) struct Connection {
     quic: Option<(quinn::Connection, quinn::Endpoint)>,
     /// The QUIC connection's qlog (`QLOGDIR`), which gets the HTTP/3 events.
     qlog: Option<nw_connection::qlog::Qlog>,
+    /// The connection is to an HTTP proxy that forwards plain-HTTP requests: they go in the
+    /// absolute form, with this `Proxy-Authorization` when there is one.
+    forward: Option<Option<String>>,
 }
 
 impl crate::pool::Pooled for Connection {
@@ -317,6 +320,7 @@ async fn connect_h3(
         reused: false,
         quic: Some((quic.connection, quic.endpoint)),
         qlog: quic.qlog,
+        forward: None,
     })
 }
 
@@ -327,9 +331,38 @@ async fn connect_tcp(
     resolver: Arc<dyn Resolve>,
     share: u32,
 ) -> Result<Connection, TransferError> {
-    let connected = driver::connect(&url.host, url.port, params, resolver)
-        .await
-        .map_err(|e| TransferError::Connect(Box::new(e)))?;
+    // Plain HTTP through an HTTP proxy: the requests go to the proxy itself (RFC 9112 §3.2.2's
+    // absolute form), no tunnel.
+    let forward = params
+        .proxy
+        .as_ref()
+        .filter(|p| url.scheme == "http" && p.kind == nw_connection::proxy::Kind::Http);
+    let connected = match forward {
+        None => driver::connect(&url.host, url.port, params, resolver).await,
+        Some(proxy) => {
+            let direct = Params { proxy: None, ..params.clone() };
+            match driver::connect(&proxy.host, proxy.port, &direct, resolver).await {
+                Ok(mut c) => {
+                    c.report.proxy = Some(proxy.shown());
+                    c.report.host.clone_from(&url.host);
+                    c.report.port = url.port;
+                    Ok(c)
+                }
+                Err(e) => Err(driver::ConnectError::Proxy {
+                    host: url.host.clone(),
+                    port: url.port,
+                    proxy: proxy.shown(),
+                    report: Box::new(
+                        e.report().cloned().unwrap_or_else(|| Report::empty(&url.host, url.port)),
+                    ),
+                    error: driver::ProxyFailure::Unreachable(Box::new(e)),
+                }),
+            }
+        }
+    };
+    let connected = connected.map_err(|e| TransferError::Connect(Box::new(e)))?;
+    let forward =
+        forward.map(|p| p.credentials.as_ref().map(nw_connection::proxy::Credentials::basic));
     let report = connected.report;
     let h2 = report.tls.as_ref().and_then(|t| t.alpn.as_deref()) == Some("h2");
     let handshake_error = |e: hyper::Error| TransferError::Http(format!("HTTP handshake: {e}"));
@@ -359,6 +392,7 @@ async fn connect_tcp(
         reused: false,
         quic: None,
         qlog: None,
+        forward,
     })
 }
 
@@ -379,6 +413,7 @@ impl Connection {
             reused: true,
             quic: self.quic.clone(),
             qlog: self.qlog.clone(),
+            forward: self.forward.clone(),
         })
     }
 
@@ -433,10 +468,23 @@ impl Connection {
         };
         let response = match &mut self.sender {
             Sender::H1(c) => {
-                // The origin form, with a Host field.
+                // The origin form, with a Host field; to a forwarding proxy, the absolute form.
+                let (target, with_proxy);
+                let (target, headers) = match &self.forward {
+                    None => (url.path.as_str(), headers),
+                    Some(authorization) => {
+                        target = format!("{}://{authority}{}", url.scheme, url.path);
+                        let mut all = headers.to_vec();
+                        if let Some(value) = authorization {
+                            all.push(("Proxy-Authorization", value.clone()));
+                        }
+                        with_proxy = all;
+                        (target.as_str(), with_proxy.as_slice())
+                    }
+                };
                 let request = crate::h1::Request {
                     method: &method,
-                    target: &url.path,
+                    target,
                     authority: &authority,
                     headers,
                     body,

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use nw_connection::driver::{Params, Resolve, SystemResolver};
 use nw_connection::endpoint::Url;
+use nw_connection::proxy::Proxy;
 use nw_connection::tls;
 
 /// HTTP methods, as [`tasks::Upload`] takes them.
@@ -39,6 +40,7 @@ mod http;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
+pub mod proxy;
 pub mod queue;
 pub mod redirect;
 pub mod responsiveness;
@@ -77,6 +79,9 @@ pub struct Configuration {
     pub http2: bool,
     /// When to use HTTP/3.
     pub http3: Http3,
+    /// The proxies loads go through: by default the ones the environment names, read as curl
+    /// reads them ([`proxy`]).
+    pub proxies: proxy::Proxies,
     /// The caller's trust settings.
     pub trust: nw_trust::Options,
     /// The unloosened default trust ATS also requires (system anchors, CT as by default).
@@ -108,6 +113,7 @@ impl Default for Configuration {
             allow_http: false,
             http2: true,
             http3: Http3::Discover,
+            proxies: proxy::Proxies::from_env(),
             trust: nw_trust::Options::default(),
             default_trust: nw_trust::Options::default(),
             durable: true,
@@ -208,6 +214,7 @@ impl Session {
             });
         }
         params.race.timeout = self.config.request_timeout;
+        params.proxy = self.config.proxies.for_url(url)?.cloned();
         if url.scheme != "https" {
             return Ok((params, None));
         }
@@ -218,6 +225,15 @@ impl Session {
         alpn.push(b"http/1.1".to_vec());
         let tcp = Params { tls: Some(self.tls(security, alpn)?), ..params.clone() };
         let port = match self.config.http3 {
+            // HTTP/3 is UDP, which neither a CONNECT tunnel nor SOCKS5 here carries.
+            Http3::Only if params.proxy.is_some() => {
+                return Err(TransferError::Usage(format!(
+                    "{}: HTTP/3 cannot go through the proxy {}; allow TCP, or reach it directly",
+                    url.host,
+                    params.proxy.as_ref().map(Proxy::shown).unwrap_or_default()
+                )));
+            }
+            _ if params.proxy.is_some() => None,
             Http3::Off => None,
             Http3::Discover => self.alt_svc.h3_port(&origin(url), Instant::now()),
             Http3::Assume | Http3::Only => Some(url.port),

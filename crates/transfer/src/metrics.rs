@@ -27,8 +27,12 @@ pub struct Metrics {
     pub h3_fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<String>,
+    /// The address connected to: the proxy's, when there is a proxy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<SocketAddr>,
+    /// The proxy the request went through (its URL without credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// Whether the connection had carried an earlier request.
     pub reused: bool,
     /// Body bytes received in this run.
@@ -68,6 +72,7 @@ impl Metrics {
             h3_fallback: conn.h3_fallback.clone(),
             tls: report.tls.as_ref().map(|t| format!("{} {}", t.version, t.cipher)),
             remote: report.connected,
+            proxy: report.proxy.clone(),
             reused: conn.reused,
             received,
             resumed_from,

@@ -672,3 +672,62 @@ fn get_to_stdout_streams_the_body_after_redirects_and_keeps_nothing() {
     let out = nw_get(&scratch, &["-o", "-", &url("/a"), &url("/b")]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "one URL to stdout");
 }
+
+#[test]
+fn get_through_proxies_given_or_from_the_environment_and_cat_through_socks() {
+    let scratch = scratch("proxy");
+    let data = pattern(2 << 20, 21);
+    std::fs::write(scratch.0.join("www/file.bin"), &data).unwrap();
+    let (cert, key, anchor) = tls_files(&scratch);
+    let server = nginx(&scratch, &Options { tls: Some((cert, key)), ..Options::default() });
+    let anchor = anchor.to_string_lossy().into_owned();
+    let tiny = nw_lab::proxies::Tinyproxy::start(Some(("alice", "s3cret")))
+        .unwrap_or_else(|e| panic!("tinyproxy could not start: {e}"));
+    let via = format!("http://alice:s3cret@127.0.0.1:{}", tiny.port());
+    let https = server.https_url("/file.bin").unwrap();
+
+    // --proxy: a tunnel for HTTPS; the summary names the proxy, not its password.
+    let out = nw_get(&scratch, &["-x", &via, "--anchor", &anchor, "-o", "a.bin", &https])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("through http://127.0.0.1:{}", tiny.port())), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert!(std::fs::read(scratch.0.join("a.bin")).unwrap() == data, "byte-exact");
+
+    // https_proxy from the environment: loopback goes direct unless no_proxy says <-loopback>.
+    let env_get = |no_proxy: &str, dest: &str| {
+        nw_get(&scratch, &["--json", "--anchor", &anchor, "-o", dest, &https])
+            .env("https_proxy", &via)
+            .env("no_proxy", no_proxy)
+            .output()
+            .unwrap()
+    };
+    let done = |out: &std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json_lines(&out.stdout).into_iter().find(|v| v["event"] == "done").expect("a done line")
+    };
+    assert_eq!(done(&env_get("", "b.bin"))["metrics"].get("proxy"), None, "loopback is direct");
+    let proxied = done(&env_get("<-loopback>", "c.bin"));
+    assert_eq!(proxied["metrics"]["proxy"], format!("http://127.0.0.1:{}", tiny.port()));
+
+    // A password is not kept in the store for a queued transfer.
+    let out = nw_get(&scratch, &["--queue", "-x", &via, "-o", "d.bin", &https]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("credentials stay out of the store"), "{stderr}");
+
+    // nw cat through SOCKS5, the name resolved by the proxy; it says what it reached.
+    let socks = nw_lab::proxies::Microsocks::start(None)
+        .unwrap_or_else(|e| panic!("microsocks could not start: {e}"));
+    let port = https.trim_start_matches("https://127.0.0.1:").trim_end_matches("/file.bin");
+    let via = format!("socks5h://127.0.0.1:{}", socks.port());
+    let out = nw(&scratch, &["cat", "-z", "-x", &via, "localhost", port]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("connected to localhost port {port} through the proxy {via}")),
+        "{stderr}"
+    );
+}

@@ -12,6 +12,7 @@ mod h3;
 mod headers;
 mod nginx;
 mod pool;
+mod proxies;
 mod proxy;
 mod resume;
 mod scheduler;

@@ -1,0 +1,130 @@
+//! Loads through real proxies from Debian on loopback: tinyproxy (HTTPS over a `CONNECT`
+//! tunnel with Basic authentication, plain HTTP in the absolute form) and microsocks (SOCKS5
+//! with username and password, the name resolved by the proxy); the environment's proxies as
+//! curl reads them, loopback going direct unless `<-loopback>` says otherwise.
+
+use nw_lab::nginx::{Nginx, Options as NginxOptions};
+use nw_lab::proxies::{Microsocks, Tinyproxy};
+use nw_transfer::proxy::{Proxies, Proxy};
+use nw_transfer::{Configuration, Http3, Protocol, TransferError};
+
+use crate::support::{Scratch, Tls, job, pattern, runtime, session};
+
+fn proxy(text: &str) -> Proxies {
+    Proxies::every(Proxy::parse(text).unwrap(), None)
+}
+
+fn download(
+    scratch: &Scratch,
+    config: Configuration,
+    url: String,
+    name: &str,
+) -> Result<nw_transfer::Finished, TransferError> {
+    let session = session(scratch, config);
+    let dest = scratch.0.join(name);
+    runtime().block_on(session.download(&job(url, &dest, false), &mut |_| {}))
+}
+
+#[test]
+fn proxies_https_through_a_connect_tunnel_with_basic_auth_and_plain_http_in_absolute_form() {
+    let scratch = Scratch::new("proxies-http");
+    let data = pattern(3 << 20, 61);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let tls = Tls::new(&scratch);
+    let options =
+        NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() };
+    let server = Nginx::start(&scratch.www(), &options).unwrap_or_else(|e| panic!("nginx: {e}"));
+    let tiny = Tinyproxy::start(Some(("alice", "s3cret"))).unwrap_or_else(|e| panic!("{e}"));
+    let via = format!("http://alice:s3cret@127.0.0.1:{}", tiny.port());
+    let https = server.https_url("/file.bin").unwrap();
+
+    // HTTPS: a tunnel, TLS end to end (the anchors are the origin's; the proxy sees ciphertext).
+    let config = Configuration {
+        trust: tls.trust.clone(),
+        proxies: proxy(&via),
+        ..Configuration::default()
+    };
+    let done = download(&scratch, config, https.clone(), "tunnel.bin").unwrap();
+    assert_eq!(std::fs::read(scratch.0.join("tunnel.bin")).unwrap(), data);
+    assert_eq!(done.metrics.protocol, Protocol::H2, "ALPN is negotiated with the origin");
+    assert_eq!(
+        done.metrics.proxy.as_deref(),
+        Some(format!("http://127.0.0.1:{}", tiny.port()).as_str())
+    );
+    let authority = https.trim_start_matches("https://").trim_end_matches("/file.bin");
+    assert!(tiny.log().contains(&format!("CONNECT {authority} HTTP/1.1")), "{}", tiny.log());
+
+    // Plain HTTP: the request goes to the proxy in the absolute form, with the credentials.
+    let config = Configuration { proxies: proxy(&via), ..Configuration::default() };
+    let plain = server.url("/file.bin");
+    download(&scratch, config, plain.clone(), "forwarded.bin").unwrap();
+    assert_eq!(std::fs::read(scratch.0.join("forwarded.bin")).unwrap(), data);
+    assert!(tiny.log().contains(&format!("GET {plain} HTTP/1.1")), "{}", tiny.log());
+
+    // The wrong password: said plainly, nothing written.
+    let wrong = format!("http://alice:nope@127.0.0.1:{}", tiny.port());
+    let config = Configuration {
+        trust: tls.trust.clone(),
+        proxies: proxy(&wrong),
+        ..Configuration::default()
+    };
+    let e = download(&scratch, config, https, "refused.bin").unwrap_err().to_string();
+    assert!(e.contains("the proxy refused the credentials given (40"), "{e}");
+    assert!(!scratch.0.join("refused.bin.part").exists(), "an empty .part is not left behind");
+}
+
+#[test]
+fn proxies_socks5_resolves_at_the_proxy_and_checks_credentials() {
+    let scratch = Scratch::new("proxies-socks");
+    let data = pattern(1 << 20, 62);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let server = Nginx::start(&scratch.www(), &NginxOptions::default())
+        .unwrap_or_else(|e| panic!("nginx: {e}"));
+    let socks = Microsocks::start(Some(("bob", "pw"))).unwrap_or_else(|e| panic!("{e}"));
+    // A name the proxy resolves (socks5h): `localhost`, not an address.
+    let url = server.url("/file.bin").replace("127.0.0.1", "localhost");
+    let via = format!("socks5h://bob:pw@127.0.0.1:{}", socks.port());
+    let config =
+        Configuration { proxies: proxy(&via), http3: Http3::Off, ..Configuration::default() };
+    let done = download(&scratch, config, url.clone(), "socks.bin").unwrap();
+    assert_eq!(std::fs::read(scratch.0.join("socks.bin")).unwrap(), data);
+    assert_eq!(done.metrics.remote.map(|a| a.port()), Some(socks.port()));
+
+    let no_credentials = format!("socks5h://127.0.0.1:{}", socks.port());
+    let config = Configuration { proxies: proxy(&no_credentials), ..Configuration::default() };
+    let e = download(&scratch, config, url.clone(), "anon.bin").unwrap_err().to_string();
+    assert!(e.contains("the SOCKS5 proxy requires authentication"), "{e}");
+    let wrong = format!("socks5h://bob:nope@127.0.0.1:{}", socks.port());
+    let config = Configuration { proxies: proxy(&wrong), ..Configuration::default() };
+    let e = download(&scratch, config, url, "wrong.bin").unwrap_err().to_string();
+    assert!(e.contains("refused the username and password"), "{e}");
+}
+
+#[test]
+fn proxies_from_the_environment_spare_loopback_unless_told() {
+    let scratch = Scratch::new("proxies-env");
+    let data = pattern(64 << 10, 63);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let server = Nginx::start(&scratch.www(), &NginxOptions::default())
+        .unwrap_or_else(|e| panic!("nginx: {e}"));
+    let tiny = Tinyproxy::start(None).unwrap_or_else(|e| panic!("{e}"));
+    let env = |no_proxy: &'static str| {
+        let all = format!("http://127.0.0.1:{}", tiny.port());
+        Proxies::from_vars(move |name| match name {
+            "all_proxy" => Some(all.clone()),
+            "no_proxy" => Some(no_proxy.to_owned()),
+            _ => None,
+        })
+    };
+    let url = server.url("/file.bin");
+    let config = Configuration { proxies: env(""), ..Configuration::default() };
+    let done = download(&scratch, config, url.clone(), "direct.bin").unwrap();
+    assert_eq!(done.metrics.proxy, None, "loopback goes direct");
+    assert!(!tiny.log().contains("GET http://"), "{}", tiny.log());
+
+    let config = Configuration { proxies: env("<-loopback>"), ..Configuration::default() };
+    let done = download(&scratch, config, url.clone(), "proxied.bin").unwrap();
+    assert!(done.metrics.proxy.is_some());
+    assert_eq!(std::fs::read(scratch.0.join("proxied.bin")).unwrap(), data);
+    assert!(tiny.log().contains(&format!("GET {url} HTTP/1.1")), "{}", tiny.log());
+}
