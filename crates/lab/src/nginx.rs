@@ -29,6 +29,9 @@ pub struct Options {
     /// Redirects on both servers: `(path, status, location)` answers a GET of exactly `path`
     /// with `status` and `Location: location` (relative or absolute, as given).
     pub redirects: Vec<(String, u16, String)>,
+    /// gzip every response of any type to a client that accepts it (`gzip on`), as a web
+    /// server compressing its pages and APIs does.
+    pub gzip: bool,
 }
 
 /// The running server; dropping it stops it and removes its scratch directory.
@@ -120,6 +123,7 @@ impl Nginx {
                uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
                default_type application/octet-stream;
                limit_conn_zone $binary_remote_addr zone=one:1m;
+               {gzip}
                server {{ listen 127.0.0.1:{http}; root {root};
                  location /slow/ {{ alias {root}/; limit_rate {rate}; }}
                  location /one/ {{ alias {root}/; limit_conn one 1; limit_rate {rate}; }}
@@ -128,6 +132,11 @@ impl Nginx {
                {tls_server}
              }}",
             root = root.display(),
+            gzip = if options.gzip {
+                "gzip on; gzip_types *; gzip_min_length 0; gzip_proxied any;"
+            } else {
+                ""
+            },
         );
         std::fs::write(dir.join("nginx.conf"), config)?;
         let mut cmd = Command::new(exe);

@@ -34,6 +34,7 @@ use nw_connection::tls;
 pub use hyper::Method;
 
 pub mod altsvc;
+pub mod decode;
 pub mod download;
 mod h1;
 mod http;
@@ -436,6 +437,13 @@ pub enum TransferError {
     Status { url: String, status: u16 },
     #[error("the connection was lost: {0}")]
     Lost(String),
+    /// A body whose content coding could not be undone.
+    #[error("{url}: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: decode::DecodeError,
+    },
     /// A redirect that cannot be followed, which kind, and in words.
     #[error("{why}")]
     Redirect { kind: redirect::Refusal, why: String },

@@ -39,6 +39,10 @@ pub struct Data {
     pub headers: Vec<(String, String)>,
     #[serde(skip)]
     pub body: Bytes,
+    /// The content coding the body came in (`Content-Encoding`), now undone: `body` is decoded,
+    /// and `headers` no longer carry `Content-Encoding` and `Content-Length`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoded_from: Option<String>,
     pub metrics: Metrics,
 }
 
@@ -68,13 +72,33 @@ pub struct Uploaded {
 impl Session {
     /// GETs `url` into memory: any status is an answer (the caller reads `status`); a body
     /// longer than `limit` bytes is an error, as is anything the transport or policy refuses.
+    /// It asks for the content codings of [`crate::decode`] and undoes the one the server
+    /// used; the decoded body is held to `limit` too.
     pub async fn data(&self, url: &str, limit: usize) -> Result<Data, TransferError> {
-        let mut opened = self.open(url, &[]).await?;
+        let accept = [("Accept-Encoding".to_owned(), crate::decode::ACCEPT.to_owned())];
+        let mut opened = self.open(url, &accept).await?;
         let first_byte = opened.started.elapsed();
         let body = read_body(&mut opened.response, limit, url, self.config.request_timeout).await?;
-        let (status, headers) = (opened.response.status, headers(&opened.response));
-        let (url, metrics) = self.close(opened, first_byte, body.len() as u64);
-        Ok(Data { url, status, headers, body, metrics })
+        let (status, mut headers) = (opened.response.status, headers(&opened.response));
+        let received = body.len() as u64;
+        let coding = opened
+            .response
+            .header(hyper::header::CONTENT_ENCODING)
+            .map(str::to_owned)
+            .filter(|c| !c.trim().eq_ignore_ascii_case("identity") && !c.trim().is_empty());
+        let body = match &coding {
+            None => body,
+            Some(c) => crate::decode::decode(c, body, limit)
+                .map_err(|source| TransferError::Decode { url: url.to_owned(), source })?,
+        };
+        if coding.is_some() {
+            headers.retain(|(n, _)| {
+                !n.eq_ignore_ascii_case("content-encoding")
+                    && !n.eq_ignore_ascii_case("content-length")
+            });
+        }
+        let (url, metrics) = self.close(opened, first_byte, received);
+        Ok(Data { url, status, headers, body, decoded_from: coding, metrics })
     }
 
     /// GETs `url` with the caller's `fields` (credentials only to its own origin, as a
@@ -102,7 +126,7 @@ impl Session {
         out.flush().await.map_err(TransferError::Output)?;
         let headers = headers(&opened.response);
         let (url, metrics) = self.close(opened, first_byte, sent);
-        Ok(Data { url, status, headers, body: Bytes::new(), metrics })
+        Ok(Data { url, status, headers, body: Bytes::new(), decoded_from: None, metrics })
     }
 
     /// Asks for `url` with `fields`, following redirects (credentials only to the first

@@ -359,3 +359,34 @@ fn nginx_a_file_changed_behind_an_unchanged_etag_is_caught_by_the_overlap() {
     assert_eq!(done.restarted, Some(RestartReason::ContentChanged));
     assert!(std::fs::read(&dest).unwrap() == new, "the new version, whole, never spliced");
 }
+
+#[test]
+fn nginx_a_data_task_undoes_gzip_and_a_download_never_asks_for_it() {
+    let scratch = Scratch::new("gzip");
+    // Text compresses well: the coding must be undone, not passed on.
+    let text: Vec<u8> =
+        (0..20_000).flat_map(|i| format!("line {i}: the quick brown fox\n").into_bytes()).collect();
+    std::fs::write(scratch.www().join("page.txt"), &text).unwrap();
+    let server = nginx(&scratch, &NginxOptions { gzip: true, ..NginxOptions::default() });
+    let session = session(&scratch, Configuration::default());
+    let rt = runtime();
+    let data = rt.block_on(session.data(&server.url("/page.txt"), 8 << 20)).unwrap();
+    assert_eq!(data.decoded_from.as_deref(), Some("gzip"));
+    assert!(data.body == text, "decoded byte for byte");
+    assert!(data.metrics.received < text.len() as u64 / 4, "{} on the wire", data.metrics.received);
+    assert!(
+        !data.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-encoding")),
+        "{:?}",
+        data.headers
+    );
+    // Decoded, the body is held to the same limit as the bytes on the wire.
+    let e = rt.block_on(session.data(&server.url("/page.txt"), 100_000)).unwrap_err();
+    assert!(e.to_string().contains("decoded, the body is longer than 100000 bytes"), "{e}");
+    // A download asks for no coding (a range of gzip is not a range of the file): the file.
+    let dest = scratch.0.join("page.txt");
+    let done = rt
+        .block_on(session.download(&job(server.url("/page.txt"), &dest, false), &mut |_| {}))
+        .unwrap();
+    assert_eq!(done.bytes, text.len() as u64);
+    assert!(std::fs::read(&dest).unwrap() == text);
+}
