@@ -444,21 +444,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            Err(e) if not_as_asked(&e) => return Err(UsageError(e.to_string()).into()),
+            Err(e) if not_as_asked(&e) => {
+                return Err(UsageError(format!("{e}{}", hint(&e))).into());
+            }
             Err(TransferError::Store(e)) => return Err(e.into()),
             Err(e) => {
-                // The library says what happened; the flag to change it is the CLI's to name.
-                let hint = match &e {
-                    TransferError::Redirect { kind: Refusal::TooMany, .. } => {
-                        " (--max-redirs N raises it)"
-                    }
-                    TransferError::Redirect { kind: Refusal::Downgrade, .. } => {
-                        " (--allow-http follows it)"
-                    }
-                    TransferError::Timeout(_) => " (--timeout S waits longer)",
-                    _ => "",
-                };
-                report.failed(&e, hint)?;
+                report.failed(&e, hint(&e))?;
                 outcome = Outcome::Negative;
             }
         }
@@ -497,9 +488,9 @@ async fn to_stdout(
         Err(TransferError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(Outcome::Exit(141))
         }
-        Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
+        Err(e) if not_as_asked(&e) => Err(UsageError(format!("{e}{}", hint(&e))).into()),
         Err(e) => {
-            let text = e.to_string();
+            let text = format!("{e}{}", hint(&e));
             match text.starts_with(url.as_str()) {
                 true => crate::output::error_line(&format!("nw: {text}")),
                 false => crate::output::error_line(&format!("nw: {url}: {text}")),
@@ -594,7 +585,7 @@ impl Report {
     /// names it too) followed by `hint`.
     pub(crate) fn failed(&self, e: &TransferError, hint: &str) -> anyhow::Result<()> {
         if self.json {
-            let line = serde_json::json!({"event": "failed", "url": self.url, "error": e.to_string(), "transient": e.transient()});
+            let line = serde_json::json!({"event": "failed", "url": self.url, "error": e.to_string(), "code": e.code(), "transient": e.transient()});
             crate::output::line(&line.to_string())?;
         } else if matches!(e, TransferError::Status { .. }) {
             crate::output::error_line(&format!("nw: {e}{hint}"));
@@ -627,7 +618,7 @@ fn queue(
                 ));
             }
             Err(e) if not_as_asked(&e) => {
-                return Err(UsageError(format!("{}: {e}", job.url)).into());
+                return Err(UsageError(format!("{}: {e}{}", job.url, hint(&e))).into());
             }
             Err(e) => return Err(e.into()),
         }
@@ -650,7 +641,35 @@ pub(crate) fn not_as_asked(e: &TransferError) -> bool {
             | TransferError::Refused(_)
             | TransferError::Busy(_)
             | TransferError::NotAFile { .. }
+            | TransferError::InTheWay { .. }
     )
+}
+
+/// The library says what happened; the flag that changes it is the CLI's to name.
+pub(crate) fn hint(e: &TransferError) -> &'static str {
+    use nw_transfer::InTheWay;
+    match e {
+        TransferError::Redirect { kind: Refusal::TooMany, .. } => " (--max-redirs N raises it)",
+        TransferError::Redirect { kind: Refusal::Downgrade, .. } => " (--allow-http follows it)",
+        TransferError::Timeout(_) => " (--timeout S waits longer)",
+        TransferError::Refused(nw_transfer::policy::Refused::InsecureLoad { .. }) => {
+            " (--allow-http loads it)"
+        }
+        TransferError::InTheWay { kind: InTheWay::Exists, .. } => "; pass --force to replace it",
+        TransferError::InTheWay { kind: InTheWay::OtherDownload { .. }, .. } => {
+            "; pass --force to discard it, or choose another -o"
+        }
+        TransferError::InTheWay { kind: InTheWay::Interrupted { .. }, .. } => {
+            "; add --resume to continue it, or --force to start over"
+        }
+        TransferError::InTheWay { kind: InTheWay::Unrecorded, .. } => {
+            "; pass --force to discard it"
+        }
+        TransferError::Incomplete { .. } | TransferError::Saved { .. } => {
+            " (nw get --resume, or nw transfers run)"
+        }
+        _ => "",
+    }
 }
 
 /// The file name a URL saves to: its last path segment, percent-decoded.

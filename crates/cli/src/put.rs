@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use nw_transfer::Method;
 use nw_transfer::tasks::Upload;
 
-use crate::get::{DiskArgs, QueueArgs, Report, SessionArgs, needs_trust, not_as_asked, size};
+use crate::get::{DiskArgs, QueueArgs, Report, SessionArgs, hint, needs_trust, not_as_asked, size};
 use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
@@ -69,7 +69,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 ));
                 Ok(Outcome::Success)
             }
-            Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
+            Err(e) if not_as_asked(&e) => Err(UsageError(format!("{e}{}", hint(&e))).into()),
             Err(e) => Err(e.into()),
         };
     }
@@ -97,7 +97,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
-        Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
+        Err(e) if not_as_asked(&e) => Err(UsageError(format!("{e}{}", hint(&e))).into()),
         Err(e) => {
             let again = e.transient() && !args.post;
             report.failed(&e, if again { " (a PUT can simply be sent again)" } else { "" })?;

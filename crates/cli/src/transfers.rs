@@ -191,6 +191,7 @@ fn json_line(record: &Queued, step: &Step<'_>) -> Option<serde_json::Value> {
         Step::Failed { error, retry_in } => json!({
             "event": "failed",
             "error": error.to_string(),
+            "code": error.code(),
             "transient": error.transient(),
             "retry_in_s": retry_in.map(|d| d.as_secs_f64()),
         }),

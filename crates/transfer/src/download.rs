@@ -401,31 +401,28 @@ impl Session {
             && !job.force
             && !(job.resume && self.unrecorded_finish(&dest, &part, record.as_ref(), &job.url)?)
         {
-            return Err(TransferError::Usage(format!(
-                "{} exists; pass --force to replace it",
-                dest.display()
-            )));
+            return Err(TransferError::InTheWay { path: dest, kind: crate::InTheWay::Exists });
         }
         let part_len = std::fs::metadata(&part).map(|m| m.len()).ok();
         let mut partial = Partial::default();
         let mut restart: Option<RestartReason> = None;
         match (&record, part_len) {
             (Some(r), Some(_)) if r.url != job.url && !job.force => {
-                return Err(TransferError::Usage(format!(
-                    "{} holds part of another download ({}); pass --force to discard it, or choose another -o",
-                    part.display(),
-                    r.url
-                )));
+                return Err(TransferError::InTheWay {
+                    path: part,
+                    kind: crate::InTheWay::OtherDownload { url: r.url.clone() },
+                });
             }
             (Some(r), Some(len))
                 if r.state != State::Done && r.offset > 0 && !job.resume && !job.force =>
             {
-                return Err(TransferError::Usage(format!(
-                    "{} holds {} checkpointed bytes of an interrupted download of {}; add --resume to continue it, or --force to start over",
-                    part.display(),
-                    r.offset.min(len),
-                    r.url
-                )));
+                return Err(TransferError::InTheWay {
+                    path: part,
+                    kind: crate::InTheWay::Interrupted {
+                        bytes: r.offset.min(len),
+                        url: r.url.clone(),
+                    },
+                });
             }
             (Some(r), Some(len)) if job.resume && r.url == job.url && r.state != State::Done => {
                 if len >= r.offset {
@@ -436,10 +433,10 @@ impl Session {
             }
             (None, Some(len)) if len > 0 && job.resume => restart = Some(RestartReason::NoRecord),
             (None, Some(len)) if len > 0 && !job.force => {
-                return Err(TransferError::Usage(format!(
-                    "{} exists with no record of what it holds; pass --force to discard it",
-                    part.display()
-                )));
+                return Err(TransferError::InTheWay {
+                    path: part,
+                    kind: crate::InTheWay::Unrecorded,
+                });
             }
             _ => {}
         }

@@ -414,6 +414,10 @@ pub(crate) fn origin(url: &Url) -> altsvc::Origin {
 pub enum TransferError {
     #[error("{0}")]
     Usage(String),
+    /// A download's file, or its `.part`, is in the way: replacing or continuing it was not
+    /// asked for.
+    #[error("{}: {kind}", path.display())]
+    InTheWay { path: PathBuf, kind: InTheWay },
     #[error("{} is locked: another nw is downloading to it; wait for it, or stop it first", .0.display())]
     Busy(PathBuf),
     #[error("{0} is being sent by another nw; wait for it, or stop it first")]
@@ -437,6 +441,9 @@ pub enum TransferError {
     Status { url: String, status: u16 },
     #[error("the connection was lost: {0}")]
     Lost(String),
+    /// A body longer than a data task's limit.
+    #[error("{url}: the response is longer than {limit} bytes; download it to a file instead")]
+    TooLong { url: String, limit: usize },
     /// A body whose content coding could not be undone.
     #[error("{url}: {source}")]
     Decode {
@@ -462,7 +469,7 @@ pub enum TransferError {
     Output(#[source] std::io::Error),
     #[error("checkpointing failed: {0}")]
     Checkpoint(String),
-    #[error("{}: got {got} bytes where the server announced {expected}; run again with --resume to fetch the rest", part.display())]
+    #[error("{}: got {got} bytes where the server announced {expected}; resuming the download fetches the rest", part.display())]
     Incomplete { part: PathBuf, got: u64, expected: u64 },
     #[error("{}: SHA-256 is {got}, not the expected {expected}; the bytes were discarded and nothing was put in place", part.display())]
     Digest { part: PathBuf, expected: String, got: String },
@@ -470,7 +477,7 @@ pub enum TransferError {
     /// directory, a symbolic link), or a `.part` belongs to another user: never written to.
     #[error("{}: {why}; nothing was written", path.display())]
     NotAFile { path: PathBuf, why: String },
-    #[error("{source}; {} holds what was received and checkpointed; run again with --resume to continue", part.display())]
+    #[error("{source}; {} holds what was received and checkpointed; resuming the download continues from there", part.display())]
     Saved {
         part: PathBuf,
         #[source]
@@ -478,7 +485,157 @@ pub enum TransferError {
     },
 }
 
+/// What is in a download's way (see [`TransferError::InTheWay`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InTheWay {
+    /// The destination exists, and replacing it was not asked for.
+    #[error("exists, and replacing it was not asked for")]
+    Exists,
+    /// The `.part` belongs to a download of another URL.
+    #[error("holds part of another download ({url})")]
+    OtherDownload { url: String },
+    /// The `.part` holds an interrupted download, and neither resuming nor restarting it was
+    /// asked for.
+    #[error("holds {bytes} checkpointed bytes of an interrupted download of {url}")]
+    Interrupted { bytes: u64, url: String },
+    /// The `.part` exists and the store has no record of it.
+    #[error("exists with no record of what it holds")]
+    Unrecorded,
+}
+
+/// What kind of failure, in the shape of URLError's codes: for a program to decide what to
+/// do (a user-facing text is the error's `Display`). [`Code::apple`] gives the matching
+/// `NSURLErrorDomain` number where Foundation has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Code {
+    /// The URL is not one a load can take, or the request is malformed.
+    BadUrl,
+    /// Not an http:// or https:// URL.
+    UnsupportedUrl,
+    /// The name did not resolve.
+    CannotFindHost,
+    /// Every address refused or could not be reached.
+    CannotConnectToHost,
+    TimedOut,
+    /// The connection dropped during the exchange.
+    NetworkConnectionLost,
+    /// No usable path: waiting for connectivity ran out.
+    NotConnectedToInternet,
+    /// TLS failed for a reason other than trust.
+    SecureConnectionFailed,
+    /// The server's certificate was not trusted (or ours was refused).
+    ServerCertificateUntrusted,
+    /// Plain HTTP where the transport-security policy wants HTTPS.
+    InsecureLoadBlocked,
+    HttpTooManyRedirects,
+    /// A redirect loop, a downgrade, or a `Location` that cannot be followed.
+    RedirectRefused,
+    /// The server's answer is not valid HTTP, or not what was asked.
+    BadServerResponse,
+    /// The server answered with a failing status (downloads and uploads only).
+    HttpStatus,
+    CannotDecodeContentData,
+    /// A body longer than the task's limit.
+    DataLengthExceedsMaximum,
+    /// The proxy could not be reached, refused the tunnel, or wanted credentials.
+    ProxyFailed,
+    /// A file is in the way, or something other than a regular file is.
+    CannotCreateFile,
+    /// Writing or reading the file, or its checkpoint, failed.
+    CannotWriteToFile,
+    /// Another process holds the file or the upload.
+    ResourceBusy,
+    /// The bytes are not what was promised: a digest or a length.
+    ChecksumMismatch,
+    /// The transfer store failed.
+    Store,
+}
+
+impl Code {
+    /// Foundation's `NSURLErrorDomain` code for the same failure, where it has one.
+    pub fn apple(self) -> Option<i32> {
+        // Values from NSURLError.h.
+        Some(match self {
+            Self::BadUrl => -1000,
+            Self::TimedOut => -1001,
+            Self::UnsupportedUrl => -1002,
+            Self::CannotFindHost => -1003,
+            Self::CannotConnectToHost => -1004,
+            Self::NetworkConnectionLost => -1005,
+            Self::HttpTooManyRedirects => -1007,
+            Self::NotConnectedToInternet => -1009,
+            Self::RedirectRefused => -1010,
+            Self::BadServerResponse => -1011,
+            Self::CannotDecodeContentData => -1016,
+            Self::InsecureLoadBlocked => -1022,
+            Self::DataLengthExceedsMaximum => -1103,
+            Self::SecureConnectionFailed => -1200,
+            Self::ServerCertificateUntrusted => -1202,
+            Self::CannotCreateFile => -3000,
+            Self::CannotWriteToFile => -3003,
+            _ => return None,
+        })
+    }
+}
+
+/// The code of a failure to connect.
+fn connect_code(e: &nw_connection::driver::ConnectError) -> Code {
+    use nw_connection::driver::{ConnectError, ProxyFailure};
+    use nw_connection::happy_eyeballs::{AttemptError, RaceError};
+    match e {
+        _ if e.untrusted() => Code::ServerCertificateUntrusted,
+        ConnectError::Race { error: RaceError::NoAddresses { .. }, .. } => Code::CannotFindHost,
+        ConnectError::Race { error: RaceError::TimedOut(_), .. } => Code::TimedOut,
+        ConnectError::Race { error: RaceError::AllAttemptsFailed { attempts }, .. } => {
+            if attempts.iter().any(|t| matches!(t.error, AttemptError::Tls(_))) {
+                Code::SecureConnectionFailed
+            } else if attempts.iter().all(|t| t.error == AttemptError::TimedOut) {
+                Code::TimedOut
+            } else {
+                Code::CannotConnectToHost
+            }
+        }
+        ConnectError::Race { .. } => Code::CannotConnectToHost,
+        ConnectError::Proxy { error: ProxyFailure::Tls(_), .. } => Code::SecureConnectionFailed,
+        ConnectError::Proxy { .. } => Code::ProxyFailed,
+        ConnectError::NoPath { .. } => Code::NotConnectedToInternet,
+        ConnectError::Tls(_) => Code::BadUrl,
+        ConnectError::Cancelled => Code::TimedOut,
+        _ => Code::CannotConnectToHost,
+    }
+}
+
 impl TransferError {
+    /// What kind of failure this is.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Usage(_) => Code::BadUrl,
+            Self::InTheWay { .. } | Self::NotAFile { .. } => Code::CannotCreateFile,
+            Self::Busy(_) | Self::Taken(_) => Code::ResourceBusy,
+            Self::NotResent(inner) | Self::Saved { source: inner, .. } => inner.code(),
+            Self::Refused(policy::Refused::InsecureLoad { .. }) => Code::InsecureLoadBlocked,
+            Self::Refused(_) => Code::UnsupportedUrl,
+            Self::Store(_) => Code::Store,
+            Self::Connect(e) => connect_code(e),
+            Self::Http(_) => Code::BadServerResponse,
+            Self::Status { .. } => Code::HttpStatus,
+            Self::Lost(_) => Code::NetworkConnectionLost,
+            Self::TooLong { .. }
+            | Self::Decode { source: decode::DecodeError::TooLong { .. }, .. } => {
+                Code::DataLengthExceedsMaximum
+            }
+            Self::Decode { .. } => Code::CannotDecodeContentData,
+            Self::Redirect { kind: redirect::Refusal::TooMany, .. } => Code::HttpTooManyRedirects,
+            Self::Redirect { .. } => Code::RedirectRefused,
+            Self::Timeout(_) => Code::TimedOut,
+            Self::Io { .. } | Self::Output(_) | Self::Checkpoint(_) => Code::CannotWriteToFile,
+            Self::Incomplete { .. } | Self::Digest { .. } => Code::ChecksumMismatch,
+        }
+    }
+
     fn io(path: &Path, what: &'static str, source: std::io::Error) -> Self {
         Self::Io { path: path.to_owned(), what, source }
     }

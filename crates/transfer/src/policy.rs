@@ -22,7 +22,7 @@ pub enum Security {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     #[error(
-        "insecure load blocked: {url} is plain HTTP and {host} is not a local name; use https://, or pass --allow-http to load it anyway"
+        "insecure load blocked: {url} is plain HTTP and {host} is not a local name; use https://, or allow plain-HTTP loads to load it anyway"
     )]
     InsecureLoad { url: String, host: String },
     #[error(

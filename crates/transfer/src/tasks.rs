@@ -362,9 +362,7 @@ async fn read_body(
     let mut body = BytesMut::new();
     while let Some(piece) = response.body.data_within(idle, body.len() as u64).await? {
         if body.len() + piece.len() > limit {
-            return Err(TransferError::Http(format!(
-                "{url}: the response is longer than {limit} bytes; download it to a file instead"
-            )));
+            return Err(TransferError::TooLong { url: url.to_owned(), limit });
         }
         body.extend_from_slice(&piece);
     }

@@ -450,7 +450,9 @@ fn put_queue_then_transfers_run_sends_puts_retries_only_what_is_safe_and_lists_u
     assert!(std::fs::read(scratch.0.join("www/put/q.bin")).unwrap() == data, "byte-exact");
     assert_eq!(of(2, "attempt").len(), 1, "a refused POST is not sent again");
     assert_eq!(of(2, "failed")[0]["transient"], false);
+    assert_eq!(of(2, "failed")[0]["code"], "http_status");
     assert_eq!(of(3, "attempt").len(), 2, "a PUT that could not connect is tried again");
+    assert_eq!(of(3, "failed")[0]["code"], "cannot_connect_to_host", "{:?}", of(3, "failed"));
     let summary = events.iter().find(|v| v["event"] == "summary").expect("a summary");
     assert_eq!((summary["done"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(1)));
     assert_eq!(summary["interrupted"], 1);

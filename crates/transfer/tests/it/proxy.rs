@@ -63,7 +63,8 @@ fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
     let took = started.elapsed();
     eprintln!("through a stall after 3 MiB: failed after {took:?}: {e}");
     assert!(e.to_string().starts_with("timed out"), "{e:?}");
-    assert!(e.to_string().contains("run again with --resume"), "{e}");
+    assert!(e.to_string().contains("resuming the download continues from there"), "{e}");
+    assert_eq!(e.code(), nw_transfer::Code::TimedOut);
     assert!(took < Duration::from_secs(8), "the 2 s timeout fired, no hang: {took:?}");
 }
 

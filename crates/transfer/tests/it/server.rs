@@ -77,7 +77,7 @@ fn server_a_run_stopped_between_the_rename_and_the_record_resumes_to_done() {
     session.store().set_state(id, State::Running, None, true).unwrap();
     // Without --resume the file is still not touched.
     let e = rt.block_on(session.download(&job(url.clone(), &dest, false), &mut |_| {}));
-    assert!(e.unwrap_err().to_string().contains("exists; pass --force"));
+    assert!(e.unwrap_err().to_string().contains("exists, and replacing it was not asked for"));
     // With it, the file is checked with the server and recorded, not fetched again.
     let done = rt.block_on(session.download(&job(url, &dest, true), &mut |_| {})).unwrap();
     assert_eq!((done.metrics.received, done.resumed_from), (0, data.len() as u64));
