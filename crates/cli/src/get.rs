@@ -129,6 +129,14 @@ pub(crate) struct SessionArgs {
     /// subdomains), addresses, CIDR ranges, comma-separated; '*' for all.
     #[arg(long, value_name = "LIST")]
     noproxy: Option<String>,
+    /// Keep cookies in this file (JSON, owner-only) between runs: read first, written as
+    /// responses set them. Without it, cookies live for this run only (a redirect that sets
+    /// one gets it back, as in a browser).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_cookies")]
+    cookie_jar: Option<PathBuf>,
+    /// Neither keep nor send cookies.
+    #[arg(long)]
+    no_cookies: bool,
     #[command(flatten)]
     pub(crate) store: StoreArg,
 }
@@ -162,6 +170,8 @@ impl SessionArgs {
             max_redirs: self.max_redirs,
             proxy: self.proxy.clone(),
             noproxy: self.noproxy.clone(),
+            cookie_jar: self.cookie_jar.as_ref().map(absolute),
+            no_cookies: self.no_cookies,
             https,
         }
     }
@@ -207,6 +217,10 @@ pub(crate) struct Settings {
     proxy: Option<String>,
     #[serde(default)]
     noproxy: Option<String>,
+    #[serde(default)]
+    cookie_jar: Option<PathBuf>,
+    #[serde(default)]
+    no_cookies: bool,
     /// Some URL needs trust settings.
     https: bool,
 }
@@ -278,6 +292,11 @@ impl Settings {
             max_redirects: self.max_redirs,
             identifier: Some(serde_json::to_string(self)?),
             proxies: self.proxies()?,
+            cookies: match (&self.cookie_jar, self.no_cookies) {
+                (_, true) => nw_transfer::cookies::Cookies::Off,
+                (Some(file), _) => nw_transfer::cookies::Cookies::File(file.clone()),
+                (None, _) => nw_transfer::cookies::Cookies::Memory,
+            },
             ..Configuration::default()
         };
         if self.https {

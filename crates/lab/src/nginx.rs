@@ -32,6 +32,8 @@ pub struct Options {
     /// gzip every response of any type to a client that accepts it (`gzip on`), as a web
     /// server compressing its pages and APIs does.
     pub gzip: bool,
+    /// More of nginx's configuration for both servers (`location` blocks, say).
+    pub extra: String,
 }
 
 /// The running server; dropping it stops it and removes its scratch directory.
@@ -93,7 +95,7 @@ impl Nginx {
             .iter()
             .map(|(path, status, to)| format!("location = {path} {{ return {status} {to}; }}\n"))
             .collect();
-        let put = format!("{put}\n{redirects}");
+        let put = format!("{put}\n{redirects}\n{}", options.extra);
         let tls_server = match (&options.tls, https) {
             (Some((cert, key)), Some(port)) => format!(
                 "server {{ listen 127.0.0.1:{port} ssl http2; root {root};

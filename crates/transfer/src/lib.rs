@@ -34,6 +34,7 @@ use nw_connection::tls;
 pub use hyper::Method;
 
 pub mod altsvc;
+pub mod cookies;
 pub mod decode;
 pub mod download;
 mod h1;
@@ -83,6 +84,8 @@ pub struct Configuration {
     /// The proxies loads go through: by default the ones the environment names, read as curl
     /// reads them ([`proxy`]).
     pub proxies: proxy::Proxies,
+    /// What the session does with cookies: kept in memory by default.
+    pub cookies: cookies::Cookies,
     /// The caller's trust settings.
     pub trust: nw_trust::Options,
     /// The unloosened default trust ATS also requires (system anchors, CT as by default).
@@ -115,6 +118,7 @@ impl Default for Configuration {
             http2: true,
             http3: Http3::Discover,
             proxies: proxy::Proxies::from_env(),
+            cookies: cookies::Cookies::Memory,
             trust: nw_trust::Options::default(),
             default_trust: nw_trust::Options::default(),
             durable: true,
@@ -147,6 +151,7 @@ pub struct Session {
     store: Arc<store::Store>,
     alt_svc: altsvc::Cache,
     pool: pool::Pool<http::Connection>,
+    jar: cookies::Jar,
     /// What the transfers have shown of the link: throughput, RTT, failures.
     quality: Mutex<nw_quality::Monitor>,
     /// The quality monitor's clock starts here.
@@ -158,7 +163,9 @@ impl Session {
     #[allow(clippy::disallowed_methods, reason = "the quality monitor's clock starts here")]
     pub fn new(config: Configuration, store_path: &Path) -> Result<Self, TransferError> {
         let store = Arc::new(store::Store::open(store_path)?);
+        let jar = cookies::Jar::new(&config.cookies)?;
         Ok(Self {
+            jar,
             config,
             resolver: Arc::new(SystemResolver::from_system()),
             store,
@@ -309,7 +316,27 @@ impl Session {
         share: usize,
     ) -> Result<http::Response, TransferError> {
         let wait = self.config.request_timeout;
-        match conn.get_within(url, headers, wait).await {
+        // The jar's cookies for this URL, after the caller's own (one Cookie field, RFC 6265
+        // §5.4).
+        let with_cookies;
+        let headers = match self.jar.header_for(url) {
+            None => headers,
+            Some(jar) => {
+                let mut all: Vec<(&str, String)> = Vec::with_capacity(headers.len() + 1);
+                let mut caller = None;
+                for (name, value) in headers {
+                    if name.eq_ignore_ascii_case("cookie") {
+                        caller = Some(value.clone());
+                    } else {
+                        all.push((name, value.clone()));
+                    }
+                }
+                all.push(("Cookie", caller.map_or(jar.clone(), |c| format!("{c}; {jar}"))));
+                with_cookies = all;
+                with_cookies.as_slice()
+            }
+        };
+        let response = match conn.get_within(url, headers, wait).await {
             Err(e) if conn.reused => {
                 tracing::debug!(
                     "{}{}: a reused connection failed ({e}); once more on a fresh one",
@@ -320,7 +347,11 @@ impl Session {
                 conn.get_within(url, headers, wait).await
             }
             result => result,
+        };
+        if let Ok(r) = &response {
+            self.jar.learn(url, &r.headers);
         }
+        response
     }
 
     /// What `response`, to a GET of `current` (the last URL `chain` asked) over `conn`, means

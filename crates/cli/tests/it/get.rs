@@ -733,3 +733,39 @@ fn get_through_proxies_given_or_from_the_environment_and_cat_through_socks() {
         "{stderr}"
     );
 }
+
+#[test]
+fn get_keeps_cookies_a_redirect_sets_unless_told_not_to() {
+    let scratch = scratch("cookies");
+    let data = pattern(256 << 10, 23);
+    std::fs::create_dir_all(scratch.0.join("www/private")).unwrap();
+    std::fs::write(scratch.0.join("www/private/file.bin"), &data).unwrap();
+    let extra = r#"
+        location = /login {
+            add_header Set-Cookie "session=s3cr3t; Path=/; Max-Age=600" always;
+            return 302 /private/file.bin;
+        }
+        location /private/ { if ($cookie_session != "s3cr3t") { return 403; } }
+    "#;
+    let server = nginx(&scratch, &Options { extra: extra.into(), ..Options::default() });
+    let login = server.url("/login");
+
+    let out = nw_get(&scratch, &["--no-cookies", "-o", "a.bin", &login]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("answered 403"), "{stderr}");
+
+    let out = nw_get(&scratch, &["-o", "b.bin", &login]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("b.bin")).unwrap() == data);
+
+    // --cookie-jar keeps it for a later run that goes straight to the file.
+    let out =
+        nw_get(&scratch, &["--cookie-jar", "jar.json", "-o", "c.bin", &login]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let private = server.url("/private/file.bin");
+    let out =
+        nw_get(&scratch, &["--cookie-jar", "jar.json", "-o", "d.bin", &private]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("d.bin")).unwrap() == data);
+}

@@ -2,10 +2,11 @@
 //! restarted cleanly when the file changed or the server ignores ranges.
 
 use nw_lab::nginx::{Nginx, Options as NginxOptions};
+use nw_transfer::cookies::Cookies;
 use nw_transfer::download::{Event, part_path};
 use nw_transfer::resume::RestartReason;
 use nw_transfer::store::State;
-use nw_transfer::{Configuration, Protocol, TransferError};
+use nw_transfer::{Configuration, InTheWay, Protocol, TransferError};
 
 use crate::support::{Scratch, Tls, interrupt, job, pattern, runtime, session};
 
@@ -59,7 +60,11 @@ fn nginx_a_download_is_byte_exact_and_recorded_done() {
     // A second download to the same file refuses to clobber it.
     let again = runtime()
         .block_on(session.download(&job(server.url("/file.bin"), &dest, false), &mut |_| {}));
-    assert!(matches!(&again, Err(TransferError::Usage(m)) if m.contains("--force")), "{again:?}");
+    assert!(
+        matches!(&again, Err(TransferError::InTheWay { kind: InTheWay::Exists, .. })),
+        "{again:?}"
+    );
+    assert_eq!(again.unwrap_err().code(), nw_transfer::Code::CannotCreateFile);
 }
 
 #[test]
@@ -75,10 +80,11 @@ fn nginx_an_interrupted_download_resumes_byte_exact_from_its_checkpoint() {
     let url = server.url("/slow/file.bin");
     let rt = runtime();
     rt.block_on(interrupt(&session, &job(url.clone(), &dest, false), 8 << 20));
-    // Without --resume the partial download is protected, with a hint.
+    // Without resuming, the partial download is protected, and the error says what it holds.
     let refused = rt.block_on(session.download(&job(url.clone(), &dest, false), &mut |_| {}));
     assert!(
-        matches!(&refused, Err(TransferError::Usage(m)) if m.contains("--resume")),
+        matches!(&refused, Err(TransferError::InTheWay { kind: InTheWay::Interrupted { bytes, url: u }, .. })
+            if *bytes > 0 && *u == url),
         "{refused:?}"
     );
     let record = session.store().find(&dest).unwrap().unwrap();
@@ -393,4 +399,71 @@ fn nginx_a_data_task_undoes_gzip_and_a_download_never_asks_for_it() {
         .unwrap();
     assert_eq!(done.bytes, text.len() as u64);
     assert!(std::fs::read(&dest).unwrap() == text);
+}
+
+/// nginx answering `/login` with a cookie and a redirect to `/private/file.bin`, which it
+/// serves only to a request that sends the cookie back (403 otherwise): the shape of many
+/// real download links.
+fn cookie_gate(scratch: &Scratch) -> Nginx {
+    std::fs::create_dir_all(scratch.www().join("private")).unwrap();
+    let extra = r#"
+        location = /login {
+            add_header Set-Cookie "session=s3cr3t; Path=/private; Max-Age=3600; HttpOnly" always;
+            add_header Set-Cookie "theme=dark; Path=/" always;
+            return 302 /private/file.bin;
+        }
+        location /private/ { if ($cookie_session != "s3cr3t") { return 403; } }
+    "#;
+    nginx(scratch, &NginxOptions { extra: extra.into(), ..NginxOptions::default() })
+}
+
+#[test]
+fn nginx_cookies_set_on_a_redirect_are_sent_back_and_kept_in_a_file() {
+    let scratch = Scratch::new("cookies");
+    let data = pattern(1 << 20, 7);
+    std::fs::create_dir_all(scratch.www().join("private")).unwrap();
+    std::fs::write(scratch.www().join("private/file.bin"), &data).unwrap();
+    let server = cookie_gate(&scratch);
+    let rt = runtime();
+
+    // Without cookies the gate holds: the private file answers 403.
+    let off =
+        session(&scratch, Configuration { cookies: Cookies::Off, ..Configuration::default() });
+    let e = rt
+        .block_on(
+            off.download(
+                &job(server.url("/login"), &scratch.0.join("off.bin"), false),
+                &mut |_| {},
+            ),
+        )
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+
+    // With the session's jar (the default), the cookie set by the redirect goes to the next hop.
+    let jar = scratch.0.join("jar.json");
+    let config = Configuration { cookies: Cookies::File(jar.clone()), ..Configuration::default() };
+    let with = session(&scratch, config.clone());
+    let dest = scratch.0.join("file.bin");
+    rt.block_on(with.download(&job(server.url("/login"), &dest, false), &mut |_| {})).unwrap();
+    assert!(std::fs::read(&dest).unwrap() == data);
+
+    // The persistent cookie is in the file (owner-only); the session cookie (no expiry) is not.
+    let text = std::fs::read_to_string(&jar).unwrap();
+    assert!(text.contains("s3cr3t") && !text.contains("dark"), "{text}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&jar).unwrap().permissions().mode() & 0o777, 0o600);
+    // A new session with the same file goes straight through the gate.
+    let again = session(&scratch, config);
+    let data_task = rt.block_on(again.data(&server.url("/private/file.bin"), 2 << 20)).unwrap();
+    assert_eq!(data_task.status, 200);
+    assert!(data_task.body == data);
+
+    // A jar file that is not one is refused, naming it, before any request.
+    std::fs::write(&jar, "not json").unwrap();
+    let bad = nw_transfer::Session::new(
+        Configuration { cookies: Cookies::File(jar.clone()), ..Configuration::default() },
+        &scratch.0.join("store2.db"),
+    )
+    .unwrap_err();
+    assert!(bad.to_string().contains("not a cookie jar"), "{bad}");
 }

@@ -1,0 +1,142 @@
+//! The session's cookie jar (RFC 6265's storage model, by the `cookie_store` crate): cookies a
+//! response sets are kept and sent back with later requests where their domain, path, secure
+//! and expiry rules allow — each hop of a redirect gets its own URL's cookies, never another
+//! origin's. In memory for the session's life, or kept in a file between sessions.
+//!
+//! The jar knows no public-suffix list (none is shipped with the machine), so a cookie with
+//! `Domain=` a public suffix such as `co.uk` is not refused as a browser would refuse it; it is
+//! only sent back to hosts under that suffix.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use cookie_store::{CookieStore, RawCookie};
+use nw_connection::endpoint::Url;
+
+use crate::TransferError;
+
+/// What a session does with cookies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Cookies {
+    /// Neither kept nor sent.
+    Off,
+    /// Kept for the session's life.
+    #[default]
+    Memory,
+    /// Kept in this file (JSON), read when the session is made and written when a response
+    /// changes the jar; only persistent cookies (with an expiry) are written.
+    File(PathBuf),
+}
+
+/// The jar.
+#[derive(Debug)]
+pub(crate) struct Jar {
+    store: Option<Mutex<CookieStore>>,
+    file: Option<PathBuf>,
+}
+
+/// The most of a jar file read (cookies are small; a browser's whole jar fits).
+const MAX_FILE: u64 = 16 << 20;
+
+impl Jar {
+    /// The jar `cookies` asks for, read from its file when there is one.
+    pub(crate) fn new(cookies: &Cookies) -> Result<Self, TransferError> {
+        let (store, file) = match cookies {
+            Cookies::Off => return Ok(Self { store: None, file: None }),
+            Cookies::Memory => (CookieStore::default(), None),
+            Cookies::File(path) => (load(path)?, Some(path.clone())),
+        };
+        Ok(Self { store: Some(Mutex::new(store)), file })
+    }
+
+    /// The `Cookie` field for a request to `url`, when the jar has any for it.
+    pub(crate) fn header_for(&self, url: &Url) -> Option<String> {
+        let store = self.store.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner);
+        let url = web_url(url)?;
+        let pairs: Vec<String> =
+            store.get_request_values(&url).map(|(name, value)| format!("{name}={value}")).collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    }
+
+    /// Keeps what a response from `url` sets (`Set-Cookie` fields), and writes the file when
+    /// there is one. A file that cannot be written is logged, not fatal: the load succeeded.
+    pub(crate) fn learn(&self, url: &Url, headers: &hyper::HeaderMap) {
+        let Some(store) = &self.store else { return };
+        let set: Vec<RawCookie<'static>> = headers
+            .get_all(hyper::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| RawCookie::parse(v.to_owned()).ok())
+            .collect();
+        if set.is_empty() {
+            return;
+        }
+        let Some(web) = web_url(url) else { return };
+        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        store.store_response_cookies(set.into_iter(), &web);
+        if let Some(path) = &self.file
+            && let Err(e) = save(&store, path)
+        {
+            tracing::warn!("{}: the cookie jar could not be written: {e}", path.display());
+        }
+    }
+}
+
+/// The URL as `cookie_store` takes it.
+fn web_url(url: &Url) -> Option<url::Url> {
+    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
+    url::Url::parse(&format!("{}://{host}:{}{}", url.scheme, url.port, url.path)).ok()
+}
+
+/// Reads a jar file; an absent one is an empty jar.
+fn load(path: &Path) -> Result<CookieStore, TransferError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |what, e| TransferError::io(path, what, e);
+    let opened = std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CookieStore::default()),
+        Err(e) => return Err(io("cannot open the cookie jar", e)),
+    };
+    let mut text = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| io("cannot read the cookie jar", e))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(TransferError::Usage(format!(
+            "{}: the cookie jar is larger than {} MiB; is it the right file?",
+            path.display(),
+            MAX_FILE >> 20
+        )));
+    }
+    cookie_store::serde::json::load(text.as_slice()).map_err(|e| {
+        TransferError::Usage(format!(
+            "{}: not a cookie jar nw wrote ({e}); name another file, or remove it",
+            path.display()
+        ))
+    })
+}
+
+/// Writes the jar beside `path` and renames it over: never half a jar, never through a link;
+/// readable by its owner only (cookies are credentials).
+fn save(store: &CookieStore, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let written = cookie_store::serde::json::save(store, &mut file)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|()| file.flush())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
