@@ -43,6 +43,13 @@ pub(crate) struct Args {
     /// only to the URL's own origin).
     #[arg(long, short = 'u', value_name = "USER:PASSWORD")]
     user: Option<String>,
+    /// Take the user and password for each URL's host from ~/.netrc ($NETRC when set), as
+    /// curl -n does; the same rules as --user. The file must be readable by its owner only.
+    #[arg(short = 'n', long, conflicts_with = "user")]
+    netrc: bool,
+    /// --netrc from this file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["user", "netrc"])]
+    netrc_file: Option<PathBuf>,
     /// When the connection drops mid-body, resume from the checkpoint up to N times (waiting
     /// 1, 2, 4 … 16 s between tries); 0: fail at once, leaving the download to --resume.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -322,9 +329,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         None => None,
     };
     let headers = request_headers(&args.headers, args.user.as_deref())?;
-    if args.queue.queue && !headers.is_empty() {
+    let netrc = netrc(&args)?;
+    if args.queue.queue && (!headers.is_empty() || netrc.is_some()) {
         return Err(UsageError(
-            "-H and --user are not kept for queued transfers (credentials stay out of the store); download without --queue"
+            "-H, --user and --netrc are not kept for queued transfers (credentials stay out of the store); download without --queue"
                 .into(),
         )
         .into());
@@ -349,6 +357,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             Some(p) => p.clone(),
             None => PathBuf::from(file_name(url).map_err(UsageError)?),
         };
+        let mut headers = headers.clone();
+        if let Some(login) = netrc.as_ref().and_then(|(file, n)| netrc_login(file, n, url))
+            && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        {
+            headers.push(basic(&format!("{}:{}", login.user, login.password)));
+        }
         jobs.push(Download {
             url: url.clone(),
             dest,
@@ -356,7 +370,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             resume: args.resume,
             force: args.force,
             segments: usize::from(args.segments),
-            headers: headers.clone(),
+            headers,
         });
     }
     let https = needs_trust(&args.urls);
@@ -535,11 +549,87 @@ fn request_headers(given: &[String], user: Option<&str>) -> anyhow::Result<Vec<(
             )
             .into());
         }
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(user);
-        headers.push(("Authorization".to_owned(), format!("Basic {token}")));
+        headers.push(basic(user));
     }
     Ok(headers)
+}
+
+/// An `Authorization: Basic` field for `USER:PASSWORD` (RFC 7617).
+fn basic(user_password: &str) -> (String, String) {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(user_password);
+    ("Authorization".to_owned(), format!("Basic {token}"))
+}
+
+/// The `.netrc` `--netrc`/`--netrc-file` name, read and parsed: refused when others may read
+/// it (ftp(1)'s rule: it holds passwords), when it is not one, or larger than 1 MiB.
+fn netrc(args: &Args) -> anyhow::Result<Option<(PathBuf, nw_transfer::netrc::Netrc)>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = match (&args.netrc_file, args.netrc) {
+        (Some(file), _) => file.clone(),
+        (None, true) => match std::env::var_os("NETRC") {
+            Some(p) => PathBuf::from(p),
+            None => match std::env::var_os("HOME") {
+                Some(home) => PathBuf::from(home).join(".netrc"),
+                None => {
+                    return Err(UsageError(
+                        "--netrc: HOME is not set; give --netrc-file FILE".into(),
+                    )
+                    .into());
+                }
+            },
+        },
+        (None, false) => return Ok(None),
+    };
+    let shown = path.display();
+    let meta = std::fs::metadata(&path).map_err(|e| UsageError(format!("{shown}: {e}")))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(UsageError(format!(
+            "{shown} may be read by others (mode {:o}) and holds passwords; chmod 600 it",
+            meta.mode() & 0o777
+        ))
+        .into());
+    }
+    let mut bytes = Vec::new();
+    {
+        use std::io::Read as _;
+        let file = std::fs::File::open(&path).map_err(|e| UsageError(format!("{shown}: {e}")))?;
+        file.take((1 << 20) + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| UsageError(format!("{shown}: {e}")))?;
+    }
+    if bytes.len() > 1 << 20 {
+        return Err(UsageError(format!("{shown}: larger than 1 MiB; is it the right file?")).into());
+    }
+    let text = String::from_utf8(bytes).map_err(|_| UsageError(format!("{shown}: not text")))?;
+    let parsed =
+        nw_transfer::netrc::Netrc::parse(&text).map_err(|e| UsageError(format!("{shown}: {e}")))?;
+    Ok(Some((path, parsed)))
+}
+
+/// The `.netrc` login for `url`'s host, when it may be sent there: over HTTPS, or plain HTTP to
+/// a local name (as --user); otherwise none, and nw says why.
+fn netrc_login<'a>(
+    file: &Path,
+    netrc: &'a nw_transfer::netrc::Netrc,
+    url: &str,
+) -> Option<&'a nw_transfer::netrc::Login> {
+    let Ok(nw_connection::endpoint::Endpoint::Url(u)) =
+        nw_connection::endpoint::Endpoint::parse(url)
+    else {
+        return None;
+    };
+    let login = netrc.login_for(&u.host)?;
+    if u.scheme == "http" && nw_transfer::policy::local_exemption(&u.host).is_none() {
+        crate::output::error_line(&format!(
+            "nw: {}: not sending the login for {} from {} over plain HTTP",
+            url,
+            u.host,
+            file.display()
+        ));
+        return None;
+    }
+    Some(login)
 }
 
 /// Waits out a retry's backoff (the front end is where waiting between tries belongs).

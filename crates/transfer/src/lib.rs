@@ -40,6 +40,7 @@ pub mod download;
 mod h1;
 mod http;
 pub mod metrics;
+pub mod netrc;
 pub mod policy;
 pub mod pool;
 pub mod proxy;

@@ -769,3 +769,47 @@ fn get_keeps_cookies_a_redirect_sets_unless_told_not_to() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(std::fs::read(scratch.0.join("d.bin")).unwrap() == data);
 }
+
+#[test]
+fn get_takes_the_login_from_a_netrc_kept_private() {
+    let scratch = scratch("netrc");
+    let data = pattern(64 << 10, 24);
+    std::fs::create_dir_all(scratch.0.join("www/members")).unwrap();
+    std::fs::write(scratch.0.join("www/members/file.bin"), &data).unwrap();
+    // alice:s3cret, as RFC 7617's Basic scheme sends it.
+    let extra = r#"
+        location /members/ { if ($http_authorization != "Basic YWxpY2U6czNjcmV0") { return 401; } }
+    "#;
+    let server = nginx(&scratch, &Options { extra: extra.into(), ..Options::default() });
+    let url = server.url("/members/file.bin");
+    let netrc = scratch.0.join("netrc");
+    std::fs::write(&netrc, "machine 127.0.0.1\n  login alice\n  password s3cret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let netrc_arg = netrc.to_string_lossy().into_owned();
+
+    // Readable by others: refused before any request.
+    std::fs::set_permissions(&netrc, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out =
+        nw_get(&scratch, &["--netrc-file", &netrc_arg, "-o", "a.bin", &url]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+
+    std::fs::set_permissions(&netrc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out =
+        nw_get(&scratch, &["--netrc-file", &netrc_arg, "-o", "b.bin", &url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("b.bin")).unwrap() == data);
+    // $NETRC names it for -n; without a login the server says 401.
+    let out = nw_get(&scratch, &["-n", "-o", "c.bin", &url]).env("NETRC", &netrc).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = nw_get(&scratch, &["-o", "d.bin", &url]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answered 401"));
+    // Credentials are not queued.
+    let out = nw_get(&scratch, &["--queue", "-n", "-o", "e.bin", &url])
+        .env("NETRC", &netrc)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("credentials stay out of the store"));
+}
