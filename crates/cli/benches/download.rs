@@ -256,6 +256,16 @@ fn main() {
             .args(flags);
         c
     };
+    // The same downloads through tinyproxy (Debian's): plain HTTP forwarded in the absolute
+    // form, HTTPS through a CONNECT tunnel, nw and curl alike.
+    let tiny = nw_lab::proxies::Tinyproxy::start(None)
+        .unwrap_or_else(|e| panic!("the benchmark needs tinyproxy: {e}"));
+    let via = format!("http://127.0.0.1:{}", tiny.port());
+    let curl_via = |url: &str| {
+        let mut c = curl(url, &out);
+        c.args(["-x", &via]);
+        c
+    };
     let uploaded = dir.join("www/put/up.bin");
     let up_url = server.url("/put/up.bin");
     type Make<'a> = Box<dyn Fn() -> Command + 'a>;
@@ -315,6 +325,13 @@ fn main() {
                 nw_get(&own_h3_url, &["--http3-only", "--anchor", anchor.to_str().unwrap()])
             }),
         ),
+        ("nw get via tinyproxy", Box::new(|| nw_get(&url, &["-x", &via]))),
+        ("curl via tinyproxy", Box::new(|| curl_via(&url))),
+        (
+            "nw get https via tinyproxy (CONNECT)",
+            Box::new(|| nw_get(&https, &["-x", &via, "--anchor", anchor.to_str().unwrap()])),
+        ),
+        ("curl https via tinyproxy (CONNECT)", Box::new(|| curl_via(&https))),
         (
             "upload: nw put (PUT to nginx)",
             Box::new(|| {
@@ -410,5 +427,10 @@ fn main() {
         find("nw get h3 (own h3 server)") / find("nw get https (h2)"),
         find("nw get h3 (ngtcp2 gtlsserver)") / find("nw get https (h2)"),
     );
-    drop((server, ngtcp2, scratch));
+    println!(
+        "through tinyproxy: nw/curl {:.2} (plain HTTP), {:.2} (HTTPS over CONNECT)",
+        find("nw get via tinyproxy") / find("curl via tinyproxy"),
+        find("nw get https via tinyproxy (CONNECT)") / find("curl https via tinyproxy (CONNECT)"),
+    );
+    drop((server, ngtcp2, tiny, scratch));
 }
