@@ -33,7 +33,8 @@ pub enum Cookies {
 #[derive(Debug)]
 pub(crate) struct Jar {
     store: Option<Mutex<CookieStore>>,
-    file: Option<PathBuf>,
+    /// The jar's file, and the lock its writers take in turn.
+    file: Option<(PathBuf, tokio::sync::Mutex<()>)>,
 }
 
 /// The most of a jar file read (cookies are small; a browser's whole jar fits).
@@ -45,7 +46,7 @@ impl Jar {
         let (store, file) = match cookies {
             Cookies::Off => return Ok(Self { store: None, file: None }),
             Cookies::Memory => (CookieStore::default(), None),
-            Cookies::File(path) => (load(path)?, Some(path.clone())),
+            Cookies::File(path) => (load(path)?, Some((path.clone(), tokio::sync::Mutex::new(())))),
         };
         Ok(Self { store: Some(Mutex::new(store)), file })
     }
@@ -60,8 +61,10 @@ impl Jar {
     }
 
     /// Keeps what a response from `url` sets (`Set-Cookie` fields), and writes the file when
-    /// there is one. A file that cannot be written is logged, not fatal: the load succeeded.
-    pub(crate) fn learn(&self, url: &Url, headers: &hyper::HeaderMap) {
+    /// there is one — on a blocking thread, one writer at a time, each writing the jar as it is
+    /// then, so the last write holds the latest. A file that cannot be written is logged, not
+    /// fatal: the load itself succeeded.
+    pub(crate) async fn learn(&self, url: &Url, headers: &hyper::HeaderMap) {
         let Some(store) = &self.store else { return };
         let set: Vec<RawCookie<'static>> = headers
             .get_all(hyper::header::SET_COOKIE)
@@ -73,11 +76,28 @@ impl Jar {
             return;
         }
         let Some(web) = web_url(url) else { return };
-        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-        store.store_response_cookies(set.into_iter(), &web);
-        if let Some(path) = &self.file
-            && let Err(e) = save(&store, path)
-        {
+        store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .store_response_cookies(set.into_iter(), &web);
+        let Some((path, writing)) = &self.file else { return };
+        let _turn = writing.lock().await;
+        let mut json = Vec::new();
+        let serialized = {
+            let store = store.lock().unwrap_or_else(PoisonError::into_inner);
+            cookie_store::serde::json::save(&store, &mut json)
+        };
+        let path = path.clone();
+        let written = match serialized {
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+            Ok(()) => tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || save(&json, &path)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        };
+        if let Err(e) = written {
             tracing::warn!("{}: the cookie jar could not be written: {e}", path.display());
         }
     }
@@ -121,7 +141,7 @@ fn load(path: &Path) -> Result<CookieStore, TransferError> {
 
 /// Writes the jar beside `path` and renames it over: never half a jar, never through a link;
 /// readable by its owner only (cookies are credentials).
-fn save(store: &CookieStore, path: &Path) -> std::io::Result<()> {
+fn save(json: &[u8], path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = std::fs::File::options()
@@ -130,8 +150,8 @@ fn save(store: &CookieStore, path: &Path) -> std::io::Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
-    let written = cookie_store::serde::json::save(store, &mut file)
-        .map_err(|e| std::io::Error::other(e.to_string()))
+    let written = file
+        .write_all(json)
         .and_then(|()| file.flush())
         .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));

@@ -350,7 +350,7 @@ impl Session {
             result => result,
         };
         if let Ok(r) = &response {
-            self.jar.learn(url, &r.headers);
+            self.jar.learn(url, &r.headers).await;
         }
         response
     }
