@@ -158,16 +158,37 @@ impl fmt::Display for Endpoint {
         match self {
             Self::Host { name, port } => write!(f, "{name}:{port}"),
             Self::Addr(a) => write!(f, "{a}"),
-            Self::Url(u) => {
-                let host =
-                    if u.host.contains(':') { format!("[{}]", u.host) } else { u.host.clone() };
-                if default_port(&u.scheme) == Some(u.port) {
-                    write!(f, "{}://{host}{}", u.scheme, u.path)
-                } else {
-                    write!(f, "{}://{host}:{}{}", u.scheme, u.port, u.path)
-                }
-            }
+            Self::Url(u) => write!(f, "{u}"),
         }
+    }
+}
+
+impl Url {
+    /// `host[:port]` as a request names it: the port only when it is not the scheme's
+    /// default, an IPv6 literal in brackets.
+    pub fn authority(&self) -> String {
+        let host = bracketed(&self.host);
+        if default_port(&self.scheme) == Some(self.port) {
+            host.into_owned()
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// The absolute URL: `scheme://authority/path?query`.
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority(), self.path)
+    }
+}
+
+/// `host` as it stands in a URL or before `:port`: an IPv6 literal in brackets.
+pub fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        std::borrow::Cow::Owned(format!("[{host}]"))
+    } else {
+        std::borrow::Cow::Borrowed(host)
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::endpoint::{bracketed, percent_decode};
+
 /// What kind of proxy, and how it is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -170,24 +172,6 @@ fn redacted(text: &str) -> String {
     }
 }
 
-/// `%XX` escapes decoded; `None` for a malformed one or bytes that are not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Why a tunnel through a proxy could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -250,8 +234,8 @@ fn socks_reply(code: u8) -> String {
 const MAX_HEAD: usize = 16 << 10;
 
 /// `host:port` as a request target: IPv6 literals in brackets.
-pub(crate) fn authority(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+fn authority(host: &str, port: u16) -> String {
+    format!("{}:{port}", bracketed(host))
 }
 
 /// Asks an HTTP proxy, over `stream`, for a tunnel to `host:port`, and reads its answer: a

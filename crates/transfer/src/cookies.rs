@@ -105,8 +105,7 @@ impl Jar {
 
 /// The URL as `cookie_store` takes it.
 fn web_url(url: &Url) -> Option<url::Url> {
-    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
-    url::Url::parse(&format!("{}://{host}:{}{}", url.scheme, url.port, url.path)).ok()
+    url::Url::parse(&url.to_string()).ok()
 }
 
 /// Reads a jar file; an absent one is an empty jar.

@@ -452,10 +452,10 @@ impl Connection {
         headers: &[(&str, String)],
         body: Option<RequestBody>,
     ) -> Result<Response, TransferError> {
-        let authority = authority(url);
+        let authority = url.authority();
         // HTTP/2 and HTTP/3 send the absolute form (turned into :scheme, :authority, :path).
         let hyper_request = || {
-            let uri = format!("{}://{authority}{}", url.scheme, url.path);
+            let uri = url.to_string();
             let mut request = hyper::Request::builder().method(method.clone()).uri(uri.as_str());
             request = request.header(hyper::header::USER_AGENT, USER_AGENT);
             for (name, value) in headers {
@@ -473,7 +473,7 @@ impl Connection {
                 let (target, headers) = match &self.forward {
                     None => (url.path.as_str(), headers),
                     Some(authorization) => {
-                        target = format!("{}://{authority}{}", url.scheme, url.path);
+                        target = url.to_string();
                         let mut all = headers.to_vec();
                         if let Some(value) = authorization {
                             all.push(("Proxy-Authorization", value.clone()));
@@ -572,14 +572,4 @@ fn qlog_fields(headers: &hyper::HeaderMap) -> impl Iterator<Item = serde_json::V
     headers.iter().map(|(name, value)| {
         serde_json::json!({ "name": name.as_str(), "value": String::from_utf8_lossy(value.as_bytes()) })
     })
-}
-
-/// `host[:port]`, the port only when it is not the scheme's default; IPv6 in brackets.
-fn authority(url: &Url) -> String {
-    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
-    let default = match url.scheme.as_str() {
-        "https" => 443,
-        _ => 80,
-    };
-    if url.port == default { host } else { format!("{host}:{}", url.port) }
 }
