@@ -117,15 +117,16 @@ pub struct Report {
     /// then the proxy's address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
+    /// How long the proxy took to open the tunnel, after the race to it (ms); TLS with the
+    /// destination (`tls_handshake`) came after that.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::happy_eyeballs::millis_opt"
+    )]
+    pub tunnel: Option<Duration>,
 }
 
 impl Report {
-    /// An empty report for a new connection to `host` and `port` (for a layer above that
-    /// fails before the race has one).
-    pub fn empty(host: &str, port: u16) -> Self {
-        Self::new(ConnectionId::next(), host, port)
-    }
-
     /// An empty report for connection `id`.
     fn new(id: ConnectionId, host: &str, port: u16) -> Self {
         Self {
@@ -144,15 +145,22 @@ impl Report {
             waited: Duration::ZERO,
             tls_handshake: None,
             proxy: None,
+            tunnel: None,
         }
     }
 
-    /// How long after the race started the winner was ready.
+    /// How long after the race started the connection was ready: the winner's time, and
+    /// through a proxy also the tunnel's and TLS's through it, which come after the race.
     pub fn ready_after(&self) -> Option<Duration> {
-        self.events.iter().find_map(|e| match e {
+        let won = self.events.iter().find_map(|e| match e {
             Event::Won { at, .. } => Some(*at),
             _ => None,
-        })
+        })?;
+        let after = match self.proxy {
+            Some(_) => self.tunnel.unwrap_or_default() + self.tls_handshake.unwrap_or_default(),
+            None => Duration::ZERO,
+        };
+        Some(won + after)
     }
 
     /// One round trip, as the winning attempt's handshake measured it: its time from start to
@@ -162,6 +170,8 @@ impl Report {
     pub fn round_trip(&self) -> Option<Duration> {
         let (protocol, took) = self.winning_attempt()?;
         let trips = match (protocol, self.tls.as_ref().map(|t| t.version.as_str())) {
+            // Through a proxy the winner was TCP to the proxy alone; TLS came later.
+            _ if self.proxy.is_some() => 1,
             (Protocol::Tcp, Some("TLSv1_3")) => 2,
             (Protocol::Tcp, Some(_)) => 3,
             _ => 1,
@@ -186,6 +196,9 @@ impl Report {
     /// TCP, TLS's on top of it.
     pub fn handshakes(&self) -> Option<(Duration, Option<Duration>)> {
         let (_, total) = self.winning_attempt()?;
+        if self.proxy.is_some() {
+            return Some((total, self.tls_handshake)); // TLS was not part of the attempt
+        }
         Some((total.saturating_sub(self.tls_handshake.unwrap_or_default()), self.tls_handshake))
     }
 
@@ -847,23 +860,9 @@ async fn connect_through(
         Some(_) => Some(tls::server_name(params.server_name.as_deref().unwrap_or(host))?),
         None => None,
     };
-    let to_proxy = Params {
-        transport: Transport::Tcp,
-        tls: None,
-        server_name: None,
-        proxy: None,
-        ..params.clone()
-    };
-    let reached =
-        connect_direct(&proxy.host, proxy.port, &to_proxy, resolver.clone(), id, observe).await;
-    let Connected { mut stream, mut report } = match reached {
-        Ok(c) => c,
-        Err(e) => {
-            let report = e.report().cloned().unwrap_or_else(|| Report::new(id, host, port));
-            return Err(failed(ProxyFailure::Unreachable(Box::new(e)), report));
-        }
-    };
-    report.proxy = Some(proxy.shown());
+    let Connected { mut stream, mut report } =
+        reach_proxy(proxy, host, port, params, resolver.clone(), (id, observe)).await?;
+    let opening = Instant::now();
     let limit = params.race.timeout.saturating_sub(started.elapsed());
     let credentials = proxy.credentials.as_ref();
     let tunnel = async {
@@ -885,6 +884,7 @@ async fn connect_through(
         Ok(opened) => opened,
         Err(_) => Err(TunnelError::TimedOut(params.race.timeout)),
     };
+    report.tunnel = Some(opening.elapsed());
     let early = match opened {
         Ok(early) => early,
         Err(e) => return Err(failed(ProxyFailure::Tunnel(e), report)),
@@ -896,8 +896,6 @@ async fn connect_through(
         Box::new(crate::proxy::Prefixed::new(early, stream))
     };
     tracing::info!(proxy = %proxy, host, port, "tunnel open");
-    report.host = host.to_owned();
-    report.port = port;
     let (Some(config), Some(name)) = (tls, name) else {
         return Ok(Connected { stream, report });
     };
@@ -916,6 +914,54 @@ async fn connect_through(
             Ok(Connected { stream, report })
         }
         Err(e) => Err(failed(ProxyFailure::Tls(e), report)),
+    }
+}
+
+/// Reaches `proxy` for a connection to `host:port` and goes no further: the race to the proxy
+/// under `params`' path conditions, binding and timeout, without TLS. The stream is to the
+/// proxy; the report names the destination and the proxy. For an HTTP layer that sends
+/// plain-HTTP requests to the proxy itself (the absolute form) instead of through a tunnel;
+/// [`connect`] with `Params::proxy` set goes on to open the tunnel.
+pub async fn connect_proxy(
+    proxy: &crate::proxy::Proxy,
+    host: &str,
+    port: u16,
+    params: &Params,
+    resolver: Arc<dyn Resolve>,
+) -> Result<Connected, ConnectError> {
+    reach_proxy(proxy, host, port, params, resolver, (ConnectionId::next(), &|_| {})).await
+}
+
+/// [`connect_proxy`] as connection `id`, telling `observe` its states.
+async fn reach_proxy(
+    proxy: &crate::proxy::Proxy,
+    host: &str,
+    port: u16,
+    params: &Params,
+    resolver: Arc<dyn Resolve>,
+    (id, observe): (ConnectionId, &Observer<'_>),
+) -> Result<Connected, ConnectError> {
+    let to_proxy = Params {
+        transport: Transport::Tcp,
+        tls: None,
+        server_name: None,
+        proxy: None,
+        ..params.clone()
+    };
+    match connect_direct(&proxy.host, proxy.port, &to_proxy, resolver, id, observe).await {
+        Ok(mut c) => {
+            c.report.proxy = Some(proxy.shown());
+            c.report.host = host.to_owned();
+            c.report.port = port;
+            Ok(c)
+        }
+        Err(e) => Err(ConnectError::Proxy {
+            host: host.to_owned(),
+            port,
+            proxy: proxy.shown(),
+            report: Box::new(e.report().cloned().unwrap_or_else(|| Report::new(id, host, port))),
+            error: ProxyFailure::Unreachable(Box::new(e)),
+        }),
     }
 }
 

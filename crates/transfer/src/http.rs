@@ -339,26 +339,7 @@ async fn connect_tcp(
         .filter(|p| url.scheme == "http" && p.kind == nw_connection::proxy::Kind::Http);
     let connected = match forward {
         None => driver::connect(&url.host, url.port, params, resolver).await,
-        Some(proxy) => {
-            let direct = Params { proxy: None, ..params.clone() };
-            match driver::connect(&proxy.host, proxy.port, &direct, resolver).await {
-                Ok(mut c) => {
-                    c.report.proxy = Some(proxy.shown());
-                    c.report.host.clone_from(&url.host);
-                    c.report.port = url.port;
-                    Ok(c)
-                }
-                Err(e) => Err(driver::ConnectError::Proxy {
-                    host: url.host.clone(),
-                    port: url.port,
-                    proxy: proxy.shown(),
-                    report: Box::new(
-                        e.report().cloned().unwrap_or_else(|| Report::empty(&url.host, url.port)),
-                    ),
-                    error: driver::ProxyFailure::Unreachable(Box::new(e)),
-                }),
-            }
-        }
+        Some(proxy) => driver::connect_proxy(proxy, &url.host, url.port, params, resolver).await,
     };
     let connected = connected.map_err(|e| TransferError::Connect(Box::new(e)))?;
     let forward =

@@ -732,6 +732,12 @@ fn get_through_proxies_given_or_from_the_environment_and_cat_through_socks() {
         stderr.contains(&format!("connected to localhost port {port} through the proxy {via}")),
         "{stderr}"
     );
+    // The report names the proxy and times the tunnel, which the race to the proxy leaves out.
+    let out =
+        nw(&scratch, &["cat", "-z", "--json", "-x", &via, "localhost", port]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stderr).expect("one JSON report on stderr");
+    assert_eq!(report["proxy"], via.as_str());
+    assert!(report["tunnel"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
 }
 
 #[test]
