@@ -262,6 +262,13 @@ impl ConnectError {
         }
     }
 
+    /// Trying again will fail the same way until something changes: the certificate is not
+    /// trusted, or the proxy wants other credentials or refuses this destination.
+    pub fn lasting(&self) -> bool {
+        self.untrusted()
+            || matches!(self, Self::Proxy { error: ProxyFailure::Tunnel(t), .. } if t.lasting())
+    }
+
     /// The report of what happened, when there is one.
     pub fn report(&self) -> Option<&Report> {
         match self {

@@ -214,6 +214,24 @@ pub enum TunnelError {
     TimedOut(Duration),
 }
 
+impl TunnelError {
+    /// Whether trying again will fail the same way until something changes: credentials, or
+    /// the proxy's rules. A proxy's 5xx, a timeout or a lost connection may pass.
+    pub fn lasting(&self) -> bool {
+        match self {
+            Self::AuthenticationRequired { .. }
+            | Self::NoMethod { .. }
+            | Self::AuthenticationFailed => true,
+            // Not allowed by ruleset; command or address type not supported.
+            Self::Socks(code) => matches!(code, 2 | 7 | 8),
+            Self::Refused { status, .. } => {
+                (400..500).contains(status) && *status != 408 && *status != 429
+            }
+            _ => false,
+        }
+    }
+}
+
 /// RFC 1928 §6's reply field in words.
 fn socks_reply(code: u8) -> String {
     let what = match code {
@@ -586,7 +604,12 @@ mod tests {
             .await
             .unwrap_err();
             assert!(e.to_string().contains(says), "{e}");
+            // Credentials and refusals stay so; a malformed answer may not.
+            let lasting = says.contains("authentication") || says.contains("403");
+            assert_eq!(e.lasting(), lasting, "{e}");
         }
+        let gateway = TunnelError::Refused { status: 502, reason: "Bad Gateway".into() };
+        assert!(!gateway.lasting(), "the proxy's upstream may come back");
     }
 
     #[tokio::test]

@@ -675,8 +675,8 @@ impl TransferError {
     /// Whether trying again later may succeed (the transfer stays resumable).
     pub fn transient(&self) -> bool {
         match self {
-            // A certificate that was not trusted stays so: not retried.
-            Self::Connect(e) => !e.untrusted(),
+            // A certificate that was not trusted stays so, as do a proxy's refusals: not retried.
+            Self::Connect(e) => !e.lasting(),
             Self::Lost(_) | Self::Timeout(_) | Self::Incomplete { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             Self::Saved { source, .. } => source.transient(),

@@ -70,6 +70,7 @@ fn proxies_https_through_a_connect_tunnel_with_basic_auth_and_plain_http_in_abso
     };
     let e = download(&scratch, config, https, "refused.bin").unwrap_err();
     assert_eq!(e.code(), nw_transfer::Code::ProxyFailed);
+    assert!(!e.transient(), "wrong credentials stay wrong: not retried");
     let e = e.to_string();
     assert!(e.contains("the proxy refused the credentials given (40"), "{e}");
     assert!(!scratch.0.join("refused.bin.part").exists(), "an empty .part is not left behind");
