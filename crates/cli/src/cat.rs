@@ -156,7 +156,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         ..Config::default()
     };
     let resolver = Arc::new(SystemResolver::from_system());
-    let (tls, identities) = tls_config(&args).map_err(|e| crate::UsageError(format!("{e:#}")))?;
+    let (tls, identities) =
+        tls_config(&args).map_err(|e| crate::UsageError(crate::output::error_text(&e)))?;
     let conditions = args.conditions.conditions();
     let waiting = |reason: Option<nw_path::Reason>| {
         let why = reason.map_or("the path is not satisfied", |r| r.explain());

@@ -207,7 +207,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Ok(outcome) => Ok(outcome),
         Err(e) if e.downcast_ref::<UsageError>().is_some() => Err(e),
         Err(e) => {
-            crate::output::error_line(&format!("nw condition: {e:#}"));
+            crate::output::error_line(&format!("nw condition: {}", crate::output::error_text(&e)));
             Ok(Outcome::Exit(EXIT_NW_FAILED))
         }
     }

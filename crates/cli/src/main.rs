@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Negative) => ExitCode::from(1),
         Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
-            output::error_line(&format!("nw: {e:#}"));
+            output::error_line(&format!("nw: {}", output::error_text(&e)));
             ExitCode::from(2)
         }
         Err(e) => output::fail_environment(&e),

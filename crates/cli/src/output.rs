@@ -34,8 +34,23 @@ pub(crate) fn init_logging(verbose: u8) {
 
 /// Prints an error chain on stderr and returns exit status 3.
 pub(crate) fn fail_environment(e: &anyhow::Error) -> ExitCode {
-    error_line(&format!("nw: {e:#}"));
+    error_line(&format!("nw: {}", error_text(e)));
     ExitCode::from(crate::EXIT_ENVIRONMENT)
+}
+
+/// An error and its causes, "a: b: c", each cause once: many errors already say their
+/// source in their own words (`path: what: source`), and anyhow's `{:#}` would repeat it.
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let more = cause.to_string();
+        if text.is_empty() {
+            text = more;
+        } else if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+    }
+    text
 }
 
 /// Writes one line of payload to stdout. A closed pipe (`nw path --watch | head -1`) is not an
@@ -88,4 +103,17 @@ pub(crate) fn interrupted() -> impl Future<Output = u8> {
         }
         std::task::Poll::Pending
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let io = std::io::Error::other("Is a directory (os error 21)");
+        let e = anyhow::Error::new(io)
+            .context("/tmp/jar: cannot read it: Is a directory (os error 21)");
+        assert_eq!(super::error_text(&e), "/tmp/jar: cannot read it: Is a directory (os error 21)");
+        let e = anyhow::Error::new(std::io::Error::other("refused")).context("connecting");
+        assert_eq!(super::error_text(&e), "connecting: refused");
+    }
 }

@@ -151,7 +151,7 @@ async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
         queued
             .with(&settings)
             .session(&args.disk, &store)
-            .map_err(|e| TransferError::Usage(format!("{e:#}")))
+            .map_err(|e| TransferError::Usage(crate::output::error_text(&e)))
     };
     let config = scheduler::Config {
         max_running: args.max_running.max(1),
