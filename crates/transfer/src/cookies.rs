@@ -108,8 +108,20 @@ fn web_url(url: &Url) -> Option<url::Url> {
     url::Url::parse(&url.to_string()).ok()
 }
 
-/// Reads a jar file; an absent one is an empty jar.
+/// Reads a jar file; an absent one is an empty jar, in a directory that must exist (or the
+/// cookies would be lost at the first write, with the load long done).
 fn load(path: &Path) -> Result<CookieStore, TransferError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(TransferError::Usage(format!(
+            "{}: the cookie jar's directory {} does not exist; create it or name another file",
+            path.display(),
+            dir.display()
+        )));
+    }
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |what, e| TransferError::io(path, what, e);

@@ -88,8 +88,14 @@ impl Session {
             .filter(|c| !c.trim().eq_ignore_ascii_case("identity") && !c.trim().is_empty());
         let body = match &coding {
             None => body,
-            Some(c) => crate::decode::decode(c, body, limit)
-                .map_err(|source| TransferError::Decode { url: url.to_owned(), source })?,
+            // Inflating up to `limit` bytes is CPU work: off the runtime's threads.
+            Some(c) => {
+                let c = c.clone();
+                tokio::task::spawn_blocking(move || crate::decode::decode(&c, body, limit))
+                    .await
+                    .map_err(|e| TransferError::Http(format!("decoding the body: {e}")))?
+                    .map_err(|source| TransferError::Decode { url: url.to_owned(), source })?
+            }
         };
         if coding.is_some() {
             headers.retain(|(n, _)| {

@@ -466,4 +466,11 @@ fn nginx_cookies_set_on_a_redirect_are_sent_back_and_kept_in_a_file() {
     )
     .unwrap_err();
     assert!(bad.to_string().contains("not a cookie jar"), "{bad}");
+    let nowhere = scratch.0.join("absent/jar.json");
+    let bad = nw_transfer::Session::new(
+        Configuration { cookies: Cookies::File(nowhere), ..Configuration::default() },
+        &scratch.0.join("store3.db"),
+    )
+    .unwrap_err();
+    assert!(bad.to_string().contains("does not exist"), "{bad}");
 }
