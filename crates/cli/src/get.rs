@@ -455,16 +455,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                         1 => String::new(),
                         n => format!(" in {n} segments"),
                     };
-                    let proxy = match &done.metrics.proxy {
-                        Some(p) => format!(" through {p}"),
-                        None => String::new(),
-                    };
                     crate::output::error_line(&format!(
-                        "saved {} ({}, {}/s over {}{proxy}{segments}{resumed})",
+                        "saved {} ({}, {}/s over {}{segments}{resumed})",
                         done.dest.display(),
                         size(done.bytes),
                         size(rate),
-                        done.metrics.protocol.as_str(),
+                        carried(&done.metrics),
                     ));
                     if let Some(reason) = &done.restarted {
                         crate::output::error_line(&format!(
@@ -752,6 +748,14 @@ pub(crate) fn not_as_asked(e: &TransferError) -> bool {
             | TransferError::NotAFile { .. }
             | TransferError::InTheWay { .. }
     )
+}
+
+/// What carried a transfer, for its summary: the protocol, and the proxy when there was one.
+pub(crate) fn carried(m: &nw_transfer::metrics::Metrics) -> String {
+    match &m.proxy {
+        Some(p) => format!("{} through {p}", m.protocol.as_str()),
+        None => m.protocol.as_str().to_owned(),
+    }
 }
 
 /// The library says what happened; the flag that changes it is the CLI's to name.

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use nw_transfer::Method;
 use nw_transfer::tasks::Upload;
 
-use crate::get::{DiskArgs, QueueArgs, Report, SessionArgs, hint, needs_trust, not_as_asked, size};
+use crate::get::{
+    DiskArgs, QueueArgs, Report, SessionArgs, carried, hint, needs_trust, not_as_asked, size,
+};
 use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
@@ -88,7 +90,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     args.file.display(),
                     size(done.sent),
                     size(done.sent as f64 / seconds),
-                    m.protocol.as_str(),
+                    carried(m),
                     done.status,
                 ));
                 let mut out = std::io::stdout().lock();

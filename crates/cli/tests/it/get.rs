@@ -698,6 +698,16 @@ fn get_through_proxies_given_or_from_the_environment_and_cat_through_socks() {
     assert!(!stderr.contains("s3cret"), "{stderr}");
     assert!(std::fs::read(scratch.0.join("a.bin")).unwrap() == data, "byte-exact");
 
+    // nw put goes the same way, and says so.
+    let out = nw(&scratch, &["put", "-x", &via, "--anchor", &anchor, "a.bin"])
+        .arg(server.https_url("/put/p.bin").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("h2 through http://127.0.0.1:{}", tiny.port())), "{stderr}");
+    assert!(std::fs::read(scratch.0.join("www/put/p.bin")).unwrap() == data, "byte-exact");
+
     // https_proxy from the environment: loopback goes direct unless no_proxy says <-loopback>.
     let env_get = |no_proxy: &str, dest: &str| {
         nw_get(&scratch, &["--json", "--anchor", &anchor, "-o", dest, &https])
