@@ -40,6 +40,14 @@ fn tls_files(scratch: &Dir) -> (PathBuf, PathBuf, PathBuf) {
     (cert, key, anchor)
 }
 
+/// nginx serving the scratch's `www/` over HTTP and HTTPS, and the path of the anchor for
+/// its certificate.
+fn https_nginx(scratch: &Dir) -> (Nginx, String) {
+    let (cert, key, anchor) = tls_files(scratch);
+    let server = nginx(scratch, &Options { tls: Some((cert, key)), ..Options::default() });
+    (server, anchor.to_string_lossy().into_owned())
+}
+
 fn sha256sum(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().expect("sha256sum (coreutils) runs");
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
@@ -361,9 +369,7 @@ fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
     let data = pattern(24 << 20, 11);
     let source = scratch.0.join("source.bin");
     std::fs::write(&source, &data).unwrap();
-    let (cert, key, anchor) = tls_files(&scratch);
-    let server = nginx(&scratch, &Options { tls: Some((cert, key)), ..Options::default() });
-    let anchor = anchor.to_string_lossy().into_owned();
+    let (server, anchor) = https_nginx(&scratch);
     let put = |args: &[&str]| nw(&scratch, &[&["put"], args].concat()).output().unwrap();
 
     // Plain HTTP (a loopback literal needs no --allow-http), JSON progress and result.
@@ -481,10 +487,8 @@ fn queued_transfers_run_with_the_flags_they_were_queued_with() {
     let scratch = scratch("queue-settings");
     let data = pattern(3 << 20, 9);
     std::fs::write(scratch.0.join("www/a.bin"), &data).unwrap();
-    let (cert, key, anchor) = tls_files(&scratch);
-    let server = nginx(&scratch, &Options { tls: Some((cert, key)), ..Options::default() });
+    let (server, anchor) = https_nginx(&scratch);
     let url = server.https_url("/a.bin").unwrap();
-    let anchor = anchor.to_string_lossy().into_owned();
     let ok = |out: std::process::Output| {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
@@ -680,9 +684,7 @@ fn get_through_proxies_given_or_from_the_environment_and_cat_through_socks() {
     let scratch = scratch("proxy");
     let data = pattern(2 << 20, 21);
     std::fs::write(scratch.0.join("www/file.bin"), &data).unwrap();
-    let (cert, key, anchor) = tls_files(&scratch);
-    let server = nginx(&scratch, &Options { tls: Some((cert, key)), ..Options::default() });
-    let anchor = anchor.to_string_lossy().into_owned();
+    let (server, anchor) = https_nginx(&scratch);
     let tiny = nw_lab::proxies::Tinyproxy::start(Some(("alice", "s3cret")))
         .unwrap_or_else(|e| panic!("tinyproxy could not start: {e}"));
     let via = format!("http://alice:s3cret@127.0.0.1:{}", tiny.port());

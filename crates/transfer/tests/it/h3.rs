@@ -5,13 +5,13 @@
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use nw_lab::nginx::{Nginx, Options as NginxOptions};
+use nw_lab::nginx::Options as NginxOptions;
 use nw_lab::ngtcp2::Gtlsserver;
 use nw_transfer::server::{self, H3Server};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
 use crate::support::{
-    Scratch, Tls, interrupt_and_resume, job, loopback, pattern, runtime, session,
+    Scratch, Tls, interrupt_and_resume, job, loopback, nginx, pattern, runtime, session,
 };
 
 fn h3_config(tls: &Tls, http3: Http3) -> Configuration {
@@ -83,15 +83,14 @@ fn h3_alt_svc_from_nginx_moves_the_next_download_to_http3() {
     let h3 =
         H3Server::start(loopback(), Some(&scratch.www()), tls.der(), &server::Options::default())
             .unwrap();
-    let nginx = Nginx::start(
-        &scratch.www(),
+    let nginx = nginx(
+        &scratch,
         &NginxOptions {
             tls: Some((tls.cert.clone(), tls.key.clone())),
             alt_svc: Some(format!("h3=\":{}\"; ma=60", h3.local_addr().port())),
             ..NginxOptions::default()
         },
-    )
-    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    );
     let session = session(&scratch, h3_config(&tls, Http3::Discover));
     let url = nginx.https_url("/file.bin").unwrap();
     let mut protocols = Vec::new();
@@ -111,11 +110,10 @@ fn h3_unanswered_udp_falls_back_to_tcp_within_the_head_start() {
     let data = pattern(1 << 20, 34);
     std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
     let tls = Tls::new(&scratch);
-    let nginx = Nginx::start(
-        &scratch.www(),
+    let nginx = nginx(
+        &scratch,
         &NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() },
-    )
-    .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    );
     let url = nginx.https_url("/file.bin").unwrap();
     let port: u16 = url.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap();
     // A UDP socket on nginx's port number that reads nothing: a path that drops QUIC silently

@@ -8,7 +8,7 @@ use nw_transfer::resume::RestartReason;
 use nw_transfer::store::State;
 use nw_transfer::{Configuration, InTheWay, Protocol, TransferError};
 
-use crate::support::{Scratch, Tls, interrupt, job, pattern, runtime, session};
+use crate::support::{Scratch, Tls, interrupt, job, nginx, pattern, runtime, session};
 
 /// Resumes the download of `url` to `dest`, and says why it restarted, as its `Started` event
 /// told it.
@@ -27,10 +27,6 @@ fn resume_reporting_restart(
         }))
         .unwrap();
     (done, restarted)
-}
-
-fn nginx(scratch: &Scratch, options: &NginxOptions) -> Nginx {
-    Nginx::start(&scratch.www(), options).unwrap_or_else(|e| panic!("nginx could not start: {e}"))
 }
 
 #[test]
@@ -103,13 +99,22 @@ fn nginx_an_interrupted_download_resumes_byte_exact_from_its_checkpoint() {
     assert!(std::fs::read(&dest).unwrap() == data, "the resumed file is byte-exact");
 }
 
-#[test]
-fn nginx_a_file_changed_on_the_server_restarts_cleanly() {
-    let scratch = Scratch::new("changed");
-    let old = pattern(32 << 20, 3);
-    let new = pattern(20 << 20, 4);
+/// A download of `old`, served by nginx at `/slow/` (20 MB/s), checkpointed every 2 MiB and
+/// interrupted after 6 MiB: ready for the served file to change behind it.
+struct Interrupted {
+    scratch: Scratch,
+    served: std::path::PathBuf,
+    server: Nginx,
+    session: nw_transfer::Session,
+    dest: std::path::PathBuf,
+    url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn interrupted(tag: &str, old: &[u8]) -> Interrupted {
+    let scratch = Scratch::new(tag);
     let served = scratch.www().join("file.bin");
-    std::fs::write(&served, &old).unwrap();
+    std::fs::write(&served, old).unwrap();
     let server =
         nginx(&scratch, &NginxOptions { slow_rate: Some("20m".into()), ..NginxOptions::default() });
     let session =
@@ -118,6 +123,15 @@ fn nginx_a_file_changed_on_the_server_restarts_cleanly() {
     let url = server.url("/slow/file.bin");
     let rt = runtime();
     rt.block_on(interrupt(&session, &job(url.clone(), &dest, false), 6 << 20));
+    Interrupted { scratch, served, server, session, dest, url, rt }
+}
+
+#[test]
+fn nginx_a_file_changed_on_the_server_restarts_cleanly() {
+    let new = pattern(20 << 20, 4);
+    // Every guard is bound: the server and the scratch directory last to the end.
+    let Interrupted { scratch, served, server: _server, session, dest, url, rt } =
+        interrupted("changed", &pattern(32 << 20, 3));
     // A new version, as a deploy would put it: a new file renamed over the old one.
     let staged = scratch.www().join("file.bin.new");
     std::fs::write(&staged, &new).unwrap();
@@ -332,19 +346,9 @@ fn a_server_that_never_answers_fails_within_the_timeout_and_leaves_nothing() {
 
 #[test]
 fn nginx_a_file_changed_behind_an_unchanged_etag_is_caught_by_the_overlap() {
-    let scratch = Scratch::new("same-etag");
-    let old = pattern(24 << 20, 5);
     let new = pattern(24 << 20, 6);
-    let served = scratch.www().join("file.bin");
-    std::fs::write(&served, &old).unwrap();
-    let server =
-        nginx(&scratch, &NginxOptions { slow_rate: Some("20m".into()), ..NginxOptions::default() });
-    let session =
-        session(&scratch, Configuration { checkpoint_bytes: 2 << 20, ..Configuration::default() });
-    let dest = scratch.0.join("file.bin");
-    let url = server.url("/slow/file.bin");
-    let rt = runtime();
-    rt.block_on(interrupt(&session, &job(url.clone(), &dest, false), 6 << 20));
+    let Interrupted { scratch: _scratch, served, server, session, dest, url, rt } =
+        interrupted("same-etag", &pattern(24 << 20, 5));
     let record = session.store().find(&dest).unwrap().unwrap();
     assert!(record.offset > 0, "a checkpoint to resume from");
     // The same length and the same mtime: nginx's ETag ("mtime-size") and Last-Modified do not

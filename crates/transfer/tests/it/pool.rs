@@ -5,11 +5,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use nw_lab::nginx::{Nginx, Options as NginxOptions};
+use nw_lab::nginx::Options as NginxOptions;
 use nw_transfer::Configuration;
 use nw_transfer::pool::{IDLE_LIMIT, Pool, Pooled};
 
-use crate::support::{Scratch, job, pattern, runtime, session};
+use crate::support::{Scratch, job, nginx, pattern, runtime, session};
 
 #[derive(Debug, PartialEq)]
 struct Fake {
@@ -70,8 +70,7 @@ fn pool_reuses_a_connection_to_nginx_for_the_next_download() {
     let data = pattern(1 << 20, 41);
     std::fs::write(scratch.www().join("one.bin"), &data).unwrap();
     std::fs::write(scratch.www().join("two.bin"), &data).unwrap();
-    let server = Nginx::start(&scratch.www(), &NginxOptions::default())
-        .unwrap_or_else(|e| panic!("nginx could not start: {e}"));
+    let server = nginx(&scratch, &NginxOptions::default());
     let session = session(&scratch, Configuration::default());
     let rt = runtime();
     let mut reused = Vec::new();

@@ -3,12 +3,12 @@
 //! with username and password, the name resolved by the proxy); the environment's proxies as
 //! curl reads them, loopback going direct unless `<-loopback>` says otherwise.
 
-use nw_lab::nginx::{Nginx, Options as NginxOptions};
+use nw_lab::nginx::Options as NginxOptions;
 use nw_lab::proxies::{Microsocks, Tinyproxy};
 use nw_transfer::proxy::{Proxies, Proxy};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
-use crate::support::{Scratch, Tls, job, pattern, runtime, session};
+use crate::support::{Scratch, Tls, job, nginx, pattern, runtime, session};
 
 fn proxy(text: &str) -> Proxies {
     Proxies::every(Proxy::parse(text).unwrap(), None)
@@ -33,7 +33,7 @@ fn proxies_https_through_a_connect_tunnel_with_basic_auth_and_plain_http_in_abso
     let tls = Tls::new(&scratch);
     let options =
         NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() };
-    let server = Nginx::start(&scratch.www(), &options).unwrap_or_else(|e| panic!("nginx: {e}"));
+    let server = nginx(&scratch, &options);
     let tiny = Tinyproxy::start(Some(("alice", "s3cret"))).unwrap_or_else(|e| panic!("{e}"));
     let via = format!("http://alice:s3cret@127.0.0.1:{}", tiny.port());
     let https = server.https_url("/file.bin").unwrap();
@@ -81,8 +81,7 @@ fn proxies_socks5_resolves_at_the_proxy_and_checks_credentials() {
     let scratch = Scratch::new("proxies-socks");
     let data = pattern(1 << 20, 62);
     std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
-    let server = Nginx::start(&scratch.www(), &NginxOptions::default())
-        .unwrap_or_else(|e| panic!("nginx: {e}"));
+    let server = nginx(&scratch, &NginxOptions::default());
     let socks = Microsocks::start(Some(("bob", "pw"))).unwrap_or_else(|e| panic!("{e}"));
     // A name the proxy resolves (socks5h): `localhost`, not an address.
     let url = server.url("/file.bin").replace("127.0.0.1", "localhost");
@@ -108,8 +107,7 @@ fn proxies_from_the_environment_spare_loopback_unless_told() {
     let scratch = Scratch::new("proxies-env");
     let data = pattern(64 << 10, 63);
     std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
-    let server = Nginx::start(&scratch.www(), &NginxOptions::default())
-        .unwrap_or_else(|e| panic!("nginx: {e}"));
+    let server = nginx(&scratch, &NginxOptions::default());
     let tiny = Tinyproxy::start(None).unwrap_or_else(|e| panic!("{e}"));
     let env = |no_proxy: &'static str| {
         let all = format!("http://127.0.0.1:{}", tiny.port());

@@ -9,11 +9,7 @@ use nw_transfer::resume::RestartReason;
 use nw_transfer::store::{State, Store};
 use nw_transfer::{Configuration, Protocol};
 
-use crate::support::{Scratch, Tls, interrupt, job, pattern, runtime, session};
-
-fn nginx(scratch: &Scratch, options: &NginxOptions) -> Nginx {
-    Nginx::start(&scratch.www(), options).unwrap_or_else(|e| panic!("nginx could not start: {e}"))
-}
+use crate::support::{Scratch, Tls, interrupt, job, nginx, pattern, runtime, session};
 
 fn slow(rate: &str) -> NginxOptions {
     NginxOptions { slow_rate: Some(rate.into()), ..NginxOptions::default() }

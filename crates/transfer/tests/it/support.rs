@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 use nw_transfer::download::{Download, Event};
 use nw_transfer::{Configuration, Session};
 
+/// nginx serving the scratch's `www/`, or the test fails saying why.
+pub(crate) fn nginx(scratch: &Scratch, options: &nw_lab::nginx::Options) -> nw_lab::nginx::Nginx {
+    nw_lab::nginx::Nginx::start(&scratch.www(), options)
+        .unwrap_or_else(|e| panic!("nginx could not start: {e}"))
+}
+
 /// A scratch directory removed on drop.
 pub(crate) struct Scratch(pub(crate) PathBuf);
 
