@@ -1,0 +1,570 @@
+//! The privileged host: it makes the TUN device and the tunnel's policy rules, starts the
+//! provider as its own unprivileged process with the contract socket on descriptor 3, applies
+//! the settings the provider asks for (checked first, read back after, rolled back on
+//! failure), and on any stop — asked for, provider failure, contract breach — stops the
+//! provider and removes every route, rule and the device, then reads back what is left.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+use crate::fdpass;
+use crate::protocol::{
+    self, FD, FD_ENV, HostMessage, LineBuffer, ProviderMessage, StopReason, VERSION,
+};
+use crate::settings::Settings;
+use crate::settings::{Prefix, TableRoute};
+use crate::sys::{self, Kernel};
+
+/// How to host one tunnel.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// The TUN interface's name; `%d` is numbered by the kernel.
+    pub interface: String,
+    /// The provider's executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// The configuration's options, passed in `start`.
+    pub options: Value,
+    /// The user and group the provider runs as; `None` keeps the host's own (only sensible
+    /// when the host itself is unprivileged, as in a test).
+    pub user: Option<(u32, u32)>,
+    /// How long the provider has to say `started` (or `cancel`).
+    pub start_timeout: Duration,
+    /// How long the provider has to answer `stop` before it is killed.
+    pub stop_timeout: Duration,
+}
+
+impl HostOptions {
+    /// Options for `program` with the defaults: interface `nwtun%d`, no options, the provider
+    /// run as `nobody` when the host is root, 30 s to start, 3 s to stop.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        Self {
+            interface: "nwtun%d".into(),
+            program: program.into(),
+            args: Vec::new(),
+            options: Value::Object(Default::default()),
+            user: root.then_some((65_534, 65_534)),
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What happened, as it happens.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The device and the policy rules exist; the provider is being started.
+    Created {
+        /// The interface's name.
+        interface: String,
+        /// Its routing table (also the firewall mark of bypassing sockets).
+        table: u32,
+        /// The provider's process id.
+        pid: Option<u32>,
+    },
+    /// Settings are in force; `state` is the kernel's, read back.
+    Applied {
+        /// The request's id.
+        id: u64,
+        /// What was asked (`None`: cleared).
+        settings: Option<Settings>,
+        /// What the kernel holds now.
+        state: Box<KernelState>,
+        /// From the request's arrival to the read-back.
+        took: Duration,
+    },
+    /// Settings were refused; what was in force before still is.
+    Refused {
+        /// The request's id.
+        id: u64,
+        /// Why.
+        message: String,
+    },
+    /// The provider says the tunnel is up.
+    Started,
+    /// The provider is reconnecting (`true`) or back.
+    Reasserting(bool),
+    /// A message from the provider for the app.
+    AppMessage(Value),
+}
+
+/// How a hosted tunnel ended.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// Why it stopped.
+    pub reason: StopReason,
+    /// What the provider or the host said about it.
+    pub message: Option<String>,
+    /// The provider's exit status, if it exited.
+    pub exit: Option<ExitStatus>,
+    /// Kernel objects the teardown could not remove (empty when it was complete).
+    pub leftovers: Vec<String>,
+}
+
+/// Setting up the tunnel failed; nothing is left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The TUN device could not be made.
+    #[error(
+        "cannot create the TUN device {name:?}: {error} (is /dev/net/tun there, and are we root?)"
+    )]
+    Tun {
+        /// The name asked for.
+        name: String,
+        /// The system's error.
+        error: std::io::Error,
+    },
+    /// The policy rules could not be installed.
+    #[error("cannot install the tunnel's routing rules: {0}")]
+    Rules(std::io::Error),
+    /// The provider could not be started.
+    #[error("cannot start the provider {program}: {error}")]
+    Spawn {
+        /// The executable.
+        program: String,
+        /// The system's error.
+        error: std::io::Error,
+    },
+}
+
+/// Hosts one tunnel until it stops: `stop` asks for an orderly stop with a reason; `events`
+/// hears what happens. Returns how it ended, after the teardown.
+pub async fn run(
+    options: HostOptions,
+    events: mpsc::UnboundedSender<Event>,
+    mut stop: watch::Receiver<Option<StopReason>>,
+) -> Result<Ended, HostError> {
+    let name = options.interface.clone();
+    let (tun, interface, index) = blocking(move || sys::open_tun(&name))
+        .await
+        .map_err(|error| HostError::Tun { name: options.interface.clone(), error })?;
+    let mut kernel = match blocking(move || Kernel::new(index)).await {
+        Ok(k) => k,
+        Err(e) => {
+            drop(tun);
+            return Err(HostError::Rules(e));
+        }
+    };
+    let (result, kernel) = blocking(move || {
+        let r = kernel.install_rules();
+        (r, kernel)
+    })
+    .await;
+    let mut kernel = kernel;
+    if let Err(e) = result {
+        blocking(move || kernel.teardown()).await;
+        return Err(HostError::Rules(e));
+    }
+    let table = kernel.table();
+
+    let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(error) => {
+            blocking(move || kernel.teardown()).await;
+            return Err(HostError::Spawn { program: options.program.display().to_string(), error });
+        }
+    };
+    let child = match spawn(&options, theirs) {
+        Ok(c) => c,
+        Err(error) => {
+            blocking(move || kernel.teardown()).await;
+            return Err(HostError::Spawn { program: options.program.display().to_string(), error });
+        }
+    };
+    let _ = events.send(Event::Created { interface: interface.clone(), table, pid: child.id() });
+    let mut session = Session { kernel: Some(kernel), tun, events, table, applied: None };
+    let (reason, message, exit) = session.serve(ours, child, &interface, &options, &mut stop).await;
+    let mut kernel = session.kernel.take();
+    let leftovers = match kernel.take() {
+        Some(mut k) => blocking(move || k.teardown()).await,
+        None => vec!["the kernel state was lost while applying settings".into()],
+    };
+    drop(session);
+    Ok(Ended { reason, message, exit, leftovers })
+}
+
+struct Session {
+    /// `None` only while a blocking thread holds it.
+    kernel: Option<Kernel>,
+    /// The host's own descriptor of the device: the device, its routes and so the tunnel's
+    /// claim on traffic outlive a provider that dies (traffic is dropped, not leaked).
+    tun: OwnedFd,
+    events: mpsc::UnboundedSender<Event>,
+    table: u32,
+    applied: Option<Settings>,
+}
+
+type Outcome = (StopReason, Option<String>, Option<ExitStatus>);
+
+impl Session {
+    async fn serve(
+        &mut self,
+        socket: std::os::unix::net::UnixStream,
+        mut child: Child,
+        interface: &str,
+        options: &HostOptions,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Outcome {
+        let failed = |m: String| (StopReason::ProviderFailed, Some(m), None);
+        if let Err(e) = socket.set_nonblocking(true) {
+            return self.finish(None, &mut child, failed(e.to_string()), options).await;
+        }
+        let mut stream = match UnixStream::from_std(socket) {
+            Ok(s) => s,
+            Err(e) => return self.finish(None, &mut child, failed(e.to_string()), options).await,
+        };
+        let start = HostMessage::Start {
+            version: VERSION,
+            interface: interface.to_owned(),
+            options: options.options.clone(),
+        };
+        if let Err(e) = send_fd(&mut stream, &protocol::encode(&start), self.tun.as_fd()).await {
+            let m = format!("cannot hand the TUN device to the provider: {e}");
+            return self.finish(Some(stream), &mut child, failed(m), options).await;
+        }
+
+        let mut lines = LineBuffer::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut started = false;
+        #[allow(clippy::disallowed_methods, reason = "the provider's start deadline")]
+        let start_deadline = tokio::time::sleep(options.start_timeout);
+        tokio::pin!(start_deadline);
+        let outcome: Outcome = 'session: loop {
+            loop {
+                match lines.next_line() {
+                    Ok(Some(line)) => match protocol::decode::<ProviderMessage>(&line) {
+                        Ok(message) => {
+                            if let Some(end) = self.handle(message, &mut stream, &mut started).await
+                            {
+                                break 'session end;
+                            }
+                        }
+                        Err(e) => break 'session failed(format!("broke the contract: {e}")),
+                    },
+                    Ok(None) => break,
+                    Err(e) => break 'session failed(format!("broke the contract: {e}")),
+                }
+            }
+            tokio::select! {
+                read = stream.read(&mut buf) => match read {
+                    Ok(0) => break failed("closed the contract socket".into()),
+                    Ok(n) => lines.extend(&buf[..n]),
+                    Err(e) => break failed(format!("the contract socket failed: {e}")),
+                },
+                status = child.wait() => {
+                    let status = status.ok();
+                    let m = status.map_or_else(|| "exited".into(), |s| format!("exited ({s})"));
+                    break (StopReason::ProviderFailed, Some(m), status);
+                }
+                () = &mut start_deadline, if !started => {
+                    let m = format!("did not start within {:?}", options.start_timeout);
+                    break (StopReason::IdleTimeout, Some(m), None);
+                }
+                changed = stop.changed() => {
+                    let reason = match changed {
+                        Ok(()) => (*stop.borrow()).unwrap_or(StopReason::UserInitiated),
+                        Err(_) => StopReason::UserInitiated,
+                    };
+                    break (reason, None, None);
+                }
+            }
+        };
+        self.finish(Some(stream), &mut child, outcome, options).await
+    }
+
+    /// Handles one message; `Some` ends the session.
+    async fn handle(
+        &mut self,
+        message: ProviderMessage,
+        stream: &mut UnixStream,
+        started: &mut bool,
+    ) -> Option<Outcome> {
+        let reply = match message {
+            ProviderMessage::Settings { id, settings } => Some(self.settings(id, settings).await),
+            ProviderMessage::Started => {
+                *started = true;
+                let _ = self.events.send(Event::Started);
+                None
+            }
+            ProviderMessage::Reasserting { reasserting } => {
+                let _ = self.events.send(Event::Reasserting(reasserting));
+                None
+            }
+            ProviderMessage::AppMessage { data } => {
+                let _ = self.events.send(Event::AppMessage(data));
+                None
+            }
+            ProviderMessage::Cancel { reason, message } => return Some((reason, message, None)),
+            ProviderMessage::Stopped => {
+                return Some((StopReason::ProviderFailed, Some("stopped unasked".into()), None));
+            }
+            ProviderMessage::OpenSocket { id, protocol: p, family } => {
+                let mark = self.table;
+                match blocking(move || sys::bypass_socket(p, family, mark)).await {
+                    Ok(fd) => {
+                        let line = protocol::encode(&HostMessage::Socket { id });
+                        if let Err(e) = send_fd(stream, &line, fd.as_fd()).await {
+                            let m = format!("cannot hand over a socket: {e}");
+                            return Some((StopReason::ProviderFailed, Some(m), None));
+                        }
+                        None
+                    }
+                    Err(e) => Some(HostMessage::Error { id, message: e.to_string() }),
+                }
+            }
+        };
+        if let Some(reply) = reply
+            && let Err(e) = stream.write_all(&protocol::encode(&reply)).await
+        {
+            let m = format!("the contract socket failed: {e}");
+            return Some((StopReason::ProviderFailed, Some(m), None));
+        }
+        None
+    }
+
+    /// Checks, applies and reads back settings; on any failure puts back what was in force.
+    async fn settings(&mut self, id: u64, wanted: Option<Settings>) -> HostMessage {
+        #[allow(clippy::disallowed_methods, reason = "apply latency, reported in events")]
+        let began = Instant::now();
+        let target = wanted.clone().unwrap_or_default();
+        if let Err(e) = target.validate() {
+            return self.refuse(id, e.to_string());
+        }
+        if target.dns.as_ref().is_some_and(|d| !d.servers.is_empty()) {
+            return self.refuse(
+                id,
+                "DNS settings are not applied by this host yet; send settings without \"dns\""
+                    .into(),
+            );
+        }
+        let Some(mut kernel) = self.kernel.take() else {
+            return self.refuse(id, "the host lost its kernel state".into());
+        };
+        let previous = self.applied.clone().unwrap_or_default();
+        let t = target.clone();
+        let (result, kernel) = blocking(move || {
+            let r = kernel.apply(&t).and_then(|()| kernel.read());
+            let r = match r {
+                Ok(state) => match differences(&t, &state) {
+                    d if d.is_empty() => Ok(state),
+                    d => Err(format!("the kernel reads back differently: {}", d.join("; "))),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            if r.is_err()
+                && let Err(e) = kernel.apply(&previous)
+            {
+                tracing::warn!("putting back the earlier settings failed too: {e}");
+            }
+            (r, kernel)
+        })
+        .await;
+        self.kernel = Some(kernel);
+        match result {
+            Ok(state) => {
+                self.applied = Some(target);
+                #[allow(clippy::disallowed_methods, reason = "apply latency, reported in events")]
+                let took = began.elapsed();
+                let _ = self.events.send(Event::Applied {
+                    id,
+                    settings: wanted,
+                    state: Box::new(state),
+                    took,
+                });
+                HostMessage::Applied { id }
+            }
+            Err(message) => self.refuse(id, message),
+        }
+    }
+
+    fn refuse(&self, id: u64, message: String) -> HostMessage {
+        let _ = self.events.send(Event::Refused { id, message: message.clone() });
+        HostMessage::Error { id, message }
+    }
+
+    /// Sends `stop` (when the provider still listens), waits for it to exit within the stop
+    /// timeout, and kills it otherwise.
+    async fn finish(
+        &mut self,
+        stream: Option<UnixStream>,
+        child: &mut Child,
+        outcome: Outcome,
+        options: &HostOptions,
+    ) -> Outcome {
+        let (reason, message, mut exit) = outcome;
+        if exit.is_none() {
+            if let Some(mut stream) = stream {
+                let line = protocol::encode(&HostMessage::Stop { reason });
+                let _ = tokio::time::timeout(options.stop_timeout, stream.write_all(&line)).await;
+                // The provider answers `stopped` and exits; either way we wait for the exit.
+                exit = tokio::time::timeout(options.stop_timeout, child.wait())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            if exit.is_none() {
+                // The whole group: what the provider started goes too.
+                if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+                    // SAFETY: kill(2) on the provider's own process group (it leads it).
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                }
+                let _ = child.start_kill();
+                exit = child.wait().await.ok();
+            }
+        }
+        (reason, message, exit)
+    }
+}
+
+/// What the kernel holds for one tunnel, read back after each change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KernelState {
+    /// The interface's MTU.
+    pub mtu: u32,
+    /// Whether the interface is up.
+    pub up: bool,
+    /// Its addresses (not the IPv6 link-local one the kernel adds).
+    pub addresses: std::collections::BTreeSet<Prefix>,
+    /// The tunnel table's routes.
+    pub routes: std::collections::BTreeSet<TableRoute>,
+    /// How many of our policy rules are installed (4 when all are).
+    pub rules: usize,
+}
+
+/// The differences between what was asked and what the kernel holds (empty when none).
+pub fn differences(wanted: &Settings, state: &KernelState) -> Vec<String> {
+    let mut out = Vec::new();
+    if state.mtu != wanted.mtu() {
+        out.push(format!("MTU {} instead of {}", state.mtu, wanted.mtu()));
+    }
+    if !state.up {
+        out.push("the interface is down".into());
+    }
+    let want: std::collections::BTreeSet<_> = wanted.addresses.iter().copied().collect();
+    for a in want.difference(&state.addresses) {
+        out.push(format!("address {a} missing"));
+    }
+    for a in state.addresses.difference(&want) {
+        out.push(format!("address {a} not asked for"));
+    }
+    let table = wanted.table();
+    for r in table.difference(&state.routes) {
+        out.push(format!("route {r} missing"));
+    }
+    for r in state.routes.difference(&table) {
+        out.push(format!("route {r} not asked for"));
+    }
+    if state.rules != 4 {
+        out.push(format!("{} of the 4 routing rules installed", state.rules));
+    }
+    out
+}
+
+fn spawn(options: &HostOptions, theirs: std::os::unix::net::UnixStream) -> std::io::Result<Child> {
+    let theirs: OwnedFd = theirs.into();
+    let raw = theirs.as_raw_fd();
+    let mut cmd = Command::new(&options.program);
+    cmd.args(&options.args)
+        .env(FD_ENV, FD.to_string())
+        .stdin(Stdio::null())
+        // Its own process group: a Ctrl-C at the terminal stops the host, which stops the
+        // provider in order; the signal must not reach the provider first.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = options.user {
+        cmd.uid(uid).gid(gid);
+    }
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl, dup2 (which also
+    // clears close-on-exec on the new descriptor) and fcntl.
+    unsafe {
+        cmd.pre_exec(move || {
+            // A host killed outright takes its provider with it (set after the uid change,
+            // which would clear it).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if raw == FD {
+                let flags = libc::fcntl(FD, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(theirs);
+    child
+}
+
+async fn send_fd(
+    stream: &mut UnixStream,
+    line: &[u8],
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    let sent = loop {
+        stream.writable().await?;
+        match stream.try_io(tokio::io::Interest::WRITABLE, || {
+            fdpass::send_with_fd(stream.as_raw_fd(), line, fd)
+        }) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    };
+    stream.write_all(line.get(sent..).unwrap_or(&[])).await
+}
+
+/// Runs blocking kernel work off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_each_mismatch() {
+        let wanted: Settings = serde_json::from_str(
+            r#"{"addresses":["10.8.0.2/24"],"included_routes":["10.9.0.0/16"],"mtu":1380}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut state = KernelState {
+            mtu: 1380,
+            up: true,
+            addresses: wanted.addresses.iter().copied().collect(),
+            routes: wanted.table(),
+            rules: 4,
+        };
+        assert!(differences(&wanted, &state).is_empty());
+        state.mtu = 1500;
+        state.addresses.clear();
+        state.rules = 2;
+        assert_eq!(
+            differences(&wanted, &state),
+            [
+                "MTU 1500 instead of 1380",
+                "address 10.8.0.2/24 missing",
+                "2 of the 4 routing rules installed"
+            ]
+        );
+    }
+}

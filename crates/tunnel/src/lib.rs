@@ -1,0 +1,33 @@
+//! `nw-tunnel`: packet tunnel providers, the way Network Extension hosts them.
+//!
+//! - A **provider** is its own unprivileged process, in any language, that moves the tunnel's
+//!   packets and asks for network settings; [`protocol`] is the contract it speaks with the
+//!   host (one JSON message per line over a Unix socket, descriptors by SCM_RIGHTS), and
+//!   [`provider`] is the Rust SDK: implement [`Provider`](provider::Provider), call
+//!   [`run`](provider::run).
+//! - The **host** ([`host::run`]) is privileged: it makes the TUN device and the policy rules,
+//!   starts the provider, applies the [`Settings`] it asks for — checked first, changed by
+//!   difference (added before removed), read back from the kernel, rolled back on failure —
+//!   and tears everything down on any stop, with a [`StopReason`].
+//!
+//! # Routing
+//!
+//! Each tunnel has a routing table of its own (`0x6e770000 + interface index`): included routes
+//! point into the TUN device; excluded routes and the tunnel's remote address are "throw"
+//! routes, which send the lookup on to the main table. Two rules per family, before the main
+//! table's: sockets marked with the table's number (the ones [`provider::Tunnel::open_socket`]
+//! hands out) look up the main table; everything else looks up the tunnel's table first. So an
+//! included route wins over any main-table route, an excluded one never enters the tunnel, and
+//! the provider's own traffic to its server never loops into the tunnel.
+
+pub mod host;
+pub mod protocol;
+pub mod provider;
+pub mod settings;
+
+mod fdpass;
+mod sys;
+
+pub use host::{Ended, Event, HostError, HostOptions, KernelState, differences};
+pub use protocol::StopReason;
+pub use settings::{Dns, Prefix, Settings, SettingsError};

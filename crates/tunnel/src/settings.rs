@@ -1,0 +1,473 @@
+//! A provider's network settings (the `NEPacketTunnelNetworkSettings` analogue): what it asks
+//! for, checked before anything is applied, and the difference between two sets of routes.
+//!
+//! Pure: parsing, validation and diffing are tested with tables; the Linux host applies the
+//! result (`crate::host`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// At most this many routes (included plus excluded) in one set of settings: more than any
+/// real split tunnel uses, and few enough that applying them stays quick.
+pub const MAX_ROUTES: usize = 10_000;
+/// At most this many addresses on the tunnel interface.
+pub const MAX_ADDRESSES: usize = 64;
+/// At most this many DNS servers, match domains or search domains.
+pub const MAX_DNS_ENTRIES: usize = 64;
+/// The smallest MTU accepted: IPv6's minimum link MTU (RFC 8200 §5), since a tunnel without
+/// IPv6 today may carry it tomorrow.
+pub const MIN_MTU: u32 = 1280;
+/// The largest MTU accepted (a TUN device's limit is 65535).
+pub const MAX_MTU: u32 = 65_535;
+
+/// An address prefix, written `192.0.2.0/24` or `2001:db8::/32`; a bare address is a host
+/// prefix (/32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// The prefix `addr/len`; `None` if `len` is longer than the address.
+    pub fn new(addr: IpAddr, len: u8) -> Option<Self> {
+        (len <= max_len(addr)).then_some(Self { addr, len })
+    }
+
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    #[allow(clippy::len_without_is_empty, reason = "a prefix length, not a collection's")]
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    /// Whether this is the zero-length prefix (`0.0.0.0/0` or `::/0`).
+    pub fn is_default(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether `ip` is inside this prefix.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// The host prefix of one address.
+    pub fn host(addr: IpAddr) -> Self {
+        Self { addr, len: max_len(addr) }
+    }
+
+    fn has_host_bits(&self) -> bool {
+        Self::new(self.addr, self.len).is_some_and(|p| p.network() != self.addr)
+    }
+
+    fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        }
+    }
+}
+
+fn max_len(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() { 32 } else { 128 }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Why a prefix did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not an address prefix (write 192.0.2.0/24 or 2001:db8::/32)")]
+pub struct PrefixError {
+    text: String,
+}
+
+impl FromStr for Prefix {
+    type Err = PrefixError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || PrefixError { text: s.chars().take(80).collect() };
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => {
+                let addr: IpAddr = a.parse().map_err(|_| bad())?;
+                if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                (addr, l.parse::<u8>().map_err(|_| bad())?)
+            }
+            None => {
+                let addr: IpAddr = s.parse().map_err(|_| bad())?;
+                (addr, max_len(addr))
+            }
+        };
+        Self::new(addr, len).ok_or_else(bad)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// DNS for the tunnel: servers, and the domains they answer for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// The tunnel's name servers.
+    #[serde(default)]
+    pub servers: Vec<IpAddr>,
+    /// Only names under these domains go to `servers`; empty means every name (a full-DNS
+    /// tunnel). `""` also means every name, as Apple's `matchDomains = [""]` does.
+    #[serde(default)]
+    pub match_domains: Vec<String>,
+    /// Search domains appended to single-label names.
+    #[serde(default)]
+    pub search_domains: Vec<String>,
+}
+
+/// What a provider asks the host to apply. Sending new settings replaces the old ones as a
+/// whole; the host changes only what differs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The tunnel server's address: always routed outside the tunnel.
+    #[serde(default)]
+    pub tunnel_remote_address: Option<IpAddr>,
+    /// Addresses of the tunnel interface, with their prefix length (`10.8.0.2/24`).
+    #[serde(default)]
+    pub addresses: Vec<Prefix>,
+    /// Destinations sent into the tunnel (`0.0.0.0/0` and `::/0` for everything).
+    #[serde(default)]
+    pub included_routes: Vec<Prefix>,
+    /// Destinations kept outside the tunnel even when an included route covers them.
+    #[serde(default)]
+    pub excluded_routes: Vec<Prefix>,
+    /// DNS servers and match domains.
+    #[serde(default)]
+    pub dns: Option<Dns>,
+    /// The tunnel interface's MTU; the host's default (1400) when absent.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+/// The MTU used when settings do not name one: room for WireGuard's 80 bytes of overhead over
+/// IPv6 on a 1500-byte link.
+pub const DEFAULT_MTU: u32 = 1420;
+
+/// Settings that cannot be applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A prefix with bits set past its length, such as `10.0.0.1/8`.
+    #[error("route {given} has bits set past its prefix length; did you mean {meant}?")]
+    HostBits {
+        /// The route as given.
+        given: Prefix,
+        /// The network it probably meant.
+        meant: Prefix,
+    },
+    /// A list longer than its limit.
+    #[error("{what}: {count} given, at most {limit} accepted")]
+    TooMany {
+        /// Which list.
+        what: &'static str,
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An MTU outside 1280..=65535.
+    #[error("MTU {0} is outside {MIN_MTU}..={MAX_MTU}")]
+    Mtu(u32),
+    /// An interface address that cannot be one (unspecified, multicast, or a /0).
+    #[error("{0} cannot be the tunnel interface's address")]
+    Address(Prefix),
+    /// A domain that is not a DNS name.
+    #[error("{0:?} is not a domain name")]
+    Domain(String),
+    /// The same route both included and excluded.
+    #[error("route {0} is both included and excluded")]
+    Conflict(Prefix),
+}
+
+impl Settings {
+    /// Checks the settings; the host applies nothing it has not checked.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let routes = self.included_routes.len() + self.excluded_routes.len();
+        if routes > MAX_ROUTES {
+            return Err(SettingsError::TooMany {
+                what: "routes",
+                count: routes,
+                limit: MAX_ROUTES,
+            });
+        }
+        if self.addresses.len() > MAX_ADDRESSES {
+            return Err(SettingsError::TooMany {
+                what: "addresses",
+                count: self.addresses.len(),
+                limit: MAX_ADDRESSES,
+            });
+        }
+        for route in self.included_routes.iter().chain(&self.excluded_routes) {
+            if route.has_host_bits() {
+                let meant = Prefix { addr: route.network(), len: route.len };
+                return Err(SettingsError::HostBits { given: *route, meant });
+            }
+        }
+        let included: BTreeSet<_> = self.included_routes.iter().collect();
+        if let Some(both) = self.excluded_routes.iter().find(|r| included.contains(r)) {
+            return Err(SettingsError::Conflict(*both));
+        }
+        for a in &self.addresses {
+            if a.addr.is_unspecified() || a.addr.is_multicast() || a.len == 0 {
+                return Err(SettingsError::Address(*a));
+            }
+        }
+        if let Some(mtu) = self.mtu
+            && !(MIN_MTU..=MAX_MTU).contains(&mtu)
+        {
+            return Err(SettingsError::Mtu(mtu));
+        }
+        if let Some(dns) = &self.dns {
+            for (what, list) in [
+                ("DNS servers", dns.servers.len()),
+                ("match domains", dns.match_domains.len()),
+                ("search domains", dns.search_domains.len()),
+            ] {
+                if list > MAX_DNS_ENTRIES {
+                    return Err(SettingsError::TooMany {
+                        what,
+                        count: list,
+                        limit: MAX_DNS_ENTRIES,
+                    });
+                }
+            }
+            for d in dns.match_domains.iter().chain(&dns.search_domains) {
+                if !d.is_empty() && !is_domain(d) {
+                    return Err(SettingsError::Domain(d.chars().take(80).collect()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The MTU to apply.
+    pub fn mtu(&self) -> u32 {
+        self.mtu.unwrap_or(DEFAULT_MTU)
+    }
+
+    /// The routes of the tunnel's own table: included routes to the tunnel, and "throw" routes
+    /// (back to the main table) for excluded routes and the tunnel's remote address.
+    pub fn table(&self) -> BTreeSet<TableRoute> {
+        let mut table: BTreeSet<TableRoute> =
+            self.included_routes.iter().map(|&p| TableRoute { prefix: p, tunnel: true }).collect();
+        let throws = self
+            .excluded_routes
+            .iter()
+            .copied()
+            .chain(self.tunnel_remote_address.map(Prefix::host))
+            .map(|p| TableRoute { prefix: p, tunnel: false });
+        for t in throws {
+            // An excluded route beats an included one for the same prefix.
+            table.remove(&TableRoute { prefix: t.prefix, tunnel: true });
+            table.insert(t);
+        }
+        table
+    }
+}
+
+/// One route in the tunnel's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableRoute {
+    /// The destination.
+    pub prefix: Prefix,
+    /// `true`: into the tunnel; `false`: a throw route, looked up in the main table instead.
+    pub tunnel: bool,
+}
+
+impl fmt::Display for TableRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tunnel { write!(f, "{}", self.prefix) } else { write!(f, "throw {}", self.prefix) }
+    }
+}
+
+/// What to change to go from one set to another: add first, then remove, so that nothing
+/// routed before is unrouted in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff<T> {
+    /// In the wanted set, not in the current one.
+    pub add: Vec<T>,
+    /// In the current set, not in the wanted one.
+    pub remove: Vec<T>,
+}
+
+impl<T> Diff<T> {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The difference between the current and the wanted set.
+pub fn diff<T: Ord + Clone>(current: &BTreeSet<T>, wanted: &BTreeSet<T>) -> Diff<T> {
+    Diff {
+        add: wanted.difference(current).cloned().collect(),
+        remove: current.difference(wanted).cloned().collect(),
+    }
+}
+
+/// A DNS name as match and search domains use it: labels of letters, digits, `-` and `_`,
+/// at most 63 bytes each and 253 in all; a trailing dot is allowed.
+fn is_domain(d: &str) -> bool {
+    let d = d.strip_suffix('.').unwrap_or(d);
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn prefixes_parse_print_and_refuse() {
+        for (text, shown) in [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("192.0.2.7", "192.0.2.7/32"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("::/0", "::/0"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+        ] {
+            assert_eq!(p(text).to_string(), shown);
+        }
+        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "10.0.0.0/", "10.0.0.0/+8", "x", ""] {
+            assert!(bad.parse::<Prefix>().is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn contains_respects_the_length_and_the_family() {
+        assert!(p("10.0.0.0/8").contains("10.255.0.1".parse().unwrap_or_else(|_| unreachable!())));
+        assert!(!p("10.0.0.0/8").contains("11.0.0.1".parse().unwrap_or_else(|_| unreachable!())));
+        assert!(p("0.0.0.0/0").contains("203.0.113.9".parse().unwrap_or_else(|_| unreachable!())));
+        assert!(!p("0.0.0.0/0").contains("::1".parse().unwrap_or_else(|_| unreachable!())));
+        assert!(p("::/0").contains("2001:db8::1".parse().unwrap_or_else(|_| unreachable!())));
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        let mut s = Settings { included_routes: vec![p("10.0.0.1/8")], ..Settings::default() };
+        let e = s.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
+
+        s.included_routes = vec![p("10.0.0.0/8")];
+        s.excluded_routes = vec![p("10.0.0.0/8")];
+        assert_eq!(s.validate(), Err(SettingsError::Conflict(p("10.0.0.0/8"))));
+
+        s.excluded_routes.clear();
+        s.mtu = Some(1279);
+        assert_eq!(s.validate(), Err(SettingsError::Mtu(1279)));
+        s.mtu = Some(1380);
+        assert_eq!(s.validate(), Ok(()));
+
+        s.addresses = vec![p("0.0.0.0/24")];
+        assert!(matches!(s.validate(), Err(SettingsError::Address(_))));
+        s.addresses = vec![p("10.8.0.2/24"), p("fd00::2/64")];
+        assert_eq!(s.validate(), Ok(()));
+
+        s.dns = Some(Dns {
+            match_domains: vec!["corp.example".into(), "bad domain".into()],
+            ..Dns::default()
+        });
+        assert!(matches!(s.validate(), Err(SettingsError::Domain(_))));
+        s.dns = Some(Dns {
+            match_domains: vec![String::new(), "corp.example.".into()],
+            ..Dns::default()
+        });
+        assert_eq!(s.validate(), Ok(()));
+
+        s.included_routes = (0..=u32::try_from(MAX_ROUTES).unwrap_or(u32::MAX))
+            .map(|i| Prefix::host(IpAddr::V4(i.into())))
+            .collect();
+        assert!(matches!(s.validate(), Err(SettingsError::TooMany { what: "routes", .. })));
+    }
+
+    #[test]
+    fn the_table_throws_excluded_routes_and_the_remote_address() {
+        let s = Settings {
+            tunnel_remote_address: Some("203.0.113.1".parse().unwrap_or_else(|_| unreachable!())),
+            included_routes: vec![p("0.0.0.0/0"), p("::/0"), p("10.1.0.0/16")],
+            excluded_routes: vec![p("10.1.2.0/24")],
+            ..Settings::default()
+        };
+        let shown: Vec<String> = s.table().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["0.0.0.0/0", "10.1.0.0/16", "throw 10.1.2.0/24", "throw 203.0.113.1/32", "::/0"]
+        );
+    }
+
+    #[test]
+    fn a_diff_adds_and_removes_only_what_differs() {
+        let a: BTreeSet<_> = [1, 2, 3].into();
+        let b: BTreeSet<_> = [2, 3, 4].into();
+        assert_eq!(diff(&a, &b), Diff { add: vec![4], remove: vec![1] });
+        assert!(diff(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn settings_read_from_json_and_refuse_unknown_fields() {
+        let s: Settings = serde_json::from_str(
+            r#"{"addresses":["10.8.0.2/24"],"included_routes":["0.0.0.0/0"],"mtu":1380,
+                "dns":{"servers":["10.8.0.1"],"match_domains":["corp.example"]}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.mtu(), 1380);
+        assert_eq!(s.addresses, vec![p("10.8.0.2/24")]);
+        let e = serde_json::from_str::<Settings>(r#"{"routes":[]}"#).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("unknown field `routes`")));
+        let e = serde_json::from_str::<Settings>(r#"{"addresses":["10.8.0.2/33"]}"#).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("not an address prefix")));
+    }
+}
