@@ -18,6 +18,7 @@ mod put;
 mod quality;
 mod transfers;
 mod trust;
+mod tunnel;
 
 /// nwkit's networking tool: check, watch and debug the network from the command line.
 #[derive(Debug, Parser)]
@@ -54,6 +55,8 @@ enum Command {
     Transfers(transfers::Args),
     /// Evaluate a certificate chain (a server's, or one in a file) and say what fails.
     Trust(trust::Args),
+    /// Host a packet tunnel provider: the TUN device, its addresses, routes and rules.
+    Tunnel(tunnel::Args),
 }
 
 /// How a subcommand ended, mapped to the one exit-status table.
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             Command::Condition(args) => condition::run(*args).await,
             Command::Transfers(args) => transfers::run(args).await,
             Command::Trust(args) => trust::run(args).await,
+            Command::Tunnel(args) => tunnel::run(args).await,
         }
     });
     // stdin is read on a blocking thread that may never return; do not wait for it.

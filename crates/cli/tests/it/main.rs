@@ -15,5 +15,6 @@ mod get;
 mod netns;
 mod netns_condition;
 mod netns_connect;
+mod netns_tunnel;
 mod support;
 mod trust;

@@ -1,0 +1,89 @@
+# A packet tunnel provider in Python, speaking nw-tunnel's contract (version 1) with nothing
+# but the standard library: it applies the settings in its options, then answers every ICMP and
+# ICMPv6 echo request the tunnel carries (as if the far end were there). With "then" and
+# "after_ms" in its options it applies a second set of settings while traffic flows.
+import json, os, select, socket, struct, sys, time
+
+sock = socket.socket(fileno=int(os.environ["NW_TUNNEL_FD"]))
+buf = b""
+fds = []
+
+
+def send(message):
+    sock.sendall(json.dumps(message).encode() + b"\n")
+
+
+def receive():
+    global buf
+    while b"\n" not in buf:
+        data, got, _, _ = socket.recv_fds(sock, 65536, 4)
+        if not data:
+            sys.exit(0)
+        buf += data
+        fds.extend(got)
+    line, buf = buf.split(b"\n", 1)
+    return json.loads(line)
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def answer(packet):
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 28 and packet[9] == 1:
+        ihl = (packet[0] & 15) * 4
+        if packet[ihl] != 8:
+            return None
+        icmp = bytearray(packet[ihl:])
+        icmp[0] = 0
+        icmp[2:4] = b"\0\0"
+        icmp[2:4] = struct.pack("!H", checksum(bytes(icmp)))
+        header = bytearray(packet[:ihl])
+        header[12:16], header[16:20] = packet[16:20], packet[12:16]
+        return bytes(header) + bytes(icmp)
+    if version == 6 and len(packet) >= 48 and packet[6] == 58 and packet[40] == 128:
+        src, dst = packet[24:40], packet[8:24]
+        icmp = bytearray(packet[40:])
+        icmp[0] = 129
+        icmp[2:4] = b"\0\0"
+        pseudo = src + dst + struct.pack("!IxxxB", len(icmp), 58)
+        icmp[2:4] = struct.pack("!H", checksum(pseudo + bytes(icmp)))
+        return packet[:8] + src + dst + bytes(icmp)
+    return None
+
+
+start = receive()
+assert start["type"] == "start" and start["version"] == 1, start
+tun = fds.pop(0)
+options = start["options"]
+send({"type": "settings", "id": 1, "settings": options.get("settings")})
+reply = receive()
+if reply["type"] != "applied":
+    send({"type": "cancel", "reason": "configuration_failed", "message": reply.get("message")})
+    sys.exit(1)
+send({"type": "started"})
+
+then_at = time.monotonic() + options.get("after_ms", 0) / 1000 if "then" in options else None
+while True:
+    timeout = None if then_at is None else max(0, then_at - time.monotonic())
+    ready, _, _ = select.select([tun, sock], [], [], timeout)
+    if then_at is not None and time.monotonic() >= then_at:
+        send({"type": "settings", "id": 2, "settings": options["then"]})
+        then_at = None
+    if tun in ready:
+        out = answer(os.read(tun, 65536))
+        if out:
+            os.write(tun, out)
+    if sock in ready:
+        message = receive()
+        if message["type"] == "stop":
+            send({"type": "stopped"})
+            sys.exit(0)
+        if message["type"] == "error":
+            send({"type": "app_message", "data": {"refused": message["message"]}})
