@@ -269,7 +269,7 @@ pub async fn run_on<P: Provider>(
 }
 
 enum Incoming {
-    Start { interface: String, options: Value, device: tun_rs::AsyncDevice },
+    Start { interface: String, options: Value, device: AsyncDevice },
     App(Value),
     Stop(StopReason),
     Broken(ProviderError),
@@ -349,7 +349,7 @@ async fn read_loop(
                         return;
                     };
                     // SAFETY: the descriptor is the TUN device the host sent, owned by us alone.
-                    let device = match unsafe { tun_rs::AsyncDevice::from_fd(fd.into_raw_fd()) } {
+                    let device = match unsafe { AsyncDevice::from_fd(fd.into_raw_fd()) } {
                         Ok(d) => d,
                         Err(e) => {
                             let e = format!("the TUN device is unusable: {e}");
