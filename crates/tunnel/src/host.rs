@@ -24,6 +24,9 @@ use crate::settings::Settings;
 use crate::settings::{Prefix, TableRoute};
 use crate::sys::{self, Kernel};
 
+/// How long a provider that closed its socket has to be seen exiting.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
 /// How to host one tunnel.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -259,7 +262,14 @@ impl Session {
             }
             tokio::select! {
                 read = stream.read(&mut buf) => match read {
-                    Ok(0) => break failed("closed the contract socket".into()),
+                    // A provider that dies closes its socket just before its exit is seen:
+                    // give the exit a moment, so the stop says what happened.
+                    Ok(0) => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+                        Ok(Ok(status)) => {
+                            break (StopReason::ProviderFailed, Some(format!("exited ({status})")), Some(status));
+                        }
+                        _ => break failed("closed the contract socket".into()),
+                    },
                     Ok(n) => lines.extend(&buf[..n]),
                     Err(e) => break failed(format!("the contract socket failed: {e}")),
                 },
