@@ -262,16 +262,19 @@ impl Session {
             }
             tokio::select! {
                 read = stream.read(&mut buf) => match read {
-                    // A provider that dies closes its socket just before its exit is seen:
-                    // give the exit a moment, so the stop says what happened.
-                    Ok(0) => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+                    Ok(n) if n > 0 => lines.extend(&buf[..n]),
+                    // A provider that dies closes its socket (or resets it, with unread bytes)
+                    // just before its exit is seen: give the exit a moment, so the stop says
+                    // what happened.
+                    closed => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
                         Ok(Ok(status)) => {
                             break (StopReason::ProviderFailed, Some(format!("exited ({status})")), Some(status));
                         }
-                        _ => break failed("closed the contract socket".into()),
+                        _ => break failed(match closed {
+                            Err(e) => format!("broke the contract socket: {e}"),
+                            Ok(_) => "closed the contract socket".into(),
+                        }),
                     },
-                    Ok(n) => lines.extend(&buf[..n]),
-                    Err(e) => break failed(format!("the contract socket failed: {e}")),
                 },
                 status = child.wait() => {
                     let status = status.ok();
@@ -338,7 +341,7 @@ impl Session {
         if let Some(reply) = reply
             && let Err(e) = stream.write_all(&protocol::encode(&reply)).await
         {
-            let m = format!("the contract socket failed: {e}");
+            let m = format!("did not take a reply: {e}");
             return Some((StopReason::ProviderFailed, Some(m), None));
         }
         None
