@@ -129,16 +129,23 @@ pub enum HostError {
         /// The system's error.
         error: std::io::Error,
     },
+    /// An interface of that name exists already.
+    #[error(
+        "an interface named {0:?} exists already; the host neither takes over nor deletes another's device (name a free one, or a pattern such as nwtun%d)"
+    )]
+    InterfaceExists(String),
     /// The policy rules could not be installed.
     #[error("cannot install the tunnel's routing rules: {0}")]
     Rules(std::io::Error),
     /// The provider could not be started.
-    #[error("cannot start the provider {program}: {error}")]
+    #[error("cannot start the provider {program}: {error}{hint}")]
     Spawn {
         /// The executable.
         program: String,
         /// The system's error.
         error: std::io::Error,
+        /// What to check, when something can be said.
+        hint: String,
     },
 }
 
@@ -150,9 +157,15 @@ pub async fn run(
     mut stop: watch::Receiver<Option<StopReason>>,
 ) -> Result<Ended, HostError> {
     let name = options.interface.clone();
-    let (tun, interface, index) = blocking(move || sys::open_tun(&name))
-        .await
-        .map_err(|error| HostError::Tun { name: options.interface.clone(), error })?;
+    let (tun, interface, index) =
+        blocking(move || sys::open_tun(&name)).await.map_err(|error| {
+            let name = options.interface.clone();
+            if error.kind() == std::io::ErrorKind::AlreadyExists {
+                HostError::InterfaceExists(name)
+            } else {
+                HostError::Tun { name, error }
+            }
+        })?;
     let mut kernel = match blocking(move || Kernel::new(index)).await {
         Ok(k) => k,
         Err(e) => {
@@ -176,18 +189,19 @@ pub async fn run(
         Ok(pair) => pair,
         Err(error) => {
             blocking(move || kernel.teardown()).await;
-            return Err(HostError::Spawn { program: options.program.display().to_string(), error });
+            return Err(spawn_error(&options, error));
         }
     };
     let child = match spawn(&options, theirs) {
         Ok(c) => c,
         Err(error) => {
             blocking(move || kernel.teardown()).await;
-            return Err(HostError::Spawn { program: options.program.display().to_string(), error });
+            return Err(spawn_error(&options, error));
         }
     };
-    let _ = events.send(Event::Created { interface: interface.clone(), table, pid: child.id() });
-    let mut session = Session { kernel: Some(kernel), tun, events, table, applied: None };
+    let pid = child.id();
+    let _ = events.send(Event::Created { interface: interface.clone(), table, pid });
+    let mut session = Session { kernel: Some(kernel), tun, events, table, pid, applied: None };
     let (reason, message, exit) = session.serve(ours, child, &interface, &options, &mut stop).await;
     let mut kernel = session.kernel.take();
     let leftovers = match kernel.take() {
@@ -206,10 +220,23 @@ struct Session {
     tun: OwnedFd,
     events: mpsc::UnboundedSender<Event>,
     table: u32,
+    /// The provider's process id, which is also its process group's.
+    pid: Option<u32>,
     applied: Option<Settings>,
 }
 
 type Outcome = (StopReason, Option<String>, Option<ExitStatus>);
+
+/// Why a session ends, before the provider is stopped.
+enum End {
+    /// A stop with a reason: asked for, cancelled, a breach of the contract, a deadline.
+    Stop(StopReason, Option<String>),
+    /// The provider exited.
+    Exited(Option<ExitStatus>),
+    /// Talking to the provider failed (a closed or reset socket, a refused write): it is
+    /// probably exiting, and [`Session::finish`] waits a moment to say so.
+    Gone(String),
+}
 
 impl Session {
     async fn serve(
@@ -220,7 +247,7 @@ impl Session {
         options: &HostOptions,
         stop: &mut watch::Receiver<Option<StopReason>>,
     ) -> Outcome {
-        let failed = |m: String| (StopReason::ProviderFailed, Some(m), None);
+        let failed = |m: String| End::Stop(StopReason::ProviderFailed, Some(m));
         if let Err(e) = socket.set_nonblocking(true) {
             return self.finish(None, &mut child, failed(e.to_string()), options).await;
         }
@@ -234,8 +261,8 @@ impl Session {
             options: options.options.clone(),
         };
         if let Err(e) = send_fd(&mut stream, &protocol::encode(&start), self.tun.as_fd()).await {
-            let m = format!("cannot hand the TUN device to the provider: {e}");
-            return self.finish(Some(stream), &mut child, failed(m), options).await;
+            let end = End::Gone(format!("did not take the TUN device: {e}"));
+            return self.finish(Some(stream), &mut child, end, options).await;
         }
 
         let mut lines = LineBuffer::default();
@@ -244,7 +271,7 @@ impl Session {
         #[allow(clippy::disallowed_methods, reason = "the provider's start deadline")]
         let start_deadline = tokio::time::sleep(options.start_timeout);
         tokio::pin!(start_deadline);
-        let outcome: Outcome = 'session: loop {
+        let end: End = 'session: loop {
             loop {
                 match lines.next_line() {
                     Ok(Some(line)) => match protocol::decode::<ProviderMessage>(&line) {
@@ -262,39 +289,25 @@ impl Session {
             }
             tokio::select! {
                 read = stream.read(&mut buf) => match read {
-                    Ok(n) if n > 0 => lines.extend(&buf[..n]),
-                    // A provider that dies closes its socket (or resets it, with unread bytes)
-                    // just before its exit is seen: give the exit a moment, so the stop says
-                    // what happened.
-                    closed => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
-                        Ok(Ok(status)) => {
-                            break (StopReason::ProviderFailed, Some(format!("exited ({status})")), Some(status));
-                        }
-                        _ => break failed(match closed {
-                            Err(e) => format!("broke the contract socket: {e}"),
-                            Ok(_) => "closed the contract socket".into(),
-                        }),
-                    },
+                    Ok(0) => break End::Gone("closed the contract socket".into()),
+                    Ok(n) => lines.extend(&buf[..n]),
+                    Err(e) => break End::Gone(format!("broke the contract socket: {e}")),
                 },
-                status = child.wait() => {
-                    let status = status.ok();
-                    let m = status.map_or_else(|| "exited".into(), |s| format!("exited ({s})"));
-                    break (StopReason::ProviderFailed, Some(m), status);
-                }
+                status = child.wait() => break End::Exited(status.ok()),
                 () = &mut start_deadline, if !started => {
                     let m = format!("did not start within {:?}", options.start_timeout);
-                    break (StopReason::IdleTimeout, Some(m), None);
+                    break End::Stop(StopReason::IdleTimeout, Some(m));
                 }
                 changed = stop.changed() => {
                     let reason = match changed {
                         Ok(()) => (*stop.borrow()).unwrap_or(StopReason::UserInitiated),
                         Err(_) => StopReason::UserInitiated,
                     };
-                    break (reason, None, None);
+                    break End::Stop(reason, None);
                 }
             }
         };
-        self.finish(Some(stream), &mut child, outcome, options).await
+        self.finish(Some(stream), &mut child, end, options).await
     }
 
     /// Handles one message; `Some` ends the session.
@@ -303,7 +316,7 @@ impl Session {
         message: ProviderMessage,
         stream: &mut UnixStream,
         started: &mut bool,
-    ) -> Option<Outcome> {
+    ) -> Option<End> {
         let reply = match message {
             ProviderMessage::Settings { id, settings } => Some(self.settings(id, settings).await),
             ProviderMessage::Started => {
@@ -319,9 +332,9 @@ impl Session {
                 let _ = self.events.send(Event::AppMessage(data));
                 None
             }
-            ProviderMessage::Cancel { reason, message } => return Some((reason, message, None)),
+            ProviderMessage::Cancel { reason, message } => return Some(End::Stop(reason, message)),
             ProviderMessage::Stopped => {
-                return Some((StopReason::ProviderFailed, Some("stopped unasked".into()), None));
+                return Some(End::Stop(StopReason::ProviderFailed, Some("stopped unasked".into())));
             }
             ProviderMessage::OpenSocket { id, protocol: p, family } => {
                 let mark = self.table;
@@ -329,8 +342,7 @@ impl Session {
                     Ok(fd) => {
                         let line = protocol::encode(&HostMessage::Socket { id });
                         if let Err(e) = send_fd(stream, &line, fd.as_fd()).await {
-                            let m = format!("cannot hand over a socket: {e}");
-                            return Some((StopReason::ProviderFailed, Some(m), None));
+                            return Some(End::Gone(format!("did not take a socket: {e}")));
                         }
                         None
                     }
@@ -341,8 +353,7 @@ impl Session {
         if let Some(reply) = reply
             && let Err(e) = stream.write_all(&protocol::encode(&reply)).await
         {
-            let m = format!("did not take a reply: {e}");
-            return Some((StopReason::ProviderFailed, Some(m), None));
+            return Some(End::Gone(format!("did not take a reply: {e}")));
         }
         None
     }
@@ -413,32 +424,48 @@ impl Session {
         &mut self,
         stream: Option<UnixStream>,
         child: &mut Child,
-        outcome: Outcome,
+        end: End,
         options: &HostOptions,
     ) -> Outcome {
-        let (reason, message, mut exit) = outcome;
-        if exit.is_none() {
-            if let Some(mut stream) = stream {
-                let line = protocol::encode(&HostMessage::Stop { reason });
-                let _ = tokio::time::timeout(options.stop_timeout, stream.write_all(&line)).await;
-                // The provider answers `stopped` and exits; either way we wait for the exit.
-                exit = tokio::time::timeout(options.stop_timeout, child.wait())
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-            }
-            if exit.is_none() {
-                // The whole group: what the provider started goes too.
-                if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-                    // SAFETY: kill(2) on the provider's own process group (it leads it).
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let (reason, message, mut exit) = match end {
+            End::Stop(reason, message) => (reason, message, None),
+            End::Exited(status) => (StopReason::ProviderFailed, Some(exited(status)), status),
+            // A provider that dies closes its socket (or resets it) just before its exit is
+            // seen: give the exit a moment, so the stop says what happened.
+            End::Gone(what) => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+                Ok(Ok(status)) => {
+                    (StopReason::ProviderFailed, Some(exited(Some(status))), Some(status))
                 }
-                let _ = child.start_kill();
-                exit = child.wait().await.ok();
-            }
+                _ => (StopReason::ProviderFailed, Some(what), None),
+            },
+        };
+        if exit.is_none()
+            && let Some(mut stream) = stream
+        {
+            let line = protocol::encode(&HostMessage::Stop { reason });
+            let _ = tokio::time::timeout(options.stop_timeout, stream.write_all(&line)).await;
+            // The provider answers `stopped` and exits; either way we wait for the exit.
+            exit = tokio::time::timeout(options.stop_timeout, child.wait())
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        // The whole group, also when its leader has exited: what the provider started goes too.
+        if let Some(pid) = self.pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: kill(2) on the provider's own process group (it leads it); a group id
+            // is not reused while any member of the group lives.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        if exit.is_none() {
+            let _ = child.start_kill();
+            exit = child.wait().await.ok();
         }
         (reason, message, exit)
     }
+}
+
+fn exited(status: Option<ExitStatus>) -> String {
+    status.map_or_else(|| "exited".into(), |s| format!("exited ({s})"))
 }
 
 /// What the kernel holds for one tunnel, read back after each change.
@@ -483,6 +510,16 @@ pub fn differences(wanted: &Settings, state: &KernelState) -> Vec<String> {
         out.push(format!("{} of the 4 routing rules installed", state.rules));
     }
     out
+}
+
+fn spawn_error(options: &HostOptions, error: std::io::Error) -> HostError {
+    let hint = match options.user {
+        Some((uid, _)) if error.kind() == std::io::ErrorKind::PermissionDenied => format!(
+            " (the provider runs as uid {uid}, which must be able to execute it and to enter every directory above it)"
+        ),
+        _ => String::new(),
+    };
+    HostError::Spawn { program: options.program.display().to_string(), error, hint }
 }
 
 fn spawn(options: &HostOptions, theirs: std::os::unix::net::UnixStream) -> std::io::Result<Child> {

@@ -21,7 +21,13 @@ const TABLE_BASE: u32 = 0x6e77_0000;
 const RULE_PRIORITY: u32 = 5270;
 
 /// A TUN device (IFF_TUN | IFF_NO_PI) named `name` (a `%d` in it is numbered by the kernel).
+///
+/// A name without `%d` that an interface already has is refused (`AlreadyExists`): opening it
+/// would attach to someone else's persistent TUN device, and the teardown would delete it.
 pub(crate) fn open_tun(name: &str) -> io::Result<(OwnedFd, String, u32)> {
+    if !name.contains('%') && index_of(name).is_ok() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
     let device = tun_rs::DeviceBuilder::new().name(name).build_sync()?;
     let name = device.name()?;
     let index = index_of(&name)?;
