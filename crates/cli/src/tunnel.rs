@@ -25,7 +25,7 @@ enum Action {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "The provider is started with the contract socket as descriptor 3 (NW_TUNNEL_FD); see nw_tunnel::protocol for the messages.\nExit status: 0 after an orderly stop that left nothing behind; 1 when the provider failed or something was left; 2 for usage; 3 when the host could not be set up (no root, no /dev/net/tun)."
+    after_help = "The provider is started with the contract socket as descriptor 3 (NW_TUNNEL_FD); see nw_tunnel::protocol for the messages.\nExit status: 0 after an orderly stop that left nothing behind; 1 when the provider failed or something was left; 2 for usage; 3 when the host could not be set up (no root, no /dev/net/tun, a provider that cannot be started)."
 )]
 struct UpArgs {
     /// The provider's executable, followed by its arguments (after `--`).
@@ -104,6 +104,8 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
                 Outcome::Negative
             })
         }
+        // The name is the user's choice: a usage error, as clap's own are.
+        Err(e @ nw_tunnel::HostError::InterfaceExists(_)) => Err(UsageError(e.to_string()).into()),
         Err(e) => {
             crate::output::error_line(&format!("nw: {e}"));
             Ok(Outcome::Exit(EXIT_ENVIRONMENT))
