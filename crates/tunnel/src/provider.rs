@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::fdpass;
 use crate::protocol::{
-    self, FD, FD_ENV, HostMessage, LineBuffer, ProtocolError, ProviderMessage, SocketFamily,
+    self, FD_ENV, HostMessage, LineBuffer, ProtocolError, ProviderMessage, SocketFamily,
     SocketProtocol, StopReason, VERSION,
 };
 use crate::settings::Settings;
@@ -90,7 +90,8 @@ pub struct Tunnel {
 struct Shared {
     interface: std::sync::OnceLock<String>,
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// Requests waiting for an answer; `None` once the reader has stopped (no answer comes).
+    pending: Mutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>,
     next_id: AtomicU64,
 }
 
@@ -174,7 +175,10 @@ impl Tunnel {
 
     async fn request(&self, id: u64, message: ProviderMessage) -> Result<Reply, ProviderError> {
         let (tx, rx) = oneshot::channel();
-        self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
+        match self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            Some(waiting) => waiting.insert(id, tx),
+            None => return Err(ProviderError::HostGone("no longer reading answers".into())),
+        };
         self.send(&message).await?;
         rx.await.map_err(|_| ProviderError::HostGone("closed before answering".into()))
     }
@@ -194,7 +198,7 @@ pub async fn run<P: Provider>(provider: P) -> Result<StopReason, ProviderError> 
         .map_err(|_| ProviderError::NotHosted(format!("{FD_ENV} is not set")))?
         .parse()
         .map_err(|_| ProviderError::NotHosted(format!("{FD_ENV} is not a number")))?;
-    if fd != FD && fd < 3 {
+    if fd < 3 {
         return Err(ProviderError::NotHosted(format!("{FD_ENV}={fd} names a standard stream")));
     }
     // SAFETY: the host passed this descriptor to us for this purpose; we take it over once.
@@ -212,14 +216,19 @@ pub async fn run_on<P: Provider>(
         UnixStream::from_std(socket).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
     let (read, write) = stream.into_split();
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>> = Mutex::default();
+    let pending = Mutex::new(Some(HashMap::new()));
     let shared = Arc::new(Shared {
         interface: std::sync::OnceLock::new(),
         writer: tokio::sync::Mutex::new(write),
         pending,
         next_id: AtomicU64::new(1),
     });
-    let reader = tokio::spawn(read_loop(read, Arc::clone(&shared), events_tx));
+    let for_reader = Arc::clone(&shared);
+    let reader = tokio::spawn(async move {
+        read_loop(read, Arc::clone(&for_reader), events_tx).await;
+        // No answer will come now: requests still waiting learn that the host is gone.
+        *for_reader.pending.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    });
 
     let result = async {
         let (interface, options, device) = match events.recv().await {
@@ -232,20 +241,25 @@ pub async fn run_on<P: Provider>(
         };
         let _ = shared.interface.set(interface);
         let tunnel = Tunnel { shared: Arc::clone(&shared) };
-        let started = provider.start(tunnel.clone(), device, options);
-        let started = tokio::select! {
-            r = started => r,
-            e = events.recv() => match e {
-                Some(Incoming::Stop(reason)) => return Ok(reason),
-                Some(Incoming::Broken(e)) => return Err(e),
-                _ => return Err(ProviderError::HostGone("closed while starting".into())),
-            },
+        // Requests made while starting are answered by the reader task meanwhile; a stop that
+        // arrives first abandons the start and stops the provider in order.
+        let started = {
+            let starting = provider.start(tunnel.clone(), device, options);
+            tokio::select! {
+                r = starting => Ok(r),
+                e = events.recv() => Err(e),
+            }
         };
         match started {
-            Ok(()) => tunnel.send(&ProviderMessage::Started).await?,
-            Err(message) => {
-                tunnel.cancel(StopReason::ProviderFailed, Some(message)).await?;
+            Ok(Ok(())) => tunnel.send(&ProviderMessage::Started).await?,
+            Ok(Err(message)) => tunnel.cancel(StopReason::ProviderFailed, Some(message)).await?,
+            Err(Some(Incoming::Stop(reason))) => {
+                provider.stop(reason).await;
+                let _ = tunnel.send(&ProviderMessage::Stopped).await;
+                return Ok(reason);
             }
+            Err(Some(Incoming::Broken(e))) => return Err(e),
+            Err(_) => return Err(ProviderError::HostGone("closed while starting".into())),
         }
         loop {
             match events.recv().await {
@@ -329,8 +343,12 @@ async fn read_loop(
                 }
             };
             let reply = |id: u64, r: Reply| {
-                let waiting =
-                    shared.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                let waiting = shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                    .and_then(|w| w.remove(&id));
                 if let Some(tx) = waiting {
                     let _ = tx.send(r);
                 }
