@@ -278,4 +278,53 @@ fn netns_tunnel_providers_that_die_misbehave_or_hang_get_a_clean_stop() {
     assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
     assert_eq!(t.child.wait_for(Duration::from_secs(5)).ok().and_then(|s| s.code()), Some(1));
     assert_nothing_left(&p.cli, table);
+
+    // Someone else's persistent TUN device is neither taken over nor deleted.
+    p.cli.ip(["tuntap", "add", "mode", "tun", "name", "nwkeep0"]).expect("ip tuntap add");
+    let out = p
+        .cli
+        .command(NW)
+        .args(["tunnel", "up", "--interface", "nwkeep0", "--provider", "/bin/true"])
+        .output()
+        .expect("run nw tunnel up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"nwkeep0\" exists already"), "{stderr}");
+    assert_eq!(
+        ip_json(&p.cli, &["link", "show", "dev", "nwkeep0"]).len(),
+        1,
+        "the device was deleted"
+    );
+}
+
+/// The Rust SDK for real: `crates/tunnel/examples/echo_provider.rs`, a provider of a few dozen
+/// lines, applies its settings and answers pings through the tunnel, and stops in order.
+#[test]
+fn netns_tunnel_a_provider_on_the_rust_sdk_carries_pings_and_stops_in_order() {
+    let example = std::path::Path::new(NW).with_file_name("examples").join("echo_provider");
+    assert!(
+        example.exists(),
+        "{} is missing: build it with `cargo build -p nw-tunnel --example echo_provider` (scripts/test does)",
+        example.display()
+    );
+    let p = pair();
+    let options = json!({"settings": settings(&["10.99.5.0/24"])}).to_string();
+    let mut t = Tunnel::up(
+        &p.cli,
+        &["--options", &options, "--provider", &example.display().to_string()],
+        &[],
+    );
+    let table = t.event("created")["table"].as_u64().expect("table");
+    t.event("started");
+    let ping = p.cli.run(["ping", "-n", "-c", "10", "-i", "0.05", "-W", "2", "10.99.1.1"]);
+    let ping = ping.unwrap_or_else(|e| panic!("ping through the tunnel: {e}"));
+    assert!(ping.contains("10 received"), "{ping}");
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+    let stopped = t.event("stopped");
+    assert_eq!(stopped["reason"], "user_initiated", "{stopped}");
+    assert!(
+        stopped["provider_exit"].as_str().is_some_and(|e| e.contains("exit status: 0")),
+        "{stopped}"
+    );
+    assert_nothing_left(&p.cli, table);
 }
