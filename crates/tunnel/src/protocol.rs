@@ -273,11 +273,6 @@ impl LineBuffer {
             None => Ok(None),
         }
     }
-
-    /// Bytes held that are not yet a line.
-    pub fn pending(&self) -> usize {
-        self.buf.len()
-    }
 }
 
 #[cfg(test)]

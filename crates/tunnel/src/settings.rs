@@ -49,11 +49,6 @@ impl Prefix {
         self.len
     }
 
-    /// Whether this is the zero-length prefix (`0.0.0.0/0` or `::/0`).
-    pub fn is_default(&self) -> bool {
-        self.len == 0
-    }
-
     /// Whether `ip` is inside this prefix.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
@@ -226,21 +221,11 @@ pub enum SettingsError {
 impl Settings {
     /// Checks the settings; the host applies nothing it has not checked.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let routes = self.included_routes.len() + self.excluded_routes.len();
-        if routes > MAX_ROUTES {
-            return Err(SettingsError::TooMany {
-                what: "routes",
-                count: routes,
-                limit: MAX_ROUTES,
-            });
-        }
-        if self.addresses.len() > MAX_ADDRESSES {
-            return Err(SettingsError::TooMany {
-                what: "addresses",
-                count: self.addresses.len(),
-                limit: MAX_ADDRESSES,
-            });
-        }
+        let at_most = |what: &'static str, count: usize, limit: usize| {
+            if count > limit { Err(SettingsError::TooMany { what, count, limit }) } else { Ok(()) }
+        };
+        at_most("routes", self.included_routes.len() + self.excluded_routes.len(), MAX_ROUTES)?;
+        at_most("addresses", self.addresses.len(), MAX_ADDRESSES)?;
         for route in self.included_routes.iter().chain(&self.excluded_routes) {
             if route.has_host_bits() {
                 let meant = Prefix { addr: route.network(), len: route.len };
@@ -262,19 +247,9 @@ impl Settings {
             return Err(SettingsError::Mtu(mtu));
         }
         if let Some(dns) = &self.dns {
-            for (what, list) in [
-                ("DNS servers", dns.servers.len()),
-                ("match domains", dns.match_domains.len()),
-                ("search domains", dns.search_domains.len()),
-            ] {
-                if list > MAX_DNS_ENTRIES {
-                    return Err(SettingsError::TooMany {
-                        what,
-                        count: list,
-                        limit: MAX_DNS_ENTRIES,
-                    });
-                }
-            }
+            at_most("DNS servers", dns.servers.len(), MAX_DNS_ENTRIES)?;
+            at_most("match domains", dns.match_domains.len(), MAX_DNS_ENTRIES)?;
+            at_most("search domains", dns.search_domains.len(), MAX_DNS_ENTRIES)?;
             for d in dns.match_domains.iter().chain(&dns.search_domains) {
                 if !d.is_empty() && !is_domain(d) {
                     return Err(SettingsError::Domain(d.chars().take(80).collect()));
