@@ -7,7 +7,6 @@
 //! `Domain=` a public suffix such as `co.uk` is not refused as a browser would refuse it; it is
 //! only sent back to hosts under that suffix.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -153,21 +152,5 @@ fn load(path: &Path) -> Result<CookieStore, TransferError> {
 /// Writes the jar beside `path` and renames it over: never half a jar, never through a link;
 /// readable by its owner only (cookies are credentials).
 fn save(json: &[u8], path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    let written = file
-        .write_all(json)
-        .and_then(|()| file.flush())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    nw_trust::files::replace(path, json, 0o600)
 }

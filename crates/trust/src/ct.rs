@@ -137,25 +137,7 @@ pub fn save(
         std::fs::create_dir_all(dir)
             .map_err(|e| file(format!("cannot create its directory: {e}")))?;
     }
-    let temporary = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    let written = (|| {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        // A fresh file, never through a link someone planted at the temporary name.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temporary)?;
-        f.write_all(list)?;
-        f.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(file(format!("cannot write it: {e}")));
-    }
+    crate::files::replace(path, list, 0o644).map_err(|e| file(format!("cannot write it: {e}")))?;
     Ok(parsed)
 }
 

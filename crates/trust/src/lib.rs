@@ -40,6 +40,7 @@ pub mod cert;
 pub mod ct;
 mod der;
 pub mod evaluate;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod identity;
