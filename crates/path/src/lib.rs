@@ -49,6 +49,7 @@ mod driver;
 pub mod evaluate;
 pub mod interface;
 pub mod monitor;
+pub mod prefix;
 mod service;
 mod sys;
 
@@ -58,6 +59,7 @@ pub use evaluate::{
     evaluate_for,
 };
 pub use interface::{Address, Interface, InterfaceType, LinkType, Route, Snapshot};
+pub use prefix::{Prefix, PrefixError};
 pub use service::{PathService, Reading, Readings, ServiceOptions};
 
 /// Why the path could not be read or watched.

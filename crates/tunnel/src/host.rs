@@ -7,18 +7,18 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
 use crate::fdpass;
 use crate::protocol::{
-    self, FD, FD_ENV, HostMessage, LineBuffer, ProviderMessage, StopReason, VERSION,
+    self, FD_ENV, HostMessage, LineBuffer, ProviderMessage, StopReason, VERSION,
 };
 use crate::settings::Settings;
 use crate::settings::{Prefix, TableRoute};
@@ -51,14 +51,12 @@ impl HostOptions {
     /// Options for `program` with the defaults: interface `nwtun%d`, no options, the provider
     /// run as `nobody` when the host is root, 30 s to start, 3 s to stop.
     pub fn new(program: impl Into<PathBuf>) -> Self {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
         Self {
             interface: "nwtun%d".into(),
             program: program.into(),
             args: Vec::new(),
             options: Value::Object(Default::default()),
-            user: root.then_some((65_534, 65_534)),
+            user: nw_provider::default_user(),
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(3),
         }
@@ -192,7 +190,7 @@ pub async fn run(
             return Err(spawn_error(&options, error));
         }
     };
-    let child = match spawn(&options, theirs) {
+    let child = match spawner(&options).start(theirs) {
         Ok(c) => c,
         Err(error) => {
             blocking(move || kernel.teardown()).await;
@@ -451,10 +449,8 @@ impl Session {
                 .and_then(Result::ok);
         }
         // The whole group, also when its leader has exited: what the provider started goes too.
-        if let Some(pid) = self.pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
-            // SAFETY: kill(2) on the provider's own process group (it leads it); a group id
-            // is not reused while any member of the group lives.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        if let Some(pid) = self.pid {
+            nw_provider::kill_group(pid);
         }
         if exit.is_none() {
             let _ = child.start_kill();
@@ -512,53 +508,18 @@ pub fn differences(wanted: &Settings, state: &KernelState) -> Vec<String> {
     out
 }
 
-fn spawn_error(options: &HostOptions, error: std::io::Error) -> HostError {
-    let hint = match options.user {
-        Some((uid, _)) if error.kind() == std::io::ErrorKind::PermissionDenied => format!(
-            " (the provider runs as uid {uid}, which must be able to execute it and to enter every directory above it)"
-        ),
-        _ => String::new(),
-    };
-    HostError::Spawn { program: options.program.display().to_string(), error, hint }
+fn spawner(options: &HostOptions) -> nw_provider::Spawn {
+    nw_provider::Spawn {
+        program: options.program.clone(),
+        args: options.args.clone(),
+        user: options.user,
+        fd_env: FD_ENV,
+    }
 }
 
-fn spawn(options: &HostOptions, theirs: std::os::unix::net::UnixStream) -> std::io::Result<Child> {
-    let theirs: OwnedFd = theirs.into();
-    let raw = theirs.as_raw_fd();
-    let mut cmd = Command::new(&options.program);
-    cmd.args(&options.args)
-        .env(FD_ENV, FD.to_string())
-        .stdin(Stdio::null())
-        // Its own process group: a Ctrl-C at the terminal stops the host, which stops the
-        // provider in order; the signal must not reach the provider first.
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some((uid, gid)) = options.user {
-        cmd.uid(uid).gid(gid);
-    }
-    // SAFETY: between fork and exec only async-signal-safe calls: prctl, dup2 (which also
-    // clears close-on-exec on the new descriptor) and fcntl.
-    unsafe {
-        cmd.pre_exec(move || {
-            // A host killed outright takes its provider with it (set after the uid change,
-            // which would clear it).
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if raw == FD {
-                let flags = libc::fcntl(FD, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn();
-    drop(theirs);
-    child
+fn spawn_error(options: &HostOptions, error: std::io::Error) -> HostError {
+    let hint = spawner(options).hint(&error);
+    HostError::Spawn { program: options.program.display().to_string(), error, hint }
 }
 
 async fn send_fd(

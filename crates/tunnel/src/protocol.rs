@@ -30,8 +30,6 @@
 //! 5. host → `{"type":"stop","reason":…}`; the provider answers `{"type":"stopped"}` and exits.
 //!    A provider that exits, closes the socket, or misses the stop timeout is stopped by force.
 
-use std::io;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -41,67 +39,16 @@ use crate::settings::Settings;
 pub const VERSION: u32 = 1;
 /// The longest line either side accepts, newline included: far more than settings with
 /// [`MAX_ROUTES`](crate::settings::MAX_ROUTES) routes need.
-pub const MAX_LINE: usize = 1 << 20;
+pub use nw_provider::MAX_LINE;
+/// The framing every provider contract shares.
+pub use nw_provider::{LineBuffer, ProtocolError, decode, encode};
 /// The environment variable that names the contract socket's descriptor.
 pub const FD_ENV: &str = "NW_TUNNEL_FD";
 /// The descriptor the contract socket has in a provider the host starts.
-pub const FD: i32 = 3;
+pub use nw_provider::FD;
 
-/// Why a tunnel stopped: Apple's `NEProviderStopReason`, in snake case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// No reason given.
-    None,
-    /// The user stopped it.
-    UserInitiated,
-    /// The provider failed: it exited, crashed, broke the contract, or said so.
-    ProviderFailed,
-    /// No network is available to carry the tunnel.
-    NoNetworkAvailable,
-    /// The network changed in a way the tunnel cannot follow.
-    UnrecoverableNetworkChange,
-    /// The provider was disabled.
-    ProviderDisabled,
-    /// The user logged out.
-    UserLogout,
-    /// The user switched.
-    UserSwitch,
-    /// The provider's configuration was removed.
-    ConfigurationRemoved,
-    /// Another tunnel took over.
-    Superseded,
-    /// The provider was stopped to be updated.
-    AppUpdate,
-    /// The provider did not answer in time.
-    IdleTimeout,
-    /// The configuration failed.
-    ConfigurationFailed,
-    /// The host is shutting down.
-    Sleep,
-}
-
-impl StopReason {
-    /// The reason as it is written in messages and status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::UserInitiated => "user_initiated",
-            Self::ProviderFailed => "provider_failed",
-            Self::NoNetworkAvailable => "no_network_available",
-            Self::UnrecoverableNetworkChange => "unrecoverable_network_change",
-            Self::ProviderDisabled => "provider_disabled",
-            Self::UserLogout => "user_logout",
-            Self::UserSwitch => "user_switch",
-            Self::ConfigurationRemoved => "configuration_removed",
-            Self::Superseded => "superseded",
-            Self::AppUpdate => "app_update",
-            Self::IdleTimeout => "idle_timeout",
-            Self::ConfigurationFailed => "configuration_failed",
-            Self::Sleep => "sleep",
-        }
-    }
-}
+/// Why a provider stopped (shared by every provider contract).
+pub use nw_provider::StopReason;
 
 /// A socket's transport, in an `open_socket` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,72 +156,6 @@ pub enum ProviderMessage {
     Stopped,
 }
 
-/// A line that is not a message.
-#[derive(Debug, thiserror::Error)]
-pub enum ProtocolError {
-    /// Longer than [`MAX_LINE`].
-    #[error("a message longer than {MAX_LINE} bytes")]
-    TooLong,
-    /// Not JSON, or not a message this version knows.
-    #[error("not a message of contract version {VERSION}: {error} (in {line:?})")]
-    Malformed {
-        /// What the JSON reader said.
-        error: String,
-        /// The start of the line.
-        line: String,
-    },
-    /// The socket failed.
-    #[error("the provider socket failed: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// Reads one message from a complete line (without its newline).
-pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ProtocolError> {
-    if line.len() >= MAX_LINE {
-        return Err(ProtocolError::TooLong);
-    }
-    serde_json::from_slice(line).map_err(|e| ProtocolError::Malformed {
-        error: e.to_string(),
-        line: String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned(),
-    })
-}
-
-/// Writes one message as a line, newline included.
-pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
-    // Serializing these types cannot fail: every map key is a string.
-    let mut line = serde_json::to_vec(message).unwrap_or_default();
-    line.push(b'\n');
-    line
-}
-
-/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes.
-#[derive(Debug, Default)]
-pub struct LineBuffer {
-    buf: Vec<u8>,
-}
-
-impl LineBuffer {
-    /// Adds bytes read from the socket.
-    pub fn extend(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The next complete line, without its newline; `TooLong` once the buffer holds
-    /// [`MAX_LINE`] bytes with no newline.
-    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, ProtocolError> {
-        match self.buf.iter().position(|&b| b == b'\n') {
-            Some(end) if end < MAX_LINE => {
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                Ok(Some(line))
-            }
-            Some(_) => Err(ProtocolError::TooLong),
-            None if self.buf.len() >= MAX_LINE => Err(ProtocolError::TooLong),
-            None => Ok(None),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,33 +190,7 @@ mod tests {
     fn garbage_and_unknown_messages_are_errors_that_quote_the_line() {
         for bad in [&b"hello"[..], br#"{"type":"launch"}"#, b"\xff\xfe"] {
             let e = decode::<ProviderMessage>(bad).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(e.contains("not a message of contract version 1"), "{e}");
-        }
-    }
-
-    #[test]
-    fn lines_are_split_and_bounded() {
-        let mut b = LineBuffer::default();
-        b.extend(b"{\"type\":\"started\"}\n{\"type\":");
-        assert_eq!(b.next_line().ok().flatten().as_deref(), Some(&b"{\"type\":\"started\"}"[..]));
-        assert!(matches!(b.next_line(), Ok(None)));
-        b.extend(b"\"stopped\"}\n");
-        assert_eq!(b.next_line().ok().flatten().as_deref(), Some(&b"{\"type\":\"stopped\"}"[..]));
-
-        let mut b = LineBuffer::default();
-        b.extend(&vec![b'x'; MAX_LINE]);
-        assert!(matches!(b.next_line(), Err(ProtocolError::TooLong)));
-    }
-
-    #[test]
-    fn stop_reasons_are_written_as_in_messages() {
-        for r in [
-            StopReason::UserInitiated,
-            StopReason::ProviderFailed,
-            StopReason::ConfigurationRemoved,
-        ] {
-            let json = serde_json::to_string(&r).unwrap_or_default();
-            assert_eq!(json, format!("\"{}\"", r.as_str()));
+            assert!(e.contains("not a message of this contract version"), "{e}");
         }
     }
 }

@@ -35,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -194,16 +194,8 @@ impl Tunnel {
 /// Runs `provider` on the contract socket the host gave this process (`NW_TUNNEL_FD`, normally
 /// 3) until the host stops it; returns the stop's reason.
 pub async fn run<P: Provider>(provider: P) -> Result<StopReason, ProviderError> {
-    let fd: i32 = std::env::var(FD_ENV)
-        .map_err(|_| ProviderError::NotHosted(format!("{FD_ENV} is not set")))?
-        .parse()
-        .map_err(|_| ProviderError::NotHosted(format!("{FD_ENV} is not a number")))?;
-    if fd < 3 {
-        return Err(ProviderError::NotHosted(format!("{FD_ENV}={fd} names a standard stream")));
-    }
-    // SAFETY: the host passed this descriptor to us for this purpose; we take it over once.
-    let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    run_on(provider, std).await
+    let socket = nw_provider::contract_socket(FD_ENV).map_err(ProviderError::NotHosted)?;
+    run_on(provider, socket).await
 }
 
 /// Runs `provider` on an already connected contract socket.

@@ -1,0 +1,290 @@
+//! `nw-provider`: what every nwkit provider contract shares. A provider (a packet tunnel, a
+//! content filter) is its own unprivileged process that talks to a privileged host over a
+//! connected Unix stream socket, one JSON object per line. This crate is the part that does not
+//! depend on what they say:
+//!
+//! - [`LineBuffer`], [`encode`] and [`decode`]: the framing, lines of at most [`MAX_LINE`]
+//!   bytes;
+//! - [`Spawn`]: starting a provider with the socket as descriptor 3, as another user, in its
+//!   own process group, killed by the kernel if its host dies, and [`kill_group`] to end what
+//!   it started;
+//! - [`contract_socket`]: the provider's side, taking the socket its host gave it.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+/// The longest line either side accepts, newline included.
+pub const MAX_LINE: usize = 1 << 20;
+/// The descriptor the contract socket has in a provider a host starts.
+pub const FD: i32 = 3;
+/// The user and group providers run as when the host is root: `nobody`.
+pub const NOBODY: (u32, u32) = (65_534, 65_534);
+
+/// Why a provider stopped: Apple's `NEProviderStopReason`, in snake case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// No reason given.
+    None,
+    /// The user stopped it.
+    UserInitiated,
+    /// The provider failed: it exited, crashed, broke the contract, or said so.
+    ProviderFailed,
+    /// No network is available to carry the provider's traffic.
+    NoNetworkAvailable,
+    /// The network changed in a way the tunnel cannot follow.
+    UnrecoverableNetworkChange,
+    /// The provider was disabled.
+    ProviderDisabled,
+    /// The user logged out.
+    UserLogout,
+    /// The user switched.
+    UserSwitch,
+    /// The provider's configuration was removed.
+    ConfigurationRemoved,
+    /// Another provider took over.
+    Superseded,
+    /// The provider was stopped to be updated.
+    AppUpdate,
+    /// The provider did not answer in time.
+    IdleTimeout,
+    /// The configuration failed.
+    ConfigurationFailed,
+    /// The host is shutting down.
+    Sleep,
+}
+
+impl StopReason {
+    /// The reason as it is written in messages and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::UserInitiated => "user_initiated",
+            Self::ProviderFailed => "provider_failed",
+            Self::NoNetworkAvailable => "no_network_available",
+            Self::UnrecoverableNetworkChange => "unrecoverable_network_change",
+            Self::ProviderDisabled => "provider_disabled",
+            Self::UserLogout => "user_logout",
+            Self::UserSwitch => "user_switch",
+            Self::ConfigurationRemoved => "configuration_removed",
+            Self::Superseded => "superseded",
+            Self::AppUpdate => "app_update",
+            Self::IdleTimeout => "idle_timeout",
+            Self::ConfigurationFailed => "configuration_failed",
+            Self::Sleep => "sleep",
+        }
+    }
+}
+
+/// A line that is not a message.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// Longer than [`MAX_LINE`].
+    #[error("a message longer than {MAX_LINE} bytes")]
+    TooLong,
+    /// Not JSON, or not a message this contract's version knows.
+    #[error("not a message of this contract version: {error} (in {line:?})")]
+    Malformed {
+        /// What the JSON reader said.
+        error: String,
+        /// The start of the line.
+        line: String,
+    },
+    /// The socket failed.
+    #[error("the contract socket failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads one message from a complete line (without its newline).
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ProtocolError> {
+    if line.len() >= MAX_LINE {
+        return Err(ProtocolError::TooLong);
+    }
+    serde_json::from_slice(line).map_err(|e| ProtocolError::Malformed {
+        error: e.to_string(),
+        line: String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned(),
+    })
+}
+
+/// Writes one message as a line, newline included.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serializing contract types cannot fail: every map key is a string.
+    let mut line = serde_json::to_vec(message).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes.
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    /// How far `buf` is known to hold no newline.
+    scanned: usize,
+}
+
+impl LineBuffer {
+    /// Adds bytes read from the socket.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete line, without its newline; `TooLong` once the buffer holds
+    /// [`MAX_LINE`] bytes with no newline.
+    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, ProtocolError> {
+        match self.buf[self.scanned..].iter().position(|&b| b == b'\n').map(|p| p + self.scanned) {
+            Some(end) if end < MAX_LINE => {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                self.scanned = 0;
+                Ok(Some(line))
+            }
+            Some(_) => Err(ProtocolError::TooLong),
+            None if self.buf.len() >= MAX_LINE => Err(ProtocolError::TooLong),
+            None => {
+                self.scanned = self.buf.len();
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// How to start a provider.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    /// Its executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// The user and group it runs as; `None` keeps the host's own.
+    pub user: Option<(u32, u32)>,
+    /// The environment variable that tells it the contract socket's descriptor.
+    pub fd_env: &'static str,
+}
+
+impl Spawn {
+    /// Starts the provider with `theirs` as descriptor [`FD`], stdin from /dev/null, stdout
+    /// and stderr inherited, in a process group of its own (a Ctrl-C at the terminal reaches
+    /// the host, which stops the provider in order), and killed by the kernel should the host
+    /// die. The child is killed when dropped.
+    pub fn start(&self, theirs: std::os::unix::net::UnixStream) -> io::Result<Child> {
+        let theirs: OwnedFd = theirs.into();
+        let raw = theirs.as_raw_fd();
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .env(self.fd_env, FD.to_string())
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
+        // SAFETY: between fork and exec only async-signal-safe calls: prctl, dup2 (which also
+        // clears close-on-exec on the new descriptor) and fcntl.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Set after the uid change, which would clear it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if raw == FD {
+                    let flags = libc::fcntl(FD, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(raw, FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn();
+        drop(theirs);
+        child
+    }
+
+    /// What to add to a failed start's error so that it says what to try.
+    pub fn hint(&self, error: &io::Error) -> String {
+        match self.user {
+            Some((uid, _)) if error.kind() == io::ErrorKind::PermissionDenied => format!(
+                " (the provider runs as uid {uid}, which must be able to execute it and to enter every directory above it)"
+            ),
+            _ if error.kind() == io::ErrorKind::NotFound => {
+                " (give the provider's path; it is not looked up relative to the host's directory)"
+                    .into()
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// The user providers run as by default: [`NOBODY`] when the host is root, else the host's own.
+pub fn default_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    (unsafe { libc::geteuid() } == 0).then_some(NOBODY)
+}
+
+/// Kills a provider's whole process group, by the pid of its leader kept at start: what the
+/// provider started goes too, also after the leader has exited.
+pub fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) on the provider's own process group (it leads it); a group id is not
+        // reused while any member of the group lives.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}
+
+/// The provider's side: the contract socket named by the environment variable `fd_env`.
+/// Call it once; the descriptor is taken over.
+pub fn contract_socket(fd_env: &str) -> Result<std::os::unix::net::UnixStream, String> {
+    let fd: i32 = std::env::var(fd_env)
+        .map_err(|_| format!("{fd_env} is not set (a provider is started by its host)"))?
+        .parse()
+        .map_err(|_| format!("{fd_env} is not a number"))?;
+    if fd < 3 {
+        return Err(format!("{fd_env}={fd} names a standard stream"));
+    }
+    // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("{fd_env}={fd} is not an open descriptor"));
+    }
+    // SAFETY: the host passed this descriptor to us for this purpose; we take it over once.
+    Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_and_overlong_ones_are_refused() {
+        let mut b = LineBuffer::default();
+        b.extend(b"{\"a\":1}\n{\"b\"");
+        assert_eq!(b.next_line().ok().flatten().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert!(matches!(b.next_line(), Ok(None)));
+        b.extend(b":2}\n");
+        assert_eq!(b.next_line().ok().flatten().as_deref(), Some(&b"{\"b\":2}"[..]));
+        let mut long = LineBuffer::default();
+        long.extend(&vec![b'x'; MAX_LINE]);
+        assert!(matches!(long.next_line(), Err(ProtocolError::TooLong)));
+        let m: Result<serde_json::Value, _> = decode(b"not json");
+        assert!(matches!(m, Err(ProtocolError::Malformed { .. })));
+    }
+
+    #[test]
+    fn stop_reasons_are_written_as_in_messages() {
+        for r in [
+            StopReason::UserInitiated,
+            StopReason::ProviderFailed,
+            StopReason::ConfigurationRemoved,
+        ] {
+            let json = serde_json::to_string(&r).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+    }
+}
