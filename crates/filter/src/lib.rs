@@ -1,0 +1,30 @@
+//! `nw-filter`: content filters, the way Network Extension hosts them.
+//!
+//! - A **provider** is its own unprivileged process, in any language, that is told about each
+//!   new flow — the 5-tuple, the direction, the process behind it (pid, executable, command
+//!   line, uid, cgroup and a stable [`identity`](flow::identity)) — and answers allow or drop.
+//!   [`protocol`] is the contract; [`provider`] is the Rust SDK.
+//! - The **host** ([`host::run`]) is privileged: an NFQUEUE gets each new flow's first packets
+//!   only (a conntrack mark carries the final verdict, so the rest of an allowed flow never
+//!   leaves the kernel); the [`rules`] decide, or ask the provider; whenever no provider
+//!   answers, the [`FailPolicy`] does.
+//! - [`list`] names every packet filter on the host, ours or not.
+
+pub mod engine;
+pub mod flow;
+pub mod host;
+pub mod list;
+pub mod packet;
+pub mod protocol;
+pub mod provider;
+pub mod rules;
+mod sys;
+
+pub use engine::{Decision, FailPolicy, Stats};
+pub use flow::{Direction, Flow, FlowKey, FlowVerdict, Process, Transport};
+pub use host::{By, Ended, Event, HostError, HostOptions, ProviderOptions};
+pub use rules::{Action, Rule, Rules, RulesError};
+
+/// The kernel's NFQUEUE interface, for other programs that queue packets (the lab's delayer).
+#[cfg(target_os = "linux")]
+pub use sys::nfqueue;

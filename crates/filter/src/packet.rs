@@ -1,0 +1,121 @@
+//! Reading a flow's key from a queued packet's IP and transport headers. Input from the
+//! network: every length is checked, and anything that does not parse is `None`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::flow::{FlowKey, Transport};
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+/// The key of the flow an outbound packet belongs to (its source is this host), or `None` for
+/// a packet that is not TCP or UDP over IPv4 or IPv6, a non-first fragment, or a truncated one.
+pub fn outbound_key(packet: &[u8]) -> Option<FlowKey> {
+    let (src, dst, proto, transport) = match packet.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            if ihl < 20 || packet.len() < ihl {
+                return None;
+            }
+            // A fragment other than the first carries no transport header.
+            let frag = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
+            if frag != 0 {
+                return None;
+            }
+            let src = Ipv4Addr::from(<[u8; 4]>::try_from(&packet[12..16]).ok()?);
+            let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&packet[16..20]).ok()?);
+            (IpAddr::V4(src), IpAddr::V4(dst), packet[9], &packet[ihl..])
+        }
+        6 => {
+            if packet.len() < 40 {
+                return None;
+            }
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[8..24]).ok()?);
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[24..40]).ok()?);
+            let (proto, rest) = skip_extensions(packet[6], &packet[40..])?;
+            (IpAddr::V6(src), IpAddr::V6(dst), proto, rest)
+        }
+        _ => return None,
+    };
+    let transport_kind = match proto {
+        TCP => Transport::Tcp,
+        UDP => Transport::Udp,
+        _ => return None,
+    };
+    if transport.len() < 4 {
+        return None;
+    }
+    let sport = u16::from_be_bytes([transport[0], transport[1]]);
+    let dport = u16::from_be_bytes([transport[2], transport[3]]);
+    Some(FlowKey {
+        transport: transport_kind,
+        local: SocketAddr::new(src, sport),
+        remote: SocketAddr::new(dst, dport),
+    })
+}
+
+/// Walks IPv6 extension headers (RFC 8200 §4) to the transport header.
+fn skip_extensions(mut next: u8, mut rest: &[u8]) -> Option<(u8, &[u8])> {
+    for _ in 0..8 {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-octet units, not counting
+            // the first 8.
+            0 | 43 | 60 => {
+                let len = (usize::from(*rest.get(1)?) + 1) * 8;
+                next = *rest.first()?;
+                rest = rest.get(len..)?;
+            }
+            // Fragment: 8 octets; only the first fragment has the transport header.
+            44 => {
+                let offset = u16::from_be_bytes([*rest.get(2)?, *rest.get(3)?]) >> 3;
+                if offset != 0 {
+                    return None;
+                }
+                next = *rest.first()?;
+                rest = rest.get(8..)?;
+            }
+            _ => return Some((next, rest)),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(proto: u8, ports: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        p.extend_from_slice(&ports);
+        p.extend_from_slice(&[0; 4]);
+        p
+    }
+
+    #[test]
+    fn keys_from_v4_and_v6_and_nothing_from_garbage() {
+        let k = outbound_key(&v4(TCP, [0x30, 0x39, 0x01, 0xbb])).unwrap_or_else(|| panic!("v4"));
+        assert_eq!(k.to_string(), "tcp 10.0.0.1:12345 -> 10.0.0.2:443");
+        let mut six = vec![0x60, 0, 0, 0, 0, 16, 60, 64];
+        six.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        six.extend_from_slice(
+            &"2001:db8::2".parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED).octets(),
+        );
+        six.extend_from_slice(&[UDP, 0, 0, 0, 0, 0, 0, 0]); // destination options, 8 octets
+        six.extend_from_slice(&[0, 53, 0, 53, 0, 8, 0, 0]);
+        let k = outbound_key(&six).unwrap_or_else(|| panic!("v6"));
+        assert_eq!(k.to_string(), "udp [::1]:53 -> [2001:db8::2]:53");
+
+        assert_eq!(outbound_key(&v4(1, [0; 4])), None, "ICMP is not a flow here");
+        let mut frag = v4(UDP, [0; 4]);
+        frag[7] = 8;
+        assert_eq!(outbound_key(&frag), None, "a later fragment");
+        for junk in [&[][..], &[0x45], &[0x4f; 30], &[0x60; 39], &[0xff; 64]] {
+            assert_eq!(outbound_key(junk), None);
+        }
+        // Every truncation of a good packet is refused or read, never a panic.
+        let good = v4(TCP, [1, 2, 3, 4]);
+        for n in 0..good.len() {
+            let _ = outbound_key(&good[..n]);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The content filter provider contract, version 1. Any language can speak it; the Rust side
+//! is [`crate::provider`].
+//!
+//! # Transport
+//!
+//! As for every nwkit provider ([`nw_provider`]): the host starts the provider as its own
+//! unprivileged process with a connected Unix stream socket as descriptor 3 (the number is also
+//! in `NW_FILTER_FD`); each message is one JSON object on one line, at most
+//! [`MAX_LINE`](nw_provider::MAX_LINE) bytes, its `"type"` saying what it is. Unknown fields are
+//! ignored; a line that is not a message ends the session (`provider_failed`).
+//!
+//! # A session
+//!
+//! 1. host → `{"type":"start","version":1,"options":{…}}`; provider →
+//!    `{"type":"started"}` (or `{"type":"cancel","message":…}`). Until it is started, and
+//!    whenever it is not running, flows get the host's failure policy.
+//! 2. host → `{"type":"new_flow","flow":{"id":7,"transport":"tcp","direction":"outbound",
+//!    "local":"10.0.0.1:40000","remote":"10.0.0.2:443","process":{"pid":…,"executable":…,
+//!    "command_line":[…],"uid":…,"cgroup":…,"identity":…},"host":null}}`; provider →
+//!    `{"type":"verdict","id":7,"verdict":"allow"}` (or `"drop"`). Verdicts may come in any
+//!    order; one that comes after the flow's deadline is ignored (the flow already had the
+//!    failure policy), as is one for a flow the host does not know.
+//! 3. host → `{"type":"stop","reason":"user_initiated"}`; provider → `{"type":"stopped"}` and
+//!    exits.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::flow::{Flow, FlowVerdict};
+pub use nw_provider::StopReason;
+
+/// The contract's version.
+pub const VERSION: u32 = 1;
+/// The environment variable that names the contract socket's descriptor.
+pub const FD_ENV: &str = "NW_FILTER_FD";
+
+/// What the host says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostMessage {
+    /// The first message: the contract version and the configuration's options.
+    Start {
+        /// [`VERSION`].
+        version: u32,
+        /// Free-form options from the configuration.
+        options: Value,
+    },
+    /// A flow waits for a verdict.
+    NewFlow {
+        /// The flow.
+        flow: Flow,
+    },
+    /// Stop now.
+    Stop {
+        /// Why.
+        reason: StopReason,
+    },
+}
+
+/// What the provider says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProviderMessage {
+    /// Ready for flows.
+    Started,
+    /// The verdict for flow `id`.
+    Verdict {
+        /// The flow's id, from `new_flow`.
+        id: u64,
+        /// The verdict.
+        #[serde(flatten)]
+        verdict: FlowVerdict,
+    },
+    /// The provider gives up.
+    Cancel {
+        /// What happened, for people.
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// The provider has stopped, in answer to `stop`.
+    Stopped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_the_documented_shape() {
+        let m: ProviderMessage =
+            nw_provider::decode(br#"{"type":"verdict","id":7,"verdict":"allow","extra":1}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m, ProviderMessage::Verdict { id: 7, verdict: FlowVerdict::Allow });
+        let line =
+            nw_provider::encode(&ProviderMessage::Verdict { id: 9, verdict: FlowVerdict::Drop });
+        assert_eq!(line, b"{\"type\":\"verdict\",\"id\":9,\"verdict\":\"drop\"}\n");
+        let start = nw_provider::encode(&HostMessage::Start {
+            version: VERSION,
+            options: serde_json::json!({}),
+        });
+        assert_eq!(start, b"{\"type\":\"start\",\"version\":1,\"options\":{}}\n");
+        assert!(nw_provider::decode::<ProviderMessage>(br#"{"type":"verdict","id":7}"#).is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! The provider side of the contract in Rust: implement [`Provider`], call [`run`].
+//!
+//! ```no_run
+//! use nw_filter::provider::{self, Provider};
+//! use nw_filter::{Flow, FlowVerdict};
+//!
+//! /// Drops every flow to port 23, allows the rest.
+//! struct NoTelnet;
+//!
+//! impl Provider for NoTelnet {
+//!     async fn new_flow(&mut self, flow: Flow) -> FlowVerdict {
+//!         if flow.remote.port() == 23 { FlowVerdict::Drop } else { FlowVerdict::Allow }
+//!     }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() {
+//!     let reason = provider::run(NoTelnet).await;
+//!     eprintln!("stopped: {reason:?}");
+//! }
+//! ```
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::flow::{Flow, FlowVerdict};
+use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
+use nw_provider::{LineBuffer, ProtocolError};
+
+/// A content filter provider. Flows are asked one at a time, in the order they arrive; each
+/// has a deadline (2 s by default), after which the host's failure policy decides it.
+pub trait Provider: Send + 'static {
+    /// Prepares the provider with the configuration's options; an error cancels it.
+    fn start(&mut self, options: Value) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = options;
+        async { Ok(()) }
+    }
+
+    /// The verdict for a new flow.
+    fn new_flow(&mut self, flow: Flow) -> impl Future<Output = FlowVerdict> + Send;
+
+    /// Stops the provider; after it returns the runner says `stopped` and returns.
+    fn stop(&mut self, reason: StopReason) -> impl Future<Output = ()> + Send {
+        let _ = reason;
+        async {}
+    }
+}
+
+/// The host went away or broke the contract.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The contract socket closed or broke.
+    #[error("the host is gone: {0}")]
+    HostGone(String),
+    /// The host broke the contract.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The provider was not started by a host (no contract socket).
+    #[error("no contract socket: {0} (a provider is started by `nw filter up --provider`)")]
+    NotHosted(String),
+}
+
+/// Runs `provider` on the contract socket the host gave this process (`NW_FILTER_FD`) until
+/// the host stops it; returns the stop's reason.
+pub async fn run<P: Provider>(provider: P) -> Result<StopReason, ProviderError> {
+    let socket = nw_provider::contract_socket(FD_ENV).map_err(ProviderError::NotHosted)?;
+    run_on(provider, socket).await
+}
+
+/// Runs `provider` on an already connected contract socket.
+pub async fn run_on<P: Provider>(
+    mut provider: P,
+    socket: std::os::unix::net::UnixStream,
+) -> Result<StopReason, ProviderError> {
+    socket.set_nonblocking(true).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
+    let mut stream =
+        UnixStream::from_std(socket).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
+    let mut lines = LineBuffer::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut started = false;
+    loop {
+        while let Some(line) = lines.next_line()? {
+            let reply = match nw_provider::decode::<HostMessage>(&line)? {
+                HostMessage::Start { version, options } => {
+                    if version != VERSION || started {
+                        let e = format!(
+                            "start with version {version} (this SDK speaks {VERSION}), or a second start"
+                        );
+                        return Err(ProviderError::HostGone(e));
+                    }
+                    started = true;
+                    match provider.start(options).await {
+                        Ok(()) => ProviderMessage::Started,
+                        Err(message) => ProviderMessage::Cancel { message: Some(message) },
+                    }
+                }
+                HostMessage::NewFlow { flow } => {
+                    let id = flow.id;
+                    ProviderMessage::Verdict { id, verdict: provider.new_flow(flow).await }
+                }
+                HostMessage::Stop { reason } => {
+                    provider.stop(reason).await;
+                    let _ = stream.write_all(&nw_provider::encode(&ProviderMessage::Stopped)).await;
+                    return Ok(reason);
+                }
+            };
+            stream
+                .write_all(&nw_provider::encode(&reply))
+                .await
+                .map_err(|e| ProviderError::HostGone(e.to_string()))?;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) => return Err(ProviderError::HostGone("closed the contract socket".into())),
+            Ok(n) => lines.extend(&buf[..n]),
+            Err(e) => return Err(ProviderError::HostGone(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Direction, Transport};
+
+    struct EvenPorts;
+
+    impl Provider for EvenPorts {
+        async fn new_flow(&mut self, flow: Flow) -> FlowVerdict {
+            if flow.remote.port().is_multiple_of(2) {
+                FlowVerdict::Allow
+            } else {
+                FlowVerdict::Drop
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runner_speaks_the_contract() {
+        let (host, ours) = std::os::unix::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let runner = tokio::spawn(run_on(EvenPorts, ours));
+        host.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+        let mut host = UnixStream::from_std(host).unwrap_or_else(|e| panic!("{e}"));
+        let flow = |id: u64, port: u16| HostMessage::NewFlow {
+            flow: Flow {
+                id,
+                transport: Transport::Tcp,
+                direction: Direction::Outbound,
+                local: "10.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
+                remote: format!("10.0.0.2:{port}").parse().unwrap_or_else(|e| panic!("{e}")),
+                process: None,
+                host: None,
+            },
+        };
+        let mut out =
+            nw_provider::encode(&HostMessage::Start { version: VERSION, options: Value::Null });
+        out.extend(nw_provider::encode(&flow(1, 80)));
+        out.extend(nw_provider::encode(&flow(2, 81)));
+        out.extend(nw_provider::encode(&HostMessage::Stop { reason: StopReason::UserInitiated }));
+        host.write_all(&out).await.unwrap_or_else(|e| panic!("{e}"));
+        let reason = runner.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reason.ok(), Some(StopReason::UserInitiated));
+        let mut got = String::new();
+        host.read_to_string(&mut got).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got,
+            "{\"type\":\"started\"}\n{\"type\":\"verdict\",\"id\":1,\"verdict\":\"allow\"}\n{\"type\":\"verdict\",\"id\":2,\"verdict\":\"drop\"}\n{\"type\":\"stopped\"}\n"
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! The rules provider: allow, drop, or ask a provider, by the process's identity, executable,
+//! user or cgroup and by the destination, port, transport, direction or host name. The first
+//! rule that matches decides; `default` decides when none does.
+//!
+//! ```toml
+//! default = "allow"
+//!
+//! [[rule]]
+//! action = "drop"
+//! executable = "/usr/bin/telnet"
+//!
+//! [[rule]]
+//! action = "ask"            # the --provider decides
+//! remote = "10.0.0.0/8"
+//! ports = "8000-8999"
+//! transport = "tcp"
+//! ```
+//!
+//! Every condition a rule names must hold; a rule that names none matches everything. A
+//! condition about the process does not match a flow whose process is unknown.
+
+use std::net::IpAddr;
+
+use nw_path::Prefix;
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{Direction, Flow, Transport};
+
+/// At most this many rules in a file.
+pub const MAX_RULES: usize = 10_000;
+
+/// What a rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Let the flow through.
+    Allow,
+    /// Refuse it.
+    Drop,
+    /// Ask the provider.
+    Ask,
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// What happens to a flow the rule matches.
+    pub action: Action,
+    /// The process's identity, exactly (`unit:nginx.service`, `exe:/usr/bin/curl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The executable's path, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    /// The socket owner's user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// A cgroup and everything below it (`/system.slice/backup.service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The peer's address, or a prefix it is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Prefix>,
+    /// The peer's port: `443` or `"8000-8999"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Ports>,
+    /// TCP or UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+    /// Outbound or inbound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// The host name, exactly or `*.example.com` (any name below it, not itself); matches
+    /// only flows whose host name is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A port or an inclusive range of ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// The first port.
+    pub first: u16,
+    /// The last port.
+    pub last: u16,
+}
+
+impl Serialize for Ports {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            s.serialize_u16(self.first)
+        } else {
+            s.collect_str(&format_args!("{}-{}", self.first, self.last))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Ports {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(u16),
+            Text(String),
+        }
+        let bad = |t: &str| {
+            serde::de::Error::custom(format!(
+                "{t:?} is not a port or a range of ports (write 443 or \"8000-8999\")"
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::One(p) => Ok(Self { first: p, last: p }),
+            Raw::Text(t) => {
+                let (a, b) = t.split_once('-').unwrap_or((&t, &t));
+                let first: u16 = a.trim().parse().map_err(|_| bad(&t))?;
+                let last: u16 = b.trim().parse().map_err(|_| bad(&t))?;
+                if first > last {
+                    return Err(bad(&t));
+                }
+                Ok(Self { first, last })
+            }
+        }
+    }
+}
+
+/// A rules file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// What happens to a flow no rule matches.
+    #[serde(default = "default_action")]
+    pub default: Action,
+    /// The rules, in order.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+fn default_action() -> Action {
+    Action::Allow
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self { default: Action::Allow, rules: Vec::new() }
+    }
+}
+
+/// Why a rules file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// Not TOML, or not rules.
+    #[error("the rules do not parse: {0}")]
+    Parse(String),
+    /// Too many rules.
+    #[error("{0} rules; at most {MAX_RULES} are accepted")]
+    TooMany(usize),
+    /// A rule asks a provider, and none is given.
+    #[error(
+        "rule {0} says \"ask\", and no provider is given to ask (add --provider, or change the action)"
+    )]
+    NoProvider(usize),
+    /// A host pattern that cannot match.
+    #[error("rule {0}: {1:?} is not a host name or a *.domain pattern")]
+    Host(usize, String),
+}
+
+impl Rules {
+    /// Reads rules from TOML text. `has_provider` says whether `ask` can be answered.
+    pub fn parse(text: &str, has_provider: bool) -> Result<Self, RulesError> {
+        let rules: Self = toml::from_str(text).map_err(|e| RulesError::Parse(e.to_string()))?;
+        if rules.rules.len() > MAX_RULES {
+            return Err(RulesError::TooMany(rules.rules.len()));
+        }
+        if !has_provider {
+            if rules.default == Action::Ask {
+                return Err(RulesError::NoProvider(0));
+            }
+            if let Some(i) = rules.rules.iter().position(|r| r.action == Action::Ask) {
+                return Err(RulesError::NoProvider(i + 1));
+            }
+        }
+        for (i, r) in rules.rules.iter().enumerate() {
+            if let Some(h) = &r.host {
+                let name = h.strip_prefix("*.").unwrap_or(h);
+                if name.is_empty() || name.contains('*') || name.contains(char::is_whitespace) {
+                    return Err(RulesError::Host(i + 1, h.clone()));
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    /// The decision for a flow, and the number (from 1) of the rule that made it; 0 for the
+    /// default.
+    pub fn decide(&self, flow: &Flow) -> (Action, usize) {
+        self.rules
+            .iter()
+            .position(|r| r.matches(flow))
+            .map_or((self.default, 0), |i| (self.rules[i].action, i + 1))
+    }
+}
+
+impl Rule {
+    /// Whether every condition the rule names holds for `flow`.
+    pub fn matches(&self, flow: &Flow) -> bool {
+        let p = flow.process.as_ref();
+        let process_ok =
+            |cond: bool, f: &dyn Fn(&crate::flow::Process) -> bool| !cond || p.is_some_and(f);
+        process_ok(self.identity.is_some(), &|p| self.identity.as_deref() == Some(&p.identity))
+            && process_ok(self.executable.is_some(), &|p| {
+                self.executable.as_deref() == Some(&p.executable)
+            })
+            && process_ok(self.uid.is_some(), &|p| self.uid == Some(p.uid))
+            && process_ok(self.cgroup.is_some(), &|p| {
+                self.cgroup.as_deref().is_some_and(|c| under(&p.cgroup, c))
+            })
+            && self.remote.is_none_or(|r| r.contains(unmapped(flow.remote.ip())))
+            && self.ports.is_none_or(|r| (r.first..=r.last).contains(&flow.remote.port()))
+            && self.transport.is_none_or(|t| t == flow.transport)
+            && self.direction.is_none_or(|d| d == flow.direction)
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| flow.host.as_deref().is_some_and(|name| host_matches(h, name)))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn under(cgroup: &str, top: &str) -> bool {
+    let top = top.trim_end_matches('/');
+    top.is_empty()
+        || cgroup == top
+        || cgroup.strip_prefix(top).is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn host_matches(pattern: &str, name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    match pattern.strip_prefix("*.") {
+        Some(domain) => {
+            name.len().checked_sub(domain.len() + 1).and_then(|cut| name.get(cut..)).is_some_and(
+                |tail| {
+                    tail.as_bytes().first() == Some(&b'.') && tail[1..].eq_ignore_ascii_case(domain)
+                },
+            )
+        }
+        None => name.eq_ignore_ascii_case(pattern.trim_end_matches('.')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Process;
+
+    fn flow(remote: &str, transport: Transport, exe: Option<&str>) -> Flow {
+        Flow {
+            id: 1,
+            transport,
+            direction: Direction::Outbound,
+            local: "10.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
+            remote: remote.parse().unwrap_or_else(|e| panic!("{e}")),
+            process: exe.map(|e| Process {
+                pid: 42,
+                executable: e.into(),
+                command_line: vec![e.into()],
+                uid: 1000,
+                cgroup: "/system.slice/backup.service".into(),
+                identity: crate::flow::identity(e, "/system.slice/backup.service"),
+            }),
+            host: Some("www.Example.com".into()),
+        }
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides() {
+        let rules = Rules::parse(
+            r#"
+            default = "drop"
+            [[rule]]
+            action = "drop"
+            executable = "/usr/bin/telnet"
+            [[rule]]
+            action = "ask"
+            remote = "10.0.0.0/8"
+            ports = "8000-8999"
+            transport = "tcp"
+            [[rule]]
+            action = "allow"
+            cgroup = "/system.slice"
+            [[rule]]
+            action = "allow"
+            host = "*.example.com"
+            "#,
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cases = [
+            (flow("10.1.2.3:23", Transport::Tcp, Some("/usr/bin/telnet")), (Action::Drop, 1)),
+            (flow("10.1.2.3:8080", Transport::Tcp, Some("/usr/bin/curl")), (Action::Ask, 2)),
+            (flow("10.1.2.3:8080", Transport::Udp, Some("/usr/bin/curl")), (Action::Allow, 3)),
+            (flow("[::ffff:10.1.2.3]:8080", Transport::Tcp, None), (Action::Ask, 2)),
+            (flow("192.0.2.1:443", Transport::Tcp, None), (Action::Allow, 4)),
+        ];
+        for (f, want) in cases {
+            assert_eq!(rules.decide(&f), want, "{}", f.key());
+        }
+        let mut f = flow("192.0.2.1:443", Transport::Tcp, None);
+        f.host = Some("example.com".into());
+        assert_eq!(rules.decide(&f), (Action::Drop, 0), "*.example.com is not example.com");
+        f.host = None;
+        assert_eq!(rules.decide(&f), (Action::Drop, 0), "no host name, no host match");
+    }
+
+    #[test]
+    fn bad_rules_say_what_is_wrong() {
+        let e =
+            |t: &str, p: bool| Rules::parse(t, p).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e("[[rule]]\naction = \"ask\"\n", false).contains("rule 1 says \"ask\""));
+        assert!(e("[[rule]]\naction = \"allow\"\nport = 80\n", true).contains("unknown field"));
+        assert!(
+            e("[[rule]]\naction = \"allow\"\nports = \"90-80\"\n", true).contains("range of ports")
+        );
+        assert!(
+            e("[[rule]]\naction = \"allow\"\nremote = \"10.0.0.0/33\"\n", true)
+                .contains("not an address prefix")
+        );
+        assert!(
+            e("[[rule]]\naction = \"allow\"\nhost = \"a*b\"\n", true).contains("not a host name")
+        );
+        assert!(e("default = \"maybe\"", true).contains("parse"));
+        assert_eq!(Rules::parse("", false).map(|r| r.default).ok(), Some(Action::Allow));
+    }
+}

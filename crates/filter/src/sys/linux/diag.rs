@@ -1,0 +1,169 @@
+//! Finding the socket behind a flow with sock_diag (NETLINK_SOCK_DIAG, one exact lookup per
+//! flow, `include/uapi/linux/inet_diag.h`): its owner's uid and its inode, which procfs turns
+//! into a process.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::flow::{FlowKey, Transport};
+
+const NETLINK_SOCK_DIAG: libc::c_int = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+/// `inet_diag_msg`: family, state, timer, retrans, the 48-byte socket id, expires, rqueue,
+/// wqueue, uid, inode.
+const MSG_LEN: usize = 72;
+
+/// A socket found by sock_diag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Socket {
+    /// Its owner.
+    pub(crate) uid: u32,
+    /// Its inode (`socket:[inode]` among a process's descriptors).
+    pub(crate) inode: u64,
+}
+
+/// A sock_diag socket.
+#[derive(Debug)]
+pub(crate) struct Diag {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Diag {
+    /// Opens one in the calling thread's network namespace.
+    pub(crate) fn open() -> io::Result<Self> {
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe {
+            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
+        // SAFETY: `raw` is fresh and ours; setsockopt with a live timeval and its size.
+        let fd = unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                libc::socklen_t::try_from(size_of::<libc::timeval>()).unwrap_or(16),
+            );
+            OwnedFd::from_raw_fd(raw)
+        };
+        Ok(Self { fd, seq: 0 })
+    }
+
+    /// The local socket of an outbound flow, or `None` when there is none (it was closed
+    /// already, or the packet is the kernel's own).
+    pub(crate) fn find(&mut self, key: &FlowKey) -> io::Result<Option<Socket>> {
+        let (proto, src, dst) = match key.transport {
+            Transport::Tcp => (libc::IPPROTO_TCP, key.local, key.remote),
+            // The kernel's UDP lookup reads the id as a packet arriving at the socket: the
+            // peer is the source ("swapped for historical reasons", net/ipv4/udp_diag.c).
+            Transport::Udp => (libc::IPPROTO_UDP, key.remote, key.local),
+        };
+        if let Some(s) = self.lookup(proto, src, dst)? {
+            return Ok(Some(s));
+        }
+        // A dual-stack IPv6 socket talking IPv4 is found under its mapped addresses.
+        match (src.ip(), dst.ip()) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => self.lookup(
+                proto,
+                SocketAddr::new(IpAddr::V6(a.to_ipv6_mapped()), src.port()),
+                SocketAddr::new(IpAddr::V6(b.to_ipv6_mapped()), dst.port()),
+            ),
+            _ => Ok(None),
+        }
+    }
+
+    fn lookup(
+        &mut self,
+        proto: libc::c_int,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<Option<Socket>> {
+        self.seq = self.seq.wrapping_add(1);
+        let family = if src.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let mut req = Vec::with_capacity(72);
+        let total = 16u32 + 56;
+        req.extend_from_slice(&total.to_ne_bytes());
+        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        req.extend_from_slice(&self.seq.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.push(u8::try_from(family).unwrap_or(0));
+        req.push(u8::try_from(proto).unwrap_or(0));
+        req.extend_from_slice(&[0, 0]); // ext, pad
+        req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+        req.extend_from_slice(&src.port().to_be_bytes());
+        req.extend_from_slice(&dst.port().to_be_bytes());
+        req.extend_from_slice(&addr16(src.ip()));
+        req.extend_from_slice(&addr16(dst.ip()));
+        req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+        req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+        // SAFETY: send(2) from a live buffer of the given length.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: recv(2) into a live buffer of the given length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            match answer(&buf[..n], self.seq) {
+                Answer::Other => {}
+                Answer::Found(s) => return Ok(Some(s)),
+                Answer::Missing => return Ok(None),
+                Answer::Error(code) => return Err(io::Error::from_raw_os_error(code)),
+            }
+        }
+    }
+}
+
+fn addr16(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut out = [0u8; 16];
+            out[..4].copy_from_slice(&a.octets());
+            out
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+enum Answer {
+    /// A message for another request (a late answer to one that timed out).
+    Other,
+    Found(Socket),
+    Missing,
+    Error(i32),
+}
+
+fn answer(buf: &[u8], seq: u32) -> Answer {
+    if buf.len() < 20 {
+        return Answer::Other;
+    }
+    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+    if u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]) != seq {
+        return Answer::Other;
+    }
+    let body = &buf[16..];
+    match kind {
+        NLMSG_ERROR => {
+            let code = -i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+            if code == libc::ENOENT || code == 0 { Answer::Missing } else { Answer::Error(code) }
+        }
+        SOCK_DIAG_BY_FAMILY if body.len() >= MSG_LEN => {
+            let u32_at =
+                |o: usize| u32::from_ne_bytes([body[o], body[o + 1], body[o + 2], body[o + 3]]);
+            Answer::Found(Socket { uid: u32_at(64), inode: u64::from(u32_at(68)) })
+        }
+        _ => Answer::Other,
+    }
+}

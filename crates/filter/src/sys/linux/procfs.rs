@@ -1,0 +1,74 @@
+//! From a socket's inode to the process that holds it, and what procfs says about that
+//! process. Scanning every process's descriptors is the slow part, so the processes that made
+//! recent flows are looked at first: a program making many connections is found at once.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::Path;
+
+use crate::flow::{Process, identity};
+
+/// How many recent processes are looked at before all of them.
+const RECENT: usize = 32;
+
+/// Finds processes by socket inode.
+#[derive(Debug, Default)]
+pub(crate) struct Procfs {
+    recent: VecDeque<u32>,
+}
+
+impl Procfs {
+    /// The process holding socket `inode`, with its details, or `None` when no process holds
+    /// it (any more). `uid` is the socket owner's, from sock_diag.
+    pub(crate) fn process(&mut self, inode: u64, uid: u32) -> Option<Process> {
+        let pid = self.holder(inode)?;
+        if let Some(at) = self.recent.iter().position(|p| *p == pid) {
+            self.recent.remove(at);
+        }
+        self.recent.push_front(pid);
+        self.recent.truncate(RECENT);
+        describe(pid, uid)
+    }
+
+    fn holder(&self, inode: u64) -> Option<u32> {
+        if let Some(pid) = self.recent.iter().copied().find(|p| holds(*p, inode)) {
+            return Some(pid);
+        }
+        let mut pids: Vec<u32> = fs::read_dir("/proc")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|p| !self.recent.contains(p))
+            .collect();
+        // Newest first: a flow's process is more often young than old.
+        pids.sort_unstable_by(|a, b| b.cmp(a));
+        pids.into_iter().find(|p| holds(*p, inode))
+    }
+}
+
+/// Whether process `pid` has a descriptor on socket `inode`.
+fn holds(pid: u32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    dir.filter_map(Result::ok)
+        .any(|e| fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+}
+
+/// What procfs says about `pid`.
+pub(crate) fn describe(pid: u32, uid: u32) -> Option<Process> {
+    let base = format!("/proc/{pid}");
+    let executable = fs::read_link(Path::new(&base).join("exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let command_line = fs::read(Path::new(&base).join("cmdline"))
+        .ok()?
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let cgroup = fs::read_to_string(Path::new(&base).join("cgroup"))
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned)))
+        .unwrap_or_default();
+    let identity = identity(&executable, &cgroup);
+    Some(Process { pid, executable, command_line, uid, cgroup, identity })
+}
