@@ -11,6 +11,7 @@ mod cat;
 mod cert;
 mod condition;
 mod doctor;
+mod filter;
 mod get;
 mod output;
 mod path;
@@ -57,6 +58,9 @@ enum Command {
     Trust(trust::Args),
     /// Host a packet tunnel provider: the TUN device, its addresses, routes and rules.
     Tunnel(tunnel::Args),
+    /// Content filtering: decide each new flow by rules or a provider, with the process behind
+    /// it; list every packet filter on the host.
+    Filter(filter::Args),
 }
 
 /// How a subcommand ended, mapped to the one exit-status table.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             Command::Transfers(args) => transfers::run(args).await,
             Command::Trust(args) => trust::run(args).await,
             Command::Tunnel(args) => tunnel::run(args).await,
+            Command::Filter(args) => filter::run(args).await,
         }
     });
     // stdin is read on a blocking thread that may never return; do not wait for it.

@@ -15,6 +15,7 @@ mod get;
 mod netns;
 mod netns_condition;
 mod netns_connect;
+mod netns_filter;
 mod netns_tunnel;
 mod support;
 mod trust;

@@ -3,15 +3,12 @@
 //! by the tunnel. What the host says it applied is checked against iproute2's own reading.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nw_lab::{Child, Lab, Namespace, Pair};
+use nw_lab::{Lab, Namespace, Pair};
 use serde_json::{Value, json};
 
-use crate::support::NW;
+use crate::support::{Events, NW};
 
 const ECHO_PROVIDER: &str = include_str!("providers/echo.py");
 const PYTHON: &str = "/usr/bin/python3";
@@ -21,68 +18,21 @@ fn pair() -> Pair {
 }
 
 /// `nw tunnel up --json` in `ns`, its event lines read as they come.
-struct Tunnel {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
-}
+struct Tunnel;
 
 impl Tunnel {
-    fn up(ns: &Namespace, extra: &[&str], provider: &[&str]) -> Self {
+    fn up(ns: &Namespace, extra: &[&str], provider: &[&str]) -> Events {
         let mut cmd = ns.command(NW);
         cmd.args(["tunnel", "up", "--json"]).args(extra).arg("--").args(provider);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = ns.spawn(cmd).expect("start nw tunnel up");
-        let out = child.stdout().expect("stdout piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines, seen: Vec::new() }
+        Events::spawn(ns, cmd)
     }
 
-    fn echo(ns: &Namespace, options: &Value, extra: &[&str]) -> Self {
+    fn echo(ns: &Namespace, options: &Value, extra: &[&str]) -> Events {
         let options = options.to_string();
         let mut args = vec!["--options", options.as_str()];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--provider", PYTHON]);
         Self::up(ns, &args, &["-c", ECHO_PROVIDER])
-    }
-
-    /// The first event (from now on, or already seen) for which `pick` holds.
-    fn wait(&mut self, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pick(v)) {
-            return v.clone();
-        }
-        let end = Instant::now() + limit;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(v) => {
-                    self.seen.push(v.clone());
-                    if pick(&v) {
-                        return v;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no such event within {limit:?}; events: {:#?}", self.seen)
-    }
-
-    fn event(&mut self, name: &str) -> Value {
-        self.wait(Duration::from_secs(15), |v| v["event"] == name)
-    }
-
-    fn stop(&mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        self.child.wait_for(Duration::from_secs(15)).ok().and_then(|s| s.code())
     }
 }
 

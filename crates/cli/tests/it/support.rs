@@ -219,3 +219,73 @@ pub(crate) fn section<'a>(doctor: &'a Value, name: &str) -> &'a Value {
         .and_then(|sections| sections.iter().find(|s| s["name"] == name))
         .unwrap_or_else(|| panic!("no {name} section: {doctor}"))
 }
+
+/// A `--json` command's event lines (`nw tunnel up`, `nw filter up`), read as they come.
+pub(crate) struct Events {
+    pub(crate) child: Child,
+    lines: mpsc::Receiver<Value>,
+    pub(crate) seen: Vec<Value>,
+}
+
+impl Events {
+    /// Starts `cmd` in `ns` with its stdout read as JSON lines; stderr is inherited.
+    pub(crate) fn spawn(ns: &Namespace, mut cmd: std::process::Command) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = ns.spawn(cmd).expect("start the command");
+        let out = child.stdout().expect("stdout piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    /// The first event (from now on, or already seen) for which `pick` holds.
+    pub(crate) fn wait(&mut self, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pick(v)) {
+            return v.clone();
+        }
+        let end = Instant::now() + limit;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pick(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no such event within {limit:?}; events: {:#?}", self.seen)
+    }
+
+    /// The first event named `name`, within 15 s.
+    pub(crate) fn event(&mut self, name: &str) -> Value {
+        self.wait(Duration::from_secs(15), |v| v["event"] == name)
+    }
+
+    /// Every event that has arrived so far, read into `seen`.
+    pub(crate) fn drain(&mut self) {
+        while let Ok(v) = self.lines.try_recv() {
+            self.seen.push(v);
+        }
+    }
+
+    /// SIGTERM, then the exit code (within 15 s).
+    pub(crate) fn stop(&mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let code = self.child.wait_for(Duration::from_secs(15)).ok().and_then(|s| s.code());
+        // The reader thread ends at EOF; give it a moment to hand over the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        self.drain();
+        code
+    }
+}

@@ -1,0 +1,512 @@
+//! `nw filter`: hosts content filtering (nw-filter) in the foreground, says how it goes, and
+//! lists every packet filter on the host.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nw_filter::{
+    By, Decision, Ended, Event, FailPolicy, Flow, HostOptions, ProviderOptions, Rules,
+};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::{EXIT_ENVIRONMENT, Outcome, UsageError};
+
+/// A log grows to this size, then becomes `.log.1` and starts over.
+const LOG_LIMIT: u64 = 8 << 20;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Filter new flows until interrupted (Ctrl-C, SIGTERM): each new TCP or UDP flow from
+    /// this host is decided by the rules, or by the provider a rule asks. Needs root.
+    Up(Box<UpArgs>),
+    /// The filter host of this network namespace: provider, flows, verdicts, queue drops.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The flows the filter host decided, newest last, with their process and verdict.
+    Log {
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every packet filter active in this network namespace and on the host, ours or not:
+    /// nftables chains, iptables-legacy rules, NFQUEUE bindings, cgroup BPF programs, tc
+    /// filters, with their owner when it can be known.
+    List {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes the rules a filter host that was killed left behind.
+    Down,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Rules (TOML): default = \"allow\" | \"drop\" | \"ask\", then [[rule]] tables with action and any of identity, executable, uid, cgroup, remote, ports, transport, direction, host; the first match decides (see nw_filter::rules).\nThe provider is started as nobody with the contract socket as descriptor 3 (NW_FILTER_FD); see nw_filter::protocol.\nExit status: 0 after an orderly stop that removed every rule; 1 when rules were left; 2 for usage; 3 when filtering could not be set up."
+)]
+struct UpArgs {
+    /// Drop new flows when no provider answers (crashed, hung past the deadline, stopping);
+    /// the default lets them through.
+    #[arg(long)]
+    fail_closed: bool,
+    /// A rules file (TOML).
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// The provider to ask, for flows a rule says "ask" about (with no rules file, every
+    /// flow). Its arguments follow `--`.
+    #[arg(long, value_name = "PROGRAM")]
+    provider: Option<PathBuf>,
+    /// Arguments for the provider.
+    #[arg(last = true, value_name = "ARG")]
+    args: Vec<OsString>,
+    /// Options passed to the provider in `start`, as a JSON object.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    options: String,
+    /// How long a flow waits for the provider, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    deadline: u64,
+    /// The NFQUEUE number.
+    #[arg(long, value_name = "N", default_value_t = 0x6e77)]
+    queue: u16,
+    /// One JSON object per event on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    match args.action {
+        Action::Up(up) => run_up(*up).await,
+        Action::Status { json } => status(json),
+        Action::Log { lines, json } => log(lines, json),
+        Action::List { json } => list(json).await,
+        Action::Down => down().await,
+    }
+}
+
+async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
+    let options: Value = serde_json::from_str(&args.options).map_err(|e| {
+        UsageError(format!("--options is not JSON: {e} (write an object such as '{{}}')"))
+    })?;
+    if !options.is_object() {
+        return Err(UsageError("--options must be a JSON object, such as '{}'".into()).into());
+    }
+    if !(10..=60_000).contains(&args.deadline) {
+        return Err(UsageError(format!(
+            "--deadline {} is out of range (10 to 60000 ms)",
+            args.deadline
+        ))
+        .into());
+    }
+    let has_provider = args.provider.is_some();
+    let rules = match &args.rules {
+        Some(path) => {
+            let text = read_small(path).map_err(|e| {
+                UsageError(format!("cannot read the rules {}: {e}", path.display()))
+            })?;
+            Rules::parse(&text, has_provider)
+                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?
+        }
+        // A provider and no rules: the provider decides every flow.
+        None if has_provider => Rules { default: nw_filter::Action::Ask, rules: Vec::new() },
+        None => Rules::default(),
+    };
+    if let Some(p) = &args.provider
+        && !p.is_absolute()
+        && !p.exists()
+    {
+        return Err(UsageError(format!(
+            "--provider {}: no such file (give the provider's path)",
+            p.display()
+        ))
+        .into());
+    }
+    let mut host = HostOptions::new();
+    host.queue = args.queue;
+    host.policy = if args.fail_closed { FailPolicy::Closed } else { FailPolicy::Open };
+    host.deadline = Duration::from_millis(args.deadline);
+    host.rules = rules;
+    host.provider = args.provider.map(|program| {
+        let mut p = ProviderOptions::new(std::path::absolute(&program).unwrap_or(program));
+        p.args = args.args;
+        p.options = options;
+        p
+    });
+    let policy = host.policy;
+    let queue = host.queue;
+    let provider_name = host.provider.as_ref().map(|p| p.program.display().to_string());
+
+    let state = StateFiles::new();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let hosted = nw_filter::host::run(host, events_tx, stop_rx);
+    tokio::pin!(hosted);
+    let mut view = View {
+        json: args.json,
+        state,
+        policy,
+        queue,
+        provider: provider_name,
+        provider_pid: None,
+        log: None,
+    };
+    let ended = loop {
+        tokio::select! {
+            ended = &mut hosted => break ended,
+            Some(event) = events.recv() => view.show(&event),
+            _ = interrupt.recv() => { let _ = stop_tx.send(true); }
+            _ = terminate.recv() => { let _ = stop_tx.send(true); }
+        }
+    };
+    while let Ok(event) = events.try_recv() {
+        view.show(&event);
+    }
+    view.state.clear();
+    match ended {
+        Ok(ended) => {
+            view.end(&ended);
+            Ok(if ended.leftovers.is_empty() { Outcome::Success } else { Outcome::Negative })
+        }
+        Err(e) => {
+            crate::output::error_line(&format!("nw: {e}"));
+            Ok(Outcome::Exit(EXIT_ENVIRONMENT))
+        }
+    }
+}
+
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(16 << 20).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Where a filter host keeps its status and log: one pair per network namespace, named by the
+/// namespace's inode, so `nw filter status` run inside a namespace finds that namespace's host.
+struct StateFiles {
+    status: PathBuf,
+    log: PathBuf,
+}
+
+impl StateFiles {
+    fn new() -> Self {
+        let dir = std::env::var_os("NW_FILTER_STATE_DIR")
+            .map_or_else(|| PathBuf::from("/run/nwkit/filter"), PathBuf::from);
+        let ns = std::fs::metadata("/proc/self/ns/net")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap_or(0);
+        Self { status: dir.join(format!("{ns}.json")), log: dir.join(format!("{ns}.log")) }
+    }
+
+    fn write_status(&self, value: &Value) {
+        if let Some(dir) = self.status.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+        if let Err(e) = nw_trust::files::replace(&self.status, &bytes, 0o644) {
+            tracing::warn!("cannot write {}: {e}", self.status.display());
+        }
+    }
+
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.status);
+    }
+}
+
+struct View {
+    json: bool,
+    state: StateFiles,
+    policy: FailPolicy,
+    queue: u16,
+    provider: Option<String>,
+    provider_pid: Option<u32>,
+    log: Option<std::fs::File>,
+}
+
+impl View {
+    #[allow(clippy::print_stdout, reason = "nw filter's event lines are its output")]
+    fn show(&mut self, event: &Event) {
+        let (line, object) = match event {
+            Event::Ready { queue, removed_stale } => {
+                let stale = match removed_stale {
+                    Some(pid) => format!(
+                        "; removed the rules a killed host{} left",
+                        pid.map_or_else(String::new, |p| format!(" (pid {p})"))
+                    ),
+                    None => String::new(),
+                };
+                (
+                    format!(
+                        "filtering new flows through NFQUEUE {queue}, failing {}{stale}",
+                        policy_name(self.policy)
+                    ),
+                    json!({"event": "ready", "queue": queue, "policy": self.policy, "removed_stale": removed_stale.is_some()}),
+                )
+            }
+            Event::Decided { flow, decision, by } => {
+                let object = json!({"event": "flow", "flow": flow, "decision": decision, "by": by});
+                self.append_log(&object);
+                (flow_line(flow, *decision, by), object)
+            }
+            Event::ProviderStarted { pid } => {
+                self.provider_pid = *pid;
+                (
+                    format!(
+                        "provider started (pid {})",
+                        pid.map_or_else(|| "?".into(), |p| p.to_string())
+                    ),
+                    json!({"event": "provider_started", "pid": pid}),
+                )
+            }
+            Event::ProviderDown { message, restart_in } => {
+                self.provider_pid = None;
+                (
+                    format!(
+                        "provider down: {message}; flows get the failure policy ({}); restarting in {:.2} s",
+                        policy_name(self.policy),
+                        restart_in.as_secs_f64()
+                    ),
+                    json!({"event": "provider_down", "message": message, "restart_in_ms": restart_in.as_millis()}),
+                )
+            }
+            Event::Stats(stats) => {
+                self.state.write_status(&json!({
+                    "pid": std::process::id(),
+                    "queue": self.queue,
+                    "policy": self.policy,
+                    "provider": self.provider,
+                    "provider_pid": self.provider_pid,
+                    "stats": stats,
+                }));
+                return;
+            }
+        };
+        if self.json {
+            println!("{object}");
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn append_log(&mut self, object: &Value) {
+        if self.log.is_none() {
+            if let Some(dir) = self.state.log.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            self.log =
+                std::fs::OpenOptions::new().create(true).append(true).open(&self.state.log).ok();
+        }
+        let Some(file) = &mut self.log else { return };
+        let _ = writeln!(file, "{object}");
+        if file.metadata().is_ok_and(|m| m.len() > LOG_LIMIT) {
+            let _ = std::fs::rename(&self.state.log, self.state.log.with_extension("log.1"));
+            self.log = None;
+        }
+    }
+
+    #[allow(clippy::print_stdout, reason = "nw filter's closing line is its output")]
+    fn end(&self, ended: &Ended) {
+        let s = ended.stats;
+        if self.json {
+            println!("{}", json!({"event": "stopped", "stats": s, "leftovers": ended.leftovers}));
+            return;
+        }
+        let left = if ended.leftovers.is_empty() {
+            "every rule removed".to_string()
+        } else {
+            format!("left behind: {}", ended.leftovers.join("; "))
+        };
+        println!(
+            "stopped: {} flows, {} allowed, {} dropped, {} by the failure policy ({} deadlines missed); {left}",
+            s.flows, s.allowed, s.dropped, s.by_policy, s.deadlines_missed
+        );
+    }
+}
+
+fn policy_name(p: FailPolicy) -> &'static str {
+    match p {
+        FailPolicy::Open => "open",
+        FailPolicy::Closed => "closed",
+    }
+}
+
+fn flow_line(flow: &Flow, decision: Decision, by: &By) -> String {
+    let verdict = match decision {
+        Decision::Allow => "allow",
+        Decision::Drop => "drop ",
+    };
+    let who = flow.process.as_ref().map_or_else(
+        || "process unknown".to_string(),
+        |p| format!("pid {} uid {} {}", p.pid, p.uid, p.identity),
+    );
+    let by = match by {
+        By::Rule { rule } => format!("rule {rule}"),
+        By::Default => "default".into(),
+        By::Provider => "provider".into(),
+        By::Policy { why } => format!("failure policy: {why}"),
+        By::ProviderItself => "the provider's own flow".into(),
+    };
+    format!(
+        "{verdict} {} {} -> {} {who} (by {by})",
+        flow.transport.as_str(),
+        flow.local,
+        flow.remote
+    )
+}
+
+#[allow(clippy::print_stdout, reason = "the status is the output")]
+fn status(json: bool) -> anyhow::Result<Outcome> {
+    let state = StateFiles::new();
+    let current: Option<Value> = std::fs::read(&state.status)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|v: &Value| {
+            v["pid"].as_u64().and_then(|p| i32::try_from(p).ok()).is_some_and(|p| {
+                // SAFETY: kill(2) with signal 0 only checks that the process exists.
+                let r = unsafe { libc::kill(p, 0) };
+                r == 0
+            })
+        });
+    let queues = nw_filter::list::queue_bindings();
+    let Some(mut v) = current else {
+        if json {
+            println!("{}", json!({"running": false}));
+        } else {
+            println!("no filter host runs in this network namespace");
+        }
+        return Ok(Outcome::Negative);
+    };
+    let q = v["queue"].as_u64();
+    let binding = queues.iter().find(|b| Some(u64::from(b.queue)) == q);
+    v["running"] = json!(true);
+    v["queue_dropped"] = json!(binding.map(|b| b.queue_dropped));
+    v["user_dropped"] = json!(binding.map(|b| b.user_dropped));
+    v["waiting"] = json!(binding.map(|b| b.waiting));
+    if json {
+        println!("{v}");
+        return Ok(Outcome::Success);
+    }
+    let s = &v["stats"];
+    println!(
+        "filter host pid {} on NFQUEUE {}, failing {}",
+        v["pid"],
+        v["queue"],
+        v["policy"].as_str().unwrap_or("?")
+    );
+    println!(
+        "provider: {}",
+        match (v["provider"].as_str(), v["provider_pid"].as_u64()) {
+            (Some(p), Some(pid)) => format!("{p} (pid {pid})"),
+            (Some(p), None) => format!("{p} (not running)"),
+            _ => "none (rules only)".into(),
+        }
+    );
+    println!(
+        "flows: {} seen, {} allowed, {} dropped, {} by the failure policy ({} deadlines missed), {} late verdicts",
+        s["flows"],
+        s["allowed"],
+        s["dropped"],
+        s["by_policy"],
+        s["deadlines_missed"],
+        s["late_verdicts"]
+    );
+    println!(
+        "queue: {} packets given verdicts, {} waiting, {} dropped by the kernel (queue full), {} not delivered to the host",
+        s["packets"], v["waiting"], v["queue_dropped"], v["user_dropped"]
+    );
+    Ok(Outcome::Success)
+}
+
+#[allow(clippy::print_stdout, reason = "the log is the output")]
+fn log(lines: usize, json: bool) -> anyhow::Result<Outcome> {
+    let state = StateFiles::new();
+    let text = match std::fs::read_to_string(&state.log) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "no flows logged in this network namespace ({} does not exist)",
+                state.log.display()
+            );
+            return Ok(Outcome::Negative);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let all: Vec<&str> = text.lines().collect();
+    for line in &all[all.len().saturating_sub(lines)..] {
+        if json {
+            println!("{line}");
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let (Ok(flow), Ok(decision), Ok(by)) = (
+            serde_json::from_value::<Flow>(v["flow"].clone()),
+            serde_json::from_value::<Decision>(v["decision"].clone()),
+            serde_json::from_value::<By>(v["by"].clone()),
+        ) else {
+            continue;
+        };
+        println!("{}", flow_line(&flow, decision, &by));
+    }
+    Ok(Outcome::Success)
+}
+
+#[allow(clippy::print_stdout, reason = "the listing is the output")]
+async fn list(json: bool) -> anyhow::Result<Outcome> {
+    let listing = tokio::task::spawn_blocking(nw_filter::list::list).await?;
+    if json {
+        println!("{}", serde_json::to_string(&listing)?);
+        return Ok(Outcome::Success);
+    }
+    if listing.filters.is_empty() {
+        println!("no packet filters found");
+    }
+    for f in &listing.filters {
+        let counters =
+            f.counters.map(|(p, b)| format!(", {p} packets {b} bytes")).unwrap_or_default();
+        let rules = f.rules.map(|r| format!(", {r} rules")).unwrap_or_default();
+        println!(
+            "{:<15} {}  [{}{rules}{counters}]  owner: {}",
+            f.kind.as_str(),
+            f.name,
+            f.hook,
+            f.owner.as_deref().unwrap_or("unknown")
+        );
+    }
+    for p in &listing.problems {
+        println!("not listed: {p}");
+    }
+    Ok(Outcome::Success)
+}
+
+#[allow(clippy::print_stdout, reason = "says what was removed")]
+async fn down() -> anyhow::Result<Outcome> {
+    let left = tokio::task::spawn_blocking(nw_filter::host::remove_rules).await?;
+    match left {
+        Ok(None) => println!("no filter rules in this network namespace"),
+        Ok(Some(pid)) => println!(
+            "removed the filter rules{}",
+            pid.map_or_else(String::new, |p| format!(" of host pid {p}"))
+        ),
+        Err(e) => {
+            crate::output::error_line(&format!("nw: {e}"));
+            return Ok(Outcome::Exit(EXIT_ENVIRONMENT));
+        }
+    }
+    Ok(Outcome::Success)
+}
