@@ -192,7 +192,9 @@ pub enum HostError {
     #[error("a filter host runs already in this network namespace (pid {0}); stop it first")]
     Running(u32),
     /// The queue could not be bound.
-    #[error("cannot bind NFQUEUE {queue}: {error}")]
+    #[error(
+        "cannot bind NFQUEUE {queue}: {error} (filtering needs root; is another program bound to that queue? --queue picks another)"
+    )]
     Queue {
         /// The queue's number.
         queue: u16,
