@@ -24,6 +24,8 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
+use nw_provider::blocking;
+
 use crate::engine::{Decision, Engine, FailPolicy, Seen, Stats};
 use crate::flow::{Direction, Flow, FlowVerdict};
 use crate::packet::outbound_key;
@@ -245,12 +247,13 @@ pub async fn run(
     events: mpsc::UnboundedSender<Event>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Ended, HostError> {
-    let removed_stale = match tables::existing() {
+    // iptables, netlink configuration and sock_diag are blocking calls: off the event loop.
+    let removed_stale = match blocking(tables::existing).await {
         Some(Some(pid)) if alive(pid) && pid != std::process::id() => {
             return Err(HostError::Running(pid));
         }
         Some(pid) => {
-            let left = tables::remove();
+            let left = blocking(tables::remove).await;
             if !left.is_empty() {
                 return Err(HostError::Rules(std::io::Error::other(format!(
                     "rules a killed host left could not be removed: {}",
@@ -264,14 +267,19 @@ pub async fn run(
     let flags = nfqueue::FLAG_GSO
         | nfqueue::FLAG_UID_GID
         | if options.policy == FailPolicy::Open { nfqueue::FLAG_FAIL_OPEN } else { 0 };
-    let queue = Queue::bind(options.queue, nfqueue::Copy::Packet(128), 65_536, flags, true)
-        .map_err(|error| HostError::Queue { queue: options.queue, error })?;
+    let number = options.queue;
+    let queue =
+        blocking(move || Queue::bind(number, nfqueue::Copy::Packet(128), 65_536, flags, true))
+            .await
+            .map_err(|error| HostError::Queue { queue: options.queue, error })?;
     // SAFETY: the Queue owns its descriptor, keeps it open until it is dropped with the
     // AsyncFd, and always returns the same one.
     let queue = unsafe { AsyncFd::register_with_interest(queue, tokio::io::Interest::READABLE) }
         .map_err(|e| HostError::Queue { queue: options.queue, error: e.into() })?;
     let mut diag = Diag::open().map_err(HostError::Diag)?;
-    tables::install(options.queue, options.policy == FailPolicy::Open, std::process::id())
+    let bypass = options.policy == FailPolicy::Open;
+    blocking(move || tables::install(number, bypass, std::process::id()))
+        .await
         .map_err(HostError::Rules)?;
     let _ = events.send(Event::Ready { queue: options.queue, removed_stale });
 
@@ -426,7 +434,7 @@ pub async fn run(
         }
     }
     // Rules first, so nothing new is queued; then every waiting packet gets the policy.
-    let leftovers = tables::remove();
+    let leftovers = blocking(tables::remove).await;
     let now = Instant::now();
     for (_, held) in engine.fail_all(now) {
         for h in held {

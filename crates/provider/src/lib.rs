@@ -239,6 +239,15 @@ pub fn kill_group(pid: u32) {
     }
 }
 
+/// Runs blocking work (netlink, a child process such as iptables, procfs) on tokio's blocking
+/// pool, so a host's event loop is not held up; a panic in it is carried to the caller.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// The provider's side: the contract socket named by the environment variable `fd_env`.
 /// Call it once; the descriptor is taken over.
 pub fn contract_socket(fd_env: &str) -> Result<std::os::unix::net::UnixStream, String> {

@@ -23,6 +23,7 @@ use crate::protocol::{
 use crate::settings::Settings;
 use crate::settings::{Prefix, TableRoute};
 use crate::sys::{self, Kernel};
+use nw_provider::blocking;
 
 /// How long a provider that closed its socket has to be seen exiting.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
@@ -538,14 +539,6 @@ async fn send_fd(
         }
     };
     stream.write_all(line.get(sent..).unwrap_or(&[])).await
-}
-
-/// Runs blocking kernel work off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
 }
 
 #[cfg(test)]
