@@ -183,6 +183,8 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
             view.end(&ended);
             Ok(if ended.leftovers.is_empty() { Outcome::Success } else { Outcome::Negative })
         }
+        // The rules are the user's: a usage error, as a rules file that does not parse is.
+        Err(e @ nw_filter::HostError::Unseen { .. }) => Err(UsageError(e.to_string()).into()),
         Err(e) => {
             crate::output::error_line(&format!("nw: {e}"));
             Ok(Outcome::Exit(EXIT_ENVIRONMENT))

@@ -209,6 +209,31 @@ pub enum HostError {
     /// The rules could not be installed.
     #[error("cannot install the filter's rules: {0}")]
     Rules(std::io::Error),
+    /// A rule names what this host does not learn, so it could never match.
+    #[error(
+        "rule {rule} matches on {what}, which this host does not learn yet, so it could never match; remove that condition"
+    )]
+    Unseen {
+        /// The rule's number, from 1.
+        rule: usize,
+        /// What it names.
+        what: &'static str,
+    },
+}
+
+/// The first rule that names something this host does not see yet, which would silently
+/// never match: a host name (it neither peeks at TLS or HTTP nor reads DNS answers), or
+/// inbound flows (it queues outbound ones only).
+pub fn unseen(rules: &Rules) -> Option<(usize, &'static str)> {
+    rules.rules.iter().enumerate().find_map(|(i, r)| {
+        if r.host.is_some() {
+            Some((i + 1, "a host name"))
+        } else if r.direction == Some(Direction::Inbound) {
+            Some((i + 1, "inbound flows"))
+        } else {
+            None
+        }
+    })
 }
 
 #[derive(Debug)]
@@ -247,6 +272,9 @@ pub async fn run(
     events: mpsc::UnboundedSender<Event>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Ended, HostError> {
+    if let Some((rule, what)) = unseen(&options.rules) {
+        return Err(HostError::Unseen { rule, what });
+    }
     // iptables, netlink configuration and sock_diag are blocking calls: off the event loop.
     let removed_stale = match blocking(tables::existing).await {
         Some(Some(pid)) if alive(pid) && pid != std::process::id() => {
@@ -636,4 +664,25 @@ async fn stop_provider(mut r: Running) {
     }
     let _ = r.child.start_kill();
     let _ = r.child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_that_could_never_match_here_are_named() {
+        let rules = |t: &str| Rules::parse(t, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(unseen(&rules("[[rule]]\naction = \"drop\"\nports = 23\n")), None);
+        assert_eq!(
+            unseen(&rules(
+                "[[rule]]\naction = \"drop\"\nports = 23\n[[rule]]\naction = \"drop\"\nhost = \"*.example.com\"\n"
+            )),
+            Some((2, "a host name"))
+        );
+        assert_eq!(
+            unseen(&rules("[[rule]]\naction = \"allow\"\ndirection = \"inbound\"\n")),
+            Some((1, "inbound flows"))
+        );
+    }
 }

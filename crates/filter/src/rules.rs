@@ -18,6 +18,9 @@
 //!
 //! Every condition a rule names must hold; a rule that names none matches everything. A
 //! condition about the process does not match a flow whose process is unknown.
+//!
+//! The Linux host does not learn host names or see inbound flows yet, and refuses rules that
+//! name them ([`crate::host::unseen`]) rather than let them never match.
 
 use std::net::IpAddr;
 
