@@ -91,7 +91,7 @@ struct UpArgs {
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.action {
         Action::Up(up) => run_up(*up).await,
-        Action::Status { json } => status(json),
+        Action::Status { json } => status(json).await,
         Action::Log { lines, json } => log(lines, json),
         Action::List { json } => list(json).await,
         Action::Down => down().await,
@@ -373,24 +373,33 @@ fn flow_line(flow: &Flow, decision: Decision, by: &By) -> String {
 }
 
 #[allow(clippy::print_stdout, reason = "the status is the output")]
-fn status(json: bool) -> anyhow::Result<Outcome> {
+async fn status(json: bool) -> anyhow::Result<Outcome> {
     let state = StateFiles::new();
     let current: Option<Value> = std::fs::read(&state.status)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .filter(|v: &Value| {
-            v["pid"].as_u64().and_then(|p| i32::try_from(p).ok()).is_some_and(|p| {
-                // SAFETY: kill(2) with signal 0 only checks that the process exists.
-                let r = unsafe { libc::kill(p, 0) };
-                r == 0
-            })
+            v["pid"]
+                .as_u64()
+                .and_then(|p| u32::try_from(p).ok())
+                .is_some_and(nw_filter::host::alive)
         });
     let queues = nw_filter::list::queue_bindings();
     let Some(mut v) = current else {
+        let left = tokio::task::spawn_blocking(nw_filter::host::leftover_rules).await?;
         if json {
-            println!("{}", json!({"running": false}));
+            println!(
+                "{}",
+                json!({"running": false, "leftover_rules": left.is_some(), "leftover_pid": left.flatten()})
+            );
         } else {
             println!("no filter host runs in this network namespace");
+            if let Some(pid) = left {
+                println!(
+                    "but the rules of a filter host that was killed{} are in place: new TCP and UDP flows go to a queue nobody reads (dropped if it failed closed, let through if it failed open); `nw filter down` removes them",
+                    pid.map_or_else(String::new, |p| format!(" (pid {p})"))
+                );
+            }
         }
         return Ok(Outcome::Negative);
     };

@@ -24,6 +24,8 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
+/// Whether a process exists.
+pub use nw_provider::alive;
 use nw_provider::blocking;
 
 use crate::engine::{Decision, Engine, FailPolicy, Seen, Stats};
@@ -69,6 +71,13 @@ impl ProviderOptions {
             user: nw_provider::default_user(),
         }
     }
+}
+
+/// Rules of this network namespace that a filter host which is no longer running left behind:
+/// `Some(pid)` (the pid they name, when they name one), or `None` when there are none or
+/// their host runs. Such rules still send new flows to a queue nobody reads.
+pub fn leftover_rules() -> Option<Option<u32>> {
+    tables::existing().filter(|pid| !pid.is_some_and(alive))
 }
 
 /// Removes the filter rules of this network namespace that a host which is no longer running
@@ -195,7 +204,7 @@ pub enum HostError {
     Running(u32),
     /// The queue could not be bound.
     #[error(
-        "cannot bind NFQUEUE {queue}: {error} (filtering needs root; is another program bound to that queue? --queue picks another)"
+        "cannot bind NFQUEUE {queue}: {error} (filtering needs root; is another program bound to that queue? --queue picks another; is nfnetlink_queue available?)"
     )]
     Queue {
         /// The queue's number.
@@ -500,12 +509,6 @@ fn give(queue: &Queue, id: u32, mark: u32, decision: Decision) {
     if let Err(e) = queue.verdict(id, Verdict::Repeat, Some((mark & !MARK_MASK) | bits)) {
         tracing::warn!("verdict for packet {id}: {e}");
     }
-}
-
-fn alive(pid: u32) -> bool {
-    libc::pid_t::try_from(pid)
-        // SAFETY: kill(2) with signal 0 only checks that the process exists.
-        .is_ok_and(|p| unsafe { libc::kill(p, 0) } == 0)
 }
 
 async fn from_provider(slot: &mut Slot) -> FromProvider {

@@ -248,6 +248,22 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     }
 }
 
+/// Whether process `pid` runs (a host's or a provider's, named in a file or a rule). A zombie
+/// does not: a host killed outright stays one until its parent reaps it, and still answers
+/// kill(2).
+pub fn alive(pid: u32) -> bool {
+    let exists = libc::pid_t::try_from(pid)
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        .is_ok_and(|p| p > 0 && unsafe { libc::kill(p, 0) } == 0);
+    // /proc/PID/stat: "pid (comm) S …"; the state follows the last ')'.
+    exists
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            let state =
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some('Z' | 'X'))
+        })
+}
+
 /// The provider's side: the contract socket named by the environment variable `fd_env`.
 /// Call it once; the descriptor is taken over.
 pub fn contract_socket(fd_env: &str) -> Result<std::os::unix::net::UnixStream, String> {
@@ -269,6 +285,24 @@ pub fn contract_socket(fd_env: &str) -> Result<std::os::unix::net::UnixStream, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "waits for a real child to exit")]
+    fn a_zombie_is_not_alive() {
+        let mut child =
+            std::process::Command::new("true").spawn().unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id();
+        // Not yet reaped: a zombie once it has exited.
+        for _ in 0..200 {
+            if !alive(pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(pid), "an exited, unreaped child counts as alive");
+        let _ = child.wait();
+        assert!(alive(std::process::id()));
+    }
 
     #[test]
     fn lines_split_and_overlong_ones_are_refused() {

@@ -191,10 +191,7 @@ impl Queue {
                     let e = io::Error::from_raw_os_error(-code);
                     return Err(io::Error::new(
                         e.kind(),
-                        format!(
-                            "NFQUEUE {} refused its configuration: {e} (is another program bound to it? is nfnetlink_queue available?)",
-                            self.queue
-                        ),
+                        format!("NFQUEUE {} refused its configuration: {e}", self.queue),
                     ));
                 }
                 return Ok(());
