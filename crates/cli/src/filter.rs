@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nw_filter::{
@@ -115,9 +115,12 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     let has_provider = args.provider.is_some();
     let rules = match &args.rules {
         Some(path) => {
-            let text = read_small(path).map_err(|e| {
-                UsageError(format!("cannot read the rules {}: {e}", path.display()))
-            })?;
+            // A rules file of up to MAX_RULES rules fits in a few MiB; a larger one (or a
+            // device) is refused, never truncated into a shorter set of rules.
+            let bytes = nw_trust::anchors::read_limited(path, 16 << 20, "rules file")
+                .map_err(|e| UsageError(format!("the rules {}: {e}", path.display())))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| UsageError(format!("the rules {}: not UTF-8 text", path.display())))?;
             Rules::parse(&text, has_provider)
                 .map_err(|e| UsageError(format!("{}: {e}", path.display())))?
         }
@@ -190,13 +193,6 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
             Ok(Outcome::Exit(EXIT_ENVIRONMENT))
         }
     }
-}
-
-fn read_small(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?.take(16 << 20).read_to_string(&mut text)?;
-    Ok(text)
 }
 
 /// Where a filter host keeps its status and log: one pair per network namespace, named by the
