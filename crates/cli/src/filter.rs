@@ -78,10 +78,10 @@ struct UpArgs {
     #[arg(long, value_name = "JSON", default_value = "{}")]
     options: String,
     /// How long a flow waits for the provider, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    #[arg(long, value_name = "MS", default_value_t = nw_filter::host::DEFAULT_DEADLINE_MS)]
     deadline: u64,
     /// The NFQUEUE number.
-    #[arg(long, value_name = "N", default_value_t = 0x6e77)]
+    #[arg(long, value_name = "N", default_value_t = nw_filter::host::DEFAULT_QUEUE)]
     queue: u16,
     /// One JSON object per event on stdout instead of text.
     #[arg(long)]

@@ -110,13 +110,19 @@ pub struct HostOptions {
     pub provider: Option<ProviderOptions>,
 }
 
+/// The NFQUEUE number used unless another is given (28279, "nw" in ASCII).
+pub const DEFAULT_QUEUE: u16 = 0x6e77;
+/// How long a flow waits for the provider unless told otherwise, in milliseconds.
+pub const DEFAULT_DEADLINE_MS: u64 = 2_000;
+
 impl HostOptions {
-    /// Defaults: queue 28279, fail open, a 2 s deadline, no rules (allow), no provider.
+    /// Defaults: [`DEFAULT_QUEUE`], fail open, [`DEFAULT_DEADLINE_MS`], no rules (allow), no
+    /// provider.
     pub fn new() -> Self {
         Self {
-            queue: 0x6e77,
+            queue: DEFAULT_QUEUE,
             policy: FailPolicy::Open,
-            deadline: Duration::from_secs(2),
+            deadline: Duration::from_millis(DEFAULT_DEADLINE_MS),
             rules: Rules::default(),
             provider: None,
         }
@@ -395,14 +401,7 @@ pub async fn run(
                                         _ => (options.policy.decision(), By::Policy { why: "no provider is running".into() }),
                                     },
                                 };
-                                let held = if matches!(by, By::Policy { .. }) {
-                                    engine.fail(now, id)
-                                } else {
-                                    engine.decide(now, id, decision)
-                                };
-                                for h in held {
-                                    give(q_ref, h.id, h.mark, decision);
-                                }
+                                settle(&mut engine, q_ref, now, id, decision, &by);
                                 let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                             }
                             _ => {}
@@ -427,10 +426,7 @@ pub async fn run(
                                 why: "the provider asked to filter data, which this host does not do yet".into(),
                             }),
                         };
-                        let held = if matches!(by, By::Policy { .. }) { engine.fail(now, id) } else { engine.decide(now, id, decision) };
-                        for h in held {
-                            give(queue.get_ref(), h.id, h.mark, decision);
-                        }
+                        settle(&mut engine, queue.get_ref(), now, id, decision, &by);
                         if let Some(flow) = asked.remove(&id) {
                             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                         }
@@ -497,6 +493,25 @@ fn decide(rules: &Rules, flow: &Flow, slot: &Slot) -> Option<(Decision, By)> {
         Action::Allow => Some((Decision::Allow, by)),
         Action::Drop => Some((Decision::Drop, by)),
         Action::Ask => None,
+    }
+}
+
+/// Decides flow `id` and gives the packets that waited for it their verdict; a decision `by`
+/// the failure policy is counted as one.
+fn settle(
+    engine: &mut Engine<Held>,
+    queue: &Queue,
+    now: Instant,
+    id: u64,
+    decision: Decision,
+    by: &By,
+) {
+    let held = match by {
+        By::Policy { .. } => engine.fail(now, id),
+        _ => engine.decide(now, id, decision),
+    };
+    for h in held {
+        give(queue, h.id, h.mark, decision);
     }
 }
 
@@ -637,15 +652,9 @@ async fn provider_down(
         if r.since.elapsed() >= HEALTHY { FIRST_BACKOFF } else { (r.backoff * 2).min(MAX_BACKOFF) };
     let policy = engine.policy().decision();
     for (id, flow) in asked.drain() {
-        for h in engine.fail(now, id) {
-            give(queue, h.id, h.mark, policy);
-        }
-        let why = format!("the provider went away ({message})");
-        let _ = events.send(Event::Decided {
-            flow: Box::new(flow),
-            decision: policy,
-            by: By::Policy { why },
-        });
+        let by = By::Policy { why: format!("the provider went away ({message})") };
+        settle(engine, queue, now, id, policy, &by);
+        let _ = events.send(Event::Decided { flow: Box::new(flow), decision: policy, by });
     }
     let mut r = *r;
     if let Some(pid) = r.pid {

@@ -11,6 +11,8 @@ use std::process::Command;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::sys::procfs;
+
 /// What kind of filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -262,23 +264,16 @@ struct ProcFds {
 impl ProcFds {
     fn scan() -> Self {
         let mut me = Self { sockets: HashMap::new(), bpf_progs: HashMap::new() };
-        let Ok(dir) = fs::read_dir("/proc") else { return me };
-        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
-            for fd in fds.filter_map(Result::ok) {
-                let Ok(link) = fs::read_link(fd.path()) else { continue };
-                let link = link.to_string_lossy();
+        for pid in procfs::pids() {
+            for (fd, link) in procfs::descriptors(pid) {
                 if let Some(inode) = link.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']'))
                 {
                     if let Ok(i) = inode.parse() {
                         me.sockets.insert(i, pid);
                     }
                 } else if link == "anon_inode:bpf-prog" {
-                    let info = fs::read_to_string(format!(
-                        "/proc/{pid}/fdinfo/{}",
-                        fd.file_name().to_string_lossy()
-                    ))
-                    .unwrap_or_default();
+                    let info =
+                        fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
                     if let Some(id) = info
                         .lines()
                         .find_map(|l| l.strip_prefix("prog_id:"))

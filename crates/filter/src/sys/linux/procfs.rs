@@ -34,23 +34,35 @@ impl Procfs {
         if let Some(pid) = self.recent.iter().copied().find(|p| holds(*p, inode)) {
             return Some(pid);
         }
-        let mut pids: Vec<u32> = fs::read_dir("/proc")
-            .ok()?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|p| !self.recent.contains(p))
-            .collect();
+        let mut pids: Vec<u32> = pids().into_iter().filter(|p| !self.recent.contains(p)).collect();
         // Newest first: a flow's process is more often young than old.
         pids.sort_unstable_by(|a, b| b.cmp(a));
         pids.into_iter().find(|p| holds(*p, inode))
     }
 }
 
+/// Every process id, from /proc.
+pub(crate) fn pids() -> Vec<u32> {
+    fs::read_dir("/proc").map_or_else(
+        |_| Vec::new(),
+        |d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+    )
+}
+
+/// Each open descriptor of `pid`: its number and what it links to (`socket:[N]`,
+/// `anon_inode:bpf-prog`, a path). Nothing when the process is gone or not ours to read.
+pub(crate) fn descriptors(pid: u32) -> impl Iterator<Item = (String, String)> {
+    fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().filter_map(|e| {
+        let e = e.ok()?;
+        let link = fs::read_link(e.path()).ok()?;
+        Some((e.file_name().to_string_lossy().into_owned(), link.to_string_lossy().into_owned()))
+    })
+}
+
 /// Whether process `pid` has a descriptor on socket `inode`.
 fn holds(pid: u32, inode: u64) -> bool {
     let want = format!("socket:[{inode}]");
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    dir.filter_map(Result::ok)
-        .any(|e| fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+    descriptors(pid).any(|(_, link)| link == want)
 }
 
 /// What procfs says about `pid`.
