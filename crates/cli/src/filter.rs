@@ -99,12 +99,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
-    let options: Value = serde_json::from_str(&args.options).map_err(|e| {
-        UsageError(format!("--options is not JSON: {e} (write an object such as '{{}}')"))
-    })?;
-    if !options.is_object() {
-        return Err(UsageError("--options must be a JSON object, such as '{}'".into()).into());
-    }
+    let options = crate::provider_options(&args.options)?;
     if !(10..=60_000).contains(&args.deadline) {
         return Err(UsageError(format!(
             "--deadline {} is out of range (10 to 60000 ms)",

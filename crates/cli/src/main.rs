@@ -83,6 +83,19 @@ pub(crate) const EXIT_ENVIRONMENT: u8 = 3;
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
 
+/// A provider's `--options`: a JSON object (`nw tunnel up`, `nw filter up`).
+pub(crate) fn provider_options(text: &str) -> Result<serde_json::Value, UsageError> {
+    let options: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        UsageError(format!(
+            "--options is not JSON: {e} (write an object such as '{{\"peer\":\"x\"}}')"
+        ))
+    })?;
+    if !options.is_object() {
+        return Err(UsageError("--options must be a JSON object, such as '{}'".into()));
+    }
+    Ok(options)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.verbose);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nw_tunnel::{Ended, Event, HostOptions, StopReason};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::{EXIT_ENVIRONMENT, Outcome, UsageError};
@@ -55,14 +55,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
-    let options: Value = serde_json::from_str(&args.options).map_err(|e| {
-        UsageError(format!(
-            "--options is not JSON: {e} (write an object such as '{{\"peer\":\"x\"}}')"
-        ))
-    })?;
-    if !options.is_object() {
-        return Err(UsageError("--options must be a JSON object, such as '{}'".into()).into());
-    }
+    let options = crate::provider_options(&args.options)?;
     if args.interface.is_empty() || args.interface.len() > 15 || args.interface.contains('/') {
         return Err(UsageError(format!(
             "--interface {:?} is not an interface name (1 to 15 characters, no '/')",
