@@ -230,3 +230,54 @@ fn netns_filter_fails_open_or_closed_when_the_provider_hangs_or_dies() {
         }
     }
 }
+
+#[test]
+fn netns_filter_list_names_filters_of_every_kind_with_their_owners() {
+    use nw_lab::nfqueue::{Delayer, Tables};
+    let p = pair();
+    p.cli
+        .nft("table inet nwlisted {\n chain out {\n type filter hook output priority 10; policy accept;\n tcp dport 9999 counter drop\n }\n}\n")
+        .unwrap_or_else(|e| panic!("nft: {e}"));
+    p.cli
+        .run(["iptables-legacy", "-A", "OUTPUT", "-p", "tcp", "--dport", "9998", "-j", "DROP"])
+        .unwrap_or_else(|e| panic!("iptables-legacy: {e}"));
+    // An NFQUEUE bound by this test process (the lab's delayer), behind an iptables-nft rule.
+    let _queue = Delayer::start(
+        &p.cli,
+        77,
+        Duration::from_millis(1),
+        Tables::Ipv4,
+        &["OUTPUT", "-p", "udp", "--dport", "9997"],
+    )
+    .unwrap_or_else(|e| panic!("delayer: {e}"));
+    // Only the network namespace is entered: `ip netns exec` would hide the cgroup mounts.
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", p.cli.name()))
+        .args([NW, "filter", "list", "--json"])
+        .output()
+        .unwrap_or_else(|e| panic!("nsenter (util-linux): {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let filters = listing["filters"].as_array().cloned().unwrap_or_default();
+    let find = |kind: &str, name: &str| {
+        filters
+            .iter()
+            .find(|f| f["kind"] == kind && f["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name:?} in {listing:#}"))
+    };
+    let ours = find("nftables", "inet nwlisted/out");
+    assert!(ours["hook"].as_str().unwrap_or("").contains("hook output priority 10"), "{ours}");
+    assert_eq!(ours["rules"], 1, "{ours}");
+    let legacy = find("iptables_legacy", "ip filter/OUTPUT");
+    assert_eq!(legacy["rules"], 1, "{legacy}");
+    let mangle = find("nftables", "ip mangle/OUTPUT");
+    assert_eq!(mangle["owner"], "iptables-nft", "{mangle}");
+    let queue = find("nfqueue", "queue 77");
+    let me = format!("pid {} ", std::process::id());
+    assert!(
+        queue["owner"].as_str().unwrap_or("").starts_with(&me),
+        "the queue's owner is this test: {queue}"
+    );
+    assert_eq!(listing["problems"], json!([]), "{listing:#}");
+}
