@@ -65,7 +65,7 @@ pub struct Process {
     pub uid: u32,
     /// Its cgroup (v2 path, e.g. `/system.slice/nginx.service`).
     pub cgroup: String,
-    /// An identity that survives updates of the executable: see [`identity`].
+    /// An identity that survives updates of the executable: see [`nw_lnp::identity`].
     pub identity: String,
 }
 
@@ -118,65 +118,9 @@ pub enum FlowVerdict {
     },
 }
 
-/// An identity for a process that survives updates of its executable, from the strongest
-/// evidence there is: a Flatpak or snap application id or a systemd unit (from the cgroup
-/// path), else the executable's path. Never a hash of the binary.
-///
-/// Written `flatpak:ID`, `snap:NAME.APP`, `unit:NAME.service` or `exe:PATH`.
-pub fn identity(executable: &str, cgroup: &str) -> String {
-    for part in cgroup.rsplit('/') {
-        // Flatpak: app-flatpak-org.example.App-1234.scope
-        if let Some(rest) = part.strip_prefix("app-flatpak-")
-            && let Some(id) = rest.strip_suffix(".scope").and_then(|r| r.rsplit_once('-'))
-        {
-            return format!("flatpak:{}", id.0);
-        }
-        // snap: snap.firefox.firefox-<uuid>.scope (or snap.NAME.APP.service)
-        if let Some(rest) = part.strip_prefix("snap.") {
-            let mut it = rest.splitn(3, '.');
-            if let (Some(name), Some(app)) = (it.next(), it.next()) {
-                let app = app.split('-').next().unwrap_or(app);
-                return format!("snap:{name}.{app}");
-            }
-        }
-        if part.ends_with(".service") && part != "user@.service" && !part.starts_with("user@") {
-            return format!("unit:{part}");
-        }
-    }
-    let exe = executable.strip_suffix(" (deleted)").unwrap_or(executable);
-    format!("exe:{exe}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identities_prefer_what_survives_an_update() {
-        let cases = [
-            ("/usr/bin/curl", "/user.slice/user-0.slice/session-3.scope", "exe:/usr/bin/curl"),
-            ("/usr/bin/curl (deleted)", "/", "exe:/usr/bin/curl"),
-            ("/usr/sbin/nginx", "/system.slice/nginx.service", "unit:nginx.service"),
-            (
-                "/app/bin/x",
-                "/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-org.gnome.Maps-4242.scope",
-                "flatpak:org.gnome.Maps",
-            ),
-            (
-                "/snap/firefox/123/usr/lib/firefox/firefox",
-                "/user.slice/user-1000.slice/user@1000.service/app.slice/snap.firefox.firefox-9c1f.scope",
-                "snap:firefox.firefox",
-            ),
-            (
-                "/usr/lib/systemd/systemd",
-                "/user.slice/user-1000.slice/user@1000.service/init.scope",
-                "exe:/usr/lib/systemd/systemd",
-            ),
-        ];
-        for (exe, cgroup, want) in cases {
-            assert_eq!(identity(exe, cgroup), want, "{exe} in {cgroup}");
-        }
-    }
 
     #[test]
     fn verdicts_have_a_documented_shape() {

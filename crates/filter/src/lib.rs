@@ -2,7 +2,7 @@
 //!
 //! - A **provider** is its own unprivileged process, in any language, that is told about each
 //!   new flow — the 5-tuple, the direction, the process behind it (pid, executable, command
-//!   line, uid, cgroup and a stable [`identity`](flow::identity)) — and answers allow or drop.
+//!   line, uid, cgroup and a stable identity, [`nw_lnp::identity`]) — and answers allow or drop.
 //!   [`protocol`] is the contract; [`provider`] is the Rust SDK.
 //! - The **host** ([`host::run`]) is privileged: an NFQUEUE gets each new flow's first packets
 //!   only (a conntrack mark carries the final verdict, so the rest of an allowed flow never

@@ -276,7 +276,11 @@ mod tests {
                 command_line: vec![e.into()],
                 uid: 1000,
                 cgroup: "/system.slice/backup.service".into(),
-                identity: crate::flow::identity(e, "/system.slice/backup.service"),
+                identity: nw_lnp::identity::identify(&nw_lnp::identity::Facts {
+                    executable: e,
+                    cgroup: "/system.slice/backup.service",
+                    ..nw_lnp::identity::Facts::default()
+                }),
             }),
             host: Some("www.Example.com".into()),
         }

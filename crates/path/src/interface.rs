@@ -237,6 +237,20 @@ impl Snapshot {
     pub fn interface_named(&self, name: &str) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.name == name)
     }
+
+    /// The main table's route to `destination`, as the kernel would pick it with no other
+    /// constraint: the longest prefix of the destination's family that covers it, then the
+    /// lowest metric.
+    pub fn route_for(&self, destination: IpAddr) -> Option<&Route> {
+        let destination = destination.to_canonical();
+        self.routes
+            .iter()
+            .filter(|r| {
+                crate::prefix::Prefix::new(r.destination, r.prefix_len)
+                    .is_some_and(|p| p.contains(destination))
+            })
+            .min_by_key(|r| (std::cmp::Reverse(r.prefix_len), r.metric))
+    }
 }
 
 /// Formats a hardware address as `aa:bb:cc:dd:ee:ff`.

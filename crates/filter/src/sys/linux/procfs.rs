@@ -4,9 +4,8 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::path::Path;
 
-use crate::flow::{Process, identity};
+use crate::flow::Process;
 
 /// How many recent processes are looked at before all of them.
 const RECENT: usize = 32;
@@ -65,22 +64,15 @@ fn holds(pid: u32, inode: u64) -> bool {
     descriptors(pid).any(|(_, link)| link == want)
 }
 
-/// What procfs says about `pid`.
+/// What procfs says about `pid`, identified as local network privacy identifies it.
 pub(crate) fn describe(pid: u32, uid: u32) -> Option<Process> {
-    let base = format!("/proc/{pid}");
-    let executable = fs::read_link(Path::new(&base).join("exe"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let command_line = fs::read(Path::new(&base).join("cmdline"))
-        .ok()?
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let cgroup = fs::read_to_string(Path::new(&base).join("cgroup"))
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned)))
-        .unwrap_or_default();
-    let identity = identity(&executable, &cgroup);
-    Some(Process { pid, executable, command_line, uid, cgroup, identity })
+    let found = nw_lnp::identity::of_process(pid)?;
+    Some(Process {
+        pid,
+        executable: found.executable,
+        command_line: found.command_line,
+        uid,
+        cgroup: found.cgroup,
+        identity: found.identity,
+    })
 }

@@ -1,0 +1,135 @@
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use super::*;
+use crate::classify::{LocalWhy, NotLocalWhy};
+use crate::store::Check;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nw-lnp-gate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        Self(dir)
+    }
+
+    fn paths(&self) -> Paths {
+        Paths { store: self.0.join("lnp.toml"), policy: self.0.join("policy.toml") }
+    }
+
+    /// A prompt hook that exits with `status`.
+    fn hook(&self, status: i32) -> String {
+        let path = self.0.join(format!("hook{status}"));
+        std::fs::write(&path, format!("#!/bin/sh\nexit {status}\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+        path.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn app(identity: &str) -> Identified {
+    Identified {
+        identity: identity.into(),
+        pid: Some(4242),
+        executable: "/opt/app".into(),
+        command_line: vec![],
+        cgroup: String::new(),
+        cwd: None,
+    }
+}
+
+fn on_link() -> Locality {
+    Locality::Local {
+        why: LocalWhy::OnLink { interface: "eth0".into(), prefix: "10.0.0.0/24".into() },
+    }
+}
+
+#[test]
+fn a_destination_that_is_not_local_never_reads_the_files() {
+    let s = Scratch::new("notlocal");
+    let paths = s.paths();
+    std::fs::write(&paths.store, "not toml at all").unwrap_or_else(|e| panic!("{e}"));
+    let routed =
+        Locality::NotLocal { why: NotLocalWhy::Routed { gateway: IpAddr::from([10, 0, 0, 1]) } };
+    let v = permit(&paths, &app("exe:/opt/app"), "192.0.2.7", &routed)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(v.allowed);
+    // A local one does, and the broken store is an error, not "allow".
+    let e = permit(&paths, &app("exe:/opt/app"), "10.0.0.7", &on_link()).err();
+    assert!(e.is_some_and(|e| e.to_string().contains("does not parse")));
+}
+
+#[test]
+fn a_denial_is_logged_with_the_identity_and_the_destination() {
+    let s = Scratch::new("deny");
+    let paths = s.paths();
+    store::update(&paths, |f| {
+        f.check = Some(Check::On);
+        f.apps.insert("exe:/opt/app".into(), Access::Deny);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let v = permit(&paths, &app("exe:/opt/app"), "10.0.0.7", &on_link())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((v.allowed, v.by), (false, Source::Store));
+    let logged = crate::log::read(&paths).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].identity, "exe:/opt/app");
+    assert_eq!(logged[0].destination, "10.0.0.7");
+    assert_eq!(logged[0].locality, "on the local network 10.0.0.0/24 on eth0");
+    assert_eq!(logged[0].pid, Some(4242));
+    assert_eq!(logged[0].by, "store");
+    // Another app with no decision, no hook: the headless answer (deny), not stored.
+    let v = permit(&paths, &app("exe:/opt/other"), "10.0.0.7", &on_link())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((v.allowed, v.by), (false, Source::Default));
+    let p = Policy::load(&paths).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!p.store.apps.contains_key("exe:/opt/other"));
+}
+
+#[test]
+fn the_prompt_hook_answers_and_its_answer_is_kept() {
+    let s = Scratch::new("prompt");
+    let paths = s.paths();
+    let (yes, no, shrug) = (s.hook(0), s.hook(1), s.hook(3));
+    let with_hook = |hook: &str| {
+        store::update(&paths, |f| {
+            f.check = Some(Check::On);
+            f.prompt = Some(vec![hook.to_owned()]);
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    };
+    let ask = |id: &str| {
+        permit(&paths, &app(id), "ff02::fb", &Locality::Local { why: LocalWhy::Multicast })
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    with_hook(&yes);
+    let v = ask("exe:/a");
+    assert_eq!((v.allowed, v.by), (true, Source::Prompt));
+    with_hook(&no);
+    let v = ask("exe:/b");
+    assert_eq!((v.allowed, v.by), (false, Source::Prompt));
+    // Both answers are kept: the hook (now "no") is not asked about /a again.
+    let v = ask("exe:/a");
+    assert_eq!((v.allowed, v.by), (true, Source::Store));
+    assert_eq!(ask("exe:/b").by, Source::Store);
+    // A hook that does not answer: the headless answer, not kept.
+    with_hook(&shrug);
+    store::update(&paths, |f| f.headless = Some(Answer::Allow)).unwrap_or_else(|e| panic!("{e}"));
+    let v = ask("exe:/c");
+    assert_eq!((v.allowed, v.by), (true, Source::Store));
+    let p = Policy::load(&paths).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!p.store.apps.contains_key("exe:/c"));
+    // A hook that cannot start is the same.
+    with_hook("/nonexistent/hook");
+    assert!(ask("exe:/d").allowed);
+}
