@@ -193,6 +193,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             None => None,
         },
+        local_network: Default::default(),
     };
     if args.udp {
         let idle = idle(&args)?; // a bad --idle is a usage error before any traffic
@@ -339,6 +340,18 @@ fn not_connected(args: &Args, error: ConnectError) -> Outcome {
         ConnectError::NoPath { report, .. } if args.report || args.json => {
             print_report(&report, args.json);
             crate::output::error_line("nw cat: no usable path before --timeout");
+        }
+        ConnectError::LocalNetworkProhibited { ref refused, ref report, .. } => {
+            if args.report || args.json {
+                print_report(report, args.json);
+            }
+            crate::output::error_line(&format!("nw cat: {error}"));
+            if let Some(first) = refused.first() {
+                crate::output::error_line(&format!(
+                    "nw cat: `nw lnp allow {}` lets it reach the local network (`nw lnp status` shows the settings)",
+                    first.identity
+                ));
+            }
         }
         other => crate::output::error_line(&format!("nw cat: {other}")),
     }

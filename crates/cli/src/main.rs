@@ -13,6 +13,7 @@ mod condition;
 mod doctor;
 mod filter;
 mod get;
+mod lnp;
 mod output;
 mod path;
 mod put;
@@ -61,6 +62,9 @@ enum Command {
     /// Content filtering: decide each new flow by rules or a provider, with the process behind
     /// it; list every packet filter on the host.
     Filter(filter::Args),
+    /// Local network privacy: which apps may reach the local network (on-link hosts,
+    /// link-local, multicast, broadcast, .local), their identities, and the host's switch.
+    Lnp(lnp::Args),
 }
 
 /// How a subcommand ended, mapped to the one exit-status table.
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             Command::Trust(args) => trust::run(args).await,
             Command::Tunnel(args) => tunnel::run(args).await,
             Command::Filter(args) => filter::run(args).await,
+            Command::Lnp(args) => lnp::run(args).await,
         }
     });
     // stdin is read on a blocking thread that may never return; do not wait for it.

@@ -16,7 +16,7 @@ pub(crate) fn init_logging(verbose: u8) {
     };
     let ours_all: String = ["nw", "nw_path", "nw_connection", "nw_trust", "nw_transfer"]
         .into_iter()
-        .chain(["nw_quality", "nw_conditioner", "nw_lab"])
+        .chain(["nw_quality", "nw_conditioner", "nw_lab", "nw_lnp"])
         .map(|krate| format!(",{krate}={ours}"))
         .collect();
     let default = format!("{theirs}{ours_all}");

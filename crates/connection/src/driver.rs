@@ -71,6 +71,8 @@ pub struct Params {
     /// Go through this proxy: the race reaches the proxy, which opens a tunnel to the
     /// destination (TCP only; TLS, when set, runs end to end through the tunnel).
     pub proxy: Option<crate::proxy::Proxy>,
+    /// How local network privacy judges the connection (the app, the store).
+    pub local_network: crate::local_network::LocalNetwork,
 }
 
 /// What happened while connecting: the race's trace, as reports and logs show it.
@@ -247,6 +249,16 @@ pub enum ConnectError {
     Proxy { host: String, port: u16, proxy: String, error: ProxyFailure, report: Box<Report> },
     #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", .report.host, .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
     NoPath { reason: Option<nw_path::Reason>, waited: Duration, report: Box<Report> },
+    /// Local network privacy refused every destination (see [`crate::local_network`]): the
+    /// path to them is unsatisfied with [`nw_path::Reason::LocalNetworkProhibited`].
+    #[error("could not connect to {}:{}: local network prohibited: {}", .report.host, .report.port, crate::local_network::explain(.refused, .error.as_deref()))]
+    LocalNetworkProhibited {
+        /// Each destination refused, with the app, why it is local and what decided.
+        refused: Vec<crate::local_network::Verdict>,
+        /// Why the permission store could not be read, when that is what refused.
+        error: Option<String>,
+        report: Box<Report>,
+    },
 }
 
 impl ConnectError {
@@ -266,6 +278,7 @@ impl ConnectError {
     /// trusted, or the proxy wants other credentials or refuses this destination.
     pub fn lasting(&self) -> bool {
         self.untrusted()
+            || matches!(self, Self::LocalNetworkProhibited { .. })
             || matches!(self, Self::Proxy { error: ProxyFailure::Tunnel(t), .. } if t.lasting())
     }
 
@@ -274,6 +287,7 @@ impl ConnectError {
         match self {
             Self::Race { report, .. }
             | Self::NoPath { report, .. }
+            | Self::LocalNetworkProhibited { report, .. }
             | Self::Proxy { report, .. } => Some(report),
             _ => None,
         }
@@ -477,8 +491,16 @@ async fn establish<T: Send + 'static>(
     if let Some(family) = plan.family {
         config.family = family;
     }
-    let start = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    let mut gate = crate::local_network::Gate::new(&params.local_network).await;
+    let allowed = match literal {
+        Some(ip) => gate.address(ip).await,
+        None => gate.name(host).await,
+    };
+    if !allowed {
+        return Err(prohibited(gate, report));
+    }
+    let start = Instant::now();
     let mut race = match literal {
         Some(ip) => Race::with_addresses(id, port, &[via_nat64(ip)], config, start),
         None => Race::new(id, port, config, start),
@@ -544,6 +566,10 @@ async fn establish<T: Send + 'static>(
         tokio::select! {
             input = next_done(&mut in_flight) => match input {
                 Input::Answer(q, r) => {
+                    let r = match r {
+                        Ok(addrs) => Ok(gate.filter(addrs).await),
+                        Err(e) => Err(e),
+                    };
                     let r = r.map(|addrs| rfc6724_order(addrs.into_iter().map(via_nat64), &bind));
                     race.handle_answer(q, r, Instant::now());
                 }
@@ -563,7 +589,26 @@ async fn establish<T: Send + 'static>(
     drop(in_flight);
     match result {
         Ok(won) => Ok((won, report)),
+        // Nothing was attempted because every address was refused: say that, not "no address".
+        Err(_) if !gate.refused.is_empty() && report.attempts() == 0 => {
+            Err(prohibited(gate, report))
+        }
         Err(error) => Err(ConnectError::Race { error, report: Box::new(report) }),
+    }
+}
+
+/// The error for a connection local network privacy refused; the report's path ends with the
+/// reason.
+fn prohibited(gate: crate::local_network::Gate, mut report: Report) -> ConnectError {
+    report.path.push(PathStep {
+        at: report.waited,
+        status: nw_path::Status::Unsatisfied,
+        reason: Some(nw_path::Reason::LocalNetworkProhibited),
+    });
+    ConnectError::LocalNetworkProhibited {
+        refused: gate.refused,
+        error: gate.error,
+        report: Box::new(report),
     }
 }
 

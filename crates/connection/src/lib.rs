@@ -9,6 +9,8 @@
 //! - [`resolver`]: the `Resolve` seam — the system resolver (explicit queries, hosts, cache)
 //!   and an in-memory one.
 //! - [`listener`]: TCP, TLS and QUIC listeners that shrug off floods.
+//! - [`local_network`]: local network privacy before the race — a local destination the app
+//!   may not reach is never attempted, and the error says "local network prohibited".
 //! - [`framer`] and [`framed`]: length-prefixed and delimited messages, as codecs and on live
 //!   streams.
 //! - [`viability`], [`addrsel`] (RFC 6724), [`resolve`] (parsing and NAT64), [`id`] (`C7`,
@@ -61,6 +63,7 @@ pub mod framer;
 pub mod happy_eyeballs;
 pub mod id;
 pub mod listener;
+pub mod local_network;
 pub mod proxy;
 pub mod qlog;
 pub mod quic;

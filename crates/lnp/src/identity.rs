@@ -104,7 +104,8 @@ pub fn is_interpreter(exe: &str) -> bool {
 }
 
 /// The script an interpreter runs: its first operand, made absolute against `cwd`. `None` when
-/// the code comes from the command line (`-c`, `-e`), a module (`-m`) or standard input.
+/// the code comes from the command line (`-c`, `-e`), a module (`-m`), standard input or a
+/// descriptor (`/dev/fd/N`, `/proc/self/fd/N`).
 fn script(exe: &str, command_line: &[String], cwd: Option<&str>) -> Option<PathBuf> {
     if !is_interpreter(exe) {
         return None;
@@ -130,7 +131,12 @@ fn script(exe: &str, command_line: &[String], cwd: Option<&str>) -> Option<PathB
             Some(cwd) => Path::new(cwd).join(path),
             None => path.to_path_buf(),
         };
-        return Some(normalize(&path));
+        let path = normalize(&path);
+        // A pipe or descriptor (`bash <(…)`, `/dev/fd/3`) is no file that names an app.
+        if path.starts_with("/dev") || path.starts_with("/proc") {
+            return None;
+        }
+        return Some(path);
     }
     None
 }

@@ -57,7 +57,7 @@ impl Denial {
 /// Appends a denial. A log this process may not write (an app running as a user, the log
 /// root's) is skipped with a debug message: the denial itself still stands.
 pub fn append(paths: &Paths, denial: &Denial) {
-    tracing::warn!(
+    tracing::info!(
         identity = %denial.identity,
         destination = %denial.destination,
         "local network prohibited ({})",

@@ -62,6 +62,9 @@ pub enum Reason {
     /// The destination is on no attached network and no route (a default one included)
     /// covers it: it cannot be reached from here now.
     NoRouteToDestination,
+    /// The destination is the local network and this app may not reach it (local network
+    /// privacy, `nw-lnp`).
+    LocalNetworkProhibited,
 }
 
 impl Reason {
@@ -95,6 +98,9 @@ impl Reason {
             }
             Self::NoRouteToDestination => {
                 "no route leads to this destination: it is on no attached network and no default route covers it; check the gateway or the address"
+            }
+            Self::LocalNetworkProhibited => {
+                "local network prohibited: this app may not reach the local network; see nw lnp status"
             }
         }
     }

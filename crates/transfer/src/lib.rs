@@ -556,6 +556,8 @@ pub enum Code {
     NetworkConnectionLost,
     /// No usable path: waiting for connectivity ran out.
     NotConnectedToInternet,
+    /// Local network privacy: this app may not reach the local destination.
+    LocalNetworkProhibited,
     /// TLS failed for a reason other than trust.
     SecureConnectionFailed,
     /// The server's certificate was not trusted (or ours was refused).
@@ -634,6 +636,7 @@ fn connect_code(e: &nw_connection::driver::ConnectError) -> Code {
         ConnectError::Proxy { error: ProxyFailure::Tls(_), .. } => Code::SecureConnectionFailed,
         ConnectError::Proxy { .. } => Code::ProxyFailed,
         ConnectError::NoPath { .. } => Code::NotConnectedToInternet,
+        ConnectError::LocalNetworkProhibited { .. } => Code::LocalNetworkProhibited,
         ConnectError::Tls(_) => Code::BadUrl,
         ConnectError::Cancelled => Code::TimedOut,
         _ => Code::CannotConnectToHost,

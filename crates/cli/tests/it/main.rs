@@ -16,6 +16,7 @@ mod netns;
 mod netns_condition;
 mod netns_connect;
 mod netns_filter;
+mod netns_lnp;
 mod netns_tunnel;
 mod support;
 mod trust;

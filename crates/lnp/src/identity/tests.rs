@@ -103,6 +103,8 @@ fn a_script_is_its_own_app_not_its_interpreter() {
         ),
         (id("/usr/bin/bash", s, &["bash"], None), "exe:/usr/bin/bash"),
         (id("/usr/bin/bash", s, &["bash", "-"], None), "exe:/usr/bin/bash"),
+        (id("/usr/bin/bash", s, &["bash", "/dev/fd/63"], None), "exe:/usr/bin/bash"),
+        (id("/usr/bin/bash", s, &["bash", "fd/3"], Some("/proc/self")), "exe:/usr/bin/bash"),
         // Not an interpreter: operands are data.
         (id("/usr/bin/curl", s, &["curl", "http://x/"], None), "exe:/usr/bin/curl"),
         (id("/usr/bin/gdb", s, &["gdb", "--args", "./app"], Some("/src")), "exe:/usr/bin/gdb"),

@@ -1,0 +1,231 @@
+//! Local network privacy in namespaces: what a denied app sees from nw-connection and `nw cat`
+//! (TCP, UDP, QUIC, names, `.local`, multicast), the internet beside it untouched, the host's
+//! switch, and identities that survive a new build and ignore the launcher.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nw_lab::{Lab, Namespace, Pair, in_namespace};
+use serde_json::Value;
+
+use crate::support::{Dir, NW};
+
+const PORT: u16 = 8097;
+/// An address of the far namespace that the client reaches through its default route.
+const ROUTED: &str = "203.0.113.5";
+
+struct Scene {
+    p: Pair,
+    dir: Dir,
+    _listener: TcpListener,
+    _lab: Lab,
+}
+
+impl Scene {
+    fn new(tag: &str) -> Self {
+        let lab = Lab::new().unwrap_or_else(|e| panic!("lab setup failed: {e}"));
+        let p = lab.pair().unwrap_or_else(|e| panic!("lab setup failed: {e}"));
+        p.srv.add_address("lo", ROUTED.parse().unwrap(), 32).unwrap();
+        p.cli
+            .set_hosts("127.0.0.1 localhost\n198.51.100.2 www.test\n2001:db8:1::2 www.test\n")
+            .unwrap();
+        let listener = in_namespace(&p.srv, || TcpListener::bind(("::", PORT))).unwrap().unwrap();
+        let dir = Dir::new(&format!("lnp-{tag}"));
+        Self { p, dir, _listener: listener, _lab: lab }
+    }
+
+    /// Runs `program` (nw or a copy of it) in the client with this scene's store and policy.
+    fn run(&self, program: &str, args: &[&str]) -> (Output, Duration) {
+        run_in(&self.p.cli, &self.dir, program, args)
+    }
+
+    fn nw(&self, args: &[&str]) -> Output {
+        let (out, _) = self.run(NW, args);
+        assert!(out.status.code().is_some(), "nw {args:?} was killed");
+        out
+    }
+
+    fn lnp(&self, args: &[&str]) {
+        let mut all = vec!["lnp"];
+        all.extend_from_slice(args);
+        let out = self.nw(&all);
+        assert_eq!(out.status.code(), Some(0), "nw {all:?}: {}", text(&out.stderr));
+    }
+}
+
+fn run_in(ns: &Namespace, dir: &Dir, program: &str, args: &[&str]) -> (Output, Duration) {
+    let mut cmd = ns.command(program);
+    cmd.args(args)
+        .env("NW_LNP_STORE", dir.path("lnp.toml"))
+        .env("NW_LNP_POLICY", dir.path("policy.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    (out, t.elapsed())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts a refusal that says "local network prohibited", names the app, and is not a
+/// routing error, at once.
+fn assert_prohibited(label: &str, (out, took): &(Output, Duration), id: &str) -> String {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{label}: {err}");
+    assert!(err.contains("local network prohibited"), "{label}: {err}");
+    assert!(err.contains(id), "{label}: the app is named: {err}");
+    assert!(!err.to_lowercase().contains("no route"), "{label}: {err}");
+    assert!(*took < Duration::from_secs(3), "{label}: refused after {took:?}, not at once");
+    err
+}
+
+fn assert_connects(label: &str, (out, _): &(Output, Duration)) {
+    assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out.stderr));
+}
+
+/// The identity `program` gets in the client namespace, as it identifies itself.
+fn identity_of(s: &Scene, program: &str) -> String {
+    let (out, _) = s.run(program, &["lnp", "identify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    assert!(
+        id.starts_with("exe:"),
+        "{program} is identified as {id}: run this test outside a systemd service or Flatpak, whose processes all share its identity"
+    );
+    id
+}
+
+#[test]
+fn netns_lnp_a_denied_app_is_told_local_network_prohibited_and_reaches_the_internet_untouched() {
+    let s = Scene::new("deny");
+    let id = identity_of(&s, NW);
+    let port = PORT.to_string();
+    // Off by default: everything connects.
+    assert_connects("check off by default", &s.run(NW, &["cat", "-z", "198.51.100.2", &port]));
+    s.lnp(&["on"]);
+    s.lnp(&["deny", &id]);
+
+    let tcp = assert_prohibited("TCP", &s.run(NW, &["cat", "-z", "198.51.100.2", &port]), &id);
+    assert!(
+        tcp.contains("may not reach 198.51.100.2, on the local network 198.51.100.0/24 on eth0: the permission store denies it"),
+        "{tcp}"
+    );
+    assert!(tcp.contains(&format!("nw lnp allow {id}")), "the way out is given: {tcp}");
+    let cases: [(&str, Vec<&str>); 7] = [
+        ("TCP over IPv6", vec!["cat", "-z", "2001:db8:1::2", &port]),
+        ("UDP", vec!["cat", "-u", "198.51.100.2", "5353"]),
+        ("QUIC", vec!["cat", "--quic", "--alpn", "h3", "198.51.100.2", "4433"]),
+        ("a name whose addresses are on the link", vec!["cat", "-z", "www.test", &port]),
+        ("a .local name", vec!["cat", "-z", "printer.local", &port]),
+        ("a multicast send", vec!["cat", "-u", "224.0.0.251", "5353"]),
+        ("a broadcast send", vec!["cat", "-u", "198.51.100.255", "9"]),
+    ];
+    for (label, args) in &cases {
+        let err = assert_prohibited(label, &s.run(NW, args), &id);
+        eprintln!("{label}: {}", err.lines().next().unwrap_or_default());
+    }
+    // --json carries the report, its path ending in the reason.
+    let (out, _) = s.run(NW, &["cat", "-z", "--json", "198.51.100.2", &port]);
+    let err = text(&out.stderr);
+    let report: Value = serde_json::from_str(err.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the report is the first line on stderr ({e}): {err}"));
+    let last = report["path"].as_array().and_then(|p| p.last()).cloned().unwrap_or_default();
+    assert_eq!(last["reason"], "local_network_prohibited", "{report}");
+
+    // The internet beside it is untouched: through the router, no permission is needed.
+    assert_connects("routed", &s.run(NW, &["cat", "-z", ROUTED, &port]));
+
+    // Each denial is logged with the app and the destination.
+    let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
+    let denials: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        denials.iter().any(|d| d["identity"] == id.as_str() && d["destination"] == "198.51.100.2"),
+        "{log}"
+    );
+    assert!(denials.iter().any(|d| d["destination"] == "printer.local"), "{log}");
+
+    // The host's switch lets everything through at once, and back.
+    s.lnp(&["off"]);
+    assert_connects("check off", &s.run(NW, &["cat", "-z", "198.51.100.2", &port]));
+    s.lnp(&["on"]);
+    assert_prohibited("on again", &s.run(NW, &["cat", "-z", "198.51.100.2", &port]), &id);
+    s.lnp(&["allow", &id]);
+    assert_connects("allowed", &s.run(NW, &["cat", "-z", "www.test", &port]));
+    // Forgotten: nobody to ask on this headless host, so the headless answer (deny).
+    s.lnp(&["reset", &id]);
+    let err = assert_prohibited("reset", &s.run(NW, &["cat", "-z", "198.51.100.2", &port]), &id);
+    assert!(err.contains("nobody has decided for this app"), "{err}");
+    // A store that does not parse refuses local destinations, saying so; never "allow all".
+    std::fs::write(s.dir.path("lnp.toml"), "check = on\n").unwrap();
+    let err =
+        assert_prohibited("broken store", &s.run(NW, &["cat", "-z", "198.51.100.2", &port]), &id);
+    assert!(err.contains("does not parse"), "{err}");
+    assert_connects("broken store, routed", &s.run(NW, &["cat", "-z", ROUTED, &port]));
+}
+
+#[test]
+fn netns_lnp_a_new_build_keeps_its_permission_and_launchers_do_not_lend_theirs() {
+    let s = Scene::new("identity");
+    let port = PORT.to_string();
+    // The app: a copy of nw of its own, so it has an identity of its own.
+    let app = s.dir.path("app");
+    std::fs::copy(NW, &app).unwrap();
+    let id = identity_of(&s, &app);
+    assert_eq!(id, format!("exe:{app}"));
+    s.lnp(&["on"]);
+    s.lnp(&["allow", &id]);
+    let connect = ["cat", "-z", "198.51.100.2", port.as_str()];
+    assert_connects("allowed", &s.run(&app, &connect));
+    // A new build replaces the file (a new inode, new bytes): the permission stays.
+    std::fs::remove_file(&app).unwrap();
+    let mut build = std::fs::read(NW).unwrap();
+    build.extend_from_slice(b"\0a new build");
+    std::fs::write(&app, build).unwrap();
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_connects("after an update", &s.run(&app, &connect));
+
+    // Launchers the app is started by are denied; the app is judged as itself.
+    let wrapper = s.dir.path("wrapper.sh");
+    std::fs::write(&wrapper, format!("#!/bin/sh\n\"{app}\" \"$@\"\nexit $?\n")).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let launcher = s.dir.path("launcher.py");
+    std::fs::write(
+        &launcher,
+        "import subprocess, sys\nsys.exit(subprocess.run(sys.argv[1:]).returncode)\n",
+    )
+    .unwrap();
+    for launcher_id in [format!("script:{wrapper}"), format!("script:{launcher}")] {
+        s.lnp(&["deny", &launcher_id]);
+    }
+    s.lnp(&[
+        "deny",
+        &format!("exe:{}", std::fs::canonicalize("/usr/bin/strace").unwrap().display()),
+    ]);
+    let mut through_wrapper = vec![wrapper.as_str()];
+    through_wrapper.extend_from_slice(&connect);
+    assert_connects("through a shell wrapper", &s.run("/bin/sh", &through_wrapper));
+    let mut through_launcher = vec![launcher.as_str(), app.as_str()];
+    through_launcher.extend_from_slice(&connect);
+    assert_connects("through a launcher", &s.run("/usr/bin/python3", &through_launcher));
+    let mut traced = vec!["-f", "-qq", "-o", "/dev/null", app.as_str()];
+    traced.extend_from_slice(&connect);
+    assert_connects("under strace, a debugger-like launcher", &s.run("/usr/bin/strace", &traced));
+
+    // And the other way round: a denied app stays denied whatever allowed launcher starts it.
+    s.lnp(&["deny", &id]);
+    for launcher_id in [format!("script:{wrapper}"), format!("script:{launcher}")] {
+        s.lnp(&["allow", &launcher_id]);
+    }
+    assert_prohibited("denied, through a wrapper", &s.run("/bin/sh", &through_wrapper), &id);
+    assert_prohibited(
+        "denied, through a launcher",
+        &s.run("/usr/bin/python3", &through_launcher),
+        &id,
+    );
+    assert_prohibited("denied, under strace", &s.run("/usr/bin/strace", &traced), &id);
+}

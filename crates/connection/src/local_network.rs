@@ -1,0 +1,150 @@
+//! Local network privacy at connect time: before a connection races, each local destination
+//! (an on-link, link-local, multicast or broadcast address, a `.local` name; see
+//! [`nw_lnp::classify`]) is checked against the permission store for the app. A denied one is
+//! never attempted, and a connection whose every destination was denied fails with
+//! [`ConnectError::LocalNetworkProhibited`](crate::driver::ConnectError::LocalNetworkProhibited)
+//! — "local network prohibited", never a generic no-route error.
+//!
+//! Internet-bound destinations pay one classification against the path reading the connection
+//! already has: no file is read and no thread is woken for them.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use nw_lnp::{Paths, Verdict};
+
+/// How connections are judged by local network privacy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNetwork {
+    /// Where the permission store and the administrator's policy are (by default from
+    /// `NW_LNP_STORE` and `NW_LNP_POLICY`, else `/var/lib/nwkit/lnp.toml` and
+    /// `/etc/nwkit/lnp.toml`).
+    pub paths: Paths,
+    /// The app the connection is made for, as [`nw_lnp::identity`] names it. `None`: this
+    /// process. A service that connects on an app's behalf names the app here, so the app is
+    /// judged, not the service.
+    pub identity: Option<String>,
+}
+
+impl Default for LocalNetwork {
+    fn default() -> Self {
+        Self { paths: Paths::from_env(), identity: None }
+    }
+}
+
+/// The gate for one connection: the path reading it classifies against, and the app.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    settings: LocalNetwork,
+    reading: Option<Arc<nw_path::Reading>>,
+    /// The destinations it refused, in order.
+    pub(crate) refused: Vec<Verdict>,
+    /// Why the store could not be read, when that refused a destination.
+    pub(crate) error: Option<String>,
+}
+
+impl Gate {
+    /// A gate over the process's latest path reading (none when the path cannot be read: then
+    /// only multicast, broadcast, link-local and `.local` are known to be local).
+    pub(crate) async fn new(settings: &LocalNetwork) -> Self {
+        let reading = match nw_path::PathService::shared() {
+            Ok(service) => service.reading().await.ok(),
+            Err(_) => None,
+        };
+        Self { settings: settings.clone(), reading, refused: Vec::new(), error: None }
+    }
+
+    /// Whether `ip` may be reached; a refusal is kept in `refused`.
+    pub(crate) async fn address(&mut self, ip: IpAddr) -> bool {
+        let locality = match &self.reading {
+            Some(r) => nw_lnp::classify(ip, &r.snapshot),
+            None => nw_lnp::classify(ip, &nw_path::Snapshot::default()),
+        };
+        if !locality.is_local() {
+            return true;
+        }
+        self.ask(ip.to_string(), locality).await
+    }
+
+    /// Whether the name may be looked up and reached before its addresses are known (a
+    /// `.local` name is the local network already).
+    pub(crate) async fn name(&mut self, name: &str) -> bool {
+        let locality = nw_lnp::classify_name(name);
+        if !locality.is_local() {
+            return true;
+        }
+        self.ask(name.to_owned(), locality).await
+    }
+
+    /// The addresses that may be reached, in their order.
+    pub(crate) async fn filter(&mut self, addrs: Vec<IpAddr>) -> Vec<IpAddr> {
+        let mut kept = Vec::with_capacity(addrs.len());
+        for ip in addrs {
+            if self.address(ip).await {
+                kept.push(ip);
+            }
+        }
+        kept
+    }
+
+    /// Asks the store, off the runtime (it reads files and may run the prompt hook). A store
+    /// that cannot be read refuses, with the reason in the log: never "allow all".
+    async fn ask(&mut self, destination: String, locality: nw_lnp::Locality) -> bool {
+        let settings = self.settings.clone();
+        let shown = destination.clone();
+        let refused_locality = locality.clone();
+        let asked = tokio::task::spawn_blocking(move || {
+            let mut who = nw_lnp::identity::of_self().clone();
+            if let Some(id) = settings.identity {
+                who.identity = id;
+            }
+            let verdict = nw_lnp::permit(&settings.paths, &who, &destination, &locality)
+                .map_err(|e| e.to_string());
+            (who.identity, verdict)
+        })
+        .await;
+        let (identity, why) = match asked {
+            Ok((_, Ok(verdict))) if verdict.allowed => return true,
+            Ok((_, Ok(verdict))) => {
+                self.refused.push(verdict);
+                return false;
+            }
+            Ok((identity, Err(why))) => (identity, why),
+            Err(e) => (String::new(), format!("the local network check did not finish: {e}")),
+        };
+        tracing::debug!("{why}");
+        self.error = Some(why);
+        self.refused.push(Verdict {
+            allowed: false,
+            identity,
+            destination: shown,
+            locality: refused_locality,
+            by: nw_lnp::store::Source::Default,
+        });
+        false
+    }
+}
+
+/// The refusal in words: who may not reach what, why it is local, and what decided.
+pub(crate) fn explain(refused: &[Verdict], error: Option<&str>) -> String {
+    let Some(first) = refused.first() else {
+        return error.unwrap_or("the local network check refused").to_owned();
+    };
+    let by = match (error, first.by) {
+        (Some(e), _) => e.to_owned(),
+        (None, nw_lnp::store::Source::Policy) => "the administrator's policy denies it".into(),
+        (None, nw_lnp::store::Source::Store) => "the permission store denies it".into(),
+        (None, nw_lnp::store::Source::Prompt) => "the prompt was answered no".into(),
+        (None, nw_lnp::store::Source::Default) => {
+            "nobody has decided for this app and there is no one to ask".into()
+        }
+    };
+    let more = match refused.len() {
+        1 => String::new(),
+        n => format!(" (and {} more of its addresses)", n - 1),
+    };
+    format!(
+        "{} may not reach {}, {}{more}: {by}",
+        first.identity, first.destination, first.locality
+    )
+}
