@@ -83,6 +83,11 @@ struct UpArgs {
     /// The NFQUEUE number.
     #[arg(long, value_name = "N", default_value_t = nw_filter::host::DEFAULT_QUEUE)]
     queue: u16,
+    /// Enforce local network privacy for every program (`nw lnp`): a new flow to the local
+    /// network is dropped when its app may not reach it. Alone (no rules, no provider), only
+    /// flows to the local network are queued; the rest never leave the kernel.
+    #[arg(long)]
+    local_network: bool,
     /// One JSON object per event on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -138,6 +143,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     host.policy = if args.fail_closed { FailPolicy::Closed } else { FailPolicy::Open };
     host.deadline = Duration::from_millis(args.deadline);
     host.rules = rules;
+    host.local_network = args.local_network.then(nw_lnp::Paths::from_env);
     host.provider = args.provider.map(|program| {
         let mut p = ProviderOptions::new(std::path::absolute(&program).unwrap_or(program));
         p.args = args.args;
@@ -354,6 +360,13 @@ fn flow_line(flow: &Flow, decision: Decision, by: &By) -> String {
         By::Provider => "provider".into(),
         By::Policy { why } => format!("failure policy: {why}"),
         By::ProviderItself => "the provider's own flow".into(),
+        By::LocalNetwork { locality, source } => {
+            let source = serde_json::to_value(source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("local network privacy: {locality}, {source}")
+        }
     };
     format!(
         "{verdict} {} {} -> {} {who} (by {by})",

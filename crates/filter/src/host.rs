@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,10 @@ pub struct HostOptions {
     pub rules: Rules,
     /// The provider that `ask` rules ask.
     pub provider: Option<ProviderOptions>,
+    /// Enforce local network privacy (nw-lnp) with this store and policy: a new flow to the
+    /// local network is decided by the app's permission before the rules see it. With no rules
+    /// and no provider, only flows to the local network are queued at all.
+    pub local_network: Option<nw_lnp::Paths>,
 }
 
 /// The NFQUEUE number used unless another is given (28279, "nw" in ASCII).
@@ -125,6 +130,7 @@ impl HostOptions {
             deadline: Duration::from_millis(DEFAULT_DEADLINE_MS),
             rules: Rules::default(),
             provider: None,
+            local_network: None,
         }
     }
 }
@@ -156,6 +162,13 @@ pub enum By {
     /// The provider's own flows are always allowed (asking it about them would wait on
     /// itself).
     ProviderItself,
+    /// Local network privacy: the app may not reach this local destination.
+    LocalNetwork {
+        /// Why the destination is local.
+        locality: String,
+        /// What decided: the policy, the store, the prompt or the default (headless).
+        source: nw_lnp::store::Source,
+    },
 }
 
 /// What happens, as it happens.
@@ -321,9 +334,34 @@ pub async fn run(
         .map_err(|e| HostError::Queue { queue: options.queue, error: e.into() })?;
     let mut diag = Diag::open().map_err(HostError::Diag)?;
     let bypass = options.policy == FailPolicy::Open;
-    blocking(move || tables::install(number, bypass, std::process::id()))
+    // Local network privacy classifies against the path service's readings.
+    let mut readings = match &options.local_network {
+        Some(_) => Some(
+            nw_path::PathService::shared()
+                .map_err(|e| HostError::Rules(std::io::Error::other(e.to_string())))?
+                .subscribe(),
+        ),
+        None => None,
+    };
+    let mut latest = match &mut readings {
+        Some(r) => Some(
+            r.next().await.map_err(|e| HostError::Rules(std::io::Error::other(e.to_string())))?,
+        ),
+        None => None,
+    };
+    let lnp_only = options.local_network.is_some()
+        && options.provider.is_none()
+        && options.rules == Rules::default();
+    let scope_of = |reading: Option<&Arc<nw_path::Reading>>| match (lnp_only, reading) {
+        (true, Some(r)) => tables::Scope::Local(nw_lnp::on_link_prefixes(&r.snapshot)),
+        _ => tables::Scope::All,
+    };
+    let mut scope = scope_of(latest.as_ref());
+    let installed = scope.clone();
+    blocking(move || tables::install(number, bypass, std::process::id(), &installed))
         .await
         .map_err(HostError::Rules)?;
+    let (lnp_tx, mut lnp_rx) = mpsc::unbounded_channel::<(u64, Result<nw_lnp::Verdict, String>)>();
     let _ = events.send(Event::Ready { queue: options.queue, removed_stale });
 
     let mut engine: Engine<Held> = Engine::new(options.policy, options.deadline);
@@ -386,19 +424,46 @@ pub async fn run(
                                     process,
                                     host: None,
                                 };
-                                let (decision, by) = match decide(&options.rules, &flow, &slot) {
+                                let local = match (&options.local_network, &latest) {
+                                    (Some(paths), Some(reading)) => {
+                                        let locality = nw_lnp::classify(key.remote.ip(), &reading.snapshot);
+                                        locality.is_local().then(|| (paths.clone(), locality))
+                                    }
+                                    _ => None,
+                                };
+                                let decided = match (local, &flow.process) {
+                                    (Some((paths, locality)), Some(p)) => {
+                                        // The files (and a prompt) are read off the loop; the
+                                        // flow waits like one the provider is asked about.
+                                        let who = nw_lnp::Identified {
+                                            identity: p.identity.clone(),
+                                            pid: Some(p.pid),
+                                            executable: p.executable.clone(),
+                                            command_line: p.command_line.clone(),
+                                            cgroup: p.cgroup.clone(),
+                                            cwd: None,
+                                        };
+                                        let (tx, to) = (lnp_tx.clone(), key.remote.ip().to_string());
+                                        tokio::task::spawn_blocking(move || {
+                                            let verdict = nw_lnp::permit(&paths, &who, &to, &locality);
+                                            let _ = tx.send((id, verdict.map_err(|e| e.to_string())));
+                                        });
+                                        asked.insert(id, flow);
+                                        continue;
+                                    }
+                                    (Some(_), None) => Some((options.policy.decision(), By::Policy {
+                                        why: "a flow to the local network whose process was not found".into(),
+                                    })),
+                                    (None, _) => None,
+                                };
+                                let (decision, by) = match decided {
                                     Some(d) => d,
-                                    None => match &slot {
-                                        Slot::Running(r) if r.started => {
-                                            let line = nw_provider::encode(&HostMessage::NewFlow { flow: flow.clone() });
-                                            if r.to.try_send(line).is_ok() {
-                                                asked.insert(id, flow);
-                                                continue;
-                                            }
-                                            (options.policy.decision(), By::Policy { why: "the provider is not reading".into() })
+                                    None => match rules_or_provider(&options, &flow, &slot) {
+                                        Some(d) => d,
+                                        None => {
+                                            asked.insert(id, flow);
+                                            continue;
                                         }
-                                        Slot::Running(_) => (options.policy.decision(), By::Policy { why: "the provider has not started yet".into() }),
-                                        _ => (options.policy.decision(), By::Policy { why: "no provider is running".into() }),
                                     },
                                 };
                                 settle(&mut engine, q_ref, now, id, decision, &by);
@@ -407,6 +472,45 @@ pub async fn run(
                             _ => {}
                         }
                     }
+                }
+            }
+            Some((id, answer)) = lnp_rx.recv() => {
+                let now = Instant::now();
+                // Gone: the deadline passed first and the failure policy decided it.
+                let Some(flow) = asked.remove(&id) else { continue };
+                let decided = match answer {
+                    Ok(v) if !v.allowed => Some((Decision::Drop, By::LocalNetwork {
+                        locality: v.locality.to_string(),
+                        source: v.by,
+                    })),
+                    Ok(_) => rules_or_provider(&options, &flow, &slot),
+                    // A store that does not parse never means "allow all".
+                    Err(why) => Some((Decision::Drop, By::Policy { why })),
+                };
+                match decided {
+                    Some((decision, by)) => {
+                        settle(&mut engine, queue.get_ref(), now, id, decision, &by);
+                        let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
+                    }
+                    None => {
+                        asked.insert(id, flow);
+                    }
+                }
+            }
+            reading = next_reading(&mut readings) => {
+                match reading {
+                    Ok(r) => {
+                        let next = scope_of(Some(&r));
+                        latest = Some(r);
+                        if next != scope {
+                            scope = next;
+                            let rescoped = scope.clone();
+                            if let Err(e) = blocking(move || tables::rescope(number, bypass, &rescoped)).await {
+                                tracing::warn!("the local network's prefixes changed and the rules could not follow: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!("the path could not be read: {e}"),
                 }
             }
             message = from_provider(&mut slot) => {
@@ -450,7 +554,7 @@ pub async fn run(
                         give(queue.get_ref(), h.id, h.mark, options.policy.decision());
                     }
                     if let Some(flow) = asked.remove(&id) {
-                        let why = format!("the provider did not answer within {:?}", options.deadline);
+                        let why = format!("no answer within {:?}", options.deadline);
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision: options.policy.decision(), by: By::Policy { why } });
                     }
                 }
@@ -493,6 +597,36 @@ fn decide(rules: &Rules, flow: &Flow, slot: &Slot) -> Option<(Decision, By)> {
         Action::Allow => Some((Decision::Allow, by)),
         Action::Drop => Some((Decision::Drop, by)),
         Action::Ask => None,
+    }
+}
+
+/// The rules' decision, or the provider is asked (`None`: the flow waits for its verdict; the
+/// caller keeps it in `asked`).
+fn rules_or_provider(options: &HostOptions, flow: &Flow, slot: &Slot) -> Option<(Decision, By)> {
+    if let Some(d) = decide(&options.rules, flow, slot) {
+        return Some(d);
+    }
+    let why = match slot {
+        Slot::Running(r) if r.started => {
+            let line = nw_provider::encode(&HostMessage::NewFlow { flow: flow.clone() });
+            if r.to.try_send(line).is_ok() {
+                return None;
+            }
+            "the provider is not reading"
+        }
+        Slot::Running(_) => "the provider has not started yet",
+        _ => "no provider is running",
+    };
+    Some((options.policy.decision(), By::Policy { why: why.into() }))
+}
+
+/// The next path reading, or never when local network privacy is not enforced.
+async fn next_reading(
+    readings: &mut Option<nw_path::Readings>,
+) -> Result<Arc<nw_path::Reading>, nw_path::PathError> {
+    match readings {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
     }
 }
 

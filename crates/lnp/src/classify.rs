@@ -171,11 +171,7 @@ pub fn classify(destination: IpAddr, snapshot: &Snapshot) -> Locality {
     }
     let interface = snapshot.interface(route.interface);
     let name = interface.map_or_else(|| format!("#{}", route.interface), |i| i.name.clone());
-    let link_layer = interface.is_some_and(|i| {
-        !i.flags.point_to_point
-            && !i.flags.loopback
-            && !matches!(i.link_type, LinkType::None | LinkType::PointToPoint | LinkType::Loopback)
-    });
+    let link_layer = interface.is_some_and(has_link_layer);
     if route.is_default() || !link_layer {
         return not(NotLocalWhy::Tunnel { interface: name });
     }
@@ -183,6 +179,30 @@ pub fn classify(destination: IpAddr, snapshot: &Snapshot) -> Locality {
         interface: name,
         prefix: format!("{}/{}", route.destination, route.prefix_len),
     })
+}
+
+/// The on-link prefixes of a reading, as [`classify`] judges them local: main-table routes
+/// with no gateway, not default, through an interface with a link layer. Each written
+/// `ADDR/LEN`. A filter host queues flows to these (and to multicast, broadcast and
+/// link-local addresses) and nothing else.
+pub fn on_link_prefixes(snapshot: &Snapshot) -> Vec<String> {
+    let mut out: Vec<String> = snapshot
+        .routes
+        .iter()
+        .filter(|r| r.gateway.is_none() && !r.is_default())
+        .filter(|r| snapshot.interface(r.interface).is_some_and(has_link_layer))
+        .map(|r| format!("{}/{}", r.destination, r.prefix_len))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// An interface with a link layer of its own (not a tunnel, point-to-point link or loopback).
+fn has_link_layer(i: &nw_path::Interface) -> bool {
+    !i.flags.point_to_point
+        && !i.flags.loopback
+        && !matches!(i.link_type, LinkType::None | LinkType::PointToPoint | LinkType::Loopback)
 }
 
 /// Classifies a host name before it is resolved: a multicast DNS name (`.local`, RFC 6762 §3)

@@ -21,7 +21,7 @@ pub mod identity;
 pub mod log;
 pub mod store;
 
-pub use classify::{Locality, classify, classify_name};
+pub use classify::{Locality, classify, classify_name, on_link_prefixes};
 pub use gate::{Verdict, permit};
 pub use identity::Identified;
 pub use store::{Access, Paths, Policy, StoreError};

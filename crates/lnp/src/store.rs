@@ -249,7 +249,7 @@ fn read<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T, StoreE
 }
 
 /// Where a setting or decision came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The administrator's policy.

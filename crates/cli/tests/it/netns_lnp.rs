@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nw_lab::{Lab, Namespace, Pair, in_namespace};
 use serde_json::Value;
 
-use crate::support::{Dir, NW};
+use crate::support::{Dir, Events, NW};
 
 const PORT: u16 = 8097;
 /// An address of the far namespace that the client reaches through its default route.
@@ -228,4 +228,106 @@ fn netns_lnp_a_new_build_keeps_its_permission_and_launchers_do_not_lend_theirs()
         &id,
     );
     assert_prohibited("denied, under strace", &s.run("/usr/bin/strace", &traced), &id);
+}
+
+/// A plain program: connects (TCP) or sends and waits for an answer (UDP), and prints `ok`,
+/// `timeout` or the errno's name.
+const PROBE: &str = r#"
+import errno, socket, sys
+kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+try:
+    if kind == "tcp":
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect((host, port))
+        print("ok")
+    else:
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.settimeout(1.5)
+        s.connect((host, port))
+        s.send(b"x")
+        try:
+            s.recv(16)
+            print("ok")
+        except socket.timeout:
+            print("timeout")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e)))
+"#;
+
+#[test]
+fn netns_lnp_the_filter_host_holds_plain_programs_to_the_permission_and_never_queues_the_internet()
+{
+    let s = Scene::new("filter");
+    let port = PORT.to_string();
+    let (allowed, denied) = (s.dir.path("allowed.py"), s.dir.path("denied.py"));
+    for p in [&allowed, &denied] {
+        std::fs::write(p, PROBE).unwrap();
+    }
+    let curl = std::fs::canonicalize("/usr/bin/curl")
+        .unwrap_or_else(|e| panic!("curl is needed (apt-get install curl): {e}"));
+    s.lnp(&["on"]);
+    s.lnp(&["deny", &format!("exe:{}", curl.display())]);
+    s.lnp(&["deny", &format!("script:{denied}")]);
+    s.lnp(&["allow", &format!("script:{allowed}")]);
+
+    let mut cmd = s.p.cli.command(NW);
+    cmd.args(["filter", "up", "--local-network", "--json"])
+        .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
+        .env("NW_LNP_POLICY", s.dir.path("policy.toml"));
+    let mut host = Events::spawn(&s.p.cli, cmd);
+    host.event("ready");
+
+    let probe = |script: &str, kind: &str, to: &str, port: &str| {
+        let (out, took) = s.run("/usr/bin/python3", &[script, kind, to, port]);
+        (text(&out.stdout).trim().to_owned(), took)
+    };
+    // TCP: the denied program is refused at once; the allowed one connects.
+    let (said, took) = probe(&denied, "tcp", "198.51.100.2", &port);
+    assert_eq!(said, "ECONNREFUSED", "a denied connect is refused, not left to hang");
+    assert!(took < Duration::from_secs(3), "refused after {took:?}");
+    assert_eq!(probe(&allowed, "tcp", "198.51.100.2", &port).0, "ok");
+    assert_eq!(probe(&denied, "tcp", "2001:db8:1::2", &port).0, "ECONNREFUSED");
+    // UDP: the denied program's datagram is answered with ICMP administratively prohibited;
+    // the allowed one's reaches the peer, whose closed port answers.
+    assert_eq!(probe(&denied, "udp", "198.51.100.2", "9").0, "EHOSTUNREACH");
+    assert_eq!(probe(&allowed, "udp", "198.51.100.2", "9").0, "ECONNREFUSED");
+    // A multicast send is gated the same way (no ICMP answers a multicast send).
+    probe(&denied, "udp", "224.0.0.251", "5353");
+    // curl, denied, fails at once.
+    let t = Instant::now();
+    let (out, _) = s.run(
+        "/usr/bin/curl",
+        &["-sS", "-o", "/dev/null", "--max-time", "5", &format!("http://198.51.100.2:{port}/")],
+    );
+    assert_eq!(out.status.code(), Some(7), "curl: {}", text(&out.stderr));
+    assert!(t.elapsed() < Duration::from_secs(3), "curl refused after {:?}", t.elapsed());
+    // The internet is not queued at all, for a denied program either.
+    assert_eq!(probe(&denied, "tcp", ROUTED, &port).0, "ok");
+
+    // The host's switch: everything through at once (the store is read for each flow).
+    s.lnp(&["off"]);
+    assert_eq!(probe(&denied, "tcp", "198.51.100.2", &port).0, "ok");
+    assert_eq!(host.stop(), Some(0), "an orderly stop removes every rule");
+
+    let flows: Vec<&Value> = host.seen.iter().filter(|v| v["event"] == "flow").collect();
+    let dropped = |to: &str| {
+        flows.iter().any(|f| {
+            f["decision"] == "drop"
+                && f["by"]["by"] == "local_network"
+                && f["flow"]["remote"].as_str().is_some_and(|r| r.contains(to))
+        })
+    };
+    assert!(dropped("198.51.100.2"), "{flows:#?}");
+    assert!(dropped("224.0.0.251:5353"), "the multicast send was dropped: {flows:#?}");
+    assert!(
+        !flows.iter().any(|f| f["flow"]["remote"].as_str().is_some_and(|r| r.contains(ROUTED))),
+        "a flow to the internet was queued: {flows:#?}"
+    );
+    let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
+    assert!(
+        log.contains(&format!("exe:{}", curl.display())) && log.contains("198.51.100.2"),
+        "{log}"
+    );
 }

@@ -153,3 +153,12 @@ fn reasons_read_as_sentences() {
         Some(r#"{"locality":"local","reason":"multicast"}"#)
     );
 }
+
+#[test]
+fn the_on_link_prefixes_are_what_classify_calls_local() {
+    let s = laptop();
+    assert_eq!(
+        on_link_prefixes(&s),
+        ["172.16.5.0/24", "192.168.1.0/24", "2001:db8:1::/64"].map(String::from)
+    );
+}

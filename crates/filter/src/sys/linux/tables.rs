@@ -20,6 +20,11 @@
 //!                 and waited for the SYN's retransmission, a second or more.
 //! ```
 //!
+//! With local network privacy alone (no rules, no provider), only flows to the local network
+//! are queued: the two NFQUEUE rules move to `NWFILTER-QUEUE`, which `NWFILTER` enters for
+//! multicast and broadcast destinations, link-local ones and each on-link prefix (rewritten
+//! when the routes change). Every other flow never leaves the kernel.
+//!
 //! Loopback is not filtered. The mark bits are chosen clear of nw-tunnel's table marks
 //! (`0x6e77xxxx`), so a tunnel's bypass sockets keep their routing.
 
@@ -37,12 +42,31 @@ pub(crate) const MARK_DROP: u32 = 0x0100_0000;
 pub(crate) const CHAIN: &str = "NWFILTER";
 const ALLOW_CHAIN: &str = "NWFILTER-ALLOW";
 const DROP_CHAIN: &str = "NWFILTER-DROP";
+const QUEUE_CHAIN: &str = "NWFILTER-QUEUE";
 
 /// The iptables programs, one per family.
 pub(crate) const TOOLS: [&str; 2] = ["iptables", "ip6tables"];
 
-/// The `iptables-restore --noflush` input that installs the rules for one family.
-pub(crate) fn restore_input(ipv6: bool, queue: u16, bypass: bool, pid: u32) -> String {
+/// Which new flows are queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Every new flow.
+    All,
+    /// Flows to the local network: multicast, broadcast, link-local and these on-link
+    /// prefixes (both families; each rule goes to its family's tool).
+    Local(Vec<String>),
+}
+
+/// The `iptables-restore --noflush` input that installs the rules for one family; without
+/// `jump`, it rewrites the chains in place (one transaction) and leaves OUTPUT alone.
+pub(crate) fn restore_input(
+    ipv6: bool,
+    queue: u16,
+    bypass: bool,
+    pid: u32,
+    scope: &Scope,
+    jump: bool,
+) -> String {
     let mask = format!("{MARK_MASK:#x}");
     let allow = format!("{MARK_ALLOW:#x}/{mask}");
     let drop = format!("{MARK_DROP:#x}/{mask}");
@@ -50,21 +74,40 @@ pub(crate) fn restore_input(ipv6: bool, queue: u16, bypass: bool, pid: u32) -> S
     let bypass = if bypass { " --queue-bypass" } else { "" };
     let reject = if ipv6 { "icmp6-adm-prohibited" } else { "icmp-admin-prohibited" };
     let mut s = String::from("*filter\n");
-    for c in [CHAIN, ALLOW_CHAIN, DROP_CHAIN] {
+    for c in [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN] {
         s += &format!(":{c} - [0:0]\n");
     }
-    s += &format!(
-        "-I OUTPUT 1 ! -o lo -m comment --comment \"nwkit filter (pid {pid})\" -j {CHAIN}\n"
-    );
+    if jump {
+        s += &format!(
+            "-I OUTPUT 1 ! -o lo -m comment --comment \"nwkit filter (pid {pid})\" -j {CHAIN}\n"
+        );
+    }
     s += &format!("-A {CHAIN} -m mark --mark {allow} -j {ALLOW_CHAIN}\n");
     s += &format!("-A {CHAIN} -m connmark --mark {allow} -j RETURN\n");
     s += &format!("-A {CHAIN} -m mark --mark {drop} -j {DROP_CHAIN}\n");
     // TCP: only a SYN starts a flow. Without `--syn`, the first packets conntrack sees of a
     // connection made before the filter started (it picks them up mid-stream as NEW) would be
     // queued, find no socket to attribute, and be refused.
+    let queued = match scope {
+        Scope::All => CHAIN,
+        Scope::Local(prefixes) => {
+            s += &format!("-A {CHAIN} -m addrtype --dst-type MULTICAST -j {QUEUE_CHAIN}\n");
+            let link_local = if ipv6 {
+                "fe80::/10"
+            } else {
+                s += &format!("-A {CHAIN} -m addrtype --dst-type BROADCAST -j {QUEUE_CHAIN}\n");
+                "169.254.0.0/16"
+            };
+            s += &format!("-A {CHAIN} -d {link_local} -j {QUEUE_CHAIN}\n");
+            for p in prefixes.iter().filter(|p| p.contains(':') == ipv6) {
+                s += &format!("-A {CHAIN} -d {p} -j {QUEUE_CHAIN}\n");
+            }
+            QUEUE_CHAIN
+        }
+    };
     for p in ["tcp --syn", "udp"] {
         s += &format!(
-            "-A {CHAIN} -p {p} -m conntrack --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
+            "-A {queued} -p {p} -m conntrack --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
         );
     }
     s += &format!("-A {ALLOW_CHAIN} -j CONNMARK --save-mark --nfmask {mask} --ctmask {mask}\n");
@@ -124,13 +167,23 @@ pub(crate) fn existing() -> Option<Option<u32>> {
 }
 
 /// Installs the rules for both families; on failure removes what was installed.
-pub(crate) fn install(queue: u16, bypass: bool, pid: u32) -> io::Result<()> {
+pub(crate) fn install(queue: u16, bypass: bool, pid: u32, scope: &Scope) -> io::Result<()> {
     for (i, tool) in TOOLS.iter().enumerate() {
-        let input = restore_input(i == 1, queue, bypass, pid);
+        let input = restore_input(i == 1, queue, bypass, pid, scope, true);
         if let Err(e) = run(&format!("{tool}-restore"), &["-w", "--noflush"], Some(&input)) {
             remove();
             return Err(e);
         }
+    }
+    Ok(())
+}
+
+/// Rewrites the chains for a new scope (the on-link prefixes changed), each family in one
+/// transaction: no moment without the rules.
+pub(crate) fn rescope(queue: u16, bypass: bool, scope: &Scope) -> io::Result<()> {
+    for (i, tool) in TOOLS.iter().enumerate() {
+        let input = restore_input(i == 1, queue, bypass, 0, scope, false);
+        run(&format!("{tool}-restore"), &["-w", "--noflush"], Some(&input))?;
     }
     Ok(())
 }
@@ -154,7 +207,7 @@ pub(crate) fn remove() -> Vec<String> {
                 left.push(e.to_string());
             }
         }
-        for chain in [CHAIN, ALLOW_CHAIN, DROP_CHAIN] {
+        for chain in [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN] {
             let exists = run(tool, &["-w", "-n", "-L", chain], None).is_ok();
             if exists {
                 for op in ["-F", "-X"] {
@@ -174,7 +227,7 @@ mod tests {
 
     #[test]
     fn rules_queue_only_new_flows_and_keep_clear_of_tunnel_marks() {
-        let v4 = restore_input(false, 7, true, 42);
+        let v4 = restore_input(false, 7, true, 42, &Scope::All, true);
         assert!(v4.contains(
             "-I OUTPUT 1 ! -o lo -m comment --comment \"nwkit filter (pid 42)\" -j NWFILTER\n"
         ));
@@ -182,8 +235,9 @@ mod tests {
             "-p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7 --queue-bypass\n"
         ));
         assert!(v4.contains("--reject-with icmp-admin-prohibited"));
-        assert!(restore_input(true, 7, false, 42).contains("--reject-with icmp6-adm-prohibited"));
-        assert!(!restore_input(true, 7, false, 42).contains("bypass"));
+        let v6 = restore_input(true, 7, false, 42, &Scope::All, true);
+        assert!(v6.contains("--reject-with icmp6-adm-prohibited"));
+        assert!(!v6.contains("bypass"));
         // The allow chain is entered before the connmark RETURN, so a repeated packet's mark is
         // saved before the rule that lets the rest of its flow through.
         let a = v4.find("-j NWFILTER-ALLOW").unwrap_or(usize::MAX);
@@ -191,5 +245,28 @@ mod tests {
         assert!(a < r);
         // nw-tunnel marks sockets with 0x6e770000 + ifindex; those bits never hit our mask.
         assert_eq!(0x6e77_ffff & MARK_MASK, 0);
+    }
+
+    #[test]
+    fn local_network_privacy_alone_queues_only_local_destinations() {
+        let scope = Scope::Local(vec!["198.51.100.0/24".into(), "2001:db8:1::/64".into()]);
+        let v4 = restore_input(false, 7, true, 42, &scope, true);
+        let v6 = restore_input(true, 7, true, 42, &scope, false);
+        for (text, family) in [(&v4, "v4"), (&v6, "v6")] {
+            // The queue rules are only in the local chain.
+            let queue: Vec<&str> = text.lines().filter(|l| l.contains("NFQUEUE")).collect();
+            assert_eq!(queue.len(), 2, "{family}: {text}");
+            assert!(queue.iter().all(|l| l.starts_with("-A NWFILTER-QUEUE ")), "{family}: {text}");
+            assert!(text.contains("-m addrtype --dst-type MULTICAST -j NWFILTER-QUEUE"), "{text}");
+        }
+        assert!(v4.contains("-A NWFILTER -d 198.51.100.0/24 -j NWFILTER-QUEUE\n"));
+        assert!(v4.contains("-A NWFILTER -d 169.254.0.0/16 -j NWFILTER-QUEUE\n"));
+        assert!(v4.contains("--dst-type BROADCAST"));
+        assert!(!v4.contains("2001:db8"));
+        assert!(v6.contains("-A NWFILTER -d 2001:db8:1::/64 -j NWFILTER-QUEUE\n"));
+        assert!(v6.contains("-A NWFILTER -d fe80::/10 -j NWFILTER-QUEUE\n"));
+        assert!(!v6.contains("198.51") && !v6.contains("BROADCAST"));
+        // Rewriting in place leaves OUTPUT's jump alone.
+        assert!(v4.contains("-I OUTPUT") && !v6.contains("-I OUTPUT"));
     }
 }
