@@ -73,7 +73,7 @@ pub fn append(paths: &Paths, denial: &Denial) {
         Ok(l) => l + "\n",
         Err(_) => return,
     };
-    let written = std::fs::OpenOptions::new()
+    let written = crate::store::no_follow()
         .create(true)
         .append(true)
         .open(&path)

@@ -351,7 +351,7 @@ pub fn update<R>(paths: &Paths, change: impl FnOnce(&mut StoreFile) -> R) -> Res
     };
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let lock_path = paths.lock();
-    let lock = std::fs::OpenOptions::new()
+    let lock = no_follow()
         .create(true)
         .truncate(false)
         .write(true)
@@ -367,8 +367,10 @@ pub fn update<R>(paths: &Paths, change: impl FnOnce(&mut StoreFile) -> R) -> Res
         std::process::id()
     ));
     let written = (|| {
-        let mut f =
-            std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
+        // A stale temporary file (a crash) or a planted link (a shared directory) is removed,
+        // never written through: the new one is created exclusively.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = no_follow().create_new(true).write(true).open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, store)?;
@@ -380,6 +382,15 @@ pub fn update<R>(paths: &Paths, change: impl FnOnce(&mut StoreFile) -> R) -> Res
     }
     drop(lock); // the lock goes with the descriptor
     Ok(out)
+}
+
+/// Options that refuse to open a symbolic link (`O_NOFOLLOW`): in a directory others may
+/// write, a planted link must not make root write where it points.
+pub(crate) fn no_follow() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.custom_flags(libc::O_NOFOLLOW);
+    o
 }
 
 /// An exclusive `flock`, waiting for it.

@@ -171,3 +171,33 @@ fn concurrent_writers_lose_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn links_planted_beside_the_store_are_never_written_through() {
+    let s = Scratch::new("links");
+    let paths = s.paths();
+    let victim = s.0.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap_or_else(|e| panic!("{e}"));
+    let tmp = s.0.join(format!(".lnp.toml.{}.tmp", std::process::id()));
+    for link in [tmp, s.0.join("lnp.toml.lock"), paths.log()] {
+        std::os::unix::fs::symlink(&victim, &link).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The lock is a link: refused, nothing written anywhere.
+    assert!(update(&paths, |f| f.check = Some(Check::On)).is_err());
+    std::fs::remove_file(s.0.join("lnp.toml.lock")).unwrap_or_else(|e| panic!("{e}"));
+    // The temporary file is a link: replaced, and the store written.
+    update(&paths, |f| f.check = Some(Check::On)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(Policy::load(&paths).map(|p| p.check().0).ok(), Some(true));
+    // The log is a link: the denial is not logged rather than appended to the victim.
+    let denial = crate::log::Denial {
+        at_ms: 0,
+        identity: "exe:/x".into(),
+        destination: "10.0.0.1".into(),
+        locality: "on-link".into(),
+        pid: None,
+        executable: "/x".into(),
+        by: "store".into(),
+    };
+    crate::log::append(&paths, &denial);
+    assert_eq!(std::fs::read_to_string(&victim).ok().as_deref(), Some("precious\n"));
+}
