@@ -492,7 +492,8 @@ async fn establish<T: Send + 'static>(
         config.family = family;
     }
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
-    let mut gate = crate::local_network::Gate::new(&params.local_network).await;
+    let limit = tokio::time::Instant::now() + config.timeout.saturating_sub(report.waited);
+    let mut gate = crate::local_network::Gate::new(&params.local_network, limit).await;
     let allowed = match literal {
         Some(ip) => gate.address(ip).await,
         None => gate.name(host).await,

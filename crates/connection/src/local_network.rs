@@ -37,6 +37,8 @@ impl Default for LocalNetwork {
 pub(crate) struct Gate {
     settings: LocalNetwork,
     reading: Option<Arc<nw_path::Reading>>,
+    /// The connection's time limit: an answer (a prompt hook that hangs) is not awaited past it.
+    deadline: tokio::time::Instant,
     /// The destinations it refused, in order.
     pub(crate) refused: Vec<Verdict>,
     /// Why the store could not be read, when that refused a destination.
@@ -45,13 +47,14 @@ pub(crate) struct Gate {
 
 impl Gate {
     /// A gate over the process's latest path reading (none when the path cannot be read: then
-    /// only multicast, broadcast, link-local and `.local` are known to be local).
-    pub(crate) async fn new(settings: &LocalNetwork) -> Self {
+    /// only multicast, broadcast, link-local and `.local` are known to be local), answering
+    /// by `deadline`.
+    pub(crate) async fn new(settings: &LocalNetwork, deadline: tokio::time::Instant) -> Self {
         let reading = match nw_path::PathService::shared() {
             Ok(service) => service.reading().await.ok(),
             Err(_) => None,
         };
-        Self { settings: settings.clone(), reading, refused: Vec::new(), error: None }
+        Self { settings: settings.clone(), reading, deadline, refused: Vec::new(), error: None }
     }
 
     /// Whether `ip` may be reached; a refusal is kept in `refused`.
@@ -93,24 +96,36 @@ impl Gate {
         let settings = self.settings.clone();
         let shown = destination.clone();
         let refused_locality = locality.clone();
-        let asked = tokio::task::spawn_blocking(move || {
-            let mut who = nw_lnp::identity::of_self().clone();
-            if let Some(id) = settings.identity {
-                who.identity = id;
-            }
-            let verdict = nw_lnp::permit(&settings.paths, &who, &destination, &locality)
-                .map_err(|e| e.to_string());
-            (who.identity, verdict)
-        })
+        let asked = tokio::time::timeout_at(
+            self.deadline,
+            tokio::task::spawn_blocking(move || {
+                let mut who = nw_lnp::identity::of_self().clone();
+                if let Some(id) = settings.identity {
+                    who.identity = id;
+                }
+                let verdict = nw_lnp::permit(&settings.paths, &who, &destination, &locality)
+                    .map_err(|e| e.to_string());
+                (who.identity, verdict)
+            }),
+        )
         .await;
         let (identity, why) = match asked {
-            Ok((_, Ok(verdict))) if verdict.allowed => return true,
-            Ok((_, Ok(verdict))) => {
+            Ok(Ok((_, Ok(verdict)))) if verdict.allowed => return true,
+            Ok(Ok((_, Ok(verdict)))) => {
                 self.refused.push(verdict);
                 return false;
             }
-            Ok((identity, Err(why))) => (identity, why),
-            Err(e) => (String::new(), format!("the local network check did not finish: {e}")),
+            Ok(Ok((identity, Err(why)))) => (identity, why),
+            Ok(Err(e)) => (String::new(), format!("the local network check did not finish: {e}")),
+            // The prompt goes on asking on its thread; an answer is kept for the next time.
+            // (The identity was read on that thread already; this reads the cached copy.)
+            Err(_) => (
+                self.settings
+                    .identity
+                    .clone()
+                    .unwrap_or_else(|| nw_lnp::identity::of_self().identity.clone()),
+                "nobody answered within the connection's time limit (the prompt hook is still asking; its answer is kept for next time)".into(),
+            ),
         };
         tracing::debug!("{why}");
         self.error = Some(why);

@@ -165,3 +165,40 @@ async fn an_in_memory_resolver_answers_the_race() {
         "{error}"
     );
 }
+
+/// A prompt hook that never answers does not hold a connection past its time limit: it fails
+/// with "local network prohibited" at the limit, saying nobody answered. (A multicast group is
+/// local whatever the routes say, so no namespace is needed; nothing is sent.)
+#[tokio::test]
+async fn a_prompt_that_never_answers_ends_at_the_connections_time_limit() {
+    let dir = std::env::temp_dir().join(format!("nw-conn-lnp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let hook = dir.join("hook");
+    std::fs::write(&hook, "#!/bin/sh\nexec sleep 4\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.join("lnp.toml"),
+        format!("check = \"on\"\nprompt = [{:?}]\n", hook.display().to_string()),
+    )
+    .unwrap();
+    let mut params = Params::default();
+    params.race.timeout = Duration::from_millis(800);
+    params.local_network.paths = nw_connection::local_network::Paths {
+        store: dir.join("lnp.toml"),
+        policy: dir.join("policy.toml"),
+    };
+    params.local_network.identity = Some("exe:/opt/test-app".into());
+    let started = std::time::Instant::now();
+    let result = nw_connection::driver::connect_udp("224.0.0.251", 5353, &params, resolver()).await;
+    let took = started.elapsed();
+    let Err(e) = result else { panic!("a multicast send was let through with nobody answering") };
+    let shown = e.to_string();
+    assert!(matches!(e, ConnectError::LocalNetworkProhibited { .. }), "{shown}");
+    assert!(shown.contains("exe:/opt/test-app") && shown.contains("nobody answered"), "{shown}");
+    assert!(
+        took < Duration::from_secs(3),
+        "held for {took:?}, past the 0.8 s limit (the hook answers only after 4 s)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
