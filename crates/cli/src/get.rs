@@ -781,6 +781,9 @@ pub(crate) fn hint(e: &TransferError) -> &'static str {
         TransferError::Incomplete { .. } | TransferError::Saved { .. } => {
             " (nw get --resume, or nw transfers run)"
         }
+        _ if e.code() == nw_transfer::Code::LocalNetworkProhibited => {
+            " (`nw lnp allow` with the identity named lets it; `nw lnp status` shows the settings)"
+        }
         _ => "",
     }
 }

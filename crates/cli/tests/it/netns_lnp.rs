@@ -129,6 +129,13 @@ fn netns_lnp_a_denied_app_is_told_local_network_prohibited_and_reaches_the_inter
         let err = assert_prohibited(label, &s.run(NW, args), &id);
         eprintln!("{label}: {}", err.lines().next().unwrap_or_default());
     }
+    // A download says the same, with the way out, and leaves no file behind.
+    let saved = s.dir.path("got.bin");
+    let url = format!("http://198.51.100.2:{port}/file");
+    let err = assert_prohibited("nw get", &s.run(NW, &["get", &url, "-o", &saved]), &id);
+    assert!(err.contains("nw lnp allow"), "{err}");
+    assert!(!std::path::Path::new(&saved).exists(), "a file was left");
+    assert!(!std::path::Path::new(&format!("{saved}.part")).exists(), "a .part was left");
     // --json carries the report, its path ending in the reason.
     let (out, _) = s.run(NW, &["cat", "-z", "--json", "198.51.100.2", &port]);
     let err = text(&out.stderr);
