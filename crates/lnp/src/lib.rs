@@ -19,6 +19,8 @@ pub mod classify;
 pub mod gate;
 pub mod identity;
 pub mod log;
+#[cfg(test)]
+mod scratch;
 pub mod store;
 
 pub use classify::{Locality, classify, classify_name, on_link_prefixes};

@@ -1,40 +1,18 @@
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
 use super::*;
 use crate::classify::{LocalWhy, NotLocalWhy};
+use crate::scratch::Scratch;
 use crate::store::Check;
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nw-lnp-gate-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        Self(dir)
-    }
-
-    fn paths(&self) -> Paths {
-        Paths { store: self.0.join("lnp.toml"), policy: self.0.join("policy.toml") }
-    }
-
-    /// A prompt hook that exits with `status`.
-    fn hook(&self, status: i32) -> String {
-        let path = self.0.join(format!("hook{status}"));
-        std::fs::write(&path, format!("#!/bin/sh\nexit {status}\n"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .unwrap_or_else(|e| panic!("{e}"));
-        path.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A prompt hook in `s` that exits with `status`.
+fn hook(s: &Scratch, status: i32) -> String {
+    let path = s.0.join(format!("hook{status}"));
+    std::fs::write(&path, format!("#!/bin/sh\nexit {status}\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    path.display().to_string()
 }
 
 fn app(identity: &str) -> Identified {
@@ -56,7 +34,7 @@ fn on_link() -> Locality {
 
 #[test]
 fn a_destination_that_is_not_local_never_reads_the_files() {
-    let s = Scratch::new("notlocal");
+    let s = Scratch::new("gate-notlocal");
     let paths = s.paths();
     std::fs::write(&paths.store, "not toml at all").unwrap_or_else(|e| panic!("{e}"));
     let routed =
@@ -71,7 +49,7 @@ fn a_destination_that_is_not_local_never_reads_the_files() {
 
 #[test]
 fn a_denial_is_logged_with_the_identity_and_the_destination() {
-    let s = Scratch::new("deny");
+    let s = Scratch::new("gate-deny");
     let paths = s.paths();
     store::update(&paths, |f| {
         f.check = Some(Check::On);
@@ -98,9 +76,9 @@ fn a_denial_is_logged_with_the_identity_and_the_destination() {
 
 #[test]
 fn the_prompt_hook_answers_and_its_answer_is_kept() {
-    let s = Scratch::new("prompt");
+    let s = Scratch::new("gate-prompt");
     let paths = s.paths();
-    let (yes, no, shrug) = (s.hook(0), s.hook(1), s.hook(3));
+    let (yes, no, shrug) = (hook(&s, 0), hook(&s, 1), hook(&s, 3));
     let with_hook = |hook: &str| {
         store::update(&paths, |f| {
             f.check = Some(Check::On);

@@ -129,9 +129,8 @@ fn the_cgroup_is_read_from_v2_or_from_systemds_hierarchy_on_a_hybrid_host() {
 
 #[test]
 fn an_executable_is_identified_by_its_real_path_and_a_script_by_its_own() {
-    let dir = std::env::temp_dir().join(format!("nw-lnp-identity-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let scratch = crate::scratch::Scratch::new("identity");
+    let dir = scratch.0.clone();
     let script = dir.join("tool");
     std::fs::write(&script, "#!/usr/bin/env -S python3 -u\nprint(1)\n")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -144,7 +143,6 @@ fn an_executable_is_identified_by_its_real_path_and_a_script_by_its_own() {
     assert_eq!(of(&script), format!("script:{}", real.join("tool").display()));
     assert_eq!(of(&link), format!("exe:{}", real.join("app").display()));
     assert!(of_executable(&dir.join("missing")).is_err());
-    std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

@@ -1,26 +1,5 @@
 use super::*;
-
-/// A scratch directory of its own, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nw-lnp-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        Self(dir)
-    }
-
-    fn paths(&self) -> Paths {
-        Paths { store: self.0.join("lnp.toml"), policy: self.0.join("policy.toml") }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::scratch::Scratch;
 
 fn policy(store: &str, admin: &str) -> Policy {
     Policy {
