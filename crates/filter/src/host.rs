@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
@@ -705,7 +705,7 @@ fn start_provider(
         Err(e) => return failed(format!("the contract socket: {e}")),
     };
     let pid = child.id();
-    let (mut read, mut write) = stream.into_split();
+    let (read, mut write) = stream.into_split();
     let (to, mut lines) = mpsc::channel::<Vec<u8>>(MAX_BACKLOG);
     let (from_tx, from) = mpsc::unbounded_channel();
     let start =
@@ -719,44 +719,22 @@ fn start_provider(
         }
     });
     tokio::spawn(async move {
-        let mut buffer = nw_provider::LineBuffer::default();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) => {
-                    let _ = from_tx.send(FromProvider::Gone("closed the contract socket".into()));
-                    return;
-                }
-                Ok(n) => buffer.extend(&buf[..n]),
-                Err(e) => {
-                    let _ =
-                        from_tx.send(FromProvider::Gone(format!("broke the contract socket: {e}")));
-                    return;
-                }
-            }
-            loop {
-                match buffer.next_line() {
-                    Ok(Some(line)) => match nw_provider::decode::<ProviderMessage>(&line) {
-                        Ok(m) => {
-                            if from_tx.send(FromProvider::Message(m)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = from_tx
-                                .send(FromProvider::Gone(format!("broke the contract: {e}")));
-                            return;
-                        }
-                    },
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ =
-                            from_tx.send(FromProvider::Gone(format!("broke the contract: {e}")));
+        let mut reader = nw_provider::Reader::new(read);
+        let gone = loop {
+            match reader.next::<ProviderMessage>().await {
+                Ok(Some(m)) => {
+                    if from_tx.send(FromProvider::Message(m)).is_err() {
                         return;
                     }
                 }
+                Ok(None) => break "closed the contract socket".to_owned(),
+                Err(nw_provider::ProtocolError::Io(e)) => {
+                    break format!("broke the contract socket: {e}");
+                }
+                Err(e) => break format!("broke the contract: {e}"),
             }
-        }
+        };
+        let _ = from_tx.send(FromProvider::Gone(gone));
     });
     Slot::Running(Box::new(Running {
         backoff,

@@ -21,12 +21,11 @@
 //! ```
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::io::AsyncWriteExt;
 
 use crate::flow::{Flow, FlowVerdict};
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
-use nw_provider::{LineBuffer, ProtocolError};
+use nw_provider::ProtocolError;
 
 /// A content filter provider. Flows are asked one at a time, in the order they arrive; each
 /// has a deadline (2 s by default), after which the host's failure policy decides it.
@@ -73,48 +72,46 @@ pub async fn run_on<P: Provider>(
     mut provider: P,
     socket: std::os::unix::net::UnixStream,
 ) -> Result<StopReason, ProviderError> {
-    socket.set_nonblocking(true).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
-    let mut stream =
-        UnixStream::from_std(socket).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
-    let mut lines = LineBuffer::default();
-    let mut buf = vec![0u8; 64 * 1024];
+    let stream =
+        nw_provider::into_async(socket).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
+    let (read, mut write) = stream.into_split();
+    let mut reader = nw_provider::Reader::new(read);
     let mut started = false;
     loop {
-        while let Some(line) = lines.next_line()? {
-            let reply = match nw_provider::decode::<HostMessage>(&line)? {
-                HostMessage::Start { version, options } => {
-                    if version != VERSION || started {
-                        let e = format!(
-                            "start with version {version} (this SDK speaks {VERSION}), or a second start"
-                        );
-                        return Err(ProviderError::HostGone(e));
-                    }
-                    started = true;
-                    match provider.start(options).await {
-                        Ok(()) => ProviderMessage::Started,
-                        Err(message) => ProviderMessage::Cancel { message: Some(message) },
-                    }
+        let message = match reader.next::<HostMessage>().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(ProviderError::HostGone("closed the contract socket".into())),
+            Err(ProtocolError::Io(e)) => return Err(ProviderError::HostGone(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let reply = match message {
+            HostMessage::Start { version, options } => {
+                if version != VERSION || started {
+                    let e = format!(
+                        "start with version {version} (this SDK speaks {VERSION}), or a second start"
+                    );
+                    return Err(ProviderError::HostGone(e));
                 }
-                HostMessage::NewFlow { flow } => {
-                    let id = flow.id;
-                    ProviderMessage::Verdict { id, verdict: provider.new_flow(flow).await }
+                started = true;
+                match provider.start(options).await {
+                    Ok(()) => ProviderMessage::Started,
+                    Err(message) => ProviderMessage::Cancel { message: Some(message) },
                 }
-                HostMessage::Stop { reason } => {
-                    provider.stop(reason).await;
-                    let _ = stream.write_all(&nw_provider::encode(&ProviderMessage::Stopped)).await;
-                    return Ok(reason);
-                }
-            };
-            stream
-                .write_all(&nw_provider::encode(&reply))
-                .await
-                .map_err(|e| ProviderError::HostGone(e.to_string()))?;
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) => return Err(ProviderError::HostGone("closed the contract socket".into())),
-            Ok(n) => lines.extend(&buf[..n]),
-            Err(e) => return Err(ProviderError::HostGone(e.to_string())),
-        }
+            }
+            HostMessage::NewFlow { flow } => {
+                let id = flow.id;
+                ProviderMessage::Verdict { id, verdict: provider.new_flow(flow).await }
+            }
+            HostMessage::Stop { reason } => {
+                provider.stop(reason).await;
+                let _ = write.write_all(&nw_provider::encode(&ProviderMessage::Stopped)).await;
+                return Ok(reason);
+            }
+        };
+        write
+            .write_all(&nw_provider::encode(&reply))
+            .await
+            .map_err(|e| ProviderError::HostGone(e.to_string()))?;
     }
 }
 
@@ -122,6 +119,7 @@ pub async fn run_on<P: Provider>(
 mod tests {
     use super::*;
     use crate::flow::{Direction, Transport};
+    use tokio::io::AsyncReadExt;
 
     struct EvenPorts;
 
@@ -140,7 +138,7 @@ mod tests {
         let (host, ours) = std::os::unix::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
         let runner = tokio::spawn(run_on(EvenPorts, ours));
         host.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
-        let mut host = UnixStream::from_std(host).unwrap_or_else(|e| panic!("{e}"));
+        let mut host = tokio::net::UnixStream::from_std(host).unwrap_or_else(|e| panic!("{e}"));
         let flow = |id: u64, port: u16| HostMessage::NewFlow {
             flow: Flow {
                 id,

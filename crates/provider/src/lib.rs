@@ -4,7 +4,7 @@
 //! depend on what they say:
 //!
 //! - [`LineBuffer`], [`encode`] and [`decode`]: the framing, lines of at most [`MAX_LINE`]
-//!   bytes;
+//!   bytes; [`Reader`] reads messages with it from an async stream;
 //! - [`Spawn`]: starting a provider with the socket as descriptor 3, as another user, in its
 //!   own process group, killed by the kernel if its host dies, and [`kill_group`] to end what
 //!   it started;
@@ -154,6 +154,45 @@ impl LineBuffer {
     }
 }
 
+/// Messages read from a contract socket, one per line: the framing over any async reader.
+#[derive(Debug)]
+pub struct Reader<R> {
+    read: R,
+    lines: LineBuffer,
+    buf: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Reader<R> {
+    /// Reads from `read`.
+    pub fn new(read: R) -> Self {
+        Self { read, lines: LineBuffer::default(), buf: vec![0; 64 * 1024] }
+    }
+
+    /// The next message; `Ok(None)` once the peer closed the socket, and
+    /// [`ProtocolError::Io`] when the socket failed. Cancel-safe (a `select!` branch): bytes
+    /// leave the socket only in a read that completed, and are kept until a line is whole.
+    pub async fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, ProtocolError> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(line) = self.lines.next_line()? {
+                return decode(&line).map(Some);
+            }
+            let n = self.read.read(&mut self.buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.lines.extend(&self.buf[..n]);
+        }
+    }
+}
+
+/// The provider's contract socket as a tokio stream (non-blocking, registered with the
+/// runtime that calls this).
+pub fn into_async(socket: std::os::unix::net::UnixStream) -> io::Result<tokio::net::UnixStream> {
+    socket.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(socket)
+}
+
 /// How to start a provider.
 #[derive(Debug, Clone)]
 pub struct Spawn {
@@ -285,6 +324,27 @@ pub fn contract_socket(fd_env: &str) -> Result<std::os::unix::net::UnixStream, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_reader_yields_each_message_then_the_close_and_refuses_garbage() {
+        use tokio::io::AsyncWriteExt;
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let mut reader = Reader::new(a);
+        // Two messages, the second split across writes.
+        b.write_all(b"{\"n\":1}\n{\"n\"").await.unwrap_or_else(|e| panic!("{e}"));
+        let first: Option<serde_json::Value> =
+            reader.next().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, Some(serde_json::json!({"n": 1})));
+        b.write_all(b":2}\nnot json\n").await.unwrap_or_else(|e| panic!("{e}"));
+        let second: Option<serde_json::Value> =
+            reader.next().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(second, Some(serde_json::json!({"n": 2})));
+        let bad = reader.next::<serde_json::Value>().await;
+        assert!(matches!(bad, Err(ProtocolError::Malformed { .. })), "{bad:?}");
+        drop(b);
+        let end = reader.next::<serde_json::Value>().await;
+        assert!(matches!(end, Ok(None)), "{end:?}");
+    }
 
     #[test]
     #[allow(clippy::disallowed_methods, reason = "waits for a real child to exit")]

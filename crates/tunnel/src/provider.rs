@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 
@@ -203,9 +202,8 @@ pub async fn run_on<P: Provider>(
     mut provider: P,
     socket: std::os::unix::net::UnixStream,
 ) -> Result<StopReason, ProviderError> {
-    socket.set_nonblocking(true).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
     let stream =
-        UnixStream::from_std(socket).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
+        nw_provider::into_async(socket).map_err(|e| ProviderError::NotHosted(e.to_string()))?;
     let (read, write) = stream.into_split();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let pending = Mutex::new(Some(HashMap::new()));
