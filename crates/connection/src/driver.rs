@@ -126,6 +126,9 @@ pub struct Report {
         serialize_with = "crate::happy_eyeballs::millis_opt"
     )]
     pub tunnel: Option<Duration>,
+    /// Destinations local network privacy refused: never attempted (the others raced).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local_network_refused: Vec<crate::local_network::Verdict>,
 }
 
 impl Report {
@@ -148,6 +151,7 @@ impl Report {
             tls_handshake: None,
             proxy: None,
             tunnel: None,
+            local_network_refused: Vec::new(),
         }
     }
 
@@ -588,6 +592,7 @@ async fn establish<T: Send + 'static>(
     };
     // Whatever is still in flight (late queries, attempts) is dropped; their sockets close.
     drop(in_flight);
+    report.local_network_refused = gate.refused.clone();
     match result {
         Ok(won) => Ok((won, report)),
         // Nothing was attempted because every address was refused: say that, not "no address".

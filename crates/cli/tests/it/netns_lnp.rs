@@ -29,7 +29,9 @@ impl Scene {
         let p = lab.pair().unwrap_or_else(|e| panic!("lab setup failed: {e}"));
         p.srv.add_address("lo", ROUTED.parse().unwrap(), 32).unwrap();
         p.cli
-            .set_hosts("127.0.0.1 localhost\n198.51.100.2 www.test\n2001:db8:1::2 www.test\n")
+            .set_hosts(&format!(
+                "127.0.0.1 localhost\n198.51.100.2 www.test\n2001:db8:1::2 www.test\n198.51.100.2 mixed.test\n{ROUTED} mixed.test\n"
+            ))
             .unwrap();
         let listener = in_namespace(&p.srv, || TcpListener::bind(("::", PORT))).unwrap().unwrap();
         let dir = Dir::new(&format!("lnp-{tag}"));
@@ -146,6 +148,16 @@ fn netns_lnp_a_denied_app_is_told_local_network_prohibited_and_reaches_the_inter
 
     // The internet beside it is untouched: through the router, no permission is needed.
     assert_connects("routed", &s.run(NW, &["cat", "-z", ROUTED, &port]));
+    // A name with an address on the link and one beyond it: the local one is never tried,
+    // the other connects, and the report says which was refused and why.
+    let (out, _) = s.run(NW, &["cat", "-z", "--json", "mixed.test", &port]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: Value = serde_json::from_str(err.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(report["connected"], format!("{ROUTED}:{port}"), "{report}");
+    assert_eq!(report["local_network_refused"][0]["destination"], "198.51.100.2", "{report}");
+    assert_eq!(report["local_network_refused"][0]["identity"], id.as_str(), "{report}");
 
     // Each denial is logged with the app and the destination.
     let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
