@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use nw_connection::connection::{Connection, State, Update};
 use nw_connection::driver::{
-    ConnectError, Params, Report, SystemResolver, Transport, connect_udp_observed,
+    ConnectError, Parameters, Report, SystemResolver, Transport, connect_udp_observed,
 };
 use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
@@ -179,7 +179,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         keepalive: args.keepalive.map(|s| Keepalive::after(Duration::from_secs(s.into()))),
         mptcp: args.mptcp,
     };
-    let params = Params {
+    let params = Parameters {
         race: config,
         transport,
         tls,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::driver::{ConnectError, Params, SystemResolver, Transport, connect};
+use nw_connection::driver::{ConnectError, Parameters, SystemResolver, Transport, connect};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::{Config as RaceConfig, RaceError};
 use nw_connection::testserver::TestServer;
@@ -230,11 +230,11 @@ async fn connectivity() -> Section {
         Ok(c) => c,
         Err(e) => return Section::new("connectivity", Level::Fail, e.to_string(), Value::Null),
     };
-    let params = Params {
+    let params = Parameters {
         race: RaceConfig { timeout: Duration::from_secs(5), ..RaceConfig::default() },
         tls: Some(config),
         server_name: Some("localhost".into()),
-        ..Params::default()
+        ..Parameters::default()
     };
     let resolver = Arc::new(SystemResolver::from_system());
     let mut level = Level::Ok;
@@ -246,7 +246,7 @@ async fn connectivity() -> Section {
         result = connect("127.0.0.1", port, &params, resolver).await;
     }
     // The same server over QUIC (it listens on the same port over UDP).
-    let quic_params = Params { transport: Transport::Quic, ..params.clone() };
+    let quic_params = Parameters { transport: Transport::Quic, ..params.clone() };
     let quic =
         match connect("127.0.0.1", port, &quic_params, Arc::new(SystemResolver::from_system()))
             .await
@@ -350,11 +350,11 @@ async fn trust() -> Section {
             }
             .config()
             .ok()?;
-            let params = Params {
+            let params = Parameters {
                 race: RaceConfig { timeout: Duration::from_secs(5), ..RaceConfig::default() },
                 tls: Some(tls),
                 server_name: Some(name.into()),
-                ..Params::default()
+                ..Parameters::default()
             };
             let _ =
                 connect("127.0.0.1", port, &params, Arc::new(SystemResolver::from_system())).await;
@@ -516,10 +516,10 @@ async fn target_section(text: &str, trust: nw_trust::Options) -> Section {
     } else {
         None
     };
-    let params = Params {
+    let params = Parameters {
         race: RaceConfig { timeout: Duration::from_secs(10), ..RaceConfig::default() },
         tls,
-        ..Params::default()
+        ..Parameters::default()
     };
     match connect(&target.host(), target.port(), &params, Arc::new(SystemResolver::from_system()))
         .await

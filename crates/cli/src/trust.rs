@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::driver::{Params, SystemResolver, connect};
+use nw_connection::driver::{Parameters, SystemResolver, connect};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::happy_eyeballs::Config as RaceConfig;
 use nw_connection::{crypto, tls};
@@ -301,11 +301,11 @@ async fn online(
     let tls =
         tls::ClientOptions { verifier: Some(verifier.clone()), ..tls::ClientOptions::default() }
             .config()?;
-    let params = Params {
+    let params = Parameters {
         race: RaceConfig { timeout: Duration::from_secs(15), ..RaceConfig::default() },
         tls: Some(tls),
         server_name: args.host.clone(),
-        ..Params::default()
+        ..Parameters::default()
     };
     let result = connect(
         &endpoint.host(),

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nw_connection::driver::{Params, SystemResolver, connect};
+use nw_connection::driver::{Parameters, SystemResolver, connect};
 use nw_connection::resolve::SystemConfig;
 
 fn main() {
@@ -32,7 +32,7 @@ fn main() {
             }
         });
         let resolver = Arc::new(SystemResolver::new(SystemConfig::parse("", "")));
-        let params = Params::default();
+        let params = Parameters::default();
         let (mut ours, mut bare) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             let start = Instant::now();
@@ -56,7 +56,7 @@ fn main() {
         }
         std::fs::write(dir.join("on.toml"), store).unwrap();
         let with = |file: &str| {
-            let mut p = Params::default();
+            let mut p = Parameters::default();
             p.local_network.paths = nw_connection::local_network::Paths {
                 store: dir.join(file),
                 policy: dir.join("no-policy.toml"),

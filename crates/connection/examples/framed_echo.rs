@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use nw_connection::driver::{Io, MemoryResolver, Params, connect};
+use nw_connection::driver::{Io, MemoryResolver, Parameters, connect};
 use nw_connection::framed::Framed;
 use nw_connection::framer::{Framing, Width};
 use nw_connection::listener::{Config, Handler, Listener};
@@ -40,7 +40,7 @@ async fn main() -> Result<(), Error> {
 
     // The client: a name the in-memory resolver knows, raced like any other.
     let resolver = Arc::new(MemoryResolver::new().with("echo.test", &["127.0.0.1".parse()?]));
-    let connected = connect("echo.test", port, &Params::default(), resolver).await?;
+    let connected = connect("echo.test", port, &Parameters::default(), resolver).await?;
     let mut f = Framed::new(connected.stream, framing)?;
     let big = vec![b'x'; 300_000];
     let messages: [&[u8]; 3] = [b"hello", &big, b"bye"];

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{Io, Params, SystemResolver};
+use nw_connection::driver::{Io, Parameters, SystemResolver};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::listener::{Config, Handler, Listener};
 use nw_connection::tls::{self, ClientOptions};
@@ -68,7 +68,8 @@ async fn connect(
     };
     let options = ClientOptions { system_anchors: true, extra_anchors, ..ClientOptions::default() };
     let tls = tls.then(|| options.config()).transpose()?;
-    let params = Params { tls, path: Some(nw_path::Conditions::default()), ..Params::default() };
+    let params =
+        Parameters { tls, path: Some(nw_path::Conditions::default()), ..Parameters::default() };
     let mut conn = Connection::new(
         Endpoint::new(host, port)?,
         params,

@@ -5,12 +5,12 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use nw_connection::connection::{Connection, State, Update};
-//! use nw_connection::driver::{Params, SystemResolver};
+//! use nw_connection::driver::{Parameters, SystemResolver};
 //! use nw_connection::endpoint::Endpoint;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let endpoint = Endpoint::parse("example.test:443")?;
-//! let params = Params { path: Some(Default::default()), ..Params::default() };
+//! let params = Parameters { path: Some(Default::default()), ..Parameters::default() };
 //! let mut conn = Connection::new(endpoint, params, Arc::new(SystemResolver::from_system()));
 //! conn.start();
 //! while let Some(Update::State(state)) = conn.next_update().await {
@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{ConnectError, Connected, Params, Report, Resolve, connect_observed};
+use crate::driver::{ConnectError, Connected, Parameters, Report, Resolve, connect_observed};
 use crate::endpoint::Endpoint;
 use crate::id::ConnectionId;
 use crate::socket::{Bind, kernel_source};
@@ -81,7 +81,7 @@ pub enum Update {
 pub struct Connection {
     id: ConnectionId,
     endpoint: Endpoint,
-    params: Option<Params>,
+    params: Option<Parameters>,
     resolver: Arc<dyn Resolve>,
     state: Arc<Mutex<State>>,
     updates: Option<mpsc::UnboundedReceiver<Update>>,
@@ -93,7 +93,7 @@ pub struct Connection {
 
 impl Connection {
     /// A connection in the setup state; nothing happens until [`Connection::start`].
-    pub fn new(endpoint: Endpoint, params: Params, resolver: Arc<dyn Resolve>) -> Self {
+    pub fn new(endpoint: Endpoint, params: Parameters, resolver: Arc<dyn Resolve>) -> Self {
         Self {
             id: ConnectionId::next(),
             endpoint,

@@ -40,20 +40,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
-    /// TCP, with TLS on top when `Params::tls` is set.
+    /// TCP, with TLS on top when `Parameters::tls` is set.
     #[default]
     Tcp,
-    /// QUIC (which always carries TLS 1.3: `Params::tls` is required, with ALPN).
+    /// QUIC (which always carries TLS 1.3: `Parameters::tls` is required, with ALPN).
     Quic,
     /// TLS over TCP, raced against QUIC when the name's HTTPS record advertises `h3`
-    /// (`Params::tls` is required). QUIC offers the `h3` entries of the ALPN list (`h3` when it
+    /// (`Parameters::tls` is required). QUIC offers the `h3` entries of the ALPN list (`h3` when it
     /// has none); TCP offers the rest.
     Auto,
 }
 
 /// What to connect with.
 #[derive(Debug, Clone, Default)]
-pub struct Params {
+pub struct Parameters {
     pub race: Config,
     pub transport: Transport,
     /// Consult the network path first: while it is not satisfied under these conditions, the
@@ -366,7 +366,7 @@ type AttemptFuture<T> = Pin<Box<dyn Future<Output = Result<(T, Stack), AttemptEr
 pub async fn connect(
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
 ) -> Result<Connected, ConnectError> {
     connect_observed(host, port, params, resolver, ConnectionId::next(), &|_| {}).await
@@ -377,7 +377,7 @@ pub async fn connect(
 pub(crate) async fn connect_observed(
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
     id: ConnectionId,
     observe: &Observer<'_>,
@@ -392,7 +392,7 @@ pub(crate) async fn connect_observed(
 async fn connect_direct(
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
     id: ConnectionId,
     observe: &Observer<'_>,
@@ -455,7 +455,7 @@ async fn connect_direct(
 async fn establish<T: Send + 'static>(
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     config: Config,
     resolver: Arc<dyn Resolve>,
     (id, observe): (ConnectionId, &Observer<'_>),
@@ -632,7 +632,7 @@ pub struct QuicConnected {
 pub async fn connect_quic(
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
 ) -> Result<QuicConnected, ConnectError> {
     let Some(tls) = params.tls.clone().filter(|t| !t.alpn_protocols.is_empty()) else {
@@ -667,7 +667,7 @@ pub struct UdpConnected {
 pub async fn connect_udp(
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
 ) -> Result<UdpConnected, ConnectError> {
     connect_udp_observed(host, port, params, resolver, &|_| {}).await
@@ -678,7 +678,7 @@ pub async fn connect_udp(
 pub async fn connect_udp_observed(
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
     observe: &(dyn Fn(State) + Send + Sync),
 ) -> Result<UdpConnected, ConnectError> {
@@ -894,7 +894,7 @@ async fn connect_through(
     proxy: &crate::proxy::Proxy,
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
     (id, observe): (ConnectionId, &Observer<'_>),
 ) -> Result<Connected, ConnectError> {
@@ -979,12 +979,12 @@ async fn connect_through(
 /// under `params`' path conditions, binding and timeout, without TLS. The stream is to the
 /// proxy; the report names the destination and the proxy. For an HTTP layer that sends
 /// plain-HTTP requests to the proxy itself (the absolute form) instead of through a tunnel;
-/// [`connect`] with `Params::proxy` set goes on to open the tunnel.
+/// [`connect`] with `Parameters::proxy` set goes on to open the tunnel.
 pub async fn connect_proxy(
     proxy: &crate::proxy::Proxy,
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
 ) -> Result<Connected, ConnectError> {
     reach_proxy(proxy, host, port, params, resolver, (ConnectionId::next(), &|_| {})).await
@@ -995,11 +995,11 @@ async fn reach_proxy(
     proxy: &crate::proxy::Proxy,
     host: &str,
     port: u16,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
     (id, observe): (ConnectionId, &Observer<'_>),
 ) -> Result<Connected, ConnectError> {
-    let to_proxy = Params {
+    let to_proxy = Parameters {
         transport: Transport::Tcp,
         tls: None,
         server_name: None,

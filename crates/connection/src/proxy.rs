@@ -1,6 +1,6 @@
 //! Proxies a connection can go through, as Network framework's proxy configurations: an HTTP
 //! proxy's `CONNECT` tunnel (RFC 9110 §9.3.6) and SOCKS5 (RFC 1928, with RFC 1929's
-//! username and password). Set [`driver::Params::proxy`](crate::driver::Params::proxy) and
+//! username and password). Set [`driver::Parameters::proxy`](crate::driver::Parameters::proxy) and
 //! [`driver::connect`](crate::driver::connect) reaches the proxy with the usual race, opens
 //! the tunnel to the destination, and runs TLS (when asked) through it, end to end with the
 //! destination.

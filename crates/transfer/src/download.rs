@@ -324,7 +324,7 @@ impl Session {
     pub(crate) async fn connection_for(
         &self,
         url: &Url,
-        routes: &(nw_connection::driver::Params, Option<http::H3Route>),
+        routes: &(nw_connection::driver::Parameters, Option<http::H3Route>),
         path: Option<u64>,
         share: usize,
     ) -> Result<http::Connection, TransferError> {
@@ -782,7 +782,7 @@ impl Session {
     async fn open_segments(
         &self,
         (url, text, extra): (&Url, &str, &[(&str, String)]),
-        routes: &(nw_connection::driver::Params, Option<http::H3Route>),
+        routes: &(nw_connection::driver::Parameters, Option<http::H3Route>),
         ranges: &[Segment],
         validator: &resume::Validator,
         total: u64,

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use nw_connection::driver::{self, Params, Report, Resolve};
+use nw_connection::driver::{self, Parameters, Report, Resolve};
 use nw_connection::endpoint::Url;
 
 use crate::TransferError;
@@ -125,7 +125,7 @@ impl crate::pool::Pooled for Connection {
 #[derive(Debug, Clone)]
 pub(crate) struct H3Route {
     /// Parameters whose TLS offers ALPN `h3`.
-    pub(crate) params: Params,
+    pub(crate) params: Parameters,
     /// The UDP port.
     pub(crate) port: u16,
     /// No TCP fallback.
@@ -251,7 +251,7 @@ impl std::fmt::Debug for Connection {
 #[allow(clippy::disallowed_methods, reason = "the connection driver times the head start")]
 pub(crate) async fn connect(
     url: &Url,
-    tcp: &Params,
+    tcp: &Parameters,
     h3: Option<&H3Route>,
     resolver: Arc<dyn Resolve>,
     share: u32,
@@ -327,7 +327,7 @@ async fn connect_h3(
 /// HTTP/2 or HTTP/1.1 over TCP (and TLS when `params` has it).
 async fn connect_tcp(
     url: &Url,
-    params: &Params,
+    params: &Parameters,
     resolver: Arc<dyn Resolve>,
     share: u32,
 ) -> Result<Connection, TransferError> {

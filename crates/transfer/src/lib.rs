@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nw_connection::driver::{Params, Resolve, SystemResolver};
+use nw_connection::driver::{Parameters, Resolve, SystemResolver};
 use nw_connection::endpoint::Url;
 use nw_connection::proxy::Proxy;
 use nw_connection::tls;
@@ -213,8 +213,8 @@ impl Session {
         &self,
         url: &Url,
         security: policy::Security,
-    ) -> Result<(Params, Option<http::H3Route>), TransferError> {
-        let mut params = Params::default();
+    ) -> Result<(Parameters, Option<http::H3Route>), TransferError> {
+        let mut params = Parameters::default();
         if self.config.waits_for_connectivity {
             params.path = Some(nw_path::Conditions {
                 prohibit_expensive: !self.config.allows_expensive,
@@ -232,7 +232,7 @@ impl Session {
             alpn.push(b"h2".to_vec());
         }
         alpn.push(b"http/1.1".to_vec());
-        let tcp = Params { tls: Some(self.tls(security, alpn)?), ..params.clone() };
+        let tcp = Parameters { tls: Some(self.tls(security, alpn)?), ..params.clone() };
         let port = match self.config.http3 {
             // HTTP/3 is UDP, which neither a CONNECT tunnel nor SOCKS5 here carries.
             Http3::Only if params.proxy.is_some() => {
@@ -249,7 +249,10 @@ impl Session {
         };
         let h3 = match port {
             Some(port) => Some(http::H3Route {
-                params: Params { tls: Some(self.tls(security, vec![b"h3".to_vec()])?), ..params },
+                params: Parameters {
+                    tls: Some(self.tls(security, vec![b"h3".to_vec()])?),
+                    ..params
+                },
                 port,
                 only: self.config.http3 == Http3::Only,
             }),
@@ -287,7 +290,7 @@ impl Session {
     async fn connect(
         &self,
         url: &Url,
-        (tcp, h3): &(Params, Option<http::H3Route>),
+        (tcp, h3): &(Parameters, Option<http::H3Route>),
         share: usize,
     ) -> Result<http::Connection, TransferError> {
         let share = u32::try_from(share).unwrap_or(u32::MAX);
@@ -313,7 +316,7 @@ impl Session {
         conn: &mut http::Connection,
         url: &Url,
         headers: &[(&str, String)],
-        routes: &(Params, Option<http::H3Route>),
+        routes: &(Parameters, Option<http::H3Route>),
         share: usize,
     ) -> Result<http::Response, TransferError> {
         let wait = self.config.request_timeout;
@@ -367,7 +370,7 @@ impl Session {
         response: http::Response,
         conn: http::Connection,
         current: &mut Url,
-        routes: &mut (Params, Option<http::H3Route>),
+        routes: &mut (Parameters, Option<http::H3Route>),
         path: Option<u64>,
         share: usize,
     ) -> Result<Followed, TransferError> {

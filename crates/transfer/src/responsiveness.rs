@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
-use nw_connection::driver::Params;
+use nw_connection::driver::Parameters;
 use nw_connection::endpoint::Url;
 use nw_quality::rpm::{Action, Direction, Outcome, ProbeKind, Rpm, Timing};
 use tokio::task::{AbortHandle, JoinSet};
@@ -96,7 +96,7 @@ impl Shared {
 struct Target {
     text: String,
     url: Url,
-    params: Params,
+    params: Parameters,
 }
 
 impl Session {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{ConnectError, Params, Resolve, SystemResolver};
+use nw_connection::driver::{ConnectError, Parameters, Resolve, SystemResolver};
 use nw_connection::endpoint::Endpoint;
 use nw_connection::resolve::SystemConfig;
 
@@ -36,7 +36,7 @@ async fn states(conn: &mut Connection) -> Vec<State> {
 async fn setup_preparing_ready_then_the_stream_is_handed_over_once() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = Endpoint::Addr(listener.local_addr().unwrap());
-    let mut conn = Connection::new(endpoint, Params::default(), resolver());
+    let mut conn = Connection::new(endpoint, Parameters::default(), resolver());
     assert_eq!(conn.state(), State::Setup);
     conn.start();
     assert_eq!(states(&mut conn).await, [State::Preparing, State::Ready]);
@@ -53,8 +53,11 @@ async fn setup_preparing_ready_then_the_stream_is_handed_over_once() {
 #[tokio::test]
 async fn a_refused_connection_fails_with_the_error_and_report() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut conn =
-        Connection::new(Endpoint::new("127.0.0.1", port).unwrap(), Params::default(), resolver());
+    let mut conn = Connection::new(
+        Endpoint::new("127.0.0.1", port).unwrap(),
+        Parameters::default(),
+        resolver(),
+    );
     let seen = states(&mut conn).await;
     assert_eq!(seen[0], State::Preparing, "{seen:?}");
     let State::Failed { error } = &seen[1] else { panic!("{seen:?}") };
@@ -74,7 +77,7 @@ async fn waiting_for_a_path_it_cannot_have_then_cancelled() {
         required_type: Some(nw_path::InterfaceType::Cellular),
         ..Default::default()
     };
-    let params = Params { path: Some(conditions), ..Params::default() };
+    let params = Parameters { path: Some(conditions), ..Parameters::default() };
     let mut conn =
         Connection::new(Endpoint::Addr(listener.local_addr().unwrap()), params, resolver());
     let seen = states(&mut conn).await;
@@ -121,7 +124,8 @@ fn the_path_service_and_a_connection_never_stall_a_current_thread_runtime() {
         });
         let started = std::time::Instant::now();
         let service = nw_path::PathService::shared().unwrap();
-        let params = Params { path: Some(nw_path::Conditions::default()), ..Params::default() };
+        let params =
+            Parameters { path: Some(nw_path::Conditions::default()), ..Parameters::default() };
         let mut conn = Connection::new(Endpoint::Addr(to), params, resolver());
         let (accepted, connected) = tokio::join!(listener.accept(), conn.ready());
         accepted.unwrap();
@@ -153,10 +157,10 @@ async fn an_in_memory_resolver_answers_the_race() {
     let resolver =
         Arc::new(MemoryResolver::new().with("peer.test", &["127.0.0.1".parse().unwrap()]));
     let connected =
-        connect("Peer.Test.", port, &Params::default(), resolver.clone()).await.unwrap();
+        connect("Peer.Test.", port, &Parameters::default(), resolver.clone()).await.unwrap();
     assert_eq!(connected.report.connected, Some(listener.local_addr().unwrap()));
     let Err(ConnectError::Race { error, .. }) =
-        connect("other.test", port, &Params::default(), resolver).await
+        connect("other.test", port, &Parameters::default(), resolver).await
     else {
         panic!("an unknown name connected")
     };
@@ -182,7 +186,7 @@ async fn a_prompt_that_never_answers_ends_at_the_connections_time_limit() {
         format!("check = \"on\"\nprompt = [{:?}]\n", hook.display().to_string()),
     )
     .unwrap();
-    let mut params = Params::default();
+    let mut params = Parameters::default();
     params.race.timeout = Duration::from_millis(800);
     params.local_network.paths = nw_connection::local_network::Paths {
         store: dir.join("lnp.toml"),

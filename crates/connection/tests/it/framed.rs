@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use nw_connection::driver::{Io, Params, SystemResolver, connect};
+use nw_connection::driver::{Io, Parameters, SystemResolver, connect};
 use nw_connection::framed::{Framed, FramedError};
 use nw_connection::framer::{Framing, Width};
 use nw_connection::listener::{Config, Handler, Listener};
@@ -27,7 +27,7 @@ fn echo(framing: Framing) -> Handler {
 
 async fn client(at: std::net::SocketAddr) -> Box<dyn Io> {
     let resolver = Arc::new(SystemResolver::new(SystemConfig::parse("", "")));
-    let c = connect("127.0.0.1", at.port(), &Params::default(), resolver).await.unwrap();
+    let c = connect("127.0.0.1", at.port(), &Parameters::default(), resolver).await.unwrap();
     c.stream
 }
 

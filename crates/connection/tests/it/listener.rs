@@ -178,7 +178,7 @@ async fn shutdown_waits_for_handlers_then_cancels() {
 fn quic_params(
     root: rustls::pki_types::CertificateDer<'static>,
     alpn: &[u8],
-) -> nw_connection::driver::Params {
+) -> nw_connection::driver::Parameters {
     let client = ClientOptions {
         extra_anchors: vec![root],
         alpn: vec![alpn.to_vec()],
@@ -186,7 +186,7 @@ fn quic_params(
     }
     .config()
     .unwrap();
-    nw_connection::driver::Params {
+    nw_connection::driver::Parameters {
         transport: nw_connection::driver::Transport::Quic,
         tls: Some(client),
         server_name: Some("localhost".into()),
