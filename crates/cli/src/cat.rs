@@ -9,14 +9,14 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{
+use nw_connection::Endpoint;
+use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
+use nw_connection::tls;
+use nw_connection::{
     ConnectError, Parameters, Report, SystemResolver, Transport, connect_udp_observed,
 };
-use nw_connection::endpoint::Endpoint;
-use nw_connection::happy_eyeballs::{Config, Event, FamilyPreference, Protocol};
-use nw_connection::socket::{Keepalive, Mptcp, TcpOptions};
-use nw_connection::tls;
+use nw_connection::{Connection, State, Update};
+use nw_connection::{Keepalive, Mptcp, TcpOptions};
 use nw_trust::identity::Identities;
 use nw_trust::verifier::TrustVerifier;
 use tokio::io::AsyncWriteExt;
@@ -459,7 +459,7 @@ async fn listen_udp(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Out
 /// Copies stdin to the peer and the peer to stdout; half-closes on stdin EOF; ends when the
 /// peer closes, after sending what stdin still holds (up to 500 ms) and closing our side
 /// cleanly (TLS close_notify) rather than just vanishing.
-async fn relay(stream: Box<dyn nw_connection::driver::Io>) -> Outcome {
+async fn relay(stream: Box<dyn nw_connection::Io>) -> Outcome {
     let (mut from_peer, mut to_peer) = tokio::io::split(stream);
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let upload = tokio::spawn(async move {
@@ -495,7 +495,7 @@ async fn relay(stream: Box<dyn nw_connection::driver::Io>) -> Outcome {
 /// Listens, serves the first client whose connection (and TLS handshake) completes, and exits
 /// when it closes. Clients that open and close, or fail the handshake, are skipped quietly.
 async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
-    use nw_connection::listener::{Config, Handler, Listener};
+    use nw_connection::{Handler, Listener, ListenerConfig};
     // Before anything is written to disk, so a signal at any point still cleans up.
     let interrupted = crate::output::interrupted();
     let mut throwaway = None;
@@ -523,7 +523,7 @@ async fn listen(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome
         let _ = tx.try_send((stream, peer));
         Box::pin(async {})
     });
-    let config = Config { tls, max_connections: HANDSHAKES, ..Config::default() };
+    let config = ListenerConfig { tls, max_connections: HANDSHAKES, ..ListenerConfig::default() };
     let bound = if args.quic {
         Listener::bind_quic(at, config, handler).await
     } else {

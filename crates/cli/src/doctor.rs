@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::driver::{ConnectError, Parameters, SystemResolver, Transport, connect};
-use nw_connection::endpoint::Endpoint;
+use nw_connection::Endpoint;
 use nw_connection::happy_eyeballs::{Config as RaceConfig, RaceError};
-use nw_connection::testserver::TestServer;
 use nw_connection::tls::ClientOptions;
+use nw_connection::{ConnectError, Parameters, SystemResolver, Transport, connect};
+
+mod echo;
+use echo::EchoServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use nw_path::{Path, PathMonitor, Snapshot, Status};
@@ -209,7 +211,7 @@ async fn monitor(oneshot: &Path) -> Section {
 /// Doctor's own check: a TLS race to `localhost` against the embedded test server on loopback
 /// (the resolver, the race, TLS and trust, end to end), echoing a line back.
 async fn connectivity() -> Section {
-    let server = match TestServer::start(([127, 0, 0, 1], 0).into()).await {
+    let server = match EchoServer::start(([127, 0, 0, 1], 0).into()).await {
         Ok(s) => s,
         Err(e) => {
             return Section::new(
@@ -312,7 +314,7 @@ async fn connectivity() -> Section {
 }
 
 /// Sends a line through the embedded echo server and checks it comes back (3 s at most).
-async fn echo(stream: &mut Box<dyn nw_connection::driver::Io>) -> bool {
+async fn echo(stream: &mut Box<dyn nw_connection::Io>) -> bool {
     let echoed = async {
         stream.write_all(b"nw doctor\n").await?;
         stream.shutdown().await?;
@@ -328,7 +330,7 @@ async fn echo(stream: &mut Box<dyn nw_connection::driver::Io>) -> bool {
 /// fail with the per-certificate report. Also says whether the system store has anchors.
 async fn trust() -> Section {
     use nw_trust::verifier::TrustVerifier;
-    let server = match TestServer::start(([127, 0, 0, 1], 0).into()).await {
+    let server = match EchoServer::start(([127, 0, 0, 1], 0).into()).await {
         Ok(s) => s,
         Err(e) => {
             let why = format!("cannot start the embedded server: {e}");

@@ -339,8 +339,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     if args.user.is_some() {
         for url in &args.urls {
-            if let Ok(nw_connection::endpoint::Endpoint::Url(u)) =
-                nw_connection::endpoint::Endpoint::parse(url)
+            if let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url)
                 && u.scheme == "http"
                 && nw_transfer::policy::local_exemption(&u.host).is_none()
             {
@@ -610,9 +609,7 @@ fn netrc_login<'a>(
     netrc: &'a nw_transfer::netrc::Netrc,
     url: &str,
 ) -> Option<&'a nw_transfer::netrc::Login> {
-    let Ok(nw_connection::endpoint::Endpoint::Url(u)) =
-        nw_connection::endpoint::Endpoint::parse(url)
-    else {
+    let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url) else {
         return None;
     };
     let login = netrc.login_for(&u.host)?;
@@ -794,7 +791,7 @@ fn file_name(url: &str) -> Result<String, String> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let segment =
         path.split_once('/').map_or("", |(_, p)| p).rsplit('/').next().unwrap_or_default();
-    let name = nw_connection::endpoint::percent_decode(segment);
+    let name = nw_connection::percent_decode(segment);
     match name.as_deref() {
         Some(n) if !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\0']) => {
             Ok(n.to_owned())

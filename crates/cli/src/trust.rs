@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::driver::{Parameters, SystemResolver, connect};
-use nw_connection::endpoint::Endpoint;
+use nw_connection::Endpoint;
 use nw_connection::happy_eyeballs::Config as RaceConfig;
+use nw_connection::{Parameters, SystemResolver, connect};
 use nw_connection::{crypto, tls};
 use nw_trust::evaluate::evaluate;
 use nw_trust::revocation::{Mode, Revocation};

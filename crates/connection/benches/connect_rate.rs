@@ -14,8 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nw_connection::driver::{Parameters, SystemResolver, connect};
-use nw_connection::resolve::SystemConfig;
+use nw_connection::SystemConfig;
+use nw_connection::{Parameters, SystemResolver, connect};
 
 fn main() {
     let smoke = std::env::var_os("NW_BENCH_SMOKE").is_some();
@@ -57,7 +57,7 @@ fn main() {
         std::fs::write(dir.join("on.toml"), store).unwrap();
         let with = |file: &str| {
             let mut p = Parameters::default();
-            p.local_network.paths = nw_connection::local_network::Paths {
+            p.local_network.paths = nw_connection::LocalNetworkPaths {
                 store: dir.join(file),
                 policy: dir.join("no-policy.toml"),
             };

@@ -11,10 +11,10 @@
 
 use std::sync::Arc;
 
-use nw_connection::driver::{Io, MemoryResolver, Parameters, connect};
-use nw_connection::framed::Framed;
-use nw_connection::framer::{Framing, Width};
-use nw_connection::listener::{Config, Handler, Listener};
+use nw_connection::Framed;
+use nw_connection::{Framing, Width};
+use nw_connection::{Handler, Listener, ListenerConfig};
+use nw_connection::{Io, MemoryResolver, Parameters, connect};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -35,7 +35,7 @@ async fn main() -> Result<(), Error> {
             let _ = f.finish().await;
         })
     });
-    let listener = Listener::bind("127.0.0.1:0".parse()?, Config::default(), echo).await?;
+    let listener = Listener::bind("127.0.0.1:0".parse()?, ListenerConfig::default(), echo).await?;
     let port = listener.local_addr().port();
 
     // The client: a name the in-memory resolver knows, raced like any other.

@@ -15,11 +15,11 @@
 
 use std::sync::Arc;
 
-use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{Io, Parameters, SystemResolver};
-use nw_connection::endpoint::Endpoint;
-use nw_connection::listener::{Config, Handler, Listener};
+use nw_connection::Endpoint;
 use nw_connection::tls::{self, ClientOptions};
+use nw_connection::{Connection, State, Update};
+use nw_connection::{Handler, Listener, ListenerConfig};
+use nw_connection::{Io, Parameters, SystemResolver};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -106,7 +106,8 @@ async fn accept(port: u16, tls: bool) -> Result<Box<dyn Io>, Error> {
         Box::pin(async {})
     });
     let at = std::net::SocketAddr::from(([0u16; 8], port));
-    let listener = Listener::bind(at, Config { tls, ..Config::default() }, handler).await?;
+    let listener =
+        Listener::bind(at, ListenerConfig { tls, ..ListenerConfig::default() }, handler).await?;
     eprintln!("nwcat: listening on {}", listener.local_addr());
     let stream = rx.recv().await.ok_or("the listener stopped")?;
     listener.shutdown(std::time::Duration::ZERO).await;

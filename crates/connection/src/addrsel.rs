@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 /// One destination and the source address chosen for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub destination: IpAddr,
     /// `None`: no route, the destination is unusable (rule 1).
     pub source: Option<IpAddr>,
@@ -19,18 +19,18 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    pub fn new(destination: IpAddr, source: Option<IpAddr>) -> Self {
+    pub(crate) fn new(destination: IpAddr, source: Option<IpAddr>) -> Self {
         Self { destination, source, source_deprecated: false }
     }
 }
 
 /// Sorts destinations by RFC 6724 §6. Stable: rule 10 keeps the original order of ties.
-pub fn sort(candidates: &mut [Candidate]) {
+pub(crate) fn sort(candidates: &mut [Candidate]) {
     candidates.sort_by(compare);
 }
 
 /// RFC 6724 §6: `Less` means `a` is preferred.
-pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
+pub(crate) fn compare(a: &Candidate, b: &Candidate) -> Ordering {
     let (da, db) = (mapped(a.destination), mapped(b.destination));
     // Rule 1: avoid unusable destinations.
     let (Some(sa), Some(sb)) = (a.source.map(mapped), b.source.map(mapped)) else {

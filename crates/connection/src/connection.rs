@@ -4,9 +4,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use nw_connection::connection::{Connection, State, Update};
-//! use nw_connection::driver::{Parameters, SystemResolver};
-//! use nw_connection::endpoint::Endpoint;
+//! use nw_connection::{Connection, Endpoint, Parameters, State, SystemResolver, Update};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let endpoint = Endpoint::parse("example.test:443")?;
@@ -56,14 +54,17 @@ pub enum State {
     /// No usable path under the parameters' conditions: waiting for one (not failing), with
     /// the reason. Racing starts when the path is satisfied.
     Waiting {
+        /// Why the path is not usable, when it says.
         reason: Option<nw_path::Reason>,
     },
     /// Connected; the stream is available from [`Connection::ready`].
     Ready,
     /// Could not connect; [`Connection::ready`] has the full error and report.
     Failed {
+        /// What went wrong, in a sentence.
         error: String,
     },
+    /// Cancelled by [`Connection::cancel`] (or dropped).
     Cancelled,
 }
 
@@ -71,8 +72,9 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "update", rename_all = "snake_case")]
 pub enum Update {
+    /// The connection moved to this state.
     State(State),
-    /// After ready: the connection's path changed (see [`crate::viability`]).
+    /// After ready: the connection's path changed (see [`Viability`](crate::Viability)).
     Viability(Viability),
 }
 
@@ -112,6 +114,7 @@ impl Connection {
         self.id
     }
 
+    /// What it connects to.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }

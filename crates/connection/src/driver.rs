@@ -27,7 +27,7 @@ use crate::happy_eyeballs::{
 };
 use crate::id::{AttemptId, ConnectionId};
 use crate::resolve;
-pub use crate::resolver::{MemoryResolver, Resolve, SystemResolver};
+pub(crate) use crate::resolver::Resolve;
 use crate::socket::{Bind, Mptcp, TcpOptions, kernel_source, tcp_connect, udp_socket};
 use crate::tls::{self, Negotiated, TlsError};
 
@@ -54,7 +54,9 @@ pub enum Transport {
 /// What to connect with.
 #[derive(Debug, Clone, Default)]
 pub struct Parameters {
+    /// How the race runs: attempt delay, timeouts, families, concurrency.
     pub race: Config,
+    /// TCP (with TLS when `tls` is set), QUIC, or TLS raced against QUIC.
     pub transport: Transport,
     /// Consult the network path first: while it is not satisfied under these conditions, the
     /// connection waits (with the reason) instead of failing, and starts when it is. `None`
@@ -78,12 +80,17 @@ pub struct Parameters {
 /// What happened while connecting: the race's trace, as reports and logs show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The connection's id (`C7`), as logs show it.
     pub connection: ConnectionId,
+    /// The host asked for: a name or an IP literal.
     pub host: String,
+    /// The port asked for.
     pub port: u16,
+    /// Every query, answer and attempt, in order.
     pub events: Vec<Event>,
     /// The winning attempt, if any.
     pub winner: Option<AttemptId>,
+    /// The address the winner reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connected: Option<SocketAddr>,
     /// The winner's transport.
@@ -217,9 +224,12 @@ impl Report {
 /// The connection's view of the path at one moment: `waiting` with a reason, or `satisfied`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathStep {
+    /// Time since the connection started.
     #[serde(serialize_with = "crate::happy_eyeballs::millis")]
     pub at: Duration,
+    /// The path's status then.
     pub status: nw_path::Status,
+    /// Why it was not satisfied, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<nw_path::Reason>,
 }
@@ -227,7 +237,9 @@ pub struct PathStep {
 /// A connected stream and how it was reached.
 #[derive(Debug)]
 pub struct Connected {
+    /// The bytes: TCP, TLS over TCP, or a QUIC stream.
     pub stream: Box<dyn Io>,
+    /// How it was reached.
     pub report: Report,
 }
 
@@ -235,25 +247,55 @@ pub struct Connected {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
+    /// Every address was tried and none connected (or no address was found).
     #[error("could not connect to {}:{}: {error}", .report.host, .report.port)]
-    Race { error: RaceError, report: Box<Report> },
+    Race {
+        /// How the race ended.
+        error: RaceError,
+        /// The race's trace.
+        report: Box<Report>,
+    },
+    /// TLS could not be set up (a bad server name or configuration).
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// QUIC was asked for without TLS settings that name an ALPN protocol.
     #[error("QUIC needs TLS settings with at least one ALPN protocol (e.g. --alpn h3)")]
     QuicNeedsTls,
+    /// [`Transport::Auto`] was asked for without TLS settings.
     #[error("racing QUIC against TCP needs TLS settings")]
     AutoNeedsTls,
+    /// The connection was cancelled before it was ready.
     #[error("the connection was cancelled")]
     Cancelled,
+    /// The stream was handed over already.
     #[error("the connection's stream was already handed over by an earlier ready()")]
     Taken,
     /// The proxy could not be reached, or did not open the tunnel, or TLS through the tunnel
     /// failed (`report`: the race to the proxy).
     #[error("could not connect to {host}:{port} through the proxy {proxy}: {error}")]
-    Proxy { host: String, port: u16, proxy: String, error: ProxyFailure, report: Box<Report> },
+    Proxy {
+        /// The destination's host.
+        host: String,
+        /// The destination's port.
+        port: u16,
+        /// The proxy, its URL without credentials.
+        proxy: String,
+        /// What failed.
+        error: ProxyFailure,
+        /// The race to the proxy.
+        report: Box<Report>,
+    },
+    /// The path stayed unusable until the race's time limit ran out.
     #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", .report.host, .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
-    NoPath { reason: Option<nw_path::Reason>, waited: Duration, report: Box<Report> },
-    /// Local network privacy refused every destination (see [`crate::local_network`]): the
+    NoPath {
+        /// Why the path was unusable, when it said.
+        reason: Option<nw_path::Reason>,
+        /// How long it waited.
+        waited: Duration,
+        /// The path as the connection saw it (no attempts).
+        report: Box<Report>,
+    },
+    /// Local network privacy refused every destination (see [`LocalNetwork`](crate::LocalNetwork)): the
     /// path to them is unsatisfied with [`nw_path::Reason::LocalNetworkProhibited`].
     #[error("could not connect to {}:{}: local network prohibited: {}", .report.host, .report.port, crate::local_network::explain(.refused, .error.as_deref()))]
     LocalNetworkProhibited {
@@ -261,6 +303,7 @@ pub enum ConnectError {
         refused: Vec<crate::local_network::Verdict>,
         /// Why the permission store could not be read, when that is what refused.
         error: Option<String>,
+        /// The race's trace (empty when nothing was attempted).
         report: Box<Report>,
     },
 }
@@ -621,7 +664,9 @@ fn prohibited(gate: crate::local_network::Gate, mut report: Report) -> ConnectEr
 /// A QUIC connection (no stream opened yet) and how it was reached.
 #[derive(Debug)]
 pub struct QuicConnected {
+    /// The connection, with no stream opened.
     pub quic: crate::quic::QuicConnection,
+    /// How it was reached.
     pub report: Report,
 }
 
@@ -656,7 +701,9 @@ pub async fn connect_quic(
 /// A UDP socket connected to the chosen address, and how it was chosen.
 #[derive(Debug)]
 pub struct UdpConnected {
+    /// The socket, connected to the chosen address.
     pub socket: UdpSocket,
+    /// How the address was chosen.
     pub report: Report,
 }
 

@@ -12,7 +12,13 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// A DNS name (lower case, no trailing dot unless given) and a port: resolved and raced.
-    Host { name: String, port: u16 },
+    /// A DNS name (lower case, no trailing dot unless given) and a port: resolved and raced.
+    Host {
+        /// The name.
+        name: String,
+        /// The port.
+        port: u16,
+    },
     /// An IP address and port: the race has one address (or its NAT64 form).
     Addr(SocketAddr),
     /// A URL's endpoint.
@@ -38,7 +44,9 @@ pub struct Url {
     "{text:?}: {why}; give a URL (https://example.test/) or HOST:PORT (example.test:443, [2001:db8::1]:443)"
 )]
 pub struct EndpointError {
+    /// The text given.
     pub text: String,
+    /// What is wrong with it.
     pub why: String,
 }
 
@@ -133,6 +141,7 @@ impl Endpoint {
         }
     }
 
+    /// The port: given, or the URL scheme's default.
     pub fn port(&self) -> u16 {
         match self {
             Self::Host { port, .. } | Self::Url(Url { port, .. }) => *port,
@@ -184,7 +193,7 @@ impl fmt::Display for Url {
 }
 
 /// `host` as it stands in a URL or before `:port`: an IPv6 literal in brackets.
-pub fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
     if host.contains(':') && !host.starts_with('[') {
         std::borrow::Cow::Owned(format!("[{host}]"))
     } else {

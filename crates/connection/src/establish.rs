@@ -28,7 +28,7 @@ use crate::happy_eyeballs::FamilyPreference;
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Say that the connection waits, and why (once per change of reason).
     Wait {
         /// Why the path is not usable, as nw-path reads it.
@@ -52,7 +52,7 @@ pub enum Action {
 
 /// How the race is to run, as the path and the parameters decide.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Bind every attempt to this interface (`SO_BINDTODEVICE`).
     pub interface: Option<String>,
     /// Reach IPv4 destinations through this NAT64 prefix.
@@ -67,7 +67,7 @@ pub struct Plan {
 
 /// What the connection's parameters ask of its establishment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Options {
+pub(crate) struct Options {
     /// Consult the path and wait for it; `false` races at once.
     pub wait: bool,
     /// The longest it may wait (the connection's whole timeout).
@@ -87,7 +87,7 @@ enum Phase {
 
 /// The establishment machine. See the [module docs](self) for the rules and call order.
 #[derive(Debug)]
-pub struct Establish {
+pub(crate) struct Establish {
     options: Options,
     start: Instant,
     deadline: Instant,
@@ -98,7 +98,7 @@ pub struct Establish {
 
 impl Establish {
     /// A connection starting to establish at `now`.
-    pub fn new(options: Options, now: Instant) -> Self {
+    pub(crate) fn new(options: Options, now: Instant) -> Self {
         let limit = options.limit.min(crate::happy_eyeballs::LONGEST);
         let mut machine = Self {
             options,
@@ -115,7 +115,7 @@ impl Establish {
     }
 
     /// A path read for the destination, or `None` when it could not be read.
-    pub fn handle_path(&mut self, path: Option<&Path>, now: Instant) {
+    pub(crate) fn handle_path(&mut self, path: Option<&Path>, now: Instant) {
         if self.phase != Phase::Waiting {
             return;
         }
@@ -147,7 +147,7 @@ impl Establish {
     }
 
     /// The NAT64 prefix the resolver found, if any.
-    pub fn handle_nat64(&mut self, prefix: Option<Ipv6Addr>, now: Instant) {
+    pub(crate) fn handle_nat64(&mut self, prefix: Option<Ipv6Addr>, now: Instant) {
         if let Phase::Discovering(plan) = &self.phase {
             let plan = Plan { nat64: prefix, ..plan.clone() };
             self.race(plan, now);
@@ -155,7 +155,7 @@ impl Establish {
     }
 
     /// Time has reached [`poll_timeout`](Self::poll_timeout).
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.phase == Phase::Waiting && now >= self.deadline {
             self.phase = Phase::Done;
             let reason = self.steps.last().and_then(|s| s.reason);
@@ -166,12 +166,12 @@ impl Establish {
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout): the deadline, while waiting.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         (self.phase == Phase::Waiting).then_some(self.deadline)
     }
 
     /// The next thing to do.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
@@ -188,19 +188,19 @@ impl Establish {
 
 /// The interface every attempt is bound to: the path's preferred one, when the conditions
 /// excluded another that the kernel might otherwise route over.
-pub fn binding(path: &Path) -> Option<String> {
+pub(crate) fn binding(path: &Path) -> Option<String> {
     let excluded = path.unavailable.iter().any(|u| u.excluded_by.is_some());
     excluded.then(|| path.primary().map(|i| i.interface.name.clone())).flatten()
 }
 
 /// Whether to look for a NAT64 prefix: an IPv6-only path that leads beyond the link (an
 /// on-link host needs no translator).
-pub fn wants_nat64(path: &Path) -> bool {
+pub(crate) fn wants_nat64(path: &Path) -> bool {
     path.supports_ipv6 && !path.supports_ipv4 && !path.gateways.is_empty()
 }
 
 /// The family a local address allows.
-pub fn family_for(local: Option<IpAddr>) -> Option<FamilyPreference> {
+pub(crate) fn family_for(local: Option<IpAddr>) -> Option<FamilyPreference> {
     match local {
         Some(IpAddr::V4(_)) => Some(FamilyPreference::Ipv4Only),
         Some(IpAddr::V6(_)) => Some(FamilyPreference::Ipv6Only),

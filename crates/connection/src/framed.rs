@@ -13,13 +13,18 @@ use crate::framer::{FrameError, Framer, Framing};
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum FramedError {
+    /// The framing was broken: the stream cannot be resynchronised.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// The stream failed.
     #[error(transparent)]
     Io(#[from] io::Error),
     /// The peer closed in the middle of a message.
     #[error("the peer closed with {buffered} bytes of an unfinished message")]
-    Truncated { buffered: usize },
+    Truncated {
+        /// How many bytes of it had arrived.
+        buffered: usize,
+    },
 }
 
 /// Messages over a stream.
@@ -32,6 +37,8 @@ pub struct Framed<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
+    /// Messages framed as `framing` says over `stream`; refuses a framing that cannot work (an
+    /// empty delimiter, a limit the prefix cannot express).
     pub fn new(stream: S, framing: Framing) -> Result<Self, FrameError> {
         let framer = Framer::new(framing)?;
         Ok(Self { stream, framer, chunk: vec![0; 16 * 1024].into_boxed_slice(), out: Vec::new() })
@@ -68,6 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         self.stream.shutdown().await
     }
 
+    /// The stream back, with whatever was read but not yet framed dropped.
     pub fn into_inner(self) -> S {
         self.stream
     }

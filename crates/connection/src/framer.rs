@@ -10,8 +10,11 @@ use thiserror::Error;
 /// The width of a length prefix (big-endian, network order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Width {
+    /// One byte: messages up to 255 bytes.
     U8,
+    /// Two bytes: up to 65,535.
     U16,
+    /// Four bytes: up to 4 GiB − 1.
     U32,
 }
 
@@ -37,22 +40,44 @@ impl Width {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Framing {
     /// Each message is preceded by its length.
-    LengthPrefixed { width: Width, max_len: usize },
+    LengthPrefixed {
+        /// The prefix's width.
+        width: Width,
+        /// The largest message accepted or sent.
+        max_len: usize,
+    },
     /// Each message ends with the delimiter (`b"\n"`, `b"\r\n"`, `b"\0"` …), which is not part
     /// of the message.
-    Delimited { delimiter: Vec<u8>, max_len: usize },
+    Delimited {
+        /// The bytes that end each message.
+        delimiter: Vec<u8>,
+        /// The largest message accepted or sent, without its delimiter.
+        max_len: usize,
+    },
 }
 
 /// A framing error. The stream should be closed: framing cannot resynchronise.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum FrameError {
+    /// A message (to send, or announced by a prefix) is over the limit.
     #[error("message of {len} bytes is larger than the limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The peer sent more than the limit without a delimiter.
     #[error("no delimiter within the limit of {max} bytes")]
-    NoDelimiter { max: usize },
+    NoDelimiter {
+        /// The limit.
+        max: usize,
+    },
+    /// A message to send contains the delimiter.
     #[error("the message contains the delimiter, so it would arrive as two messages")]
     ContainsDelimiter,
+    /// The framing itself cannot work (an empty delimiter, a limit too large for the prefix).
     #[error("invalid framing: {0}")]
     Invalid(&'static str),
 }
@@ -67,6 +92,7 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// A codec for `framing`; refuses a framing that cannot work.
     pub fn new(framing: Framing) -> Result<Self, FrameError> {
         match &framing {
             Framing::Delimited { delimiter, .. } if delimiter.is_empty() => {

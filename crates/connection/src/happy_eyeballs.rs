@@ -54,6 +54,7 @@ pub struct Config {
     /// How many addresses of the preferred family go first (RFC 8305 §4 "First Address
     /// Family Count", 1 by default).
     pub first_family_count: usize,
+    /// Which families are raced, and which goes first.
     pub family: FamilyPreference,
     /// The protocol of every attempt, unless QUIC is discovered.
     pub protocol: Protocol,
@@ -101,6 +102,7 @@ impl Default for Config {
 
 /// RFC 8305 §8: the attempt delay should stay within [100 ms, 2 s].
 pub const MIN_ATTEMPT_DELAY: Duration = Duration::from_millis(100);
+/// RFC 8305 §8: the longest attempt delay.
 pub const MAX_ATTEMPT_DELAY: Duration = Duration::from_secs(2);
 
 impl Config {
@@ -117,9 +119,13 @@ impl Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FamilyPreference {
+    /// Both families, IPv6 first (RFC 8305's default).
     Ipv6,
+    /// Both families, IPv4 first.
     Ipv4,
+    /// IPv6 addresses only.
     Ipv6Only,
+    /// IPv4 addresses only.
     Ipv4Only,
 }
 
@@ -152,7 +158,9 @@ impl FamilyPreference {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Query {
+    /// IPv6 addresses.
     Aaaa,
+    /// IPv4 addresses.
     A,
     /// The HTTPS record (RFC 9460): which protocols the service speaks.
     Https,
@@ -211,10 +219,13 @@ impl Service {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
 pub enum QueryError {
+    /// The name does not exist (NXDOMAIN).
     #[error("no such name")]
     NoSuchName,
+    /// The name server answered with an error.
     #[error("the name server failed: {0}")]
     ServerFailure(String),
+    /// No name server answered in time.
     #[error("no answer from the name servers")]
     TimedOut,
 }
@@ -223,23 +234,29 @@ pub enum QueryError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
 pub enum AttemptError {
+    /// The peer answered with a reset to the SYN (nothing listens there).
     #[error("connection refused")]
     Refused,
+    /// The connection was reset during the handshake.
     #[error("connection reset")]
     Reset,
+    /// No route to the host (an ICMP host unreachable, or ARP/ND failed).
     #[error("host unreachable")]
     HostUnreachable,
+    /// No route to the network.
     #[error("network unreachable")]
     NetworkUnreachable,
     /// The attempt ran out its own timeout.
     #[error("no answer within the attempt timeout")]
     TimedOut,
+    /// The TLS (or QUIC) handshake failed for a reason other than trust.
     #[error("TLS: {0}")]
     Tls(String),
     /// The handshake failed on trust: the server's certificate was not trusted, or the server
     /// refused ours. Trying again will not change that.
     #[error("TLS: {0}")]
     Untrusted(String),
+    /// Anything else the socket said.
     #[error("{0}")]
     Other(String),
 }
@@ -247,14 +264,20 @@ pub enum AttemptError {
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Send this DNS query; answer with `handle_answer` or `handle_query_failed`.
     Resolve(Query),
+    /// Start an attempt; answer with `handle_attempt_ready` or `handle_attempt_failed`.
     StartAttempt {
+        /// The attempt's id, for the answer.
         id: AttemptId,
+        /// Where to connect.
         addr: SocketAddr,
+        /// Over what.
         protocol: Protocol,
     },
     /// Close this attempt's socket now (an also-ran or a timed-out attempt).
     CancelAttempt {
+        /// The attempt to cancel.
         id: AttemptId,
     },
 }
@@ -263,54 +286,85 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {
+    /// A query answered with addresses.
     Answer {
+        /// Which query.
         query: Query,
+        /// When.
         #[serde(serialize_with = "millis")]
         at: Duration,
+        /// The addresses, in the answer's order.
         addresses: Vec<IpAddr>,
     },
+    /// A query failed.
     AnswerFailed {
+        /// Which query.
         query: Query,
+        /// When.
         #[serde(serialize_with = "millis")]
         at: Duration,
+        /// Why.
         error: QueryError,
     },
     /// The HTTPS answer, and the QUIC port it advertises (if any).
     Services {
+        /// When.
         #[serde(serialize_with = "millis")]
         at: Duration,
+        /// The service records.
         records: Vec<Service>,
+        /// The port QUIC is raced on, when `h3` is advertised.
         #[serde(skip_serializing_if = "Option::is_none")]
         quic_port: Option<u16>,
     },
+    /// An attempt started.
     AttemptStarted {
+        /// The attempt.
         id: AttemptId,
+        /// Where to.
         addr: SocketAddr,
+        /// Over what.
         protocol: Protocol,
+        /// When.
         #[serde(serialize_with = "millis")]
         at: Duration,
     },
+    /// An attempt failed.
     AttemptFailed {
+        /// The attempt.
         id: AttemptId,
+        /// When.
         #[serde(serialize_with = "millis")]
         at: Duration,
+        /// Why.
         error: AttemptError,
     },
+    /// An attempt was cancelled (another won, or it ran out its time).
     AttemptCancelled {
+        /// The attempt.
         id: AttemptId,
+        /// When.
         #[serde(serialize_with = "millis")]
         at: Duration,
     },
+    /// An attempt won the race.
     Won {
+        /// The attempt.
         id: AttemptId,
+        /// Where to.
         addr: SocketAddr,
+        /// Over what.
         protocol: Protocol,
+        /// When.
         #[serde(serialize_with = "millis")]
         at: Duration,
     },
+    /// The race ended without a winner.
     Failed {
+        /// When.
         #[serde(serialize_with = "millis")]
         at: Duration,
+        /// Why.
         error: RaceError,
     },
 }
@@ -336,15 +390,32 @@ pub(crate) fn millis_opt<S: serde::Serializer>(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum RaceError {
+    /// Neither query gave an address; each one's failure, when it failed.
     #[error("the name has no usable addresses (A: {}, AAAA: {})", answer(.a), answer(.aaaa))]
-    NoAddresses { a: Option<QueryError>, aaaa: Option<QueryError> },
+    NoAddresses {
+        /// Why the A query failed, when it failed (`None`: it had no records).
+        a: Option<QueryError>,
+        /// The same for AAAA.
+        aaaa: Option<QueryError>,
+    },
+    /// Addresses were found, but none of a family this race may use.
     #[error(
         "every address found ({}) is of a family this connection may not use ({})",
         list(.found), .family.explain()
     )]
-    FamilyExcluded { family: FamilyPreference, found: Vec<IpAddr> },
+    FamilyExcluded {
+        /// The families allowed.
+        family: FamilyPreference,
+        /// The addresses found.
+        found: Vec<IpAddr>,
+    },
+    /// Every attempt failed; each one with its error.
     #[error("every attempt failed: {}", summary(.attempts))]
-    AllAttemptsFailed { attempts: Vec<Tried> },
+    AllAttemptsFailed {
+        /// Each attempt, in order, with its error.
+        attempts: Vec<Tried>,
+    },
+    /// The race's time limit ran out.
     #[error("no attempt was ready within {0:?}")]
     TimedOut(Duration),
 }
@@ -360,9 +431,13 @@ fn answer(e: &Option<QueryError>) -> String {
 /// One failed attempt, in a lost race's error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tried {
+    /// The attempt.
     pub id: AttemptId,
+    /// Where to.
     pub addr: SocketAddr,
+    /// Over what.
     pub protocol: Protocol,
+    /// Why it failed.
     pub error: AttemptError,
 }
 
@@ -377,7 +452,16 @@ fn summary(attempts: &[Tried]) -> String {
 /// How the race ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Won { id: AttemptId, addr: SocketAddr, protocol: Protocol },
+    /// This attempt connected first.
+    Won {
+        /// The winning attempt.
+        id: AttemptId,
+        /// Where it connected.
+        addr: SocketAddr,
+        /// Over what.
+        protocol: Protocol,
+    },
+    /// No attempt connected.
     Failed(RaceError),
 }
 
@@ -636,6 +720,7 @@ impl Race {
         self.step(now);
     }
 
+    /// A deadline from [`Race::poll_timeout`] passed: times attempts out, starts the next one.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.outcome.is_some() {
             return;
@@ -669,18 +754,22 @@ impl Race {
         self.timers.iter().flatten().copied().chain(attempts).min()
     }
 
+    /// The next thing the driver must do, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
+    /// The next event of the trace, in order.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    /// How the race ended, once it has.
     pub fn outcome(&self) -> Option<&Outcome> {
         self.outcome.as_ref()
     }
 
+    /// The connection this race belongs to.
     pub fn id(&self) -> ConnectionId {
         self.id
     }

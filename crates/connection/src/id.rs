@@ -33,7 +33,9 @@ impl fmt::Display for ConnectionId {
 /// An attempt's identifier: its connection and its ordinal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttemptId {
+    /// The connection it belongs to.
     pub connection: ConnectionId,
+    /// Its ordinal within the connection, from 1.
     pub n: u32,
 }
 

@@ -1,27 +1,72 @@
-//! `nw-connection`: nwkit's connections — what to connect to, how the attempt is made, and the
-//! machines that decide.
+//! `nw-connection`: connections in the shape of Network framework — an [`Endpoint`] and
+//! [`Parameters`] in, a connection that waits for a usable path, races every address with Happy
+//! Eyeballs over TCP, TLS, QUIC or UDP, and reports what happened.
 //!
-//! - [`endpoint`]: what to connect to — host and port, address and port, or a URL.
-//! - [`connection`]: the connection object (setup, preparing, waiting with a reason, ready,
-//!   failed, cancelled; viability and better path once ready) over [`driver`], which runs the
-//!   [`establish`] machine (waiting for the path to the destination, NAT64, interface binding)
-//!   and then the [`happy_eyeballs`] race over TCP, TLS, QUIC or UDP.
-//! - [`resolver`]: the `Resolve` seam — the system resolver (explicit queries, hosts, cache)
-//!   and an in-memory one.
-//! - [`listener`]: TCP, TLS and QUIC listeners that shrug off floods.
-//! - [`local_network`]: local network privacy before the race — a local destination the app
-//!   may not reach is never attempted, and the error says "local network prohibited".
-//! - [`framer`] and [`framed`]: length-prefixed and delimited messages, as codecs and on live
-//!   streams.
-//! - [`viability`], [`addrsel`] (RFC 6724), [`resolve`] (parsing and NAT64), [`id`] (`C7`,
-//!   `C7.2`): the rest of the pure core.
+//! # The face
+//!
+//! - Connect: [`Connection`] (its [`State`]s — setup, preparing, waiting with a reason, ready,
+//!   failed, cancelled — and, once ready, [`Viability`] and better-path [`Update`]s), or the
+//!   one-shot [`connect`], [`connect_quic`] (a QUIC connection for many streams),
+//!   [`connect_udp`] and [`connect_proxy`]. Each takes the [`Parameters`] (transport, TLS, path
+//!   conditions, local address, proxy, [`LocalNetwork`] privacy) and a resolver, and gives a
+//!   [`Connected`] stream with its [`Report`], or a [`ConnectError`] with the report.
+//! - Resolve: the [`Resolve`] seam; [`SystemResolver`] (explicit A/AAAA/HTTPS queries, the hosts
+//!   file, a cache) and [`MemoryResolver`] for tests.
+//! - Listen: [`Listener`] over TCP, TLS or QUIC, bounded so floods cannot starve it.
+//! - Frame: [`Framed`] messages over any stream, with [`Framing`] (length-prefixed or
+//!   delimited) and the [`Framer`] codec underneath.
+//! - Modules for the specialists: [`tls`] (client and server configurations, PEM files),
+//!   [`proxy`] (HTTP `CONNECT` and SOCKS5), [`crypto`] (the one crypto provider), and
+//!   [`happy_eyeballs`], the pure race machine the driver runs, with its events and errors.
 //!
 //! The `examples/` directory shows the common jobs end to end: `nwcat` (connect and listen,
 //! TLS) and `framed_echo`.
 //!
+//! # Connecting
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use nw_connection::{Connection, Endpoint, Parameters, State, SystemResolver, Update};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let endpoint = Endpoint::parse("example.test:443")?;
+//! let params = Parameters { path: Some(Default::default()), ..Parameters::default() };
+//! let mut conn = Connection::new(endpoint, params, Arc::new(SystemResolver::from_system()));
+//! while let Some(Update::State(state)) = conn.next_update().await {
+//!     match state {
+//!         State::Waiting { reason } => eprintln!("waiting: {reason:?}"),
+//!         State::Ready | State::Failed { .. } => break,
+//!         _ => {}
+//!     }
+//! }
+//! let mut connected = conn.ready().await?;
+//! connected.stream.write_all(b"hello").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Listening
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use nw_connection::{Handler, Listener, ListenerConfig};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let hello: Handler = Arc::new(|mut stream, peer| {
+//!     Box::pin(async move {
+//!         let _ = stream.write_all(format!("hello, {peer}\n").as_bytes()).await;
+//!     })
+//! });
+//! let listener = Listener::bind("[::]:0".parse().unwrap(), ListenerConfig::default(), hello).await?;
+//! println!("listening on {}", listener.local_addr());
+//! # Ok(()) }
+//! ```
+//!
 //! # Driving the race
 //!
-//! A driver does what the machine asks and tells it what happened. Here the "network" is a
+//! Underneath, [`happy_eyeballs::Race`] is a pure machine: a driver does what it asks and tells
+//! it what happened. Here the "network" is a
 //! closure that says which address answers; a real driver opens sockets and sleeps until
 //! `poll_timeout()`.
 //!
@@ -29,7 +74,7 @@
 //! use std::net::IpAddr;
 //! use std::time::{Duration, Instant};
 //! use nw_connection::happy_eyeballs::{Action, Config, Outcome, Race};
-//! use nw_connection::id::ConnectionId;
+//! use nw_connection::ConnectionId;
 //!
 //! let addrs: Vec<IpAddr> = vec!["2001:db8::1".parse().unwrap(), "192.0.2.1".parse().unwrap()];
 //! let reachable = |ip: IpAddr| ip.is_ipv4(); // IPv6 is blackholed
@@ -52,24 +97,52 @@
 //! assert!(addr.is_ipv4());
 //! ```
 
-pub mod addrsel;
-pub mod connection;
+#![warn(missing_docs)]
+
+mod addrsel;
+mod connection;
 pub mod crypto;
-pub mod driver;
-pub mod endpoint;
-pub mod establish;
-pub mod framed;
-pub mod framer;
+mod driver;
+mod endpoint;
+mod establish;
+mod framed;
+mod framer;
 pub mod happy_eyeballs;
-pub mod id;
-pub mod listener;
-pub mod local_network;
+mod id;
+mod listener;
+mod local_network;
 pub mod proxy;
-pub mod qlog;
-pub mod quic;
-pub mod resolve;
-pub mod resolver;
-pub mod socket;
-pub mod testserver;
+mod qlog;
+mod quic;
+mod resolve;
+mod resolver;
+mod socket;
 pub mod tls;
-pub mod viability;
+mod viability;
+
+pub use connection::{Connection, State, Update};
+pub use driver::{
+    ConnectError, Connected, Io, Parameters, PathStep, ProxyFailure, QuicConnected, Report,
+    Transport, UdpConnected, connect, connect_proxy, connect_quic, connect_udp,
+    connect_udp_observed,
+};
+pub use endpoint::{Endpoint, EndpointError, Url, percent_decode};
+pub use framed::{Framed, FramedError};
+pub use framer::{FrameError, Framer, Framing, Width};
+pub use id::{AttemptId, ConnectionId};
+pub use listener::{Config as ListenerConfig, Counts as ListenerCounts, Handler, Listener};
+pub use local_network::LocalNetwork;
+pub use nw_lnp::{Paths as LocalNetworkPaths, Verdict as LocalNetworkVerdict};
+pub use proxy::Proxy;
+pub use qlog::Qlog;
+pub use quic::QuicConnection;
+pub use resolve::SystemConfig;
+pub use resolver::{BoxFuture, MemoryResolver, Resolve, SystemResolver};
+pub use socket::{Keepalive, Mptcp, TcpOptions};
+pub use viability::{NotViable, Viability};
+
+/// Entry points for the fuzzers and their corpus replays; not part of the API.
+#[doc(hidden)]
+pub mod fuzz {
+    pub use crate::endpoint::fuzz as endpoint;
+}

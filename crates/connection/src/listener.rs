@@ -60,7 +60,7 @@ impl Default for Config {
 
 /// Counters, readable while the listener runs.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     accepted: AtomicU64,
     handshake_failed: AtomicU64,
     served: AtomicU64,
@@ -68,21 +68,23 @@ pub struct Stats {
     refused: AtomicU64,
 }
 
-/// A snapshot of [`Stats`].
+/// What a listener has done so far ([`Listener::stats`](crate::Listener::stats)): its counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Connections accepted from the kernel.
     pub accepted: u64,
     /// TLS handshakes that failed or timed out (scans, plain-text clients, also-rans).
     pub handshake_failed: u64,
     /// Connections handed to the handler.
     pub served: u64,
+    /// Errors `accept` returned (descriptors exhausted and the like).
     pub accept_errors: u64,
     /// QUIC connections refused because `max_connections` were running.
     pub refused: u64,
 }
 
 impl Stats {
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counts {
             accepted: get(&self.accepted),
@@ -139,10 +141,12 @@ impl Listener {
         Ok(Self { local, stats, stop, task })
     }
 
+    /// The address it listens on (with the port the kernel chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
+    /// What it has done so far.
     pub fn stats(&self) -> Counts {
         self.stats.counts()
     }

@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use nw_lnp::{Paths, Verdict};
+pub(crate) use nw_lnp::{Paths, Verdict};
 
 /// How connections are judged by local network privacy.
 #[derive(Debug, Clone, PartialEq, Eq)]

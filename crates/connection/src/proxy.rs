@@ -24,13 +24,18 @@ pub enum Kind {
     Http,
     /// A SOCKS5 proxy. `remote_names`: the destination's name is sent for the proxy to resolve
     /// (`socks5h://`); otherwise it is resolved here and its address sent (`socks5://`).
-    Socks5 { remote_names: bool },
+    Socks5 {
+        /// Send the name for the proxy to resolve (`socks5h://`).
+        remote_names: bool,
+    },
 }
 
 /// A username and password for a proxy. Its `Debug` form hides the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name.
     pub user: String,
+    /// The password.
     pub password: String,
 }
 
@@ -51,10 +56,13 @@ impl Credentials {
 /// A proxy: its kind, where it listens, and the credentials it is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proxy {
+    /// HTTP or SOCKS5.
     pub kind: Kind,
     /// A name, or an IP literal without brackets.
     pub host: String,
+    /// Its port ([`DEFAULT_PORT`] when the URL names none).
     pub port: u16,
+    /// What to authenticate with, when the URL gives it.
     pub credentials: Option<Credentials>,
 }
 
@@ -70,6 +78,7 @@ pub const DEFAULT_PORT: u16 = 1080;
 pub struct ParseError {
     /// The text, its password replaced by `***`.
     pub text: String,
+    /// What is wrong with it.
     pub why: String,
 }
 
@@ -178,14 +187,24 @@ fn redacted(text: &str) -> String {
 pub enum TunnelError {
     /// The proxy refused the tunnel with an HTTP status.
     #[error("the proxy answered CONNECT with {status} {reason}")]
-    Refused { status: u16, reason: String },
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
     /// The proxy wants credentials (407), or refused the ones given.
     #[error("{}", if *.sent {
         format!("the proxy refused the credentials given ({status}); check the user and password in the proxy URL")
     } else {
         format!("the proxy requires authentication ({status}); put USER:PASSWORD@ in the proxy URL")
     })]
-    AuthenticationRequired { status: u16, sent: bool },
+    AuthenticationRequired {
+        /// The HTTP status (407, or 401 from some proxies).
+        status: u16,
+        /// Whether credentials were sent.
+        sent: bool,
+    },
     /// A SOCKS5 proxy refused the request (RFC 1928 §6's reply codes).
     #[error("the SOCKS5 proxy refused the connection: {}", socks_reply(*.0))]
     Socks(u8),
@@ -196,7 +215,10 @@ pub enum TunnelError {
     } else {
         "the SOCKS5 proxy requires authentication; put USER:PASSWORD@ in the proxy URL"
     })]
-    NoMethod { offered_password: bool },
+    NoMethod {
+        /// Whether username-and-password authentication was offered.
+        offered_password: bool,
+    },
     /// A SOCKS5 proxy refused the username and password.
     #[error("the SOCKS5 proxy refused the username and password")]
     AuthenticationFailed,
@@ -393,7 +415,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 /// What a SOCKS5 request names: the destination's name for the proxy to resolve, or an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocksTarget {
+    /// A name, for the proxy to resolve.
     Name(String),
+    /// An address.
     Address(std::net::IpAddr),
 }
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 /// The variable that turns qlog on: the directory the files go to.
-pub const ENV: &str = "QLOGDIR";
+pub(crate) const ENV: &str = "QLOGDIR";
 
 /// A connection's qlog, shared by quinn's writer and the layers above.
 #[derive(Clone)]

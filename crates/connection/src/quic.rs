@@ -22,7 +22,9 @@ use crate::tls::Negotiated;
 /// on.
 #[derive(Debug)]
 pub struct QuicConnection {
+    /// The QUIC connection: open streams on it.
     pub connection: quinn::Connection,
+    /// The endpoint (socket) it runs on; it must outlive the connection.
     pub endpoint: quinn::Endpoint,
     /// The connection's qlog, when `QLOGDIR` is set: layers above add their events to it.
     pub qlog: Option<crate::qlog::Qlog>,

@@ -106,12 +106,12 @@ fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
 }
 
 /// Lower case, without the trailing dot.
-pub fn normalise(name: &str) -> String {
+pub(crate) fn normalise(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The record type of a query.
-pub fn record_type(query: Query) -> RecordType {
+pub(crate) fn record_type(query: Query) -> RecordType {
     match query {
         Query::A => RecordType::A,
         Query::Aaaa => RecordType::AAAA,
@@ -120,7 +120,10 @@ pub fn record_type(query: Query) -> RecordType {
 }
 
 /// The addresses and the smallest TTL in a reply, or why there are none to be had.
-pub fn extract(reply: &Message, query: Query) -> Result<(Vec<IpAddr>, Duration), QueryError> {
+pub(crate) fn extract(
+    reply: &Message,
+    query: Query,
+) -> Result<(Vec<IpAddr>, Duration), QueryError> {
     collect(reply, |data| match (data, query) {
         (RData::A(a), Query::A) => Some(IpAddr::V4(a.0)),
         (RData::AAAA(a), Query::Aaaa) => Some(IpAddr::V6(a.0)),
@@ -130,7 +133,7 @@ pub fn extract(reply: &Message, query: Query) -> Result<(Vec<IpAddr>, Duration),
 
 /// The HTTPS records in a reply (RFC 9460), as the race reads them, and the smallest TTL.
 /// Parameters the race does not use (hints, ECH, mandatory) are left out.
-pub fn extract_services(reply: &Message) -> Result<(Vec<Service>, Duration), QueryError> {
+pub(crate) fn extract_services(reply: &Message) -> Result<(Vec<Service>, Duration), QueryError> {
     use hickory_proto::rr::rdata::svcb::SvcParamValue;
     collect(reply, |data| {
         let RData::HTTPS(https) = data else { return None };
@@ -180,7 +183,7 @@ fn collect<T>(
 /// RFC 7050 §3: the NAT64 prefix from the AAAA answer for `ipv4only.arpa`: an address whose
 /// last 32 bits are one of the well-known 192.0.0.170 / 192.0.0.171 gives a /96 prefix (RFC
 /// 6052 §2.2). Other prefix lengths are not recognised yet.
-pub fn nat64_prefix(answer: &[IpAddr]) -> Option<std::net::Ipv6Addr> {
+pub(crate) fn nat64_prefix(answer: &[IpAddr]) -> Option<std::net::Ipv6Addr> {
     const WELL_KNOWN: [[u8; 4]; 2] = [[192, 0, 0, 170], [192, 0, 0, 171]];
     answer.iter().find_map(|ip| {
         let IpAddr::V6(v6) = ip else { return None };
@@ -194,7 +197,7 @@ pub fn nat64_prefix(answer: &[IpAddr]) -> Option<std::net::Ipv6Addr> {
 }
 
 /// An IPv4 address inside a /96 NAT64 prefix (RFC 6052 §2.2).
-pub fn synthesize(prefix: std::net::Ipv6Addr, v4: std::net::Ipv4Addr) -> std::net::Ipv6Addr {
+pub(crate) fn synthesize(prefix: std::net::Ipv6Addr, v4: std::net::Ipv4Addr) -> std::net::Ipv6Addr {
     let mut o = prefix.octets();
     o[12..].copy_from_slice(&v4.octets());
     std::net::Ipv6Addr::from(o)
@@ -202,7 +205,7 @@ pub fn synthesize(prefix: std::net::Ipv6Addr, v4: std::net::Ipv4Addr) -> std::ne
 
 /// Answers by name and query, until their TTL runs out: addresses, or HTTPS records.
 #[derive(Debug)]
-pub struct Cache<T = Vec<IpAddr>> {
+pub(crate) struct Cache<T = Vec<IpAddr>> {
     entries: HashMap<(String, Query), (Instant, T)>,
 }
 
@@ -213,12 +216,12 @@ impl<T> Default for Cache<T> {
 }
 
 impl<T: Clone> Cache<T> {
-    pub fn get(&self, name: &str, query: Query, now: Instant) -> Option<T> {
+    pub(crate) fn get(&self, name: &str, query: Query, now: Instant) -> Option<T> {
         let (expires, found) = self.entries.get(&(normalise(name), query))?;
         (now < *expires).then(|| found.clone())
     }
 
-    pub fn put(&mut self, name: &str, query: Query, found: T, ttl: Duration, now: Instant) {
+    pub(crate) fn put(&mut self, name: &str, query: Query, found: T, ttl: Duration, now: Instant) {
         // Bound the cache: drop what has expired before growing past a few thousand names.
         if self.entries.len() > 4096 {
             self.entries.retain(|_, (expires, _)| *expires > now);

@@ -33,8 +33,11 @@ impl Default for TcpOptions {
 /// connection fails after `count` unanswered probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
+    /// Idle time before the first probe.
     pub idle: Duration,
+    /// Time between probes.
     pub interval: Duration,
+    /// Unanswered probes before the connection fails.
     pub count: u32,
 }
 

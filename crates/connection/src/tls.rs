@@ -21,10 +21,18 @@ use crate::crypto;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
+    /// A certificate or key file could not be used.
     #[error("{path}: {why}")]
-    File { path: String, why: String },
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The name is not a valid TLS server name.
     #[error("{0:?} is not a valid TLS server name; give a DNS name or an IP address")]
     ServerName(String),
+    /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
 }
@@ -103,10 +111,14 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
 /// What a TLS connection negotiated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Negotiated {
+    /// The protocol version (`TLSv1_3`).
     pub version: String,
+    /// The cipher suite.
     pub cipher: String,
+    /// The application protocol agreed by ALPN, when one was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alpn: Option<String>,
+    /// The name sent in SNI and checked against the certificate.
     pub server_name: String,
 }
 

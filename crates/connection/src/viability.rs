@@ -13,7 +13,7 @@ use serde::Serialize;
 
 /// Where a ready connection runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Via {
+pub(crate) struct Via {
     /// The interface its packets leave by (`None` when no interface held the local address).
     pub interface: Option<String>,
     /// Its local address.
@@ -37,6 +37,7 @@ pub enum NotViable {
 }
 
 impl NotViable {
+    /// The reason in words, for messages.
     pub fn explain(self) -> &'static str {
         match self {
             Self::Down => "its interface was taken down",
@@ -51,7 +52,9 @@ impl NotViable {
 /// The verdict on a ready connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Viability {
+    /// Whether the connection's path still works.
     pub viable: bool,
+    /// Why not, when it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why_not: Option<NotViable>,
     /// The interface a new connection would use, when it is a better one than this
@@ -69,7 +72,7 @@ impl Viability {
 }
 
 /// Judges the connection at `via` on `path`.
-pub fn assess(path: &Path, via: &Via) -> Viability {
+pub(crate) fn assess(path: &Path, via: &Via) -> Viability {
     if via.local.is_loopback() {
         return Viability::ready(); // loopback cannot go away
     }

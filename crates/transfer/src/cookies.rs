@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use cookie_store::{CookieStore, RawCookie};
-use nw_connection::endpoint::Url;
+use nw_connection::Url;
 
 use crate::TransferError;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use nw_connection::endpoint::{Endpoint, Url};
+use nw_connection::{Endpoint, Url};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -324,7 +324,7 @@ impl Session {
     pub(crate) async fn connection_for(
         &self,
         url: &Url,
-        routes: &(nw_connection::driver::Parameters, Option<http::H3Route>),
+        routes: &(nw_connection::Parameters, Option<http::H3Route>),
         path: Option<u64>,
         share: usize,
     ) -> Result<http::Connection, TransferError> {
@@ -782,7 +782,7 @@ impl Session {
     async fn open_segments(
         &self,
         (url, text, extra): (&Url, &str, &[(&str, String)]),
-        routes: &(nw_connection::driver::Parameters, Option<http::H3Route>),
+        routes: &(nw_connection::Parameters, Option<http::H3Route>),
         ranges: &[Segment],
         validator: &resume::Validator,
         total: u64,

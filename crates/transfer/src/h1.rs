@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf as _, BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use nw_connection::driver::Io;
+use nw_connection::Io;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use crate::TransferError;

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use nw_connection::driver::{self, Parameters, Report, Resolve};
-use nw_connection::endpoint::Url;
+use nw_connection::Url;
+use nw_connection::{Parameters, Report, Resolve};
 
 use crate::TransferError;
 
@@ -101,7 +101,7 @@ pub(crate) struct Connection {
     /// A QUIC connection and its endpoint, which must outlive it.
     quic: Option<(quinn::Connection, quinn::Endpoint)>,
     /// The QUIC connection's qlog (`QLOGDIR`), which gets the HTTP/3 events.
-    qlog: Option<nw_connection::qlog::Qlog>,
+    qlog: Option<nw_connection::Qlog>,
     /// The connection is to an HTTP proxy that forwards plain-HTTP requests: they go in the
     /// absolute form, with this `Proxy-Authorization` when there is one.
     forward: Option<Option<String>>,
@@ -301,7 +301,7 @@ async fn connect_h3(
     route: &H3Route,
     resolver: Arc<dyn Resolve>,
 ) -> Result<Connection, TransferError> {
-    let connected = driver::connect_quic(&url.host, route.port, &route.params, resolver)
+    let connected = nw_connection::connect_quic(&url.host, route.port, &route.params, resolver)
         .await
         .map_err(|e| TransferError::Connect(Box::new(e)))?;
     let quic = connected.quic;
@@ -338,8 +338,10 @@ async fn connect_tcp(
         .as_ref()
         .filter(|p| url.scheme == "http" && p.kind == nw_connection::proxy::Kind::Http);
     let connected = match forward {
-        None => driver::connect(&url.host, url.port, params, resolver).await,
-        Some(proxy) => driver::connect_proxy(proxy, &url.host, url.port, params, resolver).await,
+        None => nw_connection::connect(&url.host, url.port, params, resolver).await,
+        Some(proxy) => {
+            nw_connection::connect_proxy(proxy, &url.host, url.port, params, resolver).await
+        }
     };
     let connected = connected.map_err(|e| TransferError::Connect(Box::new(e)))?;
     let forward =

@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nw_connection::driver::{Parameters, Resolve, SystemResolver};
-use nw_connection::endpoint::Url;
+use nw_connection::Url;
 use nw_connection::proxy::Proxy;
 use nw_connection::tls;
+use nw_connection::{Parameters, Resolve, SystemResolver};
 
 /// HTTP methods, as [`tasks::Upload`] takes them.
 pub use hyper::Method;
@@ -469,7 +469,7 @@ pub enum TransferError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Connect(Box<nw_connection::driver::ConnectError>),
+    Connect(Box<nw_connection::ConnectError>),
     #[error("{0}")]
     Http(String),
     #[error("{url}: the server answered {status}")]
@@ -619,9 +619,9 @@ impl Code {
 }
 
 /// The code of a failure to connect.
-fn connect_code(e: &nw_connection::driver::ConnectError) -> Code {
-    use nw_connection::driver::{ConnectError, ProxyFailure};
+fn connect_code(e: &nw_connection::ConnectError) -> Code {
     use nw_connection::happy_eyeballs::{AttemptError, RaceError};
+    use nw_connection::{ConnectError, ProxyFailure};
     match e {
         _ if e.untrusted() => Code::ServerCertificateUntrusted,
         ConnectError::Race { error: RaceError::NoAddresses { .. }, .. } => Code::CannotFindHost,

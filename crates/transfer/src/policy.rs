@@ -7,7 +7,7 @@
 //! names (no dot) and `.local` names. For those, plain HTTP is allowed and the caller's trust
 //! settings alone decide. `allow_http` is the per-load exemption for arbitrary HTTP loads.
 
-use nw_connection::endpoint::Url;
+use nw_connection::Url;
 
 /// How a load is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

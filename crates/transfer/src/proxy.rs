@@ -22,7 +22,7 @@
 
 use std::net::IpAddr;
 
-use nw_connection::endpoint::Url;
+use nw_connection::Url;
 pub use nw_connection::proxy::{Credentials, Kind, ParseError, Proxy};
 
 use crate::TransferError;
@@ -193,8 +193,8 @@ mod tests {
     use super::*;
 
     fn url(text: &str) -> Url {
-        match nw_connection::endpoint::Endpoint::parse(text).unwrap() {
-            nw_connection::endpoint::Endpoint::Url(u) => u,
+        match nw_connection::Endpoint::parse(text).unwrap() {
+            nw_connection::Endpoint::Url(u) => u,
             other => panic!("{other:?}"),
         }
     }

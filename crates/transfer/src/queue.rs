@@ -420,8 +420,7 @@ mod tests {
         let busy = TransferError::Status { url: "u".into(), status: 503 };
         let e = upload_failure("POST", busy);
         assert!(matches!(e, TransferError::NotResent(_)) && e.status() == Some(503), "{e:?}");
-        let unreachable =
-            TransferError::Connect(Box::new(nw_connection::driver::ConnectError::Cancelled));
+        let unreachable = TransferError::Connect(Box::new(nw_connection::ConnectError::Cancelled));
         assert!(upload_failure("POST", unreachable).transient(), "nothing was sent");
     }
 

@@ -21,8 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
-use nw_connection::driver::Parameters;
-use nw_connection::endpoint::Url;
+use nw_connection::Parameters;
+use nw_connection::Url;
 use nw_quality::rpm::{Action, Direction, Outcome, ProbeKind, Rpm, Timing};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -240,7 +240,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn load(
     target: Target,
     direction: Direction,
-    resolver: Arc<dyn nw_connection::driver::Resolve>,
+    resolver: Arc<dyn nw_connection::Resolve>,
     shared: Arc<Shared>,
 ) {
     let flow = async {
@@ -288,7 +288,7 @@ async fn load(
 async fn probe(
     target: Target,
     conn: Option<Connection>,
-    resolver: Arc<dyn nw_connection::driver::Resolve>,
+    resolver: Arc<dyn nw_connection::Resolve>,
 ) -> Result<Timing, TransferError> {
     let (mut conn, handshakes) = match conn {
         Some(c) => (c, None),

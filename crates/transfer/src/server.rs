@@ -35,7 +35,7 @@ use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use nw_connection::listener::{self, Handler, Listener};
+use nw_connection::{Handler, Listener, ListenerConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -427,7 +427,7 @@ async fn file_answer(
 /// The file under `root` that `path` names (percent-decoded), refusing anything that climbs
 /// out of it.
 fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
-    let decoded = nw_connection::endpoint::percent_decode(path.split('?').next()?)?;
+    let decoded = nw_connection::percent_decode(path.split('?').next()?)?;
     let relative = Path::new(decoded.trim_start_matches('/'));
     if decoded.contains('\0') || relative.components().any(|c| !matches!(c, Component::Normal(_))) {
         return None;
@@ -531,7 +531,7 @@ impl HttpServer {
                 }
             })
         });
-        let config = listener::Config {
+        let config = ListenerConfig {
             tls,
             // Above the server's own limit: the listener does not make new clients wait
             // while idle ones hold every place; the server closes those instead.
@@ -635,7 +635,7 @@ impl H3Server {
                 // With QLOGDIR set, each connection gets a configuration of its own that
                 // streams its qlog.
                 let title = format!("nw test server: HTTP/3 from {}", incoming.remote_address());
-                let config = nw_connection::qlog::Qlog::from_env("server", &title).map(|(_, q)| {
+                let config = nw_connection::Qlog::from_env("server", &title).map(|(_, q)| {
                     let mut transport = quinn::TransportConfig::default();
                     transport.qlog_stream(Some(q));
                     let mut config = server.clone();

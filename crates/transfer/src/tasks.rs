@@ -378,7 +378,7 @@ async fn read_body(
 /// A request answered up to its head, with what its metrics need.
 struct Opened {
     started: Instant,
-    parsed: nw_connection::endpoint::Url,
+    parsed: nw_connection::Url,
     chain: crate::redirect::Chain,
     conn: Connection,
     path: Option<u64>,

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nw_connection::connection::{Connection, State, Update};
-use nw_connection::driver::{ConnectError, Parameters, Resolve, SystemResolver};
-use nw_connection::endpoint::Endpoint;
-use nw_connection::resolve::SystemConfig;
+use nw_connection::Endpoint;
+use nw_connection::SystemConfig;
+use nw_connection::{ConnectError, Parameters, Resolve, SystemResolver};
+use nw_connection::{Connection, State, Update};
 
 fn resolver() -> Arc<dyn Resolve> {
     Arc::new(SystemResolver::new(SystemConfig::parse("", "")))
@@ -151,7 +151,7 @@ fn the_path_service_and_a_connection_never_stall_a_current_thread_runtime() {
 /// hold fails as a name that does not exist.
 #[tokio::test]
 async fn an_in_memory_resolver_answers_the_race() {
-    use nw_connection::driver::{MemoryResolver, connect};
+    use nw_connection::{MemoryResolver, connect};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let resolver =
@@ -188,13 +188,13 @@ async fn a_prompt_that_never_answers_ends_at_the_connections_time_limit() {
     .unwrap();
     let mut params = Parameters::default();
     params.race.timeout = Duration::from_millis(800);
-    params.local_network.paths = nw_connection::local_network::Paths {
+    params.local_network.paths = nw_connection::LocalNetworkPaths {
         store: dir.join("lnp.toml"),
         policy: dir.join("policy.toml"),
     };
     params.local_network.identity = Some("exe:/opt/test-app".into());
     let started = std::time::Instant::now();
-    let result = nw_connection::driver::connect_udp("224.0.0.251", 5353, &params, resolver()).await;
+    let result = nw_connection::connect_udp("224.0.0.251", 5353, &params, resolver()).await;
     let took = started.elapsed();
     let Err(e) = result else { panic!("a multicast send was let through with nobody answering") };
     let shown = e.to_string();

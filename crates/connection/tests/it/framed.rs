@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use nw_connection::driver::{Io, Parameters, SystemResolver, connect};
-use nw_connection::framed::{Framed, FramedError};
-use nw_connection::framer::{Framing, Width};
-use nw_connection::listener::{Config, Handler, Listener};
-use nw_connection::resolve::SystemConfig;
+use nw_connection::SystemConfig;
+use nw_connection::{Framed, FramedError};
+use nw_connection::{Framing, Width};
+use nw_connection::{Handler, Listener, ListenerConfig};
+use nw_connection::{Io, Parameters, SystemResolver, connect};
 use tokio::io::AsyncWriteExt;
 
 /// Echoes every message back, framed the same way, until the client finishes.
@@ -40,7 +40,7 @@ async fn length_prefixed_and_delimited_messages_round_trip() {
     for framing in cases {
         let listener = Listener::bind(
             "127.0.0.1:0".parse().unwrap(),
-            Config::default(),
+            ListenerConfig::default(),
             echo(framing.clone()),
         )
         .await
@@ -70,8 +70,9 @@ async fn a_peer_closing_mid_message_is_an_error_not_a_short_message() {
             let _ = stream.shutdown().await;
         })
     });
-    let listener =
-        Listener::bind("127.0.0.1:0".parse().unwrap(), Config::default(), half).await.unwrap();
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), ListenerConfig::default(), half)
+        .await
+        .unwrap();
     let framing = Framing::LengthPrefixed { width: Width::U32, max_len: 1024 };
     let mut f = Framed::new(client(listener.local_addr()).await, framing).unwrap();
     match f.recv().await {

@@ -10,7 +10,7 @@ fn endpoint_corpus_replays() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        nw_connection::endpoint::fuzz(&bytes);
+        nw_connection::fuzz::endpoint(&bytes);
         n += 1;
     }
     assert!(n > 0, "{} is empty: nothing was replayed", dir.display());

@@ -2,9 +2,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nw_connection::driver::Io;
-use nw_connection::listener::{Config, Handler, Listener};
+use nw_connection::Io;
 use nw_connection::tls::{self, ClientOptions};
+use nw_connection::{Handler, Listener, ListenerConfig};
 use nw_trust::ca::TestCa;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Notify;
@@ -37,12 +37,12 @@ async fn a_real_client_is_served_through_a_flood_and_nothing_leaks() {
     let issued = ca.server(&["localhost"]).unwrap();
     let server = tls::server_config(issued.chain.clone(), issued.key().unwrap(), &[]).unwrap();
     let baseline = open_fds();
-    let config = Config {
+    let config = ListenerConfig {
         tls: Some(server),
         // Every flood client leaves at once, so no handshake waits for this; it is long so
         // that a stalled VM cannot cut the real client's handshake short.
         handshake_timeout: Duration::from_secs(10),
-        ..Config::default()
+        ..ListenerConfig::default()
     };
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), config, echo()).await.unwrap();
     let at = listener.local_addr();
@@ -121,7 +121,7 @@ async fn the_limit_leaves_excess_clients_in_the_backlog() {
             let _ = stream.write_all(b"served\n").await;
         })
     });
-    let config = Config { max_connections: 2, ..Config::default() };
+    let config = ListenerConfig { max_connections: 2, ..ListenerConfig::default() };
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), config, handler).await.unwrap();
     let at = listener.local_addr();
     let mut clients = Vec::new();
@@ -152,7 +152,9 @@ async fn shutdown_waits_for_handlers_then_cancels() {
         })
     });
     let listener =
-        Listener::bind("127.0.0.1:0".parse().unwrap(), Config::default(), handler).await.unwrap();
+        Listener::bind("127.0.0.1:0".parse().unwrap(), ListenerConfig::default(), handler)
+            .await
+            .unwrap();
     let at = listener.local_addr();
     let mut quick = tokio::net::TcpStream::connect(at).await.unwrap();
     let mut stuck = tokio::net::TcpStream::connect(at).await.unwrap();
@@ -178,7 +180,7 @@ async fn shutdown_waits_for_handlers_then_cancels() {
 fn quic_params(
     root: rustls::pki_types::CertificateDer<'static>,
     alpn: &[u8],
-) -> nw_connection::driver::Parameters {
+) -> nw_connection::Parameters {
     let client = ClientOptions {
         extra_anchors: vec![root],
         alpn: vec![alpn.to_vec()],
@@ -186,24 +188,35 @@ fn quic_params(
     }
     .config()
     .unwrap();
-    nw_connection::driver::Parameters {
-        transport: nw_connection::driver::Transport::Quic,
+    nw_connection::Parameters {
+        transport: nw_connection::Transport::Quic,
         tls: Some(client),
         server_name: Some("localhost".into()),
         ..Default::default()
     }
 }
 
-/// QUIC through the race and the embedded test server: echo over the first bidirectional
-/// stream, every byte back before the close (a shutdown waits for the peer's acknowledgement).
+/// QUIC through the race to a QUIC listener: echo over the first bidirectional stream, every
+/// byte back before the close (a shutdown waits for the peer's acknowledgement).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quic_echo_through_the_race_against_the_test_server() {
-    use nw_connection::driver::{SystemResolver, connect};
+async fn quic_echo_through_the_race_to_a_quic_listener() {
     use nw_connection::happy_eyeballs::Protocol;
-    use nw_connection::resolve::SystemConfig;
-    use nw_connection::testserver::TestServer;
-    let server = TestServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let params = quic_params(server.root(), b"nwkit-echo");
+    use nw_connection::{SystemConfig, SystemResolver, connect};
+    let ca = TestCa::new("nwkit test CA").unwrap();
+    let issued = ca.server(&["localhost", "127.0.0.1"]).unwrap();
+    let tls =
+        tls::server_config(issued.chain.clone(), issued.key().unwrap(), &[b"nwkit-echo".to_vec()])
+            .unwrap();
+    let echo: Handler = Arc::new(|stream: Box<dyn Io>, _| {
+        Box::pin(async move {
+            let (mut rd, mut wr) = tokio::io::split(stream);
+            let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            let _ = wr.shutdown().await;
+        })
+    });
+    let config = ListenerConfig { tls: Some(tls), ..ListenerConfig::default() };
+    let server = Listener::bind_quic("127.0.0.1:0".parse().unwrap(), config, echo).await.unwrap();
+    let params = quic_params(ca.root_der(), b"nwkit-echo");
     let resolver = Arc::new(SystemResolver::new(SystemConfig::parse("", "")));
     let port = server.local_addr().port();
     let mut c = connect("127.0.0.1", port, &params, resolver).await.unwrap();
@@ -215,15 +228,15 @@ async fn quic_echo_through_the_race_against_the_test_server() {
     let mut back = Vec::new();
     c.stream.read_to_end(&mut back).await.unwrap();
     assert!(back == payload, "echoed {} of {} bytes", back.len(), payload.len());
-    server.shutdown().await;
+    server.shutdown(Duration::from_millis(200)).await;
 }
 
 /// At its limit a QUIC listener refuses at once (the client fails over instead of timing out);
 /// shutdown cancels what outlives the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
-    use nw_connection::driver::{ConnectError, SystemResolver, connect};
-    use nw_connection::resolve::SystemConfig;
+    use nw_connection::SystemConfig;
+    use nw_connection::{ConnectError, SystemResolver, connect};
     let ca = TestCa::new("nwkit test CA").unwrap();
     let issued = ca.server(&["localhost"]).unwrap();
     let server =
@@ -234,7 +247,8 @@ async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
             drop(stream);
         })
     });
-    let config = Config { tls: Some(server), max_connections: 1, ..Config::default() };
+    let config =
+        ListenerConfig { tls: Some(server), max_connections: 1, ..ListenerConfig::default() };
     let listener = Listener::bind_quic("127.0.0.1:0".parse().unwrap(), config, hold).await.unwrap();
     let port = listener.local_addr().port();
     let params = quic_params(ca.root_der(), b"t");

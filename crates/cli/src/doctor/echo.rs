@@ -1,6 +1,5 @@
-//! The embedded test server's connection part: an echo service over TLS (TCP) and QUIC on the
-//! same loopback port, with a throwaway test CA, for `nw doctor`, tests and examples. (Its HTTP
-//! part will live with the transfer engine; there is one test server, not several.)
+//! Doctor's embedded echo server: an echo service over TLS (TCP) and QUIC on the same loopback
+//! port, with a throwaway test CA. (The HTTP server doctor downloads from is nw-transfer's.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,22 +8,22 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
 
-use crate::listener::{self, Handler, Listener};
-use crate::tls::{self, TlsError};
+use nw_connection::tls::{self, TlsError};
+use nw_connection::{Handler, Listener, ListenerConfig};
 
 /// A running test server; dropping it stops it.
 #[derive(Debug)]
-pub struct TestServer {
+pub(crate) struct EchoServer {
     listener: Listener,
     quic: Listener,
     root: CertificateDer<'static>,
 }
 
-impl TestServer {
+impl EchoServer {
     /// Starts an echo server on `addr` (use a loopback address and port 0): TLS over TCP, and
     /// QUIC on the same port number over UDP, both with ALPN `nwkit-echo`. Its certificate
     /// names `localhost`, 127.0.0.1 and ::1, issued by a CA made for this server alone.
-    pub async fn start(addr: SocketAddr) -> Result<Self, TestServerError> {
+    pub(crate) async fn start(addr: SocketAddr) -> Result<Self, EchoServerError> {
         let trust = |e: nw_trust::TrustError| TlsError::Config(format!("test CA: {e}"));
         let ca = nw_trust::ca::TestCa::new("nwkit embedded test server CA").map_err(trust)?;
         let issued = ca.server(&["localhost", "127.0.0.1", "::1"]).map_err(trust)?;
@@ -37,7 +36,7 @@ impl TestServer {
                 let _ = wr.shutdown().await;
             })
         });
-        let settings = listener::Config {
+        let settings = ListenerConfig {
             tls: Some(config),
             max_connections: 64,
             handshake_timeout: Duration::from_secs(5),
@@ -45,24 +44,25 @@ impl TestServer {
         };
         let listener = Listener::bind(addr, settings.clone(), echo.clone())
             .await
-            .map_err(TestServerError::Bind)?;
+            .map_err(EchoServerError::Bind)?;
         let quic = Listener::bind_quic(listener.local_addr(), settings, echo)
             .await
-            .map_err(TestServerError::Bind)?;
+            .map_err(EchoServerError::Bind)?;
         Ok(Self { listener, quic, root: ca.root_der() })
     }
 
     /// The TCP address; QUIC listens on the same address and port over UDP.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
     }
 
     /// The only anchor that trusts this server.
-    pub fn root(&self) -> CertificateDer<'static> {
+    pub(crate) fn root(&self) -> CertificateDer<'static> {
         self.root.clone()
     }
 
-    pub async fn shutdown(self) {
+    /// Stops both listeners, giving connections in flight a moment to finish.
+    pub(crate) async fn shutdown(self) {
         let grace = Duration::from_millis(200);
         tokio::join!(self.listener.shutdown(grace), self.quic.shutdown(grace));
     }
@@ -71,9 +71,11 @@ impl TestServer {
 /// Why the test server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TestServerError {
+pub(crate) enum EchoServerError {
+    /// The certificate or TLS configuration could not be made.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// No socket on loopback.
     #[error("cannot listen on loopback: {0}")]
     Bind(#[source] std::io::Error),
 }
