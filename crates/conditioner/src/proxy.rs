@@ -1,5 +1,5 @@
 //! The conditioner without root: a TCP or UDP proxy on loopback that puts the same
-//! [`Link`](crate::link::Link) machine in each direction, for tests that cannot create
+//! [`crate::link::Link`] machine in each direction, for tests that cannot create
 //! namespaces. Point the client at [`Proxy::local_addr`] instead of the server.
 //!
 //! - **UDP** goes through the link datagram by datagram, exactly as on the TUN link: queue,

@@ -1,6 +1,6 @@
 //! The conditioned link for real: a TUN device in each of two namespaces, both held by this
 //! process, and one thread that moves every packet from one to the other through a
-//! [`Link`](crate::link::Link) per direction. The thread sleeps in `poll(2)` on the two TUN
+//! [`crate::link::Link`] per direction. The thread sleeps in `poll(2)` on the two TUN
 //! devices, a timerfd armed for the machines' next deadline (not a 1 ms tick) and an eventfd
 //! for control; conditions change mid-run through [`ConditionedLink::set`].
 //!

@@ -27,7 +27,7 @@ pub struct Verdict {
 }
 
 /// Decides whether `who` may reach `destination` (shown as given; `locality` from
-/// [`classify`](crate::classify)). Not local: allowed, no file read. Local: the files decide,
+/// [`classify`](crate::classify())). Not local: allowed, no file read. Local: the files decide,
 /// an undecided app is asked through the prompt hook (blocking, up to
 /// [`PROMPT_TIMEOUT`](store::PROMPT_TIMEOUT)), and a denial is appended to the log.
 ///

@@ -7,7 +7,7 @@
 //!   Nothing is cached: each call reads the kernel again.
 //! - [`classify`](classify::classify) decides what an interface *is* (wired, wifi, cellular,
 //!   loopback, other) from kernel facts, never from its name.
-//! - [`evaluate`] turns a snapshot and the caller's [`Conditions`] into a [`Path`]: satisfied,
+//! - [`evaluate`](evaluate()) turns a snapshot and the caller's [`Conditions`] into a [`Path`]: satisfied,
 //!   unsatisfied with a typed [`Reason`], or requiring a connection; the usable interfaces in
 //!   preference order; gateways; IPv4/IPv6/DNS support; expensive and constrained, from the
 //!   sources in [`cost`], or "unknown" when nothing says.

@@ -98,7 +98,8 @@ impl State {
     }
 }
 
-/// A handle on a path service; clones share it. See the [module docs](self).
+/// A handle on a path service; clones share it. Subscribe to its [`Reading`]s with
+/// [`PathService::subscribe`], or read the current one with [`PathService::reading`].
 #[derive(Debug, Clone)]
 pub struct PathService {
     rx: watch::Receiver<State>,

@@ -74,8 +74,8 @@ impl Proxies {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
-    /// The proxies the variables `var` gives name (`var("https_proxy")` …): [`from_env`]
-    /// (Self::from_env) over any source.
+    /// The proxies the variables `var` gives name (`var("https_proxy")` …): [`Proxies::from_env`]
+    /// over any source.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let first = |names: &[&'static str]| {
             names

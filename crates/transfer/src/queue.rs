@@ -1,5 +1,5 @@
 //! The persistent queue: transfers recorded in the store now ([`Session::enqueue`]) and run
-//! later ([`Session::run_queue`]) under the [`scheduler`](crate::scheduler) machine — its
+//! later ([`Session::run_queue`]) under the [`crate::scheduler`] machine — its
 //! concurrency cap, retries with backoff, and discretionary tasks that wait for an unmetered
 //! path and power, each wait with its reason. The queue lives in the store, so a run killed
 //! at any moment is picked up by the next one, each download from its last checkpoint.
