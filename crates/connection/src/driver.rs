@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UdpSocket;
 
 use crate::addrsel;
-use crate::connection::State;
-use crate::establish::{self, Establish};
+use crate::establish::{self, Establish, PathStep};
 use crate::happy_eyeballs::{
     Action, AttemptError, Config, Event, Outcome, Protocol, Query, QueryError, Race, RaceError,
     Service,
@@ -29,12 +27,10 @@ use crate::id::{AttemptId, ConnectionId};
 use crate::resolve;
 pub(crate) use crate::resolver::Resolve;
 use crate::socket::{Bind, Mptcp, TcpOptions, kernel_source, tcp_connect, udp_socket};
+use crate::state::State;
+use crate::stream::Io;
+use crate::stream::Stack;
 use crate::tls::{self, Negotiated, TlsError};
-
-/// A connected byte stream: TCP, or TLS over TCP.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
 
 /// The transport each attempt uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -221,19 +217,6 @@ impl Report {
     }
 }
 
-/// The connection's view of the path at one moment: `waiting` with a reason, or `satisfied`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PathStep {
-    /// Time since the connection started.
-    #[serde(serialize_with = "crate::happy_eyeballs::millis")]
-    pub at: Duration,
-    /// The path's status then.
-    pub status: nw_path::Status,
-    /// Why it was not satisfied, when it was not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<nw_path::Reason>,
-}
-
 /// A connected stream and how it was reached.
 #[derive(Debug)]
 pub struct Connected {
@@ -390,15 +373,6 @@ enum Input<T> {
     Services(Result<Vec<Service>, QueryError>),
     Connected(AttemptId, T, Stack),
     Failed(AttemptId, AttemptError),
-}
-
-/// What a ready attempt's layers above IP negotiated.
-#[derive(Debug, Default)]
-pub(crate) struct Stack {
-    pub(crate) tls: Option<Negotiated>,
-    pub(crate) mptcp: Option<Mptcp>,
-    /// The TLS handshake's time, over TCP.
-    pub(crate) tls_handshake: Option<Duration>,
 }
 
 /// One attempt to an address over a protocol, its socket bound as `Bind` says.

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use nw_path::{Path, Reason, Status};
 
-use crate::driver::PathStep;
+use serde::Serialize;
+
 use crate::happy_eyeballs::FamilyPreference;
 
 /// What the driver must do.
@@ -206,6 +207,19 @@ pub(crate) fn family_for(local: Option<IpAddr>) -> Option<FamilyPreference> {
         Some(IpAddr::V6(_)) => Some(FamilyPreference::Ipv6Only),
         None => None,
     }
+}
+
+/// The connection's view of the path at one moment: `waiting` with a reason, or `satisfied`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathStep {
+    /// Time since the connection started.
+    #[serde(serialize_with = "crate::happy_eyeballs::millis")]
+    pub at: Duration,
+    /// The path's status then.
+    pub status: Status,
+    /// Why it was not satisfied, when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
 }
 
 #[cfg(test)]

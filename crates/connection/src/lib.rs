@@ -117,16 +117,18 @@ mod quic;
 mod resolve;
 mod resolver;
 mod socket;
+mod state;
+mod stream;
 pub mod tls;
 mod viability;
 
-pub use connection::{Connection, State, Update};
+pub use connection::{Connection, Update};
 pub use driver::{
-    ConnectError, Connected, Io, Parameters, PathStep, ProxyFailure, QuicConnected, Report,
-    Transport, UdpConnected, connect, connect_proxy, connect_quic, connect_udp,
-    connect_udp_observed,
+    ConnectError, Connected, Parameters, ProxyFailure, QuicConnected, Report, Transport,
+    UdpConnected, connect, connect_proxy, connect_quic, connect_udp, connect_udp_observed,
 };
 pub use endpoint::{Endpoint, EndpointError, Url, percent_decode};
+pub use establish::PathStep;
 pub use framed::{Framed, FramedError};
 pub use framer::{FrameError, Framer, Framing, Width};
 pub use id::{AttemptId, ConnectionId};
@@ -139,6 +141,8 @@ pub use quic::QuicConnection;
 pub use resolve::SystemConfig;
 pub use resolver::{BoxFuture, MemoryResolver, Resolve, SystemResolver};
 pub use socket::{Keepalive, Mptcp, TcpOptions};
+pub use state::State;
+pub use stream::Io;
 pub use viability::{NotViable, Viability};
 
 /// Entry points for the fuzzers and their corpus replays; not part of the API.

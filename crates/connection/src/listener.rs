@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::driver::Io;
+use crate::stream::Io;
 
 /// Listener settings.
 #[derive(Debug, Clone)]

@@ -13,9 +13,9 @@ use std::task::{Context, Poll};
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::driver::{Io, Stack};
 use crate::happy_eyeballs::AttemptError;
 use crate::socket::{Bind, udp_socket};
+use crate::stream::{Io, Stack};
 use crate::tls::Negotiated;
 
 /// An established QUIC connection with its endpoint (which must outlive it): what HTTP/3 runs
