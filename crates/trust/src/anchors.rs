@@ -6,7 +6,30 @@ use std::path::Path;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::{Anchor, AnchorClass, TrustError};
+use serde::Serialize;
+
+use crate::TrustError;
+
+/// Where an anchor comes from; the rules differ by class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnchorClass {
+    /// The operating system's store (ca-certificates on Linux).
+    System,
+    /// Supplied by the application for this evaluation.
+    Custom,
+    /// Added by the user or an administrator to the machine; follows the custom rules.
+    UserAdded,
+}
+
+/// A trust anchor and its class.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    /// The certificate, DER.
+    pub der: CertificateDer<'static>,
+    /// Where it comes from.
+    pub class: AnchorClass,
+}
 
 /// Where Debian-family systems keep the certificates an administrator added
 /// (`update-ca-certificates` merges them into the system bundle).

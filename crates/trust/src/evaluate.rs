@@ -10,29 +10,11 @@ use webpki::{EndEntityCert, KeyPurposeIdIter};
 use x509_parser::certificate::X509Certificate;
 
 use crate::TrustError;
+use crate::anchors::{Anchor, AnchorClass};
 use crate::cert::{Facts, Key, Signature, hex, sha256};
 use crate::problem::{CertificateReport, Note, Problem, Verdict};
 use crate::profile::{self, Role};
 use crate::revocation::Mode;
-
-/// Where an anchor comes from; the rules differ by class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AnchorClass {
-    /// The operating system's store (ca-certificates on Linux).
-    System,
-    /// Supplied by the application for this evaluation.
-    Custom,
-    /// Added by the user or an administrator to the machine; follows the custom rules.
-    UserAdded,
-}
-
-/// A trust anchor and its class.
-#[derive(Debug, Clone)]
-pub struct Anchor {
-    pub der: CertificateDer<'static>,
-    pub class: AnchorClass,
-}
 
 /// Which certificate is being judged: a TLS server's or a TLS client's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

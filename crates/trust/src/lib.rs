@@ -51,7 +51,8 @@ pub mod revocation;
 pub mod time;
 pub mod verifier;
 
-pub use evaluate::{Anchor, AnchorClass, CtRequirement, Evaluation, Options, Pin, Policy};
+pub use anchors::{Anchor, AnchorClass};
+pub use evaluate::{CtRequirement, Evaluation, Options, Pin, Policy};
 pub use problem::{CertificateReport, Note, Problem, Verdict};
 /// The EKU purposes test CAs are restricted with.
 pub use rcgen::ExtendedKeyUsagePurpose;

@@ -7,7 +7,7 @@
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::evaluate::AnchorClass;
+use crate::anchors::AnchorClass;
 use crate::problem::Problem;
 
 /// Where a certificate sits in the chain.

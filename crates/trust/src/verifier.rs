@@ -15,8 +15,9 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use crate::anchors::AnchorClass;
 use crate::cert::Facts;
-use crate::evaluate::{AnchorClass, Evaluation, Options, Policy, evaluate};
+use crate::evaluate::{Evaluation, Options, Policy, evaluate};
 use crate::revocation::Revocation;
 
 /// A rustls verifier backed by [`evaluate`].
