@@ -9,6 +9,7 @@
 //!   leaves the kernel); the [`rules`] decide, or ask the provider; whenever no provider
 //!   answers, the [`FailPolicy`] does.
 //! - [`list`] names every packet filter on the host, ours or not.
+#![warn(missing_docs)]
 
 pub mod engine;
 pub mod flow;

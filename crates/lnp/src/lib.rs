@@ -14,6 +14,7 @@
 //! use nw_lnp::classify::classify_name;
 //! assert!(classify_name("printer.local").is_local());
 //! ```
+#![warn(missing_docs)]
 
 pub mod classify;
 pub mod gate;

@@ -9,6 +9,7 @@
 //!   own process group, killed by the kernel if its host dies, and [`kill_group`] to end what
 //!   it started;
 //! - [`contract_socket`]: the provider's side, taking the socket its host gave it.
+#![warn(missing_docs)]
 
 use std::ffi::OsString;
 use std::io;

@@ -19,6 +19,7 @@
 //! hands out) look up the main table; everything else looks up the tunnel's table first. So an
 //! included route wins over any main-table route, an excluded one never enters the tunnel, and
 //! the provider's own traffic to its server never loops into the tunnel.
+#![warn(missing_docs)]
 
 pub mod host;
 pub mod protocol;
