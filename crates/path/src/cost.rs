@@ -21,17 +21,24 @@ use crate::interface::{Interface, InterfaceType};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CostSource {
+    /// NetworkManager's `metered` value for the interface.
     NetworkManager,
+    /// `NW_EXPENSIVE` / `NW_CONSTRAINED`.
     Environment,
+    /// The configuration file (`/etc/nwkit/path.toml` or `NW_PATH_CONFIG`).
     ConfigFile,
+    /// What the interface is (cellular counts as expensive).
     InterfaceType,
+    /// Nothing says.
     Unknown,
 }
 
 /// A yes/no/unknown judgement and its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Judgement {
+    /// Yes, no, or unknown (`None`).
     pub value: Option<bool>,
+    /// Where it came from.
     pub source: CostSource,
 }
 
@@ -40,7 +47,9 @@ pub struct Judgement {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NameLists {
+    /// Interfaces listed as expensive (`None`: the source says nothing).
     pub expensive: Option<Vec<String>>,
+    /// Interfaces listed as constrained (`None`: the source says nothing).
     pub constrained: Option<Vec<String>>,
 }
 
@@ -61,7 +70,9 @@ impl NameLists {
 pub struct CostReadings {
     /// NetworkManager's `metered` per interface name, for the interfaces it manages.
     pub networkmanager: BTreeMap<String, bool>,
+    /// `NW_EXPENSIVE` and `NW_CONSTRAINED`.
     pub environment: NameLists,
+    /// The configuration file.
     pub config_file: NameLists,
 }
 

@@ -59,6 +59,7 @@ pub struct Debounce {
 }
 
 impl Debounce {
+    /// A quiet machine with these windows.
     pub fn new(config: Config) -> Self {
         Self { config, state: State::Quiet, emit: None }
     }

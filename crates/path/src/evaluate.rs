@@ -29,7 +29,9 @@ pub struct Conditions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Usable: there is an interface and a route the conditions allow.
     Satisfied,
+    /// Not usable; `Path::reason` says why.
     Unsatisfied,
     /// Not usable now, but would be once something connects it: an interface with a carrier
     /// is dormant (`IFF_DORMANT`, e.g. waiting for 802.1X or a supplicant).
@@ -109,9 +111,12 @@ impl Reason {
 /// An interface as the path sees it: the interface and what it costs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathInterface {
+    /// The interface.
     #[serde(flatten)]
     pub interface: Interface,
+    /// Whether it is expensive (`None`: unknown).
     pub expensive: Option<bool>,
+    /// Whether it is constrained (`None`: unknown).
     pub constrained: Option<bool>,
     /// The lowest metric of a default route through it, if it has one.
     pub default_route_metric: Option<u32>,
@@ -134,10 +139,14 @@ pub enum Unusable {
 /// An interface the path cannot use, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnavailableInterface {
+    /// Its name.
     pub name: String,
+    /// Its kernel index.
     pub index: u32,
+    /// What it is.
     #[serde(rename = "type")]
     pub kind: InterfaceType,
+    /// Why it cannot be used.
     pub why: Unusable,
     /// With [`Unusable::Excluded`]: which condition.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,10 +156,13 @@ pub struct UnavailableInterface {
 /// The evaluated path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Path {
+    /// Satisfied, unsatisfied, or requiring a connection.
     pub status: Status,
+    /// Why it is not satisfied, when it is not.
     pub reason: Option<Reason>,
     /// Of the primary interface; `None` when unknown or when there is no usable interface.
     pub expensive: Option<bool>,
+    /// Of the primary interface; `None` when unknown or when there is no usable interface.
     pub constrained: Option<bool>,
     /// Usable interfaces, most preferred first.
     pub interfaces: Vec<PathInterface>,
@@ -158,8 +170,13 @@ pub struct Path {
     pub unavailable: Vec<UnavailableInterface>,
     /// Default gateways through usable interfaces, lowest metric first.
     pub gateways: Vec<IpAddr>,
+    /// IPv4 destinations are reachable: a usable interface has an IPv4 address and a route.
     pub supports_ipv4: bool,
+    /// IPv6 destinations are reachable: a usable interface has a global IPv6 address and a
+    /// route.
     pub supports_ipv6: bool,
+    /// A configured name server is reachable (on loopback, or of a reachable family) and the
+    /// path is satisfied.
     pub supports_dns: bool,
     /// Set by the monitor on the update where a cheaper interface took over from an expensive or
     /// constrained one: connections on the old interface should move.

@@ -61,11 +61,15 @@ impl std::fmt::Display for InterfaceType {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkType {
+    /// Ethernet and what looks like it (veth, bridge, tap).
     Ethernet,
+    /// Loopback.
     Loopback,
     /// No link-layer header (tun, wireguard, raw-IP modems).
     None,
+    /// A point-to-point link (PPP).
     PointToPoint,
+    /// 802.11 (a wireless monitor interface; managed Wi-Fi reports Ethernet).
     Ieee80211,
     /// Any other ARPHRD value, by number.
     Other(u16),
@@ -74,14 +78,23 @@ pub enum LinkType {
 /// Administrative and operational flags we expose (a subset of `IFF_*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Flags {
+    /// `IFF_UP`: administratively up.
     pub up: bool,
+    /// `IFF_RUNNING`: operationally up.
     pub running: bool,
+    /// `IFF_LOWER_UP`: the link has a carrier.
     pub lower_up: bool,
+    /// `IFF_DORMANT`: waiting for something (authentication) before it passes traffic.
     pub dormant: bool,
+    /// `IFF_LOOPBACK`.
     pub loopback: bool,
+    /// `IFF_POINTOPOINT`.
     pub point_to_point: bool,
+    /// `IFF_BROADCAST`.
     pub broadcast: bool,
+    /// `IFF_MULTICAST`.
     pub multicast: bool,
+    /// `IFF_NOARP`.
     pub no_arp: bool,
 }
 
@@ -89,18 +102,26 @@ pub struct Flags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
+    /// Reachable anywhere.
     Global,
+    /// Site-local (deprecated IPv6 scope).
     Site,
+    /// Valid on this link only.
     Link,
+    /// Valid on this host only.
     Host,
+    /// Anything else.
     Other,
 }
 
 /// One address on an interface.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Address {
+    /// The address.
     pub ip: IpAddr,
+    /// The prefix length of its subnet.
     pub prefix_len: u8,
+    /// Its scope.
     pub scope: Scope,
     /// The broadcast address (IPv4, broadcast-capable links).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,19 +158,27 @@ pub struct LinkFacts {
 /// One interface with all of its addresses, IPv4 and IPv6 under the one name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Interface {
+    /// Its name (`eth0`).
     pub name: String,
     /// The kernel's interface index; always greater than 0.
     pub index: u32,
+    /// What it is, judged from kernel facts.
     #[serde(rename = "type")]
     pub kind: InterfaceType,
+    /// Its link layer.
     pub link_type: LinkType,
+    /// Its flags.
     pub flags: Flags,
     /// The link has a carrier (`IFF_LOWER_UP`): a cable, an association, a peer.
     pub carrier: bool,
+    /// Its MTU.
     pub mtu: u32,
+    /// Its hardware address, when it has one (`aa:bb:…`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hardware_address: Option<String>,
+    /// Every address on it, IPv4 and IPv6.
     pub addresses: Vec<Address>,
+    /// What the kernel said that the classification used.
     #[serde(skip)]
     pub facts: LinkFacts,
 }
@@ -157,12 +186,16 @@ pub struct Interface {
 /// A route the path cares about (main table, unicast).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Route {
+    /// The destination prefix's address (`0.0.0.0` for a default route).
     pub destination: IpAddr,
+    /// Its length.
     pub prefix_len: u8,
+    /// The next hop, when the route goes through one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
     /// Output interface index (0 when the route has none, e.g. a multipath route).
     pub interface: u32,
+    /// Its metric; lower wins.
     pub metric: u32,
 }
 
@@ -221,7 +254,9 @@ impl Route {
 /// Everything the path is computed from, as one consistent reading.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
+    /// Every interface.
     pub interfaces: Vec<Interface>,
+    /// The main table's unicast routes.
     pub routes: Vec<Route>,
     /// Name servers from the resolver configuration.
     pub dns_servers: Vec<IpAddr>,

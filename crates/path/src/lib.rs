@@ -41,6 +41,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 pub mod classify;
 pub mod cost;
@@ -75,12 +76,20 @@ pub enum PathError {
     #[error(
         "the network configuration kept changing while it was read ({attempts} attempts); try again when it settles"
     )]
-    Unstable { attempts: u32 },
+    Unstable {
+        /// How many dumps were tried.
+        attempts: u32,
+    },
     /// The cost configuration could not be used.
     #[error(
         "{path}: {why}; fix the file (keys: expensive, constrained — lists of interface names) or remove it"
     )]
-    Config { path: String, why: String },
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// No backend for this platform yet.
     #[error("path monitoring is not supported on this platform yet (Linux only for now)")]
     Unsupported,

@@ -21,6 +21,7 @@ use crate::interface::Snapshot;
 /// What the driver must do for the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Read a snapshot and hand it to `handle_snapshot` (or `handle_snapshot_failed`).
     TakeSnapshot,
 }
 
@@ -39,7 +40,9 @@ pub enum Cause {
 /// A new path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
+    /// The path now.
     pub path: Path,
+    /// Why this update was emitted.
     pub cause: Cause,
 }
 
@@ -151,6 +154,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// A machine evaluating paths under `conditions`, debounced as `debounce` says.
     pub fn new(conditions: Conditions, debounce: debounce::Config) -> Self {
         Self { sampler: Sampler::new(debounce), conditions, last: None, updates: VecDeque::new() }
     }
@@ -165,6 +169,7 @@ impl Monitor {
         self.sampler.handle_overflow(now);
     }
 
+    /// A deadline from `poll_timeout` passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sampler.handle_timeout(now);
     }
@@ -184,14 +189,17 @@ impl Monitor {
         self.sampler.handle_snapshot_failed(now);
     }
 
+    /// When the machine next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sampler.poll_timeout()
     }
 
+    /// The next thing the driver must do.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.sampler.poll_action()
     }
 
+    /// The next update, in order.
     pub fn poll_update(&mut self) -> Option<Update> {
         self.updates.pop_front()
     }
