@@ -33,10 +33,14 @@ impl std::fmt::Debug for TestCa {
 /// The key a certificate gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyKind {
+    /// ECDSA P-256 (the default).
     #[default]
     EcP256,
+    /// ECDSA P-384.
     EcP384,
+    /// RSA, 2048 bits.
     Rsa2048,
+    /// Ed25519.
     Ed25519,
 }
 
@@ -47,8 +51,11 @@ pub struct Profile {
     pub not_before: Option<i64>,
     /// Days of validity (90 by default: within every anchor class's limit).
     pub days: i64,
+    /// Marked for TLS servers (extended key usage serverAuth).
     pub server_auth: bool,
+    /// Marked for TLS clients (clientAuth).
     pub client_auth: bool,
+    /// The key it gets.
     pub key: KeyKind,
     /// The subject's common name; the first name by default.
     pub common_name: Option<String>,
@@ -74,11 +81,15 @@ impl Default for Profile {
 /// PEM forms and the key.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The chain, DER: leaf first, then intermediates and the root.
     pub chain: Vec<CertificateDer<'static>>,
     /// The chain, PEM.
     pub chain_pem: String,
+    /// The leaf's private key, PKCS#8 PEM.
     pub key_pem: String,
+    /// Valid from (Unix seconds).
     pub not_before: i64,
+    /// Valid until (Unix seconds).
     pub not_after: i64,
 }
 
@@ -181,10 +192,12 @@ impl TestCa {
         self.above.last().cloned().unwrap_or_else(|| self.cert_der())
     }
 
+    /// The CA's certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
+    /// The CA's private key, PKCS#8 PEM.
     pub fn key_pem(&self) -> &str {
         &self.key_pem
     }
@@ -299,7 +312,9 @@ impl TestCa {
 
 /// A Certificate Transparency log for tests: an operator, a name and an ECDSA P-256 key.
 pub struct TestLog {
+    /// The operator's name, as a log list gives it.
     pub operator: String,
+    /// The log's description.
     pub description: String,
     key: KeyPair,
 }
@@ -311,6 +326,7 @@ impl std::fmt::Debug for TestLog {
 }
 
 impl TestLog {
+    /// A log with a fresh key.
     pub fn new(operator: &str, description: &str) -> Result<Self, TrustError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(issue)?;
         Ok(Self { operator: operator.into(), description: description.into(), key })

@@ -15,24 +15,33 @@ use crate::TrustError;
 pub struct Facts {
     /// What reports call it: the subject's common name, else its first SAN, else its subject.
     pub name: String,
+    /// The subject name as text (`CN=…, O=…`).
     pub subject: String,
+    /// The issuer name as text.
     pub issuer: String,
     /// DER of the subject and issuer names, for chain order.
     #[serde(skip)]
     pub subject_der: Vec<u8>,
+    /// DER of the issuer name.
     #[serde(skip)]
     pub issuer_der: Vec<u8>,
+    /// The subjectAltName's dNSName entries.
     pub dns_names: Vec<String>,
+    /// The subjectAltName's iPAddress entries.
     pub ip_addresses: Vec<IpAddr>,
     /// Seconds since the Unix epoch.
     pub not_before: i64,
+    /// Seconds since the Unix epoch.
     pub not_after: i64,
+    /// Its public key.
     pub key: Key,
     /// The algorithm the issuer signed this certificate with.
     pub signature: Signature,
     /// `None` when the certificate has no EKU extension.
     pub eku: Option<Eku>,
+    /// basicConstraints says it is a CA.
     pub is_ca: bool,
+    /// Its issuer and subject names are the same.
     pub self_issued: bool,
     /// The serial number's content octets.
     #[serde(skip)]
@@ -45,9 +54,19 @@ pub struct Facts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Key {
-    Rsa { bits: usize },
-    Ec { bits: usize },
+    /// RSA.
+    Rsa {
+        /// The modulus size.
+        bits: usize,
+    },
+    /// Elliptic curve (ECDSA).
+    Ec {
+        /// The curve's size.
+        bits: usize,
+    },
+    /// Ed25519.
     Ed25519,
+    /// Any other key type.
     Other,
 }
 
@@ -68,16 +87,22 @@ impl std::fmt::Display for Key {
 pub enum Signature {
     /// SHA-1 or MD5: collisions are practical (SHAttered, 2017).
     Broken,
+    /// SHA-256, SHA-384 or SHA-512.
     Sha2,
+    /// Ed25519.
     Ed25519,
+    /// Anything else.
     Other,
 }
 
 /// Extended key usages the policies look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Eku {
+    /// serverAuth.
     pub server_auth: bool,
+    /// clientAuth.
     pub client_auth: bool,
+    /// anyExtendedKeyUsage.
     pub any: bool,
 }
 

@@ -145,12 +145,16 @@ pub fn save(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CtError {
+    /// The log list could not be read.
     #[error("the log list is not valid v3 log-list JSON: {0}")]
     LogList(String),
+    /// The log list's signature does not verify.
     #[error("the log list's signature is refused: {0}")]
     Signature(String),
+    /// An SCT list could not be read.
     #[error("the SCT list is malformed: {0}")]
     SctList(String),
+    /// The certificate could not be taken apart to rebuild what an SCT signed.
     #[error("the certificate's DER cannot be taken apart: {0}")]
     Der(String),
 }
@@ -159,18 +163,26 @@ pub enum CtError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogState {
+    /// Applied for inclusion; its SCTs do not count.
     Pending,
+    /// Qualified: its SCTs count.
     Qualified,
+    /// Usable: its SCTs count.
     Usable,
+    /// Read-only: SCTs from before it froze count.
     ReadOnly,
+    /// Retired: SCTs from before its retirement count.
     Retired,
+    /// Rejected: its SCTs never count.
     Rejected,
 }
 
 /// One log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Log {
+    /// The operator's name.
     pub operator: String,
+    /// The log's description.
     pub description: String,
     /// SHA-256 of its key.
     #[serde(skip)]
@@ -178,6 +190,7 @@ pub struct Log {
     /// SubjectPublicKeyInfo, DER.
     #[serde(skip)]
     pub key: Vec<u8>,
+    /// Its state.
     pub state: LogState,
     /// When it entered that state (Unix seconds).
     pub since: i64,
@@ -186,7 +199,9 @@ pub struct Log {
 /// The log list: when it was made, and its logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogList {
+    /// When the list was made (Unix seconds).
     pub timestamp: i64,
+    /// Its logs.
     pub logs: Vec<Log>,
 }
 
@@ -278,13 +293,17 @@ fn state(v: &serde_json::Value) -> Option<(LogState, i64)> {
 /// One Signed Certificate Timestamp (RFC 6962 §3.2), version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sct {
+    /// The log's id: SHA-256 of its key.
     pub log_id: [u8; 32],
     /// Milliseconds since the Unix epoch.
     pub timestamp: u64,
+    /// The SCT's extensions (usually empty).
     pub extensions: Vec<u8>,
     /// TLS SignatureAndHashAlgorithm: hash (4 = SHA-256), signature (1 RSA, 3 ECDSA).
     pub hash: u8,
+    /// The signature algorithm (see `hash`).
     pub signature_alg: u8,
+    /// The signature.
     pub signature: Vec<u8>,
 }
 
@@ -353,7 +372,13 @@ pub enum Entry<'a> {
     /// The certificate itself (SCTs from TLS or OCSP).
     X509(&'a [u8]),
     /// A precertificate: the issuer's key hash and the TBS without the SCT extension.
-    Precert { issuer_key_hash: [u8; 32], tbs: &'a [u8] },
+    /// A precertificate: the issuer's key hash and the TBS without the SCT extension.
+    Precert {
+        /// SHA-256 of the issuer's SubjectPublicKeyInfo.
+        issuer_key_hash: [u8; 32],
+        /// The TBSCertificate without the SCT list extension.
+        tbs: &'a [u8],
+    },
 }
 
 /// The bytes a log signs for `entry` at `timestamp` with `extensions`.
@@ -447,6 +472,7 @@ pub fn verify(sct: &Sct, entry: Entry<'_>, log: &Log) -> bool {
 pub struct Outcome {
     /// SCTs that verified from logs that counted at their time.
     pub valid: usize,
+    /// How many valid SCTs the certificate's lifetime calls for.
     pub required: usize,
     /// Distinct operators among the valid ones.
     pub operators: usize,
@@ -455,6 +481,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Enough valid SCTs, from at least two operators.
     pub fn satisfied(&self) -> bool {
         self.valid >= self.required && self.operators >= 2
     }

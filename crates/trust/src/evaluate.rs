@@ -20,8 +20,10 @@ use crate::revocation::Mode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
+    /// A TLS server's certificate.
     #[default]
     Server,
+    /// A TLS client's certificate.
     Client,
 }
 
@@ -44,7 +46,9 @@ pub enum CtRequirement {
 /// SPKI pins for a host: one of the chain's keys must be among them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pin {
+    /// The host name (a DNS name).
     pub host: String,
+    /// The pins hold for its subdomains too.
     pub include_subdomains: bool,
     /// SHA-256 of SubjectPublicKeyInfo, hex.
     pub spki_sha256: Vec<String>,
@@ -53,10 +57,13 @@ pub struct Pin {
 /// What to evaluate against.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Whose certificate: a server's or a client's.
     pub policy: Policy,
     /// Anchors: system, custom and user-added together (see [`crate::anchors`]).
     pub anchors: Vec<Anchor>,
+    /// When Certificate Transparency is required.
     pub ct: CtRequirement,
+    /// Key pins per host.
     pub pins: Vec<Pin>,
     /// Leaves (SHA-256 of the DER, hex) whose recoverable failures are accepted.
     pub exceptions: Vec<String>,
@@ -81,6 +88,7 @@ pub struct Options {
 /// The outcome: the verdict, then every certificate with what failed on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
+    /// Proceed, or how bad the failure is.
     pub verdict: Verdict,
     /// The class of the anchor the chain ends in, when it ends in one.
     pub anchor_class: Option<AnchorClass>,
@@ -104,6 +112,7 @@ impl Evaluation {
             .collect()
     }
 
+    /// The verdict is proceed.
     pub fn trusted(&self) -> bool {
         self.verdict == Verdict::Proceed
     }

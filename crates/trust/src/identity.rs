@@ -41,6 +41,7 @@ impl fmt::Debug for Identities {
 }
 
 impl Identities {
+    /// None yet: add them with `add`.
     pub fn new() -> Self {
         Self { keys: Vec::new(), asked: Mutex::new(None) }
     }

@@ -32,6 +32,7 @@
 //! let wrong = evaluate(&leaf.chain, Some("www.example"), now, &options).unwrap();
 //! assert_eq!(wrong.failure_lines(), ["Certificate 0 “api.example” has errors: Hostname mismatch;"]);
 //! ```
+#![warn(missing_docs)]
 
 pub mod anchors;
 pub mod ats;
@@ -61,14 +62,29 @@ pub use rcgen::ExtendedKeyUsagePurpose;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrustError {
+    /// No certificates were presented.
     #[error("no certificates were presented")]
     EmptyChain,
+    /// A certificate could not be parsed.
     #[error("certificate {index} cannot be parsed: {why}")]
-    BadCertificate { index: usize, why: String },
+    BadCertificate {
+        /// Its position in the chain.
+        index: usize,
+        /// What the parser said.
+        why: String,
+    },
+    /// A file could not be used.
     #[error("{path}: {why}")]
-    File { path: String, why: String },
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The system's anchors could not be loaded.
     #[error("the system's anchors could not be loaded: {0}")]
     SystemAnchors(String),
+    /// A test certificate could not be made.
     #[error("cannot make the certificate: {0}")]
     Issue(String),
 }

@@ -26,8 +26,14 @@ const SKEW: i64 = 300;
 /// What the response says about the certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Not revoked.
     Good,
-    Revoked { at: i64 },
+    /// Revoked.
+    Revoked {
+        /// When (Unix seconds).
+        at: i64,
+    },
+    /// The responder does not know the certificate.
     Unknown,
 }
 
@@ -35,16 +41,22 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OcspError {
+    /// The response cannot be parsed.
     #[error("the OCSP response is malformed: {0}")]
     Malformed(&'static str),
+    /// The responder did not answer successfully (the status, RFC 6960 §4.2.1).
     #[error("the OCSP responder answered with status {0}, not successful")]
     NotSuccessful(u8),
+    /// Not a basic response.
     #[error("the OCSP response is not a basic response")]
     NotBasic,
+    /// Signed by neither the issuer nor a responder it delegated to.
     #[error("the OCSP response is signed by neither the issuer nor a responder it delegated to")]
     Signature,
+    /// Says nothing about this certificate.
     #[error("the OCSP response says nothing about this certificate")]
     NoMatch,
+    /// Not current at the verify time.
     #[error("the OCSP response is not current at the verify time")]
     Stale,
 }

@@ -14,27 +14,37 @@ pub enum Problem {
     /// The host name is in no dNSName (or, for an IP, no iPAddress) SAN entry. The Common
     /// Name is never consulted.
     HostnameMismatch {
+        /// The host name asked for.
         host: String,
     },
+    /// The verify time is past its notAfter.
     Expired {
+        /// Its notAfter (Unix seconds).
         not_after: i64,
     },
+    /// The verify time is before its notBefore.
     NotYetValid {
+        /// Its notBefore (Unix seconds).
         not_before: i64,
     },
     /// A leaf valid for longer than its anchor class allows.
     ValidityTooLong {
+        /// Its validity in days.
         days: i64,
+        /// The longest its anchor class allows.
         max: i64,
     },
     /// The leaf lacks the usage the policy needs (serverAuth or clientAuth), or an
     /// intermediate's EKU excludes it.
     ExtendedKeyUsage {
+        /// The usage needed (`serverAuth`, `clientAuth`).
         needed: &'static str,
     },
     /// RSA below 2048 bits or EC below 256.
     WeakKey {
+        /// The key type.
         kind: &'static str,
+        /// Its size.
         bits: usize,
     },
     /// Signed with SHA-1 or MD5 (below the anchor).
@@ -43,10 +53,12 @@ pub enum Problem {
     UntrustedRoot,
     /// No presented certificate or anchor issued this one.
     MissingIssuer {
+        /// The issuer's name, as the certificate gives it.
         issuer: String,
     },
     /// A signature does not verify, or a structure is invalid: no exception can accept it.
     Invalid {
+        /// What is wrong.
         why: String,
     },
     /// A system-anchored chain needs Certificate Transparency and there is no log list.
@@ -56,29 +68,38 @@ pub enum Problem {
     /// A field or extension breaks RFC 5280 (or, for system-anchored chains, the CA/Browser
     /// Forum's Baseline Requirements).
     NotCompliant {
+        /// The rule broken, in words.
         rule: String,
     },
     /// The chain has more intermediates than allowed.
     ChainTooLong {
+        /// How many there are.
         intermediates: usize,
+        /// How many are allowed.
         max: usize,
     },
     /// Its issuer's CRL, or a stapled OCSP response, says it is revoked (`by` says which).
     Revoked {
+        /// What said so (`crl`, `ocsp`).
         by: &'static str,
     },
     /// Too few valid SCTs (or from too few operators) for the certificate's lifetime.
     CtRequired {
+        /// Valid SCTs.
         valid: usize,
+        /// Needed for the certificate's lifetime.
         required: usize,
+        /// Distinct operators among the valid ones (two are needed).
         operators: usize,
     },
     /// The log list is older than the staleness limit.
     LogListStale {
+        /// How old it is.
         age_days: i64,
     },
     /// With hard-fail revocation: a CRL could not be had.
     RevocationUnknown {
+        /// Why the CRL could not be had.
         why: String,
     },
 }
@@ -87,6 +108,7 @@ pub enum Problem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// Trusted.
     Proceed,
     /// Failed, for a reason a user or an exception may accept (a name, a date, an anchor).
     RecoverableFailure,
@@ -205,7 +227,10 @@ pub enum Note {
     /// Certificate Transparency was not enforced: the log list is older than
     /// [`crate::ct::STALE_AFTER_DAYS`] (Chrome stops enforcing then too, rather than refusing
     /// every logged certificate issued after its list was made).
-    CtNotEnforcedStaleLogList { age_days: i64 },
+    CtNotEnforcedStaleLogList {
+        /// How old the list is.
+        age_days: i64,
+    },
 }
 
 impl Note {
@@ -236,11 +261,15 @@ impl fmt::Display for Note {
 /// One certificate of the evaluated chain, with what failed on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CertificateReport {
+    /// Its position in the chain: 0 is the leaf.
     pub index: usize,
+    /// What it says.
     pub facts: Facts,
     /// Presented by the peer, or taken from the anchors.
     pub presented: bool,
+    /// It is the anchor the chain ends in.
     pub anchor: bool,
+    /// Every check that failed on it.
     pub problems: Vec<Problem>,
 }
 

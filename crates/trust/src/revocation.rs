@@ -24,6 +24,7 @@ use crate::Options;
 
 /// Gets a CRL's DER from a URL.
 pub trait CrlFetcher: Send + Sync + fmt::Debug {
+    /// The CRL's DER, or why it could not be had.
     fn fetch(&self, url: &str) -> Result<Vec<u8>, String>;
 }
 
@@ -41,8 +42,11 @@ pub enum Mode {
 /// Revocation checking for an evaluation.
 #[derive(Debug, Clone)]
 pub struct Revocation {
+    /// How CRLs are fetched.
     pub fetcher: Arc<dyn CrlFetcher>,
+    /// CRLs already fetched.
     pub cache: Arc<CrlCache>,
+    /// What an unknown status means.
     pub mode: Mode,
 }
 
@@ -129,6 +133,7 @@ impl CrlCache {
         self.lock().len()
     }
 
+    /// No CRLs are cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -164,6 +169,7 @@ pub fn distribution_points(der: &[u8]) -> Vec<String> {
 /// TLS trust exists), bounded in time and size.
 #[derive(Debug, Clone)]
 pub struct HttpFetcher {
+    /// The longest a fetch may take.
     pub timeout: Duration,
 }
 
