@@ -20,7 +20,12 @@ pub enum Advertised {
     /// `clear`: forget every alternative of this origin.
     Clear,
     /// HTTP/3 on this UDP port of the same host, fresh for `max_age`.
-    H3 { port: u16, max_age: Duration },
+    H3 {
+        /// The UDP port.
+        port: u16,
+        /// How long the advertisement holds.
+        max_age: Duration,
+    },
     /// Nothing this client uses (other protocols, other hosts, or a value it cannot read).
     Nothing,
 }

@@ -21,10 +21,18 @@ pub enum DecodeError {
     Unknown(String),
     /// The body is not what its coding says.
     #[error("the body is not valid {coding}: {why}")]
-    Corrupt { coding: String, why: String },
+    Corrupt {
+        /// The coding.
+        coding: String,
+        /// What the decoder said.
+        why: String,
+    },
     /// Decoded, it would be longer than the limit.
     #[error("decoded, the body is longer than {limit} bytes")]
-    TooLong { limit: usize },
+    TooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// Undoes `content_encoding` (a `Content-Encoding` value: codings in the order they were

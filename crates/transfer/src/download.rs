@@ -43,7 +43,9 @@ pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// One download.
 #[derive(Debug, Clone)]
 pub struct Download {
+    /// The URL to fetch.
     pub url: String,
+    /// Where the file goes.
     pub dest: PathBuf,
     /// The expected SHA-256 of the whole file.
     pub sha256: Option<[u8; 32]>,
@@ -119,11 +121,15 @@ pub(crate) fn fields_for<'a>(
 pub enum Event {
     /// The response arrived: the body is written from `from`; `total` is the file's length.
     Started {
+        /// Where this run starts writing (0 unless resumed).
         from: u64,
+        /// The file's length, when known.
         total: Option<u64>,
+        /// The HTTP version that answered.
         protocol: http::Protocol,
         /// Ranges fetched side by side (1: front to back).
         segments: usize,
+        /// Why bytes already on disk were given up, when they were.
         #[serde(skip_serializing_if = "Option::is_none")]
         restarted: Option<RestartReason>,
         /// Why this download could not be resumed later, when the server gave no usable
@@ -135,18 +141,28 @@ pub enum Event {
         not_segmented: Option<String>,
     },
     /// Bytes of the file written so far (including those resumed from).
-    Progress { written: u64, total: Option<u64>, rate: f64 },
+    Progress {
+        /// Bytes of the file on disk.
+        written: u64,
+        /// The file's length, when known.
+        total: Option<u64>,
+        /// Bytes per second since this run started writing.
+        rate: f64,
+    },
 }
 
 /// A finished download.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finished {
+    /// The URL asked for.
     pub url: String,
+    /// Where the file is.
     pub dest: PathBuf,
     /// The file's length.
     pub bytes: u64,
     /// Where this run started writing (0 unless resumed).
     pub resumed_from: u64,
+    /// Why bytes already on disk were given up, when they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restarted: Option<RestartReason>,
     /// Ranges fetched side by side.
@@ -154,6 +170,7 @@ pub struct Finished {
     /// The file's SHA-256, when one was expected (and matched).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// How it went: timings, protocol, bytes, connection.
     pub metrics: Metrics,
     /// What the session's transfers, this one included, have shown of the link.
     pub link: nw_quality::Snapshot,

@@ -26,10 +26,13 @@ pub(crate) const H2_CONNECTION_WINDOW: u32 = 32 << 20;
 /// The negotiated HTTP version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Protocol {
+    /// HTTP/1.1.
     #[serde(rename = "http/1.1")]
     Http11,
+    /// HTTP/2.
     #[serde(rename = "h2")]
     H2,
+    /// HTTP/3.
     #[serde(rename = "h3")]
     H3,
 }

@@ -20,6 +20,7 @@
 //! (hyper) run on connections from nw-connection (the Happy Eyeballs race, TLS through
 //! nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc` ([`altsvc`]) or assumed,
 //! raced against TCP and falling back to it.
+#![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -447,14 +448,22 @@ pub(crate) fn origin(url: &Url) -> altsvc::Origin {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransferError {
+    /// The request cannot be made as given (a bad URL, a header a download sets itself).
     #[error("{0}")]
     Usage(String),
     /// A download's file, or its `.part`, is in the way: replacing or continuing it was not
     /// asked for.
     #[error("{}: {kind}", path.display())]
-    InTheWay { path: PathBuf, kind: InTheWay },
+    InTheWay {
+        /// The file in the way.
+        path: PathBuf,
+        /// What it is.
+        kind: InTheWay,
+    },
+    /// Another process is downloading to this file.
     #[error("{} is locked: another nw is downloading to it; wait for it, or stop it first", .0.display())]
     Busy(PathBuf),
+    /// Another process is sending this upload.
     #[error("{0} is being sent by another nw; wait for it, or stop it first")]
     Taken(String),
     /// A transient failure of a request that is not sent twice (a POST that may have reached
@@ -464,37 +473,65 @@ pub enum TransferError {
          server did not act on it)"
     )]
     NotResent(Box<TransferError>),
+    /// The transport-security policy refused the load.
     #[error(transparent)]
     Refused(#[from] policy::Refused),
+    /// The transfer store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// No connection could be made (the race's report inside says why).
     #[error(transparent)]
     Connect(Box<nw_connection::ConnectError>),
+    /// The exchange broke HTTP (a malformed answer, a protocol error).
     #[error("{0}")]
     Http(String),
+    /// The server answered with a failing status.
     #[error("{url}: the server answered {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The connection was lost mid-exchange.
     #[error("the connection was lost: {0}")]
     Lost(String),
     /// A body longer than a data task's limit.
     #[error("{url}: the response is longer than {limit} bytes; download it to a file instead")]
-    TooLong { url: String, limit: usize },
+    TooLong {
+        /// The URL.
+        url: String,
+        /// The task's limit, in bytes.
+        limit: usize,
+    },
     /// A body whose content coding could not be undone.
     #[error("{url}: {source}")]
     Decode {
+        /// The URL.
         url: String,
+        /// What was wrong with the body.
         #[source]
         source: decode::DecodeError,
     },
     /// A redirect that cannot be followed, which kind, and in words.
     #[error("{why}")]
-    Redirect { kind: redirect::Refusal, why: String },
+    Redirect {
+        /// Which kind of refusal.
+        kind: redirect::Refusal,
+        /// In words.
+        why: String,
+    },
+    /// A time limit ran out (which one, in words).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A file could not be read or written.
     #[error("{}: {what}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What was being done.
         what: &'static str,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
@@ -502,19 +539,44 @@ pub enum TransferError {
     /// (`ErrorKind::BrokenPipe`), a full disk.
     #[error("cannot write the body out: {0}")]
     Output(#[source] std::io::Error),
+    /// The checkpoint could not be written.
     #[error("checkpointing failed: {0}")]
     Checkpoint(String),
+    /// The body ended before the length the server announced.
     #[error("{}: got {got} bytes where the server announced {expected}; resuming the download fetches the rest", part.display())]
-    Incomplete { part: PathBuf, got: u64, expected: u64 },
+    Incomplete {
+        /// The `.part` holding what arrived.
+        part: PathBuf,
+        /// Bytes received.
+        got: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// The file's SHA-256 is not the one expected.
     #[error("{}: SHA-256 is {got}, not the expected {expected}; the bytes were discarded and nothing was put in place", part.display())]
-    Digest { part: PathBuf, expected: String, got: String },
+    Digest {
+        /// The `.part`, already discarded.
+        part: PathBuf,
+        /// The SHA-256 expected, hex.
+        expected: String,
+        /// The SHA-256 of the bytes received, hex.
+        got: String,
+    },
     /// Something other than a regular file is where the download would write (a device, a
     /// directory, a symbolic link), or a `.part` belongs to another user: never written to.
     #[error("{}: {why}; nothing was written", path.display())]
-    NotAFile { path: PathBuf, why: String },
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What is there instead.
+        why: String,
+    },
+    /// A download failed after bytes were checkpointed: they are kept for a resume.
     #[error("{source}; {} holds what was received and checkpointed; resuming the download continues from there", part.display())]
     Saved {
+        /// The `.part` holding them.
         part: PathBuf,
+        /// What failed.
         #[source]
         source: Box<TransferError>,
     },
@@ -529,11 +591,19 @@ pub enum InTheWay {
     Exists,
     /// The `.part` belongs to a download of another URL.
     #[error("holds part of another download ({url})")]
-    OtherDownload { url: String },
+    OtherDownload {
+        /// The other download's URL.
+        url: String,
+    },
     /// The `.part` holds an interrupted download, and neither resuming nor restarting it was
     /// asked for.
     #[error("holds {bytes} checkpointed bytes of an interrupted download of {url}")]
-    Interrupted { bytes: u64, url: String },
+    Interrupted {
+        /// Bytes checkpointed.
+        bytes: u64,
+        /// Its URL.
+        url: String,
+    },
     /// The `.part` exists and the store has no record of it.
     #[error("exists with no record of what it holds")]
     Unrecorded,
@@ -554,6 +624,7 @@ pub enum Code {
     CannotFindHost,
     /// Every address refused or could not be reached.
     CannotConnectToHost,
+    /// A time limit ran out.
     TimedOut,
     /// The connection dropped during the exchange.
     NetworkConnectionLost,
@@ -567,6 +638,7 @@ pub enum Code {
     ServerCertificateUntrusted,
     /// Plain HTTP where the transport-security policy wants HTTPS.
     InsecureLoadBlocked,
+    /// More redirects than allowed.
     HttpTooManyRedirects,
     /// A redirect loop, a downgrade, or a `Location` that cannot be followed.
     RedirectRefused,
@@ -574,6 +646,7 @@ pub enum Code {
     BadServerResponse,
     /// The server answered with a failing status (downloads and uploads only).
     HttpStatus,
+    /// A body whose content coding could not be undone.
     CannotDecodeContentData,
     /// A body longer than the task's limit.
     DataLengthExceedsMaximum,

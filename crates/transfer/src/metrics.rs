@@ -21,10 +21,12 @@ pub struct Metrics {
     pub first_byte_ms: f64,
     /// Receiving the body took this long.
     pub transfer_ms: f64,
+    /// The HTTP version used.
     pub protocol: Protocol,
     /// Why HTTP/3 was tried and not used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub h3_fallback: Option<String>,
+    /// The TLS version and cipher suite, over TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<String>,
     /// The address connected to: the proxy's, when there is a proxy.

@@ -6,7 +6,9 @@
 /// A login from a `.netrc` file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Login {
+    /// The login name.
     pub user: String,
+    /// The password.
     pub password: String,
 }
 
@@ -27,7 +29,9 @@ pub struct Netrc {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {why}")]
 pub struct ParseError {
+    /// Where, counting from 1.
     pub line: usize,
+    /// What is wrong.
     pub why: String,
 }
 

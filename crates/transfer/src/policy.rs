@@ -21,16 +21,30 @@ pub enum Security {
 /// Why a URL cannot be loaded under the policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
+    /// Plain HTTP to a host that is not local.
     #[error(
         "insecure load blocked: {url} is plain HTTP and {host} is not a local name; use https://, or allow plain-HTTP loads to load it anyway"
     )]
-    InsecureLoad { url: String, host: String },
+    InsecureLoad {
+        /// The URL.
+        url: String,
+        /// Its host.
+        host: String,
+    },
+    /// An `ftp://` URL.
     #[error(
         "{url}: FTP is not supported; download it another way and check it against a published digest"
     )]
-    Ftp { url: String },
+    Ftp {
+        /// The URL.
+        url: String,
+    },
+    /// Neither http:// nor https://.
     #[error("{url}: only http:// and https:// URLs can be loaded")]
-    Scheme { url: String },
+    Scheme {
+        /// The URL.
+        url: String,
+    },
 }
 
 /// Whether `url` may be loaded, and how it is secured.

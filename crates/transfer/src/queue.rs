@@ -24,7 +24,9 @@ use crate::{Method, Session, TransferError};
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Queued {
+    /// A download.
     Download(Record),
+    /// An upload.
     Upload(UploadRecord),
 }
 
@@ -37,6 +39,7 @@ impl Queued {
         }
     }
 
+    /// Its URL.
     pub fn url(&self) -> &str {
         match self {
             Self::Download(r) => &r.url,
@@ -94,11 +97,15 @@ pub enum Step<'a> {
     Event(Event),
     /// It is not running, and why.
     Waiting(String),
+    /// The download finished.
     Done(&'a Finished),
+    /// The upload finished.
     Uploaded(&'a Uploaded),
     /// This attempt failed; `retry_in` when the scheduler will try again.
     Failed {
+        /// Why.
         error: &'a TransferError,
+        /// When the scheduler tries again, if it will.
         retry_in: Option<Duration>,
     },
 }
@@ -106,6 +113,7 @@ pub enum Step<'a> {
 /// How a run of the queue ended.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
+    /// Finished.
     pub done: usize,
     /// Failed for good (a 404, a digest mismatch, a file in the way).
     pub failed: usize,

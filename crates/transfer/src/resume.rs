@@ -126,8 +126,11 @@ pub struct Partial {
 /// durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
+    /// The range's first byte.
     pub start: u64,
+    /// One past its last byte.
     pub end: u64,
+    /// Bytes of it that are durable.
     pub done: u64,
 }
 
@@ -184,7 +187,16 @@ pub enum Plan {
     /// `Range: bytes=from-` (or `from-(to - 1)` when `to` is given) with
     /// `If-Range: validator`; the first `check` bytes of the answer are already on disk and
     /// must match them.
-    From { from: u64, to: Option<u64>, if_range: Validator, check: u64 },
+    From {
+        /// The first byte asked for.
+        from: u64,
+        /// One past the last byte asked for, for a segment.
+        to: Option<u64>,
+        /// The validator sent in `If-Range`.
+        if_range: Validator,
+        /// Bytes of the answer that are already on disk and must match.
+        check: u64,
+    },
 }
 
 /// Why bytes already downloaded were given up.
@@ -296,11 +308,17 @@ impl Plan {
 /// The parts of a response a decision needs.
 #[derive(Debug, Clone, Default)]
 pub struct Response<'a> {
+    /// The status code.
     pub status: u16,
+    /// `ETag`.
     pub etag: Option<&'a str>,
+    /// `Last-Modified`.
     pub last_modified: Option<&'a str>,
+    /// `Date`.
     pub date: Option<&'a str>,
+    /// `Content-Length`.
     pub content_length: Option<u64>,
+    /// `Content-Range`.
     pub content_range: Option<&'a str>,
 }
 
@@ -311,12 +329,20 @@ pub enum Decision {
     /// when the server gave it; `validator` is what to record (or why there is none);
     /// `restarted` says why earlier bytes were dropped, if there were any.
     Fresh {
+        /// The full length, when the server gave it.
         total: Option<u64>,
+        /// The validator to record, or why there is none.
         validator: Result<Validator, Unusable>,
+        /// Why earlier bytes were dropped, if there were any.
         restarted: Option<RestartReason>,
     },
     /// Append the body at `from`; the full length is `total`.
-    Append { from: u64, total: Option<u64> },
+    Append {
+        /// The offset to append at.
+        from: u64,
+        /// The full length, when known.
+        total: Option<u64>,
+    },
     /// Nothing to fetch: the bytes on disk are the whole file.
     Complete,
     /// Ask again for the whole resource, without a range, for this reason.
@@ -399,12 +425,23 @@ pub fn decide(plan: &Plan, partial: &Partial, response: &Response<'_>) -> Decisi
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentRange {
     /// `bytes FIRST-LAST/TOTAL` (`TOTAL` may be `*`).
-    Bytes { first: u64, last: u64, total: Option<u64> },
+    Bytes {
+        /// The first byte.
+        first: u64,
+        /// The last byte.
+        last: u64,
+        /// The full length, when given.
+        total: Option<u64>,
+    },
     /// `bytes */TOTAL`, with 416.
-    Unsatisfied { total: u64 },
+    Unsatisfied {
+        /// The full length.
+        total: u64,
+    },
 }
 
 impl ContentRange {
+    /// Parses the header's value; `None` when it is not a byte range this client reads.
     pub fn parse(text: &str) -> Option<Self> {
         let rest = text.trim().strip_prefix("bytes ")?.trim_start();
         let (range, total) = rest.split_once('/')?;

@@ -70,13 +70,21 @@ pub struct Conditions {
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum Wait {
     /// The resume-rate limiter holds it until `until`.
-    ResumeDelay { until: Duration },
+    ResumeDelay {
+        /// When it may start, on the scheduler's clock.
+        until: Duration,
+    },
     /// Discretionary: waiting for an unmetered path.
     Unmetered,
     /// Discretionary: waiting for external power.
     Power,
     /// Retrying after a transient failure, at `until`.
-    Backoff { until: Duration, attempt: u32 },
+    Backoff {
+        /// When it is tried again, on the scheduler's clock.
+        until: Duration,
+        /// Attempts so far.
+        attempt: u32,
+    },
     /// `max_running` tasks are running.
     Concurrency,
 }
@@ -114,6 +122,7 @@ pub enum Action {
 /// How a run of a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// Finished.
     Done,
     /// Worth retrying (a lost connection, a 5xx, a timeout).
     Transient(String),

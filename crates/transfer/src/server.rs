@@ -71,23 +71,33 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The certificate or key cannot be used.
     #[error("the certificate or key cannot serve HTTP: {0}")]
     Tls(String),
+    /// The UDP socket for HTTP/3 could not be bound.
     #[error("cannot listen on {addr} (UDP): {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
+    /// The TCP listener could not be bound.
     #[error("cannot listen on {addr} (TCP): {source}")]
     Listen {
+        /// The address.
         addr: SocketAddr,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
+    /// The directory of files to serve cannot be used.
     #[error("{}: cannot serve it: {source}", root.display())]
     Root {
+        /// The directory.
         root: PathBuf,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
@@ -727,7 +737,9 @@ async fn serve_h3(
 /// `Alt-Svc`, with a certificate from a CA made for this server alone (nw-trust's test CA).
 #[derive(Debug)]
 pub struct Embedded {
+    /// HTTP/1.1 and HTTP/2 over TLS (TCP).
     pub http: HttpServer,
+    /// HTTP/3 (UDP, the same port).
     pub h3: H3Server,
     ca: nw_trust::ca::TestCa,
 }

@@ -116,16 +116,27 @@ impl State {
 /// One transfer, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Record {
+    /// Its number (`#3`).
     pub id: i64,
+    /// The URL.
     pub url: String,
+    /// Where the file goes.
     pub dest: PathBuf,
+    /// Where it is in its life.
     pub state: State,
+    /// The validator the checkpoint was made under (`ETag` or `Last-Modified`).
     pub validator: Option<Validator>,
+    /// The file's length, when known.
     pub total: Option<u64>,
+    /// Bytes checkpointed, front to back.
     pub offset: u64,
+    /// The SHA-256 the file must have.
     pub sha256: Option<String>,
+    /// It waits for an unmetered path and external power.
     pub discretionary: bool,
+    /// Attempts made so far.
     pub attempts: u32,
+    /// The last attempt's error.
     pub error: Option<String>,
     /// A segmented download's ranges (empty otherwise).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -156,9 +167,13 @@ pub const IN_MEMORY: &str = ":memory:";
 #[derive(Debug, thiserror::Error)]
 #[error("transfer store {path}: {what}: {source}; {hint}")]
 pub struct StoreError {
+    /// The store's file.
     pub path: PathBuf,
+    /// What was being done.
     pub what: &'static str,
+    /// What to try.
     pub hint: &'static str,
+    /// SQLite's error.
     #[source]
     pub source: rusqlite::Error,
 }
@@ -529,12 +544,17 @@ fn alive(pid: i64) -> bool {
 /// One queued upload, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UploadRecord {
+    /// Its number (`#u3`).
     pub id: i64,
+    /// The URL.
     pub url: String,
+    /// The file to send.
     pub source: PathBuf,
     /// PUT or POST.
     pub method: String,
+    /// The body's `Content-Type`.
     pub content_type: String,
+    /// Where it is in its life.
     pub state: State,
     /// The process sending it, while it runs.
     #[serde(skip)]
@@ -543,8 +563,11 @@ pub struct UploadRecord {
     pub sent: u64,
     /// The server's answer to the last attempt.
     pub status: Option<u16>,
+    /// It waits for an unmetered path and external power.
     pub discretionary: bool,
+    /// Attempts made so far.
     pub attempts: u32,
+    /// The last attempt's error.
     pub error: Option<String>,
     /// The identifier of the session that queued it ([`crate::Configuration::identifier`]).
     #[serde(skip)]

@@ -34,22 +34,27 @@ pub const UPLOAD_RESPONSE_LIMIT: usize = 1 << 20;
 pub struct Data {
     /// The URL that answered: the one asked, or where its redirects led.
     pub url: String,
+    /// The status code.
     pub status: u16,
     /// The response's headers, in order (values that are not text are left out).
     pub headers: Vec<(String, String)>,
+    /// The body, decoded.
     #[serde(skip)]
     pub body: Bytes,
     /// The content coding the body came in (`Content-Encoding`), now undone: `body` is decoded,
     /// and `headers` no longer carry `Content-Encoding` and `Content-Length`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoded_from: Option<String>,
+    /// How it went.
     pub metrics: Metrics,
 }
 
 /// An upload: the file at `source` as the body of one request to `url`.
 #[derive(Debug, Clone)]
 pub struct Upload {
+    /// Where to send it.
     pub url: String,
+    /// The file whose bytes are the body.
     pub source: PathBuf,
     /// PUT or POST.
     pub method: hyper::Method,
@@ -60,12 +65,14 @@ pub struct Upload {
 /// What an upload did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Uploaded {
+    /// The status code.
     pub status: u16,
     /// Body bytes sent.
     pub sent: u64,
     /// The response's body (its first [`UPLOAD_RESPONSE_LIMIT`] bytes).
     #[serde(skip)]
     pub response: Bytes,
+    /// How it went.
     pub metrics: Metrics,
 }
 
