@@ -34,15 +34,19 @@ pub struct Patch {
     /// One-way delay, in microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_us: Option<u64>,
+    /// Jitter, in microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_us: Option<u64>,
+    /// Extra delay of DNS packets, in microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_delay_us: Option<u64>,
     /// Uniform loss, 0–1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
+    /// The queue's limit in packets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_packets: Option<usize>,
+    /// The queue's limit in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_bytes: Option<usize>,
 }
@@ -150,20 +154,27 @@ fn mean_loss(loss: Loss) -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    /// Change the conditions; what a patch leaves out stays.
     Set {
+        /// Client to server.
         #[serde(default)]
         up: Patch,
+        /// Server to client.
         #[serde(default)]
         down: Patch,
     },
+    /// Read the conditions and counters.
     Show {},
 }
 
 /// The state of the link, as a reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
+    /// Client to server.
     pub up: Patch,
+    /// Server to client.
     pub down: Patch,
+    /// What each direction did.
     pub counters: LinkCounters,
 }
 
@@ -182,6 +193,7 @@ pub trait Conditioned: Send + Sync {
     fn profiles(&self) -> (Profile, Profile);
     /// New profiles for either direction (`None` keeps it), from the next packet on.
     fn set(&self, up: Option<Profile>, down: Option<Profile>);
+    /// What each direction did so far.
     fn counters(&self) -> LinkCounters;
 }
 

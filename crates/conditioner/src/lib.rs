@@ -29,6 +29,7 @@
 //! link.handle_timeout(due);
 //! assert_eq!(link.poll_packet().map(|p| p.len()), Some(100));
 //! ```
+#![warn(missing_docs)]
 
 pub mod classify;
 pub mod control;

@@ -23,7 +23,9 @@ pub struct Profile {
     pub jitter: Duration,
     /// Added to DNS packets only (UDP or TCP port 53), on top of `delay`.
     pub dns_delay: Duration,
+    /// Random loss.
     pub loss: Loss,
+    /// How much may wait in the queue.
     pub queue: QueueLimit,
 }
 
@@ -43,9 +45,11 @@ impl Default for Profile {
 /// Random loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Loss {
+    /// No random loss.
     None,
     /// Each packet is lost with probability `p` (0–1).
     Uniform {
+        /// The probability.
         p: f64,
     },
     /// Two states: from good to bad with probability `p`, back with `r`, per packet; a packet
@@ -53,9 +57,13 @@ pub enum Loss {
     /// of a burst-noise channel", 1960; E. O. Elliott, 1963). Mean loss:
     /// `(r·loss_good + p·loss_bad) / (p + r)`; mean bad run: `1/r` packets.
     GilbertElliott {
+        /// From good to bad, per packet.
         p: f64,
+        /// From bad back to good, per packet.
         r: f64,
+        /// Loss in the good state.
         loss_good: f64,
+        /// Loss in the bad state.
         loss_bad: f64,
     },
 }
@@ -64,18 +72,26 @@ pub enum Loss {
 /// being serialized does not count); what would exceed it is dropped (drop-tail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueLimit {
+    /// At most this many packets.
     Packets(usize),
+    /// At most this many bytes.
     Bytes(usize),
 }
 
 /// What happened in this direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
+    /// Packets that entered the queue.
     pub enqueued: u64,
+    /// Packets dropped because the queue was full.
     pub dropped_queue: u64,
+    /// Packets dropped by random loss.
     pub dropped_loss: u64,
+    /// Packets delivered.
     pub delivered: u64,
+    /// The longest the queue got, in packets.
     pub max_queue_packets: usize,
+    /// The longest the queue got, in bytes.
     pub max_queue_bytes: usize,
 }
 
@@ -187,10 +203,12 @@ impl Link {
         self.advance(now);
     }
 
+    /// The conditions now.
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
 
+    /// What it did so far.
     pub fn counters(&self) -> Counters {
         self.counters
     }

@@ -9,8 +9,11 @@ use crate::link::{Loss, Profile, QueueLimit};
 /// A named pair of profiles.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preset {
+    /// Its name (`lte`).
     pub name: &'static str,
+    /// Client to server.
     pub up: Profile,
+    /// Server to client.
     pub down: Profile,
     /// Where the numbers come from.
     pub source: &'static str,

@@ -57,6 +57,7 @@ pub struct Config {
     pub up: Profile,
     /// Server → client.
     pub down: Profile,
+    /// Resets, stalls and slow closes (TCP).
     pub faults: Faults,
     /// Seed of the loss and jitter draws; each connection or session derives its own.
     pub seed: u64,

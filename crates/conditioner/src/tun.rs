@@ -21,9 +21,11 @@ use crate::link::{Link, LinkCounters, Profile};
 
 /// The near end's addresses.
 pub const NEAR_V4: &str = "192.0.2.1";
+/// The near end's IPv6 address.
 pub const NEAR_V6: &str = "2001:db8:c0::1";
 /// The far end's addresses.
 pub const FAR_V4: &str = "192.0.2.2";
+/// The far end's IPv6 address.
 pub const FAR_V6: &str = "2001:db8:c0::2";
 
 #[derive(Debug, Default)]

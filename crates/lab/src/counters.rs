@@ -9,9 +9,13 @@ pub struct TcpCounters {
     pub active_opens: u64,
     /// Connections accepted.
     pub passive_opens: u64,
+    /// Connection attempts that failed.
     pub attempt_fails: u64,
+    /// Established connections reset.
     pub estab_resets: u64,
+    /// Connections established now.
     pub curr_estab: u64,
+    /// Segments sent with RST.
     pub out_rsts: u64,
 }
 

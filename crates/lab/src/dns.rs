@@ -22,7 +22,9 @@ use crate::{LabError, Namespace};
 /// The records for one name (or a `*.zone` wildcard).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Records {
+    /// A records.
     pub a: Vec<Ipv4Addr>,
+    /// AAAA records.
     pub aaaa: Vec<Ipv6Addr>,
     /// ALPN ids for an HTTPS record (`["h3", "h2"]`); empty means no HTTPS record.
     pub https_alpn: Vec<String>,
@@ -31,8 +33,11 @@ pub struct Records {
 /// How long the server waits before answering each record type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delays {
+    /// Before A answers.
     pub a: Duration,
+    /// Before AAAA answers.
     pub aaaa: Duration,
+    /// Before HTTPS answers.
     pub https: Duration,
 }
 
@@ -42,6 +47,7 @@ pub struct Script {
     /// Keys are lower-case names without the trailing dot; `*.test` matches every name under
     /// `test` that has no record of its own.
     pub records: BTreeMap<String, Records>,
+    /// How long each record type waits.
     pub delays: Delays,
     /// Names answered with NXDOMAIN.
     pub nxdomain: BTreeSet<String>,
@@ -76,7 +82,9 @@ impl Script {
 /// One query the server saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
+    /// The name asked for.
     pub name: String,
+    /// The record type.
     pub kind: RecordType,
 }
 
@@ -105,6 +113,7 @@ impl DnsServer {
         Ok(Self { addr, script, seen, stop, thread: Some(thread) })
     }
 
+    /// Where it listens (UDP).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -20,6 +20,7 @@
 //! pair.srv.set_link(&pair.srv_dev, false)?; // the client's link loses its carrier
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod counters;
 pub mod dns;
@@ -45,8 +46,12 @@ pub use timing::one_of_three;
 pub mod addr {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    /// The client's IPv4 address.
     pub const CLI_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    /// The server's IPv4 address.
     pub const SRV_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    /// The client's IPv6 address.
     pub const CLI_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    /// The server's IPv6 address.
     pub const SRV_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 }

@@ -90,23 +90,31 @@ impl Lab {
 /// Two namespaces joined by a veth; see [`Lab::pair`]. Fields drop in order: the client first.
 #[derive(Debug)]
 pub struct Pair {
+    /// The client's namespace.
     pub cli: Namespace,
+    /// The server's namespace.
     pub srv: Namespace,
+    /// The client's end of the veth.
     pub cli_dev: String,
+    /// The server's end of the veth.
     pub srv_dev: String,
 }
 
 /// The two ends of a veth link. It disappears with either namespace.
 #[derive(Debug, Clone)]
 pub struct Veth {
+    /// One end's name.
     pub a_dev: String,
+    /// The other end's name.
     pub b_dev: String,
 }
 
 /// A transport protocol, for faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
 }
 
@@ -132,6 +140,7 @@ pub struct Namespace {
 }
 
 impl Namespace {
+    /// Its name (`ip netns` knows it by it).
     pub fn name(&self) -> &str {
         &self.name
     }

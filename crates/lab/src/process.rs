@@ -56,6 +56,7 @@ impl Child {
         self.inner.stderr.take()
     }
 
+    /// Its process id.
     pub fn id(&self) -> u32 {
         self.inner.id()
     }

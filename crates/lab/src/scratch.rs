@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::LabError;
 
+/// A scratch directory, removed with everything in it when dropped.
 #[derive(Debug)]
 pub struct Scratch(PathBuf);
 
@@ -24,6 +25,7 @@ impl Scratch {
         Ok(Self(dir))
     }
 
+    /// Where it is.
     pub fn path(&self) -> &Path {
         &self.0
     }

@@ -17,8 +17,11 @@ use std::time::Duration;
 /// One observed transfer: `bytes` moved in `duration` of active transfer, ending at `at`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
+    /// When it ended, on the monitor's clock.
     pub at: Duration,
+    /// Bytes moved.
     pub bytes: u64,
+    /// Time spent actively moving them.
     pub duration: Duration,
 }
 
@@ -88,6 +91,7 @@ impl DualEwma {
         Self::with_half_lives(Duration::from_secs(3), Duration::from_secs(9))
     }
 
+    /// An estimator with these half-lives for its fast and slow averages.
     pub fn with_half_lives(fast: Duration, slow: Duration) -> Self {
         Self { fast: Ewma::new(fast), slow: Ewma::new(slow) }
     }
@@ -191,6 +195,7 @@ impl DecayedMedian {
         Self::with(Duration::from_secs(10), 32)
     }
 
+    /// A median whose samples lose weight with `half_life`, over at most `max_samples`.
     pub fn with(half_life: Duration, max_samples: usize) -> Self {
         Self { samples: VecDeque::new(), half_life, max_samples: max_samples.max(1) }
     }

@@ -25,9 +25,13 @@ use crate::rtt::Rtt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkQuality {
+    /// Nothing recent is known.
     Unknown,
+    /// Barely usable: under 1 Mbit/s, round trips over 800 ms, or half the attempts failing.
     Minimal,
+    /// Between minimal and good.
     Moderate,
+    /// At least 10 Mbit/s, round trips under 100 ms and few failures.
     Good,
 }
 
@@ -45,12 +49,15 @@ const HYSTERESIS: f64 = 0.2;
 /// What the monitor knows at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Snapshot {
+    /// The coarse level.
     pub level: LinkQuality,
     /// Bits per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throughput: Option<f64>,
+    /// The smoothed round-trip time, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
+    /// The lowest round-trip time seen recently, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_rtt_ms: Option<f64>,
     /// The share of recent attempts that failed (time-decayed), 0..=1.

@@ -13,6 +13,7 @@
 //!   connection.
 //! - [`rpm`]: the responsiveness test (draft-ietf-ippm-responsiveness) as a machine: when to
 //!   add load and send probes, saturation detection, and the RPM figure.
+#![warn(missing_docs)]
 
 pub mod estimate;
 pub mod level;

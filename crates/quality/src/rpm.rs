@@ -46,6 +46,7 @@ pub struct Params {
     pub idle_probes: usize,
     /// The whole test ends within this.
     pub max_time: Duration,
+    /// Which directions are measured, in order.
     pub directions: Vec<Direction>,
 }
 
@@ -70,7 +71,9 @@ impl Default for Params {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
+    /// Server to client.
     Download,
+    /// Client to server.
     Upload,
 }
 
@@ -82,7 +85,12 @@ pub enum Action {
     /// Stop every load-generating flow of this direction.
     StopFlows(Direction),
     /// Send a probe and report its timings with [`Rpm::probe`] under `id`.
-    Probe { id: u64, kind: ProbeKind },
+    Probe {
+        /// The probe's number, for `Rpm::probe`.
+        id: u64,
+        /// Where it goes.
+        kind: ProbeKind,
+    },
     /// The test is over: [`Rpm::outcome`] has the result.
     Finish,
 }
@@ -103,9 +111,19 @@ pub enum ProbeKind {
 pub enum Timing {
     /// A new connection: the TCP handshake, the TLS handshake (when there was TLS), and the
     /// HTTP request to the first byte of its response.
-    Foreign { tcp: Duration, tls: Option<Duration>, http: Duration },
+    Foreign {
+        /// The TCP handshake.
+        tcp: Duration,
+        /// The TLS handshake, when there was TLS.
+        tls: Option<Duration>,
+        /// The request to the first byte of its response.
+        http: Duration,
+    },
     /// A request on a loaded connection.
-    OnLoad { http: Duration },
+    OnLoad {
+        /// The request to the first byte of its response.
+        http: Duration,
+    },
 }
 
 /// The result, with the key names networkQuality's JSON uses.
@@ -113,25 +131,34 @@ pub enum Timing {
 pub struct Outcome {
     /// Bits per second.
     pub dl_throughput: f64,
+    /// Bits per second.
     pub ul_throughput: f64,
     /// Round trips per minute under working conditions, both directions' probes together.
     pub responsiveness: f64,
+    /// Round trips per minute from the download's probes.
     pub dl_responsiveness: f64,
+    /// Round trips per minute from the upload's probes.
     pub ul_responsiveness: f64,
     /// The idle link's round trip, in ms.
     pub base_rtt: f64,
+    /// Load-generating flows at the end of the download.
     pub dl_flows: usize,
+    /// Load-generating flows at the end of the upload.
     pub ul_flows: usize,
     /// Whether goodput and responsiveness became stable (otherwise the time ran out).
     pub dl_saturated: bool,
+    /// The same for the upload.
     pub ul_saturated: bool,
     /// Probes that came back.
     pub probes: usize,
     /// What the responsiveness is made of (trimmed means over the probes it counts, in ms):
     /// foreign probes' TCP handshake, TLS handshake and request, and self probes' request.
     pub foreign_tcp_ms: f64,
+    /// See `foreign_tcp_ms`.
     pub foreign_tls_ms: f64,
+    /// See `foreign_tcp_ms`.
     pub foreign_http_ms: f64,
+    /// See `foreign_tcp_ms`.
     pub self_http_ms: f64,
 }
 
@@ -242,6 +269,7 @@ pub struct Rpm {
 }
 
 impl Rpm {
+    /// A test that has not started; drive it with its `handle_*` and `poll_*` methods.
     pub fn new(params: Params) -> Self {
         let legs = params.directions.iter().map(|_| Leg::default()).collect();
         Self {
