@@ -83,6 +83,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             json!({"error": e.to_string()}),
         )),
     }
+    sections.push(local_network().await);
     sections.push(connectivity().await);
     sections.push(trust().await);
     sections.push(transfer().await);
@@ -205,6 +206,84 @@ async fn monitor(oneshot: &Path) -> Section {
             Section::new("monitor", Level::Fail, e.to_string(), json!({"error": e.to_string()}))
         }
         Err(_) => Section::new("monitor", Level::Fail, "no first update within 3 s", Value::Null),
+    }
+}
+
+/// Local network privacy as it stands: off or on and who said so, what an app nobody decided
+/// on gets, and what nw's own connections get. Read only: doctor never writes the store. A
+/// file that does not parse, or a prompt hook that is not there, is a host finding (a
+/// warning): until it is fixed, nwkit's apps are refused local destinations.
+async fn local_network() -> Section {
+    use nw_lnp::store::{Access, Answer, Source};
+    let paths = nw_lnp::Paths::from_env();
+    let read = tokio::task::spawn_blocking(move || {
+        let policy = nw_lnp::Policy::load(&paths);
+        (policy, nw_lnp::identity::of_self().identity.clone())
+    })
+    .await;
+    let Ok((policy, me)) = read else {
+        return Section::new("lnp", Level::Fail, "reading the files failed", Value::Null);
+    };
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("{e}; until it parses, nwkit's apps are refused local destinations");
+            return Section::new("lnp", Level::Warn, why, json!({ "error": e.to_string() }));
+        }
+    };
+    let by = |s: Source| match s {
+        Source::Policy => "the administrator's policy",
+        Source::Store => "the store",
+        Source::Default => "the default",
+        Source::Prompt => "the prompt",
+    };
+    let (on, check_by) = policy.check();
+    let (headless, headless_by) = policy.headless();
+    let prompt = policy.prompt().map(<[String]>::to_vec);
+    let mine = policy.decide(&me);
+    let mut details = json!({
+        "check": if on { "on" } else { "off" },
+        "check_by": check_by,
+        "store": policy.paths.store,
+        "policy": policy.paths.policy,
+        "headless": headless,
+        "prompt": prompt,
+        "self": { "identity": me, "access": mine.access, "by": mine.by },
+    });
+    if !on {
+        let why = format!(
+            "off ({}): every app reaches the local network; `nw lnp on` turns it on",
+            by(check_by)
+        );
+        return Section::new("lnp", Level::Ok, why, details);
+    }
+    let undecided = match &prompt {
+        Some(hook) => format!("undecided apps are asked through {}", hook.join(" ")),
+        None => format!(
+            "undecided apps are {} ({}; no prompt hook)",
+            if headless == Answer::Allow { "allowed" } else { "denied" },
+            by(headless_by)
+        ),
+    };
+    let nw = match mine.access {
+        Access::Allow => "allowed".to_owned(),
+        Access::Deny => "denied".to_owned(),
+        Access::Ask => "undecided".to_owned(),
+    };
+    let summary =
+        format!("on ({}); {undecided}; nw ({me}) is {nw} ({})", by(check_by), by(mine.by));
+    let missing = prompt.as_ref().and_then(|hook| hook.first()).filter(|program| {
+        let program = std::path::Path::new(program.as_str());
+        program.is_absolute() && !program.exists()
+    });
+    match missing {
+        Some(program) => {
+            details["prompt_missing"] = json!(program);
+            let why =
+                format!("{summary}; the prompt hook {program} does not exist, so nobody is asked");
+            Section::new("lnp", Level::Warn, why, details)
+        }
+        None => Section::new("lnp", Level::Ok, summary, details),
     }
 }
 

@@ -66,9 +66,8 @@
 //! # Driving the race
 //!
 //! Underneath, [`happy_eyeballs::Race`] is a pure machine: a driver does what it asks and tells
-//! it what happened. Here the "network" is a
-//! closure that says which address answers; a real driver opens sockets and sleeps until
-//! `poll_timeout()`.
+//! it what happened. Here the "network" is a closure that says which address answers; a real
+//! driver opens sockets and sleeps until `poll_timeout()`.
 //!
 //! ```
 //! use std::net::IpAddr;

@@ -48,6 +48,48 @@ fn doctor_json_has_the_sections_shape() {
     assert_eq!(protocols, ["h2", "http/1.1", "h3"], "{transfer}");
 }
 
+/// Doctor's `lnp` section says where local network privacy stands, from the files
+/// `NW_LNP_STORE` and `NW_LNP_POLICY` name, and never writes them.
+#[test]
+fn doctor_says_where_local_network_privacy_stands() {
+    let dir = crate::support::Dir::new("doctor-lnp");
+    let (store, policy) = (dir.path("lnp.toml"), dir.path("policy.toml"));
+    let env = [("NW_LNP_STORE", store.as_str()), ("NW_LNP_POLICY", policy.as_str())];
+    // The text line: `STATUS lnp SUMMARY`.
+    let line = || {
+        let (code, out, err) = nw_env(&["doctor"], &env);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let found = out.lines().find(|l| l.split_whitespace().nth(1) == Some("lnp"));
+        found.unwrap_or_else(|| panic!("no lnp line: {out}")).to_owned()
+    };
+    // No files: off, by default.
+    let l = line();
+    assert!(l.starts_with("ok ") && l.contains("off (the default)"), "{l}");
+    assert!(l.contains("`nw lnp on` turns it on"), "{l}");
+    // On by the policy, denying undecided apps; nw itself is undecided.
+    std::fs::write(&policy, "check = \"on\"\nheadless = \"deny\"\n").unwrap();
+    let (code, out, err) = nw_env(&["doctor", "--json"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = section(&v, "lnp");
+    assert_eq!((s["status"].as_str(), s["details"]["check"].as_str()), (Some("ok"), Some("on")));
+    assert_eq!(s["details"]["check_by"], "policy", "{s}");
+    assert_eq!(s["details"]["self"]["access"], "ask", "{s}");
+    assert!(s["details"]["self"]["identity"].as_str().unwrap().starts_with("exe:"), "{s}");
+    let l = line();
+    assert!(l.contains("undecided apps are denied") && l.contains(") is undecided"), "{l}");
+    // A prompt hook that is not there is a warning.
+    std::fs::write(&policy, "check = \"on\"\nprompt = [\"/nonexistent/ask\"]\n").unwrap();
+    let l = line();
+    assert!(l.starts_with("warn ") && l.contains("/nonexistent/ask does not exist"), "{l}");
+    // A file that does not parse is a warning that says what it costs.
+    std::fs::write(&policy, "check = maybe\n").unwrap();
+    let l = line();
+    assert!(l.starts_with("warn ") && l.contains("does not parse"), "{l}");
+    assert!(l.contains("refused local destinations"), "{l}");
+    assert!(!std::path::Path::new(&store).exists(), "doctor wrote the store");
+}
+
 #[test]
 fn doctor_races_tls_to_its_embedded_server() {
     let (code, out, err) = nw(&["doctor", "--json"]);
