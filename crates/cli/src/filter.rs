@@ -152,6 +152,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     });
     let policy = host.policy;
     let queue = host.queue;
+    let local_only = host.local_network_only();
     let provider_name = host.provider.as_ref().map(|p| p.program.display().to_string());
 
     let state = StateFiles::new();
@@ -169,6 +170,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
         provider: provider_name,
         provider_pid: None,
         log: None,
+        local_only,
     };
     let ended = loop {
         tokio::select! {
@@ -236,6 +238,8 @@ struct View {
     provider: Option<String>,
     provider_pid: Option<u32>,
     log: Option<std::fs::File>,
+    /// Only flows to the local network are queued.
+    local_only: bool,
 }
 
 impl View {
@@ -250,12 +254,20 @@ impl View {
                     ),
                     None => String::new(),
                 };
+                let flows =
+                    if self.local_only { "new flows to the local network" } else { "new flows" };
                 (
                     format!(
-                        "filtering new flows through NFQUEUE {queue}, failing {}{stale}",
+                        "filtering {flows} through NFQUEUE {queue}, failing {}{stale}",
                         policy_name(self.policy)
                     ),
-                    json!({"event": "ready", "queue": queue, "policy": self.policy, "removed_stale": removed_stale.is_some()}),
+                    json!({
+                        "event": "ready",
+                        "queue": queue,
+                        "policy": self.policy,
+                        "removed_stale": removed_stale.is_some(),
+                        "scope": if self.local_only { "local_network" } else { "all" },
+                    }),
                 )
             }
             Event::Decided { flow, decision, by } => {
@@ -394,14 +406,24 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
         if json {
             println!(
                 "{}",
-                json!({"running": false, "leftover_rules": left.is_some(), "leftover_pid": left.flatten()})
+                json!({
+                    "running": false,
+                    "leftover_rules": left.is_some(),
+                    "leftover_pid": left.and_then(|l| l.pid),
+                    "leftover_scope": left.map(|l| if l.local_only { "local_network" } else { "all" }),
+                })
             );
         } else {
             println!("no filter host runs in this network namespace");
-            if let Some(pid) = left {
+            if let Some(left) = left {
+                let flows = if left.local_only {
+                    "new TCP and UDP flows to the local network"
+                } else {
+                    "new TCP and UDP flows"
+                };
                 println!(
-                    "but the rules of a filter host that was killed{} are in place: new TCP and UDP flows go to a queue nobody reads (dropped if it failed closed, let through if it failed open); `nw filter down` removes them",
-                    pid.map_or_else(String::new, |p| format!(" (pid {p})"))
+                    "but the rules of a filter host that was killed{} are in place: {flows} go to a queue nobody reads (dropped if it failed closed, let through if it failed open); `nw filter down` removes them",
+                    left.pid.map_or_else(String::new, |p| format!(" (pid {p})"))
                 );
             }
         }

@@ -74,11 +74,22 @@ impl ProviderOptions {
     }
 }
 
-/// Rules of this network namespace that a filter host which is no longer running left behind:
-/// `Some(pid)` (the pid they name, when they name one), or `None` when there are none or
-/// their host runs. Such rules still send new flows to a queue nobody reads.
-pub fn leftover_rules() -> Option<Option<u32>> {
-    tables::existing().filter(|pid| !pid.is_some_and(alive))
+/// Rules a filter host that is no longer running left behind. They still send new flows to a
+/// queue nobody reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leftover {
+    /// The pid the rules name, when they name one.
+    pub pid: Option<u32>,
+    /// Only flows to the local network are queued (the host enforced local network privacy
+    /// alone); otherwise every new TCP and UDP flow is.
+    pub local_only: bool,
+}
+
+/// The rules of this network namespace that a filter host which is no longer running left
+/// behind, or `None` when there are none or their host runs.
+pub fn leftover_rules() -> Option<Leftover> {
+    let pid = tables::existing().filter(|pid| !pid.is_some_and(alive))?;
+    Some(Leftover { pid, local_only: tables::local_only() })
 }
 
 /// Removes the filter rules of this network namespace that a host which is no longer running
@@ -132,6 +143,12 @@ impl HostOptions {
             provider: None,
             local_network: None,
         }
+    }
+
+    /// Only local network privacy is enforced (no rules, no provider): only new flows to the
+    /// local network are queued, and the rest never leave the kernel.
+    pub fn local_network_only(&self) -> bool {
+        self.local_network.is_some() && self.provider.is_none() && self.rules == Rules::default()
     }
 }
 
@@ -349,9 +366,7 @@ pub async fn run(
         ),
         None => None,
     };
-    let lnp_only = options.local_network.is_some()
-        && options.provider.is_none()
-        && options.rules == Rules::default();
+    let lnp_only = options.local_network_only();
     let scope_of = |reading: Option<&Arc<nw_path::Reading>>| match (lnp_only, reading) {
         (true, Some(r)) => tables::Scope::Local(nw_lnp::on_link_prefixes(&r.snapshot)),
         _ => tables::Scope::All,

@@ -296,7 +296,8 @@ fn netns_lnp_the_filter_host_holds_plain_programs_to_the_permission_and_never_qu
         .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
         .env("NW_LNP_POLICY", s.dir.path("policy.toml"));
     let mut host = Events::spawn(&s.p.cli, cmd);
-    host.event("ready");
+    let ready = host.event("ready");
+    assert_eq!(ready["scope"], "local_network", "{ready}");
 
     let probe = |script: &str, kind: &str, to: &str, port: &str| {
         let (out, took) = s.run("/usr/bin/python3", &[script, kind, to, port]);
@@ -349,4 +350,26 @@ fn netns_lnp_the_filter_host_holds_plain_programs_to_the_permission_and_never_qu
         log.contains(&format!("exe:{}", curl.display())) && log.contains("198.51.100.2"),
         "{log}"
     );
+
+    // A host killed outright leaves its rules: `nw filter status` says they hold only flows
+    // to the local network, and `nw filter down` removes them.
+    let mut cmd = s.p.cli.command(NW);
+    cmd.args(["filter", "up", "--local-network", "--json"])
+        .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
+        .env("NW_LNP_POLICY", s.dir.path("policy.toml"));
+    let mut killed = Events::spawn(&s.p.cli, cmd);
+    killed.event("ready");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(killed.child.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = killed.child.wait_for(Duration::from_secs(15));
+    let status: Value = serde_json::from_str(&text(&s.nw(&["filter", "status", "--json"]).stdout))
+        .expect("status JSON");
+    assert_eq!(status["leftover_rules"], true, "{status}");
+    assert_eq!(status["leftover_scope"], "local_network", "{status}");
+    let text_status = text(&s.nw(&["filter", "status"]).stdout);
+    assert!(text_status.contains("new TCP and UDP flows to the local network"), "{text_status}");
+    assert_eq!(s.nw(&["filter", "down"]).status.code(), Some(0));
+    let after: Value = serde_json::from_str(&text(&s.nw(&["filter", "status", "--json"]).stdout))
+        .expect("status JSON");
+    assert_eq!(after["leftover_rules"], false, "{after}");
 }

@@ -166,6 +166,13 @@ pub(crate) fn existing() -> Option<Option<u32>> {
     Some(pid)
 }
 
+/// Whether the filter's rules queue only flows to the local network (`NWFILTER-QUEUE` exists:
+/// local network privacy alone), rather than every new flow.
+pub(crate) fn local_only() -> bool {
+    run("iptables", &["-w", "-S"], None)
+        .is_ok_and(|chains| chains.lines().any(|l| l == format!("-N {QUEUE_CHAIN}")))
+}
+
 /// Installs the rules for both families; on failure removes what was installed.
 pub(crate) fn install(queue: u16, bypass: bool, pid: u32, scope: &Scope) -> io::Result<()> {
     for (i, tool) in TOOLS.iter().enumerate() {
