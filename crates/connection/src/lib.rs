@@ -8,8 +8,9 @@
 //!   failed, cancelled — and, once ready, [`Viability`] and better-path [`Update`]s), or the
 //!   one-shot [`connect`], [`connect_quic`] (a QUIC connection for many streams),
 //!   [`connect_udp`] and [`connect_proxy`]. Each takes the [`Parameters`] (transport, TLS, path
-//!   conditions, local address, proxy, [`LocalNetwork`] privacy) and a resolver, and gives a
-//!   [`Connected`] stream with its [`Report`], or a [`ConnectError`] with the report.
+//!   conditions, local address, proxy, [`LocalNetwork`] privacy) and a resolver, and gives
+//!   what it connected — a [`Connected`] stream, a [`QuicConnected`] connection, a
+//!   [`UdpConnected`] socket — with its [`Report`], or a [`ConnectError`] with the report.
 //! - Resolve: the [`Resolve`] seam; [`SystemResolver`] (explicit A/AAAA/HTTPS queries, the hosts
 //!   file, a cache) and [`MemoryResolver`] for tests.
 //! - Listen: [`Listener`] over TCP, TLS or QUIC, bounded so floods cannot starve it.
