@@ -214,7 +214,7 @@ async fn monitor(oneshot: &Path) -> Section {
 /// file that does not parse, or a prompt hook that is not there, is a host finding (a
 /// warning): until it is fixed, nwkit's apps are refused local destinations.
 async fn local_network() -> Section {
-    use nw_lnp::store::{Access, Answer, Source};
+    use nw_lnp::store::{Access, Answer};
     let paths = nw_lnp::Paths::from_env();
     let read = tokio::task::spawn_blocking(move || {
         let policy = nw_lnp::Policy::load(&paths);
@@ -227,16 +227,12 @@ async fn local_network() -> Section {
     let policy = match policy {
         Ok(p) => p,
         Err(e) => {
-            let why = format!("{e}; until it parses, nwkit's apps are refused local destinations");
+            let why =
+                format!("{e}; until it is fixed, nwkit's apps are refused local destinations");
             return Section::new("lnp", Level::Warn, why, json!({ "error": e.to_string() }));
         }
     };
-    let by = |s: Source| match s {
-        Source::Policy => "the administrator's policy",
-        Source::Store => "the store",
-        Source::Default => "the default",
-        Source::Prompt => "the prompt",
-    };
+    let by = crate::lnp::source;
     let (on, check_by) = policy.check();
     let (headless, headless_by) = policy.headless();
     let prompt = policy.prompt().map(<[String]>::to_vec);
@@ -272,11 +268,7 @@ async fn local_network() -> Section {
     };
     let summary =
         format!("on ({}); {undecided}; nw ({me}) is {nw} ({})", by(check_by), by(mine.by));
-    let missing = prompt.as_ref().and_then(|hook| hook.first()).filter(|program| {
-        let program = std::path::Path::new(program.as_str());
-        program.is_absolute() && !program.exists()
-    });
-    match missing {
+    match prompt.as_deref().and_then(nw_lnp::gate::missing_hook) {
         Some(program) => {
             details["prompt_missing"] = json!(program);
             let why =

@@ -106,7 +106,8 @@ fn with_policy(
     }
 }
 
-fn source(s: Source) -> &'static str {
+/// Who decided, in words.
+pub(crate) fn source(s: Source) -> &'static str {
     match s {
         Source::Policy => "the administrator's policy",
         Source::Store => "the permission store",

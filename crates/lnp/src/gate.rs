@@ -79,6 +79,21 @@ pub fn permit(
     Ok(out)
 }
 
+/// The program of the prompt hook `command` when it cannot be found the way [`permit`] starts
+/// it (a name without a slash is looked up on `PATH`, any other path is taken as it is), or
+/// `None` when it can be. A hook that is missing is never asked: undecided apps get the
+/// headless answer.
+pub fn missing_hook(command: &[String]) -> Option<&str> {
+    let program = command.first()?;
+    let found = if program.contains('/') {
+        Path::new(program).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+    };
+    (!found).then_some(program.as_str())
+}
+
 /// Runs the prompt hook; `Some` when it answered (exit 0 allow, 1 deny) in time.
 #[allow(clippy::disallowed_methods, reason = "waits for the hook's process, on a blocking thread")]
 fn ask(command: &[String], who: &Identified, destination: &str) -> Option<Answer> {

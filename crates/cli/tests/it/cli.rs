@@ -82,6 +82,10 @@ fn doctor_says_where_local_network_privacy_stands() {
     std::fs::write(&policy, "check = \"on\"\nprompt = [\"/nonexistent/ask\"]\n").unwrap();
     let l = line();
     assert!(l.starts_with("warn ") && l.contains("/nonexistent/ask does not exist"), "{l}");
+    // A hook named without a path is looked up on PATH, as it would be run.
+    std::fs::write(&policy, "check = \"on\"\nprompt = [\"nw-no-such-hook\"]\n").unwrap();
+    let l = line();
+    assert!(l.starts_with("warn ") && l.contains("nw-no-such-hook does not exist"), "{l}");
     // A file that does not parse is a warning that says what it costs.
     std::fs::write(&policy, "check = maybe\n").unwrap();
     let l = line();

@@ -111,3 +111,15 @@ fn the_prompt_hook_answers_and_its_answer_is_kept() {
     with_hook("/nonexistent/hook");
     assert!(ask("exe:/d").allowed);
 }
+
+#[test]
+fn a_missing_hook_is_found_as_permit_would_look_for_it() {
+    let s = Scratch::new("missing-hook");
+    let yes = hook(&s, 0);
+    let cmd = |p: &str| vec![p.to_owned(), "--flag".to_owned()];
+    assert_eq!(missing_hook(&cmd(&yes)), None, "a hook that is there");
+    assert_eq!(missing_hook(&cmd("sh")), None, "a name found on PATH");
+    assert_eq!(missing_hook(&cmd("/nonexistent/hook")), Some("/nonexistent/hook"));
+    assert_eq!(missing_hook(&cmd("nw-no-such-hook")), Some("nw-no-such-hook"), "not on PATH");
+    assert_eq!(missing_hook(&[]), None, "no hook at all is not a missing one");
+}
