@@ -57,7 +57,7 @@ enum Action {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Rules (TOML): default = \"allow\" | \"drop\" | \"ask\", then [[rule]] tables with action and any of identity, executable, uid, cgroup, remote, ports, transport, direction, host; the first match decides (see nw_filter::rules).\nThe provider is started as nobody with the contract socket as descriptor 3 (NW_FILTER_FD); see nw_filter::protocol.\nExit status: 0 after an orderly stop that removed every rule; 1 when rules were left; 2 for usage; 3 when filtering could not be set up."
+    after_help = "Rules (TOML): default = \"allow\" | \"drop\" | \"ask\", then [[rule]] tables with action and any of identity, executable, uid, cgroup, remote, ports, transport, direction; the first match decides (see nw_filter::rules). A rule naming a host, or inbound flows, is refused: this host learns neither yet.\nThe provider is started as nobody with the contract socket as descriptor 3 (NW_FILTER_FD); see nw_filter::protocol.\nExit status: 0 after an orderly stop that removed every rule; 1 when rules were left; 2 for usage; 3 when filtering could not be set up."
 )]
 struct UpArgs {
     /// Drop new flows when no provider answers (crashed, hung past the deadline, stopping);
