@@ -16,6 +16,10 @@ use crate::{EXIT_ENVIRONMENT, Outcome, UsageError};
 
 /// A log grows to this size, then becomes `.log.1` and starts over.
 const LOG_LIMIT: u64 = 8 << 20;
+/// Events that may wait for the output thread; more are counted and not shown.
+const DISPLAY_BACKLOG: usize = 4096;
+/// How long a stopped host waits for the output thread to write what it holds.
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -162,7 +166,8 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let hosted = nw_filter::host::run(host, events_tx, stop_rx);
     tokio::pin!(hosted);
-    let mut view = View {
+    let status = state.status.clone();
+    let view = View {
         json: args.json,
         state,
         policy,
@@ -172,21 +177,51 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
         log: None,
         local_only,
     };
+    // The event lines, the log and the status file are written on a thread of their own: the
+    // host decides flows on this runtime, and a terminal or pipe that stops reading must not
+    // hold up a single verdict. Events past the backlog are counted, not waited for.
+    let (display, shown) = std::sync::mpsc::sync_channel::<Event>(DISPLAY_BACKLOG);
+    let (back, returned) = std::sync::mpsc::channel::<View>();
+    std::thread::Builder::new().name("nw-filter-output".into()).spawn(move || {
+        let mut view = view;
+        for event in shown {
+            view.show(&event);
+        }
+        let _ = back.send(view);
+    })?;
+    let mut not_shown = 0u64;
     let ended = loop {
         tokio::select! {
             ended = &mut hosted => break ended,
-            Some(event) = events.recv() => view.show(&event),
+            Some(event) = events.recv() => {
+                if display.try_send(event).is_err() {
+                    not_shown += 1;
+                }
+            }
             _ = interrupt.recv() => { let _ = stop_tx.send(true); }
             _ = terminate.recv() => { let _ = stop_tx.send(true); }
         }
     };
     while let Ok(event) = events.try_recv() {
-        view.show(&event);
+        if display.try_send(event).is_err() {
+            not_shown += 1;
+        }
     }
-    view.state.clear();
+    drop(display);
+    // The output thread finishes what it holds; one stuck on its output is left behind.
+    let view = tokio::task::spawn_blocking(move || returned.recv_timeout(OUTPUT_GRACE).ok())
+        .await
+        .ok()
+        .flatten();
+    let _ = std::fs::remove_file(&status);
     match ended {
         Ok(ended) => {
-            view.end(&ended);
+            match view {
+                Some(view) => view.end(&ended, not_shown),
+                None => tracing::warn!(
+                    "the output did not take the last lines within {OUTPUT_GRACE:?}; stopping without them"
+                ),
+            }
             Ok(if ended.leftovers.is_empty() { Outcome::Success } else { Outcome::Negative })
         }
         // The rules are the user's: a usage error, as a rules file that does not parse is.
@@ -223,10 +258,6 @@ impl StateFiles {
         if let Err(e) = nw_trust::files::replace(&self.status, &bytes, 0o644) {
             tracing::warn!("cannot write {}: {e}", self.status.display());
         }
-    }
-
-    fn clear(&self) {
-        let _ = std::fs::remove_file(&self.status);
     }
 }
 
@@ -332,11 +363,17 @@ impl View {
     }
 
     #[allow(clippy::print_stdout, reason = "nw filter's closing line is its output")]
-    fn end(&self, ended: &Ended) {
+    fn end(&self, ended: &Ended, not_shown: u64) {
         let s = ended.stats;
         if self.json {
-            println!("{}", json!({"event": "stopped", "stats": s, "leftovers": ended.leftovers}));
+            println!(
+                "{}",
+                json!({"event": "stopped", "stats": s, "leftovers": ended.leftovers, "not_shown": not_shown})
+            );
             return;
+        }
+        if not_shown > 0 {
+            println!("{not_shown} events were not shown: the output did not keep up");
         }
         let left = if ended.leftovers.is_empty() {
             "every rule removed".to_string()

@@ -281,3 +281,55 @@ fn netns_filter_list_names_filters_of_every_kind_with_their_owners() {
     );
     assert_eq!(listing["problems"], json!([]), "{listing:#}");
 }
+
+/// Makes many UDP flows (one datagram each, to distinct ports), then times one TCP connect.
+const BURST_THEN_CONNECT: &str = r#"
+import json, socket, sys, time
+host = sys.argv[1]
+for port in range(20000, 26000):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"x", (host, port))
+    u.close()
+t = time.monotonic()
+s = socket.socket()
+s.settimeout(10)
+try:
+    s.connect((host, 7001))
+    said = "ok"
+except OSError as e:
+    said = repr(e)
+print(json.dumps({"connect": said, "ms": (time.monotonic() - t) * 1000}))
+"#;
+
+/// Output nobody reads (a pipe whose reader stopped) holds up no verdict: thousands of flows
+/// are decided while `nw filter up --json`'s lines pile up unread, a connect after them is
+/// decided at once, and SIGTERM still stops the host in order.
+#[test]
+fn netns_filter_decides_while_nobody_reads_its_output() {
+    let p = pair();
+    let _sink = sink(&p.srv);
+    let mut cmd = p.cli.command(NW);
+    cmd.args(["filter", "up", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut host = p.cli.spawn(cmd).expect("start nw filter up");
+    let _unread = host.stdout().expect("stdout piped");
+    let start = Instant::now();
+    while our_rules_left(&p.cli).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(15), "the filter rules never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = p
+        .cli
+        .command(PYTHON)
+        .args(["-c", BURST_THEN_CONNECT, &addr::SRV_V4.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("python: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    assert_eq!(v["connect"], "ok", "{v}");
+    assert!(v["ms"].as_f64().unwrap() < 3000.0, "the connect waited for the output: {v}");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(host.id() as libc::pid_t, libc::SIGTERM) };
+    let status = host.wait_for(Duration::from_secs(20)).expect("nw filter up stops on SIGTERM");
+    assert_eq!(status.code(), Some(0), "an orderly stop");
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}
