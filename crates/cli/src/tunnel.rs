@@ -4,8 +4,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nw_tunnel::{Ended, Event, HostOptions, StopReason};
-use serde_json::json;
+use nw_tunnel::{Ended, Event, HostOptions, Leftover, StopReason};
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::{EXIT_ENVIRONMENT, Outcome, UsageError};
@@ -21,6 +21,19 @@ enum Action {
     /// Host a provider until it stops or nw is interrupted (Ctrl-C, SIGTERM), then remove
     /// every route, rule and the device. Needs root; the provider runs as `nobody`.
     Up(Box<UpArgs>),
+    /// What the tunnel hosts in this network namespace are doing, and what hosts that are
+    /// gone left behind (a kill switch in force, rules and routes).
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the tunnel hosts in this network namespace (all, or the one on INTERFACE) in
+    /// order, and remove what hosts that are gone left behind, kill switches included.
+    Down {
+        /// Only the tunnel on this interface.
+        interface: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +56,19 @@ struct UpArgs {
     /// Seconds the provider has to say it started.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     start_timeout: u64,
+    /// Reject everything that does not go into the tunnel, from before it comes up until an
+    /// orderly stop (Apple's includeAllNetworks). A provider that fails, or a host that is
+    /// killed, leaves it in force until `nw tunnel down`. Excluded routes are rejected too.
+    #[arg(long)]
+    kill_switch: bool,
+    /// Keep the local network (on-link prefixes, link-local, multicast, broadcast) out of the
+    /// tunnel, and let it through the kill switch (Apple's excludeLocalNetworks).
+    #[arg(long)]
+    exclude_local: bool,
+    /// Restart a provider that exits or dies unasked up to this many times in a row, with a
+    /// backoff from 250 ms doubling to 30 s (0: never; a minute of running starts over).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    max_restarts: u32,
     /// One JSON object per event on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -51,6 +77,8 @@ struct UpArgs {
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.action {
         Action::Up(up) => run_up(*up).await,
+        Action::Status { json } => status(json).await,
+        Action::Down { interface } => down(interface).await,
     }
 }
 
@@ -68,6 +96,22 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     host.options = options;
     host.interface = args.interface;
     host.start_timeout = Duration::from_secs(args.start_timeout.clamp(1, 3600));
+    host.kill_switch = args.kill_switch;
+    host.exclude_local = args.exclude_local;
+    host.max_restarts = args.max_restarts;
+    warn_about_leftovers().await;
+    let mut view = View {
+        json: args.json,
+        state: StateFile::new(),
+        status: json!({
+            "pid": std::process::id(),
+            "provider": args.provider.display().to_string(),
+            "state": "starting",
+            "kill_switch": args.kill_switch,
+            "exclude_local": args.exclude_local,
+            "restarts": 0,
+        }),
+    };
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(None);
@@ -75,21 +119,21 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let hosted = nw_tunnel::host::run(host, events_tx, stop_rx);
     tokio::pin!(hosted);
-    let json = args.json;
     let ended = loop {
         tokio::select! {
             ended = &mut hosted => break ended,
-            Some(event) = events.recv() => show(&event, json),
+            Some(event) = events.recv() => view.show(&event),
             _ = interrupt.recv() => { let _ = stop_tx.send(Some(StopReason::UserInitiated)); }
             _ = terminate.recv() => { let _ = stop_tx.send(Some(StopReason::UserInitiated)); }
         }
     };
     while let Ok(event) = events.try_recv() {
-        show(&event, json);
+        view.show(&event);
     }
+    view.state.remove();
     match ended {
         Ok(ended) => {
-            show_end(&ended, json);
+            show_end(&ended, view.json);
             let clean = ended.leftovers.is_empty();
             Ok(if clean && ended.reason == StopReason::UserInitiated {
                 Outcome::Success
@@ -106,53 +150,123 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     }
 }
 
-#[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
-fn show(event: &Event, json: bool) {
-    let (line, object) = match event {
-        Event::Created { interface, table, pid } => (
-            format!(
-                "{interface}: created (routing table {table:#x}); provider pid {}",
-                pid.map_or_else(|| "?".into(), |p| p.to_string())
-            ),
-            json!({"event": "created", "interface": interface, "table": table, "pid": pid}),
-        ),
-        Event::Applied { id, settings, state, took } => {
-            let ms = took.as_secs_f64() * 1000.0;
-            (
+/// What `nw tunnel up` shows and keeps in its state file.
+struct View {
+    json: bool,
+    state: StateFile,
+    /// The state file's contents.
+    status: Value,
+}
+
+impl View {
+    #[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
+    fn show(&mut self, event: &Event) {
+        self.follow(event);
+        let (line, object) = match event {
+            Event::Created { interface, table, pid } => (
                 format!(
-                    "settings {id} applied in {ms:.1} ms: {} address(es), {} route(s), MTU {}",
-                    state.addresses.len(),
-                    state.routes.len(),
-                    state.mtu
+                    "{interface}: created (routing table {table:#x}); provider pid {}",
+                    pid.map_or_else(|| "?".into(), |p| p.to_string())
                 ),
-                json!({
-                    "event": "applied", "id": id, "ms": ms, "settings": settings,
-                    "kernel": {
-                        "mtu": state.mtu,
-                        "addresses": state.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "routes": state.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "rules": state.rules,
-                    },
-                }),
-            )
+                json!({"event": "created", "interface": interface, "table": table, "pid": pid}),
+            ),
+            Event::Applied { id, settings, state, took } => {
+                let ms = took.as_secs_f64() * 1000.0;
+                (
+                    format!(
+                        "settings {id} applied in {ms:.1} ms: {} address(es), {} route(s), MTU {}",
+                        state.addresses.len(),
+                        state.routes.len(),
+                        state.mtu
+                    ),
+                    json!({
+                        "event": "applied", "id": id, "ms": ms, "settings": settings,
+                        "kernel": kernel_json(state),
+                    }),
+                )
+            }
+            Event::Refused { id, message } => (
+                format!("settings {id} refused: {message}"),
+                json!({"event": "refused", "id": id, "message": message}),
+            ),
+            Event::Started => ("started".into(), json!({"event": "started"})),
+            Event::Reasserting(r) => (
+                if *r { "reasserting".into() } else { "reasserted".into() },
+                json!({"event": "reasserting", "reasserting": r}),
+            ),
+            Event::AppMessage(data) => {
+                (format!("provider says: {data}"), json!({"event": "app_message", "data": data}))
+            }
+            Event::Restarting { attempt, delay, message } => {
+                let ms = delay.as_secs_f64() * 1000.0;
+                (
+                    format!(
+                        "provider {message}; restarting it in {ms:.0} ms (restart {attempt} in a row)"
+                    ),
+                    json!({"event": "restarting", "attempt": attempt, "delay_ms": ms, "message": message}),
+                )
+            }
+            Event::Restarted { attempt, pid } => (
+                format!(
+                    "provider restarted (pid {})",
+                    pid.map_or_else(|| "?".into(), |p| p.to_string())
+                ),
+                json!({"event": "restarted", "attempt": attempt, "pid": pid}),
+            ),
+            Event::LocalNetwork { local, .. } => {
+                let local: Vec<String> = local.iter().map(ToString::to_string).collect();
+                (
+                    format!(
+                        "the local network is now {}; kept out of the tunnel",
+                        local.join(", ")
+                    ),
+                    json!({"event": "local_network", "local": local}),
+                )
+            }
+        };
+        if self.json {
+            println!("{object}");
+        } else {
+            println!("{line}");
         }
-        Event::Refused { id, message } => (
-            format!("settings {id} refused: {message}"),
-            json!({"event": "refused", "id": id, "message": message}),
-        ),
-        Event::Started => ("started".into(), json!({"event": "started"})),
-        Event::Reasserting(r) => (
-            if *r { "reasserting".into() } else { "reasserted".into() },
-            json!({"event": "reasserting", "reasserting": r}),
-        ),
-        Event::AppMessage(data) => {
-            (format!("provider says: {data}"), json!({"event": "app_message", "data": data}))
+    }
+
+    /// Keeps the state file up to date with what happened.
+    fn follow(&mut self, event: &Event) {
+        let s = &mut self.status;
+        match event {
+            Event::Created { interface, table, pid } => {
+                s["interface"] = json!(interface);
+                s["table"] = json!(table);
+                s["provider_pid"] = json!(pid);
+                self.state.name(interface);
+            }
+            Event::Applied { settings, state, .. } => {
+                s["settings"] = json!(settings);
+                s["kernel"] = kernel_json(state);
+            }
+            Event::Started => s["state"] = json!("running"),
+            Event::Reasserting(r) => s["state"] = json!(if *r { "reasserting" } else { "running" }),
+            Event::Restarting { attempt, message, .. } => {
+                s["state"] = json!("restarting");
+                s["restarts"] = json!(s["restarts"].as_u64().unwrap_or(0) + 1);
+                s["last_failure"] = json!(message);
+                s["attempt"] = json!(attempt);
+            }
+            Event::Restarted { pid, .. } => {
+                s["state"] = json!("starting");
+                s["provider_pid"] = json!(pid);
+            }
+            Event::LocalNetwork { local, state } => {
+                s["local_network"] =
+                    json!(local.iter().map(ToString::to_string).collect::<Vec<_>>());
+                if let Some(state) = state {
+                    s["kernel"] = kernel_json(state);
+                }
+            }
+            _ => return,
         }
-    };
-    if json {
-        println!("{object}");
-    } else {
-        println!("{line}");
+        self.state.write(&self.status);
     }
 }
 
@@ -165,6 +279,7 @@ fn show_end(ended: &Ended, json: bool) {
             json!({
                 "event": "stopped", "reason": ended.reason.as_str(), "message": ended.message,
                 "provider_exit": exit, "leftovers": ended.leftovers,
+                "kill_switch_kept": ended.kill_switch_kept,
             })
         );
         return;
@@ -179,4 +294,264 @@ fn show_end(ended: &Ended, json: bool) {
         line.push_str(&format!("; left behind: {}", ended.leftovers.join(", ")));
     }
     println!("{line}");
+    if ended.kill_switch_kept {
+        println!(
+            "the kill switch stays in force: nothing but loopback leaves this host until `nw tunnel down` removes it (or a tunnel comes up with --kill-switch)"
+        );
+    }
+}
+
+/// What the kernel holds, as the event lines and the state file show it.
+fn kernel_json(state: &nw_tunnel::KernelState) -> Value {
+    json!({
+        "mtu": state.mtu,
+        "addresses": state.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "routes": state.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "rules": state.rules,
+    })
+}
+
+/// Where tunnel hosts keep their state: a directory per network namespace (named by the
+/// namespace's inode, so `nw tunnel status` inside a namespace finds that namespace's hosts),
+/// a file per tunnel, named by its interface.
+fn state_dir() -> PathBuf {
+    let dir = std::env::var_os("NW_TUNNEL_STATE_DIR")
+        .map_or_else(|| PathBuf::from("/run/nwkit/tunnel"), PathBuf::from);
+    let ns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0);
+    dir.join(ns.to_string())
+}
+
+/// One host's state file, written on each event and removed when the host ends.
+struct StateFile {
+    path: Option<PathBuf>,
+}
+
+impl StateFile {
+    fn new() -> Self {
+        Self { path: None }
+    }
+
+    /// The interface is known: the file is named by it.
+    fn name(&mut self, interface: &str) {
+        self.path = Some(state_dir().join(format!("{interface}.json")));
+    }
+
+    fn write(&self, value: &Value) {
+        let Some(path) = &self.path else { return };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+        if let Err(e) = nw_trust::files::replace(path, &bytes, 0o644) {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    fn remove(&self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The state of each tunnel host that runs in this network namespace.
+fn running() -> Vec<Value> {
+    let Ok(dir) = std::fs::read_dir(state_dir()) else { return Vec::new() };
+    let mut out: Vec<Value> = dir
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+        .filter(|v| {
+            v["pid"]
+                .as_u64()
+                .and_then(|p| u32::try_from(p).ok())
+                .is_some_and(nw_tunnel::host::alive)
+        })
+        .collect();
+    out.sort_by(|a, b| a["interface"].as_str().cmp(&b["interface"].as_str()));
+    out
+}
+
+/// An interface's counters from sysfs: bytes and packets each way.
+fn counters(interface: &str) -> Value {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{interface}/statistics/{name}"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    // The TUN device's "tx" is what the kernel hands the provider: into the tunnel.
+    json!({
+        "bytes_in": read("rx_bytes"), "packets_in": read("rx_packets"),
+        "bytes_out": read("tx_bytes"), "packets_out": read("tx_packets"),
+    })
+}
+
+/// Says on stderr what hosts that are gone left behind, before a new one starts.
+async fn warn_about_leftovers() {
+    if let Ok(Ok(left)) = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await {
+        for l in left {
+            let what = match &l {
+                Leftover::KillSwitch { .. } => {
+                    "rejects everything that does not go into its tunnel"
+                }
+                Leftover::Routing { .. } => "no longer route anything, but are in the way",
+            };
+            crate::output::error_line(&format!(
+                "nw: note: {l}, left by a host that is gone, {what}; `nw tunnel down` removes it"
+            ));
+        }
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "the status is the output")]
+async fn status(json: bool) -> anyhow::Result<Outcome> {
+    let mut hosts = running();
+    for h in &mut hosts {
+        let interface = h["interface"].as_str().unwrap_or_default().to_owned();
+        h["counters"] = counters(&interface);
+    }
+    let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?;
+    let (left, unknown) = match &left {
+        Ok(l) => (l.iter().map(ToString::to_string).collect::<Vec<_>>(), None),
+        Err(e) => (Vec::new(), Some(format!("cannot look for what killed hosts left: {e}"))),
+    };
+    if json {
+        println!("{}", json!({"tunnels": hosts, "leftovers": left, "leftovers_unknown": unknown}));
+    } else {
+        if hosts.is_empty() {
+            println!("no tunnel host runs in this network namespace");
+        }
+        for h in &hosts {
+            let c = &h["counters"];
+            println!(
+                "{}: {} (host pid {}, provider {} pid {}){}{}",
+                h["interface"].as_str().unwrap_or("?"),
+                h["state"].as_str().unwrap_or("?"),
+                h["pid"],
+                h["provider"].as_str().unwrap_or("?"),
+                h["provider_pid"],
+                if h["kill_switch"] == true { ", kill switch on" } else { "" },
+                if h["exclude_local"] == true { ", local network excluded" } else { "" },
+            );
+            let routes: Vec<&str> = h["kernel"]["routes"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let addresses: Vec<&str> = h["kernel"]["addresses"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!(
+                "  applied: addresses {}; routes {}; MTU {}",
+                if addresses.is_empty() { "none".into() } else { addresses.join(", ") },
+                if routes.is_empty() { "none".into() } else { routes.join(", ") },
+                h["kernel"]["mtu"]
+            );
+            println!(
+                "  into the tunnel {} bytes in {} packets; out of it {} bytes in {} packets",
+                c["bytes_out"], c["packets_out"], c["bytes_in"], c["packets_in"]
+            );
+            if let Some(n) = h["restarts"].as_u64().filter(|n| *n > 0) {
+                println!(
+                    "  provider restarted {n} time(s); last: {}",
+                    h["last_failure"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        for l in &left {
+            println!("left behind by a host that is gone: {l} (`nw tunnel down` removes it)");
+        }
+        if let Some(why) = &unknown {
+            println!("{why}");
+        }
+    }
+    Ok(if hosts.is_empty() { Outcome::Negative } else { Outcome::Success })
+}
+
+/// How long `nw tunnel down` waits for each host to stop in order.
+const DOWN_WAIT: Duration = Duration::from_secs(15);
+
+#[allow(clippy::print_stdout, reason = "what was stopped and removed is the output")]
+async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
+    let hosts: Vec<Value> = running()
+        .into_iter()
+        .filter(|h| interface.as_deref().is_none_or(|i| h["interface"] == i))
+        .collect();
+    if let Some(i) = &interface
+        && hosts.is_empty()
+    {
+        return Err(UsageError(format!(
+            "no tunnel host runs on {i:?} in this network namespace (`nw tunnel status` lists them)"
+        ))
+        .into());
+    }
+    let mut failed = false;
+    for h in &hosts {
+        let Some(pid) = h["pid"].as_u64().and_then(|p| libc::pid_t::try_from(p).ok()) else {
+            continue;
+        };
+        let name = h["interface"].as_str().unwrap_or("?");
+        // SAFETY: kill(2) on a host named by its own state file and seen alive just now.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let stopped = wait_for_exit(pid.unsigned_abs(), DOWN_WAIT).await;
+        if stopped {
+            println!("stopped the tunnel on {name} (host pid {pid})");
+        } else {
+            failed = true;
+            println!("the tunnel host on {name} (pid {pid}) did not stop within {DOWN_WAIT:?}");
+        }
+    }
+    if interface.is_none() {
+        // State files of hosts that were killed.
+        if let Ok(dir) = std::fs::read_dir(state_dir()) {
+            for e in dir.flatten() {
+                let stale = std::fs::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .and_then(|v| v["pid"].as_u64())
+                    .and_then(|p| u32::try_from(p).ok())
+                    .is_none_or(|p| !nw_tunnel::host::alive(p));
+                if stale {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?.map_err(|e| {
+            anyhow::anyhow!("cannot look for what stopped hosts left behind: {e} (are we root?)")
+        })?;
+        let nothing = left.is_empty();
+        for l in left {
+            let removed = tokio::task::spawn_blocking({
+                let l = l.clone();
+                move || nw_tunnel::host::remove_leftover(&l)
+            })
+            .await?;
+            match removed {
+                Ok(()) => println!("removed {l}"),
+                Err(e) => {
+                    failed = true;
+                    println!("could not remove {l}: {e}");
+                }
+            }
+        }
+        if hosts.is_empty() && nothing {
+            println!("no tunnel host runs here, and nothing is left behind");
+        }
+    }
+    Ok(if failed { Outcome::Negative } else { Outcome::Success })
+}
+
+/// Waits for `pid` to be gone (or a zombie), polling.
+#[allow(clippy::disallowed_methods, reason = "polls another process's exit on the wall clock")]
+async fn wait_for_exit(pid: u32, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if !nw_tunnel::host::alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    !nw_tunnel::host::alive(pid)
 }

@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
@@ -279,6 +280,48 @@ pub fn kill_group(pid: u32) {
     }
 }
 
+/// Restart delays for a provider that keeps failing: the first restart waits `first`, each
+/// failure in a row doubles the wait up to `max`, and a provider that ran `healthy` or longer
+/// before failing starts over at `first`. A host asks once per failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// A run at least this long resets the wait.
+    pub healthy: Duration,
+    last: Option<Duration>,
+}
+
+impl Backoff {
+    /// Hosts' defaults: 250 ms, doubling to 30 s; a minute of running resets it.
+    pub const fn new() -> Self {
+        Self {
+            first: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+            healthy: Duration::from_secs(60),
+            last: None,
+        }
+    }
+
+    /// The wait before restarting a provider that failed after running `ran`.
+    pub fn after_failure(&mut self, ran: Duration) -> Duration {
+        let next = match self.last {
+            Some(last) if ran < self.healthy => (last * 2).min(self.max),
+            _ => self.first,
+        };
+        self.last = Some(next);
+        next
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Runs blocking work (netlink, a child process such as iptables, procfs) on tokio's blocking
 /// pool, so a host's event loop is not held up; a panic in it is carried to the caller.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -348,6 +391,17 @@ mod tests {
     }
 
     #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_run() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new();
+        let waits: Vec<Duration> = (0..10).map(|_| b.after_failure(ms(10))).collect();
+        assert_eq!(waits[..4], [ms(250), ms(500), ms(1000), ms(2000)]);
+        assert_eq!(waits[9], Duration::from_secs(30), "capped: {waits:?}");
+        assert_eq!(b.after_failure(Duration::from_secs(60)), ms(250), "a healthy run resets");
+        assert_eq!(b.after_failure(ms(10)), ms(500));
+    }
+
+    #[test]
     #[allow(clippy::disallowed_methods, reason = "waits for a real child to exit")]
     fn a_zombie_is_not_alive() {
         let mut child =
@@ -358,7 +412,7 @@ mod tests {
             if !alive(pid) {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5));
         }
         assert!(!alive(pid), "an exited, unreaped child counts as alive");
         let _ = child.wait();

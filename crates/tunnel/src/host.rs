@@ -22,8 +22,10 @@ use crate::protocol::{
 };
 use crate::settings::Settings;
 use crate::settings::{Prefix, TableRoute};
-use crate::sys::{self, Kernel};
+use crate::sys::{self, Kernel, killswitch};
 use nw_provider::blocking;
+
+pub use nw_provider::alive;
 
 /// How long a provider that closed its socket has to be seen exiting.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
@@ -46,11 +48,24 @@ pub struct HostOptions {
     pub start_timeout: Duration,
     /// How long the provider has to answer `stop` before it is killed.
     pub stop_timeout: Duration,
+    /// The kill switch (Apple's `includeAllNetworks`): from before the provider starts until
+    /// an orderly stop, everything that does not go into the tunnel is rejected — except
+    /// loopback, the provider's bypass sockets, the tunnel's remote address, IPv6 neighbour
+    /// discovery and, with `exclude_local`, the local network. A stop nobody asked for (the
+    /// provider failed, the host was killed) leaves it in force.
+    pub kill_switch: bool,
+    /// Keeps the local network out of the tunnel (Apple's `excludeLocalNetworks`): link-local,
+    /// multicast and broadcast addresses and the on-link prefixes, followed as they change.
+    pub exclude_local: bool,
+    /// How many times in a row a provider that exits or dies unasked is restarted, with a
+    /// backoff, before the tunnel stops (0: never). A run of a minute starts the count over.
+    pub max_restarts: u32,
 }
 
 impl HostOptions {
     /// Options for `program` with the defaults: interface `nwtun%d`, no options, the provider
-    /// run as `nobody` when the host is root, 30 s to start, 3 s to stop.
+    /// run as `nobody` when the host is root, 30 s to start, 3 s to stop, no kill switch, up to
+    /// 5 restarts in a row.
     pub fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             interface: "nwtun%d".into(),
@@ -60,6 +75,9 @@ impl HostOptions {
             user: nw_provider::default_user(),
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(3),
+            kill_switch: false,
+            exclude_local: false,
+            max_restarts: 5,
         }
     }
 }
@@ -100,6 +118,31 @@ pub enum Event {
     Reasserting(bool),
     /// A message from the provider for the app.
     AppMessage(Value),
+    /// The provider exited or died unasked; it is started again after `delay`. The settings,
+    /// routes and kill switch in force stay: traffic into the tunnel waits or is dropped.
+    Restarting {
+        /// Which restart in a row this is (from 1).
+        attempt: u32,
+        /// The backoff before it.
+        delay: Duration,
+        /// How the provider ended.
+        message: String,
+    },
+    /// The provider was started again.
+    Restarted {
+        /// Which restart in a row this was.
+        attempt: u32,
+        /// Its process id.
+        pid: Option<u32>,
+    },
+    /// The local network changed (with `exclude_local`): what is kept out of the tunnel now.
+    LocalNetwork {
+        /// The prefixes.
+        local: Vec<Prefix>,
+        /// What the kernel holds after the tunnel's table followed (`None` before the
+        /// provider's first settings, or when re-applying failed).
+        state: Option<Box<KernelState>>,
+    },
 }
 
 /// How a hosted tunnel ended.
@@ -113,6 +156,9 @@ pub struct Ended {
     pub exit: Option<ExitStatus>,
     /// Kernel objects the teardown could not remove (empty when it was complete).
     pub leftovers: Vec<String>,
+    /// The kill switch is still in force: the stop was not asked for, so nothing may leak
+    /// until someone removes it (`nw tunnel down`, or a new tunnel with a kill switch).
+    pub kill_switch_kept: bool,
 }
 
 /// Setting up the tunnel failed; nothing is left behind.
@@ -136,6 +182,12 @@ pub enum HostError {
     /// The policy rules could not be installed.
     #[error("cannot install the tunnel's routing rules: {0}")]
     Rules(std::io::Error),
+    /// The kill switch could not be installed.
+    #[error("cannot install the kill switch: {0}")]
+    KillSwitch(std::io::Error),
+    /// The local network could not be read (to keep it out of the tunnel).
+    #[error("cannot read the local network to keep it out of the tunnel: {0}")]
+    LocalNetwork(String),
     /// The provider could not be started.
     #[error("cannot start the provider {program}: {error}{hint}")]
     Spawn {
@@ -177,38 +229,110 @@ pub async fn run(
         (r, kernel)
     })
     .await;
-    let mut kernel = kernel;
+    let table = kernel.table();
+    let mut session = Session {
+        kernel: Some(kernel),
+        tun,
+        interface: interface.clone(),
+        events,
+        table,
+        pid: None,
+        applied: None,
+        local: None,
+        readings: None,
+        kill_switch: None,
+    };
     if let Err(e) = result {
-        blocking(move || kernel.teardown()).await;
+        session.teardown(true).await;
         return Err(HostError::Rules(e));
     }
-    let table = kernel.table();
+    // The local network is read, and the kill switch installed, before the provider runs and
+    // before anything is routed into the tunnel.
+    if options.exclude_local
+        && let Err(e) = session.watch_local_network().await
+    {
+        session.teardown(true).await;
+        return Err(HostError::LocalNetwork(e));
+    }
+    if options.kill_switch {
+        let spec = killswitch::Spec {
+            interface: interface.clone(),
+            mark: table,
+            pid: std::process::id(),
+            remotes: Vec::new(),
+            local: session.local.clone(),
+        };
+        let installed = spec.clone();
+        if let Err(e) = blocking(move || killswitch::install(&installed)).await {
+            session.teardown(true).await;
+            return Err(HostError::KillSwitch(e));
+        }
+        session.kill_switch = Some(spec);
+    }
+    let (mut ours, mut child) = match session.spawn(&options) {
+        Ok(started) => started,
+        Err(e) => {
+            session.teardown(true).await;
+            return Err(e);
+        }
+    };
+    let _ = session.events.send(Event::Created {
+        interface: interface.clone(),
+        table,
+        pid: session.pid,
+    });
 
-    let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
-        Ok(pair) => pair,
-        Err(error) => {
-            blocking(move || kernel.teardown()).await;
-            return Err(spawn_error(&options, error));
+    let mut backoff = nw_provider::Backoff::new();
+    let mut attempt = 0u32;
+    let (reason, message, exit, asked) = loop {
+        #[allow(clippy::disallowed_methods, reason = "how long the provider ran, for the backoff")]
+        let since = Instant::now();
+        let (end, stream) = session.serve(ours, &mut child, &interface, &options, &mut stop).await;
+        #[allow(clippy::disallowed_methods, reason = "how long the provider ran, for the backoff")]
+        let ran = since.elapsed();
+        if ran >= backoff.healthy {
+            attempt = 0;
+        }
+        let crashed = matches!(end, End::Exited(_) | End::Gone(_));
+        if !crashed || attempt >= options.max_restarts {
+            let asked = matches!(end, End::Asked(_));
+            let (reason, message, exit) = session.finish(stream, &mut child, end, &options).await;
+            break (reason, message, exit, asked);
+        }
+        // The provider crashed: settings, routes and the kill switch stay as they are (traffic
+        // into the tunnel waits in the device or is dropped, never leaked) while it restarts.
+        let (_, message, exit) = session.finish(None, &mut child, end, &options).await;
+        attempt += 1;
+        let delay = backoff.after_failure(ran);
+        let message = message.unwrap_or_else(|| "exited".into());
+        let _ = session.events.send(Event::Restarting { attempt, delay, message: message.clone() });
+        #[allow(clippy::disallowed_methods, reason = "the restart's backoff")]
+        let wait = tokio::time::sleep(delay);
+        tokio::select! {
+            () = wait => {}
+            changed = stop.changed() => {
+                let reason = match changed {
+                    Ok(()) => (*stop.borrow()).unwrap_or(StopReason::UserInitiated),
+                    Err(_) => StopReason::UserInitiated,
+                };
+                break (reason, None, exit, true);
+            }
+        }
+        match session.spawn(&options) {
+            Ok((o, c)) => {
+                (ours, child) = (o, c);
+                let _ = session.events.send(Event::Restarted { attempt, pid: session.pid });
+            }
+            Err(e) => {
+                let m = format!("{message}; restarting it failed: {e}");
+                break (StopReason::ProviderFailed, Some(m), exit, false);
+            }
         }
     };
-    let child = match spawner(&options).start(theirs) {
-        Ok(c) => c,
-        Err(error) => {
-            blocking(move || kernel.teardown()).await;
-            return Err(spawn_error(&options, error));
-        }
-    };
-    let pid = child.id();
-    let _ = events.send(Event::Created { interface: interface.clone(), table, pid });
-    let mut session = Session { kernel: Some(kernel), tun, events, table, pid, applied: None };
-    let (reason, message, exit) = session.serve(ours, child, &interface, &options, &mut stop).await;
-    let mut kernel = session.kernel.take();
-    let leftovers = match kernel.take() {
-        Some(mut k) => blocking(move || k.teardown()).await,
-        None => vec!["the kernel state was lost while applying settings".into()],
-    };
-    drop(session);
-    Ok(Ended { reason, message, exit, leftovers })
+    // The kill switch stays after a stop nobody asked for: a failed tunnel leaks nothing.
+    let kill_switch_kept = session.kill_switch.is_some() && !asked;
+    let leftovers = session.teardown(!kill_switch_kept).await;
+    Ok(Ended { reason, message, exit, leftovers, kill_switch_kept })
 }
 
 struct Session {
@@ -217,18 +341,28 @@ struct Session {
     /// The host's own descriptor of the device: the device, its routes and so the tunnel's
     /// claim on traffic outlive a provider that dies (traffic is dropped, not leaked).
     tun: OwnedFd,
+    interface: String,
     events: mpsc::UnboundedSender<Event>,
     table: u32,
     /// The provider's process id, which is also its process group's.
     pid: Option<u32>,
+    /// The settings the provider asked for and got.
     applied: Option<Settings>,
+    /// The local network kept out of the tunnel (`exclude_local`), as last read.
+    local: Option<Vec<Prefix>>,
+    /// The path service's readings, while the local network is watched.
+    readings: Option<nw_path::Readings>,
+    /// The kill switch in force.
+    kill_switch: Option<killswitch::Spec>,
 }
 
 type Outcome = (StopReason, Option<String>, Option<ExitStatus>);
 
 /// Why a session ends, before the provider is stopped.
 enum End {
-    /// A stop with a reason: asked for, cancelled, a breach of the contract, a deadline.
+    /// The host's caller asked for a stop.
+    Asked(StopReason),
+    /// A stop with a reason: cancelled, a breach of the contract, a deadline.
     Stop(StopReason, Option<String>),
     /// The provider exited.
     Exited(Option<ExitStatus>),
@@ -238,21 +372,83 @@ enum End {
 }
 
 impl Session {
+    /// Starts the provider with the contract socket as its descriptor 3; returns our end.
+    fn spawn(
+        &mut self,
+        options: &HostOptions,
+    ) -> Result<(std::os::unix::net::UnixStream, Child), HostError> {
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| spawn_error(options, e))?;
+        let child = spawner(options).start(theirs).map_err(|e| spawn_error(options, e))?;
+        self.pid = child.id();
+        Ok((ours, child))
+    }
+
+    /// Subscribes to the path service and reads the local network once.
+    async fn watch_local_network(&mut self) -> Result<(), String> {
+        let mut readings = nw_path::PathService::shared().map_err(|e| e.to_string())?.subscribe();
+        let reading = readings.next().await.map_err(|e| e.to_string())?;
+        self.local = Some(local_network_of(&reading));
+        self.readings = Some(readings);
+        Ok(())
+    }
+
+    /// The settings as applied: what was asked, with the local network kept out.
+    fn effective(&self, asked: &Settings) -> Settings {
+        match &self.local {
+            Some(local) => asked.excluding(local),
+            None => asked.clone(),
+        }
+    }
+
+    /// The local network changed: the kill switch and the tunnel's table follow it.
+    async fn local_network_changed(&mut self, reading: &nw_path::Reading) {
+        let local = local_network_of(reading);
+        if self.local.as_ref() == Some(&local) {
+            return;
+        }
+        self.local = Some(local.clone());
+        if let Some(spec) = &mut self.kill_switch {
+            spec.local = Some(local.clone());
+            let spec = spec.clone();
+            if let Err(e) = blocking(move || killswitch::install(&spec)).await {
+                tracing::warn!("the kill switch did not follow the local network: {e}");
+            }
+        }
+        let mut state = None;
+        if let Some(applied) = self.applied.clone()
+            && let Some(mut kernel) = self.kernel.take()
+        {
+            let wanted = self.effective(&applied);
+            let (result, kernel) =
+                blocking(move || (kernel.apply(&wanted).and_then(|()| kernel.read()), kernel))
+                    .await;
+            self.kernel = Some(kernel);
+            match result {
+                Ok(s) => state = Some(Box::new(s)),
+                Err(e) => {
+                    tracing::warn!("the tunnel's routes did not follow the local network: {e}")
+                }
+            }
+        }
+        let _ = self.events.send(Event::LocalNetwork { local, state });
+    }
+
     async fn serve(
         &mut self,
         socket: std::os::unix::net::UnixStream,
-        mut child: Child,
+        child: &mut Child,
         interface: &str,
         options: &HostOptions,
         stop: &mut watch::Receiver<Option<StopReason>>,
-    ) -> Outcome {
+    ) -> (End, Option<UnixStream>) {
         let failed = |m: String| End::Stop(StopReason::ProviderFailed, Some(m));
         if let Err(e) = socket.set_nonblocking(true) {
-            return self.finish(None, &mut child, failed(e.to_string()), options).await;
+            return (failed(e.to_string()), None);
         }
         let mut stream = match UnixStream::from_std(socket) {
             Ok(s) => s,
-            Err(e) => return self.finish(None, &mut child, failed(e.to_string()), options).await,
+            Err(e) => return (failed(e.to_string()), None),
         };
         let start = HostMessage::Start {
             version: VERSION,
@@ -260,8 +456,7 @@ impl Session {
             options: options.options.clone(),
         };
         if let Err(e) = send_fd(&mut stream, &protocol::encode(&start), self.tun.as_fd()).await {
-            let end = End::Gone(format!("did not take the TUN device: {e}"));
-            return self.finish(Some(stream), &mut child, end, options).await;
+            return (End::Gone(format!("did not take the TUN device: {e}")), Some(stream));
         }
 
         let mut lines = LineBuffer::default();
@@ -286,10 +481,13 @@ impl Session {
                     Err(e) => break 'session failed(format!("broke the contract: {e}")),
                 }
             }
-            tokio::select! {
+            let changed = tokio::select! {
                 read = stream.read(&mut buf) => match read {
                     Ok(0) => break End::Gone("closed the contract socket".into()),
-                    Ok(n) => lines.extend(&buf[..n]),
+                    Ok(n) => {
+                        lines.extend(&buf[..n]);
+                        None
+                    }
                     Err(e) => break End::Gone(format!("broke the contract socket: {e}")),
                 },
                 status = child.wait() => break End::Exited(status.ok()),
@@ -302,11 +500,22 @@ impl Session {
                         Ok(()) => (*stop.borrow()).unwrap_or(StopReason::UserInitiated),
                         Err(_) => StopReason::UserInitiated,
                     };
-                    break End::Stop(reason, None);
+                    break End::Asked(reason);
                 }
+                reading = next_reading(&mut self.readings) => reading,
+            };
+            match changed {
+                Some(Ok(reading)) => self.local_network_changed(&reading).await,
+                Some(Err(e)) => {
+                    tracing::warn!(
+                        "the path service stopped ({e}); the local network is no longer followed"
+                    );
+                    self.readings = None;
+                }
+                None => {}
             }
         };
-        self.finish(Some(stream), &mut child, end, options).await
+        (end, Some(stream))
     }
 
     /// Handles one message; `Some` ends the session.
@@ -361,11 +570,11 @@ impl Session {
     async fn settings(&mut self, id: u64, wanted: Option<Settings>) -> HostMessage {
         #[allow(clippy::disallowed_methods, reason = "apply latency, reported in events")]
         let began = Instant::now();
-        let target = wanted.clone().unwrap_or_default();
-        if let Err(e) = target.validate() {
+        let asked = wanted.clone().unwrap_or_default();
+        if let Err(e) = asked.validate() {
             return self.refuse(id, e.to_string());
         }
-        if target.dns.as_ref().is_some_and(|d| !d.servers.is_empty()) {
+        if asked.dns.as_ref().is_some_and(|d| !d.servers.is_empty()) {
             return self.refuse(
                 id,
                 "DNS settings are not applied by this host yet; send settings without \"dns\""
@@ -375,21 +584,44 @@ impl Session {
         let Some(mut kernel) = self.kernel.take() else {
             return self.refuse(id, "the host lost its kernel state".into());
         };
-        let previous = self.applied.clone().unwrap_or_default();
-        let t = target.clone();
+        let previous = self.effective(&self.applied.clone().unwrap_or_default());
+        let target = self.effective(&asked);
+        // The kill switch lets the new remote address out before routes send traffic to it,
+        // and goes back to the old one if the settings fail.
+        let switches = self.kill_switch.clone().map(|old| {
+            let new = killswitch::Spec {
+                remotes: asked.tunnel_remote_address.into_iter().collect(),
+                ..old.clone()
+            };
+            (old, new)
+        });
         let (result, kernel) = blocking(move || {
-            let r = kernel.apply(&t).and_then(|()| kernel.read());
-            let r = match r {
-                Ok(state) => match differences(&t, &state) {
+            let switched = match &switches {
+                Some((old, new)) if old != new => {
+                    killswitch::install(new).map_err(|e| e.to_string())
+                }
+                _ => Ok(()),
+            };
+            let r = switched.and_then(|()| {
+                let state = kernel
+                    .apply(&target)
+                    .and_then(|()| kernel.read())
+                    .map_err(|e| e.to_string())?;
+                match differences(&target, &state) {
                     d if d.is_empty() => Ok(state),
                     d => Err(format!("the kernel reads back differently: {}", d.join("; "))),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            if r.is_err()
-                && let Err(e) = kernel.apply(&previous)
-            {
-                tracing::warn!("putting back the earlier settings failed too: {e}");
+                }
+            });
+            if r.is_err() {
+                if let Err(e) = kernel.apply(&previous) {
+                    tracing::warn!("putting back the earlier settings failed too: {e}");
+                }
+                if let Some((old, new)) = &switches
+                    && old != new
+                    && let Err(e) = killswitch::install(old)
+                {
+                    tracing::warn!("putting back the earlier kill switch failed too: {e}");
+                }
             }
             (r, kernel)
         })
@@ -397,7 +629,10 @@ impl Session {
         self.kernel = Some(kernel);
         match result {
             Ok(state) => {
-                self.applied = Some(target);
+                if let Some(spec) = &mut self.kill_switch {
+                    spec.remotes = asked.tunnel_remote_address.into_iter().collect();
+                }
+                self.applied = Some(asked);
                 #[allow(clippy::disallowed_methods, reason = "apply latency, reported in events")]
                 let took = began.elapsed();
                 let _ = self.events.send(Event::Applied {
@@ -427,6 +662,7 @@ impl Session {
         options: &HostOptions,
     ) -> Outcome {
         let (reason, message, mut exit) = match end {
+            End::Asked(reason) => (reason, None, None),
             End::Stop(reason, message) => (reason, message, None),
             End::Exited(status) => (StopReason::ProviderFailed, Some(exited(status)), status),
             // A provider that dies closes its socket (or resets it) just before its exit is
@@ -458,6 +694,98 @@ impl Session {
             exit = child.wait().await.ok();
         }
         (reason, message, exit)
+    }
+
+    /// Removes the rules, routes and device (and the kill switch, when `kill_switch`); returns
+    /// what could not be removed.
+    async fn teardown(&mut self, kill_switch: bool) -> Vec<String> {
+        let mut left = match self.kernel.take() {
+            Some(mut k) => blocking(move || k.teardown()).await,
+            None => vec!["the kernel state was lost while applying settings".into()],
+        };
+        if kill_switch && self.kill_switch.take().is_some() {
+            let interface = self.interface.clone();
+            if let Err(e) = blocking(move || killswitch::remove(&interface)).await {
+                left.push(format!("the kill switch: {e}"));
+            }
+        }
+        left
+    }
+}
+
+/// The next reading of the path service, or never when the local network is not watched.
+async fn next_reading(
+    readings: &mut Option<nw_path::Readings>,
+) -> Option<Result<std::sync::Arc<nw_path::Reading>, nw_path::PathError>> {
+    match readings {
+        Some(r) => Some(r.next().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// The local network of a reading, as local network privacy judges it.
+fn local_network_of(reading: &nw_path::Reading) -> Vec<Prefix> {
+    let on_link: Vec<Prefix> =
+        nw_lnp::on_link_prefixes(&reading.snapshot).iter().filter_map(|p| p.parse().ok()).collect();
+    crate::settings::local_network(&on_link)
+}
+
+/// Something a tunnel host that is gone left in this network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftover {
+    /// Its kill switch, kept after a stop nobody asked for (or a killed host): everything
+    /// but loopback that does not go into its tunnel is rejected.
+    KillSwitch {
+        /// The tunnel's interface (gone, unless a host of the same name runs again).
+        interface: String,
+        /// The host that installed it.
+        pid: Option<u32>,
+    },
+    /// The policy rules and throw routes of a tunnel whose host was killed.
+    Routing {
+        /// The tunnel's table.
+        table: u32,
+    },
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::KillSwitch { interface, pid } => {
+                write!(f, "the kill switch of {interface}")?;
+                if let Some(pid) = pid {
+                    write!(f, " (host pid {pid})")?;
+                }
+                Ok(())
+            }
+            Self::Routing { table } => {
+                write!(f, "the routing rules and routes of table {table:#x}")
+            }
+        }
+    }
+}
+
+/// What tunnel hosts that are gone left in this network namespace. Blocking (nft, netlink).
+pub fn leftovers() -> std::io::Result<Vec<Leftover>> {
+    let mut out: Vec<Leftover> = killswitch::installed()?
+        .into_iter()
+        .filter(|k| !k.pid.is_some_and(alive))
+        .map(|k| Leftover::KillSwitch { interface: k.interface, pid: k.pid })
+        .collect();
+    out.extend(sys::orphaned_tables()?.into_iter().map(|table| Leftover::Routing { table }));
+    Ok(out)
+}
+
+/// Removes one leftover. Blocking (nft, netlink).
+pub fn remove_leftover(leftover: &Leftover) -> Result<(), String> {
+    match leftover {
+        Leftover::KillSwitch { interface, .. } => {
+            killswitch::remove(interface).map_err(|e| e.to_string())
+        }
+        Leftover::Routing { table } => match sys::remove_orphaned(*table) {
+            left if left.is_empty() => Ok(()),
+            left => Err(left.join("; ")),
+        },
     }
 }
 

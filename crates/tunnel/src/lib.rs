@@ -19,6 +19,22 @@
 //! hands out) look up the main table; everything else looks up the tunnel's table first. So an
 //! included route wins over any main-table route, an excluded one never enters the tunnel, and
 //! the provider's own traffic to its server never loops into the tunnel.
+//!
+//! # The kill switch and the local network
+//!
+//! With [`HostOptions::kill_switch`] (Apple's `includeAllNetworks`), an nftables table of the
+//! tunnel's own rejects every packet that does not go into the tunnel — but loopback, the
+//! provider's bypass sockets, the tunnel's remote address and IPv6 neighbour discovery — from
+//! before the provider starts until a stop the host's caller asked for. A provider that fails
+//! for good, or a host that is killed, leaves it in force: nothing leaks until
+//! [`host::remove_leftover`] (`nw tunnel down`) removes it. With
+//! [`HostOptions::exclude_local`] (`excludeLocalNetworks`) the local network stays outside the
+//! tunnel and passes the kill switch, following the path service as it changes.
+//!
+//! # Supervision
+//!
+//! A provider that exits or dies unasked is started again, after a backoff, up to
+//! [`HostOptions::max_restarts`] times in a row; what was applied stays in force meanwhile.
 #![warn(missing_docs)]
 
 pub mod host;
@@ -29,6 +45,6 @@ pub mod settings;
 mod fdpass;
 mod sys;
 
-pub use host::{Ended, Event, HostError, HostOptions, KernelState, differences};
+pub use host::{Ended, Event, HostError, HostOptions, KernelState, Leftover, differences};
 pub use protocol::StopReason;
 pub use settings::{Dns, Prefix, Settings, SettingsError};

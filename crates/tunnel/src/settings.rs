@@ -61,7 +61,7 @@ pub struct Settings {
     /// DNS servers and match domains.
     #[serde(default)]
     pub dns: Option<Dns>,
-    /// The tunnel interface's MTU; the host's default (1400) when absent.
+    /// The tunnel interface's MTU; [`DEFAULT_MTU`] when absent.
     #[serde(default)]
     pub mtu: Option<u32>,
 }
@@ -168,6 +168,38 @@ impl Settings {
             table.insert(t);
         }
         table
+    }
+}
+
+/// The addresses every local network has, whatever its prefixes: IPv4 link-local (RFC 3927),
+/// multicast (RFC 5771) and limited broadcast; IPv6 link-local and multicast (RFC 4291 §2.4).
+const ALWAYS_LOCAL: [&str; 5] =
+    ["169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "fe80::/10", "ff00::/8"];
+
+/// The local network as `excludeLocalNetworks` keeps it out of the tunnel: the addresses every
+/// local network has, and `on_link`, the prefixes of the links we are attached to (as local
+/// network privacy judges them, `nw_lnp::on_link_prefixes`).
+pub fn local_network(on_link: &[Prefix]) -> Vec<Prefix> {
+    let mut out: Vec<Prefix> = ALWAYS_LOCAL.iter().filter_map(|p| p.parse().ok()).collect();
+    for p in on_link {
+        if !out.contains(p) {
+            out.push(*p);
+        }
+    }
+    out
+}
+
+impl Settings {
+    /// These settings with `local` kept out of the tunnel as excluded routes (what the host
+    /// applies under `excludeLocalNetworks`); an included route for the same prefix gives way.
+    pub fn excluding(&self, local: &[Prefix]) -> Settings {
+        let mut out = self.clone();
+        for p in local {
+            if !out.excluded_routes.contains(p) {
+                out.excluded_routes.push(*p);
+            }
+        }
+        out
     }
 }
 
@@ -283,6 +315,22 @@ mod tests {
             shown,
             ["0.0.0.0/0", "10.1.0.0/16", "throw 10.1.2.0/24", "throw 203.0.113.1/32", "::/0"]
         );
+    }
+
+    #[test]
+    fn excluding_the_local_network_throws_it_even_under_a_default_route() {
+        let s = Settings {
+            included_routes: vec![p("0.0.0.0/0"), p("::/0"), p("192.168.1.0/24")],
+            ..Settings::default()
+        };
+        let local = local_network(&[p("192.168.1.0/24"), p("fe80::/10")]);
+        assert_eq!(local.len(), 6, "fe80::/10 is listed once: {local:?}");
+        let table: Vec<String> =
+            s.excluding(&local).table().iter().map(ToString::to_string).collect();
+        assert!(table.contains(&"throw 192.168.1.0/24".to_owned()), "{table:?}");
+        assert!(!table.contains(&"192.168.1.0/24".to_owned()), "{table:?}");
+        assert!(table.contains(&"throw fe80::/10".to_owned()), "{table:?}");
+        assert!(table.contains(&"0.0.0.0/0".to_owned()), "{table:?}");
     }
 
     #[test]

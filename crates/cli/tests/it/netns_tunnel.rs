@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use nw_lab::{Lab, Namespace, Pair};
+use nw_lab::{Child, Lab, Namespace, Pair};
 use serde_json::{Value, json};
 
 use crate::support::{Events, NW};
@@ -178,14 +178,14 @@ fn netns_tunnel_applies_settings_exactly_reapplies_without_loss_and_leaves_nothi
     assert_nothing_left(&p.cli, table);
 }
 
-/// A provider killed with SIGKILL ends the tunnel as `provider_failed`, and the teardown
-/// leaves nothing; one that breaks the contract, asks for a bad route, or never starts gets
+/// A provider killed with SIGKILL (with restarts turned off) ends the tunnel as
+/// `provider_failed`, and the teardown leaves nothing; one that breaks the contract, asks for a bad route, or never starts gets
 /// the same clean stop with a reason that says so.
 #[test]
 fn netns_tunnel_providers_that_die_misbehave_or_hang_get_a_clean_stop() {
     let p = pair();
     let options = json!({"settings": settings(&["10.99.5.0/24"])});
-    let mut t = Tunnel::echo(&p.cli, &options, &[]);
+    let mut t = Tunnel::echo(&p.cli, &options, &["--max-restarts", "0"]);
     let created = t.event("created");
     let table = created["table"].as_u64().expect("table");
     t.event("started");
@@ -277,4 +277,209 @@ fn netns_tunnel_a_provider_on_the_rust_sdk_carries_pings_and_stops_in_order() {
         "{stopped}"
     );
     assert_nothing_left(&p.cli, table);
+}
+
+/// Sends UDP datagrams at `rate` a second for `seconds`, round robin to `targets` (a JSON list
+/// of [address, port]); send errors (a kill switch's reject) are counted, not fatal. First one
+/// TCP connect to `tcp` ([address, port]) that a kill switch must refuse at once. Prints one
+/// JSON line: sent and refused per target, and how the connect ended and how long it took.
+const PROBER: &str = r#"
+import json, socket, sys, time
+targets, rate, seconds, tcp = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
+began = time.monotonic()
+s = socket.socket(socket.AF_INET6 if ":" in tcp[0] else socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout(5)
+try:
+    s.connect((tcp[0], tcp[1]))
+    connect = "connected"
+except OSError as e:
+    connect = type(e).__name__
+connect_ms = (time.monotonic() - began) * 1000
+socks = {4: socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 6: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)}
+sent = [0] * len(targets)
+refused = [0] * len(targets)
+start = time.monotonic()
+i = 0
+while True:
+    due = start + i / rate
+    now = time.monotonic()
+    if now - start >= seconds:
+        break
+    if due > now:
+        time.sleep(due - now)
+    k = i % len(targets)
+    host, port = targets[k]
+    try:
+        socks[6 if ":" in host else 4].sendto(b"probe %d" % i, (host, port))
+        sent[k] += 1
+    except OSError:
+        refused[k] += 1
+    i += 1
+print(json.dumps({"sent": sent, "refused": refused, "connect": connect, "connect_ms": connect_ms}))
+"#;
+
+/// Counts what arrives on the server's end of the veth: packets to the tunnel's remote address,
+/// and every other IPv4 or IPv6 packet but neighbour discovery (a leak once a kill switch is on).
+const COUNTERS: &str = r#"
+table netdev probe {
+    counter endpoint { }
+    counter leak { }
+    chain ingress {
+        type filter hook ingress device "eth0" priority 0; policy accept;
+        ip daddr 198.51.100.2 counter name "endpoint" accept
+        icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept
+        meta protocol { ip, ip6 } counter name "leak" accept
+    }
+}
+"#;
+
+/// The server's counters: (to the endpoint, anything else).
+fn counted(ns: &Namespace) -> (u64, u64) {
+    let out = ns
+        .run(["nft", "-j", "list", "counters", "table", "netdev", "probe"])
+        .unwrap_or_else(|e| panic!("nft list counters: {e}"));
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let get = |name: &str| {
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["counter"]["name"] == name)
+            .and_then(|c| c["counter"]["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no counter {name}: {out}"))
+    };
+    (get("endpoint"), get("leak"))
+}
+
+fn probe(ns: &Namespace, targets: &Value, rate: u32, seconds: f64, tcp: &Value) -> Child {
+    let mut cmd = ns.command(PYTHON);
+    cmd.args(["-c", PROBER, &targets.to_string(), &rate.to_string(), &seconds.to_string()])
+        .arg(tcp.to_string())
+        .stdout(std::process::Stdio::piped());
+    ns.spawn(cmd).unwrap_or_else(|e| panic!("start the prober: {e}"))
+}
+
+fn probed(mut child: Child) -> Value {
+    child.wait_for(Duration::from_secs(60)).unwrap_or_else(|e| panic!("the prober: {e}"));
+    let mut out = String::new();
+    let stdout = child.stdout().expect("stdout piped");
+    std::io::Read::read_to_string(&mut std::io::BufReader::new(stdout), &mut out)
+        .unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("prober output ({e}): {out}"))
+}
+
+/// The `n`th (from 1) event named `name`, within `limit`.
+fn nth_event(t: &mut Events, name: &str, n: usize, limit: Duration) -> Value {
+    let end = Instant::now() + limit;
+    loop {
+        t.drain();
+        if let Some(v) = t.seen.iter().filter(|v| v["event"] == name).nth(n - 1) {
+            return v.clone();
+        }
+        assert!(Instant::now() < end, "no {name} #{n} within {limit:?}; events: {:#?}", t.seen);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The kill switch: a tunnel that carries IPv4 only (the classic leak is IPv6), with an
+/// excluded range, while a prober sends 1,000 datagrams a second for 10 s. The provider is
+/// killed with SIGKILL (it is restarted; the restart time is printed), then the host itself:
+/// not one packet leaves the veth to anything but the tunnel's remote address, IPv6 and DNS
+/// included, and a TCP connect outside the tunnel is refused at once instead of hanging.
+/// `nw tunnel status` names the kill switch the killed host left; `nw tunnel down` removes it
+/// and traffic flows again.
+#[test]
+fn netns_tunnel_kill_switch_leaks_nothing_when_the_provider_or_the_host_is_killed() {
+    let p = pair();
+    p.srv.nft(COUNTERS).unwrap_or_else(|e| panic!("the server's counters: {e}"));
+    // Outside the tunnel: IPv4 in an excluded range, IPv6 on-link and routed, DNS on both.
+    let outside = json!([["192.0.2.200", 53], ["2001:db8:1::2", 53], ["2001:db8:99::53", 53]]);
+    let targets = json!([
+        ["192.0.2.200", 53],
+        ["2001:db8:1::2", 53],
+        ["2001:db8:99::53", 53],
+        ["192.0.2.53", 53],
+        ["198.51.100.2", 9]
+    ]);
+    let tcp = json!(["2001:db8:1::2", 80]);
+
+    // Without a tunnel, the counter counts: the probes arrive.
+    let before = counted(&p.srv);
+    let seen = probed(probe(&p.cli, &outside, 200, 0.1, &tcp));
+    let after = counted(&p.srv);
+    assert!(
+        after.1 - before.1 >= 15,
+        "the leak counter counts nothing: {before:?} {after:?} {seen}"
+    );
+
+    let options = json!({"settings": {
+        "tunnel_remote_address": "198.51.100.2",
+        "addresses": ["10.98.0.2/24"],
+        "included_routes": ["0.0.0.0/0"],
+        "excluded_routes": ["192.0.2.128/25"],
+        "mtu": 1380,
+    }});
+    let mut t = Tunnel::echo(&p.cli, &options, &["--kill-switch"]);
+    let created = t.event("created");
+    let table = created["table"].as_u64().expect("table");
+    t.event("started");
+    let ping = p.cli.run(["ping", "-n", "-c", "3", "-i", "0.05", "-W", "2", "192.0.2.53"]);
+    assert!(ping.is_ok_and(|o| o.contains("3 received")), "IPv4 goes through the tunnel");
+
+    let before = counted(&p.srv);
+    let prober = probe(&p.cli, &targets, 1000, 10.0, &tcp);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = libc::pid_t::try_from(created["pid"].as_i64().expect("pid")).expect("a pid");
+    let killed = Instant::now();
+    // SAFETY: kill(2) on the provider, a grandchild of this test.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    t.event("restarting");
+    nth_event(&mut t, "started", 2, Duration::from_secs(10));
+    let restart = killed.elapsed();
+    println!("provider killed -> restarted and started again in {restart:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let ping = p.cli.run(["ping", "-n", "-c", "3", "-i", "0.05", "-W", "2", "192.0.2.53"]);
+    assert!(ping.is_ok_and(|o| o.contains("3 received")), "the restarted provider carries it");
+    std::thread::sleep(Duration::from_secs(1));
+    // Now the host itself, which cannot clean up.
+    let host = libc::pid_t::try_from(t.child.id()).expect("a pid");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(host, libc::SIGKILL) };
+    let _ = t.child.wait_for(Duration::from_secs(5));
+    let seen = probed(prober);
+    let after = counted(&p.srv);
+    let sent: u64 = seen["sent"].as_array().into_iter().flatten().filter_map(Value::as_u64).sum();
+    let refused: u64 =
+        seen["refused"].as_array().into_iter().flatten().filter_map(Value::as_u64).sum();
+    println!(
+        "kill switch: {} datagrams sent, {refused} refused at once; {} to the endpoint, {} leaked",
+        sent,
+        after.0 - before.0,
+        after.1 - before.1
+    );
+    assert_eq!(after.1 - before.1, 0, "packets left to something but the endpoint: {seen}");
+    assert!(after.0 > before.0, "the tunnel's remote address stays reachable: {seen}");
+    assert!(sent + refused >= 8_000, "the prober fell behind: {seen}");
+    assert_eq!(seen["connect"], "ConnectionRefusedError", "{seen}");
+    assert!(seen["connect_ms"].as_f64().is_some_and(|ms| ms < 1000.0), "{seen}");
+
+    // What the killed host left: the kill switch holds.
+    let status = p.cli.command(NW).args(["tunnel", "status", "--json"]).output().expect("status");
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["tunnels"], json!([]), "{status}");
+    let left = status["leftovers"].to_string();
+    assert!(left.contains("the kill switch of nwtun0"), "{status}");
+    let still = probed(probe(&p.cli, &outside, 200, 0.1, &tcp));
+    assert_eq!(counted(&p.srv).1, after.1, "the kill switch held after its host died: {still}");
+
+    let down = p.cli.command(NW).args(["tunnel", "down"]).output().expect("nw tunnel down");
+    let text = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(down.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&down.stderr));
+    assert!(text.contains("removed the kill switch of nwtun0"), "{text}");
+    assert_nothing_left(&p.cli, table);
+    let out = p.cli.run(["nft", "list", "tables"]).unwrap_or_default();
+    assert!(!out.contains("nwkit_tunnel"), "{out}");
+    let before = counted(&p.srv);
+    let seen = probed(probe(&p.cli, &outside, 200, 0.1, &tcp));
+    assert!(counted(&p.srv).1 - before.1 >= 15, "traffic flows again after down: {seen}");
 }

@@ -2,6 +2,7 @@
 //! that bypass the tunnel, and descriptors sent over the contract socket. Everything here
 //! blocks; the host calls it on a blocking thread.
 
+pub(crate) mod killswitch;
 mod netlink;
 
 use std::collections::BTreeSet;
@@ -170,6 +171,29 @@ impl Kernel {
             left.push(format!("interface {} remains", self.index));
         }
         left
+    }
+}
+
+/// The tables of tunnels whose interface is gone while their policy rules remain: a host
+/// that was killed (its device went with it, its rules and throw routes did not).
+pub(crate) fn orphaned_tables() -> io::Result<Vec<u32>> {
+    let mut rtnl = Rtnl::new()?;
+    let ours: BTreeSet<u32> = rtnl
+        .all_rules()?
+        .iter()
+        .filter(|r| r.priority == RULE_PRIORITY || r.priority == RULE_PRIORITY + 1)
+        .flat_map(|r| [Some(r.table), r.fwmark])
+        .flatten()
+        .filter(|t| t & 0xffff_0000 == TABLE_BASE)
+        .collect();
+    Ok(ours.into_iter().filter(|t| rtnl.link(t - TABLE_BASE).is_err()).collect())
+}
+
+/// Removes an orphaned table's rules and routes; returns what could not be removed.
+pub(crate) fn remove_orphaned(table: u32) -> Vec<String> {
+    match Kernel::new(table.wrapping_sub(TABLE_BASE)) {
+        Ok(mut k) => k.teardown(),
+        Err(e) => vec![format!("table {table:#x}: {e}")],
     }
 }
 

@@ -293,6 +293,12 @@ impl Rtnl {
 
     /// The rules that send lookups to `table`, or bypass rules with `mark`.
     pub(crate) fn rules(&mut self, table: u32, mark: u32) -> io::Result<BTreeSet<Rule>> {
+        let all = self.all_rules()?;
+        Ok(all.into_iter().filter(|r| r.table == table || r.fwmark == Some(mark)).collect())
+    }
+
+    /// Every policy rule, both families.
+    pub(crate) fn all_rules(&mut self) -> io::Result<BTreeSet<Rule>> {
         let mut out = BTreeSet::new();
         for reply in self.dump(RouteNetlinkMessage::GetRule(RuleMessage::default()))? {
             let RouteNetlinkMessage::NewRule(r) = reply else { continue };
@@ -310,9 +316,7 @@ impl Rtnl {
                     _ => {}
                 }
             }
-            if rule.table == table || rule.fwmark == Some(mark) {
-                out.insert(rule);
-            }
+            out.insert(rule);
         }
         Ok(out)
     }
