@@ -84,6 +84,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         )),
     }
     sections.push(local_network().await);
+    sections.push(tunnel().await);
     sections.push(connectivity().await);
     sections.push(trust().await);
     sections.push(transfer().await);
@@ -277,6 +278,55 @@ async fn local_network() -> Section {
         }
         None => Section::new("lnp", Level::Ok, summary, details),
     }
+}
+
+/// The packet tunnels hosted here, and what hosts that are gone left behind: a kill switch
+/// kept after a failure rejects everything that does not go into its (gone) tunnel, which is
+/// the first thing to know when nothing reaches the network. Read only.
+async fn tunnel() -> Section {
+    let running = crate::tunnel::running();
+    let names: Vec<String> = running
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {}{}",
+                h["interface"].as_str().unwrap_or("?"),
+                h["state"].as_str().unwrap_or("?"),
+                if h["kill_switch"] == true { " (kill switch on)" } else { "" }
+            )
+        })
+        .collect();
+    let mut details = json!({ "running": running });
+    let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await;
+    let left = match left {
+        Ok(Ok(left)) => left,
+        Ok(Err(e)) => {
+            details["leftovers_unknown"] = json!(e.to_string());
+            let why = if names.is_empty() { "no tunnel".to_owned() } else { names.join(", ") };
+            let why = format!("{why}; what killed hosts left could not be looked for ({e})");
+            return Section::new("tunnel", Level::Ok, why, details);
+        }
+        Err(_) => return Section::new("tunnel", Level::Fail, "looking failed", details),
+    };
+    details["leftovers"] = json!(left.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let switches: Vec<String> = left
+        .iter()
+        .filter(|l| matches!(l, nw_tunnel::Leftover::KillSwitch { .. }))
+        .map(ToString::to_string)
+        .collect();
+    let mut summary = if names.is_empty() { "no tunnel".to_owned() } else { names.join(", ") };
+    if !switches.is_empty() {
+        summary += &format!(
+            "; {} of a host that is gone rejects everything that does not go into its tunnel, so nothing but loopback gets out: `nw tunnel down` removes it",
+            switches.join(" and ")
+        );
+        return Section::new("tunnel", Level::Warn, summary, details);
+    }
+    if !left.is_empty() {
+        summary += "; a killed host's routing rules are left: `nw tunnel down` removes them";
+        return Section::new("tunnel", Level::Warn, summary, details);
+    }
+    Section::new("tunnel", Level::Ok, summary, details)
 }
 
 /// Doctor's own check: a TLS race to `localhost` against the embedded test server on loopback

@@ -357,7 +357,7 @@ impl StateFile {
 }
 
 /// The state of each tunnel host that runs in this network namespace.
-fn running() -> Vec<Value> {
+pub(crate) fn running() -> Vec<Value> {
     let Ok(dir) = std::fs::read_dir(state_dir()) else { return Vec::new() };
     let mut out: Vec<Value> = dir
         .flatten()

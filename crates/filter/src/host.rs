@@ -39,12 +39,6 @@ use crate::sys::nfqueue::{self, Queue, Verdict};
 use crate::sys::procfs::Procfs;
 use crate::sys::tables::{self, MARK_ALLOW, MARK_DROP, MARK_MASK};
 
-/// The first restart waits this long; each failure in a row doubles it, up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// The longest wait before a restart.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A provider that ran this long without failing starts over at [`FIRST_BACKOFF`].
-const HEALTHY: Duration = Duration::from_secs(60);
 /// At most this many `new_flow` messages wait to be written to a provider that does not read;
 /// flows beyond that get the failure policy at once.
 const MAX_BACKLOG: usize = 65_536;
@@ -294,8 +288,8 @@ enum FromProvider {
 }
 
 struct Running {
-    /// The wait that came before this start.
-    backoff: Duration,
+    /// The restart delays so far.
+    backoff: nw_provider::Backoff,
     child: Child,
     pid: Option<u32>,
     started: bool,
@@ -307,7 +301,7 @@ struct Running {
 enum Slot {
     None,
     Running(Box<Running>),
-    Down { until: Instant, backoff: Duration },
+    Down { until: Instant, backoff: nw_provider::Backoff },
 }
 
 /// Hosts filtering until `stop` turns true; returns the counters after the rules are gone.
@@ -383,7 +377,7 @@ pub async fn run(
     let mut procfs = Procfs::default();
     let mut asked: std::collections::HashMap<u64, Flow> = Default::default();
     let mut slot = match &options.provider {
-        Some(p) => start_provider(p, &events, FIRST_BACKOFF / 2),
+        Some(p) => start_provider(p, &events, nw_provider::Backoff::new()),
         None => Slot::None,
     };
     let mut buf = vec![0u8; 256 * 1024];
@@ -692,7 +686,7 @@ async fn from_provider(slot: &mut Slot) -> FromProvider {
 fn start_provider(
     p: &ProviderOptions,
     events: &mpsc::UnboundedSender<Event>,
-    backoff: Duration,
+    backoff: nw_provider::Backoff,
 ) -> Slot {
     let spawn = nw_provider::Spawn {
         program: p.program.clone(),
@@ -701,9 +695,10 @@ fn start_provider(
         fd_env: FD_ENV,
     };
     let failed = |message: String| {
-        let next = (backoff * 2).min(MAX_BACKOFF);
+        let mut backoff = backoff;
+        let next = backoff.after_failure(Duration::ZERO);
         let _ = events.send(Event::ProviderDown { message, restart_in: next });
-        Slot::Down { until: Instant::now() + next, backoff: next }
+        Slot::Down { until: Instant::now() + next, backoff }
     };
     let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
         Ok(pair) => pair,
@@ -775,8 +770,8 @@ async fn provider_down(
     now: Instant,
 ) {
     let Slot::Running(r) = std::mem::replace(slot, Slot::None) else { return };
-    let backoff =
-        if r.since.elapsed() >= HEALTHY { FIRST_BACKOFF } else { (r.backoff * 2).min(MAX_BACKOFF) };
+    let mut backoff = r.backoff;
+    let delay = backoff.after_failure(r.since.elapsed());
     let policy = engine.policy().decision();
     for (id, flow) in asked.drain() {
         let by = By::Policy { why: format!("the provider went away ({message})") };
@@ -789,8 +784,8 @@ async fn provider_down(
     }
     let _ = r.child.start_kill();
     let _ = r.child.wait().await;
-    let _ = events.send(Event::ProviderDown { message, restart_in: backoff });
-    *slot = Slot::Down { until: Instant::now() + backoff, backoff };
+    let _ = events.send(Event::ProviderDown { message, restart_in: delay });
+    *slot = Slot::Down { until: Instant::now() + delay, backoff };
 }
 
 /// Asks the provider to stop, gives it a moment, then ends its group.

@@ -178,6 +178,33 @@ fn netns_tunnel_applies_settings_exactly_reapplies_without_loss_and_leaves_nothi
     assert_nothing_left(&p.cli, table);
 }
 
+/// Apply latency: 100 re-applications alternating between two settings that differ by one
+/// excluded route, each read back from the kernel with no difference; p50 and p95 printed.
+#[test]
+fn netns_tunnel_apply_latency_over_100_applications() {
+    let p = pair();
+    let first = settings(&["10.99.5.0/24", "10.99.6.0/24"]);
+    let second = settings(&["10.99.5.0/24", "10.99.6.0/24", "10.99.7.0/24"]);
+    let options = json!({"settings": first, "then": second, "repeat": 100});
+    let mut t = Tunnel::echo(&p.cli, &options, &[]);
+    let last = t.wait(Duration::from_secs(60), |v| v["event"] == "applied" && v["id"] == 199);
+    let table = t.event("created")["table"].as_u64().expect("table");
+    let mut ms: Vec<f64> = t
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "applied" && v["id"].as_u64().is_some_and(|id| id >= 100))
+        .filter_map(|v| v["ms"].as_f64())
+        .collect();
+    assert_eq!(ms.len(), 100, "events: {:#?}", t.seen);
+    assert!(t.seen.iter().all(|v| v["event"] != "refused"), "{:#?}", t.seen);
+    // The last applied is the first settings again (even ids apply "then").
+    assert_eq!(last["kernel"]["routes"].as_array().map(Vec::len), Some(6), "{last}");
+    ms.sort_by(f64::total_cmp);
+    println!("apply latency over 100 applications: p50 {:.2} ms, p95 {:.2} ms", ms[49], ms[94]);
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+    assert_nothing_left(&p.cli, table);
+}
+
 /// A provider killed with SIGKILL (with restarts turned off) ends the tunnel as
 /// `provider_failed`, and the teardown leaves nothing; one that breaks the contract, asks for a bad route, or never starts gets
 /// the same clean stop with a reason that says so.
@@ -207,6 +234,20 @@ fn netns_tunnel_providers_that_die_misbehave_or_hang_get_a_clean_stop() {
     let m = stopped["message"].as_str().unwrap_or_default();
     assert!(m.contains("broke the contract") && m.contains("hello"), "{stopped}");
     assert_eq!(stopped["leftovers"], json!([]), "{stopped}");
+
+    // A 1 GB message: refused once a line passes 1 MiB, without reading the rest.
+    let began = Instant::now();
+    let mut t = Tunnel::up(
+        &p.cli,
+        &["--provider", "/bin/sh"],
+        &["-c", "head -c 1073741824 /dev/zero >&3; sleep 30"],
+    );
+    let stopped = t.event("stopped");
+    assert_eq!(stopped["reason"], "provider_failed", "{stopped}");
+    let m = stopped["message"].as_str().unwrap_or_default();
+    assert!(m.contains("longer than 1048576 bytes"), "{stopped}");
+    assert_eq!(stopped["leftovers"], json!([]), "{stopped}");
+    assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
 
     // A route with host bits set: refused, nothing applied, the provider gives up.
     let bad =
@@ -469,6 +510,15 @@ fn netns_tunnel_kill_switch_leaks_nothing_when_the_provider_or_the_host_is_kille
     assert_eq!(status["tunnels"], json!([]), "{status}");
     let left = status["leftovers"].to_string();
     assert!(left.contains("the kill switch of nwtun0"), "{status}");
+    let doctor = p.cli.command(NW).args(["doctor", "--json"]).output().expect("nw doctor");
+    let doctor: Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
+    let section = doctor["sections"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "tunnel"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no tunnel section: {doctor}"));
+    assert_eq!(section["status"], "warn", "{section}");
+    assert!(section["details"]["leftovers"].to_string().contains("kill switch"), "{section}");
     let still = probed(probe(&p.cli, &outside, 200, 0.1, &tcp));
     assert_eq!(counted(&p.srv).1, after.1, "the kill switch held after its host died: {still}");
 
@@ -482,4 +532,118 @@ fn netns_tunnel_kill_switch_leaks_nothing_when_the_provider_or_the_host_is_kille
     let before = counted(&p.srv);
     let seen = probed(probe(&p.cli, &outside, 200, 0.1, &tcp));
     assert!(counted(&p.srv).1 - before.1 >= 15, "traffic flows again after down: {seen}");
+}
+
+/// Records the destinations of UDP datagrams to port 9 that arrive on `eth0` (AF_PACKET, so
+/// also those addressed elsewhere), for argv[1] seconds; touches argv[2] once it listens and
+/// writes the sorted list as JSON to argv[3].
+const SNIFFER: &str = r#"
+import json, socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
+s.bind(("eth0", 0))
+s.settimeout(0.1)
+open(sys.argv[2], "w").close()
+seen = set()
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        frame = s.recv(65535)
+    except socket.timeout:
+        continue
+    kind, p = struct.unpack("!H", frame[12:14])[0], frame[14:]
+    if kind == 0x0800 and len(p) >= 28 and p[9] == 17:
+        ihl = (p[0] & 15) * 4
+        port, dst = struct.unpack("!H", p[ihl + 2:ihl + 4])[0], socket.inet_ntop(socket.AF_INET, p[16:20])
+    elif kind == 0x86DD and len(p) >= 48 and p[6] == 17:
+        port, dst = struct.unpack("!H", p[42:44])[0], socket.inet_ntop(socket.AF_INET6, p[24:40])
+    else:
+        continue
+    if port == 9:
+        seen.add(dst)
+with open(sys.argv[3], "w") as f:
+    json.dump(sorted(seen), f)
+"#;
+
+/// Sends one UDP datagram to port 9 of each address in argv[1] (JSON), then "report" to
+/// argv[2].
+const SPRAY: &str = r#"
+import json, socket, sys
+v4, v6 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+for a in json.loads(sys.argv[1]):
+    (v6 if ":" in a else v4).sendto(b"probe", (a, 9))
+(v6 if ":" in sys.argv[2] else v4).sendto(b"report", (sys.argv[2], 9))
+"#;
+
+/// Routing: 1,000 destinations across the included ranges (v4 and v6), the excluded ones and
+/// others, one datagram each, plus the tunnel's remote address. What the provider reads from
+/// the TUN and what the server captures on the veth: every included destination on the TUN and
+/// none on the veth, every other one on the veth and none on the TUN (0 misrouted), and the
+/// remote address never on the TUN.
+#[test]
+fn netns_tunnel_routes_1000_destinations_with_none_misrouted() {
+    let p = pair();
+    let options = json!({"settings": settings(&["10.99.5.0/24", "10.99.6.0/24"])});
+    let mut t = Tunnel::echo(&p.cli, &options, &[]);
+    t.event("started");
+    let (mut inside, mut outside) = (BTreeSet::new(), BTreeSet::new());
+    for i in 0..1000u32 {
+        let (hi, lo) = (i / 250, i % 250 + 1);
+        let (k, j) = (i / 5, i / 5 % 250 + 1);
+        match i % 5 {
+            0 => inside.insert(format!("10.99.{}.{lo}", 10 + hi)),
+            1 => inside.insert(format!("172.31.{hi}.{lo}")),
+            2 => inside.insert(format!("fd99::{i:x}")),
+            3 => outside.insert(format!("10.99.{}.{j}", 5 + i % 2)),
+            _ => outside.insert(match k % 3 {
+                0 => format!("192.0.2.{j}"),
+                1 => format!("203.0.113.{j}"),
+                _ => format!("2001:db8:99::{i:x}"),
+            }),
+        };
+    }
+    assert_eq!(inside.len() + outside.len(), 1000, "the destinations are distinct");
+    outside.insert("198.51.100.2".into());
+
+    let dir = crate::support::Dir::new("tunnel-routing");
+    let (ready, found) = (dir.path("ready"), dir.path("veth.json"));
+    let mut cmd = p.srv.command(PYTHON);
+    cmd.args(["-c", SNIFFER, "8", &ready, &found]);
+    let mut sniffer = p.srv.spawn(cmd).unwrap_or_else(|e| panic!("start the sniffer: {e}"));
+    let began = Instant::now();
+    while !std::path::Path::new(&ready).exists() {
+        assert!(began.elapsed() < Duration::from_secs(5), "the sniffer did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all: Vec<&String> = inside.iter().chain(&outside).collect();
+    let sent = p.cli.run([PYTHON, "-c", SPRAY, &json!(all).to_string(), "10.99.200.200"]);
+    sent.unwrap_or_else(|e| panic!("the sprayer: {e}"));
+    let report = t.wait(Duration::from_secs(10), |v| v["event"] == "app_message");
+    let on_tun: BTreeSet<String> = report["data"]["discarded"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    sniffer.wait_for(Duration::from_secs(15)).unwrap_or_else(|e| panic!("the sniffer: {e}"));
+    let text = std::fs::read_to_string(&found).unwrap_or_else(|e| panic!("{found}: {e}"));
+    let on_veth: BTreeSet<String> =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+
+    let tun_wrong: Vec<&String> = on_tun.symmetric_difference(&inside).collect();
+    let veth_missing: Vec<&String> = outside.difference(&on_veth).collect();
+    let veth_leaked: Vec<&String> = on_veth.intersection(&inside).collect();
+    println!(
+        "routing: {} destinations; {} read from the TUN, {} captured on the veth; misrouted: {} on the TUN, {} missing from the veth, {} included ones on the veth",
+        all.len(),
+        on_tun.len(),
+        on_veth.len(),
+        tun_wrong.len(),
+        veth_missing.len(),
+        veth_leaked.len()
+    );
+    assert!(tun_wrong.is_empty(), "the TUN carried the wrong set: {tun_wrong:?}");
+    assert!(veth_missing.is_empty(), "not on the veth: {veth_missing:?}");
+    assert!(veth_leaked.is_empty(), "included destinations left by the veth: {veth_leaked:?}");
+    assert!(!on_tun.contains("198.51.100.2"), "the remote address entered the tunnel");
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
 }

@@ -1,7 +1,8 @@
 # A packet tunnel provider in Python, speaking nw-tunnel's contract (version 1) with nothing
 # but the standard library: it applies the settings in its options, then answers every ICMP and
 # ICMPv6 echo request the tunnel carries (as if the far end were there). With "then" and
-# "after_ms" in its options it applies a second set of settings while traffic flows.
+# "after_ms" in its options it applies a second set of settings while traffic flows; with
+# "then" and "repeat" it applies the two in turn that many times first.
 import json, os, select, socket, struct, sys, time
 
 sock = socket.socket(fileno=int(os.environ["NW_TUNNEL_FD"]))
@@ -32,6 +33,30 @@ def checksum(data):
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
+
+
+# Destinations of the UDP datagrams to port 9 (discard) the tunnel carried; a datagram that
+# says "report" has them sent in an app message.
+discarded = set()
+
+
+def note_discard(packet):
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 28 and packet[9] == 17:
+        ihl = (packet[0] & 15) * 4
+        port, payload = struct.unpack("!H", packet[ihl + 2:ihl + 4])[0], packet[ihl + 8:]
+        destination = socket.inet_ntop(socket.AF_INET, packet[16:20])
+    elif version == 6 and len(packet) >= 48 and packet[6] == 17:
+        port, payload = struct.unpack("!H", packet[42:44])[0], packet[48:]
+        destination = socket.inet_ntop(socket.AF_INET6, packet[24:40])
+    else:
+        return
+    if port != 9:
+        return
+    if payload == b"report":
+        send({"type": "app_message", "data": {"discarded": sorted(discarded)}})
+    else:
+        discarded.add(destination)
 
 
 def answer(packet):
@@ -69,7 +94,15 @@ if reply["type"] != "applied":
     sys.exit(1)
 send({"type": "started"})
 
-then_at = time.monotonic() + options.get("after_ms", 0) / 1000 if "then" in options else None
+# "repeat": N applies "then" and "settings" in turn N times, each after the last was applied.
+for i in range(options.get("repeat", 0)):
+    send({"type": "settings", "id": 100 + i, "settings": options["then"] if i % 2 == 0 else options["settings"]})
+    reply = receive()
+    if reply["type"] != "applied":
+        send({"type": "cancel", "reason": "configuration_failed", "message": reply.get("message")})
+        sys.exit(1)
+
+then_at = time.monotonic() + options["after_ms"] / 1000 if "after_ms" in options else None
 while True:
     timeout = None if then_at is None else max(0, then_at - time.monotonic())
     ready, _, _ = select.select([tun, sock], [], [], timeout)
@@ -77,7 +110,9 @@ while True:
         send({"type": "settings", "id": 2, "settings": options["then"]})
         then_at = None
     if tun in ready:
-        out = answer(os.read(tun, 65536))
+        packet = os.read(tun, 65536)
+        note_discard(packet)
+        out = answer(packet)
         if out:
             os.write(tun, out)
     if sock in ready:
