@@ -322,6 +322,10 @@ async fn tunnel() -> Section {
         );
         return Section::new("tunnel", Level::Warn, summary, details);
     }
+    if left.iter().any(|l| matches!(l, nw_tunnel::Leftover::ResolvConf { .. })) {
+        summary += "; resolv.conf points at the DNS forwarder of a tunnel host that is gone, so names do not resolve: `nw tunnel down` puts the original back";
+        return Section::new("tunnel", Level::Warn, summary, details);
+    }
     if !left.is_empty() {
         summary += "; a killed host's routing rules are left: `nw tunnel down` removes them";
         return Section::new("tunnel", Level::Warn, summary, details);

@@ -308,20 +308,11 @@ fn kernel_json(state: &nw_tunnel::KernelState) -> Value {
         "addresses": state.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "routes": state.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "rules": state.rules,
+        "name_servers": state.name_servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }
 
-/// Where tunnel hosts keep their state: a directory per network namespace (named by the
-/// namespace's inode, so `nw tunnel status` inside a namespace finds that namespace's hosts),
-/// a file per tunnel, named by its interface.
-fn state_dir() -> PathBuf {
-    let dir = std::env::var_os("NW_TUNNEL_STATE_DIR")
-        .map_or_else(|| PathBuf::from("/run/nwkit/tunnel"), PathBuf::from);
-    let ns = std::fs::metadata("/proc/self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap_or(0);
-    dir.join(ns.to_string())
-}
+use nw_tunnel::host::state_dir;
 
 /// One host's state file, written on each event and removed when the host ends.
 struct StateFile {
@@ -397,6 +388,7 @@ async fn warn_about_leftovers() {
                     "rejects everything that does not go into its tunnel"
                 }
                 Leftover::Routing { .. } => "no longer route anything, but are in the way",
+                Leftover::ResolvConf { .. } => "so names do not resolve",
             };
             crate::output::error_line(&format!(
                 "nw: note: {l}, left by a host that is gone, {what}; `nw tunnel down` removes it"
@@ -506,7 +498,7 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
     if interface.is_none() {
         // State files of hosts that were killed.
         if let Ok(dir) = std::fs::read_dir(state_dir()) {
-            for e in dir.flatten() {
+            for e in dir.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")) {
                 let stale = std::fs::read(e.path())
                     .ok()
                     .and_then(|b| serde_json::from_slice::<Value>(&b).ok())

@@ -16,6 +16,7 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
+use crate::dns;
 use crate::fdpass;
 use crate::protocol::{
     self, FD_ENV, HostMessage, LineBuffer, ProviderMessage, StopReason, VERSION,
@@ -60,6 +61,9 @@ pub struct HostOptions {
     /// How many times in a row a provider that exits or dies unasked is restarted, with a
     /// backoff, before the tunnel stops (0: never). A run of a minute starts the count over.
     pub max_restarts: u32,
+    /// The system's resolv.conf, pointed at the host's DNS forwarder while the settings have
+    /// DNS servers (`/etc/resolv.conf`).
+    pub resolv_conf: PathBuf,
 }
 
 impl HostOptions {
@@ -78,6 +82,7 @@ impl HostOptions {
             kill_switch: false,
             exclude_local: false,
             max_restarts: 5,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 }
@@ -241,6 +246,8 @@ pub async fn run(
         local: None,
         readings: None,
         kill_switch: None,
+        resolv_conf: options.resolv_conf.clone(),
+        dns: None,
     };
     if let Err(e) = result {
         session.teardown(true).await;
@@ -354,6 +361,16 @@ struct Session {
     readings: Option<nw_path::Readings>,
     /// The kill switch in force.
     kill_switch: Option<killswitch::Spec>,
+    /// The system's resolv.conf.
+    resolv_conf: PathBuf,
+    /// Split DNS, while the settings have DNS servers.
+    dns: Option<SplitDns>,
+}
+
+/// Split DNS in force: the forwarder, and resolv.conf taken over.
+struct SplitDns {
+    forwarder: dns::Forwarder,
+    resolv: dns::ResolvConf,
 }
 
 type Outcome = (StopReason, Option<String>, Option<ExitStatus>);
@@ -574,17 +591,15 @@ impl Session {
         if let Err(e) = asked.validate() {
             return self.refuse(id, e.to_string());
         }
-        if asked.dns.as_ref().is_some_and(|d| !d.servers.is_empty()) {
-            return self.refuse(
-                id,
-                "DNS settings are not applied by this host yet; send settings without \"dns\""
-                    .into(),
-            );
+        if let Err(e) = self.apply_dns(asked.dns.as_ref()).await {
+            return self.refuse(id, e);
         }
         let Some(mut kernel) = self.kernel.take() else {
             return self.refuse(id, "the host lost its kernel state".into());
         };
+        let previous_dns = self.applied.as_ref().and_then(|a| a.dns.clone());
         let previous = self.effective(&self.applied.clone().unwrap_or_default());
+        let resolv_conf = self.resolv_conf.clone();
         let target = self.effective(&asked);
         // The kill switch lets the new remote address out before routes send traffic to it,
         // and goes back to the old one if the settings fail.
@@ -603,10 +618,13 @@ impl Session {
                 _ => Ok(()),
             };
             let r = switched.and_then(|()| {
-                let state = kernel
+                let mut state = kernel
                     .apply(&target)
                     .and_then(|()| kernel.read())
                     .map_err(|e| e.to_string())?;
+                state.name_servers = std::fs::read_to_string(&resolv_conf)
+                    .map(|t| dns::parse_resolv_conf(&t).0)
+                    .unwrap_or_default();
                 match differences(&target, &state) {
                     d if d.is_empty() => Ok(state),
                     d => Err(format!("the kernel reads back differently: {}", d.join("; "))),
@@ -627,6 +645,11 @@ impl Session {
         })
         .await;
         self.kernel = Some(kernel);
+        if result.is_err()
+            && let Err(e) = self.apply_dns(previous_dns.as_ref()).await
+        {
+            tracing::warn!("putting back the earlier DNS settings failed too: {e}");
+        }
         match result {
             Ok(state) => {
                 if let Some(spec) = &mut self.kill_switch {
@@ -645,6 +668,49 @@ impl Session {
             }
             Err(message) => self.refuse(id, message),
         }
+    }
+
+    /// Starts, changes or stops split DNS: the forwarder, and resolv.conf pointed at it.
+    async fn apply_dns(&mut self, wanted: Option<&crate::settings::Dns>) -> Result<(), String> {
+        let wanted = wanted.filter(|d| !d.servers.is_empty());
+        let Some(d) = wanted else {
+            if let Some(running) = self.dns.take() {
+                running
+                    .resolv
+                    .restore()
+                    .map_err(|e| format!("cannot put back {}: {e}", self.resolv_conf.display()))?;
+            }
+            return Ok(());
+        };
+        let routes = |upstream: Vec<std::net::SocketAddr>| dns::Routes {
+            tunnel: d.servers.iter().map(|ip| std::net::SocketAddr::new(*ip, 53)).collect(),
+            matches: d
+                .match_domains
+                .iter()
+                .map(|m| m.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            upstream: upstream.into_iter().filter(|u| *u != dns::LISTEN).collect(),
+            device: self.interface.clone(),
+        };
+        if let Some(running) = &self.dns {
+            running.forwarder.update(routes(running.resolv.upstream.clone()));
+            return running
+                .resolv
+                .point(&self.interface, &d.search_domains)
+                .map_err(|e| e.to_string());
+        }
+        // The forwarder listens before resolv.conf points at it.
+        let text = std::fs::read_to_string(&self.resolv_conf).unwrap_or_default();
+        let forwarder = dns::Forwarder::start(routes(dns::parse_resolv_conf(&text).0))
+            .await
+            .map_err(|e| e.to_string())?;
+        let backup = state_dir().join(format!("{}.resolv.conf", self.interface));
+        let resolv =
+            dns::ResolvConf::take(&self.resolv_conf, &backup, &self.interface, &d.search_domains)
+                .map_err(|e| e.to_string())?;
+        forwarder.update(routes(resolv.upstream.clone()));
+        self.dns = Some(SplitDns { forwarder, resolv });
+        Ok(())
     }
 
     fn refuse(&self, id: u64, message: String) -> HostMessage {
@@ -703,6 +769,11 @@ impl Session {
             Some(mut k) => blocking(move || k.teardown()).await,
             None => vec!["the kernel state was lost while applying settings".into()],
         };
+        if let Some(running) = self.dns.take()
+            && let Err(e) = running.resolv.restore()
+        {
+            left.push(format!("{} (not put back: {e})", self.resolv_conf.display()));
+        }
         if kill_switch && self.kill_switch.take().is_some() {
             let interface = self.interface.clone();
             if let Err(e) = blocking(move || killswitch::remove(&interface)).await {
@@ -741,6 +812,14 @@ pub enum Leftover {
         /// The host that installed it.
         pid: Option<u32>,
     },
+    /// resolv.conf pointing at the DNS forwarder of a host that was killed (names do not
+    /// resolve); the original is kept in `backup`.
+    ResolvConf {
+        /// The original's copy.
+        backup: PathBuf,
+        /// The host that wrote it.
+        pid: Option<u32>,
+    },
     /// The policy rules and throw routes of a tunnel whose host was killed.
     Routing {
         /// The tunnel's table.
@@ -758,12 +837,34 @@ impl std::fmt::Display for Leftover {
                 }
                 Ok(())
             }
+            Self::ResolvConf { pid, .. } => {
+                write!(f, "{RESOLV_CONF} pointing at the DNS forwarder of a host that is gone")?;
+                if let Some(pid) = pid {
+                    write!(f, " (pid {pid})")?;
+                }
+                Ok(())
+            }
             Self::Routing { table } => {
                 write!(f, "the routing rules and routes of table {table:#x}")
             }
         }
     }
 }
+
+/// Where tunnel hosts keep their state: a directory per network namespace, named by the
+/// namespace's inode (so a host inside a namespace and `nw tunnel status` there agree), under
+/// `$NW_TUNNEL_STATE_DIR` or `/run/nwkit/tunnel`.
+pub fn state_dir() -> PathBuf {
+    let dir = std::env::var_os("NW_TUNNEL_STATE_DIR")
+        .map_or_else(|| PathBuf::from("/run/nwkit/tunnel"), PathBuf::from);
+    let ns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0);
+    dir.join(ns.to_string())
+}
+
+/// The resolv.conf leftovers are looked for in.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// What tunnel hosts that are gone left in this network namespace. Blocking (nft, netlink).
 pub fn leftovers() -> std::io::Result<Vec<Leftover>> {
@@ -773,6 +874,16 @@ pub fn leftovers() -> std::io::Result<Vec<Leftover>> {
         .map(|k| Leftover::KillSwitch { interface: k.interface, pid: k.pid })
         .collect();
     out.extend(sys::orphaned_tables()?.into_iter().map(|table| Leftover::Routing { table }));
+    let current = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+    let writer = dns::writer_pid(&current);
+    if let Ok(dir) = std::fs::read_dir(state_dir()) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".resolv.conf") && !writer.is_some_and(alive) {
+                out.push(Leftover::ResolvConf { backup: e.path(), pid: writer });
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -781,6 +892,10 @@ pub fn remove_leftover(leftover: &Leftover) -> Result<(), String> {
     match leftover {
         Leftover::KillSwitch { interface, .. } => {
             killswitch::remove(interface).map_err(|e| e.to_string())
+        }
+        Leftover::ResolvConf { backup, .. } => {
+            dns::restore_leftover(std::path::Path::new(RESOLV_CONF), backup)
+                .map_err(|e| e.to_string())
         }
         Leftover::Routing { table } => match sys::remove_orphaned(*table) {
             left if left.is_empty() => Ok(()),
@@ -806,6 +921,8 @@ pub struct KernelState {
     pub routes: std::collections::BTreeSet<TableRoute>,
     /// How many of our policy rules are installed (4 when all are).
     pub rules: usize,
+    /// The name servers resolv.conf names (the host's forwarder, with DNS settings).
+    pub name_servers: Vec<std::net::SocketAddr>,
 }
 
 /// The differences between what was asked and what the kernel holds (empty when none).
@@ -833,6 +950,15 @@ pub fn differences(wanted: &Settings, state: &KernelState) -> Vec<String> {
     }
     if state.rules != 4 {
         out.push(format!("{} of the 4 routing rules installed", state.rules));
+    }
+    if wanted.dns.as_ref().is_some_and(|d| !d.servers.is_empty())
+        && state.name_servers != [dns::LISTEN]
+    {
+        out.push(format!(
+            "resolv.conf names {:?} instead of the DNS forwarder {}",
+            state.name_servers,
+            dns::LISTEN
+        ));
     }
     out
 }
@@ -885,6 +1011,7 @@ mod tests {
             addresses: wanted.addresses.iter().copied().collect(),
             routes: wanted.table(),
             rules: 4,
+            name_servers: Vec::new(),
         };
         assert!(differences(&wanted, &state).is_empty());
         state.mtu = 1500;

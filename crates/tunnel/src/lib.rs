@@ -31,6 +31,13 @@
 //! [`HostOptions::exclude_local`] (`excludeLocalNetworks`) the local network stays outside the
 //! tunnel and passes the kill switch, following the path service as it changes.
 //!
+//! # DNS
+//!
+//! Settings with DNS servers start a forwarder on 127.0.78.53 that resolv.conf points at while
+//! they are in force: names under the match domains go to the tunnel's servers, from sockets
+//! bound to the tunnel's interface; the rest to the servers resolv.conf named before. The
+//! original resolv.conf is written back when the DNS settings go away or the tunnel stops.
+//!
 //! # Supervision
 //!
 //! A provider that exits or dies unasked is started again, after a backoff, up to
@@ -42,6 +49,7 @@ pub mod protocol;
 pub mod provider;
 pub mod settings;
 
+mod dns;
 mod fdpass;
 mod sys;
 

@@ -2,7 +2,8 @@
 # but the standard library: it applies the settings in its options, then answers every ICMP and
 # ICMPv6 echo request the tunnel carries (as if the far end were there). With "then" and
 # "after_ms" in its options it applies a second set of settings while traffic flows; with
-# "then" and "repeat" it applies the two in turn that many times first.
+# "then" and "repeat" it applies the two in turn that many times first. DNS queries the
+# tunnel carries over IPv4 are answered too (every A record is 10.53.0.1).
 import json, os, select, socket, struct, sys, time
 
 sock = socket.socket(fileno=int(os.environ["NW_TUNNEL_FD"]))
@@ -59,8 +60,34 @@ def note_discard(packet):
         discarded.add(destination)
 
 
+def dns_answer(query):
+    # A resolver on the far side of the tunnel: every A question is answered with 10.53.0.1,
+    # any other type with no records (RFC 1035 §4.1).
+    at = 12
+    while at < len(query) and query[at]:
+        at += query[at] + 1
+    question = query[12:at + 5]
+    qtype = struct.unpack("!H", query[at + 1:at + 3])[0] if at + 3 <= len(query) else 0
+    records = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("10.53.0.1") if qtype == 1 else b""
+    header = query[:2] + struct.pack("!HHHHH", 0x8180, 1, 1 if records else 0, 0, 0)
+    return header + question + records
+
+
 def answer(packet):
     version = packet[0] >> 4
+    if version == 4 and len(packet) >= 40 and packet[9] == 17:
+        ihl = (packet[0] & 15) * 4
+        sport, dport = struct.unpack("!HH", packet[ihl:ihl + 4])
+        if dport != 53:
+            return None
+        payload = dns_answer(packet[ihl + 8:])
+        udp = struct.pack("!HHHH", 53, sport, 8 + len(payload), 0) + payload
+        header = bytearray(packet[:ihl])
+        header[2:4] = struct.pack("!H", ihl + len(udp))
+        header[12:16], header[16:20] = packet[16:20], packet[12:16]
+        header[10:12] = b"\0\0"
+        header[10:12] = struct.pack("!H", checksum(bytes(header)))
+        return bytes(header) + udp
     if version == 4 and len(packet) >= 28 and packet[9] == 1:
         ihl = (packet[0] & 15) * 4
         if packet[ihl] != 8:

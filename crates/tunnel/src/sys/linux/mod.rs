@@ -136,6 +136,8 @@ impl Kernel {
             addresses: self.rtnl.addresses(self.index)?,
             routes: self.rtnl.table(self.table, self.index)?,
             rules: rules.intersection(&ours).count(),
+            // resolv.conf is not the kernel's; the host reads it beside.
+            name_servers: Vec::new(),
         })
     }
 
