@@ -280,6 +280,37 @@ pub fn kill_group(pid: u32) {
     }
 }
 
+/// Runs a system tool a host needs (`iptables-restore`, `nft`) to completion, with `input` on
+/// its standard input, and returns its standard output. Blocking: call it through
+/// [`blocking`]. When the tool is missing, the error says which Debian package has it; when it
+/// fails, the error carries its standard error (lines joined with "; ").
+pub fn tool(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    package: &str,
+) -> io::Result<String> {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot run {program}: {e} (apt-get install {package})"))
+    })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    Err(io::Error::other(format!("{program} {} failed: {}", args.join(" "), said.join("; "))))
+}
+
 /// Restart delays for a provider that keeps failing: the first restart waits `first`, each
 /// failure in a row doubles the wait up to `max`, and a provider that ran `healthy` or longer
 /// before failing starts over at `first`. A host asks once per failure.

@@ -29,7 +29,6 @@
 //! (`0x6e77xxxx`), so a tunnel's bypass sockets keep their routing.
 
 use std::io;
-use std::process::Command;
 
 /// The bits of the packet and connection marks the filter uses.
 pub(crate) const MARK_MASK: u32 = 0x8100_0000;
@@ -119,36 +118,9 @@ pub(crate) fn restore_input(
     s
 }
 
+/// Runs iptables (or ip6tables, or either's `-restore`).
 fn run(tool: &str, args: &[&str], input: Option<&str>) -> io::Result<String> {
-    use std::io::Write;
-    let mut cmd = Command::new(tool);
-    cmd.args(args)
-        .stdin(if input.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot run {tool}: {e} (the filter needs iptables: apt-get install iptables)"),
-        )
-    })?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(io::Error::other(format!(
-            "{tool} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    nw_provider::tool(tool, args, input, "iptables")
 }
 
 /// Whether the filter's chain exists (a host runs, or one was killed and left it), and the

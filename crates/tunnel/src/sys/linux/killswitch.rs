@@ -113,37 +113,7 @@ fn elements(items: impl Iterator<Item = String>) -> String {
 }
 
 fn nft(args: &[&str], input: Option<&str>) -> io::Result<String> {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new("nft");
-    cmd.args(args)
-        .stdin(if input.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "cannot run nft: {e} (the kill switch needs nftables: apt-get install nftables)"
-            ),
-        )
-    })?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(io::Error::other(format!(
-            "nft {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").trim()
-        )))
-    }
+    nw_provider::tool("nft", args, input, "nftables")
 }
 
 /// Installs the kill switch, or replaces the one in force, in one transaction.
