@@ -314,14 +314,47 @@ fn kernel_json(state: &nw_tunnel::KernelState) -> Value {
 
 use nw_tunnel::host::state_dir;
 
-/// One host's state file, written on each event and removed when the host ends.
+/// One host's state file, written on each event and removed when the host ends — on a thread
+/// of its own: a write syncs the file, and the event loop that shows events also drives the
+/// host, which must not wait on the disk.
 struct StateFile {
     path: Option<PathBuf>,
+    writes: Option<std::sync::mpsc::Sender<(PathBuf, Option<Vec<u8>>)>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StateFile {
     fn new() -> Self {
-        Self { path: None }
+        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Option<Vec<u8>>)>();
+        let writer = std::thread::Builder::new()
+            .name("nw-tunnel-state".into())
+            .spawn(move || {
+                while let Ok(mut next) = rx.recv() {
+                    // Only the newest state matters.
+                    while let Ok(newer) = rx.try_recv() {
+                        next = newer;
+                    }
+                    match next {
+                        (path, Some(bytes)) => {
+                            if let Some(dir) = path.parent() {
+                                let _ = std::fs::create_dir_all(dir);
+                            }
+                            if let Err(e) = nw_trust::files::replace(&path, &bytes, 0o644) {
+                                tracing::warn!("cannot write {}: {e}", path.display());
+                            }
+                        }
+                        (path, None) => {
+                            let _ = std::fs::remove_file(&path);
+                            // The namespace's directory goes too once no host uses it.
+                            if let Some(dir) = path.parent() {
+                                let _ = std::fs::remove_dir(dir);
+                            }
+                        }
+                    }
+                }
+            })
+            .ok();
+        Self { path: None, writes: writer.as_ref().map(|_| tx), writer }
     }
 
     /// The interface is known: the file is named by it.
@@ -330,19 +363,19 @@ impl StateFile {
     }
 
     fn write(&self, value: &Value) {
-        let Some(path) = &self.path else { return };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
+        let (Some(path), Some(writes)) = (&self.path, &self.writes) else { return };
         let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-        if let Err(e) = nw_trust::files::replace(path, &bytes, 0o644) {
-            tracing::warn!("cannot write {}: {e}", path.display());
-        }
+        let _ = writes.send((path.clone(), Some(bytes)));
     }
 
-    fn remove(&self) {
-        if let Some(path) = &self.path {
-            let _ = std::fs::remove_file(path);
+    /// Removes the file, and waits for the writer to be done.
+    fn remove(&mut self) {
+        if let (Some(path), Some(writes)) = (&self.path, &self.writes) {
+            let _ = writes.send((path.clone(), None));
+        }
+        self.writes = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
         }
     }
 }
@@ -496,16 +529,22 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
         }
     }
     if interface.is_none() {
-        // State files of hosts that were killed.
+        // State files of hosts that were killed, and the half-written ones a kill can leave.
         if let Ok(dir) = std::fs::read_dir(state_dir()) {
-            for e in dir.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")) {
-                let stale = std::fs::read(e.path())
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                    .and_then(|v| v["pid"].as_u64())
-                    .and_then(|p| u32::try_from(p).ok())
-                    .is_none_or(|p| !nw_tunnel::host::alive(p));
-                if stale {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = if let Some(rest) = name.strip_suffix(".tmp") {
+                    rest.rsplit_once('.').and_then(|(_, pid)| pid.parse::<u32>().ok())
+                } else if name.ends_with(".json") {
+                    std::fs::read(e.path())
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                        .and_then(|v| v["pid"].as_u64())
+                        .and_then(|p| u32::try_from(p).ok())
+                } else {
+                    continue;
+                };
+                if !pid.is_some_and(nw_tunnel::host::alive) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -528,6 +567,8 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
                 }
             }
         }
+        // The namespace's directory, once nothing is in it.
+        let _ = std::fs::remove_dir(state_dir());
         if hosts.is_empty() && nothing {
             println!("no tunnel host runs here, and nothing is left behind");
         }

@@ -27,6 +27,8 @@ pub(crate) const LISTEN: SocketAddr =
 const SERVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Queries in flight at once; more are dropped (the client asks again).
 const MAX_IN_FLIGHT: usize = 512;
+/// The system's resolv.conf: the one file every resolver on the host reads.
+pub(crate) const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The first line of a resolv.conf we wrote.
 const MARK: &str = "# written by nw tunnel";
 
@@ -153,7 +155,13 @@ async fn serve_udp(
 ) {
     let mut buf = vec![0u8; 65_535];
     loop {
-        let Ok((n, client)) = socket.recv_from(&mut buf).await else { continue };
+        let (n, client) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(_) => {
+                pause().await;
+                continue;
+            }
+        };
         let Ok(permit) = limit.clone().try_acquire_owned() else { continue };
         let query = buf[..n].to_vec();
         let routes = routes.borrow().clone();
@@ -165,6 +173,12 @@ async fn serve_udp(
             drop(permit);
         });
     }
+}
+
+/// A short wait after a failed receive or accept.
+#[allow(clippy::disallowed_methods, reason = "backs off a failing socket on the wall clock")]
+async fn pause() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// The servers a query goes to, and the device to bind to.
@@ -218,7 +232,15 @@ async fn serve_tcp(
     limit: Arc<Semaphore>,
 ) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        // Out of descriptors (EMFILE) and the like fail at once until something closes:
+        // a pause keeps that from spinning.
+        let client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(_) => {
+                pause().await;
+                continue;
+            }
+        };
         let Ok(permit) = limit.clone().try_acquire_owned() else { continue };
         let routes = routes.borrow().clone();
         tokio::spawn(async move {
@@ -327,7 +349,6 @@ fn write_in_place(path: &Path, text: &str) -> io::Result<()> {
 /// resolv.conf taken over: the original is written back on [`ResolvConf::restore`].
 #[derive(Debug)]
 pub(crate) struct ResolvConf {
-    path: PathBuf,
     backup: PathBuf,
     original: String,
     /// The servers and search domains it named.
@@ -336,13 +357,9 @@ pub(crate) struct ResolvConf {
 }
 
 impl ResolvConf {
-    /// Keeps the original of `path` in `backup` and points `path` at the forwarder.
-    pub(crate) fn take(
-        path: &Path,
-        backup: &Path,
-        interface: &str,
-        search: &[String],
-    ) -> io::Result<Self> {
+    /// Keeps the original of [`RESOLV_CONF`] in `backup` and points it at the forwarder.
+    pub(crate) fn take(backup: &Path, interface: &str, search: &[String]) -> io::Result<Self> {
+        let path = Path::new(RESOLV_CONF);
         let original = std::fs::read_to_string(path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
         })?;
@@ -359,13 +376,7 @@ impl ResolvConf {
             io::Error::new(e.kind(), format!("cannot keep {}: {e}", backup.display()))
         })?;
         let (upstream, search_before) = parse_resolv_conf(&original);
-        let this = Self {
-            path: path.to_owned(),
-            backup: backup.to_owned(),
-            original,
-            upstream,
-            search: search_before,
-        };
+        let this = Self { backup: backup.to_owned(), original, upstream, search: search_before };
         this.point(interface, search)?;
         Ok(this)
     }
@@ -375,22 +386,22 @@ impl ResolvConf {
         let mut all: Vec<String> = search.to_vec();
         all.extend(self.search.iter().filter(|s| !search.contains(s)).cloned());
         let text = our_resolv_conf(interface, std::process::id(), &self.backup, &all);
-        write_in_place(&self.path, &text).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot write {}: {e}", self.path.display()))
-        })
+        write_in_place(Path::new(RESOLV_CONF), &text)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot write {RESOLV_CONF}: {e}")))
     }
 
     /// Writes the original back and forgets the backup.
     pub(crate) fn restore(self) -> io::Result<()> {
-        write_in_place(&self.path, &self.original)?;
+        write_in_place(Path::new(RESOLV_CONF), &self.original)?;
         let _ = std::fs::remove_file(&self.backup);
         Ok(())
     }
 }
 
 /// A resolv.conf a killed host left pointing at its forwarder: writes `backup` back over
-/// `path` (only if `path` is still ours) and removes it.
-pub(crate) fn restore_leftover(path: &Path, backup: &Path) -> io::Result<()> {
+/// [`RESOLV_CONF`] (only if it is still ours) and removes it.
+pub(crate) fn restore_leftover(backup: &Path) -> io::Result<()> {
+    let path = Path::new(RESOLV_CONF);
     let original = std::fs::read_to_string(backup)?;
     let current = std::fs::read_to_string(path).unwrap_or_default();
     if current.starts_with(MARK) {

@@ -61,9 +61,6 @@ pub struct HostOptions {
     /// How many times in a row a provider that exits or dies unasked is restarted, with a
     /// backoff, before the tunnel stops (0: never). A run of a minute starts the count over.
     pub max_restarts: u32,
-    /// The system's resolv.conf, pointed at the host's DNS forwarder while the settings have
-    /// DNS servers (`/etc/resolv.conf`).
-    pub resolv_conf: PathBuf,
 }
 
 impl HostOptions {
@@ -82,7 +79,6 @@ impl HostOptions {
             kill_switch: false,
             exclude_local: false,
             max_restarts: 5,
-            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 }
@@ -246,7 +242,6 @@ pub async fn run(
         local: None,
         readings: None,
         kill_switch: None,
-        resolv_conf: options.resolv_conf.clone(),
         dns: None,
     };
     if let Err(e) = result {
@@ -294,7 +289,7 @@ pub async fn run(
     let (reason, message, exit, asked) = loop {
         #[allow(clippy::disallowed_methods, reason = "how long the provider ran, for the backoff")]
         let since = Instant::now();
-        let (end, stream) = session.serve(ours, &mut child, &interface, &options, &mut stop).await;
+        let (end, stream) = session.serve(ours, &mut child, &options, &mut stop).await;
         #[allow(clippy::disallowed_methods, reason = "how long the provider ran, for the backoff")]
         let ran = since.elapsed();
         if ran >= backoff.healthy {
@@ -361,8 +356,6 @@ struct Session {
     readings: Option<nw_path::Readings>,
     /// The kill switch in force.
     kill_switch: Option<killswitch::Spec>,
-    /// The system's resolv.conf.
-    resolv_conf: PathBuf,
     /// Split DNS, while the settings have DNS servers.
     dns: Option<SplitDns>,
 }
@@ -371,6 +364,16 @@ struct Session {
 struct SplitDns {
     forwarder: dns::Forwarder,
     resolv: dns::ResolvConf,
+}
+
+impl SplitDns {
+    /// Puts resolv.conf back, then stops the forwarder.
+    async fn stop(self) -> Result<(), String> {
+        let Self { forwarder, resolv } = self;
+        let restored = blocking(move || resolv.restore()).await;
+        drop(forwarder);
+        restored.map_err(|e| format!("{} not put back: {e}", dns::RESOLV_CONF))
+    }
 }
 
 type Outcome = (StopReason, Option<String>, Option<ExitStatus>);
@@ -455,7 +458,6 @@ impl Session {
         &mut self,
         socket: std::os::unix::net::UnixStream,
         child: &mut Child,
-        interface: &str,
         options: &HostOptions,
         stop: &mut watch::Receiver<Option<StopReason>>,
     ) -> (End, Option<UnixStream>) {
@@ -469,7 +471,7 @@ impl Session {
         };
         let start = HostMessage::Start {
             version: VERSION,
-            interface: interface.to_owned(),
+            interface: self.interface.clone(),
             options: options.options.clone(),
         };
         if let Err(e) = send_fd(&mut stream, &protocol::encode(&start), self.tun.as_fd()).await {
@@ -599,7 +601,7 @@ impl Session {
         };
         let previous_dns = self.applied.as_ref().and_then(|a| a.dns.clone());
         let previous = self.effective(&self.applied.clone().unwrap_or_default());
-        let resolv_conf = self.resolv_conf.clone();
+
         let target = self.effective(&asked);
         // The kill switch lets the new remote address out before routes send traffic to it,
         // and goes back to the old one if the settings fail.
@@ -622,7 +624,7 @@ impl Session {
                     .apply(&target)
                     .and_then(|()| kernel.read())
                     .map_err(|e| e.to_string())?;
-                state.name_servers = std::fs::read_to_string(&resolv_conf)
+                state.name_servers = std::fs::read_to_string(dns::RESOLV_CONF)
                     .map(|t| dns::parse_resolv_conf(&t).0)
                     .unwrap_or_default();
                 match differences(&target, &state) {
@@ -670,18 +672,16 @@ impl Session {
         }
     }
 
-    /// Starts, changes or stops split DNS: the forwarder, and resolv.conf pointed at it.
+    /// Starts, changes or stops split DNS: the forwarder, and resolv.conf pointed at it (the
+    /// file work on a blocking thread).
     async fn apply_dns(&mut self, wanted: Option<&crate::settings::Dns>) -> Result<(), String> {
-        let wanted = wanted.filter(|d| !d.servers.is_empty());
-        let Some(d) = wanted else {
-            if let Some(running) = self.dns.take() {
-                running
-                    .resolv
-                    .restore()
-                    .map_err(|e| format!("cannot put back {}: {e}", self.resolv_conf.display()))?;
-            }
-            return Ok(());
+        let Some(d) = wanted.filter(|d| !d.servers.is_empty()).cloned() else {
+            return match self.dns.take() {
+                Some(running) => running.stop().await,
+                None => Ok(()),
+            };
         };
+        let interface = self.interface.clone();
         let routes = |upstream: Vec<std::net::SocketAddr>| dns::Routes {
             tunnel: d.servers.iter().map(|ip| std::net::SocketAddr::new(*ip, 53)).collect(),
             matches: d
@@ -690,24 +690,26 @@ impl Session {
                 .map(|m| m.trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
             upstream: upstream.into_iter().filter(|u| *u != dns::LISTEN).collect(),
-            device: self.interface.clone(),
+            device: interface.clone(),
         };
-        if let Some(running) = &self.dns {
-            running.forwarder.update(routes(running.resolv.upstream.clone()));
-            return running
-                .resolv
-                .point(&self.interface, &d.search_domains)
-                .map_err(|e| e.to_string());
+        let search = d.search_domains.clone();
+        if let Some(SplitDns { forwarder, resolv }) = self.dns.take() {
+            forwarder.update(routes(resolv.upstream.clone()));
+            let i = interface.clone();
+            let (pointed, resolv) = blocking(move || (resolv.point(&i, &search), resolv)).await;
+            self.dns = Some(SplitDns { forwarder, resolv });
+            return pointed.map_err(|e| e.to_string());
         }
         // The forwarder listens before resolv.conf points at it.
-        let text = std::fs::read_to_string(&self.resolv_conf).unwrap_or_default();
+        let text = blocking(|| std::fs::read_to_string(dns::RESOLV_CONF)).await.unwrap_or_default();
         let forwarder = dns::Forwarder::start(routes(dns::parse_resolv_conf(&text).0))
             .await
             .map_err(|e| e.to_string())?;
-        let backup = state_dir().join(format!("{}.resolv.conf", self.interface));
-        let resolv =
-            dns::ResolvConf::take(&self.resolv_conf, &backup, &self.interface, &d.search_domains)
-                .map_err(|e| e.to_string())?;
+        let backup = state_dir().join(format!("{interface}.resolv.conf"));
+        let i = interface.clone();
+        let resolv = blocking(move || dns::ResolvConf::take(&backup, &i, &search))
+            .await
+            .map_err(|e| e.to_string())?;
         forwarder.update(routes(resolv.upstream.clone()));
         self.dns = Some(SplitDns { forwarder, resolv });
         Ok(())
@@ -770,9 +772,9 @@ impl Session {
             None => vec!["the kernel state was lost while applying settings".into()],
         };
         if let Some(running) = self.dns.take()
-            && let Err(e) = running.resolv.restore()
+            && let Err(e) = running.stop().await
         {
-            left.push(format!("{} (not put back: {e})", self.resolv_conf.display()));
+            left.push(e);
         }
         if kill_switch && self.kill_switch.take().is_some() {
             let interface = self.interface.clone();
@@ -807,6 +809,8 @@ pub enum Leftover {
     /// Its kill switch, kept after a stop nobody asked for (or a killed host): everything
     /// but loopback that does not go into its tunnel is rejected.
     KillSwitch {
+        /// Its nftables table (`inet`).
+        table: String,
         /// The tunnel's interface (gone, unless a host of the same name runs again).
         interface: String,
         /// The host that installed it.
@@ -830,7 +834,7 @@ pub enum Leftover {
 impl std::fmt::Display for Leftover {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::KillSwitch { interface, pid } => {
+            Self::KillSwitch { interface, pid, .. } => {
                 write!(f, "the kill switch of {interface}")?;
                 if let Some(pid) = pid {
                     write!(f, " (host pid {pid})")?;
@@ -838,7 +842,11 @@ impl std::fmt::Display for Leftover {
                 Ok(())
             }
             Self::ResolvConf { pid, .. } => {
-                write!(f, "{RESOLV_CONF} pointing at the DNS forwarder of a host that is gone")?;
+                write!(
+                    f,
+                    "{} pointing at the DNS forwarder of a host that is gone",
+                    dns::RESOLV_CONF
+                )?;
                 if let Some(pid) = pid {
                     write!(f, " (pid {pid})")?;
                 }
@@ -863,18 +871,15 @@ pub fn state_dir() -> PathBuf {
     dir.join(ns.to_string())
 }
 
-/// The resolv.conf leftovers are looked for in.
-const RESOLV_CONF: &str = "/etc/resolv.conf";
-
 /// What tunnel hosts that are gone left in this network namespace. Blocking (nft, netlink).
 pub fn leftovers() -> std::io::Result<Vec<Leftover>> {
     let mut out: Vec<Leftover> = killswitch::installed()?
         .into_iter()
         .filter(|k| !k.pid.is_some_and(alive))
-        .map(|k| Leftover::KillSwitch { interface: k.interface, pid: k.pid })
+        .map(|k| Leftover::KillSwitch { table: k.table, interface: k.interface, pid: k.pid })
         .collect();
     out.extend(sys::orphaned_tables()?.into_iter().map(|table| Leftover::Routing { table }));
-    let current = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+    let current = std::fs::read_to_string(dns::RESOLV_CONF).unwrap_or_default();
     let writer = dns::writer_pid(&current);
     if let Ok(dir) = std::fs::read_dir(state_dir()) {
         for e in dir.flatten() {
@@ -890,12 +895,11 @@ pub fn leftovers() -> std::io::Result<Vec<Leftover>> {
 /// Removes one leftover. Blocking (nft, netlink).
 pub fn remove_leftover(leftover: &Leftover) -> Result<(), String> {
     match leftover {
-        Leftover::KillSwitch { interface, .. } => {
-            killswitch::remove(interface).map_err(|e| e.to_string())
+        Leftover::KillSwitch { table, .. } => {
+            killswitch::remove_table(table).map_err(|e| e.to_string())
         }
         Leftover::ResolvConf { backup, .. } => {
-            dns::restore_leftover(std::path::Path::new(RESOLV_CONF), backup)
-                .map_err(|e| e.to_string())
+            dns::restore_leftover(backup).map_err(|e| e.to_string())
         }
         Leftover::Routing { table } => match sys::remove_orphaned(*table) {
             left if left.is_empty() => Ok(()),

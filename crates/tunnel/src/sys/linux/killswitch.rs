@@ -123,7 +123,14 @@ pub(crate) fn install(spec: &Spec) -> io::Result<()> {
 
 /// Removes a tunnel's kill switch (by its interface's name); absent is not an error.
 pub(crate) fn remove(interface: &str) -> io::Result<()> {
-    let name = table_name(interface);
+    remove_table(&table_name(interface))
+}
+
+/// Removes a kill switch table by its name, as listed; absent is not an error.
+pub(crate) fn remove_table(name: &str) -> io::Result<()> {
+    if !name.starts_with(TABLE_PREFIX) {
+        return Err(io::Error::other(format!("{name} is not a tunnel's kill switch")));
+    }
     nft(&["-f", "-"], Some(&format!("table inet {name}\ndelete table inet {name}\n"))).map(drop)
 }
 
