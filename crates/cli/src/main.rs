@@ -103,7 +103,14 @@ pub(crate) fn provider_options(text: &str) -> Result<serde_json::Value, UsageErr
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // The WireGuard provider moves packets both ways at once: a thread per core for it.
+    let threads = matches!(&cli.command, Command::Tunnel(t) if t.is_provider());
+    let builder = if threads {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             return output::fail_environment(&anyhow::anyhow!(

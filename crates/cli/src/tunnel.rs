@@ -34,6 +34,16 @@ enum Action {
         /// Only the tunnel on this interface.
         interface: Option<String>,
     },
+    /// The WireGuard provider, as `nw tunnel up FILE.conf` starts it (not for direct use).
+    #[command(hide = true)]
+    WireguardProvider,
+}
+
+impl Args {
+    /// Whether this runs the WireGuard provider, which wants a thread per core.
+    pub(crate) fn is_provider(&self) -> bool {
+        matches!(self.action, Action::WireguardProvider)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,18 +51,27 @@ enum Action {
     after_help = "The provider is started with the contract socket as descriptor 3 (NW_TUNNEL_FD); see nw_tunnel::protocol for the messages.\nExit status: 0 after an orderly stop that left nothing behind; 1 when the provider failed or something was left; 2 for usage; 3 when the host could not be set up (no root, no /dev/net/tun, a provider that cannot be started)."
 )]
 struct UpArgs {
+    /// A WireGuard configuration in wg-quick's format (`wg0.conf`): nw's WireGuard provider
+    /// runs it, the interface named after the file. PostUp and the like are not run.
+    #[arg(
+        value_name = "CONFIG",
+        required_unless_present = "provider",
+        conflicts_with = "provider"
+    )]
+    config: Option<PathBuf>,
     /// The provider's executable, followed by its arguments (after `--`).
     #[arg(long, value_name = "PROGRAM")]
-    provider: PathBuf,
+    provider: Option<PathBuf>,
     /// Arguments for the provider.
     #[arg(last = true, value_name = "ARG")]
     args: Vec<OsString>,
     /// The configuration's options, as a JSON object, passed to the provider in `start`.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     options: String,
-    /// The TUN interface's name (`%d` is numbered by the kernel).
-    #[arg(long, value_name = "NAME", default_value = "nwtun%d")]
-    interface: String,
+    /// The TUN interface's name (`%d` is numbered by the kernel); the default is a WireGuard
+    /// configuration's file name (`wg0` for `wg0.conf`), otherwise `nwtun%d`.
+    #[arg(long, value_name = "NAME")]
+    interface: Option<String>,
     /// Seconds the provider has to say it started.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     start_timeout: u64,
@@ -79,22 +98,113 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Action::Up(up) => run_up(*up).await,
         Action::Status { json } => status(json).await,
         Action::Down { interface } => down(interface).await,
+        Action::WireguardProvider => {
+            match nw_tunnel::provider::run(nw_wireguard::provider::WireGuard::default()).await {
+                Ok(_) => Ok(Outcome::Success),
+                Err(e) => {
+                    crate::output::error_line(&format!("nw wireguard provider: {e}"));
+                    Ok(Outcome::Exit(EXIT_ENVIRONMENT))
+                }
+            }
+        }
     }
 }
 
-async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
-    let options = crate::provider_options(&args.options)?;
-    if args.interface.is_empty() || args.interface.len() > 15 || args.interface.contains('/') {
+/// What runs the tunnel: a provider named on the command line, or ours for a WireGuard file.
+struct Chosen {
+    program: PathBuf,
+    args: Vec<OsString>,
+    options: Value,
+    interface: String,
+    /// What `nw tunnel status` calls the provider.
+    name: String,
+}
+
+fn valid_interface(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_=+.-%".contains(&b))
+}
+
+async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
+    if let Some(name) = &args.interface
+        && !valid_interface(name)
+    {
         return Err(UsageError(format!(
-            "--interface {:?} is not an interface name (1 to 15 characters, no '/')",
-            args.interface
+            "--interface {name:?} is not an interface name (1 to 15 letters, digits and _=+.-)"
         ))
         .into());
     }
-    let mut host = HostOptions::new(&args.provider);
-    host.args = args.args;
-    host.options = options;
-    host.interface = args.interface;
+    let Some(path) = &args.config else {
+        let program = args.provider.clone().unwrap_or_default();
+        return Ok(Chosen {
+            name: program.display().to_string(),
+            program,
+            args: std::mem::take(&mut args.args),
+            options: crate::provider_options(&args.options)?,
+            interface: args.interface.clone().unwrap_or_else(|| "nwtun%d".into()),
+        });
+    };
+    if args.options != "{}" || !args.args.is_empty() {
+        return Err(UsageError(
+            "--options and provider arguments go with --provider, not with a WireGuard file".into(),
+        )
+        .into());
+    }
+    let mut config = wireguard_config(path)?;
+    if let Err(e) = config.resolve().await {
+        return Err(UsageError(format!("{}: {e}", path.display())).into());
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let interface = match &args.interface {
+        Some(name) => name.clone(),
+        None if valid_interface(stem) && !stem.contains('%') => stem.to_owned(),
+        None => "wg%d".into(),
+    };
+    Ok(Chosen {
+        program: std::env::current_exe().map_err(|e| {
+            anyhow::anyhow!("cannot find nw's own executable to run WireGuard: {e}")
+        })?,
+        args: vec!["tunnel".into(), "wireguard-provider".into()],
+        options: json!({ "wireguard": config }),
+        interface,
+        name: format!("wireguard ({})", path.display()),
+    })
+}
+
+/// Reads a wg-quick file, saying on stderr what in it nw does not do.
+fn wireguard_config(path: &std::path::Path) -> anyhow::Result<nw_wireguard::Config> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let usage = |what: String| UsageError(format!("{}: {what}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    let meta = file.metadata().map_err(|e| usage(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(usage("is not a regular file".into()).into());
+    }
+    let mut text = String::new();
+    file.take(nw_wireguard::config::MAX_TEXT as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| usage(format!("cannot read it as text: {e}")))?;
+    let parsed = nw_wireguard::parse(&text).map_err(|e| usage(e.to_string()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        crate::output::error_line(&format!(
+            "nw: note: {} can be read by other users, and holds a private key (chmod 600 it)",
+            path.display()
+        ));
+    }
+    for line in &parsed.ignored {
+        crate::output::error_line(&format!("nw: note: {}: {line}", path.display()));
+    }
+    Ok(parsed.config)
+}
+
+async fn run_up(mut args: UpArgs) -> anyhow::Result<Outcome> {
+    let chosen = choose(&mut args).await?;
+    let mut host = HostOptions::new(&chosen.program);
+    host.args = chosen.args;
+    host.options = chosen.options;
+    host.interface = chosen.interface;
     host.start_timeout = Duration::from_secs(args.start_timeout.clamp(1, 3600));
     host.kill_switch = args.kill_switch;
     host.exclude_local = args.exclude_local;
@@ -105,7 +215,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
         state: StateFile::new(),
         status: json!({
             "pid": std::process::id(),
-            "provider": args.provider.display().to_string(),
+            "provider": chosen.name,
             "state": "starting",
             "kill_switch": args.kill_switch,
             "exclude_local": args.exclude_local,
@@ -194,6 +304,16 @@ impl View {
                 if *r { "reasserting".into() } else { "reasserted".into() },
                 json!({"event": "reasserting", "reasserting": r}),
             ),
+            // Figures for `nw tunnel status`, not news.
+            Event::AppMessage(data) if data.get("status").is_some() => return,
+            Event::AppMessage(data) if data["event"] == "handshake" => (
+                format!(
+                    "handshake with peer {} at {}",
+                    data["peer"].as_str().unwrap_or("?"),
+                    data["endpoint"].as_str().unwrap_or("?")
+                ),
+                json!({"event": "app_message", "data": data}),
+            ),
             Event::AppMessage(data) => {
                 (format!("provider says: {data}"), json!({"event": "app_message", "data": data}))
             }
@@ -246,6 +366,9 @@ impl View {
                 s["kernel"] = kernel_json(state);
             }
             Event::Started => s["state"] = json!("running"),
+            Event::AppMessage(data) if data.get("status").is_some() => {
+                s["provider_status"] = data["status"].clone();
+            }
             Event::Reasserting(r) => s["state"] = json!(if *r { "reasserting" } else { "running" }),
             Event::Restarting { attempt, message, .. } => {
                 s["state"] = json!("restarting");
@@ -412,6 +535,26 @@ fn counters(interface: &str) -> Value {
     })
 }
 
+/// A WireGuard peer in `nw tunnel status`, as `wg show` says it.
+fn peer_line(p: &Value) -> String {
+    #[allow(clippy::disallowed_methods, reason = "how long ago the last handshake was")]
+    let now = std::time::SystemTime::now();
+    let ago = p["last_handshake_unix"].as_u64().map(|t| {
+        let then = std::time::UNIX_EPOCH + Duration::from_secs(t);
+        now.duration_since(then).unwrap_or_default().as_secs()
+    });
+    format!(
+        "peer {} at {}: {}; received {} bytes in {} packets, sent {} bytes in {} packets",
+        p["public_key"].as_str().unwrap_or("?"),
+        p["endpoint"].as_str().unwrap_or("(no endpoint)"),
+        ago.map_or_else(|| "no handshake yet".into(), |s| format!("last handshake {s} s ago")),
+        p["rx_bytes"],
+        p["rx_packets"],
+        p["tx_bytes"],
+        p["tx_packets"],
+    )
+}
+
 /// Says on stderr what hosts that are gone left behind, before a new one starts.
 async fn warn_about_leftovers() {
     if let Ok(Ok(left)) = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await {
@@ -478,6 +621,9 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
                 "  into the tunnel {} bytes in {} packets; out of it {} bytes in {} packets",
                 c["bytes_out"], c["packets_out"], c["bytes_in"], c["packets_in"]
             );
+            for p in h["provider_status"]["peers"].as_array().into_iter().flatten() {
+                println!("  {}", peer_line(p));
+            }
             if let Some(n) = h["restarts"].as_u64().filter(|n| *n > 0) {
                 println!(
                     "  provider restarted {n} time(s); last: {}",
