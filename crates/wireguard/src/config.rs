@@ -24,7 +24,8 @@ pub const MAX_TEXT: usize = 1 << 20;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(pub [u8; 32]);
 
-/// A secret 32-byte key (a private or preshared key): never printed.
+/// A secret 32-byte key (a private or preshared key). `Debug` never shows it; `Display`
+/// writes it as wg does, for a key file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretKey(pub [u8; 32]);
 
@@ -52,6 +53,13 @@ impl fmt::Display for PublicKey {
     }
 }
 
+/// The key in base64, as `wg genkey` prints it: for writing a configuration or key file.
+impl fmt::Display for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&encode_key(&self.0))
+    }
+}
+
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretKey(..)")
@@ -59,6 +67,11 @@ impl fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
+    /// A new random key (as `wg genkey` makes one).
+    pub fn generate() -> Self {
+        Self(crate::crypto::random())
+    }
+
     /// The public key of this private key.
     pub fn public_key(&self) -> Option<PublicKey> {
         crate::crypto::public_key(&self.0).ok().map(PublicKey)

@@ -18,5 +18,6 @@ mod netns_connect;
 mod netns_filter;
 mod netns_lnp;
 mod netns_tunnel;
+mod netns_wireguard;
 mod support;
 mod trust;
