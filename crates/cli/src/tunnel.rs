@@ -63,11 +63,12 @@ struct UpArgs {
     #[arg(long, value_name = "PROGRAM")]
     provider: Option<PathBuf>,
     /// Arguments for the provider.
-    #[arg(last = true, value_name = "ARG")]
+    #[arg(last = true, value_name = "ARG", conflicts_with = "config")]
     args: Vec<OsString>,
-    /// The configuration's options, as a JSON object, passed to the provider in `start`.
-    #[arg(long, value_name = "JSON", default_value = "{}")]
-    options: String,
+    /// The configuration's options, as a JSON object, passed to the provider in `start`
+    /// (`{}` when absent).
+    #[arg(long, value_name = "JSON", conflicts_with = "config")]
+    options: Option<String>,
     /// The TUN interface's name (`%d` is numbered by the kernel); the default is a WireGuard
     /// configuration's file name (`wg0` for `wg0.conf`), otherwise `nwtun%d`.
     #[arg(long, value_name = "NAME")]
@@ -141,16 +142,10 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
             name: program.display().to_string(),
             program,
             args: std::mem::take(&mut args.args),
-            options: crate::provider_options(&args.options)?,
+            options: crate::provider_options(args.options.as_deref().unwrap_or("{}"))?,
             interface: args.interface.clone().unwrap_or_else(|| "nwtun%d".into()),
         });
     };
-    if args.options != "{}" || !args.args.is_empty() {
-        return Err(UsageError(
-            "--options and provider arguments go with --provider, not with a WireGuard file".into(),
-        )
-        .into());
-    }
     let mut config = wireguard_config(path)?;
     if let Err(e) = config.resolve().await {
         return Err(UsageError(format!("{}: {e}", path.display())).into());
@@ -311,6 +306,20 @@ impl View {
                     "handshake with peer {} at {}",
                     data["peer"].as_str().unwrap_or("?"),
                     data["endpoint"].as_str().unwrap_or("?")
+                ),
+                json!({"event": "app_message", "data": data}),
+            ),
+            Event::AppMessage(data) if data["event"] == "no_handshake" => (
+                format!(
+                    "no handshake with peer {} at {}: {} (is its PublicKey right, and does UDP reach that endpoint?)",
+                    data["peer"].as_str().unwrap_or("?"),
+                    data["endpoint"].as_str().unwrap_or("?"),
+                    if data["gave_up"] == true {
+                        "gave up after 90 s; trying again when there is something to send"
+                            .to_owned()
+                    } else {
+                        format!("{} attempts unanswered", data["attempts"])
+                    }
                 ),
                 json!({"event": "app_message", "data": data}),
             ),

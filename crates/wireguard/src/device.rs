@@ -93,6 +93,10 @@ pub struct PeerStatus {
     pub tx_packets: u64,
     /// Handshakes completed.
     pub handshakes: u64,
+    /// Initiations sent in the current round without an answer (0 when none is under way).
+    pub unanswered: u32,
+    /// Rounds of handshake attempts given up after Rekey-Attempt-Time.
+    pub abandoned: u64,
 }
 
 #[derive(Debug)]
@@ -126,6 +130,8 @@ struct Peer {
     rx_packets: u64,
     tx_packets: u64,
     handshakes: u64,
+    unanswered: u32,
+    abandoned: u64,
 }
 
 /// A WireGuard interface: its key, its peers and their sessions.
@@ -188,6 +194,8 @@ impl Device {
                 rx_packets: 0,
                 tx_packets: 0,
                 handshakes: 0,
+                unanswered: 0,
+                abandoned: 0,
             });
         }
         let since_epoch = wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -221,6 +229,8 @@ impl Device {
                 rx_packets: p.rx_packets,
                 tx_packets: p.tx_packets,
                 handshakes: p.handshakes,
+                unanswered: p.unanswered,
+                abandoned: p.abandoned,
             })
             .collect()
     }
@@ -315,6 +325,8 @@ impl Device {
                     }
                     peer.attempts_began = None;
                     peer.queue.clear();
+                    peer.unanswered = 0;
+                    peer.abandoned += 1;
                 } else {
                     self.initiate(i, now, true);
                 }
@@ -381,6 +393,7 @@ impl Device {
         }
         self.by_index.insert(index, i);
         peer.attempts_began.get_or_insert(now);
+        peer.unanswered += 1;
         // Up to a third of a second of jitter, so peers do not retry in lockstep (§6.4).
         let jitter = Duration::from_millis(u64::from(u16::from_le_bytes(crypto::random())) % 334);
         peer.last_initiation = Some((now, jitter));
@@ -458,6 +471,7 @@ impl Device {
         peer.initiated = None;
         peer.attempts_began = None;
         peer.last_initiation = None;
+        peer.unanswered = 0;
         let session = Session::new(index, noise::response_sender(msg), &keys, true, now);
         let old_previous = peer.previous.take();
         peer.previous = peer.current.replace(session);

@@ -4,7 +4,8 @@
 //! Its options are `{"wireguard": <Config as JSON>}` with every endpoint resolved
 //! (`nw tunnel up wg0.conf` reads the file and resolves them before it starts the provider,
 //! so the provider never needs DNS outside the tunnel). It tells the host how each peer is
-//! doing with app messages: `{"event": "handshake", ...}` when a handshake completes, and
+//! doing with app messages: `{"event": "handshake", ...}` when a handshake completes,
+//! `{"event": "no_handshake", ...}` after three unanswered initiations and on giving up, and
 //! `{"status": {"peers": [...]}}` at most every two seconds while the figures change.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -238,6 +239,7 @@ async fn timers(wg: Arc<Mutex<Device>>, sockets: Arc<Sockets>, tunnel: Tunnel) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Vec<PeerStatus> = Vec::new();
     let mut handshakes: Vec<u64> = Vec::new();
+    let mut warned: Vec<(u32, u64)> = Vec::new();
     let mut reported_at = now();
     loop {
         tick.tick().await;
@@ -249,6 +251,23 @@ async fn timers(wg: Arc<Mutex<Device>>, sockets: Arc<Sockets>, tunnel: Tunnel) {
         };
         flush(&wg, &sockets).await;
         handshakes.resize(peers.len(), 0);
+        warned.resize(peers.len(), (0, 0));
+        for (p, (unanswered, abandoned)) in peers.iter().zip(&mut warned) {
+            // Said once a round: after three unanswered initiations (about 10 s), and on giving up.
+            let news = (p.unanswered >= 3 && *unanswered < 3) || p.abandoned != *abandoned;
+            if news {
+                let _ = tunnel
+                    .app_message(json!({
+                        "event": "no_handshake",
+                        "peer": p.public_key.to_string(),
+                        "endpoint": p.endpoint.map(|e| e.to_string()),
+                        "attempts": p.unanswered,
+                        "gave_up": p.abandoned != *abandoned,
+                    }))
+                    .await;
+            }
+            (*unanswered, *abandoned) = (p.unanswered, p.abandoned);
+        }
         for (p, seen) in peers.iter().zip(&mut handshakes) {
             if p.handshakes != *seen {
                 *seen = p.handshakes;

@@ -144,6 +144,16 @@ fn netns_wireguard_carries_traffic_to_wireguard_go_both_ways() {
     let rx: u64 = show.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(rx > size, "wireguard-go received {rx} bytes: {show}");
 
+    // The underlying link goes down and comes back: the tunnel carries on by itself.
+    p.cli.set_link("eth0", false).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    p.cli.set_link("eth0", true).unwrap();
+    let after = p.cli.run(["ping", "-n", "-c", "3", "-w", "15", "10.7.0.1"]);
+    assert!(
+        after.as_ref().is_ok_and(|o| o.contains("3 received")),
+        "after link down/up: {after:?}"
+    );
+
     // The provider's figures reach the status within a few seconds.
     std::thread::sleep(Duration::from_secs(3));
     let status = p.cli.command(NW).args(["tunnel", "status", "--json"]).output().unwrap();
@@ -179,4 +189,40 @@ fn netns_wireguard_answers_a_handshake_wireguard_go_starts() {
     let hs = t.wait(Duration::from_secs(5), |v| v["data"]["event"] == "handshake");
     assert_eq!(hs["data"]["endpoint"], format!("{}:51820", addr::SRV_V4), "{hs}");
     assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+}
+
+/// A wrong server key: the handshake never completes, and after three unanswered attempts
+/// (about 10 s) the host says so, naming the likely causes. Files nw cannot use are refused with the
+/// line at fault and exit 2, before anything is created.
+#[test]
+fn netns_wireguard_says_when_no_handshake_comes_and_refuses_bad_files() {
+    let p = pair();
+    let dir = Dir::new("wg-wrong");
+    let (ours, psk) = (SecretKey::generate(), SecretKey::generate());
+    let _server = wireguard_go(&p.srv, &dir, &ours, &psk, None);
+    let conf = dir.path("wg1.conf");
+    std::fs::write(&conf, client_config(&ours, &SecretKey::generate(), &psk, true)).unwrap();
+    let mut t = up(&p.cli, &conf);
+    t.event("started");
+    let warned = t.wait(Duration::from_secs(25), |v| v["data"]["event"] == "no_handshake");
+    assert_eq!(warned["data"]["attempts"], 3, "{warned}");
+    assert_eq!(warned["data"]["gave_up"], false, "{warned}");
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+
+    let bad = dir.path("bad.conf");
+    std::fs::write(&bad, "[Interface]\nPrivateKey = not-a-key\n").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["/dev/zero"], "is not a regular file"),
+        (&[&bad], "line 2: PrivateKey is not base64"),
+        (&[&conf, "--options", "{}"], "cannot be used with"),
+        (&[&dir.path("missing.conf")], "cannot read it"),
+    ];
+    for (args, want) in cases {
+        let out = p.cli.command(NW).args(["tunnel", "up"]).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let links = p.cli.ip(["link", "show"]).unwrap();
+    assert!(!links.contains("wg1") && !links.contains("bad"), "{links}");
 }

@@ -218,10 +218,13 @@ fn an_unanswered_handshake_is_retried_every_5_s_and_given_up_after_90_s() {
     let mut net = Net::new();
     net.to_b = false;
     net.a_sends(&packet(A_IP, B_IP, 10));
-    net.wait(Duration::from_secs(120));
+    net.wait(Duration::from_secs(16));
+    assert_eq!(net.a.peers()[0].unanswered, 4, "at 0, 5, 10 and 15 s");
+    net.wait(Duration::from_secs(104));
     let tries = Net::count(&net.sent_by_a, noise::INITIATION);
     // One at 0 s, then one every 5 s plus up to 1/3 s of jitter, until 90 s.
     assert!((16..=19).contains(&tries), "{tries} initiations");
+    assert_eq!((net.a.peers()[0].unanswered, net.a.peers()[0].abandoned), (0, 1));
     // Given up: the queue is gone, nothing more is sent until there is something to send.
     net.to_b = true;
     net.wait(Duration::from_secs(30));
