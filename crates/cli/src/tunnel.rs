@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nw_tunnel::configuration::{self, Configuration, OnDemandRule, ProviderSpec, Store};
 use nw_tunnel::{Ended, Event, HostOptions, Leftover, StopReason};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -34,6 +35,30 @@ enum Action {
         /// Only the tunnel on this interface.
         interface: Option<String>,
     },
+    /// Save a configuration (a WireGuard file, or a provider with its options, the host's
+    /// switches and on-demand rules) for `nw tunnel up NAME`; replaces one of that name.
+    Save(Box<SaveArgs>),
+    /// The saved configurations, and which are running.
+    List {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a saved configuration; a tunnel running it stops (configuration_removed).
+    Remove {
+        /// The configuration.
+        name: String,
+    },
+    /// Let a saved configuration be started again.
+    Enable {
+        /// The configuration.
+        name: String,
+    },
+    /// Keep a saved configuration from starting; a tunnel running it stops (provider_disabled).
+    Disable {
+        /// The configuration.
+        name: String,
+    },
     /// The WireGuard provider, as `nw tunnel up FILE.conf` starts it (not for direct use).
     #[command(hide = true)]
     WireguardProvider,
@@ -48,11 +73,51 @@ impl Args {
 
 #[derive(Debug, clap::Args)]
 #[command(
+    after_help = "Configurations are kept in /etc/nwkit/tunnels (NW_TUNNEL_CONFIG_DIR), one owner-only JSON file each. A WireGuard file is read again each time the tunnel starts."
+)]
+struct SaveArgs {
+    /// The configuration's name (letters, digits, '-', '_', '.').
+    name: String,
+    /// A WireGuard configuration in wg-quick's format, checked now and read at each start.
+    #[arg(
+        value_name = "CONFIG",
+        required_unless_present = "provider",
+        conflicts_with = "provider"
+    )]
+    config: Option<PathBuf>,
+    /// The provider's executable, followed by its arguments (after `--`).
+    #[arg(long, value_name = "PROGRAM")]
+    provider: Option<PathBuf>,
+    /// Arguments for the provider.
+    #[arg(last = true, value_name = "ARG", conflicts_with = "config")]
+    args: Vec<String>,
+    /// The provider's options, as a JSON object.
+    #[arg(long, value_name = "JSON", conflicts_with = "config")]
+    options: Option<String>,
+    /// Start it with the kill switch (see `nw tunnel up --help`).
+    #[arg(long)]
+    kill_switch: bool,
+    /// Start it with the local network excluded.
+    #[arg(long)]
+    exclude_local: bool,
+    /// An on-demand rule, first match wins: `connect`, `disconnect`, or either with
+    /// `=TYPE,…` (wired, wifi, cellular, other) for the path's primary interface. With rules,
+    /// `nw tunnel up NAME` runs the tunnel only while they say connect.
+    #[arg(long, value_name = "RULE")]
+    on_demand: Vec<String>,
+    /// Save it disabled.
+    #[arg(long)]
+    disabled: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
     after_help = "The provider is started with the contract socket as descriptor 3 (NW_TUNNEL_FD); see nw_tunnel::protocol for the messages.\nExit status: 0 after an orderly stop that left nothing behind; 1 when the provider failed or something was left; 2 for usage; 3 when the host could not be set up (no root, no /dev/net/tun, a provider that cannot be started)."
 )]
 struct UpArgs {
-    /// A WireGuard configuration in wg-quick's format (`wg0.conf`): nw's WireGuard provider
-    /// runs it, the interface named after the file. PostUp and the like are not run.
+    /// A saved configuration's name (`nw tunnel list`), or a WireGuard configuration in
+    /// wg-quick's format (`wg0.conf`): nw's WireGuard provider runs it, the interface named
+    /// after the file. PostUp and the like are not run.
     #[arg(
         value_name = "CONFIG",
         required_unless_present = "provider",
@@ -99,6 +164,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Action::Up(up) => run_up(*up).await,
         Action::Status { json } => status(json).await,
         Action::Down { interface } => down(interface).await,
+        Action::Save(save) => save_configuration(*save).await,
+        Action::List { json } => list(json).await,
+        Action::Remove { name } => {
+            store_op(move |s| s.remove(&name).map(|()| format!("removed {name}"))).await
+        }
+        Action::Enable { name } => {
+            store_op(move |s| s.set_enabled(&name, true).map(|()| format!("enabled {name}"))).await
+        }
+        Action::Disable { name } => {
+            store_op(move |s| s.set_enabled(&name, false).map(|()| format!("disabled {name}")))
+                .await
+        }
         Action::WireguardProvider => {
             match nw_tunnel::provider::run(nw_wireguard::provider::WireGuard::default()).await {
                 Ok(_) => Ok(Outcome::Success),
@@ -119,6 +196,10 @@ struct Chosen {
     interface: String,
     /// What `nw tunnel status` calls the provider.
     name: String,
+    /// The saved configuration it comes from.
+    saved: Option<String>,
+    kill_switch: bool,
+    exclude_local: bool,
 }
 
 fn valid_interface(name: &str) -> bool {
@@ -136,7 +217,7 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
         ))
         .into());
     }
-    let Some(path) = &args.config else {
+    let Some(path) = args.config.clone() else {
         let program = args.provider.clone().unwrap_or_default();
         return Ok(Chosen {
             name: program.display().to_string(),
@@ -144,8 +225,55 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
             args: std::mem::take(&mut args.args),
             options: crate::provider_options(args.options.as_deref().unwrap_or("{}"))?,
             interface: args.interface.clone().unwrap_or_else(|| "nwtun%d".into()),
+            saved: None,
+            kill_switch: args.kill_switch,
+            exclude_local: args.exclude_local,
         });
     };
+    // A name that is not a file is a saved configuration's.
+    let text = path.to_string_lossy().into_owned();
+    if !path.exists() && configuration::valid_name(&text) {
+        let name = text;
+        let loaded = blocking(move || Store::open().load(&name).map(|c| (name, c))).await?;
+        let (name, saved) = loaded.map_err(|e| match e {
+            configuration::ConfigurationError::NotFound { name, dir } => UsageError(format!(
+                "{name} is neither a file nor a configuration saved in {dir} (`nw tunnel list` shows them)"
+            )),
+            e => UsageError(e.to_string()),
+        })?;
+        if !saved.on_demand.is_empty() {
+            crate::output::error_line(&format!(
+                "nw: note: {name}'s on-demand rules are kept but not followed yet: the tunnel runs whatever the path"
+            ));
+        }
+        if !saved.enabled {
+            return Err(UsageError(format!(
+                "configuration {name} is disabled (`nw tunnel enable {name}`)"
+            ))
+            .into());
+        }
+        let mut chosen = match saved.provider {
+            ProviderSpec::Wireguard { file } => {
+                args.config = Some(file);
+                Box::pin(choose(args)).await?
+            }
+            ProviderSpec::Program { program, args: provider_args, options } => Chosen {
+                name: program.display().to_string(),
+                program,
+                args: provider_args.into_iter().map(OsString::from).collect(),
+                options,
+                interface: args.interface.clone().unwrap_or_else(|| "nwtun%d".into()),
+                saved: None,
+                kill_switch: false,
+                exclude_local: false,
+            },
+        };
+        chosen.saved = Some(name);
+        chosen.kill_switch |= saved.kill_switch || args.kill_switch;
+        chosen.exclude_local |= saved.exclude_local || args.exclude_local;
+        return Ok(chosen);
+    }
+    let path = &path;
     let mut config = wireguard_config(path)?;
     if let Err(e) = config.resolve().await {
         return Err(UsageError(format!("{}: {e}", path.display())).into());
@@ -164,7 +292,148 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
         options: json!({ "wireguard": config }),
         interface,
         name: format!("wireguard ({})", path.display()),
+        saved: None,
+        kill_switch: args.kill_switch,
+        exclude_local: args.exclude_local,
     })
+}
+
+/// Runs `f` on a blocking thread (the store reads and writes files).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(f).await?)
+}
+
+async fn store_op(
+    f: impl FnOnce(&Store) -> Result<String, configuration::ConfigurationError> + Send + 'static,
+) -> anyhow::Result<Outcome> {
+    match blocking(move || f(&Store::open())).await? {
+        Ok(done) => {
+            crate::output::error_line(&format!("nw: {done}"));
+            Ok(Outcome::Success)
+        }
+        Err(e @ configuration::ConfigurationError::Io { .. }) => {
+            crate::output::error_line(&format!("nw: {e}"));
+            Ok(Outcome::Exit(EXIT_ENVIRONMENT))
+        }
+        Err(e) => Err(UsageError(e.to_string()).into()),
+    }
+}
+
+async fn save_configuration(args: SaveArgs) -> anyhow::Result<Outcome> {
+    let absolute = |p: &std::path::Path| {
+        std::path::absolute(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))
+    };
+    let provider = match (&args.config, &args.provider) {
+        (Some(file), _) => {
+            // Checked now, so a mistake shows when it is saved rather than when it starts.
+            wireguard_config(file)?;
+            ProviderSpec::Wireguard { file: absolute(file)? }
+        }
+        (None, Some(program)) => ProviderSpec::Program {
+            program: absolute(program)?,
+            args: args.args.clone(),
+            options: crate::provider_options(args.options.as_deref().unwrap_or("{}"))?,
+        },
+        (None, None) => return Err(UsageError("give a WireGuard file or --provider".into()).into()),
+    };
+    let mut on_demand = Vec::new();
+    for rule in &args.on_demand {
+        on_demand.push(OnDemandRule::parse(rule).map_err(UsageError)?);
+    }
+    let config = Configuration {
+        provider,
+        enabled: !args.disabled,
+        kill_switch: args.kill_switch,
+        exclude_local: args.exclude_local,
+        on_demand,
+    };
+    let name = args.name;
+    store_op(move |s| {
+        s.save(&name, &config).map(|()| format!("saved {name} in {}", s.dir().display()))
+    })
+    .await
+}
+
+#[allow(clippy::print_stdout, reason = "the list is the output")]
+async fn list(json: bool) -> anyhow::Result<Outcome> {
+    let listed = blocking(|| Store::open().list()).await?;
+    let listed = match listed {
+        Ok(l) => l,
+        Err(e) => {
+            crate::output::error_line(&format!("nw: {e}"));
+            return Ok(Outcome::Exit(EXIT_ENVIRONMENT));
+        }
+    };
+    let hosts = running();
+    let mut out = Vec::new();
+    for (name, loaded) in listed {
+        let host = hosts.iter().find(|h| h["configuration"] == name.as_str());
+        let running = host
+            .map(|h| json!({"interface": h["interface"], "pid": h["pid"], "state": h["state"]}));
+        out.push(match loaded {
+            Ok(c) => json!({"name": name, "configuration": c, "running": running}),
+            Err(e) => json!({"name": name, "error": e.to_string(), "running": running}),
+        });
+    }
+    if json {
+        println!("{}", json!({"configurations": out, "dir": Store::open().dir()}));
+        return Ok(Outcome::Success);
+    }
+    if out.is_empty() {
+        println!("no saved tunnel configurations in {}", Store::open().dir().display());
+    }
+    for c in &out {
+        let name = c["name"].as_str().unwrap_or("?");
+        let Some(conf) = c.get("configuration") else {
+            println!("{name}: cannot be used: {}", c["error"].as_str().unwrap_or("?"));
+            continue;
+        };
+        let what = match conf["provider"]["kind"].as_str() {
+            Some("wireguard") => {
+                format!("WireGuard {}", conf["provider"]["file"].as_str().unwrap_or("?"))
+            }
+            _ => format!("provider {}", conf["provider"]["program"].as_str().unwrap_or("?")),
+        };
+        let mut extras = Vec::new();
+        if conf["kill_switch"] == true {
+            extras.push("kill switch".to_owned());
+        }
+        if conf["exclude_local"] == true {
+            extras.push("local network excluded".to_owned());
+        }
+        if let Some(rules) = conf["on_demand"].as_array() {
+            let rules: Vec<String> = rules
+                .iter()
+                .map(|r| {
+                    let types: Vec<&str> = r["interface_types"]
+                        .as_array()
+                        .map(|t| t.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    let action = r["action"].as_str().unwrap_or("?");
+                    if types.is_empty() {
+                        action.to_owned()
+                    } else {
+                        format!("{action}={}", types.join(","))
+                    }
+                })
+                .collect();
+            extras.push(format!("on demand: {}", rules.join(" ")));
+        }
+        let running = match &c["running"] {
+            Value::Null => "not running".to_owned(),
+            r => format!(
+                "running on {} (host pid {})",
+                r["interface"].as_str().unwrap_or("?"),
+                r["pid"]
+            ),
+        };
+        println!(
+            "{name}: {}, {what}{}; {running}",
+            if conf["enabled"] == true { "enabled" } else { "disabled" },
+            extras.iter().map(|e| format!(", {e}")).collect::<String>()
+        );
+    }
+    Ok(Outcome::Success)
 }
 
 /// Reads a wg-quick file, saying on stderr what in it nw does not do.
@@ -201,8 +470,8 @@ async fn run_up(mut args: UpArgs) -> anyhow::Result<Outcome> {
     host.options = chosen.options;
     host.interface = chosen.interface;
     host.start_timeout = Duration::from_secs(args.start_timeout.clamp(1, 3600));
-    host.kill_switch = args.kill_switch;
-    host.exclude_local = args.exclude_local;
+    host.kill_switch = chosen.kill_switch;
+    host.exclude_local = chosen.exclude_local;
     host.max_restarts = args.max_restarts;
     warn_about_leftovers().await;
     let mut view = View {
@@ -212,11 +481,15 @@ async fn run_up(mut args: UpArgs) -> anyhow::Result<Outcome> {
             "pid": std::process::id(),
             "provider": chosen.name,
             "state": "starting",
-            "kill_switch": args.kill_switch,
-            "exclude_local": args.exclude_local,
+            "kill_switch": chosen.kill_switch,
+            "exclude_local": chosen.exclude_local,
             "restarts": 0,
+            "configuration": chosen.saved,
         }),
     };
+    // A tunnel from a saved configuration follows it: removed or disabled, it stops.
+    let mut follow = tokio::time::interval(Duration::from_secs(1));
+    let saved = chosen.saved.clone();
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(None);
@@ -230,6 +503,18 @@ async fn run_up(mut args: UpArgs) -> anyhow::Result<Outcome> {
             Some(event) = events.recv() => view.show(&event),
             _ = interrupt.recv() => { let _ = stop_tx.send(Some(StopReason::UserInitiated)); }
             _ = terminate.recv() => { let _ = stop_tx.send(Some(StopReason::UserInitiated)); }
+            _ = follow.tick(), if saved.is_some() && stop_tx.borrow().is_none() => {
+                let name = saved.clone().unwrap_or_default();
+                match blocking(move || Store::open().load(&name)).await {
+                    Ok(Err(configuration::ConfigurationError::NotFound { .. })) => {
+                        let _ = stop_tx.send(Some(StopReason::ConfigurationRemoved));
+                    }
+                    Ok(Ok(c)) if !c.enabled => {
+                        let _ = stop_tx.send(Some(StopReason::ProviderDisabled));
+                    }
+                    _ => {}
+                }
+            }
         }
     };
     while let Ok(event) = events.try_recv() {
@@ -240,11 +525,13 @@ async fn run_up(mut args: UpArgs) -> anyhow::Result<Outcome> {
         Ok(ended) => {
             show_end(&ended, view.json);
             let clean = ended.leftovers.is_empty();
-            Ok(if clean && ended.reason == StopReason::UserInitiated {
-                Outcome::Success
-            } else {
-                Outcome::Negative
-            })
+            let asked = matches!(
+                ended.reason,
+                StopReason::UserInitiated
+                    | StopReason::ConfigurationRemoved
+                    | StopReason::ProviderDisabled
+            );
+            Ok(if clean && asked { Outcome::Success } else { Outcome::Negative })
         }
         // The name is the user's choice: a usage error, as clap's own are.
         Err(e @ nw_tunnel::HostError::InterfaceExists(_)) => Err(UsageError(e.to_string()).into()),

@@ -44,6 +44,7 @@
 //! [`HostOptions::max_restarts`] times in a row; what was applied stays in force meanwhile.
 #![warn(missing_docs)]
 
+pub mod configuration;
 pub mod host;
 pub mod protocol;
 pub mod provider;

@@ -226,3 +226,48 @@ fn netns_wireguard_says_when_no_handshake_comes_and_refuses_bad_files() {
     let links = p.cli.ip(["link", "show"]).unwrap();
     assert!(!links.contains("wg1") && !links.contains("bad"), "{links}");
 }
+
+/// A saved configuration: `nw tunnel save` checks the file, `list` shows it and then that it
+/// runs, `up NAME` starts it with its kill switch, and `remove` while it runs stops it with
+/// `configuration_removed` and nothing left, the kill switch included.
+#[test]
+fn netns_wireguard_saved_configuration_runs_and_stops_when_removed() {
+    let p = pair();
+    let dir = Dir::new("wg-saved");
+    let (ours, psk) = (SecretKey::generate(), SecretKey::generate());
+    let server = wireguard_go(&p.srv, &dir, &ours, &psk, None);
+    let conf = dir.path("wgs0.conf");
+    std::fs::write(&conf, client_config(&ours, &server.key, &psk, true)).unwrap();
+    let store = dir.path("store");
+    let nw = |args: &[&str]| {
+        let mut c = p.cli.command(NW);
+        c.env("NW_TUNNEL_CONFIG_DIR", &store).args(args);
+        c
+    };
+    let saved = nw(&["tunnel", "save", "office", &conf, "--kill-switch"]).output().unwrap();
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    let bad = nw(&["tunnel", "save", "bad", &dir.path("missing.conf")]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a file that cannot be read is not saved");
+
+    let mut cmd = nw(&["tunnel", "up", "--json", "office"]);
+    cmd.stderr(std::process::Stdio::inherit());
+    let mut t = Events::spawn(&p.cli, cmd);
+    t.wait(Duration::from_secs(10), |v| v["data"]["event"] == "handshake");
+    let listed = nw(&["tunnel", "list", "--json"]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let office = &listed["configurations"][0];
+    assert_eq!(office["name"], "office", "{listed}");
+    assert_eq!(office["running"]["interface"], "wgs0", "{listed}");
+    assert_eq!(office["configuration"]["kill_switch"], true, "{listed}");
+    let tables = p.cli.run(["nft", "list", "tables"]).unwrap();
+    assert!(tables.contains("nwkit_tunnel_wgs0"), "the saved kill switch is on: {tables}");
+
+    let removed = nw(&["tunnel", "remove", "office"]).output().unwrap();
+    assert!(removed.status.success());
+    let stopped = t.wait(Duration::from_secs(10), |v| v["event"] == "stopped");
+    assert_eq!(stopped["reason"], "configuration_removed", "{stopped}");
+    assert_eq!(stopped["leftovers"], serde_json::json!([]), "{stopped}");
+    assert_eq!(t.child.wait_for(Duration::from_secs(10)).ok().and_then(|s| s.code()), Some(0));
+    let tables = p.cli.run(["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("nwkit_tunnel"), "the kill switch is removed: {tables}");
+}
