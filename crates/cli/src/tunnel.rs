@@ -4,7 +4,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nw_tunnel::configuration::{self, Configuration, OnDemandRule, ProviderSpec, Store};
+use nw_tunnel::configuration::{
+    self, Configuration, OnDemandAction, OnDemandRule, ProviderSpec, Store,
+};
 use nw_tunnel::{Ended, Event, HostOptions, Leftover, StopReason};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -198,6 +200,8 @@ struct Chosen {
     name: String,
     /// The saved configuration it comes from.
     saved: Option<String>,
+    /// Its on-demand rules.
+    on_demand: Vec<OnDemandRule>,
     kill_switch: bool,
     exclude_local: bool,
 }
@@ -226,6 +230,7 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
             options: crate::provider_options(args.options.as_deref().unwrap_or("{}"))?,
             interface: args.interface.clone().unwrap_or_else(|| "nwtun%d".into()),
             saved: None,
+            on_demand: Vec::new(),
             kill_switch: args.kill_switch,
             exclude_local: args.exclude_local,
         });
@@ -241,11 +246,6 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
             )),
             e => UsageError(e.to_string()),
         })?;
-        if !saved.on_demand.is_empty() {
-            crate::output::error_line(&format!(
-                "nw: note: {name}'s on-demand rules are kept but not followed yet: the tunnel runs whatever the path"
-            ));
-        }
         if !saved.enabled {
             return Err(UsageError(format!(
                 "configuration {name} is disabled (`nw tunnel enable {name}`)"
@@ -264,11 +264,13 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
                 options,
                 interface: args.interface.clone().unwrap_or_else(|| "nwtun%d".into()),
                 saved: None,
+                on_demand: Vec::new(),
                 kill_switch: false,
                 exclude_local: false,
             },
         };
         chosen.saved = Some(name);
+        chosen.on_demand = saved.on_demand;
         chosen.kill_switch |= saved.kill_switch || args.kill_switch;
         chosen.exclude_local |= saved.exclude_local || args.exclude_local;
         return Ok(chosen);
@@ -293,6 +295,7 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
         interface,
         name: format!("wireguard ({})", path.display()),
         saved: None,
+        on_demand: Vec::new(),
         kill_switch: args.kill_switch,
         exclude_local: args.exclude_local,
     })
@@ -490,55 +493,133 @@ async fn run_up(mut args: UpArgs) -> anyhow::Result<Outcome> {
     // A tunnel from a saved configuration follows it: removed or disabled, it stops.
     let mut follow = tokio::time::interval(Duration::from_secs(1));
     let saved = chosen.saved.clone();
-
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = watch::channel(None);
+    let rules = chosen.on_demand;
+    // With on-demand rules the path decides when the tunnel runs.
+    let mut readings = if rules.is_empty() {
+        None
+    } else {
+        let service = nw_path::PathService::shared()
+            .map_err(|e| anyhow::anyhow!("on-demand rules need the path service: {e}"))?;
+        Some(service.subscribe())
+    };
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let hosted = nw_tunnel::host::run(host, events_tx, stop_rx);
-    tokio::pin!(hosted);
-    let ended = loop {
-        tokio::select! {
-            ended = &mut hosted => break ended,
-            Some(event) = events.recv() => view.show(&event),
-            _ = interrupt.recv() => { let _ = stop_tx.send(Some(StopReason::UserInitiated)); }
-            _ = terminate.recv() => { let _ = stop_tx.send(Some(StopReason::UserInitiated)); }
-            _ = follow.tick(), if saved.is_some() && stop_tx.borrow().is_none() => {
-                let name = saved.clone().unwrap_or_default();
-                match blocking(move || Store::open().load(&name)).await {
-                    Ok(Err(configuration::ConfigurationError::NotFound { .. })) => {
-                        let _ = stop_tx.send(Some(StopReason::ConfigurationRemoved));
+
+    loop {
+        if let Some(readings) = readings.as_mut() {
+            // Wait until the rules say connect.
+            let mut said = None;
+            loop {
+                tokio::select! {
+                    reading = readings.next() => {
+                        let Ok(path) = reading.map(|r| r.path(&nw_path::Conditions::default()))
+                        else { continue };
+                        if configuration::on_demand_for(&rules, &path) == OnDemandAction::Connect {
+                            break;
+                        }
+                        let satisfied = path.status == nw_path::Status::Satisfied;
+                        let primary = path
+                            .primary()
+                            .map(|p| p.interface.kind.as_str())
+                            .filter(|_| satisfied);
+                        if said != Some(primary) {
+                            said = Some(primary);
+                            view.waiting(primary);
+                        }
                     }
-                    Ok(Ok(c)) if !c.enabled => {
-                        let _ = stop_tx.send(Some(StopReason::ProviderDisabled));
-                    }
-                    _ => {}
+                    _ = interrupt.recv() => return Ok(view.end_waiting()),
+                    _ = terminate.recv() => return Ok(view.end_waiting()),
+                    gone = followed(saved.as_deref(), &mut follow) => if gone.is_some() {
+                        return Ok(view.end_waiting());
+                    },
                 }
             }
         }
-    };
-    while let Ok(event) = events.try_recv() {
-        view.show(&event);
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let hosted = nw_tunnel::host::run(host.clone(), events_tx, stop_rx);
+        tokio::pin!(hosted);
+        let mut by_path = false;
+        let ended = loop {
+            tokio::select! {
+                ended = &mut hosted => break ended,
+                Some(event) = events.recv() => view.show(&event),
+                _ = interrupt.recv() => { let _ = stop_tx.send(Some(StopReason::UserInitiated)); }
+                _ = terminate.recv() => { let _ = stop_tx.send(Some(StopReason::UserInitiated)); }
+                gone = followed(saved.as_deref(), &mut follow), if stop_tx.borrow().is_none() => {
+                    if let Some(reason) = gone {
+                        let _ = stop_tx.send(Some(reason));
+                    }
+                }
+                reading = next_reading(&mut readings), if stop_tx.borrow().is_none() => {
+                    if let Ok(path) = reading.map(|r| r.path(&nw_path::Conditions::default()))
+                        && configuration::on_demand_for(&rules, &path) == OnDemandAction::Disconnect
+                    {
+                        by_path = true;
+                        let reason = if path.status == nw_path::Status::Satisfied {
+                            StopReason::UnrecoverableNetworkChange
+                        } else {
+                            StopReason::NoNetworkAvailable
+                        };
+                        let _ = stop_tx.send(Some(reason));
+                    }
+                }
+            }
+        };
+        while let Ok(event) = events.try_recv() {
+            view.show(&event);
+        }
+        match ended {
+            Ok(ended) => {
+                show_end(&ended, view.json);
+                let clean = ended.leftovers.is_empty();
+                if by_path && clean {
+                    continue;
+                }
+                view.state.remove();
+                let asked = matches!(
+                    ended.reason,
+                    StopReason::UserInitiated
+                        | StopReason::ConfigurationRemoved
+                        | StopReason::ProviderDisabled
+                );
+                return Ok(if clean && asked { Outcome::Success } else { Outcome::Negative });
+            }
+            // The name is the user's choice: a usage error, as clap's own are.
+            Err(e @ nw_tunnel::HostError::InterfaceExists(_)) => {
+                view.state.remove();
+                return Err(UsageError(e.to_string()).into());
+            }
+            Err(e) => {
+                view.state.remove();
+                crate::output::error_line(&format!("nw: {e}"));
+                return Ok(Outcome::Exit(EXIT_ENVIRONMENT));
+            }
+        }
     }
-    view.state.remove();
-    match ended {
-        Ok(ended) => {
-            show_end(&ended, view.json);
-            let clean = ended.leftovers.is_empty();
-            let asked = matches!(
-                ended.reason,
-                StopReason::UserInitiated
-                    | StopReason::ConfigurationRemoved
-                    | StopReason::ProviderDisabled
-            );
-            Ok(if clean && asked { Outcome::Success } else { Outcome::Negative })
+}
+
+/// The next path reading, or never without on-demand rules.
+async fn next_reading(
+    readings: &mut Option<nw_path::Readings>,
+) -> Result<std::sync::Arc<nw_path::Reading>, nw_path::PathError> {
+    match readings {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Each tick, whether the saved configuration was removed or disabled (never without one).
+async fn followed(saved: Option<&str>, follow: &mut tokio::time::Interval) -> Option<StopReason> {
+    let Some(name) = saved else { return std::future::pending().await };
+    follow.tick().await;
+    let name = name.to_owned();
+    match blocking(move || Store::open().load(&name)).await {
+        Ok(Err(configuration::ConfigurationError::NotFound { .. })) => {
+            Some(StopReason::ConfigurationRemoved)
         }
-        // The name is the user's choice: a usage error, as clap's own are.
-        Err(e @ nw_tunnel::HostError::InterfaceExists(_)) => Err(UsageError(e.to_string()).into()),
-        Err(e) => {
-            crate::output::error_line(&format!("nw: {e}"));
-            Ok(Outcome::Exit(EXIT_ENVIRONMENT))
-        }
+        Ok(Ok(c)) if !c.enabled => Some(StopReason::ProviderDisabled),
+        _ => None,
     }
 }
 
@@ -551,6 +632,39 @@ struct View {
 }
 
 impl View {
+    /// On-demand rules say disconnect: the tunnel waits for a path they connect on.
+    #[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
+    fn waiting(&mut self, primary: Option<&str>) {
+        self.status["state"] = json!("waiting");
+        self.state.write(&self.status);
+        if self.json {
+            println!("{}", json!({"event": "on_demand", "state": "waiting", "primary": primary}));
+        } else {
+            println!(
+                "on demand: waiting; {}",
+                primary.map_or_else(
+                    || "the path is not satisfied".to_owned(),
+                    |p| format!("the rules do not connect over the primary interface ({p})")
+                )
+            );
+        }
+    }
+
+    /// Stopped (by a signal, or the configuration) while waiting: nothing runs, nothing is left.
+    #[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
+    fn end_waiting(&mut self) -> Outcome {
+        self.state.remove();
+        if self.json {
+            println!(
+                "{}",
+                json!({"event": "stopped", "reason": "user_initiated", "leftovers": []})
+            );
+        } else {
+            println!("stopped while waiting on demand; nothing was running");
+        }
+        Outcome::Success
+    }
+
     #[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
     fn show(&mut self, event: &Event) {
         self.follow(event);

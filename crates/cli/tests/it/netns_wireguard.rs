@@ -87,6 +87,19 @@ fn client_config(key: &SecretKey, server: &SecretKey, psk: &SecretKey, endpoint:
     text
 }
 
+/// The `n`th event (1-based) `pick` holds for, within `limit`.
+fn nth(t: &mut Events, n: usize, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        t.drain();
+        if let Some(v) = t.seen.iter().filter(|v| pick(v)).nth(n - 1) {
+            return v.clone();
+        }
+        assert!(std::time::Instant::now() < end, "no event number {n} in {limit:?}: {:#?}", t.seen);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn up(ns: &Namespace, config: &str) -> Events {
     let mut cmd = ns.command(NW);
     cmd.args(["tunnel", "up", "--json", config]);
@@ -270,4 +283,56 @@ fn netns_wireguard_saved_configuration_runs_and_stops_when_removed() {
     assert_eq!(t.child.wait_for(Duration::from_secs(10)).ok().and_then(|s| s.code()), Some(0));
     let tables = p.cli.run(["nft", "list", "tables"]).unwrap();
     assert!(!tables.contains("nwkit_tunnel"), "the kill switch is removed: {tables}");
+}
+
+/// On-demand rules: a configuration that connects only on Wi-Fi waits on the lab's veth (an
+/// "other" interface) and stops cleanly while waiting; one that connects on "other" runs, stops
+/// with `no_network_available` when the link goes down, waits, and comes back by itself when
+/// the path does.
+#[test]
+fn netns_wireguard_on_demand_follows_the_path() {
+    let p = pair();
+    let dir = Dir::new("wg-demand");
+    let (ours, psk) = (SecretKey::generate(), SecretKey::generate());
+    let server = wireguard_go(&p.srv, &dir, &ours, &psk, None);
+    let conf = dir.path("wgd0.conf");
+    std::fs::write(&conf, client_config(&ours, &server.key, &psk, true)).unwrap();
+    let store = dir.path("store");
+    let nw = |args: &[&str]| {
+        let mut c = p.cli.command(NW);
+        c.env("NW_TUNNEL_CONFIG_DIR", &store).args(args);
+        c
+    };
+    for (name, rule) in [("wifi-only", "connect=wifi"), ("any", "connect=other")] {
+        let out = nw(&["tunnel", "save", name, &conf, "--on-demand", rule]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let mut t = Events::spawn(&p.cli, nw(&["tunnel", "up", "--json", "wifi-only"]));
+    let waiting = t.event("on_demand");
+    assert_eq!(
+        (waiting["state"].as_str(), waiting["primary"].as_str()),
+        (Some("waiting"), Some("other"))
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    t.drain();
+    assert!(t.seen.iter().all(|v| v["event"] != "created"), "it must not run: {:#?}", t.seen);
+    assert_eq!(t.stop(), Some(0), "{:#?}", t.seen);
+
+    let mut t = Events::spawn(&p.cli, nw(&["tunnel", "up", "--json", "any"]));
+    t.wait(Duration::from_secs(10), |v| v["data"]["event"] == "handshake");
+    p.cli.set_link("eth0", false).unwrap();
+    let stopped = t.wait(Duration::from_secs(10), |v| v["event"] == "stopped");
+    assert_eq!(stopped["reason"], "no_network_available", "{stopped}");
+    assert_eq!(stopped["leftovers"], serde_json::json!([]), "{stopped}");
+    t.event("on_demand");
+    p.cli.set_link("eth0", true).unwrap();
+    p.cli.ip(["route", "replace", "default", "via", &addr::SRV_V4.to_string()]).unwrap();
+    nth(&mut t, 2, Duration::from_secs(15), |v| v["event"] == "created");
+    nth(&mut t, 2, Duration::from_secs(15), |v| v["data"]["event"] == "handshake");
+    let ping = p.cli.run(["ping", "-n", "-c", "3", "-w", "10", "10.7.0.1"]).unwrap();
+    assert!(ping.contains("3 received"), "{ping}");
+    assert_eq!(t.stop(), Some(0), "{:#?}", t.seen);
+    let created = t.seen.iter().filter(|v| v["event"] == "created").count();
+    assert_eq!(created, 2, "ran, stopped for the path, ran again: {:#?}", t.seen);
 }
