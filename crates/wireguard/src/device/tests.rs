@@ -218,9 +218,11 @@ fn an_unanswered_handshake_is_retried_every_5_s_and_given_up_after_90_s() {
     let mut net = Net::new();
     net.to_b = false;
     net.a_sends(&packet(A_IP, B_IP, 10));
-    net.wait(Duration::from_secs(16));
-    assert_eq!(net.a.peers()[0].unanswered, 4, "at 0, 5, 10 and 15 s");
-    net.wait(Duration::from_secs(104));
+    // Each retry comes 5 s plus up to 1/3 s of jitter after the last, on a 250 ms tick: the
+    // fourth by 16.5 s at the latest, the fifth not before 20 s.
+    net.wait(Duration::from_secs(17));
+    assert_eq!(net.a.peers()[0].unanswered, 4, "at 0, 5, 10 and 15 s, plus jitter");
+    net.wait(Duration::from_secs(103));
     let tries = Net::count(&net.sent_by_a, noise::INITIATION);
     // One at 0 s, then one every 5 s plus up to 1/3 s of jitter, until 90 s.
     assert!((16..=19).contains(&tries), "{tries} initiations");
