@@ -138,6 +138,21 @@ pub struct Interface {
     pub no_routes: bool,
 }
 
+impl Interface {
+    /// An interface with this key and nothing else set.
+    pub fn new(private_key: SecretKey) -> Self {
+        Self {
+            private_key,
+            addresses: Vec::new(),
+            dns_servers: Vec::new(),
+            search_domains: Vec::new(),
+            mtu: None,
+            listen_port: None,
+            no_routes: false,
+        }
+    }
+}
+
 /// A `[Peer]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
@@ -201,15 +216,7 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
     }
     let mut section = Section::None;
     let mut private_key = None;
-    let mut interface = Interface {
-        private_key: SecretKey([0; 32]),
-        addresses: Vec::new(),
-        dns_servers: Vec::new(),
-        search_domains: Vec::new(),
-        mtu: None,
-        listen_port: None,
-        no_routes: false,
-    };
+    let mut interface = Interface::new(SecretKey([0; 32]));
     let mut seen_interface = false;
     let mut peers: Vec<(usize, Option<PublicKey>, Peer)> = Vec::new();
     let mut ignored = Vec::new();

@@ -265,7 +265,7 @@ impl Device {
         let mtu = self.mtu;
         let peer = &mut self.peers[i];
         let endpoint = peer.endpoint.ok_or(Drop::NoEndpoint)?;
-        let Some(session) = peer.current.as_mut().filter(|s| usable(s, now)) else {
+        let Some(rekey) = peer.seal_data(packet, mtu, now, out) else {
             if peer.queue.len() == QUEUE_LIMIT {
                 peer.queue.pop_front();
             }
@@ -273,13 +273,6 @@ impl Device {
             self.initiate(i, now, false);
             return Ok(None);
         };
-        session.seal(packet, mtu, out);
-        let rekey = session.initiator
-            && (now.duration_since(session.created) >= REKEY_AFTER_TIME
-                || session.sent() >= REKEY_AFTER_MESSAGES);
-        peer.tx_bytes += packet.len() as u64;
-        peer.tx_packets += 1;
-        sent_data(peer, now);
         if rekey {
             self.initiate(i, now, false);
         }
@@ -457,14 +450,15 @@ impl Device {
         if !self.identity.mac1_ok(msg) {
             return Received::Dropped(Drop::Mac1);
         }
-        let Some(index) = noise::receiver(msg) else { return Received::Dropped(Drop::Malformed) };
-        let Some(&i) = self.by_index.get(&index) else {
-            return Received::Dropped(Drop::UnknownIndex);
+        let i = match self.awaiting(msg) {
+            Ok(i) => i,
+            Err(why) => return Received::Dropped(why),
         };
         let peer = &mut self.peers[i];
-        let Some(initiated) = peer.initiated.as_ref().filter(|h| h.sender == index) else {
+        let Some(initiated) = peer.initiated.as_ref() else {
             return Received::Dropped(Drop::UnknownIndex);
         };
+        let index = initiated.sender;
         let Ok(keys) = noise::receive_response(&self.identity, &peer.keys, initiated, msg) else {
             return Received::Dropped(Drop::Handshake);
         };
@@ -489,16 +483,12 @@ impl Device {
         if peer.queue.is_empty() {
             self.keepalive(i, now);
         } else {
-            let mtu = self.mtu;
             let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
             for packet in queued {
-                let peer = &mut self.peers[i];
-                let Some(session) = peer.current.as_mut() else { break };
                 let mut out = Vec::new();
-                session.seal(&packet, mtu, &mut out);
-                peer.tx_bytes += packet.len() as u64;
-                peer.tx_packets += 1;
-                sent_data(peer, now);
+                if peer.seal_data(&packet, self.mtu, now, &mut out).is_none() {
+                    break;
+                }
                 self.outgoing.push_back((from, out));
             }
         }
@@ -506,12 +496,12 @@ impl Device {
     }
 
     fn on_cookie(&mut self, msg: &[u8], now: Instant) -> Received {
-        let Some(index) = noise::receiver(msg) else { return Received::Dropped(Drop::Malformed) };
-        let Some(&i) = self.by_index.get(&index) else {
-            return Received::Dropped(Drop::UnknownIndex);
+        let i = match self.awaiting(msg) {
+            Ok(i) => i,
+            Err(why) => return Received::Dropped(why),
         };
         let peer = &mut self.peers[i];
-        let Some(initiated) = peer.initiated.as_ref().filter(|h| h.sender == index) else {
+        let Some(initiated) = peer.initiated.as_ref() else {
             return Received::Dropped(Drop::UnknownIndex);
         };
         match noise::open_cookie(&peer.keys, &initiated.mac1, msg) {
@@ -521,6 +511,16 @@ impl Device {
                 Received::Handled
             }
             Err(_) => Received::Dropped(Drop::Handshake),
+        }
+    }
+
+    /// The peer whose initiation a response or cookie reply answers (by its receiver index).
+    fn awaiting(&self, msg: &[u8]) -> Result<usize, Drop> {
+        let index = noise::receiver(msg).ok_or(Drop::Malformed)?;
+        let &i = self.by_index.get(&index).ok_or(Drop::UnknownIndex)?;
+        match &self.peers[i].initiated {
+            Some(h) if h.sender == index => Ok(i),
+            _ => Err(Drop::UnknownIndex),
         }
     }
 
@@ -601,10 +601,28 @@ fn usable(s: &Session, now: Instant) -> bool {
     now.duration_since(s.created) < REJECT_AFTER_TIME && s.sent() < REJECT_AFTER_MESSAGES
 }
 
-fn sent_data(peer: &mut Peer, now: Instant) {
-    peer.last_sent = Some(now);
-    peer.owe_keepalive = None;
-    peer.awaiting_answer.get_or_insert(now);
+impl Peer {
+    /// A data packet sealed on the current session into `out`, counted and timed; `None`
+    /// without a usable session, else whether the session wants a rekey (§6.2).
+    fn seal_data(
+        &mut self,
+        packet: &[u8],
+        mtu: usize,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Option<bool> {
+        let session = self.current.as_mut().filter(|s| usable(s, now))?;
+        session.seal(packet, mtu, out);
+        let rekey = session.initiator
+            && (now.duration_since(session.created) >= REKEY_AFTER_TIME
+                || session.sent() >= REKEY_AFTER_MESSAGES);
+        self.tx_bytes += packet.len() as u64;
+        self.tx_packets += 1;
+        self.last_sent = Some(now);
+        self.owe_keepalive = None;
+        self.awaiting_answer.get_or_insert(now);
+        Some(rekey)
+    }
 }
 
 fn allowed(prefixes: &[Prefix], ip: IpAddr) -> bool {

@@ -15,15 +15,7 @@ fn secret() -> SecretKey {
 
 fn config(key: &SecretKey, peer: &SecretKey, allowed: &str, endpoint: Option<&str>) -> Config {
     Config {
-        interface: Interface {
-            private_key: key.clone(),
-            addresses: Vec::new(),
-            dns_servers: Vec::new(),
-            search_domains: Vec::new(),
-            mtu: None,
-            listen_port: None,
-            no_routes: false,
-        },
+        interface: Interface::new(key.clone()),
         peers: vec![PeerConfig {
             public_key: peer.public_key().unwrap(),
             preshared_key: Some(SecretKey([4; 32])),
