@@ -245,7 +245,7 @@ pub fn diff<T: Ord + Clone>(current: &BTreeSet<T>, wanted: &BTreeSet<T>) -> Diff
 
 /// A DNS name as match and search domains use it: labels of letters, digits, `-` and `_`,
 /// at most 63 bytes each and 253 in all; a trailing dot is allowed.
-fn is_domain(d: &str) -> bool {
+pub fn is_domain(d: &str) -> bool {
     let d = d.strip_suffix('.').unwrap_or(d);
     !d.is_empty()
         && d.len() <= 253

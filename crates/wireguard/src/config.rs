@@ -275,7 +275,7 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
                     for d in list(value) {
                         match d.parse::<IpAddr>() {
                             Ok(ip) => interface.dns_servers.push(ip),
-                            Err(_) if is_domain(d) => {
+                            Err(_) if nw_tunnel::settings::is_domain(d) => {
                                 interface.search_domains.push(d.trim_end_matches('.').into());
                             }
                             Err(_) => {
@@ -434,17 +434,6 @@ fn address(text: &str) -> Result<Prefix, String> {
             .map(Prefix::host)
             .map_err(|_| format!("{text:?} is not an address or a prefix such as 10.0.0.2/24"))
     }
-}
-
-fn is_domain(text: &str) -> bool {
-    let t = text.trim_end_matches('.');
-    !t.is_empty()
-        && t.len() <= 253
-        && t.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// The host and port of an `Endpoint`.
