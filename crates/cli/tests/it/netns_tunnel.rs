@@ -409,19 +409,6 @@ fn probed(mut child: Child) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("prober output ({e}): {out}"))
 }
 
-/// The `n`th (from 1) event named `name`, within `limit`.
-fn nth_event(t: &mut Events, name: &str, n: usize, limit: Duration) -> Value {
-    let end = Instant::now() + limit;
-    loop {
-        t.drain();
-        if let Some(v) = t.seen.iter().filter(|v| v["event"] == name).nth(n - 1) {
-            return v.clone();
-        }
-        assert!(Instant::now() < end, "no {name} #{n} within {limit:?}; events: {:#?}", t.seen);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The kill switch: a tunnel that carries IPv4 only (the classic leak is IPv6), with an
 /// excluded range, while a prober sends 1,000 datagrams a second for 10 s. The provider is
 /// killed with SIGKILL (it is restarted; the restart time is printed), then the host itself:
@@ -475,7 +462,7 @@ fn netns_tunnel_kill_switch_leaks_nothing_when_the_provider_or_the_host_is_kille
     // SAFETY: kill(2) on the provider, a grandchild of this test.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     t.event("restarting");
-    nth_event(&mut t, "started", 2, Duration::from_secs(10));
+    t.nth(2, Duration::from_secs(10), |v| v["event"] == "started");
     let restart = killed.elapsed();
     println!("provider killed -> restarted and started again in {restart:?}");
     std::thread::sleep(Duration::from_secs(2));

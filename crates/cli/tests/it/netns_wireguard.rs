@@ -87,19 +87,6 @@ fn client_config(key: &SecretKey, server: &SecretKey, psk: &SecretKey, endpoint:
     text
 }
 
-/// The `n`th event (1-based) `pick` holds for, within `limit`.
-fn nth(t: &mut Events, n: usize, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
-    let end = std::time::Instant::now() + limit;
-    loop {
-        t.drain();
-        if let Some(v) = t.seen.iter().filter(|v| pick(v)).nth(n - 1) {
-            return v.clone();
-        }
-        assert!(std::time::Instant::now() < end, "no event number {n} in {limit:?}: {:#?}", t.seen);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn up(ns: &Namespace, config: &str) -> Events {
     let mut cmd = ns.command(NW);
     cmd.args(["tunnel", "up", "--json", config]);
@@ -328,8 +315,8 @@ fn netns_wireguard_on_demand_follows_the_path() {
     t.event("on_demand");
     p.cli.set_link("eth0", true).unwrap();
     p.cli.ip(["route", "replace", "default", "via", &addr::SRV_V4.to_string()]).unwrap();
-    nth(&mut t, 2, Duration::from_secs(15), |v| v["event"] == "created");
-    nth(&mut t, 2, Duration::from_secs(15), |v| v["data"]["event"] == "handshake");
+    t.nth(2, Duration::from_secs(15), |v| v["event"] == "created");
+    t.nth(2, Duration::from_secs(15), |v| v["data"]["event"] == "handshake");
     let ping = p.cli.run(["ping", "-n", "-c", "3", "-w", "10", "10.7.0.1"]).unwrap();
     assert!(ping.contains("3 received"), "{ping}");
     assert_eq!(t.stop(), Some(0), "{:#?}", t.seen);

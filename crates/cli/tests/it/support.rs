@@ -266,6 +266,28 @@ impl Events {
         panic!("no such event within {limit:?}; events: {:#?}", self.seen)
     }
 
+    /// The `n`th event (1-based) for which `pick` holds, counting those already seen.
+    pub(crate) fn nth(
+        &mut self,
+        n: usize,
+        limit: Duration,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let end = Instant::now() + limit;
+        loop {
+            self.drain();
+            if let Some(v) = self.seen.iter().filter(|v| pick(v)).nth(n - 1) {
+                return v.clone();
+            }
+            assert!(
+                Instant::now() < end,
+                "no event number {n} within {limit:?}; events: {:#?}",
+                self.seen
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The first event named `name`, within 15 s.
     pub(crate) fn event(&mut self, name: &str) -> Value {
         self.wait(Duration::from_secs(15), |v| v["event"] == name)
