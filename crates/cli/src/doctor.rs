@@ -284,7 +284,7 @@ async fn local_network() -> Section {
 /// kept after a failure rejects everything that does not go into its (gone) tunnel, which is
 /// the first thing to know when nothing reaches the network. Read only.
 async fn tunnel() -> Section {
-    let running = crate::tunnel::running();
+    let running = crate::tunnel::running().await;
     let names: Vec<String> = running
         .iter()
         .map(|h| {

@@ -80,28 +80,10 @@ impl Args {
 struct SaveArgs {
     /// The configuration's name (letters, digits, '-', '_', '.').
     name: String,
-    /// A WireGuard configuration in wg-quick's format, checked now and read at each start.
-    #[arg(
-        value_name = "CONFIG",
-        required_unless_present = "provider",
-        conflicts_with = "provider"
-    )]
-    config: Option<PathBuf>,
-    /// The provider's executable, followed by its arguments (after `--`).
-    #[arg(long, value_name = "PROGRAM")]
-    provider: Option<PathBuf>,
-    /// Arguments for the provider.
-    #[arg(last = true, value_name = "ARG", conflicts_with = "config")]
-    args: Vec<String>,
-    /// The provider's options, as a JSON object.
-    #[arg(long, value_name = "JSON", conflicts_with = "config")]
-    options: Option<String>,
-    /// Start it with the kill switch (see `nw tunnel up --help`).
-    #[arg(long)]
-    kill_switch: bool,
-    /// Start it with the local network excluded.
-    #[arg(long)]
-    exclude_local: bool,
+    #[command(flatten)]
+    source: Source,
+    #[command(flatten)]
+    switches: Switches,
     /// An on-demand rule, first match wins: `connect`, `disconnect`, or either with
     /// `=TYPE,…` (wired, wifi, cellular, other) for the path's primary interface. With rules,
     /// `nw tunnel up NAME` runs the tunnel only while they say connect.
@@ -112,14 +94,13 @@ struct SaveArgs {
     disabled: bool,
 }
 
+/// What runs a tunnel, for `up` and `save`: a WireGuard file (or, for `up`, a saved
+/// configuration's name), or a provider with its arguments and options.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "The provider is started with the contract socket as descriptor 3 (NW_TUNNEL_FD); see nw_tunnel::protocol for the messages.\nExit status: 0 after an orderly stop that left nothing behind; 1 when the provider failed or something was left; 2 for usage; 3 when the host could not be set up (no root, no /dev/net/tun, a provider that cannot be started)."
-)]
-struct UpArgs {
-    /// A saved configuration's name (`nw tunnel list`), or a WireGuard configuration in
-    /// wg-quick's format (`wg0.conf`): nw's WireGuard provider runs it, the interface named
-    /// after the file. PostUp and the like are not run.
+struct Source {
+    /// A WireGuard configuration in wg-quick's format (`wg0.conf`), which nw's WireGuard
+    /// provider runs (PostUp and the like are not run); for `up`, also a saved configuration's
+    /// name (`nw tunnel list`).
     #[arg(
         value_name = "CONFIG",
         required_unless_present = "provider",
@@ -136,13 +117,11 @@ struct UpArgs {
     /// (`{}` when absent).
     #[arg(long, value_name = "JSON", conflicts_with = "config")]
     options: Option<String>,
-    /// The TUN interface's name (`%d` is numbered by the kernel); the default is a WireGuard
-    /// configuration's file name (`wg0` for `wg0.conf`), otherwise `nwtun%d`.
-    #[arg(long, value_name = "NAME")]
-    interface: Option<String>,
-    /// Seconds the provider has to say it started.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    start_timeout: u64,
+}
+
+/// The host's switches, for `up` and `save`.
+#[derive(Debug, clap::Args)]
+struct Switches {
     /// Reject everything that does not go into the tunnel, from before it comes up until an
     /// orderly stop (Apple's includeAllNetworks). A provider that fails, or a host that is
     /// killed, leaves it in force until `nw tunnel down`. Excluded routes are rejected too.
@@ -152,6 +131,24 @@ struct UpArgs {
     /// tunnel, and let it through the kill switch (Apple's excludeLocalNetworks).
     #[arg(long)]
     exclude_local: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The provider is started with the contract socket as descriptor 3 (NW_TUNNEL_FD); see nw_tunnel::protocol for the messages.\nExit status: 0 after an orderly stop that left nothing behind; 1 when the provider failed or something was left; 2 for usage; 3 when the host could not be set up (no root, no /dev/net/tun, a provider that cannot be started)."
+)]
+struct UpArgs {
+    #[command(flatten)]
+    source: Source,
+    #[command(flatten)]
+    switches: Switches,
+    /// The TUN interface's name (`%d` is numbered by the kernel); the default is a WireGuard
+    /// configuration's file name (`wg0` for `wg0.conf`), otherwise `nwtun%d`.
+    #[arg(long, value_name = "NAME")]
+    interface: Option<String>,
+    /// Seconds the provider has to say it started.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    start_timeout: u64,
     /// Restart a provider that exits or dies unasked up to this many times in a row, with a
     /// backoff from 250 ms doubling to 30 s (0: never; a minute of running starts over).
     #[arg(long, value_name = "N", default_value_t = 5)]
@@ -212,7 +209,7 @@ fn valid_interface(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_=+.-%".contains(&b))
 }
 
-async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
+async fn choose(args: &UpArgs) -> anyhow::Result<Chosen> {
     if let Some(name) = &args.interface
         && !valid_interface(name)
     {
@@ -221,24 +218,13 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
         ))
         .into());
     }
-    let Some(path) = args.config.clone() else {
-        let program = args.provider.clone().unwrap_or_default();
-        return Ok(Chosen {
-            name: program.display().to_string(),
-            program,
-            args: std::mem::take(&mut args.args),
-            options: crate::provider_options(args.options.as_deref().unwrap_or("{}"))?,
-            interface: args.interface.clone().unwrap_or_else(|| "nwtun%d".into()),
-            saved: None,
-            on_demand: Vec::new(),
-            kill_switch: args.kill_switch,
-            exclude_local: args.exclude_local,
-        });
-    };
+    let source = &args.source;
+    let interface = args.interface.clone();
     // A name that is not a file is a saved configuration's.
-    let text = path.to_string_lossy().into_owned();
-    if !path.exists() && configuration::valid_name(&text) {
-        let name = text;
+    let text = source.config.as_ref().map(|p| p.to_string_lossy().into_owned());
+    if let Some(name) =
+        text.filter(|t| !std::path::Path::new(t).exists() && configuration::valid_name(t))
+    {
         let loaded = blocking(move || Store::open().load(&name).map(|c| (name, c))).await?;
         let (name, saved) = loaded.map_err(|e| match e {
             configuration::ConfigurationError::NotFound { name, dir } => UsageError(format!(
@@ -253,52 +239,77 @@ async fn choose(args: &mut UpArgs) -> anyhow::Result<Chosen> {
             .into());
         }
         let mut chosen = match saved.provider {
-            ProviderSpec::Wireguard { file } => {
-                args.config = Some(file);
-                Box::pin(choose(args)).await?
-            }
-            ProviderSpec::Program { program, args: provider_args, options } => Chosen {
-                name: program.display().to_string(),
+            ProviderSpec::Wireguard { file } => wireguard(file, interface).await?,
+            ProviderSpec::Program { program, args: provider_args, options } => program_chosen(
                 program,
-                args: provider_args.into_iter().map(OsString::from).collect(),
+                provider_args.into_iter().map(OsString::from).collect(),
                 options,
-                interface: args.interface.clone().unwrap_or_else(|| "nwtun%d".into()),
-                saved: None,
-                on_demand: Vec::new(),
-                kill_switch: false,
-                exclude_local: false,
-            },
+                interface,
+            ),
         };
         chosen.saved = Some(name);
         chosen.on_demand = saved.on_demand;
-        chosen.kill_switch |= saved.kill_switch || args.kill_switch;
-        chosen.exclude_local |= saved.exclude_local || args.exclude_local;
+        chosen.kill_switch = saved.kill_switch || args.switches.kill_switch;
+        chosen.exclude_local = saved.exclude_local || args.switches.exclude_local;
         return Ok(chosen);
     }
-    let path = &path;
-    let mut config = wireguard_config(path)?;
+    let mut chosen = match &source.config {
+        Some(path) => wireguard(path.clone(), interface).await?,
+        None => program_chosen(
+            source.provider.clone().unwrap_or_default(),
+            source.args.clone(),
+            crate::provider_options(source.options.as_deref().unwrap_or("{}"))?,
+            interface,
+        ),
+    };
+    chosen.kill_switch = args.switches.kill_switch;
+    chosen.exclude_local = args.switches.exclude_local;
+    Ok(chosen)
+}
+
+/// A provider program runs the tunnel.
+fn program_chosen(
+    program: PathBuf,
+    args: Vec<OsString>,
+    options: Value,
+    interface: Option<String>,
+) -> Chosen {
+    Chosen {
+        name: program.display().to_string(),
+        program,
+        args,
+        options,
+        interface: interface.unwrap_or_else(|| "nwtun%d".into()),
+        saved: None,
+        on_demand: Vec::new(),
+        kill_switch: false,
+        exclude_local: false,
+    }
+}
+
+/// nw's WireGuard provider runs the tunnel of a wg-quick file, read and resolved here.
+async fn wireguard(path: PathBuf, interface: Option<String>) -> anyhow::Result<Chosen> {
+    let read = path.clone();
+    let mut config = blocking(move || wireguard_config(&read)).await??;
     if let Err(e) = config.resolve().await {
         return Err(UsageError(format!("{}: {e}", path.display())).into());
     }
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-    let interface = match &args.interface {
-        Some(name) => name.clone(),
+    let interface = match interface {
+        Some(name) => name,
         None if valid_interface(stem) && !stem.contains('%') => stem.to_owned(),
         None => "wg%d".into(),
     };
-    Ok(Chosen {
-        program: std::env::current_exe().map_err(|e| {
-            anyhow::anyhow!("cannot find nw's own executable to run WireGuard: {e}")
-        })?,
-        args: vec!["tunnel".into(), "wireguard-provider".into()],
-        options: json!({ "wireguard": config }),
-        interface,
-        name: format!("wireguard ({})", path.display()),
-        saved: None,
-        on_demand: Vec::new(),
-        kill_switch: args.kill_switch,
-        exclude_local: args.exclude_local,
-    })
+    let program = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find nw's own executable to run WireGuard: {e}"))?;
+    let mut chosen = program_chosen(
+        program,
+        vec!["tunnel".into(), "wireguard-provider".into()],
+        json!({ "wireguard": config }),
+        Some(interface),
+    );
+    chosen.name = format!("wireguard ({})", path.display());
+    Ok(chosen)
 }
 
 /// Runs `f` on a blocking thread (the store reads and writes files).
@@ -326,16 +337,28 @@ async fn save_configuration(args: SaveArgs) -> anyhow::Result<Outcome> {
     let absolute = |p: &std::path::Path| {
         std::path::absolute(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))
     };
-    let provider = match (&args.config, &args.provider) {
+    let source = &args.source;
+    let provider = match (&source.config, &source.provider) {
         (Some(file), _) => {
             // Checked now, so a mistake shows when it is saved rather than when it starts.
-            wireguard_config(file)?;
+            let read = file.clone();
+            blocking(move || wireguard_config(&read)).await??;
             ProviderSpec::Wireguard { file: absolute(file)? }
         }
         (None, Some(program)) => ProviderSpec::Program {
             program: absolute(program)?,
-            args: args.args.clone(),
-            options: crate::provider_options(args.options.as_deref().unwrap_or("{}"))?,
+            args: source
+                .args
+                .iter()
+                .map(|a| {
+                    a.to_str().map(String::from).ok_or_else(|| {
+                        UsageError(format!(
+                            "provider argument {a:?} is not UTF-8; it cannot be saved"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            options: crate::provider_options(source.options.as_deref().unwrap_or("{}"))?,
         },
         (None, None) => return Err(UsageError("give a WireGuard file or --provider".into()).into()),
     };
@@ -346,8 +369,8 @@ async fn save_configuration(args: SaveArgs) -> anyhow::Result<Outcome> {
     let config = Configuration {
         provider,
         enabled: !args.disabled,
-        kill_switch: args.kill_switch,
-        exclude_local: args.exclude_local,
+        kill_switch: args.switches.kill_switch,
+        exclude_local: args.switches.exclude_local,
         on_demand,
     };
     let name = args.name;
@@ -367,7 +390,7 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Exit(EXIT_ENVIRONMENT));
         }
     };
-    let hosts = running();
+    let hosts = running().await;
     let mut out = Vec::new();
     for (name, loaded) in listed {
         let host = hosts.iter().find(|h| h["configuration"] == name.as_str());
@@ -466,8 +489,8 @@ fn wireguard_config(path: &std::path::Path) -> anyhow::Result<nw_wireguard::Conf
     Ok(parsed.config)
 }
 
-async fn run_up(mut args: UpArgs) -> anyhow::Result<Outcome> {
-    let chosen = choose(&mut args).await?;
+async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
+    let chosen = choose(&args).await?;
     let mut host = HostOptions::new(&chosen.program);
     host.args = chosen.args;
     host.options = chosen.options;
@@ -702,26 +725,9 @@ impl View {
             ),
             // Figures for `nw tunnel status`, not news.
             Event::AppMessage(data) if data.get("status").is_some() => return,
-            Event::AppMessage(data) if data["event"] == "handshake" => (
-                format!(
-                    "handshake with peer {} at {}",
-                    data["peer"].as_str().unwrap_or("?"),
-                    data["endpoint"].as_str().unwrap_or("?")
-                ),
-                json!({"event": "app_message", "data": data}),
-            ),
-            Event::AppMessage(data) if data["event"] == "no_handshake" => (
-                format!(
-                    "no handshake with peer {} at {}: {} (is its PublicKey right, and does UDP reach that endpoint?)",
-                    data["peer"].as_str().unwrap_or("?"),
-                    data["endpoint"].as_str().unwrap_or("?"),
-                    if data["gave_up"] == true {
-                        "gave up after 90 s; trying again when there is something to send"
-                            .to_owned()
-                    } else {
-                        format!("{} attempts unanswered", data["attempts"])
-                    }
-                ),
+            // Any provider's notice with a sentence for people: the sentence.
+            Event::AppMessage(data) if data["message"].is_string() => (
+                data["message"].as_str().unwrap_or_default().to_owned(),
                 json!({"event": "app_message", "data": data}),
             ),
             Event::AppMessage(data) => {
@@ -913,8 +919,13 @@ impl StateFile {
     }
 }
 
-/// The state of each tunnel host that runs in this network namespace.
-pub(crate) fn running() -> Vec<Value> {
+/// The hosts running in this network namespace, by their state files (read on a blocking
+/// thread).
+pub(crate) async fn running() -> Vec<Value> {
+    blocking(read_running).await.unwrap_or_default()
+}
+
+fn read_running() -> Vec<Value> {
     let Ok(dir) = std::fs::read_dir(state_dir()) else { return Vec::new() };
     let mut out: Vec<Value> = dir
         .flatten()
@@ -985,11 +996,16 @@ async fn warn_about_leftovers() {
 
 #[allow(clippy::print_stdout, reason = "the status is the output")]
 async fn status(json: bool) -> anyhow::Result<Outcome> {
-    let mut hosts = running();
-    for h in &mut hosts {
-        let interface = h["interface"].as_str().unwrap_or_default().to_owned();
-        h["counters"] = counters(&interface);
-    }
+    // The state files and sysfs counters are read on a blocking thread.
+    let hosts = blocking(|| {
+        let mut hosts = read_running();
+        for h in &mut hosts {
+            let interface = h["interface"].as_str().unwrap_or_default().to_owned();
+            h["counters"] = counters(&interface);
+        }
+        hosts
+    })
+    .await?;
     let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?;
     let (left, unknown) = match &left {
         Ok(l) => (l.iter().map(ToString::to_string).collect::<Vec<_>>(), None),
@@ -1057,6 +1073,7 @@ const DOWN_WAIT: Duration = Duration::from_secs(15);
 #[allow(clippy::print_stdout, reason = "what was stopped and removed is the output")]
 async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
     let hosts: Vec<Value> = running()
+        .await
         .into_iter()
         .filter(|h| interface.as_deref().is_none_or(|i| h["interface"] == i))
         .collect();

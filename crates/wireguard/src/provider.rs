@@ -4,8 +4,9 @@
 //! Its options are `{"wireguard": <Config as JSON>}` with every endpoint resolved
 //! (`nw tunnel up wg0.conf` reads the file and resolves them before it starts the provider,
 //! so the provider never needs DNS outside the tunnel). It tells the host how each peer is
-//! doing with app messages: `{"event": "handshake", ...}` when a handshake completes,
-//! `{"event": "no_handshake", ...}` after three unanswered initiations and on giving up, and
+//! doing with app messages (each event with a `message` sentence the host prints):
+//! `{"event": "handshake", ...}` when a handshake completes, `{"event": "no_handshake", ...}`
+//! after three unanswered initiations and on giving up, and
 //! `{"status": {"peers": [...]}}` at most every two seconds while the figures change.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -256,13 +257,26 @@ async fn timers(wg: Arc<Mutex<Device>>, sockets: Arc<Sockets>, tunnel: Tunnel) {
             // Said once a round: after three unanswered initiations (about 10 s), and on giving up.
             let news = (p.unanswered >= 3 && *unanswered < 3) || p.abandoned != *abandoned;
             if news {
+                let gave_up = p.abandoned != *abandoned;
+                let message = format!(
+                    "no handshake with peer {} at {}: {} (is its PublicKey right, and does UDP reach that endpoint?)",
+                    p.public_key,
+                    endpoint_text(p),
+                    if gave_up {
+                        "gave up after 90 s; trying again when there is something to send"
+                            .to_owned()
+                    } else {
+                        format!("{} attempts unanswered", p.unanswered)
+                    }
+                );
                 let _ = tunnel
                     .app_message(json!({
                         "event": "no_handshake",
+                        "message": message,
                         "peer": p.public_key.to_string(),
                         "endpoint": p.endpoint.map(|e| e.to_string()),
                         "attempts": p.unanswered,
-                        "gave_up": p.abandoned != *abandoned,
+                        "gave_up": gave_up,
                     }))
                     .await;
             }
@@ -274,6 +288,7 @@ async fn timers(wg: Arc<Mutex<Device>>, sockets: Arc<Sockets>, tunnel: Tunnel) {
                 let _ = tunnel
                     .app_message(json!({
                         "event": "handshake",
+                        "message": format!("handshake with peer {} at {}", p.public_key, endpoint_text(p)),
                         "peer": p.public_key.to_string(),
                         "endpoint": p.endpoint.map(|e| e.to_string()),
                     }))
@@ -288,6 +303,10 @@ async fn timers(wg: Arc<Mutex<Device>>, sockets: Arc<Sockets>, tunnel: Tunnel) {
             last = peers;
         }
     }
+}
+
+fn endpoint_text(p: &PeerStatus) -> String {
+    p.endpoint.map_or_else(|| "(no endpoint)".to_owned(), |e| e.to_string())
 }
 
 /// The peers as `nw tunnel status` shows them.
