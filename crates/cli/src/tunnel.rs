@@ -1102,26 +1102,7 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
         }
     }
     if interface.is_none() {
-        // State files of hosts that were killed, and the half-written ones a kill can leave.
-        if let Ok(dir) = std::fs::read_dir(state_dir()) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let pid = if let Some(rest) = name.strip_suffix(".tmp") {
-                    rest.rsplit_once('.').and_then(|(_, pid)| pid.parse::<u32>().ok())
-                } else if name.ends_with(".json") {
-                    std::fs::read(e.path())
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                        .and_then(|v| v["pid"].as_u64())
-                        .and_then(|p| u32::try_from(p).ok())
-                } else {
-                    continue;
-                };
-                if !pid.is_some_and(nw_tunnel::host::alive) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        blocking(remove_dead_state_files).await?;
         let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?.map_err(|e| {
             anyhow::anyhow!("cannot look for what stopped hosts left behind: {e} (are we root?)")
         })?;
@@ -1141,12 +1122,36 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
             }
         }
         // The namespace's directory, once nothing is in it.
-        let _ = std::fs::remove_dir(state_dir());
+        blocking(|| std::fs::remove_dir(state_dir())).await?.ok();
         if hosts.is_empty() && nothing {
             println!("no tunnel host runs here, and nothing is left behind");
         }
     }
     Ok(if failed { Outcome::Negative } else { Outcome::Success })
+}
+
+/// Removes the state files of hosts that were killed, and the half-written ones a kill can
+/// leave.
+fn remove_dead_state_files() {
+    if let Ok(dir) = std::fs::read_dir(state_dir()) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = if let Some(rest) = name.strip_suffix(".tmp") {
+                rest.rsplit_once('.').and_then(|(_, pid)| pid.parse::<u32>().ok())
+            } else if name.ends_with(".json") {
+                std::fs::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .and_then(|v| v["pid"].as_u64())
+                    .and_then(|p| u32::try_from(p).ok())
+            } else {
+                continue;
+            };
+            if !pid.is_some_and(nw_tunnel::host::alive) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Waits for `pid` to be gone (or a zombie), polling.
