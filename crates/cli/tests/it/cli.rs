@@ -156,6 +156,16 @@ fn tls_listener(stdin: &'static [u8]) -> (std::process::Child, u16, String) {
 
 /// `nw cat -l SECURE… 127.0.0.1 0`, as [`tls_listener`].
 fn listener(secure: &[&str], stdin: &'static [u8]) -> (std::process::Child, u16, String) {
+    listener_until(secure, stdin, None)
+}
+
+/// As [`listener`], but its stdin stays open after `stdin` until `release` says so (or is
+/// dropped): nw cat does not close its side before the test has seen the peer's bytes.
+fn listener_until(
+    secure: &[&str],
+    stdin: &'static [u8],
+    release: Option<std::sync::mpsc::Receiver<()>>,
+) -> (std::process::Child, u16, String) {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
     let mut child = Command::new(NW)
@@ -170,6 +180,9 @@ fn listener(secure: &[&str], stdin: &'static [u8]) -> (std::process::Child, u16,
     let mut input = child.stdin.take().unwrap();
     std::thread::spawn(move || {
         let _ = input.write_all(stdin);
+        if let Some(release) = release {
+            let _ = release.recv();
+        }
     });
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let (mut port, mut root) = (None, None);
@@ -301,7 +314,11 @@ fn nw_cat_udp_both_ends_and_a_closed_port() {
 
 #[test]
 fn openssl_s_client_and_curl_against_nw_cat_listen_tls() {
-    let (server, port, root) = tls_listener(b"from-server\n");
+    // s_client exits when nw cat closes its side, maybe before it has sent what its stdin held
+    // (it failed about once in 40 runs on a loaded machine): nw cat's stdin stays open until
+    // s_client's line has arrived.
+    let (release, released) = std::sync::mpsc::channel();
+    let (mut server, port, root) = listener_until(&["--tls"], b"from-server\n", Some(released));
     let mut s_client = Command::new("openssl")
         .args([
             "s_client",
@@ -320,13 +337,18 @@ fn openssl_s_client_and_curl_against_nw_cat_listen_tls() {
         .spawn()
         .expect("openssl is needed (apt-get install openssl)");
     std::io::Write::write_all(&mut s_client.stdin.take().unwrap(), b"from-openssl\n").unwrap();
+    let mut got = String::new();
+    let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut server_out, &mut got).unwrap();
+    drop(release);
     let out = s_client.wait_with_output().unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("from-server"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (code, got) = finish(server);
+    let (code, rest) = finish(server);
+    got.push_str(&rest);
     assert_eq!((code, got.as_str()), (0, "from-openssl\n"));
 
     let (server, port, root) = tls_listener(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
