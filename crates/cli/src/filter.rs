@@ -87,6 +87,11 @@ struct UpArgs {
     /// The NFQUEUE number.
     #[arg(long, value_name = "N", default_value_t = nw_filter::host::DEFAULT_QUEUE)]
     queue: u16,
+    /// At most this many queued packets are read, attributed and given verdicts together
+    /// (1: one at a time, the unbatched baseline `cargo bench -p nw --bench filter` compares
+    /// with).
+    #[arg(long, value_name = "N", default_value_t = nw_filter::host::DEFAULT_BATCH)]
+    batch: usize,
     /// Enforce local network privacy for every program (`nw lnp`): a new flow to the local
     /// network is dropped when its app may not reach it. Alone (no rules, no provider), only
     /// flows to the local network are queued; the rest never leave the kernel.
@@ -113,6 +118,14 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
         return Err(UsageError(format!(
             "--deadline {} is out of range (10 to 60000 ms)",
             args.deadline
+        ))
+        .into());
+    }
+    if !(1..=nw_filter::host::MAX_BATCH).contains(&args.batch) {
+        return Err(UsageError(format!(
+            "--batch {} is out of range (1 to {})",
+            args.batch,
+            nw_filter::host::MAX_BATCH
         ))
         .into());
     }
@@ -144,6 +157,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     }
     let mut host = HostOptions::new();
     host.queue = args.queue;
+    host.batch = args.batch;
     host.policy = if args.fail_closed { FailPolicy::Closed } else { FailPolicy::Open };
     host.deadline = Duration::from_millis(args.deadline);
     host.rules = rules;
@@ -174,6 +188,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
         queue,
         provider: provider_name,
         provider_pid: None,
+        out: std::io::BufWriter::new(std::io::stdout()),
         log: None,
         local_only,
     };
@@ -184,9 +199,23 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     let (back, returned) = std::sync::mpsc::channel::<View>();
     std::thread::Builder::new().name("nw-filter-output".into()).spawn(move || {
         let mut view = view;
-        for event in shown {
+        // Lines are written in bulk and flushed whenever the backlog runs dry: a busy host's
+        // thousands of flows a second cost a few writes, not one (or more) per line.
+        loop {
+            let event = match shown.try_recv() {
+                Ok(e) => e,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    view.flush();
+                    match shown.recv() {
+                        Ok(e) => e,
+                        Err(_) => break,
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            };
             view.show(&event);
         }
+        view.flush();
         let _ = back.send(view);
     })?;
     let mut not_shown = 0u64;
@@ -268,7 +297,10 @@ struct View {
     queue: u16,
     provider: Option<String>,
     provider_pid: Option<u32>,
-    log: Option<std::fs::File>,
+    /// Event lines, flushed when no more events wait (a closed pipe loses lines, nothing else).
+    out: std::io::BufWriter<std::io::Stdout>,
+    /// The log and how long it is.
+    log: Option<(std::io::BufWriter<std::fs::File>, u64)>,
     /// Only flows to the local network are queued.
     local_only: bool,
 }
@@ -339,10 +371,14 @@ impl View {
                 return;
             }
         };
-        if self.json {
-            println!("{object}");
-        } else {
-            println!("{line}");
+        let _ =
+            if self.json { writeln!(self.out, "{object}") } else { writeln!(self.out, "{line}") };
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+        if let Some((log, _)) = &mut self.log {
+            let _ = log.flush();
         }
     }
 
@@ -351,12 +387,22 @@ impl View {
             if let Some(dir) = self.state.log.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            self.log =
-                std::fs::OpenOptions::new().create(true).append(true).open(&self.state.log).ok();
+            self.log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.state.log)
+                .ok()
+                .map(|f| {
+                    let len = f.metadata().map_or(0, |m| m.len());
+                    (std::io::BufWriter::with_capacity(64 * 1024, f), len)
+                });
         }
-        let Some(file) = &mut self.log else { return };
-        let _ = writeln!(file, "{object}");
-        if file.metadata().is_ok_and(|m| m.len() > LOG_LIMIT) {
+        let Some((file, len)) = &mut self.log else { return };
+        let line = format!("{object}\n");
+        let _ = file.write_all(line.as_bytes());
+        *len += line.len() as u64;
+        if *len > LOG_LIMIT {
+            let _ = file.flush();
             let _ = std::fs::rename(&self.state.log, self.state.log.with_extension("log.1"));
             self.log = None;
         }

@@ -30,7 +30,7 @@ pub use nw_provider::alive;
 use nw_provider::blocking;
 
 use crate::engine::{Decision, Engine, FailPolicy, Seen, Stats};
-use crate::flow::{Direction, Flow, FlowVerdict};
+use crate::flow::{Direction, Flow, FlowKey, FlowVerdict};
 use crate::packet::outbound_key;
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
 use crate::rules::{Action, Rules};
@@ -118,12 +118,19 @@ pub struct HostOptions {
     /// local network is decided by the app's permission before the rules see it. With no rules
     /// and no provider, only flows to the local network are queued at all.
     pub local_network: Option<nw_lnp::Paths>,
+    /// At most this many queued packets are read, attributed and given their verdicts
+    /// together (1 to [`MAX_BATCH`]; 1 handles each packet on its own).
+    pub batch: usize,
 }
 
 /// The NFQUEUE number used unless another is given (28279, "nw" in ASCII).
 pub const DEFAULT_QUEUE: u16 = 0x6e77;
 /// How long a flow waits for the provider unless told otherwise, in milliseconds.
 pub const DEFAULT_DEADLINE_MS: u64 = 2_000;
+/// How many queued packets are handled together unless told otherwise.
+pub const DEFAULT_BATCH: usize = 256;
+/// The most queued packets handled together.
+pub const MAX_BATCH: usize = 4_096;
 
 impl HostOptions {
     /// Defaults: [`DEFAULT_QUEUE`], fail open, [`DEFAULT_DEADLINE_MS`], no rules (allow), no
@@ -136,6 +143,7 @@ impl HostOptions {
             rules: Rules::default(),
             provider: None,
             local_network: None,
+            batch: DEFAULT_BATCH,
         }
     }
 
@@ -381,6 +389,8 @@ pub async fn run(
         None => Slot::None,
     };
     let mut buf = vec![0u8; 256 * 1024];
+    let mut packets: Vec<(Held, Option<FlowKey>)> = Vec::with_capacity(options.batch);
+    let mut out: Vec<(u32, Verdict, Option<u32>)> = Vec::new();
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let far = Duration::from_secs(3600);
     loop {
@@ -399,89 +409,103 @@ pub async fn run(
                         break;
                     }
                 };
-                loop {
-                    let n = match guard.try_io(|q| q.get_ref().recv(&mut buf)) {
-                        Ok(Ok(n)) => n,
-                        Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                // Up to `batch` packets; when more wait, the queue stays readable and the
+                // next turn of the loop takes them.
+                packets.clear();
+                while packets.len() < options.batch {
+                    match guard.try_io(|q| q.get_ref().recv(&mut buf)) {
+                        Ok(Ok(n)) => packets.extend(
+                            nfqueue::packets(&buf[..n])
+                                .into_iter()
+                                .map(|q| (Held { id: q.id, mark: q.mark }, outbound_key(q.payload))),
+                        ),
+                        Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
                         Ok(Err(e)) => {
                             tracing::warn!("reading the queue: {e}");
                             break;
                         }
                         Err(_would_block) => break,
-                    };
-                    let now = Instant::now();
-                    for q in nfqueue::packets(&buf[..n]) {
-                        let q_ref = queue.get_ref();
-                        let Some(key) = outbound_key(q.payload) else {
-                            give(q_ref, q.id, q.mark, Decision::Allow);
-                            continue;
-                        };
-                        match engine.packet(now, key, Held { id: q.id, mark: q.mark }) {
-                            (Seen::Decided(d), Some(h)) => give(q_ref, h.id, h.mark, d),
-                            (Seen::New(id), _) => {
-                                let process = diag
-                                    .find(&key)
-                                    .ok()
-                                    .flatten()
-                                    .and_then(|s| procfs.process(s.inode, s.uid));
-                                let flow = Flow {
-                                    id,
-                                    transport: key.transport,
-                                    direction: Direction::Outbound,
-                                    local: key.local,
-                                    remote: key.remote,
-                                    process,
-                                    host: None,
-                                };
-                                let local = match (&options.local_network, &latest) {
-                                    (Some(paths), Some(reading)) => {
-                                        let locality = nw_lnp::classify(key.remote.ip(), &reading.snapshot);
-                                        locality.is_local().then(|| (paths.clone(), locality))
-                                    }
-                                    _ => None,
-                                };
-                                let decided = match (local, &flow.process) {
-                                    (Some((paths, locality)), Some(p)) => {
-                                        // The files (and a prompt) are read off the loop; the
-                                        // flow waits like one the provider is asked about.
-                                        let who = nw_lnp::Identified {
-                                            identity: p.identity.clone(),
-                                            pid: Some(p.pid),
-                                            executable: p.executable.clone(),
-                                            command_line: p.command_line.clone(),
-                                            cgroup: p.cgroup.clone(),
-                                            cwd: None,
-                                        };
-                                        let (tx, to) = (lnp_tx.clone(), key.remote.ip().to_string());
-                                        tokio::task::spawn_blocking(move || {
-                                            let verdict = nw_lnp::permit(&paths, &who, &to, &locality);
-                                            let _ = tx.send((id, verdict.map_err(|e| e.to_string())));
-                                        });
-                                        asked.insert(id, flow);
-                                        continue;
-                                    }
-                                    (Some(_), None) => Some((options.policy.decision(), By::Policy {
-                                        why: "a flow to the local network whose process was not found".into(),
-                                    })),
-                                    (None, _) => None,
-                                };
-                                let (decision, by) = match decided {
-                                    Some(d) => d,
-                                    None => match rules_or_provider(&options, &flow, &slot) {
-                                        Some(d) => d,
-                                        None => {
-                                            asked.insert(id, flow);
-                                            continue;
-                                        }
-                                    },
-                                };
-                                settle(&mut engine, q_ref, now, id, decision, &by);
-                                let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
-                            }
-                            _ => {}
-                        }
                     }
                 }
+                let now = Instant::now();
+                let mut new: Vec<(u64, FlowKey)> = Vec::new();
+                for (held, key) in packets.drain(..) {
+                    let Some(key) = key else {
+                        give(&mut out, held.id, held.mark, Decision::Allow);
+                        continue;
+                    };
+                    match engine.packet(now, key, held) {
+                        (Seen::Decided(d), Some(h)) => give(&mut out, h.id, h.mark, d),
+                        (Seen::New(id), _) => new.push((id, key)),
+                        _ => {}
+                    }
+                }
+                // The new flows' processes, found together: one sock_diag exchange and one
+                // read of each process's descriptors for the whole batch.
+                let keys: Vec<FlowKey> = new.iter().map(|(_, k)| *k).collect();
+                let sockets = diag.find(&keys).unwrap_or_else(|e| {
+                    tracing::warn!("sock_diag: {e}");
+                    vec![None; keys.len()]
+                });
+                let owned: Vec<(u64, u32)> = sockets.iter().flatten().map(|s| (s.inode, s.uid)).collect();
+                let mut processes = procfs.processes(&owned).into_iter();
+                for ((id, key), socket) in new.into_iter().zip(sockets) {
+                    let process = socket.and_then(|_| processes.next().flatten());
+                    let flow = Flow {
+                        id,
+                        transport: key.transport,
+                        direction: Direction::Outbound,
+                        local: key.local,
+                        remote: key.remote,
+                        process,
+                        host: None,
+                    };
+                    let local = match (&options.local_network, &latest) {
+                        (Some(paths), Some(reading)) => {
+                            let locality = nw_lnp::classify(key.remote.ip(), &reading.snapshot);
+                            locality.is_local().then(|| (paths.clone(), locality))
+                        }
+                        _ => None,
+                    };
+                    let decided = match (local, &flow.process) {
+                        (Some((paths, locality)), Some(p)) => {
+                            // The files (and a prompt) are read off the loop; the flow waits
+                            // like one the provider is asked about.
+                            let who = nw_lnp::Identified {
+                                identity: p.identity.clone(),
+                                pid: Some(p.pid),
+                                executable: p.executable.clone(),
+                                command_line: p.command_line.clone(),
+                                cgroup: p.cgroup.clone(),
+                                cwd: None,
+                            };
+                            let (tx, to) = (lnp_tx.clone(), key.remote.ip().to_string());
+                            tokio::task::spawn_blocking(move || {
+                                let verdict = nw_lnp::permit(&paths, &who, &to, &locality);
+                                let _ = tx.send((id, verdict.map_err(|e| e.to_string())));
+                            });
+                            asked.insert(id, flow);
+                            continue;
+                        }
+                        (Some(_), None) => Some((options.policy.decision(), By::Policy {
+                            why: "a flow to the local network whose process was not found".into(),
+                        })),
+                        (None, _) => None,
+                    };
+                    let (decision, by) = match decided {
+                        Some(d) => d,
+                        None => match rules_or_provider(&options, &flow, &slot) {
+                            Some(d) => d,
+                            None => {
+                                asked.insert(id, flow);
+                                continue;
+                            }
+                        },
+                    };
+                    settle(&mut engine, &mut out, now, id, decision, &by);
+                    let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
+                }
+                flush(queue.get_ref(), &mut out);
             }
             Some((id, answer)) = lnp_rx.recv() => {
                 let now = Instant::now();
@@ -498,7 +522,8 @@ pub async fn run(
                 };
                 match decided {
                     Some((decision, by)) => {
-                        settle(&mut engine, queue.get_ref(), now, id, decision, &by);
+                        settle(&mut engine, &mut out, now, id, decision, &by);
+                        flush(queue.get_ref(), &mut out);
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                     }
                     None => {
@@ -539,20 +564,24 @@ pub async fn run(
                                 why: "the provider asked to filter data, which this host does not do yet".into(),
                             }),
                         };
-                        settle(&mut engine, queue.get_ref(), now, id, decision, &by);
+                        settle(&mut engine, &mut out, now, id, decision, &by);
+                        flush(queue.get_ref(), &mut out);
                         if let Some(flow) = asked.remove(&id) {
                             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                         }
                     }
                     FromProvider::Message(ProviderMessage::Cancel { message }) => {
                         let m = format!("cancelled: {}", message.unwrap_or_default());
-                        provider_down(&mut slot, m, &events, &mut engine, &mut asked, queue.get_ref(), now).await;
+                        provider_down(&mut slot, m, &events, &mut engine, &mut asked, &mut out, now).await;
+                        flush(queue.get_ref(), &mut out);
                     }
                     FromProvider::Message(ProviderMessage::Stopped) => {
-                        provider_down(&mut slot, "stopped unasked".into(), &events, &mut engine, &mut asked, queue.get_ref(), now).await;
+                        provider_down(&mut slot, "stopped unasked".into(), &events, &mut engine, &mut asked, &mut out, now).await;
+                        flush(queue.get_ref(), &mut out);
                     }
                     FromProvider::Gone(m) => {
-                        provider_down(&mut slot, m, &events, &mut engine, &mut asked, queue.get_ref(), now).await;
+                        provider_down(&mut slot, m, &events, &mut engine, &mut asked, &mut out, now).await;
+                        flush(queue.get_ref(), &mut out);
                     }
                 }
             }
@@ -560,13 +589,14 @@ pub async fn run(
                 let now = Instant::now();
                 for (id, held) in engine.expire(now) {
                     for h in held {
-                        give(queue.get_ref(), h.id, h.mark, options.policy.decision());
+                        give(&mut out, h.id, h.mark, options.policy.decision());
                     }
                     if let Some(flow) = asked.remove(&id) {
                         let why = format!("no answer within {:?}", options.deadline);
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision: options.policy.decision(), by: By::Policy { why } });
                     }
                 }
+                flush(queue.get_ref(), &mut out);
             }
             () = tokio::time::sleep_until(restart_at.into()) => {
                 if let (Slot::Down { backoff, .. }, Some(p)) = (&slot, &options.provider) {
@@ -584,9 +614,10 @@ pub async fn run(
     let now = Instant::now();
     for (_, held) in engine.fail_all(now) {
         for h in held {
-            give(queue.get_ref(), h.id, h.mark, options.policy.decision());
+            give(&mut out, h.id, h.mark, options.policy.decision());
         }
     }
+    flush(queue.get_ref(), &mut out);
     if let Slot::Running(r) = slot {
         stop_provider(*r).await;
     }
@@ -643,7 +674,7 @@ async fn next_reading(
 /// the failure policy is counted as one.
 fn settle(
     engine: &mut Engine<Held>,
-    queue: &Queue,
+    out: &mut Vec<(u32, Verdict, Option<u32>)>,
     now: Instant,
     id: u64,
     decision: Decision,
@@ -654,19 +685,29 @@ fn settle(
         _ => engine.decide(now, id, decision),
     };
     for h in held {
-        give(queue, h.id, h.mark, decision);
+        give(out, h.id, h.mark, decision);
     }
 }
 
-/// Gives a packet its verdict: through the chain again with the decision's mark.
-fn give(queue: &Queue, id: u32, mark: u32, decision: Decision) {
+/// A packet's verdict, to be sent with the others of its turn: through the chain again with
+/// the decision's mark.
+fn give(out: &mut Vec<(u32, Verdict, Option<u32>)>, id: u32, mark: u32, decision: Decision) {
     let bits = match decision {
         Decision::Allow => MARK_ALLOW,
         Decision::Drop => MARK_DROP,
     };
-    if let Err(e) = queue.verdict(id, Verdict::Repeat, Some((mark & !MARK_MASK) | bits)) {
-        tracing::warn!("verdict for packet {id}: {e}");
+    out.push((id, Verdict::Repeat, Some((mark & !MARK_MASK) | bits)));
+}
+
+/// Sends the verdicts given so far, together.
+fn flush(queue: &Queue, out: &mut Vec<(u32, Verdict, Option<u32>)>) {
+    if out.is_empty() {
+        return;
     }
+    if let Err(e) = queue.verdicts(out) {
+        tracing::warn!("verdicts for {} packets: {e}", out.len());
+    }
+    out.clear();
 }
 
 async fn from_provider(slot: &mut Slot) -> FromProvider {
@@ -766,7 +807,7 @@ async fn provider_down(
     events: &mpsc::UnboundedSender<Event>,
     engine: &mut Engine<Held>,
     asked: &mut std::collections::HashMap<u64, Flow>,
-    queue: &Queue,
+    out: &mut Vec<(u32, Verdict, Option<u32>)>,
     now: Instant,
 ) {
     let Slot::Running(r) = std::mem::replace(slot, Slot::None) else { return };
@@ -775,7 +816,7 @@ async fn provider_down(
     let policy = engine.policy().decision();
     for (id, flow) in asked.drain() {
         let by = By::Policy { why: format!("the provider went away ({message})") };
-        settle(engine, queue, now, id, policy, &by);
+        settle(engine, out, now, id, policy, &by);
         let _ = events.send(Event::Decided { flow: Box::new(flow), decision: policy, by });
     }
     let mut r = *r;

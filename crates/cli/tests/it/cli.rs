@@ -23,6 +23,18 @@ fn usage_errors_exit_2_and_say_what_is_expected() {
     assert_eq!(code, 2, "{err}");
     let (code, _, _) = nw(&["frobnicate"]);
     assert_eq!(code, 2);
+    // Checked before anything is installed, so these need no root and leave nothing behind.
+    for (flags, says) in [
+        (&["--batch", "0"][..], "--batch 0 is out of range (1 to 4096)"),
+        (&["--batch", "5000"], "--batch 5000 is out of range (1 to 4096)"),
+        (&["--deadline", "5"], "--deadline 5 is out of range (10 to 60000 ms)"),
+    ] {
+        let mut args = vec!["filter", "up"];
+        args.extend_from_slice(flags);
+        let (code, _, err) = nw(&args);
+        assert_eq!(code, 2, "{flags:?}: {err}");
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
 }
 
 #[test]

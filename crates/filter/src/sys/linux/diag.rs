@@ -1,6 +1,6 @@
 //! Finding the socket behind a flow with sock_diag (NETLINK_SOCK_DIAG, one exact lookup per
-//! flow, `include/uapi/linux/inet_diag.h`): its owner's uid and its inode, which procfs turns
-//! into a process.
+//! flow, `include/uapi/linux/inet_diag.h`; a batch of flows' lookups share a datagram): its
+//! owner's uid and its inode, which procfs turns into a process.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -57,73 +57,118 @@ impl Diag {
         Ok(Self { fd, seq: 0 })
     }
 
-    /// The local socket of an outbound flow, or `None` when there is none (it was closed
-    /// already, or the packet is the kernel's own).
-    pub(crate) fn find(&mut self, key: &FlowKey) -> io::Result<Option<Socket>> {
-        let (proto, src, dst) = match key.transport {
-            Transport::Tcp => (libc::IPPROTO_TCP, key.local, key.remote),
-            // The kernel's UDP lookup reads the id as a packet arriving at the socket: the
-            // peer is the source ("swapped for historical reasons", net/ipv4/udp_diag.c).
-            Transport::Udp => (libc::IPPROTO_UDP, key.remote, key.local),
-        };
-        if let Some(s) = self.lookup(proto, src, dst)? {
-            return Ok(Some(s));
-        }
+    /// The local socket of each outbound flow, in order: `None` where there is none (it was
+    /// closed already, or the packet is the kernel's own). The lookups go out in datagrams of
+    /// up to [`CHUNK`] requests, and the answers are read back together.
+    pub(crate) fn find(&mut self, keys: &[FlowKey]) -> io::Result<Vec<Option<Socket>>> {
+        let direct: Vec<(libc::c_int, SocketAddr, SocketAddr)> = keys.iter().map(ids).collect();
+        let mut found = self.lookup(&direct)?;
         // A dual-stack IPv6 socket talking IPv4 is found under its mapped addresses.
-        match (src.ip(), dst.ip()) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => self.lookup(
-                proto,
-                SocketAddr::new(IpAddr::V6(a.to_ipv6_mapped()), src.port()),
-                SocketAddr::new(IpAddr::V6(b.to_ipv6_mapped()), dst.port()),
-            ),
-            _ => Ok(None),
+        let mapped: Vec<(usize, (libc::c_int, SocketAddr, SocketAddr))> = direct
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| found[*i].is_none())
+            .filter_map(|(i, (proto, src, dst))| match (src.ip(), dst.ip()) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => Some((
+                    i,
+                    (
+                        *proto,
+                        SocketAddr::new(IpAddr::V6(a.to_ipv6_mapped()), src.port()),
+                        SocketAddr::new(IpAddr::V6(b.to_ipv6_mapped()), dst.port()),
+                    ),
+                )),
+                _ => None,
+            })
+            .collect();
+        if !mapped.is_empty() {
+            let ids: Vec<_> = mapped.iter().map(|(_, id)| *id).collect();
+            for ((i, _), s) in mapped.iter().zip(self.lookup(&ids)?) {
+                found[*i] = s;
+            }
         }
+        Ok(found)
     }
 
     fn lookup(
         &mut self,
-        proto: libc::c_int,
-        src: SocketAddr,
-        dst: SocketAddr,
-    ) -> io::Result<Option<Socket>> {
-        self.seq = self.seq.wrapping_add(1);
-        let family = if src.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-        let mut req = Vec::with_capacity(72);
-        let total = 16u32 + 56;
-        req.extend_from_slice(&total.to_ne_bytes());
-        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-        req.extend_from_slice(&self.seq.to_ne_bytes());
-        req.extend_from_slice(&0u32.to_ne_bytes());
-        req.push(u8::try_from(family).unwrap_or(0));
-        req.push(u8::try_from(proto).unwrap_or(0));
-        req.extend_from_slice(&[0, 0]); // ext, pad
-        req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-        req.extend_from_slice(&src.port().to_be_bytes());
-        req.extend_from_slice(&dst.port().to_be_bytes());
-        req.extend_from_slice(&addr16(src.ip()));
-        req.extend_from_slice(&addr16(dst.ip()));
-        req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
-        req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-        // SAFETY: send(2) from a live buffer of the given length.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: recv(2) into a live buffer of the given length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-            match answer(&buf[..n], self.seq) {
-                Answer::Other => {}
-                Answer::Found(s) => return Ok(Some(s)),
-                Answer::Missing => return Ok(None),
-                Answer::Error(code) => return Err(io::Error::from_raw_os_error(code)),
+        ids: &[(libc::c_int, SocketAddr, SocketAddr)],
+    ) -> io::Result<Vec<Option<Socket>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let first = self.seq.wrapping_add(1);
+            let mut req = Vec::with_capacity(72 * chunk.len());
+            for (proto, src, dst) in chunk {
+                self.seq = self.seq.wrapping_add(1);
+                request(&mut req, self.seq, *proto, *src, *dst);
             }
+            // SAFETY: send(2) from a live buffer of the given length.
+            let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut answers: Vec<Option<Option<Socket>>> = vec![None; chunk.len()];
+            let mut left = chunk.len();
+            let mut buf = vec![0u8; 64 * 1024];
+            while left > 0 {
+                // SAFETY: recv(2) into a live buffer of the given length.
+                let n = unsafe {
+                    libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                };
+                let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+                for (seq, answer) in answers_in(&buf[..n]) {
+                    let at = seq.wrapping_sub(first) as usize;
+                    let Some(slot @ None) = answers.get_mut(at) else { continue };
+                    *slot = Some(match answer {
+                        Answer::Found(s) => Some(s),
+                        Answer::Missing => None,
+                        Answer::Error(code) => {
+                            // One failed lookup leaves that flow unattributed, not the rest.
+                            tracing::debug!("sock_diag: {}", io::Error::from_raw_os_error(code));
+                            None
+                        }
+                    });
+                    left -= 1;
+                }
+            }
+            out.extend(answers.into_iter().map(Option::flatten));
         }
+        Ok(out)
     }
+}
+
+/// At most this many lookups go out in one datagram (their answers, about 1 KiB each in the
+/// receive buffer, stay well below its size).
+const CHUNK: usize = 64;
+
+/// The socket id sock_diag looks an outbound flow up by: protocol, source, destination.
+fn ids(key: &FlowKey) -> (libc::c_int, SocketAddr, SocketAddr) {
+    match key.transport {
+        Transport::Tcp => (libc::IPPROTO_TCP, key.local, key.remote),
+        // The kernel's UDP lookup reads the id as a packet arriving at the socket: the
+        // peer is the source ("swapped for historical reasons", net/ipv4/udp_diag.c).
+        Transport::Udp => (libc::IPPROTO_UDP, key.remote, key.local),
+    }
+}
+
+/// Appends one exact-match request (`inet_diag_req_v2`) to `req`.
+fn request(req: &mut Vec<u8>, seq: u32, proto: libc::c_int, src: SocketAddr, dst: SocketAddr) {
+    let family = if src.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let total = 16u32 + 56;
+    req.extend_from_slice(&total.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.push(u8::try_from(family).unwrap_or(0));
+    req.push(u8::try_from(proto).unwrap_or(0));
+    req.extend_from_slice(&[0, 0]); // ext, pad
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&src.port().to_be_bytes());
+    req.extend_from_slice(&dst.port().to_be_bytes());
+    req.extend_from_slice(&addr16(src.ip()));
+    req.extend_from_slice(&addr16(dst.ip()));
+    req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
 }
 
 fn addr16(ip: IpAddr) -> [u8; 16] {
@@ -138,32 +183,44 @@ fn addr16(ip: IpAddr) -> [u8; 16] {
 }
 
 enum Answer {
-    /// A message for another request (a late answer to one that timed out).
-    Other,
     Found(Socket),
     Missing,
     Error(i32),
 }
 
-fn answer(buf: &[u8], seq: u32) -> Answer {
-    if buf.len() < 20 {
-        return Answer::Other;
-    }
-    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-    if u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]) != seq {
-        return Answer::Other;
-    }
-    let body = &buf[16..];
-    match kind {
-        NLMSG_ERROR => {
-            let code = -i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
-            if code == libc::ENOENT || code == 0 { Answer::Missing } else { Answer::Error(code) }
+/// The answers in one datagram, each with its sequence number; a message that does not parse
+/// ends the walk.
+fn answers_in(mut buf: &[u8]) -> Vec<(u32, Answer)> {
+    let mut out = Vec::new();
+    while buf.len() >= 20 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 20 || len > buf.len() {
+            break;
         }
-        SOCK_DIAG_BY_FAMILY if body.len() >= MSG_LEN => {
-            let u32_at =
-                |o: usize| u32::from_ne_bytes([body[o], body[o + 1], body[o + 2], body[o + 3]]);
-            Answer::Found(Socket { uid: u32_at(64), inode: u64::from(u32_at(68)) })
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let body = &buf[16..len];
+        let u32_at =
+            |o: usize| u32::from_ne_bytes([body[o], body[o + 1], body[o + 2], body[o + 3]]);
+        match kind {
+            NLMSG_ERROR => {
+                let code = -i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+                let a = if code == libc::ENOENT || code == 0 {
+                    Answer::Missing
+                } else {
+                    Answer::Error(code)
+                };
+                out.push((seq, a));
+            }
+            SOCK_DIAG_BY_FAMILY if body.len() >= MSG_LEN => {
+                out.push((
+                    seq,
+                    Answer::Found(Socket { uid: u32_at(64), inode: u64::from(u32_at(68)) }),
+                ));
+            }
+            _ => {}
         }
-        _ => Answer::Other,
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
+    out
 }

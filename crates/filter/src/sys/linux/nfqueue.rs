@@ -30,6 +30,9 @@ const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 
+/// At most this many verdicts share one datagram (36 bytes each with a mark: about 36 KiB).
+pub const VERDICTS_PER_SEND: usize = 1_024;
+
 /// Accept a packet when the queue is full instead of dropping it.
 pub const FLAG_FAIL_OPEN: u32 = 1;
 /// Hand GSO packets over whole.
@@ -164,13 +167,26 @@ impl Queue {
 
     /// Gives packet `id` its verdict, and a new mark when `mark` is given.
     pub fn verdict(&self, id: u32, verdict: Verdict, mark: Option<u32>) -> io::Result<()> {
-        let mut hdr = verdict.code().to_be_bytes().to_vec();
-        hdr.extend_from_slice(&id.to_be_bytes());
-        let mut attrs = vec![(NFQA_VERDICT_HDR, hdr)];
-        if let Some(m) = mark {
-            attrs.push((NFQA_MARK, m.to_be_bytes().to_vec()));
+        self.verdicts(&[(id, verdict, mark)])
+    }
+
+    /// Gives each packet its verdict (and its new mark, when given), many to a datagram: one
+    /// `send` for up to [`VERDICTS_PER_SEND`] of them.
+    pub fn verdicts(&self, verdicts: &[(u32, Verdict, Option<u32>)]) -> io::Result<()> {
+        for chunk in verdicts.chunks(VERDICTS_PER_SEND) {
+            let mut out = Vec::with_capacity(40 * chunk.len());
+            for (id, verdict, mark) in chunk {
+                let mut hdr = verdict.code().to_be_bytes().to_vec();
+                hdr.extend_from_slice(&id.to_be_bytes());
+                let mut attrs = vec![(NFQA_VERDICT_HDR, hdr)];
+                if let Some(m) = mark {
+                    attrs.push((NFQA_MARK, m.to_be_bytes().to_vec()));
+                }
+                out.extend(message(NFQNL_MSG_VERDICT, NLM_F_REQUEST, self.queue, &attrs)?);
+            }
+            self.send_raw(&out)?;
         }
-        self.send(NFQNL_MSG_VERDICT, NLM_F_REQUEST, &attrs)
+        Ok(())
     }
 
     fn config(&self, attrs: &[(u16, Vec<u8>)]) -> io::Result<()> {
@@ -200,7 +216,10 @@ impl Queue {
     }
 
     fn send(&self, msg: u16, flags: u16, attrs: &[(u16, Vec<u8>)]) -> io::Result<()> {
-        let out = message(msg, flags, self.queue, attrs)?;
+        self.send_raw(&message(msg, flags, self.queue, attrs)?)
+    }
+
+    fn send_raw(&self, out: &[u8]) -> io::Result<()> {
         loop {
             // SAFETY: send(2) from a live buffer of the given length.
             let n = unsafe { libc::send(self.fd.as_raw_fd(), out.as_ptr().cast(), out.len(), 0) };

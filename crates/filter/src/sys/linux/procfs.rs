@@ -1,42 +1,147 @@
-//! From a socket's inode to the process that holds it, and what procfs says about that
-//! process. Scanning every process's descriptors is the slow part, so the processes that made
-//! recent flows are looked at first: a program making many connections is found at once.
+//! From socket inodes to the processes that hold them, and what procfs says about those
+//! processes. Reading a process's descriptors is the slow part (one `readlink` each), so it is
+//! done once per process per batch of flows: each read records every socket the process
+//! holds, the processes that made recent flows are read first, and a program making many
+//! connections is found with one read however many of its flows arrive together.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 
 use crate::flow::Process;
 
-/// How many recent processes are looked at before all of them.
+/// How many recent processes are read before all of them.
 const RECENT: usize = 32;
 
 /// Finds processes by socket inode.
 #[derive(Debug, Default)]
 pub(crate) struct Procfs {
+    /// The processes that held recent flows' sockets, latest first.
     recent: VecDeque<u32>,
+    /// Socket inode → the process whose descriptors showed it, from the reads of the recent
+    /// processes (each read replaces that process's entries).
+    holders: HashMap<u64, u32>,
+    /// The inodes each recent process showed at its last read.
+    shown: HashMap<u32, Vec<u64>>,
 }
 
 impl Procfs {
-    /// The process holding socket `inode`, with its details, or `None` when no process holds
-    /// it (any more). `uid` is the socket owner's, from sock_diag.
-    pub(crate) fn process(&mut self, inode: u64, uid: u32) -> Option<Process> {
-        let pid = self.holder(inode)?;
+    /// The process holding each socket, with its details (`uid` is the socket owner's, from
+    /// sock_diag), in order; `None` where no process holds it (any more). Each process is read
+    /// and described at most once per call.
+    pub(crate) fn processes(&mut self, sockets: &[(u64, u32)]) -> Vec<Option<Process>> {
+        // Inode 0 is no process's socket (a TCP TIME_WAIT entry, a kernel socket): looking for
+        // it would read every process in vain.
+        let wanted: Vec<u64> =
+            sockets.iter().map(|(inode, _)| *inode).filter(|inode| *inode != 0).collect();
+        let found = self.holders_of(&wanted);
+        let mut described: HashMap<(u32, u32), Option<Process>> = HashMap::new();
+        sockets
+            .iter()
+            .map(|(inode, uid)| {
+                let pid = *found.get(inode)?;
+                described.entry((pid, *uid)).or_insert_with(|| describe(pid, *uid)).clone()
+            })
+            .collect()
+    }
+
+    /// The holder of each of `wanted` that could be found.
+    fn holders_of(&mut self, wanted: &[u64]) -> HashMap<u64, u32> {
+        let mut found = HashMap::new();
+        let mut missing: Vec<u64> = Vec::new();
+        for inode in wanted {
+            // A holder seen before is believed only after its descriptors are read again
+            // below; until then the inode counts as missing.
+            if !missing.contains(inode) {
+                missing.push(*inode);
+            }
+        }
+        let mut read: Vec<u32> = Vec::new();
+        // Recent holders first: the one remembered for a wanted inode, then the rest.
+        let mut order: Vec<u32> =
+            missing.iter().filter_map(|i| self.holders.get(i).copied()).collect();
+        order.extend(self.recent.iter().copied());
+        let mut tried = std::collections::HashSet::new();
+        order.retain(|p| tried.insert(*p));
+        for pid in order {
+            if missing.is_empty() {
+                break;
+            }
+            self.read(pid, &mut missing, &mut found);
+            read.push(pid);
+        }
+        if !missing.is_empty() {
+            let mut pids: Vec<u32> = pids().into_iter().filter(|p| !tried.contains(p)).collect();
+            // Newest first: a flow's process is more often young than old.
+            pids.sort_unstable_by(|a, b| b.cmp(a));
+            for pid in pids {
+                if missing.is_empty() {
+                    break;
+                }
+                let before = missing.len();
+                self.read(pid, &mut missing, &mut found);
+                if missing.len() < before {
+                    read.push(pid);
+                } else {
+                    // Only processes that held a wanted socket are remembered.
+                    self.forget(pid);
+                }
+            }
+        }
+        for pid in read.iter().rev() {
+            if found.values().any(|p| p == pid) {
+                self.remember(*pid);
+            }
+        }
+        found
+    }
+
+    /// Reads `pid`'s descriptors: records every socket it holds, and moves the wanted ones it
+    /// holds from `missing` to `found`.
+    fn read(&mut self, pid: u32, missing: &mut Vec<u64>, found: &mut HashMap<u64, u32>) {
+        let inodes: Vec<u64> = socket_inodes(pid).collect();
+        if let Some(old) = self.shown.remove(&pid) {
+            for i in old {
+                if self.holders.get(&i) == Some(&pid) {
+                    self.holders.remove(&i);
+                }
+            }
+        }
+        for i in &inodes {
+            self.holders.insert(*i, pid);
+        }
+        missing.retain(|i| {
+            let held = inodes.contains(i);
+            if held {
+                found.insert(*i, pid);
+            }
+            !held
+        });
+        self.shown.insert(pid, inodes);
+    }
+
+    fn remember(&mut self, pid: u32) {
         if let Some(at) = self.recent.iter().position(|p| *p == pid) {
             self.recent.remove(at);
         }
         self.recent.push_front(pid);
-        self.recent.truncate(RECENT);
-        describe(pid, uid)
+        while self.recent.len() > RECENT {
+            if let Some(old) = self.recent.pop_back() {
+                self.forget(old);
+            }
+        }
     }
 
-    fn holder(&self, inode: u64) -> Option<u32> {
-        if let Some(pid) = self.recent.iter().copied().find(|p| holds(*p, inode)) {
-            return Some(pid);
+    fn forget(&mut self, pid: u32) {
+        if self.recent.contains(&pid) {
+            return;
         }
-        let mut pids: Vec<u32> = pids().into_iter().filter(|p| !self.recent.contains(p)).collect();
-        // Newest first: a flow's process is more often young than old.
-        pids.sort_unstable_by(|a, b| b.cmp(a));
-        pids.into_iter().find(|p| holds(*p, inode))
+        if let Some(old) = self.shown.remove(&pid) {
+            for i in old {
+                if self.holders.get(&i) == Some(&pid) {
+                    self.holders.remove(&i);
+                }
+            }
+        }
     }
 }
 
@@ -58,10 +163,10 @@ pub(crate) fn descriptors(pid: u32) -> impl Iterator<Item = (String, String)> {
     })
 }
 
-/// Whether process `pid` has a descriptor on socket `inode`.
-fn holds(pid: u32, inode: u64) -> bool {
-    let want = format!("socket:[{inode}]");
-    descriptors(pid).any(|(_, link)| link == want)
+/// The inodes of the sockets `pid` holds.
+fn socket_inodes(pid: u32) -> impl Iterator<Item = u64> {
+    descriptors(pid)
+        .filter_map(|(_, link)| link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
 }
 
 /// What procfs says about `pid`, identified as local network privacy identifies it.
@@ -75,4 +180,37 @@ pub(crate) fn describe(pid: u32, uid: u32) -> Option<Process> {
         cgroup: found.cgroup,
         identity: found.identity,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_of_this_process_are_found_in_one_read_and_closed_ones_are_not() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let inode = |s: &std::net::UdpSocket| {
+            use std::os::fd::AsRawFd;
+            let link = fs::read_link(format!("/proc/self/fd/{}", s.as_raw_fd()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let link = link.to_string_lossy().into_owned();
+            link.trim_start_matches("socket:[")
+                .trim_end_matches(']')
+                .parse::<u64>()
+                .unwrap_or_else(|e| panic!("{link}: {e}"))
+        };
+        let (ia, ib) = (inode(&a), inode(&b));
+        let me = std::process::id();
+        let mut p = Procfs::default();
+        let got = p.processes(&[(ia, 0), (ib, 0), (ia, 0)]);
+        assert!(got.iter().all(|g| g.as_ref().map(|p| p.pid) == Some(me)), "{got:?}");
+        assert_eq!(p.recent.front(), Some(&me));
+        drop(b);
+        let got = p.processes(&[(ib, 0), (ia, 0), (0, 0)]);
+        assert_eq!(got[0], None, "a closed socket has no process");
+        assert_eq!(got[2], None, "inode 0 is nobody's");
+        assert_eq!(got[1].as_ref().map(|p| p.pid), Some(me));
+        assert!(!p.holders.contains_key(&ib), "the closed socket was forgotten at the read");
+    }
 }
