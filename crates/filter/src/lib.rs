@@ -15,6 +15,7 @@ pub mod engine;
 pub mod flow;
 pub mod host;
 pub mod list;
+pub mod names;
 pub mod packet;
 pub mod protocol;
 pub mod provider;
