@@ -3,7 +3,7 @@
 //! packets that arrive again (a retransmitted SYN, a second datagram queued before the first
 //! was decided). Driven by the host with the time passed in, so it is tested in virtual time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,9 @@ pub struct Engine<P> {
     deadline: Duration,
     next_id: u64,
     pending: HashMap<FlowKey, Pending<P>>,
+    /// The waiting flows by deadline: the next one and the passed ones without a walk over
+    /// every waiting flow.
+    dues: BTreeSet<(Instant, u64)>,
     ids: HashMap<u64, FlowKey>,
     decided: HashMap<FlowKey, Decision>,
     decided_order: VecDeque<(Instant, FlowKey)>,
@@ -107,6 +110,7 @@ impl<P> Engine<P> {
             deadline,
             next_id: 1,
             pending: HashMap::new(),
+            dues: BTreeSet::new(),
             ids: HashMap::new(),
             decided: HashMap::new(),
             decided_order: VecDeque::new(),
@@ -144,7 +148,9 @@ impl<P> Engine<P> {
         let id = self.next_id;
         self.next_id += 1;
         self.stats.flows += 1;
-        self.pending.insert(key, Pending { id, packets: vec![packet], due: now + self.deadline });
+        let due = now + self.deadline;
+        self.pending.insert(key, Pending { id, packets: vec![packet], due });
+        self.dues.insert((due, id));
         self.ids.insert(id, key);
         (Seen::New(id), None)
     }
@@ -160,6 +166,7 @@ impl<P> Engine<P> {
         let Some(pending) = self.pending.remove(&key) else {
             return Vec::new();
         };
+        self.dues.remove(&(pending.due, pending.id));
         match decision {
             Decision::Allow => self.stats.allowed += 1,
             Decision::Drop => self.stats.dropped += 1,
@@ -180,7 +187,8 @@ impl<P> Engine<P> {
 
     /// Flows whose deadline has passed, decided by the failure policy: their ids and packets.
     pub fn expire(&mut self, now: Instant) -> Vec<(u64, Vec<P>)> {
-        let due: Vec<u64> = self.pending.values().filter(|p| p.due <= now).map(|p| p.id).collect();
+        let due: Vec<u64> =
+            self.dues.iter().take_while(|(due, _)| *due <= now).map(|(_, id)| *id).collect();
         due.into_iter()
             .map(|id| {
                 self.stats.deadlines_missed += 1;
@@ -197,7 +205,7 @@ impl<P> Engine<P> {
 
     /// When the next deadline falls.
     pub fn next_due(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.due).min()
+        self.dues.first().map(|(due, _)| *due)
     }
 
     fn forget(&mut self, now: Instant) {
@@ -266,6 +274,25 @@ mod tests {
             (2, 2, 2, 1, 1)
         );
         assert_eq!(e.waiting(), 0);
+        assert_eq!(e.next_due(), None);
+    }
+
+    #[test]
+    fn thousands_of_waiting_flows_expire_in_deadline_order() {
+        let t0 = Instant::now();
+        let mut e: Engine<u32> = Engine::new(FailPolicy::Closed, Duration::from_secs(2));
+        for i in 0..10_000u16 {
+            let _ = e.packet(t0 + Duration::from_millis(u64::from(i)), key(i), u32::from(i));
+        }
+        // Decided ones leave the schedule: flow 1 (port 0) is no longer due first.
+        assert_eq!(e.decide(t0, 1, Decision::Allow), [0]);
+        assert_eq!(e.next_due(), Some(t0 + Duration::from_millis(2_001)));
+        let expired = e.expire(t0 + Duration::from_millis(2_100));
+        let ids: Vec<u64> = expired.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (2..=101).collect::<Vec<u64>>());
+        assert_eq!(e.waiting(), 10_000 - 101);
+        assert_eq!(e.next_due(), Some(t0 + Duration::from_millis(2_101)));
+        assert_eq!(e.fail_all(t0).len(), 10_000 - 101);
         assert_eq!(e.next_due(), None);
     }
 }
