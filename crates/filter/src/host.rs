@@ -12,6 +12,7 @@
 //! deleting a flow's conntrack entry when its socket is destroyed (sock_diag's destroy
 //! notifications). TCP has no such gap: a new SYN on an old entry starts a new one.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +21,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
@@ -30,7 +30,7 @@ pub use nw_provider::alive;
 use nw_provider::blocking;
 
 use crate::engine::{Decision, Engine, FailPolicy, Seen, Stats};
-use crate::flow::{Direction, Flow, FlowKey, FlowVerdict};
+use crate::flow::{Direction, Flow, FlowKey, FlowVerdict, Process};
 use crate::packet::outbound_key;
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
 use crate::rules::{Action, Rules};
@@ -347,11 +347,8 @@ pub async fn run(
         blocking(move || Queue::bind(number, nfqueue::Copy::Packet(128), 65_536, flags, true))
             .await
             .map_err(|error| HostError::Queue { queue: options.queue, error })?;
-    // SAFETY: the Queue owns its descriptor, keeps it open until it is dropped with the
-    // AsyncFd, and always returns the same one.
-    let queue = unsafe { AsyncFd::register_with_interest(queue, tokio::io::Interest::READABLE) }
-        .map_err(|e| HostError::Queue { queue: options.queue, error: e.into() })?;
-    let mut diag = Diag::open().map_err(HostError::Diag)?;
+    let queue = Arc::new(queue);
+    let diag = Diag::open().map_err(HostError::Diag)?;
     let bypass = options.policy == FailPolicy::Open;
     // Local network privacy classifies against the path service's readings.
     let mut readings = match &options.local_network {
@@ -380,16 +377,26 @@ pub async fn run(
         .map_err(HostError::Rules)?;
     let (lnp_tx, mut lnp_rx) = mpsc::unbounded_channel::<(u64, Result<nw_lnp::Verdict, String>)>();
     let _ = events.send(Event::Ready { queue: options.queue, removed_stale });
+    // Reading the queue and finding each new flow's process are blocking calls (netlink,
+    // procfs): a thread of their own does them, a batch at a time, while this loop decides and
+    // gives the verdicts. A loop that falls behind holds the thread back (the channel is
+    // bounded), and the kernel's queue, then its failure policy, take the rest.
+    let (batch_tx, mut batches) = mpsc::channel::<Batch>(64);
+    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (queue, reading, batch) = (queue.clone(), reading.clone(), options.batch);
+        std::thread::Builder::new()
+            .name("nw-filter-queue".into())
+            .spawn(move || read_queue(&queue, diag, batch, &batch_tx, &reading))
+            .map_err(|e| HostError::Queue { queue: options.queue, error: e })?
+    };
 
     let mut engine: Engine<Held> = Engine::new(options.policy, options.deadline);
-    let mut procfs = Procfs::default();
-    let mut asked: std::collections::HashMap<u64, Flow> = Default::default();
+    let mut asked: HashMap<u64, Flow> = Default::default();
     let mut slot = match &options.provider {
         Some(p) => start_provider(p, &events, nw_provider::Backoff::new()),
         None => Slot::None,
     };
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut packets: Vec<(Held, Option<FlowKey>)> = Vec::with_capacity(options.batch);
     let mut out: Vec<(u32, Verdict, Option<u32>)> = Vec::new();
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let far = Duration::from_secs(3600);
@@ -401,35 +408,10 @@ pub async fn run(
             _ => now + far,
         };
         tokio::select! {
-            ready = queue.readable() => {
-                let mut guard = match ready {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::error!("the queue failed: {e}");
-                        break;
-                    }
-                };
-                // Up to `batch` packets; when more wait, the queue stays readable and the
-                // next turn of the loop takes them.
-                packets.clear();
-                while packets.len() < options.batch {
-                    match guard.try_io(|q| q.get_ref().recv(&mut buf)) {
-                        Ok(Ok(n)) => packets.extend(
-                            nfqueue::packets(&buf[..n])
-                                .into_iter()
-                                .map(|q| (Held { id: q.id, mark: q.mark }, outbound_key(q.payload))),
-                        ),
-                        Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
-                        Ok(Err(e)) => {
-                            tracing::warn!("reading the queue: {e}");
-                            break;
-                        }
-                        Err(_would_block) => break,
-                    }
-                }
+            Some(Batch { packets, processes }) = batches.recv() => {
                 let now = Instant::now();
                 let mut new: Vec<(u64, FlowKey)> = Vec::new();
-                for (held, key) in packets.drain(..) {
+                for (held, key) in packets {
                     let Some(key) = key else {
                         give(&mut out, held.id, held.mark, Decision::Allow);
                         continue;
@@ -440,17 +422,9 @@ pub async fn run(
                         _ => {}
                     }
                 }
-                // The new flows' processes, found together: one sock_diag exchange and one
-                // read of each process's descriptors for the whole batch.
-                let keys: Vec<FlowKey> = new.iter().map(|(_, k)| *k).collect();
-                let sockets = diag.find(&keys).unwrap_or_else(|e| {
-                    tracing::warn!("sock_diag: {e}");
-                    vec![None; keys.len()]
-                });
-                let owned: Vec<(u64, u32)> = sockets.iter().flatten().map(|s| (s.inode, s.uid)).collect();
-                let mut processes = procfs.processes(&owned).into_iter();
-                for ((id, key), socket) in new.into_iter().zip(sockets) {
-                    let process = socket.and_then(|_| processes.next().flatten());
+                for (id, key) in new {
+                    // Found by the reader, which looks up every key the engine could take as new.
+                    let process = processes.get(&key).cloned().flatten();
                     let flow = Flow {
                         id,
                         transport: key.transport,
@@ -505,7 +479,7 @@ pub async fn run(
                     settle(&mut engine, &mut out, now, id, decision, &by);
                     let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                 }
-                flush(queue.get_ref(), &mut out);
+                flush(&queue, &mut out);
             }
             Some((id, answer)) = lnp_rx.recv() => {
                 let now = Instant::now();
@@ -523,7 +497,7 @@ pub async fn run(
                 match decided {
                     Some((decision, by)) => {
                         settle(&mut engine, &mut out, now, id, decision, &by);
-                        flush(queue.get_ref(), &mut out);
+                        flush(&queue, &mut out);
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                     }
                     None => {
@@ -565,7 +539,7 @@ pub async fn run(
                             }),
                         };
                         settle(&mut engine, &mut out, now, id, decision, &by);
-                        flush(queue.get_ref(), &mut out);
+                        flush(&queue, &mut out);
                         if let Some(flow) = asked.remove(&id) {
                             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                         }
@@ -573,15 +547,15 @@ pub async fn run(
                     FromProvider::Message(ProviderMessage::Cancel { message }) => {
                         let m = format!("cancelled: {}", message.unwrap_or_default());
                         provider_down(&mut slot, m, &events, &mut engine, &mut asked, &mut out, now).await;
-                        flush(queue.get_ref(), &mut out);
+                        flush(&queue, &mut out);
                     }
                     FromProvider::Message(ProviderMessage::Stopped) => {
                         provider_down(&mut slot, "stopped unasked".into(), &events, &mut engine, &mut asked, &mut out, now).await;
-                        flush(queue.get_ref(), &mut out);
+                        flush(&queue, &mut out);
                     }
                     FromProvider::Gone(m) => {
                         provider_down(&mut slot, m, &events, &mut engine, &mut asked, &mut out, now).await;
-                        flush(queue.get_ref(), &mut out);
+                        flush(&queue, &mut out);
                     }
                 }
             }
@@ -596,7 +570,7 @@ pub async fn run(
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision: options.policy.decision(), by: By::Policy { why } });
                     }
                 }
-                flush(queue.get_ref(), &mut out);
+                flush(&queue, &mut out);
             }
             () = tokio::time::sleep_until(restart_at.into()) => {
                 if let (Slot::Down { backoff, .. }, Some(p)) = (&slot, &options.provider) {
@@ -609,19 +583,122 @@ pub async fn run(
             _ = stop.changed() => break,
         }
     }
-    // Rules first, so nothing new is queued; then every waiting packet gets the policy.
+    // Rules first, so nothing new is queued; then the reader stops, and every packet it read
+    // or that waits gets the policy.
     let leftovers = blocking(tables::remove).await;
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    batches.close();
+    while let Some(batch) = batches.recv().await {
+        for (h, _) in batch.packets {
+            give(&mut out, h.id, h.mark, options.policy.decision());
+        }
+    }
+    let _ = blocking(move || reader.join()).await;
     let now = Instant::now();
     for (_, held) in engine.fail_all(now) {
         for h in held {
             give(&mut out, h.id, h.mark, options.policy.decision());
         }
     }
-    flush(queue.get_ref(), &mut out);
+    flush(&queue, &mut out);
     if let Slot::Running(r) = slot {
         stop_provider(*r).await;
     }
     Ok(Ended { stats: engine.stats(), leftovers })
+}
+
+/// Packets read from the queue together, with the processes of their flows.
+struct Batch {
+    packets: Vec<(Held, Option<FlowKey>)>,
+    /// The process of each flow key the reader had not looked up within [`LOOKED_UP`].
+    processes: HashMap<FlowKey, Option<Process>>,
+}
+
+/// How long the reader remembers that it looked a UDP flow key up: the flow's later datagrams
+/// are not looked up again. Shorter than the
+/// engine's memory of decided flows ([`crate::engine::REMEMBER`]), so a packet the engine
+/// takes as a new flow's was looked up.
+const LOOKED_UP: Duration = Duration::from_secs(1);
+
+/// The reader thread: reads up to `batch` packets at a time, finds the processes of the flows
+/// it has not seen lately (one sock_diag exchange and one read of each candidate process's
+/// descriptors per batch), and hands both to the loop, until `reading` turns false or the loop
+/// is gone.
+#[allow(clippy::disallowed_methods, reason = "the lookups' memory runs on the wall clock")]
+fn read_queue(
+    queue: &Queue,
+    mut diag: Diag,
+    batch: usize,
+    to_loop: &mpsc::Sender<Batch>,
+    reading: &std::sync::atomic::AtomicBool,
+) {
+    let mut procfs = Procfs::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut looked_up: HashMap<FlowKey, Instant> = HashMap::new();
+    let mut order: std::collections::VecDeque<(Instant, FlowKey)> = Default::default();
+    while reading.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut packets: Vec<(Held, Option<FlowKey>)> = Vec::new();
+        while packets.len() < batch {
+            match queue.recv(&mut buf) {
+                Ok(n) => packets.extend(
+                    nfqueue::packets(&buf[..n])
+                        .into_iter()
+                        .map(|q| (Held { id: q.id, mark: q.mark }, outbound_key(q.payload))),
+                ),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("reading the queue: {e}");
+                    break;
+                }
+            }
+        }
+        if packets.is_empty() {
+            // Nothing queued: wait for more, looking at `reading` every 100 ms.
+            let _ = nfqueue::wait(queue, Duration::from_millis(100));
+            continue;
+        }
+        let now = Instant::now();
+        while let Some((at, key)) = order.front().copied() {
+            if now.duration_since(at) < LOOKED_UP {
+                break;
+            }
+            order.pop_front();
+            if looked_up.get(&key) == Some(&at) {
+                looked_up.remove(&key);
+            }
+        }
+        let mut keys: Vec<FlowKey> = Vec::new();
+        let mut in_batch = std::collections::HashSet::new();
+        for (_, key) in &packets {
+            // Every queued TCP packet is a SYN, and a new SYN on a 5-tuple just decided is a
+            // new connection (the engine forgets TCP flows once decided): always looked up.
+            if let Some(k) = key
+                && (k.transport == crate::flow::Transport::Tcp || !looked_up.contains_key(k))
+                && in_batch.insert(*k)
+            {
+                if k.transport == crate::flow::Transport::Udp {
+                    looked_up.insert(*k, now);
+                    order.push_back((now, *k));
+                }
+                keys.push(*k);
+            }
+        }
+        let sockets = diag.find(&keys).unwrap_or_else(|e| {
+            tracing::warn!("sock_diag: {e}");
+            vec![None; keys.len()]
+        });
+        let owned: Vec<(u64, u32)> = sockets.iter().flatten().map(|s| (s.inode, s.uid)).collect();
+        let mut found = procfs.processes(&owned).into_iter();
+        let processes = keys
+            .into_iter()
+            .zip(sockets)
+            .map(|(k, socket)| (k, socket.and_then(|_| found.next().flatten())))
+            .collect();
+        if to_loop.blocking_send(Batch { packets, processes }).is_err() {
+            return;
+        }
+    }
 }
 
 /// The rules' decision, or `None` when the provider is to be asked.
@@ -806,7 +883,7 @@ async fn provider_down(
     message: String,
     events: &mpsc::UnboundedSender<Event>,
     engine: &mut Engine<Held>,
-    asked: &mut std::collections::HashMap<u64, Flow>,
+    asked: &mut HashMap<u64, Flow>,
     out: &mut Vec<(u32, Verdict, Option<u32>)>,
     now: Instant,
 ) {

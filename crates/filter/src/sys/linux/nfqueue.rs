@@ -278,6 +278,18 @@ fn poll(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<()> {
     }
 }
 
+/// Waits until packets are queued or `timeout` passes; whether packets are queued.
+pub fn wait(queue: &Queue, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd { fd: queue.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: poll(2) on one live pollfd; a bounded wait.
+    match unsafe { libc::poll(&raw mut p, 1, ms) } {
+        r if r > 0 => Ok(true),
+        0 => Ok(false),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
     poll(fd, libc::POLLIN)
 }
