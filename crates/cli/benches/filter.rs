@@ -192,11 +192,15 @@ struct Host {
     seen: std::sync::mpsc::Receiver<u64>,
 }
 
+/// Where the hosts keep their status and log (removed at the end).
+fn state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("nw-bench-filter-{}", std::process::id()))
+}
+
 fn host(ns: &Namespace, extra: &[&str]) -> Host {
     let mut cmd = ns.command(NW);
     cmd.args(["filter", "up", "--json"]).args(extra).stdout(Stdio::piped());
-    let state = std::env::temp_dir().join(format!("nw-bench-filter-{}", std::process::id()));
-    cmd.env("NW_FILTER_STATE_DIR", &state).stderr(Stdio::inherit());
+    cmd.env("NW_FILTER_STATE_DIR", state_dir()).stderr(Stdio::inherit());
     let mut guard = ns.spawn(cmd).expect("nw filter up");
     let mut lines = BufReader::new(guard.stdout().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -295,4 +299,5 @@ fn main() {
             percentile(&mut lats[i], 0.99),
         );
     }
+    let _ = std::fs::remove_dir_all(state_dir());
 }

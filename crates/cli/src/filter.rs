@@ -174,6 +174,11 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     let provider_name = host.provider.as_ref().map(|p| p.program.display().to_string());
 
     let state = StateFiles::new();
+    // Namespaces come and go (containers, tests); their files would stay in /run for ever.
+    let sweeping = state.status.parent().map(std::path::Path::to_path_buf);
+    if let Some(dir) = sweeping {
+        tokio::task::spawn_blocking(move || sweep(&dir));
+    }
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -286,6 +291,47 @@ impl StateFiles {
         let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
         if let Err(e) = nw_trust::files::replace(&self.status, &bytes, 0o644) {
             tracing::warn!("cannot write {}: {e}", self.status.display());
+        }
+    }
+}
+
+/// Removes from `dir` the status files and logs of network namespaces that no longer exist
+/// (each file is named by its namespace's inode), and temporary files whose writer (the pid in
+/// their name) is gone. A namespace counts as existing while a process is in it or it is named
+/// under /run/netns; a running host is in its own.
+fn sweep(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut live = std::collections::HashSet::new();
+    let pids =
+        std::fs::read_dir("/proc").into_iter().flatten().flatten().filter(|e| {
+            e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    for e in pids {
+        if let Ok(m) = std::fs::metadata(e.path().join("ns/net")) {
+            live.insert(std::os::unix::fs::MetadataExt::ino(&m));
+        }
+    }
+    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            live.insert(std::os::unix::fs::MetadataExt::ino(&m));
+        }
+    }
+    if live.is_empty() {
+        return; // /proc unreadable: nothing can be judged dead
+    }
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(ns) = name.split('.').next().and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
+        let writer_gone = name.strip_suffix(".tmp").is_some_and(|rest| {
+            rest.rsplit('.')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| !nw_filter::host::alive(p))
+        });
+        if !live.contains(&ns) || writer_gone {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

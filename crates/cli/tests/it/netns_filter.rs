@@ -303,12 +303,25 @@ print(json.dumps({"connect": said, "ms": (time.monotonic() - t) * 1000}))
 
 /// Output nobody reads (a pipe whose reader stopped) holds up no verdict: thousands of flows
 /// are decided while `nw filter up --json`'s lines pile up unread, a connect after them is
-/// decided at once, and SIGTERM still stops the host in order.
+/// decided at once, and SIGTERM still stops the host in order. And the host sweeps the state
+/// files of namespaces that are gone, and temporary files whose writer died.
 #[test]
 fn netns_filter_decides_while_nobody_reads_its_output() {
     let p = pair();
     let _sink = sink(&p.srv);
+    let state = nw_lab::Scratch::new("filter-state").expect("a scratch directory");
+    let dir = state.path();
+    let this_ns =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap());
+    // Inode 1 is never a network namespace's; pid 4194305 is past the largest pid_max.
+    let gone = ["1.log", "1.log.1", "1.json"].map(|f| dir.join(f));
+    let dead_writer = dir.join(format!("{this_ns}.json.4194305.tmp"));
+    let kept = dir.join(format!("{this_ns}.log"));
+    for f in gone.iter().chain([&dead_writer, &kept]) {
+        std::fs::write(f, "{}\n").unwrap();
+    }
     let mut cmd = p.cli.command(NW);
+    cmd.env("NW_FILTER_STATE_DIR", dir);
     cmd.args(["filter", "up", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null());
     let mut host = p.cli.spawn(cmd).expect("start nw filter up");
     let _unread = host.stdout().expect("stdout piped");
@@ -332,4 +345,8 @@ fn netns_filter_decides_while_nobody_reads_its_output() {
     let status = host.wait_for(Duration::from_secs(20)).expect("nw filter up stops on SIGTERM");
     assert_eq!(status.code(), Some(0), "an orderly stop");
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+    for f in gone.iter().chain([&dead_writer]) {
+        assert!(!f.exists(), "{} was not swept", f.display());
+    }
+    assert!(kept.exists(), "the log of a namespace that exists was removed");
 }
