@@ -1,9 +1,11 @@
 //! The privileged host: it binds an NFQUEUE, installs the rules that send each new flow's
 //! first packets there, finds the process behind each flow, decides by the rules, asks the
 //! provider (its own unprivileged process, supervised and restarted) when a rule says so, and
-//! gives the waiting packets their verdict. Whenever no provider answers — not running,
-//! crashed, stopping, or past the flow's deadline — the failure policy decides. On any stop
-//! the rules are removed before the queue is released.
+//! gives the waiting packets their verdict. A reader thread reads the queue and finds the
+//! processes a batch at a time; the event loop decides and sends the verdicts together.
+//! Whenever no provider answers — not running, crashed, stopping, or past the flow's deadline
+//! — the failure policy decides. On any stop the rules are removed before the queue is
+//! released.
 //!
 //! A flow is a conntrack entry. Known gap: a new UDP socket that reuses an allowed flow's
 //! 5-tuple while conntrack still remembers it (30 s unreplied, 120 s replied) passes under the
