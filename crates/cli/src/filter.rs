@@ -278,9 +278,7 @@ impl StateFiles {
     fn new() -> Self {
         let dir = std::env::var_os("NW_FILTER_STATE_DIR")
             .map_or_else(|| PathBuf::from("/run/nwkit/filter"), PathBuf::from);
-        let ns = std::fs::metadata("/proc/self/ns/net")
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-            .unwrap_or(0);
+        let ns = nw_provider::this_namespace();
         Self { status: dir.join(format!("{ns}.json")), log: dir.join(format!("{ns}.log")) }
     }
 
@@ -301,21 +299,7 @@ impl StateFiles {
 /// under /run/netns; a running host is in its own.
 fn sweep(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut live = std::collections::HashSet::new();
-    let pids =
-        std::fs::read_dir("/proc").into_iter().flatten().flatten().filter(|e| {
-            e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        });
-    for e in pids {
-        if let Ok(m) = std::fs::metadata(e.path().join("ns/net")) {
-            live.insert(std::os::unix::fs::MetadataExt::ino(&m));
-        }
-    }
-    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
-        if let Ok(m) = std::fs::metadata(e.path()) {
-            live.insert(std::os::unix::fs::MetadataExt::ino(&m));
-        }
-    }
+    let live = nw_provider::live_namespaces();
     if live.is_empty() {
         return; // /proc unreadable: nothing can be judged dead
     }

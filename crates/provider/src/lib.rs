@@ -378,6 +378,40 @@ pub fn alive(pid: u32) -> bool {
         })
 }
 
+/// The calling thread's network namespace, by its inode (0 when /proc cannot say): hosts name
+/// their state files by it, so a host inside a namespace and the status command run there
+/// agree.
+pub fn this_namespace() -> u64 {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0)
+}
+
+/// The network namespaces that exist, by inode: those a process is in, and those named under
+/// /run/netns (which exist with nobody in them). Empty when /proc cannot be read, so a caller
+/// can tell "none found" from "cannot judge". Blocking (one `stat` per process).
+pub fn live_namespaces() -> std::collections::HashSet<u64> {
+    let mut live = std::collections::HashSet::new();
+    let pids =
+        std::fs::read_dir("/proc").into_iter().flatten().flatten().filter(|e| {
+            e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    for e in pids {
+        if let Ok(m) = std::fs::metadata(e.path().join("ns/net")) {
+            live.insert(std::os::unix::fs::MetadataExt::ino(&m));
+        }
+    }
+    if live.is_empty() {
+        return live;
+    }
+    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            live.insert(std::os::unix::fs::MetadataExt::ino(&m));
+        }
+    }
+    live
+}
+
 /// The provider's side: the contract socket named by the environment variable `fd_env`.
 /// Call it once; the descriptor is taken over.
 pub fn contract_socket(fd_env: &str) -> Result<std::os::unix::net::UnixStream, String> {
@@ -399,6 +433,13 @@ pub fn contract_socket(fd_env: &str) -> Result<std::os::unix::net::UnixStream, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_namespace_is_among_the_live_ones() {
+        let me = this_namespace();
+        assert_ne!(me, 0, "/proc/thread-self/ns/net unreadable");
+        assert!(live_namespaces().contains(&me));
+    }
 
     #[tokio::test]
     async fn a_reader_yields_each_message_then_the_close_and_refuses_garbage() {

@@ -865,10 +865,7 @@ impl std::fmt::Display for Leftover {
 pub fn state_dir() -> PathBuf {
     let dir = std::env::var_os("NW_TUNNEL_STATE_DIR")
         .map_or_else(|| PathBuf::from("/run/nwkit/tunnel"), PathBuf::from);
-    let ns = std::fs::metadata("/proc/self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap_or(0);
-    dir.join(ns.to_string())
+    dir.join(nw_provider::this_namespace().to_string())
 }
 
 /// What tunnel hosts that are gone left in this network namespace. Blocking (nft, netlink).
