@@ -34,6 +34,7 @@ use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use nw_lab::stats::{median, percentile};
 use nw_lab::{Lab, Namespace, addr, in_namespace};
 use serde_json::Value;
 
@@ -47,51 +48,35 @@ const TCP_PORT: u16 = 7100;
 /// How many flows the runs so far have used of each thread's (source port, echo port) cycle.
 static USED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn percentile(xs: &mut [f64], p: f64) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[((xs.len() - 1) as f64 * p).round() as usize]
-}
-
-/// Runs `f` forever on a thread inside `ns`.
-fn serve_in(ns: &Namespace, f: impl FnOnce() + Send + 'static) {
-    let file = std::fs::File::open(format!("/run/netns/{}", ns.name())).unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: setns(2) on an open namespace file descriptor, on this thread only.
-        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        f();
-    });
-}
-
-/// UDP echo on the server's echo ports, and a TCP listener that accepts and closes.
+/// UDP echo on the server's echo ports, and a TCP listener that accepts and closes. The
+/// sockets are made inside `ns` and served from ordinary threads.
 fn servers(ns: &Namespace) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    serve_in(ns, move || {
+    let (sockets, listener) = in_namespace(ns, || {
         let sockets: Vec<UdpSocket> = (0..ECHO_PORTS)
             .map(|i| UdpSocket::bind((addr::SRV_V4, FIRST_ECHO_PORT + i)).unwrap())
             .collect();
-        let listener = TcpListener::bind((addr::SRV_V4, TCP_PORT)).unwrap();
-        tx.send(()).unwrap();
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                drop(s);
-            }
-        });
+        (sockets, TcpListener::bind((addr::SRV_V4, TCP_PORT)).unwrap())
+    })
+    .unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    std::thread::spawn(move || {
         let mut fds: Vec<libc::pollfd> = sockets
             .iter()
             .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
             .collect();
+        for s in &sockets {
+            s.set_nonblocking(true).unwrap();
+        }
         let mut buf = [0u8; 64];
         loop {
-            // SAFETY: poll(2) on live pollfds owned by this function.
+            // SAFETY: poll(2) on live pollfds of the sockets this thread owns.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
             for (i, p) in fds.iter_mut().enumerate() {
                 if p.revents & libc::POLLIN != 0 {
-                    sockets[i].set_nonblocking(true).unwrap();
                     while let Ok((n, from)) = sockets[i].recv_from(&mut buf) {
                         let _ = sockets[i].send_to(&buf[..n], from);
                     }
@@ -100,7 +85,6 @@ fn servers(ns: &Namespace) {
             }
         }
     });
-    rx.recv().unwrap();
 }
 
 /// One generator thread: `WINDOW` flows in flight for `length`; its completed flows and the
@@ -273,30 +257,30 @@ fn main() {
                 p.cli.run(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1"]).unwrap();
             }
             let (rate, lost) = load(&p.cli, length);
-            let mut l = connects(&p.cli, connects_n);
+            let l = connects(&p.cli, connects_n);
             let seen = h.map(Host::stop);
             println!(
                 "run {run} {name:>9}: {rate:>9.0} flows/s, {lost} lost{}; connect p50 {:.3} ms p99 {:.3} ms",
                 seen.map_or_else(String::new, |s| format!(", host saw {s} flows")),
-                percentile(&mut l, 0.5),
-                percentile(&mut l, 0.99),
+                percentile(&l, 0.5),
+                percentile(&l, 0.99),
             );
             rates[i].push(rate);
             lats[i].extend(l);
         }
     }
     println!("\nmedians over {runs} run(s) of {} s each:", length.as_secs());
-    let base = if rates[1].is_empty() { f64::NAN } else { median(rates[1].clone()) };
+    let base = median(&rates[1]);
     for (i, (name, _)) in modes.iter().enumerate() {
         if rates[i].is_empty() {
             continue;
         }
-        let r = median(rates[i].clone());
+        let r = median(&rates[i]);
         println!(
             "{name:>9}: {r:>9.0} flows/s ({:.2}× unbatched); connect p50 {:.3} ms p99 {:.3} ms",
             r / base,
-            percentile(&mut lats[i], 0.5),
-            percentile(&mut lats[i], 0.99),
+            percentile(&lats[i], 0.5),
+            percentile(&lats[i], 0.99),
         );
     }
     let _ = std::fs::remove_dir_all(state_dir());

@@ -25,6 +25,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use nw_lab::stats::median;
 use nw_lab::{Child, Lab, Namespace, addr};
 use nw_wireguard::SecretKey;
 use serde_json::Value;
@@ -33,11 +34,6 @@ const NW: &str = env!("CARGO_BIN_EXE_nw");
 
 /// One run: tunnel, up Mbit/s, up CPU s/GB, down Mbit/s, down CPU s/GB, rtt ms.
 type Row = (&'static str, f64, f64, f64, f64, f64);
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -237,7 +233,7 @@ fn main() {
         "tunnel", "up Mbit/s", "CPU s/GB", "down Mbit/s", "CPU s/GB", "rtt ms"
     );
     let stat = |name: &str, f: fn(&Row) -> f64| {
-        median(rows.iter().filter(|r| r.0 == name).map(f).collect())
+        median(&rows.iter().filter(|r| r.0 == name).map(f).collect::<Vec<_>>())
     };
     let mut medians = Vec::new();
     for name in ["nw (our provider)", "wireguard-go"] {

@@ -33,6 +33,7 @@ pub mod ocsp;
 mod process;
 pub mod proxies;
 mod scratch;
+pub mod stats;
 mod timing;
 
 pub use counters::TcpCounters;
