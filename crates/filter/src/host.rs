@@ -636,8 +636,7 @@ fn read_queue(
 ) {
     let mut procfs = Procfs::default();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut looked_up: HashMap<FlowKey, Instant> = HashMap::new();
-    let mut order: std::collections::VecDeque<(Instant, FlowKey)> = Default::default();
+    let mut looked_up = LookedUp::default();
     while reading.load(std::sync::atomic::Ordering::Relaxed) {
         let mut packets: Vec<(Held, Option<FlowKey>)> = Vec::new();
         while packets.len() < batch {
@@ -661,28 +660,10 @@ fn read_queue(
             continue;
         }
         let now = Instant::now();
-        while let Some((at, key)) = order.front().copied() {
-            if now.duration_since(at) < LOOKED_UP {
-                break;
-            }
-            order.pop_front();
-            if looked_up.get(&key) == Some(&at) {
-                looked_up.remove(&key);
-            }
-        }
+        looked_up.begin(now);
         let mut keys: Vec<FlowKey> = Vec::new();
-        let mut in_batch = std::collections::HashSet::new();
-        for (_, key) in &packets {
-            // Every queued TCP packet is a SYN, and a new SYN on a 5-tuple just decided is a
-            // new connection (the engine forgets TCP flows once decided): always looked up.
-            if let Some(k) = key
-                && (k.transport == crate::flow::Transport::Tcp || !looked_up.contains_key(k))
-                && in_batch.insert(*k)
-            {
-                if k.transport == crate::flow::Transport::Udp {
-                    looked_up.insert(*k, now);
-                    order.push_back((now, *k));
-                }
+        for k in packets.iter().filter_map(|(_, key)| key.as_ref()) {
+            if looked_up.due(now, *k) {
                 keys.push(*k);
             }
         }
@@ -700,6 +681,47 @@ fn read_queue(
         if to_loop.blocking_send(Batch { packets, processes }).is_err() {
             return;
         }
+    }
+}
+
+/// Which flow keys the reader looks up. Every queued TCP packet is a SYN, and a new SYN on a
+/// 5-tuple just decided is a new connection (the engine forgets TCP flows once decided), so
+/// TCP keys always are; a UDP key looked up within [`LOOKED_UP`] is not looked up again.
+#[derive(Debug, Default)]
+struct LookedUp {
+    at: HashMap<FlowKey, Instant>,
+    order: std::collections::VecDeque<(Instant, FlowKey)>,
+    /// The keys of the batch being gathered: each is looked up once.
+    batch: std::collections::HashSet<FlowKey>,
+}
+
+impl LookedUp {
+    /// A new batch, read at `now`: UDP keys looked up [`LOOKED_UP`] ago are forgotten.
+    fn begin(&mut self, now: Instant) {
+        self.batch.clear();
+        while let Some((at, old)) = self.order.front().copied() {
+            if now.duration_since(at) < LOOKED_UP {
+                break;
+            }
+            self.order.pop_front();
+            if self.at.get(&old) == Some(&at) {
+                self.at.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `key`, seen in the batch begun at `now`, is to be looked up (and is now
+    /// remembered as looked up).
+    fn due(&mut self, now: Instant, key: FlowKey) -> bool {
+        let udp = key.transport == crate::flow::Transport::Udp;
+        if (udp && self.at.contains_key(&key)) || !self.batch.insert(key) {
+            return false;
+        }
+        if udp {
+            self.at.insert(key, now);
+            self.order.push_back((now, key));
+        }
+        true
     }
 }
 
@@ -923,6 +945,30 @@ async fn stop_provider(mut r: Running) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "a starting instant for virtual time")]
+    fn udp_keys_are_looked_up_once_a_second_and_tcp_syns_every_time() {
+        let t0 = Instant::now();
+        let key = |t: crate::flow::Transport| FlowKey {
+            transport: t,
+            local: "10.0.0.1:4000".parse().unwrap_or_else(|e| panic!("{e}")),
+            remote: "10.0.0.2:53".parse().unwrap_or_else(|e| panic!("{e}")),
+        };
+        let (udp, tcp) = (key(crate::flow::Transport::Udp), key(crate::flow::Transport::Tcp));
+        let mut l = LookedUp::default();
+        l.begin(t0);
+        assert!(l.due(t0, udp));
+        assert!(!l.due(t0, udp), "twice in one batch");
+        assert!(l.due(t0, tcp));
+        assert!(!l.due(t0, tcp), "twice in one batch");
+        let t1 = t0 + Duration::from_millis(999);
+        l.begin(t1);
+        assert!(!l.due(t1, udp), "a later datagram within the second");
+        assert!(l.due(t1, tcp), "a new SYN on the same 5-tuple");
+        l.begin(t0 + LOOKED_UP);
+        assert!(l.due(t0 + LOOKED_UP, udp), "looked up again after a second");
+    }
 
     #[test]
     fn rules_that_could_never_match_here_are_named() {
