@@ -138,11 +138,17 @@ pub(crate) fn existing() -> Option<Option<u32>> {
     Some(pid)
 }
 
-/// Whether the filter's rules queue only flows to the local network (`NWFILTER-QUEUE` exists:
-/// local network privacy alone), rather than every new flow.
+/// Whether the filter's rules queue only flows to the local network (rules jump to
+/// `NWFILTER-QUEUE`: local network privacy alone), rather than every new flow.
 pub(crate) fn local_only() -> bool {
-    run("iptables", &["-w", "-S"], None)
-        .is_ok_and(|chains| chains.lines().any(|l| l == format!("-N {QUEUE_CHAIN}")))
+    run("iptables", &["-w", "-S"], None).is_ok_and(|rules| sends_to_queue_chain(&rules))
+}
+
+/// Whether rules (as `iptables -S` lists them) send anything to the local-only queue chain.
+/// The chain itself is made in both scopes; only with local network privacy alone do rules
+/// jump to it.
+fn sends_to_queue_chain(rules: &str) -> bool {
+    rules.lines().any(|l| l.starts_with("-A ") && l.ends_with(&format!(" -j {QUEUE_CHAIN}")))
 }
 
 /// Installs the rules for both families; on failure removes what was installed.
@@ -203,6 +209,14 @@ pub(crate) fn remove() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scope_of_installed_rules_is_read_back() {
+        // The installed rules as `iptables -S` lists them are the restore input's `-A` lines.
+        let listed = |scope: &Scope| restore_input(false, 7, true, 1, scope, true);
+        assert!(!sends_to_queue_chain(&listed(&Scope::All)), "every flow is queued");
+        assert!(sends_to_queue_chain(&listed(&Scope::Local(vec!["10.0.0.0/24".into()]))));
+    }
 
     #[test]
     fn rules_queue_only_new_flows_and_keep_clear_of_tunnel_marks() {
