@@ -108,14 +108,76 @@ pub enum FlowVerdict {
     /// "connection refused"; a UDP datagram is answered with ICMP administratively
     /// prohibited), never left to hang.
     Drop,
-    /// Look at the flow's first bytes before deciding. Not served by this host yet: it applies
-    /// the failure policy and says so.
+    /// Look at the flow's first bytes before deciding (TCP only; a UDP flow given this verdict
+    /// gets the failure policy). The host holds the flow's first `peek_outbound` bytes back,
+    /// shows them in a `data` message, and lets nothing through until the data verdict.
     FilterData {
-        /// Bytes to peek at, from this host to the peer.
+        /// Bytes to peek at, from this host to the peer (at most [`MAX_PEEK`]; more is
+        /// taken as that, 0 as 1).
         peek_outbound: u32,
-        /// Bytes to peek at, from the peer.
+        /// Bytes to peek at, from the peer. Not served yet: the peer's bytes are not held,
+        /// and data messages are about outbound bytes only.
+        #[serde(default)]
         peek_inbound: u32,
     },
+}
+
+/// The most bytes a provider may ask to peek at in one step. The bytes a flow holds back are
+/// bounded by it (and by the sender's window): a provider cannot make the host buffer a
+/// stream.
+pub const MAX_PEEK: u32 = 64 * 1024;
+
+/// A flow's bytes shown to a provider that asked to filter its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    /// The flow's id, from `new_flow`.
+    pub id: u64,
+    /// Whose bytes: this host's to the peer (the only direction peeked at so far).
+    pub direction: Direction,
+    /// Where `bytes` starts in the flow's stream (0 is its first byte). Everything before it
+    /// has passed.
+    pub offset: u64,
+    /// The bytes held back, from `offset`: as many as the provider asked to peek at, or fewer
+    /// when the sender stopped sending for now (it waits for an answer) or `closed`.
+    #[serde(with = "base64_bytes")]
+    pub bytes: Vec<u8>,
+    /// The sender closed its side after these bytes: no more will come.
+    #[serde(default)]
+    pub closed: bool,
+}
+
+/// A provider's answer about a flow's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum DataVerdict {
+    /// Let the rest of the flow through; it never leaves the kernel again.
+    Allow,
+    /// Refuse the flow: nothing more reaches the peer, and the process's socket is reset.
+    Drop,
+    /// Let `pass` bytes from the data's offset through (they may run past what was shown),
+    /// then hold the flow again and show the `peek` bytes after them.
+    Pass {
+        /// Bytes from the data's `offset` to let through.
+        pass: u64,
+        /// Bytes after those to peek at next (1 to [`MAX_PEEK`]).
+        peek: u32,
+    },
+}
+
+/// Bytes as base64 text in JSON (RFC 4648 §4, with padding).
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +195,26 @@ mod tests {
             serde_json::to_string(&FlowVerdict::Drop).ok().as_deref(),
             Some(r#"{"verdict":"drop"}"#)
         );
+        let v: FlowVerdict =
+            serde_json::from_str(r#"{"verdict":"filter_data","peek_outbound":1024}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v, FlowVerdict::FilterData { peek_outbound: 1024, peek_inbound: 0 });
+        let d: DataVerdict = serde_json::from_str(r#"{"verdict":"pass","pass":5,"peek":1024}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d, DataVerdict::Pass { pass: 5, peek: 1024 });
+        let data = Data {
+            id: 3,
+            direction: Direction::Outbound,
+            offset: 0,
+            bytes: b"GET".to_vec(),
+            closed: false,
+        };
+        let text = serde_json::to_string(&data).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            text,
+            r#"{"id":3,"direction":"outbound","offset":0,"bytes":"R0VU","closed":false}"#
+        );
+        assert_eq!(serde_json::from_str::<Data>(&text).ok(), Some(data));
+        assert!(serde_json::from_str::<Data>(&text.replace("R0VU", "R0V!")).is_err());
     }
 }

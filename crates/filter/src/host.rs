@@ -546,6 +546,7 @@ pub async fn run(
                             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                         }
                     }
+                    FromProvider::Message(ProviderMessage::DataVerdict { .. }) => {}
                     FromProvider::Message(ProviderMessage::Cancel { message }) => {
                         let m = format!("cancelled: {}", message.unwrap_or_default());
                         provider_down(&mut slot, m, &events, &mut engine, &mut asked, &mut out, now).await;

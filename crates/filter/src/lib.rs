@@ -17,13 +17,16 @@ pub mod host;
 pub mod list;
 pub mod names;
 pub mod packet;
+pub mod peek;
 pub mod protocol;
 pub mod provider;
 pub mod rules;
 mod sys;
 
 pub use engine::{Decision, FailPolicy, Stats};
-pub use flow::{Direction, Flow, FlowKey, FlowVerdict, Process, Transport};
+pub use flow::{
+    Data, DataVerdict, Direction, Flow, FlowKey, FlowVerdict, MAX_PEEK, Process, Transport,
+};
 pub use host::{By, Ended, Event, HostError, HostOptions, ProviderOptions};
 pub use rules::{Action, Rule, Rules, RulesError};
 

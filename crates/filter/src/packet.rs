@@ -54,6 +54,72 @@ pub fn outbound_key(packet: &[u8]) -> Option<FlowKey> {
     })
 }
 
+/// A TCP segment's place in its stream, read from a queued outbound packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// The sequence number of its first byte (of the SYN, for a SYN).
+    pub seq: u32,
+    /// The SYN flag.
+    pub syn: bool,
+    /// The FIN flag: the sender's stream ends after this segment's payload.
+    pub fin: bool,
+    /// The RST flag.
+    pub rst: bool,
+    /// The PSH flag: the sender has nothing more to send for now.
+    pub psh: bool,
+    /// The payload's length, from the IP header (the packet may have been cut short when
+    /// queued; then `payload` is shorter).
+    pub len: usize,
+    /// The payload bytes that were queued.
+    pub payload: &'a [u8],
+}
+
+/// The TCP segment in an outbound packet, or `None` when it is not TCP or does not parse.
+pub fn tcp_segment(packet: &[u8]) -> Option<Segment<'_>> {
+    let (proto, ip_payload_len, transport) = match packet.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            if ihl < 20 || packet.len() < ihl {
+                return None;
+            }
+            if u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff != 0 {
+                return None;
+            }
+            let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+            (packet[9], total.checked_sub(ihl)?, &packet[ihl..])
+        }
+        6 => {
+            if packet.len() < 40 {
+                return None;
+            }
+            let payload_len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+            let (proto, rest) = skip_extensions(packet[6], &packet[40..])?;
+            let headers = packet.len() - 40 - rest.len();
+            (proto, payload_len.checked_sub(headers)?, rest)
+        }
+        _ => return None,
+    };
+    if proto != TCP || transport.len() < 20 {
+        return None;
+    }
+    let offset = usize::from(transport[12] >> 4) * 4;
+    if offset < 20 || transport.len() < offset {
+        return None;
+    }
+    let len = ip_payload_len.checked_sub(offset)?;
+    let flags = transport[13];
+    let payload = &transport[offset..];
+    Some(Segment {
+        seq: u32::from_be_bytes([transport[4], transport[5], transport[6], transport[7]]),
+        syn: flags & 0x02 != 0,
+        fin: flags & 0x01 != 0,
+        rst: flags & 0x04 != 0,
+        psh: flags & 0x08 != 0,
+        len,
+        payload: &payload[..payload.len().min(len)],
+    })
+}
+
 /// Walks IPv6 extension headers (RFC 8200 §4) to the transport header.
 fn skip_extensions(mut next: u8, mut rest: &[u8]) -> Option<(u8, &[u8])> {
     for _ in 0..8 {
@@ -116,6 +182,47 @@ mod tests {
         let good = v4(TCP, [1, 2, 3, 4]);
         for n in 0..good.len() {
             let _ = outbound_key(&good[..n]);
+        }
+    }
+
+    /// An IPv4 TCP packet with `flags` and `payload`, whose IP length says `claimed` payload
+    /// bytes.
+    fn segment(flags: u8, payload: &[u8], claimed: usize) -> Vec<u8> {
+        let total = u16::try_from(20 + 20 + claimed).unwrap_or(u16::MAX).to_be_bytes();
+        let mut p = vec![0x45, 0, total[0], total[1], 0, 0, 0x40, 0, 64, TCP, 0, 0];
+        p.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        p.extend_from_slice(&[0x30, 0x39, 0x01, 0xbb, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn tcp_segments_say_where_their_bytes_go() {
+        let (data, syn, cut, padded) = (
+            segment(0x18, b"hello", 5),
+            segment(0x02, b"", 0),
+            segment(0x11, b"hel", 5),
+            segment(0x10, b"hi\0\0\0", 2),
+        );
+        let s = tcp_segment(&data).unwrap_or_else(|| panic!("a segment"));
+        assert_eq!((s.seq, s.syn, s.fin, s.rst, s.psh), (0xdead_beef, false, false, false, true));
+        assert_eq!((s.len, s.payload), (5, &b"hello"[..]));
+        let syn = tcp_segment(&syn).unwrap_or_else(|| panic!("a SYN"));
+        assert!(syn.syn && syn.payload.is_empty());
+        // Cut short by the queue's copy range: the length still says how long it is.
+        let cut = tcp_segment(&cut).unwrap_or_else(|| panic!("cut"));
+        assert!(cut.fin && cut.len == 5 && cut.payload == b"hel");
+        // Ethernet padding beyond the IP length is not payload.
+        let padded = tcp_segment(&padded).unwrap_or_else(|| panic!("pad"));
+        assert_eq!(padded.payload, b"hi");
+        assert_eq!(tcp_segment(&v4(UDP, [0; 4])), None, "UDP");
+        let mut short = segment(0x10, b"", 0);
+        short[2..4].copy_from_slice(&30u16.to_be_bytes());
+        assert_eq!(tcp_segment(&short), None, "an IP length shorter than the headers");
+        let good = segment(0x18, b"payload", 7);
+        for n in 0..good.len() {
+            let _ = tcp_segment(&good[..n]);
         }
     }
 }

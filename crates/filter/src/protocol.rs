@@ -20,13 +20,24 @@
 //!    `{"type":"verdict","id":7,"verdict":"allow"}` (or `"drop"`). Verdicts may come in any
 //!    order; one that comes after the flow's deadline is ignored (the flow already had the
 //!    failure policy), as is one for a flow the host does not know.
-//! 3. host → `{"type":"stop","reason":"user_initiated"}`; provider → `{"type":"stopped"}` and
+//! 3. A provider that answers `"verdict":"filter_data","peek_outbound":N` about a TCP flow sees
+//!    its first bytes before anything reaches the peer: host → `{"type":"data","id":7,
+//!    "direction":"outbound","offset":0,"bytes":"<base64>","closed":false}` once N bytes are
+//!    held, or fewer when the sender pushes them and waits (a TLS ClientHello, an HTTP
+//!    request) or closes; provider → `{"type":"data_verdict","id":7,"verdict":"allow"}`,
+//!    `"drop"`, or `"pass","pass":P,"peek":M`: the P bytes from `offset` go through, and the
+//!    next `data` shows the M bytes after them. The host lets a packet through only when all
+//!    its bytes are passed, so the peer receives exactly the passed bytes rounded down to a
+//!    packet boundary, and never a byte of a dropped flow. Each `data` has the flow's deadline;
+//!    past it the failure policy decides the flow. The sender is held back by at most the
+//!    bytes asked for (and one packet).
+//! 4. host → `{"type":"stop","reason":"user_initiated"}`; provider → `{"type":"stopped"}` and
 //!    exits.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::flow::{Flow, FlowVerdict};
+use crate::flow::{Data, DataVerdict, Flow, FlowVerdict};
 pub use nw_provider::StopReason;
 
 /// The contract's version.
@@ -50,6 +61,8 @@ pub enum HostMessage {
         /// The flow.
         flow: Flow,
     },
+    /// Bytes of a flow the provider asked to filter the data of.
+    Data(Data),
     /// Stop now.
     Stop {
         /// Why.
@@ -70,6 +83,14 @@ pub enum ProviderMessage {
         /// The verdict.
         #[serde(flatten)]
         verdict: FlowVerdict,
+    },
+    /// The verdict about the bytes of flow `id` last shown.
+    DataVerdict {
+        /// The flow's id.
+        id: u64,
+        /// The verdict.
+        #[serde(flatten)]
+        verdict: DataVerdict,
     },
     /// The provider gives up.
     Cancel {
@@ -100,5 +121,27 @@ mod tests {
         });
         assert_eq!(start, b"{\"type\":\"start\",\"version\":1,\"options\":{}}\n");
         assert!(nw_provider::decode::<ProviderMessage>(br#"{"type":"verdict","id":7}"#).is_err());
+        let data = nw_provider::encode(&HostMessage::Data(Data {
+            id: 7,
+            direction: crate::Direction::Outbound,
+            offset: 0,
+            bytes: b"hi".to_vec(),
+            closed: true,
+        }));
+        assert_eq!(
+            data,
+            b"{\"type\":\"data\",\"id\":7,\"direction\":\"outbound\",\"offset\":0,\"bytes\":\"aGk=\",\"closed\":true}\n"
+        );
+        let m: ProviderMessage = nw_provider::decode(
+            br#"{"type":"data_verdict","id":7,"verdict":"pass","pass":10,"peek":20}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            m,
+            ProviderMessage::DataVerdict {
+                id: 7,
+                verdict: DataVerdict::Pass { pass: 10, peek: 20 }
+            }
+        );
     }
 }

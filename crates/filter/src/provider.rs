@@ -23,7 +23,9 @@
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::flow::{Flow, FlowVerdict};
+use std::collections::HashMap;
+
+use crate::flow::{Data, DataVerdict, Flow, FlowVerdict};
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
 use nw_provider::ProtocolError;
 
@@ -38,6 +40,14 @@ pub trait Provider: Send + 'static {
 
     /// The verdict for a new flow.
     fn new_flow(&mut self, flow: Flow) -> impl Future<Output = FlowVerdict> + Send;
+
+    /// The verdict about a flow's bytes, for a flow this provider answered
+    /// [`FlowVerdict::FilterData`] about (`flow` is the flow as `new_flow` saw it). The
+    /// default allows the rest of the flow.
+    fn data(&mut self, flow: &Flow, data: Data) -> impl Future<Output = DataVerdict> + Send {
+        let _ = (flow, data);
+        async { DataVerdict::Allow }
+    }
 
     /// Stops the provider; after it returns the runner says `stopped` and returns.
     fn stop(&mut self, reason: StopReason) -> impl Future<Output = ()> + Send {
@@ -77,6 +87,8 @@ pub async fn run_on<P: Provider>(
     let (read, mut write) = stream.into_split();
     let mut reader = nw_provider::Reader::new(read);
     let mut started = false;
+    // The flows whose data this provider filters, until their data verdict is final.
+    let mut filtering: HashMap<u64, Flow> = HashMap::new();
     loop {
         let message = match reader.next::<HostMessage>().await {
             Ok(Some(m)) => m,
@@ -100,7 +112,24 @@ pub async fn run_on<P: Provider>(
             }
             HostMessage::NewFlow { flow } => {
                 let id = flow.id;
-                ProviderMessage::Verdict { id, verdict: provider.new_flow(flow).await }
+                let verdict = provider.new_flow(flow.clone()).await;
+                if matches!(verdict, FlowVerdict::FilterData { .. }) {
+                    filtering.insert(id, flow);
+                }
+                ProviderMessage::Verdict { id, verdict }
+            }
+            HostMessage::Data(data) => {
+                let id = data.id;
+                // Data about a flow this provider did not ask to filter: the host's mistake;
+                // letting the flow through is what the provider said about it.
+                let verdict = match filtering.get(&id) {
+                    Some(flow) => provider.data(flow, data).await,
+                    None => DataVerdict::Allow,
+                };
+                if !matches!(verdict, DataVerdict::Pass { .. }) {
+                    filtering.remove(&id);
+                }
+                ProviderMessage::DataVerdict { id, verdict }
             }
             HostMessage::Stop { reason } => {
                 provider.stop(reason).await;
@@ -125,10 +154,20 @@ mod tests {
 
     impl Provider for EvenPorts {
         async fn new_flow(&mut self, flow: Flow) -> FlowVerdict {
-            if flow.remote.port().is_multiple_of(2) {
+            if flow.remote.port() == 443 {
+                FlowVerdict::FilterData { peek_outbound: 4, peek_inbound: 0 }
+            } else if flow.remote.port().is_multiple_of(2) {
                 FlowVerdict::Allow
             } else {
                 FlowVerdict::Drop
+            }
+        }
+
+        async fn data(&mut self, flow: &Flow, data: Data) -> DataVerdict {
+            match (flow.remote.port(), data.bytes.as_slice()) {
+                (443, b"GET ") => DataVerdict::Pass { pass: 4, peek: 8 },
+                (443, b"/x") => DataVerdict::Drop,
+                _ => DataVerdict::Allow,
             }
         }
     }
@@ -154,6 +193,19 @@ mod tests {
             nw_provider::encode(&HostMessage::Start { version: VERSION, options: Value::Null });
         out.extend(nw_provider::encode(&flow(1, 80)));
         out.extend(nw_provider::encode(&flow(2, 81)));
+        out.extend(nw_provider::encode(&flow(3, 443)));
+        let data = |bytes: &[u8]| {
+            nw_provider::encode(&HostMessage::Data(Data {
+                id: 3,
+                direction: Direction::Outbound,
+                offset: 0,
+                bytes: bytes.to_vec(),
+                closed: false,
+            }))
+        };
+        out.extend(data(b"GET "));
+        out.extend(data(b"/x"));
+        out.extend(data(b"after the drop"));
         out.extend(nw_provider::encode(&HostMessage::Stop { reason: StopReason::UserInitiated }));
         host.write_all(&out).await.unwrap_or_else(|e| panic!("{e}"));
         let reason = runner.await.unwrap_or_else(|e| panic!("{e}"));
@@ -162,7 +214,7 @@ mod tests {
         host.read_to_string(&mut got).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             got,
-            "{\"type\":\"started\"}\n{\"type\":\"verdict\",\"id\":1,\"verdict\":\"allow\"}\n{\"type\":\"verdict\",\"id\":2,\"verdict\":\"drop\"}\n{\"type\":\"stopped\"}\n"
+            "{\"type\":\"started\"}\n{\"type\":\"verdict\",\"id\":1,\"verdict\":\"allow\"}\n{\"type\":\"verdict\",\"id\":2,\"verdict\":\"drop\"}\n{\"type\":\"verdict\",\"id\":3,\"verdict\":\"filter_data\",\"peek_outbound\":4,\"peek_inbound\":0}\n{\"type\":\"data_verdict\",\"id\":3,\"verdict\":\"pass\",\"pass\":4,\"peek\":8}\n{\"type\":\"data_verdict\",\"id\":3,\"verdict\":\"drop\"}\n{\"type\":\"data_verdict\",\"id\":3,\"verdict\":\"allow\"}\n{\"type\":\"stopped\"}\n"
         );
     }
 }

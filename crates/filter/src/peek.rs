@@ -1,0 +1,710 @@
+//! Data peeks, without I/O: the outbound TCP bytes of flows a provider asked to filter the data
+//! of, put in order from the packets that carry them, held back until the provider's verdict,
+//! and let through exactly as far as it passed. Driven by the host with the time passed in, so
+//! it is tested in virtual time.
+//!
+//! A packet is let through only when all its bytes are passed: the peer receives the passed
+//! bytes rounded down to a packet boundary, and not one byte of a dropped flow. Packets without
+//! bytes (acknowledgements) always pass; a copy of a packet already held (the sender
+//! retransmitted it) is discarded, since the held one goes out. The provider is asked as soon
+//! as the bytes it asked for are held, or the sender pushed what it has (PSH: it waits for an
+//! answer, as a TLS client after its ClientHello does) or closed: the sender is never held back
+//! beyond the bytes asked for.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::engine::Decision;
+use crate::flow::{Data, DataVerdict, Direction, FlowKey, MAX_PEEK};
+
+/// The most payload bytes one flow holds back; a packet beyond them is discarded (the sender
+/// sends it again later). A flow's sender has at most its window in flight, far less than this
+/// while nothing is acknowledged.
+pub const MAX_HELD: usize = 256 * 1024;
+/// A peeked flow with nothing held and no question out is forgotten after this long without a
+/// packet; a later packet of it gets the failure policy.
+pub const IDLE: Duration = Duration::from_secs(600);
+/// How long the final verdict of a peeked flow answers its later packets (packets already
+/// queued when it came, retransmissions, the resets of a dropped flow's process).
+pub const REMEMBER: Duration = Duration::from_secs(30);
+
+/// What a packet of a peeked flow gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Give {
+    /// Out, and the flow stays peeked: its next packets come back to the host.
+    Pass,
+    /// Out, and the rest of the flow never leaves the kernel.
+    Allow,
+    /// Refused: not sent, and the process's socket is reset.
+    Drop,
+    /// Dropped without a word: a copy of a packet already held, or one more than the flow may
+    /// hold. The sender sends it again.
+    Discard,
+}
+
+/// A TCP segment of a peeked flow, with its payload copied out of the queue's buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Its first byte's sequence number.
+    pub seq: u32,
+    /// Its payload's length (from the IP header).
+    pub len: usize,
+    /// SYN: a retransmitted SYN of the flow.
+    pub syn: bool,
+    /// FIN: the sender's stream ends after this segment.
+    pub fin: bool,
+    /// RST: the sender's socket is gone.
+    pub rst: bool,
+    /// PSH: the sender has nothing more to send for now.
+    pub psh: bool,
+    /// The payload bytes the queue copied (all of them unless the packet was cut short).
+    pub payload: Vec<u8>,
+}
+
+/// What the host does after a data verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The flow is not waiting for a verdict (its deadline passed, or it is unknown).
+    Late,
+    /// Some bytes passed; the flow waits for more, or asks at once.
+    Next(Option<Data>),
+    /// The flow is decided.
+    Final(Decision),
+}
+
+#[derive(Debug)]
+struct Held<P> {
+    start: u64,
+    end: u64,
+    fin: bool,
+    payload: Vec<u8>,
+    packet: P,
+}
+
+#[derive(Debug)]
+struct Peeked<P> {
+    id: u64,
+    /// A sequence number and its offset in the stream: offsets of nearby sequence numbers are
+    /// reckoned from it (moved forward as packets come, so streams longer than 4 GiB work).
+    ref_seq: u32,
+    ref_off: u64,
+    /// Packets whose bytes all lie before this offset go through.
+    passed_to: u64,
+    /// The provider wants to see the bytes up to this offset.
+    peek_to: u64,
+    /// The end of the bytes last shown, and whether the close was shown.
+    shown_to: u64,
+    shown_closed: bool,
+    /// The sender pushed since the bytes were last shown.
+    pushed: bool,
+    /// The stream ends here (a FIN was seen).
+    fin_at: Option<u64>,
+    /// Held packets, by start.
+    held: Vec<Held<P>>,
+    held_bytes: usize,
+    /// The deadline of the question out.
+    asked: Option<Instant>,
+    last: Instant,
+}
+
+impl<P> Peeked<P> {
+    fn offset(&self, seq: u32) -> u64 {
+        // Bytes in flight lie within 2^31 of the last seen ones (RFC 9293 §3.4's sequence
+        // space): the signed difference places them.
+        let diff = i64::from(seq.wrapping_sub(self.ref_seq).cast_signed());
+        self.ref_off.saturating_add_signed(diff)
+    }
+
+    /// The end of the bytes held without a gap from `passed_to`.
+    fn frontier(&self) -> u64 {
+        let mut f = self.passed_to;
+        for h in &self.held {
+            if h.start > f {
+                break;
+            }
+            f = f.max(h.start + h.payload.len() as u64);
+        }
+        f
+    }
+
+    /// The held bytes from `passed_to` to `to`.
+    fn bytes(&self, to: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = self.passed_to;
+        for h in &self.held {
+            if at >= to || h.start > at {
+                break;
+            }
+            let have = h.start + h.payload.len() as u64;
+            if have > at {
+                let from = usize::try_from(at - h.start).unwrap_or(usize::MAX);
+                let until = usize::try_from(have.min(to) - h.start).unwrap_or(usize::MAX);
+                out.extend_from_slice(&h.payload[from..until]);
+                at = have.min(to);
+            }
+        }
+        out
+    }
+
+    /// The data to show now, if the provider is to be asked.
+    fn ready(&mut self, id: u64, now: Instant, deadline: Duration) -> Option<Data> {
+        if self.asked.is_some() {
+            return None;
+        }
+        let frontier = self.frontier();
+        let to = frontier.min(self.peek_to);
+        let closed = self.fin_at.is_some_and(|f| frontier >= f && f <= self.peek_to);
+        let new = to > self.shown_to || (closed && !self.shown_closed);
+        if !new || !(to >= self.peek_to || self.pushed || closed) {
+            return None;
+        }
+        self.shown_to = to;
+        self.shown_closed = closed;
+        self.pushed = false;
+        self.asked = Some(now + deadline);
+        Some(Data {
+            id,
+            direction: Direction::Outbound,
+            offset: self.passed_to,
+            bytes: self.bytes(to),
+            closed,
+        })
+    }
+
+    /// Every held packet, to be given `give`.
+    fn release_all(&mut self, give: Give, out: &mut Vec<(P, Give)>) {
+        self.held_bytes = 0;
+        out.extend(self.held.drain(..).map(|h| (h.packet, give)));
+    }
+}
+
+/// The peeked flows.
+#[derive(Debug)]
+pub struct Peeks<P> {
+    deadline: Duration,
+    flows: HashMap<FlowKey, Peeked<P>>,
+    ids: HashMap<u64, FlowKey>,
+    /// The questions out, by deadline.
+    dues: BTreeSet<(Instant, u64)>,
+    ended: HashMap<FlowKey, Decision>,
+    ended_order: VecDeque<(Instant, FlowKey)>,
+    /// Bytes shown to the provider.
+    pub bytes_peeked: u64,
+}
+
+impl<P> Peeks<P> {
+    /// No flows; each question waits at most `deadline` for its verdict.
+    pub fn new(deadline: Duration) -> Self {
+        Self {
+            deadline,
+            flows: HashMap::new(),
+            ids: HashMap::new(),
+            dues: BTreeSet::new(),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            bytes_peeked: 0,
+        }
+    }
+
+    /// How many flows are peeked at.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether no flow is peeked at.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Whether packets of `key` belong here (a peeked flow, or one decided a moment ago).
+    pub fn knows(&self, key: &FlowKey) -> bool {
+        self.flows.contains_key(key) || self.ended.contains_key(key)
+    }
+
+    /// Flow `id` is to be peeked at: its SYN had sequence number `syn_seq`, and the provider
+    /// wants to see its first `peek` bytes.
+    pub fn start(&mut self, now: Instant, id: u64, key: FlowKey, syn_seq: u32, peek: u32) {
+        let peek = u64::from(peek.clamp(1, MAX_PEEK));
+        self.ids.insert(id, key);
+        self.flows.insert(
+            key,
+            Peeked {
+                id,
+                ref_seq: syn_seq.wrapping_add(1),
+                ref_off: 0,
+                passed_to: 0,
+                peek_to: peek,
+                shown_to: 0,
+                shown_closed: false,
+                pushed: false,
+                fin_at: None,
+                held: Vec::new(),
+                held_bytes: 0,
+                asked: None,
+                last: now,
+            },
+        );
+    }
+
+    /// A queued packet of flow `key`. Its verdict, or the verdicts of packets it releases, go
+    /// to `out`; the bytes to show the provider are returned. `Err` hands back the packet of a
+    /// flow this does not know.
+    pub fn packet(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        seg: Segment,
+        packet: P,
+        out: &mut Vec<(P, Give)>,
+    ) -> Result<Option<Data>, P> {
+        self.forget(now);
+        let Some(f) = self.flows.get_mut(&key) else {
+            return match self.ended.get(&key) {
+                // The resets a dropped flow's process sends the peer go out, so the peer
+                // learns the connection is gone.
+                Some(Decision::Drop) if seg.rst => {
+                    out.push((packet, Give::Pass));
+                    Ok(None)
+                }
+                Some(Decision::Drop) => {
+                    out.push((packet, Give::Drop));
+                    Ok(None)
+                }
+                Some(Decision::Allow) => {
+                    out.push((packet, Give::Allow));
+                    Ok(None)
+                }
+                None => Err(packet),
+            };
+        };
+        f.last = now;
+        if seg.rst {
+            // The sender is gone: what it held back no longer matters.
+            out.push((packet, Give::Pass));
+            f.release_all(Give::Discard, out);
+            let id = f.id;
+            self.end(now, id, None);
+            return Ok(None);
+        }
+        let start = f.offset(seg.seq);
+        let end = start + seg.len as u64;
+        if seg.len > 0 && start >= f.ref_off {
+            (f.ref_seq, f.ref_off) = (seg.seq, start);
+        }
+        if seg.fin {
+            f.fin_at = Some(end);
+        }
+        if seg.syn || (seg.len == 0 && !seg.fin) || end <= f.passed_to {
+            // A retransmitted SYN, an acknowledgement, or bytes already passed (or a close
+            // after them, which the provider is told about).
+            out.push((packet, Give::Pass));
+            let id = f.id;
+            return Ok(if seg.fin { self.show(now, id) } else { None });
+        }
+        let copy = f.held.iter().any(|h| h.start == start && h.end >= end && (h.fin || !seg.fin));
+        if copy || f.held_bytes + seg.payload.len() > MAX_HELD {
+            out.push((packet, Give::Discard));
+            return Ok(None);
+        }
+        let at = f.held.partition_point(|h| h.start <= start);
+        f.held_bytes += seg.payload.len();
+        f.held.insert(at, Held { start, end, fin: seg.fin, payload: seg.payload, packet });
+        f.pushed |= seg.psh;
+        let id = f.id;
+        Ok(self.show(now, id))
+    }
+
+    /// The bytes to show the provider about flow `id` now, if it is to be asked; its deadline
+    /// starts.
+    fn show(&mut self, now: Instant, id: u64) -> Option<Data> {
+        let f = self.ids.get(&id).and_then(|k| self.flows.get_mut(k))?;
+        let data = f.ready(id, now, self.deadline)?;
+        self.bytes_peeked += data.bytes.len() as u64;
+        if let Some(due) = f.asked {
+            self.dues.insert((due, id));
+        }
+        Some(data)
+    }
+
+    /// The provider's verdict about flow `id`'s bytes last shown.
+    pub fn verdict(
+        &mut self,
+        now: Instant,
+        id: u64,
+        verdict: DataVerdict,
+        out: &mut Vec<(P, Give)>,
+    ) -> Answer {
+        let Some(f) = self.ids.get(&id).and_then(|k| self.flows.get_mut(k)) else {
+            return Answer::Late;
+        };
+        let Some(due) = f.asked.take() else { return Answer::Late };
+        self.dues.remove(&(due, id));
+        f.last = now;
+        match verdict {
+            DataVerdict::Allow | DataVerdict::Drop => {
+                let decision =
+                    if verdict == DataVerdict::Allow { Decision::Allow } else { Decision::Drop };
+                let give = if decision == Decision::Allow { Give::Allow } else { Give::Drop };
+                f.release_all(give, out);
+                self.end(now, id, Some(decision));
+                Answer::Final(decision)
+            }
+            DataVerdict::Pass { pass, peek } => {
+                let shown_from = f.passed_to;
+                f.passed_to = f.passed_to.max(shown_from.saturating_add(pass));
+                // The next question shows at least one byte more than this one, so a provider
+                // that asks for what it saw already cannot hold the flow in a loop.
+                f.peek_to = f
+                    .passed_to
+                    .saturating_add(u64::from(peek.clamp(1, MAX_PEEK)))
+                    .max(f.shown_to + 1);
+                let passed = f.passed_to;
+                let (gone, kept): (Vec<Held<P>>, Vec<Held<P>>) =
+                    f.held.drain(..).partition(|h| h.end <= passed);
+                f.held = kept;
+                for h in gone {
+                    f.held_bytes -= h.payload.len();
+                    out.push((h.packet, Give::Pass));
+                }
+                Answer::Next(self.show(now, id))
+            }
+        }
+    }
+
+    /// Flows whose question's deadline passed, decided `decision` (the failure policy): their
+    /// ids.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        decision: Decision,
+        out: &mut Vec<(P, Give)>,
+    ) -> Vec<u64> {
+        let due: Vec<u64> =
+            self.dues.iter().take_while(|(due, _)| *due <= now).map(|(_, id)| *id).collect();
+        self.decide_all(now, &due, decision, out)
+    }
+
+    /// Every flow with a question out decided `decision` (the provider is gone): their ids.
+    pub fn fail_asked(
+        &mut self,
+        now: Instant,
+        decision: Decision,
+        out: &mut Vec<(P, Give)>,
+    ) -> Vec<u64> {
+        let asked: Vec<u64> = self.dues.iter().map(|(_, id)| *id).collect();
+        self.decide_all(now, &asked, decision, out)
+    }
+
+    /// Every flow decided `decision` (the host stops): their ids.
+    pub fn fail_all(
+        &mut self,
+        now: Instant,
+        decision: Decision,
+        out: &mut Vec<(P, Give)>,
+    ) -> Vec<u64> {
+        let all: Vec<u64> = self.ids.keys().copied().collect();
+        self.decide_all(now, &all, decision, out)
+    }
+
+    fn decide_all(
+        &mut self,
+        now: Instant,
+        ids: &[u64],
+        decision: Decision,
+        out: &mut Vec<(P, Give)>,
+    ) -> Vec<u64> {
+        let give = if decision == Decision::Allow { Give::Allow } else { Give::Drop };
+        for id in ids {
+            if let Some(f) = self.ids.get(id).and_then(|k| self.flows.get_mut(k)) {
+                if let Some(due) = f.asked.take() {
+                    self.dues.remove(&(due, *id));
+                }
+                f.release_all(give, out);
+            }
+            self.end(now, *id, Some(decision));
+        }
+        ids.to_vec()
+    }
+
+    /// When the next question's deadline falls.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.dues.first().map(|(due, _)| *due)
+    }
+
+    fn end(&mut self, now: Instant, id: u64, decision: Option<Decision>) {
+        let Some(key) = self.ids.remove(&id) else { return };
+        if let Some(f) = self.flows.remove(&key)
+            && let Some(due) = f.asked
+        {
+            self.dues.remove(&(due, id));
+        }
+        if let Some(d) = decision {
+            self.ended.insert(key, d);
+            self.ended_order.push_back((now, key));
+        }
+    }
+
+    fn forget(&mut self, now: Instant) {
+        while let Some((at, key)) = self.ended_order.front().copied() {
+            if now.duration_since(at) < REMEMBER {
+                break;
+            }
+            self.ended_order.pop_front();
+            self.ended.remove(&key);
+        }
+    }
+
+    /// Forgets flows idle for [`IDLE`] with nothing held and no question out (called now and
+    /// then: it walks every flow).
+    pub fn sweep(&mut self, now: Instant) {
+        let idle: Vec<u64> = self
+            .flows
+            .values()
+            .filter(|f| {
+                f.held.is_empty() && f.asked.is_none() && now.duration_since(f.last) >= IDLE
+            })
+            .map(|f| f.id)
+            .collect();
+        for id in idle {
+            self.end(now, id, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Transport;
+
+    fn key() -> FlowKey {
+        FlowKey {
+            transport: Transport::Tcp,
+            local: "10.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
+            remote: "10.0.0.2:443".parse().unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    fn seg(seq: u32, payload: &[u8], psh: bool) -> Segment {
+        Segment { seq, len: payload.len(), psh, payload: payload.to_vec(), ..Segment::default() }
+    }
+
+    #[allow(clippy::disallowed_methods, reason = "a starting instant for virtual time")]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_pushed_hello_is_shown_and_a_drop_lets_no_byte_out() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 7, k, 999, 1024);
+        let mut out = Vec::new();
+        let hello = vec![0x16; 517];
+        let data = p.packet(now, k, seg(1000, &hello, true), 1, &mut out);
+        let data = data.ok().flatten().unwrap_or_else(|| panic!("a pushed hello is shown"));
+        assert_eq!((data.id, data.offset, data.bytes.len(), data.closed), (7, 0, 517, false));
+        assert!(out.is_empty(), "nothing goes out before the verdict: {out:?}");
+        // An acknowledgement goes out; a retransmission of the held packet is discarded.
+        assert_eq!(p.packet(now, k, seg(1517, b"", false), 2, &mut out).ok(), Some(None));
+        assert_eq!(p.packet(now, k, seg(1000, &hello, true), 3, &mut out).ok(), Some(None));
+        assert_eq!(out, vec![(2, Give::Pass), (3, Give::Discard)]);
+        out.clear();
+        assert_eq!(p.verdict(now, 7, DataVerdict::Drop, &mut out), Answer::Final(Decision::Drop));
+        assert_eq!(out, vec![(1, Give::Drop)]);
+        assert_eq!(p.verdict(now, 7, DataVerdict::Allow, &mut out), Answer::Late);
+        // Later packets of the dropped flow: refused, except the resets that tell the peer.
+        out.clear();
+        let _ = p.packet(now, k, seg(1000, &hello, true), 4, &mut out);
+        let _ =
+            p.packet(now, k, Segment { seq: 1517, rst: true, ..Segment::default() }, 5, &mut out);
+        assert_eq!(out, vec![(4, Give::Drop), (5, Give::Pass)]);
+        assert!(p.knows(&k));
+        let _ = p.packet(now + REMEMBER, k, seg(1, b"x", false), 6, &mut out);
+        assert!(!p.knows(&k), "forgotten after a while");
+        assert_eq!(p.packet(now + REMEMBER, k, seg(1, b"x", false), 6, &mut out).err(), Some(6));
+    }
+
+    #[test]
+    fn passed_bytes_go_out_at_packet_boundaries_and_the_next_peek_follows() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, 0, 1024);
+        let stream: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        let part = |from: usize, to: usize| &stream[from..to];
+        assert_eq!(p.packet(now, k, seg(1, part(0, 500), false), 1, &mut out).ok(), Some(None));
+        assert_eq!(
+            p.packet(now, k, seg(501, part(500, 1000), false), 2, &mut out).ok(),
+            Some(None)
+        );
+        let data = p.packet(now, k, seg(1001, part(1000, 1500), false), 3, &mut out);
+        let data = data.ok().flatten().unwrap_or_else(|| panic!("1,024 bytes are held"));
+        assert_eq!((data.offset, data.bytes.as_slice()), (0, part(0, 1024)));
+        // Pass 600: only the first packet (bytes 0..500) is wholly passed.
+        let next = p.verdict(now, 1, DataVerdict::Pass { pass: 600, peek: 1024 }, &mut out);
+        assert_eq!(next, Answer::Next(None), "bytes up to 1,624 are not all held yet");
+        assert_eq!(out, vec![(1, Give::Pass)]);
+        out.clear();
+        let data = p.packet(now, k, seg(1501, part(1500, 2000), true), 4, &mut out);
+        let data = data.ok().flatten().unwrap_or_else(|| panic!("shown again"));
+        assert_eq!((data.offset, data.bytes.as_slice()), (600, part(600, 1624)));
+        assert!(out.is_empty());
+        assert_eq!(p.verdict(now, 1, DataVerdict::Allow, &mut out), Answer::Final(Decision::Allow));
+        assert_eq!(out, vec![(2, Give::Allow), (3, Give::Allow), (4, Give::Allow)]);
+        assert_eq!(p.bytes_peeked, 2048);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_close_mid_peek_is_shown_and_a_reset_ends_the_flow() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, 10, 1024);
+        let mut out = Vec::new();
+        let fin = Segment { fin: true, ..seg(11, b"GET / HTTP/1.0\r\n", false) };
+        let data = p.packet(now, k, fin, 1, &mut out).ok().flatten();
+        let data = data.unwrap_or_else(|| panic!("a close is shown"));
+        assert!(data.closed && data.bytes.len() == 16);
+        assert_eq!(
+            p.verdict(now, 1, DataVerdict::Pass { pass: 16, peek: 1 }, &mut out),
+            Answer::Next(None)
+        );
+        assert_eq!(out, vec![(1, Give::Pass)], "the FIN went with its bytes");
+
+        p.start(now, 2, k, 10, 1024);
+        out.clear();
+        assert_eq!(p.packet(now, k, seg(11, b"abc", false), 1, &mut out).ok(), Some(None));
+        let rst = Segment { seq: 14, rst: true, ..Segment::default() };
+        assert_eq!(p.packet(now, k, rst, 2, &mut out).ok(), Some(None));
+        assert_eq!(out, vec![(2, Give::Pass), (1, Give::Discard)]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_question_past_its_deadline_gets_the_policy_and_so_does_every_one_when_the_provider_goes() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, 0, 4);
+        let mut out = Vec::new();
+        assert!(p.packet(now, k, seg(1, b"abcd", false), 1, &mut out).ok().flatten().is_some());
+        assert_eq!(p.next_due(), Some(now + SECOND));
+        assert!(p.expire(now + SECOND / 2, Decision::Drop, &mut out).is_empty());
+        assert_eq!(p.expire(now + SECOND, Decision::Drop, &mut out), vec![1]);
+        assert_eq!(out, vec![(1, Give::Drop)]);
+        assert_eq!(p.verdict(now, 1, DataVerdict::Allow, &mut out), Answer::Late);
+
+        let k2 = FlowKey { local: "10.0.0.1:40001".parse().unwrap_or_else(|e| panic!("{e}")), ..k };
+        p.start(now, 2, k2, 0, 4);
+        p.start(now, 3, k, 0, 4);
+        out.clear();
+        assert!(p.packet(now, k2, seg(1, b"abcd", false), 1, &mut out).ok().flatten().is_some());
+        assert!(p.packet(now, k, seg(1, b"ab", false), 2, &mut out).ok().flatten().is_none());
+        assert_eq!(p.fail_asked(now, Decision::Allow, &mut out), vec![2]);
+        assert_eq!(out, vec![(1, Give::Allow)]);
+        out.clear();
+        assert_eq!(p.fail_all(now, Decision::Allow, &mut out), vec![3]);
+        assert_eq!(out, vec![(2, Give::Allow)]);
+    }
+
+    #[test]
+    fn a_provider_that_asks_for_what_it_saw_cannot_loop_and_held_bytes_are_bounded() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, 0, 8);
+        let mut out = Vec::new();
+        assert!(p.packet(now, k, seg(1, b"12345678", false), 1, &mut out).ok().flatten().is_some());
+        // "Pass nothing, peek 4": it saw 8; the next question waits for a ninth byte.
+        assert_eq!(
+            p.verdict(now, 1, DataVerdict::Pass { pass: 0, peek: 4 }, &mut out),
+            Answer::Next(None)
+        );
+        let data = p.packet(now, k, seg(9, b"9", false), 2, &mut out).ok().flatten();
+        assert_eq!(data.map(|d| d.bytes), Some(b"123456789".to_vec()));
+        // Packets beyond what a flow may hold are discarded; the sender sends them again.
+        let big = vec![0; 60_000];
+        let mut discarded = 0;
+        for i in 0..8u32 {
+            out.clear();
+            let _ = p.packet(now, k, seg(10 + i * 60_000, &big, false), 10 + i, &mut out);
+            discarded += out.iter().filter(|(_, g)| *g == Give::Discard).count();
+        }
+        assert_eq!(discarded, 4, "{MAX_HELD} bytes held at most");
+    }
+
+    #[test]
+    fn shuffled_retransmitted_and_wrapping_segments_are_shown_in_order() {
+        // A seeded run: a stream cut into segments of every size, some sent twice, some out of
+        // order, with sequence numbers that wrap; a provider that passes half of what it sees.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for round in 0..200u32 {
+            let (now, k) = (t0(), key());
+            let mut p: Peeks<usize> = Peeks::new(SECOND);
+            let isn = u32::MAX - 3000 + round * 7;
+            p.start(now, 1, k, isn, 700);
+            let len = 3000 + usize::try_from(next(3000)).unwrap_or(0);
+            let stream: Vec<u8> = (0..len).map(|_| u8::try_from(next(256)).unwrap_or(0)).collect();
+            let mut segs: Vec<(usize, usize)> = Vec::new();
+            let mut at = 0;
+            while at < len {
+                let n = (1 + usize::try_from(next(900)).unwrap_or(0)).min(len - at);
+                segs.push((at, at + n));
+                at += n;
+            }
+            let mut order: Vec<usize> = (0..segs.len()).collect();
+            for i in 0..order.len() {
+                if next(4) == 0 {
+                    order.push(i);
+                }
+                if i + 1 < order.len() && next(5) == 0 {
+                    order.swap(i, i + 1);
+                }
+            }
+            let mut out = Vec::new();
+            let passed_to = std::cell::Cell::new(0u64);
+            let allowed = std::cell::Cell::new(false);
+            let shown = std::cell::Cell::new(0);
+            let answer = |p: &mut Peeks<usize>, d: Data, out: &mut Vec<(usize, Give)>| {
+                let start = usize::try_from(d.offset).unwrap_or(0);
+                assert_eq!(d.bytes, stream[start..start + d.bytes.len()], "round {round}");
+                shown.set(shown.get() + 1);
+                let v = if shown.get() > 6 {
+                    allowed.set(true);
+                    DataVerdict::Allow
+                } else {
+                    DataVerdict::Pass { pass: d.bytes.len() as u64 / 2, peek: 700 }
+                };
+                passed_to.set(d.offset + d.bytes.len() as u64 / 2);
+                p.verdict(now, 1, v, out)
+            };
+            for (n, &i) in order.iter().enumerate() {
+                let (from, to) = segs[i];
+                let seq = isn.wrapping_add(1).wrapping_add(u32::try_from(from).unwrap_or(0));
+                let s = seg(seq, &stream[from..to], n + 1 == order.len() || next(3) == 0);
+                let mut data = p.packet(now, k, s, i, &mut out).ok().flatten();
+                while let Some(d) = data.take() {
+                    if let Answer::Next(d) = answer(&mut p, d, &mut out) {
+                        data = d;
+                    }
+                }
+                for (i, give) in &out {
+                    if *give == Give::Pass {
+                        assert!(
+                            segs[*i].1 as u64 <= passed_to.get() || allowed.get(),
+                            "round {round}: {i} passed early"
+                        );
+                    }
+                }
+                out.clear();
+            }
+            assert!(shown.get() >= 3, "round {round}: shown {} times", shown.get());
+        }
+    }
+}
