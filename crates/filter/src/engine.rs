@@ -77,6 +77,11 @@ pub struct Stats {
     pub late_verdicts: u64,
     /// Packets given a verdict.
     pub packets: u64,
+    /// Flows whose data a provider filtered (each is also counted allowed or dropped once its
+    /// data verdict is final).
+    pub peeked: u64,
+    /// Bytes shown to the provider.
+    pub bytes_peeked: u64,
 }
 
 #[derive(Debug)]
@@ -177,6 +182,41 @@ impl<P> Engine<P> {
             self.decided_order.push_back((now, key));
         }
         pending.packets
+    }
+
+    /// Flow `id`'s data is to be filtered: returns the packets that waited for it (its SYN),
+    /// to go out while its bytes are held. Like [`Engine::decide`] otherwise; the flow's final
+    /// decision is counted with [`Engine::count`].
+    pub fn peek(&mut self, id: u64) -> Vec<P> {
+        let Some(key) = self.ids.remove(&id) else {
+            self.stats.late_verdicts += 1;
+            return Vec::new();
+        };
+        let Some(pending) = self.pending.remove(&key) else {
+            return Vec::new();
+        };
+        self.dues.remove(&(pending.due, pending.id));
+        self.stats.peeked += 1;
+        self.stats.packets += pending.packets.len() as u64;
+        pending.packets
+    }
+
+    /// Counts the final decision of a peeked flow, and whether the failure policy made it;
+    /// `late` counts a data verdict for a flow no longer waiting.
+    pub fn count(&mut self, decision: Option<Decision>, by_policy: bool) {
+        match decision {
+            Some(Decision::Allow) => self.stats.allowed += 1,
+            Some(Decision::Drop) => self.stats.dropped += 1,
+            None => self.stats.late_verdicts += 1,
+        }
+        if by_policy {
+            self.stats.by_policy += 1;
+        }
+    }
+
+    /// Sets the count of bytes shown to the provider.
+    pub fn set_bytes_peeked(&mut self, bytes: u64) {
+        self.stats.bytes_peeked = bytes;
     }
 
     /// Decides flow `id` by the failure policy.

@@ -32,18 +32,24 @@ pub use nw_provider::alive;
 use nw_provider::blocking;
 
 use crate::engine::{Decision, Engine, FailPolicy, Seen, Stats};
-use crate::flow::{Direction, Flow, FlowKey, FlowVerdict, Process};
-use crate::packet::outbound_key;
+use crate::flow::{DataVerdict, Direction, Flow, FlowKey, FlowVerdict, Process, Transport};
+use crate::packet::{outbound_key, tcp_segment};
+use crate::peek::{Answer, Give, Peeks, Segment};
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
 use crate::rules::{Action, Rules};
 use crate::sys::diag::Diag;
 use crate::sys::nfqueue::{self, Queue, Verdict};
 use crate::sys::procfs::Procfs;
-use crate::sys::tables::{self, MARK_ALLOW, MARK_DROP, MARK_MASK};
+use crate::sys::tables::{self, MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_PEEK};
 
 /// At most this many `new_flow` messages wait to be written to a provider that does not read;
 /// flows beyond that get the failure policy at once.
 const MAX_BACKLOG: usize = 65_536;
+
+/// How much of each queued packet is copied to the host: all of it (an IPv4 packet, GSO
+/// included, is at most 65,535 bytes), since a peeked flow's bytes are read from its packets.
+/// A flow's first packet is short (a SYN), or a datagram.
+const COPY: u32 = 0xffff;
 
 /// A provider to ask.
 #[derive(Debug, Clone)]
@@ -289,6 +295,8 @@ pub fn unseen(rules: &Rules) -> Option<(usize, &'static str)> {
 struct Held {
     id: u32,
     mark: u32,
+    /// A TCP SYN's sequence number (a peeked flow's bytes are counted from it).
+    seq: u32,
 }
 
 /// Messages from a provider's reader task.
@@ -346,7 +354,7 @@ pub async fn run(
         | if options.policy == FailPolicy::Open { nfqueue::FLAG_FAIL_OPEN } else { 0 };
     let number = options.queue;
     let queue =
-        blocking(move || Queue::bind(number, nfqueue::Copy::Packet(128), 65_536, flags, true))
+        blocking(move || Queue::bind(number, nfqueue::Copy::Packet(COPY), 65_536, flags, true))
             .await
             .map_err(|error| HostError::Queue { queue: options.queue, error })?;
     let queue = Arc::new(queue);
@@ -394,7 +402,11 @@ pub async fn run(
     };
 
     let mut engine: Engine<Held> = Engine::new(options.policy, options.deadline);
-    let mut asked: HashMap<u64, Flow> = Default::default();
+    let mut flows = Flows {
+        asked: HashMap::new(),
+        peeks: Peeks::new(options.deadline),
+        peeking: HashMap::new(),
+    };
     let mut slot = match &options.provider {
         Some(p) => start_provider(p, &events, nw_provider::Backoff::new()),
         None => Slot::None,
@@ -404,7 +416,10 @@ pub async fn run(
     let far = Duration::from_secs(3600);
     loop {
         let now = Instant::now();
-        let due = engine.next_due().unwrap_or(now + far);
+        let due = match (engine.next_due(), flows.peeks.next_due()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(now + far),
+        };
         let restart_at = match &slot {
             Slot::Down { until, .. } => *until,
             _ => now + far,
@@ -413,11 +428,28 @@ pub async fn run(
             Some(Batch { packets, processes }) = batches.recv() => {
                 let now = Instant::now();
                 let mut new: Vec<(u64, FlowKey)> = Vec::new();
-                for (held, key) in packets {
+                for (held, key, seg) in packets {
                     let Some(key) = key else {
                         give(&mut out, held.id, held.mark, Decision::Allow);
                         continue;
                     };
+                    if let Some(seg) = seg {
+                        let mut given = Vec::new();
+                        match flows.peeks.packet(now, key, seg, held, &mut given) {
+                            Ok(data) => {
+                                give_peeked(&mut out, given);
+                                flows.show(now, data, &slot, &mut engine, &events, &mut out);
+                            }
+                            // A packet of a peeked flow this host does not know: it was idle
+                            // for long, or a host before this one peeked at it.
+                            Err(held) => give(&mut out, held.id, held.mark, options.policy.decision()),
+                        }
+                        continue;
+                    }
+                    if flows.peeks.is_resent_syn(&key, held.seq) {
+                        give_peeked(&mut out, vec![(held, Give::Pass)]);
+                        continue;
+                    }
                     match engine.packet(now, key, held) {
                         (Seen::Decided(d), Some(h)) => give(&mut out, h.id, h.mark, d),
                         (Seen::New(id), _) => new.push((id, key)),
@@ -460,7 +492,7 @@ pub async fn run(
                                 let verdict = nw_lnp::permit(&paths, &who, &to, &locality);
                                 let _ = tx.send((id, verdict.map_err(|e| e.to_string())));
                             });
-                            asked.insert(id, flow);
+                            flows.asked.insert(id, flow);
                             continue;
                         }
                         (Some(_), None) => Some((options.policy.decision(), By::Policy {
@@ -473,7 +505,7 @@ pub async fn run(
                         None => match rules_or_provider(&options, &flow, &slot) {
                             Some(d) => d,
                             None => {
-                                asked.insert(id, flow);
+                                flows.asked.insert(id, flow);
                                 continue;
                             }
                         },
@@ -486,7 +518,7 @@ pub async fn run(
             Some((id, answer)) = lnp_rx.recv() => {
                 let now = Instant::now();
                 // Gone: the deadline passed first and the failure policy decided it.
-                let Some(flow) = asked.remove(&id) else { continue };
+                let Some(flow) = flows.asked.remove(&id) else { continue };
                 let decided = match answer {
                     Ok(v) if !v.allowed => Some((Decision::Drop, By::LocalNetwork {
                         locality: v.locality.to_string(),
@@ -503,7 +535,7 @@ pub async fn run(
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                     }
                     None => {
-                        asked.insert(id, flow);
+                        flows.asked.insert(id, flow);
                     }
                 }
             }
@@ -533,31 +565,69 @@ pub async fn run(
                         }
                     }
                     FromProvider::Message(ProviderMessage::Verdict { id, verdict }) => {
-                        let (decision, by) = match verdict {
-                            FlowVerdict::Allow => (Decision::Allow, By::Provider),
-                            FlowVerdict::Drop => (Decision::Drop, By::Provider),
-                            FlowVerdict::FilterData { .. } => (options.policy.decision(), By::Policy {
-                                why: "the provider asked to filter data, which this host does not do yet".into(),
+                        let peek = match (verdict, flows.asked.get(&id)) {
+                            (FlowVerdict::FilterData { peek_outbound, .. }, Some(flow)) => Some(
+                                if flow.transport != Transport::Tcp {
+                                    Err("the provider asked to filter a UDP flow's data; only TCP data is peeked at")
+                                } else if peek_outbound == 0 {
+                                    Err("the provider asked to peek at inbound bytes only, which this host does not hold yet")
+                                } else {
+                                    Ok(peek_outbound)
+                                },
+                            ),
+                            _ => None,
+                        };
+                        if let Some(Ok(size)) = peek
+                            && let Some(flow) = flows.asked.remove(&id)
+                        {
+                            // The SYN goes out; the flow's bytes are held until the data
+                            // verdict.
+                            let held = engine.peek(id);
+                            let seq = held.first().map_or(0, |h| h.seq);
+                            flows.peeks.start(now, id, flow.key(), seq, size);
+                            give_peeked(&mut out, held.into_iter().map(|h| (h, Give::Pass)).collect());
+                            flows.peeking.insert(id, flow);
+                            flush(&queue, &mut out);
+                            continue;
+                        }
+                        let (decision, by) = match (verdict, peek) {
+                            (FlowVerdict::Allow, _) => (Decision::Allow, By::Provider),
+                            (FlowVerdict::Drop, _) => (Decision::Drop, By::Provider),
+                            (FlowVerdict::FilterData { .. }, why) => (options.policy.decision(), By::Policy {
+                                why: match why {
+                                    Some(Err(why)) => why.into(),
+                                    _ => "a late verdict".into(),
+                                },
                             }),
                         };
                         settle(&mut engine, &mut out, now, id, decision, &by);
                         flush(&queue, &mut out);
-                        if let Some(flow) = asked.remove(&id) {
+                        if let Some(flow) = flows.asked.remove(&id) {
                             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                         }
                     }
-                    FromProvider::Message(ProviderMessage::DataVerdict { .. }) => {}
+                    FromProvider::Message(ProviderMessage::DataVerdict { id, verdict }) => {
+                        let mut given = Vec::new();
+                        let answer = flows.peeks.verdict(now, id, verdict, &mut given);
+                        give_peeked(&mut out, given);
+                        match answer {
+                            Answer::Late => engine.count(None, false),
+                            Answer::Next(data) => flows.show(now, data, &slot, &mut engine, &events, &mut out),
+                            Answer::Final(d) => flows.decided(id, d, By::Provider, &mut engine, &events),
+                        }
+                        flush(&queue, &mut out);
+                    }
                     FromProvider::Message(ProviderMessage::Cancel { message }) => {
                         let m = format!("cancelled: {}", message.unwrap_or_default());
-                        provider_down(&mut slot, m, &events, &mut engine, &mut asked, &mut out, now).await;
+                        provider_down(&mut slot, m, &events, &mut engine, &mut flows, &mut out, now).await;
                         flush(&queue, &mut out);
                     }
                     FromProvider::Message(ProviderMessage::Stopped) => {
-                        provider_down(&mut slot, "stopped unasked".into(), &events, &mut engine, &mut asked, &mut out, now).await;
+                        provider_down(&mut slot, "stopped unasked".into(), &events, &mut engine, &mut flows, &mut out, now).await;
                         flush(&queue, &mut out);
                     }
                     FromProvider::Gone(m) => {
-                        provider_down(&mut slot, m, &events, &mut engine, &mut asked, &mut out, now).await;
+                        provider_down(&mut slot, m, &events, &mut engine, &mut flows, &mut out, now).await;
                         flush(&queue, &mut out);
                     }
                 }
@@ -568,11 +638,18 @@ pub async fn run(
                     for h in held {
                         give(&mut out, h.id, h.mark, options.policy.decision());
                     }
-                    if let Some(flow) = asked.remove(&id) {
+                    if let Some(flow) = flows.asked.remove(&id) {
                         let why = format!("no answer within {:?}", options.deadline);
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision: options.policy.decision(), by: By::Policy { why } });
                     }
                 }
+                let mut given = Vec::new();
+                let policy = options.policy.decision();
+                for id in flows.peeks.expire(now, policy, &mut given) {
+                    let why = format!("no answer about its data within {:?}", options.deadline);
+                    flows.decided(id, policy, By::Policy { why }, &mut engine, &events);
+                }
+                give_peeked(&mut out, given);
                 flush(&queue, &mut out);
             }
             () = tokio::time::sleep_until(restart_at.into()) => {
@@ -581,6 +658,11 @@ pub async fn run(
                 }
             }
             _ = stats_tick.tick() => {
+                flows.peeks.sweep(Instant::now());
+                for id in flows.peeks.take_gone() {
+                    flows.peeking.remove(&id);
+                }
+                engine.set_bytes_peeked(flows.peeks.bytes_peeked);
                 let _ = events.send(Event::Stats(engine.stats()));
             }
             _ = stop.changed() => break,
@@ -592,7 +674,7 @@ pub async fn run(
     reading.store(false, std::sync::atomic::Ordering::Relaxed);
     batches.close();
     while let Some(batch) = batches.recv().await {
-        for (h, _) in batch.packets {
+        for (h, _, _) in batch.packets {
             give(&mut out, h.id, h.mark, options.policy.decision());
         }
     }
@@ -603,6 +685,14 @@ pub async fn run(
             give(&mut out, h.id, h.mark, options.policy.decision());
         }
     }
+    let mut given = Vec::new();
+    let policy = options.policy.decision();
+    for id in flows.peeks.fail_all(now, policy, &mut given) {
+        let why = "the host stopped".to_owned();
+        flows.decided(id, policy, By::Policy { why }, &mut engine, &events);
+    }
+    give_peeked(&mut out, given);
+    engine.set_bytes_peeked(flows.peeks.bytes_peeked);
     flush(&queue, &mut out);
     if let Slot::Running(r) = slot {
         stop_provider(*r).await;
@@ -612,7 +702,9 @@ pub async fn run(
 
 /// Packets read from the queue together, with the processes of their flows.
 struct Batch {
-    packets: Vec<(Held, Option<FlowKey>)>,
+    /// Each packet, its flow, and for a TCP packet other than a SYN (which only a peeked flow
+    /// queues) its segment.
+    packets: Vec<(Held, Option<FlowKey>, Option<Segment>)>,
     /// The process of each flow key the reader had not looked up within [`LOOKED_UP`].
     processes: HashMap<FlowKey, Option<Process>>,
 }
@@ -639,14 +731,23 @@ fn read_queue(
     let mut buf = vec![0u8; 256 * 1024];
     let mut looked_up = LookedUp::default();
     while reading.load(std::sync::atomic::Ordering::Relaxed) {
-        let mut packets: Vec<(Held, Option<FlowKey>)> = Vec::new();
+        let mut packets: Vec<(Held, Option<FlowKey>, Option<Segment>)> = Vec::new();
         while packets.len() < batch {
             match queue.recv(&mut buf) {
-                Ok(n) => packets.extend(
-                    nfqueue::packets(&buf[..n])
-                        .into_iter()
-                        .map(|q| (Held { id: q.id, mark: q.mark }, outbound_key(q.payload))),
-                ),
+                Ok(n) => packets.extend(nfqueue::packets(&buf[..n]).into_iter().map(|q| {
+                    let seg = tcp_segment(q.payload);
+                    let held = Held { id: q.id, mark: q.mark, seq: seg.map_or(0, |s| s.seq) };
+                    let seg = seg.filter(|s| !s.syn).map(|s| Segment {
+                        seq: s.seq,
+                        len: s.len,
+                        syn: false,
+                        fin: s.fin,
+                        rst: s.rst,
+                        psh: s.psh,
+                        payload: s.payload.to_vec(),
+                    });
+                    (held, outbound_key(q.payload), seg)
+                })),
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -663,7 +764,10 @@ fn read_queue(
         let now = Instant::now();
         looked_up.begin(now);
         let mut keys: Vec<FlowKey> = Vec::new();
-        for k in packets.iter().filter_map(|(_, key)| key.as_ref()) {
+        // A TCP packet other than a SYN belongs to a flow decided already (peeked at).
+        for k in
+            packets.iter().filter(|(_, _, seg)| seg.is_none()).filter_map(|(_, k, _)| k.as_ref())
+        {
             if looked_up.due(now, *k) {
                 keys.push(*k);
             }
@@ -685,8 +789,9 @@ fn read_queue(
     }
 }
 
-/// Which flow keys the reader looks up. Every queued TCP packet is a SYN, and a new SYN on a
-/// 5-tuple just decided is a new connection (the engine forgets TCP flows once decided), so
+/// Which flow keys the reader looks up. Every queued TCP SYN (other TCP packets are a peeked
+/// flow's, and not looked up) may start a flow: a new SYN on a 5-tuple just decided is a new
+/// connection (the engine forgets TCP flows once decided), so
 /// TCP keys always are; a UDP key looked up within [`LOOKED_UP`] is not looked up again.
 #[derive(Debug, Default)]
 struct LookedUp {
@@ -714,7 +819,7 @@ impl LookedUp {
     /// Whether `key`, seen in the batch begun at `now`, is to be looked up (and is now
     /// remembered as looked up).
     fn due(&mut self, now: Instant, key: FlowKey) -> bool {
-        let udp = key.transport == crate::flow::Transport::Udp;
+        let udp = key.transport == Transport::Udp;
         if (udp && self.at.contains_key(&key)) || !self.batch.insert(key) {
             return false;
         }
@@ -799,6 +904,81 @@ fn give(out: &mut Vec<(u32, Verdict, Option<u32>)>, id: u32, mark: u32, decision
         Decision::Drop => MARK_DROP,
     };
     out.push((id, Verdict::Repeat, Some((mark & !MARK_MASK) | bits)));
+}
+
+/// The new flows waiting for the provider, and the flows whose data it filters.
+struct Flows {
+    /// Flows asked about (of the provider, or local network privacy), by id.
+    asked: HashMap<u64, Flow>,
+    /// The bytes of peeked flows.
+    peeks: Peeks<Held>,
+    /// Peeked flows, by id, until their data verdict is final.
+    peeking: HashMap<u64, Flow>,
+}
+
+impl Flows {
+    /// Shows `data` to the provider; when it cannot be asked, the failure policy decides the
+    /// flow.
+    fn show(
+        &mut self,
+        now: Instant,
+        data: Option<crate::flow::Data>,
+        slot: &Slot,
+        engine: &mut Engine<Held>,
+        events: &mpsc::UnboundedSender<Event>,
+        out: &mut Vec<(u32, Verdict, Option<u32>)>,
+    ) {
+        let Some(data) = data else { return };
+        let id = data.id;
+        let why = match slot {
+            Slot::Running(r) if r.started => {
+                if r.to.try_send(nw_provider::encode(&HostMessage::Data(data))).is_ok() {
+                    return;
+                }
+                "the provider is not reading"
+            }
+            Slot::Running(_) => "the provider has not started yet",
+            _ => "no provider is running",
+        };
+        let (verdict, decision) = match engine.policy() {
+            FailPolicy::Open => (DataVerdict::Allow, Decision::Allow),
+            FailPolicy::Closed => (DataVerdict::Drop, Decision::Drop),
+        };
+        let mut given = Vec::new();
+        if let Answer::Final(_) = self.peeks.verdict(now, id, verdict, &mut given) {
+            self.decided(id, decision, By::Policy { why: why.into() }, engine, events);
+        }
+        give_peeked(out, given);
+    }
+
+    /// Peeked flow `id` is decided.
+    fn decided(
+        &mut self,
+        id: u64,
+        decision: Decision,
+        by: By,
+        engine: &mut Engine<Held>,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        engine.count(Some(decision), matches!(by, By::Policy { .. }));
+        if let Some(flow) = self.peeking.remove(&id) {
+            let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
+        }
+    }
+}
+
+/// The verdicts of a peeked flow's packets, to be sent with the others of its turn.
+fn give_peeked(out: &mut Vec<(u32, Verdict, Option<u32>)>, given: Vec<(Held, Give)>) {
+    for (h, g) in given {
+        match g {
+            Give::Pass => {
+                out.push((h.id, Verdict::Repeat, Some((h.mark & !MARK_MASK) | MARK_PEEK)))
+            }
+            Give::Allow => give(out, h.id, h.mark, Decision::Allow),
+            Give::Drop => give(out, h.id, h.mark, Decision::Drop),
+            Give::Discard => out.push((h.id, Verdict::Drop, None)),
+        }
+    }
 }
 
 /// Sends the verdicts given so far, together.
@@ -908,7 +1088,7 @@ async fn provider_down(
     message: String,
     events: &mpsc::UnboundedSender<Event>,
     engine: &mut Engine<Held>,
-    asked: &mut HashMap<u64, Flow>,
+    flows: &mut Flows,
     out: &mut Vec<(u32, Verdict, Option<u32>)>,
     now: Instant,
 ) {
@@ -916,11 +1096,17 @@ async fn provider_down(
     let mut backoff = r.backoff;
     let delay = backoff.after_failure(r.since.elapsed());
     let policy = engine.policy().decision();
-    for (id, flow) in asked.drain() {
-        let by = By::Policy { why: format!("the provider went away ({message})") };
+    let why = || By::Policy { why: format!("the provider went away ({message})") };
+    for (id, flow) in flows.asked.drain() {
+        let by = why();
         settle(engine, out, now, id, policy, &by);
         let _ = events.send(Event::Decided { flow: Box::new(flow), decision: policy, by });
     }
+    let mut given = Vec::new();
+    for id in flows.peeks.fail_all(now, policy, &mut given) {
+        flows.decided(id, policy, why(), engine, events);
+    }
+    give_peeked(out, given);
     let mut r = *r;
     if let Some(pid) = r.pid {
         nw_provider::kill_group(pid);
@@ -951,12 +1137,12 @@ mod tests {
     #[allow(clippy::disallowed_methods, reason = "a starting instant for virtual time")]
     fn udp_keys_are_looked_up_once_a_second_and_tcp_syns_every_time() {
         let t0 = Instant::now();
-        let key = |t: crate::flow::Transport| FlowKey {
+        let key = |t: Transport| FlowKey {
             transport: t,
             local: "10.0.0.1:4000".parse().unwrap_or_else(|e| panic!("{e}")),
             remote: "10.0.0.2:53".parse().unwrap_or_else(|e| panic!("{e}")),
         };
-        let (udp, tcp) = (key(crate::flow::Transport::Udp), key(crate::flow::Transport::Tcp));
+        let (udp, tcp) = (key(Transport::Udp), key(Transport::Tcp));
         let mut l = LookedUp::default();
         l.begin(t0);
         assert!(l.due(t0, udp));

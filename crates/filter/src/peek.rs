@@ -84,6 +84,8 @@ struct Held<P> {
 #[derive(Debug)]
 struct Peeked<P> {
     id: u64,
+    /// The SYN's sequence number.
+    syn_seq: u32,
     /// A sequence number and its offset in the stream: offsets of nearby sequence numbers are
     /// reckoned from it (moved forward as packets come, so streams longer than 4 GiB work).
     ref_seq: u32,
@@ -92,11 +94,13 @@ struct Peeked<P> {
     passed_to: u64,
     /// The provider wants to see the bytes up to this offset.
     peek_to: u64,
-    /// The end of the bytes last shown, and whether the close was shown.
+    /// Where the bytes last shown started and ended, and whether the close was shown.
+    shown_from: u64,
     shown_to: u64,
     shown_closed: bool,
-    /// The sender pushed since the bytes were last shown.
-    pushed: bool,
+    /// The end of the last segment the sender pushed: it sent what it had up to there, and
+    /// may wait for an answer before it sends more.
+    push_end: u64,
     /// The stream ends here (a FIN was seen).
     fin_at: Option<u64>,
     /// Held packets, by start.
@@ -154,13 +158,21 @@ impl<P> Peeked<P> {
         let frontier = self.frontier();
         let to = frontier.min(self.peek_to);
         let closed = self.fin_at.is_some_and(|f| frontier >= f && f <= self.peek_to);
-        let new = to > self.shown_to || (closed && !self.shown_closed);
-        if !new || !(to >= self.peek_to || self.pushed || closed) {
+        // Something the provider has not seen: new bytes, the held ones from a new offset
+        // (it passed part of them), or the close.
+        let new = to > self.shown_to
+            || (self.passed_to > self.shown_from && to > self.passed_to)
+            || (closed && !self.shown_closed);
+        // And a reason not to wait for more: the bytes asked for are here, or the sender
+        // pushed bytes still held (it may wait for an answer), or closed.
+        let wait_over =
+            to >= self.peek_to || closed || (self.push_end > self.passed_to && to > self.passed_to);
+        if !new || !wait_over {
             return None;
         }
+        self.shown_from = self.passed_to;
         self.shown_to = to;
         self.shown_closed = closed;
-        self.pushed = false;
         self.asked = Some(now + deadline);
         Some(Data {
             id,
@@ -188,6 +200,8 @@ pub struct Peeks<P> {
     dues: BTreeSet<(Instant, u64)>,
     ended: HashMap<FlowKey, Decision>,
     ended_order: VecDeque<(Instant, FlowKey)>,
+    /// Flows that ended without a verdict (a reset, or idle), for the host to forget.
+    gone: Vec<u64>,
     /// Bytes shown to the provider.
     pub bytes_peeked: u64,
 }
@@ -202,6 +216,7 @@ impl<P> Peeks<P> {
             dues: BTreeSet::new(),
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
+            gone: Vec::new(),
             bytes_peeked: 0,
         }
     }
@@ -216,6 +231,17 @@ impl<P> Peeks<P> {
         self.flows.is_empty()
     }
 
+    /// Whether a SYN of `key` with sequence number `seq` is a peeked flow's, sent again.
+    pub fn is_resent_syn(&self, key: &FlowKey, seq: u32) -> bool {
+        self.flows.get(key).is_some_and(|f| f.syn_seq == seq)
+    }
+
+    /// The flows that ended without a verdict since the last call (the sender reset them, or
+    /// they were idle).
+    pub fn take_gone(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.gone)
+    }
+
     /// Whether packets of `key` belong here (a peeked flow, or one decided a moment ago).
     pub fn knows(&self, key: &FlowKey) -> bool {
         self.flows.contains_key(key) || self.ended.contains_key(key)
@@ -225,18 +251,22 @@ impl<P> Peeks<P> {
     /// wants to see its first `peek` bytes.
     pub fn start(&mut self, now: Instant, id: u64, key: FlowKey, syn_seq: u32, peek: u32) {
         let peek = u64::from(peek.clamp(1, MAX_PEEK));
+        // A new connection on the 5-tuple of one decided a moment ago.
+        self.ended.remove(&key);
         self.ids.insert(id, key);
         self.flows.insert(
             key,
             Peeked {
                 id,
+                syn_seq,
                 ref_seq: syn_seq.wrapping_add(1),
                 ref_off: 0,
                 passed_to: 0,
                 peek_to: peek,
+                shown_from: 0,
                 shown_to: 0,
                 shown_closed: false,
-                pushed: false,
+                push_end: 0,
                 fin_at: None,
                 held: Vec::new(),
                 held_bytes: 0,
@@ -309,7 +339,9 @@ impl<P> Peeks<P> {
         let at = f.held.partition_point(|h| h.start <= start);
         f.held_bytes += seg.payload.len();
         f.held.insert(at, Held { start, end, fin: seg.fin, payload: seg.payload, packet });
-        f.pushed |= seg.psh;
+        if seg.psh {
+            f.push_end = f.push_end.max(end);
+        }
         let id = f.id;
         Ok(self.show(now, id))
     }
@@ -384,18 +416,8 @@ impl<P> Peeks<P> {
         self.decide_all(now, &due, decision, out)
     }
 
-    /// Every flow with a question out decided `decision` (the provider is gone): their ids.
-    pub fn fail_asked(
-        &mut self,
-        now: Instant,
-        decision: Decision,
-        out: &mut Vec<(P, Give)>,
-    ) -> Vec<u64> {
-        let asked: Vec<u64> = self.dues.iter().map(|(_, id)| *id).collect();
-        self.decide_all(now, &asked, decision, out)
-    }
-
-    /// Every flow decided `decision` (the host stops): their ids.
+    /// Every flow decided `decision` (the provider is gone, or the host stops): their ids. A
+    /// provider that starts again knows nothing of the flows its predecessor peeked at.
     pub fn fail_all(
         &mut self,
         now: Instant,
@@ -438,9 +460,12 @@ impl<P> Peeks<P> {
         {
             self.dues.remove(&(due, id));
         }
-        if let Some(d) = decision {
-            self.ended.insert(key, d);
-            self.ended_order.push_back((now, key));
+        match decision {
+            Some(d) => {
+                self.ended.insert(key, d);
+                self.ended_order.push_back((now, key));
+            }
+            None => self.gone.push(id),
         }
     }
 
@@ -500,6 +525,7 @@ mod tests {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
         p.start(now, 7, k, 999, 1024);
+        assert!(p.is_resent_syn(&k, 999) && !p.is_resent_syn(&k, 1000));
         let mut out = Vec::new();
         let hello = vec![0x16; 517];
         let data = p.packet(now, k, seg(1000, &hello, true), 1, &mut out);
@@ -558,6 +584,27 @@ mod tests {
     }
 
     #[test]
+    fn pushed_bytes_passed_in_part_are_shown_again_at_once() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, 0, 1024);
+        let mut out = Vec::new();
+        let request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        let data = p.packet(now, k, seg(1, request, true), 1, &mut out).ok().flatten();
+        assert_eq!(data.map(|d| d.bytes.len()), Some(request.len()));
+        // The sender pushed its request and waits: passing part of it shows the rest at once.
+        let next = p.verdict(now, 1, DataVerdict::Pass { pass: 10, peek: 1024 }, &mut out);
+        let Answer::Next(Some(data)) = next else { panic!("shown again: {next:?}") };
+        assert_eq!((data.offset, data.bytes.as_slice()), (10, &request[10..]));
+        assert!(out.is_empty(), "the packet straddles the passed bytes: held");
+        // Passing nothing more shows nothing more, until new bytes come.
+        let next = p.verdict(now, 1, DataVerdict::Pass { pass: 0, peek: 1 }, &mut out);
+        assert_eq!(next, Answer::Next(None));
+        let data = p.packet(now, k, seg(1 + 35, b"x", false), 2, &mut out).ok().flatten();
+        assert_eq!(data.map(|d| (d.offset, d.bytes.len())), Some((10, request.len() - 10 + 1)));
+    }
+
+    #[test]
     fn a_close_mid_peek_is_shown_and_a_reset_ends_the_flow() {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
@@ -580,10 +627,12 @@ mod tests {
         assert_eq!(p.packet(now, k, rst, 2, &mut out).ok(), Some(None));
         assert_eq!(out, vec![(2, Give::Pass), (1, Give::Discard)]);
         assert!(p.is_empty());
+        assert_eq!(p.take_gone(), vec![2], "ended without a verdict");
     }
 
     #[test]
-    fn a_question_past_its_deadline_gets_the_policy_and_so_does_every_one_when_the_provider_goes() {
+    fn a_question_past_its_deadline_gets_the_policy_and_so_does_every_flow_when_the_provider_goes()
+    {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
         p.start(now, 1, k, 0, 4);
@@ -601,11 +650,12 @@ mod tests {
         out.clear();
         assert!(p.packet(now, k2, seg(1, b"abcd", false), 1, &mut out).ok().flatten().is_some());
         assert!(p.packet(now, k, seg(1, b"ab", false), 2, &mut out).ok().flatten().is_none());
-        assert_eq!(p.fail_asked(now, Decision::Allow, &mut out), vec![2]);
-        assert_eq!(out, vec![(1, Give::Allow)]);
-        out.clear();
-        assert_eq!(p.fail_all(now, Decision::Allow, &mut out), vec![3]);
-        assert_eq!(out, vec![(2, Give::Allow)]);
+        let mut failed = p.fail_all(now, Decision::Allow, &mut out);
+        failed.sort_unstable();
+        assert_eq!(failed, vec![2, 3]);
+        out.sort_unstable_by_key(|(packet, _)| *packet);
+        assert_eq!(out, vec![(1, Give::Allow), (2, Give::Allow)]);
+        assert!(p.is_empty());
     }
 
     #[test]

@@ -1,8 +1,13 @@
 # A content filter provider in Python, speaking nw-filter's contract (version 1) with nothing
 # but the standard library. Options: "allow_ports" (flows to these remote ports are allowed,
 # the rest dropped) and "mode": "answer" (the default), "hang" (never answers a flow), or
-# "exit" (says started, then exits at the first flow, as a crash would).
-import json, os, socket, sys
+# "exit" (says started, then exits at the first flow, as a crash would). Data: "peek_ports"
+# (flows to these ports are peeked at: their first "peek" bytes, default 1024), "deny" (a
+# peeked flow whose bytes contain one of these strings is dropped, the others allowed),
+# "pass_first" (instead of deciding at once, pass that many bytes and peek again), and
+# "data_mode": "answer" or "hang" (never answers about data). Each data message is written
+# as a line to "record" when given.
+import base64, json, os, socket, sys
 
 sock = socket.socket(fileno=int(os.environ["NW_FILTER_FD"]))
 reader = sock.makefile("rb")
@@ -26,8 +31,25 @@ for line in reader:
             os._exit(3)
         flow = m["flow"]
         port = int(flow["remote"].rsplit(":", 1)[1])
+        if port in options.get("peek_ports", []):
+            peek = options.get("peek", 1024)
+            send({"type": "verdict", "id": flow["id"], "verdict": "filter_data", "peek_outbound": peek})
+            continue
         verdict = "allow" if port in options.get("allow_ports", []) else "drop"
         send({"type": "verdict", "id": flow["id"], "verdict": verdict})
+    elif m["type"] == "data":
+        data = base64.b64decode(m["bytes"])
+        if "record" in options:
+            with open(options["record"], "a") as f:
+                f.write(json.dumps({"id": m["id"], "offset": m["offset"], "len": len(data), "closed": m["closed"]}) + "\n")
+        if options.get("data_mode") == "hang":
+            continue
+        first = options.get("pass_first", 0)
+        if m["offset"] == 0 and first:
+            send({"type": "data_verdict", "id": m["id"], "verdict": "pass", "pass": first, "peek": options.get("peek", 1024)})
+            continue
+        denied = any(d.encode() in data for d in options.get("deny", []))
+        send({"type": "data_verdict", "id": m["id"], "verdict": "drop" if denied else "allow"})
     elif m["type"] == "stop":
         send({"type": "stopped"})
         break

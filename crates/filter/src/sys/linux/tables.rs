@@ -9,9 +9,17 @@
 //!   -m mark --mark ALLOW/MASK -j NWFILTER-ALLOW   a packet given "allow" comes back (REPEAT)
 //!   -m connmark --mark ALLOW/MASK -j RETURN       the rest of an allowed flow
 //!   -m mark --mark DROP/MASK -j NWFILTER-DROP     a packet given "drop" comes back
+//!   -m mark ! --mark PEEK/MASK -m connmark --mark PEEK/MASK -m conntrack ! --ctstate NEW
+//!     -j NFQUEUE ...                              a peeked flow's packets after its SYN: the
+//!                                                 host holds its bytes until the data verdict
+//!   -m mark --mark PEEK/MASK -j NWFILTER-PEEK     a packet given "pass" comes back (the SYN
+//!                                                 of a flow to peek at, or passed bytes)
+//!   -m connmark --mark PEEK/MASK -j RETURN        ... and goes on (as does a resent SYN)
 //!   -p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //!   -p udp -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //! NWFILTER-ALLOW  save the mark to the connection, clear it from the packet
+//! NWFILTER-PEEK   the same: the flow is peeked at (its next packets are queued), and the
+//!                 packet goes out
 //! NWFILTER-DROP   clear the mark; REJECT: TCP with a reset, so the program's connect fails
 //!                 at once ("connection refused") instead of retrying for minutes; UDP with
 //!                 icmp(6) administratively prohibited. Not ICMP for TCP: the kernel sends at
@@ -36,12 +44,15 @@ pub(crate) const MARK_MASK: u32 = 0x8100_0000;
 pub(crate) const MARK_ALLOW: u32 = 0x8000_0000;
 /// The mark of a dropped flow's packet.
 pub(crate) const MARK_DROP: u32 = 0x0100_0000;
+/// The mark of a peeked flow, and of a packet of it that passes.
+pub(crate) const MARK_PEEK: u32 = MARK_ALLOW | MARK_DROP;
 
 /// The chain the filter's rules live in.
 pub(crate) const CHAIN: &str = "NWFILTER";
 const ALLOW_CHAIN: &str = "NWFILTER-ALLOW";
 const DROP_CHAIN: &str = "NWFILTER-DROP";
 const QUEUE_CHAIN: &str = "NWFILTER-QUEUE";
+const PEEK_CHAIN: &str = "NWFILTER-PEEK";
 
 /// The iptables programs, one per family.
 pub(crate) const TOOLS: [&str; 2] = ["iptables", "ip6tables"];
@@ -73,7 +84,7 @@ pub(crate) fn restore_input(
     let bypass = if bypass { " --queue-bypass" } else { "" };
     let reject = if ipv6 { "icmp6-adm-prohibited" } else { "icmp-admin-prohibited" };
     let mut s = String::from("*filter\n");
-    for c in [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN] {
+    for c in [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN, PEEK_CHAIN] {
         s += &format!(":{c} - [0:0]\n");
     }
     if jump {
@@ -88,7 +99,17 @@ pub(crate) fn restore_input(
     // connection made before the filter started (it picks them up mid-stream as NEW) would be
     // queued, find no socket to attribute, and be refused.
     let queued = match scope {
-        Scope::All => CHAIN,
+        Scope::All => {
+            // A packet given "pass" must not be queued again, and the SYN of a flow to peek
+            // at must not be taken for a new flow's.
+            let peek = format!("{MARK_PEEK:#x}/{mask}");
+            s += &format!(
+                "-A {CHAIN} -m mark ! --mark {peek} -m connmark --mark {peek} -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
+            );
+            s += &format!("-A {CHAIN} -m mark --mark {peek} -j {PEEK_CHAIN}\n");
+            s += &format!("-A {CHAIN} -m connmark --mark {peek} -j RETURN\n");
+            CHAIN
+        }
         Scope::Local(prefixes) => {
             s += &format!("-A {CHAIN} -m addrtype --dst-type MULTICAST -j {QUEUE_CHAIN}\n");
             let link_local = if ipv6 {
@@ -111,6 +132,8 @@ pub(crate) fn restore_input(
     }
     s += &format!("-A {ALLOW_CHAIN} -j CONNMARK --save-mark --nfmask {mask} --ctmask {mask}\n");
     s += &format!("-A {ALLOW_CHAIN} -j MARK --and-mark {clear}\n");
+    s += &format!("-A {PEEK_CHAIN} -j CONNMARK --save-mark --nfmask {mask} --ctmask {mask}\n");
+    s += &format!("-A {PEEK_CHAIN} -j MARK --and-mark {clear}\n");
     s += &format!("-A {DROP_CHAIN} -j MARK --and-mark {clear}\n");
     s += &format!("-A {DROP_CHAIN} -p tcp -j REJECT --reject-with tcp-reset\n");
     s += &format!("-A {DROP_CHAIN} -j REJECT --reject-with {reject}\n");
@@ -192,7 +215,7 @@ pub(crate) fn remove() -> Vec<String> {
                 left.push(e.to_string());
             }
         }
-        for chain in [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN] {
+        for chain in [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN, PEEK_CHAIN] {
             let exists = run(tool, &["-w", "-n", "-L", chain], None).is_ok();
             if exists {
                 for op in ["-F", "-X"] {
@@ -236,6 +259,18 @@ mod tests {
         let a = v4.find("-j NWFILTER-ALLOW").unwrap_or(usize::MAX);
         let r = v4.find("-j RETURN").unwrap_or(0);
         assert!(a < r);
+        // A passed packet of a peeked flow goes out before the rule that queues the flow's
+        // packets.
+        let peeked = v4
+            .find(
+                "-m connmark --mark 0x81000000/0x81000000 -m conntrack ! --ctstate NEW -j NFQUEUE",
+            )
+            .unwrap_or(usize::MAX);
+        let passed = v4.find("--mark 0x81000000/0x81000000 -j NWFILTER-PEEK").unwrap_or(0);
+        let on = v4.find("-m connmark --mark 0x81000000/0x81000000 -j RETURN").unwrap_or(0);
+        let syn = v4.find("-p tcp --syn").unwrap_or(0);
+        assert!(peeked < passed && passed < on && on < syn, "{v4}");
+        assert!(v4.contains("-m mark ! --mark 0x81000000/0x81000000 -m connmark"), "{v4}");
         // nw-tunnel marks sockets with 0x6e770000 + ifindex; those bits never hit our mask.
         assert_eq!(0x6e77_ffff & MARK_MASK, 0);
     }
