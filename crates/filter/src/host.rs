@@ -7,6 +7,13 @@
 //! — the failure policy decides. On any stop the rules are removed before the queue is
 //! released.
 //!
+//! A flow whose provider asked to see its data: its SYN goes out with the PEEK mark saved to
+//! the connection, so its later packets are queued too; their bytes are held and put in order
+//! ([`crate::peek`]) and shown to the provider, and each packet goes out once all its bytes
+//! are passed ("pass": NF_REPEAT with the PEEK mark, which the rules let through), or with
+//! the flow's final verdict. A dropped peeked flow's process gets a reset; its peer hears
+//! nothing until it sends (then the reset the process's kernel answers with goes out).
+//!
 //! A flow is a conntrack entry. Known gap: a new UDP socket that reuses an allowed flow's
 //! 5-tuple while conntrack still remembers it (30 s unreplied, 120 s replied) passes under the
 //! earlier verdict, whichever process it belongs to. Measured: 50 of 200 datagrams from

@@ -2,12 +2,14 @@
 //!
 //! - A **provider** is its own unprivileged process, in any language, that is told about each
 //!   new flow — the 5-tuple, the direction, the process behind it (pid, executable, command
-//!   line, uid, cgroup and a stable identity, [`nw_lnp::identity`]) — and answers allow or drop.
-//!   [`protocol`] is the contract; [`provider`] is the Rust SDK.
+//!   line, uid, cgroup and a stable identity, [`nw_lnp::identity`]) — and answers allow, drop,
+//!   or "show me its first bytes" ([`FlowVerdict::FilterData`]), then decides on them
+//!   ([`DataVerdict`]). [`protocol`] is the contract; [`provider`] is the Rust SDK.
 //! - The **host** ([`host::run`]) is privileged: an NFQUEUE gets each new flow's first packets
 //!   only (a conntrack mark carries the final verdict, so the rest of an allowed flow never
 //!   leaves the kernel); the [`rules`] decide, or ask the provider; whenever no provider
-//!   answers, the [`FailPolicy`] does.
+//!   answers, the [`FailPolicy`] does. A peeked flow's later packets are queued too, their bytes
+//!   held and put in order ([`peek`]) until the provider's data verdict.
 //! - [`list`] names every packet filter on the host, ours or not.
 #![warn(missing_docs)]
 

@@ -350,3 +350,187 @@ fn netns_filter_decides_while_nobody_reads_its_output() {
     }
     assert!(kept.exists(), "the log of a namespace that exists was removed");
 }
+
+const PEEK_SERVER: &str = include_str!("programs/peek_server.py");
+const PEEK_CLIENT: &str = include_str!("programs/peek_client.py");
+
+/// Runs peek_client.py in `ns` and returns what it printed.
+fn peek_client(ns: &Namespace, mode: &str, port: u16, extra: &[&str]) -> Value {
+    let out = ns
+        .command(PYTHON)
+        .args(["-c", PEEK_CLIENT, mode, &addr::SRV_V4.to_string(), &port.to_string()])
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("peek_client.py: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "peek_client.py {mode} printed {text:?} ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The data messages the provider recorded.
+fn recorded(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// Peek and pass with real clients: curl's HTTP requests and openssl's ClientHellos are
+/// shown to a provider that peeks 1,024 bytes and drops what names blocked.example; not one
+/// byte of a dropped flow reaches the server, and the client is told at once. Hostile flows
+/// (garbage, a 64 KiB server name, a close mid-peek) each get a verdict. A provider that
+/// passes 10 bytes and then never answers: exactly those 10 bytes arrive, then the failure
+/// policy. And 50 MB uploads peeked then allowed complete, their throughput printed next to
+/// unfiltered ones.
+#[test]
+fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
+    let p = pair();
+    let mut server = {
+        let mut cmd = p.srv.command(PYTHON);
+        cmd.args(["-c", PEEK_SERVER, "8080", "8443", "8444", "8445"]);
+        Events::spawn(&p.srv, cmd)
+    };
+    server.event("ready");
+    let dir = crate::support::Dir::new("filter-peek");
+    let record = dir.0.join("data.jsonl");
+    // The provider runs as nobody: it may write this file and nothing else here.
+    std::fs::write(&record, "").unwrap_or_else(|e| panic!("{e}"));
+    for (path, mode) in [(&dir.0, 0o755), (&record, 0o666)] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let options = json!({
+        "peek_ports": [8080, 8443],
+        "allow_ports": [8444, 8445],
+        "deny": ["blocked.example"],
+        "record": record,
+    });
+    let mut f = filter_up(&p.cli, &["--deadline", "3000"], &options);
+    let srv = addr::SRV_V4.to_string();
+    let mut conns = 0;
+    let mut next_conn = |server: &mut Events| {
+        conns += 1;
+        server.nth(conns, Duration::from_secs(20), |v| v["event"] == "conn")
+    };
+
+    // HTTP: the Host decides.
+    let curl = |host: &str| {
+        p.cli
+            .command("curl")
+            .args(["-sS", "-m", "10", "-H", &format!("Host: {host}")])
+            .arg(format!("http://{srv}:8080/"))
+            .output()
+            .unwrap_or_else(|e| panic!("curl: {e}"))
+    };
+    let fine = curl("fine.example");
+    assert_eq!(String::from_utf8_lossy(&fine.stdout), "ok\n", "{fine:?}");
+    let c = next_conn(&mut server);
+    assert_eq!(c["ended"], "answered", "{c}");
+    let began = Instant::now();
+    let blocked = curl("blocked.example");
+    let took = began.elapsed();
+    assert_eq!(blocked.status.code(), Some(56), "curl is reset: {blocked:?}");
+    assert!(took < Duration::from_secs(2), "the dropped request waited {took:?}");
+    let c = next_conn(&mut server);
+    assert_eq!(c["bytes"], 0, "bytes of a dropped flow reached the server: {c}");
+
+    // TLS: the server name in openssl's ClientHello decides.
+    let s_client = |name: &str| {
+        p.cli
+            .command("timeout")
+            .args(["10", "openssl", "s_client", "-connect", &format!("{srv}:8443")])
+            .args(["-servername", name])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e}"))
+    };
+    let _ = s_client("fine.example");
+    let c = next_conn(&mut server);
+    assert!(
+        c["bytes"].as_u64() > Some(100) && c["head"].as_str().is_some_and(|h| h.starts_with("16")),
+        "{c}"
+    );
+    let _ = s_client("blocked.example");
+    let c = next_conn(&mut server);
+    assert_eq!(c["bytes"], 0, "bytes of a dropped flow reached the server: {c}");
+
+    // Hostile flows get a verdict, and the host goes on.
+    for (mode, bytes) in [("garbage", 600), ("big_sni", 65_084), ("closes", 5)] {
+        let out = peek_client(&p.cli, mode, 8443, &[]);
+        let c = next_conn(&mut server);
+        assert_eq!(c["bytes"], bytes, "{mode}: {out} {c}");
+    }
+
+    // 50 MB uploads: peeked at (1,024 bytes, then allowed) and not; alternating.
+    const UPLOAD: u64 = 50_000_000;
+    let (mut peeked, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        for (port, into) in [(8443, &mut peeked), (8445, &mut bare)] {
+            let out = peek_client(&p.cli, "upload", port, &[&UPLOAD.to_string()]);
+            let c = next_conn(&mut server);
+            assert_eq!(c["bytes"].as_u64(), Some(UPLOAD), "port {port}: {out} {c}");
+            into.push(out["mb_s"].as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    let (peeked, bare) = (nw_lab::stats::median(&peeked), nw_lab::stats::median(&bare));
+    eprintln!(
+        "filter: 50 MB upload, median of 3: peeked at then allowed {peeked:.0} MB/s, not filtered {bare:.0} MB/s ({:.2}x)",
+        peeked / bare
+    );
+
+    assert_eq!(f.stop(), Some(0));
+    let flows: Vec<&Value> = f.seen.iter().filter(|v| v["event"] == "flow").collect();
+    let port = |v: &Value| {
+        v["flow"]["remote"].as_str().and_then(|r| r.rsplit(':').next()?.parse::<u16>().ok())
+    };
+    let peeked_flows: Vec<&&Value> =
+        flows.iter().filter(|v| matches!(port(v), Some(8080 | 8443))).collect();
+    // fine and blocked over HTTP and TLS, three hostile flows, three uploads.
+    assert_eq!(peeked_flows.len(), 10, "{flows:#?}");
+    assert!(peeked_flows.iter().all(|v| v["by"]["by"] == "provider"), "{peeked_flows:#?}");
+    let drops = peeked_flows.iter().filter(|v| v["decision"] == "drop").count();
+    assert_eq!(drops, 2, "{peeked_flows:#?}");
+    let shown = recorded(&record);
+    assert!(shown.iter().all(|d| d["len"].as_u64() <= Some(1024)), "{shown:#?}");
+    assert!(shown.iter().any(|d| d["len"] == 5), "the flow closed mid-peek: {shown:#?}");
+    assert!(
+        shown.iter().any(|d| d["len"] == 1024),
+        "the 64 KiB server name, 1,024 bytes of it: {shown:#?}"
+    );
+
+    // Pass 10 bytes, then never answer: exactly 10 bytes, then the failure policy (closed).
+    std::fs::write(&record, "").unwrap_or_else(|e| panic!("{e}"));
+    let options =
+        json!({"peek_ports": [8080], "pass_first": 10, "data_mode": "hang", "record": record});
+    let mut f = filter_up(&p.cli, &["--deadline", "700", "--fail-closed"], &options);
+    let began = Instant::now();
+    let out = peek_client(&p.cli, "chunks", 8080, &[]);
+    let took = began.elapsed();
+    let c = next_conn(&mut server);
+    assert_eq!(
+        (c["bytes"].as_u64(), c["head"].as_str()),
+        (Some(10), Some("30313233343536373839")),
+        "{c}"
+    );
+    assert_eq!(out["ended"], "reset", "{out}");
+    assert!(took < Duration::from_secs(5), "the unanswered flow took {took:?}");
+    let shown = recorded(&record);
+    let offsets: Vec<(u64, u64)> = shown
+        .iter()
+        .map(|d| (d["offset"].as_u64().unwrap_or(99), d["len"].as_u64().unwrap_or(99)))
+        .collect();
+    assert_eq!(offsets, vec![(0, 10), (10, 10)], "{shown:#?}");
+    assert_eq!(f.stop(), Some(0));
+    let by = f.wait(Duration::from_secs(5), |v| v["event"] == "flow");
+    assert_eq!(
+        (by["decision"].as_str(), by["by"]["by"].as_str()),
+        (Some("drop"), Some("policy")),
+        "{by}"
+    );
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}

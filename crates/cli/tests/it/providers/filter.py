@@ -4,8 +4,8 @@
 # "exit" (says started, then exits at the first flow, as a crash would). Data: "peek_ports"
 # (flows to these ports are peeked at: their first "peek" bytes, default 1024), "deny" (a
 # peeked flow whose bytes contain one of these strings is dropped, the others allowed),
-# "pass_first" (instead of deciding at once, pass that many bytes and peek again), and
-# "data_mode": "answer" or "hang" (never answers about data). Each data message is written
+# "pass_first" (instead of deciding about the first bytes, pass that many and peek again), and
+# "data_mode": "answer" or "hang" (never decides about data). Each data message is written
 # as a line to "record" when given.
 import base64, json, os, socket, sys
 
@@ -42,11 +42,11 @@ for line in reader:
         if "record" in options:
             with open(options["record"], "a") as f:
                 f.write(json.dumps({"id": m["id"], "offset": m["offset"], "len": len(data), "closed": m["closed"]}) + "\n")
-        if options.get("data_mode") == "hang":
-            continue
         first = options.get("pass_first", 0)
         if m["offset"] == 0 and first:
             send({"type": "data_verdict", "id": m["id"], "verdict": "pass", "pass": first, "peek": options.get("peek", 1024)})
+            continue
+        if options.get("data_mode") == "hang":
             continue
         denied = any(d.encode() in data for d in options.get("deny", []))
         send({"type": "data_verdict", "id": m["id"], "verdict": "drop" if denied else "allow"})
