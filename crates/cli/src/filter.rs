@@ -61,7 +61,7 @@ enum Action {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Rules (TOML): default = \"allow\" | \"drop\" | \"ask\", then [[rule]] tables with action and any of identity, executable, uid, cgroup, remote, ports, transport, direction; the first match decides (see nw_filter::rules). A rule naming a host, or inbound flows, is refused: this host learns neither yet.\nThe provider is started as nobody with the contract socket as descriptor 3 (NW_FILTER_FD); see nw_filter::protocol. It may ask to see a TCP flow's first bytes (up to 64 KiB) before deciding: nothing reaches the peer until it passes or allows them.\nExit status: 0 after an orderly stop that removed every rule; 1 when rules were left; 2 for usage; 3 when filtering could not be set up."
+    after_help = "Rules (TOML): default = \"allow\" | \"drop\" | \"ask\", then [[rule]] tables with action and any of identity, executable, uid, cgroup, remote, ports, transport, direction; the first match decides (see nw_filter::rules). A rule naming a host is decided on the name in a TCP flow's first bytes (TLS server name, HTTP Host), read before they reach the peer; a rule naming inbound flows, or a UDP flow's host, is refused: this host sees neither.\nThe provider is started as nobody with the contract socket as descriptor 3 (NW_FILTER_FD); see nw_filter::protocol. It may ask to see a TCP flow's first bytes (up to 64 KiB) before deciding: nothing reaches the peer until it passes or allows them.\nExit status: 0 after an orderly stop that removed every rule; 1 when rules were left; 2 for usage; 3 when filtering could not be set up."
 )]
 struct UpArgs {
     /// Drop new flows when no provider answers (crashed, hung past the deadline, stopping);

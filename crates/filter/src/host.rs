@@ -21,7 +21,7 @@
 //! deleting a flow's conntrack entry when its socket is destroyed (sock_diag's destroy
 //! notifications). TCP has no such gap: a new SYN on an old entry starts a new one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -284,12 +284,12 @@ pub enum HostError {
 }
 
 /// The first rule that names something this host does not see yet, which would silently
-/// never match: a host name (it neither peeks at TLS or HTTP nor reads DNS answers), or
-/// inbound flows (it queues outbound ones only).
+/// never match: inbound flows (it queues outbound ones only), or the host name of a UDP flow
+/// (names are learned from a TCP flow's first bytes).
 pub fn unseen(rules: &Rules) -> Option<(usize, &'static str)> {
     rules.rules.iter().enumerate().find_map(|(i, r)| {
-        if r.host.is_some() {
-            Some((i + 1, "a host name"))
+        if r.host.is_some() && r.transport == Some(Transport::Udp) {
+            Some((i + 1, "the host name of a UDP flow"))
         } else if r.direction == Some(Direction::Inbound) {
             Some((i + 1, "inbound flows"))
         } else {
@@ -297,6 +297,12 @@ pub fn unseen(rules: &Rules) -> Option<(usize, &'static str)> {
         }
     })
 }
+
+/// How many bytes of a flow the host holds back to learn its host name: a TLS record's
+/// largest fragment (RFC 8446 §5.1), room for a ClientHello with post-quantum key shares
+/// before its server name. A client pushes its ClientHello or request and waits, so the name
+/// is read as soon as they are sent, whatever their size.
+const NAME_PEEK: u32 = 16 * 1024;
 
 #[derive(Debug)]
 struct Held {
@@ -410,9 +416,12 @@ pub async fn run(
 
     let mut engine: Engine<Held> = Engine::new(options.policy, options.deadline);
     let mut flows = Flows {
+        rules: options.rules.clone(),
         asked: HashMap::new(),
         peeks: Peeks::new(options.deadline),
         peeking: HashMap::new(),
+        naming: HashSet::new(),
+        asking: HashSet::new(),
     };
     let mut slot = match &options.provider {
         Some(p) => start_provider(p, &events, nw_provider::Backoff::new()),
@@ -445,7 +454,8 @@ pub async fn run(
                         match flows.peeks.packet(now, key, seg, held, &mut given) {
                             Ok(data) => {
                                 give_peeked(&mut out, given);
-                                flows.show(now, data, &slot, &mut engine, &events, &mut out);
+                                let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
+                                flows.show(now, data, &mut cx);
                             }
                             // A packet of a peeked flow this host does not know: it was idle
                             // for long, or a host before this one peeked at it.
@@ -507,6 +517,11 @@ pub async fn run(
                         })),
                         (None, _) => None,
                     };
+                    if decided.is_none() && !own_flow(&slot, &flow) && options.rules.host_may_decide(&flow) {
+                        // A rule naming a host could decide it: its name first.
+                        flows.start(now, id, flow, NAME_PEEK, true, &mut engine, &mut out);
+                        continue;
+                    }
                     let (decision, by) = match decided {
                         Some(d) => d,
                         None => match rules_or_provider(&options, &flow, &slot) {
@@ -526,6 +541,14 @@ pub async fn run(
                 let now = Instant::now();
                 // Gone: the deadline passed first and the failure policy decided it.
                 let Some(flow) = flows.asked.remove(&id) else { continue };
+                if answer.as_ref().is_ok_and(|v| v.allowed)
+                    && !own_flow(&slot, &flow)
+                    && options.rules.host_may_decide(&flow)
+                {
+                    flows.start(now, id, flow, NAME_PEEK, true, &mut engine, &mut out);
+                    flush(&queue, &mut out);
+                    continue;
+                }
                 let decided = match answer {
                     Ok(v) if !v.allowed => Some((Decision::Drop, By::LocalNetwork {
                         locality: v.locality.to_string(),
@@ -571,6 +594,11 @@ pub async fn run(
                             let _ = events.send(Event::ProviderStarted { pid: r.pid });
                         }
                     }
+                    FromProvider::Message(ProviderMessage::Verdict { id, verdict }) if flows.asking.contains(&id) => {
+                        let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
+                        flows.provider_verdict(now, id, verdict, &mut cx);
+                        flush(&queue, &mut out);
+                    }
                     FromProvider::Message(ProviderMessage::Verdict { id, verdict }) => {
                         let peek = match (verdict, flows.asked.get(&id)) {
                             (FlowVerdict::FilterData { peek_outbound, .. }, Some(flow)) => Some(
@@ -587,13 +615,7 @@ pub async fn run(
                         if let Some(Ok(size)) = peek
                             && let Some(flow) = flows.asked.remove(&id)
                         {
-                            // The SYN goes out; the flow's bytes are held until the data
-                            // verdict.
-                            let held = engine.peek(id);
-                            let seq = held.first().map_or(0, |h| h.seq);
-                            flows.peeks.start(now, id, flow.key(), seq, size);
-                            give_peeked(&mut out, held.into_iter().map(|h| (h, Give::Pass)).collect());
-                            flows.peeking.insert(id, flow);
+                            flows.start(now, id, flow, size, false, &mut engine, &mut out);
                             flush(&queue, &mut out);
                             continue;
                         }
@@ -614,14 +636,8 @@ pub async fn run(
                         }
                     }
                     FromProvider::Message(ProviderMessage::DataVerdict { id, verdict }) => {
-                        let mut given = Vec::new();
-                        let answer = flows.peeks.verdict(now, id, verdict, &mut given);
-                        give_peeked(&mut out, given);
-                        match answer {
-                            Answer::Late => engine.count(None, false),
-                            Answer::Next(data) => flows.show(now, data, &slot, &mut engine, &events, &mut out),
-                            Answer::Final(d) => flows.decided(id, d, By::Provider, &mut engine, &events),
-                        }
+                        let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
+                        flows.answer(now, id, verdict, By::Provider, &mut cx);
                         flush(&queue, &mut out);
                     }
                     FromProvider::Message(ProviderMessage::Cancel { message }) => {
@@ -665,10 +681,7 @@ pub async fn run(
                 }
             }
             _ = stats_tick.tick() => {
-                flows.peeks.sweep(Instant::now());
-                for id in flows.peeks.take_gone() {
-                    flows.peeking.remove(&id);
-                }
+                flows.forget(Instant::now());
                 engine.set_bytes_peeked(flows.peeks.bytes_peeked);
                 let _ = events.send(Event::Stats(engine.stats()));
             }
@@ -805,7 +818,7 @@ struct LookedUp {
     at: HashMap<FlowKey, Instant>,
     order: std::collections::VecDeque<(Instant, FlowKey)>,
     /// The keys of the batch being gathered: each is looked up once.
-    batch: std::collections::HashSet<FlowKey>,
+    batch: HashSet<FlowKey>,
 }
 
 impl LookedUp {
@@ -840,9 +853,7 @@ impl LookedUp {
 
 /// The rules' decision, or `None` when the provider is to be asked.
 fn decide(rules: &Rules, flow: &Flow, slot: &Slot) -> Option<(Decision, By)> {
-    if let (Slot::Running(r), Some(p)) = (slot, &flow.process)
-        && r.pid == Some(p.pid)
-    {
+    if own_flow(slot, flow) {
         return Some((Decision::Allow, By::ProviderItself));
     }
     let (action, rule) = rules.decide(flow);
@@ -913,49 +924,118 @@ fn give(out: &mut Vec<(u32, Verdict, Option<u32>)>, id: u32, mark: u32, decision
     out.push((id, Verdict::Repeat, Some((mark & !MARK_MASK) | bits)));
 }
 
-/// The new flows waiting for the provider, and the flows whose data it filters.
+/// The new flows waiting for the provider, and the flows whose data is peeked at.
 struct Flows {
+    /// The rules, which decide flows peeked at for their host name.
+    rules: Rules,
     /// Flows asked about (of the provider, or local network privacy), by id.
     asked: HashMap<u64, Flow>,
     /// The bytes of peeked flows.
     peeks: Peeks<Held>,
     /// Peeked flows, by id, until their data verdict is final.
     peeking: HashMap<u64, Flow>,
+    /// Peeked flows whose first bytes the host reads for their host name, for the rules.
+    naming: HashSet<u64>,
+    /// Flows named so, then asked of the provider: its flow verdict is their data verdict.
+    asking: HashSet<u64>,
+}
+
+/// What deciding a peeked flow touches.
+struct Cx<'a> {
+    slot: &'a Slot,
+    engine: &'a mut Engine<Held>,
+    events: &'a mpsc::UnboundedSender<Event>,
+    out: &'a mut Vec<(u32, Verdict, Option<u32>)>,
 }
 
 impl Flows {
-    /// Shows `data` to the provider; when it cannot be asked, the failure policy decides the
-    /// flow.
-    fn show(
+    /// Flow `id`, waiting in the engine, is to be peeked at: `size` bytes, for the provider or
+    /// (`naming`) for its host name. Its SYN goes out; its bytes are held.
+    #[allow(clippy::too_many_arguments, reason = "the loop's state, borrowed apart")]
+    fn start(
         &mut self,
         now: Instant,
-        data: Option<crate::flow::Data>,
-        slot: &Slot,
+        id: u64,
+        flow: Flow,
+        size: u32,
+        naming: bool,
         engine: &mut Engine<Held>,
-        events: &mpsc::UnboundedSender<Event>,
         out: &mut Vec<(u32, Verdict, Option<u32>)>,
     ) {
+        let held = engine.peek(id);
+        let seq = held.first().map_or(0, |h| h.seq);
+        self.peeks.start(now, id, flow.key(), seq, size);
+        give_peeked(out, held.into_iter().map(|h| (h, Give::Pass)).collect());
+        self.peeking.insert(id, flow);
+        if naming {
+            self.naming.insert(id);
+        }
+    }
+
+    /// Shows `data` to whoever decides the flow: the rules, once its host name is read, or the
+    /// provider; when the provider cannot be asked, the failure policy decides.
+    fn show(&mut self, now: Instant, data: Option<crate::flow::Data>, cx: &mut Cx<'_>) {
         let Some(data) = data else { return };
         let id = data.id;
-        let why = match slot {
-            Slot::Running(r) if r.started => {
-                if r.to.try_send(nw_provider::encode(&HostMessage::Data(data))).is_ok() {
-                    return;
+        if self.naming.remove(&id) {
+            let Some(flow) = self.peeking.get_mut(&id) else { return };
+            flow.host = crate::names::host_name(&data.bytes);
+            let (action, rule) = self.rules.decide(flow);
+            let by = if rule == 0 { By::Default } else { By::Rule { rule } };
+            match action {
+                Action::Allow => self.answer(now, id, DataVerdict::Allow, by, cx),
+                Action::Drop => self.answer(now, id, DataVerdict::Drop, by, cx),
+                Action::Ask => {
+                    let line = nw_provider::encode(&HostMessage::NewFlow { flow: flow.clone() });
+                    match asked(cx.slot, line) {
+                        Ok(()) => {
+                            self.asking.insert(id);
+                        }
+                        Err(why) => self.fail(now, id, why, cx),
+                    }
                 }
-                "the provider is not reading"
             }
-            Slot::Running(_) => "the provider has not started yet",
-            _ => "no provider is running",
-        };
-        let (verdict, decision) = match engine.policy() {
-            FailPolicy::Open => (DataVerdict::Allow, Decision::Allow),
-            FailPolicy::Closed => (DataVerdict::Drop, Decision::Drop),
-        };
-        let mut given = Vec::new();
-        if let Answer::Final(_) = self.peeks.verdict(now, id, verdict, &mut given) {
-            self.decided(id, decision, By::Policy { why: why.into() }, engine, events);
+            return;
         }
-        give_peeked(out, given);
+        if let Err(why) = asked(cx.slot, nw_provider::encode(&HostMessage::Data(data))) {
+            self.fail(now, id, why, cx);
+        }
+    }
+
+    /// The provider's flow verdict about a flow named and then asked of it.
+    fn provider_verdict(&mut self, now: Instant, id: u64, verdict: FlowVerdict, cx: &mut Cx<'_>) {
+        self.asking.remove(&id);
+        match verdict {
+            FlowVerdict::Allow => self.answer(now, id, DataVerdict::Allow, By::Provider, cx),
+            FlowVerdict::Drop => self.answer(now, id, DataVerdict::Drop, By::Provider, cx),
+            FlowVerdict::FilterData { peek_outbound, .. } => {
+                // The provider sees the bytes the host read the name from, and more.
+                self.peeks.reshow(id);
+                let peek = DataVerdict::Pass { pass: 0, peek: peek_outbound };
+                self.answer(now, id, peek, By::Provider, cx);
+            }
+        }
+    }
+
+    /// The failure policy decides peeked flow `id`: nobody could be asked.
+    fn fail(&mut self, now: Instant, id: u64, why: &str, cx: &mut Cx<'_>) {
+        let verdict = match cx.engine.policy() {
+            FailPolicy::Open => DataVerdict::Allow,
+            FailPolicy::Closed => DataVerdict::Drop,
+        };
+        self.answer(now, id, verdict, By::Policy { why: why.into() }, cx);
+    }
+
+    /// A data verdict about flow `id`, `by` whoever gave it.
+    fn answer(&mut self, now: Instant, id: u64, verdict: DataVerdict, by: By, cx: &mut Cx<'_>) {
+        let mut given = Vec::new();
+        let answer = self.peeks.verdict(now, id, verdict, &mut given);
+        give_peeked(cx.out, given);
+        match answer {
+            Answer::Late => cx.engine.count(None, false),
+            Answer::Next(data) => self.show(now, data, cx),
+            Answer::Final(d) => self.decided(id, d, by, cx.engine, cx.events),
+        }
     }
 
     /// Peeked flow `id` is decided.
@@ -968,10 +1048,38 @@ impl Flows {
         events: &mpsc::UnboundedSender<Event>,
     ) {
         engine.count(Some(decision), matches!(by, By::Policy { .. }));
+        self.naming.remove(&id);
+        self.asking.remove(&id);
         if let Some(flow) = self.peeking.remove(&id) {
             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
         }
     }
+
+    /// Forgets the flows that ended without a verdict.
+    fn forget(&mut self, now: Instant) {
+        self.peeks.sweep(now);
+        for id in self.peeks.take_gone() {
+            self.peeking.remove(&id);
+            self.naming.remove(&id);
+            self.asking.remove(&id);
+        }
+    }
+}
+
+/// Sends `line` to the provider, or says why it cannot be asked.
+fn asked(slot: &Slot, line: Vec<u8>) -> Result<(), &'static str> {
+    match slot {
+        Slot::Running(r) if r.started => {
+            r.to.try_send(line).map_err(|_| "the provider is not reading")
+        }
+        Slot::Running(_) => Err("the provider has not started yet"),
+        _ => Err("no provider is running"),
+    }
+}
+
+/// Whether `flow` is the provider's own.
+fn own_flow(slot: &Slot, flow: &Flow) -> bool {
+    matches!((slot, &flow.process), (Slot::Running(r), Some(p)) if r.pid == Some(p.pid))
 }
 
 /// The verdicts of a peeked flow's packets, to be sent with the others of its turn.
@@ -1168,11 +1276,12 @@ mod tests {
     fn rules_that_could_never_match_here_are_named() {
         let rules = |t: &str| Rules::parse(t, false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(unseen(&rules("[[rule]]\naction = \"drop\"\nports = 23\n")), None);
+        assert_eq!(unseen(&rules("[[rule]]\naction = \"drop\"\nhost = \"*.example.com\"\n")), None);
         assert_eq!(
             unseen(&rules(
-                "[[rule]]\naction = \"drop\"\nports = 23\n[[rule]]\naction = \"drop\"\nhost = \"*.example.com\"\n"
+                "[[rule]]\naction = \"drop\"\nports = 23\n[[rule]]\naction = \"drop\"\nhost = \"*.example.com\"\ntransport = \"udp\"\n"
             )),
-            Some((2, "a host name"))
+            Some((2, "the host name of a UDP flow"))
         );
         assert_eq!(
             unseen(&rules("[[rule]]\naction = \"allow\"\ndirection = \"inbound\"\n")),

@@ -358,6 +358,16 @@ impl<P> Peeks<P> {
         Some(data)
     }
 
+    /// Flow `id`'s held bytes are to be shown again, to a provider that has not seen them (the
+    /// host read them for the flow's host name).
+    pub fn reshow(&mut self, id: u64) {
+        if let Some(f) = self.ids.get(&id).and_then(|k| self.flows.get_mut(k)) {
+            f.shown_from = f.passed_to;
+            f.shown_to = f.passed_to;
+            f.shown_closed = false;
+        }
+    }
+
     /// The provider's verdict about flow `id`'s bytes last shown.
     pub fn verdict(
         &mut self,

@@ -19,8 +19,12 @@
 //! Every condition a rule names must hold; a rule that names none matches everything. A
 //! condition about the process does not match a flow whose process is unknown.
 //!
-//! The Linux host does not learn host names or see inbound flows yet, and refuses rules that
-//! name them ([`crate::host::unseen`]) rather than let them never match.
+//! A host name is learned from a TCP flow's first bytes (a TLS ClientHello's server name, an
+//! HTTP request's `Host`): when a rule naming a host could decide a flow otherwise than it is
+//! decided without one ([`Rules::host_may_decide`]), the host holds the flow's first bytes back
+//! and reads the name before deciding. UDP flows have none. The Linux host does not see
+//! inbound flows yet, and refuses rules that name them, or a UDP flow's host name
+//! ([`crate::host::unseen`]), rather than let them never match.
 
 use std::net::IpAddr;
 
@@ -194,6 +198,20 @@ impl Rules {
         Ok(rules)
     }
 
+    /// Whether learning `flow`'s host name could change its decision: a rule naming a host,
+    /// whose every other condition holds and whose action differs, comes before the rule that
+    /// decides the flow without one. Such a flow is peeked at for its name.
+    pub fn host_may_decide(&self, flow: &Flow) -> bool {
+        if flow.host.is_some() || flow.transport != Transport::Tcp {
+            return false;
+        }
+        let (action, rule) = self.decide(flow);
+        let before = if rule == 0 { self.rules.len() } else { rule - 1 };
+        self.rules[..before]
+            .iter()
+            .any(|r| r.host.is_some() && r.action != action && r.matches_all_but_host(flow))
+    }
+
     /// The decision for a flow, and the number (from 1) of the rule that made it; 0 for the
     /// default.
     pub fn decide(&self, flow: &Flow) -> (Action, usize) {
@@ -207,6 +225,15 @@ impl Rules {
 impl Rule {
     /// Whether every condition the rule names holds for `flow`.
     pub fn matches(&self, flow: &Flow) -> bool {
+        self.matches_all_but_host(flow)
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| flow.host.as_deref().is_some_and(|name| host_matches(h, name)))
+    }
+
+    /// Whether every condition but the host name holds for `flow`.
+    fn matches_all_but_host(&self, flow: &Flow) -> bool {
         let p = flow.process.as_ref();
         let process_ok =
             |cond: bool, f: &dyn Fn(&crate::flow::Process) -> bool| !cond || p.is_some_and(f);
@@ -222,10 +249,6 @@ impl Rule {
             && self.ports.is_none_or(|r| (r.first..=r.last).contains(&flow.remote.port()))
             && self.transport.is_none_or(|t| t == flow.transport)
             && self.direction.is_none_or(|d| d == flow.direction)
-            && self
-                .host
-                .as_deref()
-                .is_none_or(|h| flow.host.as_deref().is_some_and(|name| host_matches(h, name)))
     }
 }
 
@@ -324,6 +347,51 @@ mod tests {
         assert_eq!(rules.decide(&f), (Action::Drop, 0), "*.example.com is not example.com");
         f.host = None;
         assert_eq!(rules.decide(&f), (Action::Drop, 0), "no host name, no host match");
+    }
+
+    #[test]
+    fn a_flow_is_peeked_at_only_when_its_host_name_could_change_its_decision() {
+        let rules = Rules::parse(
+            r#"
+            default = "allow"
+            [[rule]]
+            action = "drop"
+            executable = "/usr/bin/telnet"
+            [[rule]]
+            action = "drop"
+            host = "*.blocked.example"
+            ports = 443
+            [[rule]]
+            action = "allow"
+            host = "ok.example"
+            [[rule]]
+            action = "drop"
+            remote = "192.0.2.0/24"
+            "#,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let unnamed = |remote: &str, t: Transport, exe: &str| Flow {
+            host: None,
+            ..flow(remote, t, Some(exe))
+        };
+        let cases = [
+            // Allowed by default, and a drop rule for some names of port 443 comes first.
+            (unnamed("198.51.100.1:443", Transport::Tcp, "/usr/bin/curl"), true),
+            // No host rule with another action applies to port 80: allowed either way.
+            (unnamed("198.51.100.1:80", Transport::Tcp, "/usr/bin/curl"), false),
+            // Dropped by rule 4, and rule 3 would allow ok.example.
+            (unnamed("192.0.2.1:80", Transport::Tcp, "/usr/bin/curl"), true),
+            // Dropped by rule 1, before any host rule.
+            (unnamed("198.51.100.1:443", Transport::Tcp, "/usr/bin/telnet"), false),
+            // UDP flows have no host name to learn.
+            (unnamed("198.51.100.1:443", Transport::Udp, "/usr/bin/curl"), false),
+            // Named already.
+            (flow("198.51.100.1:443", Transport::Tcp, Some("/usr/bin/curl")), false),
+        ];
+        for (f, want) in cases {
+            assert_eq!(rules.host_may_decide(&f), want, "{} {:?}", f.key(), f.process);
+        }
     }
 
     #[test]

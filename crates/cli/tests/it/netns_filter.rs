@@ -534,3 +534,84 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     );
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
+
+/// Rules that name hosts: the host reads the name from a flow's first bytes — curl's Host
+/// header, openssl's server name — only for flows whose name could change their decision, and
+/// decides before a byte reaches the server. A rule that asks the provider about a named flow
+/// tells it the name.
+#[test]
+fn netns_filter_rules_decide_on_the_host_name_in_a_flows_first_bytes() {
+    let p = pair();
+    let mut server = {
+        let mut cmd = p.srv.command(PYTHON);
+        cmd.args(["-c", PEEK_SERVER, "8080", "8443", "8444"]);
+        Events::spawn(&p.srv, cmd)
+    };
+    server.event("ready");
+    let dir = crate::support::Dir::new("filter-names");
+    let rules = rules_file(
+        &dir.0,
+        "default = \"allow\"\n[[rule]]\naction = \"drop\"\nhost = \"*.blocked.example\"\nports = \"8080-8443\"\n[[rule]]\naction = \"ask\"\nhost = \"ask.example\"\nports = \"8080-8443\"\n",
+    );
+    // The provider drops what it is asked about on port 8443 and allows 8080.
+    let mut f = filter_up(&p.cli, &["--rules", &rules], &json!({"allow_ports": [8080]}));
+    let srv = addr::SRV_V4.to_string();
+    let mut conns = 0;
+    let mut next_conn = |server: &mut Events| {
+        conns += 1;
+        server.nth(conns, Duration::from_secs(20), |v| v["event"] == "conn")
+    };
+    let curl = |host: &str, port: u16| {
+        p.cli
+            .command("curl")
+            .args(["-sS", "-m", "10", "-H", &format!("Host: {host}")])
+            .arg(format!("http://{srv}:{port}/"))
+            .output()
+            .unwrap_or_else(|e| panic!("curl: {e}"))
+    };
+    let s_client = |name: &str| {
+        p.cli
+            .command("timeout")
+            .args(["10", "openssl", "s_client", "-connect", &format!("{srv}:8443")])
+            .args(["-servername", name])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e}"))
+    };
+    // What, with which client, the name, the port, and whether bytes reach the server.
+    let cases = [
+        ("a blocked name over HTTP", "curl", "www.blocked.example", 8080, false),
+        ("a fine name", "curl", "fine.example", 8080, true),
+        ("a name asked of the provider, which allows 8080", "curl", "ask.example", 8080, true),
+        ("a blocked server name", "openssl", "www.blocked.example", 8443, false),
+        ("a name asked of the provider, which drops 8443", "openssl", "ask.example", 8443, false),
+        ("a blocked name on a port no rule names", "curl", "www.blocked.example", 8444, true),
+    ];
+    for (what, client, name, port, through) in cases {
+        let out = if client == "curl" { curl(name, port) } else { s_client(name) };
+        let c = next_conn(&mut server);
+        if through {
+            assert!(c["bytes"].as_u64() > Some(0), "{what}: {c} {out:?}");
+        } else {
+            assert_eq!(c["bytes"], 0, "{what}: bytes reached the server: {c} {out:?}");
+        }
+    }
+    assert_eq!(f.stop(), Some(0));
+    let flows: Vec<&Value> = f.seen.iter().filter(|v| v["event"] == "flow").collect();
+    let named = |host: &str, by: &str, decision: &str| {
+        flows
+            .iter()
+            .filter(|v| {
+                v["flow"]["host"] == host && v["by"]["by"] == by && v["decision"] == decision
+            })
+            .count()
+    };
+    assert_eq!(named("www.blocked.example", "rule", "drop"), 2, "{flows:#?}");
+    assert_eq!(named("fine.example", "default", "allow"), 1, "{flows:#?}");
+    assert_eq!(named("ask.example", "provider", "allow"), 1, "{flows:#?}");
+    assert_eq!(named("ask.example", "provider", "drop"), 1, "{flows:#?}");
+    // Port 8444: no host rule applies there, so the flow was not peeked at and has no name.
+    let unnamed = flows.iter().filter(|v| v["flow"]["host"].is_null()).count();
+    assert_eq!(unnamed, 1, "{flows:#?}");
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}
