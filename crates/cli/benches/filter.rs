@@ -10,7 +10,8 @@
 //! the client namespace and source ports are used in turn, so every flow is a new 5-tuple.
 //!
 //! Also the latency one flow at a time adds: a TCP connect's p50 and p99 with each filter
-//! against no filter.
+//! against no filter. And data peeks: a 50 MB TCP upload whose first 1,024 bytes a provider (the
+//! tests' Python provider) peeks at before allowing it, against the same upload with no filter.
 //!
 //! Prints the medians and the ratios. Needs root and iproute2.
 //!
@@ -44,6 +45,10 @@ const WINDOW: usize = 128;
 const ECHO_PORTS: u16 = 16;
 const FIRST_ECHO_PORT: u16 = 7000;
 const TCP_PORT: u16 = 7100;
+const SINK_PORT: u16 = 7200;
+/// The tests' provider in Python, which peeks at flows to the ports it is told.
+const PROVIDER: &str = include_str!("../tests/it/providers/filter.py");
+const PYTHON: &str = "/usr/bin/python3";
 
 /// How many flows the runs so far have used of each thread's (source port, echo port) cycle.
 static USED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -58,6 +63,15 @@ fn servers(ns: &Namespace) {
         (sockets, TcpListener::bind((addr::SRV_V4, TCP_PORT)).unwrap())
     })
     .unwrap();
+    let sink = in_namespace(ns, || TcpListener::bind((addr::SRV_V4, SINK_PORT)).unwrap()).unwrap();
+    // Reads each connection to its end, then closes it.
+    std::thread::spawn(move || {
+        for c in sink.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut &c, &mut std::io::sink());
+            });
+        }
+    });
     std::thread::spawn(move || {
         for s in listener.incoming() {
             drop(s);
@@ -169,7 +183,27 @@ fn connects(ns: &Namespace, n: usize) -> Vec<f64> {
     .unwrap()
 }
 
-/// `nw filter up` with these extra arguments, ready; its stdout is drained by a thread that
+/// MB/s of one upload of `bytes` to the sink, until the sink has read it all.
+fn upload(ns: &Namespace, bytes: usize) -> f64 {
+    in_namespace(ns, move || {
+        use std::io::{Read, Write};
+        let chunk = vec![b'x'; 1 << 20];
+        let started = Instant::now();
+        let mut s = TcpStream::connect((addr::SRV_V4, SINK_PORT)).unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            s.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = s.read(&mut [0u8; 1]);
+        bytes as f64 / started.elapsed().as_secs_f64() / 1e6
+    })
+    .unwrap()
+}
+
+/// `nw filter up` with these extra arguments, ready (and its provider started, if any); its stdout is drained by a thread that
 /// returns the flows the host saw when it stops.
 struct Host {
     guard: nw_lab::Child,
@@ -191,7 +225,8 @@ fn host(ns: &Namespace, extra: &[&str]) -> Host {
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         let v: Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["event"] == "ready" {
+        let provider = extra.contains(&"--provider");
+        if v["event"] == if provider { "provider_started" } else { "ready" } {
             let (tx, seen) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 // Only the last line is parsed: the flow lines are read, not decoded, so the
@@ -281,6 +316,31 @@ fn main() {
             r / base,
             percentile(&lats[i], 0.5),
             percentile(&lats[i], 0.99),
+        );
+    }
+
+    // Data peeks: uploads peeked at (1,024 bytes, then allowed) against no filter, alternating.
+    if wanted("peek") {
+        let bytes = if smoke { 10_000_000 } else { 50_000_000 };
+        let options = format!(r#"{{"peek_ports": [{SINK_PORT}], "allow_ports": [{TCP_PORT}]}}"#);
+        let peeking: [&str; 7] =
+            ["--provider", PYTHON, "--options", &options, "--", "-c", PROVIDER];
+        let (mut bare, mut peeked) = (Vec::new(), Vec::new());
+        for _ in 0..runs.max(3) {
+            bare.push(upload(&p.cli, bytes));
+            let h = host(&p.cli, &peeking);
+            peeked.push(upload(&p.cli, bytes));
+            h.stop();
+        }
+        let (b, k) = (median(&bare), median(&peeked));
+        // The difference is mostly fixed: the provider is asked twice (the new flow, then its
+        // first bytes) before the rest of the upload leaves the kernel.
+        let added_ms = (bytes as f64 / (k * 1e6) - bytes as f64 / (b * 1e6)) * 1e3;
+        println!(
+            "\n{} MB uploads, median of {}: no filter {b:.0} MB/s; peeked at (1,024 bytes, then allowed) {k:.0} MB/s ({:.2}×, {added_ms:.1} ms added per upload)",
+            bytes / 1_000_000,
+            bare.len(),
+            k / b
         );
     }
     let _ = std::fs::remove_dir_all(state_dir());
