@@ -997,6 +997,13 @@ impl Flows {
             }
             return;
         }
+        // The flow's name, once its first bytes are seen: for the log, whoever decides.
+        if let Some(flow) = self.peeking.get_mut(&id)
+            && flow.host.is_none()
+            && data.offset == 0
+        {
+            flow.host = crate::names::host_name(&data.bytes);
+        }
         if let Err(why) = asked(cx.slot, nw_provider::encode(&HostMessage::Data(data))) {
             self.fail(now, id, why, cx);
         }

@@ -42,8 +42,9 @@ pub trait Provider: Send + 'static {
     fn new_flow(&mut self, flow: Flow) -> impl Future<Output = FlowVerdict> + Send;
 
     /// The verdict about a flow's bytes, for a flow this provider answered
-    /// [`FlowVerdict::FilterData`] about (`flow` is the flow as `new_flow` saw it). The
-    /// default allows the rest of the flow.
+    /// [`FlowVerdict::FilterData`] about (`flow` is the flow as `new_flow` saw it, with its
+    /// `host` read from its first bytes when it had none: a TLS server name or an HTTP Host,
+    /// [`crate::names`]). The default allows the rest of the flow.
     fn data(&mut self, flow: &Flow, data: Data) -> impl Future<Output = DataVerdict> + Send {
         let _ = (flow, data);
         async { DataVerdict::Allow }
@@ -122,8 +123,15 @@ pub async fn run_on<P: Provider>(
                 let id = data.id;
                 // Data about a flow this provider did not ask to filter: the host's mistake;
                 // letting the flow through is what the provider said about it.
-                let verdict = match filtering.get(&id) {
-                    Some(flow) => provider.data(flow, data).await,
+                let verdict = match filtering.get_mut(&id) {
+                    Some(flow) => {
+                        // The name in the flow's first bytes (a TLS server name, an HTTP
+                        // Host), for a flow the host named none for.
+                        if flow.host.is_none() && data.offset == 0 {
+                            flow.host = crate::names::host_name(&data.bytes);
+                        }
+                        provider.data(flow, data).await
+                    }
                     None => DataVerdict::Allow,
                 };
                 if !matches!(verdict, DataVerdict::Pass { .. }) {
@@ -215,6 +223,72 @@ mod tests {
         assert_eq!(
             got,
             "{\"type\":\"started\"}\n{\"type\":\"verdict\",\"id\":1,\"verdict\":\"allow\"}\n{\"type\":\"verdict\",\"id\":2,\"verdict\":\"drop\"}\n{\"type\":\"verdict\",\"id\":3,\"verdict\":\"filter_data\",\"peek_outbound\":4,\"peek_inbound\":0}\n{\"type\":\"data_verdict\",\"id\":3,\"verdict\":\"pass\",\"pass\":4,\"peek\":8}\n{\"type\":\"data_verdict\",\"id\":3,\"verdict\":\"drop\"}\n{\"type\":\"data_verdict\",\"id\":3,\"verdict\":\"allow\"}\n{\"type\":\"stopped\"}\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod named {
+    use super::*;
+    use crate::flow::{Direction, Transport};
+    use tokio::io::AsyncReadExt;
+
+    /// Drops flows to a.example, by the name the runner reads from their first bytes.
+    struct NoA;
+
+    impl Provider for NoA {
+        async fn new_flow(&mut self, _flow: Flow) -> FlowVerdict {
+            FlowVerdict::FilterData { peek_outbound: 64, peek_inbound: 0 }
+        }
+
+        async fn data(&mut self, flow: &Flow, _data: Data) -> DataVerdict {
+            if flow.host.as_deref() == Some("a.example") {
+                DataVerdict::Drop
+            } else {
+                DataVerdict::Allow
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runner_names_a_flow_from_its_first_bytes() {
+        let (host, ours) = std::os::unix::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let runner = tokio::spawn(run_on(NoA, ours));
+        host.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+        let mut host = tokio::net::UnixStream::from_std(host).unwrap_or_else(|e| panic!("{e}"));
+        let mut out =
+            nw_provider::encode(&HostMessage::Start { version: VERSION, options: Value::Null });
+        for (id, bytes) in
+            [(1, &b"GET / HTTP/1.1\r\nHost: A.example:80\r\n\r\n"[..]), (2, b"\x00??")]
+        {
+            out.extend(nw_provider::encode(&HostMessage::NewFlow {
+                flow: Flow {
+                    id,
+                    transport: Transport::Tcp,
+                    direction: Direction::Outbound,
+                    local: "10.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
+                    remote: "10.0.0.2:80".parse().unwrap_or_else(|e| panic!("{e}")),
+                    process: None,
+                    host: None,
+                },
+            }));
+            out.extend(nw_provider::encode(&HostMessage::Data(Data {
+                id,
+                direction: Direction::Outbound,
+                offset: 0,
+                bytes: bytes.to_vec(),
+                closed: false,
+            })));
+        }
+        out.extend(nw_provider::encode(&HostMessage::Stop { reason: StopReason::UserInitiated }));
+        host.write_all(&out).await.unwrap_or_else(|e| panic!("{e}"));
+        let _ = runner.await;
+        let mut got = String::new();
+        host.read_to_string(&mut got).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(got.contains("{\"type\":\"data_verdict\",\"id\":1,\"verdict\":\"drop\"}"), "{got}");
+        assert!(
+            got.contains("{\"type\":\"data_verdict\",\"id\":2,\"verdict\":\"allow\"}"),
+            "{got}"
         );
     }
 }

@@ -495,6 +495,9 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     assert!(peeked_flows.iter().all(|v| v["by"]["by"] == "provider"), "{peeked_flows:#?}");
     let drops = peeked_flows.iter().filter(|v| v["decision"] == "drop").count();
     assert_eq!(drops, 2, "{peeked_flows:#?}");
+    // The log names each peeked flow by its first bytes: the Host, the server name.
+    let named = |name: &str| peeked_flows.iter().filter(|v| v["flow"]["host"] == name).count();
+    assert_eq!((named("fine.example"), named("blocked.example")), (2, 2), "{peeked_flows:#?}");
     let shown = recorded(&record);
     assert!(shown.iter().all(|d| d["len"].as_u64() <= Some(1024)), "{shown:#?}");
     assert!(shown.iter().any(|d| d["len"] == 5), "the flow closed mid-peek: {shown:#?}");
