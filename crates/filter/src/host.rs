@@ -11,8 +11,8 @@
 //! the connection, so its later packets are queued too; their bytes are held and put in order
 //! ([`crate::peek`]) and shown to the provider, and each packet goes out once all its bytes
 //! are passed ("pass": NF_REPEAT with the PEEK mark, which the rules let through), or with
-//! the flow's final verdict. A dropped peeked flow's process gets a reset; its peer hears
-//! nothing until it sends (then the reset the process's kernel answers with goes out).
+//! the flow's final verdict. A dropped peeked flow's process gets a reset, and so does its peer
+//! (from a raw socket, with the sequence number of the next byte it expects).
 //!
 //! A flow is a conntrack entry. Known gap: a new UDP socket that reuses an allowed flow's
 //! 5-tuple while conntrack still remembers it (30 s unreplied, 120 s replied) passes under the
@@ -422,6 +422,7 @@ pub async fn run(
         peeking: HashMap::new(),
         naming: HashSet::new(),
         asking: HashSet::new(),
+        raw: crate::sys::raw::Raw::default(),
     };
     let mut slot = match &options.provider {
         Some(p) => start_provider(p, &events, nw_provider::Backoff::new()),
@@ -938,6 +939,8 @@ struct Flows {
     naming: HashSet<u64>,
     /// Flows named so, then asked of the provider: its flow verdict is their data verdict.
     asking: HashSet<u64>,
+    /// Where the resets for dropped flows' peers are sent from.
+    raw: crate::sys::raw::Raw,
 }
 
 /// What deciding a peeked flow touches.
@@ -1057,6 +1060,13 @@ impl Flows {
         engine.count(Some(decision), matches!(by, By::Policy { .. }));
         self.naming.remove(&id);
         self.asking.remove(&id);
+        // A dropped flow's peer is told at once, not left with a connection nobody uses.
+        for (key, seq) in self.peeks.take_resets() {
+            let packet = crate::packet::reset(key, seq);
+            if let Err(e) = self.raw.send(&packet, key.remote.ip(), MARK_PEEK) {
+                tracing::warn!("resetting {key} for its peer: {e}");
+            }
+        }
         if let Some(flow) = self.peeking.remove(&id) {
             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
         }

@@ -120,6 +120,58 @@ pub fn tcp_segment(packet: &[u8]) -> Option<Segment<'_>> {
     })
 }
 
+/// A TCP reset from `key.local` to `key.remote` with sequence number `seq` (no ACK), with its
+/// IP header, ready for a raw socket: it tells the peer of a dropped flow at once.
+pub fn reset(key: FlowKey, seq: u32) -> Vec<u8> {
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&key.local.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&key.remote.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x04; // RST
+    let (mut packet, pseudo) = match (key.local.ip(), key.remote.ip()) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, TCP, 0, 0];
+            ip.extend_from_slice(&src.octets());
+            ip.extend_from_slice(&dst.octets());
+            let sum = checksum(&[&ip]).to_be_bytes();
+            ip[10..12].copy_from_slice(&sum);
+            let pseudo = [&src.octets()[..], &dst.octets(), &[0, TCP, 0, 20]].concat();
+            (ip, pseudo)
+        }
+        (src, dst) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a.octets(),
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            };
+            let mut ip = vec![0x60, 0, 0, 0, 0, 20, TCP, 64];
+            ip.extend_from_slice(&v6(src));
+            ip.extend_from_slice(&v6(dst));
+            let pseudo = [&v6(src)[..], &v6(dst), &[0, 0, 0, 20, 0, 0, 0, TCP]].concat();
+            (ip, pseudo)
+        }
+    };
+    let sum = checksum(&[&pseudo, &tcp]).to_be_bytes();
+    tcp[16..18].copy_from_slice(&sum);
+    packet.extend_from_slice(&tcp);
+    packet
+}
+
+/// The Internet checksum (RFC 1071) of the concatenated parts, each of even length.
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        for pair in part.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+            sum += u32::from(word);
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(0)
+}
+
 /// Walks IPv6 extension headers (RFC 8200 §4) to the transport header.
 fn skip_extensions(mut next: u8, mut rest: &[u8]) -> Option<(u8, &[u8])> {
     for _ in 0..8 {
@@ -195,6 +247,31 @@ mod tests {
         p.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
         p.extend_from_slice(payload);
         p
+    }
+
+    #[test]
+    fn resets_parse_back_and_their_checksums_hold() {
+        for (local, remote) in
+            [("10.0.0.1:40000", "10.0.0.2:443"), ("[2001:db8::1]:40000", "[2001:db8::2]:80")]
+        {
+            let key = FlowKey {
+                transport: Transport::Tcp,
+                local: local.parse().unwrap_or_else(|e| panic!("{e}")),
+                remote: remote.parse().unwrap_or_else(|e| panic!("{e}")),
+            };
+            let p = reset(key, 0xdead_beef);
+            assert_eq!(outbound_key(&p), Some(key));
+            let s = tcp_segment(&p).unwrap_or_else(|| panic!("a segment"));
+            assert!(s.rst && !s.syn && s.len == 0 && s.seq == 0xdead_beef);
+            // Summed with its pseudo-header, a TCP segment with a right checksum sums to zero.
+            let (ip_len, pseudo) = if p[0] >> 4 == 4 {
+                assert_eq!(checksum(&[&p[..20]]), 0, "the IPv4 header's checksum");
+                (20, [&p[12..20], &[0, TCP, 0, 20][..]].concat())
+            } else {
+                (40, [&p[8..40], &[0, 0, 0, 20, 0, 0, 0, TCP][..]].concat())
+            };
+            assert_eq!(checksum(&[&pseudo, &p[ip_len..]]), 0, "{local}");
+        }
     }
 
     #[test]

@@ -92,6 +92,8 @@ struct Peeked<P> {
     ref_off: u64,
     /// Packets whose bytes all lie before this offset go through.
     passed_to: u64,
+    /// The bytes before this offset went out: the peer's next expected byte.
+    out_to: u64,
     /// The provider wants to see the bytes up to this offset.
     peek_to: u64,
     /// Where the bytes last shown started and ended, and whether the close was shown.
@@ -202,6 +204,9 @@ pub struct Peeks<P> {
     ended_order: VecDeque<(Instant, FlowKey)>,
     /// Flows that ended without a verdict (a reset, or idle), for the host to forget.
     gone: Vec<u64>,
+    /// Dropped flows whose peer is to be reset: the flow, and the sequence number of the
+    /// next byte the peer expects.
+    resets: Vec<(FlowKey, u32)>,
     /// Bytes shown to the provider.
     pub bytes_peeked: u64,
 }
@@ -217,6 +222,7 @@ impl<P> Peeks<P> {
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
             gone: Vec::new(),
+            resets: Vec::new(),
             bytes_peeked: 0,
         }
     }
@@ -242,6 +248,13 @@ impl<P> Peeks<P> {
         std::mem::take(&mut self.gone)
     }
 
+    /// The dropped flows whose peer is to be told, since the last call: each flow and the
+    /// sequence number of the next byte its peer expects (a reset with it is taken at once,
+    /// RFC 5961 §3.2).
+    pub fn take_resets(&mut self) -> Vec<(FlowKey, u32)> {
+        std::mem::take(&mut self.resets)
+    }
+
     /// Whether packets of `key` belong here (a peeked flow, or one decided a moment ago).
     pub fn knows(&self, key: &FlowKey) -> bool {
         self.flows.contains_key(key) || self.ended.contains_key(key)
@@ -262,6 +275,7 @@ impl<P> Peeks<P> {
                 ref_seq: syn_seq.wrapping_add(1),
                 ref_off: 0,
                 passed_to: 0,
+                out_to: 0,
                 peek_to: peek,
                 shown_from: 0,
                 shown_to: 0,
@@ -327,6 +341,9 @@ impl<P> Peeks<P> {
         if seg.syn || (seg.len == 0 && !seg.fin) || end <= f.passed_to {
             // A retransmitted SYN, an acknowledgement, or bytes already passed (or a close
             // after them, which the provider is told about).
+            if seg.len > 0 && start <= f.out_to {
+                f.out_to = f.out_to.max(end);
+            }
             out.push((packet, Give::Pass));
             let id = f.id;
             return Ok(if seg.fin { self.show(now, id) } else { None });
@@ -406,6 +423,9 @@ impl<P> Peeks<P> {
                 f.held = kept;
                 for h in gone {
                     f.held_bytes -= h.payload.len();
+                    if h.start <= f.out_to {
+                        f.out_to = f.out_to.max(h.end);
+                    }
                     out.push((h.packet, Give::Pass));
                 }
                 Answer::Next(self.show(now, id))
@@ -465,10 +485,16 @@ impl<P> Peeks<P> {
 
     fn end(&mut self, now: Instant, id: u64, decision: Option<Decision>) {
         let Some(key) = self.ids.remove(&id) else { return };
-        if let Some(f) = self.flows.remove(&key)
-            && let Some(due) = f.asked
-        {
-            self.dues.remove(&(due, id));
+        if let Some(f) = self.flows.remove(&key) {
+            if let Some(due) = f.asked {
+                self.dues.remove(&(due, id));
+            }
+            if decision == Some(Decision::Drop) {
+                // out_to as a sequence number: offsets differ from ref_off by less than 2^32
+                // in the sequence space, so the low 32 bits of the difference are exact.
+                let diff = f.out_to.wrapping_sub(f.ref_off) & u64::from(u32::MAX);
+                self.resets.push((key, f.ref_seq.wrapping_add(u32::try_from(diff).unwrap_or(0))));
+            }
         }
         match decision {
             Some(d) => {
@@ -549,6 +575,7 @@ mod tests {
         out.clear();
         assert_eq!(p.verdict(now, 7, DataVerdict::Drop, &mut out), Answer::Final(Decision::Drop));
         assert_eq!(out, vec![(1, Give::Drop)]);
+        assert_eq!(p.take_resets(), vec![(k, 1000)], "the peer expects the first byte");
         assert_eq!(p.verdict(now, 7, DataVerdict::Allow, &mut out), Answer::Late);
         // Later packets of the dropped flow: refused, except the resets that tell the peer.
         out.clear();
@@ -589,6 +616,7 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(p.verdict(now, 1, DataVerdict::Allow, &mut out), Answer::Final(Decision::Allow));
         assert_eq!(out, vec![(2, Give::Allow), (3, Give::Allow), (4, Give::Allow)]);
+        assert!(p.take_resets().is_empty(), "an allowed flow's peer is not reset");
         assert_eq!(p.bytes_peeked, 2048);
         assert!(p.is_empty());
     }
@@ -652,6 +680,7 @@ mod tests {
         assert!(p.expire(now + SECOND / 2, Decision::Drop, &mut out).is_empty());
         assert_eq!(p.expire(now + SECOND, Decision::Drop, &mut out), vec![1]);
         assert_eq!(out, vec![(1, Give::Drop)]);
+        assert_eq!(p.take_resets(), vec![(k, 1)]);
         assert_eq!(p.verdict(now, 1, DataVerdict::Allow, &mut out), Answer::Late);
 
         let k2 = FlowKey { local: "10.0.0.1:40001".parse().unwrap_or_else(|e| panic!("{e}")), ..k };

@@ -438,6 +438,7 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     assert!(took < Duration::from_secs(2), "the dropped request waited {took:?}");
     let c = next_conn(&mut server);
     assert_eq!(c["bytes"], 0, "bytes of a dropped flow reached the server: {c}");
+    assert_eq!(c["ended"], "reset", "the server is told the dropped flow is gone: {c}");
 
     // TLS: the server name in openssl's ClientHello decides.
     let s_client = |name: &str| {
@@ -458,6 +459,7 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     let _ = s_client("blocked.example");
     let c = next_conn(&mut server);
     assert_eq!(c["bytes"], 0, "bytes of a dropped flow reached the server: {c}");
+    assert_eq!(c["ended"], "reset", "the server is told the dropped flow is gone: {c}");
 
     // Hostile flows get a verdict, and the host goes on.
     for (mode, bytes) in [("garbage", 600), ("big_sni", 65_084), ("closes", 5)] {
@@ -521,6 +523,7 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
         "{c}"
     );
     assert_eq!(out["ended"], "reset", "{out}");
+    assert_eq!(c["ended"], "reset", "the server is told, after exactly the passed bytes: {c}");
     assert!(took < Duration::from_secs(5), "the unanswered flow took {took:?}");
     let shown = recorded(&record);
     let offsets: Vec<(u64, u64)> = shown
@@ -597,6 +600,7 @@ fn netns_filter_rules_decide_on_the_host_name_in_a_flows_first_bytes() {
             assert!(c["bytes"].as_u64() > Some(0), "{what}: {c} {out:?}");
         } else {
             assert_eq!(c["bytes"], 0, "{what}: bytes reached the server: {c} {out:?}");
+            assert_eq!(c["ended"], "reset", "{what}: the server is not told: {c}");
         }
     }
     assert_eq!(f.stop(), Some(0));

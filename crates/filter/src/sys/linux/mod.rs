@@ -4,4 +4,5 @@ pub(crate) mod bpf;
 pub(crate) mod diag;
 pub mod nfqueue;
 pub(crate) mod procfs;
+pub(crate) mod raw;
 pub(crate) mod tables;
