@@ -537,6 +537,7 @@ pub async fn run(
                     let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                 }
                 flush(&queue, &mut out);
+                flows.reset_peers();
             }
             Some((id, answer)) = lnp_rx.recv() => {
                 let now = Instant::now();
@@ -548,6 +549,7 @@ pub async fn run(
                 {
                     flows.start(now, id, flow, NAME_PEEK, true, &mut engine, &mut out);
                     flush(&queue, &mut out);
+                flows.reset_peers();
                     continue;
                 }
                 let decided = match answer {
@@ -563,6 +565,7 @@ pub async fn run(
                     Some((decision, by)) => {
                         settle(&mut engine, &mut out, now, id, decision, &by);
                         flush(&queue, &mut out);
+                flows.reset_peers();
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                     }
                     None => {
@@ -599,6 +602,7 @@ pub async fn run(
                         let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
                         flows.provider_verdict(now, id, verdict, &mut cx);
                         flush(&queue, &mut out);
+                flows.reset_peers();
                     }
                     FromProvider::Message(ProviderMessage::Verdict { id, verdict }) => {
                         let peek = match (verdict, flows.asked.get(&id)) {
@@ -618,6 +622,7 @@ pub async fn run(
                         {
                             flows.start(now, id, flow, size, false, &mut engine, &mut out);
                             flush(&queue, &mut out);
+                flows.reset_peers();
                             continue;
                         }
                         let (decision, by) = match (verdict, peek) {
@@ -632,6 +637,7 @@ pub async fn run(
                         };
                         settle(&mut engine, &mut out, now, id, decision, &by);
                         flush(&queue, &mut out);
+                flows.reset_peers();
                         if let Some(flow) = flows.asked.remove(&id) {
                             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                         }
@@ -640,19 +646,23 @@ pub async fn run(
                         let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
                         flows.answer(now, id, verdict, By::Provider, &mut cx);
                         flush(&queue, &mut out);
+                flows.reset_peers();
                     }
                     FromProvider::Message(ProviderMessage::Cancel { message }) => {
                         let m = format!("cancelled: {}", message.unwrap_or_default());
                         provider_down(&mut slot, m, &events, &mut engine, &mut flows, &mut out, now).await;
                         flush(&queue, &mut out);
+                flows.reset_peers();
                     }
                     FromProvider::Message(ProviderMessage::Stopped) => {
                         provider_down(&mut slot, "stopped unasked".into(), &events, &mut engine, &mut flows, &mut out, now).await;
                         flush(&queue, &mut out);
+                flows.reset_peers();
                     }
                     FromProvider::Gone(m) => {
                         provider_down(&mut slot, m, &events, &mut engine, &mut flows, &mut out, now).await;
                         flush(&queue, &mut out);
+                flows.reset_peers();
                     }
                 }
             }
@@ -675,6 +685,7 @@ pub async fn run(
                 }
                 give_peeked(&mut out, given);
                 flush(&queue, &mut out);
+                flows.reset_peers();
             }
             () = tokio::time::sleep_until(restart_at.into()) => {
                 if let (Slot::Down { backoff, .. }, Some(p)) = (&slot, &options.provider) {
@@ -715,6 +726,7 @@ pub async fn run(
     give_peeked(&mut out, given);
     engine.set_bytes_peeked(flows.peeks.bytes_peeked);
     flush(&queue, &mut out);
+    flows.reset_peers();
     if let Slot::Running(r) = slot {
         stop_provider(*r).await;
     }
@@ -1060,15 +1072,21 @@ impl Flows {
         engine.count(Some(decision), matches!(by, By::Policy { .. }));
         self.naming.remove(&id);
         self.asking.remove(&id);
-        // A dropped flow's peer is told at once, not left with a connection nobody uses.
+
+        if let Some(flow) = self.peeking.remove(&id) {
+            let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
+        }
+    }
+
+    /// Tells the peers of the flows dropped since the last call that they are gone, rather
+    /// than leave them a connection nobody uses. Called after the verdicts are sent: a reset
+    /// that overtook the acknowledgement completing the handshake would meet no connection.
+    fn reset_peers(&mut self) {
         for (key, seq) in self.peeks.take_resets() {
             let packet = crate::packet::reset(key, seq);
             if let Err(e) = self.raw.send(&packet, key.remote.ip(), MARK_PEEK) {
                 tracing::warn!("resetting {key} for its peer: {e}");
             }
-        }
-        if let Some(flow) = self.peeking.remove(&id) {
-            let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
         }
     }
 
