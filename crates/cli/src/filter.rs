@@ -389,6 +389,13 @@ impl View {
                     json!({"event": "provider_down", "message": message, "restart_in_ms": restart_in.as_millis()}),
                 )
             }
+            Event::Closed(report) => (
+                format!(
+                    "flow {} closed: {} bytes out, {} bytes in",
+                    report.id, report.bytes_out, report.bytes_in
+                ),
+                json!({"event": "closed", "report": report}),
+            ),
             Event::Stats(stats) => {
                 self.state.write_status(&json!({
                     "pid": std::process::id(),
@@ -577,8 +584,8 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
         s["late_verdicts"]
     );
     println!(
-        "peeks: {} flows' data filtered, {} bytes shown to the provider",
-        s["peeked"], s["bytes_peeked"]
+        "peeks: {} flows' data filtered, {} bytes shown to the provider; {} closed flows reported ({} times close notifications were lost)",
+        s["peeked"], s["bytes_peeked"], s["closes_reported"], s["closes_lost"]
     );
     println!(
         "queue: {} packets given verdicts, {} waiting, {} dropped by the kernel (queue full), {} not delivered to the host",

@@ -82,6 +82,10 @@ pub struct Stats {
     pub peeked: u64,
     /// Bytes shown to the provider.
     pub bytes_peeked: u64,
+    /// Closed flows reported to the provider.
+    pub closes_reported: u64,
+    /// Times the kernel's close notifications overflowed and some closes went unreported.
+    pub closes_lost: u64,
 }
 
 #[derive(Debug)]
@@ -214,9 +218,12 @@ impl<P> Engine<P> {
         }
     }
 
-    /// Sets the count of bytes shown to the provider.
-    pub fn set_bytes_peeked(&mut self, bytes: u64) {
-        self.stats.bytes_peeked = bytes;
+    /// Sets the counters the engine does not keep: bytes shown to the provider, closes
+    /// reported and lost.
+    pub fn set_counts(&mut self, bytes_peeked: u64, closes_reported: u64, closes_lost: u64) {
+        self.stats.bytes_peeked = bytes_peeked;
+        self.stats.closes_reported = closes_reported;
+        self.stats.closes_lost = closes_lost;
     }
 
     /// Decides flow `id` by the failure policy.

@@ -146,6 +146,22 @@ pub struct Data {
     pub closed: bool,
 }
 
+/// What a closed TCP flow carried, reported to the provider that decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The flow's id, from `new_flow`.
+    pub id: u64,
+    /// Bytes this host sent that the peer acknowledged, as the kernel counts them (the SYN
+    /// and the FIN count one each).
+    pub bytes_out: u64,
+    /// Bytes received from the peer, as the kernel counts them (its FIN counts one).
+    pub bytes_in: u64,
+    /// Segments sent.
+    pub segments_out: u64,
+    /// Segments received.
+    pub segments_in: u64,
+}
+
 /// A provider's answer about a flow's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]

@@ -236,6 +236,8 @@ pub enum Event {
         /// The wait before the restart.
         restart_in: Duration,
     },
+    /// A TCP flow the provider allowed, or filtered the data of, has closed.
+    Closed(crate::flow::Report),
     /// The counters, about once a second.
     Stats(Stats),
 }
@@ -423,6 +425,20 @@ pub async fn run(
         naming: HashSet::new(),
         asking: HashSet::new(),
         raw: crate::sys::raw::Raw::default(),
+        reports: Reports::default(),
+    };
+    // The provider hears when the flows it let through close.
+    let mut closes = match &options.provider {
+        Some(_) => match crate::sys::closes::Closes::open() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(
+                    "closed flows will not be reported: sock_diag's destroy notifications: {e}"
+                );
+                None
+            }
+        },
+        None => None,
     };
     let mut slot = match &options.provider {
         Some(p) => start_provider(p, &events, nw_provider::Backoff::new()),
@@ -639,6 +655,9 @@ pub async fn run(
                         flush(&queue, &mut out);
                 flows.reset_peers();
                         if let Some(flow) = flows.asked.remove(&id) {
+                            if (decision, &by) == (Decision::Allow, &By::Provider) {
+                                flows.reports.watch(flow.key(), id);
+                            }
                             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                         }
                     }
@@ -692,9 +711,17 @@ pub async fn run(
                     slot = start_provider(p, &events, *backoff);
                 }
             }
+            closed = next_closes(&mut closes) => match closed {
+                Ok(Some(closed)) => flows.reports.closed(&closed, &slot, &events),
+                Ok(None) => flows.reports.lost += 1,
+                Err(e) => {
+                    tracing::warn!("closed flows are no longer reported: {e}");
+                    closes = None;
+                }
+            },
             _ = stats_tick.tick() => {
                 flows.forget(Instant::now());
-                engine.set_bytes_peeked(flows.peeks.bytes_peeked);
+                engine.set_counts(flows.peeks.bytes_peeked, flows.reports.sent, flows.reports.lost);
                 let _ = events.send(Event::Stats(engine.stats()));
             }
             _ = stop.changed() => break,
@@ -724,7 +751,7 @@ pub async fn run(
         flows.decided(id, policy, By::Policy { why }, &mut engine, &events);
     }
     give_peeked(&mut out, given);
-    engine.set_bytes_peeked(flows.peeks.bytes_peeked);
+    engine.set_counts(flows.peeks.bytes_peeked, flows.reports.sent, flows.reports.lost);
     flush(&queue, &mut out);
     flows.reset_peers();
     if let Slot::Running(r) = slot {
@@ -953,6 +980,75 @@ struct Flows {
     asking: HashSet<u64>,
     /// Where the resets for dropped flows' peers are sent from.
     raw: crate::sys::raw::Raw,
+    /// The flows whose close the provider hears of.
+    reports: Reports,
+}
+
+/// At most this many flows wait for their close to be reported; the oldest are forgotten.
+const MAX_REPORTED: usize = 65_536;
+
+/// The TCP flows the provider allowed or filtered the data of, until they close.
+#[derive(Default)]
+struct Reports {
+    ids: HashMap<FlowKey, u64>,
+    order: std::collections::VecDeque<FlowKey>,
+    /// Closes reported.
+    sent: u64,
+    /// Times close notifications were lost.
+    lost: u64,
+}
+
+impl Reports {
+    /// Flow `id` is one whose close the provider hears of.
+    fn watch(&mut self, key: FlowKey, id: u64) {
+        if key.transport != Transport::Tcp {
+            return;
+        }
+        if self.order.len() >= MAX_REPORTED
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        self.ids.insert(key, id);
+        self.order.push_back(key);
+    }
+
+    /// The sockets destroyed: the provider is told of those it decided.
+    fn closed(
+        &mut self,
+        closed: &[crate::sys::closes::Closed],
+        slot: &Slot,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        for c in closed {
+            let Some(id) = self.ids.remove(&c.key) else { continue };
+            let n = c.counters.unwrap_or_default();
+            let report = crate::flow::Report {
+                id,
+                bytes_out: n.bytes_out,
+                bytes_in: n.bytes_in,
+                segments_out: n.segments_out,
+                segments_in: n.segments_in,
+            };
+            let _ = asked(slot, nw_provider::encode(&HostMessage::FlowClosed(report)));
+            let _ = events.send(Event::Closed(report));
+            self.sent += 1;
+        }
+        if self.order.len() > 2 * self.ids.len() + 1024 {
+            let ids = &self.ids;
+            self.order.retain(|k| ids.contains_key(k));
+        }
+    }
+}
+
+/// The next sockets destroyed, or never when closes are not watched.
+async fn next_closes(
+    closes: &mut Option<crate::sys::closes::Closes>,
+) -> std::io::Result<Option<Vec<crate::sys::closes::Closed>>> {
+    match closes {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What deciding a peeked flow touches.
@@ -1072,6 +1168,10 @@ impl Flows {
         engine.count(Some(decision), matches!(by, By::Policy { .. }));
         self.naming.remove(&id);
         self.asking.remove(&id);
+        if let (Decision::Allow, By::Provider, Some(flow)) = (decision, &by, self.peeking.get(&id))
+        {
+            self.reports.watch(flow.key(), id);
+        }
 
         if let Some(flow) = self.peeking.remove(&id) {
             let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });

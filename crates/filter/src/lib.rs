@@ -27,7 +27,7 @@ mod sys;
 
 pub use engine::{Decision, FailPolicy, Stats};
 pub use flow::{
-    Data, DataVerdict, Direction, Flow, FlowKey, FlowVerdict, MAX_PEEK, Process, Transport,
+    Data, DataVerdict, Direction, Flow, FlowKey, FlowVerdict, MAX_PEEK, Process, Report, Transport,
 };
 pub use host::{By, Ended, Event, HostError, HostOptions, ProviderOptions};
 pub use rules::{Action, Rule, Rules, RulesError};

@@ -31,13 +31,16 @@
 //!    packet boundary, and never a byte of a dropped flow. Each `data` has the flow's deadline;
 //!    past it the failure policy decides the flow. The sender is held back by at most the
 //!    bytes asked for (and one packet).
-//! 4. host → `{"type":"stop","reason":"user_initiated"}`; provider → `{"type":"stopped"}` and
+//! 4. When a TCP flow the provider allowed, or filtered the data of, closes (its socket is
+//!    done): host → `{"type":"flow_closed","id":7,"bytes_out":…,"bytes_in":…,
+//!    "segments_out":…,"segments_in":…}`, counted by the kernel (`tcp_info`); no answer.
+//! 5. host → `{"type":"stop","reason":"user_initiated"}`; provider → `{"type":"stopped"}` and
 //!    exits.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::flow::{Data, DataVerdict, Flow, FlowVerdict};
+use crate::flow::{Data, DataVerdict, Flow, FlowVerdict, Report};
 pub use nw_provider::StopReason;
 
 /// The contract's version.
@@ -63,6 +66,9 @@ pub enum HostMessage {
     },
     /// Bytes of a flow the provider asked to filter the data of.
     Data(Data),
+    /// A TCP flow the provider allowed (or filtered the data of) has closed, with its
+    /// counters. No answer.
+    FlowClosed(Report),
     /// Stop now.
     Stop {
         /// Why.

@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 
 use std::collections::HashMap;
 
-use crate::flow::{Data, DataVerdict, Flow, FlowVerdict};
+use crate::flow::{Data, DataVerdict, Flow, FlowVerdict, Report};
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
 use nw_provider::ProtocolError;
 
@@ -48,6 +48,13 @@ pub trait Provider: Send + 'static {
     fn data(&mut self, flow: &Flow, data: Data) -> impl Future<Output = DataVerdict> + Send {
         let _ = (flow, data);
         async { DataVerdict::Allow }
+    }
+
+    /// A TCP flow this provider allowed, or filtered the data of, has closed: what it
+    /// carried. The default does nothing.
+    fn closed(&mut self, report: Report) -> impl Future<Output = ()> + Send {
+        let _ = report;
+        async {}
     }
 
     /// Stops the provider; after it returns the runner says `stopped` and returns.
@@ -139,6 +146,11 @@ pub async fn run_on<P: Provider>(
                 }
                 ProviderMessage::DataVerdict { id, verdict }
             }
+            HostMessage::FlowClosed(report) => {
+                filtering.remove(&report.id);
+                provider.closed(report).await;
+                continue;
+            }
             HostMessage::Stop { reason } => {
                 provider.stop(reason).await;
                 let _ = write.write_all(&nw_provider::encode(&ProviderMessage::Stopped)).await;
@@ -214,6 +226,15 @@ mod tests {
         out.extend(data(b"GET "));
         out.extend(data(b"/x"));
         out.extend(data(b"after the drop"));
+        // A report gets no answer.
+        let closed = Report {
+            id: 1,
+            bytes_out: 67,
+            bytes_in: 42,
+            segments_out: 5,
+            segments_in: 5,
+        };
+        out.extend(nw_provider::encode(&HostMessage::FlowClosed(closed)));
         out.extend(nw_provider::encode(&HostMessage::Stop { reason: StopReason::UserInitiated }));
         host.write_all(&out).await.unwrap_or_else(|e| panic!("{e}"));
         let reason = runner.await.unwrap_or_else(|e| panic!("{e}"));

@@ -371,12 +371,13 @@ fn peek_client(ns: &Namespace, mode: &str, port: u16, extra: &[&str]) -> Value {
     })
 }
 
-/// The data messages the provider recorded.
-fn recorded(path: &std::path::Path) -> Vec<Value> {
+/// The messages of type `kind` the provider recorded (`data`, `flow_closed`).
+fn recorded(path: &std::path::Path, kind: &str) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .filter(|v| v["type"] == kind)
         .collect()
 }
 
@@ -484,6 +485,10 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
         "filter: 50 MB upload, median of 3: peeked at then allowed {peeked:.0} MB/s, not filtered {bare:.0} MB/s ({:.2}x)",
         peeked / bare
     );
+    // Each upload's close is reported once its socket is done.
+    f.nth(6, Duration::from_secs(10), |v| {
+        v["event"] == "closed" && v["report"]["bytes_out"].as_u64() >= Some(UPLOAD)
+    });
 
     assert_eq!(f.stop(), Some(0));
     let flows: Vec<&Value> = f.seen.iter().filter(|v| v["event"] == "flow").collect();
@@ -500,8 +505,18 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     // The log names each peeked flow by its first bytes: the Host, the server name.
     let named = |name: &str| peeked_flows.iter().filter(|v| v["flow"]["host"] == name).count();
     assert_eq!((named("fine.example"), named("blocked.example")), (2, 2), "{peeked_flows:#?}");
-    let shown = recorded(&record);
+    let shown = recorded(&record, "data");
     assert!(shown.iter().all(|d| d["len"].as_u64() <= Some(1024)), "{shown:#?}");
+    // The provider heard when the flows it let through closed, with what they carried: each
+    // upload's 50 MB (the kernel counts the SYN and the FIN as one byte each).
+    let reports = recorded(&record, "flow_closed");
+    let uploads = reports
+        .iter()
+        .filter(|r| r["bytes_out"].as_u64().is_some_and(|b| (UPLOAD..=UPLOAD + 2).contains(&b)))
+        .count();
+    assert_eq!(uploads, 6, "three peeked and three plain uploads: {reports:#?}");
+    let closed = f.seen.iter().filter(|v| v["event"] == "closed").count();
+    assert_eq!(closed, reports.len(), "each report is an event too");
     assert!(shown.iter().any(|d| d["len"] == 5), "the flow closed mid-peek: {shown:#?}");
     assert!(
         shown.iter().any(|d| d["len"] == 1024),
@@ -525,7 +540,7 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     assert_eq!(out["ended"], "reset", "{out}");
     assert_eq!(c["ended"], "reset", "the server is told, after exactly the passed bytes: {c}");
     assert!(took < Duration::from_secs(5), "the unanswered flow took {took:?}");
-    let shown = recorded(&record);
+    let shown = recorded(&record, "data");
     let offsets: Vec<(u64, u64)> = shown
         .iter()
         .map(|d| (d["offset"].as_u64().unwrap_or(99), d["len"].as_u64().unwrap_or(99)))

@@ -6,7 +6,7 @@
 # peeked flow whose bytes contain one of these strings is dropped, the others allowed),
 # "pass_first" (instead of deciding about the first bytes, pass that many and peek again), and
 # "data_mode": "answer" or "hang" (never decides about data). Each data message is written
-# as a line to "record" when given.
+# as a line to "record" when given, and so is each flow_closed report.
 import base64, json, os, socket, sys
 
 sock = socket.socket(fileno=int(os.environ["NW_FILTER_FD"]))
@@ -41,7 +41,7 @@ for line in reader:
         data = base64.b64decode(m["bytes"])
         if "record" in options:
             with open(options["record"], "a") as f:
-                f.write(json.dumps({"id": m["id"], "offset": m["offset"], "len": len(data), "closed": m["closed"]}) + "\n")
+                f.write(json.dumps({"type": "data", "id": m["id"], "offset": m["offset"], "len": len(data), "closed": m["closed"]}) + "\n")
         first = options.get("pass_first", 0)
         if m["offset"] == 0 and first:
             send({"type": "data_verdict", "id": m["id"], "verdict": "pass", "pass": first, "peek": options.get("peek", 1024)})
@@ -50,6 +50,10 @@ for line in reader:
             continue
         denied = any(d.encode() in data for d in options.get("deny", []))
         send({"type": "data_verdict", "id": m["id"], "verdict": "drop" if denied else "allow"})
+    elif m["type"] == "flow_closed":
+        if "record" in options:
+            with open(options["record"], "a") as f:
+                f.write(json.dumps(m) + "\n")
     elif m["type"] == "stop":
         send({"type": "stopped"})
         break
