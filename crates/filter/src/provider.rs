@@ -227,13 +227,7 @@ mod tests {
         out.extend(data(b"/x"));
         out.extend(data(b"after the drop"));
         // A report gets no answer.
-        let closed = Report {
-            id: 1,
-            bytes_out: 67,
-            bytes_in: 42,
-            segments_out: 5,
-            segments_in: 5,
-        };
+        let closed = Report { id: 1, bytes_out: 67, bytes_in: 42, segments_out: 5, segments_in: 5 };
         out.extend(nw_provider::encode(&HostMessage::FlowClosed(closed)));
         out.extend(nw_provider::encode(&HostMessage::Stop { reason: StopReason::UserInitiated }));
         host.write_all(&out).await.unwrap_or_else(|e| panic!("{e}"));
