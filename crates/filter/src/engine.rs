@@ -108,8 +108,15 @@ pub struct Engine<P> {
     ids: HashMap<u64, FlowKey>,
     decided: HashMap<FlowKey, Decision>,
     decided_order: VecDeque<(Instant, FlowKey)>,
+    /// Allowed UDP flows by local port, until their socket closes (a new socket on the same
+    /// ports must be asked afresh, not pass under the old flow's conntrack entry).
+    udp_allowed: HashMap<u16, Vec<FlowKey>>,
+    udp_order: VecDeque<u16>,
     stats: Stats,
 }
+
+/// At most this many local ports' allowed UDP flows are remembered for their socket's close.
+const MAX_UDP_PORTS: usize = 65_536;
 
 impl<P> Engine<P> {
     /// An engine whose flows wait at most `deadline` for a verdict.
@@ -123,6 +130,8 @@ impl<P> Engine<P> {
             ids: HashMap::new(),
             decided: HashMap::new(),
             decided_order: VecDeque::new(),
+            udp_allowed: HashMap::new(),
+            udp_order: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -184,6 +193,25 @@ impl<P> Engine<P> {
         if key.transport == crate::flow::Transport::Udp {
             self.decided.insert(key, decision);
             self.decided_order.push_back((now, key));
+            if decision == Decision::Allow {
+                let port = key.local.port();
+                let flows = self.udp_allowed.entry(port).or_default();
+                if flows.is_empty() {
+                    self.udp_order.push_back(port);
+                }
+                if !flows.contains(&key) {
+                    // A socket that talks to many peers: its oldest flows are forgotten.
+                    if flows.len() >= 1024 {
+                        flows.remove(0);
+                    }
+                    flows.push(key);
+                }
+                if self.udp_order.len() > MAX_UDP_PORTS
+                    && let Some(old) = self.udp_order.pop_front()
+                {
+                    self.udp_allowed.remove(&old);
+                }
+            }
         }
         pending.packets
     }
@@ -224,6 +252,24 @@ impl<P> Engine<P> {
         self.stats.bytes_peeked = bytes_peeked;
         self.stats.closes_reported = closes_reported;
         self.stats.closes_lost = closes_lost;
+    }
+
+    /// The UDP socket at `local` was closed: the allowed flows it made (any address when
+    /// `local`'s is unspecified), which are forgotten here and whose conntrack entries are to
+    /// be deleted, so that a new socket on the same ports is asked about afresh.
+    pub fn udp_closed(&mut self, local: std::net::SocketAddr) -> Vec<FlowKey> {
+        let Some(flows) = self.udp_allowed.get_mut(&local.port()) else { return Vec::new() };
+        let (gone, kept): (Vec<FlowKey>, Vec<FlowKey>) = flows
+            .drain(..)
+            .partition(|k| local.ip().is_unspecified() || k.local.ip() == local.ip());
+        *flows = kept;
+        if flows.is_empty() {
+            self.udp_allowed.remove(&local.port());
+        }
+        for k in &gone {
+            self.decided.remove(k);
+        }
+        gone
     }
 
     /// Decides flow `id` by the failure policy.
@@ -278,6 +324,28 @@ mod tests {
             local: format!("10.0.0.1:{port}").parse().unwrap_or_else(|e| panic!("{e}")),
             remote: "10.0.0.2:80".parse().unwrap_or_else(|e| panic!("{e}")),
         }
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "a starting instant for virtual time")]
+    fn a_closed_udp_socket_s_allowed_flows_are_handed_back_and_forgotten() {
+        let t0 = Instant::now();
+        let mut e: Engine<u32> = Engine::new(FailPolicy::Closed, Duration::from_secs(2));
+        let other_peer =
+            FlowKey { remote: "10.0.0.3:53".parse().unwrap_or_else(|e| panic!("{e}")), ..key(5) };
+        for (k, d) in
+            [(key(5), Decision::Allow), (other_peer, Decision::Allow), (key(6), Decision::Drop)]
+        {
+            let Seen::New(id) = e.packet(t0, k, 1).0 else { panic!("new") };
+            e.decide(t0, id, d);
+        }
+        // Not this address's socket.
+        assert!(e.udp_closed("10.9.9.9:5".parse().unwrap_or_else(|e| panic!("{e}"))).is_empty());
+        // A socket bound to every address, on port 5: both its allowed flows.
+        let gone = e.udp_closed("0.0.0.0:5".parse().unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(gone, [key(5), other_peer]);
+        assert_eq!(e.packet(t0, key(5), 2).0, Seen::New(4), "asked afresh, not replayed");
+        assert!(e.udp_closed(key(6).local).is_empty(), "dropped flows have no entry to delete");
     }
 
     #[test]

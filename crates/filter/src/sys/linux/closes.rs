@@ -1,6 +1,6 @@
-//! TCP sockets as they are destroyed, from sock_diag's destroy notifications (the
-//! `SKNLGRP_INET_TCP_DESTROY` and `SKNLGRP_INET6_TCP_DESTROY` groups; CAP_NET_ADMIN): each
-//! with its 4-tuple and its `tcp_info` counters. A connection's socket is destroyed when it is
+//! TCP and UDP sockets as they are destroyed, from sock_diag's destroy notifications (the
+//! `SKNLGRP_INET*_DESTROY` groups; CAP_NET_ADMIN): each with its addresses, and a TCP socket
+//! with its `tcp_info` counters. A connection's socket is destroyed when it is
 //! closed and done (its TIME_WAIT, if any, is kept by a smaller socket), so the report comes
 //! at the close, not minutes later as conntrack's would.
 
@@ -14,8 +14,8 @@ use crate::flow::{FlowKey, Transport};
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-/// `enum sknetlink_groups`: the TCP destroy groups of each family.
-const GROUPS: [u32; 2] = [1, 3];
+/// `enum sknetlink_groups`: the TCP and UDP destroy groups of each family.
+const GROUPS: [u32; 4] = [1, 2, 3, 4];
 const INET_DIAG_INFO: u16 = 2;
 const INET_DIAG_PROTOCOL: u16 = 18;
 /// `inet_diag_msg`'s size; attributes follow it.
@@ -40,7 +40,8 @@ pub(crate) struct Counters {
     pub(crate) segments_in: u64,
 }
 
-/// A TCP socket destroyed: its flow (this host's side first) and its counters.
+/// A socket destroyed: its flow (this host's side first; the peer is unspecified for a UDP
+/// socket that was not connected) and, for TCP, its counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed {
     pub(crate) key: FlowKey,
@@ -101,14 +102,30 @@ impl Closes {
             let mut guard = self.fd.readable().await?;
             let buf = &mut self.buf;
             let got = guard.try_io(|fd| {
-                // SAFETY: recv(2) into a live buffer of the given length.
+                // The group it was sent to says the protocol: the notification itself may not.
+                // SAFETY: sockaddr_nl is plain data; zeroed, it is a valid one to fill in.
+                let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+                let mut from_len =
+                    libc::socklen_t::try_from(size_of::<libc::sockaddr_nl>()).unwrap_or(12);
+                // SAFETY: recvfrom(2) into a live buffer and a live sockaddr_nl, with their
+                // sizes.
                 let n = unsafe {
-                    libc::recv(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                    libc::recvfrom(
+                        fd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        (&raw mut from).cast(),
+                        &raw mut from_len,
+                    )
                 };
-                usize::try_from(n).map_err(|_| io::Error::last_os_error())
+                let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+                // Groups 1 and 3 (bits 0 and 2) are TCP's, 2 and 4 UDP's.
+                let udp = from.nl_groups & 0b1010 != 0 && from.nl_groups & 0b0101 == 0;
+                Ok((n, if udp { Transport::Udp } else { Transport::Tcp }))
             });
             match got {
-                Ok(Ok(n)) => return Ok(Some(closed_in(&self.buf[..n]))),
+                Ok(Ok((n, group))) => return Ok(Some(closed_in(&self.buf[..n], group))),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(None),
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => {}
@@ -131,9 +148,9 @@ fn setsockopt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: u32) -
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// The destroyed TCP sockets in one datagram; what does not parse is skipped, and a message
-/// whose length is wrong ends the walk.
-pub(crate) fn closed_in(mut buf: &[u8]) -> Vec<Closed> {
+/// The destroyed sockets in one datagram, sent to `group`'s protocol; what does not parse is
+/// skipped, and a message whose length is wrong ends the walk.
+pub(crate) fn closed_in(mut buf: &[u8], group: Transport) -> Vec<Closed> {
     let mut out = Vec::new();
     while buf.len() >= 16 {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -142,7 +159,7 @@ pub(crate) fn closed_in(mut buf: &[u8]) -> Vec<Closed> {
         }
         let kind = u16::from_ne_bytes([buf[4], buf[5]]);
         if kind == SOCK_DIAG_BY_FAMILY
-            && let Some(c) = closed(&buf[16..len])
+            && let Some(c) = closed(&buf[16..len], group)
         {
             out.push(c);
         }
@@ -152,7 +169,7 @@ pub(crate) fn closed_in(mut buf: &[u8]) -> Vec<Closed> {
 }
 
 /// One `inet_diag_msg` and its attributes.
-fn closed(body: &[u8]) -> Option<Closed> {
+fn closed(body: &[u8], group: Transport) -> Option<Closed> {
     let msg = body.get(..MSG_LEN)?;
     let family = libc::c_int::from(msg[0]);
     let port = |o: usize| u16::from_be_bytes([msg[o], msg[o + 1]]);
@@ -168,7 +185,7 @@ fn closed(body: &[u8]) -> Option<Closed> {
         })
     };
     let (local, remote) = (addr(8)?, addr(24)?);
-    let mut tcp = false;
+    let mut transport = Some(group);
     let mut counters = None;
     let mut attrs = &body[MSG_LEN..];
     while attrs.len() >= 4 {
@@ -179,9 +196,14 @@ fn closed(body: &[u8]) -> Option<Closed> {
         let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
         let value = &attrs[4..len];
         match kind {
-            INET_DIAG_PROTOCOL => tcp = value.first() == Some(&6),
+            INET_DIAG_PROTOCOL => {
+                transport = match value.first() {
+                    Some(6) => Some(Transport::Tcp),
+                    Some(17) => Some(Transport::Udp),
+                    _ => None,
+                }
+            }
             INET_DIAG_INFO => {
-                tcp = true;
                 let u64_at = |o: usize| -> Option<u64> {
                     Some(u64::from_ne_bytes(value.get(o..o + 8)?.try_into().ok()?))
                 };
@@ -201,9 +223,10 @@ fn closed(body: &[u8]) -> Option<Closed> {
         }
         attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
-    tcp.then_some(Closed {
+    let transport = transport?;
+    Some(Closed {
         key: FlowKey {
-            transport: Transport::Tcp,
+            transport,
             local: SocketAddr::new(local, port(4)),
             remote: SocketAddr::new(remote, port(6)),
         },
@@ -250,7 +273,7 @@ mod tests {
         info[SEGS_IN..SEGS_IN + 4].copy_from_slice(&450u32.to_ne_bytes());
         let one = notification(&info);
         let two = [one.clone(), notification(&info[..100])].concat();
-        let got = closed_in(&two);
+        let got = closed_in(&two, Transport::Udp);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].key.to_string(), "tcp 10.0.0.1:40000 -> 10.0.0.2:443");
         assert_eq!(
@@ -264,8 +287,8 @@ mod tests {
         );
         assert_eq!(got[1].counters, None, "a tcp_info too short for the counters");
         for n in 0..one.len() {
-            let _ = closed_in(&one[..n]);
+            let _ = closed_in(&one[..n], Transport::Tcp);
         }
-        assert!(closed_in(&[0xff; 64]).is_empty());
+        assert!(closed_in(&[0xff; 64], Transport::Tcp).is_empty());
     }
 }

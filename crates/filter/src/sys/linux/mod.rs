@@ -2,6 +2,7 @@
 
 pub(crate) mod bpf;
 pub(crate) mod closes;
+pub(crate) mod conntrack;
 pub(crate) mod diag;
 pub mod nfqueue;
 pub(crate) mod procfs;
