@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 
@@ -57,19 +57,7 @@ pub(crate) struct Closes {
 impl Closes {
     /// Joins the destroy groups in the calling thread's network namespace.
     pub(crate) fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                NETLINK_SOCK_DIAG,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = super::netlink(NETLINK_SOCK_DIAG, true)?;
         // Bound with the groups as a mask (group n is bit n - 1), as ss(8) does: measured
         // here, a socket that joined them with NETLINK_ADD_MEMBERSHIP alone got none.
         // SAFETY: sockaddr_nl is plain data; zeroed, it is a valid one to fill in.
@@ -88,7 +76,7 @@ impl Closes {
             return Err(io::Error::last_os_error());
         }
         // Room for bursts of closes: notifications that do not fit are lost (ENOBUFS).
-        let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
+        let _ = super::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4u32 << 20);
         // SAFETY: `fd` is an open, nonblocking socket that the AsyncFd owns from here on.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
@@ -132,20 +120,6 @@ impl Closes {
             }
         }
     }
-}
-
-fn setsockopt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: u32) -> io::Result<()> {
-    // SAFETY: setsockopt(2) with a live u32 and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            libc::socklen_t::try_from(size_of::<u32>()).unwrap_or(4),
-        )
-    };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// The destroyed sockets in one datagram, sent to `group`'s protocol; what does not parse is

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::flow::{FlowKey, Transport};
 
@@ -28,19 +28,7 @@ pub(crate) struct Conntrack {
 impl Conntrack {
     /// Opens one in the calling thread's network namespace.
     pub(crate) fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(raw) } })
+        Ok(Self { fd: super::netlink(NETLINK_NETFILTER, true)? })
     }
 
     /// Deletes the entry of outbound flow `key`, if there is one. Errors (no such entry) are

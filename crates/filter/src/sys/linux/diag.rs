@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::flow::{FlowKey, Transport};
 
@@ -35,25 +35,10 @@ pub(crate) struct Diag {
 impl Diag {
     /// Opens one in the calling thread's network namespace.
     pub(crate) fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = super::netlink(NETLINK_SOCK_DIAG, false)?;
+        // A lookup the kernel never answers fails after a second instead of hanging.
         let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
-        // SAFETY: `raw` is fresh and ours; setsockopt with a live timeval and its size.
-        let fd = unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                libc::socklen_t::try_from(size_of::<libc::timeval>()).unwrap_or(16),
-            );
-            OwnedFd::from_raw_fd(raw)
-        };
+        let _ = super::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tv);
         Ok(Self { fd, seq: 0 })
     }
 

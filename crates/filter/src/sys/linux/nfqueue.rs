@@ -5,7 +5,7 @@
 //! not parse is skipped, never trusted.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_QUEUE: u16 = 3;
@@ -101,43 +101,13 @@ impl Queue {
         flags: u32,
         nonblocking: bool,
     ) -> io::Result<Self> {
-        let extra = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | extra,
-                NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = super::netlink(NETLINK_NETFILTER, nonblocking)?;
+        // A failure only leaves the default buffer, which the counters then show as drops.
         let big: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt with a pointer to a live c_int and its size; a failure only
-        // leaves the default buffer, which the counters then show as drops.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&raw const big).cast(),
-                socklen::<libc::c_int>(),
-            )
-        };
-        let one: libc::c_int = 1;
-        // SAFETY: as above; NETLINK_NO_ENOBUFS keeps an overflow from failing reads.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_NO_ENOBUFS,
-                (&raw const one).cast(),
-                socklen::<libc::c_int>(),
-            )
-        };
+        let _ = super::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, big);
+        // NETLINK_NO_ENOBUFS keeps an overflow from failing reads.
+        let _ =
+            super::setsockopt(&fd, libc::SOL_NETLINK, libc::NETLINK_NO_ENOBUFS, 1 as libc::c_int);
         let me = Self { fd, queue };
         me.config(&[(NFQA_CFG_CMD, command(NFQNL_CFG_CMD_BIND))])?;
         let params = match copy {
@@ -261,10 +231,6 @@ impl Drop for Queue {
 fn command(cmd: u8) -> Vec<u8> {
     // cmd, padding, pf (unused since Linux 3.8)
     vec![cmd, 0, 0, 0]
-}
-
-fn socklen<T>() -> libc::socklen_t {
-    libc::socklen_t::try_from(size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
 }
 
 fn poll(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<()> {
