@@ -25,6 +25,9 @@ impl Raw {
             // IPPROTO_RAW: the packet brings its own IP header (raw(7), ipv6(7)).
             let s = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
             s.set_mark(mark)?;
+            // Sent from the host's event loop: a full send buffer loses a reset (the peer
+            // learns when it next sends), never holds up the loop.
+            s.set_nonblocking(true)?;
             *slot = Some(s);
         }
         let Some(s) = slot.as_ref() else { return Ok(()) };
