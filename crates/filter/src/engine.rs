@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::flow::FlowKey;
+use crate::recent::Recent;
 
 /// How long a final decision answers a UDP flow's next datagrams (a dropped flow's are queued
 /// again, since a dropped datagram leaves no conntrack entry). Short, because a new socket may
@@ -106,8 +107,7 @@ pub struct Engine<P> {
     /// every waiting flow.
     dues: BTreeSet<(Instant, u64)>,
     ids: HashMap<u64, FlowKey>,
-    decided: HashMap<FlowKey, Decision>,
-    decided_order: VecDeque<(Instant, FlowKey)>,
+    decided: Recent<FlowKey, Decision>,
     /// Allowed UDP flows by local port, until their socket closes (a new socket on the same
     /// ports must be asked afresh, not pass under the old flow's conntrack entry).
     udp_allowed: HashMap<u16, Vec<FlowKey>>,
@@ -128,8 +128,7 @@ impl<P> Engine<P> {
             pending: HashMap::new(),
             dues: BTreeSet::new(),
             ids: HashMap::new(),
-            decided: HashMap::new(),
-            decided_order: VecDeque::new(),
+            decided: Recent::new(REMEMBER),
             udp_allowed: HashMap::new(),
             udp_order: VecDeque::new(),
             stats: Stats::default(),
@@ -154,7 +153,7 @@ impl<P> Engine<P> {
     /// A packet of flow `key` was queued. For [`Seen::Decided`] the packet is handed back to
     /// be given its verdict; otherwise the engine keeps it until the flow is decided.
     pub fn packet(&mut self, now: Instant, key: FlowKey, packet: P) -> (Seen, Option<P>) {
-        self.forget(now);
+        self.decided.expire(now);
         if let Some(d) = self.decided.get(&key) {
             self.stats.packets += 1;
             return (Seen::Decided(*d), Some(packet));
@@ -177,60 +176,61 @@ impl<P> Engine<P> {
     /// A flow that is no longer waiting (decided by its deadline, or unknown) returns nothing
     /// and counts as a late verdict.
     pub fn decide(&mut self, now: Instant, id: u64, decision: Decision) -> Vec<P> {
-        let Some(key) = self.ids.remove(&id) else {
-            self.stats.late_verdicts += 1;
-            return Vec::new();
-        };
-        let Some(pending) = self.pending.remove(&key) else {
-            return Vec::new();
-        };
-        self.dues.remove(&(pending.due, pending.id));
+        let Some((key, packets)) = self.take(id) else { return Vec::new() };
         match decision {
             Decision::Allow => self.stats.allowed += 1,
             Decision::Drop => self.stats.dropped += 1,
         }
-        self.stats.packets += pending.packets.len() as u64;
         if key.transport == crate::flow::Transport::Udp {
-            self.decided.insert(key, decision);
-            self.decided_order.push_back((now, key));
+            self.decided.insert(now, key, decision);
             if decision == Decision::Allow {
-                let port = key.local.port();
-                let flows = self.udp_allowed.entry(port).or_default();
-                if flows.is_empty() {
-                    self.udp_order.push_back(port);
-                }
-                if !flows.contains(&key) {
-                    // A socket that talks to many peers: its oldest flows are forgotten.
-                    if flows.len() >= 1024 {
-                        flows.remove(0);
-                    }
-                    flows.push(key);
-                }
-                if self.udp_order.len() > MAX_UDP_PORTS
-                    && let Some(old) = self.udp_order.pop_front()
-                {
-                    self.udp_allowed.remove(&old);
-                }
+                self.allowed_udp(key);
             }
         }
-        pending.packets
+        packets
     }
 
     /// Flow `id`'s data is to be filtered: returns the packets that waited for it (its SYN),
     /// to go out while its bytes are held. Like [`Engine::decide`] otherwise; the flow's final
     /// decision is counted with [`Engine::count`].
     pub fn peek(&mut self, id: u64) -> Vec<P> {
+        let Some((_, packets)) = self.take(id) else { return Vec::new() };
+        self.stats.peeked += 1;
+        packets
+    }
+
+    /// Waiting flow `id` leaves the engine: its key and packets (counted as given a verdict).
+    /// An id that no longer waits is a late verdict.
+    fn take(&mut self, id: u64) -> Option<(FlowKey, Vec<P>)> {
         let Some(key) = self.ids.remove(&id) else {
             self.stats.late_verdicts += 1;
-            return Vec::new();
+            return None;
         };
-        let Some(pending) = self.pending.remove(&key) else {
-            return Vec::new();
-        };
+        let pending = self.pending.remove(&key)?;
         self.dues.remove(&(pending.due, pending.id));
-        self.stats.peeked += 1;
         self.stats.packets += pending.packets.len() as u64;
-        pending.packets
+        Some((key, pending.packets))
+    }
+
+    /// Remembers allowed UDP flow `key` by its local port, for its socket's close.
+    fn allowed_udp(&mut self, key: FlowKey) {
+        let port = key.local.port();
+        let flows = self.udp_allowed.entry(port).or_default();
+        if flows.is_empty() {
+            self.udp_order.push_back(port);
+        }
+        if !flows.contains(&key) {
+            // A socket that talks to many peers: its oldest flows are forgotten.
+            if flows.len() >= 1024 {
+                flows.remove(0);
+            }
+            flows.push(key);
+        }
+        if self.udp_order.len() > MAX_UDP_PORTS
+            && let Some(old) = self.udp_order.pop_front()
+        {
+            self.udp_allowed.remove(&old);
+        }
     }
 
     /// Counts the final decision of a peeked flow, and whether the failure policy made it;
@@ -299,16 +299,6 @@ impl<P> Engine<P> {
     /// When the next deadline falls.
     pub fn next_due(&self) -> Option<Instant> {
         self.dues.first().map(|(due, _)| *due)
-    }
-
-    fn forget(&mut self, now: Instant) {
-        while let Some((at, key)) = self.decided_order.front().copied() {
-            if now.duration_since(at) < REMEMBER {
-                break;
-            }
-            self.decided_order.pop_front();
-            self.decided.remove(&key);
-        }
     }
 }
 

@@ -45,6 +45,7 @@ use crate::flow::{DataVerdict, Direction, Flow, FlowKey, FlowVerdict, Process, T
 use crate::packet::{outbound_key, tcp_segment};
 use crate::peek::{Answer, Give, Peeks, Segment};
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
+use crate::recent::Recent;
 use crate::rules::{Action, Rules};
 use crate::sys::diag::Diag;
 use crate::sys::nfqueue::{self, Queue, Verdict};
@@ -884,27 +885,24 @@ fn read_queue(
 /// flow's, and not looked up) may start a flow: a new SYN on a 5-tuple just decided is a new
 /// connection (the engine forgets TCP flows once decided), so
 /// TCP keys always are; a UDP key looked up within [`LOOKED_UP`] is not looked up again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LookedUp {
-    at: HashMap<FlowKey, Instant>,
-    order: std::collections::VecDeque<(Instant, FlowKey)>,
+    at: Recent<FlowKey, ()>,
     /// The keys of the batch being gathered: each is looked up once.
     batch: HashSet<FlowKey>,
+}
+
+impl Default for LookedUp {
+    fn default() -> Self {
+        Self { at: Recent::new(LOOKED_UP), batch: HashSet::new() }
+    }
 }
 
 impl LookedUp {
     /// A new batch, read at `now`: UDP keys looked up [`LOOKED_UP`] ago are forgotten.
     fn begin(&mut self, now: Instant) {
         self.batch.clear();
-        while let Some((at, old)) = self.order.front().copied() {
-            if now.duration_since(at) < LOOKED_UP {
-                break;
-            }
-            self.order.pop_front();
-            if self.at.get(&old) == Some(&at) {
-                self.at.remove(&old);
-            }
-        }
+        self.at.expire(now);
     }
 
     /// `key`'s socket closed: the next packet on it is looked up again.
@@ -916,12 +914,11 @@ impl LookedUp {
     /// remembered as looked up).
     fn due(&mut self, now: Instant, key: FlowKey) -> bool {
         let udp = key.transport == Transport::Udp;
-        if (udp && self.at.contains_key(&key)) || !self.batch.insert(key) {
+        if (udp && self.at.contains(&key)) || !self.batch.insert(key) {
             return false;
         }
         if udp {
-            self.at.insert(key, now);
-            self.order.push_back((now, key));
+            self.at.insert(now, key, ());
         }
         true
     }

@@ -22,6 +22,7 @@ pub mod packet;
 pub mod peek;
 pub mod protocol;
 pub mod provider;
+mod recent;
 pub mod rules;
 mod sys;
 

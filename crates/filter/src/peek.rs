@@ -11,11 +11,12 @@
 //! answer, as a TLS client after its ClientHello does) or closed: the sender is never held back
 //! beyond the bytes asked for.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::engine::Decision;
 use crate::flow::{Data, DataVerdict, Direction, FlowKey, MAX_PEEK};
+use crate::recent::Recent;
 
 /// The most payload bytes one flow holds back; a packet beyond them is discarded (the sender
 /// sends it again later). A flow's sender has at most its window in flight, far less than this
@@ -200,8 +201,7 @@ pub struct Peeks<P> {
     ids: HashMap<u64, FlowKey>,
     /// The questions out, by deadline.
     dues: BTreeSet<(Instant, u64)>,
-    ended: HashMap<FlowKey, Decision>,
-    ended_order: VecDeque<(Instant, FlowKey)>,
+    ended: Recent<FlowKey, Decision>,
     /// Flows that ended without a verdict (a reset, or idle), for the host to forget.
     gone: Vec<u64>,
     /// Dropped flows whose peer is to be reset: the flow, and the sequence number of the
@@ -219,8 +219,7 @@ impl<P> Peeks<P> {
             flows: HashMap::new(),
             ids: HashMap::new(),
             dues: BTreeSet::new(),
-            ended: HashMap::new(),
-            ended_order: VecDeque::new(),
+            ended: Recent::new(REMEMBER),
             gone: Vec::new(),
             resets: Vec::new(),
             bytes_peeked: 0,
@@ -257,7 +256,7 @@ impl<P> Peeks<P> {
 
     /// Whether packets of `key` belong here (a peeked flow, or one decided a moment ago).
     pub fn knows(&self, key: &FlowKey) -> bool {
-        self.flows.contains_key(key) || self.ended.contains_key(key)
+        self.flows.contains_key(key) || self.ended.contains(key)
     }
 
     /// Flow `id` is to be peeked at: its SYN had sequence number `syn_seq`, and the provider
@@ -301,7 +300,7 @@ impl<P> Peeks<P> {
         packet: P,
         out: &mut Vec<(P, Give)>,
     ) -> Result<Option<Data>, P> {
-        self.forget(now);
+        self.ended.expire(now);
         let Some(f) = self.flows.get_mut(&key) else {
             return match self.ended.get(&key) {
                 // The resets a dropped flow's process sends the peer go out, so the peer
@@ -498,20 +497,9 @@ impl<P> Peeks<P> {
         }
         match decision {
             Some(d) => {
-                self.ended.insert(key, d);
-                self.ended_order.push_back((now, key));
+                self.ended.insert(now, key, d);
             }
             None => self.gone.push(id),
-        }
-    }
-
-    fn forget(&mut self, now: Instant) {
-        while let Some((at, key)) = self.ended_order.front().copied() {
-            if now.duration_since(at) < REMEMBER {
-                break;
-            }
-            self.ended_order.pop_front();
-            self.ended.remove(&key);
         }
     }
 
