@@ -492,10 +492,6 @@ pub async fn run(
                         }
                         continue;
                     }
-                    if flows.peeks.is_resent_syn(&key, held.seq) {
-                        give_peeked(&mut out, vec![(held, Give::Pass)]);
-                        continue;
-                    }
                     match engine.packet(now, key, held) {
                         (Seen::Decided(d), Some(h)) => give(&mut out, h.id, h.mark, d),
                         (Seen::New(id), _) => new.push((id, key)),
@@ -828,7 +824,6 @@ fn read_queue(
                     let seg = seg.filter(|s| !s.syn).map(|s| Segment {
                         seq: s.seq,
                         len: s.len,
-                        syn: false,
                         fin: s.fin,
                         rst: s.rst,
                         psh: s.psh,

@@ -50,8 +50,6 @@ pub struct Segment {
     pub seq: u32,
     /// Its payload's length (from the IP header).
     pub len: usize,
-    /// SYN: a retransmitted SYN of the flow.
-    pub syn: bool,
     /// FIN: the sender's stream ends after this segment.
     pub fin: bool,
     /// RST: the sender's socket is gone.
@@ -85,8 +83,6 @@ struct Held<P> {
 #[derive(Debug)]
 struct Peeked<P> {
     id: u64,
-    /// The SYN's sequence number.
-    syn_seq: u32,
     /// A sequence number and its offset in the stream: offsets of nearby sequence numbers are
     /// reckoned from it (moved forward as packets come, so streams longer than 4 GiB work).
     ref_seq: u32,
@@ -236,11 +232,6 @@ impl<P> Peeks<P> {
         self.flows.is_empty()
     }
 
-    /// Whether a SYN of `key` with sequence number `seq` is a peeked flow's, sent again.
-    pub fn is_resent_syn(&self, key: &FlowKey, seq: u32) -> bool {
-        self.flows.get(key).is_some_and(|f| f.syn_seq == seq)
-    }
-
     /// The flows that ended without a verdict since the last call (the sender reset them, or
     /// they were idle).
     pub fn take_gone(&mut self) -> Vec<u64> {
@@ -270,7 +261,6 @@ impl<P> Peeks<P> {
             key,
             Peeked {
                 id,
-                syn_seq,
                 ref_seq: syn_seq.wrapping_add(1),
                 ref_off: 0,
                 passed_to: 0,
@@ -337,9 +327,11 @@ impl<P> Peeks<P> {
         if seg.fin {
             f.fin_at = Some(end);
         }
-        if seg.syn || (seg.len == 0 && !seg.fin) || end <= f.passed_to {
-            // A retransmitted SYN, an acknowledgement, or bytes already passed (or a close
-            // after them, which the provider is told about).
+        // (A peeked flow's SYNs never come here: the rules queue none of its packets while
+        // conntrack calls them NEW, and a resent SYN is one.)
+        if (seg.len == 0 && !seg.fin) || end <= f.passed_to {
+            // An acknowledgement, or bytes already passed (or a close after them, which the
+            // provider is told about).
             if seg.len > 0 && start <= f.out_to {
                 f.out_to = f.out_to.max(end);
             }
@@ -549,7 +541,6 @@ mod tests {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
         p.start(now, 7, k, 999, 1024);
-        assert!(p.is_resent_syn(&k, 999) && !p.is_resent_syn(&k, 1000));
         let mut out = Vec::new();
         let hello = vec![0x16; 517];
         let data = p.packet(now, k, seg(1000, &hello, true), 1, &mut out);
