@@ -560,8 +560,7 @@ pub async fn run(
                     settle(&mut engine, &mut out, now, id, decision, &by);
                     let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                 }
-                flush(&queue, &mut out);
-                flows.reset_peers();
+                flush(&queue, &mut out, &mut flows);
             }
             Some((id, answer)) = lnp_rx.recv() => {
                 let now = Instant::now();
@@ -572,8 +571,7 @@ pub async fn run(
                     && options.rules.host_may_decide(&flow)
                 {
                     flows.start(now, id, flow, NAME_PEEK, true, &mut engine, &mut out);
-                    flush(&queue, &mut out);
-                flows.reset_peers();
+                    flush(&queue, &mut out, &mut flows);
                     continue;
                 }
                 let decided = match answer {
@@ -588,8 +586,7 @@ pub async fn run(
                 match decided {
                     Some((decision, by)) => {
                         settle(&mut engine, &mut out, now, id, decision, &by);
-                        flush(&queue, &mut out);
-                flows.reset_peers();
+                        flush(&queue, &mut out, &mut flows);
                         let _ = events.send(Event::Decided { flow: Box::new(flow), decision, by });
                     }
                     None => {
@@ -625,8 +622,7 @@ pub async fn run(
                     FromProvider::Message(ProviderMessage::Verdict { id, verdict }) if flows.asking.contains(&id) => {
                         let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
                         flows.provider_verdict(now, id, verdict, &mut cx);
-                        flush(&queue, &mut out);
-                flows.reset_peers();
+                        flush(&queue, &mut out, &mut flows);
                     }
                     FromProvider::Message(ProviderMessage::Verdict { id, verdict }) => {
                         let peek = match (verdict, flows.asked.get(&id)) {
@@ -645,8 +641,7 @@ pub async fn run(
                             && let Some(flow) = flows.asked.remove(&id)
                         {
                             flows.start(now, id, flow, size, false, &mut engine, &mut out);
-                            flush(&queue, &mut out);
-                flows.reset_peers();
+                            flush(&queue, &mut out, &mut flows);
                             continue;
                         }
                         let (decision, by) = match (verdict, peek) {
@@ -660,8 +655,7 @@ pub async fn run(
                             }),
                         };
                         settle(&mut engine, &mut out, now, id, decision, &by);
-                        flush(&queue, &mut out);
-                flows.reset_peers();
+                        flush(&queue, &mut out, &mut flows);
                         if let Some(flow) = flows.asked.remove(&id) {
                             if (decision, &by) == (Decision::Allow, &By::Provider) {
                                 flows.reports.watch(flow.key(), id);
@@ -672,24 +666,20 @@ pub async fn run(
                     FromProvider::Message(ProviderMessage::DataVerdict { id, verdict }) => {
                         let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
                         flows.answer(now, id, verdict, By::Provider, &mut cx);
-                        flush(&queue, &mut out);
-                flows.reset_peers();
+                        flush(&queue, &mut out, &mut flows);
                     }
                     FromProvider::Message(ProviderMessage::Cancel { message }) => {
                         let m = format!("cancelled: {}", message.unwrap_or_default());
                         provider_down(&mut slot, m, &events, &mut engine, &mut flows, &mut out, now).await;
-                        flush(&queue, &mut out);
-                flows.reset_peers();
+                        flush(&queue, &mut out, &mut flows);
                     }
                     FromProvider::Message(ProviderMessage::Stopped) => {
                         provider_down(&mut slot, "stopped unasked".into(), &events, &mut engine, &mut flows, &mut out, now).await;
-                        flush(&queue, &mut out);
-                flows.reset_peers();
+                        flush(&queue, &mut out, &mut flows);
                     }
                     FromProvider::Gone(m) => {
                         provider_down(&mut slot, m, &events, &mut engine, &mut flows, &mut out, now).await;
-                        flush(&queue, &mut out);
-                flows.reset_peers();
+                        flush(&queue, &mut out, &mut flows);
                     }
                 }
             }
@@ -711,8 +701,7 @@ pub async fn run(
                     flows.decided(id, policy, By::Policy { why }, &mut engine, &events);
                 }
                 give_peeked(&mut out, given);
-                flush(&queue, &mut out);
-                flows.reset_peers();
+                flush(&queue, &mut out, &mut flows);
             }
             () = tokio::time::sleep_until(restart_at.into()) => {
                 if let (Slot::Down { backoff, .. }, Some(p)) = (&slot, &options.provider) {
@@ -775,8 +764,7 @@ pub async fn run(
     }
     give_peeked(&mut out, given);
     engine.set_counts(flows.peeks.bytes_peeked, flows.reports.sent, flows.reports.lost);
-    flush(&queue, &mut out);
-    flows.reset_peers();
+    flush(&queue, &mut out, &mut flows);
     if let Slot::Running(r) = slot {
         stop_provider(*r).await;
     }
@@ -1207,8 +1195,7 @@ impl Flows {
     }
 
     /// Tells the peers of the flows dropped since the last call that they are gone, rather
-    /// than leave them a connection nobody uses. Called after the verdicts are sent: a reset
-    /// that overtook the acknowledgement completing the handshake would meet no connection.
+    /// than leave them a connection nobody uses ([`flush`] calls it after the verdicts).
     fn reset_peers(&mut self) {
         for (key, seq) in self.peeks.take_resets() {
             let packet = crate::packet::reset(key, seq);
@@ -1259,15 +1246,17 @@ fn give_peeked(out: &mut Vec<(u32, Verdict, Option<u32>)>, given: Vec<(Held, Giv
     }
 }
 
-/// Sends the verdicts given so far, together.
-fn flush(queue: &Queue, out: &mut Vec<(u32, Verdict, Option<u32>)>) {
-    if out.is_empty() {
-        return;
+/// Sends the verdicts given so far, together; then the resets for the peers of the flows
+/// dropped meanwhile (after the verdicts: a reset that overtook the acknowledgement completing
+/// a handshake would meet no connection).
+fn flush(queue: &Queue, out: &mut Vec<(u32, Verdict, Option<u32>)>, flows: &mut Flows) {
+    if !out.is_empty() {
+        if let Err(e) = queue.verdicts(out) {
+            tracing::warn!("verdicts for {} packets: {e}", out.len());
+        }
+        out.clear();
     }
-    if let Err(e) = queue.verdicts(out) {
-        tracing::warn!("verdicts for {} packets: {e}", out.len());
-    }
-    out.clear();
+    flows.reset_peers();
 }
 
 async fn from_provider(slot: &mut Slot) -> FromProvider {
