@@ -354,6 +354,47 @@ fn netns_filter_decides_while_nobody_reads_its_output() {
 const PEEK_SERVER: &str = include_str!("programs/peek_server.py");
 const PEEK_CLIENT: &str = include_str!("programs/peek_client.py");
 
+/// peek_server.py in the server namespace, and the connections it reported so far.
+struct PeekServer {
+    events: Events,
+    seen: usize,
+}
+
+impl PeekServer {
+    fn start(ns: &Namespace, ports: &[u16]) -> Self {
+        let mut cmd = ns.command(PYTHON);
+        cmd.args(["-c", PEEK_SERVER]).args(ports.iter().map(u16::to_string));
+        let mut events = Events::spawn(ns, cmd);
+        events.event("ready");
+        Self { events, seen: 0 }
+    }
+
+    /// The next connection it reports (within 20 s).
+    fn next(&mut self) -> Value {
+        self.seen += 1;
+        self.events.nth(self.seen, Duration::from_secs(20), |v| v["event"] == "conn")
+    }
+}
+
+/// curl in `ns` asking the server's `port` for / with this Host.
+fn curl_host(ns: &Namespace, host: &str, port: u16) -> std::process::Output {
+    ns.command("curl")
+        .args(["-sS", "-m", "10", "-H", &format!("Host: {host}")])
+        .arg(format!("http://{}:{port}/", addr::SRV_V4))
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"))
+}
+
+/// openssl s_client in `ns` sending a ClientHello with this server name to the server's 8443.
+fn s_client(ns: &Namespace, name: &str) -> std::process::Output {
+    ns.command("timeout")
+        .args(["10", "openssl", "s_client", "-connect", &format!("{}:8443", addr::SRV_V4)])
+        .args(["-servername", name])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("openssl: {e}"))
+}
+
 /// Runs peek_client.py in `ns` and returns what it printed.
 fn peek_client(ns: &Namespace, mode: &str, port: u16, extra: &[&str]) -> Value {
     let out = ns
@@ -391,12 +432,7 @@ fn recorded(path: &std::path::Path, kind: &str) -> Vec<Value> {
 #[test]
 fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     let p = pair();
-    let mut server = {
-        let mut cmd = p.srv.command(PYTHON);
-        cmd.args(["-c", PEEK_SERVER, "8080", "8443", "8444", "8445"]);
-        Events::spawn(&p.srv, cmd)
-    };
-    server.event("ready");
+    let mut server = PeekServer::start(&p.srv, &[8080, 8443, 8444, 8445]);
     let dir = crate::support::Dir::new("filter-peek");
     let record = dir.0.join("data.jsonl");
     // The provider runs as nobody: it may write this file and nothing else here.
@@ -412,60 +448,38 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
         "record": record,
     });
     let mut f = filter_up(&p.cli, &["--deadline", "3000"], &options);
-    let srv = addr::SRV_V4.to_string();
-    let mut conns = 0;
-    let mut next_conn = |server: &mut Events| {
-        conns += 1;
-        server.nth(conns, Duration::from_secs(20), |v| v["event"] == "conn")
-    };
 
     // HTTP: the Host decides.
-    let curl = |host: &str| {
-        p.cli
-            .command("curl")
-            .args(["-sS", "-m", "10", "-H", &format!("Host: {host}")])
-            .arg(format!("http://{srv}:8080/"))
-            .output()
-            .unwrap_or_else(|e| panic!("curl: {e}"))
-    };
+    let curl = |host: &str| curl_host(&p.cli, host, 8080);
     let fine = curl("fine.example");
     assert_eq!(String::from_utf8_lossy(&fine.stdout), "ok\n", "{fine:?}");
-    let c = next_conn(&mut server);
+    let c = server.next();
     assert_eq!(c["ended"], "answered", "{c}");
     let began = Instant::now();
     let blocked = curl("blocked.example");
     let took = began.elapsed();
     assert_eq!(blocked.status.code(), Some(56), "curl is reset: {blocked:?}");
     assert!(took < Duration::from_secs(2), "the dropped request waited {took:?}");
-    let c = next_conn(&mut server);
+    let c = server.next();
     assert_eq!(c["bytes"], 0, "bytes of a dropped flow reached the server: {c}");
     assert_eq!(c["ended"], "reset", "the server is told the dropped flow is gone: {c}");
 
     // TLS: the server name in openssl's ClientHello decides.
-    let s_client = |name: &str| {
-        p.cli
-            .command("timeout")
-            .args(["10", "openssl", "s_client", "-connect", &format!("{srv}:8443")])
-            .args(["-servername", name])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("openssl: {e}"))
-    };
-    let _ = s_client("fine.example");
-    let c = next_conn(&mut server);
+    let _ = s_client(&p.cli, "fine.example");
+    let c = server.next();
     assert!(
         c["bytes"].as_u64() > Some(100) && c["head"].as_str().is_some_and(|h| h.starts_with("16")),
         "{c}"
     );
-    let _ = s_client("blocked.example");
-    let c = next_conn(&mut server);
+    let _ = s_client(&p.cli, "blocked.example");
+    let c = server.next();
     assert_eq!(c["bytes"], 0, "bytes of a dropped flow reached the server: {c}");
     assert_eq!(c["ended"], "reset", "the server is told the dropped flow is gone: {c}");
 
     // Hostile flows get a verdict, and the host goes on.
     for (mode, bytes) in [("garbage", 600), ("big_sni", 65_084), ("closes", 5)] {
         let out = peek_client(&p.cli, mode, 8443, &[]);
-        let c = next_conn(&mut server);
+        let c = server.next();
         assert_eq!(c["bytes"], bytes, "{mode}: {out} {c}");
     }
 
@@ -475,7 +489,7 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     for _ in 0..3 {
         for (port, into) in [(8443, &mut peeked), (8445, &mut bare)] {
             let out = peek_client(&p.cli, "upload", port, &[&UPLOAD.to_string()]);
-            let c = next_conn(&mut server);
+            let c = server.next();
             assert_eq!(c["bytes"].as_u64(), Some(UPLOAD), "port {port}: {out} {c}");
             into.push(out["mb_s"].as_f64().unwrap_or(f64::NAN));
         }
@@ -531,7 +545,7 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     let began = Instant::now();
     let out = peek_client(&p.cli, "chunks", 8080, &[]);
     let took = began.elapsed();
-    let c = next_conn(&mut server);
+    let c = server.next();
     assert_eq!(
         (c["bytes"].as_u64(), c["head"].as_str()),
         (Some(10), Some("30313233343536373839")),
@@ -563,12 +577,7 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
 #[test]
 fn netns_filter_rules_decide_on_the_host_name_in_a_flows_first_bytes() {
     let p = pair();
-    let mut server = {
-        let mut cmd = p.srv.command(PYTHON);
-        cmd.args(["-c", PEEK_SERVER, "8080", "8443", "8444"]);
-        Events::spawn(&p.srv, cmd)
-    };
-    server.event("ready");
+    let mut server = PeekServer::start(&p.srv, &[8080, 8443, 8444]);
     let dir = crate::support::Dir::new("filter-names");
     let rules = rules_file(
         &dir.0,
@@ -576,29 +585,6 @@ fn netns_filter_rules_decide_on_the_host_name_in_a_flows_first_bytes() {
     );
     // The provider drops what it is asked about on port 8443 and allows 8080.
     let mut f = filter_up(&p.cli, &["--rules", &rules], &json!({"allow_ports": [8080]}));
-    let srv = addr::SRV_V4.to_string();
-    let mut conns = 0;
-    let mut next_conn = |server: &mut Events| {
-        conns += 1;
-        server.nth(conns, Duration::from_secs(20), |v| v["event"] == "conn")
-    };
-    let curl = |host: &str, port: u16| {
-        p.cli
-            .command("curl")
-            .args(["-sS", "-m", "10", "-H", &format!("Host: {host}")])
-            .arg(format!("http://{srv}:{port}/"))
-            .output()
-            .unwrap_or_else(|e| panic!("curl: {e}"))
-    };
-    let s_client = |name: &str| {
-        p.cli
-            .command("timeout")
-            .args(["10", "openssl", "s_client", "-connect", &format!("{srv}:8443")])
-            .args(["-servername", name])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("openssl: {e}"))
-    };
     // What, with which client, the name, the port, and whether bytes reach the server.
     let cases = [
         ("a blocked name over HTTP", "curl", "www.blocked.example", 8080, false),
@@ -609,8 +595,9 @@ fn netns_filter_rules_decide_on_the_host_name_in_a_flows_first_bytes() {
         ("a blocked name on a port no rule names", "curl", "www.blocked.example", 8444, true),
     ];
     for (what, client, name, port, through) in cases {
-        let out = if client == "curl" { curl(name, port) } else { s_client(name) };
-        let c = next_conn(&mut server);
+        let out =
+            if client == "curl" { curl_host(&p.cli, name, port) } else { s_client(&p.cli, name) };
+        let c = server.next();
         if through {
             assert!(c["bytes"].as_u64() > Some(0), "{what}: {c} {out:?}");
         } else {
