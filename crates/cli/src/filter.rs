@@ -500,8 +500,10 @@ fn flow_line(flow: &Flow, decision: Decision, by: &By) -> String {
             format!("local network privacy: {locality}, {source}")
         }
     };
+    // The name read from the flow's first bytes, when it was peeked at.
+    let host = flow.host.as_deref().map_or_else(String::new, |h| format!(" ({h})"));
     format!(
-        "{verdict} {} {} -> {} {who} (by {by})",
+        "{verdict} {} {} -> {}{host} {who} (by {by})",
         flow.transport.as_str(),
         flow.local,
         flow.remote
