@@ -157,10 +157,11 @@ impl<P> Peeked<P> {
         let frontier = self.frontier();
         let to = frontier.min(self.peek_to);
         let closed = self.fin_at.is_some_and(|f| frontier >= f && f <= self.peek_to);
-        // Something the provider has not seen: new bytes, the held ones from a new offset
-        // (it passed part of them), or the close.
-        let new = to > self.shown_to
-            || (self.passed_to > self.shown_from && to > self.passed_to)
+        // Something the provider has not seen: held bytes that are new, or shown from a new
+        // offset (it passed part of them); or the close. Never a question about no bytes
+        // but the close, however far a pass reached.
+        let held = to > self.passed_to;
+        let new = (held && (to > self.shown_to || self.passed_to > self.shown_from))
             || (closed && !self.shown_closed);
         // And a reason not to wait for more: the bytes asked for are here, or the sender
         // pushed bytes still held (it may wait for an answer), or closed.
@@ -407,7 +408,7 @@ impl<P> Peeks<P> {
                 f.peek_to = f
                     .passed_to
                     .saturating_add(u64::from(peek.clamp(1, MAX_PEEK)))
-                    .max(f.shown_to + 1);
+                    .max(f.shown_to.saturating_add(1));
                 let passed = f.passed_to;
                 let (gone, kept): (Vec<Held<P>>, Vec<Held<P>>) =
                     f.held.drain(..).partition(|h| h.end <= passed);
@@ -619,6 +620,23 @@ mod tests {
         assert_eq!(next, Answer::Next(None));
         let data = p.packet(now, k, seg(1 + 35, b"x", false), 2, &mut out).ok().flatten();
         assert_eq!(data.map(|d| (d.offset, d.bytes.len())), Some((10, request.len() - 10 + 1)));
+    }
+
+    #[test]
+    fn a_provider_passing_everything_there_could_be_crashes_nothing() {
+        // A hostile provider's numbers: the largest pass, no peek, again and again.
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, 0, u32::MAX);
+        let mut out = Vec::new();
+        let all = DataVerdict::Pass { pass: u64::MAX, peek: 0 };
+        assert!(p.packet(now, k, seg(1, b"abc", true), 1, &mut out).ok().flatten().is_some());
+        assert_eq!(p.verdict(now, 1, all, &mut out), Answer::Next(None));
+        let fin = Segment { fin: true, ..seg(4, b"def", true) };
+        let data = p.packet(now, k, fin, 2, &mut out).ok().flatten();
+        assert!(data.as_ref().is_some_and(|d| d.closed), "the close is shown: {data:?}");
+        assert_eq!(p.verdict(now, 1, all, &mut out), Answer::Next(None));
+        assert_eq!(out, vec![(1, Give::Pass), (2, Give::Pass)]);
     }
 
     #[test]
