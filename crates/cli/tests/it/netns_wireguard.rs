@@ -20,6 +20,23 @@ struct Server {
     key: SecretKey,
 }
 
+/// wireguard-go serving in `p`'s server namespace, and a client configuration for it (which
+/// initiates) written as `DIR/NAME.conf`: its path.
+fn served(p: &Pair, dir: &Dir, name: &str) -> (Server, String) {
+    let (ours, psk) = (SecretKey::generate(), SecretKey::generate());
+    let server = wireguard_go(&p.srv, dir, &ours, &psk, None);
+    let conf = dir.path(&format!("{name}.conf"));
+    std::fs::write(&conf, client_config(&ours, &server.key, &psk, true)).unwrap();
+    (server, conf)
+}
+
+/// `nw ARGS` in `ns` with saved configurations kept in `store`.
+fn with_store(ns: &Namespace, store: &str, args: &[&str]) -> std::process::Command {
+    let mut c = ns.command(NW);
+    c.env("NW_TUNNEL_CONFIG_DIR", store).args(args);
+    c
+}
+
 fn wireguard_go(
     ns: &Namespace,
     dir: &Dir,
@@ -118,10 +135,7 @@ fn bulk(from: &Namespace, to: &Namespace, to_ip: &str, bytes: u64) -> (String, S
 fn netns_wireguard_carries_traffic_to_wireguard_go_both_ways() {
     let p = pair();
     let dir = Dir::new("wg-client");
-    let (ours, psk) = (SecretKey::generate(), SecretKey::generate());
-    let server = wireguard_go(&p.srv, &dir, &ours, &psk, None);
-    let conf = dir.path("wg0.conf");
-    std::fs::write(&conf, client_config(&ours, &server.key, &psk, true)).unwrap();
+    let (server, conf) = served(&p, &dir, "wg0");
     let mut t = up(&p.cli, &conf);
     let created = t.event("created");
     assert_eq!(created["interface"], "wg0", "named after the file");
@@ -234,16 +248,9 @@ fn netns_wireguard_says_when_no_handshake_comes_and_refuses_bad_files() {
 fn netns_wireguard_saved_configuration_runs_and_stops_when_removed() {
     let p = pair();
     let dir = Dir::new("wg-saved");
-    let (ours, psk) = (SecretKey::generate(), SecretKey::generate());
-    let server = wireguard_go(&p.srv, &dir, &ours, &psk, None);
-    let conf = dir.path("wgs0.conf");
-    std::fs::write(&conf, client_config(&ours, &server.key, &psk, true)).unwrap();
+    let (_server, conf) = served(&p, &dir, "wgs0");
     let store = dir.path("store");
-    let nw = |args: &[&str]| {
-        let mut c = p.cli.command(NW);
-        c.env("NW_TUNNEL_CONFIG_DIR", &store).args(args);
-        c
-    };
+    let nw = |args: &[&str]| with_store(&p.cli, &store, args);
     let saved = nw(&["tunnel", "save", "office", &conf, "--kill-switch"]).output().unwrap();
     assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
     let bad = nw(&["tunnel", "save", "bad", &dir.path("missing.conf")]).output().unwrap();
@@ -280,16 +287,9 @@ fn netns_wireguard_saved_configuration_runs_and_stops_when_removed() {
 fn netns_wireguard_on_demand_follows_the_path() {
     let p = pair();
     let dir = Dir::new("wg-demand");
-    let (ours, psk) = (SecretKey::generate(), SecretKey::generate());
-    let server = wireguard_go(&p.srv, &dir, &ours, &psk, None);
-    let conf = dir.path("wgd0.conf");
-    std::fs::write(&conf, client_config(&ours, &server.key, &psk, true)).unwrap();
+    let (_server, conf) = served(&p, &dir, "wgd0");
     let store = dir.path("store");
-    let nw = |args: &[&str]| {
-        let mut c = p.cli.command(NW);
-        c.env("NW_TUNNEL_CONFIG_DIR", &store).args(args);
-        c
-    };
+    let nw = |args: &[&str]| with_store(&p.cli, &store, args);
     for (name, rule) in [("wifi-only", "connect=wifi"), ("any", "connect=other")] {
         let out = nw(&["tunnel", "save", name, &conf, "--on-demand", rule]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
