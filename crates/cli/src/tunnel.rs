@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nw_provider::blocking;
 use nw_tunnel::configuration::{
     self, Configuration, OnDemandAction, OnDemandRule, ProviderSpec, Store,
 };
@@ -225,7 +226,7 @@ async fn choose(args: &UpArgs) -> anyhow::Result<Chosen> {
     if let Some(name) =
         text.filter(|t| !std::path::Path::new(t).exists() && configuration::valid_name(t))
     {
-        let loaded = blocking(move || Store::open().load(&name).map(|c| (name, c))).await?;
+        let loaded = blocking(move || Store::open().load(&name).map(|c| (name, c))).await;
         let (name, saved) = loaded.map_err(|e| match e {
             configuration::ConfigurationError::NotFound { name, dir } => UsageError(format!(
                 "{name} is neither a file nor a configuration saved in {dir} (`nw tunnel list` shows them)"
@@ -290,7 +291,7 @@ fn program_chosen(
 /// nw's WireGuard provider runs the tunnel of a wg-quick file, read and resolved here.
 async fn wireguard(path: PathBuf, interface: Option<String>) -> anyhow::Result<Chosen> {
     let read = path.clone();
-    let mut config = blocking(move || wireguard_config(&read)).await??;
+    let mut config = blocking(move || wireguard_config(&read)).await?;
     if let Err(e) = config.resolve().await {
         return Err(UsageError(format!("{}: {e}", path.display())).into());
     }
@@ -312,15 +313,10 @@ async fn wireguard(path: PathBuf, interface: Option<String>) -> anyhow::Result<C
     Ok(chosen)
 }
 
-/// Runs `f` on a blocking thread (the store reads and writes files).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    Ok(tokio::task::spawn_blocking(f).await?)
-}
-
 async fn store_op(
     f: impl FnOnce(&Store) -> Result<String, configuration::ConfigurationError> + Send + 'static,
 ) -> anyhow::Result<Outcome> {
-    match blocking(move || f(&Store::open())).await? {
+    match blocking(move || f(&Store::open())).await {
         Ok(done) => {
             crate::output::error_line(&format!("nw: {done}"));
             Ok(Outcome::Success)
@@ -342,7 +338,7 @@ async fn save_configuration(args: SaveArgs) -> anyhow::Result<Outcome> {
         (Some(file), _) => {
             // Checked now, so a mistake shows when it is saved rather than when it starts.
             let read = file.clone();
-            blocking(move || wireguard_config(&read)).await??;
+            blocking(move || wireguard_config(&read)).await?;
             ProviderSpec::Wireguard { file: absolute(file)? }
         }
         (None, Some(program)) => ProviderSpec::Program {
@@ -382,7 +378,7 @@ async fn save_configuration(args: SaveArgs) -> anyhow::Result<Outcome> {
 
 #[allow(clippy::print_stdout, reason = "the list is the output")]
 async fn list(json: bool) -> anyhow::Result<Outcome> {
-    let listed = blocking(|| Store::open().list()).await?;
+    let listed = blocking(|| Store::open().list()).await;
     let listed = match listed {
         Ok(l) => l,
         Err(e) => {
@@ -638,10 +634,10 @@ async fn followed(saved: Option<&str>, follow: &mut tokio::time::Interval) -> Op
     follow.tick().await;
     let name = name.to_owned();
     match blocking(move || Store::open().load(&name)).await {
-        Ok(Err(configuration::ConfigurationError::NotFound { .. })) => {
+        Err(configuration::ConfigurationError::NotFound { .. }) => {
             Some(StopReason::ConfigurationRemoved)
         }
-        Ok(Ok(c)) if !c.enabled => Some(StopReason::ProviderDisabled),
+        Ok(c) if !c.enabled => Some(StopReason::ProviderDisabled),
         _ => None,
     }
 }
@@ -922,7 +918,7 @@ impl StateFile {
 /// The hosts running in this network namespace, by their state files (read on a blocking
 /// thread).
 pub(crate) async fn running() -> Vec<Value> {
-    blocking(read_running).await.unwrap_or_default()
+    blocking(read_running).await
 }
 
 fn read_running() -> Vec<Value> {
@@ -1005,7 +1001,7 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
         }
         hosts
     })
-    .await?;
+    .await;
     let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?;
     let (left, unknown) = match &left {
         Ok(l) => (l.iter().map(ToString::to_string).collect::<Vec<_>>(), None),
@@ -1102,7 +1098,7 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
         }
     }
     if interface.is_none() {
-        blocking(remove_dead_state_files).await?;
+        blocking(remove_dead_state_files).await;
         let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?.map_err(|e| {
             anyhow::anyhow!("cannot look for what stopped hosts left behind: {e} (are we root?)")
         })?;
@@ -1122,7 +1118,7 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
             }
         }
         // The namespace's directory, once nothing is in it.
-        blocking(|| std::fs::remove_dir(state_dir())).await?.ok();
+        blocking(|| std::fs::remove_dir(state_dir())).await.ok();
         if hosts.is_empty() && nothing {
             println!("no tunnel host runs here, and nothing is left behind");
         }
