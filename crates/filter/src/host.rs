@@ -542,8 +542,7 @@ pub async fn run(
                         })),
                         (None, _) => None,
                     };
-                    if decided.is_none() && !own_flow(&slot, &flow) && options.rules.host_may_decide(&flow) {
-                        // A rule naming a host could decide it: its name first.
+                    if decided.is_none() && name_first(&options.rules, &flow, &slot) {
                         flows.start(now, id, flow, NAME_PEEK, true, &mut engine, &mut out);
                         continue;
                     }
@@ -566,10 +565,7 @@ pub async fn run(
                 let now = Instant::now();
                 // Gone: the deadline passed first and the failure policy decided it.
                 let Some(flow) = flows.asked.remove(&id) else { continue };
-                if answer.as_ref().is_ok_and(|v| v.allowed)
-                    && !own_flow(&slot, &flow)
-                    && options.rules.host_may_decide(&flow)
-                {
+                if answer.as_ref().is_ok_and(|v| v.allowed) && name_first(&options.rules, &flow, &slot) {
                     flows.start(now, id, flow, NAME_PEEK, true, &mut engine, &mut out);
                     flush(&queue, &mut out, &mut flows);
                     continue;
@@ -1225,6 +1221,12 @@ fn asked(slot: &Slot, line: Vec<u8>) -> Result<(), &'static str> {
         Slot::Running(_) => Err("the provider has not started yet"),
         _ => Err("no provider is running"),
     }
+}
+
+/// Whether the host reads `flow`'s host name from its first bytes before deciding it: a rule
+/// naming a host could decide it (never the provider's own flow, which is always allowed).
+fn name_first(rules: &Rules, flow: &Flow, slot: &Slot) -> bool {
+    !own_flow(slot, flow) && rules.host_may_decide(flow)
 }
 
 /// Whether `flow` is the provider's own.
