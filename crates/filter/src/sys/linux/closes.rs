@@ -124,22 +124,11 @@ impl Closes {
 
 /// The destroyed sockets in one datagram, sent to `group`'s protocol; what does not parse is
 /// skipped, and a message whose length is wrong ends the walk.
-pub(crate) fn closed_in(mut buf: &[u8], group: Transport) -> Vec<Closed> {
-    let mut out = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if kind == SOCK_DIAG_BY_FAMILY
-            && let Some(c) = closed(&buf[16..len], group)
-        {
-            out.push(c);
-        }
-        buf = buf.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-    }
-    out
+pub(crate) fn closed_in(buf: &[u8], group: Transport) -> Vec<Closed> {
+    super::messages(buf)
+        .filter(|(kind, _, _)| *kind == SOCK_DIAG_BY_FAMILY)
+        .filter_map(|(_, _, body)| closed(body, group))
+        .collect()
 }
 
 /// One `inet_diag_msg` and its attributes.
@@ -161,14 +150,7 @@ fn closed(body: &[u8], group: Transport) -> Option<Closed> {
     let (local, remote) = (addr(8)?, addr(24)?);
     let mut transport = Some(group);
     let mut counters = None;
-    let mut attrs = &body[MSG_LEN..];
-    while attrs.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
-        let value = &attrs[4..len];
+    for (kind, value) in super::attributes(&body[MSG_LEN..]) {
         match kind {
             INET_DIAG_PROTOCOL => {
                 transport = match value.first() {
@@ -195,7 +177,6 @@ fn closed(body: &[u8], group: Transport) -> Option<Closed> {
             }
             _ => {}
         }
-        attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     let transport = transport?;
     Some(Closed {

@@ -175,20 +175,13 @@ enum Answer {
 
 /// The answers in one datagram, each with its sequence number; a message that does not parse
 /// ends the walk.
-fn answers_in(mut buf: &[u8]) -> Vec<(u32, Answer)> {
+fn answers_in(buf: &[u8]) -> Vec<(u32, Answer)> {
     let mut out = Vec::new();
-    while buf.len() >= 20 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 20 || len > buf.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let body = &buf[16..len];
+    for (kind, seq, body) in super::messages(buf) {
         let u32_at =
             |o: usize| u32::from_ne_bytes([body[o], body[o + 1], body[o + 2], body[o + 3]]);
         match kind {
-            NLMSG_ERROR => {
+            NLMSG_ERROR if body.len() >= 4 => {
                 let code = -i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
                 let a = if code == libc::ENOENT || code == 0 {
                     Answer::Missing
@@ -205,7 +198,6 @@ fn answers_in(mut buf: &[u8]) -> Vec<(u32, Answer)> {
             }
             _ => {}
         }
-        buf = buf.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     out
 }

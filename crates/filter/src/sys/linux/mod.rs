@@ -27,6 +27,37 @@ pub(crate) fn netlink(protocol: libc::c_int, nonblocking: bool) -> io::Result<Ow
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// The netlink messages in a datagram from the kernel: each one's type, sequence number and
+/// body (after the 16-byte header). A message whose length is wrong ends the walk.
+pub(crate) fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::try_from(u32::from_ne_bytes(buf.get(..4)?.try_into().ok()?)).ok()?;
+        if len < 16 || len > buf.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let body = &buf[16..len];
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+        Some((kind, seq, body))
+    })
+}
+
+/// The attributes in `buf`: each one's type (without the nested and byte-order flags) and
+/// value. An attribute whose length is wrong ends the walk.
+pub(crate) fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes(buf.get(..2)?.try_into().ok()?));
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        let value = &buf[4..len];
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+        Some((kind, value))
+    })
+}
+
 /// setsockopt(2) with a value of plain data `T` (an integer, a `timeval`).
 pub(crate) fn setsockopt<T: Copy>(
     fd: &OwnedFd,

@@ -289,25 +289,16 @@ fn message(msg: u16, flags: u16, queue: u16, attrs: &[(u16, Vec<u8>)]) -> io::Re
 
 /// The queued packets in one datagram read from the queue. A message that does not parse
 /// ends the walk; a packet message without a header is skipped.
-pub fn packets(mut buf: &[u8]) -> Vec<Queued<'_>> {
+pub fn packets(buf: &[u8]) -> Vec<Queued<'_>> {
     let mut out = Vec::new();
-    while buf.len() >= 20 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < 20 || len > buf.len() {
-            break;
-        }
-        if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
+    for (kind, _, body) in super::messages(buf) {
+        // After the header, `nfgenmsg`'s 4 bytes.
+        if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+            && let Some(attrs) = body.get(4..)
+        {
             let mut q = Queued { id: 0, mark: 0, uid: None, payload: &[] };
             let mut has_id = false;
-            let mut attrs = &buf[20..len];
-            while attrs.len() >= 4 {
-                let alen = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-                let akind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
-                if alen < 4 || alen > attrs.len() {
-                    break;
-                }
-                let value = &attrs[4..alen];
+            for (akind, value) in super::attributes(attrs) {
                 let be32 = || value.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 match akind {
                     NFQA_PACKET_HDR => {
@@ -321,13 +312,11 @@ pub fn packets(mut buf: &[u8]) -> Vec<Queued<'_>> {
                     NFQA_PAYLOAD => q.payload = value,
                     _ => {}
                 }
-                attrs = attrs.get(alen.next_multiple_of(4)..).unwrap_or(&[]);
             }
             if has_id {
                 out.push(q);
             }
         }
-        buf = buf.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     out
 }
