@@ -1,85 +1,171 @@
-//! Benchmark: the CPU time of 1,000 sequential HTTP/1.1 requests (1 KiB GETs as data tasks) on
-//! one keep-alive connection to nginx on loopback, as the session runs them now — the pool
-//! reads the path from the process's path service — and with the kernel dump per request the
-//! pool made before the path service (`nw_path::current` on the blocking pool, which is what
-//! `pool::path_fingerprint` did), in alternating rounds of the same run. nginx is the peer in
-//! both and runs in its own process, so the CPU counted (this process's, user + system) is the
-//! client's alone. Prints each side's median CPU per request, wall time, and the ratio.
+//! Benchmark: the small-request rate of nw-transfer's data tasks against reqwest's, in the same
+//! run, on the same runtime, to the same nginx on loopback: 1 KiB GETs over HTTP/1.1 keep-alive
+//! (plain HTTP) and over HTTP/2 (TLS, a private anchor), with 1 and with 64 requests in flight.
+//! Each case runs the two clients in alternating rounds (which one goes first alternates too);
+//! it prints each client's median rate and CPU per request, and the ratio of the rates.
+//!
+//! nginx runs in its own process, so the CPU counted (this process's, user + system, every
+//! thread) is the client's alone. Both clients are warmed up first (connections made, pools
+//! filled), as an application that has been running would be.
 //!
 //! Run: `cargo bench -p nw-transfer --bench requests`. `NW_BENCH_SMOKE=1` runs a tiny version
-//! so CI keeps it compiling and running.
+//! so CI keeps it compiling and running. `NW_BENCH_CASES=h2-64,h1-1` runs some cases only.
 
 #![allow(clippy::disallowed_methods, reason = "benchmark: measures wall-clock time")]
 #![allow(clippy::print_stdout, clippy::unwrap_used, reason = "benchmark program")]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nw_lab::Scratch;
 use nw_lab::nginx::{Nginx, Options};
 use nw_transfer::{Configuration, Http3, Session};
 
+/// One client under test.
+#[derive(Clone)]
+enum Client {
+    Nw(Arc<Session>),
+    Reqwest(reqwest::Client),
+}
+
+impl Client {
+    async fn get(&self, url: &str) {
+        match self {
+            Self::Nw(session) => {
+                let got = session.data(url, 4096).await.unwrap();
+                assert_eq!((got.status, got.body.len()), (200, 1024));
+            }
+            Self::Reqwest(client) => {
+                let got = client.get(url).send().await.unwrap();
+                assert_eq!(got.status(), 200);
+                assert_eq!(got.bytes().await.unwrap().len(), 1024);
+            }
+        }
+    }
+}
+
+/// What one round measured: requests per second, CPU µs per request.
+#[derive(Clone, Copy)]
+struct Round {
+    rate: f64,
+    cpu_us: f64,
+}
+
 fn main() {
     let smoke = std::env::var_os("NW_BENCH_SMOKE").is_some();
-    let (rounds, per_round) = if smoke { (2, 50) } else { (5, 1_000) };
+    let (rounds, per_round) = if smoke { (2, 128) } else { (7, 4_096) };
+    let only = std::env::var("NW_BENCH_CASES").ok();
+
     let scratch = Scratch::new("bench-requests").unwrap();
     let www = scratch.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("small"), vec![b'x'; 1024]).unwrap();
-    let nginx = Nginx::start(&www, &Options::default())
+    let ca = nw_trust::ca::TestCa::new("nw bench CA").unwrap();
+    let issued = ca.server(&["127.0.0.1"]).unwrap();
+    let (cert, key) = (scratch.path().join("cert.pem"), scratch.path().join("key.pem"));
+    std::fs::write(&cert, &issued.chain_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    let nginx = Nginx::start(&www, &Options { tls: Some((cert, key)), ..Options::default() })
         .unwrap_or_else(|e| panic!("the benchmark needs nginx (apt-get install nginx-light): {e}"));
-    let url = nginx.url("/small");
-    let config = Configuration { http2: false, http3: Http3::Off, ..Configuration::default() };
-    let session = Session::new(config, &scratch.path().join("s.db")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (mut now, mut before) = (Vec::new(), Vec::new());
-    rt.block_on(async {
-        // Warm up: the connection, the path service's first reading.
-        session.data(&url, 4096).await.unwrap();
-        for _ in 0..rounds {
-            now.push(
-                round(per_round, async || {
-                    let got = session.data(&url, 4096).await.unwrap();
-                    assert_eq!((got.status, got.body.len()), (200, 1024));
-                })
-                .await,
-            );
-            before.push(
-                round(per_round, async || {
-                    let dump = tokio::task::spawn_blocking(|| {
-                        nw_path::current(&nw_path::Conditions::default()).ok()
-                    });
-                    assert!(dump.await.unwrap().is_some(), "the path could not be read");
-                    let got = session.data(&url, 4096).await.unwrap();
-                    assert_eq!((got.status, got.body.len()), (200, 1024));
-                })
-                .await,
+    let (http, https) = (nginx.url("/small"), nginx.https_url("/small").unwrap());
+
+    let trust = nw_trust::Options {
+        anchors: vec![nw_trust::Anchor {
+            der: ca.cert_der(),
+            class: nw_trust::AnchorClass::Custom,
+        }],
+        ..nw_trust::Options::default()
+    };
+    let nw = |http2: bool| {
+        let config = Configuration {
+            http2,
+            http3: Http3::Off,
+            trust: trust.clone(),
+            ..Configuration::default()
+        };
+        Client::Nw(Arc::new(Session::ephemeral(config).unwrap()))
+    };
+    let theirs = |http2: bool| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der().into()).unwrap();
+        let mut tls =
+            rustls::ClientConfig::builder_with_provider(nw_connection::crypto::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tls.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        let builder = reqwest::Client::builder().no_proxy().tls_backend_preconfigured(tls);
+        let builder = if http2 { builder } else { builder.http1_only() };
+        Client::Reqwest(builder.build().unwrap())
+    };
+
+    let cases = [
+        ("h1-1", "HTTP/1.1 keep-alive, 1 in flight", false, 1),
+        ("h1-64", "HTTP/1.1 keep-alive, 64 in flight", false, 64),
+        ("h2-1", "HTTP/2 over TLS, 1 in flight", true, 1),
+        ("h2-64", "HTTP/2 over TLS, 64 in flight", true, 64),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!("{per_round} GETs of 1 KiB per round, {rounds} alternating rounds, nginx on loopback");
+    for (name, what, http2, in_flight) in cases {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|c| c == name)) {
+            continue;
+        }
+        let url = if http2 { &https } else { &http };
+        let clients = [("nw", nw(http2)), ("reqwest", theirs(http2))];
+        let mut got: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+        rt.block_on(async {
+            for (_, client) in &clients {
+                round(client, url, in_flight, in_flight * 4).await;
+            }
+            for r in 0..rounds {
+                for k in [r % 2, 1 - r % 2] {
+                    got[k].push(round(&clients[k].1, url, in_flight, per_round).await);
+                }
+            }
+        });
+        let (ours, theirs) = (median(&got[0]), median(&got[1]));
+        println!("{what}");
+        for ((label, _), m) in clients.iter().zip([ours, theirs]) {
+            println!(
+                "  {label:8} median {:9.0} requests/s, CPU {:6.1} µs/request",
+                m.rate, m.cpu_us
             );
         }
-    });
-    let (n, b) = (median(&now), median(&before));
-    println!(
-        "{per_round} sequential 1 KiB GETs over HTTP/1.1 keep-alive to nginx, {rounds} alternating rounds"
-    );
-    println!(
-        "  with a kernel dump per request (before)   median CPU {:7.1} µs/request, wall {:6.1} µs/request",
-        b.0, b.1
-    );
-    println!(
-        "  reading the path service (now)            median CPU {:7.1} µs/request, wall {:6.1} µs/request",
-        n.0, n.1
-    );
-    println!("  CPU ratio now / before                    {:.2}", n.0 / b.0);
+        println!(
+            "  rate nw / reqwest {:.2}, CPU per request nw / reqwest {:.2}",
+            ours.rate / theirs.rate,
+            ours.cpu_us / theirs.cpu_us
+        );
+    }
     drop(nginx);
 }
 
-/// Runs `request` `n` times; returns (CPU µs per request, wall µs per request).
-async fn round(n: u32, mut request: impl AsyncFnMut()) -> (f64, f64) {
+/// `n` GETs of `url` by `client`, `in_flight` at a time.
+async fn round(client: &Client, url: &str, in_flight: usize, n: usize) -> Round {
     let (cpu, wall) = (cpu_time(), Instant::now());
-    for _ in 0..n {
-        request().await;
+    let workers: Vec<_> = (0..in_flight)
+        .map(|w| {
+            let (client, url) = (client.clone(), url.to_owned());
+            let mine = n / in_flight + usize::from(w < n % in_flight);
+            tokio::spawn(async move {
+                for _ in 0..mine {
+                    client.get(&url).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
     }
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
-    (per(cpu_time().saturating_sub(cpu)), per(wall.elapsed()))
+    let (cpu, wall) = (cpu_time().saturating_sub(cpu), wall.elapsed());
+    let n = n as f64;
+    Round { rate: n / wall.as_secs_f64(), cpu_us: cpu.as_secs_f64() * 1e6 / n }
 }
 
 /// This process's CPU time so far, user and system, every thread included.
@@ -97,10 +183,11 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn median(xs: &[(f64, f64)]) -> (f64, f64) {
-    let mut cpu: Vec<f64> = xs.iter().map(|x| x.0).collect();
-    let mut wall: Vec<f64> = xs.iter().map(|x| x.1).collect();
+/// The median round by rate, and the median CPU per request.
+fn median(xs: &[Round]) -> Round {
+    let mut rate: Vec<f64> = xs.iter().map(|x| x.rate).collect();
+    let mut cpu: Vec<f64> = xs.iter().map(|x| x.cpu_us).collect();
+    rate.sort_by(f64::total_cmp);
     cpu.sort_by(f64::total_cmp);
-    wall.sort_by(f64::total_cmp);
-    (cpu[cpu.len() / 2], wall[wall.len() / 2])
+    Round { rate: rate[rate.len() / 2], cpu_us: cpu[cpu.len() / 2] }
 }
