@@ -87,7 +87,7 @@ fn main() {
     };
     let theirs = |http2: bool| {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.cert_der().into()).unwrap();
+        roots.add(ca.cert_der()).unwrap();
         let mut tls =
             rustls::ClientConfig::builder_with_provider(nw_connection::crypto::provider())
                 .with_safe_default_protocol_versions()
