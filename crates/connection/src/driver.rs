@@ -903,6 +903,7 @@ async fn tls_client<S: Io + 'static>(
             .map_or_else(|| "unknown".into(), |c| format!("{:?}", c.suite())),
         alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
         server_name: shown,
+        resumed: Some(conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)),
     };
     Ok((Box::new(stream), negotiated, started.elapsed()))
 }

@@ -75,6 +75,8 @@ pub(crate) async fn handshake(
         cipher: "TLS13".into(),
         alpn,
         server_name,
+        // quinn does not say whether the handshake resumed.
+        resumed: None,
     };
     let qlog = qlog.map(|(q, _)| q);
     Ok((

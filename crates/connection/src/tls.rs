@@ -120,6 +120,11 @@ pub struct Negotiated {
     pub alpn: Option<String>,
     /// The name sent in SNI and checked against the certificate.
     pub server_name: String,
+    /// The handshake resumed an earlier session (a ticket from the same client settings):
+    /// no certificate was sent or checked this time. `None` where the TLS stack does not
+    /// say (QUIC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<bool>,
 }
 
 /// The most a PEM file of certificates or a key may hold: a long chain is a few dozen KiB.

@@ -9,7 +9,8 @@
 //! filled), as an application that has been running would be.
 //!
 //! Run: `cargo bench -p nw-transfer --bench requests`. `NW_BENCH_SMOKE=1` runs a tiny version
-//! so CI keeps it compiling and running. `NW_BENCH_CASES=h2-64,h1-1` runs some cases only.
+//! so CI keeps it compiling and running. `NW_BENCH_CASES=h2-64,h1-1` runs some cases only;
+//! `NW_BENCH_CLIENT=nw` (or `reqwest`) runs one client only, for a profiler.
 
 #![allow(clippy::disallowed_methods, reason = "benchmark: measures wall-clock time")]
 #![allow(clippy::print_stdout, clippy::unwrap_used, reason = "benchmark program")]
@@ -55,6 +56,7 @@ fn main() {
     let smoke = std::env::var_os("NW_BENCH_SMOKE").is_some();
     let (rounds, per_round) = if smoke { (2, 128) } else { (7, 4_096) };
     let only = std::env::var("NW_BENCH_CASES").ok();
+    let client = std::env::var("NW_BENCH_CLIENT").ok();
 
     let scratch = Scratch::new("bench-requests").unwrap();
     let www = scratch.path().join("www");
@@ -125,6 +127,10 @@ fn main() {
             }
             for r in 0..rounds {
                 for k in [r % 2, 1 - r % 2] {
+                    if client.as_deref().is_some_and(|c| c != clients[k].0) {
+                        got[k].push(Round { rate: f64::NAN, cpu_us: f64::NAN });
+                        continue;
+                    }
                     got[k].push(round(&clients[k].1, url, in_flight, per_round).await);
                 }
             }

@@ -145,6 +145,14 @@ pub enum Http3 {
     Only,
 }
 
+/// TLS settings a session made, and what they were made for.
+#[derive(Debug)]
+struct TlsConfig {
+    ats: bool,
+    alpn: Vec<Vec<u8>>,
+    config: Arc<rustls::ClientConfig>,
+}
+
 /// A session: its configuration, a resolver, the store, and the HTTP/3 alternatives learned.
 #[derive(Debug)]
 pub struct Session {
@@ -154,6 +162,9 @@ pub struct Session {
     alt_svc: altsvc::Cache,
     pool: pool::Pool<http::Connection>,
     jar: cookies::Jar,
+    /// TLS settings by (held to ATS, ALPN), made once: building them per request parsed the
+    /// anchors again each time and lost TLS session resumption, whose tickets live in them.
+    tls_configs: Mutex<Vec<TlsConfig>>,
     /// What the transfers have shown of the link: throughput, RTT, failures.
     quality: Mutex<nw_quality::Monitor>,
     /// The quality monitor's clock starts here.
@@ -173,6 +184,7 @@ impl Session {
             store,
             alt_svc: altsvc::Cache::default(),
             pool: pool::Pool::default(),
+            tls_configs: Mutex::new(Vec::new()),
             quality: Mutex::new(nw_quality::Monitor::default()),
             born: Instant::now(),
         })
@@ -262,8 +274,25 @@ impl Session {
         Ok((tcp, h3))
     }
 
-    /// TLS settings offering `alpn`, with the verifier the policy calls for.
+    /// TLS settings offering `alpn`, with the verifier the policy calls for: the session's
+    /// own, made the first time they are asked for.
     fn tls(
+        &self,
+        security: policy::Security,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Arc<rustls::ClientConfig>, TransferError> {
+        let ats = security == policy::Security::Ats;
+        let mut made = self.tls_configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = made.iter().find(|c| c.ats == ats && c.alpn == alpn) {
+            return Ok(c.config.clone());
+        }
+        let config = self.new_tls(security, alpn.clone())?;
+        made.push(TlsConfig { ats, alpn, config: config.clone() });
+        Ok(config)
+    }
+
+    /// New TLS settings offering `alpn`, with the verifier the policy calls for.
+    fn new_tls(
         &self,
         security: policy::Security,
         alpn: Vec<Vec<u8>>,

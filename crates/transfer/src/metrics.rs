@@ -29,6 +29,10 @@ pub struct Metrics {
     /// The TLS version and cipher suite, over TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<String>,
+    /// The TLS handshake resumed an earlier session of this session's (absent without TLS,
+    /// and over QUIC, where the stack does not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_resumed: Option<bool>,
     /// The address connected to: the proxy's, when there is a proxy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<SocketAddr>,
@@ -73,6 +77,7 @@ impl Metrics {
             protocol: conn.protocol,
             h3_fallback: conn.h3_fallback.clone(),
             tls: report.tls.as_ref().map(|t| format!("{} {}", t.version, t.cipher)),
+            tls_resumed: report.tls.as_ref().and_then(|t| t.resumed),
             remote: report.connected,
             proxy: report.proxy.clone(),
             reused: conn.reused,

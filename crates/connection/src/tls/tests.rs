@@ -34,6 +34,7 @@ async fn handshake(
                 cipher: format!("{:?}", conn.negotiated_cipher_suite().unwrap().suite()),
                 alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
                 server_name: sni.to_owned(),
+                resumed: Some(conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)),
             })
         }
         Err(e) => Err(e.to_string()),

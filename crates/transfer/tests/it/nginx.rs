@@ -218,6 +218,33 @@ fn nginx_https_over_http2_and_http1_with_a_private_anchor() {
 }
 
 #[test]
+fn nginx_a_new_https_connection_resumes_the_tls_session_of_an_earlier_one() {
+    let scratch = Scratch::new("resume-tls");
+    std::fs::write(scratch.www().join("small"), b"small").unwrap();
+    let tls = Tls::new(&scratch);
+    let server = nginx(
+        &scratch,
+        &NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() },
+    );
+    let url = server.https_url("/small").unwrap();
+    // HTTP/1.1, so that two requests at once need two connections.
+    let config =
+        Configuration { trust: tls.trust.clone(), http2: false, ..Configuration::default() };
+    let session = session(&scratch, config);
+    let rt = runtime();
+    let first = rt.block_on(session.data(&url, 64)).unwrap();
+    assert_eq!((first.metrics.reused, first.metrics.tls_resumed), (false, Some(false)));
+    let (a, b) =
+        rt.block_on(async { tokio::join!(session.data(&url, 64), session.data(&url, 64)) });
+    let (a, b) = (a.unwrap().metrics, b.unwrap().metrics);
+    let fresh = if a.reused { b } else { a };
+    assert!(!fresh.reused, "two requests at once over HTTP/1.1 take two connections");
+    // The session kept its TLS settings, and with them the server's ticket: the new
+    // connection's handshake resumed instead of checking the chain again.
+    assert_eq!(fresh.tls_resumed, Some(true), "{fresh:?}");
+}
+
+#[test]
 fn plain_http_to_a_public_name_is_blocked_before_connecting() {
     let scratch = Scratch::new("ats");
     let session = session(&scratch, Configuration::default());
