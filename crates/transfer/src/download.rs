@@ -335,9 +335,10 @@ impl Session {
         Ok(part.exists().then_some(part))
     }
 
-    /// A connection for `url`: an idle one from the pool when one fits (with an HTTP/3
-    /// alternative on offer, only an HTTP/3 one does: a pooled TCP one gives way to it and
-    /// stays pooled), else a new one.
+    /// A connection for `url`: one from the pool when one fits (with an HTTP/3 alternative on
+    /// offer, only an HTTP/3 one does: a pooled TCP one gives way to it and stays pooled),
+    /// else a new one, which, when it multiplexes, is shared with the requests that waited
+    /// for it and the ones after.
     pub(crate) async fn connection_for(
         &self,
         url: &Url,
@@ -346,10 +347,26 @@ impl Session {
         share: usize,
     ) -> Result<http::Connection, TransferError> {
         let fits = |c: &http::Connection| routes.1.is_none() || c.protocol == http::Protocol::H3;
-        match self.pool.take(&crate::origin(url), path, Instant::now(), fits) {
-            Some(conn) => Ok(conn),
-            None => self.connect(url, routes, share).await,
+        let origin = crate::origin(url);
+        if let Some(conn) = self.pool.take(&origin, path, Instant::now(), fits) {
+            return Ok(conn);
         }
+        // Only HTTPS can multiplex (HTTP/2 is offered in ALPN, HTTP/3 is QUIC); a connection
+        // that is one of several carrying a download is made for it alone.
+        let may_multiplex =
+            url.scheme == "https" && (self.config.http2 || routes.1.is_some()) && share <= 1;
+        let turn = if may_multiplex { self.pool.turn(&origin).await } else { None };
+        if turn.is_some()
+            && let Some(conn) = self.pool.take(&origin, path, Instant::now(), fits)
+        {
+            return Ok(conn);
+        }
+        let conn = self.connect(url, routes, share).await;
+        if may_multiplex {
+            self.pool.made(&origin, conn.as_ref().ok(), path, Instant::now());
+        }
+        drop(turn);
+        conn
     }
 
     /// Reads `check` bytes of `body`, which start at `from` in the file, and says whether

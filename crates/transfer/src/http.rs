@@ -108,6 +108,14 @@ pub(crate) struct Connection {
     /// The connection is to an HTTP proxy that forwards plain-HTTP requests: they go in the
     /// absolute form, with this `Proxy-Authorization` when there is one.
     forward: Option<Option<String>>,
+    /// Which connection this is: handles on one multiplexed connection share it.
+    id: u64,
+}
+
+/// A new connection's [`Connection::id`].
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl crate::pool::Pooled for Connection {
@@ -121,6 +129,14 @@ impl crate::pool::Pooled for Connection {
 
     fn reuse(&mut self) {
         self.reused = true;
+    }
+
+    fn share(&self) -> Option<Self> {
+        self.multiplexed()
+    }
+
+    fn id(&self) -> u64 {
+        self.id
     }
 }
 
@@ -324,6 +340,7 @@ async fn connect_h3(
         quic: Some((quic.connection, quic.endpoint)),
         qlog: quic.qlog,
         forward: None,
+        id: next_id(),
     })
 }
 
@@ -379,6 +396,7 @@ async fn connect_tcp(
         quic: None,
         qlog: None,
         forward,
+        id: next_id(),
     })
 }
 
@@ -395,11 +413,13 @@ impl Connection {
             sender,
             protocol: self.protocol,
             report: self.report.clone(),
-            h3_fallback: self.h3_fallback.clone(),
+            // Why HTTP/3 was not used is the story of the request that made the connection.
+            h3_fallback: None,
             reused: true,
             quic: self.quic.clone(),
             qlog: self.qlog.clone(),
             forward: self.forward.clone(),
+            id: self.id,
         })
     }
 

@@ -245,6 +245,29 @@ fn nginx_a_new_https_connection_resumes_the_tls_session_of_an_earlier_one() {
 }
 
 #[test]
+fn nginx_requests_at_once_over_http2_share_one_connection() {
+    let scratch = Scratch::new("h2-share");
+    std::fs::write(scratch.www().join("small"), b"small").unwrap();
+    let tls = Tls::new(&scratch);
+    let server = nginx(
+        &scratch,
+        &NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() },
+    );
+    let url = server.https_url("/small").unwrap();
+    let session = session(&scratch, Configuration { trust: tls.trust, ..Configuration::default() });
+    let rt = runtime();
+    // A burst of 16 to an origin nothing is known of, then 16 more: one connection made.
+    for burst in 0..2 {
+        let all =
+            rt.block_on(futures_util::future::join_all((0..16).map(|_| session.data(&url, 64))));
+        let metrics: Vec<_> = all.into_iter().map(|d| d.unwrap().metrics).collect();
+        assert!(metrics.iter().all(|m| m.protocol == Protocol::H2), "{metrics:?}");
+        let made = metrics.iter().filter(|m| !m.reused).count();
+        assert_eq!(made, usize::from(burst == 0), "burst {burst}: {metrics:?}");
+    }
+}
+
+#[test]
 fn plain_http_to_a_public_name_is_blocked_before_connecting() {
     let scratch = Scratch::new("ats");
     let session = session(&scratch, Configuration::default());

@@ -16,6 +16,8 @@ struct Fake {
     name: &'static str,
     closed: bool,
     reused: bool,
+    /// It carries requests side by side (HTTP/2).
+    multiplexed: bool,
 }
 
 impl Pooled for Fake {
@@ -25,6 +27,13 @@ impl Pooled for Fake {
     fn reuse(&mut self) {
         self.reused = true;
     }
+    fn share(&self) -> Option<Self> {
+        self.multiplexed.then_some(Self { reused: true, ..*self })
+    }
+    fn id(&self) -> u64 {
+        // Names are unique in these tests.
+        self.name.bytes().fold(0, |h, b| h * 31 + u64::from(b))
+    }
 }
 
 fn any(_: &Fake) -> bool {
@@ -32,7 +41,11 @@ fn any(_: &Fake) -> bool {
 }
 
 fn fake(name: &'static str, closed: bool) -> Fake {
-    Fake { name, closed, reused: false }
+    Fake { name, closed, reused: false, multiplexed: false }
+}
+
+fn h2(name: &'static str) -> Fake {
+    Fake { name, closed: false, reused: false, multiplexed: true }
 }
 
 #[test]
@@ -62,6 +75,57 @@ fn pool_hands_out_open_fresh_connections_of_the_origin_on_the_same_path() {
     assert_eq!(pool.idle(), 0);
     pool.put(b.clone(), fake("b2", false), Some(2), t0);
     assert_eq!(pool.take(&b, Some(2), t0, any).map(|c| c.name), Some("b2"));
+}
+
+#[test]
+fn pool_shares_a_multiplexed_connection_and_keeps_it_once() {
+    let a = ("https".to_owned(), "a.example".to_owned(), 443);
+    let pool = Pool::default();
+    #[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
+    let t0 = Instant::now();
+    let path = Some(1);
+    // Made, and offered at once.
+    pool.made(&a, Some(&h2("mux")), path, t0);
+    assert_eq!(pool.idle(), 1);
+    let (one, two) = (pool.take(&a, path, t0, any).unwrap(), pool.take(&a, path, t0, any).unwrap());
+    assert_eq!((one.name, two.name, one.reused), ("mux", "mux", true));
+    assert_eq!(pool.idle(), 1, "a shared connection stays in the pool while handles are out");
+    // Handles coming back do not make copies; each marks the connection used.
+    let later = t0 + IDLE_LIMIT / 2;
+    pool.put(a.clone(), one, path, later);
+    pool.put(a.clone(), two, path, t0);
+    assert_eq!(pool.idle(), 1);
+    assert!(pool.take(&a, path, later + IDLE_LIMIT / 2 + Duration::from_secs(1), any).is_some());
+    // An HTTP/1.1 connection is handed to one request at a time.
+    let b = ("https".to_owned(), "b.example".to_owned(), 443);
+    pool.made(&b, Some(&fake("h1", false)), path, t0);
+    assert_eq!(pool.take(&b, path, t0, any), None, "not offered before it is put back");
+}
+
+#[test]
+fn pool_turns_make_a_burst_wait_for_one_connection_until_it_is_known_not_to_multiplex() {
+    use futures_util::FutureExt as _;
+    let a = ("https".to_owned(), "a.example".to_owned(), 443);
+    let pool: Pool<Fake> = Pool::default();
+    #[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
+    let t0 = Instant::now();
+    // Not known yet: one request connects, the next waits its turn.
+    let first = pool.turn(&a).now_or_never().expect("the first turn is free").unwrap();
+    assert!(pool.turn(&a).now_or_never().is_none(), "the second waits");
+    pool.made(&a, Some(&h2("mux")), Some(1), t0);
+    drop(first);
+    let second = pool.turn(&a).now_or_never().expect("free again").unwrap();
+    assert_eq!(pool.take(&a, Some(1), t0, any).map(|c| c.name), Some("mux"));
+    drop(second);
+    // An origin that answered over HTTP/1.1, or could not be reached: no waiting.
+    pool.made(&a, Some(&fake("h1", false)), Some(1), t0);
+    let _held = pool.turn(&a).now_or_never().unwrap();
+    assert!(pool.turn(&a).now_or_never().expect("no wait").is_none());
+    let b = ("https".to_owned(), "b.example".to_owned(), 443);
+    let held = pool.turn(&b).now_or_never().unwrap();
+    pool.made(&b, None, Some(1), t0);
+    drop(held);
+    assert!(pool.turn(&b).now_or_never().expect("no wait").is_none());
 }
 
 #[test]
