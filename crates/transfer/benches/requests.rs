@@ -1,7 +1,8 @@
 //! Benchmark: the small-request rate of nw-transfer's data tasks against reqwest's, in the same
 //! run, on the same runtime, to the same nginx on loopback: 1 KiB GETs over HTTP/1.1 keep-alive
 //! (plain HTTP) and over HTTP/2 (TLS, a private anchor), with 1 and with 64 requests in flight.
-//! Each case runs the two clients in alternating rounds (which one goes first alternates too);
+//! Each case runs the two clients in alternating rounds (which one goes first alternates too),
+//! each on a runtime of its own;
 //! it prints each client's median rate and CPU per request, and the ratio of the rates.
 //!
 //! nginx runs in its own process, so the CPU counted (this process's, user + system, every
@@ -112,7 +113,10 @@ fn main() {
         ("h2-1", "HTTP/2 over TLS, 1 in flight", true, 1),
         ("h2-64", "HTTP/2 over TLS, 64 in flight", true, 64),
     ];
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // A runtime each (tokio's default, a worker per core), as each would have in an
+    // application of its own: one client's tasks never keep the other's workers awake.
+    let runtimes =
+        [(); 2].map(|()| tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap());
     println!("{per_round} GETs of 1 KiB per round, {rounds} alternating rounds, nginx on loopback");
     for (name, what, http2, in_flight) in cases {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|c| c == name)) {
@@ -121,20 +125,18 @@ fn main() {
         let url = if http2 { &https } else { &http };
         let clients = [("nw", nw(http2)), ("reqwest", theirs(http2))];
         let mut got: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
-        rt.block_on(async {
-            for (_, client) in &clients {
-                round(client, url, in_flight, in_flight * 4).await;
-            }
-            for r in 0..rounds {
-                for k in [r % 2, 1 - r % 2] {
-                    if client.as_deref().is_some_and(|c| c != clients[k].0) {
-                        got[k].push(Round { rate: f64::NAN, cpu_us: f64::NAN });
-                        continue;
-                    }
-                    got[k].push(round(&clients[k].1, url, in_flight, per_round).await);
+        for (k, (_, c)) in clients.iter().enumerate() {
+            runtimes[k].block_on(round(c, url, in_flight, in_flight * 4));
+        }
+        for r in 0..rounds {
+            for k in [r % 2, 1 - r % 2] {
+                if client.as_deref().is_some_and(|c| c != clients[k].0) {
+                    got[k].push(Round { rate: f64::NAN, cpu_us: f64::NAN });
+                    continue;
                 }
+                got[k].push(runtimes[k].block_on(round(&clients[k].1, url, in_flight, per_round)));
             }
-        });
+        }
         let (ours, theirs) = (median(&got[0]), median(&got[1]));
         println!("{what}");
         for ((label, _), m) in clients.iter().zip([ours, theirs]) {
