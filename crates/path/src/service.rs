@@ -47,6 +47,9 @@ pub struct Reading {
     pub cause: Cause,
     /// How many times kernel notifications overflowed (ENOBUFS) and were resynchronised.
     pub overflows: u64,
+    /// [`fingerprint`](Self::fingerprint), worked out the first time it is asked for: every
+    /// request of a session asks.
+    fingerprint: OnceLock<u64>,
 }
 
 impl Reading {
@@ -63,6 +66,10 @@ impl Reading {
     /// A fingerprint of what connections depend on — the usable interfaces, their addresses
     /// and the gateways: when it changes, pooled connections may be on a path that is gone.
     pub fn fingerprint(&self) -> u64 {
+        *self.fingerprint.get_or_init(|| self.work_out_fingerprint())
+    }
+
+    fn work_out_fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let path = self.path(&Conditions::default());
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -235,8 +242,14 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
                     });
                     if !same {
                         generation += 1;
-                        let reading =
-                            Arc::new(Reading { snapshot, costs, generation, cause, overflows });
+                        let reading = Arc::new(Reading {
+                            snapshot,
+                            costs,
+                            generation,
+                            cause,
+                            overflows,
+                            fingerprint: OnceLock::new(),
+                        });
                         tracing::debug!(generation, ?cause, "path reading");
                         last = Some(reading.clone());
                         tx.send_replace(State::Read(reading));

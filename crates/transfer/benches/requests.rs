@@ -115,8 +115,14 @@ fn main() {
     ];
     // A runtime each (tokio's default, a worker per core), as each would have in an
     // application of its own: one client's tasks never keep the other's workers awake.
-    let runtimes =
-        [(); 2].map(|()| tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap());
+    let current = std::env::var("NW_BENCH_RT").is_ok_and(|r| r == "current");
+    let runtimes = [(); 2].map(|()| {
+        if current {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        } else {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+        }
+    });
     println!("{per_round} GETs of 1 KiB per round, {rounds} alternating rounds, nginx on loopback");
     for (name, what, http2, in_flight) in cases {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|c| c == name)) {

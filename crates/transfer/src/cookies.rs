@@ -53,6 +53,8 @@ impl Jar {
     /// The `Cookie` field for a request to `url`, when the jar has any for it.
     pub(crate) fn header_for(&self, url: &Url) -> Option<String> {
         let store = self.store.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner);
+        // Most sessions hold no cookies: no URL to build for them on every request.
+        store.iter_any().next()?;
         let url = web_url(url)?;
         let pairs: Vec<String> =
             store.get_request_values(&url).map(|(name, value)| format!("{name}={value}")).collect();
