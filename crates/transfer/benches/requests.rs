@@ -11,7 +11,9 @@
 //!
 //! Run: `cargo bench -p nw-transfer --bench requests`. `NW_BENCH_SMOKE=1` runs a tiny version
 //! so CI keeps it compiling and running. `NW_BENCH_CASES=h2-64,h1-1` runs some cases only;
-//! `NW_BENCH_CLIENT=nw` (or `reqwest`) runs one client only, for a profiler.
+//! `NW_BENCH_CLIENT=nw` (or `reqwest`) runs one client only, for a profiler;
+//! `NW_BENCH_RT=current` gives each client a current-thread runtime instead of tokio's
+//! default multi-thread one.
 
 #![allow(clippy::disallowed_methods, reason = "benchmark: measures wall-clock time")]
 #![allow(clippy::print_stdout, clippy::unwrap_used, reason = "benchmark program")]
