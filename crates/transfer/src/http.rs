@@ -81,6 +81,23 @@ fn with_sources(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether the server did not process the request, so that sending it again anywhere is
+/// safe (RFC 9113 §8.7): its stream was refused (REFUSED_STREAM), or the connection went away
+/// with NO_ERROR past it (a GOAWAY names the last stream processed; h2 fails the ones after).
+fn unprocessed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// An empty request body.
 pub(crate) fn empty() -> RequestBody {
     Empty::new().map_err(|never| match never {}).boxed()
@@ -109,7 +126,7 @@ pub(crate) struct Connection {
     /// absolute form, with this `Proxy-Authorization` when there is one.
     forward: Option<Option<String>>,
     /// Which connection this is: handles on one multiplexed connection share it.
-    id: u64,
+    pub(crate) id: u64,
 }
 
 /// A new connection's [`Connection::id`].
@@ -546,7 +563,15 @@ impl Connection {
                 });
             }
         };
-        let (head, body) = response.map_err(|e| failed(&with_sources(&e)))?.into_parts();
+        let (head, body) = response
+            .map_err(|e| {
+                if unprocessed(&e) {
+                    TransferError::Unprocessed(with_sources(&e))
+                } else {
+                    failed(&with_sources(&e))
+                }
+            })?
+            .into_parts();
         Ok(Response {
             status: head.status.as_u16(),
             headers: head.headers,

@@ -145,6 +145,11 @@ pub enum Http3 {
     Only,
 }
 
+/// How many times a request the server says it did not process is sent again on another
+/// connection. Each time is on a new connection (the old one is closing), so this bounds a
+/// server that takes no request at all; a server at its request limit needs one.
+const UNPROCESSED_TRIES: usize = 3;
+
 /// TLS settings a session made, and what they were made for.
 #[derive(Debug)]
 struct TlsConfig {
@@ -340,7 +345,9 @@ impl Session {
 
     /// Sends a GET for `url` on `conn`. The peer may have closed a pooled connection while it
     /// sat idle: when a reused `conn` fails before any answer, the GET (idempotent) is sent once
-    /// more on a fresh connection over `routes` (one of `share`), which replaces `conn`.
+    /// more on a fresh connection over `routes` (one of `share`), which replaces `conn` (a
+    /// shared one, when the failed connection was shared). A request the server did not take
+    /// is sent again up to [`UNPROCESSED_TRIES`] times.
     async fn get(
         &self,
         conn: &mut http::Connection,
@@ -370,18 +377,29 @@ impl Session {
                 with_cookies.as_slice()
             }
         };
-        let response = match conn.get_within(url, headers, wait).await {
-            Err(e) if conn.reused => {
-                tracing::debug!(
-                    "{}{}: a reused connection failed ({e}); once more on a fresh one",
-                    url.host,
-                    url.path
-                );
-                *conn = self.connect(url, routes, share).await?;
-                conn.get_within(url, headers, wait).await
+        let mut response = conn.get_within(url, headers, wait).await;
+        for tries in 1.. {
+            match &response {
+                // The server says it did nothing with it: a GOAWAY at its request limit
+                // refuses every request past the last one it took.
+                Err(TransferError::Unprocessed(_)) if tries <= UNPROCESSED_TRIES => {}
+                Err(_) if conn.reused && tries == 1 => {}
+                _ => break,
             }
-            result => result,
-        };
+            let e = response.as_ref().err().map(ToString::to_string).unwrap_or_default();
+            tracing::debug!("{}{}: {e}; once more on another connection", url.host, url.path);
+            *conn = if conn.protocol == Protocol::Http11 || share > 1 {
+                self.connect(url, routes, share).await?
+            } else {
+                // A shared connection the server closed (as nginx does after 1,000
+                // requests): every request that was on it comes here, and they share the
+                // one connection made next instead of each making its own.
+                self.pool.forget(&origin(url), conn.id);
+                let path = pool::path_fingerprint().await;
+                self.connection_for(url, routes, path, share).await?
+            };
+            response = conn.get_within(url, headers, wait).await;
+        }
         if let Ok(r) = &response {
             self.jar.learn(url, &r.headers).await;
         }
@@ -525,6 +543,11 @@ pub enum TransferError {
     /// The connection was lost mid-exchange.
     #[error("the connection was lost: {0}")]
     Lost(String),
+    /// The server closed the connection, or refused the stream, without processing the
+    /// request (an HTTP/2 GOAWAY past it, or REFUSED_STREAM: RFC 9113 §8.7), and it was not
+    /// sent again, or failed again: the server did nothing with it.
+    #[error("the server did not take the request: {0}")]
+    Unprocessed(String),
     /// A body longer than a data task's limit.
     #[error("{url}: the response is longer than {limit} bytes; download it to a file instead")]
     TooLong {
@@ -762,7 +785,7 @@ impl TransferError {
             Self::Connect(e) => connect_code(e),
             Self::Http(_) => Code::BadServerResponse,
             Self::Status { .. } => Code::HttpStatus,
-            Self::Lost(_) => Code::NetworkConnectionLost,
+            Self::Lost(_) | Self::Unprocessed(_) => Code::NetworkConnectionLost,
             Self::TooLong { .. }
             | Self::Decode { source: decode::DecodeError::TooLong { .. }, .. } => {
                 Code::DataLengthExceedsMaximum
@@ -785,7 +808,9 @@ impl TransferError {
         match self {
             // A certificate that was not trusted stays so, as do a proxy's refusals: not retried.
             Self::Connect(e) => !e.lasting(),
-            Self::Lost(_) | Self::Timeout(_) | Self::Incomplete { .. } => true,
+            Self::Lost(_) | Self::Unprocessed(_) | Self::Timeout(_) | Self::Incomplete { .. } => {
+                true
+            }
             Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             Self::Saved { source, .. } => source.transient(),
             _ => false,

@@ -144,6 +144,13 @@ impl<C: Pooled> Pool<C> {
         }
     }
 
+    /// Drops the connection `id` to `origin` from the pool: it failed.
+    pub fn forget(&self, origin: &Origin, id: u64) {
+        if let Some(idle) = self.lock().idle.get_mut(origin) {
+            idle.retain(|i| i.conn.id() != id);
+        }
+    }
+
     /// The turn to make a connection to `origin`, for a request that found none in the pool:
     /// when the origin's connections may multiplex (the last one did, or none was made yet),
     /// the returned guard is held while connecting, and whoever waited for it should look in

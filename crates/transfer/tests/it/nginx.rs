@@ -268,6 +268,39 @@ fn nginx_requests_at_once_over_http2_share_one_connection() {
 }
 
 #[test]
+fn nginx_requests_on_an_http2_connection_closed_at_its_request_limit_move_to_one_new_one() {
+    let scratch = Scratch::new("h2-goaway");
+    std::fs::write(scratch.www().join("small"), b"small").unwrap();
+    let tls = Tls::new(&scratch);
+    // nginx ends an HTTP/2 connection with GOAWAY after `keepalive_requests` (1,000 by
+    // default); the requests it refused are retried.
+    let server = nginx(
+        &scratch,
+        &NginxOptions {
+            tls: Some((tls.cert.clone(), tls.key.clone())),
+            extra: "keepalive_requests 10;".into(),
+            ..NginxOptions::default()
+        },
+    );
+    let url = server.https_url("/small").unwrap();
+    let session = session(&scratch, Configuration { trust: tls.trust, ..Configuration::default() });
+    let rt = runtime();
+    let mut made = 0;
+    for _ in 0..4 {
+        let all =
+            rt.block_on(futures_util::future::join_all((0..25).map(|_| session.data(&url, 64))));
+        for got in all {
+            let got = got.unwrap_or_else(|e| panic!("a request the server refused failed: {e}"));
+            assert_eq!(got.body.as_ref(), b"small");
+            made += usize::from(!got.metrics.reused);
+        }
+    }
+    // 100 requests at 10 a connection need 10 connections; each time one closes, the
+    // requests it refused share the next one instead of making one each.
+    assert!((10..=14).contains(&made), "{made} connections made for 100 requests");
+}
+
+#[test]
 fn plain_http_to_a_public_name_is_blocked_before_connecting() {
     let scratch = Scratch::new("ats");
     let session = session(&scratch, Configuration::default());
