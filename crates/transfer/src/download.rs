@@ -355,12 +355,29 @@ impl Session {
         // that is one of several carrying a download is made for it alone.
         let may_multiplex =
             url.scheme == "https" && (self.config.http2 || routes.1.is_some()) && share <= 1;
+        let asked = Instant::now();
         let turn = if may_multiplex { self.pool.turn(&origin).await } else { None };
         if turn.is_some()
             && let Some(conn) = self.pool.take(&origin, path, Instant::now(), fits)
         {
             return Ok(conn);
         }
+        // The time waited for the turn is taken from this request's time to connect: after a
+        // connection that could not be made, the requests that waited for it fail within one
+        // timeout, not two.
+        let waited = asked.elapsed();
+        let shortened;
+        let routes = if waited.is_zero() {
+            routes
+        } else {
+            let mut r = routes.clone();
+            r.0.race.timeout = r.0.race.timeout.saturating_sub(waited);
+            if let Some(h3) = &mut r.1 {
+                h3.params.race.timeout = h3.params.race.timeout.saturating_sub(waited);
+            }
+            shortened = r;
+            &shortened
+        };
         let conn = self.connect(url, routes, share).await;
         if may_multiplex {
             self.pool.made(&origin, conn.as_ref().ok(), path, Instant::now());

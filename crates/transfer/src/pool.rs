@@ -166,7 +166,11 @@ impl<C: Pooled> Pool<C> {
             }
             made.turn.clone()
         };
-        Some(turn.lock_owned().await)
+        let held = turn.lock_owned().await;
+        // What the connection made meanwhile said: requests queued behind one that found
+        // HTTP/1.1, or failed, connect side by side rather than each in turn.
+        let multiplexes = self.lock().made.get(origin).and_then(|m| m.multiplexes);
+        (multiplexes != Some(false)).then_some(held)
     }
 
     /// A connection was made to `origin` (`None`: it could not be): what it says of the

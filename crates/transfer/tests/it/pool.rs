@@ -117,6 +117,14 @@ fn pool_turns_make_a_burst_wait_for_one_connection_until_it_is_known_not_to_mult
     let second = pool.turn(&a).now_or_never().expect("free again").unwrap();
     assert_eq!(pool.take(&a, Some(1), t0, any).map(|c| c.name), Some("mux"));
     drop(second);
+    // Requests queued behind one that found HTTP/1.1 get no turn: they connect side by side.
+    let c = ("https".to_owned(), "c.example".to_owned(), 443);
+    let leader = pool.turn(&c).now_or_never().unwrap().unwrap();
+    let mut queued = Box::pin(pool.turn(&c));
+    assert!((&mut queued).now_or_never().is_none());
+    pool.made(&c, Some(&fake("c-h1", false)), Some(1), t0);
+    drop(leader);
+    assert!(queued.now_or_never().expect("the turn came").is_none(), "no turn held");
     // An origin that answered over HTTP/1.1, or could not be reached: no waiting.
     pool.made(&a, Some(&fake("h1", false)), Some(1), t0);
     let _held = pool.turn(&a).now_or_never().unwrap();
@@ -213,4 +221,32 @@ fn pool_retries_once_on_a_fresh_connection_when_the_pooled_one_is_dead() {
     assert!(!second.metrics.reused, "served by the fresh connection");
     assert!(std::fs::read(scratch.0.join("b.bin")).unwrap() == body);
     assert_eq!(server.join().unwrap(), 2, "one dead pooled connection, one fresh");
+}
+
+#[test]
+fn pool_requests_that_waited_for_a_connection_that_could_not_be_made_fail_within_one_timeout() {
+    let scratch = Scratch::new("pool-turn-timeout");
+    // Accepts and never says a word: every TLS handshake waits out the timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let timeout = Duration::from_secs(3);
+    let config = Configuration { request_timeout: timeout, ..Configuration::default() };
+    let session = session(&scratch, config);
+    let url = format!("https://127.0.0.1:{port}/x");
+    let rt = runtime();
+    #[allow(clippy::disallowed_methods, reason = "the test times the failures")]
+    let started = Instant::now();
+    let all = rt.block_on(futures_util::future::join_all((0..8).map(|_| session.data(&url, 64))));
+    let took = started.elapsed();
+    assert!(all.iter().all(Result::is_err), "{all:?}");
+    // One request connects while the others wait their turn (an HTTPS origin may multiplex);
+    // when it fails, they have the rest of their time, not a timeout more. 2 s of slack.
+    assert!(took >= timeout - Duration::from_millis(100), "{took:?}");
+    assert!(took < timeout + Duration::from_secs(2), "took {took:?}, two timeouts");
 }
