@@ -7,12 +7,12 @@
 //! origin's first connection says whether it multiplexes, a request that finds no connection
 //! waits for one being made ([`Pool::turn`]), as browsers and hyper's pool do.
 //!
-//! An HTTP/1.1 connection goes back to the pool only after its response was read to the end. Taking one
-//! skips connections the peer has closed and ones idle too long, and the whole pool is flushed
-//! when the network path changed since they were made: a connection bound to an address the
-//! host no longer has, or routed over an interface that went away, would only time out. A
-//! request on a reused connection that fails before any response is retried once on a fresh
-//! connection (see `download::fetch`): the peer may have closed it while it sat idle.
+//! An HTTP/1.1 connection goes back to the pool only after its response was read to the end.
+//! Taking one skips connections the peer has closed and ones idle too long, and the whole pool
+//! is flushed when the network path changed since they were made: a connection bound to an
+//! address the host no longer has, or routed over an interface that went away, would only time
+//! out. A request on a reused connection that fails before any response is retried once on a
+//! fresh connection (see `Session::get`): the peer may have closed it while it sat idle.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
