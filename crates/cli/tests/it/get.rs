@@ -64,6 +64,20 @@ fn pattern(len: u32, seed: u32) -> Vec<u8> {
     (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> seed).to_le_bytes()[0]).collect()
 }
 
+/// The bytes free for an unprivileged writer on the file system that holds `dir` (`df`).
+fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("df (coreutils) could not be run: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df said nothing readable about {}: {text}", dir.display()))
+}
+
 /// A small deterministic generator for the kill times.
 fn next(state: &mut u64) -> u64 {
     *state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -73,6 +87,16 @@ fn next(state: &mut u64) -> u64 {
 #[test]
 fn get_kill_9_at_random_points_then_resume_ends_with_the_right_sha256() {
     let scratch = scratch("kill9");
+    // The source and the download take 2 GiB: on a fuller disk the download fails with
+    // ENOSPC, which would look like a resume that does not work.
+    let free = free_bytes(&scratch.0);
+    assert!(
+        free > 3 << 30,
+        "this test needs 3 GiB free where {} is, and there are {} MiB: free some space (an old \
+         cargo target directory?)",
+        scratch.0.display(),
+        free >> 20
+    );
     let source = scratch.0.join("www/big.bin");
     let status = Command::new("sh")
         .arg("-c")
@@ -138,8 +162,9 @@ fn get_kill_9_at_random_points_then_resume_ends_with_the_right_sha256() {
                 .unwrap();
         assert!(
             out.status.success(),
-            "the last resume failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "the last resume failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
         );
     }
     assert_eq!(sha256sum(&dest), expected, "the file is byte-exact after {kills} kills");
