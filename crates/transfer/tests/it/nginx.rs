@@ -217,20 +217,34 @@ fn nginx_https_over_http2_and_http1_with_a_private_anchor() {
     assert!(!dest.exists());
 }
 
+/// nginx over HTTPS (HTTP/2 and HTTP/1.1 by ALPN) serving `small` with `extra` in its server
+/// blocks; the URL of `small`, and a session with `config` that trusts the server.
+fn https_small(
+    scratch: &Scratch,
+    extra: &str,
+    config: Configuration,
+) -> (Nginx, String, nw_transfer::Session) {
+    std::fs::write(scratch.www().join("small"), b"small").unwrap();
+    let tls = Tls::new(scratch);
+    let server = nginx(
+        scratch,
+        &NginxOptions {
+            tls: Some((tls.cert.clone(), tls.key.clone())),
+            extra: extra.into(),
+            ..NginxOptions::default()
+        },
+    );
+    let url = server.https_url("/small").unwrap();
+    let session = session(scratch, Configuration { trust: tls.trust, ..config });
+    (server, url, session)
+}
+
 #[test]
 fn nginx_a_new_https_connection_resumes_the_tls_session_of_an_earlier_one() {
     let scratch = Scratch::new("resume-tls");
-    std::fs::write(scratch.www().join("small"), b"small").unwrap();
-    let tls = Tls::new(&scratch);
-    let server = nginx(
-        &scratch,
-        &NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() },
-    );
-    let url = server.https_url("/small").unwrap();
     // HTTP/1.1, so that two requests at once need two connections.
-    let config =
-        Configuration { trust: tls.trust.clone(), http2: false, ..Configuration::default() };
-    let session = session(&scratch, config);
+    let config = Configuration { http2: false, ..Configuration::default() };
+    let (_server, url, session) = https_small(&scratch, "", config);
     let rt = runtime();
     let first = rt.block_on(session.data(&url, 64)).unwrap();
     assert_eq!((first.metrics.reused, first.metrics.tls_resumed), (false, Some(false)));
@@ -247,14 +261,7 @@ fn nginx_a_new_https_connection_resumes_the_tls_session_of_an_earlier_one() {
 #[test]
 fn nginx_requests_at_once_over_http2_share_one_connection() {
     let scratch = Scratch::new("h2-share");
-    std::fs::write(scratch.www().join("small"), b"small").unwrap();
-    let tls = Tls::new(&scratch);
-    let server = nginx(
-        &scratch,
-        &NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() },
-    );
-    let url = server.https_url("/small").unwrap();
-    let session = session(&scratch, Configuration { trust: tls.trust, ..Configuration::default() });
+    let (_server, url, session) = https_small(&scratch, "", Configuration::default());
     let rt = runtime();
     // A burst of 16 to an origin nothing is known of, then 16 more: one connection made.
     for burst in 0..2 {
@@ -270,20 +277,10 @@ fn nginx_requests_at_once_over_http2_share_one_connection() {
 #[test]
 fn nginx_requests_on_an_http2_connection_closed_at_its_request_limit_move_to_one_new_one() {
     let scratch = Scratch::new("h2-goaway");
-    std::fs::write(scratch.www().join("small"), b"small").unwrap();
-    let tls = Tls::new(&scratch);
     // nginx ends an HTTP/2 connection with GOAWAY after `keepalive_requests` (1,000 by
     // default); the requests it refused are retried.
-    let server = nginx(
-        &scratch,
-        &NginxOptions {
-            tls: Some((tls.cert.clone(), tls.key.clone())),
-            extra: "keepalive_requests 10;".into(),
-            ..NginxOptions::default()
-        },
-    );
-    let url = server.https_url("/small").unwrap();
-    let session = session(&scratch, Configuration { trust: tls.trust, ..Configuration::default() });
+    let (_server, url, session) =
+        https_small(&scratch, "keepalive_requests 10;", Configuration::default());
     let rt = runtime();
     let mut made = 0;
     for _ in 0..4 {
