@@ -127,6 +127,9 @@ pub(crate) struct Connection {
     forward: Option<Option<String>>,
     /// Which connection this is: handles on one multiplexed connection share it.
     pub(crate) id: u64,
+    /// Answers it brought over HTTP/2, counted across its handles: a server that closes it
+    /// having answered some makes progress, one that never answers does not.
+    answered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A new connection's [`Connection::id`].
@@ -358,6 +361,7 @@ async fn connect_h3(
         qlog: quic.qlog,
         forward: None,
         id: next_id(),
+        answered: Arc::default(),
     })
 }
 
@@ -414,10 +418,16 @@ async fn connect_tcp(
         qlog: None,
         forward,
         id: next_id(),
+        answered: Arc::default(),
     })
 }
 
 impl Connection {
+    /// It has brought answers over HTTP/2 (on any of its handles).
+    pub(crate) fn answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
     /// Another handle on this connection for requests alongside the current ones, where the
     /// protocol multiplexes (HTTP/2, HTTP/3); `None` for HTTP/1.1.
     pub(crate) fn multiplexed(&self) -> Option<Self> {
@@ -437,6 +447,7 @@ impl Connection {
             qlog: self.qlog.clone(),
             forward: self.forward.clone(),
             id: self.id,
+            answered: self.answered.clone(),
         })
     }
 
@@ -572,6 +583,7 @@ impl Connection {
                 }
             })?
             .into_parts();
+        self.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Response {
             status: head.status.as_u16(),
             headers: head.headers,

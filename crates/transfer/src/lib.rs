@@ -145,10 +145,12 @@ pub enum Http3 {
     Only,
 }
 
-/// How many times a request the server says it did not process is sent again on another
-/// connection. Each time is on a new connection (the old one is closing), so this bounds a
-/// server that takes no request at all; a server at its request limit needs one.
+/// How many times a request the server says it did not process is sent again after a
+/// connection that answered nothing refused it: this bounds a server that takes no request.
 const UNPROCESSED_TRIES: usize = 3;
+/// How many times such a request is sent again at most, whatever the connections answered
+/// (a server that takes one request per connection answers 64 in flight in 64 tries).
+const UNPROCESSED_MOST: usize = 100;
 
 /// TLS settings a session made, and what they were made for.
 #[derive(Debug)]
@@ -347,7 +349,8 @@ impl Session {
     /// sat idle: when a reused `conn` fails before any answer, the GET (idempotent) is sent once
     /// more on a fresh connection over `routes` (one of `share`), which replaces `conn` (a
     /// shared one, when the failed connection was shared). A request the server did not take
-    /// is sent again up to [`UNPROCESSED_TRIES`] times.
+    /// is sent again while the connections refusing it answer others (up to
+    /// [`UNPROCESSED_MOST`] times), or up to [`UNPROCESSED_TRIES`] times when they do not.
     async fn get(
         &self,
         conn: &mut http::Connection,
@@ -378,11 +381,19 @@ impl Session {
             }
         };
         let mut response = conn.get_within(url, headers, wait).await;
+        let mut fruitless = 0;
         for tries in 1.. {
             match &response {
                 // The server says it did nothing with it: a GOAWAY at its request limit
-                // refuses every request past the last one it took.
-                Err(TransferError::Unprocessed(_)) if tries <= UNPROCESSED_TRIES => {}
+                // refuses every request past the last one it took. A connection that answered
+                // others before closing shows the server making progress; only refusals from
+                // ones that answered nothing count against the limit.
+                Err(TransferError::Unprocessed(_))
+                    if tries <= UNPROCESSED_MOST
+                        && (conn.answered() || fruitless < UNPROCESSED_TRIES) =>
+                {
+                    fruitless += usize::from(!conn.answered());
+                }
                 Err(_) if conn.reused && tries == 1 => {}
                 _ => break,
             }

@@ -298,6 +298,21 @@ fn nginx_requests_on_an_http2_connection_closed_at_its_request_limit_move_to_one
 }
 
 #[test]
+fn nginx_requests_to_a_server_that_takes_one_per_http2_connection_all_get_answers() {
+    let scratch = Scratch::new("h2-one");
+    // Each connection carries one request and refuses the rest: slow, but every request is
+    // answered in the end, since each connection takes one.
+    let (_server, url, session) =
+        https_small(&scratch, "keepalive_requests 1;", Configuration::default());
+    let all =
+        runtime().block_on(futures_util::future::join_all((0..10).map(|_| session.data(&url, 64))));
+    for got in all {
+        let got = got.unwrap_or_else(|e| panic!("a request the server refused failed: {e}"));
+        assert_eq!(got.body.as_ref(), b"small");
+    }
+}
+
+#[test]
 fn plain_http_to_a_public_name_is_blocked_before_connecting() {
     let scratch = Scratch::new("ats");
     let session = session(&scratch, Configuration::default());
