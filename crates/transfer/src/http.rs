@@ -125,17 +125,9 @@ pub(crate) struct Connection {
     /// The connection is to an HTTP proxy that forwards plain-HTTP requests: they go in the
     /// absolute form, with this `Proxy-Authorization` when there is one.
     forward: Option<Option<String>>,
-    /// Which connection this is: handles on one multiplexed connection share it.
-    pub(crate) id: u64,
     /// Answers it brought over HTTP/2, counted across its handles: a server that closes it
     /// having answered some makes progress, one that never answers does not.
     answered: Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// A new connection's [`Connection::id`].
-fn next_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl crate::pool::Pooled for Connection {
@@ -156,7 +148,9 @@ impl crate::pool::Pooled for Connection {
     }
 
     fn id(&self) -> u64 {
-        self.id
+        // nw-connection's id (`C7`): one per connection made in this process, which every
+        // handle on a shared connection carries in its report.
+        u64::from(self.report.connection.0)
     }
 }
 
@@ -360,7 +354,6 @@ async fn connect_h3(
         quic: Some((quic.connection, quic.endpoint)),
         qlog: quic.qlog,
         forward: None,
-        id: next_id(),
         answered: Arc::default(),
     })
 }
@@ -417,7 +410,6 @@ async fn connect_tcp(
         quic: None,
         qlog: None,
         forward,
-        id: next_id(),
         answered: Arc::default(),
     })
 }
@@ -446,7 +438,6 @@ impl Connection {
             quic: self.quic.clone(),
             qlog: self.qlog.clone(),
             forward: self.forward.clone(),
-            id: self.id,
             answered: self.answered.clone(),
         })
     }
