@@ -202,20 +202,11 @@ mod tests {
         msg[6..8].copy_from_slice(&443u16.to_be_bytes());
         msg[8..24].copy_from_slice(&Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets());
         msg[24..40].copy_from_slice(&Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets());
-        let mut attrs = Vec::new();
         for (kind, value) in [(INET_DIAG_PROTOCOL, &[6u8][..]), (INET_DIAG_INFO, info)] {
-            let len = u16::try_from(4 + value.len()).unwrap_or(0);
-            attrs.extend_from_slice(&len.to_ne_bytes());
-            attrs.extend_from_slice(&kind.to_ne_bytes());
-            attrs.extend_from_slice(value);
-            attrs.resize(attrs.len().next_multiple_of(4), 0);
+            crate::sys::linux::push_attribute(&mut msg, kind, value).unwrap();
         }
-        let total = u32::try_from(16 + MSG_LEN + attrs.len()).unwrap_or(0);
-        let mut out = total.to_ne_bytes().to_vec();
-        out.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        out.extend_from_slice(&[0; 10]);
-        out.extend_from_slice(&msg);
-        out.extend_from_slice(&attrs);
+        let mut out = Vec::new();
+        crate::sys::linux::push_message(&mut out, SOCK_DIAG_BY_FAMILY, 0, 0, &msg).unwrap();
         out
     }
 

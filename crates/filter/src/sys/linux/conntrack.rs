@@ -6,6 +6,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::{push_attribute, push_message};
 use crate::flow::{FlowKey, Transport};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
@@ -34,29 +35,21 @@ impl Conntrack {
     /// Deletes the entry of outbound flow `key`, if there is one. Errors (no such entry) are
     /// not asked for; the kernel's error replies, if any, are never read.
     pub(crate) fn delete(&self, key: FlowKey) -> io::Result<()> {
-        let msg = delete_message(key);
+        let msg = delete_message(key)?;
         // SAFETY: send(2) from a live buffer of the given length.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 }
 
-fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = u16::try_from(4 + value.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
-
 /// The delete request for the entry whose original direction is `key`'s (this host to the
 /// peer).
-pub(crate) fn delete_message(key: FlowKey) -> Vec<u8> {
+pub(crate) fn delete_message(key: FlowKey) -> io::Result<Vec<u8>> {
     let (family, ip) = match (key.local.ip(), key.remote.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let mut ip = Vec::new();
-            attr(&mut ip, 1, &s.octets()); // CTA_IP_V4_SRC
-            attr(&mut ip, 2, &d.octets()); // CTA_IP_V4_DST
+            push_attribute(&mut ip, 1, &s.octets())?; // CTA_IP_V4_SRC
+            push_attribute(&mut ip, 2, &d.octets())?; // CTA_IP_V4_DST
             (libc::AF_INET, ip)
         }
         (s, d) => {
@@ -65,8 +58,8 @@ pub(crate) fn delete_message(key: FlowKey) -> Vec<u8> {
                 IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
             };
             let mut ip = Vec::new();
-            attr(&mut ip, 3, &v6(s)); // CTA_IP_V6_SRC
-            attr(&mut ip, 4, &v6(d)); // CTA_IP_V6_DST
+            push_attribute(&mut ip, 3, &v6(s))?; // CTA_IP_V6_SRC
+            push_attribute(&mut ip, 4, &v6(d))?; // CTA_IP_V6_DST
             (libc::AF_INET6, ip)
         }
     };
@@ -75,19 +68,15 @@ pub(crate) fn delete_message(key: FlowKey) -> Vec<u8> {
         Transport::Udp => 17,
     };
     let mut proto = Vec::new();
-    attr(&mut proto, CTA_PROTO_NUM, &[proto_num]);
-    attr(&mut proto, CTA_PROTO_SRC_PORT, &key.local.port().to_be_bytes());
-    attr(&mut proto, CTA_PROTO_DST_PORT, &key.remote.port().to_be_bytes());
+    push_attribute(&mut proto, CTA_PROTO_NUM, &[proto_num])?;
+    push_attribute(&mut proto, CTA_PROTO_SRC_PORT, &key.local.port().to_be_bytes())?;
+    push_attribute(&mut proto, CTA_PROTO_DST_PORT, &key.remote.port().to_be_bytes())?;
     let mut tuple = Vec::new();
-    attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
-    attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
+    push_attribute(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip)?;
+    push_attribute(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto)?;
     let mut body = vec![u8::try_from(family).unwrap_or(0), 0, 0, 0]; // nfgenmsg
-    attr(&mut body, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
-    let len = u32::try_from(16 + body.len()).unwrap_or(u32::MAX);
-    let mut msg = len.to_ne_bytes().to_vec();
-    msg.extend_from_slice(&CT_DELETE.to_ne_bytes());
-    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    msg.extend_from_slice(&[0; 8]); // seq, pid
-    msg.extend_from_slice(&body);
-    msg
+    push_attribute(&mut body, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple)?;
+    let mut msg = Vec::with_capacity(16 + body.len());
+    push_message(&mut msg, CT_DELETE, NLM_F_REQUEST, 0, &body)?;
+    Ok(msg)
 }

@@ -84,7 +84,7 @@ impl Diag {
             let mut req = Vec::with_capacity(72 * chunk.len());
             for (proto, src, dst) in chunk {
                 self.seq = self.seq.wrapping_add(1);
-                request(&mut req, self.seq, *proto, *src, *dst);
+                request(&mut req, self.seq, *proto, *src, *dst)?;
             }
             // SAFETY: send(2) from a live buffer of the given length.
             let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
@@ -136,24 +136,26 @@ fn ids(key: &FlowKey) -> (libc::c_int, SocketAddr, SocketAddr) {
 }
 
 /// Appends one exact-match request (`inet_diag_req_v2`) to `req`.
-fn request(req: &mut Vec<u8>, seq: u32, proto: libc::c_int, src: SocketAddr, dst: SocketAddr) {
+fn request(
+    req: &mut Vec<u8>,
+    seq: u32,
+    proto: libc::c_int,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> io::Result<()> {
     let family = if src.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-    let total = 16u32 + 56;
-    req.extend_from_slice(&total.to_ne_bytes());
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    req.extend_from_slice(&seq.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.push(u8::try_from(family).unwrap_or(0));
-    req.push(u8::try_from(proto).unwrap_or(0));
-    req.extend_from_slice(&[0, 0]); // ext, pad
-    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    req.extend_from_slice(&src.port().to_be_bytes());
-    req.extend_from_slice(&dst.port().to_be_bytes());
-    req.extend_from_slice(&addr16(src.ip()));
-    req.extend_from_slice(&addr16(dst.ip()));
-    req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
-    req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    let mut body = Vec::with_capacity(56);
+    body.push(u8::try_from(family).unwrap_or(0));
+    body.push(u8::try_from(proto).unwrap_or(0));
+    body.extend_from_slice(&[0, 0]); // ext, pad
+    body.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    body.extend_from_slice(&src.port().to_be_bytes());
+    body.extend_from_slice(&dst.port().to_be_bytes());
+    body.extend_from_slice(&addr16(src.ip()));
+    body.extend_from_slice(&addr16(dst.ip()));
+    body.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    body.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    super::push_message(req, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, &body)
 }
 
 fn addr16(ip: IpAddr) -> [u8; 16] {

@@ -58,6 +58,38 @@ pub(crate) fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
+/// Appends a netlink message to the kernel (type `kind`, `flags`, sequence `seq`) carrying
+/// `body`: what [`messages`] reads back.
+pub(crate) fn push_message(
+    out: &mut Vec<u8>,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    body: &[u8],
+) -> io::Result<()> {
+    let total =
+        u32::try_from(16 + body.len()).map_err(|_| io::Error::other("netlink message too long"))?;
+    out.extend_from_slice(&total.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Appends attribute `kind` holding `value`, padded to 4 bytes: what [`attributes`] reads
+/// back.
+pub(crate) fn push_attribute(out: &mut Vec<u8>, kind: u16, value: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(4 + value.len())
+        .map_err(|_| io::Error::other("netlink attribute too long"))?;
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len().next_multiple_of(4), 0);
+    Ok(())
+}
+
 /// setsockopt(2) with a value of plain data `T` (an integer, a `timeval`).
 pub(crate) fn setsockopt<T: Copy>(
     fd: &OwnedFd,

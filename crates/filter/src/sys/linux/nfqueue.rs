@@ -268,22 +268,10 @@ fn message(msg: u16, flags: u16, queue: u16, attrs: &[(u16, Vec<u8>)]) -> io::Re
     let mut body = vec![0u8 /* AF_UNSPEC */, 0];
     body.extend_from_slice(&queue.to_be_bytes()); // nfgenmsg: family, version 0, res_id
     for (kind, value) in attrs {
-        let len = u16::try_from(4 + value.len())
-            .map_err(|_| io::Error::other("netlink attribute too long"))?;
-        body.extend_from_slice(&len.to_ne_bytes());
-        body.extend_from_slice(&kind.to_ne_bytes());
-        body.extend_from_slice(value);
-        body.resize(body.len().next_multiple_of(4), 0);
+        super::push_attribute(&mut body, *kind, value)?;
     }
-    let total =
-        u32::try_from(16 + body.len()).map_err(|_| io::Error::other("netlink message too long"))?;
     let mut out = Vec::with_capacity(16 + body.len());
-    out.extend_from_slice(&total.to_ne_bytes());
-    out.extend_from_slice(&((NFNL_SUBSYS_QUEUE << 8) | msg).to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes()); // sequence
-    out.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel
-    out.extend_from_slice(&body);
+    super::push_message(&mut out, (NFNL_SUBSYS_QUEUE << 8) | msg, flags, 0, &body)?;
     Ok(out)
 }
 
