@@ -2,9 +2,12 @@
 //! every user of the path subscribes to.
 //!
 //! The service thread owns the rtnetlink subscription and the [`Sampler`] machine (the
-//! debounce, turned into snapshot requests with their causes); on each request it takes a snapshot and the cost readings (a netlink dump, sysfs, and possibly `nmcli`,
-//! bounded to a second) and publishes them as a [`Reading`] when they differ from the last
-//! one. None of that runs on a caller's async runtime: a reading is a cheap clone of an
+//! debounce, turned into snapshot requests with their causes); on each request it takes a
+//! snapshot and the cost readings (a netlink dump, sysfs, the environment and config file)
+//! and publishes them as a [`Reading`] when they differ from the last one. NetworkManager's
+//! metered values (`nmcli`, bounded to a second) are read on a thread beside it: the first
+//! reading waits for them, later ones use the last answer, and an answer that differs is
+//! published as a change. None of that runs on a caller's async runtime: a reading is a cheap clone of an
 //! `Arc`, and evaluating it ([`Reading::path`], [`Reading::path_for`]) is pure.
 //!
 //! [`PathService::shared`] is the process's service, started on first use and kept for the
@@ -12,6 +15,7 @@
 //! thread that first asked for it. [`PathService::start`] makes a separate one with its own
 //! debounce and receive buffer (a `nw path --watch --debounce-ms` of its own, tests).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -226,14 +230,21 @@ fn serve(debounce: debounce::Config, bound: sys::Bound, tx: watch::Sender<State>
 
 /// Runs the [`Sampler`] machine: reads the kernel when it asks, publishes each reading that
 /// differs from the last, and feeds it notifications and timeouts. Nothing is decided here.
+/// NetworkManager's metered values are read beside it ([`NetworkManager`]): the first reading
+/// waits for them, later ones use the last answer, and an answer that differs is read again.
 #[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
 async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::Sender<State>) {
     let mut sampler = Sampler::new(debounce);
     let mut generation = 0;
     let mut last: Option<Arc<Reading>> = None;
+    let mut networkmanager = NetworkManager::start();
+    let mut metered =
+        if networkmanager.is_some() { sys::networkmanager_metered() } else { BTreeMap::new() };
+    // Whether the kernel changed since NetworkManager was last asked.
+    let mut ask_networkmanager = false;
     loop {
         while let Some(Action::TakeSnapshot) = sampler.poll_action() {
-            match sys::snapshot().and_then(|s| Ok((sys::cost_readings(&s)?, s))) {
+            match sys::snapshot().and_then(|s| Ok((sys::cost_readings_with(&s, &metered)?, s))) {
                 Ok((costs, snapshot)) => {
                     let Some(cause) = sampler.handle_snapshot() else { continue };
                     let overflows = sampler.overflows();
@@ -272,12 +283,18 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
                 }
             }
         }
+        if std::mem::take(&mut ask_networkmanager)
+            && let Some(nm) = &networkmanager
+        {
+            nm.ask();
+        }
         tokio::select! {
             drained = sub.next() => match drained {
                 Ok(d) => {
                     if tx.is_closed() {
                         return; // every handle is gone
                     }
+                    ask_networkmanager = true;
                     if d.overflowed {
                         tracing::warn!("netlink notifications overflowed (ENOBUFS); resynchronising from a full dump");
                         sampler.handle_overflow(Instant::now());
@@ -291,7 +308,59 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
                     return;
                 }
             },
+            answer = NetworkManager::answer(&mut networkmanager) => match answer {
+                Some(answer) if answer != metered => {
+                    tracing::debug!(?answer, "NetworkManager's metered values changed");
+                    metered = answer;
+                    sampler.handle_change(Instant::now());
+                }
+                Some(_) => {}
+                None => networkmanager = None, // its thread is gone; keep the last answer
+            },
             () = sleep_until(sampler.poll_timeout()) => sampler.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// `nmcli` on a thread of its own: it takes tens of milliseconds (bounded to a second), and a
+/// carrier loss must not wait for it (S8: the first change after quiet is never delayed). The
+/// service asks after each kernel change and reads again when the answer differs.
+struct NetworkManager {
+    ask: std::sync::mpsc::SyncSender<()>,
+    answers: tokio::sync::mpsc::UnboundedReceiver<BTreeMap<String, bool>>,
+}
+
+impl NetworkManager {
+    /// `None` when no `nmcli` is installed, or its thread cannot start.
+    fn start() -> Option<Self> {
+        if !sys::networkmanager_present() {
+            return None;
+        }
+        // One question queued at most: asks during a read merge into the next one.
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let (tell, answers) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("nw-path-nmcli".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    if tell.send(sys::networkmanager_metered()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { ask, answers })
+    }
+
+    fn ask(&self) {
+        let _ = self.ask.try_send(()); // full: a question is already waiting
+    }
+
+    /// The next answer; never, without NetworkManager; `None` once its thread has gone.
+    async fn answer(this: &mut Option<Self>) -> Option<BTreeMap<String, bool>> {
+        match this {
+            Some(nm) => nm.answers.recv().await,
+            None => std::future::pending().await,
         }
     }
 }

@@ -151,7 +151,9 @@ pub(crate) struct IpMonitor {
 impl IpMonitor {
     pub(crate) fn start(ns: &Namespace) -> Self {
         let mut cmd = ns.command("ip");
-        cmd.args(["monitor", "link"]).stdout(Stdio::piped()).stderr(Stdio::null());
+        // `-ts` stamps each event with the wall clock when `ip` received it (local time: UTC).
+        cmd.args(["-ts", "monitor", "link"]).env("TZ", "UTC");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = ns.spawn(cmd).expect("start ip monitor");
         let out = child.stdout().expect("stdout piped");
         let (tx, lines) = mpsc::channel();
@@ -171,17 +173,43 @@ impl IpMonitor {
         while self.lines.try_recv().is_ok() {}
     }
 
-    pub(crate) fn wait_for(&mut self, limit: Duration, needle: &str) -> Instant {
+    /// The first line containing `needle`: when it reached the test, and when `ip` received
+    /// the event (seconds since midnight UTC, from its `-ts` stamp).
+    pub(crate) fn wait_for(&mut self, limit: Duration, needle: &str) -> (Instant, f64) {
         let end = Instant::now() + limit;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok((at, l)) if l.contains(needle) => return at,
+                Ok((at, l)) if l.contains(needle) => {
+                    let stamp =
+                        seconds_of_day(&l).unwrap_or_else(|| panic!("no -ts time stamp in {l:?}"));
+                    return (at, stamp);
+                }
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
         panic!("ip monitor showed no {needle:?} within {limit:?}");
     }
+}
+
+/// Seconds since midnight of the first `YYYY-MM-DDTHH:MM:SS[.frac]` in `text`: `ip -ts`'s
+/// `[2026-12-06T21:35:30.426330]` and our `"ts":"2026-12-06T21:35:30.433Z"` alike.
+pub(crate) fn seconds_of_day(text: &str) -> Option<f64> {
+    let at = text.char_indices().find_map(|(i, _)| {
+        let b = text.as_bytes();
+        (b.len() > i + 19
+            && b[i + 4] == b'-'
+            && b[i + 7] == b'-'
+            && b[i + 10] == b'T'
+            && b[i + 13] == b':'
+            && b[i + 16] == b':')
+            .then_some(i + 11)
+    })?;
+    let clock: String =
+        text[at..].chars().take_while(|c| c.is_ascii_digit() || *c == ':' || *c == '.').collect();
+    let mut parts = clock.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
 }
 
 /// CPU time (user + system) a process has used, in clock ticks (0 once it has gone).

@@ -1,5 +1,7 @@
 //! Other targets: everything reports `Unsupported` until a backend exists (PF_ROUTE next).
 
+use std::collections::BTreeMap;
+
 use crate::cost::CostReadings;
 use crate::{PathError, Snapshot};
 
@@ -9,6 +11,21 @@ pub(crate) fn snapshot() -> Result<Snapshot, PathError> {
 
 pub(crate) fn cost_readings(_snapshot: &Snapshot) -> Result<CostReadings, PathError> {
     Err(PathError::Unsupported)
+}
+
+pub(crate) fn cost_readings_with(
+    _snapshot: &Snapshot,
+    _networkmanager: &BTreeMap<String, bool>,
+) -> Result<CostReadings, PathError> {
+    Err(PathError::Unsupported)
+}
+
+pub(crate) fn networkmanager_metered() -> BTreeMap<String, bool> {
+    BTreeMap::new()
+}
+
+pub(crate) fn networkmanager_present() -> bool {
+    false
 }
 
 #[derive(Debug)]

@@ -5,6 +5,9 @@ mod netlink;
 mod sysfs;
 
 pub(crate) use netlink::{Bound, Subscription};
+pub(crate) use sysfs::{networkmanager_metered, networkmanager_present};
+
+use std::collections::BTreeMap;
 
 use crate::cost::{CostReadings, NameLists};
 use crate::{PathError, Snapshot};
@@ -23,9 +26,18 @@ pub(crate) fn snapshot() -> Result<Snapshot, PathError> {
     Ok(snap)
 }
 
-/// Cost readings from every source. A config file that cannot be parsed is an error: ignoring
-/// it would silently report the wrong cost.
+/// Cost readings from every source, NetworkManager's read now. A config file that cannot be
+/// parsed is an error: ignoring it would silently report the wrong cost.
 pub(crate) fn cost_readings(snapshot: &Snapshot) -> Result<CostReadings, PathError> {
+    cost_readings_with(snapshot, &networkmanager_metered())
+}
+
+/// Cost readings with NetworkManager's metered values as last read (by the path service, which
+/// reads them beside its snapshots so that no update waits for `nmcli`).
+pub(crate) fn cost_readings_with(
+    snapshot: &Snapshot,
+    networkmanager: &BTreeMap<String, bool>,
+) -> Result<CostReadings, PathError> {
     let var = |name: &str| std::env::var(name).ok().map(|v| NameLists::parse_list(&v));
     let environment =
         NameLists { expensive: var("NW_EXPENSIVE"), constrained: var("NW_CONSTRAINED") };
@@ -35,6 +47,10 @@ pub(crate) fn cost_readings(snapshot: &Snapshot) -> Result<CostReadings, PathErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => NameLists::default(),
         Err(e) => return Err(PathError::Config { path, why: e.to_string() }),
     };
-    let networkmanager = sysfs::networkmanager_metered(snapshot);
+    let networkmanager = networkmanager
+        .iter()
+        .filter(|(name, _)| snapshot.interface_named(name).is_some())
+        .map(|(name, &metered)| (name.clone(), metered))
+        .collect();
     Ok(CostReadings { networkmanager, environment, config_file })
 }

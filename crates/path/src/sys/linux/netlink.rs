@@ -129,30 +129,39 @@ fn request(
     }
 }
 
-/// Splits a datagram into netlink messages. A message that does not decode is skipped with a
-/// warning (a newer kernel may send attributes we do not know); a broken length ends the walk.
-fn messages(
-    mut buf: &[u8],
-) -> impl Iterator<Item = io::Result<NetlinkMessage<RouteNetlinkMessage>>> + '_ {
+/// Splits a datagram into netlink messages, undecoded. A broken length ends the walk with an
+/// error.
+fn frames(mut buf: &[u8]) -> impl Iterator<Item = io::Result<&[u8]>> {
     std::iter::from_fn(move || {
-        loop {
-            if buf.len() < 16 {
-                return None;
-            }
-            let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len < 16 || len > buf.len() {
-                buf = &[];
-                return Some(Err(io::Error::other(format!(
-                    "malformed rtnetlink message length {len}"
-                ))));
-            }
-            let (this, rest) = buf.split_at(len);
-            buf = rest.get(len.next_multiple_of(4) - len..).unwrap_or(&[]);
-            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(this) {
-                Ok(m) => return Some(Ok(m)),
-                Err(e) => tracing::warn!("skipping an rtnetlink message that did not decode: {e}"),
-            }
+        if buf.len() < 16 {
+            return None;
         }
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            buf = &[];
+            return Some(Err(io::Error::other(format!(
+                "malformed rtnetlink message length {len}"
+            ))));
+        }
+        let (this, rest) = buf.split_at(len);
+        buf = rest.get(len.next_multiple_of(4) - len..).unwrap_or(&[]);
+        Some(Ok(this))
+    })
+}
+
+/// Splits a datagram into decoded netlink messages. A message that does not decode is skipped
+/// with a warning (a newer kernel may send attributes we do not know); a broken length ends
+/// the walk.
+fn messages(buf: &[u8]) -> impl Iterator<Item = io::Result<NetlinkMessage<RouteNetlinkMessage>>> {
+    frames(buf).filter_map(|frame| match frame {
+        Ok(this) => match NetlinkMessage::<RouteNetlinkMessage>::deserialize(this) {
+            Ok(m) => Some(Ok(m)),
+            Err(e) => {
+                tracing::warn!("skipping an rtnetlink message that did not decode: {e}");
+                None
+            }
+        },
+        Err(e) => Some(Err(e)),
     })
 }
 
@@ -336,7 +345,10 @@ impl Subscription {
             loop {
                 match guard.try_io(|fd| fd.get_ref().recv(&mut &mut self.buf[..], 0)) {
                     Ok(Ok(n)) => {
-                        drained.changes += messages(&self.buf[..n.min(self.buf.len())]).count()
+                        // A notification only says "read again": counted, never decoded (a
+                        // link message's dozens of attributes cost milliseconds in a debug
+                        // build, on the way to a carrier loss that must not wait).
+                        drained.changes += frames(&self.buf[..n.min(self.buf.len())]).count()
                     }
                     Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                         drained.overflowed = true

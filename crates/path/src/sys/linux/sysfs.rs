@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::interface::{LinkFacts, Snapshot};
+use crate::interface::LinkFacts;
 
 pub(super) fn fill_facts(name: &str, facts: &mut LinkFacts) {
     let dir = Path::new("/sys/class/net").join(name);
@@ -39,18 +39,27 @@ fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-/// NetworkManager's per-device metered value, when `nmcli` is installed and answers within a
-/// second. Without NetworkManager this is empty and cost comes from the other sources.
-pub(super) fn networkmanager_metered(snapshot: &Snapshot) -> BTreeMap<String, bool> {
-    let Some(text) =
-        run_bounded("nmcli", &["-t", "-f", "GENERAL.DEVICE,GENERAL.METERED", "device", "show"])
-    else {
+/// NetworkManager's per-device metered value by interface name, when `nmcli` is installed and
+/// answers within a second. Without NetworkManager this is empty and cost comes from the other
+/// sources; without `nmcli` on `PATH` nothing is started at all.
+pub(crate) fn networkmanager_metered() -> BTreeMap<String, bool> {
+    if !networkmanager_present() {
         return BTreeMap::new();
-    };
-    parse_nmcli(&text)
-        .into_iter()
-        .filter(|(name, _)| snapshot.interface_named(name).is_some())
-        .collect()
+    }
+    run_bounded("nmcli", &["-t", "-f", "GENERAL.DEVICE,GENERAL.METERED", "device", "show"])
+        .map(|text| parse_nmcli(&text))
+        .unwrap_or_default()
+}
+
+/// Whether an `nmcli` is on `PATH` (a few `stat`s, where starting a process that is not there
+/// costs a fork and an `exec` per directory).
+pub(crate) fn networkmanager_present() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else { return false };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join("nmcli"))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 fn parse_nmcli(text: &str) -> BTreeMap<String, bool> {
