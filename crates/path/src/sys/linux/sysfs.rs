@@ -80,8 +80,17 @@ fn parse_nmcli(text: &str) -> BTreeMap<String, bool> {
     out
 }
 
+/// Most output read from a cost source; past it the answer is dropped.
+const OUTPUT_LIMIT: usize = 1 << 20;
+
+/// Runs `program` for at most a second and returns its output when it exits with success.
+/// Output is drained as it comes (a full pipe cannot stall the child) and, once the child has
+/// exited, only what is already there is read: a process it left behind holding the pipe
+/// cannot hold us.
 #[allow(clippy::disallowed_methods, reason = "sys code: bounds a child process with a short poll")]
 fn run_bounded(program: &str, args: &[&str]) -> Option<String> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -89,20 +98,40 @@ fn run_bounded(program: &str, args: &[&str]) -> Option<String> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().ok()? {
-            if !status.success() {
-                return None;
+    let mut stdout = child.stdout.take()?;
+    let fd = stdout.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `stdout` owns and keeps open; it only changes its flags.
+    let nonblocking = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    let (mut out, mut buf) = (Vec::new(), [0u8; 8192]);
+    let answer = nonblocking
+        .then(|| {
+            for _ in 0..100 {
+                // Asked before draining: everything an exited child wrote is in the pipe.
+                let exited = child.try_wait().ok()?;
+                loop {
+                    match stdout.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) if out.len() + n > OUTPUT_LIMIT => return None,
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => return None,
+                    }
+                }
+                if let Some(status) = exited {
+                    return status.success().then(|| String::from_utf8_lossy(&out).into_owned());
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            let mut out = String::new();
-            std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
-            return Some(out);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+            None
+        })
+        .flatten();
     let _ = child.kill();
     let _ = child.wait();
-    None
+    answer
 }
 
 #[cfg(test)]
@@ -114,6 +143,31 @@ mod tests {
         let t = "# c\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\nsearch x\nnameserver\n";
         let got = parse_resolv_conf(t);
         assert_eq!(got, ["192.0.2.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
+    }
+
+    /// The bound holds against what a cost source might do: leave a process behind holding
+    /// its output (the answer comes at once, not when that process ends), write more than a
+    /// pipe holds, never finish, or fail.
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "times real child processes")]
+    fn a_child_process_is_bounded_whatever_it_does() {
+        let run = |script: &str| {
+            let started = std::time::Instant::now();
+            (run_bounded("sh", &["-c", script]), started.elapsed())
+        };
+        let (out, took) = run("(sleep 5 &); echo GENERAL.DEVICE:eth0");
+        assert_eq!(out.as_deref(), Some("GENERAL.DEVICE:eth0\n"));
+        assert!(took < Duration::from_millis(900), "waited for the process left behind: {took:?}");
+        let (out, took) = run("head -c 100000 /dev/zero | tr '\\0' x");
+        assert_eq!(out.map(|o| o.len()), Some(100_000), "more than a pipe holds, in {took:?}");
+        let (out, took) = run("head -c 2000000 /dev/zero");
+        assert_eq!(out, None, "past the output limit");
+        assert!(took < Duration::from_millis(900), "{took:?}");
+        let (out, took) = run("sleep 5");
+        assert_eq!(out, None);
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+        assert_eq!(run("echo partial; exit 1").0, None, "a failing source says nothing");
+        assert_eq!(run_bounded("/nonexistent/nmcli", &[]), None);
     }
 
     #[test]
