@@ -1,8 +1,10 @@
 //! Alt-Svc (RFC 7838) read and remembered, in virtual time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nw_transfer::altsvc::{Advertised, Cache, parse};
+
+use crate::support::{https_origin, virtual_start};
 
 #[test]
 fn alt_svc_values_as_servers_send_them() {
@@ -25,10 +27,9 @@ fn alt_svc_values_as_servers_send_them() {
 
 #[test]
 fn alt_svc_is_remembered_until_it_expires_is_cleared_or_breaks() {
-    let origin = ("https".to_owned(), "example.com".to_owned(), 443);
+    let origin = https_origin("example.com");
     let cache = Cache::default();
-    #[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
-    let t0 = Instant::now();
+    let t0 = virtual_start();
     assert_eq!(cache.h3_port(&origin, t0), None);
     cache.learn(&origin, r#"h3=":4433"; ma=60"#, t0);
     assert_eq!(cache.h3_port(&origin, t0 + Duration::from_secs(59)), Some(4433));

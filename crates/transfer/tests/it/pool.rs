@@ -9,7 +9,7 @@ use nw_lab::nginx::Options as NginxOptions;
 use nw_transfer::Configuration;
 use nw_transfer::pool::{IDLE_LIMIT, Pool, Pooled};
 
-use crate::support::{Scratch, job, nginx, pattern, runtime, session};
+use crate::support::{Scratch, https_origin, job, nginx, pattern, runtime, session, virtual_start};
 
 #[derive(Debug, PartialEq)]
 struct Fake {
@@ -50,11 +50,10 @@ fn h2(name: &'static str) -> Fake {
 
 #[test]
 fn pool_hands_out_open_fresh_connections_of_the_origin_on_the_same_path() {
-    let a = ("https".to_owned(), "a.example".to_owned(), 443);
-    let b = ("https".to_owned(), "b.example".to_owned(), 443);
+    let a = https_origin("a.example");
+    let b = https_origin("b.example");
     let pool = Pool::default();
-    #[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
-    let t0 = Instant::now();
+    let t0 = virtual_start();
     let path = Some(1);
     assert_eq!(pool.take(&a, path, t0, any), None);
     pool.put(a.clone(), fake("a1", false), path, t0);
@@ -79,10 +78,9 @@ fn pool_hands_out_open_fresh_connections_of_the_origin_on_the_same_path() {
 
 #[test]
 fn pool_shares_a_multiplexed_connection_and_keeps_it_once() {
-    let a = ("https".to_owned(), "a.example".to_owned(), 443);
+    let a = https_origin("a.example");
     let pool = Pool::default();
-    #[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
-    let t0 = Instant::now();
+    let t0 = virtual_start();
     let path = Some(1);
     // Made, and offered at once.
     pool.made(&a, Some(&h2("mux")), path, t0);
@@ -97,7 +95,7 @@ fn pool_shares_a_multiplexed_connection_and_keeps_it_once() {
     assert_eq!(pool.idle(), 1);
     assert!(pool.take(&a, path, later + IDLE_LIMIT / 2 + Duration::from_secs(1), any).is_some());
     // An HTTP/1.1 connection is handed to one request at a time.
-    let b = ("https".to_owned(), "b.example".to_owned(), 443);
+    let b = https_origin("b.example");
     pool.made(&b, Some(&fake("h1", false)), path, t0);
     assert_eq!(pool.take(&b, path, t0, any), None, "not offered before it is put back");
 }
@@ -105,10 +103,9 @@ fn pool_shares_a_multiplexed_connection_and_keeps_it_once() {
 #[test]
 fn pool_turns_make_a_burst_wait_for_one_connection_until_it_is_known_not_to_multiplex() {
     use futures_util::FutureExt as _;
-    let a = ("https".to_owned(), "a.example".to_owned(), 443);
+    let a = https_origin("a.example");
     let pool: Pool<Fake> = Pool::default();
-    #[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
-    let t0 = Instant::now();
+    let t0 = virtual_start();
     // Not known yet: one request connects, the next waits its turn.
     let first = pool.turn(&a).now_or_never().expect("the first turn is free").unwrap();
     assert!(pool.turn(&a).now_or_never().is_none(), "the second waits");
@@ -118,7 +115,7 @@ fn pool_turns_make_a_burst_wait_for_one_connection_until_it_is_known_not_to_mult
     assert_eq!(pool.take(&a, Some(1), t0, any).map(|c| c.name), Some("mux"));
     drop(second);
     // Requests queued behind one that found HTTP/1.1 get no turn: they connect side by side.
-    let c = ("https".to_owned(), "c.example".to_owned(), 443);
+    let c = https_origin("c.example");
     let leader = pool.turn(&c).now_or_never().unwrap().unwrap();
     let mut queued = Box::pin(pool.turn(&c));
     assert!((&mut queued).now_or_never().is_none());
@@ -129,7 +126,7 @@ fn pool_turns_make_a_burst_wait_for_one_connection_until_it_is_known_not_to_mult
     pool.made(&a, Some(&fake("h1", false)), Some(1), t0);
     let _held = pool.turn(&a).now_or_never().unwrap();
     assert!(pool.turn(&a).now_or_never().expect("no wait").is_none());
-    let b = ("https".to_owned(), "b.example".to_owned(), 443);
+    let b = https_origin("b.example");
     let held = pool.turn(&b).now_or_never().unwrap();
     pool.made(&b, None, Some(1), t0);
     drop(held);

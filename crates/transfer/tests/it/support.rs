@@ -176,3 +176,14 @@ pub(crate) fn interrupt_and_resume(
     }));
     (checkpoint, started, done)
 }
+
+/// An HTTPS origin on port 443, as the pool and the Alt-Svc cache key them.
+pub(crate) fn https_origin(host: &str) -> nw_transfer::altsvc::Origin {
+    ("https".to_owned(), host.to_owned(), 443)
+}
+
+/// The start of virtual time for tests of pure machines: read once, then only added to.
+#[allow(clippy::disallowed_methods, reason = "an origin for virtual time; never read again")]
+pub(crate) fn virtual_start() -> std::time::Instant {
+    std::time::Instant::now()
+}
