@@ -240,8 +240,6 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
     let mut networkmanager = NetworkManager::start();
     let mut metered =
         if networkmanager.is_some() { sys::networkmanager_metered() } else { BTreeMap::new() };
-    // Whether the kernel changed since NetworkManager was last asked.
-    let mut ask_networkmanager = false;
     loop {
         while let Some(Action::TakeSnapshot) = sampler.poll_action() {
             match sys::snapshot().and_then(|s| Ok((sys::cost_readings_with(&s, &metered)?, s))) {
@@ -283,18 +281,15 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
                 }
             }
         }
-        if std::mem::take(&mut ask_networkmanager)
-            && let Some(nm) = &networkmanager
-        {
-            nm.ask();
-        }
         tokio::select! {
             drained = sub.next() => match drained {
                 Ok(d) => {
                     if tx.is_closed() {
                         return; // every handle is gone
                     }
-                    ask_networkmanager = true;
+                    if let Some(nm) = &networkmanager {
+                        nm.ask(); // a kernel change may be one NetworkManager reacts to
+                    }
                     if d.overflowed {
                         tracing::warn!("netlink notifications overflowed (ENOBUFS); resynchronising from a full dump");
                         sampler.handle_overflow(Instant::now());
