@@ -136,6 +136,12 @@ pub(crate) struct SessionArgs {
     /// subdomains), addresses, CIDR ranges, comma-separated; '*' for all.
     #[arg(long, value_name = "LIST")]
     noproxy: Option<String>,
+    /// Let this PAC file choose each URL's proxy: its FindProxyForURL(url, host), run
+    /// sandboxed for at most 2 s, answers DIRECT, PROXY host:port or SOCKS5 host:port (the
+    /// next entry is tried when a proxy cannot be reached). https:// URLs are shown to it
+    /// without their path.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["proxy", "noproxy"])]
+    proxy_pac: Option<PathBuf>,
     /// Keep cookies in this file (JSON, owner-only) between runs: read first, written as
     /// responses set them. Without it, cookies live for this run only (a redirect that sets
     /// one gets it back, as in a browser).
@@ -177,6 +183,7 @@ impl SessionArgs {
             max_redirs: self.max_redirs,
             proxy: self.proxy.clone(),
             noproxy: self.noproxy.clone(),
+            proxy_pac: self.proxy_pac.as_ref().map(absolute),
             cookie_jar: self.cookie_jar.as_ref().map(absolute),
             no_cookies: self.no_cookies,
             https,
@@ -224,6 +231,9 @@ pub(crate) struct Settings {
     proxy: Option<String>,
     #[serde(default)]
     noproxy: Option<String>,
+    /// `--proxy-pac`, read again when a queued transfer runs.
+    #[serde(default)]
+    proxy_pac: Option<PathBuf>,
     #[serde(default)]
     cookie_jar: Option<PathBuf>,
     #[serde(default)]
@@ -237,6 +247,11 @@ impl Settings {
     fn proxies(&self) -> anyhow::Result<nw_transfer::proxy::Proxies> {
         use nw_transfer::proxy::{Proxies, Proxy};
         let env_no_proxy = || ["no_proxy", "NO_PROXY"].iter().find_map(|n| std::env::var(n).ok());
+        if let Some(path) = &self.proxy_pac {
+            let pac = nw_transfer::pac::Pac::read(path)
+                .map_err(|e| UsageError(format!("--proxy-pac: {e}")))?;
+            return Ok(Proxies::pac(pac));
+        }
         Ok(match &self.proxy {
             Some(text) => {
                 let proxy = Proxy::parse(text).map_err(|e| UsageError(format!("--proxy: {e}")))?;

@@ -342,11 +342,11 @@ impl Session {
     pub(crate) async fn connection_for(
         &self,
         url: &Url,
-        routes: &(nw_connection::Parameters, Option<http::H3Route>),
+        routes: &crate::Routes,
         path: Option<u64>,
         share: usize,
     ) -> Result<http::Connection, TransferError> {
-        let fits = |c: &http::Connection| routes.1.is_none() || c.protocol == http::Protocol::H3;
+        let fits = |c: &http::Connection| routes.h3.is_none() || c.protocol == http::Protocol::H3;
         let origin = crate::origin(url);
         if let Some(conn) = self.pool.take(&origin, path, Instant::now(), fits) {
             return Ok(conn);
@@ -354,7 +354,7 @@ impl Session {
         // Only HTTPS can multiplex (HTTP/2 is offered in ALPN, HTTP/3 is QUIC); a connection
         // that is one of several carrying a download is made for it alone.
         let may_multiplex =
-            url.scheme == "https" && (self.config.http2 || routes.1.is_some()) && share <= 1;
+            url.scheme == "https" && (self.config.http2 || routes.h3.is_some()) && share <= 1;
         let asked = Instant::now();
         let turn = if may_multiplex { self.pool.turn(&origin).await } else { None };
         if turn.is_some()
@@ -371,8 +371,8 @@ impl Session {
             routes
         } else {
             let mut r = routes.clone();
-            r.0.race.timeout = r.0.race.timeout.saturating_sub(waited);
-            if let Some(h3) = &mut r.1 {
+            r.tcp.race.timeout = r.tcp.race.timeout.saturating_sub(waited);
+            if let Some(h3) = &mut r.h3 {
                 h3.params.race.timeout = h3.params.race.timeout.saturating_sub(waited);
             }
             shortened = r;
@@ -536,7 +536,7 @@ impl Session {
     ) -> Result<Finished, TransferError> {
         // The URL asked, which redirects change; its routes and connection with it.
         let mut current = url.clone();
-        let mut routes = self.routes(url, security)?;
+        let mut routes = self.routes(url, security).await?;
         let path = crate::pool::path_fingerprint().await;
         let mut conn = self.connection_for(&current, &routes, path, job.segments.max(1)).await?;
         let mut chain = crate::redirect::Chain::new(&job.url, self.config.max_redirects);
@@ -833,7 +833,7 @@ impl Session {
     async fn open_segments(
         &self,
         (url, text, extra): (&Url, &str, &[(&str, String)]),
-        routes: &(nw_connection::Parameters, Option<http::H3Route>),
+        routes: &crate::Routes,
         ranges: &[Segment],
         validator: &resume::Validator,
         total: u64,

@@ -42,6 +42,7 @@ mod h1;
 mod http;
 pub mod metrics;
 pub mod netrc;
+pub mod pac;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
@@ -131,6 +132,16 @@ impl Default for Configuration {
     }
 }
 
+/// How a load may connect: over TCP (with TLS for HTTPS), racing HTTP/3 when it may, and
+/// the proxies to fall back on, in order, when the TCP route's proxy cannot be reached (a PAC
+/// file's later entries; `None` is direct).
+#[derive(Clone)]
+pub(crate) struct Routes {
+    pub(crate) tcp: Parameters,
+    pub(crate) h3: Option<http::H3Route>,
+    pub(crate) fallbacks: Vec<Option<Proxy>>,
+}
+
 /// When a session uses HTTP/3 (HTTPS only; plain HTTP has no HTTP/3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Http3 {
@@ -176,7 +187,14 @@ pub struct Session {
     quality: Mutex<nw_quality::Monitor>,
     /// The quality monitor's clock starts here.
     born: Instant,
+    /// Proxies found unreachable, and until when they are tried last, so that a dead proxy
+    /// first in a PAC file's list costs one load its time, not every load.
+    unreachable: Mutex<Vec<(Proxy, Instant)>>,
 }
+
+/// How long a proxy found unreachable is tried last: five minutes, as Chrome does
+/// (`ProxyResolutionService`'s default retry delay).
+const UNREACHABLE_FOR: Duration = Duration::from_secs(300);
 
 impl Session {
     /// A session over the store at `store_path`.
@@ -194,6 +212,7 @@ impl Session {
             tls_configs: Mutex::new(Vec::new()),
             quality: Mutex::new(nw_quality::Monitor::default()),
             born: Instant::now(),
+            unreachable: Mutex::default(),
         })
     }
 
@@ -226,14 +245,10 @@ impl Session {
         f(&mut monitor, self.born.elapsed())
     }
 
-    /// Connection parameters for `url` over TCP, secured as the policy said, and the HTTP/3
-    /// route to race them with, when there is one.
+    /// Connection parameters for `url` over TCP, secured as the policy said, the HTTP/3 route
+    /// to race them with, when there is one, and the proxies to fall back on.
     #[allow(clippy::disallowed_methods, reason = "Alt-Svc freshness is read at connect time")]
-    fn routes(
-        &self,
-        url: &Url,
-        security: policy::Security,
-    ) -> Result<(Parameters, Option<http::H3Route>), TransferError> {
+    async fn routes(&self, url: &Url, security: policy::Security) -> Result<Routes, TransferError> {
         let mut params = Parameters::default();
         if self.config.waits_for_connectivity {
             params.path = Some(nw_path::Conditions {
@@ -243,9 +258,21 @@ impl Session {
             });
         }
         params.race.timeout = self.config.request_timeout;
-        params.proxy = self.config.proxies.for_url(url)?.cloned();
+        let mut fallbacks = self.config.proxies.choices(url, &self.resolver).await?;
+        if fallbacks.len() > 1 {
+            let now = Instant::now();
+            let unreachable =
+                self.unreachable.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let recently = |choice: &Option<Proxy>| {
+                choice.as_ref().is_some_and(|p| {
+                    unreachable.iter().any(|(dead, until)| dead == p && *until > now)
+                })
+            };
+            fallbacks.sort_by_key(recently);
+        }
+        params.proxy = fallbacks.remove(0);
         if url.scheme != "https" {
-            return Ok((params, None));
+            return Ok(Routes { tcp: params, h3: None, fallbacks });
         }
         let mut alpn = Vec::new();
         if self.config.http2 {
@@ -278,7 +305,7 @@ impl Session {
             }),
             None => None,
         };
-        Ok((tcp, h3))
+        Ok(Routes { tcp, h3, fallbacks })
     }
 
     /// TLS settings offering `alpn`, with the verifier the policy calls for: the session's
@@ -323,15 +350,45 @@ impl Session {
 
     /// Connects for `url` over the routes given; an HTTP/3 alternative that was not used is
     /// not tried again in this session. `share`: the connection is one of this many carrying
-    /// one download (its HTTP/2 windows are as much smaller).
+    /// one download (its HTTP/2 windows are as much smaller). A proxy that cannot be reached
+    /// gives way to the next in `routes.fallbacks`, and is tried last for a while.
+    #[allow(clippy::disallowed_methods, reason = "an unreachable proxy is set aside for a while")]
     async fn connect(
         &self,
         url: &Url,
-        (tcp, h3): &(Parameters, Option<http::H3Route>),
+        routes: &Routes,
         share: usize,
     ) -> Result<http::Connection, TransferError> {
         let share = u32::try_from(share).unwrap_or(u32::MAX);
-        let conn = http::connect(url, tcp, h3.as_ref(), self.resolver.clone(), share).await;
+        let mut conn =
+            http::connect(url, &routes.tcp, routes.h3.as_ref(), self.resolver.clone(), share).await;
+        // A proxy that cannot be reached gives way to the next one the PAC file named, as in
+        // browsers; a proxy that refused, or a destination that failed, does not.
+        let mut tried = routes.tcp.proxy.as_ref();
+        for next in &routes.fallbacks {
+            let Err(TransferError::Connect(e)) = &conn else { break };
+            let nw_connection::ConnectError::Proxy {
+                error: nw_connection::ProxyFailure::Unreachable(_),
+                ..
+            } = &**e
+            else {
+                break;
+            };
+            let to = next
+                .as_ref()
+                .map_or_else(|| "directly".to_owned(), |p| format!("through {}", p.shown()));
+            tracing::info!("{}: {e}; trying {to}", url.host);
+            if let Some(dead) = tried {
+                let mut unreachable =
+                    self.unreachable.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = Instant::now();
+                unreachable.retain(|(p, until)| p != dead && *until > now);
+                unreachable.push((dead.clone(), now + UNREACHABLE_FOR));
+            }
+            tried = next.as_ref();
+            let tcp = Parameters { proxy: next.clone(), ..routes.tcp.clone() };
+            conn = http::connect(url, &tcp, None, self.resolver.clone(), share).await;
+        }
         self.observe(|m, now| {
             m.attempt(now, conn.is_ok());
             if let Some(rtt) = conn.as_ref().ok().and_then(|c| c.report.round_trip()) {
@@ -356,7 +413,7 @@ impl Session {
         conn: &mut http::Connection,
         url: &Url,
         headers: &[(&str, String)],
-        routes: &(Parameters, Option<http::H3Route>),
+        routes: &Routes,
         share: usize,
     ) -> Result<http::Response, TransferError> {
         let wait = self.config.request_timeout;
@@ -429,7 +486,7 @@ impl Session {
         response: http::Response,
         conn: http::Connection,
         current: &mut Url,
-        routes: &mut (Parameters, Option<http::H3Route>),
+        routes: &mut Routes,
         path: Option<u64>,
         share: usize,
     ) -> Result<Followed, TransferError> {
@@ -440,7 +497,7 @@ impl Session {
         if conn.protocol != Protocol::Http11 {
             self.pool.put(origin(current), conn, path, Instant::now());
         }
-        *routes = self.routes(&next, security)?;
+        *routes = self.routes(&next, security).await?;
         *current = next;
         Ok(Followed::Hop(self.connection_for(current, routes, path, share).await?))
     }
@@ -540,6 +597,9 @@ pub enum TransferError {
     /// No connection could be made (the race's report inside says why).
     #[error(transparent)]
     Connect(Box<nw_connection::ConnectError>),
+    /// The PAC file named no route for the load.
+    #[error(transparent)]
+    Pac(#[from] pac::PacError),
     /// The exchange broke HTTP (a malformed answer, a protocol error).
     #[error("{0}")]
     Http(String),
@@ -794,6 +854,7 @@ impl TransferError {
             Self::Refused(_) => Code::UnsupportedUrl,
             Self::Store(_) => Code::Store,
             Self::Connect(e) => connect_code(e),
+            Self::Pac(_) => Code::ProxyFailed,
             Self::Http(_) => Code::BadServerResponse,
             Self::Status { .. } => Code::HttpStatus,
             Self::Lost(_) | Self::Unprocessed(_) => Code::NetworkConnectionLost,

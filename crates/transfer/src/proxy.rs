@@ -16,16 +16,22 @@
 //! proxy given explicitly ([`Proxies::every`]) is used for every host, loopback too, as curl's
 //! `--proxy` is.
 //!
+//! Or a PAC file chooses ([`Proxies::pac`], the [`pac`](crate::pac) module): its
+//! `FindProxyForURL` is asked about every load, and neither `no_proxy` nor the loopback rule
+//! applies; the script decides.
+//!
 //! Plain-HTTP loads through an HTTP proxy are sent to it in the absolute form (`GET
 //! http://host/path`); everything else goes through a tunnel (`CONNECT`, or SOCKS5), with TLS
 //! end to end. HTTP/3 is UDP and goes through neither: a proxied load uses TCP.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use nw_connection::Url;
 pub use nw_connection::proxy::{Credentials, Kind, ParseError, Proxy};
+use nw_connection::{Resolve, Url};
 
 use crate::TransferError;
+use crate::pac::{Pac, Route};
 
 /// The proxies a session's loads go through.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +39,8 @@ pub struct Proxies {
     http: Option<Entry>,
     https: Option<Entry>,
     bypass: Bypass,
+    /// A PAC file, which then decides for every load.
+    pac: Option<Pac>,
 }
 
 /// A proxy setting: the proxy, or why its text is not one, with the variable it came from.
@@ -66,7 +74,13 @@ impl Proxies {
             http: entry("--proxy"),
             https: entry("--proxy"),
             bypass: Bypass::parse(no_proxy.unwrap_or(""), false),
+            pac: None,
         }
+    }
+
+    /// Every load through the route a PAC file's `FindProxyForURL` names first.
+    pub fn pac(pac: Pac) -> Self {
+        Self { pac: Some(pac), ..Self::default() }
     }
 
     /// The proxies this process's environment names.
@@ -89,16 +103,40 @@ impl Proxies {
         let http = first(&["http_proxy"]).or_else(|| all.clone());
         let https = first(&["https_proxy", "HTTPS_PROXY"]).or(all);
         let no_proxy = first(&["no_proxy", "NO_PROXY"]).map(|(_, v)| v).unwrap_or_default();
-        Self { http: entry(http), https: entry(https), bypass: Bypass::parse(&no_proxy, true) }
+        Self {
+            http: entry(http),
+            https: entry(https),
+            bypass: Bypass::parse(&no_proxy, true),
+            pac: None,
+        }
     }
 
     /// Whether any load may go through a proxy.
     pub fn any(&self) -> bool {
-        self.http.is_some() || self.https.is_some()
+        self.http.is_some() || self.https.is_some() || self.pac.is_some()
     }
 
-    /// The proxy a load of `url` goes through, `None` for direct; a variable whose text is not
-    /// a proxy fails the loads it would serve, naming it.
+    /// The proxies a load of `url` may go through, in order (`None`: direct), at least one:
+    /// the settings' one, or what the PAC file names (its name lookups made with `resolver`).
+    pub async fn choices(
+        &self,
+        url: &Url,
+        resolver: &Arc<dyn Resolve>,
+    ) -> Result<Vec<Option<Proxy>>, TransferError> {
+        let Some(pac) = &self.pac else { return Ok(vec![self.for_url(url)?.cloned()]) };
+        let routes = pac.routes(url, resolver.clone()).await?;
+        Ok(routes
+            .into_iter()
+            .map(|route| match route {
+                Route::Proxy(proxy) => Some(proxy),
+                Route::Direct => None,
+            })
+            .collect())
+    }
+
+    /// The proxy a load of `url` goes through by the settings alone (a PAC file not asked),
+    /// `None` for direct; a variable whose text is not a proxy fails the loads it would serve,
+    /// naming it.
     pub fn for_url(&self, url: &Url) -> Result<Option<&Proxy>, TransferError> {
         let entry = match url.scheme.as_str() {
             "http" => &self.http,

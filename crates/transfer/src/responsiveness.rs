@@ -121,9 +121,9 @@ impl Session {
     }
 
     /// `text` as a URL the policy allows, with TCP parameters for it.
-    fn target(&self, text: &str) -> Result<Target, TransferError> {
+    async fn target(&self, text: &str) -> Result<Target, TransferError> {
         let (url, security) = self.allowed(text)?;
-        let (params, _) = self.routes(&url, security)?;
+        let params = self.routes(&url, security).await?.tcp;
         Ok(Target { text: text.to_owned(), url, params })
     }
 
@@ -137,9 +137,9 @@ impl Session {
         params: nw_quality::rpm::Params,
         mut progress: impl FnMut(&Progress),
     ) -> Result<Outcome, TransferError> {
-        let small = self.target(&endpoints.small)?;
-        let large = self.target(&endpoints.large)?;
-        let upload = self.target(&endpoints.upload)?;
+        let small = self.target(&endpoints.small).await?;
+        let large = self.target(&endpoints.large).await?;
+        let upload = self.target(&endpoints.upload).await?;
         let interval = params.interval;
         let hard_stop = params.max_time + Duration::from_secs(5);
         let started = tokio::time::Instant::now();

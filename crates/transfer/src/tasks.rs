@@ -150,7 +150,7 @@ impl Session {
         crate::download::check_fields(fields)?;
         let (mut parsed, security) = self.allowed(url)?;
         let first = crate::origin(&parsed);
-        let mut routes = self.routes(&parsed, security)?;
+        let mut routes = self.routes(&parsed, security).await?;
         let path = crate::pool::path_fingerprint().await;
         let mut chain = crate::redirect::Chain::new(url, self.config.max_redirects);
         let mut conn = self.connection_for(&parsed, &routes, path, 1).await?;
@@ -208,7 +208,7 @@ impl Session {
     ) -> Result<Uploaded, TransferError> {
         let started = Instant::now();
         let (parsed, security) = self.allowed(&job.url)?;
-        let routes = self.routes(&parsed, security)?;
+        let routes = self.routes(&parsed, security).await?;
         let file = std::fs::File::open(&job.source)
             .map_err(|e| TransferError::io(&job.source, "cannot open it to upload", e))?;
         let len = file

@@ -778,6 +778,52 @@ fn get_through_proxies_given_or_from_the_environment_and_cat_through_socks() {
 }
 
 #[test]
+fn get_lets_a_pac_file_choose_and_names_what_is_wrong_with_one() {
+    let scratch = scratch("pac");
+    let data = pattern(512 << 10, 24);
+    std::fs::write(scratch.0.join("www/file.bin"), &data).unwrap();
+    let (server, anchor) = https_nginx(&scratch);
+    let tiny = nw_lab::proxies::Tinyproxy::start(None)
+        .unwrap_or_else(|e| panic!("tinyproxy could not start: {e}"));
+    let https = server.https_url("/file.bin").unwrap();
+    let pac = scratch.0.join("proxy.pac");
+    let script = format!(
+        "function FindProxyForURL(url, host) {{\n  if (url.indexOf('file.bin') >= 0) return 'DIRECT';\n  return isPlainHostName(host) ? 'DIRECT' : 'PROXY 127.0.0.1:{}';\n}}\n",
+        tiny.port()
+    );
+    std::fs::write(&pac, script).unwrap();
+    let pac = pac.to_str().unwrap();
+
+    // The script sees https://127.0.0.1:PORT/ (no path), so it picks the proxy.
+    let out = nw_get(&scratch, &["--proxy-pac", pac, "--anchor", &anchor, "-o", "a.bin", &https])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("through http://127.0.0.1:{}", tiny.port())), "{stderr}");
+    assert!(std::fs::read(scratch.0.join("a.bin")).unwrap() == data, "byte-exact");
+
+    // What is wrong with a file or a script is said, with the line, before anything is made.
+    let missing = scratch.0.join("missing.pac");
+    let broken = scratch.0.join("broken.pac");
+    std::fs::write(&broken, "function FindProxyForURL(url, host) {\n  return 'PROXY ' + ;\n}\n")
+        .unwrap();
+    for (file, said) in [(&missing, "cannot read the PAC file"), (&broken, "broken.pac:2")] {
+        let out = nw_get(&scratch, &["--proxy-pac", file.to_str().unwrap(), "-o", "b.bin", &https])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(!scratch.0.join("b.bin.part").exists());
+    }
+    let out = nw_get(&scratch, &["--proxy-pac", pac, "-x", "http://127.0.0.1:1", &https])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--proxy-pac and -x are one or the other");
+}
+
+#[test]
 fn get_keeps_cookies_a_redirect_sets_unless_told_not_to() {
     let scratch = scratch("cookies");
     let data = pattern(256 << 10, 23);

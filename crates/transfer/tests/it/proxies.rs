@@ -1,7 +1,8 @@
 //! Loads through real proxies from Debian on loopback: tinyproxy (HTTPS over a `CONNECT`
 //! tunnel with Basic authentication, plain HTTP in the absolute form) and microsocks (SOCKS5
 //! with username and password, the name resolved by the proxy); the environment's proxies as
-//! curl reads them, loopback going direct unless `<-loopback>` says otherwise.
+//! curl reads them, loopback going direct unless `<-loopback>` says otherwise; a PAC file
+//! choosing between them per load.
 
 use nw_lab::nginx::Options as NginxOptions;
 use nw_lab::proxies::{Microsocks, Tinyproxy};
@@ -128,4 +129,78 @@ fn proxies_from_the_environment_spare_loopback_unless_told() {
     assert!(done.metrics.proxy.is_some());
     assert_eq!(std::fs::read(scratch.0.join("proxied.bin")).unwrap(), data);
     assert!(tiny.log().contains(&format!("GET {url} HTTP/1.1")), "{}", tiny.log());
+}
+
+#[test]
+fn proxies_a_pac_file_chooses_per_load_falls_over_and_a_failing_one_fails_the_load() {
+    let scratch = Scratch::new("proxies-pac");
+    let data = pattern(256 << 10, 64);
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        std::fs::write(scratch.www().join(name), &data).unwrap();
+    }
+    let server = nginx(&scratch, &NginxOptions::default());
+    let tiny = Tinyproxy::start(None).unwrap_or_else(|e| panic!("{e}"));
+    let socks = Microsocks::start(None).unwrap_or_else(|e| panic!("{e}"));
+    let script = format!(
+        r#"function FindProxyForURL(url, host) {{
+            if (shExpMatch(url, "*/a.bin")) return "HTTPS nowhere.test:443; PROXY 127.0.0.1:{}";
+            if (host === "localhost") return "SOCKS5 127.0.0.1:{}; DIRECT";
+            if (isInNet(host, "127.0.0.0", "255.0.0.0")) return "DIRECT";
+            return "PROXY 192.0.2.1:9";
+        }}"#,
+        tiny.port(),
+        socks.port()
+    );
+    let pac_file = scratch.0.join("proxy.pac");
+    std::fs::write(&pac_file, script).unwrap();
+    let pac = || Proxies::pac(nw_transfer::pac::Pac::read(&pac_file).unwrap());
+    let config = || Configuration { proxies: pac(), http3: Http3::Off, ..Configuration::default() };
+
+    // a.bin through tinyproxy (the HTTPS entry passed over), in the absolute form.
+    let a = server.url("/a.bin");
+    let done = download(&scratch, config(), a.clone(), "a.bin").unwrap();
+    assert_eq!(done.metrics.proxy, Some(format!("http://127.0.0.1:{}", tiny.port())));
+    assert!(tiny.log().contains(&format!("GET {a} HTTP/1.1")), "{}", tiny.log());
+    // b.bin by the name localhost: through microsocks, which resolves it.
+    let b = server.url("/b.bin").replace("127.0.0.1", "localhost");
+    let done = download(&scratch, config(), b, "b.bin").unwrap();
+    assert_eq!(done.metrics.remote.map(|a| a.port()), Some(socks.port()));
+    // c.bin by address: direct.
+    let done = download(&scratch, config(), server.url("/c.bin"), "c.bin").unwrap();
+    assert_eq!(done.metrics.proxy, None);
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        assert_eq!(std::fs::read(scratch.0.join(name)).unwrap(), data, "{name}");
+    }
+
+    // A proxy that cannot be reached gives way to the next entry: another proxy, or DIRECT.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    let script = format!(
+        r#"function FindProxyForURL(url, host) {{
+            if (shExpMatch(url, "*/a.bin")) return "PROXY 127.0.0.1:{dead}; PROXY 127.0.0.1:{}";
+            return "PROXY 127.0.0.1:{dead}; DIRECT";
+        }}"#,
+        tiny.port()
+    );
+    std::fs::write(&pac_file, script).unwrap();
+    let done = download(&scratch, config(), a, "a2.bin").unwrap();
+    assert_eq!(done.metrics.proxy, Some(format!("http://127.0.0.1:{}", tiny.port())));
+    let done = download(&scratch, config(), server.url("/c.bin"), "c2.bin").unwrap();
+    assert_eq!(done.metrics.proxy, None);
+    for name in ["a2.bin", "c2.bin"] {
+        assert_eq!(std::fs::read(scratch.0.join(name)).unwrap(), data, "{name}");
+    }
+
+    // A script that never answers fails the load within its limit, and leaves nothing.
+    std::fs::write(&pac_file, "function FindProxyForURL(u, h) { for (;;) {} }").unwrap();
+    #[allow(clippy::disallowed_methods, reason = "the test measures how long the failure took")]
+    let started = std::time::Instant::now();
+    let e = download(&scratch, config(), server.url("/c.bin"), "never.bin").unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.code(), nw_transfer::Code::ProxyFailed);
+    assert!(took < nw_transfer::pac::TIME_LIMIT * 3, "{took:?}");
+    assert!(e.to_string().contains("did not answer within 2s"), "{e}");
+    assert!(!scratch.0.join("never.bin.part").exists());
+    assert!(!scratch.0.join("never.bin").exists());
 }
