@@ -136,12 +136,13 @@ pub(crate) struct SessionArgs {
     /// subdomains), addresses, CIDR ranges, comma-separated; '*' for all.
     #[arg(long, value_name = "LIST")]
     noproxy: Option<String>,
-    /// Let this PAC file choose each URL's proxy: its FindProxyForURL(url, host), run
-    /// sandboxed for at most 2 s, answers DIRECT, PROXY host:port or SOCKS5 host:port (the
-    /// next entry is tried when a proxy cannot be reached). https:// URLs are shown to it
-    /// without their path.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["proxy", "noproxy"])]
-    proxy_pac: Option<PathBuf>,
+    /// Let this PAC file (a path, or an http:// or https:// URL fetched directly at the first
+    /// download) choose each URL's proxy: its FindProxyForURL(url, host), run sandboxed for
+    /// at most 2 s, answers DIRECT, PROXY host:port or SOCKS5 host:port (the next entry is
+    /// tried when a proxy cannot be reached). https:// URLs are shown to it without their
+    /// path.
+    #[arg(long, value_name = "FILE|URL", conflicts_with_all = ["proxy", "noproxy"])]
+    proxy_pac: Option<String>,
     /// Keep cookies in this file (JSON, owner-only) between runs: read first, written as
     /// responses set them. Without it, cookies live for this run only (a redirect that sets
     /// one gets it back, as in a browser).
@@ -183,7 +184,10 @@ impl SessionArgs {
             max_redirs: self.max_redirs,
             proxy: self.proxy.clone(),
             noproxy: self.noproxy.clone(),
-            proxy_pac: self.proxy_pac.as_ref().map(absolute),
+            proxy_pac: self.proxy_pac.as_ref().map(|pac| match pac_url(pac) {
+                Some(_) => pac.clone(),
+                None => absolute(&PathBuf::from(pac)).display().to_string(),
+            }),
             cookie_jar: self.cookie_jar.as_ref().map(absolute),
             no_cookies: self.no_cookies,
             https,
@@ -231,9 +235,9 @@ pub(crate) struct Settings {
     proxy: Option<String>,
     #[serde(default)]
     noproxy: Option<String>,
-    /// `--proxy-pac`, read again when a queued transfer runs.
+    /// `--proxy-pac` (a path made absolute, or a URL), read again when a queued transfer runs.
     #[serde(default)]
-    proxy_pac: Option<PathBuf>,
+    proxy_pac: Option<String>,
     #[serde(default)]
     cookie_jar: Option<PathBuf>,
     #[serde(default)]
@@ -242,13 +246,23 @@ pub(crate) struct Settings {
     https: bool,
 }
 
+/// `--proxy-pac`'s text when it is an http:// or https:// URL (not a path).
+fn pac_url(text: &str) -> Option<&str> {
+    let scheme = text.split_once("://")?.0.to_ascii_lowercase();
+    matches!(scheme.as_str(), "http" | "https").then_some(text)
+}
+
 impl Settings {
     /// The proxies `--proxy` and `--noproxy` say, or the environment's.
     fn proxies(&self) -> anyhow::Result<nw_transfer::proxy::Proxies> {
         use nw_transfer::proxy::{Proxies, Proxy};
         let env_no_proxy = || ["no_proxy", "NO_PROXY"].iter().find_map(|n| std::env::var(n).ok());
-        if let Some(path) = &self.proxy_pac {
-            let pac = nw_transfer::pac::Pac::read(path)
+        if let Some(pac) = &self.proxy_pac {
+            if let Some(url) = pac_url(pac) {
+                return Ok(Proxies::pac_url(url));
+            }
+            let path = pac.strip_prefix("file://").unwrap_or(pac);
+            let pac = nw_transfer::pac::Pac::read(Path::new(path))
                 .map_err(|e| UsageError(format!("--proxy-pac: {e}")))?;
             return Ok(Proxies::pac(pac));
         }

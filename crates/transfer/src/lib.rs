@@ -258,7 +258,8 @@ impl Session {
             });
         }
         params.race.timeout = self.config.request_timeout;
-        let mut fallbacks = self.config.proxies.choices(url, &self.resolver).await?;
+        let fetch = |at| self.fetch_pac(at);
+        let mut fallbacks = self.config.proxies.choices(url, &self.resolver, fetch).await?;
         if fallbacks.len() > 1 {
             let now = Instant::now();
             let unreachable =
@@ -306,6 +307,39 @@ impl Session {
             None => None,
         };
         Ok(Routes { tcp, h3, fallbacks })
+    }
+
+    /// The PAC file at `at`, fetched directly (never through a proxy), under this session's
+    /// trust settings and timeout, without cookies. Boxed: it loads through a session, whose
+    /// loads ask for their routes, which may fetch a PAC file.
+    fn fetch_pac(
+        &self,
+        at: String,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<pac::Pac, TransferError>> + Send + '_>> {
+        Box::pin(async move {
+            let failed = |why: String| pac::PacError::Fetch { from: at.clone(), why };
+            let config = Configuration {
+                proxies: proxy::Proxies::none(),
+                cookies: cookies::Cookies::Off,
+                identifier: None,
+                ..self.config.clone()
+            };
+            let data = Session::ephemeral(config)?
+                .data(&at, pac::SIZE_LIMIT)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            if !(200..300).contains(&data.status) {
+                return Err(failed(format!("the server answered {}", data.status)).into());
+            }
+            let text = String::from_utf8(data.body.to_vec())
+                .map_err(|_| failed("it is not UTF-8 text".into()))?;
+            // Loading runs the script once, for up to its time limit: not on this thread.
+            let from = at.clone();
+            tokio::task::spawn_blocking(move || pac::Pac::new(&text, &from))
+                .await
+                .map_err(|e| failed(format!("loading it failed: {e}")))?
+                .map_err(TransferError::from)
+        })
     }
 
     /// TLS settings offering `alpn`, with the verifier the policy calls for: the session's

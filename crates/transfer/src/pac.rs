@@ -13,10 +13,13 @@
 //! scheme, host and port (`https://example.test/`); for `http://` loads the whole URL but
 //! its fragment. The host is the URL's, without brackets for IPv6.
 //!
-//! Its answer is read as the Netscape specification and Chrome read it: entries separated
-//! by `;`, each `DIRECT`, `PROXY host[:port]` (or `HTTP`), `SOCKS5 host[:port]`, with the
-//! default ports 80 and 1080. `HTTPS`, `SOCKS` and `SOCKS4` proxies are not spoken here; such
-//! entries are passed over, and an answer with nothing else fails the load, naming them.
+//! Its answer is read as the Netscape specification and browsers read it: entries separated
+//! by `;`, each `DIRECT`, `PROXY host[:port]` (or `HTTP`), `SOCKS5 host[:port]` or `SOCKS
+//! host[:port]`, with the default ports 80 and 1080; the next entry is for when a proxy cannot
+//! be reached. A bare `SOCKS` is SOCKS5 here, as in Firefox (Chrome reads it as SOCKS4, which
+//! Netscape meant): the SOCKS servers in use speak version 5, `ssh -D` and Dante both
+//! versions. `HTTPS` and `SOCKS4` proxies are not spoken here; such entries are passed over,
+//! and an answer with nothing else fails the load, naming them.
 //!
 //! The helpers are the specification's (`isPlainHostName`, `dnsDomainIs`,
 //! `localHostOrDomainIs`, `isResolvable`, `isInNet`, `dnsResolve`, `myIpAddress`,
@@ -41,6 +44,9 @@ use nw_connection::proxy::{Kind, Proxy};
 
 /// How long one answer may take, its name lookups included (and loading the script).
 pub const TIME_LIMIT: Duration = Duration::from_secs(2);
+
+/// The largest PAC file fetched from a URL.
+pub const SIZE_LIMIT: usize = 1 << 20;
 
 /// The most memory a script may hold.
 const MEMORY_LIMIT: usize = 32 << 20;
@@ -78,6 +84,14 @@ pub enum PacError {
     #[error("{from}: cannot read the PAC file: {why}")]
     Read {
         /// Where it is.
+        from: String,
+        /// Why not.
+        why: String,
+    },
+    /// The file could not be fetched from its URL.
+    #[error("{from}: cannot fetch the PAC file: {why}")]
+    Fetch {
+        /// Its URL.
         from: String,
         /// Why not.
         why: String,
@@ -251,8 +265,8 @@ pub fn parse(answer: &str) -> Result<Vec<Route>, String> {
             }
             ("DIRECT", Some(_)) => return Err(format!("{entry:?}: DIRECT takes no host")),
             ("PROXY" | "HTTP", _) => (Kind::Http, 80),
-            ("SOCKS5", _) => (Kind::Socks5 { remote_names: true }, 1080),
-            ("HTTPS" | "SOCKS" | "SOCKS4" | "QUIC", _) => {
+            ("SOCKS5" | "SOCKS", _) => (Kind::Socks5 { remote_names: true }, 1080),
+            ("HTTPS" | "SOCKS4" | "QUIC", _) => {
                 passed.push(entry.to_owned());
                 continue;
             }
@@ -580,8 +594,9 @@ mod tests {
         assert_eq!(parse(" HTTP 10.0.0.1 ;;").unwrap(), vec![proxy(Kind::Http, "10.0.0.1", 80)]);
         // Kinds not spoken are passed over, and named when nothing else is left.
         assert_eq!(parse("HTTPS s.test:443; DIRECT").unwrap(), vec![Route::Direct]);
-        let e = parse("HTTPS s.test:443; SOCKS s.test").unwrap_err();
-        assert!(e.contains("HTTPS s.test:443, SOCKS s.test"), "{e}");
+        assert_eq!(parse("SOCKS s.test").unwrap(), vec![proxy(socks, "s.test", 1080)]);
+        let e = parse("HTTPS s.test:443; SOCKS4 s.test").unwrap_err();
+        assert!(e.contains("HTTPS s.test:443, SOCKS4 s.test"), "{e}");
         for bad in
             ["", " ; ", "PROXY", "PROXY a:b", "PROXY a:0", "DIRECT x", "FTP a:1", "PROXY a b"]
         {
@@ -688,8 +703,8 @@ mod tests {
         assert!(e.contains("test.pac") && e.contains("nope") && e.contains(":2"), "{e}");
         let e = failed("function FindProxyForURL(u, h) { return 7; }");
         assert!(e.contains("returned a number, not a string"), "{e}");
-        let e = failed("function FindProxyForURL(u, h) { return 'SOCKS s.test:1080'; }");
-        assert!(e.contains("SOCKS s.test:1080") && e.contains("add a PROXY"), "{e}");
+        let e = failed("function FindProxyForURL(u, h) { return 'SOCKS4 s.test:1080'; }");
+        assert!(e.contains("SOCKS4 s.test:1080") && e.contains("add a PROXY"), "{e}");
         let e = failed("var x = ;");
         assert!(e.contains("the PAC script failed") && e.contains("test.pac"), "{e}");
         let e = failed("function f() {}");

@@ -16,9 +16,10 @@
 //! proxy given explicitly ([`Proxies::every`]) is used for every host, loopback too, as curl's
 //! `--proxy` is.
 //!
-//! Or a PAC file chooses ([`Proxies::pac`], the [`pac`](crate::pac) module): its
-//! `FindProxyForURL` is asked about every load, and neither `no_proxy` nor the loopback rule
-//! applies; the script decides.
+//! Or a PAC file chooses ([`Proxies::pac`], or [`Proxies::pac_url`] for one a server holds,
+//! fetched directly at the first load; the [`pac`](crate::pac) module): its `FindProxyForURL`
+//! is asked about every load, and neither `no_proxy` nor the loopback rule applies; the script
+//! decides.
 //!
 //! Plain-HTTP loads through an HTTP proxy are sent to it in the absolute form (`GET
 //! http://host/path`); everything else goes through a tunnel (`CONNECT`, or SOCKS5), with TLS
@@ -40,7 +41,14 @@ pub struct Proxies {
     https: Option<Entry>,
     bypass: Bypass,
     /// A PAC file, which then decides for every load.
-    pac: Option<Pac>,
+    pac: Option<PacSource>,
+}
+
+/// A PAC file given, or the URL of one, fetched once (again after a failure).
+#[derive(Debug, Clone)]
+enum PacSource {
+    Given(Pac),
+    At { url: String, fetched: Arc<tokio::sync::OnceCell<Pac>> },
 }
 
 /// A proxy setting: the proxy, or why its text is not one, with the variable it came from.
@@ -80,7 +88,15 @@ impl Proxies {
 
     /// Every load through the route a PAC file's `FindProxyForURL` names first.
     pub fn pac(pac: Pac) -> Self {
-        Self { pac: Some(pac), ..Self::default() }
+        Self { pac: Some(PacSource::Given(pac)), ..Self::default() }
+    }
+
+    /// Every load through the route the PAC file at `url` (`http://` or `https://`) names
+    /// first. The session fetches it at the first load, directly and under its own trust
+    /// settings and timeout; a load finding it unfetchable fails, and the next tries again.
+    pub fn pac_url(url: &str) -> Self {
+        let source = PacSource::At { url: url.to_owned(), fetched: Arc::default() };
+        Self { pac: Some(source), ..Self::default() }
     }
 
     /// The proxies this process's environment names.
@@ -117,13 +133,25 @@ impl Proxies {
     }
 
     /// The proxies a load of `url` may go through, in order (`None`: direct), at least one:
-    /// the settings' one, or what the PAC file names (its name lookups made with `resolver`).
-    pub async fn choices(
+    /// the settings' one, or what the PAC file names (its name lookups made with `resolver`;
+    /// `fetch` gets one a URL names).
+    pub(crate) async fn choices<F, Fetched>(
         &self,
         url: &Url,
         resolver: &Arc<dyn Resolve>,
-    ) -> Result<Vec<Option<Proxy>>, TransferError> {
-        let Some(pac) = &self.pac else { return Ok(vec![self.for_url(url)?.cloned()]) };
+        fetch: F,
+    ) -> Result<Vec<Option<Proxy>>, TransferError>
+    where
+        F: FnOnce(String) -> Fetched,
+        Fetched: Future<Output = Result<Pac, TransferError>>,
+    {
+        let pac = match &self.pac {
+            None => return Ok(vec![self.for_url(url)?.cloned()]),
+            Some(PacSource::Given(pac)) => pac,
+            Some(PacSource::At { url, fetched }) => {
+                fetched.get_or_try_init(|| fetch(url.clone())).await?
+            }
+        };
         let routes = pac.routes(url, resolver.clone()).await?;
         Ok(routes
             .into_iter()

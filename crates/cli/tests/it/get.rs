@@ -821,6 +821,13 @@ fn get_lets_a_pac_file_choose_and_names_what_is_wrong_with_one() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "--proxy-pac and -x are one or the other");
+    // A PAC URL is fetched when the download starts; one that cannot be fetched fails it.
+    let unfetchable = server.url("/missing.pac");
+    let out =
+        nw_get(&scratch, &["--proxy-pac", &unfetchable, "-o", "c.bin", &https]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot fetch the PAC file: the server answered 404"), "{stderr}");
 }
 
 #[test]

@@ -204,3 +204,49 @@ fn proxies_a_pac_file_chooses_per_load_falls_over_and_a_failing_one_fails_the_lo
     assert!(!scratch.0.join("never.bin.part").exists());
     assert!(!scratch.0.join("never.bin").exists());
 }
+
+#[test]
+fn proxies_a_pac_file_at_a_url_is_fetched_directly_once_and_a_missing_one_is_named() {
+    let scratch = Scratch::new("proxies-pac-url");
+    let data = pattern(128 << 10, 65);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let tiny = Tinyproxy::start(None).unwrap_or_else(|e| panic!("{e}"));
+    let script = format!(
+        "function FindProxyForURL(url, host) {{ return 'PROXY 127.0.0.1:{}'; }}",
+        tiny.port()
+    );
+    std::fs::write(scratch.www().join("proxy.pac"), script).unwrap();
+    let fetches = scratch.0.join("pac.log");
+    let extra = format!("location = /proxy.pac {{ access_log {}; }}", fetches.display());
+    let server = nginx(&scratch, &NginxOptions { extra, ..NginxOptions::default() });
+    let config = |pac: &str| Configuration {
+        proxies: Proxies::pac_url(&server.url(pac)),
+        http3: Http3::Off,
+        ..Configuration::default()
+    };
+
+    // The file itself is fetched directly (the script would send it through the proxy); the
+    // downloads go through the proxy, and the file is fetched once per session.
+    let session = session(&scratch, config("/proxy.pac"));
+    let url = server.url("/file.bin");
+    for name in ["a.bin", "b.bin"] {
+        let dest = scratch.0.join(name);
+        let done =
+            runtime().block_on(session.download(&job(url.clone(), &dest, false), &mut |_| {}));
+        let done = done.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done.metrics.proxy, Some(format!("http://127.0.0.1:{}", tiny.port())));
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+    }
+    let log = tiny.log();
+    assert!(!log.contains("proxy.pac"), "{log}");
+    assert_eq!(log.matches(&format!("GET {url} HTTP/1.1")).count(), 2, "{log}");
+    let fetched = std::fs::read_to_string(&fetches).unwrap();
+    assert_eq!(fetched.matches("GET /proxy.pac ").count(), 1, "{fetched}");
+
+    // A PAC URL that answers 404 fails the load, saying so.
+    let e = download(&scratch, config("/missing.pac"), url, "c.bin").unwrap_err();
+    assert_eq!(e.code(), nw_transfer::Code::ProxyFailed);
+    let e = e.to_string();
+    assert!(e.contains("cannot fetch the PAC file: the server answered 404"), "{e}");
+    assert!(!scratch.0.join("c.bin.part").exists());
+}
