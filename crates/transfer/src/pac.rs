@@ -211,24 +211,28 @@ impl Pac {
         url: &Url,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Vec<Route>, PacError> {
+        let answer = self.answer(url, resolver).await?;
+        parse(&answer).map_err(|why| PacError::Answer {
+            from: self.from.to_string(),
+            url: shown(url),
+            answer,
+            why,
+        })
+    }
+
+    /// What the script answers for `url`, as it answers it (`pactester` prints the same).
+    pub async fn answer(&self, url: &Url, resolver: Arc<dyn Resolve>) -> Result<String, PacError> {
         let asked = shown(url);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let lookups = Lookups { resolver, runtime: tokio::runtime::Handle::current() };
         let job = Job { url: asked.clone(), host: url.host.clone(), lookups, reply };
-        let gone =
-            || PacError::Script { from: self.from.to_string(), why: "its thread has ended".into() };
+        let from = || self.from.to_string();
+        let gone = || PacError::Script { from: from(), why: "its thread has ended".into() };
         self.jobs.send(job).map_err(|_| gone())?;
         match answer.await.map_err(|_| gone())? {
-            Ok(answer) => parse(&answer).map_err(|why| PacError::Answer {
-                from: self.from.to_string(),
-                url: asked,
-                answer,
-                why,
-            }),
-            Err(Failure::Script(why)) => Err(PacError::Script { from: self.from.to_string(), why }),
-            Err(Failure::TimedOut) => {
-                Err(PacError::TimedOut { from: self.from.to_string(), url: asked })
-            }
+            Ok(answer) => Ok(answer),
+            Err(Failure::Script(why)) => Err(PacError::Script { from: from(), why }),
+            Err(Failure::TimedOut) => Err(PacError::TimedOut { from: from(), url: asked }),
         }
     }
 }
@@ -668,7 +672,7 @@ mod tests {
                     isInNet("192.168.4.5", "192.168.0.0", "255.255.0.0"),
                     !isInNet("192.169.4.5", "192.168.0.0", "255.255.0.0"),
                     !isInNet("nowhere.test", "0.0.0.0", "0.0.0.0"),
-                    convert_addr("1.2.3.4") === 16909060,
+                    convert_addr("1.2.3.4") === 16909060, convert_addr("255.0.0.1") === -16777215,
                     dnsResolveEx("six.test") === "2001:db8::6",
                     isInNetEx("2001:db8::6", "2001:db8::/32"),
                     sortIpAddressList("10.0.0.1;2001:db8::1") === "2001:db8::1;10.0.0.1",

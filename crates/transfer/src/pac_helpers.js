@@ -61,9 +61,11 @@ function __nwIpv4(text) {
   return n;
 }
 
+// As Netscape's: the address as a signed 32-bit number (192.168.1.1 is -1062731519), which
+// scripts compare with the results of & and |, themselves signed.
 function convert_addr(ip) {
   var n = __nwIpv4(ip);
-  return n === null ? 0 : n;
+  return n === null ? 0 : n | 0;
 }
 
 function isInNet(host, pattern, mask) {
@@ -85,14 +87,20 @@ function sortIpAddressList(list) {
   return v6.concat(v4).join(";");
 }
 
+// A shell pattern: * any text, ? one character, [abc] / [a-z] / [!a] a set; the rest literal.
 function shExpMatch(text, pattern) {
   var source = "^";
   pattern = String(pattern);
   for (var i = 0; i < pattern.length; i++) {
     var c = pattern.charAt(i);
+    var close = c === "[" ? pattern.indexOf("]", i + 2) : -1;
     if (c === "*") source += ".*";
     else if (c === "?") source += ".";
-    else if ("\\^$.|+()[]{}/".indexOf(c) >= 0) source += "\\" + c;
+    else if (close > 0) {
+      var set = pattern.substring(i + 1, close).replace(/\\/g, "\\\\");
+      source += "[" + (set.charAt(0) === "!" ? "^" + set.substring(1) : set) + "]";
+      i = close;
+    } else if ("\\^$.|+()[]{}/".indexOf(c) >= 0) source += "\\" + c;
     else source += c;
   }
   return new RegExp(source + "$").test(String(text));
@@ -167,16 +175,16 @@ function dateRange() {
 }
 
 // timeRange(hour | h1, h2 | h1, m1, h2, m2 | h1, m1, s1, h2, m2, s2 [, "GMT"]): one hour, or
-// from the first time up to the second ("8, 17" is 8:00 to 16:59:59; the form with seconds
-// includes its last second).
+// from the first time through the second, to the precision given ("8, 17" is 8:00:00 to
+// 17:59:59), as pacparser and the browsers whose code it shares read it.
 function timeRange() {
   var z = __nwZone(arguments);
   var v = z.list.map(Number);
   for (var i = 0; i < v.length; i++) if (!isFinite(v[i])) return false;
   var from, to;
   if (v.length === 1) { from = v[0] * 3600; to = from + 3599; }
-  else if (v.length === 2) { from = v[0] * 3600; to = v[1] * 3600 - 1; }
-  else if (v.length === 4) { from = v[0] * 3600 + v[1] * 60; to = v[2] * 3600 + v[3] * 60 - 1; }
+  else if (v.length === 2) { from = v[0] * 3600; to = v[1] * 3600 + 3599; }
+  else if (v.length === 4) { from = v[0] * 3600 + v[1] * 60; to = v[2] * 3600 + v[3] * 60 + 59; }
   else if (v.length === 6) {
     from = v[0] * 3600 + v[1] * 60 + v[2];
     to = v[3] * 3600 + v[4] * 60 + v[5];
@@ -185,5 +193,5 @@ function timeRange() {
   var s = z.gmt
     ? now.getUTCHours() * 3600 + now.getUTCMinutes() * 60 + now.getUTCSeconds()
     : now.getHours() * 3600 + now.getMinutes() * 60 + now.getSeconds();
-  return __nwWithin(s, (from + 86400) % 86400, (to + 86400) % 86400);
+  return __nwWithin(s, from, to);
 }

@@ -11,6 +11,7 @@ mod altsvc;
 mod h3;
 mod headers;
 mod nginx;
+mod pac;
 mod pool;
 mod proxies;
 mod proxy;
