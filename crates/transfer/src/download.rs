@@ -346,7 +346,12 @@ impl Session {
         path: Option<u64>,
         share: usize,
     ) -> Result<http::Connection, TransferError> {
-        let fits = |c: &http::Connection| routes.h3.is_none() || c.protocol == http::Protocol::H3;
+        // A pooled connection serves only a load routed the same way: one a PAC file sends
+        // directly never goes out on a connection to a proxy, nor the other way round.
+        let proxy = routes.tcp.proxy.as_ref().map(nw_connection::proxy::Proxy::shown);
+        let fits = |c: &http::Connection| {
+            (routes.h3.is_none() || c.protocol == http::Protocol::H3) && c.report.proxy == proxy
+        };
         let origin = crate::origin(url);
         if let Some(conn) = self.pool.take(&origin, path, Instant::now(), fits) {
             return Ok(conn);

@@ -171,6 +171,20 @@ fn proxies_a_pac_file_chooses_per_load_falls_over_and_a_failing_one_fails_the_lo
     for name in ["a.bin", "b.bin", "c.bin"] {
         assert_eq!(std::fs::read(scratch.0.join(name)).unwrap(), data, "{name}");
     }
+    // In one session, the same origin by two routes: the idle keep-alive connection to nginx
+    // that c.bin leaves serves c.bin again, and is not taken for a.bin, which the script
+    // sends through the proxy (tinyproxy closes its connections, so the other way round
+    // cannot be seen here).
+    let (one, rt) = (session(&scratch, config()), runtime());
+    let via = |url: &str| {
+        let got = rt.block_on(one.data(url, 1 << 20)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.body, data);
+        (got.metrics.proxy, got.metrics.reused)
+    };
+    let tinyproxy = Some(format!("http://127.0.0.1:{}", tiny.port()));
+    assert_eq!(via(&server.url("/c.bin")), (None, false));
+    assert_eq!(via(&server.url("/c.bin")), (None, true));
+    assert_eq!(via(&a), (tinyproxy, false));
 
     // A proxy that cannot be reached gives way to the next entry: another proxy, or DIRECT.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
