@@ -464,11 +464,12 @@ async fn relay(stream: Box<dyn nw_connection::Io>) -> Outcome {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
-        tokio::select! {
-            _ = tokio::io::copy(&mut stdin, &mut to_peer) => {}
-            _ = &mut stopped => {}
-        }
+        let sent = tokio::select! {
+            sent = tokio::io::copy(&mut stdin, &mut to_peer) => sent,
+            _ = &mut stopped => Ok(0),
+        };
         let _ = to_peer.shutdown().await; // half-close: the peer sees EOF, can still answer
+        sent.err()
     });
     let mut stdout = tokio::io::stdout();
     let copied = tokio::io::copy(&mut from_peer, &mut stdout).await;
@@ -477,15 +478,31 @@ async fn relay(stream: Box<dyn nw_connection::Io>) -> Outcome {
     // most half a second (an idle terminal must not keep us after the peer is gone); then our
     // side closes cleanly.
     let mut upload = upload;
-    if tokio::time::timeout(Duration::from_millis(500), &mut upload).await.is_err() {
-        let _ = stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(1), upload).await;
-    }
-    match copied {
-        Ok(_) => Outcome::Success,
+    let sending = match tokio::time::timeout(Duration::from_millis(500), &mut upload).await {
+        Ok(Ok(sending)) => sending,
+        _ => {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(1), upload).await;
+            None
+        }
+    };
+    // A reset is reported once, to whichever call meets it first: when sending met it, the
+    // receiving side then reads an end as if the peer had closed, so it is said from here.
+    let reset = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        )
+    };
+    let failure = match copied {
+        Ok(_) => sending.filter(reset),
         // A peer that closes without TLS close_notify (curl, browsers) has still closed.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Outcome::Success,
-        Err(e) => {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => sending.filter(reset),
+        Err(e) => Some(e),
+    };
+    match failure {
+        None => Outcome::Success,
+        Some(e) => {
             crate::output::error_line(&format!("nw cat: the connection failed: {e}"));
             Outcome::Negative
         }
