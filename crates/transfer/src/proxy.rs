@@ -86,13 +86,14 @@ impl Proxies {
         }
     }
 
-    /// Every load through the route a PAC file's `FindProxyForURL` names first.
+    /// Every load through the route a PAC file's `FindProxyForURL` names first (the next
+    /// when a proxy cannot be reached).
     pub fn pac(pac: Pac) -> Self {
         Self { pac: Some(PacSource::Given(pac)), ..Self::default() }
     }
 
-    /// Every load through the route the PAC file at `url` (`http://` or `https://`) names
-    /// first. The session fetches it at the first load, directly and under its own trust
+    /// Every load through the route the PAC file at `url` (`http://` or `https://`) names,
+    /// as [`Proxies::pac`]. The session fetches it at the first load, directly and under its own trust
     /// settings and timeout; a load finding it unfetchable fails, and the next tries again.
     pub fn pac_url(url: &str) -> Self {
         let source = PacSource::At { url: url.to_owned(), fetched: Arc::default() };
