@@ -87,6 +87,12 @@ impl Proxy {
     /// PASSWORD]@]HOST[:PORT]`, where SCHEME is `http` (the default), `socks5` or `socks5h`,
     /// the user and password percent-encoded, and PORT 1080 when absent.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
+        Self::parse_with_port(text, DEFAULT_PORT)
+    }
+
+    /// [`parse`](Self::parse), with `default_port` when the text names none (a PAC file's
+    /// `PROXY host` means port 80).
+    pub fn parse_with_port(text: &str, default_port: u16) -> Result<Self, ParseError> {
         let fail = |why: &str| ParseError { text: redacted(text), why: why.to_owned() };
         let trimmed = text.trim();
         let (scheme, rest) = match trimmed.split_once("://") {
@@ -134,7 +140,7 @@ impl Proxy {
             return Err(fail("no host"));
         }
         let port = match port {
-            None | Some("") => DEFAULT_PORT,
+            None | Some("") => default_port,
             Some(p) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => return Err(fail(&format!("bad port {p:?}"))),
                 Ok(port) => port,

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use nw_connection::Resolve;
 use nw_connection::Url;
 use nw_connection::happy_eyeballs::Query;
-use nw_connection::proxy::{Kind, Proxy};
+use nw_connection::proxy::Proxy;
 
 /// How long one answer may take, its name lookups included (and loading the script).
 pub const TIME_LIMIT: Duration = Duration::from_secs(2);
@@ -199,11 +199,6 @@ impl Pac {
         }
     }
 
-    /// Where the script came from.
-    pub fn from(&self) -> &str {
-        &self.from
-    }
-
     /// The routes the script names for `url`, in its order (at least one), looking names up
     /// with `resolver`.
     pub async fn routes(
@@ -239,15 +234,8 @@ impl Pac {
 
 /// The URL as a script sees it: the whole of an `http://` URL, only the origin of others.
 fn shown(url: &Url) -> String {
-    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
-    let default = match url.scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => 0,
-    };
-    let port = if url.port == default { String::new() } else { format!(":{}", url.port) };
     let path = if url.scheme == "http" { url.path.as_str() } else { "/" };
-    format!("{}://{host}{port}{path}", url.scheme)
+    format!("{}://{}{path}", url.scheme, url.authority())
 }
 
 /// Reads an answer: its routes in order, passing over the kinds not spoken here; an error
@@ -262,14 +250,14 @@ pub fn parse(answer: &str) -> Result<Vec<Route>, String> {
         if words.next().is_some() {
             return Err(format!("{entry:?} has more than a kind and a host:port"));
         }
-        let (kind, default_port) = match (kind.as_str(), target) {
+        let (scheme, default_port) = match (kind.as_str(), target) {
             ("DIRECT", None) => {
                 routes.push(Route::Direct);
                 continue;
             }
             ("DIRECT", Some(_)) => return Err(format!("{entry:?}: DIRECT takes no host")),
-            ("PROXY" | "HTTP", _) => (Kind::Http, 80),
-            ("SOCKS5" | "SOCKS", _) => (Kind::Socks5 { remote_names: true }, 1080),
+            ("PROXY" | "HTTP", _) => ("http", 80),
+            ("SOCKS5" | "SOCKS", _) => ("socks5h", 1080),
             ("HTTPS" | "SOCKS4" | "QUIC", _) => {
                 passed.push(entry.to_owned());
                 continue;
@@ -283,9 +271,12 @@ pub fn parse(answer: &str) -> Result<Vec<Route>, String> {
         let Some(target) = target else {
             return Err(format!("{entry:?} names no host"));
         };
-        let (host, port) = host_port(target, default_port)
+        // Read as a proxy URL is, but only host[:port]: no user, path or query.
+        let proxy = Some(target)
+            .filter(|t| !t.contains(['@', '/', '?', '#']))
+            .and_then(|t| Proxy::parse_with_port(&format!("{scheme}://{t}"), default_port).ok())
             .ok_or_else(|| format!("{entry:?}: {target:?} is not host[:port]"))?;
-        routes.push(Route::Proxy(Proxy { kind, host, port, credentials: None }));
+        routes.push(Route::Proxy(proxy));
     }
     if !routes.is_empty() {
         return Ok(routes);
@@ -300,31 +291,6 @@ pub fn parse(answer: &str) -> Result<Vec<Route>, String> {
         "nw speaks none of {} (HTTPS, SOCKS4 and QUIC proxies are not supported); add a PROXY, SOCKS5 or DIRECT entry",
         passed.join(", ")
     ))
-}
-
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn host_port(text: &str, default: u16) -> Option<(String, u16)> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        host.parse::<Ipv6Addr>().ok()?;
-        let port = match after {
-            "" => None,
-            _ => Some(after.strip_prefix(':')?),
-        };
-        (host.to_owned(), port)
-    } else {
-        match text.split_once(':') {
-            Some((host, port)) => (host.to_owned(), Some(port)),
-            None => (text.to_owned(), None),
-        }
-    };
-    let port = match port {
-        Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0)?,
-        None => default,
-    };
-    let name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
-    (!host.is_empty() && (host.chars().all(name) || host.parse::<IpAddr>().is_ok()))
-        .then(|| (host.to_ascii_lowercase(), port))
 }
 
 /// The script's runtime, on its own thread.
@@ -551,25 +517,13 @@ fn own_address(v6: bool) -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
-/// Whether the address `ip` lies in `prefix` (`net/bits`), as `isInNetEx` asks.
+/// Whether the address `ip` lies in `prefix` (`net/bits`), as `isInNetEx` asks: read and
+/// compared as a `no_proxy` range is.
 fn in_prefix(ip: &str, prefix: &str) -> bool {
-    let Some((net, bits)) = prefix.split_once('/') else { return false };
-    let (Ok(ip), Ok(net), Ok(bits)) =
-        (ip.parse::<IpAddr>(), net.parse::<IpAddr>(), bits.parse::<u32>())
-    else {
+    let (Ok(ip), Some((net, bits))) = (ip.parse::<IpAddr>(), crate::proxy::cidr(prefix)) else {
         return false;
     };
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) if bits <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) if bits <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
-    }
+    crate::proxy::within(ip, net, bits)
 }
 
 /// The helpers a PAC script may call, written over the natives above. Their meanings are the
@@ -579,6 +533,8 @@ const HELPERS: &str = include_str!("pac_helpers.js");
 
 #[cfg(test)]
 mod tests {
+    use nw_connection::proxy::Kind;
+
     use super::*;
 
     #[test]
