@@ -264,3 +264,59 @@ fn proxies_a_pac_file_at_a_url_is_fetched_directly_once_and_a_missing_one_is_nam
     assert!(e.contains("cannot fetch the PAC file: the server answered 404"), "{e}");
     assert!(!scratch.0.join("c.bin.part").exists());
 }
+
+/// A proxy that cannot be reached and does not say so: a loopback listener whose backlog is
+/// full, so the kernel drops further handshakes (as a firewall that drops them would).
+fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, u16) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let fill = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).ok()
+        })
+        .collect();
+    (socket, fill, addr.port())
+}
+
+#[test]
+fn proxies_a_pac_proxy_that_timed_out_is_tried_last_for_a_while() {
+    let scratch = Scratch::new("proxies-pac-dead");
+    let data = pattern(64 << 10, 66);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let server = nginx(&scratch, &NginxOptions::default());
+    let tiny = Tinyproxy::start(None).unwrap_or_else(|e| panic!("{e}"));
+    let (_hole, _fill, dead) = black_hole();
+    let script = format!(
+        "function FindProxyForURL(u, h) {{ return 'PROXY 127.0.0.1:{dead}; PROXY 127.0.0.1:{}'; }}",
+        tiny.port()
+    );
+    let pac = nw_transfer::pac::Pac::new(&script, "dead-first.pac").unwrap();
+    let timeout = std::time::Duration::from_secs(1);
+    let config = Configuration {
+        proxies: Proxies::pac(pac),
+        request_timeout: timeout,
+        http3: Http3::Off,
+        ..Configuration::default()
+    };
+    let (session, rt) = (session(&scratch, config), runtime());
+    let url = server.url("/file.bin");
+    let load = || {
+        #[allow(clippy::disallowed_methods, reason = "the test times the loads")]
+        let started = std::time::Instant::now();
+        let got = rt.block_on(session.data(&url, 1 << 20)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.body, data);
+        assert_eq!(got.metrics.proxy, Some(format!("http://127.0.0.1:{}", tiny.port())));
+        started.elapsed()
+    };
+    // The first load waits out the dead proxy's time to connect, then goes through the next.
+    let first = load();
+    assert!(first >= timeout.mul_f32(0.9), "{first:?}");
+    // The next ones go to the live proxy first, without waiting for the dead one again.
+    for _ in 0..3 {
+        let next = load();
+        assert!(next < timeout / 2, "the dead proxy was tried again: {next:?} after {first:?}");
+    }
+}
