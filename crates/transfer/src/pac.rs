@@ -45,7 +45,7 @@ use nw_connection::proxy::Proxy;
 /// How long one answer may take, its name lookups included (and loading the script).
 pub const TIME_LIMIT: Duration = Duration::from_secs(2);
 
-/// The largest PAC file fetched from a URL.
+/// The largest PAC file read or fetched from a URL.
 pub const SIZE_LIMIT: usize = 1 << 20;
 
 /// The most memory a script may hold.
@@ -153,15 +153,18 @@ enum Failure {
 impl Pac {
     /// Reads a PAC file.
     pub fn read(path: &Path) -> Result<Self, PacError> {
+        use std::io::Read;
         let from = path.display().to_string();
-        let text = std::fs::read(path).map_err(|e| PacError::Read {
-            from: from.clone(),
-            why: format!("{e}; give the path of a PAC file"),
-        })?;
-        let text = String::from_utf8(text).map_err(|_| PacError::Read {
-            from: from.clone(),
-            why: "it is not UTF-8 text".into(),
-        })?;
+        let failed = |why: String| PacError::Read { from: from.clone(), why };
+        // At most SIZE_LIMIT and a byte: a device or a pipe that never ends is not read for ever.
+        let mut text = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(SIZE_LIMIT as u64 + 1).read_to_end(&mut text))
+            .map_err(|e| failed(format!("{e}; give the path of a PAC file")))?;
+        if text.len() > SIZE_LIMIT {
+            return Err(failed(format!("it is larger than {} MiB", SIZE_LIMIT >> 20)));
+        }
+        let text = String::from_utf8(text).map_err(|_| failed("it is not UTF-8 text".into()))?;
         Self::new(&text, &from)
     }
 

@@ -808,7 +808,12 @@ fn get_lets_a_pac_file_choose_and_names_what_is_wrong_with_one() {
     let broken = scratch.0.join("broken.pac");
     std::fs::write(&broken, "function FindProxyForURL(url, host) {\n  return 'PROXY ' + ;\n}\n")
         .unwrap();
-    for (file, said) in [(&missing, "cannot read the PAC file"), (&broken, "broken.pac:2")] {
+    let endless = PathBuf::from("/dev/zero");
+    for (file, said) in [
+        (&missing, "cannot read the PAC file"),
+        (&broken, "broken.pac:2"),
+        (&endless, "larger than 1 MiB"),
+    ] {
         let out = nw_get(&scratch, &["--proxy-pac", file.to_str().unwrap(), "-o", "b.bin", &https])
             .output()
             .unwrap();
