@@ -90,8 +90,9 @@ pub(crate) struct Args {
     /// the h3 ids) ahead of TCP (offering the rest).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "secure")]
     alpn: Vec<String>,
-    /// Also trust the certificates in this PEM file (repeatable).
-    #[arg(long, value_name = "FILE", requires = "secure")]
+    /// Also trust the certificates in this PEM file (repeatable), for the destination with
+    /// --tls or --quic, and for an https:// proxy.
+    #[arg(long, value_name = "FILE")]
     anchor: Vec<PathBuf>,
     /// The name to send (SNI) and check the certificate for; the host by default.
     #[arg(long, value_name = "NAME", requires = "secure")]
@@ -113,8 +114,10 @@ pub(crate) struct Args {
     #[arg(long)]
     no_wait: bool,
     /// Connect through this proxy: http://[USER:PASSWORD@]HOST[:PORT] (a CONNECT tunnel),
-    /// socks5://… (the destination resolved here) or socks5h://… (resolved by the proxy); the
-    /// port is 1080 when absent, as in curl. TLS runs end to end through the tunnel.
+    /// https://… (the same, over TLS with the proxy, checked with the system's anchors and
+    /// --anchor's), socks5://… or socks4://… (the destination resolved here), socks5h://… or
+    /// socks4a://… (resolved by the proxy); the port is 1080 when absent (443 for https://),
+    /// as in curl. TLS runs end to end through the tunnel.
     #[arg(short = 'x', long, value_name = "URL", conflicts_with_all = ["listen", "udp", "quic"])]
     proxy: Option<String>,
     #[command(flatten)]
@@ -179,6 +182,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         keepalive: args.keepalive.map(|s| Keepalive::after(Duration::from_secs(s.into()))),
         mptcp: args.mptcp,
     };
+    let proxy = match &args.proxy {
+        Some(text) => {
+            Some(nw_connection::proxy::Proxy::parse(text).map_err(|e| usage(e.to_string()))?)
+        }
+        None => None,
+    };
+    let https_proxy = proxy.as_ref().is_some_and(|p| p.kind == nw_connection::proxy::Kind::Https);
+    if !args.anchor.is_empty() && !args.tls && !args.quic && !https_proxy {
+        return Err(usage(
+            "--anchor is for TLS: add --tls (or --quic), or give an https:// --proxy".into(),
+        ));
+    }
     let params = Parameters {
         race: config,
         transport,
@@ -187,12 +202,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         path,
         tcp,
         local: args.source,
-        proxy: match &args.proxy {
-            Some(text) => {
-                Some(nw_connection::proxy::Proxy::parse(text).map_err(|e| usage(e.to_string()))?)
-            }
-            None => None,
-        },
+        proxy: proxy.clone(),
+        proxy_tls: if https_proxy { Some(proxy_tls(&args)?) } else { None },
         local_network: Default::default(),
     };
     if args.udp {
@@ -640,6 +651,19 @@ fn tls_config(
     Ok((Some(options.config()?), identities))
 }
 
+/// TLS with an `https://` proxy: the same anchors (the system's and --anchor's) and CT settings
+/// as for the destination, offering http/1.1.
+fn proxy_tls(args: &Args) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let trust = crate::trust::options(&args.anchor, &args.ct, true)?;
+    let verifier = TrustVerifier::new(trust, nw_connection::crypto::provider());
+    let options = tls::ClientOptions {
+        verifier: Some(Arc::new(verifier)),
+        alpn: vec![b"http/1.1".to_vec()],
+        ..tls::ClientOptions::default()
+    };
+    Ok(options.config()?)
+}
+
 /// With --report: whether the server asked for a client certificate, which CAs it accepts,
 /// and what was sent.
 fn print_client_auth(identities: Option<&Arc<Identities>>, json: bool) {
@@ -693,6 +717,18 @@ fn print_report(report: &Report, json: bool) {
         "{} {}:{} — {outcome}",
         report.connection, report.host, report.port
     ));
+    if let Some(proxy) = &report.proxy {
+        let tls = report.proxy_tls.as_ref().map_or_else(String::new, |t| {
+            format!(
+                ", TLS {} {} with it, certificate valid for {}",
+                t.version, t.cipher, t.server_name
+            )
+        });
+        let tunnel = report.tunnel.map_or_else(String::new, |d| {
+            format!(", tunnel open after {:.1} ms", d.as_secs_f64() * 1e3)
+        });
+        crate::output::error_line(&format!("  through the proxy {proxy}{tls}{tunnel}"));
+    }
     match report.mptcp {
         Some(Mptcp::Negotiated) => crate::output::error_line("  Multipath TCP in use"),
         Some(Mptcp::FellBack) => {

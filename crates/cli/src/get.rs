@@ -126,8 +126,10 @@ pub(crate) struct SessionArgs {
     #[arg(long, value_name = "S", default_value_t = 60)]
     timeout: u64,
     /// Go through this proxy for every URL: http://[USER:PASSWORD@]HOST[:PORT] (CONNECT for
-    /// HTTPS, the absolute form for plain HTTP), socks5://… (names resolved here) or
-    /// socks5h://… (by the proxy); port 1080 when absent. Without it, the proxies of the
+    /// HTTPS, the absolute form for plain HTTP), https://… (the same over TLS with the proxy,
+    /// checked with the system's anchors and --anchor's), socks5://… or socks4://… (names
+    /// resolved here), socks5h://… or socks4a://… (by the proxy); port 1080 when absent (443
+    /// for https://). Without it, the proxies of the
     /// environment are used as curl uses them (http_proxy, https_proxy, all_proxy, no_proxy),
     /// loopback excepted. HTTP/3 does not go through a proxy.
     #[arg(short = 'x', long, value_name = "URL")]
@@ -138,7 +140,7 @@ pub(crate) struct SessionArgs {
     noproxy: Option<String>,
     /// Let this PAC file (a path, or an http:// or https:// URL fetched directly at the first
     /// download) choose each URL's proxy: its FindProxyForURL(url, host), run sandboxed for
-    /// at most 2 s, answers DIRECT, PROXY host:port or SOCKS5 host:port (the next entry is
+    /// at most 2 s, answers DIRECT, PROXY, HTTPS, SOCKS5 or SOCKS4 host:port (the next entry is
     /// tried when a proxy cannot be reached). https:// URLs are shown to it without their
     /// path.
     #[arg(long, value_name = "FILE|URL", conflicts_with_all = ["proxy", "noproxy"])]
@@ -278,6 +280,19 @@ impl Settings {
         })
     }
 
+    /// Whether a proxy may be reached over TLS (an https:// `--proxy` or proxy variable, or a
+    /// PAC file, which may answer HTTPS): the session then needs its trust settings.
+    fn proxy_needs_trust(&self) -> bool {
+        let https =
+            |t: &str| t.trim_start().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:"));
+        let vars = ["https_proxy", "HTTPS_PROXY", "http_proxy", "all_proxy", "ALL_PROXY"];
+        self.proxy_pac.is_some()
+            || match &self.proxy {
+                Some(text) => https(text),
+                None => vars.iter().filter_map(|n| std::env::var(n).ok()).any(|t| https(&t)),
+            }
+    }
+
     /// Whether `--proxy` carries credentials (which stay out of the store).
     pub(crate) fn proxy_has_credentials(&self) -> bool {
         self.proxy
@@ -335,7 +350,7 @@ impl Settings {
             },
             ..Configuration::default()
         };
-        if self.https {
+        if self.https || self.proxy_needs_trust() {
             let ct = CtArgs { ct_log_list: self.ct_log_list.clone(), no_ct: self.no_ct };
             config.trust = crate::trust::options(&self.anchor, &ct, true)?;
             config.default_trust = crate::trust::options(&[], &ct, true)?;

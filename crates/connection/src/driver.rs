@@ -69,6 +69,9 @@ pub struct Parameters {
     /// Go through this proxy: the race reaches the proxy, which opens a tunnel to the
     /// destination (TCP only; TLS, when set, runs end to end through the tunnel).
     pub proxy: Option<crate::proxy::Proxy>,
+    /// TLS with an `https://` proxy itself: what checks its certificate (against the proxy's
+    /// name), offering `http/1.1`. `None`: the system's anchors under nw-trust's evaluation.
+    pub proxy_tls: Option<Arc<ClientConfig>>,
     /// How local network privacy judges the connection (the app, the store).
     pub local_network: crate::local_network::LocalNetwork,
 }
@@ -129,6 +132,16 @@ pub struct Report {
         serialize_with = "crate::happy_eyeballs::millis_opt"
     )]
     pub tunnel: Option<Duration>,
+    /// What TLS with an `https://` proxy itself negotiated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_tls: Option<Negotiated>,
+    /// How long TLS with an `https://` proxy took, after the race to it and before the
+    /// tunnel (ms).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::happy_eyeballs::millis_opt"
+    )]
+    pub proxy_tls_handshake: Option<Duration>,
     /// Destinations local network privacy refused: never attempted (the others raced).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub local_network_refused: Vec<crate::local_network::Verdict>,
@@ -154,6 +167,8 @@ impl Report {
             tls_handshake: None,
             proxy: None,
             tunnel: None,
+            proxy_tls: None,
+            proxy_tls_handshake: None,
             local_network_refused: Vec::new(),
         }
     }
@@ -166,7 +181,11 @@ impl Report {
             _ => None,
         })?;
         let after = match self.proxy {
-            Some(_) => self.tunnel.unwrap_or_default() + self.tls_handshake.unwrap_or_default(),
+            Some(_) => {
+                self.proxy_tls_handshake.unwrap_or_default()
+                    + self.tunnel.unwrap_or_default()
+                    + self.tls_handshake.unwrap_or_default()
+            }
             None => Duration::ZERO,
         };
         Some(won + after)
@@ -231,7 +250,7 @@ pub struct Connected {
 #[non_exhaustive]
 pub enum ConnectError {
     /// Every address was tried and none connected (or no address was found).
-    #[error("could not connect to {}:{}: {error}", .report.host, .report.port)]
+    #[error("could not connect to {}:{}: {error}", crate::endpoint::bracketed(&.report.host), .report.port)]
     Race {
         /// How the race ended.
         error: RaceError,
@@ -255,7 +274,7 @@ pub enum ConnectError {
     Taken,
     /// The proxy could not be reached, or did not open the tunnel, or TLS through the tunnel
     /// failed (`report`: the race to the proxy).
-    #[error("could not connect to {host}:{port} through the proxy {proxy}: {error}")]
+    #[error("could not connect to {}:{port} through the proxy {proxy}: {error}", crate::endpoint::bracketed(.host))]
     Proxy {
         /// The destination's host.
         host: String,
@@ -269,7 +288,7 @@ pub enum ConnectError {
         report: Box<Report>,
     },
     /// The path stayed unusable until the race's time limit ran out.
-    #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", .report.host, .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
+    #[error("could not connect to {}:{}: still waiting for a usable path after {:?} ({})", crate::endpoint::bracketed(&.report.host), .report.port, .waited, .reason.map_or("no reason given", |r| r.explain()))]
     NoPath {
         /// Why the path was unusable, when it said.
         reason: Option<nw_path::Reason>,
@@ -280,7 +299,7 @@ pub enum ConnectError {
     },
     /// Local network privacy refused every destination (see [`LocalNetwork`](crate::LocalNetwork)): the
     /// path to them is unsatisfied with [`nw_path::Reason::LocalNetworkProhibited`].
-    #[error("could not connect to {}:{}: local network prohibited: {}", .report.host, .report.port, crate::local_network::explain(.refused, .error.as_deref()))]
+    #[error("could not connect to {}:{}: local network prohibited: {}", crate::endpoint::bracketed(&.report.host), .report.port, crate::local_network::explain(.refused, .error.as_deref()))]
     LocalNetworkProhibited {
         /// Each destination refused, with the app, why it is local and what decided.
         refused: Vec<crate::local_network::Verdict>,
@@ -299,7 +318,12 @@ impl ConnectError {
             Self::Race { error: RaceError::AllAttemptsFailed { attempts }, .. } => {
                 attempts.iter().any(|t| matches!(t.error, AttemptError::Untrusted(_)))
             }
-            Self::Proxy { error: ProxyFailure::Tls(AttemptError::Untrusted(_)), .. } => true,
+            Self::Proxy {
+                error:
+                    ProxyFailure::Tls(AttemptError::Untrusted(_))
+                    | ProxyFailure::ProxyTls(AttemptError::Untrusted(_)),
+                ..
+            } => true,
             _ => false,
         }
     }
@@ -331,13 +355,16 @@ pub enum ProxyFailure {
     /// The proxy itself could not be reached.
     #[error("the proxy could not be reached: {0}")]
     Unreachable(Box<ConnectError>),
+    /// TLS with an `https://` proxy itself failed (its certificate, or the handshake).
+    #[error("with the proxy itself, {0}")]
+    ProxyTls(AttemptError),
     /// It did not open the tunnel.
     #[error(transparent)]
     Tunnel(#[from] crate::proxy::TunnelError),
     /// TLS with the destination, through the tunnel, failed.
     #[error("{0}")]
     Tls(AttemptError),
-    /// QUIC and UDP cannot go through an HTTP or SOCKS5 tunnel.
+    /// QUIC and UDP cannot go through an HTTP or SOCKS tunnel.
     #[error("only TCP goes through a proxy, not QUIC")]
     NotTcp,
 }
@@ -946,15 +973,26 @@ async fn connect_through(
     let limit = params.race.timeout.saturating_sub(started.elapsed());
     let credentials = proxy.credentials.as_ref();
     let tunnel = async {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let target = |remote_names, v4_only| async move {
+            Ok::<_, TunnelError>(match bare.parse::<IpAddr>() {
+                Ok(ip) => SocksTarget::Address(ip),
+                Err(_) if remote_names => SocksTarget::Name(host.to_owned()),
+                Err(_) => SocksTarget::Address(resolve_one(host, &*resolver, v4_only).await?),
+            })
+        };
         match proxy.kind {
-            Kind::Http => crate::proxy::http_connect(&mut stream, host, port, credentials).await,
+            Kind::Http | Kind::Https => {
+                crate::proxy::http_connect(&mut stream, host, port, credentials).await
+            }
+            Kind::Socks4 { remote_names } => {
+                let target = target(remote_names, true).await?;
+                let user = credentials.map(|c| c.user.as_str());
+                crate::proxy::socks4_connect(&mut stream, &target, port, user).await?;
+                Ok(Vec::new())
+            }
             Kind::Socks5 { remote_names } => {
-                let bare = host.trim_start_matches('[').trim_end_matches(']');
-                let target = match bare.parse::<IpAddr>() {
-                    Ok(ip) => SocksTarget::Address(ip),
-                    Err(_) if remote_names => SocksTarget::Name(host.to_owned()),
-                    Err(_) => SocksTarget::Address(resolve_one(host, &*resolver).await?),
-                };
+                let target = target(remote_names, false).await?;
                 crate::proxy::socks5_connect(&mut stream, &target, port, credentials).await?;
                 Ok(Vec::new())
             }
@@ -1013,6 +1051,7 @@ pub async fn connect_proxy(
 }
 
 /// [`connect_proxy`] as connection `id`, telling `observe` its states.
+#[allow(clippy::disallowed_methods, reason = "TLS with the proxy keeps the race's time limit")]
 async fn reach_proxy(
     proxy: &crate::proxy::Proxy,
     host: &str,
@@ -1028,40 +1067,109 @@ async fn reach_proxy(
         proxy: None,
         ..params.clone()
     };
-    match connect_direct(&proxy.host, proxy.port, &to_proxy, resolver, id, observe).await {
-        Ok(mut c) => {
-            c.report.proxy = Some(proxy.shown());
-            c.report.host = host.to_owned();
-            c.report.port = port;
-            Ok(c)
+    let started = Instant::now();
+    let mut connected =
+        match connect_direct(&proxy.host, proxy.port, &to_proxy, resolver, id, observe).await {
+            Ok(mut c) => {
+                c.report.proxy = Some(proxy.shown());
+                c.report.host = host.to_owned();
+                c.report.port = port;
+                c
+            }
+            Err(e) => {
+                return Err(ConnectError::Proxy {
+                    host: host.to_owned(),
+                    port,
+                    proxy: proxy.shown(),
+                    report: Box::new(
+                        e.report().cloned().unwrap_or_else(|| Report::new(id, host, port)),
+                    ),
+                    error: ProxyFailure::Unreachable(Box::new(e)),
+                });
+            }
+        };
+    if proxy.kind != crate::proxy::Kind::Https {
+        return Ok(connected);
+    }
+    // TLS with the proxy itself, checked against the proxy's name, within the same time limit.
+    let failed = |error: AttemptError, report: Report| ConnectError::Proxy {
+        host: host.to_owned(),
+        port,
+        proxy: proxy.shown(),
+        error: ProxyFailure::ProxyTls(error),
+        report: Box::new(report),
+    };
+    let config = match &params.proxy_tls {
+        Some(config) => config.clone(),
+        None => match default_proxy_tls() {
+            Ok(config) => config,
+            Err(e) => return Err(failed(AttemptError::Tls(e.to_string()), connected.report)),
+        },
+    };
+    let name = tls::server_name(&proxy.host)?;
+    let limit = params.race.timeout.saturating_sub(started.elapsed());
+    let secured =
+        match tokio::time::timeout(limit, tls_client(connected.stream, config, name)).await {
+            Ok(secured) => secured,
+            Err(_) => Err(AttemptError::Tls(format!(
+                "the handshake did not finish within {:.1?} (is it an https:// proxy?)",
+                params.race.timeout
+            ))),
+        };
+    match secured {
+        Ok((stream, negotiated, took)) => {
+            connected.stream = stream;
+            connected.report.proxy_tls = Some(negotiated);
+            connected.report.proxy_tls_handshake = Some(took);
+            Ok(connected)
         }
-        Err(e) => Err(ConnectError::Proxy {
-            host: host.to_owned(),
-            port,
-            proxy: proxy.shown(),
-            report: Box::new(e.report().cloned().unwrap_or_else(|| Report::new(id, host, port))),
-            error: ProxyFailure::Unreachable(Box::new(e)),
-        }),
+        Err(e) => Err(failed(e, connected.report)),
     }
 }
 
-/// One address for `host` (IPv6 first, as RFC 6724 prefers it by default), for a SOCKS5 proxy
-/// that is sent addresses, not names (`socks5://`): there is one tunnel, so no race.
+/// TLS with an `https://` proxy when the parameters give none: the system's anchors under
+/// nw-trust's evaluation, offering `http/1.1` (a CONNECT tunnel is HTTP/1.1 here). Made once,
+/// so that handshakes with the proxy can resume.
+fn default_proxy_tls() -> Result<Arc<ClientConfig>, TlsError> {
+    static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    let config = tls::ClientOptions {
+        system_anchors: true,
+        alpn: vec![b"http/1.1".to_vec()],
+        ..tls::ClientOptions::default()
+    }
+    .config()?;
+    Ok(CONFIG.get_or_init(|| config).clone())
+}
+
+/// One address for `host` (IPv6 first, as RFC 6724 prefers it by default; IPv4 only for
+/// SOCKS4), for a SOCKS proxy that is sent addresses, not names (`socks5://`, `socks4://`):
+/// there is one tunnel, so no race.
 async fn resolve_one(
     host: &str,
     resolver: &dyn Resolve,
+    v4_only: bool,
 ) -> Result<IpAddr, crate::proxy::TunnelError> {
     let mut why = Vec::new();
-    for query in [Query::Aaaa, Query::A] {
+    let queries: &[Query] = if v4_only { &[Query::A] } else { &[Query::Aaaa, Query::A] };
+    for &query in queries {
         match resolver.query(host, query).await {
             Ok(addrs) if !addrs.is_empty() => return Ok(addrs[0]),
             Ok(_) => {}
             Err(e) => why.push(e.to_string()),
         }
     }
-    let why = if why.is_empty() { "no addresses".to_owned() } else { why.join("; ") };
+    let why = if why.is_empty() {
+        if v4_only { "no IPv4 addresses" } else { "no addresses" }.to_owned()
+    } else {
+        why.join("; ")
+    };
+    let (version, remote) =
+        if v4_only { ("SOCKS4", "socks4a://") } else { ("SOCKS5", "socks5h://") };
     Err(crate::proxy::TunnelError::Resolve(format!(
-        "{host} could not be resolved here to send its address to the SOCKS5 proxy ({why}); use socks5h:// to let the proxy resolve it"
+        "{host} could not be resolved here to send its address to the {version} proxy ({why}); use {remote} to let the proxy resolve it"
     )))
 }
 

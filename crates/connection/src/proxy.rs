@@ -1,12 +1,14 @@
 //! Proxies a connection can go through, as Network framework's proxy configurations: an HTTP
-//! proxy's `CONNECT` tunnel (RFC 9110 §9.3.6) and SOCKS5 (RFC 1928, with RFC 1929's
-//! username and password). Set [`driver::Parameters::proxy`](crate::driver::Parameters::proxy) and
+//! proxy's `CONNECT` tunnel (RFC 9110 §9.3.6), over TCP or over TLS with the proxy (an HTTPS
+//! proxy, as curl's `https://`), SOCKS5 (RFC 1928, with RFC 1929's username and password), and
+//! SOCKS4 with its 4A extension for names. Set [`driver::Parameters::proxy`](crate::driver::Parameters::proxy) and
 //! [`driver::connect`](crate::driver::connect) reaches the proxy with the usual race, opens
 //! the tunnel to the destination, and runs TLS (when asked) through it, end to end with the
 //! destination.
 //!
 //! The tunnel handshakes are written over any byte stream, so they are tested against
-//! in-memory peers as well as the real proxies Debian ships (tinyproxy, microsocks).
+//! in-memory peers as well as the real proxies Debian ships (tinyproxy, microsocks, tinyproxy
+//! behind stunnel, OpenSSH's `ssh -D`).
 
 use std::fmt;
 use std::time::Duration;
@@ -22,12 +24,32 @@ pub enum Kind {
     /// An HTTP proxy: `CONNECT host:port` opens a tunnel (and plain-HTTP loads may instead be
     /// forwarded to it in the absolute form: that is the HTTP layer's choice).
     Http,
+    /// An HTTP proxy spoken to over TLS (`https://`): its certificate is checked against its
+    /// name (see `Parameters::proxy_tls`), then it is used as [`Http`](Self::Http) is, inside
+    /// that TLS; TLS with the destination runs inside the tunnel, end to end.
+    Https,
+    /// A SOCKS4 proxy: IPv4 destinations only. `remote_names`: the destination's name is sent
+    /// for the proxy to resolve by SOCKS 4A's extension (`socks4a://`); otherwise it is
+    /// resolved here to an IPv4 address (`socks4://`). The URL's user, if any, is sent as the
+    /// user id; SOCKS4 has no password.
+    Socks4 {
+        /// Send the name for the proxy to resolve (`socks4a://`).
+        remote_names: bool,
+    },
     /// A SOCKS5 proxy. `remote_names`: the destination's name is sent for the proxy to resolve
     /// (`socks5h://`); otherwise it is resolved here and its address sent (`socks5://`).
     Socks5 {
         /// Send the name for the proxy to resolve (`socks5h://`).
         remote_names: bool,
     },
+}
+
+impl Kind {
+    /// An HTTP proxy, over TCP or TLS: plain-HTTP requests may be sent to it in the absolute
+    /// form instead of through a tunnel.
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::Http | Self::Https)
+    }
 }
 
 /// A username and password for a proxy. Its `Debug` form hides the password.
@@ -60,7 +82,8 @@ pub struct Proxy {
     pub kind: Kind,
     /// A name, or an IP literal without brackets.
     pub host: String,
-    /// Its port ([`DEFAULT_PORT`] when the URL names none).
+    /// Its port ([`DEFAULT_PORT`] when the URL names none, [`DEFAULT_HTTPS_PORT`] for
+    /// `https://`).
     pub port: u16,
     /// What to authenticate with, when the URL gives it.
     pub credentials: Option<Credentials>,
@@ -70,10 +93,14 @@ pub struct Proxy {
 /// manual, `--proxy`); so do we, so that the same variables mean the same proxy.
 pub const DEFAULT_PORT: u16 = 1080;
 
+/// The port of an `https://` proxy URL that names none: 443, as curl (`CURLOPT_PROXYPORT`'s
+/// manual: "443 for https proxies and 1080 for all others").
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
+
 /// Why a text is not a proxy this library can use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{text:?} is not a usable proxy: {why}; give http://[USER:PASSWORD@]HOST[:PORT], socks5://… or socks5h://…"
+    "{text:?} is not a usable proxy: {why}; give http://[USER:PASSWORD@]HOST[:PORT], https://…, socks4://…, socks4a://…, socks5://… or socks5h://…"
 )]
 pub struct ParseError {
     /// The text, its password replaced by `***`.
@@ -84,14 +111,15 @@ pub struct ParseError {
 
 impl Proxy {
     /// Parses a proxy as curl's `--proxy` and proxy variables take it: `[SCHEME://][USER[:
-    /// PASSWORD]@]HOST[:PORT]`, where SCHEME is `http` (the default), `socks5` or `socks5h`,
-    /// the user and password percent-encoded, and PORT 1080 when absent.
+    /// PASSWORD]@]HOST[:PORT]`, where SCHEME is `http` (the default), `https`, `socks4`,
+    /// `socks4a`, `socks5` or `socks5h`, the user and password percent-encoded, and PORT 1080
+    /// when absent (443 for `https`).
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         Self::parse_with_port(text, DEFAULT_PORT)
     }
 
     /// [`parse`](Self::parse), with `default_port` when the text names none (a PAC file's
-    /// `PROXY host` means port 80).
+    /// `PROXY host` means port 80); an `https://` proxy's is 443 whatever `default_port` says.
     pub fn parse_with_port(text: &str, default_port: u16) -> Result<Self, ParseError> {
         let fail = |why: &str| ParseError { text: redacted(text), why: why.to_owned() };
         let trimmed = text.trim();
@@ -103,8 +131,9 @@ impl Proxy {
             "http" => Kind::Http,
             "socks5" => Kind::Socks5 { remote_names: false },
             "socks5h" => Kind::Socks5 { remote_names: true },
-            "https" => return Err(fail("TLS to the proxy itself (https://) is not supported")),
-            "socks4" | "socks4a" => return Err(fail("SOCKS4 is not supported; use socks5h://")),
+            "https" => Kind::Https,
+            "socks4" => Kind::Socks4 { remote_names: false },
+            "socks4a" => Kind::Socks4 { remote_names: true },
             _ => return Err(fail(&format!("unknown scheme {scheme:?}"))),
         };
         // Whatever follows the authority (a path "/", as in "http://proxy:3128/") is ignored.
@@ -140,14 +169,18 @@ impl Proxy {
             return Err(fail("no host"));
         }
         let port = match port {
+            None | Some("") if kind == Kind::Https => DEFAULT_HTTPS_PORT,
             None | Some("") => default_port,
             Some(p) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => return Err(fail(&format!("bad port {p:?}"))),
                 Ok(port) => port,
             },
         };
-        if kind == (Kind::Socks5 { remote_names: true }) && host.len() > 255 {
-            return Err(fail("the host is longer than SOCKS5's 255 bytes"));
+        if let Some(user) = credentials.as_ref().map(|c| &c.user)
+            && matches!(kind, Kind::Socks4 { .. })
+            && user.contains('\0')
+        {
+            return Err(fail("a SOCKS4 user id cannot hold a NUL byte"));
         }
         Ok(Self { kind, host: host.to_ascii_lowercase(), port, credentials })
     }
@@ -156,6 +189,9 @@ impl Proxy {
     pub fn shown(&self) -> String {
         let scheme = match self.kind {
             Kind::Http => "http",
+            Kind::Https => "https",
+            Kind::Socks4 { remote_names: false } => "socks4",
+            Kind::Socks4 { remote_names: true } => "socks4a",
             Kind::Socks5 { remote_names: false } => "socks5",
             Kind::Socks5 { remote_names: true } => "socks5h",
         };
@@ -214,6 +250,19 @@ pub enum TunnelError {
     /// A SOCKS5 proxy refused the request (RFC 1928 §6's reply codes).
     #[error("the SOCKS5 proxy refused the connection: {}", socks_reply(*.0))]
     Socks(u8),
+    /// A SOCKS4 proxy refused the request (the SOCKS4 protocol's reply codes 91 to 93).
+    #[error("the SOCKS4 proxy refused the connection: {}{}", socks4_reply(*.code), if *.named && *.code == 91 {
+        "; a proxy without SOCKS 4A refuses every name: try socks4://, which sends an address"
+    } else { "" })]
+    Socks4 {
+        /// The reply code.
+        code: u8,
+        /// The destination was sent as a name (SOCKS 4A).
+        named: bool,
+    },
+    /// The proxy's protocol cannot carry this destination (SOCKS4 and an IPv6 address).
+    #[error("{0}")]
+    Unsupported(String),
     /// A SOCKS5 proxy accepts none of the methods offered (no authentication, and username and
     /// password only when credentials were given).
     #[error("{}", if *.offered_password {
@@ -238,7 +287,9 @@ pub enum TunnelError {
     #[error("the connection to the proxy failed during the handshake: {0}")]
     Io(#[from] std::io::Error),
     /// The handshake did not finish in time.
-    #[error("the proxy did not open the tunnel within {0:?}")]
+    #[error(
+        "the proxy did not open the tunnel within {0:.1?} (is it the kind of proxy its URL says?)"
+    )]
     TimedOut(Duration),
 }
 
@@ -249,7 +300,10 @@ impl TunnelError {
         match self {
             Self::AuthenticationRequired { .. }
             | Self::NoMethod { .. }
-            | Self::AuthenticationFailed => true,
+            | Self::AuthenticationFailed
+            | Self::Unsupported(_) => true,
+            // Rejected, or its identd check of the user id failed.
+            Self::Socks4 { code, .. } => matches!(code, 93),
             // Not allowed by ruleset; command or address type not supported.
             Self::Socks(code) => matches!(code, 2 | 7 | 8),
             Self::Refused { status, .. } => {
@@ -271,6 +325,18 @@ fn socks_reply(code: u8) -> String {
         6 => "TTL expired",
         7 => "command not supported",
         8 => "address type not supported",
+        _ => "an unassigned reply code",
+    };
+    format!("{what} (reply {code})")
+}
+
+/// The SOCKS4 protocol's reply code in words (its document, "SOCKS: A protocol for TCP proxy
+/// across firewalls", as OpenSSH keeps it: `socks4.protocol`).
+fn socks4_reply(code: u8) -> String {
+    let what = match code {
+        91 => "rejected or failed",
+        92 => "it could not reach identd on this machine to check the user id",
+        93 => "identd reported a different user id than the one sent",
         _ => "an unassigned reply code",
     };
     format!("{what} (reply {code})")
@@ -520,6 +586,70 @@ pub async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Opens a SOCKS4 tunnel over `stream` to `target` and `port`: an IPv4 address, or a name for
+/// the proxy to resolve (SOCKS 4A). `user` is sent as the user id (empty when `None`).
+pub async fn socks4_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: &SocksTarget,
+    port: u16,
+    user: Option<&str>,
+) -> Result<(), TunnelError> {
+    let user = user.unwrap_or_default();
+    if user.contains('\0') {
+        return Err(TunnelError::Unsupported("a SOCKS4 user id cannot hold a NUL byte".into()));
+    }
+    // VN 4, CD 1 (CONNECT), DSTPORT, DSTIP, USERID, NUL; for 4A, DSTIP 0.0.0.1 and the name
+    // after the user id's NUL, with its own NUL.
+    let mut request = vec![4, 1];
+    request.extend_from_slice(&port.to_be_bytes());
+    let name = match target {
+        SocksTarget::Address(std::net::IpAddr::V4(ip)) => {
+            request.extend_from_slice(&ip.octets());
+            None
+        }
+        SocksTarget::Address(std::net::IpAddr::V6(ip)) => {
+            return Err(TunnelError::Unsupported(format!(
+                "SOCKS4 carries only IPv4 destinations, not {ip}; use a socks5:// or socks5h:// proxy"
+            )));
+        }
+        SocksTarget::Name(name) => {
+            if name.contains('\0') || name.len() > 255 {
+                return Err(TunnelError::Unsupported(format!(
+                    "{name:?} cannot be sent to a SOCKS 4A proxy"
+                )));
+            }
+            request.extend_from_slice(&[0, 0, 0, 1]);
+            Some(name)
+        }
+    };
+    request.extend_from_slice(user.as_bytes());
+    request.push(0);
+    if let Some(name) = name {
+        request.extend_from_slice(name.as_bytes());
+        request.push(0);
+    }
+    stream.write_all(&request).await?;
+    // VN 0, CD, DSTPORT, DSTIP: 8 bytes.
+    let mut reply = [0u8; 8];
+    stream.read_exact(&mut reply).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            TunnelError::Protocol("it closed the connection without a SOCKS4 reply".into())
+        }
+        _ => TunnelError::Io(e),
+    })?;
+    // The reply's version is 0; some servers echo 4.
+    if reply[0] != 0 && reply[0] != 4 {
+        return Err(TunnelError::Protocol(format!(
+            "version {} in its reply, not SOCKS4's 0 (is it a SOCKS4 proxy?)",
+            reply[0]
+        )));
+    }
+    match reply[1] {
+        90 => Ok(()),
+        code => Err(TunnelError::Socks4 { code, named: name.is_some() }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,13 +669,22 @@ mod tests {
         assert!(!format!("{p:?}").contains("p:ss"), "Debug hides the password");
         assert_eq!(Proxy::parse("socks5://h").unwrap().kind, Kind::Socks5 { remote_names: false });
         assert_eq!(Proxy::parse("http://user@h:1").unwrap().credentials.unwrap().password, "");
+        let p = Proxy::parse("HTTPS://proxy.corp").unwrap();
+        assert_eq!((p.kind, p.port), (Kind::Https, DEFAULT_HTTPS_PORT));
+        assert_eq!(Proxy::parse_with_port("https://p", 80).unwrap().port, 443);
+        assert_eq!(p.shown(), "https://proxy.corp:443");
+        assert!(p.kind.is_http() && Kind::Http.is_http());
+        let p = Proxy::parse("socks4a://me@p:9050").unwrap();
+        assert_eq!((p.kind, p.port), (Kind::Socks4 { remote_names: true }, 9050));
+        assert_eq!(p.shown(), "socks4a://p:9050");
+        assert_eq!(Proxy::parse("socks4://p").unwrap().shown(), "socks4://p:1080");
+        assert!(!Kind::Socks4 { remote_names: false }.is_http());
     }
 
     #[test]
     fn refuses_what_it_cannot_use_and_hides_the_password() {
         for (text, why) in [
-            ("https://proxy:443", "TLS to the proxy"),
-            ("socks4://proxy", "SOCKS4"),
+            ("socks4://a%00b@proxy", "NUL"),
             ("ftp://proxy", "unknown scheme"),
             ("http://:3128", "no host"),
             ("http://proxy:0", "bad port"),
@@ -679,5 +818,48 @@ mod tests {
         .await
         .unwrap_err();
         assert!(wants_auth.to_string().contains("requires authentication"), "{wants_auth}");
+    }
+
+    #[tokio::test]
+    async fn socks4_sends_an_address_or_a_4a_name_and_says_why_not() {
+        let target = SocksTarget::Address("192.0.2.7".parse().unwrap());
+        let ok = scripted(
+            vec![(vec![4, 1, 0, 80, 192, 0, 2, 7, b'm', b'e', 0], vec![0, 90, 0, 0, 0, 0, 0, 0])],
+            async |s| socks4_connect(s, &target, 80, Some("me")).await,
+        )
+        .await;
+        assert!(ok.is_ok(), "{ok:?}");
+
+        let mut request = vec![4, 1, 1, 187, 0, 0, 0, 1, 0];
+        request.extend_from_slice(b"host.test\0");
+        let named = SocksTarget::Name("host.test".into());
+        let refused = scripted(vec![(request, vec![0, 91, 0, 0, 0, 0, 0, 0])], async |s| {
+            socks4_connect(s, &named, 443, None).await
+        })
+        .await
+        .unwrap_err();
+        let said = refused.to_string();
+        assert!(said.contains("rejected or failed (reply 91)") && said.contains("try socks4://"));
+        assert!(!refused.lasting(), "a SOCKS4 rejection may be the destination's, for now");
+
+        let v6 = SocksTarget::Address("2001:db8::1".parse().unwrap());
+        let e = scripted(vec![], async |s| socks4_connect(s, &v6, 443, None).await).await;
+        let e = e.unwrap_err();
+        assert!(e.to_string().contains("only IPv4") && e.lasting(), "{e}");
+
+        // A SOCKS5 server's method choice is not a SOCKS4 reply; a closed connection is said.
+        let e = scripted(
+            vec![(vec![4, 1, 0, 80, 192, 0, 2, 7, 0], vec![5, 0xff, 0, 0, 0, 0, 0, 0])],
+            async |s| socks4_connect(s, &target, 80, None).await,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("not SOCKS4"), "{e}");
+        let e = scripted(vec![(vec![4, 1, 0, 80, 192, 0, 2, 7, 0], vec![0, 90])], async |s| {
+            socks4_connect(s, &target, 80, None).await
+        })
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("without a SOCKS4 reply"), "{e}");
     }
 }

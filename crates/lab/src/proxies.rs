@@ -1,6 +1,8 @@
 //! Real proxies on loopback, started for a test and stopped by their guards: tinyproxy (an
-//! HTTP proxy: `CONNECT` tunnels and absolute-form forwarding, Basic authentication) and
-//! microsocks (SOCKS5, with RFC 1929 username and password), both from Debian.
+//! HTTP proxy: `CONNECT` tunnels and absolute-form forwarding, Basic authentication),
+//! microsocks (SOCKS5, with RFC 1929 username and password), Dante (SOCKS4, without 4A's
+//! names), and stunnel (TLS in front of another, which makes tinyproxy an HTTPS proxy), all
+//! from Debian.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -110,5 +112,117 @@ impl Microsocks {
 impl Drop for Microsocks {
     fn drop(&mut self) {
         self.child.terminate();
+    }
+}
+
+/// A running stunnel on 127.0.0.1: TLS with a certificate, in front of a plain TCP service on
+/// another loopback port (tinyproxy, to make an HTTPS proxy of it).
+#[derive(Debug)]
+pub struct Stunnel {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Stunnel {
+    /// Starts it: TLS with `cert` (the chain, PEM) and `key` on a free port, each connection
+    /// relayed to 127.0.0.1:`to`.
+    pub fn start(cert: &Path, key: &Path, to: u16) -> Result<Self, LabError> {
+        let exe = program(&["/usr/bin/stunnel4", "/usr/bin/stunnel"], "stunnel4", "stunnel4")?;
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("nw-stunnel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // As stunnel(8) documents it: an empty `pid` writes no pid file.
+        let config = format!(
+            "foreground = yes\npid =\ndebug = info\noutput = {}\n\n[proxy]\n\
+             accept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\ncert = {}\nkey = {}\n",
+            dir.join("stunnel.log").display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(dir.join("stunnel.conf"), config)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg(dir.join("stunnel.conf"));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
+        let child = Child::spawn(cmd)?;
+        let stunnel = Self { child, dir, port };
+        wait_listening(port, "stunnel", || stunnel.log())?;
+        Ok(stunnel)
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What it logged and said on stderr.
+    pub fn log(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!("{}{}", read("stunnel.log"), read("stderr.log"))
+    }
+}
+
+impl Drop for Stunnel {
+    fn drop(&mut self) {
+        self.child.terminate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running Dante server (`danted`) on 127.0.0.1, open to loopback clients: SOCKS4 (which
+/// it speaks without SOCKS 4A's names) and SOCKS5, without authentication.
+#[derive(Debug)]
+pub struct Dante {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Dante {
+    /// Starts it (as root: it changes to `nobody` for what does not need privileges).
+    pub fn start() -> Result<Self, LabError> {
+        let exe = program(&["/usr/sbin/danted"], "danted", "dante-server")?;
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("nw-danted-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // danted.conf(5): client rules admit connections, socks rules the requests on them.
+        let config = format!(
+            "logoutput: {}\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+             clientmethod: none\nsocksmethod: none\nuser.privileged: root\n\
+             user.unprivileged: nobody\n\
+             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+             socks pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  protocol: tcp\n  log: connect error\n}}\n",
+            dir.join("danted.log").display()
+        );
+        std::fs::write(dir.join("danted.conf"), config)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("-f").arg(dir.join("danted.conf")).arg("-p").arg(dir.join("danted.pid"));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
+        let child = Child::spawn(cmd)?;
+        let dante = Self { child, dir, port };
+        wait_listening(port, "danted", || dante.log())?;
+        Ok(dante)
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What it logged (each request passed or refused) and said on stderr.
+    pub fn log(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!("{}{}", read("danted.log"), read("stderr.log"))
+    }
+}
+
+impl Drop for Dante {
+    fn drop(&mut self) {
+        self.child.terminate();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

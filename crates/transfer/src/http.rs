@@ -367,10 +367,7 @@ async fn connect_tcp(
 ) -> Result<Connection, TransferError> {
     // Plain HTTP through an HTTP proxy: the requests go to the proxy itself (RFC 9112 §3.2.2's
     // absolute form), no tunnel.
-    let forward = params
-        .proxy
-        .as_ref()
-        .filter(|p| url.scheme == "http" && p.kind == nw_connection::proxy::Kind::Http);
+    let forward = params.proxy.as_ref().filter(|p| url.scheme == "http" && p.kind.is_http());
     let connected = match forward {
         None => nw_connection::connect(&url.host, url.port, params, resolver).await,
         Some(proxy) => {

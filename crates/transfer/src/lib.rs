@@ -272,6 +272,15 @@ impl Session {
             fallbacks.sort_by_key(recently);
         }
         params.proxy = fallbacks.remove(0);
+        // TLS with an https:// proxy: this session's anchors, outside the transport-security
+        // policy (which is about destinations), offering http/1.1 for CONNECT.
+        let https_proxy = |p: &Option<Proxy>| {
+            p.as_ref().is_some_and(|p| p.kind == nw_connection::proxy::Kind::Https)
+        };
+        if std::iter::once(&params.proxy).chain(&fallbacks).any(https_proxy) {
+            params.proxy_tls =
+                Some(self.tls(policy::Security::Exempt("proxy"), vec![b"http/1.1".to_vec()])?);
+        }
         if url.scheme != "https" {
             return Ok(Routes { tcp: params, h3: None, fallbacks });
         }
@@ -866,7 +875,9 @@ fn connect_code(e: &nw_connection::ConnectError) -> Code {
             }
         }
         ConnectError::Race { .. } => Code::CannotConnectToHost,
-        ConnectError::Proxy { error: ProxyFailure::Tls(_), .. } => Code::SecureConnectionFailed,
+        ConnectError::Proxy { error: ProxyFailure::Tls(_) | ProxyFailure::ProxyTls(_), .. } => {
+            Code::SecureConnectionFailed
+        }
         ConnectError::Proxy { .. } => Code::ProxyFailed,
         ConnectError::NoPath { .. } => Code::NotConnectedToInternet,
         ConnectError::LocalNetworkProhibited { .. } => Code::LocalNetworkProhibited,

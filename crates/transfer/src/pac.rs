@@ -260,14 +260,19 @@ pub fn parse(answer: &str) -> Result<Vec<Route>, String> {
             }
             ("DIRECT", Some(_)) => return Err(format!("{entry:?}: DIRECT takes no host")),
             ("PROXY" | "HTTP", _) => ("http", 80),
+            // An HTTPS proxy: an HTTP proxy over TLS, port 443 unless named.
+            ("HTTPS", _) => ("https", 443),
             ("SOCKS5" | "SOCKS", _) => ("socks5h", 1080),
-            ("HTTPS" | "SOCKS4" | "QUIC", _) => {
+            // SOCKS4 resolves here, as browsers do with it (4A is an extension a server may
+            // lack).
+            ("SOCKS4", _) => ("socks4", 1080),
+            ("QUIC", _) => {
                 passed.push(entry.to_owned());
                 continue;
             }
             _ => {
                 return Err(format!(
-                    "{entry:?} is not DIRECT, PROXY host:port or SOCKS5 host:port"
+                    "{entry:?} is not DIRECT, PROXY, HTTPS, SOCKS5 or SOCKS4 host:port"
                 ));
             }
         };
@@ -286,12 +291,12 @@ pub fn parse(answer: &str) -> Result<Vec<Route>, String> {
     }
     if passed.is_empty() {
         return Err(
-            "it names no route; answer \"DIRECT\", \"PROXY host:port\" or \"SOCKS5 host:port\""
+            "it names no route; answer \"DIRECT\", \"PROXY host:port\", \"SOCKS5 host:port\" or another kind of entry"
                 .into(),
         );
     }
     Err(format!(
-        "nw speaks none of {} (HTTPS, SOCKS4 and QUIC proxies are not supported); add a PROXY, SOCKS5 or DIRECT entry",
+        "nw speaks none of {} (QUIC proxies are not supported); add a PROXY, HTTPS, SOCKS5, SOCKS4 or DIRECT entry",
         passed.join(", ")
     ))
 }
@@ -555,11 +560,18 @@ mod tests {
             ]
         );
         assert_eq!(parse(" HTTP 10.0.0.1 ;;").unwrap(), vec![proxy(Kind::Http, "10.0.0.1", 80)]);
+        assert_eq!(
+            parse("HTTPS s.test; SOCKS4 s.test:1081").unwrap(),
+            vec![
+                proxy(Kind::Https, "s.test", 443),
+                proxy(Kind::Socks4 { remote_names: false }, "s.test", 1081)
+            ]
+        );
         // Kinds not spoken are passed over, and named when nothing else is left.
-        assert_eq!(parse("HTTPS s.test:443; DIRECT").unwrap(), vec![Route::Direct]);
+        assert_eq!(parse("QUIC s.test:443; DIRECT").unwrap(), vec![Route::Direct]);
         assert_eq!(parse("SOCKS s.test").unwrap(), vec![proxy(socks, "s.test", 1080)]);
-        let e = parse("HTTPS s.test:443; SOCKS4 s.test").unwrap_err();
-        assert!(e.contains("HTTPS s.test:443, SOCKS4 s.test"), "{e}");
+        let e = parse("QUIC s.test:443; QUIC t.test").unwrap_err();
+        assert!(e.contains("QUIC s.test:443, QUIC t.test"), "{e}");
         for bad in
             ["", " ; ", "PROXY", "PROXY a:b", "PROXY a:0", "DIRECT x", "FTP a:1", "PROXY a b"]
         {
@@ -666,8 +678,8 @@ mod tests {
         assert!(e.contains("test.pac") && e.contains("nope") && e.contains(":2"), "{e}");
         let e = failed("function FindProxyForURL(u, h) { return 7; }");
         assert!(e.contains("returned a number, not a string"), "{e}");
-        let e = failed("function FindProxyForURL(u, h) { return 'SOCKS4 s.test:1080'; }");
-        assert!(e.contains("SOCKS4 s.test:1080") && e.contains("add a PROXY"), "{e}");
+        let e = failed("function FindProxyForURL(u, h) { return 'QUIC s.test:443'; }");
+        assert!(e.contains("QUIC s.test:443") && e.contains("add a PROXY"), "{e}");
         let e = failed("var x = ;");
         assert!(e.contains("the PAC script failed") && e.contains("test.pac"), "{e}");
         let e = failed("function f() {}");

@@ -775,6 +775,42 @@ fn get_through_proxies_given_or_from_the_environment_and_cat_through_socks() {
     let report: Value = serde_json::from_slice(&out.stderr).expect("one JSON report on stderr");
     assert_eq!(report["proxy"], via.as_str());
     assert!(report["tunnel"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
+
+    // An https:// proxy (tinyproxy behind stunnel, with the origin's certificate): a plain-HTTP
+    // URL alone still loads the trust settings the proxy's certificate needs, from --anchor.
+    let stunnel = nw_lab::proxies::Stunnel::start(
+        &scratch.0.join("cert.pem"),
+        &scratch.0.join("key.pem"),
+        tiny.port(),
+    )
+    .unwrap_or_else(|e| panic!("stunnel could not start: {e}"));
+    let via = format!("https://alice:s3cret@127.0.0.1:{}", stunnel.port());
+    let plain = server.url("/file.bin");
+    let out = nw_get(&scratch, &["-x", &via, "--anchor", &anchor, "-o", "e.bin", &plain])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("through https://127.0.0.1:{}", stunnel.port())), "{stderr}");
+    assert!(std::fs::read(scratch.0.join("e.bin")).unwrap() == data, "byte-exact");
+    // Without the anchor: refused, the proxy's certificate named as the one not trusted.
+    let out = nw_get(&scratch, &["-x", &via, "-o", "f.bin", &plain]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("with the proxy itself, TLS: the certificate is not trusted"),
+        "{stderr}"
+    );
+    // nw cat's report says what TLS with the proxy negotiated, apart from the destination's.
+    let port = plain.trim_start_matches("http://127.0.0.1:").trim_end_matches("/file.bin");
+    let out = nw(&scratch, &["cat", "-z", "--json", "-x", &via, "--anchor", &anchor])
+        .args(["127.0.0.1", port])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stderr).expect("one JSON report on stderr");
+    assert_eq!(report["proxy_tls"]["version"], "TLSv1_3", "{report}");
+    assert!(report["proxy_tls_handshake"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
+    assert!(report.get("tls").is_none(), "no TLS with the destination was asked: {report}");
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! tunnel with Basic authentication, plain HTTP in the absolute form) and microsocks (SOCKS5
 //! with username and password, the name resolved by the proxy); the environment's proxies as
 //! curl reads them, loopback going direct unless `<-loopback>` says otherwise; a PAC file
-//! choosing between them per load.
+//! choosing between them per load; tinyproxy behind stunnel as an HTTPS proxy; Dante for
+//! SOCKS4.
 
 use nw_lab::nginx::Options as NginxOptions;
-use nw_lab::proxies::{Microsocks, Tinyproxy};
+use nw_lab::proxies::{Dante, Microsocks, Stunnel, Tinyproxy};
 use nw_transfer::proxy::{Proxies, Proxy};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
@@ -78,6 +79,63 @@ fn proxies_https_through_a_connect_tunnel_with_basic_auth_and_plain_http_in_abso
 }
 
 #[test]
+fn proxies_an_https_proxy_is_checked_by_its_certificate_and_carries_tls_inside_tls() {
+    let scratch = Scratch::new("proxies-https");
+    let data = pattern(2 << 20, 65);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    // One test CA for the origin and the proxy (both 127.0.0.1).
+    let tls = Tls::new(&scratch);
+    let options =
+        NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() };
+    let server = nginx(&scratch, &options);
+    let tiny = Tinyproxy::start(Some(("alice", "s3cret"))).unwrap_or_else(|e| panic!("{e}"));
+    let stunnel =
+        Stunnel::start(&tls.cert, &tls.key, tiny.port()).unwrap_or_else(|e| panic!("{e}"));
+    let via = format!("https://alice:s3cret@127.0.0.1:{}", stunnel.port());
+    let shown = format!("https://127.0.0.1:{}", stunnel.port());
+    let https = server.https_url("/file.bin").unwrap();
+
+    // HTTPS: TLS with the proxy, a CONNECT inside it, TLS with the origin inside the tunnel.
+    let config = Configuration {
+        trust: tls.trust.clone(),
+        proxies: proxy(&via),
+        ..Configuration::default()
+    };
+    let done = download(&scratch, config.clone(), https.clone(), "tunnel.bin").unwrap();
+    assert_eq!(std::fs::read(scratch.0.join("tunnel.bin")).unwrap(), data);
+    assert_eq!(done.metrics.protocol, Protocol::H2, "ALPN is the origin's, not the proxy's");
+    assert_eq!(done.metrics.proxy.as_deref(), Some(shown.as_str()));
+    let authority = https.trim_start_matches("https://").trim_end_matches("/file.bin");
+    assert!(tiny.log().contains(&format!("CONNECT {authority} HTTP/1.1")), "{}", tiny.log());
+
+    // Plain HTTP: the absolute form, to the proxy, inside TLS with it.
+    let plain = server.url("/file.bin");
+    download(&scratch, config, plain.clone(), "forwarded.bin").unwrap();
+    assert_eq!(std::fs::read(scratch.0.join("forwarded.bin")).unwrap(), data);
+    assert!(tiny.log().contains(&format!("GET {plain} HTTP/1.1")), "{}", tiny.log());
+
+    // A proxy certificate nothing vouches for: refused, said to be the proxy's, not retried.
+    let config = Configuration { proxies: proxy(&via), ..Configuration::default() };
+    let e = download(&scratch, config, plain.clone(), "untrusted.bin").unwrap_err();
+    assert_eq!(e.code(), nw_transfer::Code::ServerCertificateUntrusted, "{e}");
+    assert!(!e.transient(), "{e}");
+    let text = e.to_string();
+    assert!(text.contains(&shown) && text.contains("with the proxy itself"), "{text}");
+    assert!(text.contains("not trusted") && !text.contains("s3cret"), "{text}");
+
+    // https:// for a proxy that speaks plain HTTP: the handshake's time limit, and a hint.
+    let wrong = format!("https://127.0.0.1:{}", tiny.port());
+    let config = Configuration {
+        trust: tls.trust.clone(),
+        proxies: proxy(&wrong),
+        request_timeout: std::time::Duration::from_secs(2),
+        ..Configuration::default()
+    };
+    let e = download(&scratch, config, plain, "plain.bin").unwrap_err().to_string();
+    assert!(e.contains("is it an https:// proxy?"), "{e}");
+}
+
+#[test]
 fn proxies_socks5_resolves_at_the_proxy_and_checks_credentials() {
     let scratch = Scratch::new("proxies-socks");
     let data = pattern(1 << 20, 62);
@@ -101,6 +159,38 @@ fn proxies_socks5_resolves_at_the_proxy_and_checks_credentials() {
     let config = Configuration { proxies: proxy(&wrong), ..Configuration::default() };
     let e = download(&scratch, config, url, "wrong.bin").unwrap_err().to_string();
     assert!(e.contains("refused the username and password"), "{e}");
+}
+
+#[test]
+fn proxies_socks4_sends_an_ipv4_address_and_says_why_names_and_ipv6_cannot_go() {
+    let scratch = Scratch::new("proxies-socks4");
+    let data = pattern(1 << 20, 66);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let server = nginx(&scratch, &NginxOptions::default());
+    let dante = Dante::start().unwrap_or_else(|e| panic!("{e}"));
+    let config = |via: String| Configuration {
+        proxies: proxy(&via),
+        request_timeout: std::time::Duration::from_secs(10),
+        ..Configuration::default()
+    };
+    // By the name localhost, resolved here to its IPv4 address (a user id, which Dante lets be).
+    let url = server.url("/file.bin").replace("127.0.0.1", "localhost");
+    let via = format!("socks4://tester@127.0.0.1:{}", dante.port());
+    let done = download(&scratch, config(via), url.clone(), "socks4.bin").unwrap();
+    assert_eq!(std::fs::read(scratch.0.join("socks4.bin")).unwrap(), data);
+    assert_eq!(done.metrics.proxy, Some(format!("socks4://127.0.0.1:{}", dante.port())));
+    assert!(dante.log().contains("pass(1): tcp/connect"), "{}", dante.log());
+
+    // Dante has no SOCKS 4A: a name is refused, and the error says what to try.
+    let via = format!("socks4a://127.0.0.1:{}", dante.port());
+    let e = download(&scratch, config(via), url, "named.bin").unwrap_err().to_string();
+    assert!(e.contains("(reply 91)") && e.contains("try socks4://"), "{e}");
+    // SOCKS4 has no IPv6: said before anything is sent.
+    let v6 = server.url("/file.bin").replace("127.0.0.1", "[::1]");
+    let via = format!("socks4://127.0.0.1:{}", dante.port());
+    let e = download(&scratch, config(via), v6, "v6.bin").unwrap_err();
+    assert!(!e.transient(), "{e}");
+    assert!(e.to_string().contains("only IPv4 destinations, not ::1"), "{e}");
 }
 
 #[test]
@@ -143,7 +233,7 @@ fn proxies_a_pac_file_chooses_per_load_falls_over_and_a_failing_one_fails_the_lo
     let socks = Microsocks::start(None).unwrap_or_else(|e| panic!("{e}"));
     let script = format!(
         r#"function FindProxyForURL(url, host) {{
-            if (shExpMatch(url, "*/a.bin")) return "HTTPS nowhere.test:443; PROXY 127.0.0.1:{}";
+            if (shExpMatch(url, "*/a.bin")) return "QUIC nowhere.test:443; PROXY 127.0.0.1:{}";
             if (host === "localhost") return "SOCKS5 127.0.0.1:{}; DIRECT";
             if (isInNet(host, "127.0.0.0", "255.0.0.0")) return "DIRECT";
             return "PROXY 192.0.2.1:9";
@@ -156,7 +246,7 @@ fn proxies_a_pac_file_chooses_per_load_falls_over_and_a_failing_one_fails_the_lo
     let pac = || Proxies::pac(nw_transfer::pac::Pac::read(&pac_file).unwrap());
     let config = || Configuration { proxies: pac(), http3: Http3::Off, ..Configuration::default() };
 
-    // a.bin through tinyproxy (the HTTPS entry passed over), in the absolute form.
+    // a.bin through tinyproxy (the QUIC entry passed over), in the absolute form.
     let a = server.url("/a.bin");
     let done = download(&scratch, config(), a.clone(), "a.bin").unwrap();
     assert_eq!(done.metrics.proxy, Some(format!("http://127.0.0.1:{}", tiny.port())));
