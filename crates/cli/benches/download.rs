@@ -7,7 +7,9 @@
 //! nginx with HTTP/3 from ngtcp2's gtlsserver and from our own h3 server (nginx and curl here
 //! have no HTTP/3). Prints
 //! medians of throughput, CPU seconds per GB (of the client) and peak RSS. Two rows upload the
-//! same file to nginx (WebDAV PUT) with `nw put` and `curl -T`.
+//! same file to nginx (WebDAV PUT) with `nw put` and `curl -T`. Rows through proxies compare
+//! nw with curl through the same one: tinyproxy (plain HTTP and CONNECT), tinyproxy behind
+//! stunnel as an https:// proxy, and Dante as a SOCKS4 proxy.
 //!
 //! Run: `cargo bench -p nw --bench download` (1 GiB, 3 runs). `NW_BENCH_SMOKE=1`: 64 MiB, one
 //! run. `NW_BENCH_SIZE_MB=10240` for the 10 GB flat-memory check (free disk is checked first),
@@ -266,6 +268,19 @@ fn main() {
         c.args(["-x", &via]);
         c
     };
+    // An HTTPS proxy (stunnel in front of that tinyproxy, with the origin's certificate), and
+    // SOCKS4 (Dante): nw and curl alike.
+    let stunnel = nw_lab::proxies::Stunnel::start(&cert, &key, tiny.port())
+        .unwrap_or_else(|e| panic!("the benchmark needs stunnel4: {e}"));
+    let via_tls = format!("https://127.0.0.1:{}", stunnel.port());
+    let dante = nw_lab::proxies::Dante::start()
+        .unwrap_or_else(|e| panic!("the benchmark needs danted: {e}"));
+    let via_socks4 = format!("socks4://127.0.0.1:{}", dante.port());
+    let curl_through = |url: &str, proxy: &str| {
+        let mut c = curl(url, &out);
+        c.args(["-x", proxy, "--proxy-cacert"]).arg(&anchor);
+        c
+    };
     let uploaded = dir.join("www/put/up.bin");
     let up_url = server.url("/put/up.bin");
     type Make<'a> = Box<dyn Fn() -> Command + 'a>;
@@ -333,6 +348,13 @@ fn main() {
         ),
         ("curl https via tinyproxy (CONNECT)", Box::new(|| curl_via(&https))),
         (
+            "nw get https via https:// proxy (TLS in TLS)",
+            Box::new(|| nw_get(&https, &["-x", &via_tls, "--anchor", anchor.to_str().unwrap()])),
+        ),
+        ("curl https via https:// proxy (TLS in TLS)", Box::new(|| curl_through(&https, &via_tls))),
+        ("nw get via socks4:// (Dante)", Box::new(|| nw_get(&url, &["-x", &via_socks4]))),
+        ("curl via socks4:// (Dante)", Box::new(|| curl_through(&url, &via_socks4))),
+        (
             "upload: nw put (PUT to nginx)",
             Box::new(|| {
                 let mut c = Command::new(nw);
@@ -384,10 +406,10 @@ fn main() {
     println!(
         "{size_mb} MiB from nginx on loopback into a file; medians of {runs} alternating runs"
     );
-    println!("{:<42} {:>8} {:>12} {:>10}", "tool", "GB/s", "CPU s/GB", "peak MiB");
+    println!("{:<46} {:>8} {:>12} {:>10}", "tool", "GB/s", "CPU s/GB", "peak MiB");
     for (i, (name, _)) in tools.iter().enumerate() {
         println!(
-            "{name:<42} {:>8.2} {:>12.2} {:>10.0}",
+            "{name:<46} {:>8.2} {:>12.2} {:>10.0}",
             gbps[i],
             cpus[i],
             median(results[i].2.clone())
@@ -432,5 +454,11 @@ fn main() {
         find("nw get via tinyproxy") / find("curl via tinyproxy"),
         find("nw get https via tinyproxy (CONNECT)") / find("curl https via tinyproxy (CONNECT)"),
     );
-    drop((server, ngtcp2, tiny, scratch));
+    println!(
+        "through an https:// proxy (stunnel + tinyproxy): nw/curl {:.2}; through socks4:// (Dante): nw/curl {:.2}",
+        find("nw get https via https:// proxy (TLS in TLS)")
+            / find("curl https via https:// proxy (TLS in TLS)"),
+        find("nw get via socks4:// (Dante)") / find("curl via socks4:// (Dante)"),
+    );
+    drop((server, ngtcp2, stunnel, tiny, dante, scratch));
 }
