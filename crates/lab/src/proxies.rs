@@ -19,64 +19,94 @@ fn program(paths: &[&str], tool: &'static str, package: &'static str) -> Result<
         .ok_or(LabError::MissingTool { tool, package })
 }
 
-/// A running tinyproxy on 127.0.0.1 that lets loopback clients through to any port.
+/// A daemon on a free loopback port with a directory of its own (its configuration, its log
+/// file and its stderr), stopped and the directory removed by the guard.
 #[derive(Debug)]
-pub struct Tinyproxy {
+struct Daemon {
     child: Child,
     dir: PathBuf,
     port: u16,
+    /// Its log file's name in `dir`.
+    log: &'static str,
 }
+
+impl Daemon {
+    /// Writes `config(dir, port)` to `dir/conf` (a fresh directory), runs `exe` with the
+    /// arguments `args(dir)` gives, and waits until it listens on the port.
+    fn start(
+        exe: PathBuf,
+        name: &'static str,
+        (conf, log): (&str, &'static str),
+        config: impl FnOnce(&Path, u16) -> String,
+        args: impl FnOnce(&Path) -> Vec<std::ffi::OsString>,
+    ) -> Result<Self, LabError> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("nw-{name}-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(conf), config(&dir, port))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args(&dir));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
+        let child = Child::spawn(cmd)?;
+        let daemon = Self { child, dir, port, log };
+        wait_listening(port, name, || daemon.log())?;
+        Ok(daemon)
+    }
+
+    /// Its log file, then what it said on stderr.
+    fn log(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!("{}{}", read(self.log), read("stderr.log"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.child.terminate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running tinyproxy on 127.0.0.1 that lets loopback clients through to any port.
+#[derive(Debug)]
+pub struct Tinyproxy(Daemon);
 
 impl Tinyproxy {
     /// Starts it; with `credentials` (user, password) it requires Basic authentication.
     pub fn start(credentials: Option<(&str, &str)>) -> Result<Self, LabError> {
         let exe =
             program(&["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"], "tinyproxy", "tinyproxy")?;
-        let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("nw-tinyproxy-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        // No ConnectPort line: CONNECT to every port is allowed (tinyproxy.conf(5)).
-        let mut config = format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 64\n\
-             LogLevel Connect\nLogFile \"{}\"\nDisableViaHeader Yes\n",
-            dir.join("tinyproxy.log").display()
-        );
-        if let Some((user, password)) = credentials {
-            config.push_str(&format!("BasicAuth {user} {password}\n"));
-        }
-        std::fs::write(dir.join("tinyproxy.conf"), config)?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("-d").arg("-c").arg(dir.join("tinyproxy.conf"));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
-        let child = Child::spawn(cmd)?;
-        let proxy = Self { child, dir, port };
-        wait_listening(port, "tinyproxy", || proxy.log())?;
-        Ok(proxy)
+        let config = |dir: &Path, port| {
+            // No ConnectPort line: CONNECT to every port is allowed (tinyproxy.conf(5)).
+            let mut config = format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 64\n\
+                 LogLevel Connect\nLogFile \"{}\"\nDisableViaHeader Yes\n",
+                dir.join("tinyproxy.log").display()
+            );
+            if let Some((user, password)) = credentials {
+                config.push_str(&format!("BasicAuth {user} {password}\n"));
+            }
+            config
+        };
+        let args = |dir: &Path| vec!["-d".into(), "-c".into(), dir.join("tinyproxy.conf").into()];
+        Daemon::start(exe, "tinyproxy", ("tinyproxy.conf", "tinyproxy.log"), config, args).map(Self)
     }
 
     /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port
     }
 
     /// What it logged (each request it took, among the rest), and what it said on stderr.
     pub fn log(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!("{}{}", read("tinyproxy.log"), read("stderr.log"))
+        self.0.log()
     }
 
     /// Its directory (configuration and log).
     pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Tinyproxy {
-    fn drop(&mut self) {
-        self.child.terminate();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        &self.0.dir
     }
 }
 
@@ -118,111 +148,72 @@ impl Drop for Microsocks {
 /// A running stunnel on 127.0.0.1: TLS with a certificate, in front of a plain TCP service on
 /// another loopback port (tinyproxy, to make an HTTPS proxy of it).
 #[derive(Debug)]
-pub struct Stunnel {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
+pub struct Stunnel(Daemon);
 
 impl Stunnel {
     /// Starts it: TLS with `cert` (the chain, PEM) and `key` on a free port, each connection
     /// relayed to 127.0.0.1:`to`.
     pub fn start(cert: &Path, key: &Path, to: u16) -> Result<Self, LabError> {
         let exe = program(&["/usr/bin/stunnel4", "/usr/bin/stunnel"], "stunnel4", "stunnel4")?;
-        let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("nw-stunnel-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
         // As stunnel(8) documents it: an empty `pid` writes no pid file.
-        let config = format!(
-            "foreground = yes\npid =\ndebug = info\noutput = {}\n\n[proxy]\n\
-             accept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\ncert = {}\nkey = {}\n",
-            dir.join("stunnel.log").display(),
-            cert.display(),
-            key.display()
-        );
-        std::fs::write(dir.join("stunnel.conf"), config)?;
-        let mut cmd = Command::new(exe);
-        cmd.arg(dir.join("stunnel.conf"));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
-        let child = Child::spawn(cmd)?;
-        let stunnel = Self { child, dir, port };
-        wait_listening(port, "stunnel", || stunnel.log())?;
-        Ok(stunnel)
+        let config = |dir: &Path, port| {
+            format!(
+                "foreground = yes\npid =\ndebug = info\noutput = {}\n\n[proxy]\n\
+                 accept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\ncert = {}\nkey = {}\n",
+                dir.join("stunnel.log").display(),
+                cert.display(),
+                key.display()
+            )
+        };
+        let args = |dir: &Path| vec![dir.join("stunnel.conf").into()];
+        Daemon::start(exe, "stunnel", ("stunnel.conf", "stunnel.log"), config, args).map(Self)
     }
 
     /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port
     }
 
     /// What it logged and said on stderr.
     pub fn log(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!("{}{}", read("stunnel.log"), read("stderr.log"))
-    }
-}
-
-impl Drop for Stunnel {
-    fn drop(&mut self) {
-        self.child.terminate();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.0.log()
     }
 }
 
 /// A running Dante server (`danted`) on 127.0.0.1, open to loopback clients: SOCKS4 (which
 /// it speaks without SOCKS 4A's names) and SOCKS5, without authentication.
 #[derive(Debug)]
-pub struct Dante {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
+pub struct Dante(Daemon);
 
 impl Dante {
     /// Starts it (as root: it changes to `nobody` for what does not need privileges).
     pub fn start() -> Result<Self, LabError> {
         let exe = program(&["/usr/sbin/danted"], "danted", "dante-server")?;
-        let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("nw-danted-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
         // danted.conf(5): client rules admit connections, socks rules the requests on them.
-        let config = format!(
-            "logoutput: {}\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
-             clientmethod: none\nsocksmethod: none\nuser.privileged: root\n\
-             user.unprivileged: nobody\n\
-             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-             socks pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  protocol: tcp\n  log: connect error\n}}\n",
-            dir.join("danted.log").display()
-        );
-        std::fs::write(dir.join("danted.conf"), config)?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("-f").arg(dir.join("danted.conf")).arg("-p").arg(dir.join("danted.pid"));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
-        let child = Child::spawn(cmd)?;
-        let dante = Self { child, dir, port };
-        wait_listening(port, "danted", || dante.log())?;
-        Ok(dante)
+        let config = |dir: &Path, port| {
+            format!(
+                "logoutput: {}\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+                 clientmethod: none\nsocksmethod: none\nuser.privileged: root\n\
+                 user.unprivileged: nobody\n\
+                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+                 socks pass {{\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  protocol: tcp\n  log: connect error\n}}\n",
+                dir.join("danted.log").display()
+            )
+        };
+        let args = |dir: &Path| {
+            let (conf, pid) = (dir.join("danted.conf"), dir.join("danted.pid"));
+            vec!["-f".into(), conf.into(), "-p".into(), pid.into()]
+        };
+        Daemon::start(exe, "danted", ("danted.conf", "danted.log"), config, args).map(Self)
     }
 
     /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port
     }
 
     /// What it logged (each request passed or refused) and said on stderr.
     pub fn log(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!("{}{}", read("danted.log"), read("stderr.log"))
-    }
-}
-
-impl Drop for Dante {
-    fn drop(&mut self) {
-        self.child.terminate();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.0.log()
     }
 }
