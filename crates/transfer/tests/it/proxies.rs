@@ -27,16 +27,35 @@ fn download(
     runtime().block_on(session.download(&job(url, &dest, false), &mut |_| {}))
 }
 
+/// An origin serving `file.bin` over HTTP and HTTPS (a test CA's certificate for 127.0.0.1),
+/// and tinyproxy asking for `alice:s3cret`.
+struct Origin {
+    scratch: Scratch,
+    data: Vec<u8>,
+    tls: Tls,
+    server: nw_lab::nginx::Nginx,
+    tiny: Tinyproxy,
+}
+
+impl Origin {
+    fn new(name: &str, len: usize, seed: u64) -> Self {
+        let scratch = Scratch::new(name);
+        let data = pattern(len, seed);
+        std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+        let tls = Tls::new(&scratch);
+        let options = NginxOptions {
+            tls: Some((tls.cert.clone(), tls.key.clone())),
+            ..NginxOptions::default()
+        };
+        let server = nginx(&scratch, &options);
+        let tiny = Tinyproxy::start(Some(("alice", "s3cret"))).unwrap_or_else(|e| panic!("{e}"));
+        Self { scratch, data, tls, server, tiny }
+    }
+}
+
 #[test]
 fn proxies_https_through_a_connect_tunnel_with_basic_auth_and_plain_http_in_absolute_form() {
-    let scratch = Scratch::new("proxies-http");
-    let data = pattern(3 << 20, 61);
-    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
-    let tls = Tls::new(&scratch);
-    let options =
-        NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() };
-    let server = nginx(&scratch, &options);
-    let tiny = Tinyproxy::start(Some(("alice", "s3cret"))).unwrap_or_else(|e| panic!("{e}"));
+    let Origin { scratch, data, tls, server, tiny } = Origin::new("proxies-http", 3 << 20, 61);
     let via = format!("http://alice:s3cret@127.0.0.1:{}", tiny.port());
     let https = server.https_url("/file.bin").unwrap();
 
@@ -80,15 +99,8 @@ fn proxies_https_through_a_connect_tunnel_with_basic_auth_and_plain_http_in_abso
 
 #[test]
 fn proxies_an_https_proxy_is_checked_by_its_certificate_and_carries_tls_inside_tls() {
-    let scratch = Scratch::new("proxies-https");
-    let data = pattern(2 << 20, 65);
-    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
     // One test CA for the origin and the proxy (both 127.0.0.1).
-    let tls = Tls::new(&scratch);
-    let options =
-        NginxOptions { tls: Some((tls.cert.clone(), tls.key.clone())), ..NginxOptions::default() };
-    let server = nginx(&scratch, &options);
-    let tiny = Tinyproxy::start(Some(("alice", "s3cret"))).unwrap_or_else(|e| panic!("{e}"));
+    let Origin { scratch, data, tls, server, tiny } = Origin::new("proxies-https", 2 << 20, 65);
     let stunnel =
         Stunnel::start(&tls.cert, &tls.key, tiny.port()).unwrap_or_else(|e| panic!("{e}"));
     let via = format!("https://alice:s3cret@127.0.0.1:{}", stunnel.port());
