@@ -30,7 +30,7 @@ asyncio.run(main())\n";
 fn main() {
     let smoke = std::env::var_os("NW_BENCH_SMOKE").is_some();
     let (runs, cap) = if smoke { (1, 3) } else { (3, 10) };
-    let python = which("python3");
+    let python = nw_lab::require_tool("python3", "python3").is_ok();
     let lab = Lab::new().unwrap_or_else(|e| panic!("the benchmark needs the lab: {e}"));
     println!("time to connected, ms (median of {runs}; tools alternate; curl gives up at {cap} s)");
     println!(
@@ -142,11 +142,6 @@ fn curl_connect(ns: &Namespace, cap: u64) -> f64 {
 fn asyncio(ns: &Namespace) -> f64 {
     let out = run(ns, &["python3", "-c", ASYNCIO, "www.test", "8080", "15"]);
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(f64::INFINITY)
-}
-
-fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
 fn median(xs: &[f64]) -> f64 {

@@ -38,7 +38,7 @@ mod timing;
 
 pub use counters::TcpCounters;
 pub use error::LabError;
-pub use netns::{Fault, Lab, Namespace, Pair, Proto, Veth, in_namespace};
+pub use netns::{Fault, Lab, Namespace, Pair, Proto, Veth, in_namespace, require_tool};
 pub use process::Child;
 pub use scratch::Scratch;
 pub use timing::one_of_three;

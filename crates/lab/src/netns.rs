@@ -323,8 +323,9 @@ fn cmd<const N: usize>(program: &str, args: [&str; N]) -> Command {
     c
 }
 
-/// Fails with the package to install when a tool is not on PATH.
-pub(crate) fn require_tool(tool: &'static str, package: &'static str) -> Result<(), LabError> {
+/// Fails with the package to install when a tool is not on PATH (the one check of it that
+/// the lab, its tests and the benchmarks use).
+pub fn require_tool(tool: &'static str, package: &'static str) -> Result<(), LabError> {
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
     if found { Ok(()) } else { Err(LabError::MissingTool { tool, package }) }

@@ -18,9 +18,7 @@ pub struct Pki {
 
 /// Runs `openssl ARGS` in `dir`.
 pub fn openssl(dir: &Path, args: &[&str]) -> Result<(), LabError> {
-    if which("openssl").is_none() {
-        return Err(LabError::MissingTool { tool: "openssl", package: "openssl" });
-    }
+    crate::require_tool("openssl", "openssl")?;
     let mut cmd = std::process::Command::new("openssl");
     cmd.args(args).current_dir(dir);
     crate::process::output(cmd).map(drop)
@@ -48,14 +46,6 @@ pub fn issue(
     x509.extend(sign);
     x509.extend(["-days", "10", digest, "-extfile", ext]);
     openssl(dir, &x509)
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_string_lossy()
-        .split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
 }
 
 const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
