@@ -125,26 +125,8 @@ pub(crate) struct SessionArgs {
     /// Give up when no data arrives for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     timeout: u64,
-    /// Go through this proxy for every URL: http://[USER:PASSWORD@]HOST[:PORT] (CONNECT for
-    /// HTTPS, the absolute form for plain HTTP), https://… (the same over TLS with the proxy,
-    /// checked with the system's anchors and --anchor's), socks5://… or socks4://… (names
-    /// resolved here), socks5h://… or socks4a://… (by the proxy); port 1080 when absent (443
-    /// for https://). Without it, the proxies of the
-    /// environment are used as curl uses them (http_proxy, https_proxy, all_proxy, no_proxy),
-    /// loopback excepted. HTTP/3 does not go through a proxy.
-    #[arg(short = 'x', long, value_name = "URL")]
-    proxy: Option<String>,
-    /// Hosts reached directly, not through a proxy (instead of no_proxy): names (with their
-    /// subdomains), addresses, CIDR ranges, comma-separated; '*' for all.
-    #[arg(long, value_name = "LIST")]
-    noproxy: Option<String>,
-    /// Let this PAC file (a path, or an http:// or https:// URL fetched directly at the first
-    /// download) choose each URL's proxy: its FindProxyForURL(url, host), run sandboxed for
-    /// at most 2 s, answers DIRECT, PROXY, HTTPS, SOCKS5 or SOCKS4 host:port (the next entry is
-    /// tried when a proxy cannot be reached). https:// URLs are shown to it without their
-    /// path.
-    #[arg(long, value_name = "FILE|URL", conflicts_with_all = ["proxy", "noproxy"])]
-    proxy_pac: Option<String>,
+    #[command(flatten)]
+    proxies: ProxyArgs,
     /// Keep cookies in this file (JSON, owner-only) between runs: read first, written as
     /// responses set them. Without it, cookies live for this run only (a redirect that sets
     /// one gets it back, as in a browser).
@@ -184,12 +166,7 @@ impl SessionArgs {
             http3_only: self.http3_only,
             timeout: self.timeout,
             max_redirs: self.max_redirs,
-            proxy: self.proxy.clone(),
-            noproxy: self.noproxy.clone(),
-            proxy_pac: self.proxy_pac.as_ref().map(|pac| match pac_url(pac) {
-                Some(_) => pac.clone(),
-                None => absolute(&PathBuf::from(pac)).display().to_string(),
-            }),
+            proxies: self.proxies.absolute(),
             cookie_jar: self.cookie_jar.as_ref().map(absolute),
             no_cookies: self.no_cookies,
             https,
@@ -199,7 +176,7 @@ impl SessionArgs {
     /// Refuses to queue a transfer whose `--proxy` carries a password: the settings are
     /// kept in the store, and credentials stay out of it.
     pub(crate) fn check_queueable(&self) -> anyhow::Result<()> {
-        if self.settings(false).proxy_has_credentials() {
+        if self.proxies.has_credentials() {
             return Err(UsageError(
                 "--proxy with USER:PASSWORD is not kept for queued transfers (credentials stay out of the store); set https_proxy or http_proxy for `nw transfers run` instead, or transfer without --queue"
                     .into(),
@@ -232,14 +209,10 @@ pub(crate) struct Settings {
     /// Absent in transfers queued before it existed: the default then.
     #[serde(default = "default_max_redirs")]
     max_redirs: usize,
-    /// `--proxy` (absent: the environment's when the transfer runs).
-    #[serde(default)]
-    proxy: Option<String>,
-    #[serde(default)]
-    noproxy: Option<String>,
-    /// `--proxy-pac` (a path made absolute, or a URL), read again when a queued transfer runs.
-    #[serde(default)]
-    proxy_pac: Option<String>,
+    /// `--proxy`, `--noproxy`, `--proxy-pac` (absent: the environment's when the transfer
+    /// runs; a PAC file read again then).
+    #[serde(flatten)]
+    proxies: ProxyArgs,
     #[serde(default)]
     cookie_jar: Option<PathBuf>,
     #[serde(default)]
@@ -248,15 +221,51 @@ pub(crate) struct Settings {
     https: bool,
 }
 
-/// `--proxy-pac`'s text when it is an http:// or https:// URL (not a path).
-fn pac_url(text: &str) -> Option<&str> {
-    let scheme = text.split_once("://")?.0.to_ascii_lowercase();
-    matches!(scheme.as_str(), "http" | "https").then_some(text)
+/// Which proxies loads go through: `nw get`, `nw put`, `nw transfers run` and `nw quality`.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Serialize, serde::Deserialize,
+)]
+pub(crate) struct ProxyArgs {
+    /// Go through this proxy for every load: http://[USER:PASSWORD@]HOST[:PORT] (CONNECT for
+    /// HTTPS, the absolute form for plain HTTP), https://… (the same over TLS with the proxy,
+    /// checked with the system's anchors and --anchor's), socks5://… or socks4://… (names
+    /// resolved here), socks5h://… or socks4a://… (by the proxy); port 1080 when absent (443
+    /// for https://). Without it, the proxies of the
+    /// environment are used as curl uses them (http_proxy, https_proxy, all_proxy, no_proxy),
+    /// loopback excepted. HTTP/3 does not go through a proxy.
+    #[arg(short = 'x', long, value_name = "URL")]
+    #[serde(default)]
+    pub(crate) proxy: Option<String>,
+    /// Hosts reached directly, not through a proxy (instead of no_proxy): names (with their
+    /// subdomains), addresses, CIDR ranges, comma-separated; '*' for all.
+    #[arg(long, value_name = "LIST")]
+    #[serde(default)]
+    pub(crate) noproxy: Option<String>,
+    /// Let this PAC file (a path, or an http:// or https:// URL fetched directly at the first
+    /// load) choose each URL's proxy: its FindProxyForURL(url, host), run sandboxed for
+    /// at most 2 s, answers DIRECT, PROXY, HTTPS, SOCKS5 or SOCKS4 host:port (the next entry is
+    /// tried when a proxy cannot be reached). https:// URLs are shown to it without their
+    /// path.
+    #[arg(long, value_name = "FILE|URL", conflicts_with_all = ["proxy", "noproxy"])]
+    #[serde(default)]
+    pub(crate) proxy_pac: Option<String>,
 }
 
-impl Settings {
-    /// The proxies `--proxy` and `--noproxy` say, or the environment's.
-    fn proxies(&self) -> anyhow::Result<nw_transfer::proxy::Proxies> {
+impl ProxyArgs {
+    /// The same, a `--proxy-pac` path made absolute (a queued transfer reads it again later,
+    /// from wherever `nw transfers run` runs).
+    fn absolute(&self) -> Self {
+        let pac = self.proxy_pac.as_ref().map(|pac| match pac_url(pac) {
+            Some(_) => pac.clone(),
+            None => {
+                std::path::absolute(pac).map_or_else(|_| pac.clone(), |p| p.display().to_string())
+            }
+        });
+        Self { proxy_pac: pac, ..self.clone() }
+    }
+
+    /// The proxies `--proxy` and `--noproxy` say, or a PAC file's, or the environment's.
+    pub(crate) fn proxies(&self) -> anyhow::Result<nw_transfer::proxy::Proxies> {
         use nw_transfer::proxy::{Proxies, Proxy};
         let env_no_proxy = || ["no_proxy", "NO_PROXY"].iter().find_map(|n| std::env::var(n).ok());
         if let Some(pac) = &self.proxy_pac {
@@ -282,7 +291,7 @@ impl Settings {
 
     /// Whether a proxy may be reached over TLS (an https:// `--proxy` or proxy variable, or a
     /// PAC file, which may answer HTTPS): the session then needs its trust settings.
-    fn proxy_needs_trust(&self) -> bool {
+    pub(crate) fn needs_trust(&self) -> bool {
         let https =
             |t: &str| t.trim_start().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:"));
         let vars = ["https_proxy", "HTTPS_PROXY", "http_proxy", "all_proxy", "ALL_PROXY"];
@@ -294,12 +303,18 @@ impl Settings {
     }
 
     /// Whether `--proxy` carries credentials (which stay out of the store).
-    pub(crate) fn proxy_has_credentials(&self) -> bool {
+    pub(crate) fn has_credentials(&self) -> bool {
         self.proxy
             .as_deref()
             .and_then(|t| nw_transfer::proxy::Proxy::parse(t).ok())
             .is_some_and(|p| p.credentials.is_some())
     }
+}
+
+/// `--proxy-pac`'s text when it is an http:// or https:// URL (not a path).
+fn pac_url(text: &str) -> Option<&str> {
+    let scheme = text.split_once("://")?.0.to_ascii_lowercase();
+    matches!(scheme.as_str(), "http" | "https").then_some(text)
 }
 
 fn default_max_redirs() -> usize {
@@ -342,7 +357,7 @@ impl Settings {
             request_timeout: Duration::from_secs(self.timeout.max(1)),
             max_redirects: self.max_redirs,
             identifier: Some(serde_json::to_string(self)?),
-            proxies: self.proxies()?,
+            proxies: self.proxies.proxies()?,
             cookies: match (&self.cookie_jar, self.no_cookies) {
                 (_, true) => nw_transfer::cookies::Cookies::Off,
                 (Some(file), _) => nw_transfer::cookies::Cookies::File(file.clone()),
@@ -350,7 +365,7 @@ impl Settings {
             },
             ..Configuration::default()
         };
-        if self.https || self.proxy_needs_trust() {
+        if self.https || self.proxies.needs_trust() {
             let ct = CtArgs { ct_log_list: self.ct_log_list.clone(), no_ct: self.no_ct };
             config.trust = crate::trust::options(&self.anchor, &ct, true)?;
             config.default_trust = crate::trust::options(&[], &ct, true)?;

@@ -35,7 +35,7 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value_t = Directions::Both)]
     direction: Directions,
     /// Extra trust anchors (PEM) for the server (a server started with --serve --ca-out FILE
-    /// is trusted with --anchor FILE).
+    /// is trusted with --anchor FILE), and for an https:// proxy.
     #[arg(long, value_name = "FILE")]
     anchor: Vec<PathBuf>,
     #[command(flatten)]
@@ -53,6 +53,8 @@ pub(crate) struct Args {
     /// With --serve: also serve the files under DIR (validators, byte ranges), for `nw get`.
     #[arg(long, value_name = "DIR", requires = "serve")]
     root: Option<PathBuf>,
+    #[command(flatten)]
+    proxies: crate::get::ProxyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +65,14 @@ enum Directions {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    if args.serve.is_some() && args.proxies != crate::get::ProxyArgs::default() {
+        return Err(UsageError(
+            "--serve serves; --proxy, --noproxy and --proxy-pac are for measuring".into(),
+        )
+        .into());
+    }
+    // A bad --proxy or PAC file is a usage error before the embedded server starts.
+    let proxies = args.proxies.proxies()?;
     if let Some(addr) = args.serve {
         return serve(addr, args.ca_out.as_deref(), args.root.as_deref()).await;
     }
@@ -74,13 +84,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             let server = Embedded::start(loopback, None, &server::Options::default())
                 .await
                 .map_err(|e| anyhow::anyhow!("could not start the embedded server: {e}"))?;
-            let found = (server.url("/config"), server.trust());
+            let mut found = (server.url("/config"), server.trust());
+            // --anchor still counts: for an https:// proxy on the way to the embedded server.
+            if !args.anchor.is_empty() {
+                let extra = crate::trust::options(&args.anchor, &args.ct, false)?;
+                found.1.anchors.extend(extra.anchors);
+            }
             embedded = Some(server);
             found
         }
     };
     let config = Configuration {
         trust,
+        proxies,
         allow_http: args.allow_http,
         http3: Http3::Off,
         request_timeout: Duration::from_secs(10),

@@ -513,6 +513,29 @@ fn quality_says_why_it_could_not_measure() {
     assert_eq!(code, 2, "--ca-out needs --serve: {err}");
 }
 
+#[test]
+fn quality_measures_through_a_proxy_given_and_a_bad_one_is_a_usage_error() {
+    let tiny = nw_lab::proxies::Tinyproxy::start(None)
+        .unwrap_or_else(|e| panic!("tinyproxy could not start: {e}"));
+    let via = format!("http://127.0.0.1:{}", tiny.port());
+    let (code, out, err) = nw(&["quality", "--json", "--max-time", "3", "-x", &via]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["dl_throughput"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    // Every load went through tinyproxy's tunnels to the embedded server.
+    let server = v["config_url"].as_str().unwrap().trim_start_matches("https://");
+    let server = server.trim_end_matches("/config");
+    let tunnels = tiny.log().matches(&format!("CONNECT {server} HTTP/1.1")).count();
+    assert!(tunnels >= 2, "{tunnels} tunnels to {server}: {}", tiny.log());
+
+    let (code, _, err) = nw(&["quality", "-x", "ftp://proxy"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--proxy") && err.contains("unknown scheme"), "{err}");
+    let (code, _, err) = nw(&["quality", "--serve", "127.0.0.1:0", "-x", &via]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--serve serves"), "{err}");
+}
+
 /// `nw cat -l localhost 0` listens on the name's address, and `nw cat -z` says what it reached,
 /// the way `nc -zv` does.
 #[test]
