@@ -272,8 +272,8 @@ pub enum ConnectError {
     /// The stream was handed over already.
     #[error("the connection's stream was already handed over by an earlier ready()")]
     Taken,
-    /// The proxy could not be reached, or did not open the tunnel, or TLS through the tunnel
-    /// failed (`report`: the race to the proxy).
+    /// The proxy could not be reached, TLS with an `https://` proxy failed, it did not open the
+    /// tunnel, or TLS through the tunnel failed (`report`: the race to the proxy).
     #[error("could not connect to {}:{port} through the proxy {proxy}: {error}", crate::endpoint::bracketed(.host))]
     Proxy {
         /// The destination's host.
