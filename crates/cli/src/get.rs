@@ -152,8 +152,8 @@ pub(crate) struct DiskArgs {
 }
 
 impl SessionArgs {
-    /// What these flags say, with file names made absolute; `https`: some URL needs trust
-    /// settings.
+    /// What these flags say, with file names made absolute; `https`: some URL is HTTPS, so
+    /// the trust settings must be made.
     pub(crate) fn settings(&self, https: bool) -> Settings {
         let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         Settings {
@@ -187,7 +187,7 @@ impl SessionArgs {
     }
 
     /// The session these flags describe, writing downloads as `disk` says; `https`: some URL
-    /// needs trust settings.
+    /// is HTTPS, so the trust settings must be made.
     pub(crate) fn session(&self, https: bool, disk: &DiskArgs) -> anyhow::Result<Session> {
         self.settings(https).session(disk, &self.store.path())
     }
@@ -217,7 +217,7 @@ pub(crate) struct Settings {
     cookie_jar: Option<PathBuf>,
     #[serde(default)]
     no_cookies: bool,
-    /// Some URL needs trust settings.
+    /// Some URL is HTTPS: failing to make the trust settings ends the run.
     https: bool,
 }
 
@@ -289,19 +289,6 @@ impl ProxyArgs {
         })
     }
 
-    /// Whether a proxy may be reached over TLS (an https:// `--proxy` or proxy variable, or a
-    /// PAC file, which may answer HTTPS): the session then needs its trust settings.
-    pub(crate) fn needs_trust(&self) -> bool {
-        let https =
-            |t: &str| t.trim_start().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:"));
-        let vars = ["https_proxy", "HTTPS_PROXY", "http_proxy", "all_proxy", "ALL_PROXY"];
-        self.proxy_pac.is_some()
-            || match &self.proxy {
-                Some(text) => https(text),
-                None => vars.iter().filter_map(|n| std::env::var(n).ok()).any(|t| https(&t)),
-            }
-    }
-
     /// Whether `--proxy` carries credentials (which stay out of the store).
     pub(crate) fn has_credentials(&self) -> bool {
         self.proxy
@@ -365,10 +352,19 @@ impl Settings {
             },
             ..Configuration::default()
         };
-        if self.https || self.proxies.needs_trust() {
-            let ct = CtArgs { ct_log_list: self.ct_log_list.clone(), no_ct: self.no_ct };
-            config.trust = crate::trust::options(&self.anchor, &ct, true)?;
-            config.default_trust = crate::trust::options(&[], &ct, true)?;
+        // Trust settings for every session, whatever its URLs say: a plain-HTTP URL may
+        // redirect to HTTPS or go through an https:// proxy. Failing to make them ends the run
+        // when some URL is HTTPS or a trust flag was given; otherwise (no system anchors, and
+        // nothing asked) it is left to the load that needs them, which then says so.
+        let ct = CtArgs { ct_log_list: self.ct_log_list.clone(), no_ct: self.no_ct };
+        let made = crate::trust::options(&self.anchor, &ct, true)
+            .and_then(|trust| Ok((trust, crate::trust::options(&[], &ct, true)?)));
+        match made {
+            Ok((trust, default)) => (config.trust, config.default_trust) = (trust, default),
+            Err(e) if !self.https && self.anchor.is_empty() && self.ct_log_list.is_none() => {
+                tracing::debug!("no trust settings for this session: {e}");
+            }
+            Err(e) => return Err(e),
         }
         Ok(Session::new(config, store)?)
     }
@@ -787,8 +783,8 @@ fn queue(
     Ok(Outcome::Success)
 }
 
-/// Whether some of `urls` is HTTPS, so the session needs its trust settings (loading them reads
-/// the system's anchors and the CT log list).
+/// Whether some of `urls` is HTTPS, so the session's trust settings must be made (every
+/// session makes them; without an HTTPS URL, a failure is left to a load that needs them).
 pub(crate) fn needs_trust(urls: &[impl AsRef<str>]) -> bool {
     urls.iter().any(|u| u.as_ref().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:")))
 }

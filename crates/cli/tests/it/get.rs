@@ -653,6 +653,23 @@ fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_
 }
 
 #[test]
+fn get_follows_plain_http_to_https_with_the_anchors_given() {
+    let scratch = scratch("upgrade");
+    let data = pattern(1 << 20, 23);
+    std::fs::write(scratch.0.join("www/file.bin"), &data).unwrap();
+    let (server, anchor) = https_nginx(&scratch);
+    let https = server.https_url("/file.bin").unwrap();
+    let (port, _redirect) = raw_server(move |_, _| {
+        format!("HTTP/1.1 301 Moved\r\nLocation: {https}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    });
+    // Only the first URL is plain HTTP: the anchors still count for where it leads.
+    let url = format!("http://127.0.0.1:{port}/file.bin");
+    let out = nw_get(&scratch, &["--anchor", &anchor, "-o", "up.bin", &url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("up.bin")).unwrap() == data, "byte-exact");
+}
+
+#[test]
 fn get_to_stdout_streams_the_body_after_redirects_and_keeps_nothing() {
     let scratch = scratch("stdout");
     let data = pattern(2 << 20, 5);
