@@ -131,24 +131,16 @@ pub struct Negotiated {
 pub const PEM_FILE_LIMIT: u64 = 1 << 20;
 
 /// A PEM file's bytes, refusing one larger than [`PEM_FILE_LIMIT`] (`/dev/zero` included)
-/// rather than reading it without bound.
-pub fn read_pem_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(PEM_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > PEM_FILE_LIMIT {
-        return Err(std::io::Error::other(format!(
-            "it is larger than {} KiB, which no PEM certificate or key file is; is it the right file?",
-            PEM_FILE_LIMIT / 1024
-        )));
-    }
-    Ok(bytes)
+/// rather than reading it without bound, and a named pipe nothing writes to rather than waiting
+/// (nw-trust's `read_limited`).
+pub fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
+    nw_trust::anchors::read_limited(path, PEM_FILE_LIMIT, "PEM certificate or key file")
 }
 
 /// Certificates from a PEM file (leaf first).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file = |why: String| TlsError::File { path: path.display().to_string(), why };
-    let bytes = read_pem_file(path).map_err(|e| file(format!("cannot read certificates: {e}")))?;
+    let bytes = read_pem_file(path).map_err(file)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| file(format!("not PEM certificates: {e}")))?;
@@ -161,7 +153,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// A private key from a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let file = |why: String| TlsError::File { path: path.display().to_string(), why };
-    let bytes = read_pem_file(path).map_err(|e| file(format!("cannot read the key: {e}")))?;
+    let bytes = read_pem_file(path).map_err(file)?;
     PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|e| file(format!("no usable private key ({e}); give a PEM PRIVATE KEY")))
 }

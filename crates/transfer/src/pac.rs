@@ -153,17 +153,16 @@ enum Failure {
 impl Pac {
     /// Reads a PAC file.
     pub fn read(path: &Path) -> Result<Self, PacError> {
-        use std::io::Read;
         let from = path.display().to_string();
         let failed = |why: String| PacError::Read { from: from.clone(), why };
-        // At most SIZE_LIMIT and a byte: a device or a pipe that never ends is not read for ever.
-        let mut text = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(SIZE_LIMIT as u64 + 1).read_to_end(&mut text))
-            .map_err(|e| failed(format!("{e}; give the path of a PAC file")))?;
-        if text.len() > SIZE_LIMIT {
-            return Err(failed(format!("it is larger than {} MiB", SIZE_LIMIT >> 20)));
-        }
+        // Bounded (a device or a pipe that never ends is not read for ever), and a named pipe
+        // nothing writes to does not hold the load.
+        let text = nw_trust::anchors::read_limited(path, SIZE_LIMIT as u64, "PAC file").map_err(
+            |why| match why.strip_prefix("cannot read it: ") {
+                Some(why) => failed(format!("{why}; give the path of a PAC file")),
+                None => failed(why),
+            },
+        )?;
         let text = String::from_utf8(text).map_err(|_| failed("it is not UTF-8 text".into()))?;
         Self::new(&text, &from)
     }

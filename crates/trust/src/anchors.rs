@@ -129,17 +129,69 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Trust
 
 /// A file's bytes, refusing one larger than `limit` (a device such as `/dev/zero` included)
 /// instead of reading it without bound. `what` names what the file should be, for the error.
+///
+/// The file is opened without waiting, so a named pipe that nothing writes to reads as empty
+/// instead of holding the caller for ever; reads then wait as usual, so a pipe with a writer
+/// (a shell's `<(…)`) is read whole.
 pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let failed = |e: std::io::Error| format!("cannot read it: {e}");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(failed)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on the descriptor `file` owns, which stays open across both calls.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above, with the flags just read, less O_NONBLOCK.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(failed(std::io::Error::last_os_error()));
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read it: {e}"))?;
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(failed)?;
     if bytes.len() as u64 > limit {
-        return Err(format!(
-            "it is larger than {} KiB, which no {what} is; is it the right file?",
-            limit / 1024
-        ));
+        let size = if limit.is_multiple_of(1 << 20) {
+            format!("{} MiB", limit >> 20)
+        } else {
+            format!("{} KiB", limit / 1024)
+        };
+        return Err(format!("it is larger than {size}, which no {what} is; is it the right file?"));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_limited_bounds_a_device_and_does_not_wait_on_a_pipe_nobody_writes() {
+        let e = read_limited(Path::new("/dev/zero"), 4096, "key").unwrap_err();
+        assert!(e.contains("larger than 4 KiB, which no key is"), "{e}");
+        let e = read_limited(Path::new("/dev/zero"), 1 << 20, "PAC file").unwrap_err();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        let e = read_limited(Path::new("/nonexistent/x.pem"), 4096, "key").unwrap_err();
+        assert!(e.starts_with("cannot read it: "), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("nw-read-limited-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("pipe");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success(), "mkfifo (coreutils) made the pipe");
+        // Read on a thread, so that a read that waits fails the test instead of hanging it:
+        // opening the pipe for writing then lets the waiting open go on.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        let reader = std::thread::spawn(move || tx.send(read_limited(&path, 4096, "key")));
+        let read = rx.recv_timeout(std::time::Duration::from_secs(2));
+        if read.is_err() {
+            drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+        }
+        let _ = reader.join();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(read, Ok(Ok(Vec::new())), "nothing writes: it reads as empty, at once");
+    }
 }
