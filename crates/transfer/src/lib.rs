@@ -405,18 +405,24 @@ impl Session {
         let share = u32::try_from(share).unwrap_or(u32::MAX);
         let mut conn =
             http::connect(url, &routes.tcp, routes.h3.as_ref(), self.resolver.clone(), share).await;
-        // A proxy that cannot be reached gives way to the next one the PAC file named, as in
-        // browsers; a proxy that refused, or a destination that failed, does not.
+        // A proxy that cannot be reached (for an https:// one, also TLS with it that does not
+        // complete) gives way to the next one the PAC file named, as in browsers; a proxy that
+        // refused, one whose certificate is not trusted, or a destination that failed, does not.
         let mut tried = routes.tcp.proxy.as_ref();
         for next in &routes.fallbacks {
+            use nw_connection::happy_eyeballs::AttemptError;
+            use nw_connection::{ConnectError, ProxyFailure};
             let Err(TransferError::Connect(e)) = &conn else { break };
-            let nw_connection::ConnectError::Proxy {
-                error: nw_connection::ProxyFailure::Unreachable(_),
-                ..
-            } = &**e
-            else {
-                break;
+            let unreachable = match &**e {
+                ConnectError::Proxy { error: ProxyFailure::Unreachable(_), .. } => true,
+                ConnectError::Proxy { error: ProxyFailure::ProxyTls(t), .. } => {
+                    !matches!(t, AttemptError::Untrusted(_))
+                }
+                _ => false,
             };
+            if !unreachable {
+                break;
+            }
             let to = next
                 .as_ref()
                 .map_or_else(|| "directly".to_owned(), |p| format!("through {}", p.shown()));

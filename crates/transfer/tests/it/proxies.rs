@@ -143,8 +143,34 @@ fn proxies_an_https_proxy_is_checked_by_its_certificate_and_carries_tls_inside_t
         request_timeout: std::time::Duration::from_secs(2),
         ..Configuration::default()
     };
-    let e = download(&scratch, config, plain, "plain.bin").unwrap_err().to_string();
+    let e = download(&scratch, config, plain.clone(), "plain.bin").unwrap_err().to_string();
     assert!(e.contains("is it an https:// proxy?"), "{e}");
+
+    // In a PAC file, that proxy gives way to the next entry, as one that cannot be reached
+    // does; a proxy whose certificate is not trusted does not.
+    let script = |first: &str| {
+        let pac = format!(
+            "function FindProxyForURL(u, h) {{ return 'HTTPS {first}; PROXY 127.0.0.1:{}'; }}",
+            tiny.port()
+        );
+        Proxies::pac(nw_transfer::pac::Pac::new(&pac, "test.pac").unwrap())
+    };
+    let config = |first: &str, trust: nw_trust::Options| Configuration {
+        trust,
+        proxies: script(first),
+        request_timeout: std::time::Duration::from_secs(1),
+        ..Configuration::default()
+    };
+    let silent = format!("127.0.0.1:{}", tiny.port());
+    let over = download(&scratch, config(&silent, tls.trust.clone()), plain.clone(), "over.bin");
+    // The PROXY entry is tinyproxy itself, which wants credentials a PAC file cannot give:
+    // its 407 shows the load got there.
+    let e = over.expect_err("tinyproxy asks for credentials");
+    assert!(e.to_string().contains("answered 407"), "it fell over: {e}");
+    let untrusted = format!("127.0.0.1:{}", stunnel.port());
+    let e = download(&scratch, config(&untrusted, nw_trust::Options::default()), plain, "no.bin")
+        .unwrap_err();
+    assert!(e.to_string().contains("not trusted"), "it did not fall over: {e}");
 }
 
 #[test]
