@@ -103,11 +103,6 @@ impl Tinyproxy {
     pub fn log(&self) -> String {
         self.0.log()
     }
-
-    /// Its directory (configuration and log).
-    pub fn dir(&self) -> &Path {
-        &self.0.dir
-    }
 }
 
 /// A running microsocks (SOCKS5) on 127.0.0.1.

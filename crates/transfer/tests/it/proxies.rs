@@ -113,7 +113,8 @@ fn proxies_an_https_proxy_is_checked_by_its_certificate_and_carries_tls_inside_t
         proxies: proxy(&via),
         ..Configuration::default()
     };
-    let done = download(&scratch, config.clone(), https.clone(), "tunnel.bin").unwrap();
+    let done = download(&scratch, config.clone(), https.clone(), "tunnel.bin")
+        .unwrap_or_else(|e| panic!("{e}\nstunnel: {}", stunnel.log()));
     assert_eq!(std::fs::read(scratch.0.join("tunnel.bin")).unwrap(), data);
     assert_eq!(done.metrics.protocol, Protocol::H2, "ALPN is the origin's, not the proxy's");
     assert_eq!(done.metrics.proxy.as_deref(), Some(shown.as_str()));
