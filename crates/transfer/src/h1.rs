@@ -394,7 +394,7 @@ impl Body {
             let cap = usize::try_from(want).unwrap_or(usize::MAX).min(out.remaining_mut());
             let n = if conn.buf.is_empty() {
                 let mut limited = (&mut *out).limit(cap);
-                conn.io.read_buf(&mut limited).await.map_err(|e| lost(got, &e))?
+                conn.io.read_buf(&mut limited).await.map_err(|e| read_failed(got, &e))?
             } else {
                 let n = cap.min(conn.buf.len());
                 out.put_slice(&conn.buf[..n]);
@@ -481,7 +481,7 @@ impl Body {
                 return Err(lost(got, &"a chunk's framing line is too long"));
             }
             conn.buf.reserve(SMALL_READ);
-            let n = conn.io.read_buf(&mut conn.buf).await.map_err(|e| lost(got, &e))?;
+            let n = conn.io.read_buf(&mut conn.buf).await.map_err(|e| read_failed(got, &e))?;
             if n == 0 {
                 return Err(lost(got, &"the connection closed in the middle of the chunked body"));
             }
@@ -512,11 +512,41 @@ fn lost(got: u64, e: &dyn std::fmt::Display) -> TransferError {
     TransferError::Lost(format!("{e} after {got} bytes of the body"))
 }
 
+/// A read that failed after `got` bytes of the body. A TLS stream cut without its
+/// close_notify (the peer, or a proxy carrying the TLS, went away) is said in those words
+/// rather than as rustls's text with its manual's address.
+fn read_failed(got: u64, e: &std::io::Error) -> TransferError {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => lost(
+            got,
+            &"TLS ended without its close_notify (the other end, or a proxy between, went away)",
+        ),
+        _ => lost(got, e),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
     use tokio::io::DuplexStream;
+
+    #[test]
+    fn a_tls_stream_cut_without_close_notify_is_said_in_words() {
+        use std::io::{Error, ErrorKind};
+        // rustls's own text, with its manual's address, as tokio-rustls hands it over.
+        let cut = Error::new(
+            ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/",
+        );
+        let said = read_failed(7, &cut).to_string();
+        assert!(
+            said.contains("TLS ended without its close_notify") && said.contains("after 7 bytes")
+        );
+        assert!(!said.contains("docs.rs"), "{said}");
+        let reset = read_failed(7, &Error::from(ErrorKind::ConnectionReset)).to_string();
+        assert!(reset.contains("reset"), "other errors are kept: {reset}");
+    }
 
     fn pair() -> (Connection, DuplexStream) {
         let (client, server) = tokio::io::duplex(64 << 10);
