@@ -461,12 +461,22 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
 /// Reads a wg-quick file, saying on stderr what in it nw does not do.
 fn wireguard_config(path: &std::path::Path) -> anyhow::Result<nw_wireguard::Config> {
     use std::io::Read as _;
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let usage = |what: String| UsageError(format!("{}: {what}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    // Opened without waiting, so a named pipe nothing writes to is refused below instead of
+    // holding the open for ever; only regular files go on, and reads from those never wait.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| usage(format!("cannot read it: {e}")))?;
     let meta = file.metadata().map_err(|e| usage(e.to_string()))?;
     if !meta.is_file() {
-        return Err(usage("is not a regular file".into()).into());
+        return Err(usage(
+            "is not a regular file (a pipe or a device): nw reads it again each time the tunnel starts, so give a file"
+                .into(),
+        )
+        .into());
     }
     let mut text = String::new();
     file.take(nw_wireguard::config::MAX_TEXT as u64 + 1)

@@ -335,7 +335,11 @@ impl Store {
 /// A file's text, refused past [`MAX_FILE`] and when it is not a regular file.
 fn read_bounded(path: &FsPath) -> std::io::Result<String> {
     use std::io::Read as _;
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    // Not following a link, and not waiting for a writer should a named pipe be found here.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() || meta.len() > MAX_FILE {
         return Err(std::io::Error::new(

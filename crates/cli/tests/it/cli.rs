@@ -665,3 +665,40 @@ fn nw_doctor_target_trusts_through_nw_trust_and_takes_anchor() {
     assert_eq!(trusted["status"], "ok", "{trusted} {err2}");
     assert!(code2 == 0 || code2 == 1, "{err2}"); // other sections may warn about this host
 }
+
+/// A WireGuard file that is a named pipe nothing writes to (or a device) is refused at once
+/// with exit 2, saying why, instead of `nw tunnel save` waiting for ever on the open; nothing
+/// is saved.
+#[test]
+fn tunnel_save_refuses_a_pipe_at_once_instead_of_waiting_on_it() {
+    let dir = crate::support::Dir::new("tunnel-pipe");
+    let fifo = dir.path("wg0.conf");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils) runs");
+    assert!(made.success(), "mkfifo made {fifo}");
+    let store = dir.path("store");
+    let mut child = Command::new(NW)
+        .args(["tunnel", "save", "office", &fifo])
+        .env("NW_TUNNEL_CONFIG_DIR", &store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nw");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nw tunnel save was still waiting on the pipe after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a regular file") && err.contains("give a file"), "{err}");
+    let saved = std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(saved, 0, "nothing is saved");
+}
