@@ -50,10 +50,16 @@ pub(crate) struct Args {
     /// --netrc from this file.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["user", "netrc"])]
     netrc_file: Option<PathBuf>,
-    /// When the connection drops mid-body, resume from the checkpoint up to N times (waiting
-    /// 1, 2, 4 … 16 s between tries); 0: fail at once, leaving the download to --resume.
+    /// Try up to N more times after a failure that may pass: a connection dropped mid-body
+    /// resumes from the checkpoint; a timeout, a lost connection, an unreachable host or proxy,
+    /// or a 408, 429 or 5xx answer sends the request again. Waits 1, 2, 4 … 16 s between
+    /// tries, or what the server's Retry-After asks (up to 120 s). 0: fail at once.
     #[arg(long, value_name = "N", default_value_t = 3)]
     retry: u32,
+    /// With --retry, also try again when the connection is refused (a server being restarted);
+    /// by default a refusal, like a name that does not exist, fails at once.
+    #[arg(long)]
+    retry_connrefused: bool,
     #[command(flatten)]
     queue: QueueArgs,
     #[command(flatten)]
@@ -459,29 +465,47 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     return Ok(Outcome::Exit(code));
                 }
             };
-            // A connection dropped mid-body left checkpointed bytes: resume them, as wget does.
-            match result {
-                Err(ref e @ (TransferError::Saved { .. } | TransferError::Incomplete { .. }))
-                    if retries > 0 =>
-                {
-                    let wait = Duration::from_secs(1 << (args.retry - retries).min(4));
-                    report.finish();
-                    let cause = match e {
-                        TransferError::Saved { source, .. } => source.to_string(),
-                        TransferError::Incomplete { got, expected, .. } => {
-                            format!("the body ended after {got} of {expected} bytes")
+            // A connection dropped mid-body left checkpointed bytes: resume them, as wget does;
+            // a failure before the body that may pass sends the request again, as curl does.
+            let retry = match &result {
+                Err(e) if retries > 0 => retry_after_failure(e, args.retry_connrefused),
+                _ => Retry::Not,
+            };
+            let resume = matches!(retry, Retry::Resume(_));
+            match retry {
+                Retry::Not => break result,
+                Retry::Resume(cause) | Retry::Again(cause) => {
+                    let mut wait = Duration::from_secs(1 << (args.retry - retries).min(4));
+                    #[allow(
+                        clippy::disallowed_methods,
+                        reason = "the front end waits between tries"
+                    )]
+                    let now = std::time::SystemTime::now();
+                    let asked = result.as_ref().err().and_then(TransferError::retry_after);
+                    if let Some(asked) = asked.map(|a| a.wait(now)) {
+                        if asked > MAX_RETRY_AFTER {
+                            crate::output::error_line(&format!(
+                                "nw: note: the server asks to be tried again in {} s (Retry-After), longer than --retry waits ({} s): run it again then",
+                                asked.as_secs(),
+                                MAX_RETRY_AFTER.as_secs()
+                            ));
+                            break result;
                         }
-                        e => e.to_string(),
-                    };
+                        wait = asked;
+                    }
+                    report.finish();
                     crate::output::error_line(&format!(
-                        "nw: {}: {cause}; resuming from the checkpoint in {} s ({retries} {} left)",
+                        "nw: {}: {cause}; {} in {} s ({retries} {} left)",
                         job.url,
+                        if resume { "resuming from the checkpoint" } else { "trying again" },
                         wait.as_secs(),
                         if retries == 1 { "retry" } else { "retries" }
                     ));
                     retries -= 1;
-                    job.resume = true;
-                    job.force = false;
+                    if resume {
+                        job.resume = true;
+                        job.force = false;
+                    }
                     tokio::select! {
                         () = backoff(wait) => {}
                         code = &mut stop => {
@@ -490,7 +514,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                         }
                     }
                 }
-                result => break result,
             }
         };
         report.finish();
@@ -678,6 +701,41 @@ fn netrc_login<'a>(
         return None;
     }
     Some(login)
+}
+
+/// The longest `Retry-After` that `--retry` waits out; a server asking more is left to the user.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// What `--retry` does after a failure.
+#[derive(Debug, PartialEq, Eq)]
+enum Retry {
+    /// Resume from the checkpoint the dropped body left (the cause, in words).
+    Resume(String),
+    /// Send the request again from the start: nothing of the body came.
+    Again(String),
+    /// Fail now: trying again would meet the same answer.
+    Not,
+}
+
+/// Whether a failure may pass. A certificate not trusted, a 4xx, a name that does not exist
+/// and (without `connrefused`) a refused connection are answers, not accidents: they fail at
+/// once rather than after the backoff's seconds.
+fn retry_after_failure(e: &TransferError, connrefused: bool) -> Retry {
+    match e {
+        TransferError::Saved { source, .. } => Retry::Resume(source.to_string()),
+        TransferError::Incomplete { got, expected, .. } => {
+            Retry::Resume(format!("the body ended after {got} of {expected} bytes"))
+        }
+        TransferError::Connect(c) if c.no_such_name() || (c.refused() && !connrefused) => {
+            Retry::Not
+        }
+        // Its text names the URL, which the retry's line starts with.
+        TransferError::Status { status, .. } if e.transient() => {
+            Retry::Again(format!("the server answered {status}"))
+        }
+        e if e.transient() => Retry::Again(e.to_string()),
+        _ => Retry::Not,
+    }
 }
 
 /// Waits out a retry's backoff (the front end is where waiting between tries belongs).

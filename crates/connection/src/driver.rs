@@ -336,6 +336,34 @@ impl ConnectError {
             || matches!(self, Self::Proxy { error: ProxyFailure::Tunnel(t), .. } if t.lasting())
     }
 
+    /// Every address answered with a reset: nothing listens there (the proxy's addresses,
+    /// when the proxy could not be reached). A definite answer, unlike a timeout: trying
+    /// again at once meets the same one unless a server is being restarted.
+    pub fn refused(&self) -> bool {
+        match self {
+            Self::Race { error: RaceError::AllAttemptsFailed { attempts }, .. } => {
+                !attempts.is_empty()
+                    && attempts.iter().all(|t| matches!(t.error, AttemptError::Refused))
+            }
+            Self::Proxy { error: ProxyFailure::Unreachable(inner), .. } => inner.refused(),
+            _ => false,
+        }
+    }
+
+    /// The name servers answered that the name does not exist or has no addresses (the
+    /// proxy's name, when the proxy could not be reached) — a definite answer, unlike a
+    /// query that timed out or a server that failed.
+    pub fn no_such_name(&self) -> bool {
+        let definite = |e: &Option<QueryError>| matches!(e, None | Some(QueryError::NoSuchName));
+        match self {
+            Self::Race { error: RaceError::NoAddresses { a, aaaa }, .. } => {
+                definite(a) && definite(aaaa)
+            }
+            Self::Proxy { error: ProxyFailure::Unreachable(inner), .. } => inner.no_such_name(),
+            _ => false,
+        }
+    }
+
     /// The report of what happened, when there is one.
     pub fn report(&self) -> Option<&Report> {
         match self {

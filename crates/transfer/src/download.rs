@@ -711,9 +711,7 @@ impl Session {
                     reason.explain()
                 )));
             }
-            Decision::Status(status) => {
-                return Err(TransferError::Status { url: job.url.clone(), status });
-            }
+            Decision::Status(_) => return Err(TransferError::status_of(&job.url, &response)),
         };
         let total = partial.total;
         // Bytes on disk this run keeps: everything outside the ranges still to fetch.
@@ -869,8 +867,8 @@ impl Session {
                     Err(Opened::Restart(restarted.unwrap_or(RestartReason::RangeIgnored)))
                 }
                 Decision::Retry(reason) => Err(Opened::Restart(reason)),
-                Decision::Status(status) => {
-                    Err(Opened::Failed(TransferError::Status { url: text.to_owned(), status }))
+                Decision::Status(_) => {
+                    Err(Opened::Failed(TransferError::status_of(text, &response)))
                 }
             }
         };

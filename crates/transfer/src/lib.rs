@@ -659,6 +659,8 @@ pub enum TransferError {
         url: String,
         /// The status code.
         status: u16,
+        /// When the server asked to be tried again (its `Retry-After`), if it did.
+        retry_after: Option<RetryAfter>,
     },
     /// The connection was lost mid-exchange.
     #[error("the connection was lost: {0}")]
@@ -940,6 +942,24 @@ impl TransferError {
         }
     }
 
+    /// What the server asked with its failing status's `Retry-After`, through the wrappers.
+    pub fn retry_after(&self) -> Option<RetryAfter> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            Self::NotResent(inner) | Self::Saved { source: inner, .. } => inner.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// A failing status from `response` to a request for `url`.
+    pub(crate) fn status_of(url: &str, response: &http::Response) -> Self {
+        Self::Status {
+            url: url.to_owned(),
+            status: response.status,
+            retry_after: RetryAfter::parse(response.header(hyper::header::RETRY_AFTER)),
+        }
+    }
+
     /// The server's status when the server answered with a failure, through the wrappers that
     /// say what became of the transfer.
     pub fn status(&self) -> Option<u16> {
@@ -958,5 +978,55 @@ impl TransferError {
             }
             e => e,
         }
+    }
+}
+
+/// A server's `Retry-After` (RFC 9110 §10.2.3): a number of seconds, or a date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// Try again after this many seconds.
+    Seconds(u64),
+    /// Try again at this time.
+    At(std::time::SystemTime),
+}
+
+impl RetryAfter {
+    /// The field's value read, `None` when absent or neither form.
+    pub fn parse(value: Option<&str>) -> Option<Self> {
+        let value = value?.trim();
+        if let Ok(seconds) = value.parse() {
+            return Some(Self::Seconds(seconds));
+        }
+        httpdate::parse_http_date(value).ok().map(Self::At)
+    }
+
+    /// How long to wait from `now` (a date already past asks for no wait).
+    pub fn wait(self, now: std::time::SystemTime) -> Duration {
+        match self {
+            Self::Seconds(seconds) => Duration::from_secs(seconds),
+            Self::At(at) => at.duration_since(now).unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::RetryAfter;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_nothing_else() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
+        let seconds = RetryAfter::parse(Some(" 120 ")).unwrap();
+        assert_eq!(seconds.wait(now), Duration::from_secs(120));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(RetryAfter::parse(Some(&later)).unwrap().wait(now), Duration::from_secs(30));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(RetryAfter::parse(Some(&past)).unwrap().wait(now), Duration::ZERO);
+        for bad in ["-5", "soon", "1.5", ""] {
+            assert_eq!(RetryAfter::parse(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(RetryAfter::parse(None), None);
     }
 }

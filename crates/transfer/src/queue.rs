@@ -422,10 +422,10 @@ mod tests {
         assert!(!e.transient(), "{e}");
         assert!(e.to_string().contains("not sent again"), "{e}");
         assert!(upload_failure("PUT", lost()).transient(), "a PUT is sent again");
-        let refused = TransferError::Status { url: "u".into(), status: 405 };
+        let refused = TransferError::Status { url: "u".into(), status: 405, retry_after: None };
         assert!(matches!(upload_failure("POST", refused), TransferError::Status { .. }));
         // The server's answer is still recorded when the POST is not sent again.
-        let busy = TransferError::Status { url: "u".into(), status: 503 };
+        let busy = TransferError::Status { url: "u".into(), status: 503, retry_after: None };
         let e = upload_failure("POST", busy);
         assert!(matches!(e, TransferError::NotResent(_)) && e.status() == Some(503), "{e:?}");
         let unreachable = TransferError::Connect(Box::new(nw_connection::ConnectError::Cancelled));

@@ -105,7 +105,11 @@ impl Session {
     pub async fn rpm_config(&self, url: &str) -> Result<Endpoints, TransferError> {
         let data = self.data(url, CONFIG_LIMIT).await?;
         if data.status != 200 {
-            return Err(TransferError::Status { url: url.to_owned(), status: data.status });
+            return Err(TransferError::Status {
+                url: url.to_owned(),
+                status: data.status,
+                retry_after: None,
+            });
         }
         let config: Config = serde_json::from_slice(&data.body).map_err(|e| {
             TransferError::Http(format!(
@@ -265,10 +269,7 @@ async fn load(
             }
         };
         if response.status != 200 {
-            return Err(TransferError::Status {
-                url: target.text.clone(),
-                status: response.status,
-            });
+            return Err(TransferError::status_of(&target.text, &response));
         }
         while let Some(piece) = response.body.data().await {
             let n = piece.map_err(TransferError::Lost)?.len() as u64;
@@ -304,7 +305,7 @@ async fn probe(
         let _: Bytes = piece.map_err(TransferError::Lost)?;
     }
     if response.status != 200 {
-        return Err(TransferError::Status { url: target.text.clone(), status: response.status });
+        return Err(TransferError::status_of(&target.text, &response));
     }
     let http = asked.elapsed();
     Ok(match handshakes {

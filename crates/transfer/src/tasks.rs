@@ -127,7 +127,7 @@ impl Session {
         let mut opened = self.open(url, fields).await?;
         let status = opened.response.status;
         if !(200..300).contains(&status) {
-            return Err(TransferError::Status { url: url.to_owned(), status });
+            return Err(TransferError::status_of(url, &opened.response));
         }
         let first_byte = opened.started.elapsed();
         let idle = self.config.request_timeout;
@@ -254,7 +254,7 @@ impl Session {
         let mut response = watched?;
         let first_byte = started.elapsed();
         if !(200..300).contains(&response.status) {
-            return Err(TransferError::Status { url: job.url.clone(), status: response.status });
+            return Err(TransferError::status_of(&job.url, &response));
         }
         let idle = self.config.request_timeout;
         let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &job.url, idle).await?;

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nw_lab::nginx::{Nginx, Options};
 use serde_json::Value;
@@ -650,6 +650,71 @@ fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_
     let line = list.lines().find(|l| l.contains("never.bin")).unwrap_or_default();
     assert!(line.contains("interrupted"), "{list}");
     drop(silent);
+}
+
+/// `--retry` before the body, as curl's: a 503 is asked again after the server's Retry-After
+/// and the third answer is saved; a Retry-After longer than nw waits fails at once saying so;
+/// a refused connection fails at once unless `--retry-connrefused`, with which a server that
+/// starts late is reached.
+#[test]
+fn get_retries_a_busy_server_after_its_retry_after_and_not_a_refused_port() {
+    let scratch = scratch("retry-busy");
+    let (port, _server) = raw_server(|n, _| {
+        let (status, body) = if n <= 2 { ("503 Busy", "busy") } else { ("200 OK", "hello\n") };
+        format!(
+            "HTTP/1.1 {status}\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    });
+    let url = format!("http://127.0.0.1:{port}/busy.txt");
+    let started = Instant::now();
+    let out = nw_get(&scratch, &["--retry", "2", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("the server answered 503; trying again in 1 s").count(), 2, "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited what Retry-After asked");
+    assert_eq!(std::fs::read(scratch.0.join("busy.txt")).unwrap(), b"hello\n");
+
+    let (port, _server) = raw_server(|_, _| {
+        b"HTTP/1.1 429 Slow Down\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n".to_vec()
+    });
+    let url = format!("http://127.0.0.1:{port}/later.txt");
+    let started = Instant::now();
+    let out = nw_get(&scratch, &[&url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("asks to be tried again in 3600 s (Retry-After)"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "it did not wait: {err}");
+
+    // A port nothing listens on: one try, no backoff.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://127.0.0.1:{port}/late.txt");
+    let started = Instant::now();
+    let out = nw_get(&scratch, &[&url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("connection refused") && !err.contains("trying again"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "it did not back off: {err}");
+
+    // With --retry-connrefused, a server that starts 1.5 s later is reached.
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = [0u8; 1024];
+        let _ = std::io::Read::read(&mut stream, &mut head);
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlate\n";
+        std::io::Write::write_all(&mut stream, reply).unwrap();
+    });
+    let out = nw_get(&scratch, &["--retry-connrefused", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("connection refused; trying again in 1 s"), "{err}");
+    assert_eq!(std::fs::read(scratch.0.join("late.txt")).unwrap(), b"late\n");
+    late.join().unwrap();
 }
 
 #[test]
