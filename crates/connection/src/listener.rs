@@ -10,6 +10,13 @@
 //! - [`Listener::shutdown`] stops accepting, gives running handlers a grace period, then
 //!   cancels what is left.
 //!
+//! Local network privacy holds for listeners as for connections: a peer on the local network
+//! (see [`nw_lnp::classify`]) that this app may not reach is not served either. Its TCP
+//! connection is reset before any TLS, its QUIC connection refused, the refusal counted
+//! ([`Counts::local_network_refused`]), said as a warning and logged with the app and the
+//! peer. Loopback peers are never local and cost nothing; with the check off (the default),
+//! every peer is served.
+//!
 //! A QUIC listener ([`Listener::bind_quic`]) hands the handler each connection's first
 //! bidirectional stream (the client's side of `nw cat --quic`). At the limit it refuses new
 //! connections at once (a QUIC CONNECTION_REFUSED, so a racing client fails over) instead of
@@ -29,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::LocalNetwork;
 use crate::stream::Io;
 
 /// Listener settings.
@@ -45,6 +53,9 @@ pub struct Config {
     /// the same connection behind this much, not behind megabytes of autotuned buffer: what
     /// a responsiveness test's self probes measure.
     pub notsent_lowat: Option<u32>,
+    /// Local network privacy for peers (by default as for connections, see
+    /// [`LocalNetwork`]); `None`: every peer is served.
+    pub local_network: Option<LocalNetwork>,
 }
 
 impl Default for Config {
@@ -54,6 +65,7 @@ impl Default for Config {
             tls: None,
             handshake_timeout: Duration::from_secs(10),
             notsent_lowat: None,
+            local_network: Some(LocalNetwork::default()),
         }
     }
 }
@@ -66,6 +78,7 @@ pub(crate) struct Stats {
     served: AtomicU64,
     accept_errors: AtomicU64,
     refused: AtomicU64,
+    local_network_refused: AtomicU64,
 }
 
 /// What a listener has done so far ([`Listener::stats`](crate::Listener::stats)): its counters at one moment.
@@ -81,6 +94,8 @@ pub struct Counts {
     pub accept_errors: u64,
     /// QUIC connections refused because `max_connections` were running.
     pub refused: u64,
+    /// Peers on the local network not served because this app may not reach them.
+    pub local_network_refused: u64,
 }
 
 impl Stats {
@@ -92,11 +107,13 @@ impl Stats {
             served: get(&self.served),
             accept_errors: get(&self.accept_errors),
             refused: get(&self.refused),
+            local_network_refused: get(&self.local_network_refused),
         }
     }
 }
 
-/// A connection handler: gets the stream (TLS already done) and the peer's address.
+/// A connection handler: gets the stream (TLS already done) and the peer's address (an IPv4
+/// peer of a dual-stack listener as IPv4).
 pub type Handler =
     Arc<dyn Fn(Box<dyn Io>, SocketAddr) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -201,6 +218,7 @@ async fn accept_loop(
             }
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let peer = canonical(peer);
         let _ = tcp.set_nodelay(true);
         if let Some(lowat) = config.notsent_lowat
             && let Err(e) = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(lowat)
@@ -209,8 +227,14 @@ async fn accept_loop(
         }
         let (handler, stats, tls, limit) =
             (handler.clone(), stats.clone(), config.tls.clone(), config.handshake_timeout);
+        let local_network = config.local_network.clone();
         running.spawn(async move {
             let _permit = permit;
+            if !served_here(local_network.as_ref(), peer, limit, &stats).await {
+                // Reset rather than closed: the peer's next read fails at once.
+                let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+                return;
+            }
             let stream: Box<dyn Io> = match tls {
                 None => Box::new(tcp),
                 Some(tls) => {
@@ -248,6 +272,32 @@ fn settled<T, E: std::fmt::Display>(
     None
 }
 
+/// An IPv4 peer of a dual-stack socket as the IPv4 address it is, not `::ffff:a.b.c.d`.
+fn canonical(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port())
+}
+
+/// Whether local network privacy lets this app serve `peer` (answered within `limit`); a
+/// refusal is counted and said.
+async fn served_here(
+    settings: Option<&LocalNetwork>,
+    peer: SocketAddr,
+    limit: Duration,
+    stats: &Stats,
+) -> bool {
+    let Some(settings) = settings else { return true };
+    #[allow(clippy::disallowed_methods, reason = "driver: the check's deadline")]
+    let deadline = tokio::time::Instant::now() + limit;
+    match crate::local_network::peer_refused(settings, peer.ip(), deadline).await {
+        None => true,
+        Some(why) => {
+            stats.local_network_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("not serving {peer}: local network prohibited: {why}");
+            false
+        }
+    }
+}
+
 /// Lets running handlers finish within `grace`, then cancels the rest.
 async fn wind_down(mut running: JoinSet<()>, grace: Duration) {
     let drain = async { while running.join_next().await.is_some() {} };
@@ -273,7 +323,7 @@ async fn quic_accept_loop(
         };
         while running.try_join_next().is_some() {}
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let peer = incoming.remote_address();
+        let peer = canonical(incoming.remote_address());
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "at the connection limit; refusing");
@@ -282,8 +332,13 @@ async fn quic_accept_loop(
         };
         let (handler, stats, limit, endpoint) =
             (handler.clone(), stats.clone(), config.handshake_timeout, endpoint.clone());
+        let local_network = config.local_network.clone();
         running.spawn(async move {
             let _permit = permit;
+            if !served_here(local_network.as_ref(), peer, limit, &stats).await {
+                incoming.refuse();
+                return;
+            }
             let ready = tokio::time::timeout(limit, async {
                 let conn = incoming.await?;
                 let (send, recv) = conn.accept_bi().await?;

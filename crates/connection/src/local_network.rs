@@ -140,6 +140,25 @@ impl Gate {
     }
 }
 
+/// Why a peer at `ip` that connected to one of this app's listeners may not be served, or
+/// `None` when it may: the check a connection to it would meet (an IPv4 peer of a dual-stack
+/// socket judged as IPv4; loopback never local, and nothing read for it).
+pub(crate) async fn peer_refused(
+    settings: &LocalNetwork,
+    ip: IpAddr,
+    deadline: tokio::time::Instant,
+) -> Option<String> {
+    let ip = ip.to_canonical();
+    if ip.is_loopback() {
+        return None;
+    }
+    let mut gate = Gate::new(settings, deadline).await;
+    if gate.address(ip).await {
+        return None;
+    }
+    Some(explain(&gate.refused, gate.error.as_deref()))
+}
+
 /// The refusal in words: who may not reach what, why it is local, and what decided.
 pub(crate) fn explain(refused: &[Verdict], error: Option<&str>) -> String {
     let Some(first) = refused.first() else {

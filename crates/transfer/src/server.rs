@@ -548,6 +548,7 @@ impl HttpServer {
             max_connections: MAX_CONNECTIONS * 2,
             handshake_timeout: Duration::from_secs(10),
             notsent_lowat: Some(NOTSENT_LOWAT),
+            ..ListenerConfig::default()
         };
         let listener = Listener::bind(addr, config, handler)
             .await

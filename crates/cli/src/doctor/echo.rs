@@ -40,7 +40,7 @@ impl EchoServer {
             tls: Some(config),
             max_connections: 64,
             handshake_timeout: Duration::from_secs(5),
-            notsent_lowat: None,
+            ..ListenerConfig::default()
         };
         let listener = Listener::bind(addr, settings.clone(), echo.clone())
             .await

@@ -373,3 +373,88 @@ fn netns_lnp_the_filter_host_holds_plain_programs_to_the_permission_and_never_qu
         .expect("status JSON");
     assert_eq!(after["leftover_rules"], false, "{after}");
 }
+
+/// A peer that connects, sends `from LABEL`, and reads until the end: prints `ok` when the end
+/// came as a close, else the errno's name (`ECONNRESET` when the listener would not serve it).
+const TALKER: &str = r#"
+import errno, socket, sys
+host, port, source, label = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(5)
+    if source != "-":
+        s.bind((source, 0))
+    s.connect((host, port))
+    s.sendall(("from %s\n" % label).encode())
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(4096):
+        pass
+    print("ok")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e)))
+"#;
+
+/// A listener is held to the permission as a connection is. Denied, `nw cat -l` (on `[::]`,
+/// so IPv4 peers arrive as mapped addresses) resets a peer on the link and says why, logs it,
+/// and serves a peer beyond the router; allowed, it serves the peer on the link.
+#[test]
+fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
+    use std::io::{BufRead as _, BufReader};
+    let s = Scene::new("listen");
+    let id = identity_of(&s, NW);
+    let talker = s.dir.path("talker.py");
+    std::fs::write(&talker, TALKER).unwrap();
+    let cli = nw_lab::addr::CLI_V4.to_string();
+    let talk = |source: &str, label: &str| -> String {
+        let out = s.p.srv.command("python3").args([&talker, &cli, "8098", source, label]).output();
+        let out =
+            out.unwrap_or_else(|e| panic!("python3 is needed (apt-get install python3): {e}"));
+        text(&out.stdout).trim().to_owned()
+    };
+    // Serves its first client, then exits; stderr collected on a thread.
+    let listen = || {
+        let mut cmd = s.p.cli.command(NW);
+        cmd.args(["cat", "-l", "--report", "8098"])
+            .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
+            .env("NW_LNP_POLICY", s.dir.path("policy.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(first.contains("listening on"), "{first}");
+        let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        (child, rest)
+    };
+    s.lnp(&["on"]);
+    s.lnp(&["deny", &id]);
+
+    let (child, rest) = listen();
+    assert_eq!(talk("-", "the link"), "ECONNRESET", "a denied app does not serve the link");
+    assert_eq!(talk(ROUTED, "beyond the router"), "ok", "a peer beyond the router is served");
+    let out = child.wait_with_output().unwrap();
+    let err = rest.join().unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(text(&out.stdout), "from beyond the router\n", "only the routed peer was served");
+    assert!(
+        err.contains("not serving 198.51.100.2:")
+            && err.contains(&format!("local network prohibited: {id} may not reach 198.51.100.2")),
+        "{err}"
+    );
+    let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
+    assert!(
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|d| d["identity"] == id.as_str() && d["destination"] == "198.51.100.2"),
+        "the refusal is logged: {log}"
+    );
+
+    s.lnp(&["allow", &id]);
+    let (child, rest) = listen();
+    assert_eq!(talk("-", "the link"), "ok", "allowed, the link is served");
+    let out = child.wait_with_output().unwrap();
+    let err = rest.join().unwrap().join("\n");
+    assert_eq!(text(&out.stdout), "from the link\n", "{err}");
+    assert!(!err.contains("not serving"), "{err}");
+}
