@@ -531,6 +531,11 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
             .map_err(|e| anyhow::anyhow!("on-demand rules need the path service: {e}"))?;
         Some(service.subscribe())
     };
+    if readings.is_some() {
+        // Waiting shows in `nw tunnel status` (and `down` stops it) before any interface
+        // exists to name the state file by.
+        view.state.name(&format!("on-demand-{}", std::process::id()));
+    }
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
@@ -874,25 +879,30 @@ impl StateFile {
         let writer = std::thread::Builder::new()
             .name("nw-tunnel-state".into())
             .spawn(move || {
-                while let Ok(mut next) = rx.recv() {
-                    // Only the newest state matters.
+                while let Ok(first) = rx.recv() {
+                    // Only the newest state of each file matters; a file left for another
+                    // (an on-demand host's, once its interface exists) is still removed.
+                    let mut pending = vec![first];
                     while let Ok(newer) = rx.try_recv() {
-                        next = newer;
+                        pending.retain(|(path, _)| *path != newer.0);
+                        pending.push(newer);
                     }
-                    match next {
-                        (path, Some(bytes)) => {
-                            if let Some(dir) = path.parent() {
-                                let _ = std::fs::create_dir_all(dir);
+                    for next in pending {
+                        match next {
+                            (path, Some(bytes)) => {
+                                if let Some(dir) = path.parent() {
+                                    let _ = std::fs::create_dir_all(dir);
+                                }
+                                if let Err(e) = nw_trust::files::replace(&path, &bytes, 0o644) {
+                                    tracing::warn!("cannot write {}: {e}", path.display());
+                                }
                             }
-                            if let Err(e) = nw_trust::files::replace(&path, &bytes, 0o644) {
-                                tracing::warn!("cannot write {}: {e}", path.display());
-                            }
-                        }
-                        (path, None) => {
-                            let _ = std::fs::remove_file(&path);
-                            // The namespace's directory goes too once no host uses it.
-                            if let Some(dir) = path.parent() {
-                                let _ = std::fs::remove_dir(dir);
+                            (path, None) => {
+                                let _ = std::fs::remove_file(&path);
+                                // The namespace's directory goes too once no host uses it.
+                                if let Some(dir) = path.parent() {
+                                    let _ = std::fs::remove_dir(dir);
+                                }
                             }
                         }
                     }
@@ -902,9 +912,16 @@ impl StateFile {
         Self { path: None, writes: writer.as_ref().map(|_| tx), writer }
     }
 
-    /// The interface is known: the file is named by it.
+    /// The file is named by `interface` (or, while none exists, by what stands for it); a
+    /// file under another name is removed.
     fn name(&mut self, interface: &str) {
-        self.path = Some(state_dir().join(format!("{interface}.json")));
+        let path = state_dir().join(format!("{interface}.json"));
+        if let (Some(old), Some(writes)) = (&self.path, &self.writes)
+            && *old != path
+        {
+            let _ = writes.send((old.clone(), None));
+        }
+        self.path = Some(path);
     }
 
     fn write(&self, value: &Value) {
@@ -1024,6 +1041,14 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
             println!("no tunnel host runs in this network namespace");
         }
         for h in &hosts {
+            if h["interface"].is_null() && h["state"] == "waiting" {
+                println!(
+                    "{}: waiting on demand, no interface yet (host pid {})",
+                    h["configuration"].as_str().or(h["provider"].as_str()).unwrap_or("?"),
+                    h["pid"]
+                );
+                continue;
+            }
             let c = &h["counters"];
             println!(
                 "{}: {} (host pid {}, provider {} pid {}){}{}",
@@ -1096,7 +1121,7 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
         let Some(pid) = h["pid"].as_u64().and_then(|p| libc::pid_t::try_from(p).ok()) else {
             continue;
         };
-        let name = h["interface"].as_str().unwrap_or("?");
+        let name = h["interface"].as_str().unwrap_or("no interface, waiting on demand");
         // SAFETY: kill(2) on a host named by its own state file and seen alive just now.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let stopped = wait_for_exit(pid.unsigned_abs(), DOWN_WAIT).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nw_lab::{Child, Lab, Namespace, Pair, addr};
 use nw_wireguard::SecretKey;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Dir, Events, NW};
 
@@ -304,10 +304,36 @@ fn netns_wireguard_on_demand_follows_the_path() {
     std::thread::sleep(Duration::from_secs(1));
     t.drain();
     assert!(t.seen.iter().all(|v| v["event"] != "created"), "it must not run: {:#?}", t.seen);
-    assert_eq!(t.stop(), Some(0), "{:#?}", t.seen);
+    // Waiting shows where running tunnels do, and `nw tunnel down` stops it.
+    let status = nw(&["tunnel", "status", "--json"]).output().unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    let host = &status["tunnels"][0];
+    assert_eq!((&host["state"], &host["configuration"]), (&json!("waiting"), &json!("wifi-only")));
+    assert_eq!(host["pid"], t.child.id(), "{status}");
+    let listed = nw(&["tunnel", "list", "--json"]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+    let running = listed["configurations"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "wifi-only"))
+        .map(|c| c["running"]["state"].clone());
+    assert_eq!(running, Some(json!("waiting")), "{listed}");
+    let down = nw(&["tunnel", "down"]).output().unwrap();
+    let said = String::from_utf8_lossy(&down.stdout);
+    assert!(down.status.success() && said.contains("waiting on demand"), "{said}");
+    let ended = t.child.wait_for(Duration::from_secs(10)).ok().and_then(|s| s.code());
+    assert_eq!(ended, Some(0), "{:#?}", t.seen);
+    let status = nw(&["tunnel", "status", "--json"]).output().unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    assert_eq!(status["tunnels"], json!([]), "nothing is left listed: {status}");
 
     let mut t = Events::spawn(&p.cli, nw(&["tunnel", "up", "--json", "any"]));
     t.wait(Duration::from_secs(10), |v| v["data"]["event"] == "handshake");
+    // Once it runs, its interface names it, and the waiting entry is gone.
+    let status = nw(&["tunnel", "status", "--json"]).output().unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    let interfaces: Vec<&Value> =
+        status["tunnels"].as_array().into_iter().flatten().map(|h| &h["interface"]).collect();
+    assert_eq!(interfaces, [&json!("wgd0")], "{status}");
     p.cli.set_link("eth0", false).unwrap();
     let stopped = t.wait(Duration::from_secs(10), |v| v["event"] == "stopped");
     assert_eq!(stopped["reason"], "no_network_available", "{stopped}");
