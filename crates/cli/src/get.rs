@@ -475,32 +475,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             match retry {
                 Retry::Not => break result,
                 Retry::Resume(cause) | Retry::Again(cause) => {
-                    let mut wait = Duration::from_secs(1 << (args.retry - retries).min(4));
-                    #[allow(
-                        clippy::disallowed_methods,
-                        reason = "the front end waits between tries"
-                    )]
-                    let now = std::time::SystemTime::now();
                     let asked = result.as_ref().err().and_then(TransferError::retry_after);
-                    if let Some(asked) = asked.map(|a| a.wait(now)) {
-                        if asked > MAX_RETRY_AFTER {
-                            crate::output::error_line(&format!(
-                                "nw: note: the server asks to be tried again in {} s (Retry-After), longer than --retry waits ({} s): run it again then",
-                                asked.as_secs(),
-                                MAX_RETRY_AFTER.as_secs()
-                            ));
-                            break result;
-                        }
-                        wait = asked;
-                    }
+                    let Some(wait) = retry_wait(asked, args.retry - retries) else {
+                        break result;
+                    };
                     report.finish();
-                    crate::output::error_line(&format!(
-                        "nw: {}: {cause}; {} in {} s ({retries} {} left)",
-                        job.url,
-                        if resume { "resuming from the checkpoint" } else { "trying again" },
-                        wait.as_secs(),
-                        if retries == 1 { "retry" } else { "retries" }
-                    ));
+                    let what = if resume { "resuming from the checkpoint" } else { "trying again" };
+                    say_retry(&job.url, &cause, what, wait, retries);
                     retries -= 1;
                     if resume {
                         job.resume = true;
@@ -581,11 +562,34 @@ async fn to_stdout(
         return Err(UsageError(format!("-o - (to stdout) takes {what}")).into());
     }
     let url = &args.urls[0];
-    let mut out = tokio::io::stdout();
+    let mut out = Counted { inner: tokio::io::stdout(), written: 0 };
     let mut stop = std::pin::pin!(crate::output::interrupted());
-    let result = tokio::select! {
-        result = session.data_to(url, headers, &mut out) => result,
-        code = &mut stop => return Ok(Outcome::Exit(code)),
+    let mut retries = args.retry;
+    let result = loop {
+        let result = tokio::select! {
+            result = session.data_to(url, headers, &mut out) => result,
+            code = &mut stop => return Ok(Outcome::Exit(code)),
+        };
+        // Asked again only while nothing of a body was written: what went out cannot be
+        // taken back, and there is no checkpoint to resume from.
+        let again = match &result {
+            Err(e) if retries > 0 && out.written == 0 => {
+                match retry_after_failure(e, args.retry_connrefused) {
+                    Retry::Again(cause) => Some(cause),
+                    Retry::Resume(_) | Retry::Not => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(cause) = again else { break result };
+        let asked = result.as_ref().err().and_then(TransferError::retry_after);
+        let Some(wait) = retry_wait(asked, args.retry - retries) else { break result };
+        say_retry(url, &cause, "trying again", wait, retries);
+        retries -= 1;
+        tokio::select! {
+            () = backoff(wait) => {}
+            code = &mut stop => return Ok(Outcome::Exit(code)),
+        }
     };
     match result {
         Ok(_) => Ok(Outcome::Success),
@@ -603,6 +607,40 @@ async fn to_stdout(
             }
             Ok(Outcome::Negative)
         }
+    }
+}
+
+/// A writer that counts what went through it.
+struct Counted<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.written += n as u64;
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -736,6 +774,34 @@ fn retry_after_failure(e: &TransferError, connrefused: bool) -> Retry {
         e if e.transient() => Retry::Again(e.to_string()),
         _ => Retry::Not,
     }
+}
+
+/// How long to wait before try `tried + 1` (counting retries from 0): the backoff, or what
+/// the server's `Retry-After` asks. `None` when it asks more than nw waits, which is said.
+fn retry_wait(asked: Option<nw_transfer::RetryAfter>, tried: u32) -> Option<Duration> {
+    #[allow(clippy::disallowed_methods, reason = "the front end waits between tries")]
+    let now = std::time::SystemTime::now();
+    match asked.map(|a| a.wait(now)) {
+        None => Some(Duration::from_secs(1 << tried.min(4))),
+        Some(asked) if asked <= MAX_RETRY_AFTER => Some(asked),
+        Some(asked) => {
+            crate::output::error_line(&format!(
+                "nw: note: the server asks to be tried again in {} s (Retry-After), longer than --retry waits ({} s): run it again then",
+                asked.as_secs(),
+                MAX_RETRY_AFTER.as_secs()
+            ));
+            None
+        }
+    }
+}
+
+/// The line saying a retry is coming.
+fn say_retry(url: &str, cause: &str, what: &str, wait: Duration, left: u32) {
+    crate::output::error_line(&format!(
+        "nw: {url}: {cause}; {what} in {} s ({left} {} left)",
+        wait.as_secs(),
+        if left == 1 { "retry" } else { "retries" }
+    ));
 }
 
 /// Waits out a retry's backoff (the front end is where waiting between tries belongs).

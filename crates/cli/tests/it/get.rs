@@ -676,6 +676,27 @@ fn get_retries_a_busy_server_after_its_retry_after_and_not_a_refused_port() {
     assert!(started.elapsed() >= Duration::from_secs(2), "it waited what Retry-After asked");
     assert_eq!(std::fs::read(scratch.0.join("busy.txt")).unwrap(), b"hello\n");
 
+    // To stdout the same, while nothing of a body was written; a body cut off after some of
+    // it went out is not asked again (it would be written twice).
+    let (port, _server) = raw_server(|n, _| {
+        let reply = match n {
+            1 => "HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+            2 => "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nhalf ",
+            _ => "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nwhole\n",
+        };
+        reply.as_bytes().to_vec()
+    });
+    let url = format!("http://127.0.0.1:{port}/piped.txt");
+    let out = nw_get(&scratch, &["-o", "-", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the server answered 503; trying again in 1 s"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "half ",
+        "one try after the body began: {err}"
+    );
+
     let (port, _server) = raw_server(|_, _| {
         b"HTTP/1.1 429 Slow Down\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n".to_vec()
     });
