@@ -50,16 +50,8 @@ pub(crate) struct Args {
     /// --netrc from this file.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["user", "netrc"])]
     netrc_file: Option<PathBuf>,
-    /// Try up to N more times after a failure that may pass: a connection dropped mid-body
-    /// resumes from the checkpoint; a timeout, a lost connection, an unreachable host or proxy,
-    /// or a 408, 429 or 5xx answer sends the request again. Waits 1, 2, 4 … 16 s between
-    /// tries, or what the server's Retry-After asks (up to 120 s). 0: fail at once.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    retry: u32,
-    /// With --retry, also try again when the connection is refused (a server being restarted);
-    /// by default a refusal, like a name that does not exist, fails at once.
-    #[arg(long)]
-    retry_connrefused: bool,
+    #[command(flatten)]
+    retry: RetryArgs,
     #[command(flatten)]
     queue: QueueArgs,
     #[command(flatten)]
@@ -88,6 +80,22 @@ impl StoreArg {
     pub(crate) fn open(&self) -> anyhow::Result<nw_transfer::store::Store> {
         Ok(nw_transfer::store::Store::open(&self.path())?)
     }
+}
+
+/// Trying again after a failure that may pass: shared by `nw get` and `nw put`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RetryArgs {
+    /// Try up to N more times after a failure that may pass: a download's connection dropped
+    /// mid-body resumes from the checkpoint; a timeout, a lost connection, an unreachable host
+    /// or proxy, or a 408, 429 or 5xx answer sends the request again (a POST only when it
+    /// could not connect). Waits 1, 2, 4 … 16 s between tries, or what the server's
+    /// Retry-After asks (up to 120 s). 0: fail at once.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub(crate) retry: u32,
+    /// With --retry, also try again when the connection is refused (a server being restarted);
+    /// by default a refusal, like a name that does not exist, fails at once.
+    #[arg(long)]
+    pub(crate) retry_connrefused: bool,
 }
 
 /// Queueing instead of transferring now: shared by `nw get` and `nw put`.
@@ -448,7 +456,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     for job in &jobs {
         let mut report = Report::new(args.json, &job.url);
         let mut job = job.clone();
-        let mut retries = args.retry;
+        let mut retries = args.retry.retry;
         let result = loop {
             let ended = {
                 let mut on = |event| report.event(&event);
@@ -468,7 +476,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             // A connection dropped mid-body left checkpointed bytes: resume them, as wget does;
             // a failure before the body that may pass sends the request again, as curl does.
             let retry = match &result {
-                Err(e) if retries > 0 => retry_after_failure(e, args.retry_connrefused),
+                Err(e) if retries > 0 => retry_after_failure(e, args.retry.retry_connrefused),
                 _ => Retry::Not,
             };
             let resume = matches!(retry, Retry::Resume(_));
@@ -476,7 +484,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 Retry::Not => break result,
                 Retry::Resume(cause) | Retry::Again(cause) => {
                     let asked = result.as_ref().err().and_then(TransferError::retry_after);
-                    let Some(wait) = retry_wait(asked, args.retry - retries) else {
+                    let Some(wait) = retry_wait(asked, args.retry.retry - retries) else {
                         break result;
                     };
                     report.finish();
@@ -564,7 +572,7 @@ async fn to_stdout(
     let url = &args.urls[0];
     let mut out = Counted { inner: tokio::io::stdout(), written: 0 };
     let mut stop = std::pin::pin!(crate::output::interrupted());
-    let mut retries = args.retry;
+    let mut retries = args.retry.retry;
     let result = loop {
         let result = tokio::select! {
             result = session.data_to(url, headers, &mut out) => result,
@@ -574,7 +582,7 @@ async fn to_stdout(
         // taken back, and there is no checkpoint to resume from.
         let again = match &result {
             Err(e) if retries > 0 && out.written == 0 => {
-                match retry_after_failure(e, args.retry_connrefused) {
+                match retry_after_failure(e, args.retry.retry_connrefused) {
                     Retry::Again(cause) => Some(cause),
                     Retry::Resume(_) | Retry::Not => None,
                 }
@@ -583,7 +591,7 @@ async fn to_stdout(
         };
         let Some(cause) = again else { break result };
         let asked = result.as_ref().err().and_then(TransferError::retry_after);
-        let Some(wait) = retry_wait(asked, args.retry - retries) else { break result };
+        let Some(wait) = retry_wait(asked, args.retry.retry - retries) else { break result };
         say_retry(url, &cause, "trying again", wait, retries);
         retries -= 1;
         tokio::select! {
@@ -746,7 +754,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 /// What `--retry` does after a failure.
 #[derive(Debug, PartialEq, Eq)]
-enum Retry {
+pub(crate) enum Retry {
     /// Resume from the checkpoint the dropped body left (the cause, in words).
     Resume(String),
     /// Send the request again from the start: nothing of the body came.
@@ -758,7 +766,7 @@ enum Retry {
 /// Whether a failure may pass. A certificate not trusted, a 4xx, a name that does not exist
 /// and (without `connrefused`) a refused connection are answers, not accidents: they fail at
 /// once rather than after the backoff's seconds.
-fn retry_after_failure(e: &TransferError, connrefused: bool) -> Retry {
+pub(crate) fn retry_after_failure(e: &TransferError, connrefused: bool) -> Retry {
     match e {
         TransferError::Saved { source, .. } => Retry::Resume(source.to_string()),
         TransferError::Incomplete { got, expected, .. } => {
@@ -778,7 +786,7 @@ fn retry_after_failure(e: &TransferError, connrefused: bool) -> Retry {
 
 /// How long to wait before try `tried + 1` (counting retries from 0): the backoff, or what
 /// the server's `Retry-After` asks. `None` when it asks more than nw waits, which is said.
-fn retry_wait(asked: Option<nw_transfer::RetryAfter>, tried: u32) -> Option<Duration> {
+pub(crate) fn retry_wait(asked: Option<nw_transfer::RetryAfter>, tried: u32) -> Option<Duration> {
     #[allow(clippy::disallowed_methods, reason = "the front end waits between tries")]
     let now = std::time::SystemTime::now();
     match asked.map(|a| a.wait(now)) {
@@ -796,7 +804,7 @@ fn retry_wait(asked: Option<nw_transfer::RetryAfter>, tried: u32) -> Option<Dura
 }
 
 /// The line saying a retry is coming.
-fn say_retry(url: &str, cause: &str, what: &str, wait: Duration, left: u32) {
+pub(crate) fn say_retry(url: &str, cause: &str, what: &str, wait: Duration, left: u32) {
     crate::output::error_line(&format!(
         "nw: {url}: {cause}; {what} in {} s ({left} {} left)",
         wait.as_secs(),
@@ -806,7 +814,7 @@ fn say_retry(url: &str, cause: &str, what: &str, wait: Duration, left: u32) {
 
 /// Waits out a retry's backoff (the front end is where waiting between tries belongs).
 #[allow(clippy::disallowed_methods, reason = "the front end waits between tries")]
-async fn backoff(wait: Duration) {
+pub(crate) async fn backoff(wait: Duration) {
     tokio::time::sleep(wait).await;
 }
 

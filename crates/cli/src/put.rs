@@ -4,11 +4,12 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use nw_transfer::Method;
 use nw_transfer::tasks::Upload;
+use nw_transfer::{Method, TransferError};
 
 use crate::get::{
-    DiskArgs, QueueArgs, Report, SessionArgs, carried, hint, needs_trust, not_as_asked, size,
+    DiskArgs, QueueArgs, Report, Retry, RetryArgs, SessionArgs, backoff, carried, hint,
+    needs_trust, not_as_asked, retry_after_failure, retry_wait, say_retry, size,
 };
 use crate::{Outcome, UsageError};
 
@@ -27,6 +28,8 @@ pub(crate) struct Args {
     /// The body's Content-Type.
     #[arg(long, value_name = "TYPE", default_value = "application/octet-stream")]
     content_type: String,
+    #[command(flatten)]
+    retry: RetryArgs,
     #[command(flatten)]
     queue: QueueArgs,
     #[command(flatten)]
@@ -76,7 +79,27 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         };
     }
     let mut report = Report::new(args.json, &job.url);
-    let result = session.upload_observed(&job, &mut |event| report.event(&event)).await;
+    let mut retries = args.retry.retry;
+    let result = loop {
+        let result = session.upload_observed(&job, &mut |event| report.event(&event)).await;
+        // A PUT is sent again whole; a POST only when it never left (it could not connect).
+        let again = match &result {
+            Err(e) if retries > 0 && (!args.post || matches!(e, TransferError::Connect(_))) => {
+                match retry_after_failure(e, args.retry.retry_connrefused) {
+                    Retry::Again(cause) => Some(cause),
+                    Retry::Resume(_) | Retry::Not => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(cause) = again else { break result };
+        let asked = result.as_ref().err().and_then(TransferError::retry_after);
+        let Some(wait) = retry_wait(asked, args.retry.retry - retries) else { break result };
+        report.finish();
+        say_retry(&job.url, &cause, "sending it again", wait, retries);
+        retries -= 1;
+        backoff(wait).await;
+    };
     report.finish();
     match result {
         Ok(done) => {

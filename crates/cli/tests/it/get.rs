@@ -652,6 +652,75 @@ fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_
     drop(silent);
 }
 
+/// A server on loopback that reads each request whole (head and `Content-Length` body), keeps
+/// its request line, and answers with `answer(n)` (n counts from 1).
+fn body_server(
+    answer: impl Fn(usize) -> &'static str + Send + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            let _ = stream.read_exact(&mut body);
+            kept.lock().unwrap().push(head.lines().next().unwrap_or_default().to_owned());
+            let _ = stream.write_all(answer(n + 1).as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+/// `nw put --retry`: a PUT answered 503 is sent again whole after the server's Retry-After; a
+/// POST that reached the server is never sent twice.
+#[test]
+fn put_sends_a_put_again_after_a_503_but_never_a_post_that_arrived() {
+    let scratch = scratch("put-retry");
+    let file = scratch.0.join("up.bin");
+    std::fs::write(&file, pattern(10_000, 7)).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let busy =
+        "HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let (port, seen) = body_server(move |n| {
+        if n == 1 {
+            busy
+        } else {
+            "HTTP/1.1 201 Created\r\nContent-Length: 7\r\nConnection: close\r\n\r\nstored\n"
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/up.bin");
+    let out = nw(&scratch, &["put", &file, &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("the server answered 503; sending it again in 1 s"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "stored\n", "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 2, "{:?}", seen.lock().unwrap());
+
+    let (port, seen) = body_server(move |_| busy);
+    let url = format!("http://127.0.0.1:{port}/form");
+    let out = nw(&scratch, &["put", "--post", &file, &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("sending it again"), "{err}");
+    assert_eq!(*seen.lock().unwrap(), ["POST /form HTTP/1.1"], "sent once");
+}
+
 /// `--retry` before the body, as curl's: a 503 is asked again after the server's Retry-After
 /// and the third answer is saved; a Retry-After longer than nw waits fails at once saying so;
 /// a refused connection fails at once unless `--retry-connrefused`, with which a server that
