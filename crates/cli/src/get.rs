@@ -489,7 +489,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     };
                     report.finish();
                     let what = if resume { "resuming from the checkpoint" } else { "trying again" };
-                    say_retry(&job.url, &cause, what, wait, retries);
+                    if let Err(e) = &result {
+                        report.retrying(e, &cause, what, wait, retries)?;
+                    }
                     retries -= 1;
                     if resume {
                         job.resume = true;
@@ -872,6 +874,28 @@ impl Report {
 
     /// The `failed` line; on stderr `nw: URL: ERROR` (the URL once, though a status error
     /// names it too) followed by `hint`.
+    /// A try failed with `e` (`cause` in words) and `what` comes after `wait`, with `left`
+    /// tries left: a `retrying` line with `--json`, else a line on stderr.
+    pub(crate) fn retrying(
+        &self,
+        e: &TransferError,
+        cause: &str,
+        what: &str,
+        wait: Duration,
+        left: u32,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            let line = serde_json::json!({
+                "event": "retrying", "url": self.url, "error": e.to_string(), "code": e.code(),
+                "status": e.status(), "wait_ms": wait.as_millis(), "retries_left": left,
+            });
+            crate::output::line(&line.to_string())?;
+        } else {
+            say_retry(&self.url, cause, what, wait, left);
+        }
+        Ok(())
+    }
+
     pub(crate) fn failed(&self, e: &TransferError, hint: &str) -> anyhow::Result<()> {
         if self.json {
             let line = serde_json::json!({"event": "failed", "url": self.url, "error": e.to_string(), "code": e.code(), "transient": e.transient()});

@@ -9,7 +9,7 @@ use nw_transfer::{Method, TransferError};
 
 use crate::get::{
     DiskArgs, QueueArgs, Report, Retry, RetryArgs, SessionArgs, backoff, carried, hint,
-    needs_trust, not_as_asked, retry_after_failure, retry_wait, say_retry, size,
+    needs_trust, not_as_asked, retry_after_failure, retry_wait, size,
 };
 use crate::{Outcome, UsageError};
 
@@ -96,7 +96,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         let asked = result.as_ref().err().and_then(TransferError::retry_after);
         let Some(wait) = retry_wait(asked, args.retry.retry - retries) else { break result };
         report.finish();
-        say_retry(&job.url, &cause, "sending it again", wait, retries);
+        if let Err(e) = &result {
+            report.retrying(e, &cause, "sending it again", wait, retries)?;
+        }
         retries -= 1;
         backoff(wait).await;
     };

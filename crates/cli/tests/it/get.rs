@@ -745,6 +745,27 @@ fn get_retries_a_busy_server_after_its_retry_after_and_not_a_refused_port() {
     assert!(started.elapsed() >= Duration::from_secs(2), "it waited what Retry-After asked");
     assert_eq!(std::fs::read(scratch.0.join("busy.txt")).unwrap(), b"hello\n");
 
+    // With --json, each retry is a line of its own.
+    let (port, _server) = raw_server(|n, _| {
+        let (status, body) = if n == 1 { ("503 Busy", "") } else { ("200 OK", "json\n") };
+        format!(
+            "HTTP/1.1 {status}\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    });
+    let url = format!("http://127.0.0.1:{port}/json.txt");
+    let out = nw_get(&scratch, &["--json", &url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    let retrying = lines.iter().find(|l| l["event"] == "retrying").cloned().unwrap_or_default();
+    assert_eq!(
+        (&retrying["status"], &retrying["wait_ms"], &retrying["retries_left"]),
+        (&Value::from(503), &Value::from(1000), &Value::from(3)),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l["event"] == "done"), "{lines:?}");
+
     // To stdout the same, while nothing of a body was written; a body cut off after some of
     // it went out is not asked again (it would be written twice).
     let (port, _server) = raw_server(|n, _| {
