@@ -456,7 +456,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     for job in &jobs {
         let mut report = Report::new(args.json, &job.url);
         let mut job = job.clone();
-        let mut retries = args.retry.retry;
+        let mut retries = Retries::new(&args.retry);
         let result = loop {
             let ended = {
                 let mut on = |event| report.event(&event);
@@ -475,35 +475,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             };
             // A connection dropped mid-body left checkpointed bytes: resume them, as wget does;
             // a failure before the body that may pass sends the request again, as curl does.
-            let retry = match &result {
-                Err(e) if retries > 0 => retry_after_failure(e, args.retry.retry_connrefused),
-                _ => Retry::Not,
+            let (e, next) = match &result {
+                Err(e) => match retries.after(e) {
+                    Some(next) => (e, next),
+                    None => break result,
+                },
+                Ok(_) => break result,
             };
-            let resume = matches!(retry, Retry::Resume(_));
-            match retry {
-                Retry::Not => break result,
-                Retry::Resume(cause) | Retry::Again(cause) => {
-                    let asked = result.as_ref().err().and_then(TransferError::retry_after);
-                    let Some(wait) = retry_wait(asked, args.retry.retry - retries) else {
-                        break result;
-                    };
-                    report.finish();
-                    let what = if resume { "resuming from the checkpoint" } else { "trying again" };
-                    if let Err(e) = &result {
-                        report.retrying(e, &cause, what, wait, retries)?;
-                    }
-                    retries -= 1;
-                    if resume {
-                        job.resume = true;
-                        job.force = false;
-                    }
-                    tokio::select! {
-                        () = backoff(wait) => {}
-                        code = &mut stop => {
-                            interrupted(&session, &job.dest);
-                            return Ok(Outcome::Exit(code));
-                        }
-                    }
+            report.finish();
+            report.retrying(e, &next, "trying again")?;
+            if next.resume {
+                job.resume = true;
+                job.force = false;
+            }
+            tokio::select! {
+                () = backoff(next.wait) => {}
+                code = &mut stop => {
+                    interrupted(&session, &job.dest);
+                    return Ok(Outcome::Exit(code));
                 }
             }
         };
@@ -574,7 +563,7 @@ async fn to_stdout(
     let url = &args.urls[0];
     let mut out = Counted { inner: tokio::io::stdout(), written: 0 };
     let mut stop = std::pin::pin!(crate::output::interrupted());
-    let mut retries = args.retry.retry;
+    let mut retries = Retries::new(&args.retry);
     let result = loop {
         let result = tokio::select! {
             result = session.data_to(url, headers, &mut out) => result,
@@ -582,22 +571,14 @@ async fn to_stdout(
         };
         // Asked again only while nothing of a body was written: what went out cannot be
         // taken back, and there is no checkpoint to resume from.
-        let again = match &result {
-            Err(e) if retries > 0 && out.written == 0 => {
-                match retry_after_failure(e, args.retry.retry_connrefused) {
-                    Retry::Again(cause) => Some(cause),
-                    Retry::Resume(_) | Retry::Not => None,
-                }
-            }
+        let next = match &result {
+            Err(e) if out.written == 0 => retries.after(e).filter(|n| !n.resume),
             _ => None,
         };
-        let Some(cause) = again else { break result };
-        let asked = result.as_ref().err().and_then(TransferError::retry_after);
-        let Some(wait) = retry_wait(asked, args.retry.retry - retries) else { break result };
-        say_retry(url, &cause, "trying again", wait, retries);
-        retries -= 1;
+        let Some(next) = next else { break result };
+        say_retry(url, &next, "trying again");
         tokio::select! {
-            () = backoff(wait) => {}
+            () = backoff(next.wait) => {}
             code = &mut stop => return Ok(Outcome::Exit(code)),
         }
     };
@@ -754,63 +735,83 @@ fn netrc_login<'a>(
 /// The longest `Retry-After` that `--retry` waits out; a server asking more is left to the user.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
-/// What `--retry` does after a failure.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// Resume from the checkpoint the dropped body left (the cause, in words).
-    Resume(String),
-    /// Send the request again from the start: nothing of the body came.
-    Again(String),
-    /// Fail now: trying again would meet the same answer.
-    Not,
+/// `--retry` over one transfer: the tries left, and what a failure leads to.
+pub(crate) struct Retries {
+    left: u32,
+    given: u32,
+    connrefused: bool,
 }
 
-/// Whether a failure may pass. A certificate not trusted, a 4xx, a name that does not exist
-/// and (without `connrefused`) a refused connection are answers, not accidents: they fail at
-/// once rather than after the backoff's seconds.
-pub(crate) fn retry_after_failure(e: &TransferError, connrefused: bool) -> Retry {
-    match e {
-        TransferError::Saved { source, .. } => Retry::Resume(source.to_string()),
-        TransferError::Incomplete { got, expected, .. } => {
-            Retry::Resume(format!("the body ended after {got} of {expected} bytes"))
+/// The try that comes after a failure.
+pub(crate) struct Next {
+    /// Whether it resumes from the checkpoint a dropped body left (else it starts over).
+    pub(crate) resume: bool,
+    /// The failure, in words.
+    pub(crate) cause: String,
+    /// How long to wait first.
+    pub(crate) wait: Duration,
+    /// The tries that were left before this one.
+    pub(crate) left: u32,
+}
+
+impl Retries {
+    pub(crate) fn new(args: &RetryArgs) -> Self {
+        Self { left: args.retry, given: args.retry, connrefused: args.retry_connrefused }
+    }
+
+    /// The next try after `e`, counted, or `None` to fail now: no tries left, or the failure
+    /// is an answer rather than an accident — a certificate not trusted, a 4xx, a name that
+    /// does not exist, (without `--retry-connrefused`) a refused connection — or the server's
+    /// `Retry-After` asks longer than nw waits (which is said). The wait is the backoff
+    /// (1, 2, 4 … 16 s) or what `Retry-After` asks.
+    pub(crate) fn after(&mut self, e: &TransferError) -> Option<Next> {
+        if self.left == 0 {
+            return None;
         }
-        TransferError::Connect(c) if c.no_such_name() || (c.refused() && !connrefused) => {
-            Retry::Not
-        }
-        // Its text names the URL, which the retry's line starts with.
-        TransferError::Status { status, .. } if e.transient() => {
-            Retry::Again(format!("the server answered {status}"))
-        }
-        e if e.transient() => Retry::Again(e.to_string()),
-        _ => Retry::Not,
+        let (resume, cause) = match e {
+            TransferError::Saved { source, .. } => (true, source.to_string()),
+            TransferError::Incomplete { got, expected, .. } => {
+                (true, format!("the body ended after {got} of {expected} bytes"))
+            }
+            TransferError::Connect(c) if c.no_such_name() || (c.refused() && !self.connrefused) => {
+                return None;
+            }
+            // Its text names the URL, which the retry's line starts with.
+            TransferError::Status { status, .. } if e.transient() => {
+                (false, format!("the server answered {status}"))
+            }
+            e if e.transient() => (false, e.to_string()),
+            _ => return None,
+        };
+        #[allow(clippy::disallowed_methods, reason = "the front end waits between tries")]
+        let now = std::time::SystemTime::now();
+        let wait = match e.retry_after().map(|a| a.wait(now)) {
+            None => Duration::from_secs(1 << (self.given - self.left).min(4)),
+            Some(asked) if asked <= MAX_RETRY_AFTER => asked,
+            Some(asked) => {
+                crate::output::error_line(&format!(
+                    "nw: note: the server asks to be tried again in {} s (Retry-After), longer than --retry waits ({} s): run it again then",
+                    asked.as_secs(),
+                    MAX_RETRY_AFTER.as_secs()
+                ));
+                return None;
+            }
+        };
+        let left = self.left;
+        self.left -= 1;
+        Some(Next { resume, cause, wait, left })
     }
 }
 
-/// How long to wait before try `tried + 1` (counting retries from 0): the backoff, or what
-/// the server's `Retry-After` asks. `None` when it asks more than nw waits, which is said.
-pub(crate) fn retry_wait(asked: Option<nw_transfer::RetryAfter>, tried: u32) -> Option<Duration> {
-    #[allow(clippy::disallowed_methods, reason = "the front end waits between tries")]
-    let now = std::time::SystemTime::now();
-    match asked.map(|a| a.wait(now)) {
-        None => Some(Duration::from_secs(1 << tried.min(4))),
-        Some(asked) if asked <= MAX_RETRY_AFTER => Some(asked),
-        Some(asked) => {
-            crate::output::error_line(&format!(
-                "nw: note: the server asks to be tried again in {} s (Retry-After), longer than --retry waits ({} s): run it again then",
-                asked.as_secs(),
-                MAX_RETRY_AFTER.as_secs()
-            ));
-            None
-        }
-    }
-}
-
-/// The line saying a retry is coming.
-pub(crate) fn say_retry(url: &str, cause: &str, what: &str, wait: Duration, left: u32) {
+/// The line saying `next` is coming (`again`: how a try from the start is said).
+pub(crate) fn say_retry(url: &str, next: &Next, again: &str) {
+    let what = if next.resume { "resuming from the checkpoint" } else { again };
     crate::output::error_line(&format!(
-        "nw: {url}: {cause}; {what} in {} s ({left} {} left)",
-        wait.as_secs(),
-        if left == 1 { "retry" } else { "retries" }
+        "nw: {url}: {}; {what} in {} s ({} {} left)",
+        next.cause,
+        next.wait.as_secs(),
+        next.left,
+        if next.left == 1 { "retry" } else { "retries" }
     ));
 }
 
@@ -874,24 +875,22 @@ impl Report {
 
     /// The `failed` line; on stderr `nw: URL: ERROR` (the URL once, though a status error
     /// names it too) followed by `hint`.
-    /// A try failed with `e` (`cause` in words) and `what` comes after `wait`, with `left`
-    /// tries left: a `retrying` line with `--json`, else a line on stderr.
+    /// A try failed with `e` and `next` comes: a `retrying` line with `--json`, else a line on
+    /// stderr (`again`: how a try from the start is said).
     pub(crate) fn retrying(
         &self,
         e: &TransferError,
-        cause: &str,
-        what: &str,
-        wait: Duration,
-        left: u32,
+        next: &Next,
+        again: &str,
     ) -> anyhow::Result<()> {
         if self.json {
             let line = serde_json::json!({
                 "event": "retrying", "url": self.url, "error": e.to_string(), "code": e.code(),
-                "status": e.status(), "wait_ms": wait.as_millis(), "retries_left": left,
+                "status": e.status(), "wait_ms": next.wait.as_millis(), "retries_left": next.left,
             });
             crate::output::line(&line.to_string())?;
         } else {
-            say_retry(&self.url, cause, what, wait, left);
+            say_retry(&self.url, next, again);
         }
         Ok(())
     }

@@ -4,12 +4,12 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
+use nw_transfer::Method;
 use nw_transfer::tasks::Upload;
-use nw_transfer::{Method, TransferError};
 
 use crate::get::{
-    DiskArgs, QueueArgs, Report, Retry, RetryArgs, SessionArgs, backoff, carried, hint,
-    needs_trust, not_as_asked, retry_after_failure, retry_wait, size,
+    DiskArgs, QueueArgs, Report, Retries, RetryArgs, SessionArgs, backoff, carried, hint,
+    needs_trust, not_as_asked, size,
 };
 use crate::{Outcome, UsageError};
 
@@ -79,28 +79,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         };
     }
     let mut report = Report::new(args.json, &job.url);
-    let mut retries = args.retry.retry;
+    let mut retries = Retries::new(&args.retry);
     let result = loop {
         let result = session.upload_observed(&job, &mut |event| report.event(&event)).await;
         // A PUT is sent again whole; a POST only when it never left (it could not connect).
-        let again = match &result {
-            Err(e) if retries > 0 && (!args.post || matches!(e, TransferError::Connect(_))) => {
-                match retry_after_failure(e, args.retry.retry_connrefused) {
-                    Retry::Again(cause) => Some(cause),
-                    Retry::Resume(_) | Retry::Not => None,
-                }
+        let next = match &result {
+            Err(e) if !args.post || !e.may_have_reached_the_server() => {
+                retries.after(e).filter(|n| !n.resume).map(|n| (e, n))
             }
             _ => None,
         };
-        let Some(cause) = again else { break result };
-        let asked = result.as_ref().err().and_then(TransferError::retry_after);
-        let Some(wait) = retry_wait(asked, args.retry.retry - retries) else { break result };
+        let Some((e, next)) = next else { break result };
         report.finish();
-        if let Err(e) = &result {
-            report.retrying(e, &cause, "sending it again", wait, retries)?;
-        }
-        retries -= 1;
-        backoff(wait).await;
+        report.retrying(e, &next, "sending it again")?;
+        backoff(next.wait).await;
     };
     report.finish();
     match result {

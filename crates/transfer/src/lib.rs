@@ -942,6 +942,12 @@ impl TransferError {
         }
     }
 
+    /// Whether the request may have reached the server: anything but a failure to connect,
+    /// which sent nothing. A POST that may have is not sent again.
+    pub fn may_have_reached_the_server(&self) -> bool {
+        !matches!(self, Self::Connect(_))
+    }
+
     /// What the server asked with its failing status's `Retry-After`, through the wrappers.
     pub fn retry_after(&self) -> Option<RetryAfter> {
         match self {

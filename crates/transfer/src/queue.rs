@@ -70,8 +70,10 @@ pub type Sessions<'a> = dyn Fn(&str) -> Result<Session, TransferError> + Sync + 
 /// `error` from an upload with `method`, as the queue treats it: a POST's transient failure
 /// becomes [`TransferError::NotResent`] unless it could not connect (nothing was sent).
 fn upload_failure(method: &str, error: TransferError) -> TransferError {
-    let sent = !matches!(error, TransferError::Connect(_));
-    if method.eq_ignore_ascii_case("POST") && sent && error.transient() {
+    if method.eq_ignore_ascii_case("POST")
+        && error.may_have_reached_the_server()
+        && error.transient()
+    {
         TransferError::NotResent(Box::new(error))
     } else {
         error
