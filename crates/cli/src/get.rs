@@ -759,14 +759,36 @@ impl Retries {
         Self { left: args.retry, given: args.retry, connrefused: args.retry_connrefused }
     }
 
-    /// The next try after `e`, counted, or `None` to fail now: no tries left, or the failure
-    /// is an answer rather than an accident — a certificate not trusted, a 4xx, a name that
-    /// does not exist, (without `--retry-connrefused`) a refused connection — or the server's
-    /// `Retry-After` asks longer than nw waits (which is said). The wait is the backoff
-    /// (1, 2, 4 … 16 s) or what `Retry-After` asks.
+    /// The next try after `e`, counted, or `None` to fail now (see [`Retries::decide`]; a
+    /// `Retry-After` longer than nw waits is said on stderr).
     pub(crate) fn after(&mut self, e: &TransferError) -> Option<Next> {
+        #[allow(clippy::disallowed_methods, reason = "the front end waits between tries")]
+        let now = std::time::SystemTime::now();
+        match self.decide(e, now) {
+            Ok(next) => next,
+            Err(asked) => {
+                crate::output::error_line(&format!(
+                    "nw: note: the server asks to be tried again in {} s (Retry-After), longer than --retry waits ({} s): run it again then",
+                    asked.as_secs(),
+                    MAX_RETRY_AFTER.as_secs()
+                ));
+                None
+            }
+        }
+    }
+
+    /// The next try after `e` at wall time `now`, counted, or `Ok(None)` to fail now: no tries
+    /// left, or the failure is an answer rather than an accident — a certificate not trusted,
+    /// a 4xx, a name that does not exist, (without `--retry-connrefused`) a refused
+    /// connection. The wait is the backoff (1, 2, 4 … 16 s) or what the server's
+    /// `Retry-After` asks; `Err` with what it asks when that is longer than nw waits.
+    fn decide(
+        &mut self,
+        e: &TransferError,
+        now: std::time::SystemTime,
+    ) -> Result<Option<Next>, Duration> {
         if self.left == 0 {
-            return None;
+            return Ok(None);
         }
         let (resume, cause) = match e {
             TransferError::Saved { source, .. } => (true, source.to_string()),
@@ -774,32 +796,23 @@ impl Retries {
                 (true, format!("the body ended after {got} of {expected} bytes"))
             }
             TransferError::Connect(c) if c.no_such_name() || (c.refused() && !self.connrefused) => {
-                return None;
+                return Ok(None);
             }
             // Its text names the URL, which the retry's line starts with.
             TransferError::Status { status, .. } if e.transient() => {
                 (false, format!("the server answered {status}"))
             }
             e if e.transient() => (false, e.to_string()),
-            _ => return None,
+            _ => return Ok(None),
         };
-        #[allow(clippy::disallowed_methods, reason = "the front end waits between tries")]
-        let now = std::time::SystemTime::now();
         let wait = match e.retry_after().map(|a| a.wait(now)) {
             None => Duration::from_secs(1 << (self.given - self.left).min(4)),
             Some(asked) if asked <= MAX_RETRY_AFTER => asked,
-            Some(asked) => {
-                crate::output::error_line(&format!(
-                    "nw: note: the server asks to be tried again in {} s (Retry-After), longer than --retry waits ({} s): run it again then",
-                    asked.as_secs(),
-                    MAX_RETRY_AFTER.as_secs()
-                ));
-                return None;
-            }
+            Some(asked) => return Err(asked),
         };
         let left = self.left;
         self.left -= 1;
-        Some(Next { resume, cause, wait, left })
+        Ok(Some(Next { resume, cause, wait, left }))
     }
 }
 
@@ -1118,5 +1131,45 @@ mod tests {
         assert!(file_name("http://h/a/%2e%2e").is_err());
         assert!(file_name("http://h/a%2fb").is_err());
         assert!(file_name("http://h/%zz").is_err());
+    }
+
+    /// `--retry` in virtual time: the backoff doubles to 16 s, `Retry-After` replaces it (a
+    /// date counted from `now`), too long a one is handed back, 4xx and no tries left end it,
+    /// and a dropped body resumes.
+    #[test]
+    fn retries_back_off_follow_retry_after_and_stop_on_answers() {
+        use std::time::{Duration, SystemTime};
+
+        use nw_transfer::{RetryAfter, TransferError};
+
+        use super::{Retries, RetryArgs};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
+        let status = |status, retry_after| TransferError::Status {
+            url: "http://h/f".into(),
+            status,
+            retry_after,
+        };
+        let mut r = Retries::new(&RetryArgs { retry: 6, retry_connrefused: false });
+        let waits: Vec<u64> = (0..6)
+            .map(|_| r.decide(&status(503, None), now).unwrap().unwrap().wait.as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 16]);
+        assert!(r.decide(&status(503, None), now).unwrap().is_none(), "no tries left");
+
+        let mut r = Retries::new(&RetryArgs { retry: 3, retry_connrefused: false });
+        let at = RetryAfter::At(now + Duration::from_secs(30));
+        let next = r.decide(&status(429, Some(at)), now).unwrap().unwrap();
+        assert_eq!((next.wait, next.left, next.resume), (Duration::from_secs(30), 3, false));
+        assert_eq!(next.cause, "the server answered 429");
+        let long = Some(RetryAfter::Seconds(3600));
+        assert_eq!(r.decide(&status(503, long), now).err(), Some(Duration::from_secs(3600)));
+        assert!(r.decide(&status(404, None), now).unwrap().is_none(), "a 4xx is an answer");
+        let lost = TransferError::Saved {
+            part: "f.part".into(),
+            source: Box::new(TransferError::Lost("reset".into())),
+        };
+        let next = r.decide(&lost, now).unwrap().unwrap();
+        assert!(next.resume && next.cause.contains("reset"), "{}", next.cause);
+        assert_eq!(next.left, 2, "the 429 counted a try; the too-long wait and the 404 none");
     }
 }
