@@ -571,8 +571,8 @@ fn queued_transfers_run_with_the_flags_they_were_queued_with() {
     assert!(!scratch.0.join("www/put/gone.bin").exists());
 }
 
-/// A server on loopback that answers each connection with `answer(n, request head)` (n counts
-/// from 1), then closes it.
+/// A server on loopback that reads each connection's request (its head, and a body of its
+/// `Content-Length`), answers with `answer(n, request head)` (n counts from 1), then closes it.
 fn raw_server(
     answer: impl Fn(usize, &str) -> Vec<u8> + Send + 'static,
 ) -> (u16, std::thread::JoinHandle<()>) {
@@ -587,7 +587,17 @@ fn raw_server(
             while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
                 head.push(byte[0]);
             }
-            let reply = answer(n + 1, &String::from_utf8_lossy(&head));
+            let head = String::from_utf8_lossy(&head).into_owned();
+            // Read whole, so that closing does not reset a connection with a body unread.
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let _ = stream.read_exact(&mut vec![0u8; length]);
+            let reply = answer(n + 1, &head);
             if reply.is_empty() {
                 return;
             }
@@ -652,41 +662,6 @@ fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_
     drop(silent);
 }
 
-/// A server on loopback that reads each request whole (head and `Content-Length` body), keeps
-/// its request line, and answers with `answer(n)` (n counts from 1).
-fn body_server(
-    answer: impl Fn(usize) -> &'static str + Send + 'static,
-) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{Read as _, Write as _};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = seen.clone();
-    std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(str::to_owned)
-                })
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0u8; length];
-            let _ = stream.read_exact(&mut body);
-            kept.lock().unwrap().push(head.lines().next().unwrap_or_default().to_owned());
-            let _ = stream.write_all(answer(n + 1).as_bytes());
-        }
-    });
-    (port, seen)
-}
-
 /// `nw put --retry`: a PUT answered 503 is sent again whole after the server's Retry-After; a
 /// POST that reached the server is never sent twice.
 #[test]
@@ -697,12 +672,24 @@ fn put_sends_a_put_again_after_a_503_but_never_a_post_that_arrived() {
     let file = file.to_string_lossy().into_owned();
     let busy =
         "HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let (port, seen) = body_server(move |n| {
-        if n == 1 {
+    // The request lines each server saw.
+    let seeing = || {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let kept = seen.clone();
+        let keep = move |head: &str| {
+            kept.lock().unwrap().push(head.lines().next().unwrap_or_default().to_owned())
+        };
+        (seen, keep)
+    };
+    let (seen, keep) = seeing();
+    let (port, _server) = raw_server(move |n, head| {
+        keep(head);
+        let reply = if n == 1 {
             busy
         } else {
             "HTTP/1.1 201 Created\r\nContent-Length: 7\r\nConnection: close\r\n\r\nstored\n"
-        }
+        };
+        reply.as_bytes().to_vec()
     });
     let url = format!("http://127.0.0.1:{port}/up.bin");
     let out = nw(&scratch, &["put", &file, &url]).output().unwrap();
@@ -712,7 +699,11 @@ fn put_sends_a_put_again_after_a_503_but_never_a_post_that_arrived() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "stored\n", "{err}");
     assert_eq!(seen.lock().unwrap().len(), 2, "{:?}", seen.lock().unwrap());
 
-    let (port, seen) = body_server(move |_| busy);
+    let (seen, keep) = seeing();
+    let (port, _server) = raw_server(move |_, head| {
+        keep(head);
+        busy.as_bytes().to_vec()
+    });
     let url = format!("http://127.0.0.1:{port}/form");
     let out = nw(&scratch, &["put", "--post", &file, &url]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
