@@ -340,14 +340,9 @@ impl ConnectError {
     /// when the proxy could not be reached). A definite answer, unlike a timeout: trying
     /// again at once meets the same one unless a server is being restarted.
     pub fn refused(&self) -> bool {
-        match self {
-            Self::Race { error: RaceError::AllAttemptsFailed { attempts }, .. } => {
-                !attempts.is_empty()
-                    && attempts.iter().all(|t| matches!(t.error, AttemptError::Refused))
-            }
-            Self::Proxy { error: ProxyFailure::Unreachable(inner), .. } => inner.refused(),
-            _ => false,
-        }
+        matches!(self.race(), Some(RaceError::AllAttemptsFailed { attempts })
+            if !attempts.is_empty()
+                && attempts.iter().all(|t| matches!(t.error, AttemptError::Refused)))
     }
 
     /// The name servers answered that the name does not exist or has no addresses (the
@@ -355,12 +350,15 @@ impl ConnectError {
     /// query that timed out or a server that failed.
     pub fn no_such_name(&self) -> bool {
         let definite = |e: &Option<QueryError>| matches!(e, None | Some(QueryError::NoSuchName));
+        matches!(self.race(), Some(RaceError::NoAddresses { a, aaaa }) if definite(a) && definite(aaaa))
+    }
+
+    /// How the race ended, the race to the proxy's when the proxy could not be reached.
+    fn race(&self) -> Option<&RaceError> {
         match self {
-            Self::Race { error: RaceError::NoAddresses { a, aaaa }, .. } => {
-                definite(a) && definite(aaaa)
-            }
-            Self::Proxy { error: ProxyFailure::Unreachable(inner), .. } => inner.no_such_name(),
-            _ => false,
+            Self::Race { error, .. } => Some(error),
+            Self::Proxy { error: ProxyFailure::Unreachable(inner), .. } => inner.race(),
+            _ => None,
         }
     }
 
@@ -1247,6 +1245,46 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refused and no-such-name are told from a timeout, directly and through a proxy that
+    /// could not be reached.
+    #[test]
+    fn a_refusal_and_a_missing_name_are_told_from_failures_that_may_pass() {
+        let id = ConnectionId(1);
+        let race =
+            |error| ConnectError::Race { error, report: Box::new(Report::new(id, "h.test", 80)) };
+        let through_proxy = |inner| ConnectError::Proxy {
+            host: "h.test".into(),
+            port: 80,
+            proxy: "http://p.test:3128".into(),
+            error: ProxyFailure::Unreachable(Box::new(inner)),
+            report: Box::new(Report::new(id, "p.test", 3128)),
+        };
+        let tried = |n, error| crate::happy_eyeballs::Tried {
+            id: id.attempt(n),
+            addr: "192.0.2.1:80".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            error,
+        };
+        let refused = || RaceError::AllAttemptsFailed {
+            attempts: vec![tried(1, AttemptError::Refused), tried(2, AttemptError::Refused)],
+        };
+        assert!(race(refused()).refused() && through_proxy(race(refused())).refused());
+        let mixed = RaceError::AllAttemptsFailed {
+            attempts: vec![tried(1, AttemptError::Refused), tried(2, AttemptError::TimedOut)],
+        };
+        assert!(!race(mixed).refused(), "one address may answer later");
+        assert!(!race(RaceError::AllAttemptsFailed { attempts: vec![] }).refused());
+
+        let missing = || RaceError::NoAddresses { a: Some(QueryError::NoSuchName), aaaa: None };
+        assert!(race(missing()).no_such_name() && through_proxy(race(missing())).no_such_name());
+        let unanswered = RaceError::NoAddresses {
+            a: Some(QueryError::NoSuchName),
+            aaaa: Some(QueryError::TimedOut),
+        };
+        assert!(!race(unanswered).no_such_name(), "a query that timed out may be answered");
+        assert!(!race(RaceError::TimedOut(Duration::from_secs(1))).refused());
+    }
 
     #[test]
     fn answers_are_sorted_by_rfc6724_with_the_kernels_source_addresses() {
