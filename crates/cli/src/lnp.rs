@@ -384,9 +384,18 @@ fn log(paths: &Paths, lines: usize, json: bool) -> anyhow::Result<Outcome> {
                     })
                     .unwrap_or_default();
             let pid = d.pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+            // Outbound: the app reaching the destination; inbound: a peer it would have served.
+            let way = match d.direction {
+                nw_lnp::Direction::Outbound => "->",
+                nw_lnp::Direction::Inbound => "<-",
+            };
             crate::output::line(&format!(
-                "{at}  denied {}{pid} -> {} ({}; by {})",
-                d.identity, d.destination, d.locality, d.by
+                "{at}  denied {}{pid} {way} {} ({}; by {}; {})",
+                d.identity,
+                d.destination,
+                d.locality,
+                d.by,
+                d.direction.as_str()
             ))?;
         }
     }

@@ -567,7 +567,9 @@ async fn establish<T: Send + 'static>(
     }
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
     let limit = tokio::time::Instant::now() + config.timeout.saturating_sub(report.waited);
-    let mut gate = crate::local_network::Gate::new(&params.local_network, limit).await;
+    let mut gate =
+        crate::local_network::Gate::new(&params.local_network, limit, nw_lnp::Direction::Outbound)
+            .await;
     let allowed = match literal {
         Some(ip) => gate.address(ip).await,
         None => gate.name(host).await,

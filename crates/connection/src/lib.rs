@@ -133,7 +133,7 @@ pub use framed::{Framed, FramedError};
 pub use framer::{FrameError, Framer, Framing, Width};
 pub use id::{AttemptId, ConnectionId};
 pub use listener::{Config as ListenerConfig, Counts as ListenerCounts, Handler, Listener};
-pub use local_network::LocalNetwork;
+pub use local_network::{LocalNetwork, PeerRefused};
 pub use nw_lnp::{Paths as LocalNetworkPaths, Verdict as LocalNetworkVerdict};
 pub use proxy::Proxy;
 pub use qlog::Qlog;

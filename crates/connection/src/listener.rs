@@ -286,13 +286,11 @@ async fn served_here(
     stats: &Stats,
 ) -> bool {
     let Some(settings) = settings else { return true };
-    #[allow(clippy::disallowed_methods, reason = "driver: the check's deadline")]
-    let deadline = tokio::time::Instant::now() + limit;
-    match crate::local_network::peer_refused(settings, peer.ip(), deadline).await {
-        None => true,
-        Some(why) => {
+    match settings.check_peer(peer.ip(), limit).await {
+        Ok(()) => true,
+        Err(refused) => {
             stats.local_network_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("not serving {peer}: local network prohibited: {why}");
+            tracing::warn!(port = peer.port(), "{refused}");
             false
         }
     }

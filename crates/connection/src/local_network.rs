@@ -43,18 +43,31 @@ pub(crate) struct Gate {
     pub(crate) refused: Vec<Verdict>,
     /// Why the store could not be read, when that refused a destination.
     pub(crate) error: Option<String>,
+    /// Outbound for a connection; inbound for a peer of a listener.
+    direction: nw_lnp::Direction,
 }
 
 impl Gate {
     /// A gate over the process's latest path reading (none when the path cannot be read: then
     /// only multicast, broadcast, link-local and `.local` are known to be local), answering
     /// by `deadline`.
-    pub(crate) async fn new(settings: &LocalNetwork, deadline: tokio::time::Instant) -> Self {
+    pub(crate) async fn new(
+        settings: &LocalNetwork,
+        deadline: tokio::time::Instant,
+        direction: nw_lnp::Direction,
+    ) -> Self {
         let reading = match nw_path::PathService::shared() {
             Ok(service) => service.reading().await.ok(),
             Err(_) => None,
         };
-        Self { settings: settings.clone(), reading, deadline, refused: Vec::new(), error: None }
+        Self {
+            settings: settings.clone(),
+            reading,
+            deadline,
+            refused: Vec::new(),
+            error: None,
+            direction,
+        }
     }
 
     /// Whether `ip` may be reached; a refusal is kept in `refused`.
@@ -95,7 +108,7 @@ impl Gate {
     async fn ask(&mut self, destination: String, locality: nw_lnp::Locality) -> bool {
         let settings = self.settings.clone();
         let shown = destination.clone();
-        let refused_locality = locality.clone();
+        let (refused_locality, direction) = (locality.clone(), self.direction);
         let asked = tokio::time::timeout_at(
             self.deadline,
             tokio::task::spawn_blocking(move || {
@@ -103,8 +116,9 @@ impl Gate {
                 if let Some(id) = settings.identity {
                     who.identity = id;
                 }
-                let verdict = nw_lnp::permit(&settings.paths, &who, &destination, &locality)
-                    .map_err(|e| e.to_string());
+                let verdict =
+                    nw_lnp::permit(&settings.paths, &who, &destination, &locality, direction)
+                        .map_err(|e| e.to_string());
                 (who.identity, verdict)
             }),
         )
@@ -140,23 +154,45 @@ impl Gate {
     }
 }
 
-/// Why a peer at `ip` that connected to one of this app's listeners may not be served, or
-/// `None` when it may: the check a connection to it would meet (an IPv4 peer of a dual-stack
-/// socket judged as IPv4; loopback never local, and nothing read for it).
-pub(crate) async fn peer_refused(
-    settings: &LocalNetwork,
-    ip: IpAddr,
-    deadline: tokio::time::Instant,
-) -> Option<String> {
-    let ip = ip.to_canonical();
-    if ip.is_loopback() {
-        return None;
+/// Why a peer may not be served: see [`LocalNetwork::check_peer`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("not serving {peer}: local network prohibited: {}", explain(.refused, .error.as_deref()))]
+pub struct PeerRefused {
+    /// The peer, as its address is (an IPv4 peer of a dual-stack socket as IPv4).
+    pub peer: IpAddr,
+    /// The app, the peer, why it is local and what decided.
+    pub refused: Vec<Verdict>,
+    /// Why the permission store could not be read, when that is what refused.
+    pub error: Option<String>,
+}
+
+impl LocalNetwork {
+    /// Whether this app may serve a peer at `ip` that reached one of its sockets: the check a
+    /// connection to the peer would meet, made inbound (the hook is told
+    /// `NW_LNP_DIRECTION=inbound`, and a denial is logged as inbound). Loopback, this host's
+    /// addresses and peers beyond a router are served without reading a file; an IPv4 peer
+    /// of a dual-stack socket is judged as IPv4. An answer not given within `within` (a
+    /// prompt hook still asking) refuses.
+    ///
+    /// [`Listener`](crate::Listener) asks this for every TCP and QUIC peer; a server of its
+    /// own sockets (UDP, say) asks it before it answers a new peer.
+    pub async fn check_peer(
+        &self,
+        ip: IpAddr,
+        within: std::time::Duration,
+    ) -> Result<(), PeerRefused> {
+        let ip = ip.to_canonical();
+        if ip.is_loopback() {
+            return Ok(());
+        }
+        #[allow(clippy::disallowed_methods, reason = "the check's deadline")]
+        let deadline = tokio::time::Instant::now() + within;
+        let mut gate = Gate::new(self, deadline, nw_lnp::Direction::Inbound).await;
+        if gate.address(ip).await {
+            return Ok(());
+        }
+        Err(PeerRefused { peer: ip, refused: gate.refused, error: gate.error })
     }
-    let mut gate = Gate::new(settings, deadline).await;
-    if gate.address(ip).await {
-        return None;
-    }
-    Some(explain(&gate.refused, gate.error.as_deref()))
 }
 
 /// The refusal in words: who may not reach what, why it is local, and what decided.

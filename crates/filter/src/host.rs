@@ -531,7 +531,7 @@ pub async fn run(
                             };
                             let (tx, to) = (lnp_tx.clone(), key.remote.ip().to_string());
                             tokio::task::spawn_blocking(move || {
-                                let verdict = nw_lnp::permit(&paths, &who, &to, &locality);
+                                let verdict = nw_lnp::permit(&paths, &who, &to, &locality, nw_lnp::Direction::Outbound);
                                 let _ = tx.send((id, verdict.map_err(|e| e.to_string())));
                             });
                             flows.asked.insert(id, flow);

@@ -26,10 +26,34 @@ pub struct Verdict {
     pub by: Source,
 }
 
+/// Which way the traffic would go: the app reaching out, or a peer reaching the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The app connects to (or sends to) the destination.
+    #[default]
+    Outbound,
+    /// A peer on the local network connected to (or sent to) one of the app's listeners; the
+    /// destination is the peer. The same permission covers both ways.
+    Inbound,
+}
+
+impl Direction {
+    /// `"outbound"` or `"inbound"`, as the log and the prompt hook (`NW_LNP_DIRECTION`) say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
 /// Decides whether `who` may reach `destination` (shown as given; `locality` from
-/// [`classify`](crate::classify())). Not local: allowed, no file read. Local: the files decide,
+/// [`classify`](crate::classify())), or be reached by it when `direction` is
+/// [`Direction::Inbound`]. Not local: allowed, no file read. Local: the files decide,
 /// an undecided app is asked through the prompt hook (blocking, up to
-/// [`PROMPT_TIMEOUT`](store::PROMPT_TIMEOUT)), and a denial is appended to the log.
+/// [`PROMPT_TIMEOUT`](store::PROMPT_TIMEOUT)), and a denial is appended to the log with its
+/// direction.
 ///
 /// Blocking: call it from a blocking thread.
 pub fn permit(
@@ -37,6 +61,7 @@ pub fn permit(
     who: &Identified,
     destination: &str,
     locality: &Locality,
+    direction: Direction,
 ) -> Result<Verdict, StoreError> {
     let verdict = |allowed: bool, by: Source| Verdict {
         allowed,
@@ -53,7 +78,7 @@ pub fn permit(
     let out = match decision.access {
         Access::Allow => verdict(true, decision.by),
         Access::Deny => verdict(false, decision.by),
-        Access::Ask => match policy.prompt().and_then(|p| ask(p, who, destination)) {
+        Access::Ask => match policy.prompt().and_then(|p| ask(p, who, destination, direction)) {
             Some(answer) => {
                 let identity = who.identity.clone();
                 let stored = store::update(paths, |f| {
@@ -74,7 +99,7 @@ pub fn permit(
         },
     };
     if !out.allowed {
-        crate::log::append(paths, &crate::log::Denial::of(&out, who));
+        crate::log::append(paths, &crate::log::Denial::of(&out, who, direction));
     }
     Ok(out)
 }
@@ -96,12 +121,18 @@ pub fn missing_hook(command: &[String]) -> Option<&str> {
 
 /// Runs the prompt hook; `Some` when it answered (exit 0 allow, 1 deny) in time.
 #[allow(clippy::disallowed_methods, reason = "waits for the hook's process, on a blocking thread")]
-fn ask(command: &[String], who: &Identified, destination: &str) -> Option<Answer> {
+fn ask(
+    command: &[String],
+    who: &Identified,
+    destination: &str,
+    direction: Direction,
+) -> Option<Answer> {
     let (program, args) = command.split_first()?;
     let mut child = std::process::Command::new(Path::new(program))
         .args(args)
         .env("NW_LNP_IDENTITY", &who.identity)
         .env("NW_LNP_DESTINATION", destination)
+        .env("NW_LNP_DIRECTION", direction.as_str())
         .env("NW_LNP_EXECUTABLE", &who.executable)
         .env("NW_LNP_PID", who.pid.map(|p| p.to_string()).unwrap_or_default())
         .stdin(Stdio::null())

@@ -25,6 +25,6 @@ mod scratch;
 pub mod store;
 
 pub use classify::{Locality, classify, classify_name, on_link_prefixes};
-pub use gate::{Verdict, permit};
+pub use gate::{Direction, Verdict, permit};
 pub use identity::Identified;
 pub use store::{Access, Paths, Policy, StoreError};

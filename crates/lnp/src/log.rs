@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::gate::Verdict;
+use crate::gate::{Direction, Verdict};
 use crate::identity::Identified;
 use crate::store::Paths;
 
@@ -30,12 +30,16 @@ pub struct Denial {
     pub executable: String,
     /// What decided (policy, store, prompt, default).
     pub by: String,
+    /// Outbound (the app reaching the destination) or inbound (the destination, a peer,
+    /// reaching one of the app's listeners); lines written before it was kept read outbound.
+    #[serde(default)]
+    pub direction: Direction,
 }
 
 impl Denial {
     /// The denial a verdict records, stamped now.
     #[allow(clippy::disallowed_methods, reason = "the log's wall-clock stamp")]
-    pub fn of(verdict: &Verdict, who: &Identified) -> Self {
+    pub fn of(verdict: &Verdict, who: &Identified, direction: Direction) -> Self {
         let at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -50,6 +54,7 @@ impl Denial {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
+            direction,
         }
     }
 }
@@ -60,6 +65,7 @@ pub fn append(paths: &Paths, denial: &Denial) {
     tracing::info!(
         identity = %denial.identity,
         destination = %denial.destination,
+        direction = denial.direction.as_str(),
         "local network prohibited ({})",
         denial.locality
     );

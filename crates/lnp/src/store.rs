@@ -30,7 +30,9 @@
 //! 2. The policy's `deny`, then its `allow` list.
 //! 3. The store's entry for the identity.
 //! 4. No entry: ask. The prompt hook, when there is one, is run with `NW_LNP_IDENTITY`,
-//!    `NW_LNP_DESTINATION`, `NW_LNP_EXECUTABLE` and `NW_LNP_PID` in its environment; exit status
+//!    `NW_LNP_DESTINATION`, `NW_LNP_DIRECTION` (`outbound`, or `inbound` when the destination is
+//!    a peer that reached one of the app's listeners), `NW_LNP_EXECUTABLE` and `NW_LNP_PID` in
+//!    its environment; exit status
 //!    0 allows and 1 denies, and the answer is stored. Any other status, no answer within
 //!    [`PROMPT_TIMEOUT`], or no hook: the `headless` answer (deny unless set), not stored.
 //!

@@ -39,11 +39,11 @@ fn a_destination_that_is_not_local_never_reads_the_files() {
     std::fs::write(&paths.store, "not toml at all").unwrap_or_else(|e| panic!("{e}"));
     let routed =
         Locality::NotLocal { why: NotLocalWhy::Routed { gateway: IpAddr::from([10, 0, 0, 1]) } };
-    let v = permit(&paths, &app("exe:/opt/app"), "192.0.2.7", &routed)
+    let v = permit(&paths, &app("exe:/opt/app"), "192.0.2.7", &routed, Direction::Outbound)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(v.allowed);
     // A local one does, and the broken store is an error, not "allow".
-    let e = permit(&paths, &app("exe:/opt/app"), "10.0.0.7", &on_link()).err();
+    let e = permit(&paths, &app("exe:/opt/app"), "10.0.0.7", &on_link(), Direction::Outbound).err();
     assert!(e.is_some_and(|e| e.to_string().contains("does not parse")));
 }
 
@@ -56,7 +56,7 @@ fn a_denial_is_logged_with_the_identity_and_the_destination() {
         f.apps.insert("exe:/opt/app".into(), Access::Deny);
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let v = permit(&paths, &app("exe:/opt/app"), "10.0.0.7", &on_link())
+    let v = permit(&paths, &app("exe:/opt/app"), "10.0.0.7", &on_link(), Direction::Outbound)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((v.allowed, v.by), (false, Source::Store));
     let logged = crate::log::read(&paths).unwrap_or_else(|e| panic!("{e}"));
@@ -67,11 +67,44 @@ fn a_denial_is_logged_with_the_identity_and_the_destination() {
     assert_eq!(logged[0].pid, Some(4242));
     assert_eq!(logged[0].by, "store");
     // Another app with no decision, no hook: the headless answer (deny), not stored.
-    let v = permit(&paths, &app("exe:/opt/other"), "10.0.0.7", &on_link())
+    let v = permit(&paths, &app("exe:/opt/other"), "10.0.0.7", &on_link(), Direction::Outbound)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((v.allowed, v.by), (false, Source::Default));
     let p = Policy::load(&paths).unwrap_or_else(|e| panic!("{e}"));
     assert!(!p.store.apps.contains_key("exe:/opt/other"));
+}
+
+#[test]
+fn an_inbound_denial_says_so_to_the_hook_and_in_the_log() {
+    let s = Scratch::new("gate-inbound");
+    let paths = s.paths();
+    // A hook that answers yes only when asked about an outbound destination.
+    let hook = s.0.join("direction-hook");
+    std::fs::write(&hook, "#!/bin/sh\n[ \"$NW_LNP_DIRECTION\" = outbound ]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    store::update(&paths, |f| {
+        f.check = Some(Check::On);
+        f.prompt = Some(vec![hook.display().to_string()]);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let v = permit(&paths, &app("exe:/opt/server"), "10.0.0.9", &on_link(), Direction::Inbound)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((v.allowed, v.by), (false, Source::Prompt), "the hook was told inbound");
+    let logged = crate::log::read(&paths).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(logged.len(), 1);
+    assert_eq!(
+        (logged[0].destination.as_str(), logged[0].direction),
+        ("10.0.0.9", Direction::Inbound)
+    );
+    let line = std::fs::read_to_string(paths.log()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(line.contains(r#""direction":"inbound""#), "{line}");
+    // A line written before the direction was kept reads as outbound.
+    let old = r#"{"at_ms":1,"identity":"exe:/x","destination":"10.0.0.1","locality":"on-link","executable":"/x","by":"store"}"#;
+    std::fs::write(paths.log(), format!("{old}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let logged = crate::log::read(&paths).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(logged.iter().map(|d| d.direction).collect::<Vec<_>>(), [Direction::Outbound]);
 }
 
 #[test]
@@ -87,8 +120,14 @@ fn the_prompt_hook_answers_and_its_answer_is_kept() {
         .unwrap_or_else(|e| panic!("{e}"));
     };
     let ask = |id: &str| {
-        permit(&paths, &app(id), "ff02::fb", &Locality::Local { why: LocalWhy::Multicast })
-            .unwrap_or_else(|e| panic!("{e}"))
+        permit(
+            &paths,
+            &app(id),
+            "ff02::fb",
+            &Locality::Local { why: LocalWhy::Multicast },
+            Direction::Outbound,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     };
     with_hook(&yes);
     let v = ask("exe:/a");

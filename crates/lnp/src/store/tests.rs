@@ -176,6 +176,7 @@ fn links_planted_beside_the_store_are_never_written_through() {
         pid: None,
         executable: "/x".into(),
         by: "store".into(),
+        direction: crate::Direction::Outbound,
     };
     crate::log::append(&paths, &denial);
     assert_eq!(std::fs::read_to_string(&victim).ok().as_deref(), Some("precious\n"));
