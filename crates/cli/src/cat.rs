@@ -445,7 +445,10 @@ fn udp_failed(e: &std::io::Error) -> Outcome {
     Outcome::Negative
 }
 
-/// `-l --udp`: binds, takes the first datagram's sender as the peer, then relays as a client.
+/// `-l --udp`: binds, takes the first datagram's sender the app may serve as the peer (local
+/// network privacy judges each new sender as the TCP listener judges a peer: a refused one's
+/// datagrams are dropped, said once, and the next sender is waited for), then relays as a
+/// client.
 async fn listen_udp(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
     let idle = idle(args)?;
     let socket = tokio::net::UdpSocket::bind(at).await.with_context(|| {
@@ -456,9 +459,28 @@ async fn listen_udp(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Out
         crate::output::error_line(&format!("nw cat: listening on {local} (UDP)"));
     }
     let mut buf = vec![0u8; 65_535];
-    let (n, peer) = socket.recv_from(&mut buf).await?;
+    let local_network = nw_connection::LocalNetwork::default();
+    let mut refused = std::collections::HashSet::new();
+    let (n, peer) = loop {
+        let (n, peer) = socket.recv_from(&mut buf).await?;
+        if refused.contains(&peer.ip()) {
+            continue;
+        }
+        // The listener's handshake limit bounds the answer (a prompt hook that hangs).
+        match local_network.check_peer(peer.ip(), Duration::from_secs(10)).await {
+            Ok(()) => break (n, peer),
+            Err(e) => {
+                crate::output::error_line(&format!(
+                    "nw cat: {e}; its datagrams are dropped, waiting for another sender"
+                ));
+                refused.insert(peer.ip());
+            }
+        }
+    };
     if args.report || args.json {
-        crate::output::error_line(&format!("nw cat: datagrams from {peer}"));
+        // An IPv4 sender of the dual-stack socket as the IPv4 address it is.
+        let shown = std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        crate::output::error_line(&format!("nw cat: datagrams from {shown}"));
     }
     socket.connect(peer).await?;
     let mut stdout = tokio::io::stdout();

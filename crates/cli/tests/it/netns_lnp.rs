@@ -394,9 +394,24 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, str(e)))
 "#;
 
+/// Sends `from the link` twice from the link's address, then `from beyond the router` from
+/// the routed one (argv: host, port, routed address), a moment apart.
+const SENDER: &str = r#"
+import socket, sys, time
+host, port, routed = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for source, label in [(None, "the link"), (None, "the link"), (routed, "beyond the router")]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if source:
+        s.bind((source, 0))
+    s.sendto(("from %s\n" % label).encode(), (host, port))
+    s.close()
+    time.sleep(0.3)
+"#;
+
 /// A listener is held to the permission as a connection is. Denied, `nw cat -l` (on `[::]`,
 /// so IPv4 peers arrive as mapped addresses) resets a peer on the link and says why, logs it,
-/// and serves a peer beyond the router; allowed, it serves the peer on the link.
+/// and serves a peer beyond the router; allowed, it serves the peer on the link. The log marks
+/// the refusals inbound, and `nw cat -l -u` takes the first sender it may serve.
 #[test]
 fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
     use std::io::{BufRead as _, BufReader};
@@ -412,9 +427,10 @@ fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
         text(&out.stdout).trim().to_owned()
     };
     // Serves its first client, then exits; stderr collected on a thread.
-    let listen = || {
+    let listen = |extra: &[&str]| {
         let mut cmd = s.p.cli.command(NW);
-        cmd.args(["cat", "-l", "--report", "8098"])
+        cmd.args(["cat", "-l", "--report"])
+            .args(extra)
             .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
             .env("NW_LNP_POLICY", s.dir.path("policy.toml"))
             .stdin(Stdio::null())
@@ -430,7 +446,7 @@ fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
     s.lnp(&["on"]);
     s.lnp(&["deny", &id]);
 
-    let (child, rest) = listen();
+    let (child, rest) = listen(&["8098"]);
     assert_eq!(talk("-", "the link"), "ECONNRESET", "a denied app does not serve the link");
     assert_eq!(talk(ROUTED, "beyond the router"), "ok", "a peer beyond the router is served");
     let out = child.wait_with_output().unwrap();
@@ -443,15 +459,44 @@ fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
         "{err}"
     );
     let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
+    let inbound = |log: &str| {
+        log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|d| {
+            d["identity"] == id.as_str()
+                && d["destination"] == "198.51.100.2"
+                && d["direction"] == "inbound"
+        })
+    };
+    assert!(inbound(&log), "the refusal is logged as inbound: {log}");
+    let shown = text(&s.nw(&["lnp", "log"]).stdout);
     assert!(
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|d| d["identity"] == id.as_str() && d["destination"] == "198.51.100.2"),
-        "the refusal is logged: {log}"
+        shown.contains(&format!("denied {id}")) && shown.contains("<- 198.51.100.2"),
+        "{shown}"
     );
 
+    // UDP: the first sender it may serve becomes the peer; the link's datagrams are dropped,
+    // and that is said once however many come.
+    std::fs::remove_file(s.dir.path("lnp.log")).unwrap();
+    let sender = s.dir.path("sender.py");
+    std::fs::write(&sender, SENDER).unwrap();
+    let (child, rest) = listen(&["--udp", "8099"]);
+    let sent = s.p.srv.command("python3").args([&sender, &cli, "8099", ROUTED]).output();
+    let sent = sent.unwrap_or_else(|e| panic!("python3 is needed (apt-get install python3): {e}"));
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    let out = child.wait_with_output().unwrap();
+    let err = rest.join().unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(text(&out.stdout), "from beyond the router\n", "only the routed sender: {err}");
+    assert_eq!(
+        err.matches("not serving 198.51.100.2: local network prohibited").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains(&format!("datagrams from {ROUTED}:")), "{err}");
+    let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
+    assert!(inbound(&log), "the UDP refusal is logged as inbound: {log}");
+
     s.lnp(&["allow", &id]);
-    let (child, rest) = listen();
+    let (child, rest) = listen(&["8098"]);
     assert_eq!(talk("-", "the link"), "ok", "allowed, the link is served");
     let out = child.wait_with_output().unwrap();
     let err = rest.join().unwrap().join("\n");
