@@ -64,8 +64,35 @@ enum What {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
     let dir = &args.dir;
-    if !dir.is_dir() {
-        return Err(UsageError(format!("--dir {}: not a directory", dir.display())).into());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(UsageError(format!(
+                "--dir {}: not a directory; give a directory (a new one is made for `ca`)",
+                dir.display()
+            ))
+            .into());
+        }
+        // A new CA gets a new directory, its owner's only (it holds the CA's key).
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && matches!(args.what, What::Ca { .. }) =>
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| anyhow::anyhow!("cannot make the directory {}: {e}", dir.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(UsageError(format!(
+                "--dir {}: no such directory, so no CA in it; make one first with `nw cert ca --dir {}`",
+                dir.display(),
+                dir.display()
+            ))
+            .into());
+        }
+        Err(e) => return Err(anyhow::anyhow!("--dir {}: {e}", dir.display())),
     }
     let written = match &args.what {
         What::Ca { name, days } => {

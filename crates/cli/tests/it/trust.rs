@@ -110,6 +110,20 @@ fn nw_cert_then_nw_trust_offline_with_exact_reports() {
     let (code, _, err) = nw(&["cert", "--dir", dir.0.to_str().unwrap(), "ca"]);
     assert_eq!(code, 2, "nothing is overwritten without --force");
     assert!(err.contains("exists; pass --force"), "{err}");
+    // A CA's directory is made when missing, its owner's only; a server's is not.
+    let fresh = dir.path("new/pki");
+    let (code, out, err) = nw(&["cert", "--dir", &fresh, "server", "localhost"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("no such directory") && err.contains("nw cert ca --dir"), "{err}");
+    let (code, _, err) = nw(&["cert", "--dir", &fresh, "ca"]);
+    assert_eq!(code, 0, "{err}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&fresh).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "the CA's directory is the owner's only");
+    assert_eq!(nw(&["cert", "--dir", &fresh, "server", "localhost"]).0, 0);
+    let (code, _, err) = nw(&["cert", "--dir", &ca, "ca"]);
+    assert_eq!(code, 2, "a file is not a directory");
+    assert!(err.contains("not a directory"), "{err}");
 
     let trust = |extra: &[&str]| {
         let mut args = vec!["trust", "--chain", &leaf, "--anchor", &ca];
