@@ -495,6 +495,50 @@ fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
     let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
     assert!(inbound(&log), "the UDP refusal is logged as inbound: {log}");
 
+    // QUIC: the link's client is refused before its handshake; the routed one is served.
+    let certs = s.dir.path("certs");
+    for args in [vec!["cert", "ca"], vec!["cert", "server", &cli]] {
+        let out = s.nw(&[&args[..], &["--dir", &certs]].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let (cert, key, ca) =
+        (format!("{certs}/{cli}.pem"), format!("{certs}/{cli}-key.pem"), format!("{certs}/ca.pem"));
+    let quic_client = |source: &str, label: &str| {
+        use std::io::Write as _;
+        let mut cmd = s.p.srv.command(NW);
+        cmd.args(["cat", "--quic", "--alpn", "lnp-test", "--anchor", &ca, "--timeout", "5"]);
+        if source != "-" {
+            cmd.args(["-s", source]);
+        }
+        // The client's own check is off: only the listener's is under test.
+        let mut child = cmd
+            .args([cli.as_str(), "8100"])
+            .env("NW_LNP_STORE", s.dir.path("client-lnp.toml"))
+            .env("NW_LNP_POLICY", s.dir.path("client-policy.toml"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(format!("from {label}\n").as_bytes());
+        child.wait_with_output().unwrap()
+    };
+    let (child, rest) =
+        listen(&["--quic", "--alpn", "lnp-test", "--cert", &cert, "--key", &key, "8100"]);
+    let refused = quic_client("-", "the link");
+    assert_ne!(refused.status.code(), Some(0), "the link's QUIC client was not refused");
+    assert!(
+        text(&refused.stderr).contains("over QUIC: connection refused"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let served = quic_client(ROUTED, "beyond the router");
+    assert_eq!(served.status.code(), Some(0), "{}", text(&served.stderr));
+    let out = child.wait_with_output().unwrap();
+    let err = rest.join().unwrap().join("\n");
+    assert_eq!(text(&out.stdout), "from beyond the router\n", "only the routed client: {err}");
+    assert!(err.contains("not serving 198.51.100.2: local network prohibited"), "{err}");
+
     s.lnp(&["allow", &id]);
     let (child, rest) = listen(&["8098"]);
     assert_eq!(talk("-", "the link"), "ok", "allowed, the link is served");
