@@ -32,11 +32,14 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Stop the tunnel hosts in this network namespace (all, or the one on INTERFACE) in
-    /// order, and remove what hosts that are gone left behind, kill switches included.
+    /// Stop the tunnel hosts in this network namespace (all, or the one on INTERFACE or
+    /// running the saved configuration NAME) in order, and remove what hosts that are gone
+    /// left behind, kill switches included.
     Down {
-        /// Only the tunnel on this interface.
-        interface: Option<String>,
+        /// Only the tunnel on this interface, or running this saved configuration (also one
+        /// that waits on demand and has no interface yet).
+        #[arg(value_name = "INTERFACE|NAME")]
+        target: Option<String>,
     },
     /// Save a configuration (a WireGuard file, or a provider with its options, the host's
     /// switches and on-demand rules) for `nw tunnel up NAME`; replaces one of that name.
@@ -163,7 +166,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.action {
         Action::Up(up) => run_up(*up).await,
         Action::Status { json } => status(json).await,
-        Action::Down { interface } => down(interface).await,
+        Action::Down { target } => down(target).await,
         Action::Save(save) => save_configuration(*save).await,
         Action::List { json } => list(json).await,
         Action::Remove { name } => {
@@ -1102,17 +1105,19 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
 const DOWN_WAIT: Duration = Duration::from_secs(15);
 
 #[allow(clippy::print_stdout, reason = "what was stopped and removed is the output")]
-async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
+async fn down(target: Option<String>) -> anyhow::Result<Outcome> {
     let hosts: Vec<Value> = running()
         .await
         .into_iter()
-        .filter(|h| interface.as_deref().is_none_or(|i| h["interface"] == i))
+        .filter(|h| {
+            target.as_deref().is_none_or(|t| h["interface"] == t || h["configuration"] == t)
+        })
         .collect();
-    if let Some(i) = &interface
+    if let Some(t) = &target
         && hosts.is_empty()
     {
         return Err(UsageError(format!(
-            "no tunnel host runs on {i:?} in this network namespace (`nw tunnel status` lists them)"
+            "no tunnel host runs on an interface or a saved configuration named {t:?} in this network namespace (`nw tunnel status` lists them)"
         ))
         .into());
     }
@@ -1132,7 +1137,7 @@ async fn down(interface: Option<String>) -> anyhow::Result<Outcome> {
             println!("the tunnel host on {name} (pid {pid}) did not stop within {DOWN_WAIT:?}");
         }
     }
-    if interface.is_none() {
+    if target.is_none() {
         blocking(remove_dead_state_files).await;
         let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?.map_err(|e| {
             anyhow::anyhow!("cannot look for what stopped hosts left behind: {e} (are we root?)")

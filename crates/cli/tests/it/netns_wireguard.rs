@@ -280,7 +280,7 @@ fn netns_wireguard_saved_configuration_runs_and_stops_when_removed() {
 }
 
 /// On-demand rules: a configuration that connects only on Wi-Fi waits on the lab's veth (an
-/// "other" interface) and stops cleanly while waiting; one that connects on "other" runs, stops
+/// "other" interface) and stops cleanly while waiting (`nw tunnel down NAME`); one that connects on "other" runs, stops
 /// with `no_network_available` when the link goes down, waits, and comes back by itself when
 /// the path does.
 #[test]
@@ -317,7 +317,10 @@ fn netns_wireguard_on_demand_follows_the_path() {
         .and_then(|c| c.iter().find(|c| c["name"] == "wifi-only"))
         .map(|c| c["running"]["state"].clone());
     assert_eq!(running, Some(json!("waiting")), "{listed}");
-    let down = nw(&["tunnel", "down"]).output().unwrap();
+    // By its configuration's name: it has no interface yet.
+    let down = nw(&["tunnel", "down", "any"]).output().unwrap();
+    assert_eq!(down.status.code(), Some(2), "nothing runs 'any' yet");
+    let down = nw(&["tunnel", "down", "wifi-only"]).output().unwrap();
     let said = String::from_utf8_lossy(&down.stdout);
     assert!(down.status.success() && said.contains("waiting on demand"), "{said}");
     let ended = t.child.wait_for(Duration::from_secs(10)).ok().and_then(|s| s.code());
