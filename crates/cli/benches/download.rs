@@ -41,9 +41,8 @@ fn own_h3_server(root: PathBuf, issued: &nw_trust::ca::Issued) -> String {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            let options = nw_transfer::server::Options::default();
-            let server =
-                nw_transfer::server::H3Server::start(addr, Some(&root), tls, &options).unwrap();
+            let options = nw_serve::Options::default();
+            let server = nw_serve::H3Server::start(addr, Some(&root), tls, &options).unwrap();
             tx.send(server.url("/big.bin")).unwrap();
             std::future::pending::<()>().await;
         });

@@ -545,20 +545,15 @@ async fn transfer() -> Section {
         let why = format!("cannot write a test file under {}: {e}", dir.path().display());
         return Section::new("transfer", Level::Fail, why, Value::Null);
     }
-    let options = nw_transfer::server::Options::default();
-    let server = match nw_transfer::server::Embedded::start(
-        ([127, 0, 0, 1], 0).into(),
-        Some(&www),
-        &options,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            let why = format!("cannot start the embedded server: {e}");
-            return Section::new("transfer", Level::Fail, why, Value::Null);
-        }
-    };
+    let options = nw_serve::Options::default();
+    let server =
+        match nw_serve::Embedded::start(([127, 0, 0, 1], 0).into(), Some(&www), &options).await {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("cannot start the embedded server: {e}");
+                return Section::new("transfer", Level::Fail, why, Value::Null);
+            }
+        };
     let url = server.url("/doctor.bin");
     let mut results = Vec::new();
     let mut level = Level::Ok;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nw_quality::rpm::{self, Direction, Outcome as Rpm};
-use nw_transfer::server::{self, Embedded};
+use nw_serve::{self as server, Embedded};
 use nw_transfer::{Configuration, Http3, Session};
 
 use crate::trust::CtArgs;

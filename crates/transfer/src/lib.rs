@@ -12,8 +12,6 @@
 //! - [`pool`]: idle connections per origin, flushed when the path changes.
 //! - [`policy`]: the ATS-like policy for HTTP loads.
 //! - [`metrics`]: per-task timings and facts.
-//! - [`server`]: the embedded test server's HTTP part (HTTP/1.1 and HTTP/2 over hyper,
-//!   HTTP/3 over h3): files with validators and ranges, the responsiveness endpoints.
 //! - [`responsiveness`]: the responsiveness test's HTTP driving (nw-quality's machine decides).
 //!
 //! HTTP/1.1 (our own client, which reads bodies straight into the file's buffers) and HTTP/2
@@ -51,7 +49,6 @@ pub mod redirect;
 pub mod responsiveness;
 pub mod resume;
 pub mod scheduler;
-pub mod server;
 mod sink;
 pub mod store;
 pub mod tasks;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nw_lab::nginx::Options as NginxOptions;
 use nw_lab::ngtcp2::Gtlsserver;
-use nw_transfer::server::{self, H3Server};
+use nw_serve::{self as server, H3Server};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
 use crate::support::{

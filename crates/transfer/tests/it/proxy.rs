@@ -129,9 +129,8 @@ fn proxy_an_upload_or_a_data_task_into_a_stall_times_out_instead_of_hanging() {
 fn proxy_an_upload_whose_file_shrinks_fails_at_once_saying_so() {
     let scratch = Scratch::new("proxy-upload-shrinks");
     let rt = runtime();
-    let options = nw_transfer::server::Options::default();
-    let embedded =
-        rt.block_on(nw_transfer::server::Embedded::start(loopback(), None, &options)).unwrap();
+    let options = nw_serve::Options::default();
+    let embedded = rt.block_on(nw_serve::Embedded::start(loopback(), None, &options)).unwrap();
     // 40 Mbit/s toward the server: the 32 MiB would take about 7 s.
     let up = Profile { rate_bps: Some(40_000_000), ..Profile::default() };
     let proxy = Proxy::tcp(embedded.http.local_addr(), Config::new(up, Profile::default()));

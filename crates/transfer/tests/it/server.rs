@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use nw_quality::rpm;
-use nw_transfer::server::{self, Embedded, HttpServer};
+use nw_serve::{self as server, Embedded, HttpServer};
 use nw_transfer::store::State;
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 

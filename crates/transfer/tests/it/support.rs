@@ -137,15 +137,10 @@ impl Tls {
 pub(crate) fn plain_server(
     rt: &tokio::runtime::Runtime,
     scratch: &Scratch,
-) -> nw_transfer::server::HttpServer {
-    let options = nw_transfer::server::Options::default();
-    rt.block_on(nw_transfer::server::HttpServer::start(
-        loopback(),
-        Some(&scratch.www()),
-        None,
-        &options,
-    ))
-    .unwrap()
+) -> nw_serve::HttpServer {
+    let options = nw_serve::Options::default();
+    rt.block_on(nw_serve::HttpServer::start(loopback(), Some(&scratch.www()), None, &options))
+        .unwrap()
 }
 
 /// 127.0.0.1 with port 0: a server picks a free port.

@@ -1,4 +1,5 @@
-//! The HTTP part of the embedded test server: [`HttpServer`] (HTTP/1.1 and HTTP/2 over TLS or
+//! `nw-serve`: the embedded HTTP server, kept out of the client library (nw-transfer) that it
+//! serves in tests: [`HttpServer`] (HTTP/1.1 and HTTP/2 over TLS or
 //! plain TCP, on nw-connection's listener; the version is read from the connection's first
 //! bytes) and [`H3Server`] (HTTP/3 over quinn and h3) serve the same site, and [`Embedded`]
 //! runs both on one loopback port with a throwaway CA, for `nw doctor` and `nw quality`.
@@ -22,6 +23,7 @@
 //!
 //! It is for tests, benchmarks and offline measurements on loopback: it serves any readable file
 //! under its root to anyone who connects.
+#![warn(missing_docs)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -39,7 +41,14 @@ use nw_connection::{Handler, Listener, ListenerConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::http::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, RequestBody};
+/// A response body as hyper sends it.
+type ResponseBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// HTTP/2 flow-control windows, as nw-transfer's client sets them (16 MiB a stream, 32 MiB the
+/// connection; hyper's default stream window is 64 KiB): large enough that neither side holds
+/// a loopback or long fat path to its window.
+const H2_STREAM_WINDOW: u32 = 16 << 20;
+const H2_CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// What each read of a served file (or each piece of `/large`) holds.
 const CHUNK: usize = 256 << 10;
@@ -51,11 +60,6 @@ const NOTSENT_LOWAT: u32 = 16 << 10;
 /// `/large`'s length: the draft asks for a download that outlasts the test.
 pub const LARGE: u64 = 8 << 30;
 static ZEROS: [u8; CHUNK] = [0; CHUNK];
-
-/// A piece of zeros, as `/large` sends them (and the responsiveness test uploads them).
-pub(crate) fn zeros() -> Bytes {
-    Bytes::from_static(&ZEROS)
-}
 
 /// How the server behaves.
 #[derive(Debug, Clone, Default)]
@@ -582,7 +586,7 @@ async fn serve_hyper(
     site: &Site,
     request: hyper::Request<hyper::body::Incoming>,
     busy: Busy,
-) -> hyper::Response<RequestBody> {
+) -> hyper::Response<ResponseBody> {
     let (head, mut incoming) = request.into_parts();
     let response = match answer(site, &head.method, &head.uri, &head.headers).await {
         Answer::Reply(r) => r,
