@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nw_http::redirect::Refusal;
 use nw_transfer::download::{self, Download};
-use nw_transfer::redirect::Refusal;
 use nw_transfer::{Configuration, Event, Http3, Session, TransferError};
 
 use crate::trust::CtArgs;
@@ -279,15 +279,15 @@ impl ProxyArgs {
     }
 
     /// The proxies `--proxy` and `--noproxy` say, or a PAC file's, or the environment's.
-    pub(crate) fn proxies(&self) -> anyhow::Result<nw_transfer::proxy::Proxies> {
-        use nw_transfer::proxy::{Proxies, Proxy};
+    pub(crate) fn proxies(&self) -> anyhow::Result<nw_http::proxy::Proxies> {
+        use nw_http::proxy::{Proxies, Proxy};
         let env_no_proxy = || ["no_proxy", "NO_PROXY"].iter().find_map(|n| std::env::var(n).ok());
         if let Some(pac) = &self.proxy_pac {
             if let Some(url) = pac_url(pac) {
                 return Ok(Proxies::pac_url(url));
             }
             let path = pac.strip_prefix("file://").unwrap_or(pac);
-            let pac = nw_transfer::pac::Pac::read(Path::new(path))
+            let pac = nw_http::pac::Pac::read(Path::new(path))
                 .map_err(|e| UsageError(format!("--proxy-pac: {e}")))?;
             return Ok(Proxies::pac(pac));
         }
@@ -307,7 +307,7 @@ impl ProxyArgs {
     pub(crate) fn has_credentials(&self) -> bool {
         self.proxy
             .as_deref()
-            .and_then(|t| nw_transfer::proxy::Proxy::parse(t).ok())
+            .and_then(|t| nw_http::proxy::Proxy::parse(t).ok())
             .is_some_and(|p| p.credentials.is_some())
     }
 }
@@ -360,9 +360,9 @@ impl Settings {
             identifier: Some(serde_json::to_string(self)?),
             proxies: self.proxies.proxies()?,
             cookies: match (&self.cookie_jar, self.no_cookies) {
-                (_, true) => nw_transfer::cookies::Cookies::Off,
-                (Some(file), _) => nw_transfer::cookies::Cookies::File(file.clone()),
-                (None, _) => nw_transfer::cookies::Cookies::Memory,
+                (_, true) => nw_http::cookies::Cookies::Off,
+                (Some(file), _) => nw_http::cookies::Cookies::File(file.clone()),
+                (None, _) => nw_http::cookies::Cookies::Memory,
             },
             ..Configuration::default()
         };
@@ -410,7 +410,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         for url in &args.urls {
             if let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url)
                 && u.scheme == "http"
-                && nw_transfer::policy::local_exemption(&u.host).is_none()
+                && nw_http::policy::local_exemption(&u.host).is_none()
             {
                 return Err(UsageError(format!(
                     "--user with {url} would send the password in the clear; use https://"
@@ -665,7 +665,7 @@ fn basic(user_password: &str) -> (String, String) {
 
 /// The `.netrc` `--netrc`/`--netrc-file` name, read and parsed: refused when others may read
 /// it (ftp(1)'s rule: it holds passwords), when it is not one, or larger than 1 MiB.
-fn netrc(args: &Args) -> anyhow::Result<Option<(PathBuf, nw_transfer::netrc::Netrc)>> {
+fn netrc(args: &Args) -> anyhow::Result<Option<(PathBuf, nw_http::netrc::Netrc)>> {
     use std::os::unix::fs::MetadataExt as _;
     let path = match (&args.netrc_file, args.netrc) {
         (Some(file), _) => file.clone(),
@@ -705,7 +705,7 @@ fn netrc(args: &Args) -> anyhow::Result<Option<(PathBuf, nw_transfer::netrc::Net
     }
     let text = String::from_utf8(bytes).map_err(|_| UsageError(format!("{shown}: not text")))?;
     let parsed =
-        nw_transfer::netrc::Netrc::parse(&text).map_err(|e| UsageError(format!("{shown}: {e}")))?;
+        nw_http::netrc::Netrc::parse(&text).map_err(|e| UsageError(format!("{shown}: {e}")))?;
     Ok(Some((path, parsed)))
 }
 
@@ -713,14 +713,14 @@ fn netrc(args: &Args) -> anyhow::Result<Option<(PathBuf, nw_transfer::netrc::Net
 /// a local name (as --user); otherwise none, and nw says why.
 fn netrc_login<'a>(
     file: &Path,
-    netrc: &'a nw_transfer::netrc::Netrc,
+    netrc: &'a nw_http::netrc::Netrc,
     url: &str,
-) -> Option<&'a nw_transfer::netrc::Login> {
+) -> Option<&'a nw_http::netrc::Login> {
     let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url) else {
         return None;
     };
     let login = netrc.login_for(&u.host)?;
-    if u.scheme == "http" && nw_transfer::policy::local_exemption(&u.host).is_none() {
+    if u.scheme == "http" && nw_http::policy::local_exemption(&u.host).is_none() {
         crate::output::error_line(&format!(
             "nw: {}: not sending the login for {} from {} over plain HTTP",
             url,
@@ -985,7 +985,7 @@ pub(crate) fn hint(e: &TransferError) -> &'static str {
         TransferError::Redirect { kind: Refusal::TooMany, .. } => " (--max-redirs N raises it)",
         TransferError::Redirect { kind: Refusal::Downgrade, .. } => " (--allow-http follows it)",
         TransferError::Timeout(_) => " (--timeout S waits longer)",
-        TransferError::Refused(nw_transfer::policy::Refused::InsecureLoad { .. }) => {
+        TransferError::Refused(nw_http::policy::Refused::InsecureLoad { .. }) => {
             " (--allow-http loads it)"
         }
         TransferError::InTheWay { kind: InTheWay::Exists, .. } => "; pass --force to replace it",

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nw_connection::{MemoryResolver, Resolve, Url};
-use nw_transfer::pac::Pac;
+use nw_http::pac::Pac;
 
 const SCRIPT: &str = r#"
 var direct = [".corp.example", ".lab.example", ".intranet.example"];

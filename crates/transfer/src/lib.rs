@@ -9,15 +9,14 @@
 //!   limiter, batches, discretionary waits, retries), each wait with its reason.
 //! - [`tasks`]: data tasks (a response into memory, bounded) and uploads (a file as the body).
 //! - [`queue`]: transfers recorded now and run later under the scheduler, from the store.
-//! - [`pool`]: idle connections per origin, flushed when the path changes.
-//! - [`policy`]: the ATS-like policy for HTTP loads.
 //! - [`metrics`]: per-task timings and facts.
 //! - [`responsiveness`]: the responsiveness test's HTTP driving (nw-quality's machine decides).
 //!
 //! HTTP/1.1 (our own client, which reads bodies straight into the file's buffers) and HTTP/2
 //! (hyper) run on connections from nw-connection (the Happy Eyeballs race, TLS through
-//! nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc` ([`altsvc`]) or assumed,
-//! raced against TCP and falling back to it.
+//! nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc` or assumed, raced against
+//! TCP and falling back to it. Proxies, PAC files, the pool, Alt-Svc, the ATS-like policy,
+//! redirects, cookies, `.netrc` and content decoding are nw-http's ([`nw_http`]).
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -32,20 +31,13 @@ use nw_connection::{Parameters, Resolve, SystemResolver};
 /// HTTP methods, as [`tasks::Upload`] takes them.
 pub use hyper::Method;
 
-pub mod altsvc;
-pub mod cookies;
-pub mod decode;
 pub mod download;
 mod h1;
 mod http;
+// The HTTP layer, from nw-http, under the names the crate's modules use.
+use nw_http::{altsvc, cookies, decode, pac, policy, pool, proxy, redirect};
 pub mod metrics;
-pub mod netrc;
-pub mod pac;
-pub mod policy;
-pub mod pool;
-pub mod proxy;
 pub mod queue;
-pub mod redirect;
 pub mod responsiveness;
 pub mod resume;
 pub mod scheduler;
@@ -889,6 +881,19 @@ fn connect_code(e: &nw_connection::ConnectError) -> Code {
         ConnectError::Tls(_) => Code::BadUrl,
         ConnectError::Cancelled => Code::TimedOut,
         _ => Code::CannotConnectToHost,
+    }
+}
+
+impl From<nw_http::Error> for TransferError {
+    fn from(e: nw_http::Error) -> Self {
+        match e {
+            nw_http::Error::Setting(why) => Self::Usage(why),
+            nw_http::Error::Redirect { kind, why } => Self::Redirect { kind, why },
+            nw_http::Error::Io { path, what, source } => Self::Io { path, what, source },
+            nw_http::Error::Pac(e) => Self::Pac(e),
+            // A kind nw-http adds later is said as it is.
+            other => Self::Http(other.to_string()),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nw_transfer::altsvc::{Advertised, Cache, parse};
+use nw_http::altsvc::{Advertised, Cache, parse};
 
 use crate::support::{https_origin, virtual_start};
 

@@ -1,8 +1,8 @@
 //! Downloads from a real nginx on loopback: byte-exact, resumed after an interruption, and
 //! restarted cleanly when the file changed or the server ignores ranges.
 
+use nw_http::cookies::Cookies;
 use nw_lab::nginx::{Nginx, Options as NginxOptions};
-use nw_transfer::cookies::Cookies;
 use nw_transfer::download::{Event, part_path};
 use nw_transfer::resume::RestartReason;
 use nw_transfer::store::State;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use nw_connection::{MemoryResolver, Resolve, Url};
-use nw_transfer::pac::Pac;
+use nw_http::pac::Pac;
 
 use crate::support::{Scratch, runtime};
 

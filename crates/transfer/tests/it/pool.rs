@@ -5,9 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use nw_http::pool::{IDLE_LIMIT, Pool, Pooled};
 use nw_lab::nginx::Options as NginxOptions;
 use nw_transfer::Configuration;
-use nw_transfer::pool::{IDLE_LIMIT, Pool, Pooled};
 
 use crate::support::{Scratch, https_origin, job, nginx, pattern, runtime, session, virtual_start};
 

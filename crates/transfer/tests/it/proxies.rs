@@ -5,9 +5,9 @@
 //! choosing between them per load; tinyproxy behind stunnel as an HTTPS proxy; Dante for
 //! SOCKS4.
 
+use nw_http::proxy::{Proxies, Proxy};
 use nw_lab::nginx::Options as NginxOptions;
 use nw_lab::proxies::{Dante, Microsocks, Stunnel, Tinyproxy};
-use nw_transfer::proxy::{Proxies, Proxy};
 use nw_transfer::{Configuration, Http3, Protocol, TransferError};
 
 use crate::support::{Scratch, Tls, job, nginx, pattern, runtime, session};
@@ -154,7 +154,7 @@ fn proxies_an_https_proxy_is_checked_by_its_certificate_and_carries_tls_inside_t
             "function FindProxyForURL(u, h) {{ return 'HTTPS {first}; PROXY 127.0.0.1:{}'; }}",
             tiny.port()
         );
-        Proxies::pac(nw_transfer::pac::Pac::new(&pac, "test.pac").unwrap())
+        Proxies::pac(nw_http::pac::Pac::new(&pac, "test.pac").unwrap())
     };
     let config = |first: &str, trust: nw_trust::Options| Configuration {
         trust,
@@ -282,7 +282,7 @@ fn proxies_a_pac_file_chooses_per_load_falls_over_and_a_failing_one_fails_the_lo
     );
     let pac_file = scratch.0.join("proxy.pac");
     std::fs::write(&pac_file, script).unwrap();
-    let pac = || Proxies::pac(nw_transfer::pac::Pac::read(&pac_file).unwrap());
+    let pac = || Proxies::pac(nw_http::pac::Pac::read(&pac_file).unwrap());
     let config = || Configuration { proxies: pac(), http3: Http3::Off, ..Configuration::default() };
 
     // a.bin through tinyproxy (the QUIC entry passed over), in the absolute form.
@@ -342,7 +342,7 @@ fn proxies_a_pac_file_chooses_per_load_falls_over_and_a_failing_one_fails_the_lo
     let e = download(&scratch, config(), server.url("/c.bin"), "never.bin").unwrap_err();
     let took = started.elapsed();
     assert_eq!(e.code(), nw_transfer::Code::ProxyFailed);
-    assert!(took < nw_transfer::pac::TIME_LIMIT * 3, "{took:?}");
+    assert!(took < nw_http::pac::TIME_LIMIT * 3, "{took:?}");
     assert!(e.to_string().contains("did not answer within 2s"), "{e}");
     assert!(!scratch.0.join("never.bin.part").exists());
     assert!(!scratch.0.join("never.bin").exists());
@@ -422,7 +422,7 @@ fn proxies_a_pac_proxy_that_timed_out_is_tried_last_for_a_while() {
         "function FindProxyForURL(u, h) {{ return 'PROXY 127.0.0.1:{dead}; PROXY 127.0.0.1:{}'; }}",
         tiny.port()
     );
-    let pac = nw_transfer::pac::Pac::new(&script, "dead-first.pac").unwrap();
+    let pac = nw_http::pac::Pac::new(&script, "dead-first.pac").unwrap();
     let timeout = std::time::Duration::from_secs(1);
     let config = Configuration {
         proxies: Proxies::pac(pac),

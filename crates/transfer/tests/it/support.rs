@@ -173,7 +173,7 @@ pub(crate) fn interrupt_and_resume(
 }
 
 /// An HTTPS origin on port 443, as the pool and the Alt-Svc cache key them.
-pub(crate) fn https_origin(host: &str) -> nw_transfer::altsvc::Origin {
+pub(crate) fn https_origin(host: &str) -> nw_http::altsvc::Origin {
     ("https".to_owned(), host.to_owned(), 443)
 }
 

@@ -11,7 +11,7 @@ use std::io::Read;
 use bytes::Bytes;
 
 /// The `Accept-Encoding` a data task sends.
-pub(crate) const ACCEPT: &str = "gzip, deflate, br, zstd";
+pub const ACCEPT: &str = "gzip, deflate, br, zstd";
 
 /// Why a body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,11 +37,7 @@ pub enum DecodeError {
 
 /// Undoes `content_encoding` (a `Content-Encoding` value: codings in the order they were
 /// applied) on `body`, yielding at most `limit` bytes.
-pub(crate) fn decode(
-    content_encoding: &str,
-    body: Bytes,
-    limit: usize,
-) -> Result<Bytes, DecodeError> {
+pub fn decode(content_encoding: &str, body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
     let codings: Vec<String> = content_encoding
         .split(',')
         .map(|c| c.trim().to_ascii_lowercase())

@@ -4,7 +4,7 @@
 
 use hyper::Method;
 
-use crate::TransferError;
+use crate::Error;
 
 /// How many redirects a load follows by default: Chrome and Firefox both stop at 20.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -26,46 +26,47 @@ pub enum Refusal {
     BadLocation,
 }
 
-fn refused(kind: Refusal, why: String) -> TransferError {
-    TransferError::Redirect { kind, why }
+fn refused(kind: Refusal, why: String) -> Error {
+    Error::Redirect { kind, why }
 }
 
 /// A redirect to follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Hop {
+pub struct Hop {
     /// The absolute URL to ask next.
-    pub(crate) to: String,
+    pub to: String,
     /// The method of the next request.
-    pub(crate) method: Method,
+    pub method: Method,
 }
 
 /// One load's chain of redirects.
 #[derive(Debug)]
-pub(crate) struct Chain {
+pub struct Chain {
     limit: usize,
     /// Every URL asked so far, the first included.
     asked: Vec<String>,
 }
 
 impl Chain {
-    pub(crate) fn new(first: &str, limit: usize) -> Self {
+    /// A chain that starts at `first` and follows at most `limit` redirects.
+    pub fn new(first: &str, limit: usize) -> Self {
         Self { limit, asked: vec![first.to_owned()] }
     }
 
     /// The URLs asked so far, in order.
-    pub(crate) fn asked(&self) -> &[String] {
+    pub fn asked(&self) -> &[String] {
         &self.asked
     }
 
     /// What an answer with `status` and `location` to `method` on the last URL asked means:
     /// `None` when it is not a redirect to follow (any other status, or a 3xx without a
     /// usable `Location`, which the caller reports as the answer it is).
-    pub(crate) fn next(
+    pub fn next(
         &mut self,
         method: &Method,
         status: u16,
         location: Option<&str>,
-    ) -> Result<Option<Hop>, TransferError> {
+    ) -> Result<Option<Hop>, Error> {
         if !matches!(status, 301 | 302 | 303 | 307 | 308) {
             return Ok(None);
         }

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 use cookie_store::{CookieStore, RawCookie};
 use nw_connection::Url;
 
-use crate::TransferError;
+use crate::Error;
 
 /// What a session does with cookies.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum Cookies {
 
 /// The jar.
 #[derive(Debug)]
-pub(crate) struct Jar {
+pub struct Jar {
     store: Option<Mutex<CookieStore>>,
     /// The jar's file, and the lock its writers take in turn.
     file: Option<(PathBuf, tokio::sync::Mutex<()>)>,
@@ -41,7 +41,7 @@ const MAX_FILE: u64 = 16 << 20;
 
 impl Jar {
     /// The jar `cookies` asks for, read from its file when there is one.
-    pub(crate) fn new(cookies: &Cookies) -> Result<Self, TransferError> {
+    pub fn new(cookies: &Cookies) -> Result<Self, Error> {
         let (store, file) = match cookies {
             Cookies::Off => return Ok(Self { store: None, file: None }),
             Cookies::Memory => (CookieStore::default(), None),
@@ -51,7 +51,7 @@ impl Jar {
     }
 
     /// The `Cookie` field for a request to `url`, when the jar has any for it.
-    pub(crate) fn header_for(&self, url: &Url) -> Option<String> {
+    pub fn header_for(&self, url: &Url) -> Option<String> {
         let store = self.store.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner);
         // Most sessions hold no cookies: no URL to build for them on every request.
         store.iter_any().next()?;
@@ -65,7 +65,7 @@ impl Jar {
     /// there is one — on a blocking thread, one writer at a time, each writing the jar as it is
     /// then, so the last write holds the latest. A file that cannot be written is logged, not
     /// fatal: the load itself succeeded.
-    pub(crate) async fn learn(&self, url: &Url, headers: &hyper::HeaderMap) {
+    pub async fn learn(&self, url: &Url, headers: &hyper::HeaderMap) {
         let Some(store) = &self.store else { return };
         let set: Vec<RawCookie<'static>> = headers
             .get_all(hyper::header::SET_COOKIE)
@@ -111,13 +111,13 @@ fn web_url(url: &Url) -> Option<url::Url> {
 
 /// Reads a jar file; an absent one is an empty jar, in a directory that must exist (or the
 /// cookies would be lost at the first write, with the load long done).
-fn load(path: &Path) -> Result<CookieStore, TransferError> {
+fn load(path: &Path) -> Result<CookieStore, Error> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(TransferError::Usage(format!(
+        return Err(Error::Setting(format!(
             "{}: the cookie jar's directory {} does not exist; create it or name another file",
             path.display(),
             dir.display()
@@ -125,7 +125,7 @@ fn load(path: &Path) -> Result<CookieStore, TransferError> {
     }
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |what, e| TransferError::io(path, what, e);
+    let io = |what, e| Error::io(path, what, e);
     let opened = std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path);
     let file = match opened {
         Ok(f) => f,
@@ -137,14 +137,14 @@ fn load(path: &Path) -> Result<CookieStore, TransferError> {
         .read_to_end(&mut text)
         .map_err(|e| io("cannot read the cookie jar", e))?;
     if text.len() as u64 > MAX_FILE {
-        return Err(TransferError::Usage(format!(
+        return Err(Error::Setting(format!(
             "{}: the cookie jar is larger than {} MiB; is it the right file?",
             path.display(),
             MAX_FILE >> 20
         )));
     }
     cookie_store::serde::json::load(text.as_slice()).map_err(|e| {
-        TransferError::Usage(format!(
+        Error::Setting(format!(
             "{}: not a cookie jar nw wrote ({e}); name another file, or remove it",
             path.display()
         ))

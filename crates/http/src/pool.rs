@@ -192,7 +192,7 @@ impl<C: Pooled> Pool<C> {
 /// A fingerprint of the network path (usable interfaces, their addresses, gateways): when it
 /// changes, pooled connections are dropped. `None` when the path cannot be read. It reads the
 /// process's path service (no kernel dump per request).
-pub(crate) async fn path_fingerprint() -> Option<u64> {
+pub async fn path_fingerprint() -> Option<u64> {
     let service = nw_path::PathService::shared().ok()?;
     Some(service.reading().await.ok()?.fingerprint())
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 pub use nw_connection::proxy::{Credentials, Kind, ParseError, Proxy};
 use nw_connection::{Resolve, Url};
 
-use crate::TransferError;
+use crate::Error;
 use crate::pac::{Pac, Route};
 
 /// The proxies a session's loads go through.
@@ -136,15 +136,16 @@ impl Proxies {
     /// The proxies a load of `url` may go through, in order (`None`: direct), at least one:
     /// the settings' one, or what the PAC file names (its name lookups made with `resolver`;
     /// `fetch` gets one a URL names).
-    pub(crate) async fn choices<F, Fetched>(
+    pub async fn choices<F, Fetched, E>(
         &self,
         url: &Url,
         resolver: &Arc<dyn Resolve>,
         fetch: F,
-    ) -> Result<Vec<Option<Proxy>>, TransferError>
+    ) -> Result<Vec<Option<Proxy>>, E>
     where
         F: FnOnce(String) -> Fetched,
-        Fetched: Future<Output = Result<Pac, TransferError>>,
+        Fetched: Future<Output = Result<Pac, E>>,
+        E: From<Error>,
     {
         let pac = match &self.pac {
             None => return Ok(vec![self.for_url(url)?.cloned()]),
@@ -153,7 +154,7 @@ impl Proxies {
                 fetched.get_or_try_init(|| fetch(url.clone())).await?
             }
         };
-        let routes = pac.routes(url, resolver.clone()).await?;
+        let routes = pac.routes(url, resolver.clone()).await.map_err(Error::from)?;
         Ok(routes
             .into_iter()
             .map(|route| match route {
@@ -166,7 +167,7 @@ impl Proxies {
     /// The proxy a load of `url` goes through by the settings alone (a PAC file not asked),
     /// `None` for direct; a variable whose text is not a proxy fails the loads it would serve,
     /// naming it.
-    pub fn for_url(&self, url: &Url) -> Result<Option<&Proxy>, TransferError> {
+    pub fn for_url(&self, url: &Url) -> Result<Option<&Proxy>, Error> {
         let entry = match url.scheme.as_str() {
             "http" => &self.http,
             "https" => &self.https,
@@ -178,9 +179,7 @@ impl Proxies {
         }
         match &entry.proxy {
             Ok(proxy) => Ok(Some(proxy)),
-            Err(e) => {
-                Err(TransferError::Usage(format!("{}: {e}; correct or unset it", entry.from)))
-            }
+            Err(e) => Err(Error::Setting(format!("{}: {e}; correct or unset it", entry.from))),
         }
     }
 }
@@ -233,7 +232,7 @@ impl Bypass {
 }
 
 /// `a.b.c.d/n` or `v6/n`.
-pub(crate) fn cidr(entry: &str) -> Option<(IpAddr, u8)> {
+pub fn cidr(entry: &str) -> Option<(IpAddr, u8)> {
     let (net, bits) = entry.split_once('/')?;
     let net = net.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok()?;
     let bits = bits.parse::<u8>().ok()?;
@@ -242,7 +241,7 @@ pub(crate) fn cidr(entry: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// Whether `ip` is in `net`/`bits` (of the same family).
-pub(crate) fn within(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+pub fn within(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     let (ip, net, width) = match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(a.to_bits()), u128::from(b.to_bits()), 32),
         (IpAddr::V6(a), IpAddr::V6(b)) => (a.to_bits(), b.to_bits(), 128),

@@ -388,7 +388,7 @@ impl Engine {
         globals.set(
             "alert",
             Function::new(ctx.clone(), |message: rquickjs::Coerced<String>| {
-                tracing::info!(target: "nw_transfer::pac", "PAC alert: {}", message.0);
+                tracing::info!(target: "nw_http::pac", "PAC alert: {}", message.0);
             })?,
         )?;
         Ok(())

@@ -1,0 +1,67 @@
+//! `nw-http`: the HTTP layer under nw-transfer's sessions, with no file, store or task in it.
+//!
+//! - [`proxy`]: the proxies a load goes through — the environment's (`http_proxy`,
+//!   `https_proxy`, `all_proxy`, `no_proxy`, as curl reads them) or a PAC file's choice.
+//! - [`pac`]: PAC files: `FindProxyForURL` with its standard helpers, sandboxed in QuickJS with
+//!   a time limit.
+//! - [`pool`]: idle connections per origin, flushed when the path changes.
+//! - [`altsvc`]: HTTP/3 discovery through `Alt-Svc`, over an injected clock.
+//! - [`policy`]: the ATS-like policy for HTTP loads.
+//! - [`redirect`]: which answers redirect, where to, with what method, and when to stop.
+//! - [`cookies`]: the session's cookie jar.
+//! - [`netrc`]: logins from `.netrc`.
+//! - [`decode`]: content decoding (gzip, deflate, br, zstd) for data tasks.
+//!
+//! Errors are [`Error`]: in HTTP's words, with no command-line hint; nw-transfer turns them
+//! into its `TransferError`.
+#![warn(missing_docs)]
+
+use std::path::PathBuf;
+
+pub mod altsvc;
+pub mod cookies;
+pub mod decode;
+pub mod netrc;
+pub mod pac;
+pub mod policy;
+pub mod pool;
+pub mod proxy;
+pub mod redirect;
+
+/// What went wrong in the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting cannot be used as given (a proxy variable that names no proxy, a cookie jar
+    /// others may write): correct it.
+    #[error("{0}")]
+    Setting(String),
+    /// A redirect that is not followed.
+    #[error("{why}")]
+    Redirect {
+        /// Which kind of refusal.
+        kind: redirect::Refusal,
+        /// In words.
+        why: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {what}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PAC file could not be fetched, read or run.
+    #[error(transparent)]
+    Pac(#[from] pac::PacError),
+}
+
+impl Error {
+    fn io(path: &std::path::Path, what: &'static str, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), what, source }
+    }
+}
