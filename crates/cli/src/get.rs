@@ -380,7 +380,13 @@ impl Settings {
             }
             Err(e) => return Err(e),
         }
-        Ok(Session::new(config, store)?)
+        // A cookie jar that is no jar is the command line's mistake (2), a store that cannot
+        // be opened the machine's (3).
+        match Session::new(config, store) {
+            Ok(session) => Ok(session),
+            Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -1089,6 +1089,15 @@ fn get_keeps_cookies_a_redirect_sets_unless_told_not_to() {
         nw_get(&scratch, &["--cookie-jar", "jar.json", "-o", "d.bin", &private]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(std::fs::read(scratch.0.join("d.bin")).unwrap() == data);
+    // A file that is no jar (a typo for another file) is the command line's mistake, and
+    // is left as it was.
+    std::fs::write(scratch.0.join("notes.txt"), "not a jar\n").unwrap();
+    let out =
+        nw_get(&scratch, &["--cookie-jar", "notes.txt", "-o", "e.bin", &private]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a cookie jar nw wrote"), "{err}");
+    assert_eq!(std::fs::read_to_string(scratch.0.join("notes.txt")).unwrap(), "not a jar\n");
 }
 
 #[test]
