@@ -5,6 +5,27 @@ use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
+/// Every crate of the workspace, as tracing names its targets: their messages are shown at
+/// nwkit's level, not one quieter as dependencies' are (a tunnel's "the kill switch did not
+/// follow the local network" is a warning the user must see).
+const OURS: [&str; 15] = [
+    "nw",
+    "nw_path",
+    "nw_connection",
+    "nw_trust",
+    "nw_http",
+    "nw_transfer",
+    "nw_serve",
+    "nw_quality",
+    "nw_conditioner",
+    "nw_lab",
+    "nw_lnp",
+    "nw_provider",
+    "nw_tunnel",
+    "nw_filter",
+    "nw_wireguard",
+];
+
 pub(crate) fn init_logging(verbose: u8) {
     // -v raises nwkit's own crates; dependencies stay one level quieter, so their chatter
     // (quinn-udp warning about every refused datagram) does not drown ours.
@@ -14,11 +35,7 @@ pub(crate) fn init_logging(verbose: u8) {
         2 => ("debug", "info"),
         _ => ("trace", "debug"),
     };
-    let ours_all: String = ["nw", "nw_path", "nw_connection", "nw_trust", "nw_transfer"]
-        .into_iter()
-        .chain(["nw_quality", "nw_conditioner", "nw_lab", "nw_lnp"])
-        .map(|krate| format!(",{krate}={ours}"))
-        .collect();
+    let ours_all: String = OURS.iter().map(|krate| format!(",{krate}={ours}")).collect();
     let default = format!("{theirs}{ours_all}");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colour only for a person at a terminal (and never with NO_COLOR): a log file or a pipe
@@ -107,6 +124,26 @@ pub(crate) fn interrupted() -> impl Future<Output = u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_crate_of_the_workspace_logs_at_our_level() {
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut named = 0;
+        for dir in std::fs::read_dir(&crates).unwrap_or_else(|e| panic!("{e}")).flatten() {
+            let Ok(manifest) = std::fs::read_to_string(dir.path().join("Cargo.toml")) else {
+                continue;
+            };
+            let name = manifest
+                .lines()
+                .find_map(|l| l.strip_prefix("name = \""))
+                .and_then(|n| n.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("{}: no package name", dir.path().display()));
+            let target = name.replace('-', "_");
+            assert!(super::OURS.contains(&target.as_str()), "{target} is missing from OURS");
+            named += 1;
+        }
+        assert_eq!(named, super::OURS.len(), "OURS names a crate that is not in crates/");
+    }
+
     #[test]
     fn an_error_says_each_cause_once() {
         let io = std::io::Error::other("Is a directory (os error 21)");
