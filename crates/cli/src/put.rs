@@ -80,8 +80,33 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let mut report = Report::new(args.json, &job.url);
     let mut retries = Retries::new(&args.retry);
+    // A signal ends the upload, or the wait before sending it again, and says what that left.
+    let mut stop = std::pin::pin!(crate::output::interrupted());
+    let stopped = |report: &mut Report, code: u8| {
+        report.finish();
+        crate::output::error_line(&format!(
+            "nw: stopped; {} was not sent whole{}",
+            args.file.display(),
+            if args.post {
+                " (the server may have acted on part of a POST)"
+            } else {
+                " (a PUT can simply be sent again)"
+            }
+        ));
+        Ok(Outcome::Exit(code))
+    };
     let result = loop {
-        let result = session.upload_observed(&job, &mut |event| report.event(&event)).await;
+        let sent = {
+            let mut on = |event| report.event(&event);
+            tokio::select! {
+                result = session.upload_observed(&job, &mut on) => Ok(result),
+                code = &mut stop => Err(code),
+            }
+        };
+        let result = match sent {
+            Ok(result) => result,
+            Err(code) => return stopped(&mut report, code),
+        };
         // A PUT is sent again whole; a POST only when it never left (it could not connect).
         let next = match &result {
             Err(e) if !args.post || !e.may_have_reached_the_server() => {
@@ -92,7 +117,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         let Some((e, next)) = next else { break result };
         report.finish();
         report.retrying(e, &next, "sending it again")?;
-        backoff(next.wait).await;
+        tokio::select! {
+            () = backoff(next.wait) => {}
+            code = &mut stop => return stopped(&mut report, code),
+        }
     };
     report.finish();
     match result {

@@ -663,7 +663,7 @@ fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_
 }
 
 /// `nw put --retry`: a PUT answered 503 is sent again whole after the server's Retry-After; a
-/// POST that reached the server is never sent twice.
+/// POST that reached the server is never sent twice; Ctrl-C ends the wait at once.
 #[test]
 fn put_sends_a_put_again_after_a_503_but_never_a_post_that_arrived() {
     let scratch = scratch("put-retry");
@@ -710,6 +710,25 @@ fn put_sends_a_put_again_after_a_503_but_never_a_post_that_arrived() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("sending it again"), "{err}");
     assert_eq!(*seen.lock().unwrap(), ["POST /form HTTP/1.1"], "sent once");
+
+    // Ctrl-C while it waits out a long Retry-After: it stops at once, with 130, and says
+    // what that left.
+    let (port, _server) = raw_server(move |_, _| {
+        b"HTTP/1.1 503 Busy\r\nRetry-After: 100\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec()
+    });
+    let url = format!("http://127.0.0.1:{port}/up.bin");
+    let child = nw(&scratch, &["put", &file, &url]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(asked.elapsed() < Duration::from_secs(20), "it waited out the Retry-After");
+    assert!(err.contains("sending it again in 100 s"), "{err}");
+    assert!(err.contains("up.bin was not sent whole (a PUT can simply be sent again)"), "{err}");
 }
 
 /// `--retry` before the body, as curl's: a 503 is asked again after the server's Retry-After
