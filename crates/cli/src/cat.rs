@@ -445,6 +445,9 @@ fn udp_failed(e: &std::io::Error) -> Outcome {
     Outcome::Negative
 }
 
+/// How many refused UDP senders `-l -u` remembers.
+const REFUSED_KEPT: usize = 4096;
+
 /// `-l --udp`: binds, takes the first datagram's sender the app may serve as the peer (local
 /// network privacy judges each new sender as the TCP listener judges a peer: a refused one's
 /// datagrams are dropped, said once, and the next sender is waited for), then relays as a
@@ -473,6 +476,11 @@ async fn listen_udp(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Out
                 crate::output::error_line(&format!(
                     "nw cat: {e}; its datagrams are dropped, waiting for another sender"
                 ));
+                // Bounded: senders that are spoofed by the thousand cannot grow it for ever
+                // (forgotten ones are judged again, and said again).
+                if refused.len() >= REFUSED_KEPT {
+                    refused.clear();
+                }
                 refused.insert(peer.ip());
             }
         }
