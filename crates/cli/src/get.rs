@@ -384,7 +384,7 @@ impl Settings {
         // be opened the machine's (3).
         match Session::new(config, store) {
             Ok(session) => Ok(session),
-            Err(e) if not_as_asked(&e) => Err(UsageError(e.to_string()).into()),
+            Err(e) if not_as_asked(&e) => Err(usage(&e)),
             Err(e) => Err(e.into()),
         }
     }
@@ -536,9 +536,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            Err(e) if not_as_asked(&e) => {
-                return Err(UsageError(format!("{e}{}", hint(&e))).into());
-            }
+            Err(e) if not_as_asked(&e) => return Err(usage(&e)),
             Err(TransferError::Store(e)) => return Err(e.into()),
             Err(e) => {
                 report.failed(&e, hint(&e))?;
@@ -595,7 +593,7 @@ async fn to_stdout(
         Err(TransferError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(Outcome::Exit(141))
         }
-        Err(e) if not_as_asked(&e) => Err(UsageError(format!("{e}{}", hint(&e))).into()),
+        Err(e) if not_as_asked(&e) => Err(usage(&e)),
         Err(e) => {
             let text = format!("{e}{}", hint(&e));
             match text.starts_with(url.as_str()) {
@@ -961,6 +959,11 @@ fn queue(
 /// session makes them; without an HTTPS URL, a failure is left to a load that needs them).
 pub(crate) fn needs_trust(urls: &[impl AsRef<str>]) -> bool {
     urls.iter().any(|u| u.as_ref().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:")))
+}
+
+/// A failure [`not_as_asked`] as the usage error it is (exit 2), with its hint.
+pub(crate) fn usage(e: &TransferError) -> anyhow::Error {
+    UsageError(format!("{e}{}", hint(e))).into()
 }
 
 /// A transfer that cannot be made as asked, which nw reports as a usage error (exit 2): a

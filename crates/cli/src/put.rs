@@ -8,8 +8,8 @@ use nw_transfer::Method;
 use nw_transfer::tasks::Upload;
 
 use crate::get::{
-    DiskArgs, QueueArgs, Report, Retries, RetryArgs, SessionArgs, backoff, carried, hint,
-    needs_trust, not_as_asked, size,
+    DiskArgs, QueueArgs, Report, Retries, RetryArgs, SessionArgs, backoff, carried, needs_trust,
+    not_as_asked, size, usage,
 };
 use crate::{Outcome, UsageError};
 
@@ -74,7 +74,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 ));
                 Ok(Outcome::Success)
             }
-            Err(e) if not_as_asked(&e) => Err(UsageError(format!("{e}{}", hint(&e))).into()),
+            Err(e) if not_as_asked(&e) => Err(usage(&e)),
             Err(e) => Err(e.into()),
         };
     }
@@ -144,7 +144,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
-        Err(e) if not_as_asked(&e) => Err(UsageError(format!("{e}{}", hint(&e))).into()),
+        Err(e) if not_as_asked(&e) => Err(usage(&e)),
         Err(e) => {
             let again = e.transient() && !args.post;
             report.failed(&e, if again { " (a PUT can simply be sent again)" } else { "" })?;
