@@ -8,6 +8,7 @@ use nw_http::redirect::Refusal;
 use nw_transfer::download::{self, Download};
 use nw_transfer::{Configuration, Event, Http3, Session, TransferError};
 
+use crate::output::unless_stopped;
 use crate::trust::CtArgs;
 use crate::{Outcome, UsageError};
 
@@ -464,13 +465,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         let mut job = job.clone();
         let mut retries = Retries::new(&args.retry);
         let result = loop {
-            let ended = {
-                let mut on = |event| report.event(&event);
-                tokio::select! {
-                    result = session.download(&job, &mut on) => Ok(result),
-                    code = &mut stop => Err(code),
-                }
-            };
+            let mut on = |event| report.event(&event);
+            let ended = unless_stopped(session.download(&job, &mut on), &mut stop).await;
             let result = match ended {
                 Ok(result) => result,
                 Err(code) => {
@@ -494,12 +490,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 job.resume = true;
                 job.force = false;
             }
-            tokio::select! {
-                () = backoff(next.wait) => {}
-                code = &mut stop => {
-                    interrupted(&session, &job.dest);
-                    return Ok(Outcome::Exit(code));
-                }
+            if let Err(code) = unless_stopped(backoff(next.wait), &mut stop).await {
+                interrupted(&session, &job.dest);
+                return Ok(Outcome::Exit(code));
             }
         };
         report.finish();
@@ -569,9 +562,10 @@ async fn to_stdout(
     let mut stop = std::pin::pin!(crate::output::interrupted());
     let mut retries = Retries::new(&args.retry);
     let result = loop {
-        let result = tokio::select! {
-            result = session.data_to(url, headers, &mut out) => result,
-            code = &mut stop => return Ok(Outcome::Exit(code)),
+        let result = match unless_stopped(session.data_to(url, headers, &mut out), &mut stop).await
+        {
+            Ok(result) => result,
+            Err(code) => return Ok(Outcome::Exit(code)),
         };
         // Asked again only while nothing of a body was written: what went out cannot be
         // taken back, and there is no checkpoint to resume from.
@@ -581,9 +575,8 @@ async fn to_stdout(
         };
         let Some(next) = next else { break result };
         say_retry(url, &next, "trying again");
-        tokio::select! {
-            () = backoff(next.wait) => {}
-            code = &mut stop => return Ok(Outcome::Exit(code)),
+        if let Err(code) = unless_stopped(backoff(next.wait), &mut stop).await {
+            return Ok(Outcome::Exit(code));
         }
     };
     match result {

@@ -122,6 +122,18 @@ pub(crate) fn interrupted() -> impl Future<Output = u8> {
     })
 }
 
+/// `work`, unless `stop` (an [`interrupted`], pinned) comes first: then the signal's exit
+/// status, and `work` is dropped.
+pub(crate) async fn unless_stopped<T>(
+    work: impl Future<Output = T>,
+    stop: &mut (impl Future<Output = u8> + Unpin),
+) -> Result<T, u8> {
+    tokio::select! {
+        done = work => Ok(done),
+        code = stop => Err(code),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -11,6 +11,7 @@ use crate::get::{
     DiskArgs, QueueArgs, Report, Retries, RetryArgs, SessionArgs, backoff, carried, needs_trust,
     not_as_asked, size, usage,
 };
+use crate::output::unless_stopped;
 use crate::{Outcome, UsageError};
 
 #[derive(Debug, clap::Args)]
@@ -96,13 +97,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Ok(Outcome::Exit(code))
     };
     let result = loop {
-        let sent = {
-            let mut on = |event| report.event(&event);
-            tokio::select! {
-                result = session.upload_observed(&job, &mut on) => Ok(result),
-                code = &mut stop => Err(code),
-            }
-        };
+        let mut on = |event| report.event(&event);
+        let sent = unless_stopped(session.upload_observed(&job, &mut on), &mut stop).await;
         let result = match sent {
             Ok(result) => result,
             Err(code) => return stopped(&mut report, code),
@@ -117,9 +113,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         let Some((e, next)) = next else { break result };
         report.finish();
         report.retrying(e, &next, "sending it again")?;
-        tokio::select! {
-            () = backoff(next.wait) => {}
-            code = &mut stop => return stopped(&mut report, code),
+        if let Err(code) = unless_stopped(backoff(next.wait), &mut stop).await {
+            return stopped(&mut report, code);
         }
     };
     report.finish();
