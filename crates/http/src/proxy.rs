@@ -232,7 +232,7 @@ impl Bypass {
 }
 
 /// `a.b.c.d/n` or `v6/n`.
-pub fn cidr(entry: &str) -> Option<(IpAddr, u8)> {
+pub(crate) fn cidr(entry: &str) -> Option<(IpAddr, u8)> {
     let (net, bits) = entry.split_once('/')?;
     let net = net.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok()?;
     let bits = bits.parse::<u8>().ok()?;
@@ -241,7 +241,7 @@ pub fn cidr(entry: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// Whether `ip` is in `net`/`bits` (of the same family).
-pub fn within(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+pub(crate) fn within(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     let (ip, net, width) = match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(a.to_bits()), u128::from(b.to_bits()), 32),
         (IpAddr::V6(a), IpAddr::V6(b)) => (a.to_bits(), b.to_bits(), 128),
