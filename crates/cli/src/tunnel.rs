@@ -464,23 +464,16 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
 /// Reads a wg-quick file, saying on stderr what in it nw does not do.
 fn wireguard_config(path: &std::path::Path) -> anyhow::Result<nw_wireguard::Config> {
     use std::io::Read as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::PermissionsExt as _;
     let usage = |what: String| UsageError(format!("{}: {what}", path.display()));
-    // Opened without waiting, so a named pipe nothing writes to is refused below instead of
-    // holding the open for ever; only regular files go on, and reads from those never wait.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| usage(format!("cannot read it: {e}")))?;
-    let meta = file.metadata().map_err(|e| usage(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(usage(
+    // A named pipe nothing writes to is refused at once instead of holding the open for ever.
+    let (file, meta) = nw_trust::files::open_regular(path, true).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => usage(
             "is not a regular file (a pipe or a device): nw reads it again each time the tunnel starts, so give a file"
                 .into(),
-        )
-        .into());
-    }
+        ),
+        _ => usage(format!("cannot read it: {e}")),
+    })?;
     let mut text = String::new();
     file.take(nw_wireguard::config::MAX_TEXT as u64 + 1)
         .read_to_string(&mut text)

@@ -124,12 +124,17 @@ fn load(path: &Path) -> Result<CookieStore, Error> {
         )));
     }
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let io = |what, e| Error::io(path, what, e);
-    let opened = std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path);
-    let file = match opened {
-        Ok(f) => f,
+    let file = match nw_trust::files::open_regular(path, false) {
+        Ok((f, _)) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CookieStore::default()),
+        // A directory, a pipe or a device named as the jar: the command line's mistake.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(Error::Setting(format!(
+                "{}: {e}, so no cookie jar; name a file",
+                path.display()
+            )));
+        }
         Err(e) => return Err(io("cannot open the cookie jar", e)),
     };
     let mut text = Vec::new();

@@ -1,5 +1,5 @@
-//! Files nwkit keeps (the CT log list here, the cookie jar in nw-transfer): written whole or not
-//! at all, never through a link.
+//! Files nwkit keeps (the CT log list here, the cookie jar in nw-http): written whole or not
+//! at all, never through a link; and files a user names, opened without waiting on them.
 
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -29,10 +29,51 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     written
 }
 
+/// Opens a file a user named, for reading, with its metadata: never waiting (a named pipe
+/// nothing writes to would hold a plain open for ever), not through a link unless `follow`,
+/// and only a regular file — anything else (a directory, a pipe, a device) is an
+/// `InvalidInput` error that says so. Reads from the regular file it returns never wait.
+pub fn open_regular(path: &Path, follow: bool) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+    let flags = if follow { libc::O_NONBLOCK } else { libc::O_NONBLOCK | libc::O_NOFOLLOW };
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, a pipe or a device)",
+        ));
+    }
+    Ok((file, meta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn only_a_regular_file_is_opened_and_a_pipe_is_not_waited_on() {
+        let dir = std::env::temp_dir().join(format!("nw-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("file");
+        std::fs::write(&file, b"text").unwrap_or_else(|e| panic!("{e}"));
+        let (_, meta) = open_regular(&file, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.len(), 4);
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap_or_else(|e| panic!("{e}"));
+        assert!(open_regular(&link, false).is_err(), "a link is not followed");
+        assert!(open_regular(&link, true).is_ok(), "unless asked");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for other in [&fifo, &dir] {
+            let e = open_regular(other, true).err().map(|e| e.kind());
+            assert_eq!(e, Some(io::ErrorKind::InvalidInput), "{}", other.display());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_file_is_replaced_whole_with_its_mode_and_a_planted_link_is_not_followed() {

@@ -1117,6 +1117,16 @@ fn get_keeps_cookies_a_redirect_sets_unless_told_not_to() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("not a cookie jar nw wrote"), "{err}");
     assert_eq!(std::fs::read_to_string(scratch.0.join("notes.txt")).unwrap(), "not a jar\n");
+    // A named pipe as the jar is refused at once, not waited on for a writer.
+    let fifo = scratch.0.join("jar.fifo");
+    let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path in our scratch directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out =
+        nw_get(&scratch, &["--cookie-jar", "jar.fifo", "-o", "f.bin", &private]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
 }
 
 #[test]
