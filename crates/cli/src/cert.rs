@@ -92,6 +92,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Outcome> {
             ))
             .into());
         }
+        // A path through a file (`--dir notes.txt/pki`): the command line's mistake too.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(UsageError(format!(
+                "--dir {}: a part of it is a file, not a directory; give a directory",
+                dir.display()
+            ))
+            .into());
+        }
         Err(e) => return Err(anyhow::anyhow!("--dir {}: {e}", dir.display())),
     }
     let written = match &args.what {

@@ -124,6 +124,9 @@ fn nw_cert_then_nw_trust_offline_with_exact_reports() {
     let (code, _, err) = nw(&["cert", "--dir", &ca, "ca"]);
     assert_eq!(code, 2, "a file is not a directory");
     assert!(err.contains("not a directory"), "{err}");
+    let (code, _, err) = nw(&["cert", "--dir", &format!("{ca}/pki"), "ca"]);
+    assert_eq!(code, 2, "a path through a file: {err}");
+    assert!(err.contains("a part of it is a file"), "{err}");
 
     let trust = |extra: &[&str]| {
         let mut args = vec!["trust", "--chain", &leaf, "--anchor", &ca];
