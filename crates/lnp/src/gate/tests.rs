@@ -78,10 +78,14 @@ fn a_denial_is_logged_with_the_identity_and_the_destination() {
 fn an_inbound_denial_says_so_to_the_hook_and_in_the_log() {
     let s = Scratch::new("gate-inbound");
     let paths = s.paths();
-    // A hook that answers yes only when asked about an outbound destination.
+    // A hook that writes down the direction it was told, and answers no.
     let hook = s.0.join("direction-hook");
-    std::fs::write(&hook, "#!/bin/sh\n[ \"$NW_LNP_DIRECTION\" = outbound ]\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let told = s.0.join("told");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\nprintf %s \"$NW_LNP_DIRECTION\" > {}\nexit 1\n", told.display()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("{e}"));
     store::update(&paths, |f| {
@@ -91,7 +95,9 @@ fn an_inbound_denial_says_so_to_the_hook_and_in_the_log() {
     .unwrap_or_else(|e| panic!("{e}"));
     let v = permit(&paths, &app("exe:/opt/server"), "10.0.0.9", &on_link(), Direction::Inbound)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((v.allowed, v.by), (false, Source::Prompt), "the hook was told inbound");
+    assert_eq!((v.allowed, v.by), (false, Source::Prompt));
+    let said = std::fs::read_to_string(&told).unwrap_or_default();
+    assert_eq!(said, "inbound", "the hook was told the direction");
     let logged = crate::log::read(&paths).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(logged.len(), 1);
     assert_eq!(
