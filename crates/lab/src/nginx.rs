@@ -45,21 +45,24 @@ pub struct Nginx {
     https: Option<u16>,
 }
 
-/// A port free at the moment (the server binds it right after; a collision fails the start).
+/// A port free at the moment (the server binds it right after; a collision — another test's
+/// socket took it first — fails that start, and [`Nginx::start`] tries other ports).
 pub(crate) fn free_port() -> Result<u16, LabError> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
 /// Waits (10 s at most) until something listens on 127.0.0.1:`port`; `log` says why not.
+/// Stops early, with the same error, once `gone` says the server exited.
 #[allow(clippy::disallowed_methods, reason = "lab: bounded wait for a server to listen")]
 pub(crate) fn wait_listening(
     port: u16,
     server: &str,
     log: impl Fn() -> String,
+    mut gone: impl FnMut() -> bool,
 ) -> Result<(), LabError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !gone() {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
@@ -68,9 +71,24 @@ pub(crate) fn wait_listening(
     Err(LabError::Timeout { what: format!("{server} listening on {addr} ({})", log()), ms: 10_000 })
 }
 
+/// How many times [`Nginx::start`] tries, each on ports found free afresh.
+const STARTS: usize = 3;
+
 impl Nginx {
-    /// Serves `root` on 127.0.0.1.
+    /// Serves `root` on 127.0.0.1. A start whose nginx exits before it listens (its port was
+    /// taken between our look and its bind, by a client of a test running beside it) is
+    /// tried again on other ports, up to [`STARTS`] times.
     pub fn start(root: &Path, options: &Options) -> Result<Self, LabError> {
+        let mut tries = 1;
+        loop {
+            match Self::start_once(root, options) {
+                Err(LabError::Command { .. }) if tries < STARTS => tries += 1,
+                done => return done,
+            }
+        }
+    }
+
+    fn start_once(root: &Path, options: &Options) -> Result<Self, LabError> {
         let exe = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
             .into_iter()
             .map(PathBuf::from)
@@ -147,7 +165,7 @@ impl Nginx {
         let stderr = std::fs::File::create(dir.join("stderr.log"))?;
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let child = Child::spawn(cmd)?;
-        let server = Self { child, dir, http, https };
+        let mut server = Self { child, dir, http, https };
         server.wait_listening(http)?;
         if let Some(port) = https {
             server.wait_listening(port)?;
@@ -155,11 +173,32 @@ impl Nginx {
         Ok(server)
     }
 
-    fn wait_listening(&self, port: u16) -> Result<(), LabError> {
-        wait_listening(port, "nginx", || {
-            let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
-            format!("error.log: {}", log.trim())
-        })
+    /// Waits for nginx to listen on `port`; nginx exiting first (a port taken, a configuration
+    /// it refuses) is a `Command` error with what it said, at once.
+    fn wait_listening(&mut self, port: u16) -> Result<(), LabError> {
+        let dir = self.dir.clone();
+        let said = move || {
+            let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            format!(
+                "error.log: {}; stderr: {}",
+                read("error.log").trim(),
+                read("stderr.log").trim()
+            )
+        };
+        let child = &mut self.child;
+        let mut exited = None;
+        let waited = wait_listening(port, "nginx", &said, || {
+            exited = child.try_wait().ok().flatten();
+            exited.is_some()
+        });
+        match exited {
+            Some(status) => Err(LabError::Command {
+                command: format!("nginx -p {}", self.dir.display()),
+                status,
+                stderr: said(),
+            }),
+            None => waited,
+        }
     }
 
     /// `http://127.0.0.1:PORT{path}`.

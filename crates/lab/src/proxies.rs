@@ -51,7 +51,7 @@ impl Daemon {
             .stderr(std::fs::File::create(dir.join("stderr.log"))?);
         let child = Child::spawn(cmd)?;
         let daemon = Self { child, dir, port, log };
-        wait_listening(port, name, || daemon.log())?;
+        wait_listening(port, name, || daemon.log(), || false)?;
         Ok(daemon)
     }
 
@@ -124,7 +124,7 @@ impl Microsocks {
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         let child = Child::spawn(cmd)?;
-        wait_listening(port, "microsocks", String::new)?;
+        wait_listening(port, "microsocks", String::new, || false)?;
         Ok(Self { child, port })
     }
 

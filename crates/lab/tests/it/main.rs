@@ -9,3 +9,4 @@
 )]
 
 mod netns;
+mod nginx;
