@@ -77,7 +77,7 @@ const STARTS: usize = 3;
 impl Nginx {
     /// Serves `root` on 127.0.0.1. A start whose nginx exits before it listens (its port was
     /// taken between our look and its bind, by a client of a test running beside it) is
-    /// tried again on other ports, up to [`STARTS`] times.
+    /// tried again on other ports, up to three times.
     pub fn start(root: &Path, options: &Options) -> Result<Self, LabError> {
         let mut tries = 1;
         loop {
