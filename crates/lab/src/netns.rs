@@ -52,6 +52,14 @@ impl Lab {
 
     /// Joins two namespaces with a veth pair (`a_dev` in `a`, `b_dev` in `b`), both up.
     /// The pair is created directly inside the namespaces, so names never collide in the host.
+    ///
+    /// The two ends get different interface indexes (`a_dev`'s is 1000 or more), as a real
+    /// host's interface and its router's would. Two fresh namespaces would otherwise number
+    /// both ends alike, and the kernel takes a device whose index equals its peer's for one
+    /// that needs no hurry: it then holds each carrier change back until a second has passed
+    /// since its last run over any device on the machine, merging what came in between
+    /// (net/core/link_watch.c, `linkwatch_urgent_event`), so what a test sees would depend on
+    /// what other namespaces did a moment before.
     pub fn veth(
         &self,
         a: &Namespace,
@@ -59,11 +67,13 @@ impl Lab {
         b: &Namespace,
         b_dev: &str,
     ) -> Result<Veth, LabError> {
+        // Unique in this process, so unique in `a` (made by this process).
+        let index = (1000 + NEXT.fetch_add(1, Ordering::Relaxed)).to_string();
         process::output(cmd(
             "ip",
             [
-                "link", "add", a_dev, "netns", &a.name, "type", "veth", "peer", "name", b_dev,
-                "netns", &b.name,
+                "link", "add", a_dev, "netns", &a.name, "index", &index, "type", "veth", "peer",
+                "name", b_dev, "netns", &b.name,
             ],
         ))?;
         a.set_link(a_dev, true)?;

@@ -40,14 +40,14 @@ fn nw_json(ns: &nw_lab::Namespace, args: &[&str]) -> Value {
 fn s8_carrier_loss_is_noticed_at_once() {
     let p = pair();
     let (mut w, first) = Watcher::start(&p.cli, &[], &[]);
-    let mut kernel = IpMonitor::start(&p.cli);
+    let mut kernel = IpMonitor::start(&p.cli, "link");
     assert_eq!(status(&first), ("satisfied", ""), "{first}");
     let (mut ours, mut behind_kernel) = (Vec::new(), Vec::new());
     for _ in 0..5 {
-        // The kernel holds back a non-urgent link event until a second has passed since the
-        // previous linkwatch run (net/core/link_watch.c: at most one per second; a veth whose
-        // ifindex equals its peer's, as here, is non-urgent). Wait that out: S8 is about the
-        // first change after a quiet period.
+        // S8 is about the first change after a quiet period: longer than our debounce window
+        // (250 ms), and than the kernel's own (a second, for a device it takes as needing no
+        // hurry; the lab's veth ends have different indexes, so it does not, but a quiet
+        // period is what S8 describes).
         std::thread::sleep(Duration::from_millis(2_200));
         w.collect(Duration::ZERO);
         kernel.drain();
@@ -111,41 +111,102 @@ fn s9_routes_removed_then_restored() {
     assert!(cpu <= 5, "the monitor used {cpu} ticks of CPU in 3 quiet seconds: busy polling?");
     assert!(w.collect(Duration::ZERO).is_empty(), "updates while nothing changed");
 
+    let mut kernel = IpMonitor::start(&p.cli, "route");
+    kernel.drain();
     let t0 = Instant::now();
     p.cli.ip(["route", "add", "default", "via", &nw_lab::addr::SRV_V4.to_string()]).unwrap();
     let (at, line) = w.wait_for(Duration::from_secs(2), |v| status(v).0 == "satisfied");
+    let (_, kernel_at) = kernel.wait_for(Duration::from_secs(2), "default via");
     let took = ms(at - t0);
-    eprintln!("S9 route restored → satisfied in {took:.1} ms");
+    let ours_at = line["ts"].as_str().and_then(seconds_of_day).expect("a ts on each line");
+    // As in S8: our stamp is cut to the millisecond, and midnight may fall in between.
+    let mut behind = ours_at - kernel_at;
+    if behind < -43_200.0 {
+        behind += 86_400.0;
+    }
+    let behind = behind.max(0.0) * 1000.0;
+    eprintln!(
+        "S9 route restored → satisfied in {took:.1} ms (`ip route add` started), {behind:.1} ms \
+         behind the kernel's notification (ip monitor route)"
+    );
     assert_eq!(line["cause"], "change", "{line}");
-    assert!(took <= 60.0, "ready {took:.1} ms after the route returned");
+    // Measured from the kernel's notification, not from spawning `ip` (a process start in a
+    // namespace, tens of milliseconds on a busy two-core VM, is not ours to answer for): what
+    // this catches is an update held for the debounce window (250 ms) or a poll.
+    assert!(behind <= 50.0, "ready {behind:.1} ms after the kernel said the route returned");
 }
 
-/// S10a: 20 carrier flaps in 400 ms give at most 3 updates, the last with the final state.
-/// The kernel's linkwatch already merges carrier changes (at most one run per second), so the
-/// flaps start after a quiet second, making the first one reach us at once.
+/// S10a: 20 carrier flaps in 400 ms give at most 3 updates, the first at once and the last
+/// with the final state, while the kernel itself tells of (nearly) every flap (LAB.md's
+/// reference: raw `ip monitor`, 20 events): the merging is ours, not the kernel's.
+///
+/// Each update reports a state read after the change that prompted it, so a flap undone
+/// before we read (each is held about 20 ms) is not reported: a burst that ends as it began may
+/// give no update at all, and that is right (no app should fail over for it). So the burst is
+/// run twice: 20 changes (ending up, as it began), then 21 (ending down), which must be told.
 #[test]
 fn s10_carrier_flaps_are_debounced() {
     let p = pair();
-    let (mut w, _) = Watcher::start(&p.cli, &[], &[]);
-    std::thread::sleep(Duration::from_millis(2_200));
-    // What the new pair still did after the first reading (IPv6 addresses leaving tentative
-    // under load, say) is not the flaps' doing: wait for a quiet second (10 s at most) and
-    // leave those lines out, or a late "settled" from before is taken for the first flap's.
-    let quiet_by = Instant::now() + Duration::from_secs(10);
-    while !w.collect(Duration::from_secs(1)).is_empty() && Instant::now() < quiet_by {}
-    let start = Instant::now();
-    paced(20, Duration::from_millis(20), |i| p.srv.set_link(&p.srv_dev, i % 2 == 1).unwrap());
-    let flaps = ms(start.elapsed());
-    let updates = w.collect(Duration::from_millis(2_500));
-    let causes: Vec<&Value> = updates.iter().map(|(_, v)| &v["cause"]).collect();
-    eprintln!("S10 20 carrier flaps in {flaps:.0} ms → {} updates {causes:?}", updates.len());
-    assert!((1..=3).contains(&updates.len()), "{} updates: {causes:?}", updates.len());
-    assert_eq!(updates[0].1["cause"], "change", "the first flap is reported at once");
-    let (_, last) = updates.last().unwrap();
-    assert_eq!(status(last).0, "satisfied", "final state: carrier back up: {last}");
-    assert_eq!(interface(last, "eth0").unwrap()["carrier"], true);
-    let now = nw_json(&p.cli, &["path", "--json"]);
-    assert_eq!(interface(&now, "eth0"), interface(last, "eth0"), "last update ≠ a fresh reading");
+    let (mut w, first) = Watcher::start(&p.cli, &[], &[]);
+    let mut kernel = IpMonitor::start(&p.cli, "link");
+    let mut last = first;
+    for changes in [20, 21] {
+        // Quiet first: what the new pair still did after the first reading (IPv6 addresses
+        // leaving tentative under load, say), or the burst before, is not this burst's doing:
+        // wait for a quiet second (10 s at most) and leave those lines out.
+        std::thread::sleep(Duration::from_millis(1_200));
+        let quiet_by = Instant::now() + Duration::from_secs(10);
+        loop {
+            let before = w.collect(Duration::from_secs(1));
+            let Some((_, l)) = before.last() else { break };
+            last = l.clone();
+            assert!(Instant::now() < quiet_by, "no quiet second in 10 s: {l}");
+        }
+        kernel.drain();
+        let start = Instant::now();
+        paced(changes, Duration::from_millis(20), |i| {
+            p.srv.set_link(&p.srv_dev, i % 2 == 1).unwrap();
+        });
+        let took = ms(start.elapsed());
+        let updates = w.collect(Duration::from_millis(2_500));
+        let causes: Vec<&Value> = updates.iter().map(|(_, v)| &v["cause"]).collect();
+        let told = kernel.count(&format!("{}@", p.cli_dev)); // ip's "2: eth0@if7: <NO-CARRIER…"
+        eprintln!(
+            "S10 {changes} carrier changes in {took:.0} ms → {} updates {causes:?}; the \
+             kernel's own notifications for the client's end: {told}",
+            updates.len()
+        );
+        assert!(
+            told >= changes as usize / 2,
+            "the kernel told of only {told} changes of the client's end: it merged the flaps \
+             itself, so this run does not test our debounce (are the veth ends' indexes equal?)"
+        );
+        assert!(updates.len() <= 3, "{} updates: {causes:?}", updates.len());
+        // Only the first may be "at once"; the rest are the burst's, merged.
+        assert!(causes.iter().skip(1).all(|c| *c == "settled"), "{causes:?}");
+        if let Some((_, l)) = updates.last() {
+            last = l.clone();
+        }
+        let down = changes % 2 == 1;
+        if down {
+            assert!(!updates.is_empty(), "a burst that ends with the carrier gone went untold");
+            assert_eq!(status(&last), ("unsatisfied", "no_carrier"), "final state: {last}");
+        } else {
+            assert_eq!(status(&last).0, "satisfied", "final state: carrier back up: {last}");
+        }
+        // An interface without carrier may be left out of the path altogether.
+        let carrier = interface(&last, "eth0").map(|i| i["carrier"].clone());
+        assert!(carrier.is_none_or(|c| c == !down), "{last}");
+        // `nw path` exits 1 when the path is unsatisfied, its JSON printed all the same.
+        let out = p.cli.command(NW).args(["path", "--json"]).output().unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 1)), "nw path: {out:?}");
+        let now: Value = serde_json::from_slice(&out.stdout).expect("nw path --json prints JSON");
+        assert_eq!(
+            interface(&now, "eth0"),
+            interface(&last, "eth0"),
+            "the last update ≠ a fresh reading"
+        );
+    }
 }
 
 /// S10a': a burst of link events the kernel does not merge (20 MTU changes in 400 ms) is

@@ -141,18 +141,18 @@ pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// `ip monitor link` in a namespace, its lines timestamped as they arrive: the kernel's own
-/// notification time, to compare ours with in the same run.
+/// `ip monitor link` (or `route`, …) in a namespace, its lines timestamped as they arrive: the
+/// kernel's own notification time, to compare ours with in the same run.
 pub(crate) struct IpMonitor {
     _child: Child,
     lines: mpsc::Receiver<(Instant, String)>,
 }
 
 impl IpMonitor {
-    pub(crate) fn start(ns: &Namespace) -> Self {
+    pub(crate) fn start(ns: &Namespace, objects: &str) -> Self {
         let mut cmd = ns.command("ip");
         // `-ts` stamps each event with the wall clock when `ip` received it (local time: UTC).
-        cmd.args(["-ts", "monitor", "link"]).env("TZ", "UTC");
+        cmd.args(["-ts", "monitor", objects]).env("TZ", "UTC");
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = ns.spawn(cmd).expect("start ip monitor");
         let out = child.stdout().expect("stdout piped");
@@ -171,6 +171,11 @@ impl IpMonitor {
 
     pub(crate) fn drain(&mut self) {
         while self.lines.try_recv().is_ok() {}
+    }
+
+    /// How many of the lines that came so far contain `needle` (the rest are dropped too).
+    pub(crate) fn count(&mut self, needle: &str) -> usize {
+        self.lines.try_iter().filter(|(_, l)| l.contains(needle)).count()
     }
 
     /// The first line containing `needle`: when it reached the test, and when `ip` received
