@@ -79,7 +79,9 @@ pub(crate) struct Args {
     #[arg(long, group = "secure", requires = "alpn")]
     quic: bool,
     /// UDP instead of TCP: each read from stdin goes out as one datagram, each datagram
-    /// received goes to stdout. With -l, the first datagram's sender becomes the peer.
+    /// received goes to stdout. With -l, the first datagram's sender becomes the peer; with -l
+    /// and a multicast group as ADDR, the group is joined (on every usable interface, or
+    /// --require-interface's) and stdin goes to the group, every member's datagrams to stdout.
     #[arg(short = 'u', long, conflicts_with_all = ["tls", "quic"])]
     udp: bool,
     /// With --udp: after stdin ends, exit once nothing has arrived for this many seconds.
@@ -140,6 +142,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             Err(_) => listen_address(&addr).await.map_err(usage)?,
         };
         let at = std::net::SocketAddr::new(ip, port);
+        if ip.is_multicast() {
+            return if args.udp {
+                listen_group(&args, at).await
+            } else {
+                Err(usage(format!("{ip} is a multicast group, and groups are UDP: add -u")))
+            };
+        }
         return if args.udp { listen_udp(&args, at).await } else { listen(&args, at).await };
     }
     let [host, p] = args.target.as_slice() else {
@@ -378,10 +387,35 @@ fn idle(args: &Args) -> anyhow::Result<Duration> {
     })
 }
 
+/// What the UDP relay sends with and receives from: a socket connected to its peer, or a
+/// multicast group's membership.
+trait Datagrams: Send + Sync + 'static {
+    fn send(&self, datagram: &[u8]) -> impl Future<Output = std::io::Result<usize>> + Send;
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>> + Send;
+}
+
+impl Datagrams for tokio::net::UdpSocket {
+    fn send(&self, datagram: &[u8]) -> impl Future<Output = std::io::Result<usize>> + Send {
+        tokio::net::UdpSocket::send(self, datagram)
+    }
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>> + Send {
+        tokio::net::UdpSocket::recv(self, buf)
+    }
+}
+
+impl Datagrams for nw_connection::MulticastGroup {
+    fn send(&self, datagram: &[u8]) -> impl Future<Output = std::io::Result<usize>> + Send {
+        nw_connection::MulticastGroup::send(self, datagram)
+    }
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        Ok(self.recv_from(buf).await?.0)
+    }
+}
+
 /// UDP's relay: each stdin read is one datagram, each datagram received goes to stdout. There
 /// is no EOF in UDP: after stdin ends, it exits once nothing has arrived for `idle`. An ICMP
 /// port unreachable from the peer ends it with status 1, saying so.
-async fn relay_udp(socket: tokio::net::UdpSocket, idle: Duration) -> Outcome {
+async fn relay_udp(socket: impl Datagrams, idle: Duration) -> Outcome {
     use tokio::io::AsyncReadExt;
     let socket = Arc::new(socket);
     let sender = socket.clone();
@@ -495,6 +529,37 @@ async fn listen_udp(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Out
     stdout.write_all(&buf[..n]).await?;
     stdout.flush().await?;
     Ok(relay_udp(socket, idle).await)
+}
+
+/// `-l --udp GROUP PORT`: joins the multicast group once local network privacy allows it (on
+/// every usable interface, or the one --require-interface names), then each stdin read goes to
+/// the group and every member's datagrams to stdout. Members are not judged one by one: the
+/// app was allowed the local network to join at all.
+async fn listen_group(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
+    use nw_connection::GroupError;
+    let idle = idle(args)?;
+    let options = nw_connection::GroupOptions {
+        interface: args.conditions.conditions().required_interface,
+        ..Default::default()
+    };
+    let group = match nw_connection::MulticastGroup::join(at, &options).await {
+        Ok(group) => group,
+        Err(e @ (GroupError::LocalNetworkProhibited { .. } | GroupError::NoInterface { .. })) => {
+            crate::output::error_line(&format!("nw cat: {e}"));
+            return Ok(Outcome::Negative);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.report || args.json || at.port() == 0 {
+        let port = group.local_addr()?.port();
+        let on: Vec<&str> = group.interfaces().iter().map(|j| j.name.as_str()).collect();
+        crate::output::error_line(&format!(
+            "nw cat: joined {} on {} (UDP port {port})",
+            at.ip(),
+            on.join(", ")
+        ));
+    }
+    Ok(relay_udp(group, idle).await)
 }
 
 /// Copies stdin to the peer and the peer to stdout; half-closes on stdin EOF; ends when the

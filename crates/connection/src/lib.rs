@@ -14,6 +14,9 @@
 //! - Resolve: the [`Resolve`] seam; [`SystemResolver`] (explicit A/AAAA/HTTPS queries, the hosts
 //!   file, a cache) and [`MemoryResolver`] for tests.
 //! - Listen: [`Listener`] over TCP, TLS or QUIC, bounded so floods cannot starve it.
+//! - Take part in a multicast group: [`MulticastGroup`] joins `GROUP:PORT` on the path's
+//!   interfaces ([`GroupOptions`]) once local network privacy allows it, hears every member
+//!   and sends to them all; [`GroupError`] says why not.
 //! - Frame: [`Framed`] messages over any stream, with [`Framing`] (length-prefixed or
 //!   delimited) and the [`Framer`] codec underneath.
 //! - Modules for the specialists: [`tls`] (client and server configurations, PEM files),
@@ -111,6 +114,7 @@ pub mod happy_eyeballs;
 mod id;
 mod listener;
 mod local_network;
+mod multicast;
 pub mod proxy;
 mod qlog;
 mod quic;
@@ -134,6 +138,7 @@ pub use framer::{FrameError, Framer, Framing, Width};
 pub use id::{AttemptId, ConnectionId};
 pub use listener::{Config as ListenerConfig, Counts as ListenerCounts, Handler, Listener};
 pub use local_network::{LocalNetwork, PeerRefused};
+pub use multicast::{GroupError, GroupOptions, Joined, MulticastGroup};
 pub use nw_lnp::{Paths as LocalNetworkPaths, Verdict as LocalNetworkVerdict};
 pub use proxy::Proxy;
 pub use qlog::Qlog;

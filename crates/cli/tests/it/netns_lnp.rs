@@ -547,3 +547,119 @@ fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
     assert_eq!(text(&out.stdout), "from the link\n", "{err}");
     assert!(!err.contains("not serving"), "{err}");
 }
+
+/// A member of a multicast group on the far namespace: joins `GROUP` on eth0, says "ready",
+/// prints the first datagram it hears (10 s at most), then sends "hello group" to the group
+/// three times, 100 ms apart.
+const MEMBER: &str = r#"
+import socket, struct, sys, time
+group, port = sys.argv[1], int(sys.argv[2])
+if ":" in group:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    index = socket.if_nametoindex("eth0")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                 socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", index))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    me = sys.argv[3]
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                 socket.inet_aton(group) + socket.inet_aton(me))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(me))
+print("ready", flush=True)
+s.settimeout(10)
+try:
+    data, sender = s.recvfrom(65535)
+    print("heard %r from %s" % (data, sender[0]), flush=True)
+except socket.timeout:
+    print("heard nothing", flush=True)
+for _ in range(3):
+    s.sendto(b"hello group\n", (group, port))
+    time.sleep(0.1)
+"#;
+
+/// Joining a multicast group is using the local network: denied, `nw cat -l -u GROUP PORT`
+/// fails at once saying "local network prohibited" and never joins (the kernel's membership
+/// list shows no group); allowed, it joins on the link's interface (the kernel says so), hears
+/// a member on the link and is heard by it, and does not hear itself. IPv4 and IPv6.
+#[test]
+fn netns_lnp_a_multicast_group_is_joined_only_when_allowed() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let s = Scene::new("group");
+    let id = identity_of(&s, NW);
+    let member = s.dir.path("member.py");
+    std::fs::write(&member, MEMBER).unwrap();
+    let memberships = || {
+        text(&s.p.cli.command("ip").args(["maddr", "show", "dev", "eth0"]).output().unwrap().stdout)
+    };
+    s.lnp(&["on"]);
+    s.lnp(&["deny", &id]);
+    for (group, port) in [("239.255.7.7", "8110"), ("ff02::7777", "8111")] {
+        let refused = s.run(NW, &["cat", "-l", "-u", group, port]);
+        let err = assert_prohibited(&format!("joining {group}"), &refused, &id);
+        assert!(
+            err.contains(&format!("cannot join {group}: local network prohibited"))
+                && err.contains("a multicast group"),
+            "{err}"
+        );
+        assert!(!memberships().contains(group), "joined {group} though denied: {}", memberships());
+    }
+    let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
+    for group in ["239.255.7.7", "ff02::7777"] {
+        let logged = log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|d| {
+            d["identity"] == id.as_str()
+                && d["destination"] == group
+                && d["direction"] == "outbound"
+        });
+        assert!(logged, "the refused join of {group} is logged: {log}");
+    }
+
+    s.lnp(&["allow", &id]);
+    for (group, port) in [("239.255.7.7", "8110"), ("ff02::7777", "8111")] {
+        let srv = nw_lab::addr::SRV_V4.to_string();
+        let mut far = s.p.srv.command("python3");
+        far.args([&member, group, port, &srv]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut far = far
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 is needed (apt-get install python3): {e}"));
+        let mut far_said = BufReader::new(far.stdout.take().unwrap()).lines();
+        assert_eq!(
+            far_said.next().and_then(Result::ok).as_deref(),
+            Some("ready"),
+            "the member did not start"
+        );
+
+        let mut cmd = s.p.cli.command(NW);
+        cmd.args(["cat", "-l", "-u", "--report", "--idle", "3", group, port])
+            .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
+            .env("NW_LNP_POLICY", s.dir.path("policy.toml"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut ours = cmd.spawn().unwrap();
+        let mut said = BufReader::new(ours.stderr.take().unwrap()).lines();
+        let first = said.next().and_then(Result::ok).unwrap_or_default();
+        assert!(first.contains(&format!("joined {group} on eth0 (UDP port {port})")), "{first}");
+        assert!(
+            memberships().contains(group),
+            "the kernel shows no membership of {group}: {}",
+            memberships()
+        );
+        let mut stdin = ours.stdin.take().unwrap();
+        stdin.write_all(b"from a member\n").unwrap();
+        drop(stdin);
+        let heard = far_said.next().and_then(Result::ok).unwrap_or_default();
+        assert!(heard.starts_with("heard b'from a member\\n' from "), "the far member: {heard}");
+        let _ = far.wait();
+        let out = ours.wait_with_output().unwrap();
+        let rest: Vec<String> = said.map_while(Result::ok).collect();
+        assert_eq!(out.status.code(), Some(0), "{rest:?}");
+        let got = text(&out.stdout);
+        assert!(got.starts_with("hello group\n"), "what the group said: {got:?}");
+        assert!(!got.contains("from a member"), "it heard itself: {got:?}");
+    }
+}
