@@ -3,9 +3,11 @@
 //! and expiry rules allow — each hop of a redirect gets its own URL's cookies, never another
 //! origin's. In memory for the session's life, or kept in a file between sessions.
 //!
-//! The jar knows no public-suffix list (none is shipped with the machine), so a cookie with
-//! `Domain=` a public suffix such as `co.uk` is not refused as a browser would refuse it; it is
-//! only sent back to hosts under that suffix.
+//! A cookie whose `Domain=` is a public suffix (`com`, `co.uk`, `github.io`, or a top-level
+//! label the Public Suffix List does not know, which its algorithm takes as one) is refused, as
+//! RFC 6265bis §5.7 asks of a user agent that knows the list (the `psl` crate carries it):
+//! otherwise `evil.co.uk` could set a cookie every `*.co.uk` site would be sent. Set by that very
+//! host (`Domain=github.io` from `github.io`), it is kept as a cookie for that host only.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -77,10 +79,9 @@ impl Jar {
             return;
         }
         let Some(web) = web_url(url) else { return };
-        store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .store_response_cookies(set.into_iter(), &web);
+        let host = web.host_str().unwrap_or_default().to_ascii_lowercase();
+        let set = set.into_iter().filter_map(|c| within_a_site(c, &host));
+        store.lock().unwrap_or_else(PoisonError::into_inner).store_response_cookies(set, &web);
         let Some((path, writing)) = &self.file else { return };
         let _turn = writing.lock().await;
         let mut json = Vec::new();
@@ -102,6 +103,26 @@ impl Jar {
             tracing::warn!("{}: the cookie jar could not be written: {e}", path.display());
         }
     }
+}
+
+/// The cookie as kept, when its `Domain=` is a public suffix (RFC 6265bis §5.7 step 9): for
+/// the host itself when it set it, else not at all.
+fn within_a_site(mut cookie: RawCookie<'static>, host: &str) -> Option<RawCookie<'static>> {
+    let Some(domain) = cookie.domain() else { return Some(cookie) };
+    let domain = domain.trim_start_matches('.').trim_end_matches('.').to_ascii_lowercase();
+    let public = psl::suffix(domain.as_bytes()).is_some_and(|s| s.as_bytes().len() == domain.len());
+    if !public {
+        return Some(cookie);
+    }
+    if domain == host.trim_end_matches('.') {
+        cookie.unset_domain();
+        return Some(cookie);
+    }
+    tracing::debug!(
+        "refused cookie {:?} from {host}: its domain {domain} is a public suffix",
+        cookie.name()
+    );
+    None
 }
 
 /// The URL as `cookie_store` takes it.
@@ -160,4 +181,57 @@ fn load(path: &Path) -> Result<CookieStore, Error> {
 /// readable by its owner only (cookies are credentials).
 fn save(json: &[u8], path: &Path) -> std::io::Result<()> {
     nw_trust::files::replace(path, json, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        match nw_connection::Endpoint::parse(text) {
+            Ok(nw_connection::Endpoint::Url(u)) => u,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    fn jar_after(at: &str, set_cookie: &[&str]) -> Jar {
+        let jar = Jar::new(&Cookies::Memory).unwrap();
+        let mut headers = hyper::HeaderMap::new();
+        for v in set_cookie {
+            headers.append(hyper::header::SET_COOKIE, v.parse().unwrap());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(jar.learn(&url(at), &headers));
+        jar
+    }
+
+    fn sent(jar: &Jar, to: &str) -> Option<String> {
+        jar.header_for(&url(to))
+    }
+
+    #[test]
+    fn a_cookie_for_a_public_suffix_is_refused() {
+        let jar = jar_after(
+            "https://evil.co.uk/",
+            &["a=1; Domain=co.uk", "b=2; Domain=.CO.UK", "c=3; Domain=uk", "d=4"],
+        );
+        assert_eq!(sent(&jar, "https://bank.co.uk/"), None, "another site got the cookies");
+        assert_eq!(sent(&jar, "https://evil.co.uk/").as_deref(), Some("d=4"));
+        // A private-section suffix, and a label the list does not know.
+        let jar = jar_after("https://me.github.io/", &["e=5; Domain=github.io"]);
+        assert_eq!(sent(&jar, "https://you.github.io/"), None);
+        let jar = jar_after("http://printer.lan/", &["f=6; Domain=lan"]);
+        assert_eq!(sent(&jar, "http://router.lan/"), None);
+    }
+
+    #[test]
+    fn a_registrable_domain_is_kept_and_a_suffix_set_by_itself_is_host_only() {
+        let jar = jar_after("https://www.example.co.uk/", &["a=1; Domain=example.co.uk"]);
+        assert_eq!(sent(&jar, "https://shop.example.co.uk/").as_deref(), Some("a=1"));
+        let jar = jar_after("https://github.io/", &["b=2; Domain=github.io"]);
+        assert_eq!(sent(&jar, "https://github.io/").as_deref(), Some("b=2"));
+        assert_eq!(sent(&jar, "https://me.github.io/"), None, "host-only, not the suffix's");
+        let jar = jar_after("http://printer.lan/", &["c=3; Domain=printer.lan"]);
+        assert_eq!(sent(&jar, "http://ink.printer.lan/").as_deref(), Some("c=3"));
+    }
 }
