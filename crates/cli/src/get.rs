@@ -36,21 +36,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     segments: u8,
-    /// An extra request header, `-H 'Name: value'` (repeatable). Credentials (Authorization,
-    /// Cookie) go only to the URL's own origin, never to one a redirect leads to.
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
-    /// HTTP Basic authentication as USER:PASSWORD (only over HTTPS or to a local name, and
-    /// only to the URL's own origin).
-    #[arg(long, short = 'u', value_name = "USER:PASSWORD")]
-    user: Option<String>,
-    /// Take the user and password for each URL's host from ~/.netrc ($NETRC when set), as
-    /// curl -n does; the same rules as --user. The file must be readable by its owner only.
-    #[arg(short = 'n', long, conflicts_with = "user")]
-    netrc: bool,
-    /// --netrc from this file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["user", "netrc"])]
-    netrc_file: Option<PathBuf>,
+    #[command(flatten)]
+    credentials: crate::credentials::CredentialArgs,
     #[command(flatten)]
     retry: RetryArgs,
     #[command(flatten)]
@@ -404,27 +391,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
-    let headers = request_headers(&args.headers, args.user.as_deref())?;
-    let netrc = netrc(&args)?;
-    if args.queue.queue && (!headers.is_empty() || netrc.is_some()) {
+    let credentials = args.credentials.resolve(&args.urls)?;
+    if args.queue.queue && !credentials.is_empty() {
         return Err(UsageError(
             "-H, --user and --netrc are not kept for queued transfers (credentials stay out of the store); download without --queue"
                 .into(),
         )
         .into());
-    }
-    if args.user.is_some() {
-        for url in &args.urls {
-            if let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url)
-                && u.scheme == "http"
-                && nw_http::policy::local_exemption(&u.host).is_none()
-            {
-                return Err(UsageError(format!(
-                    "--user with {url} would send the password in the clear; use https://"
-                ))
-                .into());
-            }
-        }
     }
     let mut jobs = Vec::new();
     for url in &args.urls {
@@ -432,12 +405,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             Some(p) => p.clone(),
             None => PathBuf::from(file_name(url).map_err(UsageError)?),
         };
-        let mut headers = headers.clone();
-        if let Some(login) = netrc.as_ref().and_then(|(file, n)| netrc_login(file, n, url))
-            && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
-        {
-            headers.push(basic(&format!("{}:{}", login.user, login.password)));
-        }
+        let headers = credentials.for_url(url);
         jobs.push(Download {
             url: url.clone(),
             dest,
@@ -451,6 +419,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let https = needs_trust(&args.urls);
     let session = args.session.session(https, &args.disk)?;
     if args.output.as_deref() == Some(Path::new("-")) {
+        let headers = args.urls.first().map(|u| credentials.for_url(u)).unwrap_or_default();
         return to_stdout(&args, &session, &headers).await;
     }
     if args.queue.queue {
@@ -630,103 +599,6 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<W> {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// `-H` values as fields, and `--user` as an `Authorization: Basic` field (RFC 7617).
-fn request_headers(given: &[String], user: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
-    let mut headers = Vec::new();
-    for h in given {
-        let Some((name, value)) = h.split_once(':') else {
-            return Err(UsageError(format!("-H {h:?}: give it as 'Name: value'")).into());
-        };
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
-    }
-    if let Some(user) = user {
-        if !user.contains(':') {
-            return Err(UsageError(
-                "--user: give USER:PASSWORD (nw does not prompt for a password)".into(),
-            )
-            .into());
-        }
-        headers.push(basic(user));
-    }
-    Ok(headers)
-}
-
-/// An `Authorization: Basic` field for `USER:PASSWORD` (RFC 7617).
-fn basic(user_password: &str) -> (String, String) {
-    use base64::Engine as _;
-    let token = base64::engine::general_purpose::STANDARD.encode(user_password);
-    ("Authorization".to_owned(), format!("Basic {token}"))
-}
-
-/// The `.netrc` `--netrc`/`--netrc-file` name, read and parsed: refused when others may read
-/// it (ftp(1)'s rule: it holds passwords), when it is not one, or larger than 1 MiB.
-fn netrc(args: &Args) -> anyhow::Result<Option<(PathBuf, nw_http::netrc::Netrc)>> {
-    use std::os::unix::fs::MetadataExt as _;
-    let path = match (&args.netrc_file, args.netrc) {
-        (Some(file), _) => file.clone(),
-        (None, true) => match std::env::var_os("NETRC") {
-            Some(p) => PathBuf::from(p),
-            None => match std::env::var_os("HOME") {
-                Some(home) => PathBuf::from(home).join(".netrc"),
-                None => {
-                    return Err(UsageError(
-                        "--netrc: HOME is not set; give --netrc-file FILE".into(),
-                    )
-                    .into());
-                }
-            },
-        },
-        (None, false) => return Ok(None),
-    };
-    let shown = path.display();
-    let meta = std::fs::metadata(&path).map_err(|e| UsageError(format!("{shown}: {e}")))?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(UsageError(format!(
-            "{shown} may be read by others (mode {:o}) and holds passwords; chmod 600 it",
-            meta.mode() & 0o777
-        ))
-        .into());
-    }
-    let mut bytes = Vec::new();
-    {
-        use std::io::Read as _;
-        let file = std::fs::File::open(&path).map_err(|e| UsageError(format!("{shown}: {e}")))?;
-        file.take((1 << 20) + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| UsageError(format!("{shown}: {e}")))?;
-    }
-    if bytes.len() > 1 << 20 {
-        return Err(UsageError(format!("{shown}: larger than 1 MiB; is it the right file?")).into());
-    }
-    let text = String::from_utf8(bytes).map_err(|_| UsageError(format!("{shown}: not text")))?;
-    let parsed =
-        nw_http::netrc::Netrc::parse(&text).map_err(|e| UsageError(format!("{shown}: {e}")))?;
-    Ok(Some((path, parsed)))
-}
-
-/// The `.netrc` login for `url`'s host, when it may be sent there: over HTTPS, or plain HTTP to
-/// a local name (as --user); otherwise none, and nw says why.
-fn netrc_login<'a>(
-    file: &Path,
-    netrc: &'a nw_http::netrc::Netrc,
-    url: &str,
-) -> Option<&'a nw_http::netrc::Login> {
-    let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url) else {
-        return None;
-    };
-    let login = netrc.login_for(&u.host)?;
-    if u.scheme == "http" && nw_http::policy::local_exemption(&u.host).is_none() {
-        crate::output::error_line(&format!(
-            "nw: {}: not sending the login for {} from {} over plain HTTP",
-            url,
-            u.host,
-            file.display()
-        ));
-        return None;
-    }
-    Some(login)
 }
 
 /// The longest `Retry-After` that `--retry` waits out; a server asking more is left to the user.

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod cat;
 mod cert;
 mod condition;
+mod credentials;
 mod doctor;
 mod filter;
 mod get;

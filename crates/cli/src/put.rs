@@ -30,6 +30,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "TYPE", default_value = "application/octet-stream")]
     content_type: String,
     #[command(flatten)]
+    credentials: crate::credentials::CredentialArgs,
+    #[command(flatten)]
     retry: RetryArgs,
     #[command(flatten)]
     queue: QueueArgs,
@@ -48,6 +50,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         Err(e) => return Err(UsageError(format!("{}: {e}", args.file.display())).into()),
     }
+    let credentials = args.credentials.resolve(std::slice::from_ref(&args.url))?;
+    if args.queue.queue && !credentials.is_empty() {
+        return Err(UsageError(
+            "-H, --user and --netrc are not kept for queued transfers (credentials stay out of the store); send it without --queue"
+                .into(),
+        )
+        .into());
+    }
     let https = needs_trust(&[&args.url]);
     let session = args.session.session(https, &DiskArgs::default())?;
     let job = Upload {
@@ -55,6 +65,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         source: args.file.clone(),
         method: if args.post { Method::POST } else { Method::PUT },
         content_type: args.content_type.clone(),
+        headers: credentials.for_url(&args.url),
     };
     if args.queue.queue {
         args.session.check_queueable()?;

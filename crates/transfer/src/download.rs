@@ -63,7 +63,8 @@ pub struct Download {
     pub headers: Vec<(String, String)>,
 }
 
-/// Fields a download sets itself, or that frame the message: never taken from the caller.
+/// Fields a download or an upload sets itself, or that frame the message: never taken from the
+/// caller.
 const OWN_FIELDS: [&str; 8] = [
     "host",
     "range",
@@ -85,7 +86,7 @@ pub fn check_fields(fields: &[(String, String)]) -> Result<(), TransferError> {
         let lower = name.to_ascii_lowercase();
         if OWN_FIELDS.contains(&lower.as_str()) {
             return Err(TransferError::Usage(format!(
-                "the {name} field is the download's own to set; leave it out"
+                "the {name} field is nw's own to set (it frames the request); leave it out"
             )));
         }
         if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()

@@ -440,6 +440,18 @@ impl Session {
         Ok(conn)
     }
 
+    /// Adds the jar's cookies for `url` to `headers`, after the caller's own `Cookie` (one
+    /// field, RFC 6265 §5.4).
+    pub(crate) fn with_cookies(&self, url: &Url, headers: &mut Vec<(&str, String)>) {
+        let Some(jar) = self.jar.header_for(url) else { return };
+        let caller = headers.iter().position(|(n, _)| n.eq_ignore_ascii_case("cookie"));
+        let value = match caller.map(|i| headers.remove(i)) {
+            Some((_, c)) => format!("{c}; {jar}"),
+            None => jar,
+        };
+        headers.push(("Cookie", value));
+    }
+
     /// Sends a GET for `url` on `conn`. The peer may have closed a pooled connection while it
     /// sat idle: when a reused `conn` fails before any answer, the GET (idempotent) is sent once
     /// more on a fresh connection over `routes` (one of `share`), which replaces `conn` (a
@@ -455,25 +467,14 @@ impl Session {
         share: usize,
     ) -> Result<http::Response, TransferError> {
         let wait = self.config.request_timeout;
-        // The jar's cookies for this URL, after the caller's own (one Cookie field, RFC 6265
-        // §5.4).
         let with_cookies;
-        let headers = match self.jar.header_for(url) {
-            None => headers,
-            Some(jar) => {
-                let mut all: Vec<(&str, String)> = Vec::with_capacity(headers.len() + 1);
-                let mut caller = None;
-                for (name, value) in headers {
-                    if name.eq_ignore_ascii_case("cookie") {
-                        caller = Some(value.clone());
-                    } else {
-                        all.push((name, value.clone()));
-                    }
-                }
-                all.push(("Cookie", caller.map_or(jar.clone(), |c| format!("{c}; {jar}"))));
-                with_cookies = all;
-                with_cookies.as_slice()
-            }
+        let headers = if self.jar.header_for(url).is_none() {
+            headers
+        } else {
+            let mut all = headers.to_vec();
+            self.with_cookies(url, &mut all);
+            with_cookies = all;
+            with_cookies.as_slice()
         };
         let mut response = conn.get_within(url, headers, wait).await;
         let mut fruitless = 0;

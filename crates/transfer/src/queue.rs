@@ -194,6 +194,13 @@ impl Session {
         job: &Upload,
         discretionary: bool,
     ) -> Result<UploadRecord, TransferError> {
+        if !job.headers.is_empty() {
+            return Err(TransferError::Usage(
+                "header fields are not kept for queued uploads (credentials stay out of the \
+                 store); upload without queueing"
+                    .into(),
+            ));
+        }
         self.allowed(&job.url)?;
         let source = std::fs::canonicalize(&job.source)
             .map_err(|e| TransferError::io(&job.source, "cannot find it to upload", e))?;
@@ -234,6 +241,8 @@ impl Session {
                     source: record.source.clone(),
                     method,
                     content_type: record.content_type.clone(),
+                    // Never stored: credentials stay out of the store.
+                    headers: Vec::new(),
                 };
                 self.upload_observed(&job, on).await
             }

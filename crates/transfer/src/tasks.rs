@@ -60,6 +60,10 @@ pub struct Upload {
     pub method: hyper::Method,
     /// The body's `Content-Type`.
     pub content_type: String,
+    /// Request header fields to send besides the ones the upload sets itself (`Host`,
+    /// `Content-Length`, …, which cannot be given; a `Content-Type` here replaces
+    /// `content_type`). Never kept in the store: a queued upload takes none.
+    pub headers: Vec<(String, String)>,
 }
 
 /// What an upload did.
@@ -207,6 +211,7 @@ impl Session {
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Uploaded, TransferError> {
         let started = Instant::now();
+        crate::download::check_fields(&job.headers)?;
         let (parsed, security) = self.allowed(&job.url)?;
         let routes = self.routes(&parsed, security).await?;
         let file = std::fs::File::open(&job.source)
@@ -241,8 +246,13 @@ impl Session {
                 Some((frame, rx))
             }
         });
-        let headers =
-            [("content-type", job.content_type.clone()), ("content-length", len.to_string())];
+        let given = |name: &str| job.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut headers: Vec<(&str, String)> = vec![("content-length", len.to_string())];
+        if !given("content-type") {
+            headers.push(("content-type", job.content_type.clone()));
+        }
+        headers.extend(job.headers.iter().map(|(n, v)| (n.as_str(), v.clone())));
+        self.with_cookies(&parsed, &mut headers);
         let asked = started.elapsed();
         let body = StreamBody::new(pieces).boxed();
         let request = conn.request(job.method.clone(), &parsed, &headers, Some(body));
@@ -253,6 +263,7 @@ impl Session {
         }
         let mut response = watched?;
         let first_byte = started.elapsed();
+        self.jar.learn(&parsed, &response.headers).await;
         if !(200..300).contains(&response.status) {
             return Err(TransferError::status_of(&job.url, &response));
         }

@@ -1086,6 +1086,10 @@ fn get_keeps_cookies_a_redirect_sets_unless_told_not_to() {
             return 302 /private/file.bin;
         }
         location /private/ { if ($cookie_session != "s3cr3t") { return 403; } }
+        location /private-put/ {
+            if ($cookie_session != "s3cr3t") { return 403; }
+            dav_methods PUT; create_full_put_path on;
+        }
     "#;
     let server = nginx(&scratch, &Options { extra: extra.into(), ..Options::default() });
     let login = server.url("/login");
@@ -1108,6 +1112,13 @@ fn get_keeps_cookies_a_redirect_sets_unless_told_not_to() {
         nw_get(&scratch, &["--cookie-jar", "jar.json", "-o", "d.bin", &private]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(std::fs::read(scratch.0.join("d.bin")).unwrap() == data);
+    // nw put sends the jar's cookies too.
+    let up = server.url("/private-put/up.bin");
+    let out = nw(&scratch, &["put", "d.bin", &up]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answered 403"), "no cookie, no entry");
+    let out = nw(&scratch, &["put", "--cookie-jar", "jar.json", "d.bin", &up]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("www/private-put/up.bin")).unwrap() == data);
     // A file that is no jar (a typo for another file) is the command line's mistake, and
     // is left as it was.
     std::fs::write(scratch.0.join("notes.txt"), "not a jar\n").unwrap();
@@ -1138,6 +1149,10 @@ fn get_takes_the_login_from_a_netrc_kept_private() {
     // alice:s3cret, as RFC 7617's Basic scheme sends it.
     let extra = r#"
         location /members/ { if ($http_authorization != "Basic YWxpY2U6czNjcmV0") { return 401; } }
+        location /members-put/ {
+            if ($http_authorization != "Basic YWxpY2U6czNjcmV0") { return 401; }
+            dav_methods PUT; create_full_put_path on;
+        }
     "#;
     let server = nginx(&scratch, &Options { extra: extra.into(), ..Options::default() });
     let url = server.url("/members/file.bin");
@@ -1171,4 +1186,39 @@ fn get_takes_the_login_from_a_netrc_kept_private() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("credentials stay out of the store"));
+    // To stdout, the login goes too.
+    let out = nw_get(&scratch, &["-n", "-o", "-", &url]).env("NETRC", &netrc).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == data, "-o - with the login: {} bytes", out.stdout.len());
+    // A named pipe as the file is refused at once, not waited on for a writer.
+    let fifo = scratch.0.join("netrc.fifo");
+    let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path in our scratch directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out =
+        nw_get(&scratch, &["--netrc-file", "netrc.fifo", "-o", "f.bin", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+
+    // nw put takes the same flags: the login from the file or --user, none queued.
+    let up = server.url("/members-put/up.bin");
+    let put = |args: &[&str]| nw(&scratch, &[&["put"], args].concat()).output().unwrap();
+    let out = put(&["b.bin", &up]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("answered 401"), "{err}");
+    let out = put(&["--netrc-file", &netrc_arg, "b.bin", &up]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("www/members-put/up.bin")).unwrap() == data);
+    let out = put(&["--user", "alice:s3cret", "b.bin", &server.url("/members-put/u.bin")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("www/members-put/u.bin")).unwrap() == data);
+    let out = put(&["--queue", "--user", "alice:s3cret", "b.bin", &up]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("credentials stay out of the store"));
+    let out = put(&["-H", "Content-Length: 3", "b.bin", &up]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("Content-Length field is nw's own to set"), "{err}");
 }

@@ -91,6 +91,7 @@ fn proxy_an_upload_or_a_data_task_into_a_stall_times_out_instead_of_hanging() {
         source,
         method: Method::PUT,
         content_type: "application/octet-stream".into(),
+        headers: Vec::new(),
     };
     let mut last = 0;
     #[allow(clippy::disallowed_methods, reason = "the test times the failure")]
@@ -151,6 +152,7 @@ fn proxy_an_upload_whose_file_shrinks_fails_at_once_saying_so() {
             source: source.clone(),
             method: Method::PUT,
             content_type: "application/octet-stream".into(),
+            headers: Vec::new(),
         };
         let mut cut = None;
         #[allow(clippy::disallowed_methods, reason = "the test times the failure")]

@@ -164,6 +164,7 @@ fn server_uploads_a_file_over_every_http_version_and_data_tasks_are_bounded() {
                 source: source.clone(),
                 method,
                 content_type: "application/octet-stream".into(),
+                headers: Vec::new(),
             };
             let done =
                 rt.block_on(session.upload(&job)).unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
@@ -199,6 +200,7 @@ fn server_uploads_a_file_over_every_http_version_and_data_tasks_are_bounded() {
         source: scratch.0.join("absent.bin"),
         method: hyper::Method::PUT,
         content_type: "application/octet-stream".into(),
+        headers: Vec::new(),
     };
     let e = rt.block_on(session.upload(&job)).unwrap_err();
     assert!(e.to_string().contains("absent.bin: cannot open it to upload"), "{e}");

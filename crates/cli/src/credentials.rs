@@ -1,0 +1,174 @@
+//! What `nw get` and `nw put` send besides the request itself: `-H` fields, `--user`'s Basic
+//! authentication, and logins from a `.netrc` file — one set of flags and rules for both.
+
+use std::path::{Path, PathBuf};
+
+use crate::UsageError;
+
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct CredentialArgs {
+    /// An extra request header, `-H 'Name: value'` (repeatable). Credentials (Authorization,
+    /// Cookie) go only to the URL's own origin, never to one a redirect leads to.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// HTTP Basic authentication as USER:PASSWORD (only over HTTPS or to a local name, and
+    /// only to the URL's own origin).
+    #[arg(long, short = 'u', value_name = "USER:PASSWORD")]
+    user: Option<String>,
+    /// Take the user and password for each URL's host from ~/.netrc ($NETRC when set), as
+    /// curl -n does; the same rules as --user. The file must be readable by its owner only.
+    #[arg(short = 'n', long, conflicts_with = "user")]
+    netrc: bool,
+    /// --netrc from this file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["user", "netrc"])]
+    netrc_file: Option<PathBuf>,
+}
+
+/// The flags read and checked: the fields for any URL, and the `.netrc` to look hosts up in.
+pub(crate) struct Credentials {
+    headers: Vec<(String, String)>,
+    netrc: Option<(PathBuf, nw_http::netrc::Netrc)>,
+}
+
+impl CredentialArgs {
+    /// Reads the flags for requests to `urls`: `-H` values parsed, `--user` refused for a URL
+    /// it would cross the network in the clear to, the `.netrc` read.
+    pub(crate) fn resolve(&self, urls: &[String]) -> anyhow::Result<Credentials> {
+        let headers = request_headers(&self.headers, self.user.as_deref())?;
+        if self.user.is_some() {
+            for url in urls {
+                if let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url)
+                    && u.scheme == "http"
+                    && nw_http::policy::local_exemption(&u.host).is_none()
+                {
+                    return Err(UsageError(format!(
+                        "--user with {url} would send the password in the clear; use https://"
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(Credentials { headers, netrc: self.netrc()? })
+    }
+
+    /// The `.netrc` `--netrc`/`--netrc-file` name, read and parsed: refused when others may
+    /// read it (ftp(1)'s rule: it holds passwords), when it is not a regular file (a FIFO would
+    /// hang the read), or larger than 1 MiB.
+    fn netrc(&self) -> anyhow::Result<Option<(PathBuf, nw_http::netrc::Netrc)>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = match (&self.netrc_file, self.netrc) {
+            (Some(file), _) => file.clone(),
+            (None, true) => match std::env::var_os("NETRC") {
+                Some(p) => PathBuf::from(p),
+                None => match std::env::var_os("HOME") {
+                    Some(home) => PathBuf::from(home).join(".netrc"),
+                    None => {
+                        return Err(UsageError(
+                            "--netrc: HOME is not set; give --netrc-file FILE".into(),
+                        )
+                        .into());
+                    }
+                },
+            },
+            (None, false) => return Ok(None),
+        };
+        let shown = path.display();
+        // Following a link, as a dotfile often is one; never waiting on a FIFO or a device.
+        let (file, meta) = nw_trust::files::open_regular(&path, true)
+            .map_err(|e| UsageError(format!("{shown}: {e}")))?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(UsageError(format!(
+                "{shown} may be read by others (mode {:o}) and holds passwords; chmod 600 it",
+                meta.mode() & 0o777
+            ))
+            .into());
+        }
+        let mut bytes = Vec::new();
+        {
+            use std::io::Read as _;
+            file.take((1 << 20) + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| UsageError(format!("{shown}: {e}")))?;
+        }
+        if bytes.len() > 1 << 20 {
+            return Err(
+                UsageError(format!("{shown}: larger than 1 MiB; is it the right file?")).into()
+            );
+        }
+        let text =
+            String::from_utf8(bytes).map_err(|_| UsageError(format!("{shown}: not text")))?;
+        let parsed =
+            nw_http::netrc::Netrc::parse(&text).map_err(|e| UsageError(format!("{shown}: {e}")))?;
+        Ok(Some((path, parsed)))
+    }
+}
+
+impl Credentials {
+    /// No field and no `.netrc`.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.netrc.is_none()
+    }
+
+    /// The fields for a request to `url`: `-H`'s and `--user`'s, and the `.netrc` login for its
+    /// host when no `Authorization` was given.
+    pub(crate) fn for_url(&self, url: &str) -> Vec<(String, String)> {
+        let mut headers = self.headers.clone();
+        if let Some(login) = self.netrc.as_ref().and_then(|(file, n)| netrc_login(file, n, url))
+            && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        {
+            headers.push(basic(&format!("{}:{}", login.user, login.password)));
+        }
+        headers
+    }
+}
+
+/// `-H` values as fields, and `--user` as an `Authorization: Basic` field (RFC 7617).
+fn request_headers(given: &[String], user: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    for h in given {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(UsageError(format!("-H {h:?}: give it as 'Name: value'")).into());
+        };
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    if let Some(user) = user {
+        if !user.contains(':') {
+            return Err(UsageError(
+                "--user: give USER:PASSWORD (nw does not prompt for a password)".into(),
+            )
+            .into());
+        }
+        headers.push(basic(user));
+    }
+    Ok(headers)
+}
+
+/// An `Authorization: Basic` field for `USER:PASSWORD` (RFC 7617).
+fn basic(user_password: &str) -> (String, String) {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(user_password);
+    ("Authorization".to_owned(), format!("Basic {token}"))
+}
+
+/// The `.netrc` login for `url`'s host, when it may be sent there: over HTTPS, or plain HTTP to
+/// a local name (as --user); otherwise none, and nw says why.
+fn netrc_login<'a>(
+    file: &Path,
+    netrc: &'a nw_http::netrc::Netrc,
+    url: &str,
+) -> Option<&'a nw_http::netrc::Login> {
+    let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url) else {
+        return None;
+    };
+    let login = netrc.login_for(&u.host)?;
+    if u.scheme == "http" && nw_http::policy::local_exemption(&u.host).is_none() {
+        crate::output::error_line(&format!(
+            "nw: {}: not sending the login for {} from {} over plain HTTP",
+            url,
+            u.host,
+            file.display()
+        ));
+        return None;
+    }
+    Some(login)
+}
