@@ -79,9 +79,10 @@ pub(crate) struct Args {
     #[arg(long, group = "secure", requires = "alpn")]
     quic: bool,
     /// UDP instead of TCP: each read from stdin goes out as one datagram, each datagram
-    /// received goes to stdout. With -l, the first datagram's sender becomes the peer; with -l
-    /// and a multicast group as ADDR, the group is joined (on every usable interface, or
-    /// --require-interface's) and stdin goes to the group, every member's datagrams to stdout.
+    /// received goes to stdout. To a multicast group, it goes out of every usable interface (or
+    /// --require-interface's) and every answer to our port is printed. With -l, the first
+    /// datagram's sender becomes the peer; with -l and a multicast group as ADDR, the group is
+    /// joined and stdin goes to the group, every member's datagrams to stdout.
     #[arg(short = 'u', long, conflicts_with_all = ["tls", "quic"])]
     udp: bool,
     /// With --udp: after stdin ends, exit once nothing has arrived for this many seconds.
@@ -155,6 +156,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         return Err(usage("give HOST PORT to connect to (or -l [ADDR] PORT to listen)".into()));
     };
     let (host, port) = (host.clone(), port(p)?);
+    if args.udp
+        && let Ok(ip) =
+            host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>()
+        && ip.is_multicast()
+    {
+        return send_to_group(&args, std::net::SocketAddr::new(ip, port)).await;
+    }
     let endpoint = Endpoint::new(&host, port).map_err(|e| usage(e.to_string()))?;
     let family = match (args.ipv4, args.ipv6) {
         (true, _) => FamilyPreference::Ipv4Only,
@@ -560,6 +568,40 @@ async fn listen_group(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<O
         ));
     }
     Ok(relay_udp(group, idle).await)
+}
+
+/// `-u GROUP PORT`: sends each stdin read to the multicast group (once local network privacy
+/// allows it) on every usable interface, or --require-interface's, from a port of its own, and
+/// writes what anyone answers to that port (members answer a query unicast) to stdout.
+async fn send_to_group(args: &Args, group: std::net::SocketAddr) -> anyhow::Result<Outcome> {
+    use nw_connection::GroupError;
+    let idle = idle(args)?;
+    let options = nw_connection::GroupOptions {
+        interface: args.conditions.conditions().required_interface,
+        ..Default::default()
+    };
+    let sender = match nw_connection::MulticastGroup::sender(group, &options).await {
+        Ok(sender) => sender,
+        Err(e @ (GroupError::LocalNetworkProhibited { .. } | GroupError::NoInterface { .. })) => {
+            crate::output::error_line(&format!("nw cat: {e}"));
+            return Ok(Outcome::Negative);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.report || args.json || args.zero {
+        let port = sender.local_addr()?.port();
+        let on: Vec<&str> = sender.interfaces().iter().map(|j| j.name.as_str()).collect();
+        crate::output::error_line(&format!(
+            "nw cat: sending to {} port {} on {} from port {port} (UDP)",
+            group.ip(),
+            group.port(),
+            on.join(", ")
+        ));
+    }
+    if args.zero {
+        return Ok(Outcome::Success);
+    }
+    Ok(relay_udp(sender, idle).await)
 }
 
 /// Copies stdin to the peer and the peer to stdout; half-closes on stdin EOF; ends when the

@@ -55,7 +55,8 @@ impl Default for GroupOptions {
     }
 }
 
-/// An interface the group was joined on.
+/// An interface the group is taken part in on: joined on, or for a
+/// [`sender`](MulticastGroup::sender), sent to on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
     /// Its name (`eth0`).
@@ -77,28 +78,34 @@ pub enum GroupError {
     )]
     NotMulticast(IpAddr),
     /// Local network privacy refused the app the local network.
-    #[error("cannot join {group}: local network prohibited: {}", explain(.refused, .error.as_deref()))]
+    #[error("cannot {doing} {group}: local network prohibited: {}", explain(.refused, .error.as_deref()))]
     LocalNetworkProhibited {
         /// The group.
         group: IpAddr,
+        /// "join", or "send to" for a [`MulticastGroup::sender`].
+        doing: &'static str,
         /// The app, the group, why it is local and what decided.
         refused: Vec<nw_lnp::Verdict>,
         /// Why the permission store could not be read, when that is what refused.
         error: Option<String>,
     },
-    /// No interface to join on.
-    #[error("cannot join {group}: {why}")]
+    /// No interface to take part on.
+    #[error("cannot {doing} {group}: {why}")]
     NoInterface {
         /// The group.
         group: IpAddr,
+        /// "join", or "send to" for a [`MulticastGroup::sender`].
+        doing: &'static str,
         /// What was missing, and what to try.
         why: String,
     },
     /// The socket refused (the port is not free to share, say).
-    #[error("cannot join {group}: {what}: {source}")]
+    #[error("cannot {doing} {group}: {what}: {source}")]
     Io {
         /// The group.
         group: IpAddr,
+        /// "join", or "send to" for a [`MulticastGroup::sender`].
+        doing: &'static str,
         /// What was being done.
         what: String,
         /// What the system said.
@@ -120,6 +127,24 @@ impl MulticastGroup {
     /// Joins `group` (its address and port) after local network privacy allows it, on the
     /// interfaces [`GroupOptions::interface`] picks. Must be called within a Tokio runtime.
     pub async fn join(group: SocketAddr, options: &GroupOptions) -> Result<Self, GroupError> {
+        Self::open(group, options, true).await
+    }
+
+    /// Sends to `group` without joining it, from a port of its own (a free one), once local
+    /// network privacy allows it: [`send`](Self::send) reaches the members on each interface
+    /// [`GroupOptions::interface`] picks, and [`recv_from`](Self::recv_from) hears what they
+    /// answer to that port — the one-shot query of SSDP (`M-SEARCH`) or multicast DNS, whose
+    /// answers come back unicast, which a socket connected to the group would drop.
+    pub async fn sender(group: SocketAddr, options: &GroupOptions) -> Result<Self, GroupError> {
+        Self::open(group, options, false).await
+    }
+
+    async fn open(
+        group: SocketAddr,
+        options: &GroupOptions,
+        join: bool,
+    ) -> Result<Self, GroupError> {
+        let doing = if join { "join" } else { "send to" };
         let ip = group.ip().to_canonical();
         let group = SocketAddr::new(ip, group.port());
         if !ip.is_multicast() {
@@ -132,14 +157,17 @@ impl MulticastGroup {
         if !gate.address(ip).await {
             return Err(GroupError::LocalNetworkProhibited {
                 group: ip,
+                doing,
                 refused: gate.refused,
                 error: gate.error,
             });
         }
-        let candidates = interfaces(ip, options.interface.as_deref()).await?;
+        let candidates = interfaces(ip, options.interface.as_deref())
+            .await
+            .map_err(|why| GroupError::NoInterface { group: ip, doing, why })?;
         let io = |what: &str| {
             let what = what.to_owned();
-            move |source| GroupError::Io { group: ip, what, source }
+            move |source| GroupError::Io { group: ip, doing, what, source }
         };
         let socket = Socket::new(Domain::for_address(group), Type::DGRAM, Some(Protocol::UDP))
             .map_err(io("opening a UDP socket"))?;
@@ -159,14 +187,25 @@ impl MulticastGroup {
                 Ipv6Addr::UNSPECIFIED.into()
             }
         };
-        socket.bind(&SocketAddr::new(any, group.port()).into()).map_err(|e| GroupError::Io {
+        // A member listens on the group's port; a sender on a port of its own.
+        let port = if join { group.port() } else { 0 };
+        socket.bind(&SocketAddr::new(any, port).into()).map_err(|e| GroupError::Io {
             group: ip,
-            what: format!(
-                "binding UDP port {} (another socket holds it without sharing?)",
-                group.port()
-            ),
+            doing,
+            what: format!("binding UDP port {port} (another socket holds it without sharing?)"),
             source: e,
         })?;
+        if !join {
+            socket.set_nonblocking(true).map_err(io("making the socket non-blocking"))?;
+            let socket = tokio::net::UdpSocket::from_std(socket.into())
+                .map_err(io("registering the socket with the runtime"))?;
+            return Ok(Self {
+                socket,
+                group,
+                joined: candidates,
+                sending: tokio::sync::Mutex::new(()),
+            });
+        }
         let mut joined = Vec::new();
         let mut first_error = None;
         for candidate in candidates {
@@ -187,12 +226,13 @@ impl MulticastGroup {
         }
         if joined.is_empty() {
             return Err(match first_error {
-                Some((name, e)) => {
-                    GroupError::Io { group: ip, what: format!("joining on {name}"), source: e }
-                }
-                None => {
-                    GroupError::NoInterface { group: ip, why: "no interface to join on".into() }
-                }
+                Some((name, e)) => GroupError::Io {
+                    group: ip,
+                    doing,
+                    what: format!("joining on {name}"),
+                    source: e,
+                },
+                None => GroupError::NoInterface { group: ip, doing, why: "no interface".into() },
             });
         }
         socket.set_nonblocking(true).map_err(io("making the socket non-blocking"))?;
@@ -206,12 +246,13 @@ impl MulticastGroup {
         self.group
     }
 
-    /// The interfaces the group was joined on, in the path's order.
+    /// The interfaces the group was joined on (a sender's: the ones it sends on), in the path's
+    /// order.
     pub fn interfaces(&self) -> &[Joined] {
         &self.joined
     }
 
-    /// The socket's local address (the wildcard and the group's port).
+    /// The socket's local address (the wildcard, and the group's port or a sender's own).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }
@@ -255,15 +296,15 @@ impl MulticastGroup {
     }
 }
 
-/// The interfaces to join `group` on: the one named, or every usable one, from the path.
-async fn interfaces(group: IpAddr, named: Option<&str>) -> Result<Vec<Joined>, GroupError> {
+/// The interfaces to take part in `group` on: the one named, or every usable one, from the
+/// path; or why there are none.
+async fn interfaces(group: IpAddr, named: Option<&str>) -> Result<Vec<Joined>, String> {
     let reading = match nw_path::PathService::shared() {
         Ok(service) => service.reading().await,
         Err(e) => Err(e),
     };
-    let reading = reading.map_err(|e| GroupError::NoInterface {
-        group,
-        why: format!("the interfaces cannot be read ({e}); `nw doctor` says what is wrong"),
+    let reading = reading.map_err(|e| {
+        format!("the interfaces cannot be read ({e}); `nw doctor` says what is wrong")
     })?;
     choose(group, named, &reading.snapshot.interfaces)
 }
@@ -273,7 +314,7 @@ fn choose(
     group: IpAddr,
     named: Option<&str>,
     interfaces: &[nw_path::Interface],
-) -> Result<Vec<Joined>, GroupError> {
+) -> Result<Vec<Joined>, String> {
     let v4 = group.is_ipv4();
     let family = if v4 { "IPv4" } else { "IPv6" };
     let joined = |i: &nw_path::Interface| Joined {
@@ -286,19 +327,18 @@ fn choose(
     };
     let has_family =
         |i: &nw_path::Interface| i.addresses.iter().any(|a| a.ip.is_ipv4() == v4 && !a.tentative);
-    let no = |why: String| GroupError::NoInterface { group, why };
     if let Some(name) = named {
         let Some(i) = interfaces.iter().find(|i| i.name == name) else {
-            return Err(no(format!("there is no interface {name} (`nw path` lists them)")));
+            return Err(format!("there is no interface {name} (`nw path` lists them)"));
         };
         return if !i.flags.up {
-            Err(no(format!("{name} is down")))
+            Err(format!("{name} is down"))
         } else if !i.flags.multicast && !i.flags.loopback {
-            Err(no(format!(
+            Err(format!(
                 "{name} cannot multicast (no IFF_MULTICAST: `ip link set {name} multicast on`)"
-            )))
+            ))
         } else if !has_family(i) {
-            Err(no(format!("{name} has no {family} address to take part with")))
+            Err(format!("{name} has no {family} address to take part with"))
         } else {
             Ok(vec![joined(i)])
         };
@@ -310,10 +350,10 @@ fn choose(
         .map(joined)
         .collect();
     if usable.is_empty() {
-        return Err(no(format!(
+        return Err(format!(
             "no interface is up with a carrier, multicast and an {family} address (`nw path` \
              shows them); to use one anyway, name it"
-        )));
+        ));
     }
     Ok(usable)
 }
@@ -354,7 +394,7 @@ mod tests {
         }
     }
 
-    fn names(r: Result<Vec<Joined>, GroupError>) -> Vec<String> {
+    fn names(r: Result<Vec<Joined>, String>) -> Vec<String> {
         r.unwrap().into_iter().map(|j| j.name).collect()
     }
 
@@ -394,7 +434,7 @@ mod tests {
         no_carrier.carrier = false;
         let all = [iface("eth0", 2, &["192.0.2.1"]), down, dumb, no_carrier];
         let g: IpAddr = "239.1.2.3".parse().unwrap();
-        let err = |name| choose(g, Some(name), &all).unwrap_err().to_string();
+        let err = |name| choose(g, Some(name), &all).unwrap_err();
         assert_eq!(names(choose(g, Some("eth0"), &all)), ["eth0"]);
         // Named, a link without a carrier yet is taken: it may come up.
         assert_eq!(names(choose(g, Some("eth2"), &all)), ["eth2"]);
@@ -403,7 +443,7 @@ mod tests {
         assert!(err("tun0").contains("cannot multicast"), "{}", err("tun0"));
         let v6 = choose("ff02::1".parse().unwrap(), Some("eth0"), &all).unwrap_err();
         assert!(v6.to_string().contains("eth0 has no IPv6 address"), "{v6}");
-        let none = choose(g, None, &all[1..3]).unwrap_err().to_string();
+        let none = choose(g, None, &all[1..3]).unwrap_err();
         assert!(
             none.contains("no interface is up with a carrier, multicast and an IPv4"),
             "{none}"

@@ -86,7 +86,7 @@ pub fn check_fields(fields: &[(String, String)]) -> Result<(), TransferError> {
         let lower = name.to_ascii_lowercase();
         if OWN_FIELDS.contains(&lower.as_str()) {
             return Err(TransferError::Usage(format!(
-                "the {name} field is nw's own to set (it frames the request); leave it out"
+                "the {name} field is the session's own to set (it frames or ranges the request); leave it out"
             )));
         }
         if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()

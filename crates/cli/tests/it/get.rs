@@ -1220,5 +1220,5 @@ fn get_takes_the_login_from_a_netrc_kept_private() {
     let out = put(&["-H", "Content-Length: 3", "b.bin", &up]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("Content-Length field is nw's own to set"), "{err}");
+    assert!(err.contains("Content-Length field is the session's own to set"), "{err}");
 }

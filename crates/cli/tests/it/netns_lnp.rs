@@ -582,10 +582,28 @@ for _ in range(3):
     time.sleep(0.1)
 "#;
 
+/// A member of a group on the far namespace that answers the first datagram sent to the group
+/// unicast, to its sender, as an SSDP or multicast DNS responder answers a query.
+const RESPONDER: &str = r#"
+import socket, sys
+group, port, me = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             socket.inet_aton(group) + socket.inet_aton(me))
+print("ready", flush=True)
+s.settimeout(10)
+data, sender = s.recvfrom(65535)
+s.sendto(b"answer to " + data, sender)
+print("answered %s" % sender[0], flush=True)
+"#;
+
 /// Joining a multicast group is using the local network: denied, `nw cat -l -u GROUP PORT`
 /// fails at once saying "local network prohibited" and never joins (the kernel's membership
 /// list shows no group); allowed, it joins on the link's interface (the kernel says so), hears
-/// a member on the link and is heard by it, and does not hear itself. IPv4 and IPv6.
+/// a member on the link and is heard by it, and does not hear itself (IPv4 and IPv6); and a
+/// query sent to a group without joining it hears the member's unicast answer.
 #[test]
 fn netns_lnp_a_multicast_group_is_joined_only_when_allowed() {
     use std::io::{BufRead as _, BufReader, Write as _};
@@ -662,4 +680,32 @@ fn netns_lnp_a_multicast_group_is_joined_only_when_allowed() {
         assert!(got.starts_with("hello group\n"), "what the group said: {got:?}");
         assert!(!got.contains("from a member"), "it heard itself: {got:?}");
     }
+
+    // Without -l, a query goes to the group and the unicast answer is heard (a socket
+    // connected to the group would drop it).
+    let responder = s.dir.path("responder.py");
+    std::fs::write(&responder, RESPONDER).unwrap();
+    let srv = nw_lab::addr::SRV_V4.to_string();
+    let mut far = s.p.srv.command("python3");
+    far.args([&responder, "239.255.7.8", "8112", &srv]).stdout(Stdio::piped());
+    let mut far = far.spawn().unwrap();
+    let mut far_said = BufReader::new(far.stdout.take().unwrap()).lines();
+    assert_eq!(far_said.next().and_then(Result::ok).as_deref(), Some("ready"));
+    let mut cmd = s.p.cli.command(NW);
+    cmd.args(["cat", "-u", "--report", "--idle", "3", "239.255.7.8", "8112"])
+        .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
+        .env("NW_LNP_POLICY", s.dir.path("policy.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut ours = cmd.spawn().unwrap();
+    ours.stdin.take().unwrap().write_all(b"M-SEARCH\n").unwrap();
+    let out = ours.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("sending to 239.255.7.8 port 8112 on eth0 from port"), "{err}");
+    assert_eq!(text(&out.stdout), "answer to M-SEARCH\n", "{err}");
+    let answered = far_said.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(answered, format!("answered {}", nw_lab::addr::CLI_V4), "the responder: {answered}");
+    let _ = far.wait();
 }
