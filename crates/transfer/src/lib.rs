@@ -529,7 +529,7 @@ impl Session {
         path: Option<u64>,
         share: usize,
     ) -> Result<Followed, TransferError> {
-        let Some((next, security)) = self.redirected(chain, &response)? else {
+        let Some((next, security)) = self.redirected(chain, &response, &Method::GET)? else {
             return Ok(Followed::Answer(response, conn));
         };
         drop(response);
@@ -541,18 +541,24 @@ impl Session {
         Ok(Followed::Hop(self.connection_for(current, routes, path, share).await?))
     }
 
-    /// When `response` (to a GET of the last URL `chain` asked) redirects: the next URL, how
-    /// the policy lets it load, and its routes — refused like any load the policy refuses
-    /// (an https:// page redirecting to http:// included).
-    fn redirected(
+    /// When `response` (to a `method` request of the last URL `chain` asked) redirects to a
+    /// request of the same method: the next URL and how the policy lets it load — refused
+    /// like any load the policy refuses (an https:// page redirecting to http:// included).
+    /// A redirect that would change the method (a 303 answering an upload) is not followed:
+    /// the answer stands.
+    pub(crate) fn redirected(
         &self,
         chain: &mut redirect::Chain,
         response: &http::Response,
+        method: &Method,
     ) -> Result<Option<(Url, policy::Security)>, TransferError> {
         let location = response.header(hyper::header::LOCATION);
-        let Some(hop) = chain.next(&Method::GET, response.status, location)? else {
+        let Some(hop) = chain.next(method, response.status, location)? else {
             return Ok(None);
         };
+        if hop.method != *method {
+            return Ok(None);
+        }
         let from = chain.asked().iter().rev().nth(1).cloned().unwrap_or_default();
         if from.starts_with("https:") && hop.to.starts_with("http:") && !self.config.allow_http {
             return Err(TransferError::Redirect {

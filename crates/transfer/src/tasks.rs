@@ -5,7 +5,11 @@
 //! data task (a GET) that fails on a reused connection before any answer is sent once more on
 //! a fresh one; an upload is not retried (a POST may not be idempotent), and it always gets a
 //! connection of its own, since a pooled one may have died while idle. An upload reports its
-//! progress, and fails instead of hanging when the peer stops reading.
+//! progress, and fails instead of hanging when the peer stops reading. It follows a redirect
+//! that keeps its method (307 and 308; 301 and 302 of a PUT, RFC 9110 §15.4) by sending the
+//! file again, whole, to the new URL, under the session's redirect limit and policy, its
+//! credentials only to the first origin; a redirect that would make it a GET (a 303, a 301 or
+//! 302 of a POST) is the answer.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,73 +216,86 @@ impl Session {
     ) -> Result<Uploaded, TransferError> {
         let started = Instant::now();
         crate::download::check_fields(&job.headers)?;
-        let (parsed, security) = self.allowed(&job.url)?;
-        let routes = self.routes(&parsed, security).await?;
-        let file = std::fs::File::open(&job.source)
-            .map_err(|e| TransferError::io(&job.source, "cannot open it to upload", e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| TransferError::io(&job.source, "cannot read its length", e))?
-            .len();
-        let mut conn: Connection = self.connect(&parsed, &routes, 1).await?;
-        let connected = started.elapsed();
-        let sent = Arc::new(AtomicU64::new(0));
-        // A read error is kept here as well as handed to the HTTP stack, which may report only
-        // that the body failed (hyper's HTTP/2 resets the stream and says "internal error").
-        let unread = Arc::new(Mutex::new(None::<std::io::Error>));
-        let (counter, kept) = (sent.clone(), unread.clone());
-        let pieces = futures_util::stream::unfold(read_ahead(file, len), move |mut rx| {
-            let (counter, kept) = (counter.clone(), kept.clone());
-            async move {
-                let frame = match rx.recv().await? {
-                    // Counted as it is handed over: the stack writes a piece before asking
-                    // for the next, so this runs at most one piece ahead of the socket.
-                    Ok(piece) => {
-                        counter.fetch_add(piece.len() as u64, Ordering::Relaxed);
-                        Ok(Frame::data(piece))
-                    }
-                    Err(e) => {
-                        let told = std::io::Error::new(e.kind(), e.to_string());
-                        *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
-                        Err(told)
-                    }
-                };
-                Some((frame, rx))
+        let (mut parsed, mut security) = self.allowed(&job.url)?;
+        let first = crate::origin(&parsed);
+        let mut chain = crate::redirect::Chain::new(&job.url, self.config.max_redirects);
+        let mut current = job.url.clone();
+        // Each hop of a redirect that keeps the method (307, 308; 301 and 302 of a PUT) sends
+        // the file again, whole, to the next URL.
+        loop {
+            let routes = self.routes(&parsed, security).await?;
+            let file = std::fs::File::open(&job.source)
+                .map_err(|e| TransferError::io(&job.source, "cannot open it to upload", e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| TransferError::io(&job.source, "cannot read its length", e))?
+                .len();
+            let mut conn: Connection = self.connect(&parsed, &routes, 1).await?;
+            let connected = started.elapsed();
+            let sent = Arc::new(AtomicU64::new(0));
+            // A read error is kept here as well as handed to the HTTP stack, which may report only
+            // that the body failed (hyper's HTTP/2 resets the stream and says "internal error").
+            let unread = Arc::new(Mutex::new(None::<std::io::Error>));
+            let (counter, kept) = (sent.clone(), unread.clone());
+            let pieces = futures_util::stream::unfold(read_ahead(file, len), move |mut rx| {
+                let (counter, kept) = (counter.clone(), kept.clone());
+                async move {
+                    let frame = match rx.recv().await? {
+                        // Counted as it is handed over: the stack writes a piece before asking
+                        // for the next, so this runs at most one piece ahead of the socket.
+                        Ok(piece) => {
+                            counter.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                            Ok(Frame::data(piece))
+                        }
+                        Err(e) => {
+                            let told = std::io::Error::new(e.kind(), e.to_string());
+                            *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                            Err(told)
+                        }
+                    };
+                    Some((frame, rx))
+                }
+            });
+            let given = |name: &str| job.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+            let mut headers: Vec<(&str, String)> = vec![("content-length", len.to_string())];
+            if !given("content-type") {
+                headers.push(("content-type", job.content_type.clone()));
             }
-        });
-        let given = |name: &str| job.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-        let mut headers: Vec<(&str, String)> = vec![("content-length", len.to_string())];
-        if !given("content-type") {
-            headers.push(("content-type", job.content_type.clone()));
+            // Credentials only to the first URL's origin, as a download's.
+            headers.extend(crate::download::fields_for(&job.headers, &first, &parsed));
+            self.with_cookies(&parsed, &mut headers);
+            let asked = started.elapsed();
+            let body = StreamBody::new(pieces).boxed();
+            let request = conn.request(job.method.clone(), &parsed, &headers, Some(body));
+            let watched = watch(request, &sent, len, self.config.request_timeout, on).await;
+            let unread = unread.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(e) = unread {
+                return Err(TransferError::io(&job.source, "cannot read it to upload", e));
+            }
+            let mut response = watched?;
+            let first_byte = started.elapsed();
+            self.jar.learn(&parsed, &response.headers).await;
+            if let Some((next, sec)) = self.redirected(&mut chain, &response, &job.method)? {
+                current = next.to_string();
+                (parsed, security) = (next, sec);
+                continue;
+            }
+            if !(200..300).contains(&response.status) {
+                return Err(TransferError::status_of(&current, &response));
+            }
+            let idle = self.config.request_timeout;
+            let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &current, idle).await?;
+            let metrics = Metrics::new(
+                &conn,
+                connected,
+                asked,
+                first_byte,
+                first_byte.saturating_sub(asked),
+                answer.len() as u64,
+                0,
+            );
+            return Ok(Uploaded { status: response.status, sent: len, response: answer, metrics });
         }
-        headers.extend(job.headers.iter().map(|(n, v)| (n.as_str(), v.clone())));
-        self.with_cookies(&parsed, &mut headers);
-        let asked = started.elapsed();
-        let body = StreamBody::new(pieces).boxed();
-        let request = conn.request(job.method.clone(), &parsed, &headers, Some(body));
-        let watched = watch(request, &sent, len, self.config.request_timeout, on).await;
-        let unread = unread.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(e) = unread {
-            return Err(TransferError::io(&job.source, "cannot read it to upload", e));
-        }
-        let mut response = watched?;
-        let first_byte = started.elapsed();
-        self.jar.learn(&parsed, &response.headers).await;
-        if !(200..300).contains(&response.status) {
-            return Err(TransferError::status_of(&job.url, &response));
-        }
-        let idle = self.config.request_timeout;
-        let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &job.url, idle).await?;
-        let metrics = Metrics::new(
-            &conn,
-            connected,
-            asked,
-            first_byte,
-            first_byte.saturating_sub(asked),
-            answer.len() as u64,
-            0,
-        );
-        Ok(Uploaded { status: response.status, sent: len, response: answer, metrics })
     }
 }
 

@@ -432,6 +432,57 @@ fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// An upload follows a redirect that keeps its method (307, 308; 301 and 302 of a PUT),
+/// sending the file again, whole, to the new URL; a 303 (which would make it a GET) is the
+/// answer, not followed; a loop is refused saying so.
+#[test]
+fn put_follows_redirects_that_keep_the_method() {
+    let scratch = scratch("put-redirect");
+    let data = pattern(3 << 20, 5);
+    std::fs::write(scratch.0.join("source.bin"), &data).unwrap();
+    // As a server that redirects uploads takes their size (nginx would answer 413 first).
+    let extra: String = [
+        ("/moved/a.bin", 308, "/put/a.bin"),
+        ("/old/b.bin", 301, "/moved/b.bin"),
+        ("/moved/b.bin", 307, "/put/b.bin"),
+        ("/see/c.bin", 303, "/put/c.bin"),
+        ("/loop/x", 307, "/loop/y"),
+        ("/loop/y", 307, "/loop/x"),
+    ]
+    .iter()
+    .map(|(at, status, to)| {
+        format!("location = {at} {{ client_max_body_size 0; return {status} {to}; }}\n")
+    })
+    .collect();
+    let server = nginx(&scratch, &Options { extra, ..Options::default() });
+    let put = |args: &[&str]| nw(&scratch, &[&["put"], args].concat()).output().unwrap();
+
+    let out = put(&["--json", "source.bin", &server.url("/moved/a.bin")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let done = json_lines(&out.stdout).into_iter().find(|v| v["event"] == "done").unwrap();
+    assert_eq!(done["status"].as_u64(), Some(201), "{done}");
+    assert!(std::fs::read(scratch.0.join("www/put/a.bin")).unwrap() == data, "byte-exact");
+    // Two hops, a 301 of a PUT then a 307.
+    let out = put(&["source.bin", &server.url("/old/b.bin")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("www/put/b.bin")).unwrap() == data, "byte-exact");
+    // --max-redirs 0 follows none.
+    let out = put(&["--max-redirs", "0", "source.bin", &server.url("/moved/a.bin")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("answered 308"), "{err}");
+    // A 303 is the answer; nothing is sent to its Location.
+    let out = put(&["source.bin", &server.url("/see/c.bin")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("answered 303") && err.contains("/see/c.bin"), "{err}");
+    assert!(!scratch.0.join("www/put/c.bin").exists(), "a 303 was followed with the body");
+    let out = put(&["source.bin", &server.url("/loop/x")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("redirect loop"), "{err}");
+}
+
 #[test]
 fn put_queue_then_transfers_run_sends_puts_retries_only_what_is_safe_and_lists_uploads() {
     let scratch = scratch("put-queue");
