@@ -5,9 +5,9 @@
 //! debounce, turned into snapshot requests with their causes); on each request it takes a
 //! snapshot and the cost readings (a netlink dump, sysfs, the environment and config file)
 //! and publishes them as a [`Reading`] when they differ from the last one. NetworkManager's
-//! metered values (`nmcli`, bounded to a second) are read on a thread beside it: the first
-//! reading waits for them, later ones use the last answer, and an answer that differs is
-//! published as a change. None of that runs on a caller's async runtime: a reading is a cheap
+//! metered values (`nmcli`, bounded to a second) are read on a thread beside it, asked after
+//! each kernel change and each change `nmcli monitor` reports: the first reading waits for
+//! them, later ones use the last answer, and an answer that differs is published as a change. None of that runs on a caller's async runtime: a reading is a cheap
 //! clone of an `Arc`, and evaluating it ([`Reading::path`], [`Reading::path_for`]) is pure.
 //!
 //! [`PathService::shared`] is the process's service, started on first use and kept for the
@@ -238,6 +238,7 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
     let mut generation = 0;
     let mut last: Option<Arc<Reading>> = None;
     let mut networkmanager = NetworkManager::start();
+    let mut changes = networkmanager.as_mut().and_then(|nm| nm.changes.take());
     let mut metered =
         if networkmanager.is_some() { sys::networkmanager_metered() } else { BTreeMap::new() };
     loop {
@@ -303,6 +304,11 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
                     return;
                 }
             },
+            () = NetworkManager::changed(&mut changes) => {
+                if let Some(nm) = &networkmanager {
+                    nm.ask();
+                }
+            }
             answer = NetworkManager::answer(&mut networkmanager) => match answer {
                 Some(answer) if answer != metered => {
                     tracing::debug!(?answer, "NetworkManager's metered values changed");
@@ -319,10 +325,15 @@ async fn run(debounce: debounce::Config, mut sub: sys::Subscription, tx: watch::
 
 /// `nmcli` on a thread of its own: it takes tens of milliseconds (bounded to a second), and a
 /// carrier loss must not wait for it (S8: the first change after quiet is never delayed). The
-/// service asks after each kernel change and reads again when the answer differs.
+/// service asks after each kernel change, and after each change `nmcli monitor` (on a second
+/// thread) reports — a metered value can change with nothing for the kernel to tell — and
+/// reads again when the answer differs.
 struct NetworkManager {
     ask: std::sync::mpsc::SyncSender<()>,
     answers: tokio::sync::mpsc::UnboundedReceiver<BTreeMap<String, bool>>,
+    /// One message per line of `nmcli monitor`; closed when it ends. Taken by the service
+    /// loop, which waits on it beside the answers.
+    changes: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
 }
 
 impl NetworkManager {
@@ -344,11 +355,27 @@ impl NetworkManager {
                 }
             })
             .ok()?;
-        Some(Self { ask, answers })
+        let (told, changes) = tokio::sync::mpsc::unbounded_channel();
+        // Without it (it cannot start), kernel changes still ask.
+        let _ = std::thread::Builder::new()
+            .name("nw-path-nmcli-monitor".into())
+            .spawn(move || sys::networkmanager_monitor(|| told.send(()).is_ok()));
+        Some(Self { ask, answers, changes: Some(changes) })
     }
 
     fn ask(&self) {
         let _ = self.ask.try_send(()); // full: a question is already waiting
+    }
+
+    /// The next change `nmcli monitor` reports; never, without it or once it has ended.
+    async fn changed(changes: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>) {
+        if let Some(c) = changes
+            && c.recv().await.is_some()
+        {
+            return;
+        }
+        *changes = None;
+        std::future::pending().await
     }
 
     /// The next answer; never, without NetworkManager; `None` once its thread has gone.

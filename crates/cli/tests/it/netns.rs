@@ -433,6 +433,65 @@ fn networkmanager_answers_follow_and_never_delay_an_update() {
     assert!(took < 450.0, "the carrier loss waited for nmcli: {took:.1} ms");
 }
 
+/// A metered value NetworkManager changes with nothing for the kernel to tell (the user
+/// toggling "metered" in the settings) reaches the path at once, through `nmcli monitor`; and
+/// the monitor does not outlive the process that started it.
+#[test]
+fn networkmanager_metered_toggled_alone_is_seen_and_its_monitor_does_not_outlive_us() {
+    let p = pair();
+    let dir = std::env::temp_dir().join(format!("{}-nmcli-monitor", p.cli.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let metered = dir.join("metered");
+    std::fs::write(&metered, "no\n").unwrap();
+    // A stand-in: `nmcli monitor` prints a line when the file changes, as NetworkManager's
+    // does when a connection profile changes; anything else answers the metered value.
+    let script = format!(
+        "#!/bin/sh\nf={}\nif [ \"$1\" = monitor ]; then\n  last=$(cat $f)\n  while sleep 0.05; do\n    \
+         now=$(cat $f)\n    if [ \"$now\" != \"$last\" ]; then echo 'eth0: connection profile changed'; \
+         last=$now; fi\n  done\nfi\necho GENERAL.DEVICE:eth0\necho GENERAL.METERED:$(cat $f)\n",
+        metered.display()
+    );
+    std::fs::write(dir.join("nmcli"), script).unwrap();
+    std::fs::set_permissions(
+        dir.join("nmcli"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let monitors = || {
+        let needle = format!("{}/nmcli", dir.display());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| {
+                let c = String::from_utf8_lossy(c);
+                c.contains(&needle) && c.contains("monitor")
+            })
+            .count()
+    };
+    let (mut w, first) = Watcher::start(&p.cli, &[], &[("PATH", &path)]);
+    assert_eq!(first["expensive"], false, "{first}");
+    settle();
+    assert_eq!(monitors(), 1, "one nmcli monitor runs beside the service");
+    let t0 = Instant::now();
+    std::fs::write(&metered, "yes\n").unwrap();
+    let (at, line) = w.wait_for(Duration::from_secs(3), |v| v["expensive"] == true);
+    let took = ms(at - t0);
+    eprintln!("a metered toggle alone reached the path in {took:.0} ms");
+    assert_eq!(line["cause"], "change", "{line}");
+    assert_eq!(status(&line).0, "satisfied", "{line}");
+    std::fs::write(&metered, "no\n").unwrap();
+    w.wait_for(Duration::from_secs(3), |v| v["expensive"] == false);
+    drop(w);
+    let gone_by = Instant::now() + Duration::from_secs(3);
+    while monitors() > 0 && Instant::now() < gone_by {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = monitors();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(left, 0, "nmcli monitor outlived the process that started it");
+}
+
 /// The cost config file: listed interfaces are expensive/constrained, the others known not to be.
 #[test]
 fn cost_comes_from_the_config_file() {

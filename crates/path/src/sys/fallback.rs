@@ -24,6 +24,8 @@ pub(crate) fn networkmanager_metered() -> BTreeMap<String, bool> {
     BTreeMap::new()
 }
 
+pub(crate) fn networkmanager_monitor(_changed: impl FnMut() -> bool) {}
+
 pub(crate) fn networkmanager_present() -> bool {
     false
 }

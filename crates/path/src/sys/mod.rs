@@ -17,7 +17,7 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
     Bound, Subscription, cost_readings, cost_readings_with, networkmanager_metered,
-    networkmanager_present, snapshot,
+    networkmanager_monitor, networkmanager_present, snapshot,
 };
 
 #[cfg(not(target_os = "linux"))]
@@ -25,5 +25,5 @@ mod fallback;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use fallback::{
     Bound, Subscription, cost_readings, cost_readings_with, networkmanager_metered,
-    networkmanager_present, snapshot,
+    networkmanager_monitor, networkmanager_present, snapshot,
 };

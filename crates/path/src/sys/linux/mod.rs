@@ -5,7 +5,7 @@ mod netlink;
 mod sysfs;
 
 pub(crate) use netlink::{Bound, Subscription};
-pub(crate) use sysfs::{networkmanager_metered, networkmanager_present};
+pub(crate) use sysfs::{networkmanager_metered, networkmanager_monitor, networkmanager_present};
 
 use std::collections::BTreeMap;
 

@@ -62,6 +62,43 @@ pub(crate) fn networkmanager_present() -> bool {
     })
 }
 
+/// Runs `nmcli monitor` and calls `changed` for each line it prints (a device's state, a
+/// connection profile changed: a metered value may have changed with it, the user toggling
+/// "metered" in the settings among them, with nothing for the kernel to tell), until it ends
+/// or `changed` answers false. Blocks: run it on a thread of its own. The child is told to end
+/// when that thread ends (`PR_SET_PDEATHSIG`), so a process that exits leaves none behind.
+pub(crate) fn networkmanager_monitor(mut changed: impl FnMut() -> bool) {
+    use std::io::{BufRead as _, Read as _};
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new("nmcli");
+    cmd.arg("monitor").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    // SAFETY: between fork and exec only prctl(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let Ok(mut child) = cmd.spawn() else { return };
+    if let Some(out) = child.stdout.take() {
+        // Lines are short; one that is not is cut, not kept whole.
+        let mut lines = std::io::BufReader::new(out);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut lines).take(4096).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if !changed() => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn parse_nmcli(text: &str) -> BTreeMap<String, bool> {
     let mut out = BTreeMap::new();
     let mut device = None;
