@@ -1,7 +1,13 @@
 //! What `nw get` and `nw put` send besides the request itself: `-H` fields, `--user`'s Basic
-//! authentication, and logins from a `.netrc` file — one set of flags and rules for both.
+//! authentication, `--bearer` tokens, logins from a `.netrc` file, and a command asked for
+//! tokens — one set of flags and rules for both.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nw_connection::BoxFuture;
+use nw_http::auth::{CredentialProvider, Refused};
 
 use crate::UsageError;
 
@@ -22,33 +28,57 @@ pub(crate) struct CredentialArgs {
     /// --netrc from this file.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["user", "netrc"])]
     netrc_file: Option<PathBuf>,
+    /// Send `Authorization: Bearer TOKEN` (OAuth 2.0, RFC 6750), under --user's rules.
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["user", "netrc", "netrc_file"])]
+    bearer: Option<String>,
+    /// Ask this shell command for a bearer token (the first line it prints), once per origin
+    /// and again when the server refuses it (401): 'gcloud auth print-access-token', say. It
+    /// runs with NW_AUTH_URL set, and after a refusal with NW_AUTH_CHALLENGE (the server's
+    /// WWW-Authenticate); 30 s at most. Only over HTTPS or to a local name.
+    #[arg(long, value_name = "COMMAND", conflicts_with_all = ["user", "netrc", "netrc_file", "bearer"])]
+    bearer_command: Option<String>,
 }
 
-/// The flags read and checked: the fields for any URL, and the `.netrc` to look hosts up in.
+/// The flags read and checked: the fields for any URL, the `.netrc` to look hosts up in, and
+/// the command to ask for tokens.
 pub(crate) struct Credentials {
     headers: Vec<(String, String)>,
     netrc: Option<(PathBuf, nw_http::netrc::Netrc)>,
+    command: Option<String>,
 }
 
 impl CredentialArgs {
     /// Reads the flags for requests to `urls`: `-H` values parsed, `--user` refused for a URL
     /// it would cross the network in the clear to, the `.netrc` read.
     pub(crate) fn resolve(&self, urls: &[String]) -> anyhow::Result<Credentials> {
-        let headers = request_headers(&self.headers, self.user.as_deref())?;
-        if self.user.is_some() {
+        let mut headers = request_headers(&self.headers, self.user.as_deref())?;
+        if let Some(token) = &self.bearer {
+            headers.push(("Authorization".to_owned(), format!("Bearer {}", token.trim())));
+        }
+        let secret = match (&self.user, &self.bearer) {
+            (Some(_), _) => Some("--user"),
+            (_, Some(_)) => Some("--bearer"),
+            _ => None,
+        };
+        if let Some(flag) = secret {
             for url in urls {
                 if let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url)
                     && u.scheme == "http"
                     && nw_http::policy::local_exemption(&u.host).is_none()
                 {
                     return Err(UsageError(format!(
-                        "--user with {url} would send the password in the clear; use https://"
+                        "{flag} with {url} would send the secret in the clear; use https://"
                     ))
                     .into());
                 }
             }
         }
-        Ok(Credentials { headers, netrc: self.netrc()? })
+        if let Some(command) = &self.bearer_command
+            && command.trim().is_empty()
+        {
+            return Err(UsageError("--bearer-command: give a command".into()).into());
+        }
+        Ok(Credentials { headers, netrc: self.netrc()?, command: self.bearer_command.clone() })
     }
 
     /// The `.netrc` `--netrc`/`--netrc-file` name, read and parsed: refused when others may
@@ -104,9 +134,15 @@ impl CredentialArgs {
 }
 
 impl Credentials {
-    /// No field and no `.netrc`.
+    /// No field, no `.netrc` and no command.
     pub(crate) fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.netrc.is_none()
+        self.headers.is_empty() && self.netrc.is_none() && self.command.is_none()
+    }
+
+    /// The session's credential provider: `--bearer-command`'s.
+    pub(crate) fn provider(&self) -> Option<Arc<dyn CredentialProvider>> {
+        let command = self.command.clone()?;
+        Some(Arc::new(TokenCommand { command }))
     }
 
     /// The fields for a request to `url`: `-H`'s and `--user`'s, and the `.netrc` login for its
@@ -171,4 +207,54 @@ fn netrc_login<'a>(
         return None;
     }
     Some(login)
+}
+
+/// `--bearer-command`: a shell command that prints a token.
+#[derive(Debug)]
+struct TokenCommand {
+    command: String,
+}
+
+/// How long the token command may take.
+const TOKEN_COMMAND_LIMIT: Duration = Duration::from_secs(30);
+
+impl CredentialProvider for TokenCommand {
+    fn authorization<'a>(
+        &'a self,
+        url: &'a str,
+        refused: Option<Refused<'a>>,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let mut cmd = tokio::process::Command::new("/bin/sh");
+            cmd.arg("-c")
+                .arg(&self.command)
+                .env("NW_AUTH_URL", url)
+                .env_remove("NW_AUTH_CHALLENGE")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            if let Some(r) = refused {
+                cmd.env("NW_AUTH_CHALLENGE", r.challenge.unwrap_or(""));
+            }
+            let said = |why: String| {
+                crate::output::error_line(&format!("nw: --bearer-command: {why}; no token sent"));
+                None
+            };
+            let out = match tokio::time::timeout(TOKEN_COMMAND_LIMIT, cmd.output()).await {
+                Ok(Ok(out)) => out,
+                Ok(Err(e)) => return said(format!("cannot run it: {e}")),
+                Err(_) => return said(format!("no answer in {} s", TOKEN_COMMAND_LIMIT.as_secs())),
+            };
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                return said(format!("it failed ({}): {}", out.status, err.trim()));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.lines().next().map(str::trim).filter(|t| !t.is_empty()) {
+                Some(token) => Some(format!("Bearer {token}")),
+                None => said("it printed no token".into()),
+            }
+        })
+    }
 }

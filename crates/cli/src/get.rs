@@ -190,8 +190,15 @@ impl SessionArgs {
 
     /// The session these flags describe, writing downloads as `disk` says; `https`: some URL
     /// is HTTPS, so the trust settings must be made.
-    pub(crate) fn session(&self, https: bool, disk: &DiskArgs) -> anyhow::Result<Session> {
-        self.settings(https).session(disk, &self.store.path())
+    /// The session these flags ask for, asking `credentials` for each origin's
+    /// `Authorization`.
+    pub(crate) fn session_with(
+        &self,
+        https: bool,
+        disk: &DiskArgs,
+        credentials: Option<std::sync::Arc<dyn nw_http::auth::CredentialProvider>>,
+    ) -> anyhow::Result<Session> {
+        self.settings(https).session_asking(disk, &self.store.path(), credentials)
     }
 }
 
@@ -332,7 +339,17 @@ impl Settings {
     /// The session these settings describe, writing downloads as `disk` says, with its
     /// transfers in the store at `store`.
     pub(crate) fn session(&self, disk: &DiskArgs, store: &Path) -> anyhow::Result<Session> {
+        self.session_asking(disk, store, None)
+    }
+
+    fn session_asking(
+        &self,
+        disk: &DiskArgs,
+        store: &Path,
+        credentials: Option<std::sync::Arc<dyn nw_http::auth::CredentialProvider>>,
+    ) -> anyhow::Result<Session> {
         let mut config = Configuration {
+            credentials,
             allow_http: self.allow_http,
             http2: !self.http1,
             http3: match (self.http1, self.http3, self.http3_only) {
@@ -417,7 +434,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         });
     }
     let https = needs_trust(&args.urls);
-    let session = args.session.session(https, &args.disk)?;
+    let session = args.session.session_with(https, &args.disk, credentials.provider())?;
     if args.output.as_deref() == Some(Path::new("-")) {
         let headers = args.urls.first().map(|u| credentials.for_url(u)).unwrap_or_default();
         return to_stdout(&args, &session, &headers).await;

@@ -59,7 +59,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         .into());
     }
     let https = needs_trust(&[&args.url]);
-    let session = args.session.session(https, &DiskArgs::default())?;
+    let session = args.session.session_with(https, &DiskArgs::default(), credentials.provider())?;
     let job = Upload {
         url: args.url.clone(),
         source: args.file.clone(),

@@ -9,6 +9,8 @@
 //! - [`policy`]: the ATS-like policy for HTTP loads.
 //! - [`redirect`]: which answers redirect, where to, with what method, and when to stop.
 //! - [`cookies`]: the session's cookie jar.
+//! - [`auth`]: the `Authorization` a credential provider gives per origin, asked again after a
+//!   401 with the server's challenge.
 //! - [`netrc`]: logins from `.netrc`.
 //! - [`decode`]: content decoding (gzip, deflate, br, zstd) for data tasks.
 //!
@@ -19,6 +21,7 @@
 use std::path::PathBuf;
 
 pub mod altsvc;
+pub mod auth;
 pub mod cookies;
 pub mod decode;
 pub mod netrc;

@@ -95,6 +95,10 @@ pub struct Configuration {
     /// queued transfer runs with the settings it was queued with. `None`: they run in whatever
     /// session runs the queue.
     pub identifier: Option<String>,
+    /// Where the `Authorization` for each origin comes from when a request carries none of its
+    /// own: asked once per origin, and again after a 401 (see [`nw_http::auth`]). Never kept in
+    /// the store: a queued transfer runs with the provider of the session that runs it.
+    pub credentials: Option<Arc<dyn nw_http::auth::CredentialProvider>>,
 }
 
 impl Default for Configuration {
@@ -117,6 +121,7 @@ impl Default for Configuration {
             checkpoint_bytes: 64 << 20,
             direct_from: Some(64 << 20),
             identifier: None,
+            credentials: None,
         }
     }
 }
@@ -169,6 +174,7 @@ pub struct Session {
     alt_svc: altsvc::Cache,
     pool: pool::Pool<http::Connection>,
     jar: cookies::Jar,
+    auth: nw_http::auth::Authorizer,
     /// TLS settings by (held to ATS, ALPN), made once: building them per request parsed the
     /// anchors again each time and lost TLS session resumption, whose tickets live in them.
     tls_configs: Mutex<Vec<TlsConfig>>,
@@ -193,6 +199,7 @@ impl Session {
         let jar = cookies::Jar::new(&config.cookies)?;
         Ok(Self {
             jar,
+            auth: nw_http::auth::Authorizer::new(config.credentials.clone()),
             config,
             resolver: Arc::new(SystemResolver::from_system()),
             store,
@@ -467,15 +474,10 @@ impl Session {
         share: usize,
     ) -> Result<http::Response, TransferError> {
         let wait = self.config.request_timeout;
-        let with_cookies;
-        let headers = if self.jar.header_for(url).is_none() {
-            headers
-        } else {
-            let mut all = headers.to_vec();
-            self.with_cookies(url, &mut all);
-            with_cookies = all;
-            with_cookies.as_slice()
-        };
+        let mut all = headers.to_vec();
+        let sent_auth = self.with_authorization(url, &mut all).await;
+        self.with_cookies(url, &mut all);
+        let headers = all.as_slice();
         let mut response = conn.get_within(url, headers, wait).await;
         let mut fruitless = 0;
         for tries in 1.. {
@@ -507,10 +509,51 @@ impl Session {
             };
             response = conn.get_within(url, headers, wait).await;
         }
+        // A 401 to what the provider gave: its fresh answer, once, on a connection that can
+        // carry it (HTTP/1.1's has the refusal's body unread).
+        let refused = match (&response, &sent_auth) {
+            (Ok(r), Some(sent)) if r.status == 401 => {
+                Some((sent, r.header(hyper::header::WWW_AUTHENTICATE).map(str::to_owned)))
+            }
+            _ => None,
+        };
+        if let Some((sent, challenge)) = refused
+            && let Some(fresh) = self.auth.after_refusal(url, sent, challenge.as_deref()).await
+        {
+            drop(response);
+            let mut again = headers.to_vec();
+            for (name, value) in &mut again {
+                if name.eq_ignore_ascii_case("authorization") {
+                    *value = fresh.clone();
+                }
+            }
+            if conn.protocol == Protocol::Http11 {
+                *conn = self.connect(url, routes, share).await?;
+            }
+            response = conn.get_within(url, &again, wait).await;
+        }
+
         if let Ok(r) = &response {
             self.jar.learn(url, &r.headers).await;
         }
         response
+    }
+
+    /// Adds the provider's `Authorization` for `url` to `headers` when they carry none, and
+    /// returns what was added.
+    pub(crate) async fn with_authorization(
+        &self,
+        url: &Url,
+        headers: &mut Vec<(&str, String)>,
+    ) -> Option<String> {
+        if !self.auth.is_on()
+            || headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        {
+            return None;
+        }
+        let value = self.auth.for_request(url).await?;
+        headers.push(("Authorization", value.clone()));
+        Some(value)
     }
 
     /// What `response`, to a GET of `current` (the last URL `chain` asked) over `conn`, means

@@ -220,6 +220,8 @@ impl Session {
         let first = crate::origin(&parsed);
         let mut chain = crate::redirect::Chain::new(&job.url, self.config.max_redirects);
         let mut current = job.url.clone();
+        // A 401 to the credential provider's answer gets its fresh one, once per URL.
+        let mut refreshed = false;
         // Each hop of a redirect that keeps the method (307, 308; 301 and 302 of a PUT) sends
         // the file again, whole, to the next URL.
         loop {
@@ -263,6 +265,7 @@ impl Session {
             }
             // Credentials only to the first URL's origin, as a download's.
             headers.extend(crate::download::fields_for(&job.headers, &first, &parsed));
+            let sent_auth = self.with_authorization(&parsed, &mut headers).await;
             self.with_cookies(&parsed, &mut headers);
             let asked = started.elapsed();
             let body = StreamBody::new(pieces).boxed();
@@ -275,7 +278,18 @@ impl Session {
             let mut response = watched?;
             let first_byte = started.elapsed();
             self.jar.learn(&parsed, &response.headers).await;
+            if response.status == 401
+                && !refreshed
+                && let Some(sent) = &sent_auth
+            {
+                let challenge = response.header(hyper::header::WWW_AUTHENTICATE);
+                if self.auth.after_refusal(&parsed, sent, challenge).await.is_some() {
+                    refreshed = true;
+                    continue;
+                }
+            }
             if let Some((next, sec)) = self.redirected(&mut chain, &response, &job.method)? {
+                refreshed = false;
                 current = next.to_string();
                 (parsed, security) = (next, sec);
                 continue;

@@ -432,6 +432,92 @@ fn get_put_uploads_byte_exact_over_http1_and_h2_and_explains_refusals() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Bearer tokens: `--bearer`, and `--bearer-command`, asked again after a 401 with the
+/// server's challenge, so an expired token is replaced and the request sent once more — for a
+/// download and an upload alike, against nginx refusing all but the fresh token.
+#[test]
+fn get_and_put_take_bearer_tokens_and_a_command_that_refreshes_them() {
+    let scratch = scratch("bearer");
+    let data = pattern(64 << 10, 31);
+    std::fs::create_dir_all(scratch.0.join("www/api")).unwrap();
+    std::fs::write(scratch.0.join("www/api/file.bin"), &data).unwrap();
+    let refuse = r#"if ($http_authorization != "Bearer tok2") {
+                add_header WWW-Authenticate 'Bearer error="invalid_token"' always;
+                return 401;
+            }"#;
+    let extra = format!(
+        "location /api/ {{ {refuse} }}
+         location /api-put/ {{ {refuse} dav_methods PUT; create_full_put_path on; }}"
+    );
+    let server = nginx(&scratch, &Options { extra, ..Options::default() });
+    let url = server.url("/api/file.bin");
+    // Hands out tok1, tok2, … and notes what it was told.
+    let dir = scratch.0.display().to_string();
+    std::fs::write(
+        scratch.0.join("token.sh"),
+        format!(
+            "n=$(( $(cat {dir}/count 2>/dev/null || echo 0) + 1 )); echo $n > {dir}/count\n\
+             echo \"$NW_AUTH_URL|${{NW_AUTH_CHALLENGE-none}}\" >> {dir}/asked\necho tok$n\n"
+        ),
+    )
+    .unwrap();
+    let command = format!("sh {dir}/token.sh");
+    let fresh = || {
+        let _ = std::fs::remove_file(scratch.0.join("count"));
+        let _ = std::fs::remove_file(scratch.0.join("asked"));
+    };
+
+    let out = nw_get(&scratch, &["--bearer", "tok2", "-o", "a.bin", &url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("a.bin")).unwrap() == data);
+    let out = nw_get(&scratch, &["--bearer", "tok1", "-o", "b.bin", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("answered 401"), "{err}");
+    let out = nw_get(&scratch, &["--bearer", "t", "http://public.example/x"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--bearer with http://public.example/x would send the secret"), "{err}");
+
+    // tok1 is refused; the command is asked again, with the challenge, and tok2 is taken.
+    fresh();
+    let out =
+        nw_get(&scratch, &["--bearer-command", &command, "-o", "c.bin", &url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("c.bin")).unwrap() == data);
+    let asked = std::fs::read_to_string(scratch.0.join("asked")).unwrap();
+    let lines: Vec<&str> = asked.lines().collect();
+    assert_eq!(lines.len(), 2, "{asked}");
+    assert_eq!(lines[0], format!("{url}|none"), "{asked}");
+    assert_eq!(lines[1], format!("{url}|Bearer error=\"invalid_token\""), "{asked}");
+    // To stdout the same.
+    fresh();
+    let out = nw_get(&scratch, &["--bearer-command", &command, "-o", "-", &url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == data);
+
+    // An upload: refused with tok1, sent again whole with tok2.
+    fresh();
+    let up = server.url("/api-put/up.bin");
+    let out = nw(&scratch, &["put", "--bearer-command", &command, "a.bin", &up]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(scratch.0.join("www/api-put/up.bin")).unwrap() == data);
+
+    // A command that fails says so, and the server's 401 stands.
+    let out = nw_get(&scratch, &["--bearer-command", "echo no >&2; exit 3", "-o", "d.bin", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--bearer-command: it failed") && err.contains("no"), "{err}");
+    assert!(err.contains("answered 401"), "{err}");
+    // Not queued: credentials stay out of the store.
+    let out = nw_get(&scratch, &["--queue", "--bearer-command", &command, "-o", "e.bin", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 /// An upload follows a redirect that keeps its method (307, 308; 301 and 302 of a PUT),
 /// sending the file again, whole, to the new URL; a 303 (which would make it a GET) is the
 /// answer, not followed; a loop is refused saying so.
