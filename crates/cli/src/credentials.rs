@@ -55,9 +55,10 @@ impl CredentialArgs {
         if let Some(token) = &self.bearer {
             headers.push(("Authorization".to_owned(), format!("Bearer {}", token.trim())));
         }
-        let secret = match (&self.user, &self.bearer) {
-            (Some(_), _) => Some("--user"),
-            (_, Some(_)) => Some("--bearer"),
+        let secret = match (&self.user, &self.bearer, &self.bearer_command) {
+            (Some(_), _, _) => Some("--user"),
+            (_, Some(_), _) => Some("--bearer"),
+            (_, _, Some(_)) => Some("--bearer-command"),
             _ => None,
         };
         if let Some(flag) = secret {

@@ -478,6 +478,12 @@ fn get_and_put_take_bearer_tokens_and_a_command_that_refreshes_them() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--bearer with http://public.example/x would send the secret"), "{err}");
+    let out = nw_get(&scratch, &["--bearer-command", "true", "http://public.example/x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--bearer-command with http://public.example/x would send"), "{err}");
 
     // tok1 is refused; the command is asked again, with the challenge, and tok2 is taken.
     fresh();
