@@ -88,6 +88,11 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
 /// An origin: scheme, host, port.
 pub type Origin = (String, String, u16);
 
+/// `url`'s origin, its host in lower case.
+pub fn origin(url: &nw_connection::Url) -> Origin {
+    (url.scheme.clone(), url.host.to_ascii_lowercase(), url.port)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     port: u16,

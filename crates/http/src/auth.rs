@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use nw_connection::{BoxFuture, Url};
 
-use crate::altsvc::Origin;
+use crate::altsvc::{Origin, origin};
 
 /// What the server said to the value sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +108,6 @@ fn usable(value: String) -> Option<String> {
         tracing::warn!("the credential provider's answer is not a header field's value; none sent");
     }
     fine.then_some(value)
-}
-
-fn origin(url: &Url) -> Origin {
-    (url.scheme.clone(), url.host.to_ascii_lowercase(), url.port)
 }
 
 #[cfg(test)]

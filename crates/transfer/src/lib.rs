@@ -643,9 +643,7 @@ pub(crate) enum Followed {
     Hop(http::Connection),
 }
 
-pub(crate) fn origin(url: &Url) -> altsvc::Origin {
-    (url.scheme.clone(), url.host.to_ascii_lowercase(), url.port)
-}
+pub(crate) use altsvc::origin;
 
 /// Why a transfer failed. Each message says what happened and what to try.
 #[derive(Debug, thiserror::Error)]
