@@ -34,7 +34,8 @@ pub(crate) struct CredentialArgs {
     /// Ask this shell command for a bearer token (the first line it prints), once per origin
     /// and again when the server refuses it (401): 'gcloud auth print-access-token', say. It
     /// runs with NW_AUTH_URL set, and after a refusal with NW_AUTH_CHALLENGE (the server's
-    /// WWW-Authenticate); 30 s at most. Only over HTTPS or to a local name.
+    /// WWW-Authenticate); 30 s at most. Only over HTTPS or to a local name, and only to the
+    /// URLs' own origins (never one a redirect leads to).
     #[arg(long, value_name = "COMMAND", conflicts_with_all = ["user", "netrc", "netrc_file", "bearer"])]
     bearer_command: Option<String>,
 }
@@ -45,6 +46,9 @@ pub(crate) struct Credentials {
     headers: Vec<(String, String)>,
     netrc: Option<(PathBuf, nw_http::netrc::Netrc)>,
     command: Option<String>,
+    /// The origins of the URLs given: the only ones the command's tokens go to, as `--bearer`'s
+    /// and `--user`'s never cross a redirect to another origin.
+    origins: Vec<nw_http::altsvc::Origin>,
 }
 
 impl CredentialArgs {
@@ -79,7 +83,19 @@ impl CredentialArgs {
         {
             return Err(UsageError("--bearer-command: give a command".into()).into());
         }
-        Ok(Credentials { headers, netrc: self.netrc()?, command: self.bearer_command.clone() })
+        let origins = urls
+            .iter()
+            .filter_map(|u| match nw_connection::Endpoint::parse(u) {
+                Ok(nw_connection::Endpoint::Url(u)) => Some(nw_http::altsvc::origin(&u)),
+                _ => None,
+            })
+            .collect();
+        Ok(Credentials {
+            headers,
+            netrc: self.netrc()?,
+            command: self.bearer_command.clone(),
+            origins,
+        })
     }
 
     /// The `.netrc` `--netrc`/`--netrc-file` name, read and parsed: refused when others may
@@ -143,7 +159,7 @@ impl Credentials {
     /// The session's credential provider: `--bearer-command`'s.
     pub(crate) fn provider(&self) -> Option<Arc<dyn CredentialProvider>> {
         let command = self.command.clone()?;
-        Some(Arc::new(TokenCommand { command }))
+        Some(Arc::new(TokenCommand { command, origins: self.origins.clone() }))
     }
 
     /// The fields for a request to `url`: `-H`'s and `--user`'s, and the `.netrc` login for its
@@ -210,10 +226,12 @@ fn netrc_login<'a>(
     Some(login)
 }
 
-/// `--bearer-command`: a shell command that prints a token.
+/// `--bearer-command`: a shell command that prints a token, asked only for the origins of the
+/// URLs on the command line (a redirect elsewhere gets no token, and the command is not run).
 #[derive(Debug)]
 struct TokenCommand {
     command: String,
+    origins: Vec<nw_http::altsvc::Origin>,
 }
 
 /// How long the token command may take.
@@ -226,6 +244,16 @@ impl CredentialProvider for TokenCommand {
         refused: Option<Refused<'a>>,
     ) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
+            let ours = match nw_connection::Endpoint::parse(url) {
+                Ok(nw_connection::Endpoint::Url(u)) => {
+                    self.origins.contains(&nw_http::altsvc::origin(&u))
+                }
+                _ => false,
+            };
+            if !ours {
+                tracing::debug!("no token for {url}: not an origin given on the command line");
+                return None;
+            }
             let mut cmd = tokio::process::Command::new("/bin/sh");
             cmd.arg("-c")
                 .arg(&self.command)

@@ -411,7 +411,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let credentials = args.credentials.resolve(&args.urls)?;
     if args.queue.queue && !credentials.is_empty() {
         return Err(UsageError(
-            "-H, --user and --netrc are not kept for queued transfers (credentials stay out of the store); download without --queue"
+            "-H, --user, --bearer and --netrc are not kept for queued transfers (credentials stay out of the store); download without --queue"
                 .into(),
         )
         .into());

@@ -53,7 +53,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let credentials = args.credentials.resolve(std::slice::from_ref(&args.url))?;
     if args.queue.queue && !credentials.is_empty() {
         return Err(UsageError(
-            "-H, --user and --netrc are not kept for queued transfers (credentials stay out of the store); send it without --queue"
+            "-H, --user, --bearer and --netrc are not kept for queued transfers (credentials stay out of the store); send it without --queue"
                 .into(),
         )
         .into());

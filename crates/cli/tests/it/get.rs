@@ -447,7 +447,8 @@ fn get_and_put_take_bearer_tokens_and_a_command_that_refreshes_them() {
             }"#;
     let extra = format!(
         "location /api/ {{ {refuse} }}
-         location /api-put/ {{ {refuse} dav_methods PUT; create_full_put_path on; }}"
+         location /api-put/ {{ {refuse} dav_methods PUT; create_full_put_path on; }}
+         location = /away/file.bin {{ return 302 http://localhost:$server_port/api/file.bin; }}"
     );
     let server = nginx(&scratch, &Options { extra, ..Options::default() });
     let url = server.url("/api/file.bin");
@@ -501,6 +502,21 @@ fn get_and_put_take_bearer_tokens_and_a_command_that_refreshes_them() {
     let out = nw_get(&scratch, &["--bearer-command", &command, "-o", "-", &url]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == data);
+
+    // A redirect to another origin (localhost, not 127.0.0.1) takes no token there: neither
+    // --bearer's nor the command's, which is not even asked.
+    let away = server.url("/away/file.bin");
+    let out = nw_get(&scratch, &["--bearer", "tok2", "-o", "g.bin", &away]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("answered 401"), "--bearer went to another origin: {err}");
+    fresh();
+    let out =
+        nw_get(&scratch, &["--bearer-command", &command, "-o", "h.bin", &away]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the command's token went to another origin: {err}");
+    assert!(err.contains("answered 401"), "{err}");
+    let asked = std::fs::read_to_string(scratch.0.join("asked")).unwrap_or_default();
+    assert!(!asked.contains("localhost"), "the command was asked for another origin: {asked}");
 
     // An upload: refused with tok1, sent again whole with tok2.
     fresh();
