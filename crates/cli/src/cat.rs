@@ -145,7 +145,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         let at = std::net::SocketAddr::new(ip, port);
         if ip.is_multicast() {
             return if args.udp {
-                listen_group(&args, at).await
+                group(&args, at, true).await
             } else {
                 Err(usage(format!("{ip} is a multicast group, and groups are UDP: add -u")))
             };
@@ -161,7 +161,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>()
         && ip.is_multicast()
     {
-        return send_to_group(&args, std::net::SocketAddr::new(ip, port)).await;
+        return group(&args, std::net::SocketAddr::new(ip, port), false).await;
     }
     let endpoint = Endpoint::new(&host, port).map_err(|e| usage(e.to_string()))?;
     let family = match (args.ipv4, args.ipv6) {
@@ -539,18 +539,25 @@ async fn listen_udp(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Out
     Ok(relay_udp(socket, idle).await)
 }
 
-/// `-l --udp GROUP PORT`: joins the multicast group once local network privacy allows it (on
-/// every usable interface, or the one --require-interface names), then each stdin read goes to
-/// the group and every member's datagrams to stdout. Members are not judged one by one: the
-/// app was allowed the local network to join at all.
-async fn listen_group(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<Outcome> {
-    use nw_connection::GroupError;
+/// A multicast group as the address, over UDP, once local network privacy allows it, on every
+/// usable interface or the one --require-interface names. With -l (`join`): joins it, then each
+/// stdin read goes to the group and every member's datagrams to stdout (members are not judged
+/// one by one: the app was allowed the local network to join at all). Without: sends each
+/// stdin read to the group from a port of its own, and writes what anyone answers to that
+/// port (members answer a query unicast) to stdout.
+async fn group(args: &Args, at: std::net::SocketAddr, join: bool) -> anyhow::Result<Outcome> {
+    use nw_connection::{GroupError, MulticastGroup};
     let idle = idle(args)?;
     let options = nw_connection::GroupOptions {
         interface: args.conditions.conditions().required_interface,
         ..Default::default()
     };
-    let group = match nw_connection::MulticastGroup::join(at, &options).await {
+    let opened = if join {
+        MulticastGroup::join(at, &options).await
+    } else {
+        MulticastGroup::sender(at, &options).await
+    };
+    let group = match opened {
         Ok(group) => group,
         Err(e @ (GroupError::LocalNetworkProhibited { .. } | GroupError::NoInterface { .. })) => {
             crate::output::error_line(&format!("nw cat: {e}"));
@@ -558,50 +565,22 @@ async fn listen_group(args: &Args, at: std::net::SocketAddr) -> anyhow::Result<O
         }
         Err(e) => return Err(e.into()),
     };
-    if args.report || args.json || at.port() == 0 {
-        let port = group.local_addr()?.port();
-        let on: Vec<&str> = group.interfaces().iter().map(|j| j.name.as_str()).collect();
+    let port = group.local_addr()?.port();
+    let on: Vec<&str> = group.interfaces().iter().map(|j| j.name.as_str()).collect();
+    let on = on.join(", ");
+    let (ip, group_port) = (at.ip(), at.port());
+    if join && (args.report || args.json || group_port == 0) {
+        crate::output::error_line(&format!("nw cat: joined {ip} on {on} (UDP port {port})"));
+    }
+    if !join && (args.report || args.json || args.zero) {
         crate::output::error_line(&format!(
-            "nw cat: joined {} on {} (UDP port {port})",
-            at.ip(),
-            on.join(", ")
+            "nw cat: sending to {ip} port {group_port} on {on} from port {port} (UDP)"
         ));
     }
-    Ok(relay_udp(group, idle).await)
-}
-
-/// `-u GROUP PORT`: sends each stdin read to the multicast group (once local network privacy
-/// allows it) on every usable interface, or --require-interface's, from a port of its own, and
-/// writes what anyone answers to that port (members answer a query unicast) to stdout.
-async fn send_to_group(args: &Args, group: std::net::SocketAddr) -> anyhow::Result<Outcome> {
-    use nw_connection::GroupError;
-    let idle = idle(args)?;
-    let options = nw_connection::GroupOptions {
-        interface: args.conditions.conditions().required_interface,
-        ..Default::default()
-    };
-    let sender = match nw_connection::MulticastGroup::sender(group, &options).await {
-        Ok(sender) => sender,
-        Err(e @ (GroupError::LocalNetworkProhibited { .. } | GroupError::NoInterface { .. })) => {
-            crate::output::error_line(&format!("nw cat: {e}"));
-            return Ok(Outcome::Negative);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if args.report || args.json || args.zero {
-        let port = sender.local_addr()?.port();
-        let on: Vec<&str> = sender.interfaces().iter().map(|j| j.name.as_str()).collect();
-        crate::output::error_line(&format!(
-            "nw cat: sending to {} port {} on {} from port {port} (UDP)",
-            group.ip(),
-            group.port(),
-            on.join(", ")
-        ));
-    }
-    if args.zero {
+    if args.zero && !join {
         return Ok(Outcome::Success);
     }
-    Ok(relay_udp(sender, idle).await)
+    Ok(relay_udp(group, idle).await)
 }
 
 /// Copies stdin to the peer and the peer to stdout; half-closes on stdin EOF; ends when the

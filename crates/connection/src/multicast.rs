@@ -195,46 +195,8 @@ impl MulticastGroup {
             what: format!("binding UDP port {port} (another socket holds it without sharing?)"),
             source: e,
         })?;
-        if !join {
-            socket.set_nonblocking(true).map_err(io("making the socket non-blocking"))?;
-            let socket = tokio::net::UdpSocket::from_std(socket.into())
-                .map_err(io("registering the socket with the runtime"))?;
-            return Ok(Self {
-                socket,
-                group,
-                joined: candidates,
-                sending: tokio::sync::Mutex::new(()),
-            });
-        }
-        let mut joined = Vec::new();
-        let mut first_error = None;
-        for candidate in candidates {
-            let result = match ip {
-                IpAddr::V4(g) => {
-                    socket.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(candidate.index))
-                }
-                IpAddr::V6(g) => socket.join_multicast_v6(&g, candidate.index),
-            };
-            match result {
-                Ok(()) => joined.push(candidate),
-                // One interface refusing (gone since the reading, say) leaves the others.
-                Err(e) => {
-                    tracing::debug!("joining {ip} on {} failed: {e}", candidate.name);
-                    first_error.get_or_insert((candidate.name, e));
-                }
-            }
-        }
-        if joined.is_empty() {
-            return Err(match first_error {
-                Some((name, e)) => GroupError::Io {
-                    group: ip,
-                    doing,
-                    what: format!("joining on {name}"),
-                    source: e,
-                },
-                None => GroupError::NoInterface { group: ip, doing, why: "no interface".into() },
-            });
-        }
+        // A sender takes part on every interface chosen; a member on those it could join.
+        let joined = if join { join_each(&socket, ip, candidates, doing)? } else { candidates };
         socket.set_nonblocking(true).map_err(io("making the socket non-blocking"))?;
         let socket = tokio::net::UdpSocket::from_std(socket.into())
             .map_err(io("registering the socket with the runtime"))?;
@@ -293,6 +255,40 @@ impl MulticastGroup {
                 "no joined interface has an address of the group's family to send from",
             )),
         }
+    }
+}
+
+/// Joins `group` on each candidate; one refusing (gone since the reading, say) leaves the
+/// others, and only none joined is an error (the first one's).
+fn join_each(
+    socket: &Socket,
+    group: IpAddr,
+    candidates: Vec<Joined>,
+    doing: &'static str,
+) -> Result<Vec<Joined>, GroupError> {
+    let mut joined = Vec::new();
+    let mut first_error = None;
+    for candidate in candidates {
+        let result = match group {
+            IpAddr::V4(g) => {
+                socket.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(candidate.index))
+            }
+            IpAddr::V6(g) => socket.join_multicast_v6(&g, candidate.index),
+        };
+        match result {
+            Ok(()) => joined.push(candidate),
+            Err(e) => {
+                tracing::debug!("joining {group} on {} failed: {e}", candidate.name);
+                first_error.get_or_insert((candidate.name, e));
+            }
+        }
+    }
+    match (joined.is_empty(), first_error) {
+        (true, Some((name, source))) => {
+            Err(GroupError::Io { group, doing, what: format!("joining on {name}"), source })
+        }
+        (true, None) => Err(GroupError::NoInterface { group, doing, why: "no interface".into() }),
+        (false, _) => Ok(joined),
     }
 }
 
