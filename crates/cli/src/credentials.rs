@@ -121,26 +121,19 @@ impl CredentialArgs {
         };
         let shown = path.display();
         // Following a link, as a dotfile often is one; never waiting on a FIFO or a device.
-        let (file, meta) = nw_trust::files::open_regular(&path, true)
-            .map_err(|e| UsageError(format!("{shown}: {e}")))?;
+        let (bytes, meta) =
+            nw_trust::files::read_regular(&path, true, 1 << 20).map_err(|e| match e.kind() {
+                std::io::ErrorKind::FileTooLarge => {
+                    UsageError(format!("{shown}: larger than 1 MiB; is it the right file?"))
+                }
+                _ => UsageError(format!("{shown}: {e}")),
+            })?;
         if meta.mode() & 0o077 != 0 {
             return Err(UsageError(format!(
                 "{shown} may be read by others (mode {:o}) and holds passwords; chmod 600 it",
                 meta.mode() & 0o777
             ))
             .into());
-        }
-        let mut bytes = Vec::new();
-        {
-            use std::io::Read as _;
-            file.take((1 << 20) + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| UsageError(format!("{shown}: {e}")))?;
-        }
-        if bytes.len() > 1 << 20 {
-            return Err(
-                UsageError(format!("{shown}: larger than 1 MiB; is it the right file?")).into()
-            );
         }
         let text =
             String::from_utf8(bytes).map_err(|_| UsageError(format!("{shown}: not text")))?;

@@ -144,10 +144,9 @@ fn load(path: &Path) -> Result<CookieStore, Error> {
             dir.display()
         )));
     }
-    use std::io::Read as _;
     let io = |what, e| Error::io(path, what, e);
-    let file = match nw_trust::files::open_regular(path, false) {
-        Ok((f, _)) => f,
+    let text = match nw_trust::files::read_regular(path, false, MAX_FILE) {
+        Ok((text, _)) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CookieStore::default()),
         // A directory, a pipe or a device named as the jar: the command line's mistake.
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -156,19 +155,15 @@ fn load(path: &Path) -> Result<CookieStore, Error> {
                 path.display()
             )));
         }
-        Err(e) => return Err(io("cannot open the cookie jar", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+            return Err(Error::Setting(format!(
+                "{}: the cookie jar is larger than {} MiB; is it the right file?",
+                path.display(),
+                MAX_FILE >> 20
+            )));
+        }
+        Err(e) => return Err(io("cannot read the cookie jar", e)),
     };
-    let mut text = Vec::new();
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut text)
-        .map_err(|e| io("cannot read the cookie jar", e))?;
-    if text.len() as u64 > MAX_FILE {
-        return Err(Error::Setting(format!(
-            "{}: the cookie jar is larger than {} MiB; is it the right file?",
-            path.display(),
-            MAX_FILE >> 20
-        )));
-    }
     cookie_store::serde::json::load(text.as_slice()).map_err(|e| {
         Error::Setting(format!(
             "{}: not a cookie jar nw wrote ({e}); name another file, or remove it",

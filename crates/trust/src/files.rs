@@ -46,6 +46,26 @@ pub fn open_regular(path: &Path, follow: bool) -> io::Result<(std::fs::File, std
     Ok((file, meta))
 }
 
+/// Reads a file a user named, whole, with its metadata: [`open_regular`]'s rules, and at most
+/// `limit` bytes — a larger file is a `FileTooLarge` error (its caller says what it expected).
+pub fn read_regular(
+    path: &Path,
+    follow: bool,
+    limit: u64,
+) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
+    use std::io::Read as _;
+    let (file, meta) = open_regular(path, follow)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok((bytes, meta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +80,10 @@ mod tests {
         std::fs::write(&file, b"text").unwrap_or_else(|e| panic!("{e}"));
         let (_, meta) = open_regular(&file, false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(meta.len(), 4);
+        let (bytes, _) = read_regular(&file, false, 4).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bytes, b"text");
+        let big = read_regular(&file, false, 3).err().map(|e| e.kind());
+        assert_eq!(big, Some(io::ErrorKind::FileTooLarge));
         let link = dir.join("link");
         std::os::unix::fs::symlink(&file, &link).unwrap_or_else(|e| panic!("{e}"));
         assert!(open_regular(&link, false).is_err(), "a link is not followed");
