@@ -63,14 +63,7 @@ fn s8_carrier_loss_is_noticed_at_once() {
         );
         assert_eq!(status(&line), ("unsatisfied", "no_carrier"), "{line}");
         ours.push(ms(at - t0));
-        let ours_at = line["ts"].as_str().and_then(seconds_of_day).expect("a ts on each line");
-        // Ours is cut to the millisecond, so it can read a little before `ip`'s (counted as
-        // 0); midnight between the two would make the difference about a day negative.
-        let mut behind = ours_at - kernel_at;
-        if behind < -43_200.0 {
-            behind += 86_400.0;
-        }
-        behind_kernel.push(behind.max(0.0) * 1000.0);
+        behind_kernel.push(behind_kernel_ms(&line, kernel_at));
         p.srv.set_link(&p.srv_dev, true).unwrap();
         w.wait_for(Duration::from_secs(3), |v| status(v).0 == "satisfied");
     }
@@ -88,6 +81,19 @@ fn s8_carrier_loss_is_noticed_at_once() {
         "our update trailed the kernel's notification by {lag:.1} ms (median; LAB.md's figure \
          is 20 ms, 50 allowed here): {behind_kernel:?}"
     );
+}
+
+/// How long after the kernel's notification (`ip -ts`'s stamp, seconds of the day) our update
+/// `line` was printed, in ms, from its own `ts`. Ours is cut to the millisecond, so it can read
+/// a little before `ip`'s (counted as 0); midnight between the two would make the difference
+/// about a day negative.
+fn behind_kernel_ms(line: &Value, kernel_at: f64) -> f64 {
+    let ours_at = line["ts"].as_str().and_then(seconds_of_day).expect("a ts on each line");
+    let mut behind = ours_at - kernel_at;
+    if behind < -43_200.0 {
+        behind += 86_400.0;
+    }
+    behind.max(0.0) * 1000.0
 }
 
 /// S9: default routes removed → unsatisfied with a reason, no busy polling while waiting, and
@@ -118,13 +124,7 @@ fn s9_routes_removed_then_restored() {
     let (at, line) = w.wait_for(Duration::from_secs(2), |v| status(v).0 == "satisfied");
     let (_, kernel_at) = kernel.wait_for(Duration::from_secs(2), "default via");
     let took = ms(at - t0);
-    let ours_at = line["ts"].as_str().and_then(seconds_of_day).expect("a ts on each line");
-    // As in S8: our stamp is cut to the millisecond, and midnight may fall in between.
-    let mut behind = ours_at - kernel_at;
-    if behind < -43_200.0 {
-        behind += 86_400.0;
-    }
-    let behind = behind.max(0.0) * 1000.0;
+    let behind = behind_kernel_ms(&line, kernel_at);
     eprintln!(
         "S9 route restored → satisfied in {took:.1} ms (`ip route add` started), {behind:.1} ms \
          behind the kernel's notification (ip monitor route)"
@@ -399,27 +399,17 @@ fn doctor_in_a_namespace_warns_without_failing() {
 #[test]
 fn networkmanager_answers_follow_and_never_delay_an_update() {
     let p = pair();
-    let dir = std::env::temp_dir().join(format!("{}-nmcli", p.cli.name()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let metered = dir.join("metered");
-    std::fs::write(&metered, "no\n").unwrap();
-    let script = format!(
-        "#!/bin/sh\nsleep 0.6\necho GENERAL.DEVICE:eth0\necho GENERAL.METERED:$(cat {})\n",
-        metered.display()
+    let nm = NmcliStandIn::new(
+        &p,
+        "nmcli",
+        "sleep 0.6\necho GENERAL.DEVICE:eth0\necho GENERAL.METERED:$(cat $f)\n",
     );
-    std::fs::write(dir.join("nmcli"), script).unwrap();
-    std::fs::set_permissions(
-        dir.join("nmcli"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
-    let (mut w, first) = Watcher::start(&p.cli, &[], &[("PATH", &path)]);
+    let (mut w, first) = Watcher::start(&p.cli, &[], &[("PATH", &nm.path)]);
     assert_eq!(status(&first).0, "satisfied", "{first}");
     assert_eq!(first["expensive"], false, "the first reading waits for NetworkManager: {first}");
 
-    std::fs::write(&metered, "yes\n").unwrap();
-    std::thread::sleep(Duration::from_millis(2_200)); // linkwatch's quiet second, as in S8
+    std::fs::write(&nm.metered, "yes\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2_200)); // a quiet period before the change, as in S8
     let t0 = Instant::now();
     p.srv.set_link(&p.srv_dev, false).unwrap();
     let (at, line) = w.wait_for(Duration::from_secs(3), |v| status(v).0 == "unsatisfied");
@@ -427,7 +417,6 @@ fn networkmanager_answers_follow_and_never_delay_an_update() {
     p.srv.set_link(&p.srv_dev, true).unwrap();
     let (_, back) = w
         .wait_for(Duration::from_secs(5), |v| status(v).0 == "satisfied" && v["expensive"] == true);
-    let _ = std::fs::remove_dir_all(&dir);
     eprintln!("carrier loss reported in {took:.1} ms with nmcli taking 600 ms; then {back}");
     assert_eq!(status(&line), ("unsatisfied", "no_carrier"), "{line}");
     assert!(took < 450.0, "the carrier loss waited for nmcli: {took:.1} ms");
@@ -439,27 +428,17 @@ fn networkmanager_answers_follow_and_never_delay_an_update() {
 #[test]
 fn networkmanager_metered_toggled_alone_is_seen_and_its_monitor_does_not_outlive_us() {
     let p = pair();
-    let dir = std::env::temp_dir().join(format!("{}-nmcli-monitor", p.cli.name()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let metered = dir.join("metered");
-    std::fs::write(&metered, "no\n").unwrap();
-    // A stand-in: `nmcli monitor` prints a line when the file changes, as NetworkManager's
-    // does when a connection profile changes; anything else answers the metered value.
-    let script = format!(
-        "#!/bin/sh\nf={}\nif [ \"$1\" = monitor ]; then\n  last=$(cat $f)\n  while sleep 0.05; do\n    \
+    // `nmcli monitor` prints a line when the file changes, as NetworkManager's does when a
+    // connection profile changes; anything else answers the metered value.
+    let nm = NmcliStandIn::new(
+        &p,
+        "nmcli-monitor",
+        "if [ \"$1\" = monitor ]; then\n  last=$(cat $f)\n  while sleep 0.05; do\n    \
          now=$(cat $f)\n    if [ \"$now\" != \"$last\" ]; then echo 'eth0: connection profile changed'; \
          last=$now; fi\n  done\nfi\necho GENERAL.DEVICE:eth0\necho GENERAL.METERED:$(cat $f)\n",
-        metered.display()
     );
-    std::fs::write(dir.join("nmcli"), script).unwrap();
-    std::fs::set_permissions(
-        dir.join("nmcli"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
     let monitors = || {
-        let needle = format!("{}/nmcli", dir.display());
+        let needle = format!("{}/nmcli", nm.dir.display());
         std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
@@ -469,27 +448,54 @@ fn networkmanager_metered_toggled_alone_is_seen_and_its_monitor_does_not_outlive
             })
             .count()
     };
-    let (mut w, first) = Watcher::start(&p.cli, &[], &[("PATH", &path)]);
+    let (mut w, first) = Watcher::start(&p.cli, &[], &[("PATH", &nm.path)]);
     assert_eq!(first["expensive"], false, "{first}");
     settle();
     assert_eq!(monitors(), 1, "one nmcli monitor runs beside the service");
     let t0 = Instant::now();
-    std::fs::write(&metered, "yes\n").unwrap();
+    std::fs::write(&nm.metered, "yes\n").unwrap();
     let (at, line) = w.wait_for(Duration::from_secs(3), |v| v["expensive"] == true);
     let took = ms(at - t0);
     eprintln!("a metered toggle alone reached the path in {took:.0} ms");
     assert_eq!(line["cause"], "change", "{line}");
     assert_eq!(status(&line).0, "satisfied", "{line}");
-    std::fs::write(&metered, "no\n").unwrap();
+    std::fs::write(&nm.metered, "no\n").unwrap();
     w.wait_for(Duration::from_secs(3), |v| v["expensive"] == false);
     drop(w);
     let gone_by = Instant::now() + Duration::from_secs(3);
     while monitors() > 0 && Instant::now() < gone_by {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let left = monitors();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(left, 0, "nmcli monitor outlived the process that started it");
+    assert_eq!(monitors(), 0, "nmcli monitor outlived the process that started it");
+}
+
+/// An `nmcli` stand-in first on a `PATH` of its own (`path`): `body` is a shell script in which
+/// `$f` is the file `metered` holding the answer ("no" at first). Removed on drop.
+struct NmcliStandIn {
+    dir: std::path::PathBuf,
+    metered: std::path::PathBuf,
+    path: String,
+}
+
+impl NmcliStandIn {
+    fn new(p: &Pair, tag: &str, body: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{}-{tag}", p.cli.name()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let metered = dir.join("metered");
+        std::fs::write(&metered, "no\n").unwrap();
+        let script = format!("#!/bin/sh\nf={}\n{body}", metered.display());
+        std::fs::write(dir.join("nmcli"), script).unwrap();
+        let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(dir.join("nmcli"), executable).unwrap();
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+        Self { dir, metered, path }
+    }
+}
+
+impl Drop for NmcliStandIn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The cost config file: listed interfaces are expensive/constrained, the others known not to be.

@@ -43,6 +43,35 @@ impl Scene {
         run_in(&self.p.cli, &self.dir, program, args)
     }
 
+    /// `nw ARGS` in the client with this scene's store and policy, its output piped, not
+    /// waited for; stdin piped too when `input`.
+    fn spawn_nw(&self, args: &[&str], input: bool) -> std::process::Child {
+        let mut cmd = command_in(&self.p.cli, &self.dir, NW, args);
+        if input {
+            cmd.stdin(Stdio::piped());
+        }
+        cmd.spawn().unwrap_or_else(|e| panic!("nw {args:?}: {e}"))
+    }
+
+    /// Starts `script` (Python) in the far namespace with `args` and waits for its "ready"
+    /// line; the rest of what it prints follows.
+    fn far_python(
+        &self,
+        script: &str,
+        args: &[&str],
+    ) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+        use std::io::BufRead as _;
+        let mut cmd = self.p.srv.command("python3");
+        cmd.arg(script).args(args).stdout(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 is needed (apt-get install python3): {e}"));
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.next().and_then(Result::ok);
+        assert_eq!(ready.as_deref(), Some("ready"), "{script} did not start");
+        (child, lines)
+    }
+
     fn nw(&self, args: &[&str]) -> Output {
         let (out, _) = self.run(NW, args);
         assert!(out.status.code().is_some(), "nw {args:?} was killed");
@@ -58,6 +87,14 @@ impl Scene {
 }
 
 fn run_in(ns: &Namespace, dir: &Dir, program: &str, args: &[&str]) -> (Output, Duration) {
+    let mut cmd = command_in(ns, dir, program, args);
+    let t = Instant::now();
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    (out, t.elapsed())
+}
+
+/// `program ARGS` in `ns` with the store and policy in `dir`, stdin empty, output piped.
+fn command_in(ns: &Namespace, dir: &Dir, program: &str, args: &[&str]) -> std::process::Command {
     let mut cmd = ns.command(program);
     cmd.args(args)
         .env("NW_LNP_STORE", dir.path("lnp.toml"))
@@ -65,9 +102,14 @@ fn run_in(ns: &Namespace, dir: &Dir, program: &str, args: &[&str]) -> (Output, D
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let t = Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
-    (out, t.elapsed())
+    cmd
+}
+
+/// Whether `nw lnp log --json`'s `log` has a denial of `id` for `destination` in `direction`.
+fn denied_in_log(log: &str, id: &str, destination: &str, direction: &str) -> bool {
+    log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|d| {
+        d["identity"] == id && d["destination"] == destination && d["direction"] == direction
+    })
 }
 
 fn text(b: &[u8]) -> String {
@@ -428,15 +470,7 @@ fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
     };
     // Serves its first client, then exits; stderr collected on a thread.
     let listen = |extra: &[&str]| {
-        let mut cmd = s.p.cli.command(NW);
-        cmd.args(["cat", "-l", "--report"])
-            .args(extra)
-            .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
-            .env("NW_LNP_POLICY", s.dir.path("policy.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
+        let mut child = s.spawn_nw(&[&["cat", "-l", "--report"], extra].concat(), false);
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
         assert!(first.contains("listening on"), "{first}");
@@ -459,13 +493,7 @@ fn netns_lnp_a_denied_app_does_not_serve_peers_on_the_link_and_says_why() {
         "{err}"
     );
     let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
-    let inbound = |log: &str| {
-        log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|d| {
-            d["identity"] == id.as_str()
-                && d["destination"] == "198.51.100.2"
-                && d["direction"] == "inbound"
-        })
-    };
+    let inbound = |log: &str| denied_in_log(log, &id, "198.51.100.2", "inbound");
     assert!(inbound(&log), "the refusal is logged as inbound: {log}");
     let shown = text(&s.nw(&["lnp", "log"]).stdout);
     assert!(
@@ -628,37 +656,16 @@ fn netns_lnp_a_multicast_group_is_joined_only_when_allowed() {
     }
     let log = text(&s.nw(&["lnp", "log", "--json"]).stdout);
     for group in ["239.255.7.7", "ff02::7777"] {
-        let logged = log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|d| {
-            d["identity"] == id.as_str()
-                && d["destination"] == group
-                && d["direction"] == "outbound"
-        });
+        let logged = denied_in_log(&log, &id, group, "outbound");
         assert!(logged, "the refused join of {group} is logged: {log}");
     }
 
     s.lnp(&["allow", &id]);
     for (group, port) in [("239.255.7.7", "8110"), ("ff02::7777", "8111")] {
         let srv = nw_lab::addr::SRV_V4.to_string();
-        let mut far = s.p.srv.command("python3");
-        far.args([&member, group, port, &srv]).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut far = far
-            .spawn()
-            .unwrap_or_else(|e| panic!("python3 is needed (apt-get install python3): {e}"));
-        let mut far_said = BufReader::new(far.stdout.take().unwrap()).lines();
-        assert_eq!(
-            far_said.next().and_then(Result::ok).as_deref(),
-            Some("ready"),
-            "the member did not start"
-        );
-
-        let mut cmd = s.p.cli.command(NW);
-        cmd.args(["cat", "-l", "-u", "--report", "--idle", "3", group, port])
-            .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
-            .env("NW_LNP_POLICY", s.dir.path("policy.toml"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut ours = cmd.spawn().unwrap();
+        let (mut far, mut far_said) = s.far_python(&member, &[group, port, &srv]);
+        let mut ours =
+            s.spawn_nw(&["cat", "-l", "-u", "--report", "--idle", "3", group, port], true);
         let mut said = BufReader::new(ours.stderr.take().unwrap()).lines();
         let first = said.next().and_then(Result::ok).unwrap_or_default();
         assert!(first.contains(&format!("joined {group} on eth0 (UDP port {port})")), "{first}");
@@ -686,19 +693,9 @@ fn netns_lnp_a_multicast_group_is_joined_only_when_allowed() {
     let responder = s.dir.path("responder.py");
     std::fs::write(&responder, RESPONDER).unwrap();
     let srv = nw_lab::addr::SRV_V4.to_string();
-    let mut far = s.p.srv.command("python3");
-    far.args([&responder, "239.255.7.8", "8112", &srv]).stdout(Stdio::piped());
-    let mut far = far.spawn().unwrap();
-    let mut far_said = BufReader::new(far.stdout.take().unwrap()).lines();
-    assert_eq!(far_said.next().and_then(Result::ok).as_deref(), Some("ready"));
-    let mut cmd = s.p.cli.command(NW);
-    cmd.args(["cat", "-u", "--report", "--idle", "3", "239.255.7.8", "8112"])
-        .env("NW_LNP_STORE", s.dir.path("lnp.toml"))
-        .env("NW_LNP_POLICY", s.dir.path("policy.toml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut ours = cmd.spawn().unwrap();
+    let (mut far, mut far_said) = s.far_python(&responder, &["239.255.7.8", "8112", &srv]);
+    let mut ours =
+        s.spawn_nw(&["cat", "-u", "--report", "--idle", "3", "239.255.7.8", "8112"], true);
     ours.stdin.take().unwrap().write_all(b"M-SEARCH\n").unwrap();
     let out = ours.wait_with_output().unwrap();
     let err = text(&out.stderr);
