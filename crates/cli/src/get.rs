@@ -188,10 +188,9 @@ impl SessionArgs {
         Ok(())
     }
 
-    /// The session these flags describe, writing downloads as `disk` says; `https`: some URL
-    /// is HTTPS, so the trust settings must be made.
-    /// The session these flags ask for, asking `credentials` for each origin's
-    /// `Authorization`.
+    /// The session these flags describe, writing downloads as `disk` says and asking
+    /// `credentials` for each origin's `Authorization`; `https`: some URL is HTTPS, so the
+    /// trust settings must be made.
     pub(crate) fn session_with(
         &self,
         https: bool,
