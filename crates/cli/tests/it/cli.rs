@@ -673,8 +673,7 @@ fn nw_doctor_target_trusts_through_nw_trust_and_takes_anchor() {
 fn tunnel_save_refuses_a_pipe_at_once_instead_of_waiting_on_it() {
     let dir = crate::support::Dir::new("tunnel-pipe");
     let fifo = dir.path("wg0.conf");
-    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils) runs");
-    assert!(made.success(), "mkfifo made {fifo}");
+    crate::support::mkfifo(&fifo);
     let store = dir.path("store");
     let mut child = Command::new(NW)
         .args(["tunnel", "save", "office", &fifo])

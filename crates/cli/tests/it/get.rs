@@ -1288,10 +1288,7 @@ fn get_keeps_cookies_a_redirect_sets_unless_told_not_to() {
     assert!(err.contains("not a cookie jar nw wrote"), "{err}");
     assert_eq!(std::fs::read_to_string(scratch.0.join("notes.txt")).unwrap(), "not a jar\n");
     // A named pipe as the jar is refused at once, not waited on for a writer.
-    let fifo = scratch.0.join("jar.fifo");
-    let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
-    // SAFETY: mkfifo(3) on a NUL-terminated path in our scratch directory.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    crate::support::mkfifo(scratch.0.join("jar.fifo"));
     let out =
         nw_get(&scratch, &["--cookie-jar", "jar.fifo", "-o", "f.bin", &private]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1350,10 +1347,7 @@ fn get_takes_the_login_from_a_netrc_kept_private() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == data, "-o - with the login: {} bytes", out.stdout.len());
     // A named pipe as the file is refused at once, not waited on for a writer.
-    let fifo = scratch.0.join("netrc.fifo");
-    let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
-    // SAFETY: mkfifo(3) on a NUL-terminated path in our scratch directory.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    crate::support::mkfifo(scratch.0.join("netrc.fifo"));
     let out =
         nw_get(&scratch, &["--netrc-file", "netrc.fifo", "-o", "f.bin", &url]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -137,6 +137,15 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// Makes a named pipe at `path` (nothing writes to it: a program that opens it waits).
+pub(crate) fn mkfifo(path: impl AsRef<std::path::Path>) {
+    let path = path.as_ref();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path the test owns.
+    let made = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(made, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
