@@ -74,6 +74,8 @@ impl Authorizer {
 
     /// After `url` answered 401 to `sent` (with `challenge`): a different value to send once
     /// more, when the provider has one (kept for the origin), else `None` and the 401 stands.
+    /// When another request to the origin has already replaced `sent` (segments of one download
+    /// refused together), that value is taken and the provider is not asked again.
     pub async fn after_refusal(
         &self,
         url: &Url,
@@ -82,6 +84,10 @@ impl Authorizer {
     ) -> Option<String> {
         let provider = self.provider.as_ref()?;
         let origin = origin(url);
+        match self.lock().get(&origin) {
+            Some(known) if known != sent => return Some(known.clone()),
+            _ => {}
+        }
         self.lock().remove(&origin);
         let value =
             provider.authorization(&url.to_string(), Some(Refused { sent, challenge })).await?;
@@ -155,6 +161,9 @@ mod tests {
             let fresh = auth.after_refusal(&api, "Bearer t1", challenge).await;
             assert_eq!(fresh.as_deref(), Some("Bearer t2"));
             assert_eq!(auth.for_request(&same_origin).await.as_deref(), Some("Bearer t2"));
+            // A second request refused the old value too: the fresh one, without asking.
+            let again = auth.after_refusal(&same_origin, "Bearer t1", challenge).await;
+            assert_eq!(again.as_deref(), Some("Bearer t2"));
             assert_eq!(auth.for_request(&url("http://api.example/")).await, None, "plain HTTP");
             let local = url("http://127.0.0.1:8080/");
             assert_eq!(auth.for_request(&local).await.as_deref(), Some("Bearer t3"));
