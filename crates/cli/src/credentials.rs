@@ -57,7 +57,12 @@ impl CredentialArgs {
     pub(crate) fn resolve(&self, urls: &[String]) -> anyhow::Result<Credentials> {
         let mut headers = request_headers(&self.headers, self.user.as_deref())?;
         if let Some(token) = &self.bearer {
-            headers.push(("Authorization".to_owned(), format!("Bearer {}", token.trim())));
+            let token = bearer_token(token).ok_or_else(|| {
+                UsageError(format!(
+                    "--bearer: that is not a token ({TOKEN_SHAPE}); check what was pasted"
+                ))
+            })?;
+            headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
         }
         let secret = match (&self.user, &self.bearer, &self.bearer_command) {
             (Some(_), _, _) => Some("--user"),
@@ -273,10 +278,37 @@ impl CredentialProvider for TokenCommand {
                 return said(format!("it failed ({}): {}", out.status, err.trim()));
             }
             let text = String::from_utf8_lossy(&out.stdout);
-            match text.lines().next().map(str::trim).filter(|t| !t.is_empty()) {
-                Some(token) => Some(format!("Bearer {token}")),
+            match text.lines().next().map(bearer_token) {
+                Some(Some(token)) => Some(format!("Bearer {token}")),
+                Some(None) => said(format!("its first line is not a token ({TOKEN_SHAPE})")),
                 None => said("it printed no token".into()),
             }
         })
+    }
+}
+
+/// What a bearer token is made of, in words (RFC 6750 §2.1, `b64token`).
+const TOKEN_SHAPE: &str = "letters, digits and -._~+/, then any number of =";
+
+/// `text` as a bearer token, trimmed, when it has RFC 6750's `b64token` shape; a secret that
+/// does not is refused without being shown.
+fn bearer_token(text: &str) -> Option<&str> {
+    let token = text.trim();
+    let body = token.trim_end_matches('=');
+    let fine =
+        !body.is_empty() && body.chars().all(|c| c.is_ascii_alphanumeric() || "-._~+/".contains(c));
+    fine.then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bearer_token_has_the_b64token_shape() {
+        for good in ["abc", " ya29.a0Af-_~+/x== ", "tok2"] {
+            assert_eq!(super::bearer_token(good), Some(good.trim()), "{good:?}");
+        }
+        for bad in ["", "   ", "==", "a b", "ab\ncd", "tok;evil", "é"] {
+            assert_eq!(super::bearer_token(bad), None, "{bad:?}");
+        }
     }
 }
