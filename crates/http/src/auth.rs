@@ -38,16 +38,21 @@ pub trait CredentialProvider: Send + Sync + std::fmt::Debug {
 }
 
 /// A session's provider and what it answered, per origin.
+///
+/// The provider is asked once at a time per origin: requests that need a value for the same
+/// origin together (the segments of one download, a page's resources) wait for the one ask
+/// and take its answer, so a token command runs once, not once per request.
 #[derive(Debug, Default)]
 pub struct Authorizer {
     provider: Option<Arc<dyn CredentialProvider>>,
     known: Mutex<HashMap<Origin, String>>,
+    asking: Mutex<HashMap<Origin, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Authorizer {
     /// Asks `provider`, when there is one.
     pub fn new(provider: Option<Arc<dyn CredentialProvider>>) -> Self {
-        Self { provider, known: Mutex::new(HashMap::new()) }
+        Self { provider, known: Mutex::new(HashMap::new()), asking: Mutex::new(HashMap::new()) }
     }
 
     /// Whether there is a provider to ask.
@@ -63,6 +68,11 @@ impl Authorizer {
             return None;
         }
         let origin = origin(url);
+        if let Some(known) = self.lock().get(&origin) {
+            return Some(known.clone());
+        }
+        let gate = self.gate(&origin);
+        let _asking = gate.lock().await;
         if let Some(known) = self.lock().get(&origin) {
             return Some(known.clone());
         }
@@ -84,6 +94,8 @@ impl Authorizer {
     ) -> Option<String> {
         let provider = self.provider.as_ref()?;
         let origin = origin(url);
+        let gate = self.gate(&origin);
+        let _asking = gate.lock().await;
         match self.lock().get(&origin) {
             Some(known) if known != sent => return Some(known.clone()),
             _ => {}
@@ -94,6 +106,12 @@ impl Authorizer {
         let value = usable(value).filter(|v| v != sent)?;
         self.lock().insert(origin, value.clone());
         Some(value)
+    }
+
+    /// The lock held while the provider is asked for `origin`'s value.
+    fn gate(&self, origin: &Origin) -> Arc<tokio::sync::Mutex<()>> {
+        let mut asking = self.asking.lock().unwrap_or_else(PoisonError::into_inner);
+        asking.entry(origin.clone()).or_default().clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, String>> {
@@ -171,6 +189,43 @@ mod tests {
         let asked = counter.asked.lock().unwrap();
         assert_eq!(asked.len(), 3, "{asked:?}");
         assert_eq!(asked[1].1.as_deref(), Some("Bearer error=\"invalid_token\""));
+    }
+
+    #[test]
+    fn requests_that_need_a_value_together_ask_once() {
+        /// Takes a while to answer, as a token command does.
+        #[derive(Debug, Default)]
+        struct Slow(Mutex<u32>);
+        impl CredentialProvider for Slow {
+            fn authorization<'a>(
+                &'a self,
+                _: &'a str,
+                _: Option<Refused<'a>>,
+            ) -> BoxFuture<'a, Option<String>> {
+                Box::pin(async move {
+                    for _ in 0..10 {
+                        tokio::task::yield_now().await;
+                    }
+                    let mut n = self.0.lock().unwrap();
+                    *n += 1;
+                    Some(format!("Bearer s{n}"))
+                })
+            }
+        }
+        let slow = Arc::new(Slow::default());
+        let auth = Authorizer::new(Some(slow.clone()));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let (a, b) = (url("https://api.example/a"), url("https://api.example/b"));
+            let (x, y) = tokio::join!(auth.for_request(&a), auth.for_request(&b));
+            assert_eq!((x.as_deref(), y.as_deref()), (Some("Bearer s1"), Some("Bearer s1")));
+            let (x, y) = tokio::join!(
+                auth.after_refusal(&a, "Bearer s1", None),
+                auth.after_refusal(&b, "Bearer s1", None)
+            );
+            assert_eq!((x.as_deref(), y.as_deref()), (Some("Bearer s2"), Some("Bearer s2")));
+        });
+        assert_eq!(*slow.0.lock().unwrap(), 2, "one ask for the value, one after the refusal");
     }
 
     #[test]
