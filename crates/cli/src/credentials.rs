@@ -268,9 +268,9 @@ impl CredentialProvider for TokenCommand {
                 crate::output::error_line(&format!("nw: --bearer-command: {why}; no token sent"));
                 None
             };
-            let out = match tokio::time::timeout(TOKEN_COMMAND_LIMIT, cmd.output()).await {
+            let out = match tokio::time::timeout(TOKEN_COMMAND_LIMIT, bounded_output(cmd)).await {
                 Ok(Ok(out)) => out,
-                Ok(Err(e)) => return said(format!("cannot run it: {e}")),
+                Ok(Err(why)) => return said(why),
                 Err(_) => return said(format!("no answer in {} s", TOKEN_COMMAND_LIMIT.as_secs())),
             };
             if !out.status.success() {
@@ -284,6 +284,63 @@ impl CredentialProvider for TokenCommand {
                 None => said("it printed no token".into()),
             }
         })
+    }
+}
+
+/// The most a token command may print on stdout (a JWT is a few KiB), and the most of its
+/// stderr that is shown.
+const TOKEN_OUTPUT_LIMIT: usize = 64 * 1024;
+const TOKEN_ERROR_SHOWN: usize = 2 * 1024;
+
+/// What the command printed, kept within the limits: a command that prints a token without
+/// end is stopped (killed when dropped) instead of filling memory, and only the start of its
+/// stderr is kept (the rest is read and dropped, so it cannot block on a full pipe).
+async fn bounded_output(mut cmd: tokio::process::Command) -> Result<std::process::Output, String> {
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let read_out = async {
+        let Some(o) = stdout else { return Ok(Vec::new()) };
+        match read_capped(o, TOKEN_OUTPUT_LIMIT, true).await {
+            Ok((bytes, false)) => Ok(bytes),
+            Ok((_, true)) => Err(format!(
+                "it printed more than {} KiB, which is no token",
+                TOKEN_OUTPUT_LIMIT / 1024
+            )),
+            Err(e) => Err(format!("cannot read what it printed: {e}")),
+        }
+    };
+    let read_err = async {
+        let Some(e) = stderr else { return Ok(Vec::new()) };
+        let kept = read_capped(e, TOKEN_ERROR_SHOWN, false).await;
+        kept.map(|(bytes, _)| bytes).map_err(|e| format!("cannot read its errors: {e}"))
+    };
+    let (stdout, stderr) = tokio::try_join!(read_out, read_err)?;
+    let status = child.wait().await.map_err(|e| format!("cannot wait for it: {e}"))?;
+    Ok(std::process::Output { status, stdout, stderr })
+}
+
+/// Reads `from` to its end keeping the first `cap` bytes; the flag says more came. With
+/// `stop`, it returns as soon as more than `cap` came.
+async fn read_capped(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    cap: usize,
+    stop: bool,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt as _;
+    let (mut kept, mut more, mut chunk) = (Vec::new(), false, vec![0; 8192]);
+    loop {
+        let n = from.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok((kept, more));
+        }
+        let room = cap - kept.len();
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+        if n > room {
+            more = true;
+            if stop {
+                return Ok((kept, more));
+            }
+        }
     }
 }
 

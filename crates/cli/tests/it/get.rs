@@ -533,6 +533,20 @@ fn get_and_put_take_bearer_tokens_and_a_command_that_refreshes_them() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--bearer-command: it failed") && err.contains("no"), "{err}");
     assert!(err.contains("answered 401"), "{err}");
+    // One that prints without end is stopped at 64 KiB, not waited out or held in memory; one
+    // that fails after a flood of errors shows their start.
+    let started = Instant::now();
+    let out =
+        nw_get(&scratch, &["--bearer-command", "yes tok", "-o", "f.bin", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--bearer-command: it printed more than 64 KiB"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "it waited for the command's end");
+    let flood = "head -c 1000000 /dev/zero | tr '\\0' e >&2; exit 4";
+    let out = nw_get(&scratch, &["--bearer-command", flood, "-o", "f.bin", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("it failed (exit status: 4): eeee"), "{err}");
+    assert!(err.len() < 8192, "all of its stderr was shown: {} bytes", err.len());
     // Not queued: credentials stay out of the store.
     let out = nw_get(&scratch, &["--queue", "--bearer-command", &command, "-o", "e.bin", &url])
         .output()
