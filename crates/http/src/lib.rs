@@ -16,6 +16,11 @@
 //!
 //! Errors are [`Error`]: in HTTP's words, with no command-line hint; nw-transfer turns them
 //! into its `TransferError`.
+//!
+//! What an application sets on a session is named at the crate's root ([`Proxies`],
+//! [`Cookies`], [`CredentialProvider`], [`Pac`], [`Netrc`]) and re-exported by nw-transfer, so
+//! an application that embeds sessions needs no other crate; the modules hold the machinery
+//! nw-transfer builds on.
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
@@ -30,6 +35,14 @@ pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod redirect;
+
+pub use altsvc::{Origin, origin};
+pub use auth::{Authorizer, CredentialProvider, Refused};
+pub use cookies::{Cookies, Jar};
+pub use decode::DecodeError;
+pub use netrc::{Login, Netrc};
+pub use pac::{Pac, PacError};
+pub use proxy::Proxies;
 
 /// What went wrong in the HTTP layer.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +73,7 @@ pub enum Error {
     },
     /// The PAC file could not be fetched, read or run.
     #[error(transparent)]
-    Pac(#[from] pac::PacError),
+    Pac(#[from] PacError),
 }
 
 impl Error {

@@ -63,6 +63,23 @@ pub struct Download {
     pub headers: Vec<(String, String)>,
 }
 
+impl Download {
+    /// `url` to `dest`: front to back, no digest to check, no fields of the caller's; an
+    /// existing `dest`, or an interrupted download of it, is left alone (a
+    /// [`TransferError::InTheWay`] says which) unless `resume` or `force` is set.
+    pub fn new(url: impl Into<String>, dest: impl Into<PathBuf>) -> Self {
+        Self {
+            url: url.into(),
+            dest: dest.into(),
+            sha256: None,
+            resume: false,
+            force: false,
+            segments: 1,
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// Fields a download or an upload sets itself, or that frame the message: never taken from the
 /// caller.
 const OWN_FIELDS: [&str; 8] = [

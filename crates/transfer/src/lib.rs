@@ -16,7 +16,28 @@
 //! (hyper) run on connections from nw-connection (the Happy Eyeballs race, TLS through
 //! nw-trust); HTTP/3 over quinn and h3, discovered through `Alt-Svc` or assumed, raced against
 //! TCP and falling back to it. Proxies, PAC files, the pool, Alt-Svc, the ATS-like policy,
-//! redirects, cookies, `.netrc` and content decoding are nw-http's ([`nw_http`]).
+//! redirects, cookies, `.netrc` and content decoding are nw-http's ([`nw_http`]); what a
+//! configuration takes from it ([`Proxies`], [`Cookies`], [`CredentialProvider`]) is
+//! re-exported here.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), nw_transfer::TransferError> {
+//! use nw_transfer::{Configuration, Download, Session};
+//!
+//! // No store: nothing is remembered past the session.
+//! let session = Session::ephemeral(Configuration::default())?;
+//! let page = session.data("https://deb.debian.org/debian/", 1 << 20).await?;
+//! println!("{} {} bytes over {:?}", page.status, page.body.len(), page.metrics.protocol);
+//!
+//! // With a store, a download stopped midway resumes from its last checkpoint next time.
+//! let session = Session::new(Configuration::default(), "transfers.db".as_ref())?;
+//! let job = Download { resume: true, ..Download::new("https://deb.debian.org/debian/ls-lR.gz", "ls-lR.gz") };
+//! let done = session.download(&job, &mut |_event| {}).await?;
+//! println!("{} bytes, resumed from {}", done.bytes, done.resumed_from);
+//! # Ok(()) }
+//! ```
+//!
+//! `examples/fetch.rs` does the same from the command line, with a credential provider.
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -24,7 +45,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nw_connection::Url;
-use nw_connection::proxy::Proxy;
 use nw_connection::tls;
 use nw_connection::{Parameters, Resolve, SystemResolver};
 
@@ -35,7 +55,7 @@ pub mod download;
 mod h1;
 mod http;
 // The HTTP layer, from nw-http, under the names the crate's modules use.
-use nw_http::{altsvc, cookies, decode, pac, policy, pool, proxy, redirect};
+use nw_http::{altsvc, cookies, decode, pac, policy, pool, redirect};
 pub mod metrics;
 pub mod queue;
 pub mod responsiveness;
@@ -47,6 +67,10 @@ pub mod tasks;
 
 pub use download::{Download, Event, Finished};
 pub use http::Protocol;
+// What a session's configuration takes from the HTTP layer, so that an application needs
+// only this crate to make one.
+pub use nw_connection::proxy::Proxy;
+pub use nw_http::{Cookies, CredentialProvider, Pac, PacError, Proxies, Refused};
 /// How many redirects a load follows unless its configuration says otherwise (20, as Chrome
 /// and Firefox).
 pub use redirect::DEFAULT_LIMIT as DEFAULT_MAX_REDIRECTS;
@@ -74,10 +98,10 @@ pub struct Configuration {
     /// When to use HTTP/3.
     pub http3: Http3,
     /// The proxies loads go through: by default the ones the environment names, read as curl
-    /// reads them ([`proxy`]).
-    pub proxies: proxy::Proxies,
+    /// reads them ([`Proxies`]).
+    pub proxies: Proxies,
     /// What the session does with cookies: kept in memory by default.
-    pub cookies: cookies::Cookies,
+    pub cookies: Cookies,
     /// The caller's trust settings.
     pub trust: nw_trust::Options,
     /// The unloosened default trust ATS also requires (system anchors, CT as by default).
@@ -98,7 +122,7 @@ pub struct Configuration {
     /// Where the `Authorization` for each origin comes from when a request carries none of its
     /// own: asked once per origin, and again after a 401 (see [`nw_http::auth`]). Never kept in
     /// the store: a queued transfer runs with the provider of the session that runs it.
-    pub credentials: Option<Arc<dyn nw_http::auth::CredentialProvider>>,
+    pub credentials: Option<Arc<dyn CredentialProvider>>,
 }
 
 impl Default for Configuration {
@@ -113,8 +137,8 @@ impl Default for Configuration {
             allow_http: false,
             http2: true,
             http3: Http3::Discover,
-            proxies: proxy::Proxies::from_env(),
-            cookies: cookies::Cookies::Memory,
+            proxies: Proxies::from_env(),
+            cookies: Cookies::Memory,
             trust: nw_trust::Options::default(),
             default_trust: nw_trust::Options::default(),
             durable: true,
@@ -320,12 +344,12 @@ impl Session {
     fn fetch_pac(
         &self,
         at: String,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<pac::Pac, TransferError>> + Send + '_>> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Pac, TransferError>> + Send + '_>> {
         Box::pin(async move {
-            let failed = |why: String| pac::PacError::Fetch { from: at.clone(), why };
+            let failed = |why: String| PacError::Fetch { from: at.clone(), why };
             let config = Configuration {
-                proxies: proxy::Proxies::none(),
-                cookies: cookies::Cookies::Off,
+                proxies: Proxies::none(),
+                cookies: Cookies::Off,
                 identifier: None,
                 ..self.config.clone()
             };
@@ -340,7 +364,7 @@ impl Session {
                 .map_err(|_| failed("it is not UTF-8 text".into()))?;
             // Loading runs the script once, for up to its time limit: not on this thread.
             let from = at.clone();
-            tokio::task::spawn_blocking(move || pac::Pac::new(&text, &from))
+            tokio::task::spawn_blocking(move || Pac::new(&text, &from))
                 .await
                 .map_err(|e| failed(format!("loading it failed: {e}")))?
                 .map_err(TransferError::from)
@@ -685,7 +709,7 @@ pub enum TransferError {
     Connect(Box<nw_connection::ConnectError>),
     /// The PAC file named no route for the load.
     #[error(transparent)]
-    Pac(#[from] pac::PacError),
+    Pac(#[from] PacError),
     /// The exchange broke HTTP (a malformed answer, a protocol error).
     #[error("{0}")]
     Http(String),
