@@ -1,0 +1,114 @@
+//! Loads a URL the way an application embeds nw-transfer: a session with a credential provider,
+//! a data task into memory (redirects followed, the body decoded, the transaction's metrics),
+//! and, given a file name, a download that survives being stopped — run it again and it
+//! resumes from the last checkpoint instead of from zero.
+//!
+//! ```sh
+//! cargo run -p nw-transfer --example fetch -- https://deb.debian.org/debian/
+//! cargo run -p nw-transfer --example fetch -- https://deb.debian.org/debian/ls-lR.gz ls-lR.gz
+//! NW_TOKEN=secret cargo run -p nw-transfer --example fetch -- https://api.example/v1/me
+//! ```
+//!
+//! With `NW_TOKEN` set, its value goes as a bearer token to the first URL's origin only, never
+//! to one a redirect leads to, and never over plain HTTP to a public host.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example prints what it does")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nw_connection::BoxFuture;
+use nw_transfer::{Configuration, CredentialProvider, Download, Event, Refused, Session};
+
+/// Gives one token, to one origin: what an application's account store would do.
+#[derive(Debug)]
+struct Token {
+    origin: String,
+    token: String,
+}
+
+impl CredentialProvider for Token {
+    fn authorization<'a>(
+        &'a self,
+        url: &'a str,
+        refused: Option<Refused<'a>>,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            // After a 401 a real store would refresh the token; this one has no other.
+            if refused.is_some() || !url.starts_with(&self.origin) {
+                return None;
+            }
+            Some(format!("Bearer {}", self.token))
+        })
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(url) = args.next() else {
+        eprintln!("usage: fetch URL [FILE]");
+        return std::process::ExitCode::from(2);
+    };
+    let file = args.next().map(PathBuf::from);
+    match run(&url, file).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Each error says what happened and what to try; its code is URLError's kind.
+            eprintln!("fetch: {e} ({:?})", e.code());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(url: &str, file: Option<PathBuf>) -> Result<(), nw_transfer::TransferError> {
+    let mut config = Configuration::default();
+    if let Ok(token) = std::env::var("NW_TOKEN") {
+        let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        config.credentials = Some(Arc::new(Token { origin: format!("{origin}/"), token }));
+    }
+
+    let Some(dest) = file else {
+        // Into memory: at most 1 MiB of decoded body.
+        let session = Session::ephemeral(config)?;
+        let data = session.data(url, 1 << 20).await?;
+        let m = &data.metrics;
+        println!("{} {} ({:?}, {} bytes)", data.status, data.url, m.protocol, data.body.len());
+        if let Some(coding) = &data.decoded_from {
+            println!("decoded from {coding}");
+        }
+        println!(
+            "connected in {:.1} ms, first byte at {:.1} ms, reused connection: {}",
+            m.connected_ms, m.first_byte_ms, m.reused
+        );
+        for (name, value) in data.headers.iter().take(8) {
+            println!("{name}: {value}");
+        }
+        return Ok(());
+    };
+
+    // To a file: the store remembers the checkpoint, so a second run resumes.
+    let store = std::env::temp_dir().join("nw-fetch-example.db");
+    let session = Session::new(config, &store)?;
+    let job = Download { resume: true, ..Download::new(url, dest) };
+    let shown = |total: Option<u64>| total.map_or_else(|| "?".to_owned(), |t| t.to_string());
+    let mut on = |event: Event| match event {
+        Event::Started { from, total, protocol, .. } => {
+            println!("started at byte {from} of {} over {protocol:?}", shown(total));
+        }
+        Event::Progress { written, total, rate } => {
+            eprint!("\r{written} of {} bytes, {:.1} MB/s   ", shown(total), rate / 1e6);
+        }
+    };
+    let done = session.download(&job, &mut on).await;
+    eprintln!();
+    let done = done?;
+    println!(
+        "{} bytes in {} (resumed from {}, {} segment(s))",
+        done.bytes,
+        done.dest.display(),
+        done.resumed_from,
+        done.segments
+    );
+    Ok(())
+}
