@@ -17,8 +17,8 @@ use nw_connection::{
 };
 use nw_connection::{Connection, State, Update};
 use nw_connection::{Keepalive, Mptcp, TcpOptions};
-use nw_trust::identity::Identities;
-use nw_trust::verifier::TrustVerifier;
+use nw_trust::Identities;
+use nw_trust::TrustVerifier;
 use tokio::io::AsyncWriteExt;
 
 use crate::Outcome;

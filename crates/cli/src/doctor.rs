@@ -454,7 +454,7 @@ async fn echo(stream: &mut Box<dyn nw_connection::Io>) -> bool {
 /// as a custom anchor) — it must proceed — and the same chain for a name it lacks, which must
 /// fail with the per-certificate report. Also says whether the system store has anchors.
 async fn trust() -> Section {
-    use nw_trust::verifier::TrustVerifier;
+    use nw_trust::TrustVerifier;
     let server = match EchoServer::start(([127, 0, 0, 1], 0).into()).await {
         Ok(s) => s,
         Err(e) => {
@@ -490,7 +490,7 @@ async fn trust() -> Section {
     };
     let (good, wrong) = (judge("localhost").await, judge("wrong-name.nwkit.invalid").await);
     server.shutdown().await;
-    let system = nw_trust::anchors::system().map(|a| a.len());
+    let system = nw_trust::system_anchors().map(|a| a.len());
     let details = json!({
         "embedded": good,
         "wrong_name": wrong.as_ref().map(nw_trust::Evaluation::failure_lines),
@@ -625,8 +625,7 @@ async fn target_section(text: &str, trust: nw_trust::Options) -> Section {
         }
     };
     let tls = if target.wants_tls() {
-        let verifier =
-            nw_trust::verifier::TrustVerifier::new(trust, nw_connection::crypto::provider());
+        let verifier = nw_trust::TrustVerifier::new(trust, nw_connection::crypto::provider());
         let options =
             ClientOptions { verifier: Some(Arc::new(verifier)), ..ClientOptions::default() };
         match options.config() {

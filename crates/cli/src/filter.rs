@@ -134,7 +134,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
         Some(path) => {
             // A rules file of up to MAX_RULES rules fits in a few MiB; a larger one (or a
             // device) is refused, never truncated into a shorter set of rules.
-            let bytes = nw_trust::anchors::read_limited(path, 16 << 20, "rules file")
+            let bytes = nw_trust::read_limited(path, 16 << 20, "rules file")
                 .map_err(|e| UsageError(format!("the rules {}: {e}", path.display())))?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| UsageError(format!("the rules {}: not UTF-8 text", path.display())))?;

@@ -10,9 +10,9 @@ use nw_connection::Endpoint;
 use nw_connection::happy_eyeballs::Config as RaceConfig;
 use nw_connection::{Parameters, SystemResolver, connect};
 use nw_connection::{crypto, tls};
-use nw_trust::evaluate::evaluate;
+use nw_trust::TrustVerifier;
+use nw_trust::evaluate;
 use nw_trust::revocation::{Mode, Revocation};
-use nw_trust::verifier::TrustVerifier;
 use nw_trust::{Anchor, AnchorClass, CtRequirement, Evaluation, Options, Policy, Verdict};
 
 use crate::{Outcome, UsageError};
@@ -86,7 +86,7 @@ const SIGNATURE_LIMIT: usize = 4096;
 async fn update_log_list(args: UpdateArgs) -> anyhow::Result<Outcome> {
     let key = match &args.key {
         Some(path) => {
-            let bytes = nw_trust::anchors::read_limited(path, 64 << 10, "key")
+            let bytes = nw_trust::read_limited(path, 64 << 10, "key")
                 .map_err(|e| UsageError(format!("--key {}: {e}", path.display())))?;
             String::from_utf8(bytes)
                 .map_err(|_| UsageError(format!("--key {}: not a PEM file", path.display())))?
@@ -183,8 +183,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let evaluation = match (&args.chain, &args.target) {
         (Some(file), _) => {
-            let chain = nw_trust::anchors::load_pem(file)
-                .map_err(|e| UsageError(format!("--chain: {e}")))?;
+            let chain =
+                nw_trust::load_pem(file).map_err(|e| UsageError(format!("--chain: {e}")))?;
             let policy = if args.client { Policy::Client } else { Policy::Server };
             let host = if args.client { None } else { args.host.as_deref() };
             let at = at.unwrap_or_else(now);
@@ -235,8 +235,7 @@ pub(crate) struct CtArgs {
 pub(crate) fn custom_anchors(files: &[PathBuf], flag: &str) -> anyhow::Result<Vec<Anchor>> {
     let mut anchors = Vec::new();
     for file in files {
-        let certs =
-            nw_trust::anchors::load_pem(file).map_err(|e| UsageError(format!("{flag}: {e}")))?;
+        let certs = nw_trust::load_pem(file).map_err(|e| UsageError(format!("{flag}: {e}")))?;
         anchors.extend(certs.into_iter().map(|der| Anchor { der, class: AnchorClass::Custom }));
     }
     Ok(anchors)
@@ -249,7 +248,7 @@ pub(crate) fn options(
 ) -> anyhow::Result<Options> {
     let mut anchors = custom_anchors(anchor_files, "--anchor")?;
     if anchors.is_empty() || with_system {
-        match nw_trust::anchors::system() {
+        match nw_trust::system_anchors() {
             Ok(system) => anchors.extend(system),
             // Custom anchors alone still work; with none at all, say what is missing.
             Err(e) if anchors.is_empty() => return Err(e.into()),

@@ -64,10 +64,9 @@ impl ClientOptions {
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let verifier = match &self.verifier {
             Some(v) => v.clone(),
-            None => Arc::new(nw_trust::verifier::TrustVerifier::new(
-                self.trust_options(),
-                crypto::provider(),
-            )),
+            None => {
+                Arc::new(nw_trust::TrustVerifier::new(self.trust_options(), crypto::provider()))
+            }
         };
         let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
         let mut config = match (&self.identities, &self.identity) {
@@ -85,7 +84,7 @@ impl ClientOptions {
     pub fn trust_options(&self) -> nw_trust::Options {
         let mut anchors = Vec::new();
         if self.system_anchors {
-            match nw_trust::anchors::system_shared() {
+            match nw_trust::system_anchors_shared() {
                 Ok(system) => anchors = system.to_vec(),
                 Err(e) => tracing::debug!("system anchors: {e}"),
             }
@@ -127,14 +126,14 @@ pub struct Negotiated {
     pub resumed: Option<bool>,
 }
 
-/// The most a PEM file of certificates or a key may hold: a long chain is a few dozen KiB.
-pub const PEM_FILE_LIMIT: u64 = 1 << 20;
+/// The most a PEM file of certificates or a key may hold: nw-trust's limit, one for both.
+pub use nw_trust::PEM_FILE_LIMIT;
 
 /// A PEM file's bytes, refusing one larger than [`PEM_FILE_LIMIT`] (`/dev/zero` included)
 /// rather than reading it without bound, and a named pipe nothing writes to rather than waiting
 /// (nw-trust's `read_limited`).
 pub fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
-    nw_trust::anchors::read_limited(path, PEM_FILE_LIMIT, "PEM certificate or key file")
+    nw_trust::read_limited(path, PEM_FILE_LIMIT, "PEM certificate or key file")
 }
 
 /// Certificates from a PEM file (leaf first).

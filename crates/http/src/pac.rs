@@ -157,12 +157,13 @@ impl Pac {
         let failed = |why: String| PacError::Read { from: from.clone(), why };
         // Bounded (a device or a pipe that never ends is not read for ever), and a named pipe
         // nothing writes to does not hold the load.
-        let text = nw_trust::anchors::read_limited(path, SIZE_LIMIT as u64, "PAC file").map_err(
-            |why| match why.strip_prefix("cannot read it: ") {
+        let text =
+            nw_trust::read_limited(path, SIZE_LIMIT as u64, "PAC file").map_err(|why| match why
+                .strip_prefix("cannot read it: ")
+            {
                 Some(why) => failed(format!("{why}; give the path of a PAC file")),
                 None => failed(why),
-            },
-        )?;
+            })?;
         let text = String::from_utf8(text).map_err(|_| failed("it is not UTF-8 text".into()))?;
         Self::new(&text, &from)
     }

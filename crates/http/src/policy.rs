@@ -2,7 +2,7 @@
 //! only here: a raw TCP or TLS connection is unaffected (A19).
 //!
 //! With the policy on, a load must be HTTPS, and the server's chain must pass both the
-//! caller's trust settings and the default ones (A20, through `nw_trust::ats::AtsVerifier`).
+//! caller's trust settings and the default ones (A20, through `nw_trust::AtsVerifier`).
 //! Exempt, as local networking is: IP literals, `localhost` (and names under it), unqualified
 //! names (no dot) and `.local` names. For those, plain HTTP is allowed and the caller's trust
 //! settings alone decide. `allow_http` is the per-load exemption for arbitrary HTTP loads.

@@ -396,15 +396,14 @@ impl Session {
     ) -> Result<Arc<rustls::ClientConfig>, TransferError> {
         let provider = nw_connection::crypto::provider();
         let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match security {
-            policy::Security::Ats => Arc::new(nw_trust::ats::AtsVerifier::new(
+            policy::Security::Ats => Arc::new(nw_trust::AtsVerifier::new(
                 self.config.trust.clone(),
                 self.config.default_trust.clone(),
                 provider,
             )),
-            policy::Security::Exempt(_) => Arc::new(nw_trust::verifier::TrustVerifier::new(
-                self.config.trust.clone(),
-                provider,
-            )),
+            policy::Security::Exempt(_) => {
+                Arc::new(nw_trust::TrustVerifier::new(self.config.trust.clone(), provider))
+            }
         };
         let options =
             tls::ClientOptions { verifier: Some(verifier), alpn, ..tls::ClientOptions::default() };

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use nw_trust::ca::{Profile, TestCa};
-use nw_trust::evaluate::evaluate;
+use nw_trust::evaluate;
 use nw_trust::{Anchor, AnchorClass, Options};
 use rustls_pki_types::{ServerName, UnixTime};
 

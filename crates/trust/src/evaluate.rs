@@ -59,7 +59,7 @@ pub struct Pin {
 pub struct Options {
     /// Whose certificate: a server's or a client's.
     pub policy: Policy,
-    /// Anchors: system, custom and user-added together (see [`crate::anchors`]).
+    /// Anchors: system, custom and user-added together (see [`AnchorClass`](crate::AnchorClass)).
     pub anchors: Vec<Anchor>,
     /// When Certificate Transparency is required.
     pub ct: CtRequirement,

@@ -3,7 +3,7 @@
 //!
 //! # The model
 //!
-//! - [`evaluate`](evaluate::evaluate) takes the chain a peer presented (leaf first), the host
+//! - [`evaluate()`] takes the chain a peer presented (leaf first), the host
 //!   it should be for, a verify time and [`Options`]: the policy (TLS server or client
 //!   certificate), the anchors with their [`AnchorClass`], the CT requirement, pins and
 //!   exceptions.
@@ -14,11 +14,12 @@
 //! - The [`Evaluation`] has a [`Verdict`] (proceed, recoverable or fatal failure) and, per
 //!   certificate, every failed check as a [`Problem`] with a stable code, the sentence the
 //!   field reads, and a detail that says what to try.
-//! - [`verifier`] plugs the evaluator into rustls on both sides; [`ca`] issues test
+//! - [`TrustVerifier`] plugs the evaluator into rustls on both sides ([`AtsVerifier`] adds
+//!   the transport-security policy); [`ca`] issues test
 //!   certificates.
 //!
 //! ```
-//! use nw_trust::{Anchor, AnchorClass, Options, ca::TestCa, evaluate::evaluate};
+//! use nw_trust::{Anchor, AnchorClass, Options, ca::TestCa, evaluate};
 //!
 //! let ca = TestCa::new("Test Root").unwrap();
 //! let leaf = ca.server(&["api.example"]).unwrap();
@@ -34,29 +35,39 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod anchors;
-pub mod ats;
+// The face: evaluation, its options and report, anchors and the rustls verifiers at the root;
+// sub-APIs with a vocabulary of their own as modules (the test CA, CT log lists, OCSP,
+// revocation and its fetcher seam); files and time are helpers the other crates share.
+mod anchors;
+mod ats;
 pub mod ca;
-pub mod cert;
+mod cert;
 pub mod ct;
 mod der;
-pub mod evaluate;
+mod evaluate;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod identity;
+mod identity;
 pub mod ocsp;
-pub mod problem;
+mod problem;
 mod profile;
 pub mod revocation;
 pub mod time;
-pub mod verifier;
+mod verifier;
 
-pub use anchors::{Anchor, AnchorClass};
-pub use evaluate::{CtRequirement, Evaluation, Options, Pin, Policy};
+pub use anchors::{
+    Anchor, AnchorClass, PEM_FILE_LIMIT, USER_ADDED_DIR, classify, load_pem, parse_pem_certs,
+    read_limited, system as system_anchors, system_shared as system_anchors_shared,
+};
+pub use ats::{AtsVerifier, check_provider};
+pub use cert::{Eku, Facts, Key, Signature};
+pub use evaluate::{CtRequirement, Evaluation, Options, Pin, Policy, evaluate};
+pub use identity::{Identities, Request as IdentityRequest};
 pub use problem::{CertificateReport, Note, Problem, Verdict};
 /// The EKU purposes test CAs are restricted with.
 pub use rcgen::ExtendedKeyUsagePurpose;
+pub use verifier::{TrustVerifier, Untrusted};
 
 /// Why an evaluation could not even start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

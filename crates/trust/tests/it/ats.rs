@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use nw_trust::ats::{AtsVerifier, check_provider};
+use nw_trust::TrustVerifier;
 use nw_trust::ca::TestCa;
-use nw_trust::verifier::TrustVerifier;
 use nw_trust::{Anchor, AnchorClass, Options};
+use nw_trust::{AtsVerifier, check_provider};
 use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::{ServerName, UnixTime};
 

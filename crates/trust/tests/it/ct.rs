@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use nw_trust::ca::{Profile, TestCa, TestLog, log_list_json};
 use nw_trust::ct::{self, LogList};
-use nw_trust::evaluate::evaluate;
+use nw_trust::evaluate;
 use nw_trust::time::parse_rfc3339;
 use nw_trust::{Anchor, AnchorClass, Note, Options, Problem, Verdict};
 

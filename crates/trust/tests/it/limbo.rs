@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use nw_trust::evaluate::evaluate;
+use nw_trust::evaluate;
 use nw_trust::time::parse_rfc3339;
 use nw_trust::{Anchor, AnchorClass, CtRequirement, Options, Policy};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -33,7 +33,7 @@ struct Case {
 }
 
 fn pem(text: &str) -> CertificateDer<'static> {
-    let mut certs = nw_trust::anchors::parse_pem_certs(text.as_bytes()).unwrap();
+    let mut certs = nw_trust::parse_pem_certs(text.as_bytes()).unwrap();
     assert_eq!(certs.len(), 1, "one certificate per PEM entry");
     certs.remove(0)
 }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use nw_trust::TrustVerifier;
 use nw_trust::ca::TestCa;
-use nw_trust::identity::{Identities, Request};
-use nw_trust::verifier::TrustVerifier;
 use nw_trust::{Anchor, AnchorClass, Options, Policy};
+use nw_trust::{Identities, IdentityRequest as Request};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
@@ -104,7 +104,7 @@ fn the_identity_the_server_accepts_is_chosen_from_its_ca_list() {
     let mut s = setup(&server_ca, &two, &[(&one, "alice"), (&two, "bob")]);
     handshake(&mut s.client, &mut s.server).unwrap();
     let peer = s.server.peer_certificates().unwrap();
-    assert_eq!(nw_trust::cert::Facts::parse(0, &peer[0]).unwrap().name, "bob");
+    assert_eq!(nw_trust::Facts::parse(0, &peer[0]).unwrap().name, "bob");
     assert_eq!(
         s.identities.last_request(),
         Some(Request { acceptable_cas: vec!["CN=CA two".into()], sent: Some("bob".into()) })

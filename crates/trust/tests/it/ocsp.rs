@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use nw_trust::anchors::load_pem;
-use nw_trust::evaluate::evaluate;
+use nw_trust::evaluate;
+use nw_trust::load_pem;
 use nw_trust::ocsp::{OcspError, Status, check};
 use nw_trust::revocation::Mode;
 use nw_trust::{Anchor, AnchorClass, Options, Problem, Verdict};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use nw_trust::ct::{self, GOOGLE_LOG_LIST_KEY, LogList};
-use nw_trust::evaluate::evaluate;
+use nw_trust::evaluate;
 use nw_trust::time::parse_rfc3339;
 use nw_trust::{Note, Options, Problem, Verdict};
 
@@ -17,7 +17,7 @@ fn data(name: &str) -> PathBuf {
 }
 
 fn system() -> Options {
-    let anchors = nw_trust::anchors::system().unwrap_or_else(|e| {
+    let anchors = nw_trust::system_anchors().unwrap_or_else(|e| {
         panic!("these tests need the system's anchors (apt-get install ca-certificates): {e}")
     });
     Options { anchors, ..Options::default() }
@@ -33,7 +33,7 @@ const SITES: [(&str, &str); 2] =
 #[test]
 fn public_chains_proceed_without_a_log_list_and_say_ct_was_not_checked() {
     for (file, host) in SITES {
-        let chain = nw_trust::anchors::load_pem(&data(file)).unwrap();
+        let chain = nw_trust::load_pem(&data(file)).unwrap();
         let e = evaluate(&chain, Some(host), at(), &system()).unwrap();
         assert_eq!(e.verdict, Verdict::Proceed, "{host}: {:?}", e.failure_lines());
         assert_eq!(e.anchor_class, Some(nw_trust::AnchorClass::System), "{host}");
@@ -50,7 +50,7 @@ fn public_chains_fail_under_a_fresh_list_that_does_not_know_their_logs() {
     let json = nw_trust::ca::log_list_json(&[&log], at() - 86_400, "usable", at() - 400 * 86_400);
     let list = Arc::new(LogList::from_json(json.as_bytes()).unwrap());
     for (file, host) in SITES {
-        let chain = nw_trust::anchors::load_pem(&data(file)).unwrap();
+        let chain = nw_trust::load_pem(&data(file)).unwrap();
         let options = Options { log_list: Some(list.clone()), ..system() };
         let e = evaluate(&chain, Some(host), at(), &options).unwrap();
         assert_eq!(e.verdict, Verdict::RecoverableFailure, "{host}");
@@ -84,7 +84,7 @@ fn googles_signed_list_verifies_and_a_stale_one_is_a_note() {
     assert!(list.logs.len() > 20, "{}", list.logs.len());
     let _ = std::fs::remove_dir_all(&dir);
     // In 2026 that list is three years old: CT is not enforced, and the note says how old.
-    let chain = nw_trust::anchors::load_pem(&data("letsencrypt_org.pem")).unwrap();
+    let chain = nw_trust::load_pem(&data("letsencrypt_org.pem")).unwrap();
     let options = Options { log_list: Some(Arc::new(list)), ..system() };
     let e = evaluate(&chain, Some("letsencrypt.org"), at(), &options).unwrap();
     assert_eq!(e.verdict, Verdict::Proceed, "{:?}", e.failure_lines());

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nw_trust::ca::{Profile, TestCa};
-use nw_trust::evaluate::evaluate;
+use nw_trust::evaluate;
 use nw_trust::revocation::{Mode, Revocation};
 use nw_trust::time::parse_rfc3339;
 use nw_trust::{Anchor, AnchorClass, Options, Problem, Verdict};

@@ -1,7 +1,7 @@
 //! Every rule of the policy layer, with the exact report strings.
 
 use nw_trust::ca::{Issued, Profile, TestCa};
-use nw_trust::evaluate::evaluate;
+use nw_trust::evaluate;
 use nw_trust::time::parse_rfc3339;
 use nw_trust::{
     Anchor, AnchorClass, CtRequirement, Evaluation, Options, Pin, Policy, Problem, TrustError,
@@ -374,14 +374,14 @@ fn weak_keys_and_sha1_signatures_made_by_openssl() {
     };
     leaf("l", "0x10", &["-newkey", "rsa:1024"], "-sha1");
     leaf("p192", "0x11", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime192v1"], "-sha256");
-    let chain = nw_trust::anchors::load_pem(&dir.join("l.pem")).unwrap();
-    let p192 = nw_trust::anchors::load_pem(&dir.join("p192.pem")).unwrap();
-    let anchor = nw_trust::anchors::load_pem(&dir.join("ca.pem")).unwrap().remove(0);
+    let chain = nw_trust::load_pem(&dir.join("l.pem")).unwrap();
+    let p192 = nw_trust::load_pem(&dir.join("p192.pem")).unwrap();
+    let anchor = nw_trust::load_pem(&dir.join("ca.pem")).unwrap().remove(0);
     let options = Options {
         anchors: vec![Anchor { der: anchor, class: AnchorClass::Custom }],
         ..Options::default()
     };
-    let at = nw_trust::cert::Facts::parse(0, &chain[0]).unwrap().not_before + 60;
+    let at = nw_trust::Facts::parse(0, &chain[0]).unwrap().not_before + 60;
     let e = judge(&chain, "weak.example", at, &options);
     let small_curve = judge(&p192, "weak.example", at, &options);
     let _ = std::fs::remove_dir_all(&dir);
@@ -470,7 +470,7 @@ fn our_own_test_ca_is_standards_compliant_everywhere() {
 fn administrator_added_anchors_follow_the_custom_rules() {
     let (public, added) = (root(), TestCa::root("Added By Admin", t0(), 3650).unwrap());
     let anchors =
-        nw_trust::anchors::classify(vec![public.root_der(), added.root_der()], &[added.root_der()]);
+        nw_trust::classify(vec![public.root_der(), added.root_der()], &[added.root_der()]);
     assert_eq!(
         anchors.iter().map(|a| a.class).collect::<Vec<_>>(),
         [AnchorClass::System, AnchorClass::UserAdded]
