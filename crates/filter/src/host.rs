@@ -42,7 +42,7 @@ use nw_provider::blocking;
 
 use crate::engine::{Decision, Engine, FailPolicy, Seen, Stats};
 use crate::flow::{DataVerdict, Direction, Flow, FlowKey, FlowVerdict, Process, Transport};
-use crate::packet::{outbound_key, tcp_segment};
+use crate::packet::{flow_key, tcp_segment};
 use crate::peek::{Answer, Give, Peeks, Segment};
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
 use crate::recent::Recent;
@@ -288,15 +288,15 @@ pub enum HostError {
     },
 }
 
-/// The first rule that names something this host does not see yet, which would silently
-/// never match: inbound flows (it queues outbound ones only), or the host name of a UDP flow
-/// (names are learned from a TCP flow's first bytes).
+/// The first rule that names something this host does not see, which would silently never
+/// match: the host name of a UDP flow or of an inbound flow (names are learned from an
+/// outbound TCP flow's first bytes).
 pub fn unseen(rules: &Rules) -> Option<(usize, &'static str)> {
     rules.rules.iter().enumerate().find_map(|(i, r)| {
         if r.host.is_some() && r.transport == Some(Transport::Udp) {
             Some((i + 1, "the host name of a UDP flow"))
-        } else if r.direction == Some(Direction::Inbound) {
-            Some((i + 1, "inbound flows"))
+        } else if r.host.is_some() && r.direction == Some(Direction::Inbound) {
+            Some((i + 1, "the host name of an inbound flow"))
         } else {
             None
         }
@@ -472,9 +472,9 @@ pub async fn run(
         tokio::select! {
             Some(Batch { packets, processes }) = batches.recv() => {
                 let now = Instant::now();
-                let mut new: Vec<(u64, FlowKey)> = Vec::new();
+                let mut new: Vec<(u64, FlowKey, Direction)> = Vec::new();
                 for (held, key, seg) in packets {
-                    let Some(key) = key else {
+                    let Some((key, direction)) = key else {
                         give(&mut out, held.id, held.mark, Decision::Allow);
                         continue;
                     };
@@ -494,17 +494,17 @@ pub async fn run(
                     }
                     match engine.packet(now, key, held) {
                         (Seen::Decided(d), Some(h)) => give(&mut out, h.id, h.mark, d),
-                        (Seen::New(id), _) => new.push((id, key)),
+                        (Seen::New(id), _) => new.push((id, key, direction)),
                         _ => {}
                     }
                 }
-                for (id, key) in new {
+                for (id, key, direction) in new {
                     // Found by the reader, which looks up every key the engine could take as new.
                     let process = processes.get(&key).cloned().flatten();
                     let flow = Flow {
                         id,
                         transport: key.transport,
-                        direction: Direction::Outbound,
+                        direction,
                         local: key.local,
                         remote: key.remote,
                         process,
@@ -531,7 +531,11 @@ pub async fn run(
                             };
                             let (tx, to) = (lnp_tx.clone(), key.remote.ip().to_string());
                             tokio::task::spawn_blocking(move || {
-                                let verdict = nw_lnp::permit(&paths, &who, &to, &locality, nw_lnp::Direction::Outbound);
+                                let way = match direction {
+                                    Direction::Outbound => nw_lnp::Direction::Outbound,
+                                    Direction::Inbound => nw_lnp::Direction::Inbound,
+                                };
+                                let verdict = nw_lnp::permit(&paths, &who, &to, &locality, way);
                                 let _ = tx.send((id, verdict.map_err(|e| e.to_string())));
                             });
                             flows.asked.insert(id, flow);
@@ -625,6 +629,8 @@ pub async fn run(
                             (FlowVerdict::FilterData { peek_outbound, .. }, Some(flow)) => Some(
                                 if flow.transport != Transport::Tcp {
                                     Err("the provider asked to filter a UDP flow's data; only TCP data is peeked at")
+                                } else if flow.direction == Direction::Inbound {
+                                    Err("the provider asked to filter an inbound flow's data; only outbound flows' data is peeked at")
                                 } else if peek_outbound == 0 {
                                     Err("the provider asked to peek at inbound bytes only, which this host does not hold yet")
                                 } else {
@@ -769,12 +775,16 @@ pub async fn run(
 
 /// Packets read from the queue together, with the processes of their flows.
 struct Batch {
-    /// Each packet, its flow, and for a TCP packet other than a SYN (which only a peeked flow
-    /// queues) its segment.
-    packets: Vec<(Held, Option<FlowKey>, Option<Segment>)>,
+    /// Each packet, its flow and which way it goes, and for an outbound TCP packet other than
+    /// a SYN (which only a peeked flow queues) its segment.
+    packets: Vec<QueuedPacket>,
     /// The process of each flow key the reader had not looked up within [`LOOKED_UP`].
     processes: HashMap<FlowKey, Option<Process>>,
 }
+
+/// A queued packet: what its verdict needs, its flow and which way it goes (`None`: not TCP
+/// or UDP), and the segment of an outbound TCP packet other than a SYN.
+type QueuedPacket = (Held, Option<(FlowKey, Direction)>, Option<Segment>);
 
 /// How long the reader remembers that it looked a UDP flow key up: the flow's later datagrams
 /// are not looked up again. Shorter than the
@@ -799,7 +809,7 @@ fn read_queue(
     let mut buf = vec![0u8; 256 * 1024];
     let mut looked_up = LookedUp::default();
     while reading.load(std::sync::atomic::Ordering::Relaxed) {
-        let mut packets: Vec<(Held, Option<FlowKey>, Option<Segment>)> = Vec::new();
+        let mut packets: Vec<QueuedPacket> = Vec::new();
         while packets.len() < batch {
             match queue.recv(&mut buf) {
                 Ok(n) => packets.extend(nfqueue::packets(&buf[..n]).into_iter().map(|q| {
@@ -813,7 +823,14 @@ fn read_queue(
                         psh: s.psh,
                         payload: s.payload.to_vec(),
                     });
-                    (held, outbound_key(q.payload), seg)
+                    // Inbound, only a new flow's first packet is queued: never a peeked one's.
+                    let direction = if q.hook == nfqueue::LOCAL_IN {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    };
+                    let seg = seg.filter(|_| direction == Direction::Outbound);
+                    (held, flow_key(q.payload, direction).map(|k| (k, direction)), seg)
                 })),
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -839,8 +856,8 @@ fn read_queue(
         for k in
             packets.iter().filter(|(_, _, seg)| seg.is_none()).filter_map(|(_, k, _)| k.as_ref())
         {
-            if looked_up.due(now, *k) {
-                keys.push(*k);
+            if looked_up.due(now, k.0) {
+                keys.push(k.0);
             }
         }
         let sockets = diag.find(&keys).unwrap_or_else(|e| {
@@ -1226,7 +1243,7 @@ fn asked(slot: &Slot, line: Vec<u8>) -> Result<(), &'static str> {
 /// Whether the host reads `flow`'s host name from its first bytes before deciding it: a rule
 /// naming a host could decide it (never the provider's own flow, which is always allowed).
 fn name_first(rules: &Rules, flow: &Flow, slot: &Slot) -> bool {
-    !own_flow(slot, flow) && rules.host_may_decide(flow)
+    flow.direction == Direction::Outbound && !own_flow(slot, flow) && rules.host_may_decide(flow)
 }
 
 /// Whether `flow` is the provider's own.
@@ -1437,9 +1454,12 @@ mod tests {
             )),
             Some((2, "the host name of a UDP flow"))
         );
+        assert_eq!(unseen(&rules("[[rule]]\naction = \"allow\"\ndirection = \"inbound\"\n")), None);
         assert_eq!(
-            unseen(&rules("[[rule]]\naction = \"allow\"\ndirection = \"inbound\"\n")),
-            Some((1, "inbound flows"))
+            unseen(&rules(
+                "[[rule]]\naction = \"allow\"\ndirection = \"inbound\"\nhost = \"a.example\"\n"
+            )),
+            Some((1, "the host name of an inbound flow"))
         );
     }
 }

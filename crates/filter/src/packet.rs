@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::flow::{FlowKey, Transport};
+use crate::flow::{Direction, FlowKey, Transport};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -11,6 +11,12 @@ const UDP: u8 = 17;
 /// The key of the flow an outbound packet belongs to (its source is this host), or `None` for
 /// a packet that is not TCP or UDP over IPv4 or IPv6, a non-first fragment, or a truncated one.
 pub fn outbound_key(packet: &[u8]) -> Option<FlowKey> {
+    flow_key(packet, Direction::Outbound)
+}
+
+/// The key of the flow a packet going `direction` belongs to: this host's end is its source
+/// when outbound, its destination when inbound. `None` as for [`outbound_key`].
+pub fn flow_key(packet: &[u8], direction: Direction) -> Option<FlowKey> {
     let (src, dst, proto, transport) = match packet.first()? >> 4 {
         4 => {
             let ihl = usize::from(packet[0] & 0x0f) * 4;
@@ -47,11 +53,12 @@ pub fn outbound_key(packet: &[u8]) -> Option<FlowKey> {
     }
     let sport = u16::from_be_bytes([transport[0], transport[1]]);
     let dport = u16::from_be_bytes([transport[2], transport[3]]);
-    Some(FlowKey {
-        transport: transport_kind,
-        local: SocketAddr::new(src, sport),
-        remote: SocketAddr::new(dst, dport),
-    })
+    let (source, destination) = (SocketAddr::new(src, sport), SocketAddr::new(dst, dport));
+    let (local, remote) = match direction {
+        Direction::Outbound => (source, destination),
+        Direction::Inbound => (destination, source),
+    };
+    Some(FlowKey { transport: transport_kind, local, remote })
 }
 
 /// A TCP segment's place in its stream, read from a queued outbound packet.
@@ -212,6 +219,9 @@ mod tests {
     #[test]
     fn keys_from_v4_and_v6_and_nothing_from_garbage() {
         let k = outbound_key(&v4(TCP, [0x30, 0x39, 0x01, 0xbb])).unwrap_or_else(|| panic!("v4"));
+        let inbound = flow_key(&v4(TCP, [0x30, 0x39, 0x01, 0xbb]), Direction::Inbound);
+        let inbound = inbound.unwrap_or_else(|| panic!("v4 inbound"));
+        assert_eq!((inbound.local, inbound.remote), (k.remote, k.local), "the ends swap");
         assert_eq!(k.to_string(), "tcp 10.0.0.1:12345 -> 10.0.0.2:443");
         let mut six = vec![0x60, 0, 0, 0, 0, 16, 60, 64];
         six.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());

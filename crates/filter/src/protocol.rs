@@ -19,7 +19,9 @@
 //!    "command_line":[…],"uid":…,"cgroup":…,"identity":…},"host":null}}`; provider →
 //!    `{"type":"verdict","id":7,"verdict":"allow"}` (or `"drop"`). Verdicts may come in any
 //!    order; one that comes after the flow's deadline is ignored (the flow already had the
-//!    failure policy), as is one for a flow the host does not know.
+//!    failure policy), as is one for a flow the host does not know. A flow a peer started
+//!    (a connection to a server here) is `"direction":"inbound"`: `local` is the service's
+//!    address, `remote` the peer's, and the process the one whose socket it reaches.
 //! 3. A provider that answers `"verdict":"filter_data","peek_outbound":N` about a TCP flow sees
 //!    its first bytes before anything reaches the peer: host → `{"type":"data","id":7,
 //!    "direction":"outbound","offset":0,"bytes":"<base64>","closed":false}` once N bytes are

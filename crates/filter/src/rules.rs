@@ -14,6 +14,11 @@
 //! remote = "10.0.0.0/8"
 //! ports = "8000-8999"
 //! transport = "tcp"
+//!
+//! [[rule]]
+//! action = "drop"           # nobody from outside reaches this host's port 5432
+//! direction = "inbound"
+//! local_ports = 5432
 //! ```
 //!
 //! Every condition a rule names must hold; a rule that names none matches everything. A
@@ -22,9 +27,12 @@
 //! A host name is learned from a TCP flow's first bytes (a TLS ClientHello's server name, an
 //! HTTP request's `Host`): when a rule naming a host could decide a flow otherwise than it is
 //! decided without one ([`Rules::host_may_decide`]), the host holds the flow's first bytes back
-//! and reads the name before deciding. UDP flows have none. The Linux host does not see
-//! inbound flows yet, and refuses rules that name them, or a UDP flow's host name
-//! ([`crate::host::unseen`]), rather than let them never match.
+//! and reads the name before deciding. UDP flows and inbound flows have none; the Linux host
+//! refuses rules that name one ([`crate::host::unseen`]) rather than let them never match.
+//!
+//! An inbound flow is one a peer starts: a connection to a server here, a datagram to a bound
+//! socket. Its `remote` and `ports` are the peer's, `local_ports` the service's, and its
+//! process is the one whose socket it reaches (the listener's).
 
 use std::net::IpAddr;
 
@@ -72,6 +80,9 @@ pub struct Rule {
     /// The peer's port: `443` or `"8000-8999"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Ports>,
+    /// This host's port, the same way: for an inbound flow, the service's (`22`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ports: Option<Ports>,
     /// TCP or UDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<Transport>,
@@ -202,7 +213,10 @@ impl Rules {
     /// whose every other condition holds and whose action differs, comes before the rule that
     /// decides the flow without one. Such a flow is peeked at for its name.
     pub fn host_may_decide(&self, flow: &Flow) -> bool {
-        if flow.host.is_some() || flow.transport != Transport::Tcp {
+        if flow.host.is_some()
+            || flow.transport != Transport::Tcp
+            || flow.direction != Direction::Outbound
+        {
             return false;
         }
         let (action, rule) = self.decide(flow);
@@ -247,6 +261,7 @@ impl Rule {
             })
             && self.remote.is_none_or(|r| r.contains(unmapped(flow.remote.ip())))
             && self.ports.is_none_or(|r| (r.first..=r.last).contains(&flow.remote.port()))
+            && self.local_ports.is_none_or(|r| (r.first..=r.last).contains(&flow.local.port()))
             && self.transport.is_none_or(|t| t == flow.transport)
             && self.direction.is_none_or(|d| d == flow.direction)
     }
@@ -307,6 +322,35 @@ mod tests {
             }),
             host: Some("www.Example.com".into()),
         }
+    }
+
+    #[test]
+    fn inbound_rules_match_the_service_port_and_the_peer() {
+        let rules = Rules::parse(
+            "[[rule]]\naction = \"drop\"\ndirection = \"inbound\"\nlocal_ports = 5432\n\
+             [[rule]]\naction = \"allow\"\ndirection = \"inbound\"\nremote = \"192.0.2.0/24\"\n\
+             [[rule]]\naction = \"ask\"\nlocal_ports = \"8000-8999\"\n",
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // A peer at 198.51.100.7 connects to this host's port 5432.
+        let mut db = flow("198.51.100.7:51000", Transport::Tcp, Some("/usr/bin/postgres"));
+        (db.direction, db.local, db.host) =
+            (Direction::Inbound, "10.0.0.1:5432".parse().unwrap_or_else(|e| panic!("{e}")), None);
+        assert_eq!(rules.decide(&db), (Action::Drop, 1));
+        // The same service, outbound from port 5432: not an inbound flow.
+        db.direction = Direction::Outbound;
+        assert_eq!(rules.decide(&db), (Action::Allow, 0));
+        let mut web = db.clone();
+        (web.direction, web.remote, web.local) = (
+            Direction::Inbound,
+            "192.0.2.9:40000".parse().unwrap_or_else(|e| panic!("{e}")),
+            "10.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(rules.decide(&web), (Action::Allow, 2), "the peer's prefix comes first");
+        web.remote = "203.0.113.1:40000".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rules.decide(&web), (Action::Ask, 3));
+        assert!(!rules.host_may_decide(&web), "an inbound flow's name is never waited for");
     }
 
     #[test]

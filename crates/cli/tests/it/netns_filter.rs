@@ -681,3 +681,105 @@ fn netns_filter_a_new_udp_socket_on_a_closed_ones_ports_is_asked_afresh() {
     assert!(refused >= 280, "only {refused} reuses were asked about, attributed and refused");
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
+
+/// Servers in the filtered namespace: TCP accept on 7001 and 7002, UDP echo on 9001 and 9002;
+/// prints its pid once listening.
+const INBOUND_SERVER: &str = r#"
+import os, socket, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(64)
+    while True:
+        c, _ = s.accept(); c.close()
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+    while True:
+        data, peer = s.recvfrom(2048); s.sendto(data, peer)
+for f, port in ((tcp, 7001), (tcp, 7002), (udp, 9001), (udp, 9002)):
+    threading.Thread(target=f, args=(port,), daemon=True).start()
+print(os.getpid(), flush=True)
+threading.Event().wait()
+"#;
+
+/// The far end's client: what each connect and each datagram to the filtered host met, and
+/// how long that took.
+const INBOUND_CLIENT: &str = r#"
+import json, socket, sys, time
+host, out = sys.argv[1], {}
+for port in (7001, 7002):
+    s = socket.socket(); s.settimeout(5); t = time.monotonic()
+    try:
+        s.connect((host, port)); r = "connected"
+    except Exception as e:
+        r = type(e).__name__
+    out[f"tcp{port}"] = [r, round(time.monotonic() - t, 3)]; s.close()
+for port in (9001, 9002):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.connect((host, port))
+    t = time.monotonic()
+    try:
+        s.send(b"hi"); r = "echoed" if s.recv(100) == b"hi" else "other"
+    except Exception as e:
+        r = type(e).__name__
+    out[f"udp{port}"] = [r, round(time.monotonic() - t, 3)]
+print(json.dumps(out))
+"#;
+
+/// Inbound flows: a peer's connection to a server in the filtered namespace and its datagram
+/// to a bound socket are queued, attributed to the server's process (the socket they reach)
+/// and decided by rules on the service's port (`local_ports`): the refused connect fails at
+/// once with a reset, the refused datagram is answered with ICMP administratively prohibited,
+/// and the allowed ones go through — replies included, never queued.
+#[test]
+fn netns_filter_decides_inbound_flows_by_the_service_port_with_the_listening_process() {
+    let p = pair();
+    let mut server = p.cli.command(PYTHON);
+    server.args(["-c", INBOUND_SERVER]).stdout(Stdio::piped());
+    let mut server = p.cli.spawn(server).expect("start the servers");
+    let mut line = String::new();
+    let _ = BufReader::new(server.stdout().expect("stdout")).read_line(&mut line);
+    let pid: u64 = line.trim().parse().unwrap_or_else(|_| panic!("the servers said {line:?}"));
+    let dir = crate::support::Dir::new("filter-inbound");
+    let rules = rules_file(
+        &dir.0,
+        "default = \"allow\"\n\
+         [[rule]]\naction = \"drop\"\ndirection = \"inbound\"\nlocal_ports = 7002\n\
+         [[rule]]\naction = \"drop\"\ndirection = \"inbound\"\ntransport = \"udp\"\nlocal_ports = \"9002-9002\"\n",
+    );
+    let mut cmd = p.cli.command(NW);
+    cmd.args(["filter", "up", "--json", "--rules", &rules]);
+    let mut f = Events::spawn(&p.cli, cmd);
+    f.event("ready");
+    let out = p
+        .srv
+        .command(PYTHON)
+        .args(["-c", INBOUND_CLIENT, &addr::CLI_V4.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("the client: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let met: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!("the client printed {text:?} ({e}); {}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert_eq!(f.stop(), Some(0), "{met}");
+    drop(server);
+    assert_eq!(met["tcp7001"][0], "connected", "{met}");
+    assert_eq!(met["tcp7002"][0], "ConnectionRefusedError", "{met}");
+    assert!(met["tcp7002"][1].as_f64() < Some(2.0), "the refused connect waited: {met}");
+    assert_eq!(met["udp9001"][0], "echoed", "{met}");
+    // ICMP administratively prohibited reaches the connected socket as "no route to host".
+    assert_eq!(met["udp9002"][0], "OSError", "{met}");
+    assert!(met["udp9002"][1].as_f64() < Some(2.0), "the refused datagram waited: {met}");
+    let flows: Vec<&Value> = f.seen.iter().filter(|v| v["event"] == "flow").collect();
+    let decided = |port: u16, decision: &str| {
+        flows.iter().any(|v| {
+            v["flow"]["direction"] == "inbound"
+                && v["flow"]["local"].as_str().is_some_and(|l| l.ends_with(&format!(":{port}")))
+                && v["flow"]["process"]["pid"].as_u64() == Some(pid)
+                && v["decision"] == decision
+        })
+    };
+    for (port, decision) in [(7001, "allow"), (7002, "drop"), (9001, "allow"), (9002, "drop")] {
+        assert!(decided(port, decision), "port {port}: {decision} by the server {pid}: {flows:#?}");
+    }
+    assert!(flows.iter().all(|v| v["flow"]["direction"] == "inbound"), "{flows:#?}");
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}

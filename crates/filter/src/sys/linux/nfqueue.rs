@@ -79,9 +79,15 @@ pub struct Queued<'a> {
     pub mark: u32,
     /// The socket owner's uid, when asked for and known.
     pub uid: Option<u32>,
+    /// The netfilter hook it was queued at ([`LOCAL_IN`] for a packet arriving at this host,
+    /// 3 for one it sends).
+    pub hook: u8,
     /// The copied bytes, from the IP header on.
     pub payload: &'a [u8],
 }
+
+/// The hook of packets arriving for this host (`NF_INET_LOCAL_IN`).
+pub const LOCAL_IN: u8 = 1;
 
 /// A bound queue.
 #[derive(Debug)]
@@ -284,16 +290,18 @@ pub fn packets(buf: &[u8]) -> Vec<Queued<'_>> {
         if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
             && let Some(attrs) = body.get(4..)
         {
-            let mut q = Queued { id: 0, mark: 0, uid: None, payload: &[] };
+            let mut q = Queued { id: 0, mark: 0, uid: None, hook: 0, payload: &[] };
             let mut has_id = false;
             for (akind, value) in super::attributes(attrs) {
                 let be32 = || value.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 match akind {
+                    // struct nfqnl_msg_packet_hdr: the id, hw_protocol (2 bytes), the hook.
                     NFQA_PACKET_HDR => {
                         if let Some(id) = be32() {
                             q.id = id;
                             has_id = true;
                         }
+                        q.hook = value.get(6).copied().unwrap_or(0);
                     }
                     NFQA_MARK => q.mark = be32().unwrap_or(0),
                     NFQA_UID => q.uid = be32(),
@@ -327,7 +335,13 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(
             got[0],
-            Queued { id: 42, mark: 0x8000_0001, uid: Some(1000), payload: &[0x45, 0, 0, 20, 1] }
+            Queued {
+                id: 42,
+                mark: 0x8000_0001,
+                uid: Some(1000),
+                hook: 3,
+                payload: &[0x45, 0, 0, 20, 1]
+            }
         );
         for junk in [&[][..], &[1, 2, 3], &[0xff; 64], &[0; 40]] {
             assert!(packets(junk).is_empty());

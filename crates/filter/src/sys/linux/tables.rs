@@ -17,6 +17,14 @@
 //!   -m connmark --mark PEEK/MASK -j RETURN        ... and goes on (as does a resent SYN)
 //!   -p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //!   -p udp -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
+//!
+//! INPUT   ! -i lo -m comment --comment "nwkit filter (pid N)" -j NWFILTER-IN  (first)
+//! NWFILTER-IN     inbound flows (every new flow's scope only; empty otherwise)
+//!   -m mark --mark ALLOW/MASK -j NWFILTER-ALLOW
+//!   -m connmark --mark ALLOW/MASK -j RETURN       the rest of an allowed flow, both ways
+//!   -m mark --mark DROP/MASK -j NWFILTER-DROP     REJECT answers the peer
+//!   -p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
+//!   -p udp -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //! NWFILTER-ALLOW  save the mark to the connection, clear it from the packet
 //! NWFILTER-PEEK   the same: the flow is peeked at (its next packets are queued), and the
 //!                 packet goes out
@@ -53,6 +61,10 @@ const ALLOW_CHAIN: &str = "NWFILTER-ALLOW";
 const DROP_CHAIN: &str = "NWFILTER-DROP";
 const QUEUE_CHAIN: &str = "NWFILTER-QUEUE";
 const PEEK_CHAIN: &str = "NWFILTER-PEEK";
+/// The chain INPUT jumps to: new inbound flows.
+const IN_CHAIN: &str = "NWFILTER-IN";
+/// Every chain of ours.
+const CHAINS: [&str; 6] = [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN, PEEK_CHAIN, IN_CHAIN];
 
 /// The iptables programs, one per family.
 pub(crate) const TOOLS: [&str; 2] = ["iptables", "ip6tables"];
@@ -84,12 +96,15 @@ pub(crate) fn restore_input(
     let bypass = if bypass { " --queue-bypass" } else { "" };
     let reject = if ipv6 { "icmp6-adm-prohibited" } else { "icmp-admin-prohibited" };
     let mut s = String::from("*filter\n");
-    for c in [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN, PEEK_CHAIN] {
+    for c in CHAINS {
         s += &format!(":{c} - [0:0]\n");
     }
     if jump {
         s += &format!(
             "-I OUTPUT 1 ! -o lo -m comment --comment \"nwkit filter (pid {pid})\" -j {CHAIN}\n"
+        );
+        s += &format!(
+            "-I INPUT 1 ! -i lo -m comment --comment \"nwkit filter (pid {pid})\" -j {IN_CHAIN}\n"
         );
     }
     s += &format!("-A {CHAIN} -m mark --mark {allow} -j {ALLOW_CHAIN}\n");
@@ -125,10 +140,21 @@ pub(crate) fn restore_input(
             QUEUE_CHAIN
         }
     };
-    for p in ["tcp --syn", "udp"] {
-        s += &format!(
-            "-A {queued} -p {p} -m conntrack --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
-        );
+    // Inbound flows: a connection to a server here, a datagram to a bound socket. Their
+    // replies go out through OUTPUT as the flow's (connmark), and are never queued.
+    let mut queue_from = vec![queued];
+    if *scope == Scope::All {
+        s += &format!("-A {IN_CHAIN} -m mark --mark {allow} -j {ALLOW_CHAIN}\n");
+        s += &format!("-A {IN_CHAIN} -m connmark --mark {allow} -j RETURN\n");
+        s += &format!("-A {IN_CHAIN} -m mark --mark {drop} -j {DROP_CHAIN}\n");
+        queue_from.push(IN_CHAIN);
+    }
+    for chain in queue_from {
+        for p in ["tcp --syn", "udp"] {
+            s += &format!(
+                "-A {chain} -p {p} -m conntrack --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
+            );
+        }
     }
     s += &format!("-A {ALLOW_CHAIN} -j CONNMARK --save-mark --nfmask {mask} --ctmask {mask}\n");
     s += &format!("-A {ALLOW_CHAIN} -j MARK --and-mark {clear}\n");
@@ -201,27 +227,32 @@ pub(crate) fn rescope(queue: u16, bypass: bool, scope: &Scope) -> io::Result<()>
 pub(crate) fn remove() -> Vec<String> {
     let mut left = Vec::new();
     for tool in TOOLS {
-        // Rule numbers of the jumps, highest first so that deleting keeps the others' numbers.
-        let listed =
-            run(tool, &["-w", "-n", "--line-numbers", "-L", "OUTPUT"], None).unwrap_or_default();
-        let mut numbers: Vec<u32> = listed
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some(CHAIN))
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .collect();
-        numbers.sort_unstable_by(|a, b| b.cmp(a));
-        for n in numbers {
-            if let Err(e) = run(tool, &["-w", "-D", "OUTPUT", &n.to_string()], None) {
-                left.push(e.to_string());
+        for (builtin, ours) in [("OUTPUT", CHAIN), ("INPUT", IN_CHAIN)] {
+            // Rule numbers of the jumps, highest first so that deleting keeps the others'
+            // numbers.
+            let listed =
+                run(tool, &["-w", "-n", "--line-numbers", "-L", builtin], None).unwrap_or_default();
+            let mut numbers: Vec<u32> = listed
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some(ours))
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .collect();
+            numbers.sort_unstable_by(|a, b| b.cmp(a));
+            for n in numbers {
+                if let Err(e) = run(tool, &["-w", "-D", builtin, &n.to_string()], None) {
+                    left.push(e.to_string());
+                }
             }
         }
-        for chain in [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN, PEEK_CHAIN] {
-            let exists = run(tool, &["-w", "-n", "-L", chain], None).is_ok();
-            if exists {
-                for op in ["-F", "-X"] {
-                    if let Err(e) = run(tool, &["-w", op, chain], None) {
-                        left.push(e.to_string());
-                    }
+        // Every chain flushed before any is deleted: ours jump to each other.
+        let existing: Vec<&str> = CHAINS
+            .into_iter()
+            .filter(|chain| run(tool, &["-w", "-n", "-L", chain], None).is_ok())
+            .collect();
+        for op in ["-F", "-X"] {
+            for chain in &existing {
+                if let Err(e) = run(tool, &["-w", op, chain], None) {
+                    left.push(e.to_string());
                 }
             }
         }
@@ -271,6 +302,16 @@ mod tests {
         let syn = v4.find("-p tcp --syn").unwrap_or(0);
         assert!(peeked < passed && passed < on && on < syn, "{v4}");
         assert!(v4.contains("-m mark ! --mark 0x81000000/0x81000000 -m connmark"), "{v4}");
+        // Inbound: INPUT jumps to the inbound chain, which queues new flows after the marks.
+        assert!(v4.contains(
+            "-I INPUT 1 ! -i lo -m comment --comment \"nwkit filter (pid 42)\" -j NWFILTER-IN\n"
+        ));
+        let inbound: Vec<&str> = v4.lines().filter(|l| l.starts_with("-A NWFILTER-IN ")).collect();
+        assert_eq!(inbound.len(), 5, "{v4}");
+        assert!(
+            inbound[0].ends_with("-j NWFILTER-ALLOW") && inbound[2].ends_with("-j NWFILTER-DROP")
+        );
+        assert!(inbound[3].contains("-p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE"));
         // nw-tunnel marks sockets with 0x6e770000 + ifindex; those bits never hit our mask.
         assert_eq!(0x6e77_ffff & MARK_MASK, 0);
     }
@@ -293,6 +334,8 @@ mod tests {
         assert!(!v4.contains("2001:db8"));
         assert!(v6.contains("-A NWFILTER -d 2001:db8:1::/64 -j NWFILTER-QUEUE\n"));
         assert!(v6.contains("-A NWFILTER -d fe80::/10 -j NWFILTER-QUEUE\n"));
+        // Inbound flows are not queued for local network privacy alone.
+        assert!(!v4.contains("-A NWFILTER-IN "), "{v4}");
         assert!(!v6.contains("198.51") && !v6.contains("BROADCAST"));
         // Rewriting in place leaves OUTPUT's jump alone.
         assert!(v4.contains("-I OUTPUT") && !v6.contains("-I OUTPUT"));
