@@ -136,13 +136,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             } else {
                 let m = &done.metrics;
                 let seconds = (m.first_byte_ms - m.request_ms).max(1.0) / 1e3;
+                let answer = match &done.answered_at {
+                    Some(at) => format!("the answer is at {at}: {}", done.status),
+                    None => done.status.to_string(),
+                };
                 crate::output::error_line(&format!(
-                    "sent {} ({}, {}/s over {}): {}",
+                    "sent {} ({}, {}/s over {}): {answer}",
                     args.file.display(),
                     size(done.sent),
                     size(done.sent as f64 / seconds),
                     carried(m),
-                    done.status,
                 ));
                 let mut out = std::io::stdout().lock();
                 out.write_all(&done.response)?;

@@ -595,7 +595,8 @@ impl Session {
         path: Option<u64>,
         share: usize,
     ) -> Result<Followed, TransferError> {
-        let Some((next, security)) = self.redirected(chain, &response, &Method::GET)? else {
+        // A GET stays a GET on every redirect.
+        let Some((next, security, _)) = self.redirected(chain, &response, &Method::GET)? else {
             return Ok(Followed::Answer(response, conn));
         };
         drop(response);
@@ -607,9 +608,10 @@ impl Session {
         Ok(Followed::Hop(self.connection_for(current, routes, path, share).await?))
     }
 
-    /// When `response` (to a `method` request of the last URL `chain` asked) redirects to a
-    /// request of the same method: the next URL and how the policy lets it load — refused
-    /// like any load the policy refuses (an https:// page redirecting to http:// included).
+    /// When `response` (to a `method` request of the last URL `chain` asked) redirects: the
+    /// next URL, how the policy lets it load — refused like any load the policy refuses (an
+    /// https:// page redirecting to http:// included) — and the method to ask it with (a GET
+    /// after a 303, and after a 301 or 302 of a POST, RFC 9110 §15.4).
     /// A redirect that would change the method (a 303 answering an upload) is not followed:
     /// the answer stands.
     pub(crate) fn redirected(
@@ -617,14 +619,11 @@ impl Session {
         chain: &mut redirect::Chain,
         response: &http::Response,
         method: &Method,
-    ) -> Result<Option<(Url, policy::Security)>, TransferError> {
+    ) -> Result<Option<(Url, policy::Security, Method)>, TransferError> {
         let location = response.header(hyper::header::LOCATION);
         let Some(hop) = chain.next(method, response.status, location)? else {
             return Ok(None);
         };
-        if hop.method != *method {
-            return Ok(None);
-        }
         let from = chain.asked().iter().rev().nth(1).cloned().unwrap_or_default();
         if from.starts_with("https:") && hop.to.starts_with("http:") && !self.config.allow_http {
             return Err(TransferError::Redirect {
@@ -647,7 +646,7 @@ impl Session {
             e => e,
         })?;
         tracing::debug!(to = %hop.to, status = response.status, "following a redirect");
-        Ok(Some((url, security)))
+        Ok(Some((url, security, hop.method)))
     }
 
     /// Learns what a response over TCP says about HTTP/3.

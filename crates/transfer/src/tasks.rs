@@ -80,6 +80,11 @@ pub struct Uploaded {
     /// The response's body (its first [`UPLOAD_RESPONSE_LIMIT`] bytes).
     #[serde(skip)]
     pub response: Bytes,
+    /// Where the answer came from when the server took the upload and pointed elsewhere for
+    /// it (303 See Other, or a 301 or 302 to a POST): that URL, fetched with a GET, whose
+    /// status and body these are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<String>,
     /// How it went.
     pub metrics: Metrics,
 }
@@ -288,11 +293,28 @@ impl Session {
                     continue;
                 }
             }
-            if let Some((next, sec)) = self.redirected(&mut chain, &response, &job.method)? {
-                refreshed = false;
-                current = next.to_string();
-                (parsed, security) = (next, sec);
-                continue;
+            let mut answered_at = None;
+            match self.redirected(&mut chain, &response, &job.method)? {
+                Some((next, sec, method)) if method == job.method => {
+                    refreshed = false;
+                    current = next.to_string();
+                    (parsed, security) = (next, sec);
+                    continue;
+                }
+                // The upload was taken; its answer is elsewhere, to GET: with the caller's
+                // credentials only on the first origin, as every hop.
+                Some((next, _, _)) => {
+                    drop(response);
+                    current = next.to_string();
+                    let fields = crate::download::fields_for(&job.headers, &first, &next);
+                    let fields: Vec<(String, String)> =
+                        fields.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+                    let opened = self.open(&current, &fields).await?;
+                    current = opened.chain.asked().last().cloned().unwrap_or(current);
+                    response = opened.response;
+                    answered_at = Some(current.clone());
+                }
+                None => {}
             }
             if !(200..300).contains(&response.status) {
                 return Err(TransferError::status_of(&current, &response));
@@ -308,7 +330,13 @@ impl Session {
                 answer.len() as u64,
                 0,
             );
-            return Ok(Uploaded { status: response.status, sent: len, response: answer, metrics });
+            return Ok(Uploaded {
+                status: response.status,
+                sent: len,
+                response: answer,
+                answered_at,
+                metrics,
+            });
         }
     }
 }

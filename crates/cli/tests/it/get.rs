@@ -555,8 +555,9 @@ fn get_and_put_take_bearer_tokens_and_a_command_that_refreshes_them() {
 }
 
 /// An upload follows a redirect that keeps its method (307, 308; 301 and 302 of a PUT),
-/// sending the file again, whole, to the new URL; a 303 (which would make it a GET) is the
-/// answer, not followed; a loop is refused saying so.
+/// sending the file again, whole, to the new URL; after a 303 the upload is done and its answer
+/// is fetched from the Location with a GET (RFC 9110 §15.4.4), the body never sent there; a
+/// loop is refused saying so.
 #[test]
 fn put_follows_redirects_that_keep_the_method() {
     let scratch = scratch("put-redirect");
@@ -567,7 +568,8 @@ fn put_follows_redirects_that_keep_the_method() {
         ("/moved/a.bin", 308, "/put/a.bin"),
         ("/old/b.bin", 301, "/moved/b.bin"),
         ("/moved/b.bin", 307, "/put/b.bin"),
-        ("/see/c.bin", 303, "/put/c.bin"),
+        ("/see/c.bin", 303, "/receipt.txt"),
+        ("/see/d.bin", 303, "/missing.txt"),
         ("/loop/x", 307, "/loop/y"),
         ("/loop/y", 307, "/loop/x"),
     ]
@@ -577,6 +579,7 @@ fn put_follows_redirects_that_keep_the_method() {
     })
     .collect();
     let server = nginx(&scratch, &Options { extra, ..Options::default() });
+    std::fs::write(scratch.0.join("www/receipt.txt"), "stored as c\n").unwrap();
     let put = |args: &[&str]| nw(&scratch, &[&["put"], args].concat()).output().unwrap();
 
     let out = put(&["--json", "source.bin", &server.url("/moved/a.bin")]);
@@ -593,12 +596,25 @@ fn put_follows_redirects_that_keep_the_method() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("answered 308"), "{err}");
-    // A 303 is the answer; nothing is sent to its Location.
+    // After a 303 the answer is fetched from its Location; the body is not sent there.
+    let receipt = server.url("/receipt.txt");
     let out = put(&["source.bin", &server.url("/see/c.bin")]);
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "stored as c\n");
+    assert!(err.contains(&format!("the answer is at {receipt}: 200")), "{err}");
+    let out = put(&["--json", "source.bin", &server.url("/see/c.bin")]);
+    let done = json_lines(&out.stdout).into_iter().find(|v| v["event"] == "done").unwrap();
+    assert_eq!(
+        (done["status"].as_u64(), done["answered_at"].as_str()),
+        (Some(200), Some(&*receipt))
+    );
+    assert!(!scratch.0.join("www/put/c.bin").exists(), "the body went to a 303's Location");
+    // An answer that is not there is the failure, named by where it was looked for.
+    let out = put(&["source.bin", &server.url("/see/d.bin")]);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("answered 303") && err.contains("/see/c.bin"), "{err}");
-    assert!(!scratch.0.join("www/put/c.bin").exists(), "a 303 was followed with the body");
+    assert!(err.contains("answered 404") && err.contains("/missing.txt"), "{err}");
     let out = put(&["source.bin", &server.url("/loop/x")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
