@@ -1,6 +1,7 @@
 //! Redirects (RFC 9110 §15.4): which answers redirect, where to (`Location` resolved against
 //! the URL asked, RFC 3986 §5), what the next request's method is, and when to stop — at a
-//! limit, or on coming back to a URL already asked in this chain.
+//! limit, or on coming back to a URL already asked in this chain with the same method (an
+//! upload answered 303 with its own URL, to be read with a GET, is no loop).
 
 use hyper::Method;
 
@@ -16,7 +17,7 @@ pub const DEFAULT_LIMIT: usize = 20;
 pub enum Refusal {
     /// More than the limit.
     TooMany,
-    /// Back to a URL already asked in the chain.
+    /// Back to a URL already asked in the chain, with the same method.
     Loop,
     /// From HTTPS to plain HTTP, with HTTP loads not allowed.
     Downgrade,
@@ -45,12 +46,15 @@ pub struct Chain {
     limit: usize,
     /// Every URL asked so far, the first included.
     asked: Vec<String>,
+    /// The method each of them was asked with, as far as known: the last one's is learned
+    /// when its answer comes to [`Chain::next`].
+    methods: Vec<Method>,
 }
 
 impl Chain {
     /// A chain that starts at `first` and follows at most `limit` redirects.
     pub fn new(first: &str, limit: usize) -> Self {
-        Self { limit, asked: vec![first.to_owned()] }
+        Self { limit, asked: vec![first.to_owned()], methods: Vec::new() }
     }
 
     /// The URLs asked so far, in order.
@@ -73,6 +77,9 @@ impl Chain {
         let Some(location) = location.map(str::trim).filter(|l| !l.is_empty()) else {
             return Ok(None);
         };
+        if self.methods.len() < self.asked.len() {
+            self.methods.push(method.clone());
+        }
         let from = self.asked.last().cloned().unwrap_or_default();
         let base = url::Url::parse(&from).map_err(|e| {
             refused(
@@ -104,13 +111,6 @@ impl Chain {
                 ),
             ));
         }
-        if self.asked.contains(&to) {
-            let mut chain = self.asked.join(" → ");
-            chain.push_str(" → ");
-            chain.push_str(&to);
-            return Err(refused(Refusal::Loop, format!("a redirect loop: {chain}")));
-        }
-        self.asked.push(to.clone());
         // 303 makes anything but HEAD a GET; 301 and 302 turn POST into GET, as every browser
         // does (RFC 9110 §15.4.2, §15.4.3); 307 and 308 keep the method and body.
         let method = match status {
@@ -118,6 +118,13 @@ impl Chain {
             301 | 302 if *method == Method::POST => Method::GET,
             _ => method.clone(),
         };
+        if self.asked.iter().zip(&self.methods).any(|(u, m)| *u == to && *m == method) {
+            let mut chain = self.asked.join(" → ");
+            chain.push_str(" → ");
+            chain.push_str(&to);
+            return Err(refused(Refusal::Loop, format!("a redirect loop: {chain}")));
+        }
+        self.asked.push(to.clone());
         Ok(Some(Hop { to, method }))
     }
 }
@@ -166,6 +173,12 @@ mod tests {
             e,
             "a redirect loop: http://a.example/1 → http://a.example/2 → http://a.example/1"
         );
+        // An upload answered 303 with its own URL is read with a GET: no loop; the GET sent
+        // back to it again is one.
+        let mut c = Chain::new("http://a.example/up", 20);
+        let hop = c.next(&Method::PUT, 303, Some("/up")).unwrap().unwrap();
+        assert_eq!((hop.to.as_str(), hop.method), ("http://a.example/up", Method::GET));
+        assert!(c.next(&Method::GET, 302, Some("/up")).is_err());
         let mut c = Chain::new("http://a.example/0", 3);
         for i in 1..=3 {
             c.next(&Method::GET, 302, Some(&format!("/{i}"))).unwrap().unwrap();
