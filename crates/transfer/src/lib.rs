@@ -696,6 +696,16 @@ pub enum TransferError {
          server did not act on it)"
     )]
     NotResent(Box<TransferError>),
+    /// The server took an upload and pointed elsewhere for its answer (303 See Other), which
+    /// could not be fetched: the upload is done, and is not sent again.
+    #[error("the server took the upload; its answer at {at} could not be fetched: {source}")]
+    AnswerElsewhere {
+        /// Where the answer is.
+        at: String,
+        /// What fetching it met.
+        #[source]
+        source: Box<TransferError>,
+    },
     /// The transport-security policy refused the load.
     #[error(transparent)]
     Refused(#[from] policy::Refused),
@@ -974,7 +984,9 @@ impl TransferError {
             Self::Usage(_) => Code::BadUrl,
             Self::InTheWay { .. } | Self::NotAFile { .. } => Code::CannotCreateFile,
             Self::Busy(_) | Self::Taken(_) => Code::ResourceBusy,
-            Self::NotResent(inner) | Self::Saved { source: inner, .. } => inner.code(),
+            Self::NotResent(inner)
+            | Self::Saved { source: inner, .. }
+            | Self::AnswerElsewhere { source: inner, .. } => inner.code(),
             Self::Refused(policy::Refused::InsecureLoad { .. }) => Code::InsecureLoadBlocked,
             Self::Refused(_) => Code::UnsupportedUrl,
             Self::Store(_) => Code::Store,

@@ -302,25 +302,37 @@ impl Session {
                     continue;
                 }
                 // The upload was taken; its answer is elsewhere, to GET: with the caller's
-                // credentials only on the first origin, as every hop.
+                // credentials only on the first origin, as every hop, and without the
+                // upload's own Content-Type. Failing to get it does not send the file again.
                 Some((next, _, _)) => {
                     drop(response);
                     current = next.to_string();
-                    let fields = crate::download::fields_for(&job.headers, &first, &next);
                     let fields: Vec<(String, String)> =
-                        fields.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
-                    let opened = self.open(&current, &fields).await?;
+                        crate::download::fields_for(&job.headers, &first, &next)
+                            .into_iter()
+                            .filter(|(n, _)| !n.eq_ignore_ascii_case("content-type"))
+                            .map(|(n, v)| (n.to_owned(), v))
+                            .collect();
+                    let opened = self.open(&current, &fields).await.map_err(|e| {
+                        TransferError::AnswerElsewhere { at: current.clone(), source: Box::new(e) }
+                    })?;
                     current = opened.chain.asked().last().cloned().unwrap_or(current);
                     response = opened.response;
                     answered_at = Some(current.clone());
                 }
                 None => {}
             }
+            let fail = |e: TransferError| match &answered_at {
+                Some(at) => TransferError::AnswerElsewhere { at: at.clone(), source: Box::new(e) },
+                None => e,
+            };
             if !(200..300).contains(&response.status) {
-                return Err(TransferError::status_of(&current, &response));
+                return Err(fail(TransferError::status_of(&current, &response)));
             }
             let idle = self.config.request_timeout;
-            let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &current, idle).await?;
+            let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &current, idle)
+                .await
+                .map_err(fail)?;
             let metrics = Metrics::new(
                 &conn,
                 connected,

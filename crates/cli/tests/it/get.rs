@@ -578,8 +578,16 @@ fn put_follows_redirects_that_keep_the_method() {
         format!("location = {at} {{ client_max_body_size 0; return {status} {to}; }}\n")
     })
     .collect();
+    // An answer on a server that never answers; an upload answered 303 with its own URL.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let extra = format!(
+        "{extra}location = /see/silent {{ client_max_body_size 0; return 303 http://127.0.0.1:{silent_port}/answer; }}\n\
+         location = /own.txt {{ client_max_body_size 0; if ($request_method = PUT) {{ return 303 /own.txt; }} }}\n"
+    );
     let server = nginx(&scratch, &Options { extra, ..Options::default() });
     std::fs::write(scratch.0.join("www/receipt.txt"), "stored as c\n").unwrap();
+    std::fs::write(scratch.0.join("www/own.txt"), "own\n").unwrap();
     let put = |args: &[&str]| nw(&scratch, &[&["put"], args].concat()).output().unwrap();
 
     let out = put(&["--json", "source.bin", &server.url("/moved/a.bin")]);
@@ -615,6 +623,21 @@ fn put_follows_redirects_that_keep_the_method() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("answered 404") && err.contains("/missing.txt"), "{err}");
+    // The upload's own URL as its answer is read with a GET, not taken for a loop.
+    let out = put(&["source.bin", &server.url("/own.txt")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "own\n");
+    // An answer that never comes fails within the timeout, and the file is not sent again:
+    // the server has it.
+    let started = Instant::now();
+    let out = put(&["--timeout", "2", "source.bin", &server.url("/see/silent")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the server took the upload; its answer at http://127.0.0.1:"), "{err}");
+    assert!(!err.contains("sending it again"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop(silent);
     let out = put(&["source.bin", &server.url("/loop/x")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
