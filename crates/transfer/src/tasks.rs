@@ -231,12 +231,11 @@ impl Session {
         // the file again, whole, to the next URL.
         loop {
             let routes = self.routes(&parsed, security).await?;
-            let file = std::fs::File::open(&job.source)
+            // Never waiting in the runtime on a named pipe nothing writes to, and only a
+            // regular file: its length is the body's.
+            let (file, meta) = nw_trust::files::open_regular(&job.source, true)
                 .map_err(|e| TransferError::io(&job.source, "cannot open it to upload", e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| TransferError::io(&job.source, "cannot read its length", e))?
-                .len();
+            let len = meta.len();
             let mut conn: Connection = self.connect(&parsed, &routes, 1).await?;
             let connected = started.elapsed();
             let sent = Arc::new(AtomicU64::new(0));

@@ -177,3 +177,30 @@ fn proxy_an_upload_whose_file_shrinks_fails_at_once_saying_so() {
         assert!(took < Duration::from_secs(10), "{protocol}: not the 30 s timeout: {took:?}");
     }
 }
+
+/// An upload whose source is a named pipe nothing writes to fails at once, saying the file is
+/// not a regular one, instead of holding the runtime's thread in open(2) for ever.
+#[test]
+fn proxy_an_upload_of_a_pipe_fails_at_once_instead_of_waiting_for_a_writer() {
+    let scratch = Scratch::new("upload-pipe");
+    let pipe = scratch.0.join("pipe");
+    let c = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let job = Upload {
+        url: "http://127.0.0.1:9/up".into(),
+        source: pipe,
+        method: Method::PUT,
+        content_type: "application/octet-stream".into(),
+        headers: Vec::new(),
+    };
+    // On a thread of its own: a runtime stuck in open(2) could not even time out.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let session = nw_transfer::Session::ephemeral(Configuration::default()).unwrap();
+        let _ = tx.send(runtime().block_on(session.upload(&job)).map(|_| ()));
+    });
+    let sent = rx.recv_timeout(Duration::from_secs(10));
+    let e = sent.expect("the upload waited on the pipe").unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}
