@@ -8,14 +8,9 @@ use crate::flow::{Direction, FlowKey, Transport};
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
-/// The key of the flow an outbound packet belongs to (its source is this host), or `None` for
-/// a packet that is not TCP or UDP over IPv4 or IPv6, a non-first fragment, or a truncated one.
-pub fn outbound_key(packet: &[u8]) -> Option<FlowKey> {
-    flow_key(packet, Direction::Outbound)
-}
-
 /// The key of the flow a packet going `direction` belongs to: this host's end is its source
-/// when outbound, its destination when inbound. `None` as for [`outbound_key`].
+/// when outbound, its destination when inbound. `None` for a packet that is not TCP or UDP
+/// over IPv4 or IPv6, a non-first fragment, or a truncated one.
 pub fn flow_key(packet: &[u8], direction: Direction) -> Option<FlowKey> {
     let (src, dst, proto, transport) = match packet.first()? >> 4 {
         4 => {
@@ -208,6 +203,10 @@ fn skip_extensions(mut next: u8, mut rest: &[u8]) -> Option<(u8, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outbound_key(packet: &[u8]) -> Option<FlowKey> {
+        flow_key(packet, Direction::Outbound)
+    }
 
     fn v4(proto: u8, ports: [u8; 4]) -> Vec<u8> {
         let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
