@@ -7,8 +7,9 @@
 //! and publishes them as a [`Reading`] when they differ from the last one. NetworkManager's
 //! metered values (`nmcli`, bounded to a second) are read on a thread beside it, asked after
 //! each kernel change and each change `nmcli monitor` reports: the first reading waits for
-//! them, later ones use the last answer, and an answer that differs is published as a change. None of that runs on a caller's async runtime: a reading is a cheap
-//! clone of an `Arc`, and evaluating it ([`Reading::path`], [`Reading::path_for`]) is pure.
+//! them, later ones use the last answer, and an answer that differs is published as a change.
+//! None of that runs on a caller's async runtime: a reading is a cheap clone of an `Arc`, and
+//! evaluating it ([`Reading::path`], [`Reading::path_for`]) is pure.
 //!
 //! [`PathService::shared`] is the process's service, started on first use and kept for the
 //! life of the process (an idle thread blocked on one socket). Its namespace is the one of the

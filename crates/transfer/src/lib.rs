@@ -612,8 +612,6 @@ impl Session {
     /// next URL, how the policy lets it load — refused like any load the policy refuses (an
     /// https:// page redirecting to http:// included) — and the method to ask it with (a GET
     /// after a 303, and after a 301 or 302 of a POST, RFC 9110 §15.4).
-    /// A redirect that would change the method (a 303 answering an upload) is not followed:
-    /// the answer stands.
     pub(crate) fn redirected(
         &self,
         chain: &mut redirect::Chain,
