@@ -74,7 +74,7 @@ impl CredentialArgs {
             for url in urls {
                 if let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url)
                     && u.scheme == "http"
-                    && nw_http::policy::local_exemption(&u.host).is_none()
+                    && !nw_http::auth::may_carry_credentials(&u)
                 {
                     return Err(UsageError(format!(
                         "{flag} with {url} would send the secret in the clear; use https://"
@@ -149,9 +149,17 @@ impl CredentialArgs {
 }
 
 impl Credentials {
-    /// No field, no `.netrc` and no command.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.netrc.is_none() && self.command.is_none()
+    /// Refuses them for a transfer to be `queued`: credentials stay out of the store. `instead`
+    /// says what to do (`download without --queue`).
+    pub(crate) fn refuse_queued(&self, queued: bool, instead: &str) -> anyhow::Result<()> {
+        let none = self.headers.is_empty() && self.netrc.is_none() && self.command.is_none();
+        if queued && !none {
+            return Err(UsageError(format!(
+                "-H, --user, --bearer and --netrc are not kept for queued transfers (credentials stay out of the store); {instead}"
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     /// The session's credential provider: `--bearer-command`'s.
@@ -212,7 +220,7 @@ fn netrc_login<'a>(
         return None;
     };
     let login = netrc.login_for(&u.host)?;
-    if u.scheme == "http" && nw_http::policy::local_exemption(&u.host).is_none() {
+    if u.scheme == "http" && !nw_http::auth::may_carry_credentials(&u) {
         crate::output::error_line(&format!(
             "nw: {}: not sending the login for {} from {} over plain HTTP",
             url,

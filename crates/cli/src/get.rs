@@ -408,13 +408,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         None => None,
     };
     let credentials = args.credentials.resolve(&args.urls)?;
-    if args.queue.queue && !credentials.is_empty() {
-        return Err(UsageError(
-            "-H, --user, --bearer and --netrc are not kept for queued transfers (credentials stay out of the store); download without --queue"
-                .into(),
-        )
-        .into());
-    }
+    credentials.refuse_queued(args.queue.queue, "download without --queue")?;
     let mut jobs = Vec::new();
     for url in &args.urls {
         let dest = match &args.output {

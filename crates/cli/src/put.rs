@@ -51,13 +51,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Err(e) => return Err(UsageError(format!("{}: {e}", args.file.display())).into()),
     }
     let credentials = args.credentials.resolve(std::slice::from_ref(&args.url))?;
-    if args.queue.queue && !credentials.is_empty() {
-        return Err(UsageError(
-            "-H, --user, --bearer and --netrc are not kept for queued transfers (credentials stay out of the store); send it without --queue"
-                .into(),
-        )
-        .into());
-    }
+    credentials.refuse_queued(args.queue.queue, "send it without --queue")?;
     let https = needs_trust(&[&args.url]);
     let session = args.session.session_with(https, &DiskArgs::default(), credentials.provider())?;
     let job = Upload {
