@@ -134,7 +134,6 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Trust
 /// instead of holding the caller for ever; reads then wait as usual, so a pipe with a writer
 /// (a shell's `<(…)`) is read whole.
 pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
     use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let failed = |e: std::io::Error| format!("cannot read it: {e}");
@@ -150,17 +149,18 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Stri
     if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
         return Err(failed(std::io::Error::last_os_error()));
     }
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(failed)?;
-    if bytes.len() as u64 > limit {
-        let size = if limit.is_multiple_of(1 << 20) {
-            format!("{} MiB", limit >> 20)
-        } else {
-            format!("{} KiB", limit / 1024)
-        };
-        return Err(format!("it is larger than {size}, which no {what} is; is it the right file?"));
+    match crate::files::read_at_most(file, limit) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+            let size = if limit.is_multiple_of(1 << 20) {
+                format!("{} MiB", limit >> 20)
+            } else {
+                format!("{} KiB", limit / 1024)
+            };
+            Err(format!("it is larger than {size}, which no {what} is; is it the right file?"))
+        }
+        Err(e) => Err(failed(e)),
     }
-    Ok(bytes)
 }
 
 #[cfg(test)]

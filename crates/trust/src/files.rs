@@ -53,17 +53,23 @@ pub fn read_regular(
     follow: bool,
     limit: u64,
 ) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
-    use std::io::Read as _;
     let (file, meta) = open_regular(path, follow)?;
+    Ok((read_at_most(file, limit)?, meta))
+}
+
+/// All of `from`, when it is at most `limit` bytes; more is a `FileTooLarge` error, found by
+/// reading one byte past the limit, never the rest.
+pub(crate) fn read_at_most(from: impl io::Read, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
     let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    from.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(io::Error::new(
             io::ErrorKind::FileTooLarge,
             format!("larger than {limit} bytes"),
         ));
     }
-    Ok((bytes, meta))
+    Ok(bytes)
 }
 
 #[cfg(test)]
