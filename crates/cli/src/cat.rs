@@ -559,8 +559,16 @@ async fn group(args: &Args, at: std::net::SocketAddr, join: bool) -> anyhow::Res
     };
     let group = match opened {
         Ok(group) => group,
-        Err(e @ (GroupError::LocalNetworkProhibited { .. } | GroupError::NoInterface { .. })) => {
+        Err(e @ GroupError::LocalNetworkProhibited { .. }) => {
             crate::output::error_line(&format!("nw cat: {e}"));
+            return Ok(Outcome::Negative);
+        }
+        Err(e @ GroupError::NoInterface { .. }) => {
+            let hint = match options.interface {
+                None => " (name one with --require-interface NAME; `nw path` lists them)",
+                Some(_) => " (`nw path` lists the interfaces)",
+            };
+            crate::output::error_line(&format!("nw cat: {e}{hint}"));
             return Ok(Outcome::Negative);
         }
         Err(e) => return Err(e.into()),

@@ -89,7 +89,8 @@ pub enum GroupError {
         /// Why the permission store could not be read, when that is what refused.
         error: Option<String>,
     },
-    /// No interface to take part on.
+    /// No interface to take part on: none is usable, or the one named is not. Naming one in
+    /// [`GroupOptions::interface`] uses it even without a carrier.
     #[error("cannot {doing} {group}: {why}")]
     NoInterface {
         /// The group.
@@ -325,7 +326,7 @@ fn choose(
         |i: &nw_path::Interface| i.addresses.iter().any(|a| a.ip.is_ipv4() == v4 && !a.tentative);
     if let Some(name) = named {
         let Some(i) = interfaces.iter().find(|i| i.name == name) else {
-            return Err(format!("there is no interface {name} (`nw path` lists them)"));
+            return Err(format!("there is no interface {name}"));
         };
         return if !i.flags.up {
             Err(format!("{name} is down"))
@@ -347,8 +348,7 @@ fn choose(
         .collect();
     if usable.is_empty() {
         return Err(format!(
-            "no interface is up with a carrier, multicast and an {family} address (`nw path` \
-             shows them); to use one anyway, name it"
+            "no interface is up with a carrier, multicast and an {family} address"
         ));
     }
     Ok(usable)
