@@ -868,14 +868,11 @@ impl Session {
             };
             let share = ranges.len() + 1;
             let mut conn = self.connect(url, routes, share).await.map_err(Opened::Failed)?;
-            let response = conn
-                .get_within(
-                    url,
-                    &[plan.headers(), extra.to_vec()].concat(),
-                    self.config.request_timeout,
-                )
-                .await
-                .map_err(Opened::Failed)?;
+            // Through the session's GET, as the first request: the credential provider's
+            // `Authorization` and the jar's cookies go with every range.
+            let fields = [plan.headers(), extra.to_vec()].concat();
+            let response =
+                self.get(&mut conn, url, &fields, routes, share).await.map_err(Opened::Failed)?;
             match resume::decide(&plan, &Partial::default(), &view(&response)) {
                 Decision::Append { total: Some(t), .. } if t == total => Ok((conn, response.body)),
                 Decision::Append { .. } | Decision::Complete => {

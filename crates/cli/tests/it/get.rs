@@ -497,6 +497,19 @@ fn get_and_put_take_bearer_tokens_and_a_command_that_refreshes_them() {
     assert_eq!(lines.len(), 2, "{asked}");
     assert_eq!(lines[0], format!("{url}|none"), "{asked}");
     assert_eq!(lines[1], format!("{url}|Bearer error=\"invalid_token\""), "{asked}");
+    // In segments: every range carries the fresh token, and the command is not asked again.
+    fresh();
+    let big = pattern(16 << 20, 29);
+    std::fs::write(scratch.0.join("www/api/big.bin"), &big).unwrap();
+    let args = ["--segments", "4", "--bearer-command", &command, "-o", "big.bin"];
+    let out =
+        nw_get(&scratch, &[&args[..], &[&server.url("/api/big.bin")]].concat()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("in 4 segments"), "a range went without the token: {err}");
+    assert!(std::fs::read(scratch.0.join("big.bin")).unwrap() == big, "byte-exact");
+    let asked = std::fs::read_to_string(scratch.0.join("asked")).unwrap();
+    assert_eq!(asked.lines().count(), 2, "{asked}");
     // To stdout the same.
     fresh();
     let out = nw_get(&scratch, &["--bearer-command", &command, "-o", "-", &url]).output().unwrap();
