@@ -109,14 +109,16 @@ pub enum FlowVerdict {
     /// prohibited), never left to hang.
     Drop,
     /// Look at the flow's first bytes before deciding (TCP only; a UDP flow given this verdict
-    /// gets the failure policy). The host holds the flow's first `peek_outbound` bytes back,
-    /// shows them in a `data` message, and lets nothing through until the data verdict.
+    /// gets the failure policy). The host holds the flow's first `peek_outbound` bytes, and
+    /// the peer's first `peek_inbound`, back, shows them in `data` messages, and lets none of
+    /// them through until the data verdict. Either end may have opened the flow.
     FilterData {
         /// Bytes to peek at, from this host to the peer (at most [`MAX_PEEK`]; more is
-        /// taken as that, 0 as 1).
+        /// taken as that). 0: this host's bytes go through as they come, when
+        /// `peek_inbound` is not 0; otherwise 0 is taken as 1.
         peek_outbound: u32,
-        /// Bytes to peek at, from the peer. Not served yet: the peer's bytes are not held,
-        /// and data messages are about outbound bytes only.
+        /// Bytes to peek at, from the peer to this host (at most [`MAX_PEEK`]). 0 (the
+        /// default): the peer's bytes are not held.
         #[serde(default)]
         peek_inbound: u32,
     },
@@ -132,10 +134,11 @@ pub const MAX_PEEK: u32 = 64 * 1024;
 pub struct Data {
     /// The flow's id, from `new_flow`.
     pub id: u64,
-    /// Whose bytes: this host's to the peer (the only direction peeked at so far).
+    /// Whose bytes: `outbound`, this host's to the peer; `inbound`, the peer's to this host.
+    /// The data verdict about them passes and peeks in that direction.
     pub direction: Direction,
-    /// Where `bytes` starts in the flow's stream (0 is its first byte). Everything before it
-    /// has passed.
+    /// Where `bytes` starts in that direction's stream (0 is its first byte). Everything
+    /// before it has passed.
     pub offset: u64,
     /// The bytes held back, from `offset`: as many as the provider asked to peek at, or fewer
     /// when the sender stopped sending for now (it waits for an answer) or `closed`.
@@ -166,12 +169,12 @@ pub struct Report {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum DataVerdict {
-    /// Let the rest of the flow through; it never leaves the kernel again.
+    /// Let the rest of the flow through, both ways; it never leaves the kernel again.
     Allow,
-    /// Refuse the flow: nothing more reaches the peer, and the process's socket is reset.
+    /// Refuse the flow: nothing more of it reaches either end, and both are reset.
     Drop,
     /// Let `pass` bytes from the data's offset through (they may run past what was shown),
-    /// then hold the flow again and show the `peek` bytes after them.
+    /// then hold that direction again and show the `peek` bytes after them.
     Pass {
         /// Bytes from the data's `offset` to let through.
         pass: u64,

@@ -43,14 +43,14 @@ use nw_provider::blocking;
 use crate::engine::{Decision, Engine, FailPolicy, Seen, Stats};
 use crate::flow::{DataVerdict, Direction, Flow, FlowKey, FlowVerdict, Process, Transport};
 use crate::packet::{flow_key, tcp_segment};
-use crate::peek::{Answer, Give, Peeks, Segment};
+use crate::peek::{Answer, Give, PeekSizes, Peeks, Segment};
 use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION};
 use crate::recent::Recent;
 use crate::rules::{Action, Rules};
 use crate::sys::diag::Diag;
 use crate::sys::nfqueue::{self, Queue, Verdict};
 use crate::sys::procfs::Procfs;
-use crate::sys::tables::{self, MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_PEEK};
+use crate::sys::tables::{self, MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_PEEK, MARK_PEEK_BOTH};
 
 /// At most this many `new_flow` messages wait to be written to a provider that does not read;
 /// flows beyond that get the failure policy at once.
@@ -308,6 +308,8 @@ pub fn unseen(rules: &Rules) -> Option<(usize, &'static str)> {
 /// before its server name. A client pushes its ClientHello or request and waits, so the name
 /// is read as soon as they are sent, whatever their size.
 const NAME_PEEK: u32 = 16 * 1024;
+/// What the host peeks at to learn a flow's host name: this host's first bytes only.
+const NAMING: PeekSizes = PeekSizes { outbound: NAME_PEEK, inbound: 0 };
 
 #[derive(Debug)]
 struct Held {
@@ -480,7 +482,7 @@ pub async fn run(
                     };
                     if let Some(seg) = seg {
                         let mut given = Vec::new();
-                        match flows.peeks.packet(now, key, seg, held, &mut given) {
+                        match flows.peeks.packet(now, key, direction, seg, held, &mut given) {
                             Ok(data) => {
                                 give_peeked(&mut out, given);
                                 let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
@@ -547,7 +549,7 @@ pub async fn run(
                         (None, _) => None,
                     };
                     if decided.is_none() && name_first(&options.rules, &flow, &slot) {
-                        flows.start(now, id, flow, NAME_PEEK, true, &mut engine, &mut out);
+                        flows.start(now, id, flow, NAMING, true, &mut engine, &mut out);
                         continue;
                     }
                     let (decision, by) = match decided {
@@ -570,7 +572,7 @@ pub async fn run(
                 // Gone: the deadline passed first and the failure policy decided it.
                 let Some(flow) = flows.asked.remove(&id) else { continue };
                 if answer.as_ref().is_ok_and(|v| v.allowed) && name_first(&options.rules, &flow, &slot) {
-                    flows.start(now, id, flow, NAME_PEEK, true, &mut engine, &mut out);
+                    flows.start(now, id, flow, NAMING, true, &mut engine, &mut out);
                     flush(&queue, &mut out, &mut flows);
                     continue;
                 }
@@ -626,15 +628,11 @@ pub async fn run(
                     }
                     FromProvider::Message(ProviderMessage::Verdict { id, verdict }) => {
                         let peek = match (verdict, flows.asked.get(&id)) {
-                            (FlowVerdict::FilterData { peek_outbound, .. }, Some(flow)) => Some(
-                                if flow.transport != Transport::Tcp {
-                                    Err("the provider asked to filter a UDP flow's data; only TCP data is peeked at")
-                                } else if flow.direction == Direction::Inbound {
-                                    Err("the provider asked to filter an inbound flow's data; only outbound flows' data is peeked at")
-                                } else if peek_outbound == 0 {
-                                    Err("the provider asked to peek at inbound bytes only, which this host does not hold yet")
+                            (FlowVerdict::FilterData { peek_outbound, peek_inbound }, Some(flow)) => Some(
+                                if flow.transport == Transport::Tcp {
+                                    Ok(PeekSizes { outbound: peek_outbound, inbound: peek_inbound })
                                 } else {
-                                    Ok(peek_outbound)
+                                    Err("the provider asked to filter a UDP flow's data; only TCP data is peeked at")
                                 },
                             ),
                             _ => None,
@@ -815,21 +813,23 @@ fn read_queue(
                 Ok(n) => packets.extend(nfqueue::packets(&buf[..n]).into_iter().map(|q| {
                     let seg = tcp_segment(q.payload);
                     let held = Held { id: q.id, mark: q.mark, seq: seg.map_or(0, |s| s.seq) };
-                    let seg = seg.filter(|s| !s.syn).map(|s| Segment {
+                    // A SYN starts a flow (or is one's resent SYN); every other TCP packet
+                    // queued, a SYN-ACK included, is a peeked flow's.
+                    let seg = seg.filter(|s| !s.syn || s.ack).map(|s| Segment {
                         seq: s.seq,
                         len: s.len,
                         fin: s.fin,
                         rst: s.rst,
                         psh: s.psh,
+                        syn: s.syn,
                         payload: s.payload.to_vec(),
                     });
-                    // Inbound, only a new flow's first packet is queued: never a peeked one's.
+                    // Which way it goes: a packet queued on its way in came from the peer.
                     let direction = if q.hook == nfqueue::LOCAL_IN {
                         Direction::Inbound
                     } else {
                         Direction::Outbound
                     };
-                    let seg = seg.filter(|_| direction == Direction::Outbound);
                     (held, flow_key(q.payload, direction).map(|k| (k, direction)), seg)
                 })),
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
@@ -1089,23 +1089,28 @@ struct Cx<'a> {
 }
 
 impl Flows {
-    /// Flow `id`, waiting in the engine, is to be peeked at: `size` bytes, for the provider or
-    /// (`naming`) for its host name. Its SYN goes out; its bytes are held.
+    /// Flow `id`, waiting in the engine, is to be peeked at: `peek` of its bytes, for the
+    /// provider or (`naming`) for its host name. Its SYN goes on; its bytes are held, and
+    /// with the peer's bytes peeked at, the peer's packets come here too (the SYN's mark,
+    /// kept by the connection, says so).
     #[allow(clippy::too_many_arguments, reason = "the loop's state, borrowed apart")]
     fn start(
         &mut self,
         now: Instant,
         id: u64,
         flow: Flow,
-        size: u32,
+        peek: PeekSizes,
         naming: bool,
         engine: &mut Engine<Held>,
         out: &mut Vec<(u32, Verdict, Option<u32>)>,
     ) {
         let held = engine.peek(id);
         let seq = held.first().map_or(0, |h| h.seq);
-        self.peeks.start(now, id, flow.key(), seq, size);
-        give_peeked(out, held.into_iter().map(|h| (h, Give::Pass)).collect());
+        self.peeks.start(now, id, flow.key(), (flow.direction, seq), peek);
+        let mark = if peek.both_ways() { MARK_PEEK_BOTH } else { MARK_PEEK };
+        for h in held {
+            out.push((h.id, Verdict::Repeat, Some((h.mark & !MARK_MASK) | mark)));
+        }
         self.peeking.insert(id, flow);
         if naming {
             self.naming.insert(id);
@@ -1137,10 +1142,12 @@ impl Flows {
             }
             return;
         }
-        // The flow's name, once its first bytes are seen: for the log, whoever decides.
+        // The flow's name, once the first bytes of the end that opened it are seen (the
+        // name it asked for): for the log, whoever decides.
         if let Some(flow) = self.peeking.get_mut(&id)
             && flow.host.is_none()
             && data.offset == 0
+            && data.direction == flow.direction
         {
             flow.host = crate::names::host_name(&data.bytes);
         }
@@ -1155,6 +1162,11 @@ impl Flows {
         match verdict {
             FlowVerdict::Allow => self.answer(now, id, DataVerdict::Allow, By::Provider, cx),
             FlowVerdict::Drop => self.answer(now, id, DataVerdict::Drop, By::Provider, cx),
+            FlowVerdict::FilterData { peek_inbound, .. } if peek_inbound > 0 => {
+                // The peer's packets of a flow started for its name do not come here.
+                let why = "the provider asked to peek at the peer's bytes of a flow whose host name the rules read first; only this host's bytes are held for such a flow";
+                self.fail(now, id, why, cx);
+            }
             FlowVerdict::FilterData { peek_outbound, .. } => {
                 // The provider sees the bytes the host read the name from, and more.
                 self.peeks.reshow(id);

@@ -56,13 +56,15 @@ pub fn flow_key(packet: &[u8], direction: Direction) -> Option<FlowKey> {
     Some(FlowKey { transport: transport_kind, local, remote })
 }
 
-/// A TCP segment's place in its stream, read from a queued outbound packet.
+/// A TCP segment's place in its stream, read from a queued packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment<'a> {
     /// The sequence number of its first byte (of the SYN, for a SYN).
     pub seq: u32,
     /// The SYN flag.
     pub syn: bool,
+    /// The ACK flag (with SYN: a SYN-ACK, the answer to a flow's SYN).
+    pub ack: bool,
     /// The FIN flag: the sender's stream ends after this segment's payload.
     pub fin: bool,
     /// The RST flag.
@@ -76,7 +78,7 @@ pub struct Segment<'a> {
     pub payload: &'a [u8],
 }
 
-/// The TCP segment in an outbound packet, or `None` when it is not TCP or does not parse.
+/// The TCP segment in a packet, or `None` when it is not TCP or does not parse.
 pub fn tcp_segment(packet: &[u8]) -> Option<Segment<'_>> {
     let (proto, ip_payload_len, transport) = match packet.first()? >> 4 {
         4 => {
@@ -114,6 +116,7 @@ pub fn tcp_segment(packet: &[u8]) -> Option<Segment<'_>> {
     Some(Segment {
         seq: u32::from_be_bytes([transport[4], transport[5], transport[6], transport[7]]),
         syn: flags & 0x02 != 0,
+        ack: flags & 0x10 != 0,
         fin: flags & 0x01 != 0,
         rst: flags & 0x04 != 0,
         psh: flags & 0x08 != 0,

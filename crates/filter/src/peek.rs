@@ -1,7 +1,9 @@
-//! Data peeks, without I/O: the outbound TCP bytes of flows a provider asked to filter the data
-//! of, put in order from the packets that carry them, held back until the provider's verdict,
-//! and let through exactly as far as it passed. Driven by the host with the time passed in, so
-//! it is tested in virtual time.
+//! Data peeks, without I/O: the TCP bytes of flows a provider asked to filter the data of, each
+//! direction (this host's bytes to the peer, and the peer's to this host, when it asked for
+//! those too) put in order from the packets that carry them, held back until the provider's
+//! verdict, and let through exactly as far as it passed. One question is out per flow at a
+//! time; a pass is about the direction asked, an allow or a drop decides the whole flow.
+//! Driven by the host with the time passed in, so it is tested in virtual time.
 //!
 //! A packet is let through only when all its bytes are passed: the peer receives the passed
 //! bytes rounded down to a packet boundary, and not one byte of a dropped flow. Packets without
@@ -56,6 +58,9 @@ pub struct Segment {
     pub rst: bool,
     /// PSH: the sender has nothing more to send for now.
     pub psh: bool,
+    /// SYN: the sender's first segment (a SYN-ACK; a flow's own SYN never comes here). Its
+    /// sequence number places the stream's bytes.
+    pub syn: bool,
     /// The payload bytes the queue copied (all of them unless the packet was cut short).
     pub payload: Vec<u8>,
 }
@@ -80,16 +85,40 @@ struct Held<P> {
     packet: P,
 }
 
+/// How much of each direction of a flow the provider wants to see first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeekSizes {
+    /// Bytes from this host to the peer; 0 with `inbound` 0 is taken as 1.
+    pub outbound: u32,
+    /// Bytes from the peer to this host; 0: the peer's packets are not held (nor queued).
+    pub inbound: u32,
+}
+
+impl PeekSizes {
+    /// Whether the peer's packets are held and followed too (its bytes are peeked at).
+    pub fn both_ways(self) -> bool {
+        self.inbound > 0
+    }
+}
+
+/// One direction of a peeked flow: its bytes put in order, held, and let through as far as
+/// the provider passed them.
 #[derive(Debug)]
-struct Peeked<P> {
-    id: u64,
+struct Stream<P> {
+    /// Whether the provider looks at these bytes. A stream not peeked at is still followed
+    /// (when its packets come here) so that a dropped flow's ends can be reset: its packets
+    /// pass as they come.
+    peeked: bool,
+    /// Whether the sequence number of its first byte is known (its sender's SYN was seen, or
+    /// its first segment).
+    synced: bool,
     /// A sequence number and its offset in the stream: offsets of nearby sequence numbers are
     /// reckoned from it (moved forward as packets come, so streams longer than 4 GiB work).
     ref_seq: u32,
     ref_off: u64,
     /// Packets whose bytes all lie before this offset go through.
     passed_to: u64,
-    /// The bytes before this offset went out: the peer's next expected byte.
+    /// The bytes before this offset went out: the receiver's next expected byte.
     out_to: u64,
     /// The provider wants to see the bytes up to this offset.
     peek_to: u64,
@@ -105,17 +134,43 @@ struct Peeked<P> {
     /// Held packets, by start.
     held: Vec<Held<P>>,
     held_bytes: usize,
-    /// The deadline of the question out.
-    asked: Option<Instant>,
-    last: Instant,
 }
 
-impl<P> Peeked<P> {
+impl<P> Stream<P> {
+    /// A stream whose provider wants its first `peek` bytes (0: not peeked at), and whose SYN
+    /// had sequence number `syn`, when it was seen.
+    fn new(peek: u32, syn: Option<u32>) -> Self {
+        let peeked = peek > 0;
+        Self {
+            peeked,
+            synced: syn.is_some(),
+            ref_seq: syn.map_or(0, |s| s.wrapping_add(1)),
+            ref_off: 0,
+            passed_to: if peeked { 0 } else { u64::MAX },
+            out_to: 0,
+            peek_to: u64::from(peek.min(MAX_PEEK)),
+            shown_from: 0,
+            shown_to: 0,
+            shown_closed: false,
+            push_end: 0,
+            fin_at: None,
+            held: Vec::new(),
+            held_bytes: 0,
+        }
+    }
+
     fn offset(&self, seq: u32) -> u64 {
         // Bytes in flight lie within 2^31 of the last seen ones (RFC 9293 §3.4's sequence
         // space): the signed difference places them.
         let diff = i64::from(seq.wrapping_sub(self.ref_seq).cast_signed());
         self.ref_off.saturating_add_signed(diff)
+    }
+
+    /// The sequence number of the byte at `offset` (offsets differ from `ref_off` by less than
+    /// 2^32 in the sequence space, so the low 32 bits of the difference are exact).
+    fn seq_at(&self, offset: u64) -> u32 {
+        let diff = offset.wrapping_sub(self.ref_off) & u64::from(u32::MAX);
+        self.ref_seq.wrapping_add(u32::try_from(diff).unwrap_or(0))
     }
 
     /// The end of the bytes held without a gap from `passed_to`.
@@ -149,9 +204,9 @@ impl<P> Peeked<P> {
         out
     }
 
-    /// The data to show now, if the provider is to be asked.
-    fn ready(&mut self, id: u64, now: Instant, deadline: Duration) -> Option<Data> {
-        if self.asked.is_some() {
+    /// The data to show now, if the provider is to be asked about this stream.
+    fn ready(&mut self, id: u64, direction: Direction) -> Option<Data> {
+        if !self.peeked {
             return None;
         }
         let frontier = self.frontier();
@@ -173,20 +228,83 @@ impl<P> Peeked<P> {
         self.shown_from = self.passed_to;
         self.shown_to = to;
         self.shown_closed = closed;
-        self.asked = Some(now + deadline);
-        Some(Data {
-            id,
-            direction: Direction::Outbound,
-            offset: self.passed_to,
-            bytes: self.bytes(to),
-            closed,
-        })
+        Some(Data { id, direction, offset: self.passed_to, bytes: self.bytes(to), closed })
+    }
+
+    /// The provider passed `pass` bytes from the offset last shown and wants `peek` more: the
+    /// packets now wholly passed go out.
+    fn pass(&mut self, pass: u64, peek: u32, out: &mut Vec<(P, Give)>) {
+        let shown_from = self.passed_to;
+        self.passed_to = self.passed_to.max(shown_from.saturating_add(pass));
+        // The next question shows at least one byte more than this one, so a provider that
+        // asks for what it saw already cannot hold the flow in a loop.
+        self.peek_to = self
+            .passed_to
+            .saturating_add(u64::from(peek.clamp(1, MAX_PEEK)))
+            .max(self.shown_to.saturating_add(1));
+        let passed = self.passed_to;
+        let (gone, kept): (Vec<Held<P>>, Vec<Held<P>>) =
+            self.held.drain(..).partition(|h| h.end <= passed);
+        self.held = kept;
+        for h in gone {
+            self.held_bytes -= h.payload.len();
+            if h.start <= self.out_to {
+                self.out_to = self.out_to.max(h.end);
+            }
+            out.push((h.packet, Give::Pass));
+        }
     }
 
     /// Every held packet, to be given `give`.
     fn release_all(&mut self, give: Give, out: &mut Vec<(P, Give)>) {
         self.held_bytes = 0;
         out.extend(self.held.drain(..).map(|h| (h.packet, give)));
+    }
+}
+
+/// Index of a direction's stream.
+fn way(direction: Direction) -> usize {
+    match direction {
+        Direction::Outbound => 0,
+        Direction::Inbound => 1,
+    }
+}
+
+#[derive(Debug)]
+struct Peeked<P> {
+    id: u64,
+    /// This host's bytes to the peer, then the peer's to this host.
+    streams: [Stream<P>; 2],
+    /// Whether the peer's packets come here (its bytes are peeked at).
+    both_ways: bool,
+    /// The question out: its deadline, and whose bytes it is about. One at a time per flow.
+    asked: Option<(Instant, Direction)>,
+    last: Instant,
+}
+
+impl<P> Peeked<P> {
+    /// The data to show now, if the provider is to be asked (this host's bytes first).
+    fn ready(&mut self, now: Instant, deadline: Duration) -> Option<Data> {
+        if self.asked.is_some() {
+            return None;
+        }
+        for direction in [Direction::Outbound, Direction::Inbound] {
+            if let Some(data) = self.streams[way(direction)].ready(self.id, direction) {
+                self.asked = Some((now + deadline, direction));
+                return Some(data);
+            }
+        }
+        None
+    }
+
+    fn release_all(&mut self, give: Give, out: &mut Vec<(P, Give)>) {
+        for s in &mut self.streams {
+            s.release_all(give, out);
+        }
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.asked.map(|(due, _)| due)
     }
 }
 
@@ -201,8 +319,8 @@ pub struct Peeks<P> {
     ended: Recent<FlowKey, Decision>,
     /// Flows that ended without a verdict (a reset, or idle), for the host to forget.
     gone: Vec<u64>,
-    /// Dropped flows whose peer is to be reset: the flow, and the sequence number of the
-    /// next byte the peer expects.
+    /// The resets telling the ends of dropped flows they are gone: each from `key.local` to
+    /// `key.remote`, with the sequence number of the next byte the receiver expects.
     resets: Vec<(FlowKey, u32)>,
     /// Bytes shown to the provider.
     pub bytes_peeked: u64,
@@ -239,9 +357,10 @@ impl<P> Peeks<P> {
         std::mem::take(&mut self.gone)
     }
 
-    /// The dropped flows whose peer is to be told, since the last call: each flow and the
-    /// sequence number of the next byte its peer expects (a reset with it is taken at once,
-    /// RFC 5961 §3.2).
+    /// The resets to send for the flows dropped since the last call: each from `key.local` to
+    /// `key.remote` (the peer, or this host's own socket when the key is turned around) with
+    /// the sequence number of the next byte its receiver expects (a reset with it is taken at
+    /// once, RFC 5961 §3.2).
     pub fn take_resets(&mut self) -> Vec<(FlowKey, u32)> {
         std::mem::take(&mut self.resets)
     }
@@ -251,10 +370,20 @@ impl<P> Peeks<P> {
         self.flows.contains_key(key) || self.ended.contains(key)
     }
 
-    /// Flow `id` is to be peeked at: its SYN had sequence number `syn_seq`, and the provider
-    /// wants to see its first `peek` bytes.
-    pub fn start(&mut self, now: Instant, id: u64, key: FlowKey, syn_seq: u32, peek: u32) {
-        let peek = u64::from(peek.clamp(1, MAX_PEEK));
+    /// Flow `id` is to be peeked at: its SYN came from `syn.0`'s side with sequence number
+    /// `syn.1`, and the provider wants to see `peek` of its bytes. The peer's packets come
+    /// here only when `peek.inbound` is not 0.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        id: u64,
+        key: FlowKey,
+        syn: (Direction, u32),
+        peek: PeekSizes,
+    ) {
+        let both_ways = peek.both_ways();
+        let outbound = if both_ways { peek.outbound } else { peek.outbound.max(1) };
+        let isn = |d: Direction| (syn.0 == d).then_some(syn.1);
         // A new connection on the 5-tuple of one decided a moment ago.
         self.ended.remove(&key);
         self.ids.insert(id, key);
@@ -262,31 +391,25 @@ impl<P> Peeks<P> {
             key,
             Peeked {
                 id,
-                ref_seq: syn_seq.wrapping_add(1),
-                ref_off: 0,
-                passed_to: 0,
-                out_to: 0,
-                peek_to: peek,
-                shown_from: 0,
-                shown_to: 0,
-                shown_closed: false,
-                push_end: 0,
-                fin_at: None,
-                held: Vec::new(),
-                held_bytes: 0,
+                streams: [
+                    Stream::new(outbound, isn(Direction::Outbound)),
+                    Stream::new(peek.inbound, isn(Direction::Inbound)),
+                ],
+                both_ways,
                 asked: None,
                 last: now,
             },
         );
     }
 
-    /// A queued packet of flow `key`. Its verdict, or the verdicts of packets it releases, go
-    /// to `out`; the bytes to show the provider are returned. `Err` hands back the packet of a
-    /// flow this does not know.
+    /// A queued packet of flow `key`, going `direction` (from this host, or from the peer).
+    /// Its verdict, or the verdicts of packets it releases, go to `out`; the bytes to show the
+    /// provider are returned. `Err` hands back the packet of a flow this does not know.
     pub fn packet(
         &mut self,
         now: Instant,
         key: FlowKey,
+        direction: Direction,
         seg: Segment,
         packet: P,
         out: &mut Vec<(P, Give)>,
@@ -294,8 +417,8 @@ impl<P> Peeks<P> {
         self.ended.expire(now);
         let Some(f) = self.flows.get_mut(&key) else {
             return match self.ended.get(&key) {
-                // The resets a dropped flow's process sends the peer go out, so the peer
-                // learns the connection is gone.
+                // The resets a dropped flow's ends send each other go out, so each learns the
+                // connection is gone.
                 Some(Decision::Drop) if seg.rst => {
                     out.push((packet, Give::Pass));
                     Ok(None)
@@ -312,46 +435,56 @@ impl<P> Peeks<P> {
             };
         };
         f.last = now;
+        let id = f.id;
         if seg.rst {
-            // The sender is gone: what it held back no longer matters.
+            // One end is gone: what either held back no longer matters.
             out.push((packet, Give::Pass));
             f.release_all(Give::Discard, out);
-            let id = f.id;
             self.end(now, id, None);
             return Ok(None);
         }
-        let start = f.offset(seg.seq);
-        let end = start + seg.len as u64;
-        if seg.len > 0 && start >= f.ref_off {
-            (f.ref_seq, f.ref_off) = (seg.seq, start);
-        }
-        if seg.fin {
-            f.fin_at = Some(end);
-        }
-        // (A peeked flow's SYNs never come here: the rules queue none of its packets while
-        // conntrack calls them NEW, and a resent SYN is one.)
-        if (seg.len == 0 && !seg.fin) || end <= f.passed_to {
-            // An acknowledgement, or bytes already passed (or a close after them, which the
-            // provider is told about).
-            if seg.len > 0 && start <= f.out_to {
-                f.out_to = f.out_to.max(end);
+        let s = &mut f.streams[way(direction)];
+        if seg.syn {
+            // The sender's SYN (the SYN-ACK answering the flow's SYN): its bytes start after
+            // it. A SYN's own payload (TCP Fast Open) is not held.
+            if !s.synced {
+                (s.synced, s.ref_seq, s.ref_off) = (true, seg.seq.wrapping_add(1), 0);
             }
             out.push((packet, Give::Pass));
-            let id = f.id;
+            return Ok(None);
+        }
+        if !s.synced {
+            // Its SYN was not seen: the stream starts at the first segment seen.
+            (s.synced, s.ref_seq, s.ref_off) = (true, seg.seq, 0);
+        }
+        let start = s.offset(seg.seq);
+        let end = start + seg.len as u64;
+        if seg.len > 0 && start >= s.ref_off {
+            (s.ref_seq, s.ref_off) = (seg.seq, start);
+        }
+        if seg.fin {
+            s.fin_at = Some(end);
+        }
+        if (seg.len == 0 && !seg.fin) || end <= s.passed_to {
+            // An acknowledgement, or bytes already passed (or a close after them, which the
+            // provider is told about).
+            if seg.len > 0 && start <= s.out_to {
+                s.out_to = s.out_to.max(end);
+            }
+            out.push((packet, Give::Pass));
             return Ok(if seg.fin { self.show(now, id) } else { None });
         }
-        let copy = f.held.iter().any(|h| h.start == start && h.end >= end && (h.fin || !seg.fin));
-        if copy || f.held_bytes + seg.payload.len() > MAX_HELD {
+        let copy = s.held.iter().any(|h| h.start == start && h.end >= end && (h.fin || !seg.fin));
+        if copy || s.held_bytes + seg.payload.len() > MAX_HELD {
             out.push((packet, Give::Discard));
             return Ok(None);
         }
-        let at = f.held.partition_point(|h| h.start <= start);
-        f.held_bytes += seg.payload.len();
-        f.held.insert(at, Held { start, end, fin: seg.fin, payload: seg.payload, packet });
+        let at = s.held.partition_point(|h| h.start <= start);
+        s.held_bytes += seg.payload.len();
+        s.held.insert(at, Held { start, end, fin: seg.fin, payload: seg.payload, packet });
         if seg.psh {
-            f.push_end = f.push_end.max(end);
+            s.push_end = s.push_end.max(end);
         }
-        let id = f.id;
         Ok(self.show(now, id))
     }
 
@@ -359,25 +492,27 @@ impl<P> Peeks<P> {
     /// starts.
     fn show(&mut self, now: Instant, id: u64) -> Option<Data> {
         let f = self.ids.get(&id).and_then(|k| self.flows.get_mut(k))?;
-        let data = f.ready(id, now, self.deadline)?;
+        let data = f.ready(now, self.deadline)?;
         self.bytes_peeked += data.bytes.len() as u64;
-        if let Some(due) = f.asked {
+        if let Some(due) = f.due() {
             self.dues.insert((due, id));
         }
         Some(data)
     }
 
-    /// Flow `id`'s held bytes are to be shown again, to a provider that has not seen them (the
-    /// host read them for the flow's host name).
+    /// Flow `id`'s held outbound bytes are to be shown again, to a provider that has not seen
+    /// them (the host read them for the flow's host name).
     pub fn reshow(&mut self, id: u64) {
         if let Some(f) = self.ids.get(&id).and_then(|k| self.flows.get_mut(k)) {
-            f.shown_from = f.passed_to;
-            f.shown_to = f.passed_to;
-            f.shown_closed = false;
+            let s = &mut f.streams[way(Direction::Outbound)];
+            s.shown_from = s.passed_to;
+            s.shown_to = s.passed_to;
+            s.shown_closed = false;
         }
     }
 
-    /// The provider's verdict about flow `id`'s bytes last shown.
+    /// The provider's verdict about flow `id`'s bytes last shown: `pass` and `peek` are about
+    /// the direction they went; `allow` and `drop` decide the whole flow.
     pub fn verdict(
         &mut self,
         now: Instant,
@@ -388,7 +523,7 @@ impl<P> Peeks<P> {
         let Some(f) = self.ids.get(&id).and_then(|k| self.flows.get_mut(k)) else {
             return Answer::Late;
         };
-        let Some(due) = f.asked.take() else { return Answer::Late };
+        let Some((due, direction)) = f.asked.take() else { return Answer::Late };
         self.dues.remove(&(due, id));
         f.last = now;
         match verdict {
@@ -401,25 +536,7 @@ impl<P> Peeks<P> {
                 Answer::Final(decision)
             }
             DataVerdict::Pass { pass, peek } => {
-                let shown_from = f.passed_to;
-                f.passed_to = f.passed_to.max(shown_from.saturating_add(pass));
-                // The next question shows at least one byte more than this one, so a provider
-                // that asks for what it saw already cannot hold the flow in a loop.
-                f.peek_to = f
-                    .passed_to
-                    .saturating_add(u64::from(peek.clamp(1, MAX_PEEK)))
-                    .max(f.shown_to.saturating_add(1));
-                let passed = f.passed_to;
-                let (gone, kept): (Vec<Held<P>>, Vec<Held<P>>) =
-                    f.held.drain(..).partition(|h| h.end <= passed);
-                f.held = kept;
-                for h in gone {
-                    f.held_bytes -= h.payload.len();
-                    if h.start <= f.out_to {
-                        f.out_to = f.out_to.max(h.end);
-                    }
-                    out.push((h.packet, Give::Pass));
-                }
+                f.streams[way(direction)].pass(pass, peek, out);
                 Answer::Next(self.show(now, id))
             }
         }
@@ -460,7 +577,7 @@ impl<P> Peeks<P> {
         let give = if decision == Decision::Allow { Give::Allow } else { Give::Drop };
         for id in ids {
             if let Some(f) = self.ids.get(id).and_then(|k| self.flows.get_mut(k)) {
-                if let Some(due) = f.asked.take() {
+                if let Some((due, _)) = f.asked.take() {
                     self.dues.remove(&(due, *id));
                 }
                 f.release_all(give, out);
@@ -478,14 +595,22 @@ impl<P> Peeks<P> {
     fn end(&mut self, now: Instant, id: u64, decision: Option<Decision>) {
         let Some(key) = self.ids.remove(&id) else { return };
         if let Some(f) = self.flows.remove(&key) {
-            if let Some(due) = f.asked {
+            if let Some(due) = f.due() {
                 self.dues.remove(&(due, id));
             }
             if decision == Some(Decision::Drop) {
-                // out_to as a sequence number: offsets differ from ref_off by less than 2^32
-                // in the sequence space, so the low 32 bits of the difference are exact.
-                let diff = f.out_to.wrapping_sub(f.ref_off) & u64::from(u32::MAX);
-                self.resets.push((key, f.ref_seq.wrapping_add(u32::try_from(diff).unwrap_or(0))));
+                // The peer, at the next byte of this host's it expects; and, when the peer's
+                // packets were followed, this host's socket at the next byte of the peer's
+                // (its packets held here may all have been refused at the peer's end, and the
+                // socket would wait for an answer that never comes).
+                let [outbound, inbound] = &f.streams;
+                if outbound.synced {
+                    self.resets.push((key, outbound.seq_at(outbound.out_to)));
+                }
+                if f.both_ways && inbound.synced {
+                    let turned = FlowKey { local: key.remote, remote: key.local, ..key };
+                    self.resets.push((turned, inbound.seq_at(inbound.out_to)));
+                }
             }
         }
         match decision {
@@ -503,7 +628,9 @@ impl<P> Peeks<P> {
             .flows
             .values()
             .filter(|f| {
-                f.held.is_empty() && f.asked.is_none() && now.duration_since(f.last) >= IDLE
+                f.streams.iter().all(|s| s.held.is_empty())
+                    && f.asked.is_none()
+                    && now.duration_since(f.last) >= IDLE
             })
             .map(|f| f.id)
             .collect();
@@ -517,6 +644,14 @@ impl<P> Peeks<P> {
 mod tests {
     use super::*;
     use crate::flow::Transport;
+
+    const O: Direction = Direction::Outbound;
+    const I: Direction = Direction::Inbound;
+
+    /// A flow whose provider peeks at this host's first `n` bytes only.
+    fn outbound(n: u32) -> PeekSizes {
+        PeekSizes { outbound: n, inbound: 0 }
+    }
 
     fn key() -> FlowKey {
         FlowKey {
@@ -541,16 +676,16 @@ mod tests {
     fn a_pushed_hello_is_shown_and_a_drop_lets_no_byte_out() {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
-        p.start(now, 7, k, 999, 1024);
+        p.start(now, 7, k, (O, 999), outbound(1024));
         let mut out = Vec::new();
         let hello = vec![0x16; 517];
-        let data = p.packet(now, k, seg(1000, &hello, true), 1, &mut out);
+        let data = p.packet(now, k, O, seg(1000, &hello, true), 1, &mut out);
         let data = data.ok().flatten().unwrap_or_else(|| panic!("a pushed hello is shown"));
         assert_eq!((data.id, data.offset, data.bytes.len(), data.closed), (7, 0, 517, false));
         assert!(out.is_empty(), "nothing goes out before the verdict: {out:?}");
         // An acknowledgement goes out; a retransmission of the held packet is discarded.
-        assert_eq!(p.packet(now, k, seg(1517, b"", false), 2, &mut out).ok(), Some(None));
-        assert_eq!(p.packet(now, k, seg(1000, &hello, true), 3, &mut out).ok(), Some(None));
+        assert_eq!(p.packet(now, k, O, seg(1517, b"", false), 2, &mut out).ok(), Some(None));
+        assert_eq!(p.packet(now, k, O, seg(1000, &hello, true), 3, &mut out).ok(), Some(None));
         assert_eq!(out, vec![(2, Give::Pass), (3, Give::Discard)]);
         out.clear();
         assert_eq!(p.verdict(now, 7, DataVerdict::Drop, &mut out), Answer::Final(Decision::Drop));
@@ -559,30 +694,112 @@ mod tests {
         assert_eq!(p.verdict(now, 7, DataVerdict::Allow, &mut out), Answer::Late);
         // Later packets of the dropped flow: refused, except the resets that tell the peer.
         out.clear();
-        let _ = p.packet(now, k, seg(1000, &hello, true), 4, &mut out);
-        let _ =
-            p.packet(now, k, Segment { seq: 1517, rst: true, ..Segment::default() }, 5, &mut out);
+        let _ = p.packet(now, k, O, seg(1000, &hello, true), 4, &mut out);
+        let _ = p.packet(
+            now,
+            k,
+            O,
+            Segment { seq: 1517, rst: true, ..Segment::default() },
+            5,
+            &mut out,
+        );
         assert_eq!(out, vec![(4, Give::Drop), (5, Give::Pass)]);
         assert!(p.knows(&k));
-        let _ = p.packet(now + REMEMBER, k, seg(1, b"x", false), 6, &mut out);
+        let _ = p.packet(now + REMEMBER, k, O, seg(1, b"x", false), 6, &mut out);
         assert!(!p.knows(&k), "forgotten after a while");
-        assert_eq!(p.packet(now + REMEMBER, k, seg(1, b"x", false), 6, &mut out).err(), Some(6));
+        assert_eq!(p.packet(now + REMEMBER, k, O, seg(1, b"x", false), 6, &mut out).err(), Some(6));
+    }
+
+    #[test]
+    fn the_peers_bytes_are_placed_by_its_syn_ack_and_a_drop_resets_both_ends() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        // Only the answer is peeked at: this host's request goes out as it comes.
+        p.start(now, 1, k, (O, 99), PeekSizes { outbound: 0, inbound: 1024 });
+        let mut out = Vec::new();
+        assert_eq!(p.packet(now, k, O, seg(100, b"GET /", true), 1, &mut out).ok(), Some(None));
+        let syn_ack = Segment { seq: 4999, syn: true, ..Segment::default() };
+        assert_eq!(p.packet(now, k, I, syn_ack, 2, &mut out).ok(), Some(None));
+        assert_eq!(out, vec![(1, Give::Pass), (2, Give::Pass)]);
+        out.clear();
+        let answer = b"HTTP/1.1 200 OK\r\n\r\nforbidden";
+        let data = p.packet(now, k, I, seg(5000, answer, true), 3, &mut out).ok().flatten();
+        let data = data.unwrap_or_else(|| panic!("the pushed answer is shown"));
+        assert_eq!((data.direction, data.offset, data.bytes.as_slice()), (I, 0, &answer[..]));
+        assert!(out.is_empty(), "the answer is held: {out:?}");
+        assert_eq!(p.verdict(now, 1, DataVerdict::Drop, &mut out), Answer::Final(Decision::Drop));
+        assert_eq!(out, vec![(3, Give::Drop)]);
+        let turned = FlowKey { local: k.remote, remote: k.local, ..k };
+        assert_eq!(
+            p.take_resets(),
+            vec![(k, 105), (turned, 5000)],
+            "the peer after the request, this host's socket before the answer"
+        );
+    }
+
+    #[test]
+    fn each_direction_is_asked_about_in_turn_and_a_pass_moves_only_its_own() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, (O, 0), PeekSizes { outbound: 4, inbound: 4 });
+        let mut out = Vec::new();
+        let asked = p.packet(now, k, O, seg(1, b"abcd", false), 1, &mut out).ok().flatten();
+        assert_eq!(asked.map(|d| (d.direction, d.bytes)), Some((O, b"abcd".to_vec())));
+        let _ =
+            p.packet(now, k, I, Segment { seq: 99, syn: true, ..Segment::default() }, 2, &mut out);
+        // The peer's bytes wait while the question about this host's is out.
+        assert_eq!(p.packet(now, k, I, seg(100, b"wxyz", false), 3, &mut out).ok(), Some(None));
+        let next = p.verdict(now, 1, DataVerdict::Pass { pass: 4, peek: 4 }, &mut out);
+        let Answer::Next(Some(data)) = next else { panic!("the peer's bytes next: {next:?}") };
+        assert_eq!((data.direction, data.offset, data.bytes.as_slice()), (I, 0, &b"wxyz"[..]));
+        assert_eq!(out, vec![(2, Give::Pass), (1, Give::Pass)], "the pass was about ours");
+        out.clear();
+        // This host's next bytes wait for the answer about the peer's.
+        assert_eq!(p.packet(now, k, O, seg(5, b"efgh", false), 4, &mut out).ok(), Some(None));
+        let next = p.verdict(now, 1, DataVerdict::Pass { pass: 2, peek: 4 }, &mut out);
+        let Answer::Next(Some(data)) = next else { panic!("ours next: {next:?}") };
+        assert_eq!((data.direction, data.offset, data.bytes.as_slice()), (O, 4, &b"efgh"[..]));
+        assert!(out.is_empty(), "2 of the peer's 4 bytes passed: its packet is held");
+        assert_eq!(p.verdict(now, 1, DataVerdict::Allow, &mut out), Answer::Final(Decision::Allow));
+        out.sort_unstable_by_key(|(packet, _)| *packet);
+        assert_eq!(out, vec![(3, Give::Allow), (4, Give::Allow)]);
+    }
+
+    #[test]
+    fn an_inbound_flows_request_is_shown_and_its_answer_goes_out_as_it_comes() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        // The peer opened the flow: its SYN places its bytes; this host's SYN-ACK places ours.
+        p.start(now, 1, k, (I, 776), PeekSizes { outbound: 0, inbound: 16 });
+        let mut out = Vec::new();
+        let syn_ack = Segment { seq: 2999, syn: true, ..Segment::default() };
+        assert_eq!(p.packet(now, k, O, syn_ack, 1, &mut out).ok(), Some(None));
+        let request = b"GET / HTTP/1.1\r\n";
+        let data = p.packet(now, k, I, seg(777, request, true), 2, &mut out).ok().flatten();
+        assert_eq!(data.map(|d| (d.direction, d.bytes)), Some((I, request.to_vec())));
+        assert_eq!(p.packet(now, k, O, seg(3000, b"HTTP", false), 3, &mut out).ok(), Some(None));
+        assert_eq!(out, vec![(1, Give::Pass), (3, Give::Pass)]);
+        out.clear();
+        assert_eq!(p.verdict(now, 1, DataVerdict::Drop, &mut out), Answer::Final(Decision::Drop));
+        assert_eq!(out, vec![(2, Give::Drop)]);
+        let turned = FlowKey { local: k.remote, remote: k.local, ..k };
+        assert_eq!(p.take_resets(), vec![(k, 3004), (turned, 777)]);
     }
 
     #[test]
     fn passed_bytes_go_out_at_packet_boundaries_and_the_next_peek_follows() {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
-        p.start(now, 1, k, 0, 1024);
+        p.start(now, 1, k, (O, 0), outbound(1024));
         let stream: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
         let mut out = Vec::new();
         let part = |from: usize, to: usize| &stream[from..to];
-        assert_eq!(p.packet(now, k, seg(1, part(0, 500), false), 1, &mut out).ok(), Some(None));
+        assert_eq!(p.packet(now, k, O, seg(1, part(0, 500), false), 1, &mut out).ok(), Some(None));
         assert_eq!(
-            p.packet(now, k, seg(501, part(500, 1000), false), 2, &mut out).ok(),
+            p.packet(now, k, O, seg(501, part(500, 1000), false), 2, &mut out).ok(),
             Some(None)
         );
-        let data = p.packet(now, k, seg(1001, part(1000, 1500), false), 3, &mut out);
+        let data = p.packet(now, k, O, seg(1001, part(1000, 1500), false), 3, &mut out);
         let data = data.ok().flatten().unwrap_or_else(|| panic!("1,024 bytes are held"));
         assert_eq!((data.offset, data.bytes.as_slice()), (0, part(0, 1024)));
         // Pass 600: only the first packet (bytes 0..500) is wholly passed.
@@ -590,7 +807,7 @@ mod tests {
         assert_eq!(next, Answer::Next(None), "bytes up to 1,624 are not all held yet");
         assert_eq!(out, vec![(1, Give::Pass)]);
         out.clear();
-        let data = p.packet(now, k, seg(1501, part(1500, 2000), true), 4, &mut out);
+        let data = p.packet(now, k, O, seg(1501, part(1500, 2000), true), 4, &mut out);
         let data = data.ok().flatten().unwrap_or_else(|| panic!("shown again"));
         assert_eq!((data.offset, data.bytes.as_slice()), (600, part(600, 1624)));
         assert!(out.is_empty());
@@ -605,10 +822,10 @@ mod tests {
     fn pushed_bytes_passed_in_part_are_shown_again_at_once() {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
-        p.start(now, 1, k, 0, 1024);
+        p.start(now, 1, k, (O, 0), outbound(1024));
         let mut out = Vec::new();
         let request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
-        let data = p.packet(now, k, seg(1, request, true), 1, &mut out).ok().flatten();
+        let data = p.packet(now, k, O, seg(1, request, true), 1, &mut out).ok().flatten();
         assert_eq!(data.map(|d| d.bytes.len()), Some(request.len()));
         // The sender pushed its request and waits: passing part of it shows the rest at once.
         let next = p.verdict(now, 1, DataVerdict::Pass { pass: 10, peek: 1024 }, &mut out);
@@ -618,7 +835,7 @@ mod tests {
         // Passing nothing more shows nothing more, until new bytes come.
         let next = p.verdict(now, 1, DataVerdict::Pass { pass: 0, peek: 1 }, &mut out);
         assert_eq!(next, Answer::Next(None));
-        let data = p.packet(now, k, seg(1 + 35, b"x", false), 2, &mut out).ok().flatten();
+        let data = p.packet(now, k, O, seg(1 + 35, b"x", false), 2, &mut out).ok().flatten();
         assert_eq!(data.map(|d| (d.offset, d.bytes.len())), Some((10, request.len() - 10 + 1)));
     }
 
@@ -627,13 +844,13 @@ mod tests {
         // A hostile provider's numbers: the largest pass, no peek, again and again.
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
-        p.start(now, 1, k, 0, u32::MAX);
+        p.start(now, 1, k, (O, 0), outbound(u32::MAX));
         let mut out = Vec::new();
         let all = DataVerdict::Pass { pass: u64::MAX, peek: 0 };
-        assert!(p.packet(now, k, seg(1, b"abc", true), 1, &mut out).ok().flatten().is_some());
+        assert!(p.packet(now, k, O, seg(1, b"abc", true), 1, &mut out).ok().flatten().is_some());
         assert_eq!(p.verdict(now, 1, all, &mut out), Answer::Next(None));
         let fin = Segment { fin: true, ..seg(4, b"def", true) };
-        let data = p.packet(now, k, fin, 2, &mut out).ok().flatten();
+        let data = p.packet(now, k, O, fin, 2, &mut out).ok().flatten();
         assert!(data.as_ref().is_some_and(|d| d.closed), "the close is shown: {data:?}");
         assert_eq!(p.verdict(now, 1, all, &mut out), Answer::Next(None));
         assert_eq!(out, vec![(1, Give::Pass), (2, Give::Pass)]);
@@ -643,10 +860,10 @@ mod tests {
     fn a_close_mid_peek_is_shown_and_a_reset_ends_the_flow() {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
-        p.start(now, 1, k, 10, 1024);
+        p.start(now, 1, k, (O, 10), outbound(1024));
         let mut out = Vec::new();
         let fin = Segment { fin: true, ..seg(11, b"GET / HTTP/1.0\r\n", false) };
-        let data = p.packet(now, k, fin, 1, &mut out).ok().flatten();
+        let data = p.packet(now, k, O, fin, 1, &mut out).ok().flatten();
         let data = data.unwrap_or_else(|| panic!("a close is shown"));
         assert!(data.closed && data.bytes.len() == 16);
         assert_eq!(
@@ -655,11 +872,11 @@ mod tests {
         );
         assert_eq!(out, vec![(1, Give::Pass)], "the FIN went with its bytes");
 
-        p.start(now, 2, k, 10, 1024);
+        p.start(now, 2, k, (O, 10), outbound(1024));
         out.clear();
-        assert_eq!(p.packet(now, k, seg(11, b"abc", false), 1, &mut out).ok(), Some(None));
+        assert_eq!(p.packet(now, k, O, seg(11, b"abc", false), 1, &mut out).ok(), Some(None));
         let rst = Segment { seq: 14, rst: true, ..Segment::default() };
-        assert_eq!(p.packet(now, k, rst, 2, &mut out).ok(), Some(None));
+        assert_eq!(p.packet(now, k, O, rst, 2, &mut out).ok(), Some(None));
         assert_eq!(out, vec![(2, Give::Pass), (1, Give::Discard)]);
         assert!(p.is_empty());
         assert_eq!(p.take_gone(), vec![2], "ended without a verdict");
@@ -670,9 +887,9 @@ mod tests {
     {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
-        p.start(now, 1, k, 0, 4);
+        p.start(now, 1, k, (O, 0), outbound(4));
         let mut out = Vec::new();
-        assert!(p.packet(now, k, seg(1, b"abcd", false), 1, &mut out).ok().flatten().is_some());
+        assert!(p.packet(now, k, O, seg(1, b"abcd", false), 1, &mut out).ok().flatten().is_some());
         assert_eq!(p.next_due(), Some(now + SECOND));
         assert!(p.expire(now + SECOND / 2, Decision::Drop, &mut out).is_empty());
         assert_eq!(p.expire(now + SECOND, Decision::Drop, &mut out), vec![1]);
@@ -681,11 +898,11 @@ mod tests {
         assert_eq!(p.verdict(now, 1, DataVerdict::Allow, &mut out), Answer::Late);
 
         let k2 = FlowKey { local: "10.0.0.1:40001".parse().unwrap_or_else(|e| panic!("{e}")), ..k };
-        p.start(now, 2, k2, 0, 4);
-        p.start(now, 3, k, 0, 4);
+        p.start(now, 2, k2, (O, 0), outbound(4));
+        p.start(now, 3, k, (O, 0), outbound(4));
         out.clear();
-        assert!(p.packet(now, k2, seg(1, b"abcd", false), 1, &mut out).ok().flatten().is_some());
-        assert!(p.packet(now, k, seg(1, b"ab", false), 2, &mut out).ok().flatten().is_none());
+        assert!(p.packet(now, k2, O, seg(1, b"abcd", false), 1, &mut out).ok().flatten().is_some());
+        assert!(p.packet(now, k, O, seg(1, b"ab", false), 2, &mut out).ok().flatten().is_none());
         let mut failed = p.fail_all(now, Decision::Allow, &mut out);
         failed.sort_unstable();
         assert_eq!(failed, vec![2, 3]);
@@ -698,22 +915,24 @@ mod tests {
     fn a_provider_that_asks_for_what_it_saw_cannot_loop_and_held_bytes_are_bounded() {
         let (now, k) = (t0(), key());
         let mut p: Peeks<u32> = Peeks::new(SECOND);
-        p.start(now, 1, k, 0, 8);
+        p.start(now, 1, k, (O, 0), outbound(8));
         let mut out = Vec::new();
-        assert!(p.packet(now, k, seg(1, b"12345678", false), 1, &mut out).ok().flatten().is_some());
+        assert!(
+            p.packet(now, k, O, seg(1, b"12345678", false), 1, &mut out).ok().flatten().is_some()
+        );
         // "Pass nothing, peek 4": it saw 8; the next question waits for a ninth byte.
         assert_eq!(
             p.verdict(now, 1, DataVerdict::Pass { pass: 0, peek: 4 }, &mut out),
             Answer::Next(None)
         );
-        let data = p.packet(now, k, seg(9, b"9", false), 2, &mut out).ok().flatten();
+        let data = p.packet(now, k, O, seg(9, b"9", false), 2, &mut out).ok().flatten();
         assert_eq!(data.map(|d| d.bytes), Some(b"123456789".to_vec()));
         // Packets beyond what a flow may hold are discarded; the sender sends them again.
         let big = vec![0; 60_000];
         let mut discarded = 0;
         for i in 0..8u32 {
             out.clear();
-            let _ = p.packet(now, k, seg(10 + i * 60_000, &big, false), 10 + i, &mut out);
+            let _ = p.packet(now, k, O, seg(10 + i * 60_000, &big, false), 10 + i, &mut out);
             discarded += out.iter().filter(|(_, g)| *g == Give::Discard).count();
         }
         assert_eq!(discarded, 4, "{MAX_HELD} bytes held at most");
@@ -734,7 +953,7 @@ mod tests {
             let (now, k) = (t0(), key());
             let mut p: Peeks<usize> = Peeks::new(SECOND);
             let isn = u32::MAX - 3000 + round * 7;
-            p.start(now, 1, k, isn, 700);
+            p.start(now, 1, k, (O, isn), outbound(700));
             let len = 3000 + usize::try_from(next(3000)).unwrap_or(0);
             let stream: Vec<u8> = (0..len).map(|_| u8::try_from(next(256)).unwrap_or(0)).collect();
             let mut segs: Vec<(usize, usize)> = Vec::new();
@@ -774,7 +993,7 @@ mod tests {
                 let (from, to) = segs[i];
                 let seq = isn.wrapping_add(1).wrapping_add(u32::try_from(from).unwrap_or(0));
                 let s = seg(seq, &stream[from..to], n + 1 == order.len() || next(3) == 0);
-                let mut data = p.packet(now, k, s, i, &mut out).ok().flatten();
+                let mut data = p.packet(now, k, O, s, i, &mut out).ok().flatten();
                 while let Some(d) = data.take() {
                     if let Answer::Next(d) = answer(&mut p, d, &mut out) {
                         data = d;

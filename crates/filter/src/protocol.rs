@@ -33,6 +33,13 @@
 //!    packet boundary, and never a byte of a dropped flow. Each `data` has the flow's deadline;
 //!    past it the failure policy decides the flow. The sender is held back by at most the
 //!    bytes asked for (and one packet).
+//!
+//!    With `"peek_inbound":N` too, the peer's first N bytes are held the same way and shown
+//!    in `data` messages with `"direction":"inbound"` (an HTTP response, or the request of a
+//!    flow a peer opened to a server here); `"peek_outbound":0` then lets this host's bytes go
+//!    through unseen. One `data` is out per flow at a time, this host's bytes first; a
+//!    `pass` is about the direction of the `data` it answers, while `allow` and `drop`
+//!    decide the whole flow (a drop resets both ends).
 //! 4. When a TCP flow the provider allowed, or filtered the data of, closes (its socket is
 //!    done): host → `{"type":"flow_closed","id":7,"bytes_out":…,"bytes_in":…,
 //!    "segments_out":…,"segments_in":…}`, counted by the kernel (`tcp_info`); no answer.

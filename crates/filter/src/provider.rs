@@ -132,9 +132,12 @@ pub async fn run_on<P: Provider>(
                 // letting the flow through is what the provider said about it.
                 let verdict = match filtering.get_mut(&id) {
                     Some(flow) => {
-                        // The name in the flow's first bytes (a TLS server name, an HTTP
-                        // Host), for a flow the host named none for.
-                        if flow.host.is_none() && data.offset == 0 {
+                        // The name in the first bytes of the end that opened the flow (a
+                        // TLS server name, an HTTP Host), for a flow the host named none for.
+                        if flow.host.is_none()
+                            && data.offset == 0
+                            && data.direction == flow.direction
+                        {
                             flow.host = crate::names::host_name(&data.bytes);
                         }
                         provider.data(flow, data).await

@@ -783,3 +783,108 @@ fn netns_filter_decides_inbound_flows_by_the_service_port_with_the_listening_pro
     assert!(flows.iter().all(|v| v["flow"]["direction"] == "inbound"), "{flows:#?}");
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
+
+/// The peer's bytes peeked at: a real web server's answers (Python's http.server) held until
+/// the provider has seen them whole, and a request to a server here held until the provider
+/// has seen it. What the provider drops reaches neither program, and both ends are reset at
+/// once (the server here too, though none of its own packets were held).
+#[test]
+fn netns_filter_peeks_at_the_peers_bytes_answers_and_requests_alike() {
+    let p = pair();
+    let dir = crate::support::Dir::new("filter-peek-in");
+    let site = dir.0.join("site");
+    std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(site.join("fine.txt"), "all fine\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(site.join("secret.txt"), format!("{}forbidden\n", "x".repeat(3000)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let record = dir.0.join("data.jsonl");
+    std::fs::write(&record, "").unwrap_or_else(|e| panic!("{e}"));
+    for (path, mode) in [(&dir.0, 0o755), (&site, 0o755), (&record, 0o666)] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut web = p.srv.command(PYTHON);
+    web.args(["-m", "http.server", "8091", "--bind", &addr::SRV_V4.to_string()])
+        .arg("--directory")
+        .arg(&site)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _web = p.srv.spawn(web).expect("start http.server");
+    let fine_url = format!("http://{}:8091/fine.txt", addr::SRV_V4);
+    let began = Instant::now();
+    while !p
+        .srv
+        .command("curl")
+        .args(["-sf", "-o", "/dev/null", &fine_url])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(began.elapsed() < Duration::from_secs(10), "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A server here (behind the filter) for requests the peer opens.
+    let mut here = PeekServer::start(&p.cli, &[8092]);
+    let options =
+        json!({"peek_in_ports": [8091, 8092], "deny": ["forbidden", "secret"], "record": record});
+    let mut f = filter_up(&p.cli, &["--deadline", "3000"], &options);
+
+    let curl = |ns: &Namespace, url: &str| {
+        let began = Instant::now();
+        let out = ns
+            .command("curl")
+            .args(["-sS", "-m", "10", url])
+            .output()
+            .unwrap_or_else(|e| panic!("curl: {e}"));
+        (out, began.elapsed())
+    };
+    // Answers: the provider sees each whole (it peeks again until the server closes).
+    let (fine, _) = curl(&p.cli, &fine_url);
+    assert_eq!(String::from_utf8_lossy(&fine.stdout), "all fine\n", "{fine:?}");
+    let (secret, took) = curl(&p.cli, &format!("http://{}:8091/secret.txt", addr::SRV_V4));
+    assert_eq!(secret.status.code(), Some(56), "curl is reset: {secret:?}");
+    assert!(secret.stdout.is_empty(), "bytes of a dropped answer reached curl: {secret:?}");
+    assert!(took < Duration::from_secs(2), "the dropped answer waited {took:?}");
+
+    // Requests to the server here: held until the provider saw them.
+    let here_url = |path: &str| format!("http://{}:8092/{path}", addr::CLI_V4);
+    let (fine, _) = curl(&p.srv, &here_url("fine"));
+    assert_eq!(String::from_utf8_lossy(&fine.stdout), "ok\n", "{fine:?}");
+    let c = here.next();
+    assert_eq!(c["ended"], "answered", "{c}");
+    let (secret, took) = curl(&p.srv, &here_url("secret"));
+    assert_eq!(secret.status.code(), Some(56), "the peer's curl is reset: {secret:?}");
+    assert!(took < Duration::from_secs(2), "the dropped request waited {took:?}");
+    let c = here.next();
+    assert_eq!(c["bytes"], 0, "bytes of a dropped request reached the server here: {c}");
+    assert_eq!(c["ended"], "reset", "the server here is told the dropped flow is gone: {c}");
+
+    assert_eq!(f.stop(), Some(0));
+    let flows: Vec<&Value> = f.seen.iter().filter(|v| v["event"] == "flow").collect();
+    let decisions: Vec<(&str, &str)> = flows
+        .iter()
+        .map(|v| {
+            (v["flow"]["direction"].as_str().unwrap_or("?"), v["decision"].as_str().unwrap_or("?"))
+        })
+        .collect();
+    // The first curl of http.server waited for it before the filter; then two answers, two
+    // requests.
+    assert_eq!(
+        decisions,
+        vec![
+            ("outbound", "allow"),
+            ("outbound", "drop"),
+            ("inbound", "allow"),
+            ("inbound", "drop")
+        ],
+        "{flows:#?}"
+    );
+    assert!(flows.iter().all(|v| v["by"]["by"] == "provider"), "{flows:#?}");
+    let shown = recorded(&record, "data");
+    assert!(shown.iter().all(|d| d["direction"] == "inbound"), "only the peer's bytes: {shown:#?}");
+    // The secret answer was shown whole: its headers, then its body with them.
+    assert!(
+        shown.iter().any(|d| d["len"].as_u64() > Some(3000)),
+        "the answer was seen past its headers: {shown:#?}"
+    );
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}

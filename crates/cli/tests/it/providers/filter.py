@@ -5,8 +5,11 @@
 # (flows to these ports are peeked at: their first "peek" bytes, default 1024), "deny" (a
 # peeked flow whose bytes contain one of these strings is dropped, the others allowed),
 # "pass_first" (instead of deciding about the first bytes, pass that many and peek again), and
-# "data_mode": "answer" or "hang" (never decides about data). Each data message is written
-# as a line to "record" when given, and so is each flow_closed report.
+# "data_mode": "answer" or "hang" (never decides about data). "peek_in_ports": flows to these
+# remote ports, or inbound flows to these local ports, have the peer's bytes peeked at instead
+# ("peek_outbound": 0, "peek_inbound": "peek"); an HTTP response is looked at whole: until it
+# closes or contains a "deny" string, the provider passes nothing and peeks at more. Each
+# data message is written as a line to "record" when given, and so is each flow_closed report.
 import base64, json, os, socket, sys
 
 sock = socket.socket(fileno=int(os.environ["NW_FILTER_FD"]))
@@ -31,6 +34,11 @@ for line in reader:
             os._exit(3)
         flow = m["flow"]
         port = int(flow["remote"].rsplit(":", 1)[1])
+        served = int(flow["local"].rsplit(":", 1)[1]) if flow["direction"] == "inbound" else port
+        if served in options.get("peek_in_ports", []):
+            peek = options.get("peek", 1024)
+            send({"type": "verdict", "id": flow["id"], "verdict": "filter_data", "peek_outbound": 0, "peek_inbound": peek})
+            continue
         if port in options.get("peek_ports", []):
             peek = options.get("peek", 1024)
             send({"type": "verdict", "id": flow["id"], "verdict": "filter_data", "peek_outbound": peek})
@@ -41,7 +49,7 @@ for line in reader:
         data = base64.b64decode(m["bytes"])
         if "record" in options:
             with open(options["record"], "a") as f:
-                f.write(json.dumps({"type": "data", "id": m["id"], "offset": m["offset"], "len": len(data), "closed": m["closed"]}) + "\n")
+                f.write(json.dumps({"type": "data", "id": m["id"], "direction": m["direction"], "offset": m["offset"], "len": len(data), "closed": m["closed"]}) + "\n")
         first = options.get("pass_first", 0)
         if m["offset"] == 0 and first:
             send({"type": "data_verdict", "id": m["id"], "verdict": "pass", "pass": first, "peek": options.get("peek", 1024)})
@@ -49,6 +57,9 @@ for line in reader:
         if options.get("data_mode") == "hang":
             continue
         denied = any(d.encode() in data for d in options.get("deny", []))
+        if data.startswith(b"HTTP/") and not denied and not m["closed"]:
+            send({"type": "data_verdict", "id": m["id"], "verdict": "pass", "pass": 0, "peek": 65536})
+            continue
         send({"type": "data_verdict", "id": m["id"], "verdict": "drop" if denied else "allow"})
     elif m["type"] == "flow_closed":
         if "record" in options:

@@ -9,12 +9,12 @@
 //!   -m mark --mark ALLOW/MASK -j NWFILTER-ALLOW   a packet given "allow" comes back (REPEAT)
 //!   -m connmark --mark ALLOW/MASK -j RETURN       the rest of an allowed flow
 //!   -m mark --mark DROP/MASK -j NWFILTER-DROP     a packet given "drop" comes back
-//!   -m mark ! --mark PEEK/MASK -m connmark --mark PEEK/MASK -m conntrack ! --ctstate NEW
+//!   -m mark ! --mark PEEK/PEEK -m connmark --mark PEEK/PEEK -m conntrack ! --ctstate NEW
 //!     -j NFQUEUE ...                              a peeked flow's packets after its SYN: the
 //!                                                 host holds its bytes until the data verdict
-//!   -m mark --mark PEEK/MASK -j NWFILTER-PEEK     a packet given "pass" comes back (the SYN
+//!   -m mark --mark PEEK/PEEK -j NWFILTER-PEEK     a packet given "pass" comes back (the SYN
 //!                                                 of a flow to peek at, or passed bytes)
-//!   -m connmark --mark PEEK/MASK -j RETURN        ... and goes on (as does a resent SYN)
+//!   -m connmark --mark PEEK/PEEK -j RETURN        ... and goes on (as does a resent SYN)
 //!   -p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //!   -p udp -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //!
@@ -23,11 +23,18 @@
 //!   -m mark --mark ALLOW/MASK -j NWFILTER-ALLOW
 //!   -m connmark --mark ALLOW/MASK -j RETURN       the rest of an allowed flow, both ways
 //!   -m mark --mark DROP/MASK -j NWFILTER-DROP     REJECT answers the peer
+//!   -m mark ! --mark PEEK/PEEK -m connmark --mark BOTH/BOTH -m conntrack ! --ctstate NEW
+//!     -j NFQUEUE ...                              the peer's packets of a flow peeked at
+//!                                                 both ways
+//!   -m mark --mark PEEK/PEEK -j NWFILTER-PEEK
+//!   -m connmark --mark PEEK/PEEK -j RETURN
 //!   -p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //!   -p udp -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //! NWFILTER-ALLOW  save the mark to the connection, clear it from the packet
-//! NWFILTER-PEEK   the same: the flow is peeked at (its next packets are queued), and the
-//!                 packet goes out
+//! NWFILTER-PEEK   save the PEEK bits to the connection (its next packets are queued), and
+//!                 IN when the packet has it (a SYN whose flow is peeked at both ways: BOTH
+//!                 = PEEK|IN, and the peer's packets are queued too), clear the packet's mark;
+//!                 the packet goes on
 //! NWFILTER-DROP   clear the mark; REJECT: TCP with a reset, so the program's connect fails
 //!                 at once ("connection refused") instead of retrying for minutes; UDP with
 //!                 icmp(6) administratively prohibited. Not ICMP for TCP: the kernel sends at
@@ -47,13 +54,20 @@
 use std::io;
 
 /// The bits of the packet and connection marks the filter uses.
-pub(crate) const MARK_MASK: u32 = 0x8100_0000;
+pub(crate) const MARK_MASK: u32 = 0x9100_0000;
 /// The mark of an allowed flow.
 pub(crate) const MARK_ALLOW: u32 = 0x8000_0000;
 /// The mark of a dropped flow's packet.
 pub(crate) const MARK_DROP: u32 = 0x0100_0000;
-/// The mark of a peeked flow, and of a packet of it that passes.
+/// The mark of a peeked flow, and of a packet of it that passes. As a packet mark, any
+/// value with both its bits.
 pub(crate) const MARK_PEEK: u32 = MARK_ALLOW | MARK_DROP;
+/// The bit that, with [`MARK_PEEK`], says the peer's packets of a peeked flow are queued too
+/// (the provider peeks at its bytes). Set on the connection by the SYN's verdict; a packet
+/// that passes later carries [`MARK_PEEK`] alone and leaves the bit as it is.
+pub(crate) const MARK_PEEK_IN: u32 = 0x1000_0000;
+/// The mark of a flow whose bytes are peeked at both ways.
+pub(crate) const MARK_PEEK_BOTH: u32 = MARK_PEEK | MARK_PEEK_IN;
 
 /// The chain the filter's rules live in.
 pub(crate) const CHAIN: &str = "NWFILTER";
@@ -95,6 +109,9 @@ pub(crate) fn restore_input(
     let clear = format!("{:#x}", !MARK_MASK);
     let bypass = if bypass { " --queue-bypass" } else { "" };
     let reject = if ipv6 { "icmp6-adm-prohibited" } else { "icmp-admin-prohibited" };
+    // Peeked: both peek bits (whatever the inbound bit); peeked both ways: all three.
+    let peek = format!("{MARK_PEEK:#x}/{MARK_PEEK:#x}");
+    let both = format!("{MARK_PEEK_BOTH:#x}/{MARK_PEEK_BOTH:#x}");
     let mut s = String::from("*filter\n");
     for c in CHAINS {
         s += &format!(":{c} - [0:0]\n");
@@ -117,7 +134,6 @@ pub(crate) fn restore_input(
         Scope::All => {
             // A packet given "pass" must not be queued again, and the SYN of a flow to peek
             // at must not be taken for a new flow's.
-            let peek = format!("{MARK_PEEK:#x}/{mask}");
             s += &format!(
                 "-A {CHAIN} -m mark ! --mark {peek} -m connmark --mark {peek} -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
             );
@@ -147,6 +163,12 @@ pub(crate) fn restore_input(
         s += &format!("-A {IN_CHAIN} -m mark --mark {allow} -j {ALLOW_CHAIN}\n");
         s += &format!("-A {IN_CHAIN} -m connmark --mark {allow} -j RETURN\n");
         s += &format!("-A {IN_CHAIN} -m mark --mark {drop} -j {DROP_CHAIN}\n");
+        // The peer's packets of a flow peeked at both ways, as this host's are above.
+        s += &format!(
+            "-A {IN_CHAIN} -m mark ! --mark {peek} -m connmark --mark {both} -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
+        );
+        s += &format!("-A {IN_CHAIN} -m mark --mark {peek} -j {PEEK_CHAIN}\n");
+        s += &format!("-A {IN_CHAIN} -m connmark --mark {peek} -j RETURN\n");
         queue_from.push(IN_CHAIN);
     }
     for chain in queue_from {
@@ -158,7 +180,14 @@ pub(crate) fn restore_input(
     }
     s += &format!("-A {ALLOW_CHAIN} -j CONNMARK --save-mark --nfmask {mask} --ctmask {mask}\n");
     s += &format!("-A {ALLOW_CHAIN} -j MARK --and-mark {clear}\n");
-    s += &format!("-A {PEEK_CHAIN} -j CONNMARK --save-mark --nfmask {mask} --ctmask {mask}\n");
+    // The peek bits only: a packet that passes keeps the connection's inbound bit, which
+    // the SYN's verdict alone sets.
+    s += &format!(
+        "-A {PEEK_CHAIN} -j CONNMARK --save-mark --nfmask {MARK_PEEK:#x} --ctmask {MARK_PEEK:#x}\n"
+    );
+    s += &format!(
+        "-A {PEEK_CHAIN} -m mark --mark {MARK_PEEK_IN:#x}/{MARK_PEEK_IN:#x} -j CONNMARK --or-mark {MARK_PEEK_IN:#x}\n"
+    );
     s += &format!("-A {PEEK_CHAIN} -j MARK --and-mark {clear}\n");
     s += &format!("-A {DROP_CHAIN} -j MARK --and-mark {clear}\n");
     s += &format!("-A {DROP_CHAIN} -p tcp -j REJECT --reject-with tcp-reset\n");
@@ -307,11 +336,27 @@ mod tests {
             "-I INPUT 1 ! -i lo -m comment --comment \"nwkit filter (pid 42)\" -j NWFILTER-IN\n"
         ));
         let inbound: Vec<&str> = v4.lines().filter(|l| l.starts_with("-A NWFILTER-IN ")).collect();
-        assert_eq!(inbound.len(), 5, "{v4}");
+        assert_eq!(inbound.len(), 8, "{v4}");
         assert!(
             inbound[0].ends_with("-j NWFILTER-ALLOW") && inbound[2].ends_with("-j NWFILTER-DROP")
         );
-        assert!(inbound[3].contains("-p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE"));
+        // The peer's packets are queued only for flows peeked at both ways.
+        assert!(
+            inbound[3].contains(
+                "-m mark ! --mark 0x81000000/0x81000000 -m connmark --mark 0x91000000/0x91000000 -m conntrack ! --ctstate NEW -j NFQUEUE"
+            ),
+            "{v4}"
+        );
+        assert!(inbound[4].ends_with("-m mark --mark 0x81000000/0x81000000 -j NWFILTER-PEEK"));
+        assert!(inbound[6].contains("-p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE"));
+        // A passed packet saves the peek bits and leaves the inbound bit to the SYN's verdict.
+        assert!(v4.contains(
+            "-A NWFILTER-PEEK -j CONNMARK --save-mark --nfmask 0x81000000 --ctmask 0x81000000\n-A NWFILTER-PEEK -m mark --mark 0x10000000/0x10000000 -j CONNMARK --or-mark 0x10000000\n"
+        ), "{v4}");
+        // An allowed flow's mark replaces all three bits.
+        assert!(v4.contains(
+            "-A NWFILTER-ALLOW -j CONNMARK --save-mark --nfmask 0x91000000 --ctmask 0x91000000"
+        ));
         // nw-tunnel marks sockets with 0x6e770000 + ifindex; those bits never hit our mask.
         assert_eq!(0x6e77_ffff & MARK_MASK, 0);
     }
