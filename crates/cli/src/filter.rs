@@ -364,9 +364,22 @@ impl View {
                 )
             }
             Event::Decided { flow, decision, by } => {
-                let object = json!({"event": "flow", "flow": flow, "decision": decision, "by": by});
-                self.append_log(&object);
-                (flow_line(flow, *decision, by), object)
+                // The busiest event: serialized once, straight from the flow, for the log and
+                // (with --json) the output; the text line only when it is shown.
+                let line = serde_json::to_string(&FlowEvent {
+                    event: "flow",
+                    flow,
+                    decision: *decision,
+                    by,
+                })
+                .unwrap_or_default();
+                self.append_log_line(&line);
+                let _ = if self.json {
+                    writeln!(self.out, "{line}")
+                } else {
+                    writeln!(self.out, "{}", flow_line(flow, *decision, by))
+                };
+                return;
             }
             Event::ProviderStarted { pid } => {
                 self.provider_pid = *pid;
@@ -419,7 +432,7 @@ impl View {
         }
     }
 
-    fn append_log(&mut self, object: &Value) {
+    fn append_log_line(&mut self, line: &str) {
         if self.log.is_none() {
             if let Some(dir) = self.state.log.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -435,9 +448,9 @@ impl View {
                 });
         }
         let Some((file, len)) = &mut self.log else { return };
-        let line = format!("{object}\n");
         let _ = file.write_all(line.as_bytes());
-        *len += line.len() as u64;
+        let _ = file.write_all(b"\n");
+        *len += line.len() as u64 + 1;
         if *len > LOG_LIMIT {
             let _ = file.flush();
             let _ = std::fs::rename(&self.state.log, self.state.log.with_extension("log.1"));
@@ -468,6 +481,15 @@ impl View {
             s.flows, s.allowed, s.dropped, s.by_policy, s.deadlines_missed
         );
     }
+}
+
+/// A decided flow as the log and `--json` have it: `{"event":"flow","flow":…,"decision":…,"by":…}`.
+#[derive(serde::Serialize)]
+struct FlowEvent<'a> {
+    event: &'static str,
+    flow: &'a Flow,
+    decision: Decision,
+    by: &'a By,
 }
 
 fn policy_name(p: FailPolicy) -> &'static str {

@@ -472,7 +472,7 @@ pub async fn run(
             _ => now + far,
         };
         tokio::select! {
-            Some(Batch { packets, processes }) = batches.recv() => {
+            Some(Batch { packets, mut processes }) = batches.recv() => {
                 let now = Instant::now();
                 let mut new: Vec<(u64, FlowKey, Direction)> = Vec::new();
                 for (held, key, seg) in packets {
@@ -501,8 +501,10 @@ pub async fn run(
                     }
                 }
                 for (id, key, direction) in new {
-                    // Found by the reader, which looks up every key the engine could take as new.
-                    let process = processes.get(&key).cloned().flatten();
+                    // Found by the reader, which looks up every key the engine could take as new
+                    // (each once a batch: the engine takes a key as new once, the packets after
+                    // wait with it).
+                    let process = processes.remove(&key).flatten();
                     let flow = Flow {
                         id,
                         transport: key.transport,
