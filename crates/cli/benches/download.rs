@@ -381,6 +381,12 @@ fn main() {
     for _ in 0..runs {
         for (i, (_, make)) in tools.iter().enumerate() {
             let _ = (std::fs::remove_file(&out), std::fs::remove_file(&uploaded));
+            if tools[i].0.starts_with("upload:") {
+                // nginx writes each upload to the disk: the last run's writeback still going
+                // would slow whichever row comes next (measured: the ratio swung from 0.5 to
+                // 1.4 between runs without this).
+                let _ = Command::new("sync").status();
+            }
             let (wall, cpu, rss) = measure(make());
             if !tools[i].0.starts_with("limit: loopback") && !tools[i].0.starts_with("limit: dd") {
                 let written = if tools[i].0.starts_with("upload:") { &uploaded } else { &out };

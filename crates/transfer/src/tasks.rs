@@ -26,8 +26,11 @@ use crate::metrics::Metrics;
 use crate::sink::{Gather, Pool};
 use crate::{Session, TransferError};
 
-/// What an upload reads at a time.
-const CHUNK: usize = 1 << 20;
+/// What an upload reads, and hands the socket, at a time. 64 KiB as curl's upload buffer: with
+/// 1 MiB pieces, 1 GiB PUT to nginx on loopback took 0.82 s (median of 5) against curl -T's
+/// 0.66 s; with 64 KiB, 0.71 s (the development VM; reading ahead by 16 pieces instead of 4
+/// changed nothing).
+const CHUNK: usize = 1 << 16;
 /// How many chunks an upload reads ahead of the socket.
 const READ_AHEAD: usize = 4;
 /// The most of an upload's response kept.
@@ -354,7 +357,7 @@ impl Session {
 
 /// Reads `len` bytes of `file` on a blocking thread, ahead of the socket by up to
 /// [`READ_AHEAD`] chunks, into buffers that are reused once the socket has taken them (a fresh
-/// megabyte per chunk costs page faults and zeroing; measured on the development VM, reading
+/// buffer per chunk costs page faults and zeroing; measured on the development VM, reading
 /// through `tokio::fs` into fresh buffers cost `nw put` half as much CPU again as `curl -T`).
 /// A file that ends before `len` (it shrank since the upload began) ends the stream with an
 /// error rather than a body shorter than its `Content-Length`.
