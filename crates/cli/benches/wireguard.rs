@@ -52,14 +52,19 @@ fn wg_go(ns: &Namespace, name: &str) -> Child {
     let mut cmd = ns.command("wireguard-go");
     cmd.env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1").args(["-f", name]);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let child = ns.spawn(cmd).expect("wireguard-go (apt-get install wireguard-go)");
-    for _ in 0..50 {
+    let mut child = ns.spawn(cmd).expect("wireguard-go (apt-get install wireguard-go)");
+    // Generous: it once took more than 5 s on a loaded CI machine (a smoke run failed).
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(30) {
         if ns.run(["wg", "show", name]).is_ok() {
             return child;
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("wireguard-go exited ({status}) before making {name}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("wireguard-go did not make {name}");
+    panic!("wireguard-go did not make {name} within 30 s");
 }
 
 fn wg_set(ns: &Namespace, args: &[&str]) {
