@@ -11,7 +11,8 @@
 //!
 //! Also the latency one flow at a time adds: a TCP connect's p50 and p99 with each filter
 //! against no filter. And data peeks: a 50 MB TCP upload whose first 1,024 bytes a provider (the
-//! tests' Python provider) peeks at before allowing it, against the same upload with no filter.
+//! tests' Python provider) peeks at before allowing it, and a 50 MB download whose first 1,024
+//! bytes from the server it peeks at, each against the same transfer with no filter.
 //!
 //! Prints the medians and the ratios. Needs root and iproute2.
 //!
@@ -46,6 +47,8 @@ const ECHO_PORTS: u16 = 16;
 const FIRST_ECHO_PORT: u16 = 7000;
 const TCP_PORT: u16 = 7100;
 const SINK_PORT: u16 = 7200;
+/// Sends each connection as many bytes as its first line asks for, then closes.
+const SOURCE_PORT: u16 = 7300;
 /// The tests' provider in Python, which peeks at flows to the ports it is told.
 const PROVIDER: &str = include_str!("../tests/it/providers/filter.py");
 const PYTHON: &str = "/usr/bin/python3";
@@ -64,6 +67,26 @@ fn servers(ns: &Namespace) {
     })
     .unwrap();
     let sink = in_namespace(ns, || TcpListener::bind((addr::SRV_V4, SINK_PORT)).unwrap()).unwrap();
+    let source =
+        in_namespace(ns, || TcpListener::bind((addr::SRV_V4, SOURCE_PORT)).unwrap()).unwrap();
+    std::thread::spawn(move || {
+        for c in source.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut line = String::new();
+                let _ = BufReader::new(&c).read_line(&mut line);
+                let mut left: usize = line.trim().parse().unwrap_or(0);
+                let chunk = vec![b'y'; 1 << 20];
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if (&c).write_all(&chunk[..n]).is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
     // Reads each connection to its end, then closes it.
     std::thread::spawn(move || {
         for c in sink.incoming().map_while(Result::ok) {
@@ -203,6 +226,27 @@ fn upload(ns: &Namespace, bytes: usize) -> f64 {
     .unwrap()
 }
 
+/// MB/s of one download of `bytes` from the source, until it closes.
+fn download(ns: &Namespace, bytes: usize) -> f64 {
+    in_namespace(ns, move || {
+        use std::io::{Read, Write};
+        let started = Instant::now();
+        let mut s = TcpStream::connect((addr::SRV_V4, SOURCE_PORT)).unwrap();
+        s.write_all(format!("{bytes}\n").as_bytes()).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        assert_eq!(got, bytes, "the download was cut short");
+        bytes as f64 / started.elapsed().as_secs_f64() / 1e6
+    })
+    .unwrap()
+}
+
 /// `nw filter up` with these extra arguments, ready (and its provider started, if any); its stdout is drained by a thread that
 /// returns the flows the host saw when it stops.
 struct Host {
@@ -322,26 +366,36 @@ fn main() {
     // Data peeks: uploads peeked at (1,024 bytes, then allowed) against no filter, alternating.
     if wanted("peek") {
         let bytes = if smoke { 10_000_000 } else { 50_000_000 };
-        let options = format!(r#"{{"peek_ports": [{SINK_PORT}], "allow_ports": [{TCP_PORT}]}}"#);
+        let options = format!(
+            r#"{{"peek_ports": [{SINK_PORT}], "peek_in_ports": [{SOURCE_PORT}], "allow_ports": [{TCP_PORT}]}}"#
+        );
         let peeking: [&str; 7] =
             ["--provider", PYTHON, "--options", &options, "--", "-c", PROVIDER];
         let (mut bare, mut peeked) = (Vec::new(), Vec::new());
+        let (mut bare_down, mut peeked_down) = (Vec::new(), Vec::new());
         for _ in 0..runs.max(3) {
             bare.push(upload(&p.cli, bytes));
+            bare_down.push(download(&p.cli, bytes));
             let h = host(&p.cli, &peeking);
             peeked.push(upload(&p.cli, bytes));
+            peeked_down.push(download(&p.cli, bytes));
             h.stop();
         }
-        let (b, k) = (median(&bare), median(&peeked));
-        // The difference is mostly fixed: the provider is asked twice (the new flow, then its
-        // first bytes) before the rest of the upload leaves the kernel.
-        let added_ms = (bytes as f64 / (k * 1e6) - bytes as f64 / (b * 1e6)) * 1e3;
-        println!(
-            "\n{} MB uploads, median of {}: no filter {b:.0} MB/s; peeked at (1,024 bytes, then allowed) {k:.0} MB/s ({:.2}×, {added_ms:.1} ms added per upload)",
-            bytes / 1_000_000,
-            bare.len(),
-            k / b
-        );
+        for (what, bare, peeked) in
+            [("uploads", &bare, &peeked), ("downloads", &bare_down, &peeked_down)]
+        {
+            let (b, k) = (median(bare), median(peeked));
+            // The difference is mostly fixed: the provider is asked twice (the new flow, then
+            // its first bytes) before the rest of the transfer leaves the kernel.
+            let added_ms = (bytes as f64 / (k * 1e6) - bytes as f64 / (b * 1e6)) * 1e3;
+            println!(
+                "\n{} MB {what}, median of {}: no filter {b:.0} MB/s; peeked at (1,024 bytes {}, then allowed) {k:.0} MB/s ({:.2}×, {added_ms:.1} ms added each)",
+                bytes / 1_000_000,
+                bare.len(),
+                if what == "uploads" { "sent" } else { "received" },
+                k / b
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(state_dir());
 }
