@@ -888,3 +888,88 @@ fn netns_filter_peeks_at_the_peers_bytes_answers_and_requests_alike() {
     );
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
+
+/// A UDP server here that takes one datagram as `uid`, echoes it and exits: prints `ready`
+/// once bound, then `got` or `none` (nothing within 3 s).
+const ONE_DATAGRAM_SERVER: &str = r#"
+import os, socket, sys
+uid, port = int(sys.argv[1]), int(sys.argv[2])
+os.setuid(uid)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+print("ready", flush=True)
+s.settimeout(3)
+try:
+    data, peer = s.recvfrom(64); s.sendto(data, peer); print("got", flush=True)
+except socket.timeout:
+    print("none", flush=True)
+"#;
+
+/// The peer's side: one datagram from a fixed port, and whether it was echoed.
+const ONE_DATAGRAM_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[3]))); s.connect((sys.argv[1], int(sys.argv[2])))
+s.settimeout(1.5); s.send(b"x")
+try:
+    s.recv(64); print("echoed")
+except Exception as e:
+    print(type(e).__name__)
+"#;
+
+/// The inbound side of the reuse check: a server here allowed to take a peer's datagrams
+/// exits, and a server of a refused user binds the same port; the same peer, from the same
+/// port, is asked about afresh, not let through under the first server's verdict (the closed
+/// socket's conntrack entry is deleted whichever end started the flow).
+#[test]
+fn netns_filter_a_new_server_on_a_closed_ones_port_is_asked_afresh_for_the_same_peer() {
+    let p = pair();
+    let dir = crate::support::Dir::new("filter-reuse-in");
+    let rules = rules_file(
+        &dir.0,
+        "default = \"drop\"\n[[rule]]\naction = \"allow\"\ndirection = \"inbound\"\nuid = 1001\n",
+    );
+    let mut cmd = p.cli.command(NW);
+    cmd.args(["filter", "up", "--json", "--rules", &rules]);
+    let mut f = Events::spawn(&p.cli, cmd);
+    f.event("ready");
+    let serve = |uid: &str| {
+        let mut cmd = p.cli.command(PYTHON);
+        cmd.args(["-c", ONE_DATAGRAM_SERVER, uid, "9005"]).stdout(Stdio::piped());
+        let mut child = p.cli.spawn(cmd).expect("start the server");
+        let mut lines = BufReader::new(child.stdout().expect("stdout")).lines();
+        let ready = lines.next().and_then(Result::ok);
+        assert_eq!(ready.as_deref(), Some("ready"), "the server as {uid} did not start");
+        (child, lines)
+    };
+    let send = || {
+        let out = p
+            .srv
+            .command(PYTHON)
+            .args(["-c", ONE_DATAGRAM_CLIENT, &addr::CLI_V4.to_string(), "9005", "41005"])
+            .output()
+            .unwrap_or_else(|e| panic!("the client: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let (_a, mut a) = serve("1001");
+    assert_eq!(send(), "echoed", "the allowed server answers");
+    assert_eq!(a.next().and_then(Result::ok).as_deref(), Some("got"));
+    // The allowed server's socket is closed; the host hears of it.
+    std::thread::sleep(Duration::from_millis(500));
+    let (_b, mut b) = serve("1002");
+    let second = send();
+    let heard = b.next().and_then(Result::ok);
+    assert_eq!(f.stop(), Some(0));
+    assert_ne!(second, "echoed", "the refused server answered the same peer");
+    assert_eq!(heard.as_deref(), Some("none"), "the refused server was reached");
+    let refused = f.seen.iter().any(|e| {
+        e["event"] == "flow"
+            && e["flow"]["direction"] == "inbound"
+            && e["flow"]["process"]["uid"] == 1002
+            && e["decision"] == "drop"
+    });
+    assert!(refused, "the second server's flow was not asked about: {:#?}", f.seen);
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}

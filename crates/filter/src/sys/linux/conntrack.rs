@@ -32,8 +32,9 @@ impl Conntrack {
         Ok(Self { fd: super::netlink(NETLINK_NETFILTER, true)? })
     }
 
-    /// Deletes the entry of outbound flow `key`, if there is one. Errors (no such entry) are
-    /// not asked for; the kernel's error replies, if any, are never read.
+    /// Deletes the entry of flow `key`, if there is one, whichever end started it (ctnetlink
+    /// finds an entry by either direction's tuple). Errors (no such entry) are not asked for;
+    /// the kernel's error replies, if any, are never read.
     pub(crate) fn delete(&self, key: FlowKey) -> io::Result<()> {
         let msg = delete_message(key)?;
         // SAFETY: send(2) from a live buffer of the given length.
@@ -42,7 +43,7 @@ impl Conntrack {
     }
 }
 
-/// The delete request for the entry whose original direction is `key`'s (this host to the
+/// The delete request for the entry one of whose directions is `key`'s (this host to the
 /// peer).
 pub(crate) fn delete_message(key: FlowKey) -> io::Result<Vec<u8>> {
     let (family, ip) = match (key.local.ip(), key.remote.ip()) {
