@@ -45,14 +45,14 @@ pub trait CredentialProvider: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct Authorizer {
     provider: Option<Arc<dyn CredentialProvider>>,
-    known: Mutex<HashMap<Origin, String>>,
-    asking: Mutex<HashMap<Origin, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each origin's value, behind the lock held while the provider is asked for it.
+    values: Mutex<HashMap<Origin, Arc<tokio::sync::Mutex<Option<String>>>>>,
 }
 
 impl Authorizer {
     /// Asks `provider`, when there is one.
     pub fn new(provider: Option<Arc<dyn CredentialProvider>>) -> Self {
-        Self { provider, known: Mutex::new(HashMap::new()), asking: Mutex::new(HashMap::new()) }
+        Self { provider, values: Mutex::new(HashMap::new()) }
     }
 
     /// Whether there is a provider to ask.
@@ -67,19 +67,13 @@ impl Authorizer {
         if !may_carry_credentials(url) {
             return None;
         }
-        let origin = origin(url);
-        if let Some(known) = self.lock().get(&origin) {
-            return Some(known.clone());
+        let slot = self.slot(&origin(url));
+        let mut value = slot.lock().await;
+        if value.is_none() {
+            let asked = provider.authorization(&url.to_string(), None).await;
+            *value = asked.and_then(usable);
         }
-        let gate = self.gate(&origin);
-        let _asking = gate.lock().await;
-        if let Some(known) = self.lock().get(&origin) {
-            return Some(known.clone());
-        }
-        let value = provider.authorization(&url.to_string(), None).await?;
-        let value = usable(value)?;
-        self.lock().insert(origin, value.clone());
-        Some(value)
+        value.clone()
     }
 
     /// After `url` answered 401 to `sent` (with `challenge`): a different value to send once
@@ -93,29 +87,21 @@ impl Authorizer {
         challenge: Option<&str>,
     ) -> Option<String> {
         let provider = self.provider.as_ref()?;
-        let origin = origin(url);
-        let gate = self.gate(&origin);
-        let _asking = gate.lock().await;
-        match self.lock().get(&origin) {
-            Some(known) if known != sent => return Some(known.clone()),
-            _ => {}
+        let slot = self.slot(&origin(url));
+        let mut value = slot.lock().await;
+        if let Some(known) = value.as_ref().filter(|known| *known != sent) {
+            return Some(known.clone());
         }
-        self.lock().remove(&origin);
-        let value =
-            provider.authorization(&url.to_string(), Some(Refused { sent, challenge })).await?;
-        let value = usable(value).filter(|v| v != sent)?;
-        self.lock().insert(origin, value.clone());
-        Some(value)
+        let asked =
+            provider.authorization(&url.to_string(), Some(Refused { sent, challenge })).await;
+        *value = asked.and_then(usable).filter(|v| v != sent);
+        value.clone()
     }
 
-    /// The lock held while the provider is asked for `origin`'s value.
-    fn gate(&self, origin: &Origin) -> Arc<tokio::sync::Mutex<()>> {
-        let mut asking = self.asking.lock().unwrap_or_else(PoisonError::into_inner);
-        asking.entry(origin.clone()).or_default().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, String>> {
-        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    /// `origin`'s value and its lock.
+    fn slot(&self, origin: &Origin) -> Arc<tokio::sync::Mutex<Option<String>>> {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        values.entry(origin.clone()).or_default().clone()
     }
 }
 
