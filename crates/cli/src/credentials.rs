@@ -70,31 +70,30 @@ impl CredentialArgs {
             (_, _, Some(_)) => Some("--bearer-command"),
             _ => None,
         };
-        if let Some(flag) = secret {
-            for url in urls {
-                if let Ok(nw_connection::Endpoint::Url(u)) = nw_connection::Endpoint::parse(url)
-                    && u.scheme == "http"
-                    && !nw_http::auth::may_carry_credentials(&u)
-                {
-                    return Err(UsageError(format!(
-                        "{flag} with {url} would send the secret in the clear; use https://"
-                    ))
-                    .into());
-                }
-            }
+        // The URLs that parse (the others fail later, with their own error).
+        let parsed: Vec<(&String, nw_connection::Url)> = urls
+            .iter()
+            .filter_map(|text| match nw_connection::Endpoint::parse(text) {
+                Ok(nw_connection::Endpoint::Url(u)) => Some((text, u)),
+                _ => None,
+            })
+            .collect();
+        if let Some(flag) = secret
+            && let Some((url, _)) = parsed
+                .iter()
+                .find(|(_, u)| u.scheme == "http" && !nw_http::auth::may_carry_credentials(u))
+        {
+            return Err(UsageError(format!(
+                "{flag} with {url} would send the secret in the clear; use https://"
+            ))
+            .into());
         }
         if let Some(command) = &self.bearer_command
             && command.trim().is_empty()
         {
             return Err(UsageError("--bearer-command: give a command".into()).into());
         }
-        let origins = urls
-            .iter()
-            .filter_map(|u| match nw_connection::Endpoint::parse(u) {
-                Ok(nw_connection::Endpoint::Url(u)) => Some(nw_http::altsvc::origin(&u)),
-                _ => None,
-            })
-            .collect();
+        let origins = parsed.iter().map(|(_, u)| nw_http::altsvc::origin(u)).collect();
         Ok(Credentials {
             headers,
             netrc: self.netrc()?,
