@@ -124,21 +124,32 @@ pub(crate) fn restore_input(
             "-I INPUT 1 ! -i lo -m comment --comment \"nwkit filter (pid {pid})\" -j {IN_CHAIN}\n"
         );
     }
-    s += &format!("-A {CHAIN} -m mark --mark {allow} -j {ALLOW_CHAIN}\n");
-    s += &format!("-A {CHAIN} -m connmark --mark {allow} -j RETURN\n");
-    s += &format!("-A {CHAIN} -m mark --mark {drop} -j {DROP_CHAIN}\n");
+    // A chain's first rules: a packet given a verdict comes back (REPEAT) and is marked so,
+    // and the rest of an allowed flow returns at once.
+    let verdicts = |chain: &str| {
+        format!(
+            "-A {chain} -m mark --mark {allow} -j {ALLOW_CHAIN}\n\
+             -A {chain} -m connmark --mark {allow} -j RETURN\n\
+             -A {chain} -m mark --mark {drop} -j {DROP_CHAIN}\n"
+        )
+    };
+    // A peeked flow's packets: those of the flows whose connection mark matches `queued`
+    // are queued (a packet given "pass" must not be queued again, and the SYN of a flow to
+    // peek at must not be taken for a new flow's); a passed one goes on, as does the rest.
+    let peeks = |chain: &str, queued: &str| {
+        format!(
+            "-A {chain} -m mark ! --mark {peek} -m connmark --mark {queued} -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n\
+             -A {chain} -m mark --mark {peek} -j {PEEK_CHAIN}\n\
+             -A {chain} -m connmark --mark {peek} -j RETURN\n"
+        )
+    };
+    s += &verdicts(CHAIN);
     // TCP: only a SYN starts a flow. Without `--syn`, the first packets conntrack sees of a
     // connection made before the filter started (it picks them up mid-stream as NEW) would be
     // queued, find no socket to attribute, and be refused.
     let queued = match scope {
         Scope::All => {
-            // A packet given "pass" must not be queued again, and the SYN of a flow to peek
-            // at must not be taken for a new flow's.
-            s += &format!(
-                "-A {CHAIN} -m mark ! --mark {peek} -m connmark --mark {peek} -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
-            );
-            s += &format!("-A {CHAIN} -m mark --mark {peek} -j {PEEK_CHAIN}\n");
-            s += &format!("-A {CHAIN} -m connmark --mark {peek} -j RETURN\n");
+            s += &peeks(CHAIN, &peek);
             CHAIN
         }
         Scope::Local(prefixes) => {
@@ -160,15 +171,9 @@ pub(crate) fn restore_input(
     // replies go out through OUTPUT as the flow's (connmark), and are never queued.
     let mut queue_from = vec![queued];
     if *scope == Scope::All {
-        s += &format!("-A {IN_CHAIN} -m mark --mark {allow} -j {ALLOW_CHAIN}\n");
-        s += &format!("-A {IN_CHAIN} -m connmark --mark {allow} -j RETURN\n");
-        s += &format!("-A {IN_CHAIN} -m mark --mark {drop} -j {DROP_CHAIN}\n");
-        // The peer's packets of a flow peeked at both ways, as this host's are above.
-        s += &format!(
-            "-A {IN_CHAIN} -m mark ! --mark {peek} -m connmark --mark {both} -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num {queue}{bypass}\n"
-        );
-        s += &format!("-A {IN_CHAIN} -m mark --mark {peek} -j {PEEK_CHAIN}\n");
-        s += &format!("-A {IN_CHAIN} -m connmark --mark {peek} -j RETURN\n");
+        s += &verdicts(IN_CHAIN);
+        // The peer's packets are queued only for flows peeked at both ways.
+        s += &peeks(IN_CHAIN, &both);
         queue_from.push(IN_CHAIN);
     }
     for chain in queue_from {
