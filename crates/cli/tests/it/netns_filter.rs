@@ -330,14 +330,7 @@ fn netns_filter_decides_while_nobody_reads_its_output() {
         assert!(start.elapsed() < Duration::from_secs(15), "the filter rules never appeared");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = p
-        .cli
-        .command(PYTHON)
-        .args(["-c", BURST_THEN_CONNECT, &addr::SRV_V4.to_string()])
-        .output()
-        .unwrap_or_else(|e| panic!("python: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    let v = python_json(&p.cli, "burst", BURST_THEN_CONNECT, &[&addr::SRV_V4.to_string()]);
     assert_eq!(v["connect"], "ok", "{v}");
     assert!(v["ms"].as_f64().unwrap() < 3000.0, "the connect waited for the output: {v}");
     // SAFETY: kill(2) on our own child's pid.
@@ -395,21 +388,26 @@ fn s_client(ns: &Namespace, name: &str) -> std::process::Output {
         .unwrap_or_else(|e| panic!("openssl: {e}"))
 }
 
-/// Runs peek_client.py in `ns` and returns what it printed.
-fn peek_client(ns: &Namespace, mode: &str, port: u16, extra: &[&str]) -> Value {
+/// Runs the Python `program` (`name` in messages) in `ns` with `args`, to its end, and returns
+/// the JSON it printed.
+fn python_json(ns: &Namespace, name: &str, program: &str, args: &[&str]) -> Value {
     let out = ns
         .command(PYTHON)
-        .args(["-c", PEEK_CLIENT, mode, &addr::SRV_V4.to_string(), &port.to_string()])
-        .args(extra)
+        .args(["-c", program])
+        .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("peek_client.py: {e}"));
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "peek_client.py {mode} printed {text:?} ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
+        panic!("{name} {args:?} printed {text:?} ({e}): {}", String::from_utf8_lossy(&out.stderr))
     })
+}
+
+/// Runs peek_client.py in `ns` and returns what it printed.
+fn peek_client(ns: &Namespace, mode: &str, port: u16, extra: &[&str]) -> Value {
+    let (server, port) = (addr::SRV_V4.to_string(), port.to_string());
+    let args = [&[mode, server.as_str(), port.as_str()], extra].concat();
+    python_json(ns, "peek_client.py", PEEK_CLIENT, &args)
 }
 
 /// The messages of type `kind` the provider recorded (`data`, `flow_closed`).
@@ -646,16 +644,10 @@ fn netns_filter_a_new_udp_socket_on_a_closed_ones_ports_is_asked_afresh() {
     let mut f = Events::spawn(&p.cli, cmd);
     f.event("ready");
     let reuse = |count: usize, first: u16, gap: &str| -> Value {
-        let out = p
-            .cli
-            .command(PYTHON)
-            .args(["-c", UDP_REUSE, &addr::SRV_V4.to_string(), "9001", &count.to_string()])
-            .args([&first.to_string(), "1001", "1002", gap])
-            .output()
-            .unwrap_or_else(|e| panic!("udp_reuse.py: {e}"));
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("udp_reuse.py printed {text:?} ({e})"))
+        let (server, count, first) =
+            (addr::SRV_V4.to_string(), count.to_string(), first.to_string());
+        let args = [server.as_str(), "9001", &count, &first, "1001", "1002", gap];
+        python_json(&p.cli, "udp_reuse.py", UDP_REUSE, &args)
     };
     let at_once = reuse(200, 23000, "0");
     let later = reuse(100, 24000, "0.05");
@@ -749,16 +741,7 @@ fn netns_filter_decides_inbound_flows_by_the_service_port_with_the_listening_pro
     cmd.args(["filter", "up", "--json", "--rules", &rules]);
     let mut f = Events::spawn(&p.cli, cmd);
     f.event("ready");
-    let out = p
-        .srv
-        .command(PYTHON)
-        .args(["-c", INBOUND_CLIENT, &addr::CLI_V4.to_string()])
-        .output()
-        .unwrap_or_else(|e| panic!("the client: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let met: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!("the client printed {text:?} ({e}); {}", String::from_utf8_lossy(&out.stderr))
-    });
+    let met = python_json(&p.srv, "the client", INBOUND_CLIENT, &[&addr::CLI_V4.to_string()]);
     assert_eq!(f.stop(), Some(0), "{met}");
     drop(server);
     assert_eq!(met["tcp7001"][0], "connected", "{met}");
