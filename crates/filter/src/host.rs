@@ -48,7 +48,7 @@ use crate::protocol::{FD_ENV, HostMessage, ProviderMessage, StopReason, VERSION}
 use crate::recent::Recent;
 use crate::rules::{Action, Rules};
 use crate::sys::diag::Diag;
-use crate::sys::nfqueue::{self, Queue, Verdict};
+use crate::sys::nfqueue::{self, Given, Queue, Verdict};
 use crate::sys::procfs::Procfs;
 use crate::sys::tables::{self, MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_PEEK, MARK_PEEK_BOTH};
 
@@ -317,6 +317,10 @@ struct Held {
     mark: u32,
     /// A TCP SYN's sequence number (a peeked flow's bytes are counted from it).
     seq: u32,
+    /// A TCP SYN that carries data (TCP Fast Open).
+    data: bool,
+    /// Such a SYN as it goes on without its data, when its bytes are peeked at.
+    bare: Option<Vec<u8>>,
 }
 
 /// Messages from a provider's reader task.
@@ -458,7 +462,7 @@ pub async fn run(
         Some(p) => start_provider(p, &events, nw_provider::Backoff::new()),
         None => Slot::None,
     };
-    let mut out: Vec<(u32, Verdict, Option<u32>)> = Vec::new();
+    let mut out: Vec<Given> = Vec::new();
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let far = Duration::from_secs(3600);
     loop {
@@ -814,7 +818,14 @@ fn read_queue(
             match queue.recv(&mut buf) {
                 Ok(n) => packets.extend(nfqueue::packets(&buf[..n]).into_iter().map(|q| {
                     let seg = tcp_segment(q.payload);
-                    let held = Held { id: q.id, mark: q.mark, seq: seg.map_or(0, |s| s.seq) };
+                    let data = seg.is_some_and(|s| s.syn && s.len > 0);
+                    let held = Held {
+                        id: q.id,
+                        mark: q.mark,
+                        seq: seg.map_or(0, |s| s.seq),
+                        data,
+                        bare: if data { crate::packet::without_payload(q.payload) } else { None },
+                    };
                     // A SYN starts a flow (or is one's resent SYN); every other TCP packet
                     // queued, a SYN-ACK included, is a peeked flow's.
                     let seg = seg.filter(|s| !s.syn || s.ack).map(|s| Segment {
@@ -970,7 +981,7 @@ async fn next_reading(
 /// the failure policy is counted as one.
 fn settle(
     engine: &mut Engine<Held>,
-    out: &mut Vec<(u32, Verdict, Option<u32>)>,
+    out: &mut Vec<Given>,
     now: Instant,
     id: u64,
     decision: Decision,
@@ -987,12 +998,12 @@ fn settle(
 
 /// A packet's verdict, to be sent with the others of its turn: through the chain again with
 /// the decision's mark.
-fn give(out: &mut Vec<(u32, Verdict, Option<u32>)>, id: u32, mark: u32, decision: Decision) {
+fn give(out: &mut Vec<Given>, id: u32, mark: u32, decision: Decision) {
     let bits = match decision {
         Decision::Allow => MARK_ALLOW,
         Decision::Drop => MARK_DROP,
     };
-    out.push((id, Verdict::Repeat, Some((mark & !MARK_MASK) | bits)));
+    out.push(Given::new(id, Verdict::Repeat, Some((mark & !MARK_MASK) | bits)));
 }
 
 /// The new flows waiting for the provider, and the flows whose data is peeked at.
@@ -1087,7 +1098,7 @@ struct Cx<'a> {
     slot: &'a Slot,
     engine: &'a mut Engine<Held>,
     events: &'a mpsc::UnboundedSender<Event>,
-    out: &'a mut Vec<(u32, Verdict, Option<u32>)>,
+    out: &'a mut Vec<Given>,
 }
 
 impl Flows {
@@ -1104,14 +1115,23 @@ impl Flows {
         peek: PeekSizes,
         naming: bool,
         engine: &mut Engine<Held>,
-        out: &mut Vec<(u32, Verdict, Option<u32>)>,
+        out: &mut Vec<Given>,
     ) {
         let held = engine.peek(id);
         let seq = held.first().map_or(0, |h| h.seq);
         self.peeks.start(now, id, flow.key(), (flow.direction, seq), peek);
         let mark = if peek.both_ways() { MARK_PEEK_BOTH } else { MARK_PEEK };
+        // Data in the SYN (TCP Fast Open) is sent again after the handshake, and held then.
+        let bare = self.peeks.peeked(&flow.key(), flow.direction);
         for h in held {
-            out.push((h.id, Verdict::Repeat, Some((h.mark & !MARK_MASK) | mark)));
+            let mut given = Given::new(h.id, Verdict::Repeat, Some((h.mark & !MARK_MASK) | mark));
+            if bare && h.data {
+                match h.bare {
+                    Some(packet) => given.packet = Some(packet),
+                    None => given = Given::new(h.id, Verdict::Drop, None),
+                }
+            }
+            out.push(given);
         }
         self.peeking.insert(id, flow);
         if naming {
@@ -1266,15 +1286,17 @@ fn own_flow(slot: &Slot, flow: &Flow) -> bool {
 }
 
 /// The verdicts of a peeked flow's packets, to be sent with the others of its turn.
-fn give_peeked(out: &mut Vec<(u32, Verdict, Option<u32>)>, given: Vec<(Held, Give)>) {
+fn give_peeked(out: &mut Vec<Given>, given: Vec<(Held, Give)>) {
     for (h, g) in given {
-        match g {
-            Give::Pass => {
-                out.push((h.id, Verdict::Repeat, Some((h.mark & !MARK_MASK) | MARK_PEEK)))
-            }
-            Give::Allow => give(out, h.id, h.mark, Decision::Allow),
-            Give::Drop => give(out, h.id, h.mark, Decision::Drop),
-            Give::Discard => out.push((h.id, Verdict::Drop, None)),
+        let peeked = Some((h.mark & !MARK_MASK) | MARK_PEEK);
+        match (g, h.bare) {
+            (Give::Pass, _) => out.push(Given::new(h.id, Verdict::Repeat, peeked)),
+            (Give::Bare, Some(packet)) => out
+                .push(Given { packet: Some(packet), ..Given::new(h.id, Verdict::Repeat, peeked) }),
+            (Give::Allow, _) => give(out, h.id, h.mark, Decision::Allow),
+            (Give::Drop, _) => give(out, h.id, h.mark, Decision::Drop),
+            // Not a packet that could go on without its data: its sender sends it again.
+            (Give::Discard | Give::Bare, _) => out.push(Given::new(h.id, Verdict::Drop, None)),
         }
     }
 }
@@ -1282,7 +1304,7 @@ fn give_peeked(out: &mut Vec<(u32, Verdict, Option<u32>)>, given: Vec<(Held, Giv
 /// Sends the verdicts given so far, together; then the resets for the peers of the flows
 /// dropped meanwhile (after the verdicts: a reset that overtook the acknowledgement completing
 /// a handshake would meet no connection).
-fn flush(queue: &Queue, out: &mut Vec<(u32, Verdict, Option<u32>)>, flows: &mut Flows) {
+fn flush(queue: &Queue, out: &mut Vec<Given>, flows: &mut Flows) {
     if !out.is_empty() {
         if let Err(e) = queue.verdicts(out) {
             tracing::warn!("verdicts for {} packets: {e}", out.len());
@@ -1389,7 +1411,7 @@ async fn provider_down(
     events: &mpsc::UnboundedSender<Event>,
     engine: &mut Engine<Held>,
     flows: &mut Flows,
-    out: &mut Vec<(u32, Verdict, Option<u32>)>,
+    out: &mut Vec<Given>,
     now: Instant,
 ) {
     let Slot::Running(r) = std::mem::replace(slot, Slot::None) else { return };

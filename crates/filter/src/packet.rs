@@ -162,6 +162,42 @@ pub fn reset(key: FlowKey, seq: u32) -> Vec<u8> {
     packet
 }
 
+/// A TCP packet as it goes on without its payload, its headers (options included) as they
+/// were and its lengths and checksums made right (RFC 791 §3.1, RFC 9293 §3.1, RFC 8200 §8.1).
+/// For a SYN that carries data (TCP Fast Open, RFC 7413): the SYN opens the connection, the
+/// answer acknowledges the SYN alone, and the sender sends the data again after the handshake
+/// (RFC 7413 §4.2.2). `None` when the packet is not a whole TCP segment over IPv4 or IPv6.
+pub fn without_payload(packet: &[u8]) -> Option<Vec<u8>> {
+    let seg = tcp_segment(packet)?;
+    if seg.payload.len() != seg.len {
+        return None; // cut short when queued: its headers are whole, but to be sure
+    }
+    let headers = packet.len().checked_sub(seg.len)?;
+    let mut out = packet.get(..headers)?.to_vec();
+    let (ip_len, pseudo) = match out[0] >> 4 {
+        4 => {
+            let ihl = usize::from(out[0] & 0x0f) * 4;
+            out[2..4].copy_from_slice(&u16::try_from(headers).ok()?.to_be_bytes());
+            out[10..12].fill(0);
+            let sum = checksum(&[&out[..ihl]]).to_be_bytes();
+            out[10..12].copy_from_slice(&sum);
+            let tcp_len = u16::try_from(headers - ihl).ok()?.to_be_bytes();
+            (ihl, [&out[12..20], &[0, TCP], &tcp_len[..]].concat())
+        }
+        _ => {
+            let (_, rest) = skip_extensions(out[6], packet.get(40..)?)?;
+            let transport = packet.len() - rest.len();
+            out[4..6].copy_from_slice(&u16::try_from(headers - 40).ok()?.to_be_bytes());
+            let tcp_len = u32::try_from(headers - transport).ok()?.to_be_bytes();
+            (transport, [&out[8..40], &tcp_len[..], &[0, 0, 0, TCP]].concat())
+        }
+    };
+    out[ip_len + 16..ip_len + 18].fill(0);
+    let sum = checksum(&[&pseudo, &out[ip_len..]]).to_be_bytes();
+    out[ip_len + 16..ip_len + 18].copy_from_slice(&sum);
+    Some(out)
+}
+
 /// The Internet checksum (RFC 1071) of the concatenated parts, each of even length.
 fn checksum(parts: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
@@ -284,6 +320,48 @@ mod tests {
             };
             assert_eq!(checksum(&[&pseudo, &p[ip_len..]]), 0, "{local}");
         }
+    }
+
+    #[test]
+    fn a_syn_without_its_data_has_right_lengths_and_checksums() {
+        // A SYN with a Fast Open cookie option (kind 34) and 5 bytes of data, both families.
+        let options = [34, 10, 1, 2, 3, 4, 5, 6, 7, 8, 1, 1];
+        let tcp = |payload: &[u8]| {
+            let mut t = vec![0x30, 0x39, 0x01, 0xbb, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0];
+            t.extend_from_slice(&[0x80, 0x02, 0xff, 0xff, 0x12, 0x34, 0, 0]);
+            t.extend_from_slice(&options);
+            t.extend_from_slice(payload);
+            t
+        };
+        let total = u16::try_from(20 + 32 + 5).unwrap_or(0).to_be_bytes();
+        let mut four = vec![0x45, 0, total[0], total[1], 0, 0, 0x40, 0, 64, TCP, 0xab, 0xcd];
+        four.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        four.extend(tcp(b"hello"));
+        let mut six = vec![0x60, 0, 0, 0, 0, 8 + 32 + 5, 60, 64];
+        six.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].repeat(8));
+        six.extend_from_slice(&[TCP, 0, 0, 0, 0, 0, 0, 0]); // destination options, 8 octets
+        six.extend(tcp(b"hello"));
+        for p in [four, six] {
+            let bare = without_payload(&p).unwrap_or_else(|| panic!("stripped"));
+            assert_eq!(bare.len(), p.len() - 5);
+            let s = tcp_segment(&bare).unwrap_or_else(|| panic!("a segment"));
+            assert!(s.syn && s.len == 0 && s.seq == 0xdead_beef, "{s:?}");
+            assert_eq!(flow_key(&bare, Direction::Outbound), flow_key(&p, Direction::Outbound));
+            let (ip_len, pseudo) = if p[0] >> 4 == 4 {
+                assert_eq!(checksum(&[&bare[..20]]), 0, "the IPv4 header's checksum");
+                (20, [&bare[12..20], &[0, TCP, 0, 32][..]].concat())
+            } else {
+                (48, [&bare[8..40], &[0, 0, 0, 32, 0, 0, 0, TCP][..]].concat())
+            };
+            assert_eq!(&bare[ip_len + 20..], &options, "the options are kept");
+            assert_eq!(checksum(&[&pseudo, &bare[ip_len..]]), 0, "the TCP checksum");
+            // Cut short by the queue, or not TCP: left alone.
+            assert_eq!(without_payload(&p[..p.len() - 1]), None);
+            for n in 0..p.len() {
+                let _ = without_payload(&p[..n]);
+            }
+        }
+        assert_eq!(without_payload(&v4(UDP, [0; 4])), None);
     }
 
     #[test]

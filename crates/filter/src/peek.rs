@@ -36,6 +36,9 @@ pub const REMEMBER: Duration = Duration::from_secs(30);
 pub enum Give {
     /// Out, and the flow stays peeked: its next packets come back to the host.
     Pass,
+    /// Out without its payload, and the flow stays peeked: a SYN carrying data (TCP Fast
+    /// Open), whose sender sends the data again after the handshake, to be peeked at then.
+    Bare,
     /// Out, and the rest of the flow never leaves the kernel.
     Allow,
     /// Refused: not sent, and the process's socket is reset.
@@ -402,6 +405,11 @@ impl<P> Peeks<P> {
         );
     }
 
+    /// Whether the bytes flow `key` sends `direction` are peeked at (held until passed).
+    pub fn peeked(&self, key: &FlowKey, direction: Direction) -> bool {
+        self.flows.get(key).is_some_and(|f| f.streams[way(direction)].peeked)
+    }
+
     /// A queued packet of flow `key`, going `direction` (from this host, or from the peer).
     /// Its verdict, or the verdicts of packets it releases, go to `out`; the bytes to show the
     /// provider are returned. `Err` hands back the packet of a flow this does not know.
@@ -446,11 +454,11 @@ impl<P> Peeks<P> {
         let s = &mut f.streams[way(direction)];
         if seg.syn {
             // The sender's SYN (the SYN-ACK answering the flow's SYN): its bytes start after
-            // it. A SYN's own payload (TCP Fast Open) is not held.
+            // it. Data it carries goes again after the handshake, where it is held.
             if !s.synced {
                 (s.synced, s.ref_seq, s.ref_off) = (true, seg.seq.wrapping_add(1), 0);
             }
-            out.push((packet, Give::Pass));
+            out.push((packet, if s.peeked && seg.len > 0 { Give::Bare } else { Give::Pass }));
             return Ok(None);
         }
         if !s.synced {
@@ -718,9 +726,12 @@ mod tests {
         p.start(now, 1, k, (O, 99), PeekSizes { outbound: 0, inbound: 1024 });
         let mut out = Vec::new();
         assert_eq!(p.packet(now, k, O, seg(100, b"GET /", true), 1, &mut out).ok(), Some(None));
-        let syn_ack = Segment { seq: 4999, syn: true, ..Segment::default() };
+        // A SYN-ACK carrying data goes on without it: the peer sends it again, to be held.
+        let syn_ack =
+            Segment { seq: 4999, syn: true, len: 2, payload: b"hi".to_vec(), ..Default::default() };
         assert_eq!(p.packet(now, k, I, syn_ack, 2, &mut out).ok(), Some(None));
-        assert_eq!(out, vec![(1, Give::Pass), (2, Give::Pass)]);
+        assert_eq!(out, vec![(1, Give::Pass), (2, Give::Bare)]);
+        assert!(p.peeked(&k, I) && !p.peeked(&k, O));
         out.clear();
         let answer = b"HTTP/1.1 200 OK\r\n\r\nforbidden";
         let data = p.packet(now, k, I, seg(5000, answer, true), 3, &mut out).ok().flatten();

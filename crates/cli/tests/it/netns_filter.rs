@@ -568,6 +568,76 @@ fn netns_filter_peeks_at_data_and_lets_through_exactly_what_it_passed() {
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
 
+/// A request carried in the SYN itself (TCP Fast Open, as `curl --tcp-fastopen` sends it)
+/// is held like any other first bytes: the SYN of a peeked flow goes on without its data,
+/// which the client sends again after the handshake, where it is peeked at. A dropped flow's
+/// request never reaches the server; an allowed flow's SYN keeps its data.
+#[test]
+fn netns_filter_holds_a_fast_open_syns_data_until_the_verdict() {
+    let p = pair();
+    // Data in a SYN without a cookie first, both ways (ip-sysctl.rst: client 0x1 | 0x4,
+    // server 0x2 | 0x200).
+    for (ns, value) in [(&p.cli, "5"), (&p.srv, "514")] {
+        ns.run(["sysctl", "-qw", &format!("net.ipv4.tcp_fastopen={value}")])
+            .unwrap_or_else(|e| panic!("sysctl: {e}"));
+    }
+    let mut server = PeekServer::start(&p.srv, &[8446, 8447]);
+    let options = json!({"peek_ports": [8446], "allow_ports": [8447], "deny": ["blocked.example"]});
+    let mut f = filter_up(&p.cli, &["--deadline", "3000"], &options);
+
+    // Allowed outright: the SYN goes on whole, and the server acknowledges its data.
+    let out = peek_client(&p.cli, "fastopen", 8447, &["fine.example"]);
+    assert!(out["answer"].as_str().is_some_and(|a| a.ends_with("ok\n")), "{out}");
+    assert_eq!(out["syn_data_acked"], true, "Fast Open is not in use here: {out}");
+    assert_eq!(server.next()["ended"], "answered");
+
+    // Peeked and allowed: answered, the request having gone after the handshake.
+    let out = peek_client(&p.cli, "fastopen", 8446, &["fine.example"]);
+    assert!(out["answer"].as_str().is_some_and(|a| a.ends_with("ok\n")), "{out}");
+    assert_eq!(out["syn_data_acked"], false, "the SYN's data went on unpeeked: {out}");
+    assert_eq!(server.next()["ended"], "answered");
+
+    // Peeked and dropped: the client is reset at once, and not a byte reaches the server
+    // (whose handshake, awaiting the acknowledgement that came with the held data, is reset
+    // too, so it may not even accept the connection): the next request it reports with
+    // bytes is the next one allowed.
+    let began = Instant::now();
+    let out = peek_client(&p.cli, "fastopen", 8446, &["blocked.example"]);
+    let took = began.elapsed();
+    assert_eq!(out["ended"], "reset", "{out}");
+    assert!(took < Duration::from_secs(2), "the dropped request waited {took:?}");
+    let after = peek_client(&p.cli, "fastopen", 8446, &["fine.example"]);
+    assert!(after["answer"].as_str().is_some_and(|a| a.ends_with("ok\n")), "{after}");
+    let c = loop {
+        let c = server.next();
+        if c["bytes"] != 0 {
+            break c;
+        }
+        assert_eq!(c["ended"], "reset", "{c}");
+    };
+    assert_eq!(c["bytes"], 38, "the dropped request (41 bytes) reached the server: {c}");
+
+    assert_eq!(f.stop(), Some(0));
+    let decisions: Vec<(&str, &str)> = f
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "flow")
+        .map(|v| (v["flow"]["host"].as_str().unwrap_or("-"), v["decision"].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        decisions,
+        vec![
+            ("-", "allow"),
+            ("fine.example", "allow"),
+            ("blocked.example", "drop"),
+            ("fine.example", "allow")
+        ],
+        "{:#?}",
+        f.seen
+    );
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}
+
 /// Rules that name hosts: the host reads the name from a flow's first bytes — curl's Host
 /// header, openssl's server name — only for flows whose name could change their decision, and
 /// decides before a byte reaches the server. A rule that asks the provider about a named flow

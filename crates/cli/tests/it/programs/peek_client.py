@@ -5,11 +5,19 @@
 #   closes   sends 5 bytes and closes its side (a flow that ends mid-peek)
 #   big_sni  sends a TLS ClientHello whose server name is 64 KiB long, then waits
 #   upload   sends BYTES bytes as fast as it can, closes its side, waits for the server
+#   fastopen sends "GET / HTTP/1.0" with Host: NAME in its SYN (TCP Fast Open, MSG_FASTOPEN),
+#            reads the answer; says whether the SYN-ACK acknowledged the SYN's data
 import json, os, socket, struct, sys, time
 
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-s = socket.create_connection((host, port), timeout=10)
 out = {}
+if mode == "fastopen":
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    request = b"GET / HTTP/1.0\r\nHost: " + sys.argv[4].encode() + b"\r\n\r\n"
+    s.sendto(request, socket.MSG_FASTOPEN, (host, port))
+    s.settimeout(10)
+else:
+    s = socket.create_connection((host, port), timeout=10)
 
 
 def hello_with_sni(name):
@@ -47,6 +55,17 @@ try:
         s.shutdown(socket.SHUT_WR)
         s.recv(1)
         out["mb_s"] = sent / (time.monotonic() - t) / 1e6
+    elif mode == "fastopen":
+        answer = b""
+        while True:
+            data = s.recv(1 << 16)
+            if not data:
+                break
+            answer += data
+        # struct tcp_info's tcpi_options, bit TCPI_OPT_SYN_DATA (include/uapi/linux/tcp.h).
+        info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+        out["syn_data_acked"] = bool(info[5] & 32)
+        out["answer"] = answer.decode(errors="replace")
     out["ended"] = "eof" if s.recv(1 << 16) == b"" else "data"
 except ConnectionResetError:
     out["ended"] = "reset"

@@ -16,6 +16,8 @@ def say(message):
 def serve(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Takes data in a SYN (TCP Fast Open) where the namespace's sysctl allows it.
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 16)
     s.bind(("0.0.0.0", port))
     s.listen(128)
     while True:

@@ -61,6 +61,27 @@ impl Verdict {
     }
 }
 
+/// A queued packet's verdict, to be sent with others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    /// The packet's id.
+    pub id: u32,
+    /// What becomes of it.
+    pub verdict: Verdict,
+    /// Its new mark, when it gets one.
+    pub mark: Option<u32>,
+    /// The bytes it goes on as, from the IP header on, when they are not those queued (the
+    /// kernel takes its checksums as they are).
+    pub packet: Option<Vec<u8>>,
+}
+
+impl Given {
+    /// Packet `id` gets `verdict` (and `mark`, when given), as it is.
+    pub fn new(id: u32, verdict: Verdict, mark: Option<u32>) -> Self {
+        Self { id, verdict, mark, packet: None }
+    }
+}
+
 /// How much of each packet the kernel copies to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Copy {
@@ -143,20 +164,23 @@ impl Queue {
 
     /// Gives packet `id` its verdict, and a new mark when `mark` is given.
     pub fn verdict(&self, id: u32, verdict: Verdict, mark: Option<u32>) -> io::Result<()> {
-        self.verdicts(&[(id, verdict, mark)])
+        self.verdicts(&[Given::new(id, verdict, mark)])
     }
 
     /// Gives each packet its verdict (and its new mark, when given), many to a datagram: one
     /// `send` for up to [`VERDICTS_PER_SEND`] of them.
-    pub fn verdicts(&self, verdicts: &[(u32, Verdict, Option<u32>)]) -> io::Result<()> {
+    pub fn verdicts(&self, verdicts: &[Given]) -> io::Result<()> {
         for chunk in verdicts.chunks(VERDICTS_PER_SEND) {
             let mut out = Vec::with_capacity(40 * chunk.len());
-            for (id, verdict, mark) in chunk {
-                let mut hdr = verdict.code().to_be_bytes().to_vec();
-                hdr.extend_from_slice(&id.to_be_bytes());
+            for given in chunk {
+                let mut hdr = given.verdict.code().to_be_bytes().to_vec();
+                hdr.extend_from_slice(&given.id.to_be_bytes());
                 let mut attrs = vec![(NFQA_VERDICT_HDR, hdr)];
-                if let Some(m) = mark {
+                if let Some(m) = given.mark {
                     attrs.push((NFQA_MARK, m.to_be_bytes().to_vec()));
+                }
+                if let Some(packet) = &given.packet {
+                    attrs.push((NFQA_PAYLOAD, packet.clone()));
                 }
                 out.extend(message(NFQNL_MSG_VERDICT, NLM_F_REQUEST, self.queue, &attrs)?);
             }
