@@ -654,8 +654,11 @@ fn nw_doctor_target_trusts_through_nw_trust_and_takes_anchor() {
     let doctor: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     let refused = section(&doctor, "target").clone();
     let (code2, out2, err2) = nw(&["doctor", "--json", "--anchor", &root, &url]);
-    let _ = server.kill();
+    // Ended as a user would (SIGTERM), so its throwaway CA's directory goes with it.
+    // SAFETY: kill(2) with our own child's pid and a signal number.
+    let _ = unsafe { libc::kill(i32::try_from(server.id()).unwrap(), libc::SIGTERM) };
     let _ = server.wait();
+    assert!(!std::path::Path::new(&root).exists(), "the throwaway root outlived its server");
     assert_eq!(code, 1, "{err}");
     assert_eq!(refused["status"], "fail", "{refused}");
     let why = refused["details"].to_string();
