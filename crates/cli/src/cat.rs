@@ -85,6 +85,10 @@ pub(crate) struct Args {
     /// joined and stdin goes to the group, every member's datagrams to stdout.
     #[arg(short = 'u', long, conflicts_with_all = ["tls", "quic"])]
     udp: bool,
+    /// With -l -u GROUP PORT: hear only this member of the group (source-specific multicast,
+    /// RFC 4607: the network is asked for its datagrams alone).
+    #[arg(long, value_name = "ADDR", requires_all = ["listen", "udp"])]
+    only_from: Option<std::net::IpAddr>,
     /// With --udp: after stdin ends, exit once nothing has arrived for this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0, requires = "udp")]
     idle: f64,
@@ -149,6 +153,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             } else {
                 Err(usage(format!("{ip} is a multicast group, and groups are UDP: add -u")))
             };
+        }
+        if let Some(member) = args.only_from {
+            return Err(usage(format!(
+                "--only-from {member} picks a member of a multicast group to hear, and {ip} is \
+                 not a group"
+            )));
         }
         return if args.udp { listen_udp(&args, at).await } else { listen(&args, at).await };
     }
@@ -550,6 +560,7 @@ async fn group(args: &Args, at: std::net::SocketAddr, join: bool) -> anyhow::Res
     let idle = idle(args)?;
     let options = nw_connection::GroupOptions {
         interface: args.conditions.conditions().required_interface,
+        source: args.only_from,
         ..Default::default()
     };
     let opened = if join {
@@ -562,6 +573,9 @@ async fn group(args: &Args, at: std::net::SocketAddr, join: bool) -> anyhow::Res
         Err(e @ GroupError::LocalNetworkProhibited { .. }) => {
             crate::output::error_line(&format!("nw cat: {e}"));
             return Ok(Outcome::Negative);
+        }
+        Err(e @ GroupError::BadSource { .. }) => {
+            return Err(anyhow::Error::new(crate::UsageError(e.to_string())));
         }
         Err(e @ GroupError::NoInterface { .. }) => {
             let hint = match options.interface {
@@ -578,7 +592,8 @@ async fn group(args: &Args, at: std::net::SocketAddr, join: bool) -> anyhow::Res
     let on = on.join(", ");
     let (ip, group_port) = (at.ip(), at.port());
     if join && (args.report || args.json || group_port == 0) {
-        crate::output::error_line(&format!("nw cat: joined {ip} on {on} (UDP port {port})"));
+        let only = args.only_from.map(|m| format!(" to hear {m} alone")).unwrap_or_default();
+        crate::output::error_line(&format!("nw cat: joined {ip}{only} on {on} (UDP port {port})"));
     }
     if !join && (args.report || args.json || args.zero) {
         crate::output::error_line(&format!(

@@ -15,6 +15,10 @@
 //! host joined on that port), shares its port with other members on this host
 //! (`SO_REUSEADDR`, as multicast DNS responders must), does not hear its own datagrams unless
 //! asked, and sends with a hop limit of 1 (the link) unless told otherwise.
+//!
+//! As Network framework's `NWMulticastGroup(for:from:)` and `NWConnectionGroup.send(content:to:)`
+//! do: [`GroupOptions::source`] hears one member alone (source-specific multicast), and
+//! [`MulticastGroup::send_to`] answers one member unicast from the group's port.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -36,6 +40,11 @@ pub struct GroupOptions {
     /// How many hops a datagram sent to the group may make: its TTL or hop limit. 1 by
     /// default: the link, as link-local groups require.
     pub hops: u32,
+    /// Hear only this member (source-specific multicast, RFC 4607: IGMPv3 and MLDv2 ask the
+    /// network for this sender's datagrams alone; meant for 232.0.0.0/8 and ff3x::/32, taken
+    /// for any group). A unicast address of the group's family. For [`MulticastGroup::join`];
+    /// a [`sender`](MulticastGroup::sender) hears whoever answers.
+    pub source: Option<IpAddr>,
     /// Local network privacy: the permission store and the app judged.
     pub local_network: LocalNetwork,
     /// How long the permission answer may take (a prompt hook that is asking): no answer in
@@ -49,6 +58,7 @@ impl Default for GroupOptions {
             interface: None,
             loopback: false,
             hops: 1,
+            source: None,
             local_network: LocalNetwork::default(),
             answer_within: Duration::from_secs(10),
         }
@@ -77,6 +87,17 @@ pub enum GroupError {
          receive unicast datagrams, bind a UDP socket instead"
     )]
     NotMulticast(IpAddr),
+    /// The source to hear the group from is not a unicast address of its family.
+    #[error(
+        "cannot join {group} to hear {from} alone: a source is a unicast address of the \
+         group's family (the member whose datagrams to hear)"
+    )]
+    BadSource {
+        /// The group.
+        group: IpAddr,
+        /// The source asked for.
+        from: IpAddr,
+    },
     /// Local network privacy refused the app the local network.
     #[error("cannot {doing} {group}: local network prohibited: {}", explain(.refused, .error.as_deref()))]
     LocalNetworkProhibited {
@@ -151,6 +172,15 @@ impl MulticastGroup {
         if !ip.is_multicast() {
             return Err(GroupError::NotMulticast(ip));
         }
+        let source = if join { options.source.map(|s| s.to_canonical()) } else { None };
+        if let Some(source) = source
+            && (source.is_ipv4() != ip.is_ipv4()
+                || source.is_multicast()
+                || source.is_unspecified()
+                || source == IpAddr::V4(Ipv4Addr::BROADCAST))
+        {
+            return Err(GroupError::BadSource { group: ip, from: source });
+        }
         #[allow(clippy::disallowed_methods, reason = "the permission answer's deadline")]
         let deadline = tokio::time::Instant::now() + options.answer_within;
         let mut gate =
@@ -197,7 +227,8 @@ impl MulticastGroup {
             source: e,
         })?;
         // A sender takes part on every interface chosen; a member on those it could join.
-        let joined = if join { join_each(&socket, ip, candidates, doing)? } else { candidates };
+        let joined =
+            if join { join_each(&socket, ip, source, candidates, doing)? } else { candidates };
         socket.set_nonblocking(true).map_err(io("making the socket non-blocking"))?;
         let socket = tokio::net::UdpSocket::from_std(socket.into())
             .map_err(io("registering the socket with the runtime"))?;
@@ -224,6 +255,28 @@ impl MulticastGroup {
     /// it. Cancel-safe.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.socket.recv_from(buf).await
+    }
+
+    /// Sends one datagram to `to`: the group (as [`send`](Self::send) does), or one member,
+    /// unicast from this socket's port — the answer a multicast DNS or SSDP responder gives
+    /// the sender of a query, which [`recv_from`](Self::recv_from) named. Another group, or
+    /// an address of the other family, is an `InvalidInput` error that says so.
+    pub async fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let to = SocketAddr::new(to.ip().to_canonical(), to.port());
+        if to == self.group {
+            return self.send(datagram).await;
+        }
+        let refused = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        if to.ip().is_multicast() {
+            return refused(format!(
+                "{to} is another group than {}: join it, or send to it as a sender of its own",
+                self.group
+            ));
+        }
+        if to.is_ipv4() != self.group.is_ipv4() {
+            return refused(format!("{to} is not of the family of {}", self.group));
+        }
+        self.socket.send_to(datagram, to).await
     }
 
     /// Sends one datagram to the group out of each interface it was joined on. Fails only
@@ -259,22 +312,25 @@ impl MulticastGroup {
     }
 }
 
-/// Joins `group` on each candidate; one refusing (gone since the reading, say) leaves the
-/// others, and only none joined is an error (the first one's).
+/// Joins `group` (to hear `source` alone, when given) on each candidate; one refusing (gone
+/// since the reading, say) leaves the others, and only none joined is an error (the first
+/// one's).
 fn join_each(
     socket: &Socket,
     group: IpAddr,
+    source: Option<IpAddr>,
     candidates: Vec<Joined>,
     doing: &'static str,
 ) -> Result<Vec<Joined>, GroupError> {
     let mut joined = Vec::new();
     let mut first_error = None;
     for candidate in candidates {
-        let result = match group {
-            IpAddr::V4(g) => {
+        let result = match (group, source) {
+            (_, Some(source)) => join_source(socket, group, source, candidate.index),
+            (IpAddr::V4(g), None) => {
                 socket.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(candidate.index))
             }
-            IpAddr::V6(g) => socket.join_multicast_v6(&g, candidate.index),
+            (IpAddr::V6(g), None) => socket.join_multicast_v6(&g, candidate.index),
         };
         match result {
             Ok(()) => joined.push(candidate),
@@ -291,6 +347,46 @@ fn join_each(
         (true, None) => Err(GroupError::NoInterface { group, doing, why: "no interface".into() }),
         (false, _) => Ok(joined),
     }
+}
+
+/// Joins `group` on interface `index` to hear `source` alone: `MCAST_JOIN_SOURCE_GROUP`, the
+/// protocol-independent join of RFC 3678 §5.1, for either family.
+fn join_source(socket: &Socket, group: IpAddr, source: IpAddr, index: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let storage = |ip: IpAddr| {
+        let addr = socket2::SockAddr::from(SocketAddr::new(ip, 0));
+        // SAFETY: an all-zero sockaddr_storage is a valid value (AF_UNSPEC); the bytes copied
+        // are socket2's sockaddr_in or sockaddr_in6, `addr.len()` long, which the storage holds.
+        unsafe {
+            let mut s: libc::sockaddr_storage = std::mem::zeroed();
+            std::ptr::copy_nonoverlapping(
+                addr.as_ptr().cast::<u8>(),
+                (&raw mut s).cast::<u8>(),
+                addr.len() as usize,
+            );
+            s
+        }
+    };
+    let request = libc::group_source_req {
+        gsr_interface: index,
+        gsr_group: storage(group),
+        gsr_source: storage(source),
+    };
+    let level = if group.is_ipv4() { libc::IPPROTO_IP } else { libc::IPPROTO_IPV6 };
+    #[allow(clippy::cast_possible_truncation, reason = "the struct's 264 bytes fit a socklen_t")]
+    let len = size_of::<libc::group_source_req>() as libc::socklen_t;
+    // SAFETY: setsockopt(2) on a live socket with a pointer to a whole group_source_req and
+    // its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            libc::MCAST_JOIN_SOURCE_GROUP,
+            (&raw const request).cast(),
+            len,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// The interfaces to take part in `group` on: the one named, or every usable one, from the

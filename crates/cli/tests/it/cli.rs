@@ -389,6 +389,10 @@ fn nw_cat_usage_errors_exit_2() {
         &["cat", "--keepalive", "0", "192.0.2.1", "9"],
         &["cat", "-s", "not-an-address", "192.0.2.1", "9"],
         &["cat", "--mptcp", "--quic", "--alpn", "x", "192.0.2.1", "9"],
+        // A member to hear alone: of a group, for a listener, a unicast address of its family.
+        &["cat", "-l", "-u", "--only-from", "10.0.0.1", "127.0.0.1", "9"],
+        &["cat", "-l", "-u", "--only-from", "::1", "232.1.1.1", "9"],
+        &["cat", "-u", "--only-from", "10.0.0.1", "232.1.1.1", "9"],
     ] {
         let (code, _, err) = nw(args);
         assert_eq!(code, 2, "{args:?}: {err}");

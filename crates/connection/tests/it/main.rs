@@ -11,3 +11,4 @@ mod connection;
 mod framed;
 mod fuzz_corpus;
 mod listener;
+mod multicast;
