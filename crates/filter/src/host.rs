@@ -486,9 +486,10 @@ pub async fn run(
                     };
                     if let Some(seg) = seg {
                         let mut given = Vec::new();
+                        let both = flows.peeks.peeked(&key, Direction::Inbound);
                         match flows.peeks.packet(now, key, direction, seg, held, &mut given) {
                             Ok(data) => {
-                                give_peeked(&mut out, given);
+                                give_peeked(&mut out, given, both);
                                 let mut cx = Cx { slot: &slot, engine: &mut engine, events: &events, out: &mut out };
                                 flows.show(now, data, &mut cx);
                             }
@@ -706,7 +707,7 @@ pub async fn run(
                     let why = format!("no answer about its data within {:?}", options.deadline);
                     flows.decided(id, policy, By::Policy { why }, &mut engine, &events);
                 }
-                give_peeked(&mut out, given);
+                give_peeked(&mut out, given, false);
                 flush(&queue, &mut out, &mut flows);
             }
             () = tokio::time::sleep_until(restart_at.into()) => {
@@ -768,7 +769,7 @@ pub async fn run(
         let why = "the host stopped".to_owned();
         flows.decided(id, policy, By::Policy { why }, &mut engine, &events);
     }
-    give_peeked(&mut out, given);
+    give_peeked(&mut out, given, false);
     engine.set_counts(flows.peeks.bytes_peeked, flows.reports.sent, flows.reports.lost);
     flush(&queue, &mut out, &mut flows);
     if let Slot::Running(r) = slot {
@@ -1184,15 +1185,17 @@ impl Flows {
         match verdict {
             FlowVerdict::Allow => self.answer(now, id, DataVerdict::Allow, By::Provider, cx),
             FlowVerdict::Drop => self.answer(now, id, DataVerdict::Drop, By::Provider, cx),
-            FlowVerdict::FilterData { peek_inbound, .. } if peek_inbound > 0 => {
-                // The peer's packets of a flow started for its name do not come here.
-                let why = "the provider asked to peek at the peer's bytes of a flow whose host name the rules read first; only this host's bytes are held for such a flow";
-                self.fail(now, id, why, cx);
-            }
-            FlowVerdict::FilterData { peek_outbound, .. } => {
-                // The provider sees the bytes the host read the name from, and more.
+            FlowVerdict::FilterData { peek_outbound, peek_inbound } => {
+                // The peer's packets come here too from the pass below (this host's bytes the
+                // name was read from, held until now, carry the mark that says so).
+                self.peeks.peek_inbound(id, peek_inbound);
+                // The provider sees the bytes the host read the name from, and more; or, when
+                // it wants the peer's bytes alone, they all go.
                 self.peeks.reshow(id);
-                let peek = DataVerdict::Pass { pass: 0, peek: peek_outbound };
+                let peek = match (peek_outbound, peek_inbound) {
+                    (0, 1..) => DataVerdict::Pass { pass: u64::MAX, peek: 0 },
+                    _ => DataVerdict::Pass { pass: 0, peek: peek_outbound },
+                };
                 self.answer(now, id, peek, By::Provider, cx);
             }
         }
@@ -1210,8 +1213,9 @@ impl Flows {
     /// A data verdict about flow `id`, `by` whoever gave it.
     fn answer(&mut self, now: Instant, id: u64, verdict: DataVerdict, by: By, cx: &mut Cx<'_>) {
         let mut given = Vec::new();
+        let both = self.peeks.both_ways(id);
         let answer = self.peeks.verdict(now, id, verdict, &mut given);
-        give_peeked(cx.out, given);
+        give_peeked(cx.out, given, both);
         match answer {
             Answer::Late => cx.engine.count(None, false),
             Answer::Next(data) => self.show(now, data, cx),
@@ -1285,10 +1289,12 @@ fn own_flow(slot: &Slot, flow: &Flow) -> bool {
     matches!((slot, &flow.process), (Slot::Running(r), Some(p)) if r.pid == Some(p.pid))
 }
 
-/// The verdicts of a peeked flow's packets, to be sent with the others of its turn.
-fn give_peeked(out: &mut Vec<Given>, given: Vec<(Held, Give)>) {
+/// The verdicts of peeked flows' packets, to be sent with the others of their turn; a packet
+/// that passes carries the mark of a flow peeked at `both` ways when it is one.
+fn give_peeked(out: &mut Vec<Given>, given: Vec<(Held, Give)>, both: bool) {
+    let pass = if both { MARK_PEEK_BOTH } else { MARK_PEEK };
     for (h, g) in given {
-        let peeked = Some((h.mark & !MARK_MASK) | MARK_PEEK);
+        let peeked = Some((h.mark & !MARK_MASK) | pass);
         match (g, h.bare) {
             (Give::Pass, _) => out.push(Given::new(h.id, Verdict::Repeat, peeked)),
             (Give::Bare, Some(packet)) => out
@@ -1428,7 +1434,7 @@ async fn provider_down(
     for id in flows.peeks.fail_all(now, policy, &mut given) {
         flows.decided(id, policy, why(), engine, events);
     }
-    give_peeked(out, given);
+    give_peeked(out, given, false);
     let mut r = *r;
     if let Some(pid) = r.pid {
         nw_provider::kill_group(pid);

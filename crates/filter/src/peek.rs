@@ -405,6 +405,11 @@ impl<P> Peeks<P> {
         );
     }
 
+    /// Whether flow `id`'s bytes are peeked at both ways (the peer's packets come here too).
+    pub fn both_ways(&self, id: u64) -> bool {
+        self.ids.get(&id).and_then(|k| self.flows.get(k)).is_some_and(|f| f.both_ways)
+    }
+
     /// Whether the bytes flow `key` sends `direction` are peeked at (held until passed).
     pub fn peeked(&self, key: &FlowKey, direction: Direction) -> bool {
         self.flows.get(key).is_some_and(|f| f.streams[way(direction)].peeked)
@@ -517,6 +522,21 @@ impl<P> Peeks<P> {
             s.shown_to = s.passed_to;
             s.shown_closed = false;
         }
+    }
+
+    /// Flow `id`, peeked at for this host's bytes alone (to read its host name), is to have
+    /// the peer's first `peek` bytes peeked at too: its provider asked so once it knew the
+    /// name. The peer's packets come here once the next of this host's packets passes (with
+    /// the mark that says so), before the peer has this host's first bytes to answer; the
+    /// stream starts at the first of them seen (its SYN-ACK went by). False when the flow is
+    /// not known.
+    pub fn peek_inbound(&mut self, id: u64, peek: u32) -> bool {
+        let Some(f) = self.ids.get(&id).and_then(|k| self.flows.get_mut(k)) else { return false };
+        if peek > 0 && !f.both_ways {
+            f.streams[way(Direction::Inbound)] = Stream::new(peek, None);
+            f.both_ways = true;
+        }
+        true
     }
 
     /// The provider's verdict about flow `id`'s bytes last shown: `pass` and `peek` are about
@@ -746,6 +766,31 @@ mod tests {
             vec![(k, 105), (turned, 5000)],
             "the peer after the request, this host's socket before the answer"
         );
+    }
+
+    #[test]
+    fn a_flow_peeked_for_its_name_can_have_the_peers_bytes_peeked_at_after() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, (O, 99), PeekSizes { outbound: 16, inbound: 0 });
+        let mut out = Vec::new();
+        let named = p.packet(now, k, O, seg(100, b"GET / Host: a", true), 1, &mut out);
+        assert!(named.ok().flatten().is_some(), "the request is shown (to read its name)");
+        assert!(!p.both_ways(1) && !p.peeked(&k, I));
+        assert!(p.peek_inbound(1, 8) && p.both_ways(1) && p.peeked(&k, I));
+        assert!(!p.peek_inbound(2, 8), "an unknown flow");
+        // Only the answer matters now: the request goes, and the answer (its SYN-ACK unseen)
+        // is held from its first segment.
+        let next = p.verdict(now, 1, DataVerdict::Pass { pass: u64::MAX, peek: 0 }, &mut out);
+        assert_eq!(next, Answer::Next(None));
+        assert_eq!(out, vec![(1, Give::Pass)]);
+        out.clear();
+        let answer = p.packet(now, k, I, seg(7000, b"HTTP/1.1 403", true), 2, &mut out);
+        let data = answer.ok().flatten().unwrap_or_else(|| panic!("the answer is shown"));
+        assert_eq!((data.direction, data.offset, data.bytes.as_slice()), (I, 0, &b"HTTP/1.1"[..]));
+        assert!(out.is_empty(), "the answer is held: {out:?}");
+        assert_eq!(p.verdict(now, 1, DataVerdict::Drop, &mut out), Answer::Final(Decision::Drop));
+        assert_eq!(out, vec![(2, Give::Drop)]);
     }
 
     #[test]

@@ -841,18 +841,18 @@ fn netns_filter_decides_inbound_flows_by_the_service_port_with_the_listening_pro
 /// the provider has seen them whole, and a request to a server here held until the provider
 /// has seen it. What the provider drops reaches neither program, and both ends are reset at
 /// once (the server here too, though none of its own packets were held).
-#[test]
-fn netns_filter_peeks_at_the_peers_bytes_answers_and_requests_alike() {
-    let p = pair();
-    let dir = crate::support::Dir::new("filter-peek-in");
-    let site = dir.0.join("site");
+/// Python's http.server on the server's 8091, serving `fine.txt` ("all fine") and
+/// `secret.txt` (3,000 bytes, then "forbidden") from a directory in `dir`, once it answers;
+/// and a record file the provider (running as nobody) may write.
+fn web_site(p: &Pair, dir: &std::path::Path) -> (Child, std::path::PathBuf) {
+    let site = dir.join("site");
     std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(site.join("fine.txt"), "all fine\n").unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(site.join("secret.txt"), format!("{}forbidden\n", "x".repeat(3000)))
         .unwrap_or_else(|e| panic!("{e}"));
-    let record = dir.0.join("data.jsonl");
+    let record = dir.join("data.jsonl");
     std::fs::write(&record, "").unwrap_or_else(|e| panic!("{e}"));
-    for (path, mode) in [(&dir.0, 0o755), (&site, 0o755), (&record, 0o666)] {
+    for (path, mode) in [(dir, 0o755), (&site, 0o755), (&record, 0o666)] {
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -862,7 +862,7 @@ fn netns_filter_peeks_at_the_peers_bytes_answers_and_requests_alike() {
         .arg(&site)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let _web = p.srv.spawn(web).expect("start http.server");
+    let web = p.srv.spawn(web).expect("start http.server");
     let fine_url = format!("http://{}:8091/fine.txt", addr::SRV_V4);
     let began = Instant::now();
     while !p
@@ -875,21 +875,34 @@ fn netns_filter_peeks_at_the_peers_bytes_answers_and_requests_alike() {
         assert!(began.elapsed() < Duration::from_secs(10), "http.server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    (web, record)
+}
+
+/// curl in `ns` fetching `url` (with `Host: host` when given): its output and how long it took.
+fn curl_timed(ns: &Namespace, url: &str, host: Option<&str>) -> (std::process::Output, Duration) {
+    let began = Instant::now();
+    let mut cmd = ns.command("curl");
+    cmd.args(["-sS", "-m", "10"]);
+    if let Some(host) = host {
+        cmd.args(["-H", &format!("Host: {host}")]);
+    }
+    let out = cmd.arg(url).output().unwrap_or_else(|e| panic!("curl: {e}"));
+    (out, began.elapsed())
+}
+
+#[test]
+fn netns_filter_peeks_at_the_peers_bytes_answers_and_requests_alike() {
+    let p = pair();
+    let dir = crate::support::Dir::new("filter-peek-in");
+    let (_web, record) = web_site(&p, &dir.0);
+    let fine_url = format!("http://{}:8091/fine.txt", addr::SRV_V4);
     // A server here (behind the filter) for requests the peer opens.
     let mut here = PeekServer::start(&p.cli, &[8092]);
     let options =
         json!({"peek_in_ports": [8091, 8092], "deny": ["forbidden", "secret"], "record": record});
     let mut f = filter_up(&p.cli, &["--deadline", "3000"], &options);
 
-    let curl = |ns: &Namespace, url: &str| {
-        let began = Instant::now();
-        let out = ns
-            .command("curl")
-            .args(["-sS", "-m", "10", url])
-            .output()
-            .unwrap_or_else(|e| panic!("curl: {e}"));
-        (out, began.elapsed())
-    };
+    let curl = |ns: &Namespace, url: &str| curl_timed(ns, url, None);
     // Answers: the provider sees each whole (it peeks again until the server closes).
     let (fine, _) = curl(&p.cli, &fine_url);
     assert_eq!(String::from_utf8_lossy(&fine.stdout), "all fine\n", "{fine:?}");
@@ -939,6 +952,65 @@ fn netns_filter_peeks_at_the_peers_bytes_answers_and_requests_alike() {
         shown.iter().any(|d| d["len"].as_u64() > Some(3000)),
         "the answer was seen past its headers: {shown:#?}"
     );
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}
+
+/// A flow whose host name the rules read first, then ask the provider about, can have the
+/// peer's bytes peeked at too: the answer of an allowed request is held until the provider
+/// saw it, and a forbidden one never reaches curl — whether the provider looks at the answer
+/// alone or at the request first and then the answer.
+#[test]
+fn netns_filter_peeks_at_the_answer_of_a_flow_the_rules_named_first() {
+    let p = pair();
+    let dir = crate::support::Dir::new("filter-named-in");
+    let (_web, record) = web_site(&p, &dir.0);
+    let rules = rules_file(
+        &dir.0,
+        "default = \"allow\"\n[[rule]]\naction = \"ask\"\nhost = \"named.example\"\nports = \"8091\"\n",
+    );
+    let url = |path: &str| format!("http://{}:8091/{path}", addr::SRV_V4);
+    for (what, extra) in [
+        ("the answer alone", json!({})),
+        ("the request, then the answer", json!({"peek_ports": [8091], "pass_requests": true})),
+    ] {
+        std::fs::write(&record, "").unwrap_or_else(|e| panic!("{e}"));
+        let mut options = json!({"peek_in_ports": [8091], "deny": ["forbidden"], "record": record});
+        if let (Some(o), Some(more)) = (options.as_object_mut(), extra.as_object()) {
+            o.extend(more.clone());
+        }
+        let mut f = filter_up(&p.cli, &["--rules", &rules, "--deadline", "3000"], &options);
+        let (fine, _) = curl_timed(&p.cli, &url("fine.txt"), Some("named.example"));
+        assert_eq!(String::from_utf8_lossy(&fine.stdout), "all fine\n", "{what}: {fine:?}");
+        let (secret, took) = curl_timed(&p.cli, &url("secret.txt"), Some("named.example"));
+        assert_eq!(secret.status.code(), Some(56), "{what}: curl is reset: {secret:?}");
+        assert!(secret.stdout.is_empty(), "{what}: the forbidden answer reached curl");
+        assert!(took < Duration::from_secs(2), "{what}: the dropped answer waited {took:?}");
+        assert_eq!(f.stop(), Some(0));
+        let decided: Vec<(String, String, String)> = f
+            .seen
+            .iter()
+            .filter(|v| v["event"] == "flow")
+            .map(|v| {
+                let s = |v: &Value| v.as_str().map_or("?".to_owned(), str::to_owned);
+                (s(&v["flow"]["host"]), s(&v["by"]["by"]), s(&v["decision"]))
+            })
+            .collect();
+        assert_eq!(
+            decided,
+            [("named.example", "provider", "allow"), ("named.example", "provider", "drop")]
+                .map(|(h, b, d)| (h.to_owned(), b.to_owned(), d.to_owned())),
+            "{what}: {:#?}",
+            f.seen
+        );
+        let shown = recorded(&record, "data");
+        let answers = shown.iter().filter(|d| d["direction"] == "inbound").count();
+        assert!(answers >= 2, "{what}: both answers were shown: {shown:#?}");
+        // The request the host read the name from is shown only when the provider asked for
+        // this host's bytes (a close may be shown after it).
+        let requests = shown.iter().filter(|d| d["direction"] == "outbound").count();
+        let answer_alone = extra.as_object().is_some_and(serde_json::Map::is_empty);
+        assert!(if answer_alone { requests == 0 } else { requests >= 2 }, "{what}: {shown:#?}");
+    }
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
 

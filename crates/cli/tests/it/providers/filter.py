@@ -7,9 +7,12 @@
 # "pass_first" (instead of deciding about the first bytes, pass that many and peek again), and
 # "data_mode": "answer" or "hang" (never decides about data). "peek_in_ports": flows to these
 # remote ports, or inbound flows to these local ports, have the peer's bytes peeked at instead
-# ("peek_outbound": 0, "peek_inbound": "peek"); an HTTP response is looked at whole: until it
-# closes or contains a "deny" string, the provider passes nothing and peeks at more. Each
-# data message is written as a line to "record" when given, and so is each flow_closed report.
+# ("peek_outbound": 0, or "peek" when the port is in "peek_ports" too; "peek_inbound":
+# "peek"); an HTTP response is looked at whole: until it closes or contains a "deny" string,
+# the provider passes nothing and peeks at more. "pass_requests": this host's bytes that do
+# not contain a "deny" string are passed (and one more byte peeked at) instead of allowed, so
+# that the answer is looked at too. Each data message is written as a line to "record" when
+# given, and so is each flow_closed report.
 import base64, json, os, socket, sys
 
 sock = socket.socket(fileno=int(os.environ["NW_FILTER_FD"]))
@@ -37,7 +40,8 @@ for line in reader:
         served = int(flow["local"].rsplit(":", 1)[1]) if flow["direction"] == "inbound" else port
         if served in options.get("peek_in_ports", []):
             peek = options.get("peek", 1024)
-            send({"type": "verdict", "id": flow["id"], "verdict": "filter_data", "peek_outbound": 0, "peek_inbound": peek})
+            out = peek if port in options.get("peek_ports", []) else 0
+            send({"type": "verdict", "id": flow["id"], "verdict": "filter_data", "peek_outbound": out, "peek_inbound": peek})
             continue
         if port in options.get("peek_ports", []):
             peek = options.get("peek", 1024)
@@ -57,6 +61,9 @@ for line in reader:
         if options.get("data_mode") == "hang":
             continue
         denied = any(d.encode() in data for d in options.get("deny", []))
+        if m["direction"] == "outbound" and options.get("pass_requests") and not denied:
+            send({"type": "data_verdict", "id": m["id"], "verdict": "pass", "pass": len(data), "peek": 1})
+            continue
         if data.startswith(b"HTTP/") and not denied and not m["closed"]:
             send({"type": "data_verdict", "id": m["id"], "verdict": "pass", "pass": 0, "peek": 65536})
             continue
