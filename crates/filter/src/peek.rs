@@ -24,6 +24,10 @@ use crate::recent::Recent;
 /// sends it again later). A flow's sender has at most its window in flight, far less than this
 /// while nothing is acknowledged.
 pub const MAX_HELD: usize = 256 * 1024;
+/// The most payload bytes all flows together hold back (256 flows at their most): past it, a
+/// packet to hold is discarded as one past [`MAX_HELD`] is, and sent again later, so that many
+/// flows waiting on a slow provider cannot take the host's memory.
+pub const MAX_HELD_TOTAL: usize = 64 << 20;
 /// A peeked flow with nothing held and no question out is forgotten after this long without a
 /// packet; a later packet of it gets the failure policy.
 pub const IDLE: Duration = Duration::from_secs(600);
@@ -235,8 +239,8 @@ impl<P> Stream<P> {
     }
 
     /// The provider passed `pass` bytes from the offset last shown and wants `peek` more: the
-    /// packets now wholly passed go out.
-    fn pass(&mut self, pass: u64, peek: u32, out: &mut Vec<(P, Give)>) {
+    /// packets now wholly passed go out. Returns the bytes no longer held.
+    fn pass(&mut self, pass: u64, peek: u32, out: &mut Vec<(P, Give)>) -> usize {
         let shown_from = self.passed_to;
         self.passed_to = self.passed_to.max(shown_from.saturating_add(pass));
         // The next question shows at least one byte more than this one, so a provider that
@@ -249,19 +253,22 @@ impl<P> Stream<P> {
         let (gone, kept): (Vec<Held<P>>, Vec<Held<P>>) =
             self.held.drain(..).partition(|h| h.end <= passed);
         self.held = kept;
+        let mut freed = 0;
         for h in gone {
-            self.held_bytes -= h.payload.len();
+            freed += h.payload.len();
             if h.start <= self.out_to {
                 self.out_to = self.out_to.max(h.end);
             }
             out.push((h.packet, Give::Pass));
         }
+        self.held_bytes -= freed;
+        freed
     }
 
-    /// Every held packet, to be given `give`.
-    fn release_all(&mut self, give: Give, out: &mut Vec<(P, Give)>) {
-        self.held_bytes = 0;
+    /// Every held packet, to be given `give`. Returns the bytes no longer held.
+    fn release_all(&mut self, give: Give, out: &mut Vec<(P, Give)>) -> usize {
         out.extend(self.held.drain(..).map(|h| (h.packet, give)));
+        std::mem::take(&mut self.held_bytes)
     }
 }
 
@@ -300,10 +307,8 @@ impl<P> Peeked<P> {
         None
     }
 
-    fn release_all(&mut self, give: Give, out: &mut Vec<(P, Give)>) {
-        for s in &mut self.streams {
-            s.release_all(give, out);
-        }
+    fn release_all(&mut self, give: Give, out: &mut Vec<(P, Give)>) -> usize {
+        self.streams.iter_mut().map(|s| s.release_all(give, out)).sum()
     }
 
     fn due(&self) -> Option<Instant> {
@@ -327,6 +332,8 @@ pub struct Peeks<P> {
     resets: Vec<(FlowKey, u32)>,
     /// Bytes shown to the provider.
     pub bytes_peeked: u64,
+    /// Payload bytes held, all flows together.
+    held_total: usize,
 }
 
 impl<P> Peeks<P> {
@@ -341,7 +348,13 @@ impl<P> Peeks<P> {
             gone: Vec::new(),
             resets: Vec::new(),
             bytes_peeked: 0,
+            held_total: 0,
         }
+    }
+
+    /// The payload bytes held, all flows together.
+    pub fn held(&self) -> usize {
+        self.held_total
     }
 
     /// How many flows are peeked at.
@@ -452,7 +465,7 @@ impl<P> Peeks<P> {
         if seg.rst {
             // One end is gone: what either held back no longer matters.
             out.push((packet, Give::Pass));
-            f.release_all(Give::Discard, out);
+            self.held_total -= f.release_all(Give::Discard, out);
             self.end(now, id, None);
             return Ok(None);
         }
@@ -488,12 +501,14 @@ impl<P> Peeks<P> {
             return Ok(if seg.fin { self.show(now, id) } else { None });
         }
         let copy = s.held.iter().any(|h| h.start == start && h.end >= end && (h.fin || !seg.fin));
-        if copy || s.held_bytes + seg.payload.len() > MAX_HELD {
+        let len = seg.payload.len();
+        if copy || s.held_bytes + len > MAX_HELD || self.held_total + len > MAX_HELD_TOTAL {
             out.push((packet, Give::Discard));
             return Ok(None);
         }
         let at = s.held.partition_point(|h| h.start <= start);
-        s.held_bytes += seg.payload.len();
+        s.held_bytes += len;
+        self.held_total += len;
         s.held.insert(at, Held { start, end, fin: seg.fin, payload: seg.payload, packet });
         if seg.psh {
             s.push_end = s.push_end.max(end);
@@ -559,12 +574,12 @@ impl<P> Peeks<P> {
                 let decision =
                     if verdict == DataVerdict::Allow { Decision::Allow } else { Decision::Drop };
                 let give = if decision == Decision::Allow { Give::Allow } else { Give::Drop };
-                f.release_all(give, out);
+                self.held_total -= f.release_all(give, out);
                 self.end(now, id, Some(decision));
                 Answer::Final(decision)
             }
             DataVerdict::Pass { pass, peek } => {
-                f.streams[way(direction)].pass(pass, peek, out);
+                self.held_total -= f.streams[way(direction)].pass(pass, peek, out);
                 Answer::Next(self.show(now, id))
             }
         }
@@ -608,7 +623,7 @@ impl<P> Peeks<P> {
                 if let Some((due, _)) = f.asked.take() {
                     self.dues.remove(&(due, *id));
                 }
-                f.release_all(give, out);
+                self.held_total -= f.release_all(give, out);
             }
             self.end(now, *id, Some(decision));
         }
@@ -992,6 +1007,39 @@ mod tests {
             discarded += out.iter().filter(|(_, g)| *g == Give::Discard).count();
         }
         assert_eq!(discarded, 4, "{MAX_HELD} bytes held at most");
+        assert_eq!(p.held(), 9 + 4 * 60_000);
+    }
+
+    #[test]
+    fn all_flows_together_hold_a_bounded_amount_and_releasing_frees_it() {
+        let now = t0();
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        let flows = MAX_HELD_TOTAL / MAX_HELD + 8;
+        let chunk = vec![0; 64 * 1024];
+        let mut out = Vec::new();
+        let (mut held, mut discarded) = (0, 0);
+        for i in 0..flows {
+            let mut k = key();
+            k.local.set_port(u16::try_from(10_000 + i).unwrap_or(0));
+            p.start(now, i as u64, k, (O, 0), outbound(MAX_PEEK));
+            for j in 0..4u32 {
+                out.clear();
+                let _ = p.packet(now, k, O, seg(1 + j * 65_536, &chunk, false), j, &mut out);
+                match out.as_slice() {
+                    [] => held += chunk.len(),
+                    [(_, Give::Discard)] => discarded += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!((held, p.held()), (MAX_HELD_TOTAL, MAX_HELD_TOTAL));
+        assert_eq!(discarded, 8 * 4, "the flows past the bound hold nothing");
+        // A flow decided lets its bytes go, and the room is there for others.
+        out.clear();
+        let _ = p.verdict(now, 0, DataVerdict::Allow, &mut out);
+        assert_eq!(p.held(), MAX_HELD_TOTAL - 4 * chunk.len());
+        let failed = p.fail_all(now, Decision::Drop, &mut out);
+        assert_eq!((failed.len(), p.held()), (flows - 1, 0));
     }
 
     #[test]
