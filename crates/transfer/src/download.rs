@@ -319,20 +319,29 @@ impl Session {
 
         let result =
             self.fetch(job, &url, security, id, partial, restart, (&part, file), started, on).await;
-        match &result {
-            Ok(_) => store.set_state(id, State::Done, None, true)?,
+        match result {
+            Ok(done) => {
+                store.set_state(id, State::Done, None, true)?;
+                Ok(done)
+            }
             Err(e) => {
+                // A `.part` that holds nothing (a 404, a refused connection, a TLS failure,
+                // a body that broke before its first byte) is not left behind, and the error
+                // no longer says it keeps anything; one whose bytes failed the digest goes
+                // too, so the next run starts clean instead of being refused.
+                let discarded = discard_part(&part, matches!(e, TransferError::Digest { .. }));
+                let e = match e {
+                    TransferError::Saved { source, .. } if discarded => *source,
+                    e => e,
+                };
                 let state = if e.transient() { State::Interrupted } else { State::Failed };
                 store.set_state(id, state, Some(&e.to_string()), true)?;
-                // A `.part` that holds nothing (a 404, a refused connection, a TLS failure)
-                // is not left behind; one whose bytes failed the digest goes too, so the next
-                // run starts clean instead of being refused.
-                if discard_part(&part, matches!(e, TransferError::Digest { .. })) {
+                if discarded {
                     store.checkpoint(id, 0, None)?;
                 }
+                Err(e)
             }
         }
-        result
     }
 
     /// After the download to `dest` was stopped from outside — its future dropped by a signal

@@ -720,7 +720,7 @@ pub enum TransferError {
     #[error("{0}")]
     Http(String),
     /// The server answered with a failing status.
-    #[error("{url}: the server answered {status}")]
+    #[error("{url}: the server answered {status}{}", not_followed(*status))]
     Status {
         /// The URL.
         url: String,
@@ -1066,6 +1066,16 @@ impl TransferError {
             }
             e => e,
         }
+    }
+}
+
+/// What a redirect's status given as the answer means: it was not followed.
+fn not_followed(status: u16) -> &'static str {
+    match status {
+        301 | 302 | 303 | 307 | 308 => {
+            " (a redirect that was not followed: it names no Location, or redirects are off)"
+        }
+        _ => "",
     }
 }
 

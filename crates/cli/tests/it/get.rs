@@ -887,6 +887,35 @@ fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_
     drop(silent);
 }
 
+/// Failures say what is left: a body that breaks before its first byte leaves no `.part`, and
+/// the error does not send the user to resume one; a redirect without a Location says it was
+/// not followed and why that may be.
+#[test]
+fn get_failures_say_only_what_is_true_of_the_part_and_the_redirect() {
+    let scratch = scratch("said");
+    let (port, _server) = raw_server(|n, _| match n {
+        1 => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n".to_vec(),
+        _ => b"HTTP/1.1 302 Found\r\nLocation: \r\nContent-Length: 0\r\n\r\n".to_vec(),
+    });
+    let url = format!("http://127.0.0.1:{port}/broken.bin");
+    let out = nw_get(&scratch, &["--retry", "0", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\"zz\" is not a chunk size after 0 bytes of the body"), "{err}");
+    assert!(!err.contains("holds what was received") && !err.contains("resuming"), "{err}");
+    assert!(!scratch.0.join("broken.bin.part").exists(), "a .part holding nothing was kept");
+    let url = format!("http://127.0.0.1:{port}/moved.bin");
+    let out = nw_get(&scratch, &["--retry", "0", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "the server answered 302 (a redirect that was not followed: it names no Location"
+        ),
+        "{err}"
+    );
+}
+
 /// `nw put --retry`: a PUT answered 503 is sent again whole after the server's Retry-After; a
 /// POST that reached the server is never sent twice; Ctrl-C ends the wait at once.
 #[test]
