@@ -104,10 +104,11 @@ impl Chain {
             return Err(refused(
                 Refusal::TooMany,
                 format!(
-                    "more than {} redirect{} ({} → … → {to})",
+                    "more than {} redirect{} ({} → … → {})",
                     self.limit,
                     if self.limit == 1 { "" } else { "s" },
-                    self.asked[0]
+                    shown(&self.asked[0]),
+                    shown(&to)
                 ),
             ));
         }
@@ -119,13 +120,22 @@ impl Chain {
             _ => method.clone(),
         };
         if self.asked.iter().zip(&self.methods).any(|(u, m)| *u == to && *m == method) {
-            let mut chain = self.asked.join(" → ");
-            chain.push_str(" → ");
-            chain.push_str(&to);
+            let urls: Vec<_> = self.asked.iter().chain([&to]).map(|u| shown(u)).collect();
+            let chain = urls.join(" → ");
             return Err(refused(Refusal::Loop, format!("a redirect loop: {chain}")));
         }
         self.asked.push(to.clone());
         Ok(Some(Hop { to, method }))
+    }
+}
+
+/// A URL as a message shows it: whole, or its first 200 characters and an ellipsis (a server
+/// may redirect to a URL of tens of kilobytes).
+fn shown(url: &str) -> std::borrow::Cow<'_, str> {
+    const MOST: usize = 200;
+    match url.char_indices().nth(MOST) {
+        None => url.into(),
+        Some((at, _)) => format!("{}…", &url[..at]).into(),
     }
 }
 
@@ -186,5 +196,15 @@ mod tests {
         let e = c.next(&Method::GET, 302, Some("/4")).unwrap_err().to_string();
         assert!(e.starts_with("more than 3 redirects (http://a.example/0 → … → "), "{e}");
         assert_eq!(c.asked().len(), 4);
+        // A URL of 60,000 characters is shown cut short.
+        let long = format!("/{}", "é".repeat(30_000));
+        let mut c = Chain::new("http://a.example/", 20);
+        c.next(&Method::GET, 302, Some(&long)).unwrap().unwrap();
+        let e = c.next(&Method::GET, 302, Some(&long)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("a redirect loop: http://a.example/ → http://a.example/%C3%A9"),
+            "{e}"
+        );
+        assert!(e.len() < 600 && e.ends_with("%C3…"), "{e}");
     }
 }
