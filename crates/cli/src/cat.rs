@@ -171,6 +171,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>()
         && ip.is_multicast()
     {
+        if port == 0 {
+            return Err(usage(format!("{ip} port 0: a datagram cannot be sent to port 0")));
+        }
         return group(&args, std::net::SocketAddr::new(ip, port), false).await;
     }
     let endpoint = Endpoint::new(&host, port).map_err(|e| usage(e.to_string()))?;

@@ -903,7 +903,11 @@ fn file_name(url: &str) -> Result<String, String> {
         Some(n) if !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\0']) => {
             Ok(n.to_owned())
         }
-        _ => Err(format!("{url}: the URL names no file to save to; give -o FILE")),
+        // A URL that does not parse says so first: no -o would help it.
+        _ => Err(match nw_connection::Endpoint::parse(url) {
+            Err(e) => e.to_string(),
+            Ok(_) => format!("{url}: the URL names no file to save to; give -o FILE"),
+        }),
     }
 }
 
@@ -1015,6 +1019,9 @@ mod tests {
         assert!(file_name("http://h/a/%2e%2e").is_err());
         assert!(file_name("http://h/a%2fb").is_err());
         assert!(file_name("http://h/%zz").is_err());
+        // A URL that does not parse is named as such, not as one without a file name.
+        let broken = file_name("http://[::1").unwrap_err();
+        assert!(broken.contains("unclosed '['") && !broken.contains("-o FILE"), "{broken}");
     }
 
     /// `--retry` in virtual time: the backoff doubles to 16 s, `Retry-After` replaces it (a

@@ -393,6 +393,7 @@ fn nw_cat_usage_errors_exit_2() {
         &["cat", "-l", "-u", "--only-from", "10.0.0.1", "127.0.0.1", "9"],
         &["cat", "-l", "-u", "--only-from", "::1", "232.1.1.1", "9"],
         &["cat", "-u", "--only-from", "10.0.0.1", "232.1.1.1", "9"],
+        &["cat", "-u", "224.0.0.1", "0"],
     ] {
         let (code, _, err) = nw(args);
         assert_eq!(code, 2, "{args:?}: {err}");
