@@ -258,8 +258,11 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
             }
             Ok(if ended.leftovers.is_empty() { Outcome::Success } else { Outcome::Negative })
         }
-        // The rules are the user's: a usage error, as a rules file that does not parse is.
-        Err(e @ nw_filter::HostError::Unseen { .. }) => Err(UsageError(e.to_string()).into()),
+        // The rules and the provider are the user's: a usage error, as a rules file that does
+        // not parse is.
+        Err(e @ (nw_filter::HostError::Unseen { .. } | nw_filter::HostError::Provider(_))) => {
+            Err(UsageError(e.to_string()).into())
+        }
         Err(e) => {
             crate::output::error_line(&format!("nw: {e}"));
             Ok(Outcome::Exit(EXIT_ENVIRONMENT))

@@ -276,6 +276,10 @@ pub enum HostError {
     /// The rules could not be installed.
     #[error("cannot install the filter's rules: {0}")]
     Rules(std::io::Error),
+    /// The provider could not be started at all (its program is missing or not executable):
+    /// nothing was installed.
+    #[error("{0}")]
+    Provider(String),
     /// A rule names what this host does not learn, so it could never match.
     #[error(
         "rule {rule} matches on {what}, which this host does not learn yet, so it could never match; remove that condition"
@@ -404,6 +408,14 @@ pub async fn run(
         (true, Some(r)) => tables::Scope::Local(nw_lnp::on_link_prefixes(&r.snapshot)),
         _ => tables::Scope::All,
     };
+    // A provider that cannot start at all (a missing program, one its user may not run) is
+    // the command line's mistake: said before anything is installed, not retried for ever.
+    let first = match &options.provider {
+        Some(p) => {
+            Some(spawn_provider(p, nw_provider::Backoff::new()).map_err(HostError::Provider)?)
+        }
+        None => None,
+    };
     let mut scope = scope_of(latest.as_ref());
     let installed = scope.clone();
     blocking(move || tables::install(number, bypass, std::process::id(), &installed))
@@ -458,8 +470,8 @@ pub async fn run(
             )
         })
         .ok();
-    let mut slot = match &options.provider {
-        Some(p) => start_provider(p, &events, nw_provider::Backoff::new()),
+    let mut slot = match first {
+        Some(running) => Slot::Running(Box::new(running)),
         None => Slot::None,
     };
     let mut out: Vec<Given> = Vec::new();
@@ -1339,32 +1351,34 @@ fn start_provider(
     events: &mpsc::UnboundedSender<Event>,
     backoff: nw_provider::Backoff,
 ) -> Slot {
+    match spawn_provider(p, backoff) {
+        Ok(running) => Slot::Running(Box::new(running)),
+        Err(message) => {
+            let mut backoff = backoff;
+            let next = backoff.after_failure(Duration::ZERO);
+            let _ = events.send(Event::ProviderDown { message, restart_in: next });
+            Slot::Down { until: Instant::now() + next, backoff }
+        }
+    }
+}
+
+/// Starts the provider and the tasks that carry its messages, or says why it could not.
+fn spawn_provider(p: &ProviderOptions, backoff: nw_provider::Backoff) -> Result<Running, String> {
     let spawn = nw_provider::Spawn {
         program: p.program.clone(),
         args: p.args.clone(),
         user: p.user,
         fd_env: FD_ENV,
     };
-    let failed = |message: String| {
-        let mut backoff = backoff;
-        let next = backoff.after_failure(Duration::ZERO);
-        let _ = events.send(Event::ProviderDown { message, restart_in: next });
-        Slot::Down { until: Instant::now() + next, backoff }
-    };
-    let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
-        Ok(pair) => pair,
-        Err(e) => return failed(format!("cannot make the contract socket: {e}")),
-    };
-    let child = match spawn.start(theirs) {
-        Ok(c) => c,
-        Err(e) => {
-            return failed(format!("cannot start {}: {e}{}", p.program.display(), spawn.hint(&e)));
-        }
-    };
-    let stream = match ours.set_nonblocking(true).and_then(|()| UnixStream::from_std(ours)) {
-        Ok(s) => s,
-        Err(e) => return failed(format!("the contract socket: {e}")),
-    };
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| format!("cannot make the contract socket: {e}"))?;
+    let child = spawn
+        .start(theirs)
+        .map_err(|e| format!("cannot start {}: {e}{}", p.program.display(), spawn.hint(&e)))?;
+    let stream = ours
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(ours))
+        .map_err(|e| format!("the contract socket: {e}"))?;
     let pid = child.id();
     let (read, mut write) = stream.into_split();
     let (to, mut lines) = mpsc::channel::<Vec<u8>>(MAX_BACKLOG);
@@ -1397,15 +1411,7 @@ fn start_provider(
         };
         let _ = from_tx.send(FromProvider::Gone(gone));
     });
-    Slot::Running(Box::new(Running {
-        backoff,
-        child,
-        pid,
-        started: false,
-        since: Instant::now(),
-        to,
-        from,
-    }))
+    Ok(Running { backoff, child, pid, started: false, since: Instant::now(), to, from })
 }
 
 /// The provider is gone: every flow asked of it gets the policy, it is killed with what it

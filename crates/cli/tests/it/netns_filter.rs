@@ -229,6 +229,24 @@ fn netns_filter_fails_open_or_closed_when_the_provider_hangs_or_dies() {
             assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
         }
     }
+    // A provider that cannot start at all is the command line's mistake: said at once, exit
+    // 2, nothing installed (before, the host installed its rules and restarted it for ever).
+    let began = Instant::now();
+    let out = p
+        .cli
+        .command("timeout")
+        .args(["20", NW, "filter", "up", "--provider", "/nonexistent/provider"])
+        .output()
+        .unwrap_or_else(|e| panic!("nw filter up: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot start /nonexistent/provider: No such file")
+            && err.contains("give the provider's path"),
+        "{err}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
+    assert_eq!(our_rules_left(&p.cli), "", "rules installed for a provider that cannot start");
 }
 
 #[test]
