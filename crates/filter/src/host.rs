@@ -1363,6 +1363,7 @@ fn start_provider(
 }
 
 /// Starts the provider and the tasks that carry its messages, or says why it could not.
+#[allow(clippy::disallowed_methods, reason = "a provider's start is stamped on the wall clock")]
 fn spawn_provider(p: &ProviderOptions, backoff: nw_provider::Backoff) -> Result<Running, String> {
     let spawn = nw_provider::Spawn {
         program: p.program.clone(),
