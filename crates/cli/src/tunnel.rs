@@ -615,8 +615,13 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
                 );
                 return Ok(if clean && asked { Outcome::Success } else { Outcome::Negative });
             }
-            // The name is the user's choice: a usage error, as clap's own are.
+            // The name is the user's choice, and so is a provider that cannot be run at all
+            // (missing, or not executable by its user): usage errors, as clap's own are.
             Err(e @ nw_tunnel::HostError::InterfaceExists(_)) => {
+                view.state.remove();
+                return Err(UsageError(e.to_string()).into());
+            }
+            Err(e) if e.provider_not_runnable() => {
                 view.state.remove();
                 return Err(UsageError(e.to_string()).into());
             }

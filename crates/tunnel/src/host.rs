@@ -973,6 +973,15 @@ fn spawner(options: &HostOptions) -> nw_provider::Spawn {
     }
 }
 
+impl HostError {
+    /// Whether the provider could not be run at all: its program is missing, or not
+    /// executable by its user (the command line's mistake, not the host's).
+    pub fn provider_not_runnable(&self) -> bool {
+        matches!(self, Self::Spawn { error, .. }
+            if matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied))
+    }
+}
+
 fn spawn_error(options: &HostOptions, error: std::io::Error) -> HostError {
     let hint = spawner(options).hint(&error);
     HostError::Spawn { program: options.program.display().to_string(), error, hint }

@@ -286,6 +286,20 @@ fn netns_tunnel_providers_that_die_misbehave_or_hang_get_a_clean_stop() {
         1,
         "the device was deleted"
     );
+
+    // A provider that cannot be run at all is the command line's mistake too: exit 2, and
+    // nothing left behind (the device it made is gone).
+    let out = p
+        .cli
+        .command(NW)
+        .args(["tunnel", "up", "--interface", "nwgone0", "--provider", "/nonexistent/provider"])
+        .output()
+        .expect("run nw tunnel up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot start the provider /nonexistent/provider"), "{stderr}");
+    let links = ip_json(&p.cli, &["link", "show"]);
+    assert!(!links.iter().any(|l| l["ifname"] == "nwgone0"), "the device stayed: {links:?}");
 }
 
 /// The Rust SDK for real: `crates/tunnel/examples/echo_provider.rs`, a provider of a few dozen
