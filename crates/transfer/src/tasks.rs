@@ -3,8 +3,11 @@
 //!
 //! Both make the same policy and trust decisions as downloads and use the session's pool. A
 //! data task (a GET) that fails on a reused connection before any answer is sent once more on
-//! a fresh one; an upload is not retried (a POST may not be idempotent), and it always gets a
-//! connection of its own, since a pooled one may have died while idle. An upload reports its
+//! a fresh one, and so is a PUT (idempotent, RFC 9110 §9.2.2: sending it twice does what
+//! sending it once does), whose file is read again from its start. A POST always gets a
+//! connection of its own, since a pooled one may have died while idle and a POST that may
+//! have arrived is never sent again; its connection joins the pool once answered. An upload
+//! reports its
 //! progress, and fails instead of hanging when the peer stops reading. It follows a redirect
 //! that keeps its method (307 and 308; 301 and 302 of a PUT, RFC 9110 §15.4) by sending the
 //! file again, whole, to the new URL, under the session's redirect limit and policy, its
@@ -230,16 +233,28 @@ impl Session {
         let mut current = job.url.clone();
         // A 401 to the credential provider's answer gets its fresh one, once per URL.
         let mut refreshed = false;
+        // A PUT takes a pooled connection, and once (when that one turns out dead) a new one.
+        let mut pooled = job.method == hyper::Method::PUT;
+        let path = crate::pool::path_fingerprint().await;
         // Each hop of a redirect that keeps the method (307, 308; 301 and 302 of a PUT) sends
         // the file again, whole, to the next URL.
         loop {
             let routes = self.routes(&parsed, security).await?;
-            // Never waiting in the runtime on a named pipe nothing writes to, and only a
-            // regular file: its length is the body's.
-            let (file, meta) = nw_trust::files::open_regular(&job.source, true)
-                .map_err(|e| TransferError::io(&job.source, "cannot open it to upload", e))?;
+            // Never waiting on a named pipe nothing writes to, and only a regular file: its
+            // length is the body's. Opened on a blocking thread (a slow disk, a network file
+            // system), as it is then read.
+            let source = job.source.clone();
+            let (file, meta) =
+                tokio::task::spawn_blocking(move || nw_trust::files::open_regular(&source, true))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    .map_err(|e| TransferError::io(&job.source, "cannot open it to upload", e))?;
             let len = meta.len();
-            let mut conn: Connection = self.connect(&parsed, &routes, 1).await?;
+            let mut conn: Connection = if pooled {
+                self.connection_for(&parsed, &routes, path, 1).await?
+            } else {
+                self.connect(&parsed, &routes, 1).await?
+            };
             let connected = started.elapsed();
             let sent = Arc::new(AtomicU64::new(0));
             // A read error is kept here as well as handed to the HTTP stack, which may report only
@@ -282,7 +297,19 @@ impl Session {
             if let Some(e) = unread {
                 return Err(TransferError::io(&job.source, "cannot read it to upload", e));
             }
-            let mut response = watched?;
+            let mut response = match watched {
+                // A pooled connection the server closed while it idled fails before any
+                // answer: the PUT goes again, whole, on a new one (once).
+                Err(e) if pooled && conn.reused => {
+                    tracing::debug!("{current}: {e}; the PUT once more on another connection");
+                    if conn.protocol != crate::http::Protocol::Http11 {
+                        self.pool.forget(&crate::origin(&parsed), crate::pool::Pooled::id(&conn));
+                    }
+                    pooled = false;
+                    continue;
+                }
+                r => r?,
+            };
             let first_byte = started.elapsed();
             self.jar.learn(&parsed, &response.headers).await;
             if response.status == 401
@@ -344,6 +371,11 @@ impl Session {
                 answer.len() as u64,
                 0,
             );
+            // Its answer read to the end, the connection serves the session's next requests
+            // (not when the answer came from elsewhere: this one's was left unread).
+            if answered_at.is_none() {
+                self.pool.put(crate::origin(&parsed), conn, path, Instant::now());
+            }
             return Ok(Uploaded {
                 status: response.status,
                 sent: len,

@@ -158,7 +158,9 @@ fn server_uploads_a_file_over_every_http_version_and_data_tasks_are_bounded() {
         let config =
             Configuration { trust: embedded.trust(), http2, http3, ..Configuration::default() };
         let session = nw_transfer::Session::ephemeral(config).unwrap();
-        for method in [hyper::Method::PUT, hyper::Method::POST] {
+        // A PUT takes the pool's connection; a POST one of its own (and gives it to the pool).
+        let methods = [hyper::Method::PUT, hyper::Method::POST, hyper::Method::PUT];
+        for (method, reused) in methods.into_iter().zip([false, false, true]) {
             let job = nw_transfer::tasks::Upload {
                 url: embedded.url("/slurp"),
                 source: source.clone(),
@@ -169,6 +171,7 @@ fn server_uploads_a_file_over_every_http_version_and_data_tasks_are_bounded() {
             let done =
                 rt.block_on(session.upload(&job)).unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
             assert_eq!(done.metrics.protocol, protocol);
+            assert_eq!(done.metrics.reused, reused, "{protocol:?} {:?}", job.method);
             assert_eq!(done.sent, data.len() as u64);
             let answer: serde_json::Value = serde_json::from_slice(&done.response).unwrap();
             assert_eq!(
@@ -204,6 +207,62 @@ fn server_uploads_a_file_over_every_http_version_and_data_tasks_are_bounded() {
     };
     let e = rt.block_on(session.upload(&job)).unwrap_err();
     assert!(e.to_string().contains("absent.bin: cannot open it to upload"), "{e}");
+}
+
+/// A PUT on a pooled connection the server has closed meanwhile goes again on a new one: a
+/// server that answers one request per connection and closes on the next without a word
+/// (keep-alive in its header, as a server restarting or at its request limit would) gets
+/// every PUT of a session; a POST never rides a pooled connection, so it is never in doubt.
+#[test]
+fn server_a_put_on_a_connection_closed_while_pooled_goes_again_on_a_new_one() {
+    use std::io::{Read as _, Write as _};
+    let scratch = Scratch::new("server-put-again");
+    let source = scratch.0.join("up.bin");
+    std::fs::write(&source, pattern(100_000, 7)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::thread::spawn(move || {
+                // One request (its head, then its Content-Length of body), one answer; then
+                // the next request's first bytes, and a close.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(str::trim))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let _ = stream.read_exact(&mut vec![0u8; length]);
+                let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
+                let _ = stream.read(&mut [0u8; 1]);
+            });
+        }
+    });
+    let rt = runtime();
+    let session = nw_transfer::Session::ephemeral(Configuration::default()).unwrap();
+    for round in 0..3 {
+        let job = nw_transfer::tasks::Upload {
+            url: format!("http://127.0.0.1:{port}/put/{round}"),
+            source: source.clone(),
+            method: hyper::Method::PUT,
+            content_type: "application/octet-stream".into(),
+            headers: Vec::new(),
+        };
+        let done = rt.block_on(session.upload(&job)).unwrap_or_else(|e| panic!("PUT {round}: {e}"));
+        assert_eq!((done.status, &done.response[..]), (201, &b"ok"[..]), "PUT {round}");
+        assert!(!done.metrics.reused, "PUT {round} was answered on a new connection");
+    }
+    // Each PUT after the first tried the pooled connection, then a new one.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
 
 #[test]
