@@ -86,7 +86,9 @@ pub struct Flow {
     /// the host looked, or it belongs to the kernel).
     #[serde(default)]
     pub process: Option<Process>,
-    /// The peer's host name, when the host knows it.
+    /// The peer's host name, when the host knows it: from the flow's first bytes (a TLS
+    /// server name, an HTTP Host) once they are read, else the name a DNS answer to this host
+    /// gave the peer's address (outbound flows only).
     #[serde(default)]
     pub host: Option<String>,
 }

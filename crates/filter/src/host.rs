@@ -50,7 +50,9 @@ use crate::rules::{Action, Rules};
 use crate::sys::diag::Diag;
 use crate::sys::nfqueue::{self, Given, Queue, Verdict};
 use crate::sys::procfs::Procfs;
-use crate::sys::tables::{self, MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_PEEK, MARK_PEEK_BOTH};
+use crate::sys::tables::{
+    self, MARK_ALLOW, MARK_DNS, MARK_DROP, MARK_MASK, MARK_PEEK, MARK_PEEK_BOTH,
+};
 
 /// At most this many `new_flow` messages wait to be written to a provider that does not read;
 /// flows beyond that get the failure policy at once.
@@ -293,13 +295,11 @@ pub enum HostError {
 }
 
 /// The first rule that names something this host does not see, which would silently never
-/// match: the host name of a UDP flow or of an inbound flow (names are learned from an
-/// outbound TCP flow's first bytes).
+/// match: the host name of an inbound flow (names are learned from an outbound TCP flow's
+/// first bytes, and from the DNS answers to this host's queries).
 pub fn unseen(rules: &Rules) -> Option<(usize, &'static str)> {
     rules.rules.iter().enumerate().find_map(|(i, r)| {
-        if r.host.is_some() && r.transport == Some(Transport::Udp) {
-            Some((i + 1, "the host name of a UDP flow"))
-        } else if r.host.is_some() && r.direction == Some(Direction::Inbound) {
+        if r.host.is_some() && r.direction == Some(Direction::Inbound) {
             Some((i + 1, "the host name of an inbound flow"))
         } else {
             None
@@ -312,6 +312,11 @@ pub fn unseen(rules: &Rules) -> Option<(usize, &'static str)> {
 /// before its server name. A client pushes its ClientHello or request and waits, so the name
 /// is read as soon as they are sent, whatever their size.
 const NAME_PEEK: u32 = 16 * 1024;
+/// How long a name a DNS answer gave an address names flows to it (past most answers' TTLs:
+/// a program may connect long after it looked the name up, from its own cache).
+const DNS_NAMES_KEPT: Duration = Duration::from_secs(3600);
+/// The most addresses named at once; past it the oldest are forgotten.
+const MAX_DNS_NAMES: usize = 65_536;
 /// What the host peeks at to learn a flow's host name: this host's first bytes only.
 const NAMING: PeekSizes = PeekSizes { outbound: NAME_PEEK, inbound: 0 };
 
@@ -475,6 +480,7 @@ pub async fn run(
         None => Slot::None,
     };
     let mut out: Vec<Given> = Vec::new();
+    let mut dns_names: Recent<std::net::IpAddr, String> = Recent::new(DNS_NAMES_KEPT);
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let far = Duration::from_secs(3600);
     loop {
@@ -488,8 +494,17 @@ pub async fn run(
             _ => now + far,
         };
         tokio::select! {
-            Some(Batch { packets, mut processes }) = batches.recv() => {
+            Some(Batch { packets, answers, mut processes }) = batches.recv() => {
                 let now = Instant::now();
+                // The names of the addresses this host's programs just looked up; the answers
+                // go on at once.
+                dns_names.expire(now);
+                for (id, named) in answers {
+                    for (ip, name) in named {
+                        dns_names.insert_bounded(now, ip, name, MAX_DNS_NAMES);
+                    }
+                    out.push(Given::new(id, Verdict::Repeat, None));
+                }
                 let mut new: Vec<(u64, FlowKey, Direction)> = Vec::new();
                 for (held, key, seg) in packets {
                     let Some((key, direction)) = key else {
@@ -522,6 +537,12 @@ pub async fn run(
                     // (each once a batch: the engine takes a key as new once, the packets after
                     // wait with it).
                     let process = processes.remove(&key).flatten();
+                    // An outbound flow to an address a DNS answer named has that name until its
+                    // first bytes say otherwise.
+                    let host = match direction {
+                        Direction::Outbound => dns_names.get(&key.remote.ip()).cloned(),
+                        Direction::Inbound => None,
+                    };
                     let flow = Flow {
                         id,
                         transport: key.transport,
@@ -529,7 +550,7 @@ pub async fn run(
                         local: key.local,
                         remote: key.remote,
                         process,
-                        host: None,
+                        host,
                     };
                     let local = match (&options.local_network, &latest) {
                         (Some(paths), Some(reading)) => {
@@ -795,6 +816,8 @@ struct Batch {
     /// Each packet, its flow and which way it goes, and for an outbound TCP packet other than
     /// a SYN (which only a peeked flow queues) its segment.
     packets: Vec<QueuedPacket>,
+    /// DNS answers to this host's queries: each packet's id, and the addresses it names.
+    answers: Vec<(u32, Vec<(std::net::IpAddr, String)>)>,
     /// The process of each flow key the reader had not looked up within [`LOOKED_UP`].
     processes: HashMap<FlowKey, Option<Process>>,
 }
@@ -827,9 +850,19 @@ fn read_queue(
     let mut looked_up = LookedUp::default();
     while reading.load(std::sync::atomic::Ordering::Relaxed) {
         let mut packets: Vec<QueuedPacket> = Vec::new();
-        while packets.len() < batch {
+        let mut answers = Vec::new();
+        while packets.len() + answers.len() < batch {
             match queue.recv(&mut buf) {
-                Ok(n) => packets.extend(nfqueue::packets(&buf[..n]).into_iter().map(|q| {
+                Ok(n) => packets.extend(nfqueue::packets(&buf[..n]).into_iter().filter_map(|q| {
+                    // A DNS answer, marked so by the rule that queued it: its names are read,
+                    // and it goes on.
+                    if q.hook == nfqueue::LOCAL_IN && q.mark & MARK_DNS != 0 {
+                        let names = crate::packet::udp_payload(q.payload)
+                            .map(crate::names::dns_answers)
+                            .unwrap_or_default();
+                        answers.push((q.id, names));
+                        return None;
+                    }
                     let seg = tcp_segment(q.payload);
                     let data = seg.is_some_and(|s| s.syn && s.len > 0);
                     let held = Held {
@@ -856,7 +889,7 @@ fn read_queue(
                     } else {
                         Direction::Outbound
                     };
-                    (held, flow_key(q.payload, direction).map(|k| (k, direction)), seg)
+                    Some((held, flow_key(q.payload, direction).map(|k| (k, direction)), seg))
                 })),
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -866,7 +899,7 @@ fn read_queue(
                 }
             }
         }
-        if packets.is_empty() {
+        if packets.is_empty() && answers.is_empty() {
             // Nothing queued: wait for more, looking at `reading` every 100 ms.
             let _ = nfqueue::wait(queue, Duration::from_millis(100));
             continue;
@@ -897,7 +930,7 @@ fn read_queue(
             .zip(sockets)
             .map(|(k, socket)| (k, socket.and_then(|_| found.next().flatten())))
             .collect();
-        if to_loop.blocking_send(Batch { packets, processes }).is_err() {
+        if to_loop.blocking_send(Batch { packets, answers, processes }).is_err() {
             return;
         }
     }
@@ -1159,7 +1192,10 @@ impl Flows {
         let id = data.id;
         if self.naming.remove(&id) {
             let Some(flow) = self.peeking.get_mut(&id) else { return };
-            flow.host = crate::names::host_name(&data.bytes);
+            // The name the flow's bytes give; else the one a DNS answer gave its address.
+            if let Some(name) = crate::names::host_name(&data.bytes) {
+                flow.host = Some(name);
+            }
             let (action, rule) = self.rules.decide(flow);
             let by = if rule == 0 { By::Default } else { By::Rule { rule } };
             match action {
@@ -1178,13 +1214,14 @@ impl Flows {
             return;
         }
         // The flow's name, once the first bytes of the end that opened it are seen (the
-        // name it asked for): for the log, whoever decides.
+        // name it asked for, over the one a DNS answer gave its address): for the log,
+        // whoever decides.
         if let Some(flow) = self.peeking.get_mut(&id)
-            && flow.host.is_none()
             && data.offset == 0
             && data.direction == flow.direction
+            && let Some(name) = crate::names::host_name(&data.bytes)
         {
-            flow.host = crate::names::host_name(&data.bytes);
+            flow.host = Some(name);
         }
         if let Err(why) = asked(cx.slot, nw_provider::encode(&HostMessage::Data(data))) {
             self.fail(now, id, why, cx);
@@ -1497,11 +1534,12 @@ mod tests {
         let rules = |t: &str| Rules::parse(t, false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(unseen(&rules("[[rule]]\naction = \"drop\"\nports = 23\n")), None);
         assert_eq!(unseen(&rules("[[rule]]\naction = \"drop\"\nhost = \"*.example.com\"\n")), None);
+        // A UDP flow is named by the DNS answer that gave its address.
         assert_eq!(
             unseen(&rules(
                 "[[rule]]\naction = \"drop\"\nports = 23\n[[rule]]\naction = \"drop\"\nhost = \"*.example.com\"\ntransport = \"udp\"\n"
             )),
-            Some((2, "the host name of a UDP flow"))
+            None
         );
         assert_eq!(unseen(&rules("[[rule]]\naction = \"allow\"\ndirection = \"inbound\"\n")), None);
         assert_eq!(

@@ -13,6 +13,37 @@ pub fn host_name(data: &[u8]) -> Option<String> {
     }
 }
 
+/// The most addresses one DNS answer names (a name with more is a load balancer's list).
+const MAX_ADDRESSES: usize = 64;
+
+/// The addresses a DNS answer (a UDP payload from port 53) gives for the name asked, with that
+/// name: the name the program asked for, not the end of a CNAME chain, since that is the name
+/// it will connect to (and send as its server name). Nothing when it is not a successful
+/// answer with one question.
+pub fn dns_answers(payload: &[u8]) -> Vec<(std::net::IpAddr, String)> {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::RData;
+    let Ok(message) = Message::from_vec(payload) else { return Vec::new() };
+    if message.metadata.message_type != MessageType::Response
+        || message.metadata.response_code != ResponseCode::NoError
+    {
+        return Vec::new();
+    }
+    let [question] = message.queries.as_slice() else { return Vec::new() };
+    let Some(name) = dns_name(question.name().to_ascii().as_bytes()) else { return Vec::new() };
+    message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .take(MAX_ADDRESSES)
+        .map(|ip| (ip, name.clone()))
+        .collect()
+}
+
 /// The server name of a ClientHello carried in TLS handshake records, as far as `data` goes.
 pub fn server_name(data: &[u8]) -> Option<String> {
     // The handshake message may be split over several records: join their fragments.
@@ -134,6 +165,45 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_dns_answer_names_its_addresses_by_the_name_asked() {
+        use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
+        use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        let asked = Name::from_ascii("WWW.Example.COM.").unwrap_or_else(|e| panic!("{e}"));
+        let edge = Name::from_ascii("edge.cdn.example.").unwrap_or_else(|e| panic!("{e}"));
+        let mut m = Message::response(7, OpCode::Query);
+        m.add_query(Query::query(asked.clone(), RecordType::A));
+        m.add_answer(Record::from_rdata(asked, 60, RData::CNAME(CNAME(edge.clone()))));
+        m.add_answer(Record::from_rdata(edge.clone(), 60, RData::A(A::new(192, 0, 2, 7))));
+        m.add_answer(Record::from_rdata(
+            edge,
+            60,
+            RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
+        ));
+        let bytes = m.to_vec().unwrap_or_else(|e| panic!("{e}"));
+        let named = dns_answers(&bytes);
+        let shown: Vec<(String, &str)> =
+            named.iter().map(|(ip, n)| (ip.to_string(), n.as_str())).collect();
+        assert_eq!(
+            shown,
+            [
+                ("192.0.2.7".to_owned(), "www.example.com"),
+                ("2001:db8::7".to_owned(), "www.example.com")
+            ]
+        );
+        // A failure, a query, garbage and every cut of the answer: nothing, never a panic.
+        m.metadata.response_code = ResponseCode::NXDomain;
+        assert!(dns_answers(&m.to_vec().unwrap_or_default()).is_empty());
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::root(), RecordType::A));
+        assert!(dns_answers(&q.to_vec().unwrap_or_default()).is_empty());
+        assert!(dns_answers(b"\xff\x00garbage").is_empty());
+        for n in 0..bytes.len() {
+            let _ = dns_answers(&bytes[..n]);
+        }
+    }
 
     /// A ClientHello record naming `name` (its bytes as given), with an extension before the
     /// server name as real clients send.

@@ -125,6 +125,34 @@ pub fn tcp_segment(packet: &[u8]) -> Option<Segment<'_>> {
     })
 }
 
+/// The payload of a UDP datagram (IPv4 or IPv6, the first fragment), as far as it was queued
+/// and its UDP length says; `None` when the packet is not UDP or does not parse.
+pub fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
+    let transport = match packet.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            if ihl < 20 || packet.len() < ihl || packet[9] != UDP {
+                return None;
+            }
+            if u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff != 0 {
+                return None;
+            }
+            &packet[ihl..]
+        }
+        6 => {
+            let (proto, rest) = skip_extensions(*packet.get(6)?, packet.get(40..)?)?;
+            if proto != UDP {
+                return None;
+            }
+            rest
+        }
+        _ => return None,
+    };
+    let len = usize::from(u16::from_be_bytes([*transport.get(4)?, *transport.get(5)?]));
+    let end = len.min(transport.len());
+    transport.get(8..end)
+}
+
 /// A TCP reset from `key.local` to `key.remote` with sequence number `seq` (no ACK), with its
 /// IP header, ready for a raw socket: it tells the peer of a dropped flow at once.
 pub fn reset(key: FlowKey, seq: u32) -> Vec<u8> {
@@ -362,6 +390,18 @@ mod tests {
             }
         }
         assert_eq!(without_payload(&v4(UDP, [0; 4])), None);
+    }
+
+    #[test]
+    fn udp_payloads_end_where_their_length_says() {
+        let mut p = v4(UDP, [0, 53, 0x30, 0x39]);
+        p[24..28].copy_from_slice(&[0, 12, 0, 0]); // UDP length 12: 4 payload bytes
+        p.extend_from_slice(b"dnsX-padding");
+        assert_eq!(udp_payload(&p), Some(&b"dnsX"[..]));
+        assert_eq!(udp_payload(&v4(TCP, [0; 4])), None, "TCP");
+        for n in 0..p.len() {
+            let _ = udp_payload(&p[..n]);
+        }
     }
 
     #[test]

@@ -28,6 +28,18 @@ impl<K: Hash + Eq + Copy, V> Recent<K, V> {
         self.order.push_back((now, key));
     }
 
+    /// As [`insert`](Self::insert), forgetting the oldest entries first while `most` are
+    /// remembered.
+    pub(crate) fn insert_bounded(&mut self, now: Instant, key: K, value: V, most: usize) {
+        while self.map.len() >= most && !self.map.contains_key(&key) {
+            let Some((at, old)) = self.order.pop_front() else { break };
+            if self.map.get(&old).is_some_and(|(last, _)| *last == at) {
+                self.map.remove(&old);
+            }
+        }
+        self.insert(now, key, value);
+    }
+
     /// The value remembered for `key`.
     pub(crate) fn get(&self, key: &K) -> Option<&V> {
         self.map.get(key).map(|(_, v)| v)
@@ -78,5 +90,10 @@ mod tests {
         r.insert(t0 + 3 * s, 3, "d");
         assert_eq!(r.remove(&3), Some("d"));
         assert_eq!(r.get(&3), None);
+        // Bounded: the oldest goes first, a key inserted again counts from its last time.
+        for (i, k) in [4, 5, 4, 6].into_iter().enumerate() {
+            r.insert_bounded(t0 + 4 * s + s * u32::try_from(i).unwrap_or(0), k, "e", 2);
+        }
+        assert!(!r.contains(&5) && r.contains(&4) && r.contains(&6));
     }
 }

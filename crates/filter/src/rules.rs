@@ -213,12 +213,18 @@ impl Rules {
     /// whose every other condition holds and whose action differs, comes before the rule that
     /// decides the flow without one. Such a flow is peeked at for its name.
     pub fn host_may_decide(&self, flow: &Flow) -> bool {
-        if flow.host.is_some()
-            || flow.transport != Transport::Tcp
-            || flow.direction != Direction::Outbound
-        {
+        if flow.transport != Transport::Tcp || flow.direction != Direction::Outbound {
             return false;
         }
+        // A name a DNS answer gave the address is not the one the flow's bytes will give
+        // (addresses are shared): the decision is weighed without it.
+        let unnamed;
+        let flow = if flow.host.is_some() {
+            unnamed = Flow { host: None, ..flow.clone() };
+            &unnamed
+        } else {
+            flow
+        };
         let (action, rule) = self.decide(flow);
         let before = if rule == 0 { self.rules.len() } else { rule - 1 };
         self.rules[..before]
@@ -428,10 +434,10 @@ mod tests {
             (unnamed("192.0.2.1:80", Transport::Tcp, "/usr/bin/curl"), true),
             // Dropped by rule 1, before any host rule.
             (unnamed("198.51.100.1:443", Transport::Tcp, "/usr/bin/telnet"), false),
-            // UDP flows have no host name to learn.
+            // UDP flows are not peeked at: the name a DNS answer gave is all they have.
             (unnamed("198.51.100.1:443", Transport::Udp, "/usr/bin/curl"), false),
-            // Named already.
-            (flow("198.51.100.1:443", Transport::Tcp, Some("/usr/bin/curl")), false),
+            // Named by a DNS answer: still peeked at, since the name its bytes give decides.
+            (flow("198.51.100.1:443", Transport::Tcp, Some("/usr/bin/curl")), true),
         ];
         for (f, want) in cases {
             assert_eq!(rules.host_may_decide(&f), want, "{} {:?}", f.key(), f.process);

@@ -1032,6 +1032,126 @@ fn netns_filter_peeks_at_the_answer_of_a_flow_the_rules_named_first() {
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
 
+/// Resolves each NAME (glibc, the namespace's resolv.conf), then sends from a new socket to
+/// its address: `udp NAME PORT` one datagram, waiting a second for its echo; `tcp NAME PORT` a
+/// line that is neither TLS nor HTTP, then reads to the end. Prints one JSON object: for each
+/// name, how it ended ("echoed", "eof", or the errno's name).
+const RESOLVE_AND_SEND: &str = r#"
+import errno, json, socket, sys
+out = {}
+for kind, name, port in zip(*[iter(sys.argv[1:])] * 3):
+    ip = socket.getaddrinfo(name, int(port), socket.AF_INET)[0][4][0]
+    try:
+        if kind == "udp":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(1)
+            s.connect((ip, int(port)))
+            s.send(b"x")
+            s.recv(64)
+            out[kind + " " + name] = "echoed"
+        else:
+            s = socket.create_connection((ip, int(port)), timeout=5)
+            s.sendall(b"hello, no name in here\n")
+            while s.recv(4096):
+                pass
+            out[kind + " " + name] = "eof"
+    except socket.timeout:
+        out[kind + " " + name] = "timeout"
+    except OSError as e:
+        out[kind + " " + name] = errno.errorcode.get(e.errno, str(e))
+print(json.dumps(out))
+"#;
+
+/// Flows are named by the DNS answers this host received: a UDP flow to an address a name
+/// resolved to is dropped by a rule for that name (UDP has no first bytes that name it, a QUIC
+/// flow none in the clear), and a TCP flow whose first bytes name nothing (neither a
+/// ClientHello nor an HTTP request) keeps the name its address was looked up by. Answers pass
+/// through at once; flows by other names, to other addresses, go on.
+#[test]
+fn netns_filter_names_flows_by_the_dns_answers_this_host_received() {
+    use nw_lab::dns::{DnsServer, Records, Script};
+    let p = pair();
+    let (udp_ip, tcp_ip): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        ("203.0.113.7".parse().unwrap(), "203.0.113.8".parse().unwrap());
+    for ip in [udp_ip, tcp_ip] {
+        p.srv.add_address("lo", ip.into(), 32).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let _sink = sink(&p.srv);
+    let mut server = PeekServer::start(&p.srv, &[8448]);
+    let mut script = Script { ttl: 60, ..Script::default() };
+    for (name, ip) in [
+        ("fine.example", addr::SRV_V4),
+        ("udp-blocked.example", udp_ip),
+        ("tcp-blocked.example", tcp_ip),
+    ] {
+        script.records.insert(name.into(), Records { a: vec![ip], ..Records::default() });
+    }
+    let _dns = DnsServer::start(&p.srv, (addr::SRV_V4, 53).into(), script)
+        .unwrap_or_else(|e| panic!("the DNS server: {e}"));
+    p.cli
+        .set_resolv_conf(&format!("nameserver {}\n", addr::SRV_V4))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::support::Dir::new("filter-dns");
+    let rules = rules_file(
+        &dir.0,
+        "default = \"allow\"\n[[rule]]\naction = \"drop\"\nhost = \"udp-blocked.example\"\ntransport = \"udp\"\n[[rule]]\naction = \"drop\"\nhost = \"tcp-blocked.example\"\ntransport = \"tcp\"\n",
+    );
+    let mut f = filter_up(&p.cli, &["--rules", &rules], &json!({}));
+    let out = python_json(
+        &p.cli,
+        "resolve-and-send",
+        RESOLVE_AND_SEND,
+        &[
+            "udp",
+            "fine.example",
+            "9001",
+            "udp",
+            "udp-blocked.example",
+            "9001",
+            "tcp",
+            "tcp-blocked.example",
+            "8448",
+            "tcp",
+            "fine.example",
+            "8448",
+        ],
+    );
+    let (blocked, fine) = (server.next(), server.next());
+    assert_eq!((&blocked["bytes"], &blocked["ended"]), (&json!(0), &json!("reset")), "{blocked}");
+    assert_eq!(fine["bytes"], 23, "{fine}");
+    assert_eq!(f.stop(), Some(0));
+    assert_eq!(
+        out,
+        json!({
+            "udp fine.example": "echoed",
+            "udp udp-blocked.example": "EHOSTUNREACH",
+            "tcp tcp-blocked.example": "ECONNRESET",
+            "tcp fine.example": "eof",
+        }),
+        "{:#?}",
+        f.seen
+    );
+    let decided: Vec<(String, String, String)> = f
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "flow")
+        .filter(|v| v["flow"]["remote"].as_str().is_some_and(|r| !r.ends_with(":53")))
+        .map(|v| {
+            let s = |v: &Value| v.as_str().map_or("?".to_owned(), str::to_owned);
+            (s(&v["flow"]["host"]), s(&v["by"]["by"]), s(&v["decision"]))
+        })
+        .collect();
+    let want = [
+        ("fine.example", "default", "allow"),
+        ("udp-blocked.example", "rule", "drop"),
+        ("tcp-blocked.example", "rule", "drop"),
+        ("fine.example", "default", "allow"),
+    ]
+    .map(|(h, b, d)| (h.to_owned(), b.to_owned(), d.to_owned()));
+    assert_eq!(decided, want, "{:#?}", f.seen);
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}
+
 /// A UDP server here that takes one datagram as `uid`, echoes it and exits: prints `ready`
 /// once bound, then `got` or `none` (nothing within 3 s).
 const ONE_DATAGRAM_SERVER: &str = r#"

@@ -20,6 +20,8 @@
 //!
 //! INPUT   ! -i lo -m comment --comment "nwkit filter (pid N)" -j NWFILTER-IN  (first)
 //! NWFILTER-IN     inbound flows (every new flow's scope only; empty otherwise)
+//!   -p udp --sport 53 -m conntrack --ctstate ESTABLISHED -m mark ! --mark DNS/DNS
+//!     -j NWFILTER-DNS                             a DNS answer to a query of this host's
 //!   -m mark --mark ALLOW/MASK -j NWFILTER-ALLOW
 //!   -m connmark --mark ALLOW/MASK -j RETURN       the rest of an allowed flow, both ways
 //!   -m mark --mark DROP/MASK -j NWFILTER-DROP     REJECT answers the peer
@@ -30,6 +32,9 @@
 //!   -m connmark --mark PEEK/PEEK -j RETURN
 //!   -p tcp --syn -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
 //!   -p udp -m conntrack --ctstate NEW -j NFQUEUE --queue-num Q [--queue-bypass]
+//! NWFILTER-DNS    mark the answer DNS, queue it with --queue-bypass: the host reads which
+//!                 addresses it names and gives it back (REPEAT) at once, to go on past the
+//!                 first rule; its flow's verdict is not touched
 //! NWFILTER-ALLOW  save the mark to the connection, clear it from the packet
 //! NWFILTER-PEEK   save the PEEK bits to the connection (its next packets are queued), and
 //!                 IN when the packet has it (a SYN whose flow is peeked at both ways: BOTH
@@ -68,6 +73,8 @@ pub(crate) const MARK_PEEK: u32 = MARK_ALLOW | MARK_DROP;
 pub(crate) const MARK_PEEK_IN: u32 = 0x1000_0000;
 /// The mark of a flow whose bytes are peeked at both ways.
 pub(crate) const MARK_PEEK_BOTH: u32 = MARK_PEEK | MARK_PEEK_IN;
+/// The packet mark of a DNS answer queued for the names it gives (never a connection's).
+pub(crate) const MARK_DNS: u32 = 0x0080_0000;
 
 /// The chain the filter's rules live in.
 pub(crate) const CHAIN: &str = "NWFILTER";
@@ -77,8 +84,11 @@ const QUEUE_CHAIN: &str = "NWFILTER-QUEUE";
 const PEEK_CHAIN: &str = "NWFILTER-PEEK";
 /// The chain INPUT jumps to: new inbound flows.
 const IN_CHAIN: &str = "NWFILTER-IN";
+/// The chain DNS answers are queued from.
+const DNS_CHAIN: &str = "NWFILTER-DNS";
 /// Every chain of ours.
-const CHAINS: [&str; 6] = [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN, PEEK_CHAIN, IN_CHAIN];
+const CHAINS: [&str; 7] =
+    [CHAIN, ALLOW_CHAIN, DROP_CHAIN, QUEUE_CHAIN, PEEK_CHAIN, IN_CHAIN, DNS_CHAIN];
 
 /// The iptables programs, one per family.
 pub(crate) const TOOLS: [&str; 2] = ["iptables", "ip6tables"];
@@ -171,6 +181,14 @@ pub(crate) fn restore_input(
     // replies go out through OUTPUT as the flow's (connmark), and are never queued.
     let mut queue_from = vec![queued];
     if *scope == Scope::All {
+        // DNS answers first (an allowed flow's packets return at the next rules): the names
+        // of the addresses this host's programs will connect to.
+        let dns = format!("{MARK_DNS:#x}/{MARK_DNS:#x}");
+        s += &format!(
+            "-A {IN_CHAIN} -p udp --sport 53 -m conntrack --ctstate ESTABLISHED -m mark ! --mark {dns} -j {DNS_CHAIN}\n"
+        );
+        s += &format!("-A {DNS_CHAIN} -j MARK --or-mark {MARK_DNS:#x}\n");
+        s += &format!("-A {DNS_CHAIN} -j NFQUEUE --queue-num {queue} --queue-bypass\n");
         s += &verdicts(IN_CHAIN);
         // The peer's packets are queued only for flows peeked at both ways.
         s += &peeks(IN_CHAIN, &both);
@@ -318,7 +336,8 @@ mod tests {
         assert!(v4.contains("--reject-with icmp-admin-prohibited"));
         let v6 = restore_input(true, 7, false, 42, &Scope::All, true);
         assert!(v6.contains("--reject-with icmp6-adm-prohibited"));
-        assert!(!v6.contains("bypass"));
+        // Fail-closed: no flow's packet bypasses a queue nobody reads (DNS answers aside).
+        assert!(!v6.lines().any(|l| l.contains("bypass") && !l.starts_with("-A NWFILTER-DNS ")));
         // The allow chain is entered before the connmark RETURN, so a repeated packet's mark is
         // saved before the rule that lets the rest of its flow through.
         let a = v4.find("-j NWFILTER-ALLOW").unwrap_or(usize::MAX);
@@ -341,7 +360,18 @@ mod tests {
             "-I INPUT 1 ! -i lo -m comment --comment \"nwkit filter (pid 42)\" -j NWFILTER-IN\n"
         ));
         let inbound: Vec<&str> = v4.lines().filter(|l| l.starts_with("-A NWFILTER-IN ")).collect();
-        assert_eq!(inbound.len(), 8, "{v4}");
+        assert_eq!(inbound.len(), 9, "{v4}");
+        // DNS answers are read first, once (the mark the DNS chain sets keeps them from it the
+        // second time); queued with bypass, so DNS never waits on a host that is gone.
+        assert!(inbound[0].ends_with(
+            "-p udp --sport 53 -m conntrack --ctstate ESTABLISHED -m mark ! --mark 0x800000/0x800000 -j NWFILTER-DNS"
+        ), "{v4}");
+        assert!(v4.contains(
+            "-A NWFILTER-DNS -j MARK --or-mark 0x800000\n-A NWFILTER-DNS -j NFQUEUE --queue-num 7 --queue-bypass\n"
+        ), "{v4}");
+        let v6_bare = restore_input(true, 7, false, 42, &Scope::All, true);
+        assert!(v6_bare.contains("-A NWFILTER-DNS -j NFQUEUE --queue-num 7 --queue-bypass\n"));
+        let inbound = &inbound[1..];
         assert!(
             inbound[0].ends_with("-j NWFILTER-ALLOW") && inbound[2].ends_with("-j NWFILTER-DROP")
         );
@@ -363,7 +393,8 @@ mod tests {
             "-A NWFILTER-ALLOW -j CONNMARK --save-mark --nfmask 0x91000000 --ctmask 0x91000000"
         ));
         // nw-tunnel marks sockets with 0x6e770000 + ifindex; those bits never hit our mask.
-        assert_eq!(0x6e77_ffff & MARK_MASK, 0);
+        assert_eq!(0x6e77_ffff & (MARK_MASK | MARK_DNS), 0);
+        assert_eq!(MARK_DNS & MARK_MASK, 0);
     }
 
     #[test]
@@ -384,8 +415,8 @@ mod tests {
         assert!(!v4.contains("2001:db8"));
         assert!(v6.contains("-A NWFILTER -d 2001:db8:1::/64 -j NWFILTER-QUEUE\n"));
         assert!(v6.contains("-A NWFILTER -d fe80::/10 -j NWFILTER-QUEUE\n"));
-        // Inbound flows are not queued for local network privacy alone.
-        assert!(!v4.contains("-A NWFILTER-IN "), "{v4}");
+        // Inbound flows are not queued for local network privacy alone, nor DNS answers.
+        assert!(!v4.contains("-A NWFILTER-IN ") && !v4.contains("-A NWFILTER-DNS "), "{v4}");
         assert!(!v6.contains("198.51") && !v6.contains("BROADCAST"));
         // Rewriting in place leaves OUTPUT's jump alone.
         assert!(v4.contains("-I OUTPUT") && !v6.contains("-I OUTPUT"));
