@@ -496,14 +496,11 @@ pub async fn run(
         tokio::select! {
             Some(Batch { packets, answers, mut processes }) = batches.recv() => {
                 let now = Instant::now();
-                // The names of the addresses this host's programs just looked up; the answers
-                // go on at once.
+                // The names of the addresses this host's programs just looked up (the reader
+                // let the answers go on).
                 dns_names.expire(now);
-                for (id, named) in answers {
-                    for (ip, name) in named {
-                        dns_names.insert_bounded(now, ip, name, MAX_DNS_NAMES);
-                    }
-                    out.push(Given::new(id, Verdict::Repeat, None));
+                for (ip, name) in answers.into_iter().flat_map(|(_, named)| named) {
+                    dns_names.insert_bounded(now, ip, name, MAX_DNS_NAMES);
                 }
                 let mut new: Vec<(u64, FlowKey, Direction)> = Vec::new();
                 for (held, key, seg) in packets {
@@ -903,6 +900,15 @@ fn read_queue(
             // Nothing queued: wait for more, looking at `reading` every 100 ms.
             let _ = nfqueue::wait(queue, Duration::from_millis(100));
             continue;
+        }
+        // DNS answers go on at once, from here: the loop learns their names from this batch
+        // before it sees any later packet, the first of a flow to an address named included.
+        if !answers.is_empty() {
+            let given: Vec<Given> =
+                answers.iter().map(|(id, _)| Given::new(*id, Verdict::Repeat, None)).collect();
+            if let Err(e) = queue.verdicts(&given) {
+                tracing::warn!("verdicts for {} DNS answers: {e}", given.len());
+            }
         }
         let now = Instant::now();
         looked_up.begin(now);
