@@ -16,7 +16,9 @@
 //!    whenever it is not running, flows get the host's failure policy.
 //! 2. host → `{"type":"new_flow","flow":{"id":7,"transport":"tcp","direction":"outbound",
 //!    "local":"10.0.0.1:40000","remote":"10.0.0.2:443","process":{"pid":…,"executable":…,
-//!    "command_line":[…],"uid":…,"cgroup":…,"identity":…},"host":null}}`; provider →
+//!    "command_line":[…],"uid":…,"cgroup":…,"identity":…},"host":null}}` (`host`: for an
+//!    outbound flow, the name a DNS answer to this host gave the peer's address in the last
+//!    hour, when there was one; the flow's first bytes may name another); provider →
 //!    `{"type":"verdict","id":7,"verdict":"allow"}` (or `"drop"`). Verdicts may come in any
 //!    order; one that comes after the flow's deadline is ignored (the flow already had the
 //!    failure policy), as is one for a flow the host does not know. A flow a peer started

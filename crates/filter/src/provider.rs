@@ -43,8 +43,9 @@ pub trait Provider: Send + 'static {
 
     /// The verdict about a flow's bytes, for a flow this provider answered
     /// [`FlowVerdict::FilterData`] about (`flow` is the flow as `new_flow` saw it, with its
-    /// `host` read from its first bytes when it had none: a TLS server name or an HTTP Host,
-    /// [`crate::names`]). The default allows the rest of the flow.
+    /// `host` read from its first bytes when they name one — a TLS server name or an HTTP
+    /// Host, [`crate::names`] — over the name a DNS answer gave its address). The default
+    /// allows the rest of the flow.
     fn data(&mut self, flow: &Flow, data: Data) -> impl Future<Output = DataVerdict> + Send {
         let _ = (flow, data);
         async { DataVerdict::Allow }
@@ -133,12 +134,13 @@ pub async fn run_on<P: Provider>(
                 let verdict = match filtering.get_mut(&id) {
                     Some(flow) => {
                         // The name in the first bytes of the end that opened the flow (a
-                        // TLS server name, an HTTP Host), for a flow the host named none for.
-                        if flow.host.is_none()
-                            && data.offset == 0
+                        // TLS server name, an HTTP Host), over the one a DNS answer gave its
+                        // address, as the host itself takes it.
+                        if data.offset == 0
                             && data.direction == flow.direction
+                            && let Some(name) = crate::names::host_name(&data.bytes)
                         {
-                            flow.host = crate::names::host_name(&data.bytes);
+                            flow.host = Some(name);
                         }
                         provider.data(flow, data).await
                     }

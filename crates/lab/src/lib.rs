@@ -25,6 +25,7 @@
 mod counters;
 pub mod dns;
 mod error;
+pub mod http;
 mod netns;
 pub mod nfqueue;
 pub mod nginx;

@@ -801,27 +801,13 @@ fn queued_transfers_run_with_the_flags_they_were_queued_with() {
 fn raw_server(
     answer: impl Fn(usize, &str) -> Vec<u8> + Send + 'static,
 ) -> (u16, std::thread::JoinHandle<()>) {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            // Read whole, so that closing does not reset a connection with a body unread.
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(str::to_owned)
-                })
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            let _ = stream.read_exact(&mut vec![0u8; length]);
+            let (head, _) = nw_lab::http::read_request(&mut stream);
             let reply = answer(n + 1, &head);
             if reply.is_empty() {
                 return;

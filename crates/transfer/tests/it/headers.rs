@@ -1,7 +1,7 @@
 //! A download's own request header fields: sent to the URL's origin, credentials never carried
 //! across a redirect to another origin, and the fields the download sets itself refused.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -18,12 +18,7 @@ fn recording(answer: impl Fn(&str) -> String + Send + 'static) -> (u16, Arc<Mute
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let head = nw_lab::http::read_head(&mut stream).to_ascii_lowercase();
             let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
             seen.lock().unwrap().push(head);
             let _ = stream.write_all(answer(&path).as_bytes());
