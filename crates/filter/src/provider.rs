@@ -278,9 +278,15 @@ mod named {
         let mut host = tokio::net::UnixStream::from_std(host).unwrap_or_else(|e| panic!("{e}"));
         let mut out =
             nw_provider::encode(&HostMessage::Start { version: VERSION, options: Value::Null });
-        for (id, bytes) in
-            [(1, &b"GET / HTTP/1.1\r\nHost: A.example:80\r\n\r\n"[..]), (2, b"\x00??")]
-        {
+        // Flow 3 came named b.example by a DNS answer; its bytes name a.example, and win.
+        // Flow 4's DNS name stays: its bytes name nothing.
+        let request = &b"GET / HTTP/1.1\r\nHost: A.example:80\r\n\r\n"[..];
+        for (id, bytes, dns) in [
+            (1, request, None),
+            (2, &b"\x00??"[..], None),
+            (3, request, Some("b.example")),
+            (4, &b"\x00??"[..], Some("a.example")),
+        ] {
             out.extend(nw_provider::encode(&HostMessage::NewFlow {
                 flow: Flow {
                     id,
@@ -289,7 +295,7 @@ mod named {
                     local: "10.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
                     remote: "10.0.0.2:80".parse().unwrap_or_else(|e| panic!("{e}")),
                     process: None,
-                    host: None,
+                    host: dns.map(str::to_owned),
                 },
             }));
             out.extend(nw_provider::encode(&HostMessage::Data(Data {
@@ -306,9 +312,10 @@ mod named {
         let mut got = String::new();
         host.read_to_string(&mut got).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(got.contains("{\"type\":\"data_verdict\",\"id\":1,\"verdict\":\"drop\"}"), "{got}");
-        assert!(
-            got.contains("{\"type\":\"data_verdict\",\"id\":2,\"verdict\":\"allow\"}"),
-            "{got}"
-        );
+        for (id, verdict) in [(2, "allow"), (3, "drop"), (4, "drop")] {
+            let line =
+                format!("{{\"type\":\"data_verdict\",\"id\":{id},\"verdict\":\"{verdict}\"}}");
+            assert!(got.contains(&line), "{line} in {got}");
+        }
     }
 }
