@@ -12,7 +12,10 @@
 //! Also the latency one flow at a time adds: a TCP connect's p50 and p99 with each filter
 //! against no filter. And data peeks: a 50 MB TCP upload whose first 1,024 bytes a provider (the
 //! tests' Python provider) peeks at before allowing it, and a 50 MB download whose first 1,024
-//! bytes from the server it peeks at, each against the same transfer with no filter.
+//! bytes from the server it peeks at, each against the same transfer with no filter. And what
+//! reading DNS answers for flow names adds: the round trip of queries to the lab's DNS server,
+//! one at a time on one socket (its flow allowed once, so only the answers are read), with the
+//! filter against without (`NW_BENCH_MODES=dns` runs that part alone).
 //!
 //! Prints the medians and the ratios. Needs root and iproute2.
 //!
@@ -226,6 +229,30 @@ fn upload(ns: &Namespace, bytes: usize) -> f64 {
     .unwrap()
 }
 
+/// Round trips in µs of `n` DNS queries (A, `bench.example`), one at a time on one socket.
+fn dns_round_trips(ns: &Namespace, n: usize) -> Vec<f64> {
+    in_namespace(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect((addr::SRV_V4, 53)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 512];
+        (0..n)
+            .map(|i| {
+                // Header: id, RD, one question; then the name and type A, class IN.
+                let id = (i as u16).to_be_bytes();
+                let mut q = vec![id[0], id[1], 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+                q.extend_from_slice(b"\x05bench\x07example\x00\x00\x01\x00\x01");
+                let t = Instant::now();
+                s.send(&q).unwrap();
+                let n = s.recv(&mut buf).expect("the DNS server's answer");
+                assert!(n > q.len(), "an answer, not an echo");
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect()
+    })
+    .unwrap()
+}
+
 /// MB/s of one download of `bytes` from the source, until it closes.
 fn download(ns: &Namespace, bytes: usize) -> f64 {
     in_namespace(ns, move || {
@@ -396,6 +423,29 @@ fn main() {
                 k / b
             );
         }
+    }
+
+    // DNS answers read for flow names: query round trips with the filter against without.
+    if wanted("dns") {
+        use nw_lab::dns::{DnsServer, Records, Script};
+        let mut script = Script { ttl: 60, ..Script::default() };
+        let records = Records { a: vec![addr::SRV_V4], ..Records::default() };
+        script.records.insert("bench.example".into(), records);
+        let _dns = DnsServer::start(&p.srv, (addr::SRV_V4, 53).into(), script).expect("DNS");
+        let n = if smoke { 200 } else { 2_000 };
+        let (mut bare, mut read) = (Vec::new(), Vec::new());
+        for _ in 0..runs.max(3) {
+            bare.push(median(&dns_round_trips(&p.cli, n)));
+            let h = host(&p.cli, &[]);
+            read.push(median(&dns_round_trips(&p.cli, n)));
+            h.stop();
+        }
+        let (b, r) = (median(&bare), median(&read));
+        println!(
+            "\nDNS queries, {n} a run on one socket, median of {} runs' medians: no filter {b:.0} µs; answers read for flow names {r:.0} µs ({:.0} µs added)",
+            bare.len(),
+            r - b
+        );
     }
     let _ = std::fs::remove_dir_all(state_dir());
 }
