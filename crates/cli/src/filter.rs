@@ -615,6 +615,11 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
         s["peeked"], s["bytes_peeked"], s["closes_reported"], s["closes_lost"]
     );
     println!(
+        "names: {} DNS answers read, {} addresses named by them now",
+        s["dns_answers"].as_u64().unwrap_or(0),
+        s["dns_named"].as_u64().unwrap_or(0)
+    );
+    println!(
         "queue: {} packets given verdicts, {} waiting, {} dropped by the kernel (queue full), {} not delivered to the host",
         s["packets"], v["waiting"], v["queue_dropped"], v["user_dropped"]
     );

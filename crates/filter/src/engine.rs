@@ -87,6 +87,10 @@ pub struct Stats {
     pub closes_reported: u64,
     /// Times the kernel's close notifications overflowed and some closes went unreported.
     pub closes_lost: u64,
+    /// DNS answers to this host's queries read for the names of the addresses they give.
+    pub dns_answers: u64,
+    /// Addresses named by those answers now (each kept an hour).
+    pub dns_named: u64,
 }
 
 #[derive(Debug)]
@@ -252,6 +256,12 @@ impl<P> Engine<P> {
         self.stats.bytes_peeked = bytes_peeked;
         self.stats.closes_reported = closes_reported;
         self.stats.closes_lost = closes_lost;
+    }
+
+    /// The DNS answers read so far, and how many addresses they name now.
+    pub fn set_names(&mut self, answers: u64, named: u64) {
+        self.stats.dns_answers = answers;
+        self.stats.dns_named = named;
     }
 
     /// The UDP socket at `local` was closed: the allowed flows it made (any address when

@@ -481,6 +481,7 @@ pub async fn run(
     };
     let mut out: Vec<Given> = Vec::new();
     let mut dns_names: Recent<std::net::IpAddr, String> = Recent::new(DNS_NAMES_KEPT);
+    let mut dns_answers = 0u64;
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let far = Duration::from_secs(3600);
     loop {
@@ -499,6 +500,7 @@ pub async fn run(
                 // The names of the addresses this host's programs just looked up (the reader
                 // let the answers go on).
                 dns_names.expire(now);
+                dns_answers += answers.len() as u64;
                 for (ip, name) in answers.into_iter().flat_map(|(_, named)| named) {
                     dns_names.insert_bounded(now, ip, name, MAX_DNS_NAMES);
                 }
@@ -771,6 +773,8 @@ pub async fn run(
             _ = stats_tick.tick() => {
                 flows.forget(Instant::now());
                 engine.set_counts(flows.peeks.bytes_peeked, flows.reports.sent, flows.reports.lost);
+                dns_names.expire(Instant::now());
+                engine.set_names(dns_answers, dns_names.len() as u64);
                 let _ = events.send(Event::Stats(engine.stats()));
             }
             _ = stop.changed() => break,
@@ -801,6 +805,7 @@ pub async fn run(
     }
     give_peeked(&mut out, given, false);
     engine.set_counts(flows.peeks.bytes_peeked, flows.reports.sent, flows.reports.lost);
+    engine.set_names(dns_answers, dns_names.len() as u64);
     flush(&queue, &mut out, &mut flows);
     if let Slot::Running(r) = slot {
         stop_provider(*r).await;

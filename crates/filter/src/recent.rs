@@ -45,6 +45,11 @@ impl<K: Hash + Eq + Copy, V> Recent<K, V> {
         self.map.get(key).map(|(_, v)| v)
     }
 
+    /// How many keys are remembered.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
     /// Whether `key` is remembered.
     pub(crate) fn contains(&self, key: &K) -> bool {
         self.map.contains_key(key)

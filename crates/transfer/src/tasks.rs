@@ -7,12 +7,12 @@
 //! sending it once does), whose file is read again from its start. A POST always gets a
 //! connection of its own, since a pooled one may have died while idle and a POST that may
 //! have arrived is never sent again; its connection joins the pool once answered. An upload
-//! reports its
-//! progress, and fails instead of hanging when the peer stops reading. It follows a redirect
-//! that keeps its method (307 and 308; 301 and 302 of a PUT, RFC 9110 §15.4) by sending the
-//! file again, whole, to the new URL, under the session's redirect limit and policy, its
-//! credentials only to the first origin; after a redirect that would make it a GET (a 303, a
-//! 301 or 302 of a POST) the upload is done, and its answer is fetched from there with a GET.
+//! reports its progress, and fails instead of hanging when the peer stops reading. It follows
+//! a redirect that keeps its method (307 and 308; 301 and 302 of a PUT, RFC 9110 §15.4) by
+//! sending the file again, whole, to the new URL, under the session's redirect limit and
+//! policy, its credentials only to the first origin; after a redirect that would make it a GET
+//! (a 303, a 301 or 302 of a POST) the upload is done, and its answer is fetched from there
+//! with a GET.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

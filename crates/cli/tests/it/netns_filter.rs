@@ -1131,6 +1131,11 @@ fn netns_filter_names_flows_by_the_dns_answers_this_host_received() {
         "{:#?}",
         f.seen
     );
+    // Four lookups, each an A answer naming one address: three addresses named.
+    let stopped = f.seen.iter().find(|v| v["event"] == "stopped").cloned().unwrap_or_default();
+    let stats = &stopped["stats"];
+    assert!(stats["dns_answers"].as_u64() >= Some(4), "{stopped}");
+    assert_eq!(stats["dns_named"], 3, "{stopped}");
     let decided: Vec<(String, String, String)> = f
         .seen
         .iter()
