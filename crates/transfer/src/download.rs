@@ -572,7 +572,9 @@ impl Session {
         let path = crate::pool::path_fingerprint().await;
         let mut conn = self.connection_for(&current, &routes, path, job.segments.max(1)).await?;
         let mut chain = crate::redirect::Chain::new(&job.url, self.config.max_redirects);
-        let connected_at = started.elapsed();
+        let mut connected_at = started.elapsed();
+        // The redirects answered on the way, for the metrics.
+        let mut hops = Vec::new();
         let mut plan = match restart {
             Some(reason) => Plan::Restart(reason),
             None => resume::plan(&partial).overlapped(&partial),
@@ -589,12 +591,17 @@ impl Session {
                 let response = self.get(&mut conn, &current, &headers, &routes, want).await?;
                 let h = |name: hyper::header::HeaderName| response.header(name);
                 self.learn(&current, conn.protocol, h(hyper::header::ALT_SVC));
+                let times = (connected_at, request_at, started.elapsed());
+                let hop =
+                    crate::metrics::Hop::new(current.to_string(), response.status, &conn, times);
                 let step = self
                     .follow(&mut chain, response, conn, &mut current, &mut routes, path, want)
                     .await?;
                 let mut response = match step {
                     crate::Followed::Hop(next) => {
+                        hops.push(hop);
                         conn = next;
+                        connected_at = started.elapsed();
                         continue;
                     }
                     crate::Followed::Answer(response, same) => {
@@ -830,7 +837,7 @@ impl Session {
             TransferError::io(&job.dest, "cannot rename the finished .part to it", e)
         })?;
         sync_dir(&job.dest);
-        let metrics = Metrics::new(
+        let mut metrics = Metrics::new(
             &conns[0],
             connected_at,
             request_at,
@@ -839,6 +846,7 @@ impl Session {
             received.received,
             already,
         );
+        metrics.redirects = hops;
         // A connection whose response was read to the end can carry the next request.
         for (i, conn) in conns.into_iter().enumerate() {
             if complete || received.ended.get(i).copied().unwrap_or(false) {

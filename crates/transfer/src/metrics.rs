@@ -45,6 +45,40 @@ pub struct Metrics {
     pub received: u64,
     /// Bytes already on disk that this run resumed after.
     pub resumed_from: u64,
+    /// The redirects answered before this request, in order: each hop's URL, status and
+    /// timings (from the task's start, as this request's), as URLSessionTaskMetrics lists a
+    /// transaction per request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirects: Vec<Hop>,
+}
+
+/// One redirect answered on the way to the final request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hop {
+    /// The URL asked.
+    pub url: String,
+    /// Its redirect status (301, 302, 303, 307, 308).
+    pub status: u16,
+    /// How that request went (no body was read: `transfer_ms` and `received` are 0).
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+impl Hop {
+    /// The request to `url` on `conn`, which `status` answered: connected, asked and answered
+    /// at these times from the task's start.
+    pub(crate) fn new(
+        url: String,
+        status: u16,
+        conn: &Connection,
+        (connected, request, first_byte): (Duration, Duration, Duration),
+    ) -> Self {
+        Self {
+            url,
+            status,
+            metrics: Metrics::new(conn, connected, request, first_byte, Duration::ZERO, 0, 0),
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -83,6 +117,7 @@ impl Metrics {
             reused: conn.reused,
             received,
             resumed_from,
+            redirects: Vec::new(),
         }
     }
 }

@@ -173,30 +173,37 @@ impl Session {
         let path = crate::pool::path_fingerprint().await;
         let mut chain = crate::redirect::Chain::new(url, self.config.max_redirects);
         let mut conn = self.connection_for(&parsed, &routes, path, 1).await?;
-        let connected = started.elapsed();
+        let mut connected = started.elapsed();
         let mut asked;
+        let mut hops = Vec::new();
         let response = loop {
             asked = started.elapsed();
             let fields = crate::download::fields_for(fields, &first, &parsed);
             let response = self.get(&mut conn, &parsed, &fields, &routes, 1).await?;
             self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
+            let times = (connected, asked, started.elapsed());
+            let hop = crate::metrics::Hop::new(parsed.to_string(), response.status, &conn, times);
             match self.follow(&mut chain, response, conn, &mut parsed, &mut routes, path, 1).await?
             {
-                crate::Followed::Hop(next) => conn = next,
+                crate::Followed::Hop(next) => {
+                    hops.push(hop);
+                    conn = next;
+                    connected = started.elapsed();
+                }
                 crate::Followed::Answer(response, same) => {
                     conn = same;
                     break response;
                 }
             }
         };
-        Ok(Opened { started, parsed, chain, conn, path, connected, asked, response })
+        Ok(Opened { started, parsed, chain, conn, path, connected, asked, response, hops })
     }
 
     /// Puts an answered request's connection back in the pool; the URL that answered and the
     /// transaction's metrics.
     #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
     fn close(&self, opened: Opened, first_byte: Duration, bytes: u64) -> (String, Metrics) {
-        let metrics = Metrics::new(
+        let mut metrics = Metrics::new(
             &opened.conn,
             opened.connected,
             opened.asked,
@@ -205,6 +212,7 @@ impl Session {
             bytes,
             0,
         );
+        metrics.redirects = opened.hops;
         self.pool.put(crate::origin(&opened.parsed), opened.conn, opened.path, Instant::now());
         (opened.chain.asked().last().cloned().unwrap_or_default(), metrics)
     }
@@ -235,6 +243,8 @@ impl Session {
         let mut refreshed = false;
         // A PUT takes a pooled connection, and once (when that one turns out dead) a new one.
         let mut pooled = job.method == hyper::Method::PUT;
+        // The redirects answered on the way, for the metrics.
+        let mut hops = Vec::new();
         let path = crate::pool::path_fingerprint().await;
         // Each hop of a redirect that keeps the method (307, 308; 301 and 302 of a PUT) sends
         // the file again, whole, to the next URL.
@@ -325,6 +335,9 @@ impl Session {
             let mut answered_at = None;
             match self.redirected(&mut chain, &response, &job.method)? {
                 Some((next, sec, method)) if method == job.method => {
+                    let times = (connected, asked, first_byte);
+                    let asked_url = std::mem::take(&mut current);
+                    hops.push(crate::metrics::Hop::new(asked_url, response.status, &conn, times));
                     refreshed = false;
                     current = next.to_string();
                     (parsed, security) = (next, sec);
@@ -362,7 +375,7 @@ impl Session {
             let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &current, idle)
                 .await
                 .map_err(fail)?;
-            let metrics = Metrics::new(
+            let mut metrics = Metrics::new(
                 &conn,
                 connected,
                 asked,
@@ -371,6 +384,7 @@ impl Session {
                 answer.len() as u64,
                 0,
             );
+            metrics.redirects = std::mem::take(&mut hops);
             // Its answer read to the end, the connection serves the session's next requests
             // (not when the answer came from elsewhere: this one's was left unread).
             if answered_at.is_none() {
@@ -508,6 +522,8 @@ struct Opened {
     connected: Duration,
     asked: Duration,
     response: Response,
+    /// The redirects answered on the way.
+    hops: Vec<crate::metrics::Hop>,
 }
 
 fn headers(response: &Response) -> Vec<(String, String)> {

@@ -370,8 +370,25 @@ fn nginx_redirects_are_followed_across_origins_and_loops_limits_and_downgrades_s
     // Two hops, the second to another origin: the file, byte-exact, recorded under the URL
     // asked.
     let (result, dest) = get(&session, near.url("/moved"), "moved.bin");
-    result.unwrap();
+    let done = result.unwrap();
     assert!(std::fs::read(&dest).unwrap() == data);
+    // The metrics list each hop with its own timings; the final request's connection is the
+    // far origin's, made after the last hop answered.
+    let m = &done.metrics;
+    let hops: Vec<(&str, u16)> = m.redirects.iter().map(|h| (h.url.as_str(), h.status)).collect();
+    assert_eq!(hops, [(near.url("/moved").as_str(), 301), (near.url("/hop").as_str(), 302)]);
+    for h in &m.redirects {
+        let t = &h.metrics;
+        assert!(t.connected_ms <= t.request_ms && t.request_ms <= t.first_byte_ms, "{h:?}");
+        let port = t.remote.map(|r| r.port().to_string());
+        assert!(
+            t.received == 0 && near.url("/").contains(&format!(":{}/", port.unwrap_or_default())),
+            "{h:?}"
+        );
+    }
+    assert!(m.connected_ms >= m.redirects[1].metrics.first_byte_ms, "{m:?}");
+    let port = m.remote.map(|r| r.port().to_string()).unwrap_or_default();
+    assert!(far.url("/").contains(&format!(":{port}/")), "{m:?}");
     assert_eq!(session.store().find(&dest).unwrap().unwrap().url, near.url("/moved"));
     let (result, dest) = get(&session, near.url("/see"), "see.bin");
     result.unwrap();
