@@ -599,8 +599,9 @@ impl Session {
         let Some((next, security, _)) = self.redirected(chain, &response, &Method::GET)? else {
             return Ok(Followed::Answer(response, conn));
         };
-        drop(response);
-        if conn.protocol != Protocol::Http11 {
+        // An HTTP/1.1 connection carries the next request once the redirect's body is read
+        // (a line of HTML, if anything): read up to a little of it, briefly, then pool it.
+        if conn.protocol != Protocol::Http11 || drained(response).await {
             self.pool.put(origin(current), conn, path, Instant::now());
         }
         *routes = self.routes(&next, security).await?;
@@ -1077,6 +1078,33 @@ fn not_followed(status: u16) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// The most of a redirect's body read so that its HTTP/1.1 connection can carry the next
+/// request, and how long it may take.
+const REDIRECT_BODY_MOST: u64 = 64 * 1024;
+const REDIRECT_BODY_WAIT: Duration = Duration::from_millis(500);
+
+/// Whether `response`'s body was read to its end within [`REDIRECT_BODY_MOST`] bytes and
+/// [`REDIRECT_BODY_WAIT`] in all (a server that trickles it holds nothing up), leaving its
+/// connection ready for another request.
+async fn drained(mut response: http::Response) -> bool {
+    let read = async {
+        let mut got = 0u64;
+        loop {
+            match response.body.data_within(REDIRECT_BODY_WAIT, got).await {
+                Ok(None) => return true,
+                Ok(Some(piece)) => {
+                    got += piece.len() as u64;
+                    if got > REDIRECT_BODY_MOST {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    };
+    tokio::time::timeout(REDIRECT_BODY_WAIT, read).await.unwrap_or(false)
 }
 
 /// A server's `Retry-After` (RFC 9110 §10.2.3): a number of seconds, or a date.

@@ -387,6 +387,9 @@ fn nginx_redirects_are_followed_across_origins_and_loops_limits_and_downgrades_s
         );
     }
     assert!(m.connected_ms >= m.redirects[1].metrics.first_byte_ms, "{m:?}");
+    // The second hop is on the same origin: its request rode the first one's connection, the
+    // redirect's little body read first.
+    assert!(!m.redirects[0].metrics.reused && m.redirects[1].metrics.reused, "{m:?}");
     let port = m.remote.map(|r| r.port().to_string()).unwrap_or_default();
     assert!(far.url("/").contains(&format!(":{port}/")), "{m:?}");
     assert_eq!(session.store().find(&dest).unwrap().unwrap().url, near.url("/moved"));
