@@ -580,9 +580,9 @@ impl Session {
     }
 
     /// What `response`, to a GET of `current` (the last URL `chain` asked) over `conn`, means
-    /// for the load: the answer, or a redirect followed — the response dropped unread, the
-    /// connection handed back (pooled, unless HTTP/1.1, which an unread redirect body makes
-    /// unusable), `current` and `routes` moved to the next URL, and a connection for it.
+    /// for the load: the answer, or a redirect followed — the connection handed back to the
+    /// pool (over HTTP/1.1 once the redirect's little body is read, else closed), `current`
+    /// and `routes` moved to the next URL, and a connection for it.
     #[allow(clippy::too_many_arguments, reason = "the pieces of one load that a hop moves on")]
     #[allow(clippy::disallowed_methods, reason = "the pool is stamped with the session's clock")]
     pub(crate) async fn follow(
@@ -1088,7 +1088,7 @@ const REDIRECT_BODY_WAIT: Duration = Duration::from_millis(500);
 /// Whether `response`'s body was read to its end within [`REDIRECT_BODY_MOST`] bytes and
 /// [`REDIRECT_BODY_WAIT`] in all (a server that trickles it holds nothing up), leaving its
 /// connection ready for another request.
-async fn drained(mut response: http::Response) -> bool {
+pub(crate) async fn drained(mut response: http::Response) -> bool {
     let read = async {
         let mut got = 0u64;
         loop {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt as _, StreamBody};
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 
 use crate::download::{Event, PROGRESS_EVERY};
@@ -57,6 +57,42 @@ pub struct Data {
     pub decoded_from: Option<String>,
     /// How it went.
     pub metrics: Metrics,
+}
+
+/// A request a data task sends ([`Session::send`]): any method, with a body held in memory
+/// (a JSON document, a form), as URLRequest carries one.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The method (`GET`, `POST`, `PUT`, `DELETE`, …).
+    pub method: hyper::Method,
+    /// Where to send it.
+    pub url: String,
+    /// Request header fields besides the ones the session sets itself (`Host`,
+    /// `Content-Length`, …, which cannot be given): `Content-Type` for a body, say.
+    /// Credentials among them go only to `url`'s own origin, as a download's.
+    pub headers: Vec<(String, String)>,
+    /// The body; empty for none (a method other than GET, HEAD, DELETE and OPTIONS says
+    /// `Content-Length: 0` then).
+    pub body: Bytes,
+}
+
+impl Request {
+    /// A GET of `url` with no fields.
+    pub fn get(url: impl Into<String>) -> Self {
+        Self {
+            method: hyper::Method::GET,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// Whether a request with `method` may be sent twice to the same effect (RFC 9110 §9.2.2).
+fn idempotent(method: &hyper::Method) -> bool {
+    use hyper::Method;
+    [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS, Method::TRACE]
+        .contains(method)
 }
 
 /// An upload: the file at `source` as the body of one request to `url`.
@@ -102,7 +138,30 @@ impl Session {
     /// used; the decoded body is held to `limit` too.
     pub async fn data(&self, url: &str, limit: usize) -> Result<Data, TransferError> {
         let accept = [("Accept-Encoding".to_owned(), crate::decode::ACCEPT.to_owned())];
-        let mut opened = self.open(url, &accept).await?;
+        let opened = self.open(url, &accept).await?;
+        self.read_data(opened, url, limit).await
+    }
+
+    /// Sends `request` and reads its answer into memory, as [`data`](Self::data) does (any
+    /// status an answer, at most `limit` bytes, content codings undone; `Accept-Encoding` is
+    /// added unless the caller gave one). Redirects follow RFC 9110 §15.4: a 307 or 308 sends
+    /// the same method and body to the next URL, a 303 (and a 301 or 302 of a POST) makes it
+    /// a GET without the body. A request that may be sent twice (GET, HEAD, PUT, DELETE,
+    /// OPTIONS) rides the session's pooled connection and goes once more on a new one when
+    /// that one was closed meanwhile; any other (POST, PATCH) gets a connection of its own
+    /// and is never sent twice.
+    pub async fn send(&self, request: &Request, limit: usize) -> Result<Data, TransferError> {
+        let opened = self.open_request(request).await?;
+        self.read_data(opened, &request.url, limit).await
+    }
+
+    /// The answer `opened` holds, read into memory under `limit` and decoded.
+    async fn read_data(
+        &self,
+        mut opened: Opened,
+        url: &str,
+        limit: usize,
+    ) -> Result<Data, TransferError> {
         let first_byte = opened.started.elapsed();
         let body = read_body(&mut opened.response, limit, url, self.config.request_timeout).await?;
         let (status, mut headers) = (opened.response.status, headers(&opened.response));
@@ -197,6 +256,111 @@ impl Session {
             }
         };
         Ok(Opened { started, parsed, chain, conn, path, connected, asked, response, hops })
+    }
+
+    /// Sends `request`, following redirects as [`send`](Self::send) says, up to the
+    /// response's head.
+    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
+    async fn open_request(&self, request: &Request) -> Result<Opened, TransferError> {
+        let started = Instant::now();
+        crate::download::check_fields(&request.headers)?;
+        let (mut parsed, security) = self.allowed(&request.url)?;
+        let first = crate::origin(&parsed);
+        let mut routes = self.routes(&parsed, security).await?;
+        let path = crate::pool::path_fingerprint().await;
+        let mut chain = crate::redirect::Chain::new(&request.url, self.config.max_redirects);
+        let (mut method, mut body) = (request.method.clone(), request.body.clone());
+        let mut fields = request.headers.clone();
+        if !fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("accept-encoding")) {
+            fields.push(("Accept-Encoding".to_owned(), crate::decode::ACCEPT.to_owned()));
+        }
+        // Whether the connection may be a pooled one: then a request it fails goes again,
+        // once, on a new one.
+        let mut pooled = idempotent(&method);
+        let mut conn = if pooled {
+            self.connection_for(&parsed, &routes, path, 1).await?
+        } else {
+            self.connect(&parsed, &routes, 1).await?
+        };
+        let mut connected = started.elapsed();
+        let mut hops = Vec::new();
+        let wait = self.config.request_timeout;
+        loop {
+            let asked = started.elapsed();
+            let mut headers = crate::download::fields_for(&fields, &first, &parsed);
+            let bodiless = [hyper::Method::GET, hyper::Method::HEAD, hyper::Method::DELETE]
+                .contains(&method)
+                || method == hyper::Method::OPTIONS;
+            if !body.is_empty() || !bodiless {
+                headers.push(("content-length", body.len().to_string()));
+            }
+            self.with_authorization(&parsed, &mut headers).await;
+            self.with_cookies(&parsed, &mut headers);
+            let payload = (!body.is_empty())
+                .then(|| Full::new(body.clone()).map_err(|never| match never {}).boxed());
+            let answered = tokio::time::timeout(
+                wait,
+                conn.request(method.clone(), &parsed, &headers, payload),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransferError::Timeout(format!(
+                    "no response within {} s of asking",
+                    wait.as_secs_f64()
+                )))
+            });
+            let response = match answered {
+                // A pooled connection the server closed while it idled: once more on a new one.
+                Err(e) if pooled && conn.reused => {
+                    tracing::debug!("{parsed}: {e}; once more on another connection");
+                    if conn.protocol != crate::http::Protocol::Http11 {
+                        self.pool.forget(&crate::origin(&parsed), crate::pool::Pooled::id(&conn));
+                    }
+                    pooled = false;
+                    conn = self.connect(&parsed, &routes, 1).await?;
+                    connected = started.elapsed();
+                    continue;
+                }
+                r => r?,
+            };
+            self.jar.learn(&parsed, &response.headers).await;
+            self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
+            let Some((next, security, next_method)) =
+                self.redirected(&mut chain, &response, &method)?
+            else {
+                return Ok(Opened {
+                    started,
+                    parsed,
+                    chain,
+                    conn,
+                    path,
+                    connected,
+                    asked,
+                    response,
+                    hops,
+                });
+            };
+            let times = (connected, asked, started.elapsed());
+            hops.push(crate::metrics::Hop::new(parsed.to_string(), response.status, &conn, times));
+            // Made a GET, the request leaves its body (and its type) behind.
+            if next_method != method {
+                body = Bytes::new();
+                fields.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+            }
+            method = next_method;
+            if conn.protocol != crate::http::Protocol::Http11 || crate::drained(response).await {
+                self.pool.put(crate::origin(&parsed), conn, path, Instant::now());
+            }
+            routes = self.routes(&next, security).await?;
+            parsed = next;
+            pooled = idempotent(&method);
+            conn = if pooled {
+                self.connection_for(&parsed, &routes, path, 1).await?
+            } else {
+                self.connect(&parsed, &routes, 1).await?
+            };
+            connected = started.elapsed();
+        }
     }
 
     /// Puts an answered request's connection back in the pool; the URL that answered and the

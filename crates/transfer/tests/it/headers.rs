@@ -77,3 +77,94 @@ fn credentials_go_to_the_urls_origin_only_and_own_fields_are_refused() {
         assert!(matches!(result, Err(TransferError::Usage(_))), "{name}: {result:?}");
     }
 }
+
+/// A keep-alive HTTP/1.1 server that records each request as "METHOD PATH CONTENT-TYPE BODY"
+/// and answers: `/api` echoes that line, `/moved` is a 307 to `/api`, `/see` a 303 to
+/// `/result`, `/result` says "result". Each answer names the connection it came on.
+fn api_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let (head, body) = nw_lab::http::read_request(&mut stream);
+                    if head.is_empty() {
+                        return;
+                    }
+                    let mut words = head.split_whitespace();
+                    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    let kind = nw_lab::http::field(&head, "content-type").unwrap_or("-");
+                    let line = format!("{method} {path} {kind} {}", String::from_utf8_lossy(&body));
+                    seen.lock().unwrap().push(line.clone());
+                    let (status, location, answer) = match path {
+                        "/moved" => ("307 Temporary Redirect", "/api", String::new()),
+                        "/see" => ("303 See Other", "/result", String::new()),
+                        "/result" => ("200 OK", "", "result".to_owned()),
+                        _ => ("200 OK", "", line),
+                    };
+                    let location = if location.is_empty() {
+                        String::new()
+                    } else {
+                        format!("Location: {location}\r\n")
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\n{location}X-Connection: {n}\r\nContent-Length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, log)
+}
+
+/// `Session::send`: a POST with a JSON body arrives whole with its type; a 307 sends the same
+/// POST and body on, a 303 turns it into a GET without them; the hops are in the metrics.
+/// PUTs share a pooled connection, a POST never rides one.
+#[test]
+fn send_carries_any_method_and_body_through_redirects_by_rfc_9110() {
+    let scratch = Scratch::new("send");
+    let (port, log) = api_server();
+    let session = session(&scratch, Configuration::default());
+    let rt = runtime();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let post = |path: &str| nw_transfer::tasks::Request {
+        method: hyper::Method::POST,
+        url: url(path),
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: bytes::Bytes::from_static(br#"{"a":1}"#),
+    };
+    let done = rt.block_on(session.send(&post("/api"), 4096)).unwrap();
+    assert_eq!((done.status, &done.body[..]), (200, &br#"POST /api application/json {"a":1}"#[..]));
+    let done = rt.block_on(session.send(&post("/moved"), 4096)).unwrap();
+    assert_eq!(&done.body[..], br#"POST /api application/json {"a":1}"#, "307 keeps it all");
+    let hops: Vec<u16> = done.metrics.redirects.iter().map(|h| h.status).collect();
+    assert_eq!((hops, done.url.as_str()), (vec![307], url("/api").as_str()));
+    let done = rt.block_on(session.send(&post("/see"), 4096)).unwrap();
+    assert_eq!(&done.body[..], b"result");
+    let last = log.lock().unwrap().last().cloned().unwrap_or_default();
+    assert_eq!(last, "GET /result - ", "303 makes it a GET without the body or its type");
+    // A POST always gets a connection of its own; a second PUT rides the first one's.
+    let connection = |d: &nw_transfer::tasks::Data| {
+        d.headers.iter().find(|(n, _)| n == "x-connection").map(|(_, v)| v.clone())
+    };
+    let put = nw_transfer::tasks::Request { method: hyper::Method::PUT, ..post("/api") };
+    let (a, b) = (
+        rt.block_on(session.send(&put, 4096)).unwrap(),
+        rt.block_on(session.send(&put, 4096)).unwrap(),
+    );
+    assert!(b.metrics.reused && connection(&a) == connection(&b), "{a:?} {b:?}");
+    let c = rt.block_on(session.send(&post("/api"), 4096)).unwrap();
+    assert!(!c.metrics.reused && connection(&c) != connection(&b), "{c:?}");
+    // A plain GET, as data tasks send it.
+    let get = nw_transfer::tasks::Request::get(url("/api"));
+    assert_eq!(&rt.block_on(session.send(&get, 4096)).unwrap().body[..], b"GET /api - ");
+}
