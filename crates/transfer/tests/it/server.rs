@@ -251,6 +251,23 @@ fn server_a_put_on_a_connection_closed_while_pooled_goes_again_on_a_new_one() {
     }
     // Each PUT after the first tried the pooled connection, then a new one.
     assert_eq!(connections.load(std::sync::atomic::Ordering::Relaxed), 3);
+    // The same for a data task's PUT and DELETE (`Session::send`); a POST never meets a
+    // pooled connection, so it is answered on its first try.
+    for (round, method) in
+        [hyper::Method::PUT, hyper::Method::DELETE, hyper::Method::POST].into_iter().enumerate()
+    {
+        let request = nw_transfer::tasks::Request {
+            method: method.clone(),
+            url: format!("http://127.0.0.1:{port}/send/{round}"),
+            headers: Vec::new(),
+            body: bytes::Bytes::from_static(b"body"),
+        };
+        let done =
+            rt.block_on(session.send(&request, 64)).unwrap_or_else(|e| panic!("{method}: {e}"));
+        assert_eq!((done.status, &done.body[..]), (201, &b"ok"[..]), "{method}");
+        assert!(!done.metrics.reused, "{method} was answered on a new connection");
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::Relaxed), 6);
 }
 
 #[test]
