@@ -285,6 +285,8 @@ impl Session {
         let mut connected = started.elapsed();
         let mut hops = Vec::new();
         let wait = self.config.request_timeout;
+        // A 401 to the credential provider's answer gets its fresh one, once per URL.
+        let mut refreshed = false;
         loop {
             let asked = started.elapsed();
             let mut headers = crate::download::fields_for(&fields, &first, &parsed);
@@ -294,7 +296,7 @@ impl Session {
             if !body.is_empty() || !bodiless {
                 headers.push(("content-length", body.len().to_string()));
             }
-            self.with_authorization(&parsed, &mut headers).await;
+            let sent_auth = self.with_authorization(&parsed, &mut headers).await;
             self.with_cookies(&parsed, &mut headers);
             let payload = (!body.is_empty())
                 .then(|| Full::new(body.clone()).map_err(|never| match never {}).boxed());
@@ -325,6 +327,25 @@ impl Session {
             };
             self.jar.learn(&parsed, &response.headers).await;
             self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
+            // Refused what the credential provider gave: its fresh answer, once (a 401 was
+            // not acted on, so even a POST goes again), on this connection when it can carry
+            // it.
+            if response.status == 401
+                && !refreshed
+                && let Some(sent) = &sent_auth
+            {
+                let challenge = response.header(hyper::header::WWW_AUTHENTICATE).map(str::to_owned);
+                if self.auth.after_refusal(&parsed, sent, challenge.as_deref()).await.is_some() {
+                    refreshed = true;
+                    if conn.protocol == crate::http::Protocol::Http11
+                        && !crate::drained(response).await
+                    {
+                        conn = self.connect(&parsed, &routes, 1).await?;
+                        connected = started.elapsed();
+                    }
+                    continue;
+                }
+            }
             let Some((next, security, next_method)) =
                 self.redirected(&mut chain, &response, &method)?
             else {
@@ -348,6 +369,7 @@ impl Session {
                 fields.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
             }
             method = next_method;
+            refreshed = false;
             if conn.protocol != crate::http::Protocol::Http11 || crate::drained(response).await {
                 self.pool.put(crate::origin(&parsed), conn, path, Instant::now());
             }

@@ -101,7 +101,9 @@ fn api_server() -> (u16, Arc<Mutex<Vec<String>>>) {
                     let kind = nw_lab::http::field(&head, "content-type").unwrap_or("-");
                     let line = format!("{method} {path} {kind} {}", String::from_utf8_lossy(&body));
                     seen.lock().unwrap().push(line.clone());
+                    let token = nw_lab::http::field(&head, "authorization").unwrap_or("");
                     let (status, location, answer) = match path {
+                        "/auth" if token != "Bearer t2" => ("401 Unauthorized", "", String::new()),
                         "/moved" => ("307 Temporary Redirect", "/api", String::new()),
                         "/see" => ("303 See Other", "/result", String::new()),
                         "/result" => ("200 OK", "", "result".to_owned()),
@@ -167,4 +169,30 @@ fn send_carries_any_method_and_body_through_redirects_by_rfc_9110() {
     // A plain GET, as data tasks send it.
     let get = nw_transfer::tasks::Request::get(url("/api"));
     assert_eq!(&rt.block_on(session.send(&get, 4096)).unwrap().body[..], b"GET /api - ");
+
+    // A 401 to the credential provider's token: its fresh one, and the POST once more, whole.
+    #[derive(Debug, Default)]
+    struct Tokens(std::sync::atomic::AtomicU32);
+    impl nw_transfer::CredentialProvider for Tokens {
+        fn authorization<'a>(
+            &'a self,
+            _: &'a str,
+            _: Option<nw_transfer::Refused<'a>>,
+        ) -> nw_connection::BoxFuture<'a, Option<String>> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            Box::pin(async move { Some(format!("Bearer t{n}")) })
+        }
+    }
+    let config = Configuration {
+        credentials: Some(Arc::new(Tokens::default())),
+        ..Configuration::default()
+    };
+    let authorized = nw_transfer::Session::ephemeral(config).unwrap();
+    let done = rt.block_on(authorized.send(&post("/auth"), 4096)).unwrap();
+    assert_eq!(
+        (done.status, &done.body[..]),
+        (200, &br#"POST /auth application/json {"a":1}"#[..])
+    );
+    let tries = log.lock().unwrap().iter().filter(|l| l.starts_with("POST /auth ")).count();
+    assert_eq!(tries, 2, "refused once, then sent again with the fresh token");
 }
