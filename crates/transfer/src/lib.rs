@@ -7,7 +7,8 @@
 //! - [`resume`]: what to ask for and what a response means, as pure logic.
 //! - [`scheduler`]: the background scheduler as a machine in virtual time (the resume-rate
 //!   limiter, batches, discretionary waits, retries), each wait with its reason.
-//! - [`tasks`]: data tasks (a response into memory, bounded) and uploads (a file as the body).
+//! - [`tasks`]: data tasks (a response into memory, bounded; a [`tasks::Request`] of any
+//!   method with a body in memory) and uploads (a file as the body).
 //! - [`queue`]: transfers recorded now and run later under the scheduler, from the store.
 //! - [`metrics`]: per-task timings and facts.
 //! - [`responsiveness`]: the responsiveness test's HTTP driving (nw-quality's machine decides).
@@ -28,6 +29,16 @@
 //! let session = Session::ephemeral(Configuration::default())?;
 //! let page = session.data("https://deb.debian.org/debian/", 1 << 20).await?;
 //! println!("{} {} bytes over {:?}", page.status, page.body.len(), page.metrics.protocol);
+//!
+//! // Any method, with a body: a JSON POST.
+//! let request = nw_transfer::tasks::Request {
+//!     method: hyper::Method::POST,
+//!     headers: vec![("Content-Type".into(), "application/json".into())],
+//!     body: r#"{"q":"nwkit"}"#.into(),
+//!     ..nw_transfer::tasks::Request::get("https://api.example/search")
+//! };
+//! let answer = session.send(&request, 1 << 20).await?;
+//! println!("{} after {} redirects", answer.status, answer.metrics.redirects.len());
 //!
 //! // With a store, a download stopped midway resumes from its last checkpoint next time.
 //! let session = Session::new(Configuration::default(), "transfers.db".as_ref())?;
