@@ -400,6 +400,13 @@ impl<P> Peeks<P> {
         let both_ways = peek.both_ways();
         let outbound = if both_ways { peek.outbound } else { peek.outbound.max(1) };
         let isn = |d: Direction| (syn.0 == d).then_some(syn.1);
+        // A new connection on the 5-tuple of one still peeked at (it was never seen to end):
+        // that one is gone, and what it held no longer counts.
+        if let Some(old) = self.flows.get(&key) {
+            let (old_id, held) = (old.id, old.streams.iter().map(|s| s.held_bytes).sum::<usize>());
+            self.held_total -= held;
+            self.end(now, old_id, None);
+        }
         // A new connection on the 5-tuple of one decided a moment ago.
         self.ended.remove(&key);
         self.ids.insert(id, key);
@@ -950,7 +957,9 @@ mod tests {
         assert_eq!(p.packet(now, k, O, rst, 2, &mut out).ok(), Some(None));
         assert_eq!(out, vec![(2, Give::Pass), (1, Give::Discard)]);
         assert!(p.is_empty());
-        assert_eq!(p.take_gone(), vec![2], "ended without a verdict");
+        // The first, replaced by the second on its 5-tuple, and the second, reset: both ended
+        // without a verdict (the host forgets both).
+        assert_eq!(p.take_gone(), vec![1, 2], "ended without a verdict");
     }
 
     #[test]
@@ -1008,6 +1017,20 @@ mod tests {
         }
         assert_eq!(discarded, 4, "{MAX_HELD} bytes held at most");
         assert_eq!(p.held(), 9 + 4 * 60_000);
+    }
+
+    #[test]
+    fn a_new_flow_on_a_peeked_ones_5_tuple_replaces_it_whole() {
+        let (now, k) = (t0(), key());
+        let mut p: Peeks<u32> = Peeks::new(SECOND);
+        p.start(now, 1, k, (O, 0), outbound(1024));
+        let mut out = Vec::new();
+        let _ = p.packet(now, k, O, seg(1, b"held", false), 1, &mut out);
+        assert_eq!(p.held(), 4);
+        p.start(now, 2, k, (O, 100), outbound(1024));
+        assert_eq!((p.held(), p.take_gone()), (0, vec![1]), "the first is gone, its bytes too");
+        assert_eq!(p.verdict(now, 1, DataVerdict::Drop, &mut out), Answer::Late);
+        assert!(p.knows(&k) && p.peeked(&k, O), "the second is untouched");
     }
 
     #[test]
