@@ -285,14 +285,17 @@ struct Peeked<P> {
     id: u64,
     /// This host's bytes to the peer, then the peer's to this host.
     streams: [Stream<P>; 2],
-    /// Whether the peer's packets come here (its bytes are peeked at).
-    both_ways: bool,
     /// The question out: its deadline, and whose bytes it is about. One at a time per flow.
     asked: Option<(Instant, Direction)>,
     last: Instant,
 }
 
 impl<P> Peeked<P> {
+    /// Whether the peer's packets come here: its bytes are peeked at.
+    fn both_ways(&self) -> bool {
+        self.streams[way(Direction::Inbound)].peeked
+    }
+
     /// The data to show now, if the provider is to be asked (this host's bytes first).
     fn ready(&mut self, now: Instant, deadline: Duration) -> Option<Data> {
         if self.asked.is_some() {
@@ -418,7 +421,6 @@ impl<P> Peeks<P> {
                     Stream::new(outbound, isn(Direction::Outbound)),
                     Stream::new(peek.inbound, isn(Direction::Inbound)),
                 ],
-                both_ways,
                 asked: None,
                 last: now,
             },
@@ -427,7 +429,7 @@ impl<P> Peeks<P> {
 
     /// Whether flow `id`'s bytes are peeked at both ways (the peer's packets come here too).
     pub fn both_ways(&self, id: u64) -> bool {
-        self.ids.get(&id).and_then(|k| self.flows.get(k)).is_some_and(|f| f.both_ways)
+        self.ids.get(&id).and_then(|k| self.flows.get(k)).is_some_and(Peeked::both_ways)
     }
 
     /// Whether the bytes flow `key` sends `direction` are peeked at (held until passed).
@@ -554,9 +556,8 @@ impl<P> Peeks<P> {
     /// not known.
     pub fn peek_inbound(&mut self, id: u64, peek: u32) -> bool {
         let Some(f) = self.ids.get(&id).and_then(|k| self.flows.get_mut(k)) else { return false };
-        if peek > 0 && !f.both_ways {
+        if peek > 0 && !f.both_ways() {
             f.streams[way(Direction::Inbound)] = Stream::new(peek, None);
-            f.both_ways = true;
         }
         true
     }
@@ -657,7 +658,7 @@ impl<P> Peeks<P> {
                 if outbound.synced {
                     self.resets.push((key, outbound.seq_at(outbound.out_to)));
                 }
-                if f.both_ways && inbound.synced {
+                if inbound.peeked && inbound.synced {
                     let turned = FlowKey { local: key.remote, remote: key.local, ..key };
                     self.resets.push((turned, inbound.seq_at(inbound.out_to)));
                 }
