@@ -457,7 +457,20 @@ impl Connection {
         headers: &[(&str, String)],
         wait: Duration,
     ) -> Result<Response, TransferError> {
-        match tokio::time::timeout(wait, self.get(url, headers)).await {
+        self.request_within(hyper::Method::GET, url, headers, None, wait).await
+    }
+
+    /// [`request`](Self::request), failing as [`get_within`](Self::get_within) does when the
+    /// response's head has not come within `wait`.
+    pub(crate) async fn request_within(
+        &mut self,
+        method: hyper::Method,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: Option<RequestBody>,
+        wait: Duration,
+    ) -> Result<Response, TransferError> {
+        match tokio::time::timeout(wait, self.request(method, url, headers, body)).await {
             Ok(result) => result,
             Err(_) => Err(TransferError::Timeout(format!(
                 "no response within {} s of asking",

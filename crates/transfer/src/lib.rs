@@ -545,15 +545,11 @@ impl Session {
         }
         // A 401 to what the provider gave: its fresh answer, once, on a connection that can
         // carry it (HTTP/1.1's has the refusal's body unread).
-        let refused = match (&response, &sent_auth) {
-            (Ok(r), Some(sent)) if r.status == 401 => {
-                Some((sent, r.header(hyper::header::WWW_AUTHENTICATE).map(str::to_owned)))
-            }
-            _ => None,
+        let fresh = match &response {
+            Ok(r) => self.fresh_credentials(url, r, sent_auth.as_deref()).await,
+            Err(_) => None,
         };
-        if let Some((sent, challenge)) = refused
-            && let Some(fresh) = self.auth.after_refusal(url, sent, challenge.as_deref()).await
-        {
+        if let Some(fresh) = fresh {
             drop(response);
             let mut again = headers.to_vec();
             for (name, value) in &mut again {
@@ -595,7 +591,6 @@ impl Session {
     /// pool (over HTTP/1.1 once the redirect's little body is read, else closed), `current`
     /// and `routes` moved to the next URL, and a connection for it.
     #[allow(clippy::too_many_arguments, reason = "the pieces of one load that a hop moves on")]
-    #[allow(clippy::disallowed_methods, reason = "the pool is stamped with the session's clock")]
     pub(crate) async fn follow(
         &self,
         chain: &mut redirect::Chain,
@@ -610,14 +605,64 @@ impl Session {
         let Some((next, security, _)) = self.redirected(chain, &response, &Method::GET)? else {
             return Ok(Followed::Answer(response, conn));
         };
-        // An HTTP/1.1 connection carries the next request once the redirect's body is read
-        // (a line of HTML, if anything): read up to a little of it, briefly, then pool it.
-        if conn.protocol != Protocol::Http11 || drained(response).await {
-            self.pool.put(origin(current), conn, path, Instant::now());
-        }
+        self.hand_back(current, conn, response, path).await;
         *routes = self.routes(&next, security).await?;
         *current = next;
         Ok(Followed::Hop(self.connection_for(current, routes, path, share).await?))
+    }
+
+    /// After `response` from `url` to a request that carried `sent` (the credential
+    /// provider's value, when it gave one): the provider's fresh value when the server
+    /// refused that one (401) and it has another to send the request again with.
+    pub(crate) fn fresh_credentials<'a>(
+        &'a self,
+        url: &'a Url,
+        response: &http::Response,
+        sent: Option<&'a str>,
+    ) -> impl Future<Output = Option<String>> + Send + 'a {
+        // Read now: the response (not `Sync`) is not held across the provider's answer.
+        let refused = sent.filter(|_| response.status == 401);
+        let challenge = response.header(hyper::header::WWW_AUTHENTICATE).map(str::to_owned);
+        async move { self.auth.after_refusal(url, refused?, challenge.as_deref()).await }
+    }
+
+    /// Gives the pool `conn`, which answered `response` (a redirect) from `url`: at once over
+    /// HTTP/2 and HTTP/3; over HTTP/1.1 once the redirect's body is read (a line of HTML, if
+    /// anything: a little of it, briefly), else it is closed.
+    #[allow(clippy::disallowed_methods, reason = "the pool is stamped with the session's clock")]
+    pub(crate) async fn hand_back(
+        &self,
+        url: &Url,
+        conn: http::Connection,
+        response: http::Response,
+        path: Option<u64>,
+    ) {
+        if conn.protocol != Protocol::Http11 || drained(response).await {
+            self.pool.put(origin(url), conn, path, Instant::now());
+        }
+    }
+
+    /// A connection for a request to `url` that may be sent twice (`pooled`: one the pool
+    /// has, or a new one it will keep), or else one of its own.
+    pub(crate) async fn connection(
+        &self,
+        url: &Url,
+        routes: &Routes,
+        path: Option<u64>,
+        pooled: bool,
+    ) -> Result<http::Connection, TransferError> {
+        if pooled {
+            self.connection_for(url, routes, path, 1).await
+        } else {
+            self.connect(url, routes, 1).await
+        }
+    }
+
+    /// Takes `conn` out of the pool for good: a request on it failed before any answer (a
+    /// connection the server closed while it idled). One the pool does not hold (an HTTP/1.1
+    /// one, checked out whole) is not there to take.
+    pub(crate) fn set_aside(&self, url: &Url, conn: &http::Connection) {
+        self.pool.forget(&origin(url), pool::Pooled::id(conn));
     }
 
     /// When `response` (to a `method` request of the last URL `chain` asked) redirects: the

@@ -277,11 +277,7 @@ impl Session {
         // Whether the connection may be a pooled one: then a request it fails goes again,
         // once, on a new one.
         let mut pooled = idempotent(&method);
-        let mut conn = if pooled {
-            self.connection_for(&parsed, &routes, path, 1).await?
-        } else {
-            self.connect(&parsed, &routes, 1).await?
-        };
+        let mut conn = self.connection(&parsed, &routes, path, pooled).await?;
         let mut connected = started.elapsed();
         let mut hops = Vec::new();
         let wait = self.config.request_timeout;
@@ -300,24 +296,13 @@ impl Session {
             self.with_cookies(&parsed, &mut headers);
             let payload = (!body.is_empty())
                 .then(|| Full::new(body.clone()).map_err(|never| match never {}).boxed());
-            let answered = tokio::time::timeout(
-                wait,
-                conn.request(method.clone(), &parsed, &headers, payload),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(TransferError::Timeout(format!(
-                    "no response within {} s of asking",
-                    wait.as_secs_f64()
-                )))
-            });
+            let answered =
+                conn.request_within(method.clone(), &parsed, &headers, payload, wait).await;
             let response = match answered {
                 // A pooled connection the server closed while it idled: once more on a new one.
                 Err(e) if pooled && conn.reused => {
                     tracing::debug!("{parsed}: {e}; once more on another connection");
-                    if conn.protocol != crate::http::Protocol::Http11 {
-                        self.pool.forget(&crate::origin(&parsed), crate::pool::Pooled::id(&conn));
-                    }
+                    self.set_aside(&parsed, &conn);
                     pooled = false;
                     conn = self.connect(&parsed, &routes, 1).await?;
                     connected = started.elapsed();
@@ -330,21 +315,16 @@ impl Session {
             // Refused what the credential provider gave: its fresh answer, once (a 401 was
             // not acted on, so even a POST goes again), on this connection when it can carry
             // it.
-            if response.status == 401
-                && !refreshed
-                && let Some(sent) = &sent_auth
+            if !refreshed
+                && self.fresh_credentials(&parsed, &response, sent_auth.as_deref()).await.is_some()
             {
-                let challenge = response.header(hyper::header::WWW_AUTHENTICATE).map(str::to_owned);
-                if self.auth.after_refusal(&parsed, sent, challenge.as_deref()).await.is_some() {
-                    refreshed = true;
-                    if conn.protocol == crate::http::Protocol::Http11
-                        && !crate::drained(response).await
-                    {
-                        conn = self.connect(&parsed, &routes, 1).await?;
-                        connected = started.elapsed();
-                    }
-                    continue;
+                refreshed = true;
+                if conn.protocol == crate::http::Protocol::Http11 && !crate::drained(response).await
+                {
+                    conn = self.connect(&parsed, &routes, 1).await?;
+                    connected = started.elapsed();
                 }
+                continue;
             }
             let Some((next, security, next_method)) =
                 self.redirected(&mut chain, &response, &method)?
@@ -370,17 +350,11 @@ impl Session {
             }
             method = next_method;
             refreshed = false;
-            if conn.protocol != crate::http::Protocol::Http11 || crate::drained(response).await {
-                self.pool.put(crate::origin(&parsed), conn, path, Instant::now());
-            }
+            self.hand_back(&parsed, conn, response, path).await;
             routes = self.routes(&next, security).await?;
             parsed = next;
             pooled = idempotent(&method);
-            conn = if pooled {
-                self.connection_for(&parsed, &routes, path, 1).await?
-            } else {
-                self.connect(&parsed, &routes, 1).await?
-            };
+            conn = self.connection(&parsed, &routes, path, pooled).await?;
             connected = started.elapsed();
         }
     }
@@ -446,11 +420,7 @@ impl Session {
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                     .map_err(|e| TransferError::io(&job.source, "cannot open it to upload", e))?;
             let len = meta.len();
-            let mut conn: Connection = if pooled {
-                self.connection_for(&parsed, &routes, path, 1).await?
-            } else {
-                self.connect(&parsed, &routes, 1).await?
-            };
+            let mut conn: Connection = self.connection(&parsed, &routes, path, pooled).await?;
             let connected = started.elapsed();
             let sent = Arc::new(AtomicU64::new(0));
             // A read error is kept here as well as handed to the HTTP stack, which may report only
@@ -498,9 +468,7 @@ impl Session {
                 // answer: the PUT goes again, whole, on a new one (once).
                 Err(e) if pooled && conn.reused => {
                     tracing::debug!("{current}: {e}; the PUT once more on another connection");
-                    if conn.protocol != crate::http::Protocol::Http11 {
-                        self.pool.forget(&crate::origin(&parsed), crate::pool::Pooled::id(&conn));
-                    }
+                    self.set_aside(&parsed, &conn);
                     pooled = false;
                     continue;
                 }
@@ -508,15 +476,11 @@ impl Session {
             };
             let first_byte = started.elapsed();
             self.jar.learn(&parsed, &response.headers).await;
-            if response.status == 401
-                && !refreshed
-                && let Some(sent) = &sent_auth
+            if !refreshed
+                && self.fresh_credentials(&parsed, &response, sent_auth.as_deref()).await.is_some()
             {
-                let challenge = response.header(hyper::header::WWW_AUTHENTICATE);
-                if self.auth.after_refusal(&parsed, sent, challenge).await.is_some() {
-                    refreshed = true;
-                    continue;
-                }
+                refreshed = true;
+                continue;
             }
             let mut answered_at = None;
             match self.redirected(&mut chain, &response, &job.method)? {
