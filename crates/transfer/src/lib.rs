@@ -537,7 +537,7 @@ impl Session {
                 // A shared connection the server closed (as nginx does after 1,000
                 // requests): every request that was on it comes here, and they share the
                 // one connection made next instead of each making its own.
-                self.pool.forget(&origin(url), pool::Pooled::id(&*conn));
+                self.set_aside(url, conn);
                 let path = pool::path_fingerprint().await;
                 self.connection_for(url, routes, path, share).await?
             };
