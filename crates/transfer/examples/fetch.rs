@@ -7,7 +7,11 @@
 //! cargo run -p nw-transfer --example fetch -- https://deb.debian.org/debian/
 //! cargo run -p nw-transfer --example fetch -- https://deb.debian.org/debian/ls-lR.gz ls-lR.gz
 //! NW_TOKEN=secret cargo run -p nw-transfer --example fetch -- https://api.example/v1/me
+//! cargo run -p nw-transfer --example fetch -- -X POST -d '{"q":1}' https://api.example/v1/q
 //! ```
+//!
+//! `-X METHOD` and `-d BODY` send another method, with a body (as JSON), through
+//! `Session::send`: redirects keep or drop them as RFC 9110 says.
 //!
 //! With `NW_TOKEN` set, its value goes as a bearer token to the first URL's origin only, never
 //! to one a redirect leads to, and never over plain HTTP to a public host.
@@ -45,13 +49,30 @@ impl CredentialProvider for Token {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let mut args = std::env::args().skip(1);
-    let Some(url) = args.next() else {
-        eprintln!("usage: fetch URL [FILE]");
-        return std::process::ExitCode::from(2);
+    let mut args = std::env::args().skip(1).peekable();
+    let usage = || {
+        eprintln!("usage: fetch [-X METHOD] [-d BODY] URL [FILE]");
+        std::process::ExitCode::from(2)
     };
+    let (mut method, mut body) = (None, None);
+    while let Some(flag) = args.next_if(|a| a == "-X" || a == "-d") {
+        let Some(value) = args.next() else { return usage() };
+        if flag == "-X" {
+            match value.parse::<hyper::Method>() {
+                Ok(m) => method = Some(m),
+                Err(_) => return usage(),
+            }
+        } else {
+            body = Some(value);
+        }
+    }
+    let Some(url) = args.next() else { return usage() };
     let file = args.next().map(PathBuf::from);
-    match run(&url, file).await {
+    let result = match (method, body) {
+        (None, None) => run(&url, file).await,
+        (method, body) => send(&url, method, body.unwrap_or_default()).await,
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Each error says what happened and what to try; its code is URLError's kind.
@@ -59,6 +80,33 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Sends `method` (POST when only a body is given) with `body` as JSON, and prints the answer.
+async fn send(
+    url: &str,
+    method: Option<hyper::Method>,
+    body: String,
+) -> Result<(), nw_transfer::TransferError> {
+    let method = method.unwrap_or(hyper::Method::POST);
+    let mut headers = Vec::new();
+    if !body.is_empty() {
+        headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
+    }
+    let request = nw_transfer::tasks::Request {
+        method,
+        headers,
+        body: body.into(),
+        ..nw_transfer::tasks::Request::get(url)
+    };
+    let session = Session::ephemeral(Configuration::default())?;
+    let answer = session.send(&request, 1 << 20).await?;
+    for hop in &answer.metrics.redirects {
+        println!("{} {} (reused connection: {})", hop.status, hop.url, hop.metrics.reused);
+    }
+    println!("{} {} (reused connection: {})", answer.status, answer.url, answer.metrics.reused);
+    println!("{}", String::from_utf8_lossy(&answer.body));
+    Ok(())
 }
 
 async fn run(url: &str, file: Option<PathBuf>) -> Result<(), nw_transfer::TransferError> {
