@@ -185,6 +185,43 @@ pub enum Http3 {
     Only,
 }
 
+/// Whether a request that failed goes again on another connection, counting its tries.
+#[derive(Debug, Default)]
+pub(crate) struct Again {
+    tries: usize,
+    /// Refusals from connections that answered nothing.
+    fruitless: usize,
+}
+
+impl Again {
+    /// Whether the request that got `response` on `conn` is sent again: when the server
+    /// said it did nothing with it (RFC 9113 §8.7: a GOAWAY at its request limit refuses
+    /// every request past the last one it took; REFUSED_STREAM), whatever its method, while
+    /// the connections refusing it answer others (up to [`UNPROCESSED_MOST`] times) or up to
+    /// [`UNPROCESSED_TRIES`] times when they answer nothing; and when a reused `conn` failed
+    /// it before any answer (the peer closed it while it idled) and it may be sent twice
+    /// (`repeatable`), once.
+    pub(crate) fn goes_again<T>(
+        &mut self,
+        response: &Result<T, TransferError>,
+        conn: &http::Connection,
+        repeatable: bool,
+    ) -> bool {
+        self.tries += 1;
+        match response {
+            Err(TransferError::Unprocessed(_))
+                if self.tries <= UNPROCESSED_MOST
+                    && (conn.answered() || self.fruitless < UNPROCESSED_TRIES) =>
+            {
+                self.fruitless += usize::from(!conn.answered());
+                true
+            }
+            Err(_) => repeatable && conn.reused && self.tries == 1,
+            Ok(_) => false,
+        }
+    }
+}
+
 /// How many times a request the server says it did not process is sent again after a
 /// connection that answered nothing refused it: this bounds a server that takes no request.
 const UNPROCESSED_TRIES: usize = 3;
@@ -513,34 +550,11 @@ impl Session {
         self.with_cookies(url, &mut all);
         let headers = all.as_slice();
         let mut response = conn.get_within(url, headers, wait).await;
-        let mut fruitless = 0;
-        for tries in 1.. {
-            match &response {
-                // The server says it did nothing with it: a GOAWAY at its request limit
-                // refuses every request past the last one it took. A connection that answered
-                // others before closing shows the server making progress; only refusals from
-                // ones that answered nothing count against the limit.
-                Err(TransferError::Unprocessed(_))
-                    if tries <= UNPROCESSED_MOST
-                        && (conn.answered() || fruitless < UNPROCESSED_TRIES) =>
-                {
-                    fruitless += usize::from(!conn.answered());
-                }
-                Err(_) if conn.reused && tries == 1 => {}
-                _ => break,
-            }
+        let mut again = Again::default();
+        while again.goes_again(&response, conn, true) {
             let e = response.as_ref().err().map(ToString::to_string).unwrap_or_default();
             tracing::debug!("{}{}: {e}; once more on another connection", url.host, url.path);
-            *conn = if conn.protocol == Protocol::Http11 || share > 1 {
-                self.connect(url, routes, share).await?
-            } else {
-                // A shared connection the server closed (as nginx does after 1,000
-                // requests): every request that was on it comes here, and they share the
-                // one connection made next instead of each making its own.
-                self.set_aside(url, conn);
-                let path = pool::path_fingerprint().await;
-                self.connection_for(url, routes, path, share).await?
-            };
+            *conn = self.replacement(url, conn, routes, share, true).await?;
             response = conn.get_within(url, headers, wait).await;
         }
         // A 401 to what the provider gave: its fresh answer, once, on a connection that can
@@ -567,6 +581,27 @@ impl Session {
             self.jar.learn(url, &r.headers).await;
         }
         response
+    }
+
+    /// A connection to send a request again on, in place of `conn`, which failed it before
+    /// any answer: a new one over `routes` (one of `share`), or, for a request that may ride
+    /// a shared connection (`shared`), the shared one made next — every request that was on a
+    /// shared connection the server closed (as nginx does after 1,000 requests) comes here,
+    /// and they share that one instead of each making its own.
+    pub(crate) async fn replacement(
+        &self,
+        url: &Url,
+        conn: &http::Connection,
+        routes: &Routes,
+        share: usize,
+        shared: bool,
+    ) -> Result<http::Connection, TransferError> {
+        if conn.protocol == Protocol::Http11 || share > 1 || !shared {
+            return self.connect(url, routes, share).await;
+        }
+        self.set_aside(url, conn);
+        let path = pool::path_fingerprint().await;
+        self.connection_for(url, routes, path, share).await
     }
 
     /// Adds the provider's `Authorization` for `url` to `headers` when they carry none, and

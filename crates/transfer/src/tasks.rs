@@ -149,7 +149,9 @@ impl Session {
     /// a GET without the body. A request that may be sent twice (GET, HEAD, PUT, DELETE,
     /// OPTIONS) rides the session's pooled connection and goes once more on a new one when
     /// that one was closed meanwhile; any other (POST, PATCH) gets a connection of its own
-    /// and is never sent twice.
+    /// and is never sent twice — unless the server said it did nothing with it (a GOAWAY
+    /// past it, REFUSED_STREAM: RFC 9113 §8.7), which sends any request again, on the shared
+    /// connection made next when it was on a shared one.
     pub async fn send(&self, request: &Request, limit: usize) -> Result<Data, TransferError> {
         let opened = self.open_request(request).await?;
         self.read_data(opened, &request.url, limit).await
@@ -278,6 +280,7 @@ impl Session {
         // once, on a new one.
         let mut pooled = idempotent(&method);
         let mut conn = self.connection(&parsed, &routes, path, pooled).await?;
+        let mut again = crate::Again::default();
         let mut connected = started.elapsed();
         let mut hops = Vec::new();
         let wait = self.config.request_timeout;
@@ -298,18 +301,16 @@ impl Session {
                 .then(|| Full::new(body.clone()).map_err(|never| match never {}).boxed());
             let answered =
                 conn.request_within(method.clone(), &parsed, &headers, payload, wait).await;
-            let response = match answered {
-                // A pooled connection the server closed while it idled: once more on a new one.
-                Err(e) if pooled && conn.reused => {
-                    tracing::debug!("{parsed}: {e}; once more on another connection");
-                    self.set_aside(&parsed, &conn);
-                    pooled = false;
-                    conn = self.connect(&parsed, &routes, 1).await?;
-                    connected = started.elapsed();
-                    continue;
-                }
-                r => r?,
-            };
+            // A pooled connection the server closed while it idled, or a request the server
+            // refused without doing anything with it: once more on another connection.
+            if again.goes_again(&answered, &conn, pooled) {
+                let e = answered.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::debug!("{parsed}: {e}; once more on another connection");
+                conn = self.replacement(&parsed, &conn, &routes, 1, pooled).await?;
+                connected = started.elapsed();
+                continue;
+            }
+            let response = answered?;
             self.jar.learn(&parsed, &response.headers).await;
             self.learn(&parsed, conn.protocol, response.header(hyper::header::ALT_SVC));
             // Refused what the credential provider gave: its fresh answer, once (a 401 was
@@ -350,6 +351,7 @@ impl Session {
             }
             method = next_method;
             refreshed = false;
+            again = crate::Again::default();
             self.hand_back(&parsed, conn, response, path).await;
             routes = self.routes(&next, security).await?;
             parsed = next;

@@ -6,7 +6,8 @@ use nw_lab::nginx::{Nginx, Options as NginxOptions};
 use nw_transfer::download::{Event, part_path};
 use nw_transfer::resume::RestartReason;
 use nw_transfer::store::State;
-use nw_transfer::{Configuration, InTheWay, Protocol, TransferError};
+use nw_transfer::tasks::Request;
+use nw_transfer::{Configuration, InTheWay, Method, Protocol, TransferError};
 
 use crate::support::{Scratch, Tls, interrupt, job, nginx, pattern, runtime, session};
 
@@ -295,6 +296,41 @@ fn nginx_requests_on_an_http2_connection_closed_at_its_request_limit_move_to_one
     // 100 requests at 10 a connection need 10 connections; each time one closes, the
     // requests it refused share the next one instead of making one each.
     assert!((10..=14).contains(&made), "{made} connections made for 100 requests");
+}
+
+#[test]
+fn nginx_sent_requests_the_server_refused_at_its_http2_request_limit_go_again() {
+    let scratch = Scratch::new("h2-goaway-send");
+    // As the GETs above, through `send`: requests of every method that the server's GOAWAY
+    // refused (it did nothing with them, RFC 9113 §8.7) go again, a POST's included.
+    let (_server, url, session) =
+        https_small(&scratch, "keepalive_requests 10;", Configuration::default());
+    let rt = runtime();
+    let methods = [Method::GET, Method::HEAD, Method::DELETE, Method::OPTIONS, Method::POST];
+    let mut made = 0;
+    for _ in 0..4 {
+        let requests: Vec<_> = (0..25)
+            .map(|i| Request {
+                method: methods[i % methods.len()].clone(),
+                ..Request::get(url.clone())
+            })
+            .collect();
+        let all = rt.block_on(futures_util::future::join_all(
+            requests.iter().map(|r| session.send(r, 4096)),
+        ));
+        for (request, got) in requests.iter().zip(all) {
+            let got = got
+                .unwrap_or_else(|e| panic!("a {} the server refused failed: {e}", request.method));
+            // nginx serves a file to GET and HEAD, and refuses the rest with 405.
+            let want =
+                if [Method::GET, Method::HEAD].contains(&request.method) { 200 } else { 405 };
+            assert_eq!(got.status, want, "{}", request.method);
+            made += usize::from(!got.metrics.reused);
+        }
+    }
+    // A POST takes a connection of its own (which joins the pool once answered); the rest
+    // share, as the GETs above. (64 were made when each refused request made its own.)
+    assert!((20..=30).contains(&made), "{made} connections made for 100 requests");
 }
 
 #[test]
