@@ -62,6 +62,7 @@ use nw_connection::{Parameters, Resolve, SystemResolver};
 /// HTTP methods, as [`tasks::Upload`] takes them.
 pub use hyper::Method;
 
+pub mod body;
 pub mod download;
 mod h1;
 mod http;
@@ -829,6 +830,24 @@ pub enum TransferError {
     /// sent again, or failed again: the server did nothing with it.
     #[error("the server did not take the request: {0}")]
     Unprocessed(String),
+    /// The request's body could not be sent: its file could not be opened or read, its
+    /// stream failed or yielded another length than it declared.
+    #[error("{url}: the request's body {why}")]
+    Body {
+        /// The URL.
+        url: String,
+        /// What went wrong, in words.
+        why: String,
+    },
+    /// The request had to be sent again (a redirect that keeps its method, a refreshed
+    /// credential, a retry) and its body was a stream that can be sent once.
+    #[error(
+        "{url}: the request had to be sent again (a redirect that keeps its method, a refreshed credential, a retry), and its body was a stream that can be sent once; give a stream that can be made again"
+    )]
+    BodyExhausted {
+        /// The URL.
+        url: String,
+    },
     /// A body longer than a data task's limit.
     #[error("{url}: the response is longer than {limit} bytes; download it to a file instead")]
     TooLong {
@@ -983,6 +1002,10 @@ pub enum Code {
     CannotDecodeContentData,
     /// A body longer than the task's limit.
     DataLengthExceedsMaximum,
+    /// The request's body had to be sent again and was a stream that can be sent once.
+    RequestBodyStreamExhausted,
+    /// The request's body could not be sent: its file or stream failed.
+    RequestBodyFailed,
     /// The proxy could not be reached, refused the tunnel, or wanted credentials.
     ProxyFailed,
     /// A file is in the way, or something other than a regular file is.
@@ -1013,6 +1036,7 @@ impl Code {
             Self::RedirectRefused => -1010,
             Self::BadServerResponse => -1011,
             Self::CannotDecodeContentData => -1016,
+            Self::RequestBodyStreamExhausted => -1021,
             Self::InsecureLoadBlocked => -1022,
             Self::DataLengthExceedsMaximum => -1103,
             Self::SecureConnectionFailed => -1200,
@@ -1094,6 +1118,8 @@ impl TransferError {
             Self::Redirect { .. } => Code::RedirectRefused,
             Self::Timeout(_) => Code::TimedOut,
             Self::Io { .. } | Self::Output(_) | Self::Checkpoint(_) => Code::CannotWriteToFile,
+            Self::Body { .. } => Code::RequestBodyFailed,
+            Self::BodyExhausted { .. } => Code::RequestBodyStreamExhausted,
             Self::Incomplete { .. } | Self::Digest { .. } => Code::ChecksumMismatch,
         }
     }

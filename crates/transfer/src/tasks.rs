@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt as _, Full, StreamBody};
+use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 
+use crate::body::Body;
 use crate::download::{Event, PROGRESS_EVERY};
 use crate::http::{Connection, Response};
 use crate::metrics::Metrics;
@@ -59,8 +60,9 @@ pub struct Data {
     pub metrics: Metrics,
 }
 
-/// A request a data task sends ([`Session::send`]): any method, with a body held in memory
-/// (a JSON document, a form), as URLRequest carries one.
+/// A request a data task sends ([`Session::send`]): any method, with a body as URLRequest
+/// carries one — bytes in memory (a JSON document, a form), a file, or a stream made as it
+/// is sent ([`Body`]).
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The method (`GET`, `POST`, `PUT`, `DELETE`, …).
@@ -71,20 +73,15 @@ pub struct Request {
     /// `Content-Length`, …, which cannot be given): `Content-Type` for a body, say.
     /// Credentials among them go only to `url`'s own origin, as a download's.
     pub headers: Vec<(String, String)>,
-    /// The body; empty for none (a method other than GET, HEAD, DELETE and OPTIONS says
-    /// `Content-Length: 0` then).
-    pub body: Bytes,
+    /// The body: [`Body::Empty`] for none (a method other than GET, HEAD, DELETE and OPTIONS
+    /// says `Content-Length: 0` then), bytes, a file, or a stream (see [`crate::body`]).
+    pub body: Body,
 }
 
 impl Request {
     /// A GET of `url` with no fields.
     pub fn get(url: impl Into<String>) -> Self {
-        Self {
-            method: hyper::Method::GET,
-            url: url.into(),
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        Self { method: hyper::Method::GET, url: url.into(), headers: Vec::new(), body: Body::Empty }
     }
 }
 
@@ -151,7 +148,12 @@ impl Session {
     /// that one was closed meanwhile; any other (POST, PATCH) gets a connection of its own
     /// and is never sent twice — unless the server said it did nothing with it (a GOAWAY
     /// past it, REFUSED_STREAM: RFC 9113 §8.7), which sends any request again, on the shared
-    /// connection made next when it was on a shared one.
+    /// connection made next when it was on a shared one. Sending again sends the body whole
+    /// from its start (a file read again, a stream made again); a body that can be sent once
+    /// ([`Streamed::once`](crate::body::Streamed::once)) keeps the request off pooled
+    /// connections, and a request that would need it again fails instead. A file or a stream
+    /// fails the request when neither a byte of it goes nor the answer comes for the request
+    /// timeout.
     pub async fn send(&self, request: &Request, limit: usize) -> Result<Data, TransferError> {
         let opened = self.open_request(request).await?;
         self.read_data(opened, &request.url, limit).await
@@ -278,7 +280,7 @@ impl Session {
         }
         // Whether the connection may be a pooled one: then a request it fails goes again,
         // once, on a new one.
-        let mut pooled = idempotent(&method);
+        let mut pooled = idempotent(&method) && body.repeatable();
         let mut conn = self.connection(&parsed, &routes, path, pooled).await?;
         let mut again = crate::Again::default();
         let mut connected = started.elapsed();
@@ -292,15 +294,30 @@ impl Session {
             let bodiless = [hyper::Method::GET, hyper::Method::HEAD, hyper::Method::DELETE]
                 .contains(&method)
                 || method == hyper::Method::OPTIONS;
-            if !body.is_empty() || !bodiless {
-                headers.push(("content-length", body.len().to_string()));
+            let url = parsed.to_string();
+            let sending = body.sending(&url).await?;
+            match sending.length {
+                Some(n) if n > 0 || !bodiless => headers.push(("content-length", n.to_string())),
+                _ => {}
             }
             let sent_auth = self.with_authorization(&parsed, &mut headers).await;
             self.with_cookies(&parsed, &mut headers);
-            let payload = (!body.is_empty())
-                .then(|| Full::new(body.clone()).map_err(|never| match never {}).boxed());
-            let answered =
-                conn.request_within(method.clone(), &parsed, &headers, payload, wait).await;
+            let answered = match sending.streamed {
+                None => {
+                    conn.request_within(method.clone(), &parsed, &headers, sending.body, wait).await
+                }
+                // A body read as it goes: failing when neither a byte of it goes nor the
+                // answer comes for the request timeout (a peer that stopped reading).
+                Some(progress) => {
+                    let request = conn.request(method.clone(), &parsed, &headers, sending.body);
+                    let length = sending.length;
+                    let watched = watch(request, &progress.sent, length, wait, &mut |_| {}).await;
+                    if let Some(e) = progress.failure() {
+                        return Err(TransferError::Body { url, why: format!("failed: {e}") });
+                    }
+                    watched
+                }
+            };
             // A pooled connection the server closed while it idled, or a request the server
             // refused without doing anything with it: once more on another connection.
             if again.goes_again(&answered, &conn, pooled) {
@@ -346,7 +363,7 @@ impl Session {
             hops.push(crate::metrics::Hop::new(parsed.to_string(), response.status, &conn, times));
             // Made a GET, the request leaves its body (and its type) behind.
             if next_method != method {
-                body = Bytes::new();
+                body = Body::Empty;
                 fields.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
             }
             method = next_method;
@@ -355,7 +372,7 @@ impl Session {
             self.hand_back(&parsed, conn, response, path).await;
             routes = self.routes(&next, security).await?;
             parsed = next;
-            pooled = idempotent(&method);
+            pooled = idempotent(&method) && body.repeatable();
             conn = self.connection(&parsed, &routes, path, pooled).await?;
             connected = started.elapsed();
         }
@@ -460,7 +477,7 @@ impl Session {
             let asked = started.elapsed();
             let body = StreamBody::new(pieces).boxed();
             let request = conn.request(job.method.clone(), &parsed, &headers, Some(body));
-            let watched = watch(request, &sent, len, self.config.request_timeout, on).await;
+            let watched = watch(request, &sent, Some(len), self.config.request_timeout, on).await;
             let unread = unread.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(e) = unread {
                 return Err(TransferError::io(&job.source, "cannot read it to upload", e));
@@ -559,7 +576,7 @@ impl Session {
 /// through `tokio::fs` into fresh buffers cost `nw put` half as much CPU again as `curl -T`).
 /// A file that ends before `len` (it shrank since the upload began) ends the stream with an
 /// error rather than a body shorter than its `Content-Length`.
-fn read_ahead(
+pub(crate) fn read_ahead(
     file: std::fs::File,
     len: u64,
 ) -> tokio::sync::mpsc::Receiver<std::io::Result<Bytes>> {
@@ -609,7 +626,7 @@ fn read_ahead(
 async fn watch<T>(
     request: impl Future<Output = Result<T, TransferError>>,
     sent: &AtomicU64,
-    len: u64,
+    len: Option<u64>,
     idle: Duration,
     on: &mut (dyn FnMut(Event) + Send),
 ) -> Result<T, TransferError> {
@@ -619,7 +636,7 @@ async fn watch<T>(
     let (mut last, mut moved) = (0, Instant::now());
     let progress = |n: u64| Event::Progress {
         written: n,
-        total: Some(len),
+        total: len,
         rate: n as f64 / started.elapsed().as_secs_f64().max(1e-3),
     };
     let mut request = std::pin::pin!(request);
@@ -634,10 +651,10 @@ async fn watch<T>(
                 if now != last {
                     (last, moved) = (now, Instant::now());
                 } else if moved.elapsed() >= idle {
+                    let of = len.map(|l| format!(" of {l}")).unwrap_or_default();
                     return Err(TransferError::Timeout(format!(
-                        "the upload made no progress for {} s ({} of {len} bytes sent, no answer)",
+                        "the upload made no progress for {} s ({now}{of} bytes sent, no answer)",
                         idle.as_secs(),
-                        now
                     )));
                 }
                 on(progress(now));

@@ -142,7 +142,7 @@ fn send_carries_any_method_and_body_through_redirects_by_rfc_9110() {
         method: hyper::Method::POST,
         url: url(path),
         headers: vec![("Content-Type".into(), "application/json".into())],
-        body: bytes::Bytes::from_static(br#"{"a":1}"#),
+        body: br#"{"a":1}"#.as_slice().into(),
     };
     let done = rt.block_on(session.send(&post("/api"), 4096)).unwrap();
     assert_eq!((done.status, &done.body[..]), (200, &br#"POST /api application/json {"a":1}"#[..]));

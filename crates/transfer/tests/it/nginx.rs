@@ -629,3 +629,100 @@ fn nginx_cookies_set_on_a_redirect_are_sent_back_and_kept_in_a_file() {
     .unwrap_err();
     assert!(bad.to_string().contains("does not exist"), "{bad}");
 }
+
+/// `Session::send` with a body read as it goes: a stream of unknown length (chunked over
+/// HTTP/1.1), one of a declared length, a file — each stored whole by nginx's PUT over
+/// HTTP/1.1 and HTTP/2, and sent whole again through a 307. A stream that can be made once
+/// cannot follow the 307, and one that yields another length than it declared fails: each
+/// says so, with its own code.
+#[test]
+fn nginx_stores_streamed_and_file_bodies_whole_and_a_307_sends_them_again() {
+    use nw_transfer::body::{Body, Streamed};
+    let scratch = Scratch::new("send-streamed");
+    let data = bytes::Bytes::from(pattern(3_000_000, 7));
+    let tls = Tls::new(&scratch);
+    let redirects = [
+        ("/moved-h1".to_owned(), 307, "/put/after-h1".to_owned()),
+        ("/moved-h2".to_owned(), 307, "/put/after-h2".to_owned()),
+    ];
+    let server = nginx(
+        &scratch,
+        &NginxOptions {
+            tls: Some((tls.cert.clone(), tls.key.clone())),
+            redirects: redirects.to_vec(),
+            // The redirects' locations take bodies of any size too.
+            extra: "client_max_body_size 0;".into(),
+            ..NginxOptions::default()
+        },
+    );
+    let session = session(&scratch, Configuration { trust: tls.trust, ..Configuration::default() });
+    let rt = runtime();
+    let source = scratch.0.join("source");
+    std::fs::write(&source, &data).unwrap();
+    // A stream in uneven pieces, made afresh each time it is asked for.
+    let pieces = {
+        let data = data.clone();
+        move || {
+            let data = data.clone();
+            futures_util::stream::iter((0..data.len()).step_by(100_003).map(move |at| {
+                Ok::<_, std::io::Error>(data.slice(at..(at + 100_003).min(data.len())))
+            }))
+        }
+    };
+    let length = Some(data.len() as u64);
+    let put = |url: String, body: Body| Request { method: Method::PUT, body, ..Request::get(url) };
+    let stored = |name: &str| std::fs::read(scratch.www().join("put").join(name)).unwrap();
+    for (label, base) in [("h1", server.url("")), ("h2", server.https_url("").unwrap())] {
+        let bodies = [
+            ("unknown", Body::Stream(Streamed::new(None, pieces.clone()))),
+            ("declared", Body::Stream(Streamed::new(length, pieces.clone()))),
+            ("file", Body::File(source.clone())),
+        ];
+        for (kind, body) in bodies {
+            let name = format!("{label}-{kind}");
+            let done = rt
+                .block_on(session.send(&put(format!("{base}/put/{name}"), body.clone()), 4096))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!([201, 204].contains(&done.status), "{name}: {done:?}");
+            assert!(stored(&name) == data, "{name}: the stored file differs");
+            // Through a 307: the same body, whole, again.
+            let _ = std::fs::remove_file(scratch.www().join("put").join(format!("after-{label}")));
+            let done = rt
+                .block_on(session.send(&put(format!("{base}/moved-{label}"), body), 4096))
+                .unwrap_or_else(|e| panic!("{name} through a 307: {e}"));
+            assert_eq!(done.metrics.redirects.len(), 1, "{name}: {done:?}");
+            assert!(stored(&format!("after-{label}")) == data, "{name}: differs after the 307");
+        }
+        // Made once: sent once, and a 307 asking for it again fails, saying so.
+        let once = || Body::Stream(Streamed::once(length, pieces()));
+        let done =
+            rt.block_on(session.send(&put(format!("{base}/put/{label}-once"), once()), 4096));
+        assert!(done.is_ok_and(|d| d.status == 201), "{label}");
+        let refused =
+            rt.block_on(session.send(&put(format!("{base}/moved-{label}"), once()), 4096));
+        let Err(e) = refused else { panic!("{label}: a one-time stream was sent twice") };
+        assert_eq!(e.code(), nw_transfer::Code::RequestBodyStreamExhausted, "{e}");
+        assert!(e.to_string().contains("can be sent once"), "{e}");
+        // A stream shorter or longer than it declared fails instead of hanging or cutting.
+        for (declared, word) in [(data.len() as u64 + 1, "ended after"), (1000, "or more")] {
+            let body = Body::Stream(Streamed::new(Some(declared), pieces.clone()));
+            let wrong =
+                rt.block_on(session.send(&put(format!("{base}/put/{label}-wrong"), body), 4096));
+            let Err(e) = wrong else { panic!("{label}: declared {declared}: {wrong:?}") };
+            assert_eq!(e.code(), nw_transfer::Code::RequestBodyFailed, "{e}");
+            assert!(e.to_string().contains(word), "{label}: {e}");
+        }
+        // A stream that fails midway fails the request with its error.
+        let failing = Streamed::new(None, || {
+            futures_util::stream::iter([
+                Ok(bytes::Bytes::from_static(b"part")),
+                Err(std::io::Error::other("the source broke")),
+            ])
+        });
+        let broke = rt.block_on(
+            session.send(&put(format!("{base}/put/{label}-broke"), failing.into()), 4096),
+        );
+        let Err(e) = broke else { panic!("{label}: {broke:?}") };
+        assert!(e.to_string().contains("the source broke"), "{label}: {e}");
+    }
+}
