@@ -188,6 +188,17 @@ impl SessionArgs {
         Ok(())
     }
 
+    /// The session these flags describe with no transfer store (one in memory: `nw send`
+    /// records nothing).
+    pub(crate) fn ephemeral_session(
+        &self,
+        https: bool,
+        credentials: Option<std::sync::Arc<dyn nw_http::auth::CredentialProvider>>,
+    ) -> anyhow::Result<Session> {
+        let store = Path::new(nw_transfer::store::IN_MEMORY);
+        self.settings(https).session_asking(&DiskArgs::default(), store, credentials)
+    }
+
     /// The session these flags describe, writing downloads as `disk` says and asking
     /// `credentials` for each origin's `Authorization`; `https`: some URL is HTTPS, so the
     /// trust settings must be made.

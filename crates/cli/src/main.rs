@@ -19,6 +19,7 @@ mod output;
 mod path;
 mod put;
 mod quality;
+mod send;
 mod transfers;
 mod trust;
 mod tunnel;
@@ -52,6 +53,9 @@ enum Command {
     /// (`--queue`), a PUT that fails transiently is sent again by `nw transfers run`; a POST
     /// only when it could not connect.
     Put(Box<put::Args>),
+    /// Send one request of any method, with a body (text, a file, or stdin as it comes); the
+    /// answer's body goes to stdout. For APIs, as `curl -X … -d …`; nothing is recorded.
+    Send(Box<send::Args>),
     /// Measure the link under load: goodput down and up, idle latency, responsiveness (RPM).
     Quality(Box<quality::Args>),
     /// The transfer queue (`nw get --queue`): list it, run it, clear finished transfers.
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Get(args) => get::run(*args).await,
             Command::Put(args) => put::run(*args).await,
+            Command::Send(args) => send::run(*args).await,
             Command::Path(args) => path::run(args).await,
             Command::Quality(args) => quality::run(*args).await,
             Command::Cert(args) => cert::run(args),

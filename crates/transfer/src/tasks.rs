@@ -86,7 +86,7 @@ impl Request {
 }
 
 /// Whether a request with `method` may be sent twice to the same effect (RFC 9110 §9.2.2).
-fn idempotent(method: &hyper::Method) -> bool {
+pub fn idempotent(method: &hyper::Method) -> bool {
     use hyper::Method;
     [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS, Method::TRACE]
         .contains(method)

@@ -1456,3 +1456,79 @@ fn get_takes_the_login_from_a_netrc_kept_private() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("Content-Length field is the session's own to set"), "{err}");
 }
+
+/// `nw send`: text, a file and standard input (chunked, as it comes) as bodies of PUTs that
+/// nginx stores byte-exact, over HTTP/1.1 and HTTP/2; a refused POST prints nginx's answer
+/// and exits 1; `-i` and `--json` show the head; bad uses are usage errors.
+#[test]
+fn send_puts_text_files_and_stdin_byte_exact_and_prints_every_answer() {
+    use std::io::Write as _;
+    let scratch = scratch("send");
+    let data = pattern(5 << 20, 9);
+    std::fs::write(scratch.0.join("source.bin"), &data).unwrap();
+    let (server, anchor) = https_nginx(&scratch);
+    let send = |args: &[&str]| nw(&scratch, &[&["send"], args].concat());
+    let stored = |name: &str| std::fs::read(scratch.0.join("www/put").join(name)).unwrap();
+    for (label, base) in [("h1", server.url("/put/")), ("h2", server.https_url("/put/").unwrap())] {
+        let text = format!("{label}-text");
+        let out = send(&["--anchor", &anchor, "-X", "PUT", &format!("{base}{text}"), "-d", "hi\n"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{text}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stored(&text), b"hi\n");
+        let file = format!("{label}-file");
+        let out = send(&["--anchor", &anchor, "-X", "PUT", &format!("{base}{file}"), "-d"])
+            .arg("@source.bin")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stored(&file) == data, "{file}: not byte-exact");
+        // Standard input, in pieces with pauses between them: sent as it comes.
+        let piped = format!("{label}-stdin");
+        let mut child = send(&["--anchor", &anchor, "-X", "PUT", &format!("{base}{piped}")])
+            .args(["-d", "@-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        for piece in data.chunks(1 << 20) {
+            input.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{piped}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stored(&piped) == data, "{piped}: not byte-exact");
+    }
+    // nginx refuses a POST to a file: its answer printed, exit 1, the status said once.
+    let out = send(&[&server.url("/put/h1-text"), "-d", "x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("405 Not Allowed"), "{out:?}");
+    assert!(stderr.contains("answered 405"), "{stderr}");
+    // -i: the head first; --json: one object.
+    let out = send(&["-i", &server.url("/put/h1-text")]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("HTTP/1.1 200\r\n") && stdout.ends_with("\r\n\r\nhi\n"), "{stdout}");
+    let out = send(&["--json", &server.url("/put/h1-text")]).output().unwrap();
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert_eq!((lines[0]["status"].as_u64(), lines[0]["body"].as_str()), (Some(200), Some("hi\n")));
+    // Bad uses: exit 2, before any request.
+    for args in [
+        &["-X", "BAD METHOD", "http://127.0.0.1:1/"][..],
+        &["-d", "@absent.bin", "http://127.0.0.1:1/"],
+        &["-d", "@www", "http://127.0.0.1:1/"],
+        &["-d", "a", "--data-raw", "b", "http://127.0.0.1:1/"],
+    ] {
+        let out = send(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

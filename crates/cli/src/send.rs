@@ -1,0 +1,237 @@
+//! `nw send`: one request of any method, with a body — given, a file's, or standard input's as
+//! it comes — and the answer's body on stdout: for talking to APIs, as `curl -X … -d …` does.
+//! Redirects, proxies, cookies, credentials and trust as for `nw get`; nothing is recorded.
+
+use std::io::Write as _;
+
+use nw_transfer::body::{Body, Streamed};
+use nw_transfer::tasks::{Data, Request, idempotent};
+use nw_transfer::{Method, Protocol, RetryAfter, TransferError};
+
+use crate::get::{
+    Retries, RetryArgs, SessionArgs, backoff, hint, needs_trust, not_as_asked, usage,
+};
+use crate::output::unless_stopped;
+use crate::{Outcome, UsageError};
+
+/// What standard input is read, and sent, at a time.
+const STDIN_PIECE: usize = 64 << 10;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Where to send it (http:// or https://).
+    #[arg(value_name = "URL")]
+    url: String,
+    /// The method (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, or another token, sent as
+    /// written). By default POST when a body is given, else GET.
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    method: Option<String>,
+    /// The body: TEXT as it is (no newline added or removed); @FILE a file's bytes, read as
+    /// they are sent; @- standard input, sent as it comes (in chunks over HTTP/1.1; such a
+    /// body cannot be sent twice, so a redirect that keeps the method fails and --retry does
+    /// not apply).
+    #[arg(short = 'd', long, value_name = "TEXT|@FILE|@-", conflicts_with = "data_raw")]
+    data: Option<String>,
+    /// The body, TEXT as it is even when it starts with @.
+    #[arg(long, value_name = "TEXT")]
+    data_raw: Option<String>,
+    /// The body's Content-Type, when there is a body (a -H 'Content-Type: …' wins).
+    #[arg(long, value_name = "TYPE", default_value = "application/octet-stream")]
+    content_type: String,
+    /// Print the answer's status line and header fields, then a blank line, before its body.
+    #[arg(short = 'i', long)]
+    include: bool,
+    /// The longest answer read, in bytes; a longer one fails (download it with `nw get`).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_size: usize,
+    #[command(flatten)]
+    credentials: crate::credentials::CredentialArgs,
+    #[command(flatten)]
+    retry: RetryArgs,
+    #[command(flatten)]
+    session: SessionArgs,
+    /// The answer as one JSON object on stdout (`status`, `headers`, `body` as text or
+    /// `body_base64`, `metrics`), and a failure as a `failed` object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let body = body(&args)?;
+    let method = match &args.method {
+        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| {
+            UsageError(format!("-X {m:?}: not a method (a token such as GET, POST or PATCH)"))
+        })?,
+        None if body.is_some() => Method::POST,
+        None => Method::GET,
+    };
+    let credentials = args.credentials.resolve(std::slice::from_ref(&args.url))?;
+    let session =
+        args.session.ephemeral_session(needs_trust(&[&args.url]), credentials.provider())?;
+    let mut headers = credentials.for_url(&args.url);
+    if body.is_some() && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+        headers.push(("Content-Type".to_owned(), args.content_type.clone()));
+    }
+    let request =
+        Request { method, url: args.url.clone(), headers, body: body.unwrap_or_default() };
+    let mut retries = Retries::new(&args.retry);
+    let mut stop = std::pin::pin!(crate::output::interrupted());
+    let result = loop {
+        let sent = unless_stopped(session.send(&request, args.max_size), &mut stop).await;
+        let result = match sent {
+            Ok(result) => result,
+            Err(code) => return Ok(Outcome::Exit(code)),
+        };
+        let Some(next) = again(&args, &request, &result, &mut retries)? else { break result };
+        if let Err(code) = unless_stopped(backoff(next.wait), &mut stop).await {
+            return Ok(Outcome::Exit(code));
+        }
+    };
+    match result {
+        Ok(data) => answered(&args, &data),
+        Err(e) if not_as_asked(&e) => Err(usage(&e)),
+        Err(e) => {
+            if args.json {
+                let line = serde_json::json!({"event": "failed", "url": args.url, "error": e.to_string(), "code": e.code(), "transient": e.transient()});
+                crate::output::line(&line.to_string())?;
+            } else {
+                let text = format!("{e}{}", hint(&e));
+                match text.starts_with(args.url.as_str()) {
+                    true => crate::output::error_line(&format!("nw: {text}")),
+                    false => crate::output::error_line(&format!("nw: {}: {text}", args.url)),
+                }
+            }
+            Ok(Outcome::Negative)
+        }
+    }
+}
+
+/// The body `-d` or `--data-raw` gives, if any; a file named with `@` must be a regular file.
+fn body(args: &Args) -> anyhow::Result<Option<Body>> {
+    if let Some(text) = &args.data_raw {
+        return Ok(Some(text.clone().into()));
+    }
+    let Some(data) = &args.data else { return Ok(None) };
+    Ok(Some(match data.strip_prefix('@') {
+        None => data.clone().into(),
+        Some("-") => Body::Stream(Streamed::once(None, stdin())),
+        Some(file) => {
+            match std::fs::metadata(file) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Err(UsageError(format!("-d @{file}: not a regular file")).into()),
+                Err(e) => {
+                    return Err(UsageError(format!(
+                        "-d @{file}: {e} (--data-raw sends text that starts with @ as it is)"
+                    ))
+                    .into());
+                }
+            }
+            Body::File(file.into())
+        }
+    }))
+}
+
+/// Standard input as a body's pieces, as they come.
+fn stdin() -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    use tokio::io::AsyncReadExt as _;
+    futures_util::stream::unfold(Some(tokio::io::stdin()), |input| async move {
+        let mut input = input?;
+        let mut piece = bytes::BytesMut::with_capacity(STDIN_PIECE);
+        match input.read_buf(&mut piece).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(piece.freeze()), Some(input))),
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Whether `result` of `request` is tried again, under `--retry`: a failure that may pass,
+/// or a 408, 429 or 5xx answer, when the request may be sent twice (an idempotent method) or
+/// never left (it could not connect), and its body can be sent again. The retry is said.
+fn again(
+    args: &Args,
+    request: &Request,
+    result: &Result<Data, TransferError>,
+    retries: &mut Retries,
+) -> anyhow::Result<Option<crate::get::Next>> {
+    let answer;
+    let e = match result {
+        Err(e) => e,
+        Ok(data) if [408, 429].contains(&data.status) || data.status >= 500 => {
+            let retry_after = data
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+                .map(|(_, v)| v.as_str());
+            answer = TransferError::Status {
+                url: data.url.clone(),
+                status: data.status,
+                retry_after: RetryAfter::parse(retry_after),
+            };
+            &answer
+        }
+        Ok(_) => return Ok(None),
+    };
+    let may = idempotent(&request.method) || !e.may_have_reached_the_server();
+    if !may || !request.body.repeatable() {
+        return Ok(None);
+    }
+    let Some(next) = retries.after(e).filter(|n| !n.resume) else { return Ok(None) };
+    if args.json {
+        let line = serde_json::json!({
+            "event": "retrying", "url": args.url, "error": e.to_string(), "code": e.code(),
+            "status": e.status(), "wait_ms": next.wait.as_millis(), "retries_left": next.left,
+        });
+        crate::output::line(&line.to_string())?;
+    } else {
+        crate::get::say_retry(&args.url, &next, "sending it again");
+    }
+    Ok(Some(next))
+}
+
+/// Prints the answer: with `-i` its head first; a status of 400 or more is exit 1, with a
+/// line on stderr (the body, often the reason, is printed all the same).
+fn answered(args: &Args, data: &Data) -> anyhow::Result<Outcome> {
+    if args.json {
+        let mut line = serde_json::to_value(data)?;
+        line["event"] = "done".into();
+        match std::str::from_utf8(&data.body) {
+            Ok(text) => line["body"] = text.into(),
+            Err(_) => {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&data.body);
+                line["body_base64"] = encoded.into();
+            }
+        }
+        crate::output::line(&line.to_string())?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        if args.include {
+            let version = match data.metrics.protocol {
+                Protocol::Http11 => "HTTP/1.1",
+                Protocol::H2 => "HTTP/2",
+                Protocol::H3 => "HTTP/3",
+            };
+            write!(out, "{version} {}\r\n", data.status)?;
+            for (name, value) in &data.headers {
+                write!(out, "{name}: {value}\r\n")?;
+            }
+            write!(out, "\r\n")?;
+        }
+        match out.write_all(&data.body).and_then(|()| out.flush()) {
+            // The reader went away (`nw send … | head`): quietly, with SIGPIPE's status.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Outcome::Exit(141)),
+            r => r?,
+        }
+    }
+    if data.status >= 400 {
+        if !args.json {
+            crate::output::error_line(&format!(
+                "nw: {}: the server answered {}",
+                data.url, data.status
+            ));
+        }
+        return Ok(Outcome::Negative);
+    }
+    Ok(Outcome::Success)
+}
