@@ -880,6 +880,9 @@ pub(crate) fn hint(e: &TransferError) -> &'static str {
         TransferError::Redirect { kind: Refusal::TooMany, .. } => " (--max-redirs N raises it)",
         TransferError::Redirect { kind: Refusal::Downgrade, .. } => " (--allow-http follows it)",
         TransferError::Timeout(_) => " (--timeout S waits longer)",
+        TransferError::BodyExhausted { .. } => {
+            " (save standard input to a file and send -d @FILE, which is read again)"
+        }
         TransferError::Refused(nw_http::policy::Refused::InsecureLoad { .. }) => {
             " (--allow-http loads it)"
         }

@@ -170,8 +170,13 @@ impl Progress {
 
 impl Body {
     /// The body for one sending of a request to `url`: a file opened (on a blocking thread: a
-    /// slow disk, a network file system) and read ahead, a stream made.
-    pub(crate) async fn sending(&self, url: &str) -> Result<Sending, TransferError> {
+    /// slow disk, a network file system) and read ahead, a stream made. `again`: why the
+    /// request goes again, when it does (for a stream that can be made once, the error).
+    pub(crate) async fn sending(
+        &self,
+        url: &str,
+        again: Option<&str>,
+    ) -> Result<Sending, TransferError> {
         let (pieces, length): (Pieces, Option<u64>) = match self {
             Self::Empty => return Ok(Sending { body: None, length: Some(0), streamed: None }),
             Self::Bytes(b) => {
@@ -199,7 +204,8 @@ impl Body {
             }
             Self::Stream(s) => {
                 let Some(pieces) = (s.make)() else {
-                    return Err(TransferError::BodyExhausted { url: url.to_owned() });
+                    let why = again.unwrap_or("it was asked for twice").to_owned();
+                    return Err(TransferError::BodyExhausted { url: url.to_owned(), why });
                 };
                 (pieces, s.length)
             }

@@ -842,11 +842,13 @@ pub enum TransferError {
     /// The request had to be sent again (a redirect that keeps its method, a refreshed
     /// credential, a retry) and its body was a stream that can be sent once.
     #[error(
-        "{url}: the request had to be sent again (a redirect that keeps its method, a refreshed credential, a retry), and its body was a stream that can be sent once; give a stream that can be made again"
+        "{url}: the request had to be sent again ({why}), and its body was a stream that can be sent once"
     )]
     BodyExhausted {
         /// The URL.
         url: String,
+        /// Why it had to go again, in words.
+        why: String,
     },
     /// A body longer than a data task's limit.
     #[error("{url}: the response is longer than {limit} bytes; download it to a file instead")]

@@ -283,6 +283,8 @@ impl Session {
         let mut pooled = idempotent(&method) && body.repeatable();
         let mut conn = self.connection(&parsed, &routes, path, pooled).await?;
         let mut again = crate::Again::default();
+        // Why the request is being sent again, when it is.
+        let mut resent: Option<String> = None;
         let mut connected = started.elapsed();
         let mut hops = Vec::new();
         let wait = self.config.request_timeout;
@@ -295,7 +297,7 @@ impl Session {
                 .contains(&method)
                 || method == hyper::Method::OPTIONS;
             let url = parsed.to_string();
-            let sending = body.sending(&url).await?;
+            let sending = body.sending(&url, resent.as_deref()).await?;
             match sending.length {
                 Some(n) if n > 0 || !bodiless => headers.push(("content-length", n.to_string())),
                 _ => {}
@@ -323,6 +325,7 @@ impl Session {
             if again.goes_again(&answered, &conn, pooled) {
                 let e = answered.err().map(|e| e.to_string()).unwrap_or_default();
                 tracing::debug!("{parsed}: {e}; once more on another connection");
+                resent = Some(format!("it failed before any answer: {e}"));
                 conn = self.replacement(&parsed, &conn, &routes, 1, pooled).await?;
                 connected = started.elapsed();
                 continue;
@@ -337,6 +340,7 @@ impl Session {
                 && self.fresh_credentials(&parsed, &response, sent_auth.as_deref()).await.is_some()
             {
                 refreshed = true;
+                resent = Some("the server refused the credentials, and they were refreshed".into());
                 if conn.protocol == crate::http::Protocol::Http11 && !crate::drained(response).await
                 {
                     conn = self.connect(&parsed, &routes, 1).await?;
@@ -359,6 +363,7 @@ impl Session {
                     hops,
                 });
             };
+            resent = Some(format!("{parsed} answered {} to it", response.status));
             let times = (connected, asked, started.elapsed());
             hops.push(crate::metrics::Hop::new(parsed.to_string(), response.status, &conn, times));
             // Made a GET, the request leaves its body (and its type) behind.
