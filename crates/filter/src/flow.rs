@@ -151,19 +151,19 @@ pub struct Data {
     pub closed: bool,
 }
 
-/// What a closed TCP flow carried, reported to the provider that decided it.
+/// What a closed flow carried, reported to the provider that decided it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// The flow's id, from `new_flow`.
     pub id: u64,
-    /// Bytes this host sent that the peer acknowledged, as the kernel counts them (the SYN
-    /// and the FIN count one each).
+    /// Bytes this host sent: over TCP those the peer acknowledged, as the kernel counts them
+    /// (the SYN and the FIN count one each); over UDP the datagrams' payload bytes.
     pub bytes_out: u64,
-    /// Bytes received from the peer, as the kernel counts them (its FIN counts one).
+    /// Bytes received from the peer (over TCP its FIN counts one).
     pub bytes_in: u64,
-    /// Segments sent.
+    /// Segments (UDP: datagrams) sent.
     pub segments_out: u64,
-    /// Segments received.
+    /// Segments (UDP: datagrams) received.
     pub segments_in: u64,
 }
 

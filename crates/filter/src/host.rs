@@ -475,6 +475,28 @@ pub async fn run(
             )
         })
         .ok();
+    // UDP flows have no socket counters: their closes are conntrack's (an entry deleted as
+    // its socket closed, or timed out), with what conntrack counted, which it does only when
+    // told to (on while the host runs, when it was off) — when a provider is there to hear.
+    let acct = (options.provider.is_some())
+        .then(crate::sys::conntrack::Acct::on)
+        .transpose()
+        .inspect_err(|e| {
+            tracing::warn!(
+                "conntrack's counters ({}): {e}; closed UDP flows are not reported",
+                crate::sys::conntrack::ACCT
+            )
+        })
+        .ok()
+        .flatten();
+    let mut ends = match acct.as_ref().map(|_| crate::sys::conntrack::Ends::open()) {
+        Some(Ok(e)) => Some(e),
+        None => None,
+        Some(Err(e)) => {
+            tracing::warn!("conntrack's destroy events: {e}; closed UDP flows are not reported");
+            None
+        }
+    };
     let mut slot = match first {
         Some(running) => Slot::Running(Box::new(running)),
         None => Slot::None,
@@ -768,6 +790,14 @@ pub async fn run(
                 Err(e) => {
                     tracing::warn!("closed flows are no longer reported: {e}");
                     closes = None;
+                }
+            },
+            ended = next_ends(&mut ends) => match ended {
+                Ok(Some(ended)) => flows.reports.ended(&ended, &slot, &events),
+                Ok(None) => flows.reports.lost += 1,
+                Err(e) => {
+                    tracing::warn!("closed UDP flows are no longer reported: {e}");
+                    ends = None;
                 }
             },
             _ = stats_tick.tick() => {
@@ -1100,9 +1130,6 @@ struct Reports {
 impl Reports {
     /// Flow `id` is one whose close the provider hears of.
     fn watch(&mut self, key: FlowKey, id: u64) {
-        if key.transport != Transport::Tcp {
-            return;
-        }
         if self.order.len() >= MAX_REPORTED
             && let Some(old) = self.order.pop_front()
         {
@@ -1112,14 +1139,15 @@ impl Reports {
         self.order.push_back(key);
     }
 
-    /// The sockets destroyed: the provider is told of those it decided.
+    /// The sockets destroyed: the provider is told of the TCP flows it decided. (A UDP
+    /// socket's flows end with their conntrack entries: [`Reports::ended`].)
     fn closed(
         &mut self,
         closed: &[crate::sys::closes::Closed],
         slot: &Slot,
         events: &mpsc::UnboundedSender<Event>,
     ) {
-        for c in closed {
+        for c in closed.iter().filter(|c| c.key.transport == Transport::Tcp) {
             let Some(id) = self.ids.remove(&c.key) else { continue };
             let n = c.counters.unwrap_or_default();
             let report = crate::flow::Report {
@@ -1129,14 +1157,70 @@ impl Reports {
                 segments_out: n.segments_out,
                 segments_in: n.segments_in,
             };
-            let _ = asked(slot, nw_provider::encode(&HostMessage::FlowClosed(report)));
-            let _ = events.send(Event::Closed(report));
-            self.sent += 1;
+            self.send(report, slot, events);
         }
+    }
+
+    /// The conntrack entries that ended: the provider is told of the UDP flows it decided,
+    /// whichever end started them, with the datagrams and payload bytes each way (conntrack
+    /// counts whole packets: less 28 bytes of headers each over IPv4, 48 over IPv6). One that
+    /// conntrack did not count (it began before counting was on) is forgotten unreported.
+    fn ended(
+        &mut self,
+        ended: &[crate::sys::conntrack::Ended],
+        slot: &Slot,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        for e in ended.iter().filter(|e| e.transport == Transport::Udp) {
+            let key = |local, remote| FlowKey { transport: Transport::Udp, local, remote };
+            let (id, (out, into)) = if let Some(id) = self.ids.remove(&key(e.from, e.to)) {
+                (id, e.counters.unzip())
+            } else if let Some(id) = self.ids.remove(&key(e.to, e.from)) {
+                let (a, b) = e.counters.unzip();
+                (id, (b, a))
+            } else {
+                continue;
+            };
+            let (Some(out), Some(into)) = (out, into) else { continue };
+            let header = if e.from.is_ipv4() { 28 } else { 48 };
+            let payload = |c: crate::sys::conntrack::Carried| {
+                c.bytes.saturating_sub(c.packets.saturating_mul(header))
+            };
+            let report = crate::flow::Report {
+                id,
+                bytes_out: payload(out),
+                bytes_in: payload(into),
+                segments_out: out.packets,
+                segments_in: into.packets,
+            };
+            self.send(report, slot, events);
+        }
+    }
+
+    /// Tells the provider, and the log, of a closed flow.
+    fn send(
+        &mut self,
+        report: crate::flow::Report,
+        slot: &Slot,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let _ = asked(slot, nw_provider::encode(&HostMessage::FlowClosed(report)));
+        let _ = events.send(Event::Closed(report));
+        self.sent += 1;
         if self.order.len() > 2 * self.ids.len() + 1024 {
             let ids = &self.ids;
             self.order.retain(|k| ids.contains_key(k));
         }
+    }
+}
+
+/// The next conntrack entries that ended, or never when they are not watched.
+async fn next_ends(
+    ends: &mut Option<crate::sys::conntrack::Ends>,
+) -> std::io::Result<Option<Vec<crate::sys::conntrack::Ended>>> {
+    match ends {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -42,9 +42,15 @@
 //!    through unseen. One `data` is out per flow at a time, this host's bytes first; a
 //!    `pass` is about the direction of the `data` it answers, while `allow` and `drop`
 //!    decide the whole flow (a drop resets both ends).
-//! 4. When a TCP flow the provider allowed, or filtered the data of, closes (its socket is
-//!    done): host → `{"type":"flow_closed","id":7,"bytes_out":…,"bytes_in":…,
-//!    "segments_out":…,"segments_in":…}`, counted by the kernel (`tcp_info`); no answer.
+//! 4. When a flow the provider allowed, or filtered the data of, closes: host →
+//!    `{"type":"flow_closed","id":7,"bytes_out":…,"bytes_in":…,"segments_out":…,
+//!    "segments_in":…}`, counted by the kernel; no answer. A TCP flow's comes as its socket
+//!    is done, from its `tcp_info`; a UDP flow's when its conntrack entry ends — at once
+//!    when its socket closes, else once it has been idle for conntrack's UDP timeout (30 s,
+//!    120 s once answered, and the kernel's sweep) — with the datagrams each way as
+//!    segments and their payload bytes (conntrack's IP bytes less 28 per datagram over IPv4,
+//!    48 over IPv6; extension headers and options are counted as payload). "out" is this
+//!    host's side, whichever end started the flow.
 //! 5. host → `{"type":"stop","reason":"user_initiated"}`; provider → `{"type":"stopped"}` and
 //!    exits.
 

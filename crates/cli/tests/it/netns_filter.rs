@@ -762,6 +762,111 @@ fn netns_filter_a_new_udp_socket_on_a_closed_ones_ports_is_asked_afresh() {
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
 
+/// The UDP flows whose closes are reported: `connected HOST` sends three 100-byte datagrams
+/// on a connected socket to HOST:9001, reads the echoes and closes; `kept HOST` sends two
+/// 50-byte ones from an unconnected socket and keeps it until killed; `server` (here)
+/// answers each datagram to 9005 with it twice until killed; `peer HOST` (there) sends it
+/// four 10-byte ones. Each prints what it got.
+const UDP_REPORTS: &str = r#"
+import json, socket, sys, threading
+mode = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); got = 0
+if mode == "server":
+    s.settimeout(None); s.bind(("0.0.0.0", 9005)); print("ready", flush=True)
+    while True:
+        data, peer = s.recvfrom(2048); s.sendto(data * 2, peer)
+if mode == "connected":
+    s.connect((sys.argv[2], 9001))
+    for _ in range(3):
+        s.send(b"c" * 100); got += len(s.recv(2048))
+    s.close()
+if mode == "kept":
+    for _ in range(2):
+        s.sendto(b"k" * 50, (sys.argv[2], 9001)); got += len(s.recvfrom(2048)[0])
+if mode == "peer":
+    s.connect((sys.argv[2], 9005))
+    for _ in range(4):
+        s.send(b"p" * 10); got += len(s.recv(2048))
+print(json.dumps({"got": got}), flush=True)
+if mode == "kept":
+    threading.Event().wait()
+"#;
+
+/// A closed UDP flow is reported to the provider that allowed it, with the datagrams and
+/// payload bytes each way as conntrack counted them (turned on for the host's run, off
+/// again after), as its socket closes: a connected socket's flow, an unconnected one's, and
+/// a peer's flow to a server here (where "out" is the server's answers). (A flow whose
+/// socket stays open is reported when conntrack lets its idle entry go: with the UDP
+/// timeouts at 2 s, measured 20 and 42 s later here, the kernel's sweep being lazy.)
+#[test]
+fn netns_filter_reports_what_closed_udp_flows_carried() {
+    let p = pair();
+    let _sink = sink(&p.srv);
+    let acct =
+        || p.cli.run(["sysctl", "-n", "net.netfilter.nf_conntrack_acct"]).unwrap_or_default();
+    let mut server = p.cli.command(PYTHON);
+    server.args(["-c", UDP_REPORTS, "server"]).stdout(Stdio::piped());
+    let mut server = p.cli.spawn(server).expect("start the server");
+    let mut line = String::new();
+    let _ = BufReader::new(server.stdout().expect("stdout")).read_line(&mut line);
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(acct().trim(), "0", "counting is off before the host runs");
+    let mut f = filter_up(&p.cli, &[], &json!({"allow_ports": [9001, 9005]}));
+    assert_eq!(acct().trim(), "1", "counting is on while it runs");
+    let srv = addr::SRV_V4.to_string();
+    let connected = python_json(&p.cli, "connected", UDP_REPORTS, &["connected", &srv]);
+    assert_eq!(connected["got"], 300, "{connected}");
+    let mut kept = p.cli.command(PYTHON);
+    kept.args(["-c", UDP_REPORTS, "kept", &srv]).stdout(Stdio::piped());
+    let mut kept = p.cli.spawn(kept).expect("start the kept socket");
+    line.clear();
+    let _ = BufReader::new(kept.stdout().expect("stdout")).read_line(&mut line);
+    assert_eq!(line.trim(), r#"{"got": 100}"#);
+    let peer = python_json(&p.srv, "peer", UDP_REPORTS, &["peer", &addr::CLI_V4.to_string()]);
+    assert_eq!(peer["got"], 80, "{peer}");
+    let id_of = |f: &Events, port: u16, direction: &str| -> Vec<u64> {
+        f.seen
+            .iter()
+            .filter(|v| {
+                let end = if direction == "inbound" { "local" } else { "remote" };
+                v["event"] == "flow"
+                    && v["flow"]["direction"] == direction
+                    && v["flow"]["transport"] == "udp"
+                    && v["flow"]["remote"].as_str().is_some()
+                    && v["flow"][end].as_str().is_some_and(|a| a.ends_with(&format!(":{port}")))
+            })
+            .filter_map(|v| v["flow"]["id"].as_u64())
+            .collect()
+    };
+    // Each flow as its socket closes: the connected one's now, the others' once killed.
+    let report = |f: &mut Events, id: u64| {
+        f.wait(Duration::from_secs(5), |v| v["event"] == "closed" && v["report"]["id"] == id)
+    };
+    let began = Instant::now();
+    let _ = f.nth(3, Duration::from_secs(5), |v| v["event"] == "flow");
+    let to_sink = id_of(&f, 9001, "outbound");
+    assert_eq!(to_sink.len(), 2, "the connected and the kept socket's flows: {:#?}", f.seen);
+    let first = report(&mut f, to_sink[0]);
+    drop(kept);
+    let second = report(&mut f, to_sink[1]);
+    let inbound = id_of(&f, 9005, "inbound");
+    assert_eq!(inbound.len(), 1, "{:#?}", f.seen);
+    drop(server);
+    let answered = report(&mut f, inbound[0]);
+    eprintln!("filter: three UDP close reports within {:?}", began.elapsed());
+    let counts = |v: &Value| {
+        let r = &v["report"];
+        [&r["segments_out"], &r["bytes_out"], &r["segments_in"], &r["bytes_in"]]
+            .map(|n| n.as_u64().unwrap_or(u64::MAX))
+    };
+    assert_eq!(counts(&first), [3, 300, 3, 300], "the connected socket's: {first}");
+    assert_eq!(counts(&second), [2, 100, 2, 100], "the kept socket's: {second}");
+    assert_eq!(counts(&answered), [4, 80, 4, 40], "the server's answers out: {answered}");
+    assert_eq!(f.stop(), Some(0));
+    assert_eq!(acct().trim(), "0", "counting is off again after the host");
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}
+
 /// Servers in the filtered namespace: TCP accept on 7001 and 7002, UDP echo on 9001 and 9002;
 /// prints its pid once listening.
 const INBOUND_SERVER: &str = r#"

@@ -1,6 +1,6 @@
 # A content filter provider in Python, speaking nw-filter's contract (version 1) with nothing
-# but the standard library. Options: "allow_ports" (flows to these remote ports are allowed,
-# the rest dropped) and "mode": "answer" (the default), "hang" (never answers a flow), or
+# but the standard library. Options: "allow_ports" (flows to these remote ports, and inbound
+# flows to these local ones, are allowed, the rest dropped) and "mode": "answer" (the default), "hang" (never answers a flow), or
 # "exit" (says started, then exits at the first flow, as a crash would). Data: "peek_ports"
 # (flows to these ports are peeked at: their first "peek" bytes, default 1024), "deny" (a
 # peeked flow whose bytes contain one of these strings is dropped, the others allowed),
@@ -47,7 +47,8 @@ for line in reader:
             peek = options.get("peek", 1024)
             send({"type": "verdict", "id": flow["id"], "verdict": "filter_data", "peek_outbound": peek})
             continue
-        verdict = "allow" if port in options.get("allow_ports", []) else "drop"
+        allowed = options.get("allow_ports", [])
+        verdict = "allow" if port in allowed or served in allowed else "drop"
         send({"type": "verdict", "id": flow["id"], "verdict": verdict})
     elif m["type"] == "data":
         data = base64.b64decode(m["bytes"])
