@@ -241,7 +241,7 @@ pub enum Event {
         /// The wait before the restart.
         restart_in: Duration,
     },
-    /// A TCP flow the provider allowed, or filtered the data of, has closed.
+    /// A flow the provider allowed, or filtered the data of, has closed.
     Closed(crate::flow::Report),
     /// The counters, about once a second.
     Stats(Stats),
@@ -1116,7 +1116,7 @@ struct Flows {
 /// At most this many flows wait for their close to be reported; the oldest are forgotten.
 const MAX_REPORTED: usize = 65_536;
 
-/// The TCP flows the provider allowed or filtered the data of, until they close.
+/// The flows the provider allowed or filtered the data of, until they close.
 #[derive(Default)]
 struct Reports {
     ids: HashMap<FlowKey, u64>,

@@ -83,7 +83,7 @@ pub enum HostMessage {
     },
     /// Bytes of a flow the provider asked to filter the data of.
     Data(Data),
-    /// A TCP flow the provider allowed (or filtered the data of) has closed, with its
+    /// A flow the provider allowed (or filtered the data of) has closed, with its
     /// counters. No answer.
     FlowClosed(Report),
     /// Stop now.

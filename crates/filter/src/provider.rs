@@ -51,7 +51,8 @@ pub trait Provider: Send + 'static {
         async { DataVerdict::Allow }
     }
 
-    /// A TCP flow this provider allowed, or filtered the data of, has closed: what it
+    /// A flow this provider allowed, or filtered the data of, has closed (TCP: its socket is
+    /// done; UDP: its conntrack entry ended, see [`crate::protocol`]): what it
     /// carried. The default does nothing.
     fn closed(&mut self, report: Report) -> impl Future<Output = ()> + Send {
         let _ = report;
