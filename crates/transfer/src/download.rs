@@ -362,6 +362,41 @@ impl Session {
         Ok(part.exists().then_some(part))
     }
 
+    /// After the download to `dest` was cancelled (its future dropped): its `.part` removed
+    /// and its record failed, as a cancelled URLSession task keeps nothing — once its
+    /// checkpoint thread has let go of the `.part` (up to 5 s), so that its last checkpoint
+    /// does not land after this.
+    #[allow(clippy::disallowed_methods, reason = "a bounded wait for the lock")]
+    pub(crate) async fn cancelled(&self, dest: &Path) -> Result<(), TransferError> {
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dest = std::path::absolute(dest)
+            .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
+        let part = part_path(&dest);
+        let held = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&part);
+        let mut locked = false;
+        if let Ok(file) = &held {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !locked && Instant::now() < deadline {
+                // SAFETY: flock(2) on a descriptor we own; no memory involved.
+                locked =
+                    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+                if !locked {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        let Some(record) = self.store.find(&dest)? else { return Ok(()) };
+        if record.state != State::Done {
+            self.store.set_state(record.id, State::Failed, Some("cancelled"), false)?;
+            if locked && held.is_ok_and(|f| f.metadata().is_ok_and(|m| m.is_file())) {
+                let _ = std::fs::remove_file(&part);
+                self.store.checkpoint(record.id, 0, None)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A connection for `url`: one from the pool when one fits (with an HTTP/3 alternative on
     /// offer, only an HTTP/3 one does: a pooled TCP one gives way to it and stays pooled),
     /// else a new one, which, when it multiplexes, is shared with the requests that waited
@@ -589,8 +624,7 @@ impl Session {
                 headers.extend(fields_for(&job.headers, &crate::origin(url), &current));
                 request_at = started.elapsed();
                 let response = self.get(&mut conn, &current, &headers, &routes, want).await?;
-                let h = |name: hyper::header::HeaderName| response.header(name);
-                self.learn(&current, conn.protocol, h(hyper::header::ALT_SVC));
+                self.learn(&current, conn.protocol, response.header(hyper::header::ALT_SVC));
                 let times = (connected_at, request_at, started.elapsed());
                 let hop =
                     crate::metrics::Hop::new(current.to_string(), response.status, &conn, times);

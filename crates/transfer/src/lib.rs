@@ -75,6 +75,7 @@ pub mod resume;
 pub mod scheduler;
 mod sink;
 pub mod store;
+pub mod task;
 pub mod tasks;
 
 pub use download::{Download, Event, Finished};
@@ -878,6 +879,9 @@ pub enum TransferError {
     /// A time limit ran out (which one, in words).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The task was cancelled.
+    #[error("cancelled")]
+    Cancelled,
     /// A file could not be read or written.
     #[error("{}: {what}: {source}", path.display())]
     Io {
@@ -980,6 +984,8 @@ pub enum Code {
     CannotConnectToHost,
     /// A time limit ran out.
     TimedOut,
+    /// The task was cancelled.
+    Cancelled,
     /// The connection dropped during the exchange.
     NetworkConnectionLost,
     /// No usable path: waiting for connectivity ran out.
@@ -1027,6 +1033,7 @@ impl Code {
     pub fn apple(self) -> Option<i32> {
         // Values from NSURLError.h.
         Some(match self {
+            Self::Cancelled => -999,
             Self::BadUrl => -1000,
             Self::TimedOut => -1001,
             Self::UnsupportedUrl => -1002,
@@ -1119,6 +1126,7 @@ impl TransferError {
             Self::Redirect { kind: redirect::Refusal::TooMany, .. } => Code::HttpTooManyRedirects,
             Self::Redirect { .. } => Code::RedirectRefused,
             Self::Timeout(_) => Code::TimedOut,
+            Self::Cancelled => Code::Cancelled,
             Self::Io { .. } | Self::Output(_) | Self::Checkpoint(_) => Code::CannotWriteToFile,
             Self::Body { .. } => Code::RequestBodyFailed,
             Self::BodyExhausted { .. } => Code::RequestBodyStreamExhausted,

@@ -20,3 +20,4 @@ mod scheduler;
 mod segments;
 mod server;
 mod support;
+mod task;
