@@ -10,7 +10,8 @@
 //! download's `.part` is removed, unless it was cancelled with
 //! [`Task::cancel_producing_resume_data`], whose [`ResumeData`] (JSON, to keep anywhere)
 //! continues it later, in this session or another. Dropping a task's handle lets it run to
-//! its end unobserved, as a URLSession task does.
+//! its end unobserved, as a URLSession task does (one dropped while suspended, which nothing
+//! can resume, ends there: a download keeps its `.part` and its record, interrupted).
 
 use std::future::Future;
 use std::path::PathBuf;
