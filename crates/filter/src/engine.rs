@@ -17,7 +17,7 @@ use crate::recent::Recent;
 /// entry keeps its later SYNs out of the queue, and a refused one is reset at once; measured,
 /// keeping TCP drops refused 456 of 10,000 new connections whose port had just been freed by
 /// such a reset.
-pub const REMEMBER: Duration = Duration::from_secs(2);
+pub(crate) const REMEMBER: Duration = Duration::from_secs(2);
 
 /// What happens to a flow when no provider answers for it: it is not running, it crashed,
 /// it is stopping, or it missed the flow's deadline.
@@ -52,7 +52,7 @@ pub enum Decision {
 
 /// What the engine says about a queued packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// The flow was decided a moment ago: give the packet this verdict now.
     Decided(Decision),
     /// The flow already waits; the packet waits with it.
@@ -102,7 +102,7 @@ struct Pending<P> {
 
 /// The bookkeeping; `P` is whatever the host needs to give a packet its verdict.
 #[derive(Debug)]
-pub struct Engine<P> {
+pub(crate) struct Engine<P> {
     policy: FailPolicy,
     deadline: Duration,
     next_id: u64,
@@ -124,7 +124,7 @@ const MAX_UDP_PORTS: usize = 65_536;
 
 impl<P> Engine<P> {
     /// An engine whose flows wait at most `deadline` for a verdict.
-    pub fn new(policy: FailPolicy, deadline: Duration) -> Self {
+    pub(crate) fn new(policy: FailPolicy, deadline: Duration) -> Self {
         Self {
             policy,
             deadline,
@@ -140,23 +140,24 @@ impl<P> Engine<P> {
     }
 
     /// The failure policy.
-    pub fn policy(&self) -> FailPolicy {
+    pub(crate) fn policy(&self) -> FailPolicy {
         self.policy
     }
 
     /// The counters.
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         self.stats
     }
 
     /// How many flows wait for a verdict.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
         self.pending.len()
     }
 
     /// A packet of flow `key` was queued. For [`Seen::Decided`] the packet is handed back to
     /// be given its verdict; otherwise the engine keeps it until the flow is decided.
-    pub fn packet(&mut self, now: Instant, key: FlowKey, packet: P) -> (Seen, Option<P>) {
+    pub(crate) fn packet(&mut self, now: Instant, key: FlowKey, packet: P) -> (Seen, Option<P>) {
         self.decided.expire(now);
         if let Some(d) = self.decided.get(&key) {
             self.stats.packets += 1;
@@ -179,7 +180,7 @@ impl<P> Engine<P> {
     /// Decides flow `id`; returns the packets that waited for it, to be given `decision`.
     /// A flow that is no longer waiting (decided by its deadline, or unknown) returns nothing
     /// and counts as a late verdict.
-    pub fn decide(&mut self, now: Instant, id: u64, decision: Decision) -> Vec<P> {
+    pub(crate) fn decide(&mut self, now: Instant, id: u64, decision: Decision) -> Vec<P> {
         let Some((key, packets)) = self.take(id) else { return Vec::new() };
         match decision {
             Decision::Allow => self.stats.allowed += 1,
@@ -197,7 +198,7 @@ impl<P> Engine<P> {
     /// Flow `id`'s data is to be filtered: returns the packets that waited for it (its SYN),
     /// to go out while its bytes are held. Like [`Engine::decide`] otherwise; the flow's final
     /// decision is counted with [`Engine::count`].
-    pub fn peek(&mut self, id: u64) -> Vec<P> {
+    pub(crate) fn peek(&mut self, id: u64) -> Vec<P> {
         let Some((_, packets)) = self.take(id) else { return Vec::new() };
         self.stats.peeked += 1;
         packets
@@ -239,7 +240,7 @@ impl<P> Engine<P> {
 
     /// Counts the final decision of a peeked flow, and whether the failure policy made it;
     /// `late` counts a data verdict for a flow no longer waiting.
-    pub fn count(&mut self, decision: Option<Decision>, by_policy: bool) {
+    pub(crate) fn count(&mut self, decision: Option<Decision>, by_policy: bool) {
         match decision {
             Some(Decision::Allow) => self.stats.allowed += 1,
             Some(Decision::Drop) => self.stats.dropped += 1,
@@ -252,14 +253,14 @@ impl<P> Engine<P> {
 
     /// Sets the counters the engine does not keep: bytes shown to the provider, closes
     /// reported and lost.
-    pub fn set_counts(&mut self, bytes_peeked: u64, closes_reported: u64, closes_lost: u64) {
+    pub(crate) fn set_counts(&mut self, bytes_peeked: u64, closes_reported: u64, closes_lost: u64) {
         self.stats.bytes_peeked = bytes_peeked;
         self.stats.closes_reported = closes_reported;
         self.stats.closes_lost = closes_lost;
     }
 
     /// The DNS answers read so far, and how many addresses they name now.
-    pub fn set_names(&mut self, answers: u64, named: u64) {
+    pub(crate) fn set_names(&mut self, answers: u64, named: u64) {
         self.stats.dns_answers = answers;
         self.stats.dns_named = named;
     }
@@ -267,7 +268,7 @@ impl<P> Engine<P> {
     /// The UDP socket at `local` was closed: the allowed flows it made (any address when
     /// `local`'s is unspecified), which are forgotten here and whose conntrack entries are to
     /// be deleted, so that a new socket on the same ports is asked about afresh.
-    pub fn udp_closed(&mut self, local: std::net::SocketAddr) -> Vec<FlowKey> {
+    pub(crate) fn udp_closed(&mut self, local: std::net::SocketAddr) -> Vec<FlowKey> {
         let Some(flows) = self.udp_allowed.get_mut(&local.port()) else { return Vec::new() };
         let (gone, kept): (Vec<FlowKey>, Vec<FlowKey>) = flows
             .drain(..)
@@ -283,13 +284,13 @@ impl<P> Engine<P> {
     }
 
     /// Decides flow `id` by the failure policy.
-    pub fn fail(&mut self, now: Instant, id: u64) -> Vec<P> {
+    pub(crate) fn fail(&mut self, now: Instant, id: u64) -> Vec<P> {
         self.stats.by_policy += 1;
         self.decide(now, id, self.policy.decision())
     }
 
     /// Flows whose deadline has passed, decided by the failure policy: their ids and packets.
-    pub fn expire(&mut self, now: Instant) -> Vec<(u64, Vec<P>)> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(u64, Vec<P>)> {
         let due: Vec<u64> =
             self.dues.iter().take_while(|(due, _)| *due <= now).map(|(_, id)| *id).collect();
         due.into_iter()
@@ -301,13 +302,13 @@ impl<P> Engine<P> {
     }
 
     /// Every waiting flow decided by the failure policy (the provider is gone).
-    pub fn fail_all(&mut self, now: Instant) -> Vec<(u64, Vec<P>)> {
+    pub(crate) fn fail_all(&mut self, now: Instant) -> Vec<(u64, Vec<P>)> {
         let ids: Vec<u64> = self.pending.values().map(|p| p.id).collect();
         ids.into_iter().map(|id| (id, self.fail(now, id))).collect()
     }
 
     /// When the next deadline falls.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.dues.first().map(|(due, _)| *due)
     }
 }

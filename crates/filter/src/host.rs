@@ -9,7 +9,7 @@
 //!
 //! A flow whose provider asked to see its data: its SYN goes out with the PEEK mark saved to
 //! the connection, so its later packets are queued too; their bytes are held and put in order
-//! ([`crate::peek`]) and shown to the provider, and each packet goes out once all its bytes
+//! (in bounded buffers) and shown to the provider, and each packet goes out once all its bytes
 //! are passed ("pass": NF_REPEAT with the PEEK mark, which the rules let through), or with
 //! the flow's final verdict. A dropped peeked flow's process gets a reset, and so does its peer
 //! (from a raw socket, with the sequence number of the next byte it expects).

@@ -9,17 +9,18 @@
 //!   only (a conntrack mark carries the final verdict, so the rest of an allowed flow never
 //!   leaves the kernel); the [`rules`] decide, or ask the provider; whenever no provider
 //!   answers, the [`FailPolicy`] does. A peeked flow's later packets are queued too, their bytes
-//!   held and put in order ([`peek`]) until the provider's data verdict.
+//!   held and put in order until the provider's data verdict; [`host_name`] reads the name a
+//!   flow's first bytes give (a TLS server name, an HTTP Host), as the host and the SDK do.
 //! - [`list`] names every packet filter on the host, ours or not.
 #![warn(missing_docs)]
 
-pub mod engine;
+mod engine;
 pub mod flow;
 pub mod host;
 pub mod list;
-pub mod names;
-pub mod packet;
-pub mod peek;
+mod names;
+mod packet;
+mod peek;
 pub mod protocol;
 pub mod provider;
 mod recent;
@@ -31,6 +32,7 @@ pub use flow::{
     Data, DataVerdict, Direction, Flow, FlowKey, FlowVerdict, MAX_PEEK, Process, Report, Transport,
 };
 pub use host::{By, Ended, Event, HostError, HostOptions, ProviderOptions};
+pub use names::{host_name, http_host, server_name};
 pub use rules::{Action, Rule, Rules, RulesError};
 
 /// The kernel's NFQUEUE interface, for other programs that queue packets (the lab's delayer).

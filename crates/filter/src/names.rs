@@ -20,7 +20,7 @@ const MAX_ADDRESSES: usize = 64;
 /// name: the name the program asked for, not the end of a CNAME chain, since that is the name
 /// it will connect to (and send as its server name). Nothing when it is not a successful
 /// answer with one question.
-pub fn dns_answers(payload: &[u8]) -> Vec<(std::net::IpAddr, String)> {
+pub(crate) fn dns_answers(payload: &[u8]) -> Vec<(std::net::IpAddr, String)> {
     use hickory_proto::op::{Message, MessageType, ResponseCode};
     use hickory_proto::rr::RData;
     let Ok(message) = Message::from_vec(payload) else { return Vec::new() };

@@ -11,7 +11,7 @@ const UDP: u8 = 17;
 /// The key of the flow a packet going `direction` belongs to: this host's end is its source
 /// when outbound, its destination when inbound. `None` for a packet that is not TCP or UDP
 /// over IPv4 or IPv6, a non-first fragment, or a truncated one.
-pub fn flow_key(packet: &[u8], direction: Direction) -> Option<FlowKey> {
+pub(crate) fn flow_key(packet: &[u8], direction: Direction) -> Option<FlowKey> {
     let (src, dst, proto, transport) = match packet.first()? >> 4 {
         4 => {
             let ihl = usize::from(packet[0] & 0x0f) * 4;
@@ -58,7 +58,7 @@ pub fn flow_key(packet: &[u8], direction: Direction) -> Option<FlowKey> {
 
 /// A TCP segment's place in its stream, read from a queued packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment<'a> {
+pub(crate) struct Segment<'a> {
     /// The sequence number of its first byte (of the SYN, for a SYN).
     pub seq: u32,
     /// The SYN flag.
@@ -79,7 +79,7 @@ pub struct Segment<'a> {
 }
 
 /// The TCP segment in a packet, or `None` when it is not TCP or does not parse.
-pub fn tcp_segment(packet: &[u8]) -> Option<Segment<'_>> {
+pub(crate) fn tcp_segment(packet: &[u8]) -> Option<Segment<'_>> {
     let (proto, ip_payload_len, transport) = match packet.first()? >> 4 {
         4 => {
             let ihl = usize::from(packet[0] & 0x0f) * 4;
@@ -127,7 +127,7 @@ pub fn tcp_segment(packet: &[u8]) -> Option<Segment<'_>> {
 
 /// The payload of a UDP datagram (IPv4 or IPv6, the first fragment), as far as it was queued
 /// and its UDP length says; `None` when the packet is not UDP or does not parse.
-pub fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
+pub(crate) fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
     let transport = match packet.first()? >> 4 {
         4 => {
             let ihl = usize::from(packet[0] & 0x0f) * 4;
@@ -155,7 +155,7 @@ pub fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
 
 /// A TCP reset from `key.local` to `key.remote` with sequence number `seq` (no ACK), with its
 /// IP header, ready for a raw socket: it tells the peer of a dropped flow at once.
-pub fn reset(key: FlowKey, seq: u32) -> Vec<u8> {
+pub(crate) fn reset(key: FlowKey, seq: u32) -> Vec<u8> {
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&key.local.port().to_be_bytes());
     tcp[2..4].copy_from_slice(&key.remote.port().to_be_bytes());
@@ -195,7 +195,7 @@ pub fn reset(key: FlowKey, seq: u32) -> Vec<u8> {
 /// For a SYN that carries data (TCP Fast Open, RFC 7413): the SYN opens the connection, the
 /// answer acknowledges the SYN alone, and the sender sends the data again after the handshake
 /// (RFC 7413 §4.2.2). `None` when the packet is not a whole TCP segment over IPv4 or IPv6.
-pub fn without_payload(packet: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn without_payload(packet: &[u8]) -> Option<Vec<u8>> {
     let seg = tcp_segment(packet)?;
     if seg.payload.len() != seg.len {
         return None; // cut short when queued: its headers are whole, but to be sure

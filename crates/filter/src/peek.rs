@@ -23,21 +23,21 @@ use crate::recent::Recent;
 /// The most payload bytes one flow holds back; a packet beyond them is discarded (the sender
 /// sends it again later). A flow's sender has at most its window in flight, far less than this
 /// while nothing is acknowledged.
-pub const MAX_HELD: usize = 256 * 1024;
+pub(crate) const MAX_HELD: usize = 256 * 1024;
 /// The most payload bytes all flows together hold back (256 flows at their most): past it, a
 /// packet to hold is discarded as one past [`MAX_HELD`] is, and sent again later, so that many
 /// flows waiting on a slow provider cannot take the host's memory.
-pub const MAX_HELD_TOTAL: usize = 64 << 20;
+pub(crate) const MAX_HELD_TOTAL: usize = 64 << 20;
 /// A peeked flow with nothing held and no question out is forgotten after this long without a
 /// packet; a later packet of it gets the failure policy.
-pub const IDLE: Duration = Duration::from_secs(600);
+pub(crate) const IDLE: Duration = Duration::from_secs(600);
 /// How long the final verdict of a peeked flow answers its later packets (packets already
 /// queued when it came, retransmissions, the resets of a dropped flow's process).
-pub const REMEMBER: Duration = Duration::from_secs(30);
+pub(crate) const REMEMBER: Duration = Duration::from_secs(30);
 
 /// What a packet of a peeked flow gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Give {
+pub(crate) enum Give {
     /// Out, and the flow stays peeked: its next packets come back to the host.
     Pass,
     /// Out without its payload, and the flow stays peeked: a SYN carrying data (TCP Fast
@@ -54,7 +54,7 @@ pub enum Give {
 
 /// A TCP segment of a peeked flow, with its payload copied out of the queue's buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Segment {
+pub(crate) struct Segment {
     /// Its first byte's sequence number.
     pub seq: u32,
     /// Its payload's length (from the IP header).
@@ -74,7 +74,7 @@ pub struct Segment {
 
 /// What the host does after a data verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The flow is not waiting for a verdict (its deadline passed, or it is unknown).
     Late,
     /// Some bytes passed; the flow waits for more, or asks at once.
@@ -94,7 +94,7 @@ struct Held<P> {
 
 /// How much of each direction of a flow the provider wants to see first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PeekSizes {
+pub(crate) struct PeekSizes {
     /// Bytes from this host to the peer; 0 with `inbound` 0 is taken as 1.
     pub outbound: u32,
     /// Bytes from the peer to this host; 0: the peer's packets are not held (nor queued).
@@ -103,7 +103,7 @@ pub struct PeekSizes {
 
 impl PeekSizes {
     /// Whether the peer's packets are held and followed too (its bytes are peeked at).
-    pub fn both_ways(self) -> bool {
+    pub(crate) fn both_ways(self) -> bool {
         self.inbound > 0
     }
 }
@@ -321,7 +321,7 @@ impl<P> Peeked<P> {
 
 /// The peeked flows.
 #[derive(Debug)]
-pub struct Peeks<P> {
+pub(crate) struct Peeks<P> {
     deadline: Duration,
     flows: HashMap<FlowKey, Peeked<P>>,
     ids: HashMap<u64, FlowKey>,
@@ -341,7 +341,7 @@ pub struct Peeks<P> {
 
 impl<P> Peeks<P> {
     /// No flows; each question waits at most `deadline` for its verdict.
-    pub fn new(deadline: Duration) -> Self {
+    pub(crate) fn new(deadline: Duration) -> Self {
         Self {
             deadline,
             flows: HashMap::new(),
@@ -356,23 +356,20 @@ impl<P> Peeks<P> {
     }
 
     /// The payload bytes held, all flows together.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
         self.held_total
     }
 
-    /// How many flows are peeked at.
-    pub fn len(&self) -> usize {
-        self.flows.len()
-    }
-
     /// Whether no flow is peeked at.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }
 
     /// The flows that ended without a verdict since the last call (the sender reset them, or
     /// they were idle).
-    pub fn take_gone(&mut self) -> Vec<u64> {
+    pub(crate) fn take_gone(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.gone)
     }
 
@@ -380,19 +377,20 @@ impl<P> Peeks<P> {
     /// `key.remote` (the peer, or this host's own socket when the key is turned around) with
     /// the sequence number of the next byte its receiver expects (a reset with it is taken at
     /// once, RFC 5961 §3.2).
-    pub fn take_resets(&mut self) -> Vec<(FlowKey, u32)> {
+    pub(crate) fn take_resets(&mut self) -> Vec<(FlowKey, u32)> {
         std::mem::take(&mut self.resets)
     }
 
     /// Whether packets of `key` belong here (a peeked flow, or one decided a moment ago).
-    pub fn knows(&self, key: &FlowKey) -> bool {
+    #[cfg(test)]
+    pub(crate) fn knows(&self, key: &FlowKey) -> bool {
         self.flows.contains_key(key) || self.ended.contains(key)
     }
 
     /// Flow `id` is to be peeked at: its SYN came from `syn.0`'s side with sequence number
     /// `syn.1`, and the provider wants to see `peek` of its bytes. The peer's packets come
     /// here only when `peek.inbound` is not 0.
-    pub fn start(
+    pub(crate) fn start(
         &mut self,
         now: Instant,
         id: u64,
@@ -428,19 +426,19 @@ impl<P> Peeks<P> {
     }
 
     /// Whether flow `id`'s bytes are peeked at both ways (the peer's packets come here too).
-    pub fn both_ways(&self, id: u64) -> bool {
+    pub(crate) fn both_ways(&self, id: u64) -> bool {
         self.ids.get(&id).and_then(|k| self.flows.get(k)).is_some_and(Peeked::both_ways)
     }
 
     /// Whether the bytes flow `key` sends `direction` are peeked at (held until passed).
-    pub fn peeked(&self, key: &FlowKey, direction: Direction) -> bool {
+    pub(crate) fn peeked(&self, key: &FlowKey, direction: Direction) -> bool {
         self.flows.get(key).is_some_and(|f| f.streams[way(direction)].peeked)
     }
 
     /// A queued packet of flow `key`, going `direction` (from this host, or from the peer).
     /// Its verdict, or the verdicts of packets it releases, go to `out`; the bytes to show the
     /// provider are returned. `Err` hands back the packet of a flow this does not know.
-    pub fn packet(
+    pub(crate) fn packet(
         &mut self,
         now: Instant,
         key: FlowKey,
@@ -539,7 +537,7 @@ impl<P> Peeks<P> {
 
     /// Flow `id`'s held outbound bytes are to be shown again, to a provider that has not seen
     /// them (the host read them for the flow's host name).
-    pub fn reshow(&mut self, id: u64) {
+    pub(crate) fn reshow(&mut self, id: u64) {
         if let Some(f) = self.ids.get(&id).and_then(|k| self.flows.get_mut(k)) {
             let s = &mut f.streams[way(Direction::Outbound)];
             s.shown_from = s.passed_to;
@@ -554,7 +552,7 @@ impl<P> Peeks<P> {
     /// the mark that says so), before the peer has this host's first bytes to answer; the
     /// stream starts at the first of them seen (its SYN-ACK went by). False when the flow is
     /// not known.
-    pub fn peek_inbound(&mut self, id: u64, peek: u32) -> bool {
+    pub(crate) fn peek_inbound(&mut self, id: u64, peek: u32) -> bool {
         let Some(f) = self.ids.get(&id).and_then(|k| self.flows.get_mut(k)) else { return false };
         if peek > 0 && !f.both_ways() {
             f.streams[way(Direction::Inbound)] = Stream::new(peek, None);
@@ -564,7 +562,7 @@ impl<P> Peeks<P> {
 
     /// The provider's verdict about flow `id`'s bytes last shown: `pass` and `peek` are about
     /// the direction they went; `allow` and `drop` decide the whole flow.
-    pub fn verdict(
+    pub(crate) fn verdict(
         &mut self,
         now: Instant,
         id: u64,
@@ -595,7 +593,7 @@ impl<P> Peeks<P> {
 
     /// Flows whose question's deadline passed, decided `decision` (the failure policy): their
     /// ids.
-    pub fn expire(
+    pub(crate) fn expire(
         &mut self,
         now: Instant,
         decision: Decision,
@@ -608,7 +606,7 @@ impl<P> Peeks<P> {
 
     /// Every flow decided `decision` (the provider is gone, or the host stops): their ids. A
     /// provider that starts again knows nothing of the flows its predecessor peeked at.
-    pub fn fail_all(
+    pub(crate) fn fail_all(
         &mut self,
         now: Instant,
         decision: Decision,
@@ -639,7 +637,7 @@ impl<P> Peeks<P> {
     }
 
     /// When the next question's deadline falls.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.dues.first().map(|(due, _)| *due)
     }
 
@@ -674,7 +672,7 @@ impl<P> Peeks<P> {
 
     /// Forgets flows idle for [`IDLE`] with nothing held and no question out (called now and
     /// then: it walks every flow).
-    pub fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         let idle: Vec<u64> = self
             .flows
             .values()

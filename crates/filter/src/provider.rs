@@ -44,7 +44,7 @@ pub trait Provider: Send + 'static {
     /// The verdict about a flow's bytes, for a flow this provider answered
     /// [`FlowVerdict::FilterData`] about (`flow` is the flow as `new_flow` saw it, with its
     /// `host` read from its first bytes when they name one — a TLS server name or an HTTP
-    /// Host, [`crate::names`] — over the name a DNS answer gave its address). The default
+    /// Host, [`crate::host_name`] — over the name a DNS answer gave its address). The default
     /// allows the rest of the flow.
     fn data(&mut self, flow: &Flow, data: Data) -> impl Future<Output = DataVerdict> + Send {
         let _ = (flow, data);
