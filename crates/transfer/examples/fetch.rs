@@ -1,7 +1,8 @@
 //! Loads a URL the way an application embeds nw-transfer: a session with a credential provider,
 //! a data task into memory (redirects followed, the body decoded, the transaction's metrics),
-//! and, given a file name, a download that survives being stopped — run it again and it
-//! resumes from the last checkpoint instead of from zero.
+//! and, given a file name, a download task whose progress is watched and that survives being
+//! stopped — Ctrl-C keeps its resume data beside the file, and running it again goes on from
+//! there instead of from zero.
 //!
 //! ```sh
 //! cargo run -p nw-transfer --example fetch -- https://deb.debian.org/debian/
@@ -22,7 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use nw_connection::BoxFuture;
-use nw_transfer::{Configuration, CredentialProvider, Download, Event, Refused, Session};
+use nw_transfer::task::{ResumeData, State};
+use nw_transfer::{Configuration, CredentialProvider, Download, Refused, Session};
 
 /// Gives one token, to one origin: what an application's account store would do.
 #[derive(Debug)]
@@ -135,28 +137,58 @@ async fn run(url: &str, file: Option<PathBuf>) -> Result<(), nw_transfer::Transf
         return Ok(());
     };
 
-    // To a file: the store remembers the checkpoint, so a second run resumes.
+    // To a file, as a task whose progress is watched. Ctrl-C cancels it producing resume
+    // data, kept beside the file, and the next run goes on from there (a run killed outright
+    // resumes too: the store keeps the checkpoint).
     let store = std::env::temp_dir().join("nw-fetch-example.db");
-    let session = Session::new(config, &store)?;
-    let job = Download { resume: true, ..Download::new(url, dest) };
-    let shown = |total: Option<u64>| total.map_or_else(|| "?".to_owned(), |t| t.to_string());
-    let mut on = |event: Event| match event {
-        Event::Started { from, total, protocol, .. } => {
-            println!("started at byte {from} of {} over {protocol:?}", shown(total));
+    let session = Arc::new(Session::new(config, &store)?);
+    let kept = PathBuf::from(format!("{}.resume.json", dest.display()));
+    let resume_data = std::fs::read_to_string(&kept).ok();
+    let task = match resume_data.and_then(|t| serde_json::from_str::<ResumeData>(&t).ok()) {
+        Some(data) => {
+            println!("going on from byte {}", data.bytes);
+            session.download_task_resuming(&data)
         }
-        Event::Progress { written, total, rate } => {
-            eprint!("\r{written} of {} bytes, {:.1} MB/s   ", shown(total), rate / 1e6);
-        }
+        None => session.download_task(Download { resume: true, ..Download::new(url, dest) }),
     };
-    let done = session.download(&job, &mut on).await;
+    let shown = |total: Option<u64>| total.map_or_else(|| "?".to_owned(), |t| t.to_string());
+    let mut status = task.watch();
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            changed = status.changed() => {
+                let now = *status.borrow_and_update();
+                eprint!("\r{:?}: {} of {} bytes   ", now.state, now.bytes, shown(now.expected));
+                if changed.is_err() || now.state == State::Completed {
+                    break;
+                }
+            }
+            _ = &mut interrupted => {
+                eprintln!();
+                match task.cancel_producing_resume_data().await {
+                    Some(data) => {
+                        let text = serde_json::to_string(&data).unwrap_or_default();
+                        if let Err(e) = std::fs::write(&kept, text) {
+                            eprintln!("fetch: {}: {e}", kept.display());
+                        }
+                        println!("stopped at byte {}; run it again to go on", data.bytes);
+                    }
+                    None => println!("stopped; nothing to go on from"),
+                }
+                return Ok(());
+            }
+        }
+    }
     eprintln!();
-    let done = done?;
+    let done = task.wait().await?;
+    let _ = std::fs::remove_file(&kept);
     println!(
-        "{} bytes in {} (resumed from {}, {} segment(s))",
+        "{} bytes in {} (resumed from {}, {} segment(s), over {:?})",
         done.bytes,
         done.dest.display(),
         done.resumed_from,
-        done.segments
+        done.segments,
+        done.metrics.protocol
     );
     Ok(())
 }

@@ -57,7 +57,7 @@ pub struct Status {
 pub struct ResumeData {
     /// The URL asked for.
     pub url: String,
-    /// Where the file goes.
+    /// Where the file goes (absolute).
     pub dest: PathBuf,
     /// The expected SHA-256, hex, when one was given.
     pub sha256: Option<String>,
@@ -235,7 +235,8 @@ impl Session {
     pub fn download_task(self: &Arc<Self>, job: Download) -> Task<Finished> {
         let resume = ResumeData {
             url: job.url.clone(),
-            dest: job.dest.clone(),
+            // Absolute, so that it goes on where it began from any working directory.
+            dest: std::path::absolute(&job.dest).unwrap_or_else(|_| job.dest.clone()),
             sha256: job.sha256.map(|d| d.iter().map(|b| format!("{b:02x}")).collect()),
             segments: job.segments,
             bytes: 0,
