@@ -461,7 +461,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 Ok(result) => result,
                 Err(code) => {
                     report.finish();
-                    interrupted(&session, &job.dest);
+                    interrupted(&session, &job.dest).await;
                     return Ok(Outcome::Exit(code));
                 }
             };
@@ -481,7 +481,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 job.force = false;
             }
             if let Err(code) = unless_stopped(backoff(next.wait), &mut stop).await {
-                interrupted(&session, &job.dest);
+                interrupted(&session, &job.dest).await;
                 return Ok(Outcome::Exit(code));
             }
         };
@@ -726,8 +726,9 @@ pub(crate) async fn backoff(wait: Duration) {
 
 /// After a signal stopped the download to `dest`: its record says interrupted (not running),
 /// so `nw transfers` and the next `nw get --resume` see it for what it is.
-fn interrupted(session: &Session, dest: &Path) {
-    match session.stopped(dest, "stopped by a signal; run again with --resume to continue") {
+async fn interrupted(session: &Session, dest: &Path) {
+    let why = "stopped by a signal; run again with --resume to continue";
+    match session.stopped(dest, why).await {
         Ok(Some(part)) => crate::output::error_line(&format!(
             "nw: stopped; {} keeps what was checkpointed; run again with --resume to continue",
             part.display()

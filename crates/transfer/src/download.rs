@@ -205,6 +205,9 @@ struct Ledger {
     already: u64,
     total: Option<u64>,
     done: bool,
+    /// The writer thread is running: after `done`, the last checkpoint waits for it, so that
+    /// what a stopped download had in flight is checkpointed too.
+    writing: bool,
     failed: Option<String>,
 }
 
@@ -345,13 +348,16 @@ impl Session {
     }
 
     /// After the download to `dest` was stopped from outside — its future dropped by a signal
-    /// or a cancel, which leaves its record `running` — records it interrupted with `why`,
-    /// and removes its `.part` when that holds nothing (under its lock, as after a failure).
-    /// The `.part` left to resume, if any.
-    pub fn stopped(&self, dest: &Path, why: &str) -> Result<Option<PathBuf>, TransferError> {
+    /// or a cancel, which leaves its record `running` — waits (up to 5 s) for its writer and
+    /// checkpoint threads to let go of the `.part`, so that what it had in flight is written
+    /// and checkpointed, then records it interrupted with `why`, and removes its `.part` when
+    /// that holds nothing (under its lock, as after a failure). The `.part` left to resume,
+    /// if any.
+    pub async fn stopped(&self, dest: &Path, why: &str) -> Result<Option<PathBuf>, TransferError> {
         let dest = std::path::absolute(dest)
             .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
         let part = part_path(&dest);
+        drop(released(&part).await);
         let Some(record) = self.store.find(&dest)? else { return Ok(None) };
         if record.state == State::Running {
             self.store.set_state(record.id, State::Interrupted, Some(why), false)?;
@@ -362,34 +368,28 @@ impl Session {
         Ok(part.exists().then_some(part))
     }
 
+    /// After the download to `dest` was suspended (its future dropped): [`Session::stopped`],
+    /// and the bytes checkpointed.
+    pub(crate) async fn suspended(&self, dest: &Path) -> Result<u64, TransferError> {
+        let dest = std::path::absolute(dest)
+            .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
+        self.stopped(&dest, "suspended").await?;
+        Ok(self.store.find(&dest)?.map_or(0, |r| r.offset))
+    }
+
     /// After the download to `dest` was cancelled (its future dropped): its `.part` removed
     /// and its record failed, as a cancelled URLSession task keeps nothing — once its
-    /// checkpoint thread has let go of the `.part` (up to 5 s), so that its last checkpoint
-    /// does not land after this.
-    #[allow(clippy::disallowed_methods, reason = "a bounded wait for the lock")]
+    /// threads have let go of the `.part`, so that their last checkpoint does not land after
+    /// this.
     pub(crate) async fn cancelled(&self, dest: &Path) -> Result<(), TransferError> {
-        use std::os::fd::AsRawFd as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
         let dest = std::path::absolute(dest)
             .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
         let part = part_path(&dest);
-        let held = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&part);
-        let mut locked = false;
-        if let Ok(file) = &held {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !locked && Instant::now() < deadline {
-                // SAFETY: flock(2) on a descriptor we own; no memory involved.
-                locked =
-                    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-                if !locked {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        let held = released(&part).await;
         let Some(record) = self.store.find(&dest)? else { return Ok(()) };
         if record.state != State::Done {
             self.store.set_state(record.id, State::Failed, Some("cancelled"), false)?;
-            if locked && held.is_ok_and(|f| f.metadata().is_ok_and(|m| m.is_file())) {
+            if held.is_some_and(|f| f.metadata().is_ok_and(|m| m.is_file())) {
                 let _ = std::fs::remove_file(&part);
                 self.store.checkpoint(record.id, 0, None)?;
             }
@@ -997,9 +997,11 @@ impl Session {
         let mut sink = Sink::new(file, direct);
         let writer = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("nw-write".into())
-                .spawn(move || -> std::io::Result<()> {
+            shared.lock().writing = true;
+            let spawned = std::thread::Builder::new().name("nw-write".into()).spawn({
+                let shared = shared.clone();
+                move || -> std::io::Result<()> {
+                    let _ending = Wrote(shared.clone());
                     while let Some((i, chunk)) = rx.blocking_recv() {
                         let len = chunk.len() as u64;
                         let at = shared.admit(i, len, interval);
@@ -1007,8 +1009,12 @@ impl Session {
                         shared.wrote(i, len, interval);
                     }
                     Ok(())
-                })
-                .map_err(|e| TransferError::io(part, "cannot start the writer thread", e))?
+                }
+            });
+            spawned.map_err(|e| {
+                shared.lock().writing = false;
+                TransferError::io(part, "cannot start the writer thread", e)
+            })?
         };
         let first_start = streams.first().map_or(0, |s| s.start);
         let (hash_tx, hasher) = if hash && streams.len() == 1 {
@@ -1168,7 +1174,8 @@ async fn read(
 ) -> Result<(usize, u64, bool), TransferError> {
     let limit = stream.end.map(|end| end - stream.start);
     let mut got: u64 = 0;
-    let mut gather = Gather::new(pool.clone(), stream.start);
+    let mut held = Gathered { i, gather: Gather::new(pool.clone(), stream.start), tx: tx.clone() };
+    let gather = &mut held.gather;
     let ended = loop {
         if limit == Some(got) && !stream.exact {
             break false;
@@ -1211,6 +1218,33 @@ async fn read(
         send(i, &tx, hash.as_ref(), chunk).await?;
     }
     Ok((i, got, ended))
+}
+
+/// Tells the checkpoint thread that the writer is done, however it ends.
+struct Wrote(Arc<Shared>);
+
+impl Drop for Wrote {
+    fn drop(&mut self) {
+        self.0.lock().writing = false;
+        self.0.changed.notify_all();
+    }
+}
+
+/// What a reader gathered and has not yet sent to the writer: when the download is dropped
+/// mid-way (a cancel, a suspension, a signal), it goes to the writer if the queue has room, so
+/// what arrived is written and checkpointed rather than lost with the unfilled chunk.
+struct Gathered {
+    i: usize,
+    gather: Gather,
+    tx: mpsc::Sender<(usize, Bytes)>,
+}
+
+impl Drop for Gathered {
+    fn drop(&mut self) {
+        if let Some(chunk) = self.gather.close() {
+            let _ = self.tx.try_send((self.i, chunk));
+        }
+    }
 }
 
 /// Tells the checkpoint thread that no more data is coming.
@@ -1258,6 +1292,27 @@ fn refuse_unless_regular(path: &Path, what: &str) -> Result<(), TransferError> {
         path: path.to_owned(),
         why: format!("{what} is {why}, not a regular file; remove it or choose another -o"),
     })
+}
+
+/// `part` with its lock taken, once no download of this process holds it: one just stopped
+/// lets go when its writer and checkpoint threads are done. Waits up to 5 s; `None` when
+/// there is no such file or the lock stayed held.
+#[allow(clippy::disallowed_methods, reason = "a bounded wait for the lock")]
+async fn released(part: &Path) -> Option<File> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(part).ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // SAFETY: flock(2) on a descriptor we own; no memory involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Some(file);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Opens `FILE.part` (creating it) without following a symbolic link, checks that it is a
@@ -1343,7 +1398,7 @@ fn checkpoints(
         (l, _) = shared
             .changed
             .wait_timeout_while(l, Duration::from_secs(1), |l| {
-                l.uncommitted() < interval / 2 && !l.done
+                l.uncommitted() < interval / 2 && !(l.done && (!l.writing || l.uncommitted() > 0))
             })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let target: Vec<u64> = l.segs.iter().map(|s| s.written).collect();
@@ -1367,7 +1422,7 @@ fn checkpoints(
             }
             shared.changed.notify_all();
         }
-        if done && l.uncommitted() == 0 {
+        if done && !l.writing && l.uncommitted() == 0 {
             return Ok(());
         }
     }

@@ -117,7 +117,7 @@ impl<T: Send + 'static> Task<T> {
     fn spawn(
         mut attempt: impl FnMut(bool, Progress) -> Attempt<T> + Send + 'static,
         suspendable: bool,
-        after_stop: impl Fn(bool) -> Attempt<()> + Send + 'static,
+        after_stop: impl Fn(bool, Progress) -> Attempt<()> + Send + 'static,
     ) -> Self {
         let (control, mut told) = watch::channel(Control::Run);
         let empty = Status { state: State::Running, bytes: 0, expected: None };
@@ -155,7 +155,7 @@ impl<T: Send + 'static> Task<T> {
                     }
                 };
                 drop(running);
-                if let Err(e) = after_stop(stop == Control::Cancel).await {
+                if let Err(e) = after_stop(stop == Control::Cancel, progress.clone()).await {
                     tracing::warn!("after a task stopped: {e}");
                 }
                 if stop == Control::Cancel {
@@ -250,13 +250,17 @@ impl Session {
             Box::pin(async move { session.download(&job, &mut progress.events()).await })
         };
         let session = self.clone();
-        let after_stop = move |cancelled: bool| -> Attempt<()> {
+        let after_stop = move |cancelled: bool, progress: Progress| -> Attempt<()> {
             let (session, dest) = (session.clone(), dest.clone());
             Box::pin(async move {
                 if cancelled {
                     session.cancelled(&dest).await
                 } else {
-                    session.stopped(&dest, "suspended").map(|_| ())
+                    // What it had in flight is written and checkpointed by now: the bytes
+                    // it goes on from.
+                    let kept = session.suspended(&dest).await?;
+                    progress.0.send_modify(|s| s.bytes = kept);
+                    Ok(())
                 }
             })
         };
@@ -316,6 +320,6 @@ impl Session {
 }
 
 /// What a task that keeps nothing does after it stops.
-fn nothing(_cancelled: bool) -> Attempt<()> {
+fn nothing(_cancelled: bool, _progress: Progress) -> Attempt<()> {
     Box::pin(async { Ok(()) })
 }

@@ -32,6 +32,10 @@ fn task_a_download_is_suspended_resumed_and_cancelled_with_and_without_resume_da
     let server =
         nginx(&scratch, &NginxOptions { slow_rate: Some("1m".into()), ..NginxOptions::default() });
     let url = server.url("/slow/file.bin");
+    // At 200 KB/s, less than a chunk (1 MiB) arrives in a second.
+    let slow = NginxOptions { slow_rate: Some("200k".into()), ..NginxOptions::default() };
+    let slower_server = nginx(&scratch, &slow);
+    let slower = slower_server.url("/slow/file.bin");
     // Checkpointed every 64 KiB, so a stop keeps nearly all that arrived.
     let config = Configuration { checkpoint_bytes: 64 << 10, ..Configuration::default() };
     let session = Arc::new(session(&scratch, config));
@@ -69,13 +73,31 @@ fn task_a_download_is_suspended_resumed_and_cancelled_with_and_without_resume_da
         assert!(done.resumed_from > 0, "{done:?}");
         assert!(std::fs::read(&dest).unwrap() == data, "not byte-exact after resume data");
 
+        // Suspended before a whole chunk (1 MiB) arrived, with checkpoints as far apart as
+        // by default: what arrived is written and checkpointed all the same (it was dropped
+        // with the unfilled chunk before).
+        let dest = scratch.0.join("d");
+        let default = Arc::new(crate::support::session(&scratch, Configuration::default()));
+        let task = default.download_task(job(slower.clone(), &dest, false));
+        until(&task, |s| s.expected.is_some()).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(task.suspend());
+        let kept = until(&task, |s| s.state == State::Suspended).await;
+        assert!(kept.bytes >= 100_000, "only {} bytes kept of what arrived", kept.bytes);
+        let record = default.store().find(&dest).unwrap().unwrap();
+        assert_eq!(record.offset, kept.bytes, "{record:?}");
+        let part_len = std::fs::metadata(part("d")).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(part_len, kept.bytes, "the .part holds what was checkpointed");
+        task.cancel();
+        assert!(task.wait().await.is_err_and(|e| e.code() == Code::Cancelled));
+
         // Cancelled: it ends at once, saying so, and keeps nothing.
         let dest = scratch.0.join("c");
         let task = session.download_task(job(url.clone(), &dest, false));
         until(&task, |s| s.bytes >= 300_000).await;
         task.cancel();
         assert!(matches!(task.status().state, State::Canceling | State::Completed));
-        let ended = tokio::time::timeout(Duration::from_secs(2), task.wait()).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(6), task.wait()).await.unwrap();
         let Err(e @ TransferError::Cancelled) = ended else { panic!("{ended:?}") };
         assert_eq!((e.code(), e.code().apple()), (Code::Cancelled, Some(-999)));
         assert!(!part("c").exists() && !dest.exists(), "a cancelled download left its bytes");
