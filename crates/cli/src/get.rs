@@ -982,12 +982,12 @@ impl Bar {
                     crate::output::error_line(&format!("nw: one connection, not segments: {why}"));
                 }
             }
-            Event::Progress { written, total, rate } if self.tty => {
+            Event::Progress { received, total, rate, .. } if self.tty => {
                 let (percent, eta) = match total {
                     Some(t) if *t > 0 => {
-                        let left = t.saturating_sub(*written) as f64 / rate.max(1.0);
+                        let left = t.saturating_sub(*received) as f64 / rate.max(1.0);
                         (
-                            format!("{:3.0}%", *written as f64 * 100.0 / *t as f64),
+                            format!("{:3.0}%", *received as f64 * 100.0 / *t as f64),
                             format!("  ETA {}", eta(left)),
                         )
                     }
@@ -995,8 +995,12 @@ impl Bar {
                 };
                 let of = total.map_or_else(String::new, |t| format!(" of {}", size(t)));
                 let mut err = std::io::stderr().lock();
-                let _ =
-                    write!(err, "\r\x1b[K{percent} {}{of}  {}/s{eta}", size(*written), size(*rate));
+                let _ = write!(
+                    err,
+                    "\r\x1b[K{percent} {}{of}  {}/s{eta}",
+                    size(*received),
+                    size(*rate)
+                );
                 let _ = err.flush();
                 self.drawn = true;
             }

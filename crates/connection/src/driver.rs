@@ -1151,6 +1151,12 @@ async fn reach_proxy(
             connected.report.proxy_tls_handshake = Some(took);
             Ok(connected)
         }
+        // A proxy that speaks plain HTTP answers the ClientHello with an HTTP error: rustls
+        // reads its first byte ('H') as a record type it does not know.
+        Err(AttemptError::Tls(e)) if e.contains("InvalidContentType") => Err(failed(
+            AttemptError::Tls(format!("{e}: it answered in plain text (is it an https:// proxy?)")),
+            connected.report,
+        )),
         Err(e) => Err(failed(e, connected.report)),
     }
 }

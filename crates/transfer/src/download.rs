@@ -14,6 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,10 +159,14 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         not_segmented: Option<String>,
     },
-    /// Bytes of the file written so far (including those resumed from).
+    /// Bytes of the file received and written so far (including those resumed from).
     Progress {
         /// Bytes of the file on disk.
         written: u64,
+        /// Bytes of the file received: `written` and what waits in memory to be written (up to
+        /// a chunk, 1 MiB, per connection) — what a progress bar shows, moving as the bytes
+        /// arrive however slowly. An upload's bytes sent, as `written`.
+        received: u64,
         /// The file's length, when known.
         total: Option<u64>,
         /// Bytes per second since this run started writing.
@@ -1042,19 +1047,23 @@ impl Session {
         let idle = self.config.request_timeout;
         let count = streams.len();
         let pool = Pool::new(CHUNK);
+        // Bytes received by this run's readers, written or not.
+        let arrived = AtomicU64::new(0);
         let mut readers: FuturesUnordered<_> = streams
             .into_iter()
             .enumerate()
-            .map(|(i, s)| read(i, s, &pool, tx.clone(), hash_tx.clone(), idle))
+            .map(|(i, s)| read(i, s, &pool, tx.clone(), hash_tx.clone(), idle, &arrived))
             .collect();
         drop(tx);
         drop(hash_tx);
         let progress = |shared: &Shared| {
             let l = shared.lock();
             let written = l.written();
+            let this_run: u64 = l.segs.iter().map(|s| s.written).sum();
+            let received = written + arrived.load(Ordering::Relaxed).saturating_sub(this_run);
             let base = l.already + if l.segmented { 0 } else { first_start };
-            let rate = (written - base) as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            Event::Progress { written, total, rate }
+            let rate = (received - base) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            Event::Progress { written, received, total, rate }
         };
         // The quality monitor gets a sample per 256 KiB or more moved, and what is left at the
         // end.
@@ -1171,6 +1180,7 @@ async fn read(
     tx: mpsc::Sender<(usize, Bytes)>,
     hash: Option<mpsc::Sender<Bytes>>,
     idle: Duration,
+    arrived: &AtomicU64,
 ) -> Result<(usize, u64, bool), TransferError> {
     let limit = stream.end.map(|end| end - stream.start);
     let mut got: u64 = 0;
@@ -1203,6 +1213,7 @@ async fn read(
             break true;
         }
         got += n as u64;
+        arrived.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(limit) = limit
             && got > limit
         {

@@ -43,8 +43,9 @@ pub enum State {
 pub struct Status {
     /// Where it is in its life.
     pub state: State,
-    /// Bytes done: of a download's file (those it resumed from included), of an upload's
-    /// body sent; a data task's body, once read.
+    /// Bytes done: of a download's file received (those it resumed from included; on a
+    /// suspension, what was checkpointed), of an upload's body sent; a data task's body, once
+    /// read.
     pub bytes: u64,
     /// How many there are to do, when known.
     pub expected: Option<u64>,
@@ -90,7 +91,7 @@ impl Progress {
         let progress = self.clone();
         move |event| match event {
             Event::Started { from, total, .. } => progress.set(from, total),
-            Event::Progress { written, total, .. } => progress.set(written, total),
+            Event::Progress { received, total, .. } => progress.set(received, total),
         }
     }
 }

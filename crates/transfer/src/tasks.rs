@@ -641,6 +641,7 @@ async fn watch<T>(
     let (mut last, mut moved) = (0, Instant::now());
     let progress = |n: u64| Event::Progress {
         written: n,
+        received: n,
         total: len,
         rate: n as f64 / started.elapsed().as_secs_f64().max(1e-3),
     };

@@ -136,7 +136,8 @@ fn proxies_an_https_proxy_is_checked_by_its_certificate_and_carries_tls_inside_t
     assert!(text.contains(&shown) && text.contains("with the proxy itself"), "{text}");
     assert!(text.contains("not trusted") && !text.contains("s3cret"), "{text}");
 
-    // https:// for a proxy that speaks plain HTTP: the handshake's time limit, and a hint.
+    // https:// for a proxy that speaks plain HTTP: the handshake's time limit, or tinyproxy's
+    // plain-text answer to the ClientHello, and a hint either way.
     let wrong = format!("https://127.0.0.1:{}", tiny.port());
     let config = Configuration {
         trust: tls.trust.clone(),
