@@ -81,6 +81,9 @@ fn task_a_download_is_suspended_resumed_and_cancelled_with_and_without_resume_da
         let task = default.download_task(job(slower.clone(), &dest, false));
         until(&task, |s| s.expected.is_some()).await;
         tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Progress counts what arrived, though none of it is written yet.
+        let arrived = task.status().bytes;
+        assert!(arrived >= 100_000, "progress says {arrived} bytes after a second at 200 KB/s");
         assert!(task.suspend());
         let kept = until(&task, |s| s.state == State::Suspended).await;
         assert!(kept.bytes >= 100_000, "only {} bytes kept of what arrived", kept.bytes);
