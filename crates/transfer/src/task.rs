@@ -44,8 +44,8 @@ pub struct Status {
     /// Where it is in its life.
     pub state: State,
     /// Bytes done: of a download's file received (those it resumed from included; on a
-    /// suspension, what was checkpointed), of an upload's body sent; a data task's body, once
-    /// read.
+    /// suspension, what was checkpointed), of an upload's body sent, of a data task's answer
+    /// received (before its content coding is undone).
     pub bytes: u64,
     /// How many there are to do, when known.
     pub expected: Option<u64>,
@@ -296,12 +296,9 @@ impl Session {
         let session = self.clone();
         let attempt = move |_again: bool, progress: Progress| -> Attempt<Data> {
             let (session, request) = (session.clone(), request.clone());
-            Box::pin(async move {
-                let data = session.send(&request, limit).await?;
-                let len = data.body.len() as u64;
-                progress.set(len, Some(len));
-                Ok(data)
-            })
+            Box::pin(
+                async move { session.send_observed(&request, limit, &mut progress.events()).await },
+            )
         };
         Task::spawn(attempt, suspendable, nothing)
     }

@@ -136,7 +136,7 @@ impl Session {
     pub async fn data(&self, url: &str, limit: usize) -> Result<Data, TransferError> {
         let accept = [("Accept-Encoding".to_owned(), crate::decode::ACCEPT.to_owned())];
         let opened = self.open(url, &accept).await?;
-        self.read_data(opened, url, limit).await
+        self.read_data(opened, url, limit, &mut |_| {}).await
     }
 
     /// Sends `request` and reads its answer into memory, as [`data`](Self::data) does (any
@@ -155,19 +155,34 @@ impl Session {
     /// fails the request when neither a byte of it goes nor the answer comes for the request
     /// timeout.
     pub async fn send(&self, request: &Request, limit: usize) -> Result<Data, TransferError> {
-        let opened = self.open_request(request).await?;
-        self.read_data(opened, &request.url, limit).await
+        self.send_observed(request, limit, &mut |_| {}).await
     }
 
-    /// The answer `opened` holds, read into memory under `limit` and decoded.
+    /// [`send`](Self::send), telling `on` how much of the answer's body has come (as
+    /// [`Event::Progress`], before any content coding is undone, `total` its
+    /// `Content-Length`) four times a second, and once at its end.
+    pub async fn send_observed(
+        &self,
+        request: &Request,
+        limit: usize,
+        on: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Data, TransferError> {
+        let opened = self.open_request(request).await?;
+        self.read_data(opened, &request.url, limit, on).await
+    }
+
+    /// The answer `opened` holds, read into memory under `limit` and decoded, its progress
+    /// told to `on`.
     async fn read_data(
         &self,
         mut opened: Opened,
         url: &str,
         limit: usize,
+        on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Data, TransferError> {
         let first_byte = opened.started.elapsed();
-        let body = read_body(&mut opened.response, limit, url, self.config.request_timeout).await?;
+        let idle = self.config.request_timeout;
+        let body = read_body(&mut opened.response, limit, url, idle, on).await?;
         let (status, mut headers) = (opened.response.status, headers(&opened.response));
         let received = body.len() as u64;
         let coding = opened
@@ -546,9 +561,10 @@ impl Session {
                 return Err(fail(TransferError::status_of(&current, &response)));
             }
             let idle = self.config.request_timeout;
-            let answer = read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &current, idle)
-                .await
-                .map_err(fail)?;
+            let answer =
+                read_body(&mut response, UPLOAD_RESPONSE_LIMIT, &current, idle, &mut |_| {})
+                    .await
+                    .map_err(fail)?;
             let mut metrics = Metrics::new(
                 &conn,
                 connected,
@@ -670,20 +686,38 @@ async fn watch<T>(
 }
 
 /// The body of `response`, refusing one over `limit` bytes, and failing when no byte of it
-/// comes for `idle`.
+/// comes for `idle`; its progress told to `on` at its first piece, then every
+/// [`PROGRESS_EVERY`], and at its end.
+#[allow(clippy::disallowed_methods, reason = "progress rates read the clock")]
 async fn read_body(
     response: &mut Response,
     limit: usize,
     url: &str,
     idle: Duration,
+    on: &mut (dyn FnMut(Event) + Send),
 ) -> Result<Bytes, TransferError> {
+    let total = response.header(hyper::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    let started = Instant::now();
+    // The first piece is told at once, then one every PROGRESS_EVERY.
+    let mut told: Option<Instant> = None;
+    let progress = |n: usize| Event::Progress {
+        written: n as u64,
+        received: n as u64,
+        total,
+        rate: n as f64 / started.elapsed().as_secs_f64().max(1e-3),
+    };
     let mut body = BytesMut::new();
     while let Some(piece) = response.body.data_within(idle, body.len() as u64).await? {
         if body.len() + piece.len() > limit {
             return Err(TransferError::TooLong { url: url.to_owned(), limit });
         }
         body.extend_from_slice(&piece);
+        if told.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+            told = Some(Instant::now());
+            on(progress(body.len()));
+        }
     }
+    on(progress(body.len()));
     Ok(body.freeze())
 }
 

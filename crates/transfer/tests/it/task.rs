@@ -141,6 +141,14 @@ fn task_a_data_task_is_cancelled_while_the_server_says_nothing_and_a_post_goes_o
         assert_eq!(&done.body[..], b"hello");
         let last = *watch.borrow_and_update();
         assert_eq!((last.state, last.bytes), (State::Completed, 5));
+        // A data task's progress as its answer comes (nginx's /slow/, 1 MB/s): partway,
+        // then whole.
+        std::fs::write(scratch.www().join("big.bin"), pattern(1_500_000, 7)).unwrap();
+        let task = session.data_task(Request::get(server.url("/slow/big.bin")), 4 << 20);
+        let partway = until(&task, |s| s.bytes > 0).await;
+        assert_eq!((partway.state, partway.expected), (State::Running, Some(1_500_000)));
+        assert!(partway.bytes < 1_500_000, "{partway:?}");
+        assert_eq!(task.wait().await.unwrap().body.len(), 1_500_000);
         // An upload's progress: every byte sent.
         let source = scratch.0.join("up.bin");
         std::fs::write(&source, pattern(1 << 20, 5)).unwrap();
