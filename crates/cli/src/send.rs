@@ -15,7 +15,7 @@ use crate::output::unless_stopped;
 use crate::{Outcome, UsageError};
 
 /// What standard input is read, and sent, at a time.
-const STDIN_PIECE: usize = 64 << 10;
+const STDIN_PIECE: usize = 256 << 10;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -131,18 +131,43 @@ fn body(args: &Args) -> anyhow::Result<Option<Body>> {
     }))
 }
 
-/// Standard input as a body's pieces, as they come.
+/// Standard input as a body's pieces, as they come: read on a thread of its own, up to
+/// [`STDIN_PIECE`] a read and a few pieces ahead. (Through tokio's stdin, each 64 KiB read was
+/// a trip to a blocking thread: 500 MB piped to nginx went at 0.73× curl's `-T -`.)
 fn stdin() -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
-    use tokio::io::AsyncReadExt as _;
-    futures_util::stream::unfold(Some(tokio::io::stdin()), |input| async move {
-        let mut input = input?;
-        let mut piece = bytes::BytesMut::with_capacity(STDIN_PIECE);
-        match input.read_buf(&mut piece).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok(piece.freeze()), Some(input))),
-            Err(e) => Some((Err(e), None)),
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let reader = std::thread::Builder::new().name("nw-stdin".into()).spawn(move || {
+        use std::io::Read as _;
+        let mut input = std::io::stdin().lock();
+        // One buffer, zeroed once; each read's bytes copied out (a pipe gives 64 KiB a read:
+        // a fresh zeroed buffer per read cost four times the bytes in memset).
+        let mut buf = vec![0u8; STDIN_PIECE];
+        loop {
+            let read = loop {
+                match input.read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    r => break r,
+                }
+            };
+            let sent = match read {
+                Ok(0) => return,
+                Ok(n) => tx.blocking_send(Ok(bytes::Bytes::copy_from_slice(&buf[..n]))),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return; // the request ended without the rest
+            }
         }
-    })
+    });
+    let failed = reader.err().map(|e| std::io::Error::other(format!("cannot read stdin: {e}")));
+    let first = futures_util::stream::iter(failed.map(Err));
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    futures_util::StreamExt::chain(first, rest)
 }
 
 /// Whether `result` of `request` is tried again, under `--retry`: a failure that may pass,
