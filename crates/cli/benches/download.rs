@@ -6,8 +6,9 @@
 //! reads handed to an `O_DIRECT` writer thread). HTTPS rows compare HTTP/1.1 and HTTP/2 from
 //! nginx with HTTP/3 from ngtcp2's gtlsserver and from our own h3 server (nginx and curl here
 //! have no HTTP/3). Prints
-//! medians of throughput, CPU seconds per GB (of the client) and peak RSS. Two rows upload the
-//! same file to nginx (WebDAV PUT) with `nw put` and `curl -T`. Rows through proxies compare
+//! medians of throughput, CPU seconds per GB (of the client) and peak RSS. Rows upload the
+//! same file to nginx (WebDAV PUT) with `nw put` and `curl -T`, and piped through stdin with
+//! `nw send -d @-` and `curl -T -` (no length: chunked). Rows through proxies compare
 //! nw with curl through the same one: tinyproxy (plain HTTP and CONNECT), tinyproxy behind
 //! stunnel as an https:// proxy, and Dante as a SOCKS4 proxy.
 //!
@@ -369,6 +370,32 @@ fn main() {
                 c
             }),
         ),
+        // The same file piped in, of no known length: chunked over HTTP/1.1.
+        (
+            "upload: nw send -d @- (stdin piped, chunked)",
+            Box::new(|| {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(r#"cat "$1" | "$2" send -X PUT -d @- "$3" > /dev/null"#).args([
+                    "sh",
+                    source.to_str().unwrap(),
+                    nw,
+                    &up_url,
+                ]);
+                c
+            }),
+        ),
+        (
+            "upload: curl -T - (stdin piped, chunked)",
+            Box::new(|| {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(r#"cat "$1" | curl -sS -f -o /dev/null -T - "$2""#).args([
+                    "sh",
+                    source.to_str().unwrap(),
+                    &up_url,
+                ]);
+                c
+            }),
+        ),
     ];
     // NW_BENCH_ONLY=a,b: only the rows whose names contain one of these (the 10 GB run).
     let only = std::env::var("NW_BENCH_ONLY").ok();
@@ -446,8 +473,10 @@ fn main() {
         at("nw get --no-fsync", &cpus),
     );
     println!(
-        "uploads (nginx writes each to its disk): nw put/curl -T {:.2}",
-        find("upload: nw put (PUT to nginx)") / find("upload: curl -T (PUT to nginx)")
+        "uploads (nginx writes each to its disk): nw put/curl -T {:.2}; piped stdin: nw send/curl -T - {:.2}",
+        find("upload: nw put (PUT to nginx)") / find("upload: curl -T (PUT to nginx)"),
+        find("upload: nw send -d @- (stdin piped, chunked)")
+            / find("upload: curl -T - (stdin piped, chunked)")
     );
     println!(
         "HTTP/3 next to HTTP/2: own server/nginx h2 {:.2}, gtlsserver/nginx h2 {:.2}",
