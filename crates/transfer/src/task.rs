@@ -72,7 +72,10 @@ pub struct ResumeData {
 enum Control {
     Run,
     Suspend,
+    /// End it, keeping nothing.
     Cancel,
+    /// End it, keeping what a download checkpointed.
+    Keep,
 }
 
 type Attempt<T> = Pin<Box<dyn Future<Output = Result<T, TransferError>> + Send>>;
@@ -132,9 +135,19 @@ impl<T: Send + 'static> Task<T> {
             let result = 'life: loop {
                 // Suspended: until resumed or cancelled (a dropped handle can do neither).
                 loop {
-                    match *told.borrow_and_update() {
+                    let now = *told.borrow_and_update();
+                    match now {
                         Control::Run => break,
-                        Control::Cancel => break 'life Err(TransferError::Cancelled),
+                        Control::Cancel if again => {
+                            // Stopped already: what it left goes now.
+                            if let Err(e) = after_stop(true, progress.clone()).await {
+                                tracing::warn!("after a task was cancelled: {e}");
+                            }
+                            break 'life Err(TransferError::Cancelled);
+                        }
+                        Control::Cancel | Control::Keep => {
+                            break 'life Err(TransferError::Cancelled);
+                        }
                         Control::Suspend => state(State::Suspended),
                     }
                     if told.changed().await.is_err() {
@@ -159,7 +172,7 @@ impl<T: Send + 'static> Task<T> {
                 if let Err(e) = after_stop(stop == Control::Cancel, progress.clone()).await {
                     tracing::warn!("after a task stopped: {e}");
                 }
-                if stop == Control::Cancel {
+                if stop != Control::Suspend {
                     break Err(TransferError::Cancelled);
                 }
             };
@@ -183,15 +196,14 @@ impl<T: Send + 'static> Task<T> {
     /// that must not be sent twice (a POST, a body that can be sent once), which goes on.
     pub fn suspend(&self) -> bool {
         if self.suspendable {
-            self.control
-                .send_if_modified(|c| std::mem::replace(c, Control::Suspend) == Control::Run);
+            self.control.send_if_modified(|c| change(c, Control::Run, Control::Suspend));
         }
         self.suspendable
     }
 
     /// Goes on after [`suspend`](Self::suspend).
     pub fn resume(&self) {
-        self.control.send_if_modified(|c| std::mem::replace(c, Control::Run) == Control::Suspend);
+        self.control.send_if_modified(|c| change(c, Control::Suspend, Control::Run));
     }
 
     /// Ends it: [`wait`](Self::wait) then gives [`TransferError::Cancelled`] (unless it had
@@ -210,25 +222,34 @@ impl<T: Send + 'static> Task<T> {
 }
 
 impl Task<Finished> {
-    /// Cancels the download, keeping what it checkpointed, and gives what continues it
-    /// ([`Session::download_task_resuming`]); `None` when it ended before the cancel took
-    /// (its result is then lost, as URLSession's is) or left nothing to resume from.
+    /// Cancels the download, keeping what it checkpointed (what it had in flight included),
+    /// and gives what continues it ([`Session::download_task_resuming`]); `None` when it
+    /// finished before the cancel took (its result is then lost, as URLSession's is) or left
+    /// nothing to resume from.
     pub async fn cancel_producing_resume_data(self) -> Option<ResumeData> {
-        let _ = self.control.send_replace(Control::Suspend);
-        self.status.send_modify(|s| s.state = State::Canceling);
         let mut data = self.resume.clone()?;
-        // Suspended: stopped, its record interrupted with its checkpoint. Then ended.
-        let mut watch = self.watch();
-        let stopped =
-            watch.wait_for(|s| matches!(s.state, State::Suspended | State::Completed)).await;
-        let ended = stopped.map(|s| s.state == State::Completed).unwrap_or(true);
-        data.bytes = self.status().bytes;
-        let part = crate::download::part_path(&std::path::absolute(&data.dest).ok()?);
-        // Ending it from suspension leaves the `.part` as it is.
-        self.control.send_replace(Control::Cancel);
-        let _ = self.wait().await;
-        (!ended && part.exists()).then_some(data)
+        if self.status().state != State::Completed {
+            self.status.send_modify(|s| s.state = State::Canceling);
+        }
+        self.control.send_replace(Control::Keep);
+        let status = self.status.clone();
+        if self.wait().await.is_ok() {
+            return None;
+        }
+        // On a stop the bytes are what was checkpointed.
+        data.bytes = status.borrow().bytes;
+        let part = crate::download::part_path(&data.dest);
+        part.exists().then_some(data)
     }
+}
+
+/// Moves `control` from `from` to `to`; whether it did.
+fn change(control: &mut Control, from: Control, to: Control) -> bool {
+    let moved = *control == from;
+    if moved {
+        *control = to;
+    }
+    moved
 }
 
 impl Session {

@@ -104,6 +104,18 @@ fn task_a_download_is_suspended_resumed_and_cancelled_with_and_without_resume_da
         let Err(e @ TransferError::Cancelled) = ended else { panic!("{ended:?}") };
         assert_eq!((e.code(), e.code().apple()), (Code::Cancelled, Some(-999)));
         assert!(!part("c").exists() && !dest.exists(), "a cancelled download left its bytes");
+
+        // Cancelled while suspended: the same, the bytes it had kept go too.
+        let dest = scratch.0.join("e");
+        let task = session.download_task(job(url.clone(), &dest, false));
+        until(&task, |s| s.bytes >= 300_000).await;
+        assert!(task.suspend());
+        until(&task, |s| s.state == State::Suspended).await;
+        assert!(part("e").exists());
+        task.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(6), task.wait()).await.unwrap();
+        assert!(matches!(ended, Err(TransferError::Cancelled)), "{ended:?}");
+        assert!(!part("e").exists(), "a download cancelled while suspended left its bytes");
     });
 }
 
