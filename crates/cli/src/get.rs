@@ -45,13 +45,16 @@ pub(crate) struct Args {
     #[command(flatten)]
     session: SessionArgs,
     #[command(flatten)]
+    store: StoreArg,
+    #[command(flatten)]
     disk: DiskArgs,
     /// Progress and results as JSON lines on stdout.
     #[arg(long)]
     json: bool,
 }
 
-/// Which transfer store: shared by `nw get` and `nw transfers`.
+/// Which transfer store: shared by `nw get`, `nw put` and `nw transfers` (not `nw send`, which
+/// records nothing).
 #[derive(Debug, clap::Args)]
 pub(crate) struct StoreArg {
     /// The transfer store (SQLite).
@@ -97,7 +100,7 @@ pub(crate) struct QueueArgs {
     pub(crate) discretionary: bool,
 }
 
-/// How transfers are made: the session's settings, shared by `nw get`, `nw put` and
+/// How transfers are made: the session's settings, shared by `nw get`, `nw put`, `nw send` and
 /// `nw transfers run`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SessionArgs {
@@ -137,8 +140,6 @@ pub(crate) struct SessionArgs {
     /// Neither keep nor send cookies.
     #[arg(long)]
     no_cookies: bool,
-    #[command(flatten)]
-    pub(crate) store: StoreArg,
 }
 
 /// How downloads are written to disk: `nw get` and `nw transfers run` (not `nw put`).
@@ -206,9 +207,10 @@ impl SessionArgs {
         &self,
         https: bool,
         disk: &DiskArgs,
+        store: &StoreArg,
         credentials: Option<std::sync::Arc<dyn nw_http::auth::CredentialProvider>>,
     ) -> anyhow::Result<Session> {
-        self.settings(https).session_asking(disk, &self.store.path(), credentials)
+        self.settings(https).session_asking(disk, &store.path(), credentials)
     }
 }
 
@@ -438,7 +440,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         });
     }
     let https = needs_trust(&args.urls);
-    let session = args.session.session_with(https, &args.disk, credentials.provider())?;
+    let session =
+        args.session.session_with(https, &args.disk, &args.store, credentials.provider())?;
     if args.output.as_deref() == Some(Path::new("-")) {
         let headers = args.urls.first().map(|u| credentials.for_url(u)).unwrap_or_default();
         return to_stdout(&args, &session, &headers).await;

@@ -8,8 +8,8 @@ use nw_transfer::Method;
 use nw_transfer::tasks::Upload;
 
 use crate::get::{
-    DiskArgs, QueueArgs, Report, Retries, RetryArgs, SessionArgs, backoff, carried, needs_trust,
-    not_as_asked, size, usage,
+    DiskArgs, QueueArgs, Report, Retries, RetryArgs, SessionArgs, StoreArg, backoff, carried,
+    needs_trust, not_as_asked, size, usage,
 };
 use crate::output::unless_stopped;
 use crate::{Outcome, UsageError};
@@ -37,6 +37,8 @@ pub(crate) struct Args {
     queue: QueueArgs,
     #[command(flatten)]
     session: SessionArgs,
+    #[command(flatten)]
+    store: StoreArg,
     /// Progress and the result as JSON lines on stdout (the answer's body is left out).
     #[arg(long)]
     json: bool,
@@ -53,7 +55,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let credentials = args.credentials.resolve(std::slice::from_ref(&args.url))?;
     credentials.refuse_queued(args.queue.queue, "send it without --queue")?;
     let https = needs_trust(&[&args.url]);
-    let session = args.session.session_with(https, &DiskArgs::default(), credentials.provider())?;
+    let disk = DiskArgs::default();
+    let session = args.session.session_with(https, &disk, &args.store, credentials.provider())?;
     let job = Upload {
         url: args.url.clone(),
         source: args.file.clone(),

@@ -57,6 +57,8 @@ struct RunArgs {
     #[command(flatten)]
     session: SessionArgs,
     #[command(flatten)]
+    store: StoreArg,
+    #[command(flatten)]
     disk: DiskArgs,
 }
 
@@ -134,12 +136,12 @@ fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
-    let store = args.session.store.open()?;
+    let store = args.store.open()?;
     let downloads = store.unfinished()?.into_iter().map(|r| r.url);
     let uploads = store.unfinished_uploads()?.into_iter().map(|u| u.url);
     let https = needs_trust(&downloads.chain(uploads).collect::<Vec<_>>());
     drop(store);
-    let (settings, store) = (args.session.settings(https), args.session.store.path());
+    let (settings, store) = (args.session.settings(https), args.store.path());
     let session = settings.session(&args.disk, &store)?;
     // Each transfer runs with the settings it was queued with, plus what this run was given.
     let sessions = |id: &str| -> Result<Session, TransferError> {
