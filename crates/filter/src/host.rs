@@ -889,9 +889,10 @@ fn read_queue(
                     // A DNS answer, marked so by the rule that queued it: its names are read,
                     // and it goes on.
                     if q.hook == nfqueue::LOCAL_IN && q.mark & MARK_DNS != 0 {
-                        let names = crate::packet::udp_payload(q.payload)
-                            .map(crate::names::dns_answers)
-                            .unwrap_or_default();
+                        let names: Vec<_> = crate::packet::dns_messages(q.payload)
+                            .into_iter()
+                            .flat_map(crate::names::dns_answers)
+                            .collect();
                         answers.push((q.id, names));
                         return None;
                     }

@@ -153,6 +153,24 @@ pub(crate) fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
     transport.get(8..end)
 }
 
+/// The DNS messages in a packet: a UDP datagram's payload, or the whole messages a TCP
+/// segment holds from its start, each after its two-byte length (DNS over TCP, RFC 1035
+/// §4.2.2; a message spread over several segments is not read).
+pub(crate) fn dns_messages(packet: &[u8]) -> Vec<&[u8]> {
+    if let Some(payload) = udp_payload(packet) {
+        return vec![payload];
+    }
+    let Some(mut data) = tcp_segment(packet).map(|s| s.payload) else { return Vec::new() };
+    let mut messages = Vec::new();
+    while let [a, b, rest @ ..] = data {
+        let len = usize::from(u16::from_be_bytes([*a, *b]));
+        let Some(message) = rest.get(..len) else { break };
+        messages.push(message);
+        data = &rest[len..];
+    }
+    messages
+}
+
 /// A TCP reset from `key.local` to `key.remote` with sequence number `seq` (no ACK), with its
 /// IP header, ready for a raw socket: it tells the peer of a dropped flow at once.
 pub(crate) fn reset(key: FlowKey, seq: u32) -> Vec<u8> {
@@ -401,6 +419,24 @@ mod tests {
         assert_eq!(udp_payload(&v4(TCP, [0; 4])), None, "TCP");
         for n in 0..p.len() {
             let _ = udp_payload(&p[..n]);
+        }
+    }
+
+    #[test]
+    fn dns_messages_come_from_datagrams_and_from_segments_that_hold_them_whole() {
+        let mut p = v4(UDP, [0, 53, 0x30, 0x39]);
+        p[24..28].copy_from_slice(&[0, 12, 0, 0]);
+        p.extend_from_slice(b"dnsX");
+        assert_eq!(dns_messages(&p), [&b"dnsX"[..]]);
+        // Over TCP: a two-byte length, then the message; two in one segment are both read.
+        let whole = segment(0x18, b"\x00\x05hello\x00\x02hi", 11);
+        assert_eq!(dns_messages(&whole), [&b"hello"[..], &b"hi"[..]]);
+        // The first part of a longer message, or a segment with nothing: nothing.
+        assert!(dns_messages(&segment(0x18, b"\x00\x09hello", 7)).is_empty());
+        assert!(dns_messages(&segment(0x10, b"", 0)).is_empty());
+        assert!(dns_messages(&segment(0x18, b"\x00", 1)).is_empty());
+        for n in 0..whole.len() {
+            let _ = dns_messages(&whole[..n]);
         }
     }
 

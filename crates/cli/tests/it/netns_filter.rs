@@ -1262,6 +1262,86 @@ fn netns_filter_names_flows_by_the_dns_answers_this_host_received() {
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
 
+/// A DNS server over TCP only (RFC 1035 §4.2.2), on ADDRESS:53: A records from the NAME=IP
+/// arguments, no AAAA, NXDOMAIN for other names; each answer written on its own.
+const TCP_DNS_SERVER: &str = r#"
+import socket, struct, sys, threading
+records = dict(a.split("=") for a in sys.argv[2:])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 53)); s.listen(16)
+print("ready", flush=True)
+def serve(c):
+    with c:
+        while True:
+            head = c.recv(2, socket.MSG_WAITALL)
+            if len(head) < 2:
+                return
+            msg = c.recv(struct.unpack("!H", head)[0], socket.MSG_WAITALL)
+            i, labels = 12, []
+            while msg[i]:
+                labels.append(msg[i + 1:i + 1 + msg[i]].decode()); i += 1 + msg[i]
+            name, qtype = ".".join(labels).lower(), struct.unpack("!H", msg[i + 1:i + 3])[0]
+            answer = b""
+            if name in records and qtype == 1:
+                answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(records[name])
+            flags = 0x8180 | (0 if name in records else 3)
+            reply = msg[:2] + struct.pack("!HHHHH", flags, 1, 1 if answer else 0, 0, 0) + msg[12:i + 5] + answer
+            c.sendall(struct.pack("!H", len(reply)) + reply)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// DNS answers over TCP name flows too (a resolver asks again over TCP when an answer is
+/// truncated; glibc's `options use-vc` always does): a UDP flow to an address a TCP answer
+/// gave for a blocked name is dropped, one to a fine name's goes on.
+#[test]
+fn netns_filter_names_flows_by_dns_answers_over_tcp() {
+    let p = pair();
+    let blocked_ip: std::net::Ipv4Addr = "203.0.113.9".parse().unwrap();
+    p.srv.add_address("lo", blocked_ip.into(), 32).unwrap_or_else(|e| panic!("{e}"));
+    let _sink = sink(&p.srv);
+    let mut dns = p.srv.command(PYTHON);
+    dns.args(["-c", TCP_DNS_SERVER, &addr::SRV_V4.to_string()])
+        .arg(format!("tcp-blocked.example={blocked_ip}"))
+        .arg(format!("fine.example={}", addr::SRV_V4))
+        .stdout(Stdio::piped());
+    let mut dns = p.srv.spawn(dns).expect("start the DNS server");
+    let mut line = String::new();
+    let _ = BufReader::new(dns.stdout().expect("stdout")).read_line(&mut line);
+    assert_eq!(line.trim(), "ready", "the DNS server did not start");
+    p.cli
+        .set_resolv_conf(&format!("nameserver {}\noptions use-vc\n", addr::SRV_V4))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::support::Dir::new("filter-dns-tcp");
+    let rules = rules_file(
+        &dir.0,
+        "default = \"allow\"\n[[rule]]\naction = \"drop\"\nhost = \"tcp-blocked.example\"\ntransport = \"udp\"\n",
+    );
+    let mut f = filter_up(&p.cli, &["--rules", &rules], &json!({}));
+    let args = ["udp", "tcp-blocked.example", "9001", "udp", "fine.example", "9001"];
+    let out = python_json(&p.cli, "resolve-and-send", RESOLVE_AND_SEND, &args);
+    assert_eq!(f.stop(), Some(0));
+    assert_eq!(
+        out,
+        json!({"udp tcp-blocked.example": "EHOSTUNREACH", "udp fine.example": "echoed"}),
+        "{:#?}",
+        f.seen
+    );
+    let stopped = f.seen.iter().find(|v| v["event"] == "stopped").cloned().unwrap_or_default();
+    assert_eq!(stopped["stats"]["dns_named"], 2, "{stopped}");
+    let to_53: Vec<&Value> = f
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "flow")
+        .filter(|v| v["flow"]["remote"].as_str().is_some_and(|r| r.ends_with(":53")))
+        .collect();
+    assert!(
+        to_53.iter().all(|v| v["flow"]["transport"] == "tcp"),
+        "the lookups went over TCP: {to_53:#?}"
+    );
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}
+
 /// A UDP server here that takes one datagram as `uid`, echoes it and exits: prints `ready`
 /// once bound, then `got` or `none` (nothing within 3 s).
 const ONE_DATAGRAM_SERVER: &str = r#"

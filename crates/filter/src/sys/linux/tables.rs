@@ -22,6 +22,8 @@
 //! NWFILTER-IN     inbound flows (every new flow's scope only; empty otherwise)
 //!   -p udp --sport 53 -m conntrack --ctstate ESTABLISHED -m mark ! --mark DNS/DNS
 //!     -j NWFILTER-DNS                             a DNS answer to a query of this host's
+//!   -p tcp --sport 53 -m conntrack --ctstate ESTABLISHED -m connmark --mark ALLOW/MASK
+//!     -m mark ! --mark DNS/DNS -j NWFILTER-DNS    ... and over TCP, on allowed connections
 //!   -m mark --mark ALLOW/MASK -j NWFILTER-ALLOW
 //!   -m connmark --mark ALLOW/MASK -j RETURN       the rest of an allowed flow, both ways
 //!   -m mark --mark DROP/MASK -j NWFILTER-DROP     REJECT answers the peer
@@ -186,6 +188,12 @@ pub(crate) fn restore_input(
         let dns = format!("{MARK_DNS:#x}/{MARK_DNS:#x}");
         s += &format!(
             "-A {IN_CHAIN} -p udp --sport 53 -m conntrack --ctstate ESTABLISHED -m mark ! --mark {dns} -j {DNS_CHAIN}\n"
+        );
+        // Over TCP (a truncated answer asked again, RFC 7766): the segments of an allowed
+        // connection only, which the next rules then let through (a connection whose bytes
+        // a provider peeks at has its packets queued for that, and is not read for names).
+        s += &format!(
+            "-A {IN_CHAIN} -p tcp --sport 53 -m conntrack --ctstate ESTABLISHED -m connmark --mark {allow} -m mark ! --mark {dns} -j {DNS_CHAIN}\n"
         );
         s += &format!("-A {DNS_CHAIN} -j MARK --or-mark {MARK_DNS:#x}\n");
         s += &format!("-A {DNS_CHAIN} -j NFQUEUE --queue-num {queue} --queue-bypass\n");
@@ -360,7 +368,7 @@ mod tests {
             "-I INPUT 1 ! -i lo -m comment --comment \"nwkit filter (pid 42)\" -j NWFILTER-IN\n"
         ));
         let inbound: Vec<&str> = v4.lines().filter(|l| l.starts_with("-A NWFILTER-IN ")).collect();
-        assert_eq!(inbound.len(), 9, "{v4}");
+        assert_eq!(inbound.len(), 10, "{v4}");
         // DNS answers are read first, once (the mark the DNS chain sets keeps them from it the
         // second time); queued with bypass, so DNS never waits on a host that is gone.
         assert!(inbound[0].ends_with(
@@ -369,9 +377,13 @@ mod tests {
         assert!(v4.contains(
             "-A NWFILTER-DNS -j MARK --or-mark 0x800000\n-A NWFILTER-DNS -j NFQUEUE --queue-num 7 --queue-bypass\n"
         ), "{v4}");
+        // Over TCP, an allowed connection's segments only.
+        assert!(inbound[1].ends_with(
+            "-p tcp --sport 53 -m conntrack --ctstate ESTABLISHED -m connmark --mark 0x80000000/0x91000000 -m mark ! --mark 0x800000/0x800000 -j NWFILTER-DNS"
+        ), "{v4}");
         let v6_bare = restore_input(true, 7, false, 42, &Scope::All, true);
         assert!(v6_bare.contains("-A NWFILTER-DNS -j NFQUEUE --queue-num 7 --queue-bypass\n"));
-        let inbound = &inbound[1..];
+        let inbound = &inbound[2..];
         assert!(
             inbound[0].ends_with("-j NWFILTER-ALLOW") && inbound[2].ends_with("-j NWFILTER-DROP")
         );
