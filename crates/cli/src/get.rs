@@ -884,6 +884,9 @@ pub(crate) fn hint(e: &TransferError) -> &'static str {
         TransferError::Redirect { kind: Refusal::TooMany, .. } => " (--max-redirs N raises it)",
         TransferError::Redirect { kind: Refusal::Downgrade, .. } => " (--allow-http follows it)",
         TransferError::Timeout(_) => " (--timeout S waits longer)",
+        e if e.code() == nw_transfer::Code::DataLengthExceedsMaximum => {
+            " (--max-size BYTES reads more; nw get -o FILE saves it)"
+        }
         TransferError::BodyExhausted { .. } => {
             " (save standard input to a file and send -d @FILE, which is read again)"
         }

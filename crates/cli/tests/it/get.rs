@@ -1516,6 +1516,11 @@ fn send_puts_text_files_and_stdin_byte_exact_and_prints_every_answer() {
     let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 1, "{out:?}");
     assert_eq!((lines[0]["status"].as_u64(), lines[0]["body"].as_str()), (Some(200), Some("hi\n")));
+    // An answer over --max-size: exit 1, saying how to take more.
+    let out = send(&["--max-size", "2", &server.url("/put/h1-text")]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("longer than 2 bytes") && stderr.contains("--max-size"), "{stderr}");
     // Bad uses: exit 2, before any request.
     for args in [
         &["-X", "BAD METHOD", "http://127.0.0.1:1/"][..],
