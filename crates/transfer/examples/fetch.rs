@@ -158,7 +158,8 @@ async fn run(url: &str, file: Option<PathBuf>) -> Result<(), nw_transfer::Transf
         tokio::select! {
             changed = status.changed() => {
                 let now = *status.borrow_and_update();
-                eprint!("\r{:?}: {} of {} bytes   ", now.state, now.bytes, shown(now.expected));
+                let (got, of) = (now.received, shown(now.expected_to_receive));
+                eprint!("\r{:?}: {got} of {of} bytes   ", now.state);
                 if changed.is_err() || now.state == State::Completed {
                     break;
                 }

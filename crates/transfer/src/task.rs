@@ -25,10 +25,11 @@ use crate::tasks::{Data, Request, Upload, Uploaded, idempotent};
 use crate::{Session, TransferError};
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Transferring.
+    #[default]
     Running,
     /// Stopped for now; [`Task::resume`] goes on.
     Suspended,
@@ -38,17 +39,21 @@ pub enum State {
     Completed,
 }
 
-/// A task's state and progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// A task's state and progress, as URLSessionTask counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Status {
     /// Where it is in its life.
     pub state: State,
-    /// Bytes done: of a download's file received (those it resumed from included; on a
-    /// suspension, what was checkpointed), of an upload's body sent, of a data task's answer
-    /// received (before its content coding is undone).
-    pub bytes: u64,
-    /// How many there are to do, when known.
-    pub expected: Option<u64>,
+    /// Bytes of the request's body sent (an upload's file).
+    pub sent: u64,
+    /// How many the request's body has, when known.
+    pub expected_to_send: Option<u64>,
+    /// Bytes of the answer received: a download's file (those it resumed from included; on
+    /// a suspension, what was checkpointed), a data task's body (before its content coding
+    /// is undone).
+    pub received: u64,
+    /// How many the answer has, when known.
+    pub expected_to_receive: Option<u64>,
 }
 
 /// What a download's cancel leaves to continue it from: its URL and destination (the
@@ -85,16 +90,19 @@ type Attempt<T> = Pin<Box<dyn Future<Output = Result<T, TransferError>> + Send>>
 struct Progress(Arc<watch::Sender<Status>>);
 
 impl Progress {
-    fn set(&self, bytes: u64, expected: Option<u64>) {
-        self.0.send_modify(|s| (s.bytes, s.expected) = (bytes, expected));
+    fn set(&self, sending: bool, bytes: u64, expected: Option<u64>) {
+        self.0.send_modify(|s| match sending {
+            true => (s.sent, s.expected_to_send) = (bytes, expected),
+            false => (s.received, s.expected_to_receive) = (bytes, expected),
+        });
     }
 
-    /// A download's or an upload's events, told as progress.
-    fn events(&self) -> impl FnMut(Event) + Send + 'static {
+    /// A transfer's events, told as the bytes received (`sending`: sent).
+    fn events(&self, sending: bool) -> impl FnMut(Event) + Send + 'static {
         let progress = self.clone();
         move |event| match event {
-            Event::Started { from, total, .. } => progress.set(from, total),
-            Event::Progress { received, total, .. } => progress.set(received, total),
+            Event::Started { from, total, .. } => progress.set(sending, from, total),
+            Event::Progress { received, total, .. } => progress.set(sending, received, total),
         }
     }
 }
@@ -124,7 +132,7 @@ impl<T: Send + 'static> Task<T> {
         after_stop: impl Fn(bool, Progress) -> Attempt<()> + Send + 'static,
     ) -> Self {
         let (control, mut told) = watch::channel(Control::Run);
-        let empty = Status { state: State::Running, bytes: 0, expected: None };
+        let empty = Status::default();
         let status = Arc::new(watch::channel(empty).0);
         let (done, result) = oneshot::channel();
         let progress = Progress(status.clone());
@@ -237,7 +245,7 @@ impl Task<Finished> {
             return None;
         }
         // On a stop the bytes are what was checkpointed.
-        data.bytes = status.borrow().bytes;
+        data.bytes = status.borrow().received;
         let part = crate::download::part_path(&data.dest);
         part.exists().then_some(data)
     }
@@ -269,7 +277,7 @@ impl Session {
             // Later attempts go on from the checkpoint, and never discard it.
             let job =
                 Download { resume: job.resume || again, force: job.force && !again, ..job.clone() };
-            Box::pin(async move { session.download(&job, &mut progress.events()).await })
+            Box::pin(async move { session.download(&job, &mut progress.events(false)).await })
         };
         let session = self.clone();
         let after_stop = move |cancelled: bool, progress: Progress| -> Attempt<()> {
@@ -281,7 +289,7 @@ impl Session {
                     // What it had in flight is written and checkpointed by now: the bytes
                     // it goes on from.
                     let kept = session.suspended(&dest).await?;
-                    progress.0.send_modify(|s| s.bytes = kept);
+                    progress.0.send_modify(|s| s.received = kept);
                     Ok(())
                 }
             })
@@ -317,9 +325,9 @@ impl Session {
         let session = self.clone();
         let attempt = move |_again: bool, progress: Progress| -> Attempt<Data> {
             let (session, request) = (session.clone(), request.clone());
-            Box::pin(
-                async move { session.send_observed(&request, limit, &mut progress.events()).await },
-            )
+            Box::pin(async move {
+                session.send_observed(&request, limit, &mut progress.events(false)).await
+            })
         };
         Task::spawn(attempt, suspendable, nothing)
     }
@@ -332,7 +340,7 @@ impl Session {
         let session = self.clone();
         let attempt = move |_again: bool, progress: Progress| -> Attempt<Uploaded> {
             let (session, job) = (session.clone(), job.clone());
-            Box::pin(async move { session.upload_observed(&job, &mut progress.events()).await })
+            Box::pin(async move { session.upload_observed(&job, &mut progress.events(true)).await })
         };
         Task::spawn(attempt, suspendable, nothing)
     }

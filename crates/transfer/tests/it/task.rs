@@ -46,11 +46,11 @@ fn task_a_download_is_suspended_resumed_and_cancelled_with_and_without_resume_da
         // resumed it finishes from where it was.
         let dest = scratch.0.join("a");
         let task = session.download_task(job(url.clone(), &dest, false));
-        until(&task, |s| s.bytes >= 300_000).await;
+        until(&task, |s| s.received >= 300_000).await;
         assert!(task.suspend());
         let stopped = until(&task, |s| s.state == State::Suspended).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(task.status().bytes, stopped.bytes, "bytes arrived while suspended");
+        assert_eq!(task.status().received, stopped.received, "bytes arrived while suspended");
         assert!(part("a").exists());
         let record = session.store().find(&dest).unwrap().unwrap();
         assert_eq!(record.state, nw_transfer::store::State::Interrupted, "{record:?}");
@@ -63,7 +63,7 @@ fn task_a_download_is_suspended_resumed_and_cancelled_with_and_without_resume_da
         // continues it in another session.
         let dest = scratch.0.join("b");
         let task = session.download_task(job(url.clone(), &dest, false));
-        until(&task, |s| s.bytes >= 300_000).await;
+        until(&task, |s| s.received >= 300_000).await;
         let kept = task.cancel_producing_resume_data().await.expect("resume data");
         assert!(kept.bytes >= 300_000 && part("b").exists(), "{kept:?}");
         let text = serde_json::to_string(&kept).unwrap();
@@ -79,25 +79,25 @@ fn task_a_download_is_suspended_resumed_and_cancelled_with_and_without_resume_da
         let dest = scratch.0.join("d");
         let default = Arc::new(crate::support::session(&scratch, Configuration::default()));
         let task = default.download_task(job(slower.clone(), &dest, false));
-        until(&task, |s| s.expected.is_some()).await;
+        until(&task, |s| s.expected_to_receive.is_some()).await;
         tokio::time::sleep(Duration::from_millis(1000)).await;
         // Progress counts what arrived, though none of it is written yet.
-        let arrived = task.status().bytes;
+        let arrived = task.status().received;
         assert!(arrived >= 100_000, "progress says {arrived} bytes after a second at 200 KB/s");
         assert!(task.suspend());
         let kept = until(&task, |s| s.state == State::Suspended).await;
-        assert!(kept.bytes >= 100_000, "only {} bytes kept of what arrived", kept.bytes);
+        assert!(kept.received >= 100_000, "only {} bytes kept of what arrived", kept.received);
         let record = default.store().find(&dest).unwrap().unwrap();
-        assert_eq!(record.offset, kept.bytes, "{record:?}");
+        assert_eq!(record.offset, kept.received, "{record:?}");
         let part_len = std::fs::metadata(part("d")).map(|m| m.len()).unwrap_or(0);
-        assert_eq!(part_len, kept.bytes, "the .part holds what was checkpointed");
+        assert_eq!(part_len, kept.received, "the .part holds what was checkpointed");
         task.cancel();
         assert!(task.wait().await.is_err_and(|e| e.code() == Code::Cancelled));
 
         // Cancelled: it ends at once, saying so, and keeps nothing.
         let dest = scratch.0.join("c");
         let task = session.download_task(job(url.clone(), &dest, false));
-        until(&task, |s| s.bytes >= 300_000).await;
+        until(&task, |s| s.received >= 300_000).await;
         task.cancel();
         assert!(matches!(task.status().state, State::Canceling | State::Completed));
         let ended = tokio::time::timeout(Duration::from_secs(6), task.wait()).await.unwrap();
@@ -108,7 +108,7 @@ fn task_a_download_is_suspended_resumed_and_cancelled_with_and_without_resume_da
         // Cancelled while suspended: the same, the bytes it had kept go too.
         let dest = scratch.0.join("e");
         let task = session.download_task(job(url.clone(), &dest, false));
-        until(&task, |s| s.bytes >= 300_000).await;
+        until(&task, |s| s.received >= 300_000).await;
         assert!(task.suspend());
         until(&task, |s| s.state == State::Suspended).await;
         assert!(part("e").exists());
@@ -152,14 +152,14 @@ fn task_a_data_task_is_cancelled_while_the_server_says_nothing_and_a_post_goes_o
         let done = task.wait().await.unwrap();
         assert_eq!(&done.body[..], b"hello");
         let last = *watch.borrow_and_update();
-        assert_eq!((last.state, last.bytes), (State::Completed, 5));
+        assert_eq!((last.state, last.received), (State::Completed, 5));
         // A data task's progress as its answer comes (nginx's /slow/, 1 MB/s): partway,
         // then whole.
         std::fs::write(scratch.www().join("big.bin"), pattern(1_500_000, 7)).unwrap();
         let task = session.data_task(Request::get(server.url("/slow/big.bin")), 4 << 20);
-        let partway = until(&task, |s| s.bytes > 0).await;
-        assert_eq!((partway.state, partway.expected), (State::Running, Some(1_500_000)));
-        assert!(partway.bytes < 1_500_000, "{partway:?}");
+        let partway = until(&task, |s| s.received > 0).await;
+        assert_eq!((partway.state, partway.expected_to_receive), (State::Running, Some(1_500_000)));
+        assert!(partway.received < 1_500_000, "{partway:?}");
         assert_eq!(task.wait().await.unwrap().body.len(), 1_500_000);
         // An upload's progress: every byte sent.
         let source = scratch.0.join("up.bin");
@@ -175,7 +175,8 @@ fn task_a_data_task_is_cancelled_while_the_server_says_nothing_and_a_post_goes_o
         let watch = task.watch();
         let done = task.wait().await.unwrap();
         assert_eq!(done.status, 201);
-        assert_eq!(watch.borrow().bytes, 1 << 20);
+        let last = *watch.borrow();
+        assert_eq!((last.sent, last.expected_to_send, last.received), (1 << 20, Some(1 << 20), 0));
     });
     drop(silent);
 }
