@@ -8,7 +8,11 @@
 //! - [`scheduler`]: the background scheduler as a machine in virtual time (the resume-rate
 //!   limiter, batches, discretionary waits, retries), each wait with its reason.
 //! - [`tasks`]: data tasks (a response into memory, bounded; a [`tasks::Request`] of any
-//!   method with a body in memory) and uploads (a file as the body).
+//!   method with a [`body::Body`]: bytes, a file read as it goes, or a stream made as it is
+//!   sent) and uploads (a file as the body).
+//! - [`task`]: URLSessionTask's lifecycle over those: a download, data or upload task
+//!   running on its own, its status and progress to watch, suspended and resumed, cancelled
+//!   (a download's with [`task::ResumeData`] to continue it later).
 //! - [`queue`]: transfers recorded now and run later under the scheduler, from the store.
 //! - [`metrics`]: per-task timings and facts.
 //! - [`responsiveness`]: the responsiveness test's HTTP driving (nw-quality's machine decides).
@@ -45,6 +49,19 @@
 //! let job = Download { resume: true, ..Download::new("https://deb.debian.org/debian/ls-lR.gz", "ls-lR.gz") };
 //! let done = session.download(&job, &mut |_event| {}).await?;
 //! println!("{} bytes, resumed from {}", done.bytes, done.resumed_from);
+//!
+//! // As a task: it runs on its own; watch it, suspend it, or cancel it keeping resume data.
+//! let session = std::sync::Arc::new(session);
+//! let task = session.download_task(Download::new("https://deb.debian.org/debian/README", "README"));
+//! let mut status = task.watch();
+//! while status.changed().await.is_ok() {
+//!     let now = *status.borrow_and_update();
+//!     println!("{:?}: {} of {:?} bytes", now.state, now.received, now.expected_to_receive);
+//!     if now.state == nw_transfer::task::State::Completed {
+//!         break;
+//!     }
+//! }
+//! println!("{} bytes in {}", task.wait().await?.bytes, "README");
 //! # Ok(()) }
 //! ```
 //!
