@@ -454,7 +454,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     // Installed once: from here a signal stops the download in hand, cleanly.
     let mut stop = std::pin::pin!(crate::output::interrupted());
     for job in &jobs {
-        let mut report = Report::new(args.json, &job.url);
+        let name = job.dest.file_name().map(|n| n.to_string_lossy().into_owned());
+        let mut report = Report::new(args.json, &job.url, name.as_deref().unwrap_or(""));
         let mut job = job.clone();
         let mut retries = Retries::new(&args.retry);
         let result = loop {
@@ -751,9 +752,10 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    pub(crate) fn new(json: bool, url: &str) -> Self {
+    /// `name`: the file's, shown on the progress line.
+    pub(crate) fn new(json: bool, url: &str, name: &str) -> Self {
         let tty = !json && std::io::stderr().is_terminal();
-        Self { json, url: url.to_owned(), bar: Bar::new(tty) }
+        Self { json, url: url.to_owned(), bar: Bar::new(tty, name) }
     }
 
     pub(crate) fn event(&mut self, event: &Event) {
@@ -959,15 +961,18 @@ impl From<f64> for Size {
     }
 }
 
-/// The progress bar on a terminal: percentage, bytes, rate and ETA, redrawn in place.
+/// The progress line on a terminal: the file's name, a bar, percentage, bytes, rate and
+/// ETA, redrawn in place and never wider than the terminal (a line that wraps cannot be
+/// redrawn).
 struct Bar {
     tty: bool,
     drawn: bool,
+    name: String,
 }
 
 impl Bar {
-    pub(crate) fn new(tty: bool) -> Self {
-        Self { tty, drawn: false }
+    pub(crate) fn new(tty: bool, name: &str) -> Self {
+        Self { tty, drawn: false, name: name.to_owned() }
     }
 
     pub(crate) fn event(&mut self, event: &Event) {
@@ -1000,13 +1005,11 @@ impl Bar {
                     _ => ("   ?".to_owned(), String::new()),
                 };
                 let of = total.map_or_else(String::new, |t| format!(" of {}", size(t)));
+                let stats = format!("{percent} {}{of}  {}/s{eta}", size(*received), size(*rate));
+                let fraction = total.filter(|t| *t > 0).map(|t| *received as f64 / t as f64);
+                let line = progress_line(&self.name, &stats, fraction, terminal_width());
                 let mut err = std::io::stderr().lock();
-                let _ = write!(
-                    err,
-                    "\r\x1b[K{percent} {}{of}  {}/s{eta}",
-                    size(*received),
-                    size(*rate)
-                );
+                let _ = write!(err, "\r\x1b[K{line}");
                 let _ = err.flush();
                 self.drawn = true;
             }
@@ -1022,6 +1025,58 @@ impl Bar {
     }
 }
 
+/// The progress line in `width` columns (the last one left free, so it never wraps): `name`
+/// (cut with an ellipsis when long), a bar of `fraction` when there is room, then `stats`
+/// (cut last).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a display value: the cast saturates"
+)]
+fn progress_line(name: &str, stats: &str, fraction: Option<f64>, width: usize) -> String {
+    let width = width.saturating_sub(1);
+    let stats_len = stats.chars().count();
+    if stats_len >= width {
+        return stats.chars().take(width).collect();
+    }
+    let mut room = width - stats_len;
+    let mut line = String::new();
+    let fitted = fit(name, room.saturating_sub(2).min(40));
+    if !fitted.is_empty() {
+        room -= fitted.chars().count() + 2;
+        line += &fitted;
+        line += "  ";
+    }
+    if let Some(f) = fraction
+        && room >= 12
+    {
+        let n = (room - 4).min(30);
+        let done = ((f.clamp(0.0, 1.0) * n as f64) as usize).min(n);
+        line += &format!("[{}{}]  ", "=".repeat(done), " ".repeat(n - done));
+    }
+    line + stats
+}
+
+/// `name` in at most `max` characters: cut with an ellipsis when longer.
+fn fit(name: &str, max: usize) -> String {
+    if name.chars().count() <= max {
+        return name.to_owned();
+    }
+    if max < 2 {
+        return String::new();
+    }
+    name.chars().take(max - 1).chain(std::iter::once('…')).collect()
+}
+
+/// The terminal's width in columns (stderr's), 80 when it cannot be told.
+fn terminal_width() -> usize {
+    // SAFETY: winsize is plain data; zeroed, it is a valid value for TIOCGWINSZ to fill.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ on stderr's descriptor, writing into a live winsize.
+    let r = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &raw mut size) };
+    if r == 0 && size.ws_col > 0 { usize::from(size.ws_col) } else { 80 }
+}
+
 #[allow(clippy::cast_possible_truncation, reason = "a display value: the cast saturates")]
 fn eta(seconds: f64) -> String {
     let s = seconds.round() as u64;
@@ -1034,7 +1089,28 @@ fn eta(seconds: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::file_name;
+    use super::{file_name, progress_line};
+
+    #[test]
+    fn the_progress_line_fits_its_width_and_keeps_the_figures() {
+        let stats = " 42% 1.2 MiB of 2.9 MiB  500.0 KiB/s  ETA 4 s";
+        let wide = progress_line("debian-13.iso", stats, Some(0.42), 100);
+        assert!(wide.starts_with("debian-13.iso  [") && wide.ends_with(stats), "{wide}");
+        assert!(wide.chars().count() <= 99, "{wide}");
+        assert_eq!(wide.matches('=').count(), 12, "42% of a 30-column bar: {wide}");
+        // Narrow: no bar, the name cut; narrower still, the figures alone, cut.
+        let narrow = progress_line("a-very-long-file-name-indeed.tar.gz", stats, Some(0.42), 60);
+        assert!(narrow.contains('…') && !narrow.contains('['), "{narrow}");
+        assert!(narrow.chars().count() <= 59 && narrow.ends_with(stats), "{narrow}");
+        assert_eq!(progress_line("x", stats, None, 20).chars().count(), 19);
+        // No total: no bar.
+        assert!(!progress_line("f", stats, None, 100).contains('['));
+        for width in 0..120 {
+            assert!(
+                progress_line("name.bin", stats, Some(1.5), width).chars().count() < width.max(1)
+            );
+        }
+    }
 
     #[test]
     fn the_file_name_is_the_last_path_segment_decoded() {

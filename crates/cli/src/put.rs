@@ -87,7 +87,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             Err(e) => Err(e.into()),
         };
     }
-    let mut report = Report::new(args.json, &job.url);
+    let name = args.file.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut report = Report::new(args.json, &job.url, name.as_deref().unwrap_or(""));
     let mut retries = Retries::new(&args.retry);
     // A signal ends the upload, or the wait before sending it again, and says what that left.
     let mut stop = std::pin::pin!(crate::output::interrupted());
