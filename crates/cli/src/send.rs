@@ -9,7 +9,7 @@ use nw_transfer::tasks::{Data, Request, idempotent};
 use nw_transfer::{Method, Protocol, RetryAfter, TransferError};
 
 use crate::get::{
-    Retries, RetryArgs, SessionArgs, backoff, hint, needs_trust, not_as_asked, usage,
+    Report, Retries, RetryArgs, SessionArgs, backoff, hint, needs_trust, not_as_asked, usage,
 };
 use crate::output::unless_stopped;
 use crate::{Outcome, UsageError};
@@ -202,15 +202,7 @@ fn again(
         return Ok(None);
     }
     let Some(next) = retries.after(e).filter(|n| !n.resume) else { return Ok(None) };
-    if args.json {
-        let line = serde_json::json!({
-            "event": "retrying", "url": args.url, "error": e.to_string(), "code": e.code(),
-            "status": e.status(), "wait_ms": next.wait.as_millis(), "retries_left": next.left,
-        });
-        crate::output::line(&line.to_string())?;
-    } else {
-        crate::get::say_retry(&args.url, &next, "sending it again");
-    }
+    Report::new(args.json, &args.url, "").retrying(e, &next, "sending it again")?;
     Ok(Some(next))
 }
 

@@ -57,29 +57,8 @@ pub(crate) struct Closes {
 impl Closes {
     /// Joins the destroy groups in the calling thread's network namespace.
     pub(crate) fn open() -> io::Result<Self> {
-        let fd = super::netlink(NETLINK_SOCK_DIAG, true)?;
-        // Bound with the groups as a mask (group n is bit n - 1), as ss(8) does: measured
-        // here, a socket that joined them with NETLINK_ADD_MEMBERSHIP alone got none.
-        // SAFETY: sockaddr_nl is plain data; zeroed, it is a valid one to fill in.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap_or(16);
-        addr.nl_groups = GROUPS.iter().fold(0, |mask, g| mask | 1 << (g - 1));
-        // SAFETY: bind(2) with a live sockaddr_nl and its size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                libc::socklen_t::try_from(size_of::<libc::sockaddr_nl>()).unwrap_or(12),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Room for bursts of closes: notifications that do not fit are lost (ENOBUFS).
-        let _ = super::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4u32 << 20);
-        // SAFETY: `fd` is an open, nonblocking socket that the AsyncFd owns from here on.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let groups = GROUPS.iter().fold(0, |mask, g| mask | 1 << (g - 1));
+        let fd = super::subscribed(NETLINK_SOCK_DIAG, groups)?;
         Ok(Self { fd, buf: vec![0u8; 256 * 1024] })
     }
 

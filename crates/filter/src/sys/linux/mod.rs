@@ -27,6 +27,36 @@ pub(crate) fn netlink(protocol: libc::c_int, nonblocking: bool) -> io::Result<Ow
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// A netlink socket of `protocol` in the multicast `groups` (group n is bit n - 1), bound as
+/// ss(8) binds it (measured here: a socket that joined them with NETLINK_ADD_MEMBERSHIP
+/// alone got nothing), with room for bursts (what does not fit is lost: ENOBUFS), ready to
+/// be awaited.
+pub(crate) fn subscribed(
+    protocol: libc::c_int,
+    groups: u32,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    let fd = netlink(protocol, true)?;
+    // SAFETY: sockaddr_nl is plain data; zeroed, it is a valid one to fill in.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap_or(16);
+    addr.nl_groups = groups;
+    // SAFETY: bind(2) with a live sockaddr_nl and its size.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            libc::socklen_t::try_from(size_of::<libc::sockaddr_nl>()).unwrap_or(12),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4u32 << 20);
+    // SAFETY: `fd` is an open, nonblocking socket that the AsyncFd owns from here on.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
 /// The netlink messages in a datagram from the kernel: each one's type, sequence number and
 /// body (after the 16-byte header). A message whose length is wrong ends the walk.
 pub(crate) fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
