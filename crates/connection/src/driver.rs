@@ -1151,10 +1151,8 @@ async fn reach_proxy(
             connected.report.proxy_tls_handshake = Some(took);
             Ok(connected)
         }
-        // A proxy that speaks plain HTTP answers the ClientHello with an HTTP error: rustls
-        // reads its first byte ('H') as a record type it does not know.
-        Err(AttemptError::Tls(e)) if e.contains("InvalidContentType") => Err(failed(
-            AttemptError::Tls(format!("{e}: it answered in plain text (is it an https:// proxy?)")),
+        Err(AttemptError::Tls(e)) if e.ends_with(PLAIN_TEXT) => Err(failed(
+            AttemptError::Tls(format!("{e} (is it an https:// proxy?)")),
             connected.report,
         )),
         Err(e) => Err(failed(e, connected.report)),
@@ -1228,9 +1226,17 @@ fn tls_failure(e: &io::Error) -> AttemptError {
             | Alert::UnknownCA
             | Alert::CertificateRequired,
         )) => AttemptError::Untrusted(format!("the server refused our certificate: {e}")),
+        // A peer that speaks plain HTTP answers the ClientHello with an HTTP error: rustls
+        // reads its first byte ('H') as a record type it does not know.
+        Some(Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            AttemptError::Tls(format!("{e}: {PLAIN_TEXT}"))
+        }
         _ => AttemptError::Tls(e.to_string()),
     }
 }
+
+/// What a TLS failure says when the peer answered in plain text.
+const PLAIN_TEXT: &str = "it answered in plain text, not TLS";
 
 fn attempt_error(e: &io::Error) -> AttemptError {
     match e.kind() {
