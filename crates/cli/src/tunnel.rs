@@ -715,10 +715,11 @@ impl View {
                 let ms = took.as_secs_f64() * 1000.0;
                 (
                     format!(
-                        "settings {id} applied in {ms:.1} ms: {} address(es), {} route(s), MTU {}",
+                        "settings {id} applied in {ms:.1} ms: {} address(es), {} route(s), MTU {}{}",
                         state.addresses.len(),
                         state.routes.len(),
-                        state.mtu
+                        state.mtu,
+                        dns_line(settings.as_ref(), state)
                     ),
                     json!({
                         "event": "applied", "id": id, "ms": ms, "settings": settings,
@@ -852,6 +853,24 @@ fn show_end(ended: &Ended, json: bool) {
     }
 }
 
+/// How the DNS settings are in force, for the applied line.
+fn dns_line(settings: Option<&nw_tunnel::Settings>, state: &nw_tunnel::KernelState) -> String {
+    if settings.and_then(|s| s.dns.as_ref()).is_none_or(|d| d.servers.is_empty()) {
+        return String::new();
+    }
+    match &state.resolved {
+        Some(link) => format!(
+            "; DNS by systemd-resolved for the link ({}; domains {})",
+            link.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            if link.domains.is_empty() { "none".into() } else { link.domains.join(", ") }
+        ),
+        None => format!(
+            "; DNS through our forwarder, which resolv.conf names ({})",
+            state.name_servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// What the kernel holds, as the event lines and the state file show it.
 fn kernel_json(state: &nw_tunnel::KernelState) -> Value {
     json!({
@@ -860,6 +879,11 @@ fn kernel_json(state: &nw_tunnel::KernelState) -> Value {
         "routes": state.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "rules": state.rules,
         "name_servers": state.name_servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "resolved": state.resolved.as_ref().map(|link| json!({
+            "servers": link.servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "domains": link.domains,
+            "default_route": link.default_route,
+        })),
     })
 }
 

@@ -33,6 +33,7 @@ pub mod ngtcp2;
 pub mod ocsp;
 mod process;
 pub mod proxies;
+pub mod resolved;
 mod scratch;
 pub mod stats;
 mod timing;

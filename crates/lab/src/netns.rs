@@ -230,6 +230,12 @@ impl Namespace {
         self.write_etc("resolv.conf", text)
     }
 
+    /// Puts `text` over /etc/`file` for the commands run in this namespace (`ip netns exec`
+    /// bind-mounts each file of /etc/netns/NAME over its namesake).
+    pub fn set_etc_file(&self, file: &str, text: &str) -> Result<(), LabError> {
+        self.write_etc(file, text)
+    }
+
     /// Loads an nftables ruleset inside the namespace (`nft -f`). nft 1.0.6 wants a newline or
     /// `;` after each closing brace inside a table; [`Namespace::fault`] writes correct rules.
     pub fn nft(&self, ruleset: &str) -> Result<(), LabError> {

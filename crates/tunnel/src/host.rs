@@ -16,7 +16,6 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
-use crate::dns;
 use crate::fdpass;
 use crate::protocol::{
     self, FD_ENV, HostMessage, LineBuffer, ProviderMessage, StopReason, VERSION,
@@ -24,6 +23,7 @@ use crate::protocol::{
 use crate::settings::Settings;
 use crate::settings::{Prefix, TableRoute};
 use crate::sys::{self, Kernel, killswitch};
+use crate::{dns, resolved};
 use nw_provider::blocking;
 
 pub use nw_provider::alive;
@@ -235,6 +235,7 @@ pub async fn run(
         kernel: Some(kernel),
         tun,
         interface: interface.clone(),
+        index,
         events,
         table,
         pid: None,
@@ -344,6 +345,8 @@ struct Session {
     /// claim on traffic outlive a provider that dies (traffic is dropped, not leaked).
     tun: OwnedFd,
     interface: String,
+    /// The interface's index.
+    index: u32,
     events: mpsc::UnboundedSender<Event>,
     table: u32,
     /// The provider's process id, which is also its process group's.
@@ -360,19 +363,27 @@ struct Session {
     dns: Option<SplitDns>,
 }
 
-/// Split DNS in force: the forwarder, and resolv.conf taken over.
-struct SplitDns {
-    forwarder: dns::Forwarder,
-    resolv: dns::ResolvConf,
+/// Split DNS in force.
+enum SplitDns {
+    /// Our forwarder, and resolv.conf taken over.
+    Forwarder { forwarder: dns::Forwarder, resolv: dns::ResolvConf },
+    /// systemd-resolved holds the settings as the interface's per-link DNS.
+    Resolved,
 }
 
 impl SplitDns {
-    /// Puts resolv.conf back, then stops the forwarder.
-    async fn stop(self) -> Result<(), String> {
-        let Self { forwarder, resolv } = self;
-        let restored = blocking(move || resolv.restore()).await;
-        drop(forwarder);
-        restored.map_err(|e| format!("{} not put back: {e}", dns::RESOLV_CONF))
+    /// Puts resolv.conf back and stops the forwarder, or reverts the link in resolved.
+    async fn stop(self, index: u32) -> Result<(), String> {
+        match self {
+            Self::Forwarder { forwarder, resolv } => {
+                let restored = blocking(move || resolv.restore()).await;
+                drop(forwarder);
+                restored.map_err(|e| format!("{} not put back: {e}", dns::RESOLV_CONF))
+            }
+            Self::Resolved => {
+                blocking(move || resolved::revert(index)).await.map_err(|e| e.to_string())
+            }
+        }
     }
 }
 
@@ -603,6 +614,7 @@ impl Session {
         let previous = self.effective(&self.applied.clone().unwrap_or_default());
 
         let target = self.effective(&asked);
+        let via_resolved = matches!(self.dns, Some(SplitDns::Resolved)).then_some(self.index);
         // The kill switch lets the new remote address out before routes send traffic to it,
         // and goes back to the old one if the settings fail.
         let switches = self.kill_switch.clone().map(|old| {
@@ -627,6 +639,8 @@ impl Session {
                 state.name_servers = std::fs::read_to_string(dns::RESOLV_CONF)
                     .map(|t| dns::parse_resolv_conf(&t).0)
                     .unwrap_or_default();
+                state.resolved =
+                    via_resolved.map(resolved::read).transpose().map_err(|e| e.to_string())?;
                 match differences(&target, &state) {
                     d if d.is_empty() => Ok(state),
                     d => Err(format!("the kernel reads back differently: {}", d.join("; "))),
@@ -677,7 +691,7 @@ impl Session {
     async fn apply_dns(&mut self, wanted: Option<&crate::settings::Dns>) -> Result<(), String> {
         let Some(d) = wanted.filter(|d| !d.servers.is_empty()).cloned() else {
             return match self.dns.take() {
-                Some(running) => running.stop().await,
+                Some(running) => running.stop(self.index).await,
                 None => Ok(()),
             };
         };
@@ -693,15 +707,37 @@ impl Session {
             device: interface.clone(),
         };
         let search = d.search_domains.clone();
-        if let Some(SplitDns { forwarder, resolv }) = self.dns.take() {
-            forwarder.update(routes(resolv.upstream.clone()));
-            let i = interface.clone();
-            let (pointed, resolv) = blocking(move || (resolv.point(&i, &search), resolv)).await;
-            self.dns = Some(SplitDns { forwarder, resolv });
-            return pointed.map_err(|e| e.to_string());
+        let index = self.index;
+        let link = resolved::LinkDns::wanted(&d);
+        match self.dns.take() {
+            Some(SplitDns::Forwarder { forwarder, resolv }) => {
+                forwarder.update(routes(resolv.upstream.clone()));
+                let i = interface.clone();
+                let (pointed, resolv) = blocking(move || (resolv.point(&i, &search), resolv)).await;
+                self.dns = Some(SplitDns::Forwarder { forwarder, resolv });
+                return pointed.map_err(|e| e.to_string());
+            }
+            Some(SplitDns::Resolved) => {
+                self.dns = Some(SplitDns::Resolved);
+                return blocking(move || resolved::set(index, &link))
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+            None => {}
+        }
+        let text = blocking(|| std::fs::read_to_string(dns::RESOLV_CONF)).await.unwrap_or_default();
+        let in_charge = text.clone();
+        if blocking(move || resolved::in_charge(&in_charge)).await {
+            let set = blocking(move || resolved::set(index, &link)).await;
+            if set.is_err() {
+                // Whatever part of it was taken goes back.
+                let _ = blocking(move || resolved::revert(index)).await;
+            }
+            set.map_err(|e| e.to_string())?;
+            self.dns = Some(SplitDns::Resolved);
+            return Ok(());
         }
         // The forwarder listens before resolv.conf points at it.
-        let text = blocking(|| std::fs::read_to_string(dns::RESOLV_CONF)).await.unwrap_or_default();
         let forwarder = dns::Forwarder::start(routes(dns::parse_resolv_conf(&text).0))
             .await
             .map_err(|e| e.to_string())?;
@@ -711,7 +747,7 @@ impl Session {
             .await
             .map_err(|e| e.to_string())?;
         forwarder.update(routes(resolv.upstream.clone()));
-        self.dns = Some(SplitDns { forwarder, resolv });
+        self.dns = Some(SplitDns::Forwarder { forwarder, resolv });
         Ok(())
     }
 
@@ -772,7 +808,7 @@ impl Session {
             None => vec!["the kernel state was lost while applying settings".into()],
         };
         if let Some(running) = self.dns.take()
-            && let Err(e) = running.stop().await
+            && let Err(e) = running.stop(self.index).await
         {
             left.push(e);
         }
@@ -924,6 +960,8 @@ pub struct KernelState {
     pub rules: usize,
     /// The name servers resolv.conf names (the host's forwarder, with DNS settings).
     pub name_servers: Vec<std::net::SocketAddr>,
+    /// What systemd-resolved holds for the interface, when it took the DNS settings.
+    pub resolved: Option<crate::LinkDns>,
 }
 
 /// The differences between what was asked and what the kernel holds (empty when none).
@@ -952,9 +990,13 @@ pub fn differences(wanted: &Settings, state: &KernelState) -> Vec<String> {
     if state.rules != 4 {
         out.push(format!("{} of the 4 routing rules installed", state.rules));
     }
-    if wanted.dns.as_ref().is_some_and(|d| !d.servers.is_empty())
-        && state.name_servers != [dns::LISTEN]
-    {
+    let dns = wanted.dns.as_ref().filter(|d| !d.servers.is_empty());
+    if let (Some(d), Some(held)) = (dns, &state.resolved) {
+        let want = crate::LinkDns::wanted(d);
+        if !want.same_as(held) {
+            out.push(format!("systemd-resolved holds {held:?} for the link instead of {want:?}"));
+        }
+    } else if dns.is_some() && state.name_servers != [dns::LISTEN] {
         out.push(format!(
             "resolv.conf names {:?} instead of the DNS forwarder {}",
             state.name_servers,
@@ -1022,6 +1064,7 @@ mod tests {
             routes: wanted.table(),
             rules: 4,
             name_servers: Vec::new(),
+            resolved: None,
         };
         assert!(differences(&wanted, &state).is_empty());
         state.mtu = 1500;

@@ -33,10 +33,18 @@
 //!
 //! # DNS
 //!
-//! Settings with DNS servers start a forwarder on 127.0.78.53 that resolv.conf points at while
-//! they are in force: names under the match domains go to the tunnel's servers, from sockets
-//! bound to the tunnel's interface; the rest to the servers resolv.conf named before. The
-//! original resolv.conf is written back when the DNS settings go away or the tunnel stops.
+//! Where systemd-resolved is the system's resolver (resolv.conf names its stub, 127.0.0.53,
+//! and it is on the system bus), settings with DNS servers become the tunnel interface's
+//! per-link DNS there, over D-Bus: each match domain a routing domain (`~corp.example`), or
+//! `~.` and the link a default route when every name goes to the tunnel; resolved then asks
+//! the tunnel's servers from sockets bound to the interface. Nothing on disk changes, the link
+//! is reverted when the settings go away, and a device that disappears takes its settings
+//! with it.
+//!
+//! Otherwise they start a forwarder on 127.0.78.53 that resolv.conf points at while they are
+//! in force: names under the match domains go to the tunnel's servers, from sockets bound to
+//! the tunnel's interface; the rest to the servers resolv.conf named before. The original
+//! resolv.conf is written back when the DNS settings go away or the tunnel stops.
 //!
 //! # Supervision
 //!
@@ -50,10 +58,13 @@ pub mod protocol;
 pub mod provider;
 pub mod settings;
 
+mod dbus;
 mod dns;
 mod fdpass;
+mod resolved;
 mod sys;
 
 pub use host::{Ended, Event, HostError, HostOptions, KernelState, Leftover, differences};
 pub use protocol::StopReason;
+pub use resolved::LinkDns;
 pub use settings::{Dns, Prefix, Settings, SettingsError};

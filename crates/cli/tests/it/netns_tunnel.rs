@@ -748,3 +748,137 @@ fn netns_tunnel_split_dns_answers_each_name_from_the_right_resolver() {
     let back = p.cli.run(["cat", "/etc/resolv.conf"]).unwrap_or_default();
     assert_eq!(back, original, "nw tunnel down did not put resolv.conf back");
 }
+
+/// Split DNS where systemd-resolved is the resolver (the real one, from Debian's package, on a
+/// bus of the test's own): the tunnel's server and domains become the TUN device's per-link
+/// DNS, resolv.conf is not touched, and 201 names resolved through the C library (so through
+/// resolved's stub) are each answered by the right resolver — not one matched query reaches the
+/// uplink's resolver. New settings without DNS take the link's DNS back; a killed host's
+/// device takes its settings with it, and the names go to the uplink again.
+#[test]
+fn netns_tunnel_split_dns_through_systemd_resolved() {
+    use nw_lab::dns::{DnsServer, Script};
+    let p = pair();
+    let outside = DnsServer::start(
+        &p.srv,
+        "198.51.100.2:53".parse().expect("an address"),
+        Script::wildcard(&["192.0.2.77".parse().expect("an address")], &[]),
+    )
+    .unwrap_or_else(|e| panic!("the uplink's resolver: {e}"));
+    let resolved = nw_lab::resolved::Resolved::start(&p.cli)
+        .unwrap_or_else(|e| panic!("systemd-resolved in the lab: {e}"));
+    resolved
+        .set_uplink(&p.cli, &p.cli_dev, "198.51.100.2".parse().expect("an address"))
+        .unwrap_or_else(|e| panic!("the uplink's DNS in resolved: {e}"));
+    let stub = p.cli.run(["cat", "/etc/resolv.conf"]).unwrap_or_default();
+
+    let mut options = json!({"settings": settings(&["10.99.5.0/24"])});
+    options["settings"]["dns"] = json!({
+        "servers": ["10.99.53.53"],
+        "match_domains": ["corp.example"],
+        "search_domains": ["corp.example"],
+    });
+    let up = |options: &Value| {
+        let mut cmd = p.cli.command(NW);
+        cmd.args([
+            "tunnel",
+            "up",
+            "--json",
+            "--options",
+            &options.to_string(),
+            "--provider",
+            PYTHON,
+        ])
+        .args(["--", "-c", ECHO_PROVIDER])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", resolved.bus_address());
+        Events::spawn(&p.cli, cmd)
+    };
+    let resolve = |names: &[String]| -> Value {
+        let out = p.cli.run([PYTHON, "-c", RESOLVE, &json!(names).to_string()]);
+        serde_json::from_str(&out.unwrap_or_else(|e| panic!("resolving: {e}")))
+            .expect("resolver output")
+    };
+
+    let mut t = up(&options);
+    let applied = t.event("applied");
+    assert_eq!(
+        applied["kernel"]["resolved"],
+        json!({"servers": ["10.99.53.53"], "domains": ["corp.example"], "default_route": false}),
+        "{applied}"
+    );
+    t.event("started");
+    let (servers, domains) =
+        resolved.link(&p.cli, "nwtun0").unwrap_or_else(|e| panic!("resolved's link: {e}"));
+    assert_eq!(servers, "a(iay) 1 2 4 10 99 53 53");
+    assert_eq!(domains, "a(sb) 1 \"corp.example\" false");
+    assert_eq!(p.cli.run(["cat", "/etc/resolv.conf"]).unwrap_or_default(), stub);
+    // Where resolved is in charge, /etc/resolv.conf links to the stub resolv.conf it writes,
+    // which now searches the tunnel's domain too.
+    let written = resolved.stub_resolv_conf().unwrap_or_else(|e| panic!("{e}"));
+    assert!(written.contains("search corp.example"), "{written}");
+    p.cli.set_resolv_conf(&written).unwrap_or_else(|e| panic!("{e}"));
+
+    let names: Vec<String> = (0..200)
+        .map(|i| if i % 2 == 0 { format!("n{i}.corp.example") } else { format!("n{i}.test") })
+        .chain(["shorthost".to_owned()])
+        .collect();
+    let got = resolve(&names);
+    let wrong: Vec<(&String, &Value)> = names
+        .iter()
+        .map(|n| (n, &got[n]))
+        .filter(|(n, a)| {
+            let want = if n.ends_with(".test") { "192.0.2.77" } else { "10.53.0.1" };
+            *a != want
+        })
+        .collect();
+    let seen = outside.seen();
+    let leaked = seen.iter().filter(|q| q.name.contains("corp.example")).count();
+    println!(
+        "split DNS through systemd-resolved: {} names, {} answered by the wrong resolver or not at all; the uplink's resolver saw {} queries, {leaked} of them for the match domain",
+        names.len(),
+        wrong.len(),
+        seen.len()
+    );
+    assert!(wrong.is_empty(), "{} wrong: {:?}", wrong.len(), &wrong[..wrong.len().min(10)]);
+    assert_eq!(leaked, 0, "matched names reached the uplink's resolver");
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+
+    // New settings without DNS: the link's DNS is taken back.
+    let mut changing = options.clone();
+    changing["after_ms"] = json!(500);
+    changing["then"] = settings(&["10.99.5.0/24"]);
+    let mut t = up(&changing);
+    t.event("started");
+    t.wait(Duration::from_secs(10), |v| v["event"] == "applied" && v["id"] == 2);
+    let (servers, domains) =
+        resolved.link(&p.cli, "nwtun0").unwrap_or_else(|e| panic!("resolved's link: {e}"));
+    assert_eq!((servers.as_str(), domains.as_str()), ("a(iay) 0", "a(sb) 0"));
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+
+    // A killed host: its device goes, and resolved forgets what the link had.
+    let mut t = up(&options);
+    t.event("started");
+    assert_eq!(resolve(&["k1.corp.example".to_owned()])["k1.corp.example"], "10.53.0.1");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(libc::pid_t::try_from(t.child.id()).expect("a pid"), libc::SIGKILL) };
+    let _ = t.child.wait_for(Duration::from_secs(5));
+    // The device goes when the provider, which holds it too, notices and exits.
+    let gone = Instant::now() + Duration::from_secs(10);
+    while ip_json(&p.cli, &["link", "show"]).iter().any(|l| l["ifname"] == "nwtun0") {
+        assert!(Instant::now() < gone, "the TUN device outlived its host by 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = p.cli.command(NW).args(["tunnel", "status", "--json"]).output().expect("status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(!status.contains("resolv.conf"), "{status}");
+    // The uplink's resolver knows only *.test: it is asked, and says there is no such name.
+    let answer = resolve(&["k2.corp.example".to_owned()]);
+    let asked: Vec<String> = outside.seen().into_iter().map(|q| q.name).collect();
+    assert!(
+        asked.iter().any(|n| n.contains("k2.corp.example"))
+            && !asked.iter().any(|n| n.contains("k1.corp.example")),
+        "after the host was killed, matched names go to the uplink (and not before): {answer} {asked:?}"
+    );
+    let mut resolved = resolved;
+    assert!(resolved.running(), "systemd-resolved or its bus died during the test");
+}

@@ -138,6 +138,7 @@ impl Kernel {
             rules: rules.intersection(&ours).count(),
             // resolv.conf is not the kernel's; the host reads it beside.
             name_servers: Vec::new(),
+            resolved: None,
         })
     }
 
