@@ -550,6 +550,7 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
     let queues = nw_filter::list::queue_bindings();
     let Some(mut v) = current else {
         let left = tokio::task::spawn_blocking(nw_filter::host::leftover_rules).await?;
+        let counting = tokio::task::spawn_blocking(nw_filter::host::leftover_counting).await?;
         if json {
             println!(
                 "{}",
@@ -558,6 +559,7 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
                     "leftover_rules": left.is_some(),
                     "leftover_pid": left.and_then(|l| l.pid),
                     "leftover_scope": left.map(|l| if l.local_only { "local_network" } else { "all" }),
+                    "leftover_counting_pid": counting,
                 })
             );
         } else {
@@ -571,6 +573,11 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
                 println!(
                     "but the rules of a filter host that was killed{} are in place: {flows} go to a queue nobody reads (dropped if it failed closed, let through if it failed open); `nw filter down` removes them",
                     left.pid.map_or_else(String::new, |p| format!(" (pid {p})"))
+                );
+            }
+            if let Some(pid) = counting {
+                println!(
+                    "conntrack counts each connection's bytes (nf_conntrack_acct), turned on by filter host pid {pid}, which was killed; `nw filter down` turns it off again"
                 );
             }
         }
@@ -690,6 +697,8 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
 #[allow(clippy::print_stdout, reason = "says what was removed")]
 async fn down() -> anyhow::Result<Outcome> {
     let left = tokio::task::spawn_blocking(nw_filter::host::remove_rules).await?;
+    let counting = tokio::task::spawn_blocking(nw_filter::host::restore_counting).await?;
+    let mut failed = false;
     match left {
         Ok(None) => println!("no filter rules in this network namespace"),
         Ok(Some(pid)) => println!(
@@ -698,8 +707,20 @@ async fn down() -> anyhow::Result<Outcome> {
         ),
         Err(e) => {
             crate::output::error_line(&format!("nw: {e}"));
-            return Ok(Outcome::Exit(EXIT_ENVIRONMENT));
+            failed = true;
         }
     }
-    Ok(Outcome::Success)
+    match counting {
+        Ok(None) => {}
+        Ok(Some(pid)) => println!(
+            "turned conntrack's byte counting (nf_conntrack_acct) off again, as it was before host pid {pid} turned it on"
+        ),
+        Err(e) => {
+            crate::output::error_line(&format!(
+                "nw: could not turn conntrack's byte counting (nf_conntrack_acct) off again: {e}"
+            ));
+            failed = true;
+        }
+    }
+    Ok(if failed { Outcome::Exit(EXIT_ENVIRONMENT) } else { Outcome::Success })
 }

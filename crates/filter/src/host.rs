@@ -106,6 +106,19 @@ pub fn leftover_rules() -> Option<Leftover> {
     Some(Leftover { pid, local_only: tables::local_only() })
 }
 
+/// The pid of a filter host that is no longer running and left conntrack counting each
+/// entry's bytes (`nf_conntrack_acct`), which was off before it turned it on; `None` when no
+/// such host left it so. Blocking.
+pub fn leftover_counting() -> Option<u32> {
+    crate::sys::conntrack::leftover_acct()
+}
+
+/// Turns conntrack's counting off again where a filter host that turned it on was killed;
+/// returns that host's pid, or `None` when there was nothing to do. Blocking.
+pub fn restore_counting() -> std::io::Result<Option<u32>> {
+    crate::sys::conntrack::restore_leftover_acct()
+}
+
 /// Removes the filter rules of this network namespace that a host which is no longer running
 /// left behind. `Ok(None)`: there were none; `Ok(Some(pid))`: removed (the pid they name).
 pub fn remove_rules() -> Result<Option<Option<u32>>, String> {
@@ -880,6 +893,7 @@ fn read_queue(
     let mut procfs = Procfs::default();
     let mut buf = vec![0u8; 256 * 1024];
     let mut looked_up = LookedUp::default();
+    let mut dns_streams = crate::packet::DnsOverTcp::default();
     while reading.load(std::sync::atomic::Ordering::Relaxed) {
         let mut packets: Vec<QueuedPacket> = Vec::new();
         let mut answers = Vec::new();
@@ -889,9 +903,10 @@ fn read_queue(
                     // A DNS answer, marked so by the rule that queued it: its names are read,
                     // and it goes on.
                     if q.hook == nfqueue::LOCAL_IN && q.mark & MARK_DNS != 0 {
-                        let names: Vec<_> = crate::packet::dns_messages(q.payload)
-                            .into_iter()
-                            .flat_map(crate::names::dns_answers)
+                        let names: Vec<_> = dns_streams
+                            .messages(q.payload)
+                            .iter()
+                            .flat_map(|m| crate::names::dns_answers(m))
                             .collect();
                         answers.push((q.id, names));
                         return None;

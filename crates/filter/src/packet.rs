@@ -153,14 +153,9 @@ pub(crate) fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
     transport.get(8..end)
 }
 
-/// The DNS messages in a packet: a UDP datagram's payload, or the whole messages a TCP
-/// segment holds from its start, each after its two-byte length (DNS over TCP, RFC 1035
-/// §4.2.2; a message spread over several segments is not read).
-pub(crate) fn dns_messages(packet: &[u8]) -> Vec<&[u8]> {
-    if let Some(payload) = udp_payload(packet) {
-        return vec![payload];
-    }
-    let Some(mut data) = tcp_segment(packet).map(|s| s.payload) else { return Vec::new() };
+/// The whole DNS-over-TCP messages at the start of `data`, each after its two-byte length
+/// (RFC 1035 §4.2.2), and what is left after them.
+fn length_prefixed(mut data: &[u8]) -> (Vec<&[u8]>, &[u8]) {
     let mut messages = Vec::new();
     while let [a, b, rest @ ..] = data {
         let len = usize::from(u16::from_be_bytes([*a, *b]));
@@ -168,7 +163,63 @@ pub(crate) fn dns_messages(packet: &[u8]) -> Vec<&[u8]> {
         messages.push(message);
         data = &rest[len..];
     }
-    messages
+    (messages, data)
+}
+
+/// Connections that a DNS answer arrives over, at most, with part of a message pending.
+const DNS_STREAMS: usize = 1024;
+
+/// DNS answers arriving over TCP, put back together per connection: a message may span
+/// segments and several may share one (RFC 7766 §8). Segments are taken in order; a resent
+/// one is skipped (or its new tail taken), and one after a gap is read from its own start, as
+/// if it began a message — the answer it cut is lost, and bytes that are not a DNS message do
+/// not parse as one. At most [`DNS_STREAMS`] connections are followed (more forget them all),
+/// each holding at most one message's 64 KiB; a FIN or RST forgets its connection.
+#[derive(Default)]
+pub(crate) struct DnsOverTcp {
+    pending: std::collections::HashMap<FlowKey, (u32, Vec<u8>)>,
+}
+
+impl DnsOverTcp {
+    /// The DNS messages a queued answer completes: a UDP datagram's payload, or the whole
+    /// messages a TCP segment finishes for its connection.
+    pub(crate) fn messages(&mut self, packet: &[u8]) -> Vec<Vec<u8>> {
+        if let Some(payload) = udp_payload(packet) {
+            return vec![payload.to_vec()];
+        }
+        let (Some(seg), Some(key)) = (tcp_segment(packet), flow_key(packet, Direction::Inbound))
+        else {
+            return Vec::new();
+        };
+        let payload = seg.payload;
+        let end = seg.seq.wrapping_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+        let data = match self.pending.remove(&key) {
+            Some((next, mut held)) => {
+                // How many of this segment's bytes were taken before (a resent segment), or
+                // far past the window: a gap.
+                let taken = usize::try_from(next.wrapping_sub(seg.seq)).unwrap_or(usize::MAX);
+                if taken >= 1 << 31 {
+                    payload.to_vec()
+                } else if taken >= payload.len() && taken > 0 {
+                    self.pending.insert(key, (next, held));
+                    return Vec::new();
+                } else {
+                    held.extend_from_slice(&payload[taken..]);
+                    held
+                }
+            }
+            None => payload.to_vec(),
+        };
+        let (messages, rest) = length_prefixed(&data);
+        let out: Vec<Vec<u8>> = messages.into_iter().map(<[u8]>::to_vec).collect();
+        if !rest.is_empty() && !seg.fin && !seg.rst {
+            if self.pending.len() >= DNS_STREAMS {
+                self.pending.clear();
+            }
+            self.pending.insert(key, (end, rest.to_vec()));
+        }
+        out
+    }
 }
 
 /// A TCP reset from `key.local` to `key.remote` with sequence number `seq` (no ACK), with its
@@ -422,22 +473,59 @@ mod tests {
         }
     }
 
+    /// A segment of the DNS connection carrying `payload` from sequence number `seq`.
+    fn at(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = segment(flags, payload, payload.len());
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        p
+    }
+
     #[test]
-    fn dns_messages_come_from_datagrams_and_from_segments_that_hold_them_whole() {
+    fn dns_messages_are_put_back_together_across_segments() {
         let mut p = v4(UDP, [0, 53, 0x30, 0x39]);
         p[24..28].copy_from_slice(&[0, 12, 0, 0]);
         p.extend_from_slice(b"dnsX");
-        assert_eq!(dns_messages(&p), [&b"dnsX"[..]]);
+        let mut dns = DnsOverTcp::default();
+        assert_eq!(dns.messages(&p), [b"dnsX".to_vec()]);
         // Over TCP: a two-byte length, then the message; two in one segment are both read.
-        let whole = segment(0x18, b"\x00\x05hello\x00\x02hi", 11);
-        assert_eq!(dns_messages(&whole), [&b"hello"[..], &b"hi"[..]]);
-        // The first part of a longer message, or a segment with nothing: nothing.
-        assert!(dns_messages(&segment(0x18, b"\x00\x09hello", 7)).is_empty());
-        assert!(dns_messages(&segment(0x10, b"", 0)).is_empty());
-        assert!(dns_messages(&segment(0x18, b"\x00", 1)).is_empty());
+        assert_eq!(
+            dns.messages(&at(100, 0x18, b"\x00\x05hello\x00\x02hi")),
+            [b"hello".to_vec(), b"hi".to_vec()]
+        );
+        // A message in three segments, the length split from it, and the next message begun
+        // in the last one.
+        let stream = b"\x00\x0bhello world\x00\x03abc";
+        assert!(dns.messages(&at(1000, 0x18, &stream[..1])).is_empty());
+        assert!(dns.messages(&at(1001, 0x18, &stream[1..6])).is_empty());
+        assert_eq!(dns.messages(&at(1006, 0x18, &stream[6..15])), [b"hello world".to_vec()]);
+        // Resent: the whole of an old segment is skipped; one that reaches past is read for
+        // its new tail.
+        assert!(dns.messages(&at(1006, 0x18, &stream[6..15])).is_empty());
+        assert_eq!(dns.messages(&at(1013, 0x18, &stream[13..])), [b"abc".to_vec()]);
+        // After a gap, a segment is read from its own start; what was pending is dropped.
+        assert!(dns.messages(&at(5000, 0x18, b"\x00\x09hel")).is_empty());
+        assert_eq!(dns.messages(&at(6000, 0x18, b"\x00\x01z")), [b"z".to_vec()]);
+        assert!(dns.messages(&at(5005, 0x18, b"lo you")).is_empty(), "the gap forgot it");
+        // A FIN forgets the connection's pending bytes.
+        assert!(dns.messages(&at(7000, 0x19, b"\x00\x04ab")).is_empty());
+        assert!(dns.messages(&at(7004, 0x18, b"cd")).is_empty());
+        // Cut and empty segments: nothing, and never a panic.
+        assert!(dns.messages(&segment(0x10, b"", 0)).is_empty());
+        let whole = at(9000, 0x18, b"\x00\x05hello\x00\x02hi");
         for n in 0..whole.len() {
-            let _ = dns_messages(&whole[..n]);
+            let _ = DnsOverTcp::default().messages(&whole[..n]);
         }
+    }
+
+    #[test]
+    fn dns_streams_are_bounded() {
+        let mut dns = DnsOverTcp::default();
+        for port in 0..u16::try_from(DNS_STREAMS + 10).unwrap_or(u16::MAX) {
+            let mut p = at(1, 0x18, b"\xff\xffpart");
+            p[22..24].copy_from_slice(&port.to_be_bytes());
+            assert!(dns.messages(&p).is_empty());
+        }
+        assert!(dns.pending.len() <= DNS_STREAMS);
     }
 
     #[test]

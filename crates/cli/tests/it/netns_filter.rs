@@ -865,6 +865,23 @@ fn netns_filter_reports_what_closed_udp_flows_carried() {
     assert_eq!(f.stop(), Some(0));
     assert_eq!(acct().trim(), "0", "counting is off again after the host");
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+
+    // A killed host leaves counting on; status says so, and `nw filter down` turns it off.
+    let mut f = filter_up(&p.cli, &[], &json!({"allow_ports": [9001]}));
+    assert_eq!(acct().trim(), "1");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(libc::pid_t::try_from(f.child.id()).expect("a pid"), libc::SIGKILL) };
+    let _ = f.child.wait_for(Duration::from_secs(5));
+    assert_eq!(acct().trim(), "1", "a killed host cannot turn counting off");
+    let status = p.cli.command(NW).args(["filter", "status"]).output().expect("nw filter status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("nf_conntrack_acct"), "{status}");
+    let down = p.cli.command(NW).args(["filter", "down"]).output().expect("nw filter down");
+    let said = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(down.status.code(), Some(0), "{said}");
+    assert!(said.contains("off again"), "{said}");
+    assert_eq!(acct().trim(), "0", "nw filter down turned counting off again");
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
 
 /// Servers in the filtered namespace: TCP accept on 7001 and 7002, UDP echo on 9001 and 9002;
@@ -1263,9 +1280,11 @@ fn netns_filter_names_flows_by_the_dns_answers_this_host_received() {
 }
 
 /// A DNS server over TCP only (RFC 1035 §4.2.2), on ADDRESS:53: A records from the NAME=IP
-/// arguments, no AAAA, NXDOMAIN for other names; each answer written on its own.
+/// arguments, no AAAA, NXDOMAIN for other names; each answer written on its own — a `split-`
+/// name's in three segments (the length alone, then the message in two), as a message may
+/// come (RFC 7766 §8).
 const TCP_DNS_SERVER: &str = r#"
-import socket, struct, sys, threading
+import socket, struct, sys, threading, time
 records = dict(a.split("=") for a in sys.argv[2:])
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], 53)); s.listen(16)
@@ -1286,23 +1305,33 @@ def serve(c):
                 answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(records[name])
             flags = 0x8180 | (0 if name in records else 3)
             reply = msg[:2] + struct.pack("!HHHHH", flags, 1, 1 if answer else 0, 0, 0) + msg[12:i + 5] + answer
-            c.sendall(struct.pack("!H", len(reply)) + reply)
+            whole = struct.pack("!H", len(reply)) + reply
+            if name.startswith("split-"):
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for part in (whole[:1], whole[1:20], whole[20:]):
+                    c.sendall(part); time.sleep(0.05)
+            else:
+                c.sendall(whole)
 while True:
     c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
 /// DNS answers over TCP name flows too (a resolver asks again over TCP when an answer is
 /// truncated; glibc's `options use-vc` always does): a UDP flow to an address a TCP answer
-/// gave for a blocked name is dropped, one to a fine name's goes on.
+/// gave for a blocked name is dropped — also when the answer came in three segments — and one
+/// to a fine name's goes on.
 #[test]
 fn netns_filter_names_flows_by_dns_answers_over_tcp() {
     let p = pair();
     let blocked_ip: std::net::Ipv4Addr = "203.0.113.9".parse().unwrap();
+    let split_ip: std::net::Ipv4Addr = "203.0.113.10".parse().unwrap();
     p.srv.add_address("lo", blocked_ip.into(), 32).unwrap_or_else(|e| panic!("{e}"));
+    p.srv.add_address("lo", split_ip.into(), 32).unwrap_or_else(|e| panic!("{e}"));
     let _sink = sink(&p.srv);
     let mut dns = p.srv.command(PYTHON);
     dns.args(["-c", TCP_DNS_SERVER, &addr::SRV_V4.to_string()])
         .arg(format!("tcp-blocked.example={blocked_ip}"))
+        .arg(format!("split-blocked.example={split_ip}"))
         .arg(format!("fine.example={}", addr::SRV_V4))
         .stdout(Stdio::piped());
     let mut dns = p.srv.spawn(dns).expect("start the DNS server");
@@ -1315,20 +1344,34 @@ fn netns_filter_names_flows_by_dns_answers_over_tcp() {
     let dir = crate::support::Dir::new("filter-dns-tcp");
     let rules = rules_file(
         &dir.0,
-        "default = \"allow\"\n[[rule]]\naction = \"drop\"\nhost = \"tcp-blocked.example\"\ntransport = \"udp\"\n",
+        "default = \"allow\"\n[[rule]]\naction = \"drop\"\nhost = \"tcp-blocked.example\"\ntransport = \"udp\"\n[[rule]]\naction = \"drop\"\nhost = \"split-blocked.example\"\ntransport = \"udp\"\n",
     );
     let mut f = filter_up(&p.cli, &["--rules", &rules], &json!({}));
-    let args = ["udp", "tcp-blocked.example", "9001", "udp", "fine.example", "9001"];
+    let args = [
+        "udp",
+        "tcp-blocked.example",
+        "9001",
+        "udp",
+        "split-blocked.example",
+        "9001",
+        "udp",
+        "fine.example",
+        "9001",
+    ];
     let out = python_json(&p.cli, "resolve-and-send", RESOLVE_AND_SEND, &args);
     assert_eq!(f.stop(), Some(0));
     assert_eq!(
         out,
-        json!({"udp tcp-blocked.example": "EHOSTUNREACH", "udp fine.example": "echoed"}),
+        json!({
+            "udp tcp-blocked.example": "EHOSTUNREACH",
+            "udp split-blocked.example": "EHOSTUNREACH",
+            "udp fine.example": "echoed",
+        }),
         "{:#?}",
         f.seen
     );
     let stopped = f.seen.iter().find(|v| v["event"] == "stopped").cloned().unwrap_or_default();
-    assert_eq!(stopped["stats"]["dns_named"], 2, "{stopped}");
+    assert_eq!(stopped["stats"]["dns_named"], 3, "{stopped}");
     let to_53: Vec<&Value> = f
         .seen
         .iter()

@@ -95,16 +95,47 @@ pub(crate) fn delete_message(key: FlowKey) -> io::Result<Vec<u8>> {
 }
 
 /// Conntrack counting each entry's packets and bytes while the host runs: turned on when it
-/// was off, and off again when this is dropped.
+/// was off, and off again when this is dropped. A host that turned it on says so in a file of
+/// its namespace's ([`acct_marker`], naming its pid), so that after a killed host
+/// [`restore_leftover_acct`] (`nw filter down`) turns it off again, and a host that starts
+/// after a killed one takes the duty over.
 pub(crate) struct Acct {
     was_off: bool,
+}
+
+/// Where a host that turned counting on says so: one file per network namespace.
+fn acct_marker() -> std::path::PathBuf {
+    let dir = std::env::var_os("NW_FILTER_STATE_DIR")
+        .map_or_else(|| std::path::PathBuf::from("/run/nwkit/filter"), Into::into);
+    dir.join(nw_provider::this_namespace().to_string()).join("conntrack-acct-was-off")
+}
+
+/// The pid of a host that is gone and left counting on that was off before it, if one did.
+pub(crate) fn leftover_acct() -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(acct_marker()).ok()?.trim().parse().ok()?;
+    (!nw_provider::alive(pid)).then_some(pid)
+}
+
+/// Turns counting off again after a host that turned it on was killed; returns that host's
+/// pid, or `None` when no host is gone that did.
+pub(crate) fn restore_leftover_acct() -> io::Result<Option<u32>> {
+    let Some(pid) = leftover_acct() else { return Ok(None) };
+    std::fs::write(ACCT, "0")?;
+    std::fs::remove_file(acct_marker())?;
+    Ok(Some(pid))
 }
 
 impl Acct {
     /// Turns counting on in the calling thread's network namespace (procfs is per namespace).
     pub(crate) fn on() -> io::Result<Self> {
-        let was_off = std::fs::read_to_string(ACCT)?.trim() == "0";
+        // Counting that a killed host turned on was off before it: ours to turn off now.
+        let was_off = std::fs::read_to_string(ACCT)?.trim() == "0" || leftover_acct().is_some();
         if was_off {
+            let marker = acct_marker();
+            if let Some(dir) = marker.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&marker, std::process::id().to_string())?;
             std::fs::write(ACCT, "1")?;
         }
         Ok(Self { was_off })
@@ -115,6 +146,7 @@ impl Drop for Acct {
     fn drop(&mut self) {
         if self.was_off {
             let _ = std::fs::write(ACCT, "0");
+            let _ = std::fs::remove_file(acct_marker());
         }
     }
 }
