@@ -450,7 +450,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         args.session.check_queueable()?;
         return queue(&session, &jobs, args.queue.discretionary, args.json);
     }
-    let mut outcome = Outcome::Success;
+    let mut tally = Tally::new();
     // Installed once: from here a signal stops the download in hand, cleanly.
     let mut stop = std::pin::pin!(crate::output::interrupted());
     for job in &jobs {
@@ -492,6 +492,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         report.finish();
         match result {
             Ok(done) => {
+                tally.saved += 1;
+                tally.bytes += done.bytes;
                 if args.json {
                     report.done(&done)?;
                 } else {
@@ -523,15 +525,73 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            Err(e) if not_as_asked(&e) => return Err(usage(&e)),
+            Err(e) if not_as_asked(&e) && jobs.len() == 1 => return Err(usage(&e)),
             Err(TransferError::Store(e)) => return Err(e.into()),
             Err(e) => {
+                // One URL that cannot be fetched as asked does not stop the others; the run
+                // still ends as a usage error.
+                tally.usage |= not_as_asked(&e);
                 report.failed(&e, hint(&e))?;
-                outcome = Outcome::Negative;
+                tally.failed.push(job.url.clone());
             }
         }
     }
-    Ok(outcome)
+    if jobs.len() > 1 {
+        tally.summary(args.json)?;
+    }
+    Ok(tally.outcome())
+}
+
+/// What a run over several URLs came to.
+struct Tally {
+    saved: usize,
+    bytes: u64,
+    /// The URLs that failed, in order.
+    failed: Vec<String>,
+    /// Some failed as a usage error would (a file in the way, an insecure load).
+    usage: bool,
+    began: std::time::Instant,
+}
+
+impl Tally {
+    fn new() -> Self {
+        #[allow(clippy::disallowed_methods, reason = "the run's duration, for its summary")]
+        let began = std::time::Instant::now();
+        Self { saved: 0, bytes: 0, failed: Vec::new(), usage: false, began }
+    }
+
+    /// The closing line: how many were saved and failed, which failed, and the bytes.
+    fn summary(&self, json: bool) -> anyhow::Result<()> {
+        let ms = self.began.elapsed().as_millis();
+        if json {
+            let line = serde_json::json!({
+                "event": "summary", "saved": self.saved, "failed": self.failed.len(),
+                "failed_urls": self.failed, "bytes": self.bytes, "ms": ms,
+            });
+            crate::output::line(&line.to_string())?;
+            return Ok(());
+        }
+        let total = self.saved + self.failed.len();
+        let mut line = format!(
+            "{} of {total} saved ({} in {:.1} s)",
+            self.saved,
+            size(self.bytes),
+            ms as f64 / 1e3
+        );
+        if !self.failed.is_empty() {
+            line.push_str(&format!("; failed: {}", self.failed.join(", ")));
+        }
+        crate::output::error_line(&line);
+        Ok(())
+    }
+
+    fn outcome(&self) -> Outcome {
+        match () {
+            () if self.usage => Outcome::Exit(2),
+            () if !self.failed.is_empty() => Outcome::Negative,
+            () => Outcome::Success,
+        }
+    }
 }
 
 /// `-o -`: the one URL's body to stdout as it comes; no `.part`, no record, nothing to resume.

@@ -198,6 +198,35 @@ fn get_saves_to_the_urls_last_segment_and_reports_json() {
     );
 }
 
+/// Several URLs: one missing (404) and one whose file is in the way do not stop the others,
+/// and the run ends with a summary naming what failed — exit 2, since one was a usage error.
+#[test]
+fn get_several_urls_goes_on_past_failures_and_sums_up() {
+    let scratch = scratch("several");
+    for (name, n) in [("a.bin", 1000), ("b.bin", 2000), ("c.bin", 3000)] {
+        std::fs::write(scratch.0.join("www").join(name), vec![1u8; n]).unwrap();
+    }
+    std::fs::write(scratch.0.join("b.bin"), b"mine").unwrap();
+    let server = nginx(&scratch, &Options::default());
+    let urls = ["/a.bin", "/nope.bin", "/b.bin", "/c.bin"].map(|p| server.url(p));
+    let out = nw_get(&scratch, &urls.each_ref().map(String::as_str)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(std::fs::read(scratch.0.join("c.bin")).unwrap().len(), 3000, "{stderr}");
+    assert_eq!(std::fs::read(scratch.0.join("b.bin")).unwrap(), b"mine", "not replaced");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("2 of 4 saved (3.9 KiB in "), "{stderr}");
+    assert!(last.contains(&format!("failed: {}, {}", urls[1], urls[2])), "{stderr}");
+
+    let json = nw_get(&scratch, &["--json", "--force", &urls[0], &urls[1]]).output().unwrap();
+    assert_eq!(json.status.code(), Some(1));
+    let summary = json_lines(&json.stdout).into_iter().find(|v| v["event"] == "summary");
+    let summary = summary.expect("a summary line");
+    assert_eq!((summary["saved"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(summary["failed_urls"][0], urls[1].as_str());
+    assert_eq!(summary["bytes"], 1000);
+}
+
 #[test]
 fn get_blocks_plain_http_to_a_public_name_and_names_the_way_out() {
     let scratch = scratch("ats");
