@@ -1073,7 +1073,7 @@ impl Bar {
                 let _ = err.flush();
                 self.drawn = true;
             }
-            Event::Progress { .. } => {}
+            Event::Progress { .. } | Event::Sent { .. } => {}
         }
     }
 

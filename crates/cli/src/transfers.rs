@@ -220,7 +220,7 @@ fn human_line(step: &Step<'_>) -> Option<String> {
             (0, None) => None,
             (from, None) => Some(format!("resuming after {}", size(*from))),
         },
-        Step::Event(Event::Progress { .. }) => None,
+        Step::Event(Event::Progress { .. } | Event::Sent { .. }) => None,
         Step::Waiting(reason) => Some(format!("waiting: {reason}")),
         Step::Done(done) => Some(format!("saved {} ({})", done.dest.display(), size(done.bytes))),
         Step::Uploaded(done) => Some(format!("sent {}: {}", size(done.sent), done.status)),

@@ -172,6 +172,15 @@ pub enum Event {
         /// Bytes per second since this run started writing.
         rate: f64,
     },
+    /// Bytes of a request's body handed to the connection so far (a data task's, as
+    /// [`Session::send_observed`](crate::Session::send_observed) tells them; an upload's go
+    /// as `Progress`). Sent again from 0 when the request is (a redirect that keeps the body).
+    Sent {
+        /// Bytes sent.
+        sent: u64,
+        /// The body's length, when known.
+        total: Option<u64>,
+    },
 }
 
 /// A finished download.

@@ -44,7 +44,8 @@ pub enum State {
 pub struct Status {
     /// Where it is in its life.
     pub state: State,
-    /// Bytes of the request's body sent (an upload's file).
+    /// Bytes of the request's body sent: an upload's file, a data task's body (a file or a
+    /// stream as it goes, bytes in memory once answered).
     pub sent: u64,
     /// How many the request's body has, when known.
     pub expected_to_send: Option<u64>,
@@ -103,6 +104,7 @@ impl Progress {
         move |event| match event {
             Event::Started { from, total, .. } => progress.set(sending, from, total),
             Event::Progress { received, total, .. } => progress.set(sending, received, total),
+            Event::Sent { sent, total } => progress.set(true, sent, total),
         }
     }
 }

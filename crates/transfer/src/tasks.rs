@@ -158,16 +158,18 @@ impl Session {
         self.send_observed(request, limit, &mut |_| {}).await
     }
 
-    /// [`send`](Self::send), telling `on` how much of the answer's body has come (as
-    /// [`Event::Progress`], before any content coding is undone, `total` its
-    /// `Content-Length`) four times a second, and once at its end.
+    /// [`send`](Self::send), telling `on` how much of the request's body has gone (as
+    /// [`Event::Sent`]: a file or stream's four times a second while it goes, bytes in memory
+    /// once answered) and how much of the answer's body has come (as [`Event::Progress`],
+    /// before any content coding is undone, `total` its `Content-Length`) four times a
+    /// second, and once at its end.
     pub async fn send_observed(
         &self,
         request: &Request,
         limit: usize,
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Data, TransferError> {
-        let opened = self.open_request(request).await?;
+        let opened = self.open_request(request, on).await?;
         self.read_data(opened, &request.url, limit, on).await
     }
 
@@ -280,7 +282,14 @@ impl Session {
     /// Sends `request`, following redirects as [`send`](Self::send) says, up to the
     /// response's head.
     #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
-    async fn open_request(&self, request: &Request) -> Result<Opened, TransferError> {
+    /// Sends `request` (following redirects, refreshing credentials, once more on a fresh
+    /// connection when a pooled one failed it) until an answer that is not a redirect; the
+    /// body's bytes sent told to `on` as [`Event::Sent`].
+    async fn open_request(
+        &self,
+        request: &Request,
+        on: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Opened, TransferError> {
         let started = Instant::now();
         crate::download::check_fields(&request.headers)?;
         let (mut parsed, security) = self.allowed(&request.url)?;
@@ -321,14 +330,27 @@ impl Session {
             self.with_cookies(&parsed, &mut headers);
             let answered = match sending.streamed {
                 None => {
-                    conn.request_within(method.clone(), &parsed, &headers, sending.body, wait).await
+                    let length = sending.length.filter(|n| *n > 0);
+                    let answered = conn
+                        .request_within(method.clone(), &parsed, &headers, sending.body, wait)
+                        .await;
+                    // Bytes in memory went whole once the answer came.
+                    if let (Some(n), Ok(_)) = (length, &answered) {
+                        on(Event::Sent { sent: n, total: Some(n) });
+                    }
+                    answered
                 }
                 // A body read as it goes: failing when neither a byte of it goes nor the
                 // answer comes for the request timeout (a peer that stopped reading).
                 Some(progress) => {
                     let request = conn.request(method.clone(), &parsed, &headers, sending.body);
                     let length = sending.length;
-                    let watched = watch(request, &progress.sent, length, wait, &mut |_| {}).await;
+                    let mut sent = |e: Event| {
+                        if let Event::Progress { written, total, .. } = e {
+                            on(Event::Sent { sent: written, total });
+                        }
+                    };
+                    let watched = watch(request, &progress.sent, length, wait, &mut sent).await;
                     if let Some(e) = progress.failure() {
                         return Err(TransferError::Body { url, why: format!("failed: {e}") });
                     }

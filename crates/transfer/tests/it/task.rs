@@ -144,8 +144,25 @@ fn task_a_data_task_is_cancelled_while_the_server_says_nothing_and_a_post_goes_o
         };
         let task = session.data_task(post, 4096);
         assert!(!task.suspend(), "a POST was suspended");
+        let watch = task.watch();
         let done = task.wait().await.unwrap();
         assert_eq!(done.status, 405, "nginx refuses a POST to a file");
+        let last = *watch.borrow();
+        assert_eq!((last.sent, last.expected_to_send), (1, Some(1)), "the POST's body counted");
+        // A file sent as a data task's body: counted as it goes, whole at the end.
+        let sent_file = scratch.0.join("sent.bin");
+        std::fs::write(&sent_file, pattern(3 << 20, 9)).unwrap();
+        let put = Request {
+            method: Method::PUT,
+            body: nw_transfer::body::Body::File(sent_file),
+            ..Request::get(server.url("/put/sent.bin"))
+        };
+        let task = session.data_task(put, 4096);
+        let watch = task.watch();
+        let done = task.wait().await.unwrap();
+        assert!((200..300).contains(&done.status), "{}", done.status);
+        let last = *watch.borrow();
+        assert_eq!((last.sent, last.expected_to_send), (3 << 20, Some(3 << 20)), "{last:?}");
         // A GET's body counted once read.
         let task = session.data_task(Request::get(server.url("/f.txt")), 1024);
         let mut watch = task.watch();
