@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{EXIT_ENVIRONMENT, Outcome, UsageError};
 
+mod boot;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -55,12 +57,18 @@ enum Action {
         /// The configuration.
         name: String,
     },
-    /// Let a saved configuration be started again.
+    /// Let a saved configuration be started again; with `--at-boot`, also start it at boot
+    /// (a systemd unit, nw-tunnel@NAME.service, that runs `nw tunnel up NAME`).
     Enable {
         /// The configuration.
         name: String,
+        /// Start it at boot: writes /etc/systemd/system/nw-tunnel@.service (NW_SYSTEMD_DIR)
+        /// naming this nw, and links nw-tunnel@NAME.service into multi-user.target.wants.
+        #[arg(long)]
+        at_boot: bool,
     },
-    /// Keep a saved configuration from starting; a tunnel running it stops (provider_disabled).
+    /// Keep a saved configuration from starting (at boot too); a tunnel running it stops
+    /// (provider_disabled).
     Disable {
         /// The configuration.
         name: String,
@@ -170,14 +178,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         Action::Save(save) => save_configuration(*save).await,
         Action::List { json } => list(json).await,
         Action::Remove { name } => {
-            store_op(move |s| s.remove(&name).map(|()| format!("removed {name}"))).await
+            store_op(move |s| {
+                s.remove(&name)?;
+                Ok(format!("removed {name}{}", unbooted(&name)))
+            })
+            .await
         }
-        Action::Enable { name } => {
-            store_op(move |s| s.set_enabled(&name, true).map(|()| format!("enabled {name}"))).await
-        }
+        Action::Enable { name, at_boot } => enable(name, at_boot).await,
         Action::Disable { name } => {
-            store_op(move |s| s.set_enabled(&name, false).map(|()| format!("disabled {name}")))
-                .await
+            store_op(move |s| {
+                s.set_enabled(&name, false)?;
+                Ok(format!("disabled {name}{}", unbooted(&name)))
+            })
+            .await
         }
         Action::WireguardProvider => {
             match nw_tunnel::provider::run(nw_wireguard::provider::WireGuard::default()).await {
@@ -316,6 +329,44 @@ async fn wireguard(path: PathBuf, interface: Option<String>) -> anyhow::Result<C
     Ok(chosen)
 }
 
+/// Stops `name` from starting at boot; what to add to the line saying what was done.
+fn unbooted(name: &str) -> String {
+    match boot::disable(name) {
+        Ok(true) => "; it no longer starts at boot".into(),
+        Ok(false) => String::new(),
+        Err(e) => format!("; but it still starts at boot: {e}"),
+    }
+}
+
+/// `nw tunnel enable NAME [--at-boot]`.
+async fn enable(name: String, at_boot: bool) -> anyhow::Result<Outcome> {
+    let program = std::env::current_exe().ok();
+    store_op(move |s| {
+        s.set_enabled(&name, true)?;
+        if !at_boot {
+            return Ok(format!("enabled {name}"));
+        }
+        let booted = program
+            .ok_or_else(|| std::io::Error::other("nw cannot tell where its own program is"))
+            .and_then(|program| boot::enable(&name, &program));
+        let booted = booted.map_err(|source| configuration::ConfigurationError::Io {
+            path: boot::unit_dir().join(boot::TEMPLATE).display().to_string(),
+            source,
+        })?;
+        let now = if boot::systemd_runs() {
+            format!("; `systemctl start nw-tunnel@{name}` starts it now")
+        } else {
+            " (systemd does not run here now)".into()
+        };
+        Ok(format!(
+            "enabled {name}; it starts at boot ({}{}){now}",
+            booted.link.display(),
+            if booted.wrote_template { ", the unit written" } else { "" }
+        ))
+    })
+    .await
+}
+
 async fn store_op(
     f: impl FnOnce(&Store) -> Result<String, configuration::ConfigurationError> + Send + 'static,
 ) -> anyhow::Result<Outcome> {
@@ -396,7 +447,10 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
         let running = host
             .map(|h| json!({"interface": h["interface"], "pid": h["pid"], "state": h["state"]}));
         out.push(match loaded {
-            Ok(c) => json!({"name": name, "configuration": c, "running": running}),
+            Ok(c) => json!({
+                "name": name, "configuration": c, "running": running,
+                "at_boot": boot::at_boot(&name),
+            }),
             Err(e) => json!({"name": name, "error": e.to_string(), "running": running}),
         });
     }
@@ -425,6 +479,9 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
         }
         if conf["exclude_local"] == true {
             extras.push("local network excluded".to_owned());
+        }
+        if c["at_boot"] == true {
+            extras.push("starts at boot".to_owned());
         }
         if let Some(rules) = conf["on_demand"].as_array() {
             let rules: Vec<String> = rules

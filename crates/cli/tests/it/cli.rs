@@ -709,3 +709,78 @@ fn tunnel_save_refuses_a_pipe_at_once_instead_of_waiting_on_it() {
     let saved = std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0);
     assert_eq!(saved, 0, "nothing is saved");
 }
+
+/// A saved tunnel started at boot: `enable --at-boot` writes the template unit (which
+/// systemd's own `systemd-analyze verify` accepts for the instance) and links the instance into
+/// multi-user.target.wants; `list` says so; `disable` and `remove` unlink it; a configuration
+/// that does not exist is refused (exit 2) with nothing linked.
+#[test]
+fn tunnel_enable_at_boot_writes_a_unit_systemd_accepts_and_disable_unlinks_it() {
+    let dir = crate::support::Dir::new("tunnel-boot");
+    let (store, units) = (dir.path("store"), dir.path("units"));
+    let nw = |args: &[&str]| {
+        let out = Command::new(NW)
+            .args(["tunnel"])
+            .args(args)
+            .env("NW_TUNNEL_CONFIG_DIR", &store)
+            .env("NW_SYSTEMD_DIR", &units)
+            .output()
+            .expect("run nw");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, said) = nw(&["save", "office", "--provider", "/usr/bin/python3", "--options", "{}"]);
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = nw(&["enable", "office", "--at-boot"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("starts at boot"), "{said}");
+    let template = std::path::Path::new(&units).join("nw-tunnel@.service");
+    let link =
+        std::path::Path::new(&units).join("multi-user.target.wants/nw-tunnel@office.service");
+    assert_eq!(
+        std::fs::read_link(&link).ok(),
+        Some(std::path::PathBuf::from("../nw-tunnel@.service")),
+        "{said}"
+    );
+    let unit = std::fs::read_to_string(&template).unwrap_or_default();
+    assert!(unit.contains(&format!("ExecStart={NW} tunnel up %i\n")), "{unit}");
+    let verified = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "nw-tunnel@office.service"])
+        .env("SYSTEMD_UNIT_PATH", format!("{units}:"))
+        .output()
+        .unwrap_or_else(|e| panic!("systemd-analyze (Debian's systemd package) must run: {e}"));
+    let complaints = String::from_utf8_lossy(&verified.stderr);
+    assert!(verified.status.success() && complaints.trim().is_empty(), "{complaints}");
+    let listed = || {
+        let (_, out) = nw(&["list", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("{}"))
+            .unwrap_or_else(|e| panic!("{e}: {out}"));
+        v["configurations"][0]["at_boot"].clone()
+    };
+    assert_eq!(listed(), true);
+
+    let (code, said) = nw(&["disable", "office"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("no longer starts at boot"), "{said}");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "disable left the link");
+    assert!(template.exists(), "the template stays for the others");
+    assert_eq!(listed(), false);
+
+    assert_eq!(nw(&["enable", "office", "--at-boot"]).0, Some(0));
+    let (code, said) = nw(&["remove", "office"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "remove left the link");
+
+    let (code, said) = nw(&["enable", "nothing-saved", "--at-boot"]);
+    assert_eq!(code, Some(2), "{said}");
+    let missing = std::path::Path::new(&units)
+        .join("multi-user.target.wants/nw-tunnel@nothing-saved.service");
+    assert!(
+        std::fs::symlink_metadata(missing).is_err(),
+        "a link for a configuration that does not exist"
+    );
+}
