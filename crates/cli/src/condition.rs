@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use nw_conditioner::control::{self, Patch, Request};
-use nw_conditioner::link::{LinkCounters, Profile, QueueLimit};
-use nw_conditioner::proxy::{Config, Faults, Proxy};
-use nw_conditioner::tun::{ConditionedLink, FAR_V4, NEAR_V4};
+use nw_conditioner::{ConditionedLink, FAR_V4, NEAR_V4};
+use nw_conditioner::{Faults, Proxy, ProxyConfig};
+use nw_conditioner::{LinkCounters, Profile, QueueLimit};
 
 use crate::{Outcome, UsageError};
 
@@ -110,7 +110,7 @@ struct Settings {
     /// Start from a named preset (3g, 3g-slow, edge, 2g, lte, dsl, cable, fios, wifi,
     /// very-bad-network, 100-loss, high-latency-dns); the flags below override it.
     #[arg(long, value_name = "NAME", value_parser = preset)]
-    preset: Option<nw_conditioner::presets::Preset>,
+    preset: Option<nw_conditioner::Preset>,
     /// One-way delay, each direction (so 50ms gives a 100 ms round trip).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     delay: Option<Duration>,
@@ -277,9 +277,9 @@ fn counter_lines(counters: &LinkCounters) -> Vec<String> {
         .collect()
 }
 
-fn preset(name: &str) -> Result<nw_conditioner::presets::Preset, String> {
-    nw_conditioner::presets::named(name).ok_or_else(|| {
-        let names: Vec<&str> = nw_conditioner::presets::all().iter().map(|p| p.name).collect();
+fn preset(name: &str) -> Result<nw_conditioner::Preset, String> {
+    nw_conditioner::preset(name).ok_or_else(|| {
+        let names: Vec<&str> = nw_conditioner::presets().iter().map(|p| p.name).collect();
         format!("no preset {name:?}; there are {}", names.join(", "))
     })
 }
@@ -323,7 +323,7 @@ async fn through_proxy(
     up: Profile,
     down: Profile,
 ) -> anyhow::Result<Outcome> {
-    let lossy = |p: &Profile| p.loss != nw_conditioner::link::Loss::None;
+    let lossy = |p: &Profile| p.loss != nw_conditioner::Loss::None;
     if !args.udp && (lossy(&up) || lossy(&down)) {
         return Err(UsageError(
             "the TCP proxy cannot lose bytes of a stream: loss applies with --udp, or in the namespace mode (without --proxy)".into(),
@@ -343,7 +343,7 @@ async fn through_proxy(
         stall_close: None,
         slow_close: args.slow_close.unwrap_or_default(),
     };
-    let mut config = Config { faults, seed: args.seed, ..Config::new(up, down) };
+    let mut config = ProxyConfig { faults, seed: args.seed, ..ProxyConfig::new(up, down) };
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

@@ -27,9 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nw_conditioner::link::Profile;
-use nw_conditioner::proxy::{Config, Proxy};
-use nw_conditioner::tun::{ConditionedLink, FAR_V4};
+use nw_conditioner::Profile;
+use nw_conditioner::{ConditionedLink, FAR_V4};
+use nw_conditioner::{Proxy, ProxyConfig};
 use nw_lab::{Lab, Namespace, in_namespace};
 
 struct Settings {
@@ -239,7 +239,8 @@ fn proxy_cost(settings: &Settings) {
             std::thread::spawn(move || serve(conn));
         }
     });
-    let proxy = Proxy::tcp(direct, Config::new(Profile::default(), Profile::default())).unwrap();
+    let proxy =
+        Proxy::tcp(direct, ProxyConfig::new(Profile::default(), Profile::default())).unwrap();
     let targets = [("loopback (direct)", direct), ("proxy", proxy.local_addr())];
     let mut rtts = [Vec::new(), Vec::new()];
     let mut gbps = [Vec::new(), Vec::new()];

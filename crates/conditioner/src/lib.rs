@@ -1,23 +1,23 @@
 //! `nw-conditioner`: nwkit's link conditioner, because this kernel has no netem.
 //!
-//! - [`link::Link`]: one direction as a machine in virtual time — drop-tail queue (packets or
-//!   bytes), rate serializer, delay with jitter (and extra delay for DNS only), random loss
-//!   (uniform or Gilbert–Elliott) from a seeded generator, counters, conditions changed
-//!   mid-run.
-//! - [`classify`]: tells DNS packets from the rest.
-//!
-//! - [`tun::ConditionedLink`]: two namespaces joined by a TUN device in each, one thread moving
+//! - [`Link`]: one direction as a machine in virtual time — drop-tail queue (packets or
+//!   bytes), rate serializer, delay with jitter (and extra delay for DNS only, [`is_dns`]),
+//!   random loss (uniform or Gilbert–Elliott) from a seeded generator, counters, conditions
+//!   changed mid-run; [`Profile`] says how.
+//! - [`Proxy`]: the mode without root — a TCP or UDP proxy on loopback with the same link in
+//!   each direction, and TCP faults (reset, stall, slow close): point a client at it instead
+//!   of the server.
+//! - [`ConditionedLink`]: two namespaces joined by a TUN device in each, one thread moving
 //!   packets through a `Link` per direction, woken by the devices, a timerfd and an eventfd.
-//!
 //! - [`control`]: a Unix socket through which another process changes a running link's
 //!   conditions and reads its counters.
-//! - [`presets`]: named conditions as data, with their sources.
-//! - [`proxy::Proxy`]: the mode without root — a TCP or UDP proxy on loopback with the same
-//!   link in each direction, and TCP faults (reset, stall, slow close).
+//! - [`presets`]: named conditions as data ([`Preset`]), with their sources.
+//!
+//! `examples/proxy.rs` runs a conditioned proxy in front of a server on loopback.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use nw_conditioner::link::{Link, Profile};
+//! use nw_conditioner::{Link, Profile};
 //!
 //! let profile = Profile { delay: Duration::from_millis(50), ..Profile::default() };
 //! let mut link = Link::new(profile, 7);
@@ -31,9 +31,15 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod classify;
+mod classify;
 pub mod control;
-pub mod link;
-pub mod presets;
-pub mod proxy;
-pub mod tun;
+mod link;
+mod presets;
+mod proxy;
+mod tun;
+
+pub use classify::is_dns;
+pub use link::{Counters, Link, LinkCounters, Loss, Profile, QueueLimit};
+pub use presets::{Preset, all as presets, named as preset};
+pub use proxy::{Faults, Proxy, ProxyConfig};
+pub use tun::{ConditionedLink, FAR_V4, FAR_V6, NEAR_V4, NEAR_V6};

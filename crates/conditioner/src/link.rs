@@ -1,11 +1,4 @@
-//! One direction of a conditioned link, as a machine in virtual time: packets go through a
-//! drop-tail queue, a rate serializer, a delay with jitter (and an extra delay for DNS), then
-//! random loss — uniform or Gilbert–Elliott — drawn from a seeded generator, so a run is
-//! reproducible. Packets leave in the order they entered: jitter never reorders.
-//!
-//! Driving it: hand each packet to [`Link::handle_packet`], sleep until
-//! [`Link::poll_timeout`], call [`Link::handle_timeout`], and send what
-//! [`Link::poll_packet`] returns.
+//! One direction of a conditioned link: see [`Link`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -111,6 +104,15 @@ struct Packet {
 }
 
 /// One direction.
+///
+/// One direction of a conditioned link, as a machine in virtual time: packets go through a
+/// drop-tail queue, a rate serializer, a delay with jitter (and an extra delay for DNS), then
+/// random loss — uniform or Gilbert–Elliott — drawn from a seeded generator, so a run is
+/// reproducible. Packets leave in the order they entered: jitter never reorders.
+///
+/// Driving it: hand each packet to [`Link::handle_packet`], sleep until
+/// [`Link::poll_timeout`], call [`Link::handle_timeout`], and send what
+/// [`Link::poll_packet`] returns.
 #[derive(Debug)]
 pub struct Link {
     profile: Profile,

@@ -1,23 +1,4 @@
-//! The conditioner without root: a TCP or UDP proxy on loopback that puts the same
-//! [`crate::link::Link`] machine in each direction, for tests that cannot create
-//! namespaces. Point the client at [`Proxy::local_addr`] instead of the server.
-//!
-//! - **UDP** goes through the link datagram by datagram, exactly as on the TUN link: queue,
-//!   rate, delay with jitter, loss. Each client address is a session with its own upstream
-//!   socket, ended after a minute without traffic.
-//! - **TCP** is a byte stream, so nothing may be lost: each read is cut into segments of at
-//!   most 1460 bytes when a rate is set, the segments go through the link without loss, and
-//!   the queue limit becomes back-pressure (the proxy stops reading while that many bytes are
-//!   inside the link) instead of drops. Rates count payload bytes.
-//! - **Faults** ([`Faults`], TCP): a reset after so many bytes toward the client, a stall
-//!   (nothing more passes either way, so the client's timeout has to fire), and a slow close
-//!   (a FIN is held before it is passed on).
-//!
-//! The proxy runs on its own thread with its own single-threaded tokio runtime, so it works
-//! the same under a synchronous test and beside an async one; its timers are tokio's, with
-//! millisecond resolution (the TUN link's timerfd thread is the precise one). Conditions
-//! change mid-run through [`Proxy::set`] or a control socket ([`Proxy::control`]), from the
-//! next segment or datagram on; faults change for the connections accepted after.
+//! The conditioner without root: see [`Proxy`].
 
 use std::collections::HashMap;
 use std::io;
@@ -50,7 +31,7 @@ pub struct Faults {
 
 /// How a proxy behaves.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct ProxyConfig {
     /// Where it listens; port 0 picks one.
     pub listen: SocketAddr,
     /// Client → server.
@@ -63,7 +44,7 @@ pub struct Config {
     pub seed: u64,
 }
 
-impl Config {
+impl ProxyConfig {
     /// Listening on 127.0.0.1 on a free port, with these profiles and no faults.
     pub fn new(up: Profile, down: Profile) -> Self {
         Self {
@@ -77,6 +58,27 @@ impl Config {
 }
 
 /// A running proxy; dropping it closes the listener and every connection through it.
+///
+/// The conditioner without root: a TCP or UDP proxy on loopback that puts the same
+/// [`Link`](crate::Link) machine in each direction, for tests that cannot create
+/// namespaces. Point the client at [`Proxy::local_addr`] instead of the server.
+///
+/// - **UDP** goes through the link datagram by datagram, exactly as on the TUN link: queue,
+///   rate, delay with jitter, loss. Each client address is a session with its own upstream
+///   socket, ended after a minute without traffic.
+/// - **TCP** is a byte stream, so nothing may be lost: each read is cut into segments of at
+///   most 1460 bytes when a rate is set, the segments go through the link without loss, and
+///   the queue limit becomes back-pressure (the proxy stops reading while that many bytes are
+///   inside the link) instead of drops. Rates count payload bytes.
+/// - **Faults** ([`Faults`], TCP): a reset after so many bytes toward the client, a stall
+///   (nothing more passes either way, so the client's timeout has to fire), and a slow close
+///   (a FIN is held before it is passed on).
+///
+/// The proxy runs on its own thread with its own single-threaded tokio runtime, so it works
+/// the same under a synchronous test and beside an async one; its timers are tokio's, with
+/// millisecond resolution (the TUN link's timerfd thread is the precise one). Conditions
+/// change mid-run through [`Proxy::set`] or a control socket ([`Proxy::control`]), from the
+/// next segment or datagram on; faults change for the connections accepted after.
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
@@ -87,7 +89,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// A TCP proxy to `target`.
-    pub fn tcp(target: SocketAddr, config: Config) -> io::Result<Self> {
+    pub fn tcp(target: SocketAddr, config: ProxyConfig) -> io::Result<Self> {
         let listener = StdTcpListener::bind(config.listen).map_err(|e| bind_error(&config, &e))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -99,7 +101,7 @@ impl Proxy {
     }
 
     /// A UDP proxy to `target`.
-    pub fn udp(target: SocketAddr, config: Config) -> io::Result<Self> {
+    pub fn udp(target: SocketAddr, config: ProxyConfig) -> io::Result<Self> {
         let socket = StdUdpSocket::bind(config.listen).map_err(|e| bind_error(&config, &e))?;
         socket.set_nonblocking(true)?;
         let addr = socket.local_addr()?;
@@ -110,7 +112,7 @@ impl Proxy {
         })
     }
 
-    fn spawn<F, Fut>(addr: SocketAddr, config: &Config, serve: F) -> io::Result<Self>
+    fn spawn<F, Fut>(addr: SocketAddr, config: &ProxyConfig, serve: F) -> io::Result<Self>
     where
         F: FnOnce(Handle) -> Fut + Send + 'static,
         Fut: Future<Output = ()>,
@@ -173,7 +175,7 @@ impl Drop for Proxy {
     }
 }
 
-fn bind_error(config: &Config, e: &io::Error) -> io::Error {
+fn bind_error(config: &ProxyConfig, e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("the proxy cannot listen on {}: {e}", config.listen))
 }
 

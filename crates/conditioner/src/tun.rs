@@ -1,12 +1,4 @@
-//! The conditioned link for real: a TUN device in each of two namespaces, both held by this
-//! process, and one thread that moves every packet from one to the other through a
-//! [`crate::link::Link`] per direction. The thread sleeps in `poll(2)` on the two TUN
-//! devices, a timerfd armed for the machines' next deadline (not a 1 ms tick) and an eventfd
-//! for control; conditions change mid-run through [`ConditionedLink::set`].
-//!
-//! Addresses: the near end is 192.0.2.1/24 and 2001:db8:c0::1/64, the far end .2 and ::2
-//! (documentation prefixes, RFC 5737 and RFC 3849), on `tun0` in each namespace, with the
-//! default routes over it.
+//! The conditioned link for real: see [`ConditionedLink`].
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -70,6 +62,16 @@ impl Conditioned for Handle {
 }
 
 /// A running conditioned link; dropping it stops the thread and removes both TUN devices.
+///
+/// The conditioned link for real: a TUN device in each of two namespaces, both held by this
+/// process, and one thread that moves every packet from one to the other through a
+/// [`Link`](crate::Link) per direction. The thread sleeps in `poll(2)` on the two TUN
+/// devices, a timerfd armed for the machines' next deadline (not a 1 ms tick) and an eventfd
+/// for control; conditions change mid-run through [`ConditionedLink::set`].
+///
+/// Addresses: the near end is 192.0.2.1/24 and 2001:db8:c0::1/64, the far end .2 and ::2
+/// (documentation prefixes, RFC 5737 and RFC 3849), on `tun0` in each namespace, with the
+/// default routes over it.
 #[derive(Debug)]
 pub struct ConditionedLink {
     handle: Handle,

@@ -7,8 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use nw_conditioner::control::{self, Patch, Request};
-use nw_conditioner::link::{Loss, Profile, QueueLimit};
-use nw_conditioner::tun::{ConditionedLink, FAR_V4};
+use nw_conditioner::{ConditionedLink, FAR_V4};
+use nw_conditioner::{Loss, Profile, QueueLimit};
 use nw_lab::{Lab, Namespace, in_namespace};
 
 const MS: Duration = Duration::from_millis(1);

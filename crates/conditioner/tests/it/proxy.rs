@@ -7,8 +7,8 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use nw_conditioner::control::{self, Patch, Request};
-use nw_conditioner::link::{Loss, Profile, QueueLimit};
-use nw_conditioner::proxy::{Config, Faults, Proxy};
+use nw_conditioner::{Faults, Proxy, ProxyConfig};
+use nw_conditioner::{Loss, Profile, QueueLimit};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -77,7 +77,7 @@ fn round_trip(conn: &mut TcpStream) -> f64 {
 
 #[test]
 fn proxy_tcp_delay_adds_a_round_trip_to_each_exchange() {
-    let proxy = Proxy::tcp(tcp_server(echo), Config::new(delay(25), delay(25))).unwrap();
+    let proxy = Proxy::tcp(tcp_server(echo), ProxyConfig::new(delay(25), delay(25))).unwrap();
     let mut conn = connect(&proxy);
     let rtts = || {
         let rtts: Vec<f64> = (0..5).map(|_| round_trip(&mut conn)).collect();
@@ -101,7 +101,7 @@ fn proxy_tcp_rate_paces_the_stream_and_keeps_every_byte_in_order() {
         queue: QueueLimit::Packets(50),
         ..Profile::default()
     };
-    let proxy = Proxy::tcp(tcp_server(bulk), Config::new(delay(5), down)).unwrap();
+    let proxy = Proxy::tcp(tcp_server(bulk), ProxyConfig::new(delay(5), down)).unwrap();
     let rate = || {
         let mut conn = connect(&proxy);
         let t = Instant::now();
@@ -126,7 +126,7 @@ fn proxy_tcp_rate_paces_the_stream_and_keeps_every_byte_in_order() {
 #[test]
 fn proxy_tcp_reset_after_so_many_bytes() {
     let faults = Faults { reset_after: Some(100_000), ..Faults::default() };
-    let config = Config { faults, ..Config::new(Profile::default(), Profile::default()) };
+    let config = ProxyConfig { faults, ..ProxyConfig::new(Profile::default(), Profile::default()) };
     let proxy = Proxy::tcp(tcp_server(bulk), config).unwrap();
     let (got, end) = read_all(&mut connect(&proxy));
     eprintln!("proxy reset after 100,000 bytes: read {} bytes, then {end:?}", got.len());
@@ -143,7 +143,7 @@ fn proxy_tcp_reset_after_so_many_bytes() {
 fn proxy_tcp_a_stall_leaves_the_client_to_its_timeout() {
     let faults =
         Faults { stall_after: Some(1000), stall_close: Some(600 * MS), ..Faults::default() };
-    let config = Config { faults, ..Config::new(Profile::default(), Profile::default()) };
+    let config = ProxyConfig { faults, ..ProxyConfig::new(Profile::default(), Profile::default()) };
     let proxy = Proxy::tcp(tcp_server(bulk), config).unwrap();
     let mut conn = connect(&proxy);
     conn.set_read_timeout(Some(200 * MS)).unwrap();
@@ -168,7 +168,7 @@ fn proxy_tcp_a_stall_leaves_the_client_to_its_timeout() {
 #[test]
 fn proxy_tcp_slow_close_holds_the_fin() {
     let faults = Faults { slow_close: 400 * MS, ..Faults::default() };
-    let config = Config { faults, ..Config::new(Profile::default(), Profile::default()) };
+    let config = ProxyConfig { faults, ..ProxyConfig::new(Profile::default(), Profile::default()) };
     let server = tcp_server(|mut conn| {
         let _ = conn.write_all(b"bye");
         let _ = conn.shutdown(Shutdown::Both);
@@ -190,7 +190,8 @@ fn proxy_tcp_slow_close_holds_the_fin() {
 #[test]
 fn proxy_tcp_to_a_closed_port_resets_the_client() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let proxy = Proxy::tcp(closed, Config::new(Profile::default(), Profile::default())).unwrap();
+    let proxy =
+        Proxy::tcp(closed, ProxyConfig::new(Profile::default(), Profile::default())).unwrap();
     let (got, end) = read_all(&mut connect(&proxy));
     assert_eq!((got.len(), end), (0, Some(ErrorKind::ConnectionReset)));
 }
@@ -211,7 +212,8 @@ fn udp_echo() -> SocketAddr {
 #[test]
 fn proxy_udp_loses_and_delays_datagrams_as_the_link_does() {
     let up = Profile { loss: Loss::Uniform { p: 0.10 }, delay: 10 * MS, ..Profile::default() };
-    let proxy = Proxy::udp(udp_echo(), Config { seed: 5, ..Config::new(up, delay(10)) }).unwrap();
+    let proxy =
+        Proxy::udp(udp_echo(), ProxyConfig { seed: 5, ..ProxyConfig::new(up, delay(10)) }).unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(proxy.local_addr()).unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
@@ -256,7 +258,7 @@ fn proxy_udp_loses_and_delays_datagrams_as_the_link_does() {
 
 #[test]
 fn proxy_conditions_change_through_the_control_socket_from_the_next_exchange() {
-    let proxy = Proxy::tcp(tcp_server(echo), Config::new(delay(0), delay(0))).unwrap();
+    let proxy = Proxy::tcp(tcp_server(echo), ProxyConfig::new(delay(0), delay(0))).unwrap();
     let dir = std::env::temp_dir().join(format!("nw-it-proxy-control-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("control.sock");

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use nw_conditioner::link::Profile;
-use nw_conditioner::proxy::{Config, Faults, Proxy};
+use nw_conditioner::Profile;
+use nw_conditioner::{Faults, Proxy, ProxyConfig};
 use nw_transfer::tasks::Upload;
 use nw_transfer::{Configuration, Event, Http3, Method};
 
@@ -20,7 +20,7 @@ fn proxy_a_reset_mid_body_keeps_the_checkpoint_and_a_stall_times_out() {
     let rt = runtime();
     let origin = plain_server(&rt, &scratch);
     let faults = Faults { reset_after: Some(5 << 20), ..Faults::default() };
-    let config = Config { faults, ..Config::new(Profile::default(), Profile::default()) };
+    let config = ProxyConfig { faults, ..ProxyConfig::new(Profile::default(), Profile::default()) };
     let proxy = Proxy::tcp(origin.local_addr(), config).unwrap();
     let url = format!("http://{}/file.bin", proxy.local_addr());
     let config = Configuration {
@@ -77,7 +77,7 @@ fn proxy_an_upload_or_a_data_task_into_a_stall_times_out_instead_of_hanging() {
     let origin = plain_server(&rt, &scratch);
     // Accepted, then never read from nor answered.
     let faults = Faults { stall_after: Some(0), ..Faults::default() };
-    let config = Config { faults, ..Config::new(Profile::default(), Profile::default()) };
+    let config = ProxyConfig { faults, ..ProxyConfig::new(Profile::default(), Profile::default()) };
     let proxy = Proxy::tcp(origin.local_addr(), config).unwrap();
     let config = Configuration {
         allow_http: true,
@@ -134,7 +134,7 @@ fn proxy_an_upload_whose_file_shrinks_fails_at_once_saying_so() {
     let embedded = rt.block_on(nw_serve::Embedded::start(loopback(), None, &options)).unwrap();
     // 40 Mbit/s toward the server: the 32 MiB would take about 7 s.
     let up = Profile { rate_bps: Some(40_000_000), ..Profile::default() };
-    let proxy = Proxy::tcp(embedded.http.local_addr(), Config::new(up, Profile::default()));
+    let proxy = Proxy::tcp(embedded.http.local_addr(), ProxyConfig::new(up, Profile::default()));
     let proxy = proxy.unwrap();
     for (http2, protocol) in [(false, "HTTP/1.1"), (true, "HTTP/2")] {
         let source = scratch.0.join(format!("up-{}.bin", u8::from(http2)));
