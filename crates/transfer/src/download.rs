@@ -1317,19 +1317,25 @@ fn refuse_unless_regular(path: &Path, what: &str) -> Result<(), TransferError> {
 /// `part` with its lock taken, once no download of this process holds it: one just stopped
 /// lets go when its writer and checkpoint threads are done. Waits up to 5 s; `None` when
 /// there is no such file or the lock stayed held.
-#[allow(clippy::disallowed_methods, reason = "a bounded wait for the lock")]
 async fn released(part: &Path) -> Option<File> {
-    use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(part).ok()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    locked_within(&file, Duration::from_secs(5)).await.then_some(file)
+}
+
+/// Takes an exclusive lock on `file`, trying every 20 ms for up to `limit` (a sleep of the
+/// runtime's, so other transfers go on meanwhile); whether it was taken.
+#[allow(clippy::disallowed_methods, reason = "a bounded wait for the lock")]
+async fn locked_within(file: &File, limit: Duration) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let deadline = Instant::now() + limit;
     loop {
         // SAFETY: flock(2) on a descriptor we own; no memory involved.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Some(file);
+            return true;
         }
         if Instant::now() >= deadline {
-            return None;
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -1339,7 +1345,6 @@ async fn released(part: &Path) -> Option<File> {
 /// regular file of this user's, and takes an exclusive lock on it, so two processes never
 /// write one download.
 async fn lock_part(part: &Path) -> Result<File, TransferError> {
-    use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let file = OpenOptions::new()
         .create(true)
@@ -1375,14 +1380,8 @@ async fn lock_part(part: &Path) -> Result<File, TransferError> {
     }
     // A download just cancelled in this process may hold the lock until its checkpoint thread
     // has made its last checkpoint: give that a moment before calling the file busy.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    // SAFETY: flock(2) on a descriptor we own; no memory involved.
-    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        if Instant::now() >= deadline {
-            return Err(TransferError::Busy(part.to_owned()));
-        }
-        // Not a thread sleep: other transfers on this runtime go on meanwhile.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if !locked_within(&file, Duration::from_secs(2)).await {
+        return Err(TransferError::Busy(part.to_owned()));
     }
     Ok(file)
 }
