@@ -753,8 +753,9 @@ fn netns_tunnel_split_dns_answers_each_name_from_the_right_resolver() {
 /// bus of the test's own): the tunnel's server and domains become the TUN device's per-link
 /// DNS, resolv.conf is not touched, and 201 names resolved through the C library (so through
 /// resolved's stub) are each answered by the right resolver — not one matched query reaches the
-/// uplink's resolver. New settings without DNS take the link's DNS back; a killed host's
-/// device takes its settings with it, and the names go to the uplink again.
+/// uplink's resolver. A full-DNS tunnel sends every name to the tunnel. New settings without
+/// DNS take the link's DNS back; a killed host's device takes its settings with it, and the
+/// names go to the uplink again.
 #[test]
 fn netns_tunnel_split_dns_through_systemd_resolved() {
     use nw_lab::dns::{DnsServer, Script};
@@ -841,6 +842,28 @@ fn netns_tunnel_split_dns_through_systemd_resolved() {
     );
     assert!(wrong.is_empty(), "{} wrong: {:?}", wrong.len(), &wrong[..wrong.len().min(10)]);
     assert_eq!(leaked, 0, "matched names reached the uplink's resolver");
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+
+    // A full-DNS tunnel (no match domains): every name goes to the tunnel's server and none
+    // to the uplink's — resolved's `~.` routing domain, the link its default route.
+    let mut full = json!({"settings": settings(&["10.99.5.0/24"])});
+    full["settings"]["dns"] = json!({"servers": ["10.99.53.53"]});
+    let mut t = up(&full);
+    let applied = t.event("applied");
+    assert_eq!(
+        applied["kernel"]["resolved"],
+        json!({"servers": ["10.99.53.53"], "domains": ["~."], "default_route": true}),
+        "{applied}"
+    );
+    t.event("started");
+    let before = outside.seen().len();
+    let got = resolve(&["f1.test".to_owned(), "f2.corp.example".to_owned()]);
+    assert_eq!(
+        (&got["f1.test"], &got["f2.corp.example"]),
+        (&json!("10.53.0.1"), &json!("10.53.0.1")),
+        "{got}"
+    );
+    assert_eq!(outside.seen().len(), before, "a full-DNS tunnel's names reached the uplink");
     assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
 
     // New settings without DNS: the link's DNS is taken back.
