@@ -670,6 +670,46 @@ for name in json.loads(sys.argv[1]):
 print(json.dumps(out))
 "#;
 
+/// Resolves `count` names through the C library in `ns`, half under the match domain
+/// `corp.example` (the tunnel's resolver answers 10.53.0.1) and half under `.test` (the outside
+/// one answers 192.0.2.77), and a single-label name for the search domain; asserts that each
+/// got the right answer and that the outside resolver was never asked for the match domain.
+/// Returns how many queries the outside resolver saw.
+#[allow(clippy::print_stdout, reason = "the figures a test run shows")]
+fn split_names_answered_right(
+    ns: &Namespace,
+    outside: &nw_lab::dns::DnsServer,
+    count: usize,
+    what: &str,
+) -> usize {
+    let names: Vec<String> = (0..count)
+        .map(|i| if i % 2 == 0 { format!("n{i}.corp.example") } else { format!("n{i}.test") })
+        .chain(["shorthost".to_owned()])
+        .collect();
+    let out = ns.run([PYTHON, "-c", RESOLVE, &json!(names).to_string()]);
+    let got: Value = serde_json::from_str(&out.unwrap_or_else(|e| panic!("resolving: {e}")))
+        .expect("resolver output");
+    let wrong: Vec<(&String, &Value)> = names
+        .iter()
+        .map(|n| (n, &got[n]))
+        .filter(|(n, a)| {
+            let want = if n.ends_with(".test") { "192.0.2.77" } else { "10.53.0.1" };
+            *a != want
+        })
+        .collect();
+    let seen = outside.seen();
+    let leaked = seen.iter().filter(|q| q.name.contains("corp.example")).count();
+    println!(
+        "{what}: {} names, {} answered by the wrong resolver or not at all; the outside resolver saw {} queries, {leaked} of them for the match domain",
+        names.len(),
+        wrong.len(),
+        seen.len()
+    );
+    assert!(wrong.is_empty(), "{} wrong: {:?}", wrong.len(), &wrong[..wrong.len().min(10)]);
+    assert_eq!(leaked, 0, "matched names reached the outside resolver");
+    seen.len()
+}
+
 /// Split DNS through our forwarder (systemd-resolved does not run here): 500 names, half under
 /// the match domain, resolved through the C library — every one answered by the right resolver
 /// (the one across the tunnel answers 10.53.0.1, the server namespace's 192.0.2.77), and not
@@ -701,32 +741,8 @@ fn netns_tunnel_split_dns_answers_each_name_from_the_right_resolver() {
     assert!(resolv.contains("nameserver 127.0.78.53\n"), "{resolv}");
     assert!(resolv.contains("search corp.example lab.test\n"), "{resolv}");
 
-    let names: Vec<String> = (0..500)
-        .map(|i| if i % 2 == 0 { format!("n{i}.corp.example") } else { format!("n{i}.test") })
-        .chain(["shorthost".to_owned()])
-        .collect();
-    let out = p.cli.run([PYTHON, "-c", RESOLVE, &json!(names).to_string()]);
-    let got: Value = serde_json::from_str(&out.unwrap_or_else(|e| panic!("resolving: {e}")))
-        .expect("resolver output");
-    let wrong: Vec<(&String, &Value)> = names
-        .iter()
-        .map(|n| (n, &got[n]))
-        .filter(|(n, a)| {
-            let want = if n.ends_with(".test") { "192.0.2.77" } else { "10.53.0.1" };
-            *a != want
-        })
-        .collect();
-    let seen = outside.seen();
-    let leaked = seen.iter().filter(|q| q.name.contains("corp.example")).count();
-    println!(
-        "split DNS: {} names, {} answered by the wrong resolver or not at all; the outside resolver saw {} queries, {leaked} of them for the match domain",
-        names.len(),
-        wrong.len(),
-        seen.len()
-    );
-    assert!(wrong.is_empty(), "{} wrong: {:?}", wrong.len(), &wrong[..wrong.len().min(10)]);
-    assert_eq!(leaked, 0, "matched names reached the outside resolver");
-    assert!(seen.len() >= 250, "the outside resolver answered the rest: {}", seen.len());
+    let seen = split_names_answered_right(&p.cli, &outside, 500, "split DNS");
+    assert!(seen >= 250, "the outside resolver answered the rest: {seen}");
 
     assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
     let back = p.cli.run(["cat", "/etc/resolv.conf"]).unwrap_or_default();
@@ -819,29 +835,7 @@ fn netns_tunnel_split_dns_through_systemd_resolved() {
     assert!(written.contains("search corp.example"), "{written}");
     p.cli.set_resolv_conf(&written).unwrap_or_else(|e| panic!("{e}"));
 
-    let names: Vec<String> = (0..200)
-        .map(|i| if i % 2 == 0 { format!("n{i}.corp.example") } else { format!("n{i}.test") })
-        .chain(["shorthost".to_owned()])
-        .collect();
-    let got = resolve(&names);
-    let wrong: Vec<(&String, &Value)> = names
-        .iter()
-        .map(|n| (n, &got[n]))
-        .filter(|(n, a)| {
-            let want = if n.ends_with(".test") { "192.0.2.77" } else { "10.53.0.1" };
-            *a != want
-        })
-        .collect();
-    let seen = outside.seen();
-    let leaked = seen.iter().filter(|q| q.name.contains("corp.example")).count();
-    println!(
-        "split DNS through systemd-resolved: {} names, {} answered by the wrong resolver or not at all; the uplink's resolver saw {} queries, {leaked} of them for the match domain",
-        names.len(),
-        wrong.len(),
-        seen.len()
-    );
-    assert!(wrong.is_empty(), "{} wrong: {:?}", wrong.len(), &wrong[..wrong.len().min(10)]);
-    assert_eq!(leaked, 0, "matched names reached the uplink's resolver");
+    split_names_answered_right(&p.cli, &outside, 200, "split DNS through systemd-resolved");
     assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
 
     // A full-DNS tunnel (no match domains): every name goes to the tunnel's server and none
