@@ -1469,3 +1469,65 @@ fn netns_filter_a_new_server_on_a_closed_ones_port_is_asked_afresh_for_the_same_
     assert!(refused, "the second server's flow was not asked about: {:#?}", f.seen);
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
+
+/// Connects to each port in argv[2:] on argv[1], sends 16 bytes and closes; prints {port:
+/// "sent" or the errno}.
+const CONNECT_EACH: &str = r#"
+import errno, json, socket, sys
+out = {}
+for port in sys.argv[2:]:
+    try:
+        s = socket.create_connection((sys.argv[1], int(port)), timeout=5)
+        s.sendall(b"hello, flow_log\n")
+        s.close()
+        out[port] = "sent"
+    except OSError as e:
+        out[port] = errno.errorcode.get(e.errno, str(e))
+print(json.dumps(out))
+"#;
+
+/// The SDK's front-door example, `crates/filter/examples/flow_log.rs`, run as its doc says:
+/// a flow to a port in `block_ports` is refused at once, another goes through, and the one it
+/// let through is logged again when it closes, with what it carried.
+#[test]
+fn netns_filter_the_flow_log_example_refuses_and_logs_what_closed_flows_carried() {
+    let example = std::path::Path::new(NW).with_file_name("examples").join("flow_log");
+    assert!(
+        example.exists(),
+        "{} is missing: build it with `cargo build -p nw-filter --example flow_log` (scripts/test does)",
+        example.display()
+    );
+    let p = pair();
+    let _sink = sink(&p.srv);
+    let dir = crate::support::Dir::new("filter-flow-log");
+    let log_path = dir.0.join("provider.log");
+    let log = std::fs::File::create(&log_path).expect("the provider's log");
+    let mut cmd = p.cli.command(NW);
+    cmd.args(["filter", "up", "--json", "--provider"])
+        .arg(&example)
+        .args(["--options", r#"{"block_ports": [7002]}"#]);
+    let mut f = Events::spawn_to(&p.cli, cmd, Stdio::from(log));
+    f.event("ready");
+    f.event("provider_started");
+    let out = python_json(
+        &p.cli,
+        "connect-each",
+        CONNECT_EACH,
+        &[&addr::SRV_V4.to_string(), "7001", "7002"],
+    );
+    assert_eq!(out, json!({"7001": "sent", "7002": "ECONNREFUSED"}), "{:#?}", f.seen);
+    let closed = f.wait(Duration::from_secs(10), |v| v["event"] == "closed");
+    // 16 bytes, and the SYN and the FIN, which tcp_info counts one each.
+    assert_eq!(closed["report"]["bytes_out"], 18, "{closed}");
+    assert_eq!(f.stop(), Some(0));
+    let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let srv = addr::SRV_V4;
+    assert!(logged.contains("flow_log: refusing flows to ports [7002]"), "{logged}");
+    assert!(logged.contains(&format!("-> {srv}:7002 TCP: refused")), "{logged}");
+    let closed_line = logged.lines().find(|l| l.contains(&format!("-> {srv}:7001 TCP: closed")));
+    assert!(
+        closed_line.is_some_and(|l| l.contains("; out 18 bytes (") && l.starts_with("flow_log: #")),
+        "{logged}"
+    );
+    assert!(logged.contains("flow_log: stopped"), "{logged}");
+}

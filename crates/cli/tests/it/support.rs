@@ -271,8 +271,13 @@ pub(crate) struct Events {
 
 impl Events {
     /// Starts `cmd` in `ns` with its stdout read as JSON lines; stderr is inherited.
-    pub(crate) fn spawn(ns: &Namespace, mut cmd: std::process::Command) -> Self {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    pub(crate) fn spawn(ns: &Namespace, cmd: std::process::Command) -> Self {
+        Self::spawn_to(ns, cmd, Stdio::inherit())
+    }
+
+    /// As [`Events::spawn`], with stderr going to `stderr` (a file, say).
+    pub(crate) fn spawn_to(ns: &Namespace, mut cmd: std::process::Command, stderr: Stdio) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(stderr);
         let mut child = ns.spawn(cmd).expect("start the command");
         let out = child.stdout().expect("stdout piped");
         let (tx, lines) = mpsc::channel();
