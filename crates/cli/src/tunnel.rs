@@ -819,6 +819,13 @@ impl View {
                 ),
                 json!({"event": "restarted", "attempt": attempt, "pid": pid}),
             ),
+            Event::Updated { pid } => (
+                format!(
+                    "the provider's program was replaced: the old one stopped (app_update), the new one started (pid {})",
+                    pid.map_or_else(|| "?".into(), |p| p.to_string())
+                ),
+                json!({"event": "updated", "reason": "app_update", "pid": pid}),
+            ),
             Event::LocalNetwork { local, .. } => {
                 let local: Vec<String> = local.iter().map(ToString::to_string).collect();
                 (
@@ -862,7 +869,7 @@ impl View {
                 s["last_failure"] = json!(message);
                 s["attempt"] = json!(attempt);
             }
-            Event::Restarted { pid, .. } => {
+            Event::Restarted { pid, .. } | Event::Updated { pid } => {
                 s["state"] = json!("starting");
                 s["provider_pid"] = json!(pid);
             }

@@ -129,6 +129,13 @@ pub enum Event {
         /// How the provider ended.
         message: String,
     },
+    /// The provider's program was replaced on disk (an update): the running one was stopped
+    /// with [`StopReason::AppUpdate`] and the new one started, the settings, routes and kill
+    /// switch staying in force meanwhile.
+    Updated {
+        /// The new provider's process id.
+        pid: Option<u32>,
+    },
     /// The provider was started again.
     Restarted {
         /// Which restart in a row this was.
@@ -239,6 +246,7 @@ pub async fn run(
         events,
         table,
         pid: None,
+        program: None,
         applied: None,
         local: None,
         readings: None,
@@ -296,6 +304,24 @@ pub async fn run(
         if ran >= backoff.healthy {
             attempt = 0;
         }
+        if matches!(end, End::Updated) {
+            // An update: the old provider stopped in order, the new one started at once.
+            let why = format!("its program {} was replaced", options.program.display());
+            let stopping = End::Stop(StopReason::AppUpdate, Some(why));
+            let (_, _, exit) = session.finish(stream, &mut child, stopping, &options).await;
+            match session.spawn(&options) {
+                Ok((o, c)) => {
+                    (ours, child) = (o, c);
+                    let _ = session.events.send(Event::Updated { pid: session.pid });
+                    continue;
+                }
+                Err(e) => {
+                    let m =
+                        format!("its program was replaced, and starting the new one failed: {e}");
+                    break (StopReason::ProviderFailed, Some(m), exit, false);
+                }
+            }
+        }
         let crashed = matches!(end, End::Exited(_) | End::Gone(_));
         if !crashed || attempt >= options.max_restarts {
             let asked = matches!(end, End::Asked(_));
@@ -351,6 +377,8 @@ struct Session {
     table: u32,
     /// The provider's process id, which is also its process group's.
     pid: Option<u32>,
+    /// The provider's program file as it was when the provider was started.
+    program: Option<ProgramFile>,
     /// The settings the provider asked for and got.
     applied: Option<Settings>,
     /// The local network kept out of the tunnel (`exclude_local`), as last read.
@@ -389,6 +417,34 @@ impl SplitDns {
 
 type Outcome = (StopReason, Option<String>, Option<ExitStatus>);
 
+/// How often the provider's program is looked at for an update.
+const UPDATE_CHECK: Duration = Duration::from_secs(1);
+
+/// A program file as a path names it now: replaced (renamed over, or written anew), it is
+/// another. A file that is missing is no update (a package manager between removing the old
+/// one and placing the new one): the check waits for the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProgramFile {
+    device: u64,
+    inode: u64,
+    modified: Option<std::time::SystemTime>,
+    size: u64,
+}
+
+impl ProgramFile {
+    /// Blocking (a `stat`).
+    fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+            modified: meta.modified().ok(),
+            size: meta.len(),
+        })
+    }
+}
+
 /// Why a session ends, before the provider is stopped.
 enum End {
     /// The host's caller asked for a stop.
@@ -400,6 +456,8 @@ enum End {
     /// Talking to the provider failed (a closed or reset socket, a refused write): it is
     /// probably exiting, and [`Session::finish`] waits a moment to say so.
     Gone(String),
+    /// The provider's program was replaced on disk.
+    Updated,
 }
 
 impl Session {
@@ -410,6 +468,7 @@ impl Session {
     ) -> Result<(std::os::unix::net::UnixStream, Child), HostError> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| spawn_error(options, e))?;
+        self.program = ProgramFile::of(&options.program);
         let child = spawner(options).start(theirs).map_err(|e| spawn_error(options, e))?;
         self.pid = child.id();
         Ok((ours, child))
@@ -495,6 +554,10 @@ impl Session {
         #[allow(clippy::disallowed_methods, reason = "the provider's start deadline")]
         let start_deadline = tokio::time::sleep(options.start_timeout);
         tokio::pin!(start_deadline);
+        // The program is looked at once a second: replaced, the provider is updated.
+        let mut update_check = tokio::time::interval(UPDATE_CHECK);
+        update_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        update_check.tick().await;
         let end: End = 'session: loop {
             loop {
                 match lines.next_line() {
@@ -533,6 +596,14 @@ impl Session {
                     break End::Asked(reason);
                 }
                 reading = next_reading(&mut self.readings) => reading,
+                _ = update_check.tick() => {
+                    let (program, then) = (options.program.clone(), self.program);
+                    let now = blocking(move || ProgramFile::of(&program)).await;
+                    if then.is_some() && now.is_some() && now != then {
+                        break End::Updated;
+                    }
+                    None
+                }
             };
             match changed {
                 Some(Ok(reading)) => self.local_network_changed(&reading).await,
@@ -769,6 +840,7 @@ impl Session {
             End::Asked(reason) => (reason, None, None),
             End::Stop(reason, message) => (reason, message, None),
             End::Exited(status) => (StopReason::ProviderFailed, Some(exited(status)), status),
+            End::Updated => (StopReason::AppUpdate, None, None),
             // A provider that dies closes its socket (or resets it) just before its exit is
             // seen: give the exit a moment, so the stop says what happened.
             End::Gone(what) => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {

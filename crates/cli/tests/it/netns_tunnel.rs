@@ -302,6 +302,52 @@ fn netns_tunnel_providers_that_die_misbehave_or_hang_get_a_clean_stop() {
     assert!(!links.iter().any(|l| l["ifname"] == "nwgone0"), "the device stayed: {links:?}");
 }
 
+/// An update: the provider's program replaced on disk (a new file renamed over it, as a
+/// package manager does). The running provider is told to stop with `app_update` and the new
+/// one is started, the tunnel staying in place: pings cross it before and after, and the stop
+/// at the end is the user's.
+#[test]
+fn netns_tunnel_a_replaced_provider_program_is_stopped_with_app_update_and_started_anew() {
+    let example = std::path::Path::new(NW).with_file_name("examples").join("echo_provider");
+    assert!(
+        example.exists(),
+        "{} is missing: build it with `cargo build -p nw-tunnel --example echo_provider` (scripts/test does)",
+        example.display()
+    );
+    let dir = crate::support::Dir::new("tunnel-update");
+    let program = dir.0.join("provider");
+    std::fs::copy(&example, &program).expect("a copy of the provider");
+    let log_path = dir.0.join("host.log");
+    let log = std::fs::File::create(&log_path).expect("the host's log");
+    let p = pair();
+    let options = json!({"settings": settings(&["10.99.5.0/24"])}).to_string();
+    let mut cmd = p.cli.command(NW);
+    cmd.args(["tunnel", "up", "--json", "--options", &options, "--provider"]).arg(&program);
+    let mut t = Events::spawn_to(&p.cli, cmd, std::process::Stdio::from(log));
+    let first = t.event("created")["pid"].clone();
+    t.event("started");
+    let ping = |what: &str| {
+        let out = p.cli.run(["ping", "-n", "-c", "5", "-i", "0.05", "-W", "2", "10.99.1.1"]);
+        let out = out.unwrap_or_else(|e| panic!("ping through the tunnel {what}: {e}"));
+        assert!(out.contains("5 received"), "{what}: {out}");
+    };
+    ping("before the update");
+
+    let staged = dir.0.join("provider.new");
+    std::fs::copy(&example, &staged).expect("the new program");
+    std::fs::rename(&staged, &program).expect("the new program renamed over the old");
+    let updated = t.wait(Duration::from_secs(10), |v| v["event"] == "updated");
+    assert_eq!(updated["reason"], "app_update", "{updated}");
+    assert!(updated["pid"].as_u64().is_some() && updated["pid"] != first, "{updated} {first}");
+    t.nth(2, Duration::from_secs(10), |v| v["event"] == "started");
+    ping("after the update");
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+    assert_eq!(t.event("stopped")["reason"], "user_initiated");
+    let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(logged.contains("echo_provider: stopping (app_update)"), "{logged}");
+    assert!(logged.contains("echo_provider: stopping (user_initiated)"), "{logged}");
+}
+
 /// The Rust SDK for real: `crates/tunnel/examples/echo_provider.rs`, a provider of a few dozen
 /// lines, applies its settings and answers pings through the tunnel, and stops in order.
 #[test]
