@@ -1251,8 +1251,10 @@ impl Drop for Wrote {
 }
 
 /// What a reader gathered and has not yet sent to the writer: when the download is dropped
-/// mid-way (a cancel, a suspension, a signal), it goes to the writer if the queue has room, so
-/// what arrived is written and checkpointed rather than lost with the unfilled chunk.
+/// mid-way (a cancel, a suspension, a signal), it still goes to the writer — at once when the
+/// queue has room, else from a task of the runtime's that waits for room (the writer, which
+/// ends only once every sender is gone, waits for it) — so what arrived is written and
+/// checkpointed rather than lost with the unfilled chunk.
 struct Gathered {
     i: usize,
     gather: Gather,
@@ -1261,8 +1263,14 @@ struct Gathered {
 
 impl Drop for Gathered {
     fn drop(&mut self) {
-        if let Some(chunk) = self.gather.close() {
-            let _ = self.tx.try_send((self.i, chunk));
+        let Some(chunk) = self.gather.close() else { return };
+        if let Err(mpsc::error::TrySendError::Full(piece)) = self.tx.try_send((self.i, chunk))
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let tx = self.tx.clone();
+            runtime.spawn(async move {
+                let _ = tx.send(piece).await;
+            });
         }
     }
 }
@@ -1512,6 +1520,22 @@ pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn what_was_gathered_reaches_a_full_writer_queue_after_a_stop() {
+        use super::{Bytes, Duration, Gather, Gathered, Pool, mpsc};
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send((0, Bytes::from_static(b"queued"))).unwrap();
+        let mut gather = Gather::new(Pool::new(1 << 16), 0);
+        gather.room()[..5].copy_from_slice(b"tail!");
+        assert!(gather.filled(5).is_none(), "a chunk is not full after 5 bytes");
+        drop(Gathered { i: 3, gather, tx });
+        let first = rx.recv().await.unwrap();
+        assert_eq!(&first.1[..], b"queued");
+        let late = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        let late = late.expect("the gathered bytes came").expect("a chunk");
+        assert_eq!((late.0, &late.1[..]), (3, &b"tail!"[..]));
+    }
+
     use super::*;
 
     /// A writer as fast as a disk (a millisecond a chunk): checkpoints come every half
