@@ -917,6 +917,38 @@ fn show_end(ended: &Ended, json: bool) {
     }
 }
 
+/// How the DNS settings are in force, for `nw tunnel status`: from the state file's settings
+/// and kernel reading.
+fn status_dns_line(h: &Value) -> Option<String> {
+    let servers: Vec<&str> = h["settings"]["dns"]["servers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if servers.is_empty() {
+        return None;
+    }
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let resolved = &h["kernel"]["resolved"];
+    Some(if resolved.is_object() {
+        let domains = strings(&resolved["domains"]);
+        format!(
+            "DNS: {} by systemd-resolved for the link (domains {})",
+            strings(&resolved["servers"]).join(", "),
+            if domains.is_empty() { "none".into() } else { domains.join(", ") }
+        )
+    } else {
+        format!(
+            "DNS: {} through our forwarder, which resolv.conf names ({})",
+            servers.join(", "),
+            strings(&h["kernel"]["name_servers"]).join(", ")
+        )
+    })
+}
+
 /// How the DNS settings are in force, for the applied line.
 fn dns_line(settings: Option<&nw_tunnel::Settings>, state: &nw_tunnel::KernelState) -> String {
     if settings.and_then(|s| s.dns.as_ref()).is_none_or(|d| d.servers.is_empty()) {
@@ -1163,6 +1195,9 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
                 if routes.is_empty() { "none".into() } else { routes.join(", ") },
                 h["kernel"]["mtu"]
             );
+            if let Some(dns) = status_dns_line(h) {
+                println!("  {dns}");
+            }
             println!(
                 "  into the tunnel {} bytes in {} packets; out of it {} bytes in {} packets",
                 c["bytes_out"], c["packets_out"], c["bytes_in"], c["packets_in"]

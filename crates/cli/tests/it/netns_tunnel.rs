@@ -785,6 +785,14 @@ fn netns_tunnel_split_dns_answers_each_name_from_the_right_resolver() {
     t.event("started");
     let resolv = p.cli.run(["cat", "/etc/resolv.conf"]).unwrap_or_default();
     assert!(resolv.contains("nameserver 127.0.78.53\n"), "{resolv}");
+    let status = p.cli.command(NW).args(["tunnel", "status"]).output().expect("nw tunnel status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(
+            "DNS: 10.99.53.53 through our forwarder, which resolv.conf names (127.0.78.53:53)"
+        ),
+        "{status}"
+    );
     assert!(resolv.contains("search corp.example lab.test\n"), "{resolv}");
 
     let seen = split_names_answered_right(&p.cli, &outside, 500, "split DNS");
@@ -874,6 +882,12 @@ fn netns_tunnel_split_dns_through_systemd_resolved() {
         resolved.link(&p.cli, "nwtun0").unwrap_or_else(|e| panic!("resolved's link: {e}"));
     assert_eq!(servers, "a(iay) 1 2 4 10 99 53 53");
     assert_eq!(domains, "a(sb) 1 \"corp.example\" false");
+    let status = p.cli.command(NW).args(["tunnel", "status"]).output().expect("nw tunnel status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("DNS: 10.99.53.53 by systemd-resolved for the link (domains corp.example)"),
+        "{status}"
+    );
     assert_eq!(p.cli.run(["cat", "/etc/resolv.conf"]).unwrap_or_default(), stub);
     // Where resolved is in charge, /etc/resolv.conf links to the stub resolv.conf it writes,
     // which now searches the tunnel's domain too.
