@@ -353,3 +353,58 @@ fn netns_wireguard_on_demand_follows_the_path() {
     let created = t.seen.iter().filter(|v| v["event"] == "created").count();
     assert_eq!(created, 2, "ran, stopped for the path, ran again: {:#?}", t.seen);
 }
+
+/// What an Ubuntu or Fedora user has: systemd-resolved as the resolver (Debian's own, on a bus
+/// of the test's) and a wg-quick file with `DNS = 10.7.0.1, corp.example`. The WireGuard
+/// provider's DNS becomes the tunnel link's in resolved — the server, `corp.example` searched,
+/// `~.` and the link the default route — so a name resolved through the C library is answered
+/// by the resolver across the tunnel and the uplink's resolver is never asked.
+#[test]
+fn netns_wireguard_dns_goes_to_systemd_resolved_and_every_name_through_the_tunnel() {
+    use nw_lab::dns::{DnsServer, Script};
+    let p = pair();
+    let dir = Dir::new("wg-resolved");
+    let (_server, conf) = served(&p, &dir, "wgr0");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let text = text.replacen(
+        "ListenPort = 51821\n",
+        "ListenPort = 51821\nDNS = 10.7.0.1, corp.example\n",
+        1,
+    );
+    std::fs::write(&conf, text).unwrap();
+    let across = DnsServer::start(
+        &p.srv,
+        "10.7.0.1:53".parse().unwrap(),
+        Script::wildcard(&["10.53.0.9".parse().unwrap()], &[]),
+    )
+    .unwrap_or_else(|e| panic!("the resolver across the tunnel: {e}"));
+    let uplink = DnsServer::start(
+        &p.srv,
+        "198.51.100.2:53".parse().unwrap(),
+        Script::wildcard(&["192.0.2.77".parse().unwrap()], &[]),
+    )
+    .unwrap_or_else(|e| panic!("the uplink's resolver: {e}"));
+    let resolved = nw_lab::resolved::Resolved::start(&p.cli)
+        .unwrap_or_else(|e| panic!("systemd-resolved in the lab: {e}"));
+    resolved
+        .set_uplink(&p.cli, &p.cli_dev, "198.51.100.2".parse().unwrap())
+        .unwrap_or_else(|e| panic!("the uplink's DNS in resolved: {e}"));
+
+    let mut cmd = p.cli.command(NW);
+    cmd.args(["tunnel", "up", "--json", &conf])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", resolved.bus_address());
+    let mut t = Events::spawn(&p.cli, cmd);
+    let applied = t.event("applied");
+    assert_eq!(
+        applied["kernel"]["resolved"],
+        json!({"servers": ["10.7.0.1"], "domains": ["corp.example", "~."], "default_route": true}),
+        "{applied}"
+    );
+    t.wait(Duration::from_secs(10), |v| v["data"]["event"] == "handshake");
+    let out = p.cli.run(["python3", "-c", "import socket; print(socket.gethostbyname('w1.test'))"]);
+    let answer = out.unwrap_or_else(|e| panic!("resolving w1.test: {e}"));
+    assert_eq!(answer.trim(), "10.53.0.9", "answered by the resolver across the tunnel");
+    assert!(across.seen().iter().any(|q| q.name.contains("w1.test")), "{:?}", across.seen());
+    assert!(uplink.seen().is_empty(), "the uplink's resolver was asked: {:?}", uplink.seen());
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+}
