@@ -784,3 +784,38 @@ fn tunnel_enable_at_boot_writes_a_unit_systemd_accepts_and_disable_unlinks_it() 
         "a link for a configuration that does not exist"
     );
 }
+
+/// nw-trust's front-door example (`examples/explain.rs`) as its doc runs it: offline, a
+/// certificate asked for a name it does not carry is explained with its code and what to try;
+/// given a chain nw's own test CA issued, and that CA, it proceeds.
+#[test]
+fn the_trust_example_explains_a_mismatch_and_passes_a_good_chain() {
+    let example = std::path::Path::new(NW).with_file_name("examples").join("explain");
+    assert!(
+        example.exists(),
+        "{} is missing: build it with `cargo build -p nw-trust --example explain` (scripts/test does)",
+        example.display()
+    );
+    let out = Command::new(&example).output().expect("run the example");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("www.example: RecoverableFailure\n"), "{text}");
+    assert!(text.contains("hostname_mismatch: Hostname mismatch — \"www.example\""), "{text}");
+
+    let dir = crate::support::Dir::new("trust-example");
+    let certs = dir.path("certs");
+    for args in
+        [&["cert", "ca", "--dir", &certs][..], &["cert", "server", "api.test", "--dir", &certs]]
+    {
+        let made = Command::new(NW).args(args).output().expect("nw cert");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+    let chain = format!("{certs}/api.test.pem");
+    let anchor = format!("{certs}/ca.pem");
+    let out = Command::new(&example).args([&chain, "api.test", &anchor]).output().expect("run it");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("api.test: Proceed\n"), "{text}");
+    let bad = Command::new(&example).args(["/nonexistent.pem", "x"]).output().expect("run it");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.pem: cannot read it"));
+}
