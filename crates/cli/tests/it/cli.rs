@@ -819,3 +819,33 @@ fn the_trust_example_explains_a_mismatch_and_passes_a_good_chain() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.pem: cannot read it"));
 }
+
+/// nw-lnp's front-door example (`examples/local_or_not.rs`): the destinations whose answer does
+/// not depend on this host's networks are classified as the rule says, and a bad `--pid` is an
+/// error that says so.
+#[test]
+fn the_lnp_example_classifies_destinations_by_the_rule() {
+    let example = std::path::Path::new(NW).with_file_name("examples").join("local_or_not");
+    assert!(
+        example.exists(),
+        "{} is missing: build it with `cargo build -p nw-lnp --example local_or_not` (scripts/test does)",
+        example.display()
+    );
+    let out = Command::new(&example)
+        .args(["127.0.0.1", "169.254.10.1", "224.0.0.251", "printer.local"])
+        .output()
+        .expect("run the example");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for (destination, answer) in [
+        ("127.0.0.1", "not local                  (loopback)"),
+        ("169.254.10.1", "local: permission needed   (a link-local address)"),
+        ("224.0.0.251", "local: permission needed   (a multicast group)"),
+        ("printer.local", "local: permission needed   (a multicast DNS (.local) name)"),
+    ] {
+        assert!(text.contains(&format!("{destination:>16}  {answer}")), "{destination}: {text}");
+    }
+    let bad = Command::new(&example).args(["--pid", "many"]).output().expect("run it");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("local_or_not: "), "{bad:?}");
+}
