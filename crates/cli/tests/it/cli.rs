@@ -849,3 +849,30 @@ fn the_lnp_example_classifies_destinations_by_the_rule() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("local_or_not: "), "{bad:?}");
 }
+
+/// nw-quality's front-door example (`examples/link_quality.rs`), in virtual time: the level
+/// goes good → minimal as the link congests, and back to good only once it is clearly good
+/// again (hysteresis), as its doc says.
+#[test]
+fn the_quality_example_follows_a_congested_link_with_hysteresis() {
+    let example = std::path::Path::new(NW).with_file_name("examples").join("link_quality");
+    assert!(
+        example.exists(),
+        "{} is missing: build it with `cargo build -p nw-quality --example link_quality` (scripts/test does)",
+        example.display()
+    );
+    let out = Command::new(&example).output().expect("run the example");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let level = |at: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{at} s ")))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(level("60"), "Good", "{text}");
+    assert_eq!(level("100"), "Minimal", "{text}");
+    assert_eq!(level("130"), "Moderate", "not good again at once: {text}");
+    assert_eq!(level("180"), "Good", "{text}");
+}
