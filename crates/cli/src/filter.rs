@@ -279,8 +279,7 @@ struct StateFiles {
 
 impl StateFiles {
     fn new() -> Self {
-        let dir = std::env::var_os("NW_FILTER_STATE_DIR")
-            .map_or_else(|| PathBuf::from("/run/nwkit/filter"), PathBuf::from);
+        let dir = nw_filter::host::state_dir();
         let ns = nw_provider::this_namespace();
         Self { status: dir.join(format!("{ns}.json")), log: dir.join(format!("{ns}.log")) }
     }

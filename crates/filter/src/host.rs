@@ -106,6 +106,13 @@ pub fn leftover_rules() -> Option<Leftover> {
     Some(Leftover { pid, local_only: tables::local_only() })
 }
 
+/// Where filter hosts keep their state files, one set per network namespace (named by its
+/// number): /run/nwkit/filter, or `NW_FILTER_STATE_DIR`.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("NW_FILTER_STATE_DIR")
+        .map_or_else(|| PathBuf::from("/run/nwkit/filter"), Into::into)
+}
+
 /// The pid of a filter host that is no longer running and left conntrack counting each
 /// entry's bytes (`nf_conntrack_acct`), which was off before it turned it on; `None` when no
 /// such host left it so. Blocking.

@@ -103,11 +103,10 @@ pub(crate) struct Acct {
     was_off: bool,
 }
 
-/// Where a host that turned counting on says so: one file per network namespace.
+/// Where a host that turned counting on says so: one file per network namespace, beside the
+/// namespace's other state files (and swept with them when the namespace is gone).
 fn acct_marker() -> std::path::PathBuf {
-    let dir = std::env::var_os("NW_FILTER_STATE_DIR")
-        .map_or_else(|| std::path::PathBuf::from("/run/nwkit/filter"), Into::into);
-    dir.join(nw_provider::this_namespace().to_string()).join("conntrack-acct-was-off")
+    crate::host::state_dir().join(format!("{}.conntrack-acct", nw_provider::this_namespace()))
 }
 
 /// The pid of a host that is gone and left counting on that was off before it, if one did.
