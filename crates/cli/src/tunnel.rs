@@ -432,7 +432,13 @@ async fn save_configuration(args: SaveArgs) -> anyhow::Result<Outcome> {
 
 #[allow(clippy::print_stdout, reason = "the list is the output")]
 async fn list(json: bool) -> anyhow::Result<Outcome> {
-    let listed = blocking(|| Store::open().list()).await;
+    // Which start at boot is read with the list, off the runtime's threads (a stat each).
+    let listed = blocking(|| {
+        Store::open().list().map(|l| {
+            l.into_iter().map(|(name, c)| (boot::at_boot(&name), name, c)).collect::<Vec<_>>()
+        })
+    })
+    .await;
     let listed = match listed {
         Ok(l) => l,
         Err(e) => {
@@ -442,14 +448,14 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
     };
     let hosts = running().await;
     let mut out = Vec::new();
-    for (name, loaded) in listed {
+    for (at_boot, name, loaded) in listed {
         let host = hosts.iter().find(|h| h["configuration"] == name.as_str());
         let running = host
             .map(|h| json!({"interface": h["interface"], "pid": h["pid"], "state": h["state"]}));
         out.push(match loaded {
             Ok(c) => json!({
                 "name": name, "configuration": c, "running": running,
-                "at_boot": boot::at_boot(&name),
+                "at_boot": at_boot,
             }),
             Err(e) => json!({"name": name, "error": e.to_string(), "running": running}),
         });
@@ -949,22 +955,11 @@ fn status_dns_line(h: &Value) -> Option<String> {
     })
 }
 
-/// How the DNS settings are in force, for the applied line.
+/// How the DNS settings are in force, for the applied line: the status line's words, from
+/// the same JSON the state file keeps.
 fn dns_line(settings: Option<&nw_tunnel::Settings>, state: &nw_tunnel::KernelState) -> String {
-    if settings.and_then(|s| s.dns.as_ref()).is_none_or(|d| d.servers.is_empty()) {
-        return String::new();
-    }
-    match &state.resolved {
-        Some(link) => format!(
-            "; DNS by systemd-resolved for the link ({}; domains {})",
-            link.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-            if link.domains.is_empty() { "none".into() } else { link.domains.join(", ") }
-        ),
-        None => format!(
-            "; DNS through our forwarder, which resolv.conf names ({})",
-            state.name_servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-        ),
-    }
+    let h = json!({"settings": settings, "kernel": kernel_json(state)});
+    status_dns_line(&h).map_or_else(String::new, |line| format!("; {line}"))
 }
 
 /// What the kernel holds, as the event lines and the state file show it.

@@ -95,9 +95,7 @@ pub(super) fn enable(name: &str, program: &Path) -> io::Result<Enabled> {
     let wrote_template = std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str());
     if wrote_template {
         std::fs::create_dir_all(&dir)?;
-        let staged = dir.join(format!(".{TEMPLATE}.{}", std::process::id()));
-        std::fs::write(&staged, &text)?;
-        std::fs::rename(&staged, &path)?;
+        nw_trust::files::replace(&path, text.as_bytes(), 0o644)?;
     }
     let link = link(&dir, name);
     if let Some(wants) = link.parent() {
