@@ -393,7 +393,12 @@ impl Bus {
     pub(crate) fn system() -> io::Result<Self> {
         let address =
             std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| SYSTEM_BUS.to_owned());
-        let (is_abstract, path) = unix_address(&address).ok_or_else(|| {
+        Self::connect(&address)
+    }
+
+    /// Connects to the bus at `address`, authenticates and says `Hello`. Blocking.
+    fn connect(address: &str) -> io::Result<Self> {
+        let (is_abstract, path) = unix_address(address).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("the system bus address {address:?} names no unix socket"),
@@ -410,7 +415,8 @@ impl Bus {
         stream.set_read_timeout(Some(CALL_TIMEOUT))?;
         stream.set_write_timeout(Some(CALL_TIMEOUT))?;
         let mut bus = Self { reader: BufReader::new(stream), serial: 0 };
-        bus.authenticate()?;
+        bus.authenticate()
+            .map_err(|e| io::Error::new(e.kind(), format!("the system bus at {path}: {e}")))?;
         bus.call(&Call {
             destination: "org.freedesktop.DBus",
             path: "/org/freedesktop/DBus",
@@ -675,5 +681,48 @@ mod tests {
         );
         assert_eq!(unix_address("tcp:host=localhost,port=1"), None);
         assert_eq!(unescape("%zz%4"), "%zz%4");
+    }
+
+    /// A bus of a few lines that answers a connection with `reply` after reading what the
+    /// client sends first, then reads on until the client gives up (`hold`) or closes at once;
+    /// returns its address.
+    fn hostile(tag: &str, reply: &'static [u8], hold: bool) -> String {
+        use std::io::Read as _;
+        let path = std::env::temp_dir().join(format!("nw-dbus-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = listener.accept() {
+                let mut first = [0u8; 64];
+                let _ = c.read(&mut first);
+                let _ = c.write_all(reply);
+                if hold {
+                    let _ = c.read_to_end(&mut Vec::new());
+                }
+            }
+        });
+        format!("unix:path={}", path.display())
+    }
+
+    #[test]
+    fn a_hostile_bus_is_an_error_that_says_what_it_did() {
+        let refused =
+            Bus::connect(&hostile("refuse", b"REJECTED EXTERNAL\r\n", true)).err().unwrap();
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
+        assert!(refused.to_string().contains("refused us: REJECTED EXTERNAL"), "{refused}");
+        // A header claiming a 100 MB body: refused before anything that size is allocated.
+        let huge: &[u8] =
+            b"OK 0123\r\nl\x02\x00\x01\x00\x00\x40\x06\x01\x00\x00\x00\x00\x00\x00\x00";
+        let e = Bus::connect(&hostile("huge", huge, true)).err().unwrap();
+        assert!(e.to_string().contains("more than we read"), "{e}");
+        let e =
+            Bus::connect(&hostile("order", b"OK 0123\r\nX0000000000000000", true)).err().unwrap();
+        assert!(e.to_string().contains("an unknown byte order"), "{e}");
+        // One that hangs up after saying OK: whether BEGIN or Hello meets the closed socket,
+        // the error says it was the system bus.
+        let e = Bus::connect(&hostile("closed", b"OK 0123\r\n", false)).err().unwrap();
+        assert!(e.to_string().contains("the system bus"), "{e}");
+        let e = Bus::connect("unix:path=/nonexistent/bus").err().unwrap();
+        assert!(e.to_string().contains("the system bus at /nonexistent/bus"), "{e}");
     }
 }
