@@ -790,12 +790,7 @@ fn tunnel_enable_at_boot_writes_a_unit_systemd_accepts_and_disable_unlinks_it() 
 /// given a chain nw's own test CA issued, and that CA, it proceeds.
 #[test]
 fn the_trust_example_explains_a_mismatch_and_passes_a_good_chain() {
-    let example = std::path::Path::new(NW).with_file_name("examples").join("explain");
-    assert!(
-        example.exists(),
-        "{} is missing: build it with `cargo build -p nw-trust --example explain` (scripts/test does)",
-        example.display()
-    );
+    let example = crate::support::example("nw-trust", "explain");
     let out = Command::new(&example).output().expect("run the example");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
@@ -825,12 +820,7 @@ fn the_trust_example_explains_a_mismatch_and_passes_a_good_chain() {
 /// error that says so.
 #[test]
 fn the_lnp_example_classifies_destinations_by_the_rule() {
-    let example = std::path::Path::new(NW).with_file_name("examples").join("local_or_not");
-    assert!(
-        example.exists(),
-        "{} is missing: build it with `cargo build -p nw-lnp --example local_or_not` (scripts/test does)",
-        example.display()
-    );
+    let example = crate::support::example("nw-lnp", "local_or_not");
     let out = Command::new(&example)
         .args(["127.0.0.1", "169.254.10.1", "224.0.0.251", "printer.local"])
         .output()
@@ -855,12 +845,7 @@ fn the_lnp_example_classifies_destinations_by_the_rule() {
 /// again (hysteresis), as its doc says.
 #[test]
 fn the_quality_example_follows_a_congested_link_with_hysteresis() {
-    let example = std::path::Path::new(NW).with_file_name("examples").join("link_quality");
-    assert!(
-        example.exists(),
-        "{} is missing: build it with `cargo build -p nw-quality --example link_quality` (scripts/test does)",
-        example.display()
-    );
+    let example = crate::support::example("nw-quality", "link_quality");
     let out = Command::new(&example).output().expect("run the example");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");

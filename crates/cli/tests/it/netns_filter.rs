@@ -1491,12 +1491,7 @@ print(json.dumps(out))
 /// let through is logged again when it closes, with what it carried.
 #[test]
 fn netns_filter_the_flow_log_example_refuses_and_logs_what_closed_flows_carried() {
-    let example = std::path::Path::new(NW).with_file_name("examples").join("flow_log");
-    assert!(
-        example.exists(),
-        "{} is missing: build it with `cargo build -p nw-filter --example flow_log` (scripts/test does)",
-        example.display()
-    );
+    let example = crate::support::example("nw-filter", "flow_log");
     let p = pair();
     let _sink = sink(&p.srv);
     let dir = crate::support::Dir::new("filter-flow-log");

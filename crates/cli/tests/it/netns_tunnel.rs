@@ -308,12 +308,7 @@ fn netns_tunnel_providers_that_die_misbehave_or_hang_get_a_clean_stop() {
 /// at the end is the user's.
 #[test]
 fn netns_tunnel_a_replaced_provider_program_is_stopped_with_app_update_and_started_anew() {
-    let example = std::path::Path::new(NW).with_file_name("examples").join("echo_provider");
-    assert!(
-        example.exists(),
-        "{} is missing: build it with `cargo build -p nw-tunnel --example echo_provider` (scripts/test does)",
-        example.display()
-    );
+    let example = crate::support::example("nw-tunnel", "echo_provider");
     let dir = crate::support::Dir::new("tunnel-update");
     let program = dir.0.join("provider");
     std::fs::copy(&example, &program).expect("a copy of the provider");
@@ -352,12 +347,7 @@ fn netns_tunnel_a_replaced_provider_program_is_stopped_with_app_update_and_start
 /// lines, applies its settings and answers pings through the tunnel, and stops in order.
 #[test]
 fn netns_tunnel_a_provider_on_the_rust_sdk_carries_pings_and_stops_in_order() {
-    let example = std::path::Path::new(NW).with_file_name("examples").join("echo_provider");
-    assert!(
-        example.exists(),
-        "{} is missing: build it with `cargo build -p nw-tunnel --example echo_provider` (scripts/test does)",
-        example.display()
-    );
+    let example = crate::support::example("nw-tunnel", "echo_provider");
     let p = pair();
     let options = json!({"settings": settings(&["10.99.5.0/24"])}).to_string();
     let mut t = Tunnel::up(
@@ -785,8 +775,7 @@ fn netns_tunnel_split_dns_answers_each_name_from_the_right_resolver() {
     t.event("started");
     let resolv = p.cli.run(["cat", "/etc/resolv.conf"]).unwrap_or_default();
     assert!(resolv.contains("nameserver 127.0.78.53\n"), "{resolv}");
-    let status = p.cli.command(NW).args(["tunnel", "status"]).output().expect("nw tunnel status");
-    let status = String::from_utf8_lossy(&status.stdout);
+    let status = p.cli.run([NW, "tunnel", "status"]).unwrap_or_else(|e| panic!("status: {e}"));
     assert!(
         status.contains(
             "DNS: 10.99.53.53 through our forwarder, which resolv.conf names (127.0.78.53:53)"
@@ -882,8 +871,7 @@ fn netns_tunnel_split_dns_through_systemd_resolved() {
         resolved.link(&p.cli, "nwtun0").unwrap_or_else(|e| panic!("resolved's link: {e}"));
     assert_eq!(servers, "a(iay) 1 2 4 10 99 53 53");
     assert_eq!(domains, "a(sb) 1 \"corp.example\" false");
-    let status = p.cli.command(NW).args(["tunnel", "status"]).output().expect("nw tunnel status");
-    let status = String::from_utf8_lossy(&status.stdout);
+    let status = p.cli.run([NW, "tunnel", "status"]).unwrap_or_else(|e| panic!("status: {e}"));
     assert!(
         status.contains("DNS: 10.99.53.53 by systemd-resolved for the link (domains corp.example)"),
         "{status}"

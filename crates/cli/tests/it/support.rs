@@ -2,7 +2,7 @@
 //! processes with their lines timestamped as they arrive, and small readers of `nw`'s JSON.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -138,7 +138,7 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// Makes a named pipe at `path` (nothing writes to it: a program that opens it waits).
-pub(crate) fn mkfifo(path: impl AsRef<std::path::Path>) {
+pub(crate) fn mkfifo(path: impl AsRef<Path>) {
     let path = path.as_ref();
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: mkfifo(3) on a NUL-terminated path the test owns.
@@ -357,4 +357,16 @@ impl Events {
         self.drain();
         code
     }
+}
+
+/// The example program `name` of crate `package`, built beside `nw` (scripts/test builds every
+/// example before the tests); a test fails saying how to build it when it is missing.
+pub(crate) fn example(package: &str, name: &str) -> PathBuf {
+    let path = Path::new(NW).with_file_name("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p {package} --example {name}` (scripts/test does)",
+        path.display()
+    );
+    path
 }
