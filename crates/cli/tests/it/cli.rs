@@ -840,6 +840,117 @@ fn the_lnp_example_classifies_destinations_by_the_rule() {
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("local_or_not: "), "{bad:?}");
 }
 
+/// nw-http's front-door example (`examples/which_proxy.rs`): the routes a PAC file names, in
+/// its order, and the environment's proxy with `no_proxy` honoured; a script that never answers
+/// is an error within its time limit, not a hang, and every failure is exit 1.
+#[test]
+fn the_http_example_says_which_proxy_a_url_goes_through() {
+    let example = crate::support::example("nw-http", "which_proxy");
+    let dir = crate::support::Dir::new("which-proxy");
+    let pac = dir.0.join("proxy.pac");
+    std::fs::write(
+        &pac,
+        r#"function FindProxyForURL(url, host) {
+             if (dnsDomainIs(host, ".internal")) return "DIRECT";
+             if (shExpMatch(url, "http://*")) return "PROXY a.test:3128; SOCKS5 b.test:1080";
+             while (true) {}
+           }"#,
+    )
+    .expect("write the PAC file");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new(&example);
+        for var in ["http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+            command.env_remove(var);
+        }
+        command.env_remove("no_proxy").env_remove("NO_PROXY");
+        let out = command.args(args).envs(env.iter().copied()).output().expect("run the example");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) =
+        run(&["--pac", pac.to_str().unwrap(), "https://w.internal/", "http://example.test/"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("https://w.internal/: DIRECT\n"), "{text}");
+    assert!(
+        text.contains(
+            "http://example.test/: PROXY http://a.test:3128, then PROXY socks5h://b.test:1080\n"
+        ),
+        "{text}"
+    );
+    let started = std::time::Instant::now();
+    let (code, text) = run(&["--pac", pac.to_str().unwrap(), "https://example.test/"], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("did not answer within"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+    let env = [("https_proxy", "http://p.test:3128"), ("no_proxy", ".internal")];
+    let (code, text) = run(&["https://w.internal/", "https://example.test/"], &env);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("https://w.internal/: DIRECT\n"), "{text}");
+    assert!(text.contains("https://example.test/: PROXY http://p.test:3128\n"), "{text}");
+    let (code, text) = run(&["https://example.test/"], &[("https_proxy", "bogus://x")]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("https_proxy: \"bogus://x\" is not a usable proxy"), "{text}");
+}
+
+/// nw-serve's front-door example (`examples/serve_dir.rs`), used by curl as a stranger would:
+/// it prints its URL and saves its CA, serves a byte range of a file (a 206 with exactly those
+/// bytes), never a path out of its directory, and ends when its standard input does.
+#[test]
+fn the_serve_example_serves_a_directory_with_ranges_until_stdin_ends() {
+    use std::io::BufRead as _;
+    let example = crate::support::example("nw-serve", "serve_dir");
+    let dir = crate::support::Dir::new("serve-dir");
+    let root = dir.0.join("public");
+    std::fs::create_dir(&root).expect("make the root");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(root.join("file.bin"), &content).expect("write the file");
+    std::fs::write(dir.0.join("secret"), b"outside").expect("write the secret");
+    let ca = dir.path("ca.pem");
+    let mut child = Command::new(&example)
+        .args([root.to_str().unwrap(), "--ca-out", &ca])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).expect("read");
+    let url = first.split_whitespace().find(|w| w.starts_with("https://"));
+    let Some(url) = url.map(str::to_owned) else {
+        let _ = child.kill();
+        panic!("no URL in its first line: {first:?}");
+    };
+    let curl = |path: &str, range: Option<&str>| {
+        let mut command = Command::new("curl");
+        command.args(["-s", "--path-as-is", "--cacert", &ca, "-o", "-", "-w", "\n%{http_code}"]);
+        if let Some(range) = range {
+            command.args(["-r", range]);
+        }
+        let out = command
+            .arg(format!("{}{path}", url.trim_end_matches('/')))
+            .output()
+            .expect("curl (scripts/test installs it)");
+        let (body, code) =
+            out.stdout.split_at(out.stdout.iter().rposition(|&b| b == b'\n').unwrap());
+        (String::from_utf8_lossy(&code[1..]).into_owned(), body.to_vec())
+    };
+    let (code, body) = curl("/file.bin", Some("1000-1999"));
+    let (whole, all) = curl("/file.bin", None);
+    let (escape, _) = curl("/../secret", None);
+    drop(child.stdin.take());
+    let ended = (0..100).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        child.try_wait().unwrap()
+    });
+    if ended.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(code, "206");
+    assert!(body == content[1000..2000], "the range's bytes are not the file's");
+    assert_eq!(whole, "200");
+    assert!(all == content, "the whole file is not the file");
+    assert_eq!(escape, "404", "a path out of the directory is not served");
+    assert!(ended.is_some_and(|s| s.success()), "it did not end with its stdin: {ended:?}");
+}
+
 /// nw-quality's front-door example (`examples/link_quality.rs`), in virtual time: the level
 /// goes good → minimal as the link congests, and back to good only once it is clearly good
 /// again (hysteresis), as its doc says.
