@@ -52,25 +52,36 @@ pub enum Received {
 }
 
 /// Why a datagram or a packet was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// It is an error (`encapsulate`'s `Err`), so it says in words what was dropped and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Drop {
     /// Not a WireGuard message.
+    #[error("dropped: not a WireGuard message (nor, from the tunnel, an IP packet)")]
     Malformed,
     /// A handshake message whose mac1 is not for this interface.
+    #[error("dropped: a handshake message not meant for this interface's public key")]
     Mac1,
     /// A handshake that does not decrypt, or names a peer we do not know.
+    #[error("dropped: a handshake that does not decrypt, or from a peer not configured")]
     Handshake,
     /// An initiation not newer than the peer's last one, or too soon after it.
+    #[error("dropped: a handshake initiation replayed, or too soon after the last")]
     Replayed,
     /// A transport message for no session we have.
+    #[error("dropped: a data message for no session this interface has")]
     UnknownIndex,
     /// A transport message that does not decrypt, or a counter seen before.
+    #[error("dropped: a data message that does not decrypt, or one seen before")]
     Transport,
     /// A packet inside the tunnel from an address outside the peer's allowed IPs.
+    #[error("dropped: a packet from an address outside its peer's AllowedIPs")]
     SourceNotAllowed,
     /// A packet to the tunnel for which no peer's allowed IPs match.
+    #[error("dropped: a packet to an address no peer's AllowedIPs cover")]
     NoPeer,
     /// The peer has no endpoint to send to.
+    #[error("dropped: the peer has no Endpoint yet (it has not reached this side)")]
     NoEndpoint,
 }
 

@@ -951,6 +951,39 @@ fn the_serve_example_serves_a_directory_with_ranges_until_stdin_ends() {
     assert!(ended.is_some_and(|s| s.success()), "it did not end with its stdin: {ended:?}");
 }
 
+/// nw-wireguard's front-door example (`examples/two_peers.rs`), in virtual time: the handshake
+/// at the first packet, the rekey at Rekey-After-Time (120 s), and, once the server goes dark at
+/// 200 s, each side initiating after Keepalive-Timeout + Rekey-Timeout (15 s) with nothing
+/// heard back and giving up after Rekey-Attempt-Time (90 s; checked at a retry, each 5 s plus
+/// up to a third of a second of jitter) — the whitepaper's §6 timers.
+#[test]
+fn the_wireguard_example_keeps_the_whitepapers_timers() {
+    let example = crate::support::example("nw-wireguard", "two_peers");
+    let out = Command::new(&example).output().expect("run the example");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // The virtual time of the first line saying `what`.
+    let when = |what: &str| {
+        let line = text.lines().find(|l| l.contains(what));
+        let line = line.unwrap_or_else(|| panic!("no line says {what:?}:\n{text}"));
+        line.split_whitespace().next().unwrap().parse::<f64>().expect("a time first")
+    };
+    assert_eq!(when("client: handshake 1 complete (the first packet)"), 0.0);
+    assert_eq!(when("client: handshake 2 complete (Rekey-After-Time)"), 120.0);
+    let dark = when("the server goes dark");
+    for side in ["client", "server"] {
+        let initiated = when(&format!("{side}: sent and heard nothing back for 15 s"));
+        assert!((dark + 13.0..=dark + 16.0).contains(&initiated), "{side}: {initiated}\n{text}");
+        let gave_up = when(&format!("{side}: gave up after"));
+        assert!(
+            (initiated + 89.0..=initiated + 97.0).contains(&gave_up),
+            "{side}: {gave_up}\n{text}"
+        );
+    }
+    assert!(text.contains("\n200 pings answered\n"), "{text}");
+    assert!(text.contains("handshakes: 2, rounds given up: 1"), "{text}");
+}
+
 /// nw-quality's front-door example (`examples/link_quality.rs`), in virtual time: the level
 /// goes good → minimal as the link congests, and back to good only once it is clearly good
 /// again (hysteresis), as its doc says.
