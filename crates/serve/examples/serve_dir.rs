@@ -14,6 +14,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example prints its answers")]
 
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -51,21 +52,28 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let server = Embedded::start(loopback, Some(&root), &Options::default()).await?;
+        // Written, not printed: a reader that went away (`serve_dir DIR | head -1`) is an
+        // error that ends it, never a panic.
+        let mut announce = String::new();
         match &ca_out {
             // Replaced whole, never written through a link planted at its name.
             Some(path) => nw_trust::files::replace(path, server.ca_pem().as_bytes(), 0o644)
                 .map_err(|e| format!("{}: cannot write the CA: {e}", path.display()))?,
-            None => print!("{}", server.ca_pem()),
+            None => announce.push_str(server.ca_pem()),
         }
-        println!(
-            "serving {} at {} (HTTP/1.1 and HTTP/2 over TCP, HTTP/3 over UDP, port {})",
+        announce.push_str(&format!(
+            "serving {} at {} (HTTP/1.1 and HTTP/2 over TCP, HTTP/3 over UDP, port {})\n",
             root.display(),
             server.url("/"),
             server.h3.local_addr().port()
-        );
+        ));
         if let Some(path) = &ca_out {
-            println!("trust it with: curl --cacert {} {}", path.display(), server.url("/"));
+            let url = server.url("/");
+            announce.push_str(&format!("trust it with: curl --cacert {} {url}\n", path.display()));
         }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(announce.as_bytes()).and_then(|()| stdout.flush())?;
+        drop(stdout);
         // Until stdin ends: read on a blocking thread, so the servers keep running.
         let stdin = tokio::task::spawn_blocking(|| {
             std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())

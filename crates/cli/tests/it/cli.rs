@@ -911,8 +911,10 @@ fn the_serve_example_serves_a_directory_with_ranges_until_stdin_ends() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the example");
+    // Kept open to the end: the example writes a second line.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).expect("read");
+    stdout.read_line(&mut first).expect("read its first line");
     let url = first.split_whitespace().find(|w| w.starts_with("https://"));
     let Some(url) = url.map(str::to_owned) else {
         let _ = child.kill();
