@@ -9,6 +9,10 @@
 //!   own process group, killed by the kernel if its host dies, and [`kill_group`] to end what
 //!   it started;
 //! - [`contract_socket`]: the provider's side, taking the socket its host gave it.
+//!
+//! A provider is written on the SDK of what it provides, not on this crate: nw-tunnel's
+//! (`examples/echo_provider.rs`) or nw-filter's (`examples/flow_log.rs`). This crate is for
+//! those SDKs and their hosts.
 #![warn(missing_docs)]
 
 use std::ffi::OsString;
