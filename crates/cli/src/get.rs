@@ -868,10 +868,14 @@ impl Report {
         if self.json {
             let line = serde_json::json!({"event": "failed", "url": self.url, "error": e.to_string(), "code": e.code(), "transient": e.transient()});
             crate::output::line(&line.to_string())?;
-        } else if matches!(e, TransferError::Status { .. }) {
-            crate::output::error_line(&format!("nw: {e}{hint}"));
         } else {
-            crate::output::error_line(&format!("nw: {}: {e}{hint}", self.url));
+            // An error that names the URL first (a failing status, a redirect not followed)
+            // is not prefixed with it again.
+            let text = format!("{e}{hint}");
+            match text.starts_with(self.url.as_str()) {
+                true => crate::output::error_line(&format!("nw: {text}")),
+                false => crate::output::error_line(&format!("nw: {}: {text}", self.url)),
+            }
         }
         Ok(())
     }

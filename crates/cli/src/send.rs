@@ -182,7 +182,7 @@ fn again(
     let answer;
     let e = match result {
         Err(e) => e,
-        Ok(data) if [408, 429].contains(&data.status) || data.status >= 500 => {
+        Ok(data) if [408, 429].contains(&data.status) || (500..600).contains(&data.status) => {
             let retry_after = data
                 .headers
                 .iter()

@@ -96,6 +96,17 @@ impl Chain {
         // The fragment is the client's (RFC 9110 §10.2.2: the original one carries over when
         // the new one has none); it is never sent, so it plays no part here.
         to.set_fragment(None);
+        // A redirect elsewhere than the web (file:, ftp:, a custom scheme) is never followed:
+        // a server must not make the client read a local file or speak another protocol.
+        if !matches!(to.scheme(), "http" | "https") {
+            return Err(refused(
+                Refusal::BadLocation,
+                format!(
+                    "{from} redirects to {}, which is not an http:// or https:// URL: not followed",
+                    shown(to.as_str())
+                ),
+            ));
+        }
         let to = to.to_string();
         if self.limit == 0 {
             return Ok(None);
@@ -154,6 +165,16 @@ mod tests {
         assert_eq!(hop.to, "http://b.example:8080/x");
         let hop = c.next(&Method::POST, 303, Some("https://c.example/")).unwrap().unwrap();
         assert_eq!((hop.to.as_str(), hop.method), ("https://c.example/", Method::GET));
+        for elsewhere in ["file:///etc/passwd", "ftp://a.example/x", "javascript:alert(1)"] {
+            let e = Chain::new("http://a.example/", 20).next(&Method::GET, 302, Some(elsewhere));
+            let Err(Error::Redirect { kind: Refusal::BadLocation, why }) = e else {
+                panic!("{elsewhere}: {e:?}");
+            };
+            assert!(
+                why.ends_with("which is not an http:// or https:// URL: not followed"),
+                "{why}"
+            );
+        }
         let mut c = Chain::new("http://a.example/", 20);
         assert_eq!(c.next(&Method::POST, 302, Some("/b")).unwrap().unwrap().method, Method::GET);
         assert_eq!(c.next(&Method::POST, 307, Some("/c")).unwrap().unwrap().method, Method::POST);

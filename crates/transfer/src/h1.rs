@@ -426,7 +426,7 @@ impl Body {
     }
 
     /// The next piece of the body, up to [`PIECE`] bytes; `None` at its end.
-    pub(crate) async fn data(&mut self) -> Option<Result<Bytes, String>> {
+    pub(crate) async fn data(&mut self) -> Option<Result<Bytes, TransferError>> {
         let mut pieces = std::mem::take(&mut self.pieces);
         // Reclaims the space of pieces already dropped.
         pieces.reserve(PIECE);
@@ -437,7 +437,7 @@ impl Body {
         match read {
             Ok(0) => None,
             Ok(_) => Some(Ok(piece)),
-            Err(e) => Some(Err(e.to_string())),
+            Err(e) => Some(Err(e)),
         }
     }
 

@@ -197,7 +197,7 @@ impl Body {
     }
 
     /// The next bytes of the body; `None` at its end.
-    pub(crate) async fn data(&mut self) -> Option<Result<Bytes, String>> {
+    pub(crate) async fn data(&mut self) -> Option<Result<Bytes, TransferError>> {
         if !self.rest.is_empty() {
             return Some(Ok(std::mem::take(&mut self.rest)));
         }
@@ -205,7 +205,7 @@ impl Body {
             Kind::H1(body) => body.data().await,
             Kind::Hyper(body) => loop {
                 match body.frame().await? {
-                    Err(e) => return Some(Err(e.to_string())),
+                    Err(e) => return Some(Err(TransferError::Lost(e.to_string()))),
                     Ok(frame) => {
                         if let Ok(data) = frame.into_data() {
                             return Some(Ok(data));
@@ -216,7 +216,7 @@ impl Body {
             Kind::H3(stream) => match stream.recv_data().await {
                 Ok(None) => None,
                 Ok(Some(mut buf)) => Some(Ok(buf.copy_to_bytes(buf.remaining()))),
-                Err(e) => Some(Err(e.to_string())),
+                Err(e) => Some(Err(TransferError::Lost(e.to_string()))),
             },
         }
     }
@@ -231,7 +231,7 @@ impl Body {
     ) -> Result<Option<Bytes>, TransferError> {
         match tokio::time::timeout(idle, self.data()).await {
             Err(_) => Err(stalled(idle, got)),
-            Ok(next) => next.transpose().map_err(TransferError::Lost),
+            Ok(next) => next.transpose(),
         }
     }
 

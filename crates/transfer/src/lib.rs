@@ -1163,7 +1163,11 @@ impl TransferError {
             Self::Lost(_) | Self::Unprocessed(_) | Self::Timeout(_) | Self::Incomplete { .. } => {
                 true
             }
-            Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            // A server error (5xx), a timeout or too many requests; not a code past 599, which
+            // RFC 9110 §15 does not define (it says nothing of whether trying again helps).
+            Self::Status { status, .. } => {
+                (500..600).contains(status) || *status == 408 || *status == 429
+            }
             Self::Saved { source, .. } => source.transient(),
             _ => false,
         }
@@ -1284,6 +1288,21 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::RetryAfter;
+
+    #[test]
+    fn server_errors_are_worth_trying_again_and_codes_past_599_are_not() {
+        let status = |status| super::TransferError::Status {
+            url: "http://a.test/".into(),
+            status,
+            retry_after: None,
+        };
+        for code in [408, 429, 500, 503, 599] {
+            assert!(status(code).transient(), "{code}");
+        }
+        for code in [400, 404, 600, 999] {
+            assert!(!status(code).transient(), "{code}");
+        }
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates_and_nothing_else() {

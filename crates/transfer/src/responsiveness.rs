@@ -274,7 +274,7 @@ async fn load(
             return Err(TransferError::status_of(&target.text, &response));
         }
         while let Some(piece) = response.body.data().await {
-            let n = piece.map_err(TransferError::Lost)?.len() as u64;
+            let n = piece?.len() as u64;
             if direction == Direction::Download {
                 shared.counter(direction).fetch_add(n, Ordering::Relaxed);
             }
@@ -304,7 +304,7 @@ async fn probe(
     let asked = tokio::time::Instant::now();
     let mut response = conn.get(&target.url, &[]).await?;
     while let Some(piece) = response.body.data().await {
-        let _: Bytes = piece.map_err(TransferError::Lost)?;
+        let _: Bytes = piece?;
     }
     if response.status != 200 {
         return Err(TransferError::status_of(&target.text, &response));

@@ -1486,6 +1486,41 @@ fn get_takes_the_login_from_a_netrc_kept_private() {
     assert!(err.contains("Content-Length field is the session's own to set"), "{err}");
 }
 
+/// `nw send` against a server that breaks off, as a stranger meets one: a GET whose answer is
+/// cut short is sent again, each retry said once in plain words ("the connection was lost: …"
+/// once, not nested), and the whole second answer printed; a status past 599 is an answer, not
+/// a server error worth retrying.
+#[test]
+fn send_retries_an_answer_cut_short_saying_so_once_and_not_a_status_past_599() {
+    let scratch = scratch("send-cut");
+    let (port, _server) = raw_server(|n, _| match n {
+        1 => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\nhello".to_vec(),
+        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nwhole\n".to_vec(),
+    });
+    let url = format!("http://127.0.0.1:{port}/cut");
+    let out = nw(&scratch, &["send", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "whole\n");
+    assert!(
+        err.contains(
+            ": the connection was lost: the connection closed after 5 bytes of the body; sending it again in 1 s"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.matches("the connection was lost").count(), 1, "{err}");
+
+    let (port, _server) = raw_server(|_, _| {
+        b"HTTP/1.1 999 Odd\r\nContent-Length: 3\r\nConnection: close\r\n\r\nodd".to_vec()
+    });
+    let url = format!("http://127.0.0.1:{port}/odd");
+    let out = nw(&scratch, &["send", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("sending it again"), "{err}");
+    assert!(err.contains("the server answered 999"), "{err}");
+}
+
 /// `nw send`: text, a file and standard input (chunked, as it comes) as bodies of PUTs that
 /// nginx stores byte-exact, over HTTP/1.1 and HTTP/2; a refused POST prints nginx's answer
 /// and exits 1; `-i` and `--json` show the head; bad uses are usage errors.
