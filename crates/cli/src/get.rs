@@ -990,10 +990,13 @@ fn file_name(url: &str) -> Result<String, String> {
         Some(n) if !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\0']) => {
             Ok(n.to_owned())
         }
-        // A URL that does not parse says so first: no -o would help it.
-        _ => Err(match nw_connection::Endpoint::parse(url) {
+        // A URL that cannot be loaded or does not parse says so first: no -o would help it.
+        _ => Err(match nw_http::policy::scheme(url) {
             Err(e) => e.to_string(),
-            Ok(_) => format!("{url}: the URL names no file to save to; give -o FILE"),
+            Ok(()) => match nw_connection::Endpoint::parse(url) {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("{url}: the URL names no file to save to; give -o FILE"),
+            },
         }),
     }
 }

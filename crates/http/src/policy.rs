@@ -47,6 +47,25 @@ pub enum Refused {
     },
 }
 
+/// Refuses a text whose scheme is not `http` or `https` (`file:///…`, `ftp://…`), before it
+/// is read as an address: its error names the scheme's problem rather than a missing host.
+/// A text with no `scheme:` before `//` passes (it is read as an address).
+pub fn scheme(text: &str) -> Result<(), Refused> {
+    let Some((scheme, _)) = text.split_once("://") else { return Ok(()) };
+    // RFC 3986 §3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); anything else before "://"
+    // is no scheme, and the address parser says what is wrong with it.
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !is_scheme {
+        return Ok(());
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "https" => Ok(()),
+        "ftp" | "ftps" => Err(Refused::Ftp { url: text.to_owned() }),
+        _ => Err(Refused::Scheme { url: text.to_owned() }),
+    }
+}
+
 /// Whether `url` may be loaded, and how it is secured.
 pub fn check(url: &Url, text: &str, ats: bool, allow_http: bool) -> Result<Security, Refused> {
     let exempt = local_exemption(&url.host);
@@ -76,5 +95,21 @@ pub fn local_exemption(host: &str) -> Option<&'static str> {
         Some("a .local name")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_webs_schemes_pass_and_an_address_without_one_is_left_to_parse() {
+        for ok in ["http://a.test/", "HTTPS://a.test/", "a.test:443", "[::1]:80", "a.test/x://y"] {
+            assert_eq!(scheme(ok), Ok(()), "{ok}");
+        }
+        assert!(matches!(scheme("ftp://a.test/x"), Err(Refused::Ftp { .. })));
+        for off in ["file:///etc/passwd", "gopher://a.test/", "javascript://x"] {
+            assert!(matches!(scheme(off), Err(Refused::Scheme { .. })), "{off}");
+        }
     }
 }

@@ -504,6 +504,7 @@ impl Session {
         &self,
         text: &str,
     ) -> Result<(Url, crate::policy::Security), TransferError> {
+        nw_http::policy::scheme(text)?;
         let url = match Endpoint::parse(text) {
             Ok(Endpoint::Url(u)) => u,
             Ok(_) => {

@@ -240,6 +240,29 @@ fn get_blocks_plain_http_to_a_public_name_and_names_the_way_out() {
     assert!(!scratch.0.join("file.bin.part").exists(), "nothing was written");
 }
 
+/// A URL off the web is refused for what it is, before anything is asked of its address or
+/// its file name: `file:///etc/passwd` was "there is no host", `ftp://host` (no path) "names
+/// no file to save to; give -o FILE" — neither of which a -o or a host would mend.
+#[test]
+fn get_and_send_refuse_urls_off_the_web_for_their_scheme() {
+    let scratch = scratch("scheme");
+    for (args, says) in [
+        (
+            &["get", "file:///etc/passwd"][..],
+            "file:///etc/passwd: only http:// and https:// URLs can be loaded",
+        ),
+        (&["get", "ftp://example.test"], "ftp://example.test: FTP is not supported"),
+        (&["get", "-o", "x", "FILE:///etc/passwd"], "only http:// and https:// URLs can be loaded"),
+        (&["send", "gopher://example.test/x"], "only http:// and https:// URLs can be loaded"),
+    ] {
+        let out = nw(&scratch, args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(!scratch.0.join("x.part").exists(), "nothing was written");
+}
+
 #[test]
 fn get_http3_only_from_ngtcp2_with_an_anchor_reports_h3() {
     let scratch = scratch("h3");
