@@ -13,6 +13,8 @@
 //!   401 with the server's challenge.
 //! - [`netrc`]: logins from `.netrc`.
 //! - [`decode`]: content decoding (gzip, deflate, br, zstd) for data tasks.
+//! - [`h1`]: HTTP/1.1's message syntax as a sans-IO codec (bytes in, heads and body boundaries
+//!   out), which nw-transfer's HTTP/1.1 connection drives.
 //!
 //! Errors are [`Error`]: in HTTP's words, with no command-line hint; nw-transfer turns them
 //! into its `TransferError`.
@@ -29,6 +31,7 @@ pub mod altsvc;
 pub mod auth;
 pub mod cookies;
 pub mod decode;
+pub mod h1;
 pub mod netrc;
 pub mod pac;
 pub mod policy;

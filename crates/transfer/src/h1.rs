@@ -1,17 +1,16 @@
-//! HTTP/1.1 on one connection (RFC 9112), written for downloads: a response body is read
-//! straight from the connection into the caller's buffer, so a large download's bytes go from
-//! the socket (or from TLS's plaintext) into the aligned buffers the file is written from
-//! without passing through a read buffer of ours. A general client's body is a sequence of
-//! pieces it has already read; copying those into the file's buffers cost about 14% of `nw
-//! get`'s CPU time on loopback (`perf`, `__memmove_avx_unaligned_erms`), which is why this is
-//! ours and not hyper's.
+//! HTTP/1.1 on one connection (RFC 9112): the driver of nw-http's sans-IO codec
+//! ([`nw_http::h1`]), which parses heads and follows a body's framing; this does the I/O.
+//! Written for downloads: a response body is read straight from the connection into the
+//! caller's buffer, so a large download's bytes go from the socket (or from TLS's plaintext)
+//! into the aligned buffers the file is written from without passing through a read buffer of
+//! ours. A general client's body is a sequence of pieces it has already read; copying those
+//! into the file's buffers cost about 14% of `nw get`'s CPU time on loopback (`perf`,
+//! `__memmove_avx_unaligned_erms`), which is why this is ours and not hyper's.
 //!
-//! What it does: one request at a time; the response head parsed by httparse; informational
-//! (1xx) answers skipped; bodies framed by `Content-Length`, chunked coding, or the connection's
-//! close (RFC 9112 §6.3); the connection kept for the next request when the answer allows it
-//! and its body was read to the end. A request body is sent with the length it declares or in
-//! chunks, and an answer that comes before the body is all sent is read (the connection is then
-//! not reused).
+//! What it does: one request at a time; informational (1xx) answers skipped; the connection
+//! kept for the next request when the answer allows it and its body was read to the end. A
+//! request body is sent with the length it declares or in chunks, and an answer that comes
+//! before the body is all sent is read (the connection is then not reused).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,17 +18,14 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf as _, BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::HeaderMap;
 use nw_connection::Io;
+use nw_http::h1::{self, BodyDecoder, H1Error, Next};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use crate::TransferError;
 use crate::http::{RequestBody, USER_AGENT, failed};
 
-/// The largest response head accepted (status line and fields).
-const MAX_HEAD: usize = 64 << 10;
-/// The most header fields in a response head.
-const MAX_FIELDS: usize = 128;
 /// What one read of a head, a chunk-size line or a trailer asks for.
 const SMALL_READ: usize = 16 << 10;
 /// What one read asks for when the body is wanted as pieces ([`Body::data`]).
@@ -75,6 +71,15 @@ pub(crate) struct Request<'a> {
     pub(crate) body: Option<RequestBody>,
 }
 
+/// The codec's word as the transfer's error: a broken body is a lost connection (what came
+/// stays checkpointed and may be resumed), anything else an HTTP failure.
+fn codec(e: H1Error) -> TransferError {
+    match e {
+        H1Error::Body { .. } => TransferError::Lost(e.to_string()),
+        e => TransferError::Http(e.to_string()),
+    }
+}
+
 impl Connection {
     pub(crate) fn new(io: Box<dyn Io>) -> Self {
         Self { slot: Arc::new(Mutex::new(Some(Idle { io, buf: BytesMut::new() }))) }
@@ -100,11 +105,18 @@ impl Connection {
     /// Sends `request` and reads the answer's head. The connection is busy until the answer's
     /// body has been read to its end (or dropped, which closes it).
     pub(crate) async fn send(&self, request: Request<'_>) -> Result<Response, TransferError> {
-        let head = head(&request)?;
+        let head = h1::request_head(&h1::RequestHead {
+            method: request.method,
+            target: request.target,
+            authority: request.authority,
+            user_agent: USER_AGENT,
+            headers: request.headers,
+            body: request.body.is_some(),
+        })
+        .map_err(codec)?;
         let Some(Idle { mut io, mut buf }) = lock(&self.slot).take() else {
             return Err(failed(&"the connection is busy or closed"));
         };
-        let head_only = *request.method == hyper::Method::HEAD;
         let (answer, mut reusable) = match request.body {
             None => {
                 io.write_all(&head).await.map_err(|e| failed(&e))?;
@@ -112,7 +124,7 @@ impl Connection {
                 (read_head(&mut io, &mut buf).await?, true)
             }
             Some(body) => {
-                let chunked = !declares_length(request.headers);
+                let chunked = !h1::declares_length(request.headers);
                 let (mut r, mut w) = tokio::io::split(io);
                 let sending = async {
                     w.write_all(&head).await.map_err(Unsent::Write)?;
@@ -143,56 +155,18 @@ impl Connection {
                 answer
             }
         };
-        let (status, headers, framing, keep) = answer;
-        reusable &= keep;
-        let framing =
-            if head_only || status == 204 || status == 304 { Framing::Length(0) } else { framing };
-        reusable &= !matches!(framing, Framing::Close);
+        let decoder = BodyDecoder::new(&answer, request.method);
+        reusable &= answer.keep_alive && !decoder.ends_with_close();
         let mut body = Body {
             conn: Some(Idle { io, buf }),
-            framing,
+            decoder,
             reusable,
             slot: self.slot.clone(),
-            got: 0,
             pieces: BytesMut::new(),
         };
         body.finish_if_done();
-        Ok(Response { status, headers, body })
+        Ok(Response { status: answer.status, headers: answer.headers, body })
     }
-}
-
-/// The request line and fields.
-fn head(request: &Request<'_>) -> Result<Vec<u8>, TransferError> {
-    let refused = |what: String| {
-        TransferError::Http(format!("{}: cannot form a request for it: {what}", request.target))
-    };
-    if request.target.is_empty() || request.target.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(refused(format!("{:?} is not a request target", request.target)));
-    }
-    let mut head = Vec::with_capacity(256);
-    let line = format!("{} {} HTTP/1.1\r\n", request.method, request.target);
-    head.extend_from_slice(line.as_bytes());
-    let fixed = [("host", request.authority), ("user-agent", USER_AGENT)];
-    let given = request.headers.iter().map(|(n, v)| (*n, v.as_str()));
-    for (name, value) in fixed.into_iter().chain(given) {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| refused(format!("{name:?} is not a field name")))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| refused(format!("the value of {name} is not a field value")))?;
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    if request.body.is_some() && !declares_length(request.headers) {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    Ok(head)
-}
-
-fn declares_length(headers: &[(&str, String)]) -> bool {
-    headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
 }
 
 /// Why a request body did not all go.
@@ -218,7 +192,7 @@ async fn send_body(
             continue;
         }
         if chunked {
-            write(w, format!("{:x}\r\n", data.len()).as_bytes()).await?;
+            write(w, h1::chunk_header(data.len()).as_bytes()).await?;
             write(w, &data).await?;
             write(w, b"\r\n").await?;
         } else {
@@ -226,134 +200,31 @@ async fn send_body(
         }
     }
     if chunked {
-        write(w, b"0\r\n\r\n").await?;
+        write(w, h1::LAST_CHUNK).await?;
     }
     w.flush().await.map_err(Unsent::Write)
 }
 
-/// How an answer's body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// After this many more bytes.
-    Length(u64),
-    /// In chunks, now at this point.
-    Chunked(Chunk),
-    /// When the peer closes the connection.
-    Close,
-    /// It has ended.
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Before a chunk-size line.
-    Size,
-    /// In a chunk's data, this much of it left.
-    Data(u64),
-    /// After a chunk's data, before its CRLF.
-    End,
-    /// After the last chunk, in the trailer section.
-    Trailers,
-}
-
-/// The head's status, fields, how its body is framed, and whether the connection may be
-/// kept for another request.
-type Head = (u16, HeaderMap, Framing, bool);
-
-/// Reads the answer's head, skipping informational answers; `buf` keeps what was read past it.
+/// Reads the answer's head (informational answers passed over); `buf` keeps what was read
+/// past it.
 async fn read_head(
     io: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
-) -> Result<Head, TransferError> {
+) -> Result<h1::Head, TransferError> {
     loop {
-        match parse_head(buf)? {
-            Some((status, ..)) if (100..200).contains(&status) => {
-                if status == 101 {
-                    return Err(TransferError::Http(
-                        "the server switched protocols, which nothing asked for".into(),
-                    ));
-                }
-            }
-            Some(head) => return Ok(head),
-            None => {
-                if buf.len() >= MAX_HEAD {
-                    return Err(TransferError::Http(format!(
-                        "the answer's head is longer than {} KiB",
-                        MAX_HEAD >> 10
-                    )));
-                }
-                buf.reserve(SMALL_READ);
-                let n = io.read_buf(buf).await.map_err(|e| failed(&e))?;
-                if n == 0 {
-                    return Err(failed(&if buf.is_empty() {
-                        "the connection closed before an answer came".to_owned()
-                    } else {
-                        "the connection closed in the middle of the answer's head".to_owned()
-                    }));
-                }
-            }
+        if let Some(head) = h1::response_head(buf).map_err(codec)? {
+            return Ok(head);
+        }
+        buf.reserve(SMALL_READ);
+        let n = io.read_buf(buf).await.map_err(|e| failed(&e))?;
+        if n == 0 {
+            return Err(failed(&if buf.is_empty() {
+                "the connection closed before an answer came".to_owned()
+            } else {
+                "the connection closed in the middle of the answer's head".to_owned()
+            }));
         }
     }
-}
-
-/// A complete head at the front of `buf` (removed from it), or `None` when more is needed.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, TransferError> {
-    let bad = |what: String| TransferError::Http(format!("the answer is not HTTP/1.1: {what}"));
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(bad(e.to_string())),
-    };
-    let status = response.code.unwrap_or(0);
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
-    for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| bad(format!("{:?} is not a field name", field.name)))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| bad(format!("the value of {name} is not a field value")))?;
-        headers.append(name, value);
-    }
-    let tokens = |name: HeaderName| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty())
-            .collect::<Vec<_>>()
-    };
-    let connection = tokens(hyper::header::CONNECTION);
-    // HTTP/1.0 closes unless asked to keep alive; HTTP/1.1 keeps unless asked to close.
-    let mut keep = match response.version {
-        Some(1) => !connection.iter().any(|t| t == "close"),
-        _ => connection.iter().any(|t| t == "keep-alive"),
-    };
-    let codings = tokens(hyper::header::TRANSFER_ENCODING);
-    let lengths = tokens(hyper::header::CONTENT_LENGTH);
-    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length (and then the connection is
-    // not trusted for another request); chunked as the final coding frames the body, any
-    // other coding means the body ends with the connection.
-    let framing = if let Some(last) = codings.last() {
-        keep &= lengths.is_empty();
-        // The length no longer describes the body: no layer above may read it as the size.
-        headers.remove(hyper::header::CONTENT_LENGTH);
-        if last == "chunked" { Framing::Chunked(Chunk::Size) } else { Framing::Close }
-    } else if let Some(first) = lengths.first() {
-        if lengths.iter().any(|l| l != first) {
-            return Err(bad(format!("it gives several lengths ({})", lengths.join(", "))));
-        }
-        let n = first
-            .parse::<u64>()
-            .map_err(|_| bad(format!("its Content-Length {first:?} is not a number")))?;
-        Framing::Length(n)
-    } else {
-        Framing::Close
-    };
-    buf.advance(len);
-    Ok(Some((status, headers, framing, keep)))
 }
 
 /// An answer's body, read from the connection as the caller asks; at its end the connection
@@ -361,11 +232,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, TransferError> {
 #[derive(Debug)]
 pub(crate) struct Body {
     conn: Option<Idle>,
-    framing: Framing,
+    decoder: BodyDecoder,
     reusable: bool,
     slot: Slot,
-    /// Body bytes read so far.
-    got: u64,
     /// The buffer [`data`](Self::data) reads pieces into.
     pieces: BytesMut,
 }
@@ -379,18 +248,24 @@ impl Body {
             if out.remaining_mut() == 0 {
                 return Ok(0);
             }
-            let got = self.got;
-            let want = match self.framing {
-                Framing::Done => return Ok(0),
-                Framing::Length(n) | Framing::Chunked(Chunk::Data(n)) => n,
-                Framing::Close => u64::MAX,
-                Framing::Chunked(step) => {
-                    self.framing = self.chunk_step(step).await?;
+            let got = self.decoder.got();
+            let Some(conn) = self.conn.as_mut() else { return Ok(0) };
+            let want = match self.decoder.next(&mut conn.buf).map_err(codec)? {
+                Next::Done => {
                     self.finish_if_done();
+                    return Ok(0);
+                }
+                Next::NeedMore => {
+                    conn.buf.reserve(SMALL_READ);
+                    let n =
+                        conn.io.read_buf(&mut conn.buf).await.map_err(|e| read_failed(got, &e))?;
+                    if n == 0 {
+                        self.decoder.closed().map_err(codec)?;
+                    }
                     continue;
                 }
+                Next::Data(want) => want,
             };
-            let Some(conn) = self.conn.as_mut() else { return Ok(0) };
             let cap = usize::try_from(want).unwrap_or(usize::MAX).min(out.remaining_mut());
             let n = if conn.buf.is_empty() {
                 let mut limited = (&mut *out).limit(cap);
@@ -402,24 +277,12 @@ impl Body {
                 n
             };
             if n == 0 {
-                if self.framing == Framing::Close {
-                    self.framing = Framing::Done;
-                    self.finish_if_done();
-                    return Ok(0);
-                }
-                return Err(lost(got, &"the connection closed"));
+                // The end of a body framed by the close; else it was cut short.
+                self.decoder.closed().map_err(codec)?;
+                self.finish_if_done();
+                return Ok(0);
             }
-            self.got += n as u64;
-            self.framing = match self.framing {
-                Framing::Length(left) => Framing::Length(left - n as u64),
-                Framing::Chunked(Chunk::Data(left)) if left == n as u64 => {
-                    Framing::Chunked(Chunk::End)
-                }
-                Framing::Chunked(Chunk::Data(left)) => {
-                    Framing::Chunked(Chunk::Data(left - n as u64))
-                }
-                other => other,
-            };
+            self.decoder.consumed(n as u64);
             self.finish_if_done();
             return Ok(n);
         }
@@ -441,60 +304,10 @@ impl Body {
         }
     }
 
-    /// Moves past a chunk's framing: a size line, the CRLF after its data, or the trailers.
-    async fn chunk_step(&mut self, step: Chunk) -> Result<Framing, TransferError> {
-        if let Chunk::Data(left) = step {
-            return Ok(Framing::Chunked(Chunk::Data(left)));
-        }
-        let line = self.line().await?;
-        let got = self.got;
-        Ok(match step {
-            Chunk::Size => {
-                // chunk-size [ chunk-ext ] (RFC 9112 §7.1); extensions are ignored.
-                let digits = line.split(|&b| b == b';').next().unwrap_or_default();
-                let digits = std::str::from_utf8(digits).unwrap_or("").trim();
-                let size = u64::from_str_radix(digits, 16).map_err(|_| {
-                    lost(got, &format!("{:?} is not a chunk size", String::from_utf8_lossy(&line)))
-                })?;
-                match size {
-                    0 => Framing::Chunked(Chunk::Trailers),
-                    n => Framing::Chunked(Chunk::Data(n)),
-                }
-            }
-            Chunk::End if line.is_empty() => Framing::Chunked(Chunk::Size),
-            Chunk::End => return Err(lost(got, &"a chunk is longer than its size says")),
-            Chunk::Trailers if line.is_empty() => Framing::Done,
-            Chunk::Trailers | Chunk::Data(_) => Framing::Chunked(Chunk::Trailers),
-        })
-    }
-
-    /// The next line of framing (without its CRLF), reading as needed.
-    async fn line(&mut self) -> Result<Vec<u8>, TransferError> {
-        let got = self.got;
-        loop {
-            let conn = self.conn.as_mut().ok_or_else(|| lost(got, &"the connection is gone"))?;
-            if let Some(at) = conn.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = conn.buf.split_to(at + 2);
-                return Ok(line[..at].to_vec());
-            }
-            if conn.buf.len() >= MAX_HEAD {
-                return Err(lost(got, &"a chunk's framing line is too long"));
-            }
-            conn.buf.reserve(SMALL_READ);
-            let n = conn.io.read_buf(&mut conn.buf).await.map_err(|e| read_failed(got, &e))?;
-            if n == 0 {
-                return Err(lost(got, &"the connection closed in the middle of the chunked body"));
-            }
-        }
-    }
-
     /// At the body's end, gives the connection back to wait for the next request when it can
     /// carry one; otherwise it is closed.
     fn finish_if_done(&mut self) {
-        if matches!(self.framing, Framing::Length(0)) {
-            self.framing = Framing::Done;
-        }
-        if self.framing != Framing::Done {
+        if !self.decoder.is_done() {
             return;
         }
         if let Some(conn) = self.conn.take()
@@ -507,7 +320,7 @@ impl Body {
     }
 }
 
-/// The connection failed or broke the framing after `got` bytes of the body.
+/// The connection failed after `got` bytes of the body.
 fn lost(got: u64, e: &dyn std::fmt::Display) -> TransferError {
     TransferError::Lost(format!("{e} after {got} bytes of the body"))
 }
