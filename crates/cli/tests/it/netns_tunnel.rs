@@ -920,6 +920,26 @@ fn netns_tunnel_split_dns_through_systemd_resolved() {
     assert_eq!((servers.as_str(), domains.as_str()), ("a(iay) 0", "a(sb) 0"));
     assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
 
+    // An IPv6 server beside the IPv4 one: both reach resolved, in order, each as its family
+    // and 16 or 4 bytes (AF_INET6 is 10), and the applied line reads both back.
+    let mut both = options.clone();
+    both["settings"]["dns"]["servers"] = json!(["10.99.53.53", "fd99::53"]);
+    let mut t = up(&both);
+    let applied = t.event("applied");
+    assert_eq!(
+        applied["kernel"]["resolved"]["servers"],
+        json!(["10.99.53.53", "fd99::53"]),
+        "{applied}"
+    );
+    t.event("started");
+    let (servers, _) =
+        resolved.link(&p.cli, "nwtun0").unwrap_or_else(|e| panic!("resolved's link: {e}"));
+    assert_eq!(
+        servers, "a(iay) 2 2 4 10 99 53 53 10 16 253 153 0 0 0 0 0 0 0 0 0 0 0 0 0 83",
+        "resolved's DNS for the link"
+    );
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
+
     // A killed host: its device goes, and resolved forgets what the link had.
     let mut t = up(&options);
     t.event("started");
