@@ -104,9 +104,10 @@ pub fn is_interpreter(exe: &str) -> bool {
 }
 
 /// The script an interpreter runs: its first operand, made absolute against `cwd`. `None` when
-/// the code comes from the command line (`-c`, `-e`), a module (`-m`), standard input or a
-/// descriptor (`/dev/fd/N`, `/proc/self/fd/N`).
-fn script(exe: &str, command_line: &[String], cwd: Option<&str>) -> Option<PathBuf> {
+/// `exe` is no interpreter, or the code comes from the command line (`-c`, `-e`), a module
+/// (`-m`), standard input or a descriptor (`/dev/fd/N`, `/proc/self/fd/N`). `command_line`
+/// starts with the program, as `/proc/PID/cmdline` does.
+pub fn script(exe: &str, command_line: &[String], cwd: Option<&str>) -> Option<PathBuf> {
     if !is_interpreter(exe) {
         return None;
     }

@@ -306,7 +306,7 @@ pub async fn run(
         }
         if matches!(end, End::Updated) {
             // An update: the old provider stopped in order, the new one started at once.
-            let why = format!("its program {} was replaced", options.program.display());
+            let why = format!("its program {} was replaced", updated_by(&options).display());
             let stopping = End::Stop(StopReason::AppUpdate, Some(why));
             let (_, _, exit) = session.finish(stream, &mut child, stopping, &options).await;
             match session.spawn(&options) {
@@ -417,6 +417,21 @@ impl SplitDns {
 
 type Outcome = (StopReason, Option<String>, Option<ExitStatus>);
 
+/// The file whose replacement is the provider's update: the script an interpreter runs
+/// (`--provider /usr/bin/python3 -- /opt/vpn/provider.py`: the package replaces the script,
+/// not the interpreter), else the program; a relative script as the provider, started in the
+/// host's directory, finds it.
+fn updated_by(options: &HostOptions) -> PathBuf {
+    let program = options.program.to_string_lossy().into_owned();
+    let command_line: Vec<String> = std::iter::once(program.clone())
+        .chain(options.args.iter().map(|a| a.to_string_lossy().into_owned()))
+        .collect();
+    let cwd = std::env::current_dir().ok();
+    let cwd = cwd.as_deref().and_then(std::path::Path::to_str);
+    nw_lnp::identity::script(&program, &command_line, cwd)
+        .unwrap_or_else(|| options.program.clone())
+}
+
 /// How often the provider's program is looked at for an update.
 const UPDATE_CHECK: Duration = Duration::from_secs(1);
 
@@ -468,7 +483,7 @@ impl Session {
     ) -> Result<(std::os::unix::net::UnixStream, Child), HostError> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| spawn_error(options, e))?;
-        self.program = ProgramFile::of(&options.program);
+        self.program = ProgramFile::of(&updated_by(options));
         let child = spawner(options).start(theirs).map_err(|e| spawn_error(options, e))?;
         self.pid = child.id();
         Ok((ours, child))
@@ -597,7 +612,7 @@ impl Session {
                 }
                 reading = next_reading(&mut self.readings) => reading,
                 _ = update_check.tick() => {
-                    let (program, then) = (options.program.clone(), self.program);
+                    let (program, then) = (updated_by(options), self.program);
                     let now = blocking(move || ProgramFile::of(&program)).await;
                     if then.is_some() && now.is_some() && now != then {
                         break End::Updated;

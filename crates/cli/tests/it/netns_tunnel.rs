@@ -305,7 +305,7 @@ fn netns_tunnel_providers_that_die_misbehave_or_hang_get_a_clean_stop() {
 /// An update: the provider's program replaced on disk (a new file renamed over it, as a
 /// package manager does). The running provider is told to stop with `app_update` and the new
 /// one is started, the tunnel staying in place: pings cross it before and after, and the stop
-/// at the end is the user's.
+/// at the end is the user's. A script an interpreter runs is the program so far as updates go.
 #[test]
 fn netns_tunnel_a_replaced_provider_program_is_stopped_with_app_update_and_started_anew() {
     let example = crate::support::example("nw-tunnel", "echo_provider");
@@ -341,6 +341,27 @@ fn netns_tunnel_a_replaced_provider_program_is_stopped_with_app_update_and_start
     let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(logged.contains("echo_provider: stopping (app_update)"), "{logged}");
     assert!(logged.contains("echo_provider: stopping (user_initiated)"), "{logged}");
+
+    // A provider in a script run by an interpreter: the update replaces the script (named
+    // relative to the host's directory), not the interpreter, and is seen all the same.
+    let script = dir.0.join("provider.py");
+    std::fs::write(&script, ECHO_PROVIDER).expect("the script");
+    let mut cmd = p.cli.command(NW);
+    cmd.current_dir(&dir.0)
+        .args(["tunnel", "up", "--json", "--options", &options, "--provider", PYTHON])
+        .args(["--", "provider.py"]);
+    let mut t = Events::spawn(&p.cli, cmd);
+    let first = t.event("created")["pid"].clone();
+    t.event("started");
+    ping("with the script's first version");
+    let staged = dir.0.join("provider.py.new");
+    std::fs::write(&staged, format!("{ECHO_PROVIDER}\n# version 2\n")).expect("version 2");
+    std::fs::rename(&staged, &script).expect("version 2 renamed over the script");
+    let updated = t.wait(Duration::from_secs(10), |v| v["event"] == "updated");
+    assert!(updated["pid"] != first, "{updated} {first}");
+    t.nth(2, Duration::from_secs(10), |v| v["event"] == "started");
+    ping("with the script's second version");
+    assert_eq!(t.stop(), Some(0), "events: {:#?}", t.seen);
 }
 
 /// The Rust SDK for real: `crates/tunnel/examples/echo_provider.rs`, a provider of a few dozen
