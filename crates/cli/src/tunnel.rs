@@ -532,7 +532,7 @@ fn wireguard_config(path: &std::path::Path) -> anyhow::Result<nw_wireguard::Conf
     // A named pipe nothing writes to is refused at once instead of holding the open for ever.
     let (file, meta) = nw_trust::files::open_regular(path, true).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidInput => usage(
-            "is not a regular file (a pipe or a device): nw reads it again each time the tunnel starts, so give a file"
+            "is not a regular file (a directory, a pipe or a device): nw reads it again each time the tunnel starts, so give a file"
                 .into(),
         ),
         _ => usage(format!("cannot read it: {e}")),
