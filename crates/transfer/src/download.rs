@@ -867,7 +867,11 @@ impl Session {
                 // file back.
                 let got = match received.digest {
                     Some(got) => got,
-                    None => hash_file(part, u64::MAX)?,
+                    // Read back on a blocking thread: gigabytes, at disk speed.
+                    None => {
+                        let back = part.to_owned();
+                        off_runtime(part, move || hash_file(&back, u64::MAX)).await??
+                    }
                 };
                 if got != expected {
                     return Err(TransferError::Digest {
@@ -882,10 +886,15 @@ impl Session {
         };
         // Checked again: something may have been put where the file goes since admission.
         refuse_unless_regular(&job.dest, "the destination")?;
-        std::fs::rename(part, &job.dest).map_err(|e| {
-            TransferError::io(&job.dest, "cannot rename the finished .part to it", e)
-        })?;
-        sync_dir(&job.dest);
+        let (from, to) = (part.to_owned(), job.dest.clone());
+        off_runtime(part, move || {
+            std::fs::rename(&from, &to)
+                .map_err(|e| TransferError::io(&to, "cannot rename the finished .part to it", e))?;
+            // The directory synced, so the new name survives a power loss.
+            sync_dir(&to);
+            Ok::<_, TransferError>(())
+        })
+        .await??;
         let mut metrics = Metrics::new(
             &conns[0],
             connected_at,
@@ -1112,12 +1121,19 @@ impl Session {
         .await;
         // Stops the other streams (after an error); their senders go with them.
         drop(readers);
-        let wrote = writer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
-        drop(_finish);
-        let synced = syncer.join().unwrap_or_else(|_| Err("the checkpoint thread panicked".into()));
-        let digest = match hasher.map(std::thread::JoinHandle::join) {
+        // The threads' last writes, checkpoint and hashing are waited for on a blocking
+        // thread: the writer may still hold a queue of chunks, and the checkpoint syncs.
+        let (wrote, synced, hashed) = off_runtime(part, move || {
+            let wrote = writer
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
+            drop(_finish);
+            let synced =
+                syncer.join().unwrap_or_else(|_| Err("the checkpoint thread panicked".into()));
+            (wrote, synced, hasher.map(std::thread::JoinHandle::join))
+        })
+        .await?;
+        let digest = match hashed {
             Some(Ok(Ok(d))) => d,
             Some(Ok(Err(e))) => {
                 return Err(TransferError::io(part, "cannot read it back to hash it", e));
@@ -1481,6 +1497,18 @@ fn hash_file(path: &Path, len: u64) -> Result<[u8; 32], TransferError> {
         .as_ref()
         .try_into()
         .map_err(|_| TransferError::Http("SHA-256 gave the wrong length".into()))
+}
+
+/// Runs `work` on a blocking thread (reading a file back, syncing, waiting for the writer's
+/// threads): the runtime goes on meanwhile. `part` names the download in the error a panic
+/// there becomes.
+async fn off_runtime<T: Send + 'static>(
+    part: &Path,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        TransferError::io(part, "finishing it on a blocking thread", std::io::Error::other(e))
+    })
 }
 
 /// `FILE.part`.

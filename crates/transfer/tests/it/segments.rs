@@ -270,3 +270,49 @@ fn store_a_version_3_store_gains_sessions_keeping_its_transfers() {
     let b = reopened.find(std::path::Path::new("/tmp/b")).unwrap().expect("queued");
     assert_eq!(b.session.as_deref(), Some("s"), "kept across a reopen");
 }
+
+/// A segmented download checked against its SHA-256 reads the file back to hash it (nothing
+/// was hashed on the way, the ranges coming side by side): that read, and the threads' last
+/// writes and checkpoint, happen off the runtime. On a current-thread runtime, as an
+/// application's may be, a 5 ms ticker beside a 256 MiB download is never held up for long.
+#[test]
+#[allow(clippy::disallowed_methods, reason = "measures how late a ticker's ticks come")]
+fn segments_a_checked_download_does_not_stall_a_current_thread_runtime() {
+    let scratch = Scratch::new("seg-runtime");
+    let data = pattern(256 << 20, 21);
+    std::fs::write(scratch.www().join("file.bin"), &data).unwrap();
+    let mut ctx = nw_connection::crypto::sha256().expect("SHA-256");
+    ctx.update(&data);
+    let digest: [u8; 32] = ctx.finish().as_ref().try_into().unwrap();
+    drop(data);
+    let server = nginx(&scratch, &NginxOptions::default());
+    let session = session(&scratch, Configuration::default());
+    let dest = scratch.0.join("file.bin");
+    let job =
+        Download { sha256: Some(digest), ..segmented(server.url("/file.bin"), &dest, false, 4) };
+    // The longest gap between ticks so far, in microseconds.
+    let worst = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = runtime().block_on(async {
+        let seen = worst.clone();
+        let ticker = tokio::spawn(async move {
+            let mut last = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let now = std::time::Instant::now();
+                let gap = u64::try_from((now - last).as_micros()).unwrap_or(u64::MAX);
+                seen.fetch_max(gap, std::sync::atomic::Ordering::Relaxed);
+                last = now;
+            }
+        });
+        let done = session.download(&job, &mut |_| {}).await;
+        // A few more ticks after the download, so a hold-up at its very end is counted.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        ticker.abort();
+        done
+    });
+    let worst = std::time::Duration::from_micros(worst.load(std::sync::atomic::Ordering::Relaxed));
+    let done = done.unwrap();
+    assert_eq!(done.segments, 4);
+    println!("the ticker's longest gap: {worst:?}");
+    assert!(worst < std::time::Duration::from_millis(250), "the runtime was held for {worst:?}");
+}
