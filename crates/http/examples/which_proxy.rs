@@ -13,6 +13,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example prints its answers")]
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use nw_connection::{Endpoint, Resolve, SystemResolver};
@@ -22,6 +23,13 @@ fn main() -> std::process::ExitCode {
     match run() {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::FAILURE,
+        // The reader went away (`… | head`): quietly, as a pipeline expects.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("which_proxy: {e}");
             std::process::ExitCode::FAILURE
@@ -30,6 +38,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<bool, Box<dyn std::error::Error>> {
+    // Written, not printed: a reader that goes away (`… | head`) is an error, not a panic.
+    let mut out = std::io::stdout().lock();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let proxies = match args.iter().position(|a| a == "--pac") {
         Some(at) => {
@@ -53,12 +63,12 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
         let url = match Endpoint::parse(text) {
             Ok(Endpoint::Url(url)) if matches!(url.scheme.as_str(), "http" | "https") => url,
             Ok(_) => {
-                println!("{text}: not an http:// or https:// URL");
+                writeln!(out, "{text}: not an http:// or https:// URL")?;
                 every_one_routed = false;
                 continue;
             }
             Err(e) => {
-                println!("{text}: {e}");
+                writeln!(out, "{text}: {e}")?;
                 every_one_routed = false;
                 continue;
             }
@@ -74,10 +84,10 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
                         Some(proxy) => format!("PROXY {proxy}"),
                     })
                     .collect();
-                println!("{url}: {}", routes.join(", then "));
+                writeln!(out, "{url}: {}", routes.join(", then "))?;
             }
             Err(e) => {
-                println!("{url}: no route: {e}");
+                writeln!(out, "{url}: no route: {e}")?;
                 every_one_routed = false;
             }
         }

@@ -11,6 +11,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example prints its answers")]
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use nw_lnp::{classify, classify_name, identity, on_link_prefixes};
@@ -18,6 +19,13 @@ use nw_lnp::{classify, classify_name, identity, on_link_prefixes};
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`… | head`): quietly, as a pipeline expects.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("local_or_not: {e}");
             std::process::ExitCode::FAILURE
@@ -26,23 +34,26 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
+    // Written, not printed: a reader that goes away (`… | head`) is an error, not a panic.
+    let mut out = std::io::stdout().lock();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "--pid") {
         let pid: u32 = args.get(at + 1).ok_or("--pid needs a process id")?.parse()?;
         let who = identity::of_process(pid).ok_or_else(|| format!("no process {pid}"))?;
         let exe =
             if who.executable.is_empty() { "its executable unreadable" } else { &who.executable };
-        println!("process {pid} ({exe}) is judged as {}", who.identity);
+        writeln!(out, "process {pid} ({exe}) is judged as {}", who.identity)?;
         args.drain(at..at + 2);
     } else {
-        println!("this process is judged as {}", identity::of_self().identity);
+        writeln!(out, "this process is judged as {}", identity::of_self().identity)?;
     }
     let snapshot = nw_path::snapshot()?;
     let prefixes = on_link_prefixes(&snapshot);
-    println!(
+    writeln!(
+        out,
         "on-link prefixes: {}",
         if prefixes.is_empty() { "none".into() } else { prefixes.join(", ") }
-    );
+    )?;
     if args.is_empty() {
         args = ["127.0.0.1", "169.254.10.1", "224.0.0.251", "ff02::fb", "printer.local", "1.1.1.1"]
             .map(String::from)
@@ -62,7 +73,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Err(_) => classify_name(destination),
         };
         let verdict = if locality.is_local() { "local: permission needed" } else { "not local" };
-        println!("{destination:>16}  {verdict:<26} ({locality})");
+        writeln!(out, "{destination:>16}  {verdict:<26} ({locality})")?;
     }
     Ok(())
 }

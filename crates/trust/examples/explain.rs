@@ -15,6 +15,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example prints its report")]
 
+use std::io::Write as _;
 use std::path::Path;
 
 use nw_trust::{Anchor, AnchorClass, Options, ca::TestCa, evaluate, load_pem};
@@ -22,6 +23,13 @@ use nw_trust::{Anchor, AnchorClass, Options, ca::TestCa, evaluate, load_pem};
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`… | head`): quietly, as a pipeline expects.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("explain: {e}");
             std::process::ExitCode::FAILURE
@@ -30,6 +38,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
+    // Written, not printed: a reader that goes away (`… | head`) is an error, not a panic.
+    let mut out = std::io::stdout().lock();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (chain, host, anchors, at) = match args.as_slice() {
         [] => {
@@ -54,7 +64,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let options = Options { anchors, ..Options::default() };
     let evaluation = evaluate(&chain, Some(&host), at, &options)?;
-    println!("{host}: {:?}", evaluation.verdict);
+    writeln!(out, "{host}: {:?}", evaluation.verdict)?;
     for cert in &evaluation.certificates {
         let role = if cert.anchor {
             "anchor"
@@ -63,9 +73,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             "issuer"
         };
-        println!("  {} “{}” ({role})", cert.index, cert.facts.name);
+        writeln!(out, "  {} “{}” ({role})", cert.index, cert.facts.name)?;
         for problem in &cert.problems {
-            println!("    {}: {} — {}", problem.code(), problem.sentence(), problem.detail());
+            writeln!(out, "    {}: {} — {}", problem.code(), problem.sentence(), problem.detail())?;
         }
     }
     Ok(())

@@ -17,6 +17,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example prints its answers")]
 
 use std::collections::VecDeque;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,6 +31,13 @@ const SERVER_IP: [u8; 4] = [10, 0, 0, 1];
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`… | head`): quietly, as a pipeline expects.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("two_peers: {e}");
             std::process::ExitCode::FAILURE
@@ -48,6 +56,8 @@ struct Net {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
+    // Written, not printed: a reader that goes away (`… | head`) is an error, not a panic.
+    let mut out = std::io::stdout().lock();
     let (client_key, server_key) = (SecretKey::generate(), SecretKey::generate());
     let public = |key: &SecretKey| key.public_key().ok_or("a generated key has no public key");
     let client_conf = format!(
@@ -82,7 +92,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     while now < end {
         if now >= dark_from && net.server_reachable {
             net.server_reachable = false;
-            println!("{}  the server goes dark: its datagrams are lost from here", at(now));
+            writeln!(out, "{}  the server goes dark: its datagrams are lost from here", at(now))?;
         }
         if now >= next_ping {
             let mut out = Vec::new();
@@ -100,21 +110,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             watched.iter_mut().zip([("client", &net.client), ("server", &net.server)])
         {
             for event in watch.update(&device.peers()[0]) {
-                println!("{}  {side}: {event}", at(now));
+                writeln!(out, "{}  {side}: {event}", at(now))?;
             }
         }
         now += TICK;
     }
-    println!("{echoed} pings answered");
+    writeln!(out, "{echoed} pings answered")?;
     for (side, device) in [("client", &net.client), ("server", &net.server)] {
         for peer in device.peers() {
             let endpoint = peer.endpoint.map_or("(none)".to_owned(), |e| e.to_string());
             let last = peer.last_handshake.map_or("never".to_owned(), |t| at(t).trim().to_owned());
-            println!(
+            writeln!(
+                out,
                 "{side}: peer {}\n  endpoint: {endpoint}\n  latest handshake: at {last}\n  \
                  transfer: {} B received, {} B sent\n  handshakes: {}, rounds given up: {}",
                 peer.public_key, peer.rx_bytes, peer.tx_bytes, peer.handshakes, peer.abandoned
-            );
+            )?;
         }
     }
     Ok(())

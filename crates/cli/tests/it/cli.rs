@@ -984,6 +984,16 @@ fn the_wireguard_example_keeps_the_whitepapers_timers() {
     }
     assert!(text.contains("\n200 pings answered\n"), "{text}");
     assert!(text.contains("handshakes: 2, rounds given up: 1"), "{text}");
+    // Its reader gone at once (`… | head -0`): it ends quietly, where `println!` panicked.
+    let mut child = Command::new(&example)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the example");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("its end");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !said.contains("panicked"), "{:?}: {said}", out.status);
 }
 
 /// nw-quality's front-door example (`examples/link_quality.rs`), in virtual time: the level

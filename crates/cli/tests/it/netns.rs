@@ -514,3 +514,45 @@ fn cost_comes_from_the_config_file() {
         "{first}"
     );
 }
+
+/// nw-path's front-door example (`examples/path_monitor.rs`), run as a stranger would: the path
+/// now and the path to the peer, a line when the carrier goes, and — once whatever read its
+/// output has gone, as `head` goes — the next change ends it quietly (status 0, no panic on the
+/// broken pipe, which `println!` gave).
+#[test]
+fn netns_the_path_monitor_example_follows_changes_and_ends_when_its_reader_goes() {
+    use std::io::{BufRead as _, BufReader};
+    let example = crate::support::example("nw-path", "path_monitor");
+    let p = pair();
+    let peer = nw_lab::addr::SRV_V4.to_string();
+    let mut cmd = p.cli.command(&example);
+    cmd.arg(&peer).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = p.cli.spawn(cmd).unwrap_or_else(|e| panic!("start the example: {e}"));
+    let stderr = child.stderr().expect("its stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(child.stdout().expect("its stdout"));
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let carrier_lost = line.starts_with("not satisfied");
+            if tx.send(line).is_err() || carrier_lost {
+                return; // the reader goes, its end of the pipe with it
+            }
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("no line {what} within 10 s: {e}"))
+    };
+    assert_eq!(next("first"), format!("satisfied via {} (Initial)", p.cli_dev));
+    assert_eq!(next("for the peer"), format!("  {peer}: reachable via {}", p.cli_dev));
+    p.srv.set_link(&p.srv_dev, false).unwrap_or_else(|e| panic!("{e}"));
+    let lost = next("when the carrier goes");
+    assert!(lost.starts_with("not satisfied: "), "{lost}");
+    reader.join().expect("the reader");
+    p.srv.set_link(&p.srv_dev, true).unwrap_or_else(|e| panic!("{e}"));
+    let status = child.wait_for(Duration::from_secs(10));
+    let mut said = String::new();
+    let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut said);
+    assert!(status.as_ref().is_ok_and(std::process::ExitStatus::success), "{status:?}: {said}");
+    assert!(!said.contains("panicked"), "{said}");
+}
