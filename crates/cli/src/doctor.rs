@@ -219,7 +219,7 @@ async fn local_network() -> Section {
     let paths = nw_lnp::Paths::from_env();
     let read = tokio::task::spawn_blocking(move || {
         let policy = nw_lnp::Policy::load(&paths);
-        (policy, nw_lnp::identity::of_self().identity.clone())
+        (policy, nw_lnp::identity::of_self().clone())
     })
     .await;
     let Ok((policy, me)) = read else {
@@ -237,7 +237,9 @@ async fn local_network() -> Section {
     let (on, check_by) = policy.check();
     let (headless, headless_by) = policy.headless();
     let prompt = policy.prompt().map(<[String]>::to_vec);
-    let mine = policy.decide(&me);
+    // nw as the process it is (a system service's exemption needs its cgroup).
+    let mine = policy.decide_for(&me);
+    let me = me.identity;
     let mut details = json!({
         "check": if on { "on" } else { "off" },
         "check_by": check_by,

@@ -113,6 +113,7 @@ pub(crate) fn source(s: Source) -> &'static str {
         Source::Store => "the permission store",
         Source::Default => "the default",
         Source::Prompt => "the prompt",
+        Source::System => "the exemption of the host's own services",
     }
 }
 
@@ -124,6 +125,7 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
 fn status(p: &Policy, json: bool) -> anyhow::Result<Outcome> {
     let (on, check_by) = p.check();
     let (headless, headless_by) = p.headless();
+    let (system, system_by) = p.system_services();
     let count = |a: Access| p.store.apps.values().filter(|x| **x == a).count();
     if json {
         print_json(&json!({
@@ -131,6 +133,8 @@ fn status(p: &Policy, json: bool) -> anyhow::Result<Outcome> {
             "check_by": check_by,
             "headless": headless,
             "headless_by": headless_by,
+            "system_services": system,
+            "system_services_by": system_by,
             "prompt": p.prompt(),
             "store": p.paths.store,
             "policy": p.paths.policy,
@@ -155,6 +159,16 @@ fn status(p: &Policy, json: bool) -> anyhow::Result<Outcome> {
             if headless == store::Answer::Allow { "allowed" } else { "denied" },
             source(headless_by)
         ));
+        out.push(match system {
+            store::SystemServices::Exempt => format!(
+                "the host's own services (systemd system units) are exempt, as macOS's daemons are ({}); `system_services = \"check\"` in the policy holds them to the check",
+                source(system_by)
+            ),
+            store::SystemServices::Check => format!(
+                "the host's own services (systemd system units) are held to the check like any app ({})",
+                source(system_by)
+            ),
+        });
     } else {
         let why = match check_by {
             Source::Default => "nobody turned it on here",
@@ -234,7 +248,7 @@ fn identify(paths: &Paths, target: Option<&str>, json: bool) -> anyhow::Result<O
     };
     let executable = found.executable.trim_end_matches(" (deleted)").to_owned();
     let package = identity::package_of(&executable);
-    let decided = Policy::load(paths).map(|p| p.decide(&found.identity));
+    let decided = Policy::load(paths).map(|p| p.decide_for(&found));
     if json {
         let mut v = serde_json::to_value(&found)?;
         v["package"] = json!(package);

@@ -205,6 +205,8 @@ pub(crate) fn explain(refused: &[Verdict], error: Option<&str>) -> String {
         (None, nw_lnp::store::Source::Policy) => "the administrator's policy denies it".into(),
         (None, nw_lnp::store::Source::Store) => "the permission store denies it".into(),
         (None, nw_lnp::store::Source::Prompt) => "the prompt was answered no".into(),
+        // The exemption only allows; named all the same.
+        (None, nw_lnp::store::Source::System) => "the host's services' exemption".into(),
         (None, nw_lnp::store::Source::Default) => {
             "nobody has decided for this app and there is no one to ask".into()
         }

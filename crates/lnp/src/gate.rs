@@ -74,7 +74,7 @@ pub fn permit(
         return Ok(verdict(true, Source::Default));
     }
     let policy = Policy::load(paths)?;
-    let decision = policy.decide(&who.identity);
+    let decision = policy.decide_for(who);
     let out = match decision.access {
         Access::Allow => verdict(true, decision.by),
         Access::Deny => verdict(false, decision.by),

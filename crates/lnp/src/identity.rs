@@ -77,6 +77,12 @@ fn executable(exe: &str) -> &str {
     exe.strip_suffix(" (deleted)").unwrap_or(exe)
 }
 
+/// Whether `identity` (with the cgroup it was found in) is one of the host's own services: a
+/// `unit:` identity in systemd's system slice, not a user's service manager or session.
+pub fn is_system_service(identity: &str, cgroup: &str) -> bool {
+    identity.starts_with("unit:") && cgroup.starts_with("/system.slice/")
+}
+
 /// Whether an executable is an interpreter that runs a script named on its command line.
 pub fn is_interpreter(exe: &str) -> bool {
     let base = exe.rsplit('/').next().unwrap_or(exe);

@@ -17,8 +17,10 @@
 //! ```
 //!
 //! The **policy** (`/etc/nwkit/lnp.toml`, or `NW_LNP_POLICY`) is the administrator's, read
-//! only: `check`, `headless` and `prompt` as above, which override the store's, and `allow` and
-//! `deny` lists of identities, which come before any decision in the store.
+//! only: `check`, `headless` and `prompt` as above, which override the store's, `allow` and
+//! `deny` lists of identities, which come before any decision in the store, and
+//! `system_services = "check"`, which holds the host's own services to the check like any app
+//! (by default they are exempt: see below).
 //!
 //! A missing file is an empty one. A file that does not parse is an error, never "allow all":
 //! connections to local destinations fail with that error until the file is fixed.
@@ -29,7 +31,14 @@
 //!    turned it on): allowed.
 //! 2. The policy's `deny`, then its `allow` list.
 //! 3. The store's entry for the identity.
-//! 4. No entry: ask. The prompt hook, when there is one, is run with `NW_LNP_IDENTITY`,
+//! 4. No entry, and the app is one of the host's own services — a `unit:` identity whose
+//!    process runs under systemd's `/system.slice/` (NetworkManager and its DHCP client,
+//!    systemd-networkd, avahi, chronyd …): allowed, unless the policy says
+//!    `system_services = "check"`. macOS exempts its launchd daemons the same way (Apple's
+//!    TN3179, "macOS considerations"); without it, turning the check on under `nw filter up
+//!    --local-network` would deny a headless host's DHCP renewals and break its network.
+//!    User services (`user@UID.service`) and everything else are held to the check.
+//! 5. Otherwise: ask. The prompt hook, when there is one, is run with `NW_LNP_IDENTITY`,
 //!    `NW_LNP_DESTINATION`, `NW_LNP_DIRECTION` (`outbound`, or `inbound` when the destination is
 //!    a peer that reached one of the app's listeners), `NW_LNP_EXECUTABLE` and `NW_LNP_PID` in
 //!    its environment; exit status
@@ -146,6 +155,19 @@ pub struct PolicyFile {
     /// Identities denied whatever the store says.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Whether the host's own services are exempt (the default) or held to the check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_services: Option<SystemServices>,
+}
+
+/// What the host's own services (systemd system units) get when nothing is decided for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemServices {
+    /// Allowed, as macOS allows its launchd daemons: the default.
+    Exempt,
+    /// Asked about like any app.
+    Check,
 }
 
 /// Where the files are.
@@ -262,6 +284,8 @@ pub enum Source {
     Default,
     /// The prompt hook answered.
     Prompt,
+    /// The app is one of the host's own services, exempt from the check.
+    System,
 }
 
 /// What the files decide for one identity.
@@ -323,7 +347,33 @@ impl Policy {
         self.admin.prompt.as_deref().or(self.store.prompt.as_deref()).filter(|p| !p.is_empty())
     }
 
-    /// What the files decide for `identity` (see the [module docs](self) for the order).
+    /// Whether the host's own services are exempt, and which file says so.
+    pub fn system_services(&self) -> (SystemServices, Source) {
+        match self.admin.system_services {
+            Some(s) => (s, Source::Policy),
+            None => (SystemServices::Exempt, Source::Default),
+        }
+    }
+
+    /// What the files decide for the app `who` (see the [module docs](self) for the order): as
+    /// [`decide`](Self::decide), and an undecided system service exempt unless the policy
+    /// holds those to the check.
+    pub fn decide_for(&self, who: &crate::Identified) -> Decision {
+        let decision = self.decide(&who.identity);
+        let exempt = self.system_services().0 == SystemServices::Exempt;
+        if decision.access == Access::Ask
+            && exempt
+            && crate::identity::is_system_service(&who.identity, &who.cgroup)
+        {
+            return Decision { access: Access::Allow, by: Source::System, check: decision.check };
+        }
+        decision
+    }
+
+    /// What the files decide for `identity` (see the [module docs](self) for the order), the
+    /// system-service exemption aside (it needs the process's cgroup: [`decide_for`]).
+    ///
+    /// [`decide_for`]: Self::decide_for
     pub fn decide(&self, identity: &str) -> Decision {
         let (check, by) = self.check();
         if !check {

@@ -368,6 +368,34 @@ fn netns_lnp_the_filter_host_holds_plain_programs_to_the_permission_and_never_qu
     // The internet is not queued at all, for a denied program either.
     assert_eq!(probe(&denied, "tcp", ROUTED, &port).0, "ok");
 
+    // The host's own services are exempt, as macOS's daemons are: the same program run as a
+    // system unit (its process moved into a unit's cgroup under /system.slice/ first) is
+    // `unit:…`, undecided, and let through — a headless host's DHCP client keeps its lease.
+    // The administrator's `system_services = "check"` holds it to the check.
+    let unit = SystemUnit::new("lnp");
+    let as_unit = |script: &str| {
+        use std::io::Write as _;
+        // Moved from out here: `ip netns exec` mounts a sysfs of its own, without the cgroup
+        // hierarchy. The shell waits for the word, then becomes the program.
+        let line = format!("read go && exec /usr/bin/python3 {script} tcp 198.51.100.2 {port}");
+        let mut cmd = command_in(&s.p.cli, &s.dir, "/bin/sh", &["-c", &line]);
+        let mut child = cmd.stdin(Stdio::piped()).spawn().expect("sh");
+        std::fs::write(&unit.procs, child.id().to_string())
+            .unwrap_or_else(|e| panic!("{}: {e}", unit.procs.display()));
+        let mut go = child.stdin.take().expect("its stdin");
+        go.write_all(b"go\n").expect("go");
+        drop(go);
+        let out = child.wait_with_output().expect("its end");
+        (text(&out.stdout).trim().to_owned(), text(&out.stderr))
+    };
+    let (said, err) = as_unit(&denied);
+    assert_eq!(said, "ok", "a system service undecided is exempt: {err}");
+    std::fs::write(s.dir.path("policy.toml"), "system_services = \"check\"\n").unwrap();
+    let (said, err) = as_unit(&denied);
+    assert_eq!(said, "ECONNREFUSED", "held to the check by the policy: {err}");
+    std::fs::remove_file(s.dir.path("policy.toml")).unwrap();
+    drop(unit);
+
     // The host's switch: everything through at once (the store is read for each flow).
     s.lnp(&["off"]);
     assert_eq!(probe(&denied, "tcp", "198.51.100.2", &port).0, "ok");
@@ -414,6 +442,43 @@ fn netns_lnp_the_filter_host_holds_plain_programs_to_the_permission_and_never_qu
     let after: Value = serde_json::from_str(&text(&s.nw(&["filter", "status", "--json"]).stdout))
         .expect("status JSON");
     assert_eq!(after["leftover_rules"], false, "{after}");
+}
+
+/// A systemd system unit's cgroup made for a test (`/system.slice/nwtest-TAG-PID.service` in
+/// the cgroup v2 hierarchy: the host's own, or the unified one of a hybrid host): a process
+/// that writes its pid to `procs` runs "as" that unit. Removed on drop, with the slice when
+/// the test made it.
+struct SystemUnit {
+    dir: std::path::PathBuf,
+    made_slice: Option<std::path::PathBuf>,
+    procs: std::path::PathBuf,
+}
+
+impl SystemUnit {
+    fn new(tag: &str) -> Self {
+        let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|r| r.join("cgroup.controllers").exists())
+            .unwrap_or_else(|| panic!("no cgroup v2 hierarchy under /sys/fs/cgroup (mount one)"));
+        let slice = root.join("system.slice");
+        let made_slice = (!slice.exists()).then(|| slice.clone());
+        let dir = slice.join(format!("nwtest-{tag}-{}.service", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e} (the test needs root)", dir.display()));
+        let procs = dir.join("cgroup.procs");
+        Self { dir, made_slice, procs }
+    }
+}
+
+impl Drop for SystemUnit {
+    fn drop(&mut self) {
+        // Its processes have exited; an empty cgroup is removed with rmdir.
+        let _ = std::fs::remove_dir(&self.dir);
+        if let Some(slice) = &self.made_slice {
+            let _ = std::fs::remove_dir(slice);
+        }
+    }
 }
 
 /// A peer that connects, sends `from LABEL`, and reads until the end: prints `ok` when the end

@@ -74,6 +74,45 @@ fn a_denial_is_logged_with_the_identity_and_the_destination() {
     assert!(!p.store.apps.contains_key("exe:/opt/other"));
 }
 
+/// The host's own services (system units) are exempt when nothing is decided for them, as
+/// macOS's launchd daemons are: a headless host's DHCP client keeps its lease. A user's service
+/// of the same name, a decision in the store, or the policy's `system_services = "check"` is
+/// not.
+#[test]
+fn an_undecided_system_service_is_exempt_and_nothing_else_is() {
+    let s = Scratch::new("gate-system");
+    let paths = s.paths();
+    store::update(&paths, |f| f.check = Some(Check::On)).unwrap_or_else(|e| panic!("{e}"));
+    let unit =
+        |cgroup: &str| Identified { cgroup: cgroup.into(), ..app("unit:systemd-networkd.service") };
+    let system = unit("/system.slice/systemd-networkd.service");
+    let user =
+        unit("/user.slice/user-1000.slice/user@1000.service/app.slice/systemd-networkd.service");
+    let ask = |who: &Identified| {
+        permit(&paths, who, "255.255.255.255", &on_link(), Direction::Outbound)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!((ask(&system).allowed, ask(&system).by), (true, Source::System));
+    assert_eq!((ask(&user).allowed, ask(&user).by), (false, Source::Default));
+    // An app outside a unit, in the system slice all the same (a stray process), is no service.
+    let stray = Identified { cgroup: "/system.slice/".into(), ..app("exe:/opt/app") };
+    assert!(!ask(&stray).allowed);
+    // A decision for the service wins over the exemption.
+    store::update(&paths, |f| {
+        f.apps.insert("unit:systemd-networkd.service".into(), Access::Deny);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((ask(&system).allowed, ask(&system).by), (false, Source::Store));
+    store::update(&paths, |f| {
+        f.apps.remove("unit:systemd-networkd.service");
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The administrator holds the host's services to the check.
+    std::fs::write(&paths.policy, "system_services = \"check\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((ask(&system).allowed, ask(&system).by), (false, Source::Default));
+}
+
 #[test]
 fn an_inbound_denial_says_so_to_the_hook_and_in_the_log() {
     let s = Scratch::new("gate-inbound");
