@@ -443,17 +443,21 @@ fn split_unit(text: &str) -> (&str, &str) {
     text.split_at(at)
 }
 
-fn number(text: &str, what: &str) -> Result<f64, String> {
-    text.parse::<f64>()
+/// The number `digits` at the front of `whole` (named whole in the error: `banana`, not the
+/// empty digits in front of it).
+fn number(digits: &str, whole: &str, what: &str) -> Result<f64, String> {
+    digits
+        .parse::<f64>()
         .ok()
         .filter(|n| n.is_finite() && *n >= 0.0)
-        .ok_or_else(|| format!("{text:?} is not a {what}"))
+        .ok_or_else(|| format!("{whole:?} is not a {what}"))
 }
 
 /// `50ms`, `1.5s`, `200us`.
 fn duration(text: &str) -> Result<Duration, String> {
     let (n, unit) = split_unit(text.trim());
-    let n = number(n, "duration")?;
+    let n = number(n, text, "duration")
+        .map_err(|e| format!("{e}: give a number and a unit: 50ms, 1.5s, 200us"))?;
     let secs = match unit {
         "s" => n,
         "ms" => n / 1e3,
@@ -470,7 +474,8 @@ fn rate(text: &str) -> Result<u64, String> {
         return Ok(0);
     }
     let (n, unit) = split_unit(text.trim());
-    let n = number(n, "rate")?;
+    let n = number(n, text, "rate")
+        .map_err(|e| format!("{e}: give a number and a unit: 10mbit, 256kbit, 1gbit"))?;
     let scale = match unit.to_ascii_lowercase().as_str() {
         "bit" => 1.0,
         "kbit" => 1e3,
@@ -490,7 +495,7 @@ fn rate(text: &str) -> Result<u64, String> {
 fn percent(text: &str) -> Result<f64, String> {
     let n =
         text.trim().strip_suffix('%').ok_or_else(|| format!("{text:?}: give a percentage: 1%"))?;
-    let n = number(n, "percentage")?;
+    let n = number(n, text, "percentage")?;
     if n > 100.0 {
         return Err(format!("{text:?} is more than 100%"));
     }
@@ -546,5 +551,12 @@ mod tests {
         assert_eq!(bytes("5mb"), Ok(5 << 20));
         assert_eq!(bytes("100000"), Ok(100_000));
         assert!(bytes("5 parsecs").unwrap_err().contains("give bytes"));
+        // A word with no number in front is named as given, with what to write instead.
+        assert_eq!(
+            duration("banana").unwrap_err(),
+            "\"banana\" is not a duration: give a number and a unit: 50ms, 1.5s, 200us"
+        );
+        assert!(rate("fast").unwrap_err().starts_with("\"fast\" is not a rate: give"));
+        assert!(percent("lots%").unwrap_err().starts_with("\"lots%\" is not a percentage"));
     }
 }
