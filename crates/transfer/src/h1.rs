@@ -119,8 +119,8 @@ impl Connection {
         };
         let (answer, mut reusable) = match request.body {
             None => {
-                io.write_all(&head).await.map_err(|e| failed(&e))?;
-                io.flush().await.map_err(|e| failed(&e))?;
+                io.write_all(&head).await.map_err(|e| cut(&e, "while sending the request"))?;
+                io.flush().await.map_err(|e| cut(&e, "while sending the request"))?;
                 (read_head(&mut io, &mut buf).await?, true)
             }
             Some(body) => {
@@ -140,7 +140,8 @@ impl Connection {
                             // The peer may have answered and stopped reading: its answer
                             // explains more than the broken pipe does.
                             Err(Unsent::Write(e)) => {
-                                (reading.await.map_err(|_| failed(&e))?, false)
+                                let cut = |_| cut(&e, "while sending the request's body");
+                                (reading.await.map_err(cut)?, false)
                             }
                             // The body itself failed (a file that could not be read): the peer
                             // still waits for the rest, so there is no answer to wait for.
@@ -216,9 +217,9 @@ async fn read_head(
             return Ok(head);
         }
         buf.reserve(SMALL_READ);
-        let n = io.read_buf(buf).await.map_err(|e| failed(&e))?;
+        let n = io.read_buf(buf).await.map_err(|e| cut(&e, "before the answer came"))?;
         if n == 0 {
-            return Err(failed(&if buf.is_empty() {
+            return Err(TransferError::Lost(if buf.is_empty() {
                 "the connection closed before an answer came".to_owned()
             } else {
                 "the connection closed in the middle of the answer's head".to_owned()
@@ -318,6 +319,13 @@ impl Body {
             *lock(&self.slot) = Some(conn);
         }
     }
+}
+
+/// The connection failed (reset, closed, a broken pipe) `when` — before the answer's head: a
+/// lost connection, which may pass (`--retry` sends an idempotent request again), not a
+/// failure of HTTP.
+fn cut(e: &dyn std::fmt::Display, when: &str) -> TransferError {
+    TransferError::Lost(format!("{e} {when}"))
 }
 
 /// The connection failed after `got` bytes of the body.

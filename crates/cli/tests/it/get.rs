@@ -1509,6 +1509,47 @@ fn get_takes_the_login_from_a_netrc_kept_private() {
     assert!(err.contains("Content-Length field is the session's own to set"), "{err}");
 }
 
+/// A PUT whose connection is reset while its body goes (a server or middlebox that drops it
+/// mid-upload) is a lost connection, which `--retry` sends again as its README says; it was a
+/// failure of HTTP ("request failed: Connection reset by peer") and never retried.
+#[test]
+fn put_sends_again_after_a_reset_mid_upload() {
+    use std::io::Read as _;
+    let scratch = scratch("put-reset");
+    let data = pattern(8 << 20, 4);
+    std::fs::write(scratch.0.join("big.bin"), &data).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { break };
+            if n == 0 {
+                // Part of the body, then a reset.
+                let mut some = vec![0u8; 256 << 10];
+                let _ = stream.read_exact(&mut some);
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                continue;
+            }
+            let (_, body) = nw_lab::http::read_request(&mut stream);
+            got = body;
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            break;
+        }
+        got
+    });
+    let url = format!("http://127.0.0.1:{port}/up/big.bin");
+    let out = nw(&scratch, &["put", "big.bin", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("the connection was lost: "), "{err}");
+    assert!(err.contains("; sending it again in 1 s (3 retries left)"), "{err}");
+    assert!(server.join().unwrap() == data, "the second PUT's body is the file");
+}
+
 /// `nw send` against a server that breaks off, as a stranger meets one: a GET whose answer is
 /// cut short is sent again, each retry said once in plain words ("the connection was lost: …"
 /// once, not nested), and the whole second answer printed; a status past 599 is an answer, not
