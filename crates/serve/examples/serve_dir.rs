@@ -52,6 +52,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let server = Embedded::start(loopback, Some(&root), &Options::default()).await?;
+        // Ctrl-C is listened for before the URL is out: one that comes at once is ours too.
+        let mut interrupted =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         // Written, not printed: a reader that went away (`serve_dir DIR | head -1`) is an
         // error that ends it, never a panic.
         let mut announce = String::new();
@@ -74,13 +77,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(announce.as_bytes()).and_then(|()| stdout.flush())?;
         drop(stdout);
-        // Until stdin ends: read on a blocking thread, so the servers keep running.
-        let stdin = tokio::task::spawn_blocking(|| {
-            std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())
+        // Until stdin ends, read on a thread of its own so the servers keep running — not the
+        // runtime's blocking pool, whose read the runtime would wait for at exit, so that
+        // Ctrl-C with stdin still open (a terminal) would hang.
+        let (ended, stdin) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = ended.send(());
         });
         tokio::select! {
             _ = stdin => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupted.recv() => {}
         }
         server.http.shutdown(std::time::Duration::from_secs(1)).await;
         Ok(())

@@ -951,6 +951,27 @@ fn the_serve_example_serves_a_directory_with_ranges_until_stdin_ends() {
     assert!(all == content, "the whole file is not the file");
     assert_eq!(escape, "404", "a path out of the directory is not served");
     assert!(ended.is_some_and(|s| s.success()), "it did not end with its stdin: {ended:?}");
+
+    // Ctrl-C with stdin still open (a terminal's): it ends, where it waited for stdin for ever.
+    let mut child = Command::new(&example)
+        .args([root.to_str().unwrap(), "--ca-out", &ca])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let mut first = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).expect("read its first line");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGINT) };
+    let ended = (0..100).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        child.try_wait().unwrap()
+    });
+    if ended.is_none() {
+        let _ = child.kill();
+    }
+    assert!(ended.is_some_and(|s| s.success()), "Ctrl-C did not end it: {ended:?}");
 }
 
 /// nw-wireguard's front-door example (`examples/two_peers.rs`), in virtual time: the handshake
