@@ -304,11 +304,9 @@ pub async fn run(
         if ran >= backoff.healthy {
             attempt = 0;
         }
-        if matches!(end, End::Updated) {
+        if matches!(end, End::Updated(_)) {
             // An update: the old provider stopped in order, the new one started at once.
-            let why = format!("its program {} was replaced", updated_by(&options).display());
-            let stopping = End::Stop(StopReason::AppUpdate, Some(why));
-            let (_, _, exit) = session.finish(stream, &mut child, stopping, &options).await;
+            let (_, _, exit) = session.finish(stream, &mut child, end, &options).await;
             match session.spawn(&options) {
                 Ok((o, c)) => {
                     (ours, child) = (o, c);
@@ -377,8 +375,9 @@ struct Session {
     table: u32,
     /// The provider's process id, which is also its process group's.
     pid: Option<u32>,
-    /// The provider's program file as it was when the provider was started.
-    program: Option<ProgramFile>,
+    /// The file an update replaces ([`updated_by`]) and what it was when the provider was
+    /// started (`None`: missing then).
+    program: Option<(PathBuf, Option<ProgramFile>)>,
     /// The settings the provider asked for and got.
     applied: Option<Settings>,
     /// The local network kept out of the tunnel (`exclude_local`), as last read.
@@ -471,8 +470,8 @@ enum End {
     /// Talking to the provider failed (a closed or reset socket, a refused write): it is
     /// probably exiting, and [`Session::finish`] waits a moment to say so.
     Gone(String),
-    /// The provider's program was replaced on disk.
-    Updated,
+    /// The provider's program (this file) was replaced on disk.
+    Updated(PathBuf),
 }
 
 impl Session {
@@ -483,7 +482,8 @@ impl Session {
     ) -> Result<(std::os::unix::net::UnixStream, Child), HostError> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| spawn_error(options, e))?;
-        self.program = ProgramFile::of(&updated_by(options));
+        let watched = updated_by(options);
+        self.program = Some((watched.clone(), ProgramFile::of(&watched)));
         let child = spawner(options).start(theirs).map_err(|e| spawn_error(options, e))?;
         self.pid = child.id();
         Ok((ours, child))
@@ -612,10 +612,12 @@ impl Session {
                 }
                 reading = next_reading(&mut self.readings) => reading,
                 _ = update_check.tick() => {
-                    let (program, then) = (updated_by(options), self.program);
-                    let now = blocking(move || ProgramFile::of(&program)).await;
-                    if then.is_some() && now.is_some() && now != then {
-                        break End::Updated;
+                    if let Some((path, Some(then))) = self.program.clone() {
+                        let looked = path.clone();
+                        let now = blocking(move || ProgramFile::of(&looked)).await;
+                        if now.is_some_and(|now| now != then) {
+                            break End::Updated(path);
+                        }
                     }
                     None
                 }
@@ -855,7 +857,10 @@ impl Session {
             End::Asked(reason) => (reason, None, None),
             End::Stop(reason, message) => (reason, message, None),
             End::Exited(status) => (StopReason::ProviderFailed, Some(exited(status)), status),
-            End::Updated => (StopReason::AppUpdate, None, None),
+            End::Updated(path) => {
+                let why = format!("its program {} was replaced", path.display());
+                (StopReason::AppUpdate, Some(why), None)
+            }
             // A provider that dies closes its socket (or resets it) just before its exit is
             // seen: give the exit a moment, so the stop says what happened.
             End::Gone(what) => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
