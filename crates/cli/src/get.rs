@@ -642,11 +642,7 @@ async fn to_stdout(
         }
         Err(e) if not_as_asked(&e) => Err(usage(&e)),
         Err(e) => {
-            let text = format!("{e}{}", hint(&e));
-            match text.starts_with(url.as_str()) {
-                true => crate::output::error_line(&format!("nw: {text}")),
-                false => crate::output::error_line(&format!("nw: {url}: {text}")),
-            }
+            error_line(url, &format!("{e}{}", hint(&e)));
             Ok(Outcome::Negative)
         }
     }
@@ -771,6 +767,16 @@ impl Retries {
 }
 
 /// The line saying `next` is coming (`again`: how a try from the start is said).
+/// `nw: URL: TEXT` on stderr; an error that names the URL first (a failing status, a redirect
+/// not followed) is not prefixed with it again.
+pub(crate) fn error_line(url: &str, text: &str) {
+    if text.starts_with(url) {
+        crate::output::error_line(&format!("nw: {text}"));
+    } else {
+        crate::output::error_line(&format!("nw: {url}: {text}"));
+    }
+}
+
 pub(crate) fn say_retry(url: &str, next: &Next, again: &str) {
     let what = if next.resume { "resuming from the checkpoint" } else { again };
     crate::output::error_line(&format!(
@@ -869,13 +875,7 @@ impl Report {
             let line = serde_json::json!({"event": "failed", "url": self.url, "error": e.to_string(), "code": e.code(), "transient": e.transient()});
             crate::output::line(&line.to_string())?;
         } else {
-            // An error that names the URL first (a failing status, a redirect not followed)
-            // is not prefixed with it again.
-            let text = format!("{e}{hint}");
-            match text.starts_with(self.url.as_str()) {
-                true => crate::output::error_line(&format!("nw: {text}")),
-                false => crate::output::error_line(&format!("nw: {}: {text}", self.url)),
-            }
+            error_line(&self.url, &format!("{e}{hint}"));
         }
         Ok(())
     }

@@ -95,11 +95,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
                 let line = serde_json::json!({"event": "failed", "url": args.url, "error": e.to_string(), "code": e.code(), "transient": e.transient()});
                 crate::output::line(&line.to_string())?;
             } else {
-                let text = format!("{e}{}", hint(&e));
-                match text.starts_with(args.url.as_str()) {
-                    true => crate::output::error_line(&format!("nw: {text}")),
-                    false => crate::output::error_line(&format!("nw: {}: {text}", args.url)),
-                }
+                crate::get::error_line(&args.url, &format!("{e}{}", hint(&e)));
             }
             Ok(Outcome::Negative)
         }
@@ -182,7 +178,9 @@ fn again(
     let answer;
     let e = match result {
         Err(e) => e,
-        Ok(data) if [408, 429].contains(&data.status) || (500..600).contains(&data.status) => {
+        // An answer is tried again when its status is one `TransferError::transient` says
+        // may pass (408, 429, 5xx): the same rule as every other failure.
+        Ok(data) => {
             let retry_after = data
                 .headers
                 .iter()
@@ -193,9 +191,11 @@ fn again(
                 status: data.status,
                 retry_after: RetryAfter::parse(retry_after),
             };
+            if !answer.transient() {
+                return Ok(None);
+            }
             &answer
         }
-        Ok(_) => return Ok(None),
     };
     let may = idempotent(&request.method) || !e.may_have_reached_the_server();
     if !may || !request.body.repeatable() {
