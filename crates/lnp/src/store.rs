@@ -355,9 +355,9 @@ impl Policy {
         }
     }
 
-    /// What the files decide for the app `who` (see the [module docs](self) for the order): as
-    /// [`decide`](Self::decide), and an undecided system service exempt unless the policy
-    /// holds those to the check.
+    /// What the files decide for the app `who` (see the [module docs](self) for the order,
+    /// which includes the exemption of an undecided system service unless the policy holds
+    /// those to the check).
     pub fn decide_for(&self, who: &crate::Identified) -> Decision {
         let decision = self.decide(&who.identity);
         let exempt = self.system_services().0 == SystemServices::Exempt;
@@ -371,10 +371,9 @@ impl Policy {
     }
 
     /// What the files decide for `identity` (see the [module docs](self) for the order), the
-    /// system-service exemption aside (it needs the process's cgroup: [`decide_for`]).
-    ///
-    /// [`decide_for`]: Self::decide_for
-    pub fn decide(&self, identity: &str) -> Decision {
+    /// system-service exemption aside (it needs the process's cgroup): callers outside this
+    /// crate ask [`decide_for`](Self::decide_for), which cannot forget it.
+    pub(crate) fn decide(&self, identity: &str) -> Decision {
         let (check, by) = self.check();
         if !check {
             return Decision { access: Access::Allow, by, check };
