@@ -1549,9 +1549,10 @@ pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[tokio::test]
     async fn what_was_gathered_reaches_a_full_writer_queue_after_a_stop() {
-        use super::{Bytes, Duration, Gather, Gathered, Pool, mpsc};
         let (tx, mut rx) = mpsc::channel(1);
         tx.try_send((0, Bytes::from_static(b"queued"))).unwrap();
         let mut gather = Gather::new(Pool::new(1 << 16), 0);
@@ -1564,8 +1565,6 @@ mod tests {
         let late = late.expect("the gathered bytes came").expect("a chunk");
         assert_eq!((late.0, &late.1[..]), (3, &b"tail!"[..]));
     }
-
-    use super::*;
 
     /// A writer as fast as a disk (a millisecond a chunk): checkpoints come every half
     /// interval (not after every chunk), it never runs more than one interval ahead of the
