@@ -275,16 +275,15 @@ impl BodyDecoder {
     /// trailers) off the front of `buf`.
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Next, H1Error> {
         loop {
-            return Ok(match self.state {
-                State::Done => Next::Done,
-                State::Length(n) | State::Chunked(Chunk::Data(n)) => Next::Data(n),
-                State::Close => Next::Data(u64::MAX),
-                State::Chunked(step) => {
-                    let Some(line) = self.line(buf)? else { return Ok(Next::NeedMore) };
-                    self.state = self.after_line(step, &line)?;
-                    continue;
-                }
-            });
+            let step = match self.state {
+                State::Done => return Ok(Next::Done),
+                State::Length(n) | State::Chunked(Chunk::Data(n)) => return Ok(Next::Data(n)),
+                State::Close => return Ok(Next::Data(u64::MAX)),
+                State::Chunked(step) => step,
+            };
+            // Framing: a line at a time, as far as the buffer goes.
+            let Some(line) = self.line(buf)? else { return Ok(Next::NeedMore) };
+            self.state = self.after_line(step, &line)?;
         }
     }
 
