@@ -346,8 +346,19 @@ impl Session {
                 // a body that broke before its first byte) is not left behind, and the error
                 // no longer says it keeps anything; one whose bytes failed the digest goes
                 // too, so the next run starts clean instead of being refused.
-                let discarded = discard_part(&part, matches!(e, TransferError::Digest { .. }));
+                // Bytes no validator vouches for go as well: a resume would start from zero.
+                let unresumable = store.find(dest)?.is_some_and(|r| r.validator.is_none());
+                let bad = unresumable || matches!(e, TransferError::Digest { .. });
+                let discarded = discard_part(&part, bad);
                 let e = match e {
+                    TransferError::Saved { source, .. } if discarded && unresumable => {
+                        TransferError::Unresumable(source)
+                    }
+                    TransferError::Incomplete { got, expected, .. } if discarded && unresumable => {
+                        TransferError::Unresumable(Box::new(TransferError::Lost(format!(
+                            "the body ended after {got} of {expected} bytes"
+                        ))))
+                    }
                     TransferError::Saved { source, .. } if discarded => *source,
                     e => e,
                 };
@@ -365,8 +376,8 @@ impl Session {
     /// or a cancel, which leaves its record `running` — waits (up to 5 s) for its writer and
     /// checkpoint threads to let go of the `.part`, so that what it had in flight is written
     /// and checkpointed, then records it interrupted with `why`, and removes its `.part` when
-    /// that holds nothing (under its lock, as after a failure). The `.part` left to resume,
-    /// if any.
+    /// that holds nothing, or nothing could resume it (the server named no validator), under
+    /// its lock, as after a failure. The `.part` left to resume, if any.
     pub async fn stopped(&self, dest: &Path, why: &str) -> Result<Option<PathBuf>, TransferError> {
         let dest = std::path::absolute(dest)
             .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
@@ -376,7 +387,8 @@ impl Session {
         if record.state == State::Running {
             self.store.set_state(record.id, State::Interrupted, Some(why), false)?;
         }
-        if discard_part(&part, false) {
+        // What no validator vouches for cannot be resumed: it goes.
+        if discard_part(&part, record.validator.is_none()) {
             self.store.checkpoint(record.id, 0, None)?;
         }
         Ok(part.exists().then_some(part))

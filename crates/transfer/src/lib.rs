@@ -946,6 +946,14 @@ pub enum TransferError {
         /// What is there instead.
         why: String,
     },
+    /// A download failed after bytes arrived that nothing could resume: the server named
+    /// neither a strong `ETag` nor a `Last-Modified` date, so a resume would have to start
+    /// from zero (as URLSession gives no resume data then). The bytes were discarded.
+    #[error(
+        "{0}; what arrived was discarded, since nothing could resume it (the server named no \
+         ETag or Last-Modified date)"
+    )]
+    Unresumable(Box<TransferError>),
     /// A download failed after bytes were checkpointed: they are kept for a resume.
     #[error("{source}; {} holds what was received and checkpointed; resuming the download continues from there", part.display())]
     Saved {
@@ -1125,6 +1133,7 @@ impl TransferError {
             Self::InTheWay { .. } | Self::NotAFile { .. } => Code::CannotCreateFile,
             Self::Busy(_) | Self::Taken(_) => Code::ResourceBusy,
             Self::NotResent(inner)
+            | Self::Unresumable(inner)
             | Self::Saved { source: inner, .. }
             | Self::AnswerElsewhere { source: inner, .. } => inner.code(),
             Self::Refused(policy::Refused::InsecureLoad { .. }) => Code::InsecureLoadBlocked,
@@ -1169,6 +1178,7 @@ impl TransferError {
                 (500..600).contains(status) || *status == 408 || *status == 429
             }
             Self::Saved { source, .. } => source.transient(),
+            Self::Unresumable(inner) => inner.transient(),
             _ => false,
         }
     }
@@ -1183,7 +1193,9 @@ impl TransferError {
     pub fn retry_after(&self) -> Option<RetryAfter> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,
-            Self::NotResent(inner) | Self::Saved { source: inner, .. } => inner.retry_after(),
+            Self::NotResent(inner)
+            | Self::Unresumable(inner)
+            | Self::Saved { source: inner, .. } => inner.retry_after(),
             _ => None,
         }
     }
@@ -1202,7 +1214,9 @@ impl TransferError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
-            Self::NotResent(inner) | Self::Saved { source: inner, .. } => inner.status(),
+            Self::NotResent(inner)
+            | Self::Unresumable(inner)
+            | Self::Saved { source: inner, .. } => inner.status(),
             _ => None,
         }
     }

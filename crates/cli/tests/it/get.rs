@@ -954,6 +954,56 @@ fn get_failures_say_only_what_is_true_of_the_part_and_the_redirect() {
     );
 }
 
+/// Bytes no validator vouches for are not kept, since a resume would start from zero anyway
+/// (URLSession gives no resume data then): a body that breaks, or a Ctrl-C, leaves no `.part`,
+/// and the error does not send the user to resume one; with an ETag the bytes stay.
+#[test]
+fn get_keeps_no_part_that_nothing_could_resume() {
+    use std::io::Write as _;
+    let scratch = scratch("unresumable");
+    let (port, _server) = raw_server(|n, _| match n {
+        1 => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234".to_vec(),
+        2 => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n".to_vec(),
+        _ => b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: 10\r\n\r\n01234".to_vec(),
+    });
+    for name in ["short.bin", "broken.bin"] {
+        let url = format!("http://127.0.0.1:{port}/{name}");
+        let out = nw_get(&scratch, &["--retry", "0", &url]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("what arrived was discarded, since nothing could resume it"), "{err}");
+        assert!(!err.contains("holds what was received") && !err.contains("--resume"), "{err}");
+        assert!(!scratch.0.join(format!("{name}.part")).exists(), "{name}: an unresumable .part");
+    }
+    let url = format!("http://127.0.0.1:{port}/tagged.bin");
+    let out = nw_get(&scratch, &["--retry", "0", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("holds what was received"), "{err}");
+    assert_eq!(std::fs::read(scratch.0.join("tagged.bin.part")).unwrap(), b"01234");
+
+    // Ctrl-C mid-body with no validator: exit 130 and nothing kept.
+    let stalls = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stalls.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        let (mut stream, _) = stalls.accept().unwrap();
+        let _ = nw_lab::http::read_request(&mut stream);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+        let _ = stream.write_all(&[7; 5000]);
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let url = format!("http://127.0.0.1:{port}/stalled.bin");
+    let child = nw_get(&scratch, &[&url]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(!err.contains("--resume"), "{err}");
+    assert!(!scratch.0.join("stalled.bin.part").exists(), "an unresumable .part after Ctrl-C");
+}
+
 /// `nw put --retry`: a PUT answered 503 is sent again whole after the server's Retry-After; a
 /// POST that reached the server is never sent twice; Ctrl-C ends the wait at once.
 #[test]
