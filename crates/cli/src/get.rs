@@ -130,6 +130,11 @@ pub(crate) struct SessionArgs {
     /// Give up when no data arrives for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     timeout: u64,
+    /// Give up on a try that takes longer than this in all (seconds): connecting, redirects
+    /// and the whole body, so a server that trickles a byte now and then is cut off, which
+    /// --timeout never does. Not tried again; a download keeps what arrived for --resume.
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    max_time: Option<u64>,
     #[command(flatten)]
     proxies: ProxyArgs,
     /// Keep cookies in this file (JSON, owner-only) between runs: read first, written as
@@ -168,6 +173,7 @@ impl SessionArgs {
             http3: self.http3,
             http3_only: self.http3_only,
             timeout: self.timeout,
+            max_time: self.max_time,
             max_redirs: self.max_redirs,
             proxies: self.proxies.absolute(),
             cookie_jar: self.cookie_jar.as_ref().map(absolute),
@@ -227,6 +233,10 @@ pub(crate) struct Settings {
     http3: bool,
     http3_only: bool,
     timeout: u64,
+    /// Absent when not given (so the identifiers of transfers queued before it existed are
+    /// unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_time: Option<u64>,
     /// Absent in transfers queued before it existed: the default then.
     #[serde(default = "default_max_redirs")]
     max_redirs: usize,
@@ -373,6 +383,7 @@ impl Settings {
             durable: !disk.no_fsync,
             direct_from: if disk.buffered { None } else { Configuration::default().direct_from },
             request_timeout: Duration::from_secs(self.timeout.max(1)),
+            resource_timeout: self.max_time.map(Duration::from_secs),
             max_redirects: self.max_redirs,
             identifier: Some(serde_json::to_string(self)?),
             proxies: self.proxies.proxies()?,
@@ -741,7 +752,8 @@ impl Retries {
             return Ok(None);
         }
         let (resume, cause) = match e {
-            TransferError::Saved { source, .. } => (true, source.to_string()),
+            // Not after a resource timeout (--max-time): the next try would take as long.
+            TransferError::Saved { source, .. } if source.transient() => (true, source.to_string()),
             TransferError::Incomplete { got, expected, .. } => {
                 (true, format!("the body ended after {got} of {expected} bytes"))
             }

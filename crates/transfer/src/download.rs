@@ -334,8 +334,23 @@ impl Session {
             store.set_state(id, State::Running, None, false)?;
         }
 
-        let result =
-            self.fetch(job, &url, security, id, partial, restart, (&part, file), started, on).await;
+        let fetch =
+            self.fetch(job, &url, security, id, partial, restart, (&part, file), started, on);
+        let result = match self.config.resource_timeout {
+            None => fetch.await,
+            Some(limit) => {
+                let left = limit.saturating_sub(started.elapsed());
+                match tokio::time::timeout(left, fetch).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Its writer and checkpoint threads let go of the `.part` first, so
+                        // that what they had in flight is written and checkpointed.
+                        drop(released(&part).await);
+                        Err(TransferError::ResourceTimeout(limit).with_saved(&part))
+                    }
+                }
+            }
+        };
         match result {
             Ok(done) => {
                 store.set_state(id, State::Done, None, true)?;

@@ -110,6 +110,12 @@ pub use redirect::DEFAULT_LIMIT as DEFAULT_MAX_REDIRECTS;
 pub struct Configuration {
     /// The longest wait for the next bytes of a response (and for a connection).
     pub request_timeout: Duration,
+    /// The longest one load may take in all — connecting, redirects, the whole body — as
+    /// URLSession's `timeoutIntervalForResource`: what bounds a server that trickles a byte
+    /// now and then, which the request timeout never catches. A download that runs out keeps
+    /// what arrived for a resume ([`TransferError::ResourceTimeout`]). `None` (the default):
+    /// no limit.
+    pub resource_timeout: Option<Duration>,
     /// While no path satisfies the conditions, wait for one instead of failing.
     pub waits_for_connectivity: bool,
     /// Use paths nw-path marks expensive (cellular, hotspots).
@@ -159,6 +165,7 @@ impl Default for Configuration {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(60),
+            resource_timeout: None,
             waits_for_connectivity: false,
             max_redirects: redirect::DEFAULT_LIMIT,
             allows_expensive: true,
@@ -896,6 +903,10 @@ pub enum TransferError {
     /// A time limit ran out (which one, in words).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The load took longer than the session's resource timeout
+    /// ([`Configuration::resource_timeout`]). Not transient: trying again would take as long.
+    #[error("timed out: the load took longer than its resource timeout ({} s)", .0.as_secs_f64())]
+    ResourceTimeout(Duration),
     /// The task was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -1125,6 +1136,21 @@ impl From<nw_http::Error> for TransferError {
     }
 }
 
+impl Session {
+    /// `load` within the session's resource timeout, if it has one.
+    pub(crate) async fn within_resource<T>(
+        &self,
+        load: impl Future<Output = Result<T, TransferError>>,
+    ) -> Result<T, TransferError> {
+        match self.config.resource_timeout {
+            None => load.await,
+            Some(limit) => tokio::time::timeout(limit, load)
+                .await
+                .unwrap_or(Err(TransferError::ResourceTimeout(limit))),
+        }
+    }
+}
+
 impl TransferError {
     /// What kind of failure this is.
     pub fn code(&self) -> Code {
@@ -1151,7 +1177,7 @@ impl TransferError {
             Self::Decode { .. } => Code::CannotDecodeContentData,
             Self::Redirect { kind: redirect::Refusal::TooMany, .. } => Code::HttpTooManyRedirects,
             Self::Redirect { .. } => Code::RedirectRefused,
-            Self::Timeout(_) => Code::TimedOut,
+            Self::Timeout(_) | Self::ResourceTimeout(_) => Code::TimedOut,
             Self::Cancelled => Code::Cancelled,
             Self::Io { .. } | Self::Output(_) | Self::Checkpoint(_) => Code::CannotWriteToFile,
             Self::Body { .. } => Code::RequestBodyFailed,
@@ -1224,7 +1250,7 @@ impl TransferError {
     /// Says that what was received is kept in `part` (when the body had started).
     fn with_saved(self, part: &Path) -> Self {
         match self {
-            e @ (Self::Lost(_) | Self::Timeout(_)) => {
+            e @ (Self::Lost(_) | Self::Timeout(_) | Self::ResourceTimeout(_)) => {
                 Self::Saved { part: part.to_owned(), source: Box::new(e) }
             }
             e => e,

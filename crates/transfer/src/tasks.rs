@@ -135,8 +135,11 @@ impl Session {
     /// used; the decoded body is held to `limit` too.
     pub async fn data(&self, url: &str, limit: usize) -> Result<Data, TransferError> {
         let accept = [("Accept-Encoding".to_owned(), crate::decode::ACCEPT.to_owned())];
-        let opened = self.open(url, &accept).await?;
-        self.read_data(opened, url, limit, &mut |_| {}).await
+        self.within_resource(async {
+            let opened = self.open(url, &accept).await?;
+            self.read_data(opened, url, limit, &mut |_| {}).await
+        })
+        .await
     }
 
     /// Sends `request` and reads its answer into memory, as [`data`](Self::data) does (any
@@ -169,8 +172,11 @@ impl Session {
         limit: usize,
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Data, TransferError> {
-        let opened = self.open_request(request, on).await?;
-        self.read_data(opened, &request.url, limit, on).await
+        self.within_resource(async {
+            let opened = self.open_request(request, on).await?;
+            self.read_data(opened, &request.url, limit, on).await
+        })
+        .await
     }
 
     /// The answer `opened` holds, read into memory under `limit` and decoded, its progress
@@ -217,6 +223,16 @@ impl Session {
     /// download's) and streams its body into `out` as it comes, bounded in memory: for
     /// `nw get -o -`. A status other than 2xx is an error, and nothing is written then.
     pub async fn data_to(
+        &self,
+        url: &str,
+        fields: &[(String, String)],
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<Data, TransferError> {
+        self.within_resource(self.stream_to(url, fields, out)).await
+    }
+
+    /// [`data_to`](Self::data_to) with no resource timeout.
+    async fn stream_to(
         &self,
         url: &str,
         fields: &[(String, String)],
@@ -448,8 +464,17 @@ impl Session {
     /// [`Event::Progress`], `written` counting bytes sent) four times a second. When neither a
     /// body byte goes nor the answer comes for the request timeout (a peer that stopped
     /// reading), the upload fails instead of hanging.
-    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
     pub async fn upload_observed(
+        &self,
+        job: &Upload,
+        on: &mut (dyn FnMut(Event) + Send),
+    ) -> Result<Uploaded, TransferError> {
+        self.within_resource(self.send_upload(job, on)).await
+    }
+
+    /// [`upload_observed`](Self::upload_observed) with no resource timeout.
+    #[allow(clippy::disallowed_methods, reason = "a task is timed on the session's clock")]
+    async fn send_upload(
         &self,
         job: &Upload,
         on: &mut (dyn FnMut(Event) + Send),

@@ -1004,6 +1004,52 @@ fn get_keeps_no_part_that_nothing_could_resume() {
     assert!(!scratch.0.join("stalled.bin.part").exists(), "an unresumable .part after Ctrl-C");
 }
 
+/// `--max-time` cuts off a server that trickles a byte every 200 ms, which the idle timeout
+/// never catches: the download fails once, not tried again, its bytes kept for `--resume`;
+/// a body streamed to stdout stops the same way.
+#[test]
+fn get_max_time_cuts_off_a_server_that_trickles() {
+    use std::io::Write as _;
+    let scratch = scratch("trickle");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _server = std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = nw_lab::http::read_request(&mut stream);
+                let head = "HTTP/1.1 200 OK\r\nETag: \"t1\"\r\nContent-Length: 100000\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes());
+                for _ in 0..150 {
+                    if stream.write_all(b"x").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/slow.bin");
+    let began = Instant::now();
+    let out = nw_get(&scratch, &["--max-time", "2", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(began.elapsed() < Duration::from_secs(20), "took {:?}: {err}", began.elapsed());
+    assert!(err.contains("the load took longer than its resource timeout (2 s)"), "{err}");
+    assert!(!err.contains("retries left") && err.contains("holds what was received"), "{err}");
+    let kept = std::fs::read(scratch.0.join("slow.bin.part")).unwrap();
+    assert!(!kept.is_empty() && kept.iter().all(|&b| b == b'x'), "{kept:?}");
+
+    let began = Instant::now();
+    let out = nw_get(&scratch, &["--max-time", "1", "-o", "-", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(began.elapsed() < Duration::from_secs(20), "took {:?}: {err}", began.elapsed());
+    assert!(err.contains("resource timeout (1 s)"), "{err}");
+    let out = nw_get(&scratch, &["--max-time", "0", &url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// `nw put --retry`: a PUT answered 503 is sent again whole after the server's Retry-After; a
 /// POST that reached the server is never sent twice; Ctrl-C ends the wait at once.
 #[test]
