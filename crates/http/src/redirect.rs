@@ -31,6 +31,25 @@ fn refused(kind: Refusal, why: String) -> Error {
     Error::Redirect { kind, why }
 }
 
+/// A `Location` field's bytes as text for [`Chain::next`]: bytes past ASCII — a UTF-8 path a
+/// server did not percent-encode, as many do — percent-encoded one by one, which is what a
+/// URL parser makes of them in a path or query (WHATWG URL's UTF-8 percent-encode), and what
+/// curl and browsers follow. Such a field is no `&str` to an HTTP library (RFC 9110 §5.5
+/// allows only visible ASCII), so without this the redirect would look as if it named no
+/// `Location` at all.
+pub fn location(value: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(value.len());
+    for &b in value {
+        if b.is_ascii() {
+            text.push(char::from(b));
+        } else {
+            let _ = write!(text, "%{b:02X}");
+        }
+    }
+    text
+}
+
 /// A redirect to follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
@@ -153,6 +172,21 @@ fn shown(url: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_location_in_raw_utf8_is_followed_percent_encoded() {
+        let raw = "/d\u{e9}j\u{e0} vu?q=\u{fc}".as_bytes();
+        assert_eq!(location(raw), "/d%C3%A9j%C3%A0 vu?q=%C3%BC");
+        let mut c = Chain::new("http://a.example/f", 20);
+        let hop = c.next(&Method::GET, 302, Some(&location(raw))).unwrap().unwrap();
+        assert_eq!(hop.to, "http://a.example/d%C3%A9j%C3%A0%20vu?q=%C3%BC");
+        // Bytes that are not UTF-8 at all go as they came.
+        assert_eq!(location(b"/\xff\xfe"), "/%FF%FE");
+        // A host in raw UTF-8 is an internationalized name.
+        let hop =
+            c.next(&Method::GET, 302, Some(&location("http://b\u{fc}cher.example/".as_bytes())));
+        assert_eq!(hop.unwrap().unwrap().to, "http://xn--bcher-kva.example/");
+    }
 
     #[test]
     fn locations_resolve_against_the_url_asked_and_methods_follow_rfc_9110() {

@@ -736,8 +736,9 @@ impl Session {
         response: &http::Response,
         method: &Method,
     ) -> Result<Option<(Url, policy::Security, Method)>, TransferError> {
-        let location = response.header(hyper::header::LOCATION);
-        let Some(hop) = chain.next(method, response.status, location)? else {
+        let location = response.headers.get(hyper::header::LOCATION);
+        let location = location.map(|l| redirect::location(l.as_bytes()));
+        let Some(hop) = chain.next(method, response.status, location.as_deref())? else {
             return Ok(None);
         };
         let from = chain.asked().iter().rev().nth(1).cloned().unwrap_or_default();

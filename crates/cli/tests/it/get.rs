@@ -1004,6 +1004,29 @@ fn get_keeps_no_part_that_nothing_could_resume() {
     assert!(!scratch.0.join("stalled.bin.part").exists(), "an unresumable .part after Ctrl-C");
 }
 
+/// A `Location` in raw UTF-8 (a server that did not percent-encode its path, as many do) is
+/// followed percent-encoded, as curl and browsers follow it, not taken for no `Location`.
+#[test]
+fn get_follows_a_location_in_raw_utf8() {
+    let scratch = scratch("utf8loc");
+    let (port, _server) = raw_server(|_, head| {
+        if head.starts_with("GET /f ") {
+            let mut answer = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: /".to_vec();
+            answer.extend_from_slice("d\u{e9}j\u{e0} vu\r\n\r\n".as_bytes());
+            answer
+        } else if head.starts_with("GET /d%C3%A9j%C3%A0%20vu ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+        } else {
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/f");
+    let out = nw_get(&scratch, &["--retry", "0", "-o", "got", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(std::fs::read(scratch.0.join("got")).unwrap(), b"ok");
+}
+
 /// `--max-time` cuts off a server that trickles a byte every 200 ms, which the idle timeout
 /// never catches: the download fails once, not tried again, its bytes kept for `--resume`;
 /// a body streamed to stdout stops the same way.
