@@ -45,19 +45,36 @@ pub enum Refused {
         /// The URL.
         url: String,
     },
+    /// No scheme at all (`example.com/file`, `host:8080/x`).
+    #[error("{url:?} is not a URL: it has no scheme; give http://{url} or https://{url}")]
+    NoScheme {
+        /// The text given.
+        url: String,
+    },
 }
 
-/// Refuses a text whose scheme is not `http` or `https` (`file:///…`, `ftp://…`), before it
-/// is read as an address: its error names the scheme's problem rather than a missing host.
-/// A text with no `scheme:` before `//` passes (it is read as an address).
+/// Refuses a text whose scheme is not `http` or `https` (`file:///…`, `ftp://…`, `mailto:…`),
+/// before it is read as an address: its error names the scheme's problem rather than a
+/// missing host. A text with no scheme (`example.com/file`, `host:8080/x`) is refused too,
+/// not taken as http:// the way curl takes it: which of the two was meant decides whether the
+/// load is secure, so the caller says. An empty text passes, for the parser to say it is
+/// empty.
 pub fn scheme(text: &str) -> Result<(), Refused> {
-    let Some((scheme, _)) = text.split_once("://") else { return Ok(()) };
-    // RFC 3986 §3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); anything else before "://"
-    // is no scheme, and the address parser says what is wrong with it.
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    let no_scheme = || Err(Refused::NoScheme { url: text.to_owned() });
+    let Some((scheme, rest)) = text.split_once(':') else { return no_scheme() };
+    // RFC 3986 §3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); anything else before the
+    // colon (a bracketed IPv6 literal, a path) is no scheme.
     let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    if !is_scheme {
-        return Ok(());
+    // `HOST:PORT…`: digits (or nothing) up to the path are a port, not what follows a scheme.
+    let port = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let port_like = !rest.starts_with('/') && port.bytes().all(|b| b.is_ascii_digit());
+    if !is_scheme || port_like {
+        return no_scheme();
     }
     match scheme.to_ascii_lowercase().as_str() {
         "http" | "https" => Ok(()),
@@ -103,13 +120,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_webs_schemes_pass_and_an_address_without_one_is_left_to_parse() {
-        for ok in ["http://a.test/", "HTTPS://a.test/", "a.test:443", "[::1]:80", "a.test/x://y"] {
+    fn only_the_webs_schemes_pass_and_a_text_without_one_is_refused() {
+        for ok in ["http://a.test/", "HTTPS://a.test/", " https://a.test ", "", "http:x"] {
             assert_eq!(scheme(ok), Ok(()), "{ok}");
         }
         assert!(matches!(scheme("ftp://a.test/x"), Err(Refused::Ftp { .. })));
-        for off in ["file:///etc/passwd", "gopher://a.test/", "javascript://x"] {
+        for off in ["file:///etc/passwd", "gopher://a.test/", "javascript://x", "file:/etc/passwd"]
+        {
             assert!(matches!(scheme(off), Err(Refused::Scheme { .. })), "{off}");
         }
+        for off in ["mailto:a@b.test", "data:text/plain,hi"] {
+            assert!(matches!(scheme(off), Err(Refused::Scheme { .. })), "{off}");
+        }
+        for bare in ["a.test", "a.test:443", "a.test:8080/x", "[::1]:80", "a.test/x://y", "x:"] {
+            let e = scheme(bare).unwrap_err();
+            assert!(matches!(e, Refused::NoScheme { .. }), "{bare}: {e:?}");
+        }
+        assert_eq!(
+            scheme("a.test/f").unwrap_err().to_string(),
+            "\"a.test/f\" is not a URL: it has no scheme; give http://a.test/f or https://a.test/f"
+        );
     }
 }

@@ -1164,6 +1164,7 @@ impl TransferError {
             | Self::Saved { source: inner, .. }
             | Self::AnswerElsewhere { source: inner, .. } => inner.code(),
             Self::Refused(policy::Refused::InsecureLoad { .. }) => Code::InsecureLoadBlocked,
+            Self::Refused(policy::Refused::NoScheme { .. }) => Code::BadUrl,
             Self::Refused(_) => Code::UnsupportedUrl,
             Self::Store(_) => Code::Store,
             Self::Connect(e) => connect_code(e),

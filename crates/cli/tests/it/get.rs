@@ -242,7 +242,8 @@ fn get_blocks_plain_http_to_a_public_name_and_names_the_way_out() {
 
 /// A URL off the web is refused for what it is, before anything is asked of its address or
 /// its file name: `file:///etc/passwd` was "there is no host", `ftp://host` (no path) "names
-/// no file to save to; give -o FILE" — neither of which a -o or a host would mend.
+/// no file to save to; give -o FILE" — neither of which a -o or a host would mend; a host and
+/// path with no scheme was "there is no port" or ""/x" follows HOST:PORT".
 #[test]
 fn get_and_send_refuse_urls_off_the_web_for_their_scheme() {
     let scratch = scratch("scheme");
@@ -254,6 +255,13 @@ fn get_and_send_refuse_urls_off_the_web_for_their_scheme() {
         (&["get", "ftp://example.test"], "ftp://example.test: FTP is not supported"),
         (&["get", "-o", "x", "FILE:///etc/passwd"], "only http:// and https:// URLs can be loaded"),
         (&["send", "gopher://example.test/x"], "only http:// and https:// URLs can be loaded"),
+        (&["get", "mailto:a@example.test"], "only http:// and https:// URLs can be loaded"),
+        // No scheme is not taken as http:// (that choice decides whether the load is secure).
+        (
+            &["get", "example.test:8080/f"],
+            "\"example.test:8080/f\" is not a URL: it has no scheme; give http://example.test:8080/f or https://example.test:8080/f",
+        ),
+        (&["send", "example.test"], "give http://example.test or https://example.test"),
     ] {
         let out = nw(&scratch, args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
