@@ -6,8 +6,7 @@
 //! cargo run -p nw-conditioner --example slow_link [PRESET]
 //! ```
 
-#![allow(clippy::print_stdout, reason = "an example prints what it measures")]
-
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -55,22 +54,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let target = server()?;
     let proxy = Proxy::tcp(target, ProxyConfig::new(preset.up.clone(), preset.down.clone()))?;
-    println!("{name}: {}", preset.source);
+    let mut out = format!("{name}: {}\n", preset.source);
     for (label, addr) in [("direct", target), ("conditioned", proxy.local_addr())] {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         let rtt = ask(&mut stream, b'a', 1)?;
         let bulk = ask(&mut stream, b'b', REPLY)?;
-        println!(
+        writeln!(
+            out,
             "{label:>11}: round trip {:7.1} ms, {REPLY} bytes in {:7.1} ms",
             rtt.as_secs_f64() * 1e3,
             bulk.as_secs_f64() * 1e3
-        );
+        )?;
     }
     let counted = proxy.counters();
-    println!(
+    writeln!(
+        out,
         "the link delivered {} packets up and {} down",
         counted.up.delivered, counted.down.delivered
-    );
-    Ok(())
+    )?;
+    Ok(emit(&out)?)
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) ends the example quietly, where
+/// `println!` would panic.
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
 }

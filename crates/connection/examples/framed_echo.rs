@@ -7,8 +7,7 @@
 //! cargo run -p nw-connection --example framed_echo
 //! ```
 
-#![allow(clippy::print_stdout, reason = "an example prints what it sees")]
-
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use nw_connection::Framed;
@@ -48,11 +47,23 @@ async fn main() -> Result<(), Error> {
         f.send(m).await?;
     }
     f.finish().await?;
+    let mut out = String::new();
     for m in messages {
         let back = f.recv().await?.ok_or("the server closed early")?;
         assert_eq!(back, m);
-        println!("echoed a {}-byte message", back.len());
+        writeln!(out, "echoed a {}-byte message", back.len())?;
     }
     listener.shutdown(std::time::Duration::from_secs(1)).await;
-    Ok(())
+    Ok(emit(&out)?)
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) ends the example quietly, where
+/// `println!` would panic.
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
 }

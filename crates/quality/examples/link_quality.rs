@@ -7,8 +7,7 @@
 //! cargo run -p nw-quality --example link_quality
 //! ```
 
-#![allow(clippy::print_stdout, reason = "an example prints what the monitor says")]
-
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use nw_quality::{Monitor, Sample};
@@ -24,9 +23,9 @@ fn second(t: u64) -> (u64, u64, bool) {
     }
 }
 
-fn main() {
+fn main() -> std::io::Result<()> {
     let mut monitor = Monitor::default();
-    println!("estimator: {}", monitor.estimator());
+    let mut out = format!("estimator: {}\n", monitor.estimator());
     for t in 0..180 {
         let at = Duration::from_secs(t);
         let (bytes, rtt_ms, failed) = second(t);
@@ -35,7 +34,8 @@ fn main() {
         monitor.attempt(at, !failed);
         if t % 10 == 9 {
             let now = monitor.snapshot(at + Duration::from_secs(1));
-            println!(
+            let _ = writeln!(
+                out,
                 "{:>4} s  {:<9} {:>6.1} Mbit/s  rtt {:>5.0} ms  {:>3.0}% failed",
                 t + 1,
                 format!("{:?}", now.level),
@@ -44,5 +44,17 @@ fn main() {
                 now.failure_ratio * 100.0
             );
         }
+    }
+    emit(&out)
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) ends the example quietly, where
+/// `println!` would panic.
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
     }
 }

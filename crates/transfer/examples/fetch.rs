@@ -17,14 +17,15 @@
 //! With `NW_TOKEN` set, its value goes as a bearer token to the first URL's origin only, never
 //! to one a redirect leads to, and never over plain HTTP to a public host.
 
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example prints what it does")]
+#![allow(clippy::print_stderr, reason = "an example says what it does")]
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use nw_connection::BoxFuture;
 use nw_transfer::task::{ResumeData, State};
-use nw_transfer::{Configuration, CredentialProvider, Download, Refused, Session};
+use nw_transfer::{Configuration, CredentialProvider, Download, Refused, Session, TransferError};
 
 /// Gives one token, to one origin: what an application's account store would do.
 #[derive(Debug)]
@@ -85,11 +86,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 /// Sends `method` (POST when only a body is given) with `body` as JSON, and prints the answer.
-async fn send(
-    url: &str,
-    method: Option<hyper::Method>,
-    body: String,
-) -> Result<(), nw_transfer::TransferError> {
+async fn send(url: &str, method: Option<hyper::Method>, body: String) -> Result<(), TransferError> {
     let method = method.unwrap_or(hyper::Method::POST);
     let mut headers = Vec::new();
     if !body.is_empty() {
@@ -103,15 +100,20 @@ async fn send(
     };
     let session = Session::ephemeral(Configuration::default())?;
     let answer = session.send(&request, 1 << 20).await?;
+    let mut out = String::new();
     for hop in &answer.metrics.redirects {
-        println!("{} {} (reused connection: {})", hop.status, hop.url, hop.metrics.reused);
+        let _ =
+            writeln!(out, "{} {} (reused connection: {})", hop.status, hop.url, hop.metrics.reused);
     }
-    println!("{} {} (reused connection: {})", answer.status, answer.url, answer.metrics.reused);
-    println!("{}", String::from_utf8_lossy(&answer.body));
-    Ok(())
+    let (status, url, reused) = (answer.status, &answer.url, answer.metrics.reused);
+    let _ = writeln!(out, "{status} {url} (reused connection: {reused})");
+    // The body as it came: bytes, not text.
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&answer.body);
+    emit(&bytes)
 }
 
-async fn run(url: &str, file: Option<PathBuf>) -> Result<(), nw_transfer::TransferError> {
+async fn run(url: &str, file: Option<PathBuf>) -> Result<(), TransferError> {
     let mut config = Configuration::default();
     if let Ok(token) = std::env::var("NW_TOKEN") {
         let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
@@ -123,18 +125,20 @@ async fn run(url: &str, file: Option<PathBuf>) -> Result<(), nw_transfer::Transf
         let session = Session::ephemeral(config)?;
         let data = session.data(url, 1 << 20).await?;
         let m = &data.metrics;
-        println!("{} {} ({:?}, {} bytes)", data.status, data.url, m.protocol, data.body.len());
+        let mut out =
+            format!("{} {} ({:?}, {} bytes)\n", data.status, data.url, m.protocol, data.body.len());
         if let Some(coding) = &data.decoded_from {
-            println!("decoded from {coding}");
+            let _ = writeln!(out, "decoded from {coding}");
         }
-        println!(
+        let _ = writeln!(
+            out,
             "connected in {:.1} ms, first byte at {:.1} ms, reused connection: {}",
             m.connected_ms, m.first_byte_ms, m.reused
         );
         for (name, value) in data.headers.iter().take(8) {
-            println!("{name}: {value}");
+            let _ = writeln!(out, "{name}: {value}");
         }
-        return Ok(());
+        return emit(out.as_bytes());
     };
 
     // To a file, as a task whose progress is watched. Ctrl-C cancels it producing resume
@@ -146,7 +150,7 @@ async fn run(url: &str, file: Option<PathBuf>) -> Result<(), nw_transfer::Transf
     let resume_data = std::fs::read_to_string(&kept).ok();
     let task = match resume_data.and_then(|t| serde_json::from_str::<ResumeData>(&t).ok()) {
         Some(data) => {
-            println!("going on from byte {}", data.bytes);
+            eprintln!("going on from byte {}", data.bytes);
             session.download_task_resuming(&data)
         }
         None => session.download_task(Download { resume: true, ..Download::new(url, dest) }),
@@ -172,24 +176,35 @@ async fn run(url: &str, file: Option<PathBuf>) -> Result<(), nw_transfer::Transf
                         if let Err(e) = std::fs::write(&kept, text) {
                             eprintln!("fetch: {}: {e}", kept.display());
                         }
-                        println!("stopped at byte {}; run it again to go on", data.bytes);
+                        let said = format!("stopped at byte {}; run it again to go on\n", data.bytes);
+                        return emit(said.as_bytes());
                     }
-                    None => println!("stopped; nothing to go on from"),
+                    None => return emit(b"stopped; nothing to go on from\n"),
                 }
-                return Ok(());
             }
         }
     }
     eprintln!();
     let done = task.wait().await?;
     let _ = std::fs::remove_file(&kept);
-    println!(
-        "{} bytes in {} (resumed from {}, {} segment(s), over {:?})",
+    let said = format!(
+        "{} bytes in {} (resumed from {}, {} segment(s), over {:?})\n",
         done.bytes,
         done.dest.display(),
         done.resumed_from,
         done.segments,
         done.metrics.protocol
     );
-    Ok(())
+    emit(said.as_bytes())
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) ends the example quietly, where
+/// `println!` would panic.
+fn emit(bytes: &[u8]) -> Result<(), TransferError> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.map_err(TransferError::Output),
+    }
 }
