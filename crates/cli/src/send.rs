@@ -72,8 +72,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     if body.is_some() && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
         headers.push(("Content-Type".to_owned(), args.content_type.clone()));
     }
-    let request =
-        Request { method, url: args.url.clone(), headers, body: body.unwrap_or_default() };
+    let request = Request {
+        method,
+        headers,
+        body: body.unwrap_or_default(),
+        ..Request::get(args.url.clone())
+    };
     let mut retries = Retries::new(&args.retry);
     let mut stop = std::pin::pin!(crate::output::interrupted());
     let result = loop {

@@ -197,6 +197,16 @@ pub(crate) struct Routes {
     pub(crate) fallbacks: Vec<Option<Proxy>>,
 }
 
+impl Routes {
+    /// Races to connect, over TCP and QUIC alike, give up after `wait`.
+    pub(crate) fn timeout(&mut self, wait: Duration) {
+        self.tcp.race.timeout = wait;
+        if let Some(h3) = &mut self.h3 {
+            h3.params.race.timeout = wait;
+        }
+    }
+}
+
 /// When a session uses HTTP/3 (HTTPS only; plain HTTP has no HTTP/3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Http3 {

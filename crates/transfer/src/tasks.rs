@@ -76,12 +76,23 @@ pub struct Request {
     /// The body: [`Body::Empty`] for none (a method other than GET, HEAD, DELETE and OPTIONS
     /// says `Content-Length: 0` then), bytes, a file, or a stream (see [`crate::body`]).
     pub body: Body,
+    /// For this request alone, the longest wait for a connection, for the answer's head and
+    /// for each next bytes of its body (URLRequest's `timeoutInterval`): `None` takes the
+    /// session's [`request_timeout`](crate::Configuration::request_timeout). The session's
+    /// resource timeout still bounds the whole.
+    pub timeout: Option<Duration>,
 }
 
 impl Request {
     /// A GET of `url` with no fields.
     pub fn get(url: impl Into<String>) -> Self {
-        Self { method: hyper::Method::GET, url: url.into(), headers: Vec::new(), body: Body::Empty }
+        Self {
+            method: hyper::Method::GET,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Body::Empty,
+            timeout: None,
+        }
     }
 }
 
@@ -137,7 +148,7 @@ impl Session {
         let accept = [("Accept-Encoding".to_owned(), crate::decode::ACCEPT.to_owned())];
         self.within_resource(async {
             let opened = self.open(url, &accept).await?;
-            self.read_data(opened, url, limit, &mut |_| {}).await
+            self.read_data(opened, url, limit, self.config.request_timeout, &mut |_| {}).await
         })
         .await
     }
@@ -174,22 +185,23 @@ impl Session {
     ) -> Result<Data, TransferError> {
         self.within_resource(async {
             let opened = self.open_request(request, on).await?;
-            self.read_data(opened, &request.url, limit, on).await
+            let idle = request.timeout.unwrap_or(self.config.request_timeout);
+            self.read_data(opened, &request.url, limit, idle, on).await
         })
         .await
     }
 
-    /// The answer `opened` holds, read into memory under `limit` and decoded, its progress
-    /// told to `on`.
+    /// The answer `opened` holds, read into memory under `limit` (waiting at most `idle` for
+    /// each next bytes) and decoded, its progress told to `on`.
     async fn read_data(
         &self,
         mut opened: Opened,
         url: &str,
         limit: usize,
+        idle: Duration,
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Data, TransferError> {
         let first_byte = opened.started.elapsed();
-        let idle = self.config.request_timeout;
         let body = read_body(&mut opened.response, limit, url, idle, on).await?;
         let (status, mut headers) = (opened.response.status, headers(&opened.response));
         let received = body.len() as u64;
@@ -310,7 +322,9 @@ impl Session {
         crate::download::check_fields(&request.headers)?;
         let (mut parsed, security) = self.allowed(&request.url)?;
         let first = crate::origin(&parsed);
+        let wait = request.timeout.unwrap_or(self.config.request_timeout);
         let mut routes = self.routes(&parsed, security).await?;
+        routes.timeout(wait);
         let path = crate::pool::path_fingerprint().await;
         let mut chain = crate::redirect::Chain::new(&request.url, self.config.max_redirects);
         let (mut method, mut body) = (request.method.clone(), request.body.clone());
@@ -327,7 +341,6 @@ impl Session {
         let mut resent: Option<String> = None;
         let mut connected = started.elapsed();
         let mut hops = Vec::new();
-        let wait = self.config.request_timeout;
         // A 401 to the credential provider's answer gets its fresh one, once per URL.
         let mut refreshed = false;
         loop {
@@ -429,6 +442,7 @@ impl Session {
             again = crate::Again::default();
             self.hand_back(&parsed, conn, response, path).await;
             routes = self.routes(&next, security).await?;
+            routes.timeout(wait);
             parsed = next;
             pooled = idempotent(&method) && body.repeatable();
             conn = self.connection(&parsed, &routes, path, pooled).await?;

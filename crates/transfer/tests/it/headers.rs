@@ -140,9 +140,9 @@ fn send_carries_any_method_and_body_through_redirects_by_rfc_9110() {
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let post = |path: &str| nw_transfer::tasks::Request {
         method: hyper::Method::POST,
-        url: url(path),
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: br#"{"a":1}"#.as_slice().into(),
+        ..nw_transfer::tasks::Request::get(url(path))
     };
     let done = rt.block_on(session.send(&post("/api"), 4096)).unwrap();
     assert_eq!((done.status, &done.body[..]), (200, &br#"POST /api application/json {"a":1}"#[..]));

@@ -495,6 +495,64 @@ fn a_server_that_never_answers_fails_within_the_timeout_and_leaves_nothing() {
     drop(held);
 }
 
+/// A request's own timeout (URLRequest's `timeoutInterval`) ends a wait the session's would
+/// not, and the session's resource timeout ends a data task whose server trickles a byte every
+/// 200 ms, which no idle timeout catches.
+#[test]
+fn a_requests_own_timeout_and_the_resource_timeout_end_what_the_session_timeout_would_not() {
+    use std::io::{Read as _, Write as _};
+    use std::time::{Duration, Instant};
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        if let Some(Ok(mut stream)) = silent.incoming().next() {
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+    });
+    let patient =
+        Configuration { request_timeout: Duration::from_secs(60), ..Configuration::default() };
+    let session = nw_transfer::Session::ephemeral(patient.clone()).unwrap();
+    let request = Request {
+        timeout: Some(Duration::from_secs(1)),
+        ..Request::get(format!("http://127.0.0.1:{port}/never"))
+    };
+    #[allow(clippy::disallowed_methods, reason = "the test measures how long the failure took")]
+    let started = Instant::now();
+    let result = runtime().block_on(session.send(&request, 1 << 20));
+    let took = started.elapsed();
+    assert!(matches!(&result, Err(TransferError::Timeout(_))), "{result:?}");
+    assert!(result.unwrap_err().to_string().contains("no response within 1 s"));
+    assert!(took < Duration::from_secs(10), "failed after {took:?}, not within its own timeout");
+
+    let trickle = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = trickle.local_addr().unwrap().port();
+    let _trickling = std::thread::spawn(move || {
+        let Some(Ok(mut stream)) = trickle.incoming().next() else { return };
+        let _ = stream.read(&mut [0; 4096]);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        for _ in 0..150 {
+            if stream.write_all(b"x").is_err() {
+                return;
+            }
+            #[allow(clippy::disallowed_methods, reason = "a server that trickles")]
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let bounded = Configuration { resource_timeout: Some(Duration::from_secs(1)), ..patient };
+    let session = nw_transfer::Session::ephemeral(bounded).unwrap();
+    #[allow(clippy::disallowed_methods, reason = "the test measures how long the failure took")]
+    let started = Instant::now();
+    let result =
+        runtime().block_on(session.data(&format!("http://127.0.0.1:{port}/slow"), 1 << 20));
+    let took = started.elapsed();
+    assert!(matches!(&result, Err(TransferError::ResourceTimeout(_))), "{result:?}");
+    assert_eq!(result.unwrap_err().code(), nw_transfer::Code::TimedOut);
+    assert!(
+        took < Duration::from_secs(10),
+        "failed after {took:?}, not within the resource timeout"
+    );
+}
+
 #[test]
 fn nginx_a_file_changed_behind_an_unchanged_etag_is_caught_by_the_overlap() {
     let new = pattern(24 << 20, 6);

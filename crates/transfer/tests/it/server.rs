@@ -258,9 +258,8 @@ fn server_a_put_on_a_connection_closed_while_pooled_goes_again_on_a_new_one() {
     {
         let request = nw_transfer::tasks::Request {
             method: method.clone(),
-            url: format!("http://127.0.0.1:{port}/send/{round}"),
-            headers: Vec::new(),
             body: "body".into(),
+            ..nw_transfer::tasks::Request::get(format!("http://127.0.0.1:{port}/send/{round}"))
         };
         let done =
             rt.block_on(session.send(&request, 64)).unwrap_or_else(|e| panic!("{method}: {e}"));
