@@ -68,8 +68,15 @@ impl StoreArg {
         self.store.clone().unwrap_or_else(nw_transfer::store::Store::default_path)
     }
 
-    pub(crate) fn open(&self) -> anyhow::Result<nw_transfer::store::Store> {
-        Ok(nw_transfer::store::Store::open(&self.path())?)
+    /// The store when its file exists; `None` when it does not, so that a command that only
+    /// reads or tidies it (`nw transfers`, `clear`, `run`) creates neither it nor its
+    /// directory.
+    pub(crate) fn open_existing(&self) -> anyhow::Result<Option<nw_transfer::store::Store>> {
+        let path = self.path();
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => Ok(Some(nw_transfer::store::Store::open(&path)?)),
+        }
     }
 }
 

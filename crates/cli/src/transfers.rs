@@ -67,8 +67,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         None => list(&args.list),
         Some(Sub::List(list_args)) => list(&list_args),
         Some(Sub::Clear(store)) => {
-            let store = store.open()?;
-            let cleared = store.clear_finished()? + store.clear_finished_uploads()?;
+            let cleared = match store.open_existing()? {
+                Some(store) => store.clear_finished()? + store.clear_finished_uploads()?,
+                None => 0,
+            };
             crate::output::error_line(&format!("cleared {cleared} finished transfers"));
             Ok(Outcome::Success)
         }
@@ -77,8 +79,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
-    let store = args.store.open()?;
-    let (records, uploads) = (store.list()?, store.uploads()?);
+    let (records, uploads) = match args.store.open_existing()? {
+        Some(store) => (store.list()?, store.uploads()?),
+        None => (Vec::new(), Vec::new()),
+    };
     if args.json {
         let all = records
             .into_iter()
@@ -136,7 +140,9 @@ fn list(args: &ListArgs) -> anyhow::Result<Outcome> {
 }
 
 async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
-    let store = args.store.open()?;
+    let Some(store) = args.store.open_existing()? else {
+        return summarize(args.json, Summary::default());
+    };
     let downloads = store.unfinished()?.into_iter().map(|r| r.url);
     let uploads = store.unfinished_uploads()?.into_iter().map(|u| u.url);
     let https = needs_trust(&downloads.chain(uploads).collect::<Vec<_>>());
@@ -171,6 +177,11 @@ async fn run_queue(args: RunArgs) -> anyhow::Result<Outcome> {
         }
     };
     let summary = session.run_queue(config, &sessions, &on).await?;
+    summarize(json, summary)
+}
+
+/// The run's last line, and its outcome.
+fn summarize(json: bool, summary: Summary) -> anyhow::Result<Outcome> {
     let Summary { done, failed, interrupted } = summary;
     if json {
         crate::output::line(&json!({"event": "summary", "done": done, "failed": failed, "interrupted": interrupted}).to_string())?;

@@ -207,8 +207,22 @@ impl Store {
 
     /// Opens (or creates) the store at `path`; [`IN_MEMORY`] for one that lives in memory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let err =
-            |what, hint| move |source| StoreError { path: path.to_owned(), what, hint, source };
+        // What is wrong with the file itself, when SQLite's error says: that hint, not the
+        // step's.
+        let err = |what, hint| {
+            move |source: rusqlite::Error| {
+                let hint = match source.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::ReadOnly) => {
+                        "this user may not write it (or its directory); check their permissions, or set NW_STORE"
+                    }
+                    Some(rusqlite::ErrorCode::CannotOpen) if path.is_dir() => {
+                        "that is a directory; name a file, or set NW_STORE"
+                    }
+                    _ => hint,
+                };
+                StoreError { path: path.to_owned(), what, hint, source }
+            }
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // A failure shows up, with its reason, when SQLite tries to open the file.
             let _ = std::fs::create_dir_all(dir);

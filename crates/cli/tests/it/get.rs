@@ -1035,6 +1035,30 @@ fn get_follows_a_location_in_raw_utf8() {
     assert_eq!(std::fs::read(scratch.0.join("got")).unwrap(), b"ok");
 }
 
+/// Commands that only read or tidy the store create nothing where none is (`NW_STORE` naming
+/// a file under a directory that does not exist: neither appears), and a store that is a
+/// directory is said to be one.
+#[test]
+fn transfers_list_clear_and_run_create_no_store() {
+    let scratch = scratch("nostore");
+    let store = scratch.0.join("absent/dir/transfers.db");
+    for (args, says) in [
+        (&["transfers"][..], "no transfers"),
+        (&["transfers", "clear"], "cleared 0 finished transfers"),
+        (&["transfers", "run"], "0 done, 0 failed, 0 interrupted"),
+    ] {
+        let out = Command::new(NW).args(args).env("NW_STORE", &store).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(!scratch.0.join("absent").exists(), "a read of the store created its directory");
+    let out = Command::new(NW).args(["transfers"]).env("NW_STORE", &scratch.0).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("that is a directory; name a file, or set NW_STORE"), "{err}");
+}
+
 /// `--max-time` cuts off a server that trickles a byte every 200 ms, which the idle timeout
 /// never catches: the download fails once, not tried again, its bytes kept for `--resume`;
 /// a body streamed to stdout stops the same way.
