@@ -431,6 +431,23 @@ enum Input<T> {
 /// One attempt to an address over a protocol, its socket bound as `Bind` says.
 type AttemptFuture<T> = Pin<Box<dyn Future<Output = Result<(T, Stack), AttemptError>> + Send>>;
 
+/// What an attempt tells the race while it runs: that its transport (its TCP connection) is
+/// made and a handshake on top of it (TLS) is under way, so that a timeout from then on says
+/// the handshake is what did not finish.
+#[derive(Debug, Clone)]
+struct Progress {
+    id: AttemptId,
+    tx: tokio::sync::mpsc::UnboundedSender<(AttemptId, Instant)>,
+}
+
+impl Progress {
+    /// Stamped here, not when the driver gets to it.
+    #[allow(clippy::disallowed_methods, reason = "the driver is where the clock is read")]
+    fn transport_made(&self) {
+        let _ = self.tx.send((self.id, Instant::now()));
+    }
+}
+
 /// Connects to `host` (a name or an IP literal) and `port`, racing every address; over TLS when
 /// `params.tls` is set.
 pub async fn connect(
@@ -497,7 +514,7 @@ async fn connect_direct(
     let tcp_tls = tcp_tls.zip(name.clone());
     let quic_tls = quic_tls.zip(name);
     let options = params.tcp;
-    let start_attempt = move |addr: SocketAddr, protocol: Protocol, bind: Bind| {
+    let start_attempt = move |addr: SocketAddr, protocol: Protocol, bind: Bind, progress| {
         let (tcp_tls, quic_tls) = (tcp_tls.clone(), quic_tls.clone());
         let fut: AttemptFuture<Box<dyn Io>> = Box::pin(async move {
             match (protocol, quic_tls) {
@@ -509,7 +526,9 @@ async fn connect_direct(
                     Err(AttemptError::Other("QUIC needs TLS settings".into()))
                 }
                 // The race asks for the configured protocol (TCP here) or QUIC, never UDP.
-                (Protocol::Tcp | Protocol::Udp, _) => attempt(addr, tcp_tls, &bind, &options).await,
+                (Protocol::Tcp | Protocol::Udp, _) => {
+                    attempt(addr, tcp_tls, &bind, &options, &progress).await
+                }
             }
         });
         fut
@@ -529,7 +548,7 @@ async fn establish<T: Send + 'static>(
     config: Config,
     resolver: Arc<dyn Resolve>,
     (id, observe): (ConnectionId, &Observer<'_>),
-    start_attempt: impl Fn(SocketAddr, Protocol, Bind) -> AttemptFuture<T>,
+    start_attempt: impl Fn(SocketAddr, Protocol, Bind, Progress) -> AttemptFuture<T>,
 ) -> Result<(T, Report), ConnectError> {
     let mut report = Report::new(id, host, port);
     observe(State::Preparing);
@@ -583,6 +602,7 @@ async fn establish<T: Send + 'static>(
         None => Race::new(id, port, config, start),
     };
     let mut in_flight: InFlight<T> = Vec::new();
+    let (progress, mut progressed) = tokio::sync::mpsc::unbounded_channel();
     // Only the `Connected` input that has just arrived can win the race, so its stream is kept
     // then; every other connected stream drops (closes) where it arrives.
     let mut won: Option<(T, Stack)> = None;
@@ -606,7 +626,8 @@ async fn establish<T: Send + 'static>(
                 }
                 Action::StartAttempt { id, addr, protocol } => {
                     tracing::debug!(attempt = %id, %addr, ?protocol, "attempt started");
-                    let attempt = start_attempt(addr, protocol, bind.clone());
+                    let told = Progress { id, tx: progress.clone() };
+                    let attempt = start_attempt(addr, protocol, bind.clone(), told);
                     let fut = async move {
                         match attempt.await {
                             Ok((stream, stack)) => Input::Connected(id, stream, stack),
@@ -659,6 +680,7 @@ async fn establish<T: Send + 'static>(
                 }
                 Input::Failed(id, e) => race.handle_attempt_failed(id, e, Instant::now()),
             },
+            Some((id, at)) = progressed.recv() => race.handle_attempt_progress(id, at),
             () = sleep_until(deadline) => race.handle_timeout(Instant::now()),
         }
     };
@@ -715,7 +737,7 @@ pub async fn connect_quic(
     let name = tls::server_name(params.server_name.as_deref().unwrap_or(host))?;
     let name = name.to_str().into_owned();
     let config = Config { protocol: Protocol::Quic, discover_quic: false, ..params.race };
-    let start_attempt = move |addr: SocketAddr, _: Protocol, bind: Bind| {
+    let start_attempt = move |addr: SocketAddr, _: Protocol, bind: Bind, _: Progress| {
         let (tls, name) = (tls.clone(), name.clone());
         let fut: AttemptFuture<crate::quic::QuicConnection> =
             Box::pin(async move { crate::quic::handshake(addr, tls, name, &bind).await });
@@ -759,7 +781,7 @@ pub async fn connect_udp_observed(
     observe: &(dyn Fn(State) + Send + Sync),
 ) -> Result<UdpConnected, ConnectError> {
     let config = Config { protocol: Protocol::Udp, discover_quic: false, ..params.race };
-    let start_attempt = |addr: SocketAddr, _: Protocol, bind: Bind| {
+    let start_attempt = |addr: SocketAddr, _: Protocol, bind: Bind, _: Progress| {
         let fut: AttemptFuture<UdpSocket> = Box::pin(async move {
             udp_attempt(addr, &bind)
                 .await
@@ -928,11 +950,13 @@ async fn attempt(
     tls: Option<(Arc<ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     bind: &Bind,
     options: &TcpOptions,
+    progress: &Progress,
 ) -> Result<(Box<dyn Io>, Stack), AttemptError> {
     let (tcp, mptcp) = tcp_connect(addr, bind, options).await.map_err(|e| attempt_error(&e))?;
     let Some((config, name)) = tls else {
         return Ok((Box::new(tcp), Stack { mptcp, ..Stack::default() }));
     };
+    progress.transport_made();
     let (stream, negotiated, took) = tls_client(tcp, config, name).await?;
     Ok((stream, Stack { tls: Some(negotiated), mptcp, tls_handshake: Some(took) }))
 }

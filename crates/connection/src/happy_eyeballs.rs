@@ -249,6 +249,20 @@ pub enum AttemptError {
     /// The attempt ran out its own timeout.
     #[error("no answer within the attempt timeout")]
     TimedOut,
+    /// The attempt ran out its own timeout after its TCP connection was made, with the TLS
+    /// handshake on top of it unfinished: the peer accepts and then does not speak TLS (a
+    /// server of another protocol waiting for the client to speak first), or something on the
+    /// path drops the ClientHello (a middlebox that chokes on one too large for a packet, as
+    /// post-quantum key shares make it).
+    #[error(
+        "connected in {:.1} ms, then the TLS handshake did not finish within the attempt \
+         timeout (a server that does not speak TLS, or a path that drops the ClientHello)",
+        *.connected_us as f64 / 1e3
+    )]
+    HandshakeTimedOut {
+        /// When the TCP connection was made, in µs after the attempt started.
+        connected_us: u64,
+    },
     /// The TLS (or QUIC) handshake failed for a reason other than trust.
     #[error("TLS: {0}")]
     Tls(String),
@@ -499,6 +513,9 @@ struct Attempt {
     protocol: Protocol,
     state: AttemptState,
     error: Option<AttemptError>,
+    started: Instant,
+    /// When its transport was made, with a handshake on top still to finish.
+    transport_at: Option<Instant>,
 }
 
 /// The race.
@@ -706,6 +723,15 @@ impl Race {
         self.timers = [None; 3];
     }
 
+    /// The attempt's transport is made (its TCP connection), and the handshake on top of it
+    /// (TLS) is under way: should it time out now, its error says the handshake is what did
+    /// not finish ([`AttemptError::HandshakeTimedOut`]).
+    pub fn handle_attempt_progress(&mut self, id: AttemptId, now: Instant) {
+        if let Some(attempt) = self.running_mut(id) {
+            attempt.transport_at.get_or_insert(now);
+        }
+    }
+
     /// The attempt failed; the next one starts at once (RFC 8305 §5: no need to wait out the
     /// attempt delay once the current attempt has failed).
     pub fn handle_attempt_failed(&mut self, id: AttemptId, error: AttemptError, now: Instant) {
@@ -729,15 +755,24 @@ impl Race {
             self.finish(now, RaceError::TimedOut(self.config.timeout));
             return;
         }
-        let expired: Vec<AttemptId> = self
+        let expired: Vec<(AttemptId, AttemptError)> = self
             .attempts
             .iter()
             .filter(|a| matches!(a.state, AttemptState::Running { deadline } if deadline <= now))
-            .map(|a| a.id)
+            .map(|a| {
+                let error = match a.transport_at {
+                    Some(at) => AttemptError::HandshakeTimedOut {
+                        connected_us: u64::try_from((at - a.started).as_micros())
+                            .unwrap_or(u64::MAX),
+                    },
+                    None => AttemptError::TimedOut,
+                };
+                (a.id, error)
+            })
             .collect();
-        for id in expired {
+        for (id, error) in expired {
             self.actions.push_back(Action::CancelAttempt { id });
-            self.handle_attempt_failed(id, AttemptError::TimedOut, now);
+            self.handle_attempt_failed(id, error, now);
         }
         self.step(now);
     }
@@ -870,6 +905,8 @@ impl Race {
             protocol,
             state: AttemptState::Running { deadline },
             error: None,
+            started: now,
+            transport_at: None,
         });
         self.actions.push_back(Action::StartAttempt { id, addr, protocol });
         self.events.push_back(Event::AttemptStarted { id, addr, protocol, at: now - self.start });

@@ -1115,7 +1115,9 @@ fn connect_code(e: &nw_connection::ConnectError) -> Code {
         ConnectError::Race { error: RaceError::AllAttemptsFailed { attempts }, .. } => {
             if attempts.iter().any(|t| matches!(t.error, AttemptError::Tls(_))) {
                 Code::SecureConnectionFailed
-            } else if attempts.iter().all(|t| t.error == AttemptError::TimedOut) {
+            } else if attempts.iter().all(|t| {
+                matches!(t.error, AttemptError::TimedOut | AttemptError::HandshakeTimedOut { .. })
+            }) {
                 Code::TimedOut
             } else {
                 Code::CannotConnectToHost

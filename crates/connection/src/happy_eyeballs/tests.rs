@@ -15,6 +15,8 @@ enum Host {
     Fails(u64, AttemptError),
     /// Never answers.
     Blackhole,
+    /// Its transport is made after this many ms, and the handshake on top never finishes.
+    Stalls(u64),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -82,6 +84,7 @@ enum Input {
     Services(Result<Vec<Service>, QueryError>),
     Ready(AttemptId),
     Fail(AttemptId, AttemptError),
+    Progress(AttemptId),
 }
 
 #[derive(Debug)]
@@ -156,6 +159,7 @@ impl Sim {
                         sim.finished.insert(id);
                         sim.race.handle_attempt_failed(id, e, sim.now);
                     }
+                    Input::Progress(id) => sim.race.handle_attempt_progress(id, sim.now),
                 }
             } else {
                 sim.race.handle_timeout(sim.now);
@@ -200,6 +204,7 @@ impl Sim {
                     let input = match hosts.get(&addr.ip()).cloned().unwrap_or(Host::Blackhole) {
                         Host::Ready(after) => Some((after, Input::Ready(id))),
                         Host::Fails(after, e) => Some((after, Input::Fail(id, e))),
+                        Host::Stalls(after) => Some((after, Input::Progress(id))),
                         Host::Blackhole => None,
                     };
                     if let Some((after, input)) = input {
@@ -209,7 +214,7 @@ impl Sim {
                 Action::CancelAttempt { id } => {
                     assert!(self.cancelled.insert(id), "{id} cancelled twice");
                     self.pending.retain(
-                        |p| !matches!(&p.1, Input::Ready(x) | Input::Fail(x, _) if *x == id),
+                        |p| !matches!(&p.1, Input::Ready(x) | Input::Fail(x, _) | Input::Progress(x) if *x == id),
                     );
                 }
             }
@@ -432,6 +437,33 @@ fn concurrency_cap_and_per_attempt_timeout() {
         .count();
     assert_eq!(timeouts, 3, "the fourth attempt is cancelled by the win, not timed out");
     sim.assert_no_also_rans_left();
+}
+
+/// An attempt whose TCP connection was made and whose TLS handshake then stalls times out
+/// saying so, with when it connected; one that never connected says only that it timed out.
+#[test]
+fn an_attempt_timed_out_mid_handshake_says_it_was_connected() {
+    let world = World::default()
+        .host("192.0.2.1", Host::Stalls(12))
+        .host("192.0.2.2", Host::Blackhole)
+        .host("192.0.2.3", Host::Ready(RTT));
+    // Each times out before the next would have started (250 ms), so the next starts then.
+    let config = Config { attempt_timeout: Duration::from_millis(200), ..Config::default() };
+    let sim = Sim::literal(&["192.0.2.1", "192.0.2.2", "192.0.2.3"], &world, config);
+    let failed: Vec<&AttemptError> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AttemptFailed { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [&AttemptError::HandshakeTimedOut { connected_us: 12_000 }, &AttemptError::TimedOut]
+    );
+    assert_eq!(sim.won().1, ip("192.0.2.3"));
+    assert!(failed[0].to_string().starts_with("connected in 12.0 ms, then the TLS handshake"));
 }
 
 #[test]

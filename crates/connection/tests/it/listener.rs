@@ -275,3 +275,33 @@ async fn quic_listener_refuses_at_the_limit_and_shuts_down() {
     let read = tokio::time::timeout(Duration::from_secs(5), first.stream.read_to_end(&mut rest));
     assert!(read.await.is_ok(), "the cancelled connection is closed, not left hanging");
 }
+
+/// A peer that accepts the TCP connection and then says nothing (no TLS server behind it): the
+/// attempt times out saying it was connected and the TLS handshake is what did not finish,
+/// where a blackholed address says only that nothing answered.
+#[tokio::test]
+async fn a_tls_attempt_that_connects_and_then_hears_nothing_says_the_handshake_stalled() {
+    use nw_connection::{SystemConfig, SystemResolver, connect};
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let ca = TestCa::new("nwkit test CA").unwrap();
+    let client = ClientOptions { extra_anchors: vec![ca.root_der()], ..ClientOptions::default() }
+        .config()
+        .unwrap();
+    let mut params = nw_connection::Parameters {
+        tls: Some(client),
+        server_name: Some("localhost".into()),
+        ..Default::default()
+    };
+    params.race.attempt_timeout = Duration::from_millis(300);
+    let resolver = Arc::new(SystemResolver::new(SystemConfig::parse("", "")));
+    let Err(e) = connect("127.0.0.1", port, &params, resolver).await else {
+        panic!("a silent peer completed a TLS handshake")
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("connected in ") && text.contains("then the TLS handshake did not finish"),
+        "{text}"
+    );
+    drop(silent);
+}
