@@ -116,28 +116,40 @@ impl Serialize for Ports {
 
 impl<'de> Deserialize<'de> for Ports {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Anything else (a number out of range, a boolean, a table) is caught too, so the
+        // error says what a port is rather than that no variant matched.
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
-            One(u16),
+            One(i64),
             Text(String),
+            Other(serde::de::IgnoredAny),
         }
         let bad = |t: &str| {
             serde::de::Error::custom(format!(
-                "{t:?} is not a port or a range of ports (write 443 or \"8000-8999\")"
+                "{t} is not a port (1–65535) or a range of ports (write 443 or \"8000-8999\")"
             ))
         };
+        let port = |p: i64, shown: &str| {
+            u16::try_from(p).ok().filter(|&p| p > 0).ok_or_else(|| bad(shown))
+        };
         match Raw::deserialize(d)? {
-            Raw::One(p) => Ok(Self { first: p, last: p }),
+            Raw::One(p) => {
+                let p = port(p, &p.to_string())?;
+                Ok(Self { first: p, last: p })
+            }
             Raw::Text(t) => {
+                let shown = format!("{t:?}");
                 let (a, b) = t.split_once('-').unwrap_or((&t, &t));
-                let first: u16 = a.trim().parse().map_err(|_| bad(&t))?;
-                let last: u16 = b.trim().parse().map_err(|_| bad(&t))?;
+                let parse = |x: &str| x.trim().parse::<i64>().map_err(|_| bad(&shown));
+                let first = port(parse(a)?, &shown)?;
+                let last = port(parse(b)?, &shown)?;
                 if first > last {
-                    return Err(bad(&t));
+                    return Err(bad(&shown));
                 }
                 Ok(Self { first, last })
             }
+            Raw::Other(_) => Err(bad("that")),
         }
     }
 }
@@ -460,6 +472,13 @@ mod tests {
         assert!(
             e("[[rule]]\naction = \"allow\"\nhost = \"a*b\"\n", true).contains("not a host name")
         );
+        // A port out of range, port 0 and a value of another type say what a port is, not
+        // that "no variant of an untagged enum" matched.
+        for bad in ["ports = [99999]", "ports = 0", "local_ports = \"0-80\"", "ports = [true]"] {
+            let said = e(&format!("[[rule]]\naction = \"allow\"\n{bad}\n"), true);
+            assert!(said.contains("is not a port (1–65535)"), "{bad}: {said}");
+            assert!(!said.contains("untagged"), "{bad}: {said}");
+        }
         assert!(e("default = \"maybe\"", true).contains("parse"));
         assert_eq!(Rules::parse("", false).map(|r| r.default).ok(), Some(Action::Allow));
     }

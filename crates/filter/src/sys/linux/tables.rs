@@ -283,15 +283,36 @@ pub(crate) fn rescope(queue: u16, bypass: bool, scope: &Scope) -> io::Result<()>
 }
 
 /// Removes the rules of both families, whoever installed them; returns what could not be
-/// removed.
+/// removed. A round that leaves something (a chain the kernel still calls busy, a listing
+/// that failed) is followed by another, up to three, 100 ms apart: what is reported is what
+/// the last one could not remove.
+#[allow(clippy::disallowed_methods, reason = "sys code: a short pause between removal rounds")]
 pub(crate) fn remove() -> Vec<String> {
+    let mut left = remove_once();
+    for _ in 1..3 {
+        if left.is_empty() {
+            break;
+        }
+        tracing::debug!("removing the filter's rules left {left:?}; once more");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = remove_once();
+    }
+    left
+}
+
+fn remove_once() -> Vec<String> {
     let mut left = Vec::new();
     for tool in TOOLS {
         for (builtin, ours) in [("OUTPUT", CHAIN), ("INPUT", IN_CHAIN)] {
             // Rule numbers of the jumps, highest first so that deleting keeps the others'
             // numbers.
-            let listed =
-                run(tool, &["-w", "-n", "--line-numbers", "-L", builtin], None).unwrap_or_default();
+            let listed = match run(tool, &["-w", "-n", "--line-numbers", "-L", builtin], None) {
+                Ok(listed) => listed,
+                Err(e) => {
+                    left.push(format!("cannot list {builtin} to find our jumps: {e}"));
+                    continue;
+                }
+            };
             let mut numbers: Vec<u32> = listed
                 .lines()
                 .filter(|l| l.split_whitespace().nth(1) == Some(ours))
