@@ -428,7 +428,8 @@ fn list(value: &str) -> impl Iterator<Item = &str> {
 
 fn address(text: &str) -> Result<Prefix, String> {
     if text.contains('/') {
-        text.parse::<Prefix>().map_err(|e| format!("{text:?}: {e}"))
+        // The prefix's own error names the text already.
+        text.parse::<Prefix>().map_err(|e| e.to_string())
     } else {
         text.parse::<IpAddr>()
             .map(Prefix::host)
@@ -555,6 +556,10 @@ mod tests {
             ("[Interface]\nListenPort = 70000\n", "line 2: ListenPort \"70000\" is not a port"),
             ("[Interface]\nAddres = 10.0.0.1\n", "line 2: unknown key Addres"),
             ("[Interface]\nAddress = 10.0.0.300\n", "line 2: \"10.0.0.300\" is not an address"),
+            (
+                "[Interface]\nAddress = 10.0.0.2/40\n",
+                "line 2: \"10.0.0.2/40\" is not an address prefix (write",
+            ),
             ("[Interface]\n", "[Interface] has no PrivateKey"),
             ("", "no [Interface] section"),
             ("[Interface]\njust words\n", "line 2: \"just words\" is not `Key = value`"),
