@@ -60,6 +60,27 @@ fn doctor_json_has_the_sections_shape() {
     assert_eq!(protocols, ["h2", "http/1.1", "h3"], "{transfer}");
 }
 
+/// A decision for an executable or a script by a relative path would match no app: it is
+/// refused with the absolute path it probably meant, and nothing is written; `reset` still
+/// takes one (to remove what was kept before this was checked).
+#[test]
+fn lnp_refuses_a_decision_for_a_relative_path() {
+    let dir = crate::support::Dir::new("lnp-relative");
+    let (store, policy) = (dir.path("lnp.toml"), dir.path("policy.toml"));
+    let env = [("NW_LNP_STORE", store.as_str()), ("NW_LNP_POLICY", policy.as_str())];
+    for verb in ["allow", "deny"] {
+        let (code, _, err) = nw_env(&["lnp", verb, "exe:bin/tool"], &env);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("exe: takes an absolute path"), "{err}");
+        assert!(err.contains("did you mean exe:/"), "{err}");
+    }
+    assert!(!std::path::Path::new(&store).exists(), "a refused decision wrote the store");
+    let (code, _, err) = nw_env(&["lnp", "reset", "script:tool.py"], &env);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = nw_env(&["lnp", "allow", "exe:/usr/bin/curl"], &env);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// Doctor's `lnp` section says where local network privacy stands, from the files
 /// `NW_LNP_STORE` and `NW_LNP_POLICY` name, and never writes them.
 #[test]
