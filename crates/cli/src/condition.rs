@@ -30,7 +30,7 @@ const DOWN: &str = "down (server → client)";
 #[command(
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Units: durations 50ms, 1.5s, 200us; rates 10mbit, 256kbit, 1gbit, 9600bit; loss 1% or 0.5%; queue 100 (packets) or 64kb (bytes, 1 kb = 1024).\nWhile it runs, `nw condition set --delay 200ms` (from the client, the server or any shell given NW_CONDITION) changes the link from the next packet on, and `nw condition show` prints its state.\nExit status: the client's; 125 when nw failed (no root, no TUN); 2 for usage."
+    after_help = "Units: durations 50ms, 1.5s, 200us; rates 10mbit, 256kbit, 1gbit, 9600bit; loss 1% or 0.5%; queue 100 (packets) or 64kb (bytes, 1 kb = 1024).\nWhile it runs, `nw condition set --delay 200ms` (from the client, the server or any shell given NW_CONDITION) changes the link from the next packet on, and `nw condition show` prints its state.\nExit status: the client's; 127 (126) when the client is not found (not executable), as a shell says; 125 when nw failed (no root, no TUN); 2 for usage."
 )]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -199,6 +199,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
         None => {}
     }
     let (up, down) = args.settings.profiles()?;
+    let (program, _) = client(&args)?;
+    if let Err((code, why)) = runnable(program) {
+        crate::output::error_line(&format!("nw condition: {why}"));
+        return Ok(Outcome::Exit(code));
+    }
     let outcome = match args.proxy {
         Some(target) => through_proxy(&args, target, up, down).await,
         None => condition(&args, up, down).await,
@@ -294,7 +299,7 @@ async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Ou
     let socket = ControlSocket::new(args.control.as_deref())?;
     let _control = link.control(&socket.path)?;
     // The server runs until the client is done; its guard (and the namespace's) ends it.
-    let _server = match &args.server {
+    let mut server = match &args.server {
         Some(server) => {
             let mut cmd = far.command("sh");
             cmd.args(["-c", server]).env("NW_SELF", FAR_V4).env("NW_PEER", NEAR_V4);
@@ -309,6 +314,7 @@ async fn condition(args: &Args, up: Profile, down: Profile) -> anyhow::Result<Ou
     cmd.args(rest).env("NW_SELF", NEAR_V4).env("NW_PEER", FAR_V4);
     cmd.env("NW_CONDITION", &socket.path);
     let status = run_client(cmd, program).await?;
+    say_if_the_server_ended(server.as_mut());
     let counters = link.counters();
     drop(link);
     drop((near, far));
@@ -351,7 +357,7 @@ async fn through_proxy(
     let socket = ControlSocket::new(args.control.as_deref())?;
     let _control = proxy.control(&socket.path)?;
     let local = proxy.local_addr().to_string();
-    let _server = match &args.server {
+    let mut server = match &args.server {
         Some(server) => {
             let mut cmd = std::process::Command::new("sh");
             cmd.args(["-c", server]).env("NW_SELF", target.to_string());
@@ -366,6 +372,7 @@ async fn through_proxy(
     cmd.args(rest).env("NW_PROXY", &local).env("NW_PEER", target.to_string());
     cmd.env("NW_CONDITION", &socket.path);
     let status = run_client(cmd, program).await?;
+    say_if_the_server_ended(server.as_mut());
     let counters = proxy.counters();
     drop(proxy);
     finish(args, &counters, &status)
@@ -373,6 +380,44 @@ async fn through_proxy(
 
 fn client(args: &Args) -> Result<(&String, &[String]), UsageError> {
     args.client.split_first().ok_or_else(|| UsageError("give a client command after --".into()))
+}
+
+/// A server command that ended before the client was done (it failed to start, its port was
+/// taken) is why the client saw nothing: said, with how it ended.
+fn say_if_the_server_ended(server: Option<&mut nw_lab::Child>) {
+    if let Some(Ok(Some(status))) = server.map(nw_lab::Child::try_wait) {
+        crate::output::error_line(&format!(
+            "nw condition: the server command ended ({status}) before the client was done"
+        ));
+    }
+}
+
+/// Whether the client's program can be run at all — a path to an executable file, or a name
+/// found on PATH — so that one that cannot fails at once with the shell's 127 or 126 and says
+/// why, before a link is built (and not as whatever `ip netns exec` exits with).
+fn runnable(program: &str) -> Result<(), (u8, String)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = Path::new(program);
+        return match std::fs::metadata(path) {
+            Err(_) => {
+                Err((127, format!("cannot run the client {program:?}: there is no such file")))
+            }
+            Ok(_) if !executable(path) => Err((
+                126,
+                format!("cannot run the client {program:?}: it is not an executable file"),
+            )),
+            Ok(_) => Ok(()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program))) {
+        return Ok(());
+    }
+    Err((127, format!("cannot run the client {program:?}: no such command on PATH")))
 }
 
 /// Runs the client to its end; Ctrl-C and SIGTERM go to it while nw stays to tear down.

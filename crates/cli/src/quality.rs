@@ -105,7 +105,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let session = Session::ephemeral(config)?;
     let endpoints = match session.rpm_config(&config_url).await {
         Ok(e) => e,
-        Err(e) => return negative(&args, &format!("{config_url}: {e}")),
+        // Named once: most of its errors start with the URL already.
+        Err(e) => {
+            let text = e.to_string();
+            let why =
+                if text.starts_with(&config_url) { text } else { format!("{config_url}: {text}") };
+            return negative(&args, &why);
+        }
     };
     let params = rpm::Params {
         max_time: Duration::from_secs(args.max_time),

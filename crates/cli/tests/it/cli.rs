@@ -60,6 +60,32 @@ fn doctor_json_has_the_sections_shape() {
     assert_eq!(protocols, ["h2", "http/1.1", "h3"], "{transfer}");
 }
 
+/// `nw condition` with a client it cannot run fails at once with the shell's 127 or 126 and
+/// says why (it was `ip netns exec`'s 1 after building the link); a server command that ends
+/// before the client is done is said, with how it ended.
+#[test]
+fn condition_says_when_the_client_cannot_run_or_the_server_ended() {
+    let (code, _, err) = nw(&["condition", "--delay", "5ms", "--", "/nonexistent/client"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("cannot run the client \"/nonexistent/client\": there is no such file"));
+    let (code, _, err) = nw(&["condition", "--", "no-such-command-here"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("no such command on PATH"), "{err}");
+    let dir = crate::support::Dir::new("condition-client");
+    let plain = dir.path("plain.txt");
+    std::fs::write(&plain, "not a program\n").unwrap();
+    let (code, _, err) = nw(&["condition", "--", &plain]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("it is not an executable file"), "{err}");
+    let args = ["condition", "--proxy", "127.0.0.1:9", "--server", "exit 3", "--"];
+    let (code, _, err) = nw(&[&args[..], &["sh", "-c", "sleep 1"]].concat());
+    assert_eq!(code, 0, "the client's status: {err}");
+    assert!(
+        err.contains("the server command ended (exit status: 3) before the client was done"),
+        "{err}"
+    );
+}
+
 /// A decision for an executable or a script by a relative path would match no app: it is
 /// refused with the absolute path it probably meant, and nothing is written; `reset` still
 /// takes one (to remove what was kept before this was checked).
@@ -537,6 +563,23 @@ fn quality_says_why_it_could_not_measure() {
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = nw(&["quality", "--ca-out", "/tmp/x.pem"]);
     assert_eq!(code, 2, "--ca-out needs --serve: {err}");
+    // A configuration that is not one says so, naming its URL once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/config", listener.local_addr().unwrap().port());
+    let _server = std::thread::spawn(move || {
+        use std::io::Write as _;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = nw_lab::http::read_request(&mut stream);
+            let body = "<html>not json</html>";
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = stream.write_all(format!("{head}{body}").as_bytes());
+        }
+    });
+    let (code, _, err) = nw(&["quality", &url, "--max-time", "3"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a responsiveness configuration"), "{err}");
+    assert_eq!(err.matches(url.as_str()).count(), 1, "the URL named once: {err}");
 }
 
 #[test]
