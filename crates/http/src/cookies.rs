@@ -41,6 +41,16 @@ pub struct Jar {
 /// The most of a jar file read (cookies are small; a browser's whole jar fits).
 const MAX_FILE: u64 = 16 << 20;
 
+/// A cookie whose name and value together are longer is ignored whole (RFC 6265bis §5.6,
+/// step 5 of parsing a set-cookie-string): it would make every request to its site too large
+/// for many servers.
+const MAX_COOKIE: usize = 4096;
+
+/// The most cookies a jar keeps; past it, new ones are ignored. Chrome keeps 3,300 (RFC 6265
+/// §6.1 asks for at least 3,000): a server that sets more is hostile or broken, and each kept
+/// one is memory and, for its site, header bytes.
+const MAX_COOKIES: usize = 3300;
+
 impl Jar {
     /// The jar `cookies` asks for, read from its file when there is one.
     pub fn new(cookies: &Cookies) -> Result<Self, Error> {
@@ -74,6 +84,16 @@ impl Jar {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .filter_map(|v| RawCookie::parse(v.to_owned()).ok())
+            .filter(|c| {
+                let fits = c.name().len() + c.value().len() <= MAX_COOKIE;
+                if !fits {
+                    tracing::debug!(
+                        "ignored cookie {:?}: longer than {MAX_COOKIE} bytes",
+                        c.name()
+                    );
+                }
+                fits
+            })
             .collect();
         if set.is_empty() {
             return;
@@ -81,7 +101,33 @@ impl Jar {
         let Some(web) = web_url(url) else { return };
         let host = web.host_str().unwrap_or_default().to_ascii_lowercase();
         let set = set.into_iter().filter_map(|c| within_a_site(c, &host));
-        store.lock().unwrap_or_else(PoisonError::into_inner).store_response_cookies(set, &web);
+        {
+            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+            let room = MAX_COOKIES.saturating_sub(store.iter_any().count());
+            // A cookie that replaces one already kept takes no room; only new ones are held
+            // to it.
+            let set: Vec<RawCookie<'static>> = set
+                .scan(room, |room, c| {
+                    let known = store.contains_any(
+                        c.domain().unwrap_or(&host).trim_start_matches('.'),
+                        c.path().unwrap_or("/"),
+                        c.name(),
+                    );
+                    if known || *room > 0 {
+                        *room -= usize::from(!known);
+                        Some(Some(c))
+                    } else {
+                        tracing::debug!(
+                            "ignored cookie {:?}: the jar holds {MAX_COOKIES}",
+                            c.name()
+                        );
+                        Some(None)
+                    }
+                })
+                .flatten()
+                .collect();
+            store.store_response_cookies(set.into_iter(), &web);
+        }
         let Some((path, writing)) = &self.file else { return };
         let _turn = writing.lock().await;
         let mut json = Vec::new();
@@ -202,6 +248,31 @@ mod tests {
 
     fn sent(jar: &Jar, to: &str) -> Option<String> {
         jar.header_for(&url(to))
+    }
+
+    #[test]
+    fn a_cookie_too_long_is_ignored_and_the_jar_stops_at_its_limit() {
+        let long = format!("big={}", "x".repeat(MAX_COOKIE));
+        let jar = jar_after("https://a.example/", &[&long, "small=1"]);
+        assert_eq!(sent(&jar, "https://a.example/").as_deref(), Some("small=1"));
+        // A response that sets more than the jar holds: the first MAX_COOKIES are kept, and
+        // one already kept can still be replaced.
+        let many: Vec<String> = (0..MAX_COOKIES + 50).map(|i| format!("c{i}=v")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let jar = jar_after("https://b.example/", &many);
+        let held = |jar: &Jar| {
+            let store = jar.store.as_ref().unwrap().lock().unwrap();
+            store.iter_any().count()
+        };
+        assert_eq!(held(&jar), MAX_COOKIES);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mut headers = hyper::HeaderMap::new();
+        headers.append(hyper::header::SET_COOKIE, "c0=new; Path=/".parse().unwrap());
+        headers.append(hyper::header::SET_COOKIE, "another=1; Path=/".parse().unwrap());
+        rt.block_on(jar.learn(&url("https://b.example/"), &headers));
+        assert_eq!(held(&jar), MAX_COOKIES);
+        let header = sent(&jar, "https://b.example/").unwrap();
+        assert!(header.contains("c0=new") && !header.contains("another="), "{}", &header[..80]);
     }
 
     #[test]
