@@ -903,6 +903,10 @@ fn print_report(report: &Report, json: bool) {
             report.waited.as_secs_f64() * 1e3
         ));
     }
+    // An attempt closed unfinished is an also-ran when another won, else the race's time ran
+    // out on it.
+    let won = report.events.iter().any(|e| matches!(e, Event::Won { .. }));
+    let closed = if won { "closed (also-ran)" } else { "closed (the race's time ran out)" };
     for e in &report.events {
         let (at, text) = match e {
             Event::Answer { query, at, addresses } => {
@@ -932,7 +936,7 @@ fn print_report(report: &Report, json: bool) {
                 (at, format!("{id} connecting to {addr}{}", over(Some(*protocol))))
             }
             Event::AttemptFailed { id, at, error } => (at, format!("{id} failed: {error}")),
-            Event::AttemptCancelled { id, at } => (at, format!("{id} closed (also-ran)")),
+            Event::AttemptCancelled { id, at } => (at, format!("{id} {closed}")),
             Event::Won { id, addr, protocol, at } => {
                 (at, format!("{id} ready: {addr}{}", over(Some(*protocol))))
             }

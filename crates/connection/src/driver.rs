@@ -1321,7 +1321,8 @@ mod tests {
             aaaa: Some(QueryError::TimedOut),
         };
         assert!(!race(unanswered).no_such_name(), "a query that timed out may be answered");
-        assert!(!race(RaceError::TimedOut(Duration::from_secs(1))).refused());
+        let timed_out = RaceError::TimedOut { limit: Duration::from_secs(1), running: Vec::new() };
+        assert!(!race(timed_out).refused());
     }
 
     #[test]

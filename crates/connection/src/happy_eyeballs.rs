@@ -429,9 +429,58 @@ pub enum RaceError {
         /// Each attempt, in order, with its error.
         attempts: Vec<Tried>,
     },
-    /// The race's time limit ran out.
-    #[error("no attempt was ready within {0:?}")]
-    TimedOut(Duration),
+    /// The race's time limit ran out; the attempts still under way then, and how far each
+    /// had got.
+    #[error("no attempt was ready within {}{}", rounded(*.limit), under_way(.running))]
+    TimedOut {
+        /// The limit.
+        #[serde(serialize_with = "millis", rename = "limit_ms")]
+        limit: Duration,
+        /// The attempts the limit cut short.
+        running: Vec<UnderWay>,
+    },
+}
+
+/// An attempt still under way when the race's time limit ran out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnderWay {
+    /// The attempt.
+    pub id: AttemptId,
+    /// Where to.
+    pub addr: SocketAddr,
+    /// Over what.
+    pub protocol: Protocol,
+    /// When its transport was made (its TCP connection), in µs after it started, with the
+    /// TLS handshake on top of it unfinished; `None`: not even that.
+    pub connected_us: Option<u64>,
+}
+
+/// A limit as people write it: `300ms`, `2s`, `2.5s` (one that is what is left of `2s` after a
+/// wait, `1.99996s`, is `2s`).
+fn rounded(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        let text = format!("{:.1}", d.as_secs_f64());
+        format!("{}s", text.strip_suffix(".0").unwrap_or(&text))
+    }
+}
+
+fn under_way(running: &[UnderWay]) -> String {
+    let one = |u: &UnderWay| {
+        let over = if u.protocol == Protocol::Quic { " over QUIC" } else { "" };
+        let got = match u.connected_us {
+            Some(us) => {
+                format!("connected in {:.1} ms, the TLS handshake unfinished", us as f64 / 1e3)
+            }
+            None => "no answer yet".to_owned(),
+        };
+        format!("{} {}{over}: {got}", u.id, u.addr)
+    };
+    match running {
+        [] => String::new(),
+        r => format!(" ({})", r.iter().map(one).collect::<Vec<_>>().join("; ")),
+    }
 }
 
 fn list(found: &[IpAddr]) -> String {
@@ -752,7 +801,20 @@ impl Race {
             return;
         }
         if self.timers[Timer::Overall as usize].is_some_and(|t| t <= now) {
-            self.finish(now, RaceError::TimedOut(self.config.timeout));
+            let running = self
+                .attempts
+                .iter()
+                .filter(|a| matches!(a.state, AttemptState::Running { .. }))
+                .map(|a| UnderWay {
+                    id: a.id,
+                    addr: a.addr,
+                    protocol: a.protocol,
+                    connected_us: a
+                        .transport_at
+                        .map(|at| u64::try_from((at - a.started).as_micros()).unwrap_or(u64::MAX)),
+                })
+                .collect();
+            self.finish(now, RaceError::TimedOut { limit: self.config.timeout, running });
             return;
         }
         let expired: Vec<(AttemptId, AttemptError)> = self

@@ -1111,7 +1111,7 @@ fn connect_code(e: &nw_connection::ConnectError) -> Code {
     match e {
         _ if e.untrusted() => Code::ServerCertificateUntrusted,
         ConnectError::Race { error: RaceError::NoAddresses { .. }, .. } => Code::CannotFindHost,
-        ConnectError::Race { error: RaceError::TimedOut(_), .. } => Code::TimedOut,
+        ConnectError::Race { error: RaceError::TimedOut { .. }, .. } => Code::TimedOut,
         ConnectError::Race { error: RaceError::AllAttemptsFailed { attempts }, .. } => {
             if attempts.iter().any(|t| matches!(t.error, AttemptError::Tls(_))) {
                 Code::SecureConnectionFailed

@@ -470,7 +470,17 @@ fn an_attempt_timed_out_mid_handshake_says_it_was_connected() {
 fn overall_timeout_ends_the_race_and_closes_everything() {
     let config = Config { timeout: Duration::from_secs(3), ..Config::default() };
     let sim = Sim::literal(&["192.0.2.1", "192.0.2.2"], &World::default(), config);
-    assert_eq!(sim.failed(), (3_000, RaceError::TimedOut(Duration::from_secs(3))));
+    let (at, error) = sim.failed();
+    assert_eq!(at, 3_000);
+    let RaceError::TimedOut { limit, running } = &error else { panic!("{error:?}") };
+    assert_eq!(*limit, Duration::from_secs(3));
+    // Both were still under way (the attempt timeout is 10 s), neither connected.
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(running.iter().all(|u| u.connected_us.is_none()), "{running:?}");
+    assert!(error.to_string().contains("192.0.2.1:443: no answer yet"), "{error}");
+    assert!(error.to_string().starts_with("no attempt was ready within 3s ("), "{error}");
+    let left = RaceError::TimedOut { limit: Duration::from_micros(1_999_960), running: Vec::new() };
+    assert_eq!(left.to_string(), "no attempt was ready within 2s");
     sim.assert_no_also_rans_left();
     assert_eq!(sim.race.poll_timeout(), None);
 }

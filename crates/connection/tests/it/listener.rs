@@ -303,5 +303,19 @@ async fn a_tls_attempt_that_connects_and_then_hears_nothing_says_the_handshake_s
         text.contains("connected in ") && text.contains("then the TLS handshake did not finish"),
         "{text}"
     );
+    // The same when the race's own limit runs out first: the attempt it cut short says how
+    // far it got.
+    params.race.attempt_timeout = Duration::from_secs(10);
+    params.race.timeout = Duration::from_millis(300);
+    let resolver = Arc::new(SystemResolver::new(SystemConfig::parse("", "")));
+    let Err(e) = connect("127.0.0.1", port, &params, resolver).await else {
+        panic!("a silent peer completed a TLS handshake")
+    };
+    let text = e.to_string();
+    assert!(text.contains("no attempt was ready within 300ms"), "{text}");
+    assert!(
+        text.contains("connected in ") && text.contains("the TLS handshake unfinished"),
+        "{text}"
+    );
     drop(silent);
 }
