@@ -195,18 +195,29 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length (and then the connection is
     // not trusted for another request); chunked as the final coding frames the body, any
     // other coding means the body ends with the connection.
+    // Nothing here sends `TE`, so chunked is the one transfer coding a server may use (RFC
+    // 9110 §10.1.4); the body under another (gzip, say) would be saved still coded, so it is
+    // refused rather than passed off as the content. (`identity`, long obsolete, is nothing.)
+    if let Some(other) = codings.iter().find(|c| *c != "chunked" && *c != "identity") {
+        return Err(bad(format!(
+            "it uses the transfer coding {other:?}, which nothing asked for and nw does not undo"
+        )));
+    }
+    let codings: Vec<&String> = codings.iter().filter(|c| *c != "identity").collect();
     let framing = if let Some(last) = codings.last() {
         keep_alive &= lengths.is_empty();
         // The length no longer describes the body: no layer above may read it as the size.
         headers.remove(hyper::header::CONTENT_LENGTH);
-        if last == "chunked" { Framing::Chunked } else { Framing::Close }
+        if *last == "chunked" { Framing::Chunked } else { Framing::Close }
     } else if let Some(first) = lengths.first() {
         if lengths.iter().any(|l| l != first) {
             return Err(bad(format!("it gives several lengths ({})", lengths.join(", "))));
         }
-        let n = first
-            .parse::<u64>()
-            .map_err(|_| bad(format!("its Content-Length {first:?} is not a number")))?;
+        // 1*DIGIT (RFC 9110 §8.6): not the sign `parse` would take.
+        let n = Some(first)
+            .filter(|f| f.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or_else(|| bad(format!("its Content-Length {first:?} is not a number")))?;
         Framing::Length(n)
     } else {
         Framing::Close
@@ -449,8 +460,9 @@ mod tests {
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
         assert!(h.headers.get("content-length").is_none());
-        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
-        assert_eq!(h.framing, Framing::Close);
+        // `identity` is nothing: chunked still frames the body.
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked);
         // A HEAD's answer has no body whatever its fields say.
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n");
         assert!(BodyDecoder::new(&h, &hyper::Method::HEAD).is_done());
@@ -466,6 +478,13 @@ mod tests {
                 "it gives several lengths (2, 5)",
             ),
             (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "\"-1\" is not a number"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", "\"+5\" is not a number"),
+            // A transfer coding nothing asked for would be saved still coded.
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+                "the transfer coding \"gzip\", which nothing asked for and nw does not undo",
+            ),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, br\r\n\r\nx", "coding \"br\""),
             (b"HTTP/1.1 101 Switching\r\n\r\n", "the server switched protocols"),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
