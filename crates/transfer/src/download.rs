@@ -362,7 +362,9 @@ impl Session {
                 // no longer says it keeps anything; one whose bytes failed the digest goes
                 // too, so the next run starts clean instead of being refused.
                 // Bytes no validator vouches for go as well: a resume would start from zero.
-                let unresumable = store.find(dest)?.is_some_and(|r| r.validator.is_none());
+                // (A store that cannot be read here does not replace the failure's own error.)
+                let record = store.find(dest).ok().flatten();
+                let unresumable = record.is_some_and(|r| r.validator.is_none());
                 let bad = unresumable || matches!(e, TransferError::Digest { .. });
                 let discarded = discard_part(&part, bad);
                 let e = match e {
