@@ -785,17 +785,18 @@ impl Retries {
     }
 }
 
-/// The line saying `next` is coming (`again`: how a try from the start is said).
-/// `nw: URL: TEXT` on stderr; an error that names the URL first (a failing status, a redirect
-/// not followed) is not prefixed with it again.
-pub(crate) fn error_line(url: &str, text: &str) {
-    if text.starts_with(url) {
-        crate::output::error_line(&format!("nw: {text}"));
-    } else {
-        crate::output::error_line(&format!("nw: {url}: {text}"));
-    }
+/// `URL: TEXT`, or `TEXT` alone when it names the URL first already (a failing status, a
+/// redirect not followed): a URL is named once.
+pub(crate) fn with_url(url: &str, text: &str) -> String {
+    if text.starts_with(url) { text.to_owned() } else { format!("{url}: {text}") }
 }
 
+/// `nw: URL: TEXT` on stderr, the URL named once ([`with_url`]).
+pub(crate) fn error_line(url: &str, text: &str) {
+    crate::output::error_line(&format!("nw: {}", with_url(url, text)));
+}
+
+/// The line saying `next` is coming (`again`: how a try from the start is said).
 pub(crate) fn say_retry(url: &str, next: &Next, again: &str) {
     let what = if next.resume { "resuming from the checkpoint" } else { again };
     crate::output::error_line(&format!(

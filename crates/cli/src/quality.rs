@@ -106,12 +106,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let endpoints = match session.rpm_config(&config_url).await {
         Ok(e) => e,
         // Named once: most of its errors start with the URL already.
-        Err(e) => {
-            let text = e.to_string();
-            let why =
-                if text.starts_with(&config_url) { text } else { format!("{config_url}: {text}") };
-            return negative(&args, &why);
-        }
+        Err(e) => return negative(&args, &crate::get::with_url(&config_url, &e.to_string())),
     };
     let params = rpm::Params {
         max_time: Duration::from_secs(args.max_time),
