@@ -905,8 +905,11 @@ fn print_report(report: &Report, json: bool) {
     }
     // An attempt closed unfinished is an also-ran when another won, else the race's time ran
     // out on it.
-    let won = report.events.iter().any(|e| matches!(e, Event::Won { .. }));
-    let closed = if won { "closed (also-ran)" } else { "closed (the race's time ran out)" };
+    let closed = if report.winner.is_some() {
+        "closed (also-ran)"
+    } else {
+        "closed (the race's time ran out)"
+    };
     for e in &report.events {
         let (at, text) = match e {
             Event::Answer { query, at, addresses } => {

@@ -567,6 +567,14 @@ struct Attempt {
     transport_at: Option<Instant>,
 }
 
+impl Attempt {
+    /// When its transport was made, in µs after it started.
+    fn connected_us(&self) -> Option<u64> {
+        self.transport_at
+            .map(|at| u64::try_from((at - self.started).as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
 /// The race.
 #[derive(Debug)]
 pub struct Race {
@@ -809,9 +817,7 @@ impl Race {
                     id: a.id,
                     addr: a.addr,
                     protocol: a.protocol,
-                    connected_us: a
-                        .transport_at
-                        .map(|at| u64::try_from((at - a.started).as_micros()).unwrap_or(u64::MAX)),
+                    connected_us: a.connected_us(),
                 })
                 .collect();
             self.finish(now, RaceError::TimedOut { limit: self.config.timeout, running });
@@ -822,11 +828,8 @@ impl Race {
             .iter()
             .filter(|a| matches!(a.state, AttemptState::Running { deadline } if deadline <= now))
             .map(|a| {
-                let error = match a.transport_at {
-                    Some(at) => AttemptError::HandshakeTimedOut {
-                        connected_us: u64::try_from((at - a.started).as_micros())
-                            .unwrap_or(u64::MAX),
-                    },
+                let error = match a.connected_us() {
+                    Some(connected_us) => AttemptError::HandshakeTimedOut { connected_us },
                     None => AttemptError::TimedOut,
                 };
                 (a.id, error)
