@@ -103,30 +103,28 @@ impl Jar {
         let set = set.into_iter().filter_map(|c| within_a_site(c, &host));
         {
             let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-            let room = MAX_COOKIES.saturating_sub(store.iter_any().count());
-            // A cookie that replaces one already kept takes no room; only new ones are held
-            // to it.
-            let set: Vec<RawCookie<'static>> = set
-                .scan(room, |room, c| {
-                    let known = store.contains_any(
-                        c.domain().unwrap_or(&host).trim_start_matches('.'),
-                        c.path().unwrap_or("/"),
-                        c.name(),
+            let mut held = store.iter_any().count();
+            for cookie in set {
+                // A full jar still takes a cookie that replaces one it holds (the same name,
+                // domain and path — the path as the store works it out, its default included).
+                let replaces = || {
+                    cookie_store::Cookie::try_from_raw_cookie(&cookie, &web).is_ok_and(|c| {
+                        store.contains_any(&String::from(&c.domain), &c.path, c.name())
+                    })
+                };
+                if held >= MAX_COOKIES && !replaces() {
+                    tracing::debug!(
+                        "ignored cookie {:?}: the jar holds {MAX_COOKIES}",
+                        cookie.name()
                     );
-                    if known || *room > 0 {
-                        *room -= usize::from(!known);
-                        Some(Some(c))
-                    } else {
-                        tracing::debug!(
-                            "ignored cookie {:?}: the jar holds {MAX_COOKIES}",
-                            c.name()
-                        );
-                        Some(None)
-                    }
-                })
-                .flatten()
-                .collect();
-            store.store_response_cookies(set.into_iter(), &web);
+                    continue;
+                }
+                match store.insert_raw(&cookie, &web) {
+                    Ok(cookie_store::StoreAction::Inserted) => held += 1,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("cookie {:?} not kept: {e:?}", cookie.name()),
+                }
+            }
         }
         let Some((path, writing)) = &self.file else { return };
         let _turn = writing.lock().await;
@@ -256,10 +254,11 @@ mod tests {
         let jar = jar_after("https://a.example/", &[&long, "small=1"]);
         assert_eq!(sent(&jar, "https://a.example/").as_deref(), Some("small=1"));
         // A response that sets more than the jar holds: the first MAX_COOKIES are kept, and
-        // one already kept can still be replaced.
+        // one already kept can still be replaced — also one with no Path, whose path is the
+        // page's directory (`/dir`), not `/`.
         let many: Vec<String> = (0..MAX_COOKIES + 50).map(|i| format!("c{i}=v")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        let jar = jar_after("https://b.example/", &many);
+        let jar = jar_after("https://b.example/dir/page", &many);
         let held = |jar: &Jar| {
             let store = jar.store.as_ref().unwrap().lock().unwrap();
             store.iter_any().count()
@@ -267,11 +266,11 @@ mod tests {
         assert_eq!(held(&jar), MAX_COOKIES);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let mut headers = hyper::HeaderMap::new();
-        headers.append(hyper::header::SET_COOKIE, "c0=new; Path=/".parse().unwrap());
-        headers.append(hyper::header::SET_COOKIE, "another=1; Path=/".parse().unwrap());
-        rt.block_on(jar.learn(&url("https://b.example/"), &headers));
+        headers.append(hyper::header::SET_COOKIE, "c0=new".parse().unwrap());
+        headers.append(hyper::header::SET_COOKIE, "another=1".parse().unwrap());
+        rt.block_on(jar.learn(&url("https://b.example/dir/page"), &headers));
         assert_eq!(held(&jar), MAX_COOKIES);
-        let header = sent(&jar, "https://b.example/").unwrap();
+        let header = sent(&jar, "https://b.example/dir/other").unwrap();
         assert!(header.contains("c0=new") && !header.contains("another="), "{}", &header[..80]);
     }
 
