@@ -185,10 +185,15 @@ impl Session {
     ) -> Result<Data, TransferError> {
         self.within_resource(async {
             let opened = self.open_request(request, on).await?;
-            let idle = request.timeout.unwrap_or(self.config.request_timeout);
-            self.read_data(opened, &request.url, limit, idle, on).await
+            self.read_data(opened, &request.url, limit, self.wait_for(request), on).await
         })
         .await
+    }
+
+    /// How long `request` waits for a connection, its answer's head and each next bytes: its
+    /// own timeout, else the session's.
+    fn wait_for(&self, request: &Request) -> Duration {
+        request.timeout.unwrap_or(self.config.request_timeout)
     }
 
     /// The answer `opened` holds, read into memory under `limit` (waiting at most `idle` for
@@ -322,7 +327,7 @@ impl Session {
         crate::download::check_fields(&request.headers)?;
         let (mut parsed, security) = self.allowed(&request.url)?;
         let first = crate::origin(&parsed);
-        let wait = request.timeout.unwrap_or(self.config.request_timeout);
+        let wait = self.wait_for(request);
         let mut routes = self.routes(&parsed, security).await?;
         routes.timeout(wait);
         let path = crate::pool::path_fingerprint().await;
