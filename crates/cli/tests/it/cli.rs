@@ -969,16 +969,32 @@ fn the_serve_example_serves_a_directory_with_ranges_until_stdin_ends() {
     std::fs::write(root.join("file.bin"), &content).expect("write the file");
     std::fs::write(dir.0.join("secret"), b"outside").expect("write the secret");
     let ca = dir.path("ca.pem");
-    let mut child = Command::new(&example)
-        .args([root.to_str().unwrap(), "--ca-out", &ca])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the example");
-    // Kept open to the end: the example writes a second line.
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("read its first line");
+    // Started with stdin and stdout piped; its first line read (stdout kept open to the end:
+    // the example writes a second line).
+    let start = || {
+        let mut child = Command::new(&example)
+            .args([root.to_str().unwrap(), "--ca-out", &ca])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the example");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("read its first line");
+        (child, stdout, first)
+    };
+    // How it ended within 10 s (killed, and `None`, when it did not).
+    let ended = |child: &mut std::process::Child| {
+        let ended = (0..100).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            child.try_wait().unwrap()
+        });
+        if ended.is_none() {
+            let _ = child.kill();
+        }
+        ended
+    };
+    let (mut child, _stdout, first) = start();
     let url = first.split_whitespace().find(|w| w.starts_with("https://"));
     let Some(url) = url.map(str::to_owned) else {
         let _ = child.kill();
@@ -1002,40 +1018,20 @@ fn the_serve_example_serves_a_directory_with_ranges_until_stdin_ends() {
     let (whole, all) = curl("/file.bin", None);
     let (escape, _) = curl("/../secret", None);
     drop(child.stdin.take());
-    let ended = (0..100).find_map(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        child.try_wait().unwrap()
-    });
-    if ended.is_none() {
-        let _ = child.kill();
-    }
+    let stopped = ended(&mut child);
     assert_eq!(code, "206");
     assert!(body == content[1000..2000], "the range's bytes are not the file's");
     assert_eq!(whole, "200");
     assert!(all == content, "the whole file is not the file");
     assert_eq!(escape, "404", "a path out of the directory is not served");
-    assert!(ended.is_some_and(|s| s.success()), "it did not end with its stdin: {ended:?}");
+    assert!(stopped.is_some_and(|s| s.success()), "it did not end with its stdin: {stopped:?}");
 
     // Ctrl-C with stdin still open (a terminal's): it ends, where it waited for stdin for ever.
-    let mut child = Command::new(&example)
-        .args([root.to_str().unwrap(), "--ca-out", &ca])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the example");
-    let mut first = String::new();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut first).expect("read its first line");
+    let (mut child, _stdout, _) = start();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGINT) };
-    let ended = (0..100).find_map(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        child.try_wait().unwrap()
-    });
-    if ended.is_none() {
-        let _ = child.kill();
-    }
-    assert!(ended.is_some_and(|s| s.success()), "Ctrl-C did not end it: {ended:?}");
+    let stopped = ended(&mut child);
+    assert!(stopped.is_some_and(|s| s.success()), "Ctrl-C did not end it: {stopped:?}");
 }
 
 /// nw-wireguard's front-door example (`examples/two_peers.rs`), in virtual time: the handshake
@@ -1069,16 +1065,7 @@ fn the_wireguard_example_keeps_the_whitepapers_timers() {
     }
     assert!(text.contains("\n200 pings answered\n"), "{text}");
     assert!(text.contains("handshakes: 2, rounds given up: 1"), "{text}");
-    // Its reader gone at once (`… | head -0`): it ends quietly, where `println!` panicked.
-    let mut child = Command::new(&example)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the example");
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("its end");
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && !said.contains("panicked"), "{:?}: {said}", out.status);
+    crate::support::assert_ends_quietly_when_its_reader_goes(&example);
 }
 
 /// nw-quality's front-door example (`examples/link_quality.rs`), in virtual time: the level
@@ -1101,4 +1088,5 @@ fn the_quality_example_follows_a_congested_link_with_hysteresis() {
     assert_eq!(level("100"), "Minimal", "{text}");
     assert_eq!(level("130"), "Moderate", "not good again at once: {text}");
     assert_eq!(level("180"), "Good", "{text}");
+    crate::support::assert_ends_quietly_when_its_reader_goes(&example);
 }

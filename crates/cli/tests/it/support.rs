@@ -359,6 +359,20 @@ impl Events {
     }
 }
 
+/// `example` run with its reader gone at once (`… | head -0`): it ends with success and no
+/// panic, where `println!` panicked on the closed pipe.
+pub(crate) fn assert_ends_quietly_when_its_reader_goes(example: &Path) {
+    let mut child = std::process::Command::new(example)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the example");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("its end");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !said.contains("panicked"), "{:?}: {said}", out.status);
+}
+
 /// The example program `name` of crate `package`, built beside `nw` (scripts/test builds every
 /// example before the tests); a test fails saying how to build it when it is missing.
 pub(crate) fn example(package: &str, name: &str) -> PathBuf {
