@@ -382,7 +382,7 @@ impl Session {
                 let state = if e.transient() { State::Interrupted } else { State::Failed };
                 store.set_state(id, state, Some(&e.to_string()), true)?;
                 if discarded {
-                    store.checkpoint(id, 0, None)?;
+                    store.checkpoint(id, 0, None, None)?;
                 }
                 Err(e)
             }
@@ -406,7 +406,7 @@ impl Session {
         }
         // What no validator vouches for cannot be resumed: it goes.
         if discard_part(&part, record.validator.is_none()) {
-            self.store.checkpoint(record.id, 0, None)?;
+            self.store.checkpoint(record.id, 0, None, None)?;
         }
         Ok(part.exists().then_some(part))
     }
@@ -434,7 +434,7 @@ impl Session {
             self.store.set_state(record.id, State::Failed, Some("cancelled"), false)?;
             if held.is_some_and(|f| f.metadata().is_ok_and(|m| m.is_file())) {
                 let _ = std::fs::remove_file(&part);
-                self.store.checkpoint(record.id, 0, None)?;
+                self.store.checkpoint(record.id, 0, None, None)?;
             }
         }
         Ok(())
@@ -656,7 +656,7 @@ impl Session {
         let mut hops = Vec::new();
         let mut plan = match restart {
             Some(reason) => Plan::Restart(reason),
-            None => resume::plan(&partial).overlapped(&partial),
+            None => resume::plan(&partial).overlapped(&partial, self.config.resource_timeout),
         };
         let mut want = job.segments.max(1);
         let mut not_segmented = None;
@@ -723,6 +723,7 @@ impl Session {
                     validator: validator.as_ref().ok().cloned(),
                     total: *total,
                     segments: Vec::new(),
+                    rate: None,
                 };
             }
             // The ranges still to fetch when the file is fetched in segments, the first carried
@@ -834,7 +835,7 @@ impl Session {
         self.store.response(id, partial.validator.as_ref(), total, from)?;
         if !ranges.is_empty() {
             // Recorded before the first byte, so a kill from here on resumes segment by segment.
-            self.store.checkpoint(id, from, Some(&ranges))?;
+            self.store.checkpoint(id, from, Some(&ranges), None)?;
         }
         on(Event::Started {
             from: already,
@@ -1028,16 +1029,19 @@ impl Session {
             .try_clone()
             .map_err(|e| TransferError::io(part, "cannot duplicate its descriptor", e))?;
         let store = self.store.clone();
+        let began = Instant::now();
         let syncer = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("nw-checkpoint".into())
                 .spawn(move || {
-                    checkpoints(&shared, interval, |offset, segments| {
+                    checkpoints(&shared, interval, |offset, segments, received| {
                         if durable {
                             sync_file.sync_data().map_err(|e| format!("fsync: {e}"))?;
                         }
-                        store.checkpoint(id, offset, segments).map_err(|e| e.to_string())
+                        // What the link carries, for the next resume's overlap.
+                        let rate = rate(received, began.elapsed());
+                        store.checkpoint(id, offset, segments, rate).map_err(|e| e.to_string())
                     })
                 })
                 .map_err(|e| TransferError::io(part, "cannot start the checkpoint thread", e))?
@@ -1461,7 +1465,7 @@ async fn send(
 fn checkpoints(
     shared: &Shared,
     interval: u64,
-    mut commit: impl FnMut(u64, Option<&[Segment]>) -> Result<(), String>,
+    mut commit: impl FnMut(u64, Option<&[Segment]>, u64) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut l = shared.lock();
     loop {
@@ -1479,7 +1483,7 @@ fn checkpoints(
         if l.uncommitted() > 0 {
             let (offset, segments) = l.record(&target);
             drop(l);
-            let result = commit(offset, segments.as_deref());
+            let result = commit(offset, segments.as_deref(), target.iter().sum());
             l = shared.lock();
             match result {
                 Ok(()) => {
@@ -1499,6 +1503,13 @@ fn checkpoints(
             return Ok(());
         }
     }
+}
+
+/// Bytes per second, having received `bytes` in `over`; none over less than a fifth of a
+/// second, too short to say.
+fn rate(bytes: u64, over: Duration) -> Option<u64> {
+    let ms = over.as_millis();
+    (ms >= 200).then(|| u64::try_from(u128::from(bytes) * 1000 / ms).unwrap_or(u64::MAX))
 }
 
 fn feed_file(
@@ -1613,8 +1624,9 @@ mod tests {
             let shared = shared.clone();
             std::thread::spawn(move || {
                 let mut offsets = Vec::new();
-                checkpoints(&shared, interval, |offset, segments| {
+                checkpoints(&shared, interval, |offset, segments, received| {
                     assert!(segments.is_none());
+                    assert_eq!(received, offset, "one stream from zero receives its offset");
                     offsets.push(offset);
                     Ok(())
                 })

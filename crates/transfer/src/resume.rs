@@ -12,10 +12,27 @@
 //! so a file rewritten within the same second at the same length keeps it). So a resume also
 //! asks again for up to [`OVERLAP`] bytes before its checkpoint and compares them with the
 //! bytes on disk; a difference restarts the download ([`RestartReason::ContentChanged`]). And
-//! a range whose total differs from the recorded length restarts it too.
+//! a range whose total differs from the recorded length restarts it too. On a slow link it
+//! asks for less ([`overlap_for`]): 64 KiB again at 20 KB/s is three seconds, and a load
+//! allowed two seconds that spends them all on bytes it had would never move on.
 
-/// How many bytes before a checkpoint a resume fetches again to compare with the disk.
+/// How many bytes before a checkpoint a resume fetches again to compare with the disk, at
+/// most.
 pub const OVERLAP: u64 = 64 << 10;
+
+/// The fewest it fetches again, however slow the link.
+pub const OVERLAP_MIN: u64 = 4 << 10;
+
+/// How many bytes before its checkpoint a resume asks again, given the bytes per second the
+/// download last received (`rate`) and the time the whole load is allowed (`budget`): what the
+/// link carries in a second, or in a tenth of the budget when that is shorter, between
+/// [`OVERLAP_MIN`] and [`OVERLAP`]; [`OVERLAP`] when no rate was measured.
+pub fn overlap_for(rate: Option<u64>, budget: Option<Duration>) -> u64 {
+    let Some(rate) = rate else { return OVERLAP };
+    let spend_ms = budget.map_or(1000, |b| (b.as_millis() / 10).min(1000));
+    let bytes = u128::from(rate) * spend_ms / 1000;
+    u64::try_from(bytes).unwrap_or(u64::MAX).clamp(OVERLAP_MIN, OVERLAP)
+}
 
 use std::time::Duration;
 
@@ -120,6 +137,8 @@ pub struct Partial {
     /// A segmented download's ranges and how much of each is durable (empty when the file was
     /// written front to back). `offset` is then the durable prefix.
     pub segments: Vec<Segment>,
+    /// Bytes per second the last attempt received, when measured.
+    pub rate: Option<u64>,
 }
 
 /// One byte range `[start, end)` of a segmented download, of which the first `done` bytes are
@@ -261,10 +280,11 @@ pub fn plan(partial: &Partial) -> Plan {
 }
 
 impl Plan {
-    /// The same request, asking again for up to [`OVERLAP`] bytes before its start that
-    /// `partial` holds (within the segment it resumes), to compare with the disk.
+    /// The same request, asking again for up to [`overlap_for`] bytes before its start that
+    /// `partial` holds (within the segment it resumes), to compare with the disk; `budget`:
+    /// the time the whole load is allowed, if limited.
     #[must_use]
-    pub fn overlapped(self, partial: &Partial) -> Self {
+    pub fn overlapped(self, partial: &Partial, budget: Option<Duration>) -> Self {
         match self {
             Self::From { from, to, if_range, check: 0 } => {
                 let floor = partial
@@ -272,7 +292,7 @@ impl Plan {
                     .iter()
                     .find(|s| s.start + s.done == from && s.start < from)
                     .map_or(0, |s| s.start);
-                let check = (from - floor.min(from)).min(OVERLAP);
+                let check = (from - floor.min(from)).min(overlap_for(partial.rate, budget));
                 Self::From { from: from - check, to, if_range, check }
             }
             other => other,

@@ -22,8 +22,8 @@ use serde::Serialize;
 use crate::resume::{Partial, Segment, Validator};
 
 /// The schema, versioned through `user_version`: 1 had no `segments` or `want_segments`, 2 no
-/// `uploads`, 3 no `session`.
-const VERSION: i64 = 4;
+/// `uploads`, 3 no `session`, 4 no `rate`.
+const VERSION: i64 = 5;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS transfers (
     id INTEGER PRIMARY KEY,
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     updated REAL NOT NULL,
     segments TEXT,
     want_segments INTEGER NOT NULL DEFAULT 1,
-    session TEXT
+    session TEXT,
+    rate INTEGER
 );
 CREATE TABLE IF NOT EXISTS uploads (
     id INTEGER PRIMARY KEY,
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     updated REAL NOT NULL,
     session TEXT
 );
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
 ";
 /// From version 1 to 2.
 const MIGRATE_1: &str = "
@@ -73,6 +74,8 @@ PRAGMA user_version = 2;
 const MIGRATE_TRANSFERS_SESSION: &str = "ALTER TABLE transfers ADD COLUMN session TEXT;";
 /// From version 3, the uploads' `session`.
 const MIGRATE_UPLOADS_SESSION: &str = "ALTER TABLE uploads ADD COLUMN session TEXT;";
+/// From versions 1 to 4 (after the others), the downloads' measured `rate`.
+const MIGRATE_RATE: &str = "ALTER TABLE transfers ADD COLUMN rate INTEGER;";
 
 /// Where a transfer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -146,6 +149,9 @@ pub struct Record {
     /// The identifier of the session that queued it ([`crate::Configuration::identifier`]).
     #[serde(skip)]
     pub session: Option<String>,
+    /// Bytes per second its last attempt received, as last checkpointed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
 }
 
 impl Record {
@@ -156,6 +162,7 @@ impl Record {
             validator: self.validator.clone(),
             total: self.total,
             segments: self.segments.clone(),
+            rate: self.rate,
         }
     }
 }
@@ -264,6 +271,7 @@ impl Store {
             (version == 1, MIGRATE_1),
             ((1..=3).contains(&version), MIGRATE_TRANSFERS_SESSION),
             (version == 3, MIGRATE_UPLOADS_SESSION),
+            ((1..=4).contains(&version), MIGRATE_RATE),
         ];
         for (_, migration) in migrations.iter().filter(|(due, _)| *due) {
             conn.execute_batch(migration)
@@ -408,18 +416,21 @@ impl Store {
     }
 
     /// Claims the first `offset` bytes of the partial file (already durable), and for a
-    /// segmented download the durable part of each segment.
+    /// segmented download the durable part of each segment; with the bytes per second the
+    /// attempt receives, when measured (otherwise the last measure stays).
     pub fn checkpoint(
         &self,
         id: i64,
         offset: u64,
         segments: Option<&[Segment]>,
+        rate: Option<u64>,
     ) -> Result<(), StoreError> {
         let segments = segments.and_then(|s| serde_json::to_string(s).ok());
         self.with("cannot checkpoint", |c| {
             c.execute(
-                "UPDATE transfers SET offset = ?2, segments = ?3, updated = ?4 WHERE id = ?1",
-                params![id, u64_sql(offset), segments, now()],
+                "UPDATE transfers SET offset = ?2, segments = ?3, updated = ?4, \
+                 rate = COALESCE(?5, rate) WHERE id = ?1",
+                params![id, u64_sql(offset), segments, now(), rate.map(u64_sql)],
             )
             .map(drop)
         })
@@ -612,7 +623,7 @@ fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
 }
 
 const COLUMNS: &str = "id, url, dest, state, validator, total, offset, sha256, discretionary, \
-     attempts, error, segments, want_segments, session";
+     attempts, error, segments, want_segments, session, rate";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     let validator: Option<String> = r.get(4)?;
@@ -636,6 +647,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
             .unwrap_or_default(),
         want_segments: usize::try_from(r.get::<_, i64>(12)?).unwrap_or(1).max(1),
         session: r.get(13)?,
+        rate: r.get::<_, Option<i64>>(14)?.map(sql_u64),
     })
 }
 

@@ -1105,6 +1105,37 @@ fn get_max_time_cuts_off_a_server_that_trickles() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A download over a slow link, cut off by `--max-time 2` again and again, still moves on each
+/// time it is resumed: the bytes it asks again before its checkpoint (to check the file did not
+/// change) are scaled to the rate the last attempt measured and the time allowed. nginx at
+/// 20 KiB/s sends at most 60 KiB in two seconds (its first second is a burst of two), less than
+/// the 64 KiB a resume used to ask again, so each resume ran out of time before a new byte.
+#[test]
+fn get_resumes_make_progress_over_a_slow_link_with_a_short_max_time() {
+    let scratch = scratch("slow-resume");
+    let body = pattern(400_000, 11);
+    std::fs::write(scratch.0.join("www/slow.bin"), &body).unwrap();
+    let server = nginx(&scratch, &Options { slow_rate: Some("20k".into()), ..Options::default() });
+    let url = server.url("/slow/slow.bin");
+    let part = scratch.0.join("slow.bin.part");
+    let mut held = Vec::new();
+    for resume in [false, true, true] {
+        let args = if resume {
+            vec!["--resume", "--max-time", "2", &url]
+        } else {
+            vec!["--max-time", "2", &url]
+        };
+        let out = nw_get(&scratch, &args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("resource timeout (2 s)"), "{err}");
+        let kept = std::fs::read(&part).unwrap();
+        assert!(body.starts_with(&kept), "the .part is a prefix of the file");
+        held.push(kept.len());
+    }
+    assert!(held.windows(2).all(|w| w[0] < w[1]), "a resume made no progress: {held:?}");
+}
+
 /// `nw put --retry`: a PUT answered 503 is sent again whole after the server's Retry-After; a
 /// POST that reached the server is never sent twice; Ctrl-C ends the wait at once.
 #[test]

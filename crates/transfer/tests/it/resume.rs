@@ -1,8 +1,9 @@
 //! Resume decisions: validator kept, changed, missing; 206 against 200; 416.
 
 use nw_transfer::resume::{
-    ContentRange, Decision, MIN_SEGMENT, OVERLAP, Partial, Plan, Response, RestartReason, Segment,
-    Unusable, Validator, decide, durable_prefix, plan, remaining, split,
+    ContentRange, Decision, MIN_SEGMENT, OVERLAP, OVERLAP_MIN, Partial, Plan, Response,
+    RestartReason, Segment, Unusable, Validator, decide, durable_prefix, overlap_for, plan,
+    remaining, split,
 };
 
 const DATE: &str = "Sat, 21 Nov 2026 10:00:00 GMT";
@@ -13,7 +14,7 @@ fn etag(v: &str) -> Validator {
 }
 
 fn partial(offset: u64, validator: Option<Validator>) -> Partial {
-    Partial { offset, validator, total: Some(1000), segments: Vec::new() }
+    Partial { offset, validator, total: Some(1000), segments: Vec::new(), rate: None }
 }
 
 #[test]
@@ -52,17 +53,44 @@ fn a_partial_file_with_a_validator_is_resumed_with_if_range() {
     // Overlapped: the bytes before the checkpoint are asked again to compare, at most OVERLAP.
     let v1 = || etag("\"v1\"");
     assert_eq!(
-        plan(&partial(400, Some(v1()))).overlapped(&partial(400, Some(v1()))),
+        plan(&partial(400, Some(v1()))).overlapped(&partial(400, Some(v1())), None),
         Plan::From { from: 0, to: None, if_range: v1(), check: 400 }
     );
     let big = partial(1 << 20, Some(v1()));
-    let asked = plan(&big).overlapped(&big);
+    let asked = plan(&big).overlapped(&big, None);
     assert_eq!(
         asked,
         Plan::From { from: (1 << 20) - OVERLAP, to: None, if_range: v1(), check: OVERLAP }
     );
     assert_eq!(asked.headers()[0], ("range", format!("bytes={}-", (1 << 20) - OVERLAP)));
-    assert_eq!(Plan::Whole.overlapped(&big), Plan::Whole);
+    assert_eq!(Plan::Whole.overlapped(&big, None), Plan::Whole);
+}
+
+/// On a slow link a resume asks again for what the link carries in a second, or in a tenth of
+/// the load's time limit, never less than a page: 64 KiB at 20 KB/s would be three seconds, and
+/// a two-second load would spend them all on bytes it already had.
+#[test]
+fn a_resume_over_a_slow_link_asks_again_for_less() {
+    let secs = |s| Some(std::time::Duration::from_secs(s));
+    assert_eq!(overlap_for(None, None), OVERLAP, "nothing measured: the most");
+    assert_eq!(overlap_for(None, secs(2)), OVERLAP);
+    assert_eq!(overlap_for(Some(100_000_000), None), OVERLAP, "a fast link: the most");
+    assert_eq!(overlap_for(Some(20_000), None), 20_000, "a second's worth");
+    assert_eq!(overlap_for(Some(20_000), secs(2)), OVERLAP_MIN, "a tenth of 2 s is 2 KB");
+    assert_eq!(overlap_for(Some(200_000), secs(2)), 40_000, "a tenth of 2 s");
+    assert_eq!(overlap_for(Some(40_000), secs(60)), 40_000, "a second at most");
+    assert_eq!(overlap_for(Some(0), None), OVERLAP_MIN);
+    assert_eq!(overlap_for(Some(u64::MAX), secs(u64::MAX)), OVERLAP);
+    let slow = Partial { rate: Some(20_000), ..partial(1 << 20, Some(etag("\"v1\""))) };
+    assert_eq!(
+        plan(&slow).overlapped(&slow, secs(2)),
+        Plan::From {
+            from: (1 << 20) - OVERLAP_MIN,
+            to: None,
+            if_range: etag("\"v1\""),
+            check: OVERLAP_MIN
+        }
+    );
 }
 
 #[test]
@@ -189,6 +217,7 @@ fn a_416_means_complete_only_when_the_recorded_length_says_so() {
         validator: Some(etag("\"v1\"")),
         total: Some(1000),
         segments: Vec::new(),
+        rate: None,
     };
     let refused =
         Response { status: 416, content_range: Some("bytes */1000"), ..Response::default() };
@@ -269,13 +298,14 @@ fn a_segmented_partial_resumes_the_first_unfinished_segment_within_its_bounds() 
         validator: Some(etag("\"v1\"")),
         total: Some(400),
         segments: segs.clone(),
+        rate: None,
     };
     let asked = plan(&p);
     assert_eq!(asked, Plan::From { from: 130, to: Some(200), if_range: etag("\"v1\""), check: 0 });
     assert_eq!(asked.headers()[0], ("range", "bytes=130-199".to_owned()));
     // Overlapped, it asks again for the segment's own 30 durable bytes, never its neighbour's.
     assert_eq!(
-        asked.clone().overlapped(&p),
+        asked.clone().overlapped(&p, None),
         Plan::From { from: 100, to: Some(200), if_range: etag("\"v1\""), check: 30 }
     );
     // The exact range of the same version appends; any other range is not taken.

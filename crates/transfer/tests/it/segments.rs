@@ -207,7 +207,7 @@ fn segments_a_version_1_store_is_migrated_in_place_keeping_its_transfers() {
     assert_eq!((records[0].offset, records[0].want_segments), (77, 1));
     assert!(records[0].segments.is_empty());
     let segments = nw_transfer::resume::split(0, 16 << 20, 2);
-    store.checkpoint(records[0].id, 0, Some(&segments)).unwrap();
+    store.checkpoint(records[0].id, 0, Some(&segments), None).unwrap();
     drop(store);
     let reopened = Store::open(&path).unwrap();
     assert_eq!(reopened.list().unwrap()[0].segments, segments, "kept across a reopen");
@@ -269,6 +269,12 @@ fn store_a_version_3_store_gains_sessions_keeping_its_transfers() {
     let reopened = Store::open(&path).unwrap();
     let b = reopened.find(std::path::Path::new("/tmp/b")).unwrap().expect("queued");
     assert_eq!(b.session.as_deref(), Some("s"), "kept across a reopen");
+    // Migrated through version 4, it keeps the rate a checkpoint measured, until another does.
+    assert_eq!(b.rate, None);
+    reopened.checkpoint(b.id, 10, None, Some(20_000)).unwrap();
+    reopened.checkpoint(b.id, 20, None, None).unwrap();
+    let b = reopened.find(std::path::Path::new("/tmp/b")).unwrap().expect("queued");
+    assert_eq!((b.offset, b.rate, b.partial().rate), (20, Some(20_000), Some(20_000)));
 }
 
 /// A segmented download checked against its SHA-256 reads the file back to hash it (nothing
