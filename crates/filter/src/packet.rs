@@ -166,23 +166,88 @@ fn length_prefixed(mut data: &[u8]) -> (Vec<&[u8]>, &[u8]) {
     (messages, data)
 }
 
-/// Connections that a DNS answer arrives over, at most, with part of a message pending.
+/// Connections that DNS answers arrive over, at most, followed at once.
 const DNS_STREAMS: usize = 1024;
 
+/// Segments that came ahead of a gap, at most, held per connection until the gap is filled.
+const AHEAD_SEGMENTS: usize = 16;
+
+/// Their bytes, at most, per connection.
+const AHEAD_BYTES: usize = 64 << 10;
+
+/// How far ahead of the next expected byte a segment may start and still be taken as one that
+/// came ahead of a gap (a receive window is at most 1 GiB, RFC 7323 §2.3); one farther, or
+/// behind by more, is of another stream.
+const WINDOW: u32 = 1 << 30;
+
 /// DNS answers arriving over TCP, put back together per connection: a message may span
-/// segments and several may share one (RFC 7766 §8). Segments are taken in order; a resent
-/// one is skipped (or its new tail taken), and one after a gap is read from its own start, as
-/// if it began a message — the answer it cut is lost, and bytes that are not a DNS message do
-/// not parse as one. At most [`DNS_STREAMS`] connections are followed (more forget them all),
-/// each holding at most one message's 64 KiB; a FIN or RST forgets its connection.
+/// segments and several may share one (RFC 7766 §8). A connection is followed from its
+/// SYN-ACK (or, joined mid-way, from the first segment seen, read as if it began a message);
+/// a resent segment is skipped (or its new tail taken), and one that comes ahead of a gap — a
+/// lost segment, sent again later, or two swapped on the way — is held until the gap is
+/// filled, so the answer it belongs to is still read. At most [`DNS_STREAMS`] connections
+/// are followed (more forget them all), each holding one message's 64 KiB and
+/// [`AHEAD_SEGMENTS`] segments ([`AHEAD_BYTES`]) ahead of a gap; past that a gap's answers
+/// are lost. A FIN or RST forgets its connection.
 #[derive(Default)]
 pub(crate) struct DnsOverTcp {
-    pending: std::collections::HashMap<FlowKey, (u32, Vec<u8>)>,
+    streams: std::collections::HashMap<FlowKey, Stream>,
+}
+
+/// One connection's answers: the sequence number of the next byte expected, the bytes of a
+/// message begun, and segments that came ahead of a gap.
+#[derive(Debug, Default)]
+struct Stream {
+    next: u32,
+    held: Vec<u8>,
+    ahead: Vec<(u32, Vec<u8>)>,
+}
+
+impl Stream {
+    /// Takes the segment `payload` at `seq`; the whole messages it completes go to `out`.
+    fn take(&mut self, seq: u32, payload: &[u8], out: &mut Vec<Vec<u8>>) {
+        let ahead_by = seq.wrapping_sub(self.next);
+        if ahead_by != 0 && ahead_by < WINDOW {
+            let bytes: usize = self.ahead.iter().map(|(_, p)| p.len()).sum();
+            let fits = self.ahead.len() < AHEAD_SEGMENTS && bytes + payload.len() <= AHEAD_BYTES;
+            if fits && !payload.is_empty() && !self.ahead.iter().any(|(s, _)| *s == seq) {
+                self.ahead.push((seq, payload.to_vec()));
+            }
+            return;
+        }
+        let behind = self.next.wrapping_sub(seq);
+        if behind > WINDOW {
+            // Of no stream this one knows: read from its own start.
+            *self = Self { next: seq, ..Self::default() };
+        }
+        self.append(seq, payload);
+        // The segments held ahead that now follow on.
+        while let Some(i) = self.ahead.iter().position(|(s, _)| self.next.wrapping_sub(*s) < WINDOW)
+        {
+            let (s, p) = self.ahead.swap_remove(i);
+            self.append(s, &p);
+        }
+        let (messages, rest) = length_prefixed(&self.held);
+        out.extend(messages.into_iter().map(<[u8]>::to_vec));
+        let used = self.held.len() - rest.len();
+        self.held.drain(..used);
+    }
+
+    /// Appends what of `payload` at `seq` (which starts at or before `next`) is new.
+    fn append(&mut self, seq: u32, payload: &[u8]) {
+        let taken = usize::try_from(self.next.wrapping_sub(seq)).unwrap_or(usize::MAX);
+        if let Some(new) = payload.get(taken..) {
+            self.held.extend_from_slice(new);
+            let len = u32::try_from(new.len()).unwrap_or(u32::MAX);
+            self.next = self.next.wrapping_add(len);
+        }
+    }
 }
 
 impl DnsOverTcp {
     /// The DNS messages a queued answer completes: a UDP datagram's payload, or the whole
-    /// messages a TCP segment finishes for its connection.
+    /// messages a TCP segment finishes for its connection (with those held ahead of a gap
+    /// it fills).
     pub(crate) fn messages(&mut self, packet: &[u8]) -> Vec<Vec<u8>> {
         if let Some(payload) = udp_payload(packet) {
             return vec![payload.to_vec()];
@@ -191,32 +256,26 @@ impl DnsOverTcp {
         else {
             return Vec::new();
         };
-        let payload = seg.payload;
-        let end = seg.seq.wrapping_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
-        let data = match self.pending.remove(&key) {
-            Some((next, mut held)) => {
-                // How many of this segment's bytes were taken before (a resent segment), or
-                // far past the window: a gap.
-                let taken = usize::try_from(next.wrapping_sub(seg.seq)).unwrap_or(usize::MAX);
-                if taken >= 1 << 31 {
-                    payload.to_vec()
-                } else if taken >= payload.len() && taken > 0 {
-                    self.pending.insert(key, (next, held));
-                    return Vec::new();
-                } else {
-                    held.extend_from_slice(&payload[taken..]);
-                    held
-                }
+        if seg.rst {
+            self.streams.remove(&key);
+            return Vec::new();
+        }
+        // The SYN-ACK: the answers' stream starts after it (its payload too, if any).
+        let (mut stream, seq) = match (seg.syn, self.streams.remove(&key)) {
+            (true, _) => {
+                let next = seg.seq.wrapping_add(1);
+                (Stream { next, ..Stream::default() }, next)
             }
-            None => payload.to_vec(),
+            (false, Some(stream)) => (stream, seg.seq),
+            (false, None) => (Stream { next: seg.seq, ..Stream::default() }, seg.seq),
         };
-        let (messages, rest) = length_prefixed(&data);
-        let out: Vec<Vec<u8>> = messages.into_iter().map(<[u8]>::to_vec).collect();
-        if !rest.is_empty() && !seg.fin && !seg.rst {
-            if self.pending.len() >= DNS_STREAMS {
-                self.pending.clear();
+        let mut out = Vec::new();
+        stream.take(seq, seg.payload, &mut out);
+        if !seg.fin {
+            if self.streams.len() >= DNS_STREAMS {
+                self.streams.clear();
             }
-            self.pending.insert(key, (end, rest.to_vec()));
+            self.streams.insert(key, stream);
         }
         out
     }
@@ -493,7 +552,9 @@ mod tests {
             [b"hello".to_vec(), b"hi".to_vec()]
         );
         // A message in three segments, the length split from it, and the next message begun
-        // in the last one.
+        // in the last one (on a connection seen from its SYN-ACK).
+        let mut dns = DnsOverTcp::default();
+        assert!(dns.messages(&at(999, 0x12, b"")).is_empty());
         let stream = b"\x00\x0bhello world\x00\x03abc";
         assert!(dns.messages(&at(1000, 0x18, &stream[..1])).is_empty());
         assert!(dns.messages(&at(1001, 0x18, &stream[1..6])).is_empty());
@@ -502,10 +563,9 @@ mod tests {
         // its new tail.
         assert!(dns.messages(&at(1006, 0x18, &stream[6..15])).is_empty());
         assert_eq!(dns.messages(&at(1013, 0x18, &stream[13..])), [b"abc".to_vec()]);
-        // After a gap, a segment is read from its own start; what was pending is dropped.
-        assert!(dns.messages(&at(5000, 0x18, b"\x00\x09hel")).is_empty());
-        assert_eq!(dns.messages(&at(6000, 0x18, b"\x00\x01z")), [b"z".to_vec()]);
-        assert!(dns.messages(&at(5005, 0x18, b"lo you")).is_empty(), "the gap forgot it");
+        // Far from anything expected (past a receive window): read from its own start, what
+        // was pending dropped.
+        assert!(dns.messages(&at(1 << 31, 0x18, b"\x00\x01z")) == [b"z".to_vec()]);
         // A FIN forgets the connection's pending bytes.
         assert!(dns.messages(&at(7000, 0x19, b"\x00\x04ab")).is_empty());
         assert!(dns.messages(&at(7004, 0x18, b"cd")).is_empty());
@@ -517,6 +577,60 @@ mod tests {
         }
     }
 
+    /// A segment that comes ahead of a gap — the one before it lost and sent again, or the
+    /// two swapped — is held until the gap is filled, and the answer it carries is read then.
+    #[test]
+    fn dns_answers_after_a_gap_are_read_once_it_is_filled() {
+        let stream = b"\x00\x0bhello world\x00\x03abc\x00\x02hi";
+        let syn_ack = || at(999, 0x12, b"");
+        // The first segment lost: the second waits for it, then both are read.
+        let mut dns = DnsOverTcp::default();
+        assert!(dns.messages(&syn_ack()).is_empty());
+        assert!(dns.messages(&at(1006, 0x18, &stream[6..16])).is_empty(), "ahead of the gap");
+        assert!(dns.messages(&at(1016, 0x18, &stream[16..])).is_empty(), "still ahead");
+        assert_eq!(
+            dns.messages(&at(1000, 0x18, &stream[..6])),
+            [b"hello world".to_vec(), b"abc".to_vec(), b"hi".to_vec()]
+        );
+        // Resent copies of what was read, whole or overlapping, read nothing twice.
+        assert!(dns.messages(&at(1006, 0x18, &stream[6..16])).is_empty());
+        assert!(dns.messages(&at(1000, 0x18, &stream[..])).is_empty());
+        // A gap mid-stream, filled by a resend that overlaps both sides of it.
+        let mut dns = DnsOverTcp::default();
+        assert!(dns.messages(&syn_ack()).is_empty());
+        assert!(dns.messages(&at(1000, 0x18, &stream[..4])).is_empty());
+        assert!(dns.messages(&at(1012, 0x18, &stream[12..])).is_empty());
+        assert_eq!(
+            dns.messages(&at(1002, 0x18, &stream[2..14])),
+            [b"hello world".to_vec(), b"abc".to_vec(), b"hi".to_vec()]
+        );
+        // Joined mid-way (no SYN-ACK seen): read from the first segment, gaps held the same.
+        let mut dns = DnsOverTcp::default();
+        assert_eq!(dns.messages(&at(5000, 0x18, b"\x00\x01z")), [b"z".to_vec()]);
+        assert!(dns.messages(&at(5007, 0x18, b"llo")).is_empty());
+        assert_eq!(dns.messages(&at(5003, 0x18, b"\x00\x05he")), [b"hello".to_vec()]);
+        // At most AHEAD_SEGMENTS held: past that a gap's answers are lost, never the memory.
+        let mut dns = DnsOverTcp::default();
+        assert!(dns.messages(&syn_ack()).is_empty());
+        for n in 0..100u32 {
+            assert!(dns.messages(&at(2000 + n * 10, 0x18, &[7; 10])).is_empty());
+        }
+        let held = dns.streams.values().map(|s| s.ahead.len()).sum::<usize>();
+        assert_eq!(held, AHEAD_SEGMENTS);
+        let big = vec![7; 60_000];
+        let mut dns = DnsOverTcp::default();
+        assert!(dns.messages(&syn_ack()).is_empty());
+        assert!(dns.messages(&at(2000, 0x18, &big)).is_empty());
+        assert!(
+            dns.messages(&at(2000 + 70_000, 0x18, &big[..AHEAD_BYTES - 60_000 + 1])).is_empty()
+        );
+        let held = dns.streams.values().map(|s| s.ahead.len()).sum::<usize>();
+        assert_eq!(held, 1, "bytes past AHEAD_BYTES are not held");
+        // A RST forgets the connection, what it held ahead with it.
+        assert!(dns.messages(&at(3000, 0x14, b"")).is_empty());
+        assert!(dns.streams.is_empty());
+    }
+
     #[test]
     fn dns_streams_are_bounded() {
         let mut dns = DnsOverTcp::default();
@@ -525,7 +639,7 @@ mod tests {
             p[22..24].copy_from_slice(&port.to_be_bytes());
             assert!(dns.messages(&p).is_empty());
         }
-        assert!(dns.pending.len() <= DNS_STREAMS);
+        assert!(dns.streams.len() <= DNS_STREAMS);
     }
 
     #[test]
