@@ -49,10 +49,19 @@ pub enum H1Error {
     /// A 101 nobody asked for.
     #[error("the server switched protocols, which nothing asked for")]
     Switched,
-    /// The body broke its framing, or the connection ended before the body did.
+    /// The connection ended before the body did.
     #[error("{why} after {got} bytes of the body")]
     Body {
         /// What went wrong.
+        why: String,
+        /// Body bytes delivered before it.
+        got: u64,
+    },
+    /// The body broke its chunked framing: the server sent something that is not HTTP/1.1,
+    /// which sending the request again would most likely get again.
+    #[error("the chunked body is malformed: {why} after {got} bytes of it")]
+    Framing {
+        /// What is wrong.
         why: String,
         /// Body bytes delivered before it.
         got: u64,
@@ -346,6 +355,10 @@ impl BodyDecoder {
         H1Error::Body { why: why.to_owned(), got: self.got }
     }
 
+    fn malformed(&self, why: &str) -> H1Error {
+        H1Error::Framing { why: why.to_owned(), got: self.got }
+    }
+
     /// A line of framing off the front of `buf` (without its CRLF), if it is all there.
     fn line(&self, buf: &mut BytesMut) -> Result<Option<Vec<u8>>, H1Error> {
         match buf.windows(2).position(|w| w == b"\r\n") {
@@ -353,7 +366,9 @@ impl BodyDecoder {
                 let line = buf.split_to(at + 2);
                 Ok(Some(line[..at].to_vec()))
             }
-            None if buf.len() >= MAX_HEAD => Err(self.error("a chunk's framing line is too long")),
+            None if buf.len() >= MAX_HEAD => {
+                Err(self.malformed("a chunk's framing line is too long"))
+            }
             None => Ok(None),
         }
     }
@@ -365,7 +380,10 @@ impl BodyDecoder {
                 let digits = line.split(|&b| b == b';').next().unwrap_or_default();
                 let digits = std::str::from_utf8(digits).unwrap_or("").trim();
                 let size = u64::from_str_radix(digits, 16).map_err(|_| {
-                    self.error(&format!("{:?} is not a chunk size", String::from_utf8_lossy(line)))
+                    self.malformed(&format!(
+                        "{:?} is not a chunk size",
+                        String::from_utf8_lossy(line)
+                    ))
                 })?;
                 match size {
                     0 => State::Chunked(Chunk::Trailers),
@@ -373,7 +391,7 @@ impl BodyDecoder {
                 }
             }
             Chunk::End if line.is_empty() => State::Chunked(Chunk::Size),
-            Chunk::End => return Err(self.error("a chunk is longer than its size says")),
+            Chunk::End => return Err(self.malformed("a chunk is longer than its size says")),
             Chunk::Trailers if line.is_empty() => State::Done,
             Chunk::Trailers | Chunk::Data(_) => State::Chunked(Chunk::Trailers),
         })
@@ -488,11 +506,11 @@ mod tests {
             (b"HTTP/1.1 101 Switching\r\n\r\n", "the server switched protocols"),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                "\"zz\" is not a chunk size after 0 bytes of the body",
+                "the chunked body is malformed: \"zz\" is not a chunk size after 0 bytes of it",
             ),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
-                "a chunk is longer than its size says after 2 bytes of the body",
+                "malformed: a chunk is longer than its size says after 2 bytes of it",
             ),
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
@@ -517,7 +535,11 @@ mod tests {
             keep_alive: true,
         };
         let e = BodyDecoder::new(&h, &hyper::Method::GET).next(&mut long_line).unwrap_err();
-        assert!(e.to_string().starts_with("a chunk's framing line is too long"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("the chunked body is malformed: a chunk's framing line is too long"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -71,8 +71,10 @@ pub(crate) struct Request<'a> {
     pub(crate) body: Option<RequestBody>,
 }
 
-/// The codec's word as the transfer's error: a broken body is a lost connection (what came
-/// stays checkpointed and may be resumed), anything else an HTTP failure.
+/// The codec's word as the transfer's error: a body the connection cut short is a lost
+/// connection (transient: what came stays checkpointed and is resumed), anything else — a
+/// malformed chunk among them — an HTTP failure (not tried again, as curl does not; what came
+/// is kept for `--resume` all the same).
 fn codec(e: H1Error) -> TransferError {
     match e {
         H1Error::Body { .. } => TransferError::Lost(e.to_string()),

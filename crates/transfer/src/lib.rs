@@ -1261,10 +1261,11 @@ impl TransferError {
         }
     }
 
-    /// Says that what was received is kept in `part` (when the body had started).
+    /// Says that what was received is kept in `part` (when the body had started): after a
+    /// lost connection, a timeout, or a body that broke HTTP mid-way (a malformed chunk).
     fn with_saved(self, part: &Path) -> Self {
         match self {
-            e @ (Self::Lost(_) | Self::Timeout(_) | Self::ResourceTimeout(_)) => {
+            e @ (Self::Lost(_) | Self::Timeout(_) | Self::ResourceTimeout(_) | Self::Http(_)) => {
                 Self::Saved { part: part.to_owned(), source: Box::new(e) }
             }
             e => e,

@@ -934,22 +934,40 @@ fn get_resumes_by_itself_when_the_connection_drops_mid_body_and_a_signal_leaves_
 }
 
 /// Failures say what is left: a body that breaks before its first byte leaves no `.part`, and
-/// the error does not send the user to resume one; a redirect without a Location says it was
-/// not followed and why that may be.
+/// the error does not send the user to resume one; a malformed chunk is said to be one (not a
+/// lost connection), is not tried again, and what came before it is kept; a redirect without a
+/// Location says it was not followed and why that may be.
 #[test]
 fn get_failures_say_only_what_is_true_of_the_part_and_the_redirect() {
     let scratch = scratch("said");
-    let (port, _server) = raw_server(|n, _| match n {
-        1 => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n".to_vec(),
-        _ => b"HTTP/1.1 302 Found\r\nLocation: \r\nContent-Length: 0\r\n\r\n".to_vec(),
+    let (port, _server) = raw_server(|_, head| {
+        if head.contains("/broken.bin") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n".to_vec()
+        } else if head.contains("/half.bin") {
+            b"HTTP/1.1 200 OK\r\nETag: \"h1\"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+                .to_vec()
+        } else {
+            b"HTTP/1.1 302 Found\r\nLocation: \r\nContent-Length: 0\r\n\r\n".to_vec()
+        }
     });
     let url = format!("http://127.0.0.1:{port}/broken.bin");
-    let out = nw_get(&scratch, &["--retry", "0", &url]).output().unwrap();
+    let out = nw_get(&scratch, &[&url]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("\"zz\" is not a chunk size after 0 bytes of the body"), "{err}");
+    assert!(
+        err.contains("the chunked body is malformed: \"zz\" is not a chunk size after 0 bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("connection was lost") && !err.contains("retr"), "{err}");
     assert!(!err.contains("holds what was received") && !err.contains("resuming"), "{err}");
     assert!(!scratch.0.join("broken.bin.part").exists(), "a .part holding nothing was kept");
+    let url = format!("http://127.0.0.1:{port}/half.bin");
+    let out = nw_get(&scratch, &[&url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("malformed: \"zz\" is not a chunk size after 5 bytes"), "{err}");
+    assert!(err.contains("holds what was received") && !err.contains("retr"), "{err}");
+    assert_eq!(std::fs::read(scratch.0.join("half.bin.part")).unwrap(), b"hello");
     let url = format!("http://127.0.0.1:{port}/moved.bin");
     let out = nw_get(&scratch, &["--retry", "0", &url]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
