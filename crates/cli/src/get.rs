@@ -1011,12 +1011,9 @@ fn file_name(url: &str) -> Result<String, String> {
             Ok(n.to_owned())
         }
         // A URL that cannot be loaded or does not parse says so first: no -o would help it.
-        _ => Err(match nw_http::policy::scheme(url) {
+        _ => Err(match nw_transfer::url(url) {
             Err(e) => e.to_string(),
-            Ok(()) => match nw_connection::Endpoint::parse(url) {
-                Err(e) => e.to_string(),
-                Ok(_) => format!("{url}: the URL names no file to save to; give -o FILE"),
-            },
+            Ok(_) => format!("{url}: the URL names no file to save to; give -o FILE"),
         }),
     }
 }

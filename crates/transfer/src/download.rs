@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use nw_connection::{Endpoint, Url};
+use nw_connection::Url;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -533,16 +533,7 @@ impl Session {
         &self,
         text: &str,
     ) -> Result<(Url, crate::policy::Security), TransferError> {
-        nw_http::policy::scheme(text)?;
-        let url = match Endpoint::parse(text) {
-            Ok(Endpoint::Url(u)) => u,
-            Ok(_) => {
-                return Err(TransferError::Usage(format!(
-                    "{text}: not a URL; give http(s)://HOST/PATH"
-                )));
-            }
-            Err(e) => return Err(TransferError::Usage(e.to_string())),
-        };
+        let url = crate::url(text)?;
         let security = crate::policy::check(&url, text, self.config.ats, self.config.allow_http)?;
         Ok((url, security))
     }

@@ -1105,6 +1105,22 @@ impl Code {
 }
 
 /// The code of a failure to connect.
+/// The URL `text` names for a load, or why it names none: empty, a scheme that does not load
+/// (`ftp:`, `file:`, none at all), no host. Every error says to give `http(s)://HOST/PATH` — a
+/// load takes nothing else (`HOST:PORT` is for `nw cat`).
+pub fn url(text: &str) -> Result<Url, TransferError> {
+    const GIVE: &str = "give http(s)://HOST/PATH";
+    if text.trim().is_empty() {
+        return Err(TransferError::Usage(format!("{text:?}: no URL; {GIVE}")));
+    }
+    policy::scheme(text)?;
+    match nw_connection::Endpoint::parse(text) {
+        Ok(nw_connection::Endpoint::Url(u)) => Ok(u),
+        Ok(_) => Err(TransferError::Usage(format!("{text}: not a URL; {GIVE}"))),
+        Err(e) => Err(TransferError::Usage(format!("{:?}: {}; {GIVE}", e.text, e.why))),
+    }
+}
+
 fn connect_code(e: &nw_connection::ConnectError) -> Code {
     use nw_connection::happy_eyeballs::{AttemptError, RaceError};
     use nw_connection::{ConnectError, ProxyFailure};

@@ -262,11 +262,18 @@ fn get_and_send_refuse_urls_off_the_web_for_their_scheme() {
             "\"example.test:8080/f\" is not a URL: it has no scheme; give http://example.test:8080/f or https://example.test:8080/f",
         ),
         (&["send", "example.test"], "give http://example.test or https://example.test"),
+        // Nothing, or no host: the hint is a URL's, never HOST:PORT (which nw cat takes).
+        (&["get", ""], "\"\": no URL; give http(s)://HOST/PATH"),
+        (&["get", "-o", "x", " "], "\" \": no URL; give http(s)://HOST/PATH"),
+        (&["send", ""], "\"\": no URL; give http(s)://HOST/PATH"),
+        (&["put", "/etc/hostname", ""], "\"\": no URL; give http(s)://HOST/PATH"),
+        (&["get", "http:///x"], "\"http:///x\": there is no host; give http(s)://HOST/PATH"),
+        (&["get", "-o", "x", "https://"], "there is no host; give http(s)://HOST/PATH"),
     ] {
         let out = nw(&scratch, args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(err.contains(says) && !err.contains("HOST:PORT"), "{args:?}: {err}");
     }
     assert!(!scratch.0.join("x.part").exists(), "nothing was written");
 }
