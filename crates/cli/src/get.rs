@@ -1052,11 +1052,14 @@ struct Bar {
     tty: bool,
     drawn: bool,
     name: String,
+    /// When a request body's bytes began to go, and how many had gone then (for their rate,
+    /// which `Event::Sent` does not carry).
+    sending: Option<(std::time::Instant, u64)>,
 }
 
 impl Bar {
     pub(crate) fn new(tty: bool, name: &str) -> Self {
-        Self { tty, drawn: false, name: name.to_owned() }
+        Self { tty, drawn: false, name: name.to_owned(), sending: None }
     }
 
     pub(crate) fn event(&mut self, event: &Event) {
@@ -1078,27 +1081,45 @@ impl Bar {
                 }
             }
             Event::Progress { received, total, rate, .. } if self.tty => {
-                let (percent, eta) = match total {
-                    Some(t) if *t > 0 => {
-                        let left = t.saturating_sub(*received) as f64 / rate.max(1.0);
-                        (
-                            format!("{:3.0}%", *received as f64 * 100.0 / *t as f64),
-                            format!("  ETA {}", eta(left)),
-                        )
-                    }
-                    _ => ("   ?".to_owned(), String::new()),
+                self.draw(*received, *total, *rate);
+            }
+            Event::Sent { sent, total } if self.tty => {
+                #[allow(clippy::disallowed_methods, reason = "the front end's rate of a body sent")]
+                let now = std::time::Instant::now();
+                // Sent again from 0 (a redirect that keeps the body): the rate starts over.
+                let (since, from) = match self.sending {
+                    Some((since, from)) if *sent >= from => (since, from),
+                    _ => *self.sending.insert((now, *sent)),
                 };
-                let of = total.map_or_else(String::new, |t| format!(" of {}", size(t)));
-                let stats = format!("{percent} {}{of}  {}/s{eta}", size(*received), size(*rate));
-                let fraction = total.filter(|t| *t > 0).map(|t| *received as f64 / t as f64);
-                let line = progress_line(&self.name, &stats, fraction, terminal_width());
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[K{line}");
-                let _ = err.flush();
-                self.drawn = true;
+                let seconds = now.duration_since(since).as_secs_f64();
+                let rate = if seconds > 0.0 { (sent - from) as f64 / seconds } else { 0.0 };
+                self.draw(*sent, *total, rate);
             }
             Event::Progress { .. } | Event::Sent { .. } => {}
         }
+    }
+
+    /// The progress line for `received` of `total` bytes at `rate`, over the last one drawn.
+    #[allow(clippy::cast_precision_loss, reason = "a display value")]
+    fn draw(&mut self, received: u64, total: Option<u64>, rate: f64) {
+        let (percent, eta) = match total {
+            Some(t) if t > 0 => {
+                let left = t.saturating_sub(received) as f64 / rate.max(1.0);
+                (
+                    format!("{:3.0}%", received as f64 * 100.0 / t as f64),
+                    format!("  ETA {}", eta(left)),
+                )
+            }
+            _ => ("   ?".to_owned(), String::new()),
+        };
+        let of = total.map_or_else(String::new, |t| format!(" of {}", size(t)));
+        let stats = format!("{percent} {}{of}  {}/s{eta}", size(received), size(rate));
+        let fraction = total.filter(|t| *t > 0).map(|t| received as f64 / t as f64);
+        let line = progress_line(&self.name, &stats, fraction, terminal_width());
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K{line}");
+        let _ = err.flush();
+        self.drawn = true;
     }
 
     pub(crate) fn finish(&mut self) {

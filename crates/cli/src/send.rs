@@ -80,8 +80,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let mut retries = Retries::new(&args.retry);
     let mut stop = std::pin::pin!(crate::output::interrupted());
+    // On a terminal, progress lines while the body goes and the answer comes (as `nw put`
+    // draws them) — unless the answer is printed on the terminal too, as curl leaves its meter
+    // out then; `--json` keeps its one object.
+    let quiet = args.json || std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut bar = (!quiet).then(|| Bars::new(&args));
     let result = loop {
-        let sent = unless_stopped(session.send(&request, args.max_size), &mut stop).await;
+        let sent = {
+            let mut on = |event: nw_transfer::Event| {
+                if let Some(bar) = bar.as_mut() {
+                    bar.event(&event);
+                }
+            };
+            unless_stopped(session.send_observed(&request, args.max_size, &mut on), &mut stop).await
+        };
+        if let Some(bar) = bar.as_mut() {
+            bar.finish();
+        }
         let result = match sent {
             Ok(result) => result,
             Err(code) => return Ok(Outcome::Exit(code)),
@@ -103,6 +118,56 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Negative)
         }
+    }
+}
+
+/// The progress lines of one request on a terminal: its body's as it goes (named by the file
+/// `-d @FILE` sends, `stdin` for `-d @-`), then the answer's, when it does not come whole at
+/// once (a short answer draws nothing).
+struct Bars {
+    body: Report,
+    answer: Report,
+    answering: bool,
+}
+
+impl Bars {
+    fn new(args: &Args) -> Self {
+        let name = match args.data.as_deref().and_then(|d| d.strip_prefix('@')) {
+            Some("-") => "stdin".to_owned(),
+            Some(path) => std::path::Path::new(path)
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            None => String::new(),
+        };
+        Self {
+            body: Report::new(false, &args.url, &name),
+            answer: Report::new(false, &args.url, "answer"),
+            answering: false,
+        }
+    }
+
+    fn event(&mut self, event: &nw_transfer::Event) {
+        match event {
+            nw_transfer::Event::Sent { .. } => self.body.event(event),
+            nw_transfer::Event::Progress { received, total, .. } => {
+                if !self.answering {
+                    if total.is_some_and(|t| *received >= t) {
+                        return;
+                    }
+                    self.body.finish();
+                    self.answering = true;
+                }
+                self.answer.event(event);
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the lines drawn, for the next try or the end.
+    fn finish(&mut self) {
+        self.body.finish();
+        self.answer.finish();
+        self.answering = false;
     }
 }
 

@@ -1792,6 +1792,57 @@ fn send_retries_an_answer_cut_short_saying_so_once_and_not_a_status_past_599() {
     assert!(err.contains("the server answered 999"), "{err}");
 }
 
+/// On a terminal, `nw send -d @FILE` draws the progress bar as the body goes (the file's name,
+/// a percentage, the rate; none for its short answer) when its answer goes elsewhere, and
+/// nothing when the answer is
+/// printed on the terminal too, as curl leaves its meter out then. (`script` gives nw a
+/// terminal; the server reads the 8 MiB body over about two seconds.)
+#[test]
+fn send_shows_the_body_going_on_a_terminal_unless_the_answer_is_printed_there() {
+    use std::io::{Read as _, Write as _};
+    let scratch = scratch("send-bar");
+    std::fs::write(scratch.0.join("upload.bin"), pattern(8 << 20, 5)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _server = std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let head = nw_lab::http::read_head(&mut stream);
+            let mut left: usize = nw_lab::http::field(&head, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut piece = vec![0; 256 << 10];
+            while left > 0 {
+                std::thread::sleep(Duration::from_millis(60));
+                let want = left.min(piece.len());
+                if stream.read_exact(&mut piece[..want]).is_err() {
+                    break;
+                }
+                left -= want;
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        }
+    });
+    let under_a_terminal = |command: String| {
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(&scratch.0)
+            .env("NW_STORE", scratch.0.join("store.db"))
+            .output()
+            .unwrap_or_else(|e| panic!("script (bsdutils) must run to give nw a terminal: {e}"));
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{command}: {shown}");
+        shown
+    };
+    let url = format!("http://127.0.0.1:{port}/up");
+    let shown = under_a_terminal(format!("'{NW}' send -d @upload.bin {url} > answer.txt"));
+    assert!(shown.contains("\r\x1b[Kupload.bin") && shown.contains("100%"), "{shown:?}");
+    assert!(shown.contains("MiB/s") && !shown.contains("answer"), "{shown:?}: a short answer");
+    assert_eq!(std::fs::read(scratch.0.join("answer.txt")).unwrap(), b"ok\n");
+    let shown = under_a_terminal(format!("'{NW}' send -d @upload.bin {url}"));
+    assert!(shown.contains("ok") && !shown.contains("\x1b[K"), "{shown:?}");
+}
+
 /// `nw send`: text, a file and standard input (chunked, as it comes) as bodies of PUTs that
 /// nginx stores byte-exact, over HTTP/1.1 and HTTP/2; a refused POST prints nginx's answer
 /// and exits 1; `-i` and `--json` show the head; bad uses are usage errors.
