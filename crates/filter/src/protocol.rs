@@ -45,7 +45,8 @@
 //! 4. When a flow the provider allowed, or filtered the data of, closes: host →
 //!    `{"type":"flow_closed","id":7,"bytes_out":…,"bytes_in":…,"segments_out":…,
 //!    "segments_in":…}`, counted by the kernel; no answer. A TCP flow's comes as its socket
-//!    is done, from its `tcp_info`; a UDP flow's when its conntrack entry ends — at once
+//!    is done, from its `tcp_info`: payload bytes, and every segment — the SYN, FIN and bare
+//!    ACKs among them, resent ones too (`tcpi_segs_out`/`tcpi_segs_in`); a UDP flow's when its conntrack entry ends — at once
 //!    when its socket closes, else once it has been idle for conntrack's UDP timeout (30 s,
 //!    120 s once answered, and the kernel's sweep) — with the datagrams each way as
 //!    segments and their payload bytes (conntrack's IP bytes less 28 per datagram over IPv4,
