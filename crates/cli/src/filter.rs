@@ -271,7 +271,8 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Where a filter host keeps its status and log: one pair per network namespace, named by the
-/// namespace's inode, so `nw filter status` run inside a namespace finds that namespace's host.
+/// namespace (`INODE-COOKIE`: [`nw_provider::Namespace`]), so `nw filter status` run inside a
+/// namespace finds that namespace's host, never one of a namespace that had its inode before.
 struct StateFiles {
     status: PathBuf,
     log: PathBuf,
@@ -280,7 +281,7 @@ struct StateFiles {
 impl StateFiles {
     fn new() -> Self {
         let dir = nw_filter::host::state_dir();
-        let ns = nw_provider::this_namespace();
+        let ns = nw_provider::Namespace::current().key();
         Self { status: dir.join(format!("{ns}.json")), log: dir.join(format!("{ns}.log")) }
     }
 
@@ -296,27 +297,26 @@ impl StateFiles {
 }
 
 /// Removes from `dir` the status files and logs of network namespaces that no longer exist
-/// (each file is named by its namespace's inode), and temporary files whose writer (the pid in
-/// their name) is gone. A namespace counts as existing while a process is in it or it is named
-/// under /run/netns; a running host is in its own.
+/// (each file is named by its namespace: [`nw_provider::Namespace::gone`]), and temporary files
+/// whose writer (the pid in their name) is gone. A namespace counts as existing while a process
+/// is in it or it is named under /run/netns; a running host is in its own.
 fn sweep(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let live = nw_provider::live_namespaces();
     if live.is_empty() {
         return; // /proc unreadable: nothing can be judged dead
     }
+    let here = nw_provider::Namespace::current();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(ns) = name.split('.').next().and_then(|n| n.parse::<u64>().ok()) else {
-            continue;
-        };
+        let Some(ns) = nw_provider::Namespace::of_name(&name) else { continue };
         let writer_gone = name.strip_suffix(".tmp").is_some_and(|rest| {
             rest.rsplit('.')
                 .next()
                 .and_then(|p| p.parse::<u32>().ok())
                 .is_some_and(|p| !nw_filter::host::alive(p))
         });
-        if !live.contains(&ns) || writer_gone {
+        if ns.gone(&live, &here) || writer_gone {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -565,6 +565,8 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
     host.exclude_local = chosen.exclude_local;
     host.max_restarts = args.max_restarts;
     warn_about_leftovers().await;
+    // Namespaces come and go (containers, tests); their state would stay in /run for ever.
+    drop(tokio::task::spawn_blocking(nw_tunnel::host::sweep_states));
     let mut view = View {
         json: args.json,
         state: StateFile::new(),
@@ -1255,6 +1257,14 @@ async fn down(target: Option<String>) -> anyhow::Result<Outcome> {
     }
     if target.is_none() {
         blocking(remove_dead_state_files).await;
+        let swept = blocking(nw_tunnel::host::sweep_states).await;
+        if swept > 0 {
+            println!(
+                "removed the state of {swept} network namespace{} that {} gone",
+                if swept == 1 { "" } else { "s" },
+                if swept == 1 { "is" } else { "are" }
+            );
+        }
         let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?.map_err(|e| {
             anyhow::anyhow!("cannot look for what stopped hosts left behind: {e} (are we root?)")
         })?;
@@ -1275,7 +1285,7 @@ async fn down(target: Option<String>) -> anyhow::Result<Outcome> {
         }
         // The namespace's directory, once nothing is in it.
         blocking(|| std::fs::remove_dir(state_dir())).await.ok();
-        if hosts.is_empty() && nothing {
+        if hosts.is_empty() && nothing && swept == 0 {
             println!("no tunnel host runs here, and nothing is left behind");
         }
     }

@@ -382,13 +382,77 @@ pub fn alive(pid: u32) -> bool {
         })
 }
 
-/// The calling thread's network namespace, by its inode (0 when /proc cannot say): hosts name
-/// their state files by it, so a host inside a namespace and the status command run there
-/// agree.
-pub fn this_namespace() -> u64 {
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap_or(0)
+/// A network namespace, exactly, as hosts name their state files after it (so a host inside a
+/// namespace and the status command run there agree): its inode, by which /proc and
+/// /run/netns show it — and which the kernel gives to a later namespace once this one is gone
+/// (namespace inodes come from one allocator that hands out the lowest free number) — and its
+/// cookie, which the kernel never gives again (`SO_NETNS_COOKIE`, Linux 5.14). A file left by
+/// a namespace that is gone is so never taken for one of the namespace that got its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    /// Its inode (0 when /proc cannot say).
+    pub inode: u64,
+    /// Its cookie (0 when the kernel cannot say).
+    pub cookie: u64,
+}
+
+/// `SO_NETNS_COOKIE` (include/uapi/asm-generic/socket.h, which x86-64 and arm64 use).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+impl Namespace {
+    /// The calling thread's network namespace.
+    pub fn current() -> Self {
+        let inode = std::fs::metadata("/proc/thread-self/ns/net")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap_or(0);
+        Self { inode, cookie: current_cookie().unwrap_or(0) }
+    }
+
+    /// The name its state files start with: `INODE-COOKIE`.
+    pub fn key(&self) -> String {
+        format!("{}-{}", self.inode, self.cookie)
+    }
+
+    /// The namespace a state file's name starts with (`INODE-COOKIE`, then anything after a
+    /// dot), if it does; a name of an older nw's, the inode alone, has cookie 0.
+    pub fn of_name(name: &str) -> Option<Self> {
+        let key = name.split('.').next()?;
+        let (inode, cookie) = key.split_once('-').unwrap_or((key, "0"));
+        Some(Self { inode: inode.parse().ok()?, cookie: cookie.parse().ok()? })
+    }
+
+    /// Whether this namespace is gone, given the inodes of those that exist
+    /// ([`live_namespaces`]) and the caller's own (`here`): its inode is no live namespace's,
+    /// or it is `here`'s with another cookie (a namespace that had the inode before). A name
+    /// without a cookie (an older nw's, whose host may still run) is judged by its inode alone.
+    pub fn gone(&self, live: &std::collections::HashSet<u64>, here: &Self) -> bool {
+        let before_us = self.inode == here.inode && self.cookie != 0 && self.cookie != here.cookie;
+        !live.contains(&self.inode) || before_us
+    }
+}
+
+/// The calling thread's network namespace's cookie, from a socket made in it.
+fn current_cookie() -> Option<u64> {
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = libc::socklen_t::try_from(size_of::<u64>()).ok()?;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `cookie`, which has that size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    (rc == 0).then_some(cookie)
 }
 
 /// The network namespaces that exist, by inode: those a process is in, and those named under
@@ -440,9 +504,40 @@ mod tests {
 
     #[test]
     fn this_namespace_is_among_the_live_ones() {
-        let me = this_namespace();
-        assert_ne!(me, 0, "/proc/thread-self/ns/net unreadable");
-        assert!(live_namespaces().contains(&me));
+        let me = Namespace::current();
+        assert_ne!(me.inode, 0, "/proc/thread-self/ns/net unreadable");
+        assert_ne!(me.cookie, 0, "SO_NETNS_COOKIE unreadable (Linux 5.14 or later has it)");
+        assert_eq!(Namespace::current(), me, "the same namespace reads the same");
+        assert!(live_namespaces().contains(&me.inode));
+        assert!(!me.gone(&live_namespaces(), &me));
+    }
+
+    /// State files are named `INODE-COOKIE…`; one of a namespace that is gone — its inode no
+    /// live one's, or ours with another cookie (a namespace that had our inode before) — is
+    /// told apart from ours.
+    #[test]
+    fn state_file_names_say_their_namespace_and_whether_it_is_gone() {
+        let here = Namespace { inode: 4026531840, cookie: 1 };
+        assert_eq!(here.key(), "4026531840-1");
+        for (name, ns) in [
+            ("4026531840-1", Some(here)),
+            ("4026531840-1.json", Some(here)),
+            ("4026531840-1.json.77.tmp", Some(here)),
+            ("4026531840.log", Some(Namespace { cookie: 0, ..here })),
+            ("4026531840-x.log", None),
+            ("eth0.json", None),
+            ("", None),
+            ("-1", None),
+        ] {
+            assert_eq!(Namespace::of_name(name), ns, "{name:?}");
+        }
+        let live: std::collections::HashSet<u64> = [4026531840, 4026532001].into();
+        assert!(!here.gone(&live, &here));
+        assert!(Namespace { cookie: 9, ..here }.gone(&live, &here), "our inode, before us");
+        assert!(!Namespace { cookie: 0, ..here }.gone(&live, &here), "an older nw's: by inode");
+        assert!(Namespace { inode: 4026532002, cookie: 0 }.gone(&live, &here), "by inode");
+        assert!(!Namespace { inode: 4026532001, cookie: 5 }.gone(&live, &here), "another's");
+        assert!(Namespace { inode: 4026532002, cookie: 5 }.gone(&live, &here), "not live");
     }
 
     #[tokio::test]

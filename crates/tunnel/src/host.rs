@@ -988,12 +988,37 @@ impl std::fmt::Display for Leftover {
 }
 
 /// Where tunnel hosts keep their state: a directory per network namespace, named by the
-/// namespace's inode (so a host inside a namespace and `nw tunnel status` there agree), under
-/// `$NW_TUNNEL_STATE_DIR` or `/run/nwkit/tunnel`.
+/// namespace (`INODE-COOKIE`: [`nw_provider::Namespace`], so a host inside a namespace and
+/// `nw tunnel status` there agree, and never take one of a namespace that had the inode
+/// before), under `$NW_TUNNEL_STATE_DIR` or `/run/nwkit/tunnel`.
 pub fn state_dir() -> PathBuf {
-    let dir = std::env::var_os("NW_TUNNEL_STATE_DIR")
-        .map_or_else(|| PathBuf::from("/run/nwkit/tunnel"), PathBuf::from);
-    dir.join(nw_provider::this_namespace().to_string())
+    states().join(nw_provider::Namespace::current().key())
+}
+
+fn states() -> PathBuf {
+    std::env::var_os("NW_TUNNEL_STATE_DIR")
+        .map_or_else(|| PathBuf::from("/run/nwkit/tunnel"), PathBuf::from)
+}
+
+/// Removes the state directories of network namespaces that are gone
+/// ([`nw_provider::Namespace::gone`]): what their hosts held went with them. Returns how many.
+/// Nothing when /proc cannot be read (nothing can be judged gone). Blocking.
+pub fn sweep_states() -> usize {
+    let live = nw_provider::live_namespaces();
+    if live.is_empty() {
+        return 0;
+    }
+    let here = nw_provider::Namespace::current();
+    let Ok(entries) = std::fs::read_dir(states()) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            nw_provider::Namespace::of_name(&name).is_some_and(|ns| ns.gone(&live, &here))
+        })
+        .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+        .count()
 }
 
 /// What tunnel hosts that are gone left in this network namespace. Blocking (nft, netlink).

@@ -322,7 +322,9 @@ print(json.dumps({"connect": said, "ms": (time.monotonic() - t) * 1000}))
 /// Output nobody reads (a pipe whose reader stopped) holds up no verdict: thousands of flows
 /// are decided while `nw filter up --json`'s lines pile up unread, a connect after them is
 /// decided at once, and SIGTERM still stops the host in order. And the host sweeps the state
-/// files of namespaces that are gone, and temporary files whose writer died.
+/// files of namespaces that are gone — one of a namespace that had its own namespace's inode
+/// before it (the kernel gives inodes again; cookies it does not) among them — and temporary
+/// files whose writer died.
 #[test]
 fn netns_filter_decides_while_nobody_reads_its_output() {
     let p = pair();
@@ -332,7 +334,11 @@ fn netns_filter_decides_while_nobody_reads_its_output() {
     let this_ns =
         std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap());
     // Inode 1 is never a network namespace's; pid 4194305 is past the largest pid_max.
-    let gone = ["1.log", "1.log.1", "1.json"].map(|f| dir.join(f));
+    let cli_ns = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(format!("/run/netns/{}", p.cli.name())).unwrap(),
+    );
+    let before = format!("{cli_ns}-{}.json", u64::MAX - 1);
+    let gone = ["1.log", "1.log.1", "1-7.json", &before].map(|f| dir.join(f));
     let dead_writer = dir.join(format!("{this_ns}.json.4194305.tmp"));
     let kept = dir.join(format!("{this_ns}.log"));
     for f in gone.iter().chain([&dead_writer, &kept]) {

@@ -993,9 +993,53 @@ fn netns_tunnel_split_dns_through_systemd_resolved() {
     let inode = std::fs::metadata(format!("/run/netns/{}", p.cli.name()))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .expect("the namespace's inode");
-    let state = std::path::Path::new("/run/nwkit/tunnel").join(inode.to_string());
-    assert!(state.exists(), "the killed host left no state to take down at {}", state.display());
+    let state = std::fs::read_dir("/run/nwkit/tunnel")
+        .expect("/run/nwkit/tunnel")
+        .flatten()
+        .map(|e| e.path())
+        .find(|d| {
+            d.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{inode}-")))
+        })
+        .unwrap_or_else(|| panic!("the killed host left no state (INODE-COOKIE) to take down"));
     let down = p.cli.command(NW).args(["tunnel", "down"]).output().expect("nw tunnel down");
     assert_eq!(down.status.code(), Some(0), "{}", String::from_utf8_lossy(&down.stdout));
     assert!(!state.exists(), "nw tunnel down left {}", state.display());
+}
+
+/// `nw tunnel down` removes the state directories of network namespaces that are gone: one
+/// whose inode no namespace has, and one of a namespace that had this one's inode before it
+/// (the kernel gives inodes again, never cookies); a live namespace's, and a directory that
+/// names no namespace, stay.
+#[test]
+fn netns_tunnel_down_sweeps_the_state_of_namespaces_that_are_gone() {
+    let p = pair();
+    let scratch = nw_lab::Scratch::new("tunnel-states").expect("a scratch directory");
+    let dir = scratch.path();
+    let inode = |path: &str| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("a namespace"))
+    };
+    let (cli_ns, this_ns) =
+        (inode(&format!("/run/netns/{}", p.cli.name())), inode("/proc/self/ns/net"));
+    let gone = ["1-7".to_owned(), format!("{cli_ns}-{}", u64::MAX - 1)].map(|d| dir.join(d));
+    let kept = [format!("{this_ns}-3"), "notes".to_owned()].map(|d| dir.join(d));
+    for d in gone.iter().chain(&kept) {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("nwtun0.resolv.conf"), "nameserver 192.0.2.53\n").unwrap();
+    }
+    let down = p
+        .cli
+        .command(NW)
+        .env("NW_TUNNEL_STATE_DIR", dir)
+        .args(["tunnel", "down"])
+        .output()
+        .expect("nw tunnel down");
+    let said = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(down.status.code(), Some(0), "{said}");
+    assert!(said.contains("removed the state of 2 network namespaces that are gone"), "{said}");
+    for d in &gone {
+        assert!(!d.exists(), "{} was not swept", d.display());
+    }
+    for d in &kept {
+        assert!(d.join("nwtun0.resolv.conf").exists(), "{} was swept", d.display());
+    }
 }

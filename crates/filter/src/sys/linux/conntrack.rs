@@ -106,7 +106,8 @@ pub(crate) struct Acct {
 /// Where a host that turned counting on says so: one file per network namespace, beside the
 /// namespace's other state files (and swept with them when the namespace is gone).
 fn acct_marker() -> std::path::PathBuf {
-    crate::host::state_dir().join(format!("{}.conntrack-acct", nw_provider::this_namespace()))
+    let ns = nw_provider::Namespace::current().key();
+    crate::host::state_dir().join(format!("{ns}.conntrack-acct"))
 }
 
 /// The pid of a host that is gone and left counting on that was off before it, if one did.
