@@ -286,22 +286,21 @@ fn identify(paths: &Paths, target: Option<&str>, json: bool) -> anyhow::Result<O
 
 /// Refuses what is not an identity, saying how to get one.
 fn check_identity(id: &str, deciding: bool) -> Result<(), UsageError> {
-    // An executable or a script is named by its absolute path, as `identify` gives it: a
-    // relative one would match nothing, and the decision would be kept for no app (`reset`
-    // still takes one, to remove what was kept before this was checked).
-    for kind in ["exe:", "script:"].into_iter().filter(|_| deciding) {
-        if let Some(path) = id.strip_prefix(kind).filter(|p| !p.is_empty() && !p.starts_with('/')) {
+    use nw_lnp::identity::Malformed;
+    match identity::malformed(id) {
+        None => return Ok(()),
+        // An executable or a script is named by its absolute path, as `identify` gives it: a
+        // relative one would match nothing, and the decision would be kept for no app
+        // (`reset` still takes one, to remove what was kept before this was checked).
+        Some(Malformed::Relative { .. }) if !deciding => return Ok(()),
+        Some(Malformed::Relative { kind, path }) => {
             return Err(UsageError(format!(
                 "{id:?}: {kind} takes an absolute path, as `nw lnp identify` gives it; did you mean {kind}{}?",
-                std::path::absolute(path)
+                std::path::absolute(&path)
                     .map_or_else(|_| format!("/…/{path}"), |p| p.display().to_string())
             )));
         }
-    }
-    let known = ["flatpak:", "snap:", "unit:", "script:", "exe:"];
-    let ok = known.iter().any(|k| id.strip_prefix(k).is_some_and(|rest| !rest.is_empty()));
-    if ok {
-        return Ok(());
+        Some(Malformed::NoKind) => {}
     }
     let hint = if !id.is_empty() && (id.starts_with('/') || id.bytes().all(|b| b.is_ascii_digit()))
     {

@@ -193,6 +193,9 @@ pub enum RulesError {
     /// A host pattern that cannot match.
     #[error("rule {0}: {1:?} is not a host name or a *.domain pattern")]
     Host(usize, String),
+    /// A condition that no process can meet as written (a relative path, no identity).
+    #[error("rule {0}: {1}")]
+    Process(usize, String),
 }
 
 impl Rules {
@@ -211,6 +214,9 @@ impl Rules {
             }
         }
         for (i, r) in rules.rules.iter().enumerate() {
+            if let Some(why) = r.unmatchable() {
+                return Err(RulesError::Process(i + 1, why));
+            }
             if let Some(h) = &r.host {
                 let name = h.strip_prefix("*.").unwrap_or(h);
                 if name.is_empty() || name.contains('*') || name.contains(char::is_whitespace) {
@@ -255,6 +261,39 @@ impl Rules {
 }
 
 impl Rule {
+    /// Why a process condition can match no process as written, if it cannot: an identity
+    /// that is none (or names a program by a relative path), an executable or a cgroup that
+    /// is not an absolute path.
+    fn unmatchable(&self) -> Option<String> {
+        use nw_lnp::identity::Malformed;
+        if let Some(id) = &self.identity {
+            match nw_lnp::identity::malformed(id) {
+                Some(Malformed::Relative { kind, .. }) => {
+                    return Some(format!(
+                        "identity {id:?}: {kind} takes an absolute path, as `nw lnp identify` gives it"
+                    ));
+                }
+                Some(Malformed::NoKind) => {
+                    return Some(format!(
+                        "identity {id:?} is not one (flatpak:, snap:, unit:, script: or exe: followed by a name); `nw lnp identify PATH|PID` gives a program's"
+                    ));
+                }
+                None => {}
+            }
+        }
+        if let Some(exe) = self.executable.as_ref().filter(|e| !e.starts_with('/')) {
+            return Some(format!(
+                "executable {exe:?} is not an absolute path (a process's executable is, as /proc shows it)"
+            ));
+        }
+        if let Some(cg) = self.cgroup.as_ref().filter(|c| !c.starts_with('/')) {
+            return Some(format!(
+                "cgroup {cg:?} is not a cgroup path, which starts with / (/system.slice/backup.service)"
+            ));
+        }
+        None
+    }
+
     /// Whether every condition the rule names holds for `flow`.
     pub fn matches(&self, flow: &Flow) -> bool {
         self.matches_all_but_host(flow)
@@ -369,6 +408,40 @@ mod tests {
         web.remote = "203.0.113.1:40000".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rules.decide(&web), (Action::Ask, 3));
         assert!(!rules.host_may_decide(&web), "an inbound flow's name is never waited for");
+    }
+
+    /// A process condition no process could meet as written is refused, saying why: rules
+    /// that silently match nothing would let through (or hold back) what their author meant.
+    #[test]
+    fn process_conditions_no_process_could_meet_are_refused() {
+        for (rule, says) in [
+            (
+                "identity = \"exe:bin/tool\"",
+                "rule 1: identity \"exe:bin/tool\": exe: takes an absolute path",
+            ),
+            ("identity = \"script:x.py\"", "script: takes an absolute path"),
+            ("identity = \"curl\"", "identity \"curl\" is not one (flatpak:, snap:"),
+            ("identity = \"unit:\"", "identity \"unit:\" is not one"),
+            ("executable = \"curl\"", "executable \"curl\" is not an absolute path"),
+            ("cgroup = \"system.slice\"", "cgroup \"system.slice\" is not a cgroup path"),
+        ] {
+            let text =
+                format!("[[rule]]\naction = \"allow\"\n[[rule]]\naction = \"drop\"\n{rule}\n");
+            let e = Rules::parse(&text, false).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.replace("rule 2", "rule 1").contains(says) && e.starts_with("rule 2: "),
+                "{rule}: {e}"
+            );
+        }
+        for rule in [
+            "identity = \"exe:/usr/bin/curl\"",
+            "identity = \"unit:nginx.service\"",
+            "executable = \"/usr/bin/curl\"",
+            "cgroup = \"/system.slice\"",
+        ] {
+            let text = format!("[[rule]]\naction = \"drop\"\n{rule}\n");
+            assert!(Rules::parse(&text, false).is_ok(), "{rule}");
+        }
     }
 
     #[test]

@@ -44,6 +44,35 @@ pub struct Facts<'a> {
     pub cwd: Option<&'a str>,
 }
 
+/// The kinds of identity, each followed by a name.
+pub const KINDS: [&str; 5] = ["flatpak:", "snap:", "unit:", "script:", "exe:"];
+
+/// What makes a text no identity that a process could have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Malformed {
+    /// It starts with none of [`KINDS`], or nothing follows the kind.
+    NoKind,
+    /// An `exe:` or `script:` whose path is not absolute: identities name programs by their
+    /// absolute path, so it would match no process.
+    Relative {
+        /// `exe:` or `script:`.
+        kind: &'static str,
+        /// The path given.
+        path: String,
+    },
+}
+
+/// What is wrong with `id` as an identity, if anything.
+pub fn malformed(id: &str) -> Option<Malformed> {
+    for kind in ["exe:", "script:"] {
+        if let Some(path) = id.strip_prefix(kind).filter(|p| !p.is_empty() && !p.starts_with('/')) {
+            return Some(Malformed::Relative { kind, path: path.to_owned() });
+        }
+    }
+    let named = KINDS.iter().any(|k| id.strip_prefix(k).is_some_and(|rest| !rest.is_empty()));
+    (!named).then_some(Malformed::NoKind)
+}
+
 /// The identity for a process with these facts. See the [module docs](self) for the rule.
 pub fn identify(facts: &Facts<'_>) -> String {
     for part in facts.cgroup.rsplit('/') {
