@@ -313,6 +313,26 @@ fn check_identity(id: &str, deciding: bool) -> Result<(), UsageError> {
     )))
 }
 
+/// What is wrong with the program an `exe:` or `script:` identity names, if anything: nothing
+/// is at its path, or (for `exe:`) what is there is no executable file.
+fn missing_program(identity: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (exe, path) = match identity.split_once(':')? {
+        ("exe", path) => (true, path),
+        ("script", path) => (false, path),
+        _ => return None,
+    };
+    match std::fs::metadata(path) {
+        Err(_) => Some(format!(
+            "nothing is at {path} (yet): the decision applies to a program there once there is one"
+        )),
+        Ok(m) if exe && !(m.is_file() && m.permissions().mode() & 0o111 != 0) => {
+            Some(format!("{path} is not an executable file, so no app runs as {identity}"))
+        }
+        Ok(_) => None,
+    }
+}
+
 /// A store error as an outcome: a file that does not parse is negative (1); one that cannot be
 /// written is the environment (3).
 fn store_failed(e: &StoreError) -> anyhow::Result<Outcome> {
@@ -349,6 +369,13 @@ fn decide(paths: &Paths, identity: &str, access: Option<Access>) -> anyhow::Resu
         "nw lnp: {identity} {what}{}",
         if changed || access.is_none() { "" } else { " (unchanged)" }
     ));
+    // A path nothing is at yet (a typo, or a program not installed yet) is kept all the same,
+    // and said.
+    if access.is_some()
+        && let Some(note) = missing_program(identity)
+    {
+        crate::output::error_line(&format!("nw lnp: {note}"));
+    }
     // Say what still overrides it.
     if let Ok(p) = Policy::load(paths) {
         if p.admin.allow.iter().chain(&p.admin.deny).any(|i| i == identity) {

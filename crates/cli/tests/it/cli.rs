@@ -88,7 +88,8 @@ fn condition_says_when_the_client_cannot_run_or_the_server_ended() {
 
 /// A decision for an executable or a script by a relative path would match no app: it is
 /// refused with the absolute path it probably meant, and nothing is written; `reset` still
-/// takes one (to remove what was kept before this was checked).
+/// takes one (to remove what was kept before this was checked). One whose path holds nothing,
+/// or no executable, is kept and said.
 #[test]
 fn lnp_refuses_a_decision_for_a_relative_path() {
     let dir = crate::support::Dir::new("lnp-relative");
@@ -105,6 +106,29 @@ fn lnp_refuses_a_decision_for_a_relative_path() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = nw_env(&["lnp", "allow", "exe:/usr/bin/curl"], &env);
     assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("nothing is at") && !err.contains("not an executable"), "{err}");
+    // A path nothing is at (a typo, a program not installed yet), or no executable at all:
+    // kept, and said.
+    let notes = dir.path("notes.txt");
+    std::fs::write(&notes, "not a program\n").unwrap();
+    let (notes_id, not_executable) = (
+        format!("exe:{notes}"),
+        format!("{notes} is not an executable file, so no app runs as exe:{notes}"),
+    );
+    for (id, says) in [
+        (
+            "exe:/usr/bin/crul",
+            "nothing is at /usr/bin/crul (yet): the decision applies to a program there once there is one",
+        ),
+        ("script:/opt/none/tool.py", "nothing is at /opt/none/tool.py (yet)"),
+        (notes_id.as_str(), not_executable.as_str()),
+    ] {
+        let (code, _, err) = nw_env(&["lnp", "deny", id], &env);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains(says), "{id}: {err}");
+        let (_, list, _) = nw_env(&["lnp", "list", "--json"], &env);
+        assert!(list.contains(id), "{id} was not kept: {list}");
+    }
 }
 
 /// Doctor's `lnp` section says where local network privacy stands, from the files
