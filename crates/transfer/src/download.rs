@@ -1021,6 +1021,8 @@ impl Session {
             .map_err(|e| TransferError::io(part, "cannot duplicate its descriptor", e))?;
         let store = self.store.clone();
         let began = Instant::now();
+        // Side by side, the connections share the link: a resume asks one of them.
+        let connections = u64::try_from(streams.len().max(1)).unwrap_or(1);
         let syncer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -1030,8 +1032,8 @@ impl Session {
                         if durable {
                             sync_file.sync_data().map_err(|e| format!("fsync: {e}"))?;
                         }
-                        // What the link carries, for the next resume's overlap.
-                        let rate = rate(received, began.elapsed());
+                        // What one connection carries, for the next resume's overlap.
+                        let rate = rate(received / connections, began.elapsed());
                         store.checkpoint(id, offset, segments, rate).map_err(|e| e.to_string())
                     })
                 })

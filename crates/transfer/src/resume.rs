@@ -137,7 +137,7 @@ pub struct Partial {
     /// A segmented download's ranges and how much of each is durable (empty when the file was
     /// written front to back). `offset` is then the durable prefix.
     pub segments: Vec<Segment>,
-    /// Bytes per second the last attempt received, when measured.
+    /// Bytes per second the last attempt received on a connection, when measured.
     pub rate: Option<u64>,
 }
 

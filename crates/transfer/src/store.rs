@@ -149,7 +149,8 @@ pub struct Record {
     /// The identifier of the session that queued it ([`crate::Configuration::identifier`]).
     #[serde(skip)]
     pub session: Option<String>,
-    /// Bytes per second its last attempt received, as last checkpointed.
+    /// Bytes per second its last attempt received on a connection (its segments' share, when
+    /// several came side by side), as last checkpointed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<u64>,
 }
