@@ -320,18 +320,19 @@ impl Session {
         let started = Instant::now();
         check_fields(&job.headers)?;
         let (url, security) = self.allowed(&job.url)?;
-        let Admission { dest, part, record, partial, restart } = self.admit(job)?;
-        let (dest, store) = (&dest, &self.store);
+        let Admission { dest, part, record, partial, restart } = self.admitted(job).await?;
+        let dest = &dest;
         let file = lock_part(&part).await?;
         let resuming = partial.offset > 0;
         let id = if resuming {
             record.as_ref().map_or(0, |r| r.id)
         } else {
             let hex = job.sha256.map(|d| hex(&d));
-            store.begin(&job.url, dest, hex.as_deref())?
+            let (url, at) = (job.url.clone(), dest.clone());
+            self.stored(move |s| s.begin(&url, &at, hex.as_deref())).await?
         };
         if resuming {
-            store.set_state(id, State::Running, None, false)?;
+            self.stored(move |s| s.set_state(id, State::Running, None, false)).await?;
         }
 
         let fetch =
@@ -353,7 +354,7 @@ impl Session {
         };
         match result {
             Ok(done) => {
-                store.set_state(id, State::Done, None, true)?;
+                self.stored(move |s| s.set_state(id, State::Done, None, true)).await?;
                 Ok(done)
             }
             Err(e) => {
@@ -363,7 +364,8 @@ impl Session {
                 // too, so the next run starts clean instead of being refused.
                 // Bytes no validator vouches for go as well: a resume would start from zero.
                 // (A store that cannot be read here does not replace the failure's own error.)
-                let record = store.find(dest).ok().flatten();
+                let at = dest.clone();
+                let record = self.stored(move |s| s.find(&at)).await.ok().flatten();
                 let unresumable = record.is_some_and(|r| r.validator.is_none());
                 let bad = unresumable || matches!(e, TransferError::Digest { .. });
                 let discarded = discard_part(&part, bad);
@@ -380,10 +382,12 @@ impl Session {
                     e => e,
                 };
                 let state = if e.transient() { State::Interrupted } else { State::Failed };
-                store.set_state(id, state, Some(&e.to_string()), true)?;
-                if discarded {
-                    store.checkpoint(id, 0, None, None)?;
-                }
+                let said = e.to_string();
+                self.stored(move |s| {
+                    s.set_state(id, state, Some(&said), true)?;
+                    if discarded { s.checkpoint(id, 0, None, None) } else { Ok(()) }
+                })
+                .await?;
                 Err(e)
             }
         }
@@ -400,14 +404,16 @@ impl Session {
             .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
         let part = part_path(&dest);
         drop(released(&part).await);
-        let Some(record) = self.store.find(&dest)? else { return Ok(None) };
-        if record.state == State::Running {
-            self.store.set_state(record.id, State::Interrupted, Some(why), false)?;
-        }
+        let at = dest.clone();
+        let Some(record) = self.stored(move |s| s.find(&at)).await? else { return Ok(None) };
         // What no validator vouches for cannot be resumed: it goes.
-        if discard_part(&part, record.validator.is_none()) {
-            self.store.checkpoint(record.id, 0, None, None)?;
-        }
+        let discarded = discard_part(&part, record.validator.is_none());
+        let why = why.to_owned();
+        self.stored(move |s| {
+            s.set_state_if(record.id, State::Running, State::Interrupted, Some(&why))?;
+            if discarded { s.checkpoint(record.id, 0, None, None) } else { Ok(()) }
+        })
+        .await?;
         Ok(part.exists().then_some(part))
     }
 
@@ -417,7 +423,7 @@ impl Session {
         let dest = std::path::absolute(dest)
             .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
         self.stopped(&dest, "suspended").await?;
-        Ok(self.store.find(&dest)?.map_or(0, |r| r.offset))
+        Ok(self.stored(move |s| s.find(&dest)).await?.map_or(0, |r| r.offset))
     }
 
     /// After the download to `dest` was cancelled (its future dropped): its `.part` removed
@@ -429,13 +435,17 @@ impl Session {
             .map_err(|e| TransferError::io(dest, "cannot make the path absolute", e))?;
         let part = part_path(&dest);
         let held = released(&part).await;
-        let Some(record) = self.store.find(&dest)? else { return Ok(()) };
+        let Some(record) = self.stored(move |s| s.find(&dest)).await? else { return Ok(()) };
         if record.state != State::Done {
-            self.store.set_state(record.id, State::Failed, Some("cancelled"), false)?;
-            if held.is_some_and(|f| f.metadata().is_ok_and(|m| m.is_file())) {
+            let removed = held.is_some_and(|f| f.metadata().is_ok_and(|m| m.is_file()));
+            if removed {
                 let _ = std::fs::remove_file(&part);
-                self.store.checkpoint(record.id, 0, None, None)?;
             }
+            self.stored(move |s| {
+                s.set_state(record.id, State::Failed, Some("cancelled"), false)?;
+                if removed { s.checkpoint(record.id, 0, None, None) } else { Ok(()) }
+            })
+            .await?;
         }
         Ok(())
     }
@@ -546,10 +556,29 @@ impl Session {
         // directories are two downloads.
         let dest = std::path::absolute(&job.dest)
             .map_err(|e| TransferError::io(&job.dest, "cannot make the path absolute", e))?;
+        let record = self.store.find(&dest)?;
+        self.admit_with(job, dest, record)
+    }
+
+    /// [`Session::admit`] from a runtime: the store read on a blocking thread.
+    async fn admitted(&self, job: &Download) -> Result<Admission, TransferError> {
+        let dest = std::path::absolute(&job.dest)
+            .map_err(|e| TransferError::io(&job.dest, "cannot make the path absolute", e))?;
+        let at = dest.clone();
+        let record = self.stored(move |s| s.find(&at)).await?;
+        self.admit_with(job, dest, record)
+    }
+
+    /// What [`Session::admit`] decides, given the destination's absolute path and its record.
+    fn admit_with(
+        &self,
+        job: &Download,
+        dest: PathBuf,
+        record: Option<Record>,
+    ) -> Result<Admission, TransferError> {
         let part = part_path(&dest);
         refuse_unless_regular(&dest, "the destination")?;
         refuse_unless_regular(&part, "the .part file")?;
-        let record = self.store.find(&dest)?;
         if dest.exists()
             && !job.force
             && !(job.resume && self.unrecorded_finish(&dest, &part, record.as_ref(), &job.url)?)
@@ -823,10 +852,19 @@ impl Session {
             (false, Some(t)) => t - ranges.iter().map(|s| s.end - s.start).sum::<u64>(),
             _ => from,
         };
-        self.store.response(id, partial.validator.as_ref(), total, from)?;
-        if !ranges.is_empty() {
-            // Recorded before the first byte, so a kill from here on resumes segment by segment.
-            self.store.checkpoint(id, from, Some(&ranges), None)?;
+        {
+            let (validator, segments) = (partial.validator.clone(), ranges.clone());
+            self.stored(move |s| {
+                s.response(id, validator.as_ref(), total, from)?;
+                // Recorded before the first byte, so a kill from here on resumes segment by
+                // segment.
+                if segments.is_empty() {
+                    Ok(())
+                } else {
+                    s.checkpoint(id, from, Some(&segments), None)
+                }
+            })
+            .await?;
         }
         on(Event::Started {
             from: already,

@@ -794,6 +794,23 @@ pub(crate) enum Followed {
 
 pub(crate) use altsvc::origin;
 
+impl Session {
+    /// Runs `f` on the store from a blocking thread: a write waits for its fsync
+    /// (`synchronous = FULL`), and for another process's write lock up to the busy timeout,
+    /// neither of which may hold up the runtime — on a current-thread one, every other transfer
+    /// and timer of the application would wait with it.
+    pub(crate) async fn stored<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&store::Store) -> Result<T, store::StoreError> + Send + 'static,
+    ) -> Result<T, store::StoreError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
 /// Why a transfer failed. Each message says what happened and what to try.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

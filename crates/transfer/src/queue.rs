@@ -224,7 +224,8 @@ impl Session {
         record: &UploadRecord,
         on: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Uploaded, TransferError> {
-        if !self.store.claim_upload(record.id)? {
+        let id = record.id;
+        if !self.stored(move |s| s.claim_upload(id)).await? {
             return Err(TransferError::Taken(format!(
                 "upload #u{} of {}",
                 record.id,
@@ -250,17 +251,16 @@ impl Session {
         }
         .map_err(|e| upload_failure(&record.method, e));
         match &result {
-            Ok(done) => self.store.upload_ended(
-                record.id,
-                State::Done,
-                None,
-                done.sent,
-                Some(done.status),
-            )?,
+            Ok(done) => {
+                let (sent, status) = (done.sent, done.status);
+                self.stored(move |s| s.upload_ended(id, State::Done, None, sent, Some(status)))
+                    .await?;
+            }
             Err(e) => {
                 // Interrupted: a later run sends it again.
                 let state = if e.transient() { State::Interrupted } else { State::Failed };
-                self.store.upload_ended(record.id, state, Some(&e.to_string()), 0, e.status())?;
+                let (said, status) = (e.to_string(), e.status());
+                self.stored(move |s| s.upload_ended(id, state, Some(&said), 0, status)).await?;
             }
         }
         result
@@ -280,8 +280,10 @@ impl Session {
         let origin = Instant::now();
         let mut machine = Scheduler::new(config);
         let mut tasks = std::collections::BTreeMap::new();
-        let downloads = self.store.unfinished()?.into_iter().map(Queued::Download);
-        let uploads = self.store.unfinished_uploads()?.into_iter().map(Queued::Upload);
+        let (downloads, uploads) =
+            self.stored(|s| Ok((s.unfinished()?, s.unfinished_uploads()?))).await?;
+        let downloads = downloads.into_iter().map(Queued::Download);
+        let uploads = uploads.into_iter().map(Queued::Upload);
         for queued in downloads.chain(uploads) {
             tasks.insert(machine.add(Duration::ZERO, queued.discretionary()), queued);
         }
@@ -397,13 +399,21 @@ impl Session {
                                         TransferError::Usage(_) | TransferError::Refused(_)
                                     );
                                     let text = error.to_string();
-                                    let (failed, text) = (State::Failed, Some(text.as_str()));
+                                    let failed = State::Failed;
                                     match record {
                                         Queued::Download(r) if refused => {
-                                            self.store.set_state(r.id, failed, text, true)?;
+                                            let id = r.id;
+                                            self.stored(move |s| {
+                                                s.set_state(id, failed, Some(&text), true)
+                                            })
+                                            .await?;
                                         }
                                         Queued::Upload(u) if refused => {
-                                            self.store.upload_ended(u.id, failed, text, 0, None)?;
+                                            let id = u.id;
+                                            self.stored(move |s| {
+                                                s.upload_ended(id, failed, Some(&text), 0, None)
+                                            })
+                                            .await?;
                                         }
                                         _ => {}
                                     }

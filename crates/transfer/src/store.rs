@@ -454,6 +454,25 @@ impl Store {
             .map(drop)
         })
     }
+
+    /// Sets the state to `to` (with `error`) only if it is `from`, in one statement: a stop
+    /// that finds a download running never undoes a `done` written meanwhile. Whether it did.
+    pub fn set_state_if(
+        &self,
+        id: i64,
+        from: State,
+        to: State,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.with("cannot update a transfer", |c| {
+            c.execute(
+                "UPDATE transfers SET state = ?3, error = ?4, updated = ?5
+                   WHERE id = ?1 AND state = ?2",
+                params![id, from.as_str(), to.as_str(), error, now()],
+            )
+            .map(|n| n > 0)
+        })
+    }
 }
 
 impl Store {

@@ -310,6 +310,8 @@ fn segments_a_checked_download_does_not_stall_a_current_thread_runtime() {
                 last = now;
             }
         });
+        // The ticker running first, so a hold-up from the download's first step is counted.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let done = session.download(&job, &mut |_| {}).await;
         // A few more ticks after the download, so a hold-up at its very end is counted.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -321,4 +323,60 @@ fn segments_a_checked_download_does_not_stall_a_current_thread_runtime() {
     assert_eq!(done.segments, 4);
     println!("the ticker's longest gap: {worst:?}");
     assert!(worst < std::time::Duration::from_millis(250), "the runtime was held for {worst:?}");
+}
+
+/// The store's reads and writes run off the runtime: while another writer holds the store's
+/// write lock (another `nw` committing, say), a download waits for it — SQLite's busy timeout
+/// — on a blocking thread, and a 5 ms ticker on the same current-thread runtime keeps ticking.
+#[test]
+#[allow(clippy::disallowed_methods, reason = "times a ticker's ticks; holds a lock a while")]
+fn store_a_locked_store_does_not_stall_a_current_thread_runtime() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::new("store-locked");
+    let data = pattern(100_000, 3);
+    std::fs::write(scratch.www().join("small.bin"), &data).unwrap();
+    let server = nginx(&scratch, &NginxOptions::default());
+    let session = session(&scratch, Configuration::default());
+    // Another writer: an immediate transaction held for a second and a half.
+    let other = rusqlite::Connection::open(scratch.0.join("store.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let held = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        other.execute_batch("COMMIT;").unwrap();
+    });
+    let dest = scratch.0.join("small.bin");
+    let job = job(server.url("/small.bin"), &dest, false);
+    let worst = std::sync::Arc::new(AtomicU64::new(0));
+    let began = Instant::now();
+    let done = runtime().block_on(async {
+        let seen = worst.clone();
+        let ticker = tokio::spawn(async move {
+            let mut last = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let now = Instant::now();
+                seen.fetch_max(
+                    u64::try_from((now - last).as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                last = now;
+            }
+        });
+        // The ticker running first, so a hold-up from the download's first step is counted.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let done = session.download(&job, &mut |_| {}).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ticker.abort();
+        done
+    });
+    held.join().unwrap();
+    let (took, worst) = (began.elapsed(), Duration::from_micros(worst.load(Ordering::Relaxed)));
+    done.unwrap();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "the download did not wait for the lock: {took:?}"
+    );
+    assert!(worst < Duration::from_millis(250), "the runtime was held for {worst:?}");
+    assert!(std::fs::read(&dest).unwrap() == data, "byte-exact");
 }
