@@ -1052,14 +1052,17 @@ struct Bar {
     tty: bool,
     drawn: bool,
     name: String,
-    /// When a request body's bytes began to go, and how many had gone then (for their rate,
-    /// which `Event::Sent` does not carry).
-    sending: Option<(std::time::Instant, u64)>,
+    /// Since when a request body's bytes have been going, how many had gone then, and how
+    /// many at the last event (for their rate, which `Event::Sent` does not carry): from the
+    /// bar's making, or from a send that started again.
+    sending: (std::time::Instant, u64, u64),
 }
 
 impl Bar {
     pub(crate) fn new(tty: bool, name: &str) -> Self {
-        Self { tty, drawn: false, name: name.to_owned(), sending: None }
+        #[allow(clippy::disallowed_methods, reason = "the front end's rate of a body sent")]
+        let now = std::time::Instant::now();
+        Self { tty, drawn: false, name: name.to_owned(), sending: (now, 0, 0) }
     }
 
     pub(crate) fn event(&mut self, event: &Event) {
@@ -1087,10 +1090,11 @@ impl Bar {
                 #[allow(clippy::disallowed_methods, reason = "the front end's rate of a body sent")]
                 let now = std::time::Instant::now();
                 // Sent again from 0 (a redirect that keeps the body): the rate starts over.
-                let (since, from) = match self.sending {
-                    Some((since, from)) if *sent >= from => (since, from),
-                    _ => *self.sending.insert((now, *sent)),
-                };
+                if *sent < self.sending.2 {
+                    self.sending = (now, *sent, *sent);
+                }
+                self.sending.2 = *sent;
+                let (since, from, _) = self.sending;
                 let seconds = now.duration_since(since).as_secs_f64();
                 let rate = if seconds > 0.0 { (sent - from) as f64 / seconds } else { 0.0 };
                 self.draw(*sent, *total, rate);
