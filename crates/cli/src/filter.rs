@@ -338,7 +338,6 @@ struct View {
 }
 
 impl View {
-    #[allow(clippy::print_stdout, reason = "nw filter's event lines are its output")]
     fn show(&mut self, event: &Event) {
         let (line, object) = match event {
             Event::Ready { queue, removed_stale } => {
@@ -460,28 +459,29 @@ impl View {
         }
     }
 
-    #[allow(clippy::print_stdout, reason = "nw filter's closing line is its output")]
     fn end(&self, ended: &Ended, not_shown: u64) {
         let s = ended.stats;
         if self.json {
-            println!(
+            crate::output::say(&format!(
                 "{}",
                 json!({"event": "stopped", "stats": s, "leftovers": ended.leftovers, "not_shown": not_shown})
-            );
+            ));
             return;
         }
         if not_shown > 0 {
-            println!("{not_shown} events were not shown: the output did not keep up");
+            crate::output::say(&format!(
+                "{not_shown} events were not shown: the output did not keep up"
+            ));
         }
         let left = if ended.leftovers.is_empty() {
             "every rule removed".to_string()
         } else {
             format!("left behind: {}", ended.leftovers.join("; "))
         };
-        println!(
+        crate::output::say(&format!(
             "stopped: {} flows, {} allowed, {} dropped, {} by the failure policy ({} deadlines missed); {left}",
             s.flows, s.allowed, s.dropped, s.by_policy, s.deadlines_missed
-        );
+        ));
     }
 }
 
@@ -534,7 +534,6 @@ fn flow_line(flow: &Flow, decision: Decision, by: &By) -> String {
     )
 }
 
-#[allow(clippy::print_stdout, reason = "the status is the output")]
 async fn status(json: bool) -> anyhow::Result<Outcome> {
     let state = StateFiles::new();
     let current: Option<Value> = std::fs::read(&state.status)
@@ -551,7 +550,7 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
         let left = tokio::task::spawn_blocking(nw_filter::host::leftover_rules).await?;
         let counting = tokio::task::spawn_blocking(nw_filter::host::leftover_counting).await?;
         if json {
-            println!(
+            crate::output::say(&format!(
                 "{}",
                 json!({
                     "running": false,
@@ -560,24 +559,24 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
                     "leftover_scope": left.map(|l| if l.local_only { "local_network" } else { "all" }),
                     "leftover_counting_pid": counting,
                 })
-            );
+            ));
         } else {
-            println!("no filter host runs in this network namespace");
+            crate::output::say("no filter host runs in this network namespace");
             if let Some(left) = left {
                 let flows = if left.local_only {
                     "new TCP and UDP flows to the local network"
                 } else {
                     "new TCP and UDP flows"
                 };
-                println!(
+                crate::output::say(&format!(
                     "but the rules of a filter host that was killed{} are in place: {flows} go to a queue nobody reads (dropped if it failed closed, let through if it failed open); `nw filter down` removes them",
                     left.pid.map_or_else(String::new, |p| format!(" (pid {p})"))
-                );
+                ));
             }
             if let Some(pid) = counting {
-                println!(
+                crate::output::say(&format!(
                     "conntrack counts each connection's bytes (nf_conntrack_acct), turned on by filter host pid {pid}, which was killed; `nw filter down` turns it off again"
-                );
+                ));
             }
         }
         return Ok(Outcome::Negative);
@@ -589,25 +588,25 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
     v["user_dropped"] = json!(binding.map(|b| b.user_dropped));
     v["waiting"] = json!(binding.map(|b| b.waiting));
     if json {
-        println!("{v}");
+        crate::output::say(&v.to_string());
         return Ok(Outcome::Success);
     }
     let s = &v["stats"];
-    println!(
+    crate::output::say(&format!(
         "filter host pid {} on NFQUEUE {}, failing {}",
         v["pid"],
         v["queue"],
         v["policy"].as_str().unwrap_or("?")
-    );
-    println!(
+    ));
+    crate::output::say(&format!(
         "provider: {}",
         match (v["provider"].as_str(), v["provider_pid"].as_u64()) {
             (Some(p), Some(pid)) => format!("{p} (pid {pid})"),
             (Some(p), None) => format!("{p} (not running)"),
             _ => "none (rules only)".into(),
         }
-    );
-    println!(
+    ));
+    crate::output::say(&format!(
         "flows: {} seen, {} allowed, {} dropped, {} by the failure policy ({} deadlines missed), {} late verdicts",
         s["flows"],
         s["allowed"],
@@ -615,33 +614,32 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
         s["by_policy"],
         s["deadlines_missed"],
         s["late_verdicts"]
-    );
-    println!(
+    ));
+    crate::output::say(&format!(
         "peeks: {} flows' data filtered, {} bytes shown to the provider; {} closed flows reported ({} times close notifications were lost)",
         s["peeked"], s["bytes_peeked"], s["closes_reported"], s["closes_lost"]
-    );
-    println!(
+    ));
+    crate::output::say(&format!(
         "names: {} DNS answers read, {} addresses named by them now",
         s["dns_answers"].as_u64().unwrap_or(0),
         s["dns_named"].as_u64().unwrap_or(0)
-    );
-    println!(
+    ));
+    crate::output::say(&format!(
         "queue: {} packets given verdicts, {} waiting, {} dropped by the kernel (queue full), {} not delivered to the host",
         s["packets"], v["waiting"], v["queue_dropped"], v["user_dropped"]
-    );
+    ));
     Ok(Outcome::Success)
 }
 
-#[allow(clippy::print_stdout, reason = "the log is the output")]
 fn log(lines: usize, json: bool) -> anyhow::Result<Outcome> {
     let state = StateFiles::new();
     let text = match std::fs::read_to_string(&state.log) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!(
+            crate::output::say(&format!(
                 "no flows logged in this network namespace ({} does not exist)",
                 state.log.display()
-            );
+            ));
             return Ok(Outcome::Negative);
         }
         Err(e) => return Err(e.into()),
@@ -649,7 +647,7 @@ fn log(lines: usize, json: bool) -> anyhow::Result<Outcome> {
     let all: Vec<&str> = text.lines().collect();
     for line in &all[all.len().saturating_sub(lines)..] {
         if json {
-            println!("{line}");
+            crate::output::say(line);
             continue;
         }
         let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
@@ -660,50 +658,48 @@ fn log(lines: usize, json: bool) -> anyhow::Result<Outcome> {
         ) else {
             continue;
         };
-        println!("{}", flow_line(&flow, decision, &by));
+        crate::output::say(&flow_line(&flow, decision, &by));
     }
     Ok(Outcome::Success)
 }
 
-#[allow(clippy::print_stdout, reason = "the listing is the output")]
 async fn list(json: bool) -> anyhow::Result<Outcome> {
     let listing = tokio::task::spawn_blocking(nw_filter::list::list).await?;
     if json {
-        println!("{}", serde_json::to_string(&listing)?);
+        crate::output::say(&serde_json::to_string(&listing)?);
         return Ok(Outcome::Success);
     }
     if listing.filters.is_empty() {
-        println!("no packet filters found");
+        crate::output::say("no packet filters found");
     }
     for f in &listing.filters {
         let counters =
             f.counters.map(|(p, b)| format!(", {p} packets {b} bytes")).unwrap_or_default();
         let rules = f.rules.map(|r| format!(", {r} rules")).unwrap_or_default();
-        println!(
+        crate::output::say(&format!(
             "{:<15} {}  [{}{rules}{counters}]  owner: {}",
             f.kind.as_str(),
             f.name,
             f.hook,
             f.owner.as_deref().unwrap_or("unknown")
-        );
+        ));
     }
     for p in &listing.problems {
-        println!("not listed: {p}");
+        crate::output::say(&format!("not listed: {p}"));
     }
     Ok(Outcome::Success)
 }
 
-#[allow(clippy::print_stdout, reason = "says what was removed")]
 async fn down() -> anyhow::Result<Outcome> {
     let left = tokio::task::spawn_blocking(nw_filter::host::remove_rules).await?;
     let counting = tokio::task::spawn_blocking(nw_filter::host::restore_counting).await?;
     let mut failed = false;
     match left {
-        Ok(None) => println!("no filter rules in this network namespace"),
-        Ok(Some(pid)) => println!(
+        Ok(None) => crate::output::say("no filter rules in this network namespace"),
+        Ok(Some(pid)) => crate::output::say(&format!(
             "removed the filter rules{}",
             pid.map_or_else(String::new, |p| format!(" of host pid {p}"))
-        ),
+        )),
         Err(e) => {
             crate::output::error_line(&format!("nw: {e}"));
             failed = true;
@@ -711,9 +707,9 @@ async fn down() -> anyhow::Result<Outcome> {
     }
     match counting {
         Ok(None) => {}
-        Ok(Some(pid)) => println!(
+        Ok(Some(pid)) => crate::output::say(&format!(
             "turned conntrack's byte counting (nf_conntrack_acct) off again, as it was before host pid {pid} turned it on"
-        ),
+        )),
         Err(e) => {
             crate::output::error_line(&format!(
                 "nw: could not turn conntrack's byte counting (nf_conntrack_acct) off again: {e}"

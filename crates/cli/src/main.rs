@@ -147,6 +147,16 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Negative) => ExitCode::from(1),
         Ok(Outcome::Exit(code)) => ExitCode::from(code),
+        // The reader of stdout went away (`nw lnp list | head -0`): quietly, with the status
+        // a shell gives a process SIGPIPE ended (128 + 13), as other tools end then.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(141)
+        }
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
             output::error_line(&format!("nw: {}", output::error_text(&e)));
             ExitCode::from(2)

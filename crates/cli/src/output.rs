@@ -78,6 +78,16 @@ pub(crate) fn line(text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// One line of output on stdout for a command that must finish its work whoever reads it: a
+/// closed pipe (`nw tunnel up | head -1`) loses this line and the later ones, never the work —
+/// a panic there (what `println!` does) left a killed tunnel's routes, or a filter's rules,
+/// behind.
+#[allow(clippy::print_stdout, reason = "the commands' output")]
+pub(crate) fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 /// RFC 3339 UTC timestamp with milliseconds, for reports.
 #[allow(clippy::disallowed_methods, reason = "front end: stamps reports with wall time")]
 pub(crate) fn timestamp() -> String {

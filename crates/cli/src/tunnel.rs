@@ -430,7 +430,6 @@ async fn save_configuration(args: SaveArgs) -> anyhow::Result<Outcome> {
     .await
 }
 
-#[allow(clippy::print_stdout, reason = "the list is the output")]
 async fn list(json: bool) -> anyhow::Result<Outcome> {
     // Which start at boot is read with the list, off the runtime's threads (a stat each).
     let listed = blocking(|| {
@@ -461,16 +460,22 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
         });
     }
     if json {
-        println!("{}", json!({"configurations": out, "dir": Store::open().dir()}));
+        crate::output::say(&json!({"configurations": out, "dir": Store::open().dir()}).to_string());
         return Ok(Outcome::Success);
     }
     if out.is_empty() {
-        println!("no saved tunnel configurations in {}", Store::open().dir().display());
+        crate::output::say(&format!(
+            "no saved tunnel configurations in {}",
+            Store::open().dir().display()
+        ));
     }
     for c in &out {
         let name = c["name"].as_str().unwrap_or("?");
         let Some(conf) = c.get("configuration") else {
-            println!("{name}: cannot be used: {}", c["error"].as_str().unwrap_or("?"));
+            crate::output::say(&format!(
+                "{name}: cannot be used: {}",
+                c["error"].as_str().unwrap_or("?")
+            ));
             continue;
         };
         let what = match conf["provider"]["kind"].as_str() {
@@ -515,11 +520,11 @@ async fn list(json: bool) -> anyhow::Result<Outcome> {
                 r["pid"]
             ),
         };
-        println!(
+        crate::output::say(&format!(
             "{name}: {}, {what}{}; {running}",
             if conf["enabled"] == true { "enabled" } else { "disabled" },
             extras.iter().map(|e| format!(", {e}")).collect::<String>()
-        );
+        ));
     }
     Ok(Outcome::Success)
 }
@@ -733,39 +738,38 @@ struct View {
 
 impl View {
     /// On-demand rules say disconnect: the tunnel waits for a path they connect on.
-    #[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
     fn waiting(&mut self, primary: Option<&str>) {
         self.status["state"] = json!("waiting");
         self.state.write(&self.status);
         if self.json {
-            println!("{}", json!({"event": "on_demand", "state": "waiting", "primary": primary}));
+            crate::output::say(
+                &json!({"event": "on_demand", "state": "waiting", "primary": primary}).to_string(),
+            );
         } else {
-            println!(
+            crate::output::say(&format!(
                 "on demand: waiting; {}",
                 primary.map_or_else(
                     || "the path is not satisfied".to_owned(),
                     |p| format!("the rules do not connect over the primary interface ({p})")
                 )
-            );
+            ));
         }
     }
 
     /// Stopped (by a signal, or the configuration) while waiting: nothing runs, nothing is left.
-    #[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
     fn end_waiting(&mut self) -> Outcome {
         self.state.remove();
         if self.json {
-            println!(
+            crate::output::say(&format!(
                 "{}",
                 json!({"event": "stopped", "reason": "user_initiated", "leftovers": []})
-            );
+            ));
         } else {
-            println!("stopped while waiting on demand; nothing was running");
+            crate::output::say("stopped while waiting on demand; nothing was running");
         }
         Outcome::Success
     }
 
-    #[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
     fn show(&mut self, event: &Event) {
         self.follow(event);
         let (line, object) = match event {
@@ -846,9 +850,9 @@ impl View {
             }
         };
         if self.json {
-            println!("{object}");
+            crate::output::say(&object.to_string());
         } else {
-            println!("{line}");
+            crate::output::say(&line);
         }
     }
 
@@ -894,18 +898,17 @@ impl View {
     }
 }
 
-#[allow(clippy::print_stdout, reason = "nw tunnel's event lines are its output")]
 fn show_end(ended: &Ended, json: bool) {
     let exit = ended.exit.map(|s| s.to_string());
     if json {
-        println!(
+        crate::output::say(&format!(
             "{}",
             json!({
                 "event": "stopped", "reason": ended.reason.as_str(), "message": ended.message,
                 "provider_exit": exit, "leftovers": ended.leftovers,
                 "kill_switch_kept": ended.kill_switch_kept,
             })
-        );
+        ));
         return;
     }
     let mut line = format!("stopped: {}", ended.reason.as_str());
@@ -917,10 +920,10 @@ fn show_end(ended: &Ended, json: bool) {
     } else {
         line.push_str(&format!("; left behind: {}", ended.leftovers.join(", ")));
     }
-    println!("{line}");
+    crate::output::say(&line);
     if ended.kill_switch_kept {
-        println!(
-            "the kill switch stays in force: nothing but loopback leaves this host until `nw tunnel down` removes it (or a tunnel comes up with --kill-switch)"
+        crate::output::say(
+            "the kill switch stays in force: nothing but loopback leaves this host until `nw tunnel down` removes it (or a tunnel comes up with --kill-switch)",
         );
     }
 }
@@ -1135,7 +1138,6 @@ async fn warn_about_leftovers() {
     }
 }
 
-#[allow(clippy::print_stdout, reason = "the status is the output")]
 async fn status(json: bool) -> anyhow::Result<Outcome> {
     // The state files and sysfs counters are read on a blocking thread.
     let hosts = blocking(|| {
@@ -1153,22 +1155,24 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
         Err(e) => (Vec::new(), Some(format!("cannot look for what killed hosts left: {e}"))),
     };
     if json {
-        println!("{}", json!({"tunnels": hosts, "leftovers": left, "leftovers_unknown": unknown}));
+        crate::output::say(
+            &json!({"tunnels": hosts, "leftovers": left, "leftovers_unknown": unknown}).to_string(),
+        );
     } else {
         if hosts.is_empty() {
-            println!("no tunnel host runs in this network namespace");
+            crate::output::say("no tunnel host runs in this network namespace");
         }
         for h in &hosts {
             if h["interface"].is_null() && h["state"] == "waiting" {
-                println!(
+                crate::output::say(&format!(
                     "{}: waiting on demand, no interface yet (host pid {})",
                     h["configuration"].as_str().or(h["provider"].as_str()).unwrap_or("?"),
                     h["pid"]
-                );
+                ));
                 continue;
             }
             let c = &h["counters"];
-            println!(
+            crate::output::say(&format!(
                 "{}: {} (host pid {}, provider {} pid {}){}{}",
                 h["interface"].as_str().unwrap_or("?"),
                 h["state"].as_str().unwrap_or("?"),
@@ -1177,7 +1181,7 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
                 h["provider_pid"],
                 if h["kill_switch"] == true { ", kill switch on" } else { "" },
                 if h["exclude_local"] == true { ", local network excluded" } else { "" },
-            );
+            ));
             let routes: Vec<&str> = h["kernel"]["routes"]
                 .as_array()
                 .map(|r| r.iter().filter_map(Value::as_str).collect())
@@ -1186,34 +1190,36 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
                 .as_array()
                 .map(|r| r.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            println!(
+            crate::output::say(&format!(
                 "  applied: addresses {}; routes {}; MTU {}",
                 if addresses.is_empty() { "none".into() } else { addresses.join(", ") },
                 if routes.is_empty() { "none".into() } else { routes.join(", ") },
                 h["kernel"]["mtu"]
-            );
+            ));
             if let Some(dns) = status_dns_line(h) {
-                println!("  {dns}");
+                crate::output::say(&format!("  {dns}"));
             }
-            println!(
+            crate::output::say(&format!(
                 "  into the tunnel {} bytes in {} packets; out of it {} bytes in {} packets",
                 c["bytes_out"], c["packets_out"], c["bytes_in"], c["packets_in"]
-            );
+            ));
             for p in h["provider_status"]["peers"].as_array().into_iter().flatten() {
-                println!("  {}", peer_line(p));
+                crate::output::say(&format!("  {}", peer_line(p)));
             }
             if let Some(n) = h["restarts"].as_u64().filter(|n| *n > 0) {
-                println!(
+                crate::output::say(&format!(
                     "  provider restarted {n} time(s); last: {}",
                     h["last_failure"].as_str().unwrap_or("?")
-                );
+                ));
             }
         }
         for l in &left {
-            println!("left behind by a host that is gone: {l} (`nw tunnel down` removes it)");
+            crate::output::say(&format!(
+                "left behind by a host that is gone: {l} (`nw tunnel down` removes it)"
+            ));
         }
         if let Some(why) = &unknown {
-            println!("{why}");
+            crate::output::say(why);
         }
     }
     Ok(if hosts.is_empty() { Outcome::Negative } else { Outcome::Success })
@@ -1222,7 +1228,6 @@ async fn status(json: bool) -> anyhow::Result<Outcome> {
 /// How long `nw tunnel down` waits for each host to stop in order.
 const DOWN_WAIT: Duration = Duration::from_secs(15);
 
-#[allow(clippy::print_stdout, reason = "what was stopped and removed is the output")]
 async fn down(target: Option<String>) -> anyhow::Result<Outcome> {
     let hosts: Vec<Value> = running()
         .await
@@ -1249,21 +1254,23 @@ async fn down(target: Option<String>) -> anyhow::Result<Outcome> {
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let stopped = wait_for_exit(pid.unsigned_abs(), DOWN_WAIT).await;
         if stopped {
-            println!("stopped the tunnel on {name} (host pid {pid})");
+            crate::output::say(&format!("stopped the tunnel on {name} (host pid {pid})"));
         } else {
             failed = true;
-            println!("the tunnel host on {name} (pid {pid}) did not stop within {DOWN_WAIT:?}");
+            crate::output::say(&format!(
+                "the tunnel host on {name} (pid {pid}) did not stop within {DOWN_WAIT:?}"
+            ));
         }
     }
     if target.is_none() {
         blocking(remove_dead_state_files).await;
         let swept = blocking(nw_tunnel::host::sweep_states).await;
         if swept > 0 {
-            println!(
+            crate::output::say(&format!(
                 "removed the state of {swept} network namespace{} that {} gone",
                 if swept == 1 { "" } else { "s" },
                 if swept == 1 { "is" } else { "are" }
-            );
+            ));
         }
         let left = tokio::task::spawn_blocking(nw_tunnel::host::leftovers).await?.map_err(|e| {
             anyhow::anyhow!("cannot look for what stopped hosts left behind: {e} (are we root?)")
@@ -1276,17 +1283,17 @@ async fn down(target: Option<String>) -> anyhow::Result<Outcome> {
             })
             .await?;
             match removed {
-                Ok(()) => println!("removed {l}"),
+                Ok(()) => crate::output::say(&format!("removed {l}")),
                 Err(e) => {
                     failed = true;
-                    println!("could not remove {l}: {e}");
+                    crate::output::say(&format!("could not remove {l}: {e}"));
                 }
             }
         }
         // The namespace's directory, once nothing is in it.
         blocking(|| std::fs::remove_dir(state_dir())).await.ok();
         if hosts.is_empty() && nothing && swept == 0 {
-            println!("no tunnel host runs here, and nothing is left behind");
+            crate::output::say("no tunnel host runs here, and nothing is left behind");
         }
     }
     Ok(if failed { Outcome::Negative } else { Outcome::Success })

@@ -14,6 +14,28 @@ fn nw_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
+/// Output whose reader is gone before it is written (`nw lnp list | head -0`) ends the
+/// command quietly with the status a SIGPIPE gives (141), as other tools end then — it said
+/// "nw: Broken pipe (os error 32)" and exited 3, as if the host had failed.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_with_sigpipes_status() {
+    let dir = crate::support::Dir::new("closed-pipe");
+    let store = dir.path("lnp.toml");
+    for args in [&["lnp", "list", "--json"][..], &["path", "--json"]] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = Command::new(NW)
+            .args(args)
+            .env("NW_LNP_STORE", &store)
+            .stdout(writer)
+            .output()
+            .expect("run nw");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_and_say_what_is_expected() {
     let (code, _, err) = nw(&["path", "--require-type", "bogus"]);

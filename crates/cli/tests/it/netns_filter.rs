@@ -1532,3 +1532,24 @@ fn netns_filter_the_flow_log_example_refuses_and_logs_what_closed_flows_carried(
     );
     assert!(logged.contains("flow_log: stopped"), "{logged}");
 }
+
+/// A host whose output pipe closed (`nw filter up | head -1`) stops in order on SIGTERM and
+/// says so with its exit status: its closing line used to panic ("failed printing to stdout:
+/// Broken pipe"), exit 101.
+#[test]
+fn netns_filter_a_host_whose_output_pipe_closed_still_stops_in_order() {
+    let p = pair();
+    let mut cmd = p.cli.command(NW);
+    cmd.args(["filter", "up"]).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut host = p.cli.spawn(cmd).expect("start nw filter up");
+    let mut out = BufReader::new(host.stdout().expect("stdout piped"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("a first line");
+    assert!(first.contains("filtering new flows"), "{first}");
+    drop(out);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(host.id() as libc::pid_t, libc::SIGTERM) };
+    let status = host.wait_for(Duration::from_secs(20)).expect("nw filter up stops on SIGTERM");
+    assert_eq!(status.code(), Some(0), "an orderly stop, not a panic");
+    assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
+}

@@ -1043,3 +1043,33 @@ fn netns_tunnel_down_sweeps_the_state_of_namespaces_that_are_gone() {
         assert!(d.join("nwtun0.resolv.conf").exists(), "{} was swept", d.display());
     }
 }
+
+/// A host whose output nobody reads any more (`nw tunnel up | head -1`) keeps running and,
+/// told to stop, stops in order with nothing left behind: it used to panic at its next line
+/// ("failed printing to stdout: Broken pipe") and leave its routing table behind.
+#[test]
+fn netns_tunnel_a_host_whose_output_pipe_closed_still_stops_in_order() {
+    use std::io::BufRead as _;
+    let p = pair();
+    let mut cmd = p.cli.command(NW);
+    // /bin/true exits at once: the host restarts it, saying so, line after line.
+    cmd.args(["tunnel", "up", "--provider", "/bin/true"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut host = p.cli.spawn(cmd).expect("start nw tunnel up");
+    let mut out = std::io::BufReader::new(host.stdout().expect("stdout piped"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("a first line");
+    assert!(first.contains("created"), "{first}");
+    drop(out);
+    // Restarts after 250, 500 and 1000 ms: lines written to the closed pipe.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(host.try_wait().expect("wait").is_none(), "the host ended with its output pipe");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(libc::pid_t::try_from(host.id()).expect("a pid"), libc::SIGTERM) };
+    let status = host.wait_for(Duration::from_secs(20)).expect("nw tunnel up stops on SIGTERM");
+    assert_eq!(status.code(), Some(0), "an orderly stop, not a panic");
+    let status = p.cli.command(NW).args(["tunnel", "status", "--json"]).output().expect("status");
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["leftovers"], json!([]), "{status}");
+}
