@@ -249,14 +249,24 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |error| StoreError::Io { path: path.to_path_buf(), error }
 }
 
-/// Reads a TOML file; a missing one is the default.
+/// Reads a TOML file; a missing one is the default. Only a regular file is read: a named pipe
+/// would hold the open for ever, and a device (`NW_LNP_STORE=/dev/null`) would be replaced by
+/// the store's next write — as root, the device node itself.
 fn read<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T, StoreError> {
     use std::io::Read;
-    let file = match std::fs::File::open(path) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
         Err(e) => return Err(io_error(path)(e)),
     };
+    if !file.metadata().map_err(io_error(path))?.is_file() {
+        return Err(io_error(path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, a pipe or a directory); name a file",
+        )));
+    }
     let mut text = String::new();
     let read = file.take(MAX_FILE + 1).read_to_string(&mut text);
     match read {

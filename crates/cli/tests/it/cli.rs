@@ -153,6 +153,49 @@ fn lnp_refuses_a_decision_for_a_relative_path() {
     }
 }
 
+/// A store that is no regular file is refused, never written through nor waited on:
+/// `NW_LNP_STORE=/dev/null` used to have root replace the device node with the store, and a
+/// named pipe held `nw lnp status` for ever.
+#[test]
+#[allow(clippy::disallowed_methods, reason = "a deadline for a command that might hang")]
+fn lnp_refuses_a_store_that_is_a_device_or_a_pipe() {
+    let dir = crate::support::Dir::new("lnp-device");
+    let (device, pipe) = (dir.path("null"), dir.path("pipe"));
+    for (tool, args) in
+        [("mknod", vec![device.as_str(), "c", "1", "3"]), ("mkfifo", vec![pipe.as_str()])]
+    {
+        let made = Command::new(tool).args(&args).status();
+        assert!(made.is_ok_and(|s| s.success()), "{tool} (as root) must make the test's {args:?}");
+    }
+    let policy = dir.path("policy.toml");
+    for (store, args) in
+        [(&device, &["lnp", "allow", "unit:x.service"][..]), (&pipe, &["lnp", "status"])]
+    {
+        let mut child = Command::new(NW)
+            .args(args)
+            .env("NW_LNP_STORE", store)
+            .env("NW_LNP_POLICY", &policy)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nw");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("nw {args:?} with the store {store} did not end in 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("its output");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+    }
+    let kind = std::fs::symlink_metadata(&device).expect("the device").file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&kind), "the device was replaced");
+}
+
 /// Doctor's `lnp` section says where local network privacy stands, from the files
 /// `NW_LNP_STORE` and `NW_LNP_POLICY` name, and never writes them.
 #[test]
