@@ -174,26 +174,35 @@ fn file_stem(name: &str) -> String {
 }
 
 fn write(path: &Path, text: &str, secret: bool, force: bool) -> anyhow::Result<PathBuf> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    if secret {
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow::Error::new(UsageError(format!(
-                "{} exists; pass --force to replace it",
-                path.display()
-            )))
-        } else {
-            anyhow::anyhow!("cannot write {}: {e}", path.display())
+    let mode = if secret { 0o600 } else { 0o644 };
+    let exists = |what: &str| anyhow::Error::new(UsageError(format!("{} {what}", path.display())));
+    match std::fs::symlink_metadata(path) {
+        Err(_) => {}
+        Ok(_) if !force => return Err(exists("exists; pass --force to replace it")),
+        Ok(m) if !(m.is_file() || m.file_type().is_symlink()) => {
+            return Err(exists(
+                "is not a regular file (a directory, a device or a pipe); choose another --dir",
+            ));
         }
-    })?;
+        // Replaced whole, as a new file with its own mode: never written through a link
+        // (root following a planted one), and a key never lands in an older file that
+        // others may read.
+        Ok(_) => {
+            nw_trust::files::replace(path, text.as_bytes(), mode)
+                .map_err(|e| anyhow::anyhow!("cannot replace {}: {e}", path.display()))?;
+            return Ok(path.to_owned());
+        }
+    }
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(
+            |e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    exists("exists; pass --force to replace it")
+                } else {
+                    anyhow::anyhow!("cannot write {}: {e}", path.display())
+                }
+            },
+        )?;
     file.write_all(text.as_bytes())?;
     Ok(path.to_owned())
 }

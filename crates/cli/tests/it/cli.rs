@@ -734,6 +734,41 @@ fn logs_to_a_pipe_are_plain_text() {
     assert!(!err.contains('\u{1b}'), "escape codes in logs to a pipe: {err:?}");
 }
 
+/// `nw cert --force` replaces a file whole, as a new file with its own mode: a key does not
+/// land in an older file others may read (it kept the old file's 0644), a planted link is
+/// replaced, never written through (as root, to wherever it pointed), and a named pipe or a
+/// directory in the way is refused rather than waited on or written into.
+#[test]
+fn cert_force_replaces_files_whole_never_through_a_link() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = crate::support::Dir::new("cert-force");
+    let d = dir.0.to_str().unwrap().to_owned();
+    let mode =
+        |name: &str| std::fs::metadata(dir.0.join(name)).unwrap().permissions().mode() & 0o777;
+    let (code, _, err) = nw(&["cert", "--dir", &d, "ca"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mode("ca-key.pem"), 0o600);
+    let (code, _, err) = nw(&["cert", "--dir", &d, "ca"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exists; pass --force to replace it"), "{err}");
+    std::fs::set_permissions(dir.0.join("ca-key.pem"), std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    std::fs::remove_file(dir.0.join("ca.pem")).unwrap();
+    std::fs::write(dir.0.join("elsewhere.txt"), "keep\n").unwrap();
+    std::os::unix::fs::symlink(dir.0.join("elsewhere.txt"), dir.0.join("ca.pem")).unwrap();
+    let (code, _, err) = nw(&["cert", "--dir", &d, "--force", "ca"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mode("ca-key.pem"), 0o600, "the new key is in a file of its own mode");
+    assert_eq!(std::fs::read_to_string(dir.0.join("elsewhere.txt")).unwrap(), "keep\n");
+    let ca = std::fs::symlink_metadata(dir.0.join("ca.pem")).unwrap();
+    assert!(ca.is_file(), "the link was replaced by the certificate");
+    std::fs::remove_file(dir.0.join("ca.pem")).unwrap();
+    crate::support::mkfifo(dir.0.join("ca.pem"));
+    let (code, _, err) = nw(&["cert", "--dir", &d, "--force", "ca"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a regular file"), "{err}");
+}
+
 /// A QUIC attempt answered by an ICMP port unreachable fails at once, as a refused TCP one
 /// does, instead of waiting out its timeout (quinn alone ignores the ICMP error); so does
 /// `nw get --http3-only`.
