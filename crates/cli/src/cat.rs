@@ -134,7 +134,8 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<Outcome> {
     let usage = |why: String| anyhow::Error::new(crate::UsageError(why));
     let port = |text: &str| {
-        text.parse::<u16>().map_err(|_| usage(format!("{text:?} is not a port (0–65535)")))
+        let range = if args.listen { "0–65535, 0 for any free one" } else { "1–65535" };
+        text.parse::<u16>().map_err(|_| usage(format!("{text:?} is not a port ({range})")))
     };
     if args.listen {
         let (addr, port) = match args.target.as_slice() {

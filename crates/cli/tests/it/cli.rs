@@ -45,6 +45,13 @@ fn usage_errors_exit_2_and_say_what_is_expected() {
     assert_eq!(code, 2, "{err}");
     let (code, _, _) = nw(&["frobnicate"]);
     assert_eq!(code, 2);
+    // A port to connect to is 1–65535; one to listen on may be 0, any free one.
+    let (code, _, err) = nw(&["cat", "-z", "localhost", "99999"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"99999\" is not a port (1–65535)"), "{err}");
+    let (code, _, err) = nw(&["cat", "-l", "127.0.0.1", "70000"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"70000\" is not a port (0–65535, 0 for any free one)"), "{err}");
     // Checked before anything is installed, so these need no root and leave nothing behind.
     for (flags, says) in [
         (&["--batch", "0"][..], "--batch 0 is out of range (1 to 4096)"),
