@@ -1388,18 +1388,23 @@ fn discard_part(part: &Path, bad: bool) -> bool {
 fn refuse_unless_regular(path: &Path, what: &str) -> Result<(), TransferError> {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
     let kind = meta.file_type();
-    let why = if kind.is_symlink() {
-        "a symbolic link"
+    let (why, hint) = if kind.is_symlink() {
+        ("a symbolic link", "remove it or choose another -o")
     } else if kind.is_dir() {
-        "a directory"
+        ("a directory", "remove it or choose another -o")
     } else if kind.is_file() {
         return Ok(());
     } else {
-        "a device, FIFO or socket"
+        // `-o /dev/null`, as with curl: the body goes there as it comes with -o -, and
+        // a redirect (never "remove it": that is the system's /dev/null).
+        (
+            "a device, FIFO or socket",
+            "to send the body there, give -o - and redirect stdout (-o - > FILE)",
+        )
     };
     Err(TransferError::NotAFile {
         path: path.to_owned(),
-        why: format!("{what} is {why}, not a regular file; remove it or choose another -o"),
+        why: format!("{what} is {why}, not a regular file; {hint}"),
     })
 }
 

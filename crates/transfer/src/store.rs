@@ -226,6 +226,11 @@ impl Store {
                     Some(rusqlite::ErrorCode::CannotOpen) if path.is_dir() => {
                         "that is a directory; name a file, or set NW_STORE"
                     }
+                    // /dev/null, a FIFO: SQLite gets as far as an fsync, which says "disk I/O
+                    // error".
+                    _ if path.exists() && !path.is_dir() && !path.is_file() => {
+                        "that is not a regular file; name a file, or set NW_STORE"
+                    }
                     _ => hint,
                 };
                 StoreError { path: path.to_owned(), what, hint, source }

@@ -975,6 +975,12 @@ fn get_failures_say_only_what_is_true_of_the_part_and_the_redirect() {
     assert!(err.contains("malformed: \"zz\" is not a chunk size after 5 bytes"), "{err}");
     assert!(err.contains("holds what was received") && !err.contains("retr"), "{err}");
     assert_eq!(std::fs::read(scratch.0.join("half.bin.part")).unwrap(), b"hello");
+    // `-o /dev/null`, as curl users write it: refused (it is no regular file), pointing to
+    // `-o -` and a redirect — never to removing it.
+    let out = nw_get(&scratch, &["-o", "/dev/null", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("give -o - and redirect stdout") && !err.contains("remove it"), "{err}");
     let url = format!("http://127.0.0.1:{port}/moved.bin");
     let out = nw_get(&scratch, &["--retry", "0", &url]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1082,6 +1088,11 @@ fn transfers_list_clear_and_run_create_no_store() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("that is a directory; name a file, or set NW_STORE"), "{err}");
+    // A device (it got as far as an fsync, and said "disk I/O error; check the disk").
+    let out = Command::new(NW).args(["transfers"]).env("NW_STORE", "/dev/null").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("that is not a regular file; name a file, or set NW_STORE"), "{err}");
 }
 
 /// `--max-time` cuts off a server that trickles a byte every 200 ms, which the idle timeout
