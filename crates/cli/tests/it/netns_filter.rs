@@ -1553,3 +1553,26 @@ fn netns_filter_a_host_whose_output_pipe_closed_still_stops_in_order() {
     assert_eq!(status.code(), Some(0), "an orderly stop, not a panic");
     assert_eq!(our_rules_left(&p.cli), "", "rules left behind");
 }
+
+/// Rules from a named pipe nothing writes to are refused (exit 2, nothing installed), not run
+/// as no rules at all — which lets every flow through. (In a lab namespace, and given ten
+/// seconds, so that a host started by mistake filters nothing of this machine's and ends.)
+#[test]
+fn netns_filter_rules_from_a_pipe_nothing_writes_to_are_refused() {
+    let p = pair();
+    let scratch = nw_lab::Scratch::new("rules-fifo").expect("a scratch directory");
+    let fifo = scratch.path().join("rules.fifo");
+    crate::support::mkfifo(&fifo);
+    let mut cmd = p.cli.command(NW);
+    cmd.args(["filter", "up", "--rules"]).arg(&fifo).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut host = p.cli.spawn(cmd).expect("start nw filter up");
+    let mut stderr = host.stderr().expect("stderr piped");
+    // (A host still running after ten seconds is killed with the namespace's other processes.)
+    let status = host.wait_for(Duration::from_secs(10));
+    let status = status.unwrap_or_else(|e| panic!("nw filter up ran with no rules: {e}"));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut err).expect("its stderr");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("nothing could be read from it (a pipe nothing writes to?)"), "{err}");
+    assert_eq!(our_rules_left(&p.cli), "", "rules installed");
+}
