@@ -136,15 +136,6 @@ async fn run_up(args: UpArgs) -> anyhow::Result<Outcome> {
             // device) is refused, never truncated into a shorter set of rules.
             let bytes = nw_trust::read_limited(path, 16 << 20, "rules file")
                 .map_err(|e| UsageError(format!("the rules {}: {e}", path.display())))?;
-            // A named pipe nothing writes to reads as empty: no rules, every flow allowed —
-            // not what a user who named rules meant. (`<(…)` has a writer, and is read whole.)
-            if bytes.is_empty() && !path.is_file() {
-                return Err(UsageError(format!(
-                    "the rules {}: nothing could be read from it (a pipe nothing writes to?); give a file",
-                    path.display()
-                ))
-                .into());
-            }
             let text = String::from_utf8(bytes)
                 .map_err(|_| UsageError(format!("the rules {}: not UTF-8 text", path.display())))?;
             Rules::parse(&text, has_provider)

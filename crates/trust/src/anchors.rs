@@ -130,9 +130,10 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Trust
 /// A file's bytes, refusing one larger than `limit` (a device such as `/dev/zero` included)
 /// instead of reading it without bound. `what` names what the file should be, for the error.
 ///
-/// The file is opened without waiting, so a named pipe that nothing writes to reads as empty
-/// instead of holding the caller for ever; reads then wait as usual, so a pipe with a writer
-/// (a shell's `<(…)`) is read whole.
+/// The file is opened without waiting, so a named pipe that nothing writes to is refused at
+/// once ("nothing could be read from it") instead of holding the caller for ever — or being
+/// taken for an empty file (no rules, no anchors); reads then wait as usual, so a pipe with a
+/// writer (a shell's `<(…)`) is read whole.
 pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
     use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -149,7 +150,11 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Stri
     if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
         return Err(failed(std::io::Error::last_os_error()));
     }
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
     match crate::files::read_at_most(file, limit) {
+        Ok(bytes) if bytes.is_empty() && !regular => {
+            Err("nothing could be read from it (a pipe nothing writes to?); give a file".into())
+        }
         Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
             let size = if limit.is_multiple_of(1 << 20) {
@@ -192,6 +197,10 @@ mod tests {
         }
         let _ = reader.join();
         let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(read, Ok(Ok(Vec::new())), "nothing writes: it reads as empty, at once");
+        let said = read.expect("nothing writes: answered at once").expect_err("refused");
+        assert!(
+            said.contains("nothing could be read from it (a pipe nothing writes to?)"),
+            "{said}"
+        );
     }
 }

@@ -869,6 +869,27 @@ fn nw_doctor_target_trusts_through_nw_trust_and_takes_anchor() {
     assert!(code2 == 0 || code2 == 1, "{err2}"); // other sections may warn about this host
 }
 
+/// An anchor, a PAC file or a key that is a named pipe nothing writes to is refused at once,
+/// naming the pipe — not read as an empty file ("holds no PEM certificate", "defines no
+/// function FindProxyForURL") nor waited on.
+#[test]
+fn files_from_a_pipe_nothing_writes_to_are_refused_naming_the_pipe() {
+    let dir = crate::support::Dir::new("empty-pipe");
+    let fifo = dir.path("empty.fifo");
+    crate::support::mkfifo(&fifo);
+    for args in [
+        &["trust", "--anchor", fifo.as_str(), "127.0.0.1:1"][..],
+        &["get", "--proxy-pac", fifo.as_str(), "-o", "x", "http://127.0.0.1:1/x"],
+    ] {
+        let (code, _, err) = nw(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("nothing could be read from it (a pipe nothing writes to?)"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// A WireGuard file that is a named pipe nothing writes to (or a device) is refused at once
 /// with exit 2, saying why, instead of `nw tunnel save` waiting for ever on the open; nothing
 /// is saved.
