@@ -392,14 +392,16 @@ fn say_if_the_server_ended(server: Option<&mut nw_lab::Child>) {
     }
 }
 
+/// Whether `path` is a regular file someone may execute (following links).
+pub(crate) fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Whether the client's program can be run at all — a path to an executable file, or a name
 /// found on PATH — so that one that cannot fails at once with the shell's 127 or 126 and says
 /// why, before a link is built (and not as whatever `ip netns exec` exits with).
 fn runnable(program: &str) -> Result<(), (u8, String)> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if program.contains('/') {
         let path = Path::new(program);
         return match std::fs::metadata(path) {

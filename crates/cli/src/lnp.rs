@@ -316,7 +316,6 @@ fn check_identity(id: &str, deciding: bool) -> Result<(), UsageError> {
 /// What is wrong with the program an `exe:` or `script:` identity names, if anything: nothing
 /// is at its path, or (for `exe:`) what is there is no executable file.
 fn missing_program(identity: &str) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt as _;
     let (exe, path) = match identity.split_once(':')? {
         ("exe", path) => (true, path),
         ("script", path) => (false, path),
@@ -326,7 +325,7 @@ fn missing_program(identity: &str) -> Option<String> {
         Err(_) => Some(format!(
             "nothing is at {path} (yet): the decision applies to a program there once there is one"
         )),
-        Ok(m) if exe && !(m.is_file() && m.permissions().mode() & 0o111 != 0) => {
+        Ok(_) if exe && !crate::condition::executable(Path::new(path)) => {
             Some(format!("{path} is not an executable file, so no app runs as {identity}"))
         }
         Ok(_) => None,
