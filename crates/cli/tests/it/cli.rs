@@ -8,6 +8,21 @@ fn nw(args: &[&str]) -> (i32, String, String) {
     nw_env(args, &[])
 }
 
+/// `cmd`'s exit status and stderr, once it ends within `limit` (a command that could wait on a
+/// pipe for ever); past it, it is killed and the test fails saying so.
+fn ended_within(
+    mut cmd: Command,
+    limit: std::time::Duration,
+) -> (std::process::ExitStatus, String) {
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = nw_lab::Child::spawn_group(cmd).expect("run nw");
+    let stderr = child.stderr().expect("stderr piped");
+    let status = child.wait_for(limit).unwrap_or_else(|e| panic!("it did not end: {e}"));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut { stderr }, &mut err).expect("its stderr");
+    (status, err)
+}
+
 fn nw_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(NW).args(args).envs(env.iter().copied()).output().expect("run nw");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -164,7 +179,6 @@ fn lnp_refuses_a_decision_for_a_relative_path() {
 /// `NW_LNP_STORE=/dev/null` used to have root replace the device node with the store, and a
 /// named pipe held `nw lnp status` for ever.
 #[test]
-#[allow(clippy::disallowed_methods, reason = "a deadline for a command that might hang")]
 fn lnp_refuses_a_store_that_is_a_device_or_a_pipe() {
     let dir = crate::support::Dir::new("lnp-device");
     let (device, pipe) = (dir.path("null"), dir.path("pipe"));
@@ -178,25 +192,10 @@ fn lnp_refuses_a_store_that_is_a_device_or_a_pipe() {
     for (store, args) in
         [(&device, &["lnp", "allow", "unit:x.service"][..]), (&pipe, &["lnp", "status"])]
     {
-        let mut child = Command::new(NW)
-            .args(args)
-            .env("NW_LNP_STORE", store)
-            .env("NW_LNP_POLICY", &policy)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run nw");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while child.try_wait().expect("wait").is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("nw {args:?} with the store {store} did not end in 10 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().expect("its output");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        let mut cmd = Command::new(NW);
+        cmd.args(args).env("NW_LNP_STORE", store).env("NW_LNP_POLICY", &policy);
+        let (status, err) = ended_within(cmd, std::time::Duration::from_secs(10));
+        assert_ne!(status.code(), Some(0), "{args:?}: {err}");
         assert!(err.contains("not a regular file"), "{args:?}: {err}");
     }
     let kind = std::fs::symlink_metadata(&device).expect("the device").file_type();
@@ -899,27 +898,9 @@ fn tunnel_save_refuses_a_pipe_at_once_instead_of_waiting_on_it() {
     let fifo = dir.path("wg0.conf");
     crate::support::mkfifo(&fifo);
     let store = dir.path("store");
-    let mut child = Command::new(NW)
-        .args(["tunnel", "save", "office", &fifo])
-        .env("NW_TUNNEL_CONFIG_DIR", &store)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run nw");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("nw tunnel save was still waiting on the pipe after 20 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let mut cmd = Command::new(NW);
+    cmd.args(["tunnel", "save", "office", &fifo]).env("NW_TUNNEL_CONFIG_DIR", &store);
+    let (status, err) = ended_within(cmd, std::time::Duration::from_secs(20));
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("is not a regular file") && err.contains("give a file"), "{err}");
     let saved = std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0);
